@@ -1,0 +1,46 @@
+/* cg.h -- the CPU backend: a graph becomes one LLVM module (built with the
+ * LLVM C API), optimised for the host CPU and JIT-compiled with ORC LLJIT.
+ * Matrix products call OpenBLAS's cblas_sgemm; intermediate tensors live in
+ * one arena laid out by passes/memplan.c. No LLVM type leaks out of here. */
+#ifndef LATHE_CG_H
+#define LATHE_CG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ir.h"
+
+typedef struct cg_program cg_program;
+
+typedef struct {
+  int opt_level; /* 0..3, default 2 */
+  int threads;   /* 0 = auto */
+  int keep_ir;   /* keep the optimised module text for cg_module_text */
+} cg_options;
+
+/* Compile g (not kept: the program copies what it needs). o may be NULL.
+ * NULL with a message on failure. */
+cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t msgn);
+
+/* inputs[i] for g->inputs[i] (dtype as declared), params[i] for g->params[i]
+ * (f32), outputs[i] caller-allocated buffers for g->outputs[i] (node dtype);
+ * loss may be NULL (scalar f32). Returns 0, or -1 with a message (e.g. an
+ * embedding or label index out of range). Not reentrant per program. */
+int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const *outputs, float *loss,
+           char *msg, size_t msgn);
+
+void cg_free(cg_program *p);
+
+typedef struct {
+  double parse_ms, llvm_opt_ms, jit_ms; /* parse_ms: building the LLVM IR */
+  int kernels, kernels_unique;
+  int64_t arena_bytes, naive_bytes;
+} cg_stats;
+
+void cg_get_stats(const cg_program *p, cg_stats *st);
+
+/* The optimised module as text (for tests and --dump); malloc'd, NULL if the
+ * program was built without keeping it. */
+char *cg_module_text(const cg_program *p);
+
+#endif

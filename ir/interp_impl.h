@@ -1,0 +1,102 @@
+/* interp_impl.h -- private to the reference interpreter (ir/interp*.c).
+ *
+ * A kernel computes one node: it reads its inputs' values through the
+ * context and writes numel(n->shape) doubles to `out` (zeroed). It returns 0,
+ * or -1 after ik_fail has written a message. Kernels compute in double; the
+ * driver (interp.c) then rounds float results in F32 mode and wraps integer
+ * results to their dtype, so kernels never think about dtypes.
+ *
+ * Shape conventions used in the kernels: B = batch, T = sequence length,
+ * d = model width, h = hidden size, C = channels or classes.
+ */
+#ifndef LATHE_INTERP_IMPL_H
+#define LATHE_INTERP_IMPL_H
+
+#include "ir.h"
+
+typedef struct {
+  const ir_graph *g;
+  double **vals;
+  ir_interp_mode mode;
+  char *msg;
+  size_t msgn;
+} ik_ctx;
+
+typedef int (*ik_kernel)(ik_ctx *c, const ir_node *n, double *out);
+
+/* Values and node of input k of n. */
+static inline const double *ik_in(const ik_ctx *c, const ir_node *n, int k) {
+  return c->vals[n->in[k]];
+}
+static inline const ir_node *ik_arg(const ik_ctx *c, const ir_node *n, int k) {
+  return &c->g->nodes[n->in[k]];
+}
+
+/* "op (node 7 'name'): " + the formatted text into c->msg; returns -1. */
+int ik_fail(ik_ctx *c, const ir_node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* malloc of count doubles (zeroed), or NULL after an "out of memory" ik_fail. */
+double *ik_alloc(ik_ctx *c, const ir_node *n, int64_t count);
+
+/* Flat index into a tensor of shape `in` that NumPy broadcasting pairs with
+ * flat index o of a tensor of shape `out` (in is aligned from the right and
+ * its size-1 dimensions repeat). */
+int64_t ik_bcast_index(const ir_shape *out, const ir_shape *in, int64_t o);
+/* Product of dims [lo, hi) of s (1 when empty). */
+int64_t ik_dims(const ir_shape *s, int lo, int hi);
+
+double ik_logistic(double x); /* 1 / (1 + e^-x), stable for large |x| */
+
+/* y[m, n] = x[m, k] @ w[k, n] (+ b[n] when b != NULL). Row-major. */
+void ik_affine(const double *x, const double *w, const double *b, int64_t m, int64_t k, int64_t n,
+               double *y);
+
+/* interp.c: leaves, elementwise, cast */
+int ik_leaf(ik_ctx *c, const ir_node *n, double *out);
+int ik_const(ik_ctx *c, const ir_node *n, double *out);
+int ik_arange(ik_ctx *c, const ir_node *n, double *out);
+int ik_relu(ik_ctx *c, const ir_node *n, double *out);
+int ik_leaky_relu(ik_ctx *c, const ir_node *n, double *out);
+int ik_sigmoid(ik_ctx *c, const ir_node *n, double *out);
+int ik_tanh(ik_ctx *c, const ir_node *n, double *out);
+int ik_gelu(ik_ctx *c, const ir_node *n, double *out);
+int ik_swish(ik_ctx *c, const ir_node *n, double *out);
+int ik_exp(ik_ctx *c, const ir_node *n, double *out);
+int ik_log(ik_ctx *c, const ir_node *n, double *out);
+int ik_sqrt(ik_ctx *c, const ir_node *n, double *out);
+int ik_abs(ik_ctx *c, const ir_node *n, double *out);
+int ik_neg(ik_ctx *c, const ir_node *n, double *out);
+int ik_pow(ik_ctx *c, const ir_node *n, double *out);
+int ik_dropout(ik_ctx *c, const ir_node *n, double *out);
+int ik_cast(ik_ctx *c, const ir_node *n, double *out);
+int ik_add(ik_ctx *c, const ir_node *n, double *out);
+int ik_sub(ik_ctx *c, const ir_node *n, double *out);
+int ik_mul(ik_ctx *c, const ir_node *n, double *out);
+int ik_div(ik_ctx *c, const ir_node *n, double *out);
+
+/* interp_nn.c: contractions, reductions, normalisation, movement, losses */
+int ik_matmul(ik_ctx *c, const ir_node *n, double *out);
+int ik_conv2d(ik_ctx *c, const ir_node *n, double *out);
+int ik_softmax(ik_ctx *c, const ir_node *n, double *out);
+int ik_log_softmax(ik_ctx *c, const ir_node *n, double *out);
+int ik_sum(ik_ctx *c, const ir_node *n, double *out);
+int ik_mean(ik_ctx *c, const ir_node *n, double *out);
+int ik_max(ik_ctx *c, const ir_node *n, double *out);
+int ik_layernorm(ik_ctx *c, const ir_node *n, double *out);
+int ik_maxpool2d(ik_ctx *c, const ir_node *n, double *out);
+int ik_avgpool2d(ik_ctx *c, const ir_node *n, double *out);
+int ik_reshape(ik_ctx *c, const ir_node *n, double *out);
+int ik_transpose(ik_ctx *c, const ir_node *n, double *out);
+int ik_concat(ik_ctx *c, const ir_node *n, double *out);
+int ik_slice(ik_ctx *c, const ir_node *n, double *out);
+int ik_embedding(ik_ctx *c, const ir_node *n, double *out);
+int ik_cross_entropy(ik_ctx *c, const ir_node *n, double *out);
+int ik_mse(ik_ctx *c, const ir_node *n, double *out);
+int ik_bce(ik_ctx *c, const ir_node *n, double *out);
+
+/* interp_seq.c: fused sequence layers */
+int ik_attention(ik_ctx *c, const ir_node *n, double *out);
+int ik_rnn(ik_ctx *c, const ir_node *n, double *out);
+int ik_lstm(ik_ctx *c, const ir_node *n, double *out);
+int ik_gru(ik_ctx *c, const ir_node *n, double *out);
+
+#endif

@@ -1,0 +1,282 @@
+/* interp_nn.c -- reference kernels for contractions (matmul, conv2d),
+ * reductions and normalisations, pools, data movement, embedding and losses.
+ * See interp_impl.h for the kernel contract. Many kernels view a tensor as
+ * [outer, len, inner] around one axis: element (o, l, i) is at
+ * (o * len + l) * inner + i.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "interp_impl.h"
+
+/* ---- contractions ---- */
+
+/* numpy.matmul. A 1-D left operand is one row [1, k], a 1-D right operand
+ * one column [k, 1]; the leading (batch) dimensions of each broadcast to the
+ * result's. The result's trailing dims are [m, p] minus the promoted ones. */
+int ik_matmul(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sa = &ik_arg(c, n, 0)->shape, *sb = &ik_arg(c, n, 1)->shape;
+  const double *a = ik_in(c, n, 0), *b = ik_in(c, n, 1);
+  int64_t k = sa->d[sa->rank - 1];
+  int64_t m = sa->rank >= 2 ? sa->d[sa->rank - 2] : 1;
+  int64_t p = sb->rank >= 2 ? sb->d[sb->rank - 1] : 1;
+  ir_shape batch = n->shape, ba = {0}, bb = {0};
+  batch.rank -= (sa->rank >= 2) + (sb->rank >= 2);
+  ba.rank = sa->rank > 2 ? sa->rank - 2 : 0;
+  bb.rank = sb->rank > 2 ? sb->rank - 2 : 0;
+  for (int i = 0; i < ba.rank; i++) ba.d[i] = sa->d[i];
+  for (int i = 0; i < bb.rank; i++) bb.d[i] = sb->d[i];
+  int64_t nbatch = ik_dims(&batch, 0, batch.rank);
+  for (int64_t t = 0; t < nbatch; t++) {
+    const double *at = a + ik_bcast_index(&batch, &ba, t) * m * k;
+    const double *bt = b + ik_bcast_index(&batch, &bb, t) * k * p;
+    ik_affine(at, bt, NULL, m, k, p, out + t * m * p);
+  }
+  return 0;
+}
+
+/* x[N, C, H, W] * w[O, C, k, k] (+ b[O]) -> [N, O, OH, OW]; the input is
+ * padded by `pad` zeros at the top/left and `pad_hi` at the bottom/right. */
+int ik_conv2d(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape, *sw = &ik_arg(c, n, 1)->shape;
+  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *b = n->nin == 3 ? ik_in(c, n, 2) : NULL;
+  int64_t N = sx->d[0], C = sx->d[1], H = sx->d[2], W = sx->d[3];
+  int64_t O = sw->d[0], K = sw->d[2], OH = n->shape.d[2], OW = n->shape.d[3];
+  int64_t s = n->attr.stride, pad = n->attr.pad;
+  for (int64_t in = 0; in < N; in++)
+    for (int64_t o = 0; o < O; o++)
+      for (int64_t oy = 0; oy < OH; oy++)
+        for (int64_t ox = 0; ox < OW; ox++) {
+          double acc = b ? b[o] : 0.0;
+          for (int64_t ch = 0; ch < C; ch++)
+            for (int64_t ky = 0; ky < K; ky++)
+              for (int64_t kx = 0; kx < K; kx++) {
+                int64_t y = oy * s + ky - pad, xx = ox * s + kx - pad;
+                if (y < 0 || y >= H || xx < 0 || xx >= W) continue; /* zero padding */
+                acc += x[((in * C + ch) * H + y) * W + xx] * w[((o * C + ch) * K + ky) * K + kx];
+              }
+          out[((in * O + o) * OH + oy) * OW + ox] = acc;
+        }
+  return 0;
+}
+
+/* ---- pools: k x k windows with a stride, no padding, over [N, C, H, W] ---- */
+
+static int pool2d(ik_ctx *c, const ir_node *n, double *out, int is_max) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0);
+  int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3];
+  int64_t OH = n->shape.d[2], OW = n->shape.d[3], K = n->attr.k, s = n->attr.stride;
+  for (int64_t pl = 0; pl < planes; pl++)
+    for (int64_t oy = 0; oy < OH; oy++)
+      for (int64_t ox = 0; ox < OW; ox++) {
+        double acc = is_max ? -INFINITY : 0.0;
+        for (int64_t ky = 0; ky < K; ky++)
+          for (int64_t kx = 0; kx < K; kx++) {
+            double v = x[(pl * H + oy * s + ky) * W + ox * s + kx];
+            if (!is_max) acc += v;
+            else if (v > acc || isnan(v)) acc = v; /* NaN propagates, as in PyTorch */
+          }
+        out[(pl * OH + oy) * OW + ox] = is_max ? acc : acc / (double)(K * K);
+      }
+  return 0;
+}
+
+int ik_maxpool2d(ik_ctx *c, const ir_node *n, double *out) { return pool2d(c, n, out, 1); }
+int ik_avgpool2d(ik_ctx *c, const ir_node *n, double *out) { return pool2d(c, n, out, 0); }
+
+/* ---- softmax family along attr.axis ---- */
+
+static int softmax_along(ik_ctx *c, const ir_node *n, double *out, int as_log) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0);
+  int ax = (int)n->attr.axis;
+  int64_t outer = ik_dims(sx, 0, ax), len = sx->d[ax], inner = ik_dims(sx, ax + 1, sx->rank);
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const double *xr = x + o * len * inner + i;
+      double *yr = out + o * len * inner + i;
+      double mx = -INFINITY, sum = 0.0;
+      for (int64_t l = 0; l < len; l++) mx = xr[l * inner] > mx ? xr[l * inner] : mx;
+      for (int64_t l = 0; l < len; l++) sum += exp(xr[l * inner] - mx);
+      for (int64_t l = 0; l < len; l++)
+        yr[l * inner] = as_log ? xr[l * inner] - mx - log(sum) : exp(xr[l * inner] - mx) / sum;
+    }
+  return 0;
+}
+
+int ik_softmax(ik_ctx *c, const ir_node *n, double *out) { return softmax_along(c, n, out, 0); }
+int ik_log_softmax(ik_ctx *c, const ir_node *n, double *out) { return softmax_along(c, n, out, 1); }
+
+/* ---- sum / mean / max along attr.axis, or over everything (axis -1) ---- */
+
+enum { RED_SUM, RED_MEAN, RED_MAX };
+
+static int reduce(ik_ctx *c, const ir_node *n, double *out, int kind) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0);
+  int64_t outer = 1, len = ir_numel(sx), inner = 1;
+  if (n->attr.axis >= 0) {
+    int ax = (int)n->attr.axis;
+    outer = ik_dims(sx, 0, ax);
+    len = sx->d[ax];
+    inner = ik_dims(sx, ax + 1, sx->rank);
+  }
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const double *xr = x + o * len * inner + i;
+      double acc = kind == RED_MAX ? xr[0] : 0.0;
+      for (int64_t l = 0; l < len; l++) {
+        double v = xr[l * inner];
+        if (kind != RED_MAX) acc += v;
+        else if (v > acc || isnan(v)) acc = v;
+      }
+      out[o * inner + i] = kind == RED_MEAN ? acc / (double)len : acc;
+    }
+  return 0;
+}
+
+int ik_sum(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_SUM); }
+int ik_mean(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MEAN); }
+int ik_max(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MAX); }
+
+/* Over the last axis: (x - mean) / sqrt(var + eps) * w + b, var biased. */
+int ik_layernorm(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *b = ik_in(c, n, 2);
+  int64_t d = sx->d[sx->rank - 1], rows = ir_numel(sx) / d;
+  for (int64_t r = 0; r < rows; r++) {
+    const double *xr = x + r * d;
+    double mean = 0.0, var = 0.0;
+    for (int64_t j = 0; j < d; j++) mean += xr[j];
+    mean /= (double)d;
+    for (int64_t j = 0; j < d; j++) var += (xr[j] - mean) * (xr[j] - mean);
+    var /= (double)d;
+    double inv = 1.0 / sqrt(var + n->attr.f);
+    for (int64_t j = 0; j < d; j++) out[r * d + j] = (xr[j] - mean) * inv * w[j] + b[j];
+  }
+  return 0;
+}
+
+/* ---- data movement ---- */
+
+int ik_reshape(ik_ctx *c, const ir_node *n, double *out) {
+  const double *x = ik_in(c, n, 0);
+  int64_t count = ir_numel(&n->shape);
+  for (int64_t i = 0; i < count; i++) out[i] = x[i];
+  return 0;
+}
+
+/* out.d[j] = in.d[perm[j]]: output coordinate j steps input axis perm[j]. */
+int ik_transpose(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0);
+  int64_t instride[IR_MAXDIM];
+  for (int a = 0; a < sx->rank; a++) instride[a] = ik_dims(sx, a + 1, sx->rank);
+  int64_t count = ir_numel(&n->shape);
+  for (int64_t o = 0; o < count; o++) {
+    int64_t rest = o, src = 0;
+    for (int j = n->shape.rank - 1; j >= 0; j--) {
+      src += (rest % n->shape.d[j]) * instride[n->attr.list[j]];
+      rest /= n->shape.d[j];
+    }
+    out[o] = x[src];
+  }
+  return 0;
+}
+
+int ik_concat(ik_ctx *c, const ir_node *n, double *out) {
+  int ax = (int)n->attr.axis;
+  int64_t outer = ik_dims(&n->shape, 0, ax), inner = ik_dims(&n->shape, ax + 1, n->shape.rank);
+  int64_t olen = n->shape.d[ax], at = 0; /* at: offset of input k along the axis */
+  for (int k = 0; k < n->nin; k++) {
+    const double *x = ik_in(c, n, k);
+    int64_t len = ik_arg(c, n, k)->shape.d[ax];
+    for (int64_t o = 0; o < outer; o++)
+      for (int64_t e = 0; e < len * inner; e++) out[(o * olen + at) * inner + e] = x[o * len * inner + e];
+    at += len;
+  }
+  return 0;
+}
+
+int ik_slice(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0);
+  int ax = (int)n->attr.axis;
+  int64_t outer = ik_dims(sx, 0, ax), inner = ik_dims(sx, ax + 1, sx->rank), len = sx->d[ax];
+  int64_t olen = n->attr.end - n->attr.start;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t e = 0; e < olen * inner; e++)
+      out[o * olen * inner + e] = x[(o * len + n->attr.start) * inner + e];
+  return 0;
+}
+
+/* ids[...] index rows of weight[V, D]; the result is ids.shape + [D]. An id
+ * outside [0, V) is a user error (the data), never an out-of-bounds read. */
+int ik_embedding(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *si = &ik_arg(c, n, 0)->shape, *sw = &ik_arg(c, n, 1)->shape;
+  const double *ids = ik_in(c, n, 0), *w = ik_in(c, n, 1);
+  int64_t count = ir_numel(si), V = sw->d[0], D = sw->d[1];
+  for (int64_t i = 0; i < count; i++) {
+    double id = ids[i];
+    if (!(id >= 0 && id < (double)V && id == floor(id)))
+      return ik_fail(c, n, "id %.17g at position %lld is out of range for a vocabulary of %lld",
+                     id, (long long)i, (long long)V);
+    const double *row = w + (int64_t)id * D;
+    for (int64_t j = 0; j < D; j++) out[i * D + j] = row[j];
+  }
+  return 0;
+}
+
+/* ---- losses: scalar results ---- */
+
+/* logits[..., C], labels[...]: mean over positions of
+ * (1 - ls) * -logp[label] + ls * mean_c(-logp[c])  (PyTorch's label smoothing). */
+int ik_cross_entropy(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0), *y = ik_in(c, n, 1);
+  int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
+  double ls = n->attr.f, total = 0.0;
+  for (int64_t r = 0; r < rows; r++) {
+    const double *xr = x + r * C;
+    double lab = y[r];
+    if (!(lab >= 0 && lab < (double)C && lab == floor(lab)))
+      return ik_fail(c, n, "label %.17g at position %lld is out of range for %lld classes", lab,
+                     (long long)r, (long long)C);
+    double mx = -INFINITY, sum = 0.0, all = 0.0;
+    for (int64_t j = 0; j < C; j++) mx = xr[j] > mx ? xr[j] : mx;
+    for (int64_t j = 0; j < C; j++) sum += exp(xr[j] - mx);
+    double lse = mx + log(sum); /* -logp[j] = lse - x[j] */
+    for (int64_t j = 0; j < C; j++) all += lse - xr[j];
+    total += (1.0 - ls) * (lse - xr[(int64_t)lab]) + ls * all / (double)C;
+  }
+  out[0] = total / (double)rows;
+  return 0;
+}
+
+/* The mean over the broadcast shape of a pointwise loss of (a, b). */
+static double pair_mean(ik_ctx *c, const ir_node *n, double (*f)(double, double)) {
+  const ir_shape *sa = &ik_arg(c, n, 0)->shape, *sb = &ik_arg(c, n, 1)->shape;
+  const double *a = ik_in(c, n, 0), *b = ik_in(c, n, 1);
+  ir_shape s;
+  if (ir_broadcast(sa, sb, &s)) s = *sa; /* the shape rule has checked them */
+  int64_t count = ir_numel(&s);
+  double total = 0.0;
+  for (int64_t i = 0; i < count; i++)
+    total += f(a[ik_bcast_index(&s, sa, i)], b[ik_bcast_index(&s, sb, i)]);
+  return total / (double)count;
+}
+
+static double sq_err(double p, double t) { return (p - t) * (p - t); }
+/* BCE with logits in the stable form max(x, 0) - x y + log1p(exp(-|x|)). */
+static double bce_logit(double x, double y) { return (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x))); }
+
+int ik_mse(ik_ctx *c, const ir_node *n, double *out) {
+  out[0] = pair_mean(c, n, sq_err);
+  return 0;
+}
+
+int ik_bce(ik_ctx *c, const ir_node *n, double *out) {
+  out[0] = pair_mean(c, n, bce_logit);
+  return 0;
+}

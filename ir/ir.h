@@ -1,0 +1,240 @@
+/* ir.h -- the internal header of Lathe's middle: arena, dtypes, shapes, the
+ * static graph, the op table, verifier, printers, statistics and the
+ * reference interpreter. Sections are named after the file that defines them.
+ *
+ * Conventions: shapes are row-major; a tensor of rank 0 is a scalar. Every
+ * shape in a graph is static (symbolic dimensions are bound by the frontend
+ * before any node exists). Node ids are indices into g->nodes and every input
+ * of a node has a smaller id than the node (the node array is a topological
+ * order).
+ */
+#ifndef LATHE_IR_H
+#define LATHE_IR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- ir/arena.c: bump allocation for everything that lives as long as a
+ * compilation. Freed all at once; allocation failure aborts (internal tier). */
+typedef struct ar_block ar_block;
+typedef struct arena {
+  ar_block *head;
+  size_t used_total;
+} arena;
+
+void ar_init(arena *a);
+void ar_free(arena *a);
+void *ar_alloc(arena *a, size_t n);            /* zeroed, 16-byte aligned */
+char *ar_strdup(arena *a, const char *s);
+char *ar_strndup(arena *a, const char *s, size_t n);
+char *ar_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Internal errors (bugs, not user errors): print file:line and abort. */
+#define IR_UNREACHABLE(msg) ir_die(__FILE__, __LINE__, msg)
+void ir_die(const char *file, int line, const char *msg) __attribute__((noreturn));
+
+/* ---- ir/dtype.c ---- */
+typedef enum {
+  IR_F32, IR_F16, IR_BF16, IR_I32, IR_I64, IR_I8, IR_U8, IR_BOOL,
+  IR_NDTYPES
+} ir_dtype;
+
+const char *ir_dtype_name(ir_dtype t);          /* "f32" ... */
+int ir_dtype_parse(const char *s, ir_dtype *out); /* 0 ok, -1 unknown */
+size_t ir_dtype_size(ir_dtype t);
+int ir_dtype_is_float(ir_dtype t);
+int ir_dtype_is_int(ir_dtype t);                /* i32 i64 i8 u8 bool */
+
+/* ---- ir/shape.c ---- */
+#define IR_MAXDIM 8
+/* Largest element count accepted for one tensor: 2^40 elements. Keeps every
+ * byte count and flop count well inside int64. */
+#define IR_MAX_ELEMS ((int64_t)1 << 40)
+
+typedef struct {
+  int rank;
+  int64_t d[IR_MAXDIM];
+} ir_shape;
+
+int64_t ir_numel(const ir_shape *s);
+int ir_shape_eq(const ir_shape *a, const ir_shape *b);
+/* "[2, 3, 4]" into buf; returns buf */
+char *ir_shape_str(const ir_shape *s, char *buf, size_t n);
+/* NumPy broadcast of a and b into out; -1 if incompatible. */
+int ir_broadcast(const ir_shape *a, const ir_shape *b, ir_shape *out);
+
+/* ---- ir/ops.c: the op table ---- */
+typedef enum {
+#define OP(e, name, arity, cat, shape) IR_##e,
+#include "ops.def"
+#undef OP
+  IR_NOPS
+} ir_op;
+
+typedef enum {
+  IR_CAT_LEAF, IR_CAT_UNARY, IR_CAT_BINARY, IR_CAT_GEMM, IR_CAT_REDUCE,
+  IR_CAT_MOVE, IR_CAT_LAYER, IR_CAT_LOSS
+} ir_cat;
+
+struct ir_graph;
+struct ir_node;
+typedef int (*ir_shape_fn)(struct ir_graph *g, struct ir_node *n, char *msg, size_t msgn);
+
+typedef struct {
+  const char *name;
+  int arity;
+  ir_cat cat;
+  ir_shape_fn shape;
+} ir_opinfo;
+
+extern const ir_opinfo ir_ops[IR_NOPS];
+int ir_op_lookup(const char *name); /* -1 if unknown */
+
+/* ---- the graph (ir/graph.c) ---- */
+typedef struct {
+  int64_t axis, k, stride, pad, pad_hi, start, end, heads, n, i;
+  int keepdims, causal, approx;
+  double f;                  /* alpha, p, eps, label smoothing, exponent, const */
+  int nlist;
+  int64_t list[IR_MAXDIM];   /* perm or reshape dims */
+} ir_attr;
+
+typedef struct {
+  const char *file;  /* may be NULL for synthesised nodes */
+  int line, col;     /* 1-based; 0 = unknown */
+} ir_loc;
+
+typedef struct ir_node {
+  int op;                 /* ir_op */
+  int nin;
+  int *in;                /* node ids, arena-allocated */
+  ir_dtype dtype;
+  ir_shape shape;
+  ir_attr attr;
+  const double *data;     /* CONST with a non-scalar payload: numel values */
+  const char *name;       /* binding name or parameter name; may be NULL */
+  ir_loc loc;
+} ir_node;
+
+typedef enum { IR_INIT_ZEROS, IR_INIT_ONES, IR_INIT_NORMAL, IR_INIT_XAVIER, IR_INIT_HE,
+               IR_INIT_UNIFORM } ir_init;
+
+typedef struct {
+  const char *name;       /* "fc1.weight", "h.0.ln1.bias", ... */
+  ir_dtype dtype;
+  ir_shape shape;
+  ir_init init;
+  double std;             /* for IR_INIT_NORMAL (and uniform bound) */
+  int64_t fan_in, fan_out;/* for xavier / he */
+  int node;               /* the PARAM node */
+} ir_param;
+
+typedef struct {
+  const char *name;
+  ir_dtype dtype;
+  ir_shape shape;
+  int is_target;          /* declared with `target` */
+  int node;
+} ir_input;
+
+typedef struct {
+  const char *name;
+  int node;
+} ir_output;
+
+/* The training block, checked and kept for the training stage. Every field
+ * has its "unset" value (-1 or NAN or NULL) when the block does not set it. */
+typedef enum { IR_OPT_NONE, IR_OPT_SGD, IR_OPT_ADAM, IR_OPT_ADAMW, IR_OPT_RMSPROP } ir_optkind;
+typedef enum { IR_SCHED_CONSTANT, IR_SCHED_STEP, IR_SCHED_COSINE, IR_SCHED_EXPONENTIAL } ir_schedkind;
+
+typedef struct {
+  int present;            /* a train { } block was given */
+  ir_optkind opt;
+  double lr, momentum, beta1, beta2, eps, weight_decay, alpha;
+  int nesterov;
+  ir_schedkind sched;
+  double sched_every, sched_gamma, sched_warmup, sched_min_lr;
+  int64_t epochs, batch, early_stop, seed;
+  int init_set;           /* init = ... given */
+  ir_init init;
+  double init_std;
+  double l1, l2, clip_norm, grad_noise;
+  int nsplit;
+  double split[3];
+} ir_train;
+
+typedef struct ir_graph {
+  arena *A;               /* owns every string and array below */
+  const char *model_name;
+  ir_node *nodes;
+  int nnodes, capnodes;
+  ir_param *params;
+  int nparams, capparams;
+  ir_input *inputs;
+  int ninputs, capinputs;
+  ir_output *outputs;
+  int noutputs, capoutputs;
+  int loss;               /* node id of the loss, -1 if none */
+  ir_train train;
+} ir_graph;
+
+void ir_graph_init(ir_graph *g, arena *A, const char *model_name);
+/* Append a node, run the op's shape rule. Returns the node id, or -1 with a
+ * message in msg (the node is not added) when the inputs do not fit the op.
+ * `attr` may be NULL (all zero). */
+int ir_add(ir_graph *g, int op, const int *in, int nin, const ir_attr *attr,
+           ir_loc loc, char *msg, size_t msgn);
+/* Leaves are created through these: */
+int ir_add_input(ir_graph *g, const char *name, ir_dtype t, const ir_shape *s, int is_target, ir_loc loc);
+int ir_add_param(ir_graph *g, const char *name, ir_dtype t, const ir_shape *s, ir_init init,
+                 double std, int64_t fan_in, int64_t fan_out, ir_loc loc);
+int ir_add_const(ir_graph *g, ir_dtype t, double value, ir_loc loc);
+void ir_add_output(ir_graph *g, const char *name, int node);
+int ir_find_param(const ir_graph *g, const char *name);  /* index or -1 */
+int ir_find_input(const ir_graph *g, const char *name);  /* index or -1 */
+int ir_find_output(const ir_graph *g, const char *name); /* index or -1 */
+
+/* ---- ir/verify.c: structural invariants; returns 0 or -1 with msg ---- */
+int ir_verify(const ir_graph *g, char *msg, size_t msgn);
+
+/* ---- ir/print.c ---- */
+void ir_print(const ir_graph *g, FILE *f);  /* one line per node */
+void ir_dot(const ir_graph *g, FILE *f);    /* Graphviz */
+
+/* ---- ir/stats.c ---- */
+int64_t ir_node_flops(const ir_graph *g, int node); /* forward FLOPs (mul+add = 2) */
+int64_t ir_node_bytes(const ir_graph *g, int node); /* bytes of the node's result */
+typedef struct {
+  int64_t params;          /* parameter element count */
+  int64_t param_bytes;
+  int64_t activation_bytes;/* naive sum over non-leaf nodes */
+  int64_t input_bytes;
+  int64_t flops;
+} ir_stats;
+void ir_graph_stats(const ir_graph *g, ir_stats *st);
+void ir_summary(const ir_graph *g, FILE *f); /* the `lathe check` table */
+
+/* ---- ir/interp.c: the reference interpreter ----
+ * Every value is an array of doubles (integers stored exactly). In
+ * IR_INTERP_F32 mode each floating result is rounded to float after every op,
+ * matching a float32 program; IR_INTERP_F64 keeps doubles (the oracle for
+ * gradient checks). vals[i] is the value of node i: the caller fills INPUT
+ * and PARAM nodes (numel doubles each, caller-owned); ir_interp allocates
+ * every other entry, which ir_interp_release frees. */
+typedef enum { IR_INTERP_F32, IR_INTERP_F64 } ir_interp_mode;
+int ir_interp(const ir_graph *g, ir_interp_mode mode, double **vals, char *msg, size_t msgn);
+void ir_interp_release(const ir_graph *g, double **vals);
+
+/* ---- ir/rng.c: counter-based RNG (Philox-4x32-10) for initialisers and
+ * dropout, identical on every backend and thread schedule. ---- */
+typedef struct { uint64_t key; uint64_t counter; } ir_rng;
+void ir_rng_seed(ir_rng *r, uint64_t seed, uint64_t stream);
+uint32_t ir_rng_u32(ir_rng *r);
+double ir_rng_uniform(ir_rng *r);   /* [0, 1) */
+double ir_rng_normal(ir_rng *r);    /* N(0, 1), Box-Muller */
+/* Fill n floats for parameter p as its initialiser says (seeded per name so
+ * adding a parameter does not shift the others). */
+void ir_param_init_values(const ir_param *p, uint64_t seed, float *out);
+
+#endif

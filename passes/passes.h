@@ -1,0 +1,35 @@
+/* passes.h -- graph passes that run between the IR and a backend. Sections are
+ * named after the file that defines them. */
+#ifndef LATHE_PASSES_H
+#define LATHE_PASSES_H
+
+#include "ir.h"
+
+/* ---- passes/memplan.c: the static memory plan ----
+ * Every intermediate tensor lives in one arena. A tensor's bytes become
+ * reusable after the last node that reads it has run (liveness over the
+ * node order, which is a topological order); new tensors take the smallest
+ * free gap that fits (best fit), else grow the arena. Offsets are 64-byte
+ * aligned. A node's result never shares bytes with its own inputs or its
+ * scratch, so kernels need not be written to work in place.
+ *
+ * Inputs, per node i (arrays of g->nnodes):
+ *   bytes[i]    bytes of node i's result if it lives in the arena, 0 if it
+ *               does not (leaves, caller-owned outputs, aliases)
+ *   scratch[i]  temporary bytes node i needs while it runs (0 = none)
+ *   keep[i]     non-zero: the result must survive to the end (e.g. the loss)
+ *   alias[i]    -1, or the node whose buffer node i reuses as its own (a
+ *               reshape that moves no data); that buffer then lives until
+ *               node i's last use too. May be NULL (no aliases).
+ */
+typedef struct {
+  int64_t *offset;       /* per node: arena offset of the result, -1 = none */
+  int64_t *scratch_off;  /* per node: arena offset of its scratch, -1 = none */
+  int64_t arena_bytes;   /* planned peak */
+  int64_t naive_bytes;   /* sum of every planned tensor and scratch */
+} mp_plan;
+
+void mp_plan_graph(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
+                   const int *keep, const int *alias, mp_plan *out);
+
+#endif

@@ -1,0 +1,337 @@
+/* api_program.c -- the public C API, part 2: compiled programs. Compiling
+ * lowers the model with its bound dimensions to a static graph (verified);
+ * weights are f32 buffers, one per parameter; running executes the graph on
+ * the chosen backend. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/program.h"
+#include "runtime/runtime.h"
+
+lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_error *err) {
+  lathe_options o = {0};
+  if (opt) o = *opt;
+  if (o.backend == LATHE_BACKEND_CUDA) {
+    api_fail(err, LATHE_EUSER, "the cuda backend is not part of this build yet; use --backend interp");
+    return NULL;
+  }
+  if (o.backend == LATHE_BACKEND_LLVM) {
+    api_fail(err, LATHE_EUSER, "the llvm backend is not part of this build yet; use --backend interp");
+    return NULL;
+  }
+  int nsyms = fe_num_syms(m->fe);
+  int64_t vals[IR_MAXDIM * 8];
+  if (nsyms > (int)(sizeof vals / sizeof vals[0])) {
+    api_fail(err, LATHE_EUSER, "model declares %d symbolic dimensions; at most %d are supported", nsyms,
+             (int)(sizeof vals / sizeof vals[0]));
+    return NULL;
+  }
+  for (int i = 0; i < nsyms; i++) {
+    vals[i] = m->vals[i] ? m->vals[i] : o.default_dim;
+    if (vals[i] < 1) {
+      const char *s = fe_sym_name(m->fe, i);
+      api_fail(err, LATHE_EUSER,
+               "symbolic dimension '%s' is not bound: give an input array or --bind %s=N", s, s);
+      return NULL;
+    }
+  }
+  lathe_program *p = calloc(1, sizeof *p);
+  if (!p) { api_fail(err, LATHE_ENOMEM, "out of memory"); return NULL; }
+  p->opt = o;
+  ar_init(&p->A);
+  ir_graph_init(&p->g, &p->A, fe_model_name(m->fe));
+  char *msg = NULL;
+  if (fe_lower(m->fe, vals, &p->g, &msg) != 0) {
+    api_fail_take(err, LATHE_EUSER, msg);
+    lathe_program_free(p);
+    return NULL;
+  }
+  char vmsg[1024];
+  if (ir_verify(&p->g, vmsg, sizeof vmsg) != 0) {
+    api_fail(err, LATHE_EINTERNAL, "internal error: the lowered graph does not verify: %s", vmsg);
+    lathe_program_free(p);
+    return NULL;
+  }
+  const ir_graph *g = &p->g;
+  p->params = calloc((size_t)g->nparams + 1, sizeof *p->params);
+  p->in = calloc((size_t)g->ninputs + 1, sizeof *p->in);
+  p->in_set = calloc((size_t)g->ninputs + 1, sizeof *p->in_set);
+  if (!p->params || !p->in || !p->in_set) goto oom;
+  for (int i = 0; i < g->nparams; i++) {
+    p->params[i] = calloc((size_t)ir_numel(&g->params[i].shape) + 1, sizeof(float));
+    if (!p->params[i]) goto oom;
+  }
+  p->weights_set = g->nparams == 0;
+  return p;
+oom:
+  lathe_program_free(p);
+  api_fail(err, LATHE_ENOMEM, "out of memory allocating the program's parameters");
+  return NULL;
+}
+
+static void release_vals(lathe_program *p) {
+  if (!p->vals) return;
+  /* ir_interp_release frees what the interpreter allocated; leaves are ours. */
+  for (int i = 0; i < p->g.nnodes; i++) {
+    int op = p->g.nodes[i].op;
+    if (op == IR_INPUT || op == IR_PARAM) { free(p->vals[i]); p->vals[i] = NULL; }
+  }
+  ir_interp_release(&p->g, p->vals);
+  free(p->vals);
+  p->vals = NULL;
+  p->ran = 0;
+}
+
+void lathe_program_free(lathe_program *p) {
+  if (!p) return;
+  release_vals(p);
+  if (p->params)
+    for (int i = 0; i < p->g.nparams; i++) free(p->params[i]);
+  if (p->in)
+    for (int i = 0; i < p->g.ninputs; i++) free(p->in[i].data);
+  free(p->params);
+  free(p->in);
+  free(p->in_set);
+  ar_free(&p->A);
+  free(p);
+}
+
+void lathe_program_print(const lathe_program *p, lathe_print_kind kind, FILE *f) {
+  if (kind == LATHE_PRINT_IR) ir_print(&p->g, f);
+  else if (kind == LATHE_PRINT_DOT) ir_dot(&p->g, f);
+  else ir_summary(&p->g, f);
+}
+
+int lathe_num_outputs(const lathe_program *p) { return p->g.noutputs; }
+const char *lathe_output_name(const lathe_program *p, int i) { return p->g.outputs[i].name; }
+int lathe_has_loss(const lathe_program *p) { return p->g.loss >= 0; }
+int lathe_num_params(const lathe_program *p) { return p->g.nparams; }
+const char *lathe_param_name(const lathe_program *p, int i) { return p->g.params[i].name; }
+
+static void shape_to_tensor(const ir_shape *s, lathe_tensor *t) {
+  t->rank = s->rank;
+  for (int j = 0; j < s->rank; j++) t->shape[j] = s->d[j];
+}
+
+int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view) {
+  if (i < 0 || i >= p->g.nparams) return LATHE_EUSER;
+  memset(view, 0, sizeof *view);
+  view->dtype = LATHE_F32;
+  shape_to_tensor(&p->g.params[i].shape, view);
+  view->data = p->params[i];
+  return 0;
+}
+
+/* ---- weights ---- */
+
+int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err) {
+  (void)err;
+  for (int i = 0; i < p->g.nparams; i++) ir_param_init_values(&p->g.params[i], seed, p->params[i]);
+  p->weights_set = 1;
+  return 0;
+}
+
+static int same_shape(const lathe_tensor *t, const ir_shape *s) {
+  if (t->rank != s->rank) return 0;
+  for (int j = 0; j < s->rank; j++)
+    if (t->shape[j] != s->d[j]) return 0;
+  return 1;
+}
+
+static void tensor_shape_str(const lathe_tensor *t, char *buf, size_t n) {
+  ir_shape s = {.rank = t->rank};
+  for (int j = 0; j < t->rank; j++) s.d[j] = t->shape[j];
+  ir_shape_str(&s, buf, n);
+}
+
+/* Check every parameter is present with the right shape and no tensor is left
+ * over, before anything is copied: a failed load leaves the old weights. */
+static int check_weights(const lathe_program *p, const char *path, const rt_st_file *f, lathe_error *err) {
+  char want[128], got[128];
+  for (int i = 0; i < p->g.nparams; i++) {
+    const ir_param *pr = &p->g.params[i];
+    const rt_st_entry *e = rt_st_find(f, pr->name);
+    ir_shape_str(&pr->shape, want, sizeof want);
+    if (!e)
+      return api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s' (the model expects f32%s)", path,
+                      pr->name, want);
+    if (!same_shape(&e->t, &pr->shape)) {
+      tensor_shape_str(&e->t, got, sizeof got);
+      return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has shape %s, but the model expects %s", path,
+                      pr->name, got, want);
+    }
+    if (e->t.dtype != LATHE_F32 && e->t.dtype != LATHE_F16 && e->t.dtype != LATHE_BF16)
+      return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has dtype %s, but the model expects f32", path,
+                      pr->name, lathe_dtype_name(e->t.dtype));
+  }
+  for (int k = 0; k < f->n; k++)
+    if (ir_find_param(&p->g, f->e[k].name) < 0)
+      return api_fail(err, LATHE_EUSER, "'%s': unexpected tensor '%s': model '%s' has no such parameter",
+                      path, f->e[k].name, p->g.model_name);
+  return 0;
+}
+
+int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
+  rt_st_file f = {0};
+  char msg[1024];
+  if (rt_st_read(path, &f, msg, sizeof msg) != 0) return api_fail(err, LATHE_EUSER, "%s", msg);
+  int rc = check_weights(p, path, &f, err);
+  for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
+    const rt_st_entry *e = rt_st_find(&f, p->g.params[i].name);
+    rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
+  }
+  if (rc == 0) p->weights_set = 1;
+  rt_st_free(&f);
+  return rc;
+}
+
+int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *err) {
+  int n = p->g.nparams;
+  rt_st_entry *e = calloc((size_t)n + 1, sizeof *e);
+  if (!e) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  for (int i = 0; i < n; i++) {
+    e[i].name = (char *)p->g.params[i].name;
+    lathe_param_view(p, i, &e[i].t);
+  }
+  char msg[1024];
+  int rc = rt_st_write(path, e, n, msg, sizeof msg);
+  free(e);
+  return rc ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
+}
+
+/* ---- running ---- */
+
+int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, lathe_error *err) {
+  int i = ir_find_input(&p->g, name);
+  if (i < 0) return api_fail(err, LATHE_EUSER, "model '%s' has no input '%s'", p->g.model_name, name);
+  const ir_input *in = &p->g.inputs[i];
+  char want[128], got[128];
+  ir_shape_str(&in->shape, want, sizeof want);
+  if (!same_shape(t, &in->shape)) {
+    tensor_shape_str(t, got, sizeof got);
+    return api_fail(err, LATHE_EUSER, "input '%s': expected shape %s, got %s", name, want, got);
+  }
+  int want_float = ir_dtype_is_float(in->dtype);
+  int got_float = ir_dtype_is_float((ir_dtype)t->dtype);
+  if (want_float != got_float)
+    return api_fail(err, LATHE_EUSER, "input '%s': expected %s%s, got a %s array", name,
+                    ir_dtype_name(in->dtype), want, lathe_dtype_name(t->dtype));
+  int64_t n = ir_numel(&in->shape);
+  void *buf = malloc((size_t)n * sizeof(double) + 1);
+  if (!buf) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  /* Kept in the declared dtype so every backend reads the same bytes. */
+  rt_convert(t->data, t->dtype, buf, (lathe_dtype)in->dtype, n);
+  free(p->in[i].data);
+  memset(&p->in[i], 0, sizeof p->in[i]);
+  p->in[i].dtype = (lathe_dtype)in->dtype;
+  shape_to_tensor(&in->shape, &p->in[i]);
+  p->in[i].data = buf;
+  p->in_set[i] = 1;
+  return 0;
+}
+
+static double *to_doubles(const void *src, lathe_dtype t, int64_t n) {
+  double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
+  if (!d) return NULL;
+  float *f = malloc((size_t)(n > 0 ? n : 1) * sizeof *f);
+  if (!f) { free(d); return NULL; }
+  /* Integers go through i64 so large ids stay exact. */
+  if (ir_dtype_is_float((ir_dtype)t)) {
+    rt_convert(src, t, f, LATHE_F32, n);
+    for (int64_t k = 0; k < n; k++) d[k] = f[k];
+  } else {
+    int64_t *q = malloc((size_t)(n > 0 ? n : 1) * sizeof *q);
+    if (!q) { free(f); free(d); return NULL; }
+    rt_convert(src, t, q, LATHE_I64, n);
+    for (int64_t k = 0; k < n; k++) d[k] = (double)q[k];
+    free(q);
+  }
+  free(f);
+  return d;
+}
+
+static int fill_leaves(lathe_program *p, lathe_error *err) {
+  const ir_graph *g = &p->g;
+  p->missing_target = 0;
+  for (int i = 0; i < g->ninputs; i++) {
+    const ir_input *in = &g->inputs[i];
+    int64_t n = ir_numel(&in->shape);
+    if (!p->in_set[i] && !in->is_target)
+      return api_fail(err, LATHE_EUSER, "input '%s' was not given (use --in %s=FILE.npy)", in->name, in->name);
+    if (!p->in_set[i]) {
+      /* A forward run needs no targets: zeros stand in and the loss is not reported. */
+      p->vals[in->node] = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+      p->missing_target = 1;
+    } else {
+      p->vals[in->node] = to_doubles(p->in[i].data, p->in[i].dtype, n);
+    }
+    if (!p->vals[in->node]) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  }
+  for (int i = 0; i < g->nparams; i++) {
+    int64_t n = ir_numel(&g->params[i].shape);
+    p->vals[g->params[i].node] = to_doubles(p->params[i], LATHE_F32, n);
+    if (!p->vals[g->params[i].node]) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
+int lathe_run(lathe_program *p, lathe_error *err) {
+  if (!p->weights_set)
+    return api_fail(err, LATHE_EUSER,
+                    "model '%s' has %d parameters but no weights were loaded (lathe init writes fresh ones)",
+                    p->g.model_name, p->g.nparams);
+  release_vals(p);
+  p->vals = calloc((size_t)p->g.nnodes + 1, sizeof *p->vals);
+  if (!p->vals) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  int rc = fill_leaves(p, err);
+  if (rc) { release_vals(p); return rc; }
+  char msg[1024];
+  ir_interp_mode mode = p->opt.f64 ? IR_INTERP_F64 : IR_INTERP_F32;
+  if (ir_interp(&p->g, mode, p->vals, msg, sizeof msg) != 0) {
+    release_vals(p);
+    return api_fail(err, LATHE_EUSER, "%s", msg);
+  }
+  p->ran = 1;
+  return 0;
+}
+
+int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out, lathe_error *err) {
+  memset(out, 0, sizeof *out);
+  if (!p->ran) return api_fail(err, LATHE_EUSER, "no results yet: call lathe_run first");
+  int node;
+  if (strcmp(name, "loss") == 0 && p->g.loss >= 0) {
+    if (p->missing_target)
+      return api_fail(err, LATHE_EUSER, "the loss needs the targets: give every target input");
+    node = p->g.loss;
+  } else {
+    int o = ir_find_output(&p->g, name);
+    if (o < 0) return api_fail(err, LATHE_EUSER, "model '%s' has no output '%s'", p->g.model_name, name);
+    node = p->g.outputs[o].node;
+  }
+  const ir_node *nd = &p->g.nodes[node];
+  int64_t n = ir_numel(&nd->shape);
+  int is_float = ir_dtype_is_float(nd->dtype);
+  out->dtype = is_float ? LATHE_F32 : (nd->dtype == IR_I64 ? LATHE_I64 : LATHE_I32);
+  shape_to_tensor(&nd->shape, out);
+  out->data = malloc((size_t)(n > 0 ? n : 1) * lathe_dtype_size(out->dtype));
+  if (!out->data) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  const double *v = p->vals[node];
+  for (int64_t k = 0; k < n; k++) {
+    if (out->dtype == LATHE_F32) ((float *)out->data)[k] = (float)v[k];
+    else if (out->dtype == LATHE_I64) ((int64_t *)out->data)[k] = (int64_t)v[k];
+    else ((int32_t *)out->data)[k] = (int32_t)v[k];
+  }
+  return 0;
+}
+
+/* ---- arrays on disk ---- */
+
+int lathe_npy_load(const char *path, lathe_tensor *out, lathe_error *err) {
+  char msg[1024];
+  return rt_npy_read(path, out, msg, sizeof msg) ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
+}
+
+int lathe_npy_save(const char *path, const lathe_tensor *t, lathe_error *err) {
+  char msg[1024];
+  return rt_npy_write(path, t, msg, sizeof msg) ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
+}

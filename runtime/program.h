@@ -1,0 +1,34 @@
+/* program.h -- internals of the public API shared by runtime/api_*.c:
+ * the model and program objects and the error helpers. */
+#ifndef LATHE_PROGRAM_H
+#define LATHE_PROGRAM_H
+
+#include "lathe.h"
+#include "frontend/frontend.h"
+#include "ir/ir.h"
+
+struct lathe_model {
+  fe_model *fe;
+  int64_t *vals; /* per symbolic dim; 0 = unbound */
+};
+
+struct lathe_program {
+  arena A;            /* owns the graph */
+  ir_graph g;
+  lathe_options opt;
+  float **params;     /* per g.params: numel floats */
+  int weights_set;
+  lathe_tensor *in;   /* per g.inputs: the caller's data, copied */
+  int *in_set;
+  double **vals;      /* interpreter: value of every node after a run */
+  int ran;
+  int missing_target; /* last run zero-filled a target: no loss to report */
+};
+
+/* Set err (format) and return code. */
+int api_fail(lathe_error *err, lathe_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Set err to a malloc'd message (ownership passes to err) and return code. */
+int api_fail_take(lathe_error *err, lathe_status code, char *msg);
+
+#endif
