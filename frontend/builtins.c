@@ -87,9 +87,9 @@ const fe_builtin *fe_builtin_find(const char *name) {
 
 const char *fe_builtin_suggest(const char *name) {
   const char *best = NULL;
-  int bd = 3;
+  int cap = fe_suggest_cap(name), bd = cap + 1;
   for (int i = 0; i < fe_nbuiltins; i++) {
-    int dd = fe_edit_distance(name, fe_builtins[i].name, 2);
+    int dd = fe_edit_distance(name, fe_builtins[i].name, cap);
     if (dd < bd) { bd = dd; best = fe_builtins[i].name; }
   }
   return best;
@@ -118,9 +118,9 @@ static int find_arg(const fe_builtin *b, const char *name) {
 
 static void no_such_arg(const fe_builtin *b, const fe_namedarg *na, fe_diag *d) {
   const char *best = NULL;
-  int bd = 3;
+  int cap = fe_suggest_cap(na->name), bd = cap + 1;
   for (int i = 0; i < b->nargs; i++) {
-    int dd = fe_edit_distance(na->name, b->arg[i].name, 2);
+    int dd = fe_edit_distance(na->name, b->arg[i].name, cap);
     if (dd < bd) { bd = dd; best = b->arg[i].name; }
   }
   if (best)

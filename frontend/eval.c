@@ -212,3 +212,8 @@ int fe_edit_distance(const char *a, const char *b, int cap) {
   }
   return row[nb] > cap ? cap + 1 : row[nb];
 }
+
+int fe_suggest_cap(const char *name) {
+  int n = (int)strlen(name) / 2;
+  return n > 2 ? 2 : n;
+}

@@ -48,6 +48,9 @@ void fe_consts_eval(const fe_model *m, arena *A, fe_consts *c, fe_diag *d);
 
 /* Levenshtein distance, capped (returns cap+1 when larger). */
 int fe_edit_distance(const char *a, const char *b, int cap);
+/* How far a "did you mean" suggestion may be from `name`: 2, less for very
+ * short names (so 'foo' does not suggest 'log'). */
+int fe_suggest_cap(const char *name);
 
 /* ---- builtins.c: every callable ----
  * A builtin's parameters behave as Python's: each may be given by position
@@ -137,7 +140,10 @@ struct fe_lctx {
   ir_loc site;         /* top-level call being lowered (duplicate params) */
   ir_loc *param_site;  /* per g->params entry */
   int nsite_cap;
+  int *ptab;           /* hash of parameter names -> g->params index + 1 */
+  int ptabcap;
   int depth;           /* block nesting */
+  int napplied;        /* block applications so far (bounded) */
 };
 
 /* Append an op; on a shape error report "shape error in 'h': ..." at loc. */

@@ -79,7 +79,8 @@ int ir_add(ir_graph *g, int op, const int *in, int nin, const ir_attr *attr, ir_
   const ir_opinfo *oi = &ir_ops[op];
   if (op == IR_INPUT || op == IR_PARAM || op == IR_CONST)
     return fail(msg, msgn, "%s: leaves are created with ir_add_%s", oi->name, oi->name);
-  if (!arity_ok(oi->arity, nin) || (nin > 0 && !in)) return arity_fail(oi->name, oi->arity, nin, msg, msgn);
+  if (!arity_ok(oi->arity, nin) || (nin > 0 && !in))
+    return arity_fail(oi->name, oi->arity, nin, msg, msgn);
   for (int k = 0; k < nin; k++)
     if (in[k] < 0 || in[k] >= g->nnodes)
       return fail(msg, msgn, "%s: input %d refers to node %d, which does not exist (graph has %d)",

@@ -166,12 +166,25 @@ static int run_node(ik_ctx *c, int id) {
   return 0;
 }
 
+/* The table must cover every op of ops.def: an op added without a kernel is
+ * reported on the first run, whatever the graph holds, not left as a gap. */
+static int missing_kernel(void) {
+  for (int op = 0; op < IR_NOPS; op++)
+    if (!kernels[op]) return op;
+  return -1;
+}
+
 int ir_interp(const ir_graph *g, ir_interp_mode mode, double **vals, char *msg, size_t msgn) {
   ik_ctx c = {g, vals, mode, msg, msgn};
   if (msg && msgn) msg[0] = '\0';
   /* clear every entry we own first, so a failure part-way can release */
   for (int i = 0; i < g->nnodes; i++)
     if (!caller_owned(g->nodes[i].op)) vals[i] = NULL;
+  int gap = missing_kernel();
+  if (gap >= 0) {
+    if (msg && msgn) snprintf(msg, msgn, "internal: op '%s' has no reference kernel", ir_ops[gap].name);
+    return -1;
+  }
   for (int i = 0; i < g->nnodes; i++) {
     if (run_node(&c, i)) {
       ir_interp_release(g, vals);

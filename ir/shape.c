@@ -342,7 +342,8 @@ int shp_reshape(ir_graph *g, ir_node *n, char *msg, size_t mn) {
 int shp_transpose(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0);
   int r = x->shape.rank, seen[IR_MAXDIM] = {0};
-  ir_shape s = {.rank = r}, p = {.rank = n->attr.nlist < 0 || n->attr.nlist > IR_MAXDIM ? 0 : n->attr.nlist};
+  int np = n->attr.nlist < 0 || n->attr.nlist > IR_MAXDIM ? 0 : n->attr.nlist;
+  ir_shape s = {.rank = r}, p = {.rank = np};
   char b1[SBUF], b2[SBUF];
   memcpy(p.d, n->attr.list, sizeof(int64_t) * (size_t)p.rank);
   int ok = n->attr.nlist == r;
@@ -465,9 +466,15 @@ static int shp_recurrent(ir_graph *g, ir_node *n, int gates, int nbias, char *ms
   return 0;
 }
 
-int shp_rnn(ir_graph *g, ir_node *n, char *msg, size_t mn) { return shp_recurrent(g, n, 1, 1, msg, mn); }
-int shp_lstm(ir_graph *g, ir_node *n, char *msg, size_t mn) { return shp_recurrent(g, n, 4, 1, msg, mn); }
-int shp_gru(ir_graph *g, ir_node *n, char *msg, size_t mn) { return shp_recurrent(g, n, 3, 2, msg, mn); }
+int shp_rnn(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  return shp_recurrent(g, n, 1, 1, msg, mn);
+}
+int shp_lstm(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  return shp_recurrent(g, n, 4, 1, msg, mn);
+}
+int shp_gru(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  return shp_recurrent(g, n, 3, 2, msg, mn);
+}
 
 /* ---- losses: f32 scalars ---- */
 

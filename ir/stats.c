@@ -134,16 +134,20 @@ static const char *human_bytes(int64_t v, char *buf, size_t n) {
 
 void ir_summary(const ir_graph *g, FILE *f) {
   char s[200], t[240], h[40];
+  int nleaves = 0;
   fprintf(f, "model %s\n", g->model_name ? g->model_name : "?");
   fprintf(f, "%5s  %-14s %-24s %-24s %14s\n", "id", "op", "type", "name", "FLOPs");
   for (int id = 0; id < g->nnodes; id++) {
     const ir_node *n = &g->nodes[id];
     snprintf(t, sizeof t, "%s%s", ir_dtype_name(n->dtype), ir_shape_str(&n->shape, s, sizeof s));
+    int leaf = ir_ops[n->op].cat == IR_CAT_LEAF;
+    nleaves += leaf;
     fprintf(f, "%5d  %-14s %-24s %-24s %14s\n", id, ir_ops[n->op].name, t, n->name ? n->name : "",
-            human_flops(ir_node_flops(g, id), h, sizeof h));
+            leaf ? "-" : human_flops(ir_node_flops(g, id), h, sizeof h));
   }
   ir_stats st;
   ir_graph_stats(g, &st);
+  fprintf(f, "nodes:       %d (%d leaves, %d ops)\n", g->nnodes, nleaves, g->nnodes - nleaves);
   fprintf(f, "parameters:  %lld in %d tensors (%s)\n", (long long)st.params, g->nparams,
           human_bytes(st.param_bytes, h, sizeof h));
   fprintf(f, "inputs:      %s\n", human_bytes(st.input_bytes, h, sizeof h));

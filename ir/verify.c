@@ -66,7 +66,8 @@ static int verify_leaf(const ir_graph *g, int id, char *msg, size_t mn) {
 static int verify_node(const ir_graph *g, int id, char *msg, size_t mn) {
   const ir_node *n = &g->nodes[id];
   char b1[SBUF], b2[SBUF], why[256];
-  if (n->op < 0 || n->op >= IR_NOPS) return fail(msg, mn, "verify: node %d has unknown op %d", id, n->op);
+  if (n->op < 0 || n->op >= IR_NOPS)
+    return fail(msg, mn, "verify: node %d has unknown op %d", id, n->op);
   const ir_opinfo *oi = &ir_ops[n->op];
   if (!arity_ok(oi->arity, n->nin) || (n->nin > 0 && !n->in))
     return fail(msg, mn, "verify: node %d (%s) has %d inputs", id, oi->name, n->nin);

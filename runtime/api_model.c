@@ -112,19 +112,22 @@ int lathe_model_bind_input(lathe_model *m, const char *input, int rank, const in
   int want = fe_input_rank(m->fe, i);
   if (rank != want)
     return api_fail(err, LATHE_EUSER, "input '%s' expects rank %d, got an array of rank %d", input, want, rank);
-  for (int j = 0; j < rank; j++) {
-    const char *sym = NULL;
-    int64_t d = fe_input_dim(m->fe, i, j, &sym);
-    if (d >= 0 && d != shape[j])
-      return api_fail(err, LATHE_EUSER, "input '%s': dimension %d must be %lld, got %lld", input, j,
-                  (long long)d, (long long)shape[j]);
-    if (d >= 0) continue;
-    int s = find_sym(m, sym);
-    if (m->vals[s] && m->vals[s] != shape[j])
-      return api_fail(err, LATHE_EUSER,
-                  "input '%s': dimension %d ('%s') is %lld, but '%s' is already bound to %lld", input, j,
-                  sym, (long long)shape[j], sym, (long long)m->vals[s]);
-    if (lathe_model_bind(m, sym, shape[j], err)) return err ? err->code : LATHE_EUSER;
+  /* Check every dimension before binding any, so a bad array binds nothing. */
+  for (int pass = 0; pass < 2; pass++) {
+    for (int j = 0; j < rank; j++) {
+      const char *sym = NULL;
+      int64_t d = fe_input_dim(m->fe, i, j, &sym);
+      if (d >= 0 && d != shape[j])
+        return api_fail(err, LATHE_EUSER, "input '%s': dimension %d must be %lld, got %lld", input, j,
+                        (long long)d, (long long)shape[j]);
+      if (d >= 0) continue;
+      int s = find_sym(m, sym);
+      if (pass == 0 && m->vals[s] && m->vals[s] != shape[j])
+        return api_fail(err, LATHE_EUSER,
+                        "input '%s': dimension %d ('%s') is %lld, but '%s' is already bound to %lld", input,
+                        j, sym, (long long)shape[j], sym, (long long)m->vals[s]);
+      if (pass == 1 && lathe_model_bind(m, sym, shape[j], err)) return err ? err->code : LATHE_EUSER;
+    }
   }
   return 0;
 }

@@ -8,15 +8,25 @@
 #include "runtime/program.h"
 #include "runtime/runtime.h"
 
+static int compile_llvm(lathe_program *p, lathe_error *err) {
+  char msg[1024];
+  p->cg = cg_compile(&p->g, NULL, msg, sizeof msg);
+  if (!p->cg) return api_fail(err, LATHE_EUSER, "%s", msg);
+  p->outbufs = calloc((size_t)p->g.noutputs + 1, sizeof *p->outbufs);
+  if (!p->outbufs) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  for (int i = 0; i < p->g.noutputs; i++) {
+    const ir_node *n = &p->g.nodes[p->g.outputs[i].node];
+    p->outbufs[i] = calloc((size_t)ir_numel(&n->shape) + 1, ir_dtype_size(n->dtype));
+    if (!p->outbufs[i]) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
 lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_error *err) {
   lathe_options o = {0};
   if (opt) o = *opt;
   if (o.backend == LATHE_BACKEND_CUDA) {
     api_fail(err, LATHE_EUSER, "the cuda backend is not part of this build yet; use --backend interp");
-    return NULL;
-  }
-  if (o.backend == LATHE_BACKEND_LLVM) {
-    api_fail(err, LATHE_EUSER, "the llvm backend is not part of this build yet; use --backend interp");
     return NULL;
   }
   int nsyms = fe_num_syms(m->fe);
@@ -62,6 +72,10 @@ lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_err
     if (!p->params[i]) goto oom;
   }
   p->weights_set = g->nparams == 0;
+  if (o.backend == LATHE_BACKEND_LLVM && compile_llvm(p, err)) {
+    lathe_program_free(p);
+    return NULL;
+  }
   return p;
 oom:
   lathe_program_free(p);
@@ -85,6 +99,10 @@ static void release_vals(lathe_program *p) {
 void lathe_program_free(lathe_program *p) {
   if (!p) return;
   release_vals(p);
+  cg_free(p->cg);
+  if (p->outbufs)
+    for (int i = 0; i < p->g.noutputs; i++) free(p->outbufs[i]);
+  free(p->outbufs);
   if (p->params)
     for (int i = 0; i < p->g.nparams; i++) free(p->params[i]);
   if (p->in)
@@ -275,11 +293,42 @@ static int fill_leaves(lathe_program *p, lathe_error *err) {
   return 0;
 }
 
+/* The compiled program reads inputs in their declared dtype; a target that
+ * was not given is zero-filled (a forward run needs no targets). */
+static int run_llvm(lathe_program *p, lathe_error *err) {
+  const ir_graph *g = &p->g;
+  void **ins = calloc((size_t)g->ninputs + 1, sizeof *ins);
+  void **zeros = calloc((size_t)g->ninputs + 1, sizeof *zeros);
+  int rc = 0;
+  p->missing_target = 0;
+  for (int i = 0; ins && zeros && i < g->ninputs && rc == 0; i++) {
+    const ir_input *in = &g->inputs[i];
+    if (p->in_set[i]) { ins[i] = p->in[i].data; continue; }
+    if (!in->is_target) {
+      rc = api_fail(err, LATHE_EUSER, "input '%s' was not given (use --in %s=FILE.npy)", in->name, in->name);
+      break;
+    }
+    zeros[i] = ins[i] = calloc((size_t)ir_numel(&in->shape) + 1, ir_dtype_size(in->dtype));
+    p->missing_target = 1;
+    if (!ins[i]) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
+  }
+  if (!ins || !zeros) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
+  char msg[1024];
+  if (rc == 0 && cg_run(p->cg, ins, (void *const *)p->params, p->outbufs, &p->loss, msg, sizeof msg) != 0)
+    rc = api_fail(err, LATHE_EUSER, "%s", msg);
+  for (int i = 0; zeros && i < g->ninputs; i++) free(zeros[i]);
+  free(zeros);
+  free(ins);
+  p->ran = rc == 0;
+  return rc;
+}
+
 int lathe_run(lathe_program *p, lathe_error *err) {
   if (!p->weights_set)
     return api_fail(err, LATHE_EUSER,
                     "model '%s' has %d parameters but no weights were loaded (lathe init writes fresh ones)",
                     p->g.model_name, p->g.nparams);
+  if (p->cg) return run_llvm(p, err);
   release_vals(p);
   p->vals = calloc((size_t)p->g.nnodes + 1, sizeof *p->vals);
   if (!p->vals) return api_fail(err, LATHE_ENOMEM, "out of memory");
@@ -315,6 +364,11 @@ int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out
   shape_to_tensor(&nd->shape, out);
   out->data = malloc((size_t)(n > 0 ? n : 1) * lathe_dtype_size(out->dtype));
   if (!out->data) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  if (p->cg) {
+    if (node == p->g.loss) ((float *)out->data)[0] = p->loss;
+    else rt_convert(p->outbufs[ir_find_output(&p->g, name)], (lathe_dtype)nd->dtype, out->data, out->dtype, n);
+    return 0;
+  }
   const double *v = p->vals[node];
   for (int64_t k = 0; k < n; k++) {
     if (out->dtype == LATHE_F32) ((float *)out->data)[k] = (float)v[k];

@@ -6,6 +6,7 @@
 #include "lathe.h"
 #include "frontend/frontend.h"
 #include "ir/ir.h"
+#include "codegen/llvm/cg.h"
 
 struct lathe_model {
   fe_model *fe;
@@ -21,6 +22,9 @@ struct lathe_program {
   lathe_tensor *in;   /* per g.inputs: the caller's data, copied */
   int *in_set;
   double **vals;      /* interpreter: value of every node after a run */
+  cg_program *cg;     /* llvm backend: the compiled program */
+  void **outbufs;     /* llvm backend: per g.outputs, in the node's dtype */
+  float loss;         /* llvm backend: the loss after a run */
   int ran;
   int missing_target; /* last run zero-filled a target: no loss to report */
 };

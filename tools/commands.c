@@ -7,8 +7,8 @@
 #include "tools/cli.h"
 
 static int parse_backend(const char *s, lathe_backend *b) {
-  if (!s || !strcmp(s, "interp")) *b = LATHE_BACKEND_INTERP;
-  else if (!strcmp(s, "llvm")) *b = LATHE_BACKEND_LLVM;
+  if (!s || !strcmp(s, "llvm")) *b = LATHE_BACKEND_LLVM;
+  else if (!strcmp(s, "interp")) *b = LATHE_BACKEND_INTERP;
   else if (!strcmp(s, "cuda")) *b = LATHE_BACKEND_CUDA;
   else {
     fprintf(stderr, "lathe: error: unknown backend '%s' (expected interp, llvm or cuda)\n", s);
@@ -115,7 +115,7 @@ static int run_write_outputs(run_state *s, const cli_args *a, lathe_error *err) 
 
 static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
   lathe_options o = {.f64 = a->f64};
-  if (parse_backend(a->backend, &o.backend)) return 1;
+  if (parse_backend(a->backend ? a->backend : a->f64 ? "interp" : NULL, &o.backend)) return 1;
   if (a->f64 && o.backend != LATHE_BACKEND_INTERP) {
     fprintf(stderr, "lathe run: error: --f64 needs --backend interp\n");
     return 1;

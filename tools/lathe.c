@@ -35,8 +35,9 @@ static const cli_command commands[] = {
    "  --in NAME=FILE    an input array (.npy); every input must be given (targets optional)\n"
    "  --out NAME=FILE   write output NAME (or 'loss') to FILE (.npy)\n"
    "  --bind NAME=N     bind a symbolic dimension explicitly\n"
-   "  --backend B       interp (reference interpreter; the default in this build), llvm, cuda\n"
-   "  --f64             interpreter only: compute in double precision\n"},
+   "  --backend B       llvm (native code through LLVM; the default), interp (the reference\n"
+   "                    interpreter), cuda\n"
+   "  --f64             compute in double precision (implies --backend interp)\n"},
   {"init", cmd_init, "write freshly initialised weights",
    "usage: lathe init MODEL -o W.safetensors [--seed N] [--bind NAME=N]...\n"
    "\n"

@@ -1,0 +1,272 @@
+/* cg_emit.c -- the IR-building vocabulary of the CPU backend (see
+ * cg_internal.h). Pointers are generic byte pointers bitcast to the element
+ * type at each access, which is correct with LLVM 14's typed pointers and a
+ * no-op with the opaque pointers of LLVM 15+. */
+#include "cg_internal.h"
+
+#include <string.h>
+
+static cg_fn cg_declare(cg_mod *m, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n) {
+  cg_fn f;
+  f.ty = LLVMFunctionType(ret, params, n, 0);
+  f.fn = LLVMGetNamedFunction(m->M, name);
+  if (!f.fn) f.fn = LLVMAddFunction(m->M, name, f.ty);
+  return f;
+}
+
+static cg_fn cg_intrinsic(cg_mod *m, const char *name, LLVMTypeRef ty) {
+  cg_fn f;
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  f.fn = LLVMGetIntrinsicDeclaration(m->M, id, &ty, 1);
+  f.ty = LLVMIntrinsicGetType(m->C, id, &ty, 1);
+  return f;
+}
+
+void cg_mod_types(cg_mod *m) {
+  LLVMContextRef C = m->C;
+  m->i1 = LLVMInt1TypeInContext(C);
+  m->i8 = LLVMInt8TypeInContext(C);
+  m->i32 = LLVMInt32TypeInContext(C);
+  m->i64 = LLVMInt64TypeInContext(C);
+  m->f32 = LLVMFloatTypeInContext(C);
+  m->f64 = LLVMDoubleTypeInContext(C);
+  m->ptr = LLVMPointerType(m->i8, 0);
+  m->vd = LLVMVoidTypeInContext(C);
+  LLVMTypeRef g[14] = {m->i32, m->i32, m->i32, m->i32, m->i32, m->i32, m->f32,
+                       m->ptr, m->i32, m->ptr, m->i32, m->f32, m->ptr, m->i32};
+  m->sgemm = cg_declare(m, "cblas_sgemm", m->vd, g, 14);
+  LLVMTypeRef f1[2] = {m->f32, m->f32};
+  m->expf_ = cg_declare(m, "expf", m->f32, f1, 1);
+  m->logf_ = cg_declare(m, "logf", m->f32, f1, 1);
+  m->tanhf_ = cg_declare(m, "tanhf", m->f32, f1, 1);
+  m->erfcf_ = cg_declare(m, "erfcf", m->f32, f1, 1);
+  m->log1pf_ = cg_declare(m, "log1pf", m->f32, f1, 1);
+  m->powf_ = cg_declare(m, "powf", m->f32, f1, 2);
+  m->sqrt_ = cg_intrinsic(m, "llvm.sqrt", m->f32);
+  m->fabs_ = cg_intrinsic(m, "llvm.fabs", m->f32);
+}
+
+V ci(cg_k *k, int64_t v) { return LLVMConstInt(k->m->i64, (unsigned long long)v, 1); }
+V ci32(cg_k *k, int64_t v) { return LLVMConstInt(k->m->i32, (unsigned long long)v, 1); }
+V cf(cg_k *k, double v) { return LLVMConstReal(k->m->f32, v); }
+V cd(cg_k *k, double v) { return LLVMConstReal(k->m->f64, v); }
+
+V cg_gep(cg_k *k, V base, LLVMTypeRef ty, V idx) {
+  V p = LLVMBuildPointerCast(k->B, base, LLVMPointerType(ty, 0), "");
+  return LLVMBuildGEP2(k->B, ty, p, &idx, 1, "");
+}
+
+V cg_fptr(cg_k *k, V base, V idx) {
+  return LLVMBuildPointerCast(k->B, cg_gep(k, base, k->m->f32, idx), k->m->ptr, "");
+}
+
+static LLVMTypeRef cg_elem_type(cg_mod *m, ir_dtype t) {
+  switch (t) {
+  case IR_F32: return m->f32;
+  case IR_I32: return m->i32;
+  case IR_I64: return m->i64;
+  default: return m->i8; /* i8, u8, bool */
+  }
+}
+
+static int cg_unsigned(ir_dtype t) { return t == IR_U8 || t == IR_BOOL; }
+
+V cg_ldf(cg_k *k, int a, V idx) {
+  ir_dtype t = k->dt[a];
+  LLVMTypeRef ty = cg_elem_type(k->m, t);
+  V v = LLVMBuildLoad2(k->B, ty, cg_gep(k, k->arg[a], ty, idx), "");
+  if (t == IR_F32) return v;
+  return cg_unsigned(t) ? LLVMBuildUIToFP(k->B, v, k->m->f32, "") : LLVMBuildSIToFP(k->B, v, k->m->f32, "");
+}
+
+V cg_ldi(cg_k *k, int a, V idx) {
+  ir_dtype t = k->dt[a];
+  LLVMTypeRef ty = cg_elem_type(k->m, t);
+  V v = LLVMBuildLoad2(k->B, ty, cg_gep(k, k->arg[a], ty, idx), "");
+  if (t == IR_F32) { /* truncation toward zero; NaN and out-of-range become 0 */
+    V ok = LLVMBuildFCmp(k->B, LLVMRealOLT, LLVMBuildCall2(k->B, k->m->fabs_.ty, k->m->fabs_.fn, &v, 1, ""),
+                         cf(k, 9.2233715e18), "");
+    V i = LLVMBuildFPToSI(k->B, LLVMBuildSelect(k->B, ok, v, cf(k, 0), ""), k->m->i64, "");
+    return i;
+  }
+  if (t == IR_I64) return v;
+  return cg_unsigned(t) ? LLVMBuildZExt(k->B, v, k->m->i64, "") : LLVMBuildSExt(k->B, v, k->m->i64, "");
+}
+
+void cg_st(cg_k *k, int a, V idx, V v) {
+  ir_dtype t = k->dt[a];
+  LLVMTypeRef ty = cg_elem_type(k->m, t), vt = LLVMTypeOf(v);
+  int vf = vt == k->m->f32;
+  V s;
+  if (t == IR_F32) s = vf ? v : LLVMBuildSIToFP(k->B, v, k->m->f32, "");
+  else if (t == IR_BOOL)
+    s = LLVMBuildZExt(k->B, vf ? LLVMBuildFCmp(k->B, LLVMRealUNE, v, cf(k, 0), "")
+                               : LLVMBuildICmp(k->B, LLVMIntNE, v, LLVMConstInt(vt, 0, 0), ""),
+                      k->m->i8, "");
+  else {
+    if (vf) { /* as cg_ldi: truncate, NaN and out of range to 0 */
+      V ok = LLVMBuildFCmp(k->B, LLVMRealOLT, cg_call1(k, k->m->fabs_, v), cf(k, 9.2233715e18), "");
+      v = LLVMBuildFPToSI(k->B, LLVMBuildSelect(k->B, ok, v, cf(k, 0), ""), k->m->i64, "");
+    }
+    s = LLVMBuildIntCast2(k->B, v, ty, 1, "");
+  }
+  LLVMBuildStore(k->B, s, cg_gep(k, k->arg[a], ty, idx));
+}
+
+V cg_ldp(cg_k *k, V p, V idx) { return LLVMBuildLoad2(k->B, k->m->f32, cg_gep(k, p, k->m->f32, idx), ""); }
+void cg_stp(cg_k *k, V p, V idx, V v) { LLVMBuildStore(k->B, v, cg_gep(k, p, k->m->f32, idx)); }
+
+V cg_call(cg_k *k, cg_fn f, V *args, unsigned n) { return LLVMBuildCall2(k->B, f.ty, f.fn, args, n, ""); }
+V cg_call1(cg_k *k, cg_fn f, V x) { return cg_call(k, f, &x, 1); }
+
+/* ---- loops ---- */
+
+cg_loop cg_loop_open(cg_k *k, V lo, V hi) {
+  cg_loop l;
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(k->B);
+  l.head = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "loop");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "body");
+  l.exit = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "done");
+  LLVMBuildBr(k->B, l.head);
+  LLVMPositionBuilderAtEnd(k->B, l.head);
+  l.iv = LLVMBuildPhi(k->B, k->m->i64, "i");
+  LLVMAddIncoming(l.iv, &lo, &pre, 1);
+  LLVMBuildCondBr(k->B, LLVMBuildICmp(k->B, LLVMIntSLT, l.iv, hi, ""), body, l.exit);
+  LLVMPositionBuilderAtEnd(k->B, body);
+  l.once = 1;
+  return l;
+}
+
+void cg_loop_close(cg_k *k, cg_loop *l) {
+  V next = LLVMBuildNSWAdd(k->B, l->iv, ci(k, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(k->B);
+  LLVMBuildBr(k->B, l->head);
+  LLVMAddIncoming(l->iv, &next, &latch, 1);
+  LLVMPositionBuilderAtEnd(k->B, l->exit);
+  l->once = 0;
+}
+
+V cg_var(cg_k *k, LLVMTypeRef ty, V init) {
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(k->B);
+  LLVMValueRef first = LLVMGetFirstInstruction(k->entry);
+  if (first) LLVMPositionBuilderBefore(k->B, first);
+  else LLVMPositionBuilderAtEnd(k->B, k->entry);
+  V a = LLVMBuildAlloca(k->B, ty, "");
+  LLVMPositionBuilderAtEnd(k->B, cur);
+  LLVMBuildStore(k->B, init, a);
+  return a;
+}
+V cg_get(cg_k *k, V var, LLVMTypeRef ty) { return LLVMBuildLoad2(k->B, ty, var, ""); }
+void cg_set(cg_k *k, V var, V v) { LLVMBuildStore(k->B, v, var); }
+
+/* ---- math ---- */
+
+V cg_exp(cg_k *k, V x) { return cg_call1(k, k->m->expf_, x); }
+V cg_log(cg_k *k, V x) { return cg_call1(k, k->m->logf_, x); }
+V cg_tanh(cg_k *k, V x) { return cg_call1(k, k->m->tanhf_, x); }
+V cg_sqrt(cg_k *k, V x) { return cg_call1(k, k->m->sqrt_, x); }
+
+/* 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below: no overflow, no cancellation */
+V cg_sigmoid(cg_k *k, V x) {
+  LLVMBuilderRef B = k->B;
+  V e = cg_exp(k, LLVMBuildFNeg(B, cg_call1(k, k->m->fabs_, x), ""));
+  V r = LLVMBuildFDiv(B, cf(k, 1), LLVMBuildFAdd(B, cf(k, 1), e, ""), "");
+  V pos = LLVMBuildFCmp(B, LLVMRealOGE, x, cf(k, 0), "");
+  return LLVMBuildSelect(B, pos, r, LLVMBuildFMul(B, e, r, ""), "");
+}
+
+V cg_fmax_nan(cg_k *k, V acc, V v) {
+  V take = LLVMBuildFCmp(k->B, LLVMRealUGT, v, acc, ""); /* unordered: v NaN (or acc NaN) */
+  V vnan = LLVMBuildFCmp(k->B, LLVMRealUNO, v, v, "");
+  V accnan = LLVMBuildFCmp(k->B, LLVMRealUNO, acc, acc, "");
+  take = LLVMBuildAnd(k->B, take, LLVMBuildOr(k->B, vnan, LLVMBuildNot(k->B, accnan, ""), ""), "");
+  return LLVMBuildSelect(k->B, take, v, acc, "");
+}
+
+void cg_flag_err(cg_k *k, V bad, int code) {
+  V old = LLVMBuildLoad2(k->B, k->m->i32, cg_gep(k, k->err, k->m->i32, ci(k, 0)), "");
+  V nv = LLVMBuildSelect(k->B, bad, ci32(k, code), old, "");
+  LLVMBuildStore(k->B, nv, cg_gep(k, k->err, k->m->i32, ci(k, 0)));
+}
+
+/* ---- loop nests ---- */
+
+void cg_contig_strides(const ir_shape *s, int64_t *st) {
+  int64_t acc = 1;
+  for (int d = s->rank - 1; d >= 0; d--) {
+    st[d] = acc;
+    acc *= s->d[d];
+  }
+}
+
+void cg_bcast_strides(const ir_shape *out, const ir_shape *s, int64_t *st) {
+  int64_t own[IR_MAXDIM];
+  cg_contig_strides(s, own);
+  for (int d = out->rank - 1, j = s->rank - 1; d >= 0; d--, j--)
+    st[d] = (j < 0 || s->d[j] == 1) ? 0 : own[j];
+}
+
+typedef struct {
+  int rank, nops;
+  int64_t dims[IR_MAXDIM];
+  int64_t st[4][IR_MAXDIM];
+  cg_body_fn body;
+  void *ctx;
+} cg_nest_t;
+
+static void cg_nest_level(cg_k *k, cg_nest_t *t, int d, V *off) {
+  if (d == t->rank) {
+    t->body(k, off, t->ctx);
+    return;
+  }
+  CG_FOR(k, l, ci(k, 0), ci(k, t->dims[d])) {
+    V o[4];
+    for (int j = 0; j < t->nops; j++)
+      o[j] = t->st[j][d] ? LLVMBuildNSWAdd(k->B, off[j], LLVMBuildNSWMul(k->B, l.iv, ci(k, t->st[j][d]), ""), "")
+                         : off[j];
+    cg_nest_level(k, t, d + 1, o);
+  }
+}
+
+void cg_nest(cg_k *k, int rank, const int64_t *dims, int nops, int64_t strides[][IR_MAXDIM],
+             const int64_t *base, cg_body_fn body, void *ctx) {
+  cg_nest_t t = {0};
+  t.nops = nops;
+  t.body = body;
+  t.ctx = ctx;
+  /* drop size-1 dims, merge d into the previous kept dim when contiguous */
+  for (int d = 0; d < rank; d++) {
+    if (dims[d] == 1) continue;
+    int r = t.rank, merge = r > 0;
+    for (int j = 0; j < nops && merge; j++) merge = strides[j][d] * dims[d] == t.st[j][r - 1];
+    if (merge) {
+      t.dims[r - 1] *= dims[d];
+      for (int j = 0; j < nops; j++) t.st[j][r - 1] = strides[j][d];
+      continue;
+    }
+    t.dims[r] = dims[d];
+    for (int j = 0; j < nops; j++) t.st[j][r] = strides[j][d];
+    t.rank++;
+  }
+  V off[4];
+  for (int j = 0; j < nops; j++) off[j] = ci(k, base ? base[j] : 0);
+  cg_nest_level(k, &t, 0, off);
+}
+
+/* ---- BLAS ---- */
+
+void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
+              V Bm, int64_t ldb, double beta, V Cm, int64_t ldc) {
+  V a[14] = {ci32(k, 101),  ci32(k, ta ? 112 : 111), ci32(k, tb ? 112 : 111), ci32(k, M), ci32(k, N),
+             ci32(k, K),    cf(k, alpha), A, ci32(k, lda), Bm, ci32(k, ldb), cf(k, beta), Cm, ci32(k, ldc)};
+  cg_call(k, k->m->sgemm, a, 14);
+}
+
+void cg_fill_rows(cg_k *k, V p, int64_t rows, int64_t cols, int64_t ld, V bias) {
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V row = LLVMBuildNSWMul(k->B, r.iv, ci(k, ld), "");
+    CG_FOR(k, c, ci(k, 0), ci(k, cols)) {
+      cg_stp(k, p, LLVMBuildNSWAdd(k->B, row, c.iv, ""), cg_ldp(k, bias, c.iv));
+    }
+  }
+}

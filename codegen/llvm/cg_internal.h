@@ -1,0 +1,115 @@
+/* cg_internal.h -- shared by the codegen/llvm sources: the module being built, the
+ * kernel being emitted, and the small IR-building vocabulary every op
+ * emitter is written in (loops, typed loads and stores, float math). */
+#ifndef LATHE_CG_INTERNAL_H
+#define LATHE_CG_INTERNAL_H
+
+#include <llvm-c/Core.h>
+
+#include "cg.h"
+#include "ir.h"
+
+typedef LLVMValueRef V;
+
+/* A declared external or intrinsic function: calls need its type. */
+typedef struct {
+  V fn;
+  LLVMTypeRef ty;
+} cg_fn;
+
+/* The module under construction. */
+typedef struct {
+  LLVMContextRef C;
+  LLVMModuleRef M;
+  LLVMBuilderRef B;
+  LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, vd;
+  cg_fn sgemm, expf_, logf_, tanhf_, erfcf_, powf_, log1pf_;
+  cg_fn sqrt_, fabs_;
+  const char *cpu, *features; /* attached to every function */
+} cg_mod;
+
+enum { CG_MAXARGS = 16 };
+
+/* The kernel being emitted: void k(out, in0, ..., scratch, err).
+ * arg[0] is the result, arg[1 + j] input j; dt[] their dtypes. */
+typedef struct {
+  cg_mod *m;
+  LLVMBuilderRef B;
+  V fn;
+  LLVMBasicBlockRef entry;
+  const ir_graph *g;
+  const ir_node *n;
+  int nargs;
+  V arg[CG_MAXARGS];
+  ir_dtype dt[CG_MAXARGS];
+  const ir_shape *sh[CG_MAXARGS];
+  V scratch; /* byte pointer to this node's scratch */
+  V err;     /* i32* status word: kernels store non-zero on bad data */
+} cg_k;
+
+/* Emitters: one per op (cg_ops.c). scratch_bytes says what a node needs. */
+typedef void (*cg_emit_fn)(cg_k *k);
+extern const cg_emit_fn cg_emitters[IR_NOPS];
+int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n);
+/* NULL if the backend can emit n, else why not. */
+const char *cg_unsupported(const ir_graph *g, const ir_node *n);
+
+/* ---- cg_emit.c: vocabulary ---- */
+void cg_mod_types(cg_mod *m);
+V ci(cg_k *k, int64_t v);      /* i64 constant */
+V ci32(cg_k *k, int64_t v);    /* i32 constant */
+V cf(cg_k *k, double v);       /* f32 constant */
+V cd(cg_k *k, double v);       /* f64 constant */
+V cg_gep(cg_k *k, V base, LLVMTypeRef ty, V idx);  /* &((ty *)base)[idx] */
+V cg_fptr(cg_k *k, V base, V idx);                 /* &((float *)base)[idx], as ptr */
+V cg_ldf(cg_k *k, int a, V idx);                   /* arg a's element as f32 */
+V cg_ldi(cg_k *k, int a, V idx);                   /* arg a's element as i64 */
+void cg_st(cg_k *k, int a, V idx, V v);            /* f32 or i64 value, converted */
+V cg_ldp(cg_k *k, V p, V idx);                     /* float at p[idx] */
+void cg_stp(cg_k *k, V p, V idx, V v);             /* float to p[idx] */
+V cg_call(cg_k *k, cg_fn f, V *args, unsigned n);
+V cg_call1(cg_k *k, cg_fn f, V x);
+
+/* Loops over [lo, hi) with an i64 induction variable l.iv:
+ *   CG_FOR(k, l, ci(k, 0), ci(k, n)) { ... l.iv ... }                      */
+typedef struct {
+  LLVMBasicBlockRef head, exit;
+  V iv;
+  int once;
+} cg_loop;
+cg_loop cg_loop_open(cg_k *k, V lo, V hi);
+void cg_loop_close(cg_k *k, cg_loop *l);
+#define CG_FOR(k, l, lo, hi) for (cg_loop l = cg_loop_open(k, lo, hi); l.once; cg_loop_close(k, &l))
+
+/* Mutable scalars: an alloca in the entry block (promoted to SSA by SROA). */
+V cg_var(cg_k *k, LLVMTypeRef ty, V init);
+V cg_get(cg_k *k, V var, LLVMTypeRef ty);
+void cg_set(cg_k *k, V var, V v);
+
+/* Float math on f32 values. */
+V cg_exp(cg_k *k, V x);
+V cg_log(cg_k *k, V x);
+V cg_tanh(cg_k *k, V x);
+V cg_sigmoid(cg_k *k, V x);
+V cg_sqrt(cg_k *k, V x);
+V cg_fmax_nan(cg_k *k, V acc, V v); /* v > acc || isnan(v) ? v : acc */
+void cg_flag_err(cg_k *k, V bad, int code);  /* *err = code when bad (i1) */
+
+/* A loop nest over dims[0..rank) with nops linear offsets, operand j at
+ * base[j] + sum iv_d * strides[j][d]; adjacent dims that are contiguous for
+ * every operand are merged first. body gets the offsets (i64). */
+typedef void (*cg_body_fn)(cg_k *k, V *off, void *ctx);
+void cg_nest(cg_k *k, int rank, const int64_t *dims, int nops, int64_t strides[][IR_MAXDIM],
+             const int64_t *base, cg_body_fn body, void *ctx);
+/* Row-major strides of s, with 0 for axes of size 1 that broadcast against
+ * out (s right-aligned to out's rank). */
+void cg_bcast_strides(const ir_shape *out, const ir_shape *s, int64_t *st);
+void cg_contig_strides(const ir_shape *s, int64_t *st);
+
+/* cblas_sgemm(RowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) */
+void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
+              V Bm, int64_t ldb, double beta, V Cm, int64_t ldc);
+/* rows x cols row-major float matrix at p (row stride ld) := bias[j] */
+void cg_fill_rows(cg_k *k, V p, int64_t rows, int64_t cols, int64_t ld, V bias);
+
+#endif

@@ -1,0 +1,499 @@
+/* cg_jit.c -- the CPU backend driver: plan buffers, build one LLVM module
+ * (deduplicated kernels + the entry `lathe_forward`), optimise it with the
+ * new pass manager for the host CPU, JIT it with ORC LLJIT, and run it.
+ *
+ * Node buffers at run time (bufs[node]): inputs, parameters and outputs are
+ * the caller's; constants live in the program; everything else is at a
+ * planned offset in one arena (passes/memplan.c); a reshape or dropout that
+ * is not an output shares its input's buffer. */
+#include "cg_internal.h"
+
+#include <cblas.h>
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "passes/passes.h"
+
+enum { BUF_ARENA, BUF_INPUT, BUF_PARAM, BUF_CONST, BUF_OUTPUT, BUF_ALIAS };
+
+typedef struct {
+  int kind, idx;  /* idx: input/param/output index, alias source node */
+  int64_t off;    /* arena or const offset */
+  int64_t scr;    /* scratch offset or -1 */
+  int64_t bytes;
+} cg_buf;
+
+struct cg_program {
+  LLVMOrcLLJITRef jit;
+  void (*forward)(void **bufs, void **scr, int32_t *err);
+  int nnodes, ninputs, nparams, noutputs, loss;
+  cg_buf *buf;
+  int *out_node;
+  void **bufs, **scr;
+  unsigned char *arena, *consts;
+  cg_stats st;
+  char *ir_text;
+};
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int fail(char *msg, size_t msgn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *msg, size_t msgn, const char *fmt, ...) {
+  if (msg && msgn) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msgn, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+/* Consume an LLVMErrorRef into msg. */
+static int llvm_fail(LLVMErrorRef e, char *msg, size_t msgn, const char *what) {
+  char *s = LLVMGetErrorMessage(e);
+  fail(msg, msgn, "llvm backend: %s: %s", what, s ? s : "?");
+  LLVMDisposeErrorMessage(s);
+  return -1;
+}
+
+static int cg_init_llvm(char *msg, size_t msgn) {
+  static int done = 0, ok = 0;
+  if (!done) {
+    done = 1;
+    ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter();
+  }
+  return ok ? 0 : fail(msg, msgn, "llvm backend: this host's CPU is not supported by the LLVM build");
+}
+
+/* ---- buffer plan ---- */
+
+static int aliasable(int op) { return op == IR_RESHAPE || op == IR_DROPOUT; }
+
+static void plan_buffers(cg_program *p, const ir_graph *g, arena *A) {
+  int nn = g->nnodes;
+  int64_t *bytes = ar_alloc(A, sizeof(int64_t) * (size_t)nn), *scratch = ar_alloc(A, sizeof(int64_t) * (size_t)nn);
+  int *keep = ar_alloc(A, sizeof(int) * (size_t)nn), *alias = ar_alloc(A, sizeof(int) * (size_t)nn);
+  int *owner = ar_alloc(A, sizeof(int) * (size_t)nn);
+  for (int i = 0; i < nn; i++) owner[i] = -1;
+  for (int j = g->noutputs - 1; j >= 0; j--) owner[g->outputs[j].node] = j;
+  int64_t cbytes = 0;
+  for (int i = 0; i < nn; i++) {
+    const ir_node *n = &g->nodes[i];
+    cg_buf *b = &p->buf[i];
+    b->bytes = ir_numel(&n->shape) * (int64_t)ir_dtype_size(n->dtype);
+    b->scr = -1;
+    alias[i] = -1;
+    if (n->op == IR_INPUT || n->op == IR_PARAM) {
+      b->kind = n->op == IR_INPUT ? BUF_INPUT : BUF_PARAM;
+      b->idx = (int)n->attr.i;
+    } else if (n->op == IR_CONST || n->op == IR_ARANGE) {
+      b->kind = BUF_CONST;
+      b->off = cbytes;
+      cbytes += (b->bytes + 63) / 64 * 64;
+    } else if (owner[i] >= 0) {
+      b->kind = BUF_OUTPUT;
+      b->idx = owner[i];
+    } else if (aliasable(n->op) && g->loss != i) {
+      b->kind = BUF_ALIAS;
+      b->idx = alias[i] = n->in[0];
+    } else {
+      b->kind = BUF_ARENA;
+      bytes[i] = b->bytes;
+    }
+    if (b->kind == BUF_ARENA || b->kind == BUF_OUTPUT) scratch[i] = cg_scratch_bytes(g, n);
+    keep[i] = g->loss == i;
+  }
+  mp_plan plan;
+  mp_plan_graph(g, A, bytes, scratch, keep, alias, &plan);
+  for (int i = 0; i < nn; i++) {
+    if (p->buf[i].kind == BUF_ARENA) p->buf[i].off = plan.offset[i];
+    p->buf[i].scr = plan.scratch_off[i];
+  }
+  p->st.arena_bytes = plan.arena_bytes;
+  p->st.naive_bytes = plan.naive_bytes;
+  p->arena = aligned_alloc(64, (size_t)(plan.arena_bytes + 64) / 64 * 64);
+  p->consts = aligned_alloc(64, (size_t)cbytes + 64);
+}
+
+static void store_elem(void *base, ir_dtype t, int64_t i, double v) {
+  switch (t) {
+  case IR_F32: ((float *)base)[i] = (float)v; break;
+  case IR_I32: ((int32_t *)base)[i] = (int32_t)v; break;
+  case IR_I64: ((int64_t *)base)[i] = (int64_t)v; break;
+  default: ((int8_t *)base)[i] = (int8_t)v; break;
+  }
+}
+
+static void fill_consts(cg_program *p, const ir_graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *n = &g->nodes[i];
+    if (p->buf[i].kind != BUF_CONST) continue;
+    void *base = p->consts + p->buf[i].off;
+    int64_t cnt = ir_numel(&n->shape);
+    for (int64_t e = 0; e < cnt; e++)
+      store_elem(base, n->dtype, e, n->op == IR_ARANGE ? (double)e : n->data ? n->data[e] : n->attr.f);
+  }
+}
+
+/* ---- module ---- */
+
+static void kernel_key(const ir_graph *g, const ir_node *n, char *key, size_t kn) {
+  const ir_attr *a = &n->attr;
+  int w = snprintf(key, kn, "%d|%d|%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld|%d,%d,%d|%.17g|", n->op, n->nin,
+                   (long long)a->axis, (long long)a->k, (long long)a->stride, (long long)a->pad,
+                   (long long)a->pad_hi, (long long)a->start, (long long)a->end, (long long)a->heads,
+                   (long long)a->n, a->keepdims, a->causal, a->approx, a->f);
+  for (int l = 0; l < a->nlist && w > 0 && (size_t)w < kn; l++) w += snprintf(key + w, kn - (size_t)w, "%lld,", (long long)a->list[l]);
+  for (int j = -1; j < n->nin && w > 0 && (size_t)w < kn; j++) {
+    const ir_node *x = j < 0 ? n : &g->nodes[n->in[j]];
+    w += snprintf(key + w, kn - (size_t)w, "|%d:", (int)x->dtype);
+    for (int d = 0; d < x->shape.rank && w > 0 && (size_t)w < kn; d++)
+      w += snprintf(key + w, kn - (size_t)w, "%lld,", (long long)x->shape.d[d]);
+  }
+}
+
+static void set_fn_attrs(cg_mod *m, V fn) {
+  LLVMAddTargetDependentFunctionAttr(fn, "target-cpu", m->cpu);
+  LLVMAddTargetDependentFunctionAttr(fn, "target-features", m->features);
+  LLVMAddTargetDependentFunctionAttr(fn, "frame-pointer", "none");
+}
+
+static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, int idx) {
+  cg_k k = {0};
+  k.m = m;
+  k.B = m->B;
+  k.g = g;
+  k.n = n;
+  k.nargs = n->nin + 1;
+  LLVMTypeRef params[CG_MAXARGS];
+  for (int j = 0; j < n->nin + 3; j++) params[j] = m->ptr;
+  char name[64];
+  snprintf(name, sizeof name, "k%d_%s", idx, ir_ops[n->op].name);
+  k.fn = LLVMAddFunction(m->M, name, LLVMFunctionType(m->vd, params, (unsigned)n->nin + 3, 0));
+  LLVMSetLinkage(k.fn, LLVMInternalLinkage);
+  set_fn_attrs(m, k.fn);
+  for (int j = 0; j < n->nin + 1; j++) {
+    const ir_node *x = j == 0 ? n : &g->nodes[n->in[j - 1]];
+    k.arg[j] = LLVMGetParam(k.fn, (unsigned)j);
+    k.dt[j] = x->dtype;
+    k.sh[j] = &x->shape;
+    LLVMAddAttributeAtIndex(k.fn, (unsigned)j + 1,
+                            LLVMCreateEnumAttribute(m->C, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
+  }
+  k.scratch = LLVMGetParam(k.fn, (unsigned)n->nin + 1);
+  k.err = LLVMGetParam(k.fn, (unsigned)n->nin + 2);
+  k.entry = LLVMAppendBasicBlockInContext(m->C, k.fn, "entry");
+  LLVMPositionBuilderAtEnd(m->B, k.entry);
+  LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(m->C, k.fn, "start");
+  LLVMBuildBr(m->B, start); /* the entry block holds only allocas */
+  LLVMPositionBuilderAtEnd(m->B, start);
+  cg_emitters[n->op](&k);
+  LLVMBuildRetVoid(m->B);
+  return k.fn;
+}
+
+typedef struct {
+  const char **key;
+  V *fn;
+  unsigned cap;
+} kernel_table;
+
+static unsigned hash_str(const char *s) {
+  unsigned h = 2166136261u;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+  return h;
+}
+
+/* lathe_forward(bufs, scr, err): every kernel in node order */
+static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A) {
+  kernel_table kt = {0};
+  kt.cap = 16;
+  while (kt.cap < (unsigned)g->nnodes * 2) kt.cap *= 2;
+  kt.key = ar_alloc(A, sizeof(char *) * kt.cap);
+  kt.fn = ar_alloc(A, sizeof(V) * kt.cap);
+  LLVMTypeRef ep[3] = {m->ptr, m->ptr, m->ptr};
+  V entry = LLVMAddFunction(m->M, "lathe_forward", LLVMFunctionType(m->vd, ep, 3, 0));
+  set_fn_attrs(m, entry);
+  LLVMBuilderRef EB = LLVMCreateBuilderInContext(m->C);
+  LLVMPositionBuilderAtEnd(EB, LLVMAppendBasicBlockInContext(m->C, entry, "entry"));
+  V bufs = LLVMGetParam(entry, 0), scr = LLVMGetParam(entry, 1), err = LLVMGetParam(entry, 2);
+  LLVMTypeRef pp = LLVMPointerType(m->ptr, 0);
+  V pbufs = LLVMBuildPointerCast(EB, bufs, pp, ""), pscr = LLVMBuildPointerCast(EB, scr, pp, "");
+  char key[4096];
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *n = &g->nodes[i];
+    int kind = p->buf[i].kind;
+    if (kind != BUF_ARENA && kind != BUF_OUTPUT) continue;
+    p->st.kernels++;
+    kernel_key(g, n, key, sizeof key);
+    unsigned h = hash_str(key) & (kt.cap - 1);
+    while (kt.key[h] && strcmp(kt.key[h], key)) h = (h + 1) & (kt.cap - 1);
+    if (!kt.key[h]) {
+      kt.key[h] = ar_strdup(A, key);
+      kt.fn[h] = emit_kernel(m, g, n, p->st.kernels_unique++);
+    }
+    V args[CG_MAXARGS];
+    for (int j = 0; j <= n->nin; j++) {
+      V idx = LLVMConstInt(m->i64, (unsigned long long)(j == 0 ? i : n->in[j - 1]), 0);
+      args[j] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pbufs, &idx, 1, ""), "");
+    }
+    V si = LLVMConstInt(m->i64, (unsigned long long)i, 0);
+    args[n->nin + 1] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pscr, &si, 1, ""), "");
+    args[n->nin + 2] = err;
+    LLVMBuildCall2(EB, LLVMGlobalGetValueType(kt.fn[h]), kt.fn[h], args, (unsigned)n->nin + 3, "");
+  }
+  LLVMBuildRetVoid(EB);
+  LLVMDisposeBuilder(EB);
+}
+
+/* ---- optimisation and JIT ---- */
+
+static LLVMTargetMachineRef host_tm(char *triple, const char *cpu, const char *feat, int opt, char *msg, size_t msgn) {
+  LLVMTargetRef T;
+  char *e = NULL;
+  if (LLVMGetTargetFromTriple(triple, &T, &e)) {
+    fail(msg, msgn, "llvm backend: no target for %s: %s", triple, e ? e : "?");
+    LLVMDisposeMessage(e);
+    return NULL;
+  }
+  LLVMCodeGenOptLevel lv = opt <= 0 ? LLVMCodeGenLevelNone : opt >= 3 ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelDefault;
+  return LLVMCreateTargetMachine(T, triple, cpu, feat, lv, LLVMRelocDefault, LLVMCodeModelJITDefault);
+}
+
+static int optimise(cg_program *p, LLVMModuleRef M, LLVMTargetMachineRef tm, int opt, int keep_ir, char *msg,
+                    size_t msgn) {
+  char *vmsg = NULL;
+  if (LLVMVerifyModule(M, LLVMReturnStatusAction, &vmsg)) {
+    fail(msg, msgn, "llvm backend: internal error: invalid module: %.400s", vmsg ? vmsg : "?");
+    LLVMDisposeMessage(vmsg);
+    return -1;
+  }
+  LLVMDisposeMessage(vmsg);
+  double t0 = now_ms();
+  LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+  LLVMPassBuilderOptionsSetLoopVectorization(po, 1);
+  LLVMPassBuilderOptionsSetSLPVectorization(po, 1);
+  LLVMPassBuilderOptionsSetLoopInterleaving(po, 1);
+  LLVMPassBuilderOptionsSetLoopUnrolling(po, 1);
+  char pipe[32];
+  snprintf(pipe, sizeof pipe, "default<O%d>", opt < 0 ? 0 : opt > 3 ? 3 : opt);
+  LLVMErrorRef e = LLVMRunPasses(M, pipe, tm, po);
+  LLVMDisposePassBuilderOptions(po);
+  if (e) return llvm_fail(e, msg, msgn, "optimisation");
+  p->st.llvm_opt_ms = now_ms() - t0;
+  if (keep_ir) {
+    char *s = LLVMPrintModuleToString(M);
+    p->ir_text = s ? strdup(s) : NULL;
+    LLVMDisposeMessage(s);
+  }
+  return 0;
+}
+
+/* Symbols the generated code calls, resolved to this process's copies. */
+static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
+  static const struct {
+    const char *name;
+    void *addr;
+  } syms[] = {
+    {"cblas_sgemm", (void *)cblas_sgemm}, {"expf", (void *)expf}, {"logf", (void *)logf},
+    {"tanhf", (void *)tanhf}, {"erfcf", (void *)erfcf}, {"powf", (void *)powf}, {"log1pf", (void *)log1pf},
+    {"memcpy", (void *)memcpy}, {"memset", (void *)memset}, {"memmove", (void *)memmove},
+  };
+  enum { NS = sizeof syms / sizeof syms[0] };
+  __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];
+  for (int i = 0; i < NS; i++) {
+    pairs[i].Name = LLVMOrcLLJITMangleAndIntern(J, syms[i].name);
+    pairs[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)syms[i].addr;
+    pairs[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable;
+    pairs[i].Sym.Flags.TargetFlags = 0;
+  }
+  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(J);
+  LLVMErrorRef e = LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(pairs, NS));
+  if (e) return llvm_fail(e, msg, msgn, "defining host symbols");
+  LLVMOrcDefinitionGeneratorRef gen;
+  e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(J), NULL, NULL);
+  if (e) return llvm_fail(e, msg, msgn, "process symbol search");
+  LLVMOrcJITDylibAddGenerator(jd, gen);
+  return 0;
+}
+
+static int jit_module(cg_program *p, LLVMOrcThreadSafeContextRef tsc, LLVMModuleRef M, char *msg, size_t msgn) {
+  double t0 = now_ms();
+  LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
+  LLVMErrorRef e = LLVMOrcCreateLLJIT(&p->jit, jb); /* takes the builder */
+  if (e) {
+    p->jit = NULL;
+    LLVMDisposeModule(M);
+    return llvm_fail(e, msg, msgn, "creating the JIT");
+  }
+  if (define_host_symbols(p->jit, msg, msgn)) {
+    LLVMDisposeModule(M);
+    return -1;
+  }
+  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(M, tsc);
+  e = LLVMOrcLLJITAddLLVMIRModule(p->jit, LLVMOrcLLJITGetMainJITDylib(p->jit), tsm);
+  if (e) return llvm_fail(e, msg, msgn, "adding the module");
+  LLVMOrcExecutorAddress addr = 0;
+  e = LLVMOrcLLJITLookup(p->jit, &addr, "lathe_forward");
+  if (e) return llvm_fail(e, msg, msgn, "compiling");
+  *(void **)&p->forward = (void *)(uintptr_t)addr;
+  p->st.jit_ms = now_ms() - t0;
+  return 0;
+}
+
+/* ---- public ---- */
+
+static int check_graph(const ir_graph *g, char *msg, size_t msgn) {
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *n = &g->nodes[i];
+    const char *why = cg_unsupported(g, n);
+    if (why)
+      return fail(msg, msgn, "%s:%d:%d: error: llvm backend cannot compile '%s': %s", n->loc.file ? n->loc.file : "<graph>",
+                  n->loc.line, n->loc.col, n->op >= 0 && n->op < IR_NOPS ? ir_ops[n->op].name : "?", why);
+  }
+  for (int j = 0; j < g->nparams; j++)
+    if (g->params[j].dtype != IR_F32) return fail(msg, msgn, "llvm backend: parameter '%s' is not f32", g->params[j].name);
+  return 0;
+}
+
+static cg_program *program_new(const ir_graph *g) {
+  cg_program *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  size_t nn = (size_t)(g->nnodes ? g->nnodes : 1);
+  p->nnodes = g->nnodes;
+  p->ninputs = g->ninputs;
+  p->nparams = g->nparams;
+  p->noutputs = g->noutputs;
+  p->loss = g->loss;
+  p->buf = calloc(nn, sizeof *p->buf);
+  p->bufs = calloc(nn, sizeof(void *));
+  p->scr = calloc(nn, sizeof(void *));
+  p->out_node = calloc((size_t)g->noutputs + 1, sizeof(int));
+  if (!p->buf || !p->bufs || !p->scr || !p->out_node) {
+    cg_free(p);
+    return NULL;
+  }
+  for (int j = 0; j < g->noutputs; j++) p->out_node[j] = g->outputs[j].node;
+  return p;
+}
+
+cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t msgn) {
+  cg_options opts = {2, 0, 0};
+  if (o) opts = *o;
+  if (msg && msgn) msg[0] = '\0';
+  if (cg_init_llvm(msg, msgn) || check_graph(g, msg, msgn)) return NULL;
+  cg_program *p = program_new(g);
+  if (!p) {
+    fail(msg, msgn, "llvm backend: out of memory");
+    return NULL;
+  }
+  arena A;
+  ar_init(&A);
+  double t0 = now_ms();
+  plan_buffers(p, g, &A);
+  if (!p->arena || !p->consts) {
+    ar_free(&A);
+    cg_free(p);
+    fail(msg, msgn, "llvm backend: out of memory for the activation arena");
+    return NULL;
+  }
+  fill_consts(p, g);
+  char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+  cg_mod m = {0};
+  m.C = LLVMOrcThreadSafeContextGetContext(tsc);
+  m.M = LLVMModuleCreateWithNameInContext("lathe", m.C);
+  m.B = LLVMCreateBuilderInContext(m.C);
+  m.cpu = cpu;
+  m.features = feat;
+  cg_mod_types(&m);
+  build_module(p, &m, g, &A);
+  LLVMDisposeBuilder(m.B);
+  ar_free(&A);
+  p->st.parse_ms = now_ms() - t0;
+  int rc = -1;
+  LLVMTargetMachineRef tm = host_tm(triple, cpu, feat, opts.opt_level, msg, msgn);
+  if (tm) {
+    LLVMSetTarget(m.M, triple);
+    LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+    LLVMSetModuleDataLayout(m.M, td);
+    LLVMDisposeTargetData(td);
+    rc = optimise(p, m.M, tm, opts.opt_level, opts.keep_ir, msg, msgn);
+    LLVMDisposeTargetMachine(tm);
+  }
+  if (rc == 0) rc = jit_module(p, tsc, m.M, msg, msgn);
+  else LLVMDisposeModule(m.M);
+  LLVMOrcDisposeThreadSafeContext(tsc);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(feat);
+  if (rc) {
+    cg_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const *outputs, float *loss, char *msg,
+           size_t msgn) {
+  for (int i = 0; i < p->nnodes; i++) {
+    cg_buf *b = &p->buf[i];
+    void *v = NULL;
+    switch (b->kind) {
+    case BUF_ARENA: v = p->arena + b->off; break;
+    case BUF_INPUT: v = inputs[b->idx]; break;
+    case BUF_PARAM: v = params[b->idx]; break;
+    case BUF_CONST: v = p->consts + b->off; break;
+    case BUF_OUTPUT: v = outputs[b->idx]; break;
+    case BUF_ALIAS: v = p->bufs[b->idx]; break;
+    }
+    p->bufs[i] = v;
+    p->scr[i] = b->scr >= 0 ? p->arena + b->scr : NULL;
+  }
+  int32_t err = 0;
+  p->forward(p->bufs, p->scr, &err);
+  for (int j = 0; j < p->noutputs; j++) {
+    int n = p->out_node[j];
+    if (p->bufs[n] != outputs[j]) memcpy(outputs[j], p->bufs[n], (size_t)p->buf[n].bytes);
+  }
+  if (loss && p->loss >= 0) *loss = *(const float *)p->bufs[p->loss];
+  static const char *const why[] = {"", "an embedding id is out of range", "a label is out of range for the classes",
+                                    "integer division by zero"};
+  if (err) return fail(msg, msgn, "run: %s", err > 0 && err < 4 ? why[err] : "bad data");
+  return 0;
+}
+
+void cg_free(cg_program *p) {
+  if (!p) return;
+  if (p->jit) {
+    LLVMErrorRef e = LLVMOrcDisposeLLJIT(p->jit);
+    if (e) LLVMConsumeError(e);
+  }
+  free(p->buf);
+  free(p->bufs);
+  free(p->scr);
+  free(p->out_node);
+  free(p->arena);
+  free(p->consts);
+  free(p->ir_text);
+  free(p);
+}
+
+void cg_get_stats(const cg_program *p, cg_stats *st) { *st = p->st; }
+
+char *cg_module_text(const cg_program *p) { return p->ir_text ? strdup(p->ir_text) : NULL; }

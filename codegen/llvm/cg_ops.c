@@ -1,0 +1,623 @@
+/* cg_ops.c -- one emitter per IR operator, written in the vocabulary of
+ * cg_emit.c. Each emits the body of `void k(out, in0.., scratch, err)` for
+ * the node's static shapes. Matrix products call cblas_sgemm; everything else
+ * is a generated loop nest. Shape conventions are the interpreter's
+ * (ir/interp*.c), which these kernels must match. */
+#include "cg_internal.h"
+
+#include <math.h>
+
+#define BLD (k->B)
+#define ARG(j) (k->arg[1 + (j)])
+#define SH(j) (k->sh[1 + (j)])
+
+static int64_t dims(const ir_shape *s, int lo, int hi) {
+  int64_t p = 1;
+  for (int i = lo; i < hi; i++) p *= s->d[i];
+  return p;
+}
+
+static V add(cg_k *k, V a, V b) { return LLVMBuildNSWAdd(BLD, a, b, ""); }
+static V mul(cg_k *k, V a, V b) { return LLVMBuildNSWMul(BLD, a, b, ""); }
+static V muli(cg_k *k, V a, int64_t b) { return mul(k, a, ci(k, b)); }
+static V fadd(cg_k *k, V a, V b) { return LLVMBuildFAdd(BLD, a, b, ""); }
+static V fsub(cg_k *k, V a, V b) { return LLVMBuildFSub(BLD, a, b, ""); }
+static V fmul(cg_k *k, V a, V b) { return LLVMBuildFMul(BLD, a, b, ""); }
+static V fdiv(cg_k *k, V a, V b) { return LLVMBuildFDiv(BLD, a, b, ""); }
+static V tod(cg_k *k, V f) { return LLVMBuildFPExt(BLD, f, k->m->f64, ""); }
+static V tof(cg_k *k, V d) { return LLVMBuildFPTrunc(BLD, d, k->m->f32, ""); }
+static V scr(cg_k *k, int64_t float_off) { return cg_fptr(k, k->scratch, ci(k, float_off)); }
+
+/* ---- elementwise unary ---- */
+
+typedef V (*cg_fmap)(cg_k *k, V x, const ir_attr *a);
+
+static V u_relu(cg_k *k, V x, const ir_attr *a) {
+  (void)a; /* x <= 0 -> 0; NaN stays NaN */
+  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOLE, x, cf(k, 0), ""), cf(k, 0), x, "");
+}
+static V u_leaky(cg_k *k, V x, const ir_attr *a) {
+  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGE, x, cf(k, 0), ""), x, fmul(k, cf(k, a->f), x), "");
+}
+static V u_sigmoid(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sigmoid(k, x); }
+static V u_tanh(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_tanh(k, x); }
+static V u_gelu(cg_k *k, V x, const ir_attr *a) {
+  if (a->approx) { /* 0.5x(1 + tanh u) = x * sigmoid(2u): no cancellation for x < 0 */
+    V x3 = fmul(k, fmul(k, x, x), x);
+    V u = fmul(k, cf(k, 0.79788456080286535588), fadd(k, x, fmul(k, cf(k, 0.044715), x3)));
+    return fmul(k, x, cg_sigmoid(k, fmul(k, cf(k, 2), u)));
+  }
+  /* 0.5x(1 + erf(x/sqrt2)) = 0.5x erfc(-x/sqrt2), accurate for x < 0 too */
+  V e = cg_call1(k, k->m->erfcf_, fmul(k, x, cf(k, -0.70710678118654752440)));
+  return fmul(k, fmul(k, cf(k, 0.5), x), e);
+}
+static V u_swish(cg_k *k, V x, const ir_attr *a) { (void)a; return fmul(k, x, cg_sigmoid(k, x)); }
+static V u_exp(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_exp(k, x); }
+static V u_log(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_log(k, x); }
+static V u_sqrt(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sqrt(k, x); }
+static V u_abs(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_call1(k, k->m->fabs_, x); }
+static V u_neg(cg_k *k, V x, const ir_attr *a) { (void)a; return LLVMBuildFNeg(BLD, x, ""); }
+static V u_pow(cg_k *k, V x, const ir_attr *a) {
+  if (a->f == 2.0) return fmul(k, x, x);
+  if (a->f == 1.0) return x;
+  V args[2] = {x, cf(k, a->f)};
+  return cg_call(k, k->m->powf_, args, 2);
+}
+static V u_id(cg_k *k, V x, const ir_attr *a) { (void)k, (void)a; return x; }
+
+static const cg_fmap unary_fn[IR_NOPS] = {
+  [IR_RELU] = u_relu, [IR_LEAKY_RELU] = u_leaky, [IR_SIGMOID] = u_sigmoid, [IR_TANH] = u_tanh,
+  [IR_GELU] = u_gelu, [IR_SWISH] = u_swish,      [IR_EXP] = u_exp,         [IR_LOG] = u_log,
+  [IR_SQRT] = u_sqrt, [IR_ABS] = u_abs,          [IR_NEG] = u_neg,         [IR_POW] = u_pow,
+  [IR_DROPOUT] = u_id, [IR_CAST] = u_id,         [IR_RESHAPE] = u_id,
+};
+
+/* Integer abs/neg (i64, wrapped by the store). */
+static V u_int(cg_k *k, int op, V x) {
+  V neg = LLVMBuildSub(BLD, ci(k, 0), x, "");
+  if (op == IR_NEG) return neg;
+  return LLVMBuildSelect(BLD, LLVMBuildICmp(BLD, LLVMIntSLT, x, ci(k, 0), ""), neg, x, "");
+}
+
+static void e_unary(cg_k *k) {
+  int op = k->n->op;
+  int src_float = ir_dtype_is_float(k->dt[1]), dst_float = ir_dtype_is_float(k->dt[0]);
+  CG_FOR(k, l, ci(k, 0), ci(k, ir_numel(&k->n->shape))) {
+    if (op == IR_CAST || op == IR_RESHAPE || op == IR_DROPOUT) /* moves: the store converts */
+      cg_st(k, 0, l.iv, src_float ? cg_ldf(k, 1, l.iv) : cg_ldi(k, 1, l.iv));
+    else if (!dst_float)
+      cg_st(k, 0, l.iv, u_int(k, op, cg_ldi(k, 1, l.iv)));
+    else
+      cg_st(k, 0, l.iv, unary_fn[op](k, cg_ldf(k, 1, l.iv), &k->n->attr));
+  }
+}
+
+/* ---- elementwise binary with broadcasting ---- */
+
+typedef V (*cg_bop)(LLVMBuilderRef, V, V, const char *);
+
+static V int_div(cg_k *k, V a, V b) {
+  V zero = LLVMBuildICmp(BLD, LLVMIntEQ, b, ci(k, 0), "");
+  V m1 = LLVMBuildICmp(BLD, LLVMIntEQ, b, ci(k, -1), "");
+  cg_flag_err(k, zero, 3);
+  V safe = LLVMBuildSelect(BLD, LLVMBuildOr(BLD, zero, m1, ""), ci(k, 1), b, "");
+  V q = LLVMBuildSDiv(BLD, a, safe, "");
+  return LLVMBuildSelect(BLD, m1, LLVMBuildSub(BLD, ci(k, 0), a, ""), q, "");
+}
+
+static void binary_body(cg_k *k, V *off, void *ctx) {
+  int op = *(int *)ctx;
+  static const cg_bop fops[] = {LLVMBuildFAdd, LLVMBuildFSub, LLVMBuildFMul, LLVMBuildFDiv};
+  static const cg_bop iops[] = {LLVMBuildAdd, LLVMBuildSub, LLVMBuildMul, NULL};
+  int i = op - IR_ADD;
+  if (ir_dtype_is_float(k->dt[0])) {
+    cg_st(k, 0, off[0], fops[i](BLD, cg_ldf(k, 1, off[1]), cg_ldf(k, 2, off[2]), ""));
+    return;
+  }
+  V a = cg_ldi(k, 1, off[1]), b = cg_ldi(k, 2, off[2]);
+  cg_st(k, 0, off[0], op == IR_DIV ? int_div(k, a, b) : iops[i](BLD, a, b, ""));
+}
+
+static void e_binary(cg_k *k) {
+  const ir_shape *o = &k->n->shape;
+  int64_t st[3][IR_MAXDIM];
+  cg_contig_strides(o, st[0]);
+  cg_bcast_strides(o, SH(0), st[1]);
+  cg_bcast_strides(o, SH(1), st[2]);
+  int op = k->n->op;
+  cg_nest(k, o->rank, o->d, 3, st, NULL, binary_body, &op);
+}
+
+/* ---- matrix products ---- */
+
+typedef struct {
+  int64_t M, N, K;
+} mm_ctx;
+
+static void matmul_body(cg_k *k, V *off, void *ctx) {
+  mm_ctx *c = ctx;
+  cg_sgemm(k, 0, 0, c->M, c->N, c->K, 1.0, cg_fptr(k, ARG(0), off[1]), c->K, cg_fptr(k, ARG(1), off[2]), c->N,
+           0.0, cg_fptr(k, k->arg[0], off[0]), c->N);
+}
+
+static void e_matmul(cg_k *k) {
+  const ir_shape *sa = SH(0), *sb = SH(1);
+  mm_ctx c;
+  c.K = sa->d[sa->rank - 1];
+  c.M = sa->rank >= 2 ? sa->d[sa->rank - 2] : 1;
+  c.N = sb->rank >= 2 ? sb->d[sb->rank - 1] : 1;
+  ir_shape batch = k->n->shape, ba = {0}, bb = {0};
+  batch.rank -= (sa->rank >= 2) + (sb->rank >= 2);
+  ba.rank = sa->rank > 2 ? sa->rank - 2 : 0;
+  bb.rank = sb->rank > 2 ? sb->rank - 2 : 0;
+  for (int i = 0; i < ba.rank; i++) ba.d[i] = sa->d[i];
+  for (int i = 0; i < bb.rank; i++) bb.d[i] = sb->d[i];
+  int64_t nb = ir_numel(&batch);
+  if (ir_numel(&bb) == 1 && ir_numel(&ba) == nb) { /* shared weights: one tall GEMM */
+    cg_sgemm(k, 0, 0, c.M * nb, c.N, c.K, 1.0, ARG(0), c.K, ARG(1), c.N, 0.0, k->arg[0], c.N);
+    return;
+  }
+  int64_t st[3][IR_MAXDIM];
+  cg_contig_strides(&batch, st[0]);
+  cg_bcast_strides(&batch, &ba, st[1]);
+  cg_bcast_strides(&batch, &bb, st[2]);
+  for (int d = 0; d < batch.rank; d++) {
+    st[0][d] *= c.M * c.N;
+    st[1][d] *= c.M * c.K;
+    st[2][d] *= c.K * c.N;
+  }
+  cg_nest(k, batch.rank, batch.d, 3, st, NULL, matmul_body, &c);
+}
+
+/* conv2d: per image, im2col into scratch [C*k*k, OH*OW], then
+ * out[n] = w[O, C*k*k] @ col, plus the bias per output channel. */
+static void e_conv2d(cg_k *k) {
+  const ir_shape *sx = SH(0), *sw = SH(1), *so = &k->n->shape;
+  int64_t C = sx->d[1], H = sx->d[2], W = sx->d[3], O = sw->d[0], KS = sw->d[2];
+  int64_t OH = so->d[2], OW = so->d[3], s = k->n->attr.stride, pad = k->n->attr.pad, P = OH * OW;
+  int direct = KS == 1 && s == 1 && pad == 0 && OH == H && OW == W;
+  CG_FOR(k, n, ci(k, 0), ci(k, sx->d[0])) {
+    V ximg = muli(k, n.iv, C * H * W);
+    V col = direct ? cg_fptr(k, ARG(0), ximg) : scr(k, 0);
+    if (!direct) {
+      CG_FOR(k, c, ci(k, 0), ci(k, C)) CG_FOR(k, ky, ci(k, 0), ci(k, KS)) CG_FOR(k, kx, ci(k, 0), ci(k, KS)) {
+        V row = muli(k, add(k, muli(k, add(k, muli(k, c.iv, KS), ky.iv), KS), kx.iv), P);
+        V plane = add(k, ximg, muli(k, c.iv, H * W));
+        CG_FOR(k, oy, ci(k, 0), ci(k, OH)) {
+          V y = add(k, muli(k, oy.iv, s), LLVMBuildSub(BLD, ky.iv, ci(k, pad), ""));
+          V yin = LLVMBuildICmp(BLD, LLVMIntULT, y, ci(k, H), "");
+          CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
+            V x = add(k, muli(k, ox.iv, s), LLVMBuildSub(BLD, kx.iv, ci(k, pad), ""));
+            V in = LLVMBuildAnd(BLD, yin, LLVMBuildICmp(BLD, LLVMIntULT, x, ci(k, W), ""), "");
+            V idx = LLVMBuildSelect(BLD, in, add(k, plane, add(k, muli(k, y, W), x)), ci(k, 0), "");
+            V v = LLVMBuildSelect(BLD, in, cg_ldp(k, ARG(0), idx), cf(k, 0), "");
+            cg_stp(k, col, add(k, row, add(k, muli(k, oy.iv, OW), ox.iv)), v);
+          }
+        }
+      }
+    }
+    V out = cg_fptr(k, k->arg[0], muli(k, n.iv, O * P));
+    cg_sgemm(k, 0, 0, O, P, C * KS * KS, 1.0, ARG(1), C * KS * KS, col, P, 0.0, out, P);
+    if (k->n->nin == 3) CG_FOR(k, o, ci(k, 0), ci(k, O)) {
+      V b = cg_ldp(k, ARG(2), o.iv);
+      CG_FOR(k, p, ci(k, 0), ci(k, P)) {
+        V i = add(k, muli(k, o.iv, P), p.iv);
+        cg_stp(k, out, i, fadd(k, cg_ldp(k, out, i), b));
+      }
+    }
+  }
+}
+
+/* ---- reductions along an axis: x viewed as [outer, len, inner] ---- */
+
+static void e_softmax(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  int ax = (int)k->n->attr.axis, as_log = k->n->op == IR_LOG_SOFTMAX;
+  int64_t outer = dims(sx, 0, ax), len = sx->d[ax], inner = dims(sx, ax + 1, sx->rank);
+  CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
+    V base = add(k, muli(k, o.iv, len * inner), i.iv);
+    V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, k->m->f64, cd(k, 0));
+    CG_FOR(k, j, ci(k, 0), ci(k, len)) {
+      V x = cg_ldf(k, 1, add(k, base, muli(k, j.iv, inner))), m = cg_get(k, mx, k->m->f32);
+      cg_set(k, mx, LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, x, m, ""), x, m, ""));
+    }
+    V m = cg_get(k, mx, k->m->f32);
+    CG_FOR(k, j, ci(k, 0), ci(k, len)) {
+      V idx = add(k, base, muli(k, j.iv, inner));
+      V e = cg_exp(k, fsub(k, cg_ldf(k, 1, idx), m));
+      if (!as_log) cg_stp(k, k->arg[0], idx, e);
+      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, k->m->f64), tod(k, e), ""));
+    }
+    V s = tof(k, cg_get(k, sum, k->m->f64));
+    V shift = as_log ? fadd(k, m, cg_log(k, s)) : fdiv(k, cf(k, 1), s);
+    CG_FOR(k, j, ci(k, 0), ci(k, len)) {
+      V idx = add(k, base, muli(k, j.iv, inner));
+      V y = as_log ? fsub(k, cg_ldf(k, 1, idx), shift) : fmul(k, cg_ldp(k, k->arg[0], idx), shift);
+      cg_stp(k, k->arg[0], idx, y);
+    }
+  }
+}
+
+static void e_reduce(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  int op = k->n->op, flt = ir_dtype_is_float(k->dt[0]);
+  int64_t outer = 1, len = ir_numel(sx), inner = 1;
+  if (k->n->attr.axis >= 0) {
+    int ax = (int)k->n->attr.axis;
+    outer = dims(sx, 0, ax), len = sx->d[ax], inner = dims(sx, ax + 1, sx->rank);
+  }
+  LLVMTypeRef at = op == IR_MAX ? (flt ? k->m->f32 : k->m->i64) : (flt ? k->m->f64 : k->m->i64);
+  CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
+    V base = add(k, muli(k, o.iv, len * inner), i.iv);
+    V init = op == IR_MAX ? (flt ? cg_ldf(k, 1, base) : cg_ldi(k, 1, base)) : LLVMConstNull(at);
+    V acc = cg_var(k, at, init);
+    CG_FOR(k, j, ci(k, 0), ci(k, len)) {
+      V idx = add(k, base, muli(k, j.iv, inner)), a = cg_get(k, acc, at), r;
+      if (op == IR_MAX && flt) r = cg_fmax_nan(k, a, cg_ldf(k, 1, idx));
+      else if (op == IR_MAX) {
+        V v = cg_ldi(k, 1, idx);
+        r = LLVMBuildSelect(BLD, LLVMBuildICmp(BLD, LLVMIntSGT, v, a, ""), v, a, "");
+      } else if (flt) r = LLVMBuildFAdd(BLD, a, tod(k, cg_ldf(k, 1, idx)), "");
+      else r = LLVMBuildAdd(BLD, a, cg_ldi(k, 1, idx), "");
+      cg_set(k, acc, r);
+    }
+    V r = cg_get(k, acc, at);
+    if (op == IR_MEAN) r = flt ? LLVMBuildFDiv(BLD, r, cd(k, (double)len), "") : LLVMBuildSDiv(BLD, r, ci(k, len), "");
+    if (flt && op != IR_MAX) r = tof(k, r);
+    cg_st(k, 0, add(k, muli(k, o.iv, inner), i.iv), r);
+  }
+}
+
+/* layernorm over the last axis; statistics in double as the oracle does */
+static void e_layernorm(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  int64_t d = sx->d[sx->rank - 1], rows = ir_numel(sx) / d;
+  LLVMTypeRef f64 = k->m->f64;
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V base = muli(k, r.iv, d);
+    V sum = cg_var(k, f64, cd(k, 0)), sq = cg_var(k, f64, cd(k, 0));
+    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
+      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), tod(k, cg_ldf(k, 1, add(k, base, j.iv))), ""));
+    }
+    V mean = LLVMBuildFDiv(BLD, cg_get(k, sum, f64), cd(k, (double)d), "");
+    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
+      V c = LLVMBuildFSub(BLD, tod(k, cg_ldf(k, 1, add(k, base, j.iv))), mean, "");
+      cg_set(k, sq, LLVMBuildFAdd(BLD, cg_get(k, sq, f64), LLVMBuildFMul(BLD, c, c, ""), ""));
+    }
+    V var = LLVMBuildFAdd(BLD, LLVMBuildFDiv(BLD, cg_get(k, sq, f64), cd(k, (double)d), ""), cd(k, k->n->attr.f), "");
+    V inv = fdiv(k, cf(k, 1), cg_sqrt(k, tof(k, var)));
+    V meanf = tof(k, mean);
+    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
+      V idx = add(k, base, j.iv);
+      V y = fmul(k, fmul(k, fsub(k, cg_ldf(k, 1, idx), meanf), inv), cg_ldf(k, 2, j.iv));
+      cg_st(k, 0, idx, fadd(k, y, cg_ldf(k, 3, j.iv)));
+    }
+  }
+}
+
+static void e_pool(cg_k *k) {
+  const ir_shape *sx = SH(0), *so = &k->n->shape;
+  int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3], OH = so->d[2], OW = so->d[3];
+  int64_t K = k->n->attr.k, s = k->n->attr.stride;
+  int is_max = k->n->op == IR_MAXPOOL2D;
+  CG_FOR(k, pl, ci(k, 0), ci(k, planes)) CG_FOR(k, oy, ci(k, 0), ci(k, OH)) CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
+    V acc = cg_var(k, k->m->f32, cf(k, is_max ? -INFINITY : 0.0));
+    V base = add(k, muli(k, add(k, muli(k, pl.iv, H), muli(k, oy.iv, s)), W), muli(k, ox.iv, s));
+    CG_FOR(k, ky, ci(k, 0), ci(k, K)) CG_FOR(k, kx, ci(k, 0), ci(k, K)) {
+      V v = cg_ldf(k, 1, add(k, base, add(k, muli(k, ky.iv, W), kx.iv))), a = cg_get(k, acc, k->m->f32);
+      cg_set(k, acc, is_max ? cg_fmax_nan(k, a, v) : fadd(k, a, v));
+    }
+    V r = cg_get(k, acc, k->m->f32);
+    if (!is_max) r = fdiv(k, r, cf(k, (double)(K * K)));
+    cg_st(k, 0, add(k, muli(k, add(k, muli(k, pl.iv, OH), oy.iv), OW), ox.iv), r);
+  }
+}
+
+/* ---- data movement: strided copies ---- */
+
+typedef struct {
+  int src; /* argument index copied from */
+} mv_ctx;
+
+static void copy_body(cg_k *k, V *off, void *ctx) {
+  int a = ((mv_ctx *)ctx)->src;
+  cg_st(k, 0, off[0], ir_dtype_is_float(k->dt[a]) ? cg_ldf(k, a, off[1]) : cg_ldi(k, a, off[1]));
+}
+
+static void e_transpose(cg_k *k) {
+  const ir_shape *o = &k->n->shape;
+  int64_t st[2][IR_MAXDIM], in[IR_MAXDIM];
+  cg_contig_strides(o, st[0]);
+  cg_contig_strides(SH(0), in);
+  for (int d = 0; d < o->rank; d++) st[1][d] = in[k->n->attr.list[d]];
+  mv_ctx c = {1};
+  cg_nest(k, o->rank, o->d, 2, st, NULL, copy_body, &c);
+}
+
+static void e_concat(cg_k *k) {
+  const ir_shape *o = &k->n->shape;
+  int ax = (int)k->n->attr.axis;
+  int64_t st[2][IR_MAXDIM], at = 0;
+  cg_contig_strides(o, st[0]);
+  for (int j = 0; j < k->n->nin; j++) {
+    cg_contig_strides(SH(j), st[1]);
+    int64_t base[2] = {at * st[0][ax], 0};
+    mv_ctx c = {1 + j};
+    cg_nest(k, o->rank, SH(j)->d, 2, st, base, copy_body, &c);
+    at += SH(j)->d[ax];
+  }
+}
+
+static void e_slice(cg_k *k) {
+  const ir_shape *o = &k->n->shape;
+  int64_t st[2][IR_MAXDIM];
+  cg_contig_strides(o, st[0]);
+  cg_contig_strides(SH(0), st[1]);
+  int64_t base[2] = {0, k->n->attr.start * st[1][k->n->attr.axis]};
+  mv_ctx c = {1};
+  cg_nest(k, o->rank, o->d, 2, st, base, copy_body, &c);
+}
+
+static void e_embedding(cg_k *k) {
+  int64_t count = ir_numel(SH(0)), V_ = SH(1)->d[0], D = SH(1)->d[1];
+  CG_FOR(k, i, ci(k, 0), ci(k, count)) {
+    V id = cg_ldi(k, 1, i.iv);
+    V ok = LLVMBuildICmp(BLD, LLVMIntULT, id, ci(k, V_), "");
+    cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 1);
+    V row = muli(k, LLVMBuildSelect(BLD, ok, id, ci(k, 0), ""), D), orow = muli(k, i.iv, D);
+    CG_FOR(k, j, ci(k, 0), ci(k, D)) {
+      V v = LLVMBuildSelect(BLD, ok, cg_ldf(k, 2, add(k, row, j.iv)), cf(k, 0), "");
+      cg_st(k, 0, add(k, orow, j.iv), v);
+    }
+  }
+}
+
+/* ---- losses: scalar f32 means, accumulated in double ---- */
+
+static void e_cross_entropy(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
+  double ls = k->n->attr.f;
+  LLVMTypeRef f64 = k->m->f64;
+  V total = cg_var(k, f64, cd(k, 0));
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V base = muli(k, r.iv, C);
+    V lab = cg_ldi(k, 2, r.iv);
+    V ok = LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, C), "");
+    cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 2);
+    lab = LLVMBuildSelect(BLD, ok, lab, ci(k, 0), "");
+    V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, f64, cd(k, 0)), all = cg_var(k, f64, cd(k, 0));
+    CG_FOR(k, j, ci(k, 0), ci(k, C)) {
+      V x = cg_ldf(k, 1, add(k, base, j.iv)), m = cg_get(k, mx, k->m->f32);
+      cg_set(k, mx, LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, x, m, ""), x, m, ""));
+      cg_set(k, all, LLVMBuildFAdd(BLD, cg_get(k, all, f64), tod(k, x), ""));
+    }
+    V m = cg_get(k, mx, k->m->f32);
+    CG_FOR(k, j, ci(k, 0), ci(k, C)) {
+      V e = cg_exp(k, fsub(k, cg_ldf(k, 1, add(k, base, j.iv)), m));
+      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), tod(k, e), ""));
+    }
+    /* log of the double sum through logf on (sum scaled into float range is not needed: sum in [1, C]) */
+    V lse = LLVMBuildFAdd(BLD, tod(k, m), tod(k, cg_log(k, tof(k, cg_get(k, sum, f64)))), "");
+    V nll = LLVMBuildFSub(BLD, lse, tod(k, cg_ldf(k, 1, add(k, base, lab))), "");
+    V smooth = LLVMBuildFSub(BLD, lse, LLVMBuildFDiv(BLD, cg_get(k, all, f64), cd(k, (double)C), ""), "");
+    V l = LLVMBuildFAdd(BLD, LLVMBuildFMul(BLD, cd(k, 1.0 - ls), nll, ""), LLVMBuildFMul(BLD, cd(k, ls), smooth, ""), "");
+    cg_set(k, total, LLVMBuildFAdd(BLD, cg_get(k, total, f64), l, ""));
+  }
+  cg_st(k, 0, ci(k, 0), tof(k, LLVMBuildFDiv(BLD, cg_get(k, total, f64), cd(k, (double)rows), "")));
+}
+
+typedef struct {
+  V total;
+  int op;
+} pl_ctx;
+
+static void pair_body(cg_k *k, V *off, void *ctx) {
+  pl_ctx *c = ctx;
+  V a = cg_ldf(k, 1, off[0]), b = cg_ldf(k, 2, off[1]), t;
+  if (c->op == IR_MSE) {
+    V d = fsub(k, a, b);
+    t = fmul(k, d, d);
+  } else { /* max(x, 0) - x*y + log1p(exp(-|x|)) */
+    V pos = LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, a, cf(k, 0), ""), a, cf(k, 0), "");
+    V sp = cg_call1(k, k->m->log1pf_, cg_exp(k, LLVMBuildFNeg(BLD, cg_call1(k, k->m->fabs_, a), "")));
+    t = fadd(k, fsub(k, pos, fmul(k, a, b)), sp);
+  }
+  cg_set(k, c->total, LLVMBuildFAdd(BLD, cg_get(k, c->total, k->m->f64), tod(k, t), ""));
+}
+
+static void e_pair_loss(cg_k *k) {
+  ir_shape s;
+  if (ir_broadcast(SH(0), SH(1), &s)) s = *SH(0);
+  int64_t st[2][IR_MAXDIM];
+  cg_bcast_strides(&s, SH(0), st[0]);
+  cg_bcast_strides(&s, SH(1), st[1]);
+  pl_ctx c = {cg_var(k, k->m->f64, cd(k, 0)), k->n->op};
+  cg_nest(k, s.rank, s.d, 2, st, NULL, pair_body, &c);
+  V mean = LLVMBuildFDiv(BLD, cg_get(k, c.total, k->m->f64), cd(k, (double)ir_numel(&s)), "");
+  cg_st(k, 0, ci(k, 0), tof(k, mean));
+}
+
+/* ---- fused sequence layers ---- */
+
+/* attention: qkv = x Wqkv + b (one GEMM over B*T rows); per (batch, head)
+ * S = q k^T * scale, row softmax (causal: keys after the query are zero),
+ * ctx[:, head] = P v; out = ctx Wproj + b.  Scratch: qkv, S, ctx. */
+static void e_attention(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  int64_t B = sx->d[0], T = sx->d[1], d = sx->d[2], H = k->n->attr.heads, hd = d / H;
+  int causal = k->n->attr.causal;
+  V qkv = scr(k, 0), S = scr(k, B * T * 3 * d), ctx = scr(k, B * T * 3 * d + T * T);
+  cg_fill_rows(k, qkv, B * T, 3 * d, 3 * d, ARG(2));
+  cg_sgemm(k, 0, 0, B * T, 3 * d, d, 1.0, ARG(0), d, ARG(1), 3 * d, 1.0, qkv, 3 * d);
+  CG_FOR(k, b, ci(k, 0), ci(k, B)) CG_FOR(k, h, ci(k, 0), ci(k, H)) {
+    V q = cg_fptr(k, qkv, add(k, muli(k, b.iv, T * 3 * d), muli(k, h.iv, hd)));
+    cg_sgemm(k, 0, 1, T, T, hd, 1.0 / sqrt((double)hd), q, 3 * d, cg_fptr(k, q, ci(k, d)), 3 * d, 0.0, S, T);
+    CG_FOR(k, i, ci(k, 0), ci(k, T)) {
+      V row = muli(k, i.iv, T);
+      V nj = causal ? add(k, i.iv, ci(k, 1)) : ci(k, T);
+      V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, k->m->f64, cd(k, 0));
+      CG_FOR(k, j, ci(k, 0), nj) {
+        V x = cg_ldp(k, S, add(k, row, j.iv)), m = cg_get(k, mx, k->m->f32);
+        cg_set(k, mx, LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, x, m, ""), x, m, ""));
+      }
+      V m = cg_get(k, mx, k->m->f32);
+      CG_FOR(k, j, ci(k, 0), nj) {
+        V e = cg_exp(k, fsub(k, cg_ldp(k, S, add(k, row, j.iv)), m));
+        cg_stp(k, S, add(k, row, j.iv), e);
+        cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, k->m->f64), tod(k, e), ""));
+      }
+      V inv = fdiv(k, cf(k, 1), tof(k, cg_get(k, sum, k->m->f64)));
+      CG_FOR(k, j, ci(k, 0), ci(k, T)) {
+        V idx = add(k, row, j.iv);
+        V keep = LLVMBuildICmp(BLD, LLVMIntSLT, j.iv, nj, "");
+        cg_stp(k, S, idx, LLVMBuildSelect(BLD, keep, fmul(k, cg_ldp(k, S, idx), inv), cf(k, 0), ""));
+      }
+    }
+    V c = cg_fptr(k, ctx, add(k, muli(k, b.iv, T * d), muli(k, h.iv, hd)));
+    cg_sgemm(k, 0, 0, T, hd, T, 1.0, S, T, cg_fptr(k, q, ci(k, 2 * d)), 3 * d, 0.0, c, d);
+  }
+  cg_fill_rows(k, k->arg[0], B * T, d, d, ARG(4));
+  cg_sgemm(k, 0, 0, B * T, d, d, 1.0, ctx, d, ARG(3), d, 1.0, k->arg[0], d);
+}
+
+typedef struct {
+  int64_t B, T, in, h, G; /* G gates: 1 rnn, 4 lstm, 3 gru */
+} seq_t;
+
+static seq_t seq_of(cg_k *k, int G) {
+  seq_t s = {SH(0)->d[0], SH(0)->d[1], SH(0)->d[2], k->n->shape.d[2], G};
+  return s;
+}
+
+/* xp[B*T, G*h] = x W_ih + bias: the input projection of every time step in one GEMM */
+static V seq_inproj(cg_k *k, seq_t s, V bias) {
+  V xp = scr(k, 0);
+  int64_t gw = s.G * s.h;
+  cg_fill_rows(k, xp, s.B * s.T, gw, gw, bias);
+  cg_sgemm(k, 0, 0, s.B * s.T, gw, s.in, 1.0, ARG(0), s.in, ARG(1), gw, 1.0, xp, gw);
+  return xp;
+}
+
+/* dst[B, G*h] (row stride ld) += h_{t-1} W_hh, h_{t-1} read from out */
+static void seq_recur(cg_k *k, seq_t s, V t, V dst, int64_t ld) {
+  V hp = cg_fptr(k, k->arg[0], muli(k, LLVMBuildSub(BLD, t, ci(k, 1), ""), s.h));
+  cg_sgemm(k, 0, 0, s.B, s.G * s.h, s.h, 1.0, hp, s.T * s.h, ARG(2), s.G * s.h, 1.0, dst, ld);
+}
+
+static V outidx(cg_k *k, seq_t s, V b, V t, V j) { return add(k, muli(k, add(k, muli(k, b, s.T), t), s.h), j); }
+
+static void rnn_step(cg_k *k, seq_t s, V xp, V t, int first) {
+  V g = cg_fptr(k, xp, muli(k, t, s.h));
+  if (!first) seq_recur(k, s, t, g, s.T * s.h);
+  CG_FOR(k, b, ci(k, 0), ci(k, s.B)) CG_FOR(k, j, ci(k, 0), ci(k, s.h)) {
+    V idx = outidx(k, s, b.iv, t, j.iv);
+    cg_stp(k, k->arg[0], idx, cg_tanh(k, cg_ldp(k, xp, idx)));
+  }
+}
+
+static void lstm_step(cg_k *k, seq_t s, V xp, V t, int first) {
+  int64_t gw = 4 * s.h;
+  V cell = scr(k, s.B * s.T * gw);
+  if (!first) seq_recur(k, s, t, cg_fptr(k, xp, muli(k, t, gw)), s.T * gw);
+  CG_FOR(k, b, ci(k, 0), ci(k, s.B)) CG_FOR(k, j, ci(k, 0), ci(k, s.h)) {
+    V g = add(k, muli(k, add(k, muli(k, b.iv, s.T), t), gw), j.iv);
+    V ig = cg_sigmoid(k, cg_ldp(k, xp, g));
+    V fg = cg_sigmoid(k, cg_ldp(k, xp, add(k, g, ci(k, s.h))));
+    V gg = cg_tanh(k, cg_ldp(k, xp, add(k, g, ci(k, 2 * s.h))));
+    V og = cg_sigmoid(k, cg_ldp(k, xp, add(k, g, ci(k, 3 * s.h))));
+    V ci_ = add(k, muli(k, b.iv, s.h), j.iv);
+    V c = fmul(k, ig, gg);
+    if (!first) c = fadd(k, fmul(k, fg, cg_ldp(k, cell, ci_)), c);
+    cg_stp(k, cell, ci_, c);
+    cg_stp(k, k->arg[0], outidx(k, s, b.iv, t, j.iv), fmul(k, og, cg_tanh(k, c)));
+  }
+}
+
+static void gru_step(cg_k *k, seq_t s, V xp, V t, int first) {
+  int64_t gw = 3 * s.h;
+  V hp = scr(k, s.B * s.T * gw);
+  cg_fill_rows(k, hp, s.B, gw, gw, ARG(4));
+  if (!first) seq_recur(k, s, t, hp, gw);
+  CG_FOR(k, b, ci(k, 0), ci(k, s.B)) CG_FOR(k, j, ci(k, 0), ci(k, s.h)) {
+    V gi = add(k, muli(k, add(k, muli(k, b.iv, s.T), t), gw), j.iv);
+    V gh = add(k, muli(k, b.iv, gw), j.iv);
+    V r = cg_sigmoid(k, fadd(k, cg_ldp(k, xp, gi), cg_ldp(k, hp, gh)));
+    V z = cg_sigmoid(k, fadd(k, cg_ldp(k, xp, add(k, gi, ci(k, s.h))), cg_ldp(k, hp, add(k, gh, ci(k, s.h)))));
+    V nn = cg_tanh(k, fadd(k, cg_ldp(k, xp, add(k, gi, ci(k, 2 * s.h))),
+                          fmul(k, r, cg_ldp(k, hp, add(k, gh, ci(k, 2 * s.h))))));
+    V h = fmul(k, fsub(k, cf(k, 1), z), nn);
+    if (!first) {
+      V prev = cg_ldp(k, k->arg[0], outidx(k, s, b.iv, LLVMBuildSub(BLD, t, ci(k, 1), ""), j.iv));
+      h = fadd(k, h, fmul(k, z, prev));
+    }
+    cg_stp(k, k->arg[0], outidx(k, s, b.iv, t, j.iv), h);
+  }
+}
+
+typedef void (*seq_step_fn)(cg_k *k, seq_t s, V xp, V t, int first);
+
+/* t = 0 is peeled (no previous state: no recurrent GEMM), then a loop. */
+static void e_seq(cg_k *k) {
+  int op = k->n->op;
+  int G = op == IR_LSTM ? 4 : op == IR_GRU ? 3 : 1;
+  seq_step_fn step = op == IR_LSTM ? lstm_step : op == IR_GRU ? gru_step : rnn_step;
+  seq_t s = seq_of(k, G);
+  V xp = seq_inproj(k, s, ARG(3));
+  step(k, s, xp, ci(k, 0), 1);
+  CG_FOR(k, t, ci(k, 1), ci(k, s.T)) step(k, s, xp, t.iv, 0);
+}
+
+/* ---- the table ---- */
+
+const cg_emit_fn cg_emitters[IR_NOPS] = {
+  [IR_RELU] = e_unary,      [IR_LEAKY_RELU] = e_unary, [IR_SIGMOID] = e_unary,   [IR_TANH] = e_unary,
+  [IR_GELU] = e_unary,      [IR_SWISH] = e_unary,      [IR_EXP] = e_unary,       [IR_LOG] = e_unary,
+  [IR_SQRT] = e_unary,      [IR_ABS] = e_unary,        [IR_NEG] = e_unary,       [IR_POW] = e_unary,
+  [IR_DROPOUT] = e_unary,   [IR_CAST] = e_unary,       [IR_RESHAPE] = e_unary,
+  [IR_ADD] = e_binary,      [IR_SUB] = e_binary,       [IR_MUL] = e_binary,      [IR_DIV] = e_binary,
+  [IR_MATMUL] = e_matmul,   [IR_CONV2D] = e_conv2d,
+  [IR_SOFTMAX] = e_softmax, [IR_LOG_SOFTMAX] = e_softmax,
+  [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
+  [IR_MAXPOOL2D] = e_pool,  [IR_AVGPOOL2D] = e_pool,
+  [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
+  [IR_ATTENTION] = e_attention, [IR_RNN] = e_seq,      [IR_LSTM] = e_seq,        [IR_GRU] = e_seq,
+  [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
+};
+
+int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
+  const ir_shape *sx = &g->nodes[n->in ? n->in[0] : 0].shape;
+  int64_t f = 0;
+  switch (n->op) {
+  case IR_CONV2D: {
+    const ir_shape *sw = &g->nodes[n->in[1]].shape;
+    f = sw->d[1] * sw->d[2] * sw->d[3] * n->shape.d[2] * n->shape.d[3];
+    break;
+  }
+  case IR_ATTENTION: f = sx->d[0] * sx->d[1] * sx->d[2] * 4 + sx->d[1] * sx->d[1]; break;
+  case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
+  case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;
+  case IR_GRU: f = sx->d[0] * sx->d[1] * 3 * n->shape.d[2] + sx->d[0] * 3 * n->shape.d[2]; break;
+  default: break;
+  }
+  return f * 4;
+}
+
+static int is_supported_dtype(ir_dtype t) { return t != IR_F16 && t != IR_BF16; }
+
+const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
+  if (n->op < 0 || n->op >= IR_NOPS) return "unknown operator";
+  if (ir_ops[n->op].cat == IR_CAT_LEAF) return NULL;
+  if (!cg_emitters[n->op]) return "operator has no CPU kernel";
+  if (n->nin + 3 > CG_MAXARGS) return "too many inputs for one kernel";
+  if (!is_supported_dtype(n->dtype)) return "f16/bf16 tensors are not supported by the CPU backend yet";
+  for (int j = 0; j < n->nin; j++) {
+    ir_dtype t = g->nodes[n->in[j]].dtype;
+    if (!is_supported_dtype(t)) return "f16/bf16 tensors are not supported by the CPU backend yet";
+    int cat = ir_ops[n->op].cat;
+    int must_f32 = (cat == IR_CAT_GEMM || cat == IR_CAT_LAYER || n->op == IR_LAYERNORM) ||
+                   (n->op == IR_EMBEDDING && j == 1) || (n->op == IR_CROSS_ENTROPY && j == 0);
+    if (must_f32 && t != IR_F32) return "this operator needs f32 operands on the CPU backend";
+  }
+  return NULL;
+}

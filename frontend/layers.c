@@ -1,0 +1,492 @@
+/* layers.c -- lowering of every builtin: parameterless ops (attributes from
+ * arguments, axes normalised) and the layers that own parameters (their
+ * names, shapes and default initialisers follow PyTorch):
+ *
+ *   dense      N.weight [in, units] xavier, N.bias [units] zeros
+ *   conv2d     N.weight [out, in, k, k] he (fan_in = in*k*k), N.bias [out] zeros
+ *   embedding  N.weight [vocab, dim] normal(std 1), as torch.nn.Embedding
+ *   layernorm  N.weight [d] ones, N.bias [d] zeros
+ *   attention  N.qkv.weight [d, 3d], N.proj.weight [d, d] xavier; biases zeros
+ *   rnn/lstm/gru  weights and biases uniform(+-1/sqrt(hidden)), as PyTorch
+ *   param      N: shape, init as given (default normal, std 0.02)
+ *
+ * The train block's `init =` replaces the default of the weight matrices of
+ * dense, conv2d, attention and the recurrent layers (not biases, norms,
+ * embeddings or explicit param()). */
+#include <math.h>
+#include <string.h>
+#include "sema.h"
+
+static ir_loc argloc(const fe_args *a, int i) { return a->slot[i] ? a->slot[i]->loc : a->call->loc; }
+
+static int64_t get_int(const fe_args *a, int i, int64_t dflt) {
+  return a->v[i].k == V_NUM ? a->v[i].num.i : dflt;
+}
+static double get_num(const fe_args *a, int i, double dflt) {
+  return a->v[i].k == V_NUM ? a->v[i].num.f : dflt;
+}
+static int get_bool(const fe_args *a, int i, int dflt) {
+  return a->v[i].k == V_BOOL ? (int)a->v[i].num.i : dflt;
+}
+static const char *get_str(const fe_args *a, int i, const char *dflt) {
+  return a->v[i].k == V_STR ? a->v[i].str : dflt;
+}
+
+/* An integer argument that must be >= lo. */
+static int want_int(fe_lctx *L, const fe_args *a, int i, int64_t dflt, int64_t lo, int64_t *out) {
+  *out = get_int(a, i, dflt);
+  if (*out >= lo) return 0;
+  fe_error(L->d, argloc(a, i), "argument '%s' of '%s' must be at least %lld, got %lld", a->b->arg[i].name,
+           a->b->name, (long long)lo, (long long)*out);
+  return -1;
+}
+
+static const ir_shape *shape_of(fe_lctx *L, int id) { return &fe_nodep(L, id)->shape; }
+
+static const char *tensor_str(fe_lctx *L, int id, char *buf, size_t n) {
+  const ir_node *x = fe_nodep(L, id);
+  char s[200];
+  snprintf(buf, n, "%s%s", ir_dtype_name(x->dtype), ir_shape_str(&x->shape, s, sizeof s));
+  return buf;
+}
+
+/* Argument i must be a tensor of rank in [lo, hi], of a float dtype if `fl`. */
+static int want_tensor(fe_lctx *L, const fe_args *a, int i, int lo, int hi, int fl, const char *what) {
+  int id = a->v[i].node;
+  const ir_node *x = fe_nodep(L, id);
+  char b[240];
+  if (x->shape.rank < lo || x->shape.rank > hi) {
+    fe_error(L->d, argloc(a, i), "'%s' expects %s, got %s", a->b->name, what, tensor_str(L, id, b, sizeof b));
+    return -1;
+  }
+  if (fl && !ir_dtype_is_float(x->dtype)) {
+    fe_error(L->d, argloc(a, i), "'%s' expects a floating-point tensor, got %s", a->b->name,
+             tensor_str(L, id, b, sizeof b));
+    return -1;
+  }
+  return 0;
+}
+
+static int set_out(fe_val *out, int id) {
+  if (id < 0) return -1;
+  out->k = V_TENSOR;
+  out->node = id;
+  return 0;
+}
+
+static int one(fe_lctx *L, fe_args *a, const ir_attr *attr, fe_val *out) {
+  int x = a->v[0].node;
+  return set_out(out, fe_node(L, a->b->op, &x, 1, attr, a->call->loc));
+}
+
+/* The dtype of a layer's parameters: the input's float type, else f32. */
+static ir_dtype pdtype(fe_lctx *L, int x) {
+  ir_dtype t = fe_nodep(L, x)->dtype;
+  return ir_dtype_is_float(t) ? t : IR_F32;
+}
+
+static ir_shape shp(int rank, int64_t a, int64_t b, int64_t c, int64_t d) {
+  ir_shape s = {.rank = rank, .d = {a, b, c, d}};
+  return s;
+}
+
+/* ---- parameterless ops ---- */
+
+int fe_lw_unary(fe_lctx *L, fe_args *a, fe_val *out) { return one(L, a, NULL, out); }
+
+int fe_lw_leaky_relu(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  at.f = get_num(a, 1, 0.01);
+  return one(L, a, &at, out);
+}
+
+int fe_lw_gelu(fe_lctx *L, fe_args *a, fe_val *out) {
+  const char *s = get_str(a, 1, "none");
+  ir_attr at = {0};
+  if (strcmp(s, "tanh") == 0) at.approx = 1;
+  else if (strcmp(s, "none") != 0) {
+    fe_error(L->d, argloc(a, 1), "'approx' of 'gelu' must be \"none\" or \"tanh\", got \"%s\"", s);
+    return -1;
+  }
+  return one(L, a, &at, out);
+}
+
+int fe_lw_softmax(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  if (fe_axis(L, get_int(a, 1, -1), shape_of(L, a->v[0].node)->rank, argloc(a, 1), &at.axis)) return -1;
+  return one(L, a, &at, out);
+}
+
+int fe_lw_pow(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  at.f = get_num(a, 1, 1);
+  return one(L, a, &at, out);
+}
+
+int fe_lw_dropout(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  at.f = get_num(a, 1, 0.5);
+  if (!(at.f >= 0 && at.f < 1)) {
+    fe_error(L->d, argloc(a, 1), "dropout probability must be in [0, 1), got %g", at.f);
+    return -1;
+  }
+  return one(L, a, &at, out);
+}
+
+static int64_t list_int(const fe_val *v, int i) { return v->items[i].num.i; }
+
+int fe_lw_reshape(fe_lctx *L, fe_args *a, fe_val *out) {
+  const fe_val *lst = &a->v[1];
+  const ir_shape *xs = shape_of(L, a->v[0].node);
+  char b1[200];
+  if (lst->n > IR_MAXDIM) {
+    fe_error(L->d, argloc(a, 1), "reshape to %d dimensions; at most %d are supported", lst->n, IR_MAXDIM);
+    return -1;
+  }
+  ir_attr at = {0};
+  at.nlist = lst->n;
+  int infer = -1;
+  int64_t known = 1;
+  for (int i = 0; i < lst->n; i++) {
+    int64_t d = list_int(lst, i);
+    if (d == -1 && infer < 0) { infer = i; continue; }
+    if (d < 1) {
+      fe_error(L->d, a->slot[1]->items ? a->slot[1]->items[i]->loc : argloc(a, 1),
+               d == -1 ? "reshape allows only one -1" : "reshape dimension must be positive or -1, got %lld",
+               (long long)d);
+      return -1;
+    }
+    known = d > IR_MAX_ELEMS / known ? IR_MAX_ELEMS + 1 : known * d;
+    at.list[i] = d;
+  }
+  int64_t have = ir_numel(xs);
+  if (infer >= 0) {
+    if (have % known != 0) {
+      fe_error(L->d, argloc(a, 1), "cannot reshape %s (%lld elements) with -1: %lld is not divisible by %lld",
+               ir_shape_str(xs, b1, sizeof b1), (long long)have, (long long)have, (long long)known);
+      return -1;
+    }
+    at.list[infer] = have / known;
+  }
+  return one(L, a, &at, out);
+}
+
+int fe_lw_flatten(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 1, IR_MAXDIM, 0, "a tensor of rank >= 1")) return -1;
+  const ir_shape *xs = shape_of(L, a->v[0].node);
+  ir_attr at = {0};
+  at.nlist = xs->rank == 1 ? 1 : 2;
+  at.list[0] = xs->d[0];
+  at.list[1] = ir_numel(xs) / xs->d[0];
+  return one(L, a, &at, out);
+}
+
+int fe_lw_transpose(fe_lctx *L, fe_args *a, fe_val *out) {
+  int r = shape_of(L, a->v[0].node)->rank;
+  ir_attr at = {0};
+  if (a->v[1].k == V_NONE) {
+    if (r != 2) {
+      fe_error(L->d, a->call->loc, "transpose(x) without a permutation needs a 2-d tensor, got rank %d", r);
+      return -1;
+    }
+    at.nlist = 2;
+    at.list[0] = 1;
+    at.list[1] = 0;
+    return one(L, a, &at, out);
+  }
+  const fe_val *p = &a->v[1];
+  if (p->n != r) {
+    fe_error(L->d, argloc(a, 1), "transpose permutation has %d entries for a tensor of rank %d", p->n, r);
+    return -1;
+  }
+  at.nlist = r;
+  for (int i = 0; i < r; i++)
+    if (fe_axis(L, list_int(p, i), r, argloc(a, 1), &at.list[i])) return -1;
+  return one(L, a, &at, out);
+}
+
+int fe_lw_concat(fe_lctx *L, fe_args *a, fe_val *out) {
+  const fe_val *lst = &a->v[0];
+  if (lst->n < 1) {
+    fe_error(L->d, argloc(a, 0), "'concat' needs at least one tensor");
+    return -1;
+  }
+  int *in = ar_alloc(L->A, sizeof(int) * (size_t)lst->n);
+  for (int i = 0; i < lst->n; i++) in[i] = lst->items[i].node;
+  ir_attr at = {0};
+  if (fe_axis(L, get_int(a, 1, 0), shape_of(L, in[0])->rank, argloc(a, 1), &at.axis)) return -1;
+  return set_out(out, fe_node(L, IR_CONCAT, in, lst->n, &at, a->call->loc));
+}
+
+int fe_lw_reduce(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  at.axis = -1; /* all axes */
+  if (a->v[1].k == V_NUM &&
+      fe_axis(L, a->v[1].num.i, shape_of(L, a->v[0].node)->rank, argloc(a, 1), &at.axis))
+    return -1;
+  at.keepdims = get_bool(a, 2, 0);
+  return one(L, a, &at, out);
+}
+
+int fe_lw_pool(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 4, 4, 1, "a 4-d tensor [N, C, H, W]")) return -1;
+  ir_attr at = {0};
+  if (want_int(L, a, 1, 2, 1, &at.k)) return -1;
+  if (want_int(L, a, 2, at.k, 1, &at.stride)) return -1;
+  return one(L, a, &at, out);
+}
+
+int fe_lw_arange(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  if (want_int(L, a, 0, 1, 1, &at.n)) return -1;
+  return set_out(out, fe_node(L, IR_ARANGE, NULL, 0, &at, a->call->loc));
+}
+
+/* Python slicing: negative bounds count from the end, then clamp. */
+static int64_t py_index(int64_t i, int64_t dim) {
+  if (i < 0) i += dim;
+  return i < 0 ? 0 : i > dim ? dim : i;
+}
+
+int fe_lw_slice(fe_lctx *L, fe_args *a, fe_val *out) {
+  const ir_shape *xs = shape_of(L, a->v[0].node);
+  ir_attr at = {0};
+  if (fe_axis(L, get_int(a, 1, 0), xs->rank, argloc(a, 1), &at.axis)) return -1;
+  int64_t dim = xs->d[at.axis];
+  at.start = py_index(get_int(a, 2, 0), dim);
+  at.end = a->v[3].k == V_NONE ? dim : py_index(get_int(a, 3, dim), dim);
+  if (at.start >= at.end) {
+    fe_error(L->d, a->call->loc, "slice is empty: [%lld:%lld] of axis %lld (size %lld)",
+             (long long)get_int(a, 2, 0), (long long)get_int(a, 3, dim), (long long)at.axis, (long long)dim);
+    return -1;
+  }
+  return one(L, a, &at, out);
+}
+
+int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  if (a->b->op == IR_CROSS_ENTROPY) {
+    at.f = get_num(a, 2, 0);
+    if (!(at.f >= 0 && at.f < 1)) {
+      fe_error(L->d, argloc(a, 2), "label_smoothing must be in [0, 1), got %g", at.f);
+      return -1;
+    }
+  }
+  int in[2] = {a->v[0].node, a->v[1].node};
+  return set_out(out, fe_node(L, a->b->op, in, 2, &at, a->call->loc));
+}
+
+/* ---- layers with parameters ---- */
+
+int fe_lw_dense(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 1, IR_MAXDIM, 1, "a tensor of rank >= 1")) return -1;
+  int x = a->v[0].node;
+  int64_t units;
+  if (want_int(L, a, 1, 1, 1, &units)) return -1;
+  const ir_shape *xs = shape_of(L, x);
+  int64_t in = xs->d[xs->rank - 1];
+  ir_loc loc = a->call->loc;
+  const char *base = fe_layer_name(L, "dense", a->name);
+  ir_shape ws = shp(2, in, units, 0, 0), bs = shp(1, units, 0, 0, 0);
+  int w = fe_param(L, base, "weight", pdtype(L, x), &ws, IR_INIT_XAVIER, 0, in, units, 1, loc);
+  if (w < 0) return -1;
+  int b = get_bool(a, 2, 1) ? fe_param(L, base, "bias", pdtype(L, x), &bs, IR_INIT_ZEROS, 0, 0, 0, 0, loc) : -2;
+  if (b == -1) return -1;
+  int mm[2] = {x, w};
+  int y = fe_node(L, IR_MATMUL, mm, 2, NULL, loc);
+  if (y < 0 || b == -2) return set_out(out, y);
+  int ad[2] = {y, b};
+  return set_out(out, fe_node(L, IR_ADD, ad, 2, NULL, loc));
+}
+
+/* padding: an integer >= 0, "valid" (0) or "same" (stride 1 only). */
+static int conv_padding(fe_lctx *L, const fe_args *a, int64_t k, int64_t stride, ir_attr *at) {
+  const fe_val *p = &a->v[4];
+  if (p->k == V_STR) {
+    if (strcmp(p->str, "valid") == 0) return 0;
+    if (strcmp(p->str, "same") != 0) {
+      fe_error(L->d, argloc(a, 4), "padding must be an integer, \"same\" or \"valid\", got \"%s\"", p->str);
+      return -1;
+    }
+    if (stride != 1) {
+      fe_error(L->d, argloc(a, 4), "padding=\"same\" needs stride 1, got stride %lld", (long long)stride);
+      return -1;
+    }
+    at->pad = (k - 1) / 2;
+    at->pad_hi = k - 1 - at->pad;
+    return 0;
+  }
+  if (want_int(L, a, 4, 0, 0, &at->pad)) return -1;
+  at->pad_hi = at->pad;
+  return 0;
+}
+
+int fe_lw_conv2d(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 4, 4, 1, "a 4-d tensor [N, C, H, W]")) return -1;
+  int x = a->v[0].node;
+  ir_attr at = {0};
+  int64_t ch;
+  if (want_int(L, a, 1, 1, 1, &ch) || want_int(L, a, 2, 3, 1, &at.k) || want_int(L, a, 3, 1, 1, &at.stride) ||
+      conv_padding(L, a, at.k, at.stride, &at))
+    return -1;
+  int64_t in = shape_of(L, x)->d[1], k = at.k;
+  if (k > 1 << 20 || ch > IR_MAX_ELEMS) {
+    fe_error(L->d, argloc(a, 2), "conv2d kernel %lld is too large", (long long)k);
+    return -1;
+  }
+  ir_loc loc = a->call->loc;
+  const char *base = fe_layer_name(L, "conv2d", a->name);
+  ir_shape ws = shp(4, ch, in, k, k), bs = shp(1, ch, 0, 0, 0);
+  int64_t fan_in = in * k * k, fan_out = ch * k * k;
+  int in3[3] = {x, -1, -1};
+  in3[1] = fe_param(L, base, "weight", pdtype(L, x), &ws, IR_INIT_HE, 0, fan_in, fan_out, 1, loc);
+  if (in3[1] < 0) return -1;
+  int nin = 2;
+  if (get_bool(a, 5, 1)) {
+    in3[2] = fe_param(L, base, "bias", pdtype(L, x), &bs, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
+    if (in3[2] < 0) return -1;
+    nin = 3;
+  }
+  return set_out(out, fe_node(L, IR_CONV2D, in3, nin, &at, loc));
+}
+
+int fe_lw_embedding(fe_lctx *L, fe_args *a, fe_val *out) {
+  int ids = a->v[0].node;
+  char b[240];
+  if (!ir_dtype_is_int(fe_nodep(L, ids)->dtype) || fe_nodep(L, ids)->dtype == IR_BOOL) {
+    fe_error(L->d, argloc(a, 0), "'embedding' expects integer ids, got %s", tensor_str(L, ids, b, sizeof b));
+    return -1;
+  }
+  int64_t vocab, dim;
+  if (want_int(L, a, 1, 1, 1, &vocab) || want_int(L, a, 2, 1, 1, &dim)) return -1;
+  ir_loc loc = a->call->loc;
+  const char *base = fe_layer_name(L, "embedding", a->name);
+  ir_shape ws = shp(2, vocab, dim, 0, 0);
+  int w = fe_param(L, base, "weight", IR_F32, &ws, IR_INIT_NORMAL, 1.0, vocab, dim, 0, loc);
+  if (w < 0) return -1;
+  int in[2] = {ids, w};
+  return set_out(out, fe_node(L, IR_EMBEDDING, in, 2, NULL, loc));
+}
+
+int fe_lw_layernorm(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 1, IR_MAXDIM, 1, "a tensor of rank >= 1")) return -1;
+  int x = a->v[0].node;
+  ir_attr at = {0};
+  at.f = get_num(a, 1, 1e-5);
+  if (!(at.f > 0)) {
+    fe_error(L->d, argloc(a, 1), "'eps' of 'layernorm' must be positive, got %g", at.f);
+    return -1;
+  }
+  const ir_shape *xs = shape_of(L, x);
+  ir_shape s = shp(1, xs->d[xs->rank - 1], 0, 0, 0);
+  ir_loc loc = a->call->loc;
+  const char *base = fe_layer_name(L, "layernorm", a->name);
+  int in[3] = {x, -1, -1};
+  in[1] = fe_param(L, base, "weight", pdtype(L, x), &s, IR_INIT_ONES, 0, 0, 0, 0, loc);
+  if (in[1] < 0) return -1;
+  in[2] = fe_param(L, base, "bias", pdtype(L, x), &s, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
+  if (in[2] < 0) return -1;
+  return set_out(out, fe_node(L, IR_LAYERNORM, in, 3, &at, loc));
+}
+
+int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 3, 3, 1, "a 3-d tensor [batch, T, d]")) return -1;
+  int x = a->v[0].node;
+  ir_attr at = {0};
+  if (want_int(L, a, 1, 1, 1, &at.heads)) return -1;
+  at.causal = get_bool(a, 2, 0);
+  int64_t d = shape_of(L, x)->d[2];
+  if (d % at.heads != 0) {
+    fe_error(L->d, argloc(a, 1), "attention width %lld is not divisible by heads=%lld", (long long)d,
+             (long long)at.heads);
+    return -1;
+  }
+  ir_loc loc = a->call->loc;
+  const char *base = fe_layer_name(L, "attention", a->name);
+  ir_dtype t = pdtype(L, x);
+  ir_shape qw = shp(2, d, 3 * d, 0, 0), qb = shp(1, 3 * d, 0, 0, 0), pw = shp(2, d, d, 0, 0), pb = shp(1, d, 0, 0, 0);
+  int in[5] = {x,
+               fe_param(L, base, "qkv.weight", t, &qw, IR_INIT_XAVIER, 0, d, 3 * d, 1, loc),
+               fe_param(L, base, "qkv.bias", t, &qb, IR_INIT_ZEROS, 0, 0, 0, 0, loc),
+               fe_param(L, base, "proj.weight", t, &pw, IR_INIT_XAVIER, 0, d, d, 1, loc),
+               fe_param(L, base, "proj.bias", t, &pb, IR_INIT_ZEROS, 0, 0, 0, 0, loc)};
+  for (int i = 1; i < 5; i++)
+    if (in[i] < 0) return -1;
+  return set_out(out, fe_node(L, IR_ATTENTION, in, 5, &at, loc));
+}
+
+int fe_lw_recurrent(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 3, 3, 1, "a 3-d tensor [batch, T, in]")) return -1;
+  int x = a->v[0].node;
+  ir_attr at = {0};
+  if (want_int(L, a, 1, 1, 1, &at.n)) return -1;
+  int64_t h = at.n, in = shape_of(L, x)->d[2];
+  int gates = a->b->op == IR_LSTM ? 4 : a->b->op == IR_GRU ? 3 : 1;
+  int64_t gh = gates * h;
+  double bound = 1.0 / sqrt((double)h);
+  ir_loc loc = a->call->loc;
+  const char *base = fe_layer_name(L, a->b->name, a->name);
+  ir_dtype t = pdtype(L, x);
+  ir_shape wih = shp(2, in, gh, 0, 0), whh = shp(2, h, gh, 0, 0), bs = shp(1, gh, 0, 0, 0);
+  int ids[5] = {x, -1, -1, -1, -1}, nin = 4;
+  ids[1] = fe_param(L, base, "weight_ih", t, &wih, IR_INIT_UNIFORM, bound, in, gh, 1, loc);
+  ids[2] = fe_param(L, base, "weight_hh", t, &whh, IR_INIT_UNIFORM, bound, h, gh, 1, loc);
+  if (a->b->op == IR_GRU) {
+    ids[3] = fe_param(L, base, "bias_ih", t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
+    ids[4] = fe_param(L, base, "bias_hh", t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
+    nin = 5;
+  } else {
+    ids[3] = fe_param(L, base, "bias", t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
+  }
+  for (int i = 1; i < nin; i++)
+    if (ids[i] < 0) return -1;
+  return set_out(out, fe_node(L, a->b->op, ids, nin, &at, loc));
+}
+
+/* Fans of a free parameter: [in, out] for rank 2 (as dense), PyTorch's
+ * [out, in, k...] convention above that. */
+static void fans(const ir_shape *s, int64_t *fi, int64_t *fo) {
+  int64_t rf = 1;
+  for (int i = 2; i < s->rank; i++) rf *= s->d[i];
+  if (s->rank == 0) { *fi = *fo = 1; }
+  else if (s->rank == 1) { *fi = *fo = s->d[0]; }
+  else if (s->rank == 2) { *fi = s->d[0]; *fo = s->d[1]; }
+  else { *fi = s->d[1] * rf; *fo = s->d[0] * rf; }
+}
+
+int fe_lw_param(fe_lctx *L, fe_args *a, fe_val *out) {
+  static const struct { const char *name; ir_init init; } inits[] = {
+    {"normal", IR_INIT_NORMAL}, {"zeros", IR_INIT_ZEROS}, {"ones", IR_INIT_ONES},
+    {"xavier", IR_INIT_XAVIER}, {"he", IR_INIT_HE}, {"uniform", IR_INIT_UNIFORM},
+  };
+  const fe_val *lst = &a->v[0];
+  if (lst->n > IR_MAXDIM) {
+    fe_error(L->d, argloc(a, 0), "param shape has %d dimensions; at most %d are supported", lst->n, IR_MAXDIM);
+    return -1;
+  }
+  ir_shape s = {.rank = lst->n};
+  for (int i = 0; i < lst->n; i++) {
+    s.d[i] = list_int(lst, i);
+    if (s.d[i] < 1) {
+      fe_error(L->d, argloc(a, 0), "param dimension must be a positive integer, got %lld", (long long)s.d[i]);
+      return -1;
+    }
+  }
+  const char *iname = get_str(a, 1, "normal");
+  int k = -1;
+  for (int i = 0; i < (int)(sizeof inits / sizeof inits[0]); i++)
+    if (strcmp(inits[i].name, iname) == 0) k = i;
+  if (k < 0) {
+    fe_error(L->d, argloc(a, 1), "unknown init \"%s\" (expected normal, zeros, ones, xavier, he or uniform)", iname);
+    return -1;
+  }
+  double std = get_num(a, 2, 0.02);
+  if (!(std > 0)) {
+    fe_error(L->d, argloc(a, 2), "'std' of 'param' must be positive, got %g", std);
+    return -1;
+  }
+  int64_t fi = 1, fo = 1;
+  if (ir_numel(&s) > 0) fans(&s, &fi, &fo);
+  const char *base = fe_layer_name(L, "param", a->name);
+  return set_out(out, fe_param(L, base, NULL, IR_F32, &s, inits[k].init, std, fi, fo, 0, a->call->loc));
+}

@@ -1,0 +1,142 @@
+/* test_api.c -- the public C API end to end: parse, bind, compile, weights
+ * init/save/load (with mismatches), inputs, run, outputs; every error comes
+ * back as a value with a message. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lathe.h"
+#include "tests/test.h"
+
+static const char *MLP =
+    "model tiny\n"
+    "input x : f32[batch, 3]\n"
+    "target y : i32[batch]\n"
+    "h = dense(x, 4, name=\"fc1\") |> relu\n"
+    "logits = dense(h, 2, name=\"out\")\n"
+    "output probs = softmax(logits)\n"
+    "loss = cross_entropy(logits, y)\n";
+
+static lathe_program *compile_tiny(int64_t batch) {
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_parse("tiny.nn", MLP, strlen(MLP), &err);
+  CHECK(m != NULL);
+  if (!m) return NULL;
+  CHECK(lathe_model_num_dims(m) == 1);
+  CHECK_STR(lathe_model_dim_name(m, 0), "batch");
+  CHECK(lathe_model_bind(m, "batch", batch, &err) == 0);
+  lathe_program *p = lathe_compile(m, NULL, &err);
+  lathe_model_free(m);
+  CHECK(p != NULL);
+  return p;
+}
+
+static void test_errors_are_values(void) {
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_parse("bad.nn", "h = relu(\n", 10, &err);
+  CHECK(m == NULL);
+  CHECK(err.code == LATHE_EUSER);
+  CHECK(err.message && strstr(err.message, "bad.nn:") == err.message);
+  lathe_error_clear(&err);
+  CHECK(err.message == NULL && err.code == LATHE_OK);
+
+  m = lathe_model_load("no/such/file.nn", &err);
+  CHECK(m == NULL && err.code == LATHE_EUSER && err.message && strstr(err.message, "no/such/file.nn"));
+  lathe_error_clear(&err);
+
+  m = lathe_model_parse("tiny.nn", MLP, strlen(MLP), &err);
+  CHECK(lathe_model_bind(m, "nope", 3, &err) == LATHE_EUSER);
+  CHECK_STR(err.message, "model 'tiny' has no symbolic dimension 'nope'");
+  lathe_error_clear(&err);
+  int64_t bad_shape[2] = {4, 5};
+  CHECK(lathe_model_bind_input(m, "x", 2, bad_shape, &err) == LATHE_EUSER);
+  CHECK_STR(err.message, "input 'x': dimension 1 must be 3, got 5");
+  lathe_error_clear(&err);
+  lathe_program *p = lathe_compile(m, NULL, &err);
+  CHECK(p == NULL);
+  CHECK_STR(err.message, "symbolic dimension 'batch' is not bound: give an input array or --bind batch=N");
+  lathe_error_clear(&err);
+  lathe_model_free(m);
+}
+
+static void test_run_and_weights(void) {
+  lathe_error err = {0};
+  lathe_program *p = compile_tiny(2);
+  if (!p) return;
+  CHECK(lathe_num_params(p) == 4);
+  CHECK_STR(lathe_param_name(p, 0), "fc1.weight");
+  CHECK(lathe_num_outputs(p) == 1 && lathe_has_loss(p));
+
+  float xs[6] = {1, 2, 3, -1, 0.5f, 2};
+  lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {2, 3}, .data = xs};
+  CHECK(lathe_set_input(p, "x", &x, &err) == 0);
+  CHECK(lathe_run(p, &err) == LATHE_EUSER); /* no weights yet */
+  CHECK(err.message && strstr(err.message, "no weights were loaded"));
+  lathe_error_clear(&err);
+
+  CHECK(lathe_weights_init(p, 7, &err) == 0);
+  CHECK(lathe_run(p, &err) == 0);
+  lathe_tensor probs;
+  CHECK(lathe_get_output(p, "probs", &probs, &err) == 0);
+  CHECK(probs.rank == 2 && probs.shape[0] == 2 && probs.shape[1] == 2);
+  float *pv = probs.data;
+  CHECK_NEAR(pv[0] + pv[1], 1.0, 1e-6);
+  CHECK(lathe_get_output(p, "loss", &(lathe_tensor){0}, &err) == LATHE_EUSER); /* no targets given */
+  lathe_error_clear(&err);
+
+  /* Save, reload into a fresh program, same outputs bit for bit. */
+  char path[] = "/tmp/lathe_test_api_XXXXXX";
+  int fd = mkstemp(path);
+  close(fd);
+  CHECK(lathe_weights_save(p, path, &err) == 0);
+  lathe_program *q = compile_tiny(2);
+  CHECK(lathe_weights_load(q, path, &err) == 0);
+  CHECK(lathe_set_input(q, "x", &x, &err) == 0);
+  CHECK(lathe_run(q, &err) == 0);
+  lathe_tensor probs2;
+  CHECK(lathe_get_output(q, "probs", &probs2, &err) == 0);
+  CHECK(memcmp(probs.data, probs2.data, 4 * sizeof(float)) == 0);
+  lathe_tensor_free(&probs);
+  lathe_tensor_free(&probs2);
+
+  /* Targets make the loss available. */
+  int32_t ys[2] = {0, 1};
+  lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {2}, .data = ys};
+  CHECK(lathe_set_input(q, "y", &y, &err) == 0);
+  CHECK(lathe_run(q, &err) == 0);
+  lathe_tensor loss;
+  CHECK(lathe_get_output(q, "loss", &loss, &err) == 0);
+  CHECK(loss.rank == 0 && ((float *)loss.data)[0] > 0);
+  lathe_tensor_free(&loss);
+
+  /* Bad inputs. */
+  lathe_tensor wrong = {.dtype = LATHE_F32, .rank = 2, .shape = {3, 3}, .data = xs};
+  CHECK(lathe_set_input(q, "x", &wrong, &err) == LATHE_EUSER);
+  CHECK_STR(err.message, "input 'x': expected shape [2, 3], got [3, 3]");
+  lathe_error_clear(&err);
+  CHECK(lathe_set_input(q, "zz", &x, &err) == LATHE_EUSER);
+  CHECK_STR(err.message, "model 'tiny' has no input 'zz'");
+  lathe_error_clear(&err);
+
+  /* Weights for another shape: the tensor is named, expected vs got. */
+  lathe_program_free(q);
+  const char *other = "model tiny\ninput x : f32[batch, 5]\nh = dense(x, 4, name=\"fc1\")\noutput h\n";
+  lathe_model *m = lathe_model_parse("other.nn", other, strlen(other), &err);
+  lathe_model_bind(m, "batch", 1, &err);
+  q = lathe_compile(m, NULL, &err);
+  CHECK(lathe_weights_load(q, path, &err) == LATHE_EUSER);
+  char want[512];
+  snprintf(want, sizeof want, "'%s': tensor 'fc1.weight' has shape [3, 4], but the model expects [5, 4]", path);
+  CHECK_STR(err.message, want);
+  lathe_error_clear(&err);
+  lathe_program_free(q);
+  lathe_model_free(m);
+  unlink(path);
+  lathe_program_free(p);
+}
+
+int main(void) {
+  test_errors_are_values();
+  test_run_and_weights();
+  return TEST_REPORT();
+}

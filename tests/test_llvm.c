@@ -1,0 +1,421 @@
+/* test_llvm.c -- the CPU backend against the reference interpreter (f32
+ * mode): every forward op in ops.def over several shapes (sizes 1, 7, 33 and
+ * broadcasting), max relative error <= 1e-5 (abs floor 1e-6), bit-identical
+ * reruns, and 100 compile+run cycles (leaks are ASan/LSan's job). */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "codegen/llvm/cg.h"
+#include "ir.h"
+#include "test.h"
+
+#define MAXIN 8
+
+typedef struct {
+  int nin;
+  ir_dtype dt[MAXIN];
+  ir_shape sh[MAXIN];
+  ir_attr attr;
+  int domain; /* 0: [-1,1]; 1: (0.1, 2]; 2: ints in [0, lim); 3: {0,1} floats */
+  int64_t lim;
+} tcase;
+
+static ir_shape S(int rank, ...) {
+  ir_shape s = {0};
+  va_list ap;
+  va_start(ap, rank);
+  s.rank = rank;
+  for (int i = 0; i < rank; i++) s.d[i] = va_arg(ap, int);
+  va_end(ap);
+  return s;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) {
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static double sample(const tcase *c, int j) {
+  if (c->dt[j] != IR_F32) return (double)(int64_t)(urand() * (double)(c->lim > 0 ? c->lim : 5));
+  if (c->domain == 1) return 0.1 + 1.9 * urand();
+  if (c->domain == 3) return urand() < 0.5 ? 0.0 : 1.0;
+  if (c->domain == 2 && j > 0) return (double)(int64_t)(urand() * 3) + 1;
+  return 2.0 * urand() - 1.0;
+}
+
+static void put(void *buf, ir_dtype t, int64_t i, double v) {
+  if (t == IR_F32) ((float *)buf)[i] = (float)v;
+  else if (t == IR_I32) ((int32_t *)buf)[i] = (int32_t)v;
+  else if (t == IR_I64) ((int64_t *)buf)[i] = (int64_t)v;
+  else ((int8_t *)buf)[i] = (int8_t)v;
+}
+
+static double get(const void *buf, ir_dtype t, int64_t i) {
+  if (t == IR_F32) return ((const float *)buf)[i];
+  if (t == IR_I32) return ((const int32_t *)buf)[i];
+  if (t == IR_I64) return (double)((const int64_t *)buf)[i];
+  if (t == IR_U8 || t == IR_BOOL) return ((const uint8_t *)buf)[i];
+  return ((const int8_t *)buf)[i];
+}
+
+/* Run all cases of one op in one graph; returns the max error, -1 on failure. */
+static double run_op(int op, const tcase *cs, int ncase) {
+  arena A;
+  ar_init(&A);
+  ir_graph g;
+  ir_graph_init(&g, &A, "t");
+  char msg[512];
+  ir_loc loc = {0};
+  int ok = 1;
+  for (int c = 0; c < ncase && ok; c++) {
+    int in[MAXIN];
+    for (int j = 0; j < cs[c].nin; j++) in[j] = ir_add_input(&g, ar_printf(&A, "x%d_%d", c, j), cs[c].dt[j], &cs[c].sh[j], 0, loc);
+    int nd;
+    if (op == IR_CONST) { /* const + x */
+      int k = ir_add_const(&g, IR_F32, 0.375, loc), ab[2] = {in[0], k};
+      nd = ir_add(&g, IR_ADD, ab, 2, NULL, loc, msg, sizeof msg);
+    } else nd = ir_add(&g, op, in, cs[c].nin, &cs[c].attr, loc, msg, sizeof msg);
+    if (nd < 0) {
+      fprintf(stderr, "%s case %d: ir_add: %s\n", ir_ops[op].name, c, msg);
+      ok = 0;
+      break;
+    }
+    if (op == IR_RESHAPE) { /* also an aliased reshape feeding another op */
+      ir_attr a = cs[c].attr;
+      int r = ir_add(&g, IR_RESHAPE, in, 1, &a, loc, msg, sizeof msg);
+      int rr = r >= 0 ? ir_add(&g, IR_NEG, &r, 1, NULL, loc, msg, sizeof msg) : -1;
+      if (rr >= 0) ir_add_output(&g, ar_printf(&A, "r%d", c), rr);
+    }
+    ir_add_output(&g, ar_printf(&A, "y%d", c), nd);
+  }
+  double worst = ok ? 0.0 : -1.0;
+  if (!ok) goto done;
+  /* inputs */
+  double **vals = calloc((size_t)g.nnodes, sizeof *vals);
+  void **ins = calloc((size_t)g.ninputs, sizeof *ins), **outs = calloc((size_t)g.noutputs, sizeof *outs);
+  void **outs2 = calloc((size_t)g.noutputs, sizeof *outs2);
+  for (int i = 0, c = 0, j = 0; i < g.ninputs; i++) {
+    while (j >= cs[c].nin) c++, j = 0;
+    const ir_input *x = &g.inputs[i];
+    int64_t n = ir_numel(&x->shape);
+    vals[x->node] = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    ins[i] = malloc(8 * (size_t)(n ? n : 1));
+    for (int64_t e = 0; e < n; e++) {
+      double v = sample(&cs[c], j);
+      put(ins[i], x->dtype, e, v);
+      vals[x->node][e] = get(ins[i], x->dtype, e);
+    }
+    j++;
+  }
+  for (int o = 0; o < g.noutputs; o++) {
+    int64_t n = ir_numel(&g.nodes[g.outputs[o].node].shape);
+    outs[o] = calloc((size_t)(n ? n : 1), 8);
+    outs2[o] = calloc((size_t)(n ? n : 1), 8);
+  }
+  if (ir_interp(&g, IR_INTERP_F32, vals, msg, sizeof msg)) {
+    fprintf(stderr, "%s: interp: %s\n", ir_ops[op].name, msg);
+    worst = -1;
+  } else {
+    cg_program *p = cg_compile(&g, NULL, msg, sizeof msg);
+    if (!p) {
+      fprintf(stderr, "%s: compile: %s\n", ir_ops[op].name, msg);
+      worst = -1;
+    } else {
+      if (cg_run(p, ins, NULL, outs, NULL, msg, sizeof msg) || cg_run(p, ins, NULL, outs2, NULL, msg, sizeof msg)) {
+        fprintf(stderr, "%s: run: %s\n", ir_ops[op].name, msg);
+        worst = -1;
+      }
+      for (int o = 0; o < g.noutputs && worst >= 0; o++) {
+        const ir_node *nd = &g.nodes[g.outputs[o].node];
+        int64_t n = ir_numel(&nd->shape);
+        size_t bytes = (size_t)n * ir_dtype_size(nd->dtype);
+        CHECK_MSG(memcmp(outs[o], outs2[o], bytes) == 0, "%s output %d differs between runs", ir_ops[op].name, o);
+        for (int64_t e = 0; e < n; e++) {
+          double a = get(outs[o], nd->dtype, e), b = vals[g.outputs[o].node][e];
+          double err = (isnan(a) && isnan(b)) || a == b ? 0.0 : fabs(a - b) / fmax(fabs(b), 0.1);
+          if (!(err <= worst)) {
+            worst = err;
+            if (!(err <= 1e-5))
+              fprintf(stderr, "%s output %s[%lld]: got %.9g want %.9g\n", ir_ops[op].name, g.outputs[o].name,
+                      (long long)e, a, b);
+          }
+        }
+      }
+      cg_free(p);
+    }
+    ir_interp_release(&g, vals);
+  }
+  for (int i = 0; i < g.ninputs; i++) free(vals[g.inputs[i].node]), free(ins[i]);
+  for (int o = 0; o < g.noutputs; o++) free(outs[o]), free(outs2[o]);
+  free(vals), free(ins), free(outs), free(outs2);
+done:
+  ar_free(&A);
+  return worst;
+}
+
+/* ---- the case table ---- */
+
+#define F IR_F32
+#define I IR_I32
+static tcase C1(ir_dtype t, ir_shape s) { tcase c = {0}; c.nin = 1; c.dt[0] = t; c.sh[0] = s; return c; }
+static tcase C2(ir_dtype t, ir_shape a, ir_dtype u, ir_shape b) {
+  tcase c = C1(t, a);
+  c.nin = 2, c.dt[1] = u, c.sh[1] = b;
+  return c;
+}
+
+static int cases_for(int op, tcase *cs) {
+  int n = 0;
+  ir_cat cat = ir_ops[op].cat;
+  if (op == IR_INPUT || op == IR_PARAM) return 0; /* exercised by every case */
+  if (op == IR_CONST) { cs[n++] = C1(F, S(1, 7)); return n; }
+  if (op == IR_ARANGE) { for (int l = 1; l <= 33; l += 16) { cs[n] = (tcase){0}; cs[n++].attr.n = l; } return n; }
+  if (cat == IR_CAT_UNARY) {
+    ir_shape sh[4] = {S(1, 1), S(1, 7), S(1, 33), S(3, 2, 3, 33)};
+    for (int i = 0; i < 4; i++) {
+      cs[n] = C1(F, sh[i]);
+      if (op == IR_LOG || op == IR_SQRT) cs[n].domain = 1;
+      if (op == IR_LEAKY_RELU) cs[n].attr.f = 0.1;
+      if (op == IR_DROPOUT) cs[n].attr.f = 0.5;
+      if (op == IR_POW) cs[n].attr.f = i == 0 ? 2 : i == 1 ? 3 : 0.5, cs[n].domain = i >= 2;
+      if (op == IR_GELU) cs[n].attr.approx = i & 1;
+      if (op == IR_CAST) cs[n].attr.i = i == 3 ? IR_F32 : IR_I32, cs[n].dt[0] = i == 3 ? IR_I64 : F;
+      n++;
+    }
+    if (op == IR_ABS || op == IR_NEG) cs[n++] = C1(I, S(1, 7));
+    if (op == IR_CAST) { cs[n] = C1(F, S(1, 7)); cs[n++].attr.i = IR_BOOL; }
+    if (op == IR_GELU) { cs[n] = C1(F, S(1, 33)); cs[n].attr.approx = 0; cs[n++].domain = 0; }
+    return n;
+  }
+  switch (op) {
+  case IR_ADD: case IR_SUB: case IR_MUL: case IR_DIV:
+    cs[n++] = C2(F, S(1, 7), F, S(1, 7));
+    cs[n++] = C2(F, S(2, 3, 1), F, S(2, 1, 33));
+    cs[n++] = C2(F, S(3, 2, 3, 4), F, S(1, 4));
+    cs[n++] = C2(F, S(1, 1), F, S(1, 33));
+    cs[n++] = C2(F, S(1, 33), F, S(0));
+    cs[n] = C2(I, S(2, 3, 7), I, S(1, 7)); cs[n].domain = 2; cs[n++].lim = 50;
+    if (op == IR_DIV) for (int i = 0; i < 5; i++) cs[i].domain = 1;
+    return n;
+  case IR_MATMUL:
+    cs[n++] = C2(F, S(2, 7, 33), F, S(2, 33, 1));
+    cs[n++] = C2(F, S(2, 1, 7), F, S(2, 7, 33));
+    cs[n++] = C2(F, S(3, 2, 3, 7), F, S(2, 7, 5));
+    cs[n++] = C2(F, S(3, 2, 3, 7), F, S(3, 2, 7, 5));
+    cs[n++] = C2(F, S(1, 7), F, S(2, 7, 3));
+    cs[n++] = C2(F, S(2, 3, 7), F, S(1, 7));
+    cs[n++] = C2(F, S(4, 2, 1, 3, 4), F, S(3, 5, 4, 6));
+    cs[n++] = C2(F, S(2, 3, 4), F, S(3, 2, 4, 6));
+    return n;
+  case IR_CONV2D:
+    cs[n] = C2(F, S(4, 2, 3, 7, 7), F, S(4, 4, 3, 3, 3));
+    cs[n].nin = 3, cs[n].dt[2] = F, cs[n].sh[2] = S(1, 4), cs[n].attr.stride = 1, cs[n].attr.pad = 1, cs[n++].attr.pad_hi = 1;
+    cs[n] = C2(F, S(4, 1, 1, 8, 8), F, S(4, 2, 1, 3, 3));
+    cs[n++].attr.stride = 2;
+    cs[n] = C2(F, S(4, 1, 3, 5, 5), F, S(4, 4, 3, 1, 1));
+    cs[n].nin = 3, cs[n].dt[2] = F, cs[n].sh[2] = S(1, 4), cs[n++].attr.stride = 1;
+    return n;
+  case IR_SOFTMAX: case IR_LOG_SOFTMAX:
+    cs[n] = C1(F, S(1, 7)); cs[n++].attr.axis = 0;
+    cs[n] = C1(F, S(2, 3, 33)); cs[n++].attr.axis = 1;
+    cs[n] = C1(F, S(2, 3, 33)); cs[n++].attr.axis = 0;
+    cs[n] = C1(F, S(3, 2, 7, 3)); cs[n++].attr.axis = 1;
+    cs[n] = C1(F, S(1, 1)); cs[n++].attr.axis = 0;
+    return n;
+  case IR_SUM: case IR_MEAN: case IR_MAX:
+    cs[n] = C1(F, S(1, 33)); cs[n++].attr.axis = -1;
+    cs[n] = C1(F, S(2, 3, 33)); cs[n++].attr.axis = 1;
+    cs[n] = C1(F, S(3, 2, 7, 3)); cs[n].attr.axis = 1; cs[n++].attr.keepdims = 1;
+    cs[n] = C1(F, S(1, 1)); cs[n++].attr.axis = 0;
+    if (op != IR_MEAN) { cs[n] = C1(I, S(2, 7, 3)); cs[n].attr.axis = 0; cs[n++].lim = 100; }
+    return n;
+  case IR_LAYERNORM:
+    for (int i = 0; i < 2; i++) {
+      int d = i ? 33 : 7;
+      cs[n] = C2(F, i ? S(2, 3, d) : S(2, 1, d), F, S(1, d));
+      cs[n].nin = 3, cs[n].dt[2] = F, cs[n].sh[2] = S(1, d), cs[n++].attr.f = 1e-5;
+    }
+    return n;
+  case IR_MAXPOOL2D: case IR_AVGPOOL2D:
+    cs[n] = C1(F, S(4, 2, 3, 8, 8)); cs[n].attr.k = 2; cs[n++].attr.stride = 2;
+    cs[n] = C1(F, S(4, 1, 1, 7, 7)); cs[n].attr.k = 3; cs[n++].attr.stride = 2;
+    return n;
+  case IR_RESHAPE:
+    cs[n] = C1(F, S(3, 2, 3, 7)); cs[n].attr.nlist = 2, cs[n].attr.list[0] = 6, cs[n++].attr.list[1] = 7;
+    cs[n] = C1(F, S(1, 33)); cs[n].attr.nlist = 2, cs[n].attr.list[0] = 33, cs[n++].attr.list[1] = 1;
+    return n;
+  case IR_TRANSPOSE:
+    cs[n] = C1(F, S(3, 2, 3, 7)); cs[n].attr.nlist = 3, cs[n].attr.list[0] = 2, cs[n].attr.list[1] = 0, cs[n++].attr.list[2] = 1;
+    cs[n] = C1(F, S(2, 33, 7)); cs[n].attr.nlist = 2, cs[n].attr.list[0] = 1, cs[n++].attr.list[1] = 0;
+    return n;
+  case IR_CONCAT:
+    cs[n] = C2(F, S(2, 2, 3), F, S(2, 2, 7)); cs[n++].attr.axis = 1;
+    cs[n] = C2(F, S(2, 1, 4), F, S(2, 3, 4)); cs[n].nin = 3, cs[n].dt[2] = F, cs[n].sh[2] = S(2, 2, 4); cs[n++].attr.axis = 0;
+    return n;
+  case IR_SLICE:
+    cs[n] = C1(F, S(2, 7, 33)); cs[n].attr.axis = 1, cs[n].attr.start = 3, cs[n++].attr.end = 20;
+    cs[n] = C1(F, S(1, 7)); cs[n].attr.axis = 0, cs[n].attr.start = 0, cs[n++].attr.end = 7;
+    return n;
+  case IR_EMBEDDING:
+    cs[n] = C2(I, S(2, 2, 7), F, S(2, 33, 5)); cs[n++].lim = 33;
+    cs[n] = C2(IR_I64, S(1, 1), F, S(2, 7, 1)); cs[n++].lim = 7;
+    return n;
+  case IR_ATTENTION:
+    for (int i = 0; i < 3; i++) {
+      int B = i == 2 ? 1 : 2, T = i == 2 ? 1 : 7, d = i == 2 ? 4 : 8;
+      cs[n] = C2(F, S(3, B, T, d), F, S(2, d, 3 * d));
+      cs[n].nin = 5;
+      cs[n].dt[2] = cs[n].dt[3] = cs[n].dt[4] = F;
+      cs[n].sh[2] = S(1, 3 * d), cs[n].sh[3] = S(2, d, d), cs[n].sh[4] = S(1, d);
+      cs[n].attr.heads = i == 2 ? 1 : 2;
+      cs[n++].attr.causal = i == 1;
+    }
+    return n;
+  case IR_RNN: case IR_LSTM: case IR_GRU: {
+    int G = op == IR_LSTM ? 4 : op == IR_GRU ? 3 : 1;
+    for (int i = 0; i < 2; i++) {
+      int B = i ? 1 : 2, T = i ? 1 : 7, in = i ? 4 : 3, h = i ? 1 : 5;
+      cs[n] = C2(F, S(3, B, T, in), F, S(2, in, G * h));
+      cs[n].nin = op == IR_GRU ? 5 : 4;
+      cs[n].dt[2] = cs[n].dt[3] = cs[n].dt[4] = F;
+      cs[n].sh[2] = S(2, h, G * h), cs[n].sh[3] = S(1, G * h), cs[n].sh[4] = S(1, G * h);
+      cs[n].attr.n = h;
+      n++;
+    }
+    return n;
+  }
+  case IR_CROSS_ENTROPY:
+    cs[n] = C2(F, S(2, 7, 5), I, S(1, 7)); cs[n++].lim = 5;
+    cs[n] = C2(F, S(3, 2, 3, 33), I, S(2, 2, 3)); cs[n].lim = 33; cs[n++].attr.f = 0.1;
+    return n;
+  case IR_MSE: case IR_BCE:
+    cs[n++] = C2(F, S(2, 7, 3), F, S(2, 7, 3));
+    cs[n++] = C2(F, S(1, 33), F, S(1, 33));
+    if (op == IR_BCE) cs[0].domain = cs[1].domain = 0;
+    return n;
+  default: return 0;
+  }
+}
+
+static void test_ops(void) {
+  tcase cs[16];
+  for (int op = 0; op < IR_NOPS; op++) {
+    memset(cs, 0, sizeof cs);
+    int n = cases_for(op, cs);
+    if (op == IR_INPUT || op == IR_PARAM) continue;
+    CHECK_MSG(n > 0, "op %s has no test cases", ir_ops[op].name);
+    if (!n) continue;
+    if (op == IR_BCE) /* labels in {0, 1} */
+      for (int c = 0; c < n; c++) cs[c].domain = 0;
+    double e = run_op(op, cs, n);
+    printf("%-14s max rel err %.3g\n", ir_ops[op].name, e);
+    CHECK_MSG(e >= 0 && e <= 1e-5, "op %s: error %g", ir_ops[op].name, e);
+  }
+}
+
+/* 100 compile+run cycles of a small MLP-like graph with parameters and a loss. */
+static void test_cycles(void) {
+  int fails = 0;
+  for (int it = 0; it < 100; it++) {
+    arena A;
+    ar_init(&A);
+    ir_graph g;
+    ir_graph_init(&g, &A, "cyc");
+    char msg[256];
+    ir_loc loc = {0};
+    ir_shape sx = S(2, 4, 8), sw = S(2, 8, 3), sy = S(1, 4);
+    int x = ir_add_input(&g, "x", F, &sx, 0, loc), y = ir_add_input(&g, "y", I, &sy, 1, loc);
+    int w = ir_add_param(&g, "w", F, &sw, IR_INIT_NORMAL, 0.1, 8, 3, loc);
+    int in[2] = {x, w};
+    int h = ir_add(&g, IR_MATMUL, in, 2, NULL, loc, msg, sizeof msg);
+    int r = ir_add(&g, IR_RELU, &h, 1, NULL, loc, msg, sizeof msg);
+    int l2[2] = {r, y};
+    g.loss = ir_add(&g, IR_CROSS_ENTROPY, l2, 2, NULL, loc, msg, sizeof msg);
+    ir_add_output(&g, "h", r);
+    float xv[32], wv[24], out[12], loss = 0;
+    int32_t yv[4] = {0, 1, 2, 1};
+    for (int i = 0; i < 32; i++) xv[i] = (float)(i % 7) * 0.25f - 0.5f;
+    for (int i = 0; i < 24; i++) wv[i] = (float)(i % 5) * 0.2f - 0.3f;
+    void *ins[2] = {xv, yv}, *ps[1] = {wv}, *os[1] = {out};
+    cg_program *p = cg_compile(&g, NULL, msg, sizeof msg);
+    if (!p || cg_run(p, ins, ps, os, &loss, msg, sizeof msg) || !(loss > 0)) fails++;
+    if (it == 0 && p) {
+      cg_stats st;
+      cg_get_stats(p, &st);
+      printf("cycle graph: %d kernels (%d unique), arena %lld of %lld naive bytes, build %.1f ms, opt %.1f ms, jit %.1f ms\n",
+             st.kernels, st.kernels_unique, (long long)st.arena_bytes, (long long)st.naive_bytes, st.parse_ms,
+             st.llvm_opt_ms, st.jit_ms);
+    }
+    yv[0] = 7; /* out-of-range label: an error, not a crash */
+    if (p && cg_run(p, ins, ps, os, &loss, msg, sizeof msg) == 0) fails++;
+    cg_free(p);
+    ar_free(&A);
+  }
+  CHECK_MSG(fails == 0, "%d of 100 compile+run cycles failed", fails);
+}
+
+/* Identical layers are one kernel; the plan reuses memory. */
+static void test_dedup_and_plan(void) {
+  arena A;
+  ar_init(&A);
+  ir_graph g;
+  ir_graph_init(&g, &A, "deep");
+  char msg[256];
+  ir_loc loc = {0};
+  ir_shape sx = S(2, 16, 64), sw = S(2, 64, 64);
+  int h = ir_add_input(&g, "x", F, &sx, 0, loc);
+  for (int l = 0; l < 8; l++) {
+    int w = ir_add_param(&g, ar_printf(&A, "w%d", l), F, &sw, IR_INIT_NORMAL, 0.1, 64, 64, loc);
+    int in[2] = {h, w};
+    h = ir_add(&g, IR_MATMUL, in, 2, NULL, loc, msg, sizeof msg);
+    h = ir_add(&g, IR_TANH, &h, 1, NULL, loc, msg, sizeof msg);
+  }
+  ir_add_output(&g, "y", h);
+  cg_options o = {2, 0, 1};
+  cg_program *p = cg_compile(&g, &o, msg, sizeof msg);
+  CHECK_MSG(p != NULL, "%s", msg);
+  if (p) {
+    cg_stats st;
+    cg_get_stats(p, &st);
+    CHECK(st.kernels == 16 && st.kernels_unique == 2);
+    CHECK(st.arena_bytes < st.naive_bytes && st.arena_bytes <= 2 * 16 * 64 * 4);
+    char *ir = cg_module_text(p);
+    CHECK(ir != NULL && strstr(ir, "cblas_sgemm") != NULL);
+    free(ir);
+    cg_free(p);
+  }
+  ar_free(&A);
+}
+
+/* Elementwise loops vectorise for the host (vector types in the optimised IR). */
+static void test_vectorised(void) {
+  arena A;
+  ar_init(&A);
+  ir_graph g;
+  ir_graph_init(&g, &A, "vec");
+  char msg[256];
+  ir_loc loc = {0};
+  ir_shape s = S(2, 64, 1024);
+  int in[2] = {ir_add_input(&g, "a", F, &s, 0, loc), ir_add_input(&g, "b", F, &s, 0, loc)};
+  int y = ir_add(&g, IR_ADD, in, 2, NULL, loc, msg, sizeof msg);
+  y = ir_add(&g, IR_RELU, &y, 1, NULL, loc, msg, sizeof msg);
+  ir_add_output(&g, "y", y);
+  cg_options o = {2, 0, 1};
+  cg_program *p = cg_compile(&g, &o, msg, sizeof msg);
+  CHECK_MSG(p != NULL, "%s", msg);
+  char *ir = p ? cg_module_text(p) : NULL;
+  CHECK_MSG(ir && strstr(ir, " x float>"), "no vector code in the optimised module");
+  free(ir);
+  cg_free(p);
+  ar_free(&A);
+}
+
+int main(void) {
+  test_ops();
+  test_vectorised();
+  test_dedup_and_plan();
+  test_cycles();
+  return TEST_REPORT();
+}
