@@ -94,6 +94,18 @@ static const char *suggest_name(const cctx *c, const char *name) {
 
 static ck expr(cctx *c, const fe_expr *e);
 
+/* A top-level statement that defines `name` (for a better message when a name
+ * is used too early), or NULL. */
+static const fe_stmt *defined_later(const cctx *c, const char *name) {
+  for (int i = 0; i < c->m->nstmts; i++) {
+    const fe_stmt *st = c->m->stmts[i];
+    int defines = st->kind == ST_INPUT || st->kind == ST_ASSIGN || st->kind == ST_CONST ||
+                  (st->kind == ST_OUTPUT && st->value);
+    if (defines && st->name && strcmp(st->name, name) == 0) return st;
+  }
+  return NULL;
+}
+
 static ck name_kind(cctx *c, const fe_expr *e) {
   const cvar *v = lookup_var(c->sc, e->str);
   if (v) return v->k;
@@ -105,6 +117,11 @@ static ck name_kind(cctx *c, const fe_expr *e) {
   if (c->sc != &c->top && lookup_var(&c->top, e->str)) {
     fe_error(c->d, e->loc, "'%s' is not visible inside block '%s'; pass it as a parameter", e->str,
              c->defs[c->cur_def]->name);
+    return K_ERR;
+  }
+  const fe_stmt *later = c->cur_def < 0 ? defined_later(c, e->str) : NULL;
+  if (later) {
+    fe_error(c->d, e->loc, "'%s' is used before its definition on line %d", e->str, later->name_loc.line);
     return K_ERR;
   }
   const char *s = suggest_name(c, e->str);
@@ -388,6 +405,7 @@ static int input_dim(cctx *c, const fe_stmt *st, int j, fe_inputdecl *in) {
     const cvar *v = lookup_var(&c->top, e->str);
     int known_sym = 0;
     for (int i = 0; i < c->m->nsyms; i++) known_sym |= strcmp(c->m->syms[i], e->str) == 0;
+    if (v && v->k == K_ERR) return -1; /* its definition already failed and was reported */
     if (v && !known_sym) {
       fe_error(c->d, e->loc, "dimension '%s' must be a constant or a new symbolic name, but '%s' is %s",
                e->str, e->str, ck_str(v->k));

@@ -338,7 +338,8 @@ static void lex_bad(lexer *L) {
     lerror(L, loc, "unexpected character (byte 0x%02x)", c);
   else if (!k)
     lerror(L, loc, "invalid UTF-8 (byte 0x%02x)", c);
-  else if (cp >= 0xA0)
+  else if (cp >= 0xA0 && !(cp >= 0x2000 && cp <= 0x206F) && cp != 0xFEFF && cp < 0xFFF0)
+    /* echoed unless it is a layout or direction control that would garble the line */
     lerror(L, loc, "unexpected character '%.*s' (U+%04X)", k, (const char *)s, (unsigned)cp);
   else
     lerror(L, loc, "unexpected character U+%04X", (unsigned)cp);

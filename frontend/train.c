@@ -52,6 +52,18 @@ static const fe_traincall schedules[] = {
   {"exponential", IR_SCHED_EXPONENTIAL, 1, {{"gamma", R_POS, OFF(sched_gamma)}}},
 };
 
+/* Evaluate a setting's number, naming the setting when the value is not a
+ * number at all (`epochs = "ten"`). */
+static int setting_number(const char *key, const fe_expr *e, const fe_consts *c, fe_diag *d, fe_num *v) {
+  static const char *what[] = {[EX_STR] = "a string", [EX_BOOL] = "a boolean", [EX_LIST] = "a list",
+                               [EX_CALL] = "a call"};
+  if (e->kind == EX_STR || e->kind == EX_BOOL || e->kind == EX_LIST || e->kind == EX_CALL) {
+    fe_error(d, e->loc, "'%s' must be a number, got %s", key, what[e->kind]);
+    return -1;
+  }
+  return fe_const_eval(e, c, d, v);
+}
+
 /* One named number/bool argument: evaluate, range-check, store. */
 static int train_arg(const fe_trainarg *ta, const fe_expr *e, const fe_consts *c, fe_diag *d,
                      ir_train *t) {
@@ -64,7 +76,7 @@ static int train_arg(const fe_trainarg *ta, const fe_expr *e, const fe_consts *c
     return 0;
   }
   fe_num v;
-  if (fe_const_eval(e, c, d, &v)) return -1;
+  if (setting_number(ta->name, e, c, d, &v)) return -1;
   static const char *want[] = {"a positive number", "a number >= 0", "a number in [0, 1)",
                                "a positive integer"};
   int ok = ta->range == R_POS ? v.f > 0
@@ -216,7 +228,7 @@ static const fe_numkey numkeys[] = {
 static int key_number(const fe_numkey *k, const fe_namedarg *kv, const fe_consts *c, fe_diag *d,
                       ir_train *t) {
   fe_num v;
-  if (fe_const_eval(kv->value, c, d, &v)) return -1;
+  if (setting_number(k->key, kv->value, c, d, &v)) return -1;
   if (k->is_int && !v.is_int) {
     fe_error(d, kv->value->loc, "'%s' must be an integer", k->key);
     return -1;

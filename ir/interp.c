@@ -43,6 +43,14 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_LSTM] = ik_lstm,          [IR_GRU] = ik_gru,
   [IR_CROSS_ENTROPY] = ik_cross_entropy, [IR_MSE] = ik_mse,
   [IR_BCE] = ik_bce,
+  /* backward-pass ops: interp_grad.c */
+  [IR_SUM_TO] = ik_sum_to,      [IR_BROADCAST_TO] = ik_broadcast_to,
+  [IR_UNARY_GRAD] = ik_unary_grad, [IR_SOFTMAX_GRAD] = ik_softmax_grad,
+  [IR_LOG_SOFTMAX_GRAD] = ik_log_softmax_grad, [IR_MAX_GRAD] = ik_max_grad,
+  [IR_LAYERNORM_GRAD] = ik_layernorm_grad, [IR_CONV2D_GRAD_INPUT] = ik_conv2d_grad_input,
+  [IR_CONV2D_GRAD_WEIGHT] = ik_conv2d_grad_weight, [IR_POOL2D_GRAD] = ik_pool2d_grad,
+  [IR_EMBEDDING_GRAD] = ik_embedding_grad, [IR_SLICE_GRAD] = ik_slice_grad,
+  [IR_CROSS_ENTROPY_GRAD] = ik_cross_entropy_grad, [IR_BCE_GRAD] = ik_bce_grad,
 };
 
 /* ---- shared helpers ---- */

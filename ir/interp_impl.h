@@ -99,4 +99,20 @@ int ik_rnn(ik_ctx *c, const ir_node *n, double *out);
 int ik_lstm(ik_ctx *c, const ir_node *n, double *out);
 int ik_gru(ik_ctx *c, const ir_node *n, double *out);
 
+/* interp_grad.c: backward-pass ops (made by passes/autodiff.c) */
+int ik_sum_to(ik_ctx *c, const ir_node *n, double *out);
+int ik_broadcast_to(ik_ctx *c, const ir_node *n, double *out);
+int ik_unary_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_softmax_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_log_softmax_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_max_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_layernorm_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_conv2d_grad_input(ik_ctx *c, const ir_node *n, double *out);
+int ik_conv2d_grad_weight(ik_ctx *c, const ir_node *n, double *out);
+int ik_pool2d_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_embedding_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_slice_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_cross_entropy_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_bce_grad(ik_ctx *c, const ir_node *n, double *out);
+
 #endif

@@ -74,7 +74,8 @@ typedef enum {
 
 typedef enum {
   IR_CAT_LEAF, IR_CAT_UNARY, IR_CAT_BINARY, IR_CAT_GEMM, IR_CAT_REDUCE,
-  IR_CAT_MOVE, IR_CAT_LAYER, IR_CAT_LOSS
+  IR_CAT_MOVE, IR_CAT_LAYER, IR_CAT_LOSS,
+  IR_CAT_GRAD             /* backward-pass ops made by passes/autodiff.c */
 } ir_cat;
 
 struct ir_graph;
@@ -177,6 +178,9 @@ typedef struct ir_graph {
   int noutputs, capoutputs;
   int loss;               /* node id of the loss, -1 if none */
   ir_train train;
+  /* After autodiff (passes/autodiff.c): grads[i] is the node holding
+   * d loss / d params[i], -1 when not asked for; NULL before. */
+  int *grads;
 } ir_graph;
 
 void ir_graph_init(ir_graph *g, arena *A, const char *model_name);

@@ -32,4 +32,15 @@ typedef struct {
 void mp_plan_graph(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
                    const int *keep, const int *alias, mp_plan *out);
 
+/* ---- passes/autodiff.c: reverse-mode differentiation ----
+ * Appends the backward graph of g->loss to g. params: indices into g->params
+ * to differentiate (NULL = every floating-point parameter; nparams ignored).
+ * On success g->grads[i] is the node of d loss / d params[i] (-1 for those
+ * not asked for) and, when as_outputs, each is also an output named
+ * "grad.<param name>". Returns 0, or -1 with a message (no loss, a gradient
+ * asked through an integer path, ...); g is then not usable for training. */
+int ad_backward(ir_graph *g, const int *params, int nparams, int as_outputs, char *msg, size_t msgn);
+/* Whether autodiff has a rule for op (leaves and backward ops have none). */
+int ad_differentiable(int op);
+
 #endif

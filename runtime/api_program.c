@@ -67,10 +67,6 @@ lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_err
   p->in = calloc((size_t)g->ninputs + 1, sizeof *p->in);
   p->in_set = calloc((size_t)g->ninputs + 1, sizeof *p->in_set);
   if (!p->params || !p->in || !p->in_set) goto oom;
-  for (int i = 0; i < g->nparams; i++) {
-    p->params[i] = calloc((size_t)ir_numel(&g->params[i].shape) + 1, sizeof(float));
-    if (!p->params[i]) goto oom;
-  }
   p->weights_set = g->nparams == 0;
   if (o.backend == LATHE_BACKEND_LLVM && compile_llvm(p, err)) {
     lathe_program_free(p);
@@ -132,7 +128,7 @@ static void shape_to_tensor(const ir_shape *s, lathe_tensor *t) {
 }
 
 int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view) {
-  if (i < 0 || i >= p->g.nparams) return LATHE_EUSER;
+  if (i < 0 || i >= p->g.nparams || !p->params[i]) return LATHE_EUSER;
   memset(view, 0, sizeof *view);
   view->dtype = LATHE_F32;
   shape_to_tensor(&p->g.params[i].shape, view);
@@ -142,8 +138,23 @@ int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view) {
 
 /* ---- weights ---- */
 
+/* Parameter buffers are allocated when weights arrive, not at compile time:
+ * `lathe check` on a model with billions of parameters needs none of them. */
+static int alloc_params(lathe_program *p, lathe_error *err) {
+  int64_t total = 0;
+  for (int i = 0; i < p->g.nparams; i++) total += ir_numel(&p->g.params[i].shape);
+  for (int i = 0; i < p->g.nparams; i++) {
+    if (p->params[i]) continue;
+    p->params[i] = calloc((size_t)ir_numel(&p->g.params[i].shape) + 1, sizeof(float));
+    if (!p->params[i])
+      return api_fail(err, LATHE_ENOMEM, "out of memory: the model's %lld parameters need %.1f GiB",
+                      (long long)total, (double)total * 4 / (1 << 30));
+  }
+  return 0;
+}
+
 int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err) {
-  (void)err;
+  if (alloc_params(p, err)) return err ? err->code : LATHE_ENOMEM;
   for (int i = 0; i < p->g.nparams; i++) ir_param_init_values(&p->g.params[i], seed, p->params[i]);
   p->weights_set = 1;
   return 0;
@@ -194,6 +205,7 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
   char msg[1024];
   if (rt_st_read(path, &f, msg, sizeof msg) != 0) return api_fail(err, LATHE_EUSER, "%s", msg);
   int rc = check_weights(p, path, &f, err);
+  if (rc == 0) rc = alloc_params(p, err);
   for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
     const rt_st_entry *e = rt_st_find(&f, p->g.params[i].name);
     rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
@@ -205,6 +217,7 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
 
 int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *err) {
   int n = p->g.nparams;
+  if (!p->weights_set) return api_fail(err, LATHE_EUSER, "no weights to save: initialise or load them first");
   rt_st_entry *e = calloc((size_t)n + 1, sizeof *e);
   if (!e) return api_fail(err, LATHE_ENOMEM, "out of memory");
   for (int i = 0; i < n; i++) {

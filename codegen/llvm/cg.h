@@ -15,7 +15,8 @@ typedef struct cg_program cg_program;
 typedef struct {
   int opt_level; /* 0..3, default 2 */
   int threads;   /* 0 = auto */
-  int keep_ir;   /* keep the optimised module text for cg_module_text */
+  int keep_ir;   /* keep the optimised module text for cg_module_text (bypasses the cache) */
+  int no_cache;  /* do not use the on-disk object cache */
 } cg_options;
 
 /* Compile g (not kept: the program copies what it needs). o may be NULL.
@@ -32,7 +33,9 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
 void cg_free(cg_program *p);
 
 typedef struct {
-  double parse_ms, llvm_opt_ms, jit_ms; /* parse_ms: building the LLVM IR */
+  double parse_ms, llvm_opt_ms, jit_ms; /* parse_ms: planning and building the LLVM IR */
+  double codegen_ms;                    /* machine code (object) generation; 0 on a cache hit */
+  int cache_hit;                        /* 1: the object came from the on-disk cache */
   int kernels, kernels_unique;
   int64_t arena_bytes, naive_bytes;
 } cg_stats;

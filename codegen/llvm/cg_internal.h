@@ -23,9 +23,10 @@ typedef struct {
   LLVMModuleRef M;
   LLVMBuilderRef B;
   LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, vd;
-  cg_fn sgemm, expf_, logf_, tanhf_, erfcf_, powf_, log1pf_;
+  cg_fn sgemm, logf_, powf_, log1pf_;
   cg_fn sqrt_, fabs_;
   const char *cpu, *features; /* attached to every function */
+  int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
 } cg_mod;
 
 enum { CG_MAXARGS = 16 };
@@ -51,6 +52,8 @@ typedef struct {
 typedef void (*cg_emit_fn)(cg_k *k);
 extern const cg_emit_fn cg_emitters[IR_NOPS];
 int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n);
+/* The backward ops' emitter (cg_grad.c): dispatches on its own table. */
+void cg_emit_grad(cg_k *k);
 /* NULL if the backend can emit n, else why not. */
 const char *cg_unsupported(const ir_graph *g, const ir_node *n);
 
@@ -86,8 +89,14 @@ V cg_var(cg_k *k, LLVMTypeRef ty, V init);
 V cg_get(cg_k *k, V var, LLVMTypeRef ty);
 void cg_set(cg_k *k, V var, V v);
 
-/* Float math on f32 values. */
+/* Float math on f32 values or <N x float> vectors (generic over the type of
+ * x, except cg_log: scalar). Constants of the type of like / ty: */
+V cg_splat(cg_k *k, LLVMTypeRef ty, V c);
+V cfl(cg_k *k, V like, double v);
+V cg_intr(cg_k *k, const char *name, V *args, unsigned n); /* overloaded on args[0]'s type */
+V cg_fabs(cg_k *k, V x);
 V cg_exp(cg_k *k, V x);
+V cg_erfc(cg_k *k, V x);
 V cg_log(cg_k *k, V x);
 V cg_tanh(cg_k *k, V x);
 V cg_sigmoid(cg_k *k, V x);
@@ -105,6 +114,35 @@ void cg_nest(cg_k *k, int rank, const int64_t *dims, int nops, int64_t strides[]
  * out (s right-aligned to out's rank). */
 void cg_bcast_strides(const ir_shape *out, const ir_shape *s, int64_t *st);
 void cg_contig_strides(const ir_shape *s, int64_t *st);
+
+/* Explicit vector loops over a contiguous f32 row: body(k, i, w, ctx) for
+ * i = 0, w, 2w.. with w = the module's vector width while whole vectors fit,
+ * then w = 1 for the tail; n is an i64 value (may be known only at run
+ * time). cg_vld/cg_vst move w floats at ((float *)p)[i]; cg_bcast splats. */
+typedef void (*cg_vbody)(cg_k *k, V i, int w, void *ctx);
+void cg_vfor(cg_k *k, V n, cg_vbody body, void *ctx);
+V cg_vld(cg_k *k, V p, V idx, int w);
+void cg_vst(cg_k *k, V p, V idx, V v, int w);
+V cg_bcast(cg_k *k, V x, int w);
+/* A reduction accumulator with a vector part (w lanes) and a scalar part
+ * (the tail), folded in a fixed order so reruns are bit-identical. */
+typedef struct {
+  V vec, one;
+  LLVMTypeRef vt, st;
+} cg_acc;
+typedef V (*cg_fold_fn)(cg_k *k, V a, V b);
+cg_acc cg_acc_new(cg_k *k, LLVMTypeRef scalar, double init);
+V cg_acc_get(cg_k *k, const cg_acc *a, int w);
+void cg_acc_set(cg_k *k, const cg_acc *a, int w, V v);
+V cg_acc_fold(cg_k *k, const cg_acc *a, cg_fold_fn f);
+V cg_fold_add(cg_k *k, V a, V b);
+V cg_fold_max(cg_k *k, V a, V b); /* b > a ? b : a (NaN never taken) */
+
+/* ---- cg_cache.c: on-disk object cache (best effort: never an error) ---- */
+enum { CG_KEYLEN = 33 }; /* 32 hex digits and a NUL */
+void cg_cache_key(const char *const *parts, int nparts, char key[CG_KEYLEN]);
+void *cg_cache_load(const char *key, size_t *len); /* malloc'd object, NULL if absent or corrupt */
+void cg_cache_store(const char *key, const void *obj, size_t len);
 
 /* cblas_sgemm(RowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) */
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,

@@ -16,6 +16,7 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <llvm/Config/llvm-config.h> /* LLVM_VERSION_STRING: part of the cache key */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -154,10 +155,10 @@ static void fill_consts(cg_program *p, const ir_graph *g) {
 
 static void kernel_key(const ir_graph *g, const ir_node *n, char *key, size_t kn) {
   const ir_attr *a = &n->attr;
-  int w = snprintf(key, kn, "%d|%d|%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld|%d,%d,%d|%.17g|", n->op, n->nin,
+  int w = snprintf(key, kn, "%d|%d|%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld|%d,%d,%d|%.17g|%lld|", n->op, n->nin,
                    (long long)a->axis, (long long)a->k, (long long)a->stride, (long long)a->pad,
                    (long long)a->pad_hi, (long long)a->start, (long long)a->end, (long long)a->heads,
-                   (long long)a->n, a->keepdims, a->causal, a->approx, a->f);
+                   (long long)a->n, a->keepdims, a->causal, a->approx, a->f, (long long)a->i);
   for (int l = 0; l < a->nlist && w > 0 && (size_t)w < kn; l++) w += snprintf(key + w, kn - (size_t)w, "%lld,", (long long)a->list[l]);
   for (int j = -1; j < n->nin && w > 0 && (size_t)w < kn; j++) {
     const ir_node *x = j < 0 ? n : &g->nodes[n->in[j]];
@@ -171,6 +172,7 @@ static void set_fn_attrs(cg_mod *m, V fn) {
   LLVMAddTargetDependentFunctionAttr(fn, "target-cpu", m->cpu);
   LLVMAddTargetDependentFunctionAttr(fn, "target-features", m->features);
   LLVMAddTargetDependentFunctionAttr(fn, "frame-pointer", "none");
+  if (m->vw >= 16) LLVMAddTargetDependentFunctionAttr(fn, "prefer-vector-width", "512");
 }
 
 static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, int idx) {
@@ -275,8 +277,7 @@ static LLVMTargetMachineRef host_tm(char *triple, const char *cpu, const char *f
   return LLVMCreateTargetMachine(T, triple, cpu, feat, lv, LLVMRelocDefault, LLVMCodeModelJITDefault);
 }
 
-static int optimise(cg_program *p, LLVMModuleRef M, LLVMTargetMachineRef tm, int opt, int keep_ir, char *msg,
-                    size_t msgn) {
+static int verify(LLVMModuleRef M, char *msg, size_t msgn) {
   char *vmsg = NULL;
   if (LLVMVerifyModule(M, LLVMReturnStatusAction, &vmsg)) {
     fail(msg, msgn, "llvm backend: internal error: invalid module: %.400s", vmsg ? vmsg : "?");
@@ -284,6 +285,11 @@ static int optimise(cg_program *p, LLVMModuleRef M, LLVMTargetMachineRef tm, int
     return -1;
   }
   LLVMDisposeMessage(vmsg);
+  return 0;
+}
+
+static int optimise(cg_program *p, LLVMModuleRef M, LLVMTargetMachineRef tm, int opt, int keep_ir, char *msg,
+                    size_t msgn) {
   double t0 = now_ms();
   LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
   LLVMPassBuilderOptionsSetLoopVectorization(po, 1);
@@ -332,27 +338,67 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
   return 0;
 }
 
-static int jit_module(cg_program *p, LLVMOrcThreadSafeContextRef tsc, LLVMModuleRef M, char *msg, size_t msgn) {
+static int emit_object(cg_program *p, LLVMTargetMachineRef tm, LLVMModuleRef M, LLVMMemoryBufferRef *obj,
+                       char *msg, size_t msgn) {
+  double t0 = now_ms();
+  char *e = NULL;
+  if (LLVMTargetMachineEmitToMemoryBuffer(tm, M, LLVMObjectFile, &e, obj)) {
+    fail(msg, msgn, "llvm backend: code generation: %s", e ? e : "?");
+    LLVMDisposeMessage(e);
+    return -1;
+  }
+  p->st.codegen_ms = now_ms() - t0;
+  return 0;
+}
+
+/* A fresh LLJIT that links obj (taken) against the host symbols. */
+static int jit_object(cg_program *p, LLVMMemoryBufferRef obj, char *msg, size_t msgn) {
   double t0 = now_ms();
   LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
   LLVMErrorRef e = LLVMOrcCreateLLJIT(&p->jit, jb); /* takes the builder */
   if (e) {
     p->jit = NULL;
-    LLVMDisposeModule(M);
+    LLVMDisposeMemoryBuffer(obj);
     return llvm_fail(e, msg, msgn, "creating the JIT");
   }
   if (define_host_symbols(p->jit, msg, msgn)) {
-    LLVMDisposeModule(M);
+    LLVMDisposeMemoryBuffer(obj);
     return -1;
   }
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(M, tsc);
-  e = LLVMOrcLLJITAddLLVMIRModule(p->jit, LLVMOrcLLJITGetMainJITDylib(p->jit), tsm);
-  if (e) return llvm_fail(e, msg, msgn, "adding the module");
+  e = LLVMOrcLLJITAddObjectFile(p->jit, LLVMOrcLLJITGetMainJITDylib(p->jit), obj);
+  if (e) return llvm_fail(e, msg, msgn, "adding the object");
   LLVMOrcExecutorAddress addr = 0;
   e = LLVMOrcLLJITLookup(p->jit, &addr, "lathe_forward");
-  if (e) return llvm_fail(e, msg, msgn, "compiling");
+  if (e) return llvm_fail(e, msg, msgn, "linking");
   *(void **)&p->forward = (void *)(uintptr_t)addr;
   p->st.jit_ms = now_ms() - t0;
+  return 0;
+}
+
+/* The object for M: from the cache when its key is there, else optimised,
+ * generated and stored. */
+static int module_object(cg_program *p, LLVMModuleRef M, LLVMTargetMachineRef tm, const char *const *target,
+                         const cg_options *o, LLVMMemoryBufferRef *obj, char *msg, size_t msgn) {
+  if (verify(M, msg, msgn)) return -1;
+  int use_cache = !o->keep_ir && !o->no_cache;
+  char key[CG_KEYLEN];
+  if (use_cache) {
+    char *ir = LLVMPrintModuleToString(M), lv[32];
+    snprintf(lv, sizeof lv, "O%d llvm %s", o->opt_level, LLVM_VERSION_STRING);
+    const char *parts[5] = {ir, target[0], target[1], target[2], lv};
+    cg_cache_key(parts, 5, key);
+    LLVMDisposeMessage(ir);
+    size_t len = 0;
+    void *data = cg_cache_load(key, &len);
+    if (data) {
+      *obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, len, "lathe-cached");
+      free(data);
+      p->st.cache_hit = 1;
+      return 0;
+    }
+  }
+  if (optimise(p, M, tm, o->opt_level, o->keep_ir, msg, msgn) || emit_object(p, tm, M, obj, msg, msgn)) return -1;
+  if (use_cache) cg_cache_store(key, LLVMGetBufferStart(*obj), LLVMGetBufferSize(*obj));
   return 0;
 }
 
@@ -393,7 +439,7 @@ static cg_program *program_new(const ir_graph *g) {
 }
 
 cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t msgn) {
-  cg_options opts = {2, 0, 0};
+  cg_options opts = {2, 0, 0, 0};
   if (o) opts = *o;
   if (msg && msgn) msg[0] = '\0';
   if (cg_init_llvm(msg, msgn) || check_graph(g, msg, msgn)) return NULL;
@@ -421,23 +467,26 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   m.B = LLVMCreateBuilderInContext(m.C);
   m.cpu = cpu;
   m.features = feat;
+  m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4;
   cg_mod_types(&m);
   build_module(p, &m, g, &A);
   LLVMDisposeBuilder(m.B);
   ar_free(&A);
   p->st.parse_ms = now_ms() - t0;
   int rc = -1;
+  LLVMMemoryBufferRef obj = NULL;
   LLVMTargetMachineRef tm = host_tm(triple, cpu, feat, opts.opt_level, msg, msgn);
   if (tm) {
     LLVMSetTarget(m.M, triple);
     LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
     LLVMSetModuleDataLayout(m.M, td);
     LLVMDisposeTargetData(td);
-    rc = optimise(p, m.M, tm, opts.opt_level, opts.keep_ir, msg, msgn);
+    const char *target[3] = {triple, cpu, feat};
+    rc = module_object(p, m.M, tm, target, &opts, &obj, msg, msgn);
     LLVMDisposeTargetMachine(tm);
   }
-  if (rc == 0) rc = jit_module(p, tsc, m.M, msg, msgn);
-  else LLVMDisposeModule(m.M);
+  LLVMDisposeModule(m.M);
+  if (rc == 0) rc = jit_object(p, obj, msg, msgn);
   LLVMOrcDisposeThreadSafeContext(tsc);
   LLVMDisposeMessage(triple);
   LLVMDisposeMessage(cpu);

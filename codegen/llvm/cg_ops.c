@@ -48,14 +48,14 @@ static V u_gelu(cg_k *k, V x, const ir_attr *a) {
     return fmul(k, x, cg_sigmoid(k, fmul(k, cf(k, 2), u)));
   }
   /* 0.5x(1 + erf(x/sqrt2)) = 0.5x erfc(-x/sqrt2), accurate for x < 0 too */
-  V e = cg_call1(k, k->m->erfcf_, fmul(k, x, cf(k, -0.70710678118654752440)));
+  V e = cg_erfc(k, fmul(k, x, cf(k, -0.70710678118654752440)));
   return fmul(k, fmul(k, cf(k, 0.5), x), e);
 }
 static V u_swish(cg_k *k, V x, const ir_attr *a) { (void)a; return fmul(k, x, cg_sigmoid(k, x)); }
 static V u_exp(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_exp(k, x); }
 static V u_log(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_log(k, x); }
 static V u_sqrt(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sqrt(k, x); }
-static V u_abs(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_call1(k, k->m->fabs_, x); }
+static V u_abs(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fabs(k, x); }
 static V u_neg(cg_k *k, V x, const ir_attr *a) { (void)a; return LLVMBuildFNeg(BLD, x, ""); }
 static V u_pow(cg_k *k, V x, const ir_attr *a) {
   if (a->f == 2.0) return fmul(k, x, x);
@@ -210,10 +210,64 @@ static void e_conv2d(cg_k *k) {
 
 /* ---- reductions along an axis: x viewed as [outer, len, inner] ---- */
 
+/* Row helpers for the explicit vector code: x and y point at a row's start. */
+typedef struct {
+  V x, y, m, shift;
+  cg_acc mx, sum;
+  int as_log;
+} row_ctx;
+
+static void row_max(cg_k *k, V i, int w, void *ctx) {
+  row_ctx *c = ctx;
+  cg_acc_set(k, &c->mx, w, cg_fold_max(k, cg_acc_get(k, &c->mx, w), cg_vld(k, c->x, i, w)));
+}
+
+static V sum_d(cg_k *k, cg_acc *a, int w, V f) { /* a += (double)f */
+  LLVMTypeRef dt = w > 1 ? LLVMVectorType(k->m->f64, (unsigned)w) : k->m->f64;
+  V s = LLVMBuildFAdd(BLD, cg_acc_get(k, a, w), LLVMBuildFPExt(BLD, f, dt, ""), "");
+  cg_acc_set(k, a, w, s);
+  return s;
+}
+
+/* e = exp(x - m), stored to y unless log-softmax, summed in double */
+static void row_exp(cg_k *k, V i, int w, void *ctx) {
+  row_ctx *c = ctx;
+  V e = cg_exp(k, fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->m, w)));
+  if (!c->as_log) cg_vst(k, c->y, i, e, w);
+  sum_d(k, &c->sum, w, e);
+}
+
+static void row_scale(cg_k *k, V i, int w, void *ctx) {
+  row_ctx *c = ctx;
+  V s = cg_bcast(k, c->shift, w);
+  cg_vst(k, c->y, i, c->as_log ? fsub(k, cg_vld(k, c->x, i, w), s) : fmul(k, cg_vld(k, c->y, i, w), s), w);
+}
+
+/* softmax / log_softmax of one contiguous row of n (an i64 value) floats */
+static void softmax_row(cg_k *k, V x, V y, V n, int as_log) {
+  row_ctx c = {0};
+  c.x = x, c.y = y, c.as_log = as_log;
+  c.mx = cg_acc_new(k, k->m->f32, -INFINITY);
+  c.sum = cg_acc_new(k, k->m->f64, 0.0);
+  cg_vfor(k, n, row_max, &c);
+  c.m = cg_acc_fold(k, &c.mx, cg_fold_max);
+  cg_vfor(k, n, row_exp, &c);
+  V s = tof(k, cg_acc_fold(k, &c.sum, cg_fold_add));
+  c.shift = as_log ? fadd(k, c.m, cg_log(k, s)) : fdiv(k, cf(k, 1), s);
+  cg_vfor(k, n, row_scale, &c);
+}
+
 static void e_softmax(cg_k *k) {
   const ir_shape *sx = SH(0);
   int ax = (int)k->n->attr.axis, as_log = k->n->op == IR_LOG_SOFTMAX;
   int64_t outer = dims(sx, 0, ax), len = sx->d[ax], inner = dims(sx, ax + 1, sx->rank);
+  if (inner == 1) { /* the usual case: rows along the last axis, vectorised */
+    CG_FOR(k, o, ci(k, 0), ci(k, outer)) {
+      V base = muli(k, o.iv, len);
+      softmax_row(k, cg_fptr(k, ARG(0), base), cg_fptr(k, k->arg[0], base), ci(k, len), as_log);
+    }
+    return;
+  }
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
     V base = add(k, muli(k, o.iv, len * inner), i.iv);
     V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, k->m->f64, cd(k, 0));
@@ -238,6 +292,37 @@ static void e_softmax(cg_k *k) {
   }
 }
 
+static void red_body(cg_k *k, V i, int w, void *ctx) {
+  row_ctx *c = ctx;
+  if (c->as_log) /* max: NaN-propagating as the scalar path */
+    cg_acc_set(k, &c->mx, w, cg_fmax_nan(k, cg_acc_get(k, &c->mx, w), cg_vld(k, c->x, i, w)));
+  else sum_d(k, &c->sum, w, cg_vld(k, c->x, i, w));
+}
+
+static V fold_max_nan(cg_k *k, V a, V b) { return cg_fmax_nan(k, a, b); }
+
+/* f32 sum/mean/max over contiguous rows of len: vector accumulators
+ * (double for sums, as the scalar path) */
+static void reduce_rows(cg_k *k, int64_t outer, int64_t len) {
+  int op = k->n->op;
+  CG_FOR(k, o, ci(k, 0), ci(k, outer)) {
+    row_ctx c = {0};
+    c.x = cg_fptr(k, ARG(0), muli(k, o.iv, len));
+    c.as_log = op == IR_MAX;
+    c.mx = cg_acc_new(k, k->m->f32, -INFINITY);
+    c.sum = cg_acc_new(k, k->m->f64, 0.0);
+    cg_vfor(k, ci(k, len), red_body, &c);
+    V r;
+    if (op == IR_MAX) r = cg_acc_fold(k, &c.mx, fold_max_nan);
+    else {
+      r = cg_acc_fold(k, &c.sum, cg_fold_add);
+      if (op == IR_MEAN) r = LLVMBuildFDiv(BLD, r, cd(k, (double)len), "");
+      r = tof(k, r);
+    }
+    cg_st(k, 0, o.iv, r);
+  }
+}
+
 static void e_reduce(cg_k *k) {
   const ir_shape *sx = SH(0);
   int op = k->n->op, flt = ir_dtype_is_float(k->dt[0]);
@@ -245,6 +330,10 @@ static void e_reduce(cg_k *k) {
   if (k->n->attr.axis >= 0) {
     int ax = (int)k->n->attr.axis;
     outer = dims(sx, 0, ax), len = sx->d[ax], inner = dims(sx, ax + 1, sx->rank);
+  }
+  if (flt && inner == 1) {
+    reduce_rows(k, outer, len);
+    return;
   }
   LLVMTypeRef at = op == IR_MAX ? (flt ? k->m->f32 : k->m->i64) : (flt ? k->m->f64 : k->m->i64);
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
@@ -268,30 +357,47 @@ static void e_reduce(cg_k *k) {
   }
 }
 
-/* layernorm over the last axis; statistics in double as the oracle does */
+/* layernorm over the last axis; statistics in double as the oracle does,
+ * with vector accumulators */
+typedef struct {
+  V x, y, w, b, mean, meanf, inv;
+  cg_acc sum, sq;
+} ln_ctx;
+
+static void ln_sum(cg_k *k, V i, int w, void *ctx) { sum_d(k, &((ln_ctx *)ctx)->sum, w, cg_vld(k, ((ln_ctx *)ctx)->x, i, w)); }
+
+static void ln_sq(cg_k *k, V i, int w, void *ctx) {
+  ln_ctx *c = ctx;
+  LLVMTypeRef dt = w > 1 ? LLVMVectorType(k->m->f64, (unsigned)w) : k->m->f64;
+  V d = LLVMBuildFSub(BLD, LLVMBuildFPExt(BLD, cg_vld(k, c->x, i, w), dt, ""), cg_bcast(k, c->mean, w), "");
+  cg_acc_set(k, &c->sq, w, LLVMBuildFAdd(BLD, cg_acc_get(k, &c->sq, w), LLVMBuildFMul(BLD, d, d, ""), ""));
+}
+
+static void ln_out(cg_k *k, V i, int w, void *ctx) {
+  ln_ctx *c = ctx;
+  V y = fmul(k, fmul(k, fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->meanf, w)), cg_bcast(k, c->inv, w)),
+             cg_vld(k, c->w, i, w));
+  cg_vst(k, c->y, i, fadd(k, y, cg_vld(k, c->b, i, w)), w);
+}
+
 static void e_layernorm(cg_k *k) {
   const ir_shape *sx = SH(0);
   int64_t d = sx->d[sx->rank - 1], rows = ir_numel(sx) / d;
   LLVMTypeRef f64 = k->m->f64;
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
     V base = muli(k, r.iv, d);
-    V sum = cg_var(k, f64, cd(k, 0)), sq = cg_var(k, f64, cd(k, 0));
-    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), tod(k, cg_ldf(k, 1, add(k, base, j.iv))), ""));
-    }
-    V mean = LLVMBuildFDiv(BLD, cg_get(k, sum, f64), cd(k, (double)d), "");
-    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      V c = LLVMBuildFSub(BLD, tod(k, cg_ldf(k, 1, add(k, base, j.iv))), mean, "");
-      cg_set(k, sq, LLVMBuildFAdd(BLD, cg_get(k, sq, f64), LLVMBuildFMul(BLD, c, c, ""), ""));
-    }
-    V var = LLVMBuildFAdd(BLD, LLVMBuildFDiv(BLD, cg_get(k, sq, f64), cd(k, (double)d), ""), cd(k, k->n->attr.f), "");
-    V inv = fdiv(k, cf(k, 1), cg_sqrt(k, tof(k, var)));
-    V meanf = tof(k, mean);
-    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      V idx = add(k, base, j.iv);
-      V y = fmul(k, fmul(k, fsub(k, cg_ldf(k, 1, idx), meanf), inv), cg_ldf(k, 2, j.iv));
-      cg_st(k, 0, idx, fadd(k, y, cg_ldf(k, 3, j.iv)));
-    }
+    ln_ctx c = {0};
+    c.x = cg_fptr(k, ARG(0), base), c.y = cg_fptr(k, k->arg[0], base), c.w = ARG(1), c.b = ARG(2);
+    c.sum = cg_acc_new(k, f64, 0.0);
+    c.sq = cg_acc_new(k, f64, 0.0);
+    cg_vfor(k, ci(k, d), ln_sum, &c);
+    c.mean = LLVMBuildFDiv(BLD, cg_acc_fold(k, &c.sum, cg_fold_add), cd(k, (double)d), "");
+    cg_vfor(k, ci(k, d), ln_sq, &c);
+    V var = LLVMBuildFAdd(BLD, LLVMBuildFDiv(BLD, cg_acc_fold(k, &c.sq, cg_fold_add), cd(k, (double)d), ""),
+                          cd(k, k->n->attr.f), "");
+    c.inv = fdiv(k, cf(k, 1), cg_sqrt(k, tof(k, var)));
+    c.meanf = tof(k, c.mean);
+    cg_vfor(k, ci(k, d), ln_out, &c);
   }
 }
 
@@ -374,6 +480,23 @@ static void e_embedding(cg_k *k) {
 
 /* ---- losses: scalar f32 means, accumulated in double ---- */
 
+typedef struct {
+  V x, m;
+  cg_acc mx, all, sum;
+} ce_ctx;
+
+static void ce_pass1(cg_k *k, V i, int w, void *ctx) { /* max and the plain sum (label smoothing) */
+  ce_ctx *c = ctx;
+  V x = cg_vld(k, c->x, i, w);
+  cg_acc_set(k, &c->mx, w, cg_fold_max(k, cg_acc_get(k, &c->mx, w), x));
+  sum_d(k, &c->all, w, x);
+}
+
+static void ce_pass2(cg_k *k, V i, int w, void *ctx) {
+  ce_ctx *c = ctx;
+  sum_d(k, &c->sum, w, cg_exp(k, fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->m, w))));
+}
+
 static void e_cross_entropy(cg_k *k) {
   const ir_shape *sx = SH(0);
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
@@ -386,21 +509,19 @@ static void e_cross_entropy(cg_k *k) {
     V ok = LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, C), "");
     cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 2);
     lab = LLVMBuildSelect(BLD, ok, lab, ci(k, 0), "");
-    V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, f64, cd(k, 0)), all = cg_var(k, f64, cd(k, 0));
-    CG_FOR(k, j, ci(k, 0), ci(k, C)) {
-      V x = cg_ldf(k, 1, add(k, base, j.iv)), m = cg_get(k, mx, k->m->f32);
-      cg_set(k, mx, LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, x, m, ""), x, m, ""));
-      cg_set(k, all, LLVMBuildFAdd(BLD, cg_get(k, all, f64), tod(k, x), ""));
-    }
-    V m = cg_get(k, mx, k->m->f32);
-    CG_FOR(k, j, ci(k, 0), ci(k, C)) {
-      V e = cg_exp(k, fsub(k, cg_ldf(k, 1, add(k, base, j.iv)), m));
-      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), tod(k, e), ""));
-    }
-    /* log of the double sum through logf on (sum scaled into float range is not needed: sum in [1, C]) */
-    V lse = LLVMBuildFAdd(BLD, tod(k, m), tod(k, cg_log(k, tof(k, cg_get(k, sum, f64)))), "");
+    ce_ctx c = {0};
+    c.x = cg_fptr(k, ARG(0), base);
+    c.mx = cg_acc_new(k, k->m->f32, -INFINITY);
+    c.all = cg_acc_new(k, f64, 0.0);
+    c.sum = cg_acc_new(k, f64, 0.0);
+    cg_vfor(k, ci(k, C), ce_pass1, &c);
+    c.m = cg_acc_fold(k, &c.mx, cg_fold_max);
+    cg_vfor(k, ci(k, C), ce_pass2, &c);
+    V m = c.m;
+    /* sum is in [1, C]: its logf is exact enough */
+    V lse = LLVMBuildFAdd(BLD, tod(k, m), tod(k, cg_log(k, tof(k, cg_acc_fold(k, &c.sum, cg_fold_add)))), "");
     V nll = LLVMBuildFSub(BLD, lse, tod(k, cg_ldf(k, 1, add(k, base, lab))), "");
-    V smooth = LLVMBuildFSub(BLD, lse, LLVMBuildFDiv(BLD, cg_get(k, all, f64), cd(k, (double)C), ""), "");
+    V smooth = LLVMBuildFSub(BLD, lse, LLVMBuildFDiv(BLD, cg_acc_fold(k, &c.all, cg_fold_add), cd(k, (double)C), ""), "");
     V l = LLVMBuildFAdd(BLD, LLVMBuildFMul(BLD, cd(k, 1.0 - ls), nll, ""), LLVMBuildFMul(BLD, cd(k, ls), smooth, ""), "");
     cg_set(k, total, LLVMBuildFAdd(BLD, cg_get(k, total, f64), l, ""));
   }
@@ -420,7 +541,7 @@ static void pair_body(cg_k *k, V *off, void *ctx) {
     t = fmul(k, d, d);
   } else { /* max(x, 0) - x*y + log1p(exp(-|x|)) */
     V pos = LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, a, cf(k, 0), ""), a, cf(k, 0), "");
-    V sp = cg_call1(k, k->m->log1pf_, cg_exp(k, LLVMBuildFNeg(BLD, cg_call1(k, k->m->fabs_, a), "")));
+    V sp = cg_call1(k, k->m->log1pf_, cg_exp(k, LLVMBuildFNeg(BLD, cg_fabs(k, a), "")));
     t = fadd(k, fsub(k, pos, fmul(k, a, b)), sp);
   }
   cg_set(k, c->total, LLVMBuildFAdd(BLD, cg_get(k, c->total, k->m->f64), tod(k, t), ""));
@@ -456,23 +577,9 @@ static void e_attention(cg_k *k) {
     CG_FOR(k, i, ci(k, 0), ci(k, T)) {
       V row = muli(k, i.iv, T);
       V nj = causal ? add(k, i.iv, ci(k, 1)) : ci(k, T);
-      V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, k->m->f64, cd(k, 0));
-      CG_FOR(k, j, ci(k, 0), nj) {
-        V x = cg_ldp(k, S, add(k, row, j.iv)), m = cg_get(k, mx, k->m->f32);
-        cg_set(k, mx, LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, x, m, ""), x, m, ""));
-      }
-      V m = cg_get(k, mx, k->m->f32);
-      CG_FOR(k, j, ci(k, 0), nj) {
-        V e = cg_exp(k, fsub(k, cg_ldp(k, S, add(k, row, j.iv)), m));
-        cg_stp(k, S, add(k, row, j.iv), e);
-        cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, k->m->f64), tod(k, e), ""));
-      }
-      V inv = fdiv(k, cf(k, 1), tof(k, cg_get(k, sum, k->m->f64)));
-      CG_FOR(k, j, ci(k, 0), ci(k, T)) {
-        V idx = add(k, row, j.iv);
-        V keep = LLVMBuildICmp(BLD, LLVMIntSLT, j.iv, nj, "");
-        cg_stp(k, S, idx, LLVMBuildSelect(BLD, keep, fmul(k, cg_ldp(k, S, idx), inv), cf(k, 0), ""));
-      }
+      V srow = cg_fptr(k, S, row);
+      softmax_row(k, srow, srow, nj, 0);
+      if (causal) CG_FOR(k, j, nj, ci(k, T)) cg_stp(k, srow, j.iv, cf(k, 0)); /* keys after the query */
     }
     V c = cg_fptr(k, ctx, add(k, muli(k, b.iv, T * d), muli(k, h.iv, hd)));
     cg_sgemm(k, 0, 0, T, hd, T, 1.0, S, T, cg_fptr(k, q, ci(k, 2 * d)), 3 * d, 0.0, c, d);
@@ -583,6 +690,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
   [IR_ATTENTION] = e_attention, [IR_RNN] = e_seq,      [IR_LSTM] = e_seq,        [IR_GRU] = e_seq,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
+  [IR_SUM_TO ... IR_NOPS - 1] = cg_emit_grad, /* the backward ops (the last rows): cg_grad.c */
 };
 
 int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {

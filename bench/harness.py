@@ -1,0 +1,272 @@
+#!/usr/bin/python3
+"""Runs the benchmark workloads with Lathe and with the PyTorch peer and
+prints the table (or JSON lines). Started by bench/run after the build; see
+bench/README.md.
+
+  harness.py BUILD_DIR [--json] [--quick] [WORKLOAD...]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from workloads import BY_NAME, WORKLOADS  # noqa: E402
+
+PEER_THREADS = (1, 2)       # ATen threads tried; OpenBLAS always gets 2
+PEER_BLAS_THREADS = "2"
+# glibc malloc tuned so freed tensors stay in the heap: PyTorch allocates every
+# intermediate afresh, and with glibc's defaults a 256 KiB activation is
+# mmap'd/trimmed and page-faulted back in on every step (the MLP at batch 256
+# spends ~85% of its CPU time in page faults). Setting this is the standard
+# CPU-tuning advice for PyTorch (the alternative is preloading jemalloc), so
+# the peer tries both.
+PEER_MALLOC = {"default": None,
+               "tuned": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"}
+SGEMM_N, SGEMM_N_QUICK = 2048, 1024
+
+UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(cmd, env=None, timeout=600):
+    """stdout of cmd; raises with its stderr on failure."""
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (exit %d): %s" % (os.path.basename(cmd[0]), p.returncode,
+                                                       (p.stderr or p.stdout).strip()[-800:]))
+    return p.stdout
+
+
+def json_lines(text):
+    return [json.loads(l) for l in text.splitlines() if l.startswith("{")]
+
+
+def peer_env(threads, malloc):
+    """The environment a tuning user gives PyTorch: thread counts set, and
+    OpenBLAS left to pick its kernel for this processor (the workplace's
+    OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE pins are removed in this process only)."""
+    env = unpin_blas(dict(os.environ))
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=PEER_BLAS_THREADS, PEER_MALLOC=malloc)
+    env.pop("GLIBC_TUNABLES", None)
+    if PEER_MALLOC[malloc]:
+        env["GLIBC_TUNABLES"] = PEER_MALLOC[malloc]
+    return env
+
+
+# ---- Lathe side ----
+
+CHECK_INPUT = re.compile(r"^\s*\d+\s+input\s+(\w+)\[([\d, ]*)\]\s+(\S+)")
+CHECK_FLOPS = re.compile(r"^forward:\s+([\d.]+)\s*([KMGT]?)FLOP")
+
+
+def lathe_check(lathe, w):
+    """Input dtypes/shapes and the forward FLOPs, from `lathe check`."""
+    cmd = [lathe, "check", w.model] + [a for k, v in w.binds.items() for a in ("--bind", "%s=%d" % (k, v))]
+    inputs, flops = {}, None
+    for line in run(cmd).splitlines():
+        m = CHECK_INPUT.match(line)
+        if m:
+            inputs[m.group(3)] = (m.group(1), [int(d) for d in m.group(2).split(",") if d.strip()])
+        m = CHECK_FLOPS.match(line)
+        if m:
+            flops = float(m.group(1)) * UNITS[m.group(2)]
+    return inputs, flops
+
+
+def lathe_bench_cmd(bench, w, inputs, quick):
+    cmd = [bench, w.model, "--reps", str(w.quick_reps if quick else w.reps),
+           "--warmup", str(w.warmup), "--max-seconds", str(w.max_seconds)]
+    for k, v in w.binds.items():
+        cmd += ["--bind", "%s=%d" % (k, v)]
+    for name, rng in w.inputs.items():
+        if name not in inputs:
+            raise RuntimeError("%s declares no input '%s'" % (w.model, name))
+        dtype, shape = inputs[name]
+        spec = "%s=%s:%s" % (name, dtype, "x".join(map(str, shape)))
+        cmd += ["--in", spec + (":%d" % rng if rng else "")]
+    return cmd
+
+
+def unpin_blas(env):
+    """Let OpenBLAS pick its kernel for this processor (see bench/README.md)."""
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    return env
+
+
+def lathe_side(build, w, quick, native_blas):
+    """Cold compile + timed steps, then (full runs) a warm compile that may hit
+    the on-disk kernel cache. The cache is pointed at a fresh directory so the
+    first compile is cold whatever ran before."""
+    inputs, flops = lathe_check(os.path.join(build, "lathe", "lathe"), w)
+    cmd = lathe_bench_cmd(os.path.join(build, "lathe_bench"), w, inputs, quick)
+    cache = tempfile.mkdtemp(prefix="lathe-bench-cache-")
+    env = dict(os.environ, XDG_CACHE_HOME=cache, LATHE_CACHE_DIR=cache)
+    if native_blas:
+        unpin_blas(env)
+    try:
+        res = json_lines(run(cmd, env=env))[-1]
+        if not quick:
+            warm = json_lines(run(cmd + ["--compile-only"], env=env))[-1]
+            res["warm_compile_ms"] = warm["compile_ms"]
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    res["flops"] = flops
+    return res
+
+
+# ---- peer side ----
+
+def peer_side(w, quick):
+    """One process per malloc setting, each trying every ATen thread count
+    (and TorchScript for batch 1); the fastest configuration is the peer."""
+    results = []
+    threads = ",".join(map(str, PEER_THREADS))
+    for malloc in PEER_MALLOC:
+        cmd = ["/usr/bin/python3", os.path.join(HERE, "peer.py"), w.name, "--threads", threads]
+        results += json_lines(run(cmd + (["--quick"] if quick else []), env=peer_env(max(PEER_THREADS), malloc)))
+    return min(results, key=lambda r: r["median_ms"]), results
+
+
+def sgemm_peak(build, quick):
+    """OpenBLAS sgemm with the environment as Lathe sees it, and with the
+    kernel OpenBLAS picks itself (as the peer runs)."""
+    exe = os.path.join(build, "sgemm_peak")
+    args = [exe, str(SGEMM_N_QUICK if quick else SGEMM_N), "2" if quick else "5"]
+    pinned = json_lines(run(args))[-1]
+    native = json_lines(run(args, env=unpin_blas(dict(os.environ))))[-1]
+    return pinned, native
+
+
+# ---- output ----
+
+def row(w, lathe, peer, allpeer, err):
+    r = {"workload": w.name, "lathe_ms": None, "peer_ms": None, "ratio": None, "compile_ms": None}
+    if peer:
+        r["peer_ms"] = round(peer["median_ms"], 6)
+    if lathe:
+        r["lathe_ms"] = round(lathe["median_ms"], 6)
+        r["compile_ms"] = round(lathe["compile_ms"], 3)
+        if peer:
+            r["ratio"] = round(lathe["median_ms"] / peer["median_ms"], 4)
+        if lathe.get("flops"):
+            r["gflops"] = round(lathe["flops"] / lathe["median_ms"] / 1e6, 3)
+            if peer:
+                r["peer_gflops"] = round(lathe["flops"] / peer["median_ms"] / 1e6, 3)
+        if "warm_compile_ms" in lathe:
+            r["warm_compile_ms"] = round(lathe["warm_compile_ms"], 3)
+        r["lathe_min_ms"] = round(lathe["min_ms"], 6)
+        r["lathe_reps"] = lathe.get("reps")
+    if peer:
+        r["peer_config"] = peer["config"]
+        r["peer_min_ms"] = round(peer["min_ms"], 6)
+        r["peer_kernel"] = peer["kernel"]
+        r["peer_all"] = {p["config"]: round(p["median_ms"], 6) for p in allpeer}
+    if err:
+        r["error"] = err
+    return r
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def ms(v):
+    """Milliseconds with 3 significant-ish digits whatever the scale."""
+    if v is None:
+        return "-"
+    return "%.4f" % v if v < 1 else "%.3f" % v if v < 10 else "%.1f" % v
+
+
+def print_table(rows, peak, native_blas):
+    hdr = ("workload", "lathe ms", "peer ms", "lathe/peer", "compile ms", "warm ms", "lathe GF/s", "peer GF/s",
+           "peer config")
+    lines = [hdr]
+    for r in rows:
+        lines.append((r["workload"], ms(r["lathe_ms"]), ms(r["peer_ms"]), fmt(r["ratio"], ".2f"),
+                      fmt(r["compile_ms"], ".0f"), fmt(r.get("warm_compile_ms"), ".0f"),
+                      fmt(r.get("gflops"), ".1f"), fmt(r.get("peer_gflops"), ".1f"),
+                      r.get("peer_config", "-")))
+    widths = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
+    for i, l in enumerate(lines):
+        print(" | ".join(c.ljust(widths[j]) if j in (0, 8) else c.rjust(widths[j]) for j, c in enumerate(l)))
+        if i == 0:
+            print("-+-".join("-" * wd for wd in widths))
+    pinned, native = peak
+    print("OpenBLAS sgemm peak (n=%d, best of reps): %.1f GFLOP/s on 1 thread, %.1f on 2 with kernel %s "
+          "(the environment's pin%s); %.1f / %.1f with kernel %s (unpinned, as the peer%s runs)" %
+          (pinned["n"], pinned["gflops_1t"], pinned["gflops_2t"], pinned["core"],
+           "" if native_blas else ", as Lathe runs", native["gflops_1t"], native["gflops_2t"], native["core"],
+           " and Lathe (--native-blas)" if native_blas else ""))
+    kernels = sorted({r["peer_kernel"] for r in rows if r.get("peer_kernel")})
+    if kernels:
+        print("peer: PyTorch %s, BLAS %s; the fastest of %s per workload" %
+              (torch_version(), ", ".join(kernels), ", ".join(sorted(
+                  {c for r in rows for c in r.get("peer_all", {})}))))
+    for r in rows:
+        if r.get("error"):
+            print("ERROR %s: %s" % (r["workload"], r["error"]))
+
+
+def torch_version():
+    try:
+        return run(["/usr/bin/python3", "-c", "import torch; print(torch.__version__)"]).strip()
+    except Exception:
+        return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--native-blas", action="store_true",
+                    help="run Lathe with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset too, as the peer runs")
+    ap.add_argument("workloads", nargs="*")
+    a = ap.parse_intermixed_args()
+    build = os.path.abspath(a.build)
+    unknown = [n for n in a.workloads if n not in BY_NAME]
+    if unknown:
+        log("bench: unknown workload(s) %s; known: %s" % (", ".join(unknown), ", ".join(BY_NAME)))
+        return 2
+    todo = [BY_NAME[n] for n in a.workloads] if a.workloads else WORKLOADS
+    log("bench: load average %s (the 2 cores are shared: busy neighbours slow both sides)" %
+        " ".join("%.2f" % x for x in os.getloadavg()))
+    peak = sgemm_peak(build, a.quick)
+    rows = []
+    for w in todo:
+        log("bench: %s ..." % w.name)
+        lathe = peer = None
+        allpeer, errs = [], []
+        try:
+            lathe = lathe_side(build, w, a.quick, a.native_blas)
+        except Exception as e:
+            errs.append("lathe: %s" % e)
+        try:
+            peer, allpeer = peer_side(w, a.quick)
+        except Exception as e:
+            errs.append("peer: %s" % e)
+        r = row(w, lathe, peer, allpeer, "; ".join(errs))
+        r["sgemm_peak_gflops"] = {"lathe_kernel": peak[0]["gflops_2t"], "peer_kernel": peak[1]["gflops_2t"]}
+        rows.append(r)
+        if a.json:
+            print(json.dumps(r), flush=True)
+    if not a.json:
+        print_table(rows, peak, a.native_blas)
+    return 1 if any(r.get("error") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

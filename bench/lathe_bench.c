@@ -1,0 +1,278 @@
+/* lathe_bench.c -- times one workload with Lathe's public API.
+ *
+ *   lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1x...[:RANGE]]...
+ *               [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]
+ *
+ * Loads MODEL, binds its dimensions, compiles it with the LLVM backend (the
+ * wall clock around lathe_compile is the compile time), initialises the
+ * weights, fills every --in input with seeded random data (integers uniform
+ * in [0, RANGE)), warms up, then times N steps and prints one JSON object on
+ * stdout. A step is lathe_set_input for every input plus lathe_run: what an
+ * inference loop pays per batch; reading the outputs back is not timed.
+ * Inputs not named with --in (e.g. targets) are left to the library.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lathe.h"
+
+#define MAX_BINDS 16
+#define MAX_INPUTS 16
+#define MAX_REPS 100000
+
+typedef struct {
+  char name[64];
+  int64_t value;
+} bind_arg;
+
+typedef struct {
+  char name[64];
+  lathe_tensor t;
+  int64_t range; /* integer inputs: values in [0, range) */
+} input_arg;
+
+typedef struct {
+  const char *model;
+  bind_arg binds[MAX_BINDS];
+  int nbinds;
+  input_arg ins[MAX_INPUTS];
+  int nins;
+  int reps, warmup;
+  double max_seconds; /* stop timing early once this much time is spent */
+  uint64_t seed;
+  int compile_only;
+  double load_ms; /* parse + check + bind, measured by main */
+} bench_args;
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int fail(const char *what, lathe_error *err) {
+  fprintf(stderr, "lathe_bench: %s: %s\n", what, err && err->message ? err->message : "failed");
+  lathe_error_clear(err);
+  return 1;
+}
+
+/* ---- argument parsing ---- */
+
+static int parse_int(const char *s, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end) return -1;
+  *out = v;
+  return 0;
+}
+
+/* NAME=VALUE into name (bounded) and the text after '='. */
+static const char *split_eq(const char *s, char *name, size_t n) {
+  const char *eq = strchr(s, '=');
+  if (!eq || eq == s || (size_t)(eq - s) >= n) return NULL;
+  memcpy(name, s, (size_t)(eq - s));
+  name[eq - s] = 0;
+  return eq + 1;
+}
+
+static const struct {
+  const char *name;
+  lathe_dtype t;
+} dtype_names[] = {{"f32", LATHE_F32}, {"i32", LATHE_I32}, {"i64", LATHE_I64},
+                   {"u8", LATHE_U8},   {"i8", LATHE_I8},   {"bool", LATHE_BOOL}};
+
+static int parse_dtype(const char *s, size_t len, lathe_dtype *t) {
+  for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; i++)
+    if (strlen(dtype_names[i].name) == len && strncmp(s, dtype_names[i].name, len) == 0) {
+      *t = dtype_names[i].t;
+      return 0;
+    }
+  return -1;
+}
+
+/* DTYPE:D0xD1x...[:RANGE] */
+static int parse_input(const char *arg, input_arg *in) {
+  const char *spec = split_eq(arg, in->name, sizeof in->name);
+  if (!spec) return -1;
+  const char *c1 = strchr(spec, ':');
+  if (!c1 || parse_dtype(spec, (size_t)(c1 - spec), &in->t.dtype)) return -1;
+  char dims[256];
+  const char *c2 = strchr(c1 + 1, ':');
+  size_t dl = c2 ? (size_t)(c2 - c1 - 1) : strlen(c1 + 1);
+  if (dl == 0 || dl >= sizeof dims) return -1;
+  memcpy(dims, c1 + 1, dl);
+  dims[dl] = 0;
+  in->t.rank = 0;
+  for (char *save = NULL, *tok = strtok_r(dims, "x", &save); tok; tok = strtok_r(NULL, "x", &save)) {
+    if (in->t.rank >= LATHE_MAXDIM || parse_int(tok, &in->t.shape[in->t.rank]) || in->t.shape[in->t.rank] < 1)
+      return -1;
+    in->t.rank++;
+  }
+  in->range = 2;
+  if (c2 && (parse_int(c2 + 1, &in->range) || in->range < 1)) return -1;
+  return 0;
+}
+
+static int usage(void) {
+  fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
+                  "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n");
+  return 2;
+}
+
+static int parse_args(int argc, char **argv, bench_args *a) {
+  a->reps = 20;
+  a->warmup = 3;
+  a->max_seconds = 30;
+  a->seed = 1;
+  for (int i = 1; i < argc; i++) {
+    const char *s = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int64_t n;
+    if (strcmp(s, "--compile-only") == 0) { a->compile_only = 1; continue; }
+    if (s[0] != '-') { a->model = s; continue; }
+    if (!v) return -1;
+    i++;
+    if (strcmp(s, "--bind") == 0) {
+      if (a->nbinds >= MAX_BINDS) return -1;
+      bind_arg *b = &a->binds[a->nbinds++];
+      const char *val = split_eq(v, b->name, sizeof b->name);
+      if (!val || parse_int(val, &b->value) || b->value < 1) return -1;
+    } else if (strcmp(s, "--in") == 0) {
+      if (a->nins >= MAX_INPUTS || parse_input(v, &a->ins[a->nins])) return -1;
+      a->nins++;
+    } else if (strcmp(s, "--reps") == 0 && !parse_int(v, &n) && n >= 1 && n <= MAX_REPS) {
+      a->reps = (int)n;
+    } else if (strcmp(s, "--warmup") == 0 && !parse_int(v, &n) && n >= 0 && n <= MAX_REPS) {
+      a->warmup = (int)n;
+    } else if (strcmp(s, "--seed") == 0 && !parse_int(v, &n)) {
+      a->seed = (uint64_t)n;
+    } else if (strcmp(s, "--max-seconds") == 0) {
+      a->max_seconds = atof(v);
+    } else {
+      return -1;
+    }
+  }
+  return a->model ? 0 : -1;
+}
+
+/* ---- random inputs (splitmix64: reproducible across runs and machines) ---- */
+
+static uint64_t next_u64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+static int fill_input(input_arg *in, uint64_t *rng) {
+  int64_t n = lathe_tensor_numel(&in->t);
+  in->t.data = malloc(lathe_tensor_bytes(&in->t) + 1);
+  if (!in->t.data) return -1;
+  for (int64_t i = 0; i < n; i++) {
+    uint64_t r = next_u64(rng);
+    switch (in->t.dtype) {
+    case LATHE_F32: ((float *)in->t.data)[i] = (float)((double)(r >> 11) / 9007199254740992.0 * 2 - 1); break;
+    case LATHE_I32: ((int32_t *)in->t.data)[i] = (int32_t)(r % (uint64_t)in->range); break;
+    case LATHE_I64: ((int64_t *)in->t.data)[i] = (int64_t)(r % (uint64_t)in->range); break;
+    case LATHE_I8: ((int8_t *)in->t.data)[i] = (int8_t)(r % (uint64_t)in->range); break;
+    default: ((uint8_t *)in->t.data)[i] = (uint8_t)(r % (uint64_t)in->range); break;
+    }
+  }
+  return 0;
+}
+
+/* ---- timing ---- */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int step(lathe_program *p, bench_args *a, lathe_error *err) {
+  for (int i = 0; i < a->nins; i++)
+    if (lathe_set_input(p, a->ins[i].name, &a->ins[i].t, err)) return -1;
+  return lathe_run(p, err);
+}
+
+/* Warm up, then time up to a->reps steps (fewer once max_seconds is spent).
+ * times receives the per-step milliseconds; returns how many, or -1. */
+static int time_steps(lathe_program *p, bench_args *a, double *times, lathe_error *err) {
+  for (int i = 0; i < a->warmup; i++)
+    if (step(p, a, err)) return -1;
+  double start = now_ms();
+  int n = 0;
+  while (n < a->reps) {
+    double t0 = now_ms();
+    if (step(p, a, err)) return -1;
+    times[n++] = now_ms() - t0;
+    if (n >= 3 && now_ms() - start > a->max_seconds * 1e3) break;
+  }
+  return n;
+}
+
+static void print_result(const bench_args *a, double compile_ms, double *times, int n,
+                         double init_ms) {
+  printf("{\"model\": \"%s\", \"load_ms\": %.3f, \"compile_ms\": %.3f", a->model, a->load_ms, compile_ms);
+  if (n > 0) {
+    qsort(times, (size_t)n, sizeof *times, cmp_double);
+    double med = n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
+    printf(", \"init_ms\": %.3f, \"median_ms\": %.6f, \"min_ms\": %.6f, \"max_ms\": %.6f, \"reps\": %d", init_ms,
+           med, times[0], times[n - 1], n);
+  }
+  printf("}\n");
+}
+
+static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
+  lathe_options opt = {.backend = LATHE_BACKEND_LLVM};
+  double t0 = now_ms();
+  lathe_program *p = lathe_compile(m, &opt, err);
+  double compile_ms = now_ms() - t0;
+  if (!p) return fail("compile", err);
+  if (a->compile_only) {
+    print_result(a, compile_ms, NULL, 0, 0);
+    lathe_program_free(p);
+    return 0;
+  }
+  int rc = 1;
+  double *times = malloc((size_t)a->reps * sizeof *times);
+  t0 = now_ms();
+  if (!times) fprintf(stderr, "lathe_bench: out of memory\n");
+  else if (lathe_weights_init(p, a->seed, err)) fail("weights", err);
+  else {
+    double init_ms = now_ms() - t0;
+    int n = time_steps(p, a, times, err);
+    if (n < 0) fail("run", err);
+    else {
+      print_result(a, compile_ms, times, n, init_ms);
+      rc = 0;
+    }
+  }
+  free(times);
+  lathe_program_free(p);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  static bench_args a;
+  if (parse_args(argc, argv, &a)) return usage();
+  lathe_error err = {0};
+  uint64_t rng = a.seed * 0x2545f4914f6cdd1dULL + 7;
+  for (int i = 0; i < a.nins; i++)
+    if (fill_input(&a.ins[i], &rng)) { fprintf(stderr, "lathe_bench: out of memory\n"); return 1; }
+  double t0 = now_ms();
+  lathe_model *m = lathe_model_load(a.model, &err);
+  if (!m) return fail("load", &err);
+  int rc = 0;
+  for (int i = 0; i < a.nbinds && rc == 0; i++)
+    if (lathe_model_bind(m, a.binds[i].name, a.binds[i].value, &err)) rc = fail("bind", &err);
+  a.load_ms = now_ms() - t0;
+  if (rc == 0) rc = run_bench(&a, m, &err);
+  lathe_model_free(m);
+  for (int i = 0; i < a.nins; i++) free(a.ins[i].t.data);
+  return rc;
+}

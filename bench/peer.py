@@ -1,0 +1,190 @@
+#!/usr/bin/python3
+"""The PyTorch peer: the benchmark's workloads in PyTorch, same shapes,
+random weights. Run with Debian's /usr/bin/python3 (it has torch).
+
+  peer.py WORKLOAD --threads 1,2 [--quick]
+
+bench/harness.py starts one process per malloc setting, with the environment
+a tuning user would set (OPENBLAS_NUM_THREADS=2, OMP_NUM_THREADS=2,
+OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset so OpenBLAS picks its kernel for
+this processor, GLIBC_TUNABLES for malloc or not). Inside, for each ATen
+thread count (torch.set_num_threads), it times every mode that applies: eager under torch.inference_mode(), and for batch-1 inference
+TorchScript, torch.jit.optimize_for_inference(torch.jit.trace(...)), which
+freezes the module and lets it rewrite ops for inference. One JSON object per
+mode goes to stdout.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from workloads import BY_NAME  # noqa: E402
+
+
+# ---- the models (the same layers as the .nn files; see the spec) ----
+
+class MLP(nn.Module):
+    """examples/mlp.nn: 64-256-256-10, softmax output."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(64, 256), nn.Linear(256, 256), nn.Linear(256, 10)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x))
+        h = F.relu(self.fc2(h))
+        return F.softmax(self.out(h), dim=-1)
+
+
+class CNN(nn.Module):
+    """examples/cnn.nn: two 3x3 convs with max pooling, two dense layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1, self.out = nn.Linear(128, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        h = F.relu(self.fc1(torch.flatten(h, 1)))
+        return F.softmax(self.out(h), dim=-1)
+
+
+class Attention(nn.Module):
+    """Lathe's attention(x, heads, causal=true): fused qkv, scale 1/sqrt(d/heads).
+    (torch 1.13 has no scaled_dot_product_attention; this is the usual
+    minGPT-style formulation.)"""
+
+    def __init__(self, d, heads, T):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.register_buffer("mask", torch.ones(T, T, dtype=torch.bool).tril().logical_not())
+
+    def forward(self, x):
+        B, T, D = x.shape
+        hd = D // self.heads
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q = q.view(B, T, self.heads, hd).transpose(1, 2)
+        k = k.view(B, T, self.heads, hd).transpose(1, 2)
+        v = v.view(B, T, self.heads, hd).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))
+        att = F.softmax(att.masked_fill(self.mask[:T, :T], float("-inf")), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, D)
+        return self.proj(y)
+
+
+class Block(nn.Module):
+    def __init__(self, d, heads, T):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = Attention(d, heads, T)
+        self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.proj(F.gelu(self.fc(self.ln2(x))))  # exact GELU, as the .nn default
+
+
+class GPT(nn.Module):
+    """examples/gpt.nn and bench/gpt2_small.nn: token + learned position
+    embeddings, pre-norm blocks, final layernorm, untied head; logits out."""
+
+    def __init__(self, vocab, T, d, heads, layers):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(T, d) * 0.02)
+        self.blocks = nn.Sequential(*[Block(d, heads, T) for _ in range(layers)])
+        self.ln_f, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
+
+    def forward(self, tokens):
+        h = self.tok(tokens) + self.pos
+        return self.head(self.ln_f(self.blocks(h)))
+
+
+def build_mlp(batch):
+    return MLP(), torch.randn(batch, 64)
+
+
+def build_cnn(batch):
+    return CNN(), torch.randn(batch, 1, 8, 8)
+
+
+def build_gpt(batch, vocab, T, d, heads, layers):
+    return GPT(vocab, T, d, heads, layers), torch.randint(0, vocab, (batch, T), dtype=torch.int64)
+
+
+BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "gpt": build_gpt}
+
+
+# ---- timing ----
+
+def time_steps(fn, x, reps, warmup, max_seconds):
+    for _ in range(warmup):
+        fn(x)
+    times, start = [], time.perf_counter()
+    while len(times) < reps:
+        t0 = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if len(times) >= 3 and time.perf_counter() - start > max_seconds:
+            break
+    return statistics.median(times), min(times), len(times)
+
+
+def blas_kernel():
+    """Which OpenBLAS kernel (and library) torch's BLAS calls run."""
+    try:
+        import threadpoolctl
+        for info in threadpoolctl.threadpool_info():
+            if info.get("internal_api") == "openblas":
+                return "openblas-%s:%s" % (info.get("version"), info.get("architecture"))
+        return "no-openblas"
+    except Exception as e:  # threadpoolctl missing: say so rather than guess
+        return "unknown (%s)" % type(e).__name__
+
+
+def modes(w, model, x):
+    """(name, callable) for every configuration this workload tries."""
+    yield "eager", model
+    if w.batch1:
+        with torch.no_grad():
+            traced = torch.jit.trace(model, x)
+            yield "torchscript", torch.jit.optimize_for_inference(traced)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workload")
+    ap.add_argument("--threads", default="1", help="ATen thread counts to try, e.g. 1,2")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    w = BY_NAME[a.workload]
+    torch.manual_seed(0)
+    model, x = BUILDERS[w.peer](**w.peer_args)
+    model.eval()
+    reps = w.quick_reps if a.quick else w.reps
+    kernel = blas_kernel()
+    for threads in [int(t) for t in a.threads.split(",")]:
+        torch.set_num_threads(threads)
+        for mode, fn in modes(w, model, x):
+            with torch.inference_mode():
+                med, best, n = time_steps(fn, x, reps, w.warmup, w.max_seconds)
+            cfg = "%s aten=%d blas=%s malloc=%s" % (mode, threads, os.environ.get("OPENBLAS_NUM_THREADS", "?"),
+                                                    os.environ.get("PEER_MALLOC", "default"))
+            print(json.dumps({"workload": w.name, "config": cfg, "median_ms": med, "min_ms": best, "reps": n,
+                              "kernel": kernel}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

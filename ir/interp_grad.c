@@ -1,0 +1,283 @@
+/* interp_grad.c -- reference kernels for the backward-pass ops (the
+ * IR_CAT_GRAD rows of ops.def), written from the forward kernels in interp.c
+ * and interp_nn.c: same layouts, same tie rules (the first maximum wins), so
+ * gradients computed in IR_INTERP_F64 mode are the oracle the finite
+ * differences and the backends are checked against. See interp_impl.h for
+ * the kernel contract (out is zeroed on entry).
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "interp_impl.h"
+
+static const ir_shape *shp(const ik_ctx *c, const ir_node *n, int k) { return &ik_arg(c, n, k)->shape; }
+
+/* ---- broadcasting ---- */
+
+int ik_sum_to(ik_ctx *c, const ir_node *n, double *out) {
+  const double *x = ik_in(c, n, 0);
+  const ir_shape *sx = shp(c, n, 0);
+  int64_t count = ir_numel(sx);
+  for (int64_t i = 0; i < count; i++) out[ik_bcast_index(sx, &n->shape, i)] += x[i];
+  return 0;
+}
+
+int ik_broadcast_to(ik_ctx *c, const ir_node *n, double *out) {
+  const double *x = ik_in(c, n, 0);
+  int64_t count = ir_numel(&n->shape);
+  for (int64_t o = 0; o < count; o++) out[o] = x[ik_bcast_index(&n->shape, shp(c, n, 0), o)];
+  return 0;
+}
+
+/* ---- elementwise: f'(x) per forward op, defined once here ---- */
+
+typedef double (*deriv_fn)(double x, const ir_attr *a);
+
+static const double k_sqrt2 = 1.41421356237309504880, k_sqrt_2_over_pi = 0.79788456080286535588;
+static const double k_inv_sqrt_2pi = 0.39894228040143267794;
+
+static double d_relu(double x, const ir_attr *a) { (void)a; return x > 0 ? 1.0 : 0.0; }
+static double d_leaky(double x, const ir_attr *a) { return x >= 0 ? 1.0 : a->f; }
+static double d_sigmoid(double x, const ir_attr *a) {
+  (void)a;
+  double s = ik_logistic(x);
+  return s * (1.0 - s);
+}
+static double d_tanh(double x, const ir_attr *a) {
+  (void)a;
+  double t = tanh(x);
+  return 1.0 - t * t;
+}
+/* exact: Phi(x) + x phi(x); tanh form: d/dx 0.5 x (1 + tanh u), u = c (x + 0.044715 x^3) */
+static double d_gelu(double x, const ir_attr *a) {
+  if (!a->approx) return 0.5 * (1.0 + erf(x / k_sqrt2)) + x * k_inv_sqrt_2pi * exp(-0.5 * x * x);
+  double t = tanh(k_sqrt_2_over_pi * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k_sqrt_2_over_pi * (1.0 + 3 * 0.044715 * x * x);
+}
+static double d_swish(double x, const ir_attr *a) {
+  (void)a;
+  double s = ik_logistic(x);
+  return s + x * s * (1.0 - s);
+}
+static double d_exp(double x, const ir_attr *a) { (void)a; return exp(x); }
+static double d_log(double x, const ir_attr *a) { (void)a; return 1.0 / x; }
+static double d_sqrt(double x, const ir_attr *a) { (void)a; return 0.5 / sqrt(x); }
+static double d_abs(double x, const ir_attr *a) { (void)a; return x > 0 ? 1.0 : x < 0 ? -1.0 : 0.0; }
+static double d_neg(double x, const ir_attr *a) { (void)x, (void)a; return -1.0; }
+static double d_pow(double x, const ir_attr *a) { return a->f == 0 ? 0.0 : a->f * pow(x, a->f - 1.0); }
+static double d_one(double x, const ir_attr *a) { (void)x, (void)a; return 1.0; } /* dropout: identity for now */
+
+static const deriv_fn derivs[IR_NOPS] = {
+  [IR_RELU] = d_relu, [IR_LEAKY_RELU] = d_leaky, [IR_SIGMOID] = d_sigmoid, [IR_TANH] = d_tanh,
+  [IR_GELU] = d_gelu, [IR_SWISH] = d_swish,      [IR_EXP] = d_exp,         [IR_LOG] = d_log,
+  [IR_SQRT] = d_sqrt, [IR_ABS] = d_abs,          [IR_NEG] = d_neg,         [IR_POW] = d_pow,
+  [IR_DROPOUT] = d_one,
+};
+
+int ik_unary_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const double *x = ik_in(c, n, 0), *dy = ik_in(c, n, 1);
+  deriv_fn f = n->attr.i >= 0 && n->attr.i < IR_NOPS ? derivs[n->attr.i] : NULL;
+  if (!f) return ik_fail(c, n, "no derivative for op %lld", (long long)n->attr.i);
+  int64_t count = ir_numel(&n->shape);
+  for (int64_t i = 0; i < count; i++) out[i] = dy[i] * f(x[i], &n->attr);
+  return 0;
+}
+
+/* ---- softmax family: x viewed as [outer, len, inner] around the axis ---- */
+
+static int softmax_grad(ik_ctx *c, const ir_node *n, double *out, int as_log) {
+  const double *y = ik_in(c, n, 0), *dy = ik_in(c, n, 1);
+  const ir_shape *s = &n->shape;
+  int ax = (int)n->attr.axis;
+  int64_t outer = ik_dims(s, 0, ax), len = s->d[ax], inner = ik_dims(s, ax + 1, s->rank);
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      int64_t base = o * len * inner + i;
+      double dot = 0.0;
+      for (int64_t l = 0; l < len; l++) dot += as_log ? dy[base + l * inner] : dy[base + l * inner] * y[base + l * inner];
+      for (int64_t l = 0; l < len; l++) {
+        int64_t e = base + l * inner;
+        out[e] = as_log ? dy[e] - exp(y[e]) * dot : y[e] * (dy[e] - dot);
+      }
+    }
+  return 0;
+}
+
+int ik_softmax_grad(ik_ctx *c, const ir_node *n, double *out) { return softmax_grad(c, n, out, 0); }
+int ik_log_softmax_grad(ik_ctx *c, const ir_node *n, double *out) { return softmax_grad(c, n, out, 1); }
+
+/* dy goes to the first position holding the maximum (NaN counts as one). */
+int ik_max_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = shp(c, n, 0);
+  const double *x = ik_in(c, n, 0), *y = ik_in(c, n, 1), *dy = ik_in(c, n, 2);
+  int64_t outer = 1, len = ir_numel(sx), inner = 1;
+  if (n->attr.axis >= 0) {
+    int ax = (int)n->attr.axis;
+    outer = ik_dims(sx, 0, ax), len = sx->d[ax], inner = ik_dims(sx, ax + 1, sx->rank);
+  }
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      double m = y[o * inner + i];
+      for (int64_t l = 0; l < len; l++) {
+        int64_t e = (o * len + l) * inner + i;
+        if (x[e] == m || (isnan(x[e]) && isnan(m))) {
+          out[e] = dy[o * inner + i];
+          break;
+        }
+      }
+    }
+  return 0;
+}
+
+/* Over the last axis, xh = (x - mean) * inv, g = dy * w:
+ * dx = inv * (g - mean(g) - xh * mean(g * xh)); dw = sum over rows of dy * xh. */
+int ik_layernorm_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = shp(c, n, 0);
+  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *dy = ik_in(c, n, 2);
+  int64_t d = sx->d[sx->rank - 1], rows = ir_numel(sx) / d;
+  for (int64_t r = 0; r < rows; r++) {
+    const double *xr = x + r * d, *gr = dy + r * d;
+    double mean = 0.0, var = 0.0, mg = 0.0, mgx = 0.0;
+    for (int64_t j = 0; j < d; j++) mean += xr[j];
+    mean /= (double)d;
+    for (int64_t j = 0; j < d; j++) var += (xr[j] - mean) * (xr[j] - mean);
+    double inv = 1.0 / sqrt(var / (double)d + n->attr.f);
+    if (n->attr.i == 1) {
+      for (int64_t j = 0; j < d; j++) out[j] += gr[j] * (xr[j] - mean) * inv;
+      continue;
+    }
+    for (int64_t j = 0; j < d; j++) {
+      double g = gr[j] * w[j];
+      mg += g;
+      mgx += g * (xr[j] - mean) * inv;
+    }
+    mg /= (double)d, mgx /= (double)d;
+    for (int64_t j = 0; j < d; j++) out[r * d + j] = inv * (gr[j] * w[j] - mg - (xr[j] - mean) * inv * mgx);
+  }
+  return 0;
+}
+
+/* ---- convolution: the forward loops with the products sent back ---- */
+
+typedef struct {
+  int64_t N, C, H, W, O, K, OH, OW, s, pad;
+} conv_dims;
+
+static conv_dims conv_of(const ir_shape *x, const ir_shape *w, const ir_shape *y, const ir_attr *a) {
+  conv_dims d = {x->d[0], x->d[1], x->d[2], x->d[3], w->d[0], w->d[2], y->d[2], y->d[3], a->stride, a->pad};
+  return d;
+}
+
+/* which = 0: out is dx (from dy and w); 1: out is dw (from x and dy) */
+static void conv_back(const conv_dims *d, const double *x, const double *w, const double *dy, double *out,
+                      int which) {
+  for (int64_t in = 0; in < d->N; in++)
+    for (int64_t o = 0; o < d->O; o++)
+      for (int64_t oy = 0; oy < d->OH; oy++)
+        for (int64_t ox = 0; ox < d->OW; ox++) {
+          double g = dy[((in * d->O + o) * d->OH + oy) * d->OW + ox];
+          for (int64_t ch = 0; ch < d->C; ch++)
+            for (int64_t ky = 0; ky < d->K; ky++)
+              for (int64_t kx = 0; kx < d->K; kx++) {
+                int64_t y = oy * d->s + ky - d->pad, xx = ox * d->s + kx - d->pad;
+                if (y < 0 || y >= d->H || xx < 0 || xx >= d->W) continue;
+                int64_t xi = ((in * d->C + ch) * d->H + y) * d->W + xx, wi = ((o * d->C + ch) * d->K + ky) * d->K + kx;
+                if (which == 0) out[xi] += g * w[wi];
+                else out[wi] += g * x[xi];
+              }
+        }
+}
+
+int ik_conv2d_grad_input(ik_ctx *c, const ir_node *n, double *out) {
+  conv_dims d = conv_of(&n->shape, shp(c, n, 1), shp(c, n, 0), &n->attr);
+  conv_back(&d, NULL, ik_in(c, n, 1), ik_in(c, n, 0), out, 0);
+  return 0;
+}
+
+int ik_conv2d_grad_weight(ik_ctx *c, const ir_node *n, double *out) {
+  conv_dims d = conv_of(shp(c, n, 0), &n->shape, shp(c, n, 1), &n->attr);
+  conv_back(&d, ik_in(c, n, 0), NULL, ik_in(c, n, 1), out, 1);
+  return 0;
+}
+
+/* max: dy to the window's first maximum (the forward's rule); avg: dy / k^2 to each */
+int ik_pool2d_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = shp(c, n, 0), *sy = shp(c, n, 1);
+  const double *x = ik_in(c, n, 0), *dy = ik_in(c, n, 1);
+  int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3], OH = sy->d[2], OW = sy->d[3];
+  int64_t K = n->attr.k, s = n->attr.stride;
+  int is_max = n->attr.i == IR_MAXPOOL2D;
+  for (int64_t pl = 0; pl < planes; pl++)
+    for (int64_t oy = 0; oy < OH; oy++)
+      for (int64_t ox = 0; ox < OW; ox++) {
+        double g = dy[(pl * OH + oy) * OW + ox], best = -INFINITY;
+        int64_t at = -1;
+        for (int64_t ky = 0; ky < K; ky++)
+          for (int64_t kx = 0; kx < K; kx++) {
+            int64_t e = (pl * H + oy * s + ky) * W + ox * s + kx;
+            if (!is_max) out[e] += g / (double)(K * K);
+            else if (at < 0 || x[e] > best || (isnan(x[e]) && !isnan(best))) best = x[e], at = e;
+          }
+        if (is_max) out[at] += g;
+      }
+  return 0;
+}
+
+/* ---- movement ---- */
+
+int ik_embedding_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const double *ids = ik_in(c, n, 0), *dy = ik_in(c, n, 1);
+  int64_t count = ir_numel(shp(c, n, 0)), V = n->shape.d[0], D = n->shape.d[1];
+  for (int64_t i = 0; i < count; i++) {
+    double id = ids[i];
+    if (!(id >= 0 && id < (double)V && id == floor(id)))
+      return ik_fail(c, n, "id %.17g at position %lld is out of range for a vocabulary of %lld", id,
+                     (long long)i, (long long)V);
+    for (int64_t j = 0; j < D; j++) out[(int64_t)id * D + j] += dy[i * D + j];
+  }
+  return 0;
+}
+
+int ik_slice_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const double *dy = ik_in(c, n, 0);
+  int ax = (int)n->attr.axis;
+  int64_t outer = ik_dims(&n->shape, 0, ax), inner = ik_dims(&n->shape, ax + 1, n->shape.rank);
+  int64_t len = n->shape.d[ax], olen = n->attr.end - n->attr.start;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t e = 0; e < olen * inner; e++) out[(o * len + n->attr.start) * inner + e] = dy[o * olen * inner + e];
+  return 0;
+}
+
+/* ---- losses: the loss gradient dl is a scalar ---- */
+
+/* d/dx_j of the mean over rows of (1-ls)(lse - x_lab) + ls mean_c(lse - x_c):
+ * (p_j - (1-ls) [j == lab] - ls / C) / rows */
+int ik_cross_entropy_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = shp(c, n, 0);
+  const double *x = ik_in(c, n, 0), *y = ik_in(c, n, 1), dl = ik_in(c, n, 2)[0];
+  int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
+  double ls = n->attr.f, scale = dl / (double)rows;
+  for (int64_t r = 0; r < rows; r++) {
+    const double *xr = x + r * C;
+    double lab = y[r];
+    if (!(lab >= 0 && lab < (double)C && lab == floor(lab)))
+      return ik_fail(c, n, "label %.17g at position %lld is out of range for %lld classes", lab,
+                     (long long)r, (long long)C);
+    double mx = -INFINITY, sum = 0.0;
+    for (int64_t j = 0; j < C; j++) mx = xr[j] > mx ? xr[j] : mx;
+    for (int64_t j = 0; j < C; j++) sum += exp(xr[j] - mx);
+    for (int64_t j = 0; j < C; j++) {
+      double p = exp(xr[j] - mx) / sum;
+      out[r * C + j] = scale * (p - (j == (int64_t)lab ? 1.0 - ls : 0.0) - ls / (double)C);
+    }
+  }
+  return 0;
+}
+
+/* d/dx of mean(max(x,0) - x y + log1p(exp(-|x|))) = (sigmoid(x) - y) / count */
+int ik_bce_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const double *x = ik_in(c, n, 0), *y = ik_in(c, n, 1), dl = ik_in(c, n, 2)[0];
+  int64_t count = ir_numel(&n->shape);
+  for (int64_t i = 0; i < count; i++) out[i] = dl * (ik_logistic(x[i]) - y[i]) / (double)count;
+  return 0;
+}

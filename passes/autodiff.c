@@ -1,0 +1,579 @@
+/* autodiff.c -- reverse-mode differentiation of the static graph.
+ *
+ * The backward graph is appended to the same graph, so one program runs the
+ * forward pass, the backward pass (and later the optimizer) and the memory
+ * planner sees the whole step: a forward activation is freed after its last
+ * reader, backward ones included.
+ *
+ * Walk: nodes are visited from the loss down to node 0 (the node array is a
+ * topological order, so every consumer of a node is visited before it and its
+ * gradient is complete when it is reached). Each op has one rule in `rules`
+ * that turns dy (the gradient of its result) into contributions to its
+ * inputs; contributions to a tensor that fans out are summed with ADD, and a
+ * contribution of a broadcast shape is summed back to the operand's shape
+ * with SUM_TO. Only nodes that depend on a requested parameter ("req") get
+ * gradient nodes.
+ *
+ * Integer tensors (ids, labels, casts to int) carry no gradient: the path is
+ * cut there, as in PyTorch. A requested parameter whose every path to the
+ * loss is cut is an error naming the op that cut it; one that does not reach
+ * the loss at all gets a zero gradient.
+ *
+ * The fused sequence layers (attention, rnn, lstm, gru) are differentiated by
+ * rematerialising them from primitive ops (matmul, slice, softmax, ...) right
+ * after the forward graph and differentiating that replica: correct for
+ * every configuration, at the price of recomputing the layer once.
+ *
+ * Dropout is the identity here (the interpreter's and backends' inference
+ * semantics); training-mode dropout masks come with the training stage.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "passes.h"
+
+typedef struct {
+  ir_graph *g;
+  int *grad;  /* per node: node id of d loss / d node, -1 = none yet */
+  char *req;  /* per node: depends on a requested parameter */
+  int cap;
+  int nfwd;   /* nodes of the forward graph */
+  int failed;
+  char *msg;
+  size_t msgn;
+} ad_ctx;
+
+static int fail(ad_ctx *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(ad_ctx *a, const char *fmt, ...) {
+  if (!a->failed && a->msg && a->msgn) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->msg, a->msgn, fmt, ap);
+    va_end(ap);
+  }
+  a->failed = 1;
+  return -1;
+}
+
+/* Keep the per-node arrays as long as the graph. */
+static void ensure(ad_ctx *a) {
+  if (a->g->nnodes <= a->cap) return;
+  int nc = a->cap * 2 > a->g->nnodes ? a->cap * 2 : a->g->nnodes + 64;
+  int *grad = ar_alloc(a->g->A, sizeof(int) * (size_t)nc);
+  char *req = ar_alloc(a->g->A, (size_t)nc);
+  memcpy(grad, a->grad, sizeof(int) * (size_t)a->cap);
+  memcpy(req, a->req, (size_t)a->cap);
+  for (int i = a->cap; i < nc; i++) grad[i] = -1;
+  a->grad = grad, a->req = req, a->cap = nc;
+}
+
+static const ir_node *N(ad_ctx *a, int id) { return &a->g->nodes[id]; }
+
+/* Append a node; -1 after a failure (every helper passes -1 through). */
+static int add(ad_ctx *a, int op, const int *in, int nin, const ir_attr *at) {
+  if (a->failed) return -1;
+  for (int k = 0; k < nin; k++)
+    if (in[k] < 0) return -1;
+  char why[256];
+  ir_loc loc = {0};
+  int id = ir_add(a->g, op, in, nin, at, loc, why, sizeof why);
+  if (id < 0) return fail(a, "autodiff: internal: cannot build %s: %s", ir_ops[op].name, why);
+  ensure(a);
+  for (int k = 0; k < nin; k++) a->req[id] |= a->req[in[k]];
+  return id;
+}
+
+static int add1(ad_ctx *a, int op, int x, const ir_attr *at) { return add(a, op, &x, 1, at); }
+static int add2(ad_ctx *a, int op, int x, int y) {
+  int in[2] = {x, y};
+  return add(a, op, in, 2, NULL);
+}
+
+static int cnst(ad_ctx *a, ir_dtype t, double v) {
+  if (a->failed) return -1;
+  ir_loc loc = {0};
+  int id = ir_add_const(a->g, t, v, loc);
+  ensure(a);
+  return id;
+}
+
+static ir_attr shape_attr(const ir_shape *s) {
+  ir_attr at = {0};
+  at.nlist = s->rank;
+  memcpy(at.list, s->d, sizeof(int64_t) * (size_t)s->rank);
+  return at;
+}
+
+static int reshape(ad_ctx *a, int x, const ir_shape *s) {
+  if (x < 0) return -1;
+  if (ir_shape_eq(&N(a, x)->shape, s)) return x;
+  ir_attr at = shape_attr(s);
+  return add1(a, IR_RESHAPE, x, &at);
+}
+
+/* Sum a contribution back to the shape it broadcast from. */
+static int sum_to(ad_ctx *a, int x, const ir_shape *s) {
+  if (x < 0) return -1;
+  if (ir_shape_eq(&N(a, x)->shape, s)) return x;
+  ir_attr at = shape_attr(s);
+  return add1(a, IR_SUM_TO, x, &at);
+}
+
+static int scale(ad_ctx *a, int x, double f) {
+  if (x < 0) return -1;
+  return add2(a, IR_MUL, x, cnst(a, N(a, x)->dtype, f));
+}
+
+/* Swap the last two axes. */
+static int swap_last(ad_ctx *a, int x) {
+  if (x < 0) return -1;
+  int r = N(a, x)->shape.rank;
+  ir_attr at = {0};
+  at.nlist = r;
+  for (int i = 0; i < r; i++) at.list[i] = i;
+  at.list[r - 2] = r - 1, at.list[r - 1] = r - 2;
+  return add1(a, IR_TRANSPOSE, x, &at);
+}
+
+/* Does input k of node id want a gradient? Integer tensors never do. */
+static int want(ad_ctx *a, int id, int k) {
+  int x = N(a, id)->in[k];
+  return !a->failed && a->req[x] && ir_dtype_is_float(N(a, x)->dtype);
+}
+
+/* Add a contribution to input k's gradient (summed back to its shape). */
+static void give(ad_ctx *a, int id, int k, int contrib) {
+  if (contrib < 0 || !want(a, id, k)) return;
+  int x = N(a, id)->in[k];
+  contrib = sum_to(a, contrib, &N(a, x)->shape);
+  if (contrib < 0) return;
+  int sum = a->grad[x] < 0 ? contrib : add2(a, IR_ADD, a->grad[x], contrib);
+  a->grad[x] = sum; /* after add2: it may have moved a->grad */
+}
+
+/* ---- rules: one per op; n = the node, dy = its gradient ---- */
+
+typedef void (*ad_rule)(ad_ctx *a, int id, int dy);
+
+static int in(ad_ctx *a, int id, int k) { return N(a, id)->in[k]; }
+
+static void r_unary(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = N(a, id)->attr;
+  at.i = N(a, id)->op;
+  give(a, id, 0, add(a, IR_UNARY_GRAD, (int[]){in(a, id, 0), dy}, 2, &at));
+}
+
+static void r_identity(ad_ctx *a, int id, int dy) { give(a, id, 0, dy); }
+static void r_neg(ad_ctx *a, int id, int dy) {
+  if (want(a, id, 0)) give(a, id, 0, add1(a, IR_NEG, dy, NULL));
+}
+
+/* float -> float casts pass the gradient back in the source dtype */
+static void r_cast(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = {0};
+  at.i = N(a, in(a, id, 0))->dtype;
+  give(a, id, 0, at.i == N(a, dy)->dtype ? dy : add1(a, IR_CAST, dy, &at));
+}
+
+static void r_add(ad_ctx *a, int id, int dy) {
+  give(a, id, 0, dy);
+  if (want(a, id, 1)) give(a, id, 1, N(a, id)->op == IR_SUB ? add1(a, IR_NEG, dy, NULL) : dy);
+}
+
+static void r_mul(ad_ctx *a, int id, int dy) {
+  if (want(a, id, 0)) give(a, id, 0, add2(a, IR_MUL, dy, in(a, id, 1)));
+  if (want(a, id, 1)) give(a, id, 1, add2(a, IR_MUL, dy, in(a, id, 0)));
+}
+
+/* y = a / b: da = dy / b, db = -dy * y / b */
+static void r_div(ad_ctx *a, int id, int dy) {
+  int b = in(a, id, 1);
+  if (want(a, id, 0)) give(a, id, 0, add2(a, IR_DIV, dy, b));
+  if (want(a, id, 1)) give(a, id, 1, add1(a, IR_NEG, add2(a, IR_MUL, dy, add2(a, IR_DIV, id, b)), NULL));
+}
+
+/* numpy.matmul: promote 1-D operands to matrices ([k] -> [1, k] on the left,
+ * [k, 1] on the right), then dA = dY B^T and dB = A^T dY, summed over the
+ * batch dimensions each operand broadcast along. */
+static void r_matmul(ad_ctx *a, int id, int dy) {
+  int x = in(a, id, 0), w = in(a, id, 1);
+  ir_shape sa = N(a, x)->shape, sb = N(a, w)->shape, sy = N(a, id)->shape;
+  ir_shape sa2 = sa, sb2 = sb, sy2 = sy;
+  if (sa.rank == 1) sa2 = (ir_shape){.rank = 2, .d = {1, sa.d[0]}};
+  if (sb.rank == 1) sb2 = (ir_shape){.rank = 2, .d = {sb.d[0], 1}};
+  sy2.rank = sy.rank - (sa.rank >= 2) - (sb.rank >= 2);
+  sy2.d[sy2.rank++] = sa2.d[sa2.rank - 2];
+  sy2.d[sy2.rank++] = sb2.d[sb2.rank - 1];
+  int dy2 = reshape(a, dy, &sy2);
+  if (want(a, id, 0)) {
+    int d = sum_to(a, add2(a, IR_MATMUL, dy2, swap_last(a, reshape(a, w, &sb2))), &sa2);
+    give(a, id, 0, reshape(a, d, &sa));
+  }
+  if (want(a, id, 1)) {
+    int d = sum_to(a, add2(a, IR_MATMUL, swap_last(a, reshape(a, x, &sa2)), dy2), &sb2);
+    give(a, id, 1, reshape(a, d, &sb));
+  }
+}
+
+static void r_conv2d(ad_ctx *a, int id, int dy) {
+  const ir_node *n = N(a, id);
+  int x = n->in[0], w = n->in[1], nin = n->nin;
+  ir_attr at = n->attr;
+  ir_shape sx = N(a, x)->shape, sw = N(a, w)->shape;
+  if (want(a, id, 0)) {
+    ir_attr t = at;
+    ir_attr s = shape_attr(&sx);
+    t.nlist = s.nlist, memcpy(t.list, s.list, sizeof t.list);
+    give(a, id, 0, add(a, IR_CONV2D_GRAD_INPUT, (int[]){dy, w}, 2, &t));
+  }
+  if (want(a, id, 1)) {
+    ir_attr t = at;
+    ir_attr s = shape_attr(&sw);
+    t.nlist = s.nlist, memcpy(t.list, s.list, sizeof t.list);
+    give(a, id, 1, add(a, IR_CONV2D_GRAD_WEIGHT, (int[]){x, dy}, 2, &t));
+  }
+  if (nin == 3 && want(a, id, 2)) { /* bias [O]: sum over N, OH, OW */
+    ir_shape o11 = {.rank = 3, .d = {sw.d[0], 1, 1}}, o = {.rank = 1, .d = {sw.d[0]}};
+    give(a, id, 2, reshape(a, sum_to(a, dy, &o11), &o));
+  }
+}
+
+static void r_softmax(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = {0};
+  at.axis = N(a, id)->attr.axis;
+  int op = N(a, id)->op == IR_SOFTMAX ? IR_SOFTMAX_GRAD : IR_LOG_SOFTMAX_GRAD;
+  give(a, id, 0, add(a, op, (int[]){id, dy}, 2, &at));
+}
+
+/* sum / mean: dy put back on the reduced axis (keepdims shape), broadcast */
+static void r_sum(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  const ir_node *n = N(a, id);
+  ir_shape sx = N(a, n->in[0])->shape, keep = sx;
+  int64_t len = ir_numel(&sx), axis = n->attr.axis;
+  int is_mean = n->op == IR_MEAN;
+  if (axis >= 0) {
+    len = sx.d[axis];
+    keep.d[axis] = 1;
+  } else {
+    for (int i = 0; i < keep.rank; i++) keep.d[i] = 1;
+  }
+  ir_attr at = shape_attr(&sx);
+  int d = add1(a, IR_BROADCAST_TO, reshape(a, dy, &keep), &at);
+  give(a, id, 0, is_mean ? scale(a, d, 1.0 / (double)len) : d);
+}
+
+static void r_max(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = N(a, id)->attr;
+  give(a, id, 0, add(a, IR_MAX_GRAD, (int[]){in(a, id, 0), id, dy}, 3, &at));
+}
+
+static void r_layernorm(ad_ctx *a, int id, int dy) {
+  int x = in(a, id, 0), w = in(a, id, 1);
+  ir_attr at = {0};
+  at.f = N(a, id)->attr.f;
+  if (want(a, id, 0)) give(a, id, 0, add(a, IR_LAYERNORM_GRAD, (int[]){x, w, dy}, 3, &at));
+  at.i = 1;
+  if (want(a, id, 1)) give(a, id, 1, add(a, IR_LAYERNORM_GRAD, (int[]){x, w, dy}, 3, &at));
+  if (want(a, id, 2)) give(a, id, 2, dy); /* summed to [d] by give */
+}
+
+static void r_pool(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = {0};
+  at.k = N(a, id)->attr.k, at.stride = N(a, id)->attr.stride, at.i = N(a, id)->op;
+  give(a, id, 0, add(a, IR_POOL2D_GRAD, (int[]){in(a, id, 0), dy}, 2, &at));
+}
+
+static void r_reshape(ad_ctx *a, int id, int dy) {
+  if (want(a, id, 0)) give(a, id, 0, reshape(a, dy, &N(a, in(a, id, 0))->shape));
+}
+
+static void r_transpose(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = {0};
+  at.nlist = N(a, id)->attr.nlist;
+  for (int j = 0; j < at.nlist; j++) at.list[N(a, id)->attr.list[j]] = j;
+  give(a, id, 0, add1(a, IR_TRANSPOSE, dy, &at));
+}
+
+static void r_concat(ad_ctx *a, int id, int dy) {
+  int64_t at0 = 0, ax = N(a, id)->attr.axis;
+  for (int k = 0; k < N(a, id)->nin; k++) {
+    int64_t len = N(a, in(a, id, k))->shape.d[ax];
+    if (want(a, id, k)) {
+      ir_attr at = {0};
+      at.axis = ax, at.start = at0, at.end = at0 + len;
+      give(a, id, k, add1(a, IR_SLICE, dy, &at));
+    }
+    at0 += len;
+  }
+}
+
+static void r_slice(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = shape_attr(&N(a, in(a, id, 0))->shape);
+  at.axis = N(a, id)->attr.axis, at.start = N(a, id)->attr.start, at.end = N(a, id)->attr.end;
+  give(a, id, 0, add1(a, IR_SLICE_GRAD, dy, &at));
+}
+
+static void r_embedding(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 1)) return;
+  ir_attr at = shape_attr(&N(a, in(a, id, 1))->shape);
+  give(a, id, 1, add(a, IR_EMBEDDING_GRAD, (int[]){in(a, id, 0), dy}, 2, &at));
+}
+
+static void r_cross_entropy(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = {0};
+  at.f = N(a, id)->attr.f;
+  give(a, id, 0, add(a, IR_CROSS_ENTROPY_GRAD, (int[]){in(a, id, 0), in(a, id, 1), dy}, 3, &at));
+}
+
+/* mse = mean((p - t)^2): dp = 2 (p - t) dl / count, dt = -dp */
+static void r_mse(ad_ctx *a, int id, int dy) {
+  int p = in(a, id, 0), t = in(a, id, 1);
+  double count = (double)ir_numel(&N(a, p)->shape);
+  int d = scale(a, add2(a, IR_MUL, add2(a, IR_SUB, p, t), dy), 2.0 / count);
+  if (want(a, id, 0)) give(a, id, 0, d);
+  if (want(a, id, 1)) give(a, id, 1, add1(a, IR_NEG, d, NULL));
+}
+
+/* bce with logits: dx by BCE_GRAD, dy_target = -x dl / count */
+static void r_bce(ad_ctx *a, int id, int dy) {
+  int x = in(a, id, 0), t = in(a, id, 1);
+  if (want(a, id, 0)) give(a, id, 0, add(a, IR_BCE_GRAD, (int[]){x, t, dy}, 3, NULL));
+  if (want(a, id, 1))
+    give(a, id, 1, scale(a, add2(a, IR_MUL, x, dy), -1.0 / (double)ir_numel(&N(a, x)->shape)));
+}
+
+static void r_fused(ad_ctx *a, int id, int dy);
+
+static const ad_rule rules[IR_NOPS] = {
+  [IR_RELU] = r_unary,     [IR_LEAKY_RELU] = r_unary, [IR_SIGMOID] = r_unary,   [IR_TANH] = r_unary,
+  [IR_GELU] = r_unary,     [IR_SWISH] = r_unary,      [IR_EXP] = r_unary,       [IR_LOG] = r_unary,
+  [IR_SQRT] = r_unary,     [IR_ABS] = r_unary,        [IR_NEG] = r_neg,         [IR_POW] = r_unary,
+  [IR_DROPOUT] = r_identity, [IR_CAST] = r_cast,
+  [IR_ADD] = r_add,        [IR_SUB] = r_add,          [IR_MUL] = r_mul,         [IR_DIV] = r_div,
+  [IR_MATMUL] = r_matmul,  [IR_CONV2D] = r_conv2d,
+  [IR_SOFTMAX] = r_softmax, [IR_LOG_SOFTMAX] = r_softmax,
+  [IR_SUM] = r_sum,        [IR_MEAN] = r_sum,         [IR_MAX] = r_max,         [IR_LAYERNORM] = r_layernorm,
+  [IR_MAXPOOL2D] = r_pool, [IR_AVGPOOL2D] = r_pool,
+  [IR_RESHAPE] = r_reshape, [IR_TRANSPOSE] = r_transpose, [IR_CONCAT] = r_concat, [IR_SLICE] = r_slice,
+  [IR_EMBEDDING] = r_embedding,
+  [IR_ATTENTION] = r_fused, [IR_RNN] = r_fused,       [IR_LSTM] = r_fused,      [IR_GRU] = r_fused,
+  [IR_CROSS_ENTROPY] = r_cross_entropy, [IR_MSE] = r_mse, [IR_BCE] = r_bce,
+};
+
+int ad_differentiable(int op) { return op >= 0 && op < IR_NOPS && rules[op] != NULL; }
+
+/* Visit ids hi-1 down to lo: each node with a gradient hands it on. */
+static void backprop(ad_ctx *a, int lo, int hi) {
+  for (int id = hi - 1; id >= lo && !a->failed; id--) {
+    int dy = a->grad[id];
+    if (dy < 0 || !a->req[id] || ir_ops[N(a, id)->op].cat == IR_CAT_LEAF) continue;
+    ad_rule r = rules[N(a, id)->op];
+    if (!r) {
+      fail(a, "autodiff: %s (node %d) has no gradient rule", ir_ops[N(a, id)->op].name, id);
+      return;
+    }
+    r(a, id, dy);
+  }
+}
+
+/* ---- fused layers, rematerialised from primitives ---- */
+
+static int slice(ad_ctx *a, int x, int64_t axis, int64_t lo, int64_t hi) {
+  ir_attr at = {0};
+  at.axis = axis, at.start = lo, at.end = hi;
+  return add1(a, IR_SLICE, x, &at);
+}
+
+static int perm(ad_ctx *a, int x, int p0, int p1, int p2, int p3) {
+  ir_attr at = {0};
+  at.nlist = 4, at.list[0] = p0, at.list[1] = p1, at.list[2] = p2, at.list[3] = p3;
+  return add1(a, IR_TRANSPOSE, x, &at);
+}
+
+static int un(ad_ctx *a, int op, int x) { return add1(a, op, x, NULL); }
+
+/* qkv = x Wqkv + b; per head softmax(q k^T / sqrt(hd) (+ causal mask)) v;
+ * heads concatenated, then proj. Mirrors ik_attention. */
+static int remat_attention(ad_ctx *a, int id) {
+  const ir_node *n = N(a, id);
+  int x = n->in[0], wq = n->in[1], bq = n->in[2], wp = n->in[3], bp = n->in[4], causal = n->attr.causal;
+  ir_shape sx = N(a, x)->shape;
+  int64_t B = sx.d[0], T = sx.d[1], d = sx.d[2], H = n->attr.heads, hd = d / H;
+  ir_dtype t = n->dtype;
+  int qkv = add2(a, IR_ADD, add2(a, IR_MATMUL, x, wq), bq);
+  ir_shape s4 = {.rank = 4, .d = {B, T, H, hd}}, s3 = {.rank = 3, .d = {B, T, d}};
+  int q = perm(a, reshape(a, slice(a, qkv, 2, 0, d), &s4), 0, 2, 1, 3);      /* [B,H,T,hd] */
+  int k = perm(a, reshape(a, slice(a, qkv, 2, d, 2 * d), &s4), 0, 2, 3, 1);  /* [B,H,hd,T] */
+  int v = perm(a, reshape(a, slice(a, qkv, 2, 2 * d, 3 * d), &s4), 0, 2, 1, 3);
+  int s = scale(a, add2(a, IR_MATMUL, q, k), 1.0 / sqrt((double)hd));
+  if (causal && !a->failed) { /* keys after the query: a large negative score, exp() = 0 */
+    int m = cnst(a, t, 0.0);
+    double *mask = ar_alloc(a->g->A, sizeof(double) * (size_t)(T * T));
+    for (int64_t i = 0; i < T; i++)
+      for (int64_t j = i + 1; j < T; j++) mask[i * T + j] = -1e30;
+    a->g->nodes[m].shape = (ir_shape){.rank = 2, .d = {T, T}};
+    a->g->nodes[m].data = mask;
+    s = add2(a, IR_ADD, s, m);
+  }
+  ir_attr sm = {0};
+  sm.axis = 3;
+  int p = add1(a, IR_SOFTMAX, s, &sm);
+  int ctx = reshape(a, perm(a, add2(a, IR_MATMUL, p, v), 0, 2, 1, 3), &s3);
+  return add2(a, IR_ADD, add2(a, IR_MATMUL, ctx, wp), bp);
+}
+
+/* Row t of a [B, T, w] tensor as [B, w] */
+static int step_of(ad_ctx *a, int x, int64_t t) {
+  ir_shape s = N(a, x)->shape;
+  ir_shape r = {.rank = 2, .d = {s.d[0], s.d[2]}};
+  return reshape(a, slice(a, x, 1, t, t + 1), &r);
+}
+
+/* rnn / lstm / gru unrolled over T with xp = x W_ih + b for all steps at once;
+ * the result is the concatenation of every h_t. Mirrors interp_seq.c. */
+static int remat_recurrent(ad_ctx *a, int id) {
+  const ir_node *n = N(a, id);
+  int op = n->op, x = n->in[0], whh = n->in[2], b = n->in[3], bhh = op == IR_GRU ? n->in[4] : -1;
+  int64_t B = n->shape.d[0], T = n->shape.d[1], h = n->shape.d[2];
+  ir_dtype t = n->dtype;
+  int xp = add2(a, IR_ADD, add2(a, IR_MATMUL, x, n->in[1]), b); /* [B, T, G*h] */
+  int hp = -1, cell = -1, one = cnst(a, t, 1.0);
+  int *hs = ar_alloc(a->g->A, sizeof(int) * (size_t)T);
+  ir_shape s3 = {.rank = 3, .d = {B, 1, h}};
+  for (int64_t s = 0; s < T && !a->failed; s++) {
+    int g = step_of(a, xp, s), hn;
+    if (op == IR_GRU) {
+      int gh = hp < 0 ? bhh : add2(a, IR_ADD, add2(a, IR_MATMUL, hp, whh), bhh); /* [B, 3h] or [3h] */
+      int64_t ax = hp < 0 ? 0 : 1;
+      int r = un(a, IR_SIGMOID, add2(a, IR_ADD, slice(a, g, 1, 0, h), slice(a, gh, ax, 0, h)));
+      int z = un(a, IR_SIGMOID, add2(a, IR_ADD, slice(a, g, 1, h, 2 * h), slice(a, gh, ax, h, 2 * h)));
+      int nn = un(a, IR_TANH, add2(a, IR_ADD, slice(a, g, 1, 2 * h, 3 * h), add2(a, IR_MUL, r, slice(a, gh, ax, 2 * h, 3 * h))));
+      hn = add2(a, IR_MUL, add2(a, IR_SUB, one, z), nn);
+      if (hp >= 0) hn = add2(a, IR_ADD, hn, add2(a, IR_MUL, z, hp));
+    } else {
+      if (hp >= 0) g = add2(a, IR_ADD, g, add2(a, IR_MATMUL, hp, whh));
+      if (op == IR_RNN) {
+        hn = un(a, IR_TANH, g);
+      } else {
+        int ig = un(a, IR_SIGMOID, slice(a, g, 1, 0, h)), fg = un(a, IR_SIGMOID, slice(a, g, 1, h, 2 * h));
+        int gg = un(a, IR_TANH, slice(a, g, 1, 2 * h, 3 * h)), og = un(a, IR_SIGMOID, slice(a, g, 1, 3 * h, 4 * h));
+        int c = add2(a, IR_MUL, ig, gg);
+        cell = cell < 0 ? c : add2(a, IR_ADD, add2(a, IR_MUL, fg, cell), c);
+        hn = add2(a, IR_MUL, og, un(a, IR_TANH, cell));
+      }
+    }
+    hp = hn;
+    hs[s] = reshape(a, hn, &s3);
+  }
+  ir_attr cat = {0};
+  cat.axis = 1;
+  return T == 1 ? hs[0] : add(a, IR_CONCAT, hs, (int)T, &cat);
+}
+
+static void r_fused(ad_ctx *a, int id, int dy) {
+  int base = a->g->nnodes;
+  int out = N(a, id)->op == IR_ATTENTION ? remat_attention(a, id) : remat_recurrent(a, id);
+  if (out < 0) return;
+  int end = a->g->nnodes;
+  a->grad[out] = dy;
+  backprop(a, base, end);
+}
+
+/* ---- the driver ---- */
+
+/* Why does requested parameter node p get no gradient although it reaches
+ * the loss? The first node on a path from p to the loss that turns a float
+ * tensor into an integer one. */
+static int cut_point(ad_ctx *a, const char *live, int p) {
+  for (int id = p + 1; id < a->nfwd; id++) {
+    const ir_node *n = N(a, id);
+    if (!live[id] || !a->req[id] || ir_dtype_is_float(n->dtype)) continue;
+    for (int k = 0; k < n->nin; k++)
+      if (a->req[n->in[k]] && ir_dtype_is_float(N(a, n->in[k])->dtype)) return id;
+  }
+  return -1;
+}
+
+/* The node to publish as a gradient: its own node (a copy when it is shared
+ * with another parameter's gradient or is not a computed node). */
+static int publish(ad_ctx *a, int node, const int *taken, int ntaken) {
+  int shared = ir_ops[N(a, node)->op].cat == IR_CAT_LEAF;
+  for (int i = 0; i < ntaken; i++) shared |= taken[i] == node;
+  for (int i = 0; i < a->g->noutputs; i++) shared |= a->g->outputs[i].node == node;
+  if (!shared) return node;
+  ir_attr at = shape_attr(&N(a, node)->shape);
+  return add1(a, IR_RESHAPE, node, &at);
+}
+
+static int finish(ad_ctx *a, const int *which, int nwhich, int as_outputs, const char *live) {
+  ir_graph *g = a->g;
+  int *grads = ar_alloc(g->A, sizeof(int) * (size_t)(g->nparams ? g->nparams : 1));
+  for (int i = 0; i < g->nparams; i++) grads[i] = -1;
+  for (int w = 0; w < nwhich && !a->failed; w++) {
+    const ir_param *p = &g->params[which[w]];
+    int node = p->node, gnode = a->grad[node];
+    if (gnode < 0 && live[node]) {
+      int c = cut_point(a, live, node);
+      const ir_node *cn = c >= 0 ? N(a, c) : NULL;
+      return fail(a, "autodiff: cannot differentiate the loss with respect to '%s': every path to the loss "
+                     "goes through %s (node %d) producing %s, which has no gradient",
+                  p->name, cn ? ir_ops[cn->op].name : "an integer tensor", c,
+                  cn ? ir_dtype_name(cn->dtype) : "integers");
+    }
+    if (gnode < 0) { /* does not reach the loss: zero */
+      ir_attr at = shape_attr(&p->shape);
+      gnode = add1(a, IR_BROADCAST_TO, cnst(a, p->dtype, 0.0), &at);
+    }
+    grads[which[w]] = gnode = publish(a, gnode, grads, g->nparams);
+    if (gnode >= 0 && as_outputs) ir_add_output(g, ar_printf(g->A, "grad.%s", p->name), gnode);
+  }
+  if (a->failed) return -1;
+  g->grads = grads;
+  return 0;
+}
+
+int ad_backward(ir_graph *g, const int *params, int nparams, int as_outputs, char *msg, size_t msgn) {
+  ad_ctx a = {g, NULL, NULL, 0, g->nnodes, 0, msg, msgn};
+  if (msg && msgn) msg[0] = '\0';
+  if (g->loss < 0 || g->loss >= g->nnodes) return fail(&a, "autodiff: the model has no loss");
+  ir_node l = g->nodes[g->loss];
+  if (l.shape.rank != 0 || !ir_dtype_is_float(l.dtype)) return fail(&a, "autodiff: the loss is not a float scalar");
+  if (g->grads) return fail(&a, "autodiff: the graph already has a backward pass");
+  int *which = ar_alloc(g->A, sizeof(int) * (size_t)(g->nparams ? g->nparams : 1)), nwhich = 0;
+  for (int i = 0; i < (params ? nparams : g->nparams); i++) {
+    int p = params ? params[i] : i;
+    if (p < 0 || p >= g->nparams) return fail(&a, "autodiff: parameter index %d out of range", p);
+    if (!ir_dtype_is_float(g->params[p].dtype)) {
+      if (params) return fail(&a, "autodiff: parameter '%s' is %s, not floating-point", g->params[p].name,
+                              ir_dtype_name(g->params[p].dtype));
+      continue;
+    }
+    which[nwhich++] = p;
+  }
+  int nfwd = g->nnodes, loss = g->loss;
+  ensure(&a);
+  for (int w = 0; w < nwhich; w++) a.req[g->params[which[w]].node] = 1;
+  for (int id = 0; id < nfwd; id++)
+    for (int k = 0; k < g->nodes[id].nin; k++) a.req[id] |= a.req[g->nodes[id].in[k]];
+  char *live = ar_alloc(g->A, (size_t)nfwd); /* reaches the loss */
+  live[loss] = 1;
+  for (int id = loss; id >= 0; id--)
+    if (live[id])
+      for (int k = 0; k < g->nodes[id].nin; k++) live[g->nodes[id].in[k]] = 1;
+  int seed = cnst(&a, l.dtype, 1.0); /* d loss / d loss */
+  a.grad[loss] = seed;
+  backprop(&a, 0, loss + 1);
+  if (a.failed) return -1;
+  return finish(&a, which, nwhich, as_outputs, live);
+}
