@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -69,20 +70,25 @@ def peer_env(threads, malloc):
 
 CHECK_INPUT = re.compile(r"^\s*\d+\s+input\s+(\w+)\[([\d, ]*)\]\s+(\S+)")
 CHECK_FLOPS = re.compile(r"^forward:\s+([\d.]+)\s*([KMGT]?)FLOP")
+CHECK_PARAMS = re.compile(r"^parameters:\s+(\d+)")
 
 
 def lathe_check(lathe, w):
-    """Input dtypes/shapes and the forward FLOPs, from `lathe check`."""
+    """Input dtypes/shapes, the forward FLOPs and the parameter count, from
+    `lathe check`."""
     cmd = [lathe, "check", w.model] + [a for k, v in w.binds.items() for a in ("--bind", "%s=%d" % (k, v))]
-    inputs, flops = {}, None
+    inputs, flops, params = {}, None, None
     for line in run(cmd).splitlines():
+        m = CHECK_PARAMS.match(line)
+        if m:
+            params = int(m.group(1))
         m = CHECK_INPUT.match(line)
         if m:
             inputs[m.group(3)] = (m.group(1), [int(d) for d in m.group(2).split(",") if d.strip()])
         m = CHECK_FLOPS.match(line)
         if m:
             flops = float(m.group(1)) * UNITS[m.group(2)]
-    return inputs, flops
+    return inputs, flops, params
 
 
 def lathe_bench_cmd(bench, w, inputs, quick):
@@ -110,7 +116,7 @@ def lathe_side(build, w, quick, native_blas):
     """Cold compile + timed steps, then (full runs) a warm compile that may hit
     the on-disk kernel cache. The cache is pointed at a fresh directory so the
     first compile is cold whatever ran before."""
-    inputs, flops = lathe_check(os.path.join(build, "lathe", "lathe"), w)
+    inputs, flops, params = lathe_check(os.path.join(build, "lathe", "lathe"), w)
     cmd = lathe_bench_cmd(os.path.join(build, "lathe_bench"), w, inputs, quick)
     cache = tempfile.mkdtemp(prefix="lathe-bench-cache-")
     env = dict(os.environ, XDG_CACHE_HOME=cache, LATHE_CACHE_DIR=cache)
@@ -123,7 +129,7 @@ def lathe_side(build, w, quick, native_blas):
             res["warm_compile_ms"] = warm["compile_ms"]
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    res["flops"] = flops
+    res["flops"], res["params"] = flops, params
     return res
 
 
@@ -212,9 +218,9 @@ def print_table(rows, peak, native_blas):
            " and Lathe (--native-blas)" if native_blas else ""))
     kernels = sorted({r["peer_kernel"] for r in rows if r.get("peer_kernel")})
     if kernels:
-        print("peer: PyTorch %s, BLAS %s; the fastest of %s per workload" %
-              (torch_version(), ", ".join(kernels), ", ".join(sorted(
-                  {c for r in rows for c in r.get("peer_all", {})}))))
+        print("peer: PyTorch %s, BLAS %s; per workload the fastest of eager (and TorchScript at batch 1) "
+              "x ATen threads %s x malloc default/tuned, OpenBLAS threads %s" %
+              (torch_version(), ", ".join(kernels), "/".join(map(str, PEER_THREADS)), PEER_BLAS_THREADS))
     for r in rows:
         if r.get("error"):
             print("ERROR %s: %s" % (r["workload"], r["error"]))
@@ -250,14 +256,20 @@ def main():
         log("bench: %s ..." % w.name)
         lathe = peer = None
         allpeer, errs = [], []
+        t0 = time.time()
         try:
             lathe = lathe_side(build, w, a.quick, a.native_blas)
         except Exception as e:
             errs.append("lathe: %s" % e)
+        t1 = time.time()
         try:
             peer, allpeer = peer_side(w, a.quick)
         except Exception as e:
             errs.append("peer: %s" % e)
+        log("bench: %s took %.1f s (lathe) + %.1f s (peer)" % (w.name, t1 - t0, time.time() - t1))
+        if lathe and peer and lathe.get("params") != peer.get("params"):
+            errs.append("the peer's model is not the same model: %s parameters against Lathe's %s" %
+                        (peer.get("params"), lathe.get("params")))
         r = row(w, lathe, peer, allpeer, "; ".join(errs))
         r["sgemm_peak_gflops"] = {"lathe_kernel": peak[0]["gflops_2t"], "peer_kernel": peak[1]["gflops_2t"]}
         rows.append(r)

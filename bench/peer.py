@@ -67,7 +67,7 @@ class Attention(nn.Module):
 
     def __init__(self, d, heads, T):
         super().__init__()
-        self.heads = heads
+        self.heads, self.scale = heads, 1.0 / math.sqrt(d // heads)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.register_buffer("mask", torch.ones(T, T, dtype=torch.bool).tril().logical_not())
 
@@ -78,7 +78,7 @@ class Attention(nn.Module):
         q = q.view(B, T, self.heads, hd).transpose(1, 2)
         k = k.view(B, T, self.heads, hd).transpose(1, 2)
         v = v.view(B, T, self.heads, hd).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))
+        att = (q @ k.transpose(-2, -1)) * self.scale
         att = F.softmax(att.masked_fill(self.mask[:T, :T], float("-inf")), dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, D)
         return self.proj(y)
@@ -175,15 +175,17 @@ def main():
     model.eval()
     reps = w.quick_reps if a.quick else w.reps
     kernel = blas_kernel()
+    nparams = sum(p.numel() for p in model.parameters())
+    prepared = list(modes(w, model, x))  # tracing + freezing GPT-2 takes seconds: once
     for threads in [int(t) for t in a.threads.split(",")]:
         torch.set_num_threads(threads)
-        for mode, fn in modes(w, model, x):
+        for mode, fn in prepared:
             with torch.inference_mode():
                 med, best, n = time_steps(fn, x, reps, w.warmup, w.max_seconds)
             cfg = "%s aten=%d blas=%s malloc=%s" % (mode, threads, os.environ.get("OPENBLAS_NUM_THREADS", "?"),
                                                     os.environ.get("PEER_MALLOC", "default"))
             print(json.dumps({"workload": w.name, "config": cfg, "median_ms": med, "min_ms": best, "reps": n,
-                              "kernel": kernel}), flush=True)
+                              "kernel": kernel, "params": nparams}), flush=True)
 
 
 if __name__ == "__main__":

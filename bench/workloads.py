@@ -30,15 +30,15 @@ GPT2_SMALL = dict(vocab=50257, T=256, d=768, heads=12, layers=12)
 
 WORKLOADS = [
     Workload("mlp_b1", "examples/mlp.nn", {"batch": 1}, {"x": None},
-             "mlp", dict(batch=1), reps=5000, quick_reps=300, warmup=200, max_seconds=5, batch1=True),
+             "mlp", dict(batch=1), reps=3000, quick_reps=300, warmup=200, max_seconds=2, batch1=True),
     Workload("mlp_b256", "examples/mlp.nn", {"batch": 256}, {"x": None},
-             "mlp", dict(batch=256), reps=500, quick_reps=30, warmup=20, max_seconds=5),
+             "mlp", dict(batch=256), reps=300, quick_reps=30, warmup=20, max_seconds=2),
     Workload("cnn_b128", "examples/cnn.nn", {"batch": 128}, {"x": None},
-             "cnn", dict(batch=128), reps=200, quick_reps=20, warmup=10, max_seconds=5),
+             "cnn", dict(batch=128), reps=200, quick_reps=20, warmup=10, max_seconds=2),
     Workload("gpt_char_b16", "examples/gpt.nn", {"batch": 16}, {"tokens": GPT_CHAR["vocab"]},
-             "gpt", dict(batch=16, **GPT_CHAR), reps=30, quick_reps=3, warmup=3, max_seconds=10),
+             "gpt", dict(batch=16, **GPT_CHAR), reps=20, quick_reps=3, warmup=2, max_seconds=4),
     Workload("gpt2_small_b1", "bench/gpt2_small.nn", {"batch": 1}, {"tokens": GPT2_SMALL["vocab"]},
-             "gpt", dict(batch=1, **GPT2_SMALL), reps=7, quick_reps=2, warmup=1, max_seconds=12,
+             "gpt", dict(batch=1, **GPT2_SMALL), reps=5, quick_reps=2, warmup=1, max_seconds=5,
              batch1=True),
 ]
 

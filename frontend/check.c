@@ -96,12 +96,12 @@ static ck expr(cctx *c, const fe_expr *e);
 
 /* A top-level statement that defines `name` (for a better message when a name
  * is used too early), or NULL. */
-static const fe_stmt *defined_later(const cctx *c, const char *name) {
+static const fe_stmt *defined_later(const cctx *c, const char *name, int line) {
   for (int i = 0; i < c->m->nstmts; i++) {
     const fe_stmt *st = c->m->stmts[i];
     int defines = st->kind == ST_INPUT || st->kind == ST_ASSIGN || st->kind == ST_CONST ||
                   (st->kind == ST_OUTPUT && st->value);
-    if (defines && st->name && strcmp(st->name, name) == 0) return st;
+    if (defines && st->name && st->name_loc.line > line && strcmp(st->name, name) == 0) return st;
   }
   return NULL;
 }
@@ -119,7 +119,7 @@ static ck name_kind(cctx *c, const fe_expr *e) {
              c->defs[c->cur_def]->name);
     return K_ERR;
   }
-  const fe_stmt *later = c->cur_def < 0 ? defined_later(c, e->str) : NULL;
+  const fe_stmt *later = c->cur_def < 0 ? defined_later(c, e->str, e->loc.line) : NULL;
   if (later) {
     fe_error(c->d, e->loc, "'%s' is used before its definition on line %d", e->str, later->name_loc.line);
     return K_ERR;

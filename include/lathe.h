@@ -108,6 +108,27 @@ const char *lathe_param_name(const lathe_program *p, int i);
 /* Read-only view of a parameter's current values (f32). */
 int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view);
 
+/* What compiling cost and what the program looks like (lathe run --time,
+ * lathe check). Times are in milliseconds; the compile phases are those of
+ * the native (llvm) backend and zero for the interpreter. Lowering the model
+ * to the graph is the rest of lathe_compile's wall time. */
+typedef struct {
+  double ir_ms;            /* memory plan and building the LLVM IR */
+  double opt_ms;           /* LLVM optimisation passes (0 on a cache hit) */
+  double codegen_ms;       /* machine code generation (0 on a cache hit) */
+  double jit_ms;           /* JIT linking */
+  int cache_hit;           /* 1: the machine code came from the on-disk cache */
+  int kernels;             /* kernel calls in the program */
+  int kernels_unique;      /* distinct kernels after deduplication */
+  int64_t arena_bytes;     /* planned peak of the intermediate-tensor arena */
+  int64_t naive_bytes;     /* the sum of every planned tensor (no reuse) */
+} lathe_compile_stats;
+int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st);
+/* With LATHE_PROFILE=1 in the environment at compile time: per-operator
+ * kernel times averaged over the runs so far, as text (free() it); NULL
+ * when not profiling. */
+char *lathe_program_profile(const lathe_program *p);
+
 /* ---- Weights ---- */
 int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err);
 int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err);
@@ -124,6 +145,63 @@ int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out
 /* ---- Arrays on disk (.npy) ---- */
 int lathe_npy_load(const char *path, lathe_tensor *out, lathe_error *err);
 int lathe_npy_save(const char *path, const lathe_tensor *t, lathe_error *err); /* atomic */
+
+/* ---- Training and evaluation (runtime/train*.c) ----
+ * lathe_train compiles one training step (forward, backward and the
+ * optimizer update in one program) and runs it over a data set as the
+ * model's train block says, with the overrides below. Data: a CSV file
+ * (optionally gzip), a text file (for a model whose input is i32[batch, T]),
+ * or one .npy file per input and target. The split is train/val/test by the
+ * block's fractions, shuffled with the seed; validation picks the best epoch
+ * and drives early stopping; the test split is evaluated once, at the end, on
+ * the best weights. */
+typedef struct {
+  const char *data;            /* CSV or text file; NULL when npy is used */
+  const char *const *npy;      /* "NAME=FILE.npy" per input and target */
+  int nnpy;
+  int target_column_set;       /* CSV: target column (0-based, negative from the end); default last */
+  int target_column;
+  const char *normalize;       /* "standard" (default), "minmax" or "none" */
+  const char *out_dir;         /* receives best.safetensors, last.safetensors, log.jsonl; may be NULL */
+  const char *plot;            /* learning curves as SVG; may be NULL */
+  int resume;                  /* continue from out_dir/last.safetensors */
+  int restarts;                /* train this many seeds (seed, seed+1, ...), keep the best by validation */
+  lathe_backend backend;
+  /* Overrides of the train block (0 = keep the block's value). */
+  double lr;
+  int64_t epochs, batch;
+  int seed_set;
+  uint64_t seed;
+  FILE *progress;              /* progress lines (e.g. stderr); NULL = quiet */
+  int tty;                     /* -1 = ask isatty, 0 = plain lines, 1 = live line */
+} lathe_train_options;
+
+#define LATHE_MAX_METRICS 8
+typedef struct {
+  int n;
+  const char *name[LATHE_MAX_METRICS]; /* "loss", "accuracy", ... (static strings) */
+  double value[LATHE_MAX_METRICS];
+} lathe_metrics;
+
+typedef struct {
+  lathe_metrics test;          /* on the test split (n = 0 when the split has no test part) */
+  lathe_metrics best_val;      /* validation metrics of the chosen epoch */
+  int64_t steps, epochs;       /* of the chosen run */
+  int best_restart;
+  double seconds;
+} lathe_train_result;
+
+int lathe_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r, lathe_error *err);
+
+typedef struct {
+  const char *weights;
+  const char *split;           /* "test" (default), "val", "train" or "all" */
+  /* data, npy, nnpy, target_column(_set), normalize, batch, seed(_set):
+     as in lathe_train_options (the split is rebuilt the same way). */
+  lathe_train_options data;
+} lathe_eval_options;
+
+int lathe_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err);
 
 #ifdef __cplusplus
 }

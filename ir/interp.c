@@ -51,6 +51,9 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_CONV2D_GRAD_WEIGHT] = ik_conv2d_grad_weight, [IR_POOL2D_GRAD] = ik_pool2d_grad,
   [IR_EMBEDDING_GRAD] = ik_embedding_grad, [IR_SLICE_GRAD] = ik_slice_grad,
   [IR_CROSS_ENTROPY_GRAD] = ik_cross_entropy_grad, [IR_BCE_GRAD] = ik_bce_grad,
+  /* training-step ops: interp_opt.c */
+  [IR_MINIMUM] = ik_minimum,    [IR_SIGN] = ik_sign,
+  [IR_RANDN] = ik_randn,        [IR_DROPOUT_MASK] = ik_dropout_mask,
 };
 
 /* ---- shared helpers ---- */

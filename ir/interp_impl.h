@@ -115,4 +115,10 @@ int ik_slice_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_cross_entropy_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_bce_grad(ik_ctx *c, const ir_node *n, double *out);
 
+/* interp_opt.c: training-step ops (made by passes/optimizer.c) */
+int ik_minimum(ik_ctx *c, const ir_node *n, double *out);
+int ik_sign(ik_ctx *c, const ir_node *n, double *out);
+int ik_randn(ik_ctx *c, const ir_node *n, double *out);
+int ik_dropout_mask(ik_ctx *c, const ir_node *n, double *out);
+
 #endif

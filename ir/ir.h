@@ -129,6 +129,7 @@ typedef struct {
   double std;             /* for IR_INIT_NORMAL (and uniform bound) */
   int64_t fan_in, fan_out;/* for xavier / he */
   int node;               /* the PARAM node */
+  int state;              /* optimizer state (passes/optimizer.h), not a weight */
 } ir_param;
 
 typedef struct {

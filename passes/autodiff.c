@@ -63,8 +63,10 @@ static void ensure(ad_ctx *a) {
   int nc = a->cap * 2 > a->g->nnodes ? a->cap * 2 : a->g->nnodes + 64;
   int *grad = ar_alloc(a->g->A, sizeof(int) * (size_t)nc);
   char *req = ar_alloc(a->g->A, (size_t)nc);
-  memcpy(grad, a->grad, sizeof(int) * (size_t)a->cap);
-  memcpy(req, a->req, (size_t)a->cap);
+  if (a->cap) {
+    memcpy(grad, a->grad, sizeof(int) * (size_t)a->cap);
+    memcpy(req, a->req, (size_t)a->cap);
+  }
   for (int i = a->cap; i < nc; i++) grad[i] = -1;
   a->grad = grad, a->req = req, a->cap = nc;
 }

@@ -60,14 +60,16 @@ static int mp_root(const int *alias, int i) {
   return i;
 }
 
-/* last[r]: the last node that reads tensor r directly or through an alias. */
-static void mp_last_uses(const ir_graph *g, const int *keep, const int *alias, int *last) {
+/* last[r]: the last node position that reads tensor r directly or through
+ * an alias (node i reads its inputs at run_at[i], default i). */
+static void mp_last_uses(const ir_graph *g, const int *keep, const int *alias, const int *run_at, int *last) {
   for (int i = 0; i < g->nnodes; i++) last[i] = i;
   for (int i = 0; i < g->nnodes; i++) {
     const ir_node *n = &g->nodes[i];
+    int at = run_at && run_at[i] > i ? run_at[i] : i;
     for (int k = 0; k < n->nin; k++) {
       int r = mp_root(alias, n->in[k]);
-      if (last[r] < i) last[r] = i;
+      if (last[r] < at) last[r] = at;
     }
     int r = mp_root(alias, i);
     if (last[r] < last[i]) last[r] = last[i];
@@ -82,12 +84,17 @@ static void mp_last_uses(const ir_graph *g, const int *keep, const int *alias, i
 
 void mp_plan_graph(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
                    const int *keep, const int *alias, mp_plan *out) {
+  mp_plan_graph_at(g, A, bytes, scratch, keep, alias, NULL, out);
+}
+
+void mp_plan_graph_at(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
+                      const int *keep, const int *alias, const int *run_at, mp_plan *out) {
   int nn = g->nnodes;
   out->offset = ar_alloc(A, sizeof(int64_t) * (size_t)(nn ? nn : 1));
   out->scratch_off = ar_alloc(A, sizeof(int64_t) * (size_t)(nn ? nn : 1));
   out->arena_bytes = out->naive_bytes = 0;
   int *last = ar_alloc(A, sizeof(int) * (size_t)(nn ? nn : 1));
-  mp_last_uses(g, keep, alias, last);
+  mp_last_uses(g, keep, alias, run_at, last);
   /* freeing[j] lists the tensors released after node j */
   int *head = ar_alloc(A, sizeof(int) * (size_t)(nn + 1)), *next = ar_alloc(A, sizeof(int) * (size_t)(nn ? nn : 1));
   for (int j = 0; j <= nn; j++) head[j] = -1;

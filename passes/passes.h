@@ -31,6 +31,12 @@ typedef struct {
 
 void mp_plan_graph(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
                    const int *keep, const int *alias, mp_plan *out);
+/* The same, where node i's kernel runs (reads its inputs) at position
+ * run_at[i] >= i instead of i: a backend that fuses a node into a later
+ * one's kernel says so here, so the inputs stay live until then. run_at may
+ * be NULL. */
+void mp_plan_graph_at(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
+                      const int *keep, const int *alias, const int *run_at, mp_plan *out);
 
 /* ---- passes/autodiff.c: reverse-mode differentiation ----
  * Appends the backward graph of g->loss to g. params: indices into g->params

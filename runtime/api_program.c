@@ -22,11 +22,11 @@ static int compile_llvm(lathe_program *p, lathe_error *err) {
   return 0;
 }
 
-lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_error *err) {
-  lathe_options o = {0};
-  if (opt) o = *opt;
-  if (o.backend == LATHE_BACKEND_CUDA) {
-    api_fail(err, LATHE_EUSER, "the cuda backend is not part of this build yet; use --backend interp");
+/* Lower the model with its bound dimensions (unbound ones take
+ * o->default_dim) into a new program; no backend yet. */
+lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_error *err) {
+  if (o->backend == LATHE_BACKEND_CUDA) {
+    api_fail(err, LATHE_EUSER, "the cuda backend is not part of this build yet; use --backend llvm or interp");
     return NULL;
   }
   int nsyms = fe_num_syms(m->fe);
@@ -37,7 +37,7 @@ lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_err
     return NULL;
   }
   for (int i = 0; i < nsyms; i++) {
-    vals[i] = m->vals[i] ? m->vals[i] : o.default_dim;
+    vals[i] = m->vals[i] ? m->vals[i] : o->default_dim;
     if (vals[i] < 1) {
       const char *s = fe_sym_name(m->fe, i);
       api_fail(err, LATHE_EUSER,
@@ -47,7 +47,7 @@ lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_err
   }
   lathe_program *p = calloc(1, sizeof *p);
   if (!p) { api_fail(err, LATHE_ENOMEM, "out of memory"); return NULL; }
-  p->opt = o;
+  p->opt = *o;
   ar_init(&p->A);
   ir_graph_init(&p->g, &p->A, fe_model_name(m->fe));
   char *msg = NULL;
@@ -56,27 +56,40 @@ lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_err
     lathe_program_free(p);
     return NULL;
   }
+  return p;
+}
+
+/* Verify the (possibly transformed) graph, allocate the program's tables and
+ * compile it for the backend. Frees p and returns -1 on failure. */
+int api_program_finish(lathe_program *p, lathe_error *err) {
   char vmsg[1024];
   if (ir_verify(&p->g, vmsg, sizeof vmsg) != 0) {
-    api_fail(err, LATHE_EINTERNAL, "internal error: the lowered graph does not verify: %s", vmsg);
+    api_fail(err, LATHE_EINTERNAL, "internal error: the graph does not verify: %s", vmsg);
     lathe_program_free(p);
-    return NULL;
+    return -1;
   }
   const ir_graph *g = &p->g;
   p->params = calloc((size_t)g->nparams + 1, sizeof *p->params);
   p->in = calloc((size_t)g->ninputs + 1, sizeof *p->in);
   p->in_set = calloc((size_t)g->ninputs + 1, sizeof *p->in_set);
-  if (!p->params || !p->in || !p->in_set) goto oom;
-  p->weights_set = g->nparams == 0;
-  if (o.backend == LATHE_BACKEND_LLVM && compile_llvm(p, err)) {
+  if (!p->params || !p->in || !p->in_set) {
     lathe_program_free(p);
-    return NULL;
+    return api_fail(err, LATHE_ENOMEM, "out of memory allocating the program's tables");
   }
+  p->weights_set = g->nparams == 0;
+  if (p->opt.backend == LATHE_BACKEND_LLVM && compile_llvm(p, err)) {
+    lathe_program_free(p);
+    return -1;
+  }
+  return 0;
+}
+
+lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_error *err) {
+  lathe_options o = {0};
+  if (opt) o = *opt;
+  lathe_program *p = api_program_lower(m, &o, err);
+  if (!p || api_program_finish(p, err)) return NULL;
   return p;
-oom:
-  lathe_program_free(p);
-  api_fail(err, LATHE_ENOMEM, "out of memory allocating the program's parameters");
-  return NULL;
 }
 
 static void release_vals(lathe_program *p) {
@@ -136,11 +149,25 @@ int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view) {
   return 0;
 }
 
+int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st) {
+  memset(st, 0, sizeof *st);
+  if (!p->cg) /* interpreter: the plan the native backend would make */
+    return cg_plan_stats(&p->g, &st->arena_bytes, &st->naive_bytes) ? LATHE_ENOMEM : 0;
+  cg_stats c;
+  cg_get_stats(p->cg, &c);
+  st->ir_ms = c.parse_ms, st->opt_ms = c.llvm_opt_ms, st->codegen_ms = c.codegen_ms, st->jit_ms = c.jit_ms;
+  st->cache_hit = c.cache_hit, st->kernels = c.kernels, st->kernels_unique = c.kernels_unique;
+  st->arena_bytes = c.arena_bytes, st->naive_bytes = c.naive_bytes;
+  return 0;
+}
+
+char *lathe_program_profile(const lathe_program *p) { return p->cg ? cg_profile_text(p->cg) : NULL; }
+
 /* ---- weights ---- */
 
 /* Parameter buffers are allocated when weights arrive, not at compile time:
  * `lathe check` on a model with billions of parameters needs none of them. */
-static int alloc_params(lathe_program *p, lathe_error *err) {
+int api_alloc_params(lathe_program *p, lathe_error *err) {
   int64_t total = 0;
   for (int i = 0; i < p->g.nparams; i++) total += ir_numel(&p->g.params[i].shape);
   for (int i = 0; i < p->g.nparams; i++) {
@@ -154,7 +181,7 @@ static int alloc_params(lathe_program *p, lathe_error *err) {
 }
 
 int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err) {
-  if (alloc_params(p, err)) return err ? err->code : LATHE_ENOMEM;
+  if (api_alloc_params(p, err)) return err ? err->code : LATHE_ENOMEM;
   for (int i = 0; i < p->g.nparams; i++) ir_param_init_values(&p->g.params[i], seed, p->params[i]);
   p->weights_set = 1;
   return 0;
@@ -171,6 +198,12 @@ static void tensor_shape_str(const lathe_tensor *t, char *buf, size_t n) {
   ir_shape s = {.rank = t->rank};
   for (int j = 0; j < t->rank; j++) s.d[j] = t->shape[j];
   ir_shape_str(&s, buf, n);
+}
+
+/* A checkpoint (runtime/train_ckpt.c) also holds optimizer state and the
+ * run's position; a program that does not train ignores them. */
+static int is_checkpoint_extra(const char *name) {
+  return strncmp(name, "opt.", 4) == 0 || strncmp(name, "__meta.", 7) == 0;
 }
 
 /* Check every parameter is present with the right shape and no tensor is left
@@ -194,7 +227,7 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
                       pr->name, lathe_dtype_name(e->t.dtype));
   }
   for (int k = 0; k < f->n; k++)
-    if (ir_find_param(&p->g, f->e[k].name) < 0)
+    if (ir_find_param(&p->g, f->e[k].name) < 0 && !is_checkpoint_extra(f->e[k].name))
       return api_fail(err, LATHE_EUSER, "'%s': unexpected tensor '%s': model '%s' has no such parameter",
                       path, f->e[k].name, p->g.model_name);
   return 0;
@@ -205,7 +238,7 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
   char msg[1024];
   if (rt_st_read(path, &f, msg, sizeof msg) != 0) return api_fail(err, LATHE_EUSER, "%s", msg);
   int rc = check_weights(p, path, &f, err);
-  if (rc == 0) rc = alloc_params(p, err);
+  if (rc == 0) rc = api_alloc_params(p, err);
   for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
     const rt_st_entry *e = rt_st_find(&f, p->g.params[i].name);
     rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
@@ -248,11 +281,12 @@ int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, l
     return api_fail(err, LATHE_EUSER, "input '%s': expected %s%s, got a %s array", name,
                     ir_dtype_name(in->dtype), want, lathe_dtype_name(t->dtype));
   int64_t n = ir_numel(&in->shape);
-  void *buf = malloc((size_t)n * sizeof(double) + 1);
+  /* The shape is fixed, so an earlier buffer (always n doubles) is reused:
+   * no allocation per step in an inference loop. */
+  void *buf = p->in[i].data ? p->in[i].data : malloc((size_t)n * sizeof(double) + 1);
   if (!buf) return api_fail(err, LATHE_ENOMEM, "out of memory");
   /* Kept in the declared dtype so every backend reads the same bytes. */
   rt_convert(t->data, t->dtype, buf, (lathe_dtype)in->dtype, n);
-  free(p->in[i].data);
   memset(&p->in[i], 0, sizeof p->in[i]);
   p->in[i].dtype = (lathe_dtype)in->dtype;
   shape_to_tensor(&in->shape, &p->in[i]);
@@ -310,28 +344,34 @@ static int fill_leaves(lathe_program *p, lathe_error *err) {
  * was not given is zero-filled (a forward run needs no targets). */
 static int run_llvm(lathe_program *p, lathe_error *err) {
   const ir_graph *g = &p->g;
-  void **ins = calloc((size_t)g->ninputs + 1, sizeof *ins);
-  void **zeros = calloc((size_t)g->ninputs + 1, sizeof *zeros);
-  int rc = 0;
+  /* Per-step work is kept to the kernels: no allocation for small models. */
+  enum { NSTACK = 16 };
+  void *stack_ins[NSTACK];
+  void **ins = g->ninputs <= NSTACK ? stack_ins : calloc((size_t)g->ninputs + 1, sizeof *ins);
+  int rc = ins ? 0 : api_fail(err, LATHE_ENOMEM, "out of memory");
   p->missing_target = 0;
-  for (int i = 0; ins && zeros && i < g->ninputs && rc == 0; i++) {
+  for (int i = 0; rc == 0 && i < g->ninputs; i++) {
     const ir_input *in = &g->inputs[i];
     if (p->in_set[i]) { ins[i] = p->in[i].data; continue; }
     if (!in->is_target) {
       rc = api_fail(err, LATHE_EUSER, "input '%s' was not given (use --in %s=FILE.npy)", in->name, in->name);
       break;
     }
-    zeros[i] = ins[i] = calloc((size_t)ir_numel(&in->shape) + 1, ir_dtype_size(in->dtype));
+    /* A zero-filled target, kept (unset) in the input's slot and sized as
+     * lathe_set_input's buffers, which may reuse it later. */
+    if (!p->in[i].data) {
+      p->in[i].data = calloc((size_t)ir_numel(&in->shape) * sizeof(double) + 1, 1);
+      p->in[i].dtype = (lathe_dtype)in->dtype;
+      shape_to_tensor(&in->shape, &p->in[i]);
+    }
+    ins[i] = p->in[i].data;
     p->missing_target = 1;
     if (!ins[i]) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
   }
-  if (!ins || !zeros) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
   char msg[1024];
   if (rc == 0 && cg_run(p->cg, ins, (void *const *)p->params, p->outbufs, &p->loss, msg, sizeof msg) != 0)
     rc = api_fail(err, LATHE_EUSER, "%s", msg);
-  for (int i = 0; zeros && i < g->ninputs; i++) free(zeros[i]);
-  free(zeros);
-  free(ins);
+  if (ins != stack_ins) free(ins);
   p->ran = rc == 0;
   return rc;
 }
@@ -401,4 +441,23 @@ int lathe_npy_load(const char *path, lathe_tensor *out, lathe_error *err) {
 int lathe_npy_save(const char *path, const lathe_tensor *t, lathe_error *err) {
   char msg[1024];
   return rt_npy_write(path, t, msg, sizeof msg) ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
+}
+
+/* ---- direct access for the training loop (runtime/train.h) ---- */
+
+void api_read_output(const lathe_program *p, int o, float *dst) {
+  int node = o < 0 ? p->g.loss : p->g.outputs[o].node;
+  int64_t n = ir_numel(&p->g.nodes[node].shape);
+  if (p->cg) {
+    if (o < 0) dst[0] = p->loss;
+    else rt_convert(p->outbufs[o], (lathe_dtype)p->g.nodes[node].dtype, dst, LATHE_F32, n);
+    return;
+  }
+  for (int64_t k = 0; k < n; k++) dst[k] = (float)p->vals[node][k];
+}
+
+float api_loss(const lathe_program *p) {
+  float l = 0;
+  api_read_output(p, -1, &l);
+  return l;
 }

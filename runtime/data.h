@@ -233,11 +233,12 @@ void rt_progress_free(rt_progress *p);
 /* For tests: a clock in seconds replacing CLOCK_MONOTONIC. */
 void rt_progress_set_clock(rt_progress *p, double (*clock)(void *), void *ctx);
 
-/* One JSON object per line, flushed at once:
+/* One JSON object per line, flushed at once (append: continue an existing
+ * log, for a resumed run):
  *   {"split":"val","epoch":3,"step":843,"time":1.25,"loss":0.12,"accuracy":0.97}
  * Non-finite values are written as null (JSON has no NaN). */
 typedef struct rt_log rt_log;
-int rt_log_open(rt_log **out, const char *path, char *msg, size_t msgn);
+int rt_log_open(rt_log **out, const char *path, int append, char *msg, size_t msgn);
 int rt_log_event(rt_log *l, const char *split, int64_t epoch, int64_t step, const rt_metric *m, int n, char *msg,
                  size_t msgn);
 void rt_log_close(rt_log *l);

@@ -29,6 +29,13 @@ struct lathe_program {
   int missing_target; /* last run zero-filled a target: no loss to report */
 };
 
+/* api_program.c: lathe_compile in two halves, so passes (autodiff, the
+ * optimizer) can transform the graph in between. */
+lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_error *err);
+int api_program_finish(lathe_program *p, lathe_error *err); /* frees p on failure */
+/* Allocate the parameter buffers (zeroed) if not yet done. */
+int api_alloc_params(lathe_program *p, lathe_error *err);
+
 /* Set err (format) and return code. */
 int api_fail(lathe_error *err, lathe_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

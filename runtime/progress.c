@@ -115,10 +115,10 @@ struct rt_log {
   double start;
 };
 
-int rt_log_open(rt_log **out, const char *path, char *msg, size_t msgn) {
+int rt_log_open(rt_log **out, const char *path, int append, char *msg, size_t msgn) {
   *out = NULL;
   rt_log *l = calloc(1, sizeof *l);
-  FILE *f = l ? fopen(path, "w") : NULL;
+  FILE *f = l ? fopen(path, append ? "a" : "w") : NULL;
   if (!f) {
     snprintf(msg, msgn, "cannot write '%s': %s", path, l ? strerror(errno) : "out of memory");
     free(l);

@@ -61,6 +61,24 @@ static double get(const void *buf, ir_dtype t, int64_t i) {
   return ((const int8_t *)buf)[i];
 }
 
+enum { OP_FUSED = IR_NOPS }; /* pseudo-op: a product with an elementwise chain the backend fuses */
+
+static const char *op_name(int op) { return op == OP_FUSED ? "fused chain" : ir_ops[op].name; }
+
+/* x @ w -> + bias -> gelu -> res - (.) -> tanh: inputs x, w, bias, res. The
+ * product also stays an output when the case's attr.k is set (not fusable). */
+static int add_fused_chain(ir_graph *g, const int *in, const tcase *c, ir_loc loc, char *msg, size_t msgn) {
+  int mm = ir_add(g, IR_MATMUL, in, 2, NULL, loc, msg, msgn);
+  int ab[2] = {mm, in[2]};
+  int a = mm >= 0 ? ir_add(g, IR_ADD, ab, 2, NULL, loc, msg, msgn) : -1;
+  ir_attr ga = {0};
+  int gl = a >= 0 ? ir_add(g, IR_GELU, &a, 1, &ga, loc, msg, msgn) : -1;
+  int rs[2] = {in[3], gl};
+  int r = gl >= 0 ? ir_add(g, IR_SUB, rs, 2, NULL, loc, msg, msgn) : -1;
+  if (c->attr.k && mm >= 0) ir_add_output(g, ar_printf(g->A, "mm%d", in[0]), mm);
+  return r >= 0 ? ir_add(g, IR_TANH, &r, 1, NULL, loc, msg, msgn) : -1;
+}
+
 /* Run all cases of one op in one graph; returns the max error, -1 on failure. */
 static double run_op(int op, const tcase *cs, int ncase) {
   arena A;
@@ -77,9 +95,10 @@ static double run_op(int op, const tcase *cs, int ncase) {
     if (op == IR_CONST) { /* const + x */
       int k = ir_add_const(&g, IR_F32, 0.375, loc), ab[2] = {in[0], k};
       nd = ir_add(&g, IR_ADD, ab, 2, NULL, loc, msg, sizeof msg);
-    } else nd = ir_add(&g, op, in, cs[c].nin, &cs[c].attr, loc, msg, sizeof msg);
+    } else if (op == OP_FUSED) nd = add_fused_chain(&g, in, &cs[c], loc, msg, sizeof msg);
+    else nd = ir_add(&g, op, in, cs[c].nin, &cs[c].attr, loc, msg, sizeof msg);
     if (nd < 0) {
-      fprintf(stderr, "%s case %d: ir_add: %s\n", ir_ops[op].name, c, msg);
+      fprintf(stderr, "%s case %d: ir_add: %s\n", op_name(op), c, msg);
       ok = 0;
       break;
     }
@@ -116,30 +135,30 @@ static double run_op(int op, const tcase *cs, int ncase) {
     outs2[o] = calloc((size_t)(n ? n : 1), 8);
   }
   if (ir_interp(&g, IR_INTERP_F32, vals, msg, sizeof msg)) {
-    fprintf(stderr, "%s: interp: %s\n", ir_ops[op].name, msg);
+    fprintf(stderr, "%s: interp: %s\n", op_name(op), msg);
     worst = -1;
   } else {
     cg_program *p = cg_compile(&g, NULL, msg, sizeof msg);
     if (!p) {
-      fprintf(stderr, "%s: compile: %s\n", ir_ops[op].name, msg);
+      fprintf(stderr, "%s: compile: %s\n", op_name(op), msg);
       worst = -1;
     } else {
       if (cg_run(p, ins, NULL, outs, NULL, msg, sizeof msg) || cg_run(p, ins, NULL, outs2, NULL, msg, sizeof msg)) {
-        fprintf(stderr, "%s: run: %s\n", ir_ops[op].name, msg);
+        fprintf(stderr, "%s: run: %s\n", op_name(op), msg);
         worst = -1;
       }
       for (int o = 0; o < g.noutputs && worst >= 0; o++) {
         const ir_node *nd = &g.nodes[g.outputs[o].node];
         int64_t n = ir_numel(&nd->shape);
         size_t bytes = (size_t)n * ir_dtype_size(nd->dtype);
-        CHECK_MSG(memcmp(outs[o], outs2[o], bytes) == 0, "%s output %d differs between runs", ir_ops[op].name, o);
+        CHECK_MSG(memcmp(outs[o], outs2[o], bytes) == 0, "%s output %d differs between runs", op_name(op), o);
         for (int64_t e = 0; e < n; e++) {
           double a = get(outs[o], nd->dtype, e), b = vals[g.outputs[o].node][e];
           double err = (isnan(a) && isnan(b)) || a == b ? 0.0 : fabs(a - b) / fmax(fabs(b), 0.1);
           if (!(err <= worst)) {
             worst = err;
             if (!(err <= 1e-5))
-              fprintf(stderr, "%s output %s[%lld]: got %.9g want %.9g\n", ir_ops[op].name, g.outputs[o].name,
+              fprintf(stderr, "%s output %s[%lld]: got %.9g want %.9g\n", op_name(op), g.outputs[o].name,
                       (long long)e, a, b);
           }
         }
@@ -317,6 +336,34 @@ static void test_ops(void) {
   }
 }
 
+/* Products fused with their elementwise tails, on each path: the generated
+ * small product, a cblas product with an epilogue pass, batched products,
+ * a vector-matrix product, and a chain that must not fuse (the product is
+ * also an output). */
+static void test_fused(void) {
+  tcase cs[6];
+  memset(cs, 0, sizeof cs);
+  static const int shp[5][4][4] = {
+    {{3, 2, 7, 33}, {2, 33, 5}, {1, 5}, {3, 2, 7, 5}},
+    {{3, 1, 256, 32}, {2, 32, 160}, {2, 1, 160}, {3, 1, 256, 160}},
+    {{3, 2, 3, 7}, {3, 2, 7, 5}, {1, 5}, {3, 2, 3, 5}},
+    {{1, 7}, {2, 7, 3}, {1, 3}, {1, 3}},
+    {{2, 7, 33}, {2, 33, 20}, {1, 20}, {2, 7, 20}},
+  };
+  for (int c = 0; c < 5; c++) {
+    cs[c].nin = 4;
+    for (int j = 0; j < 4; j++) {
+      cs[c].dt[j] = IR_F32;
+      cs[c].sh[j].rank = shp[c][j][0];
+      for (int d = 0; d < shp[c][j][0]; d++) cs[c].sh[j].d[d] = shp[c][j][1 + d];
+    }
+  }
+  cs[4].attr.k = 1;
+  double e = run_op(OP_FUSED, cs, 5);
+  printf("%-14s max rel err %.3g\n", "fused chains", e);
+  CHECK_MSG(e >= 0 && e <= 1e-5, "fused chains: error %g", e);
+}
+
 /* 100 compile+run cycles of a small MLP-like graph with parameters and a loss. */
 static void test_cycles(void) {
   int fails = 0;
@@ -375,16 +422,18 @@ static void test_dedup_and_plan(void) {
     h = ir_add(&g, IR_TANH, &h, 1, NULL, loc, msg, sizeof msg);
   }
   ir_add_output(&g, "y", h);
-  cg_options o = {2, 0, 1, 0};
+  cg_options o = {2, 0, 1, 0, 0};
   cg_program *p = cg_compile(&g, &o, msg, sizeof msg);
   CHECK_MSG(p != NULL, "%s", msg);
   if (p) {
     cg_stats st;
     cg_get_stats(p, &st);
-    CHECK(st.kernels == 16 && st.kernels_unique == 2);
+    /* each tanh is fused into its product's kernel: 8 calls of one kernel */
+    CHECK(st.kernels == 8 && st.kernels_unique == 1);
     CHECK(st.arena_bytes < st.naive_bytes && st.arena_bytes <= 2 * 16 * 64 * 4);
     char *ir = cg_module_text(p);
-    CHECK(ir != NULL && strstr(ir, "cblas_sgemm") != NULL);
+    /* products this small are generated vector loops, not cblas calls */
+    CHECK(ir != NULL && strstr(ir, "fmuladd.v") != NULL && strstr(ir, "cblas_sgemm") == NULL);
     free(ir);
     cg_free(p);
   }
@@ -421,7 +470,7 @@ static void test_vectorised(void) {
   eps.f = 1e-5;
   int ln[3] = {in[0], ir_add_input(&g, "w", F, &sd, 0, loc), ir_add_input(&g, "bias", F, &sd, 0, loc)};
   ir_add_output(&g, "ln", ir_add(&g, IR_LAYERNORM, ln, 3, &eps, loc, msg, sizeof msg));
-  cg_options o = {2, 0, 1, 0};
+  cg_options o = {2, 0, 1, 0, 0};
   cg_program *p = cg_compile(&g, &o, msg, sizeof msg);
   CHECK_MSG(p != NULL, "%s", msg);
   char *ir = p ? cg_module_text(p) : NULL;
@@ -480,6 +529,7 @@ int main(void) {
   test_cache();
   if (dir[0]) setenv("LATHE_CACHE_DIR", dir, 1);
   test_ops();
+  test_fused();
   test_vectorised();
   test_dedup_and_plan();
   test_cycles();

@@ -161,7 +161,7 @@ static void test_log(void) {
   if (fd < 0) return;
   close(fd);
   rt_log *l;
-  CHECK(rt_log_open(&l, path, msg, sizeof msg) == 0);
+  CHECK(rt_log_open(&l, path, 0, msg, sizeof msg) == 0);
   rt_metric m1[1] = {{"loss", 0.5}}, m2[2] = {{"loss", 0.25}, {"accuracy", NAN}};
   CHECK(rt_log_event(l, "train", 1, 10, m1, 1, msg, sizeof msg) == 0);
   CHECK(rt_log_event(l, "val", 1, 10, m2, 2, msg, sizeof msg) == 0);
@@ -185,7 +185,7 @@ static void test_log(void) {
   json_object_put(b);
   free(text);
   unlink(path);
-  CHECK(rt_log_open(&l, "/nonexistent/dir/log.jsonl", msg, sizeof msg) == -1);
+  CHECK(rt_log_open(&l, "/nonexistent/dir/log.jsonl", 0, msg, sizeof msg) == -1);
   CHECK_STR(msg, "cannot write '/nonexistent/dir/log.jsonl': No such file or directory");
 }
 

@@ -1,7 +1,7 @@
-/* args.c -- flag parsing for the `lathe` command. Flags take their value as
- * the next argument or after '=' (--seed 3, --seed=3). Repeatable NAME=VALUE
- * flags (--bind, --in, --out) collect into arrays. */
+/* args.c -- flag parsing for the `lathe` command, driven by each command's
+ * flag spec ("--bind=pair --ir=bool --weights=value"). */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,14 +26,86 @@ static int bad(const char *cmd, const char *fmt, const char *arg) {
   return 1;
 }
 
-static int add_pair(const char *cmd, cli_pair *arr, int *n, const char *flag, const char *v) {
-  const char *eq = strchr(v, '=');
-  if (!eq || eq == v || !eq[1]) return bad(cmd, "expected NAME=VALUE after %s", flag);
-  if (*n >= CLI_MAXPAIRS) return bad(cmd, "too many %s flags", flag);
-  arr[*n].name = strndup(v, (size_t)(eq - v));
-  arr[*n].value = eq + 1;
-  (*n)++;
+/* The kind of `flag` in spec ("bool", "value", "pair"), or NULL. */
+static const char *flag_kind(const char *spec, const char *flag) {
+  size_t n = strlen(flag);
+  for (const char *p = strstr(spec, flag); p; p = strstr(p + 1, flag))
+    if ((p == spec || p[-1] == ' ') && p[n] == '=') {
+      const char *k = p + n + 1;
+      return !strncmp(k, "bool", 4) ? "bool" : !strncmp(k, "pair", 4) ? "pair" : "value";
+    }
+  return NULL;
+}
+
+static int add_item(cli_args *a, const char *cmd, const char *flag, const char *kind, const char *val) {
+  if (a->nitems >= CLI_MAXITEMS) return bad(cmd, "too many flags (at most %s)", "128");
+  cli_item *it = &a->items[a->nitems];
+  snprintf(it->flag, sizeof it->flag, "%s", flag);
+  it->value = val;
+  it->name = NULL;
+  if (!strcmp(kind, "pair")) {
+    const char *eq = strchr(val, '=');
+    if (!eq || eq == val || !eq[1]) return bad(cmd, "expected NAME=VALUE after %s", flag);
+    it->name = strndup(val, (size_t)(eq - val));
+    it->value = eq + 1;
+  }
+  a->nitems++;
   return 0;
+}
+
+int cli_parse(int argc, char **argv, const char *cmd, const char *spec, cli_args *a) {
+  memset(a, 0, sizeof *a);
+  for (int i = 0; i < argc; i++) {
+    const char *arg = argv[i], *val = NULL;
+    if (arg[0] != '-' || arg[1] == 0) {
+      if (a->model) return bad(cmd, "unexpected argument '%s'", arg);
+      a->model = arg;
+      continue;
+    }
+    const char *eq = strchr(arg, '=');
+    size_t fl = eq ? (size_t)(eq - arg) : strlen(arg);
+    char flag[32];
+    if (fl >= sizeof flag) return bad(cmd, "unknown flag '%s'", arg);
+    memcpy(flag, arg, fl);
+    flag[fl] = 0;
+    const char *kind = flag_kind(spec, flag);
+    if (!kind) return bad(cmd, "unknown flag '%s'", flag);
+    if (strcmp(kind, "bool") != 0) {
+      if (eq) val = eq + 1;
+      else if (i + 1 < argc) val = argv[++i];
+      else return bad(cmd, "%s needs a value", flag);
+    } else if (eq) {
+      return bad(cmd, "%s takes no value", flag);
+    }
+    if (add_item(a, cmd, flag, kind, val)) return 1;
+  }
+  if (!a->model) return bad(cmd, "%s", "no model file given");
+  return 0;
+}
+
+void cli_args_free(cli_args *a) {
+  for (int i = 0; i < a->nitems; i++) free((char *)a->items[i].name);
+  a->nitems = 0;
+}
+
+const char *cli_value(const cli_args *a, const char *flag) {
+  const char *v = NULL;
+  for (int i = 0; i < a->nitems; i++)
+    if (!strcmp(a->items[i].flag, flag)) v = a->items[i].value;
+  return v;
+}
+
+int cli_has(const cli_args *a, const char *flag) {
+  for (int i = 0; i < a->nitems; i++)
+    if (!strcmp(a->items[i].flag, flag)) return 1;
+  return 0;
+}
+
+int cli_items(const cli_args *a, const char *flag, cli_item *out, int max) {
+  int n = 0;
+  for (int i = 0; i < a->nitems && n < max; i++)
+    if (!strcmp(a->items[i].flag, flag)) out[n++] = a->items[i];
+  return n;
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -46,57 +118,28 @@ static int parse_u64(const char *s, uint64_t *out) {
   return 0;
 }
 
-/* Does `allowed` list flag f as a whole word? */
-static int allows(const char *allowed, const char *f) {
-  size_t n = strlen(f);
-  for (const char *p = strstr(allowed, f); p; p = strstr(p + 1, f))
-    if ((p == allowed || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return 1;
+int cli_u64(const cli_args *a, const char *cmd, const char *flag, uint64_t *out, int *given) {
+  const char *v = cli_value(a, flag);
+  if (given) *given = v != NULL;
+  if (!v) return 0;
+  if (parse_u64(v, out)) {
+    fprintf(stderr, "lathe %s: error: %s expects a non-negative integer, got '%s'\n", cmd, flag, v);
+    return 1;
+  }
   return 0;
 }
 
-static const char *const value_flags[] = {"--weights", "-o", "--backend", "--seed", "--bind", "--in", "--out"};
-
-int cli_parse(int argc, char **argv, const char *cmd, const char *allowed, cli_args *a) {
-  memset(a, 0, sizeof *a);
-  for (int i = 0; i < argc; i++) {
-    char flag[64];
-    const char *arg = argv[i], *val = NULL;
-    if (arg[0] != '-' || arg[1] == 0) {
-      if (a->model) return bad(cmd, "unexpected argument '%s'", arg);
-      a->model = arg;
-      continue;
-    }
-    const char *eq = strchr(arg, '=');
-    size_t fl = eq ? (size_t)(eq - arg) : strlen(arg);
-    if (fl >= sizeof flag) return bad(cmd, "unknown flag '%s'", arg);
-    memcpy(flag, arg, fl);
-    flag[fl] = 0;
-    if (!allows(allowed, flag)) return bad(cmd, "unknown flag '%s'", flag);
-    int takes = 0;
-    for (size_t k = 0; k < sizeof value_flags / sizeof *value_flags; k++)
-      if (!strcmp(flag, value_flags[k])) takes = 1;
-    if (takes) {
-      if (eq) val = eq + 1;
-      else if (i + 1 < argc) val = argv[++i];
-      else return bad(cmd, "%s needs a value", flag);
-    } else if (eq) {
-      return bad(cmd, "%s takes no value", flag);
-    }
-    if (!strcmp(flag, "--weights")) a->weights = val;
-    else if (!strcmp(flag, "-o")) a->out_file = val;
-    else if (!strcmp(flag, "--backend")) a->backend = val;
-    else if (!strcmp(flag, "--seed")) {
-      if (parse_u64(val, &a->seed)) return bad(cmd, "--seed expects a non-negative integer, got '%s'", val);
-    } else if (!strcmp(flag, "--bind")) {
-      if (add_pair(cmd, a->binds, &a->nbinds, flag, val)) return 1;
-    } else if (!strcmp(flag, "--in")) {
-      if (add_pair(cmd, a->ins, &a->nins, flag, val)) return 1;
-    } else if (!strcmp(flag, "--out")) {
-      if (add_pair(cmd, a->outs, &a->nouts, flag, val)) return 1;
-    } else if (!strcmp(flag, "--f64")) a->f64 = 1;
-    else if (!strcmp(flag, "--ir")) a->ir = 1;
+int cli_double(const cli_args *a, const char *cmd, const char *flag, double *out) {
+  const char *v = cli_value(a, flag);
+  if (!v) return 0;
+  char *end;
+  errno = 0;
+  double d = strtod(v, &end);
+  if (errno || *end || !*v || !isfinite(d)) {
+    fprintf(stderr, "lathe %s: error: %s expects a number, got '%s'\n", cmd, flag, v);
+    return 1;
   }
-  if (!a->model) return bad(cmd, "%s", "no model file given");
+  *out = d;
   return 0;
 }
 
@@ -104,27 +147,21 @@ lathe_model *cli_load_model(const cli_args *a, int *status) {
   lathe_error err = {0};
   lathe_model *m = lathe_model_load(a->model, &err);
   if (!m) { *status = cli_report(&err); return NULL; }
-  for (int i = 0; i < a->nbinds; i++) {
+  cli_item b[CLI_MAXITEMS];
+  int nb = cli_items(a, "--bind", b, CLI_MAXITEMS);
+  for (int i = 0; i < nb; i++) {
     uint64_t v;
-    if (parse_u64(a->binds[i].value, &v) || v == 0 || v > ((uint64_t)1 << 40)) {
-      fprintf(stderr, "lathe: error: --bind %s=%s: expected a positive integer\n", a->binds[i].name,
-              a->binds[i].value);
+    if (parse_u64(b[i].value, &v) || v == 0 || v > ((uint64_t)1 << 40)) {
+      fprintf(stderr, "lathe: error: --bind %s=%s: expected a positive integer\n", b[i].name, b[i].value);
       lathe_model_free(m);
       *status = 1;
       return NULL;
     }
-    if (lathe_model_bind(m, a->binds[i].name, (int64_t)v, &err)) {
+    if (lathe_model_bind(m, b[i].name, (int64_t)v, &err)) {
       *status = cli_report(&err);
       lathe_model_free(m);
       return NULL;
     }
   }
   return m;
-}
-
-void cli_args_free(cli_args *a) {
-  for (int i = 0; i < a->nbinds; i++) free((char *)a->binds[i].name);
-  for (int i = 0; i < a->nins; i++) free((char *)a->ins[i].name);
-  for (int i = 0; i < a->nouts; i++) free((char *)a->outs[i].name);
-  a->nbinds = a->nins = a->nouts = 0;
 }

@@ -17,32 +17,42 @@ int cmd_check(int argc, char **argv);
 int cmd_dot(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_init(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
-#define CLI_MAXPAIRS 64
+/* Parsed command line: the model file and every flag in order. A flag takes
+ * its value as the next argument or after '=' (--seed 3, --seed=3). */
+#define CLI_MAXITEMS 128
 typedef struct {
-  const char *name;
-  const char *value;
-} cli_pair;
+  char flag[32];      /* "--weights" */
+  const char *name;   /* pair flags: NAME of NAME=VALUE (malloc'd) */
+  const char *value;  /* NULL for boolean flags */
+} cli_item;
 
-/* Every flag any command takes; a command rejects the ones it does not use. */
 typedef struct {
   const char *model;
-  const char *weights;
-  const char *out_file;     /* -o */
-  const char *backend;
-  uint64_t seed;
-  int f64, ir;
-  cli_pair binds[CLI_MAXPAIRS];
-  int nbinds;
-  cli_pair ins[CLI_MAXPAIRS];
-  int nins;
-  cli_pair outs[CLI_MAXPAIRS];
-  int nouts;
+  cli_item items[CLI_MAXITEMS];
+  int nitems;
 } cli_args;
 
-/* Flags a command accepts, as a string of names: "--bind --ir". */
-int cli_parse(int argc, char **argv, const char *cmd, const char *allowed, cli_args *a);
+/* spec lists the flags a command accepts with their kind:
+ * "--bind=pair --ir=bool --weights=value". Unknown flags, missing values and
+ * malformed NAME=VALUE pairs are errors (exit status 1, message printed). */
+int cli_parse(int argc, char **argv, const char *cmd, const char *spec, cli_args *a);
 void cli_args_free(cli_args *a);
+
+const char *cli_value(const cli_args *a, const char *flag);   /* the last value given, or NULL */
+int cli_has(const cli_args *a, const char *flag);             /* a boolean flag was given */
+/* Every NAME=VALUE item of a pair flag, or every value of a repeatable
+ * value flag (names NULL), in order; returns the count (at most max). */
+int cli_items(const cli_args *a, const char *flag, cli_item *out, int max);
+/* Numbers: 0 and *out set when given, 0 and untouched when absent, 1 after
+ * printing an error when malformed. */
+int cli_u64(const cli_args *a, const char *cmd, const char *flag, uint64_t *out, int *given);
+int cli_double(const cli_args *a, const char *cmd, const char *flag, double *out);
+
+/* "llvm" (the default when s is NULL), "interp" or "cuda"; -1 after printing an error. */
+int cli_backend(const char *s, lathe_backend *b);
 /* Print an error from the library and clear it; returns the exit status. */
 int cli_report(lathe_error *err);
 /* Load the model and apply --bind flags. NULL after reporting. */

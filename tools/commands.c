@@ -3,10 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tools/cli.h"
 
-static int parse_backend(const char *s, lathe_backend *b) {
+int cli_backend(const char *s, lathe_backend *b) {
   if (!s || !strcmp(s, "llvm")) *b = LATHE_BACKEND_LLVM;
   else if (!strcmp(s, "interp")) *b = LATHE_BACKEND_INTERP;
   else if (!strcmp(s, "cuda")) *b = LATHE_BACKEND_CUDA;
@@ -29,38 +30,63 @@ static lathe_program *load_for_inspection(const cli_args *a, int *status) {
   return p;
 }
 
+/* "12.3 MiB", "4.0 KiB" or "512 B" into buf */
+static const char *human_bytes(int64_t b, char *buf, size_t n) {
+  if (b >= 1 << 20) snprintf(buf, n, "%.2f MiB", (double)b / (1 << 20));
+  else if (b >= 1 << 10) snprintf(buf, n, "%.1f KiB", (double)b / (1 << 10));
+  else snprintf(buf, n, "%lld B", (long long)b);
+  return buf;
+}
+
+/* The native backend's memory plan: the arena's planned peak against the
+ * naive sum of every intermediate tensor. */
+static void print_memplan(const lathe_program *p) {
+  lathe_compile_stats st;
+  if (lathe_program_stats(p, &st)) return;
+  char a[32], b[32];
+  printf("memory plan: peak %lld bytes (%s) of intermediates, naive sum %lld bytes (%s)", (long long)st.arena_bytes,
+         human_bytes(st.arena_bytes, a, sizeof a), (long long)st.naive_bytes, human_bytes(st.naive_bytes, b, sizeof b));
+  if (st.naive_bytes > 0) printf(", %.1f%% of naive", 100.0 * (double)st.arena_bytes / (double)st.naive_bytes);
+  printf("\n");
+}
+
 static int inspect(int argc, char **argv, const char *cmd, const char *flags, lathe_print_kind kind) {
   cli_args a;
   int status = cli_parse(argc, argv, cmd, flags, &a);
   if (status) { cli_args_free(&a); return status; }
   lathe_program *p = load_for_inspection(&a, &status);
   if (p) {
-    lathe_program_print(p, a.ir ? LATHE_PRINT_IR : kind, stdout);
+    lathe_program_print(p, cli_has(&a, "--ir") ? LATHE_PRINT_IR : kind, stdout);
+    if (kind == LATHE_PRINT_SUMMARY && !cli_has(&a, "--ir")) print_memplan(p);
     lathe_program_free(p);
   }
   cli_args_free(&a);
   return status;
 }
 
-int cmd_check(int argc, char **argv) { return inspect(argc, argv, "check", "--bind --ir", LATHE_PRINT_SUMMARY); }
-int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind", LATHE_PRINT_DOT); }
+int cmd_check(int argc, char **argv) {
+  return inspect(argc, argv, "check", "--bind=pair --ir=bool", LATHE_PRINT_SUMMARY);
+}
+int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind=pair", LATHE_PRINT_DOT); }
 
 int cmd_init(int argc, char **argv) {
   cli_args a;
-  int status = cli_parse(argc, argv, "init", "--bind -o --seed", &a);
+  int status = cli_parse(argc, argv, "init", "--bind=pair -o=value --seed=value", &a);
+  uint64_t seed = 0;
+  if (!status) status = cli_u64(&a, "init", "--seed", &seed, NULL);
   if (status) { cli_args_free(&a); return status; }
-  if (!a.out_file) {
+  const char *out = cli_value(&a, "-o");
+  if (!out) {
     fprintf(stderr, "lathe init: error: no output file: give -o W.safetensors\n");
     cli_args_free(&a);
     return 1;
   }
   lathe_program *p = load_for_inspection(&a, &status);
   lathe_error err = {0};
-  if (p && (lathe_weights_init(p, a.seed, &err) || lathe_weights_save(p, a.out_file, &err)))
+  if (p && (lathe_weights_init(p, seed, &err) || lathe_weights_save(p, out, &err)))
     status = cli_report(&err);
   else if (p)
-    fprintf(stderr, "wrote %d parameters to %s (seed %llu)\n", lathe_num_params(p), a.out_file,
-            (unsigned long long)a.seed);
+    fprintf(stderr, "wrote %d parameters to %s (seed %llu)\n", lathe_num_params(p), out, (unsigned long long)seed);
   lathe_program_free(p);
   cli_args_free(&a);
   return status;
@@ -83,28 +109,41 @@ static void print_tensor(const char *name, const lathe_tensor *t) {
 }
 
 typedef struct {
+  double parse_ms, compile_ms, run_ms; /* wall clock, for --time */
+} run_times;
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+typedef struct {
+  run_times tm;
   lathe_model *m;
   lathe_program *p;
-  lathe_tensor in[CLI_MAXPAIRS];
+  cli_item ins[CLI_MAXITEMS], outs[CLI_MAXITEMS];
+  int nins, nouts;
+  lathe_tensor in[CLI_MAXITEMS];
 } run_state;
 
-static int run_load_inputs(run_state *s, const cli_args *a, lathe_error *err) {
-  for (int i = 0; i < a->nins; i++) {
-    if (lathe_npy_load(a->ins[i].value, &s->in[i], err)) return -1;
-    if (lathe_model_bind_input(s->m, a->ins[i].name, s->in[i].rank, s->in[i].shape, err)) return -1;
+static int run_load_inputs(run_state *s, lathe_error *err) {
+  for (int i = 0; i < s->nins; i++) {
+    if (lathe_npy_load(s->ins[i].value, &s->in[i], err)) return -1;
+    if (lathe_model_bind_input(s->m, s->ins[i].name, s->in[i].rank, s->in[i].shape, err)) return -1;
   }
   return 0;
 }
 
-static int run_write_outputs(run_state *s, const cli_args *a, lathe_error *err) {
-  for (int i = 0; i < a->nouts; i++) {
+static int run_write_outputs(run_state *s, lathe_error *err) {
+  for (int i = 0; i < s->nouts; i++) {
     lathe_tensor t;
-    if (lathe_get_output(s->p, a->outs[i].name, &t, err)) return -1;
-    int rc = lathe_npy_save(a->outs[i].value, &t, err);
+    if (lathe_get_output(s->p, s->outs[i].name, &t, err)) return -1;
+    int rc = lathe_npy_save(s->outs[i].value, &t, err);
     lathe_tensor_free(&t);
     if (rc) return -1;
   }
-  for (int i = 0; a->nouts == 0 && i < lathe_num_outputs(s->p); i++) {
+  for (int i = 0; s->nouts == 0 && i < lathe_num_outputs(s->p); i++) {
     lathe_tensor t;
     if (lathe_get_output(s->p, lathe_output_name(s->p, i), &t, err)) return -1;
     print_tensor(lathe_output_name(s->p, i), &t);
@@ -114,37 +153,73 @@ static int run_write_outputs(run_state *s, const cli_args *a, lathe_error *err) 
 }
 
 static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
-  lathe_options o = {.f64 = a->f64};
-  if (parse_backend(a->backend ? a->backend : a->f64 ? "interp" : NULL, &o.backend)) return 1;
-  if (a->f64 && o.backend != LATHE_BACKEND_INTERP) {
+  int f64 = cli_has(a, "--f64");
+  const char *backend = cli_value(a, "--backend");
+  lathe_options o = {.f64 = f64};
+  if (cli_backend(backend ? backend : f64 ? "interp" : NULL, &o.backend)) return 1;
+  if (f64 && o.backend != LATHE_BACKEND_INTERP) {
     fprintf(stderr, "lathe run: error: --f64 needs --backend interp\n");
     return 1;
   }
-  if (run_load_inputs(s, a, err)) return cli_report(err);
+  s->nins = cli_items(a, "--in", s->ins, CLI_MAXITEMS);
+  s->nouts = cli_items(a, "--out", s->outs, CLI_MAXITEMS);
+  if (run_load_inputs(s, err)) return cli_report(err);
+  double t0 = now_ms();
   s->p = lathe_compile(s->m, &o, err);
+  s->tm.compile_ms = now_ms() - t0;
   if (!s->p) return cli_report(err);
-  if (!a->weights && lathe_num_params(s->p) > 0) {
+  const char *weights = cli_value(a, "--weights");
+  if (!weights && lathe_num_params(s->p) > 0) {
     fprintf(stderr, "lathe run: error: model has %d parameters: give --weights FILE "
                     "(lathe init writes fresh ones)\n", lathe_num_params(s->p));
     return 1;
   }
-  if (a->weights && lathe_weights_load(s->p, a->weights, err)) return cli_report(err);
-  for (int i = 0; i < a->nins; i++)
-    if (lathe_set_input(s->p, a->ins[i].name, &s->in[i], err)) return cli_report(err);
+  if (weights && lathe_weights_load(s->p, weights, err)) return cli_report(err);
+  for (int i = 0; i < s->nins; i++)
+    if (lathe_set_input(s->p, s->ins[i].name, &s->in[i], err)) return cli_report(err);
+  t0 = now_ms();
   if (lathe_run(s->p, err)) return cli_report(err);
-  if (run_write_outputs(s, a, err)) return cli_report(err);
+  s->tm.run_ms = now_ms() - t0;
+  if (run_write_outputs(s, err)) return cli_report(err);
   return 0;
+}
+
+/* --time: the compile split, the kernel counts, the plan and the run (stderr,
+ * so printed outputs stay clean). */
+static void print_times(const run_state *s) {
+  lathe_compile_stats st;
+  if (!s->p || lathe_program_stats(s->p, &st)) return;
+  fflush(stdout); /* the printed outputs first */
+  double native = st.ir_ms + st.opt_ms + st.codegen_ms + st.jit_ms;
+  double lower = s->tm.compile_ms - native > 0 ? s->tm.compile_ms - native : 0;
+  fprintf(stderr, "time: parse %.2f ms, compile %.2f ms (lowering %.2f, LLVM IR %.2f, optimisation %.2f, codegen %.2f, "
+                  "JIT %.2f; object cache %s), run %.3f ms\n",
+          s->tm.parse_ms, s->tm.compile_ms, lower, st.ir_ms, st.opt_ms, st.codegen_ms, st.jit_ms,
+          st.kernels == 0 ? "unused" : st.cache_hit ? "hit" : "miss", s->tm.run_ms);
+  if (st.kernels > 0)
+    fprintf(stderr, "kernels: %d calls, %d unique after deduplication\n", st.kernels, st.kernels_unique);
+  char a[32], b[32];
+  fprintf(stderr, "memory: arena %s planned, naive sum %s\n", human_bytes(st.arena_bytes, a, sizeof a),
+          human_bytes(st.naive_bytes, b, sizeof b));
+  char *prof = lathe_program_profile(s->p);
+  if (prof) fputs(prof, stderr);
+  free(prof);
 }
 
 int cmd_run(int argc, char **argv) {
   cli_args a;
-  int status = cli_parse(argc, argv, "run", "--bind --weights --in --out --backend --f64", &a);
+  int status = cli_parse(argc, argv, "run",
+                         "--bind=pair --weights=value --in=pair --out=pair --backend=value --f64=bool --time=bool",
+                         &a);
   if (status) { cli_args_free(&a); return status; }
   run_state s = {0};
   lathe_error err = {0};
+  double t0 = now_ms();
   s.m = cli_load_model(&a, &status);
+  s.tm.parse_ms = now_ms() - t0;
   if (s.m) status = run_all(&s, &a, &err);
-  for (int i = 0; i < a.nins; i++) lathe_tensor_free(&s.in[i]);
+  if (status == 0 && cli_has(&a, "--time")) print_times(&s);
+  for (int i = 0; i < s.nins; i++) lathe_tensor_free(&s.in[i]);
   lathe_program_free(s.p);
   lathe_model_free(s.m);
   cli_args_free(&a);

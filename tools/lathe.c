@@ -14,7 +14,9 @@ static const cli_command commands[] = {
    "usage: lathe check MODEL [--bind NAME=N]... [--ir]\n"
    "\n"
    "Parses and type-checks MODEL, lowers it to a static graph and prints every node with\n"
-   "its shape and FLOPs, the parameter count and the memory parameters and activations need.\n"
+   "its shape and FLOPs, the parameter count and the memory parameters and activations need,\n"
+   "then the native backend's memory plan: the planned peak of the intermediate-tensor arena\n"
+   "against the naive sum of every intermediate tensor.\n"
    "\n"
    "  --bind NAME=N   bind a symbolic dimension (unbound ones default to 1 for check)\n"
    "  --ir            print the IR listing instead of the summary table\n"},
@@ -26,7 +28,7 @@ static const cli_command commands[] = {
    "  --bind NAME=N   bind a symbolic dimension (unbound ones default to 1)\n"},
   {"run", cmd_run, "run one forward pass",
    "usage: lathe run MODEL [--weights W.safetensors] --in NAME=FILE.npy... [--out NAME=FILE.npy]...\n"
-   "                 [--bind NAME=N]... [--backend interp|llvm|cuda] [--f64]\n"
+   "                 [--bind NAME=N]... [--backend interp|llvm|cuda] [--f64] [--time]\n"
    "\n"
    "Runs one forward pass. Symbolic dimensions are bound from the input arrays' shapes.\n"
    "Outputs named with --out are written as .npy; without --out every output is printed.\n"
@@ -37,7 +39,11 @@ static const cli_command commands[] = {
    "  --bind NAME=N     bind a symbolic dimension explicitly\n"
    "  --backend B       llvm (native code through LLVM; the default), interp (the reference\n"
    "                    interpreter), cuda\n"
-   "  --f64             compute in double precision (implies --backend interp)\n"},
+   "  --f64             compute in double precision (implies --backend interp)\n"
+   "  --time            print to stderr: compile time split (parse, lowering, LLVM IR, optimisation,\n"
+   "                    codegen, JIT; object-cache hit or miss), run time, kernel calls and unique\n"
+   "                    kernels after deduplication, and the planned arena against the naive sum.\n"
+   "                    With LATHE_PROFILE=1 in the environment, per-operator kernel times too\n"},
   {"init", cmd_init, "write freshly initialised weights",
    "usage: lathe init MODEL -o W.safetensors [--seed N] [--bind NAME=N]...\n"
    "\n"
@@ -47,6 +53,37 @@ static const cli_command commands[] = {
    "  -o FILE         output file (written atomically)\n"
    "  --seed N        random seed (default 0)\n"
    "  --bind NAME=N   bind a symbolic dimension parameters depend on (unbound ones default to 1)\n"},
+  {"train", cmd_train, "train a model on a data set",
+   "usage: lathe train MODEL --data FILE [--out DIR] [--plot FILE.svg] [--json] [--resume]\n"
+   "                   [--epochs N] [--batch N] [--lr X] [--seed N] [--restarts N]\n"
+   "                   [--target-column N] [--normalize standard|minmax|none] [--backend llvm|interp]\n"
+   "\n"
+   "Compiles one training step (forward, backward and optimizer update) and trains as the model's\n"
+   "train block says; flags override the block. The data is split train/val/test by the block's\n"
+   "`split` (default 0.8/0.1/0.1) shuffled with the seed; validation picks the best epoch and drives\n"
+   "early stopping; the test split is evaluated once, at the end, on the best weights, and printed as\n"
+   "`test NAME: VALUE` lines.\n"
+   "\n"
+   "  --data FILE          CSV (optionally gzip; header optional; target = last column), a text file\n"
+   "                       for a model whose input is i32[batch, T] (character tokens), or\n"
+   "                       IMAGES,LABELS in the IDX (MNIST) format\n"
+   "  --data NAME=F.npy    one array per input and target instead (repeat the flag)\n"
+   "  --target-column N    CSV: the target column (0-based; negative counts from the end)\n"
+   "  --normalize K        standard (default), minmax or none; statistics of the training split\n"
+   "  --out DIR            write best.safetensors, last.safetensors (checkpoints) and log.jsonl\n"
+   "  --resume             continue from DIR/last.safetensors (needs --out)\n"
+   "  --plot FILE.svg      learning curves (train and validation loss per epoch)\n"
+   "  --json               print a final JSON object with every metric\n"
+   "  --epochs N, --batch N, --lr X, --seed N   override the train block\n"
+   "  --restarts N         train N seeds (seed, seed+1, ...); keep the best by validation\n"
+   "  --backend B          llvm (default) or interp\n"
+   "  --quiet              no progress lines\n"},
+  {"eval", cmd_eval, "evaluate weights on a data split",
+   "usage: lathe eval MODEL --weights W --data FILE [--split test|val|train|all]\n"
+   "                  [--target-column N] [--normalize K] [--batch N] [--seed N]\n"
+   "\n"
+   "Rebuilds the split training used (the train block's fractions and seed, or --seed) and prints\n"
+   "one `NAME: VALUE` line per metric for the chosen split (default test).\n"},
 };
 static const int ncommands = (int)(sizeof commands / sizeof commands[0]);
 

@@ -17,6 +17,7 @@ typedef struct {
   int threads;   /* 0 = auto */
   int keep_ir;   /* keep the optimised module text for cg_module_text (bypasses the cache) */
   int no_cache;  /* do not use the on-disk object cache */
+  int profile;   /* time every kernel (also on when LATHE_PROFILE is set and not "0") */
 } cg_options;
 
 /* Compile g (not kept: the program copies what it needs). o may be NULL.
@@ -41,6 +42,15 @@ typedef struct {
 } cg_stats;
 
 void cg_get_stats(const cg_program *p, cg_stats *st);
+
+/* The memory plan the backend would make for g (planned peak and the naive
+ * sum of every planned tensor), without compiling anything. 0, or -1 when
+ * out of memory. */
+int cg_plan_stats(const ir_graph *g, int64_t *arena_bytes, int64_t *naive_bytes);
+
+/* With profiling on: per-operator and slowest-kernel times averaged over
+ * the runs so far, as a malloc'd table; NULL when profiling is off. */
+char *cg_profile_text(const cg_program *p);
 
 /* The optimised module as text (for tests and --dump); malloc'd, NULL if the
  * program was built without keeping it. */

@@ -340,8 +340,102 @@ void cg_nest(cg_k *k, int rank, const int64_t *dims, int nops, int64_t strides[]
 
 /* ---- BLAS ---- */
 
+/* Small products are generated loops: cblas_sgemm costs about 1 us a call
+ * (argument checks, packing B), more than a batch-1 layer's arithmetic.
+ * Each row of C is computed in column blocks of up to 8 vectors held in
+ * registers across the whole K loop (8 independent FMA chains keep both FMA
+ * units busy); B's rows are read contiguously. */
+enum { CG_SMALL_GEMM = 1 << 20 }; /* M*N*K at or below this is generated */
+
+typedef struct {
+  int ta;
+  int64_t K, lda, ldb, ldc;
+  double alpha, beta;
+  V A, B, C, row; /* row: the current i */
+  const cg_epi *epi;
+} sg_t;
+
+/* C[row, j0 .. j0 + nq*w) for constant widths; j0 an i64 value. */
+static void sg_cols(cg_k *k, const sg_t *s, V j0, int nq, int w) {
+  LLVMTypeRef t = w > 1 ? LLVMVectorType(k->m->f32, (unsigned)w) : k->m->f32;
+  V acc[16];
+  for (int q = 0; q < nq; q++) acc[q] = cg_var(k, t, LLVMConstNull(t));
+  V arow = LLVMBuildNSWMul(k->B, s->row, ci(k, s->ta ? 1 : s->lda), "");
+  CG_FOR(k, kk, ci(k, 0), ci(k, s->K)) {
+    V ai = LLVMBuildNSWAdd(k->B, arow, LLVMBuildNSWMul(k->B, kk.iv, ci(k, s->ta ? s->lda : 1), ""), "");
+    V a = cg_bcast(k, cg_ldp(k, s->A, ai), w);
+    V brow = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, kk.iv, ci(k, s->ldb), ""), j0, "");
+    for (int q = 0; q < nq; q++) {
+      V b = cg_vld(k, s->B, LLVMBuildNSWAdd(k->B, brow, ci(k, q * w), ""), w);
+      V args[3] = {a, b, cg_get(k, acc[q], t)};
+      cg_set(k, acc[q], cg_intr(k, "llvm.fmuladd", args, 3));
+    }
+  }
+  V crow = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, s->row, ci(k, s->ldc), ""), j0, "");
+  for (int q = 0; q < nq; q++) {
+    V ix = LLVMBuildNSWAdd(k->B, crow, ci(k, q * w), ""), r = cg_get(k, acc[q], t);
+    if (s->alpha != 1.0) r = LLVMBuildFMul(k->B, r, cfl(k, r, s->alpha), "");
+    if (s->beta != 0.0) {
+      V old = cg_vld(k, s->C, ix, w);
+      r = LLVMBuildFAdd(k->B, r, s->beta == 1.0 ? old : LLVMBuildFMul(k->B, old, cfl(k, r, s->beta), ""), "");
+    }
+    if (s->epi) r = s->epi->fn(k, r, s->row, LLVMBuildNSWAdd(k->B, j0, ci(k, q * w), ""), w, s->epi->ctx);
+    cg_vst(k, s->C, ix, r, w);
+  }
+}
+
+static void sg_small(cg_k *k, int ta, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda, V Bm,
+                     int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
+  int vw = k->m->vw > 1 ? k->m->vw : 1, maxq = vw >= 16 ? 16 : 8, blk = maxq * vw;
+  sg_t s = {ta, K, lda, ldb, ldc, alpha, beta, A, Bm, Cm, NULL, epi};
+  CG_FOR(k, i, ci(k, 0), ci(k, M)) {
+    s.row = i.iv;
+    if (N / blk > 0)
+      CG_FOR(k, jb, ci(k, 0), ci(k, N / blk)) sg_cols(k, &s, LLVMBuildNSWMul(k->B, jb.iv, ci(k, blk), ""), maxq, vw);
+    int64_t j = N / blk * blk;
+    for (int w = vw; w >= 1; w /= 2) /* the rest: narrower vectors, then scalars */
+      while (N - j >= w) {
+        int nq = (int)((N - j) / w < maxq ? (N - j) / w : maxq);
+        sg_cols(k, &s, ci(k, j), nq, w);
+        j += (int64_t)nq * w;
+      }
+  }
+}
+
+typedef struct {
+  V C;
+  int64_t ldc;
+  const cg_epi *epi;
+  V row;
+} epi_pass;
+
+static void epi_body(cg_k *k, V j, int w, void *ctx) {
+  epi_pass *e = ctx;
+  V ix = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, e->row, ci(k, e->ldc), ""), j, "");
+  cg_vst(k, e->C, ix, e->epi->fn(k, cg_vld(k, e->C, ix, w), e->row, j, w, e->epi->ctx), w);
+}
+
+void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
+                  V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
+  if (!tb && M * N * K <= CG_SMALL_GEMM && K > 0) {
+    sg_small(k, ta, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, epi);
+    return;
+  }
+  cg_sgemm(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc);
+  if (!epi) return;
+  epi_pass e = {Cm, ldc, epi, NULL};
+  CG_FOR(k, r, ci(k, 0), ci(k, M)) {
+    e.row = r.iv;
+    cg_vfor(k, ci(k, N), epi_body, &e);
+  }
+}
+
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc) {
+  if (!tb && M * N * K <= CG_SMALL_GEMM && K > 0) {
+    sg_small(k, ta, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
+    return;
+  }
   V a[14] = {ci32(k, 101),  ci32(k, ta ? 112 : 111), ci32(k, tb ? 112 : 111), ci32(k, M), ci32(k, N),
              ci32(k, K),    cf(k, alpha), A, ci32(k, lda), Bm, ci32(k, ldb), cf(k, beta), Cm, ci32(k, ldc)};
   cg_call(k, k->m->sgemm, a, 14);

@@ -390,6 +390,7 @@ static const cg_emit_fn cg_grad_ops[IR_NOPS] = {
   [IR_CONV2D_GRAD_WEIGHT] = e_conv2d_grad_weight, [IR_POOL2D_GRAD] = e_pool2d_grad,
   [IR_EMBEDDING_GRAD] = e_embedding_grad, [IR_SLICE_GRAD] = e_slice_grad,
   [IR_CROSS_ENTROPY_GRAD] = e_cross_entropy_grad, [IR_BCE_GRAD] = e_bce_grad,
+  [IR_MINIMUM ... IR_NOPS - 1] = cg_emit_opt, /* training-step ops: cg_opt.c */
 };
 
 void cg_emit_grad(cg_k *k) { cg_grad_ops[k->n->op](k); }

@@ -29,7 +29,21 @@ typedef struct {
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
 } cg_mod;
 
-enum { CG_MAXARGS = 16 };
+enum { CG_MAXARGS = 16, CG_MAXFUSE = 6 };
+
+/* A matrix product fused with the elementwise nodes that follow it (bias
+ * add, activation, residual add): one kernel computes the product and
+ * applies the steps to each element before it is stored, so the
+ * intermediate tensors are never written. Kernel arguments: the last
+ * node's result, the product's two inputs, then one per binary step. */
+enum { CG_EPI_UNARY, CG_EPI_ROW, CG_EPI_FULL }; /* other operand: none, [N] per column, the full shape */
+typedef struct {
+  int nsteps;
+  const ir_node *node[CG_MAXFUSE]; /* the step's node (op and attributes) */
+  int kind[CG_MAXFUSE];
+  int arg[CG_MAXFUSE];             /* kernel argument of the other operand */
+  int right[CG_MAXFUSE];           /* the running value is the right operand (b - v) */
+} cg_fuse;
 
 /* The kernel being emitted: void k(out, in0, ..., scratch, err).
  * arg[0] is the result, arg[1 + j] input j; dt[] their dtypes. */
@@ -44,6 +58,7 @@ typedef struct {
   V arg[CG_MAXARGS];
   ir_dtype dt[CG_MAXARGS];
   const ir_shape *sh[CG_MAXARGS];
+  const cg_fuse *fuse; /* non-NULL: n is a matrix product with these steps fused after it */
   V scratch; /* byte pointer to this node's scratch */
   V err;     /* i32* status word: kernels store non-zero on bad data */
 } cg_k;
@@ -52,8 +67,14 @@ typedef struct {
 typedef void (*cg_emit_fn)(cg_k *k);
 extern const cg_emit_fn cg_emitters[IR_NOPS];
 int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n);
+/* The fused product kernel (k->fuse set), and whether a unary op can be a
+ * fused step (its code works on vectors). */
+void cg_emit_fused(cg_k *k);
+int cg_fusable_unary(int op);
 /* The backward ops' emitter (cg_grad.c): dispatches on its own table. */
 void cg_emit_grad(cg_k *k);
+/* The training-step ops' emitter (cg_opt.c), reached through cg_emit_grad. */
+void cg_emit_opt(cg_k *k);
 /* NULL if the backend can emit n, else why not. */
 const char *cg_unsupported(const ir_graph *g, const ir_node *n);
 
@@ -147,6 +168,15 @@ void cg_cache_store(const char *key, const void *obj, size_t len);
 /* cblas_sgemm(RowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) */
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc);
+/* cg_sgemm, then f(value, row, col) applied to each element of C before
+ * it is stored (value: w lanes of columns col..col+w-1 of row row). */
+typedef V (*cg_epi_fn)(cg_k *k, V v, V row, V col, int w, void *ctx);
+typedef struct {
+  cg_epi_fn fn;
+  void *ctx;
+} cg_epi;
+void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
+                  V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi);
 /* rows x cols row-major float matrix at p (row stride ld) := bias[j] */
 void cg_fill_rows(cg_k *k, V p, int64_t rows, int64_t cols, int64_t ld, V bias);
 

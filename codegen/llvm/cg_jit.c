@@ -26,7 +26,9 @@
 
 #include "passes/passes.h"
 
-enum { BUF_ARENA, BUF_INPUT, BUF_PARAM, BUF_CONST, BUF_OUTPUT, BUF_ALIAS };
+/* BUF_FUSED: a node computed inside a later node's fused kernel; it has no
+ * buffer of its own and no kernel. */
+enum { BUF_ARENA, BUF_INPUT, BUF_PARAM, BUF_CONST, BUF_OUTPUT, BUF_ALIAS, BUF_FUSED };
 
 typedef struct {
   int kind, idx;  /* idx: input/param/output index, alias source node */
@@ -45,6 +47,12 @@ struct cg_program {
   unsigned char *arena, *consts;
   cg_stats st;
   char *ir_text;
+  /* profiling (LATHE_PROFILE): per kernel call, its node and accumulated time */
+  int *prof_node;
+  double *prof_ns;
+  double prof_last;
+  int64_t prof_runs;
+  const char **op_names; /* per node: its operator's name (for the table) */
 };
 
 static double now_ms(void) {
@@ -81,17 +89,98 @@ static int cg_init_llvm(char *msg, size_t msgn) {
   return ok ? 0 : fail(msg, msgn, "llvm backend: this host's CPU is not supported by the LLVM build");
 }
 
+/* ---- fusion: a matrix product and the elementwise chain after it ----
+ *
+ * matmul -> add(bias) -> gelu, or -> add(residual): each link's value has
+ * exactly one reader (the next link) and is neither an output nor the loss,
+ * every link has the product's shape, and only leaves sit between the links
+ * in node order, so running the whole chain at its last node's position
+ * changes no other node's view of memory. fuse_of[last] describes it. */
+
+typedef struct {
+  cg_fuse f;
+  int head;               /* the product node */
+  int extra[CG_MAXFUSE];  /* node of each binary step's other operand, in argument order */
+  int nextra;
+} cg_group;
+
+static int only_leaves_between(const ir_graph *g, int a, int b) {
+  for (int i = a + 1; i < b; i++)
+    if (ir_ops[g->nodes[i].op].cat != IR_CAT_LEAF) return 0;
+  return 1;
+}
+
+/* Whether operand o of a step has a per-column ([.., N], leading 1s) or
+ * the full shape; -1 if neither. */
+static int step_kind(const ir_shape *out, const ir_shape *o) {
+  if (ir_shape_eq(out, o)) return CG_EPI_FULL;
+  if (o->rank < 1 || o->rank > out->rank || o->d[o->rank - 1] != out->d[out->rank - 1]) return -1;
+  for (int d = 0; d < o->rank - 1; d++)
+    if (o->d[d] != 1) return -1;
+  return CG_EPI_ROW;
+}
+
+/* Add node c (the single reader of cur) as a step of grp if it qualifies. */
+static int try_step(const ir_graph *g, cg_group *grp, int cur, int c) {
+  const ir_node *n = &g->nodes[c], *h = &g->nodes[grp->head];
+  int s = grp->f.nsteps;
+  if (s >= CG_MAXFUSE || n->dtype != IR_F32 || !ir_shape_eq(&n->shape, &h->shape)) return 0;
+  if (!only_leaves_between(g, cur, c)) return 0;
+  if (cg_fusable_unary(n->op) && n->nin == 1) {
+    grp->f.kind[s] = CG_EPI_UNARY;
+  } else if (n->op >= IR_ADD && n->op <= IR_DIV && n->nin == 2 && (n->in[0] == cur) != (n->in[1] == cur)) {
+    int right = n->in[1] == cur, o = n->in[right ? 0 : 1];
+    int kind = step_kind(&h->shape, &g->nodes[o].shape);
+    if (kind < 0 || g->nodes[o].dtype != IR_F32 || grp->nextra >= CG_MAXFUSE || 3 + grp->nextra + 3 > CG_MAXARGS)
+      return 0;
+    grp->f.kind[s] = kind;
+    grp->f.right[s] = right;
+    grp->f.arg[s] = 3 + grp->nextra; /* out, A, B, extras... */
+    grp->extra[grp->nextra++] = o;
+  } else {
+    return 0;
+  }
+  grp->f.node[s] = n;
+  grp->f.nsteps++;
+  return 1;
+}
+
+/* Find every fusable chain; mark its inner nodes fused and record the
+ * group at its last node (fuse_of) and where each member runs (run_at). */
+static void find_fusions(const ir_graph *g, arena *A, const int *is_out, cg_group **fuse_of, int *run_at) {
+  int nn = g->nnodes;
+  int *uses = ar_alloc(A, sizeof(int) * (size_t)nn), *reader = ar_alloc(A, sizeof(int) * (size_t)nn);
+  for (int i = 0; i < nn; i++) uses[i] = 0, reader[i] = -1, run_at[i] = i, fuse_of[i] = NULL;
+  for (int i = 0; i < nn; i++)
+    for (int j = 0; j < g->nodes[i].nin; j++) uses[g->nodes[i].in[j]]++, reader[g->nodes[i].in[j]] = i;
+  for (int h = 0; h < nn; h++) {
+    const ir_node *n = &g->nodes[h];
+    if (n->op != IR_MATMUL || n->dtype != IR_F32 || n->shape.rank < 1) continue;
+    cg_group *grp = ar_alloc(A, sizeof *grp);
+    memset(grp, 0, sizeof *grp);
+    grp->head = h;
+    int cur = h;
+    while (uses[cur] == 1 && !is_out[cur] && g->loss != cur && try_step(g, grp, cur, reader[cur])) cur = reader[cur];
+    if (cur == h) continue;
+    fuse_of[cur] = grp;
+    for (int x = h; x != cur; x = reader[x]) run_at[x] = cur;
+  }
+}
+
 /* ---- buffer plan ---- */
 
 static int aliasable(int op) { return op == IR_RESHAPE || op == IR_DROPOUT; }
 
-static void plan_buffers(cg_program *p, const ir_graph *g, arena *A) {
+/* Lay out every buffer; the arena itself is allocated only when alloc. */
+static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **fuse_of, int alloc) {
   int nn = g->nnodes;
   int64_t *bytes = ar_alloc(A, sizeof(int64_t) * (size_t)nn), *scratch = ar_alloc(A, sizeof(int64_t) * (size_t)nn);
   int *keep = ar_alloc(A, sizeof(int) * (size_t)nn), *alias = ar_alloc(A, sizeof(int) * (size_t)nn);
-  int *owner = ar_alloc(A, sizeof(int) * (size_t)nn);
-  for (int i = 0; i < nn; i++) owner[i] = -1;
-  for (int j = g->noutputs - 1; j >= 0; j--) owner[g->outputs[j].node] = j;
+  int *owner = ar_alloc(A, sizeof(int) * (size_t)nn), *run_at = ar_alloc(A, sizeof(int) * (size_t)nn);
+  int *is_out = ar_alloc(A, sizeof(int) * (size_t)nn);
+  for (int i = 0; i < nn; i++) owner[i] = -1, is_out[i] = 0;
+  for (int j = g->noutputs - 1; j >= 0; j--) owner[g->outputs[j].node] = j, is_out[g->outputs[j].node] = 1;
+  find_fusions(g, A, is_out, fuse_of, run_at);
   int64_t cbytes = 0;
   for (int i = 0; i < nn; i++) {
     const ir_node *n = &g->nodes[i];
@@ -106,6 +195,8 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A) {
       b->kind = BUF_CONST;
       b->off = cbytes;
       cbytes += (b->bytes + 63) / 64 * 64;
+    } else if (run_at[i] > i) {
+      b->kind = BUF_FUSED;
     } else if (owner[i] >= 0) {
       b->kind = BUF_OUTPUT;
       b->idx = owner[i];
@@ -116,17 +207,19 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A) {
       b->kind = BUF_ARENA;
       bytes[i] = b->bytes;
     }
-    if (b->kind == BUF_ARENA || b->kind == BUF_OUTPUT) scratch[i] = cg_scratch_bytes(g, n);
+    if (b->kind == BUF_ARENA || b->kind == BUF_OUTPUT)
+      scratch[i] = cg_scratch_bytes(g, fuse_of[i] ? &g->nodes[fuse_of[i]->head] : n);
     keep[i] = g->loss == i;
   }
   mp_plan plan;
-  mp_plan_graph(g, A, bytes, scratch, keep, alias, &plan);
+  mp_plan_graph_at(g, A, bytes, scratch, keep, alias, run_at, &plan);
   for (int i = 0; i < nn; i++) {
     if (p->buf[i].kind == BUF_ARENA) p->buf[i].off = plan.offset[i];
     p->buf[i].scr = plan.scratch_off[i];
   }
   p->st.arena_bytes = plan.arena_bytes;
   p->st.naive_bytes = plan.naive_bytes;
+  if (!alloc) return;
   p->arena = aligned_alloc(64, (size_t)(plan.arena_bytes + 64) / 64 * 64);
   p->consts = aligned_alloc(64, (size_t)cbytes + 64);
 }
@@ -175,36 +268,54 @@ static void set_fn_attrs(cg_mod *m, V fn) {
   if (m->vw >= 16) LLVMAddTargetDependentFunctionAttr(fn, "prefer-vector-width", "512");
 }
 
-static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, int idx) {
+/* The nodes a kernel reads, in argument order after its result: the node's
+ * inputs, or for a fused group the product's two inputs and the extras. */
+static int kernel_inputs(const ir_graph *g, const ir_node *n, const cg_group *grp, int *in) {
+  if (!grp) {
+    for (int j = 0; j < n->nin; j++) in[j] = n->in[j];
+    return n->nin;
+  }
+  const ir_node *h = &g->nodes[grp->head];
+  in[0] = h->in[0], in[1] = h->in[1];
+  for (int j = 0; j < grp->nextra; j++) in[2 + j] = grp->extra[j];
+  return 2 + grp->nextra;
+}
+
+/* n: the node whose result the kernel writes; grp: its fused group or NULL. */
+static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_group *grp, int idx) {
   cg_k k = {0};
+  int in[CG_MAXARGS];
+  int nin = kernel_inputs(g, n, grp, in);
   k.m = m;
   k.B = m->B;
   k.g = g;
-  k.n = n;
-  k.nargs = n->nin + 1;
+  k.n = grp ? &g->nodes[grp->head] : n;
+  k.fuse = grp ? &grp->f : NULL;
+  k.nargs = nin + 1;
   LLVMTypeRef params[CG_MAXARGS];
-  for (int j = 0; j < n->nin + 3; j++) params[j] = m->ptr;
+  for (int j = 0; j < nin + 3; j++) params[j] = m->ptr;
   char name[64];
-  snprintf(name, sizeof name, "k%d_%s", idx, ir_ops[n->op].name);
-  k.fn = LLVMAddFunction(m->M, name, LLVMFunctionType(m->vd, params, (unsigned)n->nin + 3, 0));
+  snprintf(name, sizeof name, "k%d_%s%s", idx, ir_ops[k.n->op].name, grp ? "_fused" : "");
+  k.fn = LLVMAddFunction(m->M, name, LLVMFunctionType(m->vd, params, (unsigned)nin + 3, 0));
   LLVMSetLinkage(k.fn, LLVMInternalLinkage);
   set_fn_attrs(m, k.fn);
-  for (int j = 0; j < n->nin + 1; j++) {
-    const ir_node *x = j == 0 ? n : &g->nodes[n->in[j - 1]];
+  for (int j = 0; j < nin + 1; j++) {
+    const ir_node *x = j == 0 ? n : &g->nodes[in[j - 1]];
     k.arg[j] = LLVMGetParam(k.fn, (unsigned)j);
     k.dt[j] = x->dtype;
     k.sh[j] = &x->shape;
     LLVMAddAttributeAtIndex(k.fn, (unsigned)j + 1,
                             LLVMCreateEnumAttribute(m->C, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
   }
-  k.scratch = LLVMGetParam(k.fn, (unsigned)n->nin + 1);
-  k.err = LLVMGetParam(k.fn, (unsigned)n->nin + 2);
+  k.scratch = LLVMGetParam(k.fn, (unsigned)nin + 1);
+  k.err = LLVMGetParam(k.fn, (unsigned)nin + 2);
   k.entry = LLVMAppendBasicBlockInContext(m->C, k.fn, "entry");
   LLVMPositionBuilderAtEnd(m->B, k.entry);
   LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(m->C, k.fn, "start");
   LLVMBuildBr(m->B, start); /* the entry block holds only allocas */
   LLVMPositionBuilderAtEnd(m->B, start);
-  cg_emitters[n->op](&k);
+  if (grp) cg_emit_fused(&k);
+  else cg_emitters[n->op](&k);
   LLVMBuildRetVoid(m->B);
   return k.fn;
 }
@@ -221,8 +332,42 @@ static unsigned hash_str(const char *s) {
   return h;
 }
 
+/* ---- profiling: the entry calls lathe_prof_tick(seq) after each kernel ---- */
+
+static _Thread_local cg_program *prof_cur;
+
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+static void prof_tick(int32_t seq) {
+  cg_program *p = prof_cur;
+  if (!p) return;
+  double t = now_ns();
+  p->prof_ns[seq] += t - p->prof_last;
+  p->prof_last = t;
+}
+
 /* lathe_forward(bufs, scr, err): every kernel in node order */
-static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A) {
+/* The dedup key of a kernel: every node it computes, with shapes and
+ * attributes, and for a fused group the operand sides. */
+static void group_key(const ir_graph *g, const ir_node *n, const cg_group *grp, char *key, size_t kn) {
+  if (!grp) {
+    kernel_key(g, n, key, kn);
+    return;
+  }
+  size_t w = 0;
+  kernel_key(g, &g->nodes[grp->head], key, kn);
+  for (int s = 0; s < grp->f.nsteps && (w = strlen(key)) + 8 < kn; s++) {
+    snprintf(key + w, kn - w, "#%d%d:", grp->f.kind[s], grp->f.right[s]);
+    w = strlen(key);
+    kernel_key(g, grp->f.node[s], key + w, kn - w);
+  }
+}
+
+static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A, cg_group **fuse_of) {
   kernel_table kt = {0};
   kt.cap = 16;
   while (kt.cap < (unsigned)g->nnodes * 2) kt.cap *= 2;
@@ -234,6 +379,8 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A) 
   LLVMBuilderRef EB = LLVMCreateBuilderInContext(m->C);
   LLVMPositionBuilderAtEnd(EB, LLVMAppendBasicBlockInContext(m->C, entry, "entry"));
   V bufs = LLVMGetParam(entry, 0), scr = LLVMGetParam(entry, 1), err = LLVMGetParam(entry, 2);
+  LLVMTypeRef tick_ty = LLVMFunctionType(m->vd, &m->i32, 1, 0);
+  V tick = p->prof_node ? LLVMAddFunction(m->M, "lathe_prof_tick", tick_ty) : NULL;
   LLVMTypeRef pp = LLVMPointerType(m->ptr, 0);
   V pbufs = LLVMBuildPointerCast(EB, bufs, pp, ""), pscr = LLVMBuildPointerCast(EB, scr, pp, "");
   char key[4096];
@@ -242,22 +389,30 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A) 
     int kind = p->buf[i].kind;
     if (kind != BUF_ARENA && kind != BUF_OUTPUT) continue;
     p->st.kernels++;
-    kernel_key(g, n, key, sizeof key);
+    const cg_group *grp = fuse_of[i];
+    group_key(g, n, grp, key, sizeof key);
     unsigned h = hash_str(key) & (kt.cap - 1);
     while (kt.key[h] && strcmp(kt.key[h], key)) h = (h + 1) & (kt.cap - 1);
     if (!kt.key[h]) {
       kt.key[h] = ar_strdup(A, key);
-      kt.fn[h] = emit_kernel(m, g, n, p->st.kernels_unique++);
+      kt.fn[h] = emit_kernel(m, g, n, grp, p->st.kernels_unique++);
     }
+    int in[CG_MAXARGS], nin = kernel_inputs(g, n, grp, in);
     V args[CG_MAXARGS];
-    for (int j = 0; j <= n->nin; j++) {
-      V idx = LLVMConstInt(m->i64, (unsigned long long)(j == 0 ? i : n->in[j - 1]), 0);
+    for (int j = 0; j <= nin; j++) {
+      V idx = LLVMConstInt(m->i64, (unsigned long long)(j == 0 ? i : in[j - 1]), 0);
       args[j] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pbufs, &idx, 1, ""), "");
     }
     V si = LLVMConstInt(m->i64, (unsigned long long)i, 0);
-    args[n->nin + 1] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pscr, &si, 1, ""), "");
-    args[n->nin + 2] = err;
-    LLVMBuildCall2(EB, LLVMGlobalGetValueType(kt.fn[h]), kt.fn[h], args, (unsigned)n->nin + 3, "");
+    args[nin + 1] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pscr, &si, 1, ""), "");
+    args[nin + 2] = err;
+    LLVMBuildCall2(EB, LLVMGlobalGetValueType(kt.fn[h]), kt.fn[h], args, (unsigned)nin + 3, "");
+    if (grp && p->op_names) p->op_names[i] = "matmul+fused";
+    if (p->prof_node) {
+      V seq = LLVMConstInt(m->i32, (unsigned long long)(p->st.kernels - 1), 0);
+      p->prof_node[p->st.kernels - 1] = i;
+      LLVMBuildCall2(EB, tick_ty, tick, &seq, 1, "");
+    }
   }
   LLVMBuildRetVoid(EB);
   LLVMDisposeBuilder(EB);
@@ -319,6 +474,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"cblas_sgemm", (void *)cblas_sgemm}, {"expf", (void *)expf}, {"logf", (void *)logf},
     {"tanhf", (void *)tanhf}, {"erfcf", (void *)erfcf}, {"powf", (void *)powf}, {"log1pf", (void *)log1pf},
     {"memcpy", (void *)memcpy}, {"memset", (void *)memset}, {"memmove", (void *)memmove},
+    {"lathe_prof_tick", (void *)prof_tick},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
   __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];
@@ -438,12 +594,35 @@ static cg_program *program_new(const ir_graph *g) {
   return p;
 }
 
+static int env_profile(void) {
+  const char *e = getenv("LATHE_PROFILE");
+  return e && *e && strcmp(e, "0") != 0;
+}
+
+static int prof_alloc(cg_program *p, const ir_graph *g) {
+  size_t nn = (size_t)(g->nnodes ? g->nnodes : 1);
+  p->prof_node = calloc(nn, sizeof *p->prof_node);
+  p->prof_ns = calloc(nn, sizeof *p->prof_ns);
+  p->op_names = calloc(nn, sizeof *p->op_names);
+  if (!p->prof_node || !p->prof_ns || !p->op_names) return -1;
+  for (int i = 0; i < g->nnodes; i++) {
+    int op = g->nodes[i].op;
+    p->op_names[i] = op >= 0 && op < IR_NOPS ? ir_ops[op].name : "?";
+  }
+  return 0;
+}
+
 cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t msgn) {
-  cg_options opts = {2, 0, 0, 0};
+  cg_options opts = {2, 0, 0, 0, 0};
   if (o) opts = *o;
+  if (env_profile()) opts.profile = 1;
   if (msg && msgn) msg[0] = '\0';
   if (cg_init_llvm(msg, msgn) || check_graph(g, msg, msgn)) return NULL;
   cg_program *p = program_new(g);
+  if (p && opts.profile && prof_alloc(p, g)) {
+    cg_free(p);
+    p = NULL;
+  }
   if (!p) {
     fail(msg, msgn, "llvm backend: out of memory");
     return NULL;
@@ -451,7 +630,8 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   arena A;
   ar_init(&A);
   double t0 = now_ms();
-  plan_buffers(p, g, &A);
+  cg_group **fuse_of = ar_alloc(&A, sizeof(cg_group *) * (size_t)(g->nnodes ? g->nnodes : 1));
+  plan_buffers(p, g, &A, fuse_of, 1);
   if (!p->arena || !p->consts) {
     ar_free(&A);
     cg_free(p);
@@ -469,7 +649,7 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   m.features = feat;
   m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4;
   cg_mod_types(&m);
-  build_module(p, &m, g, &A);
+  build_module(p, &m, g, &A, fuse_of);
   LLVMDisposeBuilder(m.B);
   ar_free(&A);
   p->st.parse_ms = now_ms() - t0;
@@ -510,12 +690,19 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
     case BUF_CONST: v = p->consts + b->off; break;
     case BUF_OUTPUT: v = outputs[b->idx]; break;
     case BUF_ALIAS: v = p->bufs[b->idx]; break;
+    case BUF_FUSED: v = NULL; break;
     }
     p->bufs[i] = v;
     p->scr[i] = b->scr >= 0 ? p->arena + b->scr : NULL;
   }
   int32_t err = 0;
+  if (p->prof_node) {
+    prof_cur = p;
+    p->prof_runs++;
+    p->prof_last = now_ns();
+  }
   p->forward(p->bufs, p->scr, &err);
+  prof_cur = NULL;
   for (int j = 0; j < p->noutputs; j++) {
     int n = p->out_node[j];
     if (p->bufs[n] != outputs[j]) memcpy(outputs[j], p->bufs[n], (size_t)p->buf[n].bytes);
@@ -540,9 +727,90 @@ void cg_free(cg_program *p) {
   free(p->arena);
   free(p->consts);
   free(p->ir_text);
+  free(p->prof_node);
+  free(p->prof_ns);
+  free(p->op_names);
   free(p);
 }
 
 void cg_get_stats(const cg_program *p, cg_stats *st) { *st = p->st; }
 
+int cg_plan_stats(const ir_graph *g, int64_t *arena_bytes, int64_t *naive_bytes) {
+  cg_program *p = program_new(g);
+  if (!p) return -1;
+  arena A;
+  ar_init(&A);
+  cg_group **fuse_of = ar_alloc(&A, sizeof(cg_group *) * (size_t)(g->nnodes ? g->nnodes : 1));
+  plan_buffers(p, g, &A, fuse_of, 0);
+  *arena_bytes = p->st.arena_bytes;
+  *naive_bytes = p->st.naive_bytes;
+  ar_free(&A);
+  cg_free(p);
+  return 0;
+}
+
 char *cg_module_text(const cg_program *p) { return p->ir_text ? strdup(p->ir_text) : NULL; }
+
+/* ---- the profile table ---- */
+
+typedef struct {
+  const char *name;
+  double ns;
+  int calls;
+} prof_row;
+
+static int prof_cmp(const void *a, const void *b) {
+  double x = ((const prof_row *)a)->ns, y = ((const prof_row *)b)->ns;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void prof_append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void prof_append(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
+  if (!*buf) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int w = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+  va_end(ap);
+  if (w > 0) *len += (size_t)w < *cap - *len ? (size_t)w : *cap - *len - 1;
+}
+
+char *cg_profile_text(const cg_program *p) {
+  if (!p->prof_node) return NULL;
+  int nk = p->st.kernels;
+  prof_row *ops = calloc((size_t)nk + 1, sizeof *ops), *ks = calloc((size_t)nk + 1, sizeof *ks);
+  size_t cap = 4096 + (size_t)nk * 8, len = 0;
+  char *buf = malloc(cap);
+  if (!ops || !ks || !buf) {
+    free(ops), free(ks), free(buf);
+    return NULL;
+  }
+  buf[0] = '\0';
+  double runs = p->prof_runs > 0 ? (double)p->prof_runs : 1, total = 0;
+  int nops = 0;
+  for (int s = 0; s < nk; s++) {
+    const char *name = p->op_names[p->prof_node[s]];
+    double ns = p->prof_ns[s] / runs;
+    total += ns;
+    ks[s] = (prof_row){name, ns, p->prof_node[s]};
+    int j = 0;
+    while (j < nops && strcmp(ops[j].name, name)) j++;
+    if (j == nops) ops[nops++] = (prof_row){name, 0, 0};
+    ops[j].ns += ns;
+    ops[j].calls++;
+  }
+  qsort(ops, (size_t)nops, sizeof *ops, prof_cmp);
+  qsort(ks, (size_t)nk, sizeof *ks, prof_cmp);
+  prof_append(&buf, &len, &cap, "profile: %lld run(s), %.3f ms per run in %d kernel calls\n", (long long)p->prof_runs,
+              total / 1e6, nk);
+  prof_append(&buf, &len, &cap, "  %-16s %6s %12s %6s\n", "operator", "calls", "ms/run", "%");
+  for (int j = 0; j < nops; j++)
+    prof_append(&buf, &len, &cap, "  %-16s %6d %12.3f %5.1f%%\n", ops[j].name, ops[j].calls, ops[j].ns / 1e6,
+                total > 0 ? 100 * ops[j].ns / total : 0);
+  prof_append(&buf, &len, &cap, "  slowest kernel calls:\n");
+  for (int s = 0; s < nk && s < 8; s++)
+    prof_append(&buf, &len, &cap, "    node %-6d %-16s %10.3f ms\n", ks[s].calls, ks[s].name, ks[s].ns / 1e6);
+  free(ops);
+  free(ks);
+  return buf;
+}

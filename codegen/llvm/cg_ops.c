@@ -32,24 +32,26 @@ static V scr(cg_k *k, int64_t float_off) { return cg_fptr(k, k->scratch, ci(k, f
 
 typedef V (*cg_fmap)(cg_k *k, V x, const ir_attr *a);
 
+/* The unary maps work on f32 or <N x float> (constants via cfl), so fused
+ * product kernels can apply them to whole vectors. */
 static V u_relu(cg_k *k, V x, const ir_attr *a) {
   (void)a; /* x <= 0 -> 0; NaN stays NaN */
-  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOLE, x, cf(k, 0), ""), cf(k, 0), x, "");
+  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOLE, x, cfl(k, x, 0), ""), cfl(k, x, 0), x, "");
 }
 static V u_leaky(cg_k *k, V x, const ir_attr *a) {
-  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGE, x, cf(k, 0), ""), x, fmul(k, cf(k, a->f), x), "");
+  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGE, x, cfl(k, x, 0), ""), x, fmul(k, cfl(k, x, a->f), x), "");
 }
 static V u_sigmoid(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sigmoid(k, x); }
 static V u_tanh(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_tanh(k, x); }
 static V u_gelu(cg_k *k, V x, const ir_attr *a) {
   if (a->approx) { /* 0.5x(1 + tanh u) = x * sigmoid(2u): no cancellation for x < 0 */
     V x3 = fmul(k, fmul(k, x, x), x);
-    V u = fmul(k, cf(k, 0.79788456080286535588), fadd(k, x, fmul(k, cf(k, 0.044715), x3)));
-    return fmul(k, x, cg_sigmoid(k, fmul(k, cf(k, 2), u)));
+    V u = fmul(k, cfl(k, x, 0.79788456080286535588), fadd(k, x, fmul(k, cfl(k, x, 0.044715), x3)));
+    return fmul(k, x, cg_sigmoid(k, fmul(k, cfl(k, x, 2), u)));
   }
   /* 0.5x(1 + erf(x/sqrt2)) = 0.5x erfc(-x/sqrt2), accurate for x < 0 too */
-  V e = cg_erfc(k, fmul(k, x, cf(k, -0.70710678118654752440)));
-  return fmul(k, fmul(k, cf(k, 0.5), x), e);
+  V e = cg_erfc(k, fmul(k, x, cfl(k, x, -0.70710678118654752440)));
+  return fmul(k, fmul(k, cfl(k, x, 0.5), x), e);
 }
 static V u_swish(cg_k *k, V x, const ir_attr *a) { (void)a; return fmul(k, x, cg_sigmoid(k, x)); }
 static V u_exp(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_exp(k, x); }
@@ -673,6 +675,54 @@ static void e_seq(cg_k *k) {
   V xp = seq_inproj(k, s, ARG(3));
   step(k, s, xp, ci(k, 0), 1);
   CG_FOR(k, t, ci(k, 1), ci(k, s.T)) step(k, s, xp, t.iv, 0);
+}
+
+/* ---- a product with its elementwise tail fused (cg_fuse) ---- */
+
+int cg_fusable_unary(int op) {
+  static const unsigned char ok[IR_NOPS] = {
+    [IR_RELU] = 1, [IR_LEAKY_RELU] = 1, [IR_SIGMOID] = 1, [IR_TANH] = 1, [IR_GELU] = 1,
+    [IR_SWISH] = 1, [IR_EXP] = 1, [IR_SQRT] = 1, [IR_ABS] = 1, [IR_NEG] = 1,
+  };
+  return op >= 0 && op < IR_NOPS && ok[op];
+}
+
+static V epi_apply(cg_k *k, V v, V row, V col, int w, void *ctx) {
+  const cg_fuse *f = ctx;
+  static const cg_bop fops[] = {LLVMBuildFAdd, LLVMBuildFSub, LLVMBuildFMul, LLVMBuildFDiv};
+  int64_t N = k->n->shape.d[k->n->shape.rank - 1];
+  for (int s = 0; s < f->nsteps; s++) {
+    const ir_node *n = f->node[s];
+    if (f->kind[s] == CG_EPI_UNARY) {
+      v = unary_fn[n->op](k, v, &n->attr);
+      continue;
+    }
+    V idx = f->kind[s] == CG_EPI_ROW ? col : add(k, muli(k, row, N), col);
+    V o = cg_vld(k, k->arg[f->arg[s]], idx, w);
+    v = f->right[s] ? fops[n->op - IR_ADD](BLD, o, v, "") : fops[n->op - IR_ADD](BLD, v, o, "");
+  }
+  return v;
+}
+
+/* The product as e_matmul, with the steps applied as each element is
+ * stored (one tall GEMM) or in one pass after the batched products. */
+void cg_emit_fused(cg_k *k) {
+  const ir_shape *sa = SH(0), *sb = SH(1);
+  int64_t K = sa->d[sa->rank - 1], N = k->n->shape.d[k->n->shape.rank - 1];
+  int64_t rows = ir_numel(&k->n->shape) / N;
+  cg_epi epi = {epi_apply, (void *)k->fuse};
+  if (sb->rank == 2 && sa->rank >= 2) {
+    cg_sgemm_epi(k, 0, 0, rows, N, K, 1.0, ARG(0), K, ARG(1), N, 0.0, k->arg[0], N, &epi);
+    return;
+  }
+  e_matmul(k);
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V row = r.iv;
+    CG_FOR(k, j, ci(k, 0), ci(k, N)) {
+      V ix = add(k, muli(k, row, N), j.iv);
+      cg_stp(k, k->arg[0], ix, epi_apply(k, cg_ldp(k, k->arg[0], ix), row, j.iv, 1, (void *)k->fuse));
+    }
+  }
 }
 
 /* ---- the table ---- */

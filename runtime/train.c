@@ -1,0 +1,543 @@
+/* train.c -- lathe_train and lathe_eval. A training step is one compiled
+ * program: the model's forward graph, its backward graph (passes/autodiff.c)
+ * and the optimizer update (passes/optimizer.c). The loop here feeds it
+ * batches and the per-step scalars (learning rate from the schedule, bias
+ * corrections, noise std, random-stream counter), commits the updated
+ * weights and optimizer state, evaluates the validation split after every
+ * epoch with a forward-only program, keeps the best weights, stops early,
+ * checkpoints atomically and, at the very end, evaluates the test split once
+ * on the best weights. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "passes/optimizer.h"
+#include "passes/passes.h"
+#include "runtime/runtime.h"
+#include "runtime/train.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- settings: the train block, the command line, PyTorch's defaults ---- */
+
+static double dflt(double v, double d) { return isnan(v) ? d : v; }
+
+static void settings_defaults(ir_train *t) {
+  static const double lr_of[] = {[IR_OPT_SGD] = 1e-2, [IR_OPT_ADAM] = 1e-3, [IR_OPT_ADAMW] = 1e-3,
+                                 [IR_OPT_RMSPROP] = 1e-2};
+  if (t->opt == IR_OPT_NONE) t->opt = IR_OPT_ADAM;
+  t->lr = dflt(t->lr, lr_of[t->opt]);
+  t->beta1 = dflt(t->beta1, 0.9);
+  t->beta2 = dflt(t->beta2, 0.999);
+  t->eps = dflt(t->eps, 1e-8);
+  t->weight_decay = dflt(t->weight_decay, t->opt == IR_OPT_ADAMW ? 1e-2 : 0);
+  t->alpha = dflt(t->alpha, 0.99);
+  t->momentum = dflt(t->momentum, 0);
+  if (t->nesterov < 0) t->nesterov = 0;
+  t->sched_gamma = dflt(t->sched_gamma, 0.1);
+  t->sched_every = dflt(t->sched_every, 1);
+  t->sched_warmup = dflt(t->sched_warmup, 0);
+  t->sched_min_lr = dflt(t->sched_min_lr, 0);
+  if (t->epochs < 1) t->epochs = 10;
+  if (t->batch < 1) t->batch = 32;
+  if (t->seed < 0) t->seed = 0;
+  t->l1 = dflt(t->l1, 0);
+  t->l2 = dflt(t->l2, 0);
+  t->clip_norm = dflt(t->clip_norm, 0);
+  t->grad_noise = dflt(t->grad_noise, 0);
+  if (t->nsplit < 2) t->split[0] = 0.8, t->split[1] = 0.1, t->split[2] = 0.1;
+  else if (t->nsplit == 2) t->split[2] = 0;
+}
+
+/* The block's settings: read from a graph lowered with every dim = 1. */
+static int read_settings(lathe_model *m, const lathe_train_options *o, ir_train *t, lathe_error *err) {
+  lathe_options po = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  lathe_program *p = api_program_lower(m, &po, err);
+  if (!p) return -1;
+  *t = p->g.train;
+  int has_loss = p->g.loss >= 0;
+  lathe_program_free(p);
+  if (!has_loss) return api_fail(err, LATHE_EUSER, "model '%s' has no loss to train", lathe_model_name(m));
+  if (o->lr > 0) t->lr = o->lr;
+  if (o->epochs > 0) t->epochs = o->epochs;
+  if (o->batch > 0) t->batch = o->batch;
+  if (o->seed_set) t->seed = (int64_t)o->seed;
+  settings_defaults(t);
+  return 0;
+}
+
+/* Learning rate at 1-based step t of `total`: constant, step(every, gamma)
+ * per epoch, cosine(warmup, min_lr) with linear warmup over steps,
+ * exponential(gamma) per epoch -- PyTorch's schedulers stepped per epoch
+ * (step, exponential) or per step (cosine with warmup). */
+static double schedule_lr(const ir_train *t, int64_t step, int64_t total, int64_t per_epoch) {
+  const double pi = 3.14159265358979323846;
+  double epoch = (double)((step - 1) / (per_epoch > 0 ? per_epoch : 1));
+  if (t->sched == IR_SCHED_STEP) return t->lr * pow(t->sched_gamma, floor(epoch / t->sched_every));
+  if (t->sched == IR_SCHED_EXPONENTIAL) return t->lr * pow(t->sched_gamma, epoch);
+  if (t->sched != IR_SCHED_COSINE) return t->lr;
+  double w = t->sched_warmup;
+  if ((double)step <= w) return t->lr * (double)step / w;
+  double prog = (double)total > w ? ((double)step - w) / ((double)total - w) : 1;
+  return t->sched_min_lr + 0.5 * (t->lr - t->sched_min_lr) * (1 + cos(pi * prog));
+}
+
+/* ---- programs ---- */
+
+typedef struct {
+  lathe_model *m;
+  const lathe_train_options *o;
+  ir_train t;
+  tr_data data;
+  lathe_program *step;       /* forward + backward + update */
+  lathe_program *eval;       /* forward, with the loss's prediction as output "__pred" */
+  int *commit;               /* per step output: the parameter it updates, or -1 */
+  int pred_out;
+  rt_progress *prog;
+  rt_log *log;
+  float **best;              /* per step parameter: the best weights (NULL for state) */
+  tr_meta meta;
+  int higher;                /* the selection metric: higher is better */
+  const char *metric;
+  double *curve_train, *curve_val, *curve_x;
+} tr_run;
+
+static int build_step(tr_run *r, lathe_error *err) {
+  lathe_options po = {.backend = r->o->backend};
+  lathe_program *p = api_program_lower(r->m, &po, err);
+  if (!p) return -1;
+  p->g.train = r->t;
+  char msg[1024];
+  if (opt_prepare_training(&p->g, msg, sizeof msg) || ad_backward(&p->g, NULL, 0, 0, msg, sizeof msg) ||
+      opt_append(&p->g, &r->t, msg, sizeof msg)) {
+    lathe_program_free(p);
+    return api_fail(err, LATHE_EUSER, "%s", msg);
+  }
+  if (api_program_finish(p, err)) return -1;
+  r->step = p;
+  r->commit = malloc(sizeof(int) * ((size_t)p->g.noutputs + 1));
+  if (!r->commit) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  size_t pl = strlen(OPT_NEW_PREFIX);
+  for (int k = 0; k < p->g.noutputs; k++) {
+    const char *nm = p->g.outputs[k].name;
+    r->commit[k] = strncmp(nm, OPT_NEW_PREFIX, pl) == 0 ? ir_find_param(&p->g, nm + pl) : -1;
+  }
+  return 0;
+}
+
+static int build_eval(tr_run *r, lathe_error *err) {
+  lathe_options po = {.backend = r->o->backend};
+  lathe_program *p = api_program_lower(r->m, &po, err);
+  if (!p) return -1;
+  ir_add_output(&p->g, "__pred", p->g.nodes[p->g.loss].in[0]);
+  if (api_program_finish(p, err)) return -1;
+  r->eval = p;
+  r->pred_out = ir_find_output(&p->g, "__pred");
+  if (tr_loss_kind(&p->g, &r->data.loss))
+    return api_fail(err, LATHE_EUSER, "the loss must be cross_entropy, mse or bce to train and evaluate");
+  r->metric = rt_metric_primary(r->data.loss, r->data.lm, &r->higher);
+  return 0;
+}
+
+/* Copy the step program's weights (not optimizer state) into dst. */
+static int copy_weights(const lathe_program *from, lathe_program *to, lathe_error *err) {
+  if (api_alloc_params(to, err)) return -1;
+  for (int i = 0; i < to->g.nparams; i++) {
+    int j = ir_find_param(&from->g, to->g.params[i].name);
+    lathe_tensor a, b;
+    if (j < 0 || lathe_param_view(from, j, &a) || lathe_param_view(to, i, &b))
+      return api_fail(err, LATHE_EINTERNAL, "internal error: parameter '%s' not shared", to->g.params[i].name);
+    memcpy(b.data, a.data, lathe_tensor_bytes(&b));
+  }
+  to->weights_set = 1;
+  return 0;
+}
+
+/* ---- one step ---- */
+
+static void set_scalar(lathe_program *p, const char *name, lathe_dtype dt, double v) {
+  if (ir_find_input(&p->g, name) < 0) return;
+  float f = (float)v;
+  int64_t i = (int64_t)v;
+  lathe_tensor t = {.dtype = dt, .rank = 0, .data = dt == LATHE_I64 ? (void *)&i : (void *)&f};
+  lathe_error e = {0};
+  lathe_set_input(p, name, &t, &e);
+  lathe_error_clear(&e);
+}
+
+static void set_step_scalars(tr_run *r, int64_t step, int64_t total, int64_t per_epoch) {
+  const ir_train *t = &r->t;
+  set_scalar(r->step, OPT_IN_LR, LATHE_F32, schedule_lr(t, step, total, per_epoch));
+  set_scalar(r->step, OPT_IN_BC1, LATHE_F32, 1 - pow(t->beta1, (double)step));
+  set_scalar(r->step, OPT_IN_BC2, LATHE_F32, 1 - pow(t->beta2, (double)step));
+  /* Annealed Gaussian gradient noise (Neelakantan et al. 2015): var = eta / (1 + t)^0.55. */
+  set_scalar(r->step, OPT_IN_NOISE, LATHE_F32, sqrt(t->grad_noise / pow(1.0 + (double)step, 0.55)));
+  set_scalar(r->step, OPT_IN_RNG, LATHE_I64, (double)step);
+}
+
+/* Copy every "new.X" output into X; stop on a non-finite value, naming it. */
+static int commit_step(tr_run *r, int64_t step, float loss, lathe_error *err) {
+  lathe_program *p = r->step;
+  if (!isfinite(loss))
+    return api_fail(err, LATHE_EUSER, "training stopped at step %lld: the loss is %s", (long long)step,
+                    isnan(loss) ? "nan" : "inf");
+  for (int k = 0; k < p->g.noutputs; k++) {
+    int i = r->commit[k];
+    if (i < 0) continue;
+    float *dst = p->params[i];
+    int64_t n = ir_numel(&p->g.params[i].shape);
+    api_read_output(p, k, dst);
+    for (int64_t e = 0; e < n; e++)
+      if (!isfinite(dst[e]))
+        return api_fail(err, LATHE_EUSER, "training stopped at step %lld: parameter '%s' became non-finite (%s)",
+                        (long long)step, p->g.params[i].name, isnan(dst[e]) ? "nan" : "inf");
+  }
+  return 0;
+}
+
+/* ---- evaluation ---- */
+
+static int evaluate(tr_run *r, const rt_index *split, rt_metric *out, int *nout, lathe_error *err) {
+  lathe_program *p = r->eval;
+  const ir_node *pred = &p->g.nodes[p->g.outputs[r->pred_out].node];
+  int64_t numel = ir_numel(&pred->shape), B = r->data.batch;
+  int64_t width = pred->shape.d[pred->shape.rank - 1];
+  int64_t rows_per_ex = numel / width / B;
+  rt_metrics *mt = rt_metrics_new(r->data.loss, width, r->data.lm);
+  float *buf = malloc((size_t)numel * sizeof(float) + 1);
+  float *tgt = malloc((size_t)numel * sizeof(float) + 1);
+  int32_t *lab = malloc((size_t)numel * sizeof(int32_t) + 1);
+  int rc = (!mt || !buf || !tgt || !lab) ? api_fail(err, LATHE_ENOMEM, "out of memory") : 0;
+  int tgt_in = -1;
+  for (int i = 0; i < r->data.nin; i++)
+    if (r->data.ds.f[r->data.field[i]].role == RT_FIELD_TARGET) tgt_in = i;
+  int64_t nb = rt_batch_count(split->n, B, 0);
+  for (int64_t b = 0; rc == 0 && b < nb; b++) {
+    int64_t start = b * B, count = split->n - start < B ? split->n - start : B;
+    rc = tr_data_feed(&r->data, p, split->idx + start, count, err);
+    if (!rc) rc = lathe_run(p, err);
+    if (rc) break;
+    api_read_output(p, r->pred_out, buf);
+    const lathe_tensor *tt = &p->in[ir_find_input(&p->g, r->data.name[tgt_in])];
+    int64_t rows = count * rows_per_ex;
+    char msg[512];
+    if (r->data.loss == RT_LOSS_CROSS_ENTROPY) {
+      rt_convert(tt->data, tt->dtype, lab, LATHE_I32, rows);
+      if (rt_metrics_add_class(mt, buf, lab, rows, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
+    } else {
+      rt_convert(tt->data, tt->dtype, tgt, LATHE_F32, rows * width);
+      if (rt_metrics_add_value(mt, buf, tgt, rows, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
+    }
+  }
+  if (rc == 0) *nout = rt_metrics_result(mt, out);
+  if (mt) rt_metrics_free(mt);
+  free(buf);
+  free(tgt);
+  free(lab);
+  return rc;
+}
+
+static void to_api_metrics(const rt_metric *m, int n, lathe_metrics *out) {
+  out->n = n < LATHE_MAX_METRICS ? n : LATHE_MAX_METRICS;
+  for (int i = 0; i < out->n; i++) out->name[i] = m[i].name, out->value[i] = m[i].value;
+}
+
+/* ---- the loop ---- */
+
+static void ckpt_path(const tr_run *r, int restart, const char *file, char *buf, size_t n) {
+  if (r->o->restarts > 1) snprintf(buf, n, "%s/restart%d/%s", r->o->out_dir, restart, file);
+  else snprintf(buf, n, "%s/%s", r->o->out_dir, file);
+}
+
+static int save_best(tr_run *r) {
+  for (int i = 0; i < r->step->g.nparams; i++) {
+    if (r->step->g.params[i].state) continue;
+    size_t bytes = (size_t)ir_numel(&r->step->g.params[i].shape) * sizeof(float);
+    if (!r->best[i] && !(r->best[i] = malloc(bytes))) return -1;
+    memcpy(r->best[i], r->step->params[i], bytes);
+  }
+  return 0;
+}
+
+static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_loss, lathe_error *err) {
+  int64_t B = r->data.batch, total = per_epoch * r->t.epochs;
+  int64_t *order = malloc(sizeof(int64_t) * ((size_t)r->data.split.train.n + 1));
+  if (!order) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  rt_shuffle_epoch(&r->data.split.train, (uint64_t)r->t.seed, epoch, order);
+  double sum = 0;
+  int rc = 0;
+  for (int64_t s = 0; s < per_epoch && rc == 0; s++) {
+    int64_t step = r->meta.step + 1;
+    rc = tr_data_feed(&r->data, r->step, order + s * B, B, err);
+    set_step_scalars(r, step, total, per_epoch);
+    if (!rc) rc = lathe_run(r->step, err);
+    float loss = rc ? NAN : api_loss(r->step);
+    if (!rc) rc = commit_step(r, step, loss, err);
+    if (rc) break;
+    r->meta.step = step;
+    sum += loss;
+    if (r->prog) rt_progress_step(r->prog, epoch, s + 1, loss);
+    if (r->log) {
+      rt_metric m = {"loss", loss};
+      char msg[256];
+      rt_log_event(r->log, "train", epoch, step, &m, 1, msg, sizeof msg);
+    }
+  }
+  free(order);
+  *train_loss = sum / (double)(per_epoch > 0 ? per_epoch : 1);
+  return rc;
+}
+
+static int better(const tr_run *r, double v) {
+  if (isnan(r->meta.best)) return !isnan(v);
+  return r->higher ? v > r->meta.best : v < r->meta.best;
+}
+
+/* After an epoch: validate, keep the best, log, checkpoint. Sets *stop for
+ * early stopping. */
+static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, int *stop, lathe_error *err) {
+  rt_metric vm[RT_MAX_METRICS];
+  int nvm = 0;
+  double v = NAN, vloss = NAN;
+  if (r->data.split.val.n > 0) {
+    if (copy_weights(r->step, r->eval, err) || evaluate(r, &r->data.split.val, vm, &nvm, err)) return -1;
+    v = rt_metric_find(vm, nvm, r->metric);
+    vloss = rt_metric_find(vm, nvm, "loss");
+    if (r->prog) rt_progress_val(r->prog, r->metric, v);
+    char msg[256];
+    if (r->log) rt_log_event(r->log, "val", epoch, r->meta.step, vm, nvm, msg, sizeof msg);
+  } else {
+    v = -train_loss; /* no validation split: select by training loss */
+  }
+  float *h = realloc(r->meta.hist, sizeof(float) * 3 * (size_t)(r->meta.nhist + 1));
+  if (!h) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  r->meta.hist = h;
+  h[3 * r->meta.nhist] = (float)epoch, h[3 * r->meta.nhist + 1] = (float)train_loss;
+  h[3 * r->meta.nhist + 2] = (float)vloss;
+  r->meta.nhist++;
+  r->meta.epoch = epoch;
+  char path[4096];
+  if (better(r, v)) {
+    r->meta.best = v;
+    r->meta.bad_epochs = 0;
+    if (save_best(r)) return api_fail(err, LATHE_ENOMEM, "out of memory");
+    if (r->o->out_dir) {
+      ckpt_path(r, restart, "best.safetensors", path, sizeof path);
+      if (tr_ckpt_save(path, r->step, &r->meta, err)) return -1;
+    }
+  } else {
+    r->meta.bad_epochs++;
+  }
+  if (r->o->out_dir) {
+    ckpt_path(r, restart, "last.safetensors", path, sizeof path);
+    if (tr_ckpt_save(path, r->step, &r->meta, err)) return -1;
+  }
+  *stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop;
+  return 0;
+}
+
+static void free_run(tr_run *r) {
+  if (r->step && r->best)
+    for (int i = 0; i < r->step->g.nparams; i++) free(r->best[i]);
+  free(r->best);
+  free(r->commit);
+  free(r->meta.hist);
+  lathe_program_free(r->step);
+  lathe_program_free(r->eval);
+  r->best = NULL, r->commit = NULL, r->meta.hist = NULL, r->step = r->eval = NULL;
+}
+
+static int make_dirs(const tr_run *r, int restart, lathe_error *err) {
+  if (!r->o->out_dir) return 0;
+  char path[4096];
+  mkdir(r->o->out_dir, 0777);
+  if (r->o->restarts > 1) {
+    snprintf(path, sizeof path, "%s/restart%d", r->o->out_dir, restart);
+    mkdir(path, 0777);
+  } else {
+    snprintf(path, sizeof path, "%s", r->o->out_dir);
+  }
+  struct stat st;
+  if (stat(path, &st) || !S_ISDIR(st.st_mode))
+    return api_fail(err, LATHE_EUSER, "cannot create the output directory '%s'", path);
+  return 0;
+}
+
+/* One training run with seed t->seed; leaves the best weights in r->best. */
+static int train_one(tr_run *r, int restart, lathe_error *err) {
+  if (make_dirs(r, restart, err) || build_step(r, err) || build_eval(r, err)) return -1;
+  r->best = calloc((size_t)r->step->g.nparams + 1, sizeof *r->best);
+  if (!r->best) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  if (lathe_weights_init(r->step, (uint64_t)r->t.seed, err)) return -1;
+  r->meta = (tr_meta){.seed = r->t.seed, .best = NAN};
+  if (r->o->resume) {
+    /* best.safetensors gives the best weights so far, last.safetensors the
+     * weights, optimizer state and position to continue from. */
+    char path[4096];
+    tr_meta bm = {0};
+    ckpt_path(r, restart, "best.safetensors", path, sizeof path);
+    int rc = tr_ckpt_load(path, r->step, &bm, err);
+    free(bm.hist);
+    if (rc) return -1;
+    if (save_best(r)) return api_fail(err, LATHE_ENOMEM, "out of memory");
+    ckpt_path(r, restart, "last.safetensors", path, sizeof path);
+    if (tr_ckpt_load(path, r->step, &r->meta, err)) return -1;
+  }
+  int64_t per_epoch = rt_batch_count(r->data.split.train.n, r->data.batch, 1);
+  if (per_epoch < 1)
+    return api_fail(err, LATHE_EUSER, "the training split has %lld examples, fewer than one batch of %lld",
+                    (long long)r->data.split.train.n, (long long)r->data.batch);
+  if (r->o->progress) r->prog = rt_progress_new(r->o->progress, r->o->tty, r->t.epochs, per_epoch, r->data.batch);
+  int rc = 0, stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop;
+  for (int64_t epoch = r->meta.epoch + 1; rc == 0 && !stop && epoch <= r->t.epochs; epoch++) {
+    double tl;
+    rc = run_epoch(r, epoch, per_epoch, &tl, err);
+    if (!rc) rc = end_epoch(r, restart, epoch, tl, &stop, err);
+  }
+  if (r->prog) rt_progress_free(r->prog);
+  r->prog = NULL;
+  return rc;
+}
+
+/* Learning curves of the chosen run: train and validation loss per epoch. */
+static int write_plot(const char *path, const tr_meta *meta, lathe_error *err) {
+  int64_t n = meta->nhist;
+  double *x = malloc(sizeof(double) * (size_t)(3 * n + 1));
+  if (!x) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  double *tl = x + n, *vl = x + 2 * n;
+  for (int64_t i = 0; i < n; i++)
+    x[i] = meta->hist[3 * i], tl[i] = meta->hist[3 * i + 1], vl[i] = meta->hist[3 * i + 2];
+  rt_plot_series s[2] = {{"train loss", x, tl, n}, {"validation loss", x, vl, n}};
+  rt_plot_opts po = {.title = "learning curves", .xlabel = "epoch", .ylabel = "loss"};
+  char msg[1024];
+  int rc = rt_plot_svg(path, &po, s, 2, msg, sizeof msg);
+  free(x);
+  return rc ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
+}
+
+/* Put the chosen weights into the eval program and evaluate a split. */
+static int eval_split(tr_run *r, float *const *weights, const lathe_program *names, const rt_index *split,
+                      lathe_metrics *out, lathe_error *err) {
+  if (split->n == 0) { out->n = 0; return 0; }
+  if (api_alloc_params(r->eval, err)) return -1;
+  for (int i = 0; i < r->eval->g.nparams; i++) {
+    int j = ir_find_param(&names->g, r->eval->g.params[i].name);
+    lathe_tensor v;
+    if (j < 0 || !weights[j] || lathe_param_view(r->eval, i, &v))
+      return api_fail(err, LATHE_EINTERNAL, "internal error: no weights for '%s'", r->eval->g.params[i].name);
+    memcpy(v.data, weights[j], lathe_tensor_bytes(&v));
+  }
+  rt_metric m[RT_MAX_METRICS];
+  int n = 0;
+  if (evaluate(r, split, m, &n, err)) return -1;
+  to_api_metrics(m, n, out);
+  return 0;
+}
+
+int lathe_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *res, lathe_error *err) {
+  double t0 = now_s();
+  memset(res, 0, sizeof *res);
+  ir_train t;
+  if (read_settings(m, o, &t, err)) return err->code;
+  int restarts = o->restarts > 0 ? o->restarts : 1;
+  if (o->resume && (!o->out_dir || restarts > 1))
+    return api_fail(err, LATHE_EUSER, "--resume needs --out DIR (with the checkpoints) and one restart");
+  tr_run r = {.m = m, .o = o};
+  if (tr_data_open(&r.data, m, o, t.split, (uint64_t)t.seed, t.batch, err)) {
+    tr_data_close(&r.data);
+    return err->code;
+  }
+  char path[4096], msg[1024];
+  int rc = 0;
+  if (o->out_dir) {
+    mkdir(o->out_dir, 0777);
+    snprintf(path, sizeof path, "%s/log.jsonl", o->out_dir);
+    if (rt_log_open(&r.log, path, o->resume, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
+  }
+  /* The winner across restarts, by validation (never by test). */
+  lathe_program *names = NULL;
+  float **win = NULL;
+  tr_meta wmeta = {.best = NAN};
+  for (int k = 0; rc == 0 && k < restarts; k++) {
+    r.t = t;
+    r.t.seed = t.seed + k;
+    rc = train_one(&r, k, err);
+    int higher = r.higher;
+    if (rc == 0 && (!win || (higher ? r.meta.best > wmeta.best : r.meta.best < wmeta.best))) {
+      if (win) {
+        for (int i = 0; i < names->g.nparams; i++) free(win[i]);
+        free(win);
+        free(wmeta.hist);
+        lathe_program_free(names);
+      }
+      win = r.best, wmeta = r.meta, names = r.step, res->best_restart = k;
+      r.best = NULL, r.meta.hist = NULL, r.step = NULL;
+    }
+    if (rc == 0 && o->progress && restarts > 1)
+      fprintf(o->progress, "restart %d (seed %lld): best validation %s %.4f\n", k, (long long)r.t.seed, r.metric,
+              r.meta.best);
+    if (k + 1 < restarts || rc) free_run(&r);
+  }
+  if (rc == 0) {
+    res->steps = wmeta.step, res->epochs = wmeta.epoch;
+    rc = eval_split(&r, win, names, &r.data.split.val, &res->best_val, err);
+    if (rc == 0) rc = eval_split(&r, win, names, &r.data.split.test, &res->test, err);
+    if (rc == 0 && o->plot) rc = write_plot(o->plot, &wmeta, err);
+    if (rc == 0 && o->out_dir && restarts > 1) {
+      snprintf(path, sizeof path, "%s/best.safetensors", o->out_dir);
+      rc = lathe_weights_save(r.eval, path, err);
+    }
+  }
+  if (win && names)
+    for (int i = 0; i < names->g.nparams; i++) free(win[i]);
+  free(win);
+  free(wmeta.hist);
+  lathe_program_free(names);
+  free_run(&r);
+  if (r.log) rt_log_close(r.log);
+  tr_data_close(&r.data);
+  res->seconds = now_s() - t0;
+  return rc ? (err->code ? err->code : LATHE_EINTERNAL) : 0;
+}
+
+int lathe_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err) {
+  memset(out, 0, sizeof *out);
+  ir_train t;
+  if (read_settings(m, &o->data, &t, err)) return err->code;
+  tr_run r = {.m = m, .o = &o->data};
+  r.t = t;
+  int rc = tr_data_open(&r.data, m, &o->data, t.split, (uint64_t)t.seed, t.batch, err);
+  if (rc == 0) rc = build_eval(&r, err);
+  if (rc == 0) rc = lathe_weights_load(r.eval, o->weights, err);
+  rt_index all = {0};
+  const rt_index *split = &r.data.split.test;
+  const char *which = o->split ? o->split : "test";
+  if (rc == 0) {
+    if (!strcmp(which, "val")) split = &r.data.split.val;
+    else if (!strcmp(which, "train")) split = &r.data.split.train;
+    else if (!strcmp(which, "all")) {
+      all.n = r.data.ds.n;
+      all.idx = malloc(sizeof(int64_t) * ((size_t)all.n + 1));
+      if (!all.idx) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
+      for (int64_t i = 0; rc == 0 && i < all.n; i++) all.idx[i] = i;
+      split = &all;
+    } else if (strcmp(which, "test") != 0)
+      rc = api_fail(err, LATHE_EUSER, "unknown split '%s' (expected test, val, train or all)", which);
+  }
+  if (rc == 0 && split->n == 0) rc = api_fail(err, LATHE_EUSER, "the %s split is empty", which);
+  rt_metric mm[RT_MAX_METRICS];
+  int n = 0;
+  if (rc == 0) rc = evaluate(&r, split, mm, &n, err);
+  if (rc == 0) to_api_metrics(mm, n, out);
+  free(all.idx);
+  free_run(&r);
+  tr_data_close(&r.data);
+  return rc ? (err->code ? err->code : LATHE_EINTERNAL) : 0;
+}

@@ -1,0 +1,60 @@
+/* train.h -- internals of lathe_train / lathe_eval, shared by
+ * runtime/train.c (the loop), train_data.c (data to batches) and
+ * train_ckpt.c (checkpoints). Internal prefix: tr_.
+ *
+ * B = the compiled batch, N = examples, W = elements per example.
+ */
+#ifndef LATHE_TRAIN_H
+#define LATHE_TRAIN_H
+
+#include "runtime/data.h"
+#include "runtime/program.h"
+
+/* ---- train_data.c: the data set, its split and how it feeds the model ---- */
+typedef struct {
+  rt_dataset ds;
+  rt_split split;
+  int nin;                     /* model inputs (fe order), inputs and targets */
+  int field[16];               /* per model input: its data set field */
+  const char *name[16];        /* per model input: its name (owned by the model) */
+  rt_norm norm[16];            /* per model input: normalisation (kind none if not F32 features) */
+  int64_t batch;               /* B */
+  rt_loss_kind loss;
+  int lm;                      /* a language model (text data): loss + perplexity */
+  char msg[1024];
+} tr_data;
+
+/* Load the data the options name, split it with (fractions, seed), check
+ * every model input has a field of a fitting shape, bind the model's batch
+ * dimension to B and fit the normalisation on the training split. */
+int tr_data_open(tr_data *d, lathe_model *m, const lathe_train_options *o, const double split[3], uint64_t seed,
+                 int64_t batch, lathe_error *err);
+void tr_data_close(tr_data *d);
+/* Fill every model input of p (by name) with examples rows[0..count); pads
+ * to B. Returns 0 or an error. */
+int tr_data_feed(tr_data *d, lathe_program *p, const int64_t *rows, int64_t count, lathe_error *err);
+/* The loss kind the model declares (cross_entropy, mse, bce). */
+int tr_loss_kind(const ir_graph *g, rt_loss_kind *kind);
+
+/* ---- train_ckpt.c: checkpoints ----
+ * A checkpoint is a safetensors file with every parameter (weights and
+ * optimizer state) under its own name and the run's position as i64 tensors
+ * named "__meta.*"; lathe_weights_load skips "__meta.*" and "opt.*" so a
+ * checkpoint is also a weights file. Written atomically. */
+typedef struct {
+  int64_t step, epoch, bad_epochs, seed;
+  double best;                 /* best validation value so far (bit-exact) */
+  int64_t nhist;               /* epochs in the learning-curve history */
+  float *hist;                 /* [nhist, 3]: epoch, train loss, val loss */
+} tr_meta;
+
+int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, lathe_error *err);
+/* Loads weights and state into p and the position into meta (hist malloc'd). */
+int tr_ckpt_load(const char *path, lathe_program *p, tr_meta *meta, lathe_error *err);
+
+/* ---- api_program.c helpers for the loop ---- */
+/* The f32 value of output o (or of the loss when o < 0) after a run. */
+void api_read_output(const lathe_program *p, int o, float *dst);
+float api_loss(const lathe_program *p);
+
+#endif

@@ -1,0 +1,195 @@
+/* train_data.c -- from the files named on the command line to the model's
+ * inputs: load (CSV, text, IDX or .npy pairs), match each model input and
+ * target to a field, bind the batch dimension, split, fit normalisation on
+ * the training split, and fill batches. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/runtime.h"
+#include "runtime/train.h"
+
+int tr_loss_kind(const ir_graph *g, rt_loss_kind *kind) {
+  if (g->loss < 0) return -1;
+  switch (g->nodes[g->loss].op) {
+  case IR_CROSS_ENTROPY: *kind = RT_LOSS_CROSS_ENTROPY; return 0;
+  case IR_MSE: *kind = RT_LOSS_MSE; return 0;
+  case IR_BCE: *kind = RT_LOSS_BCE; return 0;
+  default: return -1;
+  }
+}
+
+/* The model's first non-target input (the one CSV, IDX and text data feed). */
+static int main_input(const fe_model *fe, int want_target) {
+  for (int i = 0; i < fe_num_inputs(fe); i++)
+    if (fe_input_is_target(fe, i) == want_target) return i;
+  return -1;
+}
+
+/* "A,B" with both files in the IDX format (first bytes 0 0 TYPE RANK). */
+static int is_idx_pair(const char *spec, char *a, char *b, size_t n) {
+  const char *comma = strchr(spec, ',');
+  if (!comma || (size_t)(comma - spec) >= n || strlen(comma + 1) >= n) return 0;
+  memcpy(a, spec, (size_t)(comma - spec));
+  a[comma - spec] = 0;
+  strcpy(b, comma + 1);
+  return 1;
+}
+
+static int load_npy(tr_data *d, lathe_model *m, const lathe_train_options *o, lathe_error *err) {
+  rt_npy_source src[16];
+  char names[16][64];
+  if (o->nnpy > 16) return api_fail(err, LATHE_EUSER, "at most 16 --data NAME=FILE.npy pairs");
+  for (int k = 0; k < o->nnpy; k++) {
+    if (rt_data_parse_pair(o->npy[k], names[k], sizeof names[k], &src[k].path, d->msg, sizeof d->msg))
+      return api_fail(err, LATHE_EUSER, "%s", d->msg);
+    int i = -1;
+    for (int j = 0; j < fe_num_inputs(m->fe); j++)
+      if (!strcmp(fe_input_name(m->fe, j), names[k])) i = j;
+    if (i < 0)
+      return api_fail(err, LATHE_EUSER, "--data %s: model '%s' has no input or target '%s'", o->npy[k],
+                      lathe_model_name(m), names[k]);
+    src[k].name = names[k];
+    src[k].role = fe_input_is_target(m->fe, i) ? RT_FIELD_TARGET : RT_FIELD_INPUT;
+  }
+  if (rt_data_load_npy(src, o->nnpy, &d->ds, d->msg, sizeof d->msg))
+    return api_fail(err, LATHE_EUSER, "%s", d->msg);
+  for (int i = 0; i < d->nin; i++) {
+    const char *nm = fe_input_name(m->fe, i);
+    d->field[i] = rt_data_field(&d->ds, fe_input_is_target(m->fe, i) ? RT_FIELD_TARGET : RT_FIELD_INPUT, nm);
+    if (d->field[i] < 0)
+      return api_fail(err, LATHE_EUSER, "no data for %s '%s': give --data %s=FILE.npy",
+                      fe_input_is_target(m->fe, i) ? "target" : "input", nm, nm);
+  }
+  return 0;
+}
+
+/* CSV, IDX or text: the model's one input and one target. */
+static int load_file(tr_data *d, lathe_model *m, const lathe_train_options *o, int vocab, lathe_error *err) {
+  int in = main_input(m->fe, 0), tg = main_input(m->fe, 1);
+  if (in < 0 || tg < 0 || d->nin != 2)
+    return api_fail(err, LATHE_EUSER,
+                    "--data %s feeds one input and one target, but model '%s' declares %d inputs and targets; "
+                    "give --data NAME=FILE.npy for each",
+                    o->data, lathe_model_name(m), d->nin);
+  char a[1024], b[1024];
+  int rc;
+  if (vocab > 0) {
+    const char *sym = NULL;
+    int64_t T = fe_input_rank(m->fe, in) == 2 ? fe_input_dim(m->fe, in, 1, &sym) : -1;
+    if (T < 1)
+      return api_fail(err, LATHE_EUSER, "text data needs an input of shape [batch, T] with a constant T");
+    rc = rt_data_load_text(o->data, vocab, T, &d->ds, d->msg, sizeof d->msg);
+  } else if (is_idx_pair(o->data, a, b, sizeof a)) {
+    rc = rt_data_load_idx(a, b, &d->ds, d->msg, sizeof d->msg);
+  } else {
+    rc = rt_data_load_csv(o->data, o->target_column_set ? o->target_column : -1, &d->ds, d->msg, sizeof d->msg);
+  }
+  if (rc) return api_fail(err, LATHE_EUSER, "%s", d->msg);
+  d->field[in] = rt_data_field(&d->ds, RT_FIELD_INPUT, "");
+  d->field[tg] = rt_data_field(&d->ds, RT_FIELD_TARGET, "");
+  return 0;
+}
+
+/* Bind the batch dimension of model input i and check its other dimensions
+ * hold the field's W elements per example (64 CSV columns may feed
+ * f32[batch, 1, 8, 8]). */
+static int bind_input(tr_data *d, lathe_model *m, int i, lathe_error *err) {
+  const rt_field *f = &d->ds.f[d->field[i]];
+  const char *name = fe_input_name(m->fe, i), *sym = NULL;
+  int rank = fe_input_rank(m->fe, i);
+  if (rank == f->rank + 1) {
+    int64_t shape[LATHE_MAXDIM + 1] = {d->batch};
+    memcpy(shape + 1, f->shape, sizeof(int64_t) * (size_t)f->rank);
+    return lathe_model_bind_input(m, name, rank, shape, err);
+  }
+  int64_t per = 1;
+  for (int j = 1; j < rank; j++) {
+    int64_t dim = fe_input_dim(m->fe, i, j, &sym);
+    if (dim < 0)
+      return api_fail(err, LATHE_EUSER, "input '%s': dimension %d is symbolic ('%s'); the data cannot bind it", name,
+                      j, sym);
+    per *= dim;
+  }
+  if (rank < 1 || per != f->width)
+    return api_fail(err, LATHE_EUSER, "input '%s' takes %lld values per example, but the data has %lld", name,
+                    (long long)per, (long long)f->width);
+  int64_t d0 = fe_input_dim(m->fe, i, 0, &sym);
+  if (d0 >= 0 && d0 != d->batch)
+    return api_fail(err, LATHE_EUSER, "input '%s' has a fixed batch of %lld, but the train batch is %lld", name,
+                    (long long)d0, (long long)d->batch);
+  return d0 >= 0 ? 0 : lathe_model_bind(m, sym, d->batch, err);
+}
+
+/* Text data sizes its vocabulary from the model: 256 classes means bytes. */
+static int probe_vocab(lathe_model *m, int *vocab, lathe_error *err) {
+  int in = main_input(m->fe, 0);
+  *vocab = 0;
+  if (in < 0 || ir_dtype_is_float(fe_input_dtype(m->fe, in))) return 0;
+  lathe_options po = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  lathe_program *p = api_program_lower(m, &po, err);
+  if (!p) return -1;
+  int C = 0;
+  if (p->g.loss >= 0) {
+    const ir_node *lg = &p->g.nodes[p->g.nodes[p->g.loss].in[0]];
+    C = (int)lg->shape.d[lg->shape.rank - 1];
+  }
+  lathe_program_free(p);
+  if (C < 96) return api_fail(err, LATHE_EUSER, "text data has 96 character tokens, but the model predicts %d classes", C);
+  *vocab = C >= 256 ? 256 : 96;
+  return 0;
+}
+
+int tr_data_open(tr_data *d, lathe_model *m, const lathe_train_options *o, const double split[3], uint64_t seed,
+                 int64_t batch, lathe_error *err) {
+  memset(d, 0, sizeof *d);
+  d->batch = batch;
+  d->nin = fe_num_inputs(m->fe);
+  if (d->nin > 16) return api_fail(err, LATHE_EUSER, "training supports at most 16 inputs and targets");
+  int vocab = 0;
+  if (!o->nnpy && !o->data) return api_fail(err, LATHE_EUSER, "no training data: give --data FILE");
+  if (!o->nnpy && probe_vocab(m, &vocab, err)) return -1;
+  if (o->nnpy ? load_npy(d, m, o, err) : load_file(d, m, o, vocab, err)) return -1;
+  d->lm = vocab > 0;
+  for (int i = 0; i < d->nin; i++) {
+    d->name[i] = fe_input_name(m->fe, i);
+    if (bind_input(d, m, i, err)) return -1;
+  }
+  rt_norm_kind nk = RT_NORM_STANDARD;
+  if (o->normalize && rt_norm_parse(o->normalize, &nk, d->msg, sizeof d->msg))
+    return api_fail(err, LATHE_EUSER, "%s", d->msg);
+  if (rt_split_make(d->ds.n, split, seed, &d->split, d->msg, sizeof d->msg))
+    return api_fail(err, LATHE_EUSER, "%s", d->msg);
+  for (int i = 0; i < d->nin; i++) {
+    int float_in = ir_dtype_is_float(fe_input_dtype(m->fe, i)) && !fe_input_is_target(m->fe, i);
+    if (rt_norm_fit(&d->norm[i], float_in ? nk : RT_NORM_NONE, &d->ds, d->field[i], &d->split.train, d->msg,
+                    sizeof d->msg))
+      return api_fail(err, LATHE_EUSER, "%s", d->msg);
+  }
+  return 0;
+}
+
+void tr_data_close(tr_data *d) {
+  for (int i = 0; i < d->nin; i++) rt_norm_free(&d->norm[i]);
+  rt_split_free(&d->split);
+  rt_data_free(&d->ds);
+}
+
+int tr_data_feed(tr_data *d, lathe_program *p, const int64_t *rows, int64_t count, lathe_error *err) {
+  for (int i = 0; i < d->nin; i++) {
+    int gi = ir_find_input(&p->g, d->name[i]);
+    if (gi < 0) return api_fail(err, LATHE_EINTERNAL, "internal error: input '%s' not in the program", d->name[i]);
+    const ir_input *in = &p->g.inputs[gi];
+    lathe_tensor t = {.dtype = (lathe_dtype)in->dtype, .rank = in->shape.rank};
+    for (int j = 0; j < in->shape.rank; j++) t.shape[j] = in->shape.d[j];
+    t.data = malloc((size_t)ir_numel(&in->shape) * ir_dtype_size(in->dtype) + 1);
+    if (!t.data) return api_fail(err, LATHE_ENOMEM, "out of memory");
+    const rt_norm *nm = d->norm[i].kind == RT_NORM_NONE ? NULL : &d->norm[i];
+    int rc = rt_batch_fill(&d->ds, d->field[i], rows, count, &t, nm, d->msg, sizeof d->msg) < 0
+                 ? api_fail(err, LATHE_EUSER, "%s", d->msg)
+                 : lathe_set_input(p, in->name, &t, err);
+    free(t.data);
+    if (rc) return rc;
+  }
+  return 0;
+}

@@ -1,0 +1,127 @@
+/* cmd_train.c -- `lathe train` and `lathe eval`: flags to
+ * lathe_train_options, results to `test NAME: VALUE` lines (and JSON). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/cli.h"
+
+#define DATA_FLAGS "--data=value --target-column=value --normalize=value --batch=value --seed=value --bind=pair"
+
+/* --data FILE, or --data NAME=FILE.npy (repeatable). */
+static int data_options(const cli_args *a, const char *cmd, lathe_train_options *o, const char **npy, int max) {
+  cli_item d[CLI_MAXITEMS];
+  int nd = cli_items(a, "--data", d, CLI_MAXITEMS);
+  for (int i = 0; i < nd; i++) {
+    const char *v = d[i].value, *eq = strchr(v, '=');
+    int is_pair = eq && strlen(eq) > 4 && !strcmp(v + strlen(v) - 4, ".npy");
+    if (is_pair) {
+      if (o->nnpy >= max) { fprintf(stderr, "lathe %s: error: too many --data pairs\n", cmd); return 1; }
+      npy[o->nnpy++] = v;
+    } else if (o->data) {
+      fprintf(stderr, "lathe %s: error: give one --data FILE, or --data NAME=FILE.npy per input and target\n", cmd);
+      return 1;
+    } else {
+      o->data = v;
+    }
+  }
+  if (!o->data && !o->nnpy) {
+    fprintf(stderr, "lathe %s: error: no data: give --data FILE (see lathe %s --help)\n", cmd, cmd);
+    return 1;
+  }
+  if (o->data && o->nnpy) {
+    fprintf(stderr, "lathe %s: error: --data FILE and --data NAME=FILE.npy cannot be mixed\n", cmd);
+    return 1;
+  }
+  o->npy = npy;
+  const char *tc = cli_value(a, "--target-column");
+  if (tc) {
+    char *end;
+    long v = strtol(tc, &end, 10);
+    if (*end || !*tc) { fprintf(stderr, "lathe %s: error: --target-column expects an integer\n", cmd); return 1; }
+    o->target_column_set = 1;
+    o->target_column = (int)v;
+  }
+  o->normalize = cli_value(a, "--normalize");
+  uint64_t b = 0;
+  if (cli_u64(a, cmd, "--batch", &b, NULL) || cli_u64(a, cmd, "--seed", &o->seed, &o->seed_set)) return 1;
+  o->batch = (int64_t)b;
+  return 0;
+}
+
+static void print_metrics(const char *prefix, const lathe_metrics *m) {
+  for (int i = 0; i < m->n; i++) printf("%s%s: %.4f\n", prefix, m->name[i], m->value[i]);
+}
+
+static void print_json(const lathe_train_result *r) {
+  printf("{\"steps\": %lld, \"epochs\": %lld, \"seconds\": %.3f, \"restart\": %d", (long long)r->steps,
+         (long long)r->epochs, r->seconds, r->best_restart);
+  for (int i = 0; i < r->best_val.n; i++)
+    printf(isfinite(r->best_val.value[i]) ? ", \"val_%s\": %.6g" : ", \"val_%s\": null%.0f", r->best_val.name[i],
+           isfinite(r->best_val.value[i]) ? r->best_val.value[i] : 0);
+  for (int i = 0; i < r->test.n; i++)
+    printf(isfinite(r->test.value[i]) ? ", \"test_%s\": %.6g" : ", \"test_%s\": null%.0f", r->test.name[i],
+           isfinite(r->test.value[i]) ? r->test.value[i] : 0);
+  printf("}\n");
+}
+
+int cmd_train(int argc, char **argv) {
+  cli_args a;
+  const char *npy[CLI_MAXITEMS];
+  lathe_train_options o = {.progress = stderr, .tty = -1};
+  uint64_t epochs = 0, restarts = 1;
+  int status = cli_parse(argc, argv, "train",
+                         DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
+                                    "--lr=value --epochs=value --backend=value --quiet=bool",
+                         &a);
+  if (!status) status = data_options(&a, "train", &o, npy, CLI_MAXITEMS);
+  if (!status) status = cli_u64(&a, "train", "--epochs", &epochs, NULL) ||
+                        cli_u64(&a, "train", "--restarts", &restarts, NULL) || cli_double(&a, "train", "--lr", &o.lr) ||
+                        cli_backend(cli_value(&a, "--backend"), &o.backend);
+  if (status) { cli_args_free(&a); return status ? 1 : 0; }
+  o.epochs = (int64_t)epochs;
+  o.restarts = (int)restarts;
+  o.out_dir = cli_value(&a, "--out");
+  o.plot = cli_value(&a, "--plot");
+  o.resume = cli_has(&a, "--resume");
+  if (cli_has(&a, "--quiet")) o.progress = NULL;
+  lathe_model *m = cli_load_model(&a, &status);
+  lathe_train_result r;
+  lathe_error err = {0};
+  if (m && lathe_train(m, &o, &r, &err)) status = cli_report(&err);
+  else if (m) {
+    fprintf(stderr, "trained %lld steps (%lld epochs) in %.2f s\n", (long long)r.steps, (long long)r.epochs,
+            r.seconds);
+    print_metrics("val ", &r.best_val);
+    print_metrics("test ", &r.test);
+    if (cli_has(&a, "--json")) print_json(&r);
+  }
+  lathe_model_free(m);
+  cli_args_free(&a);
+  return status;
+}
+
+int cmd_eval(int argc, char **argv) {
+  cli_args a;
+  const char *npy[CLI_MAXITEMS];
+  lathe_eval_options o = {0};
+  int status = cli_parse(argc, argv, "eval", DATA_FLAGS " --weights=value --split=value --backend=value", &a);
+  if (!status) status = data_options(&a, "eval", &o.data, npy, CLI_MAXITEMS);
+  if (!status) status = cli_backend(cli_value(&a, "--backend"), &o.data.backend) ? 1 : 0;
+  o.weights = cli_value(&a, "--weights");
+  o.split = cli_value(&a, "--split");
+  if (!status && !o.weights) {
+    fprintf(stderr, "lathe eval: error: no weights: give --weights FILE.safetensors\n");
+    status = 1;
+  }
+  if (status) { cli_args_free(&a); return status; }
+  lathe_model *m = cli_load_model(&a, &status);
+  lathe_metrics mt;
+  lathe_error err = {0};
+  if (m && lathe_eval(m, &o, &mt, &err)) status = cli_report(&err);
+  else if (m) print_metrics("", &mt);
+  lathe_model_free(m);
+  cli_args_free(&a);
+  return status;
+}
