@@ -10,6 +10,7 @@ PACKAGES=(
   libopenblas-dev                       # fp32 GEMM on the CPU
   libjson-c-dev zlib1g-dev              # safetensors headers; gzip'd data sets
   python3 python3-numpy python3-torch python3-sklearn  # test references and the digits data set
+  fortunes                              # real text for the char-level examples (examples/train_gpt.sh)
 )
 
 missing=()

@@ -127,6 +127,7 @@ def lathe_side(build, w, quick, native_blas):
         if not quick:
             warm = json_lines(run(cmd + ["--compile-only"], env=env))[-1]
             res["warm_compile_ms"] = warm["compile_ms"]
+            res["warm_cache_hit"] = warm.get("stats", {}).get("cache_hit")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     res["flops"], res["params"] = flops, params
@@ -140,7 +141,7 @@ def peer_side(w, quick):
     (and TorchScript for batch 1); the fastest configuration is the peer."""
     results = []
     threads = ",".join(map(str, PEER_THREADS))
-    for malloc in PEER_MALLOC:
+    for malloc in w.peer_malloc:
         cmd = ["/usr/bin/python3", os.path.join(HERE, "peer.py"), w.name, "--threads", threads]
         results += json_lines(run(cmd + (["--quick"] if quick else []), env=peer_env(max(PEER_THREADS), malloc)))
     return min(results, key=lambda r: r["median_ms"]), results
@@ -174,6 +175,11 @@ def row(w, lathe, peer, allpeer, err):
         if "warm_compile_ms" in lathe:
             r["warm_compile_ms"] = round(lathe["warm_compile_ms"], 3)
         r["lathe_min_ms"] = round(lathe["min_ms"], 6)
+        if "stats" in lathe:
+            r["lathe_stats"] = lathe["stats"]
+        if lathe.get("warm_cache_hit") is not None:
+            r["warm_cache_hit"] = lathe["warm_cache_hit"]
+        r["lathe_init_ms"] = lathe.get("init_ms")
         r["lathe_reps"] = lathe.get("reps")
     if peer:
         r["peer_config"] = peer["config"]
@@ -183,6 +189,13 @@ def row(w, lathe, peer, allpeer, err):
     if err:
         r["error"] = err
     return r
+
+
+def size(n):
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return "%.1f %s" % (n / scale, unit)
+    return "%d B" % n
 
 
 def fmt(v, spec):
@@ -210,6 +223,17 @@ def print_table(rows, peak, native_blas):
         print(" | ".join(c.ljust(widths[j]) if j in (0, 8) else c.rjust(widths[j]) for j, c in enumerate(l)))
         if i == 0:
             print("-+-".join("-" * wd for wd in widths))
+    for r in rows:
+        st = r.get("lathe_stats")
+        if st:
+            phases = st["ir_ms"] + st["opt_ms"] + st["codegen_ms"] + st["jit_ms"]
+            print("%s: cold compile %.0f ms = IR %.0f + LLVM opt %.0f + codegen %.0f + JIT %.0f + lowering etc. %.0f; "
+                  "kernels %d -> %d unique; arena %s (naive %s)%s" %
+                  (r["workload"], r["compile_ms"], st["ir_ms"], st["opt_ms"], st["codegen_ms"], st["jit_ms"],
+                   r["compile_ms"] - phases, st["kernels"], st["kernels_unique"], size(st["arena_bytes"]),
+                   size(st["naive_bytes"]),
+                   "" if r.get("warm_cache_hit") is None else
+                   "; warm compile %s the disk cache" % ("hit" if r["warm_cache_hit"] else "missed")))
     pinned, native = peak
     print("OpenBLAS sgemm peak (n=%d, best of reps): %.1f GFLOP/s on 1 thread, %.1f on 2 with kernel %s "
           "(the environment's pin%s); %.1f / %.1f with kernel %s (unpinned, as the peer%s runs)" %
@@ -219,7 +243,7 @@ def print_table(rows, peak, native_blas):
     kernels = sorted({r["peer_kernel"] for r in rows if r.get("peer_kernel")})
     if kernels:
         print("peer: PyTorch %s, BLAS %s; per workload the fastest of eager (and TorchScript at batch 1) "
-              "x ATen threads %s x malloc default/tuned, OpenBLAS threads %s" %
+              "x ATen threads %s x glibc malloc default/tuned (as the row says), OpenBLAS threads %s" %
               (torch_version(), ", ".join(kernels), "/".join(map(str, PEER_THREADS)), PEER_BLAS_THREADS))
     for r in rows:
         if r.get("error"):

@@ -9,7 +9,8 @@
  * in [0, RANGE)), warms up, then times N steps and prints one JSON object on
  * stdout. A step is lathe_set_input for every input plus lathe_run: what an
  * inference loop pays per batch; reading the outputs back is not timed.
- * Inputs not named with --in (e.g. targets) are left to the library.
+ * Inputs not named with --in (e.g. targets) are left to the library. The
+ * JSON carries lathe_program_stats too (compile phases, kernel counts, arena).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -215,9 +216,21 @@ static int time_steps(lathe_program *p, bench_args *a, double *times, lathe_erro
   return n;
 }
 
-static void print_result(const bench_args *a, double compile_ms, double *times, int n,
+/* The library's own account of the compile (phases, kernels, memory plan). */
+static void print_stats(const lathe_program *p) {
+  lathe_compile_stats st;
+  if (lathe_program_stats(p, &st)) return;
+  printf(", \"stats\": {\"ir_ms\": %.3f, \"opt_ms\": %.3f, \"codegen_ms\": %.3f, \"jit_ms\": %.3f, "
+         "\"cache_hit\": %d, \"kernels\": %d, \"kernels_unique\": %d, \"arena_bytes\": %lld, "
+         "\"naive_bytes\": %lld}",
+         st.ir_ms, st.opt_ms, st.codegen_ms, st.jit_ms, st.cache_hit, st.kernels, st.kernels_unique,
+         (long long)st.arena_bytes, (long long)st.naive_bytes);
+}
+
+static void print_result(const bench_args *a, const lathe_program *p, double compile_ms, double *times, int n,
                          double init_ms) {
   printf("{\"model\": \"%s\", \"load_ms\": %.3f, \"compile_ms\": %.3f", a->model, a->load_ms, compile_ms);
+  print_stats(p);
   if (n > 0) {
     qsort(times, (size_t)n, sizeof *times, cmp_double);
     double med = n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
@@ -234,7 +247,7 @@ static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
   double compile_ms = now_ms() - t0;
   if (!p) return fail("compile", err);
   if (a->compile_only) {
-    print_result(a, compile_ms, NULL, 0, 0);
+    print_result(a, p, compile_ms, NULL, 0, 0);
     lathe_program_free(p);
     return 0;
   }
@@ -248,7 +261,7 @@ static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
     int n = time_steps(p, a, times, err);
     if (n < 0) fail("run", err);
     else {
-      print_result(a, compile_ms, times, n, init_ms);
+      print_result(a, p, compile_ms, times, n, init_ms);
       rc = 0;
     }
   }

@@ -166,6 +166,7 @@ typedef struct {
   const char *plot;            /* learning curves as SVG; may be NULL */
   int resume;                  /* continue from out_dir/last.safetensors */
   int restarts;                /* train this many seeds (seed, seed+1, ...), keep the best by validation */
+  const char *metric;          /* the validation metric that picks the best epoch (default: by the loss) */
   lathe_backend backend;
   /* Overrides of the train block (0 = keep the block's value). */
   double lr;

@@ -54,6 +54,8 @@ static const ik_kernel kernels[IR_NOPS] = {
   /* training-step ops: interp_opt.c */
   [IR_MINIMUM] = ik_minimum,    [IR_SIGN] = ik_sign,
   [IR_RANDN] = ik_randn,        [IR_DROPOUT_MASK] = ik_dropout_mask,
+  /* decode-step ops: interp_decode.c */
+  [IR_KV_WRITE] = ik_kv_write,  [IR_ATTENTION_DECODE] = ik_attention_decode,
 };
 
 /* ---- shared helpers ---- */

@@ -121,4 +121,8 @@ int ik_sign(ik_ctx *c, const ir_node *n, double *out);
 int ik_randn(ik_ctx *c, const ir_node *n, double *out);
 int ik_dropout_mask(ik_ctx *c, const ir_node *n, double *out);
 
+/* interp_decode.c: decode-step ops (passes/decode.c) */
+int ik_kv_write(ik_ctx *c, const ir_node *n, double *out);
+int ik_attention_decode(ik_ctx *c, const ir_node *n, double *out);
+
 #endif

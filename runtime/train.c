@@ -132,6 +132,25 @@ static int build_step(tr_run *r, lathe_error *err) {
   return 0;
 }
 
+/* --metric NAME: select by another metric the loss kind computes. */
+static int choose_metric(tr_run *r, const char *name, lathe_error *err) {
+  static const struct { const char *name; int higher; rt_loss_kind kind; int lm; } known[] = {
+    {"loss", 0, RT_LOSS_CROSS_ENTROPY, -1}, {"loss", 0, RT_LOSS_MSE, -1}, {"loss", 0, RT_LOSS_BCE, -1},
+    {"accuracy", 1, RT_LOSS_CROSS_ENTROPY, 0}, {"precision", 1, RT_LOSS_CROSS_ENTROPY, 0},
+    {"recall", 1, RT_LOSS_CROSS_ENTROPY, 0}, {"f1", 1, RT_LOSS_CROSS_ENTROPY, 0},
+    {"roc_auc", 1, RT_LOSS_CROSS_ENTROPY, 0}, {"perplexity", 0, RT_LOSS_CROSS_ENTROPY, 1},
+    {"accuracy", 1, RT_LOSS_BCE, -1}, {"roc_auc", 1, RT_LOSS_BCE, -1},
+    {"mse", 0, RT_LOSS_MSE, -1}, {"mae", 0, RT_LOSS_MSE, -1}, {"r2", 1, RT_LOSS_MSE, -1},
+  };
+  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+    if (!strcmp(known[i].name, name) && known[i].kind == r->data.loss && (known[i].lm < 0 || known[i].lm == r->data.lm)) {
+      r->metric = known[i].name;
+      r->higher = known[i].higher;
+      return 0;
+    }
+  return api_fail(err, LATHE_EUSER, "--metric %s: this model's loss does not report '%s'", name, name);
+}
+
 static int build_eval(tr_run *r, lathe_error *err) {
   lathe_options po = {.backend = r->o->backend};
   lathe_program *p = api_program_lower(r->m, &po, err);
@@ -143,6 +162,7 @@ static int build_eval(tr_run *r, lathe_error *err) {
   if (tr_loss_kind(&p->g, &r->data.loss))
     return api_fail(err, LATHE_EUSER, "the loss must be cross_entropy, mse or bce to train and evaluate");
   r->metric = rt_metric_primary(r->data.loss, r->data.lm, &r->higher);
+  if (r->o->metric) return choose_metric(r, r->o->metric, err);
   return 0;
 }
 

@@ -364,6 +364,18 @@ static void test_fused(void) {
   CHECK_MSG(e >= 0 && e <= 1e-5, "fused chains: error %g", e);
 }
 
+/* A host without a feature the code or OpenBLAS's kernel needs is a clear
+ * error (features hidden on purpose here). */
+static void test_host_check(void) {
+  char msg[512];
+  CHECK(cg_host_check_with("+sse2,+avx", "Sandybridge", NULL, msg, sizeof msg) == 0 || 1); /* depends on the host */
+  CHECK(cg_host_check_with("+sse2,+avx2,+fma", "Haswell", "+avx2", msg, sizeof msg) != 0);
+  CHECK_MSG(strstr(msg, "avx2") != NULL, "%s", msg);
+  CHECK(cg_host_check_with("+sse2", "SkylakeX", "+avx512f", msg, sizeof msg) != 0);
+  CHECK_MSG(strstr(msg, "OpenBLAS") != NULL && strstr(msg, "avx512f") != NULL, "%s", msg);
+  CHECK(cg_host_check_with("+sse2", "Prescott", "+avx,+avx2,+fma,+avx512f", msg, sizeof msg) == 0);
+}
+
 /* 100 compile+run cycles of a small MLP-like graph with parameters and a loss. */
 static void test_cycles(void) {
   int fails = 0;
@@ -530,6 +542,7 @@ int main(void) {
   if (dir[0]) setenv("LATHE_CACHE_DIR", dir, 1);
   test_ops();
   test_fused();
+  test_host_check();
   test_vectorised();
   test_dedup_and_plan();
   test_cycles();

@@ -74,7 +74,15 @@ cacc=$(metric "test accuracy" "$tmp/cnn.out")
 echo "cnn test accuracy: $cacc"
 ge "${cacc:-0}" 0.96 && ok || bad "cnn test accuracy ${cacc:-none} < 0.96"
 
-# 7. Bad input: a clear error, exit 1.
+# 7. --restarts trains several seeds and keeps the best by validation; --metric picks the metric.
+"$LATHE" train examples/mlp.nn --data "$DIGITS" --epochs 3 --restarts 2 --metric f1 --out "$tmp/r" --json --quiet \
+  >"$tmp/r.out" 2>&1 && ok || bad "restarts: $(tail -3 "$tmp/r.out")"
+[ -s "$tmp/r/best.safetensors" ] && [ -s "$tmp/r/restart0/last.safetensors" ] && [ -s "$tmp/r/restart1/last.safetensors" ] \
+  && ok || bad "restart checkpoints missing"
+"$LATHE" train examples/mlp.nn --data "$DIGITS" --metric r2 >/dev/null 2>"$tmp/e"; [ $? -eq 1 ] && \
+  grep -q "does not report 'r2'" "$tmp/e" && ok || bad "--metric r2 on a classifier accepted"
+
+# 8. Bad input: a clear error, exit 1.
 "$LATHE" train examples/mlp.nn --data /no/such.csv >/dev/null 2>"$tmp/e" ; [ $? -eq 1 ] && grep -q "/no/such.csv" "$tmp/e" \
   && ok || bad "missing data file message"
 "$LATHE" train examples/mlp.nn >/dev/null 2>"$tmp/e"; [ $? -eq 1 ] && ok || bad "no --data accepted"

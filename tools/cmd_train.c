@@ -73,7 +73,7 @@ int cmd_train(int argc, char **argv) {
   uint64_t epochs = 0, restarts = 1;
   int status = cli_parse(argc, argv, "train",
                          DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
-                                    "--lr=value --epochs=value --backend=value --quiet=bool",
+                                    "--lr=value --epochs=value --backend=value --quiet=bool --metric=value",
                          &a);
   if (!status) status = data_options(&a, "train", &o, npy, CLI_MAXITEMS);
   if (!status) status = cli_u64(&a, "train", "--epochs", &epochs, NULL) ||
@@ -85,6 +85,7 @@ int cmd_train(int argc, char **argv) {
   o.out_dir = cli_value(&a, "--out");
   o.plot = cli_value(&a, "--plot");
   o.resume = cli_has(&a, "--resume");
+  o.metric = cli_value(&a, "--metric");
   if (cli_has(&a, "--quiet")) o.progress = NULL;
   lathe_model *m = cli_load_model(&a, &status);
   lathe_train_result r;

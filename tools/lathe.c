@@ -76,6 +76,9 @@ static const cli_command commands[] = {
    "  --json               print a final JSON object with every metric\n"
    "  --epochs N, --batch N, --lr X, --seed N   override the train block\n"
    "  --restarts N         train N seeds (seed, seed+1, ...); keep the best by validation\n"
+   "  --metric NAME        the validation metric that picks the best epoch and drives early\n"
+   "                       stopping (default: accuracy for classifiers, mse for regression,\n"
+   "                       perplexity for language models; also loss, f1, roc_auc, r2, ...)\n"
    "  --backend B          llvm (default) or interp\n"
    "  --quiet              no progress lines\n"},
   {"eval", cmd_eval, "evaluate weights on a data split",

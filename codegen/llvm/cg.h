@@ -52,6 +52,12 @@ int cg_plan_stats(const ir_graph *g, int64_t *arena_bytes, int64_t *naive_bytes)
  * the runs so far, as a malloc'd table; NULL when profiling is off. */
 char *cg_profile_text(const cg_program *p);
 
+/* The start-up check of the host (cg_compile runs it once per process):
+ * llvm_features as LLVM lists them ("+avx2,+fma,..."), blas_core as
+ * openblas_get_corename says; features listed in hide ("+avx512f,...", may
+ * be NULL) count as absent, for tests. 0, or -1 with why. */
+int cg_host_check_with(const char *llvm_features, const char *blas_core, const char *hide, char *msg, size_t msgn);
+
 /* The optimised module as text (for tests and --dump); malloc'd, NULL if the
  * program was built without keeping it. */
 char *cg_module_text(const cg_program *p);

@@ -159,6 +159,11 @@ V cg_acc_fold(cg_k *k, const cg_acc *a, cg_fold_fn f);
 V cg_fold_add(cg_k *k, V a, V b);
 V cg_fold_max(cg_k *k, V a, V b); /* b > a ? b : a (NaN never taken) */
 
+/* ---- cg_host.c: start-up checks (once per process) ----
+ * 0 when the host runs what LLVM generates for llvm_features and OpenBLAS's
+ * kernel, and OpenBLAS computes a small product right; else -1 and why. */
+int cg_host_check(const char *llvm_features, char *msg, size_t msgn);
+
 /* ---- cg_cache.c: on-disk object cache (best effort: never an error) ---- */
 enum { CG_KEYLEN = 33 }; /* 32 hex digits and a NUL */
 void cg_cache_key(const char *const *parts, int nparts, char key[CG_KEYLEN]);

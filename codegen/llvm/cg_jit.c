@@ -640,6 +640,14 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   }
   fill_consts(p, g);
   char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+  if (cg_host_check(feat, msg, msgn)) {
+    LLVMDisposeMessage(triple);
+    LLVMDisposeMessage(cpu);
+    LLVMDisposeMessage(feat);
+    ar_free(&A);
+    cg_free(p);
+    return NULL;
+  }
   LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
   cg_mod m = {0};
   m.C = LLVMOrcThreadSafeContextGetContext(tsc);

@@ -1,0 +1,69 @@
+/* shape_decode.c -- shape rules of the decode-step ops (the kv_write and
+ * attention_decode rows of ops.def, made by passes/decode.c). Same contract
+ * as shape.c: check the inputs, set n->dtype and n->shape, or write
+ * "op: what is wrong" and return -1.
+ *
+ * Shapes: T = cache length (the model's sequence length), d = width. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "ir.h"
+
+static int fail(char *msg, size_t mn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *msg, size_t mn, const char *fmt, ...) {
+  if (msg && mn) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, mn, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+/* cache f32[T, d]: the shape both ops take their caches in. */
+static int need_cache(const ir_node *n, const ir_node *c, const char *what, char *msg, size_t mn) {
+  if (c->dtype != IR_F32 || c->shape.rank != 2 || c->shape.d[0] < 1 || c->shape.d[1] < 1)
+    return fail(msg, mn, "%s: %s must be f32[T, d]", ir_ops[n->op].name, what);
+  return 0;
+}
+
+/* A vector of exactly d f32 values, in any shape ([1, 1, d] in practice). */
+static int need_row(const ir_node *n, const ir_node *r, int64_t d, const char *what, char *msg, size_t mn) {
+  if (r->dtype != IR_F32 || ir_numel(&r->shape) != d)
+    return fail(msg, mn, "%s: %s must hold %lld f32 values (the cache width)", ir_ops[n->op].name, what,
+                (long long)d);
+  return 0;
+}
+
+static int need_pos(const ir_node *n, const ir_node *p, char *msg, size_t mn) {
+  if (p->shape.rank != 0 || !ir_dtype_is_int(p->dtype) || p->dtype == IR_BOOL)
+    return fail(msg, mn, "%s: the position must be an integer scalar", ir_ops[n->op].name);
+  return 0;
+}
+
+/* kv_write(cache[T, d], row, pos) -> [T, d] */
+int shp_kv_write(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *c = &g->nodes[n->in[0]], *r = &g->nodes[n->in[1]], *p = &g->nodes[n->in[2]];
+  if (need_cache(n, c, "the cache", msg, mn) || need_row(n, r, c->shape.d[1], "the row", msg, mn) ||
+      need_pos(n, p, msg, mn))
+    return -1;
+  n->dtype = IR_F32;
+  n->shape = c->shape;
+  return 0;
+}
+
+/* attention_decode(q, k_cache[T, d], v_cache[T, d], pos; heads) -> q's shape */
+int shp_attention_decode(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *q = &g->nodes[n->in[0]], *k = &g->nodes[n->in[1]], *v = &g->nodes[n->in[2]];
+  if (need_cache(n, k, "the key cache", msg, mn) || need_cache(n, v, "the value cache", msg, mn)) return -1;
+  if (k->shape.d[0] != v->shape.d[0] || k->shape.d[1] != v->shape.d[1])
+    return fail(msg, mn, "attention_decode: the key and value caches differ in shape");
+  int64_t d = k->shape.d[1];
+  if (need_row(n, q, d, "the query", msg, mn) || need_pos(n, &g->nodes[n->in[3]], msg, mn)) return -1;
+  if (n->attr.heads < 1 || d % n->attr.heads)
+    return fail(msg, mn, "attention_decode: %lld heads do not divide width %lld", (long long)n->attr.heads,
+                (long long)d);
+  n->dtype = IR_F32;
+  n->shape = q->shape;
+  return 0;
+}
