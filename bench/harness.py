@@ -175,6 +175,8 @@ def row(w, lathe, peer, allpeer, err):
         if "warm_compile_ms" in lathe:
             r["warm_compile_ms"] = round(lathe["warm_compile_ms"], 3)
         r["lathe_min_ms"] = round(lathe["min_ms"], 6)
+        if peer:  # fastest step against fastest step: less sensitive to busy neighbours
+            r["ratio_min"] = round(lathe["min_ms"] / peer["min_ms"], 4)
         if "stats" in lathe:
             r["lathe_stats"] = lathe["stats"]
         if lathe.get("warm_cache_hit") is not None:

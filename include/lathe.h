@@ -90,6 +90,19 @@ typedef struct {
   lathe_backend backend;
   int f64;                 /* interpreter only: compute in double precision */
   int64_t default_dim;     /* >0: value for symbolic dims left unbound (for check) */
+  /* Graph optimisation (passes/pipeline.c). Level 0..3 when opt_level_set;
+   * otherwise LATHE_OPT_LEVEL from the environment, else 2. passes: an
+   * explicit comma-separated pass list ("constfold,cse,dce") instead of the
+   * level's. print_after: print the graph after that pass; time_passes:
+   * time per pass; both write to pass_log (NULL: stderr). dump_dir: write
+   * NN-pass.txt and NN-pass.dot there after every pass. */
+  int opt_level_set;
+  int opt_level;
+  const char *passes;
+  const char *print_after;
+  const char *dump_dir;
+  int time_passes;
+  FILE *pass_log;
 } lathe_options;
 
 typedef struct lathe_program lathe_program;
@@ -124,6 +137,16 @@ typedef struct {
   int64_t naive_bytes;     /* the sum of every planned tensor (no reuse) */
 } lathe_compile_stats;
 int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st);
+/* What the graph passes did: the graph before and after the pipeline
+ * (lathe check -O2). Kernels are non-leaf nodes; bytes moved is, summed
+ * over kernels, the bytes of their inputs read plus their result written. */
+typedef struct {
+  int opt_level;             /* the level used (-1: an explicit pass list) */
+  int nodes_before, nodes_after;
+  int kernels_before, kernels_after;
+  int64_t bytes_before, bytes_after;
+} lathe_pass_stats;
+int lathe_program_pass_stats(const lathe_program *p, lathe_pass_stats *st);
 /* With LATHE_PROFILE=1 in the environment at compile time: per-operator
  * kernel times averaged over the runs so far, as text (free() it); NULL
  * when not profiling. */
@@ -203,6 +226,47 @@ typedef struct {
 } lathe_eval_options;
 
 int lathe_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err);
+
+/* ---- Generation (runtime/generate.c) ----
+ * For a model whose input is a token sequence i32[batch, T] and whose first
+ * output is logits [batch, T, vocab] (vocab 96: characters, 256: bytes, as
+ * lathe train tokenises text). Compiles, at batch 1, a decode-step program
+ * that keeps a key/value cache per causal attention layer, so each token
+ * costs O(T); a model without a decode form (recurrent layers) is run by
+ * recomputing its whole context every token instead, and the result's note
+ * says why. Feeds the prompt, then samples `tokens` tokens: temperature 0 is
+ * greedy (the first maximum); otherwise softmax(logits / temperature) over
+ * the top_k most likely tokens (0 = all), drawn with ir_rng seeded by seed.
+ * The context holds at most T tokens: when it is full it is cut to its last
+ * T/2 tokens and the cache refilled from them (a sliding window), so the
+ * prompt and the output may be longer than T. An empty prompt starts from a
+ * newline (not reported). */
+typedef struct {
+  const char *weights;         /* safetensors file (required) */
+  const char *prompt;          /* text; characters outside the vocabulary are dropped; may be NULL */
+  int64_t tokens;              /* how many tokens to generate */
+  double temperature;          /* 0 = greedy; must be >= 0 */
+  int top_k;                   /* 0 = every token */
+  uint64_t seed;
+  lathe_backend backend;
+  int recompute;               /* 1: no cache, recompute the context every token (the reference) */
+  /* Called with each generated token and its byte (-1 if none); a non-zero
+   * return stops generation early. May be NULL. */
+  int (*on_token)(void *user, int token, int byte);
+  void *user;
+} lathe_generate_options;
+
+typedef struct {
+  int64_t prompt_tokens;       /* tokens the prompt gave */
+  int64_t generated;           /* tokens generated */
+  double prefill_seconds;      /* feeding the prompt */
+  double seconds;              /* generating */
+  double tokens_per_s;         /* generated / seconds */
+  int cached;                  /* 1: the key/value-cache decode program ran */
+  char note[256];              /* why the whole context was recomputed; "" otherwise */
+} lathe_generate_result;
+
+int lathe_generate(lathe_model *m, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err);
 
 #ifdef __cplusplus
 }

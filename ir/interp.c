@@ -54,6 +54,9 @@ static const ik_kernel kernels[IR_NOPS] = {
   /* training-step ops: interp_opt.c */
   [IR_MINIMUM] = ik_minimum,    [IR_SIGN] = ik_sign,
   [IR_RANDN] = ik_randn,        [IR_DROPOUT_MASK] = ik_dropout_mask,
+  /* fused backward ops of the sequence layers: interp_seq_grad.c */
+  [IR_ATTENTION_GRAD] = ik_attention_grad, [IR_RNN_GRAD] = ik_rnn_grad,
+  [IR_LSTM_GRAD] = ik_lstm_grad, [IR_GRU_GRAD] = ik_gru_grad,
   /* decode-step ops: interp_decode.c */
   [IR_KV_WRITE] = ik_kv_write,  [IR_ATTENTION_DECODE] = ik_attention_decode,
 };

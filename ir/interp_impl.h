@@ -99,6 +99,12 @@ int ik_rnn(ik_ctx *c, const ir_node *n, double *out);
 int ik_lstm(ik_ctx *c, const ir_node *n, double *out);
 int ik_gru(ik_ctx *c, const ir_node *n, double *out);
 
+/* interp_seq_grad.c: fused backward ops of the sequence layers */
+int ik_attention_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_rnn_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_lstm_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_gru_grad(ik_ctx *c, const ir_node *n, double *out);
+
 /* interp_grad.c: backward-pass ops (made by passes/autodiff.c) */
 int ik_sum_to(ik_ctx *c, const ir_node *n, double *out);
 int ik_broadcast_to(ik_ctx *c, const ir_node *n, double *out);

@@ -90,6 +90,9 @@ typedef struct {
 } ir_opinfo;
 
 extern const ir_opinfo ir_ops[IR_NOPS];
+/* Per-op flags from the OPF rows of ops.def (0 for most ops). */
+enum { IR_OPF_RANDOM = 1 };   /* a draw from the RNG: never merged or folded */
+extern const unsigned ir_op_flags[IR_NOPS];
 int ir_op_lookup(const char *name); /* -1 if unknown */
 
 /* ---- the graph (ir/graph.c) ---- */

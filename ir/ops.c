@@ -14,6 +14,14 @@ const ir_opinfo ir_ops[IR_NOPS] = {
 #undef OP
 };
 
+const unsigned ir_op_flags[IR_NOPS] = {
+#define OP(e, name, arity, cat, shape)
+#define OPF(e, flags) [IR_##e] = flags,
+#include "ops.def"
+#undef OPF
+#undef OP
+};
+
 int ir_op_lookup(const char *name) {
   for (int i = 0; name && i < IR_NOPS; i++)
     if (strcmp(ir_ops[i].name, name) == 0) return i;

@@ -19,10 +19,8 @@
  * loss is cut is an error naming the op that cut it; one that does not reach
  * the loss at all gets a zero gradient.
  *
- * The fused sequence layers (attention, rnn, lstm, gru) are differentiated by
- * rematerialising them from primitive ops (matmul, slice, softmax, ...) right
- * after the forward graph and differentiating that replica: correct for
- * every configuration, at the price of recomputing the layer once.
+ * The fused sequence layers (attention, rnn, lstm, gru) have fused backward
+ * ops (ATTENTION_GRAD ...: see r_fused) that recompute what they need.
  *
  * Dropout is the identity here (the interpreter's and backends' inference
  * semantics); training-mode dropout masks come with the training stage.
@@ -389,7 +387,11 @@ static void backprop(ad_ctx *a, int lo, int hi) {
   }
 }
 
-/* ---- fused layers, rematerialised from primitives ---- */
+/* ---- fused layers: one fused backward op each ----
+ * ATTENTION_GRAD / RNN_GRAD / LSTM_GRAD / GRU_GRAD take the forward inputs
+ * (the recurrences also the forward result y, whose h_t they need) and dy,
+ * and return one flat vector of every input's gradient in input order,
+ * unpacked here with SLICE + RESHAPE. */
 
 static int slice(ad_ctx *a, int x, int64_t axis, int64_t lo, int64_t hi) {
   ir_attr at = {0};
@@ -397,99 +399,25 @@ static int slice(ad_ctx *a, int x, int64_t axis, int64_t lo, int64_t hi) {
   return add1(a, IR_SLICE, x, &at);
 }
 
-static int perm(ad_ctx *a, int x, int p0, int p1, int p2, int p3) {
-  ir_attr at = {0};
-  at.nlist = 4, at.list[0] = p0, at.list[1] = p1, at.list[2] = p2, at.list[3] = p3;
-  return add1(a, IR_TRANSPOSE, x, &at);
-}
-
-static int un(ad_ctx *a, int op, int x) { return add1(a, op, x, NULL); }
-
-/* qkv = x Wqkv + b; per head softmax(q k^T / sqrt(hd) (+ causal mask)) v;
- * heads concatenated, then proj. Mirrors ik_attention. */
-static int remat_attention(ad_ctx *a, int id) {
-  const ir_node *n = N(a, id);
-  int x = n->in[0], wq = n->in[1], bq = n->in[2], wp = n->in[3], bp = n->in[4], causal = n->attr.causal;
-  ir_shape sx = N(a, x)->shape;
-  int64_t B = sx.d[0], T = sx.d[1], d = sx.d[2], H = n->attr.heads, hd = d / H;
-  ir_dtype t = n->dtype;
-  int qkv = add2(a, IR_ADD, add2(a, IR_MATMUL, x, wq), bq);
-  ir_shape s4 = {.rank = 4, .d = {B, T, H, hd}}, s3 = {.rank = 3, .d = {B, T, d}};
-  int q = perm(a, reshape(a, slice(a, qkv, 2, 0, d), &s4), 0, 2, 1, 3);      /* [B,H,T,hd] */
-  int k = perm(a, reshape(a, slice(a, qkv, 2, d, 2 * d), &s4), 0, 2, 3, 1);  /* [B,H,hd,T] */
-  int v = perm(a, reshape(a, slice(a, qkv, 2, 2 * d, 3 * d), &s4), 0, 2, 1, 3);
-  int s = scale(a, add2(a, IR_MATMUL, q, k), 1.0 / sqrt((double)hd));
-  if (causal && !a->failed) { /* keys after the query: a large negative score, exp() = 0 */
-    int m = cnst(a, t, 0.0);
-    double *mask = ar_alloc(a->g->A, sizeof(double) * (size_t)(T * T));
-    for (int64_t i = 0; i < T; i++)
-      for (int64_t j = i + 1; j < T; j++) mask[i * T + j] = -1e30;
-    a->g->nodes[m].shape = (ir_shape){.rank = 2, .d = {T, T}};
-    a->g->nodes[m].data = mask;
-    s = add2(a, IR_ADD, s, m);
-  }
-  ir_attr sm = {0};
-  sm.axis = 3;
-  int p = add1(a, IR_SOFTMAX, s, &sm);
-  int ctx = reshape(a, perm(a, add2(a, IR_MATMUL, p, v), 0, 2, 1, 3), &s3);
-  return add2(a, IR_ADD, add2(a, IR_MATMUL, ctx, wp), bp);
-}
-
-/* Row t of a [B, T, w] tensor as [B, w] */
-static int step_of(ad_ctx *a, int x, int64_t t) {
-  ir_shape s = N(a, x)->shape;
-  ir_shape r = {.rank = 2, .d = {s.d[0], s.d[2]}};
-  return reshape(a, slice(a, x, 1, t, t + 1), &r);
-}
-
-/* rnn / lstm / gru unrolled over T with xp = x W_ih + b for all steps at once;
- * the result is the concatenation of every h_t. Mirrors interp_seq.c. */
-static int remat_recurrent(ad_ctx *a, int id) {
-  const ir_node *n = N(a, id);
-  int op = n->op, x = n->in[0], whh = n->in[2], b = n->in[3], bhh = op == IR_GRU ? n->in[4] : -1;
-  int64_t B = n->shape.d[0], T = n->shape.d[1], h = n->shape.d[2];
-  ir_dtype t = n->dtype;
-  int xp = add2(a, IR_ADD, add2(a, IR_MATMUL, x, n->in[1]), b); /* [B, T, G*h] */
-  int hp = -1, cell = -1, one = cnst(a, t, 1.0);
-  int *hs = ar_alloc(a->g->A, sizeof(int) * (size_t)T);
-  ir_shape s3 = {.rank = 3, .d = {B, 1, h}};
-  for (int64_t s = 0; s < T && !a->failed; s++) {
-    int g = step_of(a, xp, s), hn;
-    if (op == IR_GRU) {
-      int gh = hp < 0 ? bhh : add2(a, IR_ADD, add2(a, IR_MATMUL, hp, whh), bhh); /* [B, 3h] or [3h] */
-      int64_t ax = hp < 0 ? 0 : 1;
-      int r = un(a, IR_SIGMOID, add2(a, IR_ADD, slice(a, g, 1, 0, h), slice(a, gh, ax, 0, h)));
-      int z = un(a, IR_SIGMOID, add2(a, IR_ADD, slice(a, g, 1, h, 2 * h), slice(a, gh, ax, h, 2 * h)));
-      int nn = un(a, IR_TANH, add2(a, IR_ADD, slice(a, g, 1, 2 * h, 3 * h), add2(a, IR_MUL, r, slice(a, gh, ax, 2 * h, 3 * h))));
-      hn = add2(a, IR_MUL, add2(a, IR_SUB, one, z), nn);
-      if (hp >= 0) hn = add2(a, IR_ADD, hn, add2(a, IR_MUL, z, hp));
-    } else {
-      if (hp >= 0) g = add2(a, IR_ADD, g, add2(a, IR_MATMUL, hp, whh));
-      if (op == IR_RNN) {
-        hn = un(a, IR_TANH, g);
-      } else {
-        int ig = un(a, IR_SIGMOID, slice(a, g, 1, 0, h)), fg = un(a, IR_SIGMOID, slice(a, g, 1, h, 2 * h));
-        int gg = un(a, IR_TANH, slice(a, g, 1, 2 * h, 3 * h)), og = un(a, IR_SIGMOID, slice(a, g, 1, 3 * h, 4 * h));
-        int c = add2(a, IR_MUL, ig, gg);
-        cell = cell < 0 ? c : add2(a, IR_ADD, add2(a, IR_MUL, fg, cell), c);
-        hn = add2(a, IR_MUL, og, un(a, IR_TANH, cell));
-      }
-    }
-    hp = hn;
-    hs[s] = reshape(a, hn, &s3);
-  }
-  ir_attr cat = {0};
-  cat.axis = 1;
-  return T == 1 ? hs[0] : add(a, IR_CONCAT, hs, (int)T, &cat);
-}
-
 static void r_fused(ad_ctx *a, int id, int dy) {
-  int base = a->g->nnodes;
-  int out = N(a, id)->op == IR_ATTENTION ? remat_attention(a, id) : remat_recurrent(a, id);
-  if (out < 0) return;
-  int end = a->g->nnodes;
-  a->grad[out] = dy;
-  backprop(a, base, end);
+  static const int gop[IR_NOPS] = {[IR_ATTENTION] = IR_ATTENTION_GRAD, [IR_RNN] = IR_RNN_GRAD,
+                                   [IR_LSTM] = IR_LSTM_GRAD, [IR_GRU] = IR_GRU_GRAD};
+  const ir_node *n = N(a, id);
+  int op = n->op, nf = n->nin, any = 0, ins[8], nin = 0;
+  for (int k = 0; k < nf; k++) any |= want(a, id, k), ins[nin++] = n->in[k];
+  if (!any) return;
+  if (op != IR_ATTENTION) ins[nin++] = id; /* y: the h_t the backward reads */
+  ins[nin++] = dy;
+  ir_attr at = {0};
+  at.heads = n->attr.heads, at.causal = n->attr.causal;
+  int flat = add(a, gop[op], ins, nin, &at);
+  int64_t off = 0;
+  for (int k = 0; k < nf; k++) {
+    ir_shape s = N(a, ins[k])->shape;
+    int64_t len = ir_numel(&s);
+    if (want(a, id, k)) give(a, id, k, reshape(a, slice(a, flat, 0, off, off + len), &s));
+    off += len;
+  }
 }
 
 /* ---- the driver ---- */

@@ -49,4 +49,68 @@ int ad_backward(ir_graph *g, const int *params, int nparams, int as_outputs, cha
 /* Whether autodiff has a rule for op (leaves and backward ops have none). */
 int ad_differentiable(int op);
 
+/* ---- passes/rewrite.c: rebuilding a graph through a node map ----
+ * Every graph pass edits nodes in place (only ever pointing a node at
+ * earlier nodes) and then records, per node, what becomes of it:
+ *   repl[i] == i    node i stays
+ *   repl[i] == j<i  every use of node i (inputs, outputs, loss, grads) reads
+ *                   node j instead, and node i goes
+ *   repl[i] == -1   node i goes; nothing that stays may use it
+ * rw_rebuild then compacts g->nodes (ids stay a topological order) and
+ * renumbers inputs, g->inputs/params (same order, so the program's tables
+ * keep their meaning), outputs, loss and grads. INPUT and PARAM leaves are
+ * the program's interface and are never dropped. Returns 0, or -1 with a
+ * message when the map is inconsistent (a bug in the pass). */
+int rw_rebuild(ir_graph *g, const int *repl, char *msg, size_t msgn);
+/* A fresh identity map (repl[i] = i) in g's arena. */
+int *rw_identity(ir_graph *g);
+/* Resolve node id through repl chains (repl[x] < x) to the node that stays. */
+int rw_resolve(const int *repl, int id);
+/* Whether node id is a constant leaf: CONST or ARANGE. */
+int rw_is_const(const ir_graph *g, int id);
+/* Whether every element of constant node id equals v (false for non-CONST). */
+int rw_const_all(const ir_graph *g, int id, double v);
+
+/* ---- the graph passes, one file each (passes/<name>.c) ----
+ * Each rewrites g in place and returns how many rewrites it made (0: the
+ * graph is unchanged, node for node), or -1 with a message. */
+int ps_constfold(ir_graph *g, char *msg, size_t msgn); /* constfold.c: ops on constants -> constants */
+int ps_cse(ir_graph *g, char *msg, size_t msgn);       /* cse.c: identical nodes -> one */
+int ps_dce(ir_graph *g, char *msg, size_t msgn);       /* dce.c: drop what no output/loss/grad needs */
+int ps_simplify(ir_graph *g, char *msg, size_t msgn);  /* simplify.c: algebraic identities */
+/* Fold limit: results up to this many elements are always folded; larger
+ * ones only when no larger than the constants they are computed from. */
+#define CF_MAX_ELEMS 4096
+
+/* ---- passes/pipeline.c: the pass manager ----
+ * A pipeline is a list of pass names, chosen by level (-O0..-O3) or given
+ * explicitly ("constfold,cse,dce"). ir_verify runs after every pass when
+ * verify is set (debug builds and LATHE_VERIFY=1 set it too). */
+typedef struct {
+  int nodes;           /* every node */
+  int kernels;         /* non-leaf nodes: one kernel each before fusion */
+  int64_t bytes;       /* memory traffic: per kernel, its inputs read + its result written */
+} pm_cost;
+
+typedef struct {
+  int level;               /* 0..3; used when passes is NULL */
+  const char *passes;      /* explicit comma-separated list, or NULL */
+  const char *print_after; /* print the graph (ir_print) to log after this pass, or NULL */
+  const char *dump_dir;    /* write NN-pass.txt and NN-pass.dot here after every pass, or NULL */
+  int time_passes;         /* per-pass times to log */
+  int verify;              /* ir_verify after every pass */
+  FILE *log;               /* print_after and time_passes write here (NULL: stderr) */
+} pm_options;
+
+#define PM_MAX_LEVEL 3
+void pm_graph_cost(const ir_graph *g, pm_cost *c);
+/* Run the pipeline on g; before/after (may be NULL) receive the costs.
+ * Errors: an unknown pass name or level, an unwritable dump directory (the
+ * message says which), or a pass that broke the graph (a bug). */
+int pm_run(ir_graph *g, const pm_options *o, pm_cost *before, pm_cost *after, char *msg, size_t msgn);
+/* The pass names of a level as a comma-separated list ("" for -O0). */
+const char *pm_level_passes(int level);
+/* Whether name is a known pass. */
+int pm_pass_known(const char *name);
+
 #endif

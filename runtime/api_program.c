@@ -68,6 +68,15 @@ int api_program_finish(lathe_program *p, lathe_error *err) {
     lathe_program_free(p);
     return -1;
   }
+  if (api_run_passes(p, err)) { /* the graph pipeline (passes/pipeline.c) */
+    lathe_program_free(p);
+    return -1;
+  }
+  if (ir_verify(&p->g, vmsg, sizeof vmsg) != 0) {
+    api_fail(err, LATHE_EINTERNAL, "internal error: the graph does not verify after the passes: %s", vmsg);
+    lathe_program_free(p);
+    return -1;
+  }
   const ir_graph *g = &p->g;
   p->params = calloc((size_t)g->nparams + 1, sizeof *p->params);
   p->in = calloc((size_t)g->ninputs + 1, sizeof *p->in);

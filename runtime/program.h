@@ -27,6 +27,7 @@ struct lathe_program {
   float loss;         /* llvm backend: the loss after a run */
   int ran;
   int missing_target; /* last run zero-filled a target: no loss to report */
+  lathe_pass_stats pass_stats; /* what the graph passes did (api_passes.c) */
 };
 
 /* api_program.c: lathe_compile in two halves, so passes (autodiff, the
@@ -35,6 +36,12 @@ lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_e
 int api_program_finish(lathe_program *p, lathe_error *err); /* frees p on failure */
 /* Allocate the parameter buffers (zeroed) if not yet done. */
 int api_alloc_params(lathe_program *p, lathe_error *err);
+/* api_passes.c: run the graph pipeline p->opt asks for (api_program_finish
+ * calls it once, before verifying and compiling). 0, or -1 with err set. */
+int api_run_passes(lathe_program *p, lathe_error *err);
+/* Copy the pass-pipeline fields (opt_level*, passes, print_after,
+ * dump_dir, time_passes, pass_log) of src into dst; src may be NULL. */
+void api_copy_pass_options(lathe_options *dst, const lathe_options *src);
 
 /* Set err (format) and return code. */
 int api_fail(lathe_error *err, lathe_status code, const char *fmt, ...)

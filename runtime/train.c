@@ -417,7 +417,7 @@ static int train_one(tr_run *r, int restart, lathe_error *err) {
   if (r->o->progress) r->prog = rt_progress_new(r->o->progress, r->o->tty, r->t.epochs, per_epoch, r->data.batch);
   int rc = 0, stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop;
   for (int64_t epoch = r->meta.epoch + 1; rc == 0 && !stop && epoch <= r->t.epochs; epoch++) {
-    double tl;
+    double tl = 0;
     rc = run_epoch(r, epoch, per_epoch, &tl, err);
     if (!rc) rc = end_epoch(r, restart, epoch, tl, &stop, err);
   }

@@ -283,14 +283,14 @@ static int cases_for(int op, tcase *cs) {
     cs[n] = C2(IR_I64, S(1, 1), F, S(2, 7, 1)); cs[n++].lim = 7;
     return n;
   case IR_ATTENTION:
-    for (int i = 0; i < 3; i++) {
-      int B = i == 2 ? 1 : 2, T = i == 2 ? 1 : 7, d = i == 2 ? 4 : 8;
+    for (int i = 0; i < 4; i++) { /* case 3: causal blocks of query rows, heads in parallel */
+      int B = i == 2 ? 1 : 2, T = i == 2 ? 1 : i == 3 ? 130 : 7, d = i == 2 ? 4 : 8;
       cs[n] = C2(F, S(3, B, T, d), F, S(2, d, 3 * d));
       cs[n].nin = 5;
       cs[n].dt[2] = cs[n].dt[3] = cs[n].dt[4] = F;
       cs[n].sh[2] = S(1, 3 * d), cs[n].sh[3] = S(2, d, d), cs[n].sh[4] = S(1, d);
       cs[n].attr.heads = i == 2 ? 1 : 2;
-      cs[n++].attr.causal = i == 1;
+      cs[n++].attr.causal = i == 1 || i == 3;
     }
     return n;
   case IR_RNN: case IR_LSTM: case IR_GRU: {
@@ -345,7 +345,7 @@ static void test_fused(void) {
   memset(cs, 0, sizeof cs);
   static const int shp[5][4][4] = {
     {{3, 2, 7, 33}, {2, 33, 5}, {1, 5}, {3, 2, 7, 5}},
-    {{3, 1, 256, 32}, {2, 32, 160}, {2, 1, 160}, {3, 1, 256, 160}},
+    {{3, 1, 1024, 8}, {2, 8, 160}, {2, 1, 160}, {3, 1, 1024, 160}}, /* cblas, rows in parallel */
     {{3, 2, 3, 7}, {3, 2, 7, 5}, {1, 5}, {3, 2, 3, 5}},
     {{1, 7}, {2, 7, 3}, {1, 3}, {1, 3}},
     {{2, 7, 33}, {2, 33, 20}, {1, 20}, {2, 7, 20}},

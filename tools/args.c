@@ -32,7 +32,8 @@ static const char *flag_kind(const char *spec, const char *flag) {
   for (const char *p = strstr(spec, flag); p; p = strstr(p + 1, flag))
     if ((p == spec || p[-1] == ' ') && p[n] == '=') {
       const char *k = p + n + 1;
-      return !strncmp(k, "bool", 4) ? "bool" : !strncmp(k, "pair", 4) ? "pair" : "value";
+      return !strncmp(k, "bool", 4) ? "bool" : !strncmp(k, "pair", 4) ? "pair"
+             : !strncmp(k, "attached", 8) ? "attached" : "value";
     }
   return NULL;
 }
@@ -69,8 +70,16 @@ int cli_parse(int argc, char **argv, const char *cmd, const char *spec, cli_args
     memcpy(flag, arg, fl);
     flag[fl] = 0;
     const char *kind = flag_kind(spec, flag);
+    if (!kind && arg[1] != '-' && !eq && fl > 2) { /* -O2: a short flag with its value attached */
+      char shortf[3] = {arg[0], arg[1], 0};
+      const char *k = flag_kind(spec, shortf);
+      if (k && !strcmp(k, "attached")) kind = k, val = arg + 2, memcpy(flag, shortf, sizeof shortf);
+    }
     if (!kind) return bad(cmd, "unknown flag '%s'", flag);
-    if (strcmp(kind, "bool") != 0) {
+    if (!strcmp(kind, "attached")) {
+      if (!val && eq) val = eq + 1;
+      if (!val || !*val) return bad(cmd, "%s needs its value attached, as in -O2", flag);
+    } else if (strcmp(kind, "bool") != 0) {
       if (eq) val = eq + 1;
       else if (i + 1 < argc) val = argv[++i];
       else return bad(cmd, "%s needs a value", flag);
@@ -164,4 +173,23 @@ lathe_model *cli_load_model(const cli_args *a, int *status) {
     }
   }
   return m;
+}
+
+/* -O<level>, --passes, --print-after, --dump-dir, --time-passes (CLI_PASS_FLAGS). */
+int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o) {
+  const char *lv = cli_value(a, "-O");
+  if (lv) {
+    if (lv[0] < '0' || lv[0] > '3' || lv[1]) {
+      fprintf(stderr, "lathe %s: error: -O%s: expected -O0, -O1, -O2 or -O3\n", cmd, lv);
+      return 1;
+    }
+    o->opt_level_set = 1;
+    o->opt_level = lv[0] - '0';
+  }
+  o->passes = cli_value(a, "--passes");
+  o->print_after = cli_value(a, "--print-after");
+  o->dump_dir = cli_value(a, "--dump-dir");
+  o->time_passes = cli_has(a, "--time-passes");
+  o->pass_log = stderr;
+  return 0;
 }

@@ -19,9 +19,11 @@ int cmd_run(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 /* Parsed command line: the model file and every flag in order. A flag takes
- * its value as the next argument or after '=' (--seed 3, --seed=3). */
+ * its value as the next argument or after '=' (--seed 3, --seed=3); a flag of
+ * kind "attached" takes it glued on (-O2; also -O=2). */
 #define CLI_MAXITEMS 128
 typedef struct {
   char flag[32];      /* "--weights" */
@@ -50,6 +52,11 @@ int cli_items(const cli_args *a, const char *flag, cli_item *out, int max);
  * printing an error when malformed. */
 int cli_u64(const cli_args *a, const char *cmd, const char *flag, uint64_t *out, int *given);
 int cli_double(const cli_args *a, const char *cmd, const char *flag, double *out);
+
+/* The graph-pipeline flags of check, run and train, and reading them into
+ * the compile options (pass_log = stderr). 0, or 1 after an error. */
+#define CLI_PASS_FLAGS "-O=attached --passes=value --print-after=value --dump-dir=value --time-passes=bool"
+int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o);
 
 /* "llvm" (the default when s is NULL), "interp" or "cuda"; -1 after printing an error. */
 int cli_backend(const char *s, lathe_backend *b);

@@ -20,9 +20,10 @@ int cli_backend(const char *s, lathe_backend *b) {
 
 /* Load, bind and compile with unbound dims defaulting to 1 (check, dot, init). */
 static lathe_program *load_for_inspection(const cli_args *a, int *status) {
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  if (cli_pass_options(a, "check", &o)) { *status = 1; return NULL; }
   lathe_model *m = cli_load_model(a, status);
   if (!m) return NULL;
-  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
   lathe_error err = {0};
   lathe_program *p = lathe_compile(m, &o, &err);
   lathe_model_free(m);
@@ -50,6 +51,19 @@ static void print_memplan(const lathe_program *p) {
   printf("\n");
 }
 
+/* The graph passes: nodes, kernels and bytes moved before and after. */
+static void print_pass_stats(const lathe_program *p) {
+  lathe_pass_stats st;
+  if (lathe_program_pass_stats(p, &st)) return;
+  char a[32], b[32], lv[16];
+  snprintf(lv, sizeof lv, st.opt_level < 0 ? "--passes" : "-O%d", st.opt_level);
+  printf("passes (%s): nodes %d -> %d, kernels %d -> %d, bytes moved %lld (%s) -> %lld (%s)", lv, st.nodes_before,
+         st.nodes_after, st.kernels_before, st.kernels_after, (long long)st.bytes_before,
+         human_bytes(st.bytes_before, a, sizeof a), (long long)st.bytes_after, human_bytes(st.bytes_after, b, sizeof b));
+  if (st.bytes_before > 0) printf(", %.1f%%", 100.0 * (double)st.bytes_after / (double)st.bytes_before);
+  printf("\n");
+}
+
 static int inspect(int argc, char **argv, const char *cmd, const char *flags, lathe_print_kind kind) {
   cli_args a;
   int status = cli_parse(argc, argv, cmd, flags, &a);
@@ -57,7 +71,7 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
   lathe_program *p = load_for_inspection(&a, &status);
   if (p) {
     lathe_program_print(p, cli_has(&a, "--ir") ? LATHE_PRINT_IR : kind, stdout);
-    if (kind == LATHE_PRINT_SUMMARY && !cli_has(&a, "--ir")) print_memplan(p);
+    if (kind == LATHE_PRINT_SUMMARY && !cli_has(&a, "--ir")) print_memplan(p), print_pass_stats(p);
     lathe_program_free(p);
   }
   cli_args_free(&a);
@@ -65,9 +79,9 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
 }
 
 int cmd_check(int argc, char **argv) {
-  return inspect(argc, argv, "check", "--bind=pair --ir=bool", LATHE_PRINT_SUMMARY);
+  return inspect(argc, argv, "check", "--bind=pair --ir=bool " CLI_PASS_FLAGS, LATHE_PRINT_SUMMARY);
 }
-int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind=pair", LATHE_PRINT_DOT); }
+int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind=pair " CLI_PASS_FLAGS, LATHE_PRINT_DOT); }
 
 int cmd_init(int argc, char **argv) {
   cli_args a;
@@ -156,6 +170,7 @@ static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
   int f64 = cli_has(a, "--f64");
   const char *backend = cli_value(a, "--backend");
   lathe_options o = {.f64 = f64};
+  if (cli_pass_options(a, "run", &o)) return 1;
   if (cli_backend(backend ? backend : f64 ? "interp" : NULL, &o.backend)) return 1;
   if (f64 && o.backend != LATHE_BACKEND_INTERP) {
     fprintf(stderr, "lathe run: error: --f64 needs --backend interp\n");
@@ -209,7 +224,8 @@ static void print_times(const run_state *s) {
 int cmd_run(int argc, char **argv) {
   cli_args a;
   int status = cli_parse(argc, argv, "run",
-                         "--bind=pair --weights=value --in=pair --out=pair --backend=value --f64=bool --time=bool",
+                         "--bind=pair --weights=value --in=pair --out=pair --backend=value --f64=bool --time=bool "
+                         CLI_PASS_FLAGS,
                          &a);
   if (status) { cli_args_free(&a); return status; }
   run_state s = {0};

@@ -87,6 +87,24 @@ static const cli_command commands[] = {
    "\n"
    "Rebuilds the split training used (the train block's fractions and seed, or --seed) and prints\n"
    "one `NAME: VALUE` line per metric for the chosen split (default test).\n"},
+  {"generate", cmd_generate, "generate text from a sequence model",
+   "usage: lathe generate MODEL --weights W --prompt TEXT --tokens N [--temperature T] [--top-k K]\n"
+   "                      [--seed S] [--backend B] [--recompute]\n"
+   "\n"
+   "For a model whose input is a token sequence i32[batch, T] and whose first output is logits\n"
+   "[batch, T, vocab] (96 characters or 256 bytes, as lathe train reads text). Writes the prompt\n"
+   "followed by the generated text to stdout, statistics (tokens/s) to stderr. Each token costs\n"
+   "O(T): causal attention layers keep a key/value cache in a compiled decode-step program;\n"
+   "models without that form (recurrent layers) recompute their context per token, with a note.\n"
+   "The context is a sliding window: when it holds T tokens it keeps the last T/2, so prompts and\n"
+   "outputs may be longer than T.\n"
+   "\n"
+   "  --tokens N           tokens to generate (required)\n"
+   "  --temperature T      sampling temperature (default 1); 0 is greedy decoding\n"
+   "  --top-k K            sample among the K most likely tokens (default 0: all)\n"
+   "  --seed S             seed of the sampler (default 0)\n"
+   "  --backend B          llvm (default) or interp\n"
+   "  --recompute          no cache: recompute the whole context every token (the reference)\n"},
 };
 static const int ncommands = (int)(sizeof commands / sizeof commands[0]);
 

@@ -4,7 +4,10 @@
  * no-op with the opaque pointers of LLVM 15+. */
 #include "cg_internal.h"
 
+#include <stdio.h>
 #include <string.h>
+
+#include "runtime/threadpool.h"
 
 static cg_fn cg_declare(cg_mod *m, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n) {
   cg_fn f;
@@ -39,6 +42,8 @@ void cg_mod_types(cg_mod *m) {
   m->logf_ = cg_declare(m, "logf", m->f32, f1, 1);
   m->log1pf_ = cg_declare(m, "log1pf", m->f32, f1, 1);
   m->powf_ = cg_declare(m, "powf", m->f32, f1, 2);
+  LLVMTypeRef pf[5] = {m->i64, m->i64, m->ptr, m->ptr, m->i32};
+  m->parfor = cg_declare(m, "lathe_parallel_for", m->vd, pf, 5);
   m->sqrt_ = cg_intrinsic(m, "llvm.sqrt", m->f32);
   m->fabs_ = cg_intrinsic(m, "llvm.fabs", m->f32);
 }
@@ -345,7 +350,6 @@ void cg_nest(cg_k *k, int rank, const int64_t *dims, int nops, int64_t strides[]
  * Each row of C is computed in column blocks of up to 8 vectors held in
  * registers across the whole K loop (8 independent FMA chains keep both FMA
  * units busy); B's rows are read contiguously. */
-enum { CG_SMALL_GEMM = 1 << 20 }; /* M*N*K at or below this is generated */
 
 typedef struct {
   int ta;
@@ -515,3 +519,60 @@ V cg_acc_fold(cg_k *k, const cg_acc *a, cg_fold_fn f) {
 
 V cg_fold_add(cg_k *k, V a, V b) { return LLVMBuildFAdd(k->B, a, b, ""); }
 V cg_fold_max(cg_k *k, V a, V b) { return sel(k, fcmp(k, LLVMRealOGT, b, a), b, a); }
+
+/* ---- parallel loops on the runtime pool ---- */
+
+void cg_set_fn_attrs(cg_mod *m, V fn) {
+  LLVMAddTargetDependentFunctionAttr(fn, "target-cpu", m->cpu);
+  LLVMAddTargetDependentFunctionAttr(fn, "target-features", m->features);
+  LLVMAddTargetDependentFunctionAttr(fn, "frame-pointer", "none");
+  if (m->vw >= 16) LLVMAddTargetDependentFunctionAttr(fn, "prefer-vector-width", "512");
+}
+
+int cg_pool_parts(void) { return rt_pool_size(); }
+
+/* captures: arg[0..nargs), scratch, err -- as pointers in one array */
+void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, int blas, cg_par_body body, void *ctx) {
+  cg_mod *m = k->m;
+  unsigned nc = (unsigned)k->nargs + 2;
+  LLVMTypeRef at = LLVMArrayType(m->ptr, nc);
+  /* the outlined body: void (i8 *captures, i64 lo, i64 hi, i32 part) */
+  LLVMBasicBlockRef resume = LLVMGetInsertBlock(k->B);
+  LLVMTypeRef pt[4] = {m->ptr, m->i64, m->i64, m->i32};
+  char name[96];
+  snprintf(name, sizeof name, "%s_par%d", LLVMGetValueName(k->fn), m->npar++);
+  V f = LLVMAddFunction(m->M, name, LLVMFunctionType(m->vd, pt, 4, 0));
+  LLVMSetLinkage(f, LLVMInternalLinkage);
+  cg_set_fn_attrs(m, f);
+  cg_k b = *k;
+  b.fn = f;
+  b.entry = LLVMAppendBasicBlockInContext(m->C, f, "entry");
+  LLVMPositionBuilderAtEnd(k->B, b.entry);
+  LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(m->C, f, "start");
+  LLVMBuildBr(k->B, start);
+  LLVMPositionBuilderAtEnd(k->B, start);
+  V cap = LLVMBuildPointerCast(k->B, LLVMGetParam(f, 0), LLVMPointerType(m->ptr, 0), "");
+  V got[CG_MAXARGS + 2];
+  for (unsigned j = 0; j < nc; j++) {
+    V ix = ci(k, j);
+    got[j] = LLVMBuildLoad2(k->B, m->ptr, LLVMBuildGEP2(k->B, m->ptr, cap, &ix, 1, ""), "");
+  }
+  for (int j = 0; j < k->nargs; j++) b.arg[j] = got[j];
+  b.scratch = got[nc - 2];
+  b.err = got[nc - 1];
+  b.part = LLVMBuildSExt(k->B, LLVMGetParam(f, 3), m->i64, "");
+  CG_FOR(&b, l, LLVMGetParam(f, 1), LLVMGetParam(f, 2)) body(&b, l.iv, ctx);
+  LLVMBuildRetVoid(k->B);
+  /* the call, back in the kernel */
+  LLVMPositionBuilderAtEnd(k->B, resume);
+  V arr = cg_var(k, at, LLVMGetUndef(at));
+  V arrp = LLVMBuildPointerCast(k->B, arr, LLVMPointerType(m->ptr, 0), "");
+  for (unsigned j = 0; j < nc; j++) {
+    V v = j < (unsigned)k->nargs ? k->arg[j] : j == nc - 2 ? k->scratch : k->err;
+    V ix = ci(k, j);
+    LLVMBuildStore(k->B, LLVMBuildPointerCast(k->B, v, m->ptr, ""), LLVMBuildGEP2(k->B, m->ptr, arrp, &ix, 1, ""));
+  }
+  V args[5] = {ci(k, n), ci(k, grain > 0 ? grain : 1), LLVMBuildPointerCast(k->B, f, m->ptr, ""),
+               LLVMBuildPointerCast(k->B, arr, m->ptr, ""), ci32(k, blas)};
+  cg_call(k, m->parfor, args, 5);
+}

@@ -393,4 +393,10 @@ static const cg_emit_fn cg_grad_ops[IR_NOPS] = {
   [IR_MINIMUM ... IR_NOPS - 1] = cg_emit_opt, /* training-step ops: cg_opt.c */
 };
 
-void cg_emit_grad(cg_k *k) { cg_grad_ops[k->n->op](k); }
+void cg_emit_grad(cg_k *k) {
+  if (k->n->op >= IR_ATTENTION_GRAD && k->n->op <= IR_GRU_GRAD) { /* sequence layers: cg_attn.c */
+    cg_emit_seq_grad(k);
+    return;
+  }
+  cg_grad_ops[k->n->op](k);
+}

@@ -25,6 +25,8 @@ typedef struct {
   LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, vd;
   cg_fn sgemm, logf_, powf_, log1pf_;
   cg_fn sqrt_, fabs_;
+  cg_fn parfor; /* lathe_parallel_for(n, grain, body, captures, blas): the runtime pool */
+  int npar;     /* outlined parallel bodies so far (for their names) */
   const char *cpu, *features; /* attached to every function */
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
 } cg_mod;
@@ -61,6 +63,7 @@ typedef struct {
   const cg_fuse *fuse; /* non-NULL: n is a matrix product with these steps fused after it */
   V scratch; /* byte pointer to this node's scratch */
   V err;     /* i32* status word: kernels store non-zero on bad data */
+  V part;    /* inside a cg_parallel_for body: the part (i64, < the pool size), else NULL */
 } cg_k;
 
 /* Emitters: one per op (cg_ops.c). scratch_bytes says what a node needs. */
@@ -75,6 +78,8 @@ int cg_fusable_unary(int op);
 void cg_emit_grad(cg_k *k);
 /* The training-step ops' emitter (cg_opt.c), reached through cg_emit_grad. */
 void cg_emit_opt(cg_k *k);
+/* The decode-step ops' emitter (cg_decode.c), reached through cg_emit_opt. */
+void cg_emit_decode(cg_k *k);
 /* NULL if the backend can emit n, else why not. */
 const char *cg_unsupported(const ir_graph *g, const ir_node *n);
 
@@ -159,6 +164,19 @@ V cg_acc_fold(cg_k *k, const cg_acc *a, cg_fold_fn f);
 V cg_fold_add(cg_k *k, V a, V b);
 V cg_fold_max(cg_k *k, V a, V b); /* b > a ? b : a (NaN never taken) */
 
+/* ---- cg_attn.c: flash attention and backward through time, C kernels the
+ * generated code calls (lathe_attn_fwd, lathe_attn_grad, lathe_rec_grad) ---- */
+void cg_emit_attention(cg_k *k);
+void cg_emit_seq_grad(cg_k *k); /* ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD */
+int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n);
+void cg_attn_fwd_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
+                    float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal);
+void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *dy,
+                     float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal);
+void cg_rec_grad_rt(float *out, const float *x, const float *wih, const float *whh, const float *bih,
+                    const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B, int64_t T,
+                    int64_t in, int64_t h);
+
 /* ---- cg_host.c: start-up checks (once per process) ----
  * 0 when the host runs what LLVM generates for llvm_features and OpenBLAS's
  * kernel, and OpenBLAS computes a small product right; else -1 and why. */
@@ -170,9 +188,25 @@ void cg_cache_key(const char *const *parts, int nparts, char key[CG_KEYLEN]);
 void *cg_cache_load(const char *key, size_t *len); /* malloc'd object, NULL if absent or corrupt */
 void cg_cache_store(const char *key, const void *obj, size_t len);
 
+/* target-cpu, target-features and the vector width preference */
+void cg_set_fn_attrs(cg_mod *m, V fn);
+
+/* for i in [0, n): body(k2, i) -- split across the runtime thread pool in
+ * fixed parts of at least grain iterations (runs on one thread when n is
+ * smaller than two grains). The body is emitted into its own function; its
+ * cg_k sees the kernel's arguments, scratch and err as usual, and k2->part
+ * names its part (for per-part scratch; parts < cg_pool_parts()).
+ * Iterations must be independent. blas: the body calls cblas_sgemm
+ * (OpenBLAS then runs single-threaded in each part). */
+typedef void (*cg_par_body)(cg_k *k, V i, void *ctx);
+void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, int blas, cg_par_body body, void *ctx);
+int cg_pool_parts(void);
+
 /* cblas_sgemm(RowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) */
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc);
+/* M*N*K at or below this: the product is a generated loop, not a cblas call */
+enum { CG_SMALL_GEMM = 1 << 20 };
 /* cg_sgemm, then f(value, row, col) applied to each element of C before
  * it is stored (value: w lanes of columns col..col+w-1 of row row). */
 typedef V (*cg_epi_fn)(cg_k *k, V v, V row, V col, int w, void *ctx);

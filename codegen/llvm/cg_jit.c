@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "passes/passes.h"
+#include "runtime/threadpool.h"
 
 /* BUF_FUSED: a node computed inside a later node's fused kernel; it has no
  * buffer of its own and no kernel. */
@@ -261,12 +262,7 @@ static void kernel_key(const ir_graph *g, const ir_node *n, char *key, size_t kn
   }
 }
 
-static void set_fn_attrs(cg_mod *m, V fn) {
-  LLVMAddTargetDependentFunctionAttr(fn, "target-cpu", m->cpu);
-  LLVMAddTargetDependentFunctionAttr(fn, "target-features", m->features);
-  LLVMAddTargetDependentFunctionAttr(fn, "frame-pointer", "none");
-  if (m->vw >= 16) LLVMAddTargetDependentFunctionAttr(fn, "prefer-vector-width", "512");
-}
+static void set_fn_attrs(cg_mod *m, V fn) { cg_set_fn_attrs(m, fn); }
 
 /* The nodes a kernel reads, in argument order after its result: the node's
  * inputs, or for a fused group the product's two inputs and the extras. */
@@ -465,6 +461,19 @@ static int optimise(cg_program *p, LLVMModuleRef M, LLVMTargetMachineRef tm, int
   return 0;
 }
 
+/* lathe_parallel_for: a parallel loop of generated code on the runtime
+ * pool. OpenBLAS and the pool take turns owning the cores: while parts that
+ * call cblas run in parallel, OpenBLAS runs single-threaded in each. */
+static void parallel_for(int64_t n, int64_t grain, void *body, void *cap, int32_t blas) {
+  rt_pool_fn fn;
+  *(void **)&fn = body;
+  int parallel = rt_pool_size() > 1 && n / (grain > 0 ? grain : 1) >= 2;
+  int nt = blas && parallel ? openblas_get_num_threads() : 1;
+  if (nt > 1) openblas_set_num_threads(1);
+  rt_pool_for(n, grain, fn, cap);
+  if (nt > 1) openblas_set_num_threads(nt);
+}
+
 /* Symbols the generated code calls, resolved to this process's copies. */
 static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
   static const struct {
@@ -474,7 +483,9 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"cblas_sgemm", (void *)cblas_sgemm}, {"expf", (void *)expf}, {"logf", (void *)logf},
     {"tanhf", (void *)tanhf}, {"erfcf", (void *)erfcf}, {"powf", (void *)powf}, {"log1pf", (void *)log1pf},
     {"memcpy", (void *)memcpy}, {"memset", (void *)memset}, {"memmove", (void *)memmove},
-    {"lathe_prof_tick", (void *)prof_tick},
+    {"lathe_prof_tick", (void *)prof_tick}, {"lathe_parallel_for", (void *)parallel_for},
+    {"lathe_attn_fwd", (void *)cg_attn_fwd_rt}, {"lathe_attn_grad", (void *)cg_attn_grad_rt},
+    {"lathe_rec_grad", (void *)cg_rec_grad_rt},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
   __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];

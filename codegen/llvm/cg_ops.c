@@ -565,27 +565,57 @@ static void e_pair_loss(cg_k *k) {
 
 /* attention: qkv = x Wqkv + b (one GEMM over B*T rows); per (batch, head)
  * S = q k^T * scale, row softmax (causal: keys after the query are zero),
- * ctx[:, head] = P v; out = ctx Wproj + b.  Scratch: qkv, S, ctx. */
-static void e_attention(cg_k *k) {
+ * ctx[:, head] = P v; out = ctx Wproj + b.
+ * The (batch, head) pairs are independent: they run in parallel on the
+ * runtime pool, each part with its own S (OpenBLAS single-threaded inside).
+ * Causal attention goes in blocks of query rows, each against only the keys
+ * up to its last row, so the masked half of S is never computed.
+ * Scratch: qkv [B*T, 3d], ctx [B*T, d], then one S [T, T] per pool part. */
+typedef struct {
+  int64_t B, T, d, H, hd, tb; /* tb: query rows per block */
+  int causal;
+} attn_t;
+
+static int64_t attn_block_rows(int64_t T, int causal) {
+  if (!causal || T <= 64) return T;
+  int64_t tb = (T + 15) / 16; /* at most 16 blocks */
+  return tb < 64 ? 64 : tb;
+}
+
+static void attn_head(cg_k *k, V bh, void *ctx) {
+  const attn_t *a = ctx;
+  int64_t T = a->T, d = a->d;
+  V b = LLVMBuildSDiv(BLD, bh, ci(k, a->H), ""), h = LLVMBuildSRem(BLD, bh, ci(k, a->H), "");
+  V qkv = scr(k, 0), S = cg_fptr(k, scr(k, a->B * T * 4 * d), muli(k, k->part, T * T));
+  V q = cg_fptr(k, qkv, add(k, muli(k, b, T * 3 * d), muli(k, h, a->hd)));
+  V c = cg_fptr(k, scr(k, a->B * T * 3 * d), add(k, muli(k, b, T * d), muli(k, h, a->hd)));
+  for (int64_t r0 = 0; r0 < T; r0 += a->tb) {
+    int64_t rows = T - r0 < a->tb ? T - r0 : a->tb, keys = a->causal ? r0 + rows : T;
+    V qr = cg_fptr(k, q, ci(k, r0 * 3 * d));
+    cg_sgemm(k, 0, 1, rows, keys, a->hd, 1.0 / sqrt((double)a->hd), qr, 3 * d, cg_fptr(k, q, ci(k, d)), 3 * d, 0.0,
+             S, keys);
+    CG_FOR(k, i, ci(k, 0), ci(k, rows)) {
+      V srow = cg_fptr(k, S, muli(k, i.iv, keys));
+      V nj = a->causal ? add(k, i.iv, ci(k, r0 + 1)) : ci(k, keys);
+      softmax_row(k, srow, srow, nj, 0);
+      if (a->causal) CG_FOR(k, j, nj, ci(k, keys)) cg_stp(k, srow, j.iv, cf(k, 0)); /* keys after the query */
+    }
+    cg_sgemm(k, 0, 0, rows, a->hd, keys, 1.0, S, keys, cg_fptr(k, q, ci(k, 2 * d)), 3 * d, 0.0,
+             cg_fptr(k, c, ci(k, r0 * d)), d);
+  }
+}
+
+__attribute__((unused)) static void e_attention(cg_k *k) { /* replaced by cg_attn.c (flash) */
   const ir_shape *sx = SH(0);
-  int64_t B = sx->d[0], T = sx->d[1], d = sx->d[2], H = k->n->attr.heads, hd = d / H;
-  int causal = k->n->attr.causal;
-  V qkv = scr(k, 0), S = scr(k, B * T * 3 * d), ctx = scr(k, B * T * 3 * d + T * T);
+  attn_t a = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, sx->d[2] / k->n->attr.heads, 0, k->n->attr.causal};
+  a.tb = attn_block_rows(a.T, a.causal);
+  int64_t B = a.B, T = a.T, d = a.d;
+  V qkv = scr(k, 0), ctx = scr(k, B * T * 3 * d);
   cg_fill_rows(k, qkv, B * T, 3 * d, 3 * d, ARG(2));
   cg_sgemm(k, 0, 0, B * T, 3 * d, d, 1.0, ARG(0), d, ARG(1), 3 * d, 1.0, qkv, 3 * d);
-  CG_FOR(k, b, ci(k, 0), ci(k, B)) CG_FOR(k, h, ci(k, 0), ci(k, H)) {
-    V q = cg_fptr(k, qkv, add(k, muli(k, b.iv, T * 3 * d), muli(k, h.iv, hd)));
-    cg_sgemm(k, 0, 1, T, T, hd, 1.0 / sqrt((double)hd), q, 3 * d, cg_fptr(k, q, ci(k, d)), 3 * d, 0.0, S, T);
-    CG_FOR(k, i, ci(k, 0), ci(k, T)) {
-      V row = muli(k, i.iv, T);
-      V nj = causal ? add(k, i.iv, ci(k, 1)) : ci(k, T);
-      V srow = cg_fptr(k, S, row);
-      softmax_row(k, srow, srow, nj, 0);
-      if (causal) CG_FOR(k, j, nj, ci(k, T)) cg_stp(k, srow, j.iv, cf(k, 0)); /* keys after the query */
-    }
-    V c = cg_fptr(k, ctx, add(k, muli(k, b.iv, T * d), muli(k, h.iv, hd)));
-    cg_sgemm(k, 0, 0, T, hd, T, 1.0, S, T, cg_fptr(k, q, ci(k, 2 * d)), 3 * d, 0.0, c, d);
-  }
+  /* a head is worth a part of its own once it costs more than a hand-off */
+  int64_t grain = T * T * a.hd >= (1 << 16) ? 1 : B * a.H;
+  cg_parallel_for(k, B * a.H, grain, 1, attn_head, &a);
   cg_fill_rows(k, k->arg[0], B * T, d, d, ARG(4));
   cg_sgemm(k, 0, 0, B * T, d, d, 1.0, ctx, d, ARG(3), d, 1.0, k->arg[0], d);
 }
@@ -704,25 +734,38 @@ static V epi_apply(cg_k *k, V v, V row, V col, int w, void *ctx) {
   return v;
 }
 
+typedef struct {
+  int64_t N;
+  V row;
+} epi_row_t;
+
+static void epi_elems(cg_k *k, V j, int w, void *ctx) {
+  epi_row_t *e = ctx;
+  V ix = add(k, muli(k, e->row, e->N), j);
+  cg_vst(k, k->arg[0], ix, epi_apply(k, cg_vld(k, k->arg[0], ix, w), e->row, j, w, (void *)k->fuse), w);
+}
+
+static void epi_row(cg_k *k, V r, void *ctx) {
+  epi_row_t e = {*(int64_t *)ctx, r};
+  cg_vfor(k, ci(k, e.N), epi_elems, &e);
+}
+
 /* The product as e_matmul, with the steps applied as each element is
- * stored (one tall GEMM) or in one pass after the batched products. */
+ * stored (small products: in registers) or in one pass over the result
+ * after it, in parallel over rows when it is big. */
 void cg_emit_fused(cg_k *k) {
   const ir_shape *sa = SH(0), *sb = SH(1);
   int64_t K = sa->d[sa->rank - 1], N = k->n->shape.d[k->n->shape.rank - 1];
   int64_t rows = ir_numel(&k->n->shape) / N;
-  cg_epi epi = {epi_apply, (void *)k->fuse};
-  if (sb->rank == 2 && sa->rank >= 2) {
+  if (sb->rank == 2 && sa->rank >= 2 && rows * N * K <= CG_SMALL_GEMM) {
+    cg_epi epi = {epi_apply, (void *)k->fuse};
     cg_sgemm_epi(k, 0, 0, rows, N, K, 1.0, ARG(0), K, ARG(1), N, 0.0, k->arg[0], N, &epi);
     return;
   }
   e_matmul(k);
-  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
-    V row = r.iv;
-    CG_FOR(k, j, ci(k, 0), ci(k, N)) {
-      V ix = add(k, muli(k, row, N), j.iv);
-      cg_stp(k, k->arg[0], ix, epi_apply(k, cg_ldp(k, k->arg[0], ix), row, j.iv, 1, (void *)k->fuse));
-    }
-  }
+  /* a part is worth a hand-off to another core at about 64K elements */
+  int64_t grain = (1 << 16) / N > 1 ? (1 << 16) / N : 1;
+  cg_parallel_for(k, rows, grain, 0, epi_row, &N);
 }
 
 /* ---- the table ---- */
@@ -738,7 +781,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
   [IR_MAXPOOL2D] = e_pool,  [IR_AVGPOOL2D] = e_pool,
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
-  [IR_ATTENTION] = e_attention, [IR_RNN] = e_seq,      [IR_LSTM] = e_seq,        [IR_GRU] = e_seq,
+  [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = e_seq,        [IR_GRU] = e_seq,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
   [IR_SUM_TO ... IR_NOPS - 1] = cg_emit_grad, /* the backward ops (the last rows): cg_grad.c */
 };
@@ -752,7 +795,8 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
     f = sw->d[1] * sw->d[2] * sw->d[3] * n->shape.d[2] * n->shape.d[3];
     break;
   }
-  case IR_ATTENTION: f = sx->d[0] * sx->d[1] * sx->d[2] * 4 + sx->d[1] * sx->d[1]; break;
+  case IR_ATTENTION: case IR_ATTENTION_GRAD: case IR_RNN_GRAD: case IR_LSTM_GRAD: case IR_GRU_GRAD:
+    return cg_seq_scratch_bytes(g, n); /* cg_attn.c */
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
   case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;
   case IR_GRU: f = sx->d[0] * sx->d[1] * 3 * n->shape.d[2] + sx->d[0] * 3 * n->shape.d[2]; break;

@@ -146,6 +146,7 @@ static void e_sign(cg_k *k) {
 
 static const cg_emit_fn cg_opt_ops[IR_NOPS] = {
   [IR_MINIMUM] = e_minimum, [IR_SIGN] = e_sign, [IR_RANDN] = e_randn, [IR_DROPOUT_MASK] = e_dropout_mask,
+  [IR_KV_WRITE] = cg_emit_decode, [IR_ATTENTION_DECODE] = cg_emit_decode, /* cg_decode.c */
 };
 
 void cg_emit_opt(cg_k *k) { cg_opt_ops[k->n->op](k); }

@@ -1,0 +1,79 @@
+/* cse.c -- common-subexpression elimination: two nodes with the same op,
+ * the same inputs (after earlier merges), the same attributes, dtype and
+ * shape compute the same value, so the later one reads the earlier. Random
+ * ops (IR_OPF_RANDOM in ops.def) are never merged, nor are INPUT and PARAM
+ * leaves (each is its own slot of the interface). Constants merge when
+ * their values are bit-identical. One sweep in id order suffices: a node's
+ * inputs are merged before the node is looked up. */
+#include <string.h>
+
+#include "passes/passes.h"
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  return h;
+}
+
+static uint64_t dbits(double d) {
+  uint64_t u;
+  memcpy(&u, &d, sizeof u);
+  return u;
+}
+
+/* Attributes field by field (the struct has padding). */
+static int attr_eq(const ir_attr *a, const ir_attr *b) {
+  if (a->axis != b->axis || a->k != b->k || a->stride != b->stride || a->pad != b->pad || a->pad_hi != b->pad_hi ||
+      a->start != b->start || a->end != b->end || a->heads != b->heads || a->n != b->n || a->i != b->i)
+    return 0;
+  if (a->keepdims != b->keepdims || a->causal != b->causal || a->approx != b->approx) return 0;
+  if (dbits(a->f) != dbits(b->f) || a->nlist != b->nlist) return 0;
+  for (int k = 0; k < a->nlist && k < IR_MAXDIM; k++)
+    if (a->list[k] != b->list[k]) return 0;
+  return 1;
+}
+
+static int data_eq(const ir_node *a, const ir_node *b) {
+  if (!a->data || !b->data) return a->data == b->data;
+  return memcmp(a->data, b->data, sizeof(double) * (size_t)ir_numel(&a->shape)) == 0;
+}
+
+static int same_node(const ir_node *a, const ir_node *b) {
+  if (a->op != b->op || a->nin != b->nin || a->dtype != b->dtype || !ir_shape_eq(&a->shape, &b->shape)) return 0;
+  for (int k = 0; k < a->nin; k++)
+    if (a->in[k] != b->in[k]) return 0;
+  return attr_eq(&a->attr, &b->attr) && data_eq(a, b);
+}
+
+static uint64_t node_hash(const ir_node *n) {
+  uint64_t h = mix((uint64_t)n->op, (uint64_t)n->dtype);
+  for (int k = 0; k < n->nin; k++) h = mix(h, (uint64_t)n->in[k]);
+  for (int d = 0; d < n->shape.rank; d++) h = mix(h, (uint64_t)n->shape.d[d]);
+  h = mix(h, dbits(n->attr.f));
+  h = mix(h, (uint64_t)(n->attr.axis ^ (n->attr.i << 8) ^ (n->attr.k << 16) ^ (n->attr.n << 24)));
+  if (n->data && ir_numel(&n->shape) > 0) h = mix(h, dbits(n->data[0]));
+  return h;
+}
+
+static int mergeable(const ir_node *n) {
+  return n->op != IR_INPUT && n->op != IR_PARAM && !(ir_op_flags[n->op] & IR_OPF_RANDOM);
+}
+
+int ps_cse(ir_graph *g, char *msg, size_t msgn) {
+  int n = g->nnodes, merged = 0;
+  size_t cap = 16;
+  while (cap < (size_t)n * 2) cap *= 2;
+  int *slot = ar_alloc(g->A, sizeof(int) * cap); /* node id + 1; 0 = empty */
+  int *repl = rw_identity(g);
+  for (int i = 0; i < n; i++) {
+    ir_node *nd = &g->nodes[i];
+    for (int k = 0; k < nd->nin; k++) nd->in[k] = rw_resolve(repl, nd->in[k]);
+    if (!mergeable(nd)) continue;
+    size_t s = (size_t)node_hash(nd) & (cap - 1);
+    for (; slot[s]; s = (s + 1) & (cap - 1))
+      if (same_node(&g->nodes[slot[s] - 1], nd)) break;
+    if (slot[s]) repl[i] = slot[s] - 1, merged++;
+    else slot[s] = i + 1;
+  }
+  if (!merged) return 0;
+  return rw_rebuild(g, repl, msg, msgn) ? -1 : merged;
+}

@@ -1,0 +1,352 @@
+/* decode.c -- the one-position decode graph with key/value caches (see
+ * decode.h for what it computes and why). One walk over the full graph in
+ * node order: each node needed by the output is rebuilt in the new graph
+ * with its time axis narrowed to 1, by a rule chosen by the op's category;
+ * attention is expanded into its cached form.
+ *
+ * Shapes: T = sequence length (the cache length), d = model width. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode.h"
+#include "optimizer.h"
+
+enum { DEC_MAXIN = 64 };
+
+typedef struct {
+  const ir_graph *f; /* the full graph at batch 1 */
+  ir_graph *g;       /* the decode graph being built */
+  int64_t T;
+  int *nid;          /* per full node: its node in g, -1 = not built */
+  int *tax;          /* per full node: its time axis, -1 = position-independent */
+  int pos;           /* the DEC_IN_POS scalar */
+  int posvec;        /* pos reshaped to [1] (for row gathers), -1 until needed */
+  char *msg;
+  size_t msgn;
+} dec;
+
+static int fail(dec *c, const ir_node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(dec *c, const ir_node *n, const char *fmt, ...) {
+  if (!c->msg || !c->msgn) return -1;
+  int at = 0;
+  if (n && n->loc.file && n->loc.line)
+    at = snprintf(c->msg, c->msgn, "%s:%d:%d: ", n->loc.file, n->loc.line, n->loc.col);
+  else if (n)
+    at = snprintf(c->msg, c->msgn, "%s: ", ir_ops[n->op].name);
+  if (at < 0 || (size_t)at >= c->msgn) return -1;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->msg + at, c->msgn - (size_t)at, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+static const ir_node *fnode(const dec *c, int id) { return &c->f->nodes[id]; }
+
+/* Add a node to the decode graph; an internal failure names the op. */
+static int add(dec *c, int op, const int *in, int nin, const ir_attr *at, ir_loc loc) {
+  char m[256];
+  int id = ir_add(c->g, op, in, nin, at, loc, m, sizeof m);
+  if (id < 0) snprintf(c->msg, c->msgn, "decode graph: %s", m);
+  return id;
+}
+
+static int reshape(dec *c, int x, const ir_shape *s, ir_loc loc) {
+  ir_attr at = {0};
+  at.nlist = s->rank;
+  memcpy(at.list, s->d, sizeof(int64_t) * (size_t)s->rank);
+  return add(c, IR_RESHAPE, &x, 1, &at, loc);
+}
+
+static int pos_vector(dec *c, ir_loc loc) {
+  if (c->posvec < 0) {
+    ir_shape one = {.rank = 1, .d = {1}};
+    c->posvec = reshape(c, c->pos, &one, loc);
+  }
+  return c->posvec;
+}
+
+/* ---- leaves ---- */
+
+static int copy_param(dec *c, const ir_node *n) {
+  const ir_param *p = &c->f->params[n->attr.i];
+  int id = ir_add_param(c->g, p->name, p->dtype, &p->shape, p->init, p->std, p->fan_in, p->fan_out, n->loc);
+  if (id >= 0) c->g->params[c->g->nparams - 1].state = p->state;
+  return id;
+}
+
+static int copy_const(dec *c, const ir_node *n) {
+  int id = ir_add_const(c->g, n->dtype, n->attr.f, n->loc);
+  if (id < 0) return -1;
+  c->g->nodes[id].shape = n->shape; /* a payload keeps the full graph's data (same lifetime) */
+  c->g->nodes[id].data = n->data;
+  c->g->nodes[id].name = n->name;
+  return id;
+}
+
+/* A state parameter of zeros: a key or value cache. */
+static int cache_param(dec *c, const char *name, int64_t d, ir_loc loc) {
+  ir_shape s = {.rank = 2, .d = {c->T, d}};
+  int id = ir_add_param(c->g, name, IR_F32, &s, IR_INIT_ZEROS, 0, 0, 0, loc);
+  if (id >= 0) c->g->params[c->g->nparams - 1].state = 1;
+  return id;
+}
+
+static int leaf(dec *c, int id, int input) {
+  const ir_node *n = fnode(c, id);
+  switch (n->op) {
+  case IR_PARAM: c->tax[id] = -1; return copy_param(c, n);
+  case IR_CONST: c->tax[id] = -1; return copy_const(c, n);
+  case IR_INPUT:
+    if (n->attr.i != input)
+      return fail(c, n, "input '%s': generation feeds only the token sequence", c->f->inputs[n->attr.i].name);
+    c->tax[id] = 1;
+    return c->g->inputs[0].node;
+  case IR_ARANGE:
+    if (n->attr.n == c->T) { c->tax[id] = 0; return pos_vector(c, n->loc); } /* arange(T)[pos] = pos */
+    c->tax[id] = -1;
+    return add(c, IR_ARANGE, NULL, 0, &n->attr, n->loc);
+  default: return fail(c, n, "unexpected leaf");
+  }
+}
+
+/* ---- per-position ops ---- */
+
+/* Input j of n aligned to n's rank R (NumPy broadcasting aligns right). */
+static int aligned(const dec *c, const ir_node *n, int j) {
+  int t = c->tax[n->in[j]];
+  return t < 0 ? -1 : t + n->shape.rank - fnode(c, n->in[j])->shape.rank;
+}
+
+/* A position-independent operand x that a binary op broadcasts along the
+ * time axis (its axis ax has size T): gather row pos of axis 0 as an
+ * embedding lookup, keeping x's rank with that axis narrowed to 1. */
+static int gather_rows(dec *c, const ir_node *n, int j, int ax) {
+  const ir_node *x = fnode(c, n->in[j]);
+  if (ax != 0)
+    return fail(c, n, "a tensor of shape [.., %lld, ..] broadcast along positions on an inner axis has no "
+                      "decode form", (long long)c->T);
+  int64_t rest = ir_numel(&x->shape) / c->T;
+  ir_shape tab = {.rank = 2, .d = {c->T, rest}}, one = x->shape;
+  one.d[0] = 1;
+  int t = c->nid[n->in[j]];
+  if (x->shape.rank != 2 && (t = reshape(c, t, &tab, n->loc)) < 0) return -1;
+  int in[2] = {pos_vector(c, n->loc), t};
+  int row = add(c, IR_EMBEDDING, in, 2, NULL, n->loc); /* [1, rest] */
+  return row < 0 || x->shape.rank == 2 ? row : reshape(c, row, &one, n->loc);
+}
+
+static int binary(dec *c, int id) {
+  const ir_node *n = fnode(c, id);
+  int ax = -1, in[2];
+  for (int j = 0; j < 2; j++) {
+    int a = aligned(c, n, j);
+    if (a >= 0 && ax >= 0 && a != ax)
+      return fail(c, n, "operands indexed by position along different axes have no decode form");
+    if (a >= 0) ax = a;
+  }
+  c->tax[id] = ax;
+  for (int j = 0; j < 2; j++) {
+    in[j] = c->nid[n->in[j]];
+    const ir_node *x = fnode(c, n->in[j]);
+    int xa = ax - (n->shape.rank - x->shape.rank);
+    if (ax >= 0 && c->tax[n->in[j]] < 0 && xa >= 0 && x->shape.d[xa] != 1 && (in[j] = gather_rows(c, n, j, xa)) < 0)
+      return -1;
+  }
+  return add(c, n->op, in, 2, &n->attr, n->loc);
+}
+
+/* The same op on the rebuilt inputs, after checking the time axis is not one
+ * the op mixes: `mixed` is the axis it reduces or contracts (-1 none). */
+static int same_op(dec *c, int id, int ax, int mixed, const char *why) {
+  const ir_node *n = fnode(c, id);
+  if (ax >= 0 && ax == mixed) return fail(c, n, "%s", why);
+  int in[DEC_MAXIN];
+  if (n->nin > DEC_MAXIN) return fail(c, n, "too many inputs");
+  for (int j = 0; j < n->nin; j++) in[j] = c->nid[n->in[j]];
+  c->tax[id] = ax;
+  return add(c, n->op, in, n->nin, &n->attr, n->loc);
+}
+
+static int reduce(dec *c, int id) {
+  const ir_node *n = fnode(c, id);
+  int ax = c->tax[n->in[0]];
+  if (n->op == IR_LAYERNORM) return same_op(c, id, ax, n->shape.rank - 1, "layernorm over positions");
+  if (n->op == IR_MAXPOOL2D || n->op == IR_AVGPOOL2D)
+    return same_op(c, id, ax, ax, "pooling over positions has no decode form");
+  if (ax >= 0 && (n->op == IR_SUM || n->op == IR_MEAN || n->op == IR_MAX) && n->attr.axis < 0)
+    return fail(c, n, "a reduction over all positions has no decode form");
+  int r = same_op(c, id, ax, (int)n->attr.axis, "a reduction over positions has no decode form");
+  if (r >= 0 && ax >= 0 && (n->op == IR_SUM || n->op == IR_MEAN || n->op == IR_MAX) && !n->attr.keepdims &&
+      n->attr.axis < ax)
+    c->tax[id] = ax - 1;
+  return r;
+}
+
+/* x[.., T, K] @ w[K, N]: each position's row times the same matrix. */
+static int matmul(dec *c, int id) {
+  const ir_node *n = fnode(c, id), *a = fnode(c, n->in[0]);
+  if (c->tax[n->in[1]] >= 0) return fail(c, n, "a product with a position-indexed right operand has no decode form");
+  if (a->shape.rank < 2 || c->tax[n->in[0]] == a->shape.rank - 1)
+    return fail(c, n, "a product that contracts over positions has no decode form");
+  return same_op(c, id, aligned(c, n, 0), -1, "");
+}
+
+/* reshape: the time axis must survive as an axis of size T with the same
+ * number of elements before it. */
+static int reshape_op(dec *c, int id) {
+  const ir_node *n = fnode(c, id), *x = fnode(c, n->in[0]);
+  int ax = c->tax[n->in[0]];
+  if (ax < 0) return same_op(c, id, -1, -1, "");
+  int64_t before = 1, acc = 1;
+  for (int k = 0; k < ax; k++) before *= x->shape.d[k];
+  ir_shape s = n->shape;
+  for (int k = 0; k < s.rank; acc *= s.d[k], k++)
+    if (acc == before && s.d[k] == c->T) {
+      s.d[k] = 1;
+      c->tax[id] = k;
+      return reshape(c, c->nid[n->in[0]], &s, n->loc);
+    }
+  return fail(c, n, "a reshape that merges positions with another axis has no decode form");
+}
+
+static int move(dec *c, int id) {
+  const ir_node *n = fnode(c, id);
+  int ax = c->tax[n->in[0]];
+  switch (n->op) {
+  case IR_RESHAPE: return reshape_op(c, id);
+  case IR_TRANSPOSE:
+    for (int k = 0; ax >= 0 && k < n->attr.nlist; k++)
+      if (n->attr.list[k] == ax) return same_op(c, id, k, -1, "");
+    return same_op(c, id, -1, -1, "");
+  case IR_EMBEDDING:
+    if (c->tax[n->in[1]] >= 0) return fail(c, n, "an embedding table indexed by position has no decode form");
+    return same_op(c, id, ax, -1, "");
+  case IR_CONCAT:
+    for (int j = 1; j < n->nin; j++)
+      if (c->tax[n->in[j]] != ax) return fail(c, n, "concat of position-indexed and other tensors has no decode form");
+    return same_op(c, id, ax, (int)n->attr.axis, "a concat along positions has no decode form");
+  default: /* slice */
+    return same_op(c, id, ax, (int)n->attr.axis, "a slice along positions has no decode form");
+  }
+}
+
+/* ---- attention ---- */
+
+/* "cache.h.0.attn" from the qkv weight "h.0.attn.qkv.weight" (else the node id). */
+static const char *cache_name(dec *c, int id, const char *kv) {
+  const ir_node *w = fnode(c, fnode(c, id)->in[1]);
+  const char *pn = w->op == IR_PARAM ? c->f->params[w->attr.i].name : NULL;
+  size_t len = pn ? strlen(pn) : 0, suf = strlen(".qkv.weight");
+  if (len > suf && !strcmp(pn + len - suf, ".qkv.weight"))
+    return ar_printf(c->g->A, DEC_CACHE_PREFIX "%.*s.%s", (int)(len - suf), pn, kv);
+  return ar_printf(c->g->A, DEC_CACHE_PREFIX "%d.%s", id, kv);
+}
+
+static int slice3(dec *c, int x, int64_t part, int64_t d, ir_loc loc) {
+  ir_attr at = {0};
+  at.axis = 2, at.start = part * d, at.end = (part + 1) * d;
+  return add(c, IR_SLICE, &x, 1, &at, loc);
+}
+
+/* y = attention_decode(q, kv_write(kc, k, pos), kv_write(vc, v, pos)) @ proj_w + proj_b
+ * with [q | k | v] = x qkv_w + qkv_b: the row of the fused layer at pos. */
+static int attention(dec *c, int id) {
+  const ir_node *n = fnode(c, id);
+  if (c->tax[n->in[0]] != 1) return fail(c, n, "attention over an axis other than positions");
+  for (int j = 1; j < 5; j++)
+    if (c->tax[n->in[j]] >= 0) return fail(c, n, "attention weights indexed by position");
+  if (!n->attr.causal)
+    return fail(c, n, "non-causal attention lets each position see later ones: no decode form");
+  int64_t d = n->shape.d[2];
+  ir_loc L = n->loc;
+  int w[5];
+  for (int j = 0; j < 5; j++) w[j] = c->nid[n->in[j]];
+  int qkv = add(c, IR_MATMUL, (int[]){w[0], w[1]}, 2, NULL, L);
+  if (qkv < 0 || (qkv = add(c, IR_ADD, (int[]){qkv, w[2]}, 2, NULL, L)) < 0) return -1;
+  int q = slice3(c, qkv, 0, d, L), k = slice3(c, qkv, 1, d, L), v = slice3(c, qkv, 2, d, L);
+  const char *kn = cache_name(c, id, "k"), *vn = cache_name(c, id, "v");
+  int kc = cache_param(c, kn, d, L), vc = cache_param(c, vn, d, L);
+  if (q < 0 || k < 0 || v < 0 || kc < 0 || vc < 0) return -1;
+  int k2 = add(c, IR_KV_WRITE, (int[]){kc, k, c->pos}, 3, NULL, L);
+  int v2 = add(c, IR_KV_WRITE, (int[]){vc, v, c->pos}, 3, NULL, L);
+  if (k2 < 0 || v2 < 0) return -1;
+  ir_add_output(c->g, ar_printf(c->g->A, OPT_NEW_PREFIX "%s", kn), k2);
+  ir_add_output(c->g, ar_printf(c->g->A, OPT_NEW_PREFIX "%s", vn), v2);
+  ir_attr at = {0};
+  at.heads = n->attr.heads;
+  int a = add(c, IR_ATTENTION_DECODE, (int[]){q, k2, v2, c->pos}, 4, &at, L);
+  if (a < 0 || (a = add(c, IR_MATMUL, (int[]){a, w[3]}, 2, NULL, L)) < 0) return -1;
+  c->tax[id] = 1;
+  return add(c, IR_ADD, (int[]){a, w[4]}, 2, NULL, L);
+}
+
+/* ---- the walk ---- */
+
+static int node(dec *c, int id, int input) {
+  const ir_node *n = fnode(c, id);
+  int dep = 0;
+  for (int j = 0; j < n->nin; j++) dep |= c->tax[n->in[j]] >= 0;
+  switch (ir_ops[n->op].cat) {
+  case IR_CAT_LEAF: return leaf(c, id, input);
+  case IR_CAT_UNARY: return same_op(c, id, c->tax[n->in[0]], -1, "");
+  case IR_CAT_BINARY: return binary(c, id);
+  case IR_CAT_REDUCE: return reduce(c, id);
+  case IR_CAT_MOVE: return move(c, id);
+  default: break;
+  }
+  if (!dep) return same_op(c, id, -1, -1, ""); /* weights-only arithmetic */
+  if (n->op == IR_MATMUL) return matmul(c, id);
+  if (n->op == IR_ATTENTION) return attention(c, id);
+  if (n->op == IR_RNN || n->op == IR_LSTM || n->op == IR_GRU)
+    return fail(c, n, "%s: recurrent layers have no decode form yet (their state is not carried)",
+                ir_ops[n->op].name);
+  return fail(c, n, "%s has no decode form", ir_ops[n->op].name);
+}
+
+/* need[i]: node i is an ancestor of (or is) the output. */
+static void mark_needed(const ir_graph *f, int out, char *need) {
+  need[out] = 1;
+  for (int i = out; i >= 0; i--)
+    if (need[i])
+      for (int j = 0; j < f->nodes[i].nin; j++) need[f->nodes[i].in[j]] = 1;
+}
+
+static int check_io(const ir_graph *f, int input, int output, char *msg, size_t msgn) {
+  const ir_input *in = &f->inputs[input];
+  const ir_node *o = &f->nodes[f->outputs[output].node];
+  if (in->shape.rank != 2 || in->shape.d[0] != 1 || !ir_dtype_is_int(in->dtype))
+    return snprintf(msg, msgn, "input '%s' must be an integer token sequence [batch, T]", in->name), -1;
+  if (o->shape.rank != 3 || o->shape.d[0] != 1 || o->shape.d[1] != in->shape.d[1] || !ir_dtype_is_float(o->dtype))
+    return snprintf(msg, msgn, "output '%s' must be logits [batch, T, vocab]", f->outputs[output].name), -1;
+  return 0;
+}
+
+int dec_build(const ir_graph *full, int input, int output, arena *A, ir_graph *out, char *msg, size_t msgn) {
+  if (check_io(full, input, output, msg, msgn)) return -1;
+  dec c = {.f = full, .g = out, .T = full->inputs[input].shape.d[1], .posvec = -1, .msg = msg, .msgn = msgn};
+  ir_graph_init(out, A, full->model_name);
+  const ir_input *in = &full->inputs[input];
+  ir_shape one = {.rank = 2, .d = {1, 1}}, scalar = {.rank = 0};
+  ir_loc L = full->nodes[in->node].loc;
+  ir_add_input(out, in->name, in->dtype, &one, 0, L);
+  c.pos = ir_add_input(out, DEC_IN_POS, IR_I32, &scalar, 0, L);
+  int nn = full->nnodes, onode = full->outputs[output].node;
+  c.nid = calloc((size_t)nn + 1, sizeof *c.nid);
+  c.tax = calloc((size_t)nn + 1, sizeof *c.tax);
+  char *need = calloc((size_t)nn + 1, 1);
+  int rc = c.nid && c.tax && need ? 0 : (snprintf(msg, msgn, "out of memory"), -1);
+  if (rc == 0) mark_needed(full, onode, need);
+  for (int i = 0; rc == 0 && i < nn; i++) {
+    c.nid[i] = c.tax[i] = -1;
+    if (need[i] && (c.nid[i] = node(&c, i, input)) < 0) rc = -1;
+  }
+  if (rc == 0 && c.tax[onode] != 1)
+    rc = fail(&c, &full->nodes[onode], "the output is not indexed by position on axis 1");
+  if (rc == 0) ir_add_output(out, full->outputs[output].name, c.nid[onode]);
+  if (rc == 0 && ir_verify(out, msg, msgn)) rc = -1;
+  free(c.nid), free(c.tax), free(need);
+  return rc;
+}

@@ -1,0 +1,275 @@
+/* generate.c -- lathe_generate: text generation from a sequence model with
+ * the key/value-cache decode program of passes/decode.c, or by recomputing
+ * the whole context each token where the model has no decode form (and as
+ * the reference the tests compare the cache against). Both paths share the
+ * context rules (a sliding window of at most T tokens) and the sampler, so
+ * they produce the same tokens. See lathe.h for the contract. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "passes/decode.h"
+#include "passes/optimizer.h"
+#include "runtime/data.h"
+#include "runtime/program.h"
+
+typedef struct {
+  lathe_program *full;   /* the model at batch 1: loads the weights; the recompute path */
+  lathe_program *step;   /* the decode-step program; NULL when recomputing */
+  const char *in_name, *out_name;
+  int64_t T, V;
+  int *ctx;              /* the context: at most T tokens */
+  int64_t n;
+  float *logits;         /* [V]: the next token's logits once computed */
+  int *state_of;         /* per step output: the parameter its value goes back to, -1 = none */
+} gen;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- building the programs ---- */
+
+/* Lower m at batch 1: every symbolic dimension the caller left unbound is
+ * bound to 1 for this call only. */
+static lathe_program *lower_batch1(lathe_model *m, lathe_backend b, lathe_error *err) {
+  int ns = fe_num_syms(m->fe);
+  int64_t *saved = malloc(((size_t)ns + 1) * sizeof *saved);
+  if (!saved) { api_fail(err, LATHE_ENOMEM, "out of memory"); return NULL; }
+  memcpy(saved, m->vals, (size_t)ns * sizeof *saved);
+  for (int i = 0; i < ns; i++)
+    if (!m->vals[i]) m->vals[i] = 1;
+  lathe_options o = {.backend = b};
+  lathe_program *p = api_program_lower(m, &o, err);
+  memcpy(m->vals, saved, (size_t)ns * sizeof *saved);
+  free(saved);
+  return p;
+}
+
+/* The token input (the one non-target input, i32[1, T]) and the logits
+ * (the first output, [1, T, V] with V a text vocabulary). */
+static int find_io(gen *s, int *input, lathe_error *err) {
+  const ir_graph *g = &s->full->g;
+  *input = -1;
+  for (int i = 0; i < g->ninputs; i++) {
+    if (g->inputs[i].is_target) continue;
+    if (*input >= 0) return api_fail(err, LATHE_EUSER, "generate: model '%s' has more than one input", g->model_name);
+    *input = i;
+  }
+  const ir_input *in = *input >= 0 ? &g->inputs[*input] : NULL;
+  if (!in || in->shape.rank != 2 || !ir_dtype_is_int(in->dtype) || in->dtype == IR_BOOL)
+    return api_fail(err, LATHE_EUSER, "generate: model '%s' needs a token-sequence input i32[batch, T]",
+                    g->model_name);
+  const ir_node *o = g->noutputs ? &g->nodes[g->outputs[0].node] : NULL;
+  if (!o || o->shape.rank != 3 || o->shape.d[1] != in->shape.d[1] || !ir_dtype_is_float(o->dtype))
+    return api_fail(err, LATHE_EUSER, "generate: model '%s' needs logits [batch, T, vocab] as its first output",
+                    g->model_name);
+  s->T = in->shape.d[1], s->V = o->shape.d[2];
+  if (s->V != 96 && s->V != 256)
+    return api_fail(err, LATHE_EUSER,
+                    "generate: the logits have %lld classes; text needs a vocabulary of 96 (characters) or 256 "
+                    "(bytes)", (long long)s->V);
+  if (s->T < 2) return api_fail(err, LATHE_EUSER, "generate: the sequence length T must be at least 2");
+  s->in_name = in->name, s->out_name = g->outputs[0].name;
+  return 0;
+}
+
+/* The step program's weights are the full program's, found by name; its
+ * state (the caches) starts at zero. */
+static int share_weights(gen *s, lathe_error *err) {
+  lathe_program *p = s->step;
+  if (api_alloc_params(p, err)) return -1;
+  for (int i = 0; i < p->g.nparams; i++) {
+    if (p->g.params[i].state) continue;
+    int j = ir_find_param(&s->full->g, p->g.params[i].name);
+    if (j < 0) return api_fail(err, LATHE_EINTERNAL, "internal error: decode parameter '%s' not in the model",
+                               p->g.params[i].name);
+    memcpy(p->params[i], s->full->params[j], (size_t)ir_numel(&p->g.params[i].shape) * sizeof(float));
+  }
+  p->weights_set = 1;
+  s->state_of = calloc((size_t)p->g.noutputs + 1, sizeof *s->state_of);
+  if (!s->state_of) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  size_t np = strlen(OPT_NEW_PREFIX);
+  for (int i = 0; i < p->g.noutputs; i++) {
+    const char *nm = p->g.outputs[i].name;
+    s->state_of[i] = strncmp(nm, OPT_NEW_PREFIX, np) ? -1 : ir_find_param(&p->g, nm + np);
+  }
+  return 0;
+}
+
+/* Compile the decode program; a model without a decode form leaves
+ * s->step NULL and the reason in note. */
+static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, int input,
+                      lathe_generate_result *r, lathe_error *err) {
+  lathe_program *p = lower_batch1(m, o->backend, err);
+  if (!p) return -1;
+  ir_graph dg;
+  char msg[180];
+  if (dec_build(&p->g, input, 0, &p->A, &dg, msg, sizeof msg)) {
+    snprintf(r->note, sizeof r->note, "no key/value-cache form (%.180s); recomputing the context every token", msg);
+    lathe_program_free(p);
+    return 0;
+  }
+  p->g = dg;
+  if (api_program_finish(p, err)) return -1;
+  s->step = p;
+  return share_weights(s, err);
+}
+
+static int build(gen *s, lathe_model *m, const lathe_generate_options *o, lathe_generate_result *r,
+                 lathe_error *err) {
+  int input;
+  s->full = lower_batch1(m, o->backend, err);
+  if (!s->full) return -1;
+  if (find_io(s, &input, err)) return -1;
+  /* The decode graph is built from the lowered graph before the full
+   * program compiles, so a model rejected here costs no compile. */
+  if (api_program_finish(s->full, err)) { s->full = NULL; return -1; }
+  if (lathe_weights_load(s->full, o->weights, err)) return -1;
+  if (!o->recompute && build_step(s, m, o, input, r, err)) return -1;
+  if (o->recompute) snprintf(r->note, sizeof r->note, "recomputing the context every token (asked for)");
+  s->ctx = calloc((size_t)s->T + 1, sizeof *s->ctx);
+  s->logits = calloc((size_t)s->V + 1, sizeof *s->logits);
+  if (!s->ctx || !s->logits) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  return 0;
+}
+
+static void gen_free(gen *s) {
+  lathe_program_free(s->full);
+  lathe_program_free(s->step);
+  free(s->ctx), free(s->logits), free(s->state_of);
+}
+
+/* ---- running ---- */
+
+static int take_logits(gen *s, lathe_program *p, int64_t row, lathe_error *err) {
+  lathe_tensor t = {0};
+  if (lathe_get_output(p, s->out_name, &t, err)) return -1;
+  memcpy(s->logits, (const float *)t.data + row * s->V, (size_t)s->V * sizeof(float));
+  lathe_tensor_free(&t);
+  return 0;
+}
+
+/* Run the step program on token tok at position pos; copy the caches back. */
+static int step(gen *s, int tok, int64_t pos, lathe_error *err) {
+  lathe_program *p = s->step;
+  int32_t tv = tok, pv = (int32_t)pos;
+  lathe_tensor ti = {.dtype = LATHE_I32, .rank = 2, .shape = {1, 1}, .data = &tv};
+  lathe_tensor pi = {.dtype = LATHE_I32, .rank = 0, .data = &pv};
+  if (lathe_set_input(p, s->in_name, &ti, err) || lathe_set_input(p, DEC_IN_POS, &pi, err) || lathe_run(p, err))
+    return -1;
+  for (int i = 0; i < p->g.noutputs; i++) {
+    int k = s->state_of[i];
+    if (k < 0) continue;
+    lathe_tensor t = {0};
+    if (lathe_get_output(p, p->g.outputs[i].name, &t, err)) return -1;
+    memcpy(p->params[k], t.data, (size_t)ir_numel(&p->g.params[k].shape) * sizeof(float));
+    lathe_tensor_free(&t);
+  }
+  return take_logits(s, p, 0, err);
+}
+
+/* The full program on the context (zeros after it: causal models never
+ * look at them), the logits of its last position. */
+static int recompute(gen *s, lathe_error *err) {
+  int32_t *buf = calloc((size_t)s->T, sizeof *buf);
+  if (!buf) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  for (int64_t i = 0; i < s->n; i++) buf[i] = s->ctx[i];
+  lathe_tensor t = {.dtype = LATHE_I32, .rank = 2, .shape = {1, s->T}, .data = buf};
+  int rc = lathe_set_input(s->full, s->in_name, &t, err) || lathe_run(s->full, err) ||
+           take_logits(s, s->full, s->n - 1, err);
+  free(buf);
+  return rc ? -1 : 0;
+}
+
+/* Append a token to the context. A full context keeps its last T/2 tokens
+ * (the cache is refilled from them); with a cache, the new token's logits
+ * are computed now, else when they are needed (next_logits). */
+static int push(gen *s, int tok, lathe_error *err) {
+  if (s->n == s->T) {
+    int64_t keep = s->T / 2;
+    memmove(s->ctx, s->ctx + s->n - keep, (size_t)keep * sizeof *s->ctx);
+    s->n = keep;
+    for (int64_t i = 0; s->step && i < keep; i++)
+      if (step(s, s->ctx[i], i, err)) return -1;
+  }
+  s->ctx[s->n++] = tok;
+  return s->step ? step(s, tok, s->n - 1, err) : 0;
+}
+
+static int next_logits(gen *s, lathe_error *err) { return s->step ? 0 : recompute(s, err); }
+
+/* Greedy: the first maximum. Else softmax(logits / temp) over the top_k
+ * largest (ties by index), drawn by inverse CDF in that order. */
+static int sample(const float *lg, int64_t V, double temp, int top_k, ir_rng *rng) {
+  if (temp == 0) {
+    int best = 0;
+    for (int i = 1; i < V; i++)
+      if (lg[i] > lg[best]) best = i;
+    return best;
+  }
+  int idx[256];
+  if (V < 1 || V > 256) return 0; /* find_io allows 96 and 256 only */
+  for (int i = 0; i < V; i++) {
+    int j = i;
+    for (; j > 0 && lg[idx[j - 1]] < lg[i]; j--) idx[j] = idx[j - 1];
+    idx[j] = i;
+  }
+  int k = top_k > 0 && top_k < V ? top_k : (int)V;
+  double p[256], sum = 0, top = lg[idx[0]];
+  for (int i = 0; i < k; i++) sum += (p[i] = exp(((double)lg[idx[i]] - top) / temp));
+  double u = ir_rng_uniform(rng) * sum;
+  for (int i = 0; i < k - 1; i++)
+    if ((u -= p[i]) < 0) return idx[i];
+  return idx[k - 1];
+}
+
+static int check_options(const lathe_generate_options *o, lathe_error *err) {
+  if (!o || !o->weights) return api_fail(err, LATHE_EUSER, "generate: no weights: give a safetensors file");
+  if (!(o->temperature >= 0) || isinf(o->temperature))
+    return api_fail(err, LATHE_EUSER, "generate: the temperature must be a finite number >= 0, got %g",
+                    o->temperature);
+  if (o->top_k < 0) return api_fail(err, LATHE_EUSER, "generate: top-k must be >= 0, got %d", o->top_k);
+  if (o->tokens < 0) return api_fail(err, LATHE_EUSER, "generate: the token count must be >= 0");
+  return 0;
+}
+
+static int run(gen *s, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err) {
+  double t0 = now_s();
+  for (const char *c = o->prompt ? o->prompt : ""; *c; c++) {
+    int tok = rt_text_token((unsigned char)*c, (int)s->V);
+    if (tok < 0) continue;
+    if (push(s, tok, err)) return -1;
+    r->prompt_tokens++;
+  }
+  if (r->prompt_tokens == 0 && push(s, rt_text_token('\n', (int)s->V), err)) return -1;
+  double t1 = now_s();
+  r->prefill_seconds = t1 - t0;
+  ir_rng rng;
+  ir_rng_seed(&rng, o->seed, 0x67656E); /* stream "gen" */
+  for (int64_t i = 0; i < o->tokens; i++) {
+    if (next_logits(s, err)) return -1;
+    int tok = sample(s->logits, s->V, o->temperature, o->top_k, &rng);
+    r->generated++;
+    if (o->on_token && o->on_token(o->user, tok, rt_text_char(tok, (int)s->V))) break;
+    if (i + 1 < o->tokens && push(s, tok, err)) return -1;
+  }
+  r->seconds = now_s() - t1;
+  r->tokens_per_s = r->seconds > 0 ? (double)r->generated / r->seconds : 0;
+  return 0;
+}
+
+int lathe_generate(lathe_model *m, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err) {
+  lathe_generate_result local;
+  if (!r) r = &local;
+  memset(r, 0, sizeof *r);
+  if (check_options(o, err)) return err ? err->code : LATHE_EUSER;
+  gen s = {0};
+  int rc = build(&s, m, o, r, err) || run(&s, o, r, err);
+  r->cached = s.step != NULL;
+  gen_free(&s);
+  return rc ? (err && err->code ? err->code : LATHE_EUSER) : 0;
+}

@@ -1,0 +1,125 @@
+/* threadpool.c -- the persistent worker pool (see threadpool.h).
+ *
+ * One job at a time: the caller publishes (fn, ctx, n, parts), bumps the
+ * generation counter and wakes sleepers; worker w runs part w (if there is
+ * one) and then acknowledges. Workers spin
+ * on the generation for a while, then sleep on a condition variable;
+ * `sleepers` (sequentially consistent with `gen`) tells the caller whether a
+ * broadcast is needed, without losing a wake-up. */
+#include "runtime/threadpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+enum { POOL_MAX = 64, SPIN_ROUNDS = 20000 }; /* ~50 us of pause instructions */
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  atomic_uint gen;      /* bumped once per job */
+  atomic_int sleepers;  /* workers in (or about to be in) cond_wait */
+  atomic_int pending;   /* workers that have not finished with the job: every
+                         * worker acknowledges every job, so none can still be
+                         * reading it when the next is published */
+  atomic_int busy;      /* a job is running */
+  rt_pool_fn fn;
+  void *ctx;
+  int64_t n;
+  int parts, size;
+} pool_t;
+
+static pool_t pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+static void run_part(int p) {
+  int64_t lo = pool.n * p / pool.parts, hi = pool.n * (p + 1) / pool.parts;
+  if (lo < hi) pool.fn(pool.ctx, lo, hi, p);
+}
+
+/* Wait for a generation other than seen: spin, then sleep. */
+static unsigned wait_gen(unsigned seen) {
+  for (int i = 0; i < SPIN_ROUNDS; i++) {
+    unsigned g = atomic_load_explicit(&pool.gen, memory_order_acquire);
+    if (g != seen) return g;
+    cpu_relax();
+  }
+  pthread_mutex_lock(&pool.mu);
+  atomic_fetch_add(&pool.sleepers, 1);
+  unsigned g;
+  while ((g = atomic_load(&pool.gen)) == seen) pthread_cond_wait(&pool.cv, &pool.mu);
+  atomic_fetch_sub(&pool.sleepers, 1);
+  pthread_mutex_unlock(&pool.mu);
+  return g;
+}
+
+static void *worker(void *arg) {
+  int w = (int)(intptr_t)arg;
+  unsigned seen = atomic_load(&pool.gen);
+  for (;;) {
+    seen = wait_gen(seen);
+    if (w < pool.parts) run_part(w);
+    atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_release);
+  }
+  return NULL;
+}
+
+static int env_threads(void) {
+  const char *e = getenv("LATHE_THREADS");
+  if (e && *e) {
+    char *end;
+    long v = strtol(e, &end, 10);
+    if (!*end && v >= 1) return v > POOL_MAX ? POOL_MAX : (int)v;
+  }
+  long c = sysconf(_SC_NPROCESSORS_ONLN);
+  return c < 1 ? 1 : c > POOL_MAX ? POOL_MAX : (int)c;
+}
+
+/* Start the workers; a worker that cannot be created shrinks the pool. */
+static void pool_init(void) {
+  int want = env_threads();
+  pool.size = 1;
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  for (int w = 1; w < want; w++) {
+    pthread_t t;
+    if (pthread_create(&t, &at, worker, (void *)(intptr_t)w) != 0) break;
+    pool.size++;
+  }
+  pthread_attr_destroy(&at);
+}
+
+int rt_pool_size(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, pool_init);
+  return pool.size;
+}
+
+void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx) {
+  if (n <= 0) return;
+  int size = rt_pool_size();
+  int64_t g = grain > 0 ? grain : 1, parts = n / g < size ? n / g : size;
+  int idle = 0;
+  if (parts <= 1 || !atomic_compare_exchange_strong(&pool.busy, &idle, 1)) {
+    fn(ctx, 0, n, 0);
+    return;
+  }
+  pool.fn = fn, pool.ctx = ctx, pool.n = n, pool.parts = (int)parts;
+  atomic_store(&pool.pending, size - 1);
+  atomic_fetch_add(&pool.gen, 1); /* seq_cst: ordered before the sleepers read */
+  if (atomic_load(&pool.sleepers) > 0) {
+    pthread_mutex_lock(&pool.mu);
+    pthread_cond_broadcast(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+  }
+  run_part(0);
+  while (atomic_load_explicit(&pool.pending, memory_order_acquire) > 0) cpu_relax();
+  atomic_store(&pool.busy, 0);
+}

@@ -1,0 +1,34 @@
+/* threadpool.h -- one persistent pool of worker threads for the parallel
+ * loops of generated code (codegen/llvm). Internal prefix: rt_pool_.
+ *
+ * Handing work to a sleeping thread costs 70-160 us on the machines Lathe
+ * targets, more than most kernels of a small model, so workers spin briefly
+ * (about 50 us) after each loop before they sleep, and callers keep small
+ * loops on one thread (the grain). Work is split into fixed contiguous
+ * parts that depend only on n, the grain and the pool size, never on
+ * timing, so results are bit-identical from run to run.
+ *
+ * The pool does not call OpenBLAS; callers whose parts call it set
+ * OpenBLAS to one thread around the loop so the two pools never
+ * oversubscribe the cores (codegen/llvm/cg_jit.c does).
+ */
+#ifndef LATHE_THREADPOOL_H
+#define LATHE_THREADPOOL_H
+
+#include <stdint.h>
+
+/* part: which part this is, 0 <= part < rt_pool_size() (per-part scratch) */
+typedef void (*rt_pool_fn)(void *ctx, int64_t lo, int64_t hi, int part);
+
+/* Threads a loop may use, the caller included: LATHE_THREADS if set (1..64),
+ * else the online CPUs. Starts the workers on first use. */
+int rt_pool_size(void);
+
+/* fn(ctx, lo, hi, part) over [0, n) in min(rt_pool_size(), n / grain) (at least
+ * one) contiguous parts of equal size; the caller runs the first part and
+ * returns when every part is done. A call made while another loop runs (from
+ * a part, or from a second thread) runs all of [0, n) on the caller as part
+ * 0, which gives the same result. */
+void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx);
+
+#endif
