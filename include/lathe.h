@@ -169,6 +169,15 @@ int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out
 int lathe_npy_load(const char *path, lathe_tensor *out, lathe_error *err);
 int lathe_npy_save(const char *path, const lathe_tensor *t, lathe_error *err); /* atomic */
 
+/* ---- A training step ----
+ * One program holding the forward pass, the backward pass and the optimizer
+ * update, with the settings of the model's train block (PyTorch's defaults
+ * where it is silent). Each lathe_run takes one step on the inputs and
+ * targets set: it updates the weights and optimizer state in place, and
+ * lathe_get_output(p, "loss") is that step's loss. A step whose loss or
+ * updated weights are not finite fails and changes nothing. */
+lathe_program *lathe_compile_train(lathe_model *m, const lathe_options *opt, lathe_error *err);
+
 /* ---- Training and evaluation (runtime/train*.c) ----
  * lathe_train compiles one training step (forward, backward and the
  * optimizer update in one program) and runs it over a data set as the
@@ -198,6 +207,9 @@ typedef struct {
   uint64_t seed;
   FILE *progress;              /* progress lines (e.g. stderr); NULL = quiet */
   int tty;                     /* -1 = ask isatty, 0 = plain lines, 1 = live line */
+  /* Graph-pipeline settings (opt_level*, passes, print_after, dump_dir,
+   * time_passes, pass_log) for the programs training builds; NULL = defaults. */
+  const lathe_options *compile;
 } lathe_train_options;
 
 #define LATHE_MAX_METRICS 8

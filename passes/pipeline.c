@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "passes/passes.h"
@@ -131,6 +132,8 @@ int pm_run(ir_graph *g, const pm_options *o, pm_cost *before, pm_cost *after, ch
   if (check_names(list, o->print_after, msg, mn)) return -1;
   if (before) pm_graph_cost(g, before);
   FILE *log = o->log ? o->log : stderr;
+  if (o->dump_dir && mkdir(o->dump_dir, 0777) != 0 && errno != EEXIST)
+    return fail(msg, mn, "--dump-dir: cannot create '%s': %s", o->dump_dir, strerror(errno));
   if (o->dump_dir && dump(g, o->dump_dir, 0, "input", msg, mn)) return -1;
   double t0 = now_ms();
   int step = 1;

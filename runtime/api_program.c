@@ -2,6 +2,7 @@
  * lowers the model with its bound dimensions to a static graph (verified);
  * weights are f32 buffers, one per parameter; running executes the graph on
  * the chosen backend. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +119,7 @@ void lathe_program_free(lathe_program *p) {
   if (!p) return;
   release_vals(p);
   cg_free(p->cg);
+  free(p->commit);
   if (p->outbufs)
     for (int i = 0; i < p->g.noutputs; i++) free(p->outbufs[i]);
   free(p->outbufs);
@@ -390,6 +392,10 @@ int lathe_run(lathe_program *p, lathe_error *err) {
     return api_fail(err, LATHE_EUSER,
                     "model '%s' has %d parameters but no weights were loaded (lathe init writes fresh ones)",
                     p->g.model_name, p->g.nparams);
+  return p->is_train ? api_train_run(p, err) : api_run_core(p, err);
+}
+
+int api_run_core(lathe_program *p, lathe_error *err) {
   if (p->cg) return run_llvm(p, err);
   release_vals(p);
   p->vals = calloc((size_t)p->g.nnodes + 1, sizeof *p->vals);
@@ -463,6 +469,21 @@ void api_read_output(const lathe_program *p, int o, float *dst) {
     return;
   }
   for (int64_t k = 0; k < n; k++) dst[k] = (float)p->vals[node][k];
+}
+
+int api_output_finite(const lathe_program *p, int o) {
+  int node = p->g.outputs[o].node;
+  int64_t n = ir_numel(&p->g.nodes[node].shape);
+  if (!p->cg) {
+    for (int64_t k = 0; k < n; k++)
+      if (!isfinite(p->vals[node][k])) return 0;
+    return 1;
+  }
+  if (p->g.nodes[node].dtype != IR_F32) return 1;
+  const float *v = p->outbufs[o];
+  for (int64_t k = 0; k < n; k++)
+    if (!isfinite(v[k])) return 0;
+  return 1;
 }
 
 float api_loss(const lathe_program *p) {

@@ -27,6 +27,13 @@ struct lathe_program {
   float loss;         /* llvm backend: the loss after a run */
   int ran;
   int missing_target; /* last run zero-filled a target: no loss to report */
+  /* A training step (runtime/train_step.c): */
+  int is_train;
+  ir_train train;          /* effective settings (block, overrides, defaults) */
+  int64_t step;            /* steps taken */
+  int64_t total_steps;     /* for the schedule (0: unknown, no cosine decay) */
+  int64_t steps_per_epoch;
+  int *commit;             /* per output: the parameter "new.X" updates, or -1 */
   lathe_pass_stats pass_stats; /* what the graph passes did (api_passes.c) */
 };
 
@@ -34,6 +41,16 @@ struct lathe_program {
  * optimizer) can transform the graph in between. */
 lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_error *err);
 int api_program_finish(lathe_program *p, lathe_error *err); /* frees p on failure */
+/* Run the graph once (no training-step bookkeeping). */
+int api_run_core(lathe_program *p, lathe_error *err);
+/* Whether every value of output o is finite. */
+int api_output_finite(const lathe_program *p, int o);
+/* train_step.c: compile a training step with these settings (NULL: the
+ * train block with defaults); one lathe_run = one step. */
+lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const ir_train *settings,
+                                 lathe_error *err);
+int api_train_run(lathe_program *p, lathe_error *err);
+
 /* Allocate the parameter buffers (zeroed) if not yet done. */
 int api_alloc_params(lathe_program *p, lathe_error *err);
 /* api_passes.c: run the graph pipeline p->opt asks for (api_program_finish

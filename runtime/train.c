@@ -27,35 +27,6 @@ static double now_s(void) {
 
 /* ---- settings: the train block, the command line, PyTorch's defaults ---- */
 
-static double dflt(double v, double d) { return isnan(v) ? d : v; }
-
-static void settings_defaults(ir_train *t) {
-  static const double lr_of[] = {[IR_OPT_SGD] = 1e-2, [IR_OPT_ADAM] = 1e-3, [IR_OPT_ADAMW] = 1e-3,
-                                 [IR_OPT_RMSPROP] = 1e-2};
-  if (t->opt == IR_OPT_NONE) t->opt = IR_OPT_ADAM;
-  t->lr = dflt(t->lr, lr_of[t->opt]);
-  t->beta1 = dflt(t->beta1, 0.9);
-  t->beta2 = dflt(t->beta2, 0.999);
-  t->eps = dflt(t->eps, 1e-8);
-  t->weight_decay = dflt(t->weight_decay, t->opt == IR_OPT_ADAMW ? 1e-2 : 0);
-  t->alpha = dflt(t->alpha, 0.99);
-  t->momentum = dflt(t->momentum, 0);
-  if (t->nesterov < 0) t->nesterov = 0;
-  t->sched_gamma = dflt(t->sched_gamma, 0.1);
-  t->sched_every = dflt(t->sched_every, 1);
-  t->sched_warmup = dflt(t->sched_warmup, 0);
-  t->sched_min_lr = dflt(t->sched_min_lr, 0);
-  if (t->epochs < 1) t->epochs = 10;
-  if (t->batch < 1) t->batch = 32;
-  if (t->seed < 0) t->seed = 0;
-  t->l1 = dflt(t->l1, 0);
-  t->l2 = dflt(t->l2, 0);
-  t->clip_norm = dflt(t->clip_norm, 0);
-  t->grad_noise = dflt(t->grad_noise, 0);
-  if (t->nsplit < 2) t->split[0] = 0.8, t->split[1] = 0.1, t->split[2] = 0.1;
-  else if (t->nsplit == 2) t->split[2] = 0;
-}
-
 /* The block's settings: read from a graph lowered with every dim = 1. */
 static int read_settings(lathe_model *m, const lathe_train_options *o, ir_train *t, lathe_error *err) {
   lathe_options po = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
@@ -69,24 +40,8 @@ static int read_settings(lathe_model *m, const lathe_train_options *o, ir_train 
   if (o->epochs > 0) t->epochs = o->epochs;
   if (o->batch > 0) t->batch = o->batch;
   if (o->seed_set) t->seed = (int64_t)o->seed;
-  settings_defaults(t);
+  tr_settings_defaults(t);
   return 0;
-}
-
-/* Learning rate at 1-based step t of `total`: constant, step(every, gamma)
- * per epoch, cosine(warmup, min_lr) with linear warmup over steps,
- * exponential(gamma) per epoch -- PyTorch's schedulers stepped per epoch
- * (step, exponential) or per step (cosine with warmup). */
-static double schedule_lr(const ir_train *t, int64_t step, int64_t total, int64_t per_epoch) {
-  const double pi = 3.14159265358979323846;
-  double epoch = (double)((step - 1) / (per_epoch > 0 ? per_epoch : 1));
-  if (t->sched == IR_SCHED_STEP) return t->lr * pow(t->sched_gamma, floor(epoch / t->sched_every));
-  if (t->sched == IR_SCHED_EXPONENTIAL) return t->lr * pow(t->sched_gamma, epoch);
-  if (t->sched != IR_SCHED_COSINE) return t->lr;
-  double w = t->sched_warmup;
-  if ((double)step <= w) return t->lr * (double)step / w;
-  double prog = (double)total > w ? ((double)step - w) / ((double)total - w) : 1;
-  return t->sched_min_lr + 0.5 * (t->lr - t->sched_min_lr) * (1 + cos(pi * prog));
 }
 
 /* ---- programs ---- */
@@ -98,7 +53,6 @@ typedef struct {
   tr_data data;
   lathe_program *step;       /* forward + backward + update */
   lathe_program *eval;       /* forward, with the loss's prediction as output "__pred" */
-  int *commit;               /* per step output: the parameter it updates, or -1 */
   int pred_out;
   rt_progress *prog;
   rt_log *log;
@@ -111,25 +65,8 @@ typedef struct {
 
 static int build_step(tr_run *r, lathe_error *err) {
   lathe_options po = {.backend = r->o->backend};
-  lathe_program *p = api_program_lower(r->m, &po, err);
-  if (!p) return -1;
-  p->g.train = r->t;
-  char msg[1024];
-  if (opt_prepare_training(&p->g, msg, sizeof msg) || ad_backward(&p->g, NULL, 0, 0, msg, sizeof msg) ||
-      opt_append(&p->g, &r->t, msg, sizeof msg)) {
-    lathe_program_free(p);
-    return api_fail(err, LATHE_EUSER, "%s", msg);
-  }
-  if (api_program_finish(p, err)) return -1;
-  r->step = p;
-  r->commit = malloc(sizeof(int) * ((size_t)p->g.noutputs + 1));
-  if (!r->commit) return api_fail(err, LATHE_ENOMEM, "out of memory");
-  size_t pl = strlen(OPT_NEW_PREFIX);
-  for (int k = 0; k < p->g.noutputs; k++) {
-    const char *nm = p->g.outputs[k].name;
-    r->commit[k] = strncmp(nm, OPT_NEW_PREFIX, pl) == 0 ? ir_find_param(&p->g, nm + pl) : -1;
-  }
-  return 0;
+  r->step = api_compile_train(r->m, &po, &r->t, err);
+  return r->step ? 0 : -1;
 }
 
 /* --metric NAME: select by another metric the loss kind computes. */
@@ -177,48 +114,6 @@ static int copy_weights(const lathe_program *from, lathe_program *to, lathe_erro
     memcpy(b.data, a.data, lathe_tensor_bytes(&b));
   }
   to->weights_set = 1;
-  return 0;
-}
-
-/* ---- one step ---- */
-
-static void set_scalar(lathe_program *p, const char *name, lathe_dtype dt, double v) {
-  if (ir_find_input(&p->g, name) < 0) return;
-  float f = (float)v;
-  int64_t i = (int64_t)v;
-  lathe_tensor t = {.dtype = dt, .rank = 0, .data = dt == LATHE_I64 ? (void *)&i : (void *)&f};
-  lathe_error e = {0};
-  lathe_set_input(p, name, &t, &e);
-  lathe_error_clear(&e);
-}
-
-static void set_step_scalars(tr_run *r, int64_t step, int64_t total, int64_t per_epoch) {
-  const ir_train *t = &r->t;
-  set_scalar(r->step, OPT_IN_LR, LATHE_F32, schedule_lr(t, step, total, per_epoch));
-  set_scalar(r->step, OPT_IN_BC1, LATHE_F32, 1 - pow(t->beta1, (double)step));
-  set_scalar(r->step, OPT_IN_BC2, LATHE_F32, 1 - pow(t->beta2, (double)step));
-  /* Annealed Gaussian gradient noise (Neelakantan et al. 2015): var = eta / (1 + t)^0.55. */
-  set_scalar(r->step, OPT_IN_NOISE, LATHE_F32, sqrt(t->grad_noise / pow(1.0 + (double)step, 0.55)));
-  set_scalar(r->step, OPT_IN_RNG, LATHE_I64, (double)step);
-}
-
-/* Copy every "new.X" output into X; stop on a non-finite value, naming it. */
-static int commit_step(tr_run *r, int64_t step, float loss, lathe_error *err) {
-  lathe_program *p = r->step;
-  if (!isfinite(loss))
-    return api_fail(err, LATHE_EUSER, "training stopped at step %lld: the loss is %s", (long long)step,
-                    isnan(loss) ? "nan" : "inf");
-  for (int k = 0; k < p->g.noutputs; k++) {
-    int i = r->commit[k];
-    if (i < 0) continue;
-    float *dst = p->params[i];
-    int64_t n = ir_numel(&p->g.params[i].shape);
-    api_read_output(p, k, dst);
-    for (int64_t e = 0; e < n; e++)
-      if (!isfinite(dst[e]))
-        return api_fail(err, LATHE_EUSER, "training stopped at step %lld: parameter '%s' became non-finite (%s)",
-                        (long long)step, p->g.params[i].name, isnan(dst[e]) ? "nan" : "inf");
-  }
   return 0;
 }
 
@@ -295,12 +190,12 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
   int rc = 0;
   for (int64_t s = 0; s < per_epoch && rc == 0; s++) {
     int64_t step = r->meta.step + 1;
+    r->step->step = r->meta.step;
+    r->step->total_steps = total, r->step->steps_per_epoch = per_epoch;
     rc = tr_data_feed(&r->data, r->step, order + s * B, B, err);
-    set_step_scalars(r, step, total, per_epoch);
-    if (!rc) rc = lathe_run(r->step, err);
-    float loss = rc ? NAN : api_loss(r->step);
-    if (!rc) rc = commit_step(r, step, loss, err);
+    if (!rc) rc = lathe_run(r->step, err); /* one step: forward, backward, update */
     if (rc) break;
+    float loss = api_loss(r->step);
     r->meta.step = step;
     sum += loss;
     if (r->prog) rt_progress_step(r->prog, epoch, s + 1, loss);
@@ -367,11 +262,10 @@ static void free_run(tr_run *r) {
   if (r->step && r->best)
     for (int i = 0; i < r->step->g.nparams; i++) free(r->best[i]);
   free(r->best);
-  free(r->commit);
   free(r->meta.hist);
   lathe_program_free(r->step);
   lathe_program_free(r->eval);
-  r->best = NULL, r->commit = NULL, r->meta.hist = NULL, r->step = r->eval = NULL;
+  r->best = NULL, r->meta.hist = NULL, r->step = r->eval = NULL;
 }
 
 static int make_dirs(const tr_run *r, int restart, lathe_error *err) {

@@ -52,6 +52,10 @@ int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, 
 /* Loads weights and state into p and the position into meta (hist malloc'd). */
 int tr_ckpt_load(const char *path, lathe_program *p, tr_meta *meta, lathe_error *err);
 
+/* ---- train_step.c ---- */
+/* Fill every unset setting with PyTorch's default (adam, lr 1e-3, ...). */
+void tr_settings_defaults(ir_train *t);
+
 /* ---- api_program.c helpers for the loop ---- */
 /* The f32 value of output o (or of the loss when o < 0) after a run. */
 void api_read_output(const lathe_program *p, int o, float *dst);

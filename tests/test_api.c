@@ -135,7 +135,56 @@ static void test_run_and_weights(void) {
   lathe_program_free(p);
 }
 
+/* A training step through the public API: loss falls; a diverging step
+ * fails and leaves the weights untouched. */
+static void test_train_step(void) {
+  lathe_error err = {0};
+  const char *src =
+      "input x : f32[4, 3]\ntarget y : i32[4]\nlogits = dense(x, 2, name=\"fc\")\n"
+      "output logits\nloss = cross_entropy(logits, y)\ntrain { optimizer = sgd(lr=0.5) }\n";
+  lathe_model *m = lathe_model_parse("step.nn", src, strlen(src), &err);
+  CHECK(m != NULL);
+  if (!m) return;
+  for (int backend = 0; backend < 2; backend++) {
+    lathe_options o = {.backend = backend ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP};
+    lathe_program *p = lathe_compile_train(m, &o, &err);
+    CHECK_MSG(p != NULL, "%s", err.message ? err.message : "");
+    if (!p) { lathe_error_clear(&err); continue; }
+    CHECK(lathe_weights_init(p, 1, &err) == 0);
+    float xs[12] = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0};
+    int32_t ys[4] = {0, 1, 0, 1};
+    lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 3}, .data = xs};
+    lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = ys};
+    CHECK(lathe_set_input(p, "x", &x, &err) == 0 && lathe_set_input(p, "y", &y, &err) == 0);
+    float first = 0, last = 0;
+    for (int s = 0; s < 20; s++) {
+      CHECK(lathe_run(p, &err) == 0);
+      lathe_tensor l;
+      CHECK(lathe_get_output(p, "loss", &l, &err) == 0);
+      if (s == 0) first = ((float *)l.data)[0];
+      last = ((float *)l.data)[0];
+      lathe_tensor_free(&l);
+    }
+    CHECK_MSG(last < first * 0.5f, "loss %g -> %g", first, last);
+    /* A huge input makes the step diverge: an error, and the weights stay. */
+    lathe_tensor w;
+    CHECK(lathe_param_view(p, 0, &w) == 0);
+    float before = ((float *)w.data)[0];
+    float big[12];
+    for (int i = 0; i < 12; i++) big[i] = 3e38f;
+    lathe_tensor xb = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 3}, .data = big};
+    CHECK(lathe_set_input(p, "x", &xb, &err) == 0);
+    CHECK(lathe_run(p, &err) == LATHE_EUSER);
+    CHECK_MSG(err.message && strstr(err.message, "training stopped at step 21"), "%s", err.message);
+    lathe_error_clear(&err);
+    CHECK(((float *)w.data)[0] == before);
+    lathe_program_free(p);
+  }
+  lathe_model_free(m);
+}
+
 int main(void) {
+  test_train_step();
   test_errors_are_values();
   test_run_and_weights();
   return TEST_REPORT();

@@ -57,6 +57,13 @@ int cli_double(const cli_args *a, const char *cmd, const char *flag, double *out
  * the compile options (pass_log = stderr). 0, or 1 after an error. */
 #define CLI_PASS_FLAGS "-O=attached --passes=value --print-after=value --dump-dir=value --time-passes=bool"
 int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o);
+#define CLI_PASS_HELP \
+  "  -O0 .. -O3      graph optimisation level (default 2, or LATHE_OPT_LEVEL): -O0 none, -O1\n" \
+  "                  simplify + dce, -O2 constfold, simplify, cse, dce, -O3 twice round\n" \
+  "  --passes=LIST   run these passes instead (constfold, simplify, cse, dce; comma-separated)\n" \
+  "  --print-after=P print the graph to stderr after pass P\n" \
+  "  --dump-dir DIR  write NN-PASS.txt and NN-PASS.dot after every pass (00-input first)\n" \
+  "  --time-passes   print each pass's time and rewrites to stderr\n"
 
 /* "llvm" (the default when s is NULL), "interp" or "cuda"; -1 after printing an error. */
 int cli_backend(const char *s, lathe_backend *b);

@@ -73,9 +73,13 @@ int cmd_train(int argc, char **argv) {
   uint64_t epochs = 0, restarts = 1;
   int status = cli_parse(argc, argv, "train",
                          DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
-                                    "--lr=value --epochs=value --backend=value --quiet=bool --metric=value",
+                                    "--lr=value --epochs=value --backend=value --quiet=bool --metric=value "
+                                    CLI_PASS_FLAGS,
                          &a);
+  lathe_options passes = {0};
   if (!status) status = data_options(&a, "train", &o, npy, CLI_MAXITEMS);
+  if (!status) status = cli_pass_options(&a, "train", &passes);
+  o.compile = &passes;
   if (!status) status = cli_u64(&a, "train", "--epochs", &epochs, NULL) ||
                         cli_u64(&a, "train", "--restarts", &restarts, NULL) || cli_double(&a, "train", "--lr", &o.lr) ||
                         cli_backend(cli_value(&a, "--backend"), &o.backend);

@@ -11,15 +11,18 @@
 
 static const cli_command commands[] = {
   {"check", cmd_check, "parse and verify a model; print the graph summary",
-   "usage: lathe check MODEL [--bind NAME=N]... [--ir]\n"
+   "usage: lathe check MODEL [--bind NAME=N]... [--ir] [-O0..3] [--passes=LIST] [--print-after=P]\n"
+   "                   [--dump-dir DIR] [--time-passes]\n"
    "\n"
    "Parses and type-checks MODEL, lowers it to a static graph and prints every node with\n"
    "its shape and FLOPs, the parameter count and the memory parameters and activations need,\n"
    "then the native backend's memory plan: the planned peak of the intermediate-tensor arena\n"
-   "against the naive sum of every intermediate tensor.\n"
+   "against the naive sum of every intermediate tensor, and what the graph passes did: nodes,\n"
+   "kernels and bytes moved (inputs read + results written) before and after.\n"
    "\n"
    "  --bind NAME=N   bind a symbolic dimension (unbound ones default to 1 for check)\n"
-   "  --ir            print the IR listing instead of the summary table\n"},
+   "  --ir            print the IR listing (after the passes) instead of the summary table\n"
+   CLI_PASS_HELP},
   {"dot", cmd_dot, "write the graph as Graphviz DOT to stdout",
    "usage: lathe dot MODEL [--bind NAME=N]...\n"
    "\n"
@@ -28,7 +31,7 @@ static const cli_command commands[] = {
    "  --bind NAME=N   bind a symbolic dimension (unbound ones default to 1)\n"},
   {"run", cmd_run, "run one forward pass",
    "usage: lathe run MODEL [--weights W.safetensors] --in NAME=FILE.npy... [--out NAME=FILE.npy]...\n"
-   "                 [--bind NAME=N]... [--backend interp|llvm|cuda] [--f64] [--time]\n"
+   "                 [--bind NAME=N]... [--backend interp|llvm|cuda] [--f64] [--time] [-O0..3]\n"
    "\n"
    "Runs one forward pass. Symbolic dimensions are bound from the input arrays' shapes.\n"
    "Outputs named with --out are written as .npy; without --out every output is printed.\n"
@@ -43,7 +46,8 @@ static const cli_command commands[] = {
    "  --time            print to stderr: compile time split (parse, lowering, LLVM IR, optimisation,\n"
    "                    codegen, JIT; object-cache hit or miss), run time, kernel calls and unique\n"
    "                    kernels after deduplication, and the planned arena against the naive sum.\n"
-   "                    With LATHE_PROFILE=1 in the environment, per-operator kernel times too\n"},
+   "                    With LATHE_PROFILE=1 in the environment, per-operator kernel times too\n"
+   CLI_PASS_HELP},
   {"init", cmd_init, "write freshly initialised weights",
    "usage: lathe init MODEL -o W.safetensors [--seed N] [--bind NAME=N]...\n"
    "\n"
@@ -80,7 +84,8 @@ static const cli_command commands[] = {
    "                       stopping (default: accuracy for classifiers, mse for regression,\n"
    "                       perplexity for language models; also loss, f1, roc_auc, r2, ...)\n"
    "  --backend B          llvm (default) or interp\n"
-   "  --quiet              no progress lines\n"},
+   "  --quiet              no progress lines\n"
+   CLI_PASS_HELP},
   {"eval", cmd_eval, "evaluate weights on a data split",
    "usage: lathe eval MODEL --weights W --data FILE [--split test|val|train|all]\n"
    "                  [--target-column N] [--normalize K] [--batch N] [--seed N]\n"

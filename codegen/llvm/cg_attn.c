@@ -13,7 +13,6 @@
  * The backward recomputes each probability tile from the saved per-row
  * logsumexp (P = exp(S - L)) and accumulates dq, dk, dv tile by tile
  * (FlashAttention-2's recurrence, run single-threaded per (batch, head)).
- * (batch, head) pairs run in parallel on the runtime pool.
  *
  * The recurrent backward reads every h_t from the forward result y, so the
  * gate pre-activations of all steps are two GEMMs (x w_ih and h_{t-1} w_hh
@@ -29,8 +28,6 @@
 
 #include "runtime/threadpool.h"
 
-void openblas_set_num_threads(int n);
-int openblas_get_num_threads(void);
 
 enum { ATT_BQ = 64, ATT_BK = 64 };
 
@@ -87,12 +84,12 @@ static void colsum(const float *a, int64_t m, int64_t n, float *out) {
   }
 }
 
-/* Run fn over [0, n) on the pool with OpenBLAS single-threaded inside. */
+/* Run fn over [0, n). Sequential for now: the (batch, head) parts are
+ * independent and per-part scratch exists (rt_pool_for(n, 1, fn, ctx) with
+ * OpenBLAS single-threaded around it would run them in parallel), but the
+ * runtime pool is still being written; OpenBLAS threads the big GEMMs. */
 static void par_blas(int64_t n, rt_pool_fn fn, void *ctx) {
-  int nt = rt_pool_size() > 1 && n > 1 ? openblas_get_num_threads() : 1;
-  if (nt > 1) openblas_set_num_threads(1);
-  rt_pool_for(n, 1, fn, ctx);
-  if (nt > 1) openblas_set_num_threads(nt);
+  if (n > 0) fn(ctx, 0, n, 0);
 }
 
 /* ---- attention ---- */

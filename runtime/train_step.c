@@ -1,0 +1,147 @@
+/* train_step.c -- a training-step program (lathe_compile_train): the model's
+ * forward graph, its backward graph (passes/autodiff.c) and the optimizer
+ * update (passes/optimizer.c) compiled as one program. Each lathe_run takes
+ * one step: it sets the per-step scalars (learning rate from the schedule,
+ * bias corrections, noise std, random-stream counter), runs, refuses a
+ * non-finite result, and commits the updated weights and optimizer state. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes/optimizer.h"
+#include "passes/passes.h"
+#include "runtime/runtime.h"
+#include "runtime/train.h"
+
+static double dflt(double v, double d) { return isnan(v) ? d : v; }
+
+void tr_settings_defaults(ir_train *t) {
+  static const double lr_of[] = {[IR_OPT_SGD] = 1e-2, [IR_OPT_ADAM] = 1e-3, [IR_OPT_ADAMW] = 1e-3,
+                                 [IR_OPT_RMSPROP] = 1e-2};
+  if (t->opt == IR_OPT_NONE) t->opt = IR_OPT_ADAM;
+  t->lr = dflt(t->lr, lr_of[t->opt]);
+  t->beta1 = dflt(t->beta1, 0.9);
+  t->beta2 = dflt(t->beta2, 0.999);
+  t->eps = dflt(t->eps, 1e-8);
+  t->weight_decay = dflt(t->weight_decay, t->opt == IR_OPT_ADAMW ? 1e-2 : 0);
+  t->alpha = dflt(t->alpha, 0.99);
+  t->momentum = dflt(t->momentum, 0);
+  if (t->nesterov < 0) t->nesterov = 0;
+  t->sched_gamma = dflt(t->sched_gamma, 0.1);
+  t->sched_every = dflt(t->sched_every, 1);
+  t->sched_warmup = dflt(t->sched_warmup, 0);
+  t->sched_min_lr = dflt(t->sched_min_lr, 0);
+  if (t->epochs < 1) t->epochs = 10;
+  if (t->batch < 1) t->batch = 32;
+  if (t->seed < 0) t->seed = 0;
+  t->l1 = dflt(t->l1, 0);
+  t->l2 = dflt(t->l2, 0);
+  t->clip_norm = dflt(t->clip_norm, 0);
+  t->grad_noise = dflt(t->grad_noise, 0);
+  if (t->nsplit < 2) t->split[0] = 0.8, t->split[1] = 0.1, t->split[2] = 0.1;
+  else if (t->nsplit == 2) t->split[2] = 0;
+}
+
+/* Learning rate at 1-based step `step` of `total`: constant; step(every,
+ * gamma) and exponential(gamma) per epoch; cosine(warmup, min_lr) per step
+ * with linear warmup (PyTorch's schedulers). total = 0: no cosine decay. */
+static double schedule_lr(const ir_train *t, int64_t step, int64_t total, int64_t per_epoch) {
+  const double pi = 3.14159265358979323846;
+  double epoch = (double)((step - 1) / (per_epoch > 0 ? per_epoch : 1));
+  if (t->sched == IR_SCHED_STEP) return t->lr * pow(t->sched_gamma, floor(epoch / t->sched_every));
+  if (t->sched == IR_SCHED_EXPONENTIAL) return t->lr * pow(t->sched_gamma, epoch);
+  if (t->sched != IR_SCHED_COSINE) return t->lr;
+  double w = t->sched_warmup;
+  if ((double)step <= w) return t->lr * (double)step / w;
+  double prog = (double)total > w ? ((double)step - w) / ((double)total - w) : 0;
+  return t->sched_min_lr + 0.5 * (t->lr - t->sched_min_lr) * (1 + cos(pi * prog));
+}
+
+lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const ir_train *settings,
+                                 lathe_error *err) {
+  lathe_program *p = api_program_lower(m, o, err);
+  if (!p) return NULL;
+  if (p->g.loss < 0) {
+    api_fail(err, LATHE_EUSER, "model '%s' has no loss to train", p->g.model_name);
+    lathe_program_free(p);
+    return NULL;
+  }
+  ir_train t = settings ? *settings : p->g.train;
+  if (!settings) tr_settings_defaults(&t);
+  p->g.train = t;
+  char msg[1024];
+  if (opt_prepare_training(&p->g, msg, sizeof msg) || ad_backward(&p->g, NULL, 0, 0, msg, sizeof msg) ||
+      opt_append(&p->g, &t, msg, sizeof msg)) {
+    lathe_program_free(p);
+    api_fail(err, LATHE_EUSER, "%s", msg);
+    return NULL;
+  }
+  if (api_program_finish(p, err)) return NULL;
+  p->is_train = 1;
+  p->train = t;
+  p->commit = malloc(sizeof(int) * ((size_t)p->g.noutputs + 1));
+  if (!p->commit) {
+    lathe_program_free(p);
+    api_fail(err, LATHE_ENOMEM, "out of memory");
+    return NULL;
+  }
+  size_t pl = strlen(OPT_NEW_PREFIX);
+  for (int k = 0; k < p->g.noutputs; k++) {
+    const char *nm = p->g.outputs[k].name;
+    p->commit[k] = strncmp(nm, OPT_NEW_PREFIX, pl) == 0 ? ir_find_param(&p->g, nm + pl) : -1;
+  }
+  return p;
+}
+
+lathe_program *lathe_compile_train(lathe_model *m, const lathe_options *opt, lathe_error *err) {
+  lathe_options o = {0};
+  if (opt) o = *opt;
+  return api_compile_train(m, &o, NULL, err);
+}
+
+static void set_scalar(lathe_program *p, const char *name, lathe_dtype dt, double v) {
+  if (ir_find_input(&p->g, name) < 0) return;
+  float f = (float)v;
+  int64_t i = (int64_t)v;
+  lathe_tensor t = {.dtype = dt, .rank = 0, .data = dt == LATHE_I64 ? (void *)&i : (void *)&f};
+  lathe_error e = {0};
+  lathe_set_input(p, name, &t, &e);
+  lathe_error_clear(&e);
+}
+
+static void set_step_scalars(lathe_program *p, int64_t step) {
+  const ir_train *t = &p->train;
+  set_scalar(p, OPT_IN_LR, LATHE_F32, schedule_lr(t, step, p->total_steps, p->steps_per_epoch));
+  set_scalar(p, OPT_IN_BC1, LATHE_F32, 1 - pow(t->beta1, (double)step));
+  set_scalar(p, OPT_IN_BC2, LATHE_F32, 1 - pow(t->beta2, (double)step));
+  /* Annealed Gaussian gradient noise (Neelakantan et al. 2015): var = eta / (1 + t)^0.55. */
+  set_scalar(p, OPT_IN_NOISE, LATHE_F32, sqrt(t->grad_noise / pow(1.0 + (double)step, 0.55)));
+  set_scalar(p, OPT_IN_RNG, LATHE_I64, (double)step);
+}
+
+/* Every "new.X" output is checked before any is copied into X, so a
+ * diverging step leaves the weights as they were. */
+static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
+  float loss = api_loss(p);
+  if (!isfinite(loss))
+    return api_fail(err, LATHE_EUSER, "training stopped at step %lld: the loss is %s", (long long)step,
+                    isnan(loss) ? "nan" : "inf");
+  for (int k = 0; k < p->g.noutputs; k++) {
+    int i = p->commit[k];
+    if (i >= 0 && !api_output_finite(p, k))
+      return api_fail(err, LATHE_EUSER, "training stopped at step %lld: parameter '%s' became non-finite",
+                      (long long)step, p->g.params[i].name);
+  }
+  for (int k = 0; k < p->g.noutputs; k++)
+    if (p->commit[k] >= 0) api_read_output(p, k, p->params[p->commit[k]]);
+  return 0;
+}
+
+int api_train_run(lathe_program *p, lathe_error *err) {
+  int64_t step = p->step + 1;
+  set_step_scalars(p, step);
+  int rc = api_run_core(p, err);
+  if (rc == 0) rc = commit_step(p, step, err);
+  if (rc == 0) p->step = step;
+  return rc;
+}

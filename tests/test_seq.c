@@ -1,0 +1,203 @@
+/* test_seq.c -- the fused sequence layers and their fused backward ops
+ * (ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD; passes/autodiff.c makes
+ * them, ir/interp_seq_grad.c and codegen/llvm/cg_attn.c compute them).
+ *
+ * Per case: the layer on parameters, loss = sum(y * R) with fixed random R,
+ * autodiff. (1) finite differences: every parameter gradient of the f64
+ * interpreter against central differences of the loss, on a sample of
+ * elements (relative error <= 1e-6, floor 1e-3). (2) the LLVM backend against
+ * the interpreter in f32 mode: the forward result and every backward op's
+ * result, max relative error <= 1e-4 (abs floor 0.1). Sizes include T > 64
+ * and T not a multiple of the 64-row tiles, so the flash kernels' tile
+ * loops, the causal tile skipping and partial tiles all run. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/llvm/cg.h"
+#include "ir.h"
+#include "passes/passes.h"
+#include "test.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static double urand(void) {
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+typedef struct {
+  const char *name;
+  int op, nin;
+  ir_shape sh[5];
+  ir_attr attr;
+  int fd; /* run the finite-difference check (small cases only) */
+} scase;
+
+typedef struct {
+  arena A;
+  ir_graph g;
+  int y;
+  double **v;
+} built;
+
+static int build(const scase *c, built *b) {
+  ar_init(&b->A);
+  ir_graph_init(&b->g, &b->A, "t");
+  char msg[512];
+  ir_loc loc = {0};
+  int in[5];
+  for (int j = 0; j < c->nin; j++)
+    in[j] = ir_add_param(&b->g, ar_printf(&b->A, "p%d", j), IR_F32, &c->sh[j], IR_INIT_ZEROS, 0, 1, 1, loc);
+  b->y = ir_add(&b->g, c->op, in, c->nin, &c->attr, loc, msg, sizeof msg);
+  CHECK_MSG(b->y >= 0, "%s: %s", c->name, msg);
+  if (b->y < 0) return -1;
+  ir_shape sy = b->g.nodes[b->y].shape;
+  int64_t cnt = ir_numel(&sy);
+  int r = ir_add_const(&b->g, IR_F32, 0, loc);
+  double *rv = ar_alloc(&b->A, sizeof(double) * (size_t)cnt);
+  for (int64_t e = 0; e < cnt; e++) rv[e] = (double)(float)(urand() - 0.3);
+  b->g.nodes[r].shape = sy, b->g.nodes[r].data = rv;
+  int m = ir_add(&b->g, IR_MUL, (int[]){b->y, r}, 2, NULL, loc, msg, sizeof msg);
+  ir_attr all = {0};
+  all.axis = -1;
+  b->g.loss = ir_add(&b->g, IR_SUM, &m, 1, &all, loc, msg, sizeof msg);
+  CHECK_MSG(ad_backward(&b->g, NULL, 0, 0, msg, sizeof msg) == 0, "%s: %s", c->name, msg);
+  b->v = calloc((size_t)b->g.nnodes, sizeof *b->v);
+  for (int p = 0; p < b->g.nparams; p++) {
+    int64_t n = ir_numel(&b->g.params[p].shape);
+    double *w = malloc(8 * (size_t)n);
+    for (int64_t e = 0; e < n; e++) w[e] = (float)(urand() - 0.5);
+    b->v[b->g.params[p].node] = w;
+  }
+  return 0;
+}
+
+static void unbuild(built *b) {
+  if (b->v) {
+    ir_interp_release(&b->g, b->v);
+    for (int p = 0; p < b->g.nparams; p++) free(b->v[b->g.params[p].node]);
+    free(b->v);
+  }
+  ar_free(&b->A);
+}
+
+static double loss_at(built *b) {
+  char msg[512];
+  ir_interp_release(&b->g, b->v);
+  if (ir_interp(&b->g, IR_INTERP_F64, b->v, msg, sizeof msg)) return NAN;
+  return b->v[b->g.loss][0];
+}
+
+/* (1) autodiff in f64 against central differences */
+static void check_fd(const scase *c) {
+  built b = {0};
+  if (build(c, &b)) return unbuild(&b);
+  char msg[512];
+  CHECK_MSG(ir_interp(&b.g, IR_INTERP_F64, b.v, msg, sizeof msg) == 0, "%s: %s", c->name, msg);
+  int np = b.g.nparams;
+  double **an = calloc((size_t)np, sizeof *an), worst = 0.0;
+  for (int p = 0; p < np; p++) {
+    int64_t n = ir_numel(&b.g.params[p].shape);
+    an[p] = malloc(8 * (size_t)n);
+    memcpy(an[p], b.v[b.g.grads[p]], 8 * (size_t)n);
+  }
+  for (int p = 0; p < np; p++) {
+    int64_t n = ir_numel(&b.g.params[p].shape);
+    double *w = b.v[b.g.params[p].node];
+    for (int64_t e = 0; e < n; e += 1 + n / 13) {
+      double keep = w[e], h = 1e-5;
+      w[e] = keep + h;
+      double lp = loss_at(&b);
+      w[e] = keep - h;
+      double lm = loss_at(&b);
+      w[e] = keep;
+      double fd = (lp - lm) / (2 * h), err = fabs(fd - an[p][e]) / fmax(fabs(fd), 1e-3);
+      worst = err > worst ? err : worst;
+    }
+    free(an[p]);
+  }
+  free(an);
+  printf("%-28s fd rel err %.3g\n", c->name, worst);
+  CHECK_MSG(worst <= 1e-6, "%s: finite differences: %g", c->name, worst);
+  unbuild(&b);
+}
+
+/* (2) LLVM against the f32 interpreter: the forward and the backward ops */
+static void check_llvm(const scase *c) {
+  built b = {0};
+  if (build(c, &b)) return unbuild(&b);
+  char msg[512];
+  ir_add_output(&b.g, "y", b.y);
+  for (int i = b.y + 1; i < b.g.nnodes; i++)
+    if (b.g.nodes[i].op >= IR_ATTENTION_GRAD && b.g.nodes[i].op <= IR_GRU_GRAD)
+      ir_add_output(&b.g, ar_printf(&b.A, "n%d", i), i);
+  int np = b.g.nparams, no = b.g.noutputs;
+  void **ps = calloc((size_t)np, sizeof *ps), **outs = calloc((size_t)no, sizeof *outs);
+  for (int p = 0; p < np; p++) {
+    int64_t n = ir_numel(&b.g.params[p].shape);
+    float *f = malloc(4 * (size_t)n);
+    for (int64_t e = 0; e < n; e++) f[e] = (float)b.v[b.g.params[p].node][e];
+    ps[p] = f;
+  }
+  for (int o = 0; o < no; o++) outs[o] = calloc((size_t)ir_numel(&b.g.nodes[b.g.outputs[o].node].shape), 4);
+  cg_program *p = NULL;
+  double worst = 0.0;
+  if (ir_interp(&b.g, IR_INTERP_F32, b.v, msg, sizeof msg)) {
+    CHECK_MSG(0, "%s: interp: %s", c->name, msg);
+  } else if (!(p = cg_compile(&b.g, NULL, msg, sizeof msg)) || cg_run(p, NULL, ps, outs, NULL, msg, sizeof msg)) {
+    CHECK_MSG(0, "%s: llvm: %s", c->name, msg);
+  } else {
+    for (int o = 0; o < no; o++) {
+      int id = b.g.outputs[o].node;
+      for (int64_t e = 0; e < ir_numel(&b.g.nodes[id].shape); e++) {
+        double x = ((float *)outs[o])[e], want = b.v[id][e];
+        double err = x == want ? 0.0 : fabs(x - want) / fmax(fabs(want), 0.1);
+        if (!(err <= worst)) worst = err;
+      }
+    }
+    printf("%-28s llvm rel err %.3g (%d outputs)\n", c->name, worst, no);
+    CHECK_MSG(worst <= 1e-4, "%s: llvm vs interpreter: %g", c->name, worst);
+  }
+  cg_free(p);
+  for (int q = 0; q < np; q++) free(ps[q]);
+  for (int o = 0; o < no; o++) free(outs[o]);
+  free(ps), free(outs);
+  unbuild(&b);
+}
+
+static ir_shape S3(int64_t a, int64_t b, int64_t c) { return (ir_shape){.rank = 3, .d = {a, b, c}}; }
+static ir_shape S2(int64_t a, int64_t b) { return (ir_shape){.rank = 2, .d = {a, b}}; }
+static ir_shape S1(int64_t a) { return (ir_shape){.rank = 1, .d = {a}}; }
+
+static scase attn(const char *name, int64_t B, int64_t T, int64_t d, int64_t H, int causal, int fd) {
+  scase c = {name, IR_ATTENTION, 5, {S3(B, T, d), S2(d, 3 * d), S1(3 * d), S2(d, d), S1(d)}, {0}, fd};
+  c.attr.heads = H, c.attr.causal = causal;
+  return c;
+}
+
+static scase rec(const char *name, int op, int64_t B, int64_t T, int64_t in, int64_t h, int fd) {
+  int G = op == IR_LSTM ? 4 : op == IR_GRU ? 3 : 1;
+  scase c = {name, op, op == IR_GRU ? 5 : 4, {S3(B, T, in), S2(in, G * h), S2(h, G * h), S1(G * h), S1(G * h)},
+             {0}, fd};
+  return c;
+}
+
+int main(void) {
+  scase cases[] = {
+    attn("attention causal", 2, 5, 6, 2, 1, 1),
+    attn("attention", 2, 5, 6, 3, 0, 1),
+    attn("attention causal T=150", 2, 150, 16, 2, 1, 0),
+    attn("attention T=130", 1, 130, 12, 3, 0, 0),
+    rec("rnn", IR_RNN, 2, 4, 3, 5, 1),
+    rec("lstm", IR_LSTM, 2, 4, 3, 5, 1),
+    rec("gru", IR_GRU, 2, 4, 3, 5, 1),
+    rec("rnn T=40", IR_RNN, 3, 40, 7, 9, 0),
+    rec("lstm T=40", IR_LSTM, 3, 40, 7, 9, 0),
+    rec("gru T=40", IR_GRU, 3, 40, 7, 9, 0),
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    if (cases[i].fd) check_fd(&cases[i]);
+    check_llvm(&cases[i]);
+  }
+  return TEST_REPORT();
+}
