@@ -34,6 +34,10 @@ PEER_MALLOC = {"default": None,
 SGEMM_N, SGEMM_N_QUICK = 2048, 1024
 
 UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+# A training step's FLOPs taken as 3x the forward's (forward, plus backward
+# through activations and weights, each about one forward); `lathe check`
+# counts the forward only. The optimizer update is negligible beside it.
+TRAIN_FLOP_FACTOR = 3
 
 
 def log(msg):
@@ -94,6 +98,8 @@ def lathe_check(lathe, w):
 def lathe_bench_cmd(bench, w, inputs, quick):
     cmd = [bench, w.model, "--reps", str(w.quick_reps if quick else w.reps),
            "--warmup", str(w.warmup), "--max-seconds", str(w.max_seconds)]
+    if w.kind == "train":
+        cmd.append("--train")
     for k, v in w.binds.items():
         cmd += ["--bind", "%s=%d" % (k, v)]
     for name, rng in w.inputs.items():
@@ -130,6 +136,8 @@ def lathe_side(build, w, quick, native_blas):
             res["warm_cache_hit"] = warm.get("stats", {}).get("cache_hit")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+    if flops and w.kind == "train":
+        flops *= TRAIN_FLOP_FACTOR
     res["flops"], res["params"] = flops, params
     return res
 
@@ -183,7 +191,11 @@ def row(w, lathe, peer, allpeer, err):
             r["warm_cache_hit"] = lathe["warm_cache_hit"]
         r["lathe_init_ms"] = lathe.get("init_ms")
         r["lathe_reps"] = lathe.get("reps")
+        if w.kind == "train":
+            r["lathe_loss"] = [lathe.get("first_loss"), lathe.get("last_loss")]
     if peer:
+        if w.kind == "train":
+            r["peer_loss"] = [peer.get("first_loss"), peer.get("last_loss")]
         r["peer_config"] = peer["config"]
         r["peer_min_ms"] = round(peer["min_ms"], 6)
         r["peer_kernel"] = peer["kernel"]
@@ -212,17 +224,19 @@ def ms(v):
 
 
 def print_table(rows, peak, native_blas):
-    hdr = ("workload", "lathe ms", "peer ms", "lathe/peer", "compile ms", "warm ms", "lathe GF/s", "peer GF/s",
-           "peer config")
+    hdr = ("workload", "lathe ms", "peer ms", "lathe/peer", "min ratio", "compile ms", "warm ms", "lathe GF/s",
+           "peer GF/s", "peer config")
+    last = len(hdr) - 1
     lines = [hdr]
     for r in rows:
         lines.append((r["workload"], ms(r["lathe_ms"]), ms(r["peer_ms"]), fmt(r["ratio"], ".2f"),
+                      fmt(r.get("ratio_min"), ".2f"),
                       fmt(r["compile_ms"], ".0f"), fmt(r.get("warm_compile_ms"), ".0f"),
                       fmt(r.get("gflops"), ".1f"), fmt(r.get("peer_gflops"), ".1f"),
                       r.get("peer_config", "-")))
     widths = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
     for i, l in enumerate(lines):
-        print(" | ".join(c.ljust(widths[j]) if j in (0, 8) else c.rjust(widths[j]) for j, c in enumerate(l)))
+        print(" | ".join(c.ljust(widths[j]) if j in (0, last) else c.rjust(widths[j]) for j, c in enumerate(l)))
         if i == 0:
             print("-+-".join("-" * wd for wd in widths))
     for r in rows:
@@ -236,6 +250,10 @@ def print_table(rows, peak, native_blas):
                    size(st["naive_bytes"]),
                    "" if r.get("warm_cache_hit") is None else
                    "; warm compile %s the disk cache" % ("hit" if r["warm_cache_hit"] else "missed")))
+    for r in rows:
+        if "lathe_loss" in r or "peer_loss" in r:
+            print("%s: loss over the run's steps on its fixed batch: lathe %s, peer %s" %
+                  (r["workload"], loss_span(r.get("lathe_loss")), loss_span(r.get("peer_loss"))))
     pinned, native = peak
     print("OpenBLAS sgemm peak (n=%d, best of reps): %.1f GFLOP/s on 1 thread, %.1f on 2 with kernel %s "
           "(the environment's pin%s); %.1f / %.1f with kernel %s (unpinned, as the peer%s runs)" %
@@ -244,12 +262,19 @@ def print_table(rows, peak, native_blas):
            " and Lathe (--native-blas)" if native_blas else ""))
     kernels = sorted({r["peer_kernel"] for r in rows if r.get("peer_kernel")})
     if kernels:
-        print("peer: PyTorch %s, BLAS %s; per workload the fastest of eager (and TorchScript at batch 1) "
+        print("peer: PyTorch %s, BLAS %s; per workload the fastest of eager (and TorchScript at batch 1; "
+              "training: eager, optimizer per-parameter or foreach) "
               "x ATen threads %s x glibc malloc default/tuned (as the row says), OpenBLAS threads %s" %
               (torch_version(), ", ".join(kernels), "/".join(map(str, PEER_THREADS)), PEER_BLAS_THREADS))
     for r in rows:
         if r.get("error"):
             print("ERROR %s: %s" % (r["workload"], r["error"]))
+
+
+def loss_span(v):
+    if not v or v[0] is None or v[1] is None:
+        return "-"
+    return "%.3g -> %.3g" % tuple(v)
 
 
 def torch_version():

@@ -1,7 +1,7 @@
 /* lathe_bench.c -- times one workload with Lathe's public API.
  *
  *   lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1x...[:RANGE]]...
- *               [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]
+ *               [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only] [--train]
  *
  * Loads MODEL, binds its dimensions, compiles it with the LLVM backend (the
  * wall clock around lathe_compile is the compile time), initialises the
@@ -11,8 +11,19 @@
  * inference loop pays per batch; reading the outputs back is not timed.
  * Inputs not named with --in (e.g. targets) are left to the library. The
  * JSON carries lathe_program_stats too (compile phases, kernel counts, arena).
+ *
+ * --train compiles a training step instead (lathe_compile_train: forward,
+ * backward and the optimizer update of the model's train block in one
+ * program); each lathe_run then takes one full step on the same fixed random
+ * batch, targets included (name them with --in). The JSON adds the loss of
+ * the first and of the last step run (read outside the timed region), so a
+ * falling loss shows the steps really train.
+ *
+ * With LATHE_PROFILE=1 in the environment the library times every kernel;
+ * the per-operator table (lathe_program_profile) then goes to stderr.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +57,7 @@ typedef struct {
   double max_seconds; /* stop timing early once this much time is spent */
   uint64_t seed;
   int compile_only;
+  int train; /* time training steps (lathe_compile_train) */
   double load_ms; /* parse + check + bind, measured by main */
 } bench_args;
 
@@ -121,7 +133,8 @@ static int parse_input(const char *arg, input_arg *in) {
 
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
-                  "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n");
+                  "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
+                  "                   [--train]\n");
   return 2;
 }
 
@@ -135,6 +148,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     int64_t n;
     if (strcmp(s, "--compile-only") == 0) { a->compile_only = 1; continue; }
+    if (strcmp(s, "--train") == 0) { a->train = 1; continue; }
     if (s[0] != '-') { a->model = s; continue; }
     if (!v) return -1;
     i++;
@@ -200,19 +214,35 @@ static int step(lathe_program *p, bench_args *a, lathe_error *err) {
   return lathe_run(p, err);
 }
 
+/* The last step's loss (a scalar output); NAN if it cannot be read. */
+static double read_loss(const lathe_program *p) {
+  lathe_tensor t = {0};
+  lathe_error e = {0};
+  double v = NAN;
+  if (lathe_get_output(p, "loss", &t, &e) == 0 && lathe_tensor_numel(&t) == 1) v = *(const float *)t.data;
+  lathe_tensor_free(&t);
+  lathe_error_clear(&e);
+  return v;
+}
+
 /* Warm up, then time up to a->reps steps (fewer once max_seconds is spent).
- * times receives the per-step milliseconds; returns how many, or -1. */
-static int time_steps(lathe_program *p, bench_args *a, double *times, lathe_error *err) {
-  for (int i = 0; i < a->warmup; i++)
+ * times receives the per-step milliseconds; returns how many, or -1. When
+ * training, loss[0] and loss[1] receive the first and the last step's loss. */
+static int time_steps(lathe_program *p, bench_args *a, double *times, double loss[2], lathe_error *err) {
+  for (int i = 0; i < a->warmup; i++) {
     if (step(p, a, err)) return -1;
+    if (i == 0 && a->train) loss[0] = read_loss(p);
+  }
   double start = now_ms();
   int n = 0;
   while (n < a->reps) {
     double t0 = now_ms();
     if (step(p, a, err)) return -1;
     times[n++] = now_ms() - t0;
+    if (n == 1 && a->warmup == 0 && a->train) loss[0] = read_loss(p);
     if (n >= 3 && now_ms() - start > a->max_seconds * 1e3) break;
   }
+  if (a->train) loss[1] = read_loss(p);
   return n;
 }
 
@@ -227,15 +257,26 @@ static void print_stats(const lathe_program *p) {
          (long long)st.arena_bytes, (long long)st.naive_bytes);
 }
 
+/* JSON has no NaN: an unreadable loss is null. */
+static void print_loss(const char *key, double v) {
+  if (isfinite(v)) printf(", \"%s\": %.6g", key, v);
+  else printf(", \"%s\": null", key);
+}
+
 static void print_result(const bench_args *a, const lathe_program *p, double compile_ms, double *times, int n,
-                         double init_ms) {
-  printf("{\"model\": \"%s\", \"load_ms\": %.3f, \"compile_ms\": %.3f", a->model, a->load_ms, compile_ms);
+                         double init_ms, const double loss[2]) {
+  printf("{\"model\": \"%s\", \"mode\": \"%s\", \"load_ms\": %.3f, \"compile_ms\": %.3f", a->model,
+         a->train ? "train" : "inference", a->load_ms, compile_ms);
   print_stats(p);
   if (n > 0) {
     qsort(times, (size_t)n, sizeof *times, cmp_double);
     double med = n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
     printf(", \"init_ms\": %.3f, \"median_ms\": %.6f, \"min_ms\": %.6f, \"max_ms\": %.6f, \"reps\": %d", init_ms,
            med, times[0], times[n - 1], n);
+    if (a->train) {
+      print_loss("first_loss", loss[0]);
+      print_loss("last_loss", loss[1]);
+    }
   }
   printf("}\n");
 }
@@ -243,11 +284,11 @@ static void print_result(const bench_args *a, const lathe_program *p, double com
 static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
   lathe_options opt = {.backend = LATHE_BACKEND_LLVM};
   double t0 = now_ms();
-  lathe_program *p = lathe_compile(m, &opt, err);
+  lathe_program *p = a->train ? lathe_compile_train(m, &opt, err) : lathe_compile(m, &opt, err);
   double compile_ms = now_ms() - t0;
   if (!p) return fail("compile", err);
   if (a->compile_only) {
-    print_result(a, p, compile_ms, NULL, 0, 0);
+    print_result(a, p, compile_ms, NULL, 0, 0, NULL);
     lathe_program_free(p);
     return 0;
   }
@@ -258,10 +299,14 @@ static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
   else if (lathe_weights_init(p, a->seed, err)) fail("weights", err);
   else {
     double init_ms = now_ms() - t0;
-    int n = time_steps(p, a, times, err);
+    double loss[2] = {NAN, NAN};
+    int n = time_steps(p, a, times, loss, err);
     if (n < 0) fail("run", err);
     else {
-      print_result(a, p, compile_ms, times, n, init_ms);
+      print_result(a, p, compile_ms, times, n, init_ms, loss);
+      char *prof = lathe_program_profile(p);
+      if (prof) fputs(prof, stderr);
+      free(prof);
       rc = 0;
     }
   }

@@ -12,9 +12,18 @@ thread count (torch.set_num_threads), it times every mode that applies: eager un
 TorchScript, torch.jit.optimize_for_inference(torch.jit.trace(...)), which
 freezes the module and lets it rewrite ops for inference. One JSON object per
 mode goes to stdout.
+
+Training rows (kind "train") time one full step, eager as training is usually
+run: zero_grad(set_to_none=True), forward to the logits, cross-entropy,
+backward, clip_grad_norm_ when the model's train block clips, optimizer step
+(torch.optim.Adam/AdamW with the row's settings), on one fixed random batch.
+Both the per-parameter loop and the multi-tensor (foreach) implementation of
+the optimizer are tried. The parameter count is that of the trainable
+parameters.
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -39,10 +48,12 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1, self.fc2, self.out = nn.Linear(64, 256), nn.Linear(256, 256), nn.Linear(256, 10)
 
-    def forward(self, x):
+    def logits(self, x):
         h = F.relu(self.fc1(x))
-        h = F.relu(self.fc2(h))
-        return F.softmax(self.out(h), dim=-1)
+        return self.out(F.relu(self.fc2(h)))
+
+    def forward(self, x):
+        return F.softmax(self.logits(x), dim=-1)
 
 
 class CNN(nn.Module):
@@ -53,11 +64,13 @@ class CNN(nn.Module):
         self.conv1, self.conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
         self.fc1, self.out = nn.Linear(128, 64), nn.Linear(64, 10)
 
-    def forward(self, x):
+    def logits(self, x):
         h = F.max_pool2d(F.relu(self.conv1(x)), 2)
         h = F.max_pool2d(F.relu(self.conv2(h)), 2)
-        h = F.relu(self.fc1(torch.flatten(h, 1)))
-        return F.softmax(self.out(h), dim=-1)
+        return self.out(F.relu(self.fc1(torch.flatten(h, 1))))
+
+    def forward(self, x):
+        return F.softmax(self.logits(x), dim=-1)
 
 
 class Attention(nn.Module):
@@ -111,6 +124,28 @@ class GPT(nn.Module):
         h = self.tok(tokens) + self.pos
         return self.head(self.ln_f(self.blocks(h)))
 
+    logits = forward
+
+
+class LSTM(nn.Module):
+    """examples/lstm.nn: embedding, one LSTM layer (gates i, f, g, o as in
+    PyTorch), a linear head at every position. Lathe's lstm has one bias per
+    gate where nn.LSTM has two (bias_ih + bias_hh): bias_hh is held at zero
+    and frozen, which is the same model with the same trainable parameters."""
+
+    def __init__(self, vocab, E, H):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(vocab, E), nn.Linear(H, vocab)
+        self.lstm = nn.LSTM(E, H, batch_first=True)
+        with torch.no_grad():
+            self.lstm.bias_hh_l0.zero_()
+        self.lstm.bias_hh_l0.requires_grad_(False)
+
+    def forward(self, tokens):
+        return self.head(self.lstm(self.emb(tokens))[0])
+
+    logits = forward
+
 
 def build_mlp(batch):
     return MLP(), torch.randn(batch, 64)
@@ -120,26 +155,73 @@ def build_cnn(batch):
     return CNN(), torch.randn(batch, 1, 8, 8)
 
 
+def tokens(batch, vocab, T):
+    return torch.randint(0, vocab, (batch, T), dtype=torch.int64)
+
+
 def build_gpt(batch, vocab, T, d, heads, layers):
-    return GPT(vocab, T, d, heads, layers), torch.randint(0, vocab, (batch, T), dtype=torch.int64)
+    return GPT(vocab, T, d, heads, layers), tokens(batch, vocab, T)
 
 
-BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "gpt": build_gpt}
+def build_lstm(batch, vocab, T, E, H):
+    return LSTM(vocab, E, H), tokens(batch, vocab, T)
+
+
+BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "gpt": build_gpt, "lstm": build_lstm}
+
+
+# ---- training steps ----
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def classes(model, x):
+    """How many classes the logits have (targets are drawn below it)."""
+    with torch.no_grad():
+        return model.logits(x[:1]).shape[-1]
+
+
+def train_step(model, x, optim, clip_norm, foreach):
+    """One full training step on the fixed batch (x, y), returning the loss.
+    Targets: one class per example (or per position for a sequence model)."""
+    nclass = classes(model, x)
+    y = torch.randint(0, nclass, x.shape[:1] if x.dtype.is_floating_point else x.shape, dtype=torch.int64,
+                      generator=torch.Generator().manual_seed(1))  # the same targets in every configuration
+    params = [p for p in model.parameters() if p.requires_grad]
+    kw = dict(optim)
+    opt = OPTIMIZERS[kw.pop("name")](params, foreach=foreach, **kw)
+
+    def step(_):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model.logits(x).reshape(-1, nclass), y.reshape(-1))
+        loss.backward()
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        opt.step()
+        return loss
+    return step
 
 
 # ---- timing ----
 
 def time_steps(fn, x, reps, warmup, max_seconds):
-    for _ in range(warmup):
-        fn(x)
+    """Median and fastest step in ms, the step count, and the first and the
+    last step's result (a training step's loss; read outside the timing)."""
+    first = out = None
+    for i in range(warmup):
+        out = fn(x)
+        if i == 0:
+            first = out
     times, start = [], time.perf_counter()
     while len(times) < reps:
         t0 = time.perf_counter()
-        fn(x)
+        out = fn(x)
         times.append((time.perf_counter() - t0) * 1e3)
+        if first is None:
+            first = out
         if len(times) >= 3 and time.perf_counter() - start > max_seconds:
             break
-    return statistics.median(times), min(times), len(times)
+    return statistics.median(times), min(times), len(times), first, out
 
 
 def blas_kernel():
@@ -156,6 +238,11 @@ def blas_kernel():
 
 def modes(w, model, x):
     """(name, callable) for every configuration this workload tries."""
+    if w.kind == "train":  # each configuration trains its own copy from the same start
+        for foreach in (False, True):
+            yield "eager-train%s" % ("-foreach" if foreach else ""), train_step(copy.deepcopy(model), x, w.optim,
+                                                                                 w.clip_norm, foreach)
+        return
     yield "eager", model
     if w.batch1:
         with torch.no_grad():
@@ -172,20 +259,26 @@ def main():
     w = BY_NAME[a.workload]
     torch.manual_seed(0)
     model, x = BUILDERS[w.peer](**w.peer_args)
-    model.eval()
+    train = w.kind == "train"
+    model.train(train)
     reps = w.quick_reps if a.quick else w.reps
     kernel = blas_kernel()
-    nparams = sum(p.numel() for p in model.parameters())
+    nparams = sum(p.numel() for p in model.parameters() if p.requires_grad)
     prepared = list(modes(w, model, x))  # tracing + freezing GPT-2 takes seconds: once
     for threads in [int(t) for t in a.threads.split(",")]:
         torch.set_num_threads(threads)
+        if train:  # fresh models and optimizer state for every configuration
+            prepared = list(modes(w, model, x))
         for mode, fn in prepared:
-            with torch.inference_mode():
-                med, best, n = time_steps(fn, x, reps, w.warmup, w.max_seconds)
+            with torch.inference_mode(not train):
+                med, best, n, first, last = time_steps(fn, x, reps, w.warmup, w.max_seconds)
             cfg = "%s aten=%d blas=%s malloc=%s" % (mode, threads, os.environ.get("OPENBLAS_NUM_THREADS", "?"),
                                                     os.environ.get("PEER_MALLOC", "default"))
-            print(json.dumps({"workload": w.name, "config": cfg, "median_ms": med, "min_ms": best, "reps": n,
-                              "kernel": kernel, "params": nparams}), flush=True)
+            r = {"workload": w.name, "config": cfg, "median_ms": med, "min_ms": best, "reps": n,
+                 "kernel": kernel, "params": nparams}
+            if train:
+                r.update(first_loss=first.item(), last_loss=last.item())
+            print(json.dumps(r), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 Each row names the Lathe model file and its bindings, the inputs to feed
 (integer inputs with their value range), the PyTorch peer builder (a function
-in peer.py) with its arguments, and how many timed steps to run. Later issues
-add training workloads as rows here (with a peer builder that trains).
+in peer.py) with its arguments, and how many timed steps to run.
+
+Training rows (kind="train") time one full training step: Lathe compiles the
+model with lathe_compile_train (its train block's optimizer), the peer runs
+forward, loss, backward and torch.optim with `optim` and `clip_norm`, which
+must say what the model's train block says. Their inputs include the targets.
 """
 
 from dataclasses import dataclass, field
@@ -23,11 +27,20 @@ class Workload:
     max_seconds: float = 20.0       # stop timing early after this long
     batch1: bool = False            # batch-1 inference: the peer also tries TorchScript
     peer_malloc: tuple = ("default", "tuned")  # glibc malloc settings the peer tries (harness.py)
-    kind: str = "inference"         # later: "train"
+    kind: str = "inference"         # or "train": one full training step
+    optim: dict = None              # train: the peer's torch.optim (name, lr, ...), as the train block
+    clip_norm: float = 0.0          # train: the peer's clip_grad_norm_ (0: none), as the train block
 
 
 GPT_CHAR = dict(vocab=96, T=64, d=128, heads=4, layers=4)
 GPT2_SMALL = dict(vocab=50257, T=256, d=768, heads=12, layers=12)
+LSTM_CHAR = dict(vocab=96, T=32, E=64, H=128)
+
+
+def train(name, model, binds, inputs, peer, peer_args, optim, clip_norm=0.0, **kw):
+    """A training-step row; optim and clip_norm restate the model's train block."""
+    return Workload(name, model, binds, inputs, peer, peer_args, kind="train", optim=optim, clip_norm=clip_norm,
+                    **kw)
 
 WORKLOADS = [
     Workload("mlp_b1", "examples/mlp.nn", {"batch": 1}, {"x": None},
@@ -41,6 +54,20 @@ WORKLOADS = [
     Workload("gpt2_small_b1", "bench/gpt2_small.nn", {"batch": 1}, {"tokens": GPT2_SMALL["vocab"]},
              "gpt", dict(batch=1, **GPT2_SMALL), reps=5, quick_reps=2, warmup=1, max_seconds=5,
              batch1=True, peer_malloc=("tuned",)),  # each peer process costs ~1 min here
+    # Training steps (issues 4 and 5).
+    train("mlp_train_b64", "examples/mlp.nn", {"batch": 64}, {"x": None, "y": 10}, "mlp", dict(batch=64),
+          dict(name="adam", lr=1e-3), reps=1000, quick_reps=100, warmup=50, max_seconds=2),
+    train("mlp_train_b256", "examples/mlp.nn", {"batch": 256}, {"x": None, "y": 10}, "mlp", dict(batch=256),
+          dict(name="adam", lr=1e-3), reps=500, quick_reps=50, warmup=20, max_seconds=2),
+    train("cnn_train_b128", "examples/cnn.nn", {"batch": 128}, {"x": None, "y": 10}, "cnn", dict(batch=128),
+          dict(name="adam", lr=3e-3), reps=200, quick_reps=20, warmup=10, max_seconds=3),
+    train("gpt_char_train_b16", "examples/gpt.nn", {"batch": 16},
+          {"tokens": GPT_CHAR["vocab"], "next": GPT_CHAR["vocab"]}, "gpt", dict(batch=16, **GPT_CHAR),
+          dict(name="adamw", lr=1.5e-3, weight_decay=0.1), clip_norm=1.0,
+          reps=20, quick_reps=3, warmup=3, max_seconds=5),
+    train("lstm_train_b32", "examples/lstm.nn", {"batch": 32},
+          {"tokens": LSTM_CHAR["vocab"], "next": LSTM_CHAR["vocab"]}, "lstm", dict(batch=32, **LSTM_CHAR),
+          dict(name="adam", lr=2e-3), clip_norm=1.0, reps=100, quick_reps=10, warmup=5, max_seconds=3),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}

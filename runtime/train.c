@@ -65,6 +65,7 @@ typedef struct {
 
 static int build_step(tr_run *r, lathe_error *err) {
   lathe_options po = {.backend = r->o->backend};
+  api_copy_pass_options(&po, r->o->compile);
   r->step = api_compile_train(r->m, &po, &r->t, err);
   return r->step ? 0 : -1;
 }
@@ -90,6 +91,7 @@ static int choose_metric(tr_run *r, const char *name, lathe_error *err) {
 
 static int build_eval(tr_run *r, lathe_error *err) {
   lathe_options po = {.backend = r->o->backend};
+  api_copy_pass_options(&po, r->o->compile);
   lathe_program *p = api_program_lower(r->m, &po, err);
   if (!p) return -1;
   ir_add_output(&p->g, "__pred", p->g.nodes[p->g.loss].in[0]);

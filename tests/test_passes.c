@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "frontend/frontend.h"
@@ -309,6 +310,44 @@ static void test_pipeline_options(void) {
   }
 }
 
+/* ---- the command line (LATHE_BIN, set by ctest) ---- */
+
+/* Exit status of `$LATHE_BIN args`, its stdout+stderr in out (malloc'd). */
+static int lathe_cmd(const char *args, char **out) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("LATHE_BIN"), args);
+  FILE *f = popen(cmd, "r");
+  size_t n = 0, cap = 1 << 16;
+  *out = calloc(cap + 1, 1);
+  while (f && n < cap && fgets(*out + n, (int)(cap - n), f)) n += strlen(*out + n);
+  int st = f ? pclose(f) : -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void) {
+  if (!getenv("LATHE_BIN")) return;
+  char *out;
+  CHECK(lathe_cmd("check examples/mlp.nn -O2", &out) == 0);
+  CHECK(strstr(out, "passes (-O2): nodes 18 -> 18, kernels 10 -> 10, bytes moved") != NULL);
+  free(out);
+  CHECK(lathe_cmd("check examples/mlp.nn --passes=simplify,dce --print-after=dce --time-passes", &out) == 0);
+  CHECK(strstr(out, "; graph after pass 'dce'\nmodel mlp\n") && strstr(out, "pass simplify") &&
+        strstr(out, "passes (--passes)"));
+  free(out);
+  static const char *const bad[][2] = {
+    {"check examples/mlp.nn -O7", "-O7: expected -O0, -O1, -O2 or -O3"},
+    {"check examples/mlp.nn -O", "-O needs its value attached"},
+    {"check examples/mlp.nn -Ox2", "-Ox2: expected"},
+    {"check examples/mlp.nn --passes=cse,nope", "unknown pass 'nope'"},
+    {"check examples/mlp.nn --print-after=nope", "unknown pass 'nope'"},
+    {"run examples/mlp.nn -O5", "-O5: expected"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CHECK_MSG(lathe_cmd(bad[i][0], &out) == 1 && strstr(out, bad[i][1]), "%s: %s", bad[i][0], out);
+    free(out);
+  }
+}
+
 /* ---- the -O0/-O3 matrix ---- */
 
 static const char *const examples[] = {"examples/mlp.nn", "examples/cnn.nn", "examples/gpt.nn", "examples/lstm.nn"};
@@ -437,6 +476,7 @@ int main(int argc, char **argv) {
     test_constfold();
     test_cse_random();
     test_pipeline_options();
+    test_cli();
   }
   test_matrix();
   return TEST_REPORT();

@@ -9,10 +9,16 @@
  * the interpreter in f32 mode: the forward result and every backward op's
  * result, max relative error <= 1e-4 (abs floor 0.1). Sizes include T > 64
  * and T not a multiple of the 64-row tiles, so the flash kernels' tile
- * loops, the causal tile skipping and partial tiles all run. */
+ * loops, the causal tile skipping and partial tiles all run.
+ * (3) parity with PyTorch (tests/parity_seq.py: nn.MultiheadAttention, RNN,
+ * LSTM, GRU with the same weights): the LLVM program's y and parameter
+ * gradients against torch's, ||lathe - torch|| / ||torch|| <= 1e-5 for y and
+ * 1e-4 per gradient. Skipped LOUDLY (SKIPPED on stdout) without torch. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "codegen/llvm/cg.h"
 #include "ir.h"
@@ -165,6 +171,85 @@ static void check_llvm(const scase *c) {
   unbuild(&b);
 }
 
+/* ||a - b|| / ||b|| */
+static double rel_norm(const float *a, const float *b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+  return sqrt(num) / fmax(sqrt(den), 1e-30);
+}
+
+static int torch_missing;
+
+/* (3) LLVM against PyTorch: y and every parameter's gradient */
+static void check_torch(const scase *c, const char *dir) {
+  built b = {0};
+  if (torch_missing || build(c, &b)) return unbuild(&b);
+  char msg[512], in[600], out[600], cmd[1400];
+  ir_add_output(&b.g, "y", b.y);
+  for (int p = 0; p < b.g.nparams; p++) ir_add_output(&b.g, ar_printf(&b.A, "g%d", p), b.g.grads[p]);
+  snprintf(in, sizeof in, "%s/in.bin", dir), snprintf(out, sizeof out, "%s/out.bin", dir);
+  FILE *f = fopen(in, "wb");
+  const ir_shape *sx = &c->sh[0];
+  int att = c->op == IR_ATTENTION;
+  fprintf(f, "%s %lld %lld %lld %lld %lld %d\n", att ? "attention" : ir_ops[c->op].name, (long long)sx->d[0],
+          (long long)sx->d[1], (long long)sx->d[2], (long long)(att ? 0 : c->sh[2].d[0]), (long long)c->attr.heads,
+          c->attr.causal);
+  int np = b.g.nparams, no = b.g.noutputs;
+  int64_t total = 0;
+  void **ps = calloc((size_t)np, sizeof *ps), **outs = calloc((size_t)no, sizeof *outs);
+  for (int p = 0; p < np; p++) {
+    int64_t n = ir_numel(&b.g.params[p].shape);
+    float *w = malloc(4 * (size_t)n);
+    for (int64_t e = 0; e < n; e++) w[e] = (float)b.v[b.g.params[p].node][e];
+    fwrite(w, 4, (size_t)n, f);
+    ps[p] = w;
+  }
+  const ir_node *rn = &b.g.nodes[b.g.nodes[b.g.loss].in[0]];
+  const ir_node *rc = &b.g.nodes[rn->in[1]]; /* R */
+  for (int64_t e = 0; e < ir_numel(&rc->shape); e++) {
+    float r = (float)rc->data[e];
+    fwrite(&r, 4, 1, f);
+  }
+  fclose(f);
+  for (int o = 0; o < no; o++) {
+    total += ir_numel(&b.g.nodes[b.g.outputs[o].node].shape);
+    outs[o] = calloc((size_t)ir_numel(&b.g.nodes[b.g.outputs[o].node].shape), 4);
+  }
+  snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/parity_seq.py %s %s", in, out);
+  int st = system(cmd);
+  float *want = calloc((size_t)total, 4);
+  cg_program *p = NULL;
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+    torch_missing = 1;
+  } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !(f = fopen(out, "rb"))) {
+    CHECK_MSG(0, "%s: tests/parity_seq.py failed", c->name);
+  } else {
+    CHECK(fread(want, 4, (size_t)total, f) == (size_t)total);
+    fclose(f);
+    if (!(p = cg_compile(&b.g, NULL, msg, sizeof msg)) || cg_run(p, NULL, ps, outs, NULL, msg, sizeof msg)) {
+      CHECK_MSG(0, "%s: llvm: %s", c->name, msg);
+    } else {
+      int64_t at = 0;
+      double ey = 0, eg = 0;
+      for (int o = 0; o < no; o++) {
+        int64_t n = ir_numel(&b.g.nodes[b.g.outputs[o].node].shape);
+        double e = rel_norm(outs[o], want + at, n);
+        if (o == 0) ey = e;
+        else eg = e > eg ? e : eg;
+        at += n;
+      }
+      printf("%-28s torch: y rel err %.3g, worst gradient rel err %.3g\n", c->name, ey, eg);
+      CHECK_MSG(ey <= 1e-5 && eg <= 1e-4, "%s: PyTorch parity: y %g, gradients %g", c->name, ey, eg);
+    }
+  }
+  cg_free(p);
+  free(want);
+  for (int q = 0; q < np; q++) free(ps[q]);
+  for (int o = 0; o < no; o++) free(outs[o]);
+  free(ps), free(outs);
+  unbuild(&b);
+}
+
 static ir_shape S3(int64_t a, int64_t b, int64_t c) { return (ir_shape){.rank = 3, .d = {a, b, c}}; }
 static ir_shape S2(int64_t a, int64_t b) { return (ir_shape){.rank = 2, .d = {a, b}}; }
 static ir_shape S1(int64_t a) { return (ir_shape){.rank = 1, .d = {a}}; }
@@ -199,5 +284,21 @@ int main(void) {
     if (cases[i].fd) check_fd(&cases[i]);
     check_llvm(&cases[i]);
   }
+  char dir[] = "/tmp/lathe_seq_XXXXXX";
+  if (access("/usr/bin/python3", X_OK) != 0 || !mkdtemp(dir)) {
+    torch_missing = 1;
+  } else {
+    scase tc[] = {
+      attn("attention causal", 2, 70, 16, 4, 1, 0), attn("attention", 2, 9, 12, 3, 0, 0),
+      rec("rnn", IR_RNN, 3, 12, 5, 16, 0),           rec("lstm", IR_LSTM, 3, 12, 5, 16, 0),
+      rec("gru", IR_GRU, 3, 12, 5, 16, 0),
+    };
+    for (size_t i = 0; i < sizeof tc / sizeof tc[0]; i++) check_torch(&tc[i], dir);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) fprintf(stderr, "cannot remove %s\n", dir);
+  }
+  if (torch_missing)
+    printf("SKIPPED: PyTorch parity (needs /usr/bin/python3 with Debian's python3-torch)\n");
   return TEST_REPORT();
 }

@@ -222,7 +222,7 @@ void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *b
   att_job a = att_setup(scr, B, T, d, H, causal);
   int64_t BT = B * T;
   float *dx = out, *dwq = dx + BT * d, *dbq = dwq + d * 3 * d, *dwp = dbq + 3 * d, *dbp = dwp + d * d;
-  float *dctx = a.work + (int64_t)cg_pool_parts() * att_part_floats(a.hd);
+  float *dctx = a.work + att_part_floats(a.hd);
   a.dctx = dctx, a.dqkv = dctx + BT * d, a.lse = a.dqkv + BT * 3 * d;
   affine(x, wq, bq, BT, d, 3 * d, (float *)a.qkv);
   par_blas(B * H, att_fwd_part, &a); /* recompute ctx and the logsumexp */
@@ -237,7 +237,7 @@ void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *b
 }
 
 int64_t cg_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad) {
-  int64_t BT = B * T, f = BT * 4 * d + (int64_t)cg_pool_parts() * att_part_floats(d / H);
+  int64_t BT = B * T, f = BT * 4 * d + att_part_floats(d / H);
   return grad ? f + BT * 4 * d + B * H * T : f;
 }
 
