@@ -61,7 +61,10 @@ static unsigned wait_gen(unsigned seen) {
 
 static void *worker(void *arg) {
   int w = (int)(intptr_t)arg;
-  unsigned seen = atomic_load(&pool.gen);
+  /* Workers are started before the first job is published, but may begin
+   * running after it: start from generation 0, not from what gen says now,
+   * or that first job would be missed and never acknowledged. */
+  unsigned seen = 0;
   for (;;) {
     seen = wait_gen(seen);
     if (w < pool.parts) run_part(w);

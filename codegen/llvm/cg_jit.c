@@ -775,7 +775,7 @@ char *cg_module_text(const cg_program *p) { return p->ir_text ? strdup(p->ir_tex
 typedef struct {
   const char *name;
   double ns;
-  int calls;
+  int calls; /* per operator: kernel calls; per kernel call: its node */
 } prof_row;
 
 static int prof_cmp(const void *a, const void *b) {
