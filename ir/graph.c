@@ -50,17 +50,6 @@ static int push_node(ir_graph *g, const ir_node *n) {
   return g->nnodes++;
 }
 
-static int fail(char *msg, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *msg, size_t n, const char *fmt, ...) {
-  if (msg && n) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, n, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 static int arity_ok(int arity, int nin) {
   if (arity == -1) return nin >= 1;
   if (arity == -2) return nin == 2 || nin == 3;
@@ -68,29 +57,29 @@ static int arity_ok(int arity, int nin) {
 }
 
 static int arity_fail(const char *op, int arity, int nin, char *msg, size_t mn) {
-  if (arity == -1) return fail(msg, mn, "%s: expects at least 1 input, got %d", op, nin);
-  if (arity == -2) return fail(msg, mn, "%s: expects 2 or 3 inputs, got %d", op, nin);
-  return fail(msg, mn, "%s: expects %d input%s, got %d", op, arity, arity == 1 ? "" : "s", nin);
+  if (arity == -1) return ir_fail(msg, mn, "%s: expects at least 1 input, got %d", op, nin);
+  if (arity == -2) return ir_fail(msg, mn, "%s: expects 2 or 3 inputs, got %d", op, nin);
+  return ir_fail(msg, mn, "%s: expects %d input%s, got %d", op, arity, arity == 1 ? "" : "s", nin);
 }
 
 int ir_add(ir_graph *g, int op, const int *in, int nin, const ir_attr *attr, ir_loc loc,
            char *msg, size_t msgn) {
-  if (op < 0 || op >= IR_NOPS) return fail(msg, msgn, "ir_add: unknown op %d", op);
+  if (op < 0 || op >= IR_NOPS) return ir_fail(msg, msgn, "ir_add: unknown op %d", op);
   const ir_opinfo *oi = &ir_ops[op];
   if (op == IR_INPUT || op == IR_PARAM || op == IR_CONST)
-    return fail(msg, msgn, "%s: leaves are created with ir_add_%s", oi->name, oi->name);
+    return ir_fail(msg, msgn, "%s: leaves are created with ir_add_%s", oi->name, oi->name);
   if (!arity_ok(oi->arity, nin) || (nin > 0 && !in))
     return arity_fail(oi->name, oi->arity, nin, msg, msgn);
   for (int k = 0; k < nin; k++)
     if (in[k] < 0 || in[k] >= g->nnodes)
-      return fail(msg, msgn, "%s: input %d refers to node %d, which does not exist (graph has %d)",
+      return ir_fail(msg, msgn, "%s: input %d refers to node %d, which does not exist (graph has %d)",
                   oi->name, k, in[k], g->nnodes);
   ir_node n = {.op = op, .nin = nin, .in = (int *)in, .loc = loc};
   if (attr) n.attr = *attr;
   if (oi->shape(g, &n, msg, msgn)) return -1;
   if (ir_numel(&n.shape) < 0) {
     char b[200];
-    return fail(msg, msgn, "%s: result %s has more than %lld elements", oi->name,
+    return ir_fail(msg, msgn, "%s: result %s has more than %lld elements", oi->name,
                 ir_shape_str(&n.shape, b, sizeof b), (long long)IR_MAX_ELEMS);
   }
   n.in = ar_alloc(g->A, sizeof(int) * (size_t)(nin ? nin : 1));

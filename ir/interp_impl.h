@@ -131,4 +131,9 @@ int ik_dropout_mask(ik_ctx *c, const ir_node *n, double *out);
 int ik_kv_write(ik_ctx *c, const ir_node *n, double *out);
 int ik_attention_decode(ik_ctx *c, const ir_node *n, double *out);
 
+/* interp_seq.c: one attention head of one sequence (also recomputed by the
+ * backward in interp_seq_grad.c). qkv rows are [q | k | v]; p is scratch [T]. */
+void ik_attend_head(const double *qkv, int64_t T, int64_t d, int64_t off, int64_t hd, int causal, double *p,
+                    double *ctx);
+
 #endif

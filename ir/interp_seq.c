@@ -14,8 +14,8 @@
 /* One head of one sequence: ctx[i, :] = softmax_j(q_i . k_j / sqrt(hd)) v_j,
  * j <= i when causal. qkv rows are [q | k | v] (3d wide); the head's slice
  * starts at column off of each part; ctx rows are d wide. */
-static void attend_head(const double *qkv, int64_t T, int64_t d, int64_t off, int64_t hd,
-                        int causal, double *p, double *ctx) {
+void ik_attend_head(const double *qkv, int64_t T, int64_t d, int64_t off, int64_t hd, int causal, double *p,
+                    double *ctx) {
   double scale = 1.0 / sqrt((double)hd);
   for (int64_t i = 0; i < T; i++) {
     const double *q = qkv + i * 3 * d + off;
@@ -54,7 +54,7 @@ int ik_attention(ik_ctx *c, const ir_node *n, double *out) {
   ik_affine(x, wqkv, bqkv, B * T, d, 3 * d, qkv);
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < H; h++)
-      attend_head(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d);
+      ik_attend_head(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d);
   ik_affine(ctx, wp, bp, B * T, d, d, out);
   free(qkv), free(ctx), free(p);
   return 0;

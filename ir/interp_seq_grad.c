@@ -74,27 +74,6 @@ static void head_grad(const double *qkv, const double *dctx, int64_t T, int64_t 
   }
 }
 
-/* The context (heads concatenated, before proj) of one sequence. */
-static void head_ctx(const double *qkv, int64_t T, int64_t d, int64_t off, int64_t hd, int causal, double *p,
-                     double *ctx) {
-  double scale = 1.0 / sqrt((double)hd);
-  for (int64_t i = 0; i < T; i++) {
-    int64_t nj = causal ? i + 1 : T;
-    double mx = -INFINITY, sum = 0.0;
-    for (int64_t j = 0; j < nj; j++) {
-      double s = 0.0;
-      for (int64_t e = 0; e < hd; e++) s += qkv[i * 3 * d + off + e] * qkv[j * 3 * d + d + off + e];
-      p[j] = s * scale;
-      mx = p[j] > mx ? p[j] : mx;
-    }
-    for (int64_t j = 0; j < nj; j++) sum += (p[j] = exp(p[j] - mx));
-    for (int64_t e = 0; e < hd; e++) {
-      double acc = 0.0;
-      for (int64_t j = 0; j < nj; j++) acc += p[j] * qkv[j * 3 * d + 2 * d + off + e];
-      ctx[i * d + off + e] = acc / sum;
-    }
-  }
-}
 
 int ik_attention_grad(ik_ctx *c, const ir_node *n, double *out) {
   const ir_shape *sx = &ik_arg(c, n, 0)->shape;
@@ -109,7 +88,8 @@ int ik_attention_grad(ik_ctx *c, const ir_node *n, double *out) {
   if (ok) {
     ik_affine(x, wq, bq, BT, d, 3 * d, qkv);
     for (int64_t b = 0; b < B; b++)
-      for (int64_t h = 0; h < H; h++) head_ctx(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d);
+      for (int64_t h = 0; h < H; h++)
+        ik_attend_head(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d);
     mm_tn(ctx, dy, BT, d, d, dwp); /* out = ctx wp + bp */
     colsum(dy, BT, d, dbp);
     mm_nt(dy, wp, BT, d, d, dctx);

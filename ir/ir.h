@@ -33,6 +33,9 @@ char *ar_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2,
 /* Internal errors (bugs, not user errors): print file:line and abort. */
 #define IR_UNREACHABLE(msg) ir_die(__FILE__, __LINE__, msg)
 void ir_die(const char *file, int line, const char *msg) __attribute__((noreturn));
+/* The user-error tier: format a message into msg[0..n) (when msg is non-NULL)
+ * and return -1, so checks read `return ir_fail(msg, n, "...", ...)`. */
+int ir_fail(char *msg, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- ir/dtype.c ---- */
 typedef enum {

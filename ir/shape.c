@@ -62,17 +62,6 @@ int ir_broadcast(const ir_shape *a, const ir_shape *b, ir_shape *out) {
 
 #define SBUF 200 /* holds "bool[" + 8 dims of 20 digits with separators */
 
-static int fail(char *msg, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *msg, size_t n, const char *fmt, ...) {
-  if (msg && n) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, n, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 static const char *opname(const ir_node *n) { return ir_ops[n->op].name; }
 static const ir_node *in_(const ir_graph *g, const ir_node *n, int k) { return &g->nodes[n->in[k]]; }
 static const char *sh(const ir_shape *s, char *buf) { return ir_shape_str(s, buf, SBUF); }
@@ -95,13 +84,13 @@ static void set(ir_node *n, ir_dtype t, const ir_shape *s) {
 static int need_float(const ir_node *n, const ir_node *x, const char *what, char *msg, size_t mn) {
   char b[SBUF];
   if (ir_dtype_is_float(x->dtype)) return 0;
-  return fail(msg, mn, "%s: %s must be floating-point, got %s", opname(n), what, tstr(x, b));
+  return ir_fail(msg, mn, "%s: %s must be floating-point, got %s", opname(n), what, tstr(x, b));
 }
 
 static int need_same_dtype(const ir_node *n, const ir_node *a, const ir_node *b, char *msg,
                            size_t mn) {
   if (a->dtype == b->dtype) return 0;
-  return fail(msg, mn, "%s: dtypes differ: %s vs %s", opname(n), ir_dtype_name(a->dtype),
+  return ir_fail(msg, mn, "%s: dtypes differ: %s vs %s", opname(n), ir_dtype_name(a->dtype),
               ir_dtype_name(b->dtype));
 }
 
@@ -110,17 +99,17 @@ static int need_shape(const ir_node *n, const ir_node *p, const char *what, cons
                       ir_dtype t, char *msg, size_t mn) {
   char b1[SBUF], b2[SBUF];
   if (!ir_shape_eq(&p->shape, want))
-    return fail(msg, mn, "%s: %s must be %s, got %s", opname(n), what, sh(want, b1),
+    return ir_fail(msg, mn, "%s: %s must be %s, got %s", opname(n), what, sh(want, b1),
                 sh(&p->shape, b2));
   if (p->dtype != t)
-    return fail(msg, mn, "%s: %s must be %s, got %s", opname(n), what, ir_dtype_name(t),
+    return ir_fail(msg, mn, "%s: %s must be %s, got %s", opname(n), what, ir_dtype_name(t),
                 ir_dtype_name(p->dtype));
   return 0;
 }
 
 static int need_axis(const ir_node *n, int64_t axis, int rank, char *msg, size_t mn) {
   if (axis >= 0 && axis < rank) return 0;
-  return fail(msg, mn, "%s: axis %lld out of range for rank %d", opname(n), (long long)axis, rank);
+  return ir_fail(msg, mn, "%s: axis %lld out of range for rank %d", opname(n), (long long)axis, rank);
 }
 
 /* ---- leaves ---- */
@@ -130,7 +119,7 @@ int shp_leaf(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   (void)g;
   if (n->op != IR_ARANGE) return 0;
   if (n->attr.n < 1)
-    return fail(msg, mn, "arange: length must be >= 1, got %lld", (long long)n->attr.n);
+    return ir_fail(msg, mn, "arange: length must be >= 1, got %lld", (long long)n->attr.n);
   ir_shape s = shape1(n->attr.n);
   set(n, IR_I32, &s);
   return 0;
@@ -145,7 +134,7 @@ int shp_unary_float(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (ir_ops[n->op].cat == IR_CAT_REDUCE && need_axis(n, n->attr.axis, x->shape.rank, msg, mn))
     return -1;
   if (n->op == IR_DROPOUT && !(n->attr.f >= 0 && n->attr.f < 1))
-    return fail(msg, mn, "dropout: p must be in [0, 1), got %g", n->attr.f);
+    return ir_fail(msg, mn, "dropout: p must be in [0, 1), got %g", n->attr.f);
   set(n, x->dtype, &x->shape);
   return 0;
 }
@@ -155,7 +144,7 @@ int shp_unary_num(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0);
   char b[SBUF];
   if (x->dtype == IR_BOOL)
-    return fail(msg, mn, "%s: input must be numeric, got %s", opname(n), tstr(x, b));
+    return ir_fail(msg, mn, "%s: input must be numeric, got %s", opname(n), tstr(x, b));
   set(n, x->dtype, &x->shape);
   return 0;
 }
@@ -163,7 +152,7 @@ int shp_unary_num(ir_graph *g, ir_node *n, char *msg, size_t mn) {
 int shp_cast(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0);
   if (n->attr.i < 0 || n->attr.i >= IR_NDTYPES)
-    return fail(msg, mn, "cast: unknown target dtype %lld", (long long)n->attr.i);
+    return ir_fail(msg, mn, "cast: unknown target dtype %lld", (long long)n->attr.i);
   set(n, (ir_dtype)n->attr.i, &x->shape);
   return 0;
 }
@@ -174,7 +163,7 @@ int shp_broadcast(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   ir_shape s;
   if (need_same_dtype(n, a, b, msg, mn)) return -1;
   if (ir_broadcast(&a->shape, &b->shape, &s))
-    return fail(msg, mn, "%s: shapes do not broadcast: %s and %s", opname(n), sh(&a->shape, b1),
+    return ir_fail(msg, mn, "%s: shapes do not broadcast: %s and %s", opname(n), sh(&a->shape, b1),
                 sh(&b->shape, b2));
   set(n, a->dtype, &s);
   return 0;
@@ -190,13 +179,13 @@ int shp_matmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_shape *sa = &a->shape, *sb = &b->shape;
   char b1[SBUF], b2[SBUF];
   if (sa->rank < 1 || sb->rank < 1)
-    return fail(msg, mn, "matmul: operands must have rank >= 1, got %s @ %s", sh(sa, b1), sh(sb, b2));
+    return ir_fail(msg, mn, "matmul: operands must have rank >= 1, got %s @ %s", sh(sa, b1), sh(sb, b2));
   if (need_float(n, a, "left operand", msg, mn) || need_float(n, b, "right operand", msg, mn) ||
       need_same_dtype(n, a, b, msg, mn))
     return -1;
   int64_t ka = sa->d[sa->rank - 1], kb = sb->rank == 1 ? sb->d[0] : sb->d[sb->rank - 2];
   if (ka != kb)
-    return fail(msg, mn, "matmul: inner dimensions differ: %s @ %s (%lld vs %lld)", sh(sa, b1),
+    return ir_fail(msg, mn, "matmul: inner dimensions differ: %s @ %s (%lld vs %lld)", sh(sa, b1),
                 sh(sb, b2), (long long)ka, (long long)kb);
   ir_shape ba = {0}, bb = {0}, s;
   ba.rank = sa->rank > 2 ? sa->rank - 2 : 0;
@@ -204,7 +193,7 @@ int shp_matmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   memcpy(ba.d, sa->d, sizeof(int64_t) * (size_t)ba.rank);
   memcpy(bb.d, sb->d, sizeof(int64_t) * (size_t)bb.rank);
   if (ir_broadcast(&ba, &bb, &s))
-    return fail(msg, mn, "matmul: batch dimensions do not broadcast: %s @ %s", sh(sa, b1), sh(sb, b2));
+    return ir_fail(msg, mn, "matmul: batch dimensions do not broadcast: %s @ %s", sh(sa, b1), sh(sb, b2));
   if (sa->rank >= 2) s.d[s.rank++] = sa->d[sa->rank - 2];
   if (sb->rank >= 2) s.d[s.rank++] = sb->d[sb->rank - 1];
   set(n, a->dtype, &s);
@@ -222,9 +211,9 @@ static int64_t window_out(int64_t len, int64_t pad, int64_t pad_hi, int64_t k, i
 
 static int conv_attrs(const ir_node *n, char *msg, size_t mn) {
   if (n->attr.stride < 1)
-    return fail(msg, mn, "conv2d: stride must be >= 1, got %lld", (long long)n->attr.stride);
+    return ir_fail(msg, mn, "conv2d: stride must be >= 1, got %lld", (long long)n->attr.stride);
   if (n->attr.pad < 0 || n->attr.pad_hi < 0)
-    return fail(msg, mn, "conv2d: padding must be >= 0, got %lld and %lld", (long long)n->attr.pad,
+    return ir_fail(msg, mn, "conv2d: padding must be >= 0, got %lld and %lld", (long long)n->attr.pad,
                 (long long)n->attr.pad_hi);
   return 0;
 }
@@ -234,15 +223,15 @@ int shp_conv2d(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_shape *sx = &x->shape, *sw = &w->shape;
   char b1[SBUF], b2[SBUF];
   if (sx->rank != 4)
-    return fail(msg, mn, "conv2d: input must be rank 4 [N, C, H, W], got %s", sh(sx, b1));
+    return ir_fail(msg, mn, "conv2d: input must be rank 4 [N, C, H, W], got %s", sh(sx, b1));
   if (sw->rank != 4)
-    return fail(msg, mn, "conv2d: weight must be rank 4 [O, C, k, k], got %s", sh(sw, b1));
+    return ir_fail(msg, mn, "conv2d: weight must be rank 4 [O, C, k, k], got %s", sh(sw, b1));
   if (need_float(n, x, "input", msg, mn) || need_same_dtype(n, x, w, msg, mn)) return -1;
   if (sw->d[1] != sx->d[1])
-    return fail(msg, mn, "conv2d: channels differ: input %s has %lld, weight %s expects %lld",
+    return ir_fail(msg, mn, "conv2d: channels differ: input %s has %lld, weight %s expects %lld",
                 sh(sx, b1), (long long)sx->d[1], sh(sw, b2), (long long)sw->d[1]);
   if (sw->d[2] != sw->d[3])
-    return fail(msg, mn, "conv2d: kernel must be square, got %lldx%lld", (long long)sw->d[2],
+    return ir_fail(msg, mn, "conv2d: kernel must be square, got %lldx%lld", (long long)sw->d[2],
                 (long long)sw->d[3]);
   if (n->nin == 3) {
     ir_shape want = shape1(sw->d[0]);
@@ -253,7 +242,7 @@ int shp_conv2d(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   int64_t oh = window_out(sx->d[2], n->attr.pad, n->attr.pad_hi, k, n->attr.stride);
   int64_t ow = window_out(sx->d[3], n->attr.pad, n->attr.pad_hi, k, n->attr.stride);
   if (oh < 1 || ow < 1)
-    return fail(msg, mn, "conv2d: kernel %lld does not fit input %lldx%lld padded by %lld+%lld",
+    return ir_fail(msg, mn, "conv2d: kernel %lld does not fit input %lldx%lld padded by %lld+%lld",
                 (long long)k, (long long)sx->d[2], (long long)sx->d[3], (long long)n->attr.pad,
                 (long long)n->attr.pad_hi);
   ir_shape s = {.rank = 4, .d = {sx->d[0], sw->d[0], oh, ow}};
@@ -268,7 +257,7 @@ int shp_reduce(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0);
   char b[SBUF];
   if (x->dtype == IR_BOOL)
-    return fail(msg, mn, "%s: input must be numeric, got %s", opname(n), tstr(x, b));
+    return ir_fail(msg, mn, "%s: input must be numeric, got %s", opname(n), tstr(x, b));
   if (n->op == IR_MEAN && need_float(n, x, "input", msg, mn)) return -1;
   ir_shape s = {0};
   if (n->attr.axis == -1) {
@@ -289,7 +278,7 @@ int shp_layernorm(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0);
   char b[SBUF];
   if (x->shape.rank < 1)
-    return fail(msg, mn, "layernorm: input must have rank >= 1, got %s", tstr(x, b));
+    return ir_fail(msg, mn, "layernorm: input must have rank >= 1, got %s", tstr(x, b));
   if (need_float(n, x, "input", msg, mn)) return -1;
   ir_shape d = shape1(x->shape.d[x->shape.rank - 1]);
   if (need_shape(n, in_(g, n, 1), "weight", &d, x->dtype, msg, mn) ||
@@ -304,15 +293,15 @@ int shp_pool2d(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_shape *sx = &x->shape;
   char b[SBUF];
   if (sx->rank != 4)
-    return fail(msg, mn, "%s: input must be rank 4 [N, C, H, W], got %s", opname(n), sh(sx, b));
+    return ir_fail(msg, mn, "%s: input must be rank 4 [N, C, H, W], got %s", opname(n), sh(sx, b));
   if (need_float(n, x, "input", msg, mn)) return -1;
   if (n->attr.k < 1 || n->attr.stride < 1)
-    return fail(msg, mn, "%s: kernel and stride must be >= 1, got %lld and %lld", opname(n),
+    return ir_fail(msg, mn, "%s: kernel and stride must be >= 1, got %lld and %lld", opname(n),
                 (long long)n->attr.k, (long long)n->attr.stride);
   int64_t oh = window_out(sx->d[2], 0, 0, n->attr.k, n->attr.stride);
   int64_t ow = window_out(sx->d[3], 0, 0, n->attr.k, n->attr.stride);
   if (oh < 1 || ow < 1)
-    return fail(msg, mn, "%s: kernel %lld does not fit input %lldx%lld", opname(n),
+    return ir_fail(msg, mn, "%s: kernel %lld does not fit input %lldx%lld", opname(n),
                 (long long)n->attr.k, (long long)sx->d[2], (long long)sx->d[3]);
   ir_shape s = {.rank = 4, .d = {sx->d[0], sx->d[1], oh, ow}};
   set(n, x->dtype, &s);
@@ -325,14 +314,14 @@ int shp_reshape(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0);
   char b1[SBUF], b2[SBUF];
   if (n->attr.nlist < 0 || n->attr.nlist > IR_MAXDIM)
-    return fail(msg, mn, "reshape: rank must be 0..%d, got %d", IR_MAXDIM, n->attr.nlist);
+    return ir_fail(msg, mn, "reshape: rank must be 0..%d, got %d", IR_MAXDIM, n->attr.nlist);
   ir_shape s = {.rank = n->attr.nlist};
   memcpy(s.d, n->attr.list, sizeof(int64_t) * (size_t)s.rank);
   int64_t have = ir_numel(&x->shape), want = ir_numel(&s);
   if (want < 0)
-    return fail(msg, mn, "reshape: invalid target shape %s", sh(&s, b1));
+    return ir_fail(msg, mn, "reshape: invalid target shape %s", sh(&s, b1));
   if (have != want)
-    return fail(msg, mn, "reshape: cannot reshape %s (%lld elements) into %s (%lld elements)",
+    return ir_fail(msg, mn, "reshape: cannot reshape %s (%lld elements) into %s (%lld elements)",
                 sh(&x->shape, b1), (long long)have, sh(&s, b2), (long long)want);
   set(n, x->dtype, &s);
   return 0;
@@ -356,7 +345,7 @@ int shp_transpose(ir_graph *g, ir_node *n, char *msg, size_t mn) {
     }
   }
   if (!ok)
-    return fail(msg, mn, "transpose: %s is not a permutation of the %d axes of %s", sh(&p, b1), r,
+    return ir_fail(msg, mn, "transpose: %s is not a permutation of the %d axes of %s", sh(&p, b1), r,
                 sh(&x->shape, b2));
   set(n, x->dtype, &s);
   return 0;
@@ -371,15 +360,15 @@ int shp_concat(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   for (int k = 1; k < n->nin; k++) {
     const ir_node *b = in_(g, n, k);
     if (b->dtype != a->dtype)
-      return fail(msg, mn, "concat: dtypes differ: input 0 is %s, input %d is %s",
+      return ir_fail(msg, mn, "concat: dtypes differ: input 0 is %s, input %d is %s",
                   ir_dtype_name(a->dtype), k, ir_dtype_name(b->dtype));
     int same = b->shape.rank == a->shape.rank;
     for (int i = 0; same && i < a->shape.rank; i++) same = i == ax || b->shape.d[i] == a->shape.d[i];
     if (!same)
-      return fail(msg, mn, "concat: input %d %s does not match input 0 %s outside axis %d", k,
+      return ir_fail(msg, mn, "concat: input %d %s does not match input 0 %s outside axis %d", k,
                   sh(&b->shape, b2), sh(&a->shape, b1), ax);
     if (__builtin_add_overflow(s.d[ax], b->shape.d[ax], &s.d[ax]) || s.d[ax] > IR_MAX_ELEMS)
-      return fail(msg, mn, "concat: axis %d grows beyond %lld", ax, (long long)IR_MAX_ELEMS);
+      return ir_fail(msg, mn, "concat: axis %d grows beyond %lld", ax, (long long)IR_MAX_ELEMS);
   }
   set(n, a->dtype, &s);
   return 0;
@@ -390,7 +379,7 @@ int shp_slice(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (need_axis(n, n->attr.axis, x->shape.rank, msg, mn)) return -1;
   int64_t dim = x->shape.d[n->attr.axis], lo = n->attr.start, hi = n->attr.end;
   if (!(lo >= 0 && lo < hi && hi <= dim))
-    return fail(msg, mn, "slice: range %lld:%lld is empty or outside axis %lld of size %lld",
+    return ir_fail(msg, mn, "slice: range %lld:%lld is empty or outside axis %lld of size %lld",
                 (long long)lo, (long long)hi, (long long)n->attr.axis, (long long)dim);
   ir_shape s = x->shape;
   s.d[n->attr.axis] = hi - lo;
@@ -403,12 +392,12 @@ int shp_embedding(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *ids = in_(g, n, 0), *w = in_(g, n, 1);
   char b[SBUF];
   if (!ir_dtype_is_int(ids->dtype) || ids->dtype == IR_BOOL)
-    return fail(msg, mn, "embedding: ids must be integers, got %s", tstr(ids, b));
+    return ir_fail(msg, mn, "embedding: ids must be integers, got %s", tstr(ids, b));
   if (w->shape.rank != 2)
-    return fail(msg, mn, "embedding: weight must be [vocab, dim], got %s", sh(&w->shape, b));
+    return ir_fail(msg, mn, "embedding: weight must be [vocab, dim], got %s", sh(&w->shape, b));
   if (need_float(n, w, "weight", msg, mn)) return -1;
   if (ids->shape.rank >= IR_MAXDIM)
-    return fail(msg, mn, "embedding: ids rank %d leaves no room for the embedding axis",
+    return ir_fail(msg, mn, "embedding: ids rank %d leaves no room for the embedding axis",
                 ids->shape.rank);
   ir_shape s = ids->shape;
   s.d[s.rank++] = w->shape.d[1];
@@ -421,7 +410,7 @@ int shp_embedding(ir_graph *g, ir_node *n, char *msg, size_t mn) {
 static int need_seq(const ir_node *n, const ir_node *x, char *msg, size_t mn) {
   char b[SBUF];
   if (x->shape.rank != 3)
-    return fail(msg, mn, "%s: input must be rank 3 [batch, T, features], got %s", opname(n),
+    return ir_fail(msg, mn, "%s: input must be rank 3 [batch, T, features], got %s", opname(n),
                 sh(&x->shape, b));
   return need_float(n, x, "input", msg, mn);
 }
@@ -431,7 +420,7 @@ int shp_attention(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (need_seq(n, x, msg, mn)) return -1;
   int64_t d = x->shape.d[2], h = n->attr.heads;
   if (h < 1 || d % h != 0)
-    return fail(msg, mn, "attention: model dimension %lld is not divisible by %lld heads",
+    return ir_fail(msg, mn, "attention: model dimension %lld is not divisible by %lld heads",
                 (long long)d, (long long)h);
   ir_shape qkv_w = shape2(d, 3 * d), qkv_b = shape1(3 * d), pw = shape2(d, d), pb = shape1(d);
   if (need_shape(n, in_(g, n, 1), "qkv weight", &qkv_w, x->dtype, msg, mn) ||
@@ -450,7 +439,7 @@ static int shp_recurrent(ir_graph *g, ir_node *n, int gates, int nbias, char *ms
   char b[SBUF];
   if (need_seq(n, x, msg, mn)) return -1;
   if (whh->shape.rank != 2)
-    return fail(msg, mn, "%s: w_hh must be rank 2 [h, %d*h], got %s", opname(n), gates,
+    return ir_fail(msg, mn, "%s: w_hh must be rank 2 [h, %d*h], got %s", opname(n), gates,
                 sh(&whh->shape, b));
   int64_t h = whh->shape.d[0], gh = gates * h; /* h <= 2^40: no overflow */
   ir_shape w_ih = shape2(x->shape.d[2], gh), w_hh = shape2(h, gh), bias = shape1(gh);
@@ -482,18 +471,18 @@ int shp_cross_entropy(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *lg = in_(g, n, 0), *lb = in_(g, n, 1);
   char b1[SBUF], b2[SBUF], b3[SBUF];
   if (lg->shape.rank < 1)
-    return fail(msg, mn, "cross_entropy: logits must have rank >= 1 [..., classes], got %s",
+    return ir_fail(msg, mn, "cross_entropy: logits must have rank >= 1 [..., classes], got %s",
                 tstr(lg, b1));
   if (need_float(n, lg, "logits", msg, mn)) return -1;
   if (!ir_dtype_is_int(lb->dtype) || lb->dtype == IR_BOOL)
-    return fail(msg, mn, "cross_entropy: labels must be integers, got %s", tstr(lb, b1));
+    return ir_fail(msg, mn, "cross_entropy: labels must be integers, got %s", tstr(lb, b1));
   ir_shape want = lg->shape;
   want.rank--;
   if (!ir_shape_eq(&lb->shape, &want))
-    return fail(msg, mn, "cross_entropy: labels must have shape %s for logits %s, got %s",
+    return ir_fail(msg, mn, "cross_entropy: labels must have shape %s for logits %s, got %s",
                 sh(&want, b1), sh(&lg->shape, b2), sh(&lb->shape, b3));
   if (!(n->attr.f >= 0 && n->attr.f <= 1))
-    return fail(msg, mn, "cross_entropy: label smoothing must be in [0, 1], got %g", n->attr.f);
+    return ir_fail(msg, mn, "cross_entropy: label smoothing must be in [0, 1], got %g", n->attr.f);
   ir_shape s = {0};
   set(n, IR_F32, &s);
   return 0;
@@ -505,7 +494,7 @@ int shp_pair_loss(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   char b1[SBUF], b2[SBUF];
   if (need_float(n, a, "prediction", msg, mn) || need_same_dtype(n, a, b, msg, mn)) return -1;
   if (!ir_shape_eq(&a->shape, &b->shape))
-    return fail(msg, mn, "%s: shapes differ: %s vs %s", opname(n), sh(&a->shape, b1),
+    return ir_fail(msg, mn, "%s: shapes differ: %s vs %s", opname(n), sh(&a->shape, b1),
                 sh(&b->shape, b2));
   ir_shape s = {0};
   set(n, IR_F32, &s);

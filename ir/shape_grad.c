@@ -12,17 +12,6 @@
 
 #define SBUF 200
 
-static int fail(char *msg, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *msg, size_t n, const char *fmt, ...) {
-  if (msg && n) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, n, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 static const char *opname(const ir_node *n) { return ir_ops[n->op].name; }
 static const ir_node *in_(const ir_graph *g, const ir_node *n, int k) { return &g->nodes[n->in[k]]; }
 static const char *sh(const ir_shape *s, char *buf) { return ir_shape_str(s, buf, SBUF); }
@@ -35,18 +24,18 @@ static void set(ir_node *n, ir_dtype t, const ir_shape *s) {
 /* attr.list as a shape (rank checked) */
 static int list_shape(const ir_node *n, ir_shape *s, char *msg, size_t mn) {
   if (n->attr.nlist < 0 || n->attr.nlist > IR_MAXDIM)
-    return fail(msg, mn, "%s: target rank must be 0..%d, got %d", opname(n), IR_MAXDIM, n->attr.nlist);
+    return ir_fail(msg, mn, "%s: target rank must be 0..%d, got %d", opname(n), IR_MAXDIM, n->attr.nlist);
   memset(s, 0, sizeof *s);
   s->rank = n->attr.nlist;
   memcpy(s->d, n->attr.list, sizeof(int64_t) * (size_t)s->rank);
   char b[SBUF];
-  if (ir_numel(s) < 1) return fail(msg, mn, "%s: invalid target shape %s", opname(n), sh(s, b));
+  if (ir_numel(s) < 1) return ir_fail(msg, mn, "%s: invalid target shape %s", opname(n), sh(s, b));
   return 0;
 }
 
 static int need_float(const ir_node *n, const ir_node *x, const char *what, char *msg, size_t mn) {
   if (ir_dtype_is_float(x->dtype)) return 0;
-  return fail(msg, mn, "%s: %s must be floating-point, got %s", opname(n), what, ir_dtype_name(x->dtype));
+  return ir_fail(msg, mn, "%s: %s must be floating-point, got %s", opname(n), what, ir_dtype_name(x->dtype));
 }
 
 /* a must have exactly shape s and dtype t */
@@ -54,9 +43,9 @@ static int need(const ir_node *n, const ir_node *a, const char *what, const ir_s
                 char *msg, size_t mn) {
   char b1[SBUF], b2[SBUF];
   if (!ir_shape_eq(&a->shape, s))
-    return fail(msg, mn, "%s: %s must be %s, got %s", opname(n), what, sh(s, b1), sh(&a->shape, b2));
+    return ir_fail(msg, mn, "%s: %s must be %s, got %s", opname(n), what, sh(s, b1), sh(&a->shape, b2));
   if (a->dtype != t)
-    return fail(msg, mn, "%s: %s must be %s, got %s", opname(n), what, ir_dtype_name(t),
+    return ir_fail(msg, mn, "%s: %s must be %s, got %s", opname(n), what, ir_dtype_name(t),
                 ir_dtype_name(a->dtype));
   return 0;
 }
@@ -64,7 +53,7 @@ static int need(const ir_node *n, const ir_node *a, const char *what, const ir_s
 static int need_scalar(const ir_node *n, const ir_node *a, char *msg, size_t mn) {
   char b[SBUF];
   if (a->shape.rank == 0 && ir_dtype_is_float(a->dtype)) return 0;
-  return fail(msg, mn, "%s: the loss gradient must be a float scalar, got %s%s", opname(n),
+  return ir_fail(msg, mn, "%s: the loss gradient must be a float scalar, got %s%s", opname(n),
               ir_dtype_name(a->dtype), sh(&a->shape, b));
 }
 
@@ -76,7 +65,7 @@ int shp_sum_to(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   char b1[SBUF], b2[SBUF];
   if (list_shape(n, &t, msg, mn) || need_float(n, x, "input", msg, mn)) return -1;
   if (ir_broadcast(&t, &x->shape, &b) || !ir_shape_eq(&b, &x->shape))
-    return fail(msg, mn, "sum_to: %s does not broadcast to the input %s", sh(&t, b1), sh(&x->shape, b2));
+    return ir_fail(msg, mn, "sum_to: %s does not broadcast to the input %s", sh(&t, b1), sh(&x->shape, b2));
   set(n, x->dtype, &t);
   return 0;
 }
@@ -87,7 +76,7 @@ int shp_broadcast_to(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   char b1[SBUF], b2[SBUF];
   if (list_shape(n, &t, msg, mn) || need_float(n, x, "input", msg, mn)) return -1;
   if (ir_broadcast(&x->shape, &t, &b) || !ir_shape_eq(&b, &t))
-    return fail(msg, mn, "broadcast_to: input %s does not broadcast to %s", sh(&x->shape, b1), sh(&t, b2));
+    return ir_fail(msg, mn, "broadcast_to: input %s does not broadcast to %s", sh(&x->shape, b1), sh(&t, b2));
   set(n, x->dtype, &t);
   return 0;
 }
@@ -98,7 +87,7 @@ int shp_unary_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0), *dy = in_(g, n, 1);
   int64_t op = n->attr.i;
   if (op < 0 || op >= IR_NOPS || ir_ops[op].cat != IR_CAT_UNARY || op == IR_CAST)
-    return fail(msg, mn, "unary_grad: attribute i = %lld is not a differentiable unary op", (long long)op);
+    return ir_fail(msg, mn, "unary_grad: attribute i = %lld is not a differentiable unary op", (long long)op);
   if (need_float(n, x, "input", msg, mn) || need(n, dy, "dy", &x->shape, x->dtype, msg, mn)) return -1;
   set(n, x->dtype, &x->shape);
   return 0;
@@ -108,7 +97,7 @@ int shp_softmax_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *y = in_(g, n, 0), *dy = in_(g, n, 1);
   if (need_float(n, y, "y", msg, mn) || need(n, dy, "dy", &y->shape, y->dtype, msg, mn)) return -1;
   if (n->attr.axis < 0 || n->attr.axis >= y->shape.rank)
-    return fail(msg, mn, "%s: axis %lld out of range for rank %d", opname(n), (long long)n->attr.axis,
+    return ir_fail(msg, mn, "%s: axis %lld out of range for rank %d", opname(n), (long long)n->attr.axis,
                 y->shape.rank);
   set(n, y->dtype, &y->shape);
   return 0;
@@ -123,7 +112,7 @@ static int reduced(const ir_node *n, const ir_shape *x, ir_shape *s, char *msg, 
     return 0;
   }
   if (n->attr.axis < 0 || n->attr.axis >= x->rank)
-    return fail(msg, mn, "%s: axis %lld out of range for rank %d", opname(n), (long long)n->attr.axis, x->rank);
+    return ir_fail(msg, mn, "%s: axis %lld out of range for rank %d", opname(n), (long long)n->attr.axis, x->rank);
   for (int i = 0; i < x->rank; i++) {
     if (i != n->attr.axis) s->d[s->rank++] = x->d[i];
     else if (n->attr.keepdims) s->d[s->rank++] = 1;
@@ -143,13 +132,13 @@ int shp_max_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
 
 int shp_layernorm_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0), *w = in_(g, n, 1), *dy = in_(g, n, 2);
-  if (x->shape.rank < 1) return fail(msg, mn, "layernorm_grad: input must have rank >= 1");
+  if (x->shape.rank < 1) return ir_fail(msg, mn, "layernorm_grad: input must have rank >= 1");
   ir_shape d = {.rank = 1, .d = {x->shape.d[x->shape.rank - 1]}};
   if (need_float(n, x, "input", msg, mn) || need(n, w, "weight", &d, x->dtype, msg, mn) ||
       need(n, dy, "dy", &x->shape, x->dtype, msg, mn))
     return -1;
   if (n->attr.i != 0 && n->attr.i != 1)
-    return fail(msg, mn, "layernorm_grad: i must be 0 (dx) or 1 (dw), got %lld", (long long)n->attr.i);
+    return ir_fail(msg, mn, "layernorm_grad: i must be 0 (dx) or 1 (dw), got %lld", (long long)n->attr.i);
   set(n, x->dtype, n->attr.i ? &d : &x->shape);
   return 0;
 }
@@ -167,13 +156,13 @@ static int conv_fits(const ir_node *n, const ir_shape *x, const ir_shape *w, con
                      size_t mn) {
   char b1[SBUF], b2[SBUF];
   if (x->rank != 4 || w->rank != 4 || w->d[1] != x->d[1] || w->d[2] != w->d[3])
-    return fail(msg, mn, "%s: input %s and weight %s do not fit a conv2d", opname(n), sh(x, b1), sh(w, b2));
+    return ir_fail(msg, mn, "%s: input %s and weight %s do not fit a conv2d", opname(n), sh(x, b1), sh(w, b2));
   if (n->attr.pad < 0 || n->attr.pad_hi < 0 || n->attr.pad > 1 << 20 || n->attr.pad_hi > 1 << 20)
-    return fail(msg, mn, "%s: invalid padding", opname(n));
+    return ir_fail(msg, mn, "%s: invalid padding", opname(n));
   int64_t oh = window_out(x->d[2], n->attr.pad, n->attr.pad_hi, w->d[2], n->attr.stride);
   int64_t ow = window_out(x->d[3], n->attr.pad, n->attr.pad_hi, w->d[2], n->attr.stride);
   ir_shape o = {.rank = 4, .d = {x->d[0], w->d[0], oh, ow}};
-  if (oh < 1 || ow < 1) return fail(msg, mn, "%s: the kernel does not fit the input", opname(n));
+  if (oh < 1 || ow < 1) return ir_fail(msg, mn, "%s: the kernel does not fit the input", opname(n));
   return need(n, dy, "dy", &o, dy->dtype, msg, mn) || need_float(n, dy, "dy", msg, mn);
 }
 
@@ -201,11 +190,11 @@ int shp_pool2d_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0), *dy = in_(g, n, 1);
   const ir_shape *sx = &x->shape;
   if (n->attr.i != IR_MAXPOOL2D && n->attr.i != IR_AVGPOOL2D)
-    return fail(msg, mn, "pool2d_grad: i must name maxpool2d or avgpool2d");
-  if (sx->rank != 4 || need_float(n, x, "input", msg, mn)) return fail(msg, mn, "pool2d_grad: input must be rank 4");
+    return ir_fail(msg, mn, "pool2d_grad: i must name maxpool2d or avgpool2d");
+  if (sx->rank != 4 || need_float(n, x, "input", msg, mn)) return ir_fail(msg, mn, "pool2d_grad: input must be rank 4");
   int64_t oh = window_out(sx->d[2], 0, 0, n->attr.k, n->attr.stride);
   int64_t ow = window_out(sx->d[3], 0, 0, n->attr.k, n->attr.stride);
-  if (n->attr.k < 1 || oh < 1 || ow < 1) return fail(msg, mn, "pool2d_grad: the window does not fit the input");
+  if (n->attr.k < 1 || oh < 1 || ow < 1) return ir_fail(msg, mn, "pool2d_grad: the window does not fit the input");
   ir_shape o = {.rank = 4, .d = {sx->d[0], sx->d[1], oh, ow}};
   if (need(n, dy, "dy", &o, x->dtype, msg, mn)) return -1;
   set(n, x->dtype, sx);
@@ -219,7 +208,7 @@ int shp_embedding_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   ir_shape w, want;
   if (list_shape(n, &w, msg, mn)) return -1;
   if (!ir_dtype_is_int(ids->dtype) || ids->dtype == IR_BOOL || w.rank != 2 || ids->shape.rank >= IR_MAXDIM)
-    return fail(msg, mn, "embedding_grad: needs integer ids and a [V, D] target");
+    return ir_fail(msg, mn, "embedding_grad: needs integer ids and a [V, D] target");
   want = ids->shape;
   want.d[want.rank++] = w.d[1];
   if (need_float(n, dy, "dy", msg, mn) || need(n, dy, "dy", &want, dy->dtype, msg, mn)) return -1;
@@ -233,7 +222,7 @@ int shp_slice_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (list_shape(n, &x, msg, mn)) return -1;
   int64_t ax = n->attr.axis;
   if (ax < 0 || ax >= x.rank || !(n->attr.start >= 0 && n->attr.start < n->attr.end && n->attr.end <= x.d[ax]))
-    return fail(msg, mn, "slice_grad: invalid axis or range");
+    return ir_fail(msg, mn, "slice_grad: invalid axis or range");
   ir_shape want = x;
   want.d[ax] = n->attr.end - n->attr.start;
   if (need(n, dy, "dy", &want, dy->dtype, msg, mn)) return -1;
@@ -243,11 +232,11 @@ int shp_slice_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
 
 int shp_cross_entropy_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *lg = in_(g, n, 0), *lb = in_(g, n, 1), *dl = in_(g, n, 2);
-  if (lg->shape.rank < 1 || need_float(n, lg, "logits", msg, mn)) return fail(msg, mn, "cross_entropy_grad: bad logits");
+  if (lg->shape.rank < 1 || need_float(n, lg, "logits", msg, mn)) return ir_fail(msg, mn, "cross_entropy_grad: bad logits");
   ir_shape want = lg->shape;
   want.rank--;
   if (!ir_dtype_is_int(lb->dtype) || lb->dtype == IR_BOOL || !ir_shape_eq(&lb->shape, &want))
-    return fail(msg, mn, "cross_entropy_grad: labels must be integers shaped like the logits without classes");
+    return ir_fail(msg, mn, "cross_entropy_grad: labels must be integers shaped like the logits without classes");
   if (need_scalar(n, dl, msg, mn)) return -1;
   set(n, lg->dtype, &lg->shape);
   return 0;

@@ -35,17 +35,6 @@ static const char *const level_table[PM_MAX_LEVEL + 1] = {
   [3] = "constfold,simplify,cse,constfold,simplify,cse,dce",
 };
 
-static int fail(char *msg, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *msg, size_t n, const char *fmt, ...) {
-  if (msg && n) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, n, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 static const pm_pass *find_pass(const char *name, size_t len) {
   for (size_t i = 0; i < sizeof pass_table / sizeof pass_table[0]; i++)
     if (strlen(pass_table[i].name) == len && !strncmp(pass_table[i].name, name, len)) return &pass_table[i];
@@ -60,7 +49,7 @@ static int unknown_pass(const char *name, size_t len, char *msg, size_t mn) {
   char known[256] = "";
   for (size_t i = 0; i < sizeof pass_table / sizeof pass_table[0]; i++)
     snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", pass_table[i].name);
-  return fail(msg, mn, "unknown pass '%.*s' (known passes: %s)", (int)len, name, known);
+  return ir_fail(msg, mn, "unknown pass '%.*s' (known passes: %s)", (int)len, name, known);
 }
 
 void pm_graph_cost(const ir_graph *g, pm_cost *c) {
@@ -89,10 +78,10 @@ static int dump(const ir_graph *g, const char *dir, int step, const char *pass, 
     char path[4096];
     snprintf(path, sizeof path, "%s/%02d-%s.%s", dir, step, pass, ext[k]);
     FILE *f = fopen(path, "w");
-    if (!f) return fail(msg, mn, "--dump-dir: cannot write '%s': %s", path, strerror(errno));
+    if (!f) return ir_fail(msg, mn, "--dump-dir: cannot write '%s': %s", path, strerror(errno));
     if (k == 0) ir_print(g, f);
     else ir_dot(g, f);
-    if (fclose(f) != 0) return fail(msg, mn, "--dump-dir: cannot write '%s': %s", path, strerror(errno));
+    if (fclose(f) != 0) return ir_fail(msg, mn, "--dump-dir: cannot write '%s': %s", path, strerror(errno));
   }
   return 0;
 }
@@ -114,9 +103,9 @@ static int run_one(ir_graph *g, const pm_options *o, const pm_pass *ps, int step
   double t0 = now_ms();
   int changes = ps->run(g, why, sizeof why);
   double ms = now_ms() - t0;
-  if (changes < 0) return fail(msg, mn, "internal error: pass '%s' failed: %s", ps->name, why);
+  if (changes < 0) return ir_fail(msg, mn, "internal error: pass '%s' failed: %s", ps->name, why);
   if (o->verify && ir_verify(g, why, sizeof why))
-    return fail(msg, mn, "internal error: the graph does not verify after pass '%s': %s", ps->name, why);
+    return ir_fail(msg, mn, "internal error: the graph does not verify after pass '%s': %s", ps->name, why);
   if (o->time_passes)
     fprintf(log, "pass %-10s %8.3f ms  %4d rewrites, %d nodes\n", ps->name, ms, changes, g->nnodes);
   if (o->print_after && !strcmp(o->print_after, ps->name)) {
@@ -128,12 +117,12 @@ static int run_one(ir_graph *g, const pm_options *o, const pm_pass *ps, int step
 
 int pm_run(ir_graph *g, const pm_options *o, pm_cost *before, pm_cost *after, char *msg, size_t mn) {
   const char *list = o->passes ? o->passes : pm_level_passes(o->level);
-  if (!list) return fail(msg, mn, "unknown optimisation level -O%d (expected -O0 to -O%d)", o->level, PM_MAX_LEVEL);
+  if (!list) return ir_fail(msg, mn, "unknown optimisation level -O%d (expected -O0 to -O%d)", o->level, PM_MAX_LEVEL);
   if (check_names(list, o->print_after, msg, mn)) return -1;
   if (before) pm_graph_cost(g, before);
   FILE *log = o->log ? o->log : stderr;
   if (o->dump_dir && mkdir(o->dump_dir, 0777) != 0 && errno != EEXIST)
-    return fail(msg, mn, "--dump-dir: cannot create '%s': %s", o->dump_dir, strerror(errno));
+    return ir_fail(msg, mn, "--dump-dir: cannot create '%s': %s", o->dump_dir, strerror(errno));
   if (o->dump_dir && dump(g, o->dump_dir, 0, "input", msg, mn)) return -1;
   double t0 = now_ms();
   int step = 1;

@@ -7,17 +7,6 @@
 
 #include "passes/passes.h"
 
-static int fail(char *msg, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *msg, size_t n, const char *fmt, ...) {
-  if (msg && n) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, n, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 int *rw_identity(ir_graph *g) {
   int *r = ar_alloc(g->A, sizeof(int) * (size_t)(g->nnodes + 1));
   for (int i = 0; i < g->nnodes; i++) r[i] = i;
@@ -54,7 +43,7 @@ static int mapped(const int *repl, const int *newid, int id) {
 static int remap_ref(const int *repl, const int *newid, int *ref, const char *what, char *msg, size_t mn) {
   if (*ref < 0) return 0;
   int to = mapped(repl, newid, *ref);
-  if (to < 0) return fail(msg, mn, "rewrite: %s names node %d, which was dropped", what, *ref);
+  if (to < 0) return ir_fail(msg, mn, "rewrite: %s names node %d, which was dropped", what, *ref);
   *ref = to;
   return 0;
 }
@@ -81,10 +70,10 @@ int rw_rebuild(ir_graph *g, const int *repl, char *msg, size_t mn) {
     int leaf_iface = old->op == IR_INPUT || old->op == IR_PARAM;
     newid[i] = -1;
     if (leaf_iface && repl[i] != i)
-      return fail(msg, mn, "rewrite: node %d (%s '%s') is part of the program's interface and must stay", i,
+      return ir_fail(msg, mn, "rewrite: node %d (%s '%s') is part of the program's interface and must stay", i,
                   ir_ops[old->op].name, old->name ? old->name : "?");
     if (repl[i] != i && repl[i] != -1 && (repl[i] < 0 || repl[i] > i))
-      return fail(msg, mn, "rewrite: node %d (%s) maps to %d, not an earlier node", i, ir_ops[old->op].name,
+      return ir_fail(msg, mn, "rewrite: node %d (%s) maps to %d, not an earlier node", i, ir_ops[old->op].name,
                   repl[i]);
     if (repl[i] != i) continue;
     ir_node *nw = &nodes[m];
@@ -93,7 +82,7 @@ int rw_rebuild(ir_graph *g, const int *repl, char *msg, size_t mn) {
     for (int k = 0; k < old->nin; k++) {
       nw->in[k] = mapped(repl, newid, old->in[k]);
       if (nw->in[k] < 0)
-        return fail(msg, mn, "rewrite: node %d (%s) reads node %d, which was dropped", i, ir_ops[old->op].name,
+        return ir_fail(msg, mn, "rewrite: node %d (%s) reads node %d, which was dropped", i, ir_ops[old->op].name,
                     old->in[k]);
     }
     newid[i] = m++;

@@ -62,21 +62,10 @@ static double now_ms(void) {
   return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
-static int fail(char *msg, size_t msgn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *msg, size_t msgn, const char *fmt, ...) {
-  if (msg && msgn) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msgn, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 /* Consume an LLVMErrorRef into msg. */
 static int llvm_fail(LLVMErrorRef e, char *msg, size_t msgn, const char *what) {
   char *s = LLVMGetErrorMessage(e);
-  fail(msg, msgn, "llvm backend: %s: %s", what, s ? s : "?");
+  ir_fail(msg, msgn, "llvm backend: %s: %s", what, s ? s : "?");
   LLVMDisposeErrorMessage(s);
   return -1;
 }
@@ -87,7 +76,7 @@ static int cg_init_llvm(char *msg, size_t msgn) {
     done = 1;
     ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter();
   }
-  return ok ? 0 : fail(msg, msgn, "llvm backend: this host's CPU is not supported by the LLVM build");
+  return ok ? 0 : ir_fail(msg, msgn, "llvm backend: this host's CPU is not supported by the LLVM build");
 }
 
 /* ---- fusion: a matrix product and the elementwise chain after it ----
@@ -420,7 +409,7 @@ static LLVMTargetMachineRef host_tm(char *triple, const char *cpu, const char *f
   LLVMTargetRef T;
   char *e = NULL;
   if (LLVMGetTargetFromTriple(triple, &T, &e)) {
-    fail(msg, msgn, "llvm backend: no target for %s: %s", triple, e ? e : "?");
+    ir_fail(msg, msgn, "llvm backend: no target for %s: %s", triple, e ? e : "?");
     LLVMDisposeMessage(e);
     return NULL;
   }
@@ -431,7 +420,7 @@ static LLVMTargetMachineRef host_tm(char *triple, const char *cpu, const char *f
 static int verify(LLVMModuleRef M, char *msg, size_t msgn) {
   char *vmsg = NULL;
   if (LLVMVerifyModule(M, LLVMReturnStatusAction, &vmsg)) {
-    fail(msg, msgn, "llvm backend: internal error: invalid module: %.400s", vmsg ? vmsg : "?");
+    ir_fail(msg, msgn, "llvm backend: internal error: invalid module: %.400s", vmsg ? vmsg : "?");
     LLVMDisposeMessage(vmsg);
     return -1;
   }
@@ -510,7 +499,7 @@ static int emit_object(cg_program *p, LLVMTargetMachineRef tm, LLVMModuleRef M, 
   double t0 = now_ms();
   char *e = NULL;
   if (LLVMTargetMachineEmitToMemoryBuffer(tm, M, LLVMObjectFile, &e, obj)) {
-    fail(msg, msgn, "llvm backend: code generation: %s", e ? e : "?");
+    ir_fail(msg, msgn, "llvm backend: code generation: %s", e ? e : "?");
     LLVMDisposeMessage(e);
     return -1;
   }
@@ -576,11 +565,11 @@ static int check_graph(const ir_graph *g, char *msg, size_t msgn) {
     const ir_node *n = &g->nodes[i];
     const char *why = cg_unsupported(g, n);
     if (why)
-      return fail(msg, msgn, "%s:%d:%d: error: llvm backend cannot compile '%s': %s", n->loc.file ? n->loc.file : "<graph>",
+      return ir_fail(msg, msgn, "%s:%d:%d: error: llvm backend cannot compile '%s': %s", n->loc.file ? n->loc.file : "<graph>",
                   n->loc.line, n->loc.col, n->op >= 0 && n->op < IR_NOPS ? ir_ops[n->op].name : "?", why);
   }
   for (int j = 0; j < g->nparams; j++)
-    if (g->params[j].dtype != IR_F32) return fail(msg, msgn, "llvm backend: parameter '%s' is not f32", g->params[j].name);
+    if (g->params[j].dtype != IR_F32) return ir_fail(msg, msgn, "llvm backend: parameter '%s' is not f32", g->params[j].name);
   return 0;
 }
 
@@ -635,7 +624,7 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
     p = NULL;
   }
   if (!p) {
-    fail(msg, msgn, "llvm backend: out of memory");
+    ir_fail(msg, msgn, "llvm backend: out of memory");
     return NULL;
   }
   arena A;
@@ -646,7 +635,7 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   if (!p->arena || !p->consts) {
     ar_free(&A);
     cg_free(p);
-    fail(msg, msgn, "llvm backend: out of memory for the activation arena");
+    ir_fail(msg, msgn, "llvm backend: out of memory for the activation arena");
     return NULL;
   }
   fill_consts(p, g);
@@ -729,7 +718,7 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
   if (loss && p->loss >= 0) *loss = *(const float *)p->bufs[p->loss];
   static const char *const why[] = {"", "an embedding id is out of range", "a label is out of range for the classes",
                                     "integer division by zero"};
-  if (err) return fail(msg, msgn, "run: %s", err > 0 && err < 4 ? why[err] : "bad data");
+  if (err) return ir_fail(msg, msgn, "run: %s", err > 0 && err < 4 ? why[err] : "bad data");
   return 0;
 }
 
