@@ -199,7 +199,7 @@ static int write_file(const char *path, const void *data, size_t n) {
 
 /* manifest.txt, params.bin (the weights, not the state), x.bin, y.bin */
 static int export_case(const char *dir, const pcase *c, const lathe_program *p, const batches *b) {
-  char path[512];
+  char path[8192];
   snprintf(path, sizeof path, "%s/manifest.txt", dir);
   FILE *f = fopen(path, "w");
   if (!f) return -1;
@@ -233,7 +233,7 @@ static int k_bias(const char *name, int64_t e, int64_t n) {
 }
 
 static double compare(const char *dir, const lathe_program *p, const char *what, double lr) {
-  char path[512];
+  char path[8192];
   snprintf(path, sizeof path, "%s/torch.bin", dir);
   FILE *f = fopen(path, "rb");
   CHECK_MSG(f != NULL, "%s: no PyTorch result", what);

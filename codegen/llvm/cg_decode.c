@@ -16,9 +16,6 @@
 enum { DEC_ERR_POS = 5 }; /* reported by cg_run as "bad data" */
 
 static V addi(cg_k *k, V a, V b) { return LLVMBuildAdd(BLD, a, b, ""); }
-static V muli(cg_k *k, V a, int64_t c) { return LLVMBuildMul(BLD, a, ci(k, c), ""); }
-static V fadd(cg_k *k, V a, V b) { return LLVMBuildFAdd(BLD, a, b, ""); }
-static V fmul(cg_k *k, V a, V b) { return LLVMBuildFMul(BLD, a, b, ""); }
 
 /* The position (input a, an integer scalar), clamped into [0, T) with the
  * error word set when it was outside: the kernels never index out of bounds. */
@@ -34,19 +31,19 @@ static void e_kv_write(cg_k *k) {
   int64_t T = k->n->shape.d[0], d = k->n->shape.d[1];
   V pos = cache_pos(k, 3, T);
   CG_FOR(k, i, ci(k, 0), ci(k, T * d)) cg_st(k, 0, i.iv, cg_ldf(k, 1, i.iv));
-  V base = muli(k, pos, d);
+  V base = cg_muli(k, pos, d);
   CG_FOR(k, e, ci(k, 0), ci(k, d)) cg_st(k, 0, addi(k, base, e.iv), cg_ldf(k, 2, e.iv));
 }
 
 /* q_h . k_jh * scale (f32, in order e = 0..hd-1) */
 static V score(cg_k *k, V off, V j, int64_t d, int64_t hd, V scale) {
   V acc = cg_var(k, k->m->f32, cf(k, 0));
-  V row = addi(k, muli(k, j, d), off);
+  V row = addi(k, cg_muli(k, j, d), off);
   CG_FOR(k, e, ci(k, 0), ci(k, hd)) {
-    V qk = fmul(k, cg_ldf(k, 1, addi(k, off, e.iv)), cg_ldf(k, 2, addi(k, row, e.iv)));
-    cg_set(k, acc, fadd(k, cg_get(k, acc, k->m->f32), qk));
+    V qk = cg_fmul(k, cg_ldf(k, 1, addi(k, off, e.iv)), cg_ldf(k, 2, addi(k, row, e.iv)));
+    cg_set(k, acc, cg_fadd(k, cg_get(k, acc, k->m->f32), qk));
   }
-  return fmul(k, cg_get(k, acc, k->m->f32), scale);
+  return cg_fmul(k, cg_get(k, acc, k->m->f32), scale);
 }
 
 /* Per head, two passes over rows 0..pos as the reference does: the maximum
@@ -59,18 +56,18 @@ static void e_attention_decode(cg_k *k) {
   V pos = cache_pos(k, 4, T), n = addi(k, pos, ci(k, 1));
   V scale = cf(k, 1.0 / sqrt((double)hd));
   CG_FOR(k, h, ci(k, 0), ci(k, H)) {
-    V off = muli(k, h.iv, hd);
+    V off = cg_muli(k, h.iv, hd);
     V mx = cg_var(k, f, cf(k, -INFINITY)), sum = cg_var(k, f, cf(k, 0));
     CG_FOR(k, j, ci(k, 0), n) cg_set(k, mx, cg_fmax_nan(k, cg_get(k, mx, f), score(k, off, j.iv, d, hd, scale)));
     CG_FOR(k, e, ci(k, 0), ci(k, hd)) cg_st(k, 0, addi(k, off, e.iv), cf(k, 0));
     CG_FOR(k, j, ci(k, 0), n) {
       V s = LLVMBuildFSub(BLD, score(k, off, j.iv, d, hd, scale), cg_get(k, mx, f), "");
       V p = cg_exp(k, s);
-      cg_set(k, sum, fadd(k, cg_get(k, sum, f), p));
-      V row = addi(k, muli(k, j.iv, d), off);
+      cg_set(k, sum, cg_fadd(k, cg_get(k, sum, f), p));
+      V row = addi(k, cg_muli(k, j.iv, d), off);
       CG_FOR(k, e, ci(k, 0), ci(k, hd)) {
         V o = addi(k, off, e.iv);
-        cg_st(k, 0, o, fadd(k, cg_ldf(k, 0, o), fmul(k, p, cg_ldf(k, 3, addi(k, row, e.iv)))));
+        cg_st(k, 0, o, cg_fadd(k, cg_ldf(k, 0, o), cg_fmul(k, p, cg_ldf(k, 3, addi(k, row, e.iv)))));
       }
     }
     V total = cg_get(k, sum, f);

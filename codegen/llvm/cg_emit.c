@@ -194,8 +194,6 @@ V cg_intr(cg_k *k, const char *name, V *args, unsigned n) {
 }
 V cg_fabs(cg_k *k, V x) { return cg_intr(k, "llvm.fabs", &x, 1); }
 
-static V sel(cg_k *k, V c, V a, V b) { return LLVMBuildSelect(k->B, c, a, b, ""); }
-static V fcmp(cg_k *k, LLVMRealPredicate p, V a, V b) { return LLVMBuildFCmp(k->B, p, a, b, ""); }
 static V fm(cg_k *k, V a, V b) { return LLVMBuildFMul(k->B, a, b, ""); }
 static V fa(cg_k *k, V a, V b) { return LLVMBuildFAdd(k->B, a, b, ""); }
 
@@ -211,11 +209,11 @@ V cg_exp(cg_k *k, V x) {
                              4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
   LLVMBuilderRef B = k->B;
   LLVMTypeRef ity = cg_int_like(k, LLVMTypeOf(x));
-  V nan = fcmp(k, LLVMRealUNO, x, x);
+  V nan = cg_fcmp(k, LLVMRealUNO, x, x);
   /* clamp to where the result is inf or 0 anyway; NaN lanes compute on 0 */
-  V c = sel(k, fcmp(k, LLVMRealOGT, x, cfl(k, x, 89.0)), cfl(k, x, 89.0), x);
-  c = sel(k, fcmp(k, LLVMRealOLT, c, cfl(k, x, -104.0)), cfl(k, x, -104.0), c);
-  c = sel(k, nan, cfl(k, x, 0.0), c);
+  V c = cg_sel(k, cg_fcmp(k, LLVMRealOGT, x, cfl(k, x, 89.0)), cfl(k, x, 89.0), x);
+  c = cg_sel(k, cg_fcmp(k, LLVMRealOLT, c, cfl(k, x, -104.0)), cfl(k, x, -104.0), c);
+  c = cg_sel(k, nan, cfl(k, x, 0.0), c);
   V t = fa(k, fm(k, c, cfl(k, x, 1.44269504088896341)), cfl(k, x, 0.5));
   V n = cg_intr(k, "llvm.floor", &t, 1);
   V r = LLVMBuildFSub(B, c, fm(k, n, cfl(k, x, 0.693359375)), "");
@@ -228,7 +226,7 @@ V cg_exp(cg_k *k, V x) {
                           LLVMTypeOf(x), "");
   V s2 = LLVMBuildBitCast(B, LLVMBuildShl(B, LLVMBuildAdd(B, n2, cil(k, ity, 127), ""), cil(k, ity, 23), ""),
                           LLVMTypeOf(x), "");
-  return sel(k, nan, x, fm(k, fm(k, p, s1), s2));
+  return cg_sel(k, nan, x, fm(k, fm(k, p, s1), s2));
 }
 
 V cg_log(cg_k *k, V x) { return cg_call1(k, k->m->logf_, x); } /* scalar only: never in a hot loop */
@@ -242,7 +240,7 @@ V cg_tanh(cg_k *k, V x) {
   V big = LLVMBuildFSub(k->B, cfl(k, x, 1.0), LLVMBuildFDiv(k->B, cfl(k, x, 2.0), fa(k, e, cfl(k, x, 1.0)), ""), "");
   V args[2] = {big, x};
   big = cg_intr(k, "llvm.copysign", args, 2);
-  return sel(k, fcmp(k, LLVMRealOLT, a, cfl(k, x, 0.625)), small, big); /* NaN: big is NaN */
+  return cg_sel(k, cg_fcmp(k, LLVMRealOLT, a, cfl(k, x, 0.625)), small, big); /* NaN: big is NaN */
 }
 
 V cg_erfc(cg_k *k, V x) {
@@ -252,7 +250,7 @@ V cg_erfc(cg_k *k, V x) {
   V t = LLVMBuildFDiv(k->B, cfl(k, x, 1.0), fa(k, cfl(k, x, 1.0), fm(k, a, cfl(k, x, 0.5))), "");
   V ex = fa(k, LLVMBuildFNeg(k->B, fm(k, a, a), ""), horner(k, t, P, 10));
   V ans = fm(k, t, cg_exp(k, ex));
-  return sel(k, fcmp(k, LLVMRealOGE, x, cfl(k, x, 0.0)), ans, LLVMBuildFSub(k->B, cfl(k, x, 2.0), ans, ""));
+  return cg_sel(k, cg_fcmp(k, LLVMRealOGE, x, cfl(k, x, 0.0)), ans, LLVMBuildFSub(k->B, cfl(k, x, 2.0), ans, ""));
 }
 
 V cg_sqrt(cg_k *k, V x) { return cg_intr(k, "llvm.sqrt", &x, 1); }
@@ -262,7 +260,7 @@ V cg_sigmoid(cg_k *k, V x) {
   LLVMBuilderRef B = k->B;
   V e = cg_exp(k, LLVMBuildFNeg(B, cg_fabs(k, x), ""));
   V r = LLVMBuildFDiv(B, cfl(k, x, 1), fa(k, cfl(k, x, 1), e), "");
-  return sel(k, fcmp(k, LLVMRealOGE, x, cfl(k, x, 0)), r, fm(k, e, r));
+  return cg_sel(k, cg_fcmp(k, LLVMRealOGE, x, cfl(k, x, 0)), r, fm(k, e, r));
 }
 
 V cg_fmax_nan(cg_k *k, V acc, V v) {
@@ -518,7 +516,7 @@ V cg_acc_fold(cg_k *k, const cg_acc *a, cg_fold_fn f) {
 }
 
 V cg_fold_add(cg_k *k, V a, V b) { return LLVMBuildFAdd(k->B, a, b, ""); }
-V cg_fold_max(cg_k *k, V a, V b) { return sel(k, fcmp(k, LLVMRealOGT, b, a), b, a); }
+V cg_fold_max(cg_k *k, V a, V b) { return cg_sel(k, cg_fcmp(k, LLVMRealOGT, b, a), b, a); }
 
 /* ---- parallel loops on the runtime pool ---- */
 

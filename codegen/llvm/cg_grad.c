@@ -20,19 +20,9 @@ static int64_t dims(const ir_shape *s, int lo, int hi) {
   return p;
 }
 
-static V add(cg_k *k, V a, V b) { return LLVMBuildNSWAdd(BLD, a, b, ""); }
-static V muli(cg_k *k, V a, int64_t b) { return LLVMBuildNSWMul(BLD, a, ci(k, b), ""); }
-static V fadd(cg_k *k, V a, V b) { return LLVMBuildFAdd(BLD, a, b, ""); }
-static V fsub(cg_k *k, V a, V b) { return LLVMBuildFSub(BLD, a, b, ""); }
-static V fmul(cg_k *k, V a, V b) { return LLVMBuildFMul(BLD, a, b, ""); }
-static V fdiv(cg_k *k, V a, V b) { return LLVMBuildFDiv(BLD, a, b, ""); }
-static V tod(cg_k *k, V f) { return LLVMBuildFPExt(BLD, f, k->m->f64, ""); }
-static V tof(cg_k *k, V d) { return LLVMBuildFPTrunc(BLD, d, k->m->f32, ""); }
-static V sel(cg_k *k, V c, V a, V b) { return LLVMBuildSelect(BLD, c, a, b, ""); }
-static V fcmp(cg_k *k, LLVMRealPredicate p, V a, V b) { return LLVMBuildFCmp(BLD, p, a, b, ""); }
 
 /* out[i] += v */
-static void acc_out(cg_k *k, V i, V v) { cg_stp(k, OUT, i, fadd(k, cg_ldp(k, OUT, i), v)); }
+static void acc_out(cg_k *k, V i, V v) { cg_stp(k, OUT, i, cg_fadd(k, cg_ldp(k, OUT, i), v)); }
 
 static void zero_out(cg_k *k) {
   CG_FOR(k, l, ci(k, 0), ci(k, ir_numel(&k->n->shape))) cg_stp(k, OUT, l.iv, cf(k, 0));
@@ -50,7 +40,7 @@ typedef struct {
 
 static void sumto_inner(cg_k *k, V *off, void *ctx) {
   sumto_ctx *c = ctx;
-  cg_set(k, c->acc, LLVMBuildFAdd(BLD, cg_get(k, c->acc, k->m->f64), tod(k, cg_ldf(k, 1, off[0])), ""));
+  cg_set(k, c->acc, LLVMBuildFAdd(BLD, cg_get(k, c->acc, k->m->f64), cg_tod(k, cg_ldf(k, 1, off[0])), ""));
 }
 
 static void sumto_outer(cg_k *k, V *off, void *ctx) {
@@ -63,7 +53,7 @@ static void sumto_outer(cg_k *k, V *off, void *ctx) {
   k->arg[1] = cg_fptr(k, save, off[1]);
   cg_nest(k, c->nred, c->rdims, 1, st, NULL, sumto_inner, c);
   k->arg[1] = save;
-  cg_stp(k, OUT, off[0], tof(k, cg_get(k, c->acc, k->m->f64)));
+  cg_stp(k, OUT, off[0], cg_tof(k, cg_get(k, c->acc, k->m->f64)));
 }
 
 static void e_sum_to(cg_k *k) {
@@ -104,52 +94,52 @@ static void e_broadcast_to(cg_k *k) {
 
 typedef V (*cg_deriv)(cg_k *k, V x, const ir_attr *a);
 
-static V d_relu(cg_k *k, V x, const ir_attr *a) { (void)a; return sel(k, fcmp(k, LLVMRealOGT, x, cf(k, 0)), cf(k, 1), cf(k, 0)); }
-static V d_leaky(cg_k *k, V x, const ir_attr *a) { return sel(k, fcmp(k, LLVMRealOGE, x, cf(k, 0)), cf(k, 1), cf(k, a->f)); }
+static V d_relu(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sel(k, cg_fcmp(k, LLVMRealOGT, x, cf(k, 0)), cf(k, 1), cf(k, 0)); }
+static V d_leaky(cg_k *k, V x, const ir_attr *a) { return cg_sel(k, cg_fcmp(k, LLVMRealOGE, x, cf(k, 0)), cf(k, 1), cf(k, a->f)); }
 static V d_sigmoid(cg_k *k, V x, const ir_attr *a) {
   (void)a;
   V s = cg_sigmoid(k, x);
-  return fmul(k, s, fsub(k, cf(k, 1), s));
+  return cg_fmul(k, s, cg_fsub(k, cf(k, 1), s));
 }
 static V d_tanh(cg_k *k, V x, const ir_attr *a) {
   (void)a;
   V t = cg_tanh(k, x);
-  return fsub(k, cf(k, 1), fmul(k, t, t));
+  return cg_fsub(k, cf(k, 1), cg_fmul(k, t, t));
 }
 /* exact: Phi(x) + x phi(x), Phi = 0.5 erfc(-x / sqrt2); tanh form as the reference */
 static V d_gelu(cg_k *k, V x, const ir_attr *a) {
-  V x2 = fmul(k, x, x);
+  V x2 = cg_fmul(k, x, x);
   if (!a->approx) {
-    V phi = fmul(k, cf(k, 0.39894228040143267794), cg_exp(k, fmul(k, cf(k, -0.5), x2)));
-    V Phi = fmul(k, cf(k, 0.5), cg_erfc(k, fmul(k, x, cf(k, -0.70710678118654752440))));
-    return fadd(k, Phi, fmul(k, x, phi));
+    V phi = cg_fmul(k, cf(k, 0.39894228040143267794), cg_exp(k, cg_fmul(k, cf(k, -0.5), x2)));
+    V Phi = cg_fmul(k, cf(k, 0.5), cg_erfc(k, cg_fmul(k, x, cf(k, -0.70710678118654752440))));
+    return cg_fadd(k, Phi, cg_fmul(k, x, phi));
   }
   V c = cf(k, 0.79788456080286535588);
-  V t = cg_tanh(k, fmul(k, c, fadd(k, x, fmul(k, cf(k, 0.044715), fmul(k, x2, x)))));
-  V left = fmul(k, cf(k, 0.5), fadd(k, cf(k, 1), t));
-  V du = fmul(k, c, fadd(k, cf(k, 1), fmul(k, cf(k, 3 * 0.044715), x2)));
-  return fadd(k, left, fmul(k, fmul(k, fmul(k, cf(k, 0.5), x), fsub(k, cf(k, 1), fmul(k, t, t))), du));
+  V t = cg_tanh(k, cg_fmul(k, c, cg_fadd(k, x, cg_fmul(k, cf(k, 0.044715), cg_fmul(k, x2, x)))));
+  V left = cg_fmul(k, cf(k, 0.5), cg_fadd(k, cf(k, 1), t));
+  V du = cg_fmul(k, c, cg_fadd(k, cf(k, 1), cg_fmul(k, cf(k, 3 * 0.044715), x2)));
+  return cg_fadd(k, left, cg_fmul(k, cg_fmul(k, cg_fmul(k, cf(k, 0.5), x), cg_fsub(k, cf(k, 1), cg_fmul(k, t, t))), du));
 }
 static V d_swish(cg_k *k, V x, const ir_attr *a) {
   (void)a;
   V s = cg_sigmoid(k, x);
-  return fadd(k, s, fmul(k, fmul(k, x, s), fsub(k, cf(k, 1), s)));
+  return cg_fadd(k, s, cg_fmul(k, cg_fmul(k, x, s), cg_fsub(k, cf(k, 1), s)));
 }
 static V d_exp(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_exp(k, x); }
-static V d_log(cg_k *k, V x, const ir_attr *a) { (void)a; return fdiv(k, cf(k, 1), x); }
-static V d_sqrt(cg_k *k, V x, const ir_attr *a) { (void)a; return fdiv(k, cf(k, 0.5), cg_sqrt(k, x)); }
+static V d_log(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fdiv(k, cf(k, 1), x); }
+static V d_sqrt(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fdiv(k, cf(k, 0.5), cg_sqrt(k, x)); }
 static V d_abs(cg_k *k, V x, const ir_attr *a) {
   (void)a;
-  V pos = fcmp(k, LLVMRealOGT, x, cf(k, 0)), neg = fcmp(k, LLVMRealOLT, x, cf(k, 0));
-  return sel(k, pos, cf(k, 1), sel(k, neg, cf(k, -1), cf(k, 0)));
+  V pos = cg_fcmp(k, LLVMRealOGT, x, cf(k, 0)), neg = cg_fcmp(k, LLVMRealOLT, x, cf(k, 0));
+  return cg_sel(k, pos, cf(k, 1), cg_sel(k, neg, cf(k, -1), cf(k, 0)));
 }
 static V d_neg(cg_k *k, V x, const ir_attr *a) { (void)x, (void)a; return cf(k, -1); }
 static V d_pow(cg_k *k, V x, const ir_attr *a) {
   if (a->f == 0) return cf(k, 0);
   if (a->f == 1) return cf(k, 1);
-  if (a->f == 2) return fmul(k, cf(k, 2), x);
+  if (a->f == 2) return cg_fmul(k, cf(k, 2), x);
   V args[2] = {x, cf(k, a->f - 1)};
-  return fmul(k, cf(k, a->f), cg_call(k, k->m->powf_, args, 2));
+  return cg_fmul(k, cf(k, a->f), cg_call(k, k->m->powf_, args, 2));
 }
 static V d_one(cg_k *k, V x, const ir_attr *a) { (void)x, (void)a; return cf(k, 1); }
 
@@ -163,7 +153,7 @@ static const cg_deriv derivs[IR_NOPS] = {
 static void e_unary_grad(cg_k *k) {
   cg_deriv f = derivs[k->n->attr.i];
   CG_FOR(k, l, ci(k, 0), ci(k, ir_numel(&k->n->shape)))
-    cg_stp(k, OUT, l.iv, fmul(k, cg_ldf(k, 2, l.iv), f(k, cg_ldf(k, 1, l.iv), &k->n->attr)));
+    cg_stp(k, OUT, l.iv, cg_fmul(k, cg_ldf(k, 2, l.iv), f(k, cg_ldf(k, 1, l.iv), &k->n->attr)));
 }
 
 /* ---- softmax family and max: [outer, len, inner] around the axis ---- */
@@ -174,17 +164,17 @@ static void e_softmax_grad(cg_k *k) {
   int64_t outer = dims(s, 0, ax), len = s->d[ax], inner = dims(s, ax + 1, s->rank);
   V dot = cg_var(k, k->m->f64, cd(k, 0));
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
-    V base = add(k, muli(k, o.iv, len * inner), i.iv);
+    V base = cg_add(k, cg_muli(k, o.iv, len * inner), i.iv);
     cg_set(k, dot, cd(k, 0));
     CG_FOR(k, l, ci(k, 0), ci(k, len)) {
-      V e = add(k, base, muli(k, l.iv, inner)), dy = cg_ldf(k, 2, e);
-      V t = as_log ? dy : fmul(k, dy, cg_ldf(k, 1, e));
-      cg_set(k, dot, LLVMBuildFAdd(BLD, cg_get(k, dot, k->m->f64), tod(k, t), ""));
+      V e = cg_add(k, base, cg_muli(k, l.iv, inner)), dy = cg_ldf(k, 2, e);
+      V t = as_log ? dy : cg_fmul(k, dy, cg_ldf(k, 1, e));
+      cg_set(k, dot, LLVMBuildFAdd(BLD, cg_get(k, dot, k->m->f64), cg_tod(k, t), ""));
     }
-    V d = tof(k, cg_get(k, dot, k->m->f64));
+    V d = cg_tof(k, cg_get(k, dot, k->m->f64));
     CG_FOR(k, l, ci(k, 0), ci(k, len)) {
-      V e = add(k, base, muli(k, l.iv, inner)), y = cg_ldf(k, 1, e), dy = cg_ldf(k, 2, e);
-      cg_stp(k, OUT, e, as_log ? fsub(k, dy, fmul(k, cg_exp(k, y), d)) : fmul(k, y, fsub(k, dy, d)));
+      V e = cg_add(k, base, cg_muli(k, l.iv, inner)), y = cg_ldf(k, 1, e), dy = cg_ldf(k, 2, e);
+      cg_stp(k, OUT, e, as_log ? cg_fsub(k, dy, cg_fmul(k, cg_exp(k, y), d)) : cg_fmul(k, y, cg_fsub(k, dy, d)));
     }
   }
 }
@@ -198,14 +188,14 @@ static void e_max_grad(cg_k *k) {
   }
   V done = cg_var(k, k->m->i1, LLVMConstInt(k->m->i1, 0, 0));
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
-    V r = add(k, muli(k, o.iv, inner), i.iv), m = cg_ldf(k, 2, r), dy = cg_ldf(k, 3, r);
+    V r = cg_add(k, cg_muli(k, o.iv, inner), i.iv), m = cg_ldf(k, 2, r), dy = cg_ldf(k, 3, r);
     cg_set(k, done, LLVMConstInt(k->m->i1, 0, 0));
     CG_FOR(k, l, ci(k, 0), ci(k, len)) {
-      V e = add(k, add(k, muli(k, o.iv, len * inner), muli(k, l.iv, inner)), i.iv), x = cg_ldf(k, 1, e);
-      V same = LLVMBuildOr(BLD, fcmp(k, LLVMRealOEQ, x, m),
-                           LLVMBuildAnd(BLD, fcmp(k, LLVMRealUNO, x, x), fcmp(k, LLVMRealUNO, m, m), ""), "");
+      V e = cg_add(k, cg_add(k, cg_muli(k, o.iv, len * inner), cg_muli(k, l.iv, inner)), i.iv), x = cg_ldf(k, 1, e);
+      V same = LLVMBuildOr(BLD, cg_fcmp(k, LLVMRealOEQ, x, m),
+                           LLVMBuildAnd(BLD, cg_fcmp(k, LLVMRealUNO, x, x), cg_fcmp(k, LLVMRealUNO, m, m), ""), "");
       V hit = LLVMBuildAnd(BLD, same, LLVMBuildNot(BLD, cg_get(k, done, k->m->i1), ""), "");
-      cg_stp(k, OUT, e, sel(k, hit, dy, cf(k, 0)));
+      cg_stp(k, OUT, e, cg_sel(k, hit, dy, cf(k, 0)));
       cg_set(k, done, LLVMBuildOr(BLD, hit, cg_get(k, done, k->m->i1), ""));
     }
   }
@@ -222,40 +212,40 @@ static void e_layernorm_grad(cg_k *k) {
   V sum = cg_var(k, f64, cd(k, 0)), sq = cg_var(k, f64, cd(k, 0));
   V mg = cg_var(k, f64, cd(k, 0)), mgx = cg_var(k, f64, cd(k, 0));
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
-    V base = muli(k, r.iv, d);
+    V base = cg_muli(k, r.iv, d);
     cg_set(k, sum, cd(k, 0)), cg_set(k, sq, cd(k, 0)), cg_set(k, mg, cd(k, 0)), cg_set(k, mgx, cd(k, 0));
     CG_FOR(k, j, ci(k, 0), ci(k, d))
-      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), tod(k, cg_ldf(k, 1, add(k, base, j.iv))), ""));
+      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), cg_tod(k, cg_ldf(k, 1, cg_add(k, base, j.iv))), ""));
     V mean = LLVMBuildFDiv(BLD, cg_get(k, sum, f64), cd(k, (double)d), "");
     CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      V c = LLVMBuildFSub(BLD, tod(k, cg_ldf(k, 1, add(k, base, j.iv))), mean, "");
+      V c = LLVMBuildFSub(BLD, cg_tod(k, cg_ldf(k, 1, cg_add(k, base, j.iv))), mean, "");
       cg_set(k, sq, LLVMBuildFAdd(BLD, cg_get(k, sq, f64), LLVMBuildFMul(BLD, c, c, ""), ""));
     }
     V var = LLVMBuildFAdd(BLD, LLVMBuildFDiv(BLD, cg_get(k, sq, f64), cd(k, (double)d), ""), cd(k, k->n->attr.f), "");
     V inv = LLVMBuildFDiv(BLD, cd(k, 1), cg_sqrt(k, var), "");
     if (dw) {
       CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-        V e = add(k, base, j.iv);
-        V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
-        acc_out(k, j.iv, tof(k, LLVMBuildFMul(BLD, tod(k, cg_ldf(k, 3, e)), xh, "")));
+        V e = cg_add(k, base, j.iv);
+        V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, cg_tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
+        acc_out(k, j.iv, cg_tof(k, LLVMBuildFMul(BLD, cg_tod(k, cg_ldf(k, 3, e)), xh, "")));
       }
       continue;
     }
     CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      V e = add(k, base, j.iv);
-      V g = LLVMBuildFMul(BLD, tod(k, cg_ldf(k, 3, e)), tod(k, cg_ldf(k, 2, j.iv)), "");
-      V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
+      V e = cg_add(k, base, j.iv);
+      V g = LLVMBuildFMul(BLD, cg_tod(k, cg_ldf(k, 3, e)), cg_tod(k, cg_ldf(k, 2, j.iv)), "");
+      V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, cg_tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
       cg_set(k, mg, LLVMBuildFAdd(BLD, cg_get(k, mg, f64), g, ""));
       cg_set(k, mgx, LLVMBuildFAdd(BLD, cg_get(k, mgx, f64), LLVMBuildFMul(BLD, g, xh, ""), ""));
     }
     V m1 = LLVMBuildFDiv(BLD, cg_get(k, mg, f64), cd(k, (double)d), "");
     V m2 = LLVMBuildFDiv(BLD, cg_get(k, mgx, f64), cd(k, (double)d), "");
     CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      V e = add(k, base, j.iv);
-      V g = LLVMBuildFMul(BLD, tod(k, cg_ldf(k, 3, e)), tod(k, cg_ldf(k, 2, j.iv)), "");
-      V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
+      V e = cg_add(k, base, j.iv);
+      V g = LLVMBuildFMul(BLD, cg_tod(k, cg_ldf(k, 3, e)), cg_tod(k, cg_ldf(k, 2, j.iv)), "");
+      V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, cg_tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
       V dx = LLVMBuildFMul(BLD, inv, LLVMBuildFSub(BLD, LLVMBuildFSub(BLD, g, m1, ""), LLVMBuildFMul(BLD, xh, m2, ""), ""), "");
-      cg_stp(k, OUT, e, tof(k, dx));
+      cg_stp(k, OUT, e, cg_tof(k, dx));
     }
   }
 }
@@ -269,18 +259,18 @@ static void conv_back(cg_k *k, const ir_shape *sx, const ir_shape *sw, const ir_
   zero_out(k);
   CG_FOR(k, n, ci(k, 0), ci(k, sx->d[0])) CG_FOR(k, o, ci(k, 0), ci(k, O)) CG_FOR(k, oy, ci(k, 0), ci(k, OH))
     CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
-      V g = cg_ldf(k, dy_arg, add(k, muli(k, add(k, muli(k, add(k, muli(k, n.iv, O), o.iv), OH), oy.iv), OW), ox.iv));
+      V g = cg_ldf(k, dy_arg, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, n.iv, O), o.iv), OH), oy.iv), OW), ox.iv));
       CG_FOR(k, c, ci(k, 0), ci(k, C)) CG_FOR(k, ky, ci(k, 0), ci(k, K)) CG_FOR(k, kx, ci(k, 0), ci(k, K)) {
-        V y = LLVMBuildSub(BLD, add(k, muli(k, oy.iv, s), ky.iv), ci(k, pad), "");
-        V x = LLVMBuildSub(BLD, add(k, muli(k, ox.iv, s), kx.iv), ci(k, pad), "");
+        V y = LLVMBuildSub(BLD, cg_add(k, cg_muli(k, oy.iv, s), ky.iv), ci(k, pad), "");
+        V x = LLVMBuildSub(BLD, cg_add(k, cg_muli(k, ox.iv, s), kx.iv), ci(k, pad), "");
         V in = LLVMBuildAnd(BLD, LLVMBuildICmp(BLD, LLVMIntULT, y, ci(k, H), ""),
                             LLVMBuildICmp(BLD, LLVMIntULT, x, ci(k, W), ""), "");
-        V xi = add(k, muli(k, add(k, muli(k, add(k, muli(k, n.iv, C), c.iv), H), y), W), x);
-        xi = sel(k, in, xi, ci(k, 0));
-        V wi = add(k, muli(k, add(k, muli(k, add(k, muli(k, o.iv, C), c.iv), K), ky.iv), K), kx.iv);
-        V prod = fmul(k, g, cg_ldf(k, other, which == 0 ? wi : xi));
+        V xi = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, n.iv, C), c.iv), H), y), W), x);
+        xi = cg_sel(k, in, xi, ci(k, 0));
+        V wi = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, o.iv, C), c.iv), K), ky.iv), K), kx.iv);
+        V prod = cg_fmul(k, g, cg_ldf(k, other, which == 0 ? wi : xi));
         V at = which == 0 ? xi : wi;
-        acc_out(k, at, sel(k, in, prod, cf(k, 0)));
+        acc_out(k, at, cg_sel(k, in, prod, cf(k, 0)));
       }
     }
 }
@@ -296,20 +286,20 @@ static void e_pool2d_grad(cg_k *k) {
   zero_out(k);
   V best = cg_var(k, k->m->f32, cf(k, 0)), at = cg_var(k, k->m->i64, ci(k, -1));
   CG_FOR(k, pl, ci(k, 0), ci(k, planes)) CG_FOR(k, oy, ci(k, 0), ci(k, OH)) CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
-    V g = cg_ldf(k, 2, add(k, muli(k, add(k, muli(k, pl.iv, OH), oy.iv), OW), ox.iv));
-    V base = add(k, muli(k, add(k, muli(k, pl.iv, H), muli(k, oy.iv, s)), W), muli(k, ox.iv, s));
+    V g = cg_ldf(k, 2, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, OH), oy.iv), OW), ox.iv));
+    V base = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, H), cg_muli(k, oy.iv, s)), W), cg_muli(k, ox.iv, s));
     cg_set(k, at, ci(k, -1));
     CG_FOR(k, ky, ci(k, 0), ci(k, K)) CG_FOR(k, kx, ci(k, 0), ci(k, K)) {
-      V e = add(k, base, add(k, muli(k, ky.iv, W), kx.iv));
+      V e = cg_add(k, base, cg_add(k, cg_muli(k, ky.iv, W), kx.iv));
       if (!is_max) {
-        acc_out(k, e, fdiv(k, g, cf(k, (double)(K * K))));
+        acc_out(k, e, cg_fdiv(k, g, cf(k, (double)(K * K))));
       } else { /* first maximum; a NaN wins over numbers, as the forward */
         V x = cg_ldf(k, 1, e), b = cg_get(k, best, k->m->f32);
         V first = LLVMBuildICmp(BLD, LLVMIntSLT, cg_get(k, at, k->m->i64), ci(k, 0), "");
-        V take = LLVMBuildOr(BLD, first, LLVMBuildOr(BLD, fcmp(k, LLVMRealOGT, x, b),
-                                                    LLVMBuildAnd(BLD, fcmp(k, LLVMRealUNO, x, x), fcmp(k, LLVMRealORD, b, b), ""), ""), "");
-        cg_set(k, best, sel(k, take, x, b));
-        cg_set(k, at, sel(k, take, e, cg_get(k, at, k->m->i64)));
+        V take = LLVMBuildOr(BLD, first, LLVMBuildOr(BLD, cg_fcmp(k, LLVMRealOGT, x, b),
+                                                    LLVMBuildAnd(BLD, cg_fcmp(k, LLVMRealUNO, x, x), cg_fcmp(k, LLVMRealORD, b, b), ""), ""), "");
+        cg_set(k, best, cg_sel(k, take, x, b));
+        cg_set(k, at, cg_sel(k, take, e, cg_get(k, at, k->m->i64)));
       }
     }
     if (is_max) acc_out(k, cg_get(k, at, k->m->i64), g);
@@ -325,9 +315,9 @@ static void e_embedding_grad(cg_k *k) {
     V id = cg_ldi(k, 1, i.iv);
     V ok = LLVMBuildICmp(BLD, LLVMIntULT, id, ci(k, V_), "");
     cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 1);
-    V row = muli(k, sel(k, ok, id, ci(k, 0)), D), irow = muli(k, i.iv, D);
+    V row = cg_muli(k, cg_sel(k, ok, id, ci(k, 0)), D), irow = cg_muli(k, i.iv, D);
     CG_FOR(k, j, ci(k, 0), ci(k, D))
-      acc_out(k, add(k, row, j.iv), sel(k, ok, cg_ldf(k, 2, add(k, irow, j.iv)), cf(k, 0)));
+      acc_out(k, cg_add(k, row, j.iv), cg_sel(k, ok, cg_ldf(k, 2, cg_add(k, irow, j.iv)), cf(k, 0)));
   }
 }
 
@@ -348,36 +338,36 @@ static void e_cross_entropy_grad(cg_k *k) {
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
   double ls = k->n->attr.f;
   LLVMTypeRef f64 = k->m->f64;
-  V scale = fdiv(k, cg_ldf(k, 3, ci(k, 0)), cf(k, (double)rows));
+  V scale = cg_fdiv(k, cg_ldf(k, 3, ci(k, 0)), cf(k, (double)rows));
   V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, f64, cd(k, 0));
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
-    V base = muli(k, r.iv, C), lab = cg_ldi(k, 2, r.iv);
+    V base = cg_muli(k, r.iv, C), lab = cg_ldi(k, 2, r.iv);
     V ok = LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, C), "");
     cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 2);
     cg_set(k, mx, cf(k, -INFINITY)), cg_set(k, sum, cd(k, 0));
     CG_FOR(k, j, ci(k, 0), ci(k, C)) {
-      V x = cg_ldf(k, 1, add(k, base, j.iv)), m = cg_get(k, mx, k->m->f32);
-      cg_set(k, mx, sel(k, fcmp(k, LLVMRealOGT, x, m), x, m));
+      V x = cg_ldf(k, 1, cg_add(k, base, j.iv)), m = cg_get(k, mx, k->m->f32);
+      cg_set(k, mx, cg_sel(k, cg_fcmp(k, LLVMRealOGT, x, m), x, m));
     }
     V m = cg_get(k, mx, k->m->f32);
     CG_FOR(k, j, ci(k, 0), ci(k, C))
-      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), tod(k, cg_exp(k, fsub(k, cg_ldf(k, 1, add(k, base, j.iv)), m))), ""));
-    V inv = tof(k, LLVMBuildFDiv(BLD, cd(k, 1), cg_get(k, sum, f64), ""));
+      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), cg_tod(k, cg_exp(k, cg_fsub(k, cg_ldf(k, 1, cg_add(k, base, j.iv)), m))), ""));
+    V inv = cg_tof(k, LLVMBuildFDiv(BLD, cd(k, 1), cg_get(k, sum, f64), ""));
     CG_FOR(k, j, ci(k, 0), ci(k, C)) {
-      V e = add(k, base, j.iv);
-      V p = fmul(k, cg_exp(k, fsub(k, cg_ldf(k, 1, e), m)), inv);
+      V e = cg_add(k, base, j.iv);
+      V p = cg_fmul(k, cg_exp(k, cg_fsub(k, cg_ldf(k, 1, e), m)), inv);
       V hit = LLVMBuildICmp(BLD, LLVMIntEQ, j.iv, lab, "");
-      V t = fsub(k, p, fadd(k, sel(k, hit, cf(k, 1.0 - ls), cf(k, 0)), cf(k, ls / (double)C)));
-      cg_stp(k, OUT, e, fmul(k, scale, t));
+      V t = cg_fsub(k, p, cg_fadd(k, cg_sel(k, hit, cf(k, 1.0 - ls), cf(k, 0)), cf(k, ls / (double)C)));
+      cg_stp(k, OUT, e, cg_fmul(k, scale, t));
     }
   }
 }
 
 static void e_bce_grad(cg_k *k) {
   int64_t count = ir_numel(&k->n->shape);
-  V scale = fdiv(k, cg_ldf(k, 3, ci(k, 0)), cf(k, (double)count));
+  V scale = cg_fdiv(k, cg_ldf(k, 3, ci(k, 0)), cf(k, (double)count));
   CG_FOR(k, l, ci(k, 0), ci(k, count))
-    cg_stp(k, OUT, l.iv, fmul(k, scale, fsub(k, cg_sigmoid(k, cg_ldf(k, 1, l.iv)), cg_ldf(k, 2, l.iv))));
+    cg_stp(k, OUT, l.iv, cg_fmul(k, scale, cg_fsub(k, cg_sigmoid(k, cg_ldf(k, 1, l.iv)), cg_ldf(k, 2, l.iv))));
 }
 
 /* ---- the table ---- */

@@ -219,4 +219,18 @@ void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, doub
 /* rows x cols row-major float matrix at p (row stride ld) := bias[j] */
 void cg_fill_rows(cg_k *k, V p, int64_t rows, int64_t cols, int64_t ld, V bias);
 
+/* ---- builder shorthands shared by the emitters (cg_ops.c, cg_grad.c,
+ * cg_opt.c, cg_decode.c): integer index arithmetic is NSW, floats plain. */
+static inline V cg_add(cg_k *k, V a, V b) { return LLVMBuildNSWAdd(k->B, a, b, ""); }
+static inline V cg_mul(cg_k *k, V a, V b) { return LLVMBuildNSWMul(k->B, a, b, ""); }
+static inline V cg_muli(cg_k *k, V a, int64_t b) { return cg_mul(k, a, ci(k, b)); }
+static inline V cg_fadd(cg_k *k, V a, V b) { return LLVMBuildFAdd(k->B, a, b, ""); }
+static inline V cg_fsub(cg_k *k, V a, V b) { return LLVMBuildFSub(k->B, a, b, ""); }
+static inline V cg_fmul(cg_k *k, V a, V b) { return LLVMBuildFMul(k->B, a, b, ""); }
+static inline V cg_fdiv(cg_k *k, V a, V b) { return LLVMBuildFDiv(k->B, a, b, ""); }
+static inline V cg_tod(cg_k *k, V f) { return LLVMBuildFPExt(k->B, f, k->m->f64, ""); }
+static inline V cg_tof(cg_k *k, V d) { return LLVMBuildFPTrunc(k->B, d, k->m->f32, ""); }
+static inline V cg_sel(cg_k *k, V c, V a, V b) { return LLVMBuildSelect(k->B, c, a, b, ""); }
+static inline V cg_fcmp(cg_k *k, LLVMRealPredicate p, V a, V b) { return LLVMBuildFCmp(k->B, p, a, b, ""); }
+
 #endif

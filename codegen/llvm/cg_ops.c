@@ -17,15 +17,6 @@ static int64_t dims(const ir_shape *s, int lo, int hi) {
   return p;
 }
 
-static V add(cg_k *k, V a, V b) { return LLVMBuildNSWAdd(BLD, a, b, ""); }
-static V mul(cg_k *k, V a, V b) { return LLVMBuildNSWMul(BLD, a, b, ""); }
-static V muli(cg_k *k, V a, int64_t b) { return mul(k, a, ci(k, b)); }
-static V fadd(cg_k *k, V a, V b) { return LLVMBuildFAdd(BLD, a, b, ""); }
-static V fsub(cg_k *k, V a, V b) { return LLVMBuildFSub(BLD, a, b, ""); }
-static V fmul(cg_k *k, V a, V b) { return LLVMBuildFMul(BLD, a, b, ""); }
-static V fdiv(cg_k *k, V a, V b) { return LLVMBuildFDiv(BLD, a, b, ""); }
-static V tod(cg_k *k, V f) { return LLVMBuildFPExt(BLD, f, k->m->f64, ""); }
-static V tof(cg_k *k, V d) { return LLVMBuildFPTrunc(BLD, d, k->m->f32, ""); }
 static V scr(cg_k *k, int64_t float_off) { return cg_fptr(k, k->scratch, ci(k, float_off)); }
 
 /* ---- elementwise unary ---- */
@@ -39,28 +30,28 @@ static V u_relu(cg_k *k, V x, const ir_attr *a) {
   return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOLE, x, cfl(k, x, 0), ""), cfl(k, x, 0), x, "");
 }
 static V u_leaky(cg_k *k, V x, const ir_attr *a) {
-  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGE, x, cfl(k, x, 0), ""), x, fmul(k, cfl(k, x, a->f), x), "");
+  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGE, x, cfl(k, x, 0), ""), x, cg_fmul(k, cfl(k, x, a->f), x), "");
 }
 static V u_sigmoid(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sigmoid(k, x); }
 static V u_tanh(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_tanh(k, x); }
 static V u_gelu(cg_k *k, V x, const ir_attr *a) {
   if (a->approx) { /* 0.5x(1 + tanh u) = x * sigmoid(2u): no cancellation for x < 0 */
-    V x3 = fmul(k, fmul(k, x, x), x);
-    V u = fmul(k, cfl(k, x, 0.79788456080286535588), fadd(k, x, fmul(k, cfl(k, x, 0.044715), x3)));
-    return fmul(k, x, cg_sigmoid(k, fmul(k, cfl(k, x, 2), u)));
+    V x3 = cg_fmul(k, cg_fmul(k, x, x), x);
+    V u = cg_fmul(k, cfl(k, x, 0.79788456080286535588), cg_fadd(k, x, cg_fmul(k, cfl(k, x, 0.044715), x3)));
+    return cg_fmul(k, x, cg_sigmoid(k, cg_fmul(k, cfl(k, x, 2), u)));
   }
   /* 0.5x(1 + erf(x/sqrt2)) = 0.5x erfc(-x/sqrt2), accurate for x < 0 too */
-  V e = cg_erfc(k, fmul(k, x, cfl(k, x, -0.70710678118654752440)));
-  return fmul(k, fmul(k, cfl(k, x, 0.5), x), e);
+  V e = cg_erfc(k, cg_fmul(k, x, cfl(k, x, -0.70710678118654752440)));
+  return cg_fmul(k, cg_fmul(k, cfl(k, x, 0.5), x), e);
 }
-static V u_swish(cg_k *k, V x, const ir_attr *a) { (void)a; return fmul(k, x, cg_sigmoid(k, x)); }
+static V u_swish(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fmul(k, x, cg_sigmoid(k, x)); }
 static V u_exp(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_exp(k, x); }
 static V u_log(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_log(k, x); }
 static V u_sqrt(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sqrt(k, x); }
 static V u_abs(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fabs(k, x); }
 static V u_neg(cg_k *k, V x, const ir_attr *a) { (void)a; return LLVMBuildFNeg(BLD, x, ""); }
 static V u_pow(cg_k *k, V x, const ir_attr *a) {
-  if (a->f == 2.0) return fmul(k, x, x);
+  if (a->f == 2.0) return cg_fmul(k, x, x);
   if (a->f == 1.0) return x;
   V args[2] = {x, cf(k, a->f)};
   return cg_call(k, k->m->powf_, args, 2);
@@ -179,32 +170,32 @@ static void e_conv2d(cg_k *k) {
   int64_t OH = so->d[2], OW = so->d[3], s = k->n->attr.stride, pad = k->n->attr.pad, P = OH * OW;
   int direct = KS == 1 && s == 1 && pad == 0 && OH == H && OW == W;
   CG_FOR(k, n, ci(k, 0), ci(k, sx->d[0])) {
-    V ximg = muli(k, n.iv, C * H * W);
+    V ximg = cg_muli(k, n.iv, C * H * W);
     V col = direct ? cg_fptr(k, ARG(0), ximg) : scr(k, 0);
     if (!direct) {
       CG_FOR(k, c, ci(k, 0), ci(k, C)) CG_FOR(k, ky, ci(k, 0), ci(k, KS)) CG_FOR(k, kx, ci(k, 0), ci(k, KS)) {
-        V row = muli(k, add(k, muli(k, add(k, muli(k, c.iv, KS), ky.iv), KS), kx.iv), P);
-        V plane = add(k, ximg, muli(k, c.iv, H * W));
+        V row = cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, c.iv, KS), ky.iv), KS), kx.iv), P);
+        V plane = cg_add(k, ximg, cg_muli(k, c.iv, H * W));
         CG_FOR(k, oy, ci(k, 0), ci(k, OH)) {
-          V y = add(k, muli(k, oy.iv, s), LLVMBuildSub(BLD, ky.iv, ci(k, pad), ""));
+          V y = cg_add(k, cg_muli(k, oy.iv, s), LLVMBuildSub(BLD, ky.iv, ci(k, pad), ""));
           V yin = LLVMBuildICmp(BLD, LLVMIntULT, y, ci(k, H), "");
           CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
-            V x = add(k, muli(k, ox.iv, s), LLVMBuildSub(BLD, kx.iv, ci(k, pad), ""));
+            V x = cg_add(k, cg_muli(k, ox.iv, s), LLVMBuildSub(BLD, kx.iv, ci(k, pad), ""));
             V in = LLVMBuildAnd(BLD, yin, LLVMBuildICmp(BLD, LLVMIntULT, x, ci(k, W), ""), "");
-            V idx = LLVMBuildSelect(BLD, in, add(k, plane, add(k, muli(k, y, W), x)), ci(k, 0), "");
+            V idx = LLVMBuildSelect(BLD, in, cg_add(k, plane, cg_add(k, cg_muli(k, y, W), x)), ci(k, 0), "");
             V v = LLVMBuildSelect(BLD, in, cg_ldp(k, ARG(0), idx), cf(k, 0), "");
-            cg_stp(k, col, add(k, row, add(k, muli(k, oy.iv, OW), ox.iv)), v);
+            cg_stp(k, col, cg_add(k, row, cg_add(k, cg_muli(k, oy.iv, OW), ox.iv)), v);
           }
         }
       }
     }
-    V out = cg_fptr(k, k->arg[0], muli(k, n.iv, O * P));
+    V out = cg_fptr(k, k->arg[0], cg_muli(k, n.iv, O * P));
     cg_sgemm(k, 0, 0, O, P, C * KS * KS, 1.0, ARG(1), C * KS * KS, col, P, 0.0, out, P);
     if (k->n->nin == 3) CG_FOR(k, o, ci(k, 0), ci(k, O)) {
       V b = cg_ldp(k, ARG(2), o.iv);
       CG_FOR(k, p, ci(k, 0), ci(k, P)) {
-        V i = add(k, muli(k, o.iv, P), p.iv);
-        cg_stp(k, out, i, fadd(k, cg_ldp(k, out, i), b));
+        V i = cg_add(k, cg_muli(k, o.iv, P), p.iv);
+        cg_stp(k, out, i, cg_fadd(k, cg_ldp(k, out, i), b));
       }
     }
   }
@@ -234,7 +225,7 @@ static V sum_d(cg_k *k, cg_acc *a, int w, V f) { /* a += (double)f */
 /* e = exp(x - m), stored to y unless log-softmax, summed in double */
 static void row_exp(cg_k *k, V i, int w, void *ctx) {
   row_ctx *c = ctx;
-  V e = cg_exp(k, fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->m, w)));
+  V e = cg_exp(k, cg_fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->m, w)));
   if (!c->as_log) cg_vst(k, c->y, i, e, w);
   sum_d(k, &c->sum, w, e);
 }
@@ -242,7 +233,7 @@ static void row_exp(cg_k *k, V i, int w, void *ctx) {
 static void row_scale(cg_k *k, V i, int w, void *ctx) {
   row_ctx *c = ctx;
   V s = cg_bcast(k, c->shift, w);
-  cg_vst(k, c->y, i, c->as_log ? fsub(k, cg_vld(k, c->x, i, w), s) : fmul(k, cg_vld(k, c->y, i, w), s), w);
+  cg_vst(k, c->y, i, c->as_log ? cg_fsub(k, cg_vld(k, c->x, i, w), s) : cg_fmul(k, cg_vld(k, c->y, i, w), s), w);
 }
 
 /* softmax / log_softmax of one contiguous row of n (an i64 value) floats */
@@ -254,8 +245,8 @@ static void softmax_row(cg_k *k, V x, V y, V n, int as_log) {
   cg_vfor(k, n, row_max, &c);
   c.m = cg_acc_fold(k, &c.mx, cg_fold_max);
   cg_vfor(k, n, row_exp, &c);
-  V s = tof(k, cg_acc_fold(k, &c.sum, cg_fold_add));
-  c.shift = as_log ? fadd(k, c.m, cg_log(k, s)) : fdiv(k, cf(k, 1), s);
+  V s = cg_tof(k, cg_acc_fold(k, &c.sum, cg_fold_add));
+  c.shift = as_log ? cg_fadd(k, c.m, cg_log(k, s)) : cg_fdiv(k, cf(k, 1), s);
   cg_vfor(k, n, row_scale, &c);
 }
 
@@ -265,30 +256,30 @@ static void e_softmax(cg_k *k) {
   int64_t outer = dims(sx, 0, ax), len = sx->d[ax], inner = dims(sx, ax + 1, sx->rank);
   if (inner == 1) { /* the usual case: rows along the last axis, vectorised */
     CG_FOR(k, o, ci(k, 0), ci(k, outer)) {
-      V base = muli(k, o.iv, len);
+      V base = cg_muli(k, o.iv, len);
       softmax_row(k, cg_fptr(k, ARG(0), base), cg_fptr(k, k->arg[0], base), ci(k, len), as_log);
     }
     return;
   }
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
-    V base = add(k, muli(k, o.iv, len * inner), i.iv);
+    V base = cg_add(k, cg_muli(k, o.iv, len * inner), i.iv);
     V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, k->m->f64, cd(k, 0));
     CG_FOR(k, j, ci(k, 0), ci(k, len)) {
-      V x = cg_ldf(k, 1, add(k, base, muli(k, j.iv, inner))), m = cg_get(k, mx, k->m->f32);
+      V x = cg_ldf(k, 1, cg_add(k, base, cg_muli(k, j.iv, inner))), m = cg_get(k, mx, k->m->f32);
       cg_set(k, mx, LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, x, m, ""), x, m, ""));
     }
     V m = cg_get(k, mx, k->m->f32);
     CG_FOR(k, j, ci(k, 0), ci(k, len)) {
-      V idx = add(k, base, muli(k, j.iv, inner));
-      V e = cg_exp(k, fsub(k, cg_ldf(k, 1, idx), m));
+      V idx = cg_add(k, base, cg_muli(k, j.iv, inner));
+      V e = cg_exp(k, cg_fsub(k, cg_ldf(k, 1, idx), m));
       if (!as_log) cg_stp(k, k->arg[0], idx, e);
-      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, k->m->f64), tod(k, e), ""));
+      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, k->m->f64), cg_tod(k, e), ""));
     }
-    V s = tof(k, cg_get(k, sum, k->m->f64));
-    V shift = as_log ? fadd(k, m, cg_log(k, s)) : fdiv(k, cf(k, 1), s);
+    V s = cg_tof(k, cg_get(k, sum, k->m->f64));
+    V shift = as_log ? cg_fadd(k, m, cg_log(k, s)) : cg_fdiv(k, cf(k, 1), s);
     CG_FOR(k, j, ci(k, 0), ci(k, len)) {
-      V idx = add(k, base, muli(k, j.iv, inner));
-      V y = as_log ? fsub(k, cg_ldf(k, 1, idx), shift) : fmul(k, cg_ldp(k, k->arg[0], idx), shift);
+      V idx = cg_add(k, base, cg_muli(k, j.iv, inner));
+      V y = as_log ? cg_fsub(k, cg_ldf(k, 1, idx), shift) : cg_fmul(k, cg_ldp(k, k->arg[0], idx), shift);
       cg_stp(k, k->arg[0], idx, y);
     }
   }
@@ -309,7 +300,7 @@ static void reduce_rows(cg_k *k, int64_t outer, int64_t len) {
   int op = k->n->op;
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) {
     row_ctx c = {0};
-    c.x = cg_fptr(k, ARG(0), muli(k, o.iv, len));
+    c.x = cg_fptr(k, ARG(0), cg_muli(k, o.iv, len));
     c.as_log = op == IR_MAX;
     c.mx = cg_acc_new(k, k->m->f32, -INFINITY);
     c.sum = cg_acc_new(k, k->m->f64, 0.0);
@@ -319,7 +310,7 @@ static void reduce_rows(cg_k *k, int64_t outer, int64_t len) {
     else {
       r = cg_acc_fold(k, &c.sum, cg_fold_add);
       if (op == IR_MEAN) r = LLVMBuildFDiv(BLD, r, cd(k, (double)len), "");
-      r = tof(k, r);
+      r = cg_tof(k, r);
     }
     cg_st(k, 0, o.iv, r);
   }
@@ -339,23 +330,23 @@ static void e_reduce(cg_k *k) {
   }
   LLVMTypeRef at = op == IR_MAX ? (flt ? k->m->f32 : k->m->i64) : (flt ? k->m->f64 : k->m->i64);
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
-    V base = add(k, muli(k, o.iv, len * inner), i.iv);
+    V base = cg_add(k, cg_muli(k, o.iv, len * inner), i.iv);
     V init = op == IR_MAX ? (flt ? cg_ldf(k, 1, base) : cg_ldi(k, 1, base)) : LLVMConstNull(at);
     V acc = cg_var(k, at, init);
     CG_FOR(k, j, ci(k, 0), ci(k, len)) {
-      V idx = add(k, base, muli(k, j.iv, inner)), a = cg_get(k, acc, at), r;
+      V idx = cg_add(k, base, cg_muli(k, j.iv, inner)), a = cg_get(k, acc, at), r;
       if (op == IR_MAX && flt) r = cg_fmax_nan(k, a, cg_ldf(k, 1, idx));
       else if (op == IR_MAX) {
         V v = cg_ldi(k, 1, idx);
         r = LLVMBuildSelect(BLD, LLVMBuildICmp(BLD, LLVMIntSGT, v, a, ""), v, a, "");
-      } else if (flt) r = LLVMBuildFAdd(BLD, a, tod(k, cg_ldf(k, 1, idx)), "");
+      } else if (flt) r = LLVMBuildFAdd(BLD, a, cg_tod(k, cg_ldf(k, 1, idx)), "");
       else r = LLVMBuildAdd(BLD, a, cg_ldi(k, 1, idx), "");
       cg_set(k, acc, r);
     }
     V r = cg_get(k, acc, at);
     if (op == IR_MEAN) r = flt ? LLVMBuildFDiv(BLD, r, cd(k, (double)len), "") : LLVMBuildSDiv(BLD, r, ci(k, len), "");
-    if (flt && op != IR_MAX) r = tof(k, r);
-    cg_st(k, 0, add(k, muli(k, o.iv, inner), i.iv), r);
+    if (flt && op != IR_MAX) r = cg_tof(k, r);
+    cg_st(k, 0, cg_add(k, cg_muli(k, o.iv, inner), i.iv), r);
   }
 }
 
@@ -377,9 +368,9 @@ static void ln_sq(cg_k *k, V i, int w, void *ctx) {
 
 static void ln_out(cg_k *k, V i, int w, void *ctx) {
   ln_ctx *c = ctx;
-  V y = fmul(k, fmul(k, fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->meanf, w)), cg_bcast(k, c->inv, w)),
+  V y = cg_fmul(k, cg_fmul(k, cg_fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->meanf, w)), cg_bcast(k, c->inv, w)),
              cg_vld(k, c->w, i, w));
-  cg_vst(k, c->y, i, fadd(k, y, cg_vld(k, c->b, i, w)), w);
+  cg_vst(k, c->y, i, cg_fadd(k, y, cg_vld(k, c->b, i, w)), w);
 }
 
 static void e_layernorm(cg_k *k) {
@@ -387,7 +378,7 @@ static void e_layernorm(cg_k *k) {
   int64_t d = sx->d[sx->rank - 1], rows = ir_numel(sx) / d;
   LLVMTypeRef f64 = k->m->f64;
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
-    V base = muli(k, r.iv, d);
+    V base = cg_muli(k, r.iv, d);
     ln_ctx c = {0};
     c.x = cg_fptr(k, ARG(0), base), c.y = cg_fptr(k, k->arg[0], base), c.w = ARG(1), c.b = ARG(2);
     c.sum = cg_acc_new(k, f64, 0.0);
@@ -397,8 +388,8 @@ static void e_layernorm(cg_k *k) {
     cg_vfor(k, ci(k, d), ln_sq, &c);
     V var = LLVMBuildFAdd(BLD, LLVMBuildFDiv(BLD, cg_acc_fold(k, &c.sq, cg_fold_add), cd(k, (double)d), ""),
                           cd(k, k->n->attr.f), "");
-    c.inv = fdiv(k, cf(k, 1), cg_sqrt(k, tof(k, var)));
-    c.meanf = tof(k, c.mean);
+    c.inv = cg_fdiv(k, cf(k, 1), cg_sqrt(k, cg_tof(k, var)));
+    c.meanf = cg_tof(k, c.mean);
     cg_vfor(k, ci(k, d), ln_out, &c);
   }
 }
@@ -410,14 +401,14 @@ static void e_pool(cg_k *k) {
   int is_max = k->n->op == IR_MAXPOOL2D;
   CG_FOR(k, pl, ci(k, 0), ci(k, planes)) CG_FOR(k, oy, ci(k, 0), ci(k, OH)) CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
     V acc = cg_var(k, k->m->f32, cf(k, is_max ? -INFINITY : 0.0));
-    V base = add(k, muli(k, add(k, muli(k, pl.iv, H), muli(k, oy.iv, s)), W), muli(k, ox.iv, s));
+    V base = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, H), cg_muli(k, oy.iv, s)), W), cg_muli(k, ox.iv, s));
     CG_FOR(k, ky, ci(k, 0), ci(k, K)) CG_FOR(k, kx, ci(k, 0), ci(k, K)) {
-      V v = cg_ldf(k, 1, add(k, base, add(k, muli(k, ky.iv, W), kx.iv))), a = cg_get(k, acc, k->m->f32);
-      cg_set(k, acc, is_max ? cg_fmax_nan(k, a, v) : fadd(k, a, v));
+      V v = cg_ldf(k, 1, cg_add(k, base, cg_add(k, cg_muli(k, ky.iv, W), kx.iv))), a = cg_get(k, acc, k->m->f32);
+      cg_set(k, acc, is_max ? cg_fmax_nan(k, a, v) : cg_fadd(k, a, v));
     }
     V r = cg_get(k, acc, k->m->f32);
-    if (!is_max) r = fdiv(k, r, cf(k, (double)(K * K)));
-    cg_st(k, 0, add(k, muli(k, add(k, muli(k, pl.iv, OH), oy.iv), OW), ox.iv), r);
+    if (!is_max) r = cg_fdiv(k, r, cf(k, (double)(K * K)));
+    cg_st(k, 0, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, OH), oy.iv), OW), ox.iv), r);
   }
 }
 
@@ -472,10 +463,10 @@ static void e_embedding(cg_k *k) {
     V id = cg_ldi(k, 1, i.iv);
     V ok = LLVMBuildICmp(BLD, LLVMIntULT, id, ci(k, V_), "");
     cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 1);
-    V row = muli(k, LLVMBuildSelect(BLD, ok, id, ci(k, 0), ""), D), orow = muli(k, i.iv, D);
+    V row = cg_muli(k, LLVMBuildSelect(BLD, ok, id, ci(k, 0), ""), D), orow = cg_muli(k, i.iv, D);
     CG_FOR(k, j, ci(k, 0), ci(k, D)) {
-      V v = LLVMBuildSelect(BLD, ok, cg_ldf(k, 2, add(k, row, j.iv)), cf(k, 0), "");
-      cg_st(k, 0, add(k, orow, j.iv), v);
+      V v = LLVMBuildSelect(BLD, ok, cg_ldf(k, 2, cg_add(k, row, j.iv)), cf(k, 0), "");
+      cg_st(k, 0, cg_add(k, orow, j.iv), v);
     }
   }
 }
@@ -496,7 +487,7 @@ static void ce_pass1(cg_k *k, V i, int w, void *ctx) { /* max and the plain sum 
 
 static void ce_pass2(cg_k *k, V i, int w, void *ctx) {
   ce_ctx *c = ctx;
-  sum_d(k, &c->sum, w, cg_exp(k, fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->m, w))));
+  sum_d(k, &c->sum, w, cg_exp(k, cg_fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->m, w))));
 }
 
 static void e_cross_entropy(cg_k *k) {
@@ -506,7 +497,7 @@ static void e_cross_entropy(cg_k *k) {
   LLVMTypeRef f64 = k->m->f64;
   V total = cg_var(k, f64, cd(k, 0));
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
-    V base = muli(k, r.iv, C);
+    V base = cg_muli(k, r.iv, C);
     V lab = cg_ldi(k, 2, r.iv);
     V ok = LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, C), "");
     cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 2);
@@ -521,13 +512,13 @@ static void e_cross_entropy(cg_k *k) {
     cg_vfor(k, ci(k, C), ce_pass2, &c);
     V m = c.m;
     /* sum is in [1, C]: its logf is exact enough */
-    V lse = LLVMBuildFAdd(BLD, tod(k, m), tod(k, cg_log(k, tof(k, cg_acc_fold(k, &c.sum, cg_fold_add)))), "");
-    V nll = LLVMBuildFSub(BLD, lse, tod(k, cg_ldf(k, 1, add(k, base, lab))), "");
+    V lse = LLVMBuildFAdd(BLD, cg_tod(k, m), cg_tod(k, cg_log(k, cg_tof(k, cg_acc_fold(k, &c.sum, cg_fold_add)))), "");
+    V nll = LLVMBuildFSub(BLD, lse, cg_tod(k, cg_ldf(k, 1, cg_add(k, base, lab))), "");
     V smooth = LLVMBuildFSub(BLD, lse, LLVMBuildFDiv(BLD, cg_acc_fold(k, &c.all, cg_fold_add), cd(k, (double)C), ""), "");
     V l = LLVMBuildFAdd(BLD, LLVMBuildFMul(BLD, cd(k, 1.0 - ls), nll, ""), LLVMBuildFMul(BLD, cd(k, ls), smooth, ""), "");
     cg_set(k, total, LLVMBuildFAdd(BLD, cg_get(k, total, f64), l, ""));
   }
-  cg_st(k, 0, ci(k, 0), tof(k, LLVMBuildFDiv(BLD, cg_get(k, total, f64), cd(k, (double)rows), "")));
+  cg_st(k, 0, ci(k, 0), cg_tof(k, LLVMBuildFDiv(BLD, cg_get(k, total, f64), cd(k, (double)rows), "")));
 }
 
 typedef struct {
@@ -539,14 +530,14 @@ static void pair_body(cg_k *k, V *off, void *ctx) {
   pl_ctx *c = ctx;
   V a = cg_ldf(k, 1, off[0]), b = cg_ldf(k, 2, off[1]), t;
   if (c->op == IR_MSE) {
-    V d = fsub(k, a, b);
-    t = fmul(k, d, d);
+    V d = cg_fsub(k, a, b);
+    t = cg_fmul(k, d, d);
   } else { /* max(x, 0) - x*y + log1p(exp(-|x|)) */
     V pos = LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, a, cf(k, 0), ""), a, cf(k, 0), "");
     V sp = cg_call1(k, k->m->log1pf_, cg_exp(k, LLVMBuildFNeg(BLD, cg_fabs(k, a), "")));
-    t = fadd(k, fsub(k, pos, fmul(k, a, b)), sp);
+    t = cg_fadd(k, cg_fsub(k, pos, cg_fmul(k, a, b)), sp);
   }
-  cg_set(k, c->total, LLVMBuildFAdd(BLD, cg_get(k, c->total, k->m->f64), tod(k, t), ""));
+  cg_set(k, c->total, LLVMBuildFAdd(BLD, cg_get(k, c->total, k->m->f64), cg_tod(k, t), ""));
 }
 
 static void e_pair_loss(cg_k *k) {
@@ -558,7 +549,7 @@ static void e_pair_loss(cg_k *k) {
   pl_ctx c = {cg_var(k, k->m->f64, cd(k, 0)), k->n->op};
   cg_nest(k, s.rank, s.d, 2, st, NULL, pair_body, &c);
   V mean = LLVMBuildFDiv(BLD, cg_get(k, c.total, k->m->f64), cd(k, (double)ir_numel(&s)), "");
-  cg_st(k, 0, ci(k, 0), tof(k, mean));
+  cg_st(k, 0, ci(k, 0), cg_tof(k, mean));
 }
 
 /* ---- fused sequence layers ---- */
@@ -586,17 +577,17 @@ static void attn_head(cg_k *k, V bh, void *ctx) {
   const attn_t *a = ctx;
   int64_t T = a->T, d = a->d;
   V b = LLVMBuildSDiv(BLD, bh, ci(k, a->H), ""), h = LLVMBuildSRem(BLD, bh, ci(k, a->H), "");
-  V qkv = scr(k, 0), S = cg_fptr(k, scr(k, a->B * T * 4 * d), muli(k, k->part, T * T));
-  V q = cg_fptr(k, qkv, add(k, muli(k, b, T * 3 * d), muli(k, h, a->hd)));
-  V c = cg_fptr(k, scr(k, a->B * T * 3 * d), add(k, muli(k, b, T * d), muli(k, h, a->hd)));
+  V qkv = scr(k, 0), S = cg_fptr(k, scr(k, a->B * T * 4 * d), cg_muli(k, k->part, T * T));
+  V q = cg_fptr(k, qkv, cg_add(k, cg_muli(k, b, T * 3 * d), cg_muli(k, h, a->hd)));
+  V c = cg_fptr(k, scr(k, a->B * T * 3 * d), cg_add(k, cg_muli(k, b, T * d), cg_muli(k, h, a->hd)));
   for (int64_t r0 = 0; r0 < T; r0 += a->tb) {
     int64_t rows = T - r0 < a->tb ? T - r0 : a->tb, keys = a->causal ? r0 + rows : T;
     V qr = cg_fptr(k, q, ci(k, r0 * 3 * d));
     cg_sgemm(k, 0, 1, rows, keys, a->hd, 1.0 / sqrt((double)a->hd), qr, 3 * d, cg_fptr(k, q, ci(k, d)), 3 * d, 0.0,
              S, keys);
     CG_FOR(k, i, ci(k, 0), ci(k, rows)) {
-      V srow = cg_fptr(k, S, muli(k, i.iv, keys));
-      V nj = a->causal ? add(k, i.iv, ci(k, r0 + 1)) : ci(k, keys);
+      V srow = cg_fptr(k, S, cg_muli(k, i.iv, keys));
+      V nj = a->causal ? cg_add(k, i.iv, ci(k, r0 + 1)) : ci(k, keys);
       softmax_row(k, srow, srow, nj, 0);
       if (a->causal) CG_FOR(k, j, nj, ci(k, keys)) cg_stp(k, srow, j.iv, cf(k, 0)); /* keys after the query */
     }
@@ -640,14 +631,14 @@ static V seq_inproj(cg_k *k, seq_t s, V bias) {
 
 /* dst[B, G*h] (row stride ld) += h_{t-1} W_hh, h_{t-1} read from out */
 static void seq_recur(cg_k *k, seq_t s, V t, V dst, int64_t ld) {
-  V hp = cg_fptr(k, k->arg[0], muli(k, LLVMBuildSub(BLD, t, ci(k, 1), ""), s.h));
+  V hp = cg_fptr(k, k->arg[0], cg_muli(k, LLVMBuildSub(BLD, t, ci(k, 1), ""), s.h));
   cg_sgemm(k, 0, 0, s.B, s.G * s.h, s.h, 1.0, hp, s.T * s.h, ARG(2), s.G * s.h, 1.0, dst, ld);
 }
 
-static V outidx(cg_k *k, seq_t s, V b, V t, V j) { return add(k, muli(k, add(k, muli(k, b, s.T), t), s.h), j); }
+static V outidx(cg_k *k, seq_t s, V b, V t, V j) { return cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, b, s.T), t), s.h), j); }
 
 static void rnn_step(cg_k *k, seq_t s, V xp, V t, int first) {
-  V g = cg_fptr(k, xp, muli(k, t, s.h));
+  V g = cg_fptr(k, xp, cg_muli(k, t, s.h));
   if (!first) seq_recur(k, s, t, g, s.T * s.h);
   CG_FOR(k, b, ci(k, 0), ci(k, s.B)) CG_FOR(k, j, ci(k, 0), ci(k, s.h)) {
     V idx = outidx(k, s, b.iv, t, j.iv);
@@ -658,18 +649,18 @@ static void rnn_step(cg_k *k, seq_t s, V xp, V t, int first) {
 static void lstm_step(cg_k *k, seq_t s, V xp, V t, int first) {
   int64_t gw = 4 * s.h;
   V cell = scr(k, s.B * s.T * gw);
-  if (!first) seq_recur(k, s, t, cg_fptr(k, xp, muli(k, t, gw)), s.T * gw);
+  if (!first) seq_recur(k, s, t, cg_fptr(k, xp, cg_muli(k, t, gw)), s.T * gw);
   CG_FOR(k, b, ci(k, 0), ci(k, s.B)) CG_FOR(k, j, ci(k, 0), ci(k, s.h)) {
-    V g = add(k, muli(k, add(k, muli(k, b.iv, s.T), t), gw), j.iv);
+    V g = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, b.iv, s.T), t), gw), j.iv);
     V ig = cg_sigmoid(k, cg_ldp(k, xp, g));
-    V fg = cg_sigmoid(k, cg_ldp(k, xp, add(k, g, ci(k, s.h))));
-    V gg = cg_tanh(k, cg_ldp(k, xp, add(k, g, ci(k, 2 * s.h))));
-    V og = cg_sigmoid(k, cg_ldp(k, xp, add(k, g, ci(k, 3 * s.h))));
-    V ci_ = add(k, muli(k, b.iv, s.h), j.iv);
-    V c = fmul(k, ig, gg);
-    if (!first) c = fadd(k, fmul(k, fg, cg_ldp(k, cell, ci_)), c);
+    V fg = cg_sigmoid(k, cg_ldp(k, xp, cg_add(k, g, ci(k, s.h))));
+    V gg = cg_tanh(k, cg_ldp(k, xp, cg_add(k, g, ci(k, 2 * s.h))));
+    V og = cg_sigmoid(k, cg_ldp(k, xp, cg_add(k, g, ci(k, 3 * s.h))));
+    V ci_ = cg_add(k, cg_muli(k, b.iv, s.h), j.iv);
+    V c = cg_fmul(k, ig, gg);
+    if (!first) c = cg_fadd(k, cg_fmul(k, fg, cg_ldp(k, cell, ci_)), c);
     cg_stp(k, cell, ci_, c);
-    cg_stp(k, k->arg[0], outidx(k, s, b.iv, t, j.iv), fmul(k, og, cg_tanh(k, c)));
+    cg_stp(k, k->arg[0], outidx(k, s, b.iv, t, j.iv), cg_fmul(k, og, cg_tanh(k, c)));
   }
 }
 
@@ -679,16 +670,16 @@ static void gru_step(cg_k *k, seq_t s, V xp, V t, int first) {
   cg_fill_rows(k, hp, s.B, gw, gw, ARG(4));
   if (!first) seq_recur(k, s, t, hp, gw);
   CG_FOR(k, b, ci(k, 0), ci(k, s.B)) CG_FOR(k, j, ci(k, 0), ci(k, s.h)) {
-    V gi = add(k, muli(k, add(k, muli(k, b.iv, s.T), t), gw), j.iv);
-    V gh = add(k, muli(k, b.iv, gw), j.iv);
-    V r = cg_sigmoid(k, fadd(k, cg_ldp(k, xp, gi), cg_ldp(k, hp, gh)));
-    V z = cg_sigmoid(k, fadd(k, cg_ldp(k, xp, add(k, gi, ci(k, s.h))), cg_ldp(k, hp, add(k, gh, ci(k, s.h)))));
-    V nn = cg_tanh(k, fadd(k, cg_ldp(k, xp, add(k, gi, ci(k, 2 * s.h))),
-                          fmul(k, r, cg_ldp(k, hp, add(k, gh, ci(k, 2 * s.h))))));
-    V h = fmul(k, fsub(k, cf(k, 1), z), nn);
+    V gi = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, b.iv, s.T), t), gw), j.iv);
+    V gh = cg_add(k, cg_muli(k, b.iv, gw), j.iv);
+    V r = cg_sigmoid(k, cg_fadd(k, cg_ldp(k, xp, gi), cg_ldp(k, hp, gh)));
+    V z = cg_sigmoid(k, cg_fadd(k, cg_ldp(k, xp, cg_add(k, gi, ci(k, s.h))), cg_ldp(k, hp, cg_add(k, gh, ci(k, s.h)))));
+    V nn = cg_tanh(k, cg_fadd(k, cg_ldp(k, xp, cg_add(k, gi, ci(k, 2 * s.h))),
+                          cg_fmul(k, r, cg_ldp(k, hp, cg_add(k, gh, ci(k, 2 * s.h))))));
+    V h = cg_fmul(k, cg_fsub(k, cf(k, 1), z), nn);
     if (!first) {
       V prev = cg_ldp(k, k->arg[0], outidx(k, s, b.iv, LLVMBuildSub(BLD, t, ci(k, 1), ""), j.iv));
-      h = fadd(k, h, fmul(k, z, prev));
+      h = cg_fadd(k, h, cg_fmul(k, z, prev));
     }
     cg_stp(k, k->arg[0], outidx(k, s, b.iv, t, j.iv), h);
   }
@@ -727,7 +718,7 @@ static V epi_apply(cg_k *k, V v, V row, V col, int w, void *ctx) {
       v = unary_fn[n->op](k, v, &n->attr);
       continue;
     }
-    V idx = f->kind[s] == CG_EPI_ROW ? col : add(k, muli(k, row, N), col);
+    V idx = f->kind[s] == CG_EPI_ROW ? col : cg_add(k, cg_muli(k, row, N), col);
     V o = cg_vld(k, k->arg[f->arg[s]], idx, w);
     v = f->right[s] ? fops[n->op - IR_ADD](BLD, o, v, "") : fops[n->op - IR_ADD](BLD, v, o, "");
   }
@@ -741,7 +732,7 @@ typedef struct {
 
 static void epi_elems(cg_k *k, V j, int w, void *ctx) {
   epi_row_t *e = ctx;
-  V ix = add(k, muli(k, e->row, e->N), j);
+  V ix = cg_add(k, cg_muli(k, e->row, e->N), j);
   cg_vst(k, k->arg[0], ix, epi_apply(k, cg_vld(k, k->arg[0], ix, w), e->row, j, w, (void *)k->fuse), w);
 }
 

@@ -17,8 +17,6 @@ static V mulc(cg_k *k, V a, uint64_t c) { return LLVMBuildMul(BLD, a, LLVMConstI
 static V c32(cg_k *k, uint32_t v) { return LLVMConstInt(k->m->i32, v, 0); }
 static V lo32(cg_k *k, V x) { return LLVMBuildTrunc(BLD, x, k->m->i32, ""); }
 static V hi32(cg_k *k, V x) { return lo32(k, lshr(k, x, 32)); }
-static V fcmp(cg_k *k, LLVMRealPredicate p, V a, V b) { return LLVMBuildFCmp(BLD, p, a, b, ""); }
-static V sel(cg_k *k, V c, V a, V b) { return LLVMBuildSelect(BLD, c, a, b, ""); }
 
 /* ---- Philox-4x32-10 (ir/rng.c) ---- */
 
@@ -106,8 +104,8 @@ static void e_dropout_mask(cg_k *k) {
     V w[4];
     philox_block(k, &pk, LLVMBuildLShr(BLD, l.iv, ci(k, 1), ""), w);
     V odd = LLVMBuildTrunc(BLD, l.iv, k->m->i1, "");
-    V u = uniform(k, sel(k, odd, w[2], w[0]), sel(k, odd, w[3], w[1]));
-    cg_stp(k, OUT, l.iv, sel(k, fcmp(k, LLVMRealOGE, u, cd(k, p)), keep, cf(k, 0)));
+    V u = uniform(k, cg_sel(k, odd, w[2], w[0]), cg_sel(k, odd, w[3], w[1]));
+    cg_stp(k, OUT, l.iv, cg_sel(k, cg_fcmp(k, LLVMRealOGE, u, cd(k, p)), keep, cf(k, 0)));
   }
 }
 
@@ -117,12 +115,12 @@ static void minimum_body(cg_k *k, V *off, void *ctx) {
   (void)ctx;
   if (!ir_dtype_is_float(k->dt[0])) {
     V a = cg_ldi(k, 1, off[1]), b = cg_ldi(k, 2, off[2]);
-    cg_st(k, 0, off[0], sel(k, LLVMBuildICmp(BLD, LLVMIntSLT, b, a, ""), b, a));
+    cg_st(k, 0, off[0], cg_sel(k, LLVMBuildICmp(BLD, LLVMIntSLT, b, a, ""), b, a));
     return;
   }
   V a = cg_ldf(k, 1, off[1]), b = cg_ldf(k, 2, off[2]);
-  V m = sel(k, fcmp(k, LLVMRealOLT, b, a), b, a);
-  cg_st(k, 0, off[0], sel(k, fcmp(k, LLVMRealUNO, a, b), cf(k, NAN), m));
+  V m = cg_sel(k, cg_fcmp(k, LLVMRealOLT, b, a), b, a);
+  cg_st(k, 0, off[0], cg_sel(k, cg_fcmp(k, LLVMRealUNO, a, b), cf(k, NAN), m));
 }
 
 static void e_minimum(cg_k *k) {
@@ -137,7 +135,7 @@ static void e_minimum(cg_k *k) {
 static void e_sign(cg_k *k) {
   CG_FOR(k, l, ci(k, 0), ci(k, ir_numel(&k->n->shape))) {
     V x = cg_ldf(k, 1, l.iv);
-    V s = sel(k, fcmp(k, LLVMRealOGT, x, cf(k, 0)), cf(k, 1), sel(k, fcmp(k, LLVMRealOLT, x, cf(k, 0)), cf(k, -1), x));
+    V s = cg_sel(k, cg_fcmp(k, LLVMRealOGT, x, cf(k, 0)), cf(k, 1), cg_sel(k, cg_fcmp(k, LLVMRealOLT, x, cf(k, 0)), cf(k, -1), x));
     cg_st(k, 0, l.iv, s);
   }
 }
