@@ -146,6 +146,10 @@ static void test_grad_ops(void) {
   c = F2(IR_CONV2D, S(4, 2, 3, 7, 7), IR_F32, S(4, 4, 3, 3, 3));
   c.nin = 3, c.dt[2] = IR_F32, c.sh[2] = S(1, 4, 0, 0, 0), c.attr.stride = 2, c.attr.pad = 1, c.attr.pad_hi = 1;
   run_case(&c);
+  c.attr.stride = 1, c.attr.pad = 0, c.attr.pad_hi = 2; /* asymmetric padding (conv_dx/conv_dw kernels) */
+  run_case(&c);
+  c.sh[0] = S(4, 3, 3, 8, 6), c.attr.stride = 2, c.attr.pad = 2, c.attr.pad_hi = 0;
+  run_case(&c);
   c = F1(IR_MAXPOOL2D, S(4, 2, 3, 8, 8)), c.attr.k = 2, c.attr.stride = 2;
   run_case(&c);
   c.op = IR_AVGPOOL2D, c.attr.k = 3, c.attr.stride = 1;

@@ -256,6 +256,7 @@ static void conv_back(cg_k *k, const ir_shape *sx, const ir_shape *sw, const ir_
   int64_t C = sx->d[1], H = sx->d[2], W = sx->d[3], O = sw->d[0], K = sw->d[2], OH = sy->d[2], OW = sy->d[3];
   int64_t s = k->n->attr.stride, pad = k->n->attr.pad;
   int dy_arg = which == 0 ? 1 : 2, other = which == 0 ? 2 : 1; /* dx: (dy, w); dw: (x, dy) */
+  if (cg_emit_conv_grad(k)) return; /* f32: im2col GEMMs (cg_conv.c); the loops below are the fallback */
   zero_out(k);
   CG_FOR(k, n, ci(k, 0), ci(k, sx->d[0])) CG_FOR(k, o, ci(k, 0), ci(k, O)) CG_FOR(k, oy, ci(k, 0), ci(k, OH))
     CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {

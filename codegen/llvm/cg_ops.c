@@ -788,6 +788,7 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
   }
   case IR_ATTENTION: case IR_ATTENTION_GRAD: case IR_RNN_GRAD: case IR_LSTM_GRAD: case IR_GRU_GRAD:
     return cg_seq_scratch_bytes(g, n); /* cg_attn.c */
+  case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: return cg_conv_scratch_bytes(g, n); /* cg_conv.c */
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
   case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;
   case IR_GRU: f = sx->d[0] * sx->d[1] * 3 * n->shape.d[2] + sx->d[0] * 3 * n->shape.d[2]; break;
