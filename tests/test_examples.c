@@ -59,7 +59,7 @@ static void run_example(const char *path) {
   for (size_t d = 0; d < sizeof decl / sizeof decl[0]; d++) {
     if (!strstr(path, decl[d].model)) continue;
     lathe_tensor t = {.dtype = in[0].dtype, .rank = decl[d].rank};
-    memcpy(t.shape, decl[d].shape, sizeof t.shape);
+    memcpy(t.shape, decl[d].shape, sizeof decl[d].shape);
     t.data = malloc((size_t)lathe_tensor_bytes(&t));
     fill(&t, &seed);
     CHECK(lathe_set_input(pi, decl[d].input, &t, &err) == 0);
