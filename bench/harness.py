@@ -100,6 +100,8 @@ def lathe_bench_cmd(bench, w, inputs, quick):
            "--warmup", str(w.warmup), "--max-seconds", str(w.max_seconds)]
     if w.kind == "train":
         cmd.append("--train")
+    if w.kind == "generate":  # --in is ignored there: lathe_generate feeds its own prompt
+        cmd += ["--generate", str(w.gen_tokens)]
     for k, v in w.binds.items():
         cmd += ["--bind", "%s=%d" % (k, v)]
     for name, rng in w.inputs.items():
@@ -138,6 +140,8 @@ def lathe_side(build, w, quick, native_blas):
         shutil.rmtree(cache, ignore_errors=True)
     if flops and w.kind == "train":
         flops *= TRAIN_FLOP_FACTOR
+    if w.kind == "generate":  # a token is not one full forward for Lathe (cached): no GF/s
+        flops = None
     res["flops"], res["params"] = flops, params
     return res
 
@@ -193,9 +197,14 @@ def row(w, lathe, peer, allpeer, err):
         r["lathe_reps"] = lathe.get("reps")
         if w.kind == "train":
             r["lathe_loss"] = [lathe.get("first_loss"), lathe.get("last_loss")]
+        if w.kind == "generate":
+            r["lathe_tokens_per_s"] = lathe.get("tokens_per_s")
+            r["lathe_cached"] = lathe.get("cached")
     if peer:
         if w.kind == "train":
             r["peer_loss"] = [peer.get("first_loss"), peer.get("last_loss")]
+        if w.kind == "generate":
+            r["peer_tokens_per_s"] = peer.get("tokens_per_s")
         r["peer_config"] = peer["config"]
         r["peer_min_ms"] = round(peer["min_ms"], 6)
         r["peer_kernel"] = peer["kernel"]
@@ -254,6 +263,13 @@ def print_table(rows, peak, native_blas):
         if "lathe_loss" in r or "peer_loss" in r:
             print("%s: loss over the run's steps on its fixed batch: lathe %s, peer %s" %
                   (r["workload"], loss_span(r.get("lathe_loss")), loss_span(r.get("peer_loss"))))
+    for r in rows:
+        if "lathe_tokens_per_s" in r or "peer_tokens_per_s" in r:
+            print("%s: greedy tokens/s: lathe %s (%s), peer %s (full forward over the last T tokens per token); "
+                  "ms above are per token" %
+                  (r["workload"], fmt(r.get("lathe_tokens_per_s"), ".0f"),
+                   "key/value cache" if r.get("lathe_cached") else "recomputed context",
+                   fmt(r.get("peer_tokens_per_s"), ".0f")))
     pinned, native = peak
     print("OpenBLAS sgemm peak (n=%d, best of reps): %.1f GFLOP/s on 1 thread, %.1f on 2 with kernel %s "
           "(the environment's pin%s); %.1f / %.1f with kernel %s (unpinned, as the peer%s runs)" %

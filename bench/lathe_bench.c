@@ -19,6 +19,14 @@
  * the first and of the last step run (read outside the timed region), so a
  * falling loss shows the steps really train.
  *
+ * --generate N times text generation instead: lathe_generate (the key/value
+ * cache decode program) produces N greedy tokens from a short prompt, with
+ * weights from lathe_weights_init (saved to a temporary safetensors file, as
+ * lathe_generate loads its weights from a file). Every token's time is the
+ * gap between two on_token callbacks; median_ms/min_ms are per token and the
+ * JSON adds tokens_per_s (the library's own count) and cached. --in is not
+ * used in this mode.
+ *
  * With LATHE_PROFILE=1 in the environment the library times every kernel;
  * the per-operator table (lathe_program_profile) then goes to stderr.
  */
@@ -29,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lathe.h"
 
@@ -58,6 +67,7 @@ typedef struct {
   uint64_t seed;
   int compile_only;
   int train; /* time training steps (lathe_compile_train) */
+  int generate; /* > 0: time lathe_generate of this many tokens */
   double load_ms; /* parse + check + bind, measured by main */
 } bench_args;
 
@@ -134,7 +144,7 @@ static int parse_input(const char *arg, input_arg *in) {
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
                   "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
-                  "                   [--train]\n");
+                  "                   [--train] [--generate N]\n");
   return 2;
 }
 
@@ -164,6 +174,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
       a->reps = (int)n;
     } else if (strcmp(s, "--warmup") == 0 && !parse_int(v, &n) && n >= 0 && n <= MAX_REPS) {
       a->warmup = (int)n;
+    } else if (strcmp(s, "--generate") == 0 && !parse_int(v, &n) && n >= 1 && n <= MAX_REPS) {
+      a->generate = (int)n;
     } else if (strcmp(s, "--seed") == 0 && !parse_int(v, &n)) {
       a->seed = (uint64_t)n;
     } else if (strcmp(s, "--max-seconds") == 0) {
@@ -266,7 +278,7 @@ static void print_loss(const char *key, double v) {
 static void print_result(const bench_args *a, const lathe_program *p, double compile_ms, double *times, int n,
                          double init_ms, const double loss[2]) {
   printf("{\"model\": \"%s\", \"mode\": \"%s\", \"load_ms\": %.3f, \"compile_ms\": %.3f", a->model,
-         a->train ? "train" : "inference", a->load_ms, compile_ms);
+         a->train ? "train" : a->generate ? "generate" : "inference", a->load_ms, compile_ms);
   print_stats(p);
   if (n > 0) {
     qsort(times, (size_t)n, sizeof *times, cmp_double);
@@ -281,6 +293,68 @@ static void print_result(const bench_args *a, const lathe_program *p, double com
   printf("}\n");
 }
 
+/* ---- generation ---- */
+
+typedef struct {
+  double *stamps; /* the wall clock at each generated token */
+  int n, cap;
+} token_clock;
+
+static int on_token(void *user, int token, int byte) {
+  (void)token;
+  (void)byte;
+  token_clock *c = user;
+  if (c->n < c->cap) c->stamps[c->n++] = now_ms();
+  return 0;
+}
+
+#define GEN_PROMPT "ROMEO:\nWhat light"
+
+/* lathe_generate needs its weights in a file: the initialised ones go to a
+ * temporary safetensors file, removed afterwards. */
+static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double compile_ms, lathe_error *err) {
+  char path[] = "/tmp/lathe-bench-gen-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) { fprintf(stderr, "lathe_bench: cannot create a temporary file\n"); return 1; }
+  close(fd);
+  token_clock c = {malloc(((size_t)a->generate + 1) * sizeof(double)), 0, a->generate};
+  double *times = malloc(((size_t)a->generate + 1) * sizeof(double));
+  int rc = 1;
+  double t0 = now_ms();
+  if (!c.stamps || !times) fprintf(stderr, "lathe_bench: out of memory\n");
+  else if (lathe_weights_init(p, a->seed, err)) fail("weights", err);
+  else if (lathe_weights_save(p, path, err)) fail("weights save", err);
+  else {
+    double init_ms = now_ms() - t0;
+    lathe_generate_options go = {.weights = path, .prompt = GEN_PROMPT, .tokens = a->generate,
+                                 .temperature = 0, .seed = a->seed, .backend = LATHE_BACKEND_LLVM,
+                                 .on_token = on_token, .user = &c};
+    lathe_generate_result r = {0};
+    if (lathe_generate(m, &go, &r, err)) fail("generate", err);
+    else if (c.n < 2) fprintf(stderr, "lathe_bench: generate gave %d tokens\n", c.n);
+    else {
+      int n = c.n - 1;
+      for (int i = 0; i < n; i++) times[i] = c.stamps[i + 1] - c.stamps[i];
+      printf("{\"model\": \"%s\", \"mode\": \"generate\", \"load_ms\": %.3f, \"compile_ms\": %.3f", a->model,
+             a->load_ms, compile_ms);
+      print_stats(p);
+      qsort(times, (size_t)n, sizeof *times, cmp_double);
+      double med = n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
+      printf(", \"init_ms\": %.3f, \"median_ms\": %.6f, \"min_ms\": %.6f, \"max_ms\": %.6f, \"reps\": %d, "
+             "\"tokens_per_s\": %.3f, \"generated\": %lld, \"prompt_tokens\": %lld, \"prefill_ms\": %.3f, "
+             "\"cached\": %d}\n",
+             init_ms, med, times[0], times[n - 1], n, r.tokens_per_s, (long long)r.generated,
+             (long long)r.prompt_tokens, r.prefill_seconds * 1e3, r.cached);
+      if (r.note[0]) fprintf(stderr, "lathe_bench: generate: %s\n", r.note);
+      rc = 0;
+    }
+  }
+  remove(path);
+  free(c.stamps);
+  free(times);
+  return rc;
+}
+
 static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
   lathe_options opt = {.backend = LATHE_BACKEND_LLVM};
   double t0 = now_ms();
@@ -291,6 +365,11 @@ static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
     print_result(a, p, compile_ms, NULL, 0, 0, NULL);
     lathe_program_free(p);
     return 0;
+  }
+  if (a->generate) {
+    int grc = run_generate(a, m, p, compile_ms, err);
+    lathe_program_free(p);
+    return grc;
   }
   int rc = 1;
   double *times = malloc((size_t)a->reps * sizeof *times);

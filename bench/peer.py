@@ -121,7 +121,7 @@ class GPT(nn.Module):
         self.ln_f, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
 
     def forward(self, tokens):
-        h = self.tok(tokens) + self.pos
+        h = self.tok(tokens) + self.pos[:tokens.shape[1]]  # shorter contexts while generating
         return self.head(self.ln_f(self.blocks(h)))
 
     logits = forward
@@ -212,6 +212,8 @@ def time_steps(fn, x, reps, warmup, max_seconds):
         out = fn(x)
         if i == 0:
             first = out
+    if hasattr(fn, "reset"):  # generation: the timed tokens start from the prompt again
+        fn.reset()
     times, start = [], time.perf_counter()
     while len(times) < reps:
         t0 = time.perf_counter()
@@ -221,6 +223,8 @@ def time_steps(fn, x, reps, warmup, max_seconds):
             first = out
         if len(times) >= 3 and time.perf_counter() - start > max_seconds:
             break
+    if hasattr(fn, "reset"):
+        fn.times = times
     return statistics.median(times), min(times), len(times), first, out
 
 
@@ -236,12 +240,37 @@ def blas_kernel():
         return "unknown (%s)" % type(e).__name__
 
 
+class Recompute:
+    """The naive generation loop: each call runs the full forward over the
+    last T tokens of the context (batch 1) and appends the argmax of the last
+    position's logits. reset() goes back to the prompt."""
+
+    def __init__(self, model, prompt, T):
+        self.model, self.prompt, self.T = model, prompt.reshape(1, -1), T
+        self.reset()
+
+    def reset(self):
+        self.ctx = self.prompt.clone()
+
+    def __call__(self, _):
+        logits = self.model(self.ctx[:, -self.T:])
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        self.ctx = torch.cat([self.ctx, nxt], dim=1)
+        return nxt
+
+
+GEN_PROMPT_TOKENS = 17  # as many as lathe_bench's prompt ("ROMEO:\nWhat light")
+
+
 def modes(w, model, x):
     """(name, callable) for every configuration this workload tries."""
     if w.kind == "train":  # each configuration trains its own copy from the same start
         for foreach in (False, True):
             yield "eager-train%s" % ("-foreach" if foreach else ""), train_step(copy.deepcopy(model), x, w.optim,
                                                                                  w.clip_norm, foreach)
+        return
+    if w.kind == "generate":
+        yield "eager-recompute", Recompute(model, x[0, :GEN_PROMPT_TOKENS], x.shape[1])
         return
     yield "eager", model
     if w.batch1:
@@ -278,6 +307,8 @@ def main():
                  "kernel": kernel, "params": nparams}
             if train:
                 r.update(first_loss=first.item(), last_loss=last.item())
+            if w.kind == "generate":
+                r["tokens_per_s"] = 1e3 / statistics.mean(fn.times)  # as lathe_generate's: tokens / seconds
             print(json.dumps(r), flush=True)
 
 

@@ -27,9 +27,10 @@ class Workload:
     max_seconds: float = 20.0       # stop timing early after this long
     batch1: bool = False            # batch-1 inference: the peer also tries TorchScript
     peer_malloc: tuple = ("default", "tuned")  # glibc malloc settings the peer tries (harness.py)
-    kind: str = "inference"         # or "train": one full training step
+    kind: str = "inference"         # or "train": one full training step; "generate": greedy decoding
     optim: dict = None              # train: the peer's torch.optim (name, lr, ...), as the train block
     clip_norm: float = 0.0          # train: the peer's clip_grad_norm_ (0: none), as the train block
+    gen_tokens: int = 0             # generate: tokens generated (one timed step per token)
 
 
 GPT_CHAR = dict(vocab=96, T=64, d=128, heads=4, layers=4)
@@ -68,6 +69,11 @@ WORKLOADS = [
     train("lstm_train_b32", "examples/lstm.nn", {"batch": 32},
           {"tokens": LSTM_CHAR["vocab"], "next": LSTM_CHAR["vocab"]}, "lstm", dict(batch=32, **LSTM_CHAR),
           dict(name="adam", lr=2e-3), clip_norm=1.0, reps=100, quick_reps=10, warmup=5, max_seconds=3),
+    # Generation (issue 5): greedy tokens at batch 1. Lathe: lathe_generate (key/value-cache decode program);
+    # peer: the naive loop, the full forward over the last T tokens per new token. Times are per token.
+    Workload("gpt_char_generate", "examples/gpt.nn", {"batch": 1}, {"tokens": GPT_CHAR["vocab"]},
+             "gpt", dict(batch=1, **GPT_CHAR), kind="generate", gen_tokens=200, reps=200, quick_reps=200,
+             warmup=5, max_seconds=20),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}
