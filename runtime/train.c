@@ -60,7 +60,6 @@ typedef struct {
   tr_meta meta;
   int higher;                /* the selection metric: higher is better */
   const char *metric;
-  double *curve_train, *curve_val, *curve_x;
 } tr_run;
 
 static int build_step(tr_run *r, lathe_error *err) {

@@ -21,7 +21,8 @@ static void fill(lathe_tensor *t, unsigned *seed) {
   }
 }
 
-static lathe_program *build(const char *path, lathe_backend b, lathe_tensor *in, int *nin) {
+/* batch = 2, seeded weights. */
+static lathe_program *build(const char *path, lathe_backend b) {
   lathe_error err = {0};
   lathe_model *m = lathe_model_load(path, &err);
   CHECK_MSG(m != NULL, "%s", err.message ? err.message : "");
@@ -32,33 +33,30 @@ static lathe_program *build(const char *path, lathe_backend b, lathe_tensor *in,
   CHECK_MSG(p != NULL, "%s: %s", path, err.message ? err.message : "");
   lathe_error_clear(&err);
   if (p) CHECK(lathe_weights_init(p, 5, &err) == 0);
-  /* Inputs: the model's declared inputs (targets are optional for a forward run). */
-  *nin = 0;
-  for (int i = 0; p && i < lathe_model_num_inputs(m); i++) {
-    const char *name = lathe_model_input_name(m, i);
-    if (!strcmp(name, "y") || !strcmp(name, "next")) continue;
-    in[*nin].dtype = strstr(path, "gpt") || strstr(path, "lstm") ? LATHE_I32 : LATHE_F32;
-    (*nin)++;
-  }
   lathe_model_free(m);
   return p;
 }
 
+/* Each example's one non-target input (targets are optional for a forward run). */
+static const struct {
+  const char *model, *input;
+  lathe_dtype dtype;
+  int rank;
+  int64_t shape[4];
+} decl[] = {
+  {"mlp", "x", LATHE_F32, 2, {2, 64}},         {"cnn", "x", LATHE_F32, 4, {2, 1, 8, 8}},
+  {"gpt", "tokens", LATHE_I32, 2, {2, 64}},    {"lstm", "tokens", LATHE_I32, 2, {2, 32}},
+};
+
 static void run_example(const char *path) {
-  lathe_tensor in[4] = {0};
-  int nin = 0;
-  lathe_program *pi = build(path, LATHE_BACKEND_INTERP, in, &nin);
-  lathe_program *pl = build(path, LATHE_BACKEND_LLVM, in, &nin);
+  lathe_program *pi = build(path, LATHE_BACKEND_INTERP);
+  lathe_program *pl = build(path, LATHE_BACKEND_LLVM);
   if (!pi || !pl) { lathe_program_free(pi); lathe_program_free(pl); return; }
   lathe_error err = {0};
   unsigned seed = 42;
-  /* The shapes come from the model: bind by declared name. */
-  static const struct { const char *model, *input; int rank; int64_t shape[4]; } decl[] = {
-    {"mlp", "x", 2, {2, 64}}, {"cnn", "x", 4, {2, 1, 8, 8}}, {"gpt", "tokens", 2, {2, 64}}, {"lstm", "tokens", 2, {2, 32}},
-  };
   for (size_t d = 0; d < sizeof decl / sizeof decl[0]; d++) {
     if (!strstr(path, decl[d].model)) continue;
-    lathe_tensor t = {.dtype = in[0].dtype, .rank = decl[d].rank};
+    lathe_tensor t = {.dtype = decl[d].dtype, .rank = decl[d].rank};
     memcpy(t.shape, decl[d].shape, sizeof decl[d].shape);
     t.data = malloc((size_t)lathe_tensor_bytes(&t));
     fill(&t, &seed);

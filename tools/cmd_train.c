@@ -83,7 +83,7 @@ int cmd_train(int argc, char **argv) {
   if (!status) status = cli_u64(&a, "train", "--epochs", &epochs, NULL) ||
                         cli_u64(&a, "train", "--restarts", &restarts, NULL) || cli_double(&a, "train", "--lr", &o.lr) ||
                         cli_backend(cli_value(&a, "--backend"), &o.backend);
-  if (status) { cli_args_free(&a); return status ? 1 : 0; }
+  if (status) { cli_args_free(&a); return 1; }
   o.epochs = (int64_t)epochs;
   o.restarts = (int)restarts;
   o.out_dir = cli_value(&a, "--out");

@@ -554,63 +554,6 @@ static void e_pair_loss(cg_k *k) {
 
 /* ---- fused sequence layers ---- */
 
-/* attention: qkv = x Wqkv + b (one GEMM over B*T rows); per (batch, head)
- * S = q k^T * scale, row softmax (causal: keys after the query are zero),
- * ctx[:, head] = P v; out = ctx Wproj + b.
- * The (batch, head) pairs are independent: they run in parallel on the
- * runtime pool, each part with its own S (OpenBLAS single-threaded inside).
- * Causal attention goes in blocks of query rows, each against only the keys
- * up to its last row, so the masked half of S is never computed.
- * Scratch: qkv [B*T, 3d], ctx [B*T, d], then one S [T, T] per pool part. */
-typedef struct {
-  int64_t B, T, d, H, hd, tb; /* tb: query rows per block */
-  int causal;
-} attn_t;
-
-static int64_t attn_block_rows(int64_t T, int causal) {
-  if (!causal || T <= 64) return T;
-  int64_t tb = (T + 15) / 16; /* at most 16 blocks */
-  return tb < 64 ? 64 : tb;
-}
-
-static void attn_head(cg_k *k, V bh, void *ctx) {
-  const attn_t *a = ctx;
-  int64_t T = a->T, d = a->d;
-  V b = LLVMBuildSDiv(BLD, bh, ci(k, a->H), ""), h = LLVMBuildSRem(BLD, bh, ci(k, a->H), "");
-  V qkv = scr(k, 0), S = cg_fptr(k, scr(k, a->B * T * 4 * d), cg_muli(k, k->part, T * T));
-  V q = cg_fptr(k, qkv, cg_add(k, cg_muli(k, b, T * 3 * d), cg_muli(k, h, a->hd)));
-  V c = cg_fptr(k, scr(k, a->B * T * 3 * d), cg_add(k, cg_muli(k, b, T * d), cg_muli(k, h, a->hd)));
-  for (int64_t r0 = 0; r0 < T; r0 += a->tb) {
-    int64_t rows = T - r0 < a->tb ? T - r0 : a->tb, keys = a->causal ? r0 + rows : T;
-    V qr = cg_fptr(k, q, ci(k, r0 * 3 * d));
-    cg_sgemm(k, 0, 1, rows, keys, a->hd, 1.0 / sqrt((double)a->hd), qr, 3 * d, cg_fptr(k, q, ci(k, d)), 3 * d, 0.0,
-             S, keys);
-    CG_FOR(k, i, ci(k, 0), ci(k, rows)) {
-      V srow = cg_fptr(k, S, cg_muli(k, i.iv, keys));
-      V nj = a->causal ? cg_add(k, i.iv, ci(k, r0 + 1)) : ci(k, keys);
-      softmax_row(k, srow, srow, nj, 0);
-      if (a->causal) CG_FOR(k, j, nj, ci(k, keys)) cg_stp(k, srow, j.iv, cf(k, 0)); /* keys after the query */
-    }
-    cg_sgemm(k, 0, 0, rows, a->hd, keys, 1.0, S, keys, cg_fptr(k, q, ci(k, 2 * d)), 3 * d, 0.0,
-             cg_fptr(k, c, ci(k, r0 * d)), d);
-  }
-}
-
-__attribute__((unused)) static void e_attention(cg_k *k) { /* replaced by cg_attn.c (flash) */
-  const ir_shape *sx = SH(0);
-  attn_t a = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, sx->d[2] / k->n->attr.heads, 0, k->n->attr.causal};
-  a.tb = attn_block_rows(a.T, a.causal);
-  int64_t B = a.B, T = a.T, d = a.d;
-  V qkv = scr(k, 0), ctx = scr(k, B * T * 3 * d);
-  cg_fill_rows(k, qkv, B * T, 3 * d, 3 * d, ARG(2));
-  cg_sgemm(k, 0, 0, B * T, 3 * d, d, 1.0, ARG(0), d, ARG(1), 3 * d, 1.0, qkv, 3 * d);
-  /* a head is worth a part of its own once it costs more than a hand-off */
-  int64_t grain = T * T * a.hd >= (1 << 16) ? 1 : B * a.H;
-  cg_parallel_for(k, B * a.H, grain, 1, attn_head, &a);
-  cg_fill_rows(k, k->arg[0], B * T, d, d, ARG(4));
-  cg_sgemm(k, 0, 0, B * T, d, d, 1.0, ctx, d, ARG(3), d, 1.0, k->arg[0], d);
-}
-
 typedef struct {
   int64_t B, T, in, h, G; /* G gates: 1 rnn, 4 lstm, 3 gru */
 } seq_t;
