@@ -120,15 +120,18 @@ def unpin_blas(env):
     return env
 
 
-def lathe_side(build, w, quick, native_blas):
+def lathe_side(build, w, quick, pinned_blas):
     """Cold compile + timed steps, then (full runs) a warm compile that may hit
     the on-disk kernel cache. The cache is pointed at a fresh directory so the
-    first compile is cold whatever ran before."""
+    first compile is cold whatever ran before. Training rows run a second
+    time at -O0 (no graph passes and no fusion at all): the optimiser's
+    speedup, measured in the same run."""
     inputs, flops, params = lathe_check(os.path.join(build, "lathe", "lathe"), w)
     cmd = lathe_bench_cmd(os.path.join(build, "lathe_bench"), w, inputs, quick)
     cache = tempfile.mkdtemp(prefix="lathe-bench-cache-")
     env = dict(os.environ, XDG_CACHE_HOME=cache, LATHE_CACHE_DIR=cache)
-    if native_blas:
+    env.pop("LATHE_OPT_LEVEL", None)
+    if not pinned_blas:
         unpin_blas(env)
     try:
         res = json_lines(run(cmd, env=env))[-1]
@@ -136,6 +139,10 @@ def lathe_side(build, w, quick, native_blas):
             warm = json_lines(run(cmd + ["--compile-only"], env=env))[-1]
             res["warm_compile_ms"] = warm["compile_ms"]
             res["warm_cache_hit"] = warm.get("stats", {}).get("cache_hit")
+        if w.kind == "train":
+            o0 = json_lines(run(cmd, env=dict(env, LATHE_OPT_LEVEL="0")))[-1]
+            res["o0_ms"], res["o0_min_ms"] = o0["median_ms"], o0["min_ms"]
+            res["o0_kernels"] = o0.get("stats", {}).get("kernels")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     if flops and w.kind == "train":
@@ -197,6 +204,11 @@ def row(w, lathe, peer, allpeer, err):
         r["lathe_reps"] = lathe.get("reps")
         if w.kind == "train":
             r["lathe_loss"] = [lathe.get("first_loss"), lathe.get("last_loss")]
+        if "o0_ms" in lathe:  # the same step compiled at -O0: the graph optimiser's speedup
+            r["lathe_o0_ms"] = round(lathe["o0_ms"], 6)
+            r["o2_speedup"] = round(lathe["o0_ms"] / lathe["median_ms"], 4)
+            r["o2_speedup_min"] = round(lathe["o0_min_ms"] / lathe["min_ms"], 4)
+            r["o0_kernels"] = lathe.get("o0_kernels")
         if w.kind == "generate":
             r["lathe_tokens_per_s"] = lathe.get("tokens_per_s")
             r["lathe_cached"] = lathe.get("cached")
@@ -232,7 +244,7 @@ def ms(v):
     return "%.4f" % v if v < 1 else "%.3f" % v if v < 10 else "%.1f" % v
 
 
-def print_table(rows, peak, native_blas):
+def print_table(rows, peak, pinned_blas):
     hdr = ("workload", "lathe ms", "peer ms", "lathe/peer", "min ratio", "compile ms", "warm ms", "lathe GF/s",
            "peer GF/s", "peer config")
     last = len(hdr) - 1
@@ -260,6 +272,12 @@ def print_table(rows, peak, native_blas):
                    "" if r.get("warm_cache_hit") is None else
                    "; warm compile %s the disk cache" % ("hit" if r["warm_cache_hit"] else "missed")))
     for r in rows:
+        if "lathe_o0_ms" in r:
+            print("%s: -O0 (no graph passes, no fusion) %s ms per step in %s kernel calls; -O2 is %.2fx faster "
+                  "(%.2fx fastest step against fastest)" %
+                  (r["workload"], ms(r["lathe_o0_ms"]), r.get("o0_kernels", "?"), r["o2_speedup"],
+                   r["o2_speedup_min"]))
+    for r in rows:
         if "lathe_loss" in r or "peer_loss" in r:
             print("%s: loss over the run's steps on its fixed batch: lathe %s, peer %s" %
                   (r["workload"], loss_span(r.get("lathe_loss")), loss_span(r.get("peer_loss"))))
@@ -274,8 +292,8 @@ def print_table(rows, peak, native_blas):
     print("OpenBLAS sgemm peak (n=%d, best of reps): %.1f GFLOP/s on 1 thread, %.1f on 2 with kernel %s "
           "(the environment's pin%s); %.1f / %.1f with kernel %s (unpinned, as the peer%s runs)" %
           (pinned["n"], pinned["gflops_1t"], pinned["gflops_2t"], pinned["core"],
-           "" if native_blas else ", as Lathe runs", native["gflops_1t"], native["gflops_2t"], native["core"],
-           " and Lathe (--native-blas)" if native_blas else ""))
+           ", as Lathe runs (--pinned-blas)" if pinned_blas else "", native["gflops_1t"], native["gflops_2t"],
+           native["core"], "" if pinned_blas else " and Lathe"))
     kernels = sorted({r["peer_kernel"] for r in rows if r.get("peer_kernel")})
     if kernels:
         print("peer: PyTorch %s, BLAS %s; per workload the fastest of eager (and TorchScript at batch 1; "
@@ -306,7 +324,9 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--native-blas", action="store_true",
-                    help="run Lathe with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset too, as the peer runs")
+                    help="(the default) both sides run OpenBLAS's own kernel choice")
+    ap.add_argument("--pinned-blas", action="store_true",
+                    help="Lathe keeps the environment's OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE pin; the peer does not")
     ap.add_argument("workloads", nargs="*")
     a = ap.parse_intermixed_args()
     build = os.path.abspath(a.build)
@@ -325,7 +345,7 @@ def main():
         allpeer, errs = [], []
         t0 = time.time()
         try:
-            lathe = lathe_side(build, w, a.quick, a.native_blas)
+            lathe = lathe_side(build, w, a.quick, a.pinned_blas)
         except Exception as e:
             errs.append("lathe: %s" % e)
         t1 = time.time()
@@ -343,7 +363,7 @@ def main():
         if a.json:
             print(json.dumps(r), flush=True)
     if not a.json:
-        print_table(rows, peak, a.native_blas)
+        print_table(rows, peak, a.pinned_blas)
     return 1 if any(r.get("error") for r in rows) else 0
 
 

@@ -107,6 +107,18 @@ typedef struct {
 
 typedef struct lathe_program lathe_program;
 
+/* With the llvm backend, compiled code is shared within the process: while
+ * a program is alive, compiling the same model with the same bindings and
+ * options (and the same kind: lathe_compile, lathe_compile_train, the decode
+ * program of lathe_generate) reuses its machine code instead of generating
+ * it again (lathe_compile_stats.program_cache_hit). What is reused is what compiling
+ * made and nothing changes: the code, the buffer plan, the constants. Each
+ * program has its own weights, inputs, outputs, optimizer state and working
+ * memory, so programs sharing code are as independent as programs that do
+ * not; free them in any order: the code goes with the last. Two compiles
+ * share exactly when their graphs after the passes are equal, node for node
+ * (so the lowering and the passes still run). The table of shared code is
+ * guarded by a lock. */
 lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_error *err);
 void lathe_program_free(lathe_program *p);
 
@@ -135,6 +147,9 @@ typedef struct {
   int kernels_unique;      /* distinct kernels after deduplication */
   int64_t arena_bytes;     /* planned peak of the intermediate-tensor arena */
   int64_t naive_bytes;     /* the sum of every planned tensor (no reuse) */
+  int program_cache_hit;   /* 1: the code of a live program of this process was reused (see
+                              lathe_compile); the compile phases above are then 0 */
+  int parts;               /* the module was optimised and compiled in this many parts at once */
 } lathe_compile_stats;
 int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st);
 /* What the graph passes did: the graph before and after the pipeline

@@ -59,6 +59,8 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_LSTM_GRAD] = ik_lstm_grad, [IR_GRU_GRAD] = ik_gru_grad,
   /* decode-step ops: interp_decode.c */
   [IR_KV_WRITE] = ik_kv_write,  [IR_ATTENTION_DECODE] = ik_attention_decode,
+  /* fused elementwise programs: interp_fused.c */
+  [IR_FUSED] = ik_fused,
 };
 
 /* ---- shared helpers ---- */
@@ -163,6 +165,14 @@ static void finish(const ir_node *n, ir_interp_mode mode, double *v, int64_t cou
   } else {
     for (int64_t i = 0; i < count; i++) v[i] = to_int(v[i], n->dtype);
   }
+}
+
+int ik_run_op(ik_ctx *c, const ir_node *n, double *out) {
+  if (n->op < 0 || n->op >= IR_NOPS || !kernels[n->op] || caller_owned(n->op))
+    return ik_fail(c, n, "no reference kernel for this step");
+  if (kernels[n->op](c, n, out)) return -1;
+  finish(n, c->mode, out, ir_numel(&n->shape));
+  return 0;
 }
 
 static int run_node(ik_ctx *c, int id) {

@@ -50,6 +50,12 @@ double ik_logistic(double x); /* 1 / (1 + e^-x), stable for large |x| */
 void ik_affine(const double *x, const double *w, const double *b, int64_t m, int64_t k, int64_t n,
                double *y);
 
+/* Run op n's kernel into out and round as the driver does for a node: the
+ * fused kernel runs its steps through this. */
+int ik_run_op(ik_ctx *c, const ir_node *n, double *out);
+/* interp_fused.c */
+int ik_fused(ik_ctx *c, const ir_node *n, double *out);
+
 /* interp.c: leaves, elementwise, cast */
 int ik_leaf(ik_ctx *c, const ir_node *n, double *out);
 int ik_const(ik_ctx *c, const ir_node *n, double *out);

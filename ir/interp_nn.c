@@ -11,15 +11,31 @@
 
 /* ---- contractions ---- */
 
+/* out[m, p] = A[m, k] B[k, p] where A(i, q) = a[i * ar + q * ac] and
+ * B(q, j) = b[q * br + j * bc]: a transposed operand is read through
+ * swapped strides. Sums in q order from 0, as ik_affine does. */
+static void mm_strided(const double *a, int64_t ar, int64_t ac, const double *b, int64_t br, int64_t bc, int64_t m,
+                       int64_t k, int64_t p, double *out) {
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < p; j++) {
+      double s = 0.0;
+      for (int64_t q = 0; q < k; q++) s += a[i * ar + q * ac] * b[q * br + j * bc];
+      out[i * p + j] = s;
+    }
+}
+
 /* numpy.matmul. A 1-D left operand is one row [1, k], a 1-D right operand
  * one column [k, 1]; the leading (batch) dimensions of each broadcast to the
- * result's. The result's trailing dims are [m, p] minus the promoted ones. */
+ * result's. The result's trailing dims are [m, p] minus the promoted ones.
+ * A flagged operand (attr.i) is stored with its last two axes swapped:
+ * A as [k, m], B as [p, k]. */
 int ik_matmul(ik_ctx *c, const ir_node *n, double *out) {
   const ir_shape *sa = &ik_arg(c, n, 0)->shape, *sb = &ik_arg(c, n, 1)->shape;
   const double *a = ik_in(c, n, 0), *b = ik_in(c, n, 1);
-  int64_t k = sa->d[sa->rank - 1];
-  int64_t m = sa->rank >= 2 ? sa->d[sa->rank - 2] : 1;
-  int64_t p = sb->rank >= 2 ? sb->d[sb->rank - 1] : 1;
+  int ta = (n->attr.i & IR_MM_TA) != 0, tb = (n->attr.i & IR_MM_TB) != 0;
+  int64_t m = sa->rank >= 2 ? sa->d[sa->rank - 2 + ta] : 1;
+  int64_t k = sa->d[sa->rank - 1 - ta];
+  int64_t p = sb->rank >= 2 ? sb->d[sb->rank - 1 - tb] : 1;
   ir_shape batch = n->shape, ba = {0}, bb = {0};
   batch.rank -= (sa->rank >= 2) + (sb->rank >= 2);
   ba.rank = sa->rank > 2 ? sa->rank - 2 : 0;
@@ -30,7 +46,7 @@ int ik_matmul(ik_ctx *c, const ir_node *n, double *out) {
   for (int64_t t = 0; t < nbatch; t++) {
     const double *at = a + ik_bcast_index(&batch, &ba, t) * m * k;
     const double *bt = b + ik_bcast_index(&batch, &bb, t) * k * p;
-    ik_affine(at, bt, NULL, m, k, p, out + t * m * p);
+    mm_strided(at, ta ? 1 : k, ta ? m : 1, bt, tb ? 1 : p, tb ? k : 1, m, k, p, out + t * m * p);
   }
   return 0;
 }

@@ -67,6 +67,11 @@ char *ir_shape_str(const ir_shape *s, char *buf, size_t n);
 /* NumPy broadcast of a and b into out; -1 if incompatible. */
 int ir_broadcast(const ir_shape *a, const ir_shape *b, ir_shape *out);
 
+/* matmul's transpose flags, in its attr.i (ops.def): the operand's last
+ * two axes are swapped before the product (folded in by passes/simplify.c). */
+#define IR_MM_TA 1
+#define IR_MM_TB 2
+
 /* ---- ir/ops.c: the op table ---- */
 typedef enum {
 #define OP(e, name, arity, cat, shape) IR_##e,
@@ -78,7 +83,8 @@ typedef enum {
 typedef enum {
   IR_CAT_LEAF, IR_CAT_UNARY, IR_CAT_BINARY, IR_CAT_GEMM, IR_CAT_REDUCE,
   IR_CAT_MOVE, IR_CAT_LAYER, IR_CAT_LOSS,
-  IR_CAT_GRAD             /* backward-pass ops made by passes/autodiff.c */
+  IR_CAT_GRAD,            /* backward-pass ops made by passes/autodiff.c */
+  IR_CAT_FUSED            /* an elementwise program made by passes/fuse.c */
 } ir_cat;
 
 struct ir_graph;
@@ -112,6 +118,25 @@ typedef struct {
   int line, col;     /* 1-based; 0 = unknown */
 } ir_loc;
 
+/* A fused elementwise program (passes/fuse.c, op IR_FUSED): steps run in
+ * order on every element of the node's result; each step is one of the
+ * fusable elementwise ops (ir_fusable_op) and the last step's value is the
+ * node's. A step operand is an input of the node (arg >= 0: its value at the
+ * element, broadcast as NumPy does) or an earlier step (arg < 0: step
+ * -1 - arg). Every step computes in the node's dtype (f32). */
+enum { IR_FUSE_MAXSTEPS = 48 };
+typedef struct ir_fstep {
+  int op;                 /* ir_op: ir_fusable_op(op) */
+  int nin;                /* 1 or 2 */
+  int arg[2];
+} ir_fstep;
+
+typedef struct ir_fusion {
+  int nsteps;
+  ir_fstep *step;         /* arena-allocated */
+  ir_attr *attr;          /* per step: the op's attributes */
+} ir_fusion;
+
 typedef struct ir_node {
   int op;                 /* ir_op */
   int nin;
@@ -122,6 +147,7 @@ typedef struct ir_node {
   const double *data;     /* CONST with a non-scalar payload: numel values */
   const char *name;       /* binding name or parameter name; may be NULL */
   ir_loc loc;
+  const ir_fusion *fusion;/* IR_FUSED only: its program (arena-allocated) */
 } ir_node;
 
 typedef enum { IR_INIT_ZEROS, IR_INIT_ONES, IR_INIT_NORMAL, IR_INIT_XAVIER, IR_INIT_HE,
@@ -188,6 +214,10 @@ typedef struct ir_graph {
   /* After autodiff (passes/autodiff.c): grads[i] is the node holding
    * d loss / d params[i], -1 when not asked for; NULL before. */
   int *grads;
+  /* Set by the pass manager when its pipeline had no "fuse" (-O0, -O1):
+   * then no backend fuses anything either (no product epilogues), so -O0
+   * is the unfused baseline. 0 for graphs that never met the pipeline. */
+  int no_fusion;
 } ir_graph;
 
 void ir_graph_init(ir_graph *g, arena *A, const char *model_name);
@@ -205,6 +235,25 @@ void ir_add_output(ir_graph *g, const char *name, int node);
 int ir_find_param(const ir_graph *g, const char *name);  /* index or -1 */
 int ir_find_input(const ir_graph *g, const char *name);  /* index or -1 */
 int ir_find_output(const ir_graph *g, const char *name); /* index or -1 */
+
+/* ---- ir/fused.c: rules shared by everything that reads IR_FUSED nodes ----
+ * Fusable ops: the f32 elementwise ops whose code works on vectors in every
+ * backend (unary maps, add/sub/mul/div, minimum). The index of input `in`
+ * at flat element o of a result shaped `out` has one of these forms, which
+ * backends turn into loads without a per-axis walk: */
+typedef enum {
+  IR_BC_FULL,    /* same shape: o */
+  IR_BC_SCALAR,  /* one element: 0 */
+  IR_BC_SUFFIX,  /* the trailing dims of out (a bias row): o % m, m = numel(in) */
+  IR_BC_PREFIX,  /* the leading dims, trailing 1s (a per-row value): o / m, m = numel(out) / numel(in) */
+  IR_BC_OTHER    /* any other broadcast */
+} ir_bcast_kind;
+int ir_fusable_op(int op);
+ir_bcast_kind ir_bcast_kind_of(const ir_shape *out, const ir_shape *in, int64_t *m);
+int ir_attr_eq(const ir_attr *a, const ir_attr *b);  /* field by field */
+int ir_fusion_eq(const ir_fusion *a, const ir_fusion *b);
+/* " [mul($0, $1); add(@0, $2)]": $k = input k, @s = step s */
+void ir_fusion_print(const ir_fusion *f, FILE *out);
 
 /* ---- ir/verify.c: structural invariants; returns 0 or -1 with msg ---- */
 int ir_verify(const ir_graph *g, char *msg, size_t msgn);

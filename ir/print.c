@@ -3,9 +3,11 @@
  * Listing, one line per node:
  *   %3 = matmul(%0, %1) : f32[64, 256]  # h
  *   %4 = sum(%3) axis=1 keepdims=1 : f32[64, 1]
+ *   %9 = matmul[ta](%2, %8) : f32[64, 10]
  * Leaves show their name (input, param) or value (const) in place of
  * operands. Attributes are printed when non-zero (a zero attribute is the
- * default, or readable from the shapes); cast shows its target dtype.
+ * default, or readable from the shapes); cast shows its target dtype and
+ * matmul its transpose flags after the name ([ta], [tb], [ta,tb]).
  * Then `output NAME = %ID` lines and `loss = %ID`.
  */
 #include <stdio.h>
@@ -30,7 +32,7 @@ static void print_attrs(const ir_node *n, FILE *f) {
   INT_ATTRS(X)
 #undef X
   if (n->op == IR_CAST) fprintf(f, " to=%s", ir_dtype_name((ir_dtype)a->i));
-  else if (a->i) fprintf(f, " i=%lld", (long long)a->i);
+  else if (a->i && n->op != IR_MATMUL) fprintf(f, " i=%lld", (long long)a->i);
   if (a->keepdims) fprintf(f, " keepdims=%d", a->keepdims);
   if (a->causal) fprintf(f, " causal=%d", a->causal);
   if (a->approx) fprintf(f, " approx=%d", a->approx);
@@ -40,6 +42,16 @@ static void print_attrs(const ir_node *n, FILE *f) {
     for (int i = 0; i < a->nlist; i++) fprintf(f, "%s%lld", i ? ", " : "", (long long)a->list[i]);
     fprintf(f, "]");
   }
+}
+
+/* matmul's flags after its name: "[ta]", "[tb]", "[ta,tb]"; other bits
+ * (which the verifier refuses) as a number. */
+static void print_flags(const ir_node *n, FILE *f) {
+  int64_t i = n->attr.i;
+  if (n->op != IR_MATMUL || !i) return;
+  if (i & ~(int64_t)(IR_MM_TA | IR_MM_TB)) fprintf(f, "[%lld]", (long long)i);
+  else fprintf(f, "[%s%s%s]", i & IR_MM_TA ? "ta" : "", i == (IR_MM_TA | IR_MM_TB) ? "," : "",
+               i & IR_MM_TB ? "tb" : "");
 }
 
 static void print_leaf(const ir_node *n, FILE *f) {
@@ -65,10 +77,13 @@ static void print_node(const ir_graph *g, int id, FILE *f) {
   if (leaf) {
     print_leaf(n, f);
   } else {
-    fprintf(f, "%s(", ir_ops[n->op].name);
+    fprintf(f, "%s", ir_ops[n->op].name);
+    print_flags(n, f);
+    fprintf(f, "(");
     for (int k = 0; k < n->nin; k++) fprintf(f, "%s%%%d", k ? ", " : "", n->in[k]);
     fprintf(f, ")");
     print_attrs(n, f);
+    ir_fusion_print(n->fusion, f);
   }
   fprintf(f, " : %s", tstr(n, b));
   if (!leaf && n->name) fprintf(f, "  # %s", n->name);
@@ -112,7 +127,9 @@ void ir_dot(const ir_graph *g, FILE *f) {
   for (int id = 0; id < g->nnodes; id++) {
     const ir_node *n = &g->nodes[id];
     const char *op = n->op >= 0 && n->op < IR_NOPS ? ir_ops[n->op].name : "?";
-    fprintf(f, "  n%d [%s, label=\"%%%d %s\\n%s", id, dot_style(g, id), id, op, tstr(n, b));
+    fprintf(f, "  n%d [%s, label=\"%%%d %s", id, dot_style(g, id), id, op);
+    print_flags(n, f);
+    fprintf(f, "\\n%s", tstr(n, b));
     if (n->name) {
       fprintf(f, "\\n");
       dot_str(n->name, f);

@@ -171,29 +171,62 @@ int shp_broadcast(ir_graph *g, ir_node *n, char *msg, size_t mn) {
 
 /* ---- contractions ---- */
 
-/* numpy.matmul: a 1-D left operand is a row [1, k], a 1-D right operand a
- * column [k, 1], and the added dimension is dropped from the result; leading
- * (batch) dimensions broadcast. */
+/* An operand as the messages show it: "[3, 2]" or, flagged, "[3, 2]^T". */
+static const char *mm_operand(const ir_shape *s, int flagged, char *buf) {
+  ir_shape_str(s, buf, SBUF - 2);
+  if (flagged) strcat(buf, "^T");
+  return buf;
+}
+
+/* The operand the product reads: s with its last two axes swapped when
+ * flagged (a rank-1 operand is never flagged: shp_matmul refuses it). */
+static ir_shape mm_view(const ir_shape *s, int flagged) {
+  ir_shape v = *s;
+  if (flagged) v.d[v.rank - 2] = s->d[s->rank - 1], v.d[v.rank - 1] = s->d[s->rank - 2];
+  return v;
+}
+
+static int mm_flags(const ir_node *n, const ir_shape *sa, const ir_shape *sb, char *msg, size_t mn) {
+  char b1[SBUF];
+  int64_t f = n->attr.i;
+  if (f & ~(int64_t)(IR_MM_TA | IR_MM_TB))
+    return ir_fail(msg, mn, "matmul: unknown flags %lld (1 = transpose a, 2 = transpose b)", (long long)f);
+  if ((f & IR_MM_TA) && sa->rank < 2)
+    return ir_fail(msg, mn, "matmul: a transposed left operand needs rank >= 2, got %s", sh(sa, b1));
+  if ((f & IR_MM_TB) && sb->rank < 2)
+    return ir_fail(msg, mn, "matmul: a transposed right operand needs rank >= 2, got %s", sh(sb, b1));
+  return 0;
+}
+
+/* numpy.matmul of the operands as read (a flagged operand's last two axes
+ * swapped, attr.i): a 1-D left operand is a row [1, k], a 1-D right operand
+ * a column [k, 1], and the added dimension is dropped from the result;
+ * leading (batch) dimensions broadcast. */
 int shp_matmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *a = in_(g, n, 0), *b = in_(g, n, 1);
-  const ir_shape *sa = &a->shape, *sb = &b->shape;
+  int ta = (n->attr.i & IR_MM_TA) != 0, tb = (n->attr.i & IR_MM_TB) != 0;
   char b1[SBUF], b2[SBUF];
-  if (sa->rank < 1 || sb->rank < 1)
-    return ir_fail(msg, mn, "matmul: operands must have rank >= 1, got %s @ %s", sh(sa, b1), sh(sb, b2));
+  if (a->shape.rank < 1 || b->shape.rank < 1)
+    return ir_fail(msg, mn, "matmul: operands must have rank >= 1, got %s @ %s", sh(&a->shape, b1),
+                   sh(&b->shape, b2));
+  if (mm_flags(n, &a->shape, &b->shape, msg, mn)) return -1;
   if (need_float(n, a, "left operand", msg, mn) || need_float(n, b, "right operand", msg, mn) ||
       need_same_dtype(n, a, b, msg, mn))
     return -1;
+  ir_shape va = mm_view(&a->shape, ta), vb = mm_view(&b->shape, tb);
+  const ir_shape *sa = &va, *sb = &vb;
   int64_t ka = sa->d[sa->rank - 1], kb = sb->rank == 1 ? sb->d[0] : sb->d[sb->rank - 2];
   if (ka != kb)
-    return ir_fail(msg, mn, "matmul: inner dimensions differ: %s @ %s (%lld vs %lld)", sh(sa, b1),
-                sh(sb, b2), (long long)ka, (long long)kb);
+    return ir_fail(msg, mn, "matmul: inner dimensions differ: %s @ %s (%lld vs %lld)",
+                   mm_operand(&a->shape, ta, b1), mm_operand(&b->shape, tb, b2), (long long)ka, (long long)kb);
   ir_shape ba = {0}, bb = {0}, s;
   ba.rank = sa->rank > 2 ? sa->rank - 2 : 0;
   bb.rank = sb->rank > 2 ? sb->rank - 2 : 0;
   memcpy(ba.d, sa->d, sizeof(int64_t) * (size_t)ba.rank);
   memcpy(bb.d, sb->d, sizeof(int64_t) * (size_t)bb.rank);
   if (ir_broadcast(&ba, &bb, &s))
-    return ir_fail(msg, mn, "matmul: batch dimensions do not broadcast: %s @ %s", sh(sa, b1), sh(sb, b2));
+    return ir_fail(msg, mn, "matmul: batch dimensions do not broadcast: %s @ %s", mm_operand(&a->shape, ta, b1),
+                   mm_operand(&b->shape, tb, b2));
   if (sa->rank >= 2) s.d[s.rank++] = sa->d[sa->rank - 2];
   if (sb->rank >= 2) s.d[s.rank++] = sb->d[sb->rank - 1];
   set(n, a->dtype, &s);

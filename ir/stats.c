@@ -59,7 +59,7 @@ int64_t ir_node_flops(const ir_graph *g, int node) {
   switch (n->op) { /* the ops whose cost is not their category's */
     case IR_MATMUL: {
       const ir_shape *a = &arg(g, n, 0)->shape;
-      return smul3(2, numel(n), a->d[a->rank - 1]);
+      return smul3(2, numel(n), a->d[a->rank - 1 - ((n->attr.i & IR_MM_TA) != 0)]);
     }
     case IR_CONV2D: return conv_flops(g, n);
     case IR_MAXPOOL2D:
@@ -68,6 +68,7 @@ int64_t ir_node_flops(const ir_graph *g, int node) {
     case IR_RNN: return recurrent_flops(g, n, 1);
     case IR_LSTM: return recurrent_flops(g, n, 4);
     case IR_GRU: return recurrent_flops(g, n, 3);
+    case IR_FUSED: return smul(numel(n), n->fusion ? n->fusion->nsteps : 0); /* one per step, as unfused */
     default: break;
   }
   switch (ir_ops[n->op].cat) {

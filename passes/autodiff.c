@@ -196,26 +196,47 @@ static void r_div(ad_ctx *a, int id, int dy) {
   if (want(a, id, 1)) give(a, id, 1, add1(a, IR_NEG, add2(a, IR_MUL, dy, add2(a, IR_DIV, id, b)), NULL));
 }
 
+static int swap_if(ad_ctx *a, int x, int t) { return t ? swap_last(a, x) : x; }
+
 /* numpy.matmul: promote 1-D operands to matrices ([k] -> [1, k] on the left,
  * [k, 1] on the right), then dA = dY B^T and dB = A^T dY, summed over the
- * batch dimensions each operand broadcast along. */
+ * batch dimensions each operand broadcast along. A flagged product (only
+ * operands of rank >= 2 are) reads A' = A^T and/or B' = B^T; a flagged
+ * operand's gradient is the transpose of its view's: dA = (dY B'^T)^T =
+ * B' dY^T and dB = (A'^T dY)^T = dY^T A'. Every transpose here swaps the
+ * last two axes, so simplify folds them into the products' flags.
+ * A B without batch dims that a batched, untransposed A multiplies (a dense
+ * layer over [batch, T, d]) gets the sum over the batch as one product over
+ * the stacked rows, A as [rows, K] and dY as [rows, N]: no per-batch
+ * products and no sum_to of a batch-sized stack of them. */
 static void r_matmul(ad_ctx *a, int id, int dy) {
   int x = in(a, id, 0), w = in(a, id, 1);
+  int ta = (N(a, id)->attr.i & IR_MM_TA) != 0, tb = (N(a, id)->attr.i & IR_MM_TB) != 0;
   ir_shape sa = N(a, x)->shape, sb = N(a, w)->shape, sy = N(a, id)->shape;
   ir_shape sa2 = sa, sb2 = sb, sy2 = sy;
   if (sa.rank == 1) sa2 = (ir_shape){.rank = 2, .d = {1, sa.d[0]}};
   if (sb.rank == 1) sb2 = (ir_shape){.rank = 2, .d = {sb.d[0], 1}};
   sy2.rank = sy.rank - (sa.rank >= 2) - (sb.rank >= 2);
-  sy2.d[sy2.rank++] = sa2.d[sa2.rank - 2];
-  sy2.d[sy2.rank++] = sb2.d[sb2.rank - 1];
+  sy2.d[sy2.rank++] = sa2.d[sa2.rank - 2 + ta]; /* rows of A' */
+  sy2.d[sy2.rank++] = sb2.d[sb2.rank - 1 - tb]; /* columns of B' */
   int dy2 = reshape(a, dy, &sy2);
   if (want(a, id, 0)) {
-    int d = sum_to(a, add2(a, IR_MATMUL, dy2, swap_last(a, reshape(a, w, &sb2))), &sa2);
-    give(a, id, 0, reshape(a, d, &sa));
+    int w2 = swap_if(a, reshape(a, w, &sb2), ta ? tb : !tb); /* B' or B'^T */
+    int d = ta ? add2(a, IR_MATMUL, w2, swap_last(a, dy2)) : add2(a, IR_MATMUL, dy2, w2);
+    give(a, id, 0, reshape(a, sum_to(a, d, &sa2), &sa));
   }
   if (want(a, id, 1)) {
-    int d = sum_to(a, add2(a, IR_MATMUL, swap_last(a, reshape(a, x, &sa2)), dy2), &sb2);
-    give(a, id, 1, reshape(a, d, &sb));
+    ir_shape sar = sa2;
+    int dyr = dy2;
+    if (sb.rank <= 2 && sa.rank > 2 && !ta) { /* B shared by A's batch: stack the batch's rows */
+      int64_t k = sa.d[sa.rank - 1], rows = ir_numel(&sa) / k;
+      ir_shape syr = {.rank = 2, .d = {rows, sy2.d[sy2.rank - 1]}};
+      sar = (ir_shape){.rank = 2, .d = {rows, k}};
+      dyr = reshape(a, dy2, &syr);
+    }
+    int x2 = swap_if(a, reshape(a, x, &sar), tb ? ta : !ta); /* A' or A'^T */
+    int d = tb ? add2(a, IR_MATMUL, swap_last(a, dyr), x2) : add2(a, IR_MATMUL, x2, dyr);
+    give(a, id, 1, reshape(a, sum_to(a, d, &sb2), &sb));
   }
 }
 

@@ -20,18 +20,6 @@ static uint64_t dbits(double d) {
   return u;
 }
 
-/* Attributes field by field (the struct has padding). */
-static int attr_eq(const ir_attr *a, const ir_attr *b) {
-  if (a->axis != b->axis || a->k != b->k || a->stride != b->stride || a->pad != b->pad || a->pad_hi != b->pad_hi ||
-      a->start != b->start || a->end != b->end || a->heads != b->heads || a->n != b->n || a->i != b->i)
-    return 0;
-  if (a->keepdims != b->keepdims || a->causal != b->causal || a->approx != b->approx) return 0;
-  if (dbits(a->f) != dbits(b->f) || a->nlist != b->nlist) return 0;
-  for (int k = 0; k < a->nlist && k < IR_MAXDIM; k++)
-    if (a->list[k] != b->list[k]) return 0;
-  return 1;
-}
-
 static int data_eq(const ir_node *a, const ir_node *b) {
   if (!a->data || !b->data) return a->data == b->data;
   return memcmp(a->data, b->data, sizeof(double) * (size_t)ir_numel(&a->shape)) == 0;
@@ -41,7 +29,7 @@ static int same_node(const ir_node *a, const ir_node *b) {
   if (a->op != b->op || a->nin != b->nin || a->dtype != b->dtype || !ir_shape_eq(&a->shape, &b->shape)) return 0;
   for (int k = 0; k < a->nin; k++)
     if (a->in[k] != b->in[k]) return 0;
-  return attr_eq(&a->attr, &b->attr) && data_eq(a, b);
+  return ir_attr_eq(&a->attr, &b->attr) && data_eq(a, b) && ir_fusion_eq(a->fusion, b->fusion);
 }
 
 static uint64_t node_hash(const ir_node *n) {

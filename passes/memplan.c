@@ -84,15 +84,39 @@ static void mp_last_uses(const ir_graph *g, const int *keep, const int *alias, c
 
 void mp_plan_graph(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
                    const int *keep, const int *alias, mp_plan *out) {
-  mp_plan_graph_at(g, A, bytes, scratch, keep, alias, NULL, out);
+  mp_plan_graph_at(g, A, bytes, scratch, keep, alias, NULL, NULL, out);
+}
+
+/* The input of elementwise node i whose buffer i may take over: same shape
+ * and size, in the arena, read for the last time by i, and not read by i
+ * under another name (an alias reads it at other indices). -1 if none. */
+static int mp_inplace_source(const ir_graph *g, const int64_t *bytes, const int *alias, const int *last,
+                             const int64_t *offset, int i) {
+  const ir_node *n = &g->nodes[i];
+  for (int k = 0; k < n->nin; k++) {
+    int j = n->in[k], clash = 0;
+    if (offset[j] < 0 || (alias && alias[j] >= 0) || last[j] != i || bytes[j] != bytes[i] ||
+        !ir_shape_eq(&g->nodes[j].shape, &n->shape))
+      continue;
+    for (int q = 0; q < n->nin; q++) clash |= n->in[q] != j && mp_root(alias, n->in[q]) == j;
+    if (!clash) return j;
+  }
+  return -1;
+}
+
+/* Block of owner `from` now belongs to `to`. */
+static void mp_transfer(mp_live *L, int from, int to) {
+  for (int k = 0; k < L->n; k++)
+    if (L->b[k].owner == from) L->b[k].owner = to;
 }
 
 void mp_plan_graph_at(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
-                      const int *keep, const int *alias, const int *run_at, mp_plan *out) {
+                      const int *keep, const int *alias, const int *run_at, const char *inplace, mp_plan *out) {
   int nn = g->nnodes;
   out->offset = ar_alloc(A, sizeof(int64_t) * (size_t)(nn ? nn : 1));
   out->scratch_off = ar_alloc(A, sizeof(int64_t) * (size_t)(nn ? nn : 1));
   out->arena_bytes = out->naive_bytes = 0;
+  out->inplace = 0;
   int *last = ar_alloc(A, sizeof(int) * (size_t)(nn ? nn : 1));
   mp_last_uses(g, keep, alias, run_at, last);
   /* freeing[j] lists the tensors released after node j */
@@ -104,7 +128,14 @@ void mp_plan_graph_at(const ir_graph *g, arena *A, const int64_t *bytes, const i
     int planned = bytes[i] > 0 && !(alias && alias[i] >= 0);
     if (planned) {
       int64_t sz = mp_round(bytes[i]);
-      out->offset[i] = mp_place(&L, sz, i);
+      int src = inplace && inplace[i] ? mp_inplace_source(g, bytes, alias, last, out->offset, i) : -1;
+      if (src >= 0) { /* in place: the dying input's block becomes i's */
+        out->offset[i] = out->offset[src];
+        mp_transfer(&L, src, i);
+        out->inplace++;
+      } else {
+        out->offset[i] = mp_place(&L, sz, i);
+      }
       out->naive_bytes += sz;
       next[i] = head[last[i]];
       head[last[i]] = i;

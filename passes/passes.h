@@ -11,7 +11,8 @@
  * node order, which is a topological order); new tensors take the smallest
  * free gap that fits (best fit), else grow the arena. Offsets are 64-byte
  * aligned. A node's result never shares bytes with its own inputs or its
- * scratch, so kernels need not be written to work in place.
+ * scratch, so kernels need not be written to work in place -- except where
+ * the backend says a kernel is elementwise (inplace below).
  *
  * Inputs, per node i (arrays of g->nnodes):
  *   bytes[i]    bytes of node i's result if it lives in the arena, 0 if it
@@ -27,6 +28,7 @@ typedef struct {
   int64_t *scratch_off;  /* per node: arena offset of its scratch, -1 = none */
   int64_t arena_bytes;   /* planned peak */
   int64_t naive_bytes;   /* sum of every planned tensor and scratch */
+  int inplace;           /* results written over a dying input (see inplace below) */
 } mp_plan;
 
 void mp_plan_graph(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
@@ -36,7 +38,12 @@ void mp_plan_graph(const ir_graph *g, arena *A, const int64_t *bytes, const int6
  * one's kernel says so here, so the inputs stay live until then. run_at may
  * be NULL. */
 void mp_plan_graph_at(const ir_graph *g, arena *A, const int64_t *bytes, const int64_t *scratch,
-                      const int *keep, const int *alias, const int *run_at, mp_plan *out);
+                      const int *keep, const int *alias, const int *run_at, const char *inplace, mp_plan *out);
+/* inplace (may be NULL): inplace[i] non-zero says node i's kernel is
+ * elementwise -- it reads each element of a same-shaped input before it
+ * writes the same element of its result -- so its result may take over the
+ * buffer of an input whose last reader it is (no new block, and the peak
+ * drops). The planner checks liveness, size and aliases. */
 
 /* ---- passes/autodiff.c: reverse-mode differentiation ----
  * Appends the backward graph of g->loss to g. params: indices into g->params
@@ -78,6 +85,7 @@ int ps_constfold(ir_graph *g, char *msg, size_t msgn); /* constfold.c: ops on co
 int ps_cse(ir_graph *g, char *msg, size_t msgn);       /* cse.c: identical nodes -> one */
 int ps_dce(ir_graph *g, char *msg, size_t msgn);       /* dce.c: drop what no output/loss/grad needs */
 int ps_simplify(ir_graph *g, char *msg, size_t msgn);  /* simplify.c: algebraic identities */
+int ps_fuse(ir_graph *g, char *msg, size_t msgn);      /* fuse.c: elementwise trees -> one IR_FUSED node */
 /* Fold limit: results up to this many elements are always folded; larger
  * ones only when no larger than the constants they are computed from. */
 #define CF_MAX_ELEMS 4096

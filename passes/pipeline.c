@@ -24,15 +24,17 @@ static const pm_pass pass_table[] = {
   {"simplify",  ps_simplify,  "algebraic identities: x*1, double transpose, log(softmax) ..."},
   {"cse",       ps_cse,       "identical nodes become one"},
   {"dce",       ps_dce,       "drop nodes no output, loss or gradient needs"},
+  {"fuse",      ps_fuse,      "trees of elementwise ops become one fused loop"},
 };
 
 /* The pipelines. simplify leaves dead nodes behind and cse exposes more
- * simplification, so -O3 goes round twice; dce always ends the list. */
+ * simplification, so -O3 goes round twice; dce runs before fuse, which
+ * counts readers and must not see dead ones. */
 static const char *const level_table[PM_MAX_LEVEL + 1] = {
   [0] = "",
   [1] = "simplify,dce",
-  [2] = "constfold,simplify,cse,dce",
-  [3] = "constfold,simplify,cse,constfold,simplify,cse,dce",
+  [2] = "constfold,simplify,cse,dce,fuse",
+  [3] = "constfold,simplify,cse,constfold,simplify,cse,dce,fuse",
 };
 
 static const pm_pass *find_pass(const char *name, size_t len) {
@@ -125,13 +127,15 @@ int pm_run(ir_graph *g, const pm_options *o, pm_cost *before, pm_cost *after, ch
     return ir_fail(msg, mn, "--dump-dir: cannot create '%s': %s", o->dump_dir, strerror(errno));
   if (o->dump_dir && dump(g, o->dump_dir, 0, "input", msg, mn)) return -1;
   double t0 = now_ms();
-  int step = 1;
+  int step = 1, fused = 0;
   for (const char *p = list; *p; step++) {
     size_t len = strcspn(p, ",");
     const pm_pass *ps = len ? find_pass(p, len) : NULL;
     p += len + (p[len] == ',');
     if (ps && run_one(g, o, ps, step, log, msg, mn)) return -1;
+    if (ps && ps->run == ps_fuse) fused = 1;
   }
+  g->no_fusion = !fused;
   if (o->time_passes) fprintf(log, "pass total      %8.3f ms\n", now_ms() - t0);
   if (after) pm_graph_cost(g, after);
   return 0;

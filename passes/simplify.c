@@ -17,6 +17,11 @@
  *   cross_entropy(log_softmax(x), y)            -> cross_entropy(x, y)
  *     (over the class axis: log_softmax is idempotent and cross_entropy
  *     applies it to its logits, so the value is the same)
+ *   matmul(transpose(x), y), matmul(y, transpose(x)) -> matmul[ta](x, y),
+ *     matmul[tb](y, x), when the transpose swaps exactly the last two axes
+ *     (the backward GEMMs autodiff builds): the product reads x through
+ *     BLAS's transpose flag instead of a copy. A flag already set is
+ *     cleared (x^T^T = x).
  */
 #include <string.h>
 
@@ -82,6 +87,29 @@ static int r_transpose(ir_graph *g, int id) {
   return is_identity_perm(&n->attr) ? r_identity(g, id) : id;
 }
 
+/* A transpose that swaps the last two axes and keeps the rest. */
+static int swaps_last_two(const ir_node *x) {
+  int r = x->attr.nlist;
+  if (x->op != IR_TRANSPOSE || r < 2) return 0;
+  for (int i = 0; i < r - 2; i++)
+    if (x->attr.list[i] != i) return 0;
+  return x->attr.list[r - 2] == r - 1 && x->attr.list[r - 1] == r - 2;
+}
+
+static int r_matmul(ir_graph *g, int id) {
+  static const int64_t flag[2] = {IR_MM_TA, IR_MM_TB};
+  ir_node *n = N(g, id);
+  int changed = 0;
+  for (int k = 0; k < 2; k++) {
+    const ir_node *x = N(g, n->in[k]);
+    if (!swaps_last_two(x)) continue;
+    n->in[k] = x->in[0];
+    n->attr.i ^= flag[k];
+    changed = 1;
+  }
+  return changed ? id : -1;
+}
+
 static int r_log(ir_graph *g, int id) {
   ir_node *n = N(g, id);
   const ir_node *x = N(g, n->in[0]);
@@ -107,6 +135,7 @@ static const sp_rule rules[IR_NOPS] = {
   [IR_SUM_TO] = r_identity, [IR_BROADCAST_TO] = r_identity,
   [IR_RESHAPE] = r_reshape, [IR_TRANSPOSE] = r_transpose,
   [IR_LOG] = r_log,         [IR_CROSS_ENTROPY] = r_cross_entropy,
+  [IR_MATMUL] = r_matmul,
 };
 
 int ps_simplify(ir_graph *g, char *msg, size_t msgn) {

@@ -169,6 +169,7 @@ int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st) {
   st->ir_ms = c.parse_ms, st->opt_ms = c.llvm_opt_ms, st->codegen_ms = c.codegen_ms, st->jit_ms = c.jit_ms;
   st->cache_hit = c.cache_hit, st->kernels = c.kernels, st->kernels_unique = c.kernels_unique;
   st->arena_bytes = c.arena_bytes, st->naive_bytes = c.naive_bytes;
+  st->program_cache_hit = c.shared, st->parts = c.parts;
   return 0;
 }
 

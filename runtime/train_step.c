@@ -121,6 +121,27 @@ static void set_step_scalars(lathe_program *p, int64_t step) {
 
 /* Every "new.X" output is checked before any is copied into X, so a
  * diverging step leaves the weights as they were. */
+/* Whether n floats are all finite: an exponent test on the bits, which
+ * vectorises (isfinite per element does not), so the check costs about a
+ * memcpy's read. */
+static int all_finite(const float *v, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t k = 0; k < n; k++) {
+    uint32_t b;
+    memcpy(&b, &v[k], sizeof b);
+    bad |= (b & 0x7f800000u) == 0x7f800000u;
+  }
+  return !bad;
+}
+
+static int update_finite(const lathe_program *p, int k) {
+  int node = p->g.outputs[k].node;
+  if (!p->cg || p->g.nodes[node].dtype != IR_F32) return api_output_finite(p, k);
+  return all_finite(p->outbufs[k], ir_numel(&p->g.nodes[node].shape));
+}
+
+/* Nothing is written until every update is known finite, so a bad step
+ * changes no weight and no optimizer state. */
 static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
   float loss = api_loss(p);
   if (!isfinite(loss))
@@ -128,12 +149,18 @@ static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
                     isnan(loss) ? "nan" : "inf");
   for (int k = 0; k < p->g.noutputs; k++) {
     int i = p->commit[k];
-    if (i >= 0 && !api_output_finite(p, k))
+    if (i >= 0 && !update_finite(p, k))
       return api_fail(err, LATHE_EUSER, "training stopped at step %lld: parameter '%s' became non-finite",
                       (long long)step, p->g.params[i].name);
   }
-  for (int k = 0; k < p->g.noutputs; k++)
-    if (p->commit[k] >= 0) api_read_output(p, k, p->params[p->commit[k]]);
+  for (int k = 0; k < p->g.noutputs; k++) {
+    int i = p->commit[k], node = p->g.outputs[k].node;
+    if (i < 0) continue;
+    if (p->cg && p->g.nodes[node].dtype == IR_F32) /* f32 to f32: a plain copy */
+      memcpy(p->params[i], p->outbufs[k], sizeof(float) * (size_t)ir_numel(&p->g.nodes[node].shape));
+    else
+      api_read_output(p, k, p->params[i]);
+  }
   return 0;
 }
 

@@ -215,7 +215,7 @@ static gcase C(int op, int nin, ir_shape a, ir_shape b, ir_shape c) {
   return g;
 }
 
-/* Up to 4 cases for op; 0 when it has none. */
+/* Up to 8 cases for op; 0 when it has none. */
 static int cases_for(int op, gcase *cs) {
   int n = 0;
   if (ir_ops[op].cat == IR_CAT_UNARY) {
@@ -242,6 +242,12 @@ static int cases_for(int op, gcase *cs) {
     cs[n++] = C(op, 2, S3(2, 3, 4), S2(4, 2), S0);
     cs[n++] = C(op, 2, S1(4), S3(2, 4, 3), S0);
     cs[n++] = C(op, 2, S4(2, 1, 2, 3), S1(3), S0);
+    /* transpose flags (attr.i: 1 = A stored transposed, 2 = B), as
+     * simplify makes them: autodiff of a graph optimised before it */
+    cs[n] = C(op, 2, S2(4, 3), S2(4, 5), S0), cs[n++].attr.i = 1;
+    cs[n] = C(op, 2, S3(2, 3, 4), S2(2, 4), S0), cs[n++].attr.i = 2;
+    cs[n] = C(op, 2, S4(2, 1, 4, 3), S3(2, 5, 4), S0), cs[n++].attr.i = 3;
+    cs[n] = C(op, 2, S1(4), S3(2, 3, 4), S0), cs[n++].attr.i = 2;
     return n;
   case IR_CONV2D:
     cs[n] = C(op, 3, S4(2, 2, 5, 5), S4(3, 2, 3, 3), S1(3));

@@ -68,7 +68,8 @@ static const char *op_name(int op) { return op == OP_FUSED ? "fused chain" : ir_
 /* x @ w -> + bias -> gelu -> res - (.) -> tanh: inputs x, w, bias, res. The
  * product also stays an output when the case's attr.k is set (not fusable). */
 static int add_fused_chain(ir_graph *g, const int *in, const tcase *c, ir_loc loc, char *msg, size_t msgn) {
-  int mm = ir_add(g, IR_MATMUL, in, 2, NULL, loc, msg, msgn);
+  ir_attr ma = {.i = c->attr.i}; /* the product's transpose flags */
+  int mm = ir_add(g, IR_MATMUL, in, 2, &ma, loc, msg, msgn);
   int ab[2] = {mm, in[2]};
   int a = mm >= 0 ? ir_add(g, IR_ADD, ab, 2, NULL, loc, msg, msgn) : -1;
   ir_attr ga = {0};
@@ -326,6 +327,7 @@ static void test_ops(void) {
     int n = cases_for(op, cs);
     if (op == IR_INPUT || op == IR_PARAM) continue;
     if (ir_ops[op].cat == IR_CAT_GRAD) continue; /* tests/test_llvm_grad.c */
+    if (ir_ops[op].cat == IR_CAT_FUSED) continue; /* tests/test_fuse.c */
     CHECK_MSG(n > 0, "op %s has no test cases", ir_ops[op].name);
     if (!n) continue;
     if (op == IR_BCE) /* labels in {0, 1} */
@@ -362,6 +364,70 @@ static void test_fused(void) {
   double e = run_op(OP_FUSED, cs, 5);
   printf("%-14s max rel err %.3g\n", "fused chains", e);
   CHECK_MSG(e >= 0 && e <= 1e-5, "fused chains: error %g", e);
+}
+
+/* Products with transpose flags (attr.i: 1 = A is stored transposed, 2 =
+ * B is), on each path: the generated small product (B packed when
+ * transposed), cblas (sizes past CG_SMALL_GEMM), batched products, shared
+ * weights as one tall GEMM (not possible with a transposed A: a loop over
+ * the batch instead), broadcast batches and a vector times a transposed
+ * matrix; then the same flags under a fused elementwise tail. */
+static void test_flagged_matmul(void) {
+  static const struct {
+    int flags;
+    int a[5], b[5]; /* rank, dims (as stored) */
+  } t[] = {
+    {1, {2, 33, 7}, {2, 33, 1}},           /* [7, 33] @ [33, 1] */
+    {2, {2, 7, 33}, {2, 5, 33}},           /* [7, 33] @ [33, 5] */
+    {3, {2, 33, 7}, {2, 1, 33}},
+    {2, {2, 7, 33}, {2, 300, 33}},         /* wide: whole vector blocks of packed B */
+    {1, {2, 1, 1}, {2, 1, 1}},
+    {1, {3, 2, 7, 3}, {3, 2, 7, 5}},       /* batched */
+    {2, {3, 2, 3, 7}, {2, 5, 7}},          /* shared weights: one tall GEMM */
+    {1, {3, 2, 7, 3}, {2, 7, 5}},          /* shared weights, A transposed: per batch */
+    {3, {4, 2, 1, 4, 3}, {3, 5, 6, 4}},    /* broadcast batch dims */
+    {2, {1, 7}, {3, 2, 3, 7}},             /* vector @ batched transposed matrices */
+    {3, {2, 33, 200}, {2, 180, 33}},       /* 1.19M multiply-adds: cblas */
+    {1, {3, 2, 33, 130}, {2, 33, 257}},    /* cblas per batch */
+    {2, {3, 2, 130, 33}, {2, 257, 33}},    /* cblas, one tall GEMM */
+    {0, {2, 7, 7}, {2, 7, 7}},             /* equal shapes, every flag: four kernels, not one */
+    {1, {2, 7, 7}, {2, 7, 7}},
+    {2, {2, 7, 7}, {2, 7, 7}},
+    {3, {2, 7, 7}, {2, 7, 7}},
+  };
+  enum { NT = sizeof t / sizeof t[0] };
+  tcase cs[NT];
+  memset(cs, 0, sizeof cs);
+  for (int c = 0; c < NT; c++) {
+    cs[c] = C2(F, S(0), F, S(0));
+    cs[c].sh[0].rank = t[c].a[0], cs[c].sh[1].rank = t[c].b[0];
+    for (int d = 0; d < t[c].a[0]; d++) cs[c].sh[0].d[d] = t[c].a[1 + d];
+    for (int d = 0; d < t[c].b[0]; d++) cs[c].sh[1].d[d] = t[c].b[1 + d];
+    cs[c].attr.i = t[c].flags;
+  }
+  double e = run_op(IR_MATMUL, cs, NT);
+  printf("%-14s max rel err %.3g\n", "matmul[ta,tb]", e);
+  CHECK_MSG(e >= 0 && e <= 1e-5, "flagged matmul: error %g", e);
+  /* x @ w -> + bias -> gelu -> res - (.) -> tanh with flagged products */
+  static const int fz[4][5][4] = {
+    {{1}, {2, 33, 7}, {2, 33, 5}, {1, 5}, {2, 7, 5}},                /* small, A transposed */
+    {{2}, {3, 2, 7, 33}, {2, 20, 33}, {1, 20}, {3, 2, 7, 20}},       /* small, B packed */
+    {{3}, {2, 8, 1024}, {2, 160, 8}, {2, 1, 160}, {2, 1024, 160}},   /* cblas, epilogue pass */
+    {{1}, {3, 2, 7, 3}, {2, 7, 5}, {1, 5}, {3, 2, 3, 5}},            /* batched A^T: per batch, then the pass */
+  };
+  tcase fc[4];
+  memset(fc, 0, sizeof fc);
+  for (int c = 0; c < 4; c++) {
+    fc[c].nin = 4, fc[c].attr.i = fz[c][0][0];
+    for (int j = 0; j < 4; j++) {
+      fc[c].dt[j] = IR_F32;
+      fc[c].sh[j].rank = fz[c][1 + j][0];
+      for (int d = 0; d < fz[c][1 + j][0]; d++) fc[c].sh[j].d[d] = fz[c][1 + j][1 + d];
+    }
+  }
+  e = run_op(OP_FUSED, fc, 4);
+  printf("%-14s max rel err %.3g\n", "fused [ta,tb]", e);
+  CHECK_MSG(e >= 0 && e <= 1e-5, "fused chains with flagged products: error %g", e);
 }
 
 /* A host without a feature the code or OpenBLAS's kernel needs is a clear
@@ -542,6 +608,7 @@ int main(void) {
   if (dir[0]) setenv("LATHE_CACHE_DIR", dir, 1);
   test_ops();
   test_fused();
+  test_flagged_matmul();
   test_host_check();
   test_vectorised();
   test_dedup_and_plan();

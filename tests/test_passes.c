@@ -250,6 +250,96 @@ static void test_cse_random(void) {
   ar_free(&A);
 }
 
+/* Transposes of the last two axes fold into matmul's flags (the backward
+ * GEMMs autodiff builds); the transposes then die in dce. */
+static int simplify_dce(ir_graph *g, char *msg, size_t msgn) {
+  int a = ps_simplify(g, msg, msgn), b = a < 0 ? -1 : ps_dce(g, msg, msgn);
+  return a < 0 || b < 0 ? -1 : a + b;
+}
+
+static void test_simplify_matmul(void) {
+  expect_pass("simplify folds transposes into matmul", ps_simplify,
+              "input x : f32[3, 2]\n"
+              "input w : f32[4, 3]\n"
+              "input b : f32[2, 5, 3]\n"
+              "input c : f32[2, 4, 3]\n"
+              "output y = transpose(x, [1, 0]) @ transpose(w, [1, 0])\n"
+              "output z = b @ transpose(c, [0, 2, 1])\n",
+              "model t\n"
+              "%0 = input x : f32[3, 2]\n"
+              "%1 = input w : f32[4, 3]\n"
+              "%2 = input b : f32[2, 5, 3]\n"
+              "%3 = input c : f32[2, 4, 3]\n"
+              "%4 = transpose(%0) list=[1, 0] : f32[2, 3]\n"
+              "%5 = transpose(%1) list=[1, 0] : f32[3, 4]\n"
+              "%6 = matmul[ta,tb](%0, %1) : f32[2, 4]  # y\n"
+              "%7 = transpose(%3) list=[0, 2, 1] : f32[2, 3, 4]\n"
+              "%8 = matmul[tb](%2, %3) : f32[2, 5, 4]  # z\n"
+              "output y = %6\n"
+              "output z = %8\n");
+  expect_pass("simplify+dce: a transpose still read elsewhere stays", simplify_dce,
+              "input x : f32[3, 2]\n"
+              "input w : f32[3, 4]\n"
+              "xt = transpose(x, [1, 0])\n"
+              "output y = xt @ w\n"
+              "output z = relu(xt)\n",
+              "model t\n"
+              "%0 = input x : f32[3, 2]\n"
+              "%1 = input w : f32[3, 4]\n"
+              "%2 = transpose(%0) list=[1, 0] : f32[2, 3]  # xt\n"
+              "%3 = matmul[ta](%0, %1) : f32[2, 4]  # y\n"
+              "%4 = relu(%2) : f32[2, 3]  # z\n"
+              "output y = %3\n"
+              "output z = %4\n");
+  expect_pass("simplify leaves other permutations and vector operands", ps_simplify,
+              "input x : f32[2, 3, 4]\n"
+              "input w : f32[4, 5]\n"
+              "input v : f32[4]\n"
+              "input s : f32[2, 2, 2]\n"
+              "output y = transpose(x, [1, 0, 2]) @ w\n"
+              "output z = transpose(s, [2, 1, 0]) @ transpose(s, [1, 0, 2])\n"
+              "output u = x @ v\n", NULL);
+
+  /* matmul[ta](transpose(x), w): the flag is cleared (x^T^T = x) */
+  arena A;
+  ar_init(&A);
+  ir_graph g;
+  ir_graph_init(&g, &A, "t");
+  ir_shape s32 = {2, {3, 2}}, s24 = {2, {2, 4}};
+  int x = ir_add_input(&g, "x", IR_F32, &s32, 0, L0), w = ir_add_input(&g, "w", IR_F32, &s24, 0, L0);
+  ir_attr tr = {.nlist = 2, .list = {1, 0}}, ta = {.i = 1};
+  char msg[256];
+  int in[2] = {op1(&g, IR_TRANSPOSE, x, &tr), w};
+  int wt = op1(&g, IR_TRANSPOSE, w, &tr);
+  int xw = ir_add(&g, IR_MATMUL, in, 2, &ta, L0, msg, sizeof msg);
+  ir_add_output(&g, "y", xw);
+  in[0] = x, in[1] = x;
+  ir_add_output(&g, "z", ir_add(&g, IR_MATMUL, in, 2, &ta, L0, msg, sizeof msg));
+  ir_add_output(&g, "wt", wt);
+  expect_on("simplify clears a flag whose operand is transposed", ps_simplify, &g,
+            "model t\n"
+            "%0 = input x : f32[3, 2]\n"
+            "%1 = input w : f32[2, 4]\n"
+            "%2 = transpose(%0) list=[1, 0] : f32[2, 3]\n"
+            "%3 = transpose(%1) list=[1, 0] : f32[4, 2]\n"
+            "%4 = matmul(%0, %1) : f32[3, 4]\n"
+            "%5 = matmul[ta](%0, %0) : f32[2, 2]\n"
+            "output y = %4\n"
+            "output z = %5\n"
+            "output wt = %3\n");
+  /* the same operands with different flags are different products */
+  ir_shape s33 = {2, {3, 3}};
+  int q = ir_add_input(&g, "q", IR_F32, &s33, 0, L0);
+  in[0] = in[1] = q;
+  ir_attr tb = {.i = 2};
+  int p0 = ir_add(&g, IR_MATMUL, in, 2, NULL, L0, msg, sizeof msg);
+  int p1 = ir_add(&g, IR_MATMUL, in, 2, &ta, L0, msg, sizeof msg);
+  int p2 = ir_add(&g, IR_MATMUL, in, 2, &tb, L0, msg, sizeof msg);
+  ir_add_output(&g, "p", op2(&g, IR_ADD, op2(&g, IR_ADD, p0, p1), p2));
+  expect_on("cse keeps products with different flags apart", ps_cse, &g, NULL);
+  ar_free(&A);
+}
+
 /* ---- the pipeline's options ---- */
 
 static void test_pipeline_options(void) {
@@ -262,7 +352,7 @@ static void test_pipeline_options(void) {
   if (!t) return;
   pm_options o = {.passes = "simplify,bogus"};
   CHECK(pm_run(&t->g, &o, NULL, NULL, msg, sizeof msg) == -1);
-  CHECK_STR(msg, "unknown pass 'bogus' (known passes: constfold, simplify, cse, dce)");
+  CHECK_STR(msg, "unknown pass 'bogus' (known passes: constfold, simplify, cse, dce, fuse)");
   o = (pm_options){.level = 4};
   CHECK(pm_run(&t->g, &o, NULL, NULL, msg, sizeof msg) == -1);
   CHECK(strstr(msg, "-O4") != NULL);
@@ -276,8 +366,9 @@ static void test_pipeline_options(void) {
   fclose(f);
   CHECK(strstr(log, "; graph after pass 'cse'\nmodel t\n") != NULL);
   CHECK(strstr(log, "pass constfold") && strstr(log, "pass dce") && strstr(log, "pass total"));
-  CHECK(before.nodes == 6 && before.kernels == 4 && after.nodes == 3 && after.kernels == 2);
-  CHECK(after.bytes == 2 * 24 + 3 * 24 && before.bytes > after.bytes);
+  /* cse leaves x, exp(x), add(e, e); fuse makes the last two one kernel */
+  CHECK(before.nodes == 6 && before.kernels == 4 && after.nodes == 2 && after.kernels == 1);
+  CHECK(after.bytes == 2 * 24 && before.bytes > after.bytes);
   static const char *const files[] = {"00-input.txt", "01-constfold.dot", "03-cse.txt", "04-dce.txt", "04-dce.dot"};
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     char path[256];
@@ -328,7 +419,13 @@ static void test_cli(void) {
   if (!getenv("LATHE_BIN")) return;
   char *out;
   CHECK(lathe_cmd("check examples/mlp.nn -O2", &out) == 0);
-  CHECK(strstr(out, "passes (-O2): nodes 18 -> 18, kernels 10 -> 10, bytes moved") != NULL);
+  /* the forward MLP: each add(bias) + relu pair becomes one fused node */
+  CHECK(strstr(out, "passes (-O2): nodes 18 -> 16, kernels 10 -> 8, bytes moved") != NULL);
+  free(out);
+  /* the training step: fusion, and the 5 backward transposes folded into matmul flags */
+  CHECK(lathe_cmd("check examples/mlp.nn --train -O2 --bind batch=64", &out) == 0);
+  CHECK(strstr(out, "training step (forward, backward") && strstr(out, "memory plan: peak") &&
+        strstr(out, "passes (-O2): nodes 164 -> 69, kernels 116 -> 41"));
   free(out);
   CHECK(lathe_cmd("check examples/mlp.nn --passes=simplify,dce --print-after=dce --time-passes", &out) == 0);
   CHECK(strstr(out, "; graph after pass 'dce'\nmodel mlp\n") && strstr(out, "pass simplify") &&
@@ -475,6 +572,7 @@ int main(int argc, char **argv) {
     test_simplify();
     test_constfold();
     test_cse_random();
+    test_simplify_matmul();
     test_pipeline_options();
     test_cli();
   }

@@ -194,6 +194,24 @@ static void test_matmul(void) {
   BAD(ADD(IR_MATMUL, NULL, s, v3), "matmul: operands must have rank >= 1, got [] @ [3]");
   BAD(ADD(IR_MATMUL, NULL, i, b), "matmul: left operand must be floating-point, got i32[2, 3]");
   BAD(ADD(IR_MATMUL, NULL, a, T("f16[3, 4]")), "matmul: dtypes differ: f32 vs f16");
+  /* transpose flags (attr.i, made by simplify): a flagged operand's last
+   * two axes are swapped before the rule above */
+  ir_attr fa = {.i = 1}, fb = {.i = 2}, fab = {.i = 3}, f4 = {.i = 4};
+  int at = T("f32[3, 2]"), bt = T("f32[4, 3]");
+  OK(ADD(IR_MATMUL, &fa, at, b), "f32[2, 4]");
+  OK(ADD(IR_MATMUL, &fb, a, bt), "f32[2, 4]");
+  OK(ADD(IR_MATMUL, &fab, at, bt), "f32[2, 4]");
+  OK(ADD(IR_MATMUL, &fb, v3, bt), "f32[4]");
+  OK(ADD(IR_MATMUL, &fa, at, v3), "f32[2]");
+  OK(ADD(IR_MATMUL, &fa, T("f32[5, 1, 3, 2]"), bb), "f32[5, 4, 2, 6]");
+  OK(ADD(IR_MATMUL, &fb, ba, T("f32[4, 6, 3]")), "f32[5, 4, 2, 6]");
+  BAD(ADD(IR_MATMUL, &fa, a, b), "matmul: inner dimensions differ: [2, 3]^T @ [3, 4] (2 vs 3)");
+  BAD(ADD(IR_MATMUL, &fb, a, b), "matmul: inner dimensions differ: [2, 3] @ [3, 4]^T (3 vs 4)");
+  BAD(ADD(IR_MATMUL, &fab, T("f32[2, 3, 2]"), T("f32[3, 4, 3]")),
+      "matmul: batch dimensions do not broadcast: [2, 3, 2]^T @ [3, 4, 3]^T");
+  BAD(ADD(IR_MATMUL, &fa, v3, b), "matmul: a transposed left operand needs rank >= 2, got [3]");
+  BAD(ADD(IR_MATMUL, &fb, a, v3), "matmul: a transposed right operand needs rank >= 2, got [3]");
+  BAD(ADD(IR_MATMUL, &f4, a, b), "matmul: unknown flags 4 (1 = transpose a, 2 = transpose b)");
 }
 
 static void test_conv(void) {
@@ -463,6 +481,12 @@ static void test_verify(void) {
   CHECK(ir_verify(&G, msg, sizeof msg) == -1);
   CHECK_STR(msg, "verify: output 0 (h) refers to missing node 42");
 
+  build_mlp(); /* x[4, 3] @ w[3, 2] read as x @ w^T */
+  G.nodes[h].attr.i = 2;
+  CHECK(ir_verify(&G, msg, sizeof msg) == -1);
+  CHECK_STR(msg, "verify: node 3 (matmul) no longer type-checks: matmul: inner dimensions differ: "
+                 "[4, 3] @ [3, 2]^T (3 vs 2)");
+
   build_mlp();
   G.nodes[h].shape.d[0] = (int64_t)1 << 50;
   CHECK(ir_verify(&G, msg, sizeof msg) == -1);
@@ -516,6 +540,15 @@ static void test_print(void) {
   CHECK(strstr(dot, "label=\"%2 matmul\\nf32[2, 4]\\ny\"") != NULL);
   CHECK(strstr(dot, "n1 -> n2;") != NULL);
   CHECK(dot[strlen(dot) - 2] == '}');
+  /* matmul's transpose flags follow its name */
+  ir_attr fl[3] = {{.i = 1}, {.i = 2}, {.i = 3}};
+  for (int k = 0; k < 3; k++) ADD(IR_MATMUL, &fl[k], k == 2 ? w : x, x);
+  out = capture(ir_print);
+  CHECK_MSG(strstr(out, "%8 = matmul[ta](%0, %0) : f32[3, 3]\n") != NULL, "%s", out);
+  CHECK(strstr(out, "%9 = matmul[tb](%0, %0) : f32[2, 2]\n") != NULL);
+  CHECK(strstr(out, "%10 = matmul[ta,tb](%1, %0) : f32[4, 2]\n") != NULL);
+  dot = capture(ir_dot);
+  CHECK(strstr(dot, "label=\"%10 matmul[ta,tb]\\nf32[4, 2]\"") != NULL);
 }
 
 static void test_stats(void) {

@@ -58,9 +58,11 @@ int cli_double(const cli_args *a, const char *cmd, const char *flag, double *out
 #define CLI_PASS_FLAGS "-O=attached --passes=value --print-after=value --dump-dir=value --time-passes=bool"
 int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o);
 #define CLI_PASS_HELP \
-  "  -O0 .. -O3      graph optimisation level (default 2, or LATHE_OPT_LEVEL): -O0 none, -O1\n" \
-  "                  simplify + dce, -O2 constfold, simplify, cse, dce, -O3 twice round\n" \
-  "  --passes=LIST   run these passes instead (constfold, simplify, cse, dce; comma-separated)\n" \
+  "  -O0 .. -O3      graph optimisation level (default 2, or LATHE_OPT_LEVEL): -O0 none (and\n" \
+  "                  no fusion at all, the unfused baseline), -O1 simplify + dce, -O2 constfold,\n" \
+  "                  simplify, cse, dce, fuse, -O3 the first three twice round\n" \
+  "  --passes=LIST   run these passes instead (constfold, simplify, cse, dce, fuse;\n" \
+  "                  comma-separated; without fuse the backend fuses nothing either)\n" \
   "  --print-after=P print the graph to stderr after pass P\n" \
   "  --dump-dir DIR  write NN-PASS.txt and NN-PASS.dot after every pass (00-input first)\n" \
   "  --time-passes   print each pass's time and rewrites to stderr\n"

@@ -42,7 +42,7 @@ static const char *human_bytes(int64_t b, char *buf, size_t n) {
 /* The native backend's memory plan: the arena's planned peak against the
  * naive sum of every intermediate tensor. */
 static void print_memplan(const lathe_program *p) {
-  lathe_compile_stats st;
+  lathe_compile_stats st = {0};
   if (lathe_program_stats(p, &st)) return;
   char a[32], b[32];
   printf("memory plan: peak %lld bytes (%s) of intermediates, naive sum %lld bytes (%s)", (long long)st.arena_bytes,
@@ -64,10 +64,34 @@ static void print_pass_stats(const lathe_program *p) {
   printf("\n");
 }
 
+/* check --train: the whole training step (forward, backward, optimizer) as
+ * lathe train compiles it, summarised: its size, memory plan and passes. */
+static int inspect_train(const cli_args *a) {
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  int status = 0;
+  if (cli_pass_options(a, "check", &o)) return 1;
+  lathe_model *m = cli_load_model(a, &status);
+  if (!m) return status;
+  lathe_error err = {0};
+  lathe_program *p = lathe_compile_train(m, &o, &err);
+  lathe_model_free(m);
+  if (!p) return cli_report(&err);
+  printf("training step (forward, backward and the optimizer update in one program)\n");
+  print_memplan(p);
+  print_pass_stats(p);
+  lathe_program_free(p);
+  return 0;
+}
+
 static int inspect(int argc, char **argv, const char *cmd, const char *flags, lathe_print_kind kind) {
   cli_args a;
   int status = cli_parse(argc, argv, cmd, flags, &a);
   if (status) { cli_args_free(&a); return status; }
+  if (cli_has(&a, "--train")) {
+    status = inspect_train(&a);
+    cli_args_free(&a);
+    return status;
+  }
   lathe_program *p = load_for_inspection(&a, &status);
   if (p) {
     lathe_program_print(p, cli_has(&a, "--ir") ? LATHE_PRINT_IR : kind, stdout);
@@ -79,7 +103,7 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
 }
 
 int cmd_check(int argc, char **argv) {
-  return inspect(argc, argv, "check", "--bind=pair --ir=bool " CLI_PASS_FLAGS, LATHE_PRINT_SUMMARY);
+  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool " CLI_PASS_FLAGS, LATHE_PRINT_SUMMARY);
 }
 int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind=pair " CLI_PASS_FLAGS, LATHE_PRINT_DOT); }
 
@@ -202,7 +226,7 @@ static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
 /* --time: the compile split, the kernel counts, the plan and the run (stderr,
  * so printed outputs stay clean). */
 static void print_times(const run_state *s) {
-  lathe_compile_stats st;
+  lathe_compile_stats st = {0};
   if (!s->p || lathe_program_stats(s->p, &st)) return;
   fflush(stdout); /* the printed outputs first */
   double native = st.ir_ms + st.opt_ms + st.codegen_ms + st.jit_ms;

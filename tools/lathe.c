@@ -11,8 +11,8 @@
 
 static const cli_command commands[] = {
   {"check", cmd_check, "parse and verify a model; print the graph summary",
-   "usage: lathe check MODEL [--bind NAME=N]... [--ir] [-O0..3] [--passes=LIST] [--print-after=P]\n"
-   "                   [--dump-dir DIR] [--time-passes]\n"
+   "usage: lathe check MODEL [--bind NAME=N]... [--ir] [--train] [-O0..3] [--passes=LIST]\n"
+   "                   [--print-after=P] [--dump-dir DIR] [--time-passes]\n"
    "\n"
    "Parses and type-checks MODEL, lowers it to a static graph and prints every node with\n"
    "its shape and FLOPs, the parameter count and the memory parameters and activations need,\n"
@@ -22,6 +22,8 @@ static const cli_command commands[] = {
    "\n"
    "  --bind NAME=N   bind a symbolic dimension (unbound ones default to 1 for check)\n"
    "  --ir            print the IR listing (after the passes) instead of the summary table\n"
+   "  --train         the training step instead (forward, backward and the optimizer update\n"
+   "                  of the model's train block): its memory plan and what the passes did\n"
    CLI_PASS_HELP},
   {"dot", cmd_dot, "write the graph as Graphviz DOT to stdout",
    "usage: lathe dot MODEL [--bind NAME=N]...\n"

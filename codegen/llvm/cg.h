@@ -14,14 +14,23 @@ typedef struct cg_program cg_program;
 
 typedef struct {
   int opt_level; /* 0..3, default 2 */
-  int threads;   /* 0 = auto */
-  int keep_ir;   /* keep the optimised module text for cg_module_text (bypasses the cache) */
-  int no_cache;  /* do not use the on-disk object cache */
-  int profile;   /* time every kernel (also on when LATHE_PROFILE is set and not "0") */
+  int threads;   /* threads that optimise and compile the module, one part each: 0 = auto (as
+                    many as the runtime pool has for a large module, one for a small one);
+                    n > 0: n parts whatever the size (at most one per kernel) */
+  int keep_ir;   /* keep the optimised module text for cg_module_text (bypasses both caches) */
+  int no_cache;  /* compile afresh: neither the on-disk object cache nor a live program's code */
+  int profile;   /* time every kernel (also on when LATHE_PROFILE is set and not "0"; not shared) */
 } cg_options;
 
 /* Compile g (not kept: the program copies what it needs). o may be NULL.
- * NULL with a message on failure. */
+ * NULL with a message on failure.
+ *
+ * Within a process, compiled code is shared (cg_memo.c): while a program
+ * compiled from a graph is alive, compiling an equal graph with the same
+ * opt_level and threads returns a new program on the same code (the JIT, the
+ * buffer plan, the constants), with its own arena, so the two run
+ * independently; cg_stats.shared says so. The code goes with the last
+ * program. keep_ir, profile and no_cache compile afresh. Thread-safe. */
 cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t msgn);
 
 /* inputs[i] for g->inputs[i] (dtype as declared), params[i] for g->params[i]
@@ -33,15 +42,25 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
 
 void cg_free(cg_program *p);
 
+/* Compile times are wall clock. With several parts, opt and codegen are the
+ * slowest part's (the parts run at the same time). A shared program
+ * (cg_stats.shared) compiled nothing: its times are 0. */
 typedef struct {
-  double parse_ms, llvm_opt_ms, jit_ms; /* parse_ms: planning and building the LLVM IR */
-  double codegen_ms;                    /* machine code (object) generation; 0 on a cache hit */
-  int cache_hit;                        /* 1: the object came from the on-disk cache */
+  double parse_ms;    /* planning, building the LLVM IR, splitting it into parts, cache look-up */
+  double llvm_opt_ms; /* optimisation; 0 on a cache hit */
+  double jit_ms;      /* linking the objects */
+  double codegen_ms;  /* machine code (object) generation; 0 on a cache hit */
+  int cache_hit;      /* 1: every part's object came from the on-disk cache */
+  int parts;          /* parts the module was optimised and compiled in (threads) */
+  int shared;         /* 1: the code of a live program compiled from an equal graph (cg_memo.c) */
   int kernels, kernels_unique;
   int64_t arena_bytes, naive_bytes;
 } cg_stats;
 
 void cg_get_stats(const cg_program *p, cg_stats *st);
+
+/* Compiled codes listed for sharing (tests: 0 once every program is freed). */
+int cg_memo_entries(void);
 
 /* The memory plan the backend would make for g (planned peak and the naive
  * sum of every planned tensor), without compiling anything. 0, or -1 when

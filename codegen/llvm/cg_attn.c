@@ -1,33 +1,43 @@
 /* cg_attn.c -- CPU kernels of the fused sequence layers' hard parts: flash
- * attention (forward and backward) and backward through time for rnn, lstm
- * and gru. The kernels are plain C compiled into the library (tiles of
- * cblas_sgemm calls and short elementwise loops); the generated code calls
- * them with the node's buffers (the emitters at the end of this file), and
- * cg_jit.c resolves their names to these functions.
+ * attention (forward and backward), the lstm forward and backward through
+ * time for rnn, lstm and gru. The kernels are plain C compiled into the
+ * library (OpenBLAS for the big products, cg_seqk.c's vectorised tiles and
+ * rows for the small ones); the generated code calls them with the node's
+ * buffers (the emitters at the end of this file), and cg_jit.c resolves
+ * their names to these functions.
  *
- * Attention works per (batch, head) and per tile of ATT_BQ query rows
- * against tiles of ATT_BK keys with an online softmax: a running row maximum
- * m and sum l, the output tile rescaled by exp(m_old - m_new) when a new tile
- * raises the maximum. No [T, T] matrix exists; the per-part scratch holds one
- * [BQ, BK] tile. Causal attention skips the key tiles after the query tile.
- * The backward recomputes each probability tile from the saved per-row
- * logsumexp (P = exp(S - L)) and accumulates dq, dk, dv tile by tile
- * (FlashAttention-2's recurrence, run single-threaded per (batch, head)).
+ * Parallelism: the batch rows of a sequence layer never meet until the
+ * weight gradients, so each kernel is one loop of work items over the
+ * batch (seq_run: items taken in turn by the runtime pool's threads, each
+ * with single-threaded OpenBLAS), then the weight gradients as whole-batch
+ * GEMMs on OpenBLAS's own threads. An item's arithmetic does not depend on
+ * which thread runs it, so results are bit-identical from run to run.
+ *
+ * Attention: an item is one batch row: its qkv GEMM, then per head and per
+ * tile of ATT_BQ query rows against tiles of ATT_BK keys an online softmax:
+ * a running row maximum m and sum l, the output rescaled by exp(m_old -
+ * m_new) when a new tile raises the maximum. No [T, T] matrix exists; the
+ * per-part scratch holds the tiles. Causal attention skips the key tiles
+ * after the query tile and the blocks above the diagonal inside it. The
+ * backward recomputes the forward, then each probability tile from the
+ * saved per-row logsumexp (P = exp(S - L)) and accumulates dq, dk, dv tile
+ * by tile (FlashAttention-2's recurrence).
  *
  * The recurrent backward reads every h_t from the forward result y, so the
- * gate pre-activations of all steps are two GEMMs (x w_ih and h_{t-1} w_hh
- * over B*T rows) and the LSTM cell one elementwise scan; only the gradient
- * through w_hh is sequential (one [B, G*h] x [G*h, h] GEMM per step). The
- * weight and input gradients are then one GEMM each over all steps.
+ * gate pre-activations of all steps are GEMMs over the item's rows (x w_ih
+ * and h_{t-1} w_hh) and the LSTM cell one elementwise scan; only the
+ * gradient through w_hh is sequential (one [rows, G h] x [G h, h] product
+ * per step). dx is then one GEMM per item, the weight gradients one each.
  */
 #include "cg_internal.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
+#include "cg_seqk.h"
 #include "runtime/threadpool.h"
-
 
 enum { ATT_BQ = 64, ATT_BK = 64 };
 
@@ -75,223 +85,347 @@ static void affine(const float *x, const float *w, const float *bias, int64_t m,
   gemm(0, 0, m, n, k, 1.0f, x, k, w, n, 1.0f, y, n);
 }
 
-/* out[n] = column sums of a[m, n] (summed in double, row order) */
-static void colsum(const float *a, int64_t m, int64_t n, float *out) {
+/* out[j] = the sum over parts p (in order) of part[p stride + j], j < n, in
+ * double: bias gradients from the column sums each work item took of its
+ * rows */
+static void sum_parts(const double *part, int64_t nparts, int64_t stride, int64_t n, float *out) {
   for (int64_t j = 0; j < n; j++) {
     double s = 0.0;
-    for (int64_t i = 0; i < m; i++) s += a[i * n + j];
+    for (int64_t p = 0; p < nparts; p++) s += part[p * stride + j];
     out[j] = (float)s;
   }
 }
 
-/* Run fn over [0, n). Sequential for now: the (batch, head) parts are
- * independent and per-part scratch exists (rt_pool_for(n, 1, fn, ctx) with
- * OpenBLAS single-threaded around it would run them in parallel), but the
- * runtime pool is still being written; OpenBLAS threads the big GEMMs. */
-static void par_blas(int64_t n, rt_pool_fn fn, void *ctx) {
-  if (n > 0) fn(ctx, 0, n, 0);
+/* ---- work items on the runtime pool ---- */
+
+typedef void (*seq_item_fn)(void *job, int64_t item, int part);
+
+typedef struct {
+  seq_item_fn fn;
+  void *job;
+  int64_t n;
+  atomic_llong next; /* the next item a part takes */
+} seq_loop;
+
+static void seq_part(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)lo, (void)hi;
+  seq_loop *L = ctx;
+  for (int64_t i; (i = atomic_fetch_add(&L->next, 1)) < L->n;) L->fn(L->job, i, part);
 }
+
+/* fn(job, i, part) for every i in [0, n), on at most maxparts parts of the
+ * runtime pool (0 <= part < maxparts: per-part scratch). Each part takes the
+ * next item until none is left, so a worker that wakes late costs no idle
+ * time. An item's arithmetic (fixed shapes) does not depend on which part
+ * runs it and items write disjoint rows, so results do not depend on the
+ * timing. While parts run, OpenBLAS runs single-threaded in each (as
+ * cg_jit.c's parallel_for); with one part it keeps its threads. */
+static void seq_run(int64_t n, int64_t maxparts, seq_item_fn fn, void *job) {
+  seq_loop L = {fn, job, n, 0};
+  int64_t parts = rt_pool_size();
+  parts = parts < maxparts ? parts : maxparts;
+  parts = parts < n ? parts : n;
+  int nt = parts > 1 ? openblas_get_num_threads() : 1;
+  if (nt > 1) openblas_set_num_threads(1);
+  rt_pool_for(parts, 1, seq_part, &L);
+  if (nt > 1) openblas_set_num_threads(nt);
+}
+
+/* Weight gradients C = A^T B (sums over every batch row, K = B T) as work
+ * items too: each product split by columns of C into chunks (at most
+ * WG_SPLIT per product, sizes from the shapes alone). Keeping OpenBLAS on
+ * one thread in the sequence kernels also keeps its spinning workers off
+ * the cores the pool's parts run on. */
+enum { WG_SPLIT = 8, WG_MAX = 2 * WG_SPLIT, WG_MINCOLS = 64 };
+
+typedef struct {
+  const float *A, *B;
+  float *C;
+  int64_t M, N, K, lda, ldb, ldc;
+} wg_gemm;
+
+typedef struct {
+  wg_gemm g[WG_MAX];
+  int n;
+} wg_job;
+
+static void wg_add(wg_job *w, const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t M,
+                   int64_t N, int64_t K) {
+  int64_t cols = (N + WG_SPLIT - 1) / WG_SPLIT;
+  cols = cols < WG_MINCOLS ? WG_MINCOLS : (cols + 15) / 16 * 16;
+  for (int64_t j = 0; j < N && w->n < WG_MAX; j += cols)
+    w->g[w->n++] = (wg_gemm){A, B + j, C + j, M, N - j < cols ? N - j : cols, K, lda, ldb, N};
+}
+
+static void wg_item(void *job, int64_t i, int part) {
+  (void)part;
+  const wg_gemm *g = &((const wg_job *)job)->g[i];
+  gemm(1, 0, g->M, g->N, g->K, 1.0f, g->A, g->lda, g->B, g->ldb, 0.0f, g->C, g->ldc);
+}
+
+static void wg_run(wg_job *w) { seq_run(w->n, w->n, wg_item, w); }
 
 /* ---- attention ---- */
 
+enum {
+  ATT_PARTS = 16, /* the most parts a pool loop is split into (per-part scratch) */
+  ATT_ROWS = 256, /* rows per work item (whole batches) */
+};
+
+/* One call's buffers. Rows of batch b: [b T, (b + 1) T) of x, dy, out and
+ * (backward) ctx, dqkv. Everything only a work item needs lives in its
+ * part's slab of scratch, reused by the part's next item while it is still
+ * in cache: the tiles, the item's qkv rows, its ctx (forward) or dctx rows
+ * and its logsumexp. */
 typedef struct {
   int64_t B, T, d, H, hd;
   int causal;
   float scale;
-  const float *qkv, *dctx;
-  float *ctx, *lse, *dqkv, *work; /* work: per part, att_part_floats */
+  const float *x, *wq, *bq, *wp, *bp, *dy;
+  float *ctx, *dqkv, *out, *slabs; /* slabs: per part, att_slab_floats */
+  double *bsum; /* per work item: column sums of its dqkv and dy rows [items, 4d] */
 } att_job;
 
-static int64_t att_part_floats(int64_t hd) { return 2 * ATT_BQ * ATT_BK + ATT_BQ * hd + 4 * ATT_BQ; }
+/* A work item: batches [b0, b1), rows [r0, r0 + n); its rows of qkv, ctx,
+ * dctx (row 0 = row r0), lse[(b - b0) H + h][T], and the tiles w. */
+typedef struct {
+  int64_t b0, b1, r0, n;
+  float *qkv, *ctx, *dctx, *lse, *w;
+} att_span;
 
-/* One query tile of one head: ctx rows (heads' columns) and their logsumexp. */
-static void att_fwd_tile(const att_job *a, const float *q, const float *kv, float *ctx, float *lse, int64_t i0,
-                         int64_t nq, float *w) {
-  int64_t d3 = 3 * a->d, hd = a->hd;
-  float *S = w, *O = S + ATT_BQ * ATT_BK, *m = O + ATT_BQ * hd, *l = m + ATT_BQ;
-  for (int64_t r = 0; r < nq; r++) m[r] = -INFINITY, l[r] = 0.0f;
-  memset(O, 0, sizeof(float) * (size_t)(nq * hd));
+/* batches per work item: about ATT_ROWS rows, so that the items' GEMMs
+ * (OpenBLAS packs the weights once per call) are not too small */
+static int64_t att_group(int64_t T) { return T < ATT_ROWS ? ATT_ROWS / T : 1; }
+static int64_t att_items(int64_t B, int64_t T) { return (B + att_group(T) - 1) / att_group(T); }
+static int64_t att_nparts(int64_t B, int64_t T) { return att_items(B, T) < ATT_PARTS ? att_items(B, T) : ATT_PARTS; }
+/* n rounded up to even: doubles after n floats stay 8-byte aligned (every
+ * other scratch section is an even number of floats) */
+static int64_t att_even(int64_t n) { return (n + 1) & ~(int64_t)1; }
+
+/* per part: two [BQ, BK] tiles (S, or P and dP), K^T and V^T tiles
+ * [hd, BK], and m, l, D [BQ] */
+static int64_t att_tile_floats(int64_t hd) { return 2 * ATT_BQ * ATT_BK + 2 * hd * ATT_BK + 3 * ATT_BQ; }
+/* per part: the tiles, qkv and ctx or dctx rows [group T, 4d], lse */
+static int64_t att_slab_floats(int64_t T, int64_t d, int64_t H) {
+  int64_t g = att_group(T);
+  return att_tile_floats(d / H) + g * T * 4 * d + att_even(g * H * T);
+}
+
+/* keys [j0, j0 + nk) that query row i may see: [j0, j0 + valid) */
+static int64_t att_valid(const att_job *a, int64_t i, int64_t j0, int64_t nk) {
+  int64_t v = a->causal ? i + 1 - j0 : nk;
+  return v > nk ? nk : v < 0 ? 0 : v;
+}
+
+/* One query tile of one head: ctx rows (the head's columns, used as the
+ * running output) and their logsumexp. Causal tiles skip the products'
+ * blocks above the diagonal (cg_sk_mm's CG_SK_TRI_*). */
+static void att_fwd_tile(const att_job *a, const float *q, float *ctx, float *lse, int64_t i0, int64_t nq, float *w) {
+  int64_t d3 = 3 * a->d, hd = a->hd, dd = a->d;
+  float *S = w, *Kt = S + 2 * ATT_BQ * ATT_BK, *m = Kt + 2 * hd * ATT_BK, *l = m + ATT_BQ;
+  int tc = a->causal ? CG_SK_TRI_C : CG_SK_FULL, ta = a->causal ? CG_SK_TRI_AK : CG_SK_FULL;
+  for (int64_t r = 0; r < nq; r++) {
+    m[r] = -INFINITY, l[r] = 0.0f;
+    memset(ctx + (i0 + r) * dd, 0, sizeof(float) * (size_t)hd);
+  }
   int64_t kend = a->causal ? i0 + nq : a->T;
   for (int64_t j0 = 0; j0 < kend; j0 += ATT_BK) {
     int64_t nk = kend - j0 < ATT_BK ? kend - j0 : ATT_BK;
-    gemm(0, 1, nq, nk, hd, a->scale, q + i0 * d3, d3, kv + j0 * d3, d3, 0.0f, S, ATT_BK);
+    cg_sk_transpose(q + a->d + j0 * d3, d3, nk, hd, Kt, ATT_BK);
+    cg_sk_mm(nq, nk, hd, q + i0 * d3, d3, 1, Kt, ATT_BK, S, ATT_BK, 0, tc, i0 - j0);
     for (int64_t r = 0; r < nq; r++) {
-      float *s = S + r * ATT_BK, mx = m[r], sum = 0.0f;
-      int64_t valid = a->causal ? i0 + r + 1 - j0 : nk; /* keys j0.. j0+valid-1 are visible */
-      valid = valid > nk ? nk : valid < 0 ? 0 : valid;
-      for (int64_t j = 0; j < valid; j++) mx = s[j] > mx ? s[j] : mx;
-      if (valid == 0) {
-        memset(s, 0, sizeof(float) * (size_t)nk);
-        continue;
-      }
-      float corr = fexp(m[r] - mx); /* 0 when m was -inf */
-      for (int64_t j = 0; j < valid; j++) sum += (s[j] = fexp(s[j] - mx));
-      for (int64_t j = valid; j < nk; j++) s[j] = 0.0f;
-      l[r] = l[r] * corr + sum, m[r] = mx;
-      float *o = O + r * hd;
-      for (int64_t e = 0; e < hd; e++) o[e] *= corr;
+      float corr = cg_sk_att_row(S + r * ATT_BK, nk, att_valid(a, i0 + r, j0, nk), a->scale, m + r, l + r);
+      if (corr != 1.0f) cg_sk_scale(ctx + (i0 + r) * dd, hd, corr);
     }
-    gemm(0, 0, nq, hd, nk, 1.0f, S, ATT_BK, kv + j0 * d3 + a->d, d3, 1.0f, O, hd);
+    cg_sk_mm(nq, hd, nk, S, ATT_BK, 1, q + 2 * dd + j0 * d3, d3, ctx + i0 * dd, dd, 1, ta, i0 - j0);
   }
   for (int64_t r = 0; r < nq; r++) {
-    float inv = 1.0f / l[r];
-    for (int64_t e = 0; e < hd; e++) ctx[(i0 + r) * a->d + e] = O[r * hd + e] * inv;
+    cg_sk_scale(ctx + (i0 + r) * dd, hd, 1.0f / l[r]);
     if (lse) lse[i0 + r] = m[r] + logf(l[r]);
   }
 }
 
-/* Head pairs [lo, hi): the forward context (and logsumexp when lse). */
-static void att_fwd_part(void *ctx, int64_t lo, int64_t hi, int part) {
-  const att_job *a = ctx;
-  float *w = a->work + (int64_t)part * att_part_floats(a->hd);
-  for (int64_t bh = lo; bh < hi; bh++) {
-    int64_t b = bh / a->H, h = bh % a->H;
-    const float *q = a->qkv + b * a->T * 3 * a->d + h * a->hd;
-    float *c = a->ctx + b * a->T * a->d + h * a->hd, *lse = a->lse ? a->lse + bh * a->T : NULL;
-    for (int64_t i0 = 0; i0 < a->T; i0 += ATT_BQ)
-      att_fwd_tile(a, q, q + a->d, c, lse, i0, a->T - i0 < ATT_BQ ? a->T - i0 : ATT_BQ, w);
-  }
-}
-
 /* Backward of one (query tile, key tile) block of one head:
- * P = exp(S - lse); dv += P^T do; dP = do v^T; dS = P (dP - D) scale;
- * dq += dS k; dk += dS^T q. */
+ * P = exp(scale q k^T - lse); dP = do v^T; dS = P (dP - D) scale;
+ * dv += P^T do; dq += dS k; dk += dS^T q. */
 static void att_bwd_block(const att_job *a, const float *q, float *dq, const float *dO, const float *lse,
                           const float *D, int64_t i0, int64_t nq, int64_t j0, int64_t nk, float *w) {
-  int64_t d3 = 3 * a->d, hd = a->hd, dd = a->d;
-  float *P = w, *dP = P + ATT_BQ * ATT_BK;
-  gemm(0, 1, nq, nk, hd, a->scale, q + i0 * d3, d3, q + dd + j0 * d3, d3, 0.0f, P, ATT_BK);
-  gemm(0, 1, nq, nk, hd, 1.0f, dO + i0 * dd, dd, q + 2 * dd + j0 * d3, d3, 0.0f, dP, ATT_BK);
-  for (int64_t r = 0; r < nq; r++) {
-    float *p = P + r * ATT_BK, *dp = dP + r * ATT_BK, L = lse[i0 + r], Di = D[r];
-    int64_t valid = a->causal ? i0 + r + 1 - j0 : nk;
-    valid = valid > nk ? nk : valid < 0 ? 0 : valid;
-    for (int64_t j = 0; j < valid; j++) {
-      p[j] = fexp(p[j] - L);
-      dp[j] = p[j] * (dp[j] - Di) * a->scale;
+  /* the first block to reach a dq row (j0 = 0) or dk, dv row (the query
+   * tile holding j0 when causal, the first when not) stores, not adds: no
+   * memset of dqkv */
+  int acc_q = j0 > 0, acc_kv = a->causal ? j0 < i0 : i0 > 0;
+  int64_t d3 = 3 * a->d, hd = a->hd, dd = a->d, o = i0 - j0;
+  float *P = w, *dP = P + ATT_BQ * ATT_BK, *Kt = dP + ATT_BQ * ATT_BK, *Vt = Kt + hd * ATT_BK;
+  int tc = a->causal ? CG_SK_TRI_C : CG_SK_FULL, ta = a->causal ? CG_SK_TRI_AK : CG_SK_FULL;
+  int tt = a->causal ? CG_SK_TRI_AKT : CG_SK_FULL;
+  const float *k = q + dd + j0 * d3, *v = q + 2 * dd + j0 * d3, *qi = q + i0 * d3, *doi = dO + i0 * dd;
+  cg_sk_transpose(k, d3, nk, hd, Kt, ATT_BK);
+  cg_sk_transpose(v, d3, nk, hd, Vt, ATT_BK);
+  cg_sk_mm(nq, nk, hd, qi, d3, 1, Kt, ATT_BK, P, ATT_BK, 0, tc, o);
+  cg_sk_mm(nq, nk, hd, doi, dd, 1, Vt, ATT_BK, dP, ATT_BK, 0, tc, o);
+  for (int64_t r = 0; r < nq; r++)
+    cg_sk_att_drow(P + r * ATT_BK, dP + r * ATT_BK, nk, att_valid(a, i0 + r, j0, nk), a->scale, lse[i0 + r], D[r]);
+  cg_sk_mm(nk, hd, nq, P, 1, ATT_BK, doi, dd, dq + 2 * dd + j0 * d3, d3, acc_kv, tt, o);
+  cg_sk_mm(nq, hd, nk, dP, ATT_BK, 1, k, d3, dq + i0 * d3, d3, acc_q, ta, o);
+  cg_sk_mm(nk, hd, nq, dP, 1, ATT_BK, qi, d3, dq + dd + j0 * d3, d3, acc_kv, tt, o);
+}
+
+/* The item's qkv rows, then per batch and head the context (and logsumexp
+ * when s->lse). */
+static void att_fwd_heads(const att_job *a, const att_span *s) {
+  int64_t T = a->T, d = a->d;
+  affine(a->x + s->r0 * d, a->wq, a->bq, s->n, d, 3 * d, s->qkv);
+  for (int64_t lb = 0; lb < s->b1 - s->b0; lb++)
+    for (int64_t h = 0; h < a->H; h++) {
+      const float *q = s->qkv + lb * T * 3 * d + h * a->hd;
+      float *c = s->ctx + lb * T * d + h * a->hd, *lse = s->lse ? s->lse + (lb * a->H + h) * T : NULL;
+      for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ)
+        att_fwd_tile(a, q, c, lse, i0, T - i0 < ATT_BQ ? T - i0 : ATT_BQ, s->w);
     }
-    for (int64_t j = valid; j < nk; j++) p[j] = dp[j] = 0.0f;
-  }
-  gemm(1, 0, nk, hd, nq, 1.0f, P, ATT_BK, dO + i0 * dd, dd, 1.0f, dq + 2 * dd + j0 * d3, d3);
-  gemm(0, 0, nq, hd, nk, 1.0f, dP, ATT_BK, q + dd + j0 * d3, d3, 1.0f, dq + i0 * d3, d3);
-  gemm(1, 0, nk, hd, nq, 1.0f, dP, ATT_BK, q + i0 * d3, d3, 1.0f, dq + dd + j0 * d3, d3);
 }
 
-static void att_bwd_part(void *ctx, int64_t lo, int64_t hi, int part) {
-  const att_job *a = ctx;
-  float *w = a->work + (int64_t)part * att_part_floats(a->hd), *D = w + 2 * ATT_BQ * ATT_BK;
-  int64_t dd = a->d;
-  for (int64_t bh = lo; bh < hi; bh++) {
-    int64_t b = bh / a->H, h = bh % a->H, off = b * a->T * dd + h * a->hd;
-    const float *q = a->qkv + b * a->T * 3 * dd + h * a->hd, *dO = a->dctx + off, *O = a->ctx + off;
-    float *dq = a->dqkv + b * a->T * 3 * dd + h * a->hd;
-    for (int64_t i0 = 0; i0 < a->T; i0 += ATT_BQ) {
-      int64_t nq = a->T - i0 < ATT_BQ ? a->T - i0 : ATT_BQ, kend = a->causal ? i0 + nq : a->T;
-      for (int64_t r = 0; r < nq; r++) { /* D = rowsum(do * o) */
-        float s = 0.0f;
-        for (int64_t e = 0; e < a->hd; e++) s += dO[(i0 + r) * dd + e] * O[(i0 + r) * dd + e];
-        D[r] = s;
-      }
-      for (int64_t j0 = 0; j0 < kend; j0 += ATT_BK)
-        att_bwd_block(a, q, dq, dO, a->lse + bh * a->T, D, i0, nq, j0, kend - j0 < ATT_BK ? kend - j0 : ATT_BK, w);
-    }
+/* one head's backward: head h of the item's batch b0 + lb */
+static void att_bwd_head(const att_job *a, const att_span *s, int64_t lb, int64_t h) {
+  int64_t T = a->T, dd = a->d, d3 = 3 * dd, hd = a->hd, off = lb * T * dd + h * hd;
+  const float *q = s->qkv + lb * T * d3 + h * hd, *dO = s->dctx + off, *O = s->ctx + off;
+  const float *lse = s->lse + (lb * a->H + h) * T;
+  float *dq = a->dqkv + (s->r0 + lb * T) * d3 + h * hd, *D = s->w + 2 * ATT_BQ * ATT_BK + 2 * hd * ATT_BK;
+  for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
+    int64_t nq = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, kend = a->causal ? i0 + nq : T;
+    for (int64_t r = 0; r < nq; r++) D[r] = cg_sk_dot(dO + (i0 + r) * dd, O + (i0 + r) * dd, hd); /* rowsum(do o) */
+    for (int64_t j0 = 0; j0 < kend; j0 += ATT_BK)
+      att_bwd_block(a, q, dq, dO, lse, D, i0, nq, j0, kend - j0 < ATT_BK ? kend - j0 : ATT_BK, s->w);
   }
 }
 
-static att_job att_setup(float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
-  att_job a = {B, T, d, H, d / H, (int)causal, (float)(1.0 / sqrt((double)(d / H))), NULL, NULL,
-               NULL, NULL, NULL, NULL};
-  int64_t BT = B * T;
-  a.qkv = scr, a.ctx = scr + BT * 3 * d;
-  a.work = a.ctx + BT * d;
-  return a;
+/* item i's rows and its part's slab: tiles, then qkv, then ctx (forward)
+ * or dctx and lse (backward) */
+static att_span att_item(const att_job *a, int64_t i, int part) {
+  int64_t g = att_group(a->T), d = a->d, R = g * a->T;
+  att_span s = {i * g, i * g + g < a->B ? i * g + g : a->B, i * g * a->T, 0, NULL, NULL, NULL, NULL, NULL};
+  s.n = (s.b1 - s.b0) * a->T;
+  s.w = a->slabs + (int64_t)part * att_slab_floats(a->T, d, a->H);
+  s.qkv = s.w + att_tile_floats(a->hd);
+  if (!a->dqkv) {
+    s.ctx = s.qkv + R * 3 * d;
+    return s;
+  }
+  s.ctx = a->ctx + s.r0 * d, s.dctx = s.qkv + R * 3 * d, s.lse = s.dctx + R * d;
+  return s;
 }
 
-/* out = attention(x): qkv GEMM, flash heads, output GEMM. */
+/* the forward of item i: out rows = ctx wp + bp */
+static void att_fwd_item(void *job, int64_t i, int part) {
+  const att_job *a = job;
+  att_span s = att_item(a, i, part);
+  att_fwd_heads(a, &s);
+  affine(s.ctx, a->wp, a->bp, s.n, a->d, a->d, a->out + s.r0 * a->d);
+}
+
+/* the backward of item i up to dqkv, dx's rows (out) and the bias
+ * gradients' column sums; the weight gradients, sums over every batch,
+ * follow */
+static void att_bwd_item(void *job, int64_t i, int part) {
+  const att_job *a = job;
+  att_span s = att_item(a, i, part);
+  int64_t dd = a->d, d3 = 3 * dd, r0 = s.r0;
+  att_fwd_heads(a, &s); /* recompute qkv, ctx and the logsumexp */
+  gemm(0, 1, s.n, dd, dd, 1.0f, a->dy + r0 * dd, dd, a->wp, dd, 0.0f, s.dctx, dd);
+  for (int64_t lb = 0; lb < s.b1 - s.b0; lb++)
+    for (int64_t h = 0; h < a->H; h++) att_bwd_head(a, &s, lb, h);
+  gemm(0, 1, s.n, dd, d3, 1.0f, a->dqkv + r0 * d3, d3, a->wq, d3, 0.0f, a->out + r0 * dd, dd);
+  cg_sk_colsum(a->dqkv + r0 * d3, s.n, d3, d3, a->bsum + i * 4 * dd);
+  cg_sk_colsum(a->dy + r0 * dd, s.n, dd, dd, a->bsum + i * 4 * dd + d3);
+}
+
+static void att_setup(att_job *a, float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
+  memset(a, 0, sizeof *a);
+  a->B = B, a->T = T, a->d = d, a->H = H, a->hd = d / H, a->causal = (int)causal;
+  a->scale = (float)(1.0 / sqrt((double)(d / H)));
+  a->slabs = scr;
+}
+
+/* out = attention(x): per item the qkv GEMM, flash heads, output GEMM. */
 void cg_attn_fwd_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
                     float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
-  att_job a = att_setup(scr, B, T, d, H, causal);
-  affine(x, wq, bq, B * T, d, 3 * d, (float *)a.qkv);
-  par_blas(B * H, att_fwd_part, &a);
-  affine(a.ctx, wp, bp, B * T, d, d, out);
+  att_job a;
+  att_setup(&a, scr, B, T, d, H, causal);
+  a.x = x, a.wq = wq, a.bq = bq, a.wp = wp, a.bp = bp, a.out = out;
+  seq_run(att_items(B, T), ATT_PARTS, att_fwd_item, &a);
 }
 
 /* out = [dx | dwq | dbq | dwp | dbp] */
 void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *dy,
                      float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
-  att_job a = att_setup(scr, B, T, d, H, causal);
-  int64_t BT = B * T;
+  att_job a;
+  att_setup(&a, scr, B, T, d, H, causal);
+  int64_t BT = B * T, items = att_items(B, T);
   float *dx = out, *dwq = dx + BT * d, *dbq = dwq + d * 3 * d, *dwp = dbq + 3 * d, *dbp = dwp + d * d;
-  float *dctx = a.work + att_part_floats(a.hd);
-  a.dctx = dctx, a.dqkv = dctx + BT * d, a.lse = a.dqkv + BT * 3 * d;
-  affine(x, wq, bq, BT, d, 3 * d, (float *)a.qkv);
-  par_blas(B * H, att_fwd_part, &a); /* recompute ctx and the logsumexp */
-  gemm(1, 0, d, d, BT, 1.0f, a.ctx, d, dy, d, 0.0f, dwp, d);
-  colsum(dy, BT, d, dbp);
-  gemm(0, 1, BT, d, d, 1.0f, dy, d, wp, d, 0.0f, dctx, d);
-  memset(a.dqkv, 0, sizeof(float) * (size_t)(BT * 3 * d));
-  par_blas(B * H, att_bwd_part, &a);
-  gemm(1, 0, d, 3 * d, BT, 1.0f, x, d, a.dqkv, 3 * d, 0.0f, dwq, 3 * d);
-  colsum(a.dqkv, BT, 3 * d, dbq);
-  gemm(0, 1, BT, d, 3 * d, 1.0f, a.dqkv, 3 * d, wq, 3 * d, 0.0f, dx, d);
+  a.x = x, a.wq = wq, a.bq = bq, a.wp = wp, a.dy = dy, a.out = dx;
+  a.ctx = scr + att_nparts(B, T) * att_slab_floats(T, d, H), a.dqkv = a.ctx + BT * d;
+  a.bsum = (double *)(void *)(a.dqkv + BT * 3 * d);
+  seq_run(items, ATT_PARTS, att_bwd_item, &a);
+  wg_job w = {.n = 0};
+  wg_add(&w, x, d, a.dqkv, 3 * d, dwq, d, 3 * d, BT);
+  wg_add(&w, a.ctx, d, dy, d, dwp, d, d, BT);
+  wg_run(&w);
+  sum_parts(a.bsum, items, 4 * d, 3 * d, dbq);
+  sum_parts(a.bsum + 3 * d, items, 4 * d, d, dbp);
 }
 
 int64_t cg_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad) {
-  int64_t BT = B * T, f = BT * 4 * d + att_part_floats(d / H);
-  return grad ? f + BT * 4 * d + B * H * T : f;
+  int64_t f = att_nparts(B, T) * att_slab_floats(T, d, H);
+  return grad ? f + B * T * 4 * d + 2 * att_items(B, T) * 4 * d : f;
 }
 
 /* ---- recurrences: backward through time ---- */
 
+enum { REC_ROWS = 8 }; /* batch rows per work item (fixed: the items' shapes never depend on the thread count) */
+
+/* Rows of batch b: [b T, (b + 1) T) of x, y, dy, hp, a, ah, da, dah, cell,
+ * dx; [b, b + 1) of drec, dc. whht = w_hh^T [G h, h]. */
 typedef struct {
   int op;
   int64_t B, T, in, h, G;
-  float *hp, *a, *ah, *da, *dah, *cell, *drec, *dc;
-} rec_job;
+  const float *x, *wih, *whh, *bih, *bhh, *y, *dy;
+  float *hp, *a, *ah, *da, *dah, *cell, *drec, *dc, *whht, *dx, *yout;
+  double *bsum; /* per item: column sums of its da (and dah) rows [items, 2 G h] */
+} rec_job; /* scratch: bsum, then the float buffers in the order above */
+
+static int64_t rec_items(int64_t B) { return (B + REC_ROWS - 1) / REC_ROWS; }
 
 int64_t cg_rec_scratch_floats(int op, int64_t B, int64_t T, int64_t h) {
   int64_t G = op == IR_LSTM_GRAD ? 4 : op == IR_GRU_GRAD ? 3 : 1, BT = B * T;
-  return BT * h * 2 + BT * G * h * 4 + B * h * 2;
+  return BT * h * 2 + BT * G * h * 4 + B * h * 2 + G * h * h + 2 * rec_items(B) * 2 * G * h;
 }
 
-/* Step t of every batch row: the pre-activation gradients da (and dah) from
- * dy_t + drec; drec is then overwritten by the caller. */
-static void rnn_step(rec_job *r, const float *y, const float *dy, int64_t t) {
-  for (int64_t b = 0; b < r->B; b++) {
+/* Step t of batch rows [b0, b1): the pre-activation gradients da (and dah)
+ * from dy_t + drec; drec is then overwritten by the caller. */
+static void rnn_step(rec_job *r, int64_t t, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; b++) {
     int64_t row = (b * r->T + t) * r->h;
     for (int64_t j = 0; j < r->h; j++) {
-      float hv = y[row + j];
-      r->da[row + j] = (dy[row + j] + r->drec[b * r->h + j]) * (1.0f - hv * hv);
+      float hv = r->y[row + j];
+      r->da[row + j] = (r->dy[row + j] + r->drec[b * r->h + j]) * (1.0f - hv * hv);
     }
   }
 }
 
-static void lstm_step(rec_job *r, const float *y, const float *dy, int64_t t) {
-  (void)y;
+static void lstm_step(rec_job *r, int64_t t, int64_t b0, int64_t b1) {
   int64_t h = r->h;
-  for (int64_t b = 0; b < r->B; b++) {
+  for (int64_t b = b0; b < b1; b++) {
     int64_t row = b * r->T + t;
-    const float *g = r->a + row * 4 * h, *cl = r->cell + row * h, *cp = t ? cl - h : NULL;
-    float *da = r->da + row * 4 * h, *dc = r->dc + b * h, *drec = r->drec + b * h;
-    const float *dyr = dy + row * h;
-    for (int64_t j = 0; j < h; j++) {
-      float ig = g[j], fg = g[h + j], gg = g[2 * h + j], og = g[3 * h + j], tc = ftanh(cl[j]);
-      float dh = dyr[j] + drec[j], dct = dc[j] + dh * og * (1.0f - tc * tc), c0 = cp ? cp[j] : 0.0f;
-      da[j] = dct * gg * ig * (1.0f - ig);
-      da[h + j] = dct * c0 * fg * (1.0f - fg);
-      da[2 * h + j] = dct * ig * (1.0f - gg * gg);
-      da[3 * h + j] = dh * tc * og * (1.0f - og);
-      dc[j] = dct * fg;
-    }
+    const float *cl = r->cell + row * h;
+    cg_sk_lstm_bwd(r->a + row * 4 * h, cl, t ? cl - h : NULL, r->dy + row * h, r->drec + b * h, r->dc + b * h,
+                   r->da + row * 4 * h, h);
   }
 }
 
-static void gru_step(rec_job *r, const float *y, const float *dy, int64_t t) {
-  (void)y;
+static void gru_step(rec_job *r, int64_t t, int64_t b0, int64_t b1) {
   int64_t h = r->h;
-  for (int64_t b = 0; b < r->B; b++) {
+  for (int64_t b = b0; b < b1; b++) {
     int64_t row = b * r->T + t;
-    const float *a = r->a + row * 3 * h, *ah = r->ah + row * 3 * h, *hp = r->hp + row * h, *dyr = dy + row * h;
+    const float *a = r->a + row * 3 * h, *ah = r->ah + row * 3 * h, *hp = r->hp + row * h, *dyr = r->dy + row * h;
     float *da = r->da + row * 3 * h, *dah = r->dah + row * 3 * h, *drec = r->drec + b * h, *dd = r->dc + b * h;
     for (int64_t j = 0; j < h; j++) {
       float rg = fsig(a[j] + ah[j]), zg = fsig(a[h + j] + ah[h + j]);
@@ -306,59 +440,109 @@ static void gru_step(rec_job *r, const float *y, const float *dy, int64_t t) {
   }
 }
 
-/* LSTM: activate the gates in place and run the cell scan. */
-static void lstm_prepare(rec_job *r) {
-  int64_t h = r->h, n = r->B * r->T;
-  for (int64_t row = 0; row < n; row++) {
-    float *g = r->a + row * 4 * h;
-    const float *gh = r->ah + row * 4 * h;
-    for (int64_t j = 0; j < 4 * h; j++) g[j] += gh[j];
-    for (int64_t j = 0; j < h; j++) g[j] = fsig(g[j]), g[h + j] = fsig(g[h + j]);
-    for (int64_t j = 0; j < h; j++) g[2 * h + j] = ftanh(g[2 * h + j]), g[3 * h + j] = fsig(g[3 * h + j]);
+typedef void (*rec_step_fn)(rec_job *r, int64_t t, int64_t b0, int64_t b1);
+
+/* Batch rows [b0, b1) (rows [r0, r0 + n) of every [B T, .] buffer): the
+ * inputs h_{t-1} and the gate values recomputed from y (GEMMs over all the
+ * steps at once; lstm: activated gates and the cell scan). */
+static void rec_prepare(rec_job *r, int64_t b0, int64_t b1) {
+  int64_t T = r->T, h = r->h, gh = r->G * h, r0 = b0 * T, n = (b1 - b0) * T;
+  for (int64_t b = b0; b < b1; b++) { /* hp[b, t] = y[b, t - 1], 0 at t = 0 */
+    memset(r->hp + b * T * h, 0, sizeof(float) * (size_t)h);
+    memcpy(r->hp + (b * T + 1) * h, r->y + b * T * h, sizeof(float) * (size_t)((T - 1) * h));
   }
-  for (int64_t b = 0; b < r->B; b++)
-    for (int64_t t = 0; t < r->T; t++) {
-      int64_t row = b * r->T + t;
-      const float *g = r->a + row * 4 * h;
-      float *c = r->cell + row * h;
-      for (int64_t j = 0; j < h; j++) c[j] = g[j] * g[2 * h + j] + (t ? g[h + j] * c[j - h] : 0.0f);
-    }
+  memset(r->drec + b0 * h, 0, sizeof(float) * (size_t)((b1 - b0) * h));
+  memset(r->dc + b0 * h, 0, sizeof(float) * (size_t)((b1 - b0) * h));
+  if (r->op == IR_RNN_GRAD) return;
+  float *a = r->a + r0 * gh, *ah = r->ah + r0 * gh;
+  affine(r->x + r0 * r->in, r->wih, r->bih, n, r->in, gh, a);
+  if (r->op == IR_GRU_GRAD) {
+    affine(r->hp + r0 * h, r->whh, r->bhh, n, h, gh, ah);
+    return;
+  }
+  gemm(0, 0, n, gh, h, 1.0f, r->hp + r0 * h, h, r->whh, gh, 1.0f, a, gh); /* lstm: one pre-activation sum */
+  cg_sk_lstm_gates(a, NULL, n, h);
+  for (int64_t b = b0; b < b1; b++) cg_sk_lstm_cell(r->a + b * T * gh, r->cell + b * T * h, T, h);
 }
 
-/* out = [dx | dw_ih | dw_hh | db (| db_hh)]; bhh only for gru. */
+/* Item i: batch rows [i REC_ROWS, ..): backward through time (the gradient
+ * into h_{t-1} is one small product per step with w_hh^T) and dx's rows.
+ * The batch rows never meet before the weight gradients. */
+static void rec_item(void *job, int64_t i, int part) {
+  (void)part;
+  rec_job *r = job;
+  static const rec_step_fn steps[] = {rnn_step, lstm_step, gru_step};
+  rec_step_fn step = steps[r->op == IR_LSTM_GRAD ? 1 : r->op == IR_GRU_GRAD ? 2 : 0];
+  int64_t b0 = i * REC_ROWS, b1 = b0 + REC_ROWS < r->B ? b0 + REC_ROWS : r->B, T = r->T, h = r->h, gh = r->G * h;
+  rec_prepare(r, b0, b1);
+  float *dah = r->op == IR_GRU_GRAD ? r->dah : r->da; /* rnn, lstm: one pre-activation */
+  for (int64_t t = T - 1; t >= 0; t--) {
+    step(r, t, b0, b1);
+    if (t == 0) break;
+    cg_sk_mm(b1 - b0, h, gh, dah + (b0 * T + t) * gh, T * gh, 1, r->whht, h, r->drec + b0 * h, h, 0, CG_SK_FULL, 0);
+    if (r->op == IR_GRU_GRAD)
+      for (int64_t j = b0 * h; j < b1 * h; j++) r->drec[j] += r->dc[j];
+  }
+  int64_t r0 = b0 * T, n = (b1 - b0) * T;
+  gemm(0, 1, n, r->in, gh, 1.0f, r->da + r0 * gh, gh, r->wih, gh, 0.0f, r->dx + r0 * r->in, r->in);
+  cg_sk_colsum(r->da + r0 * gh, n, gh, gh, r->bsum + i * 2 * gh);
+  if (r->op == IR_GRU_GRAD) cg_sk_colsum(dah + r0 * gh, n, gh, gh, r->bsum + i * 2 * gh + gh);
+}
+
+/* The lstm forward of item i (batch rows [i REC_ROWS, ..)): the input
+ * projection of every step in one GEMM, then per step the recurrent product
+ * (added to step t's pre-activations) and the cell. scratch: a [B T, 4h]
+ * (pre-activations), cell [B, h]: cg_scratch_bytes' size for IR_LSTM. */
+static void lstm_fwd_item(void *job, int64_t i, int part) {
+  (void)part;
+  rec_job *r = job;
+  int64_t b0 = i * REC_ROWS, b1 = b0 + REC_ROWS < r->B ? b0 + REC_ROWS : r->B, T = r->T, h = r->h, gh = 4 * h;
+  affine(r->x + b0 * T * r->in, r->wih, r->bih, (b1 - b0) * T, r->in, gh, r->a + b0 * T * gh);
+  for (int64_t t = 0; t < T; t++) {
+    if (t > 0)
+      cg_sk_mm(b1 - b0, gh, h, r->yout + (b0 * T + t - 1) * h, T * h, 1, r->whh, gh, r->a + (b0 * T + t) * gh, T * gh,
+               1, CG_SK_FULL, 0);
+    for (int64_t b = b0; b < b1; b++)
+      cg_sk_lstm_fwd(r->a + (b * T + t) * gh, r->cell + b * h, r->yout + (b * T + t) * h, t == 0, h);
+  }
+}
+
+static void lstm_fwd(float *y, const float *x, const float *wih, const float *whh, const float *b, float *scr,
+                     int64_t B, int64_t T, int64_t in, int64_t h) {
+  rec_job r = {0};
+  r.op = IR_LSTM, r.B = B, r.T = T, r.in = in, r.h = h, r.G = 4;
+  r.x = x, r.wih = wih, r.whh = whh, r.bih = b, r.yout = y;
+  r.a = scr, r.cell = scr + B * T * 4 * h;
+  seq_run(rec_items(B), rec_items(B), lstm_fwd_item, &r);
+}
+
+/* out = [dx | dw_ih | dw_hh | db (| db_hh)]; bhh only for gru. op IR_LSTM
+ * (not a gradient): the lstm forward, out = y (its own entry point would be
+ * clearer; this one is already among the JIT's host symbols). */
 void cg_rec_grad_rt(float *out, const float *x, const float *wih, const float *whh, const float *bih,
                     const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B, int64_t T,
                     int64_t in, int64_t h) {
+  if (op == IR_LSTM) {
+    lstm_fwd(out, x, wih, whh, bih, scr, B, T, in, h);
+    return;
+  }
   int64_t G = op == IR_LSTM_GRAD ? 4 : op == IR_GRU_GRAD ? 3 : 1, BT = B * T, gh = G * h;
-  rec_job r = {(int)op, B, T, in, h, G, scr, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-  r.a = r.hp + BT * h, r.ah = r.a + BT * gh, r.da = r.ah + BT * gh, r.dah = r.da + BT * gh;
-  r.cell = r.dah + BT * gh, r.drec = r.cell + BT * h, r.dc = r.drec + B * h;
-  for (int64_t b = 0; b < B; b++) { /* hp[b, t] = y[b, t - 1], 0 at t = 0 */
-    memset(r.hp + b * T * h, 0, sizeof(float) * (size_t)h);
-    memcpy(r.hp + (b * T + 1) * h, y + b * T * h, sizeof(float) * (size_t)((T - 1) * h));
-  }
-  memset(r.drec, 0, sizeof(float) * (size_t)(2 * B * h));
-  if (op != IR_RNN_GRAD) { /* gate values from y: two GEMMs over every step */
-    affine(x, wih, bih, BT, in, gh, r.a);
-    affine(r.hp, whh, bhh, BT, h, gh, r.ah);
-  }
-  if (op == IR_LSTM_GRAD) lstm_prepare(&r);
-  float *dah = op == IR_GRU_GRAD ? r.dah : r.da; /* rnn, lstm: one pre-activation */
-  for (int64_t t = T - 1; t >= 0; t--) {
-    if (op == IR_RNN_GRAD) rnn_step(&r, y, dy, t);
-    else if (op == IR_LSTM_GRAD) lstm_step(&r, y, dy, t);
-    else gru_step(&r, y, dy, t);
-    if (t == 0) break;
-    gemm(0, 1, B, h, gh, 1.0f, dah + t * gh, T * gh, whh, gh, 0.0f, r.drec, h);
-    if (op == IR_GRU_GRAD)
-      for (int64_t i = 0; i < B * h; i++) r.drec[i] += r.dc[i];
-  }
+  rec_job r = {0};
+  r.op = (int)op, r.B = B, r.T = T, r.in = in, r.h = h, r.G = G;
+  r.x = x, r.wih = wih, r.whh = whh, r.bih = bih, r.bhh = bhh, r.y = y, r.dy = dy;
+  r.bsum = (double *)(void *)scr; /* first: 8-byte aligned */
+  r.hp = scr + 2 * rec_items(B) * 2 * gh, r.a = r.hp + BT * h, r.ah = r.a + BT * gh, r.da = r.ah + BT * gh;
+  r.dah = r.da + BT * gh, r.cell = r.dah + BT * gh, r.drec = r.cell + BT * h, r.dc = r.drec + B * h;
+  r.whht = r.dc + B * h;
   float *dx = out, *dwih = dx + BT * in, *dwhh = dwih + in * gh, *db = dwhh + h * gh;
-  gemm(0, 1, BT, in, gh, 1.0f, r.da, gh, wih, gh, 0.0f, dx, in);
-  gemm(1, 0, in, gh, BT, 1.0f, x, in, r.da, gh, 0.0f, dwih, gh);
-  gemm(1, 0, h, gh, BT, 1.0f, r.hp, h, dah, gh, 0.0f, dwhh, gh);
-  colsum(r.da, BT, gh, db);
-  if (op == IR_GRU_GRAD) colsum(dah, BT, gh, db + gh);
+  r.dx = dx;
+  cg_sk_transpose(whh, gh, h, gh, r.whht, h);
+  seq_run(rec_items(B), rec_items(B), rec_item, &r);
+  wg_job w = {.n = 0};
+  wg_add(&w, x, in, r.da, gh, dwih, in, gh, BT);
+  wg_add(&w, r.hp, h, op == IR_GRU_GRAD ? r.dah : r.da, gh, dwhh, h, gh, BT);
+  wg_run(&w);
+  sum_parts(r.bsum, rec_items(B), 2 * gh, op == IR_GRU_GRAD ? 2 * gh : gh, db);
 }
 
 /* ---- emitters: a call to one of the kernels above ---- */
@@ -381,6 +565,14 @@ void cg_emit_attention(cg_k *k) {
   int64_t ints[5] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal};
   V p[7] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[5], k->scratch};
   call_rt(k, "lathe_attn_fwd", p, 7, ints, 5);
+}
+
+/* lstm forward: y = lstm(x; w_ih, w_hh, b) */
+void cg_emit_lstm(cg_k *k) {
+  const ir_shape *sx = k->sh[1];
+  int64_t ints[5] = {IR_LSTM, sx->d[0], sx->d[1], sx->d[2], k->n->shape.d[2]};
+  V p[9] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], NULL, NULL, NULL, k->scratch};
+  call_rt(k, "lathe_rec_grad", p, 9, ints, 5);
 }
 
 void cg_emit_seq_grad(cg_k *k) {

@@ -1,8 +1,10 @@
-/* cg_cache.c -- the on-disk object cache of the CPU backend. A compiled
- * module's object file is stored under a key hashed from its unoptimised IR
- * (which names the target CPU and features in every function), the target
- * triple, CPU, features, optimisation level and LLVM version, so a second
- * compile of the same model skips optimisation and code generation.
+/* cg_cache.c -- the on-disk object cache of the CPU backend. The module is
+ * compiled in parts (cg_split.c); each part's object file is stored under a
+ * key hashed from the whole unoptimised module's bitcode (which names the
+ * target CPU and features in every function), the target triple, CPU,
+ * features, optimisation level, LLVM version and which part of how many, so
+ * a second compile of the same model skips optimisation and code generation
+ * for every part.
  *
  * Directory: $LATHE_CACHE_DIR, else $XDG_CACHE_HOME/lathe, else
  * ~/.cache/lathe. File: magic, key, payload length, payload checksum,

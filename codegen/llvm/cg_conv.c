@@ -1,17 +1,22 @@
-/* cg_conv.c -- CPU kernels of the convolution's backward ops, plain C the
- * generated code calls (lathe_conv_dx, lathe_conv_dw; cg_jit.c resolves the
- * names), as cg_attn.c does for the sequence layers.
+/* cg_conv.c -- the convolution's kernels: conv2d and its backward ops as
+ * im2col GEMMs over chunks of the batch, emitted as IR (every dimension is
+ * known at compile time: the copies are straight vector code), and the
+ * same backward ops as plain C (lathe_conv_dx, lathe_conv_dw, which
+ * cg_jit.c still resolves; no kernel calls them now).
  *
- * Both are GEMMs over im2col matrices, as the forward conv in cg_ops.c:
- *   dW[O, C*k*k]  += dy[O, P] @ col(x)[C*k*k, P]^T
- *   col[C*k*k, P]  = W^T[C*k*k, O] @ dy[O, P], then col2im adds col into dx
- * with P = OH*OW. Small images make per-image products too small for
- * OpenBLAS to be efficient, so the images go in chunks of nb (fixed at
- * compile time from the shapes: the summation order never depends on the
- * run) with the chunk's columns side by side: col [C*k*k, nb*P] and dy
- * regrouped channel-major into [O, nb*P]. Scratch holds both.
+ * With P = OH*OW output positions and the im2col matrix col[C*k*k, nb*P]
+ * of a chunk of nb images side by side (fixed at compile time from the
+ * shapes: the summation order never depends on the run):
+ *   forward  out[O, nb*P] = W[O, C*k*k] @ col, regrouped to [nb, O, P] + bias
+ *   dW[O, C*k*k]        += dy[O, nb*P] @ col^T  (dy regrouped channel-major)
+ *   col                  = W^T @ dy, then col2im adds col into dx
+ * One GEMM per chunk instead of one per image: small images make per-image
+ * products too small to be efficient. Padding: the chunk's images are
+ * first copied into a zeroed buffer big enough that every window lies
+ * inside (dx: accumulated there, then cropped), so the copies have no
+ * bounds to check.
  */
-#include "cg_internal.h"
+#include "cg_conv.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -23,6 +28,7 @@ typedef struct {
   int64_t N, C, H, W, O, K, OH, OW, s, pad;
 } conv_dims;
 
+/* the C kernels' chunk (of images) */
 static int64_t conv_chunk(const conv_dims *d) {
   int64_t per = (d->C * d->K * d->K + d->O) * d->OH * d->OW, nb = per > 0 ? CONV_CHUNK_FLOATS / per : d->N;
   return nb < 1 ? 1 : nb > d->N ? (d->N > 0 ? d->N : 1) : nb;
@@ -139,35 +145,240 @@ void cg_conv_dw_rt(float *dw, const float *x, const float *dy, float *scr, int64
   }
 }
 
-/* ---- emitters ---- */
+/* ---- the emitted kernels ---- */
 
-int64_t cg_conv_scratch_bytes(const ir_graph *g, const ir_node *n) {
-  int dx = n->op == IR_CONV2D_GRAD_INPUT;
-  const ir_shape *sx = dx ? &n->shape : &g->nodes[n->in[0]].shape;
-  const ir_shape *sw = dx ? &g->nodes[n->in[1]].shape : &n->shape;
-  const ir_shape *sy = &g->nodes[n->in[dx ? 0 : 1]].shape;
-  conv_dims d = {sx->d[0], sx->d[1], sx->d[2], sx->d[3], sw->d[0], sw->d[2], sy->d[2], sy->d[3], 1, 0};
-  return 4 * conv_chunk(&d) * (d.C * d.K * d.K + d.O) * d.OH * d.OW;
+typedef struct {
+  int64_t N, C, H, W, O, K, OH, OW, s, pad;
+  int64_t Hq, Wq; /* the padded image: x at row pad, column pad; every window inside */
+  int padded;     /* images go through a padded copy (else windows read x directly) */
+  int64_t P, CKK, nb;
+} cv_t;
+
+/* Floats of scratch per chunk (the padded images, col and the product or
+ * dy), measured on the 8x8 digits CNN: the forward's GEMM wants a wide
+ * chunk; dW = dy col^T is faster as many products with a short inner
+ * dimension than one long one (OpenBLAS with O x C*k*k tiny). */
+enum { CV_FWD_FLOATS = 1 << 18, CV_DX_FLOATS = 1 << 16, CV_DW_FLOATS = 1 << 13 };
+
+static cv_t cv_make(const ir_shape *sx, const ir_shape *sw, const ir_shape *sy, const ir_attr *a, int64_t cap) {
+  cv_t d = {sx->d[0], sx->d[1], sx->d[2], sx->d[3], sw->d[0], sw->d[2], sy->d[2], sy->d[3], a->stride, a->pad,
+            0, 0, 0, 0, 0, 0};
+  int64_t hr = (d.OH - 1) * d.s + d.K, wr = (d.OW - 1) * d.s + d.K; /* extents the windows read */
+  d.Hq = hr > d.H + d.pad ? hr : d.H + d.pad;
+  d.Wq = wr > d.W + d.pad ? wr : d.W + d.pad;
+  d.padded = d.pad > 0 || d.Hq != d.H || d.Wq != d.W;
+  d.P = d.OH * d.OW, d.CKK = d.C * d.K * d.K;
+  int64_t per = (d.padded ? d.C * d.Hq * d.Wq : 0) + (d.CKK + d.O) * d.P;
+  d.nb = per > 0 ? cap / per : d.N;
+  d.nb = d.nb < 1 ? 1 : d.nb > d.N ? d.N : d.nb;
+  return d;
 }
 
-/* Emits the call for CONV2D_GRAD_INPUT / _WEIGHT and returns 1, or returns
- * 0 (emitting nothing) when an operand is not f32: the caller's generated
- * loops handle those. */
+/* x, w, y: the forward's input, weight and output shapes, whichever node */
+static cv_t cv_of(const ir_graph *g, const ir_node *n) {
+  const ir_shape *in0 = &g->nodes[n->in[0]].shape, *in1 = &g->nodes[n->in[1]].shape;
+  if (n->op == IR_CONV2D) return cv_make(in0, in1, &n->shape, &n->attr, CV_FWD_FLOATS);
+  if (n->op == IR_CONV2D_GRAD_INPUT) return cv_make(&n->shape, in1, in0, &n->attr, CV_DX_FLOATS);
+  return cv_make(in0, &n->shape, in1, &n->attr, CV_DW_FLOATS); /* grad weight: (x, dy) */
+}
+
+/* scratch: [the padded images] [col: CKK x nb*P] [O x nb*P: the product or dy] */
+static int64_t cv_pad_floats(const cv_t *d) { return d->padded ? d->nb * d->C * d->Hq * d->Wq : 0; }
+static V cv_scr(cg_k *k, int64_t float_off) { return cg_fptr(k, k->scratch, ci(k, float_off)); }
+static V cv_col(cg_k *k, const cv_t *d) { return cv_scr(k, cv_pad_floats(d)); }
+static V cv_tmp(cg_k *k, const cv_t *d) { return cv_scr(k, cv_pad_floats(d) + d->CKK * d->nb * d->P); }
+
+/* Row operations: n elements, dst[di + j*ds] (op)= src[si + j*ss]. */
+enum { RO_COPY, RO_ADD, RO_BIAS }; /* dst = src; dst += src; dst = src + bias */
+
+typedef struct {
+  int mode;
+  V dst, di, src, si, bias;
+} row_t;
+
+static void row_at(cg_k *k, const row_t *r, V j, int w) {
+  V di = cg_add(k, r->di, j), si = cg_add(k, r->si, j);
+  V v = cg_vld(k, r->src, si, w);
+  if (r->mode == RO_ADD) v = cg_fadd(k, cg_vld(k, r->dst, di, w), v);
+  else if (r->mode == RO_BIAS) v = cg_fadd(k, v, cg_bcast(k, r->bias, w));
+  cg_vst(k, r->dst, di, v, w);
+}
+
+static void row_vbody(cg_k *k, V j, int w, void *ctx) { row_at(k, ctx, j, w); }
+
+static void row_op(cg_k *k, const row_t *r, int64_t n, int64_t ds, int64_t ss) {
+  if (ds == 1 && ss == 1) {
+    if (n > 64) {
+      cg_vfor(k, ci(k, n), row_vbody, (void *)r);
+      return;
+    }
+    int64_t j = 0; /* short rows: straight-line vectors, widest first */
+    for (int w = k->m->vw > 1 ? k->m->vw : 1; w >= 1; w /= 2)
+      for (; n - j >= w; j += w) row_at(k, r, ci(k, j), w);
+    return;
+  }
+  row_t e = *r; /* strided: one element at a time */
+  if (n <= 16) {
+    for (int64_t j = 0; j < n; j++) {
+      e.di = cg_add(k, r->di, ci(k, j * ds)), e.si = cg_add(k, r->si, ci(k, j * ss));
+      row_at(k, &e, ci(k, 0), 1);
+    }
+    return;
+  }
+  CG_FOR(k, j, ci(k, 0), ci(k, n)) {
+    e.di = cg_add(k, r->di, cg_muli(k, j.iv, ds)), e.si = cg_add(k, r->si, cg_muli(k, j.iv, ss));
+    row_at(k, &e, ci(k, 0), 1);
+  }
+}
+
+static void zero_floats(cg_k *k, V p, int64_t n) {
+  LLVMBuildMemSet(k->B, p, LLVMConstInt(k->m->i8, 0, 0), ci(k, 4 * n), 4);
+}
+
+/* The m images of [C, Hs, Ws] at img and col[CKK, m*P]: col2 = 0 copies
+ * windows into col (im2col), 1 adds col back into the images (col2im). */
+typedef struct {
+  const cv_t *d;
+  V img, col;
+  int64_t Hs, Ws, m;
+  int col2;
+} win_t;
+
+static void win_row(cg_k *k, const win_t *t, V sb, V cb, V ky, V kx, V oy) {
+  const cv_t *d = t->d;
+  int64_t ld = t->m * d->P;
+  V at_img = cg_add(k, sb, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, oy, d->s), ky), t->Ws), kx));
+  V at_col = cg_add(k, cb, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, ky, d->K), kx), ld), cg_muli(k, oy, d->OW)));
+  row_t r = {t->col2 ? RO_ADD : RO_COPY, t->col2 ? t->img : t->col, t->col2 ? at_img : at_col,
+             t->col2 ? t->col : t->img, t->col2 ? at_col : at_img, NULL};
+  row_op(k, &r, d->OW, t->col2 ? d->s : 1, t->col2 ? 1 : d->s);
+}
+
+static void emit_windows(cg_k *k, const win_t *t) {
+  const cv_t *d = t->d;
+  int64_t ld = t->m * d->P, KK = d->K * d->K;
+  CG_FOR(k, i, ci(k, 0), ci(k, t->m)) CG_FOR(k, c, ci(k, 0), ci(k, d->C)) {
+    V sb = cg_muli(k, cg_add(k, cg_muli(k, i.iv, d->C), c.iv), t->Hs * t->Ws);
+    V cb = cg_add(k, cg_muli(k, c.iv, KK * ld), cg_muli(k, i.iv, d->P));
+    if (KK * d->OH <= 256) { /* small: every row's offsets are constants */
+      for (int64_t ky = 0; ky < d->K; ky++)
+        for (int64_t kx = 0; kx < d->K; kx++)
+          for (int64_t oy = 0; oy < d->OH; oy++) win_row(k, t, sb, cb, ci(k, ky), ci(k, kx), ci(k, oy));
+      continue;
+    }
+    CG_FOR(k, ky, ci(k, 0), ci(k, d->K)) CG_FOR(k, kx, ci(k, 0), ci(k, d->K)) CG_FOR(k, oy, ci(k, 0), ci(k, d->OH))
+      win_row(k, t, sb, cb, ky.iv, kx.iv, oy.iv);
+  }
+}
+
+/* dst[i, c, y, :] (images of [C, Hd, Wd], at row/column offset dpad) :=
+ * src[i, c, y, :] (images of [C, Hs, Ws], offset spad), H x W of each. */
+static void copy_planes(cg_k *k, const cv_t *d, int64_t m, V dst, V dbase, int64_t Hd, int64_t Wd, int64_t dpad,
+                        V src, V sbase, int64_t Hs, int64_t Ws, int64_t spad) {
+  CG_FOR(k, p, ci(k, 0), ci(k, m * d->C)) CG_FOR(k, y, ci(k, 0), ci(k, d->H)) {
+    row_t r = {RO_COPY, dst, cg_add(k, dbase, cg_add(k, cg_muli(k, p.iv, Hd * Wd), cg_muli(k, cg_add(k, y.iv, ci(k, dpad)), Wd))),
+               src, cg_add(k, sbase, cg_add(k, cg_muli(k, p.iv, Hs * Ws), cg_muli(k, cg_add(k, y.iv, ci(k, spad)), Ws))), NULL};
+    r.di = cg_add(k, r.di, ci(k, dpad)), r.si = cg_add(k, r.si, ci(k, spad));
+    row_op(k, &r, d->W, 1, 1);
+  }
+}
+
+/* col[CKK, m*P] := the windows of images n0 .. n0+m of x (argument xa) */
+static void emit_im2col(cg_k *k, const cv_t *d, int xa, V n0, int64_t m) {
+  win_t t = {d, k->arg[xa], cv_col(k, d), d->H, d->W, m, 0};
+  V x0 = cg_muli(k, n0, d->C * d->H * d->W);
+  if (d->padded) {
+    V pad = cv_scr(k, 0);
+    zero_floats(k, pad, m * d->C * d->Hq * d->Wq);
+    copy_planes(k, d, m, pad, ci(k, 0), d->Hq, d->Wq, d->pad, k->arg[xa], x0, d->H, d->W, 0);
+    t.img = pad, t.Hs = d->Hq, t.Ws = d->Wq;
+  } else {
+    t.img = cg_fptr(k, k->arg[xa], x0);
+  }
+  emit_windows(k, &t);
+}
+
+/* dyc[O, m*P] := dy's images n0 .. n0+m (argument ya), channel-major */
+static void emit_dy_cols(cg_k *k, const cv_t *d, int ya, V n0, int64_t m) {
+  V dyc = cv_tmp(k, d);
+  CG_FOR(k, i, ci(k, 0), ci(k, m)) CG_FOR(k, o, ci(k, 0), ci(k, d->O)) {
+    row_t r = {RO_COPY, dyc, cg_add(k, cg_muli(k, o.iv, m * d->P), cg_muli(k, i.iv, d->P)), k->arg[ya],
+               cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, n0, i.iv), d->O), o.iv), d->P), NULL};
+    row_op(k, &r, d->P, 1, 1);
+  }
+}
+
+typedef void (*cv_chunk_fn)(cg_k *k, const cv_t *d, V n0, int64_t m);
+
+/* the batch in chunks of nb images (a loop), then the rest */
+static void cv_chunks(cg_k *k, const cv_t *d, cv_chunk_fn f) {
+  int64_t full = d->N / d->nb, rest = d->N % d->nb;
+  if (full == 1) f(k, d, ci(k, 0), d->nb);
+  else if (full > 1) CG_FOR(k, c, ci(k, 0), ci(k, full)) f(k, d, cg_muli(k, c.iv, d->nb), d->nb);
+  if (rest) f(k, d, ci(k, full * d->nb), rest);
+}
+
+static void fwd_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
+  int64_t ld = m * d->P;
+  V col = cv_col(k, d), prod = cv_tmp(k, d);
+  emit_im2col(k, d, 1, n0, m);
+  cg_sgemm(k, 0, 0, d->O, ld, d->CKK, 1.0, k->arg[2], d->CKK, col, ld, 0.0, prod, ld);
+  int bias = k->n->nin == 3;
+  CG_FOR(k, i, ci(k, 0), ci(k, m)) CG_FOR(k, o, ci(k, 0), ci(k, d->O)) {
+    row_t r = {bias ? RO_BIAS : RO_COPY, k->arg[0], cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, n0, i.iv), d->O), o.iv), d->P),
+               prod, cg_add(k, cg_muli(k, o.iv, ld), cg_muli(k, i.iv, d->P)), bias ? cg_ldp(k, k->arg[3], o.iv) : NULL};
+    row_op(k, &r, d->P, 1, 1);
+  }
+}
+
+/* dW[O, CKK] += dyc[O, ld] col[CKK, ld]^T as a cblas call whatever its
+ * size: O x CKK is small, and OpenBLAS keeps several accumulator tiles busy
+ * where a generated loop would wait on one chain per row */
+static void dw_product(cg_k *k, const cv_t *d, int64_t ld) {
+  V a[14] = {ci32(k, 101), ci32(k, 111), ci32(k, 112), ci32(k, d->O), ci32(k, d->CKK), ci32(k, ld), cf(k, 1.0),
+             cv_tmp(k, d), ci32(k, ld), cv_col(k, d), ci32(k, ld), cf(k, 1.0), k->arg[0], ci32(k, d->CKK)};
+  cg_call(k, k->m->sgemm, a, 14);
+}
+
+static void dw_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
+  emit_dy_cols(k, d, 2, n0, m);
+  emit_im2col(k, d, 1, n0, m);
+  dw_product(k, d, m * d->P);
+}
+
+static void dx_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
+  int64_t ld = m * d->P;
+  V col = cv_col(k, d), x0 = cg_muli(k, n0, d->C * d->H * d->W);
+  emit_dy_cols(k, d, 1, n0, m);
+  cg_sgemm(k, 1, 0, d->CKK, ld, d->O, 1.0, k->arg[2], d->CKK, cv_tmp(k, d), ld, 0.0, col, ld);
+  win_t t = {d, cg_fptr(k, k->arg[0], x0), col, d->H, d->W, m, 1};
+  if (d->padded) t.img = cv_scr(k, 0), t.Hs = d->Hq, t.Ws = d->Wq;
+  zero_floats(k, t.img, m * d->C * t.Hs * t.Ws);
+  emit_windows(k, &t);
+  if (d->padded) copy_planes(k, d, m, k->arg[0], x0, d->H, d->W, 0, t.img, ci(k, 0), d->Hq, d->Wq, d->pad);
+}
+
+int64_t cg_conv_scratch_bytes(const ir_graph *g, const ir_node *n) {
+  cv_t d = cv_of(g, n);
+  return 4 * (cv_pad_floats(&d) + (d.CKK + d.O) * d.nb * d.P);
+}
+
+void cg_emit_conv_fwd(cg_k *k) {
+  cv_t d = cv_of(k->g, k->n);
+  cv_chunks(k, &d, fwd_chunk);
+}
+
+/* CONV2D_GRAD_INPUT / _WEIGHT: 1, or 0 (emitting nothing) when an operand
+ * is not f32: the caller's generated loops handle those. */
 int cg_emit_conv_grad(cg_k *k) {
   for (int a = 0; a < 3; a++)
     if (k->dt[a] != IR_F32) return 0;
-  int dx = k->n->op == IR_CONV2D_GRAD_INPUT;
-  const ir_shape *sx = dx ? &k->n->shape : k->sh[1], *sw = dx ? k->sh[2] : &k->n->shape;
-  const ir_shape *sy = k->sh[dx ? 1 : 2];
-  int64_t ints[10] = {sx->d[0], sx->d[1], sx->d[2], sx->d[3], sw->d[0], sw->d[2],
-                      sy->d[2], sy->d[3], k->n->attr.stride, k->n->attr.pad};
-  LLVMTypeRef ty[14];
-  V args[14] = {k->arg[0], k->arg[1], k->arg[2], k->scratch};
-  for (int i = 0; i < 4; i++) ty[i] = k->m->ptr;
-  for (int i = 0; i < 10; i++) ty[4 + i] = k->m->i64, args[4 + i] = ci(k, ints[i]);
-  const char *name = dx ? "lathe_conv_dx" : "lathe_conv_dw";
-  cg_fn f = {LLVMGetNamedFunction(k->m->M, name), LLVMFunctionType(k->m->vd, ty, 14, 0)};
-  if (!f.fn) f.fn = LLVMAddFunction(k->m->M, name, f.ty);
-  cg_call(k, f, args, 14);
+  cv_t d = cv_of(k->g, k->n);
+  if (k->n->op == IR_CONV2D_GRAD_INPUT) {
+    cv_chunks(k, &d, dx_chunk);
+    return 1;
+  }
+  zero_floats(k, k->arg[0], d.O * d.CKK);
+  cv_chunks(k, &d, dw_chunk);
   return 1;
 }

@@ -197,10 +197,16 @@ V cg_fabs(cg_k *k, V x) { return cg_intr(k, "llvm.fabs", &x, 1); }
 static V fm(cg_k *k, V a, V b) { return LLVMBuildFMul(k->B, a, b, ""); }
 static V fa(cg_k *k, V a, V b) { return LLVMBuildFAdd(k->B, a, b, ""); }
 
+/* a * b + c, fused where the target has FMA (one rounding: no less accurate) */
+static V fma_(cg_k *k, V a, V b, V c) {
+  V args[3] = {a, b, c};
+  return cg_intr(k, "llvm.fmuladd", args, 3);
+}
+
 /* Horner: c[0] x^(n-1) + ... + c[n-1] */
 static V horner(cg_k *k, V x, const double *c, int n) {
   V p = cfl(k, x, c[0]);
-  for (int i = 1; i < n; i++) p = fa(k, fm(k, p, x), cfl(k, x, c[i]));
+  for (int i = 1; i < n; i++) p = fma_(k, p, x, cfl(k, x, c[i]));
   return p;
 }
 
@@ -214,11 +220,11 @@ V cg_exp(cg_k *k, V x) {
   V c = cg_sel(k, cg_fcmp(k, LLVMRealOGT, x, cfl(k, x, 89.0)), cfl(k, x, 89.0), x);
   c = cg_sel(k, cg_fcmp(k, LLVMRealOLT, c, cfl(k, x, -104.0)), cfl(k, x, -104.0), c);
   c = cg_sel(k, nan, cfl(k, x, 0.0), c);
-  V t = fa(k, fm(k, c, cfl(k, x, 1.44269504088896341)), cfl(k, x, 0.5));
+  V t = fma_(k, c, cfl(k, x, 1.44269504088896341), cfl(k, x, 0.5));
   V n = cg_intr(k, "llvm.floor", &t, 1);
-  V r = LLVMBuildFSub(B, c, fm(k, n, cfl(k, x, 0.693359375)), "");
-  r = LLVMBuildFSub(B, r, fm(k, n, cfl(k, x, -2.12194440e-4)), "");
-  V p = fa(k, fa(k, fm(k, horner(k, r, P, 6), fm(k, r, r)), r), cfl(k, x, 1.0));
+  V r = fma_(k, n, cfl(k, x, -0.693359375), c); /* Cody-Waite: c - n ln2 in two parts */
+  r = fma_(k, n, cfl(k, x, 2.12194440e-4), r);
+  V p = fa(k, fma_(k, horner(k, r, P, 6), fm(k, r, r), r), cfl(k, x, 1.0));
   /* p * 2^n as two exact scalings, so results down to the denormals are right */
   V ni = LLVMBuildFPToSI(B, n, ity, "");
   V n1 = LLVMBuildAShr(B, ni, cil(k, ity, 1), ""), n2 = LLVMBuildSub(B, ni, n1, "");
@@ -347,61 +353,116 @@ void cg_nest(cg_k *k, int rank, const int64_t *dims, int nops, int64_t strides[]
  * (argument checks, packing B), more than a batch-1 layer's arithmetic.
  * Each row of C is computed in column blocks of up to 8 vectors held in
  * registers across the whole K loop (8 independent FMA chains keep both FMA
- * units busy); B's rows are read contiguously. */
+ * units busy); B's rows are read contiguously (a transposed B is packed
+ * first: sg_pack). A transposed A (stored [K, M]) is read down its columns,
+ * SG_ROWS rows of C at a time: those rows' elements of A share cache lines
+ * and each B vector loaded serves all of them. Every element of C is summed
+ * in K order whatever the blocking. */
+
+enum { SG_ROWS = 4 };
 
 typedef struct {
   int ta;
   int64_t K, lda, ldb, ldc;
   double alpha, beta;
-  V A, B, C, row; /* row: the current i */
+  V A, B, C, row; /* row: the first row of the block */
   const cg_epi *epi;
 } sg_t;
 
-/* C[row, j0 .. j0 + nq*w) for constant widths; j0 an i64 value. */
-static void sg_cols(cg_k *k, const sg_t *s, V j0, int nq, int w) {
+/* C[row .. row + nr, j0 .. j0 + nq*w) for constant widths (nr * nq <= 16);
+ * j0 an i64 value. */
+static void sg_cols(cg_k *k, const sg_t *s, V j0, int nq, int w, int nr) {
   LLVMTypeRef t = w > 1 ? LLVMVectorType(k->m->f32, (unsigned)w) : k->m->f32;
-  V acc[16];
-  for (int q = 0; q < nq; q++) acc[q] = cg_var(k, t, LLVMConstNull(t));
-  V arow = LLVMBuildNSWMul(k->B, s->row, ci(k, s->ta ? 1 : s->lda), "");
+  V acc[16], rows[SG_ROWS];
+  for (int q = 0; q < nr * nq; q++) acc[q] = cg_var(k, t, LLVMConstNull(t));
+  for (int r = 0; r < nr; r++) rows[r] = LLVMBuildNSWAdd(k->B, s->row, ci(k, r), "");
   CG_FOR(k, kk, ci(k, 0), ci(k, s->K)) {
-    V ai = LLVMBuildNSWAdd(k->B, arow, LLVMBuildNSWMul(k->B, kk.iv, ci(k, s->ta ? s->lda : 1), ""), "");
-    V a = cg_bcast(k, cg_ldp(k, s->A, ai), w);
-    V brow = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, kk.iv, ci(k, s->ldb), ""), j0, "");
-    for (int q = 0; q < nq; q++) {
-      V b = cg_vld(k, s->B, LLVMBuildNSWAdd(k->B, brow, ci(k, q * w), ""), w);
-      V args[3] = {a, b, cg_get(k, acc[q], t)};
-      cg_set(k, acc[q], cg_intr(k, "llvm.fmuladd", args, 3));
+    V brow = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, kk.iv, ci(k, s->ldb), ""), j0, ""), b[16];
+    for (int q = 0; q < nq; q++) b[q] = cg_vld(k, s->B, LLVMBuildNSWAdd(k->B, brow, ci(k, q * w), ""), w);
+    for (int r = 0; r < nr; r++) {
+      V ai = s->ta ? LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, kk.iv, ci(k, s->lda), ""), rows[r], "")
+                   : LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, rows[r], ci(k, s->lda), ""), kk.iv, "");
+      V a = cg_bcast(k, cg_ldp(k, s->A, ai), w);
+      for (int q = 0; q < nq; q++) {
+        V args[3] = {a, b[q], cg_get(k, acc[r * nq + q], t)};
+        cg_set(k, acc[r * nq + q], cg_intr(k, "llvm.fmuladd", args, 3));
+      }
     }
   }
-  V crow = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, s->row, ci(k, s->ldc), ""), j0, "");
-  for (int q = 0; q < nq; q++) {
-    V ix = LLVMBuildNSWAdd(k->B, crow, ci(k, q * w), ""), r = cg_get(k, acc[q], t);
-    if (s->alpha != 1.0) r = LLVMBuildFMul(k->B, r, cfl(k, r, s->alpha), "");
-    if (s->beta != 0.0) {
-      V old = cg_vld(k, s->C, ix, w);
-      r = LLVMBuildFAdd(k->B, r, s->beta == 1.0 ? old : LLVMBuildFMul(k->B, old, cfl(k, r, s->beta), ""), "");
+  for (int r = 0; r < nr; r++) {
+    V crow = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, rows[r], ci(k, s->ldc), ""), j0, "");
+    for (int q = 0; q < nq; q++) {
+      V ix = LLVMBuildNSWAdd(k->B, crow, ci(k, q * w), ""), v = cg_get(k, acc[r * nq + q], t);
+      if (s->alpha != 1.0) v = LLVMBuildFMul(k->B, v, cfl(k, v, s->alpha), "");
+      if (s->beta != 0.0) {
+        V old = cg_vld(k, s->C, ix, w);
+        v = LLVMBuildFAdd(k->B, v, s->beta == 1.0 ? old : LLVMBuildFMul(k->B, old, cfl(k, v, s->beta), ""), "");
+      }
+      if (s->epi) v = s->epi->fn(k, v, rows[r], LLVMBuildNSWAdd(k->B, j0, ci(k, q * w), ""), w, s->epi->ctx);
+      cg_vst(k, s->C, ix, v, w);
     }
-    if (s->epi) r = s->epi->fn(k, r, s->row, LLVMBuildNSWAdd(k->B, j0, ci(k, q * w), ""), w, s->epi->ctx);
-    cg_vst(k, s->C, ix, r, w);
   }
 }
 
-static void sg_small(cg_k *k, int ta, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda, V Bm,
-                     int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
-  int vw = k->m->vw > 1 ? k->m->vw : 1, maxq = vw >= 16 ? 16 : 8, blk = maxq * vw;
-  sg_t s = {ta, K, lda, ldb, ldc, alpha, beta, A, Bm, Cm, NULL, epi};
-  CG_FOR(k, i, ci(k, 0), ci(k, M)) {
-    s.row = i.iv;
-    if (N / blk > 0)
-      CG_FOR(k, jb, ci(k, 0), ci(k, N / blk)) sg_cols(k, &s, LLVMBuildNSWMul(k->B, jb.iv, ci(k, blk), ""), maxq, vw);
-    int64_t j = N / blk * blk;
-    for (int w = vw; w >= 1; w /= 2) /* the rest: narrower vectors, then scalars */
-      while (N - j >= w) {
-        int nq = (int)((N - j) / w < maxq ? (N - j) / w : maxq);
-        sg_cols(k, &s, ci(k, j), nq, w);
-        j += (int64_t)nq * w;
-      }
+/* Rows s->row .. + nr of C, all N columns: whole blocks of maxq vectors,
+ * then narrower vectors, then scalars. */
+static void sg_rows(cg_k *k, const sg_t *s, int64_t N, int maxq, int nr) {
+  int vw = k->m->vw > 1 ? k->m->vw : 1, blk = maxq * vw;
+  if (N / blk > 0)
+    CG_FOR(k, jb, ci(k, 0), ci(k, N / blk)) sg_cols(k, s, LLVMBuildNSWMul(k->B, jb.iv, ci(k, blk), ""), maxq, vw, nr);
+  int64_t j = N / blk * blk;
+  for (int w = vw; w >= 1; w /= 2) /* the rest: narrower vectors, then scalars */
+    while (N - j >= w) {
+      int nq = (int)((N - j) / w < maxq ? (N - j) / w : maxq);
+      sg_cols(k, s, ci(k, j), nq, w, nr);
+      j += (int64_t)nq * w;
+    }
+}
+
+/* A transposed B (stored [N, K], row stride ldb) is first copied into a
+ * [K, N] block on the kernel's stack, so the loops read its rows
+ * contiguously: the same arithmetic in the same order as a transpose
+ * kernel followed by the product, without the kernel or the tensor. Blocks
+ * up to SG_PACK_MAX floats (64 KiB); larger transposed B's go to cblas. */
+enum { SG_PACK_MAX = 1 << 14 };
+
+static V sg_pack(cg_k *k, V Bm, int64_t N, int64_t K, int64_t ldb) {
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(k->B);
+  V first = LLVMGetFirstInstruction(k->entry); /* allocas live in the entry block */
+  if (first) LLVMPositionBuilderBefore(k->B, first);
+  else LLVMPositionBuilderAtEnd(k->B, k->entry);
+  V buf = LLVMBuildAlloca(k->B, LLVMArrayType(k->m->f32, (unsigned)(K * N)), "bt");
+  LLVMSetAlignment(buf, 64);
+  LLVMPositionBuilderAtEnd(k->B, cur);
+  CG_FOR(k, j, ci(k, 0), ci(k, N)) {
+    V src = LLVMBuildNSWMul(k->B, j.iv, ci(k, ldb), "");
+    CG_FOR(k, q, ci(k, 0), ci(k, K)) {
+      V to = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, q.iv, ci(k, N), ""), j.iv, "");
+      cg_stp(k, buf, to, cg_ldp(k, Bm, LLVMBuildNSWAdd(k->B, src, q.iv, "")));
+    }
   }
+  return buf;
+}
+
+/* Whether the product is a generated loop (sg_small) rather than a cblas call. */
+static int sg_fits(int tb, int64_t M, int64_t N, int64_t K) {
+  return M * N * K <= CG_SMALL_GEMM && K > 0 && (!tb || K * N <= SG_PACK_MAX);
+}
+
+static void sg_small(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
+                     V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
+  int maxq = k->m->vw >= 16 ? 16 : 8, nr = ta && M >= SG_ROWS ? SG_ROWS : 1;
+  if (tb) Bm = sg_pack(k, Bm, N, K, ldb), ldb = N;
+  sg_t s = {ta, K, lda, ldb, ldc, alpha, beta, A, Bm, Cm, NULL, epi};
+  CG_FOR(k, i, ci(k, 0), ci(k, M / nr)) {
+    s.row = LLVMBuildNSWMul(k->B, i.iv, ci(k, nr), "");
+    sg_rows(k, &s, N, maxq / nr, nr);
+  }
+  if (M % nr)
+    CG_FOR(k, i, ci(k, M / nr * nr), ci(k, M)) {
+      s.row = i.iv;
+      sg_rows(k, &s, N, maxq, 1);
+    }
 }
 
 typedef struct {
@@ -419,8 +480,8 @@ static void epi_body(cg_k *k, V j, int w, void *ctx) {
 
 void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
                   V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
-  if (!tb && M * N * K <= CG_SMALL_GEMM && K > 0) {
-    sg_small(k, ta, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, epi);
+  if (sg_fits(tb, M, N, K)) {
+    sg_small(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, epi);
     return;
   }
   cg_sgemm(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc);
@@ -434,8 +495,8 @@ void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, doub
 
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc) {
-  if (!tb && M * N * K <= CG_SMALL_GEMM && K > 0) {
-    sg_small(k, ta, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
+  if (sg_fits(tb, M, N, K)) {
+    sg_small(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
     return;
   }
   V a[14] = {ci32(k, 101),  ci32(k, ta ? 112 : 111), ci32(k, tb ? 112 : 111), ci32(k, M), ci32(k, N),

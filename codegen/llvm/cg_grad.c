@@ -2,10 +2,13 @@
  * ops.def), in the vocabulary of cg_emit.c. cg_ops.c's table sends every
  * backward op to cg_emit_grad, which looks the op up in cg_grad_ops. Layouts
  * and tie rules are the reference kernels' (ir/interp_grad.c); sums run in
- * double as the reference does. These are the plain versions: scalar loops
- * without scratch, written to be checked, not yet to be fast.
+ * double as the reference does. The hot ones are explicit vector code:
+ * sum_to (cg_vec.c's strided sums), unary_grad (cg_vec.c's maps),
+ * layernorm_grad, pool2d_grad (cg_pool.c) and the convolutions (cg_conv.c);
+ * the rest are plain scalar loops, written to be checked.
  */
 #include "cg_internal.h"
+#include "cg_vec.h"
 
 #include <math.h>
 
@@ -20,7 +23,6 @@ static int64_t dims(const ir_shape *s, int lo, int hi) {
   return p;
 }
 
-
 /* out[i] += v */
 static void acc_out(cg_k *k, V i, V v) { cg_stp(k, OUT, i, cg_fadd(k, cg_ldp(k, OUT, i), v)); }
 
@@ -30,51 +32,38 @@ static void zero_out(cg_k *k) {
 
 /* ---- broadcasting ---- */
 
-/* For each result element, sum in double over the input axes that were
- * broadcast (result dim 1 or missing). */
-typedef struct {
-  int nred;
-  int64_t rdims[IR_MAXDIM], rst[1][IR_MAXDIM];
-  V acc;
-} sumto_ctx;
-
-static void sumto_inner(cg_k *k, V *off, void *ctx) {
-  sumto_ctx *c = ctx;
-  cg_set(k, c->acc, LLVMBuildFAdd(BLD, cg_get(k, c->acc, k->m->f64), cg_tod(k, cg_ldf(k, 1, off[0])), ""));
-}
-
-static void sumto_outer(cg_k *k, V *off, void *ctx) {
-  sumto_ctx *c = ctx;
-  cg_set(k, c->acc, cd(k, 0));
-  int64_t st[1][IR_MAXDIM];
-  for (int d = 0; d < c->nred; d++) st[0][d] = c->rst[0][d];
-  /* the inner nest starts at the outer offset of the input */
-  V save = k->arg[1];
-  k->arg[1] = cg_fptr(k, save, off[1]);
-  cg_nest(k, c->nred, c->rdims, 1, st, NULL, sumto_inner, c);
-  k->arg[1] = save;
-  cg_stp(k, OUT, off[0], cg_tof(k, cg_get(k, c->acc, k->m->f64)));
-}
-
+/* x's axes in groups of adjacent axes that are all reduced (the result has
+ * 1 or nothing there) or all kept, size-1 axes dropped; merged, since x is
+ * contiguous. Kept axes that follow one another are contiguous in the
+ * result too. If the last group is kept, its elements are columns summed
+ * over the reduced groups (cg_emit_colred); else each result element sums
+ * rows of the last group (cg_emit_rowsum). Sums in double, in x's order
+ * along the reduced axes, as the reference. */
 static void e_sum_to(cg_k *k) {
   const ir_shape *sx = SH(0), *so = &k->n->shape;
   int64_t xst[IR_MAXDIM], ost[IR_MAXDIM];
   cg_contig_strides(sx, xst);
   cg_bcast_strides(sx, so, ost); /* 0 on the axes the result broadcast along */
-  sumto_ctx c = {0};
-  int64_t kdims[IR_MAXDIM], kst[2][IR_MAXDIM];
-  int nkeep = 0;
+  cg_colred r = {0};
+  r.op = IR_SUM;
+  int last = -1; /* class of the last group: 0 kept, 1 reduced */
   for (int d = 0; d < sx->rank; d++) {
-    int j = d - (sx->rank - so->rank);
-    int reduced = sx->d[d] > 1 && (j < 0 || so->d[j] == 1);
-    if (reduced) {
-      c.rdims[c.nred] = sx->d[d], c.rst[0][c.nred++] = xst[d];
-    } else {
-      kdims[nkeep] = sx->d[d], kst[0][nkeep] = ost[d], kst[1][nkeep++] = xst[d];
-    }
+    if (sx->d[d] == 1) continue;
+    int j = d - (sx->rank - so->rank), red = j < 0 || so->d[j] == 1;
+    if (red && last == 1) r.rd[r.nred - 1] *= sx->d[d], r.rs[r.nred - 1] = xst[d];
+    else if (red) r.rd[r.nred] = sx->d[d], r.rs[r.nred++] = xst[d];
+    else if (last == 0) r.od[r.nout - 1] *= sx->d[d], r.oxs[r.nout - 1] = xst[d], r.oys[r.nout - 1] = ost[d];
+    else r.od[r.nout] = sx->d[d], r.oxs[r.nout] = xst[d], r.oys[r.nout++] = ost[d];
+    last = red;
   }
-  c.acc = cg_var(k, k->m->f64, cd(k, 0));
-  cg_nest(k, nkeep, kdims, 2, kst, NULL, sumto_outer, &c);
+  if (last == 1) { /* rows: the last reduced group is contiguous */
+    int64_t L = r.rd[--r.nred];
+    cg_emit_rowsum(k, &r, L, 1, 0);
+    return;
+  }
+  r.N = 1;
+  if (last == 0) r.N = r.od[--r.nout]; /* its strides are 1 in x and out */
+  cg_emit_colred(k, &r, 1, 0);
 }
 
 static void copy_body(cg_k *k, V *off, void *ctx) {
@@ -90,58 +79,64 @@ static void e_broadcast_to(cg_k *k) {
   cg_nest(k, o->rank, o->d, 2, st, NULL, copy_body, NULL);
 }
 
-/* ---- elementwise: f'(x) per forward op, defined once here ---- */
+/* ---- elementwise: f'(x) per forward op, defined once here ----
+ * Generic over f32 and <N x float> x (constants through cfl), except
+ * d_pow's powf call: unary_grad runs them as explicit vector loops. */
 
 typedef V (*cg_deriv)(cg_k *k, V x, const ir_attr *a);
 
-static V d_relu(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sel(k, cg_fcmp(k, LLVMRealOGT, x, cf(k, 0)), cf(k, 1), cf(k, 0)); }
-static V d_leaky(cg_k *k, V x, const ir_attr *a) { return cg_sel(k, cg_fcmp(k, LLVMRealOGE, x, cf(k, 0)), cf(k, 1), cf(k, a->f)); }
+#define C(v) cfl(k, x, (v))
+
+static V d_relu(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_sel(k, cg_fcmp(k, LLVMRealOGT, x, C(0)), C(1), C(0)); }
+static V d_leaky(cg_k *k, V x, const ir_attr *a) { return cg_sel(k, cg_fcmp(k, LLVMRealOGE, x, C(0)), C(1), C(a->f)); }
 static V d_sigmoid(cg_k *k, V x, const ir_attr *a) {
   (void)a;
   V s = cg_sigmoid(k, x);
-  return cg_fmul(k, s, cg_fsub(k, cf(k, 1), s));
+  return cg_fmul(k, s, cg_fsub(k, C(1), s));
 }
 static V d_tanh(cg_k *k, V x, const ir_attr *a) {
   (void)a;
   V t = cg_tanh(k, x);
-  return cg_fsub(k, cf(k, 1), cg_fmul(k, t, t));
+  return cg_fsub(k, C(1), cg_fmul(k, t, t));
 }
 /* exact: Phi(x) + x phi(x), Phi = 0.5 erfc(-x / sqrt2); tanh form as the reference */
 static V d_gelu(cg_k *k, V x, const ir_attr *a) {
   V x2 = cg_fmul(k, x, x);
   if (!a->approx) {
-    V phi = cg_fmul(k, cf(k, 0.39894228040143267794), cg_exp(k, cg_fmul(k, cf(k, -0.5), x2)));
-    V Phi = cg_fmul(k, cf(k, 0.5), cg_erfc(k, cg_fmul(k, x, cf(k, -0.70710678118654752440))));
+    V phi = cg_fmul(k, C(0.39894228040143267794), cg_exp(k, cg_fmul(k, C(-0.5), x2)));
+    V Phi = cg_fmul(k, C(0.5), cg_erfc(k, cg_fmul(k, x, C(-0.70710678118654752440))));
     return cg_fadd(k, Phi, cg_fmul(k, x, phi));
   }
-  V c = cf(k, 0.79788456080286535588);
-  V t = cg_tanh(k, cg_fmul(k, c, cg_fadd(k, x, cg_fmul(k, cf(k, 0.044715), cg_fmul(k, x2, x)))));
-  V left = cg_fmul(k, cf(k, 0.5), cg_fadd(k, cf(k, 1), t));
-  V du = cg_fmul(k, c, cg_fadd(k, cf(k, 1), cg_fmul(k, cf(k, 3 * 0.044715), x2)));
-  return cg_fadd(k, left, cg_fmul(k, cg_fmul(k, cg_fmul(k, cf(k, 0.5), x), cg_fsub(k, cf(k, 1), cg_fmul(k, t, t))), du));
+  V c = C(0.79788456080286535588);
+  V t = cg_tanh(k, cg_fmul(k, c, cg_fadd(k, x, cg_fmul(k, C(0.044715), cg_fmul(k, x2, x)))));
+  V left = cg_fmul(k, C(0.5), cg_fadd(k, C(1), t));
+  V du = cg_fmul(k, c, cg_fadd(k, C(1), cg_fmul(k, C(3 * 0.044715), x2)));
+  return cg_fadd(k, left, cg_fmul(k, cg_fmul(k, cg_fmul(k, C(0.5), x), cg_fsub(k, C(1), cg_fmul(k, t, t))), du));
 }
 static V d_swish(cg_k *k, V x, const ir_attr *a) {
   (void)a;
   V s = cg_sigmoid(k, x);
-  return cg_fadd(k, s, cg_fmul(k, cg_fmul(k, x, s), cg_fsub(k, cf(k, 1), s)));
+  return cg_fadd(k, s, cg_fmul(k, cg_fmul(k, x, s), cg_fsub(k, C(1), s)));
 }
 static V d_exp(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_exp(k, x); }
-static V d_log(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fdiv(k, cf(k, 1), x); }
-static V d_sqrt(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fdiv(k, cf(k, 0.5), cg_sqrt(k, x)); }
+static V d_log(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fdiv(k, C(1), x); }
+static V d_sqrt(cg_k *k, V x, const ir_attr *a) { (void)a; return cg_fdiv(k, C(0.5), cg_sqrt(k, x)); }
 static V d_abs(cg_k *k, V x, const ir_attr *a) {
   (void)a;
-  V pos = cg_fcmp(k, LLVMRealOGT, x, cf(k, 0)), neg = cg_fcmp(k, LLVMRealOLT, x, cf(k, 0));
-  return cg_sel(k, pos, cf(k, 1), cg_sel(k, neg, cf(k, -1), cf(k, 0)));
+  V pos = cg_fcmp(k, LLVMRealOGT, x, C(0)), neg = cg_fcmp(k, LLVMRealOLT, x, C(0));
+  return cg_sel(k, pos, C(1), cg_sel(k, neg, C(-1), C(0)));
 }
-static V d_neg(cg_k *k, V x, const ir_attr *a) { (void)x, (void)a; return cf(k, -1); }
-static V d_pow(cg_k *k, V x, const ir_attr *a) {
-  if (a->f == 0) return cf(k, 0);
-  if (a->f == 1) return cf(k, 1);
-  if (a->f == 2) return cg_fmul(k, cf(k, 2), x);
+static V d_neg(cg_k *k, V x, const ir_attr *a) { (void)a; return C(-1); }
+static V d_pow(cg_k *k, V x, const ir_attr *a) { /* scalar x unless the exponent is 0, 1 or 2 */
+  if (a->f == 0) return C(0);
+  if (a->f == 1) return C(1);
+  if (a->f == 2) return cg_fmul(k, C(2), x);
   V args[2] = {x, cf(k, a->f - 1)};
   return cg_fmul(k, cf(k, a->f), cg_call(k, k->m->powf_, args, 2));
 }
-static V d_one(cg_k *k, V x, const ir_attr *a) { (void)x, (void)a; return cf(k, 1); }
+static V d_one(cg_k *k, V x, const ir_attr *a) { (void)a; return C(1); }
+
+#undef C
 
 static const cg_deriv derivs[IR_NOPS] = {
   [IR_RELU] = d_relu, [IR_LEAKY_RELU] = d_leaky, [IR_SIGMOID] = d_sigmoid, [IR_TANH] = d_tanh,
@@ -150,10 +145,28 @@ static const cg_deriv derivs[IR_NOPS] = {
   [IR_DROPOUT] = d_one,
 };
 
+/* per-element cost of dy * f'(x) (cg_vmap's unit: a load, an add, a store) */
+static const unsigned char deriv_cost[IR_NOPS] = {
+  [IR_RELU] = 1, [IR_LEAKY_RELU] = 1, [IR_SIGMOID] = 8, [IR_TANH] = 10, [IR_GELU] = 14, [IR_SWISH] = 8,
+  [IR_EXP] = 6,  [IR_LOG] = 2,        [IR_SQRT] = 3,    [IR_ABS] = 1,   [IR_NEG] = 1,   [IR_POW] = 1,
+  [IR_DROPOUT] = 1,
+};
+
+static void unary_grad_vec(cg_k *k, V i, int w, void *ctx) {
+  const ir_attr *a = ctx;
+  V d = derivs[a->i](k, cg_vld(k, ARG(0), i, w), a);
+  cg_vst(k, OUT, i, cg_fmul(k, cg_vld(k, ARG(1), i, w), d), w);
+}
+
 static void e_unary_grad(cg_k *k) {
-  cg_deriv f = derivs[k->n->attr.i];
-  CG_FOR(k, l, ci(k, 0), ci(k, ir_numel(&k->n->shape)))
-    cg_stp(k, OUT, l.iv, cg_fmul(k, cg_ldf(k, 2, l.iv), f(k, cg_ldf(k, 1, l.iv), &k->n->attr)));
+  int op = (int)k->n->attr.i;
+  int64_t n = ir_numel(&k->n->shape);
+  if (op == IR_POW && k->n->attr.f != 0 && k->n->attr.f != 1 && k->n->attr.f != 2) { /* powf: scalar */
+    CG_FOR(k, l, ci(k, 0), ci(k, n))
+      cg_stp(k, OUT, l.iv, cg_fmul(k, cg_ldf(k, 2, l.iv), d_pow(k, cg_ldf(k, 1, l.iv), &k->n->attr)));
+    return;
+  }
+  cg_vmap(k, n, deriv_cost[op], unary_grad_vec, (void *)&k->n->attr);
 }
 
 /* ---- softmax family and max: [outer, len, inner] around the axis ---- */
@@ -201,53 +214,138 @@ static void e_max_grad(cg_k *k) {
   }
 }
 
-/* ---- layernorm: statistics in double, as the reference ---- */
+/* ---- layernorm: statistics in double, as the reference ----
+ * Per row of d: the mean, then one pass for the variance and (dx) the sums
+ * of g = dy * w and g * (x - mean), then the result; explicit vector code
+ * with double accumulators. dw sums rows into a double array on the stack
+ * (f32 into the result when d is too big for the stack). */
+
+enum { LN_DW_STACK = 8192 }; /* most columns summed on the stack (64 KB) */
+
+typedef struct {
+  int64_t d;
+  int dw;
+  V x, dy, out;       /* the row in x, dy and (dx) the result */
+  V mean, inv, m1, m2; /* doubles */
+  V dacc;             /* dw: double[d] on the stack, or NULL: f32 sums in the result */
+  cg_acc sum, sq, mg, mgc;
+} lng_ctx;
+
+static LLVMTypeRef dvec(cg_k *k, int w) { return w > 1 ? LLVMVectorType(k->m->f64, (unsigned)w) : k->m->f64; }
+static V ldd(cg_k *k, V p, V i, int w) { return LLVMBuildFPExt(BLD, cg_vld(k, p, i, w), dvec(k, w), ""); }
+static V dadd(cg_k *k, V a, V b) { return LLVMBuildFAdd(BLD, a, b, ""); }
+static V dsub(cg_k *k, V a, V b) { return LLVMBuildFSub(BLD, a, b, ""); }
+static V dmul(cg_k *k, V a, V b) { return LLVMBuildFMul(BLD, a, b, ""); }
+static void acc_add(cg_k *k, cg_acc *a, int w, V v) { cg_acc_set(k, a, w, dadd(k, cg_acc_get(k, a, w), v)); }
+
+/* w doubles at ((double *)p)[i] */
+static V dptr(cg_k *k, V p, V i, int w) {
+  return LLVMBuildPointerCast(BLD, cg_gep(k, p, k->m->f64, i), LLVMPointerType(dvec(k, w), 0), "");
+}
+
+static void lng_sum(cg_k *k, V i, int w, void *ctx) {
+  lng_ctx *c = ctx;
+  acc_add(k, &c->sum, w, ldd(k, c->x, i, w));
+}
+
+static void lng_stats(cg_k *k, V i, int w, void *ctx) {
+  lng_ctx *c = ctx;
+  V xc = dsub(k, ldd(k, c->x, i, w), cg_bcast(k, c->mean, w));
+  acc_add(k, &c->sq, w, dmul(k, xc, xc));
+  if (c->dw) return;
+  V g = dmul(k, ldd(k, c->dy, i, w), ldd(k, ARG(1), i, w));
+  acc_add(k, &c->mg, w, g);
+  acc_add(k, &c->mgc, w, dmul(k, g, xc));
+}
+
+/* dx = inv (g - mean(g) - xh mean(g xh)) */
+static void lng_dx(cg_k *k, V i, int w, void *ctx) {
+  lng_ctx *c = ctx;
+  V inv = cg_bcast(k, c->inv, w);
+  V g = dmul(k, ldd(k, c->dy, i, w), ldd(k, ARG(1), i, w));
+  V xh = dmul(k, dsub(k, ldd(k, c->x, i, w), cg_bcast(k, c->mean, w)), inv);
+  V dx = dmul(k, inv, dsub(k, dsub(k, g, cg_bcast(k, c->m1, w)), dmul(k, xh, cg_bcast(k, c->m2, w))));
+  cg_vst(k, c->out, i, LLVMBuildFPTrunc(BLD, dx, w > 1 ? LLVMVectorType(k->m->f32, (unsigned)w) : k->m->f32, ""), w);
+}
+
+/* dw[j] += dy xh */
+static void lng_dw(cg_k *k, V i, int w, void *ctx) {
+  lng_ctx *c = ctx;
+  V xh = dmul(k, dsub(k, ldd(k, c->x, i, w), cg_bcast(k, c->mean, w)), cg_bcast(k, c->inv, w));
+  V p = dmul(k, ldd(k, c->dy, i, w), xh);
+  if (!c->dacc) { /* f32 sums in the result */
+    V f = LLVMBuildFPTrunc(BLD, p, w > 1 ? LLVMVectorType(k->m->f32, (unsigned)w) : k->m->f32, "");
+    cg_vst(k, OUT, i, cg_fadd(k, cg_vld(k, OUT, i, w), f), w);
+    return;
+  }
+  V at = dptr(k, c->dacc, i, w);
+  V old = LLVMBuildLoad2(BLD, dvec(k, w), at, "");
+  LLVMSetAlignment(old, 8);
+  LLVMSetAlignment(LLVMBuildStore(BLD, dadd(k, old, p), at), 8);
+}
+
+/* one row: r an i64 value; c->dw, c->d and c->dacc set */
+static void lng_row(cg_k *k, V r, lng_ctx *c) {
+  V base = cg_muli(k, r, c->d), n = ci(k, c->d);
+  double d = (double)c->d;
+  LLVMTypeRef f64 = k->m->f64;
+  c->x = cg_fptr(k, ARG(0), base), c->dy = cg_fptr(k, ARG(2), base), c->out = cg_fptr(k, OUT, base);
+  c->sum = cg_acc_new(k, f64, 0.0), c->sq = cg_acc_new(k, f64, 0.0);
+  c->mg = cg_acc_new(k, f64, 0.0), c->mgc = cg_acc_new(k, f64, 0.0);
+  cg_vfor(k, n, lng_sum, c);
+  c->mean = LLVMBuildFDiv(BLD, cg_acc_fold(k, &c->sum, cg_fold_add), cd(k, d), "");
+  cg_vfor(k, n, lng_stats, c);
+  V var = dadd(k, LLVMBuildFDiv(BLD, cg_acc_fold(k, &c->sq, cg_fold_add), cd(k, d), ""), cd(k, k->n->attr.f));
+  c->inv = LLVMBuildFDiv(BLD, cd(k, 1), cg_sqrt(k, var), "");
+  if (c->dw) {
+    cg_vfor(k, n, lng_dw, c);
+    return;
+  }
+  c->m1 = LLVMBuildFDiv(BLD, cg_acc_fold(k, &c->mg, cg_fold_add), cd(k, d), "");
+  c->m2 = LLVMBuildFDiv(BLD, dmul(k, cg_acc_fold(k, &c->mgc, cg_fold_add), c->inv), cd(k, d), "");
+  cg_vfor(k, n, lng_dx, c);
+}
+
+static void lng_unit(cg_k *k, V r, void *ctx) {
+  lng_ctx c = *(lng_ctx *)ctx;
+  lng_row(k, r, &c);
+}
+
+/* double[n] on the stack (an alloca in the entry block), zeroed here */
+static V stack_doubles(cg_k *k, int64_t n) {
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(BLD);
+  V first = LLVMGetFirstInstruction(k->entry);
+  if (first) LLVMPositionBuilderBefore(BLD, first);
+  else LLVMPositionBuilderAtEnd(BLD, k->entry);
+  V a = LLVMBuildArrayAlloca(BLD, k->m->f64, ci(k, n), "");
+  LLVMSetAlignment(a, 64);
+  LLVMPositionBuilderAtEnd(BLD, cur);
+  V p = LLVMBuildPointerCast(BLD, a, k->m->ptr, "");
+  LLVMBuildMemSet(BLD, p, LLVMConstInt(k->m->i8, 0, 0), ci(k, 8 * n), 64);
+  return p;
+}
+
+static void dacc_out(cg_k *k, V i, int w, void *ctx) {
+  V v = LLVMBuildLoad2(BLD, dvec(k, w), dptr(k, ((lng_ctx *)ctx)->dacc, i, w), "");
+  LLVMSetAlignment(v, 8);
+  cg_vst(k, OUT, i, LLVMBuildFPTrunc(BLD, v, w > 1 ? LLVMVectorType(k->m->f32, (unsigned)w) : k->m->f32, ""), w);
+}
 
 static void e_layernorm_grad(cg_k *k) {
   const ir_shape *sx = SH(0);
-  int64_t d = sx->d[sx->rank - 1], rows = ir_numel(sx) / d;
-  int dw = k->n->attr.i == 1;
-  LLVMTypeRef f64 = k->m->f64;
-  if (dw) zero_out(k);
-  V sum = cg_var(k, f64, cd(k, 0)), sq = cg_var(k, f64, cd(k, 0));
-  V mg = cg_var(k, f64, cd(k, 0)), mgx = cg_var(k, f64, cd(k, 0));
-  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
-    V base = cg_muli(k, r.iv, d);
-    cg_set(k, sum, cd(k, 0)), cg_set(k, sq, cd(k, 0)), cg_set(k, mg, cd(k, 0)), cg_set(k, mgx, cd(k, 0));
-    CG_FOR(k, j, ci(k, 0), ci(k, d))
-      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), cg_tod(k, cg_ldf(k, 1, cg_add(k, base, j.iv))), ""));
-    V mean = LLVMBuildFDiv(BLD, cg_get(k, sum, f64), cd(k, (double)d), "");
-    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      V c = LLVMBuildFSub(BLD, cg_tod(k, cg_ldf(k, 1, cg_add(k, base, j.iv))), mean, "");
-      cg_set(k, sq, LLVMBuildFAdd(BLD, cg_get(k, sq, f64), LLVMBuildFMul(BLD, c, c, ""), ""));
-    }
-    V var = LLVMBuildFAdd(BLD, LLVMBuildFDiv(BLD, cg_get(k, sq, f64), cd(k, (double)d), ""), cd(k, k->n->attr.f), "");
-    V inv = LLVMBuildFDiv(BLD, cd(k, 1), cg_sqrt(k, var), "");
-    if (dw) {
-      CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-        V e = cg_add(k, base, j.iv);
-        V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, cg_tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
-        acc_out(k, j.iv, cg_tof(k, LLVMBuildFMul(BLD, cg_tod(k, cg_ldf(k, 3, e)), xh, "")));
-      }
-      continue;
-    }
-    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      V e = cg_add(k, base, j.iv);
-      V g = LLVMBuildFMul(BLD, cg_tod(k, cg_ldf(k, 3, e)), cg_tod(k, cg_ldf(k, 2, j.iv)), "");
-      V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, cg_tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
-      cg_set(k, mg, LLVMBuildFAdd(BLD, cg_get(k, mg, f64), g, ""));
-      cg_set(k, mgx, LLVMBuildFAdd(BLD, cg_get(k, mgx, f64), LLVMBuildFMul(BLD, g, xh, ""), ""));
-    }
-    V m1 = LLVMBuildFDiv(BLD, cg_get(k, mg, f64), cd(k, (double)d), "");
-    V m2 = LLVMBuildFDiv(BLD, cg_get(k, mgx, f64), cd(k, (double)d), "");
-    CG_FOR(k, j, ci(k, 0), ci(k, d)) {
-      V e = cg_add(k, base, j.iv);
-      V g = LLVMBuildFMul(BLD, cg_tod(k, cg_ldf(k, 3, e)), cg_tod(k, cg_ldf(k, 2, j.iv)), "");
-      V xh = LLVMBuildFMul(BLD, LLVMBuildFSub(BLD, cg_tod(k, cg_ldf(k, 1, e)), mean, ""), inv, "");
-      V dx = LLVMBuildFMul(BLD, inv, LLVMBuildFSub(BLD, LLVMBuildFSub(BLD, g, m1, ""), LLVMBuildFMul(BLD, xh, m2, ""), ""), "");
-      cg_stp(k, OUT, e, cg_tof(k, dx));
-    }
+  lng_ctx c = {0};
+  c.d = sx->d[sx->rank - 1], c.dw = k->n->attr.i == 1;
+  int64_t rows = ir_numel(sx) / c.d;
+  if (!c.dw) { /* rows are independent: split across the pool when big */
+    int64_t per = c.d * 12, grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
+    if (rows * per >= CG_PAR_WORK) cg_parallel_for(k, rows, grain, 0, lng_unit, &c);
+    else CG_FOR(k, r, ci(k, 0), ci(k, rows)) lng_unit(k, r.iv, &c);
+    return;
   }
+  if (c.d <= LN_DW_STACK) c.dacc = stack_doubles(k, c.d);
+  else zero_out(k);
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) lng_row(k, r.iv, &c);
+  if (c.dacc) cg_vfor(k, ci(k, c.d), dacc_out, &c);
 }
 
 /* ---- convolution: the forward loops with the products sent back ---- */
@@ -284,6 +382,7 @@ static void e_pool2d_grad(cg_k *k) {
   int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3], OH = sy->d[2], OW = sy->d[3];
   int64_t K = k->n->attr.k, s = k->n->attr.stride;
   int is_max = k->n->attr.i == IR_MAXPOOL2D;
+  if (cg_emit_pool_tiled(k, is_max, 1)) return; /* vector code when the windows tile the image */
   zero_out(k);
   V best = cg_var(k, k->m->f32, cf(k, 0)), at = cg_var(k, k->m->i64, ci(k, -1));
   CG_FOR(k, pl, ci(k, 0), ci(k, planes)) CG_FOR(k, oy, ci(k, 0), ci(k, OH)) CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {

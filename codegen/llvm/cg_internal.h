@@ -38,13 +38,15 @@ enum { CG_MAXARGS = 16, CG_MAXFUSE = 6 };
  * applies the steps to each element before it is stored, so the
  * intermediate tensors are never written. Kernel arguments: the last
  * node's result, the product's two inputs, then one per binary step. */
-enum { CG_EPI_UNARY, CG_EPI_ROW, CG_EPI_FULL }; /* other operand: none, [N] per column, the full shape */
+enum { CG_EPI_UNARY, CG_EPI_ROW, CG_EPI_FULL, /* other operand: none, [N] per column, the full shape */
+       CG_EPI_PROGRAM };                      /* an IR_FUSED node reading the running value (cg_fused.c) */
 typedef struct {
   int nsteps;
   const ir_node *node[CG_MAXFUSE]; /* the step's node (op and attributes) */
   int kind[CG_MAXFUSE];
   int arg[CG_MAXFUSE];             /* kernel argument of the other operand */
   int right[CG_MAXFUSE];           /* the running value is the right operand (b - v) */
+  int parg[CG_MAXFUSE][CG_MAXARGS];/* CG_EPI_PROGRAM: kernel argument of each input, -1 = the running value */
 } cg_fuse;
 
 /* The kernel being emitted: void k(out, in0, ..., scratch, err).
@@ -74,6 +76,16 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n);
  * fused step (its code works on vectors). */
 void cg_emit_fused(cg_k *k);
 int cg_fusable_unary(int op);
+/* A unary map's value on an f32 or <N x float> x (cg_ops.c's table). */
+V cg_unary_value(cg_k *k, int op, V x, const ir_attr *a);
+/* cg_fused.c: the IR_FUSED kernel; and a fused node fz that reads the
+ * product `product` as a matrix product's epilogue: whether it can be one
+ * (its other inputs full, scalar, per row or per column), and its value at
+ * (row, col) given the product's value v. arg[j]: the kernel argument of
+ * fz's input j, -1 for the product. */
+void cg_emit_fused_op(cg_k *k);
+int cg_fused_epilogue_ok(const ir_graph *g, const ir_node *fz, int product);
+V cg_fused_epilogue(cg_k *k, const ir_node *fz, const int *arg, V v, V row, V col, int w);
 /* The backward ops' emitter (cg_grad.c): dispatches on its own table. */
 void cg_emit_grad(cg_k *k);
 /* The training-step ops' emitter (cg_opt.c), reached through cg_emit_grad. */
@@ -167,6 +179,7 @@ V cg_fold_max(cg_k *k, V a, V b); /* b > a ? b : a (NaN never taken) */
 /* ---- cg_attn.c: flash attention and backward through time, C kernels the
  * generated code calls (lathe_attn_fwd, lathe_attn_grad, lathe_rec_grad) ---- */
 void cg_emit_attention(cg_k *k);
+void cg_emit_lstm(cg_k *k);     /* LSTM (rnn and gru: cg_ops.c) */
 void cg_emit_seq_grad(cg_k *k); /* ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD */
 int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n);
 void cg_attn_fwd_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,

@@ -1,6 +1,8 @@
 /* cg_jit.c -- the CPU backend driver: plan buffers, build one LLVM module
- * (deduplicated kernels + the entry `lathe_forward`), optimise it with the
- * new pass manager for the host CPU, JIT it with ORC LLJIT, and run it.
+ * (deduplicated kernels + the entry `lathe_forward`), optimise and compile
+ * it for the host CPU in parts on several threads (cg_split.c), link the
+ * objects with ORC LLJIT, and run it. The compiled code is shared with later
+ * compiles of an equal graph while a program holds it (cg_memo.c).
  *
  * Node buffers at run time (bufs[node]): inputs, parameters and outputs are
  * the caller's; constants live in the program; everything else is at a
@@ -15,8 +17,6 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
-#include <llvm-c/Transforms/PassBuilder.h>
-#include <llvm/Config/llvm-config.h> /* LLVM_VERSION_STRING: part of the cache key */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +24,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "cg_memo.h"
+#include "cg_split.h"
 #include "passes/passes.h"
 #include "runtime/threadpool.h"
 
@@ -38,7 +40,26 @@ typedef struct {
   int64_t bytes;
 } cg_buf;
 
+/* What compiling made, immutable afterwards and shared by every program on
+ * it (cg_memo.c counts them): the JIT holding the machine code, the buffer
+ * plan, the constants. The programs' fields of the same names point here. */
+typedef struct {
+  cg_shared sh; /* first: cg_memo.c hands out &code->sh */
+  LLVMOrcLLJITRef jit;
+  void (*forward)(void **bufs, void **scr, int32_t *err);
+  int nnodes, ninputs, nparams, noutputs, loss;
+  cg_buf *buf;
+  int *out_node;
+  unsigned char *consts;
+  char *ir_text;
+  cg_stats st;
+} cg_code;
+
+/* A program: the code (its own until compiled, then code's) and the run
+ * state that is each program's own: the arena, the buffer tables, the
+ * profile. */
 struct cg_program {
+  cg_code *code; /* NULL while compiling (the fields below own it all) */
   LLVMOrcLLJITRef jit;
   void (*forward)(void **bufs, void **scr, int32_t *err);
   int nnodes, ninputs, nparams, noutputs, loss;
@@ -90,7 +111,7 @@ static int cg_init_llvm(char *msg, size_t msgn) {
 typedef struct {
   cg_fuse f;
   int head;               /* the product node */
-  int extra[CG_MAXFUSE];  /* node of each binary step's other operand, in argument order */
+  int extra[CG_MAXARGS];  /* node of each step's other operands, in argument order */
   int nextra;
 } cg_group;
 
@@ -127,6 +148,13 @@ static int try_step(const ir_graph *g, cg_group *grp, int cur, int c) {
     grp->f.right[s] = right;
     grp->f.arg[s] = 3 + grp->nextra; /* out, A, B, extras... */
     grp->extra[grp->nextra++] = o;
+  } else if (n->op == IR_FUSED && cg_fused_epilogue_ok(g, n, cur)) {
+    if (3 + grp->nextra + (n->nin - 1) + 2 > CG_MAXARGS) return 0;
+    grp->f.kind[s] = CG_EPI_PROGRAM;
+    for (int j = 0; j < n->nin; j++) {
+      grp->f.parg[s][j] = n->in[j] == cur ? -1 : 3 + grp->nextra;
+      if (n->in[j] != cur) grp->extra[grp->nextra++] = n->in[j];
+    }
   } else {
     return 0;
   }
@@ -143,7 +171,7 @@ static void find_fusions(const ir_graph *g, arena *A, const int *is_out, cg_grou
   for (int i = 0; i < nn; i++) uses[i] = 0, reader[i] = -1, run_at[i] = i, fuse_of[i] = NULL;
   for (int i = 0; i < nn; i++)
     for (int j = 0; j < g->nodes[i].nin; j++) uses[g->nodes[i].in[j]]++, reader[g->nodes[i].in[j]] = i;
-  for (int h = 0; h < nn; h++) {
+  for (int h = 0; h < nn && !g->no_fusion; h++) {
     const ir_node *n = &g->nodes[h];
     if (n->op != IR_MATMUL || n->dtype != IR_F32 || n->shape.rank < 1) continue;
     cg_group *grp = ar_alloc(A, sizeof *grp);
@@ -159,6 +187,16 @@ static void find_fusions(const ir_graph *g, arena *A, const int *is_out, cg_grou
 
 /* ---- buffer plan ---- */
 
+/* Kernels that read element e of each full-shaped input before writing
+ * element e of the result, and nothing else of them: their result may be
+ * written in place over a dying input (passes/memplan.c). Part of the
+ * optimiser, so off when fusion is (-O0). */
+static int elementwise_kernel(const ir_node *n) {
+  if (n->dtype != IR_F32) return 0;
+  if (n->op == IR_FUSED || (n->op >= IR_ADD && n->op <= IR_DIV) || n->op == IR_MINIMUM) return 1;
+  return ir_fusable_op(n->op); /* the float unary maps */
+}
+
 static int aliasable(int op) { return op == IR_RESHAPE || op == IR_DROPOUT; }
 
 /* Lay out every buffer; the arena itself is allocated only when alloc. */
@@ -168,6 +206,7 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **
   int *keep = ar_alloc(A, sizeof(int) * (size_t)nn), *alias = ar_alloc(A, sizeof(int) * (size_t)nn);
   int *owner = ar_alloc(A, sizeof(int) * (size_t)nn), *run_at = ar_alloc(A, sizeof(int) * (size_t)nn);
   int *is_out = ar_alloc(A, sizeof(int) * (size_t)nn);
+  char *inplace = ar_alloc(A, (size_t)nn + 1);
   for (int i = 0; i < nn; i++) owner[i] = -1, is_out[i] = 0;
   for (int j = g->noutputs - 1; j >= 0; j--) owner[g->outputs[j].node] = j, is_out[g->outputs[j].node] = 1;
   find_fusions(g, A, is_out, fuse_of, run_at);
@@ -199,10 +238,11 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **
     }
     if (b->kind == BUF_ARENA || b->kind == BUF_OUTPUT)
       scratch[i] = cg_scratch_bytes(g, fuse_of[i] ? &g->nodes[fuse_of[i]->head] : n);
+    inplace[i] = b->kind == BUF_ARENA && !fuse_of[i] && !g->no_fusion && elementwise_kernel(n);
     keep[i] = g->loss == i;
   }
   mp_plan plan;
-  mp_plan_graph_at(g, A, bytes, scratch, keep, alias, run_at, &plan);
+  mp_plan_graph_at(g, A, bytes, scratch, keep, alias, run_at, inplace, &plan);
   for (int i = 0; i < nn; i++) {
     if (p->buf[i].kind == BUF_ARENA) p->buf[i].off = plan.offset[i];
     p->buf[i].scr = plan.scratch_off[i];
@@ -243,6 +283,12 @@ static void kernel_key(const ir_graph *g, const ir_node *n, char *key, size_t kn
                    (long long)a->pad_hi, (long long)a->start, (long long)a->end, (long long)a->heads,
                    (long long)a->n, a->keepdims, a->causal, a->approx, a->f, (long long)a->i);
   for (int l = 0; l < a->nlist && w > 0 && (size_t)w < kn; l++) w += snprintf(key + w, kn - (size_t)w, "%lld,", (long long)a->list[l]);
+  /* a fused program: its steps (op, operands, the attributes its code reads) */
+  for (int s = 0; n->fusion && s < n->fusion->nsteps && w > 0 && (size_t)w < kn; s++) {
+    const ir_fstep *st = &n->fusion->step[s];
+    w += snprintf(key + w, kn - (size_t)w, "%d(%d,%d)%.17g,%d;", st->op, st->arg[0], st->nin > 1 ? st->arg[1] : 0,
+                  n->fusion->attr[s].f, n->fusion->attr[s].approx);
+  }
   for (int j = -1; j < n->nin && w > 0 && (size_t)w < kn; j++) {
     const ir_node *x = j < 0 ? n : &g->nodes[n->in[j]];
     w += snprintf(key + w, kn - (size_t)w, "|%d:", (int)x->dtype);
@@ -348,6 +394,10 @@ static void group_key(const ir_graph *g, const ir_node *n, const cg_group *grp, 
   for (int s = 0; s < grp->f.nsteps && (w = strlen(key)) + 8 < kn; s++) {
     snprintf(key + w, kn - w, "#%d%d:", grp->f.kind[s], grp->f.right[s]);
     w = strlen(key);
+    for (int j = 0; grp->f.kind[s] == CG_EPI_PROGRAM && j < grp->f.node[s]->nin && w + 8 < kn; j++) {
+      snprintf(key + w, kn - w, "%d,", grp->f.parg[s][j]);
+      w = strlen(key);
+    }
     kernel_key(g, grp->f.node[s], key + w, kn - w);
   }
 }
@@ -405,18 +455,6 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A, 
 
 /* ---- optimisation and JIT ---- */
 
-static LLVMTargetMachineRef host_tm(char *triple, const char *cpu, const char *feat, int opt, char *msg, size_t msgn) {
-  LLVMTargetRef T;
-  char *e = NULL;
-  if (LLVMGetTargetFromTriple(triple, &T, &e)) {
-    ir_fail(msg, msgn, "llvm backend: no target for %s: %s", triple, e ? e : "?");
-    LLVMDisposeMessage(e);
-    return NULL;
-  }
-  LLVMCodeGenOptLevel lv = opt <= 0 ? LLVMCodeGenLevelNone : opt >= 3 ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelDefault;
-  return LLVMCreateTargetMachine(T, triple, cpu, feat, lv, LLVMRelocDefault, LLVMCodeModelJITDefault);
-}
-
 static int verify(LLVMModuleRef M, char *msg, size_t msgn) {
   char *vmsg = NULL;
   if (LLVMVerifyModule(M, LLVMReturnStatusAction, &vmsg)) {
@@ -425,28 +463,6 @@ static int verify(LLVMModuleRef M, char *msg, size_t msgn) {
     return -1;
   }
   LLVMDisposeMessage(vmsg);
-  return 0;
-}
-
-static int optimise(cg_program *p, LLVMModuleRef M, LLVMTargetMachineRef tm, int opt, int keep_ir, char *msg,
-                    size_t msgn) {
-  double t0 = now_ms();
-  LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-  LLVMPassBuilderOptionsSetLoopVectorization(po, 1);
-  LLVMPassBuilderOptionsSetSLPVectorization(po, 1);
-  LLVMPassBuilderOptionsSetLoopInterleaving(po, 1);
-  LLVMPassBuilderOptionsSetLoopUnrolling(po, 1);
-  char pipe[32];
-  snprintf(pipe, sizeof pipe, "default<O%d>", opt < 0 ? 0 : opt > 3 ? 3 : opt);
-  LLVMErrorRef e = LLVMRunPasses(M, pipe, tm, po);
-  LLVMDisposePassBuilderOptions(po);
-  if (e) return llvm_fail(e, msg, msgn, "optimisation");
-  p->st.llvm_opt_ms = now_ms() - t0;
-  if (keep_ir) {
-    char *s = LLVMPrintModuleToString(M);
-    p->ir_text = s ? strdup(s) : NULL;
-    LLVMDisposeMessage(s);
-  }
   return 0;
 }
 
@@ -495,35 +511,25 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
   return 0;
 }
 
-static int emit_object(cg_program *p, LLVMTargetMachineRef tm, LLVMModuleRef M, LLVMMemoryBufferRef *obj,
-                       char *msg, size_t msgn) {
-  double t0 = now_ms();
-  char *e = NULL;
-  if (LLVMTargetMachineEmitToMemoryBuffer(tm, M, LLVMObjectFile, &e, obj)) {
-    ir_fail(msg, msgn, "llvm backend: code generation: %s", e ? e : "?");
-    LLVMDisposeMessage(e);
-    return -1;
-  }
-  p->st.codegen_ms = now_ms() - t0;
-  return 0;
-}
-
-/* A fresh LLJIT that links obj (taken) against the host symbols. */
-static int jit_object(cg_program *p, LLVMMemoryBufferRef obj, char *msg, size_t msgn) {
+/* A fresh LLJIT that links every object (each taken) against the host
+ * symbols and each other: the entry calls kernels of other parts by name.
+ * One thread drives the JIT; only making the objects was parallel. */
+static int jit_objects(cg_program *p, cg_objects *objs, char *msg, size_t msgn) {
   double t0 = now_ms();
   LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
   LLVMErrorRef e = LLVMOrcCreateLLJIT(&p->jit, jb); /* takes the builder */
   if (e) {
     p->jit = NULL;
-    LLVMDisposeMemoryBuffer(obj);
     return llvm_fail(e, msg, msgn, "creating the JIT");
   }
-  if (define_host_symbols(p->jit, msg, msgn)) {
-    LLVMDisposeMemoryBuffer(obj);
-    return -1;
+  if (define_host_symbols(p->jit, msg, msgn)) return -1;
+  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(p->jit);
+  for (int i = 0; i < objs->nobj; i++) {
+    LLVMMemoryBufferRef obj = objs->obj[i];
+    objs->obj[i] = NULL; /* the JIT owns it now, even on failure */
+    e = LLVMOrcLLJITAddObjectFile(p->jit, jd, obj);
+    if (e) return llvm_fail(e, msg, msgn, "adding an object");
   }
-  e = LLVMOrcLLJITAddObjectFile(p->jit, LLVMOrcLLJITGetMainJITDylib(p->jit), obj);
-  if (e) return llvm_fail(e, msg, msgn, "adding the object");
   LLVMOrcExecutorAddress addr = 0;
   e = LLVMOrcLLJITLookup(p->jit, &addr, "lathe_forward");
   if (e) return llvm_fail(e, msg, msgn, "linking");
@@ -532,31 +538,22 @@ static int jit_object(cg_program *p, LLVMMemoryBufferRef obj, char *msg, size_t 
   return 0;
 }
 
-/* The object for M: from the cache when its key is there, else optimised,
- * generated and stored. */
-static int module_object(cg_program *p, LLVMModuleRef M, LLVMTargetMachineRef tm, const char *const *target,
-                         const cg_options *o, LLVMMemoryBufferRef *obj, char *msg, size_t msgn) {
-  if (verify(M, msg, msgn)) return -1;
-  int use_cache = !o->keep_ir && !o->no_cache;
-  char key[CG_KEYLEN];
-  if (use_cache) {
-    char *ir = LLVMPrintModuleToString(M), lv[32];
-    snprintf(lv, sizeof lv, "O%d llvm %s", o->opt_level, LLVM_VERSION_STRING);
-    const char *parts[5] = {ir, target[0], target[1], target[2], lv};
-    cg_cache_key(parts, 5, key);
-    LLVMDisposeMessage(ir);
-    size_t len = 0;
-    void *data = cg_cache_load(key, &len);
-    if (data) {
-      *obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, len, "lathe-cached");
-      free(data);
-      p->st.cache_hit = 1;
-      return 0;
-    }
+/* Objects for M (taken): verified, split, optimised, generated or cached. */
+static int module_objects(cg_program *p, LLVMModuleRef M, const cg_target *t, cg_objects *objs, char *msg,
+                          size_t msgn) {
+  if (cg_module_target(M, t, msg, msgn) || verify(M, msg, msgn)) {
+    LLVMDisposeModule(M);
+    return -1;
   }
-  if (optimise(p, M, tm, o->opt_level, o->keep_ir, msg, msgn) || emit_object(p, tm, M, obj, msg, msgn)) return -1;
-  if (use_cache) cg_cache_store(key, LLVMGetBufferStart(*obj), LLVMGetBufferSize(*obj));
-  return 0;
+  int rc = cg_module_objects(M, t, objs, msg, msgn);
+  p->st.parse_ms += objs->prep_ms;
+  p->st.llvm_opt_ms = objs->opt_ms;
+  p->st.codegen_ms = objs->codegen_ms;
+  p->st.cache_hit = objs->nobj > 0 && objs->hits == objs->nobj;
+  p->st.parts = objs->nobj;
+  p->ir_text = objs->ir_text;
+  objs->ir_text = NULL;
+  return rc;
 }
 
 /* ---- public ---- */
@@ -613,11 +610,112 @@ static int prof_alloc(cg_program *p, const ir_graph *g) {
   return 0;
 }
 
+/* Plan, build the module and compile it into p (fresh, owning everything). */
+static int compile_into(cg_program *p, const ir_graph *g, const cg_options *o, char *msg, size_t msgn) {
+  arena A;
+  ar_init(&A);
+  double t0 = now_ms();
+  cg_group **fuse_of = ar_alloc(&A, sizeof(cg_group *) * (size_t)(g->nnodes ? g->nnodes : 1));
+  plan_buffers(p, g, &A, fuse_of, 1);
+  if (!p->arena || !p->consts) {
+    ar_free(&A);
+    return ir_fail(msg, msgn, "llvm backend: out of memory for the activation arena");
+  }
+  fill_consts(p, g);
+  char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+  int rc = cg_host_check(feat, msg, msgn);
+  LLVMOrcThreadSafeContextRef tsc = NULL;
+  cg_objects objs = {0};
+  if (rc == 0) {
+    tsc = LLVMOrcCreateNewThreadSafeContext();
+    cg_mod m = {0};
+    m.C = LLVMOrcThreadSafeContextGetContext(tsc);
+    m.M = LLVMModuleCreateWithNameInContext("lathe", m.C);
+    m.B = LLVMCreateBuilderInContext(m.C);
+    m.cpu = cpu;
+    m.features = feat;
+    m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4;
+    cg_mod_types(&m);
+    build_module(p, &m, g, &A, fuse_of);
+    LLVMDisposeBuilder(m.B);
+    p->st.parse_ms = now_ms() - t0;
+    cg_target t = {triple, cpu, feat, o->opt_level, o->keep_ir, !o->no_cache, o->threads};
+    rc = module_objects(p, m.M, &t, &objs, msg, msgn); /* takes m.M */
+  }
+  ar_free(&A);
+  if (rc == 0) rc = jit_objects(p, &objs, msg, msgn);
+  cg_objects_free(&objs);
+  if (tsc) LLVMOrcDisposeThreadSafeContext(tsc);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(feat);
+  return rc;
+}
+
+/* Hand what p compiled to a new code object (p keeps pointers to it). On
+ * failure p stays the sole owner, unshared. */
+static cg_code *code_of(cg_program *p) {
+  cg_code *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->sh.refs = 1;
+  c->jit = p->jit, c->forward = p->forward;
+  c->nnodes = p->nnodes, c->ninputs = p->ninputs, c->nparams = p->nparams;
+  c->noutputs = p->noutputs, c->loss = p->loss;
+  c->buf = p->buf, c->out_node = p->out_node, c->consts = p->consts, c->ir_text = p->ir_text;
+  c->st = p->st;
+  p->code = c;
+  return c;
+}
+
+static void code_free(cg_code *c) {
+  if (c->jit) {
+    LLVMErrorRef e = LLVMOrcDisposeLLJIT(c->jit);
+    if (e) LLVMConsumeError(e);
+  }
+  free(c->buf);
+  free(c->out_node);
+  free(c->consts);
+  free(c->ir_text);
+  free(c);
+}
+
+/* A program on shared code c (whose reference it takes): its own arena and
+ * buffer tables, the same size as the first program's. */
+static cg_program *program_on(cg_code *c, char *msg, size_t msgn) {
+  cg_program *p = calloc(1, sizeof *p);
+  size_t nn = (size_t)(c->nnodes ? c->nnodes : 1);
+  if (p) {
+    p->code = c;
+    p->jit = c->jit, p->forward = c->forward;
+    p->nnodes = c->nnodes, p->ninputs = c->ninputs, p->nparams = c->nparams;
+    p->noutputs = c->noutputs, p->loss = c->loss;
+    p->buf = c->buf, p->out_node = c->out_node, p->consts = c->consts, p->ir_text = c->ir_text;
+    p->st = c->st;
+    p->st.parse_ms = p->st.llvm_opt_ms = p->st.codegen_ms = p->st.jit_ms = 0;
+    p->st.cache_hit = 0;
+    p->st.shared = 1;
+    p->bufs = calloc(nn, sizeof(void *));
+    p->scr = calloc(nn, sizeof(void *));
+    p->arena = aligned_alloc(64, (size_t)(c->st.arena_bytes + 64) / 64 * 64); /* as plan_buffers sizes it */
+  }
+  if (!p || !p->bufs || !p->scr || !p->arena) {
+    if (p) cg_free(p);
+    else if (cg_memo_release(&c->sh)) code_free(c);
+    ir_fail(msg, msgn, "llvm backend: out of memory for the activation arena");
+    return NULL;
+  }
+  return p;
+}
+
 cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t msgn) {
-  cg_options opts = {2, 0, 0, 0, 0};
+  cg_options opts = {.opt_level = 2};
   if (o) opts = *o;
   if (env_profile()) opts.profile = 1;
   if (msg && msgn) msg[0] = '\0';
+  /* per-program state (the profile) and kept text are not shared */
+  int share = !opts.keep_ir && !opts.profile && !opts.no_cache;
+  cg_shared *s = share ? cg_memo_find(g, opts.opt_level, opts.threads) : NULL;
+  if (s) return program_on((cg_code *)s, msg, msgn);
   if (cg_init_llvm(msg, msgn) || check_graph(g, msg, msgn)) return NULL;
   cg_program *p = program_new(g);
   if (p && opts.profile && prof_alloc(p, g)) {
@@ -628,62 +726,12 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
     ir_fail(msg, msgn, "llvm backend: out of memory");
     return NULL;
   }
-  arena A;
-  ar_init(&A);
-  double t0 = now_ms();
-  cg_group **fuse_of = ar_alloc(&A, sizeof(cg_group *) * (size_t)(g->nnodes ? g->nnodes : 1));
-  plan_buffers(p, g, &A, fuse_of, 1);
-  if (!p->arena || !p->consts) {
-    ar_free(&A);
-    cg_free(p);
-    ir_fail(msg, msgn, "llvm backend: out of memory for the activation arena");
-    return NULL;
-  }
-  fill_consts(p, g);
-  char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
-  if (cg_host_check(feat, msg, msgn)) {
-    LLVMDisposeMessage(triple);
-    LLVMDisposeMessage(cpu);
-    LLVMDisposeMessage(feat);
-    ar_free(&A);
+  if (compile_into(p, g, &opts, msg, msgn)) {
     cg_free(p);
     return NULL;
   }
-  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-  cg_mod m = {0};
-  m.C = LLVMOrcThreadSafeContextGetContext(tsc);
-  m.M = LLVMModuleCreateWithNameInContext("lathe", m.C);
-  m.B = LLVMCreateBuilderInContext(m.C);
-  m.cpu = cpu;
-  m.features = feat;
-  m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4;
-  cg_mod_types(&m);
-  build_module(p, &m, g, &A, fuse_of);
-  LLVMDisposeBuilder(m.B);
-  ar_free(&A);
-  p->st.parse_ms = now_ms() - t0;
-  int rc = -1;
-  LLVMMemoryBufferRef obj = NULL;
-  LLVMTargetMachineRef tm = host_tm(triple, cpu, feat, opts.opt_level, msg, msgn);
-  if (tm) {
-    LLVMSetTarget(m.M, triple);
-    LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
-    LLVMSetModuleDataLayout(m.M, td);
-    LLVMDisposeTargetData(td);
-    const char *target[3] = {triple, cpu, feat};
-    rc = module_object(p, m.M, tm, target, &opts, &obj, msg, msgn);
-    LLVMDisposeTargetMachine(tm);
-  }
-  LLVMDisposeModule(m.M);
-  if (rc == 0) rc = jit_object(p, obj, msg, msgn);
-  LLVMOrcDisposeThreadSafeContext(tsc);
-  LLVMDisposeMessage(triple);
-  LLVMDisposeMessage(cpu);
-  LLVMDisposeMessage(feat);
-  if (rc) {
-    cg_free(p);
-    return NULL;
-  }
+  cg_code *c = code_of(p);
+  if (c && share) cg_memo_add(&c->sh, g, opts.opt_level, opts.threads);
   return p;
 }
 
@@ -725,20 +773,24 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
 
 void cg_free(cg_program *p) {
   if (!p) return;
-  if (p->jit) {
-    LLVMErrorRef e = LLVMOrcDisposeLLJIT(p->jit);
-    if (e) LLVMConsumeError(e);
-  }
-  free(p->buf);
   free(p->bufs);
   free(p->scr);
-  free(p->out_node);
   free(p->arena);
-  free(p->consts);
-  free(p->ir_text);
   free(p->prof_node);
   free(p->prof_ns);
   free(p->op_names);
+  if (p->code) { /* the code goes with its last program */
+    if (cg_memo_release(&p->code->sh)) code_free(p->code);
+  } else {
+    if (p->jit) {
+      LLVMErrorRef e = LLVMOrcDisposeLLJIT(p->jit);
+      if (e) LLVMConsumeError(e);
+    }
+    free(p->buf);
+    free(p->out_node);
+    free(p->consts);
+    free(p->ir_text);
+  }
   free(p);
 }
 

@@ -4,6 +4,8 @@
  * is a generated loop nest. Shape conventions are the interpreter's
  * (ir/interp*.c), which these kernels must match. */
 #include "cg_internal.h"
+#include "cg_conv.h"
+#include "cg_vec.h"
 
 #include <math.h>
 
@@ -72,10 +74,37 @@ static V u_int(cg_k *k, int op, V x) {
   return LLVMBuildSelect(BLD, LLVMBuildICmp(BLD, LLVMIntSLT, x, ci(k, 0), ""), neg, x, "");
 }
 
+/* Rough cost of each vectorisable map per element, in units of a load, an
+ * add and a store (what decides whether a big map is split across cores). */
+static const unsigned char unary_cost[IR_NOPS] = {
+  [IR_RELU] = 1, [IR_LEAKY_RELU] = 1, [IR_ABS] = 1, [IR_NEG] = 1, [IR_SQRT] = 2, [IR_EXP] = 6,
+  [IR_SIGMOID] = 8, [IR_SWISH] = 8, [IR_TANH] = 10, [IR_GELU] = 12,
+  [IR_CAST] = 1, [IR_RESHAPE] = 1, [IR_DROPOUT] = 1,
+};
+
+typedef struct {
+  int op;
+  const ir_attr *a;
+} unary_ctx;
+
+static void unary_vec(cg_k *k, V i, int w, void *ctx) {
+  const unary_ctx *c = ctx;
+  cg_vst(k, k->arg[0], i, unary_fn[c->op](k, cg_vld(k, k->arg[1], i, w), c->a), w);
+}
+
+/* f32 to f32 through a map that works on vectors: explicit vector code
+ * (LLVM 14 will not vectorise the polynomials' selects and divisions on
+ * its own), on several cores when big; else one scalar loop. */
 static void e_unary(cg_k *k) {
   int op = k->n->op;
   int src_float = ir_dtype_is_float(k->dt[1]), dst_float = ir_dtype_is_float(k->dt[0]);
-  CG_FOR(k, l, ci(k, 0), ci(k, ir_numel(&k->n->shape))) {
+  int64_t n = ir_numel(&k->n->shape);
+  if (k->dt[0] == IR_F32 && k->dt[1] == IR_F32 && unary_cost[op]) { /* not log, pow: scalar calls */
+    unary_ctx c = {op, &k->n->attr};
+    cg_vmap(k, n, unary_cost[op], unary_vec, &c);
+    return;
+  }
+  CG_FOR(k, l, ci(k, 0), ci(k, n)) {
     if (op == IR_CAST || op == IR_RESHAPE || op == IR_DROPOUT) /* moves: the store converts */
       cg_st(k, 0, l.iv, src_float ? cg_ldf(k, 1, l.iv) : cg_ldi(k, 1, l.iv));
     else if (!dst_float)
@@ -123,22 +152,35 @@ static void e_binary(cg_k *k) {
 
 /* ---- matrix products ---- */
 
+/* One product of the batch: C[M, N] = A'[M, K] B'[K, N], where a flagged
+ * operand is stored transposed (A as [K, M], B as [N, K]) and handed to
+ * sgemm with its transpose flag; lda/ldb are the stored row lengths. */
 typedef struct {
-  int64_t M, N, K;
+  int64_t M, N, K, lda, ldb;
+  int ta, tb;
 } mm_ctx;
+
+static mm_ctx mm_dims(cg_k *k) {
+  const ir_shape *sa = SH(0), *sb = SH(1);
+  mm_ctx c;
+  c.ta = (k->n->attr.i & IR_MM_TA) != 0, c.tb = (k->n->attr.i & IR_MM_TB) != 0; /* rank >= 2 only */
+  c.K = sa->d[sa->rank - 1 - c.ta];
+  c.M = sa->rank >= 2 ? sa->d[sa->rank - 2 + c.ta] : 1;
+  c.N = sb->rank >= 2 ? sb->d[sb->rank - 1 - c.tb] : 1;
+  c.lda = c.ta ? c.M : c.K;
+  c.ldb = c.tb ? c.K : c.N;
+  return c;
+}
 
 static void matmul_body(cg_k *k, V *off, void *ctx) {
   mm_ctx *c = ctx;
-  cg_sgemm(k, 0, 0, c->M, c->N, c->K, 1.0, cg_fptr(k, ARG(0), off[1]), c->K, cg_fptr(k, ARG(1), off[2]), c->N,
-           0.0, cg_fptr(k, k->arg[0], off[0]), c->N);
+  cg_sgemm(k, c->ta, c->tb, c->M, c->N, c->K, 1.0, cg_fptr(k, ARG(0), off[1]), c->lda, cg_fptr(k, ARG(1), off[2]),
+           c->ldb, 0.0, cg_fptr(k, k->arg[0], off[0]), c->N);
 }
 
 static void e_matmul(cg_k *k) {
   const ir_shape *sa = SH(0), *sb = SH(1);
-  mm_ctx c;
-  c.K = sa->d[sa->rank - 1];
-  c.M = sa->rank >= 2 ? sa->d[sa->rank - 2] : 1;
-  c.N = sb->rank >= 2 ? sb->d[sb->rank - 1] : 1;
+  mm_ctx c = mm_dims(k);
   ir_shape batch = k->n->shape, ba = {0}, bb = {0};
   batch.rank -= (sa->rank >= 2) + (sb->rank >= 2);
   ba.rank = sa->rank > 2 ? sa->rank - 2 : 0;
@@ -146,8 +188,10 @@ static void e_matmul(cg_k *k) {
   for (int i = 0; i < ba.rank; i++) ba.d[i] = sa->d[i];
   for (int i = 0; i < bb.rank; i++) bb.d[i] = sb->d[i];
   int64_t nb = ir_numel(&batch);
-  if (ir_numel(&bb) == 1 && ir_numel(&ba) == nb) { /* shared weights: one tall GEMM */
-    cg_sgemm(k, 0, 0, c.M * nb, c.N, c.K, 1.0, ARG(0), c.K, ARG(1), c.N, 0.0, k->arg[0], c.N);
+  /* shared weights: one tall GEMM over the stacked rows of A; a transposed
+   * A's rows are columns of each batch's matrix, so only a single one */
+  if (ir_numel(&bb) == 1 && ir_numel(&ba) == nb && (!c.ta || nb == 1)) {
+    cg_sgemm(k, c.ta, c.tb, c.M * nb, c.N, c.K, 1.0, ARG(0), c.lda, ARG(1), c.ldb, 0.0, k->arg[0], c.N);
     return;
   }
   int64_t st[3][IR_MAXDIM];
@@ -162,44 +206,8 @@ static void e_matmul(cg_k *k) {
   cg_nest(k, batch.rank, batch.d, 3, st, NULL, matmul_body, &c);
 }
 
-/* conv2d: per image, im2col into scratch [C*k*k, OH*OW], then
- * out[n] = w[O, C*k*k] @ col, plus the bias per output channel. */
-static void e_conv2d(cg_k *k) {
-  const ir_shape *sx = SH(0), *sw = SH(1), *so = &k->n->shape;
-  int64_t C = sx->d[1], H = sx->d[2], W = sx->d[3], O = sw->d[0], KS = sw->d[2];
-  int64_t OH = so->d[2], OW = so->d[3], s = k->n->attr.stride, pad = k->n->attr.pad, P = OH * OW;
-  int direct = KS == 1 && s == 1 && pad == 0 && OH == H && OW == W;
-  CG_FOR(k, n, ci(k, 0), ci(k, sx->d[0])) {
-    V ximg = cg_muli(k, n.iv, C * H * W);
-    V col = direct ? cg_fptr(k, ARG(0), ximg) : scr(k, 0);
-    if (!direct) {
-      CG_FOR(k, c, ci(k, 0), ci(k, C)) CG_FOR(k, ky, ci(k, 0), ci(k, KS)) CG_FOR(k, kx, ci(k, 0), ci(k, KS)) {
-        V row = cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, c.iv, KS), ky.iv), KS), kx.iv), P);
-        V plane = cg_add(k, ximg, cg_muli(k, c.iv, H * W));
-        CG_FOR(k, oy, ci(k, 0), ci(k, OH)) {
-          V y = cg_add(k, cg_muli(k, oy.iv, s), LLVMBuildSub(BLD, ky.iv, ci(k, pad), ""));
-          V yin = LLVMBuildICmp(BLD, LLVMIntULT, y, ci(k, H), "");
-          CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
-            V x = cg_add(k, cg_muli(k, ox.iv, s), LLVMBuildSub(BLD, kx.iv, ci(k, pad), ""));
-            V in = LLVMBuildAnd(BLD, yin, LLVMBuildICmp(BLD, LLVMIntULT, x, ci(k, W), ""), "");
-            V idx = LLVMBuildSelect(BLD, in, cg_add(k, plane, cg_add(k, cg_muli(k, y, W), x)), ci(k, 0), "");
-            V v = LLVMBuildSelect(BLD, in, cg_ldp(k, ARG(0), idx), cf(k, 0), "");
-            cg_stp(k, col, cg_add(k, row, cg_add(k, cg_muli(k, oy.iv, OW), ox.iv)), v);
-          }
-        }
-      }
-    }
-    V out = cg_fptr(k, k->arg[0], cg_muli(k, n.iv, O * P));
-    cg_sgemm(k, 0, 0, O, P, C * KS * KS, 1.0, ARG(1), C * KS * KS, col, P, 0.0, out, P);
-    if (k->n->nin == 3) CG_FOR(k, o, ci(k, 0), ci(k, O)) {
-      V b = cg_ldp(k, ARG(2), o.iv);
-      CG_FOR(k, p, ci(k, 0), ci(k, P)) {
-        V i = cg_add(k, cg_muli(k, o.iv, P), p.iv);
-        cg_stp(k, out, i, cg_fadd(k, cg_ldp(k, out, i), b));
-      }
-    }
-  }
-}
+/* conv2d: im2col GEMMs over chunks of the batch (cg_conv.c) */
+static void e_conv2d(cg_k *k) { cg_emit_conv_fwd(k); }
 
 /* ---- reductions along an axis: x viewed as [outer, len, inner] ---- */
 
@@ -328,6 +336,11 @@ static void e_reduce(cg_k *k) {
     reduce_rows(k, outer, len);
     return;
   }
+  if (k->dt[1] == IR_F32 && k->dt[0] == IR_F32) { /* columns of [len, inner] per outer: vector accumulators */
+    cg_colred r = {1, 1, {outer}, {len * inner}, {inner}, {len}, {inner}, inner, op, 1.0 / (double)len};
+    cg_emit_colred(k, &r, 1, 0);
+    return;
+  }
   LLVMTypeRef at = op == IR_MAX ? (flt ? k->m->f32 : k->m->i64) : (flt ? k->m->f64 : k->m->i64);
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
     V base = cg_add(k, cg_muli(k, o.iv, len * inner), i.iv);
@@ -399,6 +412,7 @@ static void e_pool(cg_k *k) {
   int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3], OH = so->d[2], OW = so->d[3];
   int64_t K = k->n->attr.k, s = k->n->attr.stride;
   int is_max = k->n->op == IR_MAXPOOL2D;
+  if (cg_emit_pool_tiled(k, is_max, 0)) return; /* vector code when the windows tile the image */
   CG_FOR(k, pl, ci(k, 0), ci(k, planes)) CG_FOR(k, oy, ci(k, 0), ci(k, OH)) CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
     V acc = cg_var(k, k->m->f32, cf(k, is_max ? -INFINITY : 0.0));
     V base = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, H), cg_muli(k, oy.iv, s)), W), cg_muli(k, ox.iv, s));
@@ -589,24 +603,6 @@ static void rnn_step(cg_k *k, seq_t s, V xp, V t, int first) {
   }
 }
 
-static void lstm_step(cg_k *k, seq_t s, V xp, V t, int first) {
-  int64_t gw = 4 * s.h;
-  V cell = scr(k, s.B * s.T * gw);
-  if (!first) seq_recur(k, s, t, cg_fptr(k, xp, cg_muli(k, t, gw)), s.T * gw);
-  CG_FOR(k, b, ci(k, 0), ci(k, s.B)) CG_FOR(k, j, ci(k, 0), ci(k, s.h)) {
-    V g = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, b.iv, s.T), t), gw), j.iv);
-    V ig = cg_sigmoid(k, cg_ldp(k, xp, g));
-    V fg = cg_sigmoid(k, cg_ldp(k, xp, cg_add(k, g, ci(k, s.h))));
-    V gg = cg_tanh(k, cg_ldp(k, xp, cg_add(k, g, ci(k, 2 * s.h))));
-    V og = cg_sigmoid(k, cg_ldp(k, xp, cg_add(k, g, ci(k, 3 * s.h))));
-    V ci_ = cg_add(k, cg_muli(k, b.iv, s.h), j.iv);
-    V c = cg_fmul(k, ig, gg);
-    if (!first) c = cg_fadd(k, cg_fmul(k, fg, cg_ldp(k, cell, ci_)), c);
-    cg_stp(k, cell, ci_, c);
-    cg_stp(k, k->arg[0], outidx(k, s, b.iv, t, j.iv), cg_fmul(k, og, cg_tanh(k, c)));
-  }
-}
-
 static void gru_step(cg_k *k, seq_t s, V xp, V t, int first) {
   int64_t gw = 3 * s.h;
   V hp = scr(k, s.B * s.T * gw);
@@ -630,11 +626,12 @@ static void gru_step(cg_k *k, seq_t s, V xp, V t, int first) {
 
 typedef void (*seq_step_fn)(cg_k *k, seq_t s, V xp, V t, int first);
 
-/* t = 0 is peeled (no previous state: no recurrent GEMM), then a loop. */
+/* rnn, gru (lstm: cg_attn.c). t = 0 is peeled (no previous state: no
+ * recurrent GEMM), then a loop. */
 static void e_seq(cg_k *k) {
   int op = k->n->op;
-  int G = op == IR_LSTM ? 4 : op == IR_GRU ? 3 : 1;
-  seq_step_fn step = op == IR_LSTM ? lstm_step : op == IR_GRU ? gru_step : rnn_step;
+  int G = op == IR_GRU ? 3 : 1;
+  seq_step_fn step = op == IR_GRU ? gru_step : rnn_step;
   seq_t s = seq_of(k, G);
   V xp = seq_inproj(k, s, ARG(3));
   step(k, s, xp, ci(k, 0), 1);
@@ -659,6 +656,10 @@ static V epi_apply(cg_k *k, V v, V row, V col, int w, void *ctx) {
     const ir_node *n = f->node[s];
     if (f->kind[s] == CG_EPI_UNARY) {
       v = unary_fn[n->op](k, v, &n->attr);
+      continue;
+    }
+    if (f->kind[s] == CG_EPI_PROGRAM) { /* cg_fused.c */
+      v = cg_fused_epilogue(k, n, f->parg[s], v, row, col, w);
       continue;
     }
     V idx = f->kind[s] == CG_EPI_ROW ? col : cg_add(k, cg_muli(k, row, N), col);
@@ -689,11 +690,13 @@ static void epi_row(cg_k *k, V r, void *ctx) {
  * after it, in parallel over rows when it is big. */
 void cg_emit_fused(cg_k *k) {
   const ir_shape *sa = SH(0), *sb = SH(1);
-  int64_t K = sa->d[sa->rank - 1], N = k->n->shape.d[k->n->shape.rank - 1];
+  mm_ctx c = mm_dims(k);
+  int64_t N = k->n->shape.d[k->n->shape.rank - 1];
   int64_t rows = ir_numel(&k->n->shape) / N;
-  if (sb->rank == 2 && sa->rank >= 2 && rows * N * K <= CG_SMALL_GEMM) {
+  /* one GEMM over every row: B shared, A's rows stacked (not transposed, or a single matrix) */
+  if (sb->rank == 2 && sa->rank >= 2 && (!c.ta || sa->rank == 2) && rows * N * c.K <= CG_SMALL_GEMM) {
     cg_epi epi = {epi_apply, (void *)k->fuse};
-    cg_sgemm_epi(k, 0, 0, rows, N, K, 1.0, ARG(0), K, ARG(1), N, 0.0, k->arg[0], N, &epi);
+    cg_sgemm_epi(k, c.ta, c.tb, rows, N, c.K, 1.0, ARG(0), c.lda, ARG(1), c.ldb, 0.0, k->arg[0], N, &epi);
     return;
   }
   e_matmul(k);
@@ -715,23 +718,19 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
   [IR_MAXPOOL2D] = e_pool,  [IR_AVGPOOL2D] = e_pool,
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
-  [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = e_seq,        [IR_GRU] = e_seq,
+  [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = cg_emit_lstm, [IR_GRU] = e_seq,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
-  [IR_SUM_TO ... IR_NOPS - 1] = cg_emit_grad, /* the backward ops (the last rows): cg_grad.c */
+  [IR_SUM_TO ... IR_GRU_GRAD] = cg_emit_grad, /* the backward ops: cg_grad.c */
+  [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
 
 int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
   const ir_shape *sx = &g->nodes[n->in ? n->in[0] : 0].shape;
   int64_t f = 0;
   switch (n->op) {
-  case IR_CONV2D: {
-    const ir_shape *sw = &g->nodes[n->in[1]].shape;
-    f = sw->d[1] * sw->d[2] * sw->d[3] * n->shape.d[2] * n->shape.d[3];
-    break;
-  }
   case IR_ATTENTION: case IR_ATTENTION_GRAD: case IR_RNN_GRAD: case IR_LSTM_GRAD: case IR_GRU_GRAD:
     return cg_seq_scratch_bytes(g, n); /* cg_attn.c */
-  case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: return cg_conv_scratch_bytes(g, n); /* cg_conv.c */
+  case IR_CONV2D: case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: return cg_conv_scratch_bytes(g, n); /* cg_conv.c */
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
   case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;
   case IR_GRU: f = sx->d[0] * sx->d[1] * 3 * n->shape.d[2] + sx->d[0] * 3 * n->shape.d[2]; break;
@@ -758,3 +757,5 @@ const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
   }
   return NULL;
 }
+
+V cg_unary_value(cg_k *k, int op, V x, const ir_attr *a) { return unary_fn[op](k, x, a); }

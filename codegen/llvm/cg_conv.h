@@ -1,0 +1,12 @@
+/* cg_conv.h -- the forward convolution's emitter (cg_conv.c; its backward
+ * ops and scratch sizes are declared in cg_internal.h). */
+#ifndef LATHE_CG_CONV_H
+#define LATHE_CG_CONV_H
+
+#include "cg_internal.h"
+
+/* conv2d: im2col over chunks of the batch, one GEMM per chunk, the bias
+ * added as the result is regrouped; scratch from cg_conv_scratch_bytes */
+void cg_emit_conv_fwd(cg_k *k);
+
+#endif

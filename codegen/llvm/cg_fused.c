@@ -1,0 +1,148 @@
+/* cg_fused.c -- the CPU kernel of a fused elementwise program (IR_FUSED,
+ * made by passes/fuse.c): one loop over the result, explicit vectors of the
+ * module's width, each input loaded once per element in its broadcast form
+ * (ir_bcast_kind_of) and every step applied in registers. The same program
+ * also runs as a matrix product's epilogue (cg_fused_epilogue), on the
+ * product's values before they are stored. */
+#include "cg_internal.h"
+
+/* Inputs of the program: input j of the fused node is kernel argument
+ * arg[j] (resolved against whichever cg_k emits, so parallel bodies see
+ * their own arguments), or the running value when j == cursor. */
+typedef struct {
+  const ir_node *n;
+  int nin, cursor;
+  int arg[CG_MAXARGS];
+  ir_bcast_kind kind[CG_MAXARGS];
+  int64_t m[CG_MAXARGS];
+} fz_prog;
+
+static void fz_setup(fz_prog *p, const ir_graph *g, const ir_node *n, const int *arg, int cursor) {
+  p->n = n, p->nin = n->nin, p->cursor = cursor;
+  for (int j = 0; j < n->nin && j < CG_MAXARGS; j++) {
+    p->arg[j] = arg ? arg[j] : 1 + j;
+    p->kind[j] = ir_bcast_kind_of(&n->shape, &g->nodes[n->in[j]].shape, &p->m[j]);
+  }
+}
+
+/* Input j at flat element o of the result (w lanes). row and col (both or
+ * neither) give o as row * N + col, for the epilogue's per-row/per-column
+ * inputs (m == N there, so no division is needed). */
+static V fz_load(cg_k *k, const fz_prog *p, int j, V o, V row, V col, int w) {
+  V base = k->arg[p->arg[j]];
+  switch (p->kind[j]) {
+  case IR_BC_FULL: return cg_vld(k, base, o, w);
+  case IR_BC_SCALAR: return cg_bcast(k, cg_ldp(k, base, ci(k, 0)), w);
+  case IR_BC_SUFFIX: return cg_vld(k, base, col ? col : LLVMBuildURem(k->B, o, ci(k, p->m[j]), ""), w);
+  default: return cg_bcast(k, cg_ldp(k, base, row ? row : LLVMBuildUDiv(k->B, o, ci(k, p->m[j]), "")), w);
+  }
+}
+
+static V fz_min(cg_k *k, V a, V b) { /* torch.minimum: NaN propagates */
+  V m = cg_sel(k, cg_fcmp(k, LLVMRealOLT, b, a), b, a);
+  return cg_sel(k, cg_fcmp(k, LLVMRealUNO, a, b), cfl(k, a, __builtin_nan("")), m);
+}
+
+static V fz_step(cg_k *k, const ir_fstep *st, const ir_attr *at, V x, V y) {
+  switch (st->op) {
+  case IR_ADD: return cg_fadd(k, x, y);
+  case IR_SUB: return cg_fsub(k, x, y);
+  case IR_MUL: return cg_fmul(k, x, y);
+  case IR_DIV: return cg_fdiv(k, x, y);
+  case IR_MINIMUM: return fz_min(k, x, y);
+  default: return cg_unary_value(k, st->op, x, at);
+  }
+}
+
+static V fz_eval(cg_k *k, const fz_prog *p, V v, V o, V row, V col, int w) {
+  const ir_fusion *f = p->n->fusion;
+  V in[CG_MAXARGS], val[IR_FUSE_MAXSTEPS];
+  for (int j = 0; j < p->nin; j++) in[j] = j == p->cursor ? v : fz_load(k, p, j, o, row, col, w);
+  for (int s = 0; s < f->nsteps; s++) {
+    const ir_fstep *st = &f->step[s];
+    V a[2] = {NULL, NULL};
+    for (int q = 0; q < st->nin; q++) a[q] = st->arg[q] >= 0 ? in[st->arg[q]] : val[-1 - st->arg[q]];
+    val[s] = fz_step(k, st, &f->attr[s], a[0], a[1]);
+  }
+  return val[f->nsteps - 1];
+}
+
+/* ---- the standalone kernel ---- */
+
+typedef struct {
+  const fz_prog *p;
+  int w;
+  int64_t chunk, total;
+} fz_loop;
+
+static void fz_elems(cg_k *k, const fz_loop *L, V base, V len) {
+  int w = L->w;
+  V nv = w > 1 ? LLVMBuildAnd(k->B, len, ci(k, ~(int64_t)(w - 1)), "") : ci(k, 0); /* whole vectors */
+  if (w > 1)
+    CG_FOR(k, l, ci(k, 0), LLVMBuildUDiv(k->B, nv, ci(k, w), "")) {
+      V o = cg_add(k, base, cg_muli(k, l.iv, w));
+      cg_vst(k, k->arg[0], o, fz_eval(k, L->p, NULL, o, NULL, NULL, w), w);
+    }
+  CG_FOR(k, l, nv, len) {
+    V o = cg_add(k, base, l.iv);
+    cg_vst(k, k->arg[0], o, fz_eval(k, L->p, NULL, o, NULL, NULL, 1), 1);
+  }
+}
+
+static void fz_part(cg_k *k, V i, void *ctx) {
+  const fz_loop *L = ctx;
+  V base = cg_muli(k, i, L->chunk);
+  V rest = LLVMBuildSub(k->B, ci(k, L->total), base, "");
+  V len = cg_sel(k, LLVMBuildICmp(k->B, LLVMIntSLT, rest, ci(k, L->chunk), ""), rest, ci(k, L->chunk));
+  fz_elems(k, L, base, len);
+}
+
+/* The widest vector every input can be loaded with: a per-row or periodic
+ * input must not change element (or wrap) inside one vector. */
+static int fz_width(const fz_prog *p, int vw) {
+  int w = vw > 1 ? vw : 1;
+  for (int j = 0; j < p->nin; j++)
+    if (p->kind[j] == IR_BC_SUFFIX || p->kind[j] == IR_BC_PREFIX)
+      while (w > 1 && p->m[j] % w) w /= 2;
+  return w;
+}
+
+/* A part is worth a hand-off to the other core at about 64K elements. */
+enum { FZ_CHUNK = 1 << 15, FZ_GRAIN_CHUNKS = 2 };
+
+void cg_emit_fused_op(cg_k *k) {
+  fz_prog p;
+  fz_setup(&p, k->g, k->n, NULL, -1);
+  int64_t total = ir_numel(&k->n->shape);
+  fz_loop L = {&p, fz_width(&p, k->m->vw), FZ_CHUNK, total};
+  int64_t parts = (total + FZ_CHUNK - 1) / FZ_CHUNK;
+  if (parts >= 2 * FZ_GRAIN_CHUNKS) cg_parallel_for(k, parts, FZ_GRAIN_CHUNKS, 0, fz_part, &L);
+  else fz_elems(k, &L, ci(k, 0), ci(k, total));
+}
+
+/* ---- as a product's epilogue ---- */
+
+int cg_fused_epilogue_ok(const ir_graph *g, const ir_node *fz, int product) {
+  int64_t N = fz->shape.rank ? fz->shape.d[fz->shape.rank - 1] : 1, m;
+  int seen = 0;
+  for (int j = 0; j < fz->nin; j++) {
+    if (fz->in[j] == product) {
+      seen++;
+      continue;
+    }
+    ir_bcast_kind kd = ir_bcast_kind_of(&fz->shape, &g->nodes[fz->in[j]].shape, &m);
+    if (kd == IR_BC_OTHER || ((kd == IR_BC_SUFFIX || kd == IR_BC_PREFIX) && m != N)) return 0;
+  }
+  return seen == 1 && ir_shape_eq(&fz->shape, &g->nodes[product].shape);
+}
+
+V cg_fused_epilogue(cg_k *k, const ir_node *fz, const int *arg, V v, V row, V col, int w) {
+  fz_prog p;
+  int cursor = -1;
+  int64_t N = fz->shape.d[fz->shape.rank - 1];
+  for (int j = 0; j < fz->nin; j++)
+    if (arg[j] < 0) cursor = j;
+  fz_setup(&p, k->g, fz, arg, cursor);
+  V o = cg_add(k, cg_muli(k, row, N), col);
+  return fz_eval(k, &p, v, o, row, col, w);
+}

@@ -1,0 +1,221 @@
+/* cg_vec.c -- vectorised maps and strided reductions (see cg_vec.h). */
+#include "cg_vec.h"
+
+#include <math.h>
+
+#define BLD (k->B)
+
+static int vwidth(const cg_k *k) { return k->m->vw > 1 ? k->m->vw : 1; }
+
+void cg_unflatten(cg_k *k, V u, int n, const int64_t *d, const int64_t *s1, const int64_t *s2, V *o1, V *o2) {
+  V a = ci(k, 0), b = ci(k, 0);
+  for (int i = n - 1; i >= 0; i--) {
+    V q = u, dig = u;
+    if (i > 0) { /* the outermost digit needs no remainder */
+      dig = LLVMBuildURem(BLD, u, ci(k, d[i]), "");
+      q = LLVMBuildUDiv(BLD, u, ci(k, d[i]), "");
+    }
+    a = cg_add(k, a, cg_muli(k, dig, s1[i]));
+    if (s2) b = cg_add(k, b, cg_muli(k, dig, s2[i]));
+    u = q;
+  }
+  *o1 = a;
+  if (o2) *o2 = b;
+}
+
+/* ---- elementwise maps ---- */
+
+enum { VMAP_CHUNK = 1 << 13 }; /* elements per unit of a parallel map: a multiple of every vector width */
+
+typedef struct {
+  cg_vbody body;
+  void *ctx;
+  V lo; /* the chunk's first element, in the part's function */
+} vmap_t;
+
+static void vmap_shifted(cg_k *k, V i, int w, void *ctx) {
+  vmap_t *m = ctx;
+  m->body(k, cg_add(k, m->lo, i), w, m->ctx);
+}
+
+typedef struct {
+  cg_vbody body;
+  void *ctx;
+  int64_t n;
+} vmap_par;
+
+static void vmap_chunk(cg_k *k, V u, void *ctx) {
+  vmap_par *p = ctx;
+  vmap_t m = {p->body, p->ctx, cg_muli(k, u, VMAP_CHUNK)};
+  V left = LLVMBuildSub(BLD, ci(k, p->n), m.lo, "");
+  V len = cg_sel(k, LLVMBuildICmp(BLD, LLVMIntSLT, left, ci(k, VMAP_CHUNK), ""), left, ci(k, VMAP_CHUNK));
+  cg_vfor(k, len, vmap_shifted, &m);
+}
+
+void cg_vmap(cg_k *k, int64_t n, int64_t cost, cg_vbody body, void *ctx) {
+  if (cost < 1) cost = 1;
+  if (n * cost < CG_PAR_WORK || n <= VMAP_CHUNK) {
+    cg_vfor(k, ci(k, n), body, ctx);
+    return;
+  }
+  vmap_par p = {body, ctx, n};
+  int64_t units = (n + VMAP_CHUNK - 1) / VMAP_CHUNK, per = (int64_t)VMAP_CHUNK * cost;
+  int64_t grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
+  cg_parallel_for(k, units, grain, 0, vmap_chunk, &p);
+}
+
+/* ---- reductions over leading axes: column blocks held in registers ---- */
+
+typedef struct {
+  const cg_colred *r;
+  int xa, ya, nq, w;
+  V xoff, j0;
+  V acc[16];
+  LLVMTypeRef at;
+} colblk;
+
+static LLVMTypeRef vec_of(LLVMTypeRef t, int w) { return w > 1 ? LLVMVectorType(t, (unsigned)w) : t; }
+
+static void colblk_row(cg_k *k, V *off, void *ctx) {
+  colblk *b = ctx;
+  V base = cg_add(k, cg_add(k, b->xoff, off[0]), b->j0);
+  for (int q = 0; q < b->nq; q++) {
+    V v = cg_vld(k, k->arg[b->xa], cg_add(k, base, ci(k, q * b->w)), b->w), a = cg_get(k, b->acc[q], b->at);
+    if (b->r->op == IR_MAX) v = cg_fmax_nan(k, a, v);
+    else v = LLVMBuildFAdd(BLD, a, LLVMBuildFPExt(BLD, v, b->at, ""), "");
+    cg_set(k, b->acc[q], v);
+  }
+}
+
+/* y[yoff + j0 + (0 .. nq*w)] from the red nest at x offset xoff */
+static void colred_block(cg_k *k, const cg_colred *r, int xa, int ya, V xoff, V yoff, V j0, int nq, int w) {
+  colblk b = {r, xa, ya, nq, w, xoff, j0, {0}, NULL};
+  int is_max = r->op == IR_MAX;
+  b.at = vec_of(is_max ? k->m->f32 : k->m->f64, w);
+  V init = is_max ? cg_splat(k, b.at, cf(k, -INFINITY)) : LLVMConstNull(b.at);
+  for (int q = 0; q < nq; q++) b.acc[q] = cg_var(k, b.at, init);
+  int64_t st[1][IR_MAXDIM];
+  for (int d = 0; d < r->nred; d++) st[0][d] = r->rs[d];
+  cg_nest(k, r->nred, r->rd, 1, st, NULL, colblk_row, &b);
+  V ybase = cg_add(k, yoff, j0);
+  for (int q = 0; q < nq; q++) {
+    V v = cg_get(k, b.acc[q], b.at);
+    if (!is_max) {
+      if (r->op == IR_MEAN) v = LLVMBuildFMul(BLD, v, cg_splat(k, b.at, cd(k, r->scale)), "");
+      v = LLVMBuildFPTrunc(BLD, v, vec_of(k->m->f32, w), "");
+    }
+    cg_vst(k, k->arg[ya], cg_add(k, ybase, ci(k, q * w)), v, w);
+  }
+}
+
+static int colred_maxq(const cg_k *k) { return vwidth(k) >= 16 ? 8 : 4; } /* double accumulators fill half the registers */
+
+typedef struct {
+  const cg_colred *r;
+  int xa, ya;
+  int64_t nblk, bw;
+} colunits;
+
+/* unit u: outer index u / nblk, full column block u % nblk */
+static void colred_unit(cg_k *k, V u, void *ctx) {
+  colunits *c = ctx;
+  V o = u, bl = ci(k, 0), xo, yo;
+  if (c->nblk > 1) {
+    o = LLVMBuildUDiv(BLD, u, ci(k, c->nblk), "");
+    bl = LLVMBuildURem(BLD, u, ci(k, c->nblk), "");
+  }
+  cg_unflatten(k, o, c->r->nout, c->r->od, c->r->oxs, c->r->oys, &xo, &yo);
+  colred_block(k, c->r, c->xa, c->ya, xo, yo, cg_muli(k, bl, c->bw), colred_maxq(k), vwidth(k));
+}
+
+static int64_t count_of(int n, const int64_t *d) {
+  int64_t p = 1;
+  for (int i = 0; i < n; i++) p *= d[i];
+  return p;
+}
+
+/* the columns after the full blocks: narrower vectors, then scalars */
+static void colred_tail(cg_k *k, const cg_colred *r, int xa, int ya, int64_t from) {
+  int vw = vwidth(k), maxq = colred_maxq(k);
+  CG_FOR(k, o, ci(k, 0), ci(k, count_of(r->nout, r->od))) {
+    V xo, yo;
+    cg_unflatten(k, o.iv, r->nout, r->od, r->oxs, r->oys, &xo, &yo);
+    int64_t j = from;
+    for (int w = vw; w >= 1; w /= 2)
+      while (r->N - j >= w) {
+        int nq = (int)((r->N - j) / w < maxq ? (r->N - j) / w : maxq);
+        colred_block(k, r, xa, ya, xo, yo, ci(k, j), nq, w);
+        j += (int64_t)nq * w;
+      }
+  }
+}
+
+void cg_emit_colred(cg_k *k, const cg_colred *r, int xa, int ya) {
+  int64_t bw = (int64_t)colred_maxq(k) * vwidth(k), nblk = r->N / bw;
+  int64_t outer = count_of(r->nout, r->od), red = count_of(r->nred, r->rd);
+  if (nblk > 0) {
+    colunits c = {r, xa, ya, nblk, bw};
+    int64_t units = outer * nblk, per = red * bw;
+    if (units >= 2 && units * per >= CG_PAR_WORK) {
+      int64_t grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
+      cg_parallel_for(k, units, grain, 0, colred_unit, &c);
+    } else {
+      CG_FOR(k, u, ci(k, 0), ci(k, units)) colred_unit(k, u.iv, &c);
+    }
+  }
+  if (r->N % bw) colred_tail(k, r, xa, ya, nblk * bw);
+}
+
+/* ---- sums over the last axes: vector accumulators along contiguous rows ---- */
+
+typedef struct {
+  const cg_colred *r;
+  int xa, ya;
+  int64_t L;
+  V row;
+  cg_acc acc;
+} rowsum_t;
+
+static void rowsum_elems(cg_k *k, V i, int w, void *ctx) {
+  rowsum_t *s = ctx;
+  V v = cg_vld(k, s->row, i, w);
+  V a = cg_acc_get(k, &s->acc, w);
+  cg_acc_set(k, &s->acc, w, LLVMBuildFAdd(BLD, a, LLVMBuildFPExt(BLD, v, vec_of(k->m->f64, w), ""), ""));
+}
+
+typedef struct {
+  rowsum_t *s;
+  V xo;
+} rowsum_nest;
+
+static void rowsum_row(cg_k *k, V *off, void *ctx) {
+  rowsum_nest *n = ctx;
+  n->s->row = cg_fptr(k, k->arg[n->s->xa], cg_add(k, n->xo, off[0]));
+  cg_vfor(k, ci(k, n->s->L), rowsum_elems, n->s);
+}
+
+static void rowsum_unit(cg_k *k, V u, void *ctx) {
+  rowsum_t s = *(rowsum_t *)ctx;
+  const cg_colred *r = s.r;
+  V xo, yo;
+  cg_unflatten(k, u, r->nout, r->od, r->oxs, r->oys, &xo, &yo);
+  s.acc = cg_acc_new(k, k->m->f64, 0.0);
+  rowsum_nest n = {&s, xo};
+  int64_t st[1][IR_MAXDIM];
+  for (int d = 0; d < r->nred; d++) st[0][d] = r->rs[d];
+  cg_nest(k, r->nred, r->rd, 1, st, NULL, rowsum_row, &n);
+  V v = cg_acc_fold(k, &s.acc, cg_fold_add);
+  if (r->op == IR_MEAN) v = LLVMBuildFMul(BLD, v, cd(k, r->scale), "");
+  cg_stp(k, k->arg[s.ya], yo, cg_tof(k, v));
+}
+
+void cg_emit_rowsum(cg_k *k, const cg_colred *r, int64_t L, int xa, int ya) {
+  rowsum_t s = {r, xa, ya, L, NULL, {0}};
+  int64_t outer = count_of(r->nout, r->od), per = count_of(r->nred, r->rd) * L;
+  if (outer >= 2 && outer * per >= CG_PAR_WORK) {
+    int64_t grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
+    cg_parallel_for(k, outer, grain, 0, rowsum_unit, &s);
+    return;
+  }
+  CG_FOR(k, u, ci(k, 0), ci(k, outer)) rowsum_unit(k, u.iv, &s);
+}
