@@ -153,7 +153,7 @@ static void wg_add(wg_job *w, const float *A, int64_t lda, const float *B, int64
                    int64_t N, int64_t K) {
   int64_t cols = (N + WG_SPLIT - 1) / WG_SPLIT;
   cols = cols < WG_MINCOLS ? WG_MINCOLS : (cols + 15) / 16 * 16;
-  for (int64_t j = 0; j < N && w->n < WG_MAX; j += cols)
+  for (int64_t j = 0; j < N && w->n < WG_MAX; j += cols) /* at most WG_SPLIT chunks: never cut short */
     w->g[w->n++] = (wg_gemm){A, B + j, C + j, M, N - j < cols ? N - j : cols, K, lda, ldb, N};
 }
 
