@@ -1,7 +1,8 @@
 /* fused.c -- what every reader of a fused elementwise node (IR_FUSED, made
  * by passes/fuse.c) agrees on: which ops a program may hold, the shape rule
- * that checks a program, the broadcast forms of its inputs, equality (for
- * CSE) and the text form (for the listing). */
+ * that checks a program, the broadcast forms of its inputs, equality (of
+ * attributes, programs and whole nodes: CSE and the program cache compare
+ * with it) and the text form (for the listing). */
 #include <stdio.h>
 #include <string.h>
 
@@ -64,6 +65,15 @@ int ir_fusion_eq(const ir_fusion *a, const ir_fusion *b) {
     if (!ir_attr_eq(&a->attr[s], &b->attr[s])) return 0;
   }
   return 1;
+}
+
+int ir_node_same(const ir_node *a, const ir_node *b) {
+  if (a->op != b->op || a->nin != b->nin || a->dtype != b->dtype || !ir_shape_eq(&a->shape, &b->shape)) return 0;
+  for (int k = 0; k < a->nin; k++)
+    if (a->in[k] != b->in[k]) return 0;
+  if (!ir_attr_eq(&a->attr, &b->attr) || !ir_fusion_eq(a->fusion, b->fusion)) return 0;
+  if (!a->data || !b->data) return a->data == b->data;
+  return memcmp(a->data, b->data, sizeof(double) * (size_t)ir_numel(&a->shape)) == 0;
 }
 
 void ir_fusion_print(const ir_fusion *f, FILE *out) {

@@ -252,6 +252,9 @@ int ir_fusable_op(int op);
 ir_bcast_kind ir_bcast_kind_of(const ir_shape *out, const ir_shape *in, int64_t *m);
 int ir_attr_eq(const ir_attr *a, const ir_attr *b);  /* field by field */
 int ir_fusion_eq(const ir_fusion *a, const ir_fusion *b);
+/* Same op, inputs, dtype, shape, attributes, constant data and program:
+ * the two nodes compute the same value (CSE; the in-process program cache). */
+int ir_node_same(const ir_node *a, const ir_node *b);
 /* " [mul($0, $1); add(@0, $2)]": $k = input k, @s = step s */
 void ir_fusion_print(const ir_fusion *f, FILE *out);
 

@@ -20,18 +20,6 @@ static uint64_t dbits(double d) {
   return u;
 }
 
-static int data_eq(const ir_node *a, const ir_node *b) {
-  if (!a->data || !b->data) return a->data == b->data;
-  return memcmp(a->data, b->data, sizeof(double) * (size_t)ir_numel(&a->shape)) == 0;
-}
-
-static int same_node(const ir_node *a, const ir_node *b) {
-  if (a->op != b->op || a->nin != b->nin || a->dtype != b->dtype || !ir_shape_eq(&a->shape, &b->shape)) return 0;
-  for (int k = 0; k < a->nin; k++)
-    if (a->in[k] != b->in[k]) return 0;
-  return ir_attr_eq(&a->attr, &b->attr) && data_eq(a, b) && ir_fusion_eq(a->fusion, b->fusion);
-}
-
 static uint64_t node_hash(const ir_node *n) {
   uint64_t h = mix((uint64_t)n->op, (uint64_t)n->dtype);
   for (int k = 0; k < n->nin; k++) h = mix(h, (uint64_t)n->in[k]);
@@ -58,7 +46,7 @@ int ps_cse(ir_graph *g, char *msg, size_t msgn) {
     if (!mergeable(nd)) continue;
     size_t s = (size_t)node_hash(nd) & (cap - 1);
     for (; slot[s]; s = (s + 1) & (cap - 1))
-      if (same_node(&g->nodes[slot[s] - 1], nd)) break;
+      if (ir_node_same(&g->nodes[slot[s] - 1], nd)) break;
     if (slot[s]) repl[i] = slot[s] - 1, merged++;
     else slot[s] = i + 1;
   }

@@ -57,18 +57,6 @@ static uint64_t graph_hash(const ir_graph *g, int opt_level, int parts) {
   return mix(h, (uint64_t)(int64_t)g->loss);
 }
 
-static int data_eq(const ir_node *a, const ir_node *b) {
-  if (!a->data || !b->data) return a->data == b->data;
-  return memcmp(a->data, b->data, sizeof(double) * (size_t)ir_numel(&a->shape)) == 0;
-}
-
-static int same_node(const ir_node *a, const ir_node *b) {
-  if (a->op != b->op || a->nin != b->nin || a->dtype != b->dtype || !ir_shape_eq(&a->shape, &b->shape)) return 0;
-  for (int k = 0; k < a->nin; k++)
-    if (a->in[k] != b->in[k]) return 0;
-  return ir_attr_eq(&a->attr, &b->attr) && data_eq(a, b) && ir_fusion_eq(a->fusion, b->fusion);
-}
-
 static int key_matches(const cg_memo_key *k, uint64_t hash, const ir_graph *g, int opt_level, int parts) {
   if (k->hash != hash || k->opt_level != opt_level || k->parts != parts || k->nnodes != g->nnodes ||
       k->ninputs != g->ninputs || k->nparams != g->nparams || k->noutputs != g->noutputs || k->loss != g->loss)
@@ -76,7 +64,7 @@ static int key_matches(const cg_memo_key *k, uint64_t hash, const ir_graph *g, i
   for (int j = 0; j < g->noutputs; j++)
     if (k->out_node[j] != g->outputs[j].node) return 0;
   for (int i = 0; i < g->nnodes; i++)
-    if (!same_node(&k->nodes[i], &g->nodes[i])) return 0;
+    if (!ir_node_same(&k->nodes[i], &g->nodes[i])) return 0;
   return 1;
 }
 
