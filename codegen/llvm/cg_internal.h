@@ -190,13 +190,9 @@ void cg_rec_grad_rt(float *out, const float *x, const float *wih, const float *w
                     const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B, int64_t T,
                     int64_t in, int64_t h);
 
-/* ---- cg_conv.c: conv2d backward as im2col GEMMs (lathe_conv_dx, lathe_conv_dw) ---- */
+/* ---- cg_conv.c: conv2d and its backward as chunked im2col GEMMs ---- */
 int cg_emit_conv_grad(cg_k *k); /* 1 if emitted; 0 (nothing emitted) for non-f32 operands */
 int64_t cg_conv_scratch_bytes(const ir_graph *g, const ir_node *n);
-void cg_conv_dx_rt(float *dx, const float *dy, const float *w, float *scr, int64_t N, int64_t C, int64_t H, int64_t W,
-                   int64_t O, int64_t K, int64_t OH, int64_t OW, int64_t s, int64_t pad);
-void cg_conv_dw_rt(float *dw, const float *x, const float *dy, float *scr, int64_t N, int64_t C, int64_t H, int64_t W,
-                   int64_t O, int64_t K, int64_t OH, int64_t OW, int64_t s, int64_t pad);
 
 /* ---- cg_host.c: start-up checks (once per process) ----
  * 0 when the host runs what LLVM generates for llvm_features and OpenBLAS's

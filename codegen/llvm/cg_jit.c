@@ -491,7 +491,6 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_prof_tick", (void *)prof_tick}, {"lathe_parallel_for", (void *)parallel_for},
     {"lathe_attn_fwd", (void *)cg_attn_fwd_rt}, {"lathe_attn_grad", (void *)cg_attn_grad_rt},
     {"lathe_rec_grad", (void *)cg_rec_grad_rt},
-    {"lathe_conv_dx", (void *)cg_conv_dx_rt}, {"lathe_conv_dw", (void *)cg_conv_dw_rt},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
   __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];
