@@ -20,17 +20,9 @@
 #include "passes/passes.h"
 #include "runtime/train.h"
 #include "tests/test.h"
+#include "tests/test_ir.h"
 
 static const ir_loc L0 = {0};
-
-static char *text_of(const ir_graph *g) {
-  char *buf = NULL;
-  size_t n = 0;
-  FILE *f = open_memstream(&buf, &n);
-  ir_print(g, f);
-  fclose(f);
-  return buf;
-}
 
 /* Parse and lower src (dims bound to 2) into g. */
 static int lower(const char *src, ir_graph *g) {
@@ -58,9 +50,9 @@ static void expect_fuse(const char *what, const char *src, const char *want) {
   ar_init(&A);
   ir_graph_init(&g, &A, "t");
   CHECK_MSG(lower(src, &g) == 0, "%s: does not lower", what);
-  char *before = text_of(&g), msg[512] = "";
+  char *before = test_text_of(&g), msg[512] = "";
   int n = ps_fuse(&g, msg, sizeof msg);
-  char *after = text_of(&g);
+  char *after = test_text_of(&g);
   CHECK_MSG(n >= 0 && ir_verify(&g, msg, sizeof msg) == 0, "%s: %s", what, msg);
   CHECK_MSG(want ? n > 0 : n == 0, "%s: %d rewrites", what, n);
   CHECK_MSG(!strcmp(after, want ? want : before), "%s:\n--- before\n%s--- got\n%s--- want\n%s", what, before,

@@ -15,6 +15,7 @@
 #include "ir.h"
 #include "passes/passes.h"
 #include "test.h"
+#include "test_ir.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static double urand(void) {
@@ -66,21 +67,9 @@ static void run_case(const kcase *c) {
     ar_free(&A);
     return;
   }
-  ir_shape sy = g.nodes[y].shape;
-  int64_t cnt = ir_numel(&sy);
-  int r = ir_add_const(&g, IR_F32, 0, loc);
-  double *rv = ar_alloc(&A, sizeof(double) * (size_t)cnt);
-  for (int64_t e = 0; e < cnt; e++) rv[e] = (double)(float)(0.5 + urand());
-  g.nodes[r].shape = sy, g.nodes[r].data = rv;
-  int m = ir_add(&g, IR_MUL, (int[]){y, r}, 2, NULL, loc, msg, sizeof msg);
-  ir_attr all = {0};
-  all.axis = -1;
-  g.loss = ir_add(&g, IR_SUM, &m, 1, &all, loc, msg, sizeof msg);
-  int nfwd = g.nnodes;
-  CHECK_MSG(ad_backward(&g, NULL, 0, 0, msg, sizeof msg) == 0, "%s: %s", c->what, msg);
+  test_weighted_loss(&g, y, urand, msg, sizeof msg);
+  CHECK_MSG(test_grad_outputs(&g, msg, sizeof msg) == 0, "%s: %s", c->what, msg);
   ir_add_output(&g, "y", y);
-  for (int i = nfwd; i < g.nnodes; i++)
-    if (ir_ops[g.nodes[i].op].cat == IR_CAT_GRAD) ir_add_output(&g, ar_printf(&A, "n%d", i), i);
   double **v = calloc((size_t)g.nnodes, sizeof *v);
   void **ps = calloc((size_t)g.nparams + 1, sizeof *ps), **outs = calloc((size_t)g.noutputs + 1, sizeof *outs);
   void **again = calloc((size_t)g.noutputs + 1, sizeof *again);

@@ -19,6 +19,7 @@
 #include "passes/passes.h"
 #include "runtime/program.h"
 #include "tests/test.h"
+#include "tests/test_ir.h"
 
 /* ---- graphs from .nn source ---- */
 
@@ -58,16 +59,6 @@ static void drop(tgraph *t) {
   free(t);
 }
 
-/* ir_print's text (malloc'd). */
-static char *text_of(const ir_graph *g) {
-  char *buf = NULL;
-  size_t n = 0;
-  FILE *f = open_memstream(&buf, &n);
-  ir_print(g, f);
-  fclose(f);
-  return buf;
-}
-
 typedef int (*pass_fn)(ir_graph *, char *, size_t);
 
 /* Run pass on src's graph; the text after must be `want` (NULL: the text
@@ -76,9 +67,9 @@ static void expect_pass(const char *what, pass_fn pass, const char *src, const c
   tgraph *t = lower(src);
   CHECK_MSG(t != NULL, "%s: does not lower", what);
   if (!t) return;
-  char *before = text_of(&t->g), msg[512] = "";
+  char *before = test_text_of(&t->g), msg[512] = "";
   int n = pass(&t->g, msg, sizeof msg);
-  char *after = text_of(&t->g);
+  char *after = test_text_of(&t->g);
   CHECK_MSG(n >= 0, "%s: %s", what, msg);
   CHECK_MSG(ir_verify(&t->g, msg, sizeof msg) == 0, "%s: %s", what, msg);
   if (!want) {
@@ -186,9 +177,9 @@ static int op2(ir_graph *g, int op, int a, int b) {
 
 /* Run pass on g: text after must be want (NULL: unchanged, 0 rewrites). */
 static void expect_on(const char *what, pass_fn pass, ir_graph *g, const char *want) {
-  char *before = text_of(g), msg[512] = "";
+  char *before = test_text_of(g), msg[512] = "";
   int n = pass(g, msg, sizeof msg);
-  char *after = text_of(g);
+  char *after = test_text_of(g);
   CHECK_MSG(n >= 0 && ir_verify(g, msg, sizeof msg) == 0, "%s: %s", what, msg);
   CHECK_MSG(want ? n > 0 : n == 0, "%s: %d rewrites", what, n);
   CHECK_MSG(!strcmp(after, want ? want : before), "%s:\n--- before\n%s--- got\n%s--- want\n%s", what, before, after,
