@@ -130,7 +130,10 @@ const char *lathe_output_name(const lathe_program *p, int i);
 int lathe_has_loss(const lathe_program *p);
 int lathe_num_params(const lathe_program *p);
 const char *lathe_param_name(const lathe_program *p, int i);
-/* Read-only view of a parameter's current values (f32). */
+/* Read-only view of a parameter's current values (f32). It stays valid
+ * until the next training step, which may move the values to another
+ * buffer (the step's update takes the parameter's place, no copy): take a
+ * new view after each step. */
 int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view);
 
 /* What compiling cost and what the program looks like (lathe run --time,

@@ -17,6 +17,13 @@ int ir_fusable_op(int op) {
   return op >= 0 && op < IR_NOPS && ok[op];
 }
 
+/* unary_grad (dy * f'(x)) joins a program when f is one of the fusable
+ * unary maps: its derivative is then vector code too (no powf, no log). */
+int ir_fusable_step(int op, const ir_attr *a) {
+  if (op == IR_UNARY_GRAD) return a->i >= 0 && a->i < IR_NOPS && ir_fusable_op((int)a->i) && ir_ops[a->i].arity == 1;
+  return ir_fusable_op(op);
+}
+
 ir_bcast_kind ir_bcast_kind_of(const ir_shape *out, const ir_shape *in, int64_t *m) {
   int64_t no = ir_numel(out), ni = ir_numel(in);
   *m = 1;
@@ -86,7 +93,10 @@ void ir_fusion_print(const ir_fusion *f, FILE *out) {
       fprintf(out, "%s%c%d", k ? ", " : "", st->arg[k] >= 0 ? '$' : '@', st->arg[k] >= 0 ? st->arg[k] : -1 - st->arg[k]);
     fputc(')', out);
     if (st->op == IR_LEAKY_RELU) fprintf(out, " f=%.9g", f->attr[s].f);
-    if (st->op == IR_GELU && f->attr[s].approx) fputs(" approx=1", out);
+    int of = st->op == IR_UNARY_GRAD ? (int)f->attr[s].i : st->op; /* the map a unary_grad differentiates */
+    if (st->op == IR_UNARY_GRAD) fprintf(out, " of=%s", ir_ops[of].name);
+    if (of == IR_LEAKY_RELU && st->op != IR_LEAKY_RELU) fprintf(out, " f=%.9g", f->attr[s].f);
+    if (of == IR_GELU && f->attr[s].approx) fputs(" approx=1", out);
   }
   fputc(']', out);
 }
@@ -95,7 +105,7 @@ void ir_fusion_print(const ir_fusion *f, FILE *out) {
 
 static int step_ok(const ir_node *n, int s, char *msg, size_t mn) {
   const ir_fstep *st = &n->fusion->step[s];
-  if (!ir_fusable_op(st->op)) return ir_fail(msg, mn, "fused: step %d is not a fusable elementwise op", s);
+  if (!ir_fusable_step(st->op, &n->fusion->attr[s])) return ir_fail(msg, mn, "fused: step %d is not a fusable elementwise op", s);
   int want = ir_ops[st->op].arity;
   if (st->nin != want) return ir_fail(msg, mn, "fused: step %d (%s) has %d operands, want %d", s, ir_ops[st->op].name, st->nin, want);
   for (int k = 0; k < st->nin; k++) {

@@ -120,13 +120,13 @@ typedef struct {
 
 /* A fused elementwise program (passes/fuse.c, op IR_FUSED): steps run in
  * order on every element of the node's result; each step is one of the
- * fusable elementwise ops (ir_fusable_op) and the last step's value is the
+ * fusable elementwise ops (ir_fusable_step) and the last step's value is the
  * node's. A step operand is an input of the node (arg >= 0: its value at the
  * element, broadcast as NumPy does) or an earlier step (arg < 0: step
  * -1 - arg). Every step computes in the node's dtype (f32). */
 enum { IR_FUSE_MAXSTEPS = 48 };
 typedef struct ir_fstep {
-  int op;                 /* ir_op: ir_fusable_op(op) */
+  int op;                 /* ir_op: ir_fusable_step(op, attr) */
   int nin;                /* 1 or 2 */
   int arg[2];
 } ir_fstep;
@@ -249,6 +249,7 @@ typedef enum {
   IR_BC_OTHER    /* any other broadcast */
 } ir_bcast_kind;
 int ir_fusable_op(int op);
+int ir_fusable_step(int op, const ir_attr *a); /* ir_fusable_op, or unary_grad of a fusable unary map */
 ir_bcast_kind ir_bcast_kind_of(const ir_shape *out, const ir_shape *in, int64_t *m);
 int ir_attr_eq(const ir_attr *a, const ir_attr *b);  /* field by field */
 int ir_fusion_eq(const ir_fusion *a, const ir_fusion *b);

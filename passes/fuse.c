@@ -35,7 +35,7 @@ typedef struct {
 
 static int fusable(const fz_ctx *c, int id) {
   const ir_node *n = &c->g->nodes[id];
-  if (!ir_fusable_op(n->op) || n->dtype != IR_F32 || n->fusion) return 0;
+  if (!ir_fusable_step(n->op, &n->attr) || n->dtype != IR_F32 || n->fusion) return 0;
   for (int k = 0; k < n->nin; k++) {
     const ir_node *x = &c->g->nodes[n->in[k]];
     int64_t m;
@@ -142,6 +142,17 @@ static void count_uses(fz_ctx *c) {
   if (g->loss >= 0) c->pinned[g->loss] = 1;
 }
 
+/* A lone unary_grad whose dy is a product read by it alone still becomes a
+ * one-step program: the backend then applies it as that product's
+ * epilogue (its own epilogue forms take one operand besides the product;
+ * dy * f'(x) needs x too). That is the gelu/relu backward of every MLP. */
+static int lone_epilogue(const fz_ctx *c, int r) {
+  const ir_node *n = &c->g->nodes[r];
+  if (n->op != IR_UNARY_GRAD || n->in[0] == n->in[1]) return 0;
+  int dy = n->in[1];
+  return c->g->nodes[dy].op == IR_MATMUL && c->readers[dy] == 1 && !c->pinned[dy];
+}
+
 int ps_fuse(ir_graph *g, char *msg, size_t msgn) {
   size_t nn = (size_t)g->nnodes + 1;
   fz_ctx c = {g, ar_alloc(g->A, sizeof(int) * nn), ar_alloc(g->A, sizeof(int) * nn), ar_alloc(g->A, sizeof(int) * nn),
@@ -151,7 +162,7 @@ int ps_fuse(ir_graph *g, char *msg, size_t msgn) {
   find_groups(&c, lo);
   int *repl = rw_identity(g), made = 0;
   for (int r = 0; r < g->nnodes; r++)
-    if (c.root[r] == r && c.size[r] >= 2) build(&c, r, lo[r], step_of, repl), made++;
+    if (c.root[r] == r && (c.size[r] >= 2 || lone_epilogue(&c, r))) build(&c, r, lo[r], step_of, repl), made++;
   if (!made) return 0;
   return rw_rebuild(g, repl, msg, msgn) ? -1 : made;
 }

@@ -22,6 +22,11 @@
  *     (the backward GEMMs autodiff builds): the product reads x through
  *     BLAS's transpose flag instead of a copy. A flag already set is
  *     cleared (x^T^T = x).
+ *   unary_grad[relu](x, dy)                     -> unary_grad[relu](relu(x), dy)
+ *     when the graph computes relu(x) anyway: relu(x) > 0 exactly where
+ *     x > 0 (NaN and -0 included), so the value is the same, and x is then
+ *     read by the relu alone, which lets fuse make the product, bias and
+ *     relu one kernel (PyTorch's threshold_backward reads the result too).
  */
 #include <string.h>
 
@@ -128,6 +133,20 @@ static int r_cross_entropy(ir_graph *g, int id) {
   return id;
 }
 
+static int r_unary_grad(ir_graph *g, int id) {
+  ir_node *n = N(g, id);
+  int x = n->in[0];
+  if (n->attr.i != IR_RELU) return -1;
+  for (int j = x + 1; j < id; j++) {
+    const ir_node *r = N(g, j);
+    if (r->op == IR_RELU && r->in[0] == x && r->dtype == n->dtype && ir_shape_eq(&r->shape, &n->shape)) {
+      n->in[0] = j;
+      return id;
+    }
+  }
+  return -1;
+}
+
 static const sp_rule rules[IR_NOPS] = {
   [IR_MUL] = r_mul,         [IR_ADD] = r_add,          [IR_SUB] = r_sub,
   [IR_DIV] = r_div,         [IR_POW] = r_pow,          [IR_NEG] = r_neg,
@@ -135,7 +154,7 @@ static const sp_rule rules[IR_NOPS] = {
   [IR_SUM_TO] = r_identity, [IR_BROADCAST_TO] = r_identity,
   [IR_RESHAPE] = r_reshape, [IR_TRANSPOSE] = r_transpose,
   [IR_LOG] = r_log,         [IR_CROSS_ENTROPY] = r_cross_entropy,
-  [IR_MATMUL] = r_matmul,
+  [IR_MATMUL] = r_matmul,   [IR_UNARY_GRAD] = r_unary_grad,
 };
 
 int ps_simplify(ir_graph *g, char *msg, size_t msgn) {

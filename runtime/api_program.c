@@ -435,7 +435,7 @@ int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out
   if (!out->data) return api_fail(err, LATHE_ENOMEM, "out of memory");
   if (p->cg) {
     if (node == p->g.loss) ((float *)out->data)[0] = p->loss;
-    else rt_convert(p->outbufs[ir_find_output(&p->g, name)], (lathe_dtype)nd->dtype, out->data, out->dtype, n);
+    else rt_convert(api_output_data(p, ir_find_output(&p->g, name)), (lathe_dtype)nd->dtype, out->data, out->dtype, n);
     return 0;
   }
   const double *v = p->vals[node];
@@ -461,12 +461,18 @@ int lathe_npy_save(const char *path, const lathe_tensor *t, lathe_error *err) {
 
 /* ---- direct access for the training loop (runtime/train.h) ---- */
 
+const void *api_output_data(const lathe_program *p, int o) {
+  if (p->committed && p->commit && p->commit[o] >= 0 && p->g.nodes[p->g.outputs[o].node].dtype == IR_F32)
+    return p->params[p->commit[o]];
+  return p->outbufs[o];
+}
+
 void api_read_output(const lathe_program *p, int o, float *dst) {
   int node = o < 0 ? p->g.loss : p->g.outputs[o].node;
   int64_t n = ir_numel(&p->g.nodes[node].shape);
   if (p->cg) {
     if (o < 0) dst[0] = p->loss;
-    else rt_convert(p->outbufs[o], (lathe_dtype)p->g.nodes[node].dtype, dst, LATHE_F32, n);
+    else rt_convert(api_output_data(p, o), (lathe_dtype)p->g.nodes[node].dtype, dst, LATHE_F32, n);
     return;
   }
   for (int64_t k = 0; k < n; k++) dst[k] = (float)p->vals[node][k];

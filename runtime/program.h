@@ -34,6 +34,8 @@ struct lathe_program {
   int64_t total_steps;     /* for the schedule (0: unknown, no cosine decay) */
   int64_t steps_per_epoch;
   int *commit;             /* per output: the parameter "new.X" updates, or -1 */
+  int committed;           /* the last step was committed: its "new.X" values are params[X] (their
+                            * buffers changed places, train_step.c); api_output_data knows */
   lathe_pass_stats pass_stats; /* what the graph passes did (api_passes.c) */
 };
 
@@ -59,6 +61,10 @@ int api_run_passes(lathe_program *p, lathe_error *err);
 /* Copy the pass-pipeline fields (opt_level*, passes, print_after,
  * dump_dir, time_passes, pass_log) of src into dst; src may be NULL. */
 void api_copy_pass_options(lathe_options *dst, const lathe_options *src);
+
+/* Output o's values after a run, llvm backend (a committed training step's
+ * "new.X" values live in params[X]: train_step.c). */
+const void *api_output_data(const lathe_program *p, int o);
 
 /* Set err (format) and return code. */
 int api_fail(lathe_error *err, lathe_status code, const char *fmt, ...)

@@ -137,11 +137,16 @@ static int all_finite(const float *v, int64_t n) {
 static int update_finite(const lathe_program *p, int k) {
   int node = p->g.outputs[k].node;
   if (!p->cg || p->g.nodes[node].dtype != IR_F32) return api_output_finite(p, k);
+  /* the kernel that wrote it checked it, and saw nothing wrong anywhere */
+  if (cg_output_checked(p->cg, k) && !cg_run_nonfinite(p->cg)) return 1;
   return all_finite(p->outbufs[k], ir_numel(&p->g.nodes[node].shape));
 }
 
 /* Nothing is written until every update is known finite, so a bad step
- * changes no weight and no optimizer state. */
+ * changes no weight and no optimizer state. An update's buffer (the same
+ * size: numel + 1 floats, both allocated by this program) becomes the
+ * parameter's, and the old parameter buffer receives the next update, so a
+ * lathe_param_view is valid until the next step (lathe.h). */
 static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
   float loss = api_loss(p);
   if (!isfinite(loss))
@@ -156,9 +161,11 @@ static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
   for (int k = 0; k < p->g.noutputs; k++) {
     int i = p->commit[k], node = p->g.outputs[k].node;
     if (i < 0) continue;
-    if (p->cg && p->g.nodes[node].dtype == IR_F32) /* f32 to f32: a plain copy */
-      memcpy(p->params[i], p->outbufs[k], sizeof(float) * (size_t)ir_numel(&p->g.nodes[node].shape));
-    else
+    if (p->cg && p->g.nodes[node].dtype == IR_F32) { /* f32 to f32: the buffers change places, no copy */
+      void *w = p->params[i];
+      p->params[i] = p->outbufs[k];
+      p->outbufs[k] = w;
+    } else
       api_read_output(p, k, p->params[i]);
   }
   return 0;
@@ -167,8 +174,10 @@ static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
 int api_train_run(lathe_program *p, lathe_error *err) {
   int64_t step = p->step + 1;
   set_step_scalars(p, step);
+  p->committed = 0;
   int rc = api_run_core(p, err);
   if (rc == 0) rc = commit_step(p, step, err);
+  if (rc == 0) p->committed = p->cg != NULL;
   if (rc == 0) p->step = step;
   return rc;
 }

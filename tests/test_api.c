@@ -183,8 +183,82 @@ static void test_train_step(void) {
   lathe_model_free(m);
 }
 
+/* Finite loss, non-finite update: a huge learning rate overflows the new
+ * weights. On the native backend the update's own kernel notices (no
+ * second pass); the step must stop naming the parameter and keep the
+ * weights as they were on both backends. */
+static void test_nonfinite_update(void) {
+  lathe_error err = {0};
+  const char *src =
+      "input x : f32[4, 3]\ntarget y : i32[4]\nlogits = dense(x, 2, name=\"fc\")\n"
+      "output logits\nloss = cross_entropy(logits, y)\ntrain { optimizer = sgd(lr=1e38) }\n";
+  lathe_model *m = lathe_model_parse("nf.nn", src, strlen(src), &err);
+  CHECK(m != NULL);
+  if (!m) return;
+  for (int backend = 0; backend < 2; backend++) {
+    lathe_options o = {.backend = backend ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP};
+    lathe_program *p = lathe_compile_train(m, &o, &err);
+    CHECK_MSG(p != NULL, "%s", err.message ? err.message : "");
+    if (!p) { lathe_error_clear(&err); continue; }
+    CHECK(lathe_weights_init(p, 1, &err) == 0);
+    float xs[12] = {100, -50, 80, 90, 100, -70, 60, 0, 100, 100, 100, 0};
+    int32_t ys[4] = {0, 1, 0, 1};
+    lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 3}, .data = xs};
+    lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = ys};
+    CHECK(lathe_set_input(p, "x", &x, &err) == 0 && lathe_set_input(p, "y", &y, &err) == 0);
+    lathe_tensor w;
+    CHECK(lathe_param_view(p, 0, &w) == 0);
+    float before[6];
+    memcpy(before, w.data, sizeof before);
+    CHECK(lathe_run(p, &err) == LATHE_EUSER);
+    CHECK_MSG(err.message && strstr(err.message, "training stopped at step 1: parameter 'fc.") &&
+                  strstr(err.message, "became non-finite"), "%s", err.message ? err.message : "(none)");
+    lathe_error_clear(&err);
+    CHECK(lathe_param_view(p, 0, &w) == 0 && memcmp(w.data, before, sizeof before) == 0);
+    lathe_program_free(p);
+  }
+  lathe_model_free(m);
+}
+
+/* A committed step's update takes the parameter's place: the weights, a
+ * fresh view and the "new.X" output all show the same new values. */
+static void test_commit_views(void) {
+  lathe_error err = {0};
+  const char *src =
+      "input x : f32[4, 3]\ntarget y : i32[4]\nlogits = dense(x, 2, name=\"fc\")\n"
+      "output logits\nloss = cross_entropy(logits, y)\ntrain { optimizer = adam(lr=0.1) }\n";
+  lathe_model *m = lathe_model_parse("cv.nn", src, strlen(src), &err);
+  lathe_options o = {.backend = LATHE_BACKEND_LLVM};
+  lathe_program *p = m ? lathe_compile_train(m, &o, &err) : NULL;
+  CHECK_MSG(p != NULL, "%s", err.message ? err.message : "");
+  if (p) {
+    CHECK(lathe_weights_init(p, 1, &err) == 0);
+    float xs[12] = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0};
+    int32_t ys[4] = {0, 1, 0, 1};
+    lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 3}, .data = xs};
+    lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = ys};
+    CHECK(lathe_set_input(p, "x", &x, &err) == 0 && lathe_set_input(p, "y", &y, &err) == 0);
+    for (int s = 0; s < 3; s++) {
+      lathe_tensor w0, w1, nw;
+      CHECK(lathe_param_view(p, 0, &w0) == 0);
+      float old = ((float *)w0.data)[0];
+      CHECK(lathe_run(p, &err) == 0);
+      CHECK(lathe_param_view(p, 0, &w1) == 0);
+      CHECK(lathe_get_output(p, "new.fc.weight", &nw, &err) == 0);
+      CHECK_MSG(((float *)w1.data)[0] != old, "step %d did not move the weight", s);
+      CHECK(memcmp(nw.data, w1.data, lathe_tensor_bytes(&w1)) == 0);
+      lathe_tensor_free(&nw);
+    }
+    lathe_program_free(p);
+  }
+  lathe_error_clear(&err);
+  lathe_model_free(m);
+}
+
 int main(void) {
   test_train_step();
+  test_nonfinite_update();
+  test_commit_views();
   test_errors_are_values();
   test_run_and_weights();
   return TEST_REPORT();

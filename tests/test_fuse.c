@@ -6,7 +6,8 @@
  *    one big enough to run in parallel): the fused graph on the interpreter
  *    is bit-identical to the unfused one (the reference kernel runs the same
  *    steps), and the LLVM kernel matches it within 1e-5 of the output scale;
- *  - a fused node as a product's epilogue in the CPU backend;
+ *  - a fused node as a product's epilogue in the CPU backend, the backward's
+ *    dy * f'(x) included;
  *  - the shape rule and verifier reject broken programs;
  *  - training steps: fewer kernels and bytes after fusion. */
 #include <stdio.h>
@@ -152,7 +153,13 @@ static void build_random(rgraph *r, uint64_t seed, int64_t R, int64_t C) {
       at.approx = (int)(rnd() % 2);
       int op = unary_ops[rnd() % (sizeof unary_ops / sizeof unary_ops[0])];
       if (op == IR_LOG || op == IR_SQRT) a = ir_add(&r->g, IR_ABS, &a, 1, NULL, L0, msg, sizeof msg);
-      id = ir_add(&r->g, op, &a, 1, &at, L0, msg, sizeof msg);
+      if (rnd() % 3 == 0) { /* the backward's dy * f'(x) (a two-operand step) */
+        int in[2] = {a, vals[rnd() % (unsigned)nv]};
+        at.i = op;
+        id = ir_add(&r->g, IR_UNARY_GRAD, in, 2, &at, L0, msg, sizeof msg);
+      } else {
+        id = ir_add(&r->g, op, &a, 1, &at, L0, msg, sizeof msg);
+      }
     } else {
       int b = rnd() % 2 && r->nin < 12 ? new_input(r, R, C, (int)(rnd() % 4)) : vals[rnd() % (unsigned)nv];
       int in[2] = {a, b};
@@ -260,7 +267,7 @@ static int same_bits(const double *a, const double *b, int64_t n) {
 
 static void test_random(void) {
   static const int64_t sizes[][2] = {{1, 1}, {7, 33}, {4, 16}, {33, 7}, {64, 64}, {300, 512}};
-  int fused_nodes = 0, cases = 0;
+  int fused_nodes = 0, cases = 0, grad_steps = 0;
   double worst = 0;
   for (int sz = 0; sz < 6; sz++)
     for (uint64_t seed = 1; seed <= (sz == 5 ? 3u : 8u); seed++) {
@@ -273,6 +280,9 @@ static void test_random(void) {
       CHECK_MSG(made >= 0 && ir_verify(&fused.g, msg, sizeof msg) == 0, "seed %llu: %s", (unsigned long long)seed, msg);
       fused_nodes += made > 0 ? made : 0;
       cases++;
+      for (int i = 0; i < fused.g.nnodes; i++)
+        for (int st = 0; fused.g.nodes[i].fusion && st < fused.g.nodes[i].fusion->nsteps; st++)
+          grad_steps += fused.g.nodes[i].fusion->step[st].op == IR_UNARY_GRAD;
       for (int mode = 0; mode < 2; mode++) {
         int64_t n1, n2;
         double *a = interp_outputs(&plain.g, plain.in, (ir_interp_mode)mode, &n1);
@@ -294,8 +304,9 @@ static void test_random(void) {
       free_random(&plain);
       free_random(&fused);
     }
-  printf("random graphs: %d, fused nodes made: %d, worst llvm error %.3g\n", cases, fused_nodes, worst);
-  CHECK(fused_nodes >= cases);
+  printf("random graphs: %d, fused nodes made: %d (unary_grad steps in them: %d), worst llvm error %.3g\n", cases,
+         fused_nodes, grad_steps, worst);
+  CHECK(fused_nodes >= cases && grad_steps >= 5);
 }
 
 /* ---- as a product's epilogue ---- */
@@ -343,6 +354,121 @@ static void test_epilogue(void) {
     for (int j = 0; j < g.ninputs; j++) free(in[j]);
     ar_free(&A);
   }
+}
+
+/* The backward of gelu(x @ w): dy * gelu'(z) with dy a product read by it
+ * alone becomes a one-step program, and the backend runs it as that
+ * product's epilogue: one kernel. */
+static void test_grad_epilogue(void) {
+  static const int64_t dims[][3] = {{5, 7, 33}, {64, 128, 256}};
+  for (int c = 0; c < 2; c++) {
+    int64_t M = dims[c][0], K = dims[c][1], N = dims[c][2];
+    arena A;
+    ir_graph g;
+    ar_init(&A);
+    ir_graph_init(&g, &A, "gepi");
+    ir_shape sd = {2, {M, K}}, sw = {2, {N, K}}, sz = {2, {M, N}};
+    int d = ir_add_input(&g, "d", IR_F32, &sd, 0, L0), w = ir_add_input(&g, "w", IR_F32, &sw, 0, L0);
+    int z = ir_add_input(&g, "z", IR_F32, &sz, 0, L0);
+    char msg[512];
+    ir_attr mt = {0}, gt = {0};
+    mt.i = IR_MM_TB;
+    gt.i = IR_GELU;
+    int mm_in[2] = {d, w};
+    int mm = ir_add(&g, IR_MATMUL, mm_in, 2, &mt, L0, msg, sizeof msg);
+    int ug_in[2] = {z, mm};
+    int ug = ir_add(&g, IR_UNARY_GRAD, ug_in, 2, &gt, L0, msg, sizeof msg);
+    CHECK_MSG(mm >= 0 && ug >= 0, "%s", msg);
+    ir_add_output(&g, "dz", ug);
+    double *in[3];
+    rng_state = 11 + (uint64_t)c;
+    for (int j = 0; j < g.ninputs; j++) {
+      int64_t k = ir_numel(&g.inputs[j].shape);
+      in[j] = malloc(sizeof(double) * (size_t)k);
+      for (int64_t e = 0; e < k; e++) in[j][e] = (double)(float)urand(-2, 2);
+    }
+    int64_t n;
+    double *ref = interp_outputs(&g, in, IR_INTERP_F32, &n);
+    CHECK(ps_fuse(&g, msg, sizeof msg) == 1);
+    const ir_node *fz = &g.nodes[g.outputs[0].node];
+    CHECK(fz->op == IR_FUSED && fz->fusion->nsteps == 1 && fz->fusion->step[0].op == IR_UNARY_GRAD);
+    int kernels = 0;
+    double *got = ref ? llvm_outputs_k(&g, in, n, &kernels) : NULL;
+    CHECK_MSG(kernels == 1, "the product and dy * f'(z) are %d kernels, want 1", kernels);
+    double e = got ? scaled_err(got, ref, n) : INFINITY;
+    printf("gradient epilogue %lldx%lldx%lld: llvm error %.3g\n", (long long)M, (long long)K, (long long)N, e);
+    CHECK_MSG(e <= 1e-5, "gradient epilogue: error %g", e);
+    free(ref);
+    free(got);
+    for (int j = 0; j < g.ninputs; j++) free(in[j]);
+    ar_free(&A);
+  }
+}
+
+/* A lone unary_grad is left alone when its dy is not a product it alone
+ * reads: a one-step program would gain nothing. */
+static void test_grad_lone(void) {
+  arena A;
+  ir_graph g;
+  ar_init(&A);
+  ir_graph_init(&g, &A, "glone");
+  ir_shape s = {2, {3, 4}};
+  int x = ir_add_input(&g, "x", IR_F32, &s, 0, L0), dy = ir_add_input(&g, "dy", IR_F32, &s, 0, L0);
+  char msg[512] = "";
+  ir_attr gt = {0};
+  gt.i = IR_TANH;
+  int in[2] = {x, dy};
+  ir_add_output(&g, "dx", ir_add(&g, IR_UNARY_GRAD, in, 2, &gt, L0, msg, sizeof msg));
+  CHECK_MSG(ps_fuse(&g, msg, sizeof msg) == 0, "%s", msg);
+  ar_free(&A);
+}
+
+/* An output's fused kernel checks its values as it stores them
+ * (cg_output_checked); a run that stores a NaN or an infinity there says so
+ * (cg_run_nonfinite) and still succeeds. A non-finite value inside the
+ * program that does not reach an output is not reported. */
+static void test_finite_check(void) {
+  arena A;
+  ir_graph g;
+  ar_init(&A);
+  ir_graph_init(&g, &A, "chk");
+  CHECK(lower("input x : f32[3, 37]\n"
+              "input s : f32[1]\n"
+              "output y = x * s + 1\n"
+              "output z = exp(x)\n"
+              "output m = tanh(exp(x * s)) + x\n", &g) == 0);
+  char msg[512] = "";
+  CHECK(ps_fuse(&g, msg, sizeof msg) > 0);
+  cg_program *p = cg_compile(&g, NULL, msg, sizeof msg);
+  CHECK_MSG(p != NULL, "%s", msg);
+  if (!p) {
+    ar_free(&A);
+    return;
+  }
+  CHECK(cg_output_checked(p, 0) && !cg_output_checked(p, 1) && cg_output_checked(p, 2));
+  float x[3 * 37], y[3 * 37], z[3 * 37], mm[3 * 37];
+  void *outs[3] = {y, z, mm};
+  for (int i = 0; i < 3 * 37; i++) x[i] = (float)(i % 7) - 3;
+  static const struct {
+    float s;
+    int nan_at, nonfinite;
+  } cases[] = {
+    {2, -1, 0},     /* all finite */
+    {3e38f, -1, 1}, /* x * s overflows in y (whole vectors) */
+    {1, 110, 1},    /* one NaN in the last element (the scalar tail) */
+    {1e30f, -1, 0}, /* exp(x * s) is inf inside m's program, tanh makes it 1: m is finite */
+  };
+  for (int c = 0; c < 4; c++) {
+    float s = cases[c].s, xs[3 * 37];
+    memcpy(xs, x, sizeof xs);
+    if (cases[c].nan_at >= 0) xs[cases[c].nan_at] = NAN;
+    void *ins[2] = {xs, &s};
+    CHECK_MSG(cg_run(p, ins, NULL, outs, NULL, msg, sizeof msg) == 0, "%s", msg);
+    CHECK_MSG(cg_run_nonfinite(p) == cases[c].nonfinite, "case %d: nonfinite %d, want %d", c, cg_run_nonfinite(p),
+              cases[c].nonfinite);
+  }
+  cg_free(p);
+  ar_free(&A);
 }
 
 /* ---- broken programs ---- */
@@ -456,6 +582,9 @@ int main(int argc, char **argv) {
   test_rules();
   test_random();
   test_epilogue();
+  test_grad_epilogue();
+  test_grad_lone();
+  test_finite_check();
   test_training_costs();
   test_inplace();
   return TEST_REPORT();

@@ -42,6 +42,15 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
 
 void cg_free(cg_program *p);
 
+/* Output j's kernel checks its values as it stores them (an output's fused
+ * elementwise kernel: every optimizer update), and whether such a check saw
+ * a NaN or an infinity in the last cg_run (which still returns 0: the caller
+ * decides; the training step then finds and names the tensor). */
+int cg_output_checked(const cg_program *p, int j);
+int cg_run_nonfinite(const cg_program *p);
+/* The kernels' status bit for it (or'd into the run's status word). */
+enum { CG_ERR_NONFINITE = 0x100 };
+
 /* Compile times are wall clock. With several parts, opt and codegen are the
  * slowest part's (the parts run at the same time). A shared program
  * (cg_stats.shared) compiled nothing: its times are 0. */

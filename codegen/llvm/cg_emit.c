@@ -354,9 +354,9 @@ void cg_nest(cg_k *k, int rank, const int64_t *dims, int nops, int64_t strides[]
  * Each row of C is computed in column blocks of up to 8 vectors held in
  * registers across the whole K loop (8 independent FMA chains keep both FMA
  * units busy); B's rows are read contiguously (a transposed B is packed
- * first: sg_pack). A transposed A (stored [K, M]) is read down its columns,
- * SG_ROWS rows of C at a time: those rows' elements of A share cache lines
- * and each B vector loaded serves all of them. Every element of C is summed
+ * first: sg_pack). SG_ROWS rows of C are computed at a time: each B vector
+ * loaded serves all of them (a transposed A, stored [K, M], is read down
+ * its columns, and those rows' elements share cache lines). Every element of C is summed
  * in K order whatever the blocking. */
 
 enum { SG_ROWS = 4 };
@@ -451,7 +451,10 @@ static int sg_fits(int tb, int64_t M, int64_t N, int64_t K) {
 
 static void sg_small(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
                      V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
-  int maxq = k->m->vw >= 16 ? 16 : 8, nr = ta && M >= SG_ROWS ? SG_ROWS : 1;
+  /* SG_ROWS rows at a time whenever there are that many: a narrow C (a
+   * 10-class head) then still has enough independent FMA chains to hide
+   * the FMA latency, and each B vector loaded serves SG_ROWS rows */
+  int maxq = k->m->vw >= 16 ? 16 : 8, nr = M >= SG_ROWS ? SG_ROWS : 1;
   if (tb) Bm = sg_pack(k, Bm, N, K, ldb), ldb = N;
   sg_t s = {ta, K, lda, ldb, ldc, alpha, beta, A, Bm, Cm, NULL, epi};
   CG_FOR(k, i, ci(k, 0), ci(k, M / nr)) {

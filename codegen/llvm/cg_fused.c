@@ -50,6 +50,7 @@ static V fz_step(cg_k *k, const ir_fstep *st, const ir_attr *at, V x, V y) {
   case IR_MUL: return cg_fmul(k, x, y);
   case IR_DIV: return cg_fdiv(k, x, y);
   case IR_MINIMUM: return fz_min(k, x, y);
+  case IR_UNARY_GRAD: return cg_fmul(k, y, cg_unary_deriv(k, (int)at->i, x, at)); /* dy * f'(x), as e_unary_grad */
   default: return cg_unary_value(k, st->op, x, at);
   }
 }
@@ -75,18 +76,53 @@ typedef struct {
   int64_t chunk, total;
 } fz_loop;
 
+/* The finiteness check of an output's kernel (k->check_finite): the
+ * training step's commit needs to know every update is finite, and here
+ * the values are in registers, so the test is an and and a compare per
+ * vector instead of a second pass over the tensor. bad is an i32 (or i32
+ * vector) variable of all-ones lanes where an exponent was all ones. */
+static void fz_note(cg_k *k, V bad, V v, int w) {
+  LLVMTypeRef it = w > 1 ? LLVMVectorType(k->m->i32, (unsigned)w) : k->m->i32;
+  V ex = w > 1 ? cg_splat(k, it, ci32(k, 0x7f800000)) : ci32(k, 0x7f800000);
+  V e = LLVMBuildAnd(k->B, LLVMBuildBitCast(k->B, v, it, ""), ex, "");
+  V hit = LLVMBuildSExt(k->B, LLVMBuildICmp(k->B, LLVMIntEQ, e, ex, ""), it, "");
+  cg_set(k, bad, LLVMBuildOr(k->B, cg_get(k, bad, it), hit, ""));
+}
+
+/* *err |= CG_ERR_NONFINITE if any lane of bad is set (atomic: parts of a
+ * parallel loop may finish together; only the rare bad path writes). */
+static void fz_flag(cg_k *k, V bad, int w) {
+  LLVMTypeRef it = w > 1 ? LLVMVectorType(k->m->i32, (unsigned)w) : k->m->i32;
+  V b = cg_get(k, bad, it);
+  if (w > 1) b = cg_intr(k, "llvm.vector.reduce.or", &b, 1);
+  LLVMBasicBlockRef yes = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "nonfinite");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "finite");
+  LLVMBuildCondBr(k->B, LLVMBuildICmp(k->B, LLVMIntNE, b, ci32(k, 0), ""), yes, done);
+  LLVMPositionBuilderAtEnd(k->B, yes);
+  LLVMBuildAtomicRMW(k->B, LLVMAtomicRMWBinOpOr, k->err, ci32(k, CG_ERR_NONFINITE), LLVMAtomicOrderingMonotonic, 0);
+  LLVMBuildBr(k->B, done);
+  LLVMPositionBuilderAtEnd(k->B, done);
+}
+
 static void fz_elems(cg_k *k, const fz_loop *L, V base, V len) {
   int w = L->w;
+  LLVMTypeRef vt = LLVMVectorType(k->m->i32, (unsigned)(w > 1 ? w : 2));
+  V vbad = k->check_finite && w > 1 ? cg_var(k, vt, LLVMConstNull(vt)) : NULL;
+  V sbad = k->check_finite ? cg_var(k, k->m->i32, ci32(k, 0)) : NULL;
   V nv = w > 1 ? LLVMBuildAnd(k->B, len, ci(k, ~(int64_t)(w - 1)), "") : ci(k, 0); /* whole vectors */
   if (w > 1)
     CG_FOR(k, l, ci(k, 0), LLVMBuildUDiv(k->B, nv, ci(k, w), "")) {
-      V o = cg_add(k, base, cg_muli(k, l.iv, w));
-      cg_vst(k, k->arg[0], o, fz_eval(k, L->p, NULL, o, NULL, NULL, w), w);
+      V o = cg_add(k, base, cg_muli(k, l.iv, w)), v = fz_eval(k, L->p, NULL, o, NULL, NULL, w);
+      cg_vst(k, k->arg[0], o, v, w);
+      if (vbad) fz_note(k, vbad, v, w);
     }
   CG_FOR(k, l, nv, len) {
-    V o = cg_add(k, base, l.iv);
-    cg_vst(k, k->arg[0], o, fz_eval(k, L->p, NULL, o, NULL, NULL, 1), 1);
+    V o = cg_add(k, base, l.iv), v = fz_eval(k, L->p, NULL, o, NULL, NULL, 1);
+    cg_vst(k, k->arg[0], o, v, 1);
+    if (sbad) fz_note(k, sbad, v, 1);
   }
+  if (vbad) fz_flag(k, vbad, w);
+  if (sbad) fz_flag(k, sbad, 1);
 }
 
 static void fz_part(cg_k *k, V i, void *ctx) {

@@ -152,6 +152,9 @@ static const unsigned char deriv_cost[IR_NOPS] = {
   [IR_DROPOUT] = 1,
 };
 
+/* f'(x) of a unary map on f32 or a vector: fused programs (cg_fused.c) apply it too */
+V cg_unary_deriv(cg_k *k, int op, V x, const ir_attr *a) { return derivs[op](k, x, a); }
+
 static void unary_grad_vec(cg_k *k, V i, int w, void *ctx) {
   const ir_attr *a = ctx;
   V d = derivs[a->i](k, cg_vld(k, ARG(0), i, w), a);

@@ -66,6 +66,7 @@ typedef struct {
   V scratch; /* byte pointer to this node's scratch */
   V err;     /* i32* status word: kernels store non-zero on bad data */
   V part;    /* inside a cg_parallel_for body: the part (i64, < the pool size), else NULL */
+  int check_finite; /* an output's IR_FUSED kernel: or CG_ERR_NONFINITE into *err on a non-finite result */
 } cg_k;
 
 /* Emitters: one per op (cg_ops.c). scratch_bytes says what a node needs. */
@@ -78,6 +79,7 @@ void cg_emit_fused(cg_k *k);
 int cg_fusable_unary(int op);
 /* A unary map's value on an f32 or <N x float> x (cg_ops.c's table). */
 V cg_unary_value(cg_k *k, int op, V x, const ir_attr *a);
+V cg_unary_deriv(cg_k *k, int op, V x, const ir_attr *a); /* f'(x), cg_grad.c */
 /* cg_fused.c: the IR_FUSED kernel; and a fused node fz that reads the
  * product `product` as a matrix product's epilogue: whether it can be one
  * (its other inputs full, scalar, per row or per column), and its value at

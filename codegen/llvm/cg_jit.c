@@ -38,6 +38,7 @@ typedef struct {
   int64_t off;    /* arena or const offset */
   int64_t scr;    /* scratch offset or -1 */
   int64_t bytes;
+  int checked;    /* the kernel writing it flags a non-finite value (CG_ERR_NONFINITE) */
 } cg_buf;
 
 /* What compiling made, immutable afterwards and shared by every program on
@@ -69,6 +70,7 @@ struct cg_program {
   unsigned char *arena, *consts;
   cg_stats st;
   char *ir_text;
+  int nonfinite;  /* the last run: a checked buffer held a non-finite value */
   /* profiling (LATHE_PROFILE): per kernel call, its node and accumulated time */
   int *prof_node;
   double *prof_ns;
@@ -312,8 +314,9 @@ static int kernel_inputs(const ir_graph *g, const ir_node *n, const cg_group *gr
   return 2 + grp->nextra;
 }
 
-/* n: the node whose result the kernel writes; grp: its fused group or NULL. */
-static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_group *grp, int idx) {
+/* n: the node whose result the kernel writes; grp: its fused group or NULL;
+ * check: flag non-finite results (an output's fused kernel). */
+static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_group *grp, int check, int idx) {
   cg_k k = {0};
   int in[CG_MAXARGS];
   int nin = kernel_inputs(g, n, grp, in);
@@ -322,6 +325,7 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_gr
   k.g = g;
   k.n = grp ? &g->nodes[grp->head] : n;
   k.fuse = grp ? &grp->f : NULL;
+  k.check_finite = check;
   k.nargs = nin + 1;
   LLVMTypeRef params[CG_MAXARGS];
   for (int j = 0; j < nin + 3; j++) params[j] = m->ptr;
@@ -425,12 +429,18 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A, 
     if (kind != BUF_ARENA && kind != BUF_OUTPUT) continue;
     p->st.kernels++;
     const cg_group *grp = fuse_of[i];
+    /* An output's standalone fused kernel (every optimizer update) checks
+     * its values as it stores them: the training step then needs no pass
+     * of its own to know they are finite (cg_run_nonfinite). */
+    int check = kind == BUF_OUTPUT && !grp && n->op == IR_FUSED;
+    p->buf[i].checked = check;
     group_key(g, n, grp, key, sizeof key);
+    if (check) strncat(key, "|check", sizeof key - strlen(key) - 1);
     unsigned h = hash_str(key) & (kt.cap - 1);
     while (kt.key[h] && strcmp(kt.key[h], key)) h = (h + 1) & (kt.cap - 1);
     if (!kt.key[h]) {
       kt.key[h] = ar_strdup(A, key);
-      kt.fn[h] = emit_kernel(m, g, n, grp, p->st.kernels_unique++);
+      kt.fn[h] = emit_kernel(m, g, n, grp, check, p->st.kernels_unique++);
     }
     int in[CG_MAXARGS], nin = kernel_inputs(g, n, grp, in);
     V args[CG_MAXARGS];
@@ -766,6 +776,8 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
   if (loss && p->loss >= 0) *loss = *(const float *)p->bufs[p->loss];
   static const char *const why[] = {"", "an embedding id is out of range", "a label is out of range for the classes",
                                     "integer division by zero"};
+  p->nonfinite = (err & CG_ERR_NONFINITE) != 0;
+  err &= ~CG_ERR_NONFINITE;
   if (err) return ir_fail(msg, msgn, "run: %s", err > 0 && err < 4 ? why[err] : "bad data");
   return 0;
 }
@@ -794,6 +806,12 @@ void cg_free(cg_program *p) {
 }
 
 void cg_get_stats(const cg_program *p, cg_stats *st) { *st = p->st; }
+
+int cg_output_checked(const cg_program *p, int j) {
+  return j >= 0 && j < p->noutputs && p->buf[p->out_node[j]].checked;
+}
+
+int cg_run_nonfinite(const cg_program *p) { return p->nonfinite; }
 
 int cg_plan_stats(const ir_graph *g, int64_t *arena_bytes, int64_t *naive_bytes) {
   cg_program *p = program_new(g);
