@@ -1,6 +1,6 @@
 /* test_kernels.c -- the CPU backend's vectorised and parallel kernel paths
  * (codegen/llvm/cg_vec.c and the emitters that use it: sum_to, unary maps
- * and their gradients, layernorm, convolution, pooling) on shapes big and
+ * and their gradients, layernorm, convolution, pooling, softmax rows) on shapes big and
  * odd enough to reach every path: full column blocks and their tails,
  * row sums, the parallel splits. Each case is a forward op on parameters,
  * loss = sum(y * R), autodiff; the forward node and every backward node are
@@ -202,12 +202,31 @@ static void test_conv_pool(void) {
   run_case(&p);
 }
 
+/* softmax rows (cg_row_stats): short, masked, in registers, in a loop,
+ * and on the pool (bit-identical reruns whatever the thread timing) */
+static void test_rows(void) {
+  static const int64_t L[] = {1, 3, 10, 17, 96, 257};
+  for (size_t i = 0; i < sizeof L / sizeof L[0]; i++)
+    for (int lg = 0; lg < 2; lg++) {
+      kcase c = {.op = lg ? IR_LOG_SOFTMAX : IR_SOFTMAX, .nin = 1, .sh = {S(2, 37, L[i], 0, 0)}, .what = "rows"};
+      c.attr.axis = 1;
+      run_case(&c);
+    }
+  kcase c = {.op = IR_SOFTMAX, .nin = 1, .sh = {S(2, 4096, 200, 0, 0)}, .what = "rows in parallel"};
+  c.attr.axis = 1;
+  run_case(&c);
+  c.op = IR_LOG_SOFTMAX, c.sh[0] = S(3, 3, 700, 257, 0), c.attr.axis = 2;
+  c.tol = 5e-5; /* log_softmax_grad's dy - exp(y) sum(dy) cancels more as rows grow */
+  run_case(&c);
+}
+
 int main(void) {
   test_sum_to();
   test_unary();
   test_reduce();
   test_layernorm();
   test_conv_pool();
+  test_rows();
   printf("worst relative error %.3g\n", worst);
   return TEST_REPORT();
 }

@@ -109,6 +109,32 @@ static fcase F2(int op, ir_shape a, ir_dtype t, ir_shape b) {
   return c;
 }
 
+/* Rows along the last axis (cg_row_stats): one short vector (1, 3, 10),
+ * whole vectors (16), masked tails (17, 33, 100), rows in registers (96)
+ * and in a loop (257, 1000); the big shapes run their rows on the pool. */
+static void test_rows(void) {
+  static const int64_t L[] = {1, 3, 10, 16, 17, 33, 96, 100, 257, 1000};
+  for (size_t i = 0; i < sizeof L / sizeof L[0]; i++) {
+    ir_shape x = S(2, 19, L[i], 0, 0), lab = S(1, 19, 0, 0, 0);
+    fcase c = F1(IR_SOFTMAX, x);
+    c.attr.axis = 1;
+    run_case(&c);
+    c.op = IR_LOG_SOFTMAX;
+    if (L[i] <= 100) run_case(&c); /* longer: log_softmax_grad's dy - exp(y) sum(dy) cancels past 1e-5 */
+    c = F2(IR_CROSS_ENTROPY, x, IR_I32, lab), c.lim = L[i];
+    run_case(&c);
+    c.attr.f = 0.1;
+    run_case(&c);
+  }
+  fcase c = F2(IR_CROSS_ENTROPY, S(2, 2100, 257, 0, 0), IR_I32, S(1, 2100, 0, 0, 0));
+  c.lim = 257, c.attr.f = 0.05;
+  run_case(&c);
+  c = F2(IR_CROSS_ENTROPY, S(3, 64, 96, 96, 0), IR_I32, S(2, 64, 96, 0, 0)), c.lim = 96;
+  run_case(&c);
+  c = F1(IR_SOFTMAX, S(2, 4096, 200, 0, 0)), c.attr.axis = 1;
+  run_case(&c);
+}
+
 static void test_grad_ops(void) {
   ir_shape m = S(2, 7, 33, 0, 0);
   for (int op = 0; op < IR_NOPS; op++) /* every unary forward op: unary_grad */
@@ -152,6 +178,7 @@ static void test_grad_ops(void) {
   run_case(&c);
   c = F2(IR_BCE, m, IR_F32, m);
   run_case(&c);
+  test_rows();
   for (int op = 0; op < IR_NOPS; op++) {
     if (ir_ops[op].cat != IR_CAT_GRAD || op >= IR_MINIMUM) continue; /* training ops: tests/test_optim.c */
     printf("%-20s max rel err %.3g\n", ir_ops[op].name, worst[op]);

@@ -4,6 +4,7 @@
  * no-op with the opaque pointers of LLVM 15+. */
 #include "cg_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -637,4 +638,31 @@ void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, int blas, cg_par_body bo
   V args[5] = {ci(k, n), ci(k, grain > 0 ? grain : 1), LLVMBuildPointerCast(k->B, f, m->ptr, ""),
                LLVMBuildPointerCast(k->B, arr, m->ptr, ""), ci32(k, blas)};
   cg_call(k, m->parfor, args, 5);
+}
+
+/* log x for a softmax row's sum of exp(x - max): x >= 1, or NaN / +inf
+ * (passed through); right for every positive normal x. Cephes logf's
+ * polynomial (1 ulp, as logf) inline, so a loop over rows makes no libm
+ * call, which would spill every vector register in each iteration. */
+V cg_log_sum(cg_k *k, V x) {
+  static const double P[] = {7.0376836292E-2,  -1.1514610310E-1, 1.1676998740E-1,
+                             -1.2420140846E-1, 1.4249322787E-1,  -1.6668057665E-1,
+                             2.0000714765E-1,  -2.4999993993E-1, 3.3333331174E-1};
+  LLVMBuilderRef B = k->B;
+  LLVMTypeRef ft = LLVMTypeOf(x), ity = cg_int_like(k, ft);
+  V bits = LLVMBuildBitCast(B, x, ity, "");
+  /* x = m 2^e, m in [1, 2), then m in [sqrt(1/2), sqrt(2)) */
+  V e = LLVMBuildSub(B, LLVMBuildLShr(B, bits, cil(k, ity, 23), ""), cil(k, ity, 127), "");
+  V m = LLVMBuildBitCast(B, LLVMBuildOr(B, LLVMBuildAnd(B, bits, cil(k, ity, 0x7fffff), ""), cil(k, ity, 0x3f800000), ""),
+                         ft, "");
+  V big = cg_fcmp(k, LLVMRealOGT, m, cfl(k, x, 1.41421356237309504880));
+  m = cg_sel(k, big, fm(k, m, cfl(k, x, 0.5)), m);
+  V fe = LLVMBuildSIToFP(B, LLVMBuildAdd(B, e, LLVMBuildZExt(B, big, ity, ""), ""), ft, "");
+  V f = LLVMBuildFSub(B, m, cfl(k, x, 1.0), ""), z = fm(k, f, f);
+  V y = fm(k, fm(k, f, z), horner(k, f, P, 9));
+  y = fma_(k, fe, cfl(k, x, -2.12194440e-4), y);
+  y = fma_(k, z, cfl(k, x, -0.5), y);
+  V r = fma_(k, fe, cfl(k, x, 0.693359375), fa(k, f, y));
+  V pass = LLVMBuildOr(B, cg_fcmp(k, LLVMRealUNO, x, x), cg_fcmp(k, LLVMRealOEQ, x, cfl(k, x, INFINITY)), "");
+  return cg_sel(k, pass, x, r);
 }

@@ -4,7 +4,8 @@
  * and tie rules are the reference kernels' (ir/interp_grad.c); sums run in
  * double as the reference does. The hot ones are explicit vector code:
  * sum_to (cg_vec.c's strided sums), unary_grad (cg_vec.c's maps),
- * layernorm_grad, pool2d_grad (cg_pool.c) and the convolutions (cg_conv.c);
+ * layernorm_grad, cross_entropy_grad (cg_vec.c's rows), pool2d_grad (cg_pool.c)
+ * and the convolutions (cg_conv.c);
  * the rest are plain scalar loops, written to be checked.
  */
 #include "cg_internal.h"
@@ -436,34 +437,50 @@ static void e_slice_grad(cg_k *k) {
 
 /* ---- losses ---- */
 
+enum { CEG_COST = 8 }; /* per element: two passes and an exp (cg_rows_for) */
+
+typedef struct {
+  int64_t C, rows;
+  double ls;
+} ceg_t;
+
+typedef struct {
+  cg_rowstat s;
+  V out, inv, lab, scale;
+  double ls;
+  int64_t C;
+} ceg_row;
+
+/* scale (p - ((j == label) (1 - ls) + ls / C)), the label found by a lane-index compare */
+static void ceg_out(cg_k *k, V idx, int j, int last, void *ctx) {
+  ceg_row *c = ctx;
+  int w = c->s.r.w;
+  V p = cg_fmul(k, cg_row_exp(k, &c->s, idx, j, last), cg_bcast(k, c->inv, w));
+  V hit = LLVMBuildICmp(BLD, LLVMIntEQ, cg_row_lanes(k, &c->s.r, idx), cg_bcast(k, c->lab, w), "");
+  V t = cg_fsub(k, p, cg_fadd(k, cg_sel(k, hit, cfl(k, p, 1.0 - c->ls), cfl(k, p, 0)), cfl(k, p, c->ls / (double)c->C)));
+  cg_row_st(k, &c->s.r, c->out, idx, cg_fmul(k, cg_bcast(k, c->scale, w), t), last);
+}
+
+static void ceg_row_body(cg_k *k, V r, void *ctx) {
+  const ceg_t *t = ctx;
+  ceg_row c = {.ls = t->ls, .C = t->C};
+  V base = cg_muli(k, r, t->C);
+  c.s.r = cg_row_of(k, t->C);
+  c.s.x = cg_fptr(k, ARG(0), base);
+  c.out = c.s.ey = cg_fptr(k, OUT, base); /* long rows: exp(x - m) parked in the result */
+  c.lab = LLVMBuildTrunc(BLD, cg_ldi(k, 2, r), k->m->i32, ""); /* out of range: flagged, the result unused */
+  c.scale = cg_fdiv(k, cg_ldf(k, 3, ci(k, 0)), cf(k, (double)t->rows));
+  cg_row_stats(k, &c.s);
+  c.inv = cg_tof(k, LLVMBuildFDiv(BLD, cd(k, 1), c.s.sum, ""));
+  cg_row_each(k, &c.s.r, ceg_out, &c);
+}
+
 static void e_cross_entropy_grad(cg_k *k) {
   const ir_shape *sx = SH(0);
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
-  double ls = k->n->attr.f;
-  LLVMTypeRef f64 = k->m->f64;
-  V scale = cg_fdiv(k, cg_ldf(k, 3, ci(k, 0)), cf(k, (double)rows));
-  V mx = cg_var(k, k->m->f32, cf(k, -INFINITY)), sum = cg_var(k, f64, cd(k, 0));
-  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
-    V base = cg_muli(k, r.iv, C), lab = cg_ldi(k, 2, r.iv);
-    V ok = LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, C), "");
-    cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 2);
-    cg_set(k, mx, cf(k, -INFINITY)), cg_set(k, sum, cd(k, 0));
-    CG_FOR(k, j, ci(k, 0), ci(k, C)) {
-      V x = cg_ldf(k, 1, cg_add(k, base, j.iv)), m = cg_get(k, mx, k->m->f32);
-      cg_set(k, mx, cg_sel(k, cg_fcmp(k, LLVMRealOGT, x, m), x, m));
-    }
-    V m = cg_get(k, mx, k->m->f32);
-    CG_FOR(k, j, ci(k, 0), ci(k, C))
-      cg_set(k, sum, LLVMBuildFAdd(BLD, cg_get(k, sum, f64), cg_tod(k, cg_exp(k, cg_fsub(k, cg_ldf(k, 1, cg_add(k, base, j.iv)), m))), ""));
-    V inv = cg_tof(k, LLVMBuildFDiv(BLD, cd(k, 1), cg_get(k, sum, f64), ""));
-    CG_FOR(k, j, ci(k, 0), ci(k, C)) {
-      V e = cg_add(k, base, j.iv);
-      V p = cg_fmul(k, cg_exp(k, cg_fsub(k, cg_ldf(k, 1, e), m)), inv);
-      V hit = LLVMBuildICmp(BLD, LLVMIntEQ, j.iv, lab, "");
-      V t = cg_fsub(k, p, cg_fadd(k, cg_sel(k, hit, cf(k, 1.0 - ls), cf(k, 0)), cf(k, ls / (double)C)));
-      cg_stp(k, OUT, e, cg_fmul(k, scale, t));
-    }
-  }
+  ceg_t t = {C, rows, k->n->attr.f};
+  cg_check_labels(k, 2, rows, C);
+  cg_rows_for(k, rows, C, CEG_COST, ceg_row_body, &t);
 }
 
 static void e_bce_grad(cg_k *k) {

@@ -142,6 +142,7 @@ V cg_tanh(cg_k *k, V x);
 V cg_sigmoid(cg_k *k, V x);
 V cg_sqrt(cg_k *k, V x);
 V cg_fmax_nan(cg_k *k, V acc, V v); /* v > acc || isnan(v) ? v : acc */
+V cg_log_sum(cg_k *k, V x);         /* log x, inline, for x >= 1 or NaN / +inf (cg_emit.c) */
 void cg_flag_err(cg_k *k, V bad, int code);  /* *err = code when bad (i1) */
 
 /* A loop nest over dims[0..rank) with nops linear offsets, operand j at

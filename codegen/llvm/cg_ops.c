@@ -218,11 +218,6 @@ typedef struct {
   int as_log;
 } row_ctx;
 
-static void row_max(cg_k *k, V i, int w, void *ctx) {
-  row_ctx *c = ctx;
-  cg_acc_set(k, &c->mx, w, cg_fold_max(k, cg_acc_get(k, &c->mx, w), cg_vld(k, c->x, i, w)));
-}
-
 static V sum_d(cg_k *k, cg_acc *a, int w, V f) { /* a += (double)f */
   LLVMTypeRef dt = w > 1 ? LLVMVectorType(k->m->f64, (unsigned)w) : k->m->f64;
   V s = LLVMBuildFAdd(BLD, cg_acc_get(k, a, w), LLVMBuildFPExt(BLD, f, dt, ""), "");
@@ -230,32 +225,44 @@ static V sum_d(cg_k *k, cg_acc *a, int w, V f) { /* a += (double)f */
   return s;
 }
 
-/* e = exp(x - m), stored to y unless log-softmax, summed in double */
-static void row_exp(cg_k *k, V i, int w, void *ctx) {
-  row_ctx *c = ctx;
-  V e = cg_exp(k, cg_fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->m, w)));
-  if (!c->as_log) cg_vst(k, c->y, i, e, w);
-  sum_d(k, &c->sum, w, e);
+/* Rows along the last axis (softmax, log_softmax, cross_entropy): each
+ * row's length is known here, so a short row is one (masked) vector, a
+ * row of up to CG_ROW_REGS vectors stays in registers between its passes
+ * (cg_row_stats), and the lanes fold as a tree. A row costs about this
+ * much per element (two passes and an exp) when deciding on the pool. */
+enum { ROW_COST = 8 };
+
+typedef struct {
+  int64_t L;
+  int as_log;
+} sm_t;
+
+typedef struct {
+  cg_rowstat s;
+  V y, shift;
+  int as_log;
+} sm_row;
+
+static void sm_out(cg_k *k, V idx, int j, int last, void *ctx) {
+  sm_row *c = ctx;
+  V s = cg_bcast(k, c->shift, c->s.r.w);
+  V v = c->as_log ? cg_fsub(k, cg_row_x(k, &c->s, idx, j, last), s) : cg_fmul(k, cg_row_exp(k, &c->s, idx, j, last), s);
+  cg_row_st(k, &c->s.r, c->y, idx, v, last);
 }
 
-static void row_scale(cg_k *k, V i, int w, void *ctx) {
-  row_ctx *c = ctx;
-  V s = cg_bcast(k, c->shift, w);
-  cg_vst(k, c->y, i, c->as_log ? cg_fsub(k, cg_vld(k, c->x, i, w), s) : cg_fmul(k, cg_vld(k, c->y, i, w), s), w);
-}
-
-/* softmax / log_softmax of one contiguous row of n (an i64 value) floats */
-static void softmax_row(cg_k *k, V x, V y, V n, int as_log) {
-  row_ctx c = {0};
-  c.x = x, c.y = y, c.as_log = as_log;
-  c.mx = cg_acc_new(k, k->m->f32, -INFINITY);
-  c.sum = cg_acc_new(k, k->m->f64, 0.0);
-  cg_vfor(k, n, row_max, &c);
-  c.m = cg_acc_fold(k, &c.mx, cg_fold_max);
-  cg_vfor(k, n, row_exp, &c);
-  V s = cg_tof(k, cg_acc_fold(k, &c.sum, cg_fold_add));
-  c.shift = as_log ? cg_fadd(k, c.m, cg_log(k, s)) : cg_fdiv(k, cf(k, 1), s);
-  cg_vfor(k, n, row_scale, &c);
+/* softmax / log_softmax of row r: y = e / sum or x - (m + log sum), the sum in double */
+static void softmax_row(cg_k *k, V r, void *ctx) {
+  const sm_t *t = ctx;
+  sm_row c = {.as_log = t->as_log};
+  V base = cg_muli(k, r, t->L);
+  c.s.r = cg_row_of(k, t->L);
+  c.s.x = cg_fptr(k, ARG(0), base);
+  c.y = cg_fptr(k, k->arg[0], base);
+  c.s.ey = t->as_log ? NULL : c.y;
+  cg_row_stats(k, &c.s);
+  V s = cg_tof(k, c.s.sum);
+  c.shift = t->as_log ? cg_fadd(k, c.s.m, cg_log_sum(k, s)) : cg_fdiv(k, cf(k, 1), s);
+  cg_row_each(k, &c.s.r, sm_out, &c);
 }
 
 static void e_softmax(cg_k *k) {
@@ -263,10 +270,8 @@ static void e_softmax(cg_k *k) {
   int ax = (int)k->n->attr.axis, as_log = k->n->op == IR_LOG_SOFTMAX;
   int64_t outer = dims(sx, 0, ax), len = sx->d[ax], inner = dims(sx, ax + 1, sx->rank);
   if (inner == 1) { /* the usual case: rows along the last axis, vectorised */
-    CG_FOR(k, o, ci(k, 0), ci(k, outer)) {
-      V base = cg_muli(k, o.iv, len);
-      softmax_row(k, cg_fptr(k, ARG(0), base), cg_fptr(k, k->arg[0], base), ci(k, len), as_log);
-    }
+    sm_t t = {len, as_log};
+    cg_rows_for(k, outer, len, ROW_COST, softmax_row, &t);
     return;
   }
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
@@ -488,49 +493,45 @@ static void e_embedding(cg_k *k) {
 /* ---- losses: scalar f32 means, accumulated in double ---- */
 
 typedef struct {
-  V x, m;
-  cg_acc mx, all, sum;
-} ce_ctx;
+  int64_t C;
+  double ls;
+  V total; /* the running sum (rows on this thread), or NULL: each row's loss to scratch (rows in parallel) */
+} ce_t;
 
-static void ce_pass1(cg_k *k, V i, int w, void *ctx) { /* max and the plain sum (label smoothing) */
-  ce_ctx *c = ctx;
-  V x = cg_vld(k, c->x, i, w);
-  cg_acc_set(k, &c->mx, w, cg_fold_max(k, cg_acc_get(k, &c->mx, w), x));
-  sum_d(k, &c->all, w, x);
+/* row r's (1 - ls) (lse - x[label]) + ls (lse - mean(x)), in double */
+static void ce_row(cg_k *k, V r, void *ctx) {
+  const ce_t *t = ctx;
+  V base = cg_muli(k, r, t->C), lab = cg_ldi(k, 2, r);
+  lab = cg_sel(k, LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, t->C), ""), lab, ci(k, 0)); /* flagged: cg_check_labels */
+  cg_rowstat s = {.all_too = 1};
+  s.r = cg_row_of(k, t->C);
+  s.x = cg_fptr(k, ARG(0), base);
+  cg_row_stats(k, &s);
+  /* sum is in [1, C]: its logf is exact enough */
+  V lse = LLVMBuildFAdd(BLD, cg_tod(k, s.m), cg_tod(k, cg_log_sum(k, cg_tof(k, s.sum))), "");
+  V nll = LLVMBuildFSub(BLD, lse, cg_tod(k, cg_ldf(k, 1, cg_add(k, base, lab))), "");
+  V smooth = LLVMBuildFSub(BLD, lse, LLVMBuildFDiv(BLD, s.all, cd(k, (double)t->C), ""), "");
+  V l = LLVMBuildFAdd(BLD, LLVMBuildFMul(BLD, cd(k, 1.0 - t->ls), nll, ""), LLVMBuildFMul(BLD, cd(k, t->ls), smooth, ""), "");
+  if (t->total) cg_set(k, t->total, LLVMBuildFAdd(BLD, cg_get(k, t->total, k->m->f64), l, ""));
+  else LLVMBuildStore(BLD, l, cg_gep(k, k->scratch, k->m->f64, r));
 }
 
-static void ce_pass2(cg_k *k, V i, int w, void *ctx) {
-  ce_ctx *c = ctx;
-  sum_d(k, &c->sum, w, cg_exp(k, cg_fsub(k, cg_vld(k, c->x, i, w), cg_bcast(k, c->m, w))));
-}
-
+/* The mean of the rows' losses, summed in row order whether the rows ran
+ * in parallel (losses through scratch) or not: the same bits either way. */
 static void e_cross_entropy(cg_k *k) {
   const ir_shape *sx = SH(0);
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
-  double ls = k->n->attr.f;
   LLVMTypeRef f64 = k->m->f64;
   V total = cg_var(k, f64, cd(k, 0));
-  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
-    V base = cg_muli(k, r.iv, C);
-    V lab = cg_ldi(k, 2, r.iv);
-    V ok = LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, C), "");
-    cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), 2);
-    lab = LLVMBuildSelect(BLD, ok, lab, ci(k, 0), "");
-    ce_ctx c = {0};
-    c.x = cg_fptr(k, ARG(0), base);
-    c.mx = cg_acc_new(k, k->m->f32, -INFINITY);
-    c.all = cg_acc_new(k, f64, 0.0);
-    c.sum = cg_acc_new(k, f64, 0.0);
-    cg_vfor(k, ci(k, C), ce_pass1, &c);
-    c.m = cg_acc_fold(k, &c.mx, cg_fold_max);
-    cg_vfor(k, ci(k, C), ce_pass2, &c);
-    V m = c.m;
-    /* sum is in [1, C]: its logf is exact enough */
-    V lse = LLVMBuildFAdd(BLD, cg_tod(k, m), cg_tod(k, cg_log(k, cg_tof(k, cg_acc_fold(k, &c.sum, cg_fold_add)))), "");
-    V nll = LLVMBuildFSub(BLD, lse, cg_tod(k, cg_ldf(k, 1, cg_add(k, base, lab))), "");
-    V smooth = LLVMBuildFSub(BLD, lse, LLVMBuildFDiv(BLD, cg_acc_fold(k, &c.all, cg_fold_add), cd(k, (double)C), ""), "");
-    V l = LLVMBuildFAdd(BLD, LLVMBuildFMul(BLD, cd(k, 1.0 - ls), nll, ""), LLVMBuildFMul(BLD, cd(k, ls), smooth, ""), "");
-    cg_set(k, total, LLVMBuildFAdd(BLD, cg_get(k, total, f64), l, ""));
+  cg_check_labels(k, 2, rows, C);
+  ce_t t = {C, k->n->attr.f, NULL};
+  if (cg_rows_parallel(rows, C, ROW_COST)) {
+    cg_rows_for(k, rows, C, ROW_COST, ce_row, &t);
+    CG_FOR(k, r, ci(k, 0), ci(k, rows))
+      cg_set(k, total, LLVMBuildFAdd(BLD, cg_get(k, total, f64), LLVMBuildLoad2(BLD, f64, cg_gep(k, k->scratch, f64, r.iv), ""), ""));
+  } else {
+    t.total = total;
+    CG_FOR(k, r, ci(k, 0), ci(k, rows)) ce_row(k, r.iv, &t);
   }
   cg_st(k, 0, ci(k, 0), cg_tof(k, LLVMBuildFDiv(BLD, cg_get(k, total, f64), cd(k, (double)rows), "")));
 }
@@ -734,6 +735,10 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
   case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;
   case IR_GRU: f = sx->d[0] * sx->d[1] * 3 * n->shape.d[2] + sx->d[0] * 3 * n->shape.d[2]; break;
+  case IR_CROSS_ENTROPY: { /* rows in parallel: each row's loss (a double) */
+    int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
+    return cg_rows_parallel(rows, C, ROW_COST) ? rows * 8 : 0;
+  }
   default: break;
   }
   return f * 4;

@@ -2,6 +2,7 @@
 #include "cg_vec.h"
 
 #include <math.h>
+#include <string.h>
 
 #define BLD (k->B)
 
@@ -218,4 +219,159 @@ void cg_emit_rowsum(cg_k *k, const cg_colred *r, int64_t L, int xa, int ya) {
     return;
   }
   CG_FOR(k, u, ci(k, 0), ci(k, outer)) rowsum_unit(k, u.iv, &s);
+}
+
+/* ---- rows of a length known at compile time ---- */
+
+cg_row cg_row_of(cg_k *k, int64_t L) {
+  cg_row r = {L, vwidth(k), 0, NULL};
+  while (r.w > 1 && r.w / 2 >= L) r.w /= 2;
+  r.nv = (int)((L + r.w - 1) / r.w);
+  if (L % r.w) {
+    V m[64];
+    for (int i = 0; i < r.w; i++) m[i] = LLVMConstInt(k->m->i1, i < L % r.w, 0);
+    r.tail = LLVMConstVector(m, (unsigned)r.w);
+  }
+  return r;
+}
+
+/* llvm.masked.load / store: overloaded on the vector and its pointer type */
+static V masked_mem(cg_k *k, const char *name, const cg_row *r, V *args, unsigned n) {
+  LLVMTypeRef vt = LLVMVectorType(k->m->f32, (unsigned)r->w), tys[2] = {vt, LLVMPointerType(vt, 0)};
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  V fn = LLVMGetIntrinsicDeclaration(k->m->M, id, tys, 2);
+  return LLVMBuildCall2(BLD, LLVMIntrinsicGetType(k->m->C, id, tys, 2), fn, args, n, "");
+}
+
+static V row_vptr(cg_k *k, const cg_row *r, V p, V idx) {
+  LLVMTypeRef pt = LLVMPointerType(LLVMVectorType(k->m->f32, (unsigned)r->w), 0);
+  return LLVMBuildPointerCast(BLD, cg_gep(k, p, k->m->f32, idx), pt, "");
+}
+
+V cg_row_ld(cg_k *k, const cg_row *r, V p, V idx, int last) {
+  if (!last || !r->tail) return cg_vld(k, p, idx, r->w);
+  V args[4] = {row_vptr(k, r, p, idx), ci32(k, 4), r->tail, LLVMConstNull(LLVMVectorType(k->m->f32, (unsigned)r->w))};
+  return masked_mem(k, "llvm.masked.load", r, args, 4);
+}
+
+void cg_row_st(cg_k *k, const cg_row *r, V p, V idx, V v, int last) {
+  if (!last || !r->tail) {
+    cg_vst(k, p, idx, v, r->w);
+    return;
+  }
+  V args[4] = {v, row_vptr(k, r, p, idx), ci32(k, 4), r->tail};
+  masked_mem(k, "llvm.masked.store", r, args, 4);
+}
+
+V cg_row_live(cg_k *k, const cg_row *r, V v, int last, double pad) {
+  if (!last || !r->tail) return v;
+  return cg_sel(k, r->tail, v, cfl(k, v, pad));
+}
+
+V cg_row_lanes(cg_k *k, const cg_row *r, V idx) {
+  V i = LLVMBuildTrunc(BLD, idx, k->m->i32, "");
+  if (r->w == 1) return i;
+  V iota[64];
+  for (int l = 0; l < r->w; l++) iota[l] = ci32(k, l);
+  return LLVMBuildAdd(BLD, cg_bcast(k, i, r->w), LLVMConstVector(iota, (unsigned)r->w), "");
+}
+
+V cg_vfold(cg_k *k, V v, cg_fold_fn f) {
+  LLVMTypeRef t = LLVMTypeOf(v);
+  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind) return v;
+  for (unsigned n = LLVMGetVectorSize(t); n > 1; n /= 2) {
+    V lo[32], hi[32];
+    for (unsigned i = 0; i < n / 2; i++) lo[i] = ci32(k, i), hi[i] = ci32(k, n / 2 + i);
+    V u = LLVMGetUndef(LLVMTypeOf(v));
+    V a = LLVMBuildShuffleVector(BLD, v, u, LLVMConstVector(lo, n / 2), "");
+    V b = LLVMBuildShuffleVector(BLD, v, u, LLVMConstVector(hi, n / 2), "");
+    v = f(k, a, b);
+  }
+  return LLVMBuildExtractElement(BLD, v, ci32(k, 0), "");
+}
+
+void cg_row_each(cg_k *k, const cg_row *r, cg_row_fn body, void *ctx) {
+  if (r->nv <= CG_ROW_REGS) {
+    for (int j = 0; j < r->nv; j++) body(k, ci(k, (int64_t)j * r->w), j, j == r->nv - 1, ctx);
+    return;
+  }
+  int64_t full = r->L / r->w;
+  CG_FOR(k, l, ci(k, 0), ci(k, full)) body(k, cg_muli(k, l.iv, r->w), -1, 0, ctx);
+  if (r->tail) body(k, ci(k, full * r->w), -1, 1, ctx);
+}
+
+typedef struct {
+  cg_rowstat *s;
+  V mx, sum, all; /* accumulators: <w x float>, <w x double>, <w x double> */
+  LLVMTypeRef ft, dt;
+} rowstat_t;
+
+V cg_row_x(cg_k *k, const cg_rowstat *s, V idx, int j, int last) {
+  return j >= 0 && s->xv[j] ? s->xv[j] : cg_row_ld(k, &s->r, s->x, idx, last);
+}
+
+static void acc_d(cg_k *k, V acc, LLVMTypeRef dt, V f) { /* acc += (double)f */
+  cg_set(k, acc, LLVMBuildFAdd(BLD, cg_get(k, acc, dt), LLVMBuildFPExt(BLD, f, dt, ""), ""));
+}
+
+static void rowstat_max(cg_k *k, V idx, int j, int last, void *ctx) {
+  rowstat_t *t = ctx;
+  V x = cg_row_ld(k, &t->s->r, t->s->x, idx, last);
+  if (j >= 0) t->s->xv[j] = x;
+  cg_set(k, t->mx, cg_fold_max(k, cg_get(k, t->mx, t->ft), cg_row_live(k, &t->s->r, x, last, -INFINITY)));
+  if (t->s->all_too) acc_d(k, t->all, t->dt, x); /* dead lanes load as 0 */
+}
+
+static V row_e(cg_k *k, const cg_rowstat *s, V x, int last) {
+  return cg_row_live(k, &s->r, cg_exp(k, cg_fsub(k, x, cg_bcast(k, s->m, s->r.w))), last, 0.0);
+}
+
+static void rowstat_exp(cg_k *k, V idx, int j, int last, void *ctx) {
+  rowstat_t *t = ctx;
+  cg_rowstat *s = t->s;
+  V e = row_e(k, s, cg_row_x(k, s, idx, j, last), last);
+  if (j >= 0) s->ev[j] = e;
+  else if (s->ey) cg_row_st(k, &s->r, s->ey, idx, e, last);
+  acc_d(k, t->sum, t->dt, e);
+}
+
+void cg_row_stats(cg_k *k, cg_rowstat *s) {
+  int w = s->r.w;
+  rowstat_t t = {s, NULL, NULL, NULL, k->m->f32, k->m->f64};
+  if (w > 1) t.ft = LLVMVectorType(k->m->f32, (unsigned)w), t.dt = LLVMVectorType(k->m->f64, (unsigned)w);
+  for (int j = 0; j < CG_ROW_REGS; j++) s->xv[j] = s->ev[j] = NULL;
+  t.mx = cg_var(k, t.ft, cg_splat(k, t.ft, cf(k, -INFINITY)));
+  t.sum = cg_var(k, t.dt, LLVMConstNull(t.dt));
+  if (s->all_too) t.all = cg_var(k, t.dt, LLVMConstNull(t.dt));
+  cg_row_each(k, &s->r, rowstat_max, &t);
+  s->m = cg_vfold(k, cg_get(k, t.mx, t.ft), cg_fold_max);
+  cg_row_each(k, &s->r, rowstat_exp, &t);
+  s->sum = cg_vfold(k, cg_get(k, t.sum, t.dt), cg_fold_add);
+  s->all = s->all_too ? cg_vfold(k, cg_get(k, t.all, t.dt), cg_fold_add) : NULL;
+}
+
+V cg_row_exp(cg_k *k, const cg_rowstat *s, V idx, int j, int last) {
+  if (j >= 0) return s->ev[j];
+  if (s->ey) return cg_row_ld(k, &s->r, s->ey, idx, last);
+  return row_e(k, s, cg_row_ld(k, &s->r, s->x, idx, last), last);
+}
+
+int cg_rows_parallel(int64_t rows, int64_t L, int64_t cost) { return rows >= 2 && rows * L * cost >= CG_PAR_WORK; }
+
+void cg_rows_for(cg_k *k, int64_t rows, int64_t L, int64_t cost, cg_par_body body, void *ctx) {
+  if (cg_rows_parallel(rows, L, cost)) {
+    int64_t per = L * cost, grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
+    cg_parallel_for(k, rows, grain, 0, body, ctx);
+    return;
+  }
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) body(k, r.iv, ctx);
+}
+
+void cg_check_labels(cg_k *k, int a, int64_t rows, int64_t C) {
+  V bad = cg_var(k, k->m->i1, LLVMConstInt(k->m->i1, 0, 0));
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V out = LLVMBuildICmp(BLD, LLVMIntUGE, cg_ldi(k, a, r.iv), ci(k, C), "");
+    cg_set(k, bad, LLVMBuildOr(BLD, cg_get(k, bad, k->m->i1), out, ""));
+  }
+  cg_flag_err(k, cg_get(k, bad, k->m->i1), 2);
 }

@@ -55,4 +55,65 @@ void cg_unflatten(cg_k *k, V u, int n, const int64_t *d, const int64_t *s1, cons
  * width): emits the kernel and returns 1; else 0, emitting nothing. */
 int cg_emit_pool_tiled(cg_k *k, int is_max, int grad);
 
+/* ---- rows whose length is known at compile time ----
+ * A contiguous f32 row of L floats as nv vectors of w lanes: w is the
+ * vector width, or the smallest power of two >= L when that is narrower,
+ * so a short row (10 classes) is one vector instead of a scalar tail; when
+ * w does not divide L the last vector is a masked load / store (tail: its
+ * live lanes, NULL when it is full). */
+typedef struct {
+  int64_t L;
+  int w, nv;
+  V tail;
+} cg_row;
+cg_row cg_row_of(cg_k *k, int64_t L);
+/* vector j's w lanes at ((float *)p)[idx] (masked lanes read as 0); last:
+ * this is the row's last vector */
+V cg_row_ld(cg_k *k, const cg_row *r, V p, V idx, int last);
+void cg_row_st(cg_k *k, const cg_row *r, V p, V idx, V v, int last);
+/* v with the last vector's dead lanes set to pad (v itself otherwise) */
+V cg_row_live(cg_k *k, const cg_row *r, V v, int last, double pad);
+/* lanes idx .. idx + w - 1 as an <w x i32> (i32 for w == 1) */
+V cg_row_lanes(cg_k *k, const cg_row *r, V idx);
+/* The lanes of v (a vector or a scalar) folded by halves: a tree in a
+ * fixed order, so reruns are bit-identical (log2 w steps, not w). */
+V cg_vfold(cg_k *k, V v, cg_fold_fn f);
+
+/* body(k, idx, j, last, ctx) for each vector of a row at float offset idx:
+ * j = 0 .. nv-1 unrolled when the row fits in CG_ROW_REGS vectors (so its
+ * values can stay in registers between passes), else j = -1 in a loop over
+ * the whole vectors and once more with last = 1 for a masked tail. */
+enum { CG_ROW_REGS = 8 };
+typedef void (*cg_row_fn)(cg_k *k, V idx, int j, int last, void *ctx);
+void cg_row_each(cg_k *k, const cg_row *r, cg_row_fn body, void *ctx);
+
+/* A row's softmax statistics: m = its max (NaN never taken, as the
+ * reference), sum = the sum of exp(x - m) in double, and with all set the
+ * plain sum of x in double. Rows in registers keep x and exp(x - m) in
+ * xv[j] and ev[j]; longer rows store exp(x - m) to ey (when not NULL),
+ * which may be x itself (each element is read before it is written). */
+typedef struct {
+  cg_row r;
+  V x, ey;
+  int all_too;
+  V m, sum, all;
+  V xv[CG_ROW_REGS], ev[CG_ROW_REGS];
+} cg_rowstat;
+void cg_row_stats(cg_k *k, cg_rowstat *s);
+/* exp(x - m) of vector j at idx after cg_row_stats: from registers, ey, or recomputed */
+V cg_row_exp(cg_k *k, const cg_rowstat *s, V idx, int j, int last);
+
+/* x's vector j at idx after cg_row_stats: from registers or reloaded */
+V cg_row_x(cg_k *k, const cg_rowstat *s, V idx, int j, int last);
+
+/* body(k, r, ctx) for each of rows rows of L elements, split over the pool
+ * (cg_parallel_for: ctx must hold no values of the calling function) when
+ * rows * L * cost >= CG_PAR_WORK, else a loop on the calling thread */
+int cg_rows_parallel(int64_t rows, int64_t L, int64_t cost);
+void cg_rows_for(cg_k *k, int64_t rows, int64_t L, int64_t cost, cg_par_body body, void *ctx);
+
+/* *err = 2 when a label (kernel argument a, rows of them) is not in [0, C):
+ * one pass before the rows, so parallel rows never race on the flag */
+void cg_check_labels(cg_k *k, int a, int64_t rows, int64_t C);
+
 #endif
