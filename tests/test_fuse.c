@@ -405,6 +405,50 @@ static void test_grad_epilogue(void) {
   }
 }
 
+/* A link read again later (z, read by gelu and by the last product's
+ * tail) stays a link: the product's kernel also stores z. Small products
+ * (in registers) and cblas ones (a pass after) both. */
+static void test_saved_link(void) {
+  static const int64_t dims[][3] = {{6, 5, 9}, {256, 128, 512}};
+  for (int c = 0; c < 2; c++) {
+    char src[512];
+    long long M = dims[c][0], K = dims[c][1], N = dims[c][2];
+    snprintf(src, sizeof src,
+             "input x : f32[%lld, %lld]\n"
+             "input w : f32[%lld, %lld]\n"
+             "input b : f32[%lld]\n"
+             "input v : f32[%lld, %lld]\n"
+             "z = x @ w + b\n"
+             "output y = (gelu(z) @ v) * z\n",
+             M, K, K, N, N, N, N);
+    arena A;
+    ir_graph g;
+    ar_init(&A);
+    ir_graph_init(&g, &A, "save");
+    CHECK(lower(src, &g) == 0);
+    double *in[4];
+    rng_state = 21 + (uint64_t)c;
+    for (int j = 0; j < g.ninputs; j++) {
+      int64_t k = ir_numel(&g.inputs[j].shape);
+      in[j] = malloc(sizeof(double) * (size_t)k);
+      for (int64_t e = 0; e < k; e++) in[j][e] = (double)(float)urand(-1, 1);
+    }
+    int64_t n;
+    double *ref = interp_outputs(&g, in, IR_INTERP_F32, &n);
+    int kernels = 0;
+    double *got = ref ? llvm_outputs_k(&g, in, n, &kernels) : NULL;
+    /* x @ w + b -> gelu (z saved) and gelu(z) @ v * z: two kernels */
+    CHECK_MSG(kernels == 2, "%lldx%lldx%lld: %d kernels, want 2", M, K, N, kernels);
+    double e = got ? scaled_err(got, ref, n) : INFINITY;
+    printf("saved link %lldx%lldx%lld: llvm error %.3g\n", M, K, N, e);
+    CHECK_MSG(e <= 1e-5, "saved link: error %g", e);
+    free(ref);
+    free(got);
+    for (int j = 0; j < g.ninputs; j++) free(in[j]);
+    ar_free(&A);
+  }
+}
+
 /* A lone unary_grad is left alone when its dy is not a product it alone
  * reads: a one-step program would gain nothing. */
 static void test_grad_lone(void) {
@@ -584,6 +628,7 @@ int main(int argc, char **argv) {
   test_epilogue();
   test_grad_epilogue();
   test_grad_lone();
+  test_saved_link();
   test_finite_check();
   test_training_costs();
   test_inplace();

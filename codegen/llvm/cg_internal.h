@@ -47,6 +47,8 @@ typedef struct {
   int arg[CG_MAXFUSE];             /* kernel argument of the other operand */
   int right[CG_MAXFUSE];           /* the running value is the right operand (b - v) */
   int parg[CG_MAXFUSE][CG_MAXARGS];/* CG_EPI_PROGRAM: kernel argument of each input, -1 = the running value */
+  int save[CG_MAXFUSE];            /* > 0: the step's value is also stored to this kernel argument (a link
+                                    * the backward reads too: gelu's input) */
 } cg_fuse;
 
 /* The kernel being emitted: void k(out, in0, ..., scratch, err).

@@ -38,6 +38,7 @@ typedef struct {
   int64_t off;    /* arena or const offset */
   int64_t scr;    /* scratch offset or -1 */
   int64_t bytes;
+  int inside;     /* computed inside a later node's kernel and stored there (a saved link of a chain) */
   int checked;    /* the kernel writing it flags a non-finite value (CG_ERR_NONFINITE) */
 } cg_buf;
 
@@ -106,9 +107,13 @@ static int cg_init_llvm(char *msg, size_t msgn) {
  *
  * matmul -> add(bias) -> gelu, or -> add(residual): each link's value has
  * exactly one reader (the next link) and is neither an output nor the loss,
- * every link has the product's shape, and only leaves sit between the links
- * in node order, so running the whole chain at its last node's position
- * changes no other node's view of memory. fuse_of[last] describes it. */
+ * and every link has the product's shape. The chain runs at its last node's
+ * position: no node in between can read a link (each has one reader), and
+ * the memory plan is told (run_at) that the product's operands are read
+ * there, so nothing in between takes their blocks. Other nodes may sit in
+ * between: the backward puts the weight gradient's product between dx =
+ * dy W^T and the activation's gradient that reads it. fuse_of[last]
+ * describes the chain. */
 
 typedef struct {
   cg_fuse f;
@@ -116,12 +121,6 @@ typedef struct {
   int extra[CG_MAXARGS];  /* node of each step's other operands, in argument order */
   int nextra;
 } cg_group;
-
-static int only_leaves_between(const ir_graph *g, int a, int b) {
-  for (int i = a + 1; i < b; i++)
-    if (ir_ops[g->nodes[i].op].cat != IR_CAT_LEAF) return 0;
-  return 1;
-}
 
 /* Whether operand o of a step has a per-column ([.., N], leading 1s) or
  * the full shape; -1 if neither. */
@@ -138,7 +137,6 @@ static int try_step(const ir_graph *g, cg_group *grp, int cur, int c) {
   const ir_node *n = &g->nodes[c], *h = &g->nodes[grp->head];
   int s = grp->f.nsteps;
   if (s >= CG_MAXFUSE || n->dtype != IR_F32 || !ir_shape_eq(&n->shape, &h->shape)) return 0;
-  if (!only_leaves_between(g, cur, c)) return 0;
   if (cg_fusable_unary(n->op) && n->nin == 1) {
     grp->f.kind[s] = CG_EPI_UNARY;
   } else if (n->op >= IR_ADD && n->op <= IR_DIV && n->nin == 2 && (n->in[0] == cur) != (n->in[1] == cur)) {
@@ -165,12 +163,60 @@ static int try_step(const ir_graph *g, cg_group *grp, int cur, int c) {
   return 1;
 }
 
-/* Find every fusable chain; mark its inner nodes fused and record the
- * group at its last node (fuse_of) and where each member runs (run_at). */
-static void find_fusions(const ir_graph *g, arena *A, const int *is_out, cg_group **fuse_of, int *run_at) {
+/* Whether no node in (x, at] other than c reads x. */
+static int no_reader_until(const ir_graph *g, int x, int c, int at) {
+  for (int i = x + 1; i <= at; i++)
+    for (int j = 0; i != c && j < g->nodes[i].nin; j++)
+      if (g->nodes[i].in[j] == x) return 0;
+  return 1;
+}
+
+static int first_reader(const ir_graph *g, int x) {
+  for (int i = x + 1; i < g->nnodes; i++)
+    for (int j = 0; j < g->nodes[i].nin; j++)
+      if (g->nodes[i].in[j] == x) return i;
+  return -1;
+}
+
+/* A link read by later nodes too (z = x W + b, read by gelu and by gelu's
+ * gradient) can still be a link: the kernel also stores its value to z's
+ * own buffer (inside[z]). Every other reader of every saved link must come
+ * after the chain's last node, where the chain runs. */
+static int saves_hold(const ir_graph *g, const cg_group *grp, const int *chain, int nc, int at) {
+  for (int k = 1; k < nc - 1; k++)
+    if (grp->f.save[k - 1] && !no_reader_until(g, chain[k], chain[k + 1], at)) return 0;
+  return 1;
+}
+
+/* Extend grp's chain (chain[0..nc), last cur) by one link; the new length. */
+static int extend(const ir_graph *g, cg_group *grp, const int *uses, const int *reader, int *chain, int nc) {
+  int cur = chain[nc - 1], save = uses[cur] > 1;
+  int nxt = save ? first_reader(g, cur) : reader[cur];
+  if (save && (nc == 1 || 3 + grp->nextra + 1 + 3 > CG_MAXARGS)) return nc; /* not the product itself */
+  if (nxt < 0 || nc > CG_MAXFUSE) return nc;
+  chain[nc] = nxt;
+  if (save && !no_reader_until(g, cur, nxt, nxt)) return nc;
+  /* a step reading a saved link as its other operand would load what the
+   * same kernel stores, through another (noalias) argument */
+  for (int k = 1; k < nc - 1; k++)
+    for (int j = 0; grp->f.save[k - 1] && j < g->nodes[nxt].nin; j++)
+      if (g->nodes[nxt].in[j] == chain[k]) return nc;
+  if (!saves_hold(g, grp, chain, nc + 1, nxt) || !try_step(g, grp, cur, nxt)) return nc;
+  if (save) { /* the step that made cur (step nc - 2) also stores it */
+    grp->f.save[nc - 2] = 3 + grp->nextra;
+    grp->extra[grp->nextra++] = cur;
+  }
+  return nc + 1;
+}
+
+/* Find every fusable chain; mark its inner nodes fused (or, saved links,
+ * inside[]) and record the group at its last node (fuse_of) and where each
+ * member runs (run_at). */
+static void find_fusions(const ir_graph *g, arena *A, const int *is_out, cg_group **fuse_of, int *run_at,
+                         int *inside) {
   int nn = g->nnodes;
   int *uses = ar_alloc(A, sizeof(int) * (size_t)nn), *reader = ar_alloc(A, sizeof(int) * (size_t)nn);
-  for (int i = 0; i < nn; i++) uses[i] = 0, reader[i] = -1, run_at[i] = i, fuse_of[i] = NULL;
+  for (int i = 0; i < nn; i++) uses[i] = 0, reader[i] = -1, run_at[i] = i, fuse_of[i] = NULL, inside[i] = 0;
   for (int i = 0; i < nn; i++)
     for (int j = 0; j < g->nodes[i].nin; j++) uses[g->nodes[i].in[j]]++, reader[g->nodes[i].in[j]] = i;
   for (int h = 0; h < nn && !g->no_fusion; h++) {
@@ -179,11 +225,20 @@ static void find_fusions(const ir_graph *g, arena *A, const int *is_out, cg_grou
     cg_group *grp = ar_alloc(A, sizeof *grp);
     memset(grp, 0, sizeof *grp);
     grp->head = h;
-    int cur = h;
-    while (uses[cur] == 1 && !is_out[cur] && g->loss != cur && try_step(g, grp, cur, reader[cur])) cur = reader[cur];
-    if (cur == h) continue;
-    fuse_of[cur] = grp;
-    for (int x = h; x != cur; x = reader[x]) run_at[x] = cur;
+    int chain[CG_MAXFUSE + 2] = {h}, nc = 1;
+    for (;;) {
+      int cur = chain[nc - 1];
+      if (is_out[cur] || g->loss == cur) break;
+      int more = extend(g, grp, uses, reader, chain, nc);
+      if (more == nc) break;
+      nc = more;
+    }
+    if (nc == 1) continue;
+    int last = chain[nc - 1];
+    fuse_of[last] = grp;
+    for (int k = 0; k < nc - 1; k++) run_at[chain[k]] = last;
+    for (int s = 0; s < grp->f.nsteps; s++)
+      if (grp->f.save[s]) inside[chain[s + 1]] = 1;
   }
 }
 
@@ -207,11 +262,11 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **
   int64_t *bytes = ar_alloc(A, sizeof(int64_t) * (size_t)nn), *scratch = ar_alloc(A, sizeof(int64_t) * (size_t)nn);
   int *keep = ar_alloc(A, sizeof(int) * (size_t)nn), *alias = ar_alloc(A, sizeof(int) * (size_t)nn);
   int *owner = ar_alloc(A, sizeof(int) * (size_t)nn), *run_at = ar_alloc(A, sizeof(int) * (size_t)nn);
-  int *is_out = ar_alloc(A, sizeof(int) * (size_t)nn);
+  int *is_out = ar_alloc(A, sizeof(int) * (size_t)nn), *inside = ar_alloc(A, sizeof(int) * (size_t)nn);
   char *inplace = ar_alloc(A, (size_t)nn + 1);
   for (int i = 0; i < nn; i++) owner[i] = -1, is_out[i] = 0;
   for (int j = g->noutputs - 1; j >= 0; j--) owner[g->outputs[j].node] = j, is_out[g->outputs[j].node] = 1;
-  find_fusions(g, A, is_out, fuse_of, run_at);
+  find_fusions(g, A, is_out, fuse_of, run_at, inside);
   int64_t cbytes = 0;
   for (int i = 0; i < nn; i++) {
     const ir_node *n = &g->nodes[i];
@@ -226,7 +281,7 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **
       b->kind = BUF_CONST;
       b->off = cbytes;
       cbytes += (b->bytes + 63) / 64 * 64;
-    } else if (run_at[i] > i) {
+    } else if (run_at[i] > i && !inside[i]) {
       b->kind = BUF_FUSED;
     } else if (owner[i] >= 0) {
       b->kind = BUF_OUTPUT;
@@ -238,9 +293,10 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **
       b->kind = BUF_ARENA;
       bytes[i] = b->bytes;
     }
-    if (b->kind == BUF_ARENA || b->kind == BUF_OUTPUT)
+    b->inside = inside[i];
+    if ((b->kind == BUF_ARENA || b->kind == BUF_OUTPUT) && !inside[i])
       scratch[i] = cg_scratch_bytes(g, fuse_of[i] ? &g->nodes[fuse_of[i]->head] : n);
-    inplace[i] = b->kind == BUF_ARENA && !fuse_of[i] && !g->no_fusion && elementwise_kernel(n);
+    inplace[i] = b->kind == BUF_ARENA && !fuse_of[i] && !inside[i] && !g->no_fusion && elementwise_kernel(n);
     keep[i] = g->loss == i;
   }
   mp_plan plan;
@@ -396,7 +452,7 @@ static void group_key(const ir_graph *g, const ir_node *n, const cg_group *grp, 
   size_t w = 0;
   kernel_key(g, &g->nodes[grp->head], key, kn);
   for (int s = 0; s < grp->f.nsteps && (w = strlen(key)) + 8 < kn; s++) {
-    snprintf(key + w, kn - w, "#%d%d:", grp->f.kind[s], grp->f.right[s]);
+    snprintf(key + w, kn - w, "#%d%d%d:", grp->f.kind[s], grp->f.right[s], grp->f.save[s]);
     w = strlen(key);
     for (int j = 0; grp->f.kind[s] == CG_EPI_PROGRAM && j < grp->f.node[s]->nin && w + 8 < kn; j++) {
       snprintf(key + w, kn - w, "%d,", grp->f.parg[s][j]);
@@ -426,7 +482,7 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A, 
   for (int i = 0; i < g->nnodes; i++) {
     const ir_node *n = &g->nodes[i];
     int kind = p->buf[i].kind;
-    if (kind != BUF_ARENA && kind != BUF_OUTPUT) continue;
+    if ((kind != BUF_ARENA && kind != BUF_OUTPUT) || p->buf[i].inside) continue;
     p->st.kernels++;
     const cg_group *grp = fuse_of[i];
     /* An output's standalone fused kernel (every optimizer update) checks

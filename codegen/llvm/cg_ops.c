@@ -657,15 +657,14 @@ static V epi_apply(cg_k *k, V v, V row, V col, int w, void *ctx) {
     const ir_node *n = f->node[s];
     if (f->kind[s] == CG_EPI_UNARY) {
       v = unary_fn[n->op](k, v, &n->attr);
-      continue;
-    }
-    if (f->kind[s] == CG_EPI_PROGRAM) { /* cg_fused.c */
+    } else if (f->kind[s] == CG_EPI_PROGRAM) { /* cg_fused.c */
       v = cg_fused_epilogue(k, n, f->parg[s], v, row, col, w);
-      continue;
+    } else {
+      V idx = f->kind[s] == CG_EPI_ROW ? col : cg_add(k, cg_muli(k, row, N), col);
+      V o = cg_vld(k, k->arg[f->arg[s]], idx, w);
+      v = f->right[s] ? fops[n->op - IR_ADD](BLD, o, v, "") : fops[n->op - IR_ADD](BLD, v, o, "");
     }
-    V idx = f->kind[s] == CG_EPI_ROW ? col : cg_add(k, cg_muli(k, row, N), col);
-    V o = cg_vld(k, k->arg[f->arg[s]], idx, w);
-    v = f->right[s] ? fops[n->op - IR_ADD](BLD, o, v, "") : fops[n->op - IR_ADD](BLD, v, o, "");
+    if (f->save[s]) cg_vst(k, k->arg[f->save[s]], cg_add(k, cg_muli(k, row, N), col), v, w); /* a saved link */
   }
   return v;
 }
@@ -674,6 +673,21 @@ typedef struct {
   int64_t N;
   V row;
 } epi_row_t;
+
+/* Per-element cost of the steps, in unary_cost's units. */
+static int epi_cost(const cg_fuse *f) {
+  int c = 0;
+  for (int s = 0; s < f->nsteps; s++) {
+    const ir_node *n = f->node[s];
+    if (f->kind[s] == CG_EPI_UNARY) c += unary_cost[n->op];
+    for (int q = 0; f->kind[s] == CG_EPI_PROGRAM && q < n->fusion->nsteps; q++) {
+      int op = n->fusion->step[q].op;
+      c += op == IR_UNARY_GRAD ? unary_cost[n->fusion->attr[q].i] : unary_cost[op] ? unary_cost[op] : 1;
+    }
+    if (f->kind[s] != CG_EPI_UNARY && f->kind[s] != CG_EPI_PROGRAM) c += 1;
+  }
+  return c;
+}
 
 static void epi_elems(cg_k *k, V j, int w, void *ctx) {
   epi_row_t *e = ctx;
@@ -688,7 +702,7 @@ static void epi_row(cg_k *k, V r, void *ctx) {
 
 /* The product as e_matmul, with the steps applied as each element is
  * stored (small products: in registers) or in one pass over the result
- * after it, in parallel over rows when it is big. */
+ * after it. */
 void cg_emit_fused(cg_k *k) {
   const ir_shape *sa = SH(0), *sb = SH(1);
   mm_ctx c = mm_dims(k);
@@ -701,9 +715,17 @@ void cg_emit_fused(cg_k *k) {
     return;
   }
   e_matmul(k);
-  /* a part is worth a hand-off to another core at about 64K elements */
-  int64_t grain = (1 << 16) / N > 1 ? (1 << 16) / N : 1;
-  cg_parallel_for(k, rows, grain, 0, epi_row, &N);
+  /* A cheap pass (a bias, a residual, relu) runs on this thread: right
+   * after a cblas call OpenBLAS's workers still spin (and yield) on the
+   * other cores, and a pool worker sharing a core with one made a
+   * [1024, 512] bias pass 2-3x slower than doing it here. A pass that is
+   * mostly arithmetic (gelu's erfc) still gains from a second core. */
+  if (epi_cost(k->fuse) >= 8) {
+    int64_t grain = (1 << 16) / N > 1 ? (1 << 16) / N : 1; /* ~64K elements a part */
+    cg_parallel_for(k, rows, grain, 0, epi_row, &N);
+    return;
+  }
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) epi_row(k, r.iv, &N);
 }
 
 /* ---- the table ---- */
