@@ -449,6 +449,60 @@ static void test_saved_link(void) {
   }
 }
 
+/* An Adam-like update: three fused outputs, the last reading the other
+ * two, run as one loop (siblings): one kernel, the interpreter's values,
+ * and every output's finiteness checked. A reader between two candidates
+ * keeps them apart. */
+static void test_siblings(void) {
+  static const int64_t dims[][2] = {{5, 37}, {300, 512}};
+  for (int c = 0; c < 3; c++) {
+    long long R = dims[c % 2][0], C = dims[c % 2][1];
+    char src[1024];
+    snprintf(src, sizeof src,
+             "input g : f32[%lld, %lld]\n"
+             "input m : f32[%lld, %lld]\n"
+             "input v : f32[%lld, %lld]\n"
+             "input p : f32[%lld, %lld]\n"
+             "output nm = m * 0.9 + g * 0.1\n"
+             "%s"
+             "output nv = v * 0.99 + g * g * 0.01\n"
+             "output np = p - 0.1 * nm / (sqrt(nv) + 1e-8)\n",
+             R, C, R, C, R, C, R, C, c == 2 ? "output s = softmax(nm)\n" : "");
+    arena A;
+    ir_graph g;
+    ar_init(&A);
+    ir_graph_init(&g, &A, "sib");
+    CHECK(lower(src, &g) == 0);
+    double *in[4];
+    rng_state = 31 + (uint64_t)c;
+    for (int j = 0; j < g.ninputs; j++) {
+      int64_t k = ir_numel(&g.inputs[j].shape);
+      in[j] = malloc(sizeof(double) * (size_t)k);
+      for (int64_t e = 0; e < k; e++) in[j][e] = (double)(float)urand(0.1, 1);
+    }
+    int64_t n;
+    double *ref = interp_outputs(&g, in, IR_INTERP_F32, &n);
+    char msg[512];
+    CHECK(ps_fuse(&g, msg, sizeof msg) == 3);
+    int kernels = 0;
+    double *got = ref ? llvm_outputs_k(&g, in, n, &kernels) : NULL;
+    int want = c == 2 ? 3 : 1; /* the softmax reads nm between nm and nv: nm alone, then nv + np, and the softmax */
+    CHECK_MSG(kernels == want, "siblings %lldx%lld (%d): %d kernels, want %d", R, C, c, kernels, want);
+    double e = got ? scaled_err(got, ref, n) : INFINITY;
+    printf("siblings %lldx%lld%s: %d kernel(s), llvm error %.3g\n", R, C, c == 2 ? " (a reader between)" : "",
+           kernels, e);
+    CHECK_MSG(e <= 1e-5, "siblings: error %g", e);
+    cg_program *p = cg_compile(&g, NULL, msg, sizeof msg);
+    CHECK_MSG(p && cg_output_checked(p, 0) && cg_output_checked(p, 1 + (c == 2)) && cg_output_checked(p, 2 + (c == 2)),
+              "siblings: outputs not checked");
+    cg_free(p);
+    free(ref);
+    free(got);
+    for (int j = 0; j < g.ninputs; j++) free(in[j]);
+    ar_free(&A);
+  }
+}
+
 /* A lone unary_grad is left alone when its dy is not a product it alone
  * reads: a one-step program would gain nothing. */
 static void test_grad_lone(void) {
@@ -629,6 +683,7 @@ int main(int argc, char **argv) {
   test_grad_epilogue();
   test_grad_lone();
   test_saved_link();
+  test_siblings();
   test_finite_check();
   test_training_costs();
   test_inplace();

@@ -362,7 +362,7 @@ int main(void) {
   test_forward(0);
   test_train();
   test_parts_cached(dir);
-  test_parts("examples/mlp.nn", 8, 3);
+  test_parts("examples/cnn.nn", 8, 3);
   test_parts("examples/gpt.nn", 2, 2);
   char rm[128];
   snprintf(rm, sizeof rm, "rm -rf %s", dir);

@@ -15,11 +15,14 @@ typedef struct {
   int arg[CG_MAXARGS];
   ir_bcast_kind kind[CG_MAXARGS];
   int64_t m[CG_MAXARGS];
+  int from[CG_MAXARGS]; /* >= 0: input j is that member's value (mv) in a multi kernel */
+  const V *mv;
 } fz_prog;
 
 static void fz_setup(fz_prog *p, const ir_graph *g, const ir_node *n, const int *arg, int cursor) {
-  p->n = n, p->nin = n->nin, p->cursor = cursor;
+  p->n = n, p->nin = n->nin, p->cursor = cursor, p->mv = NULL;
   for (int j = 0; j < n->nin && j < CG_MAXARGS; j++) {
+    p->from[j] = -1;
     p->arg[j] = arg ? arg[j] : 1 + j;
     p->kind[j] = ir_bcast_kind_of(&n->shape, &g->nodes[n->in[j]].shape, &p->m[j]);
   }
@@ -58,7 +61,8 @@ static V fz_step(cg_k *k, const ir_fstep *st, const ir_attr *at, V x, V y) {
 static V fz_eval(cg_k *k, const fz_prog *p, V v, V o, V row, V col, int w) {
   const ir_fusion *f = p->n->fusion;
   V in[CG_MAXARGS], val[IR_FUSE_MAXSTEPS];
-  for (int j = 0; j < p->nin; j++) in[j] = j == p->cursor ? v : fz_load(k, p, j, o, row, col, w);
+  for (int j = 0; j < p->nin; j++)
+    in[j] = j == p->cursor ? v : p->from[j] >= 0 ? p->mv[p->from[j]] : fz_load(k, p, j, o, row, col, w);
   for (int s = 0; s < f->nsteps; s++) {
     const ir_fstep *st = &f->step[s];
     V a[2] = {NULL, NULL};
@@ -154,6 +158,72 @@ void cg_emit_fused_op(cg_k *k) {
   int64_t parts = (total + FZ_CHUNK - 1) / FZ_CHUNK;
   if (parts >= 2 * FZ_GRAIN_CHUNKS) cg_parallel_for(k, parts, FZ_GRAIN_CHUNKS, 0, fz_part, &L);
   else fz_elems(k, &L, ci(k, 0), ci(k, total));
+}
+
+/* ---- several programs in one loop ---- */
+
+typedef struct {
+  const cg_multi *mu;
+  fz_prog p[CG_MAXMULTI];
+  int w;
+  int64_t chunk, total;
+} fm_loop;
+
+/* The kernel argument of member m's result: the last member is the
+ * kernel's node (argument 0), the others follow it in order. */
+static int fm_res(const cg_multi *mu, int m) { return m == mu->n - 1 ? 0 : m + 1; }
+
+/* Elements [o, o + w) of every member, in member order, each stored. */
+static void fm_vec(cg_k *k, fm_loop *L, V o, int w, V *bad) {
+  V mv[CG_MAXMULTI];
+  for (int m = 0; m < L->mu->n; m++) {
+    L->p[m].mv = mv;
+    mv[m] = fz_eval(k, &L->p[m], NULL, o, NULL, NULL, w);
+    cg_vst(k, k->arg[fm_res(L->mu, m)], o, mv[m], w);
+    if (bad && L->mu->check[m]) fz_note(k, *bad, mv[m], w);
+  }
+}
+
+static void fm_elems(cg_k *k, fm_loop *L, V base, V len) {
+  int w = L->w, check = 0;
+  for (int m = 0; m < L->mu->n; m++) check |= L->mu->check[m];
+  LLVMTypeRef vt = LLVMVectorType(k->m->i32, (unsigned)(w > 1 ? w : 2));
+  V vbad = check && w > 1 ? cg_var(k, vt, LLVMConstNull(vt)) : NULL;
+  V sbad = check ? cg_var(k, k->m->i32, ci32(k, 0)) : NULL;
+  V nv = w > 1 ? LLVMBuildAnd(k->B, len, ci(k, ~(int64_t)(w - 1)), "") : ci(k, 0);
+  if (w > 1)
+    CG_FOR(k, l, ci(k, 0), LLVMBuildUDiv(k->B, nv, ci(k, w), "")) fm_vec(k, L, cg_add(k, base, cg_muli(k, l.iv, w)), w, vbad ? &vbad : NULL);
+  CG_FOR(k, l, nv, len) fm_vec(k, L, cg_add(k, base, l.iv), 1, sbad ? &sbad : NULL);
+  if (vbad) fz_flag(k, vbad, w);
+  if (sbad) fz_flag(k, sbad, 1);
+}
+
+static void fm_part(cg_k *k, V i, void *ctx) {
+  fm_loop *L = ctx;
+  V base = cg_muli(k, i, L->chunk);
+  V rest = LLVMBuildSub(k->B, ci(k, L->total), base, "");
+  fm_elems(k, L, base, cg_sel(k, LLVMBuildICmp(k->B, LLVMIntSLT, rest, ci(k, L->chunk), ""), rest, ci(k, L->chunk)));
+}
+
+void cg_emit_fused_multi(cg_k *k, const cg_multi *mu) {
+  fm_loop L = {mu, {{0}}, k->m->vw > 1 ? k->m->vw : 1, FZ_CHUNK, 0};
+  for (int m = 0; m < mu->n; m++) {
+    const ir_node *n = &k->g->nodes[mu->node[m]];
+    int arg[CG_MAXARGS] = {0};
+    for (int j = 0; j < n->nin; j++)
+      for (int q = 0; q < mu->nin; q++)
+        if (mu->in[q] == n->in[j]) arg[j] = mu->n + q;
+    fz_setup(&L.p[m], k->g, n, arg, -1);
+    for (int j = 0; j < n->nin; j++)
+      for (int q = 0; q < m; q++)
+        if (mu->node[q] == n->in[j]) L.p[m].from[j] = q;
+    int w = fz_width(&L.p[m], k->m->vw);
+    L.w = w < L.w ? w : L.w;
+  }
+  L.total = ir_numel(&k->g->nodes[mu->node[0]].shape);
+  int64_t parts = (L.total + FZ_CHUNK - 1) / FZ_CHUNK;
+  if (parts >= 2 * FZ_GRAIN_CHUNKS) cg_parallel_for(k, parts, FZ_GRAIN_CHUNKS, 0, fm_part, &L);
+  else fm_elems(k, &L, ci(k, 0), ci(k, L.total));
 }
 
 /* ---- as a product's epilogue ---- */

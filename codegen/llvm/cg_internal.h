@@ -31,7 +31,7 @@ typedef struct {
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
 } cg_mod;
 
-enum { CG_MAXARGS = 16, CG_MAXFUSE = 6 };
+enum { CG_MAXARGS = 24, CG_MAXFUSE = 6 };
 
 /* A matrix product fused with the elementwise nodes that follow it (bias
  * add, activation, residual add): one kernel computes the product and
@@ -88,6 +88,19 @@ V cg_unary_deriv(cg_k *k, int op, V x, const ir_attr *a); /* f'(x), cg_grad.c */
  * (row, col) given the product's value v. arg[j]: the kernel argument of
  * fz's input j, -1 for the product. */
 void cg_emit_fused_op(cg_k *k);
+/* Several fused nodes of one shape in one loop (an Adam update's new m, new
+ * v and new weight): kernel arguments 0..n-1 are their results, then their
+ * other inputs; a member reading an earlier member takes its value from
+ * registers. check[m]: flag a non-finite result of member m. */
+enum { CG_MAXMULTI = 4 };
+typedef struct {
+  int n;
+  int node[CG_MAXMULTI]; /* in node order; the kernel runs at the last one's place */
+  int check[CG_MAXMULTI];
+  int nin;
+  int in[CG_MAXARGS];    /* the other inputs, in argument order after the results */
+} cg_multi;
+void cg_emit_fused_multi(cg_k *k, const cg_multi *mu);
 int cg_fused_epilogue_ok(const ir_graph *g, const ir_node *fz, int product);
 V cg_fused_epilogue(cg_k *k, const ir_node *fz, const int *arg, V v, V row, V col, int w);
 /* The backward ops' emitter (cg_grad.c): dispatches on its own table. */

@@ -117,6 +117,7 @@ static int cg_init_llvm(char *msg, size_t msgn) {
 
 typedef struct {
   cg_fuse f;
+  const cg_multi *multi;  /* non-NULL: not a product chain but fused siblings (find_siblings) */
   int head;               /* the product node */
   int extra[CG_MAXARGS];  /* node of each step's other operands, in argument order */
   int nextra;
@@ -242,6 +243,81 @@ static void find_fusions(const ir_graph *g, arena *A, const int *is_out, cg_grou
   }
 }
 
+/* ---- fused siblings: several fused nodes in one loop ----
+ *
+ * An optimizer update is three fused nodes per parameter (new m, new v, new
+ * weight), each an output, so fuse cannot make them one node; each reads
+ * the gradient and the new weight reads the other two. One loop computing
+ * all three reads every input once and keeps m and v in registers. Members:
+ * standalone fused kernels of one shape, related (a shared input, or one
+ * reading another), with no other node between them reading a member; the
+ * group runs at its last member's place (run_at), the others are inside[]. */
+
+static int standalone_fused(const ir_graph *g, const cg_group *const *fuse_of, const int *run_at,
+                            const int *inside, int i) {
+  return g->nodes[i].op == IR_FUSED && !fuse_of[i] && run_at[i] == i && !inside[i];
+}
+
+static int member_of(const cg_multi *mu, int x) {
+  for (int m = 0; m < mu->n; m++)
+    if (mu->node[m] == x) return m;
+  return -1;
+}
+
+/* Whether node i joins mu (and then it has). */
+static int join(const ir_graph *g, cg_multi *mu, int i, const int *is_out) {
+  const ir_node *n = &g->nodes[i];
+  if (mu->n >= CG_MAXMULTI || !ir_shape_eq(&n->shape, &g->nodes[mu->node[0]].shape)) return 0;
+  int related = 0, add[CG_MAXARGS], na = 0;
+  for (int j = 0; j < n->nin; j++) {
+    int x = n->in[j], seen = member_of(mu, x) >= 0;
+    for (int q = 0; q < mu->nin; q++) seen |= mu->in[q] == x;
+    related |= seen;
+    for (int q = 0; q < na; q++) seen |= add[q] == x;
+    if (!seen) add[na++] = x;
+  }
+  if (!related || mu->n + 1 + mu->nin + na + 2 > CG_MAXARGS) return 0;
+  for (int q = 0; q < na; q++) mu->in[mu->nin++] = add[q];
+  mu->check[mu->n] = is_out[i];
+  mu->node[mu->n++] = i;
+  return 1;
+}
+
+static void close_group(cg_multi *mu, cg_group **fuse_of, int *run_at, int *inside, arena *A) {
+  if (mu->n >= 2) {
+    cg_group *grp = ar_alloc(A, sizeof *grp);
+    memset(grp, 0, sizeof *grp);
+    cg_multi *keep = ar_alloc(A, sizeof *keep);
+    *keep = *mu;
+    grp->multi = keep;
+    int last = mu->node[mu->n - 1];
+    fuse_of[last] = grp;
+    for (int m = 0; m < mu->n - 1; m++) run_at[mu->node[m]] = last, inside[mu->node[m]] = 1;
+  }
+  mu->n = mu->nin = 0;
+}
+
+static void start_group(const ir_graph *g, cg_multi *mu, int i, const int *is_out) {
+  const ir_node *n = &g->nodes[i];
+  mu->n = 1, mu->node[0] = i, mu->check[0] = is_out[i], mu->nin = 0;
+  for (int j = 0; j < n->nin; j++) mu->in[mu->nin++] = n->in[j]; /* a fused node's inputs are distinct */
+}
+
+static void find_siblings(const ir_graph *g, arena *A, const int *is_out, cg_group **fuse_of, int *run_at,
+                          int *inside) {
+  cg_multi mu = {0};
+  for (int i = 0; i < g->nnodes && !g->no_fusion; i++) {
+    int cand = standalone_fused(g, (const cg_group *const *)fuse_of, run_at, inside, i);
+    if (mu.n && cand && join(g, &mu, i, is_out)) continue;
+    for (int j = 0; mu.n && j < g->nodes[i].nin; j++) /* a reader from outside: the group ends before it */
+      if (member_of(&mu, g->nodes[i].in[j]) >= 0) close_group(&mu, fuse_of, run_at, inside, A);
+    if (!cand) continue;
+    close_group(&mu, fuse_of, run_at, inside, A);
+    start_group(g, &mu, i, is_out);
+  }
+  close_group(&mu, fuse_of, run_at, inside, A);
+}
+
 /* ---- buffer plan ---- */
 
 /* Kernels that read element e of each full-shaped input before writing
@@ -267,6 +343,7 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **
   for (int i = 0; i < nn; i++) owner[i] = -1, is_out[i] = 0;
   for (int j = g->noutputs - 1; j >= 0; j--) owner[g->outputs[j].node] = j, is_out[g->outputs[j].node] = 1;
   find_fusions(g, A, is_out, fuse_of, run_at, inside);
+  find_siblings(g, A, is_out, fuse_of, run_at, inside);
   int64_t cbytes = 0;
   for (int i = 0; i < nn; i++) {
     const ir_node *n = &g->nodes[i];
@@ -360,6 +437,12 @@ static void set_fn_attrs(cg_mod *m, V fn) { cg_set_fn_attrs(m, fn); }
 /* The nodes a kernel reads, in argument order after its result: the node's
  * inputs, or for a fused group the product's two inputs and the extras. */
 static int kernel_inputs(const ir_graph *g, const ir_node *n, const cg_group *grp, int *in) {
+  if (grp && grp->multi) { /* the other members' results, then the inputs */
+    const cg_multi *mu = grp->multi;
+    for (int m = 1; m < mu->n; m++) in[m - 1] = mu->node[m - 1];
+    for (int j = 0; j < mu->nin; j++) in[mu->n - 1 + j] = mu->in[j];
+    return mu->n - 1 + mu->nin;
+  }
   if (!grp) {
     for (int j = 0; j < n->nin; j++) in[j] = n->in[j];
     return n->nin;
@@ -379,14 +462,14 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_gr
   k.m = m;
   k.B = m->B;
   k.g = g;
-  k.n = grp ? &g->nodes[grp->head] : n;
-  k.fuse = grp ? &grp->f : NULL;
+  k.n = grp && !grp->multi ? &g->nodes[grp->head] : n;
+  k.fuse = grp && !grp->multi ? &grp->f : NULL;
   k.check_finite = check;
   k.nargs = nin + 1;
   LLVMTypeRef params[CG_MAXARGS];
   for (int j = 0; j < nin + 3; j++) params[j] = m->ptr;
   char name[64];
-  snprintf(name, sizeof name, "k%d_%s%s", idx, ir_ops[k.n->op].name, grp ? "_fused" : "");
+  snprintf(name, sizeof name, "k%d_%s%s", idx, ir_ops[k.n->op].name, grp ? grp->multi ? "_multi" : "_fused" : "");
   k.fn = LLVMAddFunction(m->M, name, LLVMFunctionType(m->vd, params, (unsigned)nin + 3, 0));
   LLVMSetLinkage(k.fn, LLVMInternalLinkage);
   set_fn_attrs(m, k.fn);
@@ -405,7 +488,8 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_gr
   LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(m->C, k.fn, "start");
   LLVMBuildBr(m->B, start); /* the entry block holds only allocas */
   LLVMPositionBuilderAtEnd(m->B, start);
-  if (grp) cg_emit_fused(&k);
+  if (grp && grp->multi) cg_emit_fused_multi(&k, grp->multi);
+  else if (grp) cg_emit_fused(&k);
   else cg_emitters[n->op](&k);
   LLVMBuildRetVoid(m->B);
   return k.fn;
@@ -445,6 +529,23 @@ static void prof_tick(int32_t seq) {
 /* The dedup key of a kernel: every node it computes, with shapes and
  * attributes, and for a fused group the operand sides. */
 static void group_key(const ir_graph *g, const ir_node *n, const cg_group *grp, char *key, size_t kn) {
+  if (grp && grp->multi) { /* each member, and where each of its inputs comes from */
+    const cg_multi *mu = grp->multi;
+    size_t w = (size_t)snprintf(key, kn, "multi%d|", mu->n);
+    for (int m = 0; m < mu->n && w + 16 < kn; m++) {
+      const ir_node *x = &g->nodes[mu->node[m]];
+      kernel_key(g, x, key + w, kn - w);
+      w = strlen(key);
+      for (int j = 0; j < x->nin && w + 16 < kn; j++) {
+        int from = -1;
+        for (int q = 0; q < mu->nin; q++) from = mu->in[q] == x->in[j] ? q : from;
+        for (int q = 0; q < mu->n; q++) from = mu->node[q] == x->in[j] ? 1000 + q : from;
+        w += (size_t)snprintf(key + w, kn - w, "<%d", from);
+      }
+      w += (size_t)snprintf(key + w, kn - w, "%s#", mu->check[m] ? "!" : "");
+    }
+    return;
+  }
   if (!grp) {
     kernel_key(g, n, key, kn);
     return;
@@ -490,6 +591,7 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A, 
      * of its own to know they are finite (cg_run_nonfinite). */
     int check = kind == BUF_OUTPUT && !grp && n->op == IR_FUSED;
     p->buf[i].checked = check;
+    for (int q = 0; grp && grp->multi && q < grp->multi->n; q++) p->buf[grp->multi->node[q]].checked = grp->multi->check[q];
     group_key(g, n, grp, key, sizeof key);
     if (check) strncat(key, "|check", sizeof key - strlen(key) - 1);
     unsigned h = hash_str(key) & (kt.cap - 1);
@@ -508,7 +610,7 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A, 
     args[nin + 1] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pscr, &si, 1, ""), "");
     args[nin + 2] = err;
     LLVMBuildCall2(EB, LLVMGlobalGetValueType(kt.fn[h]), kt.fn[h], args, (unsigned)nin + 3, "");
-    if (grp && p->op_names) p->op_names[i] = "matmul+fused";
+    if (grp && p->op_names) p->op_names[i] = grp->multi ? "fused siblings" : "matmul+fused";
     if (p->prof_node) {
       V seq = LLVMConstInt(m->i32, (unsigned long long)(p->st.kernels - 1), 0);
       p->prof_node[p->st.kernels - 1] = i;
