@@ -394,6 +394,10 @@ static void test_flagged_matmul(void) {
     {1, {2, 7, 7}, {2, 7, 7}},
     {2, {2, 7, 7}, {2, 7, 7}},
     {3, {2, 7, 7}, {2, 7, 7}},
+    {0, {2, 13, 33}, {2, 33, 10}},         /* narrow C (N < the vector width): masked, 8 rows a loop + 5 */
+    {1, {2, 40, 256}, {2, 40, 10}},        /* narrow, A transposed (a 10-class weight gradient) */
+    {0, {2, 9, 5}, {2, 5, 3}},
+    {0, {2, 8, 7}, {2, 7, 15}},
   };
   enum { NT = sizeof t / sizeof t[0] };
   tcase cs[NT];
@@ -409,15 +413,16 @@ static void test_flagged_matmul(void) {
   printf("%-14s max rel err %.3g\n", "matmul[ta,tb]", e);
   CHECK_MSG(e >= 0 && e <= 1e-5, "flagged matmul: error %g", e);
   /* x @ w -> + bias -> gelu -> res - (.) -> tanh with flagged products */
-  static const int fz[4][5][4] = {
+  static const int fz[5][5][4] = {
     {{1}, {2, 33, 7}, {2, 33, 5}, {1, 5}, {2, 7, 5}},                /* small, A transposed */
+    {{0}, {2, 20, 33}, {2, 33, 10}, {1, 10}, {2, 20, 10}},           /* narrow: masked, then the pass */
     {{2}, {3, 2, 7, 33}, {2, 20, 33}, {1, 20}, {3, 2, 7, 20}},       /* small, B packed */
     {{3}, {2, 8, 1024}, {2, 160, 8}, {2, 1, 160}, {2, 1024, 160}},   /* cblas, epilogue pass */
     {{1}, {3, 2, 7, 3}, {2, 7, 5}, {1, 5}, {3, 2, 3, 5}},            /* batched A^T: per batch, then the pass */
   };
-  tcase fc[4];
+  tcase fc[5];
   memset(fc, 0, sizeof fc);
-  for (int c = 0; c < 4; c++) {
+  for (int c = 0; c < 5; c++) {
     fc[c].nin = 4, fc[c].attr.i = fz[c][0][0];
     for (int j = 0; j < 4; j++) {
       fc[c].dt[j] = IR_F32;
@@ -425,7 +430,7 @@ static void test_flagged_matmul(void) {
       for (int d = 0; d < fz[c][1 + j][0]; d++) fc[c].sh[j].d[d] = fz[c][1 + j][1 + d];
     }
   }
-  e = run_op(OP_FUSED, fc, 4);
+  e = run_op(OP_FUSED, fc, 5);
   printf("%-14s max rel err %.3g\n", "fused [ta,tb]", e);
   CHECK_MSG(e >= 0 && e <= 1e-5, "fused chains with flagged products: error %g", e);
 }

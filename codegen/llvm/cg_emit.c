@@ -3,6 +3,7 @@
  * type at each access, which is correct with LLVM 14's typed pointers and a
  * no-op with the opaque pointers of LLVM 15+. */
 #include "cg_internal.h"
+#include "cg_vec.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -450,8 +451,88 @@ static int sg_fits(int tb, int64_t M, int64_t N, int64_t K) {
   return M * N * K <= CG_SMALL_GEMM && K > 0 && (!tb || K * N <= SG_PACK_MAX);
 }
 
+/* A narrow C (N below the vector width: a 10-class head and its weight
+ * gradient) as one vector per row, masked past N, SG_NARROW rows at a
+ * time: one K loop with SG_NARROW independent FMA chains, where pieces of
+ * 8 and 2 lanes took two loops of SG_ROWS chains each (latency-bound).
+ * Each element is still summed in K order. The epilogue, whose operand
+ * loads are not masked, is a pass over C afterwards (C is small, in L1). */
+enum { SG_NARROW = 8 };
+
+typedef struct {
+  cg_row r;
+  int ta, nr;
+  int64_t K, lda, ldb, ldc;
+  double alpha, beta;
+  V A, B, C;
+} sn_t;
+
+static void sn_rows(cg_k *k, const sn_t *s, V row0, int nr) {
+  LLVMTypeRef t = LLVMVectorType(k->m->f32, (unsigned)s->r.w);
+  V acc[SG_NARROW], rows[SG_NARROW];
+  for (int q = 0; q < nr; q++) {
+    acc[q] = cg_var(k, t, LLVMConstNull(t));
+    rows[q] = LLVMBuildNSWAdd(k->B, row0, ci(k, q), "");
+  }
+  CG_FOR(k, kk, ci(k, 0), ci(k, s->K)) {
+    V b = cg_row_ld(k, &s->r, s->B, LLVMBuildNSWMul(k->B, kk.iv, ci(k, s->ldb), ""), 1);
+    for (int q = 0; q < nr; q++) {
+      V ai = s->ta ? LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, kk.iv, ci(k, s->lda), ""), rows[q], "")
+                   : LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, rows[q], ci(k, s->lda), ""), kk.iv, "");
+      V args[3] = {cg_bcast(k, cg_ldp(k, s->A, ai), s->r.w), b, cg_get(k, acc[q], t)};
+      cg_set(k, acc[q], cg_intr(k, "llvm.fmuladd", args, 3));
+    }
+  }
+  for (int q = 0; q < nr; q++) {
+    V ix = LLVMBuildNSWMul(k->B, rows[q], ci(k, s->ldc), ""), v = cg_get(k, acc[q], t);
+    if (s->alpha != 1.0) v = LLVMBuildFMul(k->B, v, cfl(k, v, s->alpha), "");
+    if (s->beta != 0.0) {
+      V old = cg_row_ld(k, &s->r, s->C, ix, 1);
+      v = LLVMBuildFAdd(k->B, v, s->beta == 1.0 ? old : LLVMBuildFMul(k->B, old, cfl(k, v, s->beta), ""), "");
+    }
+    cg_row_st(k, &s->r, s->C, ix, v, 1);
+  }
+}
+
+typedef struct {
+  V C;
+  int64_t ldc;
+  const cg_epi *epi;
+  V row;
+} epi_pass;
+
+static void epi_body(cg_k *k, V j, int w, void *ctx) {
+  epi_pass *e = ctx;
+  V ix = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, e->row, ci(k, e->ldc), ""), j, "");
+  cg_vst(k, e->C, ix, e->epi->fn(k, cg_vld(k, e->C, ix, w), e->row, j, w, e->epi->ctx), w);
+}
+
+static void epi_rows(cg_k *k, int64_t M, int64_t N, V Cm, int64_t ldc, const cg_epi *epi) {
+  epi_pass e = {Cm, ldc, epi, NULL};
+  CG_FOR(k, r, ci(k, 0), ci(k, M)) {
+    e.row = r.iv;
+    cg_vfor(k, ci(k, N), epi_body, &e);
+  }
+}
+
+static int sn_fits(cg_k *k, int tb, int64_t M, int64_t N) {
+  return !tb && M >= SG_NARROW && N > 1 && N < (k->m->vw > 1 ? k->m->vw : 1) && N % 8 != 0 && N % 4 != 0;
+}
+
+static void sg_narrow(cg_k *k, int ta, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda, V Bm,
+                      int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
+  sn_t s = {cg_row_of(k, N), ta, SG_NARROW, K, lda, ldb, ldc, alpha, beta, A, Bm, Cm};
+  CG_FOR(k, i, ci(k, 0), ci(k, M / SG_NARROW)) sn_rows(k, &s, LLVMBuildNSWMul(k->B, i.iv, ci(k, SG_NARROW), ""), SG_NARROW);
+  if (M % SG_NARROW) sn_rows(k, &s, ci(k, M / SG_NARROW * SG_NARROW), (int)(M % SG_NARROW));
+  if (epi) epi_rows(k, M, N, Cm, ldc, epi);
+}
+
 static void sg_small(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
                      V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
+  if (sn_fits(k, tb, M, N)) {
+    sg_narrow(k, ta, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, epi);
+    return;
+  }
   /* SG_ROWS rows at a time whenever there are that many: a narrow C (a
    * 10-class head) then still has enough independent FMA chains to hide
    * the FMA latency, and each B vector loaded serves SG_ROWS rows */
@@ -469,19 +550,6 @@ static void sg_small(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, d
     }
 }
 
-typedef struct {
-  V C;
-  int64_t ldc;
-  const cg_epi *epi;
-  V row;
-} epi_pass;
-
-static void epi_body(cg_k *k, V j, int w, void *ctx) {
-  epi_pass *e = ctx;
-  V ix = LLVMBuildNSWAdd(k->B, LLVMBuildNSWMul(k->B, e->row, ci(k, e->ldc), ""), j, "");
-  cg_vst(k, e->C, ix, e->epi->fn(k, cg_vld(k, e->C, ix, w), e->row, j, w, e->epi->ctx), w);
-}
-
 void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
                   V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
   if (sg_fits(tb, M, N, K)) {
@@ -489,12 +557,7 @@ void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, doub
     return;
   }
   cg_sgemm(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc);
-  if (!epi) return;
-  epi_pass e = {Cm, ldc, epi, NULL};
-  CG_FOR(k, r, ci(k, 0), ci(k, M)) {
-    e.row = r.iv;
-    cg_vfor(k, ci(k, N), epi_body, &e);
-  }
+  if (epi) epi_rows(k, M, N, Cm, ldc, epi);
 }
 
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
