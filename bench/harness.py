@@ -176,6 +176,15 @@ def sgemm_peak(build, quick):
     return pinned, native
 
 
+def gemm_floor(build, batch, quick):
+    """The MLP step's eight products, each alone with OpenBLAS (best of
+    reps), summed: no schedule of the step can beat it (bench/README.md)."""
+    out = run([os.path.join(build, "mlp_gemm_floor"), str(batch), "20" if quick else "200"],
+              env=unpin_blas(dict(os.environ)))
+    m = re.search(r"at least ([\d.]+) ms", out)
+    return float(m.group(1)) if m else None
+
+
 # ---- output ----
 
 def row(w, lathe, peer, allpeer, err):
@@ -278,6 +287,11 @@ def print_table(rows, peak, pinned_blas):
                   (r["workload"], ms(r["lathe_o0_ms"]), r.get("o0_kernels", "?"), r["o2_speedup"],
                    r["o2_speedup_min"]))
     for r in rows:
+        if r.get("gemm_floor_ms") and r.get("peer_ms"):
+            print("%s: its eight matrix products alone (OpenBLAS, each timed by itself, bench/mlp_gemm_floor) take "
+                  "%s ms, %.2f of the peer's step" % (r["workload"], ms(r["gemm_floor_ms"]),
+                                                      r["gemm_floor_ms"] / r["peer_ms"]))
+    for r in rows:
         if "lathe_loss" in r or "peer_loss" in r:
             print("%s: loss over the run's steps on its fixed batch: lathe %s, peer %s" %
                   (r["workload"], loss_span(r.get("lathe_loss")), loss_span(r.get("peer_loss"))))
@@ -359,6 +373,8 @@ def main():
                         (peer.get("params"), lathe.get("params")))
         r = row(w, lathe, peer, allpeer, "; ".join(errs))
         r["sgemm_peak_gflops"] = {"lathe_kernel": peak[0]["gflops_2t"], "peer_kernel": peak[1]["gflops_2t"]}
+        if w.name.startswith("mlp_train_"):
+            r["gemm_floor_ms"] = gemm_floor(build, w.binds["batch"], a.quick)
         rows.append(r)
         if a.json:
             print(json.dumps(r), flush=True)
