@@ -135,27 +135,50 @@ static void test_run_and_weights(void) {
   lathe_program_free(p);
 }
 
+/* A 3 -> 2 classifier trained with `optimizer` (the train block's line). */
+static lathe_model *tiny_model(const char *optimizer) {
+  char src[512];
+  snprintf(src, sizeof src,
+           "input x : f32[4, 3]\ntarget y : i32[4]\nlogits = dense(x, 2, name=\"fc\")\n"
+           "output logits\nloss = cross_entropy(logits, y)\ntrain { optimizer = %s }\n", optimizer);
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_parse("tiny.nn", src, strlen(src), &err);
+  CHECK_MSG(m != NULL, "%s", err.message ? err.message : "");
+  lathe_error_clear(&err);
+  return m;
+}
+
+/* Its training step on backend (0 interpreter, 1 llvm), weights
+ * initialised, the batch xs[4][3] with labels 0 1 0 1 set; NULL on failure. */
+static lathe_program *tiny_step(lathe_model *m, int backend, const float *xs) {
+  lathe_error err = {0};
+  lathe_options o = {.backend = backend ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP};
+  lathe_program *p = lathe_compile_train(m, &o, &err);
+  CHECK_MSG(p != NULL, "%s", err.message ? err.message : "");
+  if (!p) {
+    lathe_error_clear(&err);
+    return NULL;
+  }
+  static const int32_t ys[4] = {0, 1, 0, 1};
+  lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 3}, .data = (void *)xs};
+  lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = (void *)ys};
+  CHECK(lathe_weights_init(p, 1, &err) == 0);
+  CHECK(lathe_set_input(p, "x", &x, &err) == 0 && lathe_set_input(p, "y", &y, &err) == 0);
+  lathe_error_clear(&err);
+  return p;
+}
+
+static const float tiny_xs[12] = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0};
+
 /* A training step through the public API: loss falls; a diverging step
  * fails and leaves the weights untouched. */
 static void test_train_step(void) {
   lathe_error err = {0};
-  const char *src =
-      "input x : f32[4, 3]\ntarget y : i32[4]\nlogits = dense(x, 2, name=\"fc\")\n"
-      "output logits\nloss = cross_entropy(logits, y)\ntrain { optimizer = sgd(lr=0.5) }\n";
-  lathe_model *m = lathe_model_parse("step.nn", src, strlen(src), &err);
-  CHECK(m != NULL);
+  lathe_model *m = tiny_model("sgd(lr=0.5)");
   if (!m) return;
   for (int backend = 0; backend < 2; backend++) {
-    lathe_options o = {.backend = backend ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP};
-    lathe_program *p = lathe_compile_train(m, &o, &err);
-    CHECK_MSG(p != NULL, "%s", err.message ? err.message : "");
-    if (!p) { lathe_error_clear(&err); continue; }
-    CHECK(lathe_weights_init(p, 1, &err) == 0);
-    float xs[12] = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0};
-    int32_t ys[4] = {0, 1, 0, 1};
-    lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 3}, .data = xs};
-    lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = ys};
-    CHECK(lathe_set_input(p, "x", &x, &err) == 0 && lathe_set_input(p, "y", &y, &err) == 0);
+    lathe_program *p = tiny_step(m, backend, tiny_xs);
+    if (!p) continue;
     float first = 0, last = 0;
     for (int s = 0; s < 20; s++) {
       CHECK(lathe_run(p, &err) == 0);
@@ -189,23 +212,12 @@ static void test_train_step(void) {
  * weights as they were on both backends. */
 static void test_nonfinite_update(void) {
   lathe_error err = {0};
-  const char *src =
-      "input x : f32[4, 3]\ntarget y : i32[4]\nlogits = dense(x, 2, name=\"fc\")\n"
-      "output logits\nloss = cross_entropy(logits, y)\ntrain { optimizer = sgd(lr=1e38) }\n";
-  lathe_model *m = lathe_model_parse("nf.nn", src, strlen(src), &err);
-  CHECK(m != NULL);
+  lathe_model *m = tiny_model("sgd(lr=1e38)");
   if (!m) return;
+  static const float big[12] = {100, -50, 80, 90, 100, -70, 60, 0, 100, 100, 100, 0};
   for (int backend = 0; backend < 2; backend++) {
-    lathe_options o = {.backend = backend ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP};
-    lathe_program *p = lathe_compile_train(m, &o, &err);
-    CHECK_MSG(p != NULL, "%s", err.message ? err.message : "");
-    if (!p) { lathe_error_clear(&err); continue; }
-    CHECK(lathe_weights_init(p, 1, &err) == 0);
-    float xs[12] = {100, -50, 80, 90, 100, -70, 60, 0, 100, 100, 100, 0};
-    int32_t ys[4] = {0, 1, 0, 1};
-    lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 3}, .data = xs};
-    lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = ys};
-    CHECK(lathe_set_input(p, "x", &x, &err) == 0 && lathe_set_input(p, "y", &y, &err) == 0);
+    lathe_program *p = tiny_step(m, backend, big);
+    if (!p) continue;
     lathe_tensor w;
     CHECK(lathe_param_view(p, 0, &w) == 0);
     float before[6];
@@ -224,20 +236,9 @@ static void test_nonfinite_update(void) {
  * fresh view and the "new.X" output all show the same new values. */
 static void test_commit_views(void) {
   lathe_error err = {0};
-  const char *src =
-      "input x : f32[4, 3]\ntarget y : i32[4]\nlogits = dense(x, 2, name=\"fc\")\n"
-      "output logits\nloss = cross_entropy(logits, y)\ntrain { optimizer = adam(lr=0.1) }\n";
-  lathe_model *m = lathe_model_parse("cv.nn", src, strlen(src), &err);
-  lathe_options o = {.backend = LATHE_BACKEND_LLVM};
-  lathe_program *p = m ? lathe_compile_train(m, &o, &err) : NULL;
-  CHECK_MSG(p != NULL, "%s", err.message ? err.message : "");
+  lathe_model *m = tiny_model("adam(lr=0.1)");
+  lathe_program *p = m ? tiny_step(m, 1, tiny_xs) : NULL;
   if (p) {
-    CHECK(lathe_weights_init(p, 1, &err) == 0);
-    float xs[12] = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0};
-    int32_t ys[4] = {0, 1, 0, 1};
-    lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 3}, .data = xs};
-    lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = ys};
-    CHECK(lathe_set_input(p, "x", &x, &err) == 0 && lathe_set_input(p, "y", &y, &err) == 0);
     for (int s = 0; s < 3; s++) {
       lathe_tensor w0, w1, nw;
       CHECK(lathe_param_view(p, 0, &w0) == 0);

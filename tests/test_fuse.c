@@ -311,6 +311,30 @@ static void test_random(void) {
 
 /* ---- as a product's epilogue ---- */
 
+/* g's interpreter outputs (f32, seeded inputs uniform in [lo, hi)) against
+ * the LLVM program's after ps_fuse: the scaled error; the fuse pass's
+ * rewrites in *made and the program's kernel count in *kernels. */
+static double fused_vs_interp(ir_graph *g, uint64_t seed, double lo, double hi, int *made, int *kernels) {
+  double *in[16] = {0};
+  rng_state = seed;
+  for (int j = 0; j < g->ninputs && j < 16; j++) {
+    int64_t k = ir_numel(&g->inputs[j].shape);
+    in[j] = malloc(sizeof(double) * (size_t)k);
+    for (int64_t e = 0; e < k; e++) in[j][e] = (double)(float)urand(lo, hi);
+  }
+  int64_t n;
+  double *ref = interp_outputs(g, in, IR_INTERP_F32, &n);
+  char msg[512] = "";
+  *made = ps_fuse(g, msg, sizeof msg);
+  CHECK_MSG(*made >= 0, "%s", msg);
+  double *got = ref ? llvm_outputs_k(g, in, n, kernels) : NULL;
+  double e = got ? scaled_err(got, ref, n) : INFINITY;
+  free(ref);
+  free(got);
+  for (int j = 0; j < g->ninputs && j < 16; j++) free(in[j]);
+  return e;
+}
+
 static void test_epilogue(void) {
   static const int64_t dims[][3] = {{5, 7, 33}, {64, 128, 256}};
   for (int c = 0; c < 2; c++) {
@@ -330,28 +354,14 @@ static void test_epilogue(void) {
     ar_init(&A);
     ir_graph_init(&g, &A, "epi");
     CHECK(lower(src, &g) == 0);
-    int64_t n;
-    double *in[5];
-    rng_state = 5 + (uint64_t)c;
-    for (int j = 0; j < g.ninputs; j++) {
-      int64_t k = ir_numel(&g.inputs[j].shape);
-      in[j] = malloc(sizeof(double) * (size_t)k);
-      for (int64_t e = 0; e < k; e++) in[j][e] = (double)(float)urand(-1, 1);
-    }
-    double *ref = interp_outputs(&g, in, IR_INTERP_F32, &n);
-    char msg[512];
-    CHECK(ps_fuse(&g, msg, sizeof msg) == 1);
+    int made = 0, kernels = 0;
+    double e = fused_vs_interp(&g, 5 + (uint64_t)c, -1, 1, &made, &kernels);
+    CHECK(made == 1);
     int fz = g.outputs[0].node;
     CHECK(g.nodes[fz].op == IR_FUSED && g.nodes[g.nodes[fz].in[0]].op == IR_MATMUL);
-    int kernels = 0;
-    double *got = ref ? llvm_outputs_k(&g, in, n, &kernels) : NULL;
     CHECK_MSG(kernels == 1, "the product and its fused tail are %d kernels, want 1", kernels);
-    double e = got ? scaled_err(got, ref, n) : INFINITY;
     printf("epilogue %lldx%lldx%lld: llvm error %.3g\n", (long long)M, (long long)K, (long long)N, e);
     CHECK_MSG(e <= 1e-5, "epilogue: error %g", e);
-    free(ref);
-    free(got);
-    for (int j = 0; j < g.ninputs; j++) free(in[j]);
     ar_free(&A);
   }
 }
@@ -380,27 +390,14 @@ static void test_grad_epilogue(void) {
     int ug = ir_add(&g, IR_UNARY_GRAD, ug_in, 2, &gt, L0, msg, sizeof msg);
     CHECK_MSG(mm >= 0 && ug >= 0, "%s", msg);
     ir_add_output(&g, "dz", ug);
-    double *in[3];
-    rng_state = 11 + (uint64_t)c;
-    for (int j = 0; j < g.ninputs; j++) {
-      int64_t k = ir_numel(&g.inputs[j].shape);
-      in[j] = malloc(sizeof(double) * (size_t)k);
-      for (int64_t e = 0; e < k; e++) in[j][e] = (double)(float)urand(-2, 2);
-    }
-    int64_t n;
-    double *ref = interp_outputs(&g, in, IR_INTERP_F32, &n);
-    CHECK(ps_fuse(&g, msg, sizeof msg) == 1);
+    int made = 0, kernels = 0;
+    double e = fused_vs_interp(&g, 11 + (uint64_t)c, -2, 2, &made, &kernels);
+    CHECK(made == 1);
     const ir_node *fz = &g.nodes[g.outputs[0].node];
     CHECK(fz->op == IR_FUSED && fz->fusion->nsteps == 1 && fz->fusion->step[0].op == IR_UNARY_GRAD);
-    int kernels = 0;
-    double *got = ref ? llvm_outputs_k(&g, in, n, &kernels) : NULL;
     CHECK_MSG(kernels == 1, "the product and dy * f'(z) are %d kernels, want 1", kernels);
-    double e = got ? scaled_err(got, ref, n) : INFINITY;
     printf("gradient epilogue %lldx%lldx%lld: llvm error %.3g\n", (long long)M, (long long)K, (long long)N, e);
     CHECK_MSG(e <= 1e-5, "gradient epilogue: error %g", e);
-    free(ref);
-    free(got);
-    for (int j = 0; j < g.ninputs; j++) free(in[j]);
     ar_free(&A);
   }
 }
@@ -426,25 +423,12 @@ static void test_saved_link(void) {
     ar_init(&A);
     ir_graph_init(&g, &A, "save");
     CHECK(lower(src, &g) == 0);
-    double *in[4];
-    rng_state = 21 + (uint64_t)c;
-    for (int j = 0; j < g.ninputs; j++) {
-      int64_t k = ir_numel(&g.inputs[j].shape);
-      in[j] = malloc(sizeof(double) * (size_t)k);
-      for (int64_t e = 0; e < k; e++) in[j][e] = (double)(float)urand(-1, 1);
-    }
-    int64_t n;
-    double *ref = interp_outputs(&g, in, IR_INTERP_F32, &n);
-    int kernels = 0;
-    double *got = ref ? llvm_outputs_k(&g, in, n, &kernels) : NULL;
+    int made = 0, kernels = 0;
+    double e = fused_vs_interp(&g, 21 + (uint64_t)c, -1, 1, &made, &kernels);
     /* x @ w + b -> gelu (z saved) and gelu(z) @ v * z: two kernels */
     CHECK_MSG(kernels == 2, "%lldx%lldx%lld: %d kernels, want 2", M, K, N, kernels);
-    double e = got ? scaled_err(got, ref, n) : INFINITY;
     printf("saved link %lldx%lldx%lld: llvm error %.3g\n", M, K, N, e);
     CHECK_MSG(e <= 1e-5, "saved link: error %g", e);
-    free(ref);
-    free(got);
-    for (int j = 0; j < g.ninputs; j++) free(in[j]);
     ar_free(&A);
   }
 }
@@ -473,32 +457,19 @@ static void test_siblings(void) {
     ar_init(&A);
     ir_graph_init(&g, &A, "sib");
     CHECK(lower(src, &g) == 0);
-    double *in[4];
-    rng_state = 31 + (uint64_t)c;
-    for (int j = 0; j < g.ninputs; j++) {
-      int64_t k = ir_numel(&g.inputs[j].shape);
-      in[j] = malloc(sizeof(double) * (size_t)k);
-      for (int64_t e = 0; e < k; e++) in[j][e] = (double)(float)urand(0.1, 1);
-    }
-    int64_t n;
-    double *ref = interp_outputs(&g, in, IR_INTERP_F32, &n);
-    char msg[512];
-    CHECK(ps_fuse(&g, msg, sizeof msg) == 3);
-    int kernels = 0;
-    double *got = ref ? llvm_outputs_k(&g, in, n, &kernels) : NULL;
+    int made = 0, kernels = 0;
+    double e = fused_vs_interp(&g, 31 + (uint64_t)c, 0.1, 1, &made, &kernels);
+    CHECK(made == 3);
     int want = c == 2 ? 3 : 1; /* the softmax reads nm between nm and nv: nm alone, then nv + np, and the softmax */
     CHECK_MSG(kernels == want, "siblings %lldx%lld (%d): %d kernels, want %d", R, C, c, kernels, want);
-    double e = got ? scaled_err(got, ref, n) : INFINITY;
     printf("siblings %lldx%lld%s: %d kernel(s), llvm error %.3g\n", R, C, c == 2 ? " (a reader between)" : "",
            kernels, e);
     CHECK_MSG(e <= 1e-5, "siblings: error %g", e);
+    char msg[512];
     cg_program *p = cg_compile(&g, NULL, msg, sizeof msg);
     CHECK_MSG(p && cg_output_checked(p, 0) && cg_output_checked(p, 1 + (c == 2)) && cg_output_checked(p, 2 + (c == 2)),
               "siblings: outputs not checked");
     cg_free(p);
-    free(ref);
-    free(got);
-    for (int j = 0; j < g.ninputs; j++) free(in[j]);
     ar_free(&A);
   }
 }
