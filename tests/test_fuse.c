@@ -312,9 +312,11 @@ static void test_random(void) {
 /* ---- as a product's epilogue ---- */
 
 /* g's interpreter outputs (f32, seeded inputs uniform in [lo, hi)) against
- * the LLVM program's after ps_fuse: the scaled error; the fuse pass's
- * rewrites in *made and the program's kernel count in *kernels. */
-static double fused_vs_interp(ir_graph *g, uint64_t seed, double lo, double hi, int *made, int *kernels) {
+ * the LLVM program's after ps_fuse, which must agree within 1e-5 of the
+ * output scale (printed with what); the fuse pass's rewrites in *made and
+ * the program's kernel count in *kernels. */
+static void fused_vs_interp(ir_graph *g, const char *what, uint64_t seed, double lo, double hi, int *made,
+                            int *kernels) {
   double *in[16] = {0};
   rng_state = seed;
   for (int j = 0; j < g->ninputs && j < 16; j++) {
@@ -329,10 +331,11 @@ static double fused_vs_interp(ir_graph *g, uint64_t seed, double lo, double hi, 
   CHECK_MSG(*made >= 0, "%s", msg);
   double *got = ref ? llvm_outputs_k(g, in, n, kernels) : NULL;
   double e = got ? scaled_err(got, ref, n) : INFINITY;
+  printf("%s: %d kernel(s), llvm error %.3g\n", what, *kernels, e);
+  CHECK_MSG(e <= 1e-5, "%s: error %g", what, e);
   free(ref);
   free(got);
   for (int j = 0; j < g->ninputs && j < 16; j++) free(in[j]);
-  return e;
 }
 
 static void test_epilogue(void) {
@@ -355,13 +358,13 @@ static void test_epilogue(void) {
     ir_graph_init(&g, &A, "epi");
     CHECK(lower(src, &g) == 0);
     int made = 0, kernels = 0;
-    double e = fused_vs_interp(&g, 5 + (uint64_t)c, -1, 1, &made, &kernels);
+    char what[64];
+    snprintf(what, sizeof what, "epilogue %lldx%lldx%lld", (long long)M, (long long)K, (long long)N);
+    fused_vs_interp(&g, what, 5 + (uint64_t)c, -1, 1, &made, &kernels);
     CHECK(made == 1);
     int fz = g.outputs[0].node;
     CHECK(g.nodes[fz].op == IR_FUSED && g.nodes[g.nodes[fz].in[0]].op == IR_MATMUL);
     CHECK_MSG(kernels == 1, "the product and its fused tail are %d kernels, want 1", kernels);
-    printf("epilogue %lldx%lldx%lld: llvm error %.3g\n", (long long)M, (long long)K, (long long)N, e);
-    CHECK_MSG(e <= 1e-5, "epilogue: error %g", e);
     ar_free(&A);
   }
 }
@@ -391,13 +394,13 @@ static void test_grad_epilogue(void) {
     CHECK_MSG(mm >= 0 && ug >= 0, "%s", msg);
     ir_add_output(&g, "dz", ug);
     int made = 0, kernels = 0;
-    double e = fused_vs_interp(&g, 11 + (uint64_t)c, -2, 2, &made, &kernels);
+    char what[64];
+    snprintf(what, sizeof what, "gradient epilogue %lldx%lldx%lld", (long long)M, (long long)K, (long long)N);
+    fused_vs_interp(&g, what, 11 + (uint64_t)c, -2, 2, &made, &kernels);
     CHECK(made == 1);
     const ir_node *fz = &g.nodes[g.outputs[0].node];
     CHECK(fz->op == IR_FUSED && fz->fusion->nsteps == 1 && fz->fusion->step[0].op == IR_UNARY_GRAD);
     CHECK_MSG(kernels == 1, "the product and dy * f'(z) are %d kernels, want 1", kernels);
-    printf("gradient epilogue %lldx%lldx%lld: llvm error %.3g\n", (long long)M, (long long)K, (long long)N, e);
-    CHECK_MSG(e <= 1e-5, "gradient epilogue: error %g", e);
     ar_free(&A);
   }
 }
@@ -424,11 +427,11 @@ static void test_saved_link(void) {
     ir_graph_init(&g, &A, "save");
     CHECK(lower(src, &g) == 0);
     int made = 0, kernels = 0;
-    double e = fused_vs_interp(&g, 21 + (uint64_t)c, -1, 1, &made, &kernels);
+    char what[64];
+    snprintf(what, sizeof what, "saved link %lldx%lldx%lld", M, K, N);
+    fused_vs_interp(&g, what, 21 + (uint64_t)c, -1, 1, &made, &kernels);
     /* x @ w + b -> gelu (z saved) and gelu(z) @ v * z: two kernels */
     CHECK_MSG(kernels == 2, "%lldx%lldx%lld: %d kernels, want 2", M, K, N, kernels);
-    printf("saved link %lldx%lldx%lld: llvm error %.3g\n", M, K, N, e);
-    CHECK_MSG(e <= 1e-5, "saved link: error %g", e);
     ar_free(&A);
   }
 }
@@ -458,13 +461,12 @@ static void test_siblings(void) {
     ir_graph_init(&g, &A, "sib");
     CHECK(lower(src, &g) == 0);
     int made = 0, kernels = 0;
-    double e = fused_vs_interp(&g, 31 + (uint64_t)c, 0.1, 1, &made, &kernels);
+    char what[64];
+    snprintf(what, sizeof what, "siblings %lldx%lld%s", R, C, c == 2 ? " (a reader between)" : "");
+    fused_vs_interp(&g, what, 31 + (uint64_t)c, 0.1, 1, &made, &kernels);
     CHECK(made == 3);
     int want = c == 2 ? 3 : 1; /* the softmax reads nm between nm and nv: nm alone, then nv + np, and the softmax */
     CHECK_MSG(kernels == want, "siblings %lldx%lld (%d): %d kernels, want %d", R, C, c, kernels, want);
-    printf("siblings %lldx%lld%s: %d kernel(s), llvm error %.3g\n", R, C, c == 2 ? " (a reader between)" : "",
-           kernels, e);
-    CHECK_MSG(e <= 1e-5, "siblings: error %g", e);
     char msg[512];
     cg_program *p = cg_compile(&g, NULL, msg, sizeof msg);
     CHECK_MSG(p && cg_output_checked(p, 0) && cg_output_checked(p, 1 + (c == 2)) && cg_output_checked(p, 2 + (c == 2)),
