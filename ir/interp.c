@@ -57,6 +57,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   /* fused backward ops of the sequence layers: interp_seq_grad.c */
   [IR_ATTENTION_GRAD] = ik_attention_grad, [IR_RNN_GRAD] = ik_rnn_grad,
   [IR_LSTM_GRAD] = ik_lstm_grad, [IR_GRU_GRAD] = ik_gru_grad,
+  [IR_ATTENTION_SAVE] = ik_attention_save, [IR_ATTENTION_GRAD_SAVED] = ik_attention_grad_saved,
   /* decode-step ops: interp_decode.c */
   [IR_KV_WRITE] = ik_kv_write,  [IR_ATTENTION_DECODE] = ik_attention_decode,
   /* fused elementwise programs: interp_fused.c */

@@ -101,12 +101,14 @@ int ik_bce(ik_ctx *c, const ir_node *n, double *out);
 
 /* interp_seq.c: fused sequence layers */
 int ik_attention(ik_ctx *c, const ir_node *n, double *out);
+int ik_attention_save(ik_ctx *c, const ir_node *n, double *out);
 int ik_rnn(ik_ctx *c, const ir_node *n, double *out);
 int ik_lstm(ik_ctx *c, const ir_node *n, double *out);
 int ik_gru(ik_ctx *c, const ir_node *n, double *out);
 
 /* interp_seq_grad.c: fused backward ops of the sequence layers */
 int ik_attention_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_attention_grad_saved(ik_ctx *c, const ir_node *n, double *out);
 int ik_rnn_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_lstm_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_gru_grad(ik_ctx *c, const ir_node *n, double *out);
@@ -140,6 +142,6 @@ int ik_attention_decode(ik_ctx *c, const ir_node *n, double *out);
 /* interp_seq.c: one attention head of one sequence (also recomputed by the
  * backward in interp_seq_grad.c). qkv rows are [q | k | v]; p is scratch [T]. */
 void ik_attend_head(const double *qkv, int64_t T, int64_t d, int64_t off, int64_t hd, int causal, double *p,
-                    double *ctx);
+                    double *ctx, double *lse);
 
 #endif

@@ -13,9 +13,10 @@
 
 /* One head of one sequence: ctx[i, :] = softmax_j(q_i . k_j / sqrt(hd)) v_j,
  * j <= i when causal. qkv rows are [q | k | v] (3d wide); the head's slice
- * starts at column off of each part; ctx rows are d wide. */
+ * starts at column off of each part; ctx rows are d wide. lse (when not
+ * NULL): each row's log-sum-exp of its scaled scores, lse[i]. */
 void ik_attend_head(const double *qkv, int64_t T, int64_t d, int64_t off, int64_t hd, int causal, double *p,
-                    double *ctx) {
+                    double *ctx, double *lse) {
   double scale = 1.0 / sqrt((double)hd);
   for (int64_t i = 0; i < T; i++) {
     const double *q = qkv + i * 3 * d + off;
@@ -34,6 +35,7 @@ void ik_attend_head(const double *qkv, int64_t T, int64_t d, int64_t off, int64_
       for (int64_t j = 0; j < nj; j++) acc += p[j] * qkv[j * 3 * d + 2 * d + off + e];
       ctx[i * d + off + e] = acc / sum;
     }
+    if (lse) lse[i] = mx + log(sum);
   }
 }
 
@@ -54,9 +56,30 @@ int ik_attention(ik_ctx *c, const ir_node *n, double *out) {
   ik_affine(x, wqkv, bqkv, B * T, d, 3 * d, qkv);
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < H; h++)
-      ik_attend_head(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d);
+      ik_attend_head(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d, NULL);
   ik_affine(ctx, wp, bp, B * T, d, d, out);
   free(qkv), free(ctx), free(p);
+  return 0;
+}
+
+/* attention_save: the attention's result y, then the qkv rows, the heads'
+ * context and each (batch, head, query row)'s logsumexp, as ATTENTION_GRAD
+ * would recompute them. */
+int ik_attention_save(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0), *wqkv = ik_in(c, n, 1), *bqkv = ik_in(c, n, 2);
+  const double *wp = ik_in(c, n, 3), *bp = ik_in(c, n, 4);
+  int64_t B = sx->d[0], T = sx->d[1], d = sx->d[2], H = n->attr.heads, BT = B * T;
+  if (H < 1 || d % H) return ik_fail(c, n, "%lld heads do not divide width %lld", (long long)H, (long long)d);
+  int64_t hd = d / H;
+  double *y = out, *qkv = y + BT * d, *ctx = qkv + BT * 3 * d, *lse = ctx + BT * d, *p = ik_alloc(c, n, T);
+  if (!p) return -1;
+  ik_affine(x, wqkv, bqkv, BT, d, 3 * d, qkv);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      ik_attend_head(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d, lse + (b * H + h) * T);
+  ik_affine(ctx, wp, bp, BT, d, d, y);
+  free(p);
   return 0;
 }
 

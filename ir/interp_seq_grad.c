@@ -89,7 +89,7 @@ int ik_attention_grad(ik_ctx *c, const ir_node *n, double *out) {
     ik_affine(x, wq, bq, BT, d, 3 * d, qkv);
     for (int64_t b = 0; b < B; b++)
       for (int64_t h = 0; h < H; h++)
-        ik_attend_head(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d);
+        ik_attend_head(qkv + b * T * 3 * d, T, d, h * hd, hd, n->attr.causal, p, ctx + b * T * d, NULL);
     mm_tn(ctx, dy, BT, d, d, dwp); /* out = ctx wp + bp */
     colsum(dy, BT, d, dbp);
     mm_nt(dy, wp, BT, d, d, dctx);
@@ -104,6 +104,11 @@ int ik_attention_grad(ik_ctx *c, const ir_node *n, double *out) {
   free(qkv), free(dqkv), free(ctx), free(dctx), free(p), free(dp);
   return ok ? 0 : -1;
 }
+
+/* attention_grad_saved: attention_grad's result. The saved forward values
+ * are a cache of what attention_grad recomputes, so the reference simply
+ * recomputes (and so checks the backend's use of them). */
+int ik_attention_grad_saved(ik_ctx *c, const ir_node *n, double *out) { return ik_attention_grad(c, n, out); }
 
 /* ---- recurrences ---- */
 

@@ -61,6 +61,8 @@ typedef struct {
 } ir_shape;
 
 int64_t ir_numel(const ir_shape *s);
+/* attention_save's result size, [y | qkv | ctx | lse], for x[B, T, d] and H heads (ir/shape_seq_grad.c) */
+int64_t ir_attention_saved_numel(int64_t B, int64_t T, int64_t d, int64_t H);
 int ir_shape_eq(const ir_shape *a, const ir_shape *b);
 /* "[2, 3, 4]" into buf; returns buf */
 char *ir_shape_str(const ir_shape *s, char *buf, size_t n);

@@ -32,9 +32,11 @@ static int64_t conv_flops(const ir_graph *g, const ir_node *n) {
   return n->nin == 3 ? sadd(f, out) : f;
 }
 
-/* qkv projection, Q K^T over all heads, softmax, A V, output projection */
-static int64_t attention_flops(const ir_node *n) {
-  int64_t B = n->shape.d[0], T = n->shape.d[1], d = n->shape.d[2], heads = n->attr.heads;
+/* qkv projection, Q K^T over all heads, softmax, A V, output projection
+ * (x [B, T, d]: attention_save's result is a flat pack) */
+static int64_t attention_flops(const ir_graph *g, const ir_node *n) {
+  const ir_shape *x = &arg(g, n, 0)->shape;
+  int64_t B = x->d[0], T = x->d[1], d = x->d[2], heads = n->attr.heads;
   int64_t bt = smul(B, T);
   int64_t qkv = sadd(smul3(2, bt, smul(d, 3 * d)), smul(bt, 3 * d));
   int64_t scores = smul3(2, smul(bt, T), d);
@@ -64,7 +66,7 @@ int64_t ir_node_flops(const ir_graph *g, int node) {
     case IR_CONV2D: return conv_flops(g, n);
     case IR_MAXPOOL2D:
     case IR_AVGPOOL2D: return smul3(numel(n), n->attr.k, n->attr.k);
-    case IR_ATTENTION: return attention_flops(n);
+    case IR_ATTENTION: case IR_ATTENTION_SAVE: return attention_flops(g, n);
     case IR_RNN: return recurrent_flops(g, n, 1);
     case IR_LSTM: return recurrent_flops(g, n, 4);
     case IR_GRU: return recurrent_flops(g, n, 3);

@@ -69,6 +69,13 @@ int ad_differentiable(int op);
  * the program's interface and are never dropped. Returns 0, or -1 with a
  * message when the map is inconsistent (a bug in the pass). */
 int rw_rebuild(ir_graph *g, const int *repl, char *msg, size_t msgn);
+/* For a pass that appended nodes (ir_add) and pointed earlier readers at
+ * them: a topological order again, which keeps every node where it was
+ * unless an input of it now comes later, and then moves that input (and
+ * what it reads) up to just before its first reader. Nodes with drop[i]
+ * set (drop may be NULL) go; nothing may read them. Tables renumbered as
+ * rw_rebuild does. 0, or -1 with a message. */
+int rw_reorder(ir_graph *g, const char *drop, char *msgbuf, size_t msgn);
 /* A fresh identity map (repl[i] = i) in g's arena. */
 int *rw_identity(ir_graph *g);
 /* Resolve node id through repl chains (repl[x] < x) to the node that stays. */
@@ -86,6 +93,7 @@ int ps_cse(ir_graph *g, char *msg, size_t msgn);       /* cse.c: identical nodes
 int ps_dce(ir_graph *g, char *msg, size_t msgn);       /* dce.c: drop what no output/loss/grad needs */
 int ps_simplify(ir_graph *g, char *msg, size_t msgn);  /* simplify.c: algebraic identities */
 int ps_fuse(ir_graph *g, char *msg, size_t msgn);      /* fuse.c: elementwise trees -> one IR_FUSED node */
+int ps_attnsave(ir_graph *g, char *msg, size_t msgn);  /* attnsave.c: attention's backward reads its forward's work */
 /* Fold limit: results up to this many elements are always folded; larger
  * ones only when no larger than the constants they are computed from. */
 #define CF_MAX_ELEMS 4096

@@ -24,6 +24,7 @@ static const pm_pass pass_table[] = {
   {"simplify",  ps_simplify,  "algebraic identities: x*1, double transpose, log(softmax) ..."},
   {"cse",       ps_cse,       "identical nodes become one"},
   {"dce",       ps_dce,       "drop nodes no output, loss or gradient needs"},
+  {"attnsave",  ps_attnsave,  "attention's backward reads what its forward computed instead of recomputing it"},
   {"fuse",      ps_fuse,      "trees of elementwise ops become one fused loop"},
 };
 
@@ -33,8 +34,8 @@ static const pm_pass pass_table[] = {
 static const char *const level_table[PM_MAX_LEVEL + 1] = {
   [0] = "",
   [1] = "simplify,dce",
-  [2] = "constfold,simplify,cse,dce,fuse",
-  [3] = "constfold,simplify,cse,constfold,simplify,cse,dce,fuse",
+  [2] = "constfold,simplify,cse,dce,attnsave,fuse",
+  [3] = "constfold,simplify,cse,constfold,simplify,cse,dce,attnsave,fuse",
 };
 
 static const pm_pass *find_pass(const char *name, size_t len) {

@@ -92,3 +92,59 @@ int rw_rebuild(ir_graph *g, const int *repl, char *msg, size_t mn) {
   g->nnodes = g->capnodes = m;
   return 0;
 }
+
+/* ---- reordering: nodes a pass appended, moved up to where they are read ---- */
+
+/* Emit node r after every input it has not had yet (an explicit stack:
+ * chains run thousands of nodes deep). */
+static void topo_visit(const ir_graph *g, int r, char *state, int *order, int *m, int *stack, int *pos) {
+  int sp = 0;
+  stack[sp] = r, pos[sp++] = 0;
+  state[r] = 1;
+  while (sp) {
+    int i = stack[sp - 1];
+    const ir_node *n = &g->nodes[i];
+    if (pos[sp - 1] < n->nin) {
+      int x = n->in[pos[sp - 1]++];
+      if (!state[x]) {
+        state[x] = 1;
+        stack[sp] = x, pos[sp++] = 0;
+      }
+      continue;
+    }
+    state[i] = 2;
+    order[(*m)++] = i;
+    sp--;
+  }
+}
+
+int rw_reorder(ir_graph *g, const char *drop, char *msg, size_t mn) {
+  int n = g->nnodes;
+  char *state = ar_alloc(g->A, (size_t)n + 1);
+  int *order = ar_alloc(g->A, sizeof(int) * (size_t)(n + 1)), *stack = ar_alloc(g->A, sizeof(int) * (size_t)(n + 1));
+  int *pos = ar_alloc(g->A, sizeof(int) * (size_t)(n + 1)), *newid = ar_alloc(g->A, sizeof(int) * (size_t)(n + 1));
+  int m = 0;
+  memset(state, 0, (size_t)n + 1);
+  for (int i = 0; i < n; i++) {
+    newid[i] = -1;
+    if (drop && drop[i]) state[i] = 2; /* never emitted; a reader would fail below */
+  }
+  for (int i = 0; i < n; i++)
+    if (!state[i]) topo_visit(g, i, state, order, &m, stack, pos);
+  for (int k = 0; k < m; k++) newid[order[k]] = k;
+  ir_node *nodes = ar_alloc(g->A, sizeof(ir_node) * (size_t)(m + 1));
+  for (int k = 0; k < m; k++) {
+    const ir_node *old = &g->nodes[order[k]];
+    nodes[k] = *old;
+    nodes[k].in = ar_alloc(g->A, sizeof(int) * (size_t)(old->nin ? old->nin : 1));
+    for (int j = 0; j < old->nin; j++)
+      if ((nodes[k].in[j] = newid[old->in[j]]) < 0)
+        return ir_fail(msg, mn, "rewrite: node %d (%s) reads node %d, which was dropped", order[k],
+                       ir_ops[old->op].name, old->in[j]);
+  }
+  int *ident = rw_identity(g);
+  if (remap_tables(g, ident, newid, msg, mn)) return -1;
+  g->nodes = nodes;
+  g->nnodes = g->capnodes = m;
+  return 0;
+}

@@ -368,6 +368,45 @@ static void test_simplify_relu_grad(void) {
   ar_free(&A);
 }
 
+/* attnsave: an attention and its gradient become attention_save (y is the
+ * pack's prefix, sliced and reshaped where it is read) and
+ * attention_grad_saved; an attention without a gradient stays. */
+static void test_attnsave(void) {
+  for (int with_grad = 1; with_grad >= 0; with_grad--) {
+    arena A;
+    ar_init(&A);
+    ir_graph g;
+    ir_graph_init(&g, &A, "t");
+    ir_shape sx = {3, {1, 2, 4}}, sw = {2, {4, 12}}, sb = {1, {12}}, sp = {2, {4, 4}}, sq = {1, {4}};
+    int in[7];
+    in[0] = ir_add_input(&g, "x", IR_F32, &sx, 0, L0), in[1] = ir_add_input(&g, "wq", IR_F32, &sw, 0, L0);
+    in[2] = ir_add_input(&g, "bq", IR_F32, &sb, 0, L0), in[3] = ir_add_input(&g, "wp", IR_F32, &sp, 0, L0);
+    in[4] = ir_add_input(&g, "bp", IR_F32, &sq, 0, L0), in[5] = ir_add_input(&g, "dy", IR_F32, &sx, 0, L0);
+    ir_attr at = {.heads = 2, .causal = 1};
+    char msg[256];
+    int a = ir_add(&g, IR_ATTENTION, in, 5, &at, L0, msg, sizeof msg);
+    ir_add_output(&g, "r", op2(&g, IR_ADD, a, in[0]));
+    if (with_grad) ir_add_output(&g, "g", ir_add(&g, IR_ATTENTION_GRAD, in, 6, &at, L0, msg, sizeof msg));
+    expect_on(with_grad ? "attnsave: the pair saves" : "attnsave: no gradient, no change", ps_attnsave, &g,
+              !with_grad ? NULL
+                         : "model t\n"
+                           "%0 = input x : f32[1, 2, 4]\n"
+                           "%1 = input wq : f32[4, 12]\n"
+                           "%2 = input bq : f32[12]\n"
+                           "%3 = input wp : f32[4, 4]\n"
+                           "%4 = input bp : f32[4]\n"
+                           "%5 = input dy : f32[1, 2, 4]\n"
+                           "%6 = attention_save(%0, %1, %2, %3, %4) heads=2 causal=1 : f32[44]\n"
+                           "%7 = slice(%6) end=8 : f32[8]\n"
+                           "%8 = reshape(%7) list=[1, 2, 4] : f32[1, 2, 4]\n"
+                           "%9 = add(%8, %0) : f32[1, 2, 4]\n"
+                           "%10 = attention_grad_saved(%0, %1, %2, %3, %4, %5, %6) heads=2 causal=1 : f32[88]\n"
+                           "output r = %9\n"
+                           "output g = %10\n");
+    ar_free(&A);
+  }
+}
+
 /* ---- the pipeline's options ---- */
 
 static void test_pipeline_options(void) {
@@ -380,7 +419,7 @@ static void test_pipeline_options(void) {
   if (!t) return;
   pm_options o = {.passes = "simplify,bogus"};
   CHECK(pm_run(&t->g, &o, NULL, NULL, msg, sizeof msg) == -1);
-  CHECK_STR(msg, "unknown pass 'bogus' (known passes: constfold, simplify, cse, dce, fuse)");
+  CHECK_STR(msg, "unknown pass 'bogus' (known passes: constfold, simplify, cse, dce, attnsave, fuse)");
   o = (pm_options){.level = 4};
   CHECK(pm_run(&t->g, &o, NULL, NULL, msg, sizeof msg) == -1);
   CHECK(strstr(msg, "-O4") != NULL);
@@ -602,6 +641,7 @@ int main(int argc, char **argv) {
     test_cse_random();
     test_simplify_matmul();
   test_simplify_relu_grad();
+  test_attnsave();
     test_pipeline_options();
     test_cli();
   }

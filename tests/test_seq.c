@@ -13,7 +13,10 @@
  * (3) parity with PyTorch (tests/parity_seq.py: nn.MultiheadAttention, RNN,
  * LSTM, GRU with the same weights): the LLVM program's y and parameter
  * gradients against torch's, ||lathe - torch|| / ||torch|| <= 1e-5 for y and
- * 1e-4 per gradient. Skipped LOUDLY (SKIPPED on stdout) without torch. */
+ * 1e-4 per gradient. Skipped LOUDLY (SKIPPED on stdout) without torch.
+ * The "saved" attention cases run passes/attnsave.c first: attention_save
+ * and attention_grad_saved in (1) and (2), the saved pack (qkv, context,
+ * logsumexp) included in the comparison. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +39,8 @@ typedef struct {
   int op, nin;
   ir_shape sh[5];
   ir_attr attr;
-  int fd; /* run the finite-difference check (small cases only) */
+  int fd;   /* run the finite-difference check (small cases only) */
+  int save; /* attention: run passes/attnsave.c after autodiff */
 } scase;
 
 typedef struct {
@@ -68,6 +72,12 @@ static int build(const scase *c, built *b) {
   all.axis = -1;
   b->g.loss = ir_add(&b->g, IR_SUM, &m, 1, &all, loc, msg, sizeof msg);
   CHECK_MSG(ad_backward(&b->g, NULL, 0, 0, msg, sizeof msg) == 0, "%s: %s", c->name, msg);
+  ir_add_output(&b->g, "y", b->y);
+  if (c->save) { /* the pair becomes attention_save + attention_grad_saved; y moves */
+    CHECK_MSG(ps_attnsave(&b->g, msg, sizeof msg) == 1, "%s: attnsave: %s", c->name, msg);
+    CHECK_MSG(ir_verify(&b->g, msg, sizeof msg) == 0, "%s: %s", c->name, msg);
+    b->y = b->g.outputs[b->g.noutputs - 1].node;
+  }
   b->v = calloc((size_t)b->g.nnodes, sizeof *b->v);
   for (int p = 0; p < b->g.nparams; p++) {
     int64_t n = ir_numel(&b->g.params[p].shape);
@@ -133,9 +143,8 @@ static void check_llvm(const scase *c) {
   built b = {0};
   if (build(c, &b)) return unbuild(&b);
   char msg[512];
-  ir_add_output(&b.g, "y", b.y);
-  for (int i = b.y + 1; i < b.g.nnodes; i++)
-    if (b.g.nodes[i].op >= IR_ATTENTION_GRAD && b.g.nodes[i].op <= IR_GRU_GRAD)
+  for (int i = 0; i < b.g.nnodes; i++)
+    if (b.g.nodes[i].op >= IR_ATTENTION_GRAD && b.g.nodes[i].op <= IR_ATTENTION_GRAD_SAVED)
       ir_add_output(&b.g, ar_printf(&b.A, "n%d", i), i);
   int np = b.g.nparams, no = b.g.noutputs;
   void **ps = calloc((size_t)np, sizeof *ps), **outs = calloc((size_t)no, sizeof *outs);
@@ -184,8 +193,7 @@ static int torch_missing;
 static void check_torch(const scase *c, const char *dir) {
   built b = {0};
   if (torch_missing || build(c, &b)) return unbuild(&b);
-  char msg[512], in[600], out[600], cmd[1400];
-  ir_add_output(&b.g, "y", b.y);
+  char msg[512], in[600], out[600], cmd[1400]; /* outputs: y (build's), then the gradients */
   for (int p = 0; p < b.g.nparams; p++) ir_add_output(&b.g, ar_printf(&b.A, "g%d", p), b.g.grads[p]);
   snprintf(in, sizeof in, "%s/in.bin", dir), snprintf(out, sizeof out, "%s/out.bin", dir);
   FILE *f = fopen(in, "wb");
@@ -255,15 +263,21 @@ static ir_shape S2(int64_t a, int64_t b) { return (ir_shape){.rank = 2, .d = {a,
 static ir_shape S1(int64_t a) { return (ir_shape){.rank = 1, .d = {a}}; }
 
 static scase attn(const char *name, int64_t B, int64_t T, int64_t d, int64_t H, int causal, int fd) {
-  scase c = {name, IR_ATTENTION, 5, {S3(B, T, d), S2(d, 3 * d), S1(3 * d), S2(d, d), S1(d)}, {0}, fd};
+  scase c = {name, IR_ATTENTION, 5, {S3(B, T, d), S2(d, 3 * d), S1(3 * d), S2(d, d), S1(d)}, {0}, fd, 0};
   c.attr.heads = H, c.attr.causal = causal;
+  return c;
+}
+
+static scase attn_saved(const char *name, int64_t B, int64_t T, int64_t d, int64_t H, int causal, int fd) {
+  scase c = attn(name, B, T, d, H, causal, fd);
+  c.save = 1;
   return c;
 }
 
 static scase rec(const char *name, int op, int64_t B, int64_t T, int64_t in, int64_t h, int fd) {
   int G = op == IR_LSTM ? 4 : op == IR_GRU ? 3 : 1;
   scase c = {name, op, op == IR_GRU ? 5 : 4, {S3(B, T, in), S2(in, G * h), S2(h, G * h), S1(G * h), S1(G * h)},
-             {0}, fd};
+             {0}, fd, 0};
   return c;
 }
 
@@ -273,6 +287,10 @@ int main(void) {
     attn("attention", 2, 5, 6, 3, 0, 1),
     attn("attention causal T=150", 2, 150, 16, 2, 1, 0),
     attn("attention T=130", 1, 130, 12, 3, 0, 0),
+    attn_saved("attention causal, saved", 2, 5, 6, 2, 1, 1),
+    attn_saved("attention, saved", 2, 5, 6, 3, 0, 1),
+    attn_saved("attention causal T=150, saved", 2, 150, 16, 2, 1, 0),
+    attn_saved("attention T=130, saved", 1, 130, 12, 3, 0, 0),
     rec("rnn", IR_RNN, 2, 4, 3, 5, 1),
     rec("lstm", IR_LSTM, 2, 4, 3, 5, 1),
     rec("gru", IR_GRU, 2, 4, 3, 5, 1),
@@ -290,6 +308,7 @@ int main(void) {
   } else {
     scase tc[] = {
       attn("attention causal", 2, 70, 16, 4, 1, 0), attn("attention", 2, 9, 12, 3, 0, 0),
+      attn_saved("attention causal, saved", 2, 70, 16, 4, 1, 0),
       rec("rnn", IR_RNN, 3, 12, 5, 16, 0),           rec("lstm", IR_LSTM, 3, 12, 5, 16, 0),
       rec("gru", IR_GRU, 3, 12, 5, 16, 0),
     };

@@ -60,8 +60,8 @@ int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o);
 #define CLI_PASS_HELP \
   "  -O0 .. -O3      graph optimisation level (default 2, or LATHE_OPT_LEVEL): -O0 none (and\n" \
   "                  no fusion at all, the unfused baseline), -O1 simplify + dce, -O2 constfold,\n" \
-  "                  simplify, cse, dce, fuse, -O3 the first three twice round\n" \
-  "  --passes=LIST   run these passes instead (constfold, simplify, cse, dce, fuse;\n" \
+  "                  simplify, cse, dce, attnsave, fuse, -O3 the first three twice round\n" \
+  "  --passes=LIST   run these passes instead (constfold, simplify, cse, dce, attnsave, fuse;\n" \
   "                  comma-separated; without fuse the backend fuses nothing either)\n" \
   "  --print-after=P print the graph to stderr after pass P\n" \
   "  --dump-dir DIR  write NN-PASS.txt and NN-PASS.dot after every pass (00-input first)\n" \

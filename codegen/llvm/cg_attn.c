@@ -183,6 +183,7 @@ typedef struct {
   float scale;
   const float *x, *wq, *bq, *wp, *bp, *dy;
   float *ctx, *dqkv, *out, *slabs; /* slabs: per part, att_slab_floats */
+  float *sqkv, *slse;              /* attention_save's pack (qkv, lse; ctx is ctx), or NULL */
   double *bsum; /* per work item: column sums of its dqkv and dy rows [items, 4d] */
 } att_job;
 
@@ -311,13 +312,22 @@ static att_span att_item(const att_job *a, int64_t i, int part) {
     return s;
   }
   s.ctx = a->ctx + s.r0 * d, s.dctx = s.qkv + R * 3 * d, s.lse = s.dctx + R * d;
+  if (a->sqkv) s.qkv = a->sqkv + s.r0 * 3 * d, s.lse = a->slse + s.b0 * a->H * a->T;
+  return s;
+}
+
+/* A saving forward's item writes qkv, ctx and lse into the pack. */
+static att_span att_save_item(const att_job *a, int64_t i, int part) {
+  att_span s = att_item(a, i, part);
+  int64_t d = a->d;
+  s.qkv = a->sqkv + s.r0 * 3 * d, s.ctx = a->ctx + s.r0 * d, s.lse = a->slse + s.b0 * a->H * a->T;
   return s;
 }
 
 /* the forward of item i: out rows = ctx wp + bp */
 static void att_fwd_item(void *job, int64_t i, int part) {
   const att_job *a = job;
-  att_span s = att_item(a, i, part);
+  att_span s = a->sqkv ? att_save_item(a, i, part) : att_item(a, i, part);
   att_fwd_heads(a, &s);
   affine(s.ctx, a->wp, a->bp, s.n, a->d, a->d, a->out + s.r0 * a->d);
 }
@@ -329,7 +339,7 @@ static void att_bwd_item(void *job, int64_t i, int part) {
   const att_job *a = job;
   att_span s = att_item(a, i, part);
   int64_t dd = a->d, d3 = 3 * dd, r0 = s.r0;
-  att_fwd_heads(a, &s); /* recompute qkv, ctx and the logsumexp */
+  if (!a->sqkv) att_fwd_heads(a, &s); /* recompute qkv, ctx and the logsumexp (unless saved) */
   gemm(0, 1, s.n, dd, dd, 1.0f, a->dy + r0 * dd, dd, a->wp, dd, 0.0f, s.dctx, dd);
   for (int64_t lb = 0; lb < s.b1 - s.b0; lb++)
     for (int64_t h = 0; h < a->H; h++) att_bwd_head(a, &s, lb, h);
@@ -345,18 +355,21 @@ static void att_setup(att_job *a, float *scr, int64_t B, int64_t T, int64_t d, i
   a->slabs = scr;
 }
 
-/* out = attention(x): per item the qkv GEMM, flash heads, output GEMM. */
+/* out = attention(x): per item the qkv GEMM, flash heads, output GEMM; with
+ * save, out is [y | qkv | ctx | lse] and the items keep those there. */
 void cg_attn_fwd_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
-                    float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
+                    float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal, int64_t save) {
   att_job a;
   att_setup(&a, scr, B, T, d, H, causal);
   a.x = x, a.wq = wq, a.bq = bq, a.wp = wp, a.bp = bp, a.out = out;
+  if (save) a.sqkv = out + B * T * d, a.ctx = a.sqkv + B * T * 3 * d, a.slse = a.ctx + B * T * d;
   seq_run(att_items(B, T), ATT_PARTS, att_fwd_item, &a);
 }
 
-/* out = [dx | dwq | dbq | dwp | dbp] */
+/* out = [dx | dwq | dbq | dwp | dbp]; saved: attention_save's pack, whose
+ * qkv, ctx and lse the items read instead of recomputing them */
 void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *dy,
-                     float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
+                     const float *saved, float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
   att_job a;
   att_setup(&a, scr, B, T, d, H, causal);
   int64_t BT = B * T, items = att_items(B, T);
@@ -364,6 +377,10 @@ void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *b
   a.x = x, a.wq = wq, a.bq = bq, a.wp = wp, a.dy = dy, a.out = dx;
   a.ctx = scr + att_nparts(B, T) * att_slab_floats(T, d, H), a.dqkv = a.ctx + BT * d;
   a.bsum = (double *)(void *)(a.dqkv + BT * 3 * d);
+  if (saved) { /* read-only from here on: the items write dqkv, dctx and out, never these */
+    a.sqkv = (float *)(uintptr_t)(saved + BT * d);
+    a.ctx = a.sqkv + BT * 3 * d, a.slse = a.ctx + BT * d;
+  }
   seq_run(items, ATT_PARTS, att_bwd_item, &a);
   wg_job w = {.n = 0};
   wg_add(&w, x, d, a.dqkv, 3 * d, dwq, d, 3 * d, BT);
@@ -562,9 +579,9 @@ static void call_rt(cg_k *k, const char *name, V *ptrs, int np, const int64_t *i
 
 void cg_emit_attention(cg_k *k) {
   const ir_shape *sx = k->sh[1];
-  int64_t ints[5] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal};
+  int64_t ints[6] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal, k->n->op == IR_ATTENTION_SAVE};
   V p[7] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[5], k->scratch};
-  call_rt(k, "lathe_attn_fwd", p, 7, ints, 5);
+  call_rt(k, "lathe_attn_fwd", p, 7, ints, 6);
 }
 
 /* lstm forward: y = lstm(x; w_ih, w_hh, b) */
@@ -577,10 +594,15 @@ void cg_emit_lstm(cg_k *k) {
 
 void cg_emit_seq_grad(cg_k *k) {
   const ir_shape *sx = k->sh[1];
-  if (k->n->op == IR_ATTENTION_GRAD) {
+  if (k->n->op == IR_ATTENTION_SAVE) {
+    cg_emit_attention(k);
+    return;
+  }
+  if (k->n->op == IR_ATTENTION_GRAD || k->n->op == IR_ATTENTION_GRAD_SAVED) {
     int64_t ints[5] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal};
-    V p[7] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[6], k->scratch};
-    call_rt(k, "lathe_attn_grad", p, 7, ints, 5);
+    V saved = k->n->op == IR_ATTENTION_GRAD_SAVED ? k->arg[7] : NULL;
+    V p[8] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[6], saved, k->scratch};
+    call_rt(k, "lathe_attn_grad", p, 8, ints, 5);
     return;
   }
   int gru = k->n->op == IR_GRU_GRAD;
@@ -593,7 +615,9 @@ void cg_emit_seq_grad(cg_k *k) {
 int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n) {
   const ir_shape *sx = &g->nodes[n->in[0]].shape;
   int64_t B = sx->d[0], T = sx->d[1], d = sx->d[2];
-  if (n->op == IR_ATTENTION || n->op == IR_ATTENTION_GRAD)
-    return 4 * cg_attn_scratch_floats(B, T, d, n->attr.heads, n->op == IR_ATTENTION_GRAD);
+  if (n->op == IR_ATTENTION || n->op == IR_ATTENTION_SAVE)
+    return 4 * cg_attn_scratch_floats(B, T, d, n->attr.heads, 0);
+  if (n->op == IR_ATTENTION_GRAD || n->op == IR_ATTENTION_GRAD_SAVED)
+    return 4 * cg_attn_scratch_floats(B, T, d, n->attr.heads, 1);
   return 4 * cg_rec_scratch_floats(n->op, B, T, g->nodes[n->in[2]].shape.d[0]);
 }

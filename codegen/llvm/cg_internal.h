@@ -198,12 +198,14 @@ V cg_fold_max(cg_k *k, V a, V b); /* b > a ? b : a (NaN never taken) */
  * generated code calls (lathe_attn_fwd, lathe_attn_grad, lathe_rec_grad) ---- */
 void cg_emit_attention(cg_k *k);
 void cg_emit_lstm(cg_k *k);     /* LSTM (rnn and gru: cg_ops.c) */
-void cg_emit_seq_grad(cg_k *k); /* ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD */
+void cg_emit_seq_grad(cg_k *k); /* ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD, ATTENTION_SAVE, ATTENTION_GRAD_SAVED */
 int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n);
+/* save: out is attention_save's [y | qkv | ctx | lse]; saved: that pack,
+ * read instead of recomputing the forward (NULL: recompute) */
 void cg_attn_fwd_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
-                    float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal);
+                    float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal, int64_t save);
 void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *dy,
-                     float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal);
+                     const float *saved, float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal);
 void cg_rec_grad_rt(float *out, const float *x, const float *wih, const float *whh, const float *bih,
                     const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B, int64_t T,
                     int64_t in, int64_t h);

@@ -330,7 +330,20 @@ static int elementwise_kernel(const ir_node *n) {
   return ir_fusable_op(n->op); /* the float unary maps */
 }
 
-static int aliasable(int op) { return op == IR_RESHAPE || op == IR_DROPOUT; }
+/* Nodes whose result is their input's first bytes, so they share its
+ * buffer instead of copying: a reshape, a dropout (the identity when it is
+ * not training), and a slice that is a prefix of its input (from 0 along an
+ * axis with only 1s before it: attention_save's y, the first gradient of a
+ * packed backward). */
+static int aliasable(const ir_graph *g, const ir_node *n) {
+  if (n->op == IR_RESHAPE || n->op == IR_DROPOUT) return 1;
+  if (n->op != IR_SLICE || n->attr.start != 0) return 0;
+  const ir_shape *x = &g->nodes[n->in[0]].shape;
+  if (n->attr.axis < 0 || n->attr.axis >= x->rank) return 0;
+  for (int d = 0; d < n->attr.axis; d++)
+    if (x->d[d] != 1) return 0;
+  return 1;
+}
 
 /* Lay out every buffer; the arena itself is allocated only when alloc. */
 static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **fuse_of, int alloc) {
@@ -363,7 +376,7 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **
     } else if (owner[i] >= 0) {
       b->kind = BUF_OUTPUT;
       b->idx = owner[i];
-    } else if (aliasable(n->op) && g->loss != i) {
+    } else if (aliasable(g, n) && g->loss != i) {
       b->kind = BUF_ALIAS;
       b->idx = alias[i] = n->in[0];
     } else {

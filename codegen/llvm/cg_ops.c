@@ -743,7 +743,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
   [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = cg_emit_lstm, [IR_GRU] = e_seq,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
-  [IR_SUM_TO ... IR_GRU_GRAD] = cg_emit_grad, /* the backward ops: cg_grad.c */
+  [IR_SUM_TO ... IR_ATTENTION_GRAD_SAVED] = cg_emit_grad, /* the backward ops: cg_grad.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
 
@@ -752,6 +752,7 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
   int64_t f = 0;
   switch (n->op) {
   case IR_ATTENTION: case IR_ATTENTION_GRAD: case IR_RNN_GRAD: case IR_LSTM_GRAD: case IR_GRU_GRAD:
+  case IR_ATTENTION_SAVE: case IR_ATTENTION_GRAD_SAVED:
     return cg_seq_scratch_bytes(g, n); /* cg_attn.c */
   case IR_CONV2D: case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: return cg_conv_scratch_bytes(g, n); /* cg_conv.c */
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
