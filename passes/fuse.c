@@ -153,6 +153,24 @@ static int lone_epilogue(const fz_ctx *c, int r) {
   return c->g->nodes[dy].op == IR_MATMUL && c->readers[dy] == 1 && !c->pinned[dy];
 }
 
+/* A lone node whose every reader becomes a fused node of its shape (the
+ * clipped gradient g * s that an Adam update's new m and new v both read)
+ * becomes a one-step program too: the backend then runs it in the same
+ * loop as its readers (fused siblings) and they take its value from
+ * registers instead of reading it back. */
+static int lone_sibling(const fz_ctx *c, int r) {
+  const ir_graph *g = c->g;
+  int seen = 0;
+  for (int i = r + 1; i < g->nnodes && seen < c->readers[r]; i++)
+    for (int k = 0; k < g->nodes[i].nin; k++) {
+      if (g->nodes[i].in[k] != r) continue;
+      int root = c->root[i]; /* the reader's group: it must become a fused node */
+      if (root < 0 || c->size[root] < 2 || !ir_shape_eq(&g->nodes[root].shape, &g->nodes[r].shape)) return 0;
+      seen++;
+    }
+  return seen > 0 && seen == c->readers[r];
+}
+
 int ps_fuse(ir_graph *g, char *msg, size_t msgn) {
   size_t nn = (size_t)g->nnodes + 1;
   fz_ctx c = {g, ar_alloc(g->A, sizeof(int) * nn), ar_alloc(g->A, sizeof(int) * nn), ar_alloc(g->A, sizeof(int) * nn),
@@ -162,7 +180,8 @@ int ps_fuse(ir_graph *g, char *msg, size_t msgn) {
   find_groups(&c, lo);
   int *repl = rw_identity(g), made = 0;
   for (int r = 0; r < g->nnodes; r++)
-    if (c.root[r] == r && (c.size[r] >= 2 || lone_epilogue(&c, r))) build(&c, r, lo[r], step_of, repl), made++;
+    if (c.root[r] == r && (c.size[r] >= 2 || lone_epilogue(&c, r) || lone_sibling(&c, r)))
+      build(&c, r, lo[r], step_of, repl), made++;
   if (!made) return 0;
   return rw_rebuild(g, repl, msg, msgn) ? -1 : made;
 }

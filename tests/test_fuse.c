@@ -476,6 +476,34 @@ static void test_siblings(void) {
   }
 }
 
+/* Clipped gradients first, their updates later (a training step's order):
+ * a clip g * s read only by fused nodes becomes a one-step program, and it
+ * joins its update's loop across the nodes between (several sibling
+ * groups open at once): two kernels. */
+static void test_siblings_apart(void) {
+  arena A;
+  ir_graph g;
+  ar_init(&A);
+  ir_graph_init(&g, &A, "apart");
+  CHECK(lower("input g1 : f32[6, 35]\n"
+              "input g2 : f32[6, 35]\n"
+              "input s : f32[1]\n"
+              "input m1 : f32[6, 35]\n"
+              "input m2 : f32[6, 35]\n"
+              "c1 = g1 * s\n"
+              "c2 = g2 * s\n"
+              "output n1 = m1 * 0.9 + c1 * 0.1\n"
+              "output v1 = m1 * c1 + c1 * c1\n"
+              "output n2 = m2 * 0.9 + c2 * 0.1\n", &g) == 0);
+  int made = 0, kernels = 0;
+  fused_vs_interp(&g, "siblings apart", 41, -1, 1, &made, &kernels);
+  /* c1 (read by two programs) becomes a one-step program; c2, read by n2
+   * alone, goes into n2's */
+  CHECK_MSG(made == 4, "%d fused nodes, want 4", made);
+  CHECK_MSG(kernels == 2, "siblings apart: %d kernels, want 2", kernels);
+  ar_free(&A);
+}
+
 /* A lone unary_grad is left alone when its dy is not a product it alone
  * reads: a one-step program would gain nothing. */
 static void test_grad_lone(void) {
@@ -657,6 +685,7 @@ int main(int argc, char **argv) {
   test_grad_lone();
   test_saved_link();
   test_siblings();
+  test_siblings_apart();
   test_finite_check();
   test_training_costs();
   test_inplace();

@@ -270,9 +270,11 @@ static int join(const ir_graph *g, cg_multi *mu, int i, const int *is_out) {
   if (mu->n >= CG_MAXMULTI || !ir_shape_eq(&n->shape, &g->nodes[mu->node[0]].shape)) return 0;
   int related = 0, add[CG_MAXARGS], na = 0;
   for (int j = 0; j < n->nin; j++) {
-    int x = n->in[j], seen = member_of(mu, x) >= 0;
+    int x = n->in[j], member = member_of(mu, x) >= 0, seen = member;
     for (int q = 0; q < mu->nin; q++) seen |= mu->in[q] == x;
-    related |= seen;
+    /* related: it reads a member, or a whole tensor a member reads (a
+     * shared scalar, a learning rate, saves nothing) */
+    related |= member || (seen && ir_shape_eq(&g->nodes[x].shape, &n->shape));
     for (int q = 0; q < na; q++) seen |= add[q] == x;
     if (!seen) add[na++] = x;
   }
@@ -303,19 +305,36 @@ static void start_group(const ir_graph *g, cg_multi *mu, int i, const int *is_ou
   for (int j = 0; j < n->nin; j++) mu->in[mu->nin++] = n->in[j]; /* a fused node's inputs are distinct */
 }
 
+/* Several groups stay open at once: a training step clips every gradient
+ * (g * s) first and updates the parameters later, so a gradient's group
+ * collects its update's nodes far down the list. A group closes when a
+ * node from outside reads a member (it must run before that reader), when
+ * it is full, or when SIB_OPEN newer groups push it out. */
+enum { SIB_OPEN = 64 };
+
 static void find_siblings(const ir_graph *g, arena *A, const int *is_out, cg_group **fuse_of, int *run_at,
                           int *inside) {
-  cg_multi mu = {0};
+  cg_multi *open = ar_alloc(A, sizeof(cg_multi) * SIB_OPEN);
+  int nopen = 0;
   for (int i = 0; i < g->nnodes && !g->no_fusion; i++) {
-    int cand = standalone_fused(g, (const cg_group *const *)fuse_of, run_at, inside, i);
-    if (mu.n && cand && join(g, &mu, i, is_out)) continue;
-    for (int j = 0; mu.n && j < g->nodes[i].nin; j++) /* a reader from outside: the group ends before it */
-      if (member_of(&mu, g->nodes[i].in[j]) >= 0) close_group(&mu, fuse_of, run_at, inside, A);
-    if (!cand) continue;
-    close_group(&mu, fuse_of, run_at, inside, A);
-    start_group(g, &mu, i, is_out);
+    int cand = standalone_fused(g, (const cg_group *const *)fuse_of, run_at, inside, i), joined = 0;
+    for (int o = 0; cand && !joined && o < nopen; o++) joined = join(g, &open[o], i, is_out);
+    for (int o = 0; o < nopen; o++) { /* a reader from outside: the group ends before it */
+      int mine = member_of(&open[o], i) >= 0, reads = 0;
+      for (int j = 0; !mine && j < g->nodes[i].nin; j++) reads |= member_of(&open[o], g->nodes[i].in[j]) >= 0;
+      if (!reads && open[o].n < CG_MAXMULTI) continue;
+      close_group(&open[o], fuse_of, run_at, inside, A);
+      open[o--] = open[--nopen];
+    }
+    if (!cand || joined) continue;
+    if (nopen == SIB_OPEN) {
+      close_group(&open[0], fuse_of, run_at, inside, A);
+      memmove(open, open + 1, sizeof(cg_multi) * (SIB_OPEN - 1));
+      nopen--;
+    }
+    start_group(g, &open[nopen++], i, is_out);
   }
-  close_group(&mu, fuse_of, run_at, inside, A);
+  for (int o = 0; o < nopen; o++) close_group(&open[o], fuse_of, run_at, inside, A);
 }
 
 /* ---- buffer plan ---- */
