@@ -10,7 +10,7 @@
  * weight gradients, so each kernel is one loop of work items over the
  * batch (seq_run: items taken in turn by the runtime pool's threads, each
  * with single-threaded OpenBLAS), then the weight gradients as whole-batch
- * GEMMs on OpenBLAS's own threads. An item's arithmetic does not depend on
+ * GEMMs split into items too. An item's arithmetic does not depend on
  * which thread runs it, so results are bit-identical from run to run.
  *
  * Attention: an item is one batch row: its qkv GEMM, then per head and per
@@ -118,24 +118,19 @@ static void seq_part(void *ctx, int64_t lo, int64_t hi, int part) {
  * next item until none is left, so a worker that wakes late costs no idle
  * time. An item's arithmetic (fixed shapes) does not depend on which part
  * runs it and items write disjoint rows, so results do not depend on the
- * timing. While parts run, OpenBLAS runs single-threaded in each (as
- * cg_jit.c's parallel_for); with one part it keeps its threads. */
+ * timing. OpenBLAS is single-threaded (runtime/blas.h), so the items'
+ * GEMMs never contend with threads of its own. */
 static void seq_run(int64_t n, int64_t maxparts, seq_item_fn fn, void *job) {
   seq_loop L = {fn, job, n, 0};
   int64_t parts = rt_pool_size();
   parts = parts < maxparts ? parts : maxparts;
   parts = parts < n ? parts : n;
-  int nt = parts > 1 ? openblas_get_num_threads() : 1;
-  if (nt > 1) openblas_set_num_threads(1);
   rt_pool_for(parts, 1, seq_part, &L);
-  if (nt > 1) openblas_set_num_threads(nt);
 }
 
 /* Weight gradients C = A^T B (sums over every batch row, K = B T) as work
  * items too: each product split by columns of C into chunks (at most
- * WG_SPLIT per product, sizes from the shapes alone). Keeping OpenBLAS on
- * one thread in the sequence kernels also keeps its spinning workers off
- * the cores the pool's parts run on. */
+ * WG_SPLIT per product, sizes from the shapes alone). */
 enum { WG_SPLIT = 8, WG_MAX = 2 * WG_SPLIT, WG_MINCOLS = 64 };
 
 typedef struct {

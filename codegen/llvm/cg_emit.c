@@ -39,13 +39,13 @@ void cg_mod_types(cg_mod *m) {
   m->vd = LLVMVoidTypeInContext(C);
   LLVMTypeRef g[14] = {m->i32, m->i32, m->i32, m->i32, m->i32, m->i32, m->f32,
                        m->ptr, m->i32, m->ptr, m->i32, m->f32, m->ptr, m->i32};
-  m->sgemm = cg_declare(m, "cblas_sgemm", m->vd, g, 14);
+  m->sgemm = cg_declare(m, "lathe_sgemm", m->vd, g, 14);
   LLVMTypeRef f1[2] = {m->f32, m->f32};
   m->logf_ = cg_declare(m, "logf", m->f32, f1, 1);
   m->log1pf_ = cg_declare(m, "log1pf", m->f32, f1, 1);
   m->powf_ = cg_declare(m, "powf", m->f32, f1, 2);
-  LLVMTypeRef pf[5] = {m->i64, m->i64, m->ptr, m->ptr, m->i32};
-  m->parfor = cg_declare(m, "lathe_parallel_for", m->vd, pf, 5);
+  LLVMTypeRef pf[4] = {m->i64, m->i64, m->ptr, m->ptr};
+  m->parfor = cg_declare(m, "lathe_parallel_for", m->vd, pf, 4);
   m->sqrt_ = cg_intrinsic(m, "llvm.sqrt", m->f32);
   m->fabs_ = cg_intrinsic(m, "llvm.fabs", m->f32);
 }
@@ -658,7 +658,7 @@ void cg_set_fn_attrs(cg_mod *m, V fn) {
 int cg_pool_parts(void) { return rt_pool_size(); }
 
 /* captures: arg[0..nargs), scratch, err -- as pointers in one array */
-void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, int blas, cg_par_body body, void *ctx) {
+void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, cg_par_body body, void *ctx) {
   cg_mod *m = k->m;
   unsigned nc = (unsigned)k->nargs + 2;
   LLVMTypeRef at = LLVMArrayType(m->ptr, nc);
@@ -698,9 +698,9 @@ void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, int blas, cg_par_body bo
     V ix = ci(k, j);
     LLVMBuildStore(k->B, LLVMBuildPointerCast(k->B, v, m->ptr, ""), LLVMBuildGEP2(k->B, m->ptr, arrp, &ix, 1, ""));
   }
-  V args[5] = {ci(k, n), ci(k, grain > 0 ? grain : 1), LLVMBuildPointerCast(k->B, f, m->ptr, ""),
-               LLVMBuildPointerCast(k->B, arr, m->ptr, ""), ci32(k, blas)};
-  cg_call(k, m->parfor, args, 5);
+  V args[4] = {ci(k, n), ci(k, grain > 0 ? grain : 1), LLVMBuildPointerCast(k->B, f, m->ptr, ""),
+               LLVMBuildPointerCast(k->B, arr, m->ptr, "")};
+  cg_call(k, m->parfor, args, 4);
 }
 
 /* log x for a softmax row's sum of exp(x - max): x >= 1, or NaN / +inf

@@ -156,7 +156,7 @@ void cg_emit_fused_op(cg_k *k) {
   int64_t total = ir_numel(&k->n->shape);
   fz_loop L = {&p, fz_width(&p, k->m->vw), FZ_CHUNK, total};
   int64_t parts = (total + FZ_CHUNK - 1) / FZ_CHUNK;
-  if (parts >= 2 * FZ_GRAIN_CHUNKS) cg_parallel_for(k, parts, FZ_GRAIN_CHUNKS, 0, fz_part, &L);
+  if (parts >= 2 * FZ_GRAIN_CHUNKS) cg_parallel_for(k, parts, FZ_GRAIN_CHUNKS, fz_part, &L);
   else fz_elems(k, &L, ci(k, 0), ci(k, total));
 }
 
@@ -222,7 +222,7 @@ void cg_emit_fused_multi(cg_k *k, const cg_multi *mu) {
   }
   L.total = ir_numel(&k->g->nodes[mu->node[0]].shape);
   int64_t parts = (L.total + FZ_CHUNK - 1) / FZ_CHUNK;
-  if (parts >= 2 * FZ_GRAIN_CHUNKS) cg_parallel_for(k, parts, FZ_GRAIN_CHUNKS, 0, fm_part, &L);
+  if (parts >= 2 * FZ_GRAIN_CHUNKS) cg_parallel_for(k, parts, FZ_GRAIN_CHUNKS, fm_part, &L);
   else fm_elems(k, &L, ci(k, 0), ci(k, L.total));
 }
 

@@ -342,7 +342,7 @@ static void e_layernorm_grad(cg_k *k) {
   int64_t rows = ir_numel(sx) / c.d;
   if (!c.dw) { /* rows are independent: split across the pool when big */
     int64_t per = c.d * 12, grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
-    if (rows * per >= CG_PAR_WORK) cg_parallel_for(k, rows, grain, 0, lng_unit, &c);
+    if (rows * per >= CG_PAR_WORK) cg_parallel_for(k, rows, grain, lng_unit, &c);
     else CG_FOR(k, r, ci(k, 0), ci(k, rows)) lng_unit(k, r.iv, &c);
     return;
   }

@@ -25,7 +25,7 @@ typedef struct {
   LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, vd;
   cg_fn sgemm, logf_, powf_, log1pf_;
   cg_fn sqrt_, fabs_;
-  cg_fn parfor; /* lathe_parallel_for(n, grain, body, captures, blas): the runtime pool */
+  cg_fn parfor; /* lathe_parallel_for(n, grain, body, captures): the runtime pool */
   int npar;     /* outlined parallel bodies so far (for their names) */
   const char *cpu, *features; /* attached to every function */
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
@@ -233,16 +233,17 @@ void cg_set_fn_attrs(cg_mod *m, V fn);
  * smaller than two grains). The body is emitted into its own function; its
  * cg_k sees the kernel's arguments, scratch and err as usual, and k2->part
  * names its part (for per-part scratch; parts < cg_pool_parts()).
- * Iterations must be independent. blas: the body calls cblas_sgemm
- * (OpenBLAS then runs single-threaded in each part). */
+ * Iterations must be independent. A product the body calls runs whole
+ * in its part (lathe_sgemm splits only outside pool loops). */
 typedef void (*cg_par_body)(cg_k *k, V i, void *ctx);
-void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, int blas, cg_par_body body, void *ctx);
+void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, cg_par_body body, void *ctx);
 int cg_pool_parts(void);
 
-/* cblas_sgemm(RowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) */
+/* lathe_sgemm(RowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
+ * cblas_sgemm's meaning, split over the runtime pool (runtime/blas.h) */
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc);
-/* M*N*K at or below this: the product is a generated loop, not a cblas call */
+/* M*N*K at or below this: the product is a generated loop, not a lathe_sgemm call */
 enum { CG_SMALL_GEMM = 1 << 20 };
 /* cg_sgemm, then f(value, row, col) applied to each element of C before
  * it is stored (value: w lanes of columns col..col+w-1 of row row). */

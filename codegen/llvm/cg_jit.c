@@ -27,6 +27,7 @@
 #include "cg_memo.h"
 #include "cg_split.h"
 #include "passes/passes.h"
+#include "runtime/blas.h"
 #include "runtime/threadpool.h"
 
 /* BUF_FUSED: a node computed inside a later node's fused kernel; it has no
@@ -667,16 +668,12 @@ static int verify(LLVMModuleRef M, char *msg, size_t msgn) {
 }
 
 /* lathe_parallel_for: a parallel loop of generated code on the runtime
- * pool. OpenBLAS and the pool take turns owning the cores: while parts that
- * call cblas run in parallel, OpenBLAS runs single-threaded in each. */
-static void parallel_for(int64_t n, int64_t grain, void *body, void *cap, int32_t blas) {
+ * pool (the only threads a program uses: OpenBLAS runs single-threaded,
+ * and lathe_sgemm splits big products over the same pool). */
+static void parallel_for(int64_t n, int64_t grain, void *body, void *cap) {
   rt_pool_fn fn;
   *(void **)&fn = body;
-  int parallel = rt_pool_size() > 1 && n / (grain > 0 ? grain : 1) >= 2;
-  int nt = blas && parallel ? openblas_get_num_threads() : 1;
-  if (nt > 1) openblas_set_num_threads(1);
   rt_pool_for(n, grain, fn, cap);
-  if (nt > 1) openblas_set_num_threads(nt);
 }
 
 /* Symbols the generated code calls, resolved to this process's copies. */
@@ -685,7 +682,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     const char *name;
     void *addr;
   } syms[] = {
-    {"cblas_sgemm", (void *)cblas_sgemm}, {"expf", (void *)expf}, {"logf", (void *)logf},
+    {"lathe_sgemm", (void *)rt_sgemm}, {"expf", (void *)expf}, {"logf", (void *)logf},
     {"tanhf", (void *)tanhf}, {"erfcf", (void *)erfcf}, {"powf", (void *)powf}, {"log1pf", (void *)log1pf},
     {"memcpy", (void *)memcpy}, {"memset", (void *)memset}, {"memmove", (void *)memmove},
     {"lathe_prof_tick", (void *)prof_tick}, {"lathe_parallel_for", (void *)parallel_for},
@@ -916,6 +913,7 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   cg_shared *s = share ? cg_memo_find(g, opts.opt_level, opts.threads) : NULL;
   if (s) return program_on((cg_code *)s, msg, msgn);
   if (cg_init_llvm(msg, msgn) || check_graph(g, msg, msgn)) return NULL;
+  rt_blas_single(); /* before any kernel runs: the pool owns the cores */
   cg_program *p = program_new(g);
   if (p && opts.profile && prof_alloc(p, g)) {
     cg_free(p);
@@ -1075,8 +1073,11 @@ char *cg_profile_text(const cg_program *p) {
   for (int j = 0; j < nops; j++)
     prof_append(&buf, &len, &cap, "  %-16s %6d %12.3f %5.1f%%\n", ops[j].name, ops[j].calls, ops[j].ns / 1e6,
                 total > 0 ? 100 * ops[j].ns / total : 0);
+  /* LATHE_PROFILE=N (N > 8) lists the N slowest calls instead of 8 */
+  const char *e = getenv("LATHE_PROFILE");
+  int top = e && atoi(e) > 8 ? atoi(e) : 8;
   prof_append(&buf, &len, &cap, "  slowest kernel calls:\n");
-  for (int s = 0; s < nk && s < 8; s++)
+  for (int s = 0; s < nk && s < top; s++)
     prof_append(&buf, &len, &cap, "    node %-6d %-16s %10.3f ms\n", ks[s].calls, ks[s].name, ks[s].ns / 1e6);
   free(ops);
   free(ks);

@@ -1,6 +1,6 @@
 /* cg_ops.c -- one emitter per IR operator, written in the vocabulary of
  * cg_emit.c. Each emits the body of `void k(out, in0.., scratch, err)` for
- * the node's static shapes. Matrix products call cblas_sgemm; everything else
+ * the node's static shapes. Matrix products call lathe_sgemm (OpenBLAS); everything else
  * is a generated loop nest. Shape conventions are the interpreter's
  * (ir/interp*.c), which these kernels must match. */
 #include "cg_internal.h"
@@ -715,14 +715,14 @@ void cg_emit_fused(cg_k *k) {
     return;
   }
   e_matmul(k);
-  /* A cheap pass (a bias, a residual, relu) runs on this thread: right
-   * after a cblas call OpenBLAS's workers still spin (and yield) on the
-   * other cores, and a pool worker sharing a core with one made a
-   * [1024, 512] bias pass 2-3x slower than doing it here. A pass that is
-   * mostly arithmetic (gelu's erfc) still gains from a second core. */
+  /* A pass that is mostly arithmetic (gelu's erfc) is split over the pool
+   * as lathe_sgemm split the product (by rows), so each thread reads rows
+   * its own core wrote. A cheap one (a bias, a residual, relu) stays on
+   * this thread: split, it measured no faster in the MLP and char-GPT
+   * steps. */
   if (epi_cost(k->fuse) >= 8) {
     int64_t grain = (1 << 16) / N > 1 ? (1 << 16) / N : 1; /* ~64K elements a part */
-    cg_parallel_for(k, rows, grain, 0, epi_row, &N);
+    cg_parallel_for(k, rows, grain, epi_row, &N);
     return;
   }
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) epi_row(k, r.iv, &N);

@@ -62,7 +62,7 @@ void cg_vmap(cg_k *k, int64_t n, int64_t cost, cg_vbody body, void *ctx) {
   vmap_par p = {body, ctx, n};
   int64_t units = (n + VMAP_CHUNK - 1) / VMAP_CHUNK, per = (int64_t)VMAP_CHUNK * cost;
   int64_t grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
-  cg_parallel_for(k, units, grain, 0, vmap_chunk, &p);
+  cg_parallel_for(k, units, grain, vmap_chunk, &p);
 }
 
 /* ---- reductions over leading axes: column blocks held in registers ---- */
@@ -159,7 +159,7 @@ void cg_emit_colred(cg_k *k, const cg_colred *r, int xa, int ya) {
     int64_t units = outer * nblk, per = red * bw;
     if (units >= 2 && units * per >= CG_PAR_WORK) {
       int64_t grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
-      cg_parallel_for(k, units, grain, 0, colred_unit, &c);
+      cg_parallel_for(k, units, grain, colred_unit, &c);
     } else {
       CG_FOR(k, u, ci(k, 0), ci(k, units)) colred_unit(k, u.iv, &c);
     }
@@ -215,7 +215,7 @@ void cg_emit_rowsum(cg_k *k, const cg_colred *r, int64_t L, int xa, int ya) {
   int64_t outer = count_of(r->nout, r->od), per = count_of(r->nred, r->rd) * L;
   if (outer >= 2 && outer * per >= CG_PAR_WORK) {
     int64_t grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
-    cg_parallel_for(k, outer, grain, 0, rowsum_unit, &s);
+    cg_parallel_for(k, outer, grain, rowsum_unit, &s);
     return;
   }
   CG_FOR(k, u, ci(k, 0), ci(k, outer)) rowsum_unit(k, u.iv, &s);
@@ -361,7 +361,7 @@ int cg_rows_parallel(int64_t rows, int64_t L, int64_t cost) { return rows >= 2 &
 void cg_rows_for(cg_k *k, int64_t rows, int64_t L, int64_t cost, cg_par_body body, void *ctx) {
   if (cg_rows_parallel(rows, L, cost)) {
     int64_t per = L * cost, grain = CG_PAR_WORK / 2 / per > 1 ? CG_PAR_WORK / 2 / per : 1;
-    cg_parallel_for(k, rows, grain, 0, body, ctx);
+    cg_parallel_for(k, rows, grain, body, ctx);
     return;
   }
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) body(k, r.iv, ctx);

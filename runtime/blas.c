@@ -1,0 +1,63 @@
+/* blas.c -- OpenBLAS's sgemm split over the runtime pool (see blas.h). */
+#include "runtime/blas.h"
+
+#include <cblas.h>
+#include <pthread.h>
+
+#include "runtime/threadpool.h"
+
+/* below this many multiply-adds (~12 us on one core) a product stays whole:
+ * the hand-off would cost more than the second core gains */
+enum { RT_BLAS_SPLIT = 1 << 20, RT_BLAS_MSTEP = 16, RT_BLAS_NSTEP = 16 };
+
+static void blas_once(void) { openblas_set_num_threads(1); }
+
+void rt_blas_single(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, blas_once);
+}
+
+typedef struct {
+  int ta, tb, M, N, K, lda, ldb, ldc, by_rows;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+} gemm_job;
+
+/* element i of an operand stored row-major, transposed or not: the start of
+ * row (or column) i of the logical matrix */
+static const float *row_of(const float *X, int trans, int ld, int i) {
+  return trans ? X + i : X + (int64_t)i * ld;
+}
+
+/* parts [lo, hi) of the blocks: rows (or columns) [lo step, hi step) of C */
+static void gemm_part(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  const gemm_job *j = ctx;
+  int step = j->by_rows ? RT_BLAS_MSTEP : RT_BLAS_NSTEP, ext = j->by_rows ? j->M : j->N;
+  int a = (int)lo * step, b = (int)hi * step < ext ? (int)hi * step : ext;
+  if (a >= b) return;
+  if (j->by_rows)
+    cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, b - a, j->N,
+                j->K, j->alpha, row_of(j->A, j->ta, j->lda, a), j->lda, j->B, j->ldb, j->beta,
+                j->C + (int64_t)a * j->ldc, j->ldc);
+  else
+    cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, j->M, b - a,
+                j->K, j->alpha, j->A, j->lda, row_of(j->B, !j->tb, j->ldb, a), j->ldb, j->beta, j->C + a, j->ldc);
+}
+
+void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+              int ldb, float beta, float *C, int ldc) {
+  rt_blas_single();
+  int tA = ta == CblasTrans, tB = tb == CblasTrans;
+  (void)order;
+  if ((int64_t)M * N * K < RT_BLAS_SPLIT || rt_pool_size() < 2) {
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+                B, ldb, beta, C, ldc);
+    return;
+  }
+  /* cut the longer side of C: each block then still has a long side */
+  gemm_job j = {tA, tB, M, N, K, lda, ldb, ldc, M >= N, alpha, beta, A, B, C};
+  int blocks = j.by_rows ? (M + RT_BLAS_MSTEP - 1) / RT_BLAS_MSTEP : (N + RT_BLAS_NSTEP - 1) / RT_BLAS_NSTEP;
+  rt_pool_for(blocks, 1, gemm_part, &j);
+}

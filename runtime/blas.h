@@ -1,0 +1,30 @@
+/* blas.h -- fp32 GEMM for generated code: OpenBLAS's sgemm, threaded by the
+ * runtime pool instead of OpenBLAS's own threads. Internal prefix: rt_blas_.
+ *
+ * Why: OpenBLAS's workers busy-wait (with sched_yield) for a long while
+ * after every threaded call. The next kernel, split over the pool, then
+ * shares each core with a spinning OpenBLAS thread and ran 1.5-2x slower
+ * (a [1024, 512] gelu after its product: 0.7-1.1 ms against 0.42 ms
+ * alone). With one set of workers for everything there is nothing to
+ * contend with: OpenBLAS runs single-threaded and a large product is cut
+ * into blocks of rows (or columns) of C, one per pool thread.
+ */
+#ifndef LATHE_RT_BLAS_H
+#define LATHE_RT_BLAS_H
+
+#include <stdint.h>
+
+/* cblas_sgemm's signature and meaning (row-major only, which is all
+ * Lathe's code generators emit). Products of at least RT_BLAS_SPLIT
+ * multiply-adds are split over the pool; a call from inside a pool loop
+ * runs whole on its caller. The blocks are fixed by the shapes and the
+ * pool size, and each C element is the same dot product over K in any
+ * block, so results do not depend on the thread count. */
+void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+              int ldb, float beta, float *C, int ldc);
+
+/* Put OpenBLAS on one thread for good (idempotent). rt_sgemm calls it; so
+ * do kernels that call cblas_sgemm directly. */
+void rt_blas_single(void);
+
+#endif
