@@ -18,7 +18,7 @@ void rt_blas_single(void) {
 }
 
 typedef struct {
-  int ta, tb, M, N, K, lda, ldb, ldc, by_rows;
+  int ta, tb, M, N, K, lda, ldb, ldc, by_rows, blocks, parts;
   float alpha, beta;
   const float *A, *B;
   float *C;
@@ -30,11 +30,11 @@ static const float *row_of(const float *X, int trans, int ld, int i) {
   return trans ? X + i : X + (int64_t)i * ld;
 }
 
-/* parts [lo, hi) of the blocks: rows (or columns) [lo step, hi step) of C */
-static void gemm_part(void *ctx, int64_t lo, int64_t hi, int part) {
-  (void)part;
-  const gemm_job *j = ctx;
+/* part p: one cblas call for blocks [blocks p / parts, blocks (p + 1) / parts),
+ * rows (or columns) of C */
+static void gemm_one(const gemm_job *j, int64_t p) {
   int step = j->by_rows ? RT_BLAS_MSTEP : RT_BLAS_NSTEP, ext = j->by_rows ? j->M : j->N;
+  int64_t lo = j->blocks * p / j->parts, hi = j->blocks * (p + 1) / j->parts;
   int a = (int)lo * step, b = (int)hi * step < ext ? (int)hi * step : ext;
   if (a >= b) return;
   if (j->by_rows)
@@ -44,6 +44,16 @@ static void gemm_part(void *ctx, int64_t lo, int64_t hi, int part) {
   else
     cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, j->M, b - a,
                 j->K, j->alpha, j->A, j->lda, row_of(j->B, !j->tb, j->ldb, a), j->ldb, j->beta, j->C + a, j->ldc);
+}
+
+/* Parts [lo, hi), one call each. Inside another pool loop every part runs
+ * here in turn: OpenBLAS's rounding depends on the size of a call (its
+ * Haswell kernel: thousands of last-bit differences between one call and
+ * two halves), so the same calls keep a product's bits the same wherever
+ * it runs. */
+static void gemm_parts(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  for (int64_t p = lo; p < hi; p++) gemm_one(ctx, p);
 }
 
 void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -57,7 +67,8 @@ void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const
     return;
   }
   /* cut the longer side of C: each block then still has a long side */
-  gemm_job j = {tA, tB, M, N, K, lda, ldb, ldc, M >= N, alpha, beta, A, B, C};
-  int blocks = j.by_rows ? (M + RT_BLAS_MSTEP - 1) / RT_BLAS_MSTEP : (N + RT_BLAS_NSTEP - 1) / RT_BLAS_NSTEP;
-  rt_pool_for(blocks, 1, gemm_part, &j);
+  gemm_job j = {tA, tB, M, N, K, lda, ldb, ldc, M >= N, 0, 0, alpha, beta, A, B, C};
+  j.blocks = j.by_rows ? (M + RT_BLAS_MSTEP - 1) / RT_BLAS_MSTEP : (N + RT_BLAS_NSTEP - 1) / RT_BLAS_NSTEP;
+  j.parts = rt_pool_size() < j.blocks ? rt_pool_size() : j.blocks;
+  rt_pool_for(j.parts, 1, gemm_parts, &j);
 }

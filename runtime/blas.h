@@ -15,11 +15,13 @@
 #include <stdint.h>
 
 /* cblas_sgemm's signature and meaning (row-major only, which is all
- * Lathe's code generators emit). Products of at least RT_BLAS_SPLIT
- * multiply-adds are split over the pool; a call from inside a pool loop
- * runs whole on its caller. The blocks are fixed by the shapes and the
- * pool size, and each C element is the same dot product over K in any
- * block, so results do not depend on the thread count. */
+ * Lathe's code generators emit). A product of at least 2^20 multiply-adds
+ * is cut into one part per pool thread (rows of C, or columns when C is
+ * wider than tall), one single-threaded cblas call each. A call from inside
+ * a pool loop makes the same calls in turn on its caller. So a product's
+ * bits depend only on its shape and the pool size, never on timing or on
+ * what runs beside it (OpenBLAS's rounding does change with the size of a
+ * call, so a different pool size may change the last bits). */
 void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
               int ldb, float beta, float *C, int ldc);
 

@@ -2,8 +2,8 @@
  * every transpose combination, products cut by rows and by columns (sizes
  * not multiples of the block), strided operands, alpha and beta, against a
  * double-precision loop; the columns past N in C's rows stay untouched; a
- * call repeated gives the same bits; a call from inside a pool loop (which
- * runs whole) agrees. */
+ * call repeated gives the same bits, and so does a call from inside a pool
+ * loop (its parts run in turn on one thread). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -94,11 +94,13 @@ static void one(int ta, int tb, int M, int N, int K, uint64_t *s) {
     run(&p, c1);
     run(&p, c2);
     inner_job j = {&p, c3};
-    rt_pool_for(rt_pool_size(), 1, inner, &j); /* from inside a part: whole, on that thread */
+    rt_pool_for(rt_pool_size(), 1, inner, &j); /* from inside a part: its parts in turn, on that thread */
     double e1 = check(&p, c1), e3 = check(&p, c3);
     CHECK_MSG(e1 >= 0 && e1 < 1e-5, "ta=%d tb=%d %dx%dx%d: error %g (-1: padding written)", ta, tb, M, N, K, e1);
     CHECK_MSG(e3 >= 0 && e3 < 1e-5, "inside a pool loop, ta=%d tb=%d %dx%dx%d: error %g", ta, tb, M, N, K, e3);
     CHECK_MSG(!memcmp(c1, c2, nc * sizeof *c1), "ta=%d tb=%d %dx%dx%d: two calls differ", ta, tb, M, N, K);
+    CHECK_MSG(!memcmp(c1, c3, nc * sizeof *c1), "ta=%d tb=%d %dx%dx%d: inside a pool loop the bits differ", ta, tb, M,
+              N, K);
   }
   free(p.A), free(p.B), free(p.C), free(c1), free(c2), free(c3);
 }
