@@ -32,6 +32,7 @@ PEER_BLAS_THREADS = "2"
 PEER_MALLOC = {"default": None,
                "tuned": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"}
 SGEMM_N, SGEMM_N_QUICK = 2048, 1024
+CORE_GAIN_OK = 1.5  # OpenBLAS two-thread gain below which a run is flagged (a healthy run: 1.9-2.0x)
 
 UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 # A training step's FLOPs taken as 3x the forward's (forward, plus backward
@@ -338,6 +339,17 @@ def torch_version():
         return "?"
 
 
+def print_cores(start, end):
+    """OpenBLAS's two-thread gain (its own kernel) at the start and the end of
+    the run, and a warning when the second core gave little at either."""
+    gains = [p[1]["gflops_2t"] / p[1]["gflops_1t"] for p in (start, end)]
+    print("second core: OpenBLAS on 2 threads is %.2fx its 1-thread speed at the start of the run, %.2fx at the end "
+          "(%.1f / %.1f GFLOP/s at the end)" % (gains[0], gains[1], end[1]["gflops_1t"], end[1]["gflops_2t"]))
+    if min(gains) < CORE_GAIN_OK:
+        print("warning: the second core gave little during this run (the machine's host shares it): rows that "
+              "use both cores, and the -O2/-O0 speedups, are not representative; run again")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
@@ -384,8 +396,12 @@ def main():
         rows.append(r)
         if a.json:
             print(json.dumps(r), flush=True)
+    # the same measurement at the end: this machine's second core comes and
+    # goes (its host shares it), and a run without it is not representative
+    peak_end = sgemm_peak(build, a.quick)
     if not a.json:
         print_table(rows, peak, a.pinned_blas)
+        print_cores(peak, peak_end)
     return 1 if any(r.get("error") for r in rows) else 0
 
 
