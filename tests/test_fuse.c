@@ -9,7 +9,8 @@
  *  - a fused node as a product's epilogue in the CPU backend, the backward's
  *    dy * f'(x) included;
  *  - the shape rule and verifier reject broken programs;
- *  - training steps: fewer kernels and bytes after fusion. */
+ *  - training steps: fewer kernels and bytes after fusion;
+ *  - a residual add and the layernorm reading it as one kernel, and when not. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -506,6 +507,46 @@ static void test_siblings_apart(void) {
 
 /* A lone unary_grad is left alone when its dy is not a product it alone
  * reads: a one-step program would gain nothing. */
+/* x = u + a; h = layernorm(x) with x read again later (a transformer
+ * block's residual stream): one kernel stores x and h (split over the pool
+ * at 256 rows), with the interpreter's values. Another reader of x between
+ * the add and the layernorm keeps them apart. */
+static void test_residual_norm(void) {
+  static const struct {
+    int64_t rows;
+    int between, want_kernels;
+  } cases[] = {{5, 0, 2}, {256, 0, 2}, {256, 1, 4}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    arena A;
+    ir_graph g;
+    ar_init(&A);
+    ir_graph_init(&g, &A, "resnorm");
+    ir_shape sx = {2, {cases[c].rows, 128}}, sv = {1, {128}};
+    int u = ir_add_input(&g, "u", IR_F32, &sx, 0, L0), a = ir_add_input(&g, "a", IR_F32, &sx, 0, L0);
+    int w = ir_add_input(&g, "w", IR_F32, &sv, 0, L0), b = ir_add_input(&g, "b", IR_F32, &sv, 0, L0);
+    char msg[512];
+    ir_attr none = {0}, eps = {0};
+    eps.f = 1e-5;
+    int x_in[2] = {u, a};
+    int x = ir_add(&g, IR_ADD, x_in, 2, &none, L0, msg, sizeof msg);
+    int t = cases[c].between ? ir_add(&g, IR_EXP, &x, 1, &none, L0, msg, sizeof msg) : -1;
+    int ln_in[3] = {x, w, b};
+    int h = ir_add(&g, IR_LAYERNORM, ln_in, 3, &eps, L0, msg, sizeof msg);
+    int y_in[2] = {h, x}; /* x read again after the layernorm */
+    int y = ir_add(&g, IR_MUL, y_in, 2, &none, L0, msg, sizeof msg);
+    CHECK_MSG(x >= 0 && h >= 0 && y >= 0, "%s", msg);
+    ir_add_output(&g, "y", y);
+    if (t >= 0) ir_add_output(&g, "t", t);
+    int made = 0, kernels = 0;
+    char what[80];
+    snprintf(what, sizeof what, "residual add + layernorm, %lld rows%s", (long long)cases[c].rows,
+             cases[c].between ? ", x read between" : "");
+    fused_vs_interp(&g, what, 41 + (uint64_t)c, -2, 2, &made, &kernels);
+    CHECK_MSG(kernels == cases[c].want_kernels, "%s: %d kernels, want %d", what, kernels, cases[c].want_kernels);
+    ar_free(&A);
+  }
+}
+
 static void test_grad_lone(void) {
   arena A;
   ir_graph g;
@@ -689,5 +730,6 @@ int main(int argc, char **argv) {
   test_finite_check();
   test_training_costs();
   test_inplace();
+  test_residual_norm();
   return TEST_REPORT();
 }

@@ -101,6 +101,8 @@ typedef struct {
   int in[CG_MAXARGS];    /* the other inputs, in argument order after the results */
 } cg_multi;
 void cg_emit_fused_multi(cg_k *k, const cg_multi *mu);
+/* layernorm(p + q), storing x = p + q too: arguments y, p, q, w, b, x (cg_ops.c) */
+void cg_emit_layernorm_add(cg_k *k);
 int cg_fused_epilogue_ok(const ir_graph *g, const ir_node *fz, int product);
 V cg_fused_epilogue(cg_k *k, const ir_node *fz, const int *arg, V v, V row, V col, int w);
 /* The backward ops' emitter (cg_grad.c): dispatches on its own table. */

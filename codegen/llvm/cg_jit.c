@@ -119,7 +119,8 @@ static int cg_init_llvm(char *msg, size_t msgn) {
 typedef struct {
   cg_fuse f;
   const cg_multi *multi;  /* non-NULL: not a product chain but fused siblings (find_siblings) */
-  int head;               /* the product node */
+  int norm;               /* 1: not a product chain but a residual add and its layernorm (head) */
+  int head;               /* the product node (the layernorm) */
   int extra[CG_MAXARGS];  /* node of each step's other operands, in argument order */
   int nextra;
 } cg_group;
@@ -338,6 +339,44 @@ static void find_siblings(const ir_graph *g, arena *A, const int *is_out, cg_gro
   for (int o = 0; o < nopen; o++) close_group(&open[o], fuse_of, run_at, inside, A);
 }
 
+/* ---- a residual add and the layernorm that reads it ----
+ *
+ * A transformer block normalises its residual stream right after adding to
+ * it: x = x + a; h = layernorm(x), with x read again later. One kernel
+ * computes each row of x, stores it and normalises it while the row is in
+ * L1, instead of writing x and reading it back. The add runs at the
+ * layernorm's place (run_at) and is stored there (inside), so no node
+ * between them may read it. */
+
+static void find_residual_norms(const ir_graph *g, arena *A, const int *is_out, cg_group **fuse_of, int *run_at,
+                                int *inside) {
+  int nn = g->nnodes;
+  int *first = ar_alloc(A, sizeof(int) * (size_t)(nn ? nn : 1)); /* first reader after the node */
+  for (int i = 0; i < nn; i++) first[i] = nn;
+  for (int i = nn - 1; i >= 0; i--)
+    for (int j = 0; j < g->nodes[i].nin; j++) first[g->nodes[i].in[j]] = i;
+  for (int l = 0; l < nn && !g->no_fusion; l++) {
+    const ir_node *n = &g->nodes[l];
+    if (n->op != IR_LAYERNORM || n->dtype != IR_F32 || fuse_of[l] || inside[l] || run_at[l] != l) continue;
+    int x = n->in[0];
+    const ir_node *a = &g->nodes[x];
+    if (a->op != IR_ADD || a->dtype != IR_F32 || is_out[x] || g->loss == x || fuse_of[x] || inside[x] ||
+        run_at[x] != x || first[x] != l)
+      continue;
+    if (!ir_shape_eq(&g->nodes[a->in[0]].shape, &a->shape) || !ir_shape_eq(&g->nodes[a->in[1]].shape, &a->shape))
+      continue;
+    for (int q = 0; q < n->nin; q++) /* the add's result reaches the layernorm as its input only */
+      if (q > 0 && n->in[q] == x) x = -1;
+    if (x < 0) continue;
+    cg_group *grp = ar_alloc(A, sizeof *grp);
+    memset(grp, 0, sizeof *grp);
+    grp->norm = 1, grp->head = l;
+    grp->extra[0] = a->in[0], grp->extra[1] = a->in[1], grp->extra[2] = x, grp->nextra = 3;
+    fuse_of[l] = grp;
+    run_at[x] = l, inside[x] = 1;
+  }
+}
+
 /* ---- buffer plan ---- */
 
 /* Kernels that read element e of each full-shaped input before writing
@@ -377,6 +416,7 @@ static void plan_buffers(cg_program *p, const ir_graph *g, arena *A, cg_group **
   for (int j = g->noutputs - 1; j >= 0; j--) owner[g->outputs[j].node] = j, is_out[g->outputs[j].node] = 1;
   find_fusions(g, A, is_out, fuse_of, run_at, inside);
   find_siblings(g, A, is_out, fuse_of, run_at, inside);
+  find_residual_norms(g, A, is_out, fuse_of, run_at, inside);
   int64_t cbytes = 0;
   for (int i = 0; i < nn; i++) {
     const ir_node *n = &g->nodes[i];
@@ -481,6 +521,10 @@ static int kernel_inputs(const ir_graph *g, const ir_node *n, const cg_group *gr
     return n->nin;
   }
   const ir_node *h = &g->nodes[grp->head];
+  if (grp->norm) { /* the add's operands, the layernorm's w and b, the add's result (stored) */
+    in[0] = grp->extra[0], in[1] = grp->extra[1], in[2] = h->in[1], in[3] = h->in[2], in[4] = grp->extra[2];
+    return 5;
+  }
   in[0] = h->in[0], in[1] = h->in[1];
   for (int j = 0; j < grp->nextra; j++) in[2 + j] = grp->extra[j];
   return 2 + grp->nextra;
@@ -496,13 +540,14 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_gr
   k.B = m->B;
   k.g = g;
   k.n = grp && !grp->multi ? &g->nodes[grp->head] : n;
-  k.fuse = grp && !grp->multi ? &grp->f : NULL;
+  k.fuse = grp && !grp->multi && !grp->norm ? &grp->f : NULL;
   k.check_finite = check;
   k.nargs = nin + 1;
   LLVMTypeRef params[CG_MAXARGS];
   for (int j = 0; j < nin + 3; j++) params[j] = m->ptr;
   char name[64];
-  snprintf(name, sizeof name, "k%d_%s%s", idx, ir_ops[k.n->op].name, grp ? grp->multi ? "_multi" : "_fused" : "");
+  snprintf(name, sizeof name, "k%d_%s%s", idx, ir_ops[k.n->op].name,
+           grp ? grp->multi ? "_multi" : grp->norm ? "_add" : "_fused" : "");
   k.fn = LLVMAddFunction(m->M, name, LLVMFunctionType(m->vd, params, (unsigned)nin + 3, 0));
   LLVMSetLinkage(k.fn, LLVMInternalLinkage);
   set_fn_attrs(m, k.fn);
@@ -522,6 +567,7 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_gr
   LLVMBuildBr(m->B, start); /* the entry block holds only allocas */
   LLVMPositionBuilderAtEnd(m->B, start);
   if (grp && grp->multi) cg_emit_fused_multi(&k, grp->multi);
+  else if (grp && grp->norm) cg_emit_layernorm_add(&k);
   else if (grp) cg_emit_fused(&k);
   else cg_emitters[n->op](&k);
   LLVMBuildRetVoid(m->B);
@@ -581,6 +627,13 @@ static void group_key(const ir_graph *g, const ir_node *n, const cg_group *grp, 
   }
   if (!grp) {
     kernel_key(g, n, key, kn);
+    return;
+  }
+  if (grp->norm) { /* the add, then the layernorm */
+    size_t w = (size_t)snprintf(key, kn, "norm|");
+    kernel_key(g, &g->nodes[grp->extra[2]], key + w, kn - w);
+    w = strlen(key);
+    kernel_key(g, n, key + w, kn - w);
     return;
   }
   size_t w = 0;
@@ -643,7 +696,7 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A, 
     args[nin + 1] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pscr, &si, 1, ""), "");
     args[nin + 2] = err;
     LLVMBuildCall2(EB, LLVMGlobalGetValueType(kt.fn[h]), kt.fn[h], args, (unsigned)nin + 3, "");
-    if (grp && p->op_names) p->op_names[i] = grp->multi ? "fused siblings" : "matmul+fused";
+    if (grp && p->op_names) p->op_names[i] = grp->multi ? "fused siblings" : grp->norm ? "add+layernorm" : "matmul+fused";
     if (p->prof_node) {
       V seq = LLVMConstInt(m->i32, (unsigned long long)(p->st.kernels - 1), 0);
       p->prof_node[p->st.kernels - 1] = i;
