@@ -10,7 +10,8 @@
  *    dy * f'(x) included;
  *  - the shape rule and verifier reject broken programs;
  *  - training steps: fewer kernels and bytes after fusion;
- *  - a residual add and the layernorm reading it as one kernel, and when not. */
+ *  - a residual add and the layernorm reading it as one kernel, the gradient's
+ *    mirror (r + dx), and when not. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -547,6 +548,43 @@ static void test_residual_norm(void) {
   }
 }
 
+/* The backward's mirror: out = r + dx, dx = layernorm_grad(x, w, dy) read
+ * by the add alone, is one kernel (split over the pool at 512 rows); dx
+ * read by a second node as well keeps them apart. */
+static void test_residual_norm_grad(void) {
+  static const struct {
+    int64_t rows;
+    int shared, want_kernels;
+  } cases[] = {{3, 0, 1}, {512, 0, 1}, {512, 1, 3}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    arena A;
+    ir_graph g;
+    ar_init(&A);
+    ir_graph_init(&g, &A, "resnormgrad");
+    ir_shape sx = {2, {cases[c].rows, 128}}, sv = {1, {128}};
+    int x = ir_add_input(&g, "x", IR_F32, &sx, 0, L0), w = ir_add_input(&g, "w", IR_F32, &sv, 0, L0);
+    int dy = ir_add_input(&g, "dy", IR_F32, &sx, 0, L0), r = ir_add_input(&g, "r", IR_F32, &sx, 0, L0);
+    char msg[512];
+    ir_attr none = {0}, eps = {0};
+    eps.f = 1e-5;
+    int lg_in[3] = {x, w, dy};
+    int dx = ir_add(&g, IR_LAYERNORM_GRAD, lg_in, 3, &eps, L0, msg, sizeof msg);
+    int o_in[2] = {dx, r};
+    int o = ir_add(&g, IR_ADD, o_in, 2, &none, L0, msg, sizeof msg);
+    int t = cases[c].shared ? ir_add(&g, IR_EXP, &dx, 1, &none, L0, msg, sizeof msg) : -1;
+    CHECK_MSG(dx >= 0 && o >= 0, "%s", msg);
+    ir_add_output(&g, "o", o);
+    if (t >= 0) ir_add_output(&g, "t", t);
+    int made = 0, kernels = 0;
+    char what[80];
+    snprintf(what, sizeof what, "layernorm gradient + residual, %lld rows%s", (long long)cases[c].rows,
+             cases[c].shared ? ", dx read twice" : "");
+    fused_vs_interp(&g, what, 51 + (uint64_t)c, -2, 2, &made, &kernels);
+    CHECK_MSG(kernels == cases[c].want_kernels, "%s: %d kernels, want %d", what, kernels, cases[c].want_kernels);
+    ar_free(&A);
+  }
+}
+
 static void test_grad_lone(void) {
   arena A;
   ir_graph g;
@@ -731,5 +769,6 @@ int main(int argc, char **argv) {
   test_training_costs();
   test_inplace();
   test_residual_norm();
+  test_residual_norm_grad();
   return TEST_REPORT();
 }

@@ -228,8 +228,8 @@ enum { LN_DW_STACK = 8192 }; /* most columns summed on the stack (64 KB) */
 
 typedef struct {
   int64_t d;
-  int dw;
-  V x, dy, out;       /* the row in x, dy and (dx) the result */
+  int dw, resid;      /* resid: the result is dx + argument 4 (a residual gradient) */
+  V x, dy, out, r;    /* the row in x, dy, the result and (resid) argument 4 */
   V mean, inv, m1, m2; /* doubles */
   V dacc;             /* dw: double[d] on the stack, or NULL: f32 sums in the result */
   cg_acc sum, sq, mg, mgc;
@@ -269,7 +269,8 @@ static void lng_dx(cg_k *k, V i, int w, void *ctx) {
   V g = dmul(k, ldd(k, c->dy, i, w), ldd(k, ARG(1), i, w));
   V xh = dmul(k, dsub(k, ldd(k, c->x, i, w), cg_bcast(k, c->mean, w)), inv);
   V dx = dmul(k, inv, dsub(k, dsub(k, g, cg_bcast(k, c->m1, w)), dmul(k, xh, cg_bcast(k, c->m2, w))));
-  cg_vst(k, c->out, i, LLVMBuildFPTrunc(BLD, dx, w > 1 ? LLVMVectorType(k->m->f32, (unsigned)w) : k->m->f32, ""), w);
+  V f = LLVMBuildFPTrunc(BLD, dx, w > 1 ? LLVMVectorType(k->m->f32, (unsigned)w) : k->m->f32, "");
+  cg_vst(k, c->out, i, c->resid ? cg_fadd(k, cg_vld(k, c->r, i, w), f) : f, w); /* as add(r, dx) would */
 }
 
 /* dw[j] += dy xh */
@@ -294,6 +295,7 @@ static void lng_row(cg_k *k, V r, lng_ctx *c) {
   double d = (double)c->d;
   LLVMTypeRef f64 = k->m->f64;
   c->x = cg_fptr(k, ARG(0), base), c->dy = cg_fptr(k, ARG(2), base), c->out = cg_fptr(k, OUT, base);
+  if (c->resid) c->r = cg_fptr(k, ARG(3), base);
   c->sum = cg_acc_new(k, f64, 0.0), c->sq = cg_acc_new(k, f64, 0.0);
   c->mg = cg_acc_new(k, f64, 0.0), c->mgc = cg_acc_new(k, f64, 0.0);
   cg_vfor(k, n, lng_sum, c);
@@ -350,6 +352,19 @@ static void e_layernorm_grad(cg_k *k) {
   else zero_out(k);
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) lng_row(k, r.iv, &c);
   if (c.dacc) cg_vfor(k, ci(k, c.d), dacc_out, &c);
+}
+
+/* dx of layernorm plus the residual gradient that the add after it sums
+ * with (cg_jit.c's find_residual_norms): arguments out, x, w, dy, r; out =
+ * r + dx, stored once instead of dx being stored and read back by an add.
+ * Split over the pool from 64K elements, as the forward's add+layernorm. */
+void cg_emit_layernorm_grad_add(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  lng_ctx c = {0};
+  c.d = sx->d[sx->rank - 1], c.resid = 1;
+  int64_t rows = ir_numel(sx) / c.d, grain = (1 << 15) / c.d > 1 ? (1 << 15) / c.d : 1;
+  if (rows >= 2 * grain) cg_parallel_for(k, rows, grain, lng_unit, &c);
+  else CG_FOR(k, r, ci(k, 0), ci(k, rows)) lng_unit(k, r.iv, &c);
 }
 
 /* ---- convolution: the forward loops with the products sent back ---- */

@@ -103,6 +103,8 @@ typedef struct {
 void cg_emit_fused_multi(cg_k *k, const cg_multi *mu);
 /* layernorm(p + q), storing x = p + q too: arguments y, p, q, w, b, x (cg_ops.c) */
 void cg_emit_layernorm_add(cg_k *k);
+/* r + layernorm_grad's dx: arguments out, x, w, dy, r (cg_grad.c) */
+void cg_emit_layernorm_grad_add(cg_k *k);
 int cg_fused_epilogue_ok(const ir_graph *g, const ir_node *fz, int product);
 V cg_fused_epilogue(cg_k *k, const ir_node *fz, const int *arg, V v, V row, V col, int w);
 /* The backward ops' emitter (cg_grad.c): dispatches on its own table. */

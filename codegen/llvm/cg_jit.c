@@ -119,8 +119,9 @@ static int cg_init_llvm(char *msg, size_t msgn) {
 typedef struct {
   cg_fuse f;
   const cg_multi *multi;  /* non-NULL: not a product chain but fused siblings (find_siblings) */
-  int norm;               /* 1: not a product chain but a residual add and its layernorm (head) */
-  int head;               /* the product node (the layernorm) */
+  int norm;               /* not a product chain: 1, a residual add and its layernorm (head); 2, a
+                           * layernorm's dx (head) and the add of the residual gradient after it */
+  int head;               /* the product node (the layernorm, the layernorm's gradient) */
   int extra[CG_MAXARGS];  /* node of each step's other operands, in argument order */
   int nextra;
 } cg_group;
@@ -346,16 +347,43 @@ static void find_siblings(const ir_graph *g, arena *A, const int *is_out, cg_gro
  * computes each row of x, stores it and normalises it while the row is in
  * L1, instead of writing x and reading it back. The add runs at the
  * layernorm's place (run_at) and is stored there (inside), so no node
- * between them may read it. */
+ * between them may read it. The backward mirrors it: the residual stream's
+ * gradient is r + dx, dx the layernorm's gradient read by that add alone,
+ * so the gradient's kernel stores r + dx and dx is never stored. */
+
+/* The backward pair at add node i, or 0: dx (attr i 0) read by i alone. */
+static int norm_grad_pair(const ir_graph *g, const int *is_out, cg_group **fuse_of, int *run_at,
+                          const int *inside, const int *uses, int i, arena *A) {
+  const ir_node *a = &g->nodes[i];
+  if (a->op != IR_ADD || a->dtype != IR_F32 || fuse_of[i] || inside[i] || run_at[i] != i) return 0;
+  for (int q = 0; q < 2; q++) {
+    int lg = a->in[q], r = a->in[1 - q];
+    const ir_node *n = &g->nodes[lg];
+    if (n->op != IR_LAYERNORM_GRAD || n->attr.i != 0 || n->dtype != IR_F32 || uses[lg] != 1 || is_out[lg] ||
+        g->loss == lg || fuse_of[lg] || inside[lg] || run_at[lg] != lg || r == lg ||
+        !ir_shape_eq(&g->nodes[r].shape, &a->shape) || !ir_shape_eq(&n->shape, &a->shape))
+      continue;
+    cg_group *grp = ar_alloc(A, sizeof *grp);
+    memset(grp, 0, sizeof *grp);
+    grp->norm = 2, grp->head = lg;
+    grp->extra[0] = r, grp->nextra = 1;
+    fuse_of[i] = grp;
+    run_at[lg] = i;
+    return 1;
+  }
+  return 0;
+}
 
 static void find_residual_norms(const ir_graph *g, arena *A, const int *is_out, cg_group **fuse_of, int *run_at,
                                 int *inside) {
   int nn = g->nnodes;
   int *first = ar_alloc(A, sizeof(int) * (size_t)(nn ? nn : 1)); /* first reader after the node */
-  for (int i = 0; i < nn; i++) first[i] = nn;
+  int *uses = ar_alloc(A, sizeof(int) * (size_t)(nn ? nn : 1));
+  for (int i = 0; i < nn; i++) first[i] = nn, uses[i] = 0;
   for (int i = nn - 1; i >= 0; i--)
-    for (int j = 0; j < g->nodes[i].nin; j++) first[g->nodes[i].in[j]] = i;
+    for (int j = 0; j < g->nodes[i].nin; j++) first[g->nodes[i].in[j]] = i, uses[g->nodes[i].in[j]]++;
   for (int l = 0; l < nn && !g->no_fusion; l++) {
+    if (norm_grad_pair(g, is_out, fuse_of, run_at, inside, uses, l, A)) continue;
     const ir_node *n = &g->nodes[l];
     if (n->op != IR_LAYERNORM || n->dtype != IR_F32 || fuse_of[l] || inside[l] || run_at[l] != l) continue;
     int x = n->in[0];
@@ -521,9 +549,13 @@ static int kernel_inputs(const ir_graph *g, const ir_node *n, const cg_group *gr
     return n->nin;
   }
   const ir_node *h = &g->nodes[grp->head];
-  if (grp->norm) { /* the add's operands, the layernorm's w and b, the add's result (stored) */
+  if (grp->norm == 1) { /* the add's operands, the layernorm's w and b, the add's result (stored) */
     in[0] = grp->extra[0], in[1] = grp->extra[1], in[2] = h->in[1], in[3] = h->in[2], in[4] = grp->extra[2];
     return 5;
+  }
+  if (grp->norm == 2) { /* the gradient's x, w, dy, then the residual gradient */
+    in[0] = h->in[0], in[1] = h->in[1], in[2] = h->in[2], in[3] = grp->extra[0];
+    return 4;
   }
   in[0] = h->in[0], in[1] = h->in[1];
   for (int j = 0; j < grp->nextra; j++) in[2 + j] = grp->extra[j];
@@ -547,7 +579,7 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_gr
   for (int j = 0; j < nin + 3; j++) params[j] = m->ptr;
   char name[64];
   snprintf(name, sizeof name, "k%d_%s%s", idx, ir_ops[k.n->op].name,
-           grp ? grp->multi ? "_multi" : grp->norm ? "_add" : "_fused" : "");
+           grp ? grp->multi ? "_multi" : grp->norm ? "_add" : "_fused" : ""); /* k.n: the head */
   k.fn = LLVMAddFunction(m->M, name, LLVMFunctionType(m->vd, params, (unsigned)nin + 3, 0));
   LLVMSetLinkage(k.fn, LLVMInternalLinkage);
   set_fn_attrs(m, k.fn);
@@ -567,7 +599,8 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const ir_node *n, const cg_gr
   LLVMBuildBr(m->B, start); /* the entry block holds only allocas */
   LLVMPositionBuilderAtEnd(m->B, start);
   if (grp && grp->multi) cg_emit_fused_multi(&k, grp->multi);
-  else if (grp && grp->norm) cg_emit_layernorm_add(&k);
+  else if (grp && grp->norm == 1) cg_emit_layernorm_add(&k);
+  else if (grp && grp->norm == 2) cg_emit_layernorm_grad_add(&k);
   else if (grp) cg_emit_fused(&k);
   else cg_emitters[n->op](&k);
   LLVMBuildRetVoid(m->B);
@@ -629,9 +662,9 @@ static void group_key(const ir_graph *g, const ir_node *n, const cg_group *grp, 
     kernel_key(g, n, key, kn);
     return;
   }
-  if (grp->norm) { /* the add, then the layernorm */
-    size_t w = (size_t)snprintf(key, kn, "norm|");
-    kernel_key(g, &g->nodes[grp->extra[2]], key + w, kn - w);
+  if (grp->norm) { /* the add, then the layernorm (or the gradient, then the add) */
+    size_t w = (size_t)snprintf(key, kn, "norm%d|", grp->norm);
+    kernel_key(g, &g->nodes[grp->norm == 1 ? grp->extra[2] : grp->head], key + w, kn - w);
     w = strlen(key);
     kernel_key(g, n, key + w, kn - w);
     return;
@@ -696,7 +729,10 @@ static void build_module(cg_program *p, cg_mod *m, const ir_graph *g, arena *A, 
     args[nin + 1] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pscr, &si, 1, ""), "");
     args[nin + 2] = err;
     LLVMBuildCall2(EB, LLVMGlobalGetValueType(kt.fn[h]), kt.fn[h], args, (unsigned)nin + 3, "");
-    if (grp && p->op_names) p->op_names[i] = grp->multi ? "fused siblings" : grp->norm ? "add+layernorm" : "matmul+fused";
+    if (grp && p->op_names) p->op_names[i] = grp->multi     ? "fused siblings"
+                                                       : grp->norm == 1 ? "add+layernorm"
+                                                       : grp->norm == 2 ? "layernorm_grad+add"
+                                                                        : "matmul+fused";
     if (p->prof_node) {
       V seq = LLVMConstInt(m->i32, (unsigned long long)(p->st.kernels - 1), 0);
       p->prof_node[p->st.kernels - 1] = i;
