@@ -506,8 +506,19 @@ static void test_siblings_apart(void) {
   ar_free(&A);
 }
 
-/* A lone unary_grad is left alone when its dy is not a product it alone
- * reads: a one-step program would gain nothing. */
+/* A rows x 128 graph's four inputs, named names[k]; vec[k]: a [128] vector instead. */
+static void norm_inputs(ir_graph *g, int64_t rows, const char *const names[4], const int vec[4], int *id) {
+  ir_shape sx = {2, {rows, 128}}, sv = {1, {128}};
+  for (int k = 0; k < 4; k++) id[k] = ir_add_input(g, names[k], IR_F32, vec[k] ? &sv : &sx, 0, L0);
+}
+
+/* The LLVM program's values are the interpreter's and it has want kernels. */
+static void expect_kernels(ir_graph *g, const char *what, uint64_t seed, int want) {
+  int made = 0, kernels = 0;
+  fused_vs_interp(g, what, seed, -2, 2, &made, &kernels);
+  CHECK_MSG(kernels == want, "%s: %d kernels, want %d", what, kernels, want);
+}
+
 /* x = u + a; h = layernorm(x) with x read again later (a transformer
  * block's residual stream): one kernel stores x and h (split over the pool
  * at 256 rows), with the interpreter's values. Another reader of x between
@@ -522,9 +533,11 @@ static void test_residual_norm(void) {
     ir_graph g;
     ar_init(&A);
     ir_graph_init(&g, &A, "resnorm");
-    ir_shape sx = {2, {cases[c].rows, 128}}, sv = {1, {128}};
-    int u = ir_add_input(&g, "u", IR_F32, &sx, 0, L0), a = ir_add_input(&g, "a", IR_F32, &sx, 0, L0);
-    int w = ir_add_input(&g, "w", IR_F32, &sv, 0, L0), b = ir_add_input(&g, "b", IR_F32, &sv, 0, L0);
+    static const char *const names[4] = {"u", "a", "w", "b"};
+    static const int vec[4] = {0, 0, 1, 1};
+    int id[4];
+    norm_inputs(&g, cases[c].rows, names, vec, id);
+    int u = id[0], a = id[1], w = id[2], b = id[3];
     char msg[512];
     ir_attr none = {0}, eps = {0};
     eps.f = 1e-5;
@@ -538,12 +551,10 @@ static void test_residual_norm(void) {
     CHECK_MSG(x >= 0 && h >= 0 && y >= 0, "%s", msg);
     ir_add_output(&g, "y", y);
     if (t >= 0) ir_add_output(&g, "t", t);
-    int made = 0, kernels = 0;
     char what[80];
     snprintf(what, sizeof what, "residual add + layernorm, %lld rows%s", (long long)cases[c].rows,
              cases[c].between ? ", x read between" : "");
-    fused_vs_interp(&g, what, 41 + (uint64_t)c, -2, 2, &made, &kernels);
-    CHECK_MSG(kernels == cases[c].want_kernels, "%s: %d kernels, want %d", what, kernels, cases[c].want_kernels);
+    expect_kernels(&g, what, 41 + (uint64_t)c, cases[c].want_kernels);
     ar_free(&A);
   }
 }
@@ -561,9 +572,11 @@ static void test_residual_norm_grad(void) {
     ir_graph g;
     ar_init(&A);
     ir_graph_init(&g, &A, "resnormgrad");
-    ir_shape sx = {2, {cases[c].rows, 128}}, sv = {1, {128}};
-    int x = ir_add_input(&g, "x", IR_F32, &sx, 0, L0), w = ir_add_input(&g, "w", IR_F32, &sv, 0, L0);
-    int dy = ir_add_input(&g, "dy", IR_F32, &sx, 0, L0), r = ir_add_input(&g, "r", IR_F32, &sx, 0, L0);
+    static const char *const names[4] = {"x", "w", "dy", "r"};
+    static const int vec[4] = {0, 1, 0, 0};
+    int id[4];
+    norm_inputs(&g, cases[c].rows, names, vec, id);
+    int x = id[0], w = id[1], dy = id[2], r = id[3];
     char msg[512];
     ir_attr none = {0}, eps = {0};
     eps.f = 1e-5;
@@ -575,16 +588,16 @@ static void test_residual_norm_grad(void) {
     CHECK_MSG(dx >= 0 && o >= 0, "%s", msg);
     ir_add_output(&g, "o", o);
     if (t >= 0) ir_add_output(&g, "t", t);
-    int made = 0, kernels = 0;
     char what[80];
     snprintf(what, sizeof what, "layernorm gradient + residual, %lld rows%s", (long long)cases[c].rows,
              cases[c].shared ? ", dx read twice" : "");
-    fused_vs_interp(&g, what, 51 + (uint64_t)c, -2, 2, &made, &kernels);
-    CHECK_MSG(kernels == cases[c].want_kernels, "%s: %d kernels, want %d", what, kernels, cases[c].want_kernels);
+    expect_kernels(&g, what, 51 + (uint64_t)c, cases[c].want_kernels);
     ar_free(&A);
   }
 }
 
+/* A lone unary_grad is left alone when its dy is not a product it alone
+ * reads: a one-step program would gain nothing. */
 static void test_grad_lone(void) {
   arena A;
   ir_graph g;
