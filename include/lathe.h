@@ -166,8 +166,9 @@ typedef struct {
 } lathe_pass_stats;
 int lathe_program_pass_stats(const lathe_program *p, lathe_pass_stats *st);
 /* With LATHE_PROFILE=1 in the environment at compile time: per-operator
- * kernel times averaged over the runs so far, as text (free() it); NULL
- * when not profiling. */
+ * kernel times averaged over the runs so far and the 8 slowest calls
+ * (LATHE_PROFILE=N, N > 8: the N slowest), as text (free() it); NULL when
+ * not profiling. */
 char *lathe_program_profile(const lathe_program *p);
 
 /* ---- Weights ---- */

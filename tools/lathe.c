@@ -49,6 +49,7 @@ static const cli_command commands[] = {
    "                    codegen, JIT; object-cache hit or miss), run time, kernel calls and unique\n"
    "                    kernels after deduplication, and the planned arena against the naive sum.\n"
    "                    With LATHE_PROFILE=1 in the environment, per-operator kernel times too\n"
+   "                    (LATHE_PROFILE=40: and the 40 slowest kernel calls)\n"
    CLI_PASS_HELP},
   {"init", cmd_init, "write freshly initialised weights",
    "usage: lathe init MODEL -o W.safetensors [--seed N] [--bind NAME=N]...\n"
