@@ -77,9 +77,14 @@ static void run_case(const fcase *c) {
     for (int o = 0; o < g.noutputs; o++) {
       int id = g.outputs[o].node, op = g.nodes[id].op;
       seen[op] = 1;
+      /* The floor follows the output's scale: a reduction whose terms cancel
+       * (conv2d_grad_weight sums N*H*W products) loses digits relative to
+       * its own result, not to the terms. f32 against the f64 reference. */
+      double scale = 0.1;
+      for (int64_t e = 0; e < ir_numel(&g.nodes[id].shape); e++) scale = fmax(scale, 0.05 * fabs(v[id][e]));
       for (int64_t e = 0; e < ir_numel(&g.nodes[id].shape); e++) {
         double a = ((float *)outs[o])[e], b = v[id][e];
-        double err = a == b ? 0.0 : fabs(a - b) / fmax(fabs(b), 0.1);
+        double err = a == b ? 0.0 : fabs(a - b) / fmax(fabs(b), scale);
         if (!(err <= worst[op])) worst[op] = err;
       }
     }

@@ -582,9 +582,19 @@ static void compare(const char *what, lathe_program *a, lathe_program *b) {
     CHECK_MSG(ok, "%s %s: %s", what, name, err.message);
     lathe_error_clear(&err);
     if (!ok) continue;
-    int64_t n = lathe_tensor_numel(&x), bad = 0, first = -1;
-    for (int64_t k = 0; k < n && x.dtype == LATHE_F32; k++)
-      if (!close_enough(((float *)x.data)[k], ((float *)y.data)[k])) bad++, first = first < 0 ? k : first;
+    int64_t n = lathe_tensor_numel(&x), bad = 0, first = -1, amplified = 0;
+    for (int64_t k = 0; k < n && x.dtype == LATHE_F32; k++) {
+      double xa = ((float *)x.data)[k], yb = ((float *)y.data)[k];
+      if (close_enough(xa, yb)) continue;
+      /* Adam's first step moves a weight by lr * g / (|g| + eps): for a
+       * gradient near eps (1e-8) its slope is lr / eps, so the last-bit
+       * difference of two GEMM kernels (a folded transpose at -O3, an
+       * explicit one at -O0; OpenBLAS's SkylakeX kernels round them apart)
+       * shows as up to lr in a few weights. Allow that in 1 value of 1000,
+       * bounded by the largest learning rate of the examples (3e-3). */
+      if (!strncmp(name, "new.", 4) && fabs(xa - yb) <= 3e-3 && ++amplified * 1000 <= n) continue;
+      bad++, first = first < 0 ? k : first;
+    }
     CHECK_MSG(n == lathe_tensor_numel(&y) && bad == 0, "%s %s: %lld of %lld values differ (first [%lld]: %.9g vs %.9g)",
               what, name, (long long)bad, (long long)n, (long long)first,
               first >= 0 ? ((float *)x.data)[first] : 0.0, first >= 0 ? ((float *)y.data)[first] : 0.0);
