@@ -13,6 +13,20 @@
  * failure, with a heap-allocated message in err (free it with
  * lathe_error_clear). The library never exits the process and never prints.
  * A lathe_error must start zeroed: lathe_error err = {0};
+ *
+ * Arguments: err may be NULL in every call (the status still comes back,
+ * without a message); every other pointer must not be NULL unless its
+ * declaration says it may. A NULL where one is required, a value outside
+ * its enum (dtype, backend), a tensor that cannot be (rank outside 0 to
+ * LATHE_MAXDIM, a negative dimension, a size that overflows, NULL data with
+ * elements) or a setting outside its range (NaN, negative, huge) is
+ * LATHE_EUSER with a message naming the function and what is wrong:
+ *   "lathe_set_input: the tensor is NULL"
+ *   "lathe_set_input: the tensor has rank 9; the rank must be 0 to LATHE_MAXDIM (8)"
+ *   "lathe_compile: backend 7 is not a lathe_backend (LATHE_BACKEND_INTERP, ...)"
+ *   "lathe_train: lr must be 0 (the train block's) or a finite number > 0, got nan"
+ * Calls without a lathe_error say so by their return value, as documented
+ * at each: NULL for a name, -1 for a count, LATHE_EUSER for a status.
  */
 #ifndef LATHE_H
 #define LATHE_H
@@ -42,7 +56,8 @@ typedef struct {
 
 void lathe_error_clear(lathe_error *err);
 
-/* Same order as the language's dtype names. */
+/* Same order as the language's dtype names. For a value outside the enum,
+ * lathe_dtype_name gives "?" and lathe_dtype_size 0. */
 typedef enum {
   LATHE_F32, LATHE_F16, LATHE_BF16, LATHE_I32, LATHE_I64, LATHE_I8, LATHE_U8, LATHE_BOOL
 } lathe_dtype;
@@ -59,6 +74,9 @@ typedef struct {
   void *data;
 } lathe_tensor;
 
+/* numel: -1 for NULL, a rank outside 0..LATHE_MAXDIM, a negative dimension
+ * or a product that overflows; bytes: 0 then, or when the byte count does
+ * not fit a size_t. lathe_tensor_free(NULL) does nothing. */
 int64_t lathe_tensor_numel(const lathe_tensor *t);
 size_t lathe_tensor_bytes(const lathe_tensor *t);
 void lathe_tensor_free(lathe_tensor *t);
@@ -67,19 +85,24 @@ void lathe_tensor_free(lathe_tensor *t);
 typedef struct lathe_model lathe_model;
 
 lathe_model *lathe_model_load(const char *path, lathe_error *err);
-/* `name` is used as the file name in diagnostics. */
+/* `name` is used as the file name in diagnostics (NULL: "<model>"); src
+ * must not be NULL. */
 lathe_model *lathe_model_parse(const char *name, const char *src, size_t len, lathe_error *err);
 void lathe_model_free(lathe_model *m);
 
+/* For a NULL model: NULL names and -1 counts; for an index outside
+ * 0..count-1: NULL. */
 const char *lathe_model_name(const lathe_model *m);
 int lathe_model_num_inputs(const lathe_model *m);
 const char *lathe_model_input_name(const lathe_model *m, int i);
-/* Symbolic dimensions the model declares (e.g. "batch"), and binding them. */
+/* Symbolic dimensions the model declares (e.g. "batch"), and binding them
+ * (a value from 1 to 2^40). */
 int lathe_model_num_dims(const lathe_model *m);
 const char *lathe_model_dim_name(const lathe_model *m, int i);
 int lathe_model_bind(lathe_model *m, const char *dim, int64_t value, lathe_error *err);
 /* Bind the symbolic dimensions of input `input` from an array's shape, and
- * check its static dimensions and rank. */
+ * check its static dimensions and rank (0 to LATHE_MAXDIM; shape may be
+ * NULL only for rank 0). A shape that does not fit binds nothing. */
 int lathe_model_bind_input(lathe_model *m, const char *input, int rank, const int64_t *shape,
                            lathe_error *err);
 
@@ -107,6 +130,10 @@ typedef struct {
 
 typedef struct lathe_program lathe_program;
 
+/* opt may be NULL: the defaults (the interpreter, the default level). A backend outside the
+ * enum, a default_dim outside 0..2^40 or an opt_level outside 0..3 is an
+ * error. */
+
 /* With the llvm backend, compiled code is shared within the process: while
  * a program is alive, compiling the same model with the same bindings and
  * options (and the same kind: lathe_compile, lathe_compile_train, the decode
@@ -123,8 +150,11 @@ lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_err
 void lathe_program_free(lathe_program *p);
 
 typedef enum { LATHE_PRINT_SUMMARY, LATHE_PRINT_IR, LATHE_PRINT_DOT } lathe_print_kind;
+/* Prints nothing for a NULL program or file or a kind outside the enum. */
 void lathe_program_print(const lathe_program *p, lathe_print_kind kind, FILE *f);
 
+/* For a NULL program: -1 counts, no loss (0), NULL names; for an index
+ * outside 0..count-1: NULL. */
 int lathe_num_outputs(const lathe_program *p);
 const char *lathe_output_name(const lathe_program *p, int i);
 int lathe_has_loss(const lathe_program *p);
@@ -133,7 +163,9 @@ const char *lathe_param_name(const lathe_program *p, int i);
 /* Read-only view of a parameter's current values (f32). It stays valid
  * until the next training step, which may move the values to another
  * buffer (the step's update takes the parameter's place, no copy): take a
- * new view after each step. */
+ * new view after each step. LATHE_EUSER (and a zeroed view) for a NULL
+ * program, an index out of range or weights not yet initialised or loaded;
+ * LATHE_EUSER for a NULL view. */
 int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view);
 
 /* What compiling cost and what the program looks like (lathe run --time,
@@ -154,6 +186,8 @@ typedef struct {
                               lathe_compile); the compile phases above are then 0 */
   int parts;               /* the module was optimised and compiled in this many parts at once */
 } lathe_compile_stats;
+/* This and lathe_program_pass_stats: LATHE_EUSER for a NULL program or
+ * NULL st (then zeroed when not NULL). */
 int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st);
 /* What the graph passes did: the graph before and after the pipeline
  * (lathe check -O2). Kernels are non-leaf nodes; bytes moved is, summed
@@ -168,7 +202,7 @@ int lathe_program_pass_stats(const lathe_program *p, lathe_pass_stats *st);
 /* With LATHE_PROFILE=1 in the environment at compile time: per-operator
  * kernel times averaged over the runs so far and the 8 slowest calls
  * (LATHE_PROFILE=N, N > 8: the N slowest), as text (free() it); NULL when
- * not profiling. */
+ * not profiling or for a NULL program. */
 char *lathe_program_profile(const lathe_program *p);
 
 /* ---- Weights ---- */
@@ -178,13 +212,17 @@ int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *er
 
 /* ---- Running ---- */
 /* The tensor is copied; dtype and shape must match the input's declaration
- * (integer arrays may feed integer inputs of another width). */
+ * (integer arrays may feed integer inputs of another width). A tensor that
+ * cannot be (see the top) is refused before it is compared. */
 int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, lathe_error *err);
 int lathe_run(lathe_program *p, lathe_error *err);
-/* Name is an output name or "loss". `out` receives a fresh copy (f32). */
+/* Name is an output name or "loss". `out` receives a fresh copy (f32); it is
+ * zeroed (data NULL) on failure. */
 int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out, lathe_error *err);
 
 /* ---- Arrays on disk (.npy) ---- */
+/* out is zeroed first; lathe_npy_save refuses a tensor that cannot be and
+ * then writes nothing. */
 int lathe_npy_load(const char *path, lathe_tensor *out, lathe_error *err);
 int lathe_npy_save(const char *path, const lathe_tensor *t, lathe_error *err); /* atomic */
 
@@ -205,7 +243,16 @@ lathe_program *lathe_compile_train(lathe_model *m, const lathe_options *opt, lat
  * or one .npy file per input and target. The split is train/val/test by the
  * block's fractions, shuffled with the seed; validation picks the best epoch
  * and drives early stopping; the test split is evaluated once, at the end, on
- * the best weights. */
+ * the best weights.
+ *
+ * m, o and r must not be NULL; err may be. Out of range, each an error
+ * before any work: backend outside the enum, lr NaN, infinite or negative,
+ * epochs outside 0..10^9, batch outside 0..2^40, restarts or nnpy negative,
+ * a NULL npy entry, seed (with seed_set) of 2^63 or more, tty outside -1..1.
+ * The caller's model is left as it was found: reading the data binds the
+ * batch dimension for the run only, so the model can be bound to any size
+ * and compiled afterwards (a dimension the caller bound stays bound, and the
+ * data must agree with it). r is zeroed first. */
 typedef struct {
   const char *data;            /* CSV or text file; NULL when npy is used */
   const char *const *npy;      /* "NAME=FILE.npy" per input and target */
@@ -256,6 +303,8 @@ typedef struct {
   lathe_train_options data;
 } lathe_eval_options;
 
+/* m, o, o->weights and out must not be NULL; o->data is checked as in
+ * lathe_train and the model is left as it was found. */
 int lathe_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err);
 
 /* ---- Generation (runtime/generate.c) ----
@@ -297,6 +346,9 @@ typedef struct {
   char note[256];              /* why the whole context was recomputed; "" otherwise */
 } lathe_generate_result;
 
+/* m, o and o->weights must not be NULL; r may be NULL. A backend outside
+ * the enum, a temperature that is NaN, infinite or negative, a negative
+ * top_k or token count is an error. */
 int lathe_generate(lathe_model *m, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err);
 
 #ifdef __cplusplus

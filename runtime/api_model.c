@@ -40,12 +40,13 @@ int api_fail_take(lathe_error *err, lathe_status code, char *msg) {
 /* ---- models ---- */
 
 lathe_model *lathe_model_parse(const char *name, const char *src, size_t len, lathe_error *err) {
+  if (!src) { api_null(err, "lathe_model_parse", "the source text"); return NULL; }
   char *msg = NULL;
   fe_model *fe = fe_parse(name ? name : "<model>", src, len, &msg);
   if (!fe) { api_fail_take(err, LATHE_EUSER, msg); return NULL; }
   lathe_model *m = calloc(1, sizeof *m);
   int nsyms = fe_num_syms(fe);
-  m->vals = calloc((size_t)(nsyms > 0 ? nsyms : 1), sizeof *m->vals);
+  if (m) m->vals = calloc((size_t)(nsyms > 0 ? nsyms : 1), sizeof *m->vals);
   if (!m || !m->vals) {
     fe_free(fe);
     if (m) free(m->vals);
@@ -60,6 +61,7 @@ lathe_model *lathe_model_parse(const char *name, const char *src, size_t len, la
 lathe_model *lathe_model_load(const char *path, lathe_error *err) {
   char *src = NULL, msg[1024];
   size_t len = 0;
+  if (!path) { api_null(err, "lathe_model_load", "the path"); return NULL; }
   if (rt_read_file(path, &src, &len, msg, sizeof msg) != 0) {
     api_fail(err, LATHE_EUSER, "%s", msg);
     return NULL;
@@ -76,11 +78,13 @@ void lathe_model_free(lathe_model *m) {
   free(m);
 }
 
-const char *lathe_model_name(const lathe_model *m) { return fe_model_name(m->fe); }
-int lathe_model_num_inputs(const lathe_model *m) { return fe_num_inputs(m->fe); }
-const char *lathe_model_input_name(const lathe_model *m, int i) { return fe_input_name(m->fe, i); }
-int lathe_model_num_dims(const lathe_model *m) { return fe_num_syms(m->fe); }
-const char *lathe_model_dim_name(const lathe_model *m, int i) { return fe_sym_name(m->fe, i); }
+/* A NULL model has no name and -1 inputs and dims; an index out of range has
+ * no name (the frontend's accessors check the index). */
+const char *lathe_model_name(const lathe_model *m) { return m ? fe_model_name(m->fe) : NULL; }
+int lathe_model_num_inputs(const lathe_model *m) { return m ? fe_num_inputs(m->fe) : -1; }
+const char *lathe_model_input_name(const lathe_model *m, int i) { return m ? fe_input_name(m->fe, i) : NULL; }
+int lathe_model_num_dims(const lathe_model *m) { return m ? fe_num_syms(m->fe) : -1; }
+const char *lathe_model_dim_name(const lathe_model *m, int i) { return m ? fe_sym_name(m->fe, i) : NULL; }
 
 static int find_sym(const lathe_model *m, const char *name) {
   for (int i = 0; i < fe_num_syms(m->fe); i++)
@@ -88,13 +92,18 @@ static int find_sym(const lathe_model *m, const char *name) {
   return -1;
 }
 
+static int bind_range(const char *dim, int64_t value, lathe_error *err) {
+  if (value >= 1 && value <= IR_MAX_ELEMS) return 0;
+  return api_fail(err, LATHE_EUSER, "dimension '%s' must be between 1 and 2^40, got %lld", dim, (long long)value);
+}
+
 int lathe_model_bind(lathe_model *m, const char *dim, int64_t value, lathe_error *err) {
+  if (!m) return api_null(err, "lathe_model_bind", "the model");
+  if (!dim) return api_null(err, "lathe_model_bind", "the dimension name");
   int s = find_sym(m, dim);
   if (s < 0) return api_fail(err, LATHE_EUSER, "model '%s' has no symbolic dimension '%s'",
                          lathe_model_name(m), dim);
-  if (value < 1 || value > IR_MAX_ELEMS)
-    return api_fail(err, LATHE_EUSER, "dimension '%s' must be between 1 and 2^40, got %lld", dim,
-                (long long)value);
+  if (bind_range(dim, value, err)) return LATHE_EUSER;
   m->vals[s] = value;
   return 0;
 }
@@ -107,6 +116,12 @@ static int find_input(const lathe_model *m, const char *name) {
 
 int lathe_model_bind_input(lathe_model *m, const char *input, int rank, const int64_t *shape,
                            lathe_error *err) {
+  static const char fn[] = "lathe_model_bind_input";
+  if (!m) return api_null(err, fn, "the model");
+  if (!input) return api_null(err, fn, "the input name");
+  if (rank < 0 || rank > LATHE_MAXDIM)
+    return api_fail(err, LATHE_EUSER, "%s: rank %d is outside 0 to LATHE_MAXDIM (%d)", fn, rank, LATHE_MAXDIM);
+  if (rank > 0 && !shape) return api_null(err, fn, "the shape");
   int i = find_input(m, input);
   if (i < 0) return api_fail(err, LATHE_EUSER, "model '%s' has no input '%s'", lathe_model_name(m), input);
   int want = fe_input_rank(m->fe, i);
@@ -122,6 +137,7 @@ int lathe_model_bind_input(lathe_model *m, const char *input, int rank, const in
                         (long long)d, (long long)shape[j]);
       if (d >= 0) continue;
       int s = find_sym(m, sym);
+      if (pass == 0 && bind_range(sym, shape[j], err)) return LATHE_EUSER;
       if (pass == 0 && m->vals[s] && m->vals[s] != shape[j])
         return api_fail(err, LATHE_EUSER,
                         "input '%s': dimension %d ('%s') is %lld, but '%s' is already bound to %lld", input,

@@ -62,6 +62,9 @@ void api_copy_pass_options(lathe_options *dst, const lathe_options *src) {
 }
 
 int lathe_program_pass_stats(const lathe_program *p, lathe_pass_stats *st) {
+  if (!st) return LATHE_EUSER;
+  memset(st, 0, sizeof *st);
+  if (!p) return LATHE_EUSER;
   *st = p->pass_stats;
   return 0;
 }

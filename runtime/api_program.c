@@ -95,6 +95,8 @@ int api_program_finish(lathe_program *p, lathe_error *err) {
 }
 
 lathe_program *lathe_compile(lathe_model *m, const lathe_options *opt, lathe_error *err) {
+  if (!m) { api_null(err, "lathe_compile", "the model"); return NULL; }
+  if (api_check_options(err, "lathe_compile", opt)) return NULL;
   lathe_options o = {0};
   if (opt) o = *opt;
   lathe_program *p = api_program_lower(m, &o, err);
@@ -135,16 +137,23 @@ void lathe_program_free(lathe_program *p) {
 }
 
 void lathe_program_print(const lathe_program *p, lathe_print_kind kind, FILE *f) {
+  if (!p || !f || (int)kind < (int)LATHE_PRINT_SUMMARY || (int)kind > (int)LATHE_PRINT_DOT) return;
   if (kind == LATHE_PRINT_IR) ir_print(&p->g, f);
   else if (kind == LATHE_PRINT_DOT) ir_dot(&p->g, f);
   else ir_summary(&p->g, f);
 }
 
-int lathe_num_outputs(const lathe_program *p) { return p->g.noutputs; }
-const char *lathe_output_name(const lathe_program *p, int i) { return p->g.outputs[i].name; }
-int lathe_has_loss(const lathe_program *p) { return p->g.loss >= 0; }
-int lathe_num_params(const lathe_program *p) { return p->g.nparams; }
-const char *lathe_param_name(const lathe_program *p, int i) { return p->g.params[i].name; }
+/* A NULL program has -1 outputs and parameters and no loss; an index out
+ * of range has no name. */
+int lathe_num_outputs(const lathe_program *p) { return p ? p->g.noutputs : -1; }
+const char *lathe_output_name(const lathe_program *p, int i) {
+  return p && i >= 0 && i < p->g.noutputs ? p->g.outputs[i].name : NULL;
+}
+int lathe_has_loss(const lathe_program *p) { return p && p->g.loss >= 0; }
+int lathe_num_params(const lathe_program *p) { return p ? p->g.nparams : -1; }
+const char *lathe_param_name(const lathe_program *p, int i) {
+  return p && i >= 0 && i < p->g.nparams ? p->g.params[i].name : NULL;
+}
 
 static void shape_to_tensor(const ir_shape *s, lathe_tensor *t) {
   t->rank = s->rank;
@@ -152,8 +161,9 @@ static void shape_to_tensor(const ir_shape *s, lathe_tensor *t) {
 }
 
 int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view) {
-  if (i < 0 || i >= p->g.nparams || !p->params[i]) return LATHE_EUSER;
+  if (!view) return LATHE_EUSER;
   memset(view, 0, sizeof *view);
+  if (!p || i < 0 || i >= p->g.nparams || !p->params || !p->params[i]) return LATHE_EUSER;
   view->dtype = LATHE_F32;
   shape_to_tensor(&p->g.params[i].shape, view);
   view->data = p->params[i];
@@ -161,7 +171,9 @@ int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view) {
 }
 
 int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st) {
+  if (!st) return LATHE_EUSER;
   memset(st, 0, sizeof *st);
+  if (!p) return LATHE_EUSER;
   if (!p->cg) /* interpreter: the plan the native backend would make */
     return cg_plan_stats(&p->g, &st->arena_bytes, &st->naive_bytes) ? LATHE_ENOMEM : 0;
   cg_stats c;
@@ -173,7 +185,7 @@ int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st) {
   return 0;
 }
 
-char *lathe_program_profile(const lathe_program *p) { return p->cg ? cg_profile_text(p->cg) : NULL; }
+char *lathe_program_profile(const lathe_program *p) { return p && p->cg ? cg_profile_text(p->cg) : NULL; }
 
 /* ---- weights ---- */
 
@@ -193,6 +205,7 @@ int api_alloc_params(lathe_program *p, lathe_error *err) {
 }
 
 int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err) {
+  if (!p) return api_null(err, "lathe_weights_init", "the program");
   if (api_alloc_params(p, err)) return err ? err->code : LATHE_ENOMEM;
   for (int i = 0; i < p->g.nparams; i++) ir_param_init_values(&p->g.params[i], seed, p->params[i]);
   p->weights_set = 1;
@@ -246,6 +259,8 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
 }
 
 int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
+  if (!p) return api_null(err, "lathe_weights_load", "the program");
+  if (!path) return api_null(err, "lathe_weights_load", "the path");
   rt_st_file f = {0};
   char msg[1024];
   if (rt_st_read(path, &f, msg, sizeof msg) != 0) return api_fail(err, LATHE_EUSER, "%s", msg);
@@ -261,6 +276,8 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
 }
 
 int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *err) {
+  if (!p) return api_null(err, "lathe_weights_save", "the program");
+  if (!path) return api_null(err, "lathe_weights_save", "the path");
   int n = p->g.nparams;
   if (!p->weights_set) return api_fail(err, LATHE_EUSER, "no weights to save: initialise or load them first");
   rt_st_entry *e = calloc((size_t)n + 1, sizeof *e);
@@ -278,6 +295,10 @@ int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *er
 /* ---- running ---- */
 
 int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, lathe_error *err) {
+  static const char fn[] = "lathe_set_input";
+  if (!p) return api_null(err, fn, "the program");
+  if (!name) return api_null(err, fn, "the input name");
+  if (api_check_tensor(err, fn, "the tensor", t)) return LATHE_EUSER;
   int i = ir_find_input(&p->g, name);
   if (i < 0) return api_fail(err, LATHE_EUSER, "model '%s' has no input '%s'", p->g.model_name, name);
   const ir_input *in = &p->g.inputs[i];
@@ -389,6 +410,7 @@ static int run_llvm(lathe_program *p, lathe_error *err) {
 }
 
 int lathe_run(lathe_program *p, lathe_error *err) {
+  if (!p) return api_null(err, "lathe_run", "the program");
   if (!p->weights_set)
     return api_fail(err, LATHE_EUSER,
                     "model '%s' has %d parameters but no weights were loaded (lathe init writes fresh ones)",
@@ -414,7 +436,11 @@ int api_run_core(lathe_program *p, lathe_error *err) {
 }
 
 int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out, lathe_error *err) {
+  static const char fn[] = "lathe_get_output";
+  if (!out) return api_null(err, fn, "the output tensor");
   memset(out, 0, sizeof *out);
+  if (!p) return api_null(err, fn, "the program");
+  if (!name) return api_null(err, fn, "the output name");
   if (!p->ran) return api_fail(err, LATHE_EUSER, "no results yet: call lathe_run first");
   int node;
   if (strcmp(name, "loss") == 0 && p->g.loss >= 0) {
@@ -450,11 +476,16 @@ int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out
 /* ---- arrays on disk ---- */
 
 int lathe_npy_load(const char *path, lathe_tensor *out, lathe_error *err) {
+  if (!out) return api_null(err, "lathe_npy_load", "the output tensor");
+  memset(out, 0, sizeof *out);
+  if (!path) return api_null(err, "lathe_npy_load", "the path");
   char msg[1024];
   return rt_npy_read(path, out, msg, sizeof msg) ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
 }
 
 int lathe_npy_save(const char *path, const lathe_tensor *t, lathe_error *err) {
+  if (!path) return api_null(err, "lathe_npy_save", "the path");
+  if (api_check_tensor(err, "lathe_npy_save", "the tensor", t)) return LATHE_EUSER;
   char msg[1024];
   return rt_npy_write(path, t, msg, sizeof msg) ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
 }

@@ -229,6 +229,7 @@ static int sample(const float *lg, int64_t V, double temp, int top_k, ir_rng *rn
 
 static int check_options(const lathe_generate_options *o, lathe_error *err) {
   if (!o || !o->weights) return api_fail(err, LATHE_EUSER, "generate: no weights: give a safetensors file");
+  if (api_check_backend(err, "lathe_generate", o->backend)) return LATHE_EUSER;
   if (!(o->temperature >= 0) || isinf(o->temperature))
     return api_fail(err, LATHE_EUSER, "generate: the temperature must be a finite number >= 0, got %g",
                     o->temperature);
@@ -266,6 +267,7 @@ int lathe_generate(lathe_model *m, const lathe_generate_options *o, lathe_genera
   lathe_generate_result local;
   if (!r) r = &local;
   memset(r, 0, sizeof *r);
+  if (!m) return api_null(err, "lathe_generate", "the model");
   if (check_options(o, err)) return err ? err->code : LATHE_EUSER;
   gen s = {0};
   int rc = build(&s, m, o, r, err) || run(&s, o, r, err);

@@ -72,4 +72,16 @@ int api_fail(lathe_error *err, lathe_status code, const char *fmt, ...)
 /* Set err to a malloc'd message (ownership passes to err) and return code. */
 int api_fail_take(lathe_error *err, lathe_status code, char *msg);
 
+/* api_args.c: argument guards of the public entry points. Each sets err to
+ * "FN: what is wrong" and returns LATHE_EUSER (0 when the argument is fine). */
+#define API_MAX_EPOCHS 1000000000LL /* keeps steps per epoch * epochs far from overflow */
+int api_null(lathe_error *err, const char *fn, const char *what); /* "FN: WHAT is NULL" */
+int api_dtype_ok(lathe_dtype t);
+/* dtype in the enum, rank 0..LATHE_MAXDIM, dimensions >= 0, a size that fits,
+ * data unless empty. */
+int api_check_tensor(lathe_error *err, const char *fn, const char *what, const lathe_tensor *t);
+int api_check_backend(lathe_error *err, const char *fn, lathe_backend b);
+int api_check_options(lathe_error *err, const char *fn, const lathe_options *o); /* o may be NULL */
+int api_check_train_options(lathe_error *err, const char *fn, const lathe_train_options *o);
+
 #endif

@@ -356,7 +356,8 @@ static int eval_split(tr_run *r, float *const *weights, const lathe_program *nam
   return 0;
 }
 
-int lathe_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *res, lathe_error *err) {
+/* lathe_train once runtime/api_train.c has checked its arguments (err and res are not NULL). */
+int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *res, lathe_error *err) {
   double t0 = now_s();
   memset(res, 0, sizeof *res);
   ir_train t;
@@ -422,7 +423,8 @@ int lathe_train(lathe_model *m, const lathe_train_options *o, lathe_train_result
   return rc ? (err->code ? err->code : LATHE_EINTERNAL) : 0;
 }
 
-int lathe_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err) {
+/* lathe_eval once runtime/api_train.c has checked its arguments (err and out are not NULL). */
+int tr_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err) {
   memset(out, 0, sizeof *out);
   ir_train t;
   if (read_settings(m, &o->data, &t, err)) return err->code;

@@ -55,6 +55,9 @@ int tr_ckpt_load(const char *path, lathe_program *p, tr_meta *meta, lathe_error 
 /* ---- train_step.c ---- */
 /* Fill every unset setting with PyTorch's default (adam, lr 1e-3, ...). */
 void tr_settings_defaults(ir_train *t);
+/* train.c: lathe_train and lathe_eval behind api_train.c's argument checks. */
+int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *res, lathe_error *err);
+int tr_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err);
 
 /* ---- api_program.c helpers for the loop ---- */
 /* The f32 value of output o (or of the loss when o < 0) after a run. */

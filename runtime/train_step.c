@@ -94,6 +94,8 @@ lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const i
 }
 
 lathe_program *lathe_compile_train(lathe_model *m, const lathe_options *opt, lathe_error *err) {
+  if (!m) { api_null(err, "lathe_compile_train", "the model"); return NULL; }
+  if (api_check_options(err, "lathe_compile_train", opt)) return NULL;
   lathe_options o = {0};
   if (opt) o = *opt;
   return api_compile_train(m, &o, NULL, err);
