@@ -163,6 +163,13 @@ static void test_bind_input_atomic(void) {
             "dimension 'n' must be between 1 and 2^40, got -2");
   CHECK_NULL_ERR(lathe_compile(m, NULL, &err),
                  "symbolic dimension 'batch' is not bound: give an input array or --bind batch=N");
+  /* Each dimension in range, their product not: the compile says so. */
+  int64_t huge[2] = {1LL << 40, 1LL << 40};
+  CHECK(lathe_model_bind_input(m, "x", 2, huge, &err) == 0);
+  CHECK(lathe_compile(m, NULL, &err) == NULL);
+  CHECK_MSG(err.message && strstr(err.message, "input 'x' is too large: 1099511627776 x 1099511627776 elements"),
+            "%s", err.message);
+  lathe_error_clear(&err);
   lathe_model_free(m);
 }
 
