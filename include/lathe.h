@@ -130,9 +130,9 @@ typedef struct {
 
 typedef struct lathe_program lathe_program;
 
-/* opt may be NULL: the defaults (the interpreter, the default level). A backend outside the
- * enum, a default_dim outside 0..2^40 or an opt_level outside 0..3 is an
- * error. */
+/* opt may be NULL: the defaults (the interpreter, the default level). A
+ * backend outside the enum, a default_dim outside 0..2^40 or an opt_level
+ * outside 0..3 is an error. */
 
 /* With the llvm backend, compiled code is shared within the process: while
  * a program is alive, compiling the same model with the same bindings and
@@ -186,8 +186,8 @@ typedef struct {
                               lathe_compile); the compile phases above are then 0 */
   int parts;               /* the module was optimised and compiled in this many parts at once */
 } lathe_compile_stats;
-/* This and lathe_program_pass_stats: LATHE_EUSER for a NULL program or
- * NULL st (then zeroed when not NULL). */
+/* This and lathe_program_pass_stats: LATHE_EUSER for a NULL st, and for a
+ * NULL program (st zeroed). */
 int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st);
 /* What the graph passes did: the graph before and after the pipeline
  * (lathe check -O2). Kernels are non-leaf nodes; bytes moved is, summed
