@@ -210,6 +210,28 @@ int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err);
 int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err);
 int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *err); /* atomic */
 
+/* ---- Preprocessing carried by the weights ----
+ * lathe train normalises the model's f32 feature inputs with statistics of
+ * the training split and writes them into its checkpoints beside the
+ * weights (tensors "__preprocess.INPUT.kind/.shift/.scale", docs/training.md).
+ * lathe_weights_load reads them, and from then on lathe_set_input applies
+ * them: the caller gives raw features, as in the data file, and the program
+ * computes x' = (x - shift[j]) * scale[j] per value j of each example before
+ * the model sees it. lathe_weights_save writes them again. Weights without
+ * them (lathe init, older files) apply nothing. Emitted code is to do the
+ * same: MODEL_forward takes raw features when its weights carry them. */
+typedef enum { LATHE_NORM_NONE, LATHE_NORM_STANDARD, LATHE_NORM_MINMAX } lathe_norm_kind;
+typedef struct {
+  lathe_norm_kind kind;        /* NONE: trained on raw features (nothing applied) */
+  int64_t width;               /* W: values per example (0 for NONE) */
+  const float *shift, *scale;  /* [W] each, owned by the program (NULL for NONE) */
+} lathe_preprocess;
+/* 1 and *out filled when the program's weights carry preprocessing for
+ * input `input`; 0 (and *out zeroed) when they carry none for it. The
+ * pointers stay valid until the next lathe_weights_load or lathe_program_free. */
+int lathe_input_preprocess(const lathe_program *p, const char *input, lathe_preprocess *out);
+const char *lathe_norm_kind_name(lathe_norm_kind k); /* "none", "standard", "minmax" */
+
 /* ---- Running ---- */
 /* The tensor is copied; dtype and shape must match the input's declaration
  * (integer arrays may feed integer inputs of another width). A tensor that

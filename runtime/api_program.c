@@ -132,6 +132,7 @@ void lathe_program_free(lathe_program *p) {
   free(p->params);
   free(p->in);
   free(p->in_set);
+  api_pre_free(p);
   ar_free(&p->A);
   free(p);
 }
@@ -228,7 +229,7 @@ static void tensor_shape_str(const lathe_tensor *t, char *buf, size_t n) {
 /* A checkpoint (runtime/train_ckpt.c) also holds optimizer state and the
  * run's position; a program that does not train ignores them. */
 static int is_checkpoint_extra(const char *name) {
-  return strncmp(name, "opt.", 4) == 0 || strncmp(name, "__meta.", 7) == 0;
+  return strncmp(name, "opt.", 4) == 0 || strncmp(name, "__meta.", 7) == 0 || api_pre_is_name(name);
 }
 
 /* Check every parameter is present with the right shape and no tensor is left
@@ -264,13 +265,18 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
   rt_st_file f = {0};
   char msg[1024];
   if (rt_st_read(path, &f, msg, sizeof msg) != 0) return api_fail(err, LATHE_EUSER, "%s", msg);
+  api_pre *pre = NULL;
   int rc = check_weights(p, path, &f, err);
+  if (rc == 0) rc = api_pre_read(p, path, &f, &pre, err);
   if (rc == 0) rc = api_alloc_params(p, err);
   for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
     const rt_st_entry *e = rt_st_find(&f, p->g.params[i].name);
     rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
   }
   if (rc == 0) p->weights_set = 1;
+  /* The weights' preprocessing replaces the old one: it belongs to them. */
+  if (rc == 0) api_pre_replace(p, pre);
+  else api_pre_discard(p, pre);
   rt_st_free(&f);
   return rc;
 }
@@ -280,14 +286,20 @@ int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *er
   if (!path) return api_null(err, "lathe_weights_save", "the path");
   int n = p->g.nparams;
   if (!p->weights_set) return api_fail(err, LATHE_EUSER, "no weights to save: initialise or load them first");
-  rt_st_entry *e = calloc((size_t)n + 1, sizeof *e);
-  if (!e) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  int npre = api_pre_count(p);
+  rt_st_entry *e = calloc((size_t)(n + npre) + 1, sizeof *e);
+  void *names = e ? api_pre_entries(p, e + n) : NULL;
+  if (!e || !names) {
+    free(e);
+    return api_fail(err, LATHE_ENOMEM, "out of memory");
+  }
   for (int i = 0; i < n; i++) {
     e[i].name = (char *)p->g.params[i].name;
     lathe_param_view(p, i, &e[i].t);
   }
   char msg[1024];
-  int rc = rt_st_write(path, e, n, msg, sizeof msg);
+  int rc = rt_st_write(path, e, n + npre, msg, sizeof msg);
+  free(names);
   free(e);
   return rc ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
 }
@@ -320,6 +332,7 @@ int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, l
   if (!buf) return api_fail(err, LATHE_ENOMEM, "out of memory");
   /* Kept in the declared dtype so every backend reads the same bytes. */
   rt_convert(t->data, t->dtype, buf, (lathe_dtype)in->dtype, n);
+  api_pre_apply(p, i, buf, n); /* raw features in, normalised as in training */
   memset(&p->in[i], 0, sizeof p->in[i]);
   p->in[i].dtype = (lathe_dtype)in->dtype;
   shape_to_tensor(&in->shape, &p->in[i]);

@@ -7,11 +7,15 @@
 #include "frontend/frontend.h"
 #include "ir/ir.h"
 #include "codegen/llvm/cg.h"
+#include "runtime/data.h"
+#include "runtime/runtime.h"
 
 struct lathe_model {
   fe_model *fe;
   int64_t *vals; /* per symbolic dim; 0 = unbound */
 };
+
+typedef struct api_pre api_pre; /* api_preprocess.c */
 
 struct lathe_program {
   arena A;            /* owns the graph */
@@ -21,6 +25,7 @@ struct lathe_program {
   int weights_set;
   lathe_tensor *in;   /* per g.inputs: the caller's data, copied */
   int *in_set;
+  api_pre *pre;       /* per g.inputs: the normalisation the weights carry (NULL: none) */
   double **vals;      /* interpreter: value of every node after a run */
   cg_program *cg;     /* llvm backend: the compiled program */
   void **outbufs;     /* llvm backend: per g.outputs, in the node's dtype */
@@ -65,6 +70,24 @@ void api_copy_pass_options(lathe_options *dst, const lathe_options *src);
 /* Output o's values after a run, llvm backend (a committed training step's
  * "new.X" values live in params[X]: train_step.c). */
 const void *api_output_data(const lathe_program *p, int o);
+
+/* api_preprocess.c: the preprocessing the weights carry (see there for the
+ * file format). api_pre_read parses and checks a file's "__preprocess.*"
+ * tensors against p's inputs into a new array (NULL when there are none)
+ * without touching p; api_pre_replace installs it (freeing the old one). */
+int api_pre_is_name(const char *name);
+int api_pre_read(const lathe_program *p, const char *path, const rt_st_file *f, api_pre **out, lathe_error *err);
+void api_pre_replace(lathe_program *p, api_pre *pre);
+void api_pre_discard(const lathe_program *p, api_pre *pre); /* free one not installed */
+/* Attach normalisation fitted by training to input `input` (f32 features). */
+int api_pre_set(lathe_program *p, const char *input, const rt_norm *nm, lathe_error *err);
+/* Normalise input i's n values in place (its dtype's buffer), if carried. */
+void api_pre_apply(const lathe_program *p, int input, void *data, int64_t n);
+/* For writers: how many entries, and filling e[0..count) (names and kinds
+ * live in the returned block: free() it after writing; NULL on no memory). */
+int api_pre_count(const lathe_program *p);
+void *api_pre_entries(const lathe_program *p, rt_st_entry *e);
+void api_pre_free(lathe_program *p);
 
 /* Set err (format) and return code. */
 int api_fail(lathe_error *err, lathe_status code, const char *fmt, ...)

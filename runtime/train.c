@@ -287,7 +287,9 @@ static int make_dirs(const tr_run *r, int restart, lathe_error *err) {
 
 /* One training run with seed t->seed; leaves the best weights in r->best. */
 static int train_one(tr_run *r, int restart, lathe_error *err) {
-  if (make_dirs(r, restart, err) || build_step(r, err) || build_eval(r, err)) return -1;
+  if (make_dirs(r, restart, err) || build_step(r, err) || build_eval(r, err) ||
+      tr_data_attach_norm(&r->data, r->step, err) || tr_data_attach_norm(&r->data, r->eval, err))
+    return -1;
   r->best = calloc((size_t)r->step->g.nparams + 1, sizeof *r->best);
   if (!r->best) return api_fail(err, LATHE_ENOMEM, "out of memory");
   if (lathe_weights_init(r->step, (uint64_t)r->t.seed, err)) return -1;
@@ -433,6 +435,7 @@ int tr_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lat
   int rc = tr_data_open(&r.data, m, &o->data, t.split, (uint64_t)t.seed, t.batch, err);
   if (rc == 0) rc = build_eval(&r, err);
   if (rc == 0) rc = lathe_weights_load(r.eval, o->weights, err);
+  if (rc == 0) rc = tr_data_eval_norm(&r.data, r.eval, o->data.normalize, o->weights, err);
   rt_index all = {0};
   const rt_index *split = &r.data.split.test;
   const char *which = o->split ? o->split : "test";

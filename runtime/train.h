@@ -33,6 +33,15 @@ void tr_data_close(tr_data *d);
 /* Fill every model input of p (by name) with examples rows[0..count); pads
  * to B. Returns 0 or an error. */
 int tr_data_feed(tr_data *d, lathe_program *p, const int64_t *rows, int64_t count, lathe_error *err);
+/* Attach the normalisation fitted on the training split to every f32
+ * feature input of p: lathe_set_input applies it (tr_data_feed gives raw
+ * features) and checkpoints and lathe_weights_save carry it. */
+int tr_data_attach_norm(const tr_data *d, lathe_program *p, lathe_error *err);
+/* lathe eval, after loading the weights into p: weights that carry
+ * preprocessing keep it, and a --normalize (normalize non-NULL) that
+ * disagrees is refused; weights without any get the fitted statistics. */
+int tr_data_eval_norm(const tr_data *d, lathe_program *p, const char *normalize, const char *weights,
+                      lathe_error *err);
 /* The loss kind the model declares (cross_entropy, mse, bce). */
 int tr_loss_kind(const ir_graph *g, rt_loss_kind *kind);
 

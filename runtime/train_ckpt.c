@@ -16,9 +16,14 @@ static const char *const meta_names[M_COUNT] = {"__meta.step", "__meta.epoch", "
 #define HIST_NAME "__meta.history"
 
 int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, lathe_error *err) {
-  int np = p->g.nparams, n = 0;
-  rt_st_entry *e = calloc((size_t)np + M_COUNT + 1, sizeof *e);
-  if (!e) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  int np = p->g.nparams, n = 0, npre = api_pre_count(p);
+  rt_st_entry *e = calloc((size_t)(np + npre) + M_COUNT + 1, sizeof *e);
+  void *pre_names = e ? api_pre_entries(p, e) : NULL; /* the data preprocessing, so run and eval apply it */
+  if (!e || !pre_names) {
+    free(e);
+    return api_fail(err, LATHE_ENOMEM, "out of memory");
+  }
+  n = npre;
   for (int i = 0; i < np; i++) {
     e[n].name = (char *)p->g.params[i].name;
     lathe_param_view(p, i, &e[n++].t);
@@ -35,6 +40,7 @@ int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, 
   }
   char msg[1024];
   int rc = rt_st_write(path, e, n, msg, sizeof msg);
+  free(pre_names);
   free(e);
   return rc ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
 }

@@ -184,12 +184,43 @@ int tr_data_feed(tr_data *d, lathe_program *p, const int64_t *rows, int64_t coun
     for (int j = 0; j < in->shape.rank; j++) t.shape[j] = in->shape.d[j];
     t.data = malloc((size_t)ir_numel(&in->shape) * ir_dtype_size(in->dtype) + 1);
     if (!t.data) return api_fail(err, LATHE_ENOMEM, "out of memory");
-    const rt_norm *nm = d->norm[i].kind == RT_NORM_NONE ? NULL : &d->norm[i];
-    int rc = rt_batch_fill(&d->ds, d->field[i], rows, count, &t, nm, d->msg, sizeof d->msg) < 0
+    /* Raw features: the program normalises them (tr_data_attach_norm). */
+    int rc = rt_batch_fill(&d->ds, d->field[i], rows, count, &t, NULL, d->msg, sizeof d->msg) < 0
                  ? api_fail(err, LATHE_EUSER, "%s", d->msg)
                  : lathe_set_input(p, in->name, &t, err);
     free(t.data);
     if (rc) return rc;
+  }
+  return 0;
+}
+
+/* The inputs training normalises: f32 features (not targets). */
+static int normalised_input(const lathe_program *p, const char *name) {
+  int gi = ir_find_input(&p->g, name);
+  return gi >= 0 && p->g.inputs[gi].dtype == IR_F32 && !p->g.inputs[gi].is_target;
+}
+
+int tr_data_attach_norm(const tr_data *d, lathe_program *p, lathe_error *err) {
+  for (int i = 0; i < d->nin; i++)
+    if (normalised_input(p, d->name[i]) && api_pre_set(p, d->name[i], &d->norm[i], err)) return -1;
+  return 0;
+}
+
+int tr_data_eval_norm(const tr_data *d, lathe_program *p, const char *normalize, const char *weights,
+                      lathe_error *err) {
+  for (int i = 0; i < d->nin; i++) {
+    lathe_preprocess pp;
+    if (!normalised_input(p, d->name[i])) continue;
+    if (!lathe_input_preprocess(p, d->name[i], &pp)) {
+      /* Weights from before preprocessing was saved: fit on this data's
+       * training split, as training did. */
+      if (api_pre_set(p, d->name[i], &d->norm[i], err)) return -1;
+    } else if (normalize && (int)pp.kind != (int)d->norm[i].kind) {
+      return api_fail(err, LATHE_EUSER,
+                      "--normalize %s: the weights '%s' were trained with %s normalisation of input '%s' and carry "
+                      "its statistics; leave --normalize out (or give --normalize %s)",
+                      normalize, weights, lathe_norm_kind_name(pp.kind), d->name[i], lathe_norm_kind_name(pp.kind));
+    }
   }
   return 0;
 }

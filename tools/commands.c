@@ -190,6 +190,36 @@ static int run_write_outputs(run_state *s, lathe_error *err) {
   return 0;
 }
 
+/* --normalize K states how the inputs are to be normalised. The weights
+ * decide: they carry the statistics training used, and lathe_set_input
+ * applies them to the raw arrays. So K must agree with them, and cannot ask
+ * for statistics they do not have. */
+static int run_check_normalize(const run_state *s, const char *k, const char *weights) {
+  if (!k) return 0;
+  if (strcmp(k, "none") && strcmp(k, "standard") && strcmp(k, "minmax")) {
+    fprintf(stderr, "lathe run: error: unknown normalisation '%s' (expected standard, minmax or none)\n", k);
+    return 1;
+  }
+  int carried = 0;
+  for (int i = 0; s->p && i < s->nins; i++) {
+    lathe_preprocess pp;
+    if (!lathe_input_preprocess(s->p, s->ins[i].name, &pp)) continue;
+    carried = 1;
+    if (strcmp(k, lathe_norm_kind_name(pp.kind)) != 0) {
+      fprintf(stderr, "lathe run: error: --normalize %s: the weights '%s' were trained with %s normalisation of "
+                      "input '%s' and carry its statistics; give raw inputs and leave --normalize out\n",
+              k, weights, lathe_norm_kind_name(pp.kind), s->ins[i].name);
+      return 1;
+    }
+  }
+  if (!carried && strcmp(k, "none") != 0) {
+    fprintf(stderr, "lathe run: error: --normalize %s: the weights '%s' carry no normalisation statistics (they "
+                    "come from training: use a checkpoint lathe train wrote)\n", k, weights ? weights : "(none)");
+    return 1;
+  }
+  return 0;
+}
+
 static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
   int f64 = cli_has(a, "--f64");
   const char *backend = cli_value(a, "--backend");
@@ -214,6 +244,7 @@ static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
     return 1;
   }
   if (weights && lathe_weights_load(s->p, weights, err)) return cli_report(err);
+  if (run_check_normalize(s, cli_value(a, "--normalize"), weights)) return 1;
   for (int i = 0; i < s->nins; i++)
     if (lathe_set_input(s->p, s->ins[i].name, &s->in[i], err)) return cli_report(err);
   t0 = now_ms();
@@ -248,7 +279,7 @@ static void print_times(const run_state *s) {
 int cmd_run(int argc, char **argv) {
   cli_args a;
   int status = cli_parse(argc, argv, "run",
-                         "--bind=pair --weights=value --in=pair --out=pair --backend=value --f64=bool --time=bool "
+                         "--bind=pair --weights=value --in=pair --out=pair --backend=value --f64=bool --time=bool --normalize=value "
                          CLI_PASS_FLAGS,
                          &a);
   if (status) { cli_args_free(&a); return status; }

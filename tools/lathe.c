@@ -34,11 +34,15 @@ static const cli_command commands[] = {
   {"run", cmd_run, "run one forward pass",
    "usage: lathe run MODEL [--weights W.safetensors] --in NAME=FILE.npy... [--out NAME=FILE.npy]...\n"
    "                 [--bind NAME=N]... [--backend interp|llvm|cuda] [--f64] [--time] [-O0..3]\n"
+   "                 [--normalize standard|minmax|none]\n"
    "\n"
    "Runs one forward pass. Symbolic dimensions are bound from the input arrays' shapes.\n"
    "Outputs named with --out are written as .npy; without --out every output is printed.\n"
+   "Weights written by lathe train carry the normalisation of the training data: give the\n"
+   "inputs raw (as in the data file) and it is applied to them as in training.\n"
    "\n"
    "  --weights FILE    safetensors weights (required when the model has parameters)\n"
+   "  --normalize K     assert the normalisation the weights carry; refused if they differ\n"
    "  --in NAME=FILE    an input array (.npy); every input must be given (targets optional)\n"
    "  --out NAME=FILE   write output NAME (or 'loss') to FILE (.npy)\n"
    "  --bind NAME=N     bind a symbolic dimension explicitly\n"
@@ -76,7 +80,8 @@ static const cli_command commands[] = {
    "                       IMAGES,LABELS in the IDX (MNIST) format\n"
    "  --data NAME=F.npy    one array per input and target instead (repeat the flag)\n"
    "  --target-column N    CSV: the target column (0-based; negative counts from the end)\n"
-   "  --normalize K        standard (default), minmax or none; statistics of the training split\n"
+   "  --normalize K        standard (default), minmax or none; statistics of the training split,\n"
+   "                       saved in the checkpoints (run, eval and the C API apply them)\n"
    "  --out DIR            write best.safetensors, last.safetensors (checkpoints) and log.jsonl\n"
    "  --resume             continue from DIR/last.safetensors (needs --out)\n"
    "  --plot FILE.svg      learning curves (train and validation loss per epoch)\n"
@@ -94,7 +99,9 @@ static const cli_command commands[] = {
    "                  [--target-column N] [--normalize K] [--batch N] [--seed N]\n"
    "\n"
    "Rebuilds the split training used (the train block's fractions and seed, or --seed) and prints\n"
-   "one `NAME: VALUE` line per metric for the chosen split (default test).\n"},
+   "one `NAME: VALUE` line per metric for the chosen split (default test). The features are\n"
+   "normalised as the weights say (their saved statistics); --normalize must agree with them.\n"
+   "Weights without saved statistics (older files) get them refitted on the training split.\n"},
   {"generate", cmd_generate, "generate text from a sequence model",
    "usage: lathe generate MODEL --weights W --prompt TEXT --tokens N [--temperature T] [--top-k K]\n"
    "                      [--seed S] [--backend B] [--recompute]\n"
