@@ -202,6 +202,16 @@ void api_pre_apply(const lathe_program *p, int input, void *data, int64_t n) {
   rt_norm_apply(nm, data, n / nm->width);
 }
 
+int api_pre_check_kinds(const lathe_program *p, const api_pre *pre, const char *path, lathe_error *err) {
+  for (int i = 0; pre && p->pre && i < p->g.ninputs; i++) {
+    if (!pre[i].carried || !p->pre[i].carried || pre[i].nm.kind == p->pre[i].nm.kind) continue;
+    return api_fail(err, LATHE_EUSER, "'%s' was trained with %s normalisation of input '%s', but this run asks for %s "
+                    "(--normalize): resume with --normalize %s", path, kind_names[pre[i].nm.kind], p->g.inputs[i].name,
+                    kind_names[p->pre[i].nm.kind], kind_names[pre[i].nm.kind]);
+  }
+  return 0;
+}
+
 /* ---- writing ---- */
 
 int api_pre_count(const lathe_program *p) {

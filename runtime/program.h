@@ -79,6 +79,9 @@ int api_pre_is_name(const char *name);
 int api_pre_read(const lathe_program *p, const char *path, const rt_st_file *f, api_pre **out, lathe_error *err);
 void api_pre_replace(lathe_program *p, api_pre *pre);
 void api_pre_discard(const lathe_program *p, api_pre *pre); /* free one not installed */
+/* Refuse a file's preprocessing (pre, from api_pre_read of path) whose kind
+ * differs from p's for an input both carry (resuming with another --normalize). */
+int api_pre_check_kinds(const lathe_program *p, const api_pre *pre, const char *path, lathe_error *err);
 /* Attach normalisation fitted by training to input `input` (f32 features). */
 int api_pre_set(lathe_program *p, const char *input, const rt_norm *nm, lathe_error *err);
 /* Normalise input i's n values in place (its dtype's buffer), if carried. */

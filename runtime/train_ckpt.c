@@ -73,7 +73,15 @@ int tr_ckpt_load(const char *path, lathe_program *p, tr_meta *meta, lathe_error 
   rt_st_file f = {0};
   char msg[1024];
   if (rt_st_read(path, &f, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
-  int rc = load_meta(&f, path, meta, err);
+  api_pre *pre = NULL;
+  int rc = api_pre_read(p, path, &f, &pre, err);
+  if (rc == 0) rc = api_pre_check_kinds(p, pre, path, err); /* the run's --normalize against the checkpoint's */
+  api_pre_discard(p, pre);
+  if (rc) {
+    rt_st_free(&f);
+    return rc;
+  }
+  rc = load_meta(&f, path, meta, err);
   char want[128], got[128];
   for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
     const ir_param *pr = &p->g.params[i];

@@ -108,6 +108,12 @@ done
 [ $? -eq 1 ] && grep -q "were trained with none normalisation of input 'x'" "$tmp/ns.err" && ok \
   || bad "run --normalize standard on a none model: $(cat "$tmp/ns.err")"
 
+# --resume with another --normalize is refused, naming the checkpoint's.
+"$LATHE" train examples/mlp.nn --data "$DIGITS" --epochs 4 --normalize standard --out "$tmp/none" --resume --quiet \
+  >/dev/null 2>"$tmp/rs.err"
+[ $? -eq 1 ] && grep -q "none/best.safetensors' was trained with none normalisation of input 'x', but this run asks for standard (--normalize): resume with --normalize none" \
+  "$tmp/rs.err" && ok || bad "resume with another --normalize: $(cat "$tmp/rs.err")"
+
 # 4. 64 columns feeding f32[batch, 1, 8, 8], and the best of several restarts.
 "$LATHE" train examples/cnn.nn --data "$DIGITS" --epochs 2 --out "$tmp/cnn" --quiet >"$tmp/cnn.out" 2>&1 \
   && ok || bad "train cnn: $(tail -3 "$tmp/cnn.out")"
