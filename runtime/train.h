@@ -48,8 +48,11 @@ int tr_loss_kind(const ir_graph *g, rt_loss_kind *kind);
 /* ---- train_ckpt.c: checkpoints ----
  * A checkpoint is a safetensors file with every parameter (weights and
  * optimizer state) under its own name and the run's position as i64 tensors
- * named "__meta.*"; lathe_weights_load skips "__meta.*" and "opt.*" so a
- * checkpoint is also a weights file. Written atomically. */
+ * named "__meta.*", plus the data preprocessing ("__preprocess.*",
+ * api_preprocess.c); lathe_weights_load skips "__meta.*" and "opt.*" and
+ * reads the preprocessing, so a checkpoint is also a weights file. Written
+ * atomically. tr_ckpt_load refuses a checkpoint whose normalisation kind
+ * differs from the one attached to p (resuming with another --normalize). */
 typedef struct {
   int64_t step, epoch, bad_epochs, seed;
   double best;                 /* best validation value so far (bit-exact) */
