@@ -227,10 +227,12 @@ typedef struct {
   const float *shift, *scale;  /* [W] each, owned by the program (NULL for NONE) */
 } lathe_preprocess;
 /* 1 and *out filled when the program's weights carry preprocessing for
- * input `input`; 0 (and *out zeroed) when they carry none for it. The
- * pointers stay valid until the next lathe_weights_load or lathe_program_free. */
+ * input `input`; 0 (and *out zeroed) when they carry none for it, when there
+ * is no such input, or for a NULL argument. The pointers stay valid until
+ * the next lathe_weights_load or lathe_program_free. */
 int lathe_input_preprocess(const lathe_program *p, const char *input, lathe_preprocess *out);
-const char *lathe_norm_kind_name(lathe_norm_kind k); /* "none", "standard", "minmax" */
+/* "none", "standard", "minmax"; NULL for a value outside the enum. */
+const char *lathe_norm_kind_name(lathe_norm_kind k);
 
 /* ---- Running ---- */
 /* The tensor is copied; dtype and shape must match the input's declaration

@@ -39,7 +39,7 @@ static const char *const field_names[] = {"kind", "shift", "scale"};
 enum { F_KIND, F_SHIFT, F_SCALE, NFIELDS };
 
 const char *lathe_norm_kind_name(lathe_norm_kind k) {
-  return (int)k >= 0 && (int)k < NKINDS ? kind_names[k] : "?";
+  return (int)k >= 0 && (int)k < NKINDS ? kind_names[k] : NULL;
 }
 
 int api_pre_is_name(const char *name) { return strncmp(name, PRE_PREFIX, strlen(PRE_PREFIX)) == 0; }
@@ -252,6 +252,7 @@ void *api_pre_entries(const lathe_program *p, rt_st_entry *e) {
 /* ---- the public query ---- */
 
 int lathe_input_preprocess(const lathe_program *p, const char *input, lathe_preprocess *out) {
+  if (!out) return 0;
   memset(out, 0, sizeof *out);
   int i = p && input ? ir_find_input(&p->g, input) : -1;
   if (i < 0 || !p->pre || !p->pre[i].carried) return 0;

@@ -96,6 +96,9 @@ static void test_applied(const char *dir) {
   CHECK_STR(lathe_norm_kind_name(pp.kind), "standard");
   CHECK(lathe_input_preprocess(p, "k", &pp) == 0 && pp.shift == NULL);
   CHECK(lathe_input_preprocess(p, "nope", &pp) == 0);
+  CHECK(lathe_input_preprocess(NULL, "x", &pp) == 0 && lathe_input_preprocess(p, NULL, &pp) == 0);
+  CHECK(lathe_input_preprocess(p, "x", NULL) == 0);
+  CHECK(lathe_norm_kind_name((lathe_norm_kind)7) == NULL);
   float y[6], want[6];
   for (int i = 0; i < 6; i++) want[i] = (RAW[i] - SHIFT[i % 3]) * SCALE[i % 3];
   CHECK(run2(p, RAW, y) == 0);
