@@ -216,15 +216,20 @@ double rt_metric_find(const rt_metric *m, int n, const char *name);
 
 /* On a terminal (tty = 1) a line redrawn in place with '\r' at most 4 times a
  * second:
- *   epoch 3/20  step 120/281  loss 0.3412  val accuracy 0.9611  5120 samples/s  ETA 0:12
- * otherwise (tty = 0) the same text as plain lines at most once a second, and
- * always on the last step of an epoch. tty = -1 asks isatty(fileno(out)). */
+ *   epoch 3/20  step 120/281  loss 0.3412  lr 0.001  5120 samples/s  ETA 0:12
+ * otherwise (tty = 0) the same text as plain lines at most once a second.
+ * Each epoch ends with one line that stays (on a terminal too), drawn by
+ * rt_progress_epoch after validation with that epoch's score:
+ *   epoch 3/20  step 281/281  loss 0.3107  lr 0.001  val accuracy 0.9611  5120 samples/s  ETA 0:10
+ * tty = -1 asks isatty(fileno(out)). */
 typedef struct rt_progress rt_progress;
 rt_progress *rt_progress_new(FILE *out, int tty, int64_t epochs, int64_t steps_per_epoch, int64_t batch);
-/* epoch and step count from 1; loss is the latest training loss. */
-void rt_progress_step(rt_progress *p, int64_t epoch, int64_t step, double loss);
-/* The validation metric shown from now on. */
-void rt_progress_val(rt_progress *p, const char *metric, double value);
+/* epoch and step count from 1; loss and lr are the step's training loss and
+ * learning rate. The epoch's last step is drawn by rt_progress_epoch. */
+void rt_progress_step(rt_progress *p, int64_t epoch, int64_t step, double loss, double lr);
+/* The epoch's closing line: its last step and, when metric is not NULL, its
+ * validation score. */
+void rt_progress_epoch(rt_progress *p, const char *metric, double value);
 /* A permanent message line (the live line is cleared first and redrawn on
  * the next step). */
 void rt_progress_note(rt_progress *p, const char *text);

@@ -2,7 +2,10 @@
  *
  * The progress line is the one place in the runtime that prints, and only to
  * the FILE its caller hands over. Redraws are rate-limited (a terminal 4 per
- * second, a log file 1 per second) so printing never costs training time. */
+ * second, a log file 1 per second) so printing never costs training time.
+ * An epoch's last step is not drawn by rt_progress_step but by
+ * rt_progress_epoch, after validation, so the line that closes an epoch
+ * carries that epoch's own validation score, never the previous one's. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <math.h>
@@ -25,9 +28,8 @@ struct rt_progress {
   double start, last_print;
   int64_t done;             /* steps taken since start */
   int live;                 /* a live line is on screen */
-  char val_name[32];
-  double val;
-  int have_val;
+  int64_t epoch, step;      /* the latest step, for the epoch's closing line */
+  double loss, lr;
 };
 
 static double mono_clock(void *ctx) {
@@ -65,33 +67,35 @@ static void fmt_duration(char *b, size_t n, double s) {
   else snprintf(b, n, "%ld:%02ld", t / 60, t % 60);
 }
 
-static void draw(rt_progress *p, int64_t epoch, int64_t step, double loss, double now) {
+/* The line for the latest step; val is "" or "  val NAME VALUE". A closing
+ * line (end = 1) stays on a terminal: it ends with a newline there too. */
+static void draw(rt_progress *p, const char *val, int end, double now) {
   double el = now - p->start, rate = el > 0 ? (double)p->done / el : 0;
-  int64_t left = p->epochs * p->steps - ((epoch - 1) * p->steps + step);
-  char eta[32], val[64] = "";
+  int64_t left = p->epochs * p->steps - ((p->epoch - 1) * p->steps + p->step);
+  char eta[32];
   fmt_duration(eta, sizeof eta, rate > 0 ? (double)left / rate : NAN);
-  if (p->have_val) snprintf(val, sizeof val, "  val %s %.4f", p->val_name, p->val);
-  fprintf(p->out, "%sepoch %lld/%lld  step %lld/%lld  loss %.4f%s  %.0f samples/s  ETA %s%s",
-          p->tty ? "\r\033[K" : "", (long long)epoch, (long long)p->epochs, (long long)step, (long long)p->steps,
-          loss, val, rate * (double)p->batch, eta, p->tty ? "" : "\n");
+  fprintf(p->out, "%sepoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g%s  %.0f samples/s  ETA %s%s",
+          p->tty ? "\r\033[K" : "", (long long)p->epoch, (long long)p->epochs, (long long)p->step,
+          (long long)p->steps, p->loss, p->lr, val, rate * (double)p->batch, eta, p->tty && !end ? "" : "\n");
   fflush(p->out);
-  p->live = p->tty;
+  p->live = p->tty && !end;
   p->last_print = now;
 }
 
-void rt_progress_step(rt_progress *p, int64_t epoch, int64_t step, double loss) {
+void rt_progress_step(rt_progress *p, int64_t epoch, int64_t step, double loss, double lr) {
   if (!p) return;
   p->done++;
+  p->epoch = epoch, p->step = step, p->loss = loss, p->lr = lr;
   double now = p->clock(p->ctx);
-  int last = step == p->steps;
-  if (now - p->last_print >= (p->tty ? TTY_INTERVAL : PLAIN_INTERVAL) || last) draw(p, epoch, step, loss, now);
+  /* the last step waits for rt_progress_epoch and its validation score */
+  if (step < p->steps && now - p->last_print >= (p->tty ? TTY_INTERVAL : PLAIN_INTERVAL)) draw(p, "", 0, now);
 }
 
-void rt_progress_val(rt_progress *p, const char *metric, double value) {
-  if (!p) return;
-  snprintf(p->val_name, sizeof p->val_name, "%s", metric);
-  p->val = value;
-  p->have_val = 1;
+void rt_progress_epoch(rt_progress *p, const char *metric, double value) {
+  if (!p || p->epoch < 1) return;
+  char val[64] = "";
+  if (metric) snprintf(val, sizeof val, "  val %.31s %.4f", metric, value);
+  draw(p, val, 1, p->clock(p->ctx));
 }
 
 void rt_progress_note(rt_progress *p, const char *text) {
@@ -131,9 +135,16 @@ int rt_log_open(rt_log **out, const char *path, int append, char *msg, size_t ms
   return 0;
 }
 
+/* The shortest text that reads back as exactly v (0.05, not
+ * 0.050000000000000003). JSON has no NaN or infinity: those are null. */
 static json_object *number(double v) {
-  /* JSON has no NaN or infinity. */
-  return isfinite(v) ? json_object_new_double(v) : NULL;
+  if (!isfinite(v)) return NULL;
+  char b[32];
+  for (int digits = 15; digits <= 17; digits++) {
+    snprintf(b, sizeof b, "%.*g", digits, v);
+    if (strtod(b, NULL) == v) break;
+  }
+  return json_object_new_double_s(v, b);
 }
 
 int rt_log_event(rt_log *l, const char *split, int64_t epoch, int64_t step, const rt_metric *m, int n, char *msg,
@@ -146,7 +157,7 @@ int rt_log_event(rt_log *l, const char *split, int64_t epoch, int64_t step, cons
   json_object_object_add(o, "split", json_object_new_string(split));
   json_object_object_add(o, "epoch", json_object_new_int64(epoch));
   json_object_object_add(o, "step", json_object_new_int64(step));
-  json_object_object_add(o, "time", json_object_new_double(round((mono_clock(NULL) - l->start) * 1e3) / 1e3));
+  json_object_object_add(o, "time", number(round((mono_clock(NULL) - l->start) * 1e3) / 1e3));
   for (int i = 0; i < n; i++) json_object_object_add(o, m[i].name, number(m[i].value));
   const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
   int ok = fprintf(l->f, "%s\n", s) >= 0 && fflush(l->f) == 0;

@@ -197,13 +197,14 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
     if (!rc) rc = lathe_run(r->step, err); /* one step: forward, backward, update */
     if (rc) break;
     float loss = api_loss(r->step);
+    double lr = tr_step_lr(r->step, step);
     r->meta.step = step;
     sum += loss;
-    if (r->prog) rt_progress_step(r->prog, epoch, s + 1, loss);
+    if (r->prog) rt_progress_step(r->prog, epoch, s + 1, loss, lr);
     if (r->log) {
-      rt_metric m = {"loss", loss};
+      rt_metric m[2] = {{"loss", loss}, {"lr", lr}};
       char msg[256];
-      rt_log_event(r->log, "train", epoch, step, &m, 1, msg, sizeof msg);
+      rt_log_event(r->log, "train", epoch, step, m, 2, msg, sizeof msg);
     }
   }
   free(order);
@@ -226,11 +227,12 @@ static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, i
     if (copy_weights(r->step, r->eval, err) || evaluate(r, &r->data.split.val, vm, &nvm, err)) return -1;
     v = rt_metric_find(vm, nvm, r->metric);
     vloss = rt_metric_find(vm, nvm, "loss");
-    if (r->prog) rt_progress_val(r->prog, r->metric, v);
+    if (r->prog) rt_progress_epoch(r->prog, r->metric, v);
     char msg[256];
     if (r->log) rt_log_event(r->log, "val", epoch, r->meta.step, vm, nvm, msg, sizeof msg);
   } else {
     v = -train_loss; /* no validation split: select by training loss */
+    if (r->prog) rt_progress_epoch(r->prog, NULL, 0);
   }
   float *h = realloc(r->meta.hist, sizeof(float) * 3 * (size_t)(r->meta.nhist + 1));
   if (!h) return api_fail(err, LATHE_ENOMEM, "out of memory");
@@ -257,6 +259,30 @@ static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, i
   }
   *stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop;
   return 0;
+}
+
+/* Early stopping says when and why: on the progress output and as an
+ * "early_stop" event in log.jsonl (once: a resumed run that had already
+ * stopped only says so again). The best epoch is the last one that reset
+ * the counter, so it survives a resume without being stored. */
+static void report_early_stop(tr_run *r, int already) {
+  int64_t epoch = r->meta.epoch, best_epoch = epoch - r->meta.bad_epochs;
+  int val = r->data.split.val.n > 0;
+  double best = val ? r->meta.best : -r->meta.best;
+  if (r->prog) {
+    char text[512], when[64] = "no epoch gave a finite value";
+    if (best_epoch >= 1) snprintf(when, sizeof when, "best %.4f at epoch %lld", best, (long long)best_epoch);
+    snprintf(text, sizeof text, "%searly stopping after epoch %lld of %lld: %s %s has not improved for %lld epochs "
+             "(early_stop = %lld); %s", already ? "already stopped: " : "", (long long)epoch, (long long)r->t.epochs,
+             val ? "validation" : "training", val ? r->metric : "loss", (long long)r->meta.bad_epochs,
+             (long long)r->t.early_stop, when);
+    rt_progress_note(r->prog, text);
+  }
+  if (r->log && !already) {
+    rt_metric m[3] = {{"best_epoch", (double)best_epoch}, {"patience", (double)r->t.early_stop}, {"best", best}};
+    char msg[256];
+    rt_log_event(r->log, "early_stop", epoch, r->meta.step, m, 3, msg, sizeof msg);
+  }
 }
 
 static void free_run(tr_run *r) {
@@ -312,12 +338,13 @@ static int train_one(tr_run *r, int restart, lathe_error *err) {
     return api_fail(err, LATHE_EUSER, "the training split has %lld examples, fewer than one batch of %lld",
                     (long long)r->data.split.train.n, (long long)r->data.batch);
   if (r->o->progress) r->prog = rt_progress_new(r->o->progress, r->o->tty, r->t.epochs, per_epoch, r->data.batch);
-  int rc = 0, stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop;
+  int rc = 0, stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop, already = stop;
   for (int64_t epoch = r->meta.epoch + 1; rc == 0 && !stop && epoch <= r->t.epochs; epoch++) {
     double tl = 0;
     rc = run_epoch(r, epoch, per_epoch, &tl, err);
     if (!rc) rc = end_epoch(r, restart, epoch, tl, &stop, err);
   }
+  if (rc == 0 && stop && r->meta.epoch < r->t.epochs) report_early_stop(r, already);
   if (r->prog) rt_progress_free(r->prog);
   r->prog = NULL;
   return rc;
@@ -351,6 +378,7 @@ static int eval_split(tr_run *r, float *const *weights, const lathe_program *nam
       return api_fail(err, LATHE_EINTERNAL, "internal error: no weights for '%s'", r->eval->g.params[i].name);
     memcpy(v.data, weights[j], lathe_tensor_bytes(&v));
   }
+  r->eval->weights_set = 1; /* a resumed run with no epoch left has not run eval yet */
   rt_metric m[RT_MAX_METRICS];
   int n = 0;
   if (evaluate(r, split, m, &n, err)) return -1;

@@ -67,6 +67,10 @@ int tr_ckpt_load(const char *path, lathe_program *p, tr_meta *meta, lathe_error 
 /* ---- train_step.c ---- */
 /* Fill every unset setting with PyTorch's default (adam, lr 1e-3, ...). */
 void tr_settings_defaults(ir_train *t);
+/* The learning rate the schedule gives 1-based step `step` of training
+ * program p (what the step feeds the update; log.jsonl and the progress line
+ * report it). */
+double tr_step_lr(const lathe_program *p, int64_t step);
 /* train.c: lathe_train and lathe_eval behind api_train.c's argument checks. */
 int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *res, lathe_error *err);
 int tr_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err);

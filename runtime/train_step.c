@@ -57,6 +57,10 @@ static double schedule_lr(const ir_train *t, int64_t step, int64_t total, int64_
   return t->sched_min_lr + 0.5 * (t->lr - t->sched_min_lr) * (1 + cos(pi * prog));
 }
 
+double tr_step_lr(const lathe_program *p, int64_t step) {
+  return schedule_lr(&p->train, step, p->total_steps, p->steps_per_epoch);
+}
+
 lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const ir_train *settings,
                                  lathe_error *err) {
   lathe_program *p = api_program_lower(m, o, err);

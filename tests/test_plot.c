@@ -1,6 +1,6 @@
 /* test_plot.c -- the SVG learning-curve plot (structure, escaping, broken
- * lines, parsed by Python's xml.etree when /usr/bin/python3 is there), the
- * progress line (rate limit, terminal and plain forms) and the JSONL log. */
+ * lines, parsed by Python's xml.etree when /usr/bin/python3 is there) and
+ * the JSONL log. The progress line is tested in test_feedback.c. */
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,66 +93,6 @@ static void test_svg_parses(void) {
   unlink(path);
 }
 
-/* ---- progress line ---- */
-
-static double fake_now;
-static double fake_clock(void *ctx) {
-  (void)ctx;
-  return fake_now;
-}
-
-static char *slurp(FILE *f) {
-  long n = ftell(f);
-  rewind(f);
-  char *s = calloc((size_t)n + 1, 1);
-  if (fread(s, 1, (size_t)n, f) != (size_t)n) s[0] = 0;
-  return s;
-}
-
-static void test_progress(void) {
-  /* Plain: at most one line a second, plus each epoch's last step. */
-  FILE *f = tmpfile();
-  fake_now = 0;
-  rt_progress *p = rt_progress_new(f, 0, 2, 10, 64);
-  rt_progress_set_clock(p, fake_clock, NULL);
-  for (int e = 1; e <= 2; e++)
-    for (int s = 1; s <= 10; s++) {
-      fake_now += 0.3;
-      rt_progress_step(p, e, s, 1.0 / (e * s));
-    }
-  rt_progress_val(p, "accuracy", 0.9611);
-  fake_now += 0.3;
-  rt_progress_note(p, "epoch 2 done");
-  rt_progress_free(p);
-  char *s = slurp(f);
-  fclose(f);
-  /* steps at t=0.3 (first), 1.5, 2.7, 3.0 (last of epoch 1), 4.2, 5.4, 6.0 (last) */
-  CHECK(count(s, "\n") == 8);
-  const char *first = "epoch 1/2  step 1/10  loss 1.0000  213 samples/s  ETA 0:06\n";
-  CHECK(strncmp(s, first, strlen(first)) == 0);
-  CHECK(strstr(s, "epoch 1/2  step 10/10  loss 0.1000  213 samples/s  ETA 0:03\n") != NULL);
-  CHECK(strstr(s, "epoch 2/2  step 10/10  loss 0.0500  213 samples/s  ETA 0:00\nepoch 2 done\n") != NULL);
-  CHECK(strchr(s, '\r') == NULL);
-  free(s);
-
-  /* Terminal: redrawn in place, with the val metric once known. */
-  f = tmpfile();
-  fake_now = 100;
-  p = rt_progress_new(f, 1, 1, 4, 10);
-  rt_progress_set_clock(p, fake_clock, NULL);
-  rt_progress_val(p, "accuracy", 0.5);
-  for (int i = 1; i <= 4; i++) {
-    fake_now += 0.1;
-    rt_progress_step(p, 1, i, 0.25);
-  }
-  rt_progress_free(p);
-  s = slurp(f);
-  fclose(f);
-  CHECK_STR(s, "\r\033[Kepoch 1/1  step 1/4  loss 0.2500  val accuracy 0.5000  100 samples/s  ETA 0:00"
-               "\r\033[Kepoch 1/1  step 4/4  loss 0.2500  val accuracy 0.5000  100 samples/s  ETA 0:00\n");
-  free(s);
-}
-
 /* ---- JSONL log ---- */
 
 static void test_log(void) {
@@ -192,7 +132,6 @@ static void test_log(void) {
 int main(void) {
   test_svg_structure();
   test_svg_parses();
-  test_progress();
   test_log();
   return TEST_REPORT();
 }
