@@ -368,6 +368,8 @@ typedef struct {
   double tokens_per_s;         /* generated / seconds */
   int cached;                  /* 1: the key/value-cache decode program ran */
   char note[256];              /* why the whole context was recomputed; "" otherwise */
+  int64_t prompt_dropped;      /* prompt bytes outside the vocabulary (dropped, as text data's are) */
+  int64_t first_dropped;       /* 0-based byte offset of the first of them; -1 when none */
 } lathe_generate_result;
 
 /* m, o and o->weights must not be NULL; r may be NULL. A backend outside

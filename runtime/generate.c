@@ -240,9 +240,13 @@ static int check_options(const lathe_generate_options *o, lathe_error *err) {
 
 static int run(gen *s, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err) {
   double t0 = now_s();
-  for (const char *c = o->prompt ? o->prompt : ""; *c; c++) {
+  const char *prompt = o->prompt ? o->prompt : "";
+  for (const char *c = prompt; *c; c++) {
     int tok = rt_text_token((unsigned char)*c, (int)s->V);
-    if (tok < 0) continue;
+    if (tok < 0) { /* the text-data rule: other characters are dropped; the caller is told which */
+      if (r->prompt_dropped++ == 0) r->first_dropped = c - prompt;
+      continue;
+    }
     if (push(s, tok, err)) return -1;
     r->prompt_tokens++;
   }
@@ -267,6 +271,7 @@ int lathe_generate(lathe_model *m, const lathe_generate_options *o, lathe_genera
   lathe_generate_result local;
   if (!r) r = &local;
   memset(r, 0, sizeof *r);
+  r->first_dropped = -1;
   if (!m) return api_null(err, "lathe_generate", "the model");
   if (check_options(o, err)) return err ? err->code : LATHE_EUSER;
   gen s = {0};

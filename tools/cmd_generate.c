@@ -1,19 +1,57 @@
 /* cmd_generate.c -- `lathe generate`: flags to lathe_generate_options; the
- * prompt and each generated character to stdout as it comes, statistics to
- * stderr. */
+ * prompt and each generated character to stdout as they come, statistics to
+ * stderr. Nothing reaches stdout until generation has begun, so a model or
+ * weights lathe_generate refuses leave stdout empty; a write error on stdout
+ * (a closed pipe with SIGPIPE ignored, a full disk) stops generation at once
+ * instead of generating into the void. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tools/cli.h"
 
+/* Caps that keep every count in range; generation streams, so a large
+ * --tokens costs time, not memory. Documented in `lathe generate --help`. */
+#define MAX_TOKENS ((uint64_t)1 << 32)
+#define MAX_TOP_K ((uint64_t)1 << 20)
+
+typedef struct {
+  const char *prompt;
+  int started;   /* the prompt is on stdout */
+  int werr;      /* errno of a failed write to stdout, 0 if none */
+} out_state;
+
+static int flush_out(out_state *s) {
+  if ((fflush(stdout) || ferror(stdout)) && !s->werr) s->werr = errno ? errno : EIO;
+  return s->werr != 0;
+}
+
+/* The prompt goes out with the first token (or at the end, for --tokens 0). */
+static void start(out_state *s) {
+  if (s->started) return;
+  s->started = 1;
+  if (s->prompt) fputs(s->prompt, stdout);
+}
+
 static int put_char(void *user, int token, int byte) {
-  (void)user, (void)token;
-  if (byte >= 0) {
-    putchar(byte);
-    fflush(stdout);
-  }
-  return 0;
+  out_state *s = user;
+  (void)token;
+  start(s);
+  if (byte >= 0) putchar(byte);
+  return flush_out(s); /* non-zero: stop generating */
+}
+
+/* The prompt is tokenised as text data is: other bytes are dropped. Only the
+ * 96-character vocabulary drops any (256 is every byte). */
+static void note_dropped(const lathe_generate_result *r, const char *prompt) {
+  if (r->prompt_dropped == 0 || r->first_dropped < 0) return;
+  fprintf(stderr,
+          "note: dropped %lld prompt byte%s outside the 96-character vocabulary (newline, tab and printable ASCII); "
+          "the first is byte %lld (0x%02x)\n",
+          (long long)r->prompt_dropped, r->prompt_dropped == 1 ? "" : "s", (long long)r->first_dropped + 1,
+          (unsigned char)prompt[r->first_dropped]);
 }
 
 static int parse_options(const cli_args *a, lathe_generate_options *o) {
@@ -34,8 +72,10 @@ static int parse_options(const cli_args *a, lathe_generate_options *o) {
     fprintf(stderr, "lathe generate: error: give --tokens N, the number of tokens to generate\n");
     return 1;
   }
-  if (tokens > ((uint64_t)1 << 32) || top_k > 1u << 20) {
-    fprintf(stderr, "lathe generate: error: --tokens or --top-k is too large\n");
+  if (tokens > MAX_TOKENS || top_k > MAX_TOP_K) {
+    int t = tokens > MAX_TOKENS;
+    fprintf(stderr, "lathe generate: error: %s %llu is above the maximum, %llu\n", t ? "--tokens" : "--top-k",
+            (unsigned long long)(t ? tokens : top_k), (unsigned long long)(t ? MAX_TOKENS : MAX_TOP_K));
     return 1;
   }
   if (!(o->temperature >= 0) || isinf(o->temperature)) {
@@ -47,31 +87,41 @@ static int parse_options(const cli_args *a, lathe_generate_options *o) {
   return 0;
 }
 
+static int report(const lathe_generate_result *r, const char *prompt) {
+  note_dropped(r, prompt);
+  if (r->note[0]) fprintf(stderr, "note: %s\n", r->note);
+  fprintf(stderr, "generated %lld tokens in %.3f s: %.1f tokens/s (%s; prompt: %lld tokens in %.3f s)\n",
+          (long long)r->generated, r->seconds, r->tokens_per_s, r->cached ? "key/value cache" : "full recompute",
+          (long long)r->prompt_tokens, r->prefill_seconds);
+  return 0;
+}
+
 int cmd_generate(int argc, char **argv) {
   cli_args a;
-  lathe_generate_options o = {.temperature = 1.0, .on_token = put_char};
+  out_state out = {0};
+  lathe_generate_options o = {.temperature = 1.0, .on_token = put_char, .user = &out};
   int status = cli_parse(argc, argv, "generate",
                          "--weights=value --prompt=value --tokens=value --temperature=value --top-k=value "
                          "--seed=value --backend=value --bind=pair --recompute=bool",
                          &a);
   if (status) return 1;
   status = parse_options(&a, &o);
+  out.prompt = o.prompt;
   lathe_model *m = status ? NULL : cli_load_model(&a, &status);
   if (m) {
     lathe_error err = {0};
     lathe_generate_result r;
-    if (o.prompt) fputs(o.prompt, stdout);
-    fflush(stdout);
-    if (lathe_generate(m, &o, &r, &err)) {
+    int failed = lathe_generate(m, &o, &r, &err) != 0;
+    if (!failed || out.started) { /* end the text with a newline; nothing at all if it never began */
+      start(&out);
       putchar('\n');
-      status = cli_report(&err);
-    } else {
-      putchar('\n');
-      if (r.note[0]) fprintf(stderr, "note: %s\n", r.note);
-      fprintf(stderr, "generated %lld tokens in %.3f s: %.1f tokens/s (%s; prompt: %lld tokens in %.3f s)\n",
-              (long long)r.generated, r.seconds, r.tokens_per_s, r.cached ? "key/value cache" : "full recompute",
-              (long long)r.prompt_tokens, r.prefill_seconds);
+      flush_out(&out);
     }
+    if (failed) status = cli_report(&err);
+    else if (out.werr) {
+      fprintf(stderr, "lathe generate: error: cannot write the text to stdout: %s\n", strerror(out.werr));
+      status = 1;
+    } else status = report(&r, o.prompt);
   }
   lathe_model_free(m);
   cli_args_free(&a);
