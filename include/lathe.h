@@ -344,10 +344,13 @@ int lathe_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, 
  * The context holds at most T tokens: when it is full it is cut to its last
  * T/2 tokens and the cache refilled from them (a sliding window), so the
  * prompt and the output may be longer than T. An empty prompt starts from a
- * newline (not reported). */
+ * newline (not reported). Every check of the model and weights comes before
+ * the first on_token call; generation streams (memory does not grow with
+ * `tokens`), and on_token returning non-zero stops it (lathe generate does
+ * so when stdout fails). */
 typedef struct {
   const char *weights;         /* safetensors file (required) */
-  const char *prompt;          /* text; characters outside the vocabulary are dropped; may be NULL */
+  const char *prompt;          /* text; bytes outside the vocabulary are dropped (counted in the result); may be NULL */
   int64_t tokens;              /* how many tokens to generate */
   double temperature;          /* 0 = greedy; must be >= 0 */
   int top_k;                   /* 0 = every token */
