@@ -87,6 +87,11 @@ char *cg_profile_text(const cg_program *p);
  * be NULL) count as absent, for tests. 0, or -1 with why. */
 int cg_host_check_with(const char *llvm_features, const char *blas_core, const char *hide, char *msg, size_t msgn);
 
+/* The plan's view of this backend (plan/plan.h): its scratch needs and
+ * epilogue ops. Plans built with it are the plans cg_compile renders. */
+struct pl_target;
+const struct pl_target *cg_plan_target(void);
+
 /* The optimised module as text (for tests and --dump); malloc'd, NULL if the
  * program was built without keeping it. */
 char *cg_module_text(const cg_program *p);

@@ -230,20 +230,6 @@ void cg_emit_fused_multi(cg_k *k, const cg_multi *mu) {
 
 /* ---- as a product's epilogue ---- */
 
-int cg_fused_epilogue_ok(const ir_graph *g, const ir_node *fz, int product) {
-  int64_t N = fz->shape.rank ? fz->shape.d[fz->shape.rank - 1] : 1, m;
-  int seen = 0;
-  for (int j = 0; j < fz->nin; j++) {
-    if (fz->in[j] == product) {
-      seen++;
-      continue;
-    }
-    ir_bcast_kind kd = ir_bcast_kind_of(&fz->shape, &g->nodes[fz->in[j]].shape, &m);
-    if (kd == IR_BC_OTHER || ((kd == IR_BC_SUFFIX || kd == IR_BC_PREFIX) && m != N)) return 0;
-  }
-  return seen == 1 && ir_shape_eq(&fz->shape, &g->nodes[product].shape);
-}
-
 V cg_fused_epilogue(cg_k *k, const ir_node *fz, const int *arg, V v, V row, V col, int w) {
   fz_prog p;
   int cursor = -1;

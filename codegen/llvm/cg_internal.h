@@ -8,6 +8,7 @@
 
 #include "cg.h"
 #include "ir.h"
+#include "plan/plan.h"
 
 typedef LLVMValueRef V;
 
@@ -31,25 +32,15 @@ typedef struct {
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
 } cg_mod;
 
-enum { CG_MAXARGS = 24, CG_MAXFUSE = 6 };
-
-/* A matrix product fused with the elementwise nodes that follow it (bias
- * add, activation, residual add): one kernel computes the product and
- * applies the steps to each element before it is stored, so the
- * intermediate tensors are never written. Kernel arguments: the last
- * node's result, the product's two inputs, then one per binary step. */
-enum { CG_EPI_UNARY, CG_EPI_ROW, CG_EPI_FULL, /* other operand: none, [N] per column, the full shape */
-       CG_EPI_PROGRAM };                      /* an IR_FUSED node reading the running value (cg_fused.c) */
-typedef struct {
-  int nsteps;
-  const ir_node *node[CG_MAXFUSE]; /* the step's node (op and attributes) */
-  int kind[CG_MAXFUSE];
-  int arg[CG_MAXFUSE];             /* kernel argument of the other operand */
-  int right[CG_MAXFUSE];           /* the running value is the right operand (b - v) */
-  int parg[CG_MAXFUSE][CG_MAXARGS];/* CG_EPI_PROGRAM: kernel argument of each input, -1 = the running value */
-  int save[CG_MAXFUSE];            /* > 0: the step's value is also stored to this kernel argument (a link
-                                    * the backward reads too: gelu's input) */
-} cg_fuse;
+/* Kernel operand limits and the descriptions of grouped kernels are the
+ * plan's (plan/plan.h): the plan decides the groups, these files render them. */
+enum { CG_MAXARGS = PL_MAXARGS, CG_MAXFUSE = PL_MAXFUSE, CG_MAXMULTI = PL_MAXMULTI };
+enum { CG_EPI_UNARY = PL_EPI_UNARY, CG_EPI_ROW = PL_EPI_ROW, CG_EPI_FULL = PL_EPI_FULL,
+       CG_EPI_PROGRAM = PL_EPI_PROGRAM };
+/* A matrix product with the elementwise steps after it applied before each
+ * element is stored. Kernel arguments: the last node's result, the
+ * product's two inputs, then one per binary step. */
+typedef pl_epilogue cg_fuse;
 
 /* The kernel being emitted: void k(out, in0, ..., scratch, err).
  * arg[0] is the result, arg[1 + j] input j; dt[] their dtypes. */
@@ -76,36 +67,28 @@ typedef void (*cg_emit_fn)(cg_k *k);
 extern const cg_emit_fn cg_emitters[IR_NOPS];
 int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n);
 /* The fused product kernel (k->fuse set), and whether a unary op can be a
- * fused step (its code works on vectors). */
+ * fused step (its code works on vectors: the plan asks, cg_plan_target). */
 void cg_emit_fused(cg_k *k);
 int cg_fusable_unary(int op);
 /* A unary map's value on an f32 or <N x float> x (cg_ops.c's table). */
 V cg_unary_value(cg_k *k, int op, V x, const ir_attr *a);
 V cg_unary_deriv(cg_k *k, int op, V x, const ir_attr *a); /* f'(x), cg_grad.c */
 /* cg_fused.c: the IR_FUSED kernel; and a fused node fz that reads the
- * product `product` as a matrix product's epilogue: whether it can be one
- * (its other inputs full, scalar, per row or per column), and its value at
- * (row, col) given the product's value v. arg[j]: the kernel argument of
- * fz's input j, -1 for the product. */
+ * product as a matrix product's epilogue (the plan chose it: its other
+ * inputs full, scalar, per row or per column): its value at (row, col)
+ * given the product's value v. arg[j]: the kernel argument of fz's input
+ * j, -1 for the product. */
 void cg_emit_fused_op(cg_k *k);
 /* Several fused nodes of one shape in one loop (an Adam update's new m, new
  * v and new weight): kernel arguments 0..n-1 are their results, then their
  * other inputs; a member reading an earlier member takes its value from
  * registers. check[m]: flag a non-finite result of member m. */
-enum { CG_MAXMULTI = 4 };
-typedef struct {
-  int n;
-  int node[CG_MAXMULTI]; /* in node order; the kernel runs at the last one's place */
-  int check[CG_MAXMULTI];
-  int nin;
-  int in[CG_MAXARGS];    /* the other inputs, in argument order after the results */
-} cg_multi;
+typedef pl_siblings cg_multi;
 void cg_emit_fused_multi(cg_k *k, const cg_multi *mu);
 /* layernorm(p + q), storing x = p + q too: arguments y, p, q, w, b, x (cg_ops.c) */
 void cg_emit_layernorm_add(cg_k *k);
 /* r + layernorm_grad's dx: arguments out, x, w, dy, r (cg_grad.c) */
 void cg_emit_layernorm_grad_add(cg_k *k);
-int cg_fused_epilogue_ok(const ir_graph *g, const ir_node *fz, int product);
 V cg_fused_epilogue(cg_k *k, const ir_node *fz, const int *arg, V v, V row, V col, int w);
 /* The backward ops' emitter (cg_grad.c): dispatches on its own table. */
 void cg_emit_grad(cg_k *k);

@@ -1,0 +1,168 @@
+/* plan.h -- the kernel plan: the stage between the graph passes and a
+ * backend. From a graph after the passes it decides, once for every backend,
+ * which nodes run as one kernel (plan_group.c), in which order the kernels
+ * run, and where every tensor lives (plan_buffers.c: the arena layout,
+ * aliases, in-place reuse). A backend renders each kernel of the list and
+ * launches them in order; it decides nothing about grouping or memory.
+ *
+ * The plan is checked by pl_verify (plan_verify.c) and can be run by the
+ * reference executor pl_exec (plan_exec.c: the interpreter's kernels on the
+ * plan's buffers), so a wrong plan shows up as an error or as results that
+ * differ from the unplanned interpreter. Internal prefix: pl_. */
+#ifndef LATHE_PLAN_H
+#define LATHE_PLAN_H
+
+#include <stdio.h>
+
+#include "ir/ir.h"
+
+/* PL_MAXARGS: a kernel's tensor operands at most (result, inputs, then a
+ * scratch pointer and the status word make 3 more); PL_MAXFUSE: steps of a
+ * product's epilogue; PL_MAXMULTI: members of a sibling group. */
+enum { PL_MAXARGS = 24, PL_MAXFUSE = 6, PL_MAXMULTI = 4 };
+
+/* A matrix product's epilogue: the elementwise nodes after it, applied to
+ * each element of the product before it is stored, so the intermediate
+ * tensors are never written. The kernel's operands: the last node's result,
+ * the product's two inputs, then the extras (pl_kernel.arg). */
+enum { PL_EPI_UNARY, PL_EPI_ROW, PL_EPI_FULL, /* other operand: none, [N] per column, the full shape */
+       PL_EPI_PROGRAM };                      /* an IR_FUSED node reading the running value */
+typedef struct {
+  int nsteps;
+  const ir_node *node[PL_MAXFUSE]; /* the step's node (op and attributes) */
+  int kind[PL_MAXFUSE];
+  int arg[PL_MAXFUSE];             /* kernel operand of the other operand */
+  int right[PL_MAXFUSE];           /* the running value is the right operand (b - v) */
+  int parg[PL_MAXFUSE][PL_MAXARGS];/* PL_EPI_PROGRAM: kernel operand of each input, -1 = the running value */
+  int save[PL_MAXFUSE];            /* > 0: the step's value is also stored to this kernel operand (a link
+                                    * the backward reads too: gelu's input) */
+} pl_epilogue;
+
+/* Several fused nodes of one shape in one loop (an Adam update's new m, new
+ * v and new weight): operands 0..n-1 are their results, then their other
+ * inputs; a member reading an earlier member takes its value from
+ * registers. check[m]: flag a non-finite result of member m. */
+typedef struct {
+  int n;
+  int node[PL_MAXMULTI]; /* in node order; the kernel runs at the last one's place */
+  int check[PL_MAXMULTI];
+  int nin;
+  int in[PL_MAXARGS];    /* the other inputs, in operand order after the results */
+} pl_siblings;
+
+/* What a kernel computes. The first four are groups made by plan_group.c;
+ * the others are one node, named by the node's category. */
+typedef enum {
+  PL_K_GEMM_EPI,      /* a matrix product and the elementwise chain after it */
+  PL_K_SIBLINGS,      /* sibling fused elementwise nodes in one loop (optimizer updates) */
+  PL_K_ADD_NORM,      /* a residual add and the layernorm reading it */
+  PL_K_NORM_GRAD_ADD, /* a layernorm's dx and the residual-gradient add reading it */
+  PL_K_GEMM,          /* a matrix product or a convolution alone */
+  PL_K_ELEMENTWISE,   /* a unary or binary map, or a fused elementwise program */
+  PL_K_ROWS,          /* a row reduction or normalisation (softmax, layernorm, sum, ...) */
+  PL_K_ATTENTION,     /* attention and its backward */
+  PL_K_RECURRENCE,    /* rnn, lstm, gru and their backward */
+  PL_K_MOVE,          /* data movement (transpose, concat, slice, embedding, ...) */
+  PL_K_LOSS,          /* a loss and its gradient */
+  PL_K_OTHER,         /* everything else (backward ops, decode steps, random numbers) */
+  PL_NKINDS
+} pl_kind;
+const char *pl_kind_name(pl_kind k);
+
+/* Where a tensor (a node's result) lives at run time. */
+typedef enum {
+  PL_BUF_ARENA,  /* at off in the activation arena */
+  PL_BUF_INPUT,  /* the caller's input idx */
+  PL_BUF_PARAM,  /* the caller's parameter idx */
+  PL_BUF_CONST,  /* at off in the program's constants */
+  PL_BUF_OUTPUT, /* the caller's output buffer idx */
+  PL_BUF_ALIAS,  /* the buffer of node idx (a reshape: no data moves, no kernel) */
+  PL_BUF_NONE    /* computed inside a kernel and never stored */
+} pl_buf_kind;
+
+typedef struct {
+  int kind, idx;    /* pl_buf_kind; input/param/output index, alias source node */
+  int64_t off;      /* arena or constant offset */
+  int64_t scr;      /* the arena offset of the scratch of the kernel at this node, or -1 */
+  int64_t bytes;
+  int64_t scr_bytes;
+  int inside;       /* stored by a later node's kernel (a saved link, a sibling, a residual add) */
+  int checked;      /* the kernel writing it flags a non-finite value */
+  int inplace_of;   /* the dying input whose block this result took over, or -1 */
+  int kernel;       /* the kernel that writes it, or -1 (leaves, aliases) */
+} pl_buf;
+
+typedef struct {
+  pl_kind kind;
+  int node;        /* the node whose result is operand 0; the kernel runs at its place */
+  int head;        /* the node whose op the kernel is named after: the product, the layernorm (its
+                    * gradient), the last sibling; node itself for a single node */
+  int nmember;
+  int member[PL_MAXFUSE + 2]; /* every node it computes, in node order (<= node) */
+  int narg;
+  int arg[PL_MAXARGS]; /* the nodes of operands 1.., in order (operand 0 is node) */
+  int nin;
+  int in[PL_MAXARGS];  /* the tensors it reads from buffers (the operands it does not write) */
+  int nout;
+  int out[PL_MAXMULTI + PL_MAXFUSE]; /* the tensors it stores: node, then stored members */
+  const pl_epilogue *epi; /* PL_K_GEMM_EPI */
+  const pl_siblings *sib; /* PL_K_SIBLINGS */
+  int check;       /* a single output fused kernel: flag non-finite results */
+  int inplace;     /* node's result may take over a dying same-shaped input (elementwise) */
+  /* hints for splitting the work: rows x cols of the result (cols = the last
+   * dimension), its elements, and a grain (elements per part below which a
+   * split does not pay) */
+  int64_t rows, cols, elems, grain;
+  int64_t flops, bytes; /* FLOPs of the members; bytes read and written through buffers */
+} pl_kernel;
+
+/* What the plan asks of a backend: its scratch needs per kernel head, and
+ * which unary ops it can apply as a product's epilogue step. */
+typedef struct pl_target {
+  const char *name;
+  int64_t (*scratch_bytes)(const ir_graph *g, const ir_node *n);
+  int (*epilogue_unary)(int op);
+} pl_target;
+
+typedef struct {
+  const ir_graph *g;
+  int nk;
+  pl_kernel *k;      /* in run order */
+  pl_buf *buf;       /* per node */
+  int64_t arena_bytes, naive_bytes, const_bytes;
+  int inplace;       /* results written over a dying input */
+  arena A;           /* owns everything above */
+} pl_plan;
+
+/* Plan g for target t (g must outlive the plan). 0, or -1 when out of memory. */
+int pl_build(const ir_graph *g, const pl_target *t, pl_plan *p);
+void pl_free(pl_plan *p);
+
+/* Check the plan's order and buffers (plan_verify.c): every tensor a kernel
+ * reads was written by an earlier kernel; no two tensors share bytes while
+ * both are live; a result written in place takes over an input that no
+ * later kernel reads; a kernel's scratch overlaps nothing live. 0, or -1
+ * with a message naming the tensors. */
+int pl_verify(const pl_plan *p, char *msg, size_t msgn);
+
+/* One line per kernel (plan_print.c): kind, members, buffers, FLOPs and
+ * bytes; then the arena's size. */
+void pl_print(const pl_plan *p, FILE *f);
+/* 'name' or op#id of node i, into buf. */
+const char *pl_tensor_name(const ir_graph *g, int i, char *buf, size_t n);
+
+/* The dedup key of kernel k (plan_key.c): every node it computes with
+ * shapes and attributes, and where its operands come from. Two kernels with
+ * equal keys have the same code. */
+void pl_kernel_key(const pl_plan *p, const pl_kernel *k, char *key, size_t kn);
+
+/* The reference executor (plan_exec.c): runs p kernel by kernel with the
+ * interpreter's kernels, every tensor stored at its dtype's width in the
+ * plan's buffers (one arena, the same offsets, aliases and in-place
+ * writes). vals as for ir_interp (inputs and parameters given); on return
+ * the outputs' and the loss's entries hold their values (free with
+ * ir_interp_release). In IR_INTERP_F32 mode a right plan gives the
+ * interpreter's values bit for bit. 0, or -1 with a message. */
+int pl_exec(const pl_plan *p, double **vals, char *msg, size_t msgn);
+
+#endif
