@@ -199,6 +199,12 @@ typedef struct {
   int64_t bytes_before, bytes_after;
 } lathe_pass_stats;
 int lathe_program_pass_stats(const lathe_program *p, lathe_pass_stats *st);
+/* The kernel plan of p's graph (plan/plan.h), as the LLVM backend renders
+ * it: one line per kernel with its kind, member nodes (%id), the buffers it
+ * writes and reads (arena+offset, input/param/output index, const, alias),
+ * its FLOPs and bytes; checked by the plan verifier first. 0, or -1 with err
+ * set. `lathe check --kernels` prints it; --dump-dir writes it to plan.txt. */
+int lathe_program_print_kernels(const lathe_program *p, FILE *f, lathe_error *err);
 /* With LATHE_PROFILE=1 in the environment at compile time: per-operator
  * kernel times averaged over the runs so far and the 8 slowest calls
  * (LATHE_PROFILE=N, N > 8: the N slowest), as text (free() it); NULL when

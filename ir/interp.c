@@ -221,6 +221,13 @@ int ir_interp(const ir_graph *g, ir_interp_mode mode, double **vals, char *msg, 
   return 0;
 }
 
+int ir_interp_node(const ir_graph *g, ir_interp_mode mode, double **vals, int id, double *out, char *msg,
+                   size_t msgn) {
+  ik_ctx c = {g, vals, mode, msg, msgn};
+  if (msg && msgn) msg[0] = '\0';
+  return ik_run_op(&c, &g->nodes[id], out);
+}
+
 void ir_interp_release(const ir_graph *g, double **vals) {
   if (!g || !vals) return;
   for (int i = 0; i < g->nnodes; i++) {

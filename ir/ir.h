@@ -291,6 +291,12 @@ void ir_summary(const ir_graph *g, FILE *f); /* the `lathe check` table */
 typedef enum { IR_INTERP_F32, IR_INTERP_F64 } ir_interp_mode;
 int ir_interp(const ir_graph *g, ir_interp_mode mode, double **vals, char *msg, size_t msgn);
 void ir_interp_release(const ir_graph *g, double **vals);
+/* One node's reference kernel: node id's value into out (numel doubles,
+ * zeroed), reading only the entries of vals of its inputs, rounded as
+ * ir_interp rounds it. Not for inputs and parameters. For executors that
+ * keep values elsewhere (plan/plan_exec.c). 0, or -1 with a message. */
+int ir_interp_node(const ir_graph *g, ir_interp_mode mode, double **vals, int id, double *out, char *msg,
+                   size_t msgn);
 
 /* ---- ir/rng.c: counter-based RNG (Philox-4x32-10) for initialisers and
  * dropout, identical on every backend and thread schedule. ---- */

@@ -13,7 +13,7 @@ const char *pl_tensor_name(const ir_graph *g, int i, char *buf, size_t n) {
 }
 
 /* "%7 @arena+4096" for one tensor of kernel k */
-static void print_buf(const pl_plan *p, int i, FILE *f) {
+static void print_buf(const pl_plan *p, int i, int written, FILE *f) {
   static const char *const where[] = {"arena", "input", "param", "const", "output", "alias", "none"};
   const pl_buf *b = &p->buf[i];
   fprintf(f, " %%%d", i);
@@ -23,7 +23,7 @@ static void print_buf(const pl_plan *p, int i, FILE *f) {
     fprintf(f, "=%%%d", b->idx);
   else
     fprintf(f, "@%s%d", where[b->kind], b->idx);
-  if (b->inplace_of >= 0) fprintf(f, "(in place of %%%d)", b->inplace_of);
+  if (written && b->inplace_of >= 0) fprintf(f, "(in place of %%%d)", b->inplace_of);
 }
 
 void pl_print(const pl_plan *p, FILE *f) {
@@ -36,9 +36,9 @@ void pl_print(const pl_plan *p, FILE *f) {
     for (int m = 0; m < k->nmember; m++)
       fprintf(f, "%s%s%%%d", m ? "," : "", ir_ops[g->nodes[k->member[m]].op].name, k->member[m]);
     fprintf(f, "  writes");
-    for (int j = 0; j < k->nout; j++) print_buf(p, k->out[j], f);
+    for (int j = 0; j < k->nout; j++) print_buf(p, k->out[j], 1, f);
     fprintf(f, "  reads");
-    for (int j = 0; j < k->nin; j++) print_buf(p, k->in[j], f);
+    for (int j = 0; j < k->nin; j++) print_buf(p, k->in[j], 0, f);
     if (p->buf[k->node].scr >= 0)
       fprintf(f, "  scratch@arena+%lld", (long long)p->buf[k->node].scr);
     fprintf(f, "  flops %lld bytes %lld", (long long)k->flops, (long long)k->bytes);

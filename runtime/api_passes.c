@@ -51,7 +51,7 @@ int api_run_passes(lathe_program *p, lathe_error *err) {
   st->nodes_before = before.nodes, st->nodes_after = after.nodes;
   st->kernels_before = before.kernels, st->kernels_after = after.kernels;
   st->bytes_before = before.bytes, st->bytes_after = after.bytes;
-  return 0;
+  return o->dump_dir ? api_dump_plan(p, o->dump_dir, err) : 0; /* the kernel plan next to the pass dumps */
 }
 
 void api_copy_pass_options(lathe_options *dst, const lathe_options *src) {

@@ -63,6 +63,8 @@ int api_alloc_params(lathe_program *p, lathe_error *err);
 /* api_passes.c: run the graph pipeline p->opt asks for (api_program_finish
  * calls it once, before verifying and compiling). 0, or -1 with err set. */
 int api_run_passes(lathe_program *p, lathe_error *err);
+/* api_plan.c: write the kernel plan of p's graph to dir/plan.txt. */
+int api_dump_plan(const lathe_program *p, const char *dir, lathe_error *err);
 /* Copy the pass-pipeline fields (opt_level*, passes, print_after,
  * dump_dir, time_passes, pass_log) of src into dst; src may be NULL. */
 void api_copy_pass_options(lathe_options *dst, const lathe_options *src);

@@ -64,6 +64,13 @@ static void print_pass_stats(const lathe_program *p) {
   printf("\n");
 }
 
+/* check --kernels: the kernel plan after the summary. */
+static int print_kernels(const cli_args *a, const lathe_program *p) {
+  if (!cli_has(a, "--kernels")) return 0;
+  lathe_error err = {0};
+  return lathe_program_print_kernels(p, stdout, &err) ? cli_report(&err) : 0;
+}
+
 /* check --train: the whole training step (forward, backward, optimizer) as
  * lathe train compiles it, summarised: its size, memory plan and passes. */
 static int inspect_train(const cli_args *a) {
@@ -79,8 +86,9 @@ static int inspect_train(const cli_args *a) {
   printf("training step (forward, backward and the optimizer update in one program)\n");
   print_memplan(p);
   print_pass_stats(p);
+  status = print_kernels(a, p);
   lathe_program_free(p);
-  return 0;
+  return status;
 }
 
 static int inspect(int argc, char **argv, const char *cmd, const char *flags, lathe_print_kind kind) {
@@ -96,6 +104,7 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
   if (p) {
     lathe_program_print(p, cli_has(&a, "--ir") ? LATHE_PRINT_IR : kind, stdout);
     if (kind == LATHE_PRINT_SUMMARY && !cli_has(&a, "--ir")) print_memplan(p), print_pass_stats(p);
+    if (kind == LATHE_PRINT_SUMMARY) status = print_kernels(&a, p);
     lathe_program_free(p);
   }
   cli_args_free(&a);
@@ -103,7 +112,8 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
 }
 
 int cmd_check(int argc, char **argv) {
-  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool " CLI_PASS_FLAGS, LATHE_PRINT_SUMMARY);
+  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool --kernels=bool " CLI_PASS_FLAGS,
+                 LATHE_PRINT_SUMMARY);
 }
 int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind=pair " CLI_PASS_FLAGS, LATHE_PRINT_DOT); }
 

@@ -11,7 +11,7 @@
 
 static const cli_command commands[] = {
   {"check", cmd_check, "parse and verify a model; print the graph summary",
-   "usage: lathe check MODEL [--bind NAME=N]... [--ir] [--train] [-O0..3] [--passes=LIST]\n"
+   "usage: lathe check MODEL [--bind NAME=N]... [--ir] [--train] [--kernels] [-O0..3] [--passes=LIST]\n"
    "                   [--print-after=P] [--dump-dir DIR] [--time-passes]\n"
    "\n"
    "Parses and type-checks MODEL, lowers it to a static graph and prints every node with\n"
@@ -24,6 +24,10 @@ static const cli_command commands[] = {
    "  --ir            print the IR listing (after the passes) instead of the summary table\n"
    "  --train         the training step instead (forward, backward and the optimizer update\n"
    "                  of the model's train block): its memory plan and what the passes did\n"
+   "  --kernels       also print the kernel plan (docs/compiling.md): one line per kernel in\n"
+   "                  run order with its kind, member nodes (%ID), the buffers it writes and\n"
+   "                  reads (arena+offset, input/param/output index, const, alias) and its\n"
+   "                  FLOPs and bytes; with --dump-dir the plan is also written to DIR/plan.txt\n"
    CLI_PASS_HELP},
   {"dot", cmd_dot, "write the graph as Graphviz DOT to stdout",
    "usage: lathe dot MODEL [--bind NAME=N]...\n"
