@@ -110,8 +110,8 @@ typedef struct {
   int check;       /* a single output fused kernel: flag non-finite results */
   int inplace;     /* node's result may take over a dying same-shaped input (elementwise) */
   /* hints for splitting the work: rows x cols of the result (cols = the last
-   * dimension), its elements, and a grain (elements per part below which a
-   * split does not pay) */
+   * dimension), its elements, and a grain (rows per part: about 4096
+   * elements). The LLVM backend sizes its parts by its own cost model. */
   int64_t rows, cols, elems, grain;
   int64_t flops, bytes; /* FLOPs of the members; bytes read and written through buffers */
 } pl_kernel;
