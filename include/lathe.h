@@ -202,8 +202,9 @@ int lathe_program_pass_stats(const lathe_program *p, lathe_pass_stats *st);
 /* The kernel plan of p's graph (plan/plan.h), as the LLVM backend renders
  * it: one line per kernel with its kind, member nodes (%id), the buffers it
  * writes and reads (arena+offset, input/param/output index, const, alias),
- * its FLOPs and bytes; checked by the plan verifier first. 0, or -1 with err
- * set. `lathe check --kernels` prints it; --dump-dir writes it to plan.txt. */
+ * its FLOPs and bytes; checked by the plan verifier first. 0, or the status
+ * with err set (LATHE_EUSER for a NULL program or file). `lathe check
+ * --kernels` prints it; --dump-dir writes it to plan.txt. */
 int lathe_program_print_kernels(const lathe_program *p, FILE *f, lathe_error *err);
 /* With LATHE_PROFILE=1 in the environment at compile time: per-operator
  * kernel times averaged over the runs so far and the 8 slowest calls

@@ -40,6 +40,8 @@ static char *plan_text(const lathe_program *p, lathe_error *err) {
 }
 
 int lathe_program_print_kernels(const lathe_program *p, FILE *f, lathe_error *err) {
+  if (!p) return api_null(err, "lathe_program_print_kernels", "the program");
+  if (!f) return api_null(err, "lathe_program_print_kernels", "the file");
   char *text = plan_text(p, err);
   if (!text) return -1;
   fputs(text, f);

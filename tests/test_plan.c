@@ -255,7 +255,29 @@ static void test_bad_plans(void) {
   lathe_program_free(t);
 }
 
+/* The public call prints the plan, and refuses NULL arguments by value. */
+static void test_api(void) {
+  lathe_program *t = compile("examples/mlp.nn", 4, 0, 2);
+  if (!t) return;
+  lathe_error err = {0};
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  CHECK(lathe_program_print_kernels(t, f, &err) == 0);
+  fclose(f);
+  CHECK_MSG(text && strstr(text, "kernel plan: 5 kernels") && strstr(text, "gemm+epilogue"), "%s", text);
+  free(text);
+  CHECK(lathe_program_print_kernels(NULL, stdout, &err) == LATHE_EUSER);
+  CHECK_STR(err.message, "lathe_program_print_kernels: the program is NULL");
+  lathe_error_clear(&err);
+  CHECK(lathe_program_print_kernels(t, NULL, &err) == LATHE_EUSER);
+  CHECK_STR(err.message, "lathe_program_print_kernels: the file is NULL");
+  lathe_error_clear(&err);
+  lathe_program_free(t);
+}
+
 int main(void) {
+  test_api();
   test_same_kernels_as_before();
   test_backend_renders_plan();
   test_bad_plans();
