@@ -45,26 +45,56 @@ typedef struct {
   int64_t nclasses;        /* integer targets: max label + 1 (0 otherwise) */
   int vocab;               /* text data sets: 96 or 256 (0 otherwise) */
   char source[256];        /* the file it came from, for messages */
+  char fsource[RT_DATA_MAXFIELDS][256]; /* per field, when not source (.npy, IDX) */
+  /* CSV only (NULL / 0 / -1 otherwise), so that errors found after loading
+   * still name the row: */
+  int64_t *line;           /* [N] the line of each example in the file */
+  int64_t target_col;      /* the target's column, counted from 1 */
+  int has_nonint;          /* some target is not an integer in int32 range
+                              (the target field is F32 then): */
+  int64_t nonint_row;      /* the first such example */
+  double nonint_value;     /* and its exact value */
 } rt_dataset;
 
 void rt_data_free(rt_dataset *ds);
 /* The index of the first field with this role (and name, when name is
  * non-empty), or -1. */
 int rt_data_field(const rt_dataset *ds, rt_field_role role, const char *name);
-/* Checks that every value of an integer field lies in [0, nclasses):
- * "FILE: example 17: label 10 outside [0, 10)". */
+/* Checks that every value of a field is an integer in [lo, hi) (float fields
+ * too: a model input or target of an integer dtype must never receive 2.9 as
+ * 2, nor 2^32 wrapped to 0). what names a value in messages ("label": a class
+ * label, which adds " class"). With CSV line numbers:
+ *   "FILE:17: error: label 2.9 in column 65 is not an integer class"
+ *   "FILE:17: error: label 10 in column 65 is outside [0, 10)"
+ * otherwise "FILE: example 16: label 10 is outside [0, 10)". */
+int rt_data_check_ints(const rt_dataset *ds, int field, int64_t lo, int64_t hi, const char *what, char *msg,
+                       size_t msgn);
+/* Class labels: rt_data_check_ints(ds, field, 0, nclasses, "label"). */
 int rt_data_check_labels(const rt_dataset *ds, int field, int64_t nclasses, char *msg, size_t msgn);
+/* The shortest "%.Ng" spelling of v that reads back as v ("2.9", not
+ * "2.8999999999999999"), into buf. */
+void rt_fmt_double(char *buf, size_t n, double v);
 
 /* ---- data_csv.c: comma-separated numbers, plain or gzip (detected from the
- * content, not the name). A first row with any non-numeric field is a header.
- * Blank lines are skipped; CRLF, spaces around fields and "quoted" fields are
- * accepted. target_column is 0-based, negative counts from the end (-1, the
- * default, is the last column). The features become one F32 field of width
- * columns-1; the target one I32 field when every target is an integer in
- * int32 range (nclasses = max + 1), otherwise F32 (nclasses = 0).
- * Errors: "FILE:LINE: expected 65 columns, found 64",
- *         "FILE:LINE: column 3: 'abc' is not a number". */
+ * content, not the name). The first row is a header when one of its cells is
+ * neither a number nor a missing-value spelling (empty, NaN, NA, N/A, null,
+ * None, ...): a first data row with a NaN or an empty cell is an error, not a
+ * header. Blank lines are skipped; a UTF-8 byte-order mark, CRLF, spaces
+ * around fields and "quoted" fields are accepted. target_column is 0-based,
+ * negative counts from the end (-1, the default, is the last column). The
+ * features become one F32 field of width columns-1; the target one I32 field
+ * when every target is an integer in int32 range (nclasses = max + 1),
+ * otherwise F32 (nclasses = 0, has_nonint set). Every cell must be a finite
+ * number that fits f32. Errors name file, line, column and value:
+ *   "FILE:LINE: error: expected 65 columns, found 64",
+ *   "FILE:LINE: error: column 3: 'abc' is not a number",
+ *   "FILE:LINE: error: column 3: 'nan' is a missing value (NaN)",
+ *   "FILE:LINE: error: column 3: '1e39' overflows f32". */
 int rt_data_load_csv(const char *path, int target_column, rt_dataset *out, char *msg, size_t msgn);
+/* The same from memory: buf[0..len) is the file's content, buf[len] must be
+ * writable (it is cut in place); name is used in messages. */
+int rt_data_parse_csv(const char *name, char *buf, size_t len, int target_column, rt_dataset *out, char *msg,
+                      size_t msgn);
 
 /* ---- data_npy.c: one .npy file per model input/target (--data NAME=FILE).
  * Every array's first axis is N (equal across files); float64 arrays become
@@ -75,6 +105,10 @@ typedef struct {
   rt_field_role role;
 } rt_npy_source;
 int rt_data_load_npy(const rt_npy_source *src, int nsrc, rt_dataset *out, char *msg, size_t msgn);
+/* Adds array t (as rt_npy_read returns it) as the next field of ds, taking
+ * its data. Errors: a scalar, a count of examples that differs from the
+ * fields before, an example too large to count (shape (0, 2^40, 2^40)). */
+int rt_data_add_array(rt_dataset *ds, const rt_npy_source *s, lathe_tensor *t, char *msg, size_t msgn);
 /* Splits "NAME=FILE" (as given on the command line) in place-free fashion:
  * name receives NAME (NUL-terminated, at most namen-1 chars) and *path points
  * into spec after the '='. */
@@ -85,6 +119,10 @@ int rt_data_parse_pair(const char *spec, char *name, size_t namen, const char **
  * gzip. Images [N, ...] become the input field (u8/i8 kept, i16 -> I32,
  * f64 -> F32), labels [N] the target field (integers -> I32). */
 int rt_data_load_idx(const char *images, const char *labels, rt_dataset *out, char *msg, size_t msgn);
+/* One IDX file from memory as the next field of ds (the first sets ds->n,
+ * the second must match it); name is used in messages. */
+int rt_data_parse_idx(const char *name, const unsigned char *buf, size_t len, rt_field_role role, rt_dataset *ds,
+                      char *msg, size_t msgn);
 
 /* ---- data_text.c: character tokens for language models. vocab 96: '\n' is
  * 0, ' '..'~' are 1..95, '\t' is ' ', everything else (incl. '\r') is dropped;

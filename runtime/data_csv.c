@@ -63,11 +63,41 @@ static int64_t split(char *line, char **fields, int64_t max) {
   }
 }
 
-static int parse_number(const char *s, double *v) {
-  if (!*s) return 0;
+/* What a cell holds. A header row is one with a TEXT cell: a first row of
+ * numbers with an empty or NaN cell is a data row with a missing value (an
+ * error), never a header to drop. */
+typedef enum { CELL_NUMBER, CELL_EMPTY, CELL_MISSING, CELL_INF, CELL_OVERFLOW, CELL_TEXT } cell_kind;
+
+/* Spellings of a missing value (pandas' defaults, UCI's '?'); NaN in any case
+ * is recognised by strtod. */
+static const char *const missing_words[] = {"NA", "N/A", "n/a", "na", "NULL", "null", "None", "none",
+                                            "#N/A", "#NA", "<NA>", "?"};
+
+static cell_kind classify(const char *s, double *v) {
+  if (!*s) return CELL_EMPTY;
+  for (size_t i = 0; i < sizeof missing_words / sizeof *missing_words; i++)
+    if (strcmp(s, missing_words[i]) == 0) return CELL_MISSING;
   char *e;
   *v = strtod(s, &e);
-  return *e == 0 && isfinite(*v);
+  if (*e != 0 || e == s) return CELL_TEXT;
+  if (isnan(*v)) return CELL_MISSING;
+  /* "inf" is spelt with an n; 1e400 or 1e39 are finite numbers too big for f32. */
+  if (isinf(*v) && strpbrk(s, "nN")) return CELL_INF;
+  if (isinf((float)*v)) return CELL_OVERFLOW;
+  return CELL_NUMBER;
+}
+
+/* The message for a cell that is not a usable number, or NULL. */
+static const char *cell_problem(cell_kind k) {
+  static const char *const what[] = {
+    [CELL_NUMBER] = NULL,
+    [CELL_EMPTY] = "empty field (a missing value: fill it or drop the row)",
+    [CELL_MISSING] = "is a missing value (fill it or drop the row)",
+    [CELL_INF] = "is not a finite number",
+    [CELL_OVERFLOW] = "overflows f32 (largest 3.4e38)",
+    [CELL_TEXT] = "is not a number",
+  };
+  return what[k];
 }
 
 /* Counts lines, an upper bound on the rows. */
@@ -78,18 +108,19 @@ static int64_t count_lines(const char *p, const char *end) {
 }
 
 static int row_error(csv_reader *r, const char *what) {
-  snprintf(r->msg, r->msgn, "%s:%lld: %s", r->path, (long long)r->line, what);
+  snprintf(r->msg, r->msgn, "%s:%lld: error: %s", r->path, (long long)r->line, what);
   return -1;
 }
 
 /* Parses the fields of one row into feats (every column but tcol) and *target. */
 static int parse_row(csv_reader *r, char **fields, int64_t ncols, int64_t tcol, float *feats, double *target) {
   for (int64_t c = 0, k = 0; c < ncols; c++) {
-    double v;
-    if (!parse_number(fields[c], &v)) {
+    double v = 0;
+    cell_kind kind = classify(fields[c], &v);
+    if (kind != CELL_NUMBER) {
       char what[160];
-      if (!fields[c][0]) snprintf(what, sizeof what, "column %lld: empty field", (long long)c + 1);
-      else snprintf(what, sizeof what, "column %lld: '%.40s' is not a number", (long long)c + 1, fields[c]);
+      if (kind == CELL_EMPTY) snprintf(what, sizeof what, "column %lld: %s", (long long)c + 1, cell_problem(kind));
+      else snprintf(what, sizeof what, "column %lld: '%.40s' %s", (long long)c + 1, fields[c], cell_problem(kind));
       return row_error(r, what);
     }
     if (c == tcol) *target = v;
@@ -98,12 +129,15 @@ static int parse_row(csv_reader *r, char **fields, int64_t ncols, int64_t tcol, 
   return 0;
 }
 
-/* Stores targets as I32 when they are all integers in range, else F32. */
+/* Stores targets as I32 when they are all integers in range, else F32 and
+ * remembers the first that is not, so that a classifier refuses it by line
+ * and exact value (2.9, never class 2). */
 static int store_targets(rt_dataset *ds, const double *t, int64_t n) {
   int integral = 1;
   double mx = -1;
   for (int64_t i = 0; i < n && integral; i++) {
     integral = t[i] == floor(t[i]) && t[i] >= -2147483648.0 && t[i] <= 2147483647.0;
+    if (!integral) ds->has_nonint = 1, ds->nonint_row = i, ds->nonint_value = t[i];
     if (t[i] > mx) mx = t[i];
   }
   rt_field *f = &ds->f[1];
@@ -129,6 +163,7 @@ static int parse_rows(csv_reader *r, char **fields, int64_t ncols, int64_t tcol,
   int64_t w = ncols - 1, n = 0;
   if (have_first) {
     if (parse_row(r, fields, ncols, tcol, x, &targets[0]) < 0) return -1;
+    ds->line[0] = r->line;
     n = 1;
   }
   for (char *line; (line = next_line(r));) {
@@ -140,7 +175,7 @@ static int parse_rows(csv_reader *r, char **fields, int64_t ncols, int64_t tcol,
       return row_error(r, what);
     }
     if (parse_row(r, fields, ncols, tcol, x + n * w, &targets[n]) < 0) return -1;
-    n++;
+    ds->line[n++] = r->line;
   }
   ds->n = n;
   return 0;
@@ -165,9 +200,10 @@ static int csv_parse(csv_reader *r, int target_column, rt_dataset *ds) {
   char **fields = malloc((size_t)ncols * sizeof *fields);
   double *targets = malloc((size_t)rows * sizeof *targets);
   ds->f[0].data = malloc((size_t)rows * (size_t)(ncols - 1) * sizeof(float));
+  ds->line = malloc((size_t)rows * sizeof *ds->line);
   ds->nfields = 1;
   int rc = -1;
-  if (!fields || !targets || !ds->f[0].data) {
+  if (!fields || !targets || !ds->f[0].data || !ds->line) {
     snprintf(r->msg, r->msgn, "%s: out of memory", r->path);
     goto done;
   }
@@ -175,7 +211,7 @@ static int csv_parse(csv_reader *r, int target_column, rt_dataset *ds) {
   int header = 0;
   for (int64_t c = 0; c < ncols && !header; c++) {
     double v;
-    header = !parse_number(fields[c], &v);
+    header = classify(fields[c], &v) == CELL_TEXT;
   }
   int64_t tcol = target_column < 0 ? ncols + target_column : target_column;
   if (tcol < 0 || tcol >= ncols) {
@@ -184,6 +220,7 @@ static int csv_parse(csv_reader *r, int target_column, rt_dataset *ds) {
     row_error(r, what);
     goto done;
   }
+  ds->target_col = tcol + 1;
   rt_field *x = &ds->f[0];
   x->role = RT_FIELD_INPUT, x->dtype = LATHE_F32, x->width = ncols - 1, x->rank = 1, x->shape[0] = ncols - 1;
   if (parse_rows(r, fields, ncols, tcol, !header, ds, targets) < 0) goto done;
@@ -202,15 +239,24 @@ done:
   return rc;
 }
 
+int rt_data_parse_csv(const char *name, char *buf, size_t len, int target_column, rt_dataset *out, char *msg,
+                      size_t msgn) {
+  memset(out, 0, sizeof *out);
+  /* A UTF-8 byte-order mark (Excel writes one) is not part of the first cell. */
+  size_t bom = len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+  csv_reader r = {name, buf + bom, buf + len, 0, msg, msgn};
+  snprintf(out->source, sizeof out->source, "%s", name);
+  int rc = csv_parse(&r, target_column, out);
+  if (rc < 0) rt_data_free(out);
+  return rc;
+}
+
 int rt_data_load_csv(const char *path, int target_column, rt_dataset *out, char *msg, size_t msgn) {
   memset(out, 0, sizeof *out);
   char *buf;
   size_t len;
   if (rt_read_maybe_gz(path, &buf, &len, msg, msgn) < 0) return -1;
-  csv_reader r = {path, buf, buf + len, 0, msg, msgn};
-  snprintf(out->source, sizeof out->source, "%s", path);
-  int rc = csv_parse(&r, target_column, out);
+  int rc = rt_data_parse_csv(path, buf, len, target_column, out, msg, msgn);
   free(buf);
-  if (rc < 0) rt_data_free(out);
   return rc;
 }

@@ -91,34 +91,57 @@ static void decode(const idx_array *a, void *out) {
   }
 }
 
-/* Reads one IDX file into field f of ds. */
+int rt_data_parse_idx(const char *name, const unsigned char *buf, size_t len, rt_field_role role, rt_dataset *ds,
+                      char *msg, size_t msgn) {
+  idx_array a;
+  if (ds->nfields >= RT_DATA_MAXFIELDS) {
+    snprintf(msg, msgn, "%s: too many IDX files", name);
+    return -1;
+  }
+  if (parse_header(name, buf, len, &a, msg, msgn) < 0) return -1;
+  /* With 0 examples the file's size bounds nothing: the width is checked on
+   * its own. */
+  int64_t width = 1;
+  for (int d = 1; d < a.rank; d++) {
+    if (a.shape[d] && width > INT64_MAX / 16 / a.shape[d]) {
+      snprintf(msg, msgn, "%s: IDX examples have too many elements", name);
+      return -1;
+    }
+    width *= a.shape[d];
+  }
+  if (a.shape[0] == 0) {
+    snprintf(msg, msgn, "%s: IDX file has no examples (its first dimension is 0)", name);
+    return -1;
+  }
+  if (ds->nfields > 0 && a.shape[0] != ds->n) {
+    snprintf(msg, msgn, "%s: %lld labels for %lld images", name, (long long)a.shape[0], (long long)ds->n);
+    return -1;
+  }
+  rt_field *f = &ds->f[ds->nfields];
+  memset(f, 0, sizeof *f);
+  f->data = malloc((size_t)(a.numel ? a.numel : 1) * lathe_dtype_size(a.type->dtype));
+  if (!f->data) {
+    snprintf(msg, msgn, "%s: out of memory", name);
+    return -1;
+  }
+  snprintf(ds->fsource[ds->nfields], sizeof ds->fsource[0], "%s", name);
+  f->role = role;
+  f->dtype = a.type->dtype;
+  f->rank = a.rank - 1;
+  f->width = width;
+  for (int d = 1; d < a.rank; d++) f->shape[d - 1] = a.shape[d];
+  decode(&a, f->data);
+  ds->nfields++;
+  ds->n = a.shape[0];
+  return 0;
+}
+
+/* Reads one IDX file into the next field of ds. */
 static int load_one(const char *path, rt_field_role role, rt_dataset *ds, char *msg, size_t msgn) {
   char *buf;
   size_t len;
   if (rt_read_maybe_gz(path, &buf, &len, msg, msgn) < 0) return -1;
-  idx_array a;
-  int rc = parse_header(path, (const unsigned char *)buf, len, &a, msg, msgn);
-  if (rc == 0) {
-    rt_field *f = &ds->f[ds->nfields];
-    f->role = role;
-    f->dtype = a.type->dtype;
-    f->rank = a.rank - 1;
-    f->width = 1;
-    for (int d = 1; d < a.rank; d++) f->shape[d - 1] = a.shape[d], f->width *= a.shape[d];
-    f->data = malloc((size_t)(a.numel ? a.numel : 1) * lathe_dtype_size(f->dtype));
-    if (!f->data) {
-      snprintf(msg, msgn, "%s: out of memory", path);
-      rc = -1;
-    } else {
-      decode(&a, f->data);
-      ds->nfields++;
-      if (ds->nfields == 1) ds->n = a.shape[0];
-      else if (a.shape[0] != ds->n) {
-        snprintf(msg, msgn, "%s: %lld labels for %lld images", path, (long long)a.shape[0], (long long)ds->n);
-        rc = -1;
-      }
-    }
-  }
+  int rc = rt_data_parse_idx(path, (const unsigned char *)buf, len, role, ds, msg, msgn);
   free(buf);
   return rc;
 }

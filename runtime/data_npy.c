@@ -36,13 +36,36 @@ static int64_t classes_of(const lathe_tensor *t) {
     rt_convert((const char *)t->data + (size_t)i * lathe_dtype_size(t->dtype), t->dtype, &v, LATHE_I64, 1);
     if (v > mx) mx = v;
   }
-  return mx + 1;
+  return mx < INT64_MAX ? mx + 1 : INT64_MAX;   /* a label of 2^63-1 is refused later, not overflowed */
 }
 
-/* Moves array t into field f, checking its example count against ds->n. */
-static int take(rt_dataset *ds, const rt_npy_source *s, lathe_tensor *t, char *msg, size_t msgn) {
+/* Elements per example (the product of the shape without N), or -1 when it
+ * does not fit: N may be 0, so the file's size bounds nothing. */
+static int64_t example_width(const lathe_tensor *t) {
+  int64_t w = 1;
+  for (int d = 1; d < t->rank; d++) {
+    if (t->shape[d] && w > INT64_MAX / 16 / t->shape[d]) return -1;
+    w *= t->shape[d];
+  }
+  return w;
+}
+
+int rt_data_add_array(rt_dataset *ds, const rt_npy_source *s, lathe_tensor *t, char *msg, size_t msgn) {
+  if (ds->nfields >= RT_DATA_MAXFIELDS) {
+    snprintf(msg, msgn, "%s: more than %d arrays", s->path, RT_DATA_MAXFIELDS);
+    return -1;
+  }
   if (t->rank < 1) {
     snprintf(msg, msgn, "%s: '%s' is a scalar; need an array whose first axis is the examples", s->path, s->name);
+    return -1;
+  }
+  int64_t width = example_width(t);
+  if (width < 0) {
+    snprintf(msg, msgn, "%s: '%s' has too many elements per example", s->path, s->name);
+    return -1;
+  }
+  if (t->shape[0] == 0) {
+    snprintf(msg, msgn, "%s: '%s' has no examples (its first axis is 0)", s->path, s->name);
     return -1;
   }
   if (ds->nfields > 0 && t->shape[0] != ds->n) {
@@ -52,11 +75,12 @@ static int take(rt_dataset *ds, const rt_npy_source *s, lathe_tensor *t, char *m
   }
   rt_field *f = &ds->f[ds->nfields++];
   snprintf(f->name, sizeof f->name, "%s", s->name);
+  snprintf(ds->fsource[ds->nfields - 1], sizeof ds->fsource[0], "%s", s->path);
   f->role = s->role;
   f->dtype = t->dtype;
   f->rank = t->rank - 1;
-  f->width = 1;
-  for (int d = 1; d < t->rank; d++) f->shape[d - 1] = t->shape[d], f->width *= t->shape[d];
+  f->width = width;
+  for (int d = 1; d < t->rank; d++) f->shape[d - 1] = t->shape[d];
   if (s->role == RT_FIELD_TARGET && is_integer(f->dtype) && !ds->nclasses) ds->nclasses = classes_of(t);
   f->data = t->data;
   t->data = NULL;
@@ -83,7 +107,7 @@ int rt_data_load_npy(const rt_npy_source *src, int nsrc, rt_dataset *out, char *
       rt_data_free(out);
       return -1;
     }
-    if (take(out, &src[i], &t, msg, msgn) < 0) {
+    if (rt_data_add_array(out, &src[i], &t, msg, msgn) < 0) {
       lathe_tensor_free(&t);
       rt_data_free(out);
       return -1;

@@ -281,9 +281,15 @@ static char *take_data(char *buf, size_t off, const npy_header *h, size_t numel)
 int rt_npy_read(const char *path, lathe_tensor *out, char *msg, size_t msgn) {
   memset(out, 0, sizeof *out);
   char *buf;
-  size_t len, off, numel;
-  npy_header h;
+  size_t len;
   if (rt_read_file(path, &buf, &len, msg, msgn)) return -1;
+  return rt_npy_parse(path, buf, len, out, msg, msgn);
+}
+
+int rt_npy_parse(const char *path, char *buf, size_t len, lathe_tensor *out, char *msg, size_t msgn) {
+  memset(out, 0, sizeof *out);
+  size_t off, numel;
+  npy_header h;
   if (parse_header(path, buf, len, &h, &off, &numel, msg, msgn) ||
       check_length(path, &h, numel, len - off, msg, msgn)) {
     free(buf);

@@ -35,6 +35,9 @@ void rt_convert(const void *src, lathe_dtype st, void *dst, lathe_dtype dt, int6
 /* ---- runtime/npy.c: NumPy .npy v1/v2/v3, little-endian, C order. Accepted
  * descr: <f4 <f2 <i4 <i8 |i1 |u1 |b1 (and <f8, converted to f32 on read). */
 int rt_npy_read(const char *path, lathe_tensor *out, char *msg, size_t msgn);
+/* The same from memory: takes buf (malloc'd, len bytes), which becomes
+ * out->data or is freed on error; path is used in messages. */
+int rt_npy_parse(const char *path, char *buf, size_t len, lathe_tensor *out, char *msg, size_t msgn);
 int rt_npy_write(const char *path, const lathe_tensor *t, char *msg, size_t msgn);
 
 /* ---- runtime/safetensors.c: header parsed with json-c ---- */

@@ -140,6 +140,51 @@ static int probe_vocab(lathe_model *m, int *vocab, lathe_error *err) {
   return 0;
 }
 
+/* The integers an input of this dtype holds: a value outside is refused
+ * rather than wrapped (2^32 as 0) or truncated (2.9 as 2). */
+static const struct { ir_dtype dtype; int64_t lo, hi; } int_ranges[] = {
+  {IR_I32, INT32_MIN, (int64_t)INT32_MAX + 1}, {IR_I64, INT64_MIN, INT64_MAX},
+  {IR_I8, INT8_MIN, INT8_MAX + 1},             {IR_U8, 0, UINT8_MAX + 1},
+};
+
+/* The class count of a cross_entropy loss (its logits' last dimension), 0
+ * for other losses. */
+static int loss_classes(lathe_model *m, int64_t *C, lathe_error *err) {
+  lathe_options po = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  lathe_program *p = api_program_lower(m, &po, err);
+  if (!p) return -1;
+  *C = 0;
+  if (p->g.loss >= 0 && p->g.nodes[p->g.loss].op == IR_CROSS_ENTROPY) {
+    const ir_node *lg = &p->g.nodes[p->g.nodes[p->g.loss].in[0]];
+    *C = lg->shape.d[lg->shape.rank - 1];
+  }
+  lathe_program_free(p);
+  return 0;
+}
+
+/* Every integer input and target must receive integers its dtype holds, and
+ * class labels of a cross_entropy loss must lie in [0, C): a regression CSV
+ * fed to a classifier is refused at its first non-integer target. */
+static int check_values(tr_data *d, lathe_model *m, lathe_error *err) {
+  int64_t C = -1;
+  for (int i = 0; i < d->nin; i++) {
+    ir_dtype dt = fe_input_dtype(m->fe, i);
+    size_t k = 0;
+    while (k < sizeof int_ranges / sizeof *int_ranges && int_ranges[k].dtype != dt) k++;
+    if (k == sizeof int_ranges / sizeof *int_ranges) continue;
+    int64_t lo = int_ranges[k].lo, hi = int_ranges[k].hi;
+    char what[96];
+    snprintf(what, sizeof what, "'%s' value", fe_input_name(m->fe, i));
+    if (fe_input_is_target(m->fe, i)) {
+      if (C < 0 && loss_classes(m, &C, err)) return -1;
+      if (C > 0) lo = 0, hi = C, snprintf(what, sizeof what, "label");
+    }
+    if (rt_data_check_ints(&d->ds, d->field[i], lo, hi, what, d->msg, sizeof d->msg))
+      return api_fail(err, LATHE_EUSER, "%s", d->msg);
+  }
+  return 0;
+}
+
 int tr_data_open(tr_data *d, lathe_model *m, const lathe_train_options *o, const double split[3], uint64_t seed,
                  int64_t batch, lathe_error *err) {
   memset(d, 0, sizeof *d);
@@ -155,6 +200,7 @@ int tr_data_open(tr_data *d, lathe_model *m, const lathe_train_options *o, const
     d->name[i] = fe_input_name(m->fe, i);
     if (bind_input(d, m, i, err)) return -1;
   }
+  if (check_values(d, m, err)) return -1;
   rt_norm_kind nk = RT_NORM_STANDARD;
   if (o->normalize && rt_norm_parse(o->normalize, &nk, d->msg, sizeof d->msg))
     return api_fail(err, LATHE_EUSER, "%s", d->msg);

@@ -57,7 +57,7 @@ static void test_csv_digits(void) {
   CHECK(x[2] == 5 && x[3] == 13 && x[4] == 9 && y[0] == 0 && y[1] == 1 && y[1796] == 8);
   CHECK(rt_data_check_labels(&ds, 1, 10, msg, sizeof msg) == 0);
   CHECK(rt_data_check_labels(&ds, 1, 9, msg, sizeof msg) == -1);
-  CHECK_STR(msg, DIGITS ": example 9: label 9 outside [0, 9)");
+  CHECK_STR(msg, DIGITS ":10: error: label 9 in column 65 is outside [0, 9)");
   rt_data_free(&ds);
 }
 
@@ -96,16 +96,16 @@ static void csv_error(const char *text, int tcol, const char *want) {
 }
 
 static void test_csv_errors(void) {
-  csv_error("1,2,3\n4,5,6\n7,8\n", -1, "%s:3: expected 3 columns, found 2");
-  csv_error("x,y\n1,2\n\n3,4,5\n", -1, "%s:4: expected 2 columns, found 3");
-  csv_error("1,2,3\n4,abc,6\n", -1, "%s:2: column 2: 'abc' is not a number");
-  csv_error("1,2,3\n4,,6\n", -1, "%s:2: column 2: empty field");
-  csv_error("1,2,3\n4,nan,6\n", -1, "%s:2: column 2: 'nan' is not a number");
+  csv_error("1,2,3\n4,5,6\n7,8\n", -1, "%s:3: error: expected 3 columns, found 2");
+  csv_error("x,y\n1,2\n\n3,4,5\n", -1, "%s:4: error: expected 2 columns, found 3");
+  csv_error("1,2,3\n4,abc,6\n", -1, "%s:2: error: column 2: 'abc' is not a number");
+  csv_error("1,2,3\n4,,6\n", -1, "%s:2: error: column 2: empty field (a missing value: fill it or drop the row)");
+  csv_error("1,2,3\n4,nan,6\n", -1, "%s:2: error: column 2: 'nan' is a missing value (fill it or drop the row)");
   csv_error("", -1, "%s: no data rows");
   csv_error("\n  \n", -1, "%s: no data rows");
   csv_error("a,b,c\n", -1, "%s: no data rows (only a header)");
-  csv_error("1\n2\n", -1, "%s:1: need at least 2 columns (features and a target)");
-  csv_error("1,2\n", 5, "%s:1: target column 5 out of range for 2 columns");
+  csv_error("1\n2\n", -1, "%s:1: error: need at least 2 columns (features and a target)");
+  csv_error("1,2\n", 5, "%s:1: error: target column 5 out of range for 2 columns");
   rt_dataset ds;
   CHECK(rt_data_load_csv(tmp("missing.csv"), -1, &ds, msg, sizeof msg) == -1);
   char want[300];
