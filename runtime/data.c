@@ -35,6 +35,10 @@ static int64_t int_at(const rt_field *f, int64_t k) {
 }
 
 void rt_fmt_double(char *buf, size_t n, double v) {
+  if (v == floor(v) && fabs(v) < 1e18) {   /* 5000000000, not 5e+09 */
+    snprintf(buf, n, "%.0f", v);
+    return;
+  }
   for (int prec = 1; prec <= 17; prec++) {
     snprintf(buf, n, "%.*g", prec, v);
     if (strtod(buf, NULL) == v) return;
