@@ -46,7 +46,7 @@ typedef struct {
   int vocab;               /* text data sets: 96 or 256 (0 otherwise) */
   char source[256];        /* the file it came from, for messages */
   char fsource[RT_DATA_MAXFIELDS][256]; /* per field, when not source (.npy, IDX) */
-  /* CSV only (NULL / 0 / -1 otherwise), so that errors found after loading
+  /* CSV only (NULL / 0 otherwise), so that errors found after loading
    * still name the row: */
   int64_t *line;           /* [N] the line of each example in the file */
   int64_t target_col;      /* the target's column, counted from 1 */
@@ -88,8 +88,8 @@ void rt_fmt_double(char *buf, size_t n, double v);
  * number that fits f32. Errors name file, line, column and value:
  *   "FILE:LINE: error: expected 65 columns, found 64",
  *   "FILE:LINE: error: column 3: 'abc' is not a number",
- *   "FILE:LINE: error: column 3: 'nan' is a missing value (NaN)",
- *   "FILE:LINE: error: column 3: '1e39' overflows f32". */
+ *   "FILE:LINE: error: column 3: 'nan' is a missing value (fill it or drop the row)",
+ *   "FILE:LINE: error: column 3: '1e39' overflows f32 (largest 3.4e38)". */
 int rt_data_load_csv(const char *path, int target_column, rt_dataset *out, char *msg, size_t msgn);
 /* The same from memory: buf[0..len) is the file's content, buf[len] must be
  * writable (it is cut in place); name is used in messages. */

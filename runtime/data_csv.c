@@ -75,11 +75,13 @@ static const char *const missing_words[] = {"NA", "N/A", "n/a", "na", "NULL", "n
 
 static cell_kind classify(const char *s, double *v) {
   if (!*s) return CELL_EMPTY;
-  for (size_t i = 0; i < sizeof missing_words / sizeof *missing_words; i++)
-    if (strcmp(s, missing_words[i]) == 0) return CELL_MISSING;
   char *e;
   *v = strtod(s, &e);
-  if (*e != 0 || e == s) return CELL_TEXT;
+  if (*e != 0 || e == s) {
+    for (size_t i = 0; i < sizeof missing_words / sizeof *missing_words; i++)
+      if (strcmp(s, missing_words[i]) == 0) return CELL_MISSING;
+    return CELL_TEXT;
+  }
   if (isnan(*v)) return CELL_MISSING;
   /* "inf" is spelt with an n; 1e400 or 1e39 are finite numbers too big for f32. */
   if (isinf(*v) && strpbrk(s, "nN")) return CELL_INF;
