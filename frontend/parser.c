@@ -12,8 +12,10 @@
  *    (EX_NUM -1, so `axis=-1` is a plain number for the checker).
  *  - `a |> f(b, k=1)` is the call f(a, b, k=1) located at `f`; `a |> f` is
  *    f(a). The right side of `|>` must be a name or a call.
- *  - train block settings are separated by newlines or commas; a key given
- *    twice is an error.
+ *  - train block settings are separated by newlines or commas, or by
+ *    nothing at all when the next `key =` follows on the same line (the
+ *    one-line `train { optimizer = adam(lr=1e-3)  epochs = 20 }` of the
+ *    docs); a key given twice is an error.
  *  - nesting (parens, lists, calls, unary minus) deeper than FE_MAX_NEST and
  *    expression trees taller than FE_MAX_HEIGHT (long operator chains) are
  *    rejected, so later recursive passes cannot overflow the stack.
@@ -629,7 +631,8 @@ broken:
   skip_block(p);
 }
 
-/* train = "train" NEWLINE* "{" NEWLINE* (kv ((NEWLINE+ | ",") NEWLINE* kv)*)? ","? NEWLINE* "}"
+/* train = "train" NEWLINE* "{" NEWLINE* (kv (sep NEWLINE* kv)*)? sep? NEWLINE* "}"
+ * sep   = NEWLINE+ | "," | &IDENT
  * kv    = IDENT "=" expr */
 static void parse_train(parser *p, vec *out) {
   const fe_token *kw = next(p);
@@ -661,7 +664,7 @@ static void parse_train(parser *p, vec *out) {
       fe_namedarg na = {key->text, v, key->loc};
       vpush(p->A, &kv, &na, sizeof na);
       if (at(p, TK_COMMA)) next(p);
-      else end_stmt(p, 1);
+      else if (!at(p, TK_IDENT)) end_stmt(p, 1); /* a name starts the next setting */
     }
     if (p->failed) sync(p, 1);
   }

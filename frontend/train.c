@@ -157,6 +157,16 @@ static int key_optimizer(const fe_namedarg *kv, const fe_consts *c, fe_diag *d, 
                                       "sgd, adam, adamw or rmsprop", c, d, t);
   if (!tc) return -1;
   t->opt = (ir_optkind)tc->kind;
+  /* PyTorch refuses Nesterov without momentum: the update would silently be
+   * plain SGD. Momentum may come later in the call, so check once it is read. */
+  if (tc->kind == IR_OPT_SGD && t->nesterov > 0 && !(t->momentum > 0)) {
+    const fe_expr *e = kv->value;
+    ir_loc at = e->nitems > 2 ? e->items[2]->loc : e->loc;
+    for (int i = 0; i < e->nnamed; i++)
+      if (!strcmp(e->named[i].name, "nesterov")) at = e->named[i].loc;
+    fe_error(d, at, "'sgd' with nesterov=true needs momentum > 0 (as PyTorch)");
+    return -1;
+  }
   return 0;
 }
 

@@ -9,6 +9,23 @@
 
 #define DATA_FLAGS "--data=value --target-column=value --normalize=value --batch=value --seed=value --bind=pair"
 
+/* A count flag given as 0 is refused: the options keep 0 for "not given",
+ * so a 0 let through would silently mean "the model file's value". */
+static int at_least_one(const char *cmd, const char *flag, uint64_t v, int given) {
+  if (!given || v >= 1) return 0;
+  fprintf(stderr, "lathe %s: error: %s must be at least 1, got 0\n", cmd, flag);
+  return 1;
+}
+
+/* --lr X: a positive number, as the train block's lr (0 would freeze the
+ * weights; the options keep 0 for "not given"). */
+static int lr_option(const cli_args *a, double *lr) {
+  if (cli_double(a, "train", "--lr", lr)) return 1;
+  if (!cli_value(a, "--lr") || *lr > 0) return 0;
+  fprintf(stderr, "lathe train: error: --lr must be a positive number, got %s\n", cli_value(a, "--lr"));
+  return 1;
+}
+
 /* --data FILE, or --data NAME=FILE.npy (repeatable). */
 static int data_options(const cli_args *a, const char *cmd, lathe_train_options *o, const char **npy, int max) {
   cli_item d[CLI_MAXITEMS];
@@ -45,7 +62,10 @@ static int data_options(const cli_args *a, const char *cmd, lathe_train_options 
   }
   o->normalize = cli_value(a, "--normalize");
   uint64_t b = 0;
-  if (cli_u64(a, cmd, "--batch", &b, NULL) || cli_u64(a, cmd, "--seed", &o->seed, &o->seed_set)) return 1;
+  int b_given = 0;
+  if (cli_u64(a, cmd, "--batch", &b, &b_given) || cli_u64(a, cmd, "--seed", &o->seed, &o->seed_set) ||
+      at_least_one(cmd, "--batch", b, b_given))
+    return 1;
   o->batch = (int64_t)b;
   return 0;
 }
@@ -71,6 +91,7 @@ int cmd_train(int argc, char **argv) {
   const char *npy[CLI_MAXITEMS];
   lathe_train_options o = {.progress = stderr, .tty = -1};
   uint64_t epochs = 0, restarts = 1;
+  int epochs_given = 0, restarts_given = 0;
   int status = cli_parse(argc, argv, "train",
                          DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
                                     "--lr=value --epochs=value --backend=value --quiet=bool --metric=value "
@@ -80,8 +101,10 @@ int cmd_train(int argc, char **argv) {
   if (!status) status = data_options(&a, "train", &o, npy, CLI_MAXITEMS);
   if (!status) status = cli_pass_options(&a, "train", &passes);
   o.compile = &passes;
-  if (!status) status = cli_u64(&a, "train", "--epochs", &epochs, NULL) ||
-                        cli_u64(&a, "train", "--restarts", &restarts, NULL) || cli_double(&a, "train", "--lr", &o.lr) ||
+  if (!status) status = cli_u64(&a, "train", "--epochs", &epochs, &epochs_given) ||
+                        at_least_one("train", "--epochs", epochs, epochs_given) ||
+                        cli_u64(&a, "train", "--restarts", &restarts, &restarts_given) ||
+                        at_least_one("train", "--restarts", restarts, restarts_given) || lr_option(&a, &o.lr) ||
                         cli_backend(cli_value(&a, "--backend"), &o.backend);
   if (status) { cli_args_free(&a); return 1; }
   o.epochs = (int64_t)epochs;
