@@ -215,6 +215,11 @@ double rt_metric_accuracy(const int32_t *y, const int32_t *pred, int64_t n);
  * macro F1 is the mean of per-label F1s. */
 void rt_metric_macro_prf(const int32_t *y, const int32_t *pred, int64_t n, double *precision, double *recall,
                          double *f1);
+/* sklearn's average='binary' (positive label 1, any non-zero counts as 1):
+ * precision tp/(tp+fp), recall tp/(tp+fn), each 0 when undefined
+ * (zero_division=0), F1 their harmonic mean (0 when both are 0). */
+void rt_metric_binary_prf(const int32_t *y, const int32_t *pred, int64_t n, double *precision, double *recall,
+                          double *f1);
 /* Binary ROC-AUC (labels 0/1, higher score = class 1), ties counted as one
  * half (midranks, equal to sklearn's roc_auc_score). NaN when y holds only
  * one class (sklearn raises). */
@@ -231,7 +236,8 @@ double rt_metric_r2(const double *y, const double *pred, int64_t n);
  *                  recall, f1 (macro) and, when C == 2, roc_auc; with lm set,
  *                  loss and perplexity = exp(loss).
  *   bce:           logits [rows, W] and 0/1 targets [rows, W]: loss, accuracy
- *                  (logit > 0), roc_auc.
+ *                  (logit > 0), precision, recall, f1 (binary, over all
+ *                  rows*W elements) and roc_auc.
  *   mse:           predictions and targets [rows, W]: loss (= mse), mse, mae,
  *                  r2 (averaged over the W outputs, as sklearn's
  *                  uniform_average). */

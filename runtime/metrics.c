@@ -51,6 +51,19 @@ void rt_metric_macro_prf(const int32_t *y, const int32_t *pred, int64_t n, doubl
   *precision = sp / (double)labels, *recall = sr / (double)labels, *f1 = sf / (double)labels;
 }
 
+void rt_metric_binary_prf(const int32_t *y, const int32_t *pred, int64_t n, double *precision, double *recall,
+                          double *f1) {
+  *precision = *recall = *f1 = NAN;
+  if (n < 1) return;
+  int64_t tp = 0, np = 0, nt = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int p = pred[i] != 0, t = y[i] != 0;
+    tp += p && t, np += p, nt += t;
+  }
+  double pr = np ? (double)tp / (double)np : 0, rc = nt ? (double)tp / (double)nt : 0;
+  *precision = pr, *recall = rc, *f1 = pr + rc > 0 ? 2 * pr * rc / (pr + rc) : 0;
+}
+
 typedef struct {
   double s;
   int32_t y;
@@ -282,6 +295,11 @@ int rt_metrics_result(const rt_metrics *m, rt_metric *out) {
   if (m->kind == RT_LOSS_MSE) return result_mse(m, out);
   int k = put(out, 0, "loss", m->loss_sum / (double)m->n);
   k = put(out, k, "accuracy", (double)m->correct / (double)m->n);
+  double p, r, f;
+  rt_metric_binary_prf(m->y, m->pred, m->n, &p, &r, &f);
+  k = put(out, k, "precision", p);
+  k = put(out, k, "recall", r);
+  k = put(out, k, "f1", f);
   return put(out, k, "roc_auc", rt_metric_roc_auc(m->y, m->score, m->n));
 }
 

@@ -76,7 +76,8 @@ static int choose_metric(tr_run *r, const char *name, lathe_error *err) {
     {"accuracy", 1, RT_LOSS_CROSS_ENTROPY, 0}, {"precision", 1, RT_LOSS_CROSS_ENTROPY, 0},
     {"recall", 1, RT_LOSS_CROSS_ENTROPY, 0}, {"f1", 1, RT_LOSS_CROSS_ENTROPY, 0},
     {"roc_auc", 1, RT_LOSS_CROSS_ENTROPY, 0}, {"perplexity", 0, RT_LOSS_CROSS_ENTROPY, 1},
-    {"accuracy", 1, RT_LOSS_BCE, -1}, {"roc_auc", 1, RT_LOSS_BCE, -1},
+    {"accuracy", 1, RT_LOSS_BCE, -1}, {"precision", 1, RT_LOSS_BCE, -1}, {"recall", 1, RT_LOSS_BCE, -1},
+    {"f1", 1, RT_LOSS_BCE, -1}, {"roc_auc", 1, RT_LOSS_BCE, -1},
     {"mse", 0, RT_LOSS_MSE, -1}, {"mae", 0, RT_LOSS_MSE, -1}, {"r2", 1, RT_LOSS_MSE, -1},
   };
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -124,8 +125,12 @@ static int evaluate(tr_run *r, const rt_index *split, rt_metric *out, int *nout,
   lathe_program *p = r->eval;
   const ir_node *pred = &p->g.nodes[p->g.outputs[r->pred_out].node];
   int64_t numel = ir_numel(&pred->shape), B = r->data.batch;
-  int64_t width = pred->shape.d[pred->shape.rank - 1];
+  /* A rank-1 prediction [batch] (mse/bce on one value per example) is one
+   * row of width 1 per example, not one row as wide as the batch. */
+  int64_t width = pred->shape.rank >= 2 ? pred->shape.d[pred->shape.rank - 1] : 1;
   int64_t rows_per_ex = numel / width / B;
+  if (rows_per_ex < 1 || pred->shape.rank < 1)
+    return api_fail(err, LATHE_EUSER, "the loss's prediction must have the batch as its first axis");
   rt_metrics *mt = rt_metrics_new(r->data.loss, width, r->data.lm);
   float *buf = malloc((size_t)numel * sizeof(float) + 1);
   float *tgt = malloc((size_t)numel * sizeof(float) + 1);
