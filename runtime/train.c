@@ -94,12 +94,16 @@ static int build_eval(tr_run *r, lathe_error *err) {
   api_copy_pass_options(&po, r->o->compile);
   lathe_program *p = api_program_lower(r->m, &po, err);
   if (!p) return -1;
-  ir_add_output(&p->g, "__pred", p->g.nodes[p->g.loss].in[0]);
+  char msg[160];
+  int term = tr_loss_term(&p->g, &r->data.loss, msg, sizeof msg);
+  if (term < 0) {
+    lathe_program_free(p);
+    return api_fail(err, LATHE_EUSER, "%s", msg);
+  }
+  ir_add_output(&p->g, "__pred", p->g.nodes[term].in[0]);
   if (api_program_finish(p, err)) return -1;
   r->eval = p;
   r->pred_out = ir_find_output(&p->g, "__pred");
-  if (tr_loss_kind(&p->g, &r->data.loss))
-    return api_fail(err, LATHE_EUSER, "the loss must be cross_entropy, mse or bce to train and evaluate");
   r->metric = rt_metric_primary(r->data.loss, r->data.lm, &r->higher);
   if (r->o->metric) return choose_metric(r, r->o->metric, err);
   return 0;

@@ -44,6 +44,10 @@ int tr_data_eval_norm(const tr_data *d, lathe_program *p, const char *normalize,
                       lathe_error *err);
 /* The loss kind the model declares (cross_entropy, mse, bce). */
 int tr_loss_kind(const ir_graph *g, rt_loss_kind *kind);
+/* The node of the loss's one cross_entropy, mse or bce term (the loss itself,
+ * or the term of a composite loss such as mse(p, y) + 0.01 * mean(p * p)),
+ * and its kind; -1 with a message when there is none or more than one. */
+int tr_loss_term(const ir_graph *g, rt_loss_kind *kind, char *msg, size_t msgn);
 
 /* ---- train_ckpt.c: checkpoints ----
  * A checkpoint is a safetensors file with every parameter (weights and

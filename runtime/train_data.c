@@ -9,14 +9,54 @@
 #include "runtime/runtime.h"
 #include "runtime/train.h"
 
-int tr_loss_kind(const ir_graph *g, rt_loss_kind *kind) {
-  if (g->loss < 0) return -1;
-  switch (g->nodes[g->loss].op) {
-  case IR_CROSS_ENTROPY: *kind = RT_LOSS_CROSS_ENTROPY; return 0;
-  case IR_MSE: *kind = RT_LOSS_MSE; return 0;
-  case IR_BCE: *kind = RT_LOSS_BCE; return 0;
-  default: return -1;
+static int loss_kind_of(ir_op op, rt_loss_kind *kind) {
+  static const struct { ir_op op; rt_loss_kind kind; } known[] = {
+    {IR_CROSS_ENTROPY, RT_LOSS_CROSS_ENTROPY}, {IR_MSE, RT_LOSS_MSE}, {IR_BCE, RT_LOSS_BCE},
+  };
+  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+    if (known[i].op == op) {
+      if (kind) *kind = known[i].kind;
+      return 0;
+    }
+  return -1;
+}
+
+/* A composite loss (`mse(p, y) + 0.01 * mean(p * p)`) is trained whole; its
+ * metrics come from the one cross_entropy, mse or bce it contains. Operands
+ * precede their users in the node array, so one backward sweep from the loss
+ * marks everything it reads. */
+int tr_loss_term(const ir_graph *g, rt_loss_kind *kind, char *msg, size_t msgn) {
+  if (g->loss < 0) return snprintf(msg, msgn, "the model has no loss"), -1;
+  if (loss_kind_of(g->nodes[g->loss].op, kind) == 0) return g->loss;
+  char *reach = calloc((size_t)g->loss + 1, 1);
+  if (!reach) return snprintf(msg, msgn, "out of memory"), -1;
+  reach[g->loss] = 1;
+  int term = -1, nterms = 0;
+  for (int id = g->loss; id >= 0; id--) {
+    if (!reach[id]) continue;
+    const ir_node *n = &g->nodes[id];
+    if (loss_kind_of(n->op, NULL) == 0) {
+      if (nterms++ == 0) term = id;
+      continue; /* a term's own operands are not searched for further terms */
+    }
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] >= 0 && n->in[k] < id) reach[n->in[k]] = 1;
   }
+  free(reach);
+  if (nterms != 1) {
+    snprintf(msg, msgn, nterms ? "the loss has %d cross_entropy, mse or bce terms; metrics need exactly one"
+                               : "the loss must be, or contain, one cross_entropy, mse or bce term to train and "
+                                 "evaluate",
+             nterms);
+    return -1;
+  }
+  loss_kind_of(g->nodes[term].op, kind);
+  return term;
+}
+
+int tr_loss_kind(const ir_graph *g, rt_loss_kind *kind) {
+  char msg[160];
+  return tr_loss_term(g, kind, msg, sizeof msg) < 0 ? -1 : 0;
 }
 
 /* The model's first non-target input (the one CSV, IDX and text data feed). */
@@ -130,9 +170,12 @@ static int probe_vocab(lathe_model *m, int *vocab, lathe_error *err) {
   lathe_program *p = api_program_lower(m, &po, err);
   if (!p) return -1;
   int C = 0;
-  if (p->g.loss >= 0) {
-    const ir_node *lg = &p->g.nodes[p->g.nodes[p->g.loss].in[0]];
-    C = (int)lg->shape.d[lg->shape.rank - 1];
+  rt_loss_kind kind;
+  char msg[160];
+  int term = tr_loss_term(&p->g, &kind, msg, sizeof msg);
+  if (term >= 0) {
+    const ir_node *lg = &p->g.nodes[p->g.nodes[term].in[0]];
+    C = lg->shape.rank >= 1 ? (int)lg->shape.d[lg->shape.rank - 1] : 0;
   }
   lathe_program_free(p);
   if (C < 96) return api_fail(err, LATHE_EUSER, "text data has 96 character tokens, but the model predicts %d classes", C);
