@@ -448,6 +448,27 @@ int api_run_core(lathe_program *p, lathe_error *err) {
   return 0;
 }
 
+/* The name of a zero-filled (not given) target that node reads, or NULL.
+ * Operands precede their users, so one backward sweep finds every leaf. */
+static const char *zeroed_target_read(const lathe_program *p, int node) {
+  const ir_graph *g = &p->g;
+  char *reach = calloc((size_t)node + 1, 1);
+  if (!reach) return "(out of memory)";
+  reach[node] = 1;
+  const char *found = NULL;
+  for (int id = node; id >= 0 && !found; id--) {
+    if (!reach[id]) continue;
+    const ir_node *n = &g->nodes[id];
+    if (n->op == IR_INPUT && n->attr.i >= 0 && n->attr.i < g->ninputs && g->inputs[n->attr.i].is_target &&
+        !p->in_set[n->attr.i])
+      found = g->inputs[n->attr.i].name;
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] >= 0 && n->in[k] < id) reach[n->in[k]] = 1;
+  }
+  free(reach);
+  return found;
+}
+
 int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out, lathe_error *err) {
   static const char fn[] = "lathe_get_output";
   if (!out) return api_null(err, fn, "the output tensor");
@@ -464,6 +485,12 @@ int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out
     int o = ir_find_output(&p->g, name);
     if (o < 0) return api_fail(err, LATHE_EUSER, "model '%s' has no output '%s'", p->g.model_name, name);
     node = p->g.outputs[o].node;
+    /* A forward run zero-fills targets not given; an output computed from
+     * one would be a silent wrong answer. */
+    const char *t = p->missing_target ? zeroed_target_read(p, node) : NULL;
+    if (t)
+      return api_fail(err, LATHE_EUSER, "output '%s' reads target '%s', which was not given (use --in %s=FILE.npy)",
+                      name, t, t);
   }
   const ir_node *nd = &p->g.nodes[node];
   int64_t n = ir_numel(&nd->shape);

@@ -184,6 +184,14 @@ static int run_load_inputs(run_state *s, lathe_error *err) {
 }
 
 static int run_write_outputs(run_state *s, lathe_error *err) {
+  /* Every requested output must be readable (e.g. none reads a target that
+   * was not given) before any file is written or anything printed. */
+  int n = s->nouts ? s->nouts : lathe_num_outputs(s->p);
+  for (int i = 0; i < n; i++) {
+    lathe_tensor t;
+    if (lathe_get_output(s->p, s->nouts ? s->outs[i].name : lathe_output_name(s->p, i), &t, err)) return -1;
+    lathe_tensor_free(&t);
+  }
   for (int i = 0; i < s->nouts; i++) {
     lathe_tensor t;
     if (lathe_get_output(s->p, s->outs[i].name, &t, err)) return -1;
