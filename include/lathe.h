@@ -247,9 +247,16 @@ const char *lathe_norm_kind_name(lathe_norm_kind k);
  * cannot be (see the top) is refused before it is compared. */
 int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, lathe_error *err);
 int lathe_run(lathe_program *p, lathe_error *err);
-/* Name is an output name or "loss". `out` receives a fresh copy (f32); it is
- * zeroed (data NULL) on failure. */
+/* Name is an output name or "loss". `out` receives a fresh copy: f32 for
+ * float outputs (f16 and bf16 widened), i64 for i64, i32 for the other
+ * integer and bool outputs; it is zeroed (data NULL) on failure. An output
+ * that reads a target the last run was not given is an error (a forward run
+ * zero-fills such targets). */
 int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out, lathe_error *err);
+/* Writes output NAME (or "loss") to a .npy file (atomically) in the output's
+ * declared dtype: f16 as f16, i8 as i8, bool as bool; bf16, which NumPy
+ * cannot hold, as f32 (exact). */
+int lathe_output_save(const lathe_program *p, const char *name, const char *path, lathe_error *err);
 
 /* ---- Arrays on disk (.npy) ---- */
 /* out is zeroed first; lathe_npy_save refuses a tensor that cannot be and

@@ -241,8 +241,8 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
     const rt_st_entry *e = rt_st_find(f, pr->name);
     ir_shape_str(&pr->shape, want, sizeof want);
     if (!e)
-      return api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s' (the model expects f32%s)", path,
-                      pr->name, want);
+      return api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s' (the model expects %s%s)", path,
+                      pr->name, ir_dtype_name(pr->dtype), want);
     if (!same_shape(&e->t, &pr->shape)) {
       tensor_shape_str(&e->t, got, sizeof got);
       return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has shape %s, but the model expects %s", path,
@@ -289,19 +289,30 @@ int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *er
   int npre = api_pre_count(p);
   rt_st_entry *e = calloc((size_t)(n + npre) + 1, sizeof *e);
   void *names = e ? api_pre_entries(p, e + n) : NULL;
-  if (!e || !names) {
-    free(e);
-    return api_fail(err, LATHE_ENOMEM, "out of memory");
-  }
-  for (int i = 0; i < n; i++) {
+  void **narrow = calloc((size_t)n + 1, sizeof *narrow);
+  int rc = e && names && narrow ? 0 : api_fail(err, LATHE_ENOMEM, "out of memory");
+  for (int i = 0; rc == 0 && i < n; i++) {
     e[i].name = (char *)p->g.params[i].name;
     lathe_param_view(p, i, &e[i].t);
+    /* The spec: weights in the parameter's dtype. Values are held in f32;
+     * an f16 or bf16 parameter (a layer on an f16 input) is written narrow. */
+    lathe_dtype want = (lathe_dtype)p->g.params[i].dtype;
+    if (want != LATHE_F16 && want != LATHE_BF16) continue;
+    int64_t k = lathe_tensor_numel(&e[i].t);
+    if (!(narrow[i] = malloc((size_t)(k > 0 ? k : 1) * 2))) {
+      rc = api_fail(err, LATHE_ENOMEM, "out of memory");
+      break;
+    }
+    rt_convert(e[i].t.data, LATHE_F32, narrow[i], want, k);
+    e[i].t.data = narrow[i], e[i].t.dtype = want;
   }
   char msg[1024];
-  int rc = rt_st_write(path, e, n + npre, msg, sizeof msg);
+  if (rc == 0 && rt_st_write(path, e, n + npre, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
+  for (int i = 0; narrow && i < n; i++) free(narrow[i]);
+  free(narrow);
   free(names);
   free(e);
-  return rc ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
+  return rc;
 }
 
 /* ---- running ---- */
@@ -514,6 +525,33 @@ int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out
 }
 
 /* ---- arrays on disk ---- */
+
+/* The .npy keeps the output's declared dtype: f16 as f16, i8 as i8 (the
+ * values came back widened and convert back exactly). NumPy has no bf16, so
+ * bf16 is written as f32, which holds it exactly. */
+int lathe_output_save(const lathe_program *p, const char *name, const char *path, lathe_error *err) {
+  if (!path) return api_null(err, "lathe_output_save", "the path");
+  lathe_tensor t;
+  int rc = lathe_get_output(p, name, &t, err);
+  if (rc) return rc;
+  int o = strcmp(name, "loss") == 0 && p->g.loss >= 0 ? -1 : ir_find_output(&p->g, name);
+  lathe_dtype want = o >= 0 ? (lathe_dtype)p->g.nodes[p->g.outputs[o].node].dtype : t.dtype;
+  if (want == LATHE_BF16) want = LATHE_F32;
+  if (want != t.dtype) {
+    int64_t n = lathe_tensor_numel(&t);
+    void *d = malloc((size_t)(n > 0 ? n : 1) * lathe_dtype_size(want));
+    if (!d) {
+      lathe_tensor_free(&t);
+      return api_fail(err, LATHE_ENOMEM, "out of memory");
+    }
+    rt_convert(t.data, t.dtype, d, want, n);
+    free(t.data);
+    t.data = d, t.dtype = want;
+  }
+  rc = lathe_npy_save(path, &t, err);
+  lathe_tensor_free(&t);
+  return rc;
+}
 
 int lathe_npy_load(const char *path, lathe_tensor *out, lathe_error *err) {
   if (!out) return api_null(err, "lathe_npy_load", "the output tensor");

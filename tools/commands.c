@@ -192,13 +192,8 @@ static int run_write_outputs(run_state *s, lathe_error *err) {
     if (lathe_get_output(s->p, s->nouts ? s->outs[i].name : lathe_output_name(s->p, i), &t, err)) return -1;
     lathe_tensor_free(&t);
   }
-  for (int i = 0; i < s->nouts; i++) {
-    lathe_tensor t;
-    if (lathe_get_output(s->p, s->outs[i].name, &t, err)) return -1;
-    int rc = lathe_npy_save(s->outs[i].value, &t, err);
-    lathe_tensor_free(&t);
-    if (rc) return -1;
-  }
+  for (int i = 0; i < s->nouts; i++)
+    if (lathe_output_save(s->p, s->outs[i].name, s->outs[i].value, err)) return -1;
   for (int i = 0; s->nouts == 0 && i < lathe_num_outputs(s->p); i++) {
     lathe_tensor t;
     if (lathe_get_output(s->p, lathe_output_name(s->p, i), &t, err)) return -1;
