@@ -70,6 +70,19 @@ lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const i
     lathe_program_free(p);
     return NULL;
   }
+  /* Training keeps f32 weights and f32 gradients; an f16/bf16 parameter (a
+   * layer on an f16 input) would need mixed precision, which the backward
+   * and the optimizer do not do. Refuse it where the layer is. */
+  for (int i = 0; i < p->g.nparams; i++) {
+    const ir_param *pr = &p->g.params[i];
+    if (pr->dtype == IR_F32 || !ir_dtype_is_float(pr->dtype)) continue;
+    const ir_loc *l = &p->g.nodes[pr->node].loc;
+    api_fail(err, LATHE_EUSER, "%s:%d:%d: error: cannot train parameter '%s': it is %s (the layer reads %s data); "
+             "training needs f32 parameters: declare the model's inputs f32", l->file ? l->file : p->g.model_name,
+             l->line, l->col, pr->name, ir_dtype_name(pr->dtype), ir_dtype_name(pr->dtype));
+    lathe_program_free(p);
+    return NULL;
+  }
   ir_train t = settings ? *settings : p->g.train;
   if (!settings) tr_settings_defaults(&t);
   p->g.train = t;

@@ -180,5 +180,11 @@ if not ok: print(hdr, y.dtype, kk.dtype, kk.tolist(), file=sys.stderr)
 sys.exit(0 if ok else 1)
 EOF
 
+# training an f16 model is refused where its f16 parameter is declared, not
+# an internal autodiff error
+sed 's/f32\[/f16[/g' "$tmp/reg1.nn" >"$tmp/reg16.nn"
+expect_err "$tmp/reg16.nn:3:5: error: cannot train parameter 'fc.weight': it is f16 (the layer reads f16 data); training needs f32 parameters: declare the model's inputs f32" \
+  "$lathe" train "$tmp/reg16.nn" --data "$tmp/reg.csv" --quiet --backend interp
+
 [ "$fail" -eq 0 ] && echo "models_hostile: all passed"
 [ "$fail" -eq 0 ]
