@@ -1,10 +1,22 @@
 /* blas.c -- OpenBLAS's sgemm split over the runtime pool (see blas.h). */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include "runtime/blas.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "runtime/threadpool.h"
+
+/* OpenBLAS's own buffer pool (exported by libopenblas, not in cblas.h):
+ * one buffer per thread inside a BLAS call, kept for reuse once made */
+void *blas_memory_alloc(int procpos);
+void blas_memory_free(void *buffer);
 
 /* below this many multiply-adds (~12 us on one core) a product stays whole:
  * the hand-off would cost more than the second core gains */
@@ -15,6 +27,71 @@ static void blas_once(void) { openblas_set_num_threads(1); }
 void rt_blas_single(void) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, blas_once);
+}
+
+/* OpenBLAS's BUFFER_SIZE on x86-64 and arm64 (32 << 22) plus the page it
+ * adds, rounded up: what one of its buffers takes of the address space. */
+enum { RT_BLAS_BUFFER_MIB = 129 };
+#define RT_BLAS_BUFFER ((size_t)RT_BLAS_BUFFER_MIB << 20)
+
+/* Can `n` buffers be mapped at once? Each is mapped and unmapped again:
+ * address space only (nothing is touched), which is what RLIMIT_AS counts. */
+static int probe_buffers(int n) {
+  void *maps[64];
+  int got = 0;
+  while (got < n) {
+    void *m = mmap(NULL, RT_BLAS_BUFFER, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) break;
+    maps[got++] = m;
+  }
+  for (int i = 0; i < got; i++) munmap(maps[i], RT_BLAS_BUFFER);
+  return got == n ? 0 : -1;
+}
+
+/* " (ulimit -v 300 MiB, 212 MiB of it in use)", or "" when unlimited */
+static void limit_text(char *buf, size_t n) {
+  struct rlimit rl;
+  buf[0] = '\0';
+  if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+  unsigned long long pages = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f && fscanf(f, "%llu", &pages) == 1)
+    snprintf(buf, n, " (ulimit -v %llu MiB, %llu MiB of it in use)", (unsigned long long)(rl.rlim_cur >> 20),
+             pages * (unsigned long long)sysconf(_SC_PAGESIZE) >> 20);
+  else snprintf(buf, n, " (ulimit -v %llu MiB)", (unsigned long long)(rl.rlim_cur >> 20));
+  if (f) fclose(f);
+}
+
+static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ready_done;
+
+int rt_blas_ready(char *msg, size_t msgn) {
+  rt_blas_single();
+  pthread_mutex_lock(&ready_mu);
+  int rc = 0;
+  if (!ready_done) {
+    int n = rt_pool_size();
+    if (n > 64) n = 64;
+    if (probe_buffers(n) != 0) {
+      char lim[96];
+      limit_text(lim, sizeof lim);
+      if (msg && msgn)
+        snprintf(msg, msgn,
+                 "out of memory: OpenBLAS's buffers (%d x %d MiB of address space, one per thread) do not fit "
+                 "under the address-space limit%s; raise the limit%s",
+                 n, RT_BLAS_BUFFER_MIB, lim, n > 1 ? " or use fewer threads (LATHE_THREADS=1)" : "");
+      rc = -1;
+    } else {
+      /* Make every buffer now, while they fit: later calls reuse them, and
+       * OpenBLAS never again retries a failing allocation (it would loop). */
+      void *buf[64];
+      for (int i = 0; i < n; i++) buf[i] = blas_memory_alloc(0);
+      for (int i = 0; i < n; i++) blas_memory_free(buf[i]);
+      ready_done = 1;
+    }
+  }
+  pthread_mutex_unlock(&ready_mu);
+  return rc;
 }
 
 typedef struct {

@@ -12,6 +12,7 @@
 #ifndef LATHE_RT_BLAS_H
 #define LATHE_RT_BLAS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* cblas_sgemm's signature and meaning (row-major only, which is all
@@ -28,5 +29,13 @@ void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const
 /* Put OpenBLAS on one thread for good (idempotent). rt_sgemm calls it; so
  * do kernels that call cblas_sgemm directly. */
 void rt_blas_single(void);
+
+/* Ready OpenBLAS for rt_pool_size() threads at once, before any BLAS call:
+ * calls rt_blas_single, then checks that the address space holds one OpenBLAS
+ * buffer (128 MiB, mapped but untouched) per thread and makes them all.
+ * OpenBLAS itself retries a failing buffer allocation for ever, so under a
+ * tight `ulimit -v` the first product would hang; here it is an error
+ * ("out of memory: ...") in msg, -1. Cheap after the first success. */
+int rt_blas_ready(char *msg, size_t msgn);
 
 #endif

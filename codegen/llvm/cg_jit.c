@@ -538,7 +538,9 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   cg_shared *s = share ? cg_memo_find(g, opts.opt_level, opts.threads) : NULL;
   if (s) return program_on((cg_code *)s, msg, msgn);
   if (cg_init_llvm(msg, msgn) || check_graph(g, msg, msgn)) return NULL;
-  rt_blas_single(); /* before any kernel runs: the pool owns the cores */
+  /* before any kernel runs: the pool owns the cores, and OpenBLAS's
+   * buffers exist (or this is a clean out-of-memory error, not a hang) */
+  if (rt_blas_ready(msg, msgn)) return NULL;
   cg_program *p = program_new(g);
   if (p && opts.profile && prof_alloc(p, g)) {
     cg_free(p);
