@@ -19,7 +19,12 @@ typedef struct {
   const void *data;
   size_t len;
 } rt_chunk;
+/* A symbolic link at path is followed (the file it names is replaced); a
+ * FIFO, device or /proc link (/dev/stdout) is written straight through. */
 int rt_write_atomic(const char *path, const rt_chunk *chunks, int nchunks, char *msg, size_t msgn);
+/* Would rt_write_atomic(path) be allowed to write? Checked before long work
+ * (training) so a bad path fails at once, not after the work. */
+int rt_check_writable(const char *path, char *msg, size_t msgn);
 /* Read a whole file into a malloc'd buffer (NUL-terminated for convenience). */
 int rt_read_file(const char *path, char **data, size_t *len, char *msg, size_t msgn);
 

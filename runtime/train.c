@@ -212,8 +212,9 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
     if (r->prog) rt_progress_step(r->prog, epoch, s + 1, loss, lr);
     if (r->log) {
       rt_metric m[2] = {{"loss", loss}, {"lr", lr}};
-      char msg[256];
-      rt_log_event(r->log, "train", epoch, step, m, 2, msg, sizeof msg);
+      char msg[1024];
+      if (rt_log_event(r->log, "train", epoch, step, m, 2, msg, sizeof msg))
+        rc = api_fail(err, LATHE_EUSER, "%s", msg); /* a full disk ends the run: no silent gap */
     }
   }
   free(order);
@@ -237,8 +238,9 @@ static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, i
     v = rt_metric_find(vm, nvm, r->metric);
     vloss = rt_metric_find(vm, nvm, "loss");
     if (r->prog) rt_progress_epoch(r->prog, r->metric, v);
-    char msg[256];
-    if (r->log) rt_log_event(r->log, "val", epoch, r->meta.step, vm, nvm, msg, sizeof msg);
+    char msg[1024];
+    if (r->log && rt_log_event(r->log, "val", epoch, r->meta.step, vm, nvm, msg, sizeof msg))
+      return api_fail(err, LATHE_EUSER, "%s", msg);
   } else {
     v = -train_loss; /* no validation split: select by training loss */
     if (r->prog) rt_progress_epoch(r->prog, NULL, 0);
@@ -274,7 +276,7 @@ static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, i
  * "early_stop" event in log.jsonl (once: a resumed run that had already
  * stopped only says so again). The best epoch is the last one that reset
  * the counter, so it survives a resume without being stored. */
-static void report_early_stop(tr_run *r, int already) {
+static int report_early_stop(tr_run *r, int already, lathe_error *err) {
   int64_t epoch = r->meta.epoch, best_epoch = epoch - r->meta.bad_epochs;
   int val = r->data.split.val.n > 0;
   double best = val ? r->meta.best : -r->meta.best;
@@ -289,9 +291,11 @@ static void report_early_stop(tr_run *r, int already) {
   }
   if (r->log && !already) {
     rt_metric m[3] = {{"best_epoch", (double)best_epoch}, {"patience", (double)r->t.early_stop}, {"best", best}};
-    char msg[256];
-    rt_log_event(r->log, "early_stop", epoch, r->meta.step, m, 3, msg, sizeof msg);
+    char msg[1024];
+    if (rt_log_event(r->log, "early_stop", epoch, r->meta.step, m, 3, msg, sizeof msg))
+      return api_fail(err, LATHE_EUSER, "%s", msg);
   }
+  return 0;
 }
 
 static void free_run(tr_run *r) {
@@ -353,7 +357,7 @@ static int train_one(tr_run *r, int restart, lathe_error *err) {
     rc = run_epoch(r, epoch, per_epoch, &tl, err);
     if (!rc) rc = end_epoch(r, restart, epoch, tl, &stop, err);
   }
-  if (rc == 0 && stop && r->meta.epoch < r->t.epochs) report_early_stop(r, already);
+  if (rc == 0 && stop && r->meta.epoch < r->t.epochs) rc = report_early_stop(r, already, err);
   if (r->prog) rt_progress_free(r->prog);
   r->prog = NULL;
   return rc;
@@ -416,6 +420,8 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
     snprintf(path, sizeof path, "%s/log.jsonl", o->out_dir);
     if (rt_log_open(&r.log, path, o->resume, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
   }
+  /* before training, not after: an unwritable plot path must not throw the run away */
+  if (rc == 0 && o->plot && rt_check_writable(o->plot, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
   /* The winner across restarts, by validation (never by test). */
   lathe_program *names = NULL;
   float **win = NULL;

@@ -2,6 +2,7 @@
  * (include/lathe.h). Each subcommand is a row in `commands`; its flags are
  * documented in its help text. Exit status: 0 success, 1 user error, 2
  * internal error. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,7 +138,16 @@ static void usage(FILE *f) {
   fprintf(f, "\nlathe COMMAND --help describes a command's flags.\n");
 }
 
-int main(int argc, char **argv) {
+/* A command's result, unless stdout could not take what was printed
+ * (`lathe check m.nn > /dev/full`): then exit 1, never a silent success. */
+static int finish_stdout(int rc) {
+  if (fflush(stdout) == 0 && !ferror(stdout)) return rc;
+  int e = errno;
+  fprintf(stderr, "lathe: error: cannot write to stdout: %s\n", strerror(e ? e : EIO));
+  return rc ? rc : 1;
+}
+
+static int dispatch(int argc, char **argv) {
   if (argc < 2) { usage(stderr); return 1; }
   const char *cmd = argv[1];
   if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
@@ -159,3 +169,5 @@ int main(int argc, char **argv) {
   usage(stderr);
   return 1;
 }
+
+int main(int argc, char **argv) { return finish_stdout(dispatch(argc, argv)); }
