@@ -139,12 +139,14 @@ static void usage(FILE *f) {
 }
 
 /* A command's result, unless stdout could not take what was printed
- * (`lathe check m.nn > /dev/full`): then exit 1, never a silent success. */
+ * (`lathe check m.nn > /dev/full`): then exit 1, never a silent success.
+ * A command that failed has said why already (generate stops on a stdout
+ * error itself): no second message. */
 static int finish_stdout(int rc) {
-  if (fflush(stdout) == 0 && !ferror(stdout)) return rc;
+  if ((fflush(stdout) == 0 && !ferror(stdout)) || rc) return rc;
   int e = errno;
   fprintf(stderr, "lathe: error: cannot write to stdout: %s\n", strerror(e ? e : EIO));
-  return rc ? rc : 1;
+  return 1;
 }
 
 static int dispatch(int argc, char **argv) {
