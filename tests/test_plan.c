@@ -213,7 +213,7 @@ static int find_read_later(const pl_plan *p, int *q_out, int *s_out) {
 }
 
 static void test_bad_plans(void) {
-  lathe_program *t = compile("examples/gpt.nn", 2, 1, 2);
+  lathe_program *t = compile("examples/cnn.nn", 4, 1, 2);
   if (!t) return;
   const ir_graph *g = &t->g;
   pl_plan p;
