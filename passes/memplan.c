@@ -61,9 +61,12 @@ static int mp_root(const int *alias, int i) {
 }
 
 /* last[r]: the last node position that reads tensor r directly or through
- * an alias (node i reads its inputs at run_at[i], default i). */
+ * an alias (node i reads its inputs at run_at[i], default i). A result
+ * stored by a later node's kernel (run_at[i] > i: a sibling of a group, a
+ * saved link) keeps its block at least until that kernel has written it,
+ * read or not: its block must not go to another result of the same kernel. */
 static void mp_last_uses(const ir_graph *g, const int *keep, const int *alias, const int *run_at, int *last) {
-  for (int i = 0; i < g->nnodes; i++) last[i] = i;
+  for (int i = 0; i < g->nnodes; i++) last[i] = run_at && run_at[i] > i ? run_at[i] : i;
   for (int i = 0; i < g->nnodes; i++) {
     const ir_node *n = &g->nodes[i];
     int at = run_at && run_at[i] > i ? run_at[i] : i;

@@ -16,7 +16,9 @@
 #include <string.h>
 
 #include "codegen/llvm/cg.h"
+#include "frontend/frontend.h"
 #include "lathe.h"
+#include "passes/passes.h"
 #include "plan/plan.h"
 #include "runtime/program.h"
 #include "tests/test.h"
@@ -255,6 +257,40 @@ static void test_bad_plans(void) {
   lathe_program_free(t);
 }
 
+/* A sibling group's member that nothing reads (a hand-made graph, no dce)
+ * is still written by the group's kernel: its block must live until then.
+ * The verifier found the memory plan giving it to the group's next member,
+ * which the same kernel writes (passes/memplan.c mp_last_uses). */
+static void test_dead_sibling(void) {
+  static const char src[] = "input x : f32[8, 16]\n"
+                            "d = exp(x) * 2\n"
+                            "e = x * 3 + 1\n"
+                            "output z = softmax(e)\n";
+  char *err = NULL, msg[1024];
+  fe_model *m = fe_parse("t.nn", src, strlen(src), &err);
+  CHECK_MSG(m != NULL, "%s", err ? err : "?");
+  free(err);
+  if (!m) return;
+  arena A;
+  ir_graph g;
+  ar_init(&A);
+  ir_graph_init(&g, &A, "dead");
+  int64_t dims[8] = {2, 2, 2, 2, 2, 2, 2, 2};
+  CHECK(fe_lower(m, dims, &g, &err) == 0);
+  free(err);
+  fe_free(m);
+  CHECK(ps_fuse(&g, msg, sizeof msg) > 0);
+  pl_plan p;
+  CHECK(pl_build(&g, cg_plan_target(), &p) == 0);
+  int sib = 0;
+  for (int q = 0; q < p.nk; q++) sib += p.k[q].kind == PL_K_SIBLINGS;
+  CHECK_MSG(sib > 0, "no sibling kernel in the plan");
+  CHECK_MSG(pl_verify(&p, msg, sizeof msg) == 0, "%s", msg);
+  CHECK(exec_matches(&p, "dead sibling") == 1);
+  pl_free(&p);
+  ar_free(&A);
+}
+
 /* The public call prints the plan, and refuses NULL arguments by value. */
 static void test_api(void) {
   lathe_program *t = compile("examples/mlp.nn", 4, 0, 2);
@@ -278,6 +314,7 @@ static void test_api(void) {
 
 int main(void) {
   test_api();
+  test_dead_sibling();
   test_same_kernels_as_before();
   test_backend_renders_plan();
   test_bad_plans();

@@ -425,6 +425,13 @@ static void take_buffers(cg_program *p, const pl_plan *plan, int alloc) {
   p->consts = aligned_alloc(64, (size_t)plan->const_bytes + 64);
 }
 
+/* LATHE_VERIFY=1 (as for the graph passes, and in every test): the plan is
+ * checked before it is rendered. */
+static int verify_wanted(void) {
+  const char *e = getenv("LATHE_VERIFY");
+  return e && *e && strcmp(e, "0") != 0;
+}
+
 /* Plan, build the module and compile it into p (fresh, owning everything). */
 static int compile_into(cg_program *p, const ir_graph *g, const cg_options *o, char *msg, size_t msgn) {
   arena A;
@@ -434,6 +441,12 @@ static int compile_into(cg_program *p, const ir_graph *g, const cg_options *o, c
   if (pl_build(g, &llvm_target, &plan)) {
     ar_free(&A);
     return ir_fail(msg, msgn, "llvm backend: out of memory for the kernel plan");
+  }
+  char vmsg[1024];
+  if (verify_wanted() && pl_verify(&plan, vmsg, sizeof vmsg)) {
+    pl_free(&plan);
+    ar_free(&A);
+    return ir_fail(msg, msgn, "llvm backend: internal error: the kernel plan does not verify: %s", vmsg);
   }
   take_buffers(p, &plan, 1);
   if (!p->arena || !p->consts) {
