@@ -301,6 +301,8 @@ typedef struct {
   const char *out_dir;         /* receives best.safetensors, last.safetensors, log.jsonl; may be NULL */
   const char *plot;            /* learning curves as SVG; may be NULL */
   int resume;                  /* continue from out_dir/last.safetensors */
+  const char *weights;         /* lathe_train: start from these weights (fine-tuning), checked like a
+                                  checkpoint; NULL = initialise. lathe_eval ignores it (see its own) */
   int restarts;                /* train this many seeds (seed, seed+1, ...), keep the best by validation */
   const char *metric;          /* the validation metric that picks the best epoch (default: by the loss) */
   lathe_backend backend;

@@ -251,6 +251,8 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
     if (e->t.dtype != LATHE_F32 && e->t.dtype != LATHE_F16 && e->t.dtype != LATHE_BF16)
       return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has dtype %s, but the model expects f32", path,
                       pr->name, lathe_dtype_name(e->t.dtype));
+    char msg[1024];
+    if (rt_st_check_finite(path, e, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
   }
   for (int k = 0; k < f->n; k++)
     if (ir_find_param(&p->g, f->e[k].name) < 0 && !is_checkpoint_extra(f->e[k].name))

@@ -57,6 +57,11 @@ typedef struct {
 } rt_st_file;
 
 int rt_st_read(const char *path, rt_st_file *out, char *msg, size_t msgn);
+/* The same from a file image in memory (path only names it in messages). */
+int rt_st_read_mem(const char *path, const void *buf, size_t len, rt_st_file *out, char *msg, size_t msgn);
+/* -1 (and a message naming path and the tensor) when a float tensor holds a
+ * NaN or an infinity. */
+int rt_st_check_finite(const char *path, const rt_st_entry *e, char *msg, size_t msgn);
 int rt_st_write(const char *path, const rt_st_entry *entries, int n, char *msg, size_t msgn);
 void rt_st_free(rt_st_file *f);
 const rt_st_entry *rt_st_find(const rt_st_file *f, const char *name);

@@ -5,7 +5,9 @@
  *    ..., "__metadata__": {"key": "value"}}
  * padded with spaces, then the data section; offsets are relative to it.
  * Everything in the header is checked before any tensor is touched. */
+#include <float.h>
 #include <json-c/json.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "runtime.h"
@@ -196,6 +198,87 @@ static int parse_entries(const st_ctx *c, json_object *root, uint64_t datalen, s
   return check_overlap(c, info, *n);
 }
 
+/* json-c keeps only the last of two equal keys and cuts a key at an embedded
+ * NUL, so both would load silently wrong tensors: the top-level keys are
+ * read again from the raw text (already valid JSON) and checked here. */
+/* The decoded key of the JSON string literal h[a..b); NULL when out of memory. */
+static json_object *key_at(const char *h, size_t a, size_t b) {
+  json_tokener *tok = b - a <= INT32_MAX ? json_tokener_new() : NULL;
+  json_object *k = tok ? json_tokener_parse_ex(tok, h + a, (int)(b - a)) : NULL;
+  json_tokener_free(tok);
+  if (k && json_object_is_type(k, json_type_string)) return k;
+  json_object_put(k);
+  return NULL;
+}
+
+static int cmp_key(const void *a, const void *b) {
+  json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b;
+  int nx = json_object_get_string_len(x), ny = json_object_get_string_len(y);
+  int r = memcmp(json_object_get_string(x), json_object_get_string(y), (size_t)(nx < ny ? nx : ny));
+  return r ? r : (nx > ny) - (nx < ny);
+}
+
+/* The top-level object's keys (a string at depth 1 right after '{' or ','),
+ * at most cap of them. -1 when out of memory. */
+static int collect_keys(const char *h, size_t n, json_object **keys, int cap, int *nk) {
+  int depth = 0, expect_key = 0;
+  *nk = 0;
+  for (size_t i = 0; i < n && *nk < cap; i++) {
+    char ch = h[i];
+    if (ch == '"') {
+      size_t j = i + 1;
+      while (j < n && h[j] != '"') j += h[j] == '\\' ? 2 : 1;
+      if (j >= n) break;
+      if (depth == 1 && expect_key && !(keys[(*nk)++] = key_at(h, i, j + 1))) return -1;
+      expect_key = 0;
+      i = j;
+    } else if (ch == '{' || ch == '[') {
+      depth++;
+      expect_key = ch == '{' && depth == 1;
+    } else if (ch == '}' || ch == ']') {
+      depth--;
+    } else if (ch == ',') {
+      expect_key = depth == 1;
+    }
+  }
+  return 0;
+}
+
+static int first_repeat(json_object **keys, int nk) {
+  qsort(keys, (size_t)nk, sizeof *keys, cmp_key);
+  for (int i = 1; i < nk; i++)
+    if (cmp_key(&keys[i - 1], &keys[i]) == 0) return i;
+  return -1;
+}
+
+/* No key with a NUL, no key twice (nunique: the keys json-c kept). */
+static int check_keys(const st_ctx *c, const char *h, size_t n, int nunique) {
+  int cap = nunique + 1, nk = 0, rc = 0; /* one more key than json-c kept is a repeat */
+  json_object **keys = calloc((size_t)cap, sizeof *keys);
+  if (!keys || collect_keys(h, n, keys, cap, &nk)) {
+    snprintf(c->msg, c->msgn, "'%s': out of memory", c->path);
+    rc = -1;
+  }
+  for (int i = 0; i < nk && rc == 0; i++)
+    if (strlen(json_object_get_string(keys[i])) != (size_t)json_object_get_string_len(keys[i])) {
+      snprintf(c->msg, c->msgn, "'%s': tensor name '%.200s\\u0000...' contains a NUL character", c->path,
+               json_object_get_string(keys[i]));
+      rc = -1;
+    }
+  if (rc == 0 && nk > nunique) {
+    int r = first_repeat(keys, nk);
+    if (r >= 0)
+      snprintf(c->msg, c->msgn, "'%s': tensor '%.200s' appears twice in the header", c->path,
+               json_object_get_string(keys[r]));
+    else
+      snprintf(c->msg, c->msgn, "'%s': the header repeats a key", c->path);
+    rc = -1;
+  }
+  for (int i = 0; keys && i < nk; i++) json_object_put(keys[i]);
+  free(keys);
+  return rc;
+}
+
 /* Parse the JSON header text (trailing space padding allowed). */
 static json_object *parse_json(const st_ctx *c, const char *h, size_t n) {
   while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t' || h[n - 1] == '\n' || h[n - 1] == '\r')) n--;
@@ -226,8 +309,20 @@ static json_object *parse_json(const st_ctx *c, const char *h, size_t n) {
   return root;
 }
 
+/* f64 to f32, refusing a finite value that f32 cannot hold (it would become
+ * infinity); -1 - i for the first such element i. */
+static int64_t f64_to_f32(const unsigned char *s, float *d, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    double v;
+    memcpy(&v, s + 8 * i, 8);
+    if (isfinite(v) && fabs(v) > FLT_MAX) return -1 - (int64_t)i;
+    d[i] = (float)v;
+  }
+  return 0;
+}
+
 /* Copy (converting f64) one validated tensor out of the data section. */
-static int load_tensor(const st_info *t, const unsigned char *data, rt_st_entry *out) {
+static int load_tensor(const st_ctx *c, const st_info *t, const unsigned char *data, rt_st_entry *out) {
   out->name = strdup(t->name);
   out->t.dtype = t->kind->dtype;
   out->t.rank = t->rank;
@@ -235,14 +330,19 @@ static int load_tensor(const st_info *t, const unsigned char *data, rt_st_entry 
   size_t n = (size_t)(info_bytes(t) / t->kind->size), bytes = n * lathe_dtype_size(t->kind->dtype);
   unsigned char *d = malloc(bytes ? bytes : 1);
   out->t.data = d;
-  if (!out->name || !d) return -1;
+  if (!out->name || !d) {
+    snprintf(c->msg, c->msgn, "'%s': out of memory", c->path);
+    return -1;
+  }
   const unsigned char *s = data + t->begin;
   if (t->kind->size == 8 && t->kind->dtype == LATHE_F32) {
-    for (size_t i = 0; i < n; i++) {
+    int64_t bad = f64_to_f32(s, (float *)(void *)d, n);
+    if (bad < 0) {
       double v;
-      memcpy(&v, s + 8 * i, 8);
-      float f = (float)v;
-      memcpy(d + 4 * i, &f, 4);
+      memcpy(&v, s + 8 * (size_t)(-1 - bad), 8);
+      char what[160];
+      snprintf(what, sizeof what, "f64 value %g at element %lld is out of the f32 range", v, (long long)(-1 - bad));
+      return tensor_err(c, t->name, what);
     }
   } else if (t->kind->dtype == LATHE_BOOL) {
     for (size_t i = 0; i < n; i++) d[i] = s[i] != 0;
@@ -272,19 +372,31 @@ static int read_image(const st_ctx *c, const char *buf, size_t len, rt_st_file *
   }
   json_object *root = parse_json(c, buf + 8, (size_t)hn);
   if (!root) return -1;
+  if (check_keys(c, buf + 8, (size_t)hn, json_object_object_length(root))) {
+    json_object_put(root);
+    return -1;
+  }
   int cap = json_object_object_length(root), n = 0, rc = -1;
   st_info *info = malloc(sizeof *info * (size_t)(cap ? cap : 1));
   if (!info) snprintf(c->msg, c->msgn, "'%s': out of memory", c->path);
   else if (parse_entries(c, root, len - 8 - hn, info, &n) == 0) {
     out->e = calloc((size_t)(n ? n : 1), sizeof *out->e);
     rc = out->e ? 0 : -1;
+    if (!out->e) snprintf(c->msg, c->msgn, "'%s': out of memory", c->path);
     for (int i = 0; i < n && rc == 0; i++, out->n++)
-      rc = load_tensor(&info[i], (const unsigned char *)buf + 8 + hn, &out->e[i]);
-    if (out->e && rc == 0) out->n = n;
-    if (rc) snprintf(c->msg, c->msgn, "'%s': out of memory", c->path);
+      rc = load_tensor(c, &info[i], (const unsigned char *)buf + 8 + hn, &out->e[i]);
   }
   free(info);
   json_object_put(root);
+  return rc;
+}
+
+int rt_st_read_mem(const char *path, const void *buf, size_t len, rt_st_file *out, char *msg, size_t msgn) {
+  out->e = NULL;
+  out->n = 0;
+  st_ctx c = {path, msg, msgn};
+  int rc = read_image(&c, buf, len, out);
+  if (rc) rt_st_free(out);
   return rc;
 }
 
@@ -294,11 +406,29 @@ int rt_st_read(const char *path, rt_st_file *out, char *msg, size_t msgn) {
   char *buf;
   size_t len;
   if (rt_read_file(path, &buf, &len, msg, msgn)) return -1;
-  st_ctx c = {path, msg, msgn};
-  int rc = read_image(&c, buf, len, out);
+  int rc = rt_st_read_mem(path, buf, len, out, msg, msgn);
   free(buf);
-  if (rc) rt_st_free(out);
   return rc;
+}
+
+/* Weights must be numbers: a NaN or infinity would train or predict NaN
+ * without a word. */
+int rt_st_check_finite(const char *path, const rt_st_entry *e, char *msg, size_t msgn) {
+  lathe_dtype dt = e->t.dtype;
+  if (dt != LATHE_F32 && dt != LATHE_F16 && dt != LATHE_BF16) return 0;
+  int64_t n = lathe_tensor_numel(&e->t);
+  float buf[1024];
+  for (int64_t i0 = 0; i0 < n; i0 += 1024) {
+    int64_t k = n - i0 < 1024 ? n - i0 : 1024;
+    rt_convert((const char *)e->t.data + i0 * (int64_t)lathe_dtype_size(dt), dt, buf, LATHE_F32, k);
+    for (int64_t i = 0; i < k; i++)
+      if (!isfinite(buf[i])) {
+        snprintf(msg, msgn, "'%s': tensor '%s': element %lld is %s; weights must be finite numbers", path,
+                 e->name, (long long)(i0 + i), isnan(buf[i]) ? "NaN" : buf[i] > 0 ? "+inf" : "-inf");
+        return -1;
+      }
+  }
+  return 0;
 }
 
 void rt_st_free(rt_st_file *f) {

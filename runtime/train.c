@@ -333,6 +333,7 @@ static int train_one(tr_run *r, int restart, lathe_error *err) {
   if (!r->best) return api_fail(err, LATHE_ENOMEM, "out of memory");
   if (lathe_weights_init(r->step, (uint64_t)r->t.seed, err)) return -1;
   r->meta = (tr_meta){.seed = r->t.seed, .best = NAN};
+  if (r->o->weights && tr_weights_load(r->o->weights, r->step, err)) return -1;
   if (r->o->resume) {
     /* best.safetensors gives the best weights so far, last.safetensors the
      * weights, optimizer state and position to continue from. */
@@ -345,6 +346,9 @@ static int train_one(tr_run *r, int restart, lathe_error *err) {
     if (save_best(r)) return api_fail(err, LATHE_ENOMEM, "out of memory");
     ckpt_path(r, restart, "last.safetensors", path, sizeof path);
     if (tr_ckpt_load(path, r->step, &r->meta, err)) return -1;
+    /* events after the checkpoint (a killed epoch) are done again */
+    snprintf(path, sizeof path, "%s/log.jsonl", r->o->out_dir);
+    if (r->log && tr_log_cut(path, r->meta.step, err)) return -1;
   }
   int64_t per_epoch = rt_batch_count(r->data.split.train.n, r->data.batch, 1);
   if (per_epoch < 1)
@@ -399,6 +403,19 @@ static int eval_split(tr_run *r, float *const *weights, const lathe_program *nam
   return 0;
 }
 
+/* With --restarts, DIR/last.safetensors is the chosen run's last checkpoint,
+ * as with one run. */
+static int copy_last(const char *dir, int restart, lathe_error *err) {
+  char from[4096], to[4096], msg[1024], *buf = NULL;
+  size_t len = 0;
+  snprintf(from, sizeof from, "%s/restart%d/last.safetensors", dir, restart);
+  snprintf(to, sizeof to, "%s/last.safetensors", dir);
+  int rc = rt_read_file(from, &buf, &len, msg, sizeof msg);
+  if (rc == 0) rc = rt_write_atomic(to, &(rt_chunk){buf, len}, 1, msg, sizeof msg);
+  free(buf);
+  return rc ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
+}
+
 /* lathe_train once runtime/api_train.c has checked its arguments (err and res are not NULL). */
 int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *res, lathe_error *err) {
   double t0 = now_s();
@@ -408,6 +425,9 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
   int restarts = o->restarts > 0 ? o->restarts : 1;
   if (o->resume && (!o->out_dir || restarts > 1))
     return api_fail(err, LATHE_EUSER, "--resume needs --out DIR (with the checkpoints) and one restart");
+  if (o->resume && o->weights)
+    return api_fail(err, LATHE_EUSER, "--resume and --weights cannot be combined: --resume continues from the "
+                    "checkpoint's own weights");
   tr_run r = {.m = m, .o = o};
   if (tr_data_open(&r.data, m, o, t.split, (uint64_t)t.seed, t.batch, err)) {
     tr_data_close(&r.data);
@@ -454,6 +474,7 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
     if (rc == 0 && o->out_dir && restarts > 1) {
       snprintf(path, sizeof path, "%s/best.safetensors", o->out_dir);
       rc = lathe_weights_save(r.eval, path, err);
+      if (rc == 0) rc = copy_last(o->out_dir, res->best_restart, err);
     }
   }
   if (win && names)

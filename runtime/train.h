@@ -9,6 +9,7 @@
 
 #include "runtime/data.h"
 #include "runtime/program.h"
+#include "runtime/runtime.h"
 
 /* ---- train_data.c: the data set, its split and how it feeds the model ---- */
 typedef struct {
@@ -65,8 +66,21 @@ typedef struct {
 } tr_meta;
 
 int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, lathe_error *err);
-/* Loads weights and state into p and the position into meta (hist malloc'd). */
+/* Loads weights and state into p and the position into meta (hist malloc'd).
+ * Every parameter's dtype and shape must match exactly and its values be
+ * finite; the position must be in range; tensors named "__*" that are not
+ * the position are tolerated (other run metadata), any other unknown name is
+ * refused. A refused checkpoint leaves p unchanged. */
 int tr_ckpt_load(const char *path, lathe_program *p, tr_meta *meta, lathe_error *err);
+/* The same from a file already read (the fuzz target's entry). */
+int tr_ckpt_apply(const rt_st_file *f, const char *path, lathe_program *p, tr_meta *meta, lathe_error *err);
+/* Weights only (train --weights): the checks of tr_ckpt_load; the optimizer
+ * state, and any "opt.*" or "__*" tensor in the file, are ignored (state
+ * starts at zero). */
+int tr_weights_load(const char *path, lathe_program *p, lathe_error *err);
+/* After --resume: cut log.jsonl back to the events of steps up to the
+ * checkpoint's (a killed epoch's events would otherwise appear twice). */
+int tr_log_cut(const char *path, int64_t step, lathe_error *err);
 
 /* ---- train_step.c ---- */
 /* Fill every unset setting with PyTorch's default (adam, lr 1e-3, ...). */

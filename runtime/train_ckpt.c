@@ -4,8 +4,11 @@
  * atomically (rt_st_write renames a finished temp file), so a run killed at
  * any moment leaves the previous checkpoint intact and --resume continues
  * exactly where the last complete epoch ended. */
+#include <errno.h>
+#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/runtime.h"
 #include "runtime/train.h"
@@ -45,67 +48,188 @@ int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, 
   return rc ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
 }
 
+/* The position must be one this loop can have written: a crafted epoch near
+ * INT64_MAX would overflow the epoch counter and loop for ever. */
+#define META_MAX ((int64_t)1 << 40)
+
+static int meta_value(const rt_st_file *f, const char *path, int k, int64_t *v, lathe_error *err) {
+  const rt_st_entry *e = rt_st_find(f, meta_names[k]);
+  if (!e || e->t.dtype != LATHE_I64 || lathe_tensor_numel(&e->t) != 1)
+    return api_fail(err, LATHE_EUSER, "'%s' is not a training checkpoint: tensor '%s' is missing or malformed",
+                    path, meta_names[k]);
+  *v = ((const int64_t *)e->t.data)[0];
+  if (k != M_SEED && k != M_BEST && (*v < 0 || *v > META_MAX))
+    return api_fail(err, LATHE_EUSER, "'%s': tensor '%s': %lld is out of range (0 to %lld)", path, meta_names[k],
+                    (long long)*v, (long long)META_MAX);
+  return 0;
+}
+
+static int load_history(const rt_st_file *f, const char *path, tr_meta *meta, lathe_error *err) {
+  const rt_st_entry *h = rt_st_find(f, HIST_NAME);
+  int64_t rows = h ? h->t.shape[0] : 0;
+  if (h && (h->t.dtype != LATHE_F32 || h->t.rank != 2 || h->t.shape[1] != 3))
+    return api_fail(err, LATHE_EUSER, "'%s': tensor '%s': expected f32[%lld, 3], got %s of rank %d", path, HIST_NAME,
+                    (long long)meta->epoch, lathe_dtype_name(h->t.dtype), h->t.rank);
+  if (rows != meta->epoch)
+    return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has %lld epochs of history, but the checkpoint is at epoch %lld",
+                    path, HIST_NAME, (long long)rows, (long long)meta->epoch);
+  if (rows == 0) return 0;
+  meta->hist = malloc((size_t)rows * 3 * sizeof(float));
+  if (!meta->hist) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  memcpy(meta->hist, h->t.data, (size_t)rows * 3 * sizeof(float));
+  meta->nhist = rows;
+  return 0;
+}
+
 static int load_meta(const rt_st_file *f, const char *path, tr_meta *meta, lathe_error *err) {
   int64_t vals[M_COUNT];
-  for (int k = 0; k < M_COUNT; k++) {
-    const rt_st_entry *e = rt_st_find(f, meta_names[k]);
-    if (!e || e->t.dtype != LATHE_I64 || lathe_tensor_numel(&e->t) != 1)
-      return api_fail(err, LATHE_EUSER, "'%s' is not a training checkpoint: tensor '%s' is missing or malformed",
-                      path, meta_names[k]);
-    vals[k] = ((const int64_t *)e->t.data)[0];
-  }
+  meta->nhist = 0;
+  meta->hist = NULL;
+  for (int k = 0; k < M_COUNT; k++)
+    if (meta_value(f, path, k, &vals[k], err)) return -1;
   meta->step = vals[M_STEP], meta->epoch = vals[M_EPOCH], meta->bad_epochs = vals[M_BAD];
   meta->seed = vals[M_SEED];
   memcpy(&meta->best, &vals[M_BEST], sizeof(double));
-  const rt_st_entry *h = rt_st_find(f, HIST_NAME);
-  meta->nhist = 0;
-  meta->hist = NULL;
-  if (h && h->t.dtype == LATHE_F32 && h->t.rank == 2 && h->t.shape[1] == 3) {
-    meta->nhist = h->t.shape[0];
-    meta->hist = malloc((size_t)meta->nhist * 3 * sizeof(float) + 1);
-    if (!meta->hist) return api_fail(err, LATHE_ENOMEM, "out of memory");
-    memcpy(meta->hist, h->t.data, (size_t)meta->nhist * 3 * sizeof(float));
+  if (meta->bad_epochs > meta->epoch || meta->step < meta->epoch)
+    return api_fail(err, LATHE_EUSER, "'%s': the checkpoint's position does not add up: step %lld, epoch %lld, "
+                    "%lld epochs without improvement", path, (long long)meta->step, (long long)meta->epoch,
+                    (long long)meta->bad_epochs);
+  return load_history(f, path, meta, err);
+}
+
+/* "f32[64, 256]" */
+static void type_str(lathe_dtype dt, int rank, const int64_t *d, char *buf, size_t n) {
+  ir_shape s = {.rank = rank};
+  for (int j = 0; j < rank; j++) s.d[j] = d[j];
+  char sh[128];
+  ir_shape_str(&s, sh, sizeof sh);
+  snprintf(buf, n, "%s%s", lathe_dtype_name(dt), sh);
+}
+
+/* Exactly the parameter's dtype and shape: the same element count in another
+ * shape (a transposed matrix) would load scrambled. */
+static int check_tensor(const char *path, const ir_param *pr, const rt_st_entry *e, lathe_error *err) {
+  int same = e->t.dtype == LATHE_F32 && e->t.rank == pr->shape.rank;
+  for (int j = 0; same && j < pr->shape.rank; j++) same = e->t.shape[j] == pr->shape.d[j];
+  if (!same) {
+    char want[160], got[160];
+    type_str(LATHE_F32, pr->shape.rank, pr->shape.d, want, sizeof want);
+    type_str(e->t.dtype, e->t.rank, e->t.shape, got, sizeof got);
+    return api_fail(err, LATHE_EUSER, "'%s': tensor '%s': expected %s, got %s", path, pr->name, want, got);
+  }
+  char msg[1024];
+  if (rt_st_check_finite(path, e, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
+  return 0;
+}
+
+/* Names starting "__" are the run's metadata (this file's "__meta.*", and
+ * whatever else a checkpoint records about the run); anything else must be a
+ * parameter of the program. */
+static int check_names(const rt_st_file *f, const char *path, const lathe_program *p, lathe_error *err) {
+  for (int k = 0; k < f->n; k++)
+    if (strncmp(f->e[k].name, "__", 2) != 0 && ir_find_param(&p->g, f->e[k].name) < 0)
+      return api_fail(err, LATHE_EUSER, "'%s': unexpected tensor '%s': model '%s' has no such parameter", path,
+                      f->e[k].name, p->g.model_name);
+  return 0;
+}
+
+/* Check every tensor first, then copy: a refused file changes nothing.
+ * weights_only: the optimizer state starts at zero (and may be absent). */
+static int apply_params(const rt_st_file *f, const char *path, lathe_program *p, int weights_only, lathe_error *err) {
+  if (check_names(f, path, p, err)) return -1;
+  for (int i = 0; i < p->g.nparams; i++) {
+    const ir_param *pr = &p->g.params[i];
+    const rt_st_entry *e = rt_st_find(f, pr->name);
+    if (!e && !pr->state)
+      return api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s' (the model expects f32%s)", path, pr->name,
+                      ir_shape_str(&pr->shape, (char[128]){0}, 128));
+    if (e && !(weights_only && pr->state) && check_tensor(path, pr, e, err)) return -1;
+  }
+  for (int i = 0; i < p->g.nparams; i++) {
+    const ir_param *pr = &p->g.params[i];
+    const rt_st_entry *e = rt_st_find(f, pr->name);
+    lathe_tensor view;
+    if (lathe_param_view(p, i, &view))
+      return api_fail(err, LATHE_EINTERNAL, "internal error: parameters not allocated");
+    if (e && !(weights_only && pr->state)) memcpy(view.data, e->t.data, (size_t)lathe_tensor_bytes(&view));
+    else memset(view.data, 0, (size_t)lathe_tensor_bytes(&view));
   }
   return 0;
+}
+
+/* The file's data preprocessing ("__preprocess.*") must be well formed and of
+ * the kind this run normalises with (the weights were trained on it). */
+static int check_pre(const rt_st_file *f, const char *path, const lathe_program *p, lathe_error *err) {
+  api_pre *pre = NULL;
+  int rc = api_pre_read(p, path, f, &pre, err);
+  if (rc == 0) rc = api_pre_check_kinds(p, pre, path, err); /* the run's --normalize against the file's */
+  api_pre_discard(p, pre);
+  return rc;
+}
+
+int tr_ckpt_apply(const rt_st_file *f, const char *path, lathe_program *p, tr_meta *meta, lathe_error *err) {
+  meta->nhist = 0;
+  meta->hist = NULL;
+  if (check_pre(f, path, p, err)) return -1;
+  int rc = load_meta(f, path, meta, err);
+  if (rc == 0) rc = apply_params(f, path, p, 0, err);
+  if (rc) {
+    free(meta->hist);
+    meta->hist = NULL;
+    meta->nhist = 0;
+  }
+  return rc;
 }
 
 int tr_ckpt_load(const char *path, lathe_program *p, tr_meta *meta, lathe_error *err) {
   rt_st_file f = {0};
   char msg[1024];
   if (rt_st_read(path, &f, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
-  api_pre *pre = NULL;
-  int rc = api_pre_read(p, path, &f, &pre, err);
-  if (rc == 0) rc = api_pre_check_kinds(p, pre, path, err); /* the run's --normalize against the checkpoint's */
-  api_pre_discard(p, pre);
-  if (rc) {
-    rt_st_free(&f);
-    return rc;
-  }
-  rc = load_meta(&f, path, meta, err);
-  char want[128], got[128];
-  for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
-    const ir_param *pr = &p->g.params[i];
-    const rt_st_entry *e = rt_st_find(&f, pr->name);
-    lathe_tensor view;
-    if (lathe_param_view(p, i, &view)) {
-      rc = api_fail(err, LATHE_EINTERNAL, "internal error: parameters not allocated");
-      break;
-    }
-    if (!e) {
-      if (pr->state) { memset(view.data, 0, (size_t)lathe_tensor_bytes(&view)); continue; }
-      rc = api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s'", path, pr->name);
-      break;
-    }
-    if (lathe_tensor_numel(&e->t) != lathe_tensor_numel(&view) || e->t.dtype != LATHE_F32) {
-      ir_shape a = {.rank = e->t.rank}, b = pr->shape;
-      for (int j = 0; j < a.rank; j++) a.d[j] = e->t.shape[j];
-      rc = api_fail(err, LATHE_EUSER, "'%s': tensor '%s' is %s%s, but the model expects f32%s", path, pr->name,
-                    lathe_dtype_name(e->t.dtype), ir_shape_str(&a, got, sizeof got), ir_shape_str(&b, want, sizeof want));
-      break;
-    }
-    memcpy(view.data, e->t.data, (size_t)lathe_tensor_bytes(&view));
-  }
+  int rc = tr_ckpt_apply(&f, path, p, meta, err);
   rt_st_free(&f);
-  if (rc) { free(meta->hist); meta->hist = NULL; }
   return rc;
+}
+
+int tr_weights_load(const char *path, lathe_program *p, lathe_error *err) {
+  rt_st_file f = {0};
+  char msg[1024];
+  if (rt_st_read(path, &f, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
+  int rc = check_pre(&f, path, p, err);
+  if (rc == 0) rc = apply_params(&f, path, p, 1, err);
+  rt_st_free(&f);
+  return rc;
+}
+
+/* A complete log line the checkpoint at step covers: any event before it,
+ * and its own step's training and validation events (written before the
+ * checkpoint was). */
+static int log_line_kept(const char *line, size_t n, int64_t step) {
+  json_tokener *tok = n <= INT32_MAX ? json_tokener_new() : NULL;
+  json_object *o = tok ? json_tokener_parse_ex(tok, line, (int)n) : NULL, *js, *jsp;
+  json_tokener_free(tok);
+  int keep = 0;
+  if (o && json_object_object_get_ex(o, "step", &js) && json_object_is_type(js, json_type_int) &&
+      json_object_object_get_ex(o, "split", &jsp) && json_object_is_type(jsp, json_type_string)) {
+    int64_t s = json_object_get_int64(js);
+    const char *split = json_object_get_string(jsp);
+    keep = s < step || (s == step && (!strcmp(split, "train") || !strcmp(split, "val")));
+  }
+  json_object_put(o);
+  return keep;
+}
+
+int tr_log_cut(const char *path, int64_t step, lathe_error *err) {
+  char *buf = NULL, msg[1024];
+  size_t len = 0, keep = 0;
+  if (rt_read_file(path, &buf, &len, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
+  for (;;) {
+    const char *nl = memchr(buf + keep, '\n', len - keep);
+    if (!nl || !log_line_kept(buf + keep, (size_t)(nl - (buf + keep)), step)) break;
+    keep = (size_t)(nl - buf) + 1;
+  }
+  free(buf);
+  /* one system call: a kill leaves the whole log or the cut one */
+  if (keep < len && truncate(path, (off_t)keep))
+    return api_fail(err, LATHE_EUSER, "cannot cut '%s' back to step %lld: %s", path, (long long)step, strerror(errno));
+  return 0;
 }

@@ -94,7 +94,7 @@ int cmd_train(int argc, char **argv) {
   int epochs_given = 0, restarts_given = 0;
   int status = cli_parse(argc, argv, "train",
                          DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
-                                    "--lr=value --epochs=value --backend=value --quiet=bool --metric=value "
+                                    "--lr=value --epochs=value --backend=value --quiet=bool --metric=value --weights=value "
                                     CLI_PASS_FLAGS,
                          &a);
   lathe_options passes = {0};
@@ -112,6 +112,7 @@ int cmd_train(int argc, char **argv) {
   o.out_dir = cli_value(&a, "--out");
   o.plot = cli_value(&a, "--plot");
   o.resume = cli_has(&a, "--resume");
+  o.weights = cli_value(&a, "--weights");
   o.metric = cli_value(&a, "--metric");
   if (cli_has(&a, "--quiet")) o.progress = NULL;
   lathe_model *m = cli_load_model(&a, &status);
