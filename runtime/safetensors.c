@@ -218,9 +218,12 @@ static int cmp_key(const void *a, const void *b) {
   return r ? r : (nx > ny) - (nx < ny);
 }
 
-/* The top-level object's keys (a string at depth 1 right after '{' or ','),
- * at most cap of them. -1 when out of memory. */
-static int collect_keys(const char *h, size_t n, json_object **keys, int cap, int *nk) {
+/* The top-level object's keys (at most cap of them) and, per key, how many
+ * keys its value's object holds, read from the raw text: a key is a string
+ * after '{' or ',' inside an object. -1 when out of memory. */
+#define ST_MAX_DEPTH 64 /* json-c refuses deeper headers before this runs */
+static int collect_keys(const char *h, size_t n, json_object **keys, int *inner, int cap, int *nk) {
+  unsigned char is_obj[ST_MAX_DEPTH + 1] = {0};
   int depth = 0, expect_key = 0;
   *nk = 0;
   for (size_t i = 0; i < n && *nk < cap; i++) {
@@ -229,16 +232,22 @@ static int collect_keys(const char *h, size_t n, json_object **keys, int cap, in
       size_t j = i + 1;
       while (j < n && h[j] != '"') j += h[j] == '\\' ? 2 : 1;
       if (j >= n) break;
-      if (depth == 1 && expect_key && !(keys[(*nk)++] = key_at(h, i, j + 1))) return -1;
+      if (expect_key && depth == 1) {
+        inner[*nk] = 0;
+        if (!(keys[(*nk)++] = key_at(h, i, j + 1))) return -1;
+      } else if (expect_key && depth == 2 && *nk > 0) {
+        inner[*nk - 1]++;
+      }
       expect_key = 0;
       i = j;
     } else if (ch == '{' || ch == '[') {
-      depth++;
-      expect_key = ch == '{' && depth == 1;
+      if (++depth > ST_MAX_DEPTH) break;
+      is_obj[depth] = ch == '{';
+      expect_key = ch == '{';
     } else if (ch == '}' || ch == ']') {
-      depth--;
+      if (depth > 0) depth--;
     } else if (ch == ',') {
-      expect_key = depth == 1;
+      expect_key = depth > 0 && is_obj[depth];
     }
   }
   return 0;
@@ -251,31 +260,44 @@ static int first_repeat(json_object **keys, int nk) {
   return -1;
 }
 
-/* No key with a NUL, no key twice (nunique: the keys json-c kept). */
-static int check_keys(const st_ctx *c, const char *h, size_t n, int nunique) {
-  int cap = nunique + 1, nk = 0, rc = 0; /* one more key than json-c kept is a repeat */
-  json_object **keys = calloc((size_t)cap, sizeof *keys);
-  if (!keys || collect_keys(h, n, keys, cap, &nk)) {
-    snprintf(c->msg, c->msgn, "'%s': out of memory", c->path);
-    rc = -1;
-  }
-  for (int i = 0; i < nk && rc == 0; i++)
+/* No key with a NUL, no key twice: not a tensor, not a field of an entry
+ * (json-c keeps one of them silently, another reader might keep the other). */
+static int keys_problem(const st_ctx *c, json_object *root, json_object **keys, const int *inner, int nk) {
+  for (int i = 0; i < nk; i++)
     if (strlen(json_object_get_string(keys[i])) != (size_t)json_object_get_string_len(keys[i])) {
       snprintf(c->msg, c->msgn, "'%s': tensor name '%.200s\\u0000...' contains a NUL character", c->path,
                json_object_get_string(keys[i]));
-      rc = -1;
+      return -1;
     }
-  if (rc == 0 && nk > nunique) {
+  if (nk > json_object_object_length(root)) {
     int r = first_repeat(keys, nk);
-    if (r >= 0)
-      snprintf(c->msg, c->msgn, "'%s': tensor '%.200s' appears twice in the header", c->path,
-               json_object_get_string(keys[r]));
-    else
-      snprintf(c->msg, c->msgn, "'%s': the header repeats a key", c->path);
-    rc = -1;
+    snprintf(c->msg, c->msgn, "'%s': tensor '%.200s' appears twice in the header", c->path,
+             r >= 0 ? json_object_get_string(keys[r]) : "?");
+    return -1;
   }
+  for (int i = 0; i < nk; i++) {
+    json_object *e = NULL;
+    json_object_object_get_ex(root, json_object_get_string(keys[i]), &e);
+    if (json_object_is_type(e, json_type_object) && inner[i] != json_object_object_length(e)) {
+      snprintf(c->msg, c->msgn, "'%s': tensor '%.200s': its entry names a field twice", c->path,
+               json_object_get_string(keys[i]));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int check_keys(const st_ctx *c, const char *h, size_t n, json_object *root) {
+  int cap = json_object_object_length(root) + 1, nk = 0, rc = -1; /* one key more than json-c kept: a repeat */
+  json_object **keys = calloc((size_t)cap, sizeof *keys);
+  int *inner = calloc((size_t)cap, sizeof *inner);
+  if (!keys || !inner || collect_keys(h, n, keys, inner, cap, &nk))
+    snprintf(c->msg, c->msgn, "'%s': out of memory", c->path);
+  else
+    rc = keys_problem(c, root, keys, inner, nk);
   for (int i = 0; keys && i < nk; i++) json_object_put(keys[i]);
   free(keys);
+  free(inner);
   return rc;
 }
 
@@ -372,7 +394,7 @@ static int read_image(const st_ctx *c, const char *buf, size_t len, rt_st_file *
   }
   json_object *root = parse_json(c, buf + 8, (size_t)hn);
   if (!root) return -1;
-  if (check_keys(c, buf + 8, (size_t)hn, json_object_object_length(root))) {
+  if (check_keys(c, buf + 8, (size_t)hn, root)) {
     json_object_put(root);
     return -1;
   }

@@ -85,6 +85,8 @@ W=run/best.safetensors
 # ---- weights files (item 8 and 10) ----
 st $W dup.st 'raw = json.dumps(h)[:-1] + ", \"fc1.bias\": " + json.dumps(h["fc1.bias"]) + "}"'
 expect dup 1 "'dup.st': tensor 'fc1.bias' appears twice in the header" E --weights dup.st
+st $W dupfield.st 'raw = json.dumps(h).replace("\"dtype\": \"F32\", \"shape\": [3]", "\"dtype\": \"F32\", \"dtype\": \"F16\", \"shape\": [3]", 1)'
+expect dupfield 1 "'dupfield.st': tensor 'fc1.bias': its entry names a field twice" E --weights dupfield.st
 st $W nul.st 'raw = json.dumps(h).replace("\"fc1.bias\"", "\"fc1.bias\\u0000evil\"")'
 expect nul 1 "'nul.st': tensor name 'fc1.bias\\u0000...' contains a NUL character" E --weights nul.st
 st $W overlap.st 'h["out.bias"]["data_offsets"] = [h["fc1.bias"]["data_offsets"][0], h["fc1.bias"]["data_offsets"][0] + 4]'
