@@ -64,15 +64,28 @@ static int meta_value(const rt_st_file *f, const char *path, int k, int64_t *v, 
   return 0;
 }
 
+/* "f32[64, 256]" */
+static void type_str(lathe_dtype dt, int rank, const int64_t *d, char *buf, size_t n) {
+  ir_shape s = {.rank = rank};
+  for (int j = 0; j < rank; j++) s.d[j] = d[j];
+  char sh[128];
+  ir_shape_str(&s, sh, sizeof sh);
+  snprintf(buf, n, "%s%s", lathe_dtype_name(dt), sh);
+}
+
 static int load_history(const rt_st_file *f, const char *path, tr_meta *meta, lathe_error *err) {
   const rt_st_entry *h = rt_st_find(f, HIST_NAME);
   int64_t rows = h ? h->t.shape[0] : 0;
-  if (h && (h->t.dtype != LATHE_F32 || h->t.rank != 2 || h->t.shape[1] != 3))
-    return api_fail(err, LATHE_EUSER, "'%s': tensor '%s': expected f32[%lld, 3], got %s of rank %d", path, HIST_NAME,
-                    (long long)meta->epoch, lathe_dtype_name(h->t.dtype), h->t.rank);
+  if (h && (h->t.dtype != LATHE_F32 || h->t.rank != 2 || h->t.shape[1] != 3)) {
+    char got[160];
+    type_str(h->t.dtype, h->t.rank, h->t.shape, got, sizeof got);
+    return api_fail(err, LATHE_EUSER, "'%s': tensor '%s': expected f32[%lld, 3], got %s", path, HIST_NAME,
+                    (long long)meta->epoch, got);
+  }
   if (rows != meta->epoch)
-    return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has %lld epochs of history, but the checkpoint is at epoch %lld",
-                    path, HIST_NAME, (long long)rows, (long long)meta->epoch);
+    return api_fail(err, LATHE_EUSER,
+                    "'%s': tensor '%s' has %lld epochs of history, but the checkpoint is at epoch %lld", path,
+                    HIST_NAME, (long long)rows, (long long)meta->epoch);
   if (rows == 0) return 0;
   meta->hist = malloc((size_t)rows * 3 * sizeof(float));
   if (!meta->hist) return api_fail(err, LATHE_ENOMEM, "out of memory");
@@ -97,19 +110,14 @@ static int load_meta(const rt_st_file *f, const char *path, tr_meta *meta, lathe
   return load_history(f, path, meta, err);
 }
 
-/* "f32[64, 256]" */
-static void type_str(lathe_dtype dt, int rank, const int64_t *d, char *buf, size_t n) {
-  ir_shape s = {.rank = rank};
-  for (int j = 0; j < rank; j++) s.d[j] = d[j];
-  char sh[128];
-  ir_shape_str(&s, sh, sizeof sh);
-  snprintf(buf, n, "%s%s", lathe_dtype_name(dt), sh);
-}
-
 /* Exactly the parameter's dtype and shape: the same element count in another
  * shape (a transposed matrix) would load scrambled. */
-static int check_tensor(const char *path, const ir_param *pr, const rt_st_entry *e, lathe_error *err) {
-  int same = e->t.dtype == LATHE_F32 && e->t.rank == pr->shape.rank;
+static int check_tensor(const char *path, const ir_param *pr, const rt_st_entry *e, int weights_only,
+                        lathe_error *err) {
+  /* given weights may be f16 or bf16 (imported models), converted on load */
+  lathe_dtype dt = e->t.dtype;
+  int same = (dt == LATHE_F32 || (weights_only && (dt == LATHE_F16 || dt == LATHE_BF16))) &&
+             e->t.rank == pr->shape.rank;
   for (int j = 0; same && j < pr->shape.rank; j++) same = e->t.shape[j] == pr->shape.d[j];
   if (!same) {
     char want[160], got[160];
@@ -143,7 +151,7 @@ static int apply_params(const rt_st_file *f, const char *path, lathe_program *p,
     if (!e && !pr->state)
       return api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s' (the model expects f32%s)", path, pr->name,
                       ir_shape_str(&pr->shape, (char[128]){0}, 128));
-    if (e && !(weights_only && pr->state) && check_tensor(path, pr, e, err)) return -1;
+    if (e && !(weights_only && pr->state) && check_tensor(path, pr, e, weights_only, err)) return -1;
   }
   for (int i = 0; i < p->g.nparams; i++) {
     const ir_param *pr = &p->g.params[i];
@@ -151,7 +159,8 @@ static int apply_params(const rt_st_file *f, const char *path, lathe_program *p,
     lathe_tensor view;
     if (lathe_param_view(p, i, &view))
       return api_fail(err, LATHE_EINTERNAL, "internal error: parameters not allocated");
-    if (e && !(weights_only && pr->state)) memcpy(view.data, e->t.data, (size_t)lathe_tensor_bytes(&view));
+    if (e && !(weights_only && pr->state))
+      rt_convert(e->t.data, e->t.dtype, view.data, LATHE_F32, lathe_tensor_numel(&view));
     else memset(view.data, 0, (size_t)lathe_tensor_bytes(&view));
   }
   return 0;
@@ -200,20 +209,15 @@ int tr_weights_load(const char *path, lathe_program *p, lathe_error *err) {
   return rc;
 }
 
-/* A complete log line the checkpoint at step covers: any event before it,
- * and its own step's training and validation events (written before the
- * checkpoint was). */
+/* A complete log line the checkpoint at step covers: an event of that step
+ * or before (its training and validation events are written before the
+ * checkpoint; early_stop after it, but a resumed run does not repeat it). */
 static int log_line_kept(const char *line, size_t n, int64_t step) {
   json_tokener *tok = n <= INT32_MAX ? json_tokener_new() : NULL;
-  json_object *o = tok ? json_tokener_parse_ex(tok, line, (int)n) : NULL, *js, *jsp;
+  json_object *o = tok ? json_tokener_parse_ex(tok, line, (int)n) : NULL, *js;
   json_tokener_free(tok);
-  int keep = 0;
-  if (o && json_object_object_get_ex(o, "step", &js) && json_object_is_type(js, json_type_int) &&
-      json_object_object_get_ex(o, "split", &jsp) && json_object_is_type(jsp, json_type_string)) {
-    int64_t s = json_object_get_int64(js);
-    const char *split = json_object_get_string(jsp);
-    keep = s < step || (s == step && (!strcmp(split, "train") || !strcmp(split, "val")));
-  }
+  int keep = o && json_object_object_get_ex(o, "step", &js) && json_object_is_type(js, json_type_int) &&
+             json_object_get_int64(js) <= step;
   json_object_put(o);
   return keep;
 }

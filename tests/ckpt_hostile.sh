@@ -112,6 +112,8 @@ mk ep && st run/last.safetensors ep/last.safetensors 'seti64("__meta.epoch", 2**
 expect epoch 1 "tensor '__meta.epoch': 9223372036854775807 is out of range" T --out ep --resume --epochs 5
 mk neg && st run/last.safetensors neg/last.safetensors 'seti64("__meta.step", -1)'
 expect step 1 "tensor '__meta.step': -1 is out of range" T --out neg --resume --epochs 5
+mk bad && st run/last.safetensors bad/last.safetensors 'seti64("__meta.bad_epochs", 7)'
+expect position 1 "'bad/last.safetensors': the checkpoint's position does not add up: step 18, epoch 3, 7 epochs" T --out bad --resume --epochs 5
 mk hist && st run/last.safetensors hist/last.safetensors 'seti64("__meta.epoch", 2)'
 expect history 1 "tensor '__meta.history' has 3 epochs of history, but the checkpoint is at epoch 2" T --out hist --resume --epochs 5
 mk unk && st run/last.safetensors unk/last.safetensors 'put("fc9.weight", "F32", [1], struct.pack("<f", 1))'
@@ -156,6 +158,11 @@ expect weights_transposed 1 "'wtr.st': tensor 'fc1.weight': expected f32[2, 3], 
 st $W wmiss.st 'del h["out.bias"]'
 expect weights_missing 1 "'wmiss.st': missing tensor 'out.bias' (the model expects f32[1])" T --weights wmiss.st
 expect weights_nan 1 "'nan.st': tensor 'fc1.weight': element 4 is NaN" T --weights nan.st
+# f16 and bf16 weights (imported models) are converted; an i32 tensor is refused
+st $W wbf16.st 'put("out.bias", "BF16", [1], b"\x80\x3f")'
+expect weights_bf16 0 "trained" T --weights wbf16.st --epochs 1
+st $W wi32.st 'put("out.bias", "I32", [1], b"\1\0\0\0")'
+expect weights_i32 1 "'wi32.st': tensor 'out.bias': expected f32[1], got i32[1]" T --weights wi32.st
 expect weights_resume 1 "--resume and --weights cannot be combined" T --out run --resume --weights $W
 expect weights_nofile 1 "no-such.st" T --weights no-such.st
 
