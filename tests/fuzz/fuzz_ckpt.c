@@ -3,7 +3,7 @@
  * every weight and optimizer tensor): any bytes must give a position in range
  * with every parameter loaded, or an error that leaves the parameters as they
  * were; never a crash, hang or leak. The model is the tiny regression model
- * the seed corpus (tests/fuzz/seed_ckpt/, written by lathe train --out) was
+ * the seed corpus (tests/fuzz/seeds/ckpt/, written by lathe train --out) was
  * trained with; its training step is compiled once, for the interpreter.
  * Everything happens in memory: no file is written. */
 #include <stddef.h>
