@@ -130,21 +130,26 @@ static int check_tensor(const char *path, const ir_param *pr, const rt_st_entry 
   return 0;
 }
 
-/* Names starting "__" are the run's metadata (this file's "__meta.*", and
- * whatever else a checkpoint records about the run); anything else must be a
- * parameter of the program. */
-static int check_names(const rt_st_file *f, const char *path, const lathe_program *p, lathe_error *err) {
-  for (int k = 0; k < f->n; k++)
-    if (strncmp(f->e[k].name, "__", 2) != 0 && ir_find_param(&p->g, f->e[k].name) < 0)
-      return api_fail(err, LATHE_EUSER, "'%s': unexpected tensor '%s': model '%s' has no such parameter", path,
-                      f->e[k].name, p->g.model_name);
+/* Names starting "__" are the run's metadata (this file's "__meta.*", the
+ * preprocessing, whatever else a checkpoint records about the run); anything
+ * else must be a parameter of the program, but for given weights any "opt.*"
+ * (another optimizer's state) is ignored too. */
+static int check_names(const rt_st_file *f, const char *path, const lathe_program *p, int weights_only,
+                       lathe_error *err) {
+  for (int k = 0; k < f->n; k++) {
+    const char *name = f->e[k].name;
+    if (strncmp(name, "__", 2) == 0 || (weights_only && strncmp(name, "opt.", 4) == 0)) continue;
+    if (ir_find_param(&p->g, name) < 0)
+      return api_fail(err, LATHE_EUSER, "'%s': unexpected tensor '%s': model '%s' has no such parameter", path, name,
+                      p->g.model_name);
+  }
   return 0;
 }
 
 /* Check every tensor first, then copy: a refused file changes nothing.
  * weights_only: the optimizer state starts at zero (and may be absent). */
 static int apply_params(const rt_st_file *f, const char *path, lathe_program *p, int weights_only, lathe_error *err) {
-  if (check_names(f, path, p, err)) return -1;
+  if (check_names(f, path, p, weights_only, err)) return -1;
   for (int i = 0; i < p->g.nparams; i++) {
     const ir_param *pr = &p->g.params[i];
     const rt_st_entry *e = rt_st_find(f, pr->name);

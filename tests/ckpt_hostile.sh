@@ -163,6 +163,11 @@ st $W wbf16.st 'put("out.bias", "BF16", [1], b"\x80\x3f")'
 expect weights_bf16 0 "trained" T --weights wbf16.st --epochs 1
 st $W wi32.st 'put("out.bias", "I32", [1], b"\1\0\0\0")'
 expect weights_i32 1 "'wi32.st': tensor 'out.bias': expected f32[1], got i32[1]" T --weights wi32.st
+# another optimizer's state in W is ignored; an unknown weight is not
+st $W wopt.st 'put("opt.momentum_buffer.fc1.weight", "F32", [1], struct.pack("<f", 1))'
+expect weights_other_opt 0 "trained" T --weights wopt.st --epochs 1
+st $W wunk.st 'put("fc9.weight", "F32", [1], struct.pack("<f", 1))'
+expect weights_unknown 1 "'wunk.st': unexpected tensor 'fc9.weight': model 'tiny' has no such parameter" T --weights wunk.st
 expect weights_resume 1 "--resume and --weights cannot be combined" T --out run --resume --weights $W
 expect weights_nofile 1 "no-such.st" T --weights no-such.st
 
