@@ -587,11 +587,13 @@ static void compare(const char *what, lathe_program *a, lathe_program *b) {
       double xa = ((float *)x.data)[k], yb = ((float *)y.data)[k];
       if (close_enough(xa, yb)) continue;
       /* Adam's first step moves a weight by lr * g / (|g| + eps): for a
-       * gradient near eps (1e-8) its slope is lr / eps, so the last-bit
-       * difference of two GEMM kernels (a folded transpose at -O3, an
-       * explicit one at -O0; OpenBLAS's SkylakeX kernels round them apart)
-       * shows as up to lr in a few weights. Allow that in 1 value of 1000,
-       * bounded by the largest learning rate of the examples (3e-3). */
+       * gradient near eps (1e-8) its slope is lr / eps, so a last-bit
+       * difference between the two programs' products (-O3 folds transposes
+       * into the GEMM's flags; OpenBLAS's kernels other than the Haswell pin,
+       * e.g. the generic one it picks on an unknown Sapphire Rapids, round
+       * those calls apart) shows as up to lr in a few weights. Allow that in
+       * 1 value of 1000, bounded by the largest learning rate of the
+       * examples (3e-3). */
       if (!strncmp(name, "new.", 4) && fabs(xa - yb) <= 3e-3 && ++amplified * 1000 <= n) continue;
       bad++, first = first < 0 ? k : first;
     }
