@@ -3,13 +3,7 @@
 # each ends in a clear error naming file, line (or example), column and value,
 # exit status 1, never a silent wrong answer (a label 2.9 trained as class 2,
 # an int64 label 2^32 wrapped to 0, a dropped first row). $1 is the lathe binary.
-set -u
-LATHE=${1:?usage: data_hostile.sh LATHE}
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib/common.sh"
 MLP=examples/mlp.nn
 FAST=(--epochs 1 --backend interp --quiet)
 
@@ -100,5 +94,4 @@ refused "wide npy" "lathe: error: $tmp/wide.npy: 'x' has too many elements per e
 refused "IDX label 2.5" "lathe: error: $tmp/lab.idx: example 3: label 2.5 is not an integer class" \
   train $MLP --data "$tmp/img.idx,$tmp/lab.idx" --batch 2 "${FAST[@]}"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

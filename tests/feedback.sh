@@ -5,13 +5,7 @@
 # log.jsonl, early stopping says when and why it stopped (and a resumed run
 # that had already stopped says so again and still evaluates). $1 is the
 # lathe binary.
-set -u
-LATHE=${1:?usage: feedback.sh LATHE}
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib/common.sh"
 
 # A small two-class problem: 200 rows, 4 features, label = x1 + x2 > 0.
 awk 'BEGIN { srand(3); for (i = 0; i < 200; i++) { a = rand() - 0.5; b = rand() - 0.5; c = rand(); d = rand();
@@ -88,5 +82,4 @@ cmp -s "$tmp/e.out" "$tmp/r.out" && ok || bad "resumed metrics differ: $(cat "$t
   && ok || bad "resume of a finished run: $(cat "$tmp/f.err")"
 cmp -s "$tmp/a.out" "$tmp/f.out" && ok || bad "finished resume metrics differ: $(cat "$tmp/f.out")"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -6,37 +6,13 @@
 # error (ENOSPC from /dev/full) on any output, log.jsonl or stdout ends in
 # exit 1 naming the file; an unwritable --plot path fails before training.
 # $1 is the lathe binary.
-set -u
-LATHE=${1:?usage: files_edge.sh LATHE}
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib/common.sh"
 islink() { [ -L "$1" ] && ok || bad "$1 is no longer a symbolic link"; }
 isnpy() { [ "$(head -c 6 "$1" | tail -c 5)" = "NUMPY" ] && ok || bad "$1 is not a .npy file"; }
 has() { grep -q -F -- "$2" "$1" && ok || bad "want '$2' in: $(cat "$1")"; }
 
-# x: f32[4, 64] of zeros as .npy (version 1.0, header padded to 128 bytes)
-hdr="{'descr': '<f4', 'fortran_order': False, 'shape': (4, 64), }"
-{ printf '\x93NUMPY\x01\x00\x76\x00%s' "$hdr"; printf '%*s\n' $((117 - ${#hdr})) ''; head -c 1024 /dev/zero; } \
-  >"$tmp/x.npy"
-awk 'BEGIN { srand(3); for (i = 0; i < 200; i++) { a = rand(); b = rand(); printf "%f,%f,%f,%f,%d\n", a, b, a * b, a - b, (a > b ? 1 : 0) } }' \
-  >"$tmp/d.csv"
-cat >"$tmp/m.nn" <<'NN'
-model small
-input  x : f32[batch, 4]
-target y : i32[batch]
-h = dense(x, 16, name="fc1") |> relu
-logits = dense(h, 2, name="out")
-output probs = softmax(logits)
-loss = cross_entropy(logits, y)
-train {
-  optimizer = adam(lr=1e-2)
-  epochs = 2
-  batch = 32
-}
-NN
+npy_zeros "$tmp/x.npy"
+small_task "$tmp"
 "$LATHE" init examples/mlp.nn -o "$tmp/w.safetensors" >/dev/null 2>&1 || bad "init"
 run() { "$LATHE" run examples/mlp.nn --weights "$tmp/w.safetensors" --in x="$tmp/x.npy" "$@"; }
 train() { "$LATHE" train "$tmp/m.nn" --data "$tmp/d.csv" --quiet "$@"; }
@@ -153,5 +129,4 @@ st=$?
 [ "$st" -eq 1 ] && ok || bad "lathe train --json > /dev/full: exit $st, want 1"
 has "$tmp/err" "cannot write to stdout"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

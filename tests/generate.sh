@@ -4,13 +4,7 @@
 # the same text as --recompute, a prompt longer than T (sliding window), the
 # LSTM's fallback note, and user errors (exit status 1 with a message).
 # $1 is the lathe binary.
-set -u
-LATHE=${1:?usage: generate.sh LATHE}
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib/common.sh"
 
 "$LATHE" init examples/gpt.nn -o "$tmp/gpt.safetensors" --seed 4 >/dev/null 2>&1 && ok || bad "init gpt"
 "$LATHE" init examples/lstm.nn -o "$tmp/lstm.safetensors" --seed 4 >/dev/null 2>&1 && ok || bad "init lstm"
@@ -52,5 +46,4 @@ err "nope.safetensors" examples/gpt.nn --weights "$tmp/nope.safetensors" --token
 err "missing tensor" examples/gpt.nn --weights "$tmp/lstm.safetensors" --tokens 3
 err "token-sequence" examples/mlp.nn --weights "$tmp/gpt.safetensors" --tokens 3
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -7,14 +7,8 @@
 # 10^9 streams (bounded memory) and stops at once when stdout goes away;
 # counts above the documented maximum and a full disk are errors.
 # $1 is the lathe binary.
-set -u
+. "$(dirname "$0")/lib/common.sh"
 export LC_ALL=C # byte counts: ${#s} and head -c agree
-LATHE=${1:?usage: generate_hostile.sh LATHE}
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 
 "$LATHE" init examples/gpt.nn -o "$tmp/gpt.safetensors" --seed 4 >/dev/null 2>&1 && ok || bad "init gpt"
 "$LATHE" init examples/lstm.nn -o "$tmp/lstm.safetensors" --seed 4 >/dev/null 2>&1 && ok || bad "init lstm"
@@ -93,5 +87,4 @@ if [ -w /dev/full ]; then
     && ok || bad "/dev/full: exit $rc, stderr '$(cat "$tmp/full.err")'"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -6,43 +6,16 @@
 # accepted too, as the loader's own clear error. Before the fix OpenBLAS's
 # worker thread (and the first sgemm) retried a failing 128 MiB buffer
 # allocation for ever between about 210 and 500 MB. $1 is the lathe binary.
-set -u
-LATHE=${1:?usage: memlimit.sh LATHE}
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib/common.sh"
 # A sanitizer build reserves terabytes of shadow memory: it cannot run under ulimit -v at all.
 if ldd "$LATHE" 2>/dev/null | grep -q -E 'libasan|libtsan'; then
   echo "SKIPPED (loudly): $LATHE is a sanitizer build, which cannot run under ulimit -v" >&2
   echo "0 passed, 0 failed, 1 skipped"
   exit 0
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 
-# x: f32[4, 64] of zeros as .npy (version 1.0, header padded to 128 bytes)
-npy_zeros() {
-  local hdr="{'descr': '<f4', 'fortran_order': False, 'shape': (4, 64), }"
-  { printf '\x93NUMPY\x01\x00\x76\x00%s' "$hdr"; printf '%*s\n' $((117 - ${#hdr})) ''; head -c 1024 /dev/zero; } >"$1"
-}
 npy_zeros "$tmp/x.npy"
-# a 200-row CSV: 4 features, class 0/1 target
-awk 'BEGIN { srand(3); for (i = 0; i < 200; i++) { a = rand(); b = rand(); printf "%f,%f,%f,%f,%d\n", a, b, a * b, a - b, (a > b ? 1 : 0) } }' \
-  >"$tmp/d.csv"
-cat >"$tmp/m.nn" <<'NN'
-model small
-input  x : f32[batch, 4]
-target y : i32[batch]
-h = dense(x, 16, name="fc1") |> relu
-logits = dense(h, 2, name="out")
-output probs = softmax(logits)
-loss = cross_entropy(logits, y)
-train {
-  optimizer = adam(lr=1e-2)
-  epochs = 2
-  batch = 32
-}
-NN
+small_task "$tmp"
 "$LATHE" init examples/mlp.nn -o "$tmp/w.safetensors" >/dev/null 2>&1 || bad "init without a limit"
 
 # One command under a limit of $1 MB: exit 0, or 1 with "out of memory", or the loader's 127.
@@ -72,5 +45,4 @@ done
 (ulimit -v $((300 * 1024)) && exec timeout 20 "$LATHE" run examples/mlp.nn --weights "$tmp/w.safetensors" \
   --in x="$tmp/x.npy") >/dev/null 2>"$tmp/err"
 grep -q "lathe: error: out of memory: OpenBLAS's buffers" "$tmp/err" && ok || bad "no OpenBLAS message: $(cat "$tmp/err")"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

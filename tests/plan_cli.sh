@@ -2,13 +2,7 @@
 # plan_cli.sh -- `lathe check --kernels` prints the kernel plan (forward and
 # --train), --dump-dir writes it to plan.txt next to the pass dumps, and the
 # help says so. $1 is the lathe binary.
-set -u
-LATHE=${1:?usage: plan_cli.sh LATHE}
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib/common.sh"
 has() { grep -q -- "$2" "$1" && ok || bad "$1 lacks '$2': $(head -5 "$1")"; }
 
 "$LATHE" check examples/mlp.nn --bind batch=4 --kernels >"$tmp/fwd" 2>&1 && ok || bad "check --kernels failed"
@@ -35,5 +29,4 @@ has "$tmp/dump/plan.txt" "^kernel plan: 5 kernels"
 has "$tmp/help" "--kernels"
 has "$tmp/help" "plan.txt"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

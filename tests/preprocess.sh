@@ -6,19 +6,13 @@
 # --normalize that disagrees with the checkpoint is refused by run and eval.
 # $1 is the lathe binary. Needs python3 (standard library only) to turn the
 # CSV into .npy arrays and score the outputs.
-set -u
-LATHE=${1:?usage: preprocess.sh LATHE}
+. "$(dirname "$0")/lib/common.sh"
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 if [ ! -f "$DIGITS" ] || ! command -v python3 >/dev/null; then
   echo "SKIPPED (loudly): needs $DIGITS (apt-get install python3-sklearn) and python3" >&2
   echo "0 passed, 0 failed, 1 skipped"
   exit 0
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 metric() { grep -E "^$1: " "$2" | head -1 | awk '{print $NF}'; }
 
 # npy SHAPE OUT: the raw features of every row as f32 .npy of that shape
@@ -133,5 +127,4 @@ same_as_eval restarts examples/mlp.nn "$tmp/r/best.safetensors" "$tmp/x.npy"
 [ $? -eq 1 ] && grep -q "error: --normalize standard: the weights '.*init.safetensors' carry no normalisation statistics" \
   "$tmp/ni.err" && ok || bad "run --normalize without statistics: $(cat "$tmp/ni.err")"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -9,33 +9,11 @@
 #include "data.h"
 #include "runtime.h"
 #include "test.h"
+#include "test_scratch.h"
 
 #define DIGITS "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz"
 
-static char dir[64];
 static char msg[512];
-
-static const char *tmp(const char *name) {
-  static char buf[4][256];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-  return buf[k];
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  fwrite(data, 1, n, f);
-  fclose(f);
-}
-
-static void write_gz(const char *path, const void *data, size_t n) {
-  gzFile g = gzopen(path, "wb");
-  gzwrite(g, data, (unsigned)n);
-  gzclose(g);
-}
-
-static void write_text(const char *name, const char *text) { write_file(tmp(name), text, strlen(text)); }
 
 /* ---- CSV ---- */
 
@@ -396,8 +374,7 @@ static void test_digits_pipeline(void) {
 }
 
 int main(void) {
-  snprintf(dir, sizeof dir, "/tmp/lathe_test_data_XXXXXX");
-  if (!mkdtemp(dir)) return 1;
+  if (!scratch_open("data")) return 1;
   test_csv_digits();
   test_csv_header_and_target();
   test_csv_errors();
@@ -407,8 +384,6 @@ int main(void) {
   test_split();
   test_norm_and_batches();
   test_digits_pipeline();
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  scratch_close();
   return TEST_REPORT();
 }

@@ -12,25 +12,9 @@
 #include "data.h"
 #include "runtime.h"
 #include "test.h"
+#include "test_scratch.h"
 
-static char dir[64];
 static char msg[512];
-
-static const char *tmp(const char *name) {
-  static char buf[4][256];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-  return buf[k];
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  fwrite(data, 1, n, f);
-  fclose(f);
-}
-
-static void write_text(const char *name, const char *text) { write_file(tmp(name), text, strlen(text)); }
 
 /* want: a format with one %s, the file's path. */
 static void expect_msg(const char *want, const char *path) {
@@ -252,8 +236,7 @@ static void test_idx(void) {
 }
 
 int main(void) {
-  snprintf(dir, sizeof dir, "/tmp/lathe_test_hostile_XXXXXX");
-  if (!mkdtemp(dir)) return 1;
+  if (!scratch_open("hostile")) return 1;
   test_csv_header_rule();
   test_csv_cells();
   test_csv_huge_lines();
@@ -261,8 +244,6 @@ int main(void) {
   test_csv_labels();
   test_npy();
   test_idx();
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  scratch_close();
   return TEST_REPORT();
 }

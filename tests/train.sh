@@ -3,19 +3,13 @@
 # (scikit-learn's digits.csv.gz): accuracy, eval reproducing the test split,
 # bit-exact --resume, checkpoints that survive SIGKILL at random moments, and
 # a clean stop on a diverging run. $1 is the lathe binary.
-set -u
-LATHE=${1:?usage: train.sh LATHE}
+. "$(dirname "$0")/lib/common.sh"
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 if [ ! -f "$DIGITS" ]; then
   echo "SKIPPED (loudly): $DIGITS is missing (apt-get install python3-sklearn)" >&2
   echo "0 passed, 0 failed, 1 skipped"
   exit 0
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 # A line "test accuracy: 0.9722" -> 0.9722
 metric() { grep -E "^$1: " "$2" | head -1 | awk '{print $NF}'; }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
@@ -87,5 +81,4 @@ ge "${cacc:-0}" 0.96 && ok || bad "cnn test accuracy ${cacc:-none} < 0.96"
   && ok || bad "missing data file message"
 "$LATHE" train examples/mlp.nn >/dev/null 2>"$tmp/e"; [ $? -eq 1 ] && ok || bad "no --data accepted"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

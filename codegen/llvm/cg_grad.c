@@ -355,7 +355,7 @@ static void e_layernorm_grad(cg_k *k) {
 }
 
 /* dx of layernorm plus the residual gradient that the add after it sums
- * with (cg_jit.c's find_residual_norms): arguments out, x, w, dy, r; out =
+ * with (the plan's find_residual_norms, plan/plan_group.c): arguments out, x, w, dy, r; out =
  * r + dx, stored once instead of dx being stored and read back by an add.
  * Split over the pool from 64K elements, as the forward's add+layernorm. */
 void cg_emit_layernorm_grad_add(cg_k *k) {

@@ -427,7 +427,7 @@ static void e_layernorm(cg_k *k) {
 
 static void ln_pro_row(cg_k *k, V r, void *ctx) { ln_row(k, r, *(const int64_t *)ctx, 1); }
 
-/* layernorm(p + q) that also stores x = p + q (cg_jit.c's find_residual_norms):
+/* layernorm(p + q) that also stores x = p + q (the plan's find_residual_norms, plan/plan_group.c):
  * kernel arguments y, p, q, w, b, x. The rows are independent: split over
  * the pool when big. Each x and y is computed as the two kernels would,
  * so the results are bit-identical to theirs. */
