@@ -20,6 +20,10 @@ int fe_lw_reduce(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_pool(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_arange(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_slice(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_one_hot(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_cumsum(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_gather(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_stack(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_dense(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_conv2d(fe_lctx *L, fe_args *a, fe_val *out);
@@ -69,6 +73,10 @@ const fe_builtin fe_builtins[] = {
   {"slice", IR_SLICE, fe_lw_slice, 3, 4,
    {{"x", T}, {"axis", AK_INT}, {"start", AK_INT}, {"end", AK_INT}}, 0},
   {"arange", IR_ARANGE, fe_lw_arange, 1, 1, {{"n", AK_INT}}, 0},
+  {"one_hot", IR_ONE_HOT, fe_lw_one_hot, 2, 2, {{"ids", T}, {"n", AK_INT}}, 0},
+  {"cumsum", IR_CUMSUM, fe_lw_cumsum, 2, 2, {{"x", T}, {"axis", AK_INT}}, 0},
+  {"gather", IR_GATHER, fe_lw_gather, 3, 3, {{"x", T}, {"axis", AK_INT}, {"index", T}}, 0},
+  {"stack", IR_CONCAT, fe_lw_stack, 1, 2, {{"tensors", AK_TENSORS}, {"axis", AK_INT}}, 0},
   /* losses */
   {"cross_entropy", IR_CROSS_ENTROPY, fe_lw_loss, 2, 3,
    {{"logits", T}, {"labels", T}, {"label_smoothing", AK_NUM}}, 0},

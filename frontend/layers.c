@@ -263,6 +263,61 @@ int fe_lw_slice(fe_lctx *L, fe_args *a, fe_val *out) {
   return one(L, a, &at, out);
 }
 
+int fe_lw_one_hot(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  if (want_int(L, a, 1, 1, 1, &at.n)) return -1;
+  return one(L, a, &at, out);
+}
+
+int fe_lw_cumsum(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  if (want_tensor(L, a, 0, 1, IR_MAXDIM, 1, "a tensor of rank >= 1")) return -1;
+  if (fe_axis(L, get_int(a, 1, 0), shape_of(L, a->v[0].node)->rank, argloc(a, 1), &at.axis)) return -1;
+  return one(L, a, &at, out);
+}
+
+int fe_lw_gather(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_attr at = {0};
+  if (want_tensor(L, a, 0, 1, IR_MAXDIM, 0, "a tensor of rank >= 1")) return -1;
+  if (fe_axis(L, get_int(a, 1, 0), shape_of(L, a->v[0].node)->rank, argloc(a, 1), &at.axis)) return -1;
+  int in[2] = {a->v[0].node, a->v[2].node};
+  return set_out(out, fe_node(L, IR_GATHER, in, 2, &at, a->call->loc));
+}
+
+/* stack: each tensor reshaped with a new axis of size 1, then concatenated
+ * along it (no op of its own). The axis counts in the result's rank. */
+int fe_lw_stack(fe_lctx *L, fe_args *a, fe_val *out) {
+  const fe_val *lst = &a->v[0];
+  if (lst->n < 1) {
+    fe_error(L->d, argloc(a, 0), "'stack' needs at least one tensor");
+    return -1;
+  }
+  const ir_shape *s0 = shape_of(L, lst->items[0].node);
+  if (s0->rank >= IR_MAXDIM) {
+    fe_error(L->d, argloc(a, 0), "'stack' of rank-%d tensors: at most %d dimensions are supported", s0->rank,
+             IR_MAXDIM);
+    return -1;
+  }
+  ir_attr at = {0};
+  if (fe_axis(L, get_int(a, 1, 0), s0->rank + 1, argloc(a, 1), &at.axis)) return -1;
+  int *in = ar_alloc(L->A, sizeof(int) * (size_t)lst->n);
+  for (int i = 0; i < lst->n; i++) {
+    const ir_shape *si = shape_of(L, lst->items[i].node);
+    char b1[200], b2[200];
+    if (!ir_shape_eq(si, s0)) {
+      fe_error(L->d, argloc(a, 0), "'stack' needs tensors of one shape: tensor %d is %s, tensor 0 is %s", i,
+               ir_shape_str(si, b1, sizeof b1), ir_shape_str(s0, b2, sizeof b2));
+      return -1;
+    }
+    ir_attr r = {0};
+    r.nlist = s0->rank + 1;
+    for (int d = 0, k = 0; d < r.nlist; d++) r.list[d] = d == at.axis ? 1 : s0->d[k++];
+    in[i] = fe_node(L, IR_RESHAPE, &lst->items[i].node, 1, &r, a->call->loc);
+    if (in[i] < 0) return -1;
+  }
+  return set_out(out, fe_node(L, IR_CONCAT, in, lst->n, &at, a->call->loc));
+}
+
 int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out) {
   ir_attr at = {0};
   if (a->b->op == IR_CROSS_ENTROPY) {

@@ -38,7 +38,8 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_MAXPOOL2D] = ik_maxpool2d, [IR_AVGPOOL2D] = ik_avgpool2d,
   [IR_RESHAPE] = ik_reshape,    [IR_TRANSPOSE] = ik_transpose,
   [IR_CONCAT] = ik_concat,      [IR_SLICE] = ik_slice,
-  [IR_EMBEDDING] = ik_embedding,
+  [IR_EMBEDDING] = ik_embedding, [IR_ONE_HOT] = ik_one_hot,
+  [IR_GATHER] = ik_gather,      [IR_CUMSUM] = ik_cumsum,
   [IR_ATTENTION] = ik_attention, [IR_RNN] = ik_rnn,
   [IR_LSTM] = ik_lstm,          [IR_GRU] = ik_gru,
   [IR_CROSS_ENTROPY] = ik_cross_entropy, [IR_MSE] = ik_mse,
@@ -50,6 +51,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_LAYERNORM_GRAD] = ik_layernorm_grad, [IR_CONV2D_GRAD_INPUT] = ik_conv2d_grad_input,
   [IR_CONV2D_GRAD_WEIGHT] = ik_conv2d_grad_weight, [IR_POOL2D_GRAD] = ik_pool2d_grad,
   [IR_EMBEDDING_GRAD] = ik_embedding_grad, [IR_SLICE_GRAD] = ik_slice_grad,
+  [IR_GATHER_GRAD] = ik_gather_grad,
   [IR_CROSS_ENTROPY_GRAD] = ik_cross_entropy_grad, [IR_BCE_GRAD] = ik_bce_grad,
   /* training-step ops: interp_opt.c */
   [IR_MINIMUM] = ik_minimum,    [IR_SIGN] = ik_sign,

@@ -248,6 +248,22 @@ int ik_slice_grad(ik_ctx *c, const ir_node *n, double *out) {
   return 0;
 }
 
+/* dy scattered back to x's shape (list), summed where an index repeats. */
+int ik_gather_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *si = shp(c, n, 0);
+  const double *ix = ik_in(c, n, 0), *dy = ik_in(c, n, 1);
+  int ax = (int)n->attr.axis;
+  int64_t count = ir_numel(si), len = n->shape.d[ax];
+  for (int64_t e = 0; e < count; e++) {
+    double v = ix[e];
+    if (!(v >= 0 && v < (double)len && v == floor(v)))
+      return ik_fail(c, n, "index %.17g at position %lld is out of range for axis %d of size %lld", v,
+                     (long long)e, ax, (long long)len);
+    out[ik_gather_at(&n->shape, si, ax, e, (int64_t)v)] += dy[e];
+  }
+  return 0;
+}
+
 /* ---- losses: the loss gradient dl is a scalar ---- */
 
 /* d/dx_j of the mean over rows of (1-ls)(lse - x_lab) + ls mean_c(lse - x_c):

@@ -95,6 +95,10 @@ int ik_transpose(ik_ctx *c, const ir_node *n, double *out);
 int ik_concat(ik_ctx *c, const ir_node *n, double *out);
 int ik_slice(ik_ctx *c, const ir_node *n, double *out);
 int ik_embedding(ik_ctx *c, const ir_node *n, double *out);
+int ik_one_hot(ik_ctx *c, const ir_node *n, double *out);
+int ik_gather(ik_ctx *c, const ir_node *n, double *out);
+int ik_cumsum(ik_ctx *c, const ir_node *n, double *out);
+int64_t ik_gather_at(const ir_shape *sx, const ir_shape *si, int ax, int64_t e, int64_t v);
 int ik_cross_entropy(ik_ctx *c, const ir_node *n, double *out);
 int ik_mse(ik_ctx *c, const ir_node *n, double *out);
 int ik_bce(ik_ctx *c, const ir_node *n, double *out);
@@ -126,6 +130,7 @@ int ik_conv2d_grad_weight(ik_ctx *c, const ir_node *n, double *out);
 int ik_pool2d_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_embedding_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_slice_grad(ik_ctx *c, const ir_node *n, double *out);
+int ik_gather_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_cross_entropy_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_bce_grad(ik_ctx *c, const ir_node *n, double *out);
 

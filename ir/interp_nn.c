@@ -156,6 +156,24 @@ int ik_sum(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, 
 int ik_mean(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MEAN); }
 int ik_max(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MAX); }
 
+/* Running sum along attr.axis, from the start (attr.i 0) or the end (1). */
+int ik_cumsum(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0);
+  int ax = (int)n->attr.axis;
+  int64_t outer = ik_dims(sx, 0, ax), len = sx->d[ax], inner = ik_dims(sx, ax + 1, sx->rank);
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      double acc = 0.0;
+      for (int64_t s = 0; s < len; s++) {
+        int64_t l = n->attr.i ? len - 1 - s : s, at = (o * len + l) * inner + i;
+        acc += x[at];
+        out[at] = acc;
+      }
+    }
+  return 0;
+}
+
 /* Over the last axis: (x - mean) / sqrt(var + eps) * w + b, var biased. */
 int ik_layernorm(ik_ctx *c, const ir_node *n, double *out) {
   const ir_shape *sx = &ik_arg(c, n, 0)->shape;
@@ -240,6 +258,51 @@ int ik_embedding(ik_ctx *c, const ir_node *n, double *out) {
                      id, (long long)i, (long long)V);
     const double *row = w + (int64_t)id * D;
     for (int64_t j = 0; j < D; j++) out[i * D + j] = row[j];
+  }
+  return 0;
+}
+
+/* ids[...] -> ids.shape + [n]: 1 at each id's class. An id outside [0, n)
+ * is an error, as in PyTorch (never an all-zero row that hides bad data). */
+int ik_one_hot(ik_ctx *c, const ir_node *n, double *out) {
+  const double *ids = ik_in(c, n, 0);
+  int64_t count = ir_numel(&ik_arg(c, n, 0)->shape), C = n->attr.n;
+  for (int64_t i = 0; i < count; i++) {
+    double id = ids[i];
+    if (!(id >= 0 && id < (double)C && id == floor(id)))
+      return ik_fail(c, n, "id %.17g at position %lld is out of range for %lld classes", id, (long long)i,
+                     (long long)C);
+    for (int64_t j = 0; j < C; j++) out[i * C + j] = j == (int64_t)id ? 1.0 : 0.0;
+  }
+  return 0;
+}
+
+/* The flat offset in x of element e of index (index's shape), with the
+ * axis coordinate replaced by the index value v. */
+int64_t ik_gather_at(const ir_shape *sx, const ir_shape *si, int ax, int64_t e, int64_t v) {
+  int64_t at = 0, stride = 1;
+  for (int k = si->rank - 1; k >= 0; k--) {
+    int64_t coord = e % si->d[k];
+    e /= si->d[k];
+    at += (k == ax ? v : coord) * stride;
+    stride *= sx->d[k];
+  }
+  return at;
+}
+
+/* torch.gather: out[e] = x[e with its axis coordinate = index[e]]. An
+ * index outside [0, x.d[axis]) is an error, as in PyTorch. */
+int ik_gather(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape, *si = &ik_arg(c, n, 1)->shape;
+  const double *x = ik_in(c, n, 0), *ix = ik_in(c, n, 1);
+  int ax = (int)n->attr.axis;
+  int64_t count = ir_numel(si), len = sx->d[ax];
+  for (int64_t e = 0; e < count; e++) {
+    double v = ix[e];
+    if (!(v >= 0 && v < (double)len && v == floor(v)))
+      return ik_fail(c, n, "index %.17g at position %lld is out of range for axis %d of size %lld", v,
+                     (long long)e, ax, (long long)len);
+    out[e] = x[ik_gather_at(sx, si, ax, e, (int64_t)v)];
   }
   return 0;
 }

@@ -420,6 +420,42 @@ int shp_slice(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   return 0;
 }
 
+/* ids of any shape (integers) -> f32 ids.shape + [n]: one row per id. */
+int shp_one_hot(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *ids = in_(g, n, 0);
+  char b[SBUF];
+  if (!ir_dtype_is_int(ids->dtype) || ids->dtype == IR_BOOL)
+    return ir_fail(msg, mn, "one_hot: ids must be integers, got %s", tstr(ids, b));
+  if (n->attr.n < 1 || n->attr.n > IR_MAX_ELEMS)
+    return ir_fail(msg, mn, "one_hot: number of classes must be >= 1, got %lld", (long long)n->attr.n);
+  if (ids->shape.rank >= IR_MAXDIM)
+    return ir_fail(msg, mn, "one_hot: ids rank %d leaves no room for the class axis", ids->shape.rank);
+  ir_shape s = ids->shape;
+  s.d[s.rank++] = n->attr.n;
+  if (ir_numel(&s) < 0 || ir_numel(&s) > IR_MAX_ELEMS)
+    return ir_fail(msg, mn, "one_hot: result %s is too large", sh(&s, b));
+  set(n, IR_F32, &s);
+  return 0;
+}
+
+/* torch.gather: out[.., i, ..] = x[.., index[.., i, ..], ..] along the axis;
+ * the result has index's shape, which must fit in x's off the axis. */
+int shp_gather(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *x = in_(g, n, 0), *ix = in_(g, n, 1);
+  char b1[SBUF], b2[SBUF];
+  if (!ir_dtype_is_int(ix->dtype) || ix->dtype == IR_BOOL)
+    return ir_fail(msg, mn, "gather: index must be integers, got %s", tstr(ix, b1));
+  if (x->dtype == IR_BOOL) return ir_fail(msg, mn, "gather: input must be numeric, got %s", tstr(x, b1));
+  if (need_axis(n, n->attr.axis, x->shape.rank, msg, mn)) return -1;
+  int ok = ix->shape.rank == x->shape.rank;
+  for (int k = 0; ok && k < x->shape.rank; k++) ok = k == n->attr.axis || ix->shape.d[k] <= x->shape.d[k];
+  if (!ok)
+    return ir_fail(msg, mn, "gather: index %s must have the rank of input %s and no larger size off axis %lld",
+                   sh(&ix->shape, b1), sh(&x->shape, b2), (long long)n->attr.axis);
+  set(n, x->dtype, &ix->shape);
+  return 0;
+}
+
 /* ids of any shape (integers) index the rows of weight[V, D] */
 int shp_embedding(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *ids = in_(g, n, 0), *w = in_(g, n, 1);

@@ -230,6 +230,20 @@ int shp_slice_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   return 0;
 }
 
+/* index, dy (index's shape) -> list (x's shape); gather's rule read backwards */
+int shp_gather_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *ix = in_(g, n, 0), *dy = in_(g, n, 1);
+  ir_shape x;
+  if (list_shape(n, &x, msg, mn)) return -1;
+  int ok = ir_dtype_is_int(ix->dtype) && ix->dtype != IR_BOOL && ix->shape.rank == x.rank && n->attr.axis >= 0 &&
+           n->attr.axis < x.rank;
+  for (int k = 0; ok && k < x.rank; k++) ok = k == n->attr.axis || ix->shape.d[k] <= x.d[k];
+  if (!ok) return ir_fail(msg, mn, "gather_grad: needs an integer index that fits the target off the axis");
+  if (need_float(n, dy, "dy", msg, mn) || need(n, dy, "dy", &ix->shape, dy->dtype, msg, mn)) return -1;
+  set(n, dy->dtype, &x);
+  return 0;
+}
+
 int shp_cross_entropy_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *lg = in_(g, n, 0), *lb = in_(g, n, 1), *dl = in_(g, n, 2);
   if (lg->shape.rank < 1 || need_float(n, lg, "logits", msg, mn)) return ir_fail(msg, mn, "cross_entropy_grad: bad logits");

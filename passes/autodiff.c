@@ -350,6 +350,22 @@ static void r_embedding(ad_ctx *a, int id, int dy) {
   give(a, id, 1, add(a, IR_EMBEDDING_GRAD, (int[]){in(a, id, 0), dy}, 2, &at));
 }
 
+/* cumsum's gradient is the running sum of dy the other way round */
+static void r_cumsum(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = N(a, id)->attr;
+  at.i = !at.i;
+  give(a, id, 0, add1(a, IR_CUMSUM, dy, &at));
+}
+
+/* gather's gradient scatters dy back to x's shape, adding where an index repeats */
+static void r_gather(ad_ctx *a, int id, int dy) {
+  if (!want(a, id, 0)) return;
+  ir_attr at = shape_attr(&N(a, in(a, id, 0))->shape);
+  at.axis = N(a, id)->attr.axis;
+  give(a, id, 0, add(a, IR_GATHER_GRAD, (int[]){in(a, id, 1), dy}, 2, &at));
+}
+
 static void r_cross_entropy(ad_ctx *a, int id, int dy) {
   if (!want(a, id, 0)) return;
   ir_attr at = {0};
@@ -387,18 +403,26 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_SUM] = r_sum,        [IR_MEAN] = r_sum,         [IR_MAX] = r_max,         [IR_LAYERNORM] = r_layernorm,
   [IR_MAXPOOL2D] = r_pool, [IR_AVGPOOL2D] = r_pool,
   [IR_RESHAPE] = r_reshape, [IR_TRANSPOSE] = r_transpose, [IR_CONCAT] = r_concat, [IR_SLICE] = r_slice,
-  [IR_EMBEDDING] = r_embedding,
+  [IR_EMBEDDING] = r_embedding, [IR_GATHER] = r_gather, [IR_CUMSUM] = r_cumsum,
   [IR_ATTENTION] = r_fused, [IR_RNN] = r_fused,       [IR_LSTM] = r_fused,      [IR_GRU] = r_fused,
   [IR_CROSS_ENTROPY] = r_cross_entropy, [IR_MSE] = r_mse, [IR_BCE] = r_bce,
 };
 
 int ad_differentiable(int op) { return op >= 0 && op < IR_NOPS && rules[op] != NULL; }
 
+/* Does any input want a gradient? Not when all are integer (one_hot's ids):
+ * the path is cut there, so such an op needs no rule. */
+static int any_want(ad_ctx *a, int id) {
+  for (int k = 0; k < N(a, id)->nin; k++)
+    if (want(a, id, k)) return 1;
+  return 0;
+}
+
 /* Visit ids hi-1 down to lo: each node with a gradient hands it on. */
 static void backprop(ad_ctx *a, int lo, int hi) {
   for (int id = hi - 1; id >= lo && !a->failed; id--) {
     int dy = a->grad[id];
-    if (dy < 0 || !a->req[id] || ir_ops[N(a, id)->op].cat == IR_CAT_LEAF) continue;
+    if (dy < 0 || !a->req[id] || ir_ops[N(a, id)->op].cat == IR_CAT_LEAF || !any_want(a, id)) continue;
     ad_rule r = rules[N(a, id)->op];
     if (!r) {
       fail(a, "autodiff: %s (node %d) has no gradient rule", ir_ops[N(a, id)->op].name, id);

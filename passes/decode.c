@@ -228,6 +228,10 @@ static int move(dec *c, int id) {
     for (int j = 1; j < n->nin; j++)
       if (c->tax[n->in[j]] != ax) return fail(c, n, "concat of position-indexed and other tensors has no decode form");
     return same_op(c, id, ax, (int)n->attr.axis, "a concat along positions has no decode form");
+  case IR_ONE_HOT: return same_op(c, id, ax, -1, ""); /* a new last axis: positions keep theirs */
+  case IR_GATHER:
+    if (c->tax[n->in[1]] != ax) return fail(c, n, "gather of position-indexed and other tensors has no decode form");
+    return same_op(c, id, ax, (int)n->attr.axis, "a gather along positions has no decode form");
   default: /* slice */
     return same_op(c, id, ax, (int)n->attr.axis, "a slice along positions has no decode form");
   }

@@ -32,7 +32,8 @@ static pl_kind single_kind(int op) {
     [IR_SOFTMAX_GRAD] = PL_K_ROWS + 1,     [IR_LOG_SOFTMAX_GRAD] = PL_K_ROWS + 1,
     [IR_LAYERNORM_GRAD] = PL_K_ROWS + 1,   [IR_SUM_TO] = PL_K_ROWS + 1,
     [IR_BROADCAST_TO] = PL_K_MOVE + 1,     [IR_SLICE_GRAD] = PL_K_MOVE + 1,
-    [IR_EMBEDDING_GRAD] = PL_K_MOVE + 1,   [IR_KV_WRITE] = PL_K_MOVE + 1,
+    [IR_EMBEDDING_GRAD] = PL_K_MOVE + 1,   [IR_GATHER_GRAD] = PL_K_MOVE + 1,
+    [IR_KV_WRITE] = PL_K_MOVE + 1,
     [IR_CROSS_ENTROPY_GRAD] = PL_K_LOSS + 1, [IR_BCE_GRAD] = PL_K_LOSS + 1,
   };
   static const pl_kind by_cat[] = {

@@ -287,6 +287,15 @@ static int cases_for(int op, gcase *cs) {
   case IR_EMBEDDING:
     cs[n] = C(op, 2, S2(2, 3), S2(5, 4), S0), cs[n].dt[0] = IR_I32, cs[n++].lim[0] = 5;
     return n;
+  case IR_CUMSUM:
+    cs[n] = C(op, 1, S2(3, 6), S0, S0), cs[n++].attr.axis = 1;
+    cs[n] = C(op, 1, S3(2, 4, 3), S0, S0), cs[n++].attr.axis = 0;
+    cs[n] = C(op, 1, S3(2, 4, 3), S0, S0), cs[n].attr.axis = 1, cs[n++].attr.i = 1;
+    return n;
+  case IR_GATHER: /* repeated indices: the gradient adds up */
+    cs[n] = C(op, 2, S2(3, 4), S2(3, 6), S0), cs[n].dt[1] = IR_I32, cs[n].lim[1] = 4, cs[n++].attr.axis = 1;
+    cs[n] = C(op, 2, S3(3, 4, 2), S3(5, 2, 2), S0), cs[n].dt[1] = IR_I64, cs[n++].lim[1] = 3;
+    return n;
   case IR_ATTENTION:
     for (int causal = 0; causal < 2; causal++) {
       cs[n] = C(op, 5, S3(2, 3, 4), S2(4, 12), S1(12));

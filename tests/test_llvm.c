@@ -283,6 +283,20 @@ static int cases_for(int op, tcase *cs) {
     cs[n] = C2(I, S(2, 2, 7), F, S(2, 33, 5)); cs[n++].lim = 33;
     cs[n] = C2(IR_I64, S(1, 1), F, S(2, 7, 1)); cs[n++].lim = 7;
     return n;
+  case IR_ONE_HOT:
+    cs[n] = C1(I, S(2, 3, 7)); cs[n].lim = 10; cs[n++].attr.n = 10;
+    cs[n] = C1(IR_I64, S(1, 1)); cs[n].lim = 1; cs[n++].attr.n = 1;
+    return n;
+  case IR_CUMSUM:
+    cs[n] = C1(F, S(2, 3, 33)); cs[n++].attr.axis = 1;
+    cs[n] = C1(F, S(3, 2, 7, 3)); cs[n].attr.axis = 2; cs[n++].attr.i = 1;
+    cs[n] = C1(F, S(1, 1)); cs[n++].attr.axis = 0;
+    return n;
+  case IR_GATHER:
+    cs[n] = C2(F, S(2, 7, 33), I, S(2, 7, 20)); cs[n].lim = 33; cs[n++].attr.axis = 1;
+    cs[n] = C2(F, S(3, 4, 5, 3), IR_I64, S(3, 2, 9, 3)); cs[n].lim = 5; cs[n++].attr.axis = 1;
+    cs[n] = C2(I, S(2, 3, 4), I, S(2, 2, 4)); cs[n].lim = 3; cs[n++].attr.axis = 0;
+    return n;
   case IR_ATTENTION:
     for (int i = 0; i < 4; i++) { /* case 3: causal blocks of query rows, heads in parallel */
       int B = i == 2 ? 1 : 2, T = i == 2 ? 1 : i == 3 ? 130 : 7, d = i == 2 ? 4 : 8;

@@ -179,6 +179,11 @@ static void test_grad_ops(void) {
   run_case(&c);
   c = F1(IR_SLICE, m), c.attr.axis = 1, c.attr.start = 3, c.attr.end = 20;
   run_case(&c);
+  c = F2(IR_GATHER, S(3, 2, 7, 33, 0), IR_I32, S(3, 2, 9, 20, 0)); /* repeated indices add up */
+  c.dt[0] = IR_F32, c.lim = 7, c.attr.axis = 1;
+  run_case(&c);
+  c = F1(IR_CUMSUM, m), c.attr.axis = 1;
+  run_case(&c);
   c = F2(IR_CROSS_ENTROPY, S(3, 2, 3, 33, 0), IR_I32, S(2, 2, 3, 0, 0)), c.lim = 33, c.attr.f = 0.1;
   run_case(&c);
   c = F2(IR_BCE, m, IR_F32, m);

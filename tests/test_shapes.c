@@ -345,6 +345,24 @@ static void test_movement(void) {
   ir_attr sa = {.axis = -1, .start = 0, .end = 1};
   BAD(ADD(IR_SLICE, &sa, b), "slice: axis -1 out of range for rank 2");
 
+  ir_attr oh = {.n = 7}, oh0 = {.n = 0};
+  OK(ADD(IR_ONE_HOT, &oh, T("i32[2, 5]")), "f32[2, 5, 7]");
+  OK(ADD(IR_ONE_HOT, &oh, T("i64[]")), "f32[7]");
+  BAD(ADD(IR_ONE_HOT, &oh, b), "one_hot: ids must be integers, got f32[2, 5]");
+  BAD(ADD(IR_ONE_HOT, &oh0, T("i32[3]")), "one_hot: number of classes must be >= 1, got 0");
+  ir_attr c1 = {.axis = 1}, c2 = {.axis = 2};
+  OK(ADD(IR_CUMSUM, &c1, b), "f32[2, 5]");
+  BAD(ADD(IR_CUMSUM, &c2, b), "cumsum: axis 2 out of range for rank 2");
+  BAD(ADD(IR_CUMSUM, &c1, T("i32[2, 5]")), "cumsum: input must be floating-point, got i32[2, 5]");
+  OK(ADD(IR_GATHER, &c1, b, T("i32[2, 9]")), "f32[2, 9]");
+  OK(ADD(IR_GATHER, &ax0, b, T("i64[4, 3]")), "f32[4, 3]");
+  BAD(ADD(IR_GATHER, &c1, b, T("i32[3, 2]")),
+      "gather: index [3, 2] must have the rank of input [2, 5] and no larger size off axis 1");
+  BAD(ADD(IR_GATHER, &c1, b, T("i32[2]")),
+      "gather: index [2] must have the rank of input [2, 5] and no larger size off axis 1");
+  BAD(ADD(IR_GATHER, &c1, b, b), "gather: index must be integers, got f32[2, 5]");
+  BAD(ADD(IR_GATHER, &c2, b, T("i32[2, 5]")), "gather: axis 2 out of range for rank 2");
+
   int ids = T("i32[2, 5]"), id0 = T("i64[]"), emb = T("f32[100, 16]");
   OK(ADD(IR_EMBEDDING, NULL, ids, emb), "f32[2, 5, 16]");
   OK(ADD(IR_EMBEDDING, NULL, id0, emb), "f32[16]");
@@ -417,7 +435,7 @@ static void test_losses(void) {
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 44); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 47); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 

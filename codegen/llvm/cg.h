@@ -51,6 +51,8 @@ int cg_output_checked(const cg_program *p, int j);
 int cg_run_nonfinite(const cg_program *p);
 /* The kernels' status bit for it (or'd into the run's status word). */
 enum { CG_ERR_NONFINITE = 0x100 };
+/* *err codes below it (cg_jit.c names them): 4, an index of one_hot or gather outside its axis */
+enum { CG_ERR_INDEX = 4 };
 
 /* Compile times are wall clock. With several parts, opt and codegen are the
  * slowest part's (the parts run at the same time). A shared program

@@ -450,6 +450,31 @@ static void e_slice_grad(cg_k *k) {
   cg_nest(k, sy->rank, sy->d, 2, st, base, copy_body, NULL);
 }
 
+typedef struct {
+  int64_t step, len; /* the result's stride and size along the axis */
+} gg_t;
+
+/* off[0]: the index's (and dy's) element; off[1]: the result's with axis coordinate 0 */
+static void gather_grad_body(cg_k *k, V *off, void *ctx) {
+  const gg_t *g = ctx;
+  V v = cg_ldi(k, 1, off[0]), ok = LLVMBuildICmp(BLD, LLVMIntULT, v, ci(k, g->len), "");
+  cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), CG_ERR_INDEX);
+  V at = cg_add(k, off[1], cg_muli(k, cg_sel(k, ok, v, ci(k, 0)), g->step));
+  acc_out(k, at, cg_sel(k, ok, cg_ldf(k, 2, off[0]), cf(k, 0)));
+}
+
+static void e_gather_grad(cg_k *k) {
+  const ir_shape *si = SH(0);
+  int ax = (int)k->n->attr.axis;
+  int64_t st[2][IR_MAXDIM];
+  zero_out(k);
+  cg_contig_strides(si, st[0]);
+  cg_contig_strides(&k->n->shape, st[1]);
+  gg_t g = {st[1][ax], k->n->shape.d[ax]};
+  st[1][ax] = 0;
+  cg_nest(k, si->rank, si->d, 2, st, NULL, gather_grad_body, &g);
+}
+
 /* ---- losses ---- */
 
 enum { CEG_COST = 8 }; /* per element: two passes and an exp (cg_rows_for) */
@@ -514,6 +539,7 @@ static const cg_emit_fn cg_grad_ops[IR_NOPS] = {
   [IR_LAYERNORM_GRAD] = e_layernorm_grad, [IR_CONV2D_GRAD_INPUT] = e_conv2d_grad_input,
   [IR_CONV2D_GRAD_WEIGHT] = e_conv2d_grad_weight, [IR_POOL2D_GRAD] = e_pool2d_grad,
   [IR_EMBEDDING_GRAD] = e_embedding_grad, [IR_SLICE_GRAD] = e_slice_grad,
+  [IR_GATHER_GRAD] = e_gather_grad,
   [IR_CROSS_ENTROPY_GRAD] = e_cross_entropy_grad, [IR_BCE_GRAD] = e_bce_grad,
   [IR_MINIMUM ... IR_NOPS - 1] = cg_emit_opt, /* training-step ops: cg_opt.c */
 };

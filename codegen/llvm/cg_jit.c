@@ -603,10 +603,11 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
   }
   if (loss && p->loss >= 0) *loss = *(const float *)p->bufs[p->loss];
   static const char *const why[] = {"", "an embedding id is out of range", "a label is out of range for the classes",
-                                    "integer division by zero"};
+                                    "integer division by zero", "a one_hot id or gather index is out of range"};
+  enum { NWHY = sizeof why / sizeof why[0] };
   p->nonfinite = (err & CG_ERR_NONFINITE) != 0;
   err &= ~CG_ERR_NONFINITE;
-  if (err) return ir_fail(msg, msgn, "run: %s", err > 0 && err < 4 ? why[err] : "bad data");
+  if (err) return ir_fail(msg, msgn, "run: %s", err > 0 && err < NWHY ? why[err] : "bad data");
   return 0;
 }
 

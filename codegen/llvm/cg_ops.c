@@ -461,6 +461,26 @@ static void e_pool(cg_k *k) {
   }
 }
 
+/* Running sums along the axis (from the end when attr.i), in double as the
+ * reference kernel's. */
+static void e_cumsum(cg_k *k) {
+  const ir_shape *s = SH(0);
+  int ax = (int)k->n->attr.axis, rev = k->n->attr.i != 0;
+  int64_t outer = dims(s, 0, ax), len = s->d[ax], inner = dims(s, ax + 1, s->rank);
+  V acc = cg_var(k, k->m->f64, cd(k, 0));
+  CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
+    V base = cg_add(k, cg_muli(k, o.iv, len * inner), i.iv);
+    cg_set(k, acc, cd(k, 0));
+    CG_FOR(k, l, ci(k, 0), ci(k, len)) {
+      V pos = rev ? LLVMBuildSub(BLD, ci(k, len - 1), l.iv, "") : l.iv;
+      V e = cg_add(k, base, cg_muli(k, pos, inner));
+      V sum = LLVMBuildFAdd(BLD, cg_get(k, acc, k->m->f64), cg_tod(k, cg_ldf(k, 1, e)), "");
+      cg_set(k, acc, sum);
+      cg_st(k, 0, e, cg_tof(k, sum));
+    }
+  }
+}
+
 /* ---- data movement: strided copies ---- */
 
 typedef struct {
@@ -518,6 +538,44 @@ static void e_embedding(cg_k *k) {
       cg_st(k, 0, cg_add(k, orow, j.iv), v);
     }
   }
+}
+
+/* ids -> rows of n: 1.0 at the id. An id outside [0, n) flags error
+ * CG_ERR_INDEX (the run fails, as the interpreter's and PyTorch's do). */
+static void e_one_hot(cg_k *k) {
+  int64_t count = ir_numel(SH(0)), C = k->n->attr.n;
+  CG_FOR(k, i, ci(k, 0), ci(k, count)) {
+    V id = cg_ldi(k, 1, i.iv);
+    cg_flag_err(k, LLVMBuildICmp(BLD, LLVMIntUGE, id, ci(k, C), ""), CG_ERR_INDEX);
+    V row = cg_muli(k, i.iv, C);
+    CG_FOR(k, j, ci(k, 0), ci(k, C))
+      cg_st(k, 0, cg_add(k, row, j.iv), cg_sel(k, LLVMBuildICmp(BLD, LLVMIntEQ, j.iv, id, ""), cf(k, 1), cf(k, 0)));
+  }
+}
+
+typedef struct {
+  int64_t step, len; /* x's stride and size along the axis */
+  int fl;            /* x is a float tensor */
+} ga_t;
+
+/* off[0]: the index's (and result's) element; off[1]: x's with axis coordinate 0 */
+static void gather_body(cg_k *k, V *off, void *ctx) {
+  const ga_t *g = ctx;
+  V v = cg_ldi(k, 2, off[0]), ok = LLVMBuildICmp(BLD, LLVMIntULT, v, ci(k, g->len), "");
+  cg_flag_err(k, LLVMBuildNot(BLD, ok, ""), CG_ERR_INDEX);
+  V at = cg_add(k, off[1], cg_muli(k, cg_sel(k, ok, v, ci(k, 0)), g->step));
+  cg_st(k, 0, off[0], g->fl ? cg_ldf(k, 1, at) : cg_ldi(k, 1, at));
+}
+
+static void e_gather(cg_k *k) {
+  const ir_shape *si = SH(1);
+  int ax = (int)k->n->attr.axis;
+  int64_t st[2][IR_MAXDIM];
+  cg_contig_strides(si, st[0]);
+  cg_contig_strides(SH(0), st[1]);
+  ga_t g = {st[1][ax], SH(0)->d[ax], ir_dtype_is_float(k->dt[1])};
+  st[1][ax] = 0;
+  cg_nest(k, si->rank, si->d, 2, st, NULL, gather_body, &g);
 }
 
 /* ---- losses: scalar f32 means, accumulated in double ---- */
@@ -771,6 +829,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
   [IR_MAXPOOL2D] = e_pool,  [IR_AVGPOOL2D] = e_pool,
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
+  [IR_ONE_HOT] = e_one_hot, [IR_GATHER] = e_gather, [IR_CUMSUM] = e_cumsum,
   [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = cg_emit_lstm, [IR_GRU] = e_seq,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
   [IR_SUM_TO ... IR_ATTENTION_GRAD_SAVED] = cg_emit_grad, /* the backward ops: cg_grad.c */
