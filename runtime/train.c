@@ -54,6 +54,7 @@ typedef struct {
   lathe_program *step;       /* forward + backward + update */
   lathe_program *eval;       /* forward, with the loss's prediction as output "__pred" */
   int pred_out;
+  int tgt_out;               /* the loss's computed target (one_hot(y) ...) as output "__tgt"; -1: the target input */
   rt_progress *prog;
   rt_log *log;
   float **best;              /* per step parameter: the best weights (NULL for state) */
@@ -101,9 +102,15 @@ static int build_eval(tr_run *r, lathe_error *err) {
     return api_fail(err, LATHE_EUSER, "%s", msg);
   }
   ir_add_output(&p->g, "__pred", p->g.nodes[term].in[0]);
+  /* A value loss whose target is computed (mse(p, one_hot(y, C))) has the
+   * metrics compare the prediction with that tensor, not with the raw input. */
+  int tgt = p->g.nodes[term].in[1];
+  if (r->data.loss != RT_LOSS_CROSS_ENTROPY && ir_ops[p->g.nodes[tgt].op].cat != IR_CAT_LEAF)
+    ir_add_output(&p->g, "__tgt", tgt);
   if (api_program_finish(p, err)) return -1;
   r->eval = p;
   r->pred_out = ir_find_output(&p->g, "__pred");
+  r->tgt_out = ir_find_output(&p->g, "__tgt");
   r->metric = rt_metric_primary(r->data.loss, r->data.lm, &r->higher);
   if (r->o->metric) return choose_metric(r, r->o->metric, err);
   return 0;
@@ -157,7 +164,8 @@ static int evaluate(tr_run *r, const rt_index *split, rt_metric *out, int *nout,
       rt_convert(tt->data, tt->dtype, lab, LATHE_I32, rows);
       if (rt_metrics_add_class(mt, buf, lab, rows, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
     } else {
-      rt_convert(tt->data, tt->dtype, tgt, LATHE_F32, rows * width);
+      if (r->tgt_out >= 0) api_read_output(p, r->tgt_out, tgt);
+      else rt_convert(tt->data, tt->dtype, tgt, LATHE_F32, rows * width);
       if (rt_metrics_add_value(mt, buf, tgt, rows, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
     }
   }
