@@ -11,6 +11,7 @@ int fe_lw_leaky_relu(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_gelu(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_softmax(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_pow(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_clamp(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_dropout(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_reshape(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_flatten(fe_lctx *L, fe_args *a, fe_val *out);
@@ -59,6 +60,7 @@ const fe_builtin fe_builtins[] = {
   {"leaky_relu", IR_LEAKY_RELU, fe_lw_leaky_relu, 1, 2, {{"x", T}, {"alpha", AK_NUM}}, 0},
   {"gelu", IR_GELU, fe_lw_gelu, 1, 2, {{"x", T}, {"approx", AK_STR}}, 0},
   {"pow", IR_POW, fe_lw_pow, 2, 2, {{"x", T}, {"p", AK_NUM}}, 0},
+  {"clamp", IR_CLAMP, fe_lw_clamp, 1, 3, {{"x", T}, {"min", AK_NUM}, {"max", AK_NUM}}, 0},
   {"dropout", IR_DROPOUT, fe_lw_dropout, 1, 2, {{"x", T}, {"p", AK_NUM}}, 0},
   {"softmax", IR_SOFTMAX, fe_lw_softmax, 1, 2, {{"x", T}, {"axis", AK_INT}}, 0},
   {"log_softmax", IR_LOG_SOFTMAX, fe_lw_softmax, 1, 2, {{"x", T}, {"axis", AK_INT}}, 0},

@@ -123,6 +123,23 @@ int fe_lw_pow(fe_lctx *L, fe_args *a, fe_val *out) {
   return one(L, a, &at, out);
 }
 
+/* torch.clamp: an absent bound is an infinite one; at least one is needed */
+int fe_lw_clamp(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (a->v[1].k != V_NUM && a->v[2].k != V_NUM) {
+    fe_error(L->d, a->call->loc, "'clamp' needs 'min' or 'max' (or both)");
+    return -1;
+  }
+  if (want_tensor(L, a, 0, 0, IR_MAXDIM, 1, "a tensor")) return -1;
+  ir_attr at = {0};
+  at.f = get_num(a, 1, -INFINITY);
+  at.f2 = get_num(a, 2, INFINITY);
+  if (isnan(at.f) || isnan(at.f2)) {
+    fe_error(L->d, argloc(a, isnan(at.f) ? 1 : 2), "'clamp' bounds must be numbers, got nan");
+    return -1;
+  }
+  return one(L, a, &at, out);
+}
+
 int fe_lw_dropout(fe_lctx *L, fe_args *a, fe_val *out) {
   ir_attr at = {0};
   at.f = get_num(a, 1, 0.5);

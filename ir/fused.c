@@ -56,7 +56,7 @@ int ir_attr_eq(const ir_attr *a, const ir_attr *b) {
       a->start != b->start || a->end != b->end || a->heads != b->heads || a->n != b->n || a->i != b->i)
     return 0;
   if (a->keepdims != b->keepdims || a->causal != b->causal || a->approx != b->approx) return 0;
-  if (memcmp(&a->f, &b->f, sizeof a->f) || a->nlist != b->nlist) return 0;
+  if (memcmp(&a->f, &b->f, sizeof a->f) || memcmp(&a->f2, &b->f2, sizeof a->f2) || a->nlist != b->nlist) return 0;
   for (int k = 0; k < a->nlist && k < IR_MAXDIM; k++)
     if (a->list[k] != b->list[k]) return 0;
   return 1;

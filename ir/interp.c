@@ -28,6 +28,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_EXP] = ik_exp,            [IR_LOG] = ik_log,
   [IR_SQRT] = ik_sqrt,          [IR_ABS] = ik_abs,
   [IR_NEG] = ik_neg,            [IR_POW] = ik_pow,
+  [IR_CLAMP] = ik_clamp,
   [IR_DROPOUT] = ik_dropout,    [IR_CAST] = ik_cast,
   [IR_ADD] = ik_add,            [IR_SUB] = ik_sub,
   [IR_MUL] = ik_mul,            [IR_DIV] = ik_div,
@@ -296,6 +297,9 @@ UNARY(sqrt, sqrt(x))
 UNARY(abs, fabs(x))
 UNARY(neg, -x)
 UNARY(pow, pow(x, a->f))
+/* torch.clamp: min(max(x, lo), hi), so lo > hi gives hi everywhere; NaN stays NaN */
+static double s_clamp_lo(double x, double lo) { return x < lo ? lo : x; }
+UNARY(clamp, x != x ? x : (s_clamp_lo(x, a->f) > a->f2 ? a->f2 : s_clamp_lo(x, a->f)))
 UNARY(dropout, x) /* inference: identity (training dropout is the trainer's) */
 /* float -> int truncation and -> bool are done by finish for the target dtype */
 UNARY(cast, x)

@@ -65,13 +65,15 @@ static double d_sqrt(double x, const ir_attr *a) { (void)a; return 0.5 / sqrt(x)
 static double d_abs(double x, const ir_attr *a) { (void)a; return x > 0 ? 1.0 : x < 0 ? -1.0 : 0.0; }
 static double d_neg(double x, const ir_attr *a) { (void)x, (void)a; return -1.0; }
 static double d_pow(double x, const ir_attr *a) { return a->f == 0 ? 0.0 : a->f * pow(x, a->f - 1.0); }
+/* torch.clamp's backward: dy where lo <= x <= hi (bounds included), else 0 */
+static double d_clamp(double x, const ir_attr *a) { return x >= a->f && x <= a->f2 ? 1.0 : 0.0; }
 static double d_one(double x, const ir_attr *a) { (void)x, (void)a; return 1.0; } /* dropout: identity for now */
 
 static const deriv_fn derivs[IR_NOPS] = {
   [IR_RELU] = d_relu, [IR_LEAKY_RELU] = d_leaky, [IR_SIGMOID] = d_sigmoid, [IR_TANH] = d_tanh,
   [IR_GELU] = d_gelu, [IR_SWISH] = d_swish,      [IR_EXP] = d_exp,         [IR_LOG] = d_log,
   [IR_SQRT] = d_sqrt, [IR_ABS] = d_abs,          [IR_NEG] = d_neg,         [IR_POW] = d_pow,
-  [IR_DROPOUT] = d_one,
+  [IR_DROPOUT] = d_one,     [IR_CLAMP] = d_clamp,
 };
 
 int ik_unary_grad(ik_ctx *c, const ir_node *n, double *out) {

@@ -110,7 +110,8 @@ int ir_op_lookup(const char *name); /* -1 if unknown */
 typedef struct {
   int64_t axis, k, stride, pad, pad_hi, start, end, heads, n, i;
   int keepdims, causal, approx;
-  double f;                  /* alpha, p, eps, label smoothing, exponent, const */
+  double f;                  /* alpha, p, eps, label smoothing, exponent, const, clamp's min */
+  double f2;                 /* clamp's max (+-inf for an absent bound) */
   int nlist;
   int64_t list[IR_MAXDIM];   /* perm or reshape dims */
 } ir_attr;

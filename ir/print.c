@@ -37,6 +37,7 @@ static void print_attrs(const ir_node *n, FILE *f) {
   if (a->causal) fprintf(f, " causal=%d", a->causal);
   if (a->approx) fprintf(f, " approx=%d", a->approx);
   if (a->f != 0) fprintf(f, " f=%.9g", a->f);
+  if (a->f2 != 0) fprintf(f, " f2=%.9g", a->f2);
   if (a->nlist > 0 && a->nlist <= IR_MAXDIM) {
     fprintf(f, " list=[");
     for (int i = 0; i < a->nlist; i++) fprintf(f, "%s%lld", i ? ", " : "", (long long)a->list[i]);

@@ -396,7 +396,7 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_RELU] = r_unary,     [IR_LEAKY_RELU] = r_unary, [IR_SIGMOID] = r_unary,   [IR_TANH] = r_unary,
   [IR_GELU] = r_unary,     [IR_SWISH] = r_unary,      [IR_EXP] = r_unary,       [IR_LOG] = r_unary,
   [IR_SQRT] = r_unary,     [IR_ABS] = r_unary,        [IR_NEG] = r_neg,         [IR_POW] = r_unary,
-  [IR_DROPOUT] = r_identity, [IR_CAST] = r_cast,
+  [IR_CLAMP] = r_unary,   [IR_DROPOUT] = r_identity, [IR_CAST] = r_cast,
   [IR_ADD] = r_add,        [IR_SUB] = r_add,          [IR_MUL] = r_mul,         [IR_DIV] = r_div,
   [IR_MATMUL] = r_matmul,  [IR_CONV2D] = r_conv2d,
   [IR_SOFTMAX] = r_softmax, [IR_LOG_SOFTMAX] = r_softmax,

@@ -10,10 +10,11 @@
 
 static void kernel_key(const ir_graph *g, const ir_node *n, char *key, size_t kn) {
   const ir_attr *a = &n->attr;
-  int w = snprintf(key, kn, "%d|%d|%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld|%d,%d,%d|%.17g|%lld|", n->op, n->nin,
+  int w = snprintf(key, kn, "%d|%d|%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld|%d,%d,%d|%.17g,%.17g|%lld|", n->op, n->nin,
                    (long long)a->axis, (long long)a->k, (long long)a->stride, (long long)a->pad,
                    (long long)a->pad_hi, (long long)a->start, (long long)a->end, (long long)a->heads,
-                   (long long)a->n, a->keepdims, a->causal, a->approx, a->f, (long long)a->i);
+                   (long long)a->n, a->keepdims, a->causal, a->approx, a->f, a->f2,
+                   (long long)a->i);
   for (int l = 0; l < a->nlist && w > 0 && (size_t)w < kn; l++) w += snprintf(key + w, kn - (size_t)w, "%lld,", (long long)a->list[l]);
   /* a fused program: its steps (op, operands, the attributes its code reads) */
   for (int s = 0; n->fusion && s < n->fusion->nsteps && w > 0 && (size_t)w < kn; s++) {

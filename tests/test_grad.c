@@ -228,6 +228,10 @@ static int cases_for(int op, gcase *cs) {
     }
     if (op == IR_GELU) cs[n] = C(op, 1, S1(7), S0, S0), cs[n].lo = -3, cs[n].hi = 3, cs[n++].attr.approx = 1;
     if (op == IR_CAST) cs[0].attr.i = IR_F32;
+    if (op == IR_CLAMP) { /* both bounds, then one: finite differences away from the kinks */
+      cs[0].attr.f = -0.5, cs[0].attr.f2 = 0.6;
+      cs[n] = C(op, 1, S1(9), S0, S0), cs[n].attr.f = -INFINITY, cs[n++].attr.f2 = 0.25;
+    }
     return n;
   }
   switch (op) {

@@ -39,6 +39,9 @@ static double urand(void) {
 }
 
 static double sample(const tcase *c, int j) {
+  /* an integer divisor (domain 2, second operand) is never 0: which draw
+   * lands where depends on every case before it */
+  if (c->dt[j] != IR_F32 && c->domain == 2 && j > 0 && c->lim > 1) return 1.0 + (double)(int64_t)(urand() * (double)(c->lim - 1));
   if (c->dt[j] != IR_F32) return (double)(int64_t)(urand() * (double)(c->lim > 0 ? c->lim : 5));
   if (c->domain == 1) return 0.1 + 1.9 * urand();
   if (c->domain == 3) return urand() < 0.5 ? 0.0 : 1.0;
@@ -202,6 +205,7 @@ static int cases_for(int op, tcase *cs) {
       if (op == IR_DROPOUT) cs[n].attr.f = 0.5;
       if (op == IR_POW) cs[n].attr.f = i == 0 ? 2 : i == 1 ? 3 : 0.5, cs[n].domain = i >= 2;
       if (op == IR_GELU) cs[n].attr.approx = i & 1;
+      if (op == IR_CLAMP) cs[n].attr.f = i == 2 ? -INFINITY : -0.5, cs[n].attr.f2 = i == 1 ? INFINITY : 0.5;
       if (op == IR_CAST) cs[n].attr.i = i == 3 ? IR_F32 : IR_I32, cs[n].dt[0] = i == 3 ? IR_I64 : F;
       n++;
     }

@@ -147,6 +147,7 @@ static void test_grad_ops(void) {
       fcase c = F1(op, m);
       c.attr.f = op == IR_POW ? 2.0 : 0.1;
       c.attr.approx = 1;
+      if (op == IR_CLAMP) c.attr.f = -0.3, c.attr.f2 = 0.4;
       if (op != IR_LOG && op != IR_SQRT && op != IR_POW) run_case(&c);
       if (op == IR_GELU) c.attr.approx = 0, run_case(&c);
     }

@@ -135,6 +135,10 @@ static V d_pow(cg_k *k, V x, const ir_attr *a) { /* scalar x unless the exponent
   V args[2] = {x, cf(k, a->f - 1)};
   return cg_fmul(k, cf(k, a->f), cg_call(k, k->m->powf_, args, 2));
 }
+static V d_clamp(cg_k *k, V x, const ir_attr *a) { /* 1 where lo <= x <= hi: NaN gives 0 */
+  V in = LLVMBuildAnd(BLD, cg_fcmp(k, LLVMRealOGE, x, cfl(k, x, a->f)), cg_fcmp(k, LLVMRealOLE, x, cfl(k, x, a->f2)), "");
+  return cg_sel(k, in, cfl(k, x, 1), cfl(k, x, 0));
+}
 static V d_one(cg_k *k, V x, const ir_attr *a) { (void)a; return C(1); }
 
 #undef C
@@ -143,14 +147,14 @@ static const cg_deriv derivs[IR_NOPS] = {
   [IR_RELU] = d_relu, [IR_LEAKY_RELU] = d_leaky, [IR_SIGMOID] = d_sigmoid, [IR_TANH] = d_tanh,
   [IR_GELU] = d_gelu, [IR_SWISH] = d_swish,      [IR_EXP] = d_exp,         [IR_LOG] = d_log,
   [IR_SQRT] = d_sqrt, [IR_ABS] = d_abs,          [IR_NEG] = d_neg,         [IR_POW] = d_pow,
-  [IR_DROPOUT] = d_one,
+  [IR_DROPOUT] = d_one,     [IR_CLAMP] = d_clamp,
 };
 
 /* per-element cost of dy * f'(x) (cg_vmap's unit: a load, an add, a store) */
 static const unsigned char deriv_cost[IR_NOPS] = {
   [IR_RELU] = 1, [IR_LEAKY_RELU] = 1, [IR_SIGMOID] = 8, [IR_TANH] = 10, [IR_GELU] = 14, [IR_SWISH] = 8,
   [IR_EXP] = 6,  [IR_LOG] = 2,        [IR_SQRT] = 3,    [IR_ABS] = 1,   [IR_NEG] = 1,   [IR_POW] = 1,
-  [IR_DROPOUT] = 1,
+  [IR_DROPOUT] = 1,     [IR_CLAMP] = 1,
 };
 
 /* f'(x) of a unary map on f32 or a vector: fused programs (cg_fused.c) apply it too */

@@ -58,13 +58,19 @@ static V u_pow(cg_k *k, V x, const ir_attr *a) {
   V args[2] = {x, cf(k, a->f)};
   return cg_call(k, k->m->powf_, args, 2);
 }
+/* min(max(x, lo), hi) as the reference: ordered compares keep NaN */
+static V u_clamp(cg_k *k, V x, const ir_attr *a) {
+  V lo = cfl(k, x, a->f), hi = cfl(k, x, a->f2);
+  V r = LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOLT, x, lo, ""), lo, x, "");
+  return LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, r, hi, ""), hi, r, "");
+}
 static V u_id(cg_k *k, V x, const ir_attr *a) { (void)k, (void)a; return x; }
 
 static const cg_fmap unary_fn[IR_NOPS] = {
   [IR_RELU] = u_relu, [IR_LEAKY_RELU] = u_leaky, [IR_SIGMOID] = u_sigmoid, [IR_TANH] = u_tanh,
   [IR_GELU] = u_gelu, [IR_SWISH] = u_swish,      [IR_EXP] = u_exp,         [IR_LOG] = u_log,
   [IR_SQRT] = u_sqrt, [IR_ABS] = u_abs,          [IR_NEG] = u_neg,         [IR_POW] = u_pow,
-  [IR_DROPOUT] = u_id, [IR_CAST] = u_id,         [IR_RESHAPE] = u_id,
+  [IR_DROPOUT] = u_id, [IR_CAST] = u_id,         [IR_RESHAPE] = u_id,      [IR_CLAMP] = u_clamp,
 };
 
 /* Integer abs/neg (i64, wrapped by the store). */
@@ -79,7 +85,7 @@ static V u_int(cg_k *k, int op, V x) {
 static const unsigned char unary_cost[IR_NOPS] = {
   [IR_RELU] = 1, [IR_LEAKY_RELU] = 1, [IR_ABS] = 1, [IR_NEG] = 1, [IR_SQRT] = 2, [IR_EXP] = 6,
   [IR_SIGMOID] = 8, [IR_SWISH] = 8, [IR_TANH] = 10, [IR_GELU] = 12,
-  [IR_CAST] = 1, [IR_RESHAPE] = 1, [IR_DROPOUT] = 1,
+  [IR_CAST] = 1, [IR_RESHAPE] = 1, [IR_DROPOUT] = 1, [IR_CLAMP] = 1,
 };
 
 typedef struct {
@@ -822,7 +828,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_RELU] = e_unary,      [IR_LEAKY_RELU] = e_unary, [IR_SIGMOID] = e_unary,   [IR_TANH] = e_unary,
   [IR_GELU] = e_unary,      [IR_SWISH] = e_unary,      [IR_EXP] = e_unary,       [IR_LOG] = e_unary,
   [IR_SQRT] = e_unary,      [IR_ABS] = e_unary,        [IR_NEG] = e_unary,       [IR_POW] = e_unary,
-  [IR_DROPOUT] = e_unary,   [IR_CAST] = e_unary,       [IR_RESHAPE] = e_unary,
+  [IR_DROPOUT] = e_unary,   [IR_CAST] = e_unary,       [IR_RESHAPE] = e_unary,   [IR_CLAMP] = e_unary,
   [IR_ADD] = e_binary,      [IR_SUB] = e_binary,       [IR_MUL] = e_binary,      [IR_DIV] = e_binary,
   [IR_MATMUL] = e_matmul,   [IR_CONV2D] = e_conv2d,
   [IR_SOFTMAX] = e_softmax, [IR_LOG_SOFTMAX] = e_softmax,

@@ -1,0 +1,38 @@
+#!/bin/sh
+# ops_tensor.sh -- the tensor ops of issue 17 from the language down (clamp,
+# min, ...): lowering, both backends on one small input, and the frontend's
+# errors. Kernel accuracy against PyTorch is tests/test_interp.c's (fixtures),
+# the LLVM kernels against the interpreter tests/test_llvm.c's, gradients
+# tests/test_grad.c's.
+. "$(dirname "$0")/lib/common.sh"
+
+# x = f32[2, 3] = [[-2, -0.5, 0], [0.25, 1, 3]] as .npy
+hdr="{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"
+{ printf '\223NUMPY\001\000\166\000%s' "$hdr"; printf '%*s\n' $((117 - ${#hdr})) ''
+  printf '\000\000\000\300\000\000\000\277\000\000\000\000\000\000\200\076\000\000\200\077\000\000\100\100'; } >"$tmp/x.npy"
+
+# expect NAME MODEL_BODY WANT: every backend prints WANT (the outputs, one line)
+expect() {
+  printf 'model t\ninput x : f32[2, 3]\n%s\n' "$2" >"$tmp/$1.nn"
+  for b in llvm interp; do
+    got=$("$LATHE" run "$tmp/$1.nn" --in x="$tmp/x.npy" --backend $b 2>&1 | tr '\n' ' ' | tr -s ' ')
+    if [ "$got" = "$3" ]; then ok; else bad "$1 ($b): got '$got', want '$3'"; fi
+  done
+}
+
+# refuse NAME MODEL_BODY MESSAGE: lathe check fails with status 1 and MESSAGE
+refuse() {
+  printf 'model t\ninput x : f32[2, 3]\ninput k : i32[2, 3]\n%s\n' "$2" >"$tmp/$1.nn"
+  out=$("$LATHE" check "$tmp/$1.nn" 2>&1); rc=$?
+  case "$out" in *"$3"*) [ $rc -eq 1 ] && ok || bad "$1: status $rc" ;; *) bad "$1: got '$out'" ;; esac
+}
+
+expect clamp 'output y = clamp(x, min=-0.5, max=0.5)' "y: f32[2, 3] -0.5 -0.5 0 0.25 0.5 0.5 "
+expect clamp_max 'output y = clamp(x, max=0.25)' "y: f32[2, 3] -2 -0.5 0 0.25 0.25 0.25 "
+expect clamp_min 'output y = clamp(x, -0.5)' "y: f32[2, 3] -0.5 -0.5 0 0.25 1 3 "
+expect clamp_crossed 'output y = clamp(x, min=1, max=0)' "y: f32[2, 3] 0 0 0 0 0 0 "
+refuse clamp_none 'output y = clamp(x)' "4:12: error: 'clamp' needs 'min' or 'max' (or both)"
+refuse clamp_int 'output y = clamp(k, min=0)' "error: 'clamp' expects a floating-point tensor, got i32[2, 3]"
+refuse clamp_arg 'output y = clamp(x, lo=0)' "error: 'clamp' has no argument named 'lo'"
+
+finish
