@@ -65,7 +65,7 @@ const fe_builtin fe_builtins[] = {
   {"softmax", IR_SOFTMAX, fe_lw_softmax, 1, 2, {{"x", T}, {"axis", AK_INT}}, 0},
   {"log_softmax", IR_LOG_SOFTMAX, fe_lw_softmax, 1, 2, {{"x", T}, {"axis", AK_INT}}, 0},
   /* reductions, pooling */
-  REDUCE("sum", SUM), REDUCE("mean", MEAN), REDUCE("max", MAX),
+  REDUCE("sum", SUM), REDUCE("mean", MEAN), REDUCE("max", MAX), REDUCE("min", MIN),
   POOL("maxpool2d", MAXPOOL2D), POOL("avgpool2d", AVGPOOL2D),
   /* data movement */
   {"reshape", IR_RESHAPE, fe_lw_reshape, 2, 2, {{"x", T}, {"shape", AK_INTLIST}}, 0},

@@ -36,6 +36,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_SOFTMAX] = ik_softmax,    [IR_LOG_SOFTMAX] = ik_log_softmax,
   [IR_SUM] = ik_sum,            [IR_MEAN] = ik_mean,
   [IR_MAX] = ik_max,            [IR_LAYERNORM] = ik_layernorm,
+  [IR_MIN] = ik_min,
   [IR_MAXPOOL2D] = ik_maxpool2d, [IR_AVGPOOL2D] = ik_avgpool2d,
   [IR_RESHAPE] = ik_reshape,    [IR_TRANSPOSE] = ik_transpose,
   [IR_CONCAT] = ik_concat,      [IR_SLICE] = ik_slice,

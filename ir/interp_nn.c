@@ -124,9 +124,9 @@ static int softmax_along(ik_ctx *c, const ir_node *n, double *out, int as_log) {
 int ik_softmax(ik_ctx *c, const ir_node *n, double *out) { return softmax_along(c, n, out, 0); }
 int ik_log_softmax(ik_ctx *c, const ir_node *n, double *out) { return softmax_along(c, n, out, 1); }
 
-/* ---- sum / mean / max along attr.axis, or over everything (axis -1) ---- */
+/* ---- sum / mean / max / min along attr.axis, or over everything (axis -1) ---- */
 
-enum { RED_SUM, RED_MEAN, RED_MAX };
+enum { RED_SUM, RED_MEAN, RED_MAX, RED_MIN };
 
 static int reduce(ik_ctx *c, const ir_node *n, double *out, int kind) {
   const ir_shape *sx = &ik_arg(c, n, 0)->shape;
@@ -141,11 +141,12 @@ static int reduce(ik_ctx *c, const ir_node *n, double *out, int kind) {
   for (int64_t o = 0; o < outer; o++)
     for (int64_t i = 0; i < inner; i++) {
       const double *xr = x + o * len * inner + i;
-      double acc = kind == RED_MAX ? xr[0] : 0.0;
+      double acc = kind == RED_MAX || kind == RED_MIN ? xr[0] : 0.0;
       for (int64_t l = 0; l < len; l++) {
         double v = xr[l * inner];
-        if (kind != RED_MAX) acc += v;
-        else if (v > acc || isnan(v)) acc = v;
+        if (kind == RED_MAX) { if (v > acc || isnan(v)) acc = v; }
+        else if (kind == RED_MIN) { if (v < acc || isnan(v)) acc = v; }
+        else acc += v;
       }
       out[o * inner + i] = kind == RED_MEAN ? acc / (double)len : acc;
     }
@@ -155,6 +156,7 @@ static int reduce(ik_ctx *c, const ir_node *n, double *out, int kind) {
 int ik_sum(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_SUM); }
 int ik_mean(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MEAN); }
 int ik_max(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MAX); }
+int ik_min(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MIN); }
 
 /* Running sum along attr.axis, from the start (attr.i 0) or the end (1). */
 int ik_cumsum(ik_ctx *c, const ir_node *n, double *out) {

@@ -401,6 +401,7 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_MATMUL] = r_matmul,  [IR_CONV2D] = r_conv2d,
   [IR_SOFTMAX] = r_softmax, [IR_LOG_SOFTMAX] = r_softmax,
   [IR_SUM] = r_sum,        [IR_MEAN] = r_sum,         [IR_MAX] = r_max,         [IR_LAYERNORM] = r_layernorm,
+  [IR_MIN] = r_max, /* max_grad routes dy to the first x equal to the result */
   [IR_MAXPOOL2D] = r_pool, [IR_AVGPOOL2D] = r_pool,
   [IR_RESHAPE] = r_reshape, [IR_TRANSPOSE] = r_transpose, [IR_CONCAT] = r_concat, [IR_SLICE] = r_slice,
   [IR_EMBEDDING] = r_embedding, [IR_GATHER] = r_gather, [IR_CUMSUM] = r_cumsum,

@@ -35,4 +35,10 @@ refuse clamp_none 'output y = clamp(x)' "4:12: error: 'clamp' needs 'min' or 'ma
 refuse clamp_int 'output y = clamp(k, min=0)' "error: 'clamp' expects a floating-point tensor, got i32[2, 3]"
 refuse clamp_arg 'output y = clamp(x, lo=0)' "error: 'clamp' has no argument named 'lo'"
 
+# min: the twin of max (NaN wins, first minimum takes the gradient)
+expect min_all 'output y = min(x)' "y: f32[] -2 "
+expect min_ax1 'output y = min(x, 1)' "y: f32[2] -2 0.25 "
+expect min_keep 'output y = min(x, axis=0, keepdims=true)' "y: f32[1, 3] -2 -0.5 0 "
+refuse min_axis 'output y = min(x, 2)' "4:19: error: axis 2 is out of range for a tensor of rank 2"
+
 finish

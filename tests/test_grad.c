@@ -263,7 +263,7 @@ static int cases_for(int op, gcase *cs) {
     cs[n] = C(op, 1, S2(3, 5), S0, S0), cs[n++].attr.axis = 1;
     cs[n] = C(op, 1, S3(2, 4, 3), S0, S0), cs[n++].attr.axis = 1;
     return n;
-  case IR_SUM: case IR_MEAN: case IR_MAX:
+  case IR_SUM: case IR_MEAN: case IR_MAX: case IR_MIN:
     cs[n] = C(op, 1, S2(3, 5), S0, S0), cs[n++].attr.axis = -1;
     cs[n] = C(op, 1, S3(2, 4, 3), S0, S0), cs[n++].attr.axis = 1;
     cs[n] = C(op, 1, S3(2, 4, 3), S0, S0), cs[n].attr.axis = 2, cs[n++].attr.keepdims = 1;

@@ -249,7 +249,7 @@ static int cases_for(int op, tcase *cs) {
     cs[n] = C1(F, S(3, 2, 7, 3)); cs[n++].attr.axis = 1;
     cs[n] = C1(F, S(1, 1)); cs[n++].attr.axis = 0;
     return n;
-  case IR_SUM: case IR_MEAN: case IR_MAX:
+  case IR_SUM: case IR_MEAN: case IR_MAX: case IR_MIN:
     cs[n] = C1(F, S(1, 33)); cs[n++].attr.axis = -1;
     cs[n] = C1(F, S(2, 3, 33)); cs[n++].attr.axis = 1;
     cs[n] = C1(F, S(3, 2, 7, 3)); cs[n].attr.axis = 1; cs[n++].attr.keepdims = 1;

@@ -161,6 +161,8 @@ static void test_grad_ops(void) {
   run_case(&c);
   c = F1(IR_MAX, S(3, 2, 7, 3, 0)), c.attr.axis = 1;
   run_case(&c);
+  c = F1(IR_MIN, S(3, 2, 7, 3, 0)), c.attr.axis = 2, c.attr.keepdims = 1;
+  run_case(&c);
   c = F2(IR_LAYERNORM, S(3, 2, 3, 33, 0), IR_F32, S(1, 33, 0, 0, 0));
   c.nin = 3, c.dt[2] = IR_F32, c.sh[2] = S(1, 33, 0, 0, 0), c.attr.f = 1e-5;
   run_case(&c);

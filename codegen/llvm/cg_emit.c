@@ -279,6 +279,16 @@ V cg_fmax_nan(cg_k *k, V acc, V v) {
   return LLVMBuildSelect(k->B, take, v, acc, "");
 }
 
+V cg_fmin_nan(cg_k *k, V acc, V v) {
+  V take = LLVMBuildFCmp(k->B, LLVMRealULT, v, acc, ""); /* unordered: v NaN (or acc NaN) */
+  V vnan = LLVMBuildFCmp(k->B, LLVMRealUNO, v, v, "");
+  V accnan = LLVMBuildFCmp(k->B, LLVMRealUNO, acc, acc, "");
+  take = LLVMBuildAnd(k->B, take, LLVMBuildOr(k->B, vnan, LLVMBuildNot(k->B, accnan, ""), ""), "");
+  return LLVMBuildSelect(k->B, take, v, acc, "");
+}
+
+V cg_fext_nan(cg_k *k, int op, V acc, V v) { return op == IR_MIN ? cg_fmin_nan(k, acc, v) : cg_fmax_nan(k, acc, v); }
+
 void cg_flag_err(cg_k *k, V bad, int code) {
   V old = LLVMBuildLoad2(k->B, k->m->i32, cg_gep(k, k->err, k->m->i32, ci(k, 0)), "");
   V nv = LLVMBuildSelect(k->B, bad, ci32(k, code), old, "");

@@ -144,6 +144,8 @@ V cg_tanh(cg_k *k, V x);
 V cg_sigmoid(cg_k *k, V x);
 V cg_sqrt(cg_k *k, V x);
 V cg_fmax_nan(cg_k *k, V acc, V v); /* v > acc || isnan(v) ? v : acc */
+V cg_fmin_nan(cg_k *k, V acc, V v); /* v < acc || isnan(v) ? v : acc */
+V cg_fext_nan(cg_k *k, int op, V acc, V v); /* IR_MIN: cg_fmin_nan, else cg_fmax_nan */
 V cg_log_sum(cg_k *k, V x);         /* log x, inline, for x >= 1 or NaN / +inf (cg_emit.c) */
 void cg_flag_err(cg_k *k, V bad, int code);  /* *err = code when bad (i1) */
 

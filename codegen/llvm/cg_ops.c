@@ -222,6 +222,7 @@ typedef struct {
   V x, y, m, shift;
   cg_acc mx, sum;
   int as_log;
+  int op; /* reduce_rows: the reduction */
 } row_ctx;
 
 static V sum_d(cg_k *k, cg_acc *a, int w, V f) { /* a += (double)f */
@@ -306,12 +307,13 @@ static void e_softmax(cg_k *k) {
 
 static void red_body(cg_k *k, V i, int w, void *ctx) {
   row_ctx *c = ctx;
-  if (c->as_log) /* max: NaN-propagating as the scalar path */
-    cg_acc_set(k, &c->mx, w, cg_fmax_nan(k, cg_acc_get(k, &c->mx, w), cg_vld(k, c->x, i, w)));
+  if (c->as_log) /* max, min: NaN-propagating as the scalar path */
+    cg_acc_set(k, &c->mx, w, cg_fext_nan(k, c->op, cg_acc_get(k, &c->mx, w), cg_vld(k, c->x, i, w)));
   else sum_d(k, &c->sum, w, cg_vld(k, c->x, i, w));
 }
 
 static V fold_max_nan(cg_k *k, V a, V b) { return cg_fmax_nan(k, a, b); }
+static V fold_min_nan(cg_k *k, V a, V b) { return cg_fmin_nan(k, a, b); }
 
 /* f32 sum/mean/max over contiguous rows of len: vector accumulators
  * (double for sums, as the scalar path) */
@@ -320,12 +322,12 @@ static void reduce_rows(cg_k *k, int64_t outer, int64_t len) {
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) {
     row_ctx c = {0};
     c.x = cg_fptr(k, ARG(0), cg_muli(k, o.iv, len));
-    c.as_log = op == IR_MAX;
-    c.mx = cg_acc_new(k, k->m->f32, -INFINITY);
+    c.as_log = op == IR_MAX || op == IR_MIN, c.op = op;
+    c.mx = cg_acc_new(k, k->m->f32, op == IR_MIN ? INFINITY : -INFINITY);
     c.sum = cg_acc_new(k, k->m->f64, 0.0);
     cg_vfor(k, ci(k, len), red_body, &c);
     V r;
-    if (op == IR_MAX) r = cg_acc_fold(k, &c.mx, fold_max_nan);
+    if (op == IR_MAX || op == IR_MIN) r = cg_acc_fold(k, &c.mx, op == IR_MIN ? fold_min_nan : fold_max_nan);
     else {
       r = cg_acc_fold(k, &c.sum, cg_fold_add);
       if (op == IR_MEAN) r = LLVMBuildFDiv(BLD, r, cd(k, (double)len), "");
@@ -337,7 +339,7 @@ static void reduce_rows(cg_k *k, int64_t outer, int64_t len) {
 
 static void e_reduce(cg_k *k) {
   const ir_shape *sx = SH(0);
-  int op = k->n->op, flt = ir_dtype_is_float(k->dt[0]);
+  int op = k->n->op, flt = ir_dtype_is_float(k->dt[0]), ext = op == IR_MAX || op == IR_MIN;
   int64_t outer = 1, len = ir_numel(sx), inner = 1;
   if (k->n->attr.axis >= 0) {
     int ax = (int)k->n->attr.axis;
@@ -352,24 +354,24 @@ static void e_reduce(cg_k *k) {
     cg_emit_colred(k, &r, 1, 0);
     return;
   }
-  LLVMTypeRef at = op == IR_MAX ? (flt ? k->m->f32 : k->m->i64) : (flt ? k->m->f64 : k->m->i64);
+  LLVMTypeRef at = ext ? (flt ? k->m->f32 : k->m->i64) : (flt ? k->m->f64 : k->m->i64);
   CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
     V base = cg_add(k, cg_muli(k, o.iv, len * inner), i.iv);
-    V init = op == IR_MAX ? (flt ? cg_ldf(k, 1, base) : cg_ldi(k, 1, base)) : LLVMConstNull(at);
+    V init = ext ? (flt ? cg_ldf(k, 1, base) : cg_ldi(k, 1, base)) : LLVMConstNull(at);
     V acc = cg_var(k, at, init);
     CG_FOR(k, j, ci(k, 0), ci(k, len)) {
       V idx = cg_add(k, base, cg_muli(k, j.iv, inner)), a = cg_get(k, acc, at), r;
-      if (op == IR_MAX && flt) r = cg_fmax_nan(k, a, cg_ldf(k, 1, idx));
-      else if (op == IR_MAX) {
+      if (ext && flt) r = cg_fext_nan(k, op, a, cg_ldf(k, 1, idx));
+      else if (ext) {
         V v = cg_ldi(k, 1, idx);
-        r = LLVMBuildSelect(BLD, LLVMBuildICmp(BLD, LLVMIntSGT, v, a, ""), v, a, "");
+        r = LLVMBuildSelect(BLD, LLVMBuildICmp(BLD, op == IR_MIN ? LLVMIntSLT : LLVMIntSGT, v, a, ""), v, a, "");
       } else if (flt) r = LLVMBuildFAdd(BLD, a, cg_tod(k, cg_ldf(k, 1, idx)), "");
       else r = LLVMBuildAdd(BLD, a, cg_ldi(k, 1, idx), "");
       cg_set(k, acc, r);
     }
     V r = cg_get(k, acc, at);
     if (op == IR_MEAN) r = flt ? LLVMBuildFDiv(BLD, r, cd(k, (double)len), "") : LLVMBuildSDiv(BLD, r, ci(k, len), "");
-    if (flt && op != IR_MAX) r = cg_tof(k, r);
+    if (flt && !ext) r = cg_tof(k, r);
     cg_st(k, 0, cg_add(k, cg_muli(k, o.iv, inner), i.iv), r);
   }
 }
@@ -833,6 +835,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_MATMUL] = e_matmul,   [IR_CONV2D] = e_conv2d,
   [IR_SOFTMAX] = e_softmax, [IR_LOG_SOFTMAX] = e_softmax,
   [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
+  [IR_MIN] = e_reduce,
   [IR_MAXPOOL2D] = e_pool,  [IR_AVGPOOL2D] = e_pool,
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
   [IR_ONE_HOT] = e_one_hot, [IR_GATHER] = e_gather, [IR_CUMSUM] = e_cumsum,

@@ -82,7 +82,7 @@ static void colblk_row(cg_k *k, V *off, void *ctx) {
   V base = cg_add(k, cg_add(k, b->xoff, off[0]), b->j0);
   for (int q = 0; q < b->nq; q++) {
     V v = cg_vld(k, k->arg[b->xa], cg_add(k, base, ci(k, q * b->w)), b->w), a = cg_get(k, b->acc[q], b->at);
-    if (b->r->op == IR_MAX) v = cg_fmax_nan(k, a, v);
+    if (b->r->op == IR_MAX || b->r->op == IR_MIN) v = cg_fext_nan(k, b->r->op, a, v);
     else v = LLVMBuildFAdd(BLD, a, LLVMBuildFPExt(BLD, v, b->at, ""), "");
     cg_set(k, b->acc[q], v);
   }
@@ -91,9 +91,9 @@ static void colblk_row(cg_k *k, V *off, void *ctx) {
 /* y[yoff + j0 + (0 .. nq*w)] from the red nest at x offset xoff */
 static void colred_block(cg_k *k, const cg_colred *r, int xa, int ya, V xoff, V yoff, V j0, int nq, int w) {
   colblk b = {r, xa, ya, nq, w, xoff, j0, {0}, NULL};
-  int is_max = r->op == IR_MAX;
+  int is_max = r->op == IR_MAX || r->op == IR_MIN; /* an extremum, kept in f32 */
   b.at = vec_of(is_max ? k->m->f32 : k->m->f64, w);
-  V init = is_max ? cg_splat(k, b.at, cf(k, -INFINITY)) : LLVMConstNull(b.at);
+  V init = is_max ? cg_splat(k, b.at, cf(k, r->op == IR_MIN ? INFINITY : -INFINITY)) : LLVMConstNull(b.at);
   for (int q = 0; q < nq; q++) b.acc[q] = cg_var(k, b.at, init);
   int64_t st[1][IR_MAXDIM];
   for (int d = 0; d < r->nred; d++) st[0][d] = r->rs[d];

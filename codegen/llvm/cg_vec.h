@@ -27,7 +27,7 @@ void cg_vmap(cg_k *k, int64_t n, int64_t cost, cg_vbody body, void *ctx);
  *   red:   dims rd with x strides rs (reduced)
  *   N columns contiguous in both x and y (kept)
  * y[outer, j] = op over red of x[outer, red, j]. op: IR_SUM, IR_MEAN (sum
- * times scale) or IR_MAX (NaN wins, as cg_fmax_nan). Sums accumulate in
+ * times scale) or IR_MAX / IR_MIN (NaN wins, as cg_fmax_nan / cg_fmin_nan). Sums accumulate in
  * double in the order of the red nest, as the reference interpreter. */
 typedef struct {
   int nout, nred;
