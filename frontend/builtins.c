@@ -12,6 +12,7 @@ int fe_lw_gelu(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_softmax(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_pow(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_clamp(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_compare(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_dropout(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_reshape(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_flatten(fe_lctx *L, fe_args *a, fe_val *out);
@@ -37,6 +38,7 @@ int fe_lw_param(fe_lctx *L, fe_args *a, fe_val *out);
 #define T AK_TENSOR
 #define UNARY(nm, e) {nm, IR_##e, fe_lw_unary, 1, 1, {{"x", T}}, 0}
 #define REDUCE(nm, e) {nm, IR_##e, fe_lw_reduce, 1, 3, {{"x", T}, {"axis", AK_INT}, {"keepdims", AK_BOOL}}, 0}
+#define COMPARE(nm, e) {nm, IR_##e, fe_lw_compare, 2, 2, {{"x", AK_TENSOR_OR_NUM}, {"y", AK_TENSOR_OR_NUM}}, 0}
 #define POOL(nm, e) {nm, IR_##e, fe_lw_pool, 2, 3, {{"x", T}, {"k", AK_INT}, {"stride", AK_INT}}, 0}
 #define RECURRENT(nm, e) {nm, IR_##e, fe_lw_recurrent, 2, 2, {{"x", T}, {"hidden", AK_INT}}, 1}
 
@@ -64,6 +66,9 @@ const fe_builtin fe_builtins[] = {
   {"dropout", IR_DROPOUT, fe_lw_dropout, 1, 2, {{"x", T}, {"p", AK_NUM}}, 0},
   {"softmax", IR_SOFTMAX, fe_lw_softmax, 1, 2, {{"x", T}, {"axis", AK_INT}}, 0},
   {"log_softmax", IR_LOG_SOFTMAX, fe_lw_softmax, 1, 2, {{"x", T}, {"axis", AK_INT}}, 0},
+  /* comparisons: bool results */
+  COMPARE("less", LESS), COMPARE("less_equal", LESS_EQUAL), COMPARE("greater", GREATER),
+  COMPARE("greater_equal", GREATER_EQUAL), COMPARE("equal", EQUAL), COMPARE("not_equal", NOT_EQUAL),
   /* reductions, pooling */
   REDUCE("sum", SUM), REDUCE("mean", MEAN), REDUCE("max", MAX), REDUCE("min", MIN),
   POOL("maxpool2d", MAXPOOL2D), POOL("avgpool2d", AVGPOOL2D),
@@ -109,6 +114,7 @@ const char *fe_argkind_str(fe_argkind k) {
   switch (k) {
   case AK_TENSOR: return "a tensor";
   case AK_NUM: return "a number";
+  case AK_TENSOR_OR_NUM: return "a tensor or a number";
   case AK_INT: return "an integer";
   case AK_BOOL: return "true or false";
   case AK_STR: return "a string";

@@ -196,6 +196,7 @@ static void check_arg(cctx *c, const char *fn, const fe_argspec *sp, const fe_ex
   switch (sp->kind) {
   case AK_TENSOR: ok = k == K_TENSOR; break;
   case AK_NUM: ok = k == K_NUM; break;
+  case AK_TENSOR_OR_NUM: ok = k == K_TENSOR || k == K_NUM; break;
   case AK_INT: ok = k == K_NUM; break;
   case AK_BOOL: ok = k == K_BOOL; break;
   case AK_STR: ok = k == K_STR; break;

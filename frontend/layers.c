@@ -140,6 +140,18 @@ int fe_lw_clamp(fe_lctx *L, fe_args *a, fe_val *out) {
   return one(L, a, &at, out);
 }
 
+/* less(x, y) ...: x and y promoted as in x + y (numbers take the tensor's
+ * dtype), then compared; the result is bool */
+int fe_lw_compare(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (a->v[0].k != V_TENSOR && a->v[1].k != V_TENSOR) {
+    fe_error(L->d, a->call->loc, "'%s' needs at least one tensor, got two numbers", a->b->name);
+    return -1;
+  }
+  int in[2];
+  if (fe_operands(L, &a->v[0], &a->v[1], 0, a->call->loc, in)) return -1;
+  return set_out(out, fe_node(L, a->b->op, in, 2, NULL, a->call->loc));
+}
+
 int fe_lw_dropout(fe_lctx *L, fe_args *a, fe_val *out) {
   ir_attr at = {0};
   at.f = get_num(a, 1, 0.5);

@@ -197,19 +197,8 @@ static int cast_to(fe_lctx *L, int id, ir_dtype t, ir_loc loc) {
   return fe_node(L, IR_CAST, &id, 1, &a, loc);
 }
 
-static const int binop_ir[] = {[TK_PLUS] = IR_ADD, [TK_MINUS] = IR_SUB, [TK_STAR] = IR_MUL,
-                               [TK_SLASH] = IR_DIV, [TK_AT] = IR_MATMUL};
-
-static fe_val tensor_binop(fe_lctx *L, int op, fe_val a, fe_val b, ir_loc loc) {
-  if (op == TK_SLASHSLASH || op == TK_PERCENT) {
-    fe_error(L->d, loc, "operator '%s' applies to numbers only, not tensors", fe_op_str(op));
-    return verr();
-  }
-  if (op == TK_AT && (a.k != V_TENSOR || b.k != V_TENSOR)) {
-    fe_error(L->d, loc, "operator '@' needs two tensors, got %s", vkind_str(a.k != V_TENSOR ? a.k : b.k));
-    return verr();
-  }
-  fe_val *side[2] = {&a, &b};
+int fe_operands(fe_lctx *L, const fe_val *a, const fe_val *b, int to_float, ir_loc loc, int in[2]) {
+  const fe_val *side[2] = {a, b};
   ir_dtype t = IR_BOOL;
   int first = 1, anyfloat = 0;
   for (int i = 0; i < 2; i++) {
@@ -222,13 +211,29 @@ static fe_val tensor_binop(fe_lctx *L, int op, fe_val a, fe_val b, ir_loc loc) {
     }
   }
   /* A float number, or true division, turns an integer tensor into f32. */
-  if (!ir_dtype_is_float(t) && (anyfloat || op == TK_SLASH)) t = IR_F32;
-  int in[2];
+  if (!ir_dtype_is_float(t) && (anyfloat || to_float)) t = IR_F32;
   for (int i = 0; i < 2; i++) {
     if (side[i]->k == V_TENSOR) in[i] = cast_to(L, side[i]->node, t, loc);
     else in[i] = ir_add_const(L->g, t, side[i]->num.f, loc);
-    if (in[i] < 0) return verr();
+    if (in[i] < 0) return -1;
   }
+  return 0;
+}
+
+static const int binop_ir[] = {[TK_PLUS] = IR_ADD, [TK_MINUS] = IR_SUB, [TK_STAR] = IR_MUL,
+                               [TK_SLASH] = IR_DIV, [TK_AT] = IR_MATMUL};
+
+static fe_val tensor_binop(fe_lctx *L, int op, fe_val a, fe_val b, ir_loc loc) {
+  if (op == TK_SLASHSLASH || op == TK_PERCENT) {
+    fe_error(L->d, loc, "operator '%s' applies to numbers only, not tensors", fe_op_str(op));
+    return verr();
+  }
+  if (op == TK_AT && (a.k != V_TENSOR || b.k != V_TENSOR)) {
+    fe_error(L->d, loc, "operator '@' needs two tensors, got %s", vkind_str(a.k != V_TENSOR ? a.k : b.k));
+    return verr();
+  }
+  int in[2];
+  if (fe_operands(L, &a, &b, op == TK_SLASH, loc, in)) return verr();
   return vtensor(fe_node(L, binop_ir[op], in, 2, NULL, loc));
 }
 
@@ -272,6 +277,7 @@ static int val_fits(const fe_val *v, fe_argkind k) {
   switch (k) {
   case AK_TENSOR: return v->k == V_TENSOR;
   case AK_NUM: return v->k == V_NUM;
+  case AK_TENSOR_OR_NUM: return v->k == V_TENSOR || v->k == V_NUM;
   case AK_INT: return v->k == V_NUM && v->num.is_int;
   case AK_BOOL: return v->k == V_BOOL;
   case AK_STR: return v->k == V_STR;

@@ -59,6 +59,7 @@ int fe_suggest_cap(const char *name);
 typedef enum {
   AK_TENSOR,     /* a tensor */
   AK_NUM,        /* a number */
+  AK_TENSOR_OR_NUM, /* a tensor or a number (comparisons, where) */
   AK_INT,        /* an integer number */
   AK_BOOL,       /* true / false */
   AK_STR,        /* a string */
@@ -148,6 +149,10 @@ struct fe_lctx {
 
 /* Append an op; on a shape error report "shape error in 'h': ..." at loc. */
 int fe_node(fe_lctx *L, int op, const int *in, int nin, const ir_attr *a, ir_loc loc);
+/* lower.c: two operands of tensor arithmetic (a number or a tensor each, at
+ * least one tensor) as nodes of one dtype, promoted as PyTorch does (f32
+ * when to_float and they are integers); -1 on failure. */
+int fe_operands(fe_lctx *L, const fe_val *a, const fe_val *b, int to_float, ir_loc loc, int in[2]);
 /* The base name of a layer: prefix + (given name or "<op>_<k>"). */
 const char *fe_layer_name(fe_lctx *L, const char *op, const char *given);
 /* Create parameter base[.suffix]; checks duplicates and size. `weight`

@@ -32,6 +32,9 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_DROPOUT] = ik_dropout,    [IR_CAST] = ik_cast,
   [IR_ADD] = ik_add,            [IR_SUB] = ik_sub,
   [IR_MUL] = ik_mul,            [IR_DIV] = ik_div,
+  [IR_LESS] = ik_compare,       [IR_LESS_EQUAL] = ik_compare,
+  [IR_GREATER] = ik_compare,    [IR_GREATER_EQUAL] = ik_compare,
+  [IR_EQUAL] = ik_compare,      [IR_NOT_EQUAL] = ik_compare,
   [IR_MATMUL] = ik_matmul,      [IR_CONV2D] = ik_conv2d,
   [IR_SOFTMAX] = ik_softmax,    [IR_LOG_SOFTMAX] = ik_log_softmax,
   [IR_SUM] = ik_sum,            [IR_MEAN] = ik_mean,
@@ -322,6 +325,19 @@ static double s_add(double a, double b) { return a + b; }
 static double s_sub(double a, double b) { return a - b; }
 static double s_mul(double a, double b) { return a * b; }
 static double s_div(double a, double b) { return a / b; }
+
+/* comparisons: 1 or 0 (bool); C's NaN rules are PyTorch's */
+static double s_lt(double a, double b) { return a < b; }
+static double s_le(double a, double b) { return a <= b; }
+static double s_gt(double a, double b) { return a > b; }
+static double s_ge(double a, double b) { return a >= b; }
+static double s_eq(double a, double b) { return a == b; }
+static double s_ne(double a, double b) { return a != b; }
+
+int ik_compare(ik_ctx *c, const ir_node *n, double *out) {
+  static const binary_fn fn[] = {s_lt, s_le, s_gt, s_ge, s_eq, s_ne};
+  return map2(c, n, out, fn[n->op - IR_LESS]);
+}
 
 int ik_add(ik_ctx *c, const ir_node *n, double *out) { return map2(c, n, out, s_add); }
 int ik_sub(ik_ctx *c, const ir_node *n, double *out) { return map2(c, n, out, s_sub); }

@@ -169,6 +169,13 @@ int shp_broadcast(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   return 0;
 }
 
+/* comparisons: the broadcast shape, bool */
+int shp_compare(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  if (shp_broadcast(g, n, msg, mn)) return -1;
+  n->dtype = IR_BOOL;
+  return 0;
+}
+
 /* ---- contractions ---- */
 
 /* An operand as the messages show it: "[3, 2]" or, flagged, "[3, 2]^T". */

@@ -41,4 +41,16 @@ expect min_ax1 'output y = min(x, 1)' "y: f32[2] -2 0.25 "
 expect min_keep 'output y = min(x, axis=0, keepdims=true)' "y: f32[1, 3] -2 -0.5 0 "
 refuse min_axis 'output y = min(x, 2)' "4:19: error: axis 2 is out of range for a tensor of rank 2"
 
+# comparisons: bool results (the printed form shows them as integers, as
+# lathe_get_output returns them), numbers take the tensor's dtype
+expect less 'output y = less(x, 0)' "y: i32[2, 3] 1 1 0 0 0 0 "
+expect ge 'output y = greater_equal(x, 0.25)' "y: i32[2, 3] 0 0 0 1 1 1 "
+expect eq_bcast 'output y = equal(slice(x, 0, 0, 1), x)' "y: i32[2, 3] 1 1 1 0 0 0 "
+expect ne 'output y = not_equal(0, x)' "y: i32[2, 3] 1 1 0 1 1 1 "
+expect le_mask 'output y = x * less_equal(x, 1)' "y: f32[2, 3] -2 -0.5 0 0.25 1 0 "
+printf 'model t\ninput x : f32[2, 3]\noutput y = greater(x, x)\n' >"$tmp/cmpty.nn"
+case $("$LATHE" check "$tmp/cmpty.nn" 2>&1) in *"greater        bool[2, 3]"*) ok ;; *) bad "greater: not bool" ;; esac
+refuse cmp_nums 'output y = less(1, 2)' "error: 'less' needs at least one tensor, got two numbers"
+refuse cmp_shape 'output y = equal(x, slice(k, 1, 0, 2))' "shape error in output 'y': equal: shapes do not broadcast: [2, 3] and [2, 2]"
+
 finish

@@ -224,6 +224,12 @@ static int cases_for(int op, tcase *cs) {
     cs[n] = C2(I, S(2, 3, 7), I, S(1, 7)); cs[n].domain = 2; cs[n++].lim = 50;
     if (op == IR_DIV) for (int i = 0; i < 5; i++) cs[i].domain = 1;
     return n;
+  case IR_LESS: case IR_LESS_EQUAL: case IR_GREATER: case IR_GREATER_EQUAL: case IR_EQUAL: case IR_NOT_EQUAL:
+    cs[n++] = C2(F, S(2, 3, 1), F, S(2, 1, 33));
+    cs[n++] = C2(F, S(1, 7), F, S(0));
+    cs[n] = C2(I, S(2, 3, 7), I, S(1, 7)); cs[n++].lim = 3; /* ints in [0, 3): many ties */
+    cs[n] = C2(F, S(1, 7), F, S(1, 7)); cs[n++].domain = 3; /* {0, 1} floats: ties */
+    return n;
   case IR_MATMUL:
     cs[n++] = C2(F, S(2, 7, 33), F, S(2, 33, 1));
     cs[n++] = C2(F, S(2, 1, 7), F, S(2, 7, 33));

@@ -161,6 +161,14 @@ static void test_binary(void) {
   OK(ADD(IR_SUB, NULL, one, a), "f32[2, 1, 3]");
   BAD(ADD(IR_ADD, NULL, v, i), "add: dtypes differ: f32 vs i32");
   BAD(ADD(IR_ADD, NULL, a, T("f32[3, 2]")), "add: shapes do not broadcast: [2, 1, 3] and [3, 2]");
+  /* comparisons: the broadcast shape, bool */
+  for (int op = IR_LESS; op <= IR_NOT_EQUAL; op++) {
+    OK(ADD(op, NULL, a, b), "bool[2, 4, 3]");
+    OK(ADD(op, NULL, i, i), "bool[3]");
+    char want[128];
+    snprintf(want, sizeof want, "%s: dtypes differ: f32 vs i32", ir_ops[op].name);
+    BAD(ADD(op, NULL, v, i), want);
+  }
   /* broadcast helper directly */
   ir_shape x = {.rank = 8, .d = {1, 2, 1, 2, 1, 2, 1, 2}}, y = {.rank = 3, .d = {3, 1, 5}}, o;
   char buf[200];
@@ -435,7 +443,7 @@ static void test_losses(void) {
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 49); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 55); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 

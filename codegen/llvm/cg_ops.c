@@ -146,6 +146,18 @@ static void binary_body(cg_k *k, V *off, void *ctx) {
   cg_st(k, 0, off[0], op == IR_DIV ? int_div(k, a, b) : iops[i](BLD, a, b, ""));
 }
 
+/* comparisons (op - IR_LESS): ordered float predicates are false on NaN,
+ * not_equal's unordered one true, as the reference */
+static void compare_body(cg_k *k, V *off, void *ctx) {
+  static const LLVMRealPredicate fp[] = {LLVMRealOLT, LLVMRealOLE, LLVMRealOGT, LLVMRealOGE, LLVMRealOEQ, LLVMRealUNE};
+  static const LLVMIntPredicate ip[] = {LLVMIntSLT, LLVMIntSLE, LLVMIntSGT, LLVMIntSGE, LLVMIntEQ, LLVMIntNE};
+  int i = *(int *)ctx - IR_LESS;
+  V r = ir_dtype_is_float(k->dt[1])
+            ? LLVMBuildFCmp(BLD, fp[i], cg_ldf(k, 1, off[1]), cg_ldf(k, 2, off[2]), "")
+            : LLVMBuildICmp(BLD, ip[i], cg_ldi(k, 1, off[1]), cg_ldi(k, 2, off[2]), "");
+  cg_st(k, 0, off[0], r);
+}
+
 static void e_binary(cg_k *k) {
   const ir_shape *o = &k->n->shape;
   int64_t st[3][IR_MAXDIM];
@@ -153,7 +165,7 @@ static void e_binary(cg_k *k) {
   cg_bcast_strides(o, SH(0), st[1]);
   cg_bcast_strides(o, SH(1), st[2]);
   int op = k->n->op;
-  cg_nest(k, o->rank, o->d, 3, st, NULL, binary_body, &op);
+  cg_nest(k, o->rank, o->d, 3, st, NULL, k->n->dtype == IR_BOOL ? compare_body : binary_body, &op);
 }
 
 /* ---- matrix products ---- */
@@ -832,6 +844,8 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_SQRT] = e_unary,      [IR_ABS] = e_unary,        [IR_NEG] = e_unary,       [IR_POW] = e_unary,
   [IR_DROPOUT] = e_unary,   [IR_CAST] = e_unary,       [IR_RESHAPE] = e_unary,   [IR_CLAMP] = e_unary,
   [IR_ADD] = e_binary,      [IR_SUB] = e_binary,       [IR_MUL] = e_binary,      [IR_DIV] = e_binary,
+  [IR_LESS] = e_binary,     [IR_LESS_EQUAL] = e_binary, [IR_GREATER] = e_binary, [IR_GREATER_EQUAL] = e_binary,
+  [IR_EQUAL] = e_binary,    [IR_NOT_EQUAL] = e_binary,
   [IR_MATMUL] = e_matmul,   [IR_CONV2D] = e_conv2d,
   [IR_SOFTMAX] = e_softmax, [IR_LOG_SOFTMAX] = e_softmax,
   [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
