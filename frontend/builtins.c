@@ -13,6 +13,7 @@ int fe_lw_softmax(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_pow(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_clamp(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_compare(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_where(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_dropout(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_reshape(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_flatten(fe_lctx *L, fe_args *a, fe_val *out);
@@ -69,6 +70,7 @@ const fe_builtin fe_builtins[] = {
   /* comparisons: bool results */
   COMPARE("less", LESS), COMPARE("less_equal", LESS_EQUAL), COMPARE("greater", GREATER),
   COMPARE("greater_equal", GREATER_EQUAL), COMPARE("equal", EQUAL), COMPARE("not_equal", NOT_EQUAL),
+  {"where", IR_WHERE, fe_lw_where, 3, 3, {{"cond", T}, {"a", AK_TENSOR_OR_NUM}, {"b", AK_TENSOR_OR_NUM}}, 0},
   /* reductions, pooling */
   REDUCE("sum", SUM), REDUCE("mean", MEAN), REDUCE("max", MAX), REDUCE("min", MIN),
   POOL("maxpool2d", MAXPOOL2D), POOL("avgpool2d", AVGPOOL2D),

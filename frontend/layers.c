@@ -152,6 +152,27 @@ int fe_lw_compare(fe_lctx *L, fe_args *a, fe_val *out) {
   return set_out(out, fe_node(L, a->b->op, in, 2, NULL, a->call->loc));
 }
 
+/* where(cond, a, b): cond a bool tensor (a comparison's result); a and b
+ * promoted as in a + b, two numbers as torch.where's (f32 if either is real,
+ * else i64) */
+int fe_lw_where(fe_lctx *L, fe_args *a, fe_val *out) {
+  char b[240];
+  if (fe_nodep(L, a->v[0].node)->dtype != IR_BOOL) {
+    fe_error(L->d, argloc(a, 0), "'where' needs a bool condition (a comparison such as less(x, 0)), got %s",
+             tensor_str(L, a->v[0].node, b, sizeof b));
+    return -1;
+  }
+  int in[3] = {a->v[0].node, -1, -1};
+  if (a->v[1].k == V_NUM && a->v[2].k == V_NUM) {
+    ir_dtype t = a->v[1].num.is_int && a->v[2].num.is_int ? IR_I64 : IR_F32;
+    for (int j = 1; j < 3; j++)
+      if ((in[j] = ir_add_const(L->g, t, a->v[j].num.f, a->call->loc)) < 0) return -1;
+  } else if (fe_operands(L, &a->v[1], &a->v[2], 0, a->call->loc, in + 1)) {
+    return -1;
+  }
+  return set_out(out, fe_node(L, IR_WHERE, in, 3, NULL, a->call->loc));
+}
+
 int fe_lw_dropout(fe_lctx *L, fe_args *a, fe_val *out) {
   ir_attr at = {0};
   at.f = get_num(a, 1, 0.5);

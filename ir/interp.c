@@ -35,6 +35,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_LESS] = ik_compare,       [IR_LESS_EQUAL] = ik_compare,
   [IR_GREATER] = ik_compare,    [IR_GREATER_EQUAL] = ik_compare,
   [IR_EQUAL] = ik_compare,      [IR_NOT_EQUAL] = ik_compare,
+  [IR_WHERE] = ik_where,
   [IR_MATMUL] = ik_matmul,      [IR_CONV2D] = ik_conv2d,
   [IR_SOFTMAX] = ik_softmax,    [IR_LOG_SOFTMAX] = ik_log_softmax,
   [IR_SUM] = ik_sum,            [IR_MEAN] = ik_mean,
@@ -337,6 +338,16 @@ static double s_ne(double a, double b) { return a != b; }
 int ik_compare(ik_ctx *c, const ir_node *n, double *out) {
   static const binary_fn fn[] = {s_lt, s_le, s_gt, s_ge, s_eq, s_ne};
   return map2(c, n, out, fn[n->op - IR_LESS]);
+}
+
+int ik_where(ik_ctx *c, const ir_node *n, double *out) {
+  const double *cd = ik_in(c, n, 0), *a = ik_in(c, n, 1), *b = ik_in(c, n, 2);
+  const ir_shape *sc = &ik_arg(c, n, 0)->shape, *sa = &ik_arg(c, n, 1)->shape, *sb = &ik_arg(c, n, 2)->shape;
+  int64_t count = ir_numel(&n->shape);
+  for (int64_t i = 0; i < count; i++)
+    out[i] = cd[ik_bcast_index(&n->shape, sc, i)] != 0 ? a[ik_bcast_index(&n->shape, sa, i)]
+                                                       : b[ik_bcast_index(&n->shape, sb, i)];
+  return 0;
 }
 
 int ik_add(ik_ctx *c, const ir_node *n, double *out) { return map2(c, n, out, s_add); }

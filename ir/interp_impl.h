@@ -64,6 +64,7 @@ int ik_relu(ik_ctx *c, const ir_node *n, double *out);
 int ik_leaky_relu(ik_ctx *c, const ir_node *n, double *out);
 int ik_clamp(ik_ctx *c, const ir_node *n, double *out);
 int ik_compare(ik_ctx *c, const ir_node *n, double *out);
+int ik_where(ik_ctx *c, const ir_node *n, double *out);
 int ik_sigmoid(ik_ctx *c, const ir_node *n, double *out);
 int ik_tanh(ik_ctx *c, const ir_node *n, double *out);
 int ik_gelu(ik_ctx *c, const ir_node *n, double *out);

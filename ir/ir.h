@@ -85,6 +85,7 @@ typedef enum {
 typedef enum {
   IR_CAT_LEAF, IR_CAT_UNARY, IR_CAT_BINARY, IR_CAT_GEMM, IR_CAT_REDUCE,
   IR_CAT_MOVE, IR_CAT_LAYER, IR_CAT_LOSS,
+  IR_CAT_SELECT,          /* elementwise with three broadcast operands (where) */
   IR_CAT_GRAD,            /* backward-pass ops made by passes/autodiff.c */
   IR_CAT_FUSED            /* an elementwise program made by passes/fuse.c */
 } ir_cat;

@@ -169,6 +169,21 @@ int shp_broadcast(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   return 0;
 }
 
+/* where(cond, a, b): cond bool, a and b of one dtype, all three broadcast */
+int shp_where(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *c = in_(g, n, 0), *a = in_(g, n, 1), *b = in_(g, n, 2);
+  char b1[SBUF], b2[SBUF], b3[SBUF];
+  ir_shape s, t;
+  if (c->dtype != IR_BOOL)
+    return ir_fail(msg, mn, "where: condition must be bool, got %s", ir_dtype_name(c->dtype));
+  if (need_same_dtype(n, a, b, msg, mn)) return -1;
+  if (ir_broadcast(&c->shape, &a->shape, &t) || ir_broadcast(&t, &b->shape, &s))
+    return ir_fail(msg, mn, "where: shapes do not broadcast: %s, %s and %s", sh(&c->shape, b1), sh(&a->shape, b2),
+                   sh(&b->shape, b3));
+  set(n, a->dtype, &s);
+  return 0;
+}
+
 /* comparisons: the broadcast shape, bool */
 int shp_compare(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (shp_broadcast(g, n, msg, mn)) return -1;

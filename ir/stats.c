@@ -75,7 +75,8 @@ int64_t ir_node_flops(const ir_graph *g, int node) {
   }
   switch (ir_ops[n->op].cat) {
     case IR_CAT_UNARY:
-    case IR_CAT_BINARY: return numel(n);
+    case IR_CAT_BINARY:
+    case IR_CAT_SELECT: return numel(n);
     case IR_CAT_REDUCE:
     case IR_CAT_LOSS: return numel(arg(g, n, 0));
     default: return 0; /* leaves, data movement */

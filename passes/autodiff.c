@@ -184,6 +184,14 @@ static void r_add(ad_ctx *a, int id, int dy) {
   if (want(a, id, 1)) give(a, id, 1, N(a, id)->op == IR_SUB ? add1(a, IR_NEG, dy, NULL) : dy);
 }
 
+/* y = where(c, a, b): da = where(c, dy, 0), db = where(c, 0, dy) (give sums
+ * each back to its operand's shape) */
+static void r_where(ad_ctx *a, int id, int dy) {
+  int c = in(a, id, 0), z = cnst(a, N(a, dy)->dtype, 0.0);
+  if (want(a, id, 1)) give(a, id, 1, add(a, IR_WHERE, (int[]){c, dy, z}, 3, NULL));
+  if (want(a, id, 2)) give(a, id, 2, add(a, IR_WHERE, (int[]){c, z, dy}, 3, NULL));
+}
+
 static void r_mul(ad_ctx *a, int id, int dy) {
   if (want(a, id, 0)) give(a, id, 0, add2(a, IR_MUL, dy, in(a, id, 1)));
   if (want(a, id, 1)) give(a, id, 1, add2(a, IR_MUL, dy, in(a, id, 0)));
@@ -398,6 +406,7 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_SQRT] = r_unary,     [IR_ABS] = r_unary,        [IR_NEG] = r_neg,         [IR_POW] = r_unary,
   [IR_CLAMP] = r_unary,   [IR_DROPOUT] = r_identity, [IR_CAST] = r_cast,
   [IR_ADD] = r_add,        [IR_SUB] = r_add,          [IR_MUL] = r_mul,         [IR_DIV] = r_div,
+  [IR_WHERE] = r_where,
   [IR_MATMUL] = r_matmul,  [IR_CONV2D] = r_conv2d,
   [IR_SOFTMAX] = r_softmax, [IR_LOG_SOFTMAX] = r_softmax,
   [IR_SUM] = r_sum,        [IR_MEAN] = r_sum,         [IR_MAX] = r_max,         [IR_LAYERNORM] = r_layernorm,

@@ -140,22 +140,22 @@ static int gather_rows(dec *c, const ir_node *n, int j, int ax) {
 
 static int binary(dec *c, int id) {
   const ir_node *n = fnode(c, id);
-  int ax = -1, in[2];
-  for (int j = 0; j < 2; j++) {
+  int ax = -1, in[DEC_MAXIN];
+  for (int j = 0; j < n->nin && j < DEC_MAXIN; j++) {
     int a = aligned(c, n, j);
     if (a >= 0 && ax >= 0 && a != ax)
       return fail(c, n, "operands indexed by position along different axes have no decode form");
     if (a >= 0) ax = a;
   }
   c->tax[id] = ax;
-  for (int j = 0; j < 2; j++) {
+  for (int j = 0; j < n->nin && j < DEC_MAXIN; j++) {
     in[j] = c->nid[n->in[j]];
     const ir_node *x = fnode(c, n->in[j]);
     int xa = ax - (n->shape.rank - x->shape.rank);
     if (ax >= 0 && c->tax[n->in[j]] < 0 && xa >= 0 && x->shape.d[xa] != 1 && (in[j] = gather_rows(c, n, j, xa)) < 0)
       return -1;
   }
-  return add(c, n->op, in, 2, &n->attr, n->loc);
+  return add(c, n->op, in, n->nin, &n->attr, n->loc);
 }
 
 /* The same op on the rebuilt inputs, after checking the time axis is not one
@@ -296,7 +296,8 @@ static int node(dec *c, int id, int input) {
   switch (ir_ops[n->op].cat) {
   case IR_CAT_LEAF: return leaf(c, id, input);
   case IR_CAT_UNARY: return same_op(c, id, c->tax[n->in[0]], -1, "");
-  case IR_CAT_BINARY: return binary(c, id);
+  case IR_CAT_BINARY:
+  case IR_CAT_SELECT: return binary(c, id);
   case IR_CAT_REDUCE: return reduce(c, id);
   case IR_CAT_MOVE: return move(c, id);
   default: break;

@@ -40,7 +40,7 @@ static pl_kind single_kind(int op) {
     [IR_CAT_LEAF] = PL_K_OTHER,        [IR_CAT_UNARY] = PL_K_ELEMENTWISE, [IR_CAT_BINARY] = PL_K_ELEMENTWISE,
     [IR_CAT_GEMM] = PL_K_GEMM,         [IR_CAT_REDUCE] = PL_K_ROWS,       [IR_CAT_MOVE] = PL_K_MOVE,
     [IR_CAT_LAYER] = PL_K_OTHER,       [IR_CAT_LOSS] = PL_K_LOSS,         [IR_CAT_GRAD] = PL_K_OTHER,
-    [IR_CAT_FUSED] = PL_K_ELEMENTWISE,
+    [IR_CAT_FUSED] = PL_K_ELEMENTWISE, [IR_CAT_SELECT] = PL_K_ELEMENTWISE,
   };
   if (op < 0 || op >= IR_NOPS) return PL_K_OTHER;
   return by_op[op] ? (pl_kind)(by_op[op] - 1) : by_cat[ir_ops[op].cat];

@@ -53,4 +53,11 @@ case $("$LATHE" check "$tmp/cmpty.nn" 2>&1) in *"greater        bool[2, 3]"*) ok
 refuse cmp_nums 'output y = less(1, 2)' "error: 'less' needs at least one tensor, got two numbers"
 refuse cmp_shape 'output y = equal(x, slice(k, 1, 0, 2))' "shape error in output 'y': equal: shapes do not broadcast: [2, 3] and [2, 2]"
 
+# where: a bool condition, a and b promoted as a + b, broadcast together
+expect where 'output y = where(less(x, 0), 0, x)' "y: f32[2, 3] 0 0 0 0.25 1 3 "
+expect where_bcast 'output y = where(greater(slice(x, 1, 2, 3), 1), x, neg(x))' "y: f32[2, 3] 2 0.5 -0 0.25 1 3 "
+expect where_nums 'output y = where(less(x, 0), 1, 0)' "y: i64[2, 3] 1 1 0 0 0 0 "
+refuse where_cond 'output y = where(x, x, 0)' "4:18: error: 'where' needs a bool condition (a comparison such as less(x, 0)), got f32[2, 3]"
+refuse where_shape 'output y = where(less(x, 0), x, slice(x, 1, 0, 2))' "where: shapes do not broadcast: [2, 3], [2, 3] and [2, 2]"
+
 finish

@@ -144,6 +144,7 @@ static double check_graph(tgraph *t, const char *what, double *cg_err) {
         double d = v[in->node][e];
         if (in->dtype == IR_F32) ((float *)ins[i])[e] = (float)d;
         else if (in->dtype == IR_I64) ((int64_t *)ins[i])[e] = (int64_t)d;
+        else if (ir_dtype_size(in->dtype) == 1) ((int8_t *)ins[i])[e] = (int8_t)d; /* bool (where's condition), i8, u8 */
         else ((int32_t *)ins[i])[e] = (int32_t)d;
       }
     }
@@ -284,6 +285,10 @@ static int cases_for(int op, gcase *cs) {
     return n;
   case IR_CONCAT:
     cs[n] = C(op, 3, S2(2, 3), S2(2, 1), S2(2, 2)), cs[n++].attr.axis = 1;
+    return n;
+  case IR_WHERE: /* a broadcast to the result, b summed back from it */
+    cs[n] = C(op, 3, S2(3, 4), S2(3, 4), S1(4)), cs[n].dt[0] = IR_BOOL, cs[n++].lim[0] = 2;
+    cs[n] = C(op, 3, S2(3, 1), S1(5), S2(3, 5)), cs[n].dt[0] = IR_BOOL, cs[n++].lim[0] = 2;
     return n;
   case IR_SLICE:
     cs[n] = C(op, 1, S2(3, 6), S0, S0), cs[n].attr.axis = 1, cs[n].attr.start = 1, cs[n++].attr.end = 4;

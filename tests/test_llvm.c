@@ -224,6 +224,16 @@ static int cases_for(int op, tcase *cs) {
     cs[n] = C2(I, S(2, 3, 7), I, S(1, 7)); cs[n].domain = 2; cs[n++].lim = 50;
     if (op == IR_DIV) for (int i = 0; i < 5; i++) cs[i].domain = 1;
     return n;
+  case IR_WHERE:
+    for (int i = 0; i < 3; i++) {
+      static const int r[3][3][3] = {{{2, 3, 33}, {2, 3, 33}, {2, 3, 33}}, {{2, 3, 1}, {2, 1, 33}, {1, 33, 0}},
+                                     {{1, 7, 0}, {2, 2, 7}, {0, 0, 0}}};
+      cs[n] = C2(IR_BOOL, S(r[i][0][0], r[i][0][1], r[i][0][2]), i == 2 ? I : F, S(r[i][1][0], r[i][1][1], r[i][1][2]));
+      cs[n].nin = 3, cs[n].dt[2] = cs[n].dt[1], cs[n].sh[2] = S(r[i][2][0], r[i][2][1], r[i][2][2]);
+      cs[n].lim = 2; /* cond in {0, 1}; the integer case's values too */
+      n++;
+    }
+    return n;
   case IR_LESS: case IR_LESS_EQUAL: case IR_GREATER: case IR_GREATER_EQUAL: case IR_EQUAL: case IR_NOT_EQUAL:
     cs[n++] = C2(F, S(2, 3, 1), F, S(2, 1, 33));
     cs[n++] = C2(F, S(1, 7), F, S(0));

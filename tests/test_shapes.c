@@ -169,6 +169,13 @@ static void test_binary(void) {
     snprintf(want, sizeof want, "%s: dtypes differ: f32 vs i32", ir_ops[op].name);
     BAD(ADD(op, NULL, v, i), want);
   }
+  /* where: bool condition, one dtype for a and b, all three broadcast */
+  int cb = T("bool[4, 1]");
+  OK(ADD(IR_WHERE, NULL, cb, v, s), "f32[4, 3]");
+  OK(ADD(IR_WHERE, NULL, cb, s, s), "f32[4, 1]");
+  BAD(ADD(IR_WHERE, NULL, v, v, v), "where: condition must be bool, got f32");
+  BAD(ADD(IR_WHERE, NULL, cb, v, i), "where: dtypes differ: f32 vs i32");
+  BAD(ADD(IR_WHERE, NULL, cb, v, w), "where: shapes do not broadcast: [4, 1], [3] and [5]");
   /* broadcast helper directly */
   ir_shape x = {.rank = 8, .d = {1, 2, 1, 2, 1, 2, 1, 2}}, y = {.rank = 3, .d = {3, 1, 5}}, o;
   char buf[200];
@@ -443,7 +450,7 @@ static void test_losses(void) {
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 55); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 56); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 

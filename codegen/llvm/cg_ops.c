@@ -158,6 +158,23 @@ static void compare_body(cg_k *k, V *off, void *ctx) {
   cg_st(k, 0, off[0], r);
 }
 
+static void where_body(cg_k *k, V *off, void *ctx) {
+  (void)ctx;
+  V c = LLVMBuildICmp(BLD, LLVMIntNE, cg_ldi(k, 1, off[1]), ci(k, 0), "");
+  if (ir_dtype_is_float(k->dt[0]))
+    cg_st(k, 0, off[0], LLVMBuildSelect(BLD, c, cg_ldf(k, 2, off[2]), cg_ldf(k, 3, off[3]), ""));
+  else
+    cg_st(k, 0, off[0], LLVMBuildSelect(BLD, c, cg_ldi(k, 2, off[2]), cg_ldi(k, 3, off[3]), ""));
+}
+
+static void e_where(cg_k *k) {
+  const ir_shape *o = &k->n->shape;
+  int64_t st[4][IR_MAXDIM];
+  cg_contig_strides(o, st[0]);
+  for (int j = 0; j < 3; j++) cg_bcast_strides(o, SH(j), st[1 + j]);
+  cg_nest(k, o->rank, o->d, 4, st, NULL, where_body, NULL);
+}
+
 static void e_binary(cg_k *k) {
   const ir_shape *o = &k->n->shape;
   int64_t st[3][IR_MAXDIM];
@@ -845,7 +862,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_DROPOUT] = e_unary,   [IR_CAST] = e_unary,       [IR_RESHAPE] = e_unary,   [IR_CLAMP] = e_unary,
   [IR_ADD] = e_binary,      [IR_SUB] = e_binary,       [IR_MUL] = e_binary,      [IR_DIV] = e_binary,
   [IR_LESS] = e_binary,     [IR_LESS_EQUAL] = e_binary, [IR_GREATER] = e_binary, [IR_GREATER_EQUAL] = e_binary,
-  [IR_EQUAL] = e_binary,    [IR_NOT_EQUAL] = e_binary,
+  [IR_EQUAL] = e_binary,    [IR_NOT_EQUAL] = e_binary,  [IR_WHERE] = e_where,
   [IR_MATMUL] = e_matmul,   [IR_CONV2D] = e_conv2d,
   [IR_SOFTMAX] = e_softmax, [IR_LOG_SOFTMAX] = e_softmax,
   [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
