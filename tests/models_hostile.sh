@@ -23,7 +23,7 @@ bad() { echo "FAIL: $*" >&2; fail=$((fail + 1)); }
 expect_err() {
   local want=$1
   shift
-  "$@" >"$tmp/out" 2>"$tmp/err"
+  timeout 60 "$@" >"$tmp/out" 2>"$tmp/err" # 124: it ran on (--restarts 99999999999 once became 1215752191)
   local rc=$?
   [ "$rc" -eq 1 ] || { bad "$* : exit $rc, want 1"; return; }
   local got
@@ -79,6 +79,10 @@ expect_err "lathe train: error: --lr must be a positive number, got -0.1" "${T[@
 expect_err "lathe train: error: --epochs must be at least 1, got 0" "${T[@]}" --epochs 0
 expect_err "lathe train: error: --batch must be at least 1, got 0" "${T[@]}" --batch 0
 expect_err "lathe train: error: --restarts must be at least 1, got 0" "${T[@]}" --restarts 0
+expect_err "lathe train: error: --restarts must be at most 1000000, got 99999999999" "${T[@]}" --restarts 99999999999
+expect_err "lathe train: error: --epochs must be at most 1000000000, got 4294967297" "${T[@]}" --epochs 4294967297
+expect_err "lathe train: error: --batch must be at most 1099511627776, got 18446744073709551615" "${T[@]}" \
+  --batch 18446744073709551615
 expect_err "lathe eval: error: --batch must be at least 1, got 0" \
   "$lathe" eval "$tmp/reg1.nn" --data "$tmp/reg.csv" --weights none.safetensors --batch 0
 # and a non-zero flag is applied: 1 epoch of 240/16 = 15 steps

@@ -10,12 +10,21 @@
 #define DATA_FLAGS "--data=value --target-column=value --normalize=value --batch=value --seed=value --bind=pair"
 
 /* A count flag given as 0 is refused: the options keep 0 for "not given",
- * so a 0 let through would silently mean "the model file's value". */
-static int at_least_one(const char *cmd, const char *flag, uint64_t v, int given) {
-  if (!given || v >= 1) return 0;
-  fprintf(stderr, "lathe %s: error: %s must be at least 1, got 0\n", cmd, flag);
+ * so a 0 let through would silently mean "the model file's value". So is
+ * one above max, which the int options would otherwise cut silently. */
+static int count_flag(const char *cmd, const char *flag, uint64_t v, int given, uint64_t max) {
+  if (!given || (v >= 1 && v <= max)) return 0;
+  if (v < 1) fprintf(stderr, "lathe %s: error: %s must be at least 1, got 0\n", cmd, flag);
+  else fprintf(stderr, "lathe %s: error: %s must be at most %llu, got %llu\n", cmd, flag, (unsigned long long)max,
+               (unsigned long long)v);
   return 1;
 }
+
+/* The largest values the C API takes (runtime/api_args.c): a count past them
+ * is refused here, by its flag, instead of being cut to an int. */
+#define MAX_EPOCHS 1000000000ull
+#define MAX_BATCH (1ull << 40)
+#define MAX_RESTARTS 1000000ull
 
 /* --lr X: a positive number, as the train block's lr (0 would freeze the
  * weights; the options keep 0 for "not given"). */
@@ -64,7 +73,7 @@ static int data_options(const cli_args *a, const char *cmd, lathe_train_options 
   uint64_t b = 0;
   int b_given = 0;
   if (cli_u64(a, cmd, "--batch", &b, &b_given) || cli_u64(a, cmd, "--seed", &o->seed, &o->seed_set) ||
-      at_least_one(cmd, "--batch", b, b_given))
+      count_flag(cmd, "--batch", b, b_given, MAX_BATCH))
     return 1;
   o->batch = (int64_t)b;
   return 0;
@@ -102,9 +111,10 @@ int cmd_train(int argc, char **argv) {
   if (!status) status = cli_pass_options(&a, "train", &passes);
   o.compile = &passes;
   if (!status) status = cli_u64(&a, "train", "--epochs", &epochs, &epochs_given) ||
-                        at_least_one("train", "--epochs", epochs, epochs_given) ||
+                        count_flag("train", "--epochs", epochs, epochs_given, MAX_EPOCHS) ||
                         cli_u64(&a, "train", "--restarts", &restarts, &restarts_given) ||
-                        at_least_one("train", "--restarts", restarts, restarts_given) || lr_option(&a, &o.lr) ||
+                        count_flag("train", "--restarts", restarts, restarts_given, MAX_RESTARTS) ||
+                        lr_option(&a, &o.lr) ||
                         cli_backend(cli_value(&a, "--backend"), &o.backend);
   if (status) { cli_args_free(&a); return 1; }
   o.epochs = (int64_t)epochs;
