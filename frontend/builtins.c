@@ -73,6 +73,8 @@ const fe_builtin fe_builtins[] = {
   {"where", IR_WHERE, fe_lw_where, 3, 3, {{"cond", T}, {"a", AK_TENSOR_OR_NUM}, {"b", AK_TENSOR_OR_NUM}}, 0},
   /* reductions, pooling */
   REDUCE("sum", SUM), REDUCE("mean", MEAN), REDUCE("max", MAX), REDUCE("min", MIN),
+  {"argmax", IR_ARGMAX, fe_lw_reduce, 2, 3, {{"x", T}, {"axis", AK_INT}, {"keepdims", AK_BOOL}}, 0},
+  {"argmin", IR_ARGMIN, fe_lw_reduce, 2, 3, {{"x", T}, {"axis", AK_INT}, {"keepdims", AK_BOOL}}, 0},
   POOL("maxpool2d", MAXPOOL2D), POOL("avgpool2d", AVGPOOL2D),
   /* data movement */
   {"reshape", IR_RESHAPE, fe_lw_reshape, 2, 2, {{"x", T}, {"shape", AK_INTLIST}}, 0},

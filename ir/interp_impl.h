@@ -91,6 +91,7 @@ int ik_sum(ik_ctx *c, const ir_node *n, double *out);
 int ik_mean(ik_ctx *c, const ir_node *n, double *out);
 int ik_max(ik_ctx *c, const ir_node *n, double *out);
 int ik_min(ik_ctx *c, const ir_node *n, double *out);
+int ik_argext(ik_ctx *c, const ir_node *n, double *out);
 int ik_layernorm(ik_ctx *c, const ir_node *n, double *out);
 int ik_maxpool2d(ik_ctx *c, const ir_node *n, double *out);
 int ik_avgpool2d(ik_ctx *c, const ir_node *n, double *out);

@@ -158,6 +158,31 @@ int ik_mean(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out,
 int ik_max(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MAX); }
 int ik_min(ik_ctx *c, const ir_node *n, double *out) { return reduce(c, n, out, RED_MIN); }
 
+/* argmax / argmin: the index of the first extremum along the axis (the flat
+ * index over everything for axis -1); a NaN counts as the extremum, as
+ * torch.argmax */
+int ik_argext(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0);
+  int64_t outer = 1, len = ir_numel(sx), inner = 1;
+  if (n->attr.axis >= 0) {
+    int ax = (int)n->attr.axis;
+    outer = ik_dims(sx, 0, ax), len = sx->d[ax], inner = ik_dims(sx, ax + 1, sx->rank);
+  }
+  int is_max = n->op == IR_ARGMAX;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const double *xr = x + o * len * inner + i;
+      int64_t best = 0;
+      for (int64_t l = 1; l < len; l++) {
+        double v = xr[l * inner], b = xr[best * inner];
+        if (!isnan(b) && (isnan(v) || (is_max ? v > b : v < b))) best = l;
+      }
+      out[o * inner + i] = (double)best;
+    }
+  return 0;
+}
+
 /* Running sum along attr.axis, from the start (attr.i 0) or the end (1). */
 int ik_cumsum(ik_ctx *c, const ir_node *n, double *out) {
   const ir_shape *sx = &ik_arg(c, n, 0)->shape;

@@ -329,6 +329,13 @@ int shp_reduce(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   return 0;
 }
 
+/* argmax / argmin: shaped as the reduction, i32 indices */
+int shp_argext(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  if (shp_reduce(g, n, msg, mn)) return -1;
+  n->dtype = IR_I32;
+  return 0;
+}
+
 int shp_layernorm(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0);
   char b[SBUF];

@@ -176,10 +176,10 @@ static int reduce(dec *c, int id) {
   if (n->op == IR_LAYERNORM) return same_op(c, id, ax, n->shape.rank - 1, "layernorm over positions");
   if (n->op == IR_MAXPOOL2D || n->op == IR_AVGPOOL2D)
     return same_op(c, id, ax, ax, "pooling over positions has no decode form");
-  if (ax >= 0 && (n->op == IR_SUM || n->op == IR_MEAN || n->op == IR_MAX || n->op == IR_MIN) && n->attr.axis < 0)
+  if (ax >= 0 && (n->op == IR_SUM || n->op == IR_MEAN || n->op == IR_MAX || n->op == IR_MIN || n->op == IR_ARGMAX || n->op == IR_ARGMIN) && n->attr.axis < 0)
     return fail(c, n, "a reduction over all positions has no decode form");
   int r = same_op(c, id, ax, (int)n->attr.axis, "a reduction over positions has no decode form");
-  if (r >= 0 && ax >= 0 && (n->op == IR_SUM || n->op == IR_MEAN || n->op == IR_MAX || n->op == IR_MIN) && !n->attr.keepdims &&
+  if (r >= 0 && ax >= 0 && (n->op == IR_SUM || n->op == IR_MEAN || n->op == IR_MAX || n->op == IR_MIN || n->op == IR_ARGMAX || n->op == IR_ARGMIN) && !n->attr.keepdims &&
       n->attr.axis < ax)
     c->tax[id] = ax - 1;
   return r;

@@ -60,4 +60,12 @@ expect where_nums 'output y = where(less(x, 0), 1, 0)' "y: i64[2, 3] 1 1 0 0 0 0
 refuse where_cond 'output y = where(x, x, 0)' "4:18: error: 'where' needs a bool condition (a comparison such as less(x, 0)), got f32[2, 3]"
 refuse where_shape 'output y = where(less(x, 0), x, slice(x, 1, 0, 2))' "where: shapes do not broadcast: [2, 3], [2, 3] and [2, 2]"
 
+# argmax / argmin: i32 indices, the first extremum on ties
+expect argmax0 'output y = argmax(x, 0)' "y: i32[3] 1 1 1 "
+expect argmin1 'output y = argmin(x, -1, keepdims=true)' "y: i32[2, 1] 0 0 "
+expect argmax_ties 'output y = argmax(where(less(x, 1), 1, 0), 1)' "y: i32[2] 0 0 "
+expect argmin_ties 'output y = argmin(where(less(x, 0), 0, x), 1)' "y: i32[2] 0 0 "
+refuse argmax_axis 'output y = argmax(x)' "4:12: error: 'argmax' needs argument 'axis' (an integer)"
+refuse argmin_bool 'output y = argmin(less(x, 0), 0)' "argmin: input must be numeric, got bool[2, 3]"
+
 finish

@@ -169,6 +169,12 @@ static void test_binary(void) {
     snprintf(want, sizeof want, "%s: dtypes differ: f32 vs i32", ir_ops[op].name);
     BAD(ADD(op, NULL, v, i), want);
   }
+  /* argmax / argmin: the reduction's shape, i32 */
+  int x3 = T("f32[2, 3, 4]");
+  ir_attr a1 = {.axis = 1}, all = {.axis = -1, .keepdims = 1};
+  OK(ADD(IR_ARGMAX, &a1, x3), "i32[2, 4]");
+  OK(ADD(IR_ARGMIN, &all, x3), "i32[1, 1, 1]");
+  BAD(ADD(IR_ARGMAX, &a1, T("bool[2, 3]")), "argmax: input must be numeric, got bool[2, 3]");
   /* where: bool condition, one dtype for a and b, all three broadcast */
   int cb = T("bool[4, 1]");
   OK(ADD(IR_WHERE, NULL, cb, v, s), "f32[4, 3]");
@@ -450,7 +456,7 @@ static void test_losses(void) {
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 56); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 58); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 

@@ -405,6 +405,39 @@ static void e_reduce(cg_k *k) {
   }
 }
 
+/* argmax / argmin as the reference: the first extremum's index, NaN wins */
+static void e_argext(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  int flt = ir_dtype_is_float(k->dt[1]), is_max = k->n->op == IR_ARGMAX;
+  int64_t outer = 1, len = ir_numel(sx), inner = 1;
+  if (k->n->attr.axis >= 0) {
+    int ax = (int)k->n->attr.axis;
+    outer = dims(sx, 0, ax), len = sx->d[ax], inner = dims(sx, ax + 1, sx->rank);
+  }
+  LLVMTypeRef vt = flt ? k->m->f32 : k->m->i64;
+  V best = cg_var(k, vt, flt ? cf(k, 0) : ci(k, 0)), at = cg_var(k, k->m->i64, ci(k, 0));
+  CG_FOR(k, o, ci(k, 0), ci(k, outer)) CG_FOR(k, i, ci(k, 0), ci(k, inner)) {
+    V base = cg_add(k, cg_muli(k, o.iv, len * inner), i.iv);
+    cg_set(k, best, flt ? cg_ldf(k, 1, base) : cg_ldi(k, 1, base));
+    cg_set(k, at, ci(k, 0));
+    CG_FOR(k, l, ci(k, 1), ci(k, len)) {
+      V idx = cg_add(k, base, cg_muli(k, l.iv, inner)), b = cg_get(k, best, vt), take;
+      if (flt) { /* b not NaN and (v NaN or v beyond b): unordered compares take a NaN v */
+        V v = cg_ldf(k, 1, idx);
+        take = LLVMBuildAnd(BLD, LLVMBuildFCmp(BLD, LLVMRealORD, b, b, ""),
+                            LLVMBuildFCmp(BLD, is_max ? LLVMRealUGT : LLVMRealULT, v, b, ""), "");
+        cg_set(k, best, LLVMBuildSelect(BLD, take, v, b, ""));
+      } else {
+        V v = cg_ldi(k, 1, idx);
+        take = LLVMBuildICmp(BLD, is_max ? LLVMIntSGT : LLVMIntSLT, v, b, "");
+        cg_set(k, best, LLVMBuildSelect(BLD, take, v, b, ""));
+      }
+      cg_set(k, at, LLVMBuildSelect(BLD, take, l.iv, cg_get(k, at, k->m->i64), ""));
+    }
+    cg_st(k, 0, cg_add(k, cg_muli(k, o.iv, inner), i.iv), cg_get(k, at, k->m->i64));
+  }
+}
+
 /* layernorm over the last axis; statistics in double as the oracle does,
  * with vector accumulators. With a residual add before it (p, q set): the
  * first pass makes each x = p + q, stores it and sums it. */
@@ -866,7 +899,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_MATMUL] = e_matmul,   [IR_CONV2D] = e_conv2d,
   [IR_SOFTMAX] = e_softmax, [IR_LOG_SOFTMAX] = e_softmax,
   [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
-  [IR_MIN] = e_reduce,
+  [IR_MIN] = e_reduce,      [IR_ARGMAX] = e_argext,    [IR_ARGMIN] = e_argext,
   [IR_MAXPOOL2D] = e_pool,  [IR_AVGPOOL2D] = e_pool,
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
   [IR_ONE_HOT] = e_one_hot, [IR_GATHER] = e_gather, [IR_CUMSUM] = e_cumsum,
