@@ -93,6 +93,8 @@ const fe_builtin fe_builtins[] = {
    {{"logits", T}, {"labels", T}, {"label_smoothing", AK_NUM}}, 0},
   {"mse", IR_MSE, fe_lw_loss, 2, 2, {{"pred", T}, {"target", T}}, 0},
   {"bce", IR_BCE, fe_lw_loss, 2, 2, {{"logits", T}, {"labels", T}}, 0},
+  {"l1_loss", IR_L1, fe_lw_loss, 2, 2, {{"pred", T}, {"target", T}}, 0},
+  {"huber", IR_HUBER, fe_lw_loss, 2, 3, {{"pred", T}, {"target", T}, {"delta", AK_NUM}}, 0},
   /* repeat(n, block, x, extra..., name=) is matched by check.c / lower.c */
   {"repeat", -1, NULL, 3, 3, {{"n", AK_INT}, {"block", AK_BLOCK}, {"x", T}}, 1},
 };

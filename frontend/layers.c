@@ -377,6 +377,13 @@ int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out) {
       return -1;
     }
   }
+  if (a->b->op == IR_HUBER) {
+    at.f = get_num(a, 2, 1.0);
+    if (!(at.f > 0 && at.f < INFINITY)) {
+      fe_error(L->d, argloc(a, 2), "delta must be a positive number, got %g", at.f);
+      return -1;
+    }
+  }
   int in[2] = {a->v[0].node, a->v[1].node};
   return set_out(out, fe_node(L, a->b->op, in, 2, &at, a->call->loc));
 }

@@ -50,7 +50,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_ATTENTION] = ik_attention, [IR_RNN] = ik_rnn,
   [IR_LSTM] = ik_lstm,          [IR_GRU] = ik_gru,
   [IR_CROSS_ENTROPY] = ik_cross_entropy, [IR_MSE] = ik_mse,
-  [IR_BCE] = ik_bce,
+  [IR_BCE] = ik_bce,            [IR_L1] = ik_l1,             [IR_HUBER] = ik_huber,
   /* backward-pass ops: interp_grad.c */
   [IR_SUM_TO] = ik_sum_to,      [IR_BROADCAST_TO] = ik_broadcast_to,
   [IR_UNARY_GRAD] = ik_unary_grad, [IR_SOFTMAX_GRAD] = ik_softmax_grad,

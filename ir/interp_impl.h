@@ -107,6 +107,8 @@ int64_t ik_gather_at(const ir_shape *sx, const ir_shape *si, int ax, int64_t e, 
 int ik_cross_entropy(ik_ctx *c, const ir_node *n, double *out);
 int ik_mse(ik_ctx *c, const ir_node *n, double *out);
 int ik_bce(ik_ctx *c, const ir_node *n, double *out);
+int ik_l1(ik_ctx *c, const ir_node *n, double *out);
+int ik_huber(ik_ctx *c, const ir_node *n, double *out);
 
 /* interp_seq.c: fused sequence layers */
 int ik_attention(ik_ctx *c, const ir_node *n, double *out);

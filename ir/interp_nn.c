@@ -386,3 +386,28 @@ int ik_bce(ik_ctx *c, const ir_node *n, double *out) {
   out[0] = pair_mean(c, n, bce_logit);
   return 0;
 }
+
+static double abs_err(double p, double t) { return fabs(p - t); }
+
+int ik_l1(ik_ctx *c, const ir_node *n, double *out) {
+  out[0] = pair_mean(c, n, abs_err);
+  return 0;
+}
+
+/* Huber: 0.5 d^2 inside |d| < delta, delta (|d| - 0.5 delta) outside
+ * (torch.nn.functional.huber_loss). pair_mean's loss takes no attribute, so
+ * the loop is written out here. */
+int ik_huber(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sa = &ik_arg(c, n, 0)->shape, *sb = &ik_arg(c, n, 1)->shape;
+  const double *a = ik_in(c, n, 0), *b = ik_in(c, n, 1), delta = n->attr.f;
+  ir_shape s;
+  if (ir_broadcast(sa, sb, &s)) s = *sa;
+  int64_t count = ir_numel(&s);
+  double total = 0.0;
+  for (int64_t i = 0; i < count; i++) {
+    double d = fabs(a[ik_bcast_index(&s, sa, i)] - b[ik_bcast_index(&s, sb, i)]);
+    total += d < delta ? 0.5 * d * d : delta * (d - 0.5 * delta);
+  }
+  out[0] = total / (double)count;
+  return 0;
+}

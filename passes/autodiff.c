@@ -398,6 +398,28 @@ static void r_bce(ad_ctx *a, int id, int dy) {
     give(a, id, 1, scale(a, add2(a, IR_MUL, x, dy), -1.0 / (double)ir_numel(&N(a, x)->shape)));
 }
 
+/* l1 = mean|p - t|: dp = sign(p - t) dl / count (0 where p == t, as torch), dt = -dp */
+static void r_l1(ad_ctx *a, int id, int dy) {
+  int p = in(a, id, 0), t = in(a, id, 1);
+  double count = (double)ir_numel(&N(a, p)->shape);
+  int d = scale(a, add2(a, IR_MUL, add1(a, IR_SIGN, add2(a, IR_SUB, p, t), NULL), dy), 1.0 / count);
+  if (want(a, id, 0)) give(a, id, 0, d);
+  if (want(a, id, 1)) give(a, id, 1, add1(a, IR_NEG, d, NULL));
+}
+
+/* huber: dp = clamp(p - t, -delta, delta) dl / count, dt = -dp; the clamp is
+ * -min(-min(d, delta), delta) with the training-step op MINIMUM */
+static void r_huber(ad_ctx *a, int id, int dy) {
+  int p = in(a, id, 0), t = in(a, id, 1);
+  double count = (double)ir_numel(&N(a, p)->shape), delta = N(a, id)->attr.f;
+  int hi = cnst(a, N(a, p)->dtype, delta);
+  int up = add2(a, IR_MINIMUM, add2(a, IR_SUB, p, t), hi);
+  int clamped = add1(a, IR_NEG, add2(a, IR_MINIMUM, add1(a, IR_NEG, up, NULL), hi), NULL);
+  int d = scale(a, add2(a, IR_MUL, clamped, dy), 1.0 / count);
+  if (want(a, id, 0)) give(a, id, 0, d);
+  if (want(a, id, 1)) give(a, id, 1, add1(a, IR_NEG, d, NULL));
+}
+
 static void r_fused(ad_ctx *a, int id, int dy);
 
 static const ad_rule rules[IR_NOPS] = {
@@ -416,6 +438,7 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_EMBEDDING] = r_embedding, [IR_GATHER] = r_gather, [IR_CUMSUM] = r_cumsum,
   [IR_ATTENTION] = r_fused, [IR_RNN] = r_fused,       [IR_LSTM] = r_fused,      [IR_GRU] = r_fused,
   [IR_CROSS_ENTROPY] = r_cross_entropy, [IR_MSE] = r_mse, [IR_BCE] = r_bce,
+  [IR_L1] = r_l1,          [IR_HUBER] = r_huber,
 };
 
 int ad_differentiable(int op) { return op >= 0 && op < IR_NOPS && rules[op] != NULL; }

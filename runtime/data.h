@@ -199,6 +199,8 @@ int64_t rt_batch_fill(const rt_dataset *ds, int field, const int64_t *rows, int6
 
 /* The loss the model file declares; it picks the metrics. */
 typedef enum { RT_LOSS_CROSS_ENTROPY, RT_LOSS_MSE, RT_LOSS_BCE } rt_loss_kind;
+/* The regression terms share the mse metrics; their "loss" is their own. */
+typedef enum { RT_PW_SQUARED, RT_PW_ABS, RT_PW_HUBER } rt_pointwise;
 
 typedef struct {
   const char *name;        /* "loss", "accuracy", "precision", "recall", "f1",
@@ -238,11 +240,13 @@ double rt_metric_r2(const double *y, const double *pred, int64_t n);
  *   bce:           logits [rows, W] and 0/1 targets [rows, W]: loss, accuracy
  *                  (logit > 0), precision, recall, f1 (binary, over all
  *                  rows*W elements) and roc_auc.
- *   mse:           predictions and targets [rows, W]: loss (= mse), mse, mae,
+ *   mse:           predictions and targets [rows, W]: loss (mse, or the term's l1_loss or huber), mse, mae,
  *                  r2 (averaged over the W outputs, as sklearn's
  *                  uniform_average). */
 typedef struct rt_metrics rt_metrics;
 rt_metrics *rt_metrics_new(rt_loss_kind kind, int64_t width, int lm);   /* width: C or W; NULL on no memory */
+/* mse kind: the pointwise loss behind "loss" (default squared; huber with delta). */
+void rt_metrics_set_pointwise(rt_metrics *m, rt_pointwise pw, double delta);
 int rt_metrics_add_class(rt_metrics *m, const float *logits, const int32_t *labels, int64_t rows, char *msg,
                          size_t msgn);
 int rt_metrics_add_value(rt_metrics *m, const float *pred, const float *target, int64_t rows, char *msg,

@@ -142,7 +142,19 @@ struct rt_metrics {
   /* mse: per output column, Welford's mean and M2 of the target, squared and
    * absolute error sums */
   double *col;              /* [4, W] */
+  rt_pointwise pw;          /* mse kind: what "loss" sums */
+  double delta;
 };
+
+void rt_metrics_set_pointwise(rt_metrics *m, rt_pointwise pw, double delta) { m->pw = pw, m->delta = delta; }
+
+/* The regression term's loss of one error e (torch's l1_loss, huber_loss). */
+static double pointwise(const rt_metrics *m, double e) {
+  double a = fabs(e);
+  if (m->pw == RT_PW_ABS) return a;
+  if (m->pw == RT_PW_HUBER) return a < m->delta ? 0.5 * e * e : m->delta * (a - 0.5 * m->delta);
+  return e * e;
+}
 
 rt_metrics *rt_metrics_new(rt_loss_kind kind, int64_t width, int lm) {
   if (width < 1) return NULL;
@@ -233,7 +245,7 @@ static void add_mse_row(rt_metrics *m, const float *p, const float *t) {
     mean[j] += d / k;
     m2[j] += d * (y - mean[j]);
     sse[j] += e * e, sae[j] += fabs(e);
-    m->loss_sum += e * e;
+    m->loss_sum += pointwise(m, e);
   }
   m->n++;
 }
@@ -283,7 +295,7 @@ static int result_mse(const rt_metrics *m, rt_metric *out) {
     r2 += r2_of(m->col[2 * w + j], m->col[w + j]);
   }
   double cnt = (double)m->n * (double)w, mse = sse / cnt;
-  int k = put(out, 0, "loss", mse);
+  int k = put(out, 0, "loss", m->loss_sum / cnt);
   k = put(out, k, "mse", mse);
   k = put(out, k, "mae", sae / cnt);
   return put(out, k, "r2", r2 / (double)w);

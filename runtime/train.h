@@ -21,6 +21,8 @@ typedef struct {
   rt_norm norm[16];            /* per model input: normalisation (kind none if not F32 features) */
   int64_t batch;               /* B */
   rt_loss_kind loss;
+  rt_pointwise pw;             /* mse-kind terms: the term's own pointwise loss (mse, l1_loss, huber) */
+  double pw_delta;             /* huber's delta */
   int lm;                      /* a language model (text data): loss + perplexity */
   char msg[1024];
 } tr_data;
@@ -45,7 +47,7 @@ int tr_data_eval_norm(const tr_data *d, lathe_program *p, const char *normalize,
                       lathe_error *err);
 /* The loss kind the model declares (cross_entropy, mse, bce). */
 int tr_loss_kind(const ir_graph *g, rt_loss_kind *kind);
-/* The node of the loss's one cross_entropy, mse or bce term (the loss itself,
+/* The node of the loss's one recognised loss term (the loss itself,
  * or the term of a composite loss such as mse(p, y) + 0.01 * mean(p * p)),
  * and its kind; -1 with a message when there is none or more than one. */
 int tr_loss_term(const ir_graph *g, rt_loss_kind *kind, char *msg, size_t msgn);

@@ -326,6 +326,15 @@ static int cases_for(int op, gcase *cs) {
   case IR_MSE: case IR_BCE:
     cs[n++] = C(op, 2, S2(3, 4), S2(3, 4), S0);
     return n;
+  case IR_L1:
+    cs[n++] = C(op, 2, S2(3, 4), S2(3, 4), S0);
+    cs[n++] = C(op, 2, S1(7), S1(7), S0);
+    return n;
+  case IR_HUBER: /* delta 0.5: both the quadratic and the linear part on [-1, 1] inputs */
+    cs[n] = C(op, 2, S2(3, 4), S2(3, 4), S0), cs[n++].attr.f = 0.5;
+    cs[n] = C(op, 2, S1(7), S1(7), S0), cs[n++].attr.f = 1.0;
+    cs[n] = C(op, 2, S1(5), S1(5), S0), cs[n++].attr.f = 3.0;
+    return n;
   default: return 0;
   }
 }

@@ -191,6 +191,10 @@ static void test_grad_ops(void) {
   run_case(&c);
   c = F2(IR_BCE, m, IR_F32, m);
   run_case(&c);
+  c = F2(IR_L1, m, IR_F32, m);
+  run_case(&c);
+  c = F2(IR_HUBER, m, IR_F32, m), c.attr.f = 0.5;
+  run_case(&c);
   test_rows();
   for (int op = 0; op < IR_NOPS; op++) {
     if (ir_ops[op].cat != IR_CAT_GRAD || op >= IR_MINIMUM) continue; /* training ops: tests/test_optim.c */

@@ -705,6 +705,14 @@ static void pair_body(cg_k *k, V *off, void *ctx) {
   if (c->op == IR_MSE) {
     V d = cg_fsub(k, a, b);
     t = cg_fmul(k, d, d);
+  } else if (c->op == IR_L1) {
+    t = cg_fabs(k, cg_fsub(k, a, b));
+  } else if (c->op == IR_HUBER) { /* |d| < delta ? 0.5 d^2 : delta (|d| - 0.5 delta) */
+    double delta = k->n->attr.f;
+    V d = cg_fabs(k, cg_fsub(k, a, b));
+    V in = cg_fmul(k, cf(k, 0.5), cg_fmul(k, d, d));
+    V out = cg_fmul(k, cf(k, delta), cg_fsub(k, d, cf(k, 0.5 * delta)));
+    t = LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOLT, d, cf(k, delta), ""), in, out, "");
   } else { /* max(x, 0) - x*y + log1p(exp(-|x|)) */
     V pos = LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOGT, a, cf(k, 0), ""), a, cf(k, 0), "");
     V sp = cg_call1(k, k->m->log1pf_, cg_exp(k, LLVMBuildFNeg(BLD, cg_fabs(k, a), "")));
@@ -905,6 +913,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_ONE_HOT] = e_one_hot, [IR_GATHER] = e_gather, [IR_CUMSUM] = e_cumsum,
   [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = cg_emit_lstm, [IR_GRU] = e_seq,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
+  [IR_L1] = e_pair_loss,    [IR_HUBER] = e_pair_loss,
   [IR_SUM_TO ... IR_ATTENTION_GRAD_SAVED] = cg_emit_grad, /* the backward ops: cg_grad.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
