@@ -51,6 +51,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_LSTM] = ik_lstm,          [IR_GRU] = ik_gru,
   [IR_CROSS_ENTROPY] = ik_cross_entropy, [IR_MSE] = ik_mse,
   [IR_BCE] = ik_bce,            [IR_L1] = ik_l1,             [IR_HUBER] = ik_huber,
+  [IR_NLL] = ik_nll,
   /* backward-pass ops: interp_grad.c */
   [IR_SUM_TO] = ik_sum_to,      [IR_BROADCAST_TO] = ik_broadcast_to,
   [IR_UNARY_GRAD] = ik_unary_grad, [IR_SOFTMAX_GRAD] = ik_softmax_grad,
@@ -60,6 +61,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_EMBEDDING_GRAD] = ik_embedding_grad, [IR_SLICE_GRAD] = ik_slice_grad,
   [IR_GATHER_GRAD] = ik_gather_grad,
   [IR_CROSS_ENTROPY_GRAD] = ik_cross_entropy_grad, [IR_BCE_GRAD] = ik_bce_grad,
+  [IR_NLL_GRAD] = ik_nll_grad,
   /* training-step ops: interp_opt.c */
   [IR_MINIMUM] = ik_minimum,    [IR_SIGN] = ik_sign,
   [IR_RANDN] = ik_randn,        [IR_DROPOUT_MASK] = ik_dropout_mask,

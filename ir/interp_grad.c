@@ -7,6 +7,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "interp_impl.h"
 
@@ -288,6 +289,22 @@ int ik_cross_entropy_grad(ik_ctx *c, const ir_node *n, double *out) {
       double p = exp(xr[j] - mx) / sum;
       out[r * C + j] = scale * (p - (j == (int64_t)lab ? 1.0 - ls : 0.0) - ls / (double)C);
     }
+  }
+  return 0;
+}
+
+/* d/dx of mean(-x[label]): -dl / rows at each row's label, 0 elsewhere */
+int ik_nll_grad(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = shp(c, n, 0);
+  const double *y = ik_in(c, n, 1), dl = ik_in(c, n, 2)[0];
+  int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
+  memset(out, 0, sizeof(double) * (size_t)(rows * C));
+  for (int64_t r = 0; r < rows; r++) {
+    double lab = y[r];
+    if (!(lab >= 0 && lab < (double)C && lab == floor(lab)))
+      return ik_fail(c, n, "label %.17g at position %lld is out of range for %lld classes", lab,
+                     (long long)r, (long long)C);
+    out[r * C + (int64_t)lab] = -dl / (double)rows;
   }
   return 0;
 }

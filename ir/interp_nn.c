@@ -387,6 +387,23 @@ int ik_bce(ik_ctx *c, const ir_node *n, double *out) {
   return 0;
 }
 
+/* nll: the mean over rows of -x[label] (torch nll_loss; no normalisation of x) */
+int ik_nll(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0), *y = ik_in(c, n, 1);
+  int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
+  double total = 0.0;
+  for (int64_t r = 0; r < rows; r++) {
+    double lab = y[r];
+    if (!(lab >= 0 && lab < (double)C && lab == floor(lab)))
+      return ik_fail(c, n, "label %.17g at position %lld is out of range for %lld classes", lab,
+                     (long long)r, (long long)C);
+    total -= x[r * C + (int64_t)lab];
+  }
+  out[0] = total / (double)rows;
+  return 0;
+}
+
 static double abs_err(double p, double t) { return fabs(p - t); }
 
 int ik_l1(ik_ctx *c, const ir_node *n, double *out) {

@@ -569,18 +569,18 @@ int shp_cross_entropy(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *lg = in_(g, n, 0), *lb = in_(g, n, 1);
   char b1[SBUF], b2[SBUF], b3[SBUF];
   if (lg->shape.rank < 1)
-    return ir_fail(msg, mn, "cross_entropy: logits must have rank >= 1 [..., classes], got %s",
-                tstr(lg, b1));
+    return ir_fail(msg, mn, "%s: logits must have rank >= 1 [..., classes], got %s",
+                opname(n), tstr(lg, b1));
   if (need_float(n, lg, "logits", msg, mn)) return -1;
   if (!ir_dtype_is_int(lb->dtype) || lb->dtype == IR_BOOL)
-    return ir_fail(msg, mn, "cross_entropy: labels must be integers, got %s", tstr(lb, b1));
+    return ir_fail(msg, mn, "%s: labels must be integers, got %s", opname(n), tstr(lb, b1));
   ir_shape want = lg->shape;
   want.rank--;
   if (!ir_shape_eq(&lb->shape, &want))
-    return ir_fail(msg, mn, "cross_entropy: labels must have shape %s for logits %s, got %s",
-                sh(&want, b1), sh(&lg->shape, b2), sh(&lb->shape, b3));
+    return ir_fail(msg, mn, "%s: labels must have shape %s for logits %s, got %s",
+                opname(n), sh(&want, b1), sh(&lg->shape, b2), sh(&lb->shape, b3));
   if (!(n->attr.f >= 0 && n->attr.f <= 1))
-    return ir_fail(msg, mn, "cross_entropy: label smoothing must be in [0, 1], got %g", n->attr.f);
+    return ir_fail(msg, mn, "%s: label smoothing must be in [0, 1], got %g", opname(n), n->attr.f);
   ir_shape s = {0};
   set(n, IR_F32, &s);
   return 0;

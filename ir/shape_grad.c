@@ -246,11 +246,11 @@ int shp_gather_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
 
 int shp_cross_entropy_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *lg = in_(g, n, 0), *lb = in_(g, n, 1), *dl = in_(g, n, 2);
-  if (lg->shape.rank < 1 || need_float(n, lg, "logits", msg, mn)) return ir_fail(msg, mn, "cross_entropy_grad: bad logits");
+  if (lg->shape.rank < 1 || need_float(n, lg, "logits", msg, mn)) return ir_fail(msg, mn, "%s: bad logits", opname(n));
   ir_shape want = lg->shape;
   want.rank--;
   if (!ir_dtype_is_int(lb->dtype) || lb->dtype == IR_BOOL || !ir_shape_eq(&lb->shape, &want))
-    return ir_fail(msg, mn, "cross_entropy_grad: labels must be integers shaped like the logits without classes");
+    return ir_fail(msg, mn, "%s: labels must be integers shaped like the logits without classes", opname(n));
   if (need_scalar(n, dl, msg, mn)) return -1;
   set(n, lg->dtype, &lg->shape);
   return 0;

@@ -381,6 +381,10 @@ static void r_cross_entropy(ad_ctx *a, int id, int dy) {
   give(a, id, 0, add(a, IR_CROSS_ENTROPY_GRAD, (int[]){in(a, id, 0), in(a, id, 1), dy}, 3, &at));
 }
 
+static void r_nll(ad_ctx *a, int id, int dy) {
+  if (want(a, id, 0)) give(a, id, 0, add(a, IR_NLL_GRAD, (int[]){in(a, id, 0), in(a, id, 1), dy}, 3, NULL));
+}
+
 /* mse = mean((p - t)^2): dp = 2 (p - t) dl / count, dt = -dp */
 static void r_mse(ad_ctx *a, int id, int dy) {
   int p = in(a, id, 0), t = in(a, id, 1);
@@ -438,7 +442,7 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_EMBEDDING] = r_embedding, [IR_GATHER] = r_gather, [IR_CUMSUM] = r_cumsum,
   [IR_ATTENTION] = r_fused, [IR_RNN] = r_fused,       [IR_LSTM] = r_fused,      [IR_GRU] = r_fused,
   [IR_CROSS_ENTROPY] = r_cross_entropy, [IR_MSE] = r_mse, [IR_BCE] = r_bce,
-  [IR_L1] = r_l1,          [IR_HUBER] = r_huber,
+  [IR_L1] = r_l1,          [IR_HUBER] = r_huber,   [IR_NLL] = r_nll,
 };
 
 int ad_differentiable(int op) { return op >= 0 && op < IR_NOPS && rules[op] != NULL; }

@@ -35,6 +35,7 @@ static pl_kind single_kind(int op) {
     [IR_EMBEDDING_GRAD] = PL_K_MOVE + 1,   [IR_GATHER_GRAD] = PL_K_MOVE + 1,
     [IR_KV_WRITE] = PL_K_MOVE + 1,
     [IR_CROSS_ENTROPY_GRAD] = PL_K_LOSS + 1, [IR_BCE_GRAD] = PL_K_LOSS + 1,
+    [IR_NLL_GRAD] = PL_K_LOSS + 1,
   };
   static const pl_kind by_cat[] = {
     [IR_CAT_LEAF] = PL_K_OTHER,        [IR_CAT_UNARY] = PL_K_ELEMENTWISE, [IR_CAT_BINARY] = PL_K_ELEMENTWISE,

@@ -199,8 +199,10 @@ int64_t rt_batch_fill(const rt_dataset *ds, int field, const int64_t *rows, int6
 
 /* The loss the model file declares; it picks the metrics. */
 typedef enum { RT_LOSS_CROSS_ENTROPY, RT_LOSS_MSE, RT_LOSS_BCE } rt_loss_kind;
-/* The regression terms share the mse metrics; their "loss" is their own. */
-typedef enum { RT_PW_SQUARED, RT_PW_ABS, RT_PW_HUBER } rt_pointwise;
+/* Terms that share another's metrics keep their own "loss": l1_loss and
+ * huber share mse's, nll (scores are log-probabilities: -score[label]) shares
+ * cross_entropy's. The default (0) is the kind's own loss. */
+typedef enum { RT_FORM_DEFAULT, RT_FORM_ABS, RT_FORM_HUBER, RT_FORM_NLL } rt_loss_form;
 
 typedef struct {
   const char *name;        /* "loss", "accuracy", "precision", "recall", "f1",
@@ -245,8 +247,8 @@ double rt_metric_r2(const double *y, const double *pred, int64_t n);
  *                  uniform_average). */
 typedef struct rt_metrics rt_metrics;
 rt_metrics *rt_metrics_new(rt_loss_kind kind, int64_t width, int lm);   /* width: C or W; NULL on no memory */
-/* mse kind: the pointwise loss behind "loss" (default squared; huber with delta). */
-void rt_metrics_set_pointwise(rt_metrics *m, rt_pointwise pw, double delta);
+/* The term behind "loss" (rt_loss_form; delta for huber). */
+void rt_metrics_set_form(rt_metrics *m, rt_loss_form form, double delta);
 int rt_metrics_add_class(rt_metrics *m, const float *logits, const int32_t *labels, int64_t rows, char *msg,
                          size_t msgn);
 int rt_metrics_add_value(rt_metrics *m, const float *pred, const float *target, int64_t rows, char *msg,

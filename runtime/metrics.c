@@ -142,17 +142,17 @@ struct rt_metrics {
   /* mse: per output column, Welford's mean and M2 of the target, squared and
    * absolute error sums */
   double *col;              /* [4, W] */
-  rt_pointwise pw;          /* mse kind: what "loss" sums */
+  rt_loss_form form;        /* what "loss" sums */
   double delta;
 };
 
-void rt_metrics_set_pointwise(rt_metrics *m, rt_pointwise pw, double delta) { m->pw = pw, m->delta = delta; }
+void rt_metrics_set_form(rt_metrics *m, rt_loss_form form, double delta) { m->form = form, m->delta = delta; }
 
 /* The regression term's loss of one error e (torch's l1_loss, huber_loss). */
 static double pointwise(const rt_metrics *m, double e) {
   double a = fabs(e);
-  if (m->pw == RT_PW_ABS) return a;
-  if (m->pw == RT_PW_HUBER) return a < m->delta ? 0.5 * e * e : m->delta * (a - 0.5 * m->delta);
+  if (m->form == RT_FORM_ABS) return a;
+  if (m->form == RT_FORM_HUBER) return a < m->delta ? 0.5 * e * e : m->delta * (a - 0.5 * m->delta);
   return e * e;
 }
 
@@ -215,7 +215,7 @@ int rt_metrics_add_class(rt_metrics *m, const float *logits, const int32_t *labe
       if (z[k] > z[arg]) arg = k;
     double se = 0;
     for (int64_t k = 0; k < c; k++) se += exp((double)z[k] - z[arg]);
-    m->loss_sum += (double)z[arg] + log(se) - z[labels[i]];
+    m->loss_sum += m->form == RT_FORM_NLL ? -(double)z[labels[i]] : (double)z[arg] + log(se) - z[labels[i]];
     m->correct += arg == labels[i];
     if (!m->lm) {
       m->y[m->n] = labels[i], m->pred[m->n] = (int32_t)arg;

@@ -108,8 +108,11 @@ static int build_eval(tr_run *r, lathe_error *err) {
   if (r->data.loss != RT_LOSS_CROSS_ENTROPY && ir_ops[p->g.nodes[tgt].op].cat != IR_CAT_LEAF)
     ir_add_output(&p->g, "__tgt", tgt);
   int op = p->g.nodes[term].op;
-  r->data.pw = op == IR_L1 ? RT_PW_ABS : op == IR_HUBER ? RT_PW_HUBER : RT_PW_SQUARED;
-  r->data.pw_delta = p->g.nodes[term].attr.f;
+  r->data.form = op == IR_L1      ? RT_FORM_ABS
+                 : op == IR_HUBER ? RT_FORM_HUBER
+                 : op == IR_NLL   ? RT_FORM_NLL
+                                  : RT_FORM_DEFAULT;
+  r->data.form_delta = p->g.nodes[term].attr.f;
   if (api_program_finish(p, err)) return -1;
   r->eval = p;
   r->pred_out = ir_find_output(&p->g, "__pred");
@@ -146,7 +149,7 @@ static int evaluate(tr_run *r, const rt_index *split, rt_metric *out, int *nout,
   if (rows_per_ex < 1 || pred->shape.rank < 1)
     return api_fail(err, LATHE_EUSER, "the loss's prediction must have the batch as its first axis");
   rt_metrics *mt = rt_metrics_new(r->data.loss, width, r->data.lm);
-  if (mt) rt_metrics_set_pointwise(mt, r->data.pw, r->data.pw_delta);
+  if (mt) rt_metrics_set_form(mt, r->data.form, r->data.form_delta);
   float *buf = malloc((size_t)numel * sizeof(float) + 1);
   float *tgt = malloc((size_t)numel * sizeof(float) + 1);
   int32_t *lab = malloc((size_t)numel * sizeof(int32_t) + 1);

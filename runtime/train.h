@@ -21,8 +21,8 @@ typedef struct {
   rt_norm norm[16];            /* per model input: normalisation (kind none if not F32 features) */
   int64_t batch;               /* B */
   rt_loss_kind loss;
-  rt_pointwise pw;             /* mse-kind terms: the term's own pointwise loss (mse, l1_loss, huber) */
-  double pw_delta;             /* huber's delta */
+  rt_loss_form form;           /* the term's own loss for the metrics' "loss" (l1_loss, huber, nll) */
+  double form_delta;           /* huber's delta */
   int lm;                      /* a language model (text data): loss + perplexity */
   char msg[1024];
 } tr_data;

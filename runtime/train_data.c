@@ -12,7 +12,7 @@
 static int loss_kind_of(ir_op op, rt_loss_kind *kind) {
   static const struct { ir_op op; rt_loss_kind kind; } known[] = {
     {IR_CROSS_ENTROPY, RT_LOSS_CROSS_ENTROPY}, {IR_MSE, RT_LOSS_MSE}, {IR_BCE, RT_LOSS_BCE},
-    {IR_L1, RT_LOSS_MSE}, {IR_HUBER, RT_LOSS_MSE}, /* regression: the mse metrics */
+    {IR_NLL, RT_LOSS_CROSS_ENTROPY}, {IR_L1, RT_LOSS_MSE}, {IR_HUBER, RT_LOSS_MSE}, /* regression: the mse metrics */
   };
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
     if (known[i].op == op) {
@@ -23,7 +23,7 @@ static int loss_kind_of(ir_op op, rt_loss_kind *kind) {
 }
 
 /* A composite loss (`mse(p, y) + 0.01 * mean(p * p)`) is trained whole; its
- * metrics come from the one recognised loss term (cross_entropy, mse, bce, l1_loss, huber) it contains. Operands
+ * metrics come from the one recognised loss term (cross_entropy, nll, mse, bce, l1_loss, huber) it contains. Operands
  * precede their users in the node array, so one backward sweep from the loss
  * marks everything it reads. */
 int tr_loss_term(const ir_graph *g, rt_loss_kind *kind, char *msg, size_t msgn) {
@@ -46,9 +46,10 @@ int tr_loss_term(const ir_graph *g, rt_loss_kind *kind, char *msg, size_t msgn) 
   free(reach);
   if (nterms != 1) {
     snprintf(msg, msgn,
-             nterms ? "the loss has %d cross_entropy, mse, bce, l1_loss or huber terms; metrics need exactly one"
-                    : "the loss must be, or contain, one cross_entropy, mse, bce, l1_loss or huber term to train "
-                      "and evaluate",
+             nterms ? "the loss has %d cross_entropy, nll, mse, bce, l1_loss or huber terms; metrics need "
+                      "exactly one"
+                    : "the loss must be, or contain, one cross_entropy, nll, mse, bce, l1_loss or huber term "
+                      "to train and evaluate",
              nterms);
     return -1;
   }

@@ -48,6 +48,25 @@ awk -v l="$(metric "test loss" "$tmp/t.out")" -v m="$(metric "test mse" "$tmp/t.
   || bad "huber: test loss $(metric "test loss" "$tmp/t.out") is not mse/2 ($(metric "test mse" "$tmp/t.out"))"
 trains "loss = l1_loss(p, y) + 0.001 * mean(p * p)"
 
+# nll(log_softmax(z), y) trains exactly as cross_entropy(z, y): the same test loss (the metrics' loss is the
+# nll term's own, -log_probs[label]) and accuracy
+small_task "$tmp"
+sed -i 's/epochs = 2/epochs = 20/' "$tmp/m.nn"
+sed 's/loss = cross_entropy(logits, y)/loss = nll(log_softmax(logits), y)/' "$tmp/m.nn" >"$tmp/n.nn"
+"$LATHE" train "$tmp/m.nn" --data "$tmp/d.csv" --out "$tmp/oc" --quiet >"$tmp/c.out" 2>&1 || bad "train ce: $(cat "$tmp/c.out")"
+if "$LATHE" train "$tmp/n.nn" --data "$tmp/d.csv" --out "$tmp/on" --quiet >"$tmp/n.out" 2>"$tmp/n.err"; then ok
+else bad "train nll: $(tail -3 "$tmp/n.err")"; fi
+acc=$(metric "test accuracy" "$tmp/n.out")
+ge "${acc:-0}" 0.9 && ok || bad "nll: test accuracy ${acc:-none} < 0.9"
+[ -n "$acc" ] && [ "$(metric "test loss" "$tmp/n.out")" = "$(metric "test loss" "$tmp/c.out")" ] && ok \
+  || bad "nll test loss $(metric "test loss" "$tmp/n.out") != cross_entropy's $(metric "test loss" "$tmp/c.out")"
+# ... also inside a composite loss
+sed 's/loss = cross_entropy(logits, y)/loss = nll(log_softmax(logits), y) + 0.001 * mean(logits * logits)/' \
+  "$tmp/m.nn" >"$tmp/n2.nn"
+"$LATHE" train "$tmp/n2.nn" --data "$tmp/d.csv" --out "$tmp/on2" --quiet >"$tmp/n2.out" 2>&1 && ok \
+  || bad "train composite nll: $(tail -3 "$tmp/n2.out")"
+ge "$(metric "test accuracy" "$tmp/n2.out")" 0.9 && ok || bad "composite nll: test accuracy < 0.9"
+
 refused() { # refused LOSS-LINE MESSAGE
   model "$1"
   if "$LATHE" check "$tmp/m.nn" >"$tmp/e.out" 2>&1; then bad "'$1' accepted"; return; fi
@@ -58,4 +77,5 @@ refused "loss = huber(p, y, delta=-1)" "error: delta must be a positive number, 
 refused "loss = huber(p, y, alpha=1)" "'huber' has no argument named 'alpha'"
 refused "loss = l1_loss(p, y, 1)" "'l1_loss' takes at most 2 arguments, got 3"
 refused "loss = l1_loss(p, x)" "shapes differ"
+refused "loss = nll(p, y)" "error: shape error in the loss: nll: labels must be integers, got f32"
 finish

@@ -326,6 +326,10 @@ static int cases_for(int op, gcase *cs) {
   case IR_MSE: case IR_BCE:
     cs[n++] = C(op, 2, S2(3, 4), S2(3, 4), S0);
     return n;
+  case IR_NLL:
+    cs[n] = C(op, 2, S2(4, 5), S1(4), S0), cs[n].dt[1] = IR_I32, cs[n++].lim[1] = 5;
+    cs[n] = C(op, 2, S3(2, 3, 4), S2(2, 3), S0), cs[n].dt[1] = IR_I32, cs[n++].lim[1] = 4;
+    return n;
   case IR_L1:
     cs[n++] = C(op, 2, S2(3, 4), S2(3, 4), S0);
     cs[n++] = C(op, 2, S1(7), S1(7), S0);
@@ -430,7 +434,7 @@ static void input_limits(tgraph *t) {
   t->lim = ar_alloc(&t->A, sizeof(int64_t) * (size_t)(g->ninputs + 1));
   for (int i = 0; i < g->nnodes; i++) {
     const ir_node *n = &g->nodes[i];
-    int k = n->op == IR_EMBEDDING ? 0 : n->op == IR_CROSS_ENTROPY ? 1 : -1;
+    int k = n->op == IR_EMBEDDING ? 0 : (n->op == IR_CROSS_ENTROPY || n->op == IR_NLL) ? 1 : -1;
     if (k < 0 || g->nodes[n->in[k]].op != IR_INPUT) continue;
     const ir_shape *s = &g->nodes[n->in[k ? 0 : 1]].shape;
     t->lim[g->nodes[n->in[k]].attr.i] = k ? s->d[s->rank - 1] : s->d[0];

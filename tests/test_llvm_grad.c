@@ -191,6 +191,8 @@ static void test_grad_ops(void) {
   run_case(&c);
   c = F2(IR_BCE, m, IR_F32, m);
   run_case(&c);
+  c = F2(IR_NLL, S(3, 2, 3, 33, 0), IR_I32, S(2, 2, 3, 0, 0)), c.lim = 33;
+  run_case(&c);
   c = F2(IR_L1, m, IR_F32, m);
   run_case(&c);
   c = F2(IR_HUBER, m, IR_F32, m), c.attr.f = 0.5;

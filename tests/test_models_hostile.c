@@ -65,9 +65,9 @@ static void test_loss_term(void) {
     {"loss = mse(p, y)\n", IR_MSE, NULL},
     {"loss = mse(p, y) + 0.01 * mean(p * p)\n", IR_MSE, NULL},
     {"loss = 0.5 * bce(p, y) + sum(abs(p))\n", IR_BCE, NULL},
-    {"loss = mse(p, y) + mse(p, 2 * y)\n", -1, "the loss has 2 cross_entropy, mse, bce, l1_loss or huber terms; metrics need exactly one"},
+    {"loss = mse(p, y) + mse(p, 2 * y)\n", -1, "the loss has 2 cross_entropy, nll, mse, bce, l1_loss or huber terms; metrics need exactly one"},
     {"loss = mean((p - y) * (p - y))\n", -1,
-     "the loss must be, or contain, one cross_entropy, mse, bce, l1_loss or huber term to train and evaluate"},
+     "the loss must be, or contain, one cross_entropy, nll, mse, bce, l1_loss or huber term to train and evaluate"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char src[512];

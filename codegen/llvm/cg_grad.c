@@ -534,6 +534,20 @@ static void e_bce_grad(cg_k *k) {
     cg_stp(k, OUT, l.iv, cg_fmul(k, scale, cg_fsub(k, cg_sigmoid(k, cg_ldf(k, 1, l.iv)), cg_ldf(k, 2, l.iv))));
 }
 
+/* nll: zeros, then -dl / rows at each row's label */
+static void e_nll_grad(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
+  cg_check_labels(k, 2, rows, C);
+  CG_FOR(k, l, ci(k, 0), ci(k, rows * C)) cg_st(k, 0, l.iv, cf(k, 0));
+  V g = cg_fdiv(k, LLVMBuildFNeg(BLD, cg_ldf(k, 3, ci(k, 0)), ""), cf(k, (double)rows));
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V lab = cg_ldi(k, 2, r.iv);
+    lab = cg_sel(k, LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, C), ""), lab, ci(k, 0)); /* flagged above */
+    cg_st(k, 0, cg_add(k, cg_muli(k, r.iv, C), lab), g);
+  }
+}
+
 /* ---- the table ---- */
 
 static const cg_emit_fn cg_grad_ops[IR_NOPS] = {
@@ -545,6 +559,7 @@ static const cg_emit_fn cg_grad_ops[IR_NOPS] = {
   [IR_EMBEDDING_GRAD] = e_embedding_grad, [IR_SLICE_GRAD] = e_slice_grad,
   [IR_GATHER_GRAD] = e_gather_grad,
   [IR_CROSS_ENTROPY_GRAD] = e_cross_entropy_grad, [IR_BCE_GRAD] = e_bce_grad,
+  [IR_NLL_GRAD] = e_nll_grad,
   [IR_MINIMUM ... IR_NOPS - 1] = cg_emit_opt, /* training-step ops: cg_opt.c */
 };
 

@@ -694,6 +694,22 @@ static void e_cross_entropy(cg_k *k) {
   cg_st(k, 0, ci(k, 0), cg_tof(k, LLVMBuildFDiv(BLD, cg_get(k, total, f64), cd(k, (double)rows), "")));
 }
 
+/* nll: the mean over rows of -x[label], summed in double in row order */
+static void e_nll(cg_k *k) {
+  const ir_shape *sx = SH(0);
+  int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
+  LLVMTypeRef f64 = k->m->f64;
+  V total = cg_var(k, f64, cd(k, 0));
+  cg_check_labels(k, 2, rows, C);
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V lab = cg_ldi(k, 2, r.iv);
+    lab = cg_sel(k, LLVMBuildICmp(BLD, LLVMIntULT, lab, ci(k, C), ""), lab, ci(k, 0)); /* flagged above */
+    V x = cg_tod(k, cg_ldf(k, 1, cg_add(k, cg_muli(k, r.iv, C), lab)));
+    cg_set(k, total, LLVMBuildFSub(BLD, cg_get(k, total, f64), x, ""));
+  }
+  cg_st(k, 0, ci(k, 0), cg_tof(k, LLVMBuildFDiv(BLD, cg_get(k, total, f64), cd(k, (double)rows), "")));
+}
+
 typedef struct {
   V total;
   int op;
@@ -913,7 +929,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_ONE_HOT] = e_one_hot, [IR_GATHER] = e_gather, [IR_CUMSUM] = e_cumsum,
   [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = cg_emit_lstm, [IR_GRU] = e_seq,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
-  [IR_L1] = e_pair_loss,    [IR_HUBER] = e_pair_loss,
+  [IR_L1] = e_pair_loss,    [IR_HUBER] = e_pair_loss, [IR_NLL] = e_nll,
   [IR_SUM_TO ... IR_ATTENTION_GRAD_SAVED] = cg_emit_grad, /* the backward ops: cg_grad.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
@@ -951,7 +967,7 @@ const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
     if (!is_supported_dtype(t)) return "f16/bf16 tensors are not supported by the CPU backend yet";
     int cat = ir_ops[n->op].cat;
     int must_f32 = (cat == IR_CAT_GEMM || cat == IR_CAT_LAYER || n->op == IR_LAYERNORM) ||
-                   (n->op == IR_EMBEDDING && j == 1) || (n->op == IR_CROSS_ENTROPY && j == 0);
+                   (n->op == IR_EMBEDDING && j == 1) || ((n->op == IR_CROSS_ENTROPY || n->op == IR_NLL || n->op == IR_NLL_GRAD) && j == 0);
     if (must_f32 && t != IR_F32) return "this operator needs f32 operands on the CPU backend";
   }
   return NULL;
