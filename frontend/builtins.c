@@ -93,6 +93,7 @@ const fe_builtin fe_builtins[] = {
    {{"logits", T}, {"labels", T}, {"label_smoothing", AK_NUM}}, 0},
   {"mse", IR_MSE, fe_lw_loss, 2, 2, {{"pred", T}, {"target", T}}, 0},
   {"bce", IR_BCE, fe_lw_loss, 2, 2, {{"logits", T}, {"labels", T}}, 0},
+  {"kl_div", IR_KL_DIV, fe_lw_loss, 2, 2, {{"input", T}, {"target", T}}, 0},
   {"nll", IR_NLL, fe_lw_loss, 2, 2, {{"log_probs", T}, {"labels", T}}, 0},
   {"l1_loss", IR_L1, fe_lw_loss, 2, 2, {{"pred", T}, {"target", T}}, 0},
   {"huber", IR_HUBER, fe_lw_loss, 2, 3, {{"pred", T}, {"target", T}, {"delta", AK_NUM}}, 0},

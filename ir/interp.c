@@ -51,7 +51,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_LSTM] = ik_lstm,          [IR_GRU] = ik_gru,
   [IR_CROSS_ENTROPY] = ik_cross_entropy, [IR_MSE] = ik_mse,
   [IR_BCE] = ik_bce,            [IR_L1] = ik_l1,             [IR_HUBER] = ik_huber,
-  [IR_NLL] = ik_nll,
+  [IR_NLL] = ik_nll,            [IR_KL_DIV] = ik_kl_div,
   /* backward-pass ops: interp_grad.c */
   [IR_SUM_TO] = ik_sum_to,      [IR_BROADCAST_TO] = ik_broadcast_to,
   [IR_UNARY_GRAD] = ik_unary_grad, [IR_SOFTMAX_GRAD] = ik_softmax_grad,

@@ -110,6 +110,7 @@ int ik_bce(ik_ctx *c, const ir_node *n, double *out);
 int ik_l1(ik_ctx *c, const ir_node *n, double *out);
 int ik_huber(ik_ctx *c, const ir_node *n, double *out);
 int ik_nll(ik_ctx *c, const ir_node *n, double *out);
+int ik_kl_div(ik_ctx *c, const ir_node *n, double *out);
 int ik_nll_grad(ik_ctx *c, const ir_node *n, double *out);
 
 /* interp_seq.c: fused sequence layers */

@@ -404,6 +404,18 @@ int ik_nll(ik_ctx *c, const ir_node *n, double *out) {
   return 0;
 }
 
+/* kl_div, reduction batchmean: sum of t (log t - x), 0 where t == 0 (torch's
+ * xlogy), divided by the first dimension (1 for a scalar). */
+int ik_kl_div(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
+  const double *x = ik_in(c, n, 0), *t = ik_in(c, n, 1);
+  int64_t count = ir_numel(sx);
+  double total = 0.0;
+  for (int64_t i = 0; i < count; i++) total += t[i] == 0 ? 0.0 : t[i] * (log(t[i]) - x[i]);
+  out[0] = total / (double)(sx->rank ? sx->d[0] : 1);
+  return 0;
+}
+
 static double abs_err(double p, double t) { return fabs(p - t); }
 
 int ik_l1(ik_ctx *c, const ir_node *n, double *out) {

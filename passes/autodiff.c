@@ -381,6 +381,20 @@ static void r_cross_entropy(ad_ctx *a, int id, int dy) {
   give(a, id, 0, add(a, IR_CROSS_ENTROPY_GRAD, (int[]){in(a, id, 0), in(a, id, 1), dy}, 3, &at));
 }
 
+/* kl_div (batchmean over N = d[0]) = sum(t (log t - x)) / N: dx = -t dl / N,
+ * dt = (log t + 1 - x) dl / N (-inf at t == 0, where torch gives NaN) */
+static void r_kl_div(ad_ctx *a, int id, int dy) {
+  int x = in(a, id, 0), t = in(a, id, 1);
+  const ir_shape *s = &N(a, x)->shape;
+  double inv = 1.0 / (double)(s->rank ? s->d[0] : 1);
+  if (want(a, id, 0)) give(a, id, 0, scale(a, add2(a, IR_MUL, t, dy), -inv));
+  if (want(a, id, 1)) {
+    int lt = add1(a, IR_LOG, t, NULL);
+    int d = add2(a, IR_SUB, add2(a, IR_ADD, lt, cnst(a, N(a, t)->dtype, 1.0)), x);
+    give(a, id, 1, scale(a, add2(a, IR_MUL, d, dy), inv));
+  }
+}
+
 static void r_nll(ad_ctx *a, int id, int dy) {
   if (want(a, id, 0)) give(a, id, 0, add(a, IR_NLL_GRAD, (int[]){in(a, id, 0), in(a, id, 1), dy}, 3, NULL));
 }
@@ -443,6 +457,7 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_ATTENTION] = r_fused, [IR_RNN] = r_fused,       [IR_LSTM] = r_fused,      [IR_GRU] = r_fused,
   [IR_CROSS_ENTROPY] = r_cross_entropy, [IR_MSE] = r_mse, [IR_BCE] = r_bce,
   [IR_L1] = r_l1,          [IR_HUBER] = r_huber,   [IR_NLL] = r_nll,
+  [IR_KL_DIV] = r_kl_div,
 };
 
 int ad_differentiable(int op) { return op >= 0 && op < IR_NOPS && rules[op] != NULL; }

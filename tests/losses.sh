@@ -67,6 +67,32 @@ sed 's/loss = cross_entropy(logits, y)/loss = nll(log_softmax(logits), y) + 0.00
   || bad "train composite nll: $(tail -3 "$tmp/n2.out")"
 ge "$(metric "test accuracy" "$tmp/n2.out")" 0.9 && ok || bad "composite nll: test accuracy < 0.9"
 
+# kl_div (batchmean) as the distillation term beside cross_entropy: a teacher made from the inputs
+cat >"$tmp/k.nn" <<'NN'
+model distil
+input  x : f32[batch, 4]
+target y : i32[batch]
+h = dense(x, 16, name="fc1") |> relu
+logits = dense(h, 2, name="out")
+output probs = softmax(logits)
+d = slice(x, 1, 3, 4)
+teacher = softmax(concat([neg(d), d], axis=1) * 4)
+loss = cross_entropy(logits, y) + kl_div(log_softmax(logits), teacher)
+train {
+  optimizer = adam(lr=1e-2)
+  epochs = 20
+  batch = 32
+}
+NN
+if "$LATHE" train "$tmp/k.nn" --data "$tmp/d.csv" --out "$tmp/ok" --quiet >"$tmp/k.out" 2>"$tmp/k.err"; then ok
+else bad "train kl_div: $(tail -3 "$tmp/k.err")"; fi
+ge "$(metric "test accuracy" "$tmp/k.out")" 0.9 && ok || bad "kl_div: test accuracy < 0.9"
+# kl_div has no metrics of its own: alone it is refused, naming the terms that have
+sed -i 's/loss = cross_entropy(logits, y) + kl_div/loss = kl_div/' "$tmp/k.nn"
+"$LATHE" train "$tmp/k.nn" --data "$tmp/d.csv" --out "$tmp/ok2" --quiet >"$tmp/k2.out" 2>&1 && bad "kl_div alone trained"
+grep -q "the loss must be, or contain, one cross_entropy, nll, mse, bce, l1_loss or huber term" "$tmp/k2.out" && ok \
+  || bad "kl_div alone: $(cat "$tmp/k2.out")"
+
 refused() { # refused LOSS-LINE MESSAGE
   model "$1"
   if "$LATHE" check "$tmp/m.nn" >"$tmp/e.out" 2>&1; then bad "'$1' accepted"; return; fi
@@ -77,5 +103,6 @@ refused "loss = huber(p, y, delta=-1)" "error: delta must be a positive number, 
 refused "loss = huber(p, y, alpha=1)" "'huber' has no argument named 'alpha'"
 refused "loss = l1_loss(p, y, 1)" "'l1_loss' takes at most 2 arguments, got 3"
 refused "loss = l1_loss(p, x)" "shapes differ"
+refused "loss = kl_div(p, x)" "shapes differ"
 refused "loss = nll(p, y)" "error: shape error in the loss: nll: labels must be integers, got f32"
 finish

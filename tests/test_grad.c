@@ -330,6 +330,11 @@ static int cases_for(int op, gcase *cs) {
     cs[n] = C(op, 2, S2(4, 5), S1(4), S0), cs[n].dt[1] = IR_I32, cs[n++].lim[1] = 5;
     cs[n] = C(op, 2, S3(2, 3, 4), S2(2, 3), S0), cs[n].dt[1] = IR_I32, cs[n++].lim[1] = 4;
     return n;
+  case IR_KL_DIV: /* target > 0: log t */
+    cs[n++] = C(op, 2, S2(3, 4), S2(3, 4), S0);
+    cs[n++] = C(op, 2, S3(2, 3, 2), S3(2, 3, 2), S0);
+    for (int i = 0; i < n; i++) cs[i].lo = 0.1, cs[i].hi = 1;
+    return n;
   case IR_L1:
     cs[n++] = C(op, 2, S2(3, 4), S2(3, 4), S0);
     cs[n++] = C(op, 2, S1(7), S1(7), S0);

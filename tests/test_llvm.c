@@ -361,6 +361,10 @@ static int cases_for(int op, tcase *cs) {
     cs[n] = C2(F, S(2, 7, 5), I, S(1, 7)); cs[n++].lim = 5;
     cs[n] = C2(F, S(3, 2, 3, 33), I, S(2, 2, 3)); cs[n++].lim = 33;
     return n;
+  case IR_KL_DIV: /* targets in (0.1, 2] (log t); zero targets: the fixtures (interpreter) */
+    cs[n] = C2(F, S(2, 7, 3), F, S(2, 7, 3)), cs[n++].domain = 1;
+    cs[n] = C2(F, S(1, 33), F, S(1, 33)), cs[n++].domain = 1;
+    return n;
   case IR_L1: case IR_HUBER: /* huber with delta 0.5, 1 (default) and 5 */
     cs[n] = C2(F, S(2, 7, 3), F, S(2, 7, 3)), cs[n++].attr.f = 0.5;
     cs[n] = C2(F, S(1, 33), F, S(1, 33)), cs[n++].attr.f = 1.0;

@@ -721,6 +721,9 @@ static void pair_body(cg_k *k, V *off, void *ctx) {
   if (c->op == IR_MSE) {
     V d = cg_fsub(k, a, b);
     t = cg_fmul(k, d, d);
+  } else if (c->op == IR_KL_DIV) { /* a = input x, b = target t: t == 0 ? 0 : t (log t - x) */
+    V v = cg_fmul(k, b, cg_fsub(k, cg_log(k, b), a));
+    t = LLVMBuildSelect(BLD, LLVMBuildFCmp(BLD, LLVMRealOEQ, b, cf(k, 0), ""), cf(k, 0), v, "");
   } else if (c->op == IR_L1) {
     t = cg_fabs(k, cg_fsub(k, a, b));
   } else if (c->op == IR_HUBER) { /* |d| < delta ? 0.5 d^2 : delta (|d| - 0.5 delta) */
@@ -745,7 +748,9 @@ static void e_pair_loss(cg_k *k) {
   cg_bcast_strides(&s, SH(1), st[1]);
   pl_ctx c = {cg_var(k, k->m->f64, cd(k, 0)), k->n->op};
   cg_nest(k, s.rank, s.d, 2, st, NULL, pair_body, &c);
-  V mean = LLVMBuildFDiv(BLD, cg_get(k, c.total, k->m->f64), cd(k, (double)ir_numel(&s)), "");
+  /* kl_div's batchmean divides by the first dimension, the others by the count */
+  double div = k->n->op == IR_KL_DIV ? (double)(s.rank ? s.d[0] : 1) : (double)ir_numel(&s);
+  V mean = LLVMBuildFDiv(BLD, cg_get(k, c.total, k->m->f64), cd(k, div), "");
   cg_st(k, 0, ci(k, 0), cg_tof(k, mean));
 }
 
@@ -930,6 +935,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = cg_emit_lstm, [IR_GRU] = e_seq,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
   [IR_L1] = e_pair_loss,    [IR_HUBER] = e_pair_loss, [IR_NLL] = e_nll,
+  [IR_KL_DIV] = e_pair_loss,
   [IR_SUM_TO ... IR_ATTENTION_GRAD_SAVED] = cg_emit_grad, /* the backward ops: cg_grad.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
