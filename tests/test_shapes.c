@@ -451,12 +451,23 @@ static void test_losses(void) {
   OK(ADD(IR_BCE, NULL, p, q), "f32[]");
   BAD(ADD(IR_MSE, NULL, p, r), "mse: shapes differ: [4, 3] vs [4]");
   BAD(ADD(IR_BCE, NULL, p, T("f16[4, 3]")), "bce: dtypes differ: f32 vs f16");
+  /* the losses of issue 17 item 6 */
+  ir_attr delta = {.f = 1.0};
+  OK(ADD(IR_L1, NULL, p, q), "f32[]");
+  OK(ADD(IR_HUBER, &delta, p, q), "f32[]");
+  OK(ADD(IR_KL_DIV, NULL, p, q), "f32[]");
+  BAD(ADD(IR_L1, NULL, p, r), "l1_loss: shapes differ: [4, 3] vs [4]");
+  BAD(ADD(IR_HUBER, &delta, p, r), "huber: shapes differ: [4, 3] vs [4]");
+  BAD(ADD(IR_KL_DIV, NULL, p, r), "kl_div: shapes differ: [4, 3] vs [4]");
+  OK(ADD(IR_NLL, NULL, lg, lb), "f32[]");
+  BAD(ADD(IR_NLL, NULL, lg, T("f32[4]")), "nll: labels must be integers, got f32[4]");
+  BAD(ADD(IR_NLL, NULL, lg, T("i32[3]")), "nll: labels must have shape [4] for logits [4, 10], got [3]");
 }
 
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 58); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 62); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 
