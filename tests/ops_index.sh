@@ -1,5 +1,5 @@
 #!/bin/bash
-# tensor_ops.sh -- one_hot, cumsum, gather and stack end to end: a model file
+# ops_index.sh -- one_hot, cumsum, gather and stack end to end: a model file
 # run by both backends (interp, llvm) against NumPy, the run-time error of an
 # id or index out of range on each backend, and the frontend's errors.
 . "$(dirname "$0")/lib/common.sh"

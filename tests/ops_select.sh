@@ -1,5 +1,5 @@
 #!/bin/sh
-# ops_tensor.sh -- the tensor ops of issue 17 from the language down (clamp,
+# ops_select.sh -- the selecting tensor ops of issue 17 from the language down (clamp,
 # min, ...): lowering, both backends on one small input, and the frontend's
 # errors. Kernel accuracy against PyTorch is tests/test_interp.c's (fixtures),
 # the LLVM kernels against the interpreter tests/test_llvm.c's, gradients
