@@ -141,13 +141,6 @@ static void test_npy(void) {
 
 /* ---- IDX ---- */
 
-static size_t idx_header(unsigned char *b, unsigned char type, int rank, const uint32_t *dims) {
-  b[0] = b[1] = 0, b[2] = type, b[3] = (unsigned char)rank;
-  for (int d = 0; d < rank; d++)
-    for (int k = 0; k < 4; k++) b[4 + 4 * d + k] = (unsigned char)(dims[d] >> (24 - 8 * k));
-  return 4 + 4 * (size_t)rank;
-}
-
 static void test_idx(void) {
   unsigned char img[64], lab[64];
   uint32_t di[3] = {3, 2, 2}, dl[1] = {3};

@@ -271,21 +271,19 @@ V cg_sigmoid(cg_k *k, V x) {
   return cg_sel(k, cg_fcmp(k, LLVMRealOGE, x, cfl(k, x, 0)), r, fm(k, e, r));
 }
 
-V cg_fmax_nan(cg_k *k, V acc, V v) {
-  V take = LLVMBuildFCmp(k->B, LLVMRealUGT, v, acc, ""); /* unordered: v NaN (or acc NaN) */
+/* The running extremum with NaN winning (as torch.max/min): v replaces acc
+ * when it compares past it (unordered counts: v or acc NaN), unless acc is
+ * already NaN and v is not. pred is LLVMRealUGT for max, LLVMRealULT for min. */
+static V fext_nan(cg_k *k, LLVMRealPredicate pred, V acc, V v) {
+  V take = LLVMBuildFCmp(k->B, pred, v, acc, "");
   V vnan = LLVMBuildFCmp(k->B, LLVMRealUNO, v, v, "");
   V accnan = LLVMBuildFCmp(k->B, LLVMRealUNO, acc, acc, "");
   take = LLVMBuildAnd(k->B, take, LLVMBuildOr(k->B, vnan, LLVMBuildNot(k->B, accnan, ""), ""), "");
   return LLVMBuildSelect(k->B, take, v, acc, "");
 }
 
-V cg_fmin_nan(cg_k *k, V acc, V v) {
-  V take = LLVMBuildFCmp(k->B, LLVMRealULT, v, acc, ""); /* unordered: v NaN (or acc NaN) */
-  V vnan = LLVMBuildFCmp(k->B, LLVMRealUNO, v, v, "");
-  V accnan = LLVMBuildFCmp(k->B, LLVMRealUNO, acc, acc, "");
-  take = LLVMBuildAnd(k->B, take, LLVMBuildOr(k->B, vnan, LLVMBuildNot(k->B, accnan, ""), ""), "");
-  return LLVMBuildSelect(k->B, take, v, acc, "");
-}
+V cg_fmax_nan(cg_k *k, V acc, V v) { return fext_nan(k, LLVMRealUGT, acc, v); }
+V cg_fmin_nan(cg_k *k, V acc, V v) { return fext_nan(k, LLVMRealULT, acc, v); }
 
 V cg_fext_nan(cg_k *k, int op, V acc, V v) { return op == IR_MIN ? cg_fmin_nan(k, acc, v) : cg_fmax_nan(k, acc, v); }
 
