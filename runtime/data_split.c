@@ -12,6 +12,7 @@
 #include "data.h"
 #include "ir.h"
 #include "runtime.h"
+#include "rt/lathe_rt.h"
 
 /* Streams: the ASCII of "split" and "epoch", so the two never collide. */
 #define STREAM_SPLIT 0x73706c6974ull
@@ -182,8 +183,7 @@ int rt_norm_fit(rt_norm *nm, rt_norm_kind kind, const rt_dataset *ds, int field,
 
 void rt_norm_apply(const rt_norm *nm, float *x, int64_t rows) {
   if (!nm || nm->kind == RT_NORM_NONE || !nm->shift) return;
-  for (int64_t i = 0; i < rows; i++, x += nm->width)
-    for (int64_t j = 0; j < nm->width; j++) x[j] = (x[j] - nm->shift[j]) * nm->scale[j];
+  lathe_rt_normalize(x, rows, nm->width, nm->shift, nm->scale); /* the arithmetic emitted models use too */
 }
 
 void rt_norm_free(rt_norm *nm) {

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/blas.h"
-#include "runtime/threadpool.h"
+#include "rt/blas.h"
+#include "rt/threadpool.h"
 #include "test.h"
 
 enum { NO = 111, TR = 112, ROWMAJOR = 101 }; /* cblas's enum values */

@@ -1,6 +1,6 @@
 /* test_seq.c -- the fused sequence layers and their fused backward ops
  * (ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD; passes/autodiff.c makes
- * them, ir/interp_seq_grad.c and codegen/llvm/cg_attn.c compute them).
+ * them, ir/interp_seq_grad.c and rt/rt_seq.c compute them).
  *
  * Per case: the layer on parameters, loss = sum(y * R) with fixed random R,
  * autodiff. (1) finite differences: every parameter gradient of the f64

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/threadpool.h"
+#include "rt/threadpool.h"
 #include "test.h"
 
 typedef struct {

@@ -6,7 +6,7 @@
  * never finished and exit() waited for it: every command hung, even
  * `lathe check`; a little tighter, the thread's stack did not fit and
  * OpenBLAS raised SIGINT. Lathe never uses those workers (OpenBLAS runs on
- * one thread inside Lathe's own pool, runtime/blas.h), and only the
+ * one thread inside Lathe's own pool, rt/blas.h), and only the
  * environment stops OpenBLAS from starting them. So a limited process
  * re-executes itself with OPENBLAS_NUM_THREADS=1 from the executable's
  * preinit array, which runs before any shared library's constructor (a

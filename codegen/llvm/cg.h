@@ -1,6 +1,6 @@
 /* cg.h -- the CPU backend: a graph becomes one LLVM module (built with the
  * LLVM C API), optimised for the host CPU and JIT-compiled with ORC LLJIT.
- * Matrix products call OpenBLAS's sgemm through runtime/blas.h (threaded by
+ * Matrix products call OpenBLAS's sgemm through rt/blas.h (threaded by
  * the runtime pool, OpenBLAS itself single-threaded); intermediate tensors live in
  * one arena laid out by passes/memplan.c. No LLVM type leaks out of here. */
 #ifndef LATHE_CG_H

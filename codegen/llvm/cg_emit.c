@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "runtime/threadpool.h"
+#include "rt/threadpool.h"
 
 static cg_fn cg_declare(cg_mod *m, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n) {
   cg_fn f;
@@ -39,13 +39,13 @@ void cg_mod_types(cg_mod *m) {
   m->vd = LLVMVoidTypeInContext(C);
   LLVMTypeRef g[14] = {m->i32, m->i32, m->i32, m->i32, m->i32, m->i32, m->f32,
                        m->ptr, m->i32, m->ptr, m->i32, m->f32, m->ptr, m->i32};
-  m->sgemm = cg_declare(m, "lathe_sgemm", m->vd, g, 14);
+  m->sgemm = cg_declare(m, "lathe_rt_sgemm", m->vd, g, 14);
   LLVMTypeRef f1[2] = {m->f32, m->f32};
   m->logf_ = cg_declare(m, "logf", m->f32, f1, 1);
   m->log1pf_ = cg_declare(m, "log1pf", m->f32, f1, 1);
   m->powf_ = cg_declare(m, "powf", m->f32, f1, 2);
   LLVMTypeRef pf[4] = {m->i64, m->i64, m->ptr, m->ptr};
-  m->parfor = cg_declare(m, "lathe_parallel_for", m->vd, pf, 4);
+  m->parfor = cg_declare(m, "lathe_rt_parallel_for", m->vd, pf, 4);
   m->sqrt_ = cg_intrinsic(m, "llvm.sqrt", m->f32);
   m->fabs_ = cg_intrinsic(m, "llvm.fabs", m->f32);
 }

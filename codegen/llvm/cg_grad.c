@@ -564,7 +564,7 @@ static const cg_emit_fn cg_grad_ops[IR_NOPS] = {
 };
 
 void cg_emit_grad(cg_k *k) {
-  if (k->n->op >= IR_ATTENTION_GRAD && k->n->op <= IR_ATTENTION_GRAD_SAVED) { /* sequence layers: cg_attn.c */
+  if (k->n->op >= IR_ATTENTION_GRAD && k->n->op <= IR_ATTENTION_GRAD_SAVED) { /* sequence layers: cg_seqcall.c */
     cg_emit_seq_grad(k);
     return;
   }

@@ -26,7 +26,7 @@ typedef struct {
   LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, vd;
   cg_fn sgemm, logf_, powf_, log1pf_;
   cg_fn sqrt_, fabs_;
-  cg_fn parfor; /* lathe_parallel_for(n, grain, body, captures): the runtime pool */
+  cg_fn parfor; /* lathe_rt_parallel_for(n, grain, body, captures): the runtime pool */
   int npar;     /* outlined parallel bodies so far (for their names) */
   const char *cpu, *features; /* attached to every function */
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
@@ -183,21 +183,13 @@ V cg_acc_fold(cg_k *k, const cg_acc *a, cg_fold_fn f);
 V cg_fold_add(cg_k *k, V a, V b);
 V cg_fold_max(cg_k *k, V a, V b); /* b > a ? b : a (NaN never taken) */
 
-/* ---- cg_attn.c: flash attention and backward through time, C kernels the
- * generated code calls (lathe_attn_fwd, lathe_attn_grad, lathe_rec_grad) ---- */
+/* ---- cg_seqcall.c: flash attention and backward through time, calls to
+ * liblathe_rt's C kernels (lathe_rt_attn_fwd, lathe_rt_attn_grad,
+ * lathe_rt_rec_grad) ---- */
 void cg_emit_attention(cg_k *k);
 void cg_emit_lstm(cg_k *k);     /* LSTM (rnn and gru: cg_ops.c) */
 void cg_emit_seq_grad(cg_k *k); /* ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD, ATTENTION_SAVE, ATTENTION_GRAD_SAVED */
 int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n);
-/* save: out is attention_save's [y | qkv | ctx | lse]; saved: that pack,
- * read instead of recomputing the forward (NULL: recompute) */
-void cg_attn_fwd_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
-                    float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal, int64_t save);
-void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *dy,
-                     const float *saved, float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal);
-void cg_rec_grad_rt(float *out, const float *x, const float *wih, const float *whh, const float *bih,
-                    const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B, int64_t T,
-                    int64_t in, int64_t h);
 
 /* ---- cg_conv.c: conv2d and its backward as chunked im2col GEMMs ---- */
 int cg_emit_conv_grad(cg_k *k); /* 1 if emitted; 0 (nothing emitted) for non-f32 operands */
@@ -223,16 +215,16 @@ void cg_set_fn_attrs(cg_mod *m, V fn);
  * cg_k sees the kernel's arguments, scratch and err as usual, and k2->part
  * names its part (for per-part scratch; parts < cg_pool_parts()).
  * Iterations must be independent. A product the body calls runs whole
- * in its part (lathe_sgemm splits only outside pool loops). */
+ * in its part (lathe_rt_sgemm splits only outside pool loops). */
 typedef void (*cg_par_body)(cg_k *k, V i, void *ctx);
 void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, cg_par_body body, void *ctx);
 int cg_pool_parts(void);
 
-/* lathe_sgemm(RowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
- * cblas_sgemm's meaning, split over the runtime pool (runtime/blas.h) */
+/* lathe_rt_sgemm(RowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
+ * cblas_sgemm's meaning, split over the runtime pool (rt/blas.h) */
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc);
-/* M*N*K at or below this: the product is a generated loop, not a lathe_sgemm call */
+/* M*N*K at or below this: the product is a generated loop, not a lathe_rt_sgemm call */
 enum { CG_SMALL_GEMM = 1 << 20 };
 /* cg_sgemm, then f(value, row, col) applied to each element of C before
  * it is stored (value: w lanes of columns col..col+w-1 of row row). */

@@ -27,8 +27,8 @@
 #include "cg_memo.h"
 #include "cg_split.h"
 #include "plan/plan.h"
-#include "runtime/blas.h"
-#include "runtime/threadpool.h"
+#include "rt/blas.h"
+#include "rt/lathe_rt.h"
 
 /* Every node's buffer, as the plan laid it out (kept after the plan is
  * freed: the run binds them). */
@@ -181,9 +181,8 @@ static unsigned hash_str(const char *s) {
   return h;
 }
 
-/* ---- profiling: the entry calls lathe_prof_tick(seq) after each kernel ---- */
-
-static _Thread_local cg_program *prof_cur;
+/* ---- profiling: the entry calls lathe_rt_prof_tick(seq) after each
+ * kernel, which calls the hook cg_run sets on its thread ---- */
 
 static double now_ns(void) {
   struct timespec t;
@@ -191,9 +190,8 @@ static double now_ns(void) {
   return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
 }
 
-static void prof_tick(int32_t seq) {
-  cg_program *p = prof_cur;
-  if (!p) return;
+static void prof_tick(void *ctx, int32_t seq) {
+  cg_program *p = ctx;
   double t = now_ns();
   p->prof_ns[seq] += t - p->prof_last;
   p->prof_last = t;
@@ -215,7 +213,7 @@ static void build_module(cg_program *p, cg_mod *m, const pl_plan *plan, arena *A
   LLVMPositionBuilderAtEnd(EB, LLVMAppendBasicBlockInContext(m->C, entry, "entry"));
   V bufs = LLVMGetParam(entry, 0), scr = LLVMGetParam(entry, 1), err = LLVMGetParam(entry, 2);
   LLVMTypeRef tick_ty = LLVMFunctionType(m->vd, &m->i32, 1, 0);
-  V tick = p->prof_node ? LLVMAddFunction(m->M, "lathe_prof_tick", tick_ty) : NULL;
+  V tick = p->prof_node ? LLVMAddFunction(m->M, "lathe_rt_prof_tick", tick_ty) : NULL;
   LLVMTypeRef pp = LLVMPointerType(m->ptr, 0);
   V pbufs = LLVMBuildPointerCast(EB, bufs, pp, ""), pscr = LLVMBuildPointerCast(EB, scr, pp, "");
   char key[4096];
@@ -269,27 +267,20 @@ static int verify(LLVMModuleRef M, char *msg, size_t msgn) {
   return 0;
 }
 
-/* lathe_parallel_for: a parallel loop of generated code on the runtime
- * pool (the only threads a program uses: OpenBLAS runs single-threaded,
- * and lathe_sgemm splits big products over the same pool). */
-static void parallel_for(int64_t n, int64_t grain, void *body, void *cap) {
-  rt_pool_fn fn;
-  *(void **)&fn = body;
-  rt_pool_for(n, grain, fn, cap);
-}
-
-/* Symbols the generated code calls, resolved to this process's copies. */
+/* Symbols the generated code calls, resolved to this process's copies
+ * (liblathe_rt's, linked into liblathe; an emitted object links the same
+ * names from liblathe_rt itself). */
 static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
   static const struct {
     const char *name;
     void *addr;
   } syms[] = {
-    {"lathe_sgemm", (void *)rt_sgemm}, {"expf", (void *)expf}, {"logf", (void *)logf},
+    {"lathe_rt_sgemm", (void *)lathe_rt_sgemm}, {"expf", (void *)expf}, {"logf", (void *)logf},
     {"tanhf", (void *)tanhf}, {"erfcf", (void *)erfcf}, {"powf", (void *)powf}, {"log1pf", (void *)log1pf},
     {"memcpy", (void *)memcpy}, {"memset", (void *)memset}, {"memmove", (void *)memmove},
-    {"lathe_prof_tick", (void *)prof_tick}, {"lathe_parallel_for", (void *)parallel_for},
-    {"lathe_attn_fwd", (void *)cg_attn_fwd_rt}, {"lathe_attn_grad", (void *)cg_attn_grad_rt},
-    {"lathe_rec_grad", (void *)cg_rec_grad_rt},
+    {"lathe_rt_prof_tick", (void *)lathe_rt_prof_tick}, {"lathe_rt_parallel_for", (void *)lathe_rt_parallel_for},
+    {"lathe_rt_attn_fwd", (void *)lathe_rt_attn_fwd}, {"lathe_rt_attn_grad", (void *)lathe_rt_attn_grad},
+    {"lathe_rt_rec_grad", (void *)lathe_rt_rec_grad},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
   __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];
@@ -591,12 +582,12 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
   }
   int32_t err = 0;
   if (p->prof_node) {
-    prof_cur = p;
+    lathe_rt_prof_set(prof_tick, p);
     p->prof_runs++;
     p->prof_last = now_ns();
   }
   p->forward(p->bufs, p->scr, &err);
-  prof_cur = NULL;
+  if (p->prof_node) lathe_rt_prof_set(NULL, NULL);
   for (int j = 0; j < p->noutputs; j++) {
     int n = p->out_node[j];
     if (p->bufs[n] != outputs[j]) memcpy(outputs[j], p->bufs[n], (size_t)p->buf[n].bytes);

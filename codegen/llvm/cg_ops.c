@@ -1,6 +1,6 @@
 /* cg_ops.c -- one emitter per IR operator, written in the vocabulary of
  * cg_emit.c. Each emits the body of `void k(out, in0.., scratch, err)` for
- * the node's static shapes. Matrix products call lathe_sgemm (OpenBLAS); everything else
+ * the node's static shapes. Matrix products call lathe_rt_sgemm (OpenBLAS); everything else
  * is a generated loop nest. Shape conventions are the interpreter's
  * (ir/interp*.c), which these kernels must match. */
 #include "cg_internal.h"
@@ -814,7 +814,7 @@ static void gru_step(cg_k *k, seq_t s, V xp, V t, int first) {
 
 typedef void (*seq_step_fn)(cg_k *k, seq_t s, V xp, V t, int first);
 
-/* rnn, gru (lstm: cg_attn.c). t = 0 is peeled (no previous state: no
+/* rnn, gru (lstm: rt/rt_seq.c). t = 0 is peeled (no previous state: no
  * recurrent GEMM), then a loop. */
 static void e_seq(cg_k *k) {
   int op = k->n->op;
@@ -903,7 +903,7 @@ void cg_emit_fused(cg_k *k) {
   }
   e_matmul(k);
   /* A pass that is mostly arithmetic (gelu's erfc) is split over the pool
-   * as lathe_sgemm split the product (by rows), so each thread reads rows
+   * as lathe_rt_sgemm split the product (by rows), so each thread reads rows
    * its own core wrote. A cheap one (a bias, a residual, relu) stays on
    * this thread: split, it measured no faster in the MLP and char-GPT
    * steps. */
@@ -946,7 +946,7 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
   switch (n->op) {
   case IR_ATTENTION: case IR_ATTENTION_GRAD: case IR_RNN_GRAD: case IR_LSTM_GRAD: case IR_GRU_GRAD:
   case IR_ATTENTION_SAVE: case IR_ATTENTION_GRAD_SAVED:
-    return cg_seq_scratch_bytes(g, n); /* cg_attn.c */
+    return cg_seq_scratch_bytes(g, n); /* cg_seqcall.c */
   case IR_CONV2D: case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: return cg_conv_scratch_bytes(g, n); /* cg_conv.c */
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
   case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;

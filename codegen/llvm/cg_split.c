@@ -42,7 +42,7 @@
 #include <time.h>
 
 #include "cg_internal.h"
-#include "runtime/threadpool.h"
+#include "rt/threadpool.h"
 
 /* A part costs a bitcode parse of the whole module and a pipeline set-up
  * (10-20 ms on the char-GPT step); it is worth a thread when it has at least

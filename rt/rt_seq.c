@@ -1,10 +1,11 @@
-/* cg_attn.c -- CPU kernels of the fused sequence layers' hard parts: flash
+/* rt_seq.c -- CPU kernels of the fused sequence layers' hard parts: flash
  * attention (forward and backward), the lstm forward and backward through
  * time for rnn, lstm and gru. The kernels are plain C compiled into the
- * library (OpenBLAS for the big products, cg_seqk.c's vectorised tiles and
+ * library (OpenBLAS for the big products, rt_seqk.c's vectorised tiles and
  * rows for the small ones); the generated code calls them with the node's
- * buffers (the emitters at the end of this file), and cg_jit.c resolves
- * their names to these functions.
+ * buffers (codegen/llvm/cg_seqcall.c emits the calls; the JIT resolves
+ * their names to these functions, an emitted object links them from
+ * liblathe_rt).
  *
  * Parallelism: the batch rows of a sequence layer never meet until the
  * weight gradients, so each kernel is one loop of work items over the
@@ -29,15 +30,15 @@
  * gradient through w_hh is sequential (one [rows, G h] x [G h, h] product
  * per step). dx is then one GEMM per item, the weight gradients one each.
  */
-#include "cg_internal.h"
+#include "rt/lathe_rt.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
-#include "cg_seqk.h"
-#include "runtime/threadpool.h"
+#include "rt/rt_seqk.h"
+#include "rt/threadpool.h"
 
 enum { ATT_BQ = 64, ATT_BK = 64 };
 
@@ -118,7 +119,7 @@ static void seq_part(void *ctx, int64_t lo, int64_t hi, int part) {
  * next item until none is left, so a worker that wakes late costs no idle
  * time. An item's arithmetic (fixed shapes) does not depend on which part
  * runs it and items write disjoint rows, so results do not depend on the
- * timing. OpenBLAS is single-threaded (runtime/blas.h), so the items'
+ * timing. OpenBLAS is single-threaded (rt/blas.h), so the items'
  * GEMMs never contend with threads of its own. */
 static void seq_run(int64_t n, int64_t maxparts, seq_item_fn fn, void *job) {
   seq_loop L = {fn, job, n, 0};
@@ -215,11 +216,11 @@ static int64_t att_valid(const att_job *a, int64_t i, int64_t j0, int64_t nk) {
 
 /* One query tile of one head: ctx rows (the head's columns, used as the
  * running output) and their logsumexp. Causal tiles skip the products'
- * blocks above the diagonal (cg_sk_mm's CG_SK_TRI_*). */
+ * blocks above the diagonal (rt_sk_mm's RT_SK_TRI_*). */
 static void att_fwd_tile(const att_job *a, const float *q, float *ctx, float *lse, int64_t i0, int64_t nq, float *w) {
   int64_t d3 = 3 * a->d, hd = a->hd, dd = a->d;
   float *S = w, *Kt = S + 2 * ATT_BQ * ATT_BK, *m = Kt + 2 * hd * ATT_BK, *l = m + ATT_BQ;
-  int tc = a->causal ? CG_SK_TRI_C : CG_SK_FULL, ta = a->causal ? CG_SK_TRI_AK : CG_SK_FULL;
+  int tc = a->causal ? RT_SK_TRI_C : RT_SK_FULL, ta = a->causal ? RT_SK_TRI_AK : RT_SK_FULL;
   for (int64_t r = 0; r < nq; r++) {
     m[r] = -INFINITY, l[r] = 0.0f;
     memset(ctx + (i0 + r) * dd, 0, sizeof(float) * (size_t)hd);
@@ -227,16 +228,16 @@ static void att_fwd_tile(const att_job *a, const float *q, float *ctx, float *ls
   int64_t kend = a->causal ? i0 + nq : a->T;
   for (int64_t j0 = 0; j0 < kend; j0 += ATT_BK) {
     int64_t nk = kend - j0 < ATT_BK ? kend - j0 : ATT_BK;
-    cg_sk_transpose(q + a->d + j0 * d3, d3, nk, hd, Kt, ATT_BK);
-    cg_sk_mm(nq, nk, hd, q + i0 * d3, d3, 1, Kt, ATT_BK, S, ATT_BK, 0, tc, i0 - j0);
+    rt_sk_transpose(q + a->d + j0 * d3, d3, nk, hd, Kt, ATT_BK);
+    rt_sk_mm(nq, nk, hd, q + i0 * d3, d3, 1, Kt, ATT_BK, S, ATT_BK, 0, tc, i0 - j0);
     for (int64_t r = 0; r < nq; r++) {
-      float corr = cg_sk_att_row(S + r * ATT_BK, nk, att_valid(a, i0 + r, j0, nk), a->scale, m + r, l + r);
-      if (corr != 1.0f) cg_sk_scale(ctx + (i0 + r) * dd, hd, corr);
+      float corr = rt_sk_att_row(S + r * ATT_BK, nk, att_valid(a, i0 + r, j0, nk), a->scale, m + r, l + r);
+      if (corr != 1.0f) rt_sk_scale(ctx + (i0 + r) * dd, hd, corr);
     }
-    cg_sk_mm(nq, hd, nk, S, ATT_BK, 1, q + 2 * dd + j0 * d3, d3, ctx + i0 * dd, dd, 1, ta, i0 - j0);
+    rt_sk_mm(nq, hd, nk, S, ATT_BK, 1, q + 2 * dd + j0 * d3, d3, ctx + i0 * dd, dd, 1, ta, i0 - j0);
   }
   for (int64_t r = 0; r < nq; r++) {
-    cg_sk_scale(ctx + (i0 + r) * dd, hd, 1.0f / l[r]);
+    rt_sk_scale(ctx + (i0 + r) * dd, hd, 1.0f / l[r]);
     if (lse) lse[i0 + r] = m[r] + logf(l[r]);
   }
 }
@@ -252,18 +253,18 @@ static void att_bwd_block(const att_job *a, const float *q, float *dq, const flo
   int acc_q = j0 > 0, acc_kv = a->causal ? j0 < i0 : i0 > 0;
   int64_t d3 = 3 * a->d, hd = a->hd, dd = a->d, o = i0 - j0;
   float *P = w, *dP = P + ATT_BQ * ATT_BK, *Kt = dP + ATT_BQ * ATT_BK, *Vt = Kt + hd * ATT_BK;
-  int tc = a->causal ? CG_SK_TRI_C : CG_SK_FULL, ta = a->causal ? CG_SK_TRI_AK : CG_SK_FULL;
-  int tt = a->causal ? CG_SK_TRI_AKT : CG_SK_FULL;
+  int tc = a->causal ? RT_SK_TRI_C : RT_SK_FULL, ta = a->causal ? RT_SK_TRI_AK : RT_SK_FULL;
+  int tt = a->causal ? RT_SK_TRI_AKT : RT_SK_FULL;
   const float *k = q + dd + j0 * d3, *v = q + 2 * dd + j0 * d3, *qi = q + i0 * d3, *doi = dO + i0 * dd;
-  cg_sk_transpose(k, d3, nk, hd, Kt, ATT_BK);
-  cg_sk_transpose(v, d3, nk, hd, Vt, ATT_BK);
-  cg_sk_mm(nq, nk, hd, qi, d3, 1, Kt, ATT_BK, P, ATT_BK, 0, tc, o);
-  cg_sk_mm(nq, nk, hd, doi, dd, 1, Vt, ATT_BK, dP, ATT_BK, 0, tc, o);
+  rt_sk_transpose(k, d3, nk, hd, Kt, ATT_BK);
+  rt_sk_transpose(v, d3, nk, hd, Vt, ATT_BK);
+  rt_sk_mm(nq, nk, hd, qi, d3, 1, Kt, ATT_BK, P, ATT_BK, 0, tc, o);
+  rt_sk_mm(nq, nk, hd, doi, dd, 1, Vt, ATT_BK, dP, ATT_BK, 0, tc, o);
   for (int64_t r = 0; r < nq; r++)
-    cg_sk_att_drow(P + r * ATT_BK, dP + r * ATT_BK, nk, att_valid(a, i0 + r, j0, nk), a->scale, lse[i0 + r], D[r]);
-  cg_sk_mm(nk, hd, nq, P, 1, ATT_BK, doi, dd, dq + 2 * dd + j0 * d3, d3, acc_kv, tt, o);
-  cg_sk_mm(nq, hd, nk, dP, ATT_BK, 1, k, d3, dq + i0 * d3, d3, acc_q, ta, o);
-  cg_sk_mm(nk, hd, nq, dP, 1, ATT_BK, qi, d3, dq + dd + j0 * d3, d3, acc_kv, tt, o);
+    rt_sk_att_drow(P + r * ATT_BK, dP + r * ATT_BK, nk, att_valid(a, i0 + r, j0, nk), a->scale, lse[i0 + r], D[r]);
+  rt_sk_mm(nk, hd, nq, P, 1, ATT_BK, doi, dd, dq + 2 * dd + j0 * d3, d3, acc_kv, tt, o);
+  rt_sk_mm(nq, hd, nk, dP, ATT_BK, 1, k, d3, dq + i0 * d3, d3, acc_q, ta, o);
+  rt_sk_mm(nk, hd, nq, dP, 1, ATT_BK, qi, d3, dq + dd + j0 * d3, d3, acc_kv, tt, o);
 }
 
 /* The item's qkv rows, then per batch and head the context (and logsumexp
@@ -288,7 +289,7 @@ static void att_bwd_head(const att_job *a, const att_span *s, int64_t lb, int64_
   float *dq = a->dqkv + (s->r0 + lb * T) * d3 + h * hd, *D = s->w + 2 * ATT_BQ * ATT_BK + 2 * hd * ATT_BK;
   for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) {
     int64_t nq = T - i0 < ATT_BQ ? T - i0 : ATT_BQ, kend = a->causal ? i0 + nq : T;
-    for (int64_t r = 0; r < nq; r++) D[r] = cg_sk_dot(dO + (i0 + r) * dd, O + (i0 + r) * dd, hd); /* rowsum(do o) */
+    for (int64_t r = 0; r < nq; r++) D[r] = rt_sk_dot(dO + (i0 + r) * dd, O + (i0 + r) * dd, hd); /* rowsum(do o) */
     for (int64_t j0 = 0; j0 < kend; j0 += ATT_BK)
       att_bwd_block(a, q, dq, dO, lse, D, i0, nq, j0, kend - j0 < ATT_BK ? kend - j0 : ATT_BK, s->w);
   }
@@ -339,8 +340,8 @@ static void att_bwd_item(void *job, int64_t i, int part) {
   for (int64_t lb = 0; lb < s.b1 - s.b0; lb++)
     for (int64_t h = 0; h < a->H; h++) att_bwd_head(a, &s, lb, h);
   gemm(0, 1, s.n, dd, d3, 1.0f, a->dqkv + r0 * d3, d3, a->wq, d3, 0.0f, a->out + r0 * dd, dd);
-  cg_sk_colsum(a->dqkv + r0 * d3, s.n, d3, d3, a->bsum + i * 4 * dd);
-  cg_sk_colsum(a->dy + r0 * dd, s.n, dd, dd, a->bsum + i * 4 * dd + d3);
+  rt_sk_colsum(a->dqkv + r0 * d3, s.n, d3, d3, a->bsum + i * 4 * dd);
+  rt_sk_colsum(a->dy + r0 * dd, s.n, dd, dd, a->bsum + i * 4 * dd + d3);
 }
 
 static void att_setup(att_job *a, float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
@@ -352,7 +353,7 @@ static void att_setup(att_job *a, float *scr, int64_t B, int64_t T, int64_t d, i
 
 /* out = attention(x): per item the qkv GEMM, flash heads, output GEMM; with
  * save, out is [y | qkv | ctx | lse] and the items keep those there. */
-void cg_attn_fwd_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
+void lathe_rt_attn_fwd(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
                     float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal, int64_t save) {
   att_job a;
   att_setup(&a, scr, B, T, d, H, causal);
@@ -363,7 +364,7 @@ void cg_attn_fwd_rt(float *out, const float *x, const float *wq, const float *bq
 
 /* out = [dx | dwq | dbq | dwp | dbp]; saved: attention_save's pack, whose
  * qkv, ctx and lse the items read instead of recomputing them */
-void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *dy,
+void lathe_rt_attn_grad(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *dy,
                      const float *saved, float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
   att_job a;
   att_setup(&a, scr, B, T, d, H, causal);
@@ -385,7 +386,7 @@ void cg_attn_grad_rt(float *out, const float *x, const float *wq, const float *b
   sum_parts(a.bsum + 3 * d, items, 4 * d, d, dbp);
 }
 
-int64_t cg_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad) {
+int64_t lathe_rt_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad) {
   int64_t f = att_nparts(B, T) * att_slab_floats(T, d, H);
   return grad ? f + B * T * 4 * d + 2 * att_items(B, T) * 4 * d : f;
 }
@@ -406,8 +407,8 @@ typedef struct {
 
 static int64_t rec_items(int64_t B) { return (B + REC_ROWS - 1) / REC_ROWS; }
 
-int64_t cg_rec_scratch_floats(int op, int64_t B, int64_t T, int64_t h) {
-  int64_t G = op == IR_LSTM_GRAD ? 4 : op == IR_GRU_GRAD ? 3 : 1, BT = B * T;
+int64_t lathe_rt_rec_scratch_floats(int op, int64_t B, int64_t T, int64_t h) {
+  int64_t G = op == LATHE_RT_LSTM_GRAD ? 4 : op == LATHE_RT_GRU_GRAD ? 3 : 1, BT = B * T;
   return BT * h * 2 + BT * G * h * 4 + B * h * 2 + G * h * h + 2 * rec_items(B) * 2 * G * h;
 }
 
@@ -428,7 +429,7 @@ static void lstm_step(rec_job *r, int64_t t, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; b++) {
     int64_t row = b * r->T + t;
     const float *cl = r->cell + row * h;
-    cg_sk_lstm_bwd(r->a + row * 4 * h, cl, t ? cl - h : NULL, r->dy + row * h, r->drec + b * h, r->dc + b * h,
+    rt_sk_lstm_bwd(r->a + row * 4 * h, cl, t ? cl - h : NULL, r->dy + row * h, r->drec + b * h, r->dc + b * h,
                    r->da + row * 4 * h, h);
   }
 }
@@ -465,16 +466,16 @@ static void rec_prepare(rec_job *r, int64_t b0, int64_t b1) {
   }
   memset(r->drec + b0 * h, 0, sizeof(float) * (size_t)((b1 - b0) * h));
   memset(r->dc + b0 * h, 0, sizeof(float) * (size_t)((b1 - b0) * h));
-  if (r->op == IR_RNN_GRAD) return;
+  if (r->op == LATHE_RT_RNN_GRAD) return;
   float *a = r->a + r0 * gh, *ah = r->ah + r0 * gh;
   affine(r->x + r0 * r->in, r->wih, r->bih, n, r->in, gh, a);
-  if (r->op == IR_GRU_GRAD) {
+  if (r->op == LATHE_RT_GRU_GRAD) {
     affine(r->hp + r0 * h, r->whh, r->bhh, n, h, gh, ah);
     return;
   }
   gemm(0, 0, n, gh, h, 1.0f, r->hp + r0 * h, h, r->whh, gh, 1.0f, a, gh); /* lstm: one pre-activation sum */
-  cg_sk_lstm_gates(a, NULL, n, h);
-  for (int64_t b = b0; b < b1; b++) cg_sk_lstm_cell(r->a + b * T * gh, r->cell + b * T * h, T, h);
+  rt_sk_lstm_gates(a, NULL, n, h);
+  for (int64_t b = b0; b < b1; b++) rt_sk_lstm_cell(r->a + b * T * gh, r->cell + b * T * h, T, h);
 }
 
 /* Item i: batch rows [i REC_ROWS, ..): backward through time (the gradient
@@ -484,27 +485,27 @@ static void rec_item(void *job, int64_t i, int part) {
   (void)part;
   rec_job *r = job;
   static const rec_step_fn steps[] = {rnn_step, lstm_step, gru_step};
-  rec_step_fn step = steps[r->op == IR_LSTM_GRAD ? 1 : r->op == IR_GRU_GRAD ? 2 : 0];
+  rec_step_fn step = steps[r->op == LATHE_RT_LSTM_GRAD ? 1 : r->op == LATHE_RT_GRU_GRAD ? 2 : 0];
   int64_t b0 = i * REC_ROWS, b1 = b0 + REC_ROWS < r->B ? b0 + REC_ROWS : r->B, T = r->T, h = r->h, gh = r->G * h;
   rec_prepare(r, b0, b1);
-  float *dah = r->op == IR_GRU_GRAD ? r->dah : r->da; /* rnn, lstm: one pre-activation */
+  float *dah = r->op == LATHE_RT_GRU_GRAD ? r->dah : r->da; /* rnn, lstm: one pre-activation */
   for (int64_t t = T - 1; t >= 0; t--) {
     step(r, t, b0, b1);
     if (t == 0) break;
-    cg_sk_mm(b1 - b0, h, gh, dah + (b0 * T + t) * gh, T * gh, 1, r->whht, h, r->drec + b0 * h, h, 0, CG_SK_FULL, 0);
-    if (r->op == IR_GRU_GRAD)
+    rt_sk_mm(b1 - b0, h, gh, dah + (b0 * T + t) * gh, T * gh, 1, r->whht, h, r->drec + b0 * h, h, 0, RT_SK_FULL, 0);
+    if (r->op == LATHE_RT_GRU_GRAD)
       for (int64_t j = b0 * h; j < b1 * h; j++) r->drec[j] += r->dc[j];
   }
   int64_t r0 = b0 * T, n = (b1 - b0) * T;
   gemm(0, 1, n, r->in, gh, 1.0f, r->da + r0 * gh, gh, r->wih, gh, 0.0f, r->dx + r0 * r->in, r->in);
-  cg_sk_colsum(r->da + r0 * gh, n, gh, gh, r->bsum + i * 2 * gh);
-  if (r->op == IR_GRU_GRAD) cg_sk_colsum(dah + r0 * gh, n, gh, gh, r->bsum + i * 2 * gh + gh);
+  rt_sk_colsum(r->da + r0 * gh, n, gh, gh, r->bsum + i * 2 * gh);
+  if (r->op == LATHE_RT_GRU_GRAD) rt_sk_colsum(dah + r0 * gh, n, gh, gh, r->bsum + i * 2 * gh + gh);
 }
 
 /* The lstm forward of item i (batch rows [i REC_ROWS, ..)): the input
  * projection of every step in one GEMM, then per step the recurrent product
  * (added to step t's pre-activations) and the cell. scratch: a [B T, 4h]
- * (pre-activations), cell [B, h]: cg_scratch_bytes' size for IR_LSTM. */
+ * (pre-activations), cell [B, h]: the compiler's scratch size for LATHE_RT_LSTM. */
 static void lstm_fwd_item(void *job, int64_t i, int part) {
   (void)part;
   rec_job *r = job;
@@ -512,33 +513,33 @@ static void lstm_fwd_item(void *job, int64_t i, int part) {
   affine(r->x + b0 * T * r->in, r->wih, r->bih, (b1 - b0) * T, r->in, gh, r->a + b0 * T * gh);
   for (int64_t t = 0; t < T; t++) {
     if (t > 0)
-      cg_sk_mm(b1 - b0, gh, h, r->yout + (b0 * T + t - 1) * h, T * h, 1, r->whh, gh, r->a + (b0 * T + t) * gh, T * gh,
-               1, CG_SK_FULL, 0);
+      rt_sk_mm(b1 - b0, gh, h, r->yout + (b0 * T + t - 1) * h, T * h, 1, r->whh, gh, r->a + (b0 * T + t) * gh, T * gh,
+               1, RT_SK_FULL, 0);
     for (int64_t b = b0; b < b1; b++)
-      cg_sk_lstm_fwd(r->a + (b * T + t) * gh, r->cell + b * h, r->yout + (b * T + t) * h, t == 0, h);
+      rt_sk_lstm_fwd(r->a + (b * T + t) * gh, r->cell + b * h, r->yout + (b * T + t) * h, t == 0, h);
   }
 }
 
 static void lstm_fwd(float *y, const float *x, const float *wih, const float *whh, const float *b, float *scr,
                      int64_t B, int64_t T, int64_t in, int64_t h) {
   rec_job r = {0};
-  r.op = IR_LSTM, r.B = B, r.T = T, r.in = in, r.h = h, r.G = 4;
+  r.op = LATHE_RT_LSTM, r.B = B, r.T = T, r.in = in, r.h = h, r.G = 4;
   r.x = x, r.wih = wih, r.whh = whh, r.bih = b, r.yout = y;
   r.a = scr, r.cell = scr + B * T * 4 * h;
   seq_run(rec_items(B), rec_items(B), lstm_fwd_item, &r);
 }
 
-/* out = [dx | dw_ih | dw_hh | db (| db_hh)]; bhh only for gru. op IR_LSTM
+/* out = [dx | dw_ih | dw_hh | db (| db_hh)]; bhh only for gru. op LATHE_RT_LSTM
  * (not a gradient): the lstm forward, out = y (its own entry point would be
  * clearer; this one is already among the JIT's host symbols). */
-void cg_rec_grad_rt(float *out, const float *x, const float *wih, const float *whh, const float *bih,
+void lathe_rt_rec_grad(float *out, const float *x, const float *wih, const float *whh, const float *bih,
                     const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B, int64_t T,
                     int64_t in, int64_t h) {
-  if (op == IR_LSTM) {
+  if (op == LATHE_RT_LSTM) {
     lstm_fwd(out, x, wih, whh, bih, scr, B, T, in, h);
     return;
   }
-  int64_t G = op == IR_LSTM_GRAD ? 4 : op == IR_GRU_GRAD ? 3 : 1, BT = B * T, gh = G * h;
+  int64_t G = op == LATHE_RT_LSTM_GRAD ? 4 : op == LATHE_RT_GRU_GRAD ? 3 : 1, BT = B * T, gh = G * h;
   rec_job r = {0};
   r.op = (int)op, r.B = B, r.T = T, r.in = in, r.h = h, r.G = G;
   r.x = x, r.wih = wih, r.whh = whh, r.bih = bih, r.bhh = bhh, r.y = y, r.dy = dy;
@@ -548,71 +549,12 @@ void cg_rec_grad_rt(float *out, const float *x, const float *wih, const float *w
   r.whht = r.dc + B * h;
   float *dx = out, *dwih = dx + BT * in, *dwhh = dwih + in * gh, *db = dwhh + h * gh;
   r.dx = dx;
-  cg_sk_transpose(whh, gh, h, gh, r.whht, h);
+  rt_sk_transpose(whh, gh, h, gh, r.whht, h);
   seq_run(rec_items(B), rec_items(B), rec_item, &r);
   wg_job w = {.n = 0};
   wg_add(&w, x, in, r.da, gh, dwih, in, gh, BT);
-  wg_add(&w, r.hp, h, op == IR_GRU_GRAD ? r.dah : r.da, gh, dwhh, h, gh, BT);
+  wg_add(&w, r.hp, h, op == LATHE_RT_GRU_GRAD ? r.dah : r.da, gh, dwhh, h, gh, BT);
   wg_run(&w);
-  sum_parts(r.bsum, rec_items(B), 2 * gh, op == IR_GRU_GRAD ? 2 * gh : gh, db);
+  sum_parts(r.bsum, rec_items(B), 2 * gh, op == LATHE_RT_GRU_GRAD ? 2 * gh : gh, db);
 }
 
-/* ---- emitters: a call to one of the kernels above ---- */
-
-/* fn(ptrs..., i64s...) declared on first use */
-static void call_rt(cg_k *k, const char *name, V *ptrs, int np, const int64_t *ints, int ni) {
-  LLVMTypeRef ty[16];
-  V args[16];
-  for (int i = 0; i < np; i++) ty[i] = k->m->ptr, args[i] = ptrs[i] ? ptrs[i] : LLVMConstNull(k->m->ptr);
-  for (int i = 0; i < ni; i++) ty[np + i] = k->m->i64, args[np + i] = ci(k, ints[i]);
-  cg_fn f;
-  f.ty = LLVMFunctionType(k->m->vd, ty, (unsigned)(np + ni), 0);
-  f.fn = LLVMGetNamedFunction(k->m->M, name);
-  if (!f.fn) f.fn = LLVMAddFunction(k->m->M, name, f.ty);
-  cg_call(k, f, args, (unsigned)(np + ni));
-}
-
-void cg_emit_attention(cg_k *k) {
-  const ir_shape *sx = k->sh[1];
-  int64_t ints[6] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal, k->n->op == IR_ATTENTION_SAVE};
-  V p[7] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[5], k->scratch};
-  call_rt(k, "lathe_attn_fwd", p, 7, ints, 6);
-}
-
-/* lstm forward: y = lstm(x; w_ih, w_hh, b) */
-void cg_emit_lstm(cg_k *k) {
-  const ir_shape *sx = k->sh[1];
-  int64_t ints[5] = {IR_LSTM, sx->d[0], sx->d[1], sx->d[2], k->n->shape.d[2]};
-  V p[9] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], NULL, NULL, NULL, k->scratch};
-  call_rt(k, "lathe_rec_grad", p, 9, ints, 5);
-}
-
-void cg_emit_seq_grad(cg_k *k) {
-  const ir_shape *sx = k->sh[1];
-  if (k->n->op == IR_ATTENTION_SAVE) {
-    cg_emit_attention(k);
-    return;
-  }
-  if (k->n->op == IR_ATTENTION_GRAD || k->n->op == IR_ATTENTION_GRAD_SAVED) {
-    int64_t ints[5] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal};
-    V saved = k->n->op == IR_ATTENTION_GRAD_SAVED ? k->arg[7] : NULL;
-    V p[8] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[6], saved, k->scratch};
-    call_rt(k, "lathe_attn_grad", p, 8, ints, 5);
-    return;
-  }
-  int gru = k->n->op == IR_GRU_GRAD;
-  int64_t ints[5] = {k->n->op, sx->d[0], sx->d[1], sx->d[2], k->sh[3]->d[0]};
-  V p[9] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4],
-            gru ? k->arg[5] : NULL, k->arg[5 + gru], k->arg[6 + gru], k->scratch};
-  call_rt(k, "lathe_rec_grad", p, 9, ints, 5);
-}
-
-int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n) {
-  const ir_shape *sx = &g->nodes[n->in[0]].shape;
-  int64_t B = sx->d[0], T = sx->d[1], d = sx->d[2];
-  if (n->op == IR_ATTENTION || n->op == IR_ATTENTION_SAVE)
-    return 4 * cg_attn_scratch_floats(B, T, d, n->attr.heads, 0);
-  if (n->op == IR_ATTENTION_GRAD || n->op == IR_ATTENTION_GRAD_SAVED)
-    return 4 * cg_attn_scratch_floats(B, T, d, n->attr.heads, 1);
-  return 4 * cg_rec_scratch_floats(n->op, B, T, g->nodes[n->in[2]].shape.d[0]);
-}

@@ -1,11 +1,11 @@
-/* cg_seqk.c -- vectorised building blocks of the sequence-layer kernels
- * (see cg_seqk.h). Written with GCC vector types of 8 floats, so one source
+/* rt_seqk.c -- vectorised building blocks of the sequence-layer kernels
+ * (see rt_seqk.h). Written with GCC vector types of 8 floats, so one source
  * serves SSE2, AVX2 and AVX-512 machines: with GCC on x86-64 every entry
  * point is compiled three times (target_clones) and the loader picks the
  * copy the CPU runs best. Tails shorter than a vector go through a
  * zero-padded copy or a scalar loop; masked lanes are chosen with bitwise
  * selects, so garbage (even NaN) in a skipped lane never reaches a result. */
-#include "cg_seqk.h"
+#include "rt_seqk.h"
 
 #include <math.h>
 #include <string.h>
@@ -18,7 +18,7 @@
  * faster and more accurate where the clone's target has it. */
 #pragma GCC optimize("fp-contract=fast")
 #define SK_FN __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define SK_WIDE 1 /* cg_sk_mm has a 16-lane path for AVX-512 */
+#define SK_WIDE 1 /* rt_sk_mm has a 16-lane path for AVX-512 */
 #else
 #define SK_FN
 #define SK_WIDE 0
@@ -105,9 +105,9 @@ typedef struct {
 } mm_t;
 
 /* the k range rows [i, i + mr) need */
-INLINE int64_t mm_k0(const mm_t *p, int64_t i) { return p->tri == CG_SK_TRI_AKT && i - p->o > 0 ? i - p->o : 0; }
+INLINE int64_t mm_k0(const mm_t *p, int64_t i) { return p->tri == RT_SK_TRI_AKT && i - p->o > 0 ? i - p->o : 0; }
 INLINE int64_t mm_k1(const mm_t *p, int64_t i, int mr) {
-  if (p->tri != CG_SK_TRI_AK) return p->K;
+  if (p->tri != RT_SK_TRI_AK) return p->K;
   int64_t k = i + mr + p->o;
   return k < 0 ? 0 : k > p->K ? p->K : k;
 }
@@ -131,8 +131,8 @@ INLINE void mm_block(const mm_t *p, int mr, int nv, int64_t i, int64_t j) {
     for (int v = 0; v < nv; v++) VST(C + r * p->ldc + v * VW, c[r][v]);
 }
 
-/* the first row column j needs (CG_SK_TRI_C) */
-INLINE int64_t mm_row0(const mm_t *p, int64_t j) { return p->tri == CG_SK_TRI_C && j - p->o > 0 ? j - p->o : 0; }
+/* the first row column j needs (RT_SK_TRI_C) */
+INLINE int64_t mm_row0(const mm_t *p, int64_t j) { return p->tri == RT_SK_TRI_C && j - p->o > 0 ? j - p->o : 0; }
 
 INLINE void mm_cols(const mm_t *p, int nv, int64_t j) {
   int64_t i = mm_row0(p, j);
@@ -192,7 +192,7 @@ __attribute__((target("arch=x86-64-v4"), noinline)) static int64_t mm_wide(const
 }
 #endif
 
-SK_FN void cg_sk_mm(int64_t M, int64_t N, int64_t K, const float *A, int64_t ra, int64_t ca, const float *B,
+SK_FN void rt_sk_mm(int64_t M, int64_t N, int64_t K, const float *A, int64_t ra, int64_t ca, const float *B,
                     int64_t ldb, float *C, int64_t ldc, int acc, int tri, int64_t o) {
   mm_t p = {M, N, K, ra, ca, ldb, ldc, o, A, B, C, acc, tri};
   int64_t j = 0;
@@ -224,7 +224,7 @@ INLINE void transpose8(const float *src, int64_t lds, float *dst, int64_t ldd) {
   }
 }
 
-SK_FN void cg_sk_transpose(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd) {
+SK_FN void rt_sk_transpose(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd) {
   int64_t i = 0;
   for (; i + 8 <= rows; i += 8) {
     int64_t j = 0;
@@ -238,7 +238,7 @@ SK_FN void cg_sk_transpose(const float *src, int64_t lds, int64_t rows, int64_t 
 
 /* ---- attention rows ---- */
 
-SK_FN float cg_sk_att_row(float *s, int64_t n, int64_t valid, float scale, float *m, float *l) {
+SK_FN float rt_sk_att_row(float *s, int64_t n, int64_t valid, float scale, float *m, float *l) {
   if (valid <= 0) {
     memset(s, 0, sizeof(float) * (size_t)n);
     return 1.0f;
@@ -263,7 +263,7 @@ SK_FN float cg_sk_att_row(float *s, int64_t n, int64_t valid, float scale, float
   return corr;
 }
 
-SK_FN void cg_sk_att_drow(float *p, float *dp, int64_t n, int64_t valid, float scale, float L, float D) {
+SK_FN void rt_sk_att_drow(float *p, float *dp, int64_t n, int64_t valid, float scale, float L, float D) {
   vf zero = vsplat(0.0f);
   int64_t j = 0;
   for (; j < valid; j += VW) {
@@ -277,13 +277,13 @@ SK_FN void cg_sk_att_drow(float *p, float *dp, int64_t n, int64_t valid, float s
   for (; j < n; j += VW) VST(p + j, zero), VST(dp + j, zero);
 }
 
-SK_FN void cg_sk_scale(float *x, int64_t n, float a) {
+SK_FN void rt_sk_scale(float *x, int64_t n, float a) {
   int64_t j = 0;
   for (; j + VW <= n; j += VW) VST(x + j, VLD(x + j) * a);
   for (; j < n; j++) x[j] *= a;
 }
 
-SK_FN float cg_sk_dot(const float *a, const float *b, int64_t n) {
+SK_FN float rt_sk_dot(const float *a, const float *b, int64_t n) {
   vf s = vsplat(0.0f);
   int64_t j = 0;
   for (; j + VW <= n; j += VW) s += VLD(a + j) * VLD(b + j);
@@ -303,7 +303,7 @@ INLINE void colsum_block(const float *a, int64_t m, int64_t w, int64_t lda, doub
   memcpy(out, acc, sizeof(double) * (size_t)w);
 }
 
-SK_FN void cg_sk_colsum(const float *a, int64_t m, int64_t n, int64_t lda, double *out) {
+SK_FN void rt_sk_colsum(const float *a, int64_t m, int64_t n, int64_t lda, double *out) {
   int64_t j = 0;
   for (; j + CS_W <= n; j += CS_W) colsum_block(a + j, m, CS_W, lda, out + j); /* constant width: vectorised */
   if (j < n) colsum_block(a + j, m, n - j, lda, out + j);
@@ -331,7 +331,7 @@ INLINE void lstm_act(float *y, const float *x, int64_t n, int tanh_) {
   }
 }
 
-SK_FN void cg_sk_lstm_gates(float *g, const float *gh, int64_t rows, int64_t h) {
+SK_FN void rt_sk_lstm_gates(float *g, const float *gh, int64_t rows, int64_t h) {
   for (int64_t r = 0; r < rows; r++, g += 4 * h) {
     const float *x = gh ? gh + r * 4 * h : NULL;
     lstm_act(g, x, 2 * h, 0); /* i, f */
@@ -340,7 +340,7 @@ SK_FN void cg_sk_lstm_gates(float *g, const float *gh, int64_t rows, int64_t h) 
   }
 }
 
-SK_FN void cg_sk_lstm_cell(const float *g, float *c, int64_t T, int64_t h) {
+SK_FN void rt_sk_lstm_cell(const float *g, float *c, int64_t T, int64_t h) {
   for (int64_t j = 0; j < h; j++) c[j] = g[j] * g[2 * h + j];
   for (int64_t t = 1; t < T; t++) {
     const float *gt = g + t * 4 * h, *cp = c + (t - 1) * h;
@@ -349,7 +349,7 @@ SK_FN void cg_sk_lstm_cell(const float *g, float *c, int64_t T, int64_t h) {
   }
 }
 
-SK_FN void cg_sk_lstm_bwd(const float *g, const float *cl, const float *cp, const float *dy, const float *drec,
+SK_FN void rt_sk_lstm_bwd(const float *g, const float *cl, const float *cp, const float *dy, const float *drec,
                           float *dc, float *da, int64_t h) {
   int64_t j = 0;
   for (; j + VW <= h; j += VW) {
@@ -404,7 +404,7 @@ INLINE void lstm_fwd_lanes(const float *g, float *c, float *y, int first, int64_
   }
 }
 
-SK_FN void cg_sk_lstm_fwd(const float *g, float *c, float *y, int first, int64_t h) {
+SK_FN void rt_sk_lstm_fwd(const float *g, float *c, float *y, int first, int64_t h) {
   int64_t j = 0;
   for (; j + VW <= h; j += VW) lstm_fwd_lanes(g, c, y, first, h, j, VW);
   if (j < h) lstm_fwd_lanes(g, c, y, first, h, j, h - j);

@@ -1,6 +1,6 @@
 /* blas.c -- OpenBLAS's sgemm split over the runtime pool (see blas.h). */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
-#include "runtime/blas.h"
+#include "rt/blas.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -11,7 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "runtime/threadpool.h"
+#include "rt/threadpool.h"
 
 /* OpenBLAS's own buffer pool (exported by libopenblas, not in cblas.h):
  * one buffer per thread inside a BLAS call, kept for reuse once made */

@@ -20,9 +20,20 @@
 /* part: which part this is, 0 <= part < rt_pool_size() (per-part scratch) */
 typedef void (*rt_pool_fn)(void *ctx, int64_t lo, int64_t hi, int part);
 
-/* Threads a loop may use, the caller included: LATHE_THREADS if set (1..64),
- * else the online CPUs. Starts the workers on first use. */
+/* Threads a loop may use, the caller included: what rt_pool_set_size asked
+ * for, else LATHE_THREADS if set (1..64), else what rt_pool_default_size
+ * said, else the online CPUs; never more than the workers started (the pool
+ * starts on first use, at that size). */
 int rt_pool_size(void);
+
+/* Use n threads (1..64) from now on: before the pool starts, its size;
+ * afterwards at most the started size. Returns rt_pool_size(). Call it
+ * between loops, not while one runs. */
+int rt_pool_set_size(int n);
+
+/* The size the pool starts at when neither rt_pool_set_size nor
+ * LATHE_THREADS says: emitted models default to one thread, not the CPUs. */
+void rt_pool_default_size(int n);
 
 /* fn(ctx, lo, hi, part) over [0, n) in min(rt_pool_size(), n / grain) (at least
  * one) contiguous parts of equal size; the caller runs the first part and

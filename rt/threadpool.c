@@ -6,7 +6,7 @@
  * on the generation for a while, then sleep on a condition variable;
  * `sleepers` (sequentially consistent with `gen`) tells the caller whether a
  * broadcast is needed, without losing a wake-up. */
-#include "runtime/threadpool.h"
+#include "rt/threadpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,6 +28,7 @@ typedef struct {
   void *ctx;
   int64_t n;
   int parts, size;
+  atomic_int active;    /* threads loops use now: 1 <= active <= size */
 } pool_t;
 
 static pool_t pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -73,13 +74,19 @@ static void *worker(void *arg) {
   return NULL;
 }
 
+static atomic_int want_size, default_size; /* rt_pool_set_size, rt_pool_default_size (0: unset) */
+
+static int clamp_size(int n) { return n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : n; }
+
 static int env_threads(void) {
+  if (atomic_load(&want_size) > 0) return atomic_load(&want_size);
   const char *e = getenv("LATHE_THREADS");
   if (e && *e) {
     char *end;
     long v = strtol(e, &end, 10);
     if (!*end && v >= 1) return v > POOL_MAX ? POOL_MAX : (int)v;
   }
+  if (atomic_load(&default_size) > 0) return atomic_load(&default_size);
   long c = sysconf(_SC_NPROCESSORS_ONLN);
   return c < 1 ? 1 : c > POOL_MAX ? POOL_MAX : (int)c;
 }
@@ -97,13 +104,24 @@ static void pool_init(void) {
     pool.size++;
   }
   pthread_attr_destroy(&at);
+  atomic_store(&pool.active, pool.size);
 }
 
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
 int rt_pool_size(void) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, pool_init);
-  return pool.size;
+  pthread_once(&pool_once, pool_init);
+  return atomic_load(&pool.active);
 }
+
+int rt_pool_set_size(int n) {
+  atomic_store(&want_size, clamp_size(n));
+  pthread_once(&pool_once, pool_init);
+  atomic_store(&pool.active, clamp_size(n) < pool.size ? clamp_size(n) : pool.size);
+  return atomic_load(&pool.active);
+}
+
+void rt_pool_default_size(int n) { atomic_store(&default_size, clamp_size(n)); }
 
 void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx) {
   if (n <= 0) return;
@@ -115,7 +133,7 @@ void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx) {
     return;
   }
   pool.fn = fn, pool.ctx = ctx, pool.n = n, pool.parts = (int)parts;
-  atomic_store(&pool.pending, size - 1);
+  atomic_store(&pool.pending, pool.size - 1);
   atomic_fetch_add(&pool.gen, 1); /* seq_cst: ordered before the sleepers read */
   if (atomic_load(&pool.sleepers) > 0) {
     pthread_mutex_lock(&pool.mu);
