@@ -73,6 +73,26 @@ class CNN(nn.Module):
         return F.softmax(self.logits(x), dim=-1)
 
 
+class CNNBN(nn.Module):
+    """examples/cnn_bn.nn: the digits CNN with batchnorm after each conv (no conv bias) and the hidden dense
+    layer; training mode, as the training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1, bias=False)
+        self.bn1, self.bn2, self.bn3 = nn.BatchNorm2d(16), nn.BatchNorm2d(32), nn.BatchNorm1d(64)
+        self.fc1, self.out = nn.Linear(128, 64), nn.Linear(64, 10)
+
+    def logits(self, x):
+        h = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        h = F.max_pool2d(F.relu(self.bn2(self.conv2(h))), 2)
+        return self.out(F.relu(self.bn3(self.fc1(torch.flatten(h, 1)))))
+
+    def forward(self, x):
+        return F.softmax(self.logits(x), dim=-1)
+
+
 class Attention(nn.Module):
     """Lathe's attention(x, heads, causal=true): fused qkv, scale 1/sqrt(d/heads).
     (torch 1.13 has no scaled_dot_product_attention; this is the usual
@@ -155,6 +175,10 @@ def build_cnn(batch):
     return CNN(), torch.randn(batch, 1, 8, 8)
 
 
+def build_cnn_bn(batch):
+    return CNNBN(), torch.randn(batch, 1, 8, 8)
+
+
 def tokens(batch, vocab, T):
     return torch.randint(0, vocab, (batch, T), dtype=torch.int64)
 
@@ -167,7 +191,7 @@ def build_lstm(batch, vocab, T, E, H):
     return LSTM(vocab, E, H), tokens(batch, vocab, T)
 
 
-BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "gpt": build_gpt, "lstm": build_lstm}
+BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "cnn_bn": build_cnn_bn, "gpt": build_gpt, "lstm": build_lstm}
 
 
 # ---- training steps ----

@@ -62,6 +62,9 @@ WORKLOADS = [
           dict(name="adam", lr=1e-3), reps=500, quick_reps=50, warmup=20, max_seconds=2),
     train("cnn_train_b128", "examples/cnn.nn", {"batch": 128}, {"x": None, "y": 10}, "cnn", dict(batch=128),
           dict(name="adam", lr=3e-3), reps=200, quick_reps=20, warmup=10, max_seconds=3),
+    # issue 17: the batchnorm CNN's step (batch statistics, running averages, the gradient through them)
+    train("cnn_bn_train_b128", "examples/cnn_bn.nn", {"batch": 128}, {"x": None, "y": 10}, "cnn_bn",
+          dict(batch=128), dict(name="adam", lr=3e-3), reps=200, quick_reps=20, warmup=10, max_seconds=3),
     train("gpt_char_train_b16", "examples/gpt.nn", {"batch": 16},
           {"tokens": GPT_CHAR["vocab"], "next": GPT_CHAR["vocab"]}, "gpt", dict(batch=16, **GPT_CHAR),
           dict(name="adamw", lr=1.5e-3, weight_decay=0.1), clip_norm=1.0,

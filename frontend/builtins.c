@@ -32,6 +32,9 @@ int fe_lw_dense(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_conv2d(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_embedding(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_layernorm(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_batchnorm(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_groupnorm(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_rmsnorm(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_recurrent(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_param(fe_lctx *L, fe_args *a, fe_val *out);
@@ -51,6 +54,9 @@ const fe_builtin fe_builtins[] = {
     {"padding", AK_INT_OR_STR}, {"bias", AK_BOOL}}, 1},
   {"embedding", IR_EMBEDDING, fe_lw_embedding, 3, 3, {{"ids", T}, {"vocab", AK_INT}, {"dim", AK_INT}}, 1},
   {"layernorm", IR_LAYERNORM, fe_lw_layernorm, 1, 2, {{"x", T}, {"eps", AK_NUM}}, 1},
+  {"batchnorm", IR_BATCHNORM, fe_lw_batchnorm, 1, 3, {{"x", T}, {"eps", AK_NUM}, {"momentum", AK_NUM}}, 1},
+  {"groupnorm", IR_GROUPNORM, fe_lw_groupnorm, 2, 3, {{"x", T}, {"groups", AK_INT}, {"eps", AK_NUM}}, 1},
+  {"rmsnorm", IR_RMSNORM, fe_lw_rmsnorm, 1, 2, {{"x", T}, {"eps", AK_NUM}}, 1},
   {"attention", IR_ATTENTION, fe_lw_attention, 2, 3, {{"x", T}, {"heads", AK_INT}, {"causal", AK_BOOL}}, 1},
   RECURRENT("rnn", RNN),
   RECURRENT("lstm", LSTM),

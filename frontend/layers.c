@@ -6,6 +6,10 @@
  *   conv2d     N.weight [out, in, k, k] he (fan_in = in*k*k), N.bias [out] zeros
  *   embedding  N.weight [vocab, dim] normal(std 1), as torch.nn.Embedding
  *   layernorm  N.weight [d] ones, N.bias [d] zeros
+ *   batchnorm  N.weight [C] ones, N.bias [C] zeros, buffers N.running_mean [C] zeros and
+ *              N.running_var [C] ones (saved with the weights, updated by the training step)
+ *   groupnorm  N.weight [C] ones, N.bias [C] zeros
+ *   rmsnorm    N.weight [d] ones
  *   attention  N.qkv.weight [d, 3d], N.proj.weight [d, d] xavier; biases zeros
  *   rnn/lstm/gru  weights and biases uniform(+-1/sqrt(hidden)), as PyTorch
  *   param      N: shape, init as given (default normal, std 0.02)
@@ -499,6 +503,78 @@ int fe_lw_layernorm(fe_lctx *L, fe_args *a, fe_val *out) {
   in[2] = fe_param(L, base, "bias", pdtype(L, x), &s, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
   if (in[2] < 0) return -1;
   return set_out(out, fe_node(L, IR_LAYERNORM, in, 3, &at, loc));
+}
+
+/* A positive eps (argument i, default dflt) into at->f. */
+static int want_eps(fe_lctx *L, const fe_args *a, int i, double dflt, ir_attr *at) {
+  at->f = get_num(a, i, dflt);
+  if (at->f > 0) return 0;
+  fe_error(L->d, argloc(a, i), "'eps' of '%s' must be positive, got %g", a->b->name, at->f);
+  return -1;
+}
+
+/* Parameters base.names[k] of shape [c] for k < n, initialised by inits[k];
+ * their nodes into in[1..n]. */
+static int channel_params(fe_lctx *L, fe_args *a, const char *base, int x, int64_t c, int n, const char *const *names,
+                          const ir_init *inits, int *in) {
+  ir_shape s = shp(1, c, 0, 0, 0);
+  for (int k = 0; k < n; k++)
+    if ((in[1 + k] = fe_param(L, base, names[k], pdtype(L, x), &s, inits[k], 0, 0, 0, 0, a->call->loc)) < 0)
+      return -1;
+  return 0;
+}
+
+static const char *const norm_names[] = {"weight", "bias", "running_mean", "running_var"};
+static const ir_init norm_inits[] = {IR_INIT_ONES, IR_INIT_ZEROS, IR_INIT_ZEROS, IR_INIT_ONES};
+
+/* batchnorm(x, eps, momentum) over axis 1; the running statistics are
+ * buffers: weights the optimizer leaves alone (passes/optimizer.c updates them) */
+int fe_lw_batchnorm(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 2, IR_MAXDIM, 1, "a tensor [N, C] or [N, C, ...]")) return -1;
+  int x = a->v[0].node;
+  ir_attr at = {0};
+  if (want_eps(L, a, 1, 1e-5, &at)) return -1;
+  at.f2 = get_num(a, 2, 0.1);
+  if (!(at.f2 >= 0 && at.f2 <= 1)) {
+    fe_error(L->d, argloc(a, 2), "'momentum' of 'batchnorm' must be in [0, 1], got %g", at.f2);
+    return -1;
+  }
+  const char *base = fe_layer_name(L, "batchnorm", a->name);
+  int in[5] = {x};
+  if (channel_params(L, a, base, x, shape_of(L, x)->d[1], 4, norm_names, norm_inits, in)) return -1;
+  L->g->params[L->g->nparams - 1].buffer = L->g->params[L->g->nparams - 2].buffer = 1;
+  return set_out(out, fe_node(L, IR_BATCHNORM, in, 5, &at, a->call->loc));
+}
+
+/* groupnorm(x, groups, eps): torch.nn.GroupNorm with affine */
+int fe_lw_groupnorm(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 2, IR_MAXDIM, 1, "a tensor [N, C] or [N, C, ...]")) return -1;
+  int x = a->v[0].node;
+  ir_attr at = {0};
+  int64_t c = shape_of(L, x)->d[1];
+  if (want_int(L, a, 1, 1, 1, &at.k) || want_eps(L, a, 2, 1e-5, &at)) return -1;
+  if (c % at.k) {
+    fe_error(L->d, argloc(a, 1), "'groups' of 'groupnorm' must divide the %lld channels, got %lld", (long long)c,
+             (long long)at.k);
+    return -1;
+  }
+  int in[3] = {x};
+  if (channel_params(L, a, fe_layer_name(L, "groupnorm", a->name), x, c, 2, norm_names, norm_inits, in)) return -1;
+  return set_out(out, fe_node(L, IR_GROUPNORM, in, 3, &at, a->call->loc));
+}
+
+/* rmsnorm(x, eps): over the last axis, with a weight (torch.nn.RMSNorm) */
+int fe_lw_rmsnorm(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 1, IR_MAXDIM, 1, "a tensor of rank >= 1")) return -1;
+  int x = a->v[0].node;
+  ir_attr at = {0};
+  if (want_eps(L, a, 1, 1e-6, &at)) return -1;
+  const ir_shape *xs = shape_of(L, x);
+  int in[2] = {x};
+  if (channel_params(L, a, fe_layer_name(L, "rmsnorm", a->name), x, xs->d[xs->rank - 1], 1, norm_names, norm_inits,
+                     in))
+    return -1;
+  return set_out(out, fe_node(L, IR_RMSNORM, in, 2, &at, a->call->loc));
 }
 
 int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out) {

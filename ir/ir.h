@@ -166,6 +166,8 @@ typedef struct {
   int64_t fan_in, fan_out;/* for xavier / he */
   int node;               /* the PARAM node */
   int state;              /* optimizer state (passes/optimizer.h), not a weight */
+  int buffer;             /* a weight the optimizer does not train (batchnorm's running statistics:
+                             updated by the training step itself, passes/optimizer.c) */
 } ir_param;
 
 typedef struct {

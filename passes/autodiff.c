@@ -313,6 +313,18 @@ static void r_layernorm(ad_ctx *a, int id, int dy) {
   if (want(a, id, 2)) give(a, id, 2, dy); /* summed to [d] by give */
 }
 
+/* batchnorm_train, groupnorm, rmsnorm: norm_grad for dx, dw and db */
+static void r_norm(ad_ctx *a, int id, int dy) {
+  const ir_node *n = N(a, id); /* read before add() grows the node array */
+  int x = in(a, id, 0), w = in(a, id, 1), nin = n->nin;
+  ir_attr at = {0};
+  at.k = n->op, at.n = n->attr.k, at.f = n->attr.f;
+  for (int k = 0; k < nin; k++) {
+    at.i = k;
+    if (want(a, id, k)) give(a, id, k, add(a, IR_NORM_GRAD, (int[]){x, w, dy}, 3, &at));
+  }
+}
+
 static void r_pool(ad_ctx *a, int id, int dy) {
   if (!want(a, id, 0)) return;
   ir_attr at = {0};
@@ -450,6 +462,7 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_MATMUL] = r_matmul,  [IR_CONV2D] = r_conv2d,
   [IR_SOFTMAX] = r_softmax, [IR_LOG_SOFTMAX] = r_softmax,
   [IR_SUM] = r_sum,        [IR_MEAN] = r_sum,         [IR_MAX] = r_max,         [IR_LAYERNORM] = r_layernorm,
+  [IR_BATCHNORM_TRAIN] = r_norm, [IR_GROUPNORM] = r_norm, [IR_RMSNORM] = r_norm,
   [IR_MIN] = r_max, /* max_grad routes dy to the first x equal to the result */
   [IR_MAXPOOL2D] = r_pool, [IR_AVGPOOL2D] = r_pool,
   [IR_RESHAPE] = r_reshape, [IR_TRANSPOSE] = r_transpose, [IR_CONCAT] = r_concat, [IR_SLICE] = r_slice,
@@ -581,6 +594,7 @@ int ad_backward(ir_graph *g, const int *params, int nparams, int as_outputs, cha
   for (int i = 0; i < (params ? nparams : g->nparams); i++) {
     int p = params ? params[i] : i;
     if (p < 0 || p >= g->nparams) return fail(&a, "autodiff: parameter index %d out of range", p);
+    if (!params && g->params[p].buffer) continue; /* running statistics: no gradient */
     if (!ir_dtype_is_float(g->params[p].dtype)) {
       if (params) return fail(&a, "autodiff: parameter '%s' is %s, not floating-point", g->params[p].name,
                               ir_dtype_name(g->params[p].dtype));

@@ -134,10 +134,63 @@ static void renumber(ir_graph *g, int nold, int first, const int *mask_of) {
   if (g->loss >= 0) g->loss = pos[g->loss];
 }
 
+/* ---- training-mode batchnorm ----
+ * batchnorm(x, w, b, rm, rv) becomes batchnorm_train(x, w, b) (this batch's
+ * statistics), and the step publishes the running statistics as PyTorch's
+ * BatchNorm updates them in training mode, m = N * S values per channel:
+ *   rm' = (1 - momentum) rm + momentum mean
+ *   rv' = (1 - momentum) rv + momentum var m / (m - 1)     (unbiased)
+ * mean and var (biased) per channel from x as [N, C, S], by ordinary means
+ * over S then N. Every node is appended after its operands, so the order
+ * stays topological; the statistics reach no loss and get no gradient. */
+static int mean_axis(opt_ctx *c, int x, int axis) {
+  ir_attr at = {0};
+  at.axis = axis;
+  return op1(c, IR_MEAN, x, &at);
+}
+
+static int reshape3(opt_ctx *c, int x, int64_t a, int64_t b, int64_t d) {
+  ir_attr at = {0};
+  at.nlist = 3, at.list[0] = a, at.list[1] = b, at.list[2] = d;
+  return op1(c, IR_RESHAPE, x, &at);
+}
+
+static void publish(opt_ctx *c, int state_or_param, int value); /* with the update below */
+
+/* (1 - mom) r + mom v, published as r's new value when r is a parameter */
+static void running(opt_ctx *c, int r, int v, double mom) {
+  int nr = add(c, scale(c, 1 - mom, r), scale(c, mom, v));
+  if (c->g->nodes[r].op == IR_PARAM) publish(c, r, nr);
+}
+
+static int prepare_batchnorm(opt_ctx *c, int id) {
+  ir_graph *g = c->g;
+  ir_node bn = g->nodes[id];
+  const ir_shape *xs = &g->nodes[bn.in[0]].shape;
+  int64_t N = xs->d[0], C = xs->d[1], S = ir_numel(xs) / (N * C);
+  if (N * S < 2) {
+    char b[160];
+    return fail(c, "batchnorm (node %d): training needs more than one value per channel, got input %s", id,
+                ir_shape_str(xs, b, sizeof b));
+  }
+  int x3 = reshape3(c, bn.in[0], N, C, S);
+  int mean = mean_axis(c, mean_axis(c, x3, 2), 0);
+  int d = sub(c, x3, reshape3(c, mean, 1, C, 1));
+  int var = mean_axis(c, mean_axis(c, mul(c, d, d), 2), 0);
+  running(c, bn.in[3], mean, bn.attr.f2);
+  running(c, bn.in[4], scale(c, (double)(N * S) / (double)(N * S - 1), var), bn.attr.f2);
+  if (c->failed) return -1;
+  ir_node *n = &g->nodes[id];
+  n->op = IR_BATCHNORM_TRAIN, n->nin = 3, n->attr.f2 = 0;
+  return 0;
+}
+
 int opt_prepare_training(ir_graph *g, char *msg, size_t msgn) {
   opt_ctx c = {g, &g->train, msg, msgn, 0, IR_F32};
   if (msg && msgn) msg[0] = '\0';
   if (g->grads) return fail(&c, "opt_prepare_training: call it before autodiff");
+  for (int id = 0, n = g->nnodes; id < n; id++)
+    if (g->nodes[id].op == IR_BATCHNORM && prepare_batchnorm(&c, id)) return -1;
   int nold = g->nnodes, ndrop = 0;
   for (int id = 0; id < nold; id++) ndrop += is_live_dropout(&g->nodes[id]);
   if (!ndrop) return 0;
@@ -285,11 +338,12 @@ static int check(opt_ctx *c) {
   return 0;
 }
 
-/* The trainable parameters: float, not state, with a gradient. */
+/* The trainable parameters: float, not state or a buffer, with a gradient. */
 static int trainable(const ir_graph *g, int *which) {
   int nw = 0;
   for (int i = 0; i < g->nparams; i++)
-    if (ir_dtype_is_float(g->params[i].dtype) && !g->params[i].state && g->grads[i] >= 0) which[nw++] = i;
+    if (ir_dtype_is_float(g->params[i].dtype) && !g->params[i].state && !g->params[i].buffer && g->grads[i] >= 0)
+      which[nw++] = i;
   return nw;
 }
 

@@ -6,7 +6,10 @@
  * (keep with probability 1 - p, kept values 1 / (1 - p)) drawn from Philox
  * keyed by (train seed, the dropout node's id, OPT_IN_RNG, element); autodiff
  * then sends gradients through the same mask. The stream layout is written
- * out in ir/interp_opt.c.
+ * out in ir/interp_opt.c. Every batchnorm becomes batchnorm_train (this
+ * batch's statistics), and the step publishes its running mean and variance
+ * (OPT_NEW_PREFIX + their names, as PyTorch's momentum update; see
+ * optimizer.c); they are buffers (ir_param.buffer), which no rule trains.
  *
  * After ad_backward (g->grads filled), opt_append adds to g, as ordinary ops,
  * in PyTorch's order (loss.backward(); clip_grad_norm_(); optimizer.step()):
@@ -56,7 +59,7 @@
  * g->grads is extended with -1 for the state parameters it adds. */
 int opt_append(ir_graph *g, const ir_train *t, char *msg, size_t msgn);
 
-/* Before ad_backward: training-mode dropout (see above). Adds the input
+/* Before ad_backward: training-mode batchnorm and dropout (see above). Adds the input
  * OPT_IN_RNG when the graph has a dropout with p > 0, renumbering the nodes
  * (node ids held across this call are stale). Returns 0 or -1 with msg. */
 int opt_prepare_training(ir_graph *g, char *msg, size_t msgn);

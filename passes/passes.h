@@ -94,6 +94,7 @@ int ps_dce(ir_graph *g, char *msg, size_t msgn);       /* dce.c: drop what no ou
 int ps_simplify(ir_graph *g, char *msg, size_t msgn);  /* simplify.c: algebraic identities */
 int ps_fuse(ir_graph *g, char *msg, size_t msgn);      /* fuse.c: elementwise trees -> one IR_FUSED node */
 int ps_attnsave(ir_graph *g, char *msg, size_t msgn);  /* attnsave.c: attention's backward reads its forward's work */
+int ps_foldbn(ir_graph *g, char *msg, size_t msgn);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
 /* Fold limit: results up to this many elements are always folded; larger
  * ones only when no larger than the constants they are computed from. */
 #define CF_MAX_ELEMS 4096

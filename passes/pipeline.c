@@ -20,6 +20,7 @@ typedef struct {
 } pm_pass;
 
 static const pm_pass pass_table[] = {
+  {"foldbn",    ps_foldbn,    "an inference batchnorm folds into the conv2d or dense layer before it"},
   {"constfold", ps_constfold, "ops on constants become constants (reference kernels)"},
   {"simplify",  ps_simplify,  "algebraic identities: x*1, double transpose, log(softmax) ..."},
   {"cse",       ps_cse,       "identical nodes become one"},
@@ -30,12 +31,13 @@ static const pm_pass pass_table[] = {
 
 /* The pipelines. simplify leaves dead nodes behind and cse exposes more
  * simplification, so -O3 goes round twice; dce runs before fuse, which
- * counts readers and must not see dead ones. */
+ * counts readers and must not see dead ones. foldbn leaves no dead node
+ * behind and goes before fuse, which fuses its weight arithmetic. */
 static const char *const level_table[PM_MAX_LEVEL + 1] = {
   [0] = "",
-  [1] = "simplify,dce",
-  [2] = "constfold,simplify,cse,dce,attnsave,fuse",
-  [3] = "constfold,simplify,cse,constfold,simplify,cse,dce,attnsave,fuse",
+  [1] = "simplify,dce,foldbn",
+  [2] = "constfold,simplify,cse,dce,foldbn,attnsave,fuse",
+  [3] = "constfold,simplify,cse,constfold,simplify,cse,dce,foldbn,attnsave,fuse",
 };
 
 static const pm_pass *find_pass(const char *name, size_t len) {

@@ -272,6 +272,18 @@ static int cases_for(int op, gcase *cs) {
   case IR_LAYERNORM:
     cs[n] = C(op, 3, S3(2, 3, 5), S1(5), S1(5)), cs[n++].attr.f = 1e-5;
     return n;
+  case IR_BATCHNORM_TRAIN:
+    cs[n] = C(op, 3, S3(4, 3, 5), S1(3), S1(3)), cs[n++].attr.f = 1e-5;
+    cs[n] = C(op, 3, S2(6, 4), S1(4), S1(4)), cs[n++].attr.f = 1e-3;
+    return n;
+  case IR_GROUPNORM:
+    cs[n] = C(op, 3, S3(2, 6, 5), S1(6), S1(6)), cs[n].attr.k = 3, cs[n++].attr.f = 1e-5;
+    cs[n] = C(op, 3, S4(2, 4, 2, 3), S1(4), S1(4)), cs[n].attr.k = 1, cs[n++].attr.f = 1e-3;
+    return n;
+  case IR_RMSNORM:
+    cs[n] = C(op, 2, S3(2, 3, 7), S1(7), S0), cs[n++].attr.f = 1e-6;
+    cs[n] = C(op, 2, S2(4, 5), S1(5), S0), cs[n++].attr.f = 0.1;
+    return n;
   case IR_MAXPOOL2D: case IR_AVGPOOL2D:
     cs[n] = C(op, 1, S4(2, 2, 4, 4), S0, S0), cs[n].attr.k = 2, cs[n++].attr.stride = 2;
     cs[n] = C(op, 1, S4(1, 1, 5, 5), S0, S0), cs[n].attr.k = 3, cs[n++].attr.stride = 1;

@@ -286,6 +286,19 @@ static int cases_for(int op, tcase *cs) {
       cs[n].nin = 3, cs[n].dt[2] = F, cs[n].sh[2] = S(1, d), cs[n++].attr.f = 1e-5;
     }
     return n;
+  case IR_BATCHNORM: case IR_BATCHNORM_TRAIN: case IR_GROUPNORM: case IR_RMSNORM: {
+    /* small, then big enough to split the groups over the pool (cg_norm.c) */
+    ir_shape xs[4] = {S(3, 4, 6, 5), S(2, 16, 6), S(4, 2, 6, 3, 33), S(3, 64, 6, 300)};
+    int nin = op == IR_BATCHNORM ? 5 : op == IR_RMSNORM ? 2 : 3;
+    for (int i = 0; i < 4; i++) {
+      int64_t c = op == IR_RMSNORM ? xs[i].d[xs[i].rank - 1] : 6;
+      cs[n] = C1(F, xs[i]);
+      cs[n].nin = nin, cs[n].domain = op == IR_BATCHNORM, cs[n].attr.f = i == 1 ? 1e-3 : 1e-5, cs[n].attr.k = 3;
+      for (int j = 1; j < nin; j++) cs[n].dt[j] = F, cs[n].sh[j] = S(1, c);
+      n++;
+    }
+    return n;
+  }
   case IR_MAXPOOL2D: case IR_AVGPOOL2D:
     cs[n] = C1(F, S(4, 2, 3, 8, 8)); cs[n].attr.k = 2; cs[n++].attr.stride = 2;
     cs[n] = C1(F, S(4, 1, 1, 7, 7)); cs[n].attr.k = 3; cs[n++].attr.stride = 2;

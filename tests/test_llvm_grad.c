@@ -166,6 +166,16 @@ static void test_grad_ops(void) {
   c = F2(IR_LAYERNORM, S(3, 2, 3, 33, 0), IR_F32, S(1, 33, 0, 0, 0));
   c.nin = 3, c.dt[2] = IR_F32, c.sh[2] = S(1, 33, 0, 0, 0), c.attr.f = 1e-5;
   run_case(&c);
+  /* the channel normalisations: batchnorm's groups over the pool, groupnorm's and rmsnorm's dw in one part */
+  c = F2(IR_BATCHNORM_TRAIN, S(3, 64, 6, 300, 0), IR_F32, S(1, 6, 0, 0, 0));
+  c.nin = 3, c.dt[2] = IR_F32, c.sh[2] = S(1, 6, 0, 0, 0), c.attr.f = 1e-5;
+  run_case(&c);
+  c.sh[0] = S(2, 5, 6, 0, 0);
+  run_case(&c);
+  c.op = IR_GROUPNORM, c.attr.k = 3, c.sh[0] = S(3, 8, 6, 33, 0);
+  run_case(&c);
+  c = F2(IR_RMSNORM, S(3, 2, 3, 33, 0), IR_F32, S(1, 33, 0, 0, 0)), c.attr.f = 1e-6;
+  run_case(&c);
   c = F2(IR_CONV2D, S(4, 2, 3, 7, 7), IR_F32, S(4, 4, 3, 3, 3));
   c.nin = 3, c.dt[2] = IR_F32, c.sh[2] = S(1, 4, 0, 0, 0), c.attr.stride = 2, c.attr.pad = 1, c.attr.pad_hi = 1;
   run_case(&c);

@@ -464,10 +464,40 @@ static void test_losses(void) {
   BAD(ADD(IR_NLL, NULL, lg, T("i32[3]")), "nll: labels must have shape [4] for logits [4, 10], got [3]");
 }
 
+/* batchnorm (both forms), groupnorm, rmsnorm and norm_grad: each operand named */
+static void test_norms(void) {
+  reset();
+  int x = T("f32[4, 3, 5]"), c = T("f32[3]"), c4 = T("f32[4]"), d5 = T("f32[5]");
+  ir_attr eps = {.f = 1e-5, .f2 = 0.1}, gn = {.f = 1e-5, .k = 3};
+  OK(ADD(IR_BATCHNORM, &eps, x, c, c, c, c), "f32[4, 3, 5]");
+  OK(ADD(IR_BATCHNORM, &eps, T("f32[6, 3]"), c, c, c, c), "f32[6, 3]");
+  BAD(ADD(IR_BATCHNORM, &eps, x, c, c, c4, c), "batchnorm: running_mean must be f32[3], got f32[4]");
+  BAD(ADD(IR_BATCHNORM, &eps, x, c, c, c, T("f16[3]")), "batchnorm: running_var must be f32[3], got f16[3]");
+  BAD(ADD(IR_BATCHNORM, &eps, T("f32[3]"), c, c, c, c), "batchnorm: input must be [N, C] or [N, C, ...], got f32[3]");
+  ir_attr mom = {.f = 1e-5, .f2 = 1.5}, zero = {.f = 0};
+  BAD(ADD(IR_BATCHNORM, &mom, x, c, c, c, c), "batchnorm: momentum must be in [0, 1], got 1.5");
+  OK(ADD(IR_BATCHNORM_TRAIN, &eps, x, c, c), "f32[4, 3, 5]");
+  BAD(ADD(IR_BATCHNORM_TRAIN, &eps, x, c4, c), "batchnorm_train: weight must be f32[3], got f32[4]");
+  BAD(ADD(IR_BATCHNORM_TRAIN, &zero, x, c, c), "batchnorm_train: eps must be positive, got 0");
+  OK(ADD(IR_GROUPNORM, &gn, T("f32[2, 6, 4]"), T("f32[6]"), T("f32[6]")), "f32[2, 6, 4]");
+  BAD(ADD(IR_GROUPNORM, &gn, T("f32[2, 4, 4]"), c4, c4), "groupnorm: groups must divide the 4 channels, got 3");
+  BAD(ADD(IR_GROUPNORM, &gn, x, c, c4), "groupnorm: bias must be f32[3], got f32[4]");
+  BAD(ADD(IR_GROUPNORM, &gn, T("i32[2, 3]"), c, c), "groupnorm: input must be floating-point, got i32[2, 3]");
+  OK(ADD(IR_RMSNORM, &eps, x, d5), "f32[4, 3, 5]");
+  BAD(ADD(IR_RMSNORM, &eps, x, c), "rmsnorm: weight must be f32[5], got f32[3]");
+  BAD(ADD(IR_RMSNORM, &eps, T("f32[]"), T("f32[1]")), "rmsnorm: input must be a tensor of rank >= 1, got f32[]");
+  ir_attr dx = {.k = IR_BATCHNORM_TRAIN, .f = 1e-5}, dw = dx, bad = dx;
+  dw.i = 1, bad.k = IR_INPUT;
+  OK(ADD(IR_NORM_GRAD, &dx, x, c, x), "f32[4, 3, 5]");
+  OK(ADD(IR_NORM_GRAD, &dw, x, c, x), "f32[3]");
+  BAD(ADD(IR_NORM_GRAD, &dx, x, c, T("f32[4, 3]")), "norm_grad: dy must be f32[4, 3, 5], got f32[4, 3]");
+  BAD(ADD(IR_NORM_GRAD, &bad, x, c, x), "norm_grad: k must name batchnorm_train, groupnorm or rmsnorm, got 0");
+}
+
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 62); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 66); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 
@@ -757,6 +787,7 @@ int main(void) {
   test_conv();
   test_reduce();
   test_layernorm_pool();
+  test_norms();
   test_movement();
   test_sequence();
   test_losses();

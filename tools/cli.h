@@ -59,10 +59,11 @@ int cli_double(const cli_args *a, const char *cmd, const char *flag, double *out
 int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o);
 #define CLI_PASS_HELP \
   "  -O0 .. -O3      graph optimisation level (default 2, or LATHE_OPT_LEVEL): -O0 none (and\n" \
-  "                  no fusion at all, the unfused baseline), -O1 simplify + dce, -O2 constfold,\n" \
-  "                  simplify, cse, dce, attnsave, fuse, -O3 the first three twice round\n" \
-  "  --passes=LIST   run these passes instead (constfold, simplify, cse, dce, attnsave, fuse;\n" \
-  "                  comma-separated; without fuse the backend fuses nothing either)\n" \
+  "                  no fusion at all, the unfused baseline), -O1 simplify + dce + foldbn, -O2\n" \
+  "                  constfold, simplify, cse, dce, foldbn, attnsave, fuse, -O3 the first three\n" \
+  "                  twice round\n" \
+  "  --passes=LIST   run these passes instead (foldbn, constfold, simplify, cse, dce, attnsave,\n" \
+  "                  fuse; comma-separated; without fuse the backend fuses nothing either)\n" \
   "  --print-after=P print the graph to stderr after pass P\n" \
   "  --dump-dir DIR  write NN-PASS.txt and NN-PASS.dot after every pass (00-input first)\n" \
   "  --time-passes   print each pass's time and rewrites to stderr\n"

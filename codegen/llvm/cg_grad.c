@@ -554,7 +554,7 @@ static const cg_emit_fn cg_grad_ops[IR_NOPS] = {
   [IR_SUM_TO] = e_sum_to,           [IR_BROADCAST_TO] = e_broadcast_to,
   [IR_UNARY_GRAD] = e_unary_grad,   [IR_SOFTMAX_GRAD] = e_softmax_grad,
   [IR_LOG_SOFTMAX_GRAD] = e_softmax_grad, [IR_MAX_GRAD] = e_max_grad,
-  [IR_LAYERNORM_GRAD] = e_layernorm_grad, [IR_CONV2D_GRAD_INPUT] = e_conv2d_grad_input,
+  [IR_LAYERNORM_GRAD] = e_layernorm_grad, [IR_NORM_GRAD] = cg_emit_norm, [IR_CONV2D_GRAD_INPUT] = e_conv2d_grad_input,
   [IR_CONV2D_GRAD_WEIGHT] = e_conv2d_grad_weight, [IR_POOL2D_GRAD] = e_pool2d_grad,
   [IR_EMBEDDING_GRAD] = e_embedding_grad, [IR_SLICE_GRAD] = e_slice_grad,
   [IR_GATHER_GRAD] = e_gather_grad,

@@ -191,6 +191,14 @@ void cg_emit_lstm(cg_k *k);     /* LSTM (rnn and gru: cg_ops.c) */
 void cg_emit_seq_grad(cg_k *k); /* ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD, ATTENTION_SAVE, ATTENTION_GRAD_SAVED */
 int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n);
 
+/* A call of liblathe_rt's `name`(ptrs..., i64s...), declared on first use
+ * (NULL pointers pass as null); cg_jit.c resolves the name (cg_seqcall.c). */
+void cg_call_rt(cg_k *k, const char *name, V *ptrs, int np, const int64_t *ints, int ni);
+
+/* ---- cg_norm.c: batchnorm (both forms), groupnorm, rmsnorm and norm_grad
+ * as calls to lathe_rt_norm ---- */
+void cg_emit_norm(cg_k *k);
+
 /* ---- cg_conv.c: conv2d and its backward as chunked im2col GEMMs ---- */
 int cg_emit_conv_grad(cg_k *k); /* 1 if emitted; 0 (nothing emitted) for non-f32 operands */
 int64_t cg_conv_scratch_bytes(const ir_graph *g, const ir_node *n);

@@ -280,7 +280,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"memcpy", (void *)memcpy}, {"memset", (void *)memset}, {"memmove", (void *)memmove},
     {"lathe_rt_prof_tick", (void *)lathe_rt_prof_tick}, {"lathe_rt_parallel_for", (void *)lathe_rt_parallel_for},
     {"lathe_rt_attn_fwd", (void *)lathe_rt_attn_fwd}, {"lathe_rt_attn_grad", (void *)lathe_rt_attn_grad},
-    {"lathe_rt_rec_grad", (void *)lathe_rt_rec_grad},
+    {"lathe_rt_rec_grad", (void *)lathe_rt_rec_grad}, {"lathe_rt_norm", (void *)lathe_rt_norm},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
   __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];

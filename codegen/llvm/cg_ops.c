@@ -928,6 +928,8 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_MATMUL] = e_matmul,   [IR_CONV2D] = e_conv2d,
   [IR_SOFTMAX] = e_softmax, [IR_LOG_SOFTMAX] = e_softmax,
   [IR_SUM] = e_reduce,      [IR_MEAN] = e_reduce,      [IR_MAX] = e_reduce,      [IR_LAYERNORM] = e_layernorm,
+  [IR_BATCHNORM] = cg_emit_norm, [IR_BATCHNORM_TRAIN] = cg_emit_norm, [IR_GROUPNORM] = cg_emit_norm,
+  [IR_RMSNORM] = cg_emit_norm, /* cg_norm.c */
   [IR_MIN] = e_reduce,      [IR_ARGMAX] = e_argext,    [IR_ARGMIN] = e_argext,
   [IR_MAXPOOL2D] = e_pool,  [IR_AVGPOOL2D] = e_pool,
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
@@ -960,6 +962,11 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
   return f * 4;
 }
 
+/* the channel normalisations' kernels are float (cg_norm.c) */
+static int cg_is_norm(int op) {
+  return op == IR_BATCHNORM || op == IR_BATCHNORM_TRAIN || op == IR_GROUPNORM || op == IR_RMSNORM || op == IR_NORM_GRAD;
+}
+
 static int is_supported_dtype(ir_dtype t) { return t != IR_F16 && t != IR_BF16; }
 
 const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
@@ -972,7 +979,7 @@ const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
     ir_dtype t = g->nodes[n->in[j]].dtype;
     if (!is_supported_dtype(t)) return "f16/bf16 tensors are not supported by the CPU backend yet";
     int cat = ir_ops[n->op].cat;
-    int must_f32 = (cat == IR_CAT_GEMM || cat == IR_CAT_LAYER || n->op == IR_LAYERNORM) ||
+    int must_f32 = (cat == IR_CAT_GEMM || cat == IR_CAT_LAYER || n->op == IR_LAYERNORM || cg_is_norm(n->op)) ||
                    (n->op == IR_EMBEDDING && j == 1) || ((n->op == IR_CROSS_ENTROPY || n->op == IR_NLL || n->op == IR_NLL_GRAD) && j == 0);
     if (must_f32 && t != IR_F32) return "this operator needs f32 operands on the CPU backend";
   }

@@ -12,8 +12,7 @@ static int64_t rec_code(int op) {
        : op == IR_GRU_GRAD ? LATHE_RT_GRU_GRAD : LATHE_RT_RNN_GRAD;
 }
 
-/* fn(ptrs..., i64s...) declared on first use */
-static void call_rt(cg_k *k, const char *name, V *ptrs, int np, const int64_t *ints, int ni) {
+void cg_call_rt(cg_k *k, const char *name, V *ptrs, int np, const int64_t *ints, int ni) {
   LLVMTypeRef ty[16];
   V args[16];
   for (int i = 0; i < np; i++) ty[i] = k->m->ptr, args[i] = ptrs[i] ? ptrs[i] : LLVMConstNull(k->m->ptr);
@@ -29,7 +28,7 @@ void cg_emit_attention(cg_k *k) {
   const ir_shape *sx = k->sh[1];
   int64_t ints[6] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal, k->n->op == IR_ATTENTION_SAVE};
   V p[7] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[5], k->scratch};
-  call_rt(k, "lathe_rt_attn_fwd", p, 7, ints, 6);
+  cg_call_rt(k, "lathe_rt_attn_fwd", p, 7, ints, 6);
 }
 
 /* lstm forward: y = lstm(x; w_ih, w_hh, b) */
@@ -37,7 +36,7 @@ void cg_emit_lstm(cg_k *k) {
   const ir_shape *sx = k->sh[1];
   int64_t ints[5] = {LATHE_RT_LSTM, sx->d[0], sx->d[1], sx->d[2], k->n->shape.d[2]};
   V p[9] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], NULL, NULL, NULL, k->scratch};
-  call_rt(k, "lathe_rt_rec_grad", p, 9, ints, 5);
+  cg_call_rt(k, "lathe_rt_rec_grad", p, 9, ints, 5);
 }
 
 void cg_emit_seq_grad(cg_k *k) {
@@ -50,14 +49,14 @@ void cg_emit_seq_grad(cg_k *k) {
     int64_t ints[5] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal};
     V saved = k->n->op == IR_ATTENTION_GRAD_SAVED ? k->arg[7] : NULL;
     V p[8] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[6], saved, k->scratch};
-    call_rt(k, "lathe_rt_attn_grad", p, 8, ints, 5);
+    cg_call_rt(k, "lathe_rt_attn_grad", p, 8, ints, 5);
     return;
   }
   int gru = k->n->op == IR_GRU_GRAD;
   int64_t ints[5] = {rec_code(k->n->op), sx->d[0], sx->d[1], sx->d[2], k->sh[3]->d[0]};
   V p[9] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4],
             gru ? k->arg[5] : NULL, k->arg[5 + gru], k->arg[6 + gru], k->scratch};
-  call_rt(k, "lathe_rt_rec_grad", p, 9, ints, 5);
+  cg_call_rt(k, "lathe_rt_rec_grad", p, 9, ints, 5);
 }
 
 int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n) {

@@ -1,0 +1,138 @@
+/* rt_norm.h -- the channel normalisations (batchnorm, groupnorm, rmsnorm)
+ * and their gradient, written once for both executors: the reference
+ * interpreter includes the kernels below with NT = double (ir/interp_norm.c),
+ * liblathe_rt with NT = float (rt/rt_norm.c, lathe_rt_norm, which the CPU
+ * backend's generated code calls). Statistics are accumulated in double in
+ * both. Internal prefix: rt_norm_. No dependency but libm.
+ *
+ * Every one views x as [N, C, S] (S: the product of the axes after C; 1 for
+ * [batch, F]) and normalises groups of elements, group q covering the rows
+ * n in [n0, n0 + nb) and channels c in [c0, c0 + cb), all S positions:
+ *   batchnorm  a group per channel: nb = N, cb = 1 (PyTorch's BatchNorm1d/2d)
+ *   groupnorm  a group per sample and channel group: nb = 1, cb = C / groups
+ *   rmsnorm    a group per row of the last axis (C = that axis, S = 1): nb = 1,
+ *              cb = C, and no centring (RMSNorm: x / sqrt(mean(x^2) + eps))
+ * y = (x - mean) * rstd * w[c] + b[c], rstd = 1 / sqrt(var + eps), var biased.
+ * batchnorm's inference form reads mean and var per channel from its running
+ * statistics instead. The gradient with respect to x is the usual
+ * dx = rstd * (g - mean(g) - xh * mean(g * xh)), g = dy * w[c], xh the
+ * normalised x (without the mean(g) term when not centred); dw[c] and db[c]
+ * sum dy * xh and dy over every element of channel c.
+ * ir/norm.h derives the geometry from an IR node. */
+#ifndef LATHE_RT_NORM_H
+#define LATHE_RT_NORM_H
+
+#include <math.h>
+#include <stdint.h>
+
+typedef struct {
+  int64_t N, C, S;   /* x as [N, C, S] */
+  int64_t nb, cb;    /* a group: nb rows by cb channels */
+  int64_t ngroups;
+  int center;        /* subtract the mean (not rmsnorm) */
+  double eps;
+} rt_norm_geom;
+
+/* First row and channel of group q. */
+static inline void rt_norm_group(const rt_norm_geom *g, int64_t q, int64_t *n0, int64_t *c0) {
+  int64_t per = g->C / g->cb;
+  *n0 = q / per * g->nb, *c0 = q % per * g->cb;
+}
+
+#endif
+
+/* ---- the kernels, once per element type: define NT (double or float) and
+ * NK(name) (a suffix) before including this file again ---- */
+#if defined(NT) && defined(NK)
+
+/* mean and rstd of group q */
+static void NK(stats)(const rt_norm_geom *g, const NT *x, int64_t q, double *mean, double *rstd) {
+  int64_t n0, c0, m = g->nb * g->cb * g->S;
+  rt_norm_group(g, q, &n0, &c0);
+  double s = 0.0, v = 0.0;
+  for (int64_t n = n0; n < n0 + g->nb; n++)
+    for (int64_t c = c0; c < c0 + g->cb; c++) {
+      const NT *r = x + (n * g->C + c) * g->S;
+      for (int64_t k = 0; k < g->S; k++) s += r[k];
+    }
+  double mu = g->center ? s / (double)m : 0.0;
+  for (int64_t n = n0; n < n0 + g->nb; n++)
+    for (int64_t c = c0; c < c0 + g->cb; c++) {
+      const NT *r = x + (n * g->C + c) * g->S;
+      for (int64_t k = 0; k < g->S; k++) v += ((double)r[k] - mu) * ((double)r[k] - mu);
+    }
+  *mean = mu, *rstd = 1.0 / sqrt(v / (double)m + g->eps);
+}
+
+/* y for groups [q0, q1). b may be NULL (rmsnorm). rm, rv non-NULL: batchnorm's
+ * inference form (the group is the channel; its running statistics). */
+static void NK(fwd)(const rt_norm_geom *g, const NT *x, const NT *w, const NT *b, const NT *rm, const NT *rv, NT *y,
+                    int64_t q0, int64_t q1) {
+  for (int64_t q = q0; q < q1; q++) {
+    int64_t n0, c0;
+    double mu, rs;
+    rt_norm_group(g, q, &n0, &c0);
+    if (rm) mu = rm[c0], rs = 1.0 / sqrt((double)rv[c0] + g->eps);
+    else NK(stats)(g, x, q, &mu, &rs);
+    for (int64_t n = n0; n < n0 + g->nb; n++)
+      for (int64_t c = c0; c < c0 + g->cb; c++) {
+        int64_t o = (n * g->C + c) * g->S;
+        double sc = rs * (double)w[c], sh = (b ? (double)b[c] : 0.0) - mu * sc;
+        for (int64_t k = 0; k < g->S; k++) y[o + k] = (NT)((double)x[o + k] * sc + sh);
+      }
+  }
+}
+
+/* dx for groups [q0, q1) */
+static void NK(dx)(const rt_norm_geom *g, const NT *x, const NT *w, const NT *dy, NT *dx, int64_t q0, int64_t q1) {
+  int64_t m = g->nb * g->cb * g->S;
+  for (int64_t q = q0; q < q1; q++) {
+    int64_t n0, c0;
+    double mu, rs, mg = 0.0, mgx = 0.0;
+    rt_norm_group(g, q, &n0, &c0);
+    NK(stats)(g, x, q, &mu, &rs);
+    for (int64_t n = n0; n < n0 + g->nb; n++)
+      for (int64_t c = c0; c < c0 + g->cb; c++) {
+        int64_t o = (n * g->C + c) * g->S;
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t k = 0; k < g->S; k++) {
+          sg += (double)dy[o + k];
+          sgx += (double)dy[o + k] * ((double)x[o + k] - mu);
+        }
+        mg += sg * (double)w[c], mgx += sgx * (double)w[c];
+      }
+    mg = g->center ? mg / (double)m : 0.0, mgx *= rs / (double)m;
+    for (int64_t n = n0; n < n0 + g->nb; n++)
+      for (int64_t c = c0; c < c0 + g->cb; c++) {
+        int64_t o = (n * g->C + c) * g->S;
+        double wc = (double)w[c];
+        for (int64_t k = 0; k < g->S; k++) {
+          double xh = ((double)x[o + k] - mu) * rs;
+          dx[o + k] = (NT)(rs * ((double)dy[o + k] * wc - mg - xh * mgx));
+        }
+      }
+  }
+}
+
+/* dw (db when bias) accumulated over groups [q0, q1) into out[C] (zeroed by
+ * the caller); a group's channels are its own, so batchnorm's groups can
+ * run in parallel. */
+static void NK(dwb)(const rt_norm_geom *g, const NT *x, const NT *dy, int bias, NT *out, int64_t q0, int64_t q1) {
+  for (int64_t q = q0; q < q1; q++) {
+    int64_t n0, c0;
+    double mu = 0.0, rs = 1.0;
+    rt_norm_group(g, q, &n0, &c0);
+    if (!bias) NK(stats)(g, x, q, &mu, &rs);
+    for (int64_t c = c0; c < c0 + g->cb; c++) {
+      double s = 0.0;
+      for (int64_t n = n0; n < n0 + g->nb; n++) {
+        int64_t o = (n * g->C + c) * g->S;
+        for (int64_t k = 0; k < g->S; k++)
+          s += bias ? (double)dy[o + k] : (double)dy[o + k] * ((double)x[o + k] - mu) * rs;
+      }
+      out[c] = (NT)((double)out[c] + s);
+    }
+  }
+}
+
+#endif
