@@ -27,6 +27,19 @@
  *   "lathe_train: lr must be 0 (the train block's) or a finite number > 0, got nan"
  * Calls without a lathe_error say so by their return value, as documented
  * at each: NULL for a name, -1 for a count, LATHE_EUSER for a status.
+ *
+ * Threads: the library keeps no hidden per-process state that calls could
+ * race on (its shared tables -- the program cache, the on-disk object
+ * cache, LLVM's one-time set-up, the worker pool -- are locked or made
+ * once), so different threads may load, compile, run and free DIFFERENT
+ * models and programs at the same time. One object is never used from two
+ * threads at once: a lathe_model or lathe_program belongs to one thread at
+ * a time (the caller locks if it hands one over); read-only queries of it
+ * (names, shapes, stats) may run together, but not beside a call that
+ * changes it (bind, weights, inputs, run). Programs compiled from one model
+ * are independent of it and of each other. Kernels of runs in different
+ * threads share one worker pool: a run that finds it busy runs its parallel
+ * loops on its own thread instead of waiting (tests/test_api_threads.c).
  */
 #ifndef LATHE_H
 #define LATHE_H
@@ -100,6 +113,29 @@ const char *lathe_model_input_name(const lathe_model *m, int i);
 int lathe_model_num_dims(const lathe_model *m);
 const char *lathe_model_dim_name(const lathe_model *m, int i);
 int lathe_model_bind(lathe_model *m, const char *dim, int64_t value, lathe_error *err);
+/* What a model declares about input i (a model has inputs before it is
+ * compiled; outputs and parameters come with the program: lathe_output_info,
+ * lathe_param_info). A symbolic dimension j has dim[j] = its name and
+ * shape[j] = its bound value, or -1 while unbound; a static one has dim[j]
+ * NULL. 0, or LATHE_EUSER (info zeroed) for a NULL model, a NULL info or an
+ * index outside 0..count-1. Names stay valid until lathe_model_free. */
+typedef enum {
+  LATHE_ROLE_INPUT,  /* an input the caller gives */
+  LATHE_ROLE_TARGET, /* a target input: a forward run may leave it unset */
+  LATHE_ROLE_OUTPUT,
+  LATHE_ROLE_WEIGHT, /* a trainable parameter */
+  LATHE_ROLE_STATE   /* optimizer state of a training step (lathe_compile_train) */
+} lathe_role;
+typedef struct {
+  const char *name;
+  lathe_role role;
+  lathe_dtype dtype;       /* as declared (lathe_get_output widens: see there) */
+  int rank;
+  int64_t shape[LATHE_MAXDIM];
+  const char *dim[LATHE_MAXDIM]; /* model inputs only: the symbolic name per dimension, or NULL */
+} lathe_tensor_info;
+int lathe_model_input_info(const lathe_model *m, int i, lathe_tensor_info *info);
+
 /* Bind the symbolic dimensions of input `input` from an array's shape, and
  * check its static dimensions and rank (0 to LATHE_MAXDIM; shape may be
  * NULL only for rank 0). A shape that does not fit binds nothing. */
@@ -160,6 +196,16 @@ const char *lathe_output_name(const lathe_program *p, int i);
 int lathe_has_loss(const lathe_program *p);
 int lathe_num_params(const lathe_program *p);
 const char *lathe_param_name(const lathe_program *p, int i);
+/* Inputs of the compiled program (targets included, in declaration order;
+ * -1 for a NULL program, NULL for an index out of range), and name, role,
+ * dtype and (concrete) shape of each input, output and parameter: 0, or
+ * LATHE_EUSER (info zeroed) for a NULL program, a NULL info or an index
+ * outside 0..count-1. Names stay valid until lathe_program_free. */
+int lathe_num_inputs(const lathe_program *p);
+const char *lathe_input_name(const lathe_program *p, int i);
+int lathe_input_info(const lathe_program *p, int i, lathe_tensor_info *info);
+int lathe_output_info(const lathe_program *p, int i, lathe_tensor_info *info);
+int lathe_param_info(const lathe_program *p, int i, lathe_tensor_info *info);
 /* Read-only view of a parameter's current values (f32). It stays valid
  * until the next training step, which may move the values to another
  * buffer (the step's update takes the parameter's place, no copy): take a
@@ -246,6 +292,17 @@ const char *lathe_norm_kind_name(lathe_norm_kind k);
  * (integer arrays may feed integer inputs of another width). A tensor that
  * cannot be (see the top) is refused before it is compared. */
 int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, lathe_error *err);
+/* Zero-copy: the program reads input `name` straight from the caller's
+ * memory t->data at every lathe_run, until lathe_bind_input or
+ * lathe_set_input for that input again or lathe_program_free; only the
+ * pointer is kept (not *t). The caller keeps that memory valid and may
+ * change its values between runs (not during one); the program never
+ * writes it. The layout must be the program's: t->dtype exactly the
+ * declared dtype (no conversion; lathe_set_input converts) and the
+ * declared shape, dense and row-major. When the weights carry
+ * preprocessing for the input (see above), each run copies the values and
+ * normalises the copy instead. */
+int lathe_bind_input(lathe_program *p, const char *name, const lathe_tensor *t, lathe_error *err);
 int lathe_run(lathe_program *p, lathe_error *err);
 /* Name is an output name or "loss". `out` receives a fresh copy: f32 for
  * float outputs (f16 and bf16 widened), i64 for i64, i32 for the other

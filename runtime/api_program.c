@@ -82,7 +82,8 @@ int api_program_finish(lathe_program *p, lathe_error *err) {
   p->params = calloc((size_t)g->nparams + 1, sizeof *p->params);
   p->in = calloc((size_t)g->ninputs + 1, sizeof *p->in);
   p->in_set = calloc((size_t)g->ninputs + 1, sizeof *p->in_set);
-  if (!p->params || !p->in || !p->in_set) {
+  p->bound = calloc((size_t)g->ninputs + 1, sizeof *p->bound);
+  if (!p->params || !p->in || !p->in_set || !p->bound) {
     lathe_program_free(p);
     return api_fail(err, LATHE_ENOMEM, "out of memory allocating the program's tables");
   }
@@ -132,6 +133,7 @@ void lathe_program_free(lathe_program *p) {
   free(p->params);
   free(p->in);
   free(p->in_set);
+  free(p->bound);
   api_pre_free(p);
   ar_free(&p->A);
   free(p);
@@ -213,14 +215,14 @@ int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err) {
   return 0;
 }
 
-static int same_shape(const lathe_tensor *t, const ir_shape *s) {
+int api_same_shape(const lathe_tensor *t, const ir_shape *s) {
   if (t->rank != s->rank) return 0;
   for (int j = 0; j < s->rank; j++)
     if (t->shape[j] != s->d[j]) return 0;
   return 1;
 }
 
-static void tensor_shape_str(const lathe_tensor *t, char *buf, size_t n) {
+void api_tensor_shape_str(const lathe_tensor *t, char *buf, size_t n) {
   ir_shape s = {.rank = t->rank};
   for (int j = 0; j < t->rank; j++) s.d[j] = t->shape[j];
   ir_shape_str(&s, buf, n);
@@ -243,8 +245,8 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
     if (!e)
       return api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s' (the model expects %s%s)", path,
                       pr->name, ir_dtype_name(pr->dtype), want);
-    if (!same_shape(&e->t, &pr->shape)) {
-      tensor_shape_str(&e->t, got, sizeof got);
+    if (!api_same_shape(&e->t, &pr->shape)) {
+      api_tensor_shape_str(&e->t, got, sizeof got);
       return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has shape %s, but the model expects %s", path,
                       pr->name, got, want);
     }
@@ -329,8 +331,8 @@ int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, l
   const ir_input *in = &p->g.inputs[i];
   char want[128], got[128];
   ir_shape_str(&in->shape, want, sizeof want);
-  if (!same_shape(t, &in->shape)) {
-    tensor_shape_str(t, got, sizeof got);
+  if (!api_same_shape(t, &in->shape)) {
+    api_tensor_shape_str(t, got, sizeof got);
     return api_fail(err, LATHE_EUSER, "input '%s': expected shape %s, got %s", name, want, got);
   }
   int want_float = ir_dtype_is_float(in->dtype);
@@ -351,6 +353,7 @@ int lathe_set_input(lathe_program *p, const char *name, const lathe_tensor *t, l
   shape_to_tensor(&in->shape, &p->in[i]);
   p->in[i].data = buf;
   p->in_set[i] = 1;
+  api_unbind(p, i);
   return 0;
 }
 
@@ -387,7 +390,9 @@ static int fill_leaves(lathe_program *p, lathe_error *err) {
       p->vals[in->node] = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
       p->missing_target = 1;
     } else {
-      p->vals[in->node] = to_doubles(p->in[i].data, p->in[i].dtype, n);
+      const void *src = api_input_data(p, i, err);
+      if (!src) return LATHE_ENOMEM;
+      p->vals[in->node] = to_doubles(src, (lathe_dtype)in->dtype, n);
     }
     if (!p->vals[in->node]) return api_fail(err, LATHE_ENOMEM, "out of memory");
   }
@@ -411,7 +416,10 @@ static int run_llvm(lathe_program *p, lathe_error *err) {
   p->missing_target = 0;
   for (int i = 0; rc == 0 && i < g->ninputs; i++) {
     const ir_input *in = &g->inputs[i];
-    if (p->in_set[i]) { ins[i] = p->in[i].data; continue; }
+    if (p->in_set[i]) {
+      if (!(ins[i] = (void *)api_input_data(p, i, err))) rc = LATHE_ENOMEM;
+      continue;
+    }
     if (!in->is_target) {
       rc = api_fail(err, LATHE_EUSER, "input '%s' was not given (use --in %s=FILE.npy)", in->name, in->name);
       break;

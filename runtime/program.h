@@ -25,6 +25,7 @@ struct lathe_program {
   int weights_set;
   lathe_tensor *in;   /* per g.inputs: the caller's data, copied */
   int *in_set;
+  const void **bound; /* per g.inputs: the caller's memory (lathe_bind_input), else NULL */
   api_pre *pre;       /* per g.inputs: the normalisation the weights carry (NULL: none) */
   double **vals;      /* interpreter: value of every node after a run */
   cg_program *cg;     /* llvm backend: the compiled program */
@@ -48,6 +49,16 @@ struct lathe_program {
  * optimizer) can transform the graph in between. */
 lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_error *err);
 int api_program_finish(lathe_program *p, lathe_error *err); /* frees p on failure */
+/* api_bind.c: where a run reads input i (set or bound: in_set[i]): the
+ * caller's memory for a bound input, else the program's copy (a bound input
+ * whose weights carry preprocessing is copied and normalised first).
+ * NULL with err set when that copy finds no memory. */
+const void *api_input_data(lathe_program *p, int i, lathe_error *err);
+/* Forget input i's binding (lathe_set_input takes its place). */
+void api_unbind(lathe_program *p, int i);
+/* api_program.c: shape equality and the shape as text, for messages. */
+int api_same_shape(const lathe_tensor *t, const ir_shape *s);
+void api_tensor_shape_str(const lathe_tensor *t, char *buf, size_t n);
 /* Run the graph once (no training-step bookkeeping). */
 int api_run_core(lathe_program *p, lathe_error *err);
 /* Whether every value of output o is finite. */

@@ -18,6 +18,7 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,13 +87,15 @@ static int llvm_fail(LLVMErrorRef e, char *msg, size_t msgn, const char *what) {
   return -1;
 }
 
+/* Once per process, and thread-safe: host programs compile from several
+ * threads at once (lathe.h). */
+static int llvm_ok;
+static void init_llvm_once(void) { llvm_ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter(); }
+
 static int cg_init_llvm(char *msg, size_t msgn) {
-  static int done = 0, ok = 0;
-  if (!done) {
-    done = 1;
-    ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter();
-  }
-  return ok ? 0 : ir_fail(msg, msgn, "llvm backend: this host's CPU is not supported by the LLVM build");
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, init_llvm_once);
+  return llvm_ok ? 0 : ir_fail(msg, msgn, "llvm backend: this host's CPU is not supported by the LLVM build");
 }
 
 static void store_elem(void *base, ir_dtype t, int64_t i, double v) {
