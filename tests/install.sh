@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# install.sh -- Lathe as another project sees it: `cmake --install` into a
+# temporary prefix (the build's objects, nothing recompiled), then
+# examples/host_jit.c built as an outside project against that prefix, once
+# with find_package(Lathe) and once with pkg-config, with no path into the
+# source or build tree. Each build trains the digits-sized MLP a few steps
+# and runs inference; its output file must be byte-for-byte what `lathe run`
+# (the installed command) writes for the same weights and input, and the
+# two builds must agree. The installed files are listed and checked too.
+. "$(dirname "$0")/lib/common.sh"
+build=$(cd "$(dirname "$LATHE")" && pwd)
+src=$(pwd)
+P=$tmp/prefix
+
+# npy FILE DESCR SHAPE: a .npy (version 1.0, header padded to 128 bytes)
+# holding the bytes on stdin.
+npy() {
+  local hdr="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+  { printf '\x93NUMPY\x01\x00\x76\x00%s' "$hdr"; printf '%*s\n' $((117 - ${#hdr})) ''; cat; } >"$1"
+}
+# x: f32[4, 64] from a few exact values; y: i32[4] labels.
+vals=('\x00\x00\x00\x3f' '\x00\x00\x80\xbf' '\x00\x00\x00\x40' '\x00\x00\x80\x3e' '\x00\x00\x00\x00')
+for k in $(seq 0 255); do printf "${vals[$(((k * 7 + k / 64) % 5))]}"; done | npy "$tmp/x.npy" '<f4' '(4, 64)'
+printf '\x03\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x09\x00\x00\x00' | npy "$tmp/y.npy" '<i4' '(4,)'
+
+if cmake --install "$build" --prefix "$P" >"$tmp/install.log" 2>&1; then ok; else bad "install: $(tail -5 "$tmp/install.log")"; fi
+for f in bin/lathe lib/liblathe.so lib/liblathe_rt.a include/lathe.h include/lathe_rt.h lib/pkgconfig/lathe.pc \
+         lib/pkgconfig/lathe_rt.pc lib/cmake/Lathe/LatheConfig.cmake lib/cmake/Lathe/LatheConfigVersion.cmake; do
+  [ -e "$P/$f" ] && ok || bad "not installed: $f"
+done
+# liblathe.so exports the public API only.
+inner=$(nm -D --defined-only "$P/lib/liblathe.so" | awk '{print $3}' | grep -v '^lathe_' | head -3)
+[ -z "$inner" ] && ok || bad "liblathe.so exports internals: $inner"
+
+# The outside project: a copy of the example, nothing else from the tree.
+mkdir -p "$tmp/proj" && cp examples/host_jit.c "$tmp/proj/"
+cat >"$tmp/proj/CMakeLists.txt" <<'CM'
+cmake_minimum_required(VERSION 3.18)
+project(host_jit C)
+find_package(Lathe 0.1 REQUIRED)
+add_executable(host_jit host_jit.c)
+target_link_libraries(host_jit PRIVATE Lathe::lathe)
+CM
+if cmake -S "$tmp/proj" -B "$tmp/b1" -DCMAKE_PREFIX_PATH="$P" >"$tmp/cm.log" 2>&1 &&
+   cmake --build "$tmp/b1" >>"$tmp/cm.log" 2>&1; then ok; else bad "find_package build: $(tail -8 "$tmp/cm.log")"; fi
+export PKG_CONFIG_PATH=$P/lib/pkgconfig
+if cc -std=c11 -O2 "$tmp/proj/host_jit.c" $(pkg-config --cflags --libs lathe) -Wl,-rpath,"$P/lib" \
+     -o "$tmp/host_jit_pc" 2>"$tmp/cc.log"; then ok; else bad "pkg-config build: $(head -5 "$tmp/cc.log")"; fi
+rt_flags=$(pkg-config --libs lathe_rt) && [[ "$rt_flags" == *liblathe_rt.a* ]] && ok || bad "lathe_rt.pc: $rt_flags"
+
+# Run both; compare with the installed command on the same weights and input.
+for exe in "$tmp/b1/host_jit" "$tmp/host_jit_pc"; do
+  out=$tmp/out.$(basename "$exe") && mkdir -p "$out"
+  if "$exe" examples/mlp.nn "$tmp/x.npy" "$tmp/y.npy" 3 "$out" >"$out/log" 2>&1; then ok
+  else bad "$exe: $(tail -3 "$out/log")"; continue; fi
+  grep -q '^step 3: loss ' "$out/log" && grep -q '^probs: f32\[4, 10\] ' "$out/log" && ok || bad "$exe printed: $(cat "$out/log")"
+  "$P/bin/lathe" run examples/mlp.nn --weights "$out/trained.safetensors" --in x="$tmp/x.npy" \
+    --out probs="$out/lathe_probs.npy" >/dev/null 2>"$out/run.err" || bad "lathe run: $(cat "$out/run.err")"
+  cmp -s "$out/probs.npy" "$out/lathe_probs.npy" && ok || bad "$exe: probs.npy differs from lathe run's"
+done
+cmp -s "$tmp/out.host_jit/probs.npy" "$tmp/out.host_jit_pc/probs.npy" && ok || bad "the two builds disagree"
+cmp -s "$tmp/out.host_jit/log" "$tmp/out.host_jit_pc/log" && ok || bad "the two builds print differently"
+# Neither build reaches into the source or build tree.
+for exe in "$tmp/b1/host_jit" "$tmp/host_jit_pc"; do
+  ldd "$exe" | grep -q "$P/lib/liblathe.so" && ok || bad "$exe does not load the installed liblathe.so: $(ldd "$exe")"
+  ! ldd "$exe" | grep -qF "$build" && ok || bad "$exe loads from the build tree"
+done
+finish
