@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lathe.h"
 #include "tests/test.h"
@@ -31,6 +32,7 @@ typedef struct {
 } job;
 
 static pthread_barrier_t start;
+static char tmpdir[] = "/tmp/lathe_threads_XXXXXX";
 
 /* Train STEPS steps from seeded weights, then run inference on the trained
  * weights (through a file, as a host program would hand them over). */
@@ -43,8 +45,8 @@ static void work(job *j) {
   lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {j->batch, 3}, .data = xs};
   lathe_tensor y = {.dtype = LATHE_I32, .rank = 1, .shape = {j->batch}, .data = ys};
   lathe_options o = {.backend = LATHE_BACKEND_LLVM};
-  char path[64];
-  snprintf(path, sizeof path, "build/test_api_threads.%d.safetensors", j->id);
+  char path[128];
+  snprintf(path, sizeof path, "%s/%d.safetensors", tmpdir, j->id);
   lathe_model *m = lathe_model_parse("tiny.nn", MLP, strlen(MLP), &err);
   lathe_program *t = NULL, *p = NULL;
   lathe_tensor loss = {0}, probs = {0};
@@ -83,6 +85,10 @@ static void init_job(job *j, int id) {
 
 int main(void) {
   job alone[NTHREADS], together[NTHREADS];
+  if (!mkdtemp(tmpdir)) {
+    perror("mkdtemp");
+    return 1;
+  }
   for (int i = 0; i < NTHREADS; i++) {
     init_job(&alone[i], i);
     work(&alone[i]);
@@ -103,5 +109,6 @@ int main(void) {
     CHECK_MSG(memcmp(together[i].probs, alone[i].probs, sizeof alone[i].probs) == 0,
               "job %d: outputs differ in a thread", i);
   }
+  rmdir(tmpdir);
   return TEST_REPORT();
 }
