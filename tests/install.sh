@@ -32,6 +32,11 @@ done
 inner=$(nm -D --defined-only "$P/lib/liblathe.so" | awk '{print $3}' | grep -v '^lathe_' | head -3)
 [ -z "$inner" ] && ok || bad "liblathe.so exports internals: $inner"
 
+# A sanitized build (LATHE_SANITIZE) installs a liblathe.so that needs the
+# sanitizer runtimes first in the process: the outside builds add the flags.
+san=
+ldd "$P/lib/liblathe.so" | grep -q libasan && san="-fsanitize=address,undefined"
+
 # The outside project: a copy of the example, nothing else from the tree.
 mkdir -p "$tmp/proj" && cp examples/host_jit.c "$tmp/proj/"
 cat >"$tmp/proj/CMakeLists.txt" <<'CM'
@@ -41,10 +46,10 @@ find_package(Lathe 0.1 REQUIRED)
 add_executable(host_jit host_jit.c)
 target_link_libraries(host_jit PRIVATE Lathe::lathe)
 CM
-if cmake -S "$tmp/proj" -B "$tmp/b1" -DCMAKE_PREFIX_PATH="$P" >"$tmp/cm.log" 2>&1 &&
+if cmake -S "$tmp/proj" -B "$tmp/b1" -DCMAKE_PREFIX_PATH="$P" -DCMAKE_C_FLAGS="$san" >"$tmp/cm.log" 2>&1 &&
    cmake --build "$tmp/b1" >>"$tmp/cm.log" 2>&1; then ok; else bad "find_package build: $(tail -8 "$tmp/cm.log")"; fi
 export PKG_CONFIG_PATH=$P/lib/pkgconfig
-if cc -std=c11 -O2 "$tmp/proj/host_jit.c" $(pkg-config --cflags --libs lathe) -Wl,-rpath,"$P/lib" \
+if cc -std=c11 -O2 $san "$tmp/proj/host_jit.c" $(pkg-config --cflags --libs lathe) -Wl,-rpath,"$P/lib" \
      -o "$tmp/host_jit_pc" 2>"$tmp/cc.log"; then ok; else bad "pkg-config build: $(head -5 "$tmp/cc.log")"; fi
 rt_flags=$(pkg-config --libs lathe_rt) && [[ "$rt_flags" == *liblathe_rt.a* ]] && ok || bad "lathe_rt.pc: $rt_flags"
 
