@@ -577,6 +577,76 @@ int fe_lw_rmsnorm(fe_lctx *L, fe_args *a, fe_val *out) {
   return set_out(out, fe_node(L, IR_RMSNORM, in, 2, &at, a->call->loc));
 }
 
+/* The mask (argument 3) of an attention of x over keys c: lengths i32[B],
+ * bool[B, Tk] or bool[B, Tq, Tk]. */
+static int attn_mask_ok(fe_lctx *L, const fe_args *a, int x, int c) {
+  const ir_node *m = fe_nodep(L, a->v[3].node);
+  int64_t B = shape_of(L, x)->d[0], Tq = shape_of(L, x)->d[1], Tk = shape_of(L, c)->d[1];
+  const ir_shape *s = &m->shape;
+  if ((m->dtype == IR_I32 && s->rank == 1 && s->d[0] == B) ||
+      (m->dtype == IR_BOOL && s->rank == 2 && s->d[0] == B && s->d[1] == Tk) ||
+      (m->dtype == IR_BOOL && s->rank == 3 && s->d[0] == B && s->d[1] == Tq && s->d[2] == Tk))
+    return 0;
+  char b[240];
+  fe_error(L->d, argloc(a, 3),
+           "attention mask must be lengths i32[%lld] or a bool mask [%lld, %lld] or [%lld, %lld, %lld] (true "
+           "attends), got %s",
+           (long long)B, (long long)B, (long long)Tk, (long long)B, (long long)Tq, (long long)Tk,
+           tensor_str(L, a->v[3].node, b, sizeof b));
+  return -1;
+}
+
+static int attn_slice(fe_lctx *L, int w, int64_t axis, int64_t lo, int64_t hi, ir_loc loc) {
+  ir_attr at = {0};
+  at.axis = axis, at.start = lo, at.end = hi;
+  return w < 0 ? -1 : fe_node(L, IR_SLICE, &w, 1, &at, loc);
+}
+
+/* attention with options: mha(x, wq, bq, c, wkv, bkv, wp, bp, mask?).
+ * Self-attention keeps one packed N.qkv.weight [d, d + 2 dk] (q, k, v
+ * columns; dk = kv_heads * d / heads), sliced here; cross-attention has
+ * N.q.weight [d, d] and N.kv.weight [dc, 2 dk] (k, then v). */
+static int attention_mha(fe_lctx *L, fe_args *a, const ir_attr *at, fe_val *out) {
+  int x = a->v[0].node, self = a->v[4].k == V_NONE, c = self ? x : a->v[4].node;
+  if (!self && want_tensor(L, a, 4, 3, 3, 1, "a 3-d context [batch, Tk, dc]")) return -1;
+  const ir_shape *sx = shape_of(L, x), *sc = shape_of(L, c);
+  if (sc->d[0] != sx->d[0]) {
+    fe_error(L->d, argloc(a, 4), "attention context batch %lld differs from the queries' batch %lld",
+             (long long)sc->d[0], (long long)sx->d[0]);
+    return -1;
+  }
+  if (a->v[3].k != V_NONE && attn_mask_ok(L, a, x, c)) return -1;
+  int64_t d = sx->d[2], dc = sc->d[2], dk = at->k * (d / at->heads);
+  ir_loc loc = a->call->loc;
+  const char *base = fe_layer_name(L, "attention", a->name);
+  ir_dtype t = pdtype(L, x);
+  int in[9], nin = 8;
+  ir_shape pw = shp(2, d, d, 0, 0), pb = shp(1, d, 0, 0, 0);
+  if (self) {
+    ir_shape qw = shp(2, d, d + 2 * dk, 0, 0), qb = shp(1, d + 2 * dk, 0, 0, 0);
+    int w = fe_param(L, base, "qkv.weight", t, &qw, IR_INIT_XAVIER, 0, d, d + 2 * dk, 1, loc);
+    int b = fe_param(L, base, "qkv.bias", t, &qb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
+    in[1] = attn_slice(L, w, 1, 0, d, loc), in[2] = attn_slice(L, b, 0, 0, d, loc);
+    in[4] = attn_slice(L, w, 1, d, d + 2 * dk, loc), in[5] = attn_slice(L, b, 0, d, d + 2 * dk, loc);
+  } else {
+    ir_shape kw = shp(2, dc, 2 * dk, 0, 0), kb = shp(1, 2 * dk, 0, 0, 0);
+    in[1] = fe_param(L, base, "q.weight", t, &pw, IR_INIT_XAVIER, 0, d, d, 1, loc);
+    in[2] = fe_param(L, base, "q.bias", t, &pb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
+    in[4] = fe_param(L, base, "kv.weight", t, &kw, IR_INIT_XAVIER, 0, dc, 2 * dk, 1, loc);
+    in[5] = fe_param(L, base, "kv.bias", t, &kb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
+  }
+  in[0] = x, in[3] = c;
+  in[6] = fe_param(L, base, "proj.weight", t, &pw, IR_INIT_XAVIER, 0, d, d, 1, loc);
+  in[7] = fe_param(L, base, "proj.bias", t, &pb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
+  if (a->v[3].k != V_NONE) in[nin++] = a->v[3].node;
+  for (int i = 1; i < nin; i++)
+    if (in[i] < 0) return -1;
+  return set_out(out, fe_node(L, IR_MHA, in, nin, at, loc));
+}
+
+/* attention(x, heads, causal=false, mask=, context=, rope=false,
+ * kv_heads=heads): the plain form is IR_ATTENTION (packed qkv, flash
+ * kernels, the decode pass); any option makes it IR_MHA. */
 int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out) {
   if (want_tensor(L, a, 0, 3, 3, 1, "a 3-d tensor [batch, T, d]")) return -1;
   int x = a->v[0].node;
@@ -589,6 +659,20 @@ int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out) {
              (long long)at.heads);
     return -1;
   }
+  at.i = get_bool(a, 5, 0);
+  if (want_int(L, a, 6, at.heads, 1, &at.k)) return -1;
+  if (at.heads % at.k) {
+    fe_error(L->d, argloc(a, 6), "attention kv_heads=%lld does not divide heads=%lld", (long long)at.k,
+             (long long)at.heads);
+    return -1;
+  }
+  if (at.i && (d / at.heads) % 2) {
+    fe_error(L->d, argloc(a, 5), "rope=true needs an even head width, got %lld (width %lld / heads %lld)",
+             (long long)(d / at.heads), (long long)d, (long long)at.heads);
+    return -1;
+  }
+  if (a->v[3].k != V_NONE || a->v[4].k != V_NONE || at.i || at.k != at.heads) return attention_mha(L, a, &at, out);
+  at.k = 0, at.i = 0;
   ir_loc loc = a->call->loc;
   const char *base = fe_layer_name(L, "attention", a->name);
   ir_dtype t = pdtype(L, x);

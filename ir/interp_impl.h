@@ -130,6 +130,11 @@ int ik_rnn_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_lstm_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_gru_grad(ik_ctx *c, const ir_node *n, double *out);
 
+/* interp_mha.c: attention with a mask, a context, rotary embeddings or
+ * grouped key/value heads, and its fused backward */
+int ik_mha(ik_ctx *c, const ir_node *n, double *out);
+int ik_mha_grad(ik_ctx *c, const ir_node *n, double *out);
+
 /* interp_grad.c: backward-pass ops (made by passes/autodiff.c) */
 int ik_sum_to(ik_ctx *c, const ir_node *n, double *out);
 int ik_broadcast_to(ik_ctx *c, const ir_node *n, double *out);

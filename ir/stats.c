@@ -45,6 +45,16 @@ static int64_t attention_flops(const ir_graph *g, const ir_node *n) {
   return sadd(sadd(qkv, scores), sadd(sadd(softmax, scores), proj));
 }
 
+/* mha: the q and kv projections, Q K^T and P V over every head (before
+ * masking: the mask is data), softmax, the output projection */
+static int64_t mha_flops(const ir_graph *g, const ir_node *n) {
+  const ir_shape *x = &arg(g, n, 0)->shape, *c = &arg(g, n, 3)->shape, *kv = &arg(g, n, 4)->shape;
+  int64_t bq = smul(x->d[0], x->d[1]), bk = smul(c->d[0], c->d[1]), d = x->d[2];
+  int64_t proj = sadd(smul3(4, bq, smul(d, d)), smul3(2, bk, smul(kv->d[0], kv->d[1]))); /* q and output, kv */
+  int64_t scores = smul3(2, smul(bq, c->d[1]), d);                                      /* Q K^T, and P V */
+  return sadd(sadd(proj, smul(scores, 2)), smul3(bq, c->d[1], n->attr.heads));
+}
+
 /* per step: x W_ih and h W_hh (G gates each), bias adds, one op per gate
  * output for the nonlinearity/update; times T steps */
 static int64_t recurrent_flops(const ir_graph *g, const ir_node *n, int64_t gates) {
@@ -67,6 +77,7 @@ int64_t ir_node_flops(const ir_graph *g, int node) {
     case IR_MAXPOOL2D:
     case IR_AVGPOOL2D: return smul3(numel(n), n->attr.k, n->attr.k);
     case IR_ATTENTION: case IR_ATTENTION_SAVE: return attention_flops(g, n);
+    case IR_MHA: return mha_flops(g, n);
     case IR_RNN: return recurrent_flops(g, n, 1);
     case IR_LSTM: return recurrent_flops(g, n, 4);
     case IR_GRU: return recurrent_flops(g, n, 3);

@@ -468,6 +468,7 @@ static const ad_rule rules[IR_NOPS] = {
   [IR_RESHAPE] = r_reshape, [IR_TRANSPOSE] = r_transpose, [IR_CONCAT] = r_concat, [IR_SLICE] = r_slice,
   [IR_EMBEDDING] = r_embedding, [IR_GATHER] = r_gather, [IR_CUMSUM] = r_cumsum,
   [IR_ATTENTION] = r_fused, [IR_RNN] = r_fused,       [IR_LSTM] = r_fused,      [IR_GRU] = r_fused,
+  [IR_MHA] = r_fused,
   [IR_CROSS_ENTROPY] = r_cross_entropy, [IR_MSE] = r_mse, [IR_BCE] = r_bce,
   [IR_L1] = r_l1,          [IR_HUBER] = r_huber,   [IR_NLL] = r_nll,
   [IR_KL_DIV] = r_kl_div,
@@ -511,15 +512,17 @@ static int slice(ad_ctx *a, int x, int64_t axis, int64_t lo, int64_t hi) {
 
 static void r_fused(ad_ctx *a, int id, int dy) {
   static const int gop[IR_NOPS] = {[IR_ATTENTION] = IR_ATTENTION_GRAD, [IR_RNN] = IR_RNN_GRAD,
-                                   [IR_LSTM] = IR_LSTM_GRAD, [IR_GRU] = IR_GRU_GRAD};
+                                   [IR_LSTM] = IR_LSTM_GRAD, [IR_GRU] = IR_GRU_GRAD,
+                                   [IR_MHA] = IR_MHA_GRAD};
   const ir_node *n = N(a, id);
-  int op = n->op, nf = n->nin, any = 0, ins[8], nin = 0;
+  int op = n->op, nf = n->nin, any = 0, ins[12], nin = 0;
   for (int k = 0; k < nf; k++) any |= want(a, id, k), ins[nin++] = n->in[k];
   if (!any) return;
-  if (op != IR_ATTENTION) ins[nin++] = id; /* y: the h_t the backward reads */
+  if (op != IR_ATTENTION && op != IR_MHA) ins[nin++] = id; /* y: the h_t the backward reads */
   ins[nin++] = dy;
   ir_attr at = {0};
   at.heads = n->attr.heads, at.causal = n->attr.causal;
+  if (op == IR_MHA) at.k = n->attr.k, at.i = n->attr.i; /* kv heads, rope */
   int flat = add(a, gop[op], ins, nin, &at);
   int64_t off = 0;
   for (int k = 0; k < nf; k++) {

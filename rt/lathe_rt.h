@@ -67,6 +67,21 @@ void lathe_rt_norm(float *out, const float *x, const float *w, const float *b, c
 int64_t lathe_rt_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad);
 int64_t lathe_rt_rec_scratch_floats(int op, int64_t B, int64_t T, int64_t h);
 
+/* Attention with a mask, a context, rotary embeddings or grouped key/value
+ * heads (the op mha; rt/rt_mha.c): out = y, or for the gradient [dx | dwq |
+ * dbq | dc | dwkv | dbkv | dwp | dbp]. mask: NULL, lengths (i32[B]) or bools
+ * (one byte each); dims: B, Tq, Tk, d, dc, heads, kv heads, causal, rope,
+ * the mask's kind. */
+enum { LATHE_RT_MASK_NONE = 0, LATHE_RT_MASK_LENGTHS = 1, LATHE_RT_MASK_KEYS = 2, LATHE_RT_MASK_FULL = 3 };
+void lathe_rt_mha_fwd(float *out, const float *x, const float *wq, const float *bq, const float *c, const float *wkv,
+                      const float *bkv, const float *wp, const float *bp, const void *mask, float *scr,
+                      const int64_t *dims);
+void lathe_rt_mha_grad(float *out, const float *x, const float *wq, const float *bq, const float *c,
+                       const float *wkv, const float *bkv, const float *wp, const float *bp, const void *mask,
+                       const float *dy, float *scr, const int64_t *dims);
+/* dk = kv heads * d / heads, hd = d / heads */
+int64_t lathe_rt_mha_scratch_floats(int64_t B, int64_t Tq, int64_t Tk, int64_t d, int64_t dk, int64_t hd, int grad);
+
 /* ---- threads ---- */
 
 /* Threads every later parallel loop may use (1..64), the caller included.

@@ -188,7 +188,7 @@ static double check_graph(tgraph *t, const char *what, double *cg_err) {
 
 /* ---- per-op cases ---- */
 
-#define MAXIN 6
+#define MAXIN 10
 typedef struct {
   int op, nin;
   ir_dtype dt[MAXIN];
@@ -322,6 +322,18 @@ static int cases_for(int op, gcase *cs) {
       cs[n] = C(op, 5, S3(2, 3, 4), S2(4, 12), S1(12));
       cs[n].dt[3] = cs[n].dt[4] = F, cs[n].sh[3] = S2(4, 4), cs[n].sh[4] = S1(4);
       cs[n].attr.heads = 2, cs[n++].attr.causal = causal;
+    }
+    return n;
+  case IR_MHA: /* cross-attention over Tk = 4 keys; rope, grouped heads, each mask kind */
+    for (int m = 0; m < 4; m++) {
+      int d = 8, H = 2, K = m == 2 ? 1 : 2, dk = K * d / H;
+      cs[n] = C(op, 3, S3(2, 3, d), S2(d, d), S1(d));
+      ir_shape more[6] = {S3(2, 4, 5), S2(5, 2 * dk), S1(2 * dk), S2(d, d), S1(d), S1(2)};
+      for (int j = 3; j < 8; j++) cs[n].dt[j] = F, cs[n].sh[j] = more[j - 3];
+      cs[n].nin = m ? 9 : 8;
+      if (m) cs[n].dt[8] = m == 1 ? IR_I32 : IR_BOOL, cs[n].lim[8] = m == 1 ? 5 : 2;
+      if (m) cs[n].sh[8] = m == 1 ? S1(2) : m == 2 ? S2(2, 4) : S3(2, 3, 4);
+      cs[n].attr.heads = H, cs[n].attr.k = K, cs[n].attr.causal = m == 3, cs[n++].attr.i = m >= 2;
     }
     return n;
   case IR_RNN: case IR_LSTM: case IR_GRU: {

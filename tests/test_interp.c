@@ -68,7 +68,7 @@ static void run_case(const fx_case *fc, ir_interp_mode mode) {
   arena A;
   ir_graph g;
   char msg[512] = "";
-  int leaf[5] = {0};
+  int leaf[FX_MAXIN] = {0};
   ar_init(&A);
   ir_graph_init(&g, &A, "fixture");
   int id = build(&g, fc, leaf, msg, sizeof msg);

@@ -11,7 +11,7 @@
 #include "ir.h"
 #include "test.h"
 
-#define MAXIN 8
+#define MAXIN 10
 
 typedef struct {
   int nin;
@@ -346,6 +346,20 @@ static int cases_for(int op, tcase *cs) {
       cs[n].sh[2] = S(1, 3 * d), cs[n].sh[3] = S(2, d, d), cs[n].sh[4] = S(1, d);
       cs[n].attr.heads = i == 2 ? 1 : 2;
       cs[n++].attr.causal = i == 1 || i == 3;
+    }
+    return n;
+  case IR_MHA: /* mask kinds (lengths, bool keys, bool [B,Tq,Tk]), rope, grouped heads, Tq > 64 */
+    for (int i = 0; i < 4; i++) {
+      int B = 2, Tq = i == 3 ? 130 : 5, Tk = i == 3 ? 70 : 6, d = 8, H = 4, K = i == 1 ? 1 : i == 2 ? 2 : 4;
+      int dk = K * d / H, dc = i == 0 ? d : 6;
+      cs[n] = C2(F, S(3, B, Tq, d), F, S(2, d, d));
+      cs[n].nin = i == 0 ? 8 : 9;
+      ir_shape more[7] = {S(1, d), S(3, B, Tk, dc), S(2, dc, 2 * dk), S(1, 2 * dk), S(2, d, d), S(1, d),
+                          i == 1 ? S(1, B) : i == 2 ? S(2, B, Tk) : S(3, B, Tq, Tk)};
+      for (int j = 2; j < cs[n].nin; j++) cs[n].dt[j] = F, cs[n].sh[j] = more[j - 2];
+      if (i) cs[n].dt[8] = i == 1 ? I : IR_BOOL;
+      cs[n].lim = i == 1 ? Tk + 1 : 2; /* lengths 0..Tk (0: a row that sees nothing), bools 0/1 */
+      cs[n].attr.heads = H, cs[n].attr.k = K, cs[n].attr.causal = i >= 2, cs[n++].attr.i = i >= 1;
     }
     return n;
   case IR_RNN: case IR_LSTM: case IR_GRU: {

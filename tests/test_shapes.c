@@ -411,6 +411,31 @@ static void test_sequence(void) {
   BAD(ADD(IR_ATTENTION, &h2, T("f32[5, 8]"), qw, qb, pw, pb),
       "attention: input must be rank 3 [batch, T, features], got [5, 8]");
 
+  /* mha: cross-attention of x over c[2, 7, 6], 2 of 4 heads for keys and values (dk = 4) */
+  int c = T("f32[2, 7, 6]"), mw = T("f32[6, 8]"), mb = T("f32[8]"), len = T("i32[2]");
+  ir_attr g2 = {.heads = 4, .k = 2, .causal = 1, .i = 1};
+  int mh = ADD(IR_MHA, &g2, x, pw, pb, c, mw, mb, pw, pb, len);
+  OK(mh, "f32[2, 5, 8]");
+  /* q and output projections 2 * 2*10*64, kv 2*14*48, Q K^T and P V 2*10*7*8 each, softmax 10*7*4 */
+  CHECK(ir_node_flops(&G, mh) == 2560 + 1344 + 2 * 1120 + 280);
+  OK(ADD(IR_MHA, &g2, x, pw, pb, c, mw, mb, pw, pb, T("bool[2, 7]")), "f32[2, 5, 8]");
+  OK(ADD(IR_MHA, &g2, x, pw, pb, c, mw, mb, pw, pb, T("bool[2, 5, 7]")), "f32[2, 5, 8]");
+  OK(ADD(IR_MHA, &g2, x, pw, pb, c, mw, mb, pw, pb), "f32[2, 5, 8]");
+  BAD(ADD(IR_MHA, &g2, x, pw, pb, c, mw, mb, pw, pb, T("bool[2, 5]")),
+      "mha: the mask must be lengths i32[2], bool[2, 7] or bool[2, 5, 7], got bool[2, 5]");
+  BAD(ADD(IR_MHA, &g2, x, pw, pb, c, mw, mb, pw, pb, T("i64[2]")),
+      "mha: the mask must be lengths i32[2], bool[2, 7] or bool[2, 5, 7], got i64[2]");
+  BAD(ADD(IR_MHA, &g2, x, pw, pb, c, T("f32[6, 16]"), mb, pw, pb), "mha: the key/value weight must be f32[6, 8], got f32[6, 16]");
+  ir_attr g3 = {.heads = 4, .k = 3};
+  BAD(ADD(IR_MHA, &g3, x, pw, pb, c, mw, mb, pw, pb),
+      "mha: 4 heads must divide width 8 and be a multiple of kv_heads 3");
+  ir_attr odd = {.heads = 8, .k = 8, .i = 1};
+  BAD(ADD(IR_MHA, &odd, x, pw, pb, c, T("f32[6, 16]"), T("f32[16]"), pw, pb),
+      "mha: rotary embeddings need an even head width, got 1");
+  BAD(ADD(IR_MHA, &g2, x, pw, pb, T("f32[3, 7, 6]"), mw, mb, pw, pb),
+      "mha: x and the context must be [batch, T, width] with one batch, got [2, 5, 8] and [3, 7, 6]");
+  BAD(ADD(IR_MHA, &g2, x, pw, pb, c, mw), "mha: 5 inputs, expected 8 or 9");
+
   int s = T("f32[2, 5, 3]");
   int rih = T("f32[3, 4]"), rhh = T("f32[4, 4]"), rb = T("f32[4]");
   int r = ADD(IR_RNN, NULL, s, rih, rhh, rb);
@@ -497,7 +522,7 @@ static void test_norms(void) {
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 66); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 67); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 

@@ -199,6 +199,12 @@ void cg_call_rt(cg_k *k, const char *name, V *ptrs, int np, const int64_t *ints,
  * as calls to lathe_rt_norm ---- */
 void cg_emit_norm(cg_k *k);
 
+/* ---- cg_mha.c: attention with a mask, a context, rotary embeddings or
+ * grouped key/value heads (IR_MHA) and its backward (IR_MHA_GRAD) as calls
+ * to liblathe_rt (lathe_rt_mha_fwd, lathe_rt_mha_grad) ---- */
+void cg_emit_mha(cg_k *k);
+int64_t cg_mha_scratch_bytes(const ir_graph *g, const ir_node *n);
+
 /* ---- cg_conv.c: conv2d and its backward as chunked im2col GEMMs ---- */
 int cg_emit_conv_grad(cg_k *k); /* 1 if emitted; 0 (nothing emitted) for non-f32 operands */
 int64_t cg_conv_scratch_bytes(const ir_graph *g, const ir_node *n);

@@ -939,6 +939,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_L1] = e_pair_loss,    [IR_HUBER] = e_pair_loss, [IR_NLL] = e_nll,
   [IR_KL_DIV] = e_pair_loss,
   [IR_SUM_TO ... IR_ATTENTION_GRAD_SAVED] = cg_emit_grad, /* the backward ops: cg_grad.c */
+  [IR_MHA] = cg_emit_mha,  [IR_MHA_GRAD] = cg_emit_mha, /* cg_mha.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
 
@@ -949,6 +950,7 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
   case IR_ATTENTION: case IR_ATTENTION_GRAD: case IR_RNN_GRAD: case IR_LSTM_GRAD: case IR_GRU_GRAD:
   case IR_ATTENTION_SAVE: case IR_ATTENTION_GRAD_SAVED:
     return cg_seq_scratch_bytes(g, n); /* cg_seqcall.c */
+  case IR_MHA: case IR_MHA_GRAD: return cg_mha_scratch_bytes(g, n); /* cg_mha.c */
   case IR_CONV2D: case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: return cg_conv_scratch_bytes(g, n); /* cg_conv.c */
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
   case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;
@@ -979,7 +981,8 @@ const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
     ir_dtype t = g->nodes[n->in[j]].dtype;
     if (!is_supported_dtype(t)) return "f16/bf16 tensors are not supported by the CPU backend yet";
     int cat = ir_ops[n->op].cat;
-    int must_f32 = (cat == IR_CAT_GEMM || cat == IR_CAT_LAYER || n->op == IR_LAYERNORM || cg_is_norm(n->op)) ||
+    int mha_mask = (n->op == IR_MHA || n->op == IR_MHA_GRAD) && j == 8 && ir_dtype_is_int(t); /* lengths or bool */
+    int must_f32 = ((cat == IR_CAT_GEMM || cat == IR_CAT_LAYER || n->op == IR_LAYERNORM || cg_is_norm(n->op)) && !mha_mask) ||
                    (n->op == IR_EMBEDDING && j == 1) || ((n->op == IR_CROSS_ENTROPY || n->op == IR_NLL || n->op == IR_NLL_GRAD) && j == 0);
     if (must_f32 && t != IR_F32) return "this operator needs f32 operands on the CPU backend";
   }
