@@ -1,7 +1,7 @@
 /* test_mha.c -- attention with a padding mask, cross-attention, rotary
  * embeddings and grouped key/value heads: the op mha and its fused backward
- * mha_grad (passes/autodiff.c makes it; ir/interp_mha.c and
- * codegen/llvm/cg_mha.c compute them).
+ * mha_grad (passes/autodiff.c makes it; ir/interp_mha.c and rt/rt_mha.c,
+ * called by codegen/llvm/cg_mha.c, compute them).
  *
  * Per case: mha on parameters (x, wq, bq, the context c unless the case is
  * self-attention, where c is x, wkv, bkv, wp, bp) and a constant mask,
