@@ -587,7 +587,7 @@ static void test_dedup_and_plan(void) {
     h = ir_add(&g, IR_TANH, &h, 1, NULL, loc, msg, sizeof msg);
   }
   ir_add_output(&g, "y", h);
-  cg_options o = {2, 0, 1, 0, 0};
+  cg_options o = {.opt_level = 2, .keep_ir = 1};
   cg_program *p = cg_compile(&g, &o, msg, sizeof msg);
   CHECK_MSG(p != NULL, "%s", msg);
   if (p) {
@@ -635,7 +635,7 @@ static void test_vectorised(void) {
   eps.f = 1e-5;
   int ln[3] = {in[0], ir_add_input(&g, "w", F, &sd, 0, loc), ir_add_input(&g, "bias", F, &sd, 0, loc)};
   ir_add_output(&g, "ln", ir_add(&g, IR_LAYERNORM, ln, 3, &eps, loc, msg, sizeof msg));
-  cg_options o = {2, 0, 1, 0, 0};
+  cg_options o = {.opt_level = 2, .keep_ir = 1};
   cg_program *p = cg_compile(&g, &o, msg, sizeof msg);
   CHECK_MSG(p != NULL, "%s", msg);
   char *ir = p ? cg_module_text(p) : NULL;

@@ -262,7 +262,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 /* Compile g in `parts` parts (no caches, text kept), run it once. */
 static cg_program *compile_parts(const ir_graph *g, int parts, io_bufs *io, int *nfn, char **fn, int max) {
-  cg_options o = {2, parts, 1, 1, 0};
+  cg_options o = {.opt_level = 2, .threads = parts, .keep_ir = 1, .no_cache = 1};
   char msg[512];
   cg_program *p = cg_compile(g, &o, msg, sizeof msg);
   CHECK_MSG(p != NULL, "%s", msg);
@@ -339,7 +339,7 @@ static void test_parts_cached(const char *dir) {
   snprintf(own, sizeof own, "%s/parts", dir);
   setenv("LATHE_CACHE_DIR", own, 1);
   for (int round = 0; round < 2; round++) {
-    cg_options o = {2, 2, 0, 0, 0};
+    cg_options o = {.opt_level = 2, .threads = 2};
     char msg[512];
     cg_program *p = cg_compile(&t->g, &o, msg, sizeof msg);
     CHECK_MSG(p != NULL, "%s", msg);

@@ -21,7 +21,17 @@ typedef struct {
   int keep_ir;   /* keep the optimised module text for cg_module_text (bypasses both caches) */
   int no_cache;  /* compile afresh: neither the on-disk object cache nor a live program's code */
   int profile;   /* time every kernel (also on when LATHE_PROFILE is set and not "0"; not shared) */
+  int gemm;      /* matrix products: a cg_gemm value (CG_GEMM_DEFAULT: LATHE_GEMM from the environment) */
 } cg_options;
+
+/* How large matrix products are computed. Small ones are generated loops
+ * either way. GENERATED: tiled vector code in the module (codegen/llvm/
+ * cg_gemm.c), no OpenBLAS call, for objects that must run without one.
+ * CG_GEMM_DEFAULT takes LATHE_GEMM ("blas" or "generated"), else BLAS. */
+enum cg_gemm { CG_GEMM_DEFAULT, CG_GEMM_BLAS, CG_GEMM_GENERATED };
+/* LATHE_GEMM's choice (CG_GEMM_BLAS when unset or empty), or -1 when it
+ * names neither (a message says so). */
+int cg_gemm_from_env(char *msg, size_t msgn);
 
 /* Compile g (not kept: the program copies what it needs). o may be NULL.
  * NULL with a message on failure.

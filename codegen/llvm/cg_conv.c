@@ -206,6 +206,10 @@ static void fwd_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
  * size: O x CKK is small, and OpenBLAS keeps several accumulator tiles busy
  * where a generated loop would wait on one chain per row */
 static void dw_product(cg_k *k, const cv_t *d, int64_t ld) {
+  if (k->m->gemm_gen) {
+    cg_gemm_generated(k, 0, 1, d->O, d->CKK, ld, 1.0, cv_tmp(k, d), ld, cv_col(k, d), ld, 1.0, k->arg[0], d->CKK);
+    return;
+  }
   V a[14] = {ci32(k, 101), ci32(k, 111), ci32(k, 112), ci32(k, d->O), ci32(k, d->CKK), ci32(k, ld), cf(k, 1.0),
              cv_tmp(k, d), ci32(k, ld), cv_col(k, d), ci32(k, ld), cf(k, 1.0), k->arg[0], ci32(k, d->CKK)};
   cg_call(k, k->m->sgemm, a, 14);

@@ -574,6 +574,10 @@ void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double a
     sg_small(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
     return;
   }
+  if (k->m->gemm_gen) {
+    cg_gemm_generated(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc);
+    return;
+  }
   V a[14] = {ci32(k, 101),  ci32(k, ta ? 112 : 111), ci32(k, tb ? 112 : 111), ci32(k, M), ci32(k, N),
              ci32(k, K),    cf(k, alpha), A, ci32(k, lda), Bm, ci32(k, ldb), cf(k, beta), Cm, ci32(k, ldc)};
   cg_call(k, k->m->sgemm, a, 14);

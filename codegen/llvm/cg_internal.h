@@ -30,6 +30,7 @@ typedef struct {
   int npar;     /* outlined parallel bodies so far (for their names) */
   const char *cpu, *features; /* attached to every function */
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
+  int gemm_gen;               /* products are generated code (cg_gemm.c), never lathe_rt_sgemm calls */
 } cg_mod;
 
 /* Kernel operand limits and the descriptions of grouped kernels are the
@@ -238,6 +239,10 @@ int cg_pool_parts(void);
  * cblas_sgemm's meaning, split over the runtime pool (rt/blas.h) */
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc);
+/* cg_sgemm's product as generated code, no library call (cg_gemm.c): what
+ * cg_sgemm emits when k->m->gemm_gen */
+void cg_gemm_generated(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
+                       V Bm, int64_t ldb, double beta, V Cm, int64_t ldc);
 /* M*N*K at or below this: the product is a generated loop, not a lathe_rt_sgemm call */
 enum { CG_SMALL_GEMM = 1 << 20 };
 /* cg_sgemm, then f(value, row, col) applied to each element of C before

@@ -385,6 +385,14 @@ static cg_program *program_new(const ir_graph *g) {
   return p;
 }
 
+int cg_gemm_from_env(char *msg, size_t msgn) {
+  const char *e = getenv("LATHE_GEMM");
+  if (!e || !*e || strcmp(e, "blas") == 0) return CG_GEMM_BLAS;
+  if (strcmp(e, "generated") == 0) return CG_GEMM_GENERATED;
+  ir_fail(msg, msgn, "LATHE_GEMM=%s: expected blas or generated", e);
+  return -1;
+}
+
 static int env_profile(void) {
   const char *e = getenv("LATHE_PROFILE");
   return e && *e && strcmp(e, "0") != 0;
@@ -463,6 +471,7 @@ static int compile_into(cg_program *p, const ir_graph *g, const cg_options *o, c
     m.cpu = cpu;
     m.features = feat;
     m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4;
+    m.gemm_gen = o->gemm == CG_GEMM_GENERATED;
     cg_mod_types(&m);
     build_module(p, &m, &plan, &A);
     LLVMDisposeBuilder(m.B);
@@ -541,9 +550,14 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   if (o) opts = *o;
   if (env_profile()) opts.profile = 1;
   if (msg && msgn) msg[0] = '\0';
+  if (opts.gemm == CG_GEMM_DEFAULT) opts.gemm = cg_gemm_from_env(msg, msgn);
+  if (opts.gemm != CG_GEMM_BLAS && opts.gemm != CG_GEMM_GENERATED) {
+    if (opts.gemm != -1) ir_fail(msg, msgn, "llvm backend: unknown gemm choice %d", opts.gemm);
+    return NULL;
+  }
   /* per-program state (the profile) and kept text are not shared */
   int share = !opts.keep_ir && !opts.profile && !opts.no_cache;
-  cg_shared *s = share ? cg_memo_find(g, opts.opt_level, opts.threads) : NULL;
+  cg_shared *s = share ? cg_memo_find(g, opts.opt_level, opts.gemm, opts.threads) : NULL;
   if (s) return program_on((cg_code *)s, msg, msgn);
   if (cg_init_llvm(msg, msgn) || check_graph(g, msg, msgn)) return NULL;
   /* before any kernel runs: the pool owns the cores, and OpenBLAS's
@@ -563,7 +577,7 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
     return NULL;
   }
   cg_code *c = code_of(p);
-  if (c && share) cg_memo_add(&c->sh, g, opts.opt_level, opts.threads);
+  if (c && share) cg_memo_add(&c->sh, g, opts.opt_level, opts.gemm, opts.threads);
   return p;
 }
 

@@ -25,7 +25,7 @@
 
 struct cg_memo_key {
   uint64_t hash;
-  int opt_level, parts;
+  int opt_level, gemm, parts;
   int nnodes, ninputs, nparams, noutputs, loss;
   ir_node *nodes; /* the fields listed above, deep copies in A */
   int *out_node;
@@ -43,8 +43,8 @@ static uint64_t dbits(double d) {
   return u;
 }
 
-static uint64_t graph_hash(const ir_graph *g, int opt_level, int parts) {
-  uint64_t h = mix(mix(0xcbf29ce484222325ull, (uint64_t)g->nnodes), (uint64_t)(opt_level * 64 + parts));
+static uint64_t graph_hash(const ir_graph *g, int opt_level, int gemm, int parts) {
+  uint64_t h = mix(mix(0xcbf29ce484222325ull, (uint64_t)g->nnodes), (uint64_t)((opt_level * 4 + gemm) * 64 + parts));
   for (int i = 0; i < g->nnodes; i++) {
     const ir_node *n = &g->nodes[i];
     h = mix(mix(mix(h, (uint64_t)n->op), (uint64_t)n->dtype), (uint64_t)n->nin);
@@ -57,8 +57,8 @@ static uint64_t graph_hash(const ir_graph *g, int opt_level, int parts) {
   return mix(h, (uint64_t)(int64_t)g->loss);
 }
 
-static int key_matches(const cg_memo_key *k, uint64_t hash, const ir_graph *g, int opt_level, int parts) {
-  if (k->hash != hash || k->opt_level != opt_level || k->parts != parts || k->nnodes != g->nnodes ||
+static int key_matches(const cg_memo_key *k, uint64_t hash, const ir_graph *g, int opt_level, int gemm, int parts) {
+  if (k->hash != hash || k->opt_level != opt_level || k->gemm != gemm || k->parts != parts || k->nnodes != g->nnodes ||
       k->ninputs != g->ninputs || k->nparams != g->nparams || k->noutputs != g->noutputs || k->loss != g->loss)
     return 0;
   for (int j = 0; j < g->noutputs; j++)
@@ -69,16 +69,16 @@ static int key_matches(const cg_memo_key *k, uint64_t hash, const ir_graph *g, i
 }
 
 /* The listed entry equal to g, or NULL; under the lock. */
-static cg_shared *lookup(uint64_t hash, const ir_graph *g, int opt_level, int parts) {
+static cg_shared *lookup(uint64_t hash, const ir_graph *g, int opt_level, int gemm, int parts) {
   for (cg_shared *s = memo_head; s; s = s->next)
-    if (key_matches(s->key, hash, g, opt_level, parts)) return s;
+    if (key_matches(s->key, hash, g, opt_level, gemm, parts)) return s;
   return NULL;
 }
 
-cg_shared *cg_memo_find(const ir_graph *g, int opt_level, int parts) {
-  uint64_t h = graph_hash(g, opt_level, parts);
+cg_shared *cg_memo_find(const ir_graph *g, int opt_level, int gemm, int parts) {
+  uint64_t h = graph_hash(g, opt_level, gemm, parts);
   pthread_mutex_lock(&memo_lock);
-  cg_shared *s = lookup(h, g, opt_level, parts);
+  cg_shared *s = lookup(h, g, opt_level, gemm, parts);
   if (s) s->refs++;
   pthread_mutex_unlock(&memo_lock);
   return s;
@@ -99,12 +99,12 @@ static const ir_fusion *copy_fusion(arena *A, const ir_fusion *f) {
   return c;
 }
 
-static cg_memo_key *key_new(const ir_graph *g, int opt_level, int parts) {
+static cg_memo_key *key_new(const ir_graph *g, int opt_level, int gemm, int parts) {
   cg_memo_key *k = calloc(1, sizeof *k);
   if (!k) return NULL;
   ar_init(&k->A);
-  k->hash = graph_hash(g, opt_level, parts);
-  k->opt_level = opt_level, k->parts = parts;
+  k->hash = graph_hash(g, opt_level, gemm, parts);
+  k->opt_level = opt_level, k->gemm = gemm, k->parts = parts;
   k->nnodes = g->nnodes, k->ninputs = g->ninputs, k->nparams = g->nparams;
   k->noutputs = g->noutputs, k->loss = g->loss;
   k->nodes = ar_alloc(&k->A, sizeof *k->nodes * (size_t)(g->nnodes + 1));
@@ -127,11 +127,11 @@ static void key_free(cg_memo_key *k) {
   free(k);
 }
 
-void cg_memo_add(cg_shared *s, const ir_graph *g, int opt_level, int parts) {
-  cg_memo_key *k = key_new(g, opt_level, parts);
+void cg_memo_add(cg_shared *s, const ir_graph *g, int opt_level, int gemm, int parts) {
+  cg_memo_key *k = key_new(g, opt_level, gemm, parts);
   if (!k) return;
   pthread_mutex_lock(&memo_lock);
-  int listed = lookup(k->hash, g, opt_level, parts) != NULL;
+  int listed = lookup(k->hash, g, opt_level, gemm, parts) != NULL;
   if (!listed) {
     s->key = k;
     s->next = memo_head;

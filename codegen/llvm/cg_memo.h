@@ -16,12 +16,12 @@ typedef struct cg_shared {
 
 /* Listed code compiled from a graph equal to g with these settings, with
  * one more reference; NULL when there is none. */
-cg_shared *cg_memo_find(const ir_graph *g, int opt_level, int parts);
+cg_shared *cg_memo_find(const ir_graph *g, int opt_level, int gemm, int parts);
 
 /* List s (one reference: the program just compiled from g) so later
  * compiles of an equal graph find it. Best effort: when an equal graph was
  * listed meanwhile (another thread), s stays private. */
-void cg_memo_add(cg_shared *s, const ir_graph *g, int opt_level, int parts);
+void cg_memo_add(cg_shared *s, const ir_graph *g, int opt_level, int gemm, int parts);
 
 /* Drop one reference. 1 when it was the last: s is no longer listed and the
  * caller frees the code. */
