@@ -68,6 +68,14 @@ int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o);
   "  --dump-dir DIR  write NN-PASS.txt and NN-PASS.dot after every pass (00-input first)\n" \
   "  --time-passes   print each pass's time and rewrites to stderr\n"
 
+/* --gemm blas|generated (s may be NULL: nothing changes): the llvm
+ * backend's large matrix products, for every program this process compiles
+ * (as LATHE_GEMM, which the flag sets). -1 after printing an error. */
+int cli_gemm(const char *cmd, const char *s);
+#define CLI_GEMM_HELP \
+  "  --gemm G        llvm backend's large matrix products: blas (OpenBLAS, the default, or\n" \
+  "                  LATHE_GEMM) or generated (tiled vector code, no BLAS call)\n"
+
 /* "llvm" (the default when s is NULL), "interp" or "cuda"; -1 after printing an error. */
 int cli_backend(const char *s, lathe_backend *b);
 /* Print an error from the library and clear it; returns the exit status. */

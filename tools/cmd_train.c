@@ -103,7 +103,7 @@ int cmd_train(int argc, char **argv) {
   int epochs_given = 0, restarts_given = 0;
   int status = cli_parse(argc, argv, "train",
                          DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
-                                    "--lr=value --epochs=value --backend=value --quiet=bool --metric=value --weights=value "
+                                    "--lr=value --epochs=value --backend=value --gemm=value --quiet=bool --metric=value --weights=value "
                                     CLI_PASS_FLAGS,
                          &a);
   lathe_options passes = {0};
@@ -115,7 +115,8 @@ int cmd_train(int argc, char **argv) {
                         cli_u64(&a, "train", "--restarts", &restarts, &restarts_given) ||
                         count_flag("train", "--restarts", restarts, restarts_given, MAX_RESTARTS) ||
                         lr_option(&a, &o.lr) ||
-                        cli_backend(cli_value(&a, "--backend"), &o.backend);
+                        cli_backend(cli_value(&a, "--backend"), &o.backend) ||
+                        cli_gemm("train", cli_value(&a, "--gemm"));
   if (status) { cli_args_free(&a); return 1; }
   o.epochs = (int64_t)epochs;
   o.restarts = (int)restarts;
@@ -145,9 +146,10 @@ int cmd_eval(int argc, char **argv) {
   cli_args a;
   const char *npy[CLI_MAXITEMS];
   lathe_eval_options o = {0};
-  int status = cli_parse(argc, argv, "eval", DATA_FLAGS " --weights=value --split=value --backend=value", &a);
+  int status = cli_parse(argc, argv, "eval", DATA_FLAGS " --weights=value --split=value --backend=value --gemm=value", &a);
   if (!status) status = data_options(&a, "eval", &o.data, npy, CLI_MAXITEMS);
   if (!status) status = cli_backend(cli_value(&a, "--backend"), &o.data.backend) ? 1 : 0;
+  if (!status) status = cli_gemm("eval", cli_value(&a, "--gemm")) ? 1 : 0;
   o.weights = cli_value(&a, "--weights");
   o.split = cli_value(&a, "--split");
   if (!status && !o.weights) {

@@ -18,6 +18,15 @@ int cli_backend(const char *s, lathe_backend *b) {
   return 0;
 }
 
+int cli_gemm(const char *cmd, const char *s) {
+  if (!s) return 0;
+  if (strcmp(s, "blas") != 0 && strcmp(s, "generated") != 0) {
+    fprintf(stderr, "lathe %s: error: --gemm %s: expected blas or generated\n", cmd, s);
+    return -1;
+  }
+  return setenv("LATHE_GEMM", s, 1) ? -1 : 0;
+}
+
 /* Load, bind and compile with unbound dims defaulting to 1 (check, dot, init). */
 static lathe_program *load_for_inspection(const cli_args *a, int *status) {
   lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
@@ -239,6 +248,7 @@ static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
   lathe_options o = {.f64 = f64};
   if (cli_pass_options(a, "run", &o)) return 1;
   if (cli_backend(backend ? backend : f64 ? "interp" : NULL, &o.backend)) return 1;
+  if (cli_gemm("run", cli_value(a, "--gemm"))) return 1;
   if (f64 && o.backend != LATHE_BACKEND_INTERP) {
     fprintf(stderr, "lathe run: error: --f64 needs --backend interp\n");
     return 1;
@@ -292,7 +302,8 @@ static void print_times(const run_state *s) {
 int cmd_run(int argc, char **argv) {
   cli_args a;
   int status = cli_parse(argc, argv, "run",
-                         "--bind=pair --weights=value --in=pair --out=pair --backend=value --f64=bool --time=bool --normalize=value "
+                         "--bind=pair --weights=value --in=pair --out=pair --backend=value --gemm=value --f64=bool --time=bool "
+                         "--normalize=value "
                          CLI_PASS_FLAGS,
                          &a);
   if (status) { cli_args_free(&a); return status; }

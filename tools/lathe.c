@@ -38,7 +38,8 @@ static const cli_command commands[] = {
    "  --bind NAME=N   bind a symbolic dimension (unbound ones default to 1)\n"},
   {"run", cmd_run, "run one forward pass",
    "usage: lathe run MODEL [--weights W.safetensors] --in NAME=FILE.npy... [--out NAME=FILE.npy]...\n"
-   "                 [--bind NAME=N]... [--backend interp|llvm|cuda] [--f64] [--time] [-O0..3]\n"
+   "                 [--bind NAME=N]... [--backend interp|llvm|cuda] [--gemm blas|generated] [--f64]\n"
+   "                 [--time] [-O0..3]\n"
    "                 [--normalize standard|minmax|none]\n"
    "\n"
    "Runs one forward pass. Symbolic dimensions are bound from the input arrays' shapes.\n"
@@ -60,6 +61,7 @@ static const cli_command commands[] = {
    "                    kernels after deduplication, and the planned arena against the naive sum.\n"
    "                    With LATHE_PROFILE=1 in the environment, per-operator kernel times too\n"
    "                    (LATHE_PROFILE=40: and the 40 slowest kernel calls)\n"
+   CLI_GEMM_HELP
    CLI_PASS_HELP},
   {"init", cmd_init, "write freshly initialised weights",
    "usage: lathe init MODEL -o W.safetensors [--seed N] [--bind NAME=N]...\n"
@@ -74,6 +76,7 @@ static const cli_command commands[] = {
    "usage: lathe train MODEL --data FILE [--out DIR] [--plot FILE.svg] [--json] [--resume]\n"
    "                   [--weights W] [--epochs N] [--batch N] [--lr X] [--seed N] [--restarts N]\n"
    "                   [--target-column N] [--normalize standard|minmax|none] [--backend llvm|interp]\n"
+   "                   [--gemm blas|generated]\n"
    "\n"
    "Compiles one training step (forward, backward and optimizer update) and trains as the model's\n"
    "train block says; flags override the block. The data is split train/val/test by the block's\n"
@@ -108,15 +111,19 @@ static const cli_command commands[] = {
    "                       perplexity for language models; also loss, f1, roc_auc, r2, ...)\n"
    "  --backend B          llvm (default) or interp\n"
    "  --quiet              no progress lines\n"
+   CLI_GEMM_HELP
    CLI_PASS_HELP},
   {"eval", cmd_eval, "evaluate weights on a data split",
    "usage: lathe eval MODEL --weights W --data FILE [--split test|val|train|all]\n"
-   "                  [--target-column N] [--normalize K] [--batch N] [--seed N]\n"
+   "                  [--target-column N] [--normalize K] [--batch N] [--seed N] [--backend B]\n"
+   "                  [--gemm blas|generated]\n"
    "\n"
    "Rebuilds the split training used (the train block's fractions and seed, or --seed) and prints\n"
    "one `NAME: VALUE` line per metric for the chosen split (default test). The features are\n"
    "normalised as the weights say (their saved statistics); --normalize must agree with them.\n"
-   "Weights without saved statistics (older files) get them refitted on the training split.\n"},
+   "Weights without saved statistics (older files) get them refitted on the training split.\n"
+   "\n"
+   CLI_GEMM_HELP},
   {"generate", cmd_generate, "generate text from a sequence model",
    "usage: lathe generate MODEL --weights W --prompt TEXT --tokens N [--temperature T] [--top-k K]\n"
    "                      [--seed S] [--backend B] [--recompute]\n"
