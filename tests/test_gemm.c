@@ -230,9 +230,9 @@ static void set_inputs(int e, lathe_program **p, int np, int train, uint64_t see
   lathe_error err = {0};
   rng = seed;
   lathe_tensor x = {.dtype = ex[e].xdt, .rank = ex[e].rank};
-  memcpy(x.shape, ex[e].shape, sizeof x.shape);
+  memcpy(x.shape, ex[e].shape, sizeof ex[e].shape);
   lathe_tensor y = {.dtype = LATHE_I32, .rank = ex[e].rank == 2 && ex[e].xdt == LATHE_I32 ? 2 : 1};
-  memcpy(y.shape, ex[e].shape, sizeof y.shape);
+  memcpy(y.shape, ex[e].shape, sizeof ex[e].shape);
   x.data = malloc((size_t)lathe_tensor_bytes(&x));
   y.data = malloc((size_t)lathe_tensor_bytes(&y));
   fill(&x, ex[e].ylim);
