@@ -6,7 +6,8 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config      # the build
   clang libclang-rt-14-dev              # the parser fuzz target (libFuzzer) and sanitizer runtimes
-  llvm-14-dev                           # the CPU backend (LLVM C API, ORC LLJIT)
+  llvm-19-dev                           # the CPU backend (LLVM C API, ORC LLJIT): the default
+  llvm-14-dev                           # ... and the older LLVM it keeps building with (-DLATHE_LLVM_VERSION=14)
   libopenblas-dev                       # fp32 GEMM on the CPU
   libjson-c-dev zlib1g-dev              # safetensors headers; gzip'd data sets
   python3 python3-numpy python3-torch python3-sklearn  # test references and the digits data set

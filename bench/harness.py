@@ -121,12 +121,12 @@ def unpin_blas(env):
     return env
 
 
-def lathe_side(build, w, quick, pinned_blas):
+def lathe_side(build, w, quick, pinned_blas, extras=True):
     """Cold compile + timed steps, then (full runs) a warm compile that may hit
     the on-disk kernel cache. The cache is pointed at a fresh directory so the
     first compile is cold whatever ran before. Training rows run a second
     time at -O0 (no graph passes and no fusion at all): the optimiser's
-    speedup, measured in the same run."""
+    speedup, measured in the same run. extras=False: the timed steps only."""
     inputs, flops, params = lathe_check(os.path.join(build, "lathe", "lathe"), w)
     cmd = lathe_bench_cmd(os.path.join(build, "lathe_bench"), w, inputs, quick)
     cache = tempfile.mkdtemp(prefix="lathe-bench-cache-")
@@ -136,11 +136,11 @@ def lathe_side(build, w, quick, pinned_blas):
         unpin_blas(env)
     try:
         res = json_lines(run(cmd, env=env))[-1]
-        if not quick:
+        if not quick and extras:
             warm = json_lines(run(cmd + ["--compile-only"], env=env))[-1]
             res["warm_compile_ms"] = warm["compile_ms"]
             res["warm_cache_hit"] = warm.get("stats", {}).get("cache_hit")
-        if w.kind == "train":
+        if w.kind == "train" and extras:
             # -O0 bracketed by two -O2 runs: the speedup is against their mean, so
             # a machine that speeds up or slows down over the minute cancels out
             o0 = json_lines(run(cmd, env=dict(env, LATHE_OPT_LEVEL="0")))[-1]
@@ -350,6 +350,34 @@ def print_cores(start, end):
               "use both cores, and the -O2/-O0 speedups, are not representative; run again")
 
 
+def compare_builds(builds, todo, quick, pinned_blas, rounds=3):
+    """Lathe alone from two builds (two LLVM versions: bench/run --vs-llvm),
+    alternating A B A B A B per row so that a machine that drifts between fast
+    and slow phases hits both alike; per build the best of its medians, and
+    its fastest step. No peer."""
+    names = [os.path.basename(b.rstrip("/")) for b in builds]
+    print("workload | " + " | ".join("%s ms" % n for n in names) + " | B/A | B/A min | " +
+          " | ".join("%s compile ms" % n for n in names))
+    worst = 0
+    for w in todo:
+        log("bench: %s ..." % w.name)
+        res = [[], []]
+        try:
+            for _ in range(rounds):
+                for i, b in enumerate(builds):
+                    res[i].append(lathe_side(b, w, quick, pinned_blas, extras=False))
+        except Exception as e:
+            print("ERROR %s: %s" % (w.name, e), flush=True)
+            worst = 1
+            continue
+        med = [min(r["median_ms"] for r in rs) for rs in res]
+        mn = [min(r["min_ms"] for r in rs) for rs in res]
+        comp = [min(r["compile_ms"] for r in rs) for rs in res]
+        print("%s | %s | %s | %.3f | %.3f | %.0f | %.0f" % (w.name, ms(med[0]), ms(med[1]), med[1] / med[0],
+                                                          mn[1] / mn[0], comp[0], comp[1]), flush=True)
+    return worst
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
@@ -359,6 +387,8 @@ def main():
                     help="(the default) both sides run OpenBLAS's own kernel choice")
     ap.add_argument("--pinned-blas", action="store_true",
                     help="Lathe keeps the environment's OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE pin; the peer does not")
+    ap.add_argument("--vs", metavar="BUILD2",
+                    help="time Lathe from BUILD and BUILD2 (no peer), alternating, and print both")
     ap.add_argument("workloads", nargs="*")
     a = ap.parse_intermixed_args()
     build = os.path.abspath(a.build)
@@ -369,6 +399,8 @@ def main():
     todo = [BY_NAME[n] for n in a.workloads] if a.workloads else WORKLOADS
     log("bench: load average %s (the 2 cores are shared: busy neighbours slow both sides)" %
         " ".join("%.2f" % x for x in os.getloadavg()))
+    if a.vs:
+        return compare_builds([build, os.path.abspath(a.vs)], todo, a.quick, a.pinned_blas)
     peak = sgemm_peak(build, a.quick)
     rows = []
     for w in todo:

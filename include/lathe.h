@@ -53,6 +53,9 @@ extern "C" {
 #endif
 
 #define LATHE_VERSION "0.1.0"
+/* The LLVM version the CPU backend was built against ("19.1.7"; CMake's
+ * LATHE_LLVM_VERSION picks 19 or 14). */
+const char *lathe_llvm_version(void);
 #define LATHE_MAXDIM 8
 
 typedef enum {

@@ -9,6 +9,8 @@
 #include "runtime/program.h"
 #include "runtime/runtime.h"
 
+const char *lathe_llvm_version(void) { return cg_llvm_version(); }
+
 static int compile_llvm(lathe_program *p, lathe_error *err) {
   char msg[1024];
   p->cg = cg_compile(&p->g, NULL, msg, sizeof msg);

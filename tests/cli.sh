@@ -17,6 +17,13 @@ expect_status() { # want cmd...
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" /tmp/lathe_cli_out.$$ /tmp/lathe_cli_err.$$' EXIT
 
+# --version names the LLVM the binary was built with, the one it loads.
+v=$("$LATHE" --version)
+major=$(printf '%s\n' "$v" | sed -n 's/^lathe [0-9.]* (LLVM \([0-9]*\)\.[0-9.]*)$/\1/p')
+if [ -z "$major" ]; then bad "--version: '$v' does not name the LLVM version"
+elif ldd "$LATHE" | grep -Eq "libLLVM(-$major\.so|\.so\.$major[.])"; then ok
+else bad "--version says LLVM $major, the binary loads $(ldd "$LATHE" | grep -o 'libLLVM[^ ]*')"; fi
+
 # Help: every command documents its flags.
 expect_status 0 "$LATHE" --help
 for c in check dot run init; do

@@ -176,7 +176,7 @@ static int dispatch(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
-  if (!strcmp(cmd, "--version")) { printf("lathe %s\n", LATHE_VERSION); return 0; }
+  if (!strcmp(cmd, "--version")) { printf("lathe %s (LLVM %s)\n", LATHE_VERSION, lathe_llvm_version()); return 0; }
   for (int i = 0; i < ncommands; i++) {
     if (strcmp(cmd, commands[i].name) != 0) continue;
     for (int a = 2; a < argc; a++)

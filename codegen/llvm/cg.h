@@ -104,6 +104,9 @@ int cg_host_check_with(const char *llvm_features, const char *blas_core, const c
 struct pl_target;
 const struct pl_target *cg_plan_target(void);
 
+/* The LLVM version built against ("19.1.7"). */
+const char *cg_llvm_version(void);
+
 /* The optimised module as text (for tests and --dump); malloc'd, NULL if the
  * program was built without keeping it. */
 char *cg_module_text(const cg_program *p);

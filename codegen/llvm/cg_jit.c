@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cg_llvm_compat.h"
 #include "cg_memo.h"
 #include "cg_split.h"
 #include "plan/plan.h"
@@ -666,6 +667,8 @@ int cg_plan_stats(const ir_graph *g, int64_t *arena_bytes, int64_t *naive_bytes)
   cg_free(p);
   return 0;
 }
+
+const char *cg_llvm_version(void) { return CG_LLVM_VERSION; }
 
 char *cg_module_text(const cg_program *p) { return p->ir_text ? strdup(p->ir_text) : NULL; }
 

@@ -33,7 +33,6 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
-#include <llvm/Config/llvm-config.h> /* LLVM_VERSION_STRING: part of the cache key */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +41,7 @@
 #include <time.h>
 
 #include "cg_internal.h"
+#include "cg_llvm_compat.h" /* CG_LLVM_VERSION: part of the cache key */
 #include "rt/threadpool.h"
 
 /* A part costs a bitcode parse of the whole module and a pipeline set-up
@@ -568,7 +568,7 @@ static void digest(const char *p, size_t n, char out[CG_KEYLEN]) {
 static void look_up_parts(part_job *jobs, int n, LLVMMemoryBufferRef bc, const cg_target *t) {
   char whole[CG_KEYLEN], lv[48], which[32];
   digest(LLVMGetBufferStart(bc), LLVMGetBufferSize(bc), whole);
-  snprintf(lv, sizeof lv, "O%d llvm %s", t->opt_level, LLVM_VERSION_STRING);
+  snprintf(lv, sizeof lv, "O%d llvm %s", t->opt_level, CG_LLVM_VERSION);
   for (int i = 0; i < n; i++) {
     snprintf(which, sizeof which, "part %d of %d", i + 1, n);
     const char *parts[6] = {whole, t->triple, t->cpu, t->features, lv, which};
