@@ -125,6 +125,8 @@ enum {
 };
 /* A sentence for each code above ("unknown error" otherwise). */
 const char *lathe_rt_strerror(int code);
+/* This thread's last MODEL_load_weights failure in words (file, tensor). */
+const char *lathe_rt_last_error(void);
 
 int lathe_rt_forward(const void *image, lathe_rt_entry entry, lathe_rt_state *st, void *const *io);
 int lathe_rt_forward_ws(const void *image, lathe_rt_entry entry, lathe_rt_state *st, const void *in, void *out,

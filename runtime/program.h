@@ -74,6 +74,10 @@ int api_alloc_params(lathe_program *p, lathe_error *err);
 /* api_passes.c: run the graph pipeline p->opt asks for (api_program_finish
  * calls it once, before verifying and compiling). 0, or -1 with err set. */
 int api_run_passes(lathe_program *p, lathe_error *err);
+/* api_emit.c: `lathe emit`: p's forward pass (llvm backend, weights set) as
+ * dir/MODEL.o, dir/libMODEL.a, dir/MODEL.h (and dir/MODEL.weights with
+ * weights_file, the weights then left out of the object). 0 or an error. */
+int api_emit(const lathe_program *p, const char *dir, int weights_file, lathe_error *err);
 /* api_plan.c: write the kernel plan of p's graph to dir/plan.txt. */
 int api_dump_plan(const lathe_program *p, const char *dir, lathe_error *err);
 /* Copy the pass-pipeline fields (opt_level*, passes, print_after,

@@ -63,6 +63,21 @@ static const cli_command commands[] = {
    "                    (LATHE_PROFILE=40: and the 40 slowest kernel calls)\n"
    CLI_GEMM_HELP
    CLI_PASS_HELP},
+  {"emit", cmd_emit, "compile the forward pass ahead of time (object, library, header)",
+   "usage: lathe emit MODEL --weights W.safetensors -o DIR [--bind NAME=N]... [--weights-file] [-O0..3]\n"
+   "\n"
+   "Writes DIR/MODEL.o, DIR/libMODEL.a and DIR/MODEL.h (MODEL: the name the model file declares):\n"
+   "the forward pass compiled for this machine's CPU exactly as lathe run compiles it, with the\n"
+   "weights and the normalisation they carry, callable from C as MODEL_forward(inputs..., outputs...)\n"
+   "or MODEL_forward_ws(&in, &out, workspace). Link with -lMODEL -llathe_rt -lopenblas -lm -lpthread.\n"
+   "Every symbolic dimension must be bound (the shapes are static). See docs/emit.md.\n"
+   "\n"
+   "  --weights FILE    safetensors weights (from lathe train or lathe init)\n"
+   "  -o DIR            output directory (created if missing; files written atomically)\n"
+   "  --bind NAME=N     bind a symbolic dimension (required for each one)\n"
+   "  --weights-file    leave the weights out of the object: write DIR/MODEL.weights, which\n"
+   "                    MODEL_load_weights(path) reads, checking names, shapes and a checksum\n"
+   CLI_PASS_HELP},
   {"init", cmd_init, "write freshly initialised weights",
    "usage: lathe init MODEL -o W.safetensors [--seed N] [--bind NAME=N]...\n"
    "\n"

@@ -111,4 +111,32 @@ const char *cg_llvm_version(void);
  * program was built without keeping it. */
 char *cg_module_text(const cg_program *p);
 
+/* ---- ahead of time (cg_aot.c, `lathe emit`) ---- */
+
+typedef struct {
+  const char *name;            /* MODEL: a C identifier, the prefix of every symbol */
+  int weights_file;            /* the weights go to a file MODEL_load_weights reads, not into the object */
+  const float *const *params;  /* per g->params: the weights */
+  const float *const *shift;   /* per g->inputs: the normalisation the weights carry (NULL: none) */
+  const float *const *scale;
+  const int64_t *width;        /* per g->inputs: values per example of shift and scale */
+  int opt_level;               /* LLVM's, 0..3: cg_compile's default is 2 */
+} cg_aot_spec;
+
+typedef struct {
+  unsigned char *obj;   /* the object file */
+  size_t obj_len;
+  unsigned char *wfile; /* weights_file: the weights file's bytes */
+  size_t wfile_len;
+  int64_t work_bytes;   /* MODEL_WORKSPACE_BYTES */
+  int64_t nargs;        /* MODEL_forward's inputs (the model's inputs less its targets) */
+  char target[256];     /* "TRIPLE (CPU)": what the object runs on */
+} cg_aot_result;
+
+/* g's forward program as an object for the host CPU, with the same plan and
+ * code as cg_compile's, and the image and wrappers liblathe_rt's runner
+ * needs (rt/rt_image.h). 0, or -1 with msg (r then empty). */
+int cg_aot_compile(const ir_graph *g, const cg_aot_spec *s, cg_aot_result *r, char *msg, size_t msgn);
+void cg_aot_result_free(cg_aot_result *r);
+
 #endif

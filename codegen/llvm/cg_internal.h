@@ -31,6 +31,7 @@ typedef struct {
   const char *cpu, *features; /* attached to every function */
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
   int gemm_gen;               /* products are generated code (cg_gemm.c), never lathe_rt_sgemm calls */
+  const char *sym_prefix;     /* before every kernel's name ("" for the JIT; "MODEL_" emitted) */
 } cg_mod;
 
 /* Kernel operand limits and the descriptions of grouped kernels are the

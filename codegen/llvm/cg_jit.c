@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "cg_llvm_compat.h"
+#include "cg_aot.h"
 #include "cg_memo.h"
 #include "cg_split.h"
 #include "plan/plan.h"
@@ -93,7 +94,7 @@ static int llvm_fail(LLVMErrorRef e, char *msg, size_t msgn, const char *what) {
 static int llvm_ok;
 static void init_llvm_once(void) { llvm_ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter(); }
 
-static int cg_init_llvm(char *msg, size_t msgn) {
+int cg_init_llvm(char *msg, size_t msgn) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, init_llvm_once);
   return llvm_ok ? 0 : ir_fail(msg, msgn, "llvm backend: this host's CPU is not supported by the LLVM build");
@@ -108,11 +109,11 @@ static void store_elem(void *base, ir_dtype t, int64_t i, double v) {
   }
 }
 
-static void fill_consts(cg_program *p, const ir_graph *g) {
+void cg_fill_consts(unsigned char *consts, const pl_buf *buf, const ir_graph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     const ir_node *n = &g->nodes[i];
-    if (p->buf[i].kind != PL_BUF_CONST) continue;
-    void *base = p->consts + p->buf[i].off;
+    if (buf[i].kind != PL_BUF_CONST) continue;
+    void *base = consts + buf[i].off;
     int64_t cnt = ir_numel(&n->shape);
     for (int64_t e = 0; e < cnt; e++)
       store_elem(base, n->dtype, e, n->op == IR_ARANGE ? (double)e : n->data ? n->data[e] : n->attr.f);
@@ -143,7 +144,7 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const pl_kernel *kern, int id
   LLVMTypeRef params[CG_MAXARGS];
   for (int j = 0; j < nin + 3; j++) params[j] = m->ptr;
   char name[64];
-  snprintf(name, sizeof name, "k%d_%s%s", idx, ir_ops[k.n->op].name, suffix[kern->kind] ? suffix[kern->kind] : "");
+  snprintf(name, sizeof name, "%sk%d_%s%s", m->sym_prefix ? m->sym_prefix : "", idx, ir_ops[k.n->op].name, suffix[kern->kind] ? suffix[kern->kind] : "");
   k.fn = LLVMAddFunction(m->M, name, LLVMFunctionType(m->vd, params, (unsigned)nin + 3, 0));
   LLVMSetLinkage(k.fn, LLVMInternalLinkage);
   set_fn_attrs(m, k.fn);
@@ -202,8 +203,8 @@ static void prof_tick(void *ctx, int32_t seq) {
 }
 
 
-/* lathe_forward(bufs, scr, err): every kernel of the plan in its order */
-static void build_module(cg_program *p, cg_mod *m, const pl_plan *plan, arena *A) {
+/* entry(bufs, scr, err): every kernel of the plan in its order */
+static void build_module(cg_program *p, cg_mod *m, const pl_plan *plan, arena *A, const char *entry_name) {
   const ir_graph *g = plan->g;
   kernel_table kt = {0};
   kt.cap = 16;
@@ -211,7 +212,7 @@ static void build_module(cg_program *p, cg_mod *m, const pl_plan *plan, arena *A
   kt.key = ar_alloc(A, sizeof(char *) * kt.cap);
   kt.fn = ar_alloc(A, sizeof(V) * kt.cap);
   LLVMTypeRef ep[3] = {m->ptr, m->ptr, m->ptr};
-  V entry = LLVMAddFunction(m->M, "lathe_forward", LLVMFunctionType(m->vd, ep, 3, 0));
+  V entry = LLVMAddFunction(m->M, entry_name, LLVMFunctionType(m->vd, ep, 3, 0));
   set_fn_attrs(m, entry);
   LLVMBuilderRef EB = LLVMCreateBuilderInContext(m->C);
   LLVMPositionBuilderAtEnd(EB, LLVMAppendBasicBlockInContext(m->C, entry, "entry"));
@@ -256,6 +257,12 @@ static void build_module(cg_program *p, cg_mod *m, const pl_plan *plan, arena *A
   }
   LLVMBuildRetVoid(EB);
   LLVMDisposeBuilder(EB);
+}
+
+void cg_build_entry(cg_mod *m, const pl_plan *plan, arena *A, const char *entry_name) {
+  cg_program p; /* the statistics only; no profile */
+  memset(&p, 0, sizeof p);
+  build_module(&p, m, plan, A, entry_name);
 }
 
 /* ---- optimisation and JIT ---- */
@@ -352,7 +359,7 @@ static int module_objects(cg_program *p, LLVMModuleRef M, const cg_target *t, cg
 
 /* ---- public ---- */
 
-static int check_graph(const ir_graph *g, char *msg, size_t msgn) {
+int cg_check_graph(const ir_graph *g, char *msg, size_t msgn) {
   for (int i = 0; i < g->nnodes; i++) {
     const ir_node *n = &g->nodes[i];
     const char *why = cg_unsupported(g, n);
@@ -458,7 +465,7 @@ static int compile_into(cg_program *p, const ir_graph *g, const cg_options *o, c
     ar_free(&A);
     return ir_fail(msg, msgn, "llvm backend: out of memory for the activation arena");
   }
-  fill_consts(p, g);
+  cg_fill_consts(p->consts, p->buf, g);
   char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
   int rc = cg_host_check(feat, msg, msgn);
   LLVMOrcThreadSafeContextRef tsc = NULL;
@@ -474,10 +481,10 @@ static int compile_into(cg_program *p, const ir_graph *g, const cg_options *o, c
     m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4;
     m.gemm_gen = o->gemm == CG_GEMM_GENERATED;
     cg_mod_types(&m);
-    build_module(p, &m, &plan, &A);
+    build_module(p, &m, &plan, &A, "lathe_forward");
     LLVMDisposeBuilder(m.B);
     p->st.parse_ms = now_ms() - t0;
-    cg_target t = {triple, cpu, feat, o->opt_level, o->keep_ir, !o->no_cache, o->threads};
+    cg_target t = {triple, cpu, feat, o->opt_level, o->keep_ir, !o->no_cache, o->threads, NULL, 0};
     rc = module_objects(p, m.M, &t, &objs, msg, msgn); /* takes m.M */
   }
   pl_free(&plan);
@@ -560,7 +567,7 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   int share = !opts.keep_ir && !opts.profile && !opts.no_cache;
   cg_shared *s = share ? cg_memo_find(g, opts.opt_level, opts.gemm, opts.threads) : NULL;
   if (s) return program_on((cg_code *)s, msg, msgn);
-  if (cg_init_llvm(msg, msgn) || check_graph(g, msg, msgn)) return NULL;
+  if (cg_init_llvm(msg, msgn) || cg_check_graph(g, msg, msgn)) return NULL;
   /* before any kernel runs: the pool owns the cores, and OpenBLAS's
    * buffers exist (or this is a clean out-of-memory error, not a hang) */
   if (rt_blas_ready(msg, msgn)) return NULL;

@@ -273,7 +273,7 @@ static int make_plan(LLVMModuleRef M, const cg_target *tg, split_plan *p) {
   p->name = calloc((size_t)t.n + 1, sizeof *p->name);
   p->part = calloc((size_t)t.n + 1, sizeof *p->part);
   p->root = calloc((size_t)t.n + 1, 1);
-  LLVMValueRef e = LLVMGetNamedFunction(M, "lathe_forward");
+  LLVMValueRef e = LLVMGetNamedFunction(M, tg->entry ? tg->entry : "lathe_forward");
   int entry = e ? ft_index(&t, e) : -1;
   if (rc || !p->name || !p->part || !p->root || entry < 0) {
     ft_free(&t);
@@ -404,7 +404,8 @@ static LLVMTargetMachineRef host_tm(const cg_target *t, char *msg, size_t msgn) 
   }
   int o = t->opt_level;
   LLVMCodeGenOptLevel lv = o <= 0 ? LLVMCodeGenLevelNone : o >= 3 ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelDefault;
-  return LLVMCreateTargetMachine(T, t->triple, t->cpu, t->features, lv, LLVMRelocDefault, LLVMCodeModelJITDefault);
+  return LLVMCreateTargetMachine(T, t->triple, t->cpu, t->features, lv, t->pic ? LLVMRelocPIC : LLVMRelocDefault,
+                                 t->pic ? LLVMCodeModelDefault : LLVMCodeModelJITDefault);
 }
 
 int cg_module_target(LLVMModuleRef M, const cg_target *t, char *msg, size_t msgn) {

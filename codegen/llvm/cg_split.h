@@ -14,6 +14,8 @@ typedef struct {
   int keep_ir;   /* keep the optimised text (the cache is not used) */
   int use_cache; /* the on-disk object cache (cg_cache.c), one entry per part */
   int parts;     /* 0: automatic (see cg_split.c); n > 0: at most n parts, whatever the size */
+  const char *entry; /* the entry function's name; NULL: "lathe_forward" */
+  int pic;           /* position-independent code for a static library (lathe emit); 0: the JIT's */
 } cg_target;
 
 typedef struct {
