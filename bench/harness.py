@@ -20,6 +20,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from workloads import BY_NAME, WORKLOADS  # noqa: E402
+import aot  # noqa: E402
+
+AOT_ROW = "mlp_aot_b1"  # not a peer workload: bench/aot.py
 
 PEER_THREADS = (1, 2)       # ATen threads tried; OpenBLAS always gets 2
 PEER_BLAS_THREADS = "2"
@@ -392,11 +395,13 @@ def main():
     ap.add_argument("workloads", nargs="*")
     a = ap.parse_intermixed_args()
     build = os.path.abspath(a.build)
-    unknown = [n for n in a.workloads if n not in BY_NAME]
+    want_aot = not a.workloads or AOT_ROW in a.workloads
+    names = [n for n in a.workloads if n != AOT_ROW]
+    unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         log("bench: unknown workload(s) %s; known: %s" % (", ".join(unknown), ", ".join(BY_NAME)))
         return 2
-    todo = [BY_NAME[n] for n in a.workloads] if a.workloads else WORKLOADS
+    todo = [BY_NAME[n] for n in names] if names else [] if a.workloads else WORKLOADS
     log("bench: load average %s (the 2 cores are shared: busy neighbours slow both sides)" %
         " ".join("%.2f" % x for x in os.getloadavg()))
     if a.vs:
@@ -428,11 +433,25 @@ def main():
         rows.append(r)
         if a.json:
             print(json.dumps(r), flush=True)
+    aot_r = None
+    if want_aot:
+        log("bench: %s ..." % AOT_ROW)
+        try:
+            aot_r = aot.aot_row(build, a.quick, run, json_lines, lathe_bench_cmd, lathe_check, BY_NAME["mlp_b1"])
+        except Exception as e:
+            aot_r = {"workload": AOT_ROW, "error": "aot: %s" % e}
+        rows.append(aot_r)
+        if a.json:
+            print(json.dumps(aot_r), flush=True)
     # the same measurement at the end: this machine's second core comes and
     # goes (its host shares it), and a run without it is not representative
     peak_end = sgemm_peak(build, a.quick)
     if not a.json:
-        print_table(rows, peak, a.pinned_blas)
+        print_table([r for r in rows if r is not aot_r], peak, a.pinned_blas)
+        if aot_r and not aot_r.get("error"):
+            print(aot.aot_line(aot_r))
+        elif aot_r:
+            print("ERROR %s: %s" % (AOT_ROW, aot_r["error"]))
         print_cores(peak, peak_end)
     return 1 if any(r.get("error") for r in rows) else 0
 

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "rt/lathe_rt.h"
 #include "rt/threadpool.h"
 
 /* OpenBLAS's own buffer pool (exported by libopenblas, not in cblas.h):
@@ -148,4 +149,10 @@ void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const
   j.blocks = j.by_rows ? (M + RT_BLAS_MSTEP - 1) / RT_BLAS_MSTEP : (N + RT_BLAS_NSTEP - 1) / RT_BLAS_NSTEP;
   j.parts = rt_pool_size() < j.blocks ? rt_pool_size() : j.blocks;
   rt_pool_for(j.parts, 1, gemm_parts, &j);
+}
+
+/* The name generated code calls (lathe_rt.h). */
+void lathe_rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc) {
+  rt_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

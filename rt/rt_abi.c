@@ -1,17 +1,12 @@
 /* rt_abi.c -- the entry points generated code calls by name (lathe_rt.h),
- * as thin wrappers over the pool and the split sgemm, and the per-thread
- * profiling hook. */
+ * as thin wrappers over the pool, and the per-thread profiling hook.
+ * Nothing here refers to OpenBLAS (lathe_rt_sgemm is in blas.c): a model
+ * whose code makes no BLAS call links without it. */
 #include "rt/lathe_rt.h"
 
 #include <stddef.h>
 
-#include "rt/blas.h"
 #include "rt/threadpool.h"
-
-void lathe_rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                    const float *B, int ldb, float beta, float *C, int ldc) {
-  rt_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
 
 /* The pool is the only set of threads generated code uses: OpenBLAS runs
  * single-threaded and lathe_rt_sgemm splits big products over the same

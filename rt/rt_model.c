@@ -5,12 +5,13 @@
  * input normalisation the weights carry as `lathe run` does, calls the
  * entry and copies outputs that live elsewhere back. Nothing here
  * allocates except MODEL_forward's one workspace and the weights file's
- * buffer. */
+ * buffer, and nothing refers to OpenBLAS: the kernels that call it put it
+ * on one thread themselves (rt/blas.h), and a model without them links and
+ * starts without loading it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt/blas.h"
 #include "rt/lathe_rt.h"
 #include "rt/rt_image.h"
 
@@ -111,7 +112,6 @@ static int run(const lathe_rt_image *im, lathe_rt_entry entry, const lathe_rt_st
     bufs[i] = v;
   }
   for (int64_t i = 0; i < im->nnodes; i++) scr[i] = b[i].scr >= 0 ? work + b[i].scr : NULL;
-  rt_blas_single(); /* OpenBLAS on one thread: the pool splits big products */
   int32_t err = 0;
   entry(bufs, scr, &err);
   const lathe_rt_io *out = at(im, im->outputs_off);

@@ -37,6 +37,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "rt/blas.h"
 #include "rt/rt_seqk.h"
 #include "rt/threadpool.h"
 
@@ -355,6 +356,7 @@ static void att_setup(att_job *a, float *scr, int64_t B, int64_t T, int64_t d, i
  * save, out is [y | qkv | ctx | lse] and the items keep those there. */
 void lathe_rt_attn_fwd(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
                     float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal, int64_t save) {
+  rt_blas_single(); /* its GEMMs run inside pool parts: OpenBLAS on one thread */
   att_job a;
   att_setup(&a, scr, B, T, d, H, causal);
   a.x = x, a.wq = wq, a.bq = bq, a.wp = wp, a.bp = bp, a.out = out;
@@ -366,6 +368,7 @@ void lathe_rt_attn_fwd(float *out, const float *x, const float *wq, const float 
  * qkv, ctx and lse the items read instead of recomputing them */
 void lathe_rt_attn_grad(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *dy,
                      const float *saved, float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal) {
+  rt_blas_single(); /* its GEMMs run inside pool parts: OpenBLAS on one thread */
   att_job a;
   att_setup(&a, scr, B, T, d, H, causal);
   int64_t BT = B * T, items = att_items(B, T);
@@ -535,6 +538,7 @@ static void lstm_fwd(float *y, const float *x, const float *wih, const float *wh
 void lathe_rt_rec_grad(float *out, const float *x, const float *wih, const float *whh, const float *bih,
                     const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B, int64_t T,
                     int64_t in, int64_t h) {
+  rt_blas_single(); /* its GEMMs run inside pool parts: OpenBLAS on one thread */
   if (op == LATHE_RT_LSTM) {
     lstm_fwd(out, x, wih, whh, bih, scr, B, T, in, h);
     return;

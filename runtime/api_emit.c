@@ -52,7 +52,18 @@ static void put_shape(text *t, const ir_shape *s) {
   put(t, "%s, %lld values", buf, (long long)ir_numel(s));
 }
 
-static void header_io(text *t, const ir_graph *g, const char *M, const lathe_program *p) {
+/* UPMODEL_NAME_NUMEL and UPMODEL_NAME_SHAPE ({d0, d1, ...}) for a tensor */
+static void put_dims(text *t, const char *up, const char *name, const ir_shape *s) {
+  char un[128];
+  size_t i = 0;
+  for (; name[i] && i + 1 < sizeof un; i++) un[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : name[i]);
+  un[i] = '\0';
+  put(t, "#define %s_%s_NUMEL %lld\n#define %s_%s_SHAPE {", up, un, (long long)ir_numel(s), up, un);
+  for (int d = 0; d < s->rank; d++) put(t, "%s%lld", d ? ", " : "", (long long)s->d[d]);
+  put(t, "}\n");
+}
+
+static void header_io(text *t, const ir_graph *g, const char *M, const char *up, const lathe_program *p) {
   put(t, "/* Inputs (dense row-major, the bound static shapes; raw features: the normalisation the\n"
          " * weights carry is applied inside):\n");
   for (int i = 0; i < g->ninputs; i++) {
@@ -70,7 +81,11 @@ static void header_io(text *t, const ir_graph *g, const char *M, const lathe_pro
     put_shape(t, &n->shape);
     put(t, "\n");
   }
-  put(t, " */\ntypedef struct {\n");
+  put(t, " */\n");
+  for (int i = 0; i < g->ninputs; i++)
+    if (!g->inputs[i].is_target) put_dims(t, up, g->inputs[i].name, &g->inputs[i].shape);
+  for (int j = 0; j < g->noutputs; j++) put_dims(t, up, g->outputs[j].name, &g->nodes[g->outputs[j].node].shape);
+  put(t, "\ntypedef struct {\n");
   for (int i = 0; i < g->ninputs; i++)
     if (!g->inputs[i].is_target) put(t, "  const %s *%s;\n", c_type(g->inputs[i].dtype), g->inputs[i].name);
   put(t, "} %s_inputs;\n\ntypedef struct {\n", M);
@@ -87,12 +102,13 @@ static char *header_text(const lathe_program *p, const char *M, const cg_aot_res
   for (; M[i] && i + 1 < sizeof up; i++) up[i] = (char)(M[i] >= 'a' && M[i] <= 'z' ? M[i] - 32 : M[i]);
   up[i] = '\0';
   put(&t, "/* %s.h -- model '%s' compiled ahead of time by `lathe emit` for %s.\n", M, g->model_name, r->target);
-  put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt -lopenblas -lm -lpthread\n", M);
-  put(&t, " * (liblathe_rt holds the thread pool and kernels the code calls; no LLVM, no Lathe compiler).\n");
+  put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt -Wl,--as-needed -lopenblas -lm -lpthread\n", M);
+  put(&t, " * (liblathe_rt holds the thread pool and kernels the code calls; no LLVM, no Lathe compiler;\n"
+          " * --as-needed leaves OpenBLAS out when the model makes no BLAS call).\n");
   put(&t, " * All functions return 0 on success, else a code lathe_rt_strerror() explains.\n */\n");
   put(&t, "#ifndef LATHE_EMIT_%s_H\n#define LATHE_EMIT_%s_H\n\n#include <stdint.h>\n\n", up, up);
   put(&t, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
-  header_io(&t, g, M, p);
+  header_io(&t, g, M, up, p);
   put(&t, "/* Bytes of workspace %s_forward_ws needs (any alignment). */\n", M);
   put(&t, "#define %s_WORKSPACE_BYTES ((size_t)%lldu)\n\n", up, (long long)r->work_bytes);
   put(&t, "/* One forward pass: inputs then outputs in the model file's order. Uses a workspace\n"

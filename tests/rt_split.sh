@@ -12,7 +12,9 @@ syms=$(nm "$rt" 2>/dev/null | grep -E ' [UTDBR] ' | awk '{print $NF}' | sort -u)
 foreign=$(echo "$syms" | grep -E '^(LLVM|json_|fe_|ir_|pl_|cg_|lathe_(compile|load|run|model))' || true)
 [ -z "$foreign" ] && ok || bad "liblathe_rt.a refers to: $(echo $foreign)"
 
-if gcc -std=c11 -O2 -I rt tests/aot/rt_alone.c "$rt" -lopenblas -lpthread -lm -o "$tmp/alone" 2>"$tmp/cc.err"; then
+san="" # a sanitizer build's archive needs its runtime in the program too (CI's ASan run)
+nm "$rt" 2>/dev/null | grep -q __asan_init && san="-fsanitize=address,undefined"
+if gcc -std=c11 -O2 $san -I rt tests/aot/rt_alone.c "$rt" -lopenblas -lpthread -lm -o "$tmp/alone" 2>"$tmp/cc.err"; then
   ok
   "$tmp/alone" >"$tmp/out" 2>&1 && grep -q "rt_alone: ok" "$tmp/out" && ok || bad "rt_alone: $(cat "$tmp/out")"
   deps=$(ldd "$tmp/alone")
