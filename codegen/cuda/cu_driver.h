@@ -1,0 +1,67 @@
+/* cu_driver.h: the seam between Lathe's CUDA runtime and whatever executes
+ * the rendered kernels. The product fills it from the real CUDA driver API and
+ * cuBLASLt (loaded with dlopen, codegen/cuda/cu_loader.c); the test suite fills
+ * it from a CPU executor that compiles the same CUDA C for the host
+ * (tests/cuexec/). Nothing above this seam knows which one it talks to.
+ *
+ * Every call returns 0 on success, nonzero on failure with a one-line message
+ * in err. Device pointers are opaque 64-bit values (CUdeviceptr). */
+#ifndef CU_DRIVER_H
+#define CU_DRIVER_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint64_t cu_dptr;
+
+/* C = alpha * op(A) @ op(B) + beta * C, row-major f32, with an optional
+ * epilogue on C: bias (length n, added per row) then activation. */
+enum { CU_EPI_NONE, CU_EPI_BIAS, CU_EPI_BIAS_RELU, CU_EPI_BIAS_GELU };
+typedef struct cu_gemm {
+  int m, n, k;
+  int trans_a, trans_b;      /* 1: the operand is stored transposed */
+  int lda, ldb, ldc;         /* row strides in elements */
+  float alpha, beta;
+  cu_dptr a, b, c;
+  int epilogue;              /* CU_EPI_* */
+  cu_dptr bias;              /* f32[n] when epilogue has a bias */
+  int batch;                 /* 0 or 1: one GEMM; >1: strided batch */
+  long long stride_a, stride_b, stride_c;
+} cu_gemm;
+
+typedef struct cu_driver cu_driver;
+struct cu_driver {
+  const char *name;          /* "cuda" or "cpu-executor" */
+  char arch[16];             /* "sm_90" etc.; set at creation */
+  size_t total_mem;          /* bytes of device memory */
+  char err[256];             /* the last failure, one line */
+  void *self;                /* implementation state */
+
+  int (*mem_alloc)(cu_driver *d, size_t bytes, cu_dptr *out);
+  void (*mem_free)(cu_driver *d, cu_dptr p);
+  int (*htod)(cu_driver *d, cu_dptr dst, const void *src, size_t bytes);
+  int (*dtoh)(cu_driver *d, void *dst, cu_dptr src, size_t bytes);
+  int (*memset0)(cu_driver *d, cu_dptr dst, size_t bytes);
+  /* Load one module: cuda_src is the CUDA C that NVRTC compiled into image
+   * (CUBIN or PTX, image_len bytes). The driver uses image; the executor
+   * compiles cuda_src for the host. Kernels are extern "C" __global__. */
+  int (*module_load)(cu_driver *d, const char *cuda_src, const void *image,
+                     size_t image_len, void **mod);
+  int (*get_function)(cu_driver *d, void *mod, const char *name, void **fn);
+  /* args as cuLaunchKernel's kernelParams: args[i] points at argument i. */
+  int (*launch)(cu_driver *d, void *fn, unsigned gx, unsigned gy, unsigned gz,
+                unsigned bx, unsigned by, unsigned bz, unsigned shmem_bytes,
+                void **args);
+  int (*gemm)(cu_driver *d, const cu_gemm *g);
+  int (*sync)(cu_driver *d);
+  void (*destroy)(cu_driver *d);
+};
+
+/* Creates a driver, or NULL with a one-line reason in err[errlen]. */
+typedef cu_driver *(*cu_driver_ctor)(char *err, size_t errlen);
+
+/* The CUDA runtime creates its driver with the real loader unless a test has
+ * installed another constructor (the CPU executor). NULL restores the real
+ * one. Defined in codegen/cuda/; not part of the public API. */
+void cu_set_driver_factory(cu_driver_ctor ctor);
+
+#endif

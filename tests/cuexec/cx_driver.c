@@ -1,0 +1,207 @@
+/* cx_driver.c: the CPU executor behind codegen/cuda/cu_driver.h. Every call
+ * checks its device ranges against the allocations and fails with one line
+ * in d->err, as the real driver's calls would fail (or worse, silently
+ * corrupt). gemm is OpenBLAS's cblas_sgemm followed by the epilogue: bias,
+ * then ReLU or GELU in cuBLASLt's tanh form. */
+#define _GNU_SOURCE
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cx.h"
+
+static cx_state *cx_s(cu_driver *d) { return d->self; }
+
+static int cx_mem_alloc_(cu_driver *d, size_t bytes, cu_dptr *out) {
+  return cx_mem_alloc(&cx_s(d)->mem, bytes, out, d->err, sizeof d->err);
+}
+
+static void cx_mem_free_(cu_driver *d, cu_dptr p) {
+  cx_mem_free(&cx_s(d)->mem, p, d->err, sizeof d->err);
+}
+
+static int cx_htod(cu_driver *d, cu_dptr dst, const void *src, size_t bytes) {
+  if (bytes == 0) return 0;
+  if (cx_mem_check(&cx_s(d)->mem, dst, bytes, "htod: the destination", d->err, sizeof d->err)) return 1;
+  memcpy((void *)(uintptr_t)dst, src, bytes);
+  return 0;
+}
+
+static int cx_dtoh(cu_driver *d, void *dst, cu_dptr src, size_t bytes) {
+  if (bytes == 0) return 0;
+  if (cx_mem_check(&cx_s(d)->mem, src, bytes, "dtoh: the source", d->err, sizeof d->err)) return 1;
+  memcpy(dst, (const void *)(uintptr_t)src, bytes);
+  return 0;
+}
+
+static int cx_memset0(cu_driver *d, cu_dptr dst, size_t bytes) {
+  if (bytes == 0) return 0;
+  if (cx_mem_check(&cx_s(d)->mem, dst, bytes, "memset0: the destination", d->err, sizeof d->err)) return 1;
+  memset((void *)(uintptr_t)dst, 0, bytes);
+  return 0;
+}
+
+static int cx_module_load_(cu_driver *d, const char *cuda_src, const void *image, size_t image_len,
+                           void **mod) {
+  (void)image, (void)image_len; /* the executor compiles the source; the driver loads the image */
+  cx_module *m;
+  if (cx_module_load(cuda_src, &m, d->err, sizeof d->err)) return 1;
+  m->next = cx_s(d)->mods;
+  cx_s(d)->mods = m;
+  *mod = m;
+  return 0;
+}
+
+static int cx_get_function(cu_driver *d, void *mod, const char *name, void **fn) {
+  cx_module *m = mod;
+  for (m = cx_s(d)->mods; m && m != mod; m = m->next) {}
+  if (!m) {
+    snprintf(d->err, sizeof d->err, "get_function: %p is not a module this driver loaded", mod);
+    return 1;
+  }
+  cx_kernel *k;
+  if (cx_module_kernel(m, name, &k, d->err, sizeof d->err)) return 1;
+  *fn = k;
+  return 0;
+}
+
+static int cx_launch_(cu_driver *d, void *fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                      unsigned by, unsigned bz, unsigned shmem_bytes, void **args) {
+  int known = 0;
+  for (cx_module *m = cx_s(d)->mods; m && !known; m = m->next)
+    for (int i = 0; i < m->nk; i++) known |= (void *)m->k[i] == fn;
+  if (!known) {
+    snprintf(d->err, sizeof d->err, "launch: %p is not a function from get_function", fn);
+    return 1;
+  }
+  const unsigned g[3] = {gx, gy, gz}, b[3] = {bx, by, bz};
+  return cx_launch(d, fn, g, b, shmem_bytes, args);
+}
+
+/* ---- gemm ---- */
+
+/* One operand's extent in elements: rows of ld, the last row cols long, then
+ * batch-1 strides. */
+static int cx_operand(cu_driver *d, const char *name, cu_dptr p, int rows, int cols, int ld,
+                      int batch, long long stride) {
+  if (ld < cols || ld < 1) {
+    snprintf(d->err, sizeof d->err, "gemm: %s has a row stride of %d below its %d columns", name, ld, cols);
+    return 1;
+  }
+  if (rows == 0 || cols == 0) return 0;
+  if (batch > 1 && stride < 0) {
+    snprintf(d->err, sizeof d->err, "gemm: %s has a negative batch stride", name);
+    return 1;
+  }
+  size_t n = (size_t)(rows - 1) * (size_t)ld + (size_t)cols + (size_t)(batch - 1) * (size_t)stride;
+  char what[64];
+  snprintf(what, sizeof what, "gemm: operand %s", name);
+  return cx_mem_check(&cx_s(d)->mem, p, n * sizeof(float), what, d->err, sizeof d->err);
+}
+
+static float cx_gelu_tanh(float x) {
+  const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+static int cx_gemm(cu_driver *d, const cu_gemm *g) {
+  if (g->m < 0 || g->n < 0 || g->k < 0 || g->batch < 0 || g->epilogue < CU_EPI_NONE ||
+      g->epilogue > CU_EPI_BIAS_GELU) {
+    snprintf(d->err, sizeof d->err, "gemm: m=%d n=%d k=%d batch=%d epilogue=%d is not a product", g->m,
+             g->n, g->k, g->batch, g->epilogue);
+    return 1;
+  }
+  int batch = g->batch > 1 ? g->batch : 1;
+  if (cx_operand(d, "A", g->a, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda, batch, g->stride_a) ||
+      cx_operand(d, "B", g->b, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb, batch, g->stride_b) ||
+      cx_operand(d, "C", g->c, g->m, g->n, g->ldc, batch, g->stride_c))
+    return 1;
+  if (g->epilogue != CU_EPI_NONE && g->n > 0 &&
+      cx_mem_check(&cx_s(d)->mem, g->bias, (size_t)g->n * sizeof(float), "gemm: the bias", d->err,
+                   sizeof d->err))
+    return 1;
+  if (g->m == 0 || g->n == 0) return 0;
+  const float *bias = (const float *)(uintptr_t)g->bias;
+  for (int i = 0; i < batch; i++) {
+    const float *a = (const float *)(uintptr_t)g->a + (size_t)i * (size_t)g->stride_a;
+    const float *b = (const float *)(uintptr_t)g->b + (size_t)i * (size_t)g->stride_b;
+    float *c = (float *)(uintptr_t)g->c + (size_t)i * (size_t)g->stride_c;
+    if (g->k == 0) { /* BLAS leaves C alone when k is 0; the definition says beta*C */
+      for (int r = 0; r < g->m; r++)
+        for (int j = 0; j < g->n; j++) c[(size_t)r * g->ldc + j] *= g->beta;
+    } else {
+      cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans,
+                  g->m, g->n, g->k, g->alpha, a, g->lda, b, g->ldb, g->beta, c, g->ldc);
+    }
+    if (g->epilogue == CU_EPI_NONE) continue;
+    for (int r = 0; r < g->m; r++) {
+      float *row = c + (size_t)r * (size_t)g->ldc;
+      for (int j = 0; j < g->n; j++) {
+        float v = row[j] + bias[j];
+        if (g->epilogue == CU_EPI_BIAS_RELU) v = v > 0.0f ? v : 0.0f;
+        else if (g->epilogue == CU_EPI_BIAS_GELU) v = cx_gelu_tanh(v);
+        row[j] = v;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Launches run to completion: nothing is left to wait for. */
+static int cx_sync(cu_driver *d) {
+  (void)d;
+  return 0;
+}
+
+static void cx_destroy(cu_driver *d) {
+  if (!d) return;
+  cx_state *s = d->self;
+  while (s->mods) {
+    cx_module *m = s->mods;
+    s->mods = m->next;
+    cx_module_free(m);
+  }
+  cx_mem_release(&s->mem);
+  cx_launch_release(s);
+  free(s);
+  free(d);
+}
+
+cu_driver *cx_driver(char *err, size_t errlen) {
+  cu_driver *d = calloc(1, sizeof *d);
+  cx_state *s = calloc(1, sizeof *s);
+  if (!d || !s) {
+    free(d), free(s);
+    snprintf(err, errlen, "cpu-executor: out of host memory");
+    return NULL;
+  }
+  d->name = "cpu-executor";
+  snprintf(d->arch, sizeof d->arch, "sm_80");
+  s->mem.limit = (size_t)8 << 30;
+  d->total_mem = s->mem.limit;
+  d->self = s;
+  d->mem_alloc = cx_mem_alloc_;
+  d->mem_free = cx_mem_free_;
+  d->htod = cx_htod;
+  d->dtoh = cx_dtoh;
+  d->memset0 = cx_memset0;
+  d->module_load = cx_module_load_;
+  d->get_function = cx_get_function;
+  d->launch = cx_launch_;
+  d->gemm = cx_gemm;
+  d->sync = cx_sync;
+  d->destroy = cx_destroy;
+  return d;
+}
+
+void cx_set_mem_limit(cu_driver *d, size_t bytes) {
+  cx_s(d)->mem.limit = bytes;
+  d->total_mem = bytes;
+}
+
+void cx_force_fibers(cu_driver *d, int on) { cx_s(d)->force_fibers = on; }
+
+long cx_launch_count(const cu_driver *d) { return ((const cx_state *)d->self)->launches; }
