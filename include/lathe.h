@@ -165,7 +165,22 @@ typedef struct {
   const char *dump_dir;
   int time_passes;
   FILE *pass_log;
+  /* Quantized inference (docs/quantize.md): dense products on weights
+   * stored as `lathe quantize` (lathe_quantize) writes them; the weights
+   * loaded must be such a file of the same mode (lathe_weights_quant says
+   * which a file holds). LATHE_QUANT_NONE: f32. */
+  int quant;               /* lathe_quant */
 } lathe_options;
+
+/* The quantization modes (the pass passes/quantize.c, `lathe quantize --mode`). */
+typedef enum {
+  LATHE_QUANT_NONE = 0,
+  LATHE_QUANT_W8 = 1,           /* weight-only int8, a scale per group of 32 inputs */
+  LATHE_QUANT_W4 = 2,           /* weight-only int4, a scale per group of 32 inputs */
+  LATHE_QUANT_INT8_DYNAMIC = 3, /* int8 weights per output channel, activations per row at run time */
+  LATHE_QUANT_BF16 = 4,         /* weights stored as bf16 */
+  LATHE_QUANT_F16 = 5           /* weights stored as f16 */
+} lathe_quant;
 
 typedef struct lathe_program lathe_program;
 
@@ -332,6 +347,33 @@ int lathe_npy_save(const char *path, const lathe_tensor *t, lathe_error *err); /
  * lathe_get_output(p, "loss") is that step's loss. A step whose loss or
  * updated weights are not finite fails and changes nothing. */
 lathe_program *lathe_compile_train(lathe_model *m, const lathe_options *opt, lathe_error *err);
+
+/* ---- Quantization (runtime/api_quant.c, docs/quantize.md) ----
+ * lathe_quantize writes `out` (safetensors): the f32 weights of `weights`
+ * with each dense layer's weight matrix replaced by its quantized tensors
+ * in `mode`; layers that stay f32 are counted and the first one's reason
+ * is in note. Errors: an unknown mode, weights that do not fit the model,
+ * weights already quantized (not f32), a model with nothing to quantize. */
+typedef struct {
+  const char *weights;         /* f32 weights of the model (required) */
+  const char *out;             /* the quantized file (required) */
+  int mode;                    /* lathe_quant, not NONE */
+} lathe_quantize_options;
+
+typedef struct {
+  int quantized;               /* weight matrices quantized */
+  int kept;                    /* weight matrices left f32 */
+  int64_t bytes_before;        /* weights in f32 */
+  int64_t bytes_after;         /* the quantized file's tensors */
+  char note[256];              /* why the first kept matrix stayed f32; "" when none */
+} lathe_quantize_result;
+
+int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quantize_result *r, lathe_error *err);
+/* The mode a weights file holds (LATHE_QUANT_NONE for f32 weights) in *mode. */
+int lathe_weights_quant(const char *path, int *mode, lathe_error *err);
+/* "w8", "w4", "int8-dynamic", "bf16", "f16" ("none" for 0); and back (-1 unknown). */
+const char *lathe_quant_name(int mode);
+int lathe_quant_parse(const char *name);
 
 /* ---- Training and evaluation (runtime/train*.c) ----
  * lathe_train compiles one training step (forward, backward and the

@@ -168,6 +168,8 @@ typedef struct {
   int state;              /* optimizer state (passes/optimizer.h), not a weight */
   int buffer;             /* a weight the optimizer does not train (batchnorm's running statistics:
                              updated by the training step itself, passes/optimizer.c) */
+  int stored;             /* held and loaded in its own dtype, never converted to f32: the
+                             quantized weights passes/quantize.c makes (read by qmatmul only) */
 } ir_param;
 
 typedef struct {
@@ -224,6 +226,9 @@ typedef struct ir_graph {
    * then no backend fuses anything either (no product epilogues), so -O0
    * is the unfused baseline. 0 for graphs that never met the pipeline. */
   int no_fusion;
+  /* The quantization asked for (LATHE_RT_Q_*, 0 none): the pass manager then
+   * runs passes/quantize.c first. */
+  int quant;
 } ir_graph;
 
 void ir_graph_init(ir_graph *g, arena *A, const char *model_name);

@@ -75,6 +75,7 @@ static int copy_param(dec *c, const ir_node *n) {
   int id = ir_add_param(c->g, p->name, p->dtype, &p->shape, p->init, p->std, p->fan_in, p->fan_out, n->loc);
   if (id >= 0) c->g->params[c->g->nparams - 1].state = p->state;
   if (id >= 0) c->g->params[c->g->nparams - 1].buffer = p->buffer;
+  if (id >= 0) c->g->params[c->g->nparams - 1].stored = p->stored;
   return id;
 }
 

@@ -94,7 +94,20 @@ int ps_dce(ir_graph *g, char *msg, size_t msgn);       /* dce.c: drop what no ou
 int ps_simplify(ir_graph *g, char *msg, size_t msgn);  /* simplify.c: algebraic identities */
 int ps_fuse(ir_graph *g, char *msg, size_t msgn);      /* fuse.c: elementwise trees -> one IR_FUSED node */
 int ps_attnsave(ir_graph *g, char *msg, size_t msgn);  /* attnsave.c: attention's backward reads its forward's work */
-int ps_foldbn(ir_graph *g, char *msg, size_t msgn);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
+int ps_foldbn(ir_graph *g, char *msg, size_t msgn);
+/* quantize.c: matmul(x, W) of a weight W [K, N] becomes qmatmul(x, stored
+ * weights) in mode g->quant (nothing when 0); W leaves the parameters and
+ * its quantized tensors (qz_tensor names) join them. */
+int ps_quantize(ir_graph *g, char *msg, size_t msgn);
+/* The modes: "w8", "w4", "int8-dynamic", "bf16", "f16" (LATHE_RT_Q_* order
+ * from 1); -1 unknown. */
+int qz_mode_parse(const char *name);
+const char *qz_mode_name(int mode);
+/* Suffix of quantized tensor k (0 weights, 1 scales, 2 offsets) of mode;
+ * NULL when the mode has no such tensor. W's are W's name + the suffix. */
+const char *qz_suffix(int mode, int k);
+/* Why W (param index) stays f32 in mode, or NULL when it is quantized. */
+const char *qz_keep_reason(const ir_graph *g, int param, int mode);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
 /* Fold limit: results up to this many elements are always folded; larger
  * ones only when no larger than the constants they are computed from. */
 #define CF_MAX_ELEMS 4096

@@ -20,6 +20,7 @@ typedef struct {
 } pm_pass;
 
 static const pm_pass pass_table[] = {
+  {"quantize",  ps_quantize,  "dense products on stored int8/int4/16-bit weights (runs first when a quantization is asked)"},
   {"foldbn",    ps_foldbn,    "an inference batchnorm folds into the conv2d or dense layer before it"},
   {"constfold", ps_constfold, "ops on constants become constants (reference kernels)"},
   {"simplify",  ps_simplify,  "algebraic identities: x*1, double transpose, log(softmax) ..."},
@@ -131,6 +132,7 @@ int pm_run(ir_graph *g, const pm_options *o, pm_cost *before, pm_cost *after, ch
   if (o->dump_dir && dump(g, o->dump_dir, 0, "input", msg, mn)) return -1;
   double t0 = now_ms();
   int step = 1, fused = 0;
+  if (g->quant && run_one(g, o, find_pass("quantize", 8), step++, log, msg, mn)) return -1;
   for (const char *p = list; *p; step++) {
     size_t len = strcspn(p, ",");
     const pm_pass *ps = len ? find_pass(p, len) : NULL;

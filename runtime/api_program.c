@@ -59,6 +59,7 @@ lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_e
     lathe_program_free(p);
     return NULL;
   }
+  p->g.quant = o->quant;
   return p;
 }
 
@@ -169,7 +170,7 @@ int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view) {
   if (!view) return LATHE_EUSER;
   memset(view, 0, sizeof *view);
   if (!p || i < 0 || i >= p->g.nparams || !p->params || !p->params[i]) return LATHE_EUSER;
-  view->dtype = LATHE_F32;
+  view->dtype = p->g.params[i].stored ? (lathe_dtype)p->g.params[i].dtype : LATHE_F32;
   shape_to_tensor(&p->g.params[i].shape, view);
   view->data = p->params[i];
   return 0;
@@ -201,7 +202,7 @@ int api_alloc_params(lathe_program *p, lathe_error *err) {
   for (int i = 0; i < p->g.nparams; i++) total += ir_numel(&p->g.params[i].shape);
   for (int i = 0; i < p->g.nparams; i++) {
     if (p->params[i]) continue;
-    p->params[i] = calloc((size_t)ir_numel(&p->g.params[i].shape) + 1, sizeof(float));
+    p->params[i] = calloc((size_t)ir_numel(&p->g.params[i].shape) + 1, api_param_elem_size(&p->g.params[i]));
     if (!p->params[i])
       return api_fail(err, LATHE_ENOMEM, "out of memory: the model's %lld parameters need %.1f GiB",
                       (long long)total, (double)total * 4 / (1 << 30));
@@ -212,7 +213,8 @@ int api_alloc_params(lathe_program *p, lathe_error *err) {
 int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err) {
   if (!p) return api_null(err, "lathe_weights_init", "the program");
   if (api_alloc_params(p, err)) return err ? err->code : LATHE_ENOMEM;
-  for (int i = 0; i < p->g.nparams; i++) ir_param_init_values(&p->g.params[i], seed, p->params[i]);
+  for (int i = 0; i < p->g.nparams; i++) /* stored (quantized) weights stay zero */
+    if (!p->g.params[i].stored) ir_param_init_values(&p->g.params[i], seed, p->params[i]);
   p->weights_set = 1;
   return 0;
 }
@@ -240,10 +242,15 @@ static int is_checkpoint_extra(const char *name) {
  * over, before anything is copied: a failed load leaves the old weights. */
 static int check_weights(const lathe_program *p, const char *path, const rt_st_file *f, lathe_error *err) {
   char want[128], got[128];
+  if (api_quant_mismatch(p, path, f, err)) return -1; /* quantized for another program */
   for (int i = 0; i < p->g.nparams; i++) {
     const ir_param *pr = &p->g.params[i];
     const rt_st_entry *e = rt_st_find(f, pr->name);
     ir_shape_str(&pr->shape, want, sizeof want);
+    if (!e && pr->stored)
+      return api_fail(err, LATHE_EUSER, "'%s': missing quantized tensor '%s' (%s%s): the program is compiled for "
+                      "quantized weights; give a file lathe quantize wrote in that mode", path, pr->name,
+                      ir_dtype_name(pr->dtype), want);
     if (!e)
       return api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s' (the model expects %s%s)", path,
                       pr->name, ir_dtype_name(pr->dtype), want);
@@ -252,9 +259,13 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
       return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has shape %s, but the model expects %s", path,
                       pr->name, got, want);
     }
-    if (e->t.dtype != LATHE_F32 && e->t.dtype != LATHE_F16 && e->t.dtype != LATHE_BF16)
+    if (pr->stored && e->t.dtype != (lathe_dtype)pr->dtype)
+      return api_fail(err, LATHE_EUSER, "'%s': quantized tensor '%s' has dtype %s, but the model expects %s", path,
+                      pr->name, lathe_dtype_name(e->t.dtype), ir_dtype_name(pr->dtype));
+    if (!pr->stored && e->t.dtype != LATHE_F32 && e->t.dtype != LATHE_F16 && e->t.dtype != LATHE_BF16)
       return api_fail(err, LATHE_EUSER, "'%s': tensor '%s' has dtype %s, but the model expects f32", path,
                       pr->name, lathe_dtype_name(e->t.dtype));
+    if (pr->stored) continue;
     char msg[1024];
     if (rt_st_check_finite(path, e, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
   }
@@ -277,7 +288,8 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
   if (rc == 0) rc = api_alloc_params(p, err);
   for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
     const rt_st_entry *e = rt_st_find(&f, p->g.params[i].name);
-    rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
+    if (p->g.params[i].stored) memcpy(p->params[i], e->t.data, lathe_tensor_bytes(&e->t));
+    else rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
   }
   if (rc == 0) p->weights_set = 1;
   /* The weights' preprocessing replaces the old one: it belongs to them. */
@@ -303,7 +315,7 @@ int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *er
     /* The spec: weights in the parameter's dtype. Values are held in f32;
      * an f16 or bf16 parameter (a layer on an f16 input) is written narrow. */
     lathe_dtype want = (lathe_dtype)p->g.params[i].dtype;
-    if (want != LATHE_F16 && want != LATHE_BF16) continue;
+    if (p->g.params[i].stored || (want != LATHE_F16 && want != LATHE_BF16)) continue;
     int64_t k = lathe_tensor_numel(&e[i].t);
     if (!(narrow[i] = malloc((size_t)(k > 0 ? k : 1) * 2))) {
       rc = api_fail(err, LATHE_ENOMEM, "out of memory");
@@ -400,7 +412,8 @@ static int fill_leaves(lathe_program *p, lathe_error *err) {
   }
   for (int i = 0; i < g->nparams; i++) {
     int64_t n = ir_numel(&g->params[i].shape);
-    p->vals[g->params[i].node] = to_doubles(p->params[i], LATHE_F32, n);
+    lathe_dtype t = g->params[i].stored ? (lathe_dtype)g->params[i].dtype : LATHE_F32;
+    p->vals[g->params[i].node] = to_doubles(p->params[i], t, n);
     if (!p->vals[g->params[i].node]) return api_fail(err, LATHE_ENOMEM, "out of memory");
   }
   return 0;

@@ -23,6 +23,7 @@ typedef struct {
   int64_t n;
   float *logits;         /* [V]: the next token's logits once computed */
   int *state_of;         /* per step output: the parameter its value goes back to, -1 = none */
+  int quant;             /* the weights file's quantization (lathe_quant) */
 } gen;
 
 static double now_s(void) {
@@ -35,14 +36,14 @@ static double now_s(void) {
 
 /* Lower m at batch 1: every symbolic dimension the caller left unbound is
  * bound to 1 for this call only. */
-static lathe_program *lower_batch1(lathe_model *m, lathe_backend b, lathe_error *err) {
+static lathe_program *lower_batch1(lathe_model *m, lathe_backend b, int quant, lathe_error *err) {
   int ns = fe_num_syms(m->fe);
   int64_t *saved = malloc(((size_t)ns + 1) * sizeof *saved);
   if (!saved) { api_fail(err, LATHE_ENOMEM, "out of memory"); return NULL; }
   memcpy(saved, m->vals, (size_t)ns * sizeof *saved);
   for (int i = 0; i < ns; i++)
     if (!m->vals[i]) m->vals[i] = 1;
-  lathe_options o = {.backend = b};
+  lathe_options o = {.backend = b, .quant = quant};
   lathe_program *p = api_program_lower(m, &o, err);
   memcpy(m->vals, saved, (size_t)ns * sizeof *saved);
   free(saved);
@@ -81,14 +82,7 @@ static int find_io(gen *s, int *input, lathe_error *err) {
  * state (the caches) starts at zero. */
 static int share_weights(gen *s, lathe_error *err) {
   lathe_program *p = s->step;
-  if (api_alloc_params(p, err)) return -1;
-  for (int i = 0; i < p->g.nparams; i++) {
-    if (p->g.params[i].state) continue;
-    int j = ir_find_param(&s->full->g, p->g.params[i].name);
-    if (j < 0) return api_fail(err, LATHE_EINTERNAL, "internal error: decode parameter '%s' not in the model",
-                               p->g.params[i].name);
-    memcpy(p->params[i], s->full->params[j], (size_t)ir_numel(&p->g.params[i].shape) * sizeof(float));
-  }
+  if (api_alloc_params(p, err) || api_fill_params(p, s->full, err)) return -1;
   p->weights_set = 1;
   s->state_of = calloc((size_t)p->g.noutputs + 1, sizeof *s->state_of);
   if (!s->state_of) return api_fail(err, LATHE_ENOMEM, "out of memory");
@@ -104,7 +98,7 @@ static int share_weights(gen *s, lathe_error *err) {
  * s->step NULL and the reason in note. */
 static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, int input,
                       lathe_generate_result *r, lathe_error *err) {
-  lathe_program *p = lower_batch1(m, o->backend, err);
+  lathe_program *p = lower_batch1(m, o->backend, s->quant, err);
   if (!p) return -1;
   ir_graph dg;
   char msg[180];
@@ -114,6 +108,7 @@ static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, i
     return 0;
   }
   p->g = dg;
+  p->g.quant = s->quant;
   if (api_program_finish(p, err)) return -1;
   s->step = p;
   return share_weights(s, err);
@@ -122,7 +117,8 @@ static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, i
 static int build(gen *s, lathe_model *m, const lathe_generate_options *o, lathe_generate_result *r,
                  lathe_error *err) {
   int input;
-  s->full = lower_batch1(m, o->backend, err);
+  if (lathe_weights_quant(o->weights, &s->quant, err)) return -1;
+  s->full = lower_batch1(m, o->backend, s->quant, err);
   if (!s->full) return -1;
   if (find_io(s, &input, err)) return -1;
   /* The decode graph is built from the lowered graph before the full

@@ -71,6 +71,17 @@ int api_train_run(lathe_program *p, lathe_error *err);
 
 /* Allocate the parameter buffers (zeroed) if not yet done. */
 int api_alloc_params(lathe_program *p, lathe_error *err);
+/* Bytes of one element of a parameter's buffer: 4 (f32), or its dtype's
+ * size for stored (quantized) weights (runtime/api_quant.c). */
+size_t api_param_elem_size(const ir_param *pr);
+/* When f holds quantized tensors that the program was not compiled for (or
+ * another mode's): an error saying so, -1; else 0 (runtime/api_quant.c). */
+/* Every weight of dst from src's by name; a stored (quantized) tensor src
+ * lacks is made from the f32 weight it quantizes (the decode program of
+ * generation quantizes products the full program runs in f32: attention's
+ * projections). dst's buffers allocated; its state left zero. */
+int api_fill_params(lathe_program *dst, const lathe_program *src, lathe_error *err);
+int api_quant_mismatch(const lathe_program *p, const char *path, const rt_st_file *f, lathe_error *err);
 /* api_passes.c: run the graph pipeline p->opt asks for (api_program_finish
  * calls it once, before verifying and compiling). 0, or -1 with err set. */
 int api_run_passes(lathe_program *p, lathe_error *err);

@@ -61,6 +61,7 @@ typedef struct {
   tr_meta meta;
   int higher;                /* the selection metric: higher is better */
   const char *metric;
+  int quant;                 /* lathe_eval: the weights file's quantization (lathe_quant) */
 } tr_run;
 
 static int build_step(tr_run *r, lathe_error *err) {
@@ -91,7 +92,7 @@ static int choose_metric(tr_run *r, const char *name, lathe_error *err) {
 }
 
 static int build_eval(tr_run *r, lathe_error *err) {
-  lathe_options po = {.backend = r->o->backend};
+  lathe_options po = {.backend = r->o->backend, .quant = r->quant};
   api_copy_pass_options(&po, r->o->compile);
   lathe_program *p = api_program_lower(r->m, &po, err);
   if (!p) return -1;
@@ -512,6 +513,7 @@ int tr_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lat
   tr_run r = {.m = m, .o = &o->data};
   r.t = t;
   int rc = tr_data_open(&r.data, m, &o->data, t.split, (uint64_t)t.seed, t.batch, err);
+  if (rc == 0) rc = lathe_weights_quant(o->weights, &r.quant, err); /* a quantized file compiles quantized */
   if (rc == 0) rc = build_eval(&r, err);
   if (rc == 0) rc = lathe_weights_load(r.eval, o->weights, err);
   if (rc == 0) rc = tr_data_eval_norm(&r.data, r.eval, o->data.normalize, o->weights, err);

@@ -519,10 +519,37 @@ static void test_norms(void) {
   BAD(ADD(IR_NORM_GRAD, &bad, x, c, x), "norm_grad: k must name batchnorm_train, groupnorm or rmsnorm, got 0");
 }
 
+/* qmatmul: each mode's stored tensors (rt/rt_quant.h) */
+static void test_qmatmul(void) {
+  reset();
+  int x = T("f32[2, 3, 64]"), w8 = T("i8[5, 64]"), s2 = T("f32[5, 2]"), w4 = T("u8[5, 32]"), s1 = T("f32[5]"),
+      c = T("i32[5]"), h = T("bf16[5, 64]"), x100 = T("f32[4, 100]"), d100 = T("i8[5, 128]");
+  ir_attr a = {.i = 1, .n = 5};
+  OK(ADD(IR_QMATMUL, &a, x, w8, s2), "f32[2, 3, 5]");
+  a.i = 2;
+  OK(ADD(IR_QMATMUL, &a, x, w4, s2), "f32[2, 3, 5]");
+  BAD(ADD(IR_QMATMUL, &a, x, w8, s2), "qmatmul: w must be u8[5, 32], got i8[5, 64]");
+  a.i = 3;
+  OK(ADD(IR_QMATMUL, &a, x100, d100, s1, c), "f32[4, 5]");
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, s1), "qmatmul: c must be i32[5], got f32[5]");
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s1), "qmatmul: mode 3 takes 4 inputs, got 3");
+  a.i = 4;
+  OK(ADD(IR_QMATMUL, &a, x, h), "f32[2, 3, 5]");
+  a.i = 5;
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: w must be f16[5, 64], got bf16[5, 64]");
+  a.i = 1;
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s2), "qmatmul: w8 and w4 need K a multiple of 32, got 100");
+  BAD(ADD(IR_QMATMUL, &a, w8, w8, s2), "qmatmul: x must be f32 of rank >= 1, got i8[5, 64]");
+  a.i = 6;
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown mode 6 (expected 1 to 5)");
+  a.i = 4, a.k = 9;
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=9 (expected 0 to 3)");
+}
+
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 67); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 68); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 
@@ -816,6 +843,7 @@ int main(void) {
   test_movement();
   test_sequence();
   test_losses();
+  test_qmatmul();
   test_table_covered();
   test_verify();
   test_print();

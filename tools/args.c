@@ -193,3 +193,7 @@ int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o) {
   o->pass_log = stderr;
   return 0;
 }
+
+int cli_weights_quant(const char *weights, lathe_options *o, lathe_error *err) {
+  return weights ? lathe_weights_quant(weights, &o->quant, err) : 0;
+}

@@ -21,6 +21,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 /* Parsed command line: the model file and every flag in order. A flag takes
  * its value as the next argument or after '=' (--seed 3, --seed=3); a flag of
@@ -58,6 +59,9 @@ int cli_double(const cli_args *a, const char *cmd, const char *flag, double *out
  * the compile options (pass_log = stderr). 0, or 1 after an error. */
 #define CLI_PASS_FLAGS "-O=attached --passes=value --print-after=value --dump-dir=value --time-passes=bool"
 int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o);
+/* o->quant from the weights file's tensors (a quantized file compiles its
+ * products quantized); NULL weights: nothing. 0, or the error's status. */
+int cli_weights_quant(const char *weights, lathe_options *o, lathe_error *err);
 #define CLI_PASS_HELP \
   "  -O0 .. -O3      graph optimisation level (default 2, or LATHE_OPT_LEVEL): -O0 none (and\n" \
   "                  no fusion at all, the unfused baseline), -O1 simplify + dce + foldbn, -O2\n" \

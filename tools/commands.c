@@ -256,6 +256,7 @@ static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
   s->nins = cli_items(a, "--in", s->ins, CLI_MAXITEMS);
   s->nouts = cli_items(a, "--out", s->outs, CLI_MAXITEMS);
   if (run_load_inputs(s, err)) return cli_report(err);
+  if (cli_weights_quant(cli_value(a, "--weights"), &o, err)) return cli_report(err);
   double t0 = now_ms();
   s->p = lathe_compile(s->m, &o, err);
   s->tm.compile_ms = now_ms() - t0;

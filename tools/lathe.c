@@ -139,6 +139,20 @@ static const cli_command commands[] = {
    "Weights without saved statistics (older files) get them refitted on the training split.\n"
    "\n"
    CLI_GEMM_HELP},
+  {"quantize", cmd_quantize, "quantize a model's weights (int8, int4, bf16, f16)",
+   "usage: lathe quantize MODEL --weights W --mode w8|w4|int8-dynamic|bf16|f16 [-o Q.safetensors]\n"
+   "\n"
+   "Writes Q.safetensors (default quantized.safetensors): W's f32 weights with each dense layer's\n"
+   "weight matrix replaced by its quantized form, and reports what stayed f32 and why. lathe run,\n"
+   "eval and generate load the file as it is and compile those products quantized (the pass\n"
+   "'quantize': --print-after=quantize shows it). See docs/quantize.md.\n"
+   "\n"
+   "  --mode M          w8, w4: weight-only int8 / int4, one scale per group of 32 inputs (the\n"
+   "                    memory-bound case: generation); int8-dynamic: int8 weights per output\n"
+   "                    channel, activations quantized per row at run time, u8 x s8 integer dot\n"
+   "                    products (AVX-512 VNNI, AVX-VNNI or AVX2, as the CPU has; LATHE_CPU_FEATURES=\n"
+   "                    -avx512vnni,-avxvnni,-avx2 turns paths off); bf16, f16: 16-bit weights\n"
+   "  --data FILE       accepted for the static int8 mode to come; unused by these modes\n"},
   {"generate", cmd_generate, "generate text from a sequence model",
    "usage: lathe generate MODEL --weights W --prompt TEXT --tokens N [--temperature T] [--top-k K]\n"
    "                      [--seed S] [--backend B] [--recompute]\n"

@@ -292,6 +292,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_rt_prof_tick", (void *)lathe_rt_prof_tick}, {"lathe_rt_parallel_for", (void *)lathe_rt_parallel_for},
     {"lathe_rt_attn_fwd", (void *)lathe_rt_attn_fwd}, {"lathe_rt_attn_grad", (void *)lathe_rt_attn_grad},
     {"lathe_rt_rec_grad", (void *)lathe_rt_rec_grad}, {"lathe_rt_norm", (void *)lathe_rt_norm},
+    {"lathe_rt_qmatmul", (void *)lathe_rt_qmatmul},
     {"lathe_rt_mha_fwd", (void *)lathe_rt_mha_fwd}, {"lathe_rt_mha_grad", (void *)lathe_rt_mha_grad},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
@@ -368,7 +369,8 @@ int cg_check_graph(const ir_graph *g, char *msg, size_t msgn) {
                   n->loc.line, n->loc.col, n->op >= 0 && n->op < IR_NOPS ? ir_ops[n->op].name : "?", why);
   }
   for (int j = 0; j < g->nparams; j++)
-    if (g->params[j].dtype != IR_F32) return ir_fail(msg, msgn, "llvm backend: parameter '%s' is not f32", g->params[j].name);
+    if (g->params[j].dtype != IR_F32 && !g->params[j].stored) /* stored: quantized weights, read by qmatmul */
+      return ir_fail(msg, msgn, "llvm backend: parameter '%s' is not f32", g->params[j].name);
   return 0;
 }
 

@@ -1,0 +1,70 @@
+/* interp_quant.c -- qmatmul's reference. int8-dynamic is an exact integer
+ * reference: each row quantized as the kernel does (rt_q_row), int64 sums of
+ * the integer products (checked to fit int32, as the kernel's do), the same
+ * float epilogue (rt_q_out); so every kernel path must equal it bit for bit.
+ * The weight-only modes dequantize (w = s * q, 16-bit floats as they are)
+ * and multiply in double. Layouts: rt/rt_quant.h. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "interp_impl.h"
+#include "rt/lathe_rt.h"
+#include "rt/rt_quant.h"
+
+static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
+  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *s = ik_in(c, n, 2), *cc = ik_in(c, n, 3);
+  int64_t N = n->attr.n, Kp = rt_q_kpad(K);
+  float *row = malloc(sizeof(float) * (size_t)K + 1);
+  uint8_t *q = malloc((size_t)Kp + 1);
+  if (!row || !q) {
+    free(row), free(q);
+    return ik_fail(c, n, "out of memory");
+  }
+  int rc = 0;
+  for (int64_t m = 0; m < M && !rc; m++) {
+    for (int64_t k = 0; k < K; k++) row[k] = (float)x[m * K + k];
+    float sx = rt_q_row(row, K, Kp, 0, q);
+    for (int64_t j = 0; j < N; j++) {
+      int64_t acc = 0, sum = 0;
+      for (int64_t k = 0; k < Kp; k++) {
+        acc += (int64_t)(int8_t)q[k] * (int64_t)w[j * Kp + k];
+        sum += (int64_t)w[j * Kp + k];
+      }
+      if (acc != (int32_t)acc || 128 * sum != (int64_t)cc[j]) {
+        rc = ik_fail(c, n, "int8-dynamic weights of column %lld: offsets %lld, expected 128 * %lld",
+                     (long long)j, (long long)cc[j], (long long)sum);
+        break;
+      }
+      out[m * N + j] = rt_q_out((int32_t)acc, sx, (float)s[j]);
+    }
+  }
+  free(row), free(q);
+  return rc;
+}
+
+/* w[j, k] as a real number */
+static double weight(const ir_node *n, const double *w, const double *s, int64_t K, int64_t j, int64_t k) {
+  int64_t G = K / RT_Q_GROUP, g = k / RT_Q_GROUP;
+  switch (n->attr.i) {
+  case LATHE_RT_Q_W8: return s[j * G + g] * w[j * K + k];
+  case LATHE_RT_Q_W4: {
+    int64_t r = k % RT_Q_GROUP, byte = (int64_t)w[j * (K / 2) + g * 16 + r % 16];
+    return s[j * G + g] * (double)((r < 16 ? byte & 15 : byte >> 4) - 8);
+  }
+  default: return w[j * K + k]; /* bf16, f16: already their values */
+  }
+}
+
+int ik_qmatmul(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *xs = &ik_arg(c, n, 0)->shape;
+  int64_t K = xs->d[xs->rank - 1], M = ir_numel(xs) / (K ? K : 1), N = n->attr.n;
+  if (n->attr.i == LATHE_RT_Q_DQ8) return dq8(c, n, M, K, out);
+  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *s = n->nin > 2 ? ik_in(c, n, 2) : NULL;
+  double *d = ik_alloc(c, n, K * N);
+  if (!d) return -1;
+  for (int64_t k = 0; k < K; k++) /* as [K, N] */
+    for (int64_t j = 0; j < N; j++) d[k * N + j] = weight(n, w, s, K, j, k);
+  ik_affine(x, d, NULL, M, K, N, out);
+  free(d);
+  return 0;
+}

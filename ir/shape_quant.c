@@ -1,0 +1,65 @@
+/* shape_quant.c -- the shape rule of qmatmul: x[..., K] f32 times stored
+ * weights whose dtype and shape the mode fixes (rt/rt_quant.h); the result
+ * is [..., N] f32. A message names the operand, what it must be and what
+ * it is. */
+#include <stdio.h>
+
+#include "ir.h"
+#include "rt/lathe_rt.h"
+#include "rt/rt_quant.h"
+
+static const char *tstr(const ir_node *x, char *b, size_t nb) {
+  char s[160];
+  snprintf(b, nb, "%s%s", ir_dtype_name(x->dtype), ir_shape_str(&x->shape, s, sizeof s));
+  return b;
+}
+
+/* operand k of n must be t[d0, d1] (d1 < 0: rank 1) */
+static int need(const ir_graph *g, const ir_node *n, int k, const char *what, ir_dtype t, int64_t d0, int64_t d1,
+                char *msg, size_t mn) {
+  const ir_node *p = &g->nodes[n->in[k]];
+  ir_shape want = {.rank = d1 < 0 ? 1 : 2, .d = {d0, d1}};
+  if (p->dtype == t && ir_shape_eq(&p->shape, &want)) return 0;
+  char b1[160], b2[200];
+  return ir_fail(msg, mn, "qmatmul: %s must be %s%s, got %s", what, ir_dtype_name(t),
+                 ir_shape_str(&want, b1, sizeof b1), tstr(p, b2, sizeof b2));
+}
+
+int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  static const int nin[] = {[LATHE_RT_Q_W8] = 3, [LATHE_RT_Q_W4] = 3, [LATHE_RT_Q_DQ8] = 4, [LATHE_RT_Q_BF16] = 2,
+                            [LATHE_RT_Q_F16] = 2};
+  int64_t mode = n->attr.i, N = n->attr.n;
+  if (mode < LATHE_RT_Q_W8 || mode > LATHE_RT_Q_F16)
+    return ir_fail(msg, mn, "qmatmul: unknown mode %lld (expected 1 to 5)", (long long)mode);
+  if (n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > LATHE_RT_ISA_AVX512VNNI)
+    return ir_fail(msg, mn, "qmatmul: unknown integer kernel k=%lld (expected 0 to 3)", (long long)n->attr.k);
+  if (n->nin != nin[mode])
+    return ir_fail(msg, mn, "qmatmul: mode %lld takes %d inputs, got %d", (long long)mode, nin[mode], n->nin);
+  const ir_node *x = &g->nodes[n->in[0]];
+  char b[200];
+  if (x->dtype != IR_F32 || x->shape.rank < 1)
+    return ir_fail(msg, mn, "qmatmul: x must be f32 of rank >= 1, got %s", tstr(x, b, sizeof b));
+  int64_t K = x->shape.d[x->shape.rank - 1];
+  if (N < 1) return ir_fail(msg, mn, "qmatmul: n (the output width) must be >= 1, got %lld", (long long)N);
+  int grouped = mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4;
+  if (grouped && K % RT_Q_GROUP)
+    return ir_fail(msg, mn, "qmatmul: w8 and w4 need K a multiple of %d, got %lld", RT_Q_GROUP, (long long)K);
+  if (mode == LATHE_RT_Q_DQ8 && K > RT_Q_MAXK)
+    return ir_fail(msg, mn, "qmatmul: int8-dynamic needs K <= %d, got %lld", RT_Q_MAXK, (long long)K);
+  int rc = 0;
+  switch (mode) {
+  case LATHE_RT_Q_W8: rc = need(g, n, 1, "w", IR_I8, N, K, msg, mn); break;
+  case LATHE_RT_Q_W4: rc = need(g, n, 1, "w", IR_U8, N, K / 2, msg, mn); break;
+  case LATHE_RT_Q_DQ8: rc = need(g, n, 1, "w", IR_I8, N, rt_q_kpad(K), msg, mn); break;
+  case LATHE_RT_Q_BF16: rc = need(g, n, 1, "w", IR_BF16, N, K, msg, mn); break;
+  default: rc = need(g, n, 1, "w", IR_F16, N, K, msg, mn); break;
+  }
+  if (rc) return rc;
+  if (grouped && need(g, n, 2, "s", IR_F32, N, K / RT_Q_GROUP, msg, mn)) return -1;
+  if (mode == LATHE_RT_Q_DQ8 && (need(g, n, 2, "s", IR_F32, N, -1, msg, mn) || need(g, n, 3, "c", IR_I32, N, -1, msg, mn)))
+    return -1;
+  n->dtype = IR_F32;
+  n->shape = x->shape;
+  n->shape.d[n->shape.rank - 1] = N;
+  return 0;
+}

@@ -1,0 +1,132 @@
+/* quantize.c -- the quantization pass: every matmul(x, W) whose right
+ * operand is a weight W [K, N] read only by such products becomes
+ * qmatmul(x, W's stored tensors) in the mode the program asked for
+ * (g->quant); W leaves the parameter table and its quantized tensors join
+ * it, named W's name + a suffix per mode (layouts: rt/rt_quant.h; `lathe
+ * quantize` writes them). What stays f32 and why is qz_keep_reason's, so
+ * the file and the compiled graph agree on every layer. */
+#include <string.h>
+
+#include "passes/passes.h"
+#include "rt/lathe_rt.h"
+#include "rt/rt_quant.h"
+
+static const struct {
+  const char *name;
+  const char *suffix[3];
+} modes[] = {
+  [LATHE_RT_Q_W8] = {"w8", {".w8", ".w8s", NULL}},
+  [LATHE_RT_Q_W4] = {"w4", {".w4", ".w4s", NULL}},
+  [LATHE_RT_Q_DQ8] = {"int8-dynamic", {".dq8", ".dq8s", ".dq8c"}},
+  [LATHE_RT_Q_BF16] = {"bf16", {".bf16", NULL, NULL}},
+  [LATHE_RT_Q_F16] = {"f16", {".f16", NULL, NULL}},
+};
+enum { NMODES = sizeof modes / sizeof modes[0] };
+
+int qz_mode_parse(const char *name) {
+  for (int m = 1; name && m < NMODES; m++)
+    if (!strcmp(modes[m].name, name)) return m;
+  return -1;
+}
+const char *qz_mode_name(int mode) { return mode > 0 && mode < NMODES ? modes[mode].name : "none"; }
+const char *qz_suffix(int mode, int k) { return mode > 0 && mode < NMODES && k >= 0 && k < 3 ? modes[mode].suffix[k] : NULL; }
+
+const char *qz_keep_reason(const ir_graph *g, int param, int mode) {
+  const ir_param *p = &g->params[param];
+  if (p->state || p->buffer || p->stored) return "not a weight";
+  if (p->dtype != IR_F32 || p->shape.rank != 2) return "not an f32 matrix";
+  int64_t K = p->shape.d[0];
+  int readers = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *n = &g->nodes[i];
+    for (int k = 0; k < n->nin; k++) {
+      if (n->in[k] != p->node) continue;
+      if (n->op != IR_MATMUL || k != 1 || n->attr.i != 0) return "read by something other than a dense product";
+      const ir_node *x = &g->nodes[n->in[0]];
+      if (x->dtype != IR_F32 || x->shape.rank < 1) return "its product's input is not f32";
+      readers++;
+    }
+  }
+  for (int o = 0; o < g->noutputs; o++)
+    if (g->outputs[o].node == p->node) return "an output";
+  if (!readers) return "read by no product";
+  if ((mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4) && K % RT_Q_GROUP)
+    return "its input width is not a multiple of 32 (the group size)";
+  if (mode == LATHE_RT_Q_DQ8 && K > RT_Q_MAXK) return "its input width is above 65536";
+  return NULL;
+}
+
+/* the stored tensors' dtypes and shapes for W [K, N] */
+static void stored_tensor(int mode, int k, int64_t K, int64_t N, ir_dtype *t, ir_shape *s) {
+  s->rank = 2, s->d[0] = N;
+  if (k == 0) {
+    *t = mode == LATHE_RT_Q_W4 ? IR_U8 : mode == LATHE_RT_Q_BF16 ? IR_BF16 : mode == LATHE_RT_Q_F16 ? IR_F16 : IR_I8;
+    s->d[1] = mode == LATHE_RT_Q_W4 ? K / 2 : mode == LATHE_RT_Q_DQ8 ? rt_q_kpad(K) : K;
+  } else if (mode == LATHE_RT_Q_DQ8) {
+    *t = k == 1 ? IR_F32 : IR_I32, s->rank = 1;
+  } else {
+    *t = IR_F32, s->d[1] = K / RT_Q_GROUP;
+  }
+}
+
+/* Drop params[i] from the table (its PARAM node goes with drop[]). */
+static void remove_param(ir_graph *g, int i) {
+  for (int j = i + 1; j < g->nparams; j++) g->nodes[g->params[j].node].attr.i = j - 1;
+  memmove(&g->params[i], &g->params[i + 1], sizeof *g->params * (size_t)(g->nparams - i - 1));
+  g->nparams--;
+}
+
+int ps_quantize(ir_graph *g, char *msg, size_t mn) {
+  int mode = g->quant;
+  if (mode <= 0) return 0;
+  if (mode >= NMODES) return ir_fail(msg, mn, "unknown quantization mode %d", mode);
+  int n0 = g->nnodes, np0 = g->nparams, changes = 0;
+  /* The integer kernel is chosen now, by this CPU's features: part of the
+   * node, so programs compiled for different features never share code. */
+  int64_t isa = mode == LATHE_RT_Q_DQ8 ? lathe_rt_quant_isa() : 0;
+  char *qz = ar_alloc(g->A, (size_t)np0 + 1);
+  for (int i = 0; i < np0; i++) qz[i] = qz_keep_reason(g, i, mode) == NULL;
+  int *repl = ar_alloc(g->A, sizeof(int) * (size_t)(n0 + 1));
+  for (int i = 0; i < n0; i++) repl[i] = -1;
+  for (int i = 0; i < np0; i++) {
+    if (!qz[i]) continue;
+    ir_param p = g->params[i];
+    int64_t K = p.shape.d[0], N = p.shape.d[1];
+    int in[4], nin = 1;
+    for (int k = 0; k < 3 && qz_suffix(mode, k); k++) {
+      ir_dtype t;
+      ir_shape s = {0};
+      stored_tensor(mode, k, K, N, &t, &s);
+      const char *name = ar_printf(g->A, "%s%s", p.name, qz_suffix(mode, k));
+      in[nin++] = ir_add_param(g, name, t, &s, IR_INIT_ZEROS, 0, 0, 0, g->nodes[p.node].loc);
+      g->params[g->nparams - 1].stored = 1;
+    }
+    for (int j = 0; j < n0; j++) {
+      if (g->nodes[j].op != IR_MATMUL || g->nodes[j].in[1] != p.node) continue;
+      in[0] = g->nodes[j].in[0];
+      ir_attr at = {.i = mode, .n = N, .k = isa};
+      int q = ir_add(g, IR_QMATMUL, in, nin, &at, g->nodes[j].loc, msg, mn);
+      if (q < 0) return -1;
+      repl[j] = q;
+      changes++;
+    }
+  }
+  if (!changes) return 0;
+  /* readers of each product read its qmatmul */
+  for (int i = 0; i < g->nnodes; i++)
+    for (int k = 0; k < g->nodes[i].nin; k++) {
+      int r = g->nodes[i].in[k];
+      if (r < n0 && repl[r] >= 0) g->nodes[i].in[k] = repl[r];
+    }
+  for (int o = 0; o < g->noutputs; o++)
+    if (g->outputs[o].node < n0 && repl[g->outputs[o].node] >= 0) g->outputs[o].node = repl[g->outputs[o].node];
+  if (g->loss >= 0 && g->loss < n0 && repl[g->loss] >= 0) g->loss = repl[g->loss];
+  char *drop = ar_alloc(g->A, (size_t)g->nnodes + 1);
+  for (int j = 0; j < n0; j++) drop[j] = repl[j] >= 0;
+  for (int i = np0 - 1; i >= 0; i--)
+    if (qz[i]) {
+      drop[g->params[i].node] = 1;
+      remove_param(g, i);
+    }
+  return rw_reorder(g, drop, msg, mn) ? -1 : changes;
+}

@@ -1,0 +1,211 @@
+/* api_quant.c -- quantized weights in the public API: lathe_quantize (f32
+ * weights to the tensors passes/quantize.c's graph reads), which mode a
+ * weights file holds, and the stored parameters' buffers. The weight math
+ * (scales, rounding, packing) is rt/rt_quant.h's. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes/passes.h"
+#include "rt/lathe_rt.h"
+#include "rt/rt_quant.h"
+#include "runtime/program.h"
+#include "runtime/runtime.h"
+
+const char *lathe_quant_name(int mode) { return qz_mode_name(mode); }
+int lathe_quant_parse(const char *name) { return qz_mode_parse(name); }
+
+size_t api_param_elem_size(const ir_param *pr) { return pr->stored ? ir_dtype_size(pr->dtype) : sizeof(float); }
+
+/* the mode and base-name length of a quantized tensor's name, 0 if none */
+static int tensor_mode(const char *name, size_t *base) {
+  size_t n = strlen(name);
+  for (int m = 1; m <= LATHE_QUANT_F16; m++)
+    for (int k = 0; k < 3; k++) {
+      const char *s = qz_suffix(m, k);
+      size_t ls = s ? strlen(s) : 0;
+      if (s && n > ls && !strcmp(name + n - ls, s)) {
+        if (base) *base = n - ls;
+        return m;
+      }
+    }
+  return 0;
+}
+
+static int file_mode(const rt_st_file *f, const char **which) {
+  for (int k = 0; k < f->n; k++) {
+    int m = tensor_mode(f->e[k].name, NULL);
+    if (m) {
+      if (which) *which = f->e[k].name;
+      return m;
+    }
+  }
+  return 0;
+}
+
+int lathe_weights_quant(const char *path, int *mode, lathe_error *err) {
+  if (!path) return api_null(err, "lathe_weights_quant", "the path");
+  if (!mode) return api_null(err, "lathe_weights_quant", "the mode");
+  *mode = 0;
+  rt_st_file f = {0};
+  char msg[1024];
+  if (rt_st_read(path, &f, msg, sizeof msg) != 0) return api_fail(err, LATHE_EUSER, "%s", msg);
+  *mode = file_mode(&f, NULL);
+  rt_st_free(&f);
+  return 0;
+}
+
+int api_quant_mismatch(const lathe_program *p, const char *path, const rt_st_file *f, lathe_error *err) {
+  const char *t = NULL;
+  int m = file_mode(f, &t);
+  if (!m || m == p->g.quant) return 0;
+  if (!p->g.quant)
+    return api_fail(err, LATHE_EUSER,
+                    "'%s' holds %s-quantized weights (tensor '%s'), but the program was compiled for f32 weights: "
+                    "compile with that quantization (lathe_options.quant; lathe run, eval and generate do it "
+                    "themselves)", path, qz_mode_name(m), t);
+  return api_fail(err, LATHE_EUSER, "'%s' holds %s-quantized weights (tensor '%s'), but the program was compiled for %s",
+                  path, qz_mode_name(m), t, qz_mode_name(p->g.quant));
+}
+
+/* ---- lathe_quantize ---- */
+
+/* W [K, N] (f32, row-major) into the stored tensors of mode (out[k] sized
+ * as passes/quantize.c declared them) */
+static void quantize_matrix(int mode, const float *W, int64_t K, int64_t N, void *const *out, float *col) {
+  int64_t G = K / RT_Q_GROUP, Kp = rt_q_kpad(K);
+  for (int64_t n = 0; n < N; n++) {
+    for (int64_t k = 0; k < K; k++) col[k] = W[k * N + n];
+    switch (mode) {
+    case LATHE_QUANT_W8: case LATHE_QUANT_W4: {
+      int w4 = mode == LATHE_QUANT_W4, qmax = w4 ? 7 : 127;
+      for (int64_t g = 0; g < G; g++) {
+        const float *v = col + g * RT_Q_GROUP;
+        float s = rt_q_scale(v, RT_Q_GROUP, qmax);
+        ((float *)out[1])[n * G + g] = s;
+        for (int j = 0; j < RT_Q_GROUP; j++) {
+          int q = rt_q_round(v[j], s, w4 ? -8 : -127, qmax);
+          if (!w4) ((int8_t *)out[0])[n * K + g * RT_Q_GROUP + j] = (int8_t)q;
+          else {
+            uint8_t *b = (uint8_t *)out[0] + n * (K / 2) + g * 16 + j % 16;
+            *b = (uint8_t)(j < 16 ? (*b & 0xf0) | (q + 8) : (*b & 0x0f) | ((q + 8) << 4));
+          }
+        }
+      }
+      break;
+    }
+    case LATHE_QUANT_INT8_DYNAMIC: {
+      float s = rt_q_scale(col, K, 127);
+      int32_t sum = 0;
+      for (int64_t k = 0; k < Kp; k++) {
+        int q = k < K ? rt_q_round(col[k], s, -127, 127) : 0;
+        ((int8_t *)out[0])[n * Kp + k] = (int8_t)q;
+        sum += q;
+      }
+      ((float *)out[1])[n] = s;
+      ((int32_t *)out[2])[n] = 128 * sum;
+      break;
+    }
+    default: /* bf16, f16: rounded to nearest even */
+      rt_convert(col, LATHE_F32, (uint16_t *)out[0] + n * K,
+                 mode == LATHE_QUANT_BF16 ? LATHE_BF16 : LATHE_F16, K);
+      break;
+    }
+  }
+}
+
+/* dst's weights from src's (runtime/program.h) */
+int api_fill_params(lathe_program *dst, const lathe_program *src, lathe_error *err) {
+  const ir_graph *g = &dst->g;
+  for (int i = 0; i < g->nparams; i++) {
+    const ir_param *pr = &g->params[i];
+    if (pr->state) continue; /* optimizer state, caches: zero */
+    int j = ir_find_param(&src->g, pr->name);
+    if (j >= 0) {
+      memcpy(dst->params[i], src->params[j], (size_t)ir_numel(&pr->shape) * api_param_elem_size(pr));
+      continue;
+    }
+    size_t base = strlen(pr->name);
+    if (pr->stored) tensor_mode(pr->name, &base);
+    char *name = strndup(pr->name, base);
+    j = name && pr->stored ? ir_find_param(&src->g, name) : -1;
+    free(name);
+    if (j < 0 || src->g.params[j].stored)
+      return api_fail(err, LATHE_EINTERNAL, "internal error: parameter '%s' has no source", pr->name);
+    const ir_param *sp = &src->g.params[j];
+    if (strcmp(pr->name + base, qz_suffix(g->quant, 0))) continue; /* filled with its weights tensor */
+    void *out[3] = {dst->params[i], NULL, NULL};
+    for (int k = 1; k < 3 && qz_suffix(g->quant, k); k++) {
+      char *nm = malloc(base + 16);
+      if (!nm) return api_fail(err, LATHE_ENOMEM, "out of memory");
+      snprintf(nm, base + 16, "%.*s%s", (int)base, pr->name, qz_suffix(g->quant, k));
+      int q = ir_find_param(g, nm);
+      free(nm);
+      if (q < 0) return api_fail(err, LATHE_EINTERNAL, "internal error: '%s' has no tensor %d", pr->name, k);
+      out[k] = dst->params[q];
+    }
+    float *col = malloc(sizeof(float) * (size_t)sp->shape.d[0] + 1);
+    if (!col) return api_fail(err, LATHE_ENOMEM, "out of memory");
+    quantize_matrix(g->quant, src->params[j], sp->shape.d[0], sp->shape.d[1], out, col);
+    free(col);
+  }
+  return 0;
+}
+
+/* counts and the first reason, on the graph as lowered (before any pass) */
+static int survey(lathe_model *m, int mode, lathe_quantize_result *r, lathe_error *err) {
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  lathe_program *p = api_program_lower(m, &o, err);
+  if (!p) return -1;
+  for (int i = 0; i < p->g.nparams; i++) {
+    const ir_param *pr = &p->g.params[i];
+    r->bytes_before += ir_numel(&pr->shape) * 4;
+    if (pr->state || pr->buffer || pr->dtype != IR_F32 || pr->shape.rank != 2) continue;
+    const char *why = qz_keep_reason(&p->g, i, mode);
+    if (!why) { r->quantized++; continue; }
+    if (!r->kept++) snprintf(r->note, sizeof r->note, "%s stays f32: %s", pr->name, why);
+  }
+  lathe_program_free(p);
+  return 0;
+}
+
+int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quantize_result *r, lathe_error *err) {
+  static const char fn[] = "lathe_quantize";
+  lathe_quantize_result scratch;
+  if (!r) r = &scratch;
+  memset(r, 0, sizeof *r);
+  if (!m) return api_null(err, fn, "the model");
+  if (!o) return api_null(err, fn, "the options");
+  if (!o->weights) return api_null(err, fn, "the weights path");
+  if (!o->out) return api_null(err, fn, "the output path");
+  if (o->mode < LATHE_QUANT_W8 || o->mode > LATHE_QUANT_F16)
+    return api_fail(err, LATHE_EUSER, "%s: unknown mode %d (expected w8, w4, int8-dynamic, bf16 or f16)", fn, o->mode);
+  int have;
+  if (lathe_weights_quant(o->weights, &have, err)) return err ? err->code : LATHE_EUSER;
+  if (have)
+    return api_fail(err, LATHE_EUSER, "'%s' holds %s-quantized weights already: quantize the f32 weights", o->weights,
+                    qz_mode_name(have));
+  if (survey(m, o->mode, r, err)) return err ? err->code : LATHE_EUSER;
+  if (!r->quantized)
+    return api_fail(err, LATHE_EUSER, "model '%s' has nothing to quantize in mode %s: %s", lathe_model_name(m),
+                    qz_mode_name(o->mode), r->kept ? r->note : "it has no dense weight matrix");
+  lathe_options so = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1}, qo = so;
+  qo.quant = o->mode;
+  lathe_program *src = lathe_compile(m, &so, err), *dst = src ? lathe_compile(m, &qo, err) : NULL;
+  int rc = src && dst ? 0 : (err ? err->code : LATHE_EUSER);
+  if (rc == 0) rc = lathe_weights_load(src, o->weights, err);
+  rt_st_file f = {0};
+  char msg[1024];
+  api_pre *pre = NULL;
+  if (rc == 0 && rt_st_read(o->weights, &f, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
+  if (rc == 0) rc = api_pre_read(dst, o->weights, &f, &pre, err); /* the normalisation the weights carry */
+  if (rc == 0) api_pre_replace(dst, pre);
+  rt_st_free(&f);
+  if (rc == 0) rc = api_alloc_params(dst, err);
+  if (rc == 0) rc = api_fill_params(dst, src, err);
+  if (rc == 0) dst->weights_set = 1, rc = lathe_weights_save(dst, o->out, err);
+  for (int i = 0; rc == 0 && i < dst->g.nparams; i++)
+    r->bytes_after += ir_numel(&dst->g.params[i].shape) * (int64_t)api_param_elem_size(&dst->g.params[i]);
+  lathe_program_free(src);
+  lathe_program_free(dst);
+  return rc;
+}
