@@ -276,6 +276,34 @@ int lathe_program_print_kernels(const lathe_program *p, FILE *f, lathe_error *er
  * not profiling or for a NULL program. */
 char *lathe_program_profile(const lathe_program *p);
 
+/* ---- The CUDA backend (docs/cuda.md) ---- */
+/* Whether backend b can run here: 1, or 0 with why[0..n) saying what is
+ * missing and where it looked (the CUDA driver, NVRTC, cuBLASLt, a GPU);
+ * why may be NULL. The interpreter and llvm are always available. */
+int lathe_backend_available(lathe_backend b, char *why, size_t n);
+/* What lathe_program_cuda_check rendered and compiled. */
+typedef struct {
+  char arch[16];        /* "sm_90" */
+  int kernels;          /* kernels of the plan */
+  int functions;        /* distinct __global__ functions rendered */
+  int launches;         /* kernel launches, gemm calls and zero fills per run */
+  int gemms;            /* of which matrix products through the driver's gemm */
+  int modules;          /* NVRTC compile units (compiled in parallel) */
+  int cache_hits;       /* modules taken from the disk cache */
+  int ptx;              /* 1: PTX (this NVRTC makes no CUBIN) */
+  int warnings;         /* modules NVRTC warned about (the warnings go to log) */
+  double render_ms;     /* planning and rendering */
+  double compile_ms;    /* NVRTC, wall clock */
+} lathe_cuda_report;
+/* Render every kernel of p's graph as CUDA C and compile it with NVRTC for
+ * gpu_arch ("sm_80", "sm_90"; NULL: the GPU's own, which needs one); no GPU
+ * is needed otherwise. dump_dir (may be NULL): each module's .cu and its
+ * .cubin (or .ptx) are written there. NVRTC's warnings go to log (NULL:
+ * stderr). 0, or LATHE_EUSER with the reason (a kernel kind not rendered
+ * names the kind and the node; NVRTC's rejection carries its log). */
+int lathe_program_cuda_check(const lathe_program *p, const char *gpu_arch, const char *dump_dir, FILE *log,
+                             lathe_cuda_report *rep, lathe_error *err);
+
 /* ---- Weights ---- */
 int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err);
 int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err);

@@ -80,6 +80,30 @@ static int print_kernels(const cli_args *a, const lathe_program *p) {
   return lathe_program_print_kernels(p, stdout, &err) ? cli_report(&err) : 0;
 }
 
+/* check --backend cuda: render and compile every kernel with NVRTC (for
+ * --gpu-arch, or the GPU's own) and say what was made; --dump-dir gets
+ * each module's CUDA C and CUBIN/PTX. */
+static int check_cuda(const cli_args *a, const lathe_program *p) {
+  lathe_backend b;
+  if (cli_backend(cli_value(a, "--backend"), &b)) return 1;
+  if (b != LATHE_BACKEND_CUDA) {
+    if (cli_value(a, "--gpu-arch")) {
+      fprintf(stderr, "lathe check: error: --gpu-arch is for --backend cuda\n");
+      return 1;
+    }
+    return 0;
+  }
+  lathe_error err = {0};
+  lathe_cuda_report r;
+  if (lathe_program_cuda_check(p, cli_value(a, "--gpu-arch"), cli_value(a, "--dump-dir"), stderr, &r, &err))
+    return cli_report(&err);
+  printf("cuda (%s): %d kernels as %d functions in %d modules (%s), %d launches of which %d gemm; render %.1f ms, "
+         "NVRTC %.1f ms (%d of %d modules cached)%s\n",
+         r.arch, r.kernels, r.functions, r.modules, r.ptx ? "PTX" : "CUBIN", r.launches, r.gemms, r.render_ms,
+         r.compile_ms, r.cache_hits, r.modules, r.warnings ? "; NVRTC warned (above)" : "");
+  return r.warnings ? 1 : 0;
+}
+
 /* check --train: the whole training step (forward, backward, optimizer) as
  * lathe train compiles it, summarised: its size, memory plan and passes. */
 static int inspect_train(const cli_args *a) {
@@ -96,6 +120,7 @@ static int inspect_train(const cli_args *a) {
   print_memplan(p);
   print_pass_stats(p);
   status = print_kernels(a, p);
+  if (!status) status = check_cuda(a, p);
   lathe_program_free(p);
   return status;
 }
@@ -114,6 +139,7 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
     lathe_program_print(p, cli_has(&a, "--ir") ? LATHE_PRINT_IR : kind, stdout);
     if (kind == LATHE_PRINT_SUMMARY && !cli_has(&a, "--ir")) print_memplan(p), print_pass_stats(p);
     if (kind == LATHE_PRINT_SUMMARY) status = print_kernels(&a, p);
+    if (kind == LATHE_PRINT_SUMMARY && !status) status = check_cuda(&a, p);
     lathe_program_free(p);
   }
   cli_args_free(&a);
@@ -121,7 +147,7 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
 }
 
 int cmd_check(int argc, char **argv) {
-  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool --kernels=bool " CLI_PASS_FLAGS,
+  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool --kernels=bool --backend=value --gpu-arch=value " CLI_PASS_FLAGS,
                  LATHE_PRINT_SUMMARY);
 }
 int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind=pair " CLI_PASS_FLAGS, LATHE_PRINT_DOT); }

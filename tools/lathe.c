@@ -14,6 +14,7 @@ static const cli_command commands[] = {
   {"check", cmd_check, "parse and verify a model; print the graph summary",
    "usage: lathe check MODEL [--bind NAME=N]... [--ir] [--train] [--kernels] [-O0..3] [--passes=LIST]\n"
    "                   [--print-after=P] [--dump-dir DIR] [--time-passes]\n"
+   "                   [--backend cuda [--gpu-arch sm_80|sm_90]]\n"
    "\n"
    "Parses and type-checks MODEL, lowers it to a static graph and prints every node with\n"
    "its shape and FLOPs, the parameter count and the memory parameters and activations need,\n"
@@ -23,6 +24,10 @@ static const cli_command commands[] = {
    "\n"
    "  --bind NAME=N   bind a symbolic dimension (unbound ones default to 1 for check)\n"
    "  --ir            print the IR listing (after the passes) instead of the summary table\n"
+   "  --backend cuda  also render every kernel of the plan as CUDA C and compile it with NVRTC\n"
+   "                  (docs/cuda.md); --dump-dir DIR gets each module's .cu and .cubin/.ptx\n"
+   "  --gpu-arch A    the GPU architecture to compile for (sm_80, sm_90, ...); without it the\n"
+   "                  GPU present is asked (compiling needs NVRTC only, never a GPU)\n"
    "  --train         the training step instead (forward, backward and the optimizer update\n"
    "                  of the model's train block): its memory plan and what the passes did\n"
    "  --kernels       also print the kernel plan (docs/compiling.md): one line per kernel in\n"
@@ -205,7 +210,13 @@ static int dispatch(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
-  if (!strcmp(cmd, "--version")) { printf("lathe %s (LLVM %s)\n", LATHE_VERSION, lathe_llvm_version()); return 0; }
+  if (!strcmp(cmd, "--version")) {
+    char why[2048];
+    int cuda = lathe_backend_available(LATHE_BACKEND_CUDA, why, sizeof why);
+    printf("lathe %s (LLVM %s)\nbackends: interp, llvm, cuda: %s (%s)\n", LATHE_VERSION, lathe_llvm_version(),
+           cuda ? "yes" : "no", why);
+    return 0;
+  }
   for (int i = 0; i < ncommands; i++) {
     if (strcmp(cmd, commands[i].name) != 0) continue;
     for (int a = 2; a < argc; a++)

@@ -1,0 +1,585 @@
+/* cu_render.c -- the kernel plan as CUDA C. One renderer per kernel kind
+ * (a table: kinds the table has no entry for are refused, naming the kind
+ * and the node); kinds made of one node go on by the head's op
+ * (cu_render_rows.c). Every function is extern "C" __global__ with its
+ * __launch_bounds__, every shape is a constant in its source, and its
+ * arguments are pointers only (operand buffers, a scratch block, the
+ * status word), so a launch is a list of pointers. Functions whose text is
+ * equal are one function (the plan's identical layers). Matrix products go
+ * to the driver's gemm (cuBLASLt on a GPU), their bias/ReLU/GELU epilogue
+ * with it when cuBLASLt has that epilogue, else as a kernel after it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/cuda/cu_render.h"
+
+/* The helpers every module starts with. Reductions: a warp by shuffles, a
+ * block through one float per warp in shared memory. */
+const char cu_prelude[] =
+  "// Lathe CUDA backend: generated code (codegen/cuda/cu_render.c)\n"
+  "#define LT_INF __int_as_float(0x7f800000)\n"
+  "__device__ __forceinline__ float lt_sigmoid(float x) {\n"
+  "  if (x >= 0.f) return 1.f / (1.f + expf(-x));\n"
+  "  float e = expf(x); return e / (1.f + e);\n}\n"
+  "__device__ __forceinline__ float lt_gelu_erf(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }\n"
+  "__device__ __forceinline__ float lt_gelu_tanh(float x) {\n"
+  "  return 0.5f * x * (1.f + tanhf(0.79788456080286535588f * (x + 0.044715f * x * x * x)));\n}\n"
+  "__device__ __forceinline__ float lt_dgelu_erf(float x) {\n"
+  "  return 0.5f * (1.f + erff(x * 0.70710678118654752f)) + x * 0.39894228040143267794f * expf(-0.5f * x * x);\n}\n"
+  "__device__ __forceinline__ float lt_dgelu_tanh(float x) {\n"
+  "  float t = tanhf(0.79788456080286535588f * (x + 0.044715f * x * x * x));\n"
+  "  return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * 0.79788456080286535588f * (1.f + 3.f * 0.044715f * x * x);\n}\n"
+  "__device__ __forceinline__ float lt_minimum(float a, float b) { return a != a ? a : b != b ? b : (a < b ? a : b); }\n"
+  "__device__ __forceinline__ float lt_maxn(float a, float b) { return (b > a || b != b) && a == a ? b : a; }\n"
+  "__device__ __forceinline__ float lt_minn(float a, float b) { return (b < a || b != b) && a == a ? b : a; }\n"
+  "__device__ __forceinline__ float lt_clamp(float x, float lo, float hi) {\n"
+  "  if (x != x) return x; float v = x < lo ? lo : x; return v > hi ? hi : v;\n}\n"
+  "__device__ __forceinline__ float lt_warp_sum(float v) {\n"
+  "  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);\n  return v;\n}\n"
+  "__device__ __forceinline__ float lt_warp_max(float v) {\n"
+  "  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));\n  return v;\n}\n"
+  "__device__ __forceinline__ float lt_warp_maxn(float v) {\n"
+  "  for (int o = 16; o > 0; o >>= 1) v = lt_maxn(v, __shfl_xor_sync(0xffffffffu, v, o));\n  return v;\n}\n"
+  "__device__ __forceinline__ float lt_warp_minn(float v) {\n"
+  "  for (int o = 16; o > 0; o >>= 1) v = lt_minn(v, __shfl_xor_sync(0xffffffffu, v, o));\n  return v;\n}\n"
+  "// A block's reduction (op: 0 sum, 1 max, 2 max with NaN winning, 3 min with NaN winning); every thread gets it.\n"
+  "__device__ __forceinline__ float lt_block_reduce(float v, int op) {\n"
+  "  __shared__ float lt_part[32];\n"
+  "  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;\n"
+  "  v = op == 0 ? lt_warp_sum(v) : op == 1 ? lt_warp_max(v) : op == 2 ? lt_warp_maxn(v) : lt_warp_minn(v);\n"
+  "  __syncthreads();\n"
+  "  if (lane == 0) lt_part[warp] = v;\n"
+  "  __syncthreads();\n"
+  "  float id = op == 0 ? 0.f : op == 1 || op == 2 ? -LT_INF : LT_INF;\n"
+  "  v = lane < nw ? lt_part[lane] : id;\n"
+  "  v = op == 0 ? lt_warp_sum(v) : op == 1 ? lt_warp_max(v) : op == 2 ? lt_warp_maxn(v) : lt_warp_minn(v);\n"
+  "  return v;\n}\n"
+  "__device__ __forceinline__ void lt_fail(int *status, int code) { atomicCAS(status, 0, code); }\n";
+
+void cu_sb_printf(cu_sb *b, const char *fmt, ...) {
+  if (b->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
+    va_end(ap);
+    if (w < 0) { b->oom = 1; return; }
+    if (b->s && b->n + (size_t)w < b->cap) { b->n += (size_t)w; return; }
+    size_t cap = (b->cap ? b->cap * 2 : 4096) + (size_t)w;
+    char *s = realloc(b->s, cap);
+    if (!s) { b->oom = 1; return; }
+    b->s = s, b->cap = cap;
+  }
+}
+
+int cu_opnode(const cu_rctx *r, int j) { return j == 0 ? r->k->node : r->k->arg[j - 1]; }
+const ir_node *cu_opn(const cu_rctx *r, int j) { return &r->g->nodes[cu_opnode(r, j)]; }
+
+static const char *ctype(ir_dtype t) {
+  static const char *const names[IR_NDTYPES] = {
+    [IR_F32] = "float", [IR_F16] = "unsigned short", [IR_BF16] = "unsigned short", [IR_I32] = "int",
+    [IR_I64] = "long long", [IR_I8] = "signed char", [IR_U8] = "unsigned char", [IR_BOOL] = "unsigned char",
+  };
+  return t < IR_NDTYPES && names[t] ? names[t] : "float";
+}
+
+void cu_param(cu_rctx *r, const char *name, const ir_node *n, int is_out) {
+  cu_sb_printf(&r->b, "%s%s%s* __restrict__ %s", r->b.s && r->b.s[r->b.n - 1] == '(' ? "" : ", ",
+               is_out ? "" : "const ", ctype(n->dtype), name);
+}
+
+void cu_begin(cu_rctx *r, int threads) {
+  r->b.n = 0;
+  cu_sb_printf(&r->b, "extern \"C\" __global__ void __launch_bounds__(%d) @K@(", threads);
+}
+
+void cu_refs(const cu_rctx *r, cu_ref *ops, int nops) {
+  for (int j = 0; j < nops; j++) ops[j].node = cu_opnode(r, j), ops[j].off = 0;
+}
+
+int cu_unsupported(cu_rctx *r, const char *why, ...) {
+  const ir_node *h = &r->g->nodes[r->k->head];
+  int w = snprintf(r->msg, r->msgn, "cuda backend: kernel k%d (%s) at node %%%d %s: ", r->pk, pl_kind_name(r->k->kind),
+                   r->k->head, ir_ops[h->op].name);
+  va_list ap;
+  va_start(ap, why);
+  if (w > 0 && (size_t)w < r->msgn) vsnprintf(r->msg + w, r->msgn - (size_t)w, why, ap);
+  va_end(ap);
+  return -1;
+}
+
+const char *cu_flt(double v, char *buf, size_t n) {
+  if (isnan(v)) snprintf(buf, n, "__int_as_float(0x7fc00000)");
+  else if (isinf(v)) snprintf(buf, n, "%sLT_INF", v < 0 ? "-" : "");
+  else snprintf(buf, n, "%.9gf", v);
+  if (!isnan(v) && !isinf(v) && !strpbrk(buf, ".en")) { /* 2f is not a literal: 2.f */
+    size_t k = strlen(buf);
+    if (k + 2 < n) buf[k - 1] = '.', buf[k] = 'f', buf[k + 1] = 0;
+  }
+  return buf;
+}
+
+unsigned cu_blocks(int64_t count, unsigned threads) {
+  int64_t b = (count + threads - 1) / threads;
+  if (b < 1) b = 1;
+  if (b > 65535 * 16) b = 65535 * 16; /* kernels loop over the rest (grid-stride) */
+  return (unsigned)b;
+}
+
+void cu_load(cu_sb *b, const char *name, const ir_shape *out, const ir_node *in, const char *o) {
+  int64_t m = 1;
+  const char *cast = in->dtype == IR_F32 ? "" : "(float)";
+  switch (ir_bcast_kind_of(out, &in->shape, &m)) {
+  case IR_BC_FULL: cu_sb_printf(b, "%s%s[%s]", cast, name, o); return;
+  case IR_BC_SCALAR: cu_sb_printf(b, "%s%s[0]", cast, name); return;
+  case IR_BC_SUFFIX: cu_sb_printf(b, "%s%s[(%s) %% %lldLL]", cast, name, o, (long long)m); return;
+  case IR_BC_PREFIX: cu_sb_printf(b, "%s%s[(%s) / %lldLL]", cast, name, o, (long long)m); return;
+  default: break;
+  }
+  /* any other broadcast: the index walks the axes (as ik_bcast_index) */
+  cu_sb_printf(b, "%s%s[0", cast, name);
+  int64_t stride = 1, div = 1;
+  for (int i = out->rank - 1, j = in->shape.rank - 1; i >= 0; i--, j--) {
+    if (j >= 0 && in->shape.d[j] != 1)
+      cu_sb_printf(b, " + ((%s) / %lldLL %% %lldLL) * %lldLL", o, (long long)div, (long long)out->d[i], (long long)stride);
+    if (j >= 0) stride *= in->shape.d[j];
+    div *= out->d[i];
+  }
+  cu_sb_printf(b, "]");
+}
+
+int cu_unary_expr(cu_sb *b, int op, const ir_attr *a, const char *x) {
+  char f1[48], f2[48];
+  switch (op) {
+  case IR_RELU: cu_sb_printf(b, "(%s > 0.f ? %s : (%s == %s ? 0.f : %s))", x, x, x, x, x); return 0;
+  case IR_LEAKY_RELU: cu_sb_printf(b, "(%s >= 0.f ? %s : %s * %s)", x, x, cu_flt(a->f, f1, sizeof f1), x); return 0;
+  case IR_SIGMOID: cu_sb_printf(b, "lt_sigmoid(%s)", x); return 0;
+  case IR_TANH: cu_sb_printf(b, "tanhf(%s)", x); return 0;
+  case IR_GELU: cu_sb_printf(b, "%s(%s)", a->approx ? "lt_gelu_tanh" : "lt_gelu_erf", x); return 0;
+  case IR_SWISH: cu_sb_printf(b, "(%s * lt_sigmoid(%s))", x, x); return 0;
+  case IR_EXP: cu_sb_printf(b, "expf(%s)", x); return 0;
+  case IR_LOG: cu_sb_printf(b, "logf(%s)", x); return 0;
+  case IR_SQRT: cu_sb_printf(b, "sqrtf(%s)", x); return 0;
+  case IR_ABS: cu_sb_printf(b, "fabsf(%s)", x); return 0;
+  case IR_NEG: cu_sb_printf(b, "(-%s)", x); return 0;
+  case IR_POW: cu_sb_printf(b, "powf(%s, %s)", x, cu_flt(a->f, f1, sizeof f1)); return 0;
+  case IR_CLAMP:
+    cu_sb_printf(b, "lt_clamp(%s, %s, %s)", x, cu_flt(a->f, f1, sizeof f1), cu_flt(a->f2, f2, sizeof f2));
+    return 0;
+  case IR_DROPOUT: cu_sb_printf(b, "(%s)", x); return 0;
+  case IR_SIGN: cu_sb_printf(b, "(%s > 0.f ? 1.f : %s < 0.f ? -1.f : %s)", x, x, x); return 0;
+  default: return -1;
+  }
+}
+
+int cu_deriv_expr(cu_sb *b, const ir_attr *a, const char *x, const char *dy) {
+  char f1[48], f2[48];
+  switch ((int)a->i) {
+  case IR_RELU: cu_sb_printf(b, "(%s > 0.f ? %s : 0.f)", x, dy); return 0;
+  case IR_LEAKY_RELU: cu_sb_printf(b, "(%s >= 0.f ? %s : %s * %s)", x, dy, cu_flt(a->f, f1, sizeof f1), dy); return 0;
+  case IR_SIGMOID: cu_sb_printf(b, "(%s * lt_sigmoid(%s) * (1.f - lt_sigmoid(%s)))", dy, x, x); return 0;
+  case IR_TANH: cu_sb_printf(b, "(%s * (1.f - tanhf(%s) * tanhf(%s)))", dy, x, x); return 0;
+  case IR_GELU: cu_sb_printf(b, "(%s * %s(%s))", dy, a->approx ? "lt_dgelu_tanh" : "lt_dgelu_erf", x); return 0;
+  case IR_SWISH:
+    cu_sb_printf(b, "(%s * (lt_sigmoid(%s) + %s * lt_sigmoid(%s) * (1.f - lt_sigmoid(%s))))", dy, x, x, x, x);
+    return 0;
+  case IR_EXP: cu_sb_printf(b, "(%s * expf(%s))", dy, x); return 0;
+  case IR_LOG: cu_sb_printf(b, "(%s / %s)", dy, x); return 0;
+  case IR_SQRT: cu_sb_printf(b, "(%s * (0.5f / sqrtf(%s)))", dy, x); return 0;
+  case IR_ABS: cu_sb_printf(b, "(%s * (%s > 0.f ? 1.f : %s < 0.f ? -1.f : 0.f))", dy, x, x); return 0;
+  case IR_NEG: cu_sb_printf(b, "(-%s)", dy); return 0;
+  case IR_POW:
+    if (a->f == 0) cu_sb_printf(b, "(%s * 0.f)", dy);
+    else cu_sb_printf(b, "(%s * %s * powf(%s, %s))", dy, cu_flt(a->f, f1, sizeof f1), x, cu_flt(a->f - 1.0, f2, sizeof f2));
+    return 0;
+  case IR_CLAMP:
+    cu_sb_printf(b, "(%s >= %s && %s <= %s ? %s : 0.f)", x, cu_flt(a->f, f1, sizeof f1), x,
+                 cu_flt(a->f2, f2, sizeof f2), dy);
+    return 0;
+  case IR_DROPOUT: cu_sb_printf(b, "(%s)", dy); return 0;
+  default: return -1;
+  }
+}
+
+int cu_binary_expr(cu_sb *b, int op, const char *x, const char *y) {
+  static const char *const sym[IR_NOPS] = {
+    [IR_ADD] = "+", [IR_SUB] = "-", [IR_MUL] = "*", [IR_DIV] = "/", [IR_LESS] = "<", [IR_LESS_EQUAL] = "<=",
+    [IR_GREATER] = ">", [IR_GREATER_EQUAL] = ">=", [IR_EQUAL] = "==", [IR_NOT_EQUAL] = "!=",
+  };
+  if (op == IR_MINIMUM) { cu_sb_printf(b, "lt_minimum(%s, %s)", x, y); return 0; }
+  if (op < 0 || op >= IR_NOPS || !sym[op]) return -1;
+  cu_sb_printf(b, "(%s %s %s)", x, sym[op], y);
+  return 0;
+}
+
+/* ---- the function table ---- */
+
+static int add_fn(cu_rctx *r, const char *text) {
+  cu_program *cp = r->out;
+  for (int f = 0; f < cp->nfn; f++)
+    if (!strcmp(cp->fn[f].src + 0, text)) return f; /* compared before naming: see below */
+  if (cp->nfn == cp->capfn) {
+    int cap = cp->capfn ? cp->capfn * 2 : 64;
+    cu_fn *fn = realloc(cp->fn, sizeof *fn * (size_t)cap);
+    if (!fn) return -1;
+    cp->fn = fn, cp->capfn = cap;
+  }
+  cu_fn *f = &cp->fn[cp->nfn];
+  f->src = strdup(text);
+  f->name = malloc(64);
+  if (!f->src || !f->name) {
+    free(f->src);
+    free(f->name);
+    return -1;
+  }
+  const ir_node *h = &r->g->nodes[r->k->head];
+  snprintf(f->name, 64, "k%d_%s", cp->nfn, ir_ops[h->op].name);
+  f->pk = r->pk;
+  return cp->nfn++;
+}
+
+int cu_add_launch(cu_rctx *r, const cu_launch *l) {
+  cu_program *cp = r->out;
+  if (cp->nl == cp->capl) {
+    int cap = cp->capl ? cp->capl * 2 : 64;
+    cu_launch *v = realloc(cp->l, sizeof *v * (size_t)cap);
+    if (!v) return ir_fail(r->msg, r->msgn, "out of memory rendering CUDA C");
+    cp->l = v, cp->capl = cap;
+  }
+  cp->l[cp->nl] = *l;
+  cp->l[cp->nl].pk = r->pk;
+  cp->nl++;
+  return 0;
+}
+
+int cu_end(cu_rctx *r, unsigned grid, unsigned threads, const cu_ref *ops, int nops) {
+  if (r->b.oom) return ir_fail(r->msg, r->msgn, "out of memory rendering CUDA C");
+  int f = add_fn(r, r->b.s);
+  if (f < 0) return ir_fail(r->msg, r->msgn, "out of memory rendering CUDA C");
+  cu_launch l;
+  memset(&l, 0, sizeof l);
+  l.what = CU_L_KERNEL, l.fn = f;
+  l.grid[0] = grid, l.grid[1] = l.grid[2] = 1;
+  l.block[0] = threads, l.block[1] = l.block[2] = 1;
+  l.nops = nops;
+  memcpy(l.op, ops, sizeof *ops * (size_t)nops);
+  return cu_add_launch(r, &l);
+}
+
+/* ---- elementwise maps, fused programs, siblings ---- */
+
+enum { EW_THREADS = 256 };
+
+/* The grid-stride loop over count elements, index e. */
+static void loop_open(cu_sb *b, int64_t count) {
+  cu_sb_printf(b, ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
+                  " e += (long long)gridDim.x * blockDim.x) {\n", (long long)count);
+}
+
+/* Statements computing fused program f of node n at element e into s<k>,
+ * the inputs read through operand names in[j] ("" to use v<j> already
+ * loaded); the last step's value is s<nsteps-1>. prefix keeps two
+ * programs' names apart (siblings). */
+static int fused_body(cu_rctx *r, const ir_fusion *f, const char *prefix, char in[][16]) {
+  for (int s = 0; s < f->nsteps; s++) {
+    const ir_fstep *st = &f->step[s];
+    char a[2][48];
+    for (int q = 0; q < st->nin; q++) {
+      if (st->arg[q] >= 0) snprintf(a[q], sizeof a[q], "%s", in[st->arg[q]]);
+      else snprintf(a[q], sizeof a[q], "%ss%d", prefix, -1 - st->arg[q]);
+    }
+    cu_sb_printf(&r->b, "    float %ss%d = ", prefix, s);
+    int rc = st->op == IR_UNARY_GRAD ? cu_deriv_expr(&r->b, &f->attr[s], a[0], a[1])
+             : st->nin == 1          ? cu_unary_expr(&r->b, st->op, &f->attr[s], a[0])
+                                     : cu_binary_expr(&r->b, st->op, a[0], a[1]);
+    if (rc) return cu_unsupported(r, "fused step %d (%s) is not rendered", s, ir_ops[st->op].name);
+    cu_sb_printf(&r->b, ";\n");
+  }
+  return 0;
+}
+
+/* The value of node n at element e (of its own shape) as statements ending
+ * in `float <res> = ...;`, its inputs read as operands named by in[]. */
+static int node_value(cu_rctx *r, const ir_node *n, char in[][16], const char *res) {
+  char x[8][96];
+  for (int j = 0; j < n->nin && j < 8; j++) {
+    cu_sb tmp = {0};
+    if (in[j][0] == '=') cu_sb_printf(&tmp, "%s", in[j] + 1); /* a value in a register */
+    else cu_load(&tmp, in[j], &n->shape, &r->g->nodes[n->in[j]], "e");
+    snprintf(x[j], sizeof x[j], "%s", tmp.s ? tmp.s : "0");
+    free(tmp.s);
+  }
+  if (n->op == IR_FUSED) {
+    char v[PL_MAXARGS][16];
+    for (int j = 0; j < n->nin && j < PL_MAXARGS; j++) {
+      snprintf(v[j], sizeof v[j], "%sv%d", res, j);
+      cu_sb_printf(&r->b, "    float %s = ", v[j]);
+      if (in[j][0] == '=') cu_sb_printf(&r->b, "%s", in[j] + 1);
+      else cu_load(&r->b, in[j], &n->shape, &r->g->nodes[n->in[j]], "e");
+      cu_sb_printf(&r->b, ";\n");
+    }
+    char pre[24];
+    snprintf(pre, sizeof pre, "%s_", res);
+    if (fused_body(r, n->fusion, pre, v)) return -1;
+    cu_sb_printf(&r->b, "    float %s = %s_s%d;\n", res, res, n->fusion->nsteps - 1);
+    return 0;
+  }
+  cu_sb_printf(&r->b, "    float %s = ", res);
+  int rc = -1;
+  int cat = ir_ops[n->op].cat;
+  if (n->op == IR_UNARY_GRAD) rc = cu_deriv_expr(&r->b, &n->attr, x[0], x[1]);
+  else if (n->op == IR_WHERE) cu_sb_printf(&r->b, "(%s != 0.f ? %s : %s)", x[0], x[1], x[2]), rc = 0;
+  else if (n->op == IR_CAST) cu_sb_printf(&r->b, "%s", x[0]), rc = 0;
+  else if (cat == IR_CAT_UNARY || n->op == IR_SIGN) rc = cu_unary_expr(&r->b, n->op, &n->attr, x[0]);
+  else if (n->nin == 2) rc = cu_binary_expr(&r->b, n->op, x[0], x[1]);
+  if (rc) return cu_unsupported(r, "the elementwise op %s is not rendered", ir_ops[n->op].name);
+  cu_sb_printf(&r->b, ";\n");
+  return 0;
+}
+
+/* Store v into an output of dtype t (integer results truncate, bool is != 0). */
+static void store(cu_sb *b, const char *dst, ir_dtype t, const char *v) {
+  if (t == IR_F32) cu_sb_printf(b, "    %s[e] = %s;\n", dst, v);
+  else if (t == IR_BOOL) cu_sb_printf(b, "    %s[e] = %s != 0.f;\n", dst, v);
+  else if (t == IR_I32 || t == IR_I64 || t == IR_I8 || t == IR_U8)
+    cu_sb_printf(b, "    %s[e] = (%s)%s;\n", dst, ctype(t), v);
+  else cu_sb_printf(b, "    %s[e] = %s;\n", dst, v);
+}
+
+static int render_elementwise(cu_rctx *r) {
+  const ir_node *n = cu_opn(r, 0);
+  if (n->dtype == IR_F16 || n->dtype == IR_BF16) return cu_unsupported(r, "16-bit floats are not rendered");
+  int nops = 1 + r->k->narg;
+  char in[PL_MAXARGS + 1][16];
+  cu_begin(r, EW_THREADS);
+  cu_param(r, "o", n, 1);
+  for (int j = 1; j < nops; j++) {
+    snprintf(in[j - 1], sizeof in[j - 1], "a%d", j);
+    cu_param(r, in[j - 1], cu_opn(r, j), 0);
+  }
+  int64_t count = ir_numel(&n->shape);
+  loop_open(&r->b, count);
+  if (node_value(r, n, in, "r")) return -1;
+  store(&r->b, "o", n->dtype, "r");
+  cu_sb_printf(&r->b, "  }\n}\n");
+  cu_ref ops[CU_MAXOPS];
+  cu_refs(r, ops, nops);
+  return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, nops);
+}
+
+/* Siblings: operand 0 is the last member, then the other members in order,
+ * then their inputs; a member reading an earlier member takes its value. */
+static int render_siblings(cu_rctx *r) {
+  const pl_siblings *mu = r->k->sib;
+  const ir_node *last = cu_opn(r, 0);
+  int nops = 1 + r->k->narg;
+  cu_begin(r, EW_THREADS);
+  char name[CU_MAXOPS][16];
+  for (int j = 0; j < nops; j++) {
+    snprintf(name[j], sizeof name[j], "a%d", j);
+    int member = j == 0 || j < mu->n;
+    cu_param(r, name[j], cu_opn(r, j), member);
+  }
+  int64_t count = ir_numel(&last->shape);
+  loop_open(&r->b, count);
+  for (int m = 0; m < mu->n; m++) {
+    const ir_node *n = &r->g->nodes[mu->node[m]];
+    char in[PL_MAXARGS][16];
+    for (int j = 0; j < n->nin; j++) { /* a member's value from registers, an input from its operand */
+      int x = n->in[j], found = 0;
+      for (int q = 0; q < m && !found; q++)
+        if (mu->node[q] == x) snprintf(in[j], sizeof in[j], "=m%d", q), found = 1;
+      for (int q = 0; q < mu->nin && !found; q++)
+        if (mu->in[q] == x) snprintf(in[j], sizeof in[j], "%s", name[mu->n + q]), found = 1;
+      if (!found) return cu_unsupported(r, "a sibling's input is not among the kernel's operands");
+    }
+    char res[8];
+    snprintf(res, sizeof res, "m%d", m);
+    if (node_value(r, n, in, res)) return -1;
+    store(&r->b, name[m == mu->n - 1 ? 0 : m + 1], n->dtype, res);
+  }
+  cu_sb_printf(&r->b, "  }\n}\n");
+  cu_ref ops[CU_MAXOPS];
+  cu_refs(r, ops, nops);
+  return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, nops);
+}
+
+/* ---- matrix products ---- */
+
+/* The driver gemm(s) of matmul node n into the buffer of `dst` (node):
+ * one product, the batch folded into rows, or a strided batch. */
+static int gemm_of(cu_rctx *r, const ir_node *n, int dst, int epilogue, int bias) {
+  const ir_node *A = &r->g->nodes[n->in[0]], *B = &r->g->nodes[n->in[1]];
+  const ir_shape *sa = &A->shape, *sb = &B->shape;
+  if (A->dtype != IR_F32 || B->dtype != IR_F32) return cu_unsupported(r, "a product of non-f32 operands");
+  int ta = (n->attr.i & IR_MM_TA) != 0, tb = (n->attr.i & IR_MM_TB) != 0;
+  int64_t m = sa->rank >= 2 ? sa->d[sa->rank - 2 + ta] : 1, k = sa->d[sa->rank - 1 - ta];
+  int64_t p = sb->rank >= 2 ? sb->d[sb->rank - 1 - tb] : 1;
+  int64_t nbatch = ir_numel(&n->shape) / (m * p > 0 ? m * p : 1);
+  int64_t na = sa->rank > 2 ? ir_numel(sa) / (m * k) : 1, nb = sb->rank > 2 ? ir_numel(sb) / (k * p) : 1;
+  if ((na != 1 && na != nbatch) || (nb != 1 && nb != nbatch))
+    return cu_unsupported(r, "a product broadcasting both operands' batch dimensions");
+  if (m > 2147483647 || k > 2147483647 || p > 2147483647) return cu_unsupported(r, "a product too large for int");
+  cu_launch l;
+  memset(&l, 0, sizeof l);
+  l.what = CU_L_GEMM;
+  cu_gemm *g = &l.gemm;
+  g->trans_a = ta, g->trans_b = tb;
+  g->k = (int)k, g->n = (int)p;
+  g->lda = (int)(ta ? m : k), g->ldb = (int)(tb ? k : p), g->ldc = (int)p;
+  g->alpha = 1.f, g->beta = 0.f;
+  g->epilogue = epilogue;
+  if (nbatch > 1 && nb == 1 && !ta) { /* [batch, m, k] @ [k, p]: batch * m rows */
+    g->m = (int)(m * nbatch);
+    g->batch = 1;
+  } else {
+    g->m = (int)m;
+    g->batch = (int)nbatch;
+    g->stride_a = na == 1 ? 0 : m * k, g->stride_b = nb == 1 ? 0 : k * p, g->stride_c = m * p;
+  }
+  l.ga.node = n->in[0], l.gb.node = n->in[1], l.gc.node = dst;
+  l.gbias.node = bias;
+  return cu_add_launch(r, &l);
+}
+
+static int render_gemm(cu_rctx *r) {
+  const ir_node *n = cu_opn(r, 0);
+  if (n->op != IR_MATMUL) return cu_unsupported(r, "%s is not rendered (only matmul goes to the gemm)", ir_ops[n->op].name);
+  return gemm_of(r, n, r->k->node, CU_EPI_NONE, -1);
+}
+
+/* cuBLASLt's own epilogue for [bias row] or [bias row, relu | tanh-gelu]. */
+static int lt_epilogue(const cu_rctx *r, const pl_epilogue *e, int *bias) {
+  if (e->nsteps < 1 || e->nsteps > 2 || e->kind[0] != PL_EPI_ROW || e->node[0]->op != IR_ADD || e->save[0]) return 0;
+  *bias = r->k->arg[e->arg[0] - 1];
+  if (e->nsteps == 1) return CU_EPI_BIAS;
+  if (e->kind[1] != PL_EPI_UNARY || e->save[1]) return 0;
+  if (e->node[1]->op == IR_RELU) return CU_EPI_BIAS_RELU;
+  if (e->node[1]->op == IR_GELU && e->node[1]->attr.approx) return CU_EPI_BIAS_GELU;
+  return 0;
+}
+
+/* The epilogue as a kernel over the product stored in operand 0. */
+static int render_gemm_epi(cu_rctx *r) {
+  const pl_epilogue *e = r->k->epi;
+  const ir_node *h = &r->g->nodes[r->k->head], *out = cu_opn(r, 0);
+  int bias = -1, lt = lt_epilogue(r, e, &bias);
+  if (gemm_of(r, h, r->k->node, lt ? lt : CU_EPI_NONE, bias)) return -1;
+  if (lt) return 0;
+  int nops = 1 + r->k->narg;
+  char name[CU_MAXOPS][16];
+  cu_begin(r, EW_THREADS);
+  for (int j = 0; j < nops; j++) {
+    snprintf(name[j], sizeof name[j], "a%d", j);
+    int stored = j == 0;
+    for (int s = 0; s < e->nsteps; s++) stored |= e->save[s] == j;
+    if (j == 1 || j == 2) continue; /* the product's operands: read by the gemm */
+    cu_param(r, name[j], cu_opn(r, j), stored);
+  }
+  int64_t count = ir_numel(&out->shape), N = out->shape.d[out->shape.rank - 1];
+  loop_open(&r->b, count);
+  cu_sb_printf(&r->b, "    float v = a0[e];\n");
+  for (int s = 0; s < e->nsteps; s++) {
+    const ir_node *sn = e->node[s];
+    char other[64];
+    cu_sb_printf(&r->b, "    {\n");
+    if (e->kind[s] == PL_EPI_UNARY) {
+      cu_sb_printf(&r->b, "    v = ");
+      if (cu_unary_expr(&r->b, sn->op, &sn->attr, "v")) return cu_unsupported(r, "epilogue step %s", ir_ops[sn->op].name);
+    } else if (e->kind[s] == PL_EPI_ROW || e->kind[s] == PL_EPI_FULL) {
+      if (e->kind[s] == PL_EPI_ROW) snprintf(other, sizeof other, "a%d[e %% %lldLL]", e->arg[s], (long long)N);
+      else snprintf(other, sizeof other, "a%d[e]", e->arg[s]);
+      cu_sb_printf(&r->b, "    v = ");
+      if (cu_binary_expr(&r->b, sn->op, e->right[s] ? other : "v", e->right[s] ? "v" : other))
+        return cu_unsupported(r, "epilogue step %s", ir_ops[sn->op].name);
+    } else { /* a fused program reading the running value */
+      char in[PL_MAXARGS][16];
+      for (int j = 0; j < sn->nin; j++) {
+        if (e->parg[s][j] < 0) { snprintf(in[j], sizeof in[j], "pv%d", j); cu_sb_printf(&r->b, "    float pv%d = v;\n", j); continue; }
+        snprintf(in[j], sizeof in[j], "pv%d", j);
+        cu_sb_printf(&r->b, "    float pv%d = ", j);
+        char opn[16];
+        snprintf(opn, sizeof opn, "a%d", e->parg[s][j]);
+        cu_load(&r->b, opn, &sn->shape, &r->g->nodes[sn->in[j]], "e");
+        cu_sb_printf(&r->b, ";\n");
+      }
+      if (fused_body(r, sn->fusion, "p", in)) return -1;
+      cu_sb_printf(&r->b, "    v = ps%d", sn->fusion->nsteps - 1);
+    }
+    cu_sb_printf(&r->b, ";\n    }\n");
+    if (e->save[s]) cu_sb_printf(&r->b, "    a%d[e] = v;\n", e->save[s]);
+  }
+  cu_sb_printf(&r->b, "    a0[e] = v;\n  }\n}\n");
+  cu_ref ops[CU_MAXOPS];
+  int no = 0;
+  for (int j = 0; j < nops; j++)
+    if (j != 1 && j != 2) ops[no].node = cu_opnode(r, j), ops[no++].off = 0;
+  return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, no);
+}
+
+/* ---- the table ---- */
+
+static const cu_render_fn by_kind[PL_NKINDS] = {
+  [PL_K_GEMM_EPI] = render_gemm_epi,     [PL_K_SIBLINGS] = render_siblings,
+  [PL_K_ADD_NORM] = cu_render_by_op,     [PL_K_NORM_GRAD_ADD] = cu_render_by_op,
+  [PL_K_GEMM] = render_gemm,             [PL_K_ELEMENTWISE] = render_elementwise,
+  [PL_K_ROWS] = cu_render_by_op,         [PL_K_MOVE] = cu_render_by_op,
+  [PL_K_LOSS] = cu_render_by_op,         [PL_K_OTHER] = cu_render_by_op,
+  [PL_K_ATTENTION] = cu_render_by_op,    [PL_K_RECURRENCE] = cu_render_by_op,
+};
+
+int cu_render(const pl_plan *p, cu_program *out, char *msg, size_t n) {
+  memset(out, 0, sizeof *out);
+  cu_rctx r = {.p = p, .g = p->g, .out = out, .msg = msg, .msgn = n};
+  int rc = 0;
+  for (int i = 0; i < p->nk && !rc; i++) {
+    r.pk = i, r.k = &p->k[i];
+    cu_render_fn f = r.k->kind < PL_NKINDS ? by_kind[r.k->kind] : NULL;
+    rc = f ? f(&r) : cu_unsupported(&r, "the kind is not rendered");
+  }
+  free(r.b.s);
+  /* name the functions: @K@ becomes each one's name */
+  for (int f = 0; f < out->nfn && !rc; f++) {
+    char *at = strstr(out->fn[f].src, "@K@");
+    if (!at) continue;
+    size_t pre = (size_t)(at - out->fn[f].src), nl = strlen(out->fn[f].name), rest = strlen(at + 3);
+    char *s = malloc(pre + nl + rest + 1);
+    if (!s) { rc = ir_fail(msg, n, "out of memory rendering CUDA C"); break; }
+    memcpy(s, out->fn[f].src, pre);
+    memcpy(s + pre, out->fn[f].name, nl);
+    memcpy(s + pre + nl, at + 3, rest + 1);
+    free(out->fn[f].src);
+    out->fn[f].src = s;
+  }
+  if (rc) cu_program_free(out);
+  return rc;
+}
+
+void cu_program_free(cu_program *cp) {
+  if (!cp) return;
+  for (int f = 0; f < cp->nfn; f++) free(cp->fn[f].src), free(cp->fn[f].name);
+  free(cp->fn);
+  free(cp->l);
+  memset(cp, 0, sizeof *cp);
+}
+
+/* ---- the plan target ---- */
+
+static int64_t cu_scratch_bytes(const ir_graph *g, const ir_node *n) {
+  /* layernorm's weight gradient keeps each row's mean and 1/std */
+  if (n->op == IR_LAYERNORM_GRAD && n->attr.i == 1) {
+    const ir_shape *x = &g->nodes[n->in[0]].shape;
+    return 2 * (int64_t)sizeof(float) * (ir_numel(x) / x->d[x->rank - 1]);
+  }
+  return 0;
+}
+
+static int cu_epilogue_unary(int op) {
+  return op != IR_LOG && op != IR_POW && op != IR_CLAMP && op != IR_CAST && op != IR_DROPOUT &&
+         ir_ops[op].cat == IR_CAT_UNARY;
+}
+
+static const pl_target cuda_target = {"cuda", cu_scratch_bytes, cu_epilogue_unary};
+const pl_target *cu_plan_target(void) { return &cuda_target; }

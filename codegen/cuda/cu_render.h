@@ -1,0 +1,69 @@
+/* cu_render.h -- private to the renderer (cu_render*.c): the context a
+ * kernel renderer writes into and the helpers every renderer shares. A
+ * renderer writes one or more __global__ functions (named @K@ until they
+ * are deduplicated and named) and the launch of each. */
+#ifndef LATHE_CU_RENDER_H
+#define LATHE_CU_RENDER_H
+
+#include <stdarg.h>
+
+#include "codegen/cuda/cu.h"
+
+typedef struct {
+  char *s;
+  size_t n, cap;
+  int oom;
+} cu_sb;
+void cu_sb_printf(cu_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Special buffers of a cu_ref: node >= 0 is a tensor. */
+enum { CU_REF_ARENA = -1, /* off is an offset in the activation arena (a kernel's scratch) */
+       CU_REF_STATUS = -2 /* the program's status word (int): a kernel's run-time error */ };
+
+typedef struct cu_rctx {
+  const pl_plan *p;
+  const ir_graph *g;
+  cu_program *out;
+  int pk;             /* the plan kernel being rendered */
+  const pl_kernel *k;
+  cu_sb b;            /* the function being written */
+  char *msg;
+  size_t msgn;
+} cu_rctx;
+
+/* Renderers: 0, or -1 with r->msg set (cu_unsupported). */
+typedef int (*cu_render_fn)(cu_rctx *r);
+
+/* Kernel operand j's node (0: the kernel's node, then pl_kernel.arg). */
+int cu_opnode(const cu_rctx *r, int j);
+const ir_node *cu_opn(const cu_rctx *r, int j);
+/* "float* __restrict__ a3" etc. for operand j's dtype; const when read-only. */
+void cu_param(cu_rctx *r, const char *name, const ir_node *n, int is_out);
+/* Start a function: `extern "C" __global__ void __launch_bounds__(threads) @K@(` */
+void cu_begin(cu_rctx *r, int threads);
+/* Finish the function (deduplicated against the ones before) and add its
+ * launch; ops[0..nops) are its pointer arguments. */
+int cu_end(cu_rctx *r, unsigned grid, unsigned threads, const cu_ref *ops, int nops);
+int cu_add_launch(cu_rctx *r, const cu_launch *l);
+/* The refs of operands 0..nops-1 (each at its buffer's start). */
+void cu_refs(const cu_rctx *r, cu_ref *ops, int nops);
+/* Refuse: "cuda backend: kernel kN (KIND) node %ID OP: WHY is not rendered". */
+int cu_unsupported(cu_rctx *r, const char *why, ...) __attribute__((format(printf, 2, 3)));
+/* A float literal (inf and NaN as bit patterns), into buf. */
+const char *cu_flt(double v, char *buf, size_t n);
+/* Blocks of `threads` covering `count` items (at least 1, capped: kernels loop). */
+unsigned cu_blocks(int64_t count, unsigned threads);
+/* The expression of the element of operand `name` (node in) at flat
+ * index `o` of a result shaped `out` (NumPy broadcasting), as float. */
+void cu_load(cu_sb *b, const char *name, const ir_shape *out, const ir_node *in, const char *o);
+/* The value of unary op `op` (attributes a) at x, as an expression. */
+int cu_unary_expr(cu_sb *b, int op, const ir_attr *a, const char *x);
+/* dy * f'(x) for the forward op a->i. */
+int cu_deriv_expr(cu_sb *b, const ir_attr *a, const char *x, const char *dy);
+/* a OP b for the binary elementwise ops. */
+int cu_binary_expr(cu_sb *b, int op, const char *x, const char *y);
+
+/* cu_render_rows.c: rows, losses and data movement, by head op. */
+int cu_render_by_op(cu_rctx *r);
+
+#endif
