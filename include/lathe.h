@@ -441,6 +441,10 @@ typedef struct {
   int64_t epochs, batch;
   int seed_set;
   uint64_t seed;
+  /* 1: no shuffling anywhere: the split takes the rows in file order (train, then val, then test)
+   * and every epoch goes through the train rows in that order (to reproduce a run elsewhere,
+   * e.g. an emitted training step fed the same rows); lathe_eval rebuilds that split. 0 or 1. */
+  int in_order;
   FILE *progress;              /* progress lines (e.g. stderr); NULL = quiet */
   int tty;                     /* -1 = ask isatty, 0 = plain lines, 1 = live line */
   /* Graph-pipeline settings (opt_level*, passes, print_after, dump_dir,

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-enum { LATHE_RT_ABI = 1 };
+enum { LATHE_RT_ABI = 2 }; /* 2: training steps (lathe emit --entry train_step) */
 
 /* ---- called by generated code ---- */
 
@@ -139,6 +139,8 @@ enum {
   LATHE_RT_EFILE = 32,      /* MODEL_load_weights: cannot open or read the file */
   LATHE_RT_EFORMAT = 33,    /* ... not a weights file of this model (names, shapes, size) */
   LATHE_RT_ECHECKSUM = 34,  /* ... its data does not match its checksum (corrupt) */
+  LATHE_RT_ENONFINITE = 35, /* MODEL_train_step: the loss or an update is not finite (state unchanged) */
+  LATHE_RT_EWRITE = 36,     /* MODEL_state_save: cannot write the file */
 };
 /* A sentence for each code above ("unknown error" otherwise). */
 const char *lathe_rt_strerror(int code);
@@ -149,6 +151,38 @@ int lathe_rt_forward(const void *image, lathe_rt_entry entry, lathe_rt_state *st
 int lathe_rt_forward_ws(const void *image, lathe_rt_entry entry, lathe_rt_state *st, const void *in, void *out,
                         void *workspace);
 int lathe_rt_load_weights(const void *image, lathe_rt_state *st, const char *path);
+
+/* ---- emitted training steps (lathe emit --entry train_step; rt/rt_train.c) ---- */
+
+/* The learning-rate schedules of a train block (PyTorch's schedulers):
+ * constant; step(every, gamma) and exponential(gamma) per epoch;
+ * cosine(warmup, min_lr) per step with linear warmup. */
+enum { LATHE_RT_SCHED_CONSTANT, LATHE_RT_SCHED_STEP, LATHE_RT_SCHED_EXPONENTIAL, LATHE_RT_SCHED_COSINE };
+typedef struct {
+  int64_t kind;
+  double lr, gamma, every, warmup, min_lr;
+} lathe_rt_sched;
+/* The rate of 1-based step `step` of `total` (0: unknown, no cosine decay)
+ * with per_epoch steps an epoch: lathe train and emitted steps use this one
+ * function, so both feed the update the same bits. */
+double lathe_rt_sched_lr(const lathe_rt_sched *s, int64_t step, int64_t total, int64_t per_epoch);
+
+/* The head of every emitted MODEL_state (MODEL.h declares the whole
+ * struct: this head, then each weight and optimizer-state tensor). */
+typedef struct {
+  int64_t step;            /* steps taken */
+  int64_t steps_per_epoch; /* for step and exponential schedules (0: every step is in epoch 1) */
+  int64_t total_steps;     /* for the cosine schedule (0: unknown, no decay) */
+  int64_t reserved[5];
+} lathe_rt_train_head;
+
+int lathe_rt_state_init(const void *image, const lathe_rt_state *rs, void *state);
+/* One step: the loss, or NaN with lathe_rt_last_error() saying why (the
+ * state is then unchanged). */
+float lathe_rt_train_step(const void *image, lathe_rt_entry entry, lathe_rt_state *rs, void *state,
+                          void *const *args);
+int lathe_rt_state_save(const void *image, const void *state, const char *path);
+int lathe_rt_state_load(const void *image, void *state, const char *path);
 
 #ifdef __cplusplus
 }

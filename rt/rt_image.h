@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "rt/lathe_rt.h"
+
 #define LATHE_RT_IMAGE_MAGIC UINT64_C(0x314d494548544c41)   /* "ALTHEIM1" */
 #define LATHE_RT_WEIGHTS_MAGIC UINT64_C(0x3154574548544c41) /* "ALTHEWT1" */
 
@@ -64,7 +66,44 @@ typedef struct {
   int64_t weights_off; /* the embedded weights section; -1: MODEL_load_weights reads it */
   int64_t weights_bytes;
   uint64_t weights_sum; /* FNV-1a (64-bit) of the weights section */
+  int64_t train_off;    /* a training step's lathe_rt_train; -1: a forward pass */
 } lathe_rt_image;
+
+/* ---- a training step (lathe emit --entry train_step; rt/rt_train.c) ----
+ * The image's graph is the training program (forward, backward, optimizer
+ * update). Its weights (parameters and optimizer state, then the
+ * normalisation vectors) live in the caller's MODEL_state after the
+ * lathe_rt_train_head, each tensor at 64 + its offset in the weights
+ * section; the embedded (or loaded) section is what MODEL_state_init copies
+ * there. Every output is computed into the workspace (copy_off); those that
+ * commit replace their tensor after a step whose loss and updates are
+ * finite. */
+enum {
+  LATHE_RT_IN_ARG,    /* MODEL_train_step's data argument number `arg` (an input) */
+  LATHE_RT_IN_TARGET, /* ... a target (after the inputs) */
+  LATHE_RT_IN_LR,     /* the per-step scalars the runner computes (passes/optimizer.h) */
+  LATHE_RT_IN_BC1,
+  LATHE_RT_IN_BC2,
+  LATHE_RT_IN_NOISE,
+  LATHE_RT_IN_RNG
+};
+
+typedef struct {
+  char name[LATHE_RT_NAME];
+  int64_t role;      /* LATHE_RT_IN_* */
+  int64_t arg;       /* argument position (inputs, then targets); -1 for the scalars */
+  int64_t norm_kind; /* the normalisation the weights carry: -1 none recorded, 0 none, 1 standard, 2 minmax */
+} lathe_rt_train_in;
+
+typedef struct {
+  int64_t nparams;    /* tensors [0, nparams): parameters and optimizer state ("opt.*") */
+  int64_t loss_node;
+  int64_t ins_off;    /* lathe_rt_train_in[ninputs] */
+  int64_t commit_off; /* int64_t[noutputs]: the tensor output j replaces after a good step, -1 none */
+  int64_t seed;       /* the train block's (saved as __meta.seed) */
+  double beta1, beta2, grad_noise;
+  lathe_rt_sched sched;
+} lathe_rt_train;
 
 /* A weights file (--weights-file): this header, ntensors records as in the
  * image, then the weights section at data_off (64-aligned). */
@@ -77,5 +116,16 @@ typedef struct {
 
 /* FNV-1a, 64-bit: the checksum of a weights section. */
 uint64_t lathe_rt_fnv1a(const void *data, int64_t n);
+
+/* rt_model.c, for rt_train.c: bind every node's buffer (ins: per model
+ * input, outs: per output, w: the weights section, work: the 64-aligned
+ * workspace, whose pointer tables then hold the buffers) and call the
+ * entry; copies outputs that live elsewhere into outs. Returns the entry's
+ * error code (LATHE_RT_EBAD_ID ...; the non-finite flag removed). ins may
+ * point into the workspace's scr table (it is read before that is filled). */
+int rt_image_call(const lathe_rt_image *im, lathe_rt_entry entry, const unsigned char *w, void **ins,
+                  void *const *outs, unsigned char *work);
+/* Set this thread's lathe_rt_last_error() and return code. */
+int rt_failf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -8,6 +8,7 @@
  * buffer, and nothing refers to OpenBLAS: the kernels that call it put it
  * on one thread themselves (rt/blas.h), and a model without them links and
  * starts without loading it. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,14 @@ static int fail(int code, const char *fmt, const char *a, const char *b) {
   return code;
 }
 
+int rt_failf(int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
 const char *lathe_rt_strerror(int code) {
   static const struct {
     int code;
@@ -50,6 +59,8 @@ const char *lathe_rt_strerror(int code) {
     {LATHE_RT_EFILE, "cannot open or read the weights file"},
     {LATHE_RT_EFORMAT, "not a weights file of this model (tensor names, shapes or size differ)"},
     {LATHE_RT_ECHECKSUM, "the weights file is corrupt (its data does not match its checksum)"},
+    {LATHE_RT_ENONFINITE, "the training step's loss or an update is not finite (the state is unchanged)"},
+    {LATHE_RT_EWRITE, "cannot write the state file"},
   };
   for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
     if (texts[i].code == code) return texts[i].text;
@@ -86,16 +97,9 @@ static void bind_inputs(const lathe_rt_image *im, const unsigned char *w, void *
   }
 }
 
-static int run(const lathe_rt_image *im, lathe_rt_entry entry, const lathe_rt_state *st, void *const *args,
-               void *const *outs, void *workspace) {
-  if (im->magic != LATHE_RT_IMAGE_MAGIC || im->abi != LATHE_RT_ABI) return LATHE_RT_EABI;
-  const unsigned char *w = weights_of(im, st);
-  if (!w) return LATHE_RT_ENO_WEIGHTS;
-  unsigned char *work = (unsigned char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+int rt_image_call(const lathe_rt_image *im, lathe_rt_entry entry, const unsigned char *w, void **ins,
+                  void *const *outs, unsigned char *work) {
   void **bufs = (void **)(void *)(work + im->tables_off), **scr = bufs + im->nnodes;
-  void *in[64];
-  void **ins = im->ninputs <= 64 ? in : scr; /* many inputs: scr holds them until it is filled */
-  bind_inputs(im, w, args, work, ins);
   const lathe_rt_buf *b = at(im, im->bufs_off);
   const lathe_rt_tensor *t = at(im, im->tensors_off);
   for (int64_t i = 0; i < im->nnodes; i++) {
@@ -118,6 +122,19 @@ static int run(const lathe_rt_image *im, lathe_rt_entry entry, const lathe_rt_st
   for (int64_t j = 0; j < im->noutputs; j++)
     if (bufs[out[j].node] != outs[j]) memcpy(outs[j], bufs[out[j].node], (size_t)out[j].bytes);
   return err & ~RT_ERR_NONFINITE;
+}
+
+static int run(const lathe_rt_image *im, lathe_rt_entry entry, const lathe_rt_state *st, void *const *args,
+               void *const *outs, void *workspace) {
+  if (im->magic != LATHE_RT_IMAGE_MAGIC || im->abi != LATHE_RT_ABI) return LATHE_RT_EABI;
+  if (im->train_off >= 0) return LATHE_RT_EABI; /* a training step's image: MODEL_train_step runs it */
+  const unsigned char *w = weights_of(im, st);
+  if (!w) return LATHE_RT_ENO_WEIGHTS;
+  unsigned char *work = (unsigned char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+  void *in[64];
+  void **ins = im->ninputs <= 64 ? in : (void **)(void *)(work + im->tables_off) + im->nnodes; /* many inputs: scr holds them until it is filled */
+  bind_inputs(im, w, args, work, ins);
+  return rt_image_call(im, entry, w, ins, outs, work);
 }
 
 static int null_arg(void *const *p, int64_t n) {

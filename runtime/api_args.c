@@ -72,6 +72,8 @@ int api_check_train_options(lathe_error *err, const char *fn, const lathe_train_
     return api_fail(err, LATHE_EUSER, "%s: restarts must be 0 or more (0 and 1: one run), got %d", fn, o->restarts);
   if (o->seed_set && o->seed > (uint64_t)INT64_MAX)
     return api_fail(err, LATHE_EUSER, "%s: seed must be below 2^63, got %llu", fn, (unsigned long long)o->seed);
+  if (o->in_order < 0 || o->in_order > 1)
+    return api_fail(err, LATHE_EUSER, "%s: in_order must be 0 or 1, got %d", fn, o->in_order);
   if (o->tty < -1 || o->tty > 1)
     return api_fail(err, LATHE_EUSER, "%s: tty must be -1 (ask isatty), 0 or 1, got %d", fn, o->tty);
   if (o->nnpy < 0) return api_fail(err, LATHE_EUSER, "%s: nnpy must be >= 0, got %d", fn, o->nnpy);

@@ -12,8 +12,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "passes/optimizer.h"
+#include "rt/rt_image.h"
 #include "runtime/program.h"
 #include "runtime/runtime.h"
+#include "runtime/train.h"
 
 /* ---- the header ---- */
 
@@ -137,6 +140,199 @@ static char *header_text(const lathe_program *p, const char *M, const cg_aot_res
   return t.s;
 }
 
+/* ---- --entry train_step: the header ---- */
+
+static int64_t up64(int64_t n) { return (n + 63) / 64 * 64; }
+
+/* A tensor's name as a C member name: other characters become '_', leading
+ * underscores go (reserved names), a clash gets the tensor's number. */
+static void member_name(const char *name, int k, char names[][LATHE_RT_NAME + 16], char *out) {
+  while (*name == '_') name++;
+  size_t n = 0;
+  if (*name >= '0' && *name <= '9') out[n++] = 't';
+  for (; *name && n < LATHE_RT_NAME; name++)
+    out[n++] = (char)((*name >= 'a' && *name <= 'z') || (*name >= 'A' && *name <= 'Z') || (*name >= '0' && *name <= '9')
+                          ? *name : '_');
+  out[n] = '\0';
+  static const char *const head[] = {"step", "steps_per_epoch", "total_steps", "reserved_"};
+  int clash = n == 0;
+  for (size_t h = 0; h < sizeof head / sizeof head[0]; h++) clash |= !strcmp(out, head[h]);
+  for (int j = 0; j < k; j++) clash |= !strcmp(out, names[j]);
+  if (clash) snprintf(out + n, 16, "_%d", k);
+}
+
+/* The state struct: the head, then every tensor of the image's weights
+ * section (parameters and optimizer state, then each carried
+ * normalisation's shift and scale), each padded to 64 bytes as cg_aot.c
+ * lays the section out; the header checks its size. */
+static void train_state(text *t, const lathe_program *p, const char *M, const char *up) {
+  const ir_graph *g = &p->g;
+  int nt = g->nparams;
+  for (int i = 0; i < g->ninputs; i++) {
+    lathe_preprocess pp;
+    nt += lathe_input_preprocess(p, g->inputs[i].name, &pp) && pp.shift ? 2 : 0;
+  }
+  char(*names)[LATHE_RT_NAME + 16] = calloc((size_t)nt + 1, sizeof *names);
+  if (!names) { t->oom = 1; return; }
+  put(t, "/* The training state: the head (liblathe_rt's lathe_rt_train_head), then each parameter and\n"
+         " * optimizer-state tensor (f32, row-major) and the normalisation the weights carry, each at a\n"
+         " * multiple of 64 bytes. %s_state_init fills it; it is plain memory (malloc it or make it\n"
+         " * static: it is %s_STATE_BYTES long), and one state is one model being trained. */\n", M, up);
+  put(t, "typedef struct {\n  int64_t step;            /* steps taken (the schedule and Adam's bias corrections use it) */\n"
+         "  int64_t steps_per_epoch; /* step and exponential schedules: steps in an epoch (0: all in epoch 1) */\n"
+         "  int64_t total_steps;     /* the cosine schedule: the run's steps (0: unknown, no decay) */\n"
+         "  int64_t reserved_[5];\n");
+  int64_t bytes = 64;
+  int k = 0, pad = 0;
+  for (int i = 0; i < g->nparams + g->ninputs; i++) {
+    const char *name = NULL;
+    ir_shape s = {0};
+    char pre[LATHE_RT_NAME + 32];
+    lathe_preprocess pp;
+    for (int half = 0; half < 2; half++) {
+      if (i < g->nparams) {
+        if (half) break;
+        name = g->params[i].name, s = g->params[i].shape;
+      } else {
+        const ir_input *x = &g->inputs[i - g->nparams];
+        if (!lathe_input_preprocess(p, x->name, &pp) || !pp.shift) break;
+        snprintf(pre, sizeof pre, "__preprocess.%s.%s", x->name, half ? "scale" : "shift");
+        name = pre, s = (ir_shape){.rank = 1, .d = {pp.width}};
+      }
+      member_name(name, k, names, names[k]);
+      char sh[160];
+      ir_shape_str(&s, sh, sizeof sh);
+      int64_t n = ir_numel(&s);
+      put(t, "  float %s[%lld]; /* %s f32%s */\n", names[k], (long long)(n ? n : 1), name, sh);
+      int64_t padn = (up64(n * 4) - (n ? n : 1) * 4) / 4;
+      if (padn > 0) put(t, "  float pad%d_[%lld];\n", pad++, (long long)padn);
+      bytes += up64(n * 4);
+      k++;
+    }
+  }
+  free(names);
+  put(t, "} %s_state;\n\n#define %s_STATE_BYTES ((size_t)%lldu)\n", M, up, (long long)bytes);
+  put(t, "#ifndef __cplusplus\n_Static_assert(sizeof(%s_state) == %s_STATE_BYTES, \"%s_state's layout\");\n#endif\n\n",
+      M, up, M);
+}
+
+static char *train_header_text(const lathe_program *p, const char *M, const cg_aot_result *r, int weights_file) {
+  const ir_graph *g = &p->g;
+  text t = {0};
+  char up[128];
+  size_t i = 0;
+  for (; M[i] && i + 1 < sizeof up; i++) up[i] = (char)(M[i] >= 'a' && M[i] <= 'z' ? M[i] - 32 : M[i]);
+  up[i] = '\0';
+  put(&t, "/* %s.h -- model '%s': one step of its train block (forward, backward, optimizer update)\n"
+          " * compiled ahead of time by `lathe emit --entry train_step` for %s.\n", M, g->model_name, r->target);
+  put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt -Wl,--as-needed -lopenblas -lm -lpthread\n", M);
+  put(&t, " * The int functions return 0 on success, else a code lathe_rt_strerror() explains;\n"
+          " * lathe_rt_last_error() says what failed in words.\n */\n");
+  put(&t, "#ifndef LATHE_EMIT_%s_H\n#define LATHE_EMIT_%s_H\n\n#include <stddef.h>\n#include <stdint.h>\n\n", up, up);
+  put(&t, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
+  const ir_train *tr = &p->train;
+  static const char *const opt[] = {"none", "sgd", "adam", "adamw", "rmsprop"};
+  static const char *const sched[] = {"constant", "step", "cosine", "exponential"};
+  put(&t, "/* The train block: %s, lr %g (%s schedule), seed %lld.\n", (int)tr->opt >= 0 && tr->opt <= IR_OPT_RMSPROP
+      ? opt[tr->opt] : "?", tr->lr, (int)tr->sched >= 0 && tr->sched <= IR_SCHED_EXPONENTIAL ? sched[tr->sched] : "?",
+      (long long)tr->seed);
+  put(&t, " * Data arguments of %s_train_step (dense row-major, the bound static shapes; raw features:\n"
+          " * the normalisation the weights carry is applied inside), inputs then targets:\n", M);
+  for (int pass = 0; pass < 2; pass++)
+    for (int k = 0; k < g->ninputs; k++) {
+      const ir_input *x = &g->inputs[k];
+      if (x->is_target != pass || x->name[0] == '_') continue;
+      lathe_preprocess pp;
+      put(&t, " *   %-12s %s", x->name, ir_dtype_name(x->dtype));
+      put_shape(&t, &x->shape);
+      put(&t, "%s%s\n", pass ? " (target)" : "", lathe_input_preprocess(p, x->name, &pp) && pp.shift ? " (normalised inside)" : "");
+    }
+  put(&t, " */\n");
+  for (int k = 0; k < g->ninputs; k++)
+    if (g->inputs[k].name[0] != '_') put_dims(&t, up, g->inputs[k].name, &g->inputs[k].shape);
+  put(&t, "\n");
+  train_state(&t, p, M, up);
+  put(&t, "/* Copy the emitted weights into the state (optimizer state zero, step 0)%s%s%s. */\n"
+          "int %s_state_init(%s_state *st);\n\n", weights_file ? ": those " : "", weights_file ? M : "",
+      weights_file ? "_load_weights read" : "", M, M);
+  put(&t, "/* One training step on one batch: the loss before the update, or NaN when the step failed (a\n"
+          " * label out of range, a non-finite loss or update: the state is then unchanged, and\n"
+          " * lathe_rt_last_error() says why). Uses a workspace allocated on the first call: one thread\n"
+          " * at a time. */\nfloat %s_train_step(%s_state *st", M, M);
+  for (int pass = 0; pass < 2; pass++)
+    for (int k = 0; k < g->ninputs; k++)
+      if (g->inputs[k].is_target == pass && g->inputs[k].name[0] != '_')
+        put(&t, ", const %s *%s", c_type(g->inputs[k].dtype), g->inputs[k].name);
+  put(&t, ");\n\n");
+  put(&t, "/* The state as a safetensors file with the tensor names of lathe train's checkpoints (weights,\n"
+          " * \"opt.*\" state, \"__preprocess.*\", \"__meta.step\"): lathe eval reads it, lathe train --resume\n"
+          " * continues from it (as DIR/last.safetensors and DIR/best.safetensors); written atomically. */\n"
+          "int %s_state_save(const %s_state *st, const char *path);\n", M, M);
+  put(&t, "/* Read a state file, a lathe train checkpoint or weights (every parameter, f32 of its shape;\n"
+          " * optimizer state absent: zero; the step from \"__meta.step\", else 0). Every check comes first:\n"
+          " * a refused file changes nothing. */\nint %s_state_load(%s_state *st, const char *path);\n\n", M, M);
+  put(&t, "/* Threads of the parallel loops (default 1; LATHE_THREADS=N in the environment also sets it). */\n"
+          "int %s_set_threads(int n);\n\n", M);
+  if (weights_file)
+    put(&t, "/* Read the weights (%s.weights, written by `lathe emit --weights-file`): names, shapes and\n"
+            " * checksum are checked; call before %s_state_init. */\nint %s_load_weights(const char *path);\n\n",
+        M, M, M);
+  put(&t, "const char *lathe_rt_strerror(int code);\nconst char *lathe_rt_last_error(void);\n\n");
+  put(&t, "#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
+  if (t.oom) {
+    free(t.s);
+    return NULL;
+  }
+  return t.s;
+}
+
+/* The spec's training part: each input's role, the normalisation each
+ * carries, the parameter each output commits to, the block's settings. */
+static int train_spec(const lathe_program *p, cg_aot_train *t, lathe_error *err) {
+  const ir_graph *g = &p->g;
+  static const struct {
+    const char *name;
+    int role;
+  } scalars[] = {{OPT_IN_LR, LATHE_RT_IN_LR}, {OPT_IN_BC1, LATHE_RT_IN_BC1}, {OPT_IN_BC2, LATHE_RT_IN_BC2},
+                 {OPT_IN_NOISE, LATHE_RT_IN_NOISE}, {OPT_IN_RNG, LATHE_RT_IN_RNG}};
+  int *role = calloc((size_t)g->ninputs + 1, sizeof *role), *kind = calloc((size_t)g->ninputs + 1, sizeof *kind);
+  t->role = role, t->norm_kind = kind, t->commit = p->commit;
+  if (!role || !kind) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  for (int i = 0; i < g->ninputs; i++) {
+    const ir_input *x = &g->inputs[i];
+    role[i] = x->is_target ? LATHE_RT_IN_TARGET : LATHE_RT_IN_ARG;
+    for (size_t k = 0; k < sizeof scalars / sizeof scalars[0]; k++)
+      if (!strcmp(x->name, scalars[k].name)) role[i] = scalars[k].role;
+    if (role[i] > LATHE_RT_IN_TARGET && ir_numel(&x->shape) != 1)
+      return api_fail(err, LATHE_EINTERNAL, "emit: internal error: per-step input '%s' is not a scalar", x->name);
+    lathe_preprocess pp;
+    kind[i] = lathe_input_preprocess(p, x->name, &pp) ? (int)pp.kind : -1;
+  }
+  lathe_rt_sched s;
+  tr_rt_sched(&p->train, &s);
+  t->nparams = g->nparams, t->seed = p->train.seed;
+  t->beta1 = p->train.beta1, t->beta2 = p->train.beta2, t->grad_noise = p->train.grad_noise;
+  t->sched = s.kind, t->lr = s.lr, t->gamma = s.gamma, t->every = s.every, t->warmup = s.warmup, t->min_lr = s.min_lr;
+  return 0;
+}
+
+int api_emit_weights(lathe_program *p, const char *path, lathe_error *err) {
+  if (!p->is_train) return lathe_weights_load(p, path, err);
+  /* a training step: the weights (optimizer state zero, as lathe train --weights) and the
+   * normalisation they carry, which the step applies and the state's files keep */
+  rt_st_file f = {0};
+  char msg[1024];
+  api_pre *pre = NULL;
+  if (api_alloc_params(p, err) || tr_weights_load(path, p, err)) return -1;
+  if (rt_st_read(path, &f, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
+  int rc = api_pre_read(p, path, &f, &pre, err);
+  rt_st_free(&f);
+  if (rc) return rc;
+  api_pre_replace(p, pre);
+  p->weights_set = 1;
+  return 0;
+}
+
 /* ---- the archive: one member and a GNU symbol index naming its API ---- */
 
 static void ar_header(char *h, const char *name, size_t size) {
@@ -145,10 +341,13 @@ static void ar_header(char *h, const char *name, size_t size) {
   memcpy(h, tmp, 60);
 }
 
-static unsigned char *archive(const cg_aot_result *r, const char *M, int weights_file, size_t *len) {
-  static const char *const api[] = {"forward", "forward_ws", "set_threads", "load_weights"};
-  int nsym = weights_file ? 4 : 3;
-  char names[4][160];
+static unsigned char *archive(const cg_aot_result *r, const char *M, int weights_file, int train, size_t *len) {
+  static const char *const fwd[] = {"forward", "forward_ws", "set_threads", "load_weights"};
+  static const char *const trn[] = {"train_step", "state_init", "state_save", "state_load", "set_threads",
+                                    "load_weights"};
+  const char *const *api = train ? trn : fwd;
+  int nsym = (train ? 5 : 3) + (weights_file != 0);
+  char names[6][160];
   size_t names_len = 0;
   for (int i = 0; i < nsym; i++) {
     snprintf(names[i], sizeof names[i], "%s_%s", M, api[i]);
@@ -233,14 +432,17 @@ int api_emit(const lathe_program *p, const char *dir, int weights_file, lathe_er
   cg_aot_spec s = {.name = M, .weights_file = weights_file, .opt_level = 2}; /* as compile_llvm's cg_compile */
   cg_aot_result r;
   memset(&r, 0, sizeof r);
+  cg_aot_train tr = {0};
   int rc = spec_of(p, &s, err);
+  if (rc == 0 && p->is_train) rc = train_spec(p, &tr, err), s.train = &tr;
   char msg[1024];
   if (rc == 0 && cg_aot_compile(&p->g, &s, &r, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
   free((void *)s.shift), free((void *)s.scale), free((void *)s.width);
+  free((void *)tr.role), free((void *)tr.norm_kind);
   if (rc) return rc;
   size_t alen = 0;
-  unsigned char *ar = archive(&r, M, weights_file, &alen);
-  char *h = header_text(p, M, &r, weights_file);
+  unsigned char *ar = archive(&r, M, weights_file, p->is_train, &alen);
+  char *h = p->is_train ? train_header_text(p, M, &r, weights_file) : header_text(p, M, &r, weights_file);
   if (!ar || !h) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
   if (rc == 0) rc = write_file(dir, "%s.o", M, r.obj, r.obj_len, err);
   if (rc == 0) rc = write_file(dir, "lib%s.a", M, ar, alen, err);

@@ -157,6 +157,8 @@ typedef struct {
  * to at most 1; a split with frac > 0 must not come out empty. The same (N,
  * frac, seed) always gives the same split, so `lathe eval` rebuilds it. */
 int rt_split_make(int64_t n, const double frac[3], uint64_t seed, rt_split *out, char *msg, size_t msgn);
+/* The same parts without shuffling: rows [0, train) train, then val, then test (lathe train --in-order). */
+int rt_split_in_order(int64_t n, const double frac[3], rt_split *out, char *msg, size_t msgn);
 void rt_split_free(rt_split *s);
 /* order[0..train->n) = the train examples shuffled for this epoch, from
  * Philox(seed, stream "epoch" + epoch): depends only on (seed, epoch), so a

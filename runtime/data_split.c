@@ -61,7 +61,10 @@ static int part_sizes(int64_t n, const double frac[3], int64_t size[3], char *ms
   return 0;
 }
 
-int rt_split_make(int64_t n, const double frac[3], uint64_t seed, rt_split *out, char *msg, size_t msgn) {
+/* The split, shuffled with seed unless in_order (then the rows in file
+ * order: train first, then val, then test). */
+static int split_make(int64_t n, const double frac[3], uint64_t seed, int in_order, rt_split *out, char *msg,
+                      size_t msgn) {
   memset(out, 0, sizeof *out);
   int64_t size[3];
   if (n < 1) {
@@ -77,7 +80,7 @@ int rt_split_make(int64_t n, const double frac[3], uint64_t seed, rt_split *out,
   for (int64_t i = 0; i < n; i++) perm[i] = i;
   ir_rng r;
   ir_rng_seed(&r, seed, STREAM_SPLIT);
-  shuffle(perm, n, &r);
+  if (!in_order) shuffle(perm, n, &r);
   int rc = make_part(&out->train, perm, 0, size[0]) | make_part(&out->val, perm, size[0], size[1]) |
            make_part(&out->test, perm, size[0] + size[1], size[2]);
   free(perm);
@@ -87,6 +90,14 @@ int rt_split_make(int64_t n, const double frac[3], uint64_t seed, rt_split *out,
     return -1;
   }
   return 0;
+}
+
+int rt_split_make(int64_t n, const double frac[3], uint64_t seed, rt_split *out, char *msg, size_t msgn) {
+  return split_make(n, frac, seed, 0, out, msg, msgn);
+}
+
+int rt_split_in_order(int64_t n, const double frac[3], rt_split *out, char *msg, size_t msgn) {
+  return split_make(n, frac, 0, 1, out, msg, msgn);
 }
 
 void rt_split_free(rt_split *s) {

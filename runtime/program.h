@@ -89,6 +89,11 @@ int api_run_passes(lathe_program *p, lathe_error *err);
  * dir/MODEL.o, dir/libMODEL.a, dir/MODEL.h (and dir/MODEL.weights with
  * weights_file, the weights then left out of the object). 0 or an error. */
 int api_emit(const lathe_program *p, const char *dir, int weights_file, lathe_error *err);
+/* The weights emit embeds: lathe_weights_load for a forward pass; for a
+ * training step (p->is_train, from lathe_compile_train: api_emit then
+ * writes MODEL_train_step and the state functions) the weights with the
+ * optimizer state at zero, as lathe train --weights starts. */
+int api_emit_weights(lathe_program *p, const char *path, lathe_error *err);
 /* api_plan.c: write the kernel plan of p's graph to dir/plan.txt. */
 int api_dump_plan(const lathe_program *p, const char *dir, lathe_error *err);
 /* Copy the pass-pipeline fields (opt_level*, passes, print_after,

@@ -211,7 +211,8 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
   int64_t B = r->data.batch, total = per_epoch * r->t.epochs;
   int64_t *order = malloc(sizeof(int64_t) * ((size_t)r->data.split.train.n + 1));
   if (!order) return api_fail(err, LATHE_ENOMEM, "out of memory");
-  rt_shuffle_epoch(&r->data.split.train, (uint64_t)r->t.seed, epoch, order);
+  if (r->o->in_order) memcpy(order, r->data.split.train.idx, sizeof(int64_t) * (size_t)r->data.split.train.n);
+  else rt_shuffle_epoch(&r->data.split.train, (uint64_t)r->t.seed, epoch, order);
   double sum = 0;
   int rc = 0;
   for (int64_t s = 0; s < per_epoch && rc == 0; s++) {

@@ -10,6 +10,7 @@
 #include "runtime/data.h"
 #include "runtime/program.h"
 #include "runtime/runtime.h"
+#include "rt/lathe_rt.h"
 
 /* ---- train_data.c: the data set, its split and how it feeds the model ---- */
 typedef struct {
@@ -85,6 +86,9 @@ int tr_weights_load(const char *path, lathe_program *p, lathe_error *err);
 int tr_log_cut(const char *path, int64_t step, lathe_error *err);
 
 /* ---- train_step.c ---- */
+/* The train block's schedule as liblathe_rt's (lathe_rt_sched_lr computes
+ * every step's rate, for lathe train and emitted training steps alike). */
+void tr_rt_sched(const ir_train *t, lathe_rt_sched *s);
 /* Fill every unset setting with PyTorch's default (adam, lr 1e-3, ...). */
 void tr_settings_defaults(ir_train *t);
 /* The learning rate the schedule gives 1-based step `step` of training

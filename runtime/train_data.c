@@ -250,7 +250,8 @@ int tr_data_open(tr_data *d, lathe_model *m, const lathe_train_options *o, const
   rt_norm_kind nk = RT_NORM_STANDARD;
   if (o->normalize && rt_norm_parse(o->normalize, &nk, d->msg, sizeof d->msg))
     return api_fail(err, LATHE_EUSER, "%s", d->msg);
-  if (rt_split_make(d->ds.n, split, seed, &d->split, d->msg, sizeof d->msg))
+  if (o->in_order ? rt_split_in_order(d->ds.n, split, &d->split, d->msg, sizeof d->msg)
+                  : rt_split_make(d->ds.n, split, seed, &d->split, d->msg, sizeof d->msg))
     return api_fail(err, LATHE_EUSER, "%s", d->msg);
   for (int i = 0; i < d->nin; i++) {
     int float_in = ir_dtype_is_float(fe_input_dtype(m->fe, i)) && !fe_input_is_target(m->fe, i);

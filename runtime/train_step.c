@@ -12,6 +12,7 @@
 #include "passes/passes.h"
 #include "runtime/runtime.h"
 #include "runtime/train.h"
+#include "rt/lathe_rt.h"
 
 static double dflt(double v, double d) { return isnan(v) ? d : v; }
 
@@ -42,19 +43,21 @@ void tr_settings_defaults(ir_train *t) {
   else if (t->nsplit == 2) t->split[2] = 0;
 }
 
-/* Learning rate at 1-based step `step` of `total`: constant; step(every,
- * gamma) and exponential(gamma) per epoch; cosine(warmup, min_lr) per step
- * with linear warmup (PyTorch's schedulers). total = 0: no cosine decay. */
+void tr_rt_sched(const ir_train *t, lathe_rt_sched *s) {
+  static const int64_t kind[] = {[IR_SCHED_CONSTANT] = LATHE_RT_SCHED_CONSTANT, [IR_SCHED_STEP] = LATHE_RT_SCHED_STEP,
+                                 [IR_SCHED_COSINE] = LATHE_RT_SCHED_COSINE,
+                                 [IR_SCHED_EXPONENTIAL] = LATHE_RT_SCHED_EXPONENTIAL};
+  *s = (lathe_rt_sched){.kind = (int)t->sched >= 0 && t->sched <= IR_SCHED_EXPONENTIAL ? kind[t->sched] : 0,
+                        .lr = t->lr, .gamma = t->sched_gamma, .every = t->sched_every, .warmup = t->sched_warmup,
+                        .min_lr = t->sched_min_lr};
+}
+
+/* Learning rate at 1-based step `step` of `total` (0: no cosine decay):
+ * liblathe_rt's schedule, which emitted training steps use too. */
 static double schedule_lr(const ir_train *t, int64_t step, int64_t total, int64_t per_epoch) {
-  const double pi = 3.14159265358979323846;
-  double epoch = (double)((step - 1) / (per_epoch > 0 ? per_epoch : 1));
-  if (t->sched == IR_SCHED_STEP) return t->lr * pow(t->sched_gamma, floor(epoch / t->sched_every));
-  if (t->sched == IR_SCHED_EXPONENTIAL) return t->lr * pow(t->sched_gamma, epoch);
-  if (t->sched != IR_SCHED_COSINE) return t->lr;
-  double w = t->sched_warmup;
-  if ((double)step <= w) return t->lr * (double)step / w;
-  double prog = (double)total > w ? ((double)step - w) / ((double)total - w) : 0;
-  return t->sched_min_lr + 0.5 * (t->lr - t->sched_min_lr) * (1 + cos(pi * prog));
+  lathe_rt_sched s;
+  tr_rt_sched(t, &s);
+  return lathe_rt_sched_lr(&s, step, total, per_epoch);
 }
 
 double tr_step_lr(const lathe_program *p, int64_t step) {

@@ -7,7 +7,8 @@
 
 #include "tools/cli.h"
 
-#define DATA_FLAGS "--data=value --target-column=value --normalize=value --batch=value --seed=value --bind=pair"
+#define DATA_FLAGS "--data=value --target-column=value --normalize=value --batch=value --seed=value --bind=pair " \
+                   "--in-order=bool"
 
 /* A count flag given as 0 is refused: the options keep 0 for "not given",
  * so a 0 let through would silently mean "the model file's value". So is
@@ -70,6 +71,7 @@ static int data_options(const cli_args *a, const char *cmd, lathe_train_options 
     o->target_column = (int)v;
   }
   o->normalize = cli_value(a, "--normalize");
+  o->in_order = cli_has(a, "--in-order");
   uint64_t b = 0;
   int b_given = 0;
   if (cli_u64(a, cmd, "--batch", &b, &b_given) || cli_u64(a, cmd, "--seed", &o->seed, &o->seed_set) ||

@@ -70,6 +70,7 @@ static const cli_command commands[] = {
    CLI_PASS_HELP},
   {"emit", cmd_emit, "compile the forward pass ahead of time (object, library, header)",
    "usage: lathe emit MODEL --weights W.safetensors -o DIR [--bind NAME=N]... [--weights-file] [-O0..3]\n"
+   "                  [--entry forward|train_step]\n"
    "\n"
    "Writes DIR/MODEL.o, DIR/libMODEL.a and DIR/MODEL.h (MODEL: the name the model file declares):\n"
    "the forward pass compiled for this machine's CPU exactly as lathe run compiles it, with the\n"
@@ -82,6 +83,10 @@ static const cli_command commands[] = {
    "  --bind NAME=N     bind a symbolic dimension (required for each one)\n"
    "  --weights-file    leave the weights out of the object: write DIR/MODEL.weights, which\n"
    "                    MODEL_load_weights(path) reads, checking names, shapes and a checksum\n"
+   "  --entry E         forward (default), or train_step: one step of the train block (forward,\n"
+   "                    backward, optimizer update) as MODEL_train_step(&state, inputs..., targets...),\n"
+   "                    with MODEL_state_init/_save/_load (safetensors, as lathe train's checkpoints;\n"
+   "                    the optimizer state starts at zero)\n"
    CLI_PASS_HELP},
   {"init", cmd_init, "write freshly initialised weights",
    "usage: lathe init MODEL -o W.safetensors [--seed N] [--bind NAME=N]...\n"
@@ -96,7 +101,7 @@ static const cli_command commands[] = {
    "usage: lathe train MODEL --data FILE [--out DIR] [--plot FILE.svg] [--json] [--resume]\n"
    "                   [--weights W] [--epochs N] [--batch N] [--lr X] [--seed N] [--restarts N]\n"
    "                   [--target-column N] [--normalize standard|minmax|none] [--backend llvm|interp]\n"
-   "                   [--gemm blas|generated]\n"
+   "                   [--gemm blas|generated] [--in-order]\n"
    "\n"
    "Compiles one training step (forward, backward and optimizer update) and trains as the model's\n"
    "train block says; flags override the block. The data is split train/val/test by the block's\n"
@@ -111,6 +116,9 @@ static const cli_command commands[] = {
    "  --target-column N    CSV: the target column (0-based; negative counts from the end)\n"
    "  --normalize K        standard (default), minmax or none; statistics of the training split,\n"
    "                       saved in the checkpoints (run, eval and the C API apply them)\n"
+   "  --in-order           no shuffling: the split takes the rows in file order (train first, then\n"
+   "                       val, then test) and every epoch visits the train rows in that order\n"
+   "                       (to compare with an emitted training step fed the same rows)\n"
    "  --out DIR            write best.safetensors, last.safetensors (checkpoints) and log.jsonl\n"
    "  --resume             continue from DIR/last.safetensors (needs --out): every tensor's name,\n"
    "                       dtype and shape is checked; a run that had finished (or was killed in its\n"
@@ -136,9 +144,10 @@ static const cli_command commands[] = {
   {"eval", cmd_eval, "evaluate weights on a data split",
    "usage: lathe eval MODEL --weights W --data FILE [--split test|val|train|all]\n"
    "                  [--target-column N] [--normalize K] [--batch N] [--seed N] [--backend B]\n"
-   "                  [--gemm blas|generated]\n"
+   "                  [--gemm blas|generated] [--in-order]\n"
    "\n"
-   "Rebuilds the split training used (the train block's fractions and seed, or --seed) and prints\n"
+   "Rebuilds the split training used (the train block's fractions and seed, or --seed; --in-order:\n"
+   "the rows in file order, as lathe train --in-order split them) and prints\n"
    "one `NAME: VALUE` line per metric for the chosen split (default test). The features are\n"
    "normalised as the weights say (their saved statistics); --normalize must agree with them.\n"
    "Weights without saved statistics (older files) get them refitted on the training split.\n"

@@ -113,6 +113,19 @@ char *cg_module_text(const cg_program *p);
 
 /* ---- ahead of time (cg_aot.c, `lathe emit`) ---- */
 
+/* --entry train_step: what the image says beyond a forward pass's
+ * (rt/rt_image.h's lathe_rt_train; cg_aot fills in its offsets). */
+typedef struct {
+  int64_t nparams;      /* g->params: weights and optimizer state */
+  int64_t seed;
+  double beta1, beta2, grad_noise;
+  int64_t sched;        /* LATHE_RT_SCHED_* */
+  double lr, gamma, every, warmup, min_lr;
+  const int *role;      /* per g->inputs: LATHE_RT_IN_* */
+  const int *norm_kind; /* per g->inputs: -1 nothing recorded, 0 none, 1 standard, 2 minmax */
+  const int *commit;    /* per g->outputs: the parameter output "new.X" replaces, -1 */
+} cg_aot_train;
+
 typedef struct {
   const char *name;            /* MODEL: a C identifier, the prefix of every symbol */
   int weights_file;            /* the weights go to a file MODEL_load_weights reads, not into the object */
@@ -121,6 +134,7 @@ typedef struct {
   const float *const *scale;
   const int64_t *width;        /* per g->inputs: values per example of shift and scale */
   int opt_level;               /* LLVM's, 0..3: cg_compile's default is 2 */
+  const cg_aot_train *train;   /* NULL: g is a forward pass; else g is the training step's program */
 } cg_aot_spec;
 
 typedef struct {
@@ -129,7 +143,7 @@ typedef struct {
   unsigned char *wfile; /* weights_file: the weights file's bytes */
   size_t wfile_len;
   int64_t work_bytes;   /* MODEL_WORKSPACE_BYTES */
-  int64_t nargs;        /* MODEL_forward's inputs (the model's inputs less its targets) */
+  int64_t nargs;        /* MODEL_forward's inputs (the model's inputs less its targets); train: inputs and targets */
   char target[256];     /* "TRIPLE (CPU)": what the object runs on */
 } cg_aot_result;
 

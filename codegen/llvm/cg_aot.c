@@ -37,10 +37,45 @@ typedef struct {
   lathe_rt_tensor *t;
   unsigned char *weights; /* the section (ntensors' data) */
   unsigned char *consts;
+  lathe_rt_train tr;      /* --entry train_step: */
+  lathe_rt_train_in *tin; /* per input */
+  int64_t *commit;        /* per output */
 } image_parts;
 
 static void parts_free(image_parts *ip) {
   free(ip->buf), free(ip->in), free(ip->out), free(ip->t), free(ip->weights), free(ip->consts);
+  free(ip->tin), free(ip->commit);
+}
+
+/* A training step's per-input and per-output records; its data arguments
+ * are the inputs, then the targets, each in the model file's order. */
+static int make_train(const ir_graph *g, const cg_aot_train *s, image_parts *ip, char *msg, size_t msgn) {
+  ip->tin = calloc((size_t)g->ninputs + 1, sizeof *ip->tin);
+  ip->commit = calloc((size_t)g->noutputs + 1, sizeof *ip->commit);
+  if (!ip->tin || !ip->commit) return ir_fail(msg, msgn, "emit: out of memory");
+  int64_t arg = 0;
+  for (int pass = LATHE_RT_IN_ARG; pass <= LATHE_RT_IN_TARGET; pass++)
+    for (int i = 0; i < g->ninputs; i++) {
+      lathe_rt_train_in *ti = &ip->tin[i];
+      if (pass == LATHE_RT_IN_ARG) {
+        if (strlen(g->inputs[i].name) >= sizeof ti->name)
+          return ir_fail(msg, msgn, "emit: input name '%s' is too long", g->inputs[i].name);
+        strcpy(ti->name, g->inputs[i].name);
+        ti->role = s->role[i], ti->arg = -1, ti->norm_kind = s->norm_kind[i];
+      }
+      if (s->role[i] == pass) ti->arg = arg++;
+    }
+  for (int j = 0; j < g->noutputs; j++) {
+    ip->commit[j] = s->commit[j];
+    if (s->commit[j] >= 0 && ip->t[s->commit[j]].bytes != ir_numel(&g->nodes[g->outputs[j].node].shape) * 4)
+      return ir_fail(msg, msgn, "emit: internal error: output '%s' is not the size of its parameter",
+                     g->outputs[j].name);
+  }
+  if (g->loss < 0) return ir_fail(msg, msgn, "emit: the training program has no loss");
+  ip->tr = (lathe_rt_train){.nparams = s->nparams, .loss_node = g->loss, .seed = s->seed, .beta1 = s->beta1,
+                            .beta2 = s->beta2, .grad_noise = s->grad_noise,
+                            .sched = {s->sched, s->lr, s->gamma, s->every, s->warmup, s->min_lr}};
+  return 0;
 }
 
 static const int buf_kind[] = {
@@ -105,7 +140,7 @@ static int make_weights(const ir_graph *g, const cg_aot_spec *s, image_parts *ip
 
 /* The buffers, the inputs and outputs, and the workspace: the arena, then a
  * copy per target (zeros) and normalised input, then the pointer tables. */
-static int make_layout(const pl_plan *plan, image_parts *ip, char *msg, size_t msgn) {
+static int make_layout(const pl_plan *plan, const cg_aot_spec *s, image_parts *ip, char *msg, size_t msgn) {
   const ir_graph *g = plan->g;
   ip->buf = calloc((size_t)g->nnodes + 1, sizeof *ip->buf);
   ip->out = calloc((size_t)g->noutputs + 1, sizeof *ip->out);
@@ -125,13 +160,16 @@ static int make_layout(const pl_plan *plan, image_parts *ip, char *msg, size_t m
     io->node = x->node;
     io->is_target = x->is_target;
     io->copy_off = -1;
-    if (x->is_target || io->shift >= 0) io->copy_off = work, work += up64(io->bytes);
-    nargs += !x->is_target;
+    /* train: targets are arguments, the per-step scalars the runner's */
+    int data = s->train && s->train->role[i] <= LATHE_RT_IN_TARGET;
+    if (s->train ? !data || io->shift >= 0 : x->is_target || io->shift >= 0) io->copy_off = work, work += up64(io->bytes);
+    nargs += s->train ? data : !x->is_target;
   }
   for (int j = 0; j < g->noutputs; j++) {
     const ir_node *n = &g->nodes[g->outputs[j].node];
     ip->out[j] = (lathe_rt_io){.dtype = n->dtype, .bytes = ir_numel(&n->shape) * (int64_t)ir_dtype_size(n->dtype),
                                .node = g->outputs[j].node, .copy_off = -1, .shift = -1, .scale = -1};
+    if (s->train) ip->out[j].copy_off = work, work += up64(ip->out[j].bytes); /* a step's outputs are its own */
   }
   ip->h.nnodes = g->nnodes, ip->h.ninputs = g->ninputs, ip->h.noutputs = g->noutputs, ip->h.nargs = nargs;
   ip->h.tables_off = work;
@@ -152,6 +190,12 @@ static unsigned char *image_bytes(image_parts *ip, const ir_graph *g, const char
   h->tensors_off = off, off += up64((int64_t)sizeof *ip->t * h->ntensors);
   h->name_off = off, off += up64((int64_t)strlen(name) + 1);
   h->consts_off = off, off += up64(cbytes);
+  h->train_off = -1;
+  if (ip->tin) { /* a training step */
+    h->train_off = off, off += up64((int64_t)sizeof ip->tr);
+    ip->tr.ins_off = off, off += up64((int64_t)sizeof *ip->tin * g->ninputs);
+    ip->tr.commit_off = off, off += up64((int64_t)sizeof *ip->commit * g->noutputs);
+  }
   h->weights_off = embed ? off : -1;
   if (embed) off += h->weights_bytes;
   unsigned char *b = calloc((size_t)off + 1, 1);
@@ -164,6 +208,11 @@ static unsigned char *image_bytes(image_parts *ip, const ir_graph *g, const char
   memcpy(b + h->name_off, name, strlen(name) + 1);
   memcpy(b + h->consts_off, ip->consts, (size_t)cbytes);
   if (embed) memcpy(b + h->weights_off, ip->weights, (size_t)h->weights_bytes);
+  if (ip->tin) {
+    memcpy(b + h->train_off, &ip->tr, sizeof ip->tr);
+    memcpy(b + ip->tr.ins_off, ip->tin, sizeof *ip->tin * (size_t)g->ninputs);
+    memcpy(b + ip->tr.commit_off, ip->commit, sizeof *ip->commit * (size_t)g->noutputs);
+  }
   *len = (size_t)off;
   return b;
 }
@@ -245,6 +294,56 @@ static void emit_wrappers(wrap_ctx *w, const char *model, int64_t nio, int weigh
   finish(w, ld_rt, a3, 3);
 }
 
+/* --entry train_step: float MODEL_train_step(MODEL_state *, data...) and
+ * int MODEL_state_init / _save / _load, MODEL_set_threads and (with a
+ * weights file) MODEL_load_weights, each a call into rt/rt_train.c. */
+static void emit_train_wrappers(wrap_ctx *w, const char *model, int64_t nargs, int weights_file) {
+  cg_mod *m = w->m;
+  LLVMTypeRef P = m->ptr, p5[5] = {P, P, P, P, P};
+  char name[256];
+  /* MODEL_train_step(state, data...): the data pointers into an array */
+  LLVMValueRef step_rt = declare(m, "lathe_rt_train_step", m->f32, p5, 5);
+  LLVMTypeRef *pt = calloc((size_t)nargs + 1, sizeof *pt);
+  for (int64_t i = 0; pt && i <= nargs; i++) pt[i] = P;
+  snprintf(name, sizeof name, "%s_train_step", model);
+  LLVMValueRef f = declare(m, name, m->f32, pt ? pt : p5, pt ? (unsigned)nargs + 1 : 1);
+  free(pt);
+  LLVMPositionBuilderAtEnd(m->B, LLVMAppendBasicBlockInContext(m->C, f, "entry"));
+  LLVMValueRef arr = LLVMBuildAlloca(m->B, LLVMArrayType(P, (unsigned)(nargs ? nargs : 1)), "args");
+  LLVMValueRef arrp = LLVMBuildPointerCast(m->B, arr, LLVMPointerType(P, 0), "");
+  for (int64_t i = 0; i < nargs; i++) {
+    LLVMValueRef ix = LLVMConstInt(m->i64, (unsigned long long)i, 0);
+    LLVMBuildStore(m->B, LLVMGetParam(f, (unsigned)i + 1), LLVMBuildGEP2(m->B, P, arrp, &ix, 1, ""));
+  }
+  LLVMValueRef a5[5] = {w->image, w->entry, w->state, LLVMGetParam(f, 0), LLVMBuildPointerCast(m->B, arr, P, "")};
+  finish(w, step_rt, a5, 5);
+  /* MODEL_state_init(state) */
+  char pre[128];
+  snprintf(pre, sizeof pre, "%s_", model);
+  LLVMValueRef init_rt = declare(m, "lathe_rt_state_init", m->i32, p5, 3);
+  f = begin(w, pre, "state_init", p5, 1);
+  LLVMValueRef a3[3] = {w->image, w->state, LLVMGetParam(f, 0)};
+  finish(w, init_rt, a3, 3);
+  /* MODEL_state_save(state, path), MODEL_state_load(state, path) */
+  static const char *const io_fn[2][2] = {{"state_save", "lathe_rt_state_save"}, {"state_load", "lathe_rt_state_load"}};
+  for (int k = 0; k < 2; k++) {
+    LLVMValueRef rt = declare(m, io_fn[k][1], m->i32, p5, 3);
+    f = begin(w, pre, io_fn[k][0], p5, 2);
+    LLVMValueRef a[3] = {w->image, LLVMGetParam(f, 0), LLVMGetParam(f, 1)};
+    finish(w, rt, a, 3);
+  }
+  /* MODEL_set_threads(int), MODEL_load_weights(path) as for a forward pass */
+  LLVMValueRef thr_rt = declare(m, "lathe_rt_set_threads", m->i32, &m->i32, 1);
+  f = begin(w, pre, "set_threads", &m->i32, 1);
+  LLVMValueRef n = LLVMGetParam(f, 0);
+  finish(w, thr_rt, &n, 1);
+  if (!weights_file) return;
+  LLVMValueRef ld_rt = declare(m, "lathe_rt_load_weights", m->i32, p5, 3);
+  f = begin(w, pre, "load_weights", p5, 1);
+  LLVMValueRef b3[3] = {w->image, w->state, LLVMGetParam(f, 0)};
+  finish(w, ld_rt, b3, 3);
+}
+
 /* An internal constant (or zeroed variable) global of n bytes, as i8*. */
 static LLVMValueRef add_bytes(cg_mod *m, const char *name, const unsigned char *bytes, size_t n, int align) {
   LLVMTypeRef ty = LLVMArrayType(m->i8, (unsigned)n);
@@ -285,7 +384,8 @@ static int object_of(const pl_plan *plan, const cg_aot_spec *s, const unsigned c
   w.state = add_bytes(&m, gname, NULL, sizeof(lathe_rt_state), 16);
   w.entry = LLVMConstBitCast(LLVMGetNamedFunction(m.M, entry), m.ptr);
   LLVMSetLinkage(LLVMGetNamedFunction(m.M, entry), LLVMInternalLinkage);
-  emit_wrappers(&w, s->name, nio, s->weights_file);
+  if (s->train) emit_train_wrappers(&w, s->name, nio, s->weights_file);
+  else emit_wrappers(&w, s->name, nio, s->weights_file);
   LLVMDisposeBuilder(m.B);
   cg_target t = {triple, cpu, feat, s->opt_level, 0, 0, 1, entry, 1};
   cg_objects objs = {0};
@@ -319,7 +419,8 @@ int cg_aot_compile(const ir_graph *g, const cg_aot_spec *s, cg_aot_result *r, ch
   image_parts ip;
   memset(&ip, 0, sizeof ip);
   int rc = make_weights(g, s, &ip, msg, msgn);
-  if (rc == 0) rc = make_layout(&plan, &ip, msg, msgn);
+  if (rc == 0 && s->train) rc = make_train(g, s->train, &ip, msg, msgn);
+  if (rc == 0) rc = make_layout(&plan, s, &ip, msg, msgn);
   size_t ilen = 0;
   unsigned char *image = rc == 0 ? image_bytes(&ip, g, s->name, !s->weights_file, plan.const_bytes, &ilen) : NULL;
   if (rc == 0 && !image) rc = ir_fail(msg, msgn, "emit: out of memory for the image");
@@ -327,7 +428,7 @@ int cg_aot_compile(const ir_graph *g, const cg_aot_spec *s, cg_aot_result *r, ch
     rc = ir_fail(msg, msgn, "emit: out of memory for the weights file");
   r->work_bytes = ip.h.work_bytes + 64; /* room to align any pointer to 64 */
   r->nargs = ip.h.nargs;
-  if (rc == 0) rc = object_of(&plan, s, image, ilen, ip.h.nargs + ip.h.noutputs, r, msg, msgn);
+  if (rc == 0) rc = object_of(&plan, s, image, ilen, s->train ? ip.h.nargs : ip.h.nargs + ip.h.noutputs, r, msg, msgn);
   free(image);
   parts_free(&ip);
   pl_free(&plan);
