@@ -106,6 +106,8 @@ def lathe_bench_cmd(bench, w, inputs, quick):
         cmd.append("--train")
     if w.kind == "generate":  # --in is ignored there: lathe_generate feeds its own prompt
         cmd += ["--generate", str(w.gen_tokens)]
+    if w.quant:
+        cmd += ["--quant", w.quant]
     for k, v in w.binds.items():
         cmd += ["--bind", "%s=%d" % (k, v)]
     for name, rng in w.inputs.items():
@@ -198,6 +200,8 @@ def gemm_floor(build, batch, quick):
 
 def row(w, lathe, peer, allpeer, err):
     r = {"workload": w.name, "lathe_ms": None, "peer_ms": None, "ratio": None, "compile_ms": None}
+    if w.quant:
+        r["quant"], r["f32_row"] = w.quant, w.f32_row
     if peer:
         r["peer_ms"] = round(peer["median_ms"], 6)
     if lathe:
@@ -312,6 +316,15 @@ def print_table(rows, peak, pinned_blas):
                   (r["workload"], fmt(r.get("lathe_tokens_per_s"), ".0f"),
                    "key/value cache" if r.get("lathe_cached") else "recomputed context",
                    fmt(r.get("peer_tokens_per_s"), ".0f")))
+    by = {r["workload"]: r for r in rows}
+    for r in rows:
+        f = by.get(r.get("f32_row"))
+        if f and f.get("lathe_ms") and r.get("lathe_ms"):
+            print("%s: %s against Lathe's f32 (%s): %.2fx faster by medians, %.2fx by fastest steps%s" %
+                  (r["workload"], r["quant"], f["workload"], f["lathe_ms"] / r["lathe_ms"],
+                   f["lathe_min_ms"] / r["lathe_min_ms"],
+                   "; tokens/s %s vs %s" % (fmt(r.get("lathe_tokens_per_s"), ".0f"), fmt(f.get("lathe_tokens_per_s"), ".0f"))
+                   if r.get("lathe_tokens_per_s") else ""))
     pinned, native = peak
     print("OpenBLAS sgemm peak (n=%d, best of reps): %.1f GFLOP/s on 1 thread, %.1f on 2 with kernel %s "
           "(the environment's pin%s); %.1f / %.1f with kernel %s (unpinned, as the peer%s runs)" %

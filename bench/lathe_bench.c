@@ -68,6 +68,8 @@ typedef struct {
   int compile_only;
   int train; /* time training steps (lathe_compile_train) */
   int generate; /* > 0: time lathe_generate of this many tokens */
+  int quant;    /* lathe_quant: run on the initialised weights quantized (lathe_quantize) in this mode */
+  char qpath[64]; /* the quantized weights file, while it exists */
   double load_ms; /* parse + check + bind, measured by main */
 } bench_args;
 
@@ -144,7 +146,7 @@ static int parse_input(const char *arg, input_arg *in) {
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
                   "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
-                  "                   [--train] [--generate N]\n");
+                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|bf16|f16]\n");
   return 2;
 }
 
@@ -159,6 +161,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     int64_t n;
     if (strcmp(s, "--compile-only") == 0) { a->compile_only = 1; continue; }
     if (strcmp(s, "--train") == 0) { a->train = 1; continue; }
+    if (strcmp(s, "--quant") == 0 && v && lathe_quant_parse(v) > 0) { a->quant = lathe_quant_parse(v); i++; continue; }
     if (s[0] != '-') { a->model = s; continue; }
     if (!v) return -1;
     i++;
@@ -308,6 +311,27 @@ static int on_token(void *user, int token, int byte) {
   return 0;
 }
 
+/* --quant: the seeded f32 weights of an interpreter program, quantized by
+ * lathe_quantize into a temporary file (a->qpath) that the compiled
+ * program (or lathe_generate) loads. */
+static int make_quantized(bench_args *a, lathe_model *m, lathe_error *err) {
+  char f32[] = "/tmp/lathe-bench-f32-XXXXXX";
+  strcpy(a->qpath, "/tmp/lathe-bench-q-XXXXXX");
+  int fd = mkstemp(f32), fq = fd >= 0 ? mkstemp(a->qpath) : -1;
+  if (fd >= 0) close(fd);
+  if (fq >= 0) close(fq);
+  if (fd < 0 || fq < 0) { fprintf(stderr, "lathe_bench: cannot create a temporary file\n"); return -1; }
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP};
+  lathe_program *p = lathe_compile(m, &o, err);
+  lathe_quantize_options qo = {.weights = f32, .out = a->qpath, .mode = a->quant};
+  int rc = !p || lathe_weights_init(p, a->seed, err) || lathe_weights_save(p, f32, err) ||
+           lathe_quantize(m, &qo, NULL, err);
+  lathe_program_free(p);
+  remove(f32);
+  if (rc) fail("quantize", err);
+  return rc ? -1 : 0;
+}
+
 #define GEN_PROMPT "ROMEO:\nWhat light"
 
 /* lathe_generate needs its weights in a file: the initialised ones go to a
@@ -322,11 +346,11 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
   int rc = 1;
   double t0 = now_ms();
   if (!c.stamps || !times) fprintf(stderr, "lathe_bench: out of memory\n");
-  else if (lathe_weights_init(p, a->seed, err)) fail("weights", err);
-  else if (lathe_weights_save(p, path, err)) fail("weights save", err);
+  else if (!a->quant && lathe_weights_init(p, a->seed, err)) fail("weights", err);
+  else if (!a->quant && lathe_weights_save(p, path, err)) fail("weights save", err);
   else {
     double init_ms = now_ms() - t0;
-    lathe_generate_options go = {.weights = path, .prompt = GEN_PROMPT, .tokens = a->generate,
+    lathe_generate_options go = {.weights = a->quant ? a->qpath : path, .prompt = GEN_PROMPT, .tokens = a->generate,
                                  .temperature = 0, .seed = a->seed, .backend = LATHE_BACKEND_LLVM,
                                  .on_token = on_token, .user = &c};
     lathe_generate_result r = {0};
@@ -356,7 +380,8 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
 }
 
 static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
-  lathe_options opt = {.backend = LATHE_BACKEND_LLVM};
+  lathe_options opt = {.backend = LATHE_BACKEND_LLVM, .quant = a->quant};
+  if (a->quant && make_quantized(a, m, err)) return 1;
   double t0 = now_ms();
   lathe_program *p = a->train ? lathe_compile_train(m, &opt, err) : lathe_compile(m, &opt, err);
   double compile_ms = now_ms() - t0;
@@ -375,7 +400,7 @@ static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
   double *times = malloc((size_t)a->reps * sizeof *times);
   t0 = now_ms();
   if (!times) fprintf(stderr, "lathe_bench: out of memory\n");
-  else if (lathe_weights_init(p, a->seed, err)) fail("weights", err);
+  else if (a->quant ? lathe_weights_load(p, a->qpath, err) : lathe_weights_init(p, a->seed, err)) fail("weights", err);
   else {
     double init_ms = now_ms() - t0;
     double loss[2] = {NAN, NAN};
@@ -410,6 +435,7 @@ int main(int argc, char **argv) {
   a.load_ms = now_ms() - t0;
   if (rc == 0) rc = run_bench(&a, m, &err);
   lathe_model_free(m);
+  if (a.qpath[0]) remove(a.qpath);
   for (int i = 0; i < a.nins; i++) free(a.ins[i].t.data);
   return rc;
 }

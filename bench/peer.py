@@ -167,6 +167,11 @@ class LSTM(nn.Module):
     logits = forward
 
 
+def build_dense(batch):
+    """bench/dense1024.nn: one nn.Linear(1024, 1024)."""
+    return nn.Linear(1024, 1024), torch.randn(batch, 1024)
+
+
 def build_mlp(batch):
     return MLP(), torch.randn(batch, 64)
 
@@ -191,7 +196,7 @@ def build_lstm(batch, vocab, T, E, H):
     return LSTM(vocab, E, H), tokens(batch, vocab, T)
 
 
-BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "cnn_bn": build_cnn_bn, "gpt": build_gpt, "lstm": build_lstm}
+BUILDERS = {"dense": build_dense, "mlp": build_mlp, "cnn": build_cnn, "cnn_bn": build_cnn_bn, "gpt": build_gpt, "lstm": build_lstm}
 
 
 # ---- training steps ----
@@ -314,9 +319,12 @@ def main():
     model, x = BUILDERS[w.peer](**w.peer_args)
     train = w.kind == "train"
     model.train(train)
+
     reps = w.quick_reps if a.quick else w.reps
     kernel = blas_kernel()
     nparams = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if w.quant == "int8-dynamic":  # PyTorch's dynamic int8 (the engine it offers: onednn here); counted before
+        model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     prepared = list(modes(w, model, x))  # tracing + freezing GPT-2 takes seconds: once
     for threads in [int(t) for t in a.threads.split(",")]:
         torch.set_num_threads(threads)

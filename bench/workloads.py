@@ -31,6 +31,9 @@ class Workload:
     optim: dict = None              # train: the peer's torch.optim (name, lr, ...), as the train block
     clip_norm: float = 0.0          # train: the peer's clip_grad_norm_ (0: none), as the train block
     gen_tokens: int = 0             # generate: tokens generated (one timed step per token)
+    quant: str = ""                 # Lathe runs the weights quantized in this mode (lathe_quantize); the
+                                    # peer, for int8-dynamic, runs torch.ao.quantization.quantize_dynamic
+    f32_row: str = ""               # a quantized row: the f32 row it is compared with (printed under the table)
 
 
 GPT_CHAR = dict(vocab=96, T=64, d=128, heads=4, layers=4)
@@ -77,6 +80,21 @@ WORKLOADS = [
     Workload("gpt_char_generate", "examples/gpt.nn", {"batch": 1}, {"tokens": GPT_CHAR["vocab"]},
              "gpt", dict(batch=1, **GPT_CHAR), kind="generate", gen_tokens=200, reps=200, quick_reps=200,
              warmup=5, max_seconds=20),
+    # Quantization (issue 16): one dense layer K = N = 1024 at M = 1, 64, 256 in f32 and int8-dynamic (peer:
+    # nn.Linear, and quantize_dynamic on the engine this PyTorch offers), the digits MLP in int8-dynamic, and
+    # char-GPT generation with w8 / w4 weights (peer: the same f32 recompute loop as gpt_char_generate).
+    *[Workload("dense1024_b%d" % m, "bench/dense1024.nn", {"batch": m}, {"x": None}, "dense", dict(batch=m),
+               reps=r, quick_reps=r // 10, warmup=20, max_seconds=2) for m, r in ((1, 3000), (64, 500), (256, 200))],
+    *[Workload("dense1024_b%d_int8" % m, "bench/dense1024.nn", {"batch": m}, {"x": None}, "dense", dict(batch=m),
+               reps=r, quick_reps=r // 10, warmup=20, max_seconds=2, quant="int8-dynamic",
+               f32_row="dense1024_b%d" % m) for m, r in ((1, 3000), (64, 500), (256, 200))],
+    Workload("mlp_b1_int8", "examples/mlp.nn", {"batch": 1}, {"x": None}, "mlp", dict(batch=1), reps=3000,
+             quick_reps=300, warmup=200, max_seconds=2, quant="int8-dynamic", f32_row="mlp_b1"),
+    Workload("mlp_b256_int8", "examples/mlp.nn", {"batch": 256}, {"x": None}, "mlp", dict(batch=256), reps=300,
+             quick_reps=30, warmup=20, max_seconds=2, quant="int8-dynamic", f32_row="mlp_b256"),
+    *[Workload("gpt_char_generate_%s" % q, "examples/gpt.nn", {"batch": 1}, {"tokens": GPT_CHAR["vocab"]},
+               "gpt", dict(batch=1, **GPT_CHAR), kind="generate", gen_tokens=200, reps=200, quick_reps=200,
+               warmup=5, max_seconds=20, quant=q, f32_row="gpt_char_generate") for q in ("w8", "w4")],
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}

@@ -27,8 +27,9 @@ static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
     for (int64_t j = 0; j < N; j++) {
       int64_t acc = 0, sum = 0;
       for (int64_t k = 0; k < Kp; k++) {
-        acc += (int64_t)(int8_t)q[k] * (int64_t)w[j * Kp + k];
-        sum += (int64_t)w[j * Kp + k];
+        int64_t wk = (int64_t)w[rt_q_dq8_at(j, k, Kp)];
+        acc += (int64_t)(int8_t)q[k] * wk;
+        sum += wk;
       }
       if (acc != (int32_t)acc || 128 * sum != (int64_t)cc[j]) {
         rc = ik_fail(c, n, "int8-dynamic weights of column %lld: offsets %lld, expected 128 * %lld",

@@ -50,7 +50,7 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   switch (mode) {
   case LATHE_RT_Q_W8: rc = need(g, n, 1, "w", IR_I8, N, K, msg, mn); break;
   case LATHE_RT_Q_W4: rc = need(g, n, 1, "w", IR_U8, N, K / 2, msg, mn); break;
-  case LATHE_RT_Q_DQ8: rc = need(g, n, 1, "w", IR_I8, N, rt_q_kpad(K), msg, mn); break;
+  case LATHE_RT_Q_DQ8: rc = need(g, n, 1, "w", IR_I8, rt_q_npad(N), rt_q_kpad(K), msg, mn); break;
   case LATHE_RT_Q_BF16: rc = need(g, n, 1, "w", IR_BF16, N, K, msg, mn); break;
   default: rc = need(g, n, 1, "w", IR_F16, N, K, msg, mn); break;
   }

@@ -58,7 +58,7 @@ const char *qz_keep_reason(const ir_graph *g, int param, int mode) {
 
 /* the stored tensors' dtypes and shapes for W [K, N] */
 static void stored_tensor(int mode, int k, int64_t K, int64_t N, ir_dtype *t, ir_shape *s) {
-  s->rank = 2, s->d[0] = N;
+  s->rank = 2, s->d[0] = k == 0 && mode == LATHE_RT_Q_DQ8 ? rt_q_npad(N) : N;
   if (k == 0) {
     *t = mode == LATHE_RT_Q_W4 ? IR_U8 : mode == LATHE_RT_Q_BF16 ? IR_BF16 : mode == LATHE_RT_Q_F16 ? IR_F16 : IR_I8;
     s->d[1] = mode == LATHE_RT_Q_W4 ? K / 2 : mode == LATHE_RT_Q_DQ8 ? rt_q_kpad(K) : K;
@@ -83,7 +83,7 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
   int n0 = g->nnodes, np0 = g->nparams, changes = 0;
   /* The integer kernel is chosen now, by this CPU's features: part of the
    * node, so programs compiled for different features never share code. */
-  int64_t isa = mode == LATHE_RT_Q_DQ8 ? lathe_rt_quant_isa() : 0;
+  int64_t isa = lathe_rt_quant_isa();
   char *qz = ar_alloc(g->A, (size_t)np0 + 1);
   for (int i = 0; i < np0; i++) qz[i] = qz_keep_reason(g, i, mode) == NULL;
   int *repl = ar_alloc(g->A, sizeof(int) * (size_t)(n0 + 1));

@@ -2,8 +2,9 @@
  * rt/rt_quant.h).
  *
  * int8-dynamic: each activation row is quantized (rt_q_row), then blocks
- * of 4 rows x 4 output columns accumulate exact int32 dot products over K:
- * u8 x s8 with AVX-512 VNNI (vpdpbusd, 64 bytes a step) or AVX-VNNI (32),
+ * of 4 rows x 16 output columns accumulate exact int32 dot products over K,
+ * each lane its own column (the weights stored in blocks of 16 columns by 4
+ * inputs): u8 x s8 with AVX-512 VNNI (vpdpbusd) or AVX-VNNI (two halves),
  * on AVX2 with the sign trick (maddubs(|x|, sign(w, x)): pairs of at most
  * 2 * 127 * 127 never saturate), or in plain C. The u8 forms read x + 128
  * and subtract 128 * sum_k w (c[n], stored with the weights). Every path
@@ -68,105 +69,62 @@ const char *lathe_rt_isa_name(int64_t isa) {
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #define TVNNI __attribute__((target("avx2,fma,avxvnni")))
-#define TAVX2 __attribute__((target("avx2,fma")))
+/* every CPU with AVX2 and FMA has F16C (Haswell, Piledriver on) */
+#define TAVX2 __attribute__((target("avx2,fma,f16c")))
 
-static TVNNI int32_t hsum256(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
-}
-static TAVX2 int32_t hsum256_avx2(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
-}
-
-#define DQ8_512(MB, NB)                                                                                    \
-  static T512 void dq8_512_##MB##x##NB(const uint8_t *xq, const int8_t *w, int64_t Kp, int32_t r[4][4]) { \
-    __m512i a[MB][NB];                                                                                    \
-    for (int i = 0; i < MB; i++)                                                                          \
-      for (int j = 0; j < NB; j++) a[i][j] = _mm512_setzero_si512();                                      \
-    for (int64_t k = 0; k < Kp; k += 64) {                                                                \
-      __m512i wv[NB];                                                                                     \
-      for (int j = 0; j < NB; j++) wv[j] = _mm512_loadu_si512((const void *)(w + j * Kp + k));            \
-      for (int i = 0; i < MB; i++) {                                                                      \
-        __m512i xv = _mm512_loadu_si512((const void *)(xq + i * Kp + k));                                 \
-        for (int j = 0; j < NB; j++) a[i][j] = _mm512_dpbusd_epi32(a[i][j], xv, wv[j]);                  \
-      }                                                                                                   \
-    }                                                                                                     \
-    for (int i = 0; i < MB; i++)                                                                          \
-      for (int j = 0; j < NB; j++) r[i][j] = _mm512_reduce_add_epi32(a[i][j]);                            \
+/* Weights in blocks of 16 columns by 4 inputs (rt_q_dq8_at): one 64-byte
+ * load is 16 columns' next 4 weights, one 32-bit broadcast a row's next 4
+ * inputs, and each int32 lane accumulates its own column: no horizontal
+ * sums. A block of 16 columns against up to 4 rows; r[i] = row i's sums. */
+static T512 void dq8_512(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb, __m512i r[4]) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t k = 0; k < Kp; k += 4) {
+    __m512i wv = _mm512_loadu_si512((const void *)(w + k * 16));
+    int32_t x0, x1, x2, x3;
+    memcpy(&x0, xq + k, 4);
+    a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(x0), wv);
+    if (mb > 1) memcpy(&x1, xq + Kp + k, 4), a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(x1), wv);
+    if (mb > 2) memcpy(&x2, xq + 2 * Kp + k, 4), a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(x2), wv);
+    if (mb > 3) memcpy(&x3, xq + 3 * Kp + k, 4), a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(x3), wv);
   }
-DQ8_512(4, 4)
-DQ8_512(1, 4)
-DQ8_512(4, 1)
-DQ8_512(1, 1)
-
-#define DQ8_VNNI(MB, NB)                                                                                    \
-  static TVNNI void dq8_vnni_##MB##x##NB(const uint8_t *xq, const int8_t *w, int64_t Kp, int32_t r[4][4]) { \
-    __m256i a[MB][NB];                                                                                     \
-    for (int i = 0; i < MB; i++)                                                                           \
-      for (int j = 0; j < NB; j++) a[i][j] = _mm256_setzero_si256();                                       \
-    for (int64_t k = 0; k < Kp; k += 32) {                                                                 \
-      __m256i wv[NB];                                                                                      \
-      for (int j = 0; j < NB; j++) wv[j] = _mm256_loadu_si256((const void *)(w + j * Kp + k));             \
-      for (int i = 0; i < MB; i++) {                                                                       \
-        __m256i xv = _mm256_loadu_si256((const void *)(xq + i * Kp + k));                                  \
-        for (int j = 0; j < NB; j++) a[i][j] = _mm256_dpbusd_avx_epi32(a[i][j], xv, wv[j]);               \
-      }                                                                                                    \
-    }                                                                                                      \
-    for (int i = 0; i < MB; i++)                                                                           \
-      for (int j = 0; j < NB; j++) r[i][j] = hsum256(a[i][j]);                                             \
-  }
-DQ8_VNNI(4, 4)
-DQ8_VNNI(1, 4)
-DQ8_VNNI(4, 1)
-DQ8_VNNI(1, 1)
-
-/* s8 activations: |x| (u8) times w with x's sign, pairs summed to i16
- * (no saturation: 2 * 127 * 127 < 2^15), then pairs of i16 to i32 */
-#define DQ8_AVX2(MB, NB)                                                                                    \
-  static TAVX2 void dq8_avx2_##MB##x##NB(const uint8_t *xq, const int8_t *w, int64_t Kp, int32_t r[4][4]) { \
-    __m256i a[MB][NB], one = _mm256_set1_epi16(1);                                                         \
-    for (int i = 0; i < MB; i++)                                                                           \
-      for (int j = 0; j < NB; j++) a[i][j] = _mm256_setzero_si256();                                       \
-    for (int64_t k = 0; k < Kp; k += 32) {                                                                 \
-      __m256i wv[NB];                                                                                      \
-      for (int j = 0; j < NB; j++) wv[j] = _mm256_loadu_si256((const void *)(w + j * Kp + k));             \
-      for (int i = 0; i < MB; i++) {                                                                       \
-        __m256i xv = _mm256_loadu_si256((const void *)(xq + i * Kp + k)), ax = _mm256_abs_epi8(xv);        \
-        for (int j = 0; j < NB; j++) {                                                                     \
-          __m256i p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[j], xv));                               \
-          a[i][j] = _mm256_add_epi32(a[i][j], _mm256_madd_epi16(p, one));                                  \
-        }                                                                                                  \
-      }                                                                                                    \
-    }                                                                                                      \
-    for (int i = 0; i < MB; i++)                                                                           \
-      for (int j = 0; j < NB; j++) r[i][j] = hsum256_avx2(a[i][j]);                                        \
-  }
-DQ8_AVX2(4, 4)
-DQ8_AVX2(1, 4)
-DQ8_AVX2(4, 1)
-DQ8_AVX2(1, 1)
-
-static void dq8_scalar(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb, int nb, int32_t r[4][4]) {
-  for (int i = 0; i < mb; i++)
-    for (int j = 0; j < nb; j++) {
-      int32_t acc = 0;
-      for (int64_t k = 0; k < Kp; k++) acc += (int32_t)(int8_t)xq[i * Kp + k] * w[j * Kp + k];
-      r[i][j] = acc;
-    }
+  r[0] = a0, r[1] = a1, r[2] = a2, r[3] = a3;
 }
 
-typedef void (*dq8_blk)(const uint8_t *, const int8_t *, int64_t, int32_t[4][4]);
-/* per isa: 4x4, 1x4, 4x1, 1x1 */
-static const dq8_blk dq8_blocks[][4] = {
-  [LATHE_RT_ISA_AVX2] = {dq8_avx2_4x4, dq8_avx2_1x4, dq8_avx2_4x1, dq8_avx2_1x1},
-  [LATHE_RT_ISA_AVXVNNI] = {dq8_vnni_4x4, dq8_vnni_1x4, dq8_vnni_4x1, dq8_vnni_1x1},
-  [LATHE_RT_ISA_AVX512VNNI] = {dq8_512_4x4, dq8_512_1x4, dq8_512_4x1, dq8_512_1x1},
-};
+/* 8 columns (half h of the block) in 256 bits */
+static TVNNI void dq8_vnni(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb, int h, __m256i r[4]) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t k = 0; k < Kp; k += 4) {
+    __m256i wv = _mm256_loadu_si256((const void *)(w + k * 16 + h * 32));
+    int32_t x0, x1, x2, x3;
+    memcpy(&x0, xq + k, 4);
+    a0 = _mm256_dpbusd_avx_epi32(a0, _mm256_set1_epi32(x0), wv);
+    if (mb > 1) memcpy(&x1, xq + Kp + k, 4), a1 = _mm256_dpbusd_avx_epi32(a1, _mm256_set1_epi32(x1), wv);
+    if (mb > 2) memcpy(&x2, xq + 2 * Kp + k, 4), a2 = _mm256_dpbusd_avx_epi32(a2, _mm256_set1_epi32(x2), wv);
+    if (mb > 3) memcpy(&x3, xq + 3 * Kp + k, 4), a3 = _mm256_dpbusd_avx_epi32(a3, _mm256_set1_epi32(x3), wv);
+  }
+  r[0] = a0, r[1] = a1, r[2] = a2, r[3] = a3;
+}
+
+/* s8 activations: |x| (u8) times w with x's sign, pairs summed to i16 (no
+ * saturation: 2 * 127 * 127 < 2^15), then pairs of i16 to i32 */
+static TAVX2 __m256i dot4_avx2(__m256i acc, int32_t x4, __m256i wv) {
+  __m256i xv = _mm256_set1_epi32(x4);
+  __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+static TAVX2 void dq8_avx2(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb, int h, __m256i r[4]) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t k = 0; k < Kp; k += 4) {
+    __m256i wv = _mm256_loadu_si256((const void *)(w + k * 16 + h * 32));
+    int32_t x0, x1, x2, x3;
+    memcpy(&x0, xq + k, 4);
+    a0 = dot4_avx2(a0, x0, wv);
+    if (mb > 1) memcpy(&x1, xq + Kp + k, 4), a1 = dot4_avx2(a1, x1, wv);
+    if (mb > 2) memcpy(&x2, xq + 2 * Kp + k, 4), a2 = dot4_avx2(a2, x2, wv);
+    if (mb > 3) memcpy(&x3, xq + 3 * Kp + k, 4), a3 = dot4_avx2(a3, x3, wv);
+  }
+  r[0] = a0, r[1] = a1, r[2] = a2, r[3] = a3;
+}
 
 typedef struct {
   float *out;
@@ -181,40 +139,47 @@ typedef struct {
   int64_t M, K, Kp, N;
 } q_job;
 
-static void dq8_block(const q_job *j, int64_t m0, int mb, int64_t n0, int nb) {
-  int32_t r[4][4];
+/* rows [m0, m0 + mb) x the 16 columns of block b: int32 sums into r */
+static void dq8_sums(const q_job *j, int64_t m0, int mb, int64_t b, int32_t r[4][16]) {
   const uint8_t *xq = j->xq + m0 * j->Kp;
-  const int8_t *w = (const int8_t *)j->w + n0 * j->Kp;
-  if (j->isa == LATHE_RT_ISA_SCALAR) dq8_scalar(xq, w, j->Kp, mb, nb, r);
-  else {
-    const dq8_blk *b = dq8_blocks[j->isa];
-    if (mb == 4 && nb == 4) b[0](xq, w, j->Kp, r);
-    else if (mb == 1 && nb == 4) b[1](xq, w, j->Kp, r);
-    else if (mb == 4 && nb == 1) b[2](xq, w, j->Kp, r);
-    else
-      for (int i = 0; i < mb; i++)
-        for (int q = 0; q < nb; q++) {
-          int32_t t[4][4];
-          b[3](xq + i * j->Kp, w + q * j->Kp, j->Kp, t);
-          r[i][q] = t[0][0];
-        }
+  const int8_t *w = (const int8_t *)j->w + b * 16 * j->Kp;
+  if (j->isa == LATHE_RT_ISA_AVX512VNNI) {
+    __m512i v[4];
+    dq8_512(xq, w, j->Kp, mb, v);
+    for (int i = 0; i < mb; i++) memcpy(r[i], &v[i], 64);
+  } else if (j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX2) {
+    for (int h = 0; h < 2; h++) {
+      __m256i v[4];
+      if (j->isa == LATHE_RT_ISA_AVXVNNI) dq8_vnni(xq, w, j->Kp, mb, h, v);
+      else dq8_avx2(xq, w, j->Kp, mb, h, v);
+      for (int i = 0; i < mb; i++) memcpy(r[i] + 8 * h, &v[i], 32);
+    }
+  } else {
+    for (int i = 0; i < mb; i++)
+      for (int c = 0; c < 16; c++) {
+        int32_t acc = 0;
+        for (int64_t k = 0; k < j->Kp; k++) acc += (int32_t)(int8_t)xq[i * j->Kp + k] * w[(k / 4) * 64 + c * 4 + k % 4];
+        r[i][c] = acc;
+      }
   }
-  int u8 = j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX512VNNI;
-  for (int i = 0; i < mb; i++)
-    for (int q = 0; q < nb; q++)
-      j->out[(m0 + i) * j->N + n0 + q] =
-          rt_q_out(r[i][q] - (u8 ? j->c[n0 + q] : 0), j->sx[m0 + i], j->s[n0 + q]);
 }
 
-/* columns [4 lo, 4 hi) against every row */
+/* column blocks [lo, hi) against every row */
 static void dq8_part(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   const q_job *j = ctx;
-  for (int64_t n0 = lo * 4; n0 < hi * 4 && n0 < j->N; n0 += 4) {
-    int nb = j->N - n0 >= 4 ? 4 : (int)(j->N - n0);
-    int64_t m0 = 0;
-    for (; m0 + 4 <= j->M; m0 += 4) dq8_block(j, m0, 4, n0, nb);
-    for (; m0 < j->M; m0++) dq8_block(j, m0, 1, n0, nb);
+  int u8 = j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX512VNNI;
+  int32_t r[4][16];
+  for (int64_t b = lo; b < hi; b++) {
+    int64_t n0 = b * 16, nb = j->N - n0 < 16 ? j->N - n0 : 16;
+    for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
+      int mb = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
+      dq8_sums(j, m0, mb, b, r);
+      for (int i = 0; i < mb; i++)
+        for (int64_t c = 0; c < nb; c++)
+          j->out[(m0 + i) * j->N + n0 + c] =
+              rt_q_out(r[i][c] - (u8 ? j->c[n0 + c] : 0), j->sx[m0 + i], j->s[n0 + c]);
+    }
   }
 }
 
@@ -234,7 +199,8 @@ static void dequant_row(const q_job *j, int64_t n, float *d) {
   switch (j->mode) {
   case LATHE_RT_Q_W8: {
     const int8_t *w = (const int8_t *)j->w + n * K;
-    for (int64_t k = 0; k < K; k++) d[k] = s[k / RT_Q_GROUP] * (float)w[k];
+    for (int64_t g = 0; g < G; g++)
+      for (int b = 0; b < 32; b++) d[g * 32 + b] = s[g] * (float)w[g * 32 + b];
     break;
   }
   case LATHE_RT_Q_W4: {
@@ -272,14 +238,143 @@ static float dot(const float *a, const float *b, int64_t K) {
   return t;
 }
 
+/* ---- weight-only, a few rows: dequantized inside the dot products ----
+ * Per output column and group of 32 inputs: the 32 weights as floats
+ * (unscaled), dotted with each row's 32 inputs, the sum times the group's
+ * scale added to the row's accumulator. 16-bit weights: scale 1, and a
+ * scalar tail when K is not a multiple of 32. */
+
+static inline float wo_scalar(const q_job *j, int64_t n, int64_t k) {
+  int64_t K = j->K, G = K / RT_Q_GROUP;
+  switch (j->mode) {
+  case LATHE_RT_Q_W8: return j->s[n * G + k / 32] * (float)((const int8_t *)j->w)[n * K + k];
+  case LATHE_RT_Q_W4: {
+    uint8_t v = ((const uint8_t *)j->w)[n * (K / 2) + (k / 32) * 16 + k % 16];
+    return j->s[n * G + k / 32] * (float)((k % 32 < 16 ? v & 15 : v >> 4) - 8);
+  }
+  case LATHE_RT_Q_BF16: return rt_q_bf16(((const uint16_t *)j->w)[n * K + k]);
+  default: return rt_q_f16(((const uint16_t *)j->w)[n * K + k]);
+  }
+}
+
+static T512 void wo_group_512(const q_job *j, int64_t n, int64_t g, __m512 *w0, __m512 *w1) {
+  int64_t K = j->K;
+  switch (j->mode) {
+  case LATHE_RT_Q_W8: {
+    __m256i b = _mm256_loadu_si256((const void *)((const int8_t *)j->w + n * K + g * 32));
+    *w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
+    *w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
+    break;
+  }
+  case LATHE_RT_Q_W4: {
+    __m128i b = _mm_loadu_si128((const void *)((const uint8_t *)j->w + n * (K / 2) + g * 16)), m = _mm_set1_epi8(15);
+    __m512 eight = _mm512_set1_ps(8.0f);
+    *w0 = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, m))), eight);
+    *w1 = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m))), eight);
+    break;
+  }
+  case LATHE_RT_Q_BF16: {
+    const uint16_t *p = (const uint16_t *)j->w + n * K + g * 32;
+    *w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)p)), 16));
+    *w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)(p + 16))), 16));
+    break;
+  }
+  default: {
+    const uint16_t *p = (const uint16_t *)j->w + n * K + g * 32;
+    *w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const void *)p));
+    *w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const void *)(p + 16)));
+    break;
+  }
+  }
+}
+
+/* rows [m0, m0 + mb) (mb <= 4) against column n */
+static T512 void wo_col_512(const q_job *j, int64_t n, int64_t m0, int mb) {
+  int64_t K = j->K, G = K / RT_Q_GROUP, K32 = K / 32 * 32;
+  int grouped = j->mode == LATHE_RT_Q_W8 || j->mode == LATHE_RT_Q_W4;
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int64_t g = 0; g < K32 / 32; g++) {
+    __m512 w0, w1;
+    wo_group_512(j, n, g, &w0, &w1);
+    if (grouped) {
+      __m512 sg = _mm512_set1_ps(j->s[n * G + g]);
+      w0 = _mm512_mul_ps(w0, sg), w1 = _mm512_mul_ps(w1, sg);
+    }
+    for (int i = 0; i < mb; i++) {
+      const float *x = j->x + (m0 + i) * K + g * 32;
+      acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(x), w0, acc[i]);
+      acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16), w1, acc[i]);
+    }
+  }
+  for (int i = 0; i < mb; i++) {
+    float t = _mm512_reduce_add_ps(acc[i]);
+    for (int64_t k = K32; k < K; k++) t += j->x[(m0 + i) * K + k] * wo_scalar(j, n, k);
+    j->out[(m0 + i) * j->N + n] = t;
+  }
+}
+
+/* the same in 8 lanes */
+static TAVX2 void wo_col_avx2(const q_job *j, int64_t n, int64_t m0, int mb) {
+  int64_t K = j->K, G = K / RT_Q_GROUP, K32 = K / 32 * 32;
+  int grouped = j->mode == LATHE_RT_Q_W8 || j->mode == LATHE_RT_Q_W4;
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t g = 0; g < K32 / 32; g++) {
+    __m256 w[4];
+    if (j->mode == LATHE_RT_Q_W8) {
+      const int8_t *p = (const int8_t *)j->w + n * K + g * 32;
+      for (int q = 0; q < 4; q++) w[q] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const void *)(p + 8 * q))));
+    } else if (j->mode == LATHE_RT_Q_W4) {
+      __m128i b = _mm_loadu_si128((const void *)((const uint8_t *)j->w + n * (K / 2) + g * 16)), m = _mm_set1_epi8(15);
+      __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+      __m256 eight = _mm256_set1_ps(8.0f);
+      w[0] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), eight);
+      w[1] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), eight);
+      w[2] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), eight);
+      w[3] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), eight);
+    } else {
+      const uint16_t *p = (const uint16_t *)j->w + n * K + g * 32;
+      for (int q = 0; q < 4; q++) {
+        __m128i h = _mm_loadu_si128((const void *)(p + 8 * q));
+        w[q] = j->mode == LATHE_RT_Q_BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                                          : _mm256_cvtph_ps(h);
+      }
+    }
+    if (grouped) {
+      __m256 sg = _mm256_set1_ps(j->s[n * G + g]);
+      for (int q = 0; q < 4; q++) w[q] = _mm256_mul_ps(w[q], sg);
+    }
+    for (int i = 0; i < mb; i++) {
+      const float *x = j->x + (m0 + i) * K + g * 32;
+      for (int q = 0; q < 4; q++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * q), w[q], acc[i]);
+    }
+  }
+  for (int i = 0; i < mb; i++) {
+    __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    v = _mm_add_ss(v, _mm_movehdup_ps(v));
+    float t = _mm_cvtss_f32(v);
+    for (int64_t k = K32; k < K; k++) t += j->x[(m0 + i) * K + k] * wo_scalar(j, n, k);
+    j->out[(m0 + i) * j->N + n] = t;
+  }
+}
+
 static void wo_rows_part(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   const q_job *j = ctx;
-  float d[Q_ROW_MAXK];
-  for (int64_t n = lo; n < hi; n++) {
-    dequant_row(j, n, d);
-    for (int64_t m = 0; m < j->M; m++) j->out[m * j->N + n] = dot(j->x + m * j->K, d, j->K);
+  if (j->isa == LATHE_RT_ISA_SCALAR) {
+    float d[Q_ROW_MAXK];
+    for (int64_t n = lo; n < hi; n++) {
+      dequant_row(j, n, d);
+      for (int64_t m = 0; m < j->M; m++) j->out[m * j->N + n] = dot(j->x + m * j->K, d, j->K);
+    }
+    return;
   }
+  for (int64_t n = lo; n < hi; n++)
+    for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
+      int mb = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
+      if (j->isa == LATHE_RT_ISA_AVX512VNNI) wo_col_512(j, n, m0, mb);
+      else wo_col_avx2(j, n, m0, mb);
+    }
 }
 
 static void wo_panel_part(void *ctx, int64_t lo, int64_t hi, int part) {
@@ -304,7 +399,7 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
     j.sx = (const float *)(void *)((char *)scr + ((M * j.Kp + 63) / 64) * 64);
     if (M >= 8 && M * K >= Q_GRAIN) rt_pool_for(M, 1, dq8_quant_rows, &j);
     else dq8_quant_rows(&j, 0, M, 0);
-    int64_t blocks = (N + 3) / 4, per = 4 * M * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
+    int64_t blocks = (N + 15) / 16, per = 16 * M * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
     rt_pool_for(blocks, grain, dq8_part, &j);
     return;
   }

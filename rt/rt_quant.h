@@ -9,7 +9,9 @@
  *   w4    w u8 [N, K/2],          s f32 [N, K/32]: group g's 32 values in 16
  *         bytes [n, 16g .. 16g+15]: byte j holds value j in its low nibble
  *         and value 16+j in its high nibble, each stored + 8 (-8..7)
- *   dq8   w i8 [N, Kp] (Kp = K rounded up to 64, zero padded), s f32 [N]
+ *   dq8   w i8 [Np, Kp] (Np = N rounded up to 16, Kp = K rounded up to 64,
+ *         zero padded) in blocks of 16 columns by 4 inputs, as u8 x s8 dot
+ *         products read them: q[n,k] at rt_q_dq8_at(n, k, Kp); s f32 [N]
  *         (per output channel, symmetric: q in -127..127) and c i32 [N] =
  *         128 * sum_k q[n,k] (the u8 x s8 dot products' offset correction)
  *   bf16, f16: w [N, K] 16-bit floats.
@@ -23,10 +25,28 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 enum { RT_Q_GROUP = 32, RT_Q_KALIGN = 64, RT_Q_MAXK = 1 << 16 };
 
 static inline int64_t rt_q_kpad(int64_t K) { return (K + RT_Q_KALIGN - 1) / RT_Q_KALIGN * RT_Q_KALIGN; }
+static inline int64_t rt_q_npad(int64_t N) { return (N + 15) / 16 * 16; }
+/* where int8-dynamic's weight (n, k) is stored */
+static inline int64_t rt_q_dq8_at(int64_t n, int64_t k, int64_t Kp) {
+  return ((n / 16) * (Kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4;
+}
+
+/* round to nearest, ties to even (the default rounding mode): cvtss2si,
+ * not a libm call (a call per activation cost more than the products) */
+static inline int rt_q_rint(float v) {
+#if defined(__SSE__)
+  return _mm_cvtss_si32(_mm_set_ss(v));
+#else
+  return (int)nearbyintf(v);
+#endif
+}
 
 /* One activation row to int8 (offset: 0 gives s8, 128 gives the u8 that
  * u8 x s8 dot products take); q[K..Kp) are zeros (offset). Returns the row's
@@ -38,7 +58,7 @@ static inline float rt_q_row(const float *x, int64_t K, int64_t Kp, int offset, 
     a = v > a ? v : a;
   }
   float inv = a > 0 ? 127.0f / a : 0.0f;
-  for (int64_t k = 0; k < K; k++) q[k] = (uint8_t)(int)(nearbyintf(x[k] * inv) + (float)offset);
+  for (int64_t k = 0; k < K; k++) q[k] = (uint8_t)(rt_q_rint(x[k] * inv) + offset);
   memset(q + K, offset, (size_t)(Kp - K));
   return a / 127.0f;
 }

@@ -98,7 +98,7 @@ static void quantize_matrix(int mode, const float *W, int64_t K, int64_t N, void
       int32_t sum = 0;
       for (int64_t k = 0; k < Kp; k++) {
         int q = k < K ? rt_q_round(col[k], s, -127, 127) : 0;
-        ((int8_t *)out[0])[n * Kp + k] = (int8_t)q;
+        ((int8_t *)out[0])[rt_q_dq8_at(n, k, Kp)] = (int8_t)q; /* the padding columns stay zero */
         sum += q;
       }
       ((float *)out[1])[n] = s;

@@ -119,7 +119,7 @@ static void one_case(int mode, int64_t M, int64_t K, int64_t N) {
   }
   CHECK_MSG(yi && worst <= 1.0, "%s M=%lld K=%lld N=%lld: error %.3g of the bound", lathe_quant_name(mode),
             (long long)M, (long long)K, (long long)N, worst);
-  int nf = mode == LATHE_QUANT_INT8_DYNAMIC ? NFEAT : 1;
+  int nf = NFEAT; /* every kernel path: the weight-only modes have AVX-512, AVX2 and C ones */
   for (int fi = 0; fi < nf; fi++) {
     set_features(features[fi]);
     isa_seen[lathe_rt_quant_isa()] = 1;

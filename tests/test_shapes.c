@@ -523,7 +523,7 @@ static void test_norms(void) {
 static void test_qmatmul(void) {
   reset();
   int x = T("f32[2, 3, 64]"), w8 = T("i8[5, 64]"), s2 = T("f32[5, 2]"), w4 = T("u8[5, 32]"), s1 = T("f32[5]"),
-      c = T("i32[5]"), h = T("bf16[5, 64]"), x100 = T("f32[4, 100]"), d100 = T("i8[5, 128]");
+      c = T("i32[5]"), h = T("bf16[5, 64]"), x100 = T("f32[4, 100]"), d100 = T("i8[16, 128]");
   ir_attr a = {.i = 1, .n = 5};
   OK(ADD(IR_QMATMUL, &a, x, w8, s2), "f32[2, 3, 5]");
   a.i = 2;
@@ -539,6 +539,9 @@ static void test_qmatmul(void) {
   BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: w must be f16[5, 64], got bf16[5, 64]");
   a.i = 1;
   BAD(ADD(IR_QMATMUL, &a, x100, d100, s2), "qmatmul: w8 and w4 need K a multiple of 32, got 100");
+  a.i = 3;
+  BAD(ADD(IR_QMATMUL, &a, x100, T("i8[5, 128]"), s1, c), "qmatmul: w must be i8[16, 128], got i8[5, 128]");
+  a.i = 1;
   BAD(ADD(IR_QMATMUL, &a, w8, w8, s2), "qmatmul: x must be f32 of rank >= 1, got i8[5, 64]");
   a.i = 6;
   BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown mode 6 (expected 1 to 5)");
