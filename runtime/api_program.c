@@ -11,10 +11,9 @@
 
 const char *lathe_llvm_version(void) { return cg_llvm_version(); }
 
-static int compile_llvm(lathe_program *p, lathe_error *err) {
-  char msg[1024];
-  p->cg = cg_compile(&p->g, NULL, msg, sizeof msg);
-  if (!p->cg) return api_fail(err, LATHE_EUSER, "%s", msg);
+/* The native backends' output buffers (llvm and cuda): per output, in the
+ * node's dtype. */
+static int alloc_outbufs(lathe_program *p, lathe_error *err) {
   p->outbufs = calloc((size_t)p->g.noutputs + 1, sizeof *p->outbufs);
   if (!p->outbufs) return api_fail(err, LATHE_ENOMEM, "out of memory");
   for (int i = 0; i < p->g.noutputs; i++) {
@@ -25,13 +24,25 @@ static int compile_llvm(lathe_program *p, lathe_error *err) {
   return 0;
 }
 
+static int compile_llvm(lathe_program *p, lathe_error *err) {
+  char msg[1024];
+  p->cg = cg_compile(&p->g, NULL, msg, sizeof msg);
+  if (!p->cg) return api_fail(err, LATHE_EUSER, "%s", msg);
+  return alloc_outbufs(p, err);
+}
+
+/* The cuda backend (codegen/cuda/cu_run.c): the plan rendered, compiled for
+ * the driver's GPU and loaded; no driver or no GPU is one clear error. */
+static int compile_cuda(lathe_program *p, lathe_error *err) {
+  char msg[8192];
+  p->cux = cu_exec_create(&p->g, NULL, msg, sizeof msg);
+  if (!p->cux) return api_fail(err, LATHE_EUSER, "%s", msg);
+  return alloc_outbufs(p, err);
+}
+
 /* Lower the model with its bound dimensions (unbound ones take
  * o->default_dim) into a new program; no backend yet. */
 lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_error *err) {
-  if (o->backend == LATHE_BACKEND_CUDA) {
-    api_fail(err, LATHE_EUSER, "the cuda backend is not part of this build yet; use --backend llvm or interp");
-    return NULL;
-  }
   int nsyms = fe_num_syms(m->fe);
   int64_t vals[IR_MAXDIM * 8];
   if (nsyms > (int)(sizeof vals / sizeof vals[0])) {
@@ -91,7 +102,8 @@ int api_program_finish(lathe_program *p, lathe_error *err) {
     return api_fail(err, LATHE_ENOMEM, "out of memory allocating the program's tables");
   }
   p->weights_set = g->nparams == 0;
-  if (p->opt.backend == LATHE_BACKEND_LLVM && compile_llvm(p, err)) {
+  if ((p->opt.backend == LATHE_BACKEND_LLVM && compile_llvm(p, err)) ||
+      (p->opt.backend == LATHE_BACKEND_CUDA && compile_cuda(p, err))) {
     lathe_program_free(p);
     return -1;
   }
@@ -125,6 +137,7 @@ void lathe_program_free(lathe_program *p) {
   if (!p) return;
   release_vals(p);
   cg_free(p->cg);
+  cu_exec_free(p->cux);
   free(p->commit);
   if (p->outbufs)
     for (int i = 0; i < p->g.noutputs; i++) free(p->outbufs[i]);
@@ -451,7 +464,10 @@ static int run_llvm(lathe_program *p, lathe_error *err) {
     if (!ins[i]) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
   }
   char msg[1024];
-  if (rc == 0 && cg_run(p->cg, ins, (void *const *)p->params, p->outbufs, &p->loss, msg, sizeof msg) != 0)
+  if (rc == 0 && p->cux &&
+      cu_exec_run(p->cux, ins, (void *const *)p->params, p->outbufs, &p->loss, msg, sizeof msg) != 0)
+    rc = api_fail(err, LATHE_EUSER, "%s", msg);
+  else if (rc == 0 && p->cg && cg_run(p->cg, ins, (void *const *)p->params, p->outbufs, &p->loss, msg, sizeof msg) != 0)
     rc = api_fail(err, LATHE_EUSER, "%s", msg);
   if (ins != stack_ins) free(ins);
   p->ran = rc == 0;
@@ -468,7 +484,7 @@ int lathe_run(lathe_program *p, lathe_error *err) {
 }
 
 int api_run_core(lathe_program *p, lathe_error *err) {
-  if (p->cg) return run_llvm(p, err);
+  if (p->cg || p->cux) return run_llvm(p, err); /* the native backends */
   release_vals(p);
   p->vals = calloc((size_t)p->g.nnodes + 1, sizeof *p->vals);
   if (!p->vals) return api_fail(err, LATHE_ENOMEM, "out of memory");
@@ -535,7 +551,7 @@ int lathe_get_output(const lathe_program *p, const char *name, lathe_tensor *out
   shape_to_tensor(&nd->shape, out);
   out->data = malloc((size_t)(n > 0 ? n : 1) * lathe_dtype_size(out->dtype));
   if (!out->data) return api_fail(err, LATHE_ENOMEM, "out of memory");
-  if (p->cg) {
+  if (p->cg || p->cux) {
     if (node == p->g.loss) ((float *)out->data)[0] = p->loss;
     else rt_convert(api_output_data(p, ir_find_output(&p->g, name)), (lathe_dtype)nd->dtype, out->data, out->dtype, n);
     return 0;
@@ -604,7 +620,7 @@ const void *api_output_data(const lathe_program *p, int o) {
 void api_read_output(const lathe_program *p, int o, float *dst) {
   int node = o < 0 ? p->g.loss : p->g.outputs[o].node;
   int64_t n = ir_numel(&p->g.nodes[node].shape);
-  if (p->cg) {
+  if (p->cg || p->cux) {
     if (o < 0) dst[0] = p->loss;
     else rt_convert(api_output_data(p, o), (lathe_dtype)p->g.nodes[node].dtype, dst, LATHE_F32, n);
     return;
@@ -615,7 +631,7 @@ void api_read_output(const lathe_program *p, int o, float *dst) {
 int api_output_finite(const lathe_program *p, int o) {
   int node = p->g.outputs[o].node;
   int64_t n = ir_numel(&p->g.nodes[node].shape);
-  if (!p->cg) {
+  if (!p->cg && !p->cux) {
     for (int64_t k = 0; k < n; k++)
       if (!isfinite(p->vals[node][k])) return 0;
     return 1;

@@ -7,6 +7,7 @@
 #include "frontend/frontend.h"
 #include "ir/ir.h"
 #include "codegen/llvm/cg.h"
+#include "codegen/cuda/cu_exec.h"
 #include "runtime/data.h"
 #include "runtime/runtime.h"
 
@@ -29,6 +30,7 @@ struct lathe_program {
   api_pre *pre;       /* per g.inputs: the normalisation the weights carry (NULL: none) */
   double **vals;      /* interpreter: value of every node after a run */
   cg_program *cg;     /* llvm backend: the compiled program */
+  cu_exec *cux;       /* cuda backend: the compiled program on its device (outbufs, loss as llvm's) */
   void **outbufs;     /* llvm backend: per g.outputs, in the node's dtype */
   float loss;         /* llvm backend: the loss after a run */
   int ran;

@@ -158,6 +158,7 @@ static int all_finite(const float *v, int64_t n) {
 
 static int update_finite(const lathe_program *p, int k) {
   int node = p->g.outputs[k].node;
+  if (p->cux && p->g.nodes[node].dtype == IR_F32) return all_finite(p->outbufs[k], ir_numel(&p->g.nodes[node].shape));
   if (!p->cg || p->g.nodes[node].dtype != IR_F32) return api_output_finite(p, k);
   /* the kernel that wrote it checked it, and saw nothing wrong anywhere */
   if (cg_output_checked(p->cg, k) && !cg_run_nonfinite(p->cg)) return 1;
@@ -183,7 +184,7 @@ static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
   for (int k = 0; k < p->g.noutputs; k++) {
     int i = p->commit[k], node = p->g.outputs[k].node;
     if (i < 0) continue;
-    if (p->cg && p->g.nodes[node].dtype == IR_F32) { /* f32 to f32: the buffers change places, no copy */
+    if ((p->cg || p->cux) && p->g.nodes[node].dtype == IR_F32) { /* f32 to f32: the buffers change places, no copy */
       void *w = p->params[i];
       p->params[i] = p->outbufs[k];
       p->outbufs[k] = w;
@@ -199,7 +200,7 @@ int api_train_run(lathe_program *p, lathe_error *err) {
   p->committed = 0;
   int rc = api_run_core(p, err);
   if (rc == 0) rc = commit_step(p, step, err);
-  if (rc == 0) p->committed = p->cg != NULL;
+  if (rc == 0) p->committed = p->cg != NULL || p->cux != NULL;
   if (rc == 0) p->step = step;
   return rc;
 }

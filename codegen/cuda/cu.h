@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "codegen/cuda/cu_driver.h"
+#include "codegen/cuda/cu_exec.h"
 #include "plan/plan.h"
 
 /* ---- cu_dl.c: the CUDA libraries, opened once per process ----
@@ -179,6 +180,10 @@ typedef struct {
 } cu_compiled;
 int cu_compile(const ir_graph *g, const char *arch, cu_compiled *out, char *msg, size_t n);
 void cu_compiled_free(cu_compiled *c);
+/* ---- cu_loader.c: the product's driver (the driver API and cuBLASLt), or
+ * the one a test installed with cu_set_driver_factory. NULL with err. */
+cu_driver *cu_driver_create(char *err, size_t errlen);
+
 /* Device 0's architecture ("sm_90") from the driver, or -1 with msg. */
 int cu_device_arch(char *arch, size_t an, char *msg, size_t n);
 

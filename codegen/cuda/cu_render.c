@@ -446,7 +446,7 @@ static int gemm_of(cu_rctx *r, const ir_node *n, int dst, int epilogue, int bias
 
 static int render_gemm(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
-  if (n->op != IR_MATMUL) return cu_unsupported(r, "%s is not rendered (only matmul goes to the gemm)", ir_ops[n->op].name);
+  if (n->op != IR_MATMUL) return cu_render_by_op(r); /* convolutions: direct kernels */
   return gemm_of(r, n, r->k->node, CU_EPI_NONE, -1);
 }
 

@@ -1,0 +1,213 @@
+/* cu_run.c -- a compiled program run through a cu_driver: one device
+ * allocation holds everything (the plan's activation arena, the constants,
+ * every input, parameter and output, the status word), laid out once; a run
+ * copies the inputs and parameters in, launches the plan's kernels and
+ * products in order on the driver's one stream, and copies the outputs and
+ * the loss out. A kernel's run-time error (an id or a label out of range)
+ * comes back through the status word as a message naming the node. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/cuda/cu.h"
+
+struct cu_exec {
+  cu_driver *d;
+  cu_compiled c;
+  const ir_graph *g;
+  void **mods;            /* per module */
+  void **fns;             /* per function */
+  cu_dptr base;
+  size_t bytes;
+  int64_t arena_off, const_off, status_off;
+  int64_t *in_off, *param_off, *out_off;
+};
+
+static int64_t align256(int64_t v) { return (v + 255) / 256 * 256; }
+
+/* The device address of node i's buffer. */
+static cu_dptr addr_of(const cu_exec *x, int i) {
+  const pl_buf *b = &x->c.plan.buf[i];
+  for (int hops = 0; b->kind == PL_BUF_ALIAS && hops < 64; hops++) i = b->idx, b = &x->c.plan.buf[i];
+  switch (b->kind) {
+  case PL_BUF_ARENA: return x->base + (cu_dptr)(x->arena_off + b->off);
+  case PL_BUF_INPUT: return x->base + (cu_dptr)x->in_off[b->idx];
+  case PL_BUF_PARAM: return x->base + (cu_dptr)x->param_off[b->idx];
+  case PL_BUF_CONST: return x->base + (cu_dptr)(x->const_off + b->off);
+  case PL_BUF_OUTPUT: return x->base + (cu_dptr)x->out_off[b->idx];
+  default: return 0;
+  }
+}
+
+static cu_dptr ref_addr(const cu_exec *x, const cu_ref *r) {
+  if (r->node == -1) return x->base + (cu_dptr)(x->arena_off + r->off); /* scratch */
+  if (r->node == -2) return x->base + (cu_dptr)x->status_off;
+  return addr_of(x, r->node) + (cu_dptr)r->off;
+}
+
+/* The constants at their dtype's width, into a host buffer of const_bytes. */
+static void fill_consts(const cu_exec *x, unsigned char *h) {
+  const ir_graph *g = x->g;
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *n = &g->nodes[i];
+    const pl_buf *b = &x->c.plan.buf[i];
+    if (b->kind != PL_BUF_CONST) continue;
+    int64_t cnt = ir_numel(&n->shape);
+    for (int64_t e = 0; e < cnt; e++) {
+      double v = n->op == IR_ARANGE ? (double)e : n->data ? n->data[e] : n->attr.f;
+      unsigned char *p = h + b->off + e * (int64_t)ir_dtype_size(n->dtype);
+      switch (n->dtype) {
+      case IR_F32: { float f = (float)v; memcpy(p, &f, 4); break; }
+      case IR_I32: { int32_t q = (int32_t)v; memcpy(p, &q, 4); break; }
+      case IR_I64: { int64_t q = (int64_t)v; memcpy(p, &q, 8); break; }
+      default: *p = (unsigned char)(v != 0); break;
+      }
+    }
+  }
+}
+
+void cu_exec_free(cu_exec *x) {
+  if (!x) return;
+  if (x->d) {
+    if (x->base) x->d->mem_free(x->d, x->base);
+    x->d->destroy(x->d);
+  }
+  free(x->mods);
+  free(x->fns);
+  free(x->in_off);
+  free(x->param_off);
+  free(x->out_off);
+  cu_compiled_free(&x->c);
+  free(x);
+}
+
+cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n) {
+  cu_exec *x = calloc(1, sizeof *x);
+  if (!x) return ir_fail(msg, n, "out of memory"), NULL;
+  x->g = g;
+  char err[512] = "";
+  x->d = cu_driver_create(err, sizeof err);
+  if (!x->d) {
+    snprintf(msg, n, "%s", err[0] ? err : "--backend cuda: no driver");
+    free(x);
+    return NULL;
+  }
+  if (cu_compile(g, arch && *arch ? arch : x->d->arch, &x->c, msg, n)) goto fail;
+  /* the layout: arena, constants, inputs, parameters, outputs, status */
+  int64_t at = align256(x->c.plan.arena_bytes);
+  x->arena_off = 0;
+  x->const_off = at, at = align256(at + x->c.plan.const_bytes);
+  x->in_off = calloc((size_t)g->ninputs + 1, sizeof *x->in_off);
+  x->param_off = calloc((size_t)g->nparams + 1, sizeof *x->param_off);
+  x->out_off = calloc((size_t)g->noutputs + 1, sizeof *x->out_off);
+  x->mods = calloc((size_t)x->c.mods.nmod + 1, sizeof *x->mods);
+  x->fns = calloc((size_t)x->c.prog.nfn + 1, sizeof *x->fns);
+  if (!x->in_off || !x->param_off || !x->out_off || !x->mods || !x->fns) { ir_fail(msg, n, "out of memory"); goto fail; }
+  for (int i = 0; i < g->ninputs; i++)
+    x->in_off[i] = at, at = align256(at + ir_numel(&g->inputs[i].shape) * (int64_t)ir_dtype_size(g->inputs[i].dtype));
+  for (int i = 0; i < g->nparams; i++)
+    x->param_off[i] = at, at = align256(at + ir_numel(&g->params[i].shape) * (int64_t)ir_dtype_size(g->params[i].dtype));
+  for (int i = 0; i < g->noutputs; i++) {
+    const ir_node *o = &g->nodes[g->outputs[i].node];
+    x->out_off[i] = at, at = align256(at + ir_numel(&o->shape) * (int64_t)ir_dtype_size(o->dtype));
+  }
+  x->status_off = at, at = align256(at + 16);
+  x->bytes = (size_t)at;
+  if (x->d->total_mem && x->bytes > x->d->total_mem) {
+    ir_fail(msg, n, "--backend cuda: the model needs %zu bytes of device memory (arena %lld, weights, inputs and "
+            "outputs), the GPU has %zu", x->bytes, (long long)x->c.plan.arena_bytes, x->d->total_mem);
+    goto fail;
+  }
+  if (x->d->mem_alloc(x->d, x->bytes, &x->base)) { ir_fail(msg, n, "--backend cuda: %s", x->d->err); goto fail; }
+  if (x->d->memset0(x->d, x->base, x->bytes)) { ir_fail(msg, n, "--backend cuda: %s", x->d->err); goto fail; }
+  if (x->c.plan.const_bytes > 0) {
+    unsigned char *h = calloc((size_t)x->c.plan.const_bytes, 1);
+    if (!h) { ir_fail(msg, n, "out of memory"); goto fail; }
+    fill_consts(x, h);
+    int rc = x->d->htod(x->d, x->base + (cu_dptr)x->const_off, h, (size_t)x->c.plan.const_bytes);
+    free(h);
+    if (rc) { ir_fail(msg, n, "--backend cuda: %s", x->d->err); goto fail; }
+  }
+  for (int m = 0; m < x->c.mods.nmod; m++)
+    if (x->d->module_load(x->d, x->c.mods.src[m], x->c.mods.img[m].image, x->c.mods.img[m].len, &x->mods[m])) {
+      ir_fail(msg, n, "--backend cuda: loading module%02d (%s): %s", m, x->c.arch, x->d->err);
+      goto fail;
+    }
+  for (int f = 0; f < x->c.prog.nfn; f++)
+    if (x->d->get_function(x->d, x->mods[x->c.mods.mod_of[f]], x->c.prog.fn[f].name, &x->fns[f])) {
+      ir_fail(msg, n, "--backend cuda: %s", x->d->err);
+      goto fail;
+    }
+  return x;
+fail:
+  cu_exec_free(x);
+  return NULL;
+}
+
+/* The message of a kernel's status code (1 + 4 * node + what). */
+static int status_error(const cu_exec *x, int code, char *msg, size_t n) {
+  int node = (code - 1) / 4, what = (code - 1) % 4;
+  static const char *const whats[] = {"an id is out of range of the vocabulary", "a label is out of range of the classes",
+                                      "an index is out of range", "a run-time check failed"};
+  const char *op = node >= 0 && node < x->g->nnodes ? ir_ops[x->g->nodes[node].op].name : "?";
+  return ir_fail(msg, n, "%s (node %d): %s", op, node, whats[what]);
+}
+
+int cu_exec_run(cu_exec *x, void *const *inputs, void *const *params, void *const *outputs, float *loss, char *msg,
+                size_t n) {
+  const ir_graph *g = x->g;
+  cu_driver *d = x->d;
+  for (int i = 0; i < g->ninputs; i++)
+    if (d->htod(d, x->base + (cu_dptr)x->in_off[i], inputs[i],
+                (size_t)(ir_numel(&g->inputs[i].shape) * (int64_t)ir_dtype_size(g->inputs[i].dtype))))
+      return ir_fail(msg, n, "--backend cuda: input '%s': %s", g->inputs[i].name, d->err);
+  for (int i = 0; i < g->nparams; i++)
+    if (d->htod(d, x->base + (cu_dptr)x->param_off[i], params[i],
+                (size_t)(ir_numel(&g->params[i].shape) * (int64_t)ir_dtype_size(g->params[i].dtype))))
+      return ir_fail(msg, n, "--backend cuda: parameter '%s': %s", g->params[i].name, d->err);
+  if (d->memset0(d, x->base + (cu_dptr)x->status_off, 16)) return ir_fail(msg, n, "--backend cuda: %s", d->err);
+  for (int li = 0; li < x->c.prog.nl; li++) {
+    const cu_launch *l = &x->c.prog.l[li];
+    int rc = 0;
+    if (l->what == CU_L_KERNEL) {
+      cu_dptr vals[CU_MAXOPS];
+      void *args[CU_MAXOPS];
+      for (int j = 0; j < l->nops; j++) vals[j] = ref_addr(x, &l->op[j]), args[j] = &vals[j];
+      rc = d->launch(d, x->fns[l->fn], l->grid[0], l->grid[1], l->grid[2], l->block[0], l->block[1], l->block[2],
+                     l->shmem, args);
+    } else if (l->what == CU_L_GEMM) {
+      cu_gemm gm = l->gemm;
+      gm.a = ref_addr(x, &l->ga), gm.b = ref_addr(x, &l->gb), gm.c = ref_addr(x, &l->gc);
+      gm.bias = gm.epilogue != CU_EPI_NONE ? ref_addr(x, &l->gbias) : 0;
+      rc = d->gemm(d, &gm);
+    } else {
+      rc = d->memset0(d, ref_addr(x, &l->zero), (size_t)l->zero_bytes);
+    }
+    if (rc) {
+      const pl_kernel *k = &x->c.plan.k[l->pk];
+      return ir_fail(msg, n, "--backend cuda: kernel k%d (%s, node %d %s): %s", l->pk, pl_kind_name(k->kind), k->head,
+                     ir_ops[g->nodes[k->head].op].name, d->err);
+    }
+  }
+  if (d->sync(d)) return ir_fail(msg, n, "--backend cuda: %s", d->err);
+  int status = 0;
+  if (d->dtoh(d, &status, x->base + (cu_dptr)x->status_off, sizeof status))
+    return ir_fail(msg, n, "--backend cuda: %s", d->err);
+  if (status) return status_error(x, status, msg, n);
+  for (int i = 0; i < g->noutputs; i++) {
+    const ir_node *o = &g->nodes[g->outputs[i].node];
+    if (d->dtoh(d, outputs[i], x->base + (cu_dptr)x->out_off[i], (size_t)(ir_numel(&o->shape) * (int64_t)ir_dtype_size(o->dtype))))
+      return ir_fail(msg, n, "--backend cuda: output '%s': %s", g->outputs[i].name, d->err);
+  }
+  if (loss) {
+    *loss = NAN;
+    if (g->loss >= 0) {
+      cu_dptr a = addr_of(x, g->loss);
+      if (a && d->dtoh(d, loss, a, sizeof *loss)) return ir_fail(msg, n, "--backend cuda: the loss: %s", d->err);
+    }
+  }
+  return 0;
+}
+
+

@@ -1,0 +1,173 @@
+/* test_cuda_run.c -- the CUDA backend's run path without a GPU: programs
+ * compiled with --backend cuda (LATHE_BACKEND_CUDA) through the public API,
+ * their kernels run by the CPU executor (tests/cuexec/, installed with
+ * cu_set_driver_factory: the test instrument in the driver's place), every
+ * output, the loss and the weights after training steps compared with the
+ * reference interpreter. Also the errors: a label out of range found by a
+ * kernel, and without the factory the real loader's one line when this
+ * machine has no driver. The complete model-by-model suite is
+ * test_cuda_exec.c; this covers what codegen/cuda/cu_run.c and
+ * cu_loader.c do. */
+#include <stdlib.h>
+
+#include "codegen/cuda/cu_driver.h"
+#include "cx.h"
+#include "lathe.h"
+#include "test.h"
+
+/* Fill every input: floats in [-1, 1), integers alternating 0 and 1 (a
+ * class, a token). */
+static int fill_inputs(lathe_program *p, unsigned seed) {
+  lathe_error err = {0};
+  for (int i = 0; i < lathe_num_inputs(p); i++) {
+    lathe_tensor_info info;
+    if (lathe_input_info(p, i, &info)) return -1;
+    lathe_tensor t = {.dtype = info.dtype == LATHE_F32 ? LATHE_F32 : LATHE_I32, .rank = info.rank};
+    int64_t n = 1;
+    for (int d = 0; d < info.rank; d++) t.shape[d] = info.shape[d], n *= info.shape[d];
+    t.data = malloc((size_t)(n > 0 ? n : 1) * 4);
+    for (int64_t e = 0; e < n; e++) {
+      seed = seed * 1103515245u + 12345u;
+      if (t.dtype == LATHE_F32) ((float *)t.data)[e] = (float)((seed >> 8) % 2000) / 1000.f - 1.f;
+      else ((int32_t *)t.data)[e] = (int32_t)(e % 2);
+    }
+    int rc = lathe_set_input(p, info.name, &t, &err);
+    free(t.data);
+    if (rc) {
+      fprintf(stderr, "set_input %s: %s\n", info.name, err.message);
+      lathe_error_clear(&err);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static lathe_program *compile(const char *path, lathe_backend b, int train, int64_t batch) {
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_load(path, &err);
+  if (m && batch) lathe_model_bind(m, "batch", batch, &err);
+  lathe_options o = {.backend = b};
+  lathe_program *p = m ? (train ? lathe_compile_train(m, &o, &err) : lathe_compile(m, &o, &err)) : NULL;
+  if (p && lathe_weights_init(p, 7, &err)) lathe_program_free(p), p = NULL;
+  if (!p) fprintf(stderr, "%s (%s): %s\n", path, b == LATHE_BACKEND_CUDA ? "cuda" : "interp", err.message);
+  lathe_error_clear(&err);
+  lathe_model_free(m);
+  return p;
+}
+
+/* Largest |a - b| / (1 + |b|) over the output's values. */
+static double out_diff(const lathe_program *a, const lathe_program *b, const char *name) {
+  lathe_error err = {0};
+  lathe_tensor x = {0}, y = {0};
+  double worst = 1e30;
+  if (!lathe_get_output(a, name, &x, &err) && !lathe_get_output(b, name, &y, &err) && x.dtype == LATHE_F32) {
+    int64_t n = 1;
+    for (int d = 0; d < x.rank; d++) n *= x.shape[d];
+    worst = 0;
+    for (int64_t e = 0; e < n; e++) {
+      double u = ((float *)x.data)[e], v = ((float *)y.data)[e], r = fabs(u - v) / (1 + fabs(v));
+      if (!(r <= worst)) worst = r;
+    }
+  }
+  lathe_error_clear(&err);
+  lathe_tensor_free(&x), lathe_tensor_free(&y);
+  return worst;
+}
+
+/* The forward pass (every output and the loss) of one model. */
+static void forward(const char *path, int64_t batch) {
+  lathe_program *c = compile(path, LATHE_BACKEND_CUDA, 0, batch), *r = compile(path, LATHE_BACKEND_INTERP, 0, batch);
+  CHECK_MSG(c && r, "%s: compiled", path);
+  if (c && r && !fill_inputs(c, 1) && !fill_inputs(r, 1)) {
+    lathe_error err = {0};
+    CHECK_MSG(!lathe_run(c, &err), "%s: cuda run: %s", path, err.message ? err.message : "");
+    lathe_error_clear(&err);
+    CHECK(!lathe_run(r, &err));
+    for (int o = 0; o < lathe_num_outputs(c); o++) {
+      double d = out_diff(c, r, lathe_output_name(c, o));
+      CHECK_MSG(d < 1e-4, "%s: output %s differs by %g", path, lathe_output_name(c, o), d);
+    }
+    if (lathe_has_loss(c)) {
+      double d = out_diff(c, r, "loss");
+      CHECK_MSG(d < 1e-4, "%s: the loss differs by %g", path, d);
+    }
+  }
+  lathe_program_free(c), lathe_program_free(r);
+}
+
+/* Training steps: the loss of each and every weight after them. */
+static void train(const char *path, int64_t batch, int steps) {
+  lathe_program *c = compile(path, LATHE_BACKEND_CUDA, 1, batch), *r = compile(path, LATHE_BACKEND_INTERP, 1, batch);
+  CHECK_MSG(c && r, "%s: compiled for training", path);
+  if (!c || !r) { lathe_program_free(c), lathe_program_free(r); return; }
+  lathe_error err = {0};
+  for (int s = 0; s < steps; s++) {
+    if (fill_inputs(c, 10 + (unsigned)s) || fill_inputs(r, 10 + (unsigned)s)) break;
+    CHECK_MSG(!lathe_run(c, &err), "%s step %d: cuda: %s", path, s, err.message ? err.message : "");
+    lathe_error_clear(&err);
+    CHECK(!lathe_run(r, &err));
+    double d = out_diff(c, r, "loss");
+    CHECK_MSG(d < 1e-4, "%s step %d: the loss differs by %g", path, s, d);
+  }
+  for (int i = 0; i < lathe_num_params(c); i++) {
+    lathe_tensor a, b;
+    if (lathe_param_view(c, i, &a) || lathe_param_view(r, i, &b)) continue;
+    int64_t n = 1;
+    for (int d = 0; d < a.rank; d++) n *= a.shape[d];
+    double worst = 0;
+    for (int64_t e = 0; e < n; e++) {
+      double u = ((float *)a.data)[e], v = ((float *)b.data)[e], q = fabs(u - v) / (1 + fabs(v));
+      if (!(q <= worst)) worst = q;
+    }
+    CHECK_MSG(worst < 1e-4, "%s: weight %s after %d steps differs by %g", path, lathe_param_name(c, i), steps, worst);
+  }
+  lathe_program_free(c), lathe_program_free(r);
+}
+
+/* A label out of range: the loss kernel flags it, the run says which node. */
+static void bad_label(void) {
+  lathe_program *c = compile("examples/mlp.nn", LATHE_BACKEND_CUDA, 0, 4);
+  if (!c || fill_inputs(c, 3)) { CHECK(c && 0); lathe_program_free(c); return; }
+  int32_t y[4] = {0, 1, 99, 2};
+  lathe_tensor t = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = y};
+  lathe_error err = {0};
+  CHECK(!lathe_set_input(c, "y", &t, &err));
+  int rc = lathe_run(c, &err);
+  CHECK_MSG(rc != 0 && err.message && strstr(err.message, "cross_entropy") && strstr(err.message, "label is out of range"),
+            "got %d: %s", rc, err.message ? err.message : "");
+  lathe_error_clear(&err);
+  lathe_program_free(c);
+}
+
+int main(void) {
+  /* the real loader first: with no driver here, one line that says so */
+  FILE *f = fopen("/usr/lib/x86_64-linux-gnu/libcuda.so.1", "r");
+  if (!f) {
+    lathe_error err = {0};
+    lathe_model *m = lathe_model_load("examples/mlp.nn", &err);
+    if (m) lathe_model_bind(m, "batch", 4, &err);
+    lathe_options o = {.backend = LATHE_BACKEND_CUDA};
+    lathe_program *p = m ? lathe_compile(m, &o, &err) : NULL;
+    CHECK(!p);
+    CHECK_MSG(err.message && strstr(err.message, "--backend cuda: the NVIDIA driver not found (libcuda.so.1)") &&
+              !strchr(err.message, '\n'), "%s", err.message ? err.message : "");
+    lathe_error_clear(&err);
+    lathe_program_free(p);
+    lathe_model_free(m);
+  } else {
+    fclose(f);
+    printf("SKIPPED: the no-driver check (this machine has libcuda.so.1)\n");
+  }
+  if (!cx_host_compiler()) {
+    printf("SKIPPED: no host C++ compiler for the CPU executor: the cuda run path was not tested\n");
+    return TEST_REPORT();
+  }
+  cu_set_driver_factory(cx_driver);
+  forward("examples/mlp.nn", 4);
+  forward("examples/cnn.nn", 2);
+  train("examples/mlp.nn", 8, 3);
+  train("examples/cnn.nn", 2, 2);
+  bad_label();
+  cu_set_driver_factory(NULL);
+  return TEST_REPORT();
+}
