@@ -140,6 +140,7 @@ static const char *k_index =
 
 static void test_index(int fibers) {
   void *fn = kernel(k_index, "index3");
+  CHECK(fn && !cx_kernel_fibers(fn)); /* thread after thread unless forced */
   enum { GX = 3, GY = 2, GZ = 2, BX = 4, BY = 3, BZ = 2, N = GX * GY * GZ * BX * BY * BZ };
   cu_dptr out = dev(N * sizeof(unsigned));
   void *args[] = {&out};
@@ -279,6 +280,38 @@ static void test_warp(void) {
     CHECK_MSG(bad == 0, "warp %d: %d lanes did not get lane 3's value", w, bad);
   }
   D->mem_free(D, dx), D->mem_free(D, dout), D->mem_free(D, dsum), D->mem_free(D, db);
+}
+
+/* ---- which kernels run as fibers: those reaching a barrier or collective
+ * through calls, seen through extern "C" blocks, comments and structs ---- */
+
+static const char *k_chain =
+    "struct pair { float a, b; };\n"
+    "__device__ float leaf(float v) { return __shfl_down_sync(0xffffffffu, v, 1); }\n"
+    "__device__ float mid(float v) { /* calls leaf */ return leaf(v) + 1.0f; }\n"
+    "__device__ float plain(float v) { return v * 2.0f; } // not __syncthreads\n"
+    "extern \"C\" {\n"
+    "__global__ void via_chain(float *y) { y[threadIdx.x] = mid(y[threadIdx.x]); }\n"
+    "__global__ void no_sync(float *y) { pair p = {y[threadIdx.x], 1.0f}; y[threadIdx.x] = plain(p.a) + p.b; }\n"
+    "}\n"
+    "extern \"C\" __global__ void __launch_bounds__(64) direct(float *y) { __syncthreads(); y[0] = 1.0f; }\n";
+
+static void test_chain(void) {
+  void *a = kernel(k_chain, "via_chain"), *b = kernel(k_chain, "no_sync"), *c = kernel(k_chain, "direct");
+  CHECK(a && cx_kernel_fibers(a));
+  CHECK(b && !cx_kernel_fibers(b));
+  CHECK(c && cx_kernel_fibers(c));
+  float y[32], got[32];
+  for (int i = 0; i < 32; i++) y[i] = (float)i;
+  cu_dptr dy = dev_from(y, sizeof y);
+  void *args[] = {&dy};
+  CHECK_MSG(launch(a, 1, 1, 1, 32, 1, 1, 0, args) == 0, "%s", D->err);
+  CHECK_MSG(launch(b, 1, 1, 1, 32, 1, 1, 0, args) == 0, "%s", D->err);
+  from_dev(got, dy, sizeof got);
+  int bad = 0;
+  for (int i = 0; i < 32; i++) bad += got[i] != 2.0f * (y[i < 31 ? i + 1 : i] + 1.0f) + 1.0f;
+  CHECK_MSG(bad == 0, "%d lanes wrong after the chained shuffle", bad);
+  D->mem_free(D, dy);
 }
 
 /* ---- atomics ---- */
@@ -592,6 +625,7 @@ int main(void) {
   test_index(1);
   test_tree();
   test_warp();
+  test_chain();
   test_atomic();
   test_softmax();
   test_math();

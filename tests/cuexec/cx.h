@@ -24,6 +24,9 @@ void cx_force_fibers(cu_driver *d, int on);
 /* The host C++ compiler kernels are built with, or NULL when the build
  * found none (tests then skip, saying so). */
 const char *cx_host_compiler(void);
+/* 1 when the kernel (a get_function result) runs as fibers: it reaches a
+ * barrier or warp collective through its calls (cx_module.c). */
+int cx_kernel_fibers(const void *fn);
 /* Launches so far (tests check that a path really ran on the executor). */
 long cx_launch_count(const cu_driver *d);
 
@@ -67,15 +70,16 @@ typedef struct cx_kernel {
   char name[128];
   void (*run)(void **args);    /* cx_w_NAME: one GPU thread */
   void (*ptrs)(void **args);   /* cx_p_NAME: reports pointer arguments */
+  int fibers;                  /* it reaches a barrier or warp collective */
 } cx_kernel;
 
 struct cx_module {
   void *dl;
   void (*bind)(cx_api *);
-  int fibers;                  /* the source has barriers or shuffles */
   cx_kernel **k;
   int nk;
   char **names;                /* kernels found in the source */
+  int *fibers;                 /* per name: reaches a barrier or collective */
   int nnames;
   cx_module *next;
 };

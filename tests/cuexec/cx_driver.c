@@ -204,4 +204,6 @@ void cx_set_mem_limit(cu_driver *d, size_t bytes) {
 
 void cx_force_fibers(cu_driver *d, int on) { cx_s(d)->force_fibers = on; }
 
+int cx_kernel_fibers(const void *fn) { return ((const cx_kernel *)fn)->fibers; }
+
 long cx_launch_count(const cu_driver *d) { return ((const cx_state *)d->self)->launches; }

@@ -142,7 +142,7 @@ static cx_fiber *cx_self(const char *what) {
   cx_run *r = cx_cur;
   if (!r->fibers || r->cur < 0) {
     char why[160];
-    snprintf(why, sizeof why, "%s in a module the executor runs without fibers", what);
+    snprintf(why, sizeof why, "%s in a kernel the executor found no barrier in (cx_module.c's scan missed it)", what);
     cx_api_trap(why);
   }
   return &r->f[r->cur];
@@ -396,7 +396,7 @@ int cx_launch(cu_driver *d, cx_kernel *k, const unsigned grid[3], const unsigned
   cx_state *s = d->self;
   if (cx_dims_ok(grid, block, shmem_bytes, d->err, sizeof d->err)) return 1;
   int n = (int)(block[0] * block[1] * block[2]);
-  int fibers = k->mod->fibers || s->force_fibers;
+  int fibers = k->fibers || s->force_fibers;
   if (fibers && cx_stacks_ready(s, n, d->err, sizeof d->err)) return 1;
 
   cx_run *r = calloc(1, sizeof *r);

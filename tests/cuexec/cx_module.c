@@ -133,6 +133,107 @@ static int cx_find_kernels(const char *code, cx_module *m) {
   return 0;
 }
 
+/* ---- which kernels need fibers: those that reach a barrier or a warp
+ * collective through any chain of calls. Top-level function bodies are found
+ * by their braces; a body that names a collective, or a function whose body
+ * does, marks its function, until nothing changes. A kernel the scan cannot
+ * place runs with fibers (the safe side); a kernel marked wrongly fails its
+ * first barrier with a message (cx_launch.c). ---- */
+
+typedef struct cx_fn {
+  const char *name, *body, *end;
+  size_t len;
+  int sync;
+} cx_fn;
+
+static int cx_is_collective(const char *id, size_t n) {
+  return (n >= 6 && memmem(id, n, "sync", 4)) || (n == 12 && !strncmp(id, "__activemask", 12));
+}
+
+/* The identifier that names the function whose body opens at brace b: the
+ * one before the '(' that matches the last ')' before b. */
+static const char *cx_fn_name(const char *code, const char *b, size_t *len) {
+  const char *p = b;
+  while (p > code && isspace((unsigned char)p[-1])) p--;
+  if (p == code || p[-1] != ')') return NULL;
+  int depth = 0;
+  for (p--; p >= code; p--) {
+    depth += (*p == ')') - (*p == '(');
+    if (depth == 0) break;
+  }
+  if (p < code) return NULL;
+  while (p > code && isspace((unsigned char)p[-1])) p--;
+  const char *e = p;
+  while (p > code && cx_ident((unsigned char)p[-1])) p--;
+  *len = (size_t)(e - p);
+  return *len ? p : NULL;
+}
+
+static int cx_mark_fibers(const char *code, cx_module *m) {
+  cx_fn *fn = NULL;
+  int nfn = 0, cap = 0;
+  for (const char *p = code; *p; p++) {
+    if (*p == '"') { /* extern "C" { ... }: its contents are top level */
+      const char *q = strchr(p + 1, '"');
+      if (!q) break;
+      const char *b = cx_skip_ws(q + 1);
+      p = *b == '{' ? b : q;
+      continue;
+    }
+    if (*p != '{') continue;
+    const char *end = p + 1;
+    for (int depth = 1; *end && depth; end++) depth += (*end == '{') - (*end == '}');
+    size_t len = 0;
+    const char *name = cx_fn_name(code, p, &len);
+    if (name) {
+      if (nfn == cap) {
+        cap = cap ? 2 * cap : 32;
+        cx_fn *t = realloc(fn, (size_t)cap * sizeof *t);
+        if (!t) {
+          free(fn);
+          return 1;
+        }
+        fn = t;
+      }
+      fn[nfn++] = (cx_fn){name, p, end, len, 0};
+    }
+    p = end - 1; /* skip the body (or struct) */
+    if (!*end) break;
+  }
+  for (int changed = 1; changed;) {
+    changed = 0;
+    for (int i = 0; i < nfn; i++) {
+      if (fn[i].sync) continue;
+      for (const char *q = fn[i].body; q < fn[i].end && !fn[i].sync; q++) {
+        if (!cx_ident((unsigned char)*q) || (q > fn[i].body && cx_ident((unsigned char)q[-1]))) continue;
+        size_t n = 0;
+        while (q + n < fn[i].end && cx_ident((unsigned char)q[n])) n++;
+        int hit = cx_is_collective(q, n);
+        for (int j = 0; j < nfn && !hit; j++) hit = fn[j].sync && fn[j].len == n && !strncmp(fn[j].name, q, n);
+        fn[i].sync = hit;
+        q += n - 1;
+      }
+      changed |= fn[i].sync;
+    }
+  }
+  m->fibers = calloc((size_t)m->nnames, sizeof *m->fibers);
+  if (!m->fibers) {
+    free(fn);
+    return 1;
+  }
+  for (int k = 0; k < m->nnames; k++) {
+    int found = 0;
+    for (int i = 0; i < nfn; i++)
+      if (fn[i].len == strlen(m->names[k]) && !strncmp(fn[i].name, m->names[k], fn[i].len)) {
+        found = 1;
+        m->fibers[k] |= fn[i].sync;
+      }
+    if (!found) m->fibers[k] = 1;
+  }
+  free(fn);
+  return 0;
+}
+
 /* `extern __shared__ [__align__(n)] T name[];` -> a macro for the launch's
  * dynamic shared block, valid at any scope. */
 static void cx_rewrite_shared(const char *src, const char *code, cx_buf *out) {
@@ -350,8 +451,10 @@ int cx_module_load(const char *cuda_src, cx_module **out, char *err, size_t errl
     rc = 1;
   }
   if (!rc) {
-    /* barriers or warp collectives need fibers; otherwise threads run in turn */
-    m->fibers = strstr(code, "__syncthreads") || strstr(code, "_sync") || strstr(code, "__activemask");
+    rc = cx_mark_fibers(code, m);
+    if (rc) snprintf(err, errlen, "module_load: out of host memory");
+  }
+  if (!rc) {
     cx_puts(&full, "#line 1 \"kernel.cu\"\n");
     cx_rewrite_shared(cuda_src, code, &full);
     cx_puts(&full, "\n/* cx_module.c: launch wrappers */\n");
@@ -422,6 +525,8 @@ int cx_module_kernel(cx_module *m, const char *name, cx_kernel **out, char *err,
     return 1;
   }
   snprintf(k->name, sizeof k->name, "%s", name);
+  for (int i = 0; i < m->nnames; i++)
+    if (!strcmp(m->names[i], name)) k->fibers = m->fibers[i];
   k->mod = m;
   m->k[m->nk++] = k;
   *out = k;
@@ -432,6 +537,7 @@ void cx_module_free(cx_module *m) {
   if (!m) return;
   for (int i = 0; i < m->nk; i++) free(m->k[i]);
   for (int i = 0; i < m->nnames; i++) free(m->names[i]);
+  free(m->fibers);
   free(m->k);
   free(m->names);
   if (m->dl) dlclose(m->dl);
