@@ -1,5 +1,6 @@
 /* cx_launch.c: one kernel launch on the CPU. Blocks run one after another;
- * within a block every GPU thread is a fiber (ucontext) when the module has
+ * within a block every GPU thread is a fiber (a small stack switch on x86-64,
+ * ucontext elsewhere) when the kernel reaches
  * barriers or warp collectives, so __syncthreads and shuffles meet as on a
  * GPU: a fiber runs until it reaches one, and the scheduler releases a
  * barrier when every live thread of the block (a collective: every lane of its
@@ -33,11 +34,54 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+/* ---- a context: the stack switch (ucontext's swapcontext makes a signal-
+ * mask system call per switch, ten times the cost of the switch itself) ---- */
+#if defined(__x86_64__) && !defined(CX_UCONTEXT) /* -DCX_UCONTEXT: the portable path */
+/* cx_swap(&save, to): pushes the callee-saved registers and the SSE and x87
+ * control words, saves the stack pointer in *save, continues on `to`'s. */
+__asm__(".text\n"
+        ".p2align 4\n"
+        "cx_swap:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+        "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+        "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n");
+void cx_swap(void **save, void *to) __asm__("cx_swap");
+typedef struct cx_ctx { void *sp; } cx_ctx;
+/* A fresh stack laid out as cx_swap leaves one: control words, six
+ * registers, then fn as the return address, 16-byte aligned as at a call. */
+static void cx_ctx_make(cx_ctx *c, unsigned char *stack, size_t size, void (*fn)(void)) {
+  uintptr_t top = ((uintptr_t)stack + size) & ~(uintptr_t)15;
+  uint64_t *sp = (uint64_t *)(top - 16);
+  sp[1] = 0; /* no caller */
+  sp[0] = (uint64_t)(uintptr_t)fn;
+  sp -= 7;
+  memset(sp, 0, 7 * sizeof *sp);
+  uint32_t csr = 0x1f80, cw = 0x037f; /* the ABI's initial SSE and x87 modes */
+  memcpy(sp, &csr, 4);
+  memcpy((char *)sp + 4, &cw, 4);
+  c->sp = sp;
+}
+static void cx_ctx_swap(cx_ctx *from, cx_ctx *to) { cx_swap(&from->sp, to->sp); }
+#else
+typedef struct cx_ctx { ucontext_t uc; } cx_ctx;
+static void cx_ctx_make(cx_ctx *c, unsigned char *stack, size_t size, void (*fn)(void)) {
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = stack;
+  c->uc.uc_stack.ss_size = size;
+  c->uc.uc_link = NULL;
+  makecontext(&c->uc, fn, 0);
+}
+static void cx_ctx_swap(cx_ctx *from, cx_ctx *to) { swapcontext(&from->uc, &to->uc); }
+#endif
+
 enum { CX_RUN, CX_BAR, CX_WARP, CX_DONE };
 enum { CX_STACK = 256 << 10, CX_ALTSTACK = 256 << 10, CX_MAX_SHMEM = 48 << 10 };
 
 typedef struct cx_fiber {
-  ucontext_t ctx;
+  cx_ctx ctx;
   unsigned char *stack;        /* lowest usable byte; CX_STACK bytes */
   int state;                   /* CX_RUN ... */
   unsigned mask;               /* CX_WARP: the collective's mask */
@@ -65,7 +109,7 @@ typedef struct cx_run {
   int n;                       /* threads per block */
   int fibers;
   int cur;                     /* running fiber, -1: the scheduler */
-  ucontext_t sched;
+  cx_ctx sched;
   const void *sched_bottom;    /* the scheduler's stack, for ASan */
   size_t sched_size;
   sigjmp_buf escape;
@@ -105,7 +149,7 @@ static void cx_to_sched(cx_run *r, cx_fiber *f, int dying) {
 #ifdef CX_ASAN
   __sanitizer_start_switch_fiber(dying ? NULL : &f->fake, r->sched_bottom, r->sched_size);
 #endif
-  swapcontext(&f->ctx, &r->sched);
+  cx_ctx_swap(&f->ctx, &r->sched);
 #ifdef CX_ASAN
   __sanitizer_finish_switch_fiber(f->fake, &r->sched_bottom, &r->sched_size);
 #endif
@@ -131,7 +175,7 @@ static void cx_resume(cx_run *r, int i) {
   void *fake = NULL;
   __sanitizer_start_switch_fiber(&fake, r->f[i].stack, CX_STACK);
 #endif
-  swapcontext(&r->sched, &r->f[i].ctx);
+  cx_ctx_swap(&r->sched, &r->f[i].ctx);
 #ifdef CX_ASAN
   __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
@@ -286,7 +330,7 @@ static void cx_deadlock(cx_run *r) {
   cx_note(r, why);
 }
 
-/* Out of line: getcontext returns twice, which upsets the caller's loop. */
+/* Out of line: ucontext's getcontext returns twice, which upsets a loop. */
 static __attribute__((noinline)) void cx_fiber_init(cx_run *r, int i) {
   cx_fiber *f = &r->f[i];
   memset(f, 0, sizeof *f);
@@ -297,11 +341,7 @@ static __attribute__((noinline)) void cx_fiber_init(cx_run *r, int i) {
 #ifdef CX_ASAN
   __asan_unpoison_memory_region(f->stack, CX_STACK);
 #endif
-  getcontext(&f->ctx);
-  f->ctx.uc_stack.ss_sp = f->stack;
-  f->ctx.uc_stack.ss_size = CX_STACK;
-  f->ctx.uc_link = &r->sched;
-  makecontext(&f->ctx, cx_fiber_main, 0);
+  cx_ctx_make(&f->ctx, f->stack, CX_STACK, cx_fiber_main);
 }
 
 static void cx_run_block_fibers(cx_run *r) {
