@@ -9,14 +9,27 @@
  * listed as not rendered yet, and a kind in neither fails the test. Two
  * inline models plan the kinds the examples reach only past a refusal.
  *
- * Not yet here: running the launches (outputs, gradients, training steps
- * against the interpreter) needs the CUDA runtime that drives a program
- * through a cu_driver (cu_set_driver_factory), which is not on main yet. */
+ * Then every program runs on the executor, launch by launch as the
+ * rendered program lists them, against the interpreter (IR_INTERP_F32) on
+ * the same inputs and weights, twice: kernel by kernel (each plan kernel's
+ * inputs uploaded from the interpreter's values, its results compared: a
+ * wrong kernel is named) and whole (only inputs, weights and constants
+ * uploaded, every output compared at the end: the CUDA plan's buffers and
+ * in-place writes). A training step's kernels are its gradients and its
+ * optimizer update, so both runs check those too; the whole training step
+ * runs with SGD in place of the model's optimizer (sgd_text says why).
+ *
+ * Not yet here: the product's CUDA runtime (cu_set_driver_factory, `lathe
+ * train --backend cuda`) is not on main; this test drives the rendered
+ * program itself, as that runtime would, for one step (not several: the
+ * step's new weights are not fed back). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codegen/cuda/cu.h"
+#include "codegen/cuda/cu_render.h"
 #include "cx.h"
 #include "lathe.h"
 #include "runtime/program.h"
@@ -72,21 +85,58 @@ static const struct {
   const char *path;
   const char *src; /* the model's text, when not a file */
   int64_t batch;
+  int lim;         /* integer inputs in [1, lim) */
 } ex[] = {
-  {"examples/mlp.nn", NULL, 4}, {"examples/cnn.nn", NULL, 4}, {"examples/cnn_bn.nn", NULL, 4},
-  {"examples/gpt.nn", NULL, 2}, {"examples/lstm.nn", NULL, 2}, {"examples/reverse.nn", NULL, 2},
-  {"resid (inline)", resid_src, 2}, {"pool (inline)", pool_src, 2},
+  {"examples/mlp.nn", NULL, 4, 10}, {"examples/cnn.nn", NULL, 4, 10}, {"examples/cnn_bn.nn", NULL, 4, 10},
+  {"examples/gpt.nn", NULL, 2, 96}, {"examples/lstm.nn", NULL, 2, 96}, {"examples/reverse.nn", NULL, 2, 8},
+  {"resid (inline)", resid_src, 2, 20}, {"pool (inline)", pool_src, 2, 10},
 };
 enum { NEX = sizeof ex / sizeof ex[0] };
 
 static cu_driver *D;
 static int loaded_kind[PL_NKINDS], refused_kind[PL_NKINDS];
 
-static lathe_program *build(int e, int train) {
+/* The model's text with its optimizer replaced by plain SGD and no
+ * schedule (malloc'd): Adam's first step is g / (|g| + eps), which turns a
+ * gradient's last-bit difference near zero into a step of up to 2 lr, so the
+ * whole training step is compared with SGD (each Adam kernel is still
+ * compared kernel by kernel on the model as written). */
+static char *sgd_text(int e, size_t *len) {
+  char *text = NULL;
+  if (ex[e].src) {
+    text = strdup(ex[e].src);
+  } else {
+    FILE *f = fopen(ex[e].path, "rb");
+    if (f) {
+      text = calloc(1, 1 << 16);
+      if (text) text[fread(text, 1, (1 << 16) - 1, f)] = 0;
+      fclose(f);
+    }
+  }
+  char *out = text ? calloc(1, strlen(text) + 64) : NULL;
+  size_t n = 0;
+  for (char *line = text; out && line && *line;) {
+    char *nl = strchr(line, '\n');
+    size_t k = nl ? (size_t)(nl - line) + 1 : strlen(line);
+    const char *t = line + strspn(line, " ");
+    if (!strncmp(t, "optimizer", 9)) n += (size_t)sprintf(out + n, "  optimizer = sgd(lr=0.1)\n");
+    else if (strncmp(t, "schedule", 8) != 0) memcpy(out + n, line, k), n += k;
+    line += k;
+  }
+  free(text);
+  *len = n;
+  return out;
+}
+
+static lathe_program *build(int e, int train, int sgd) {
   lathe_error err = {0};
   lathe_program *p = NULL;
-  lathe_model *m = ex[e].src ? lathe_model_parse(ex[e].path, ex[e].src, strlen(ex[e].src), &err)
+  size_t len = 0;
+  char *text = sgd ? sgd_text(e, &len) : NULL;
+  lathe_model *m = sgd      ? lathe_model_parse(ex[e].path, text ? text : "", len, &err)
+                   : ex[e].src ? lathe_model_parse(ex[e].path, ex[e].src, strlen(ex[e].src), &err)
                              : lathe_model_load(ex[e].path, &err);
+  free(text);
   if (m && lathe_model_bind(m, "batch", ex[e].batch, &err) == 0) {
     lathe_options o = {.backend = LATHE_BACKEND_INTERP};
     p = train ? lathe_compile_train(m, &o, &err) : lathe_compile(m, &o, &err);
@@ -107,8 +157,233 @@ static void note_refusal(const char *msg) {
   }
 }
 
+/* ---- the rendered program on the executor ---- */
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) { /* [0, 1) */
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+typedef struct {
+  const cu_compiled *c;
+  const ir_graph *g;
+  cu_dptr arena, consts, status;
+  cu_dptr *in, *par, *out; /* per input, parameter, output */
+  void **fn;               /* per rendered function */
+  double worst;            /* the largest scaled difference seen */
+} rn;
+
+static size_t rn_bytes(const ir_node *n) { return (size_t)ir_numel(&n->shape) * ir_dtype_size(n->dtype); }
+
+/* Node i's device address (aliases followed), 0 when it has no buffer. */
+static cu_dptr rn_addr(const rn *r, int i) {
+  const pl_buf *b = &r->c->plan.buf[i];
+  for (int hops = 0; b->kind == PL_BUF_ALIAS && hops < r->g->nnodes; hops++) b = &r->c->plan.buf[b->idx];
+  switch (b->kind) {
+  case PL_BUF_ARENA: return r->arena + (cu_dptr)b->off;
+  case PL_BUF_CONST: return r->consts + (cu_dptr)b->off;
+  case PL_BUF_INPUT: return r->in[b->idx];
+  case PL_BUF_PARAM: return r->par[b->idx];
+  case PL_BUF_OUTPUT: return r->out[b->idx];
+  default: return 0;
+  }
+}
+
+static cu_dptr rn_ref(const rn *r, const cu_ref *f) {
+  if (f->node == CU_REF_ARENA) return r->arena + (cu_dptr)f->off;
+  if (f->node == CU_REF_STATUS) return r->status + (cu_dptr)f->off;
+  cu_dptr a = rn_addr(r, f->node);
+  return a ? a + (cu_dptr)f->off : 0;
+}
+
+/* Node i's values into its buffer, at its dtype. */
+static int rn_put(rn *r, int i, const double *v) {
+  const ir_node *n = &r->g->nodes[i];
+  cu_dptr at = rn_addr(r, i);
+  int64_t cnt = ir_numel(&n->shape);
+  size_t bytes = rn_bytes(n);
+  if (!at || !v || bytes == 0) return 0;
+  unsigned char *h = malloc(bytes);
+  if (!h) return 1;
+  for (int64_t e = 0; e < cnt; e++) switch (n->dtype) {
+    case IR_F32: ((float *)h)[e] = (float)v[e]; break;
+    case IR_I32: ((int32_t *)h)[e] = (int32_t)v[e]; break;
+    case IR_I64: ((int64_t *)h)[e] = (int64_t)v[e]; break;
+    default: h[e] = (unsigned char)v[e]; break;
+    }
+  int rc = D->htod(D, at, h, bytes);
+  CHECK_MSG(rc == 0, "upload: %s", D->err);
+  free(h);
+  return rc;
+}
+
+/* Node i's buffer against the interpreter's values. */
+static void rn_cmp(rn *r, int i, const double *want, const char *what) {
+  const ir_node *n = &r->g->nodes[i];
+  cu_dptr at = rn_addr(r, i);
+  int64_t cnt = ir_numel(&n->shape);
+  size_t bytes = rn_bytes(n);
+  if (!at || !want || bytes == 0) return;
+  unsigned char *h = malloc(bytes);
+  if (!h || D->dtoh(D, h, at, bytes)) {
+    CHECK_MSG(0, "download: %s", D->err);
+    free(h);
+    return;
+  }
+  double worst = 0;
+  int64_t where = 0;
+  for (int64_t e = 0; e < cnt; e++) {
+    double got = n->dtype == IR_F32   ? ((float *)h)[e]
+                 : n->dtype == IR_I32 ? ((int32_t *)h)[e]
+                 : n->dtype == IR_I64 ? (double)((int64_t *)h)[e]
+                                      : h[e];
+    double d = isnan(got) != isnan(want[e]) ? INFINITY : isnan(got) ? 0 : fabs(got - want[e]) / (1 + fabs(want[e]));
+    if (d > worst) worst = d, where = e;
+  }
+  free(h);
+  if (worst > r->worst) r->worst = worst;
+  char name[96];
+  CHECK_MSG(worst <= 2e-4, "%s: %s (%s) differs from the interpreter by %.3g at element %lld", what,
+            pl_tensor_name(r->g, i, name, sizeof name), ir_ops[n->op].name, worst, (long long)where);
+}
+
+static int rn_launch(rn *r, const cu_launch *l) {
+  if (l->what == CU_L_ZERO) return D->memset0(D, rn_ref(r, &l->zero), (size_t)l->zero_bytes);
+  if (l->what == CU_L_GEMM) {
+    cu_gemm g = l->gemm;
+    g.a = rn_ref(r, &l->ga), g.b = rn_ref(r, &l->gb), g.c = rn_ref(r, &l->gc);
+    g.bias = g.epilogue != CU_EPI_NONE ? rn_ref(r, &l->gbias) : 0;
+    return D->gemm(D, &g);
+  }
+  cu_dptr ptr[CU_MAXOPS];
+  void *args[CU_MAXOPS];
+  for (int i = 0; i < l->nops; i++) ptr[i] = rn_ref(r, &l->op[i]), args[i] = &ptr[i];
+  return D->launch(D, r->fn[l->fn], l->grid[0], l->grid[1], l->grid[2], l->block[0], l->block[1], l->block[2],
+                   l->shmem, args);
+}
+
+/* Every launch; per_kernel: each plan kernel's inputs from vals before it,
+ * its results compared after it; else only the outputs at the end. */
+static void rn_run(rn *r, double **vals, int per_kernel, const char *what) {
+  const cu_program *cp = &r->c->prog;
+  const pl_plan *p = &r->c->plan;
+  const ir_graph *g = r->g;
+  for (int i = 0; i < g->nnodes; i++) /* leaves and constants */
+    if (p->buf[i].kind == PL_BUF_CONST || g->nodes[i].op == IR_INPUT || g->nodes[i].op == IR_PARAM)
+      if (rn_put(r, i, vals[i])) return;
+  CHECK(D->memset0(D, r->status, 64) == 0);
+  for (int l = 0; l < cp->nl; l++) {
+    const cu_launch *la = &cp->l[l];
+    const pl_kernel *k = &p->k[la->pk];
+    int first = l == 0 || cp->l[l - 1].pk != la->pk, last = l == cp->nl - 1 || cp->l[l + 1].pk != la->pk;
+    if (per_kernel && first)
+      for (int j = 0; j < k->nin; j++)
+        if (rn_put(r, k->in[j], vals[k->in[j]])) return;
+    if (rn_launch(r, la)) {
+      CHECK_MSG(0, "%s: plan kernel k%d (%s): %s", what, la->pk, pl_kind_name(k->kind), D->err);
+      return;
+    }
+    if (per_kernel && last) {
+      int status = 0;
+      CHECK(D->dtoh(D, &status, r->status, sizeof status) == 0);
+      CHECK_MSG(status == 0, "%s: plan kernel k%d set the status word to %d", what, la->pk, status);
+      char kw[192];
+      snprintf(kw, sizeof kw, "%s k%d (%s)", what, la->pk, pl_kind_name(k->kind));
+      for (int j = 0; j < k->nout; j++) rn_cmp(r, k->out[j], vals[k->out[j]], kw);
+    }
+  }
+  if (!per_kernel)
+    for (int j = 0; j < g->noutputs; j++) rn_cmp(r, g->outputs[j].node, vals[g->outputs[j].node], what);
+}
+
+/* Inputs random (integers in [1, lim)), weights the program's seeded ones,
+ * every other node the interpreter's; then both runs. */
+enum { RN_PER_KERNEL = 1, RN_WHOLE = 2 };
+
+static void run_case(int e, lathe_program *p, const cu_compiled *c, const char *what, int modes) {
+  const ir_graph *g = &p->g;
+  lathe_error err = {0};
+  CHECK_MSG(lathe_weights_init(p, 7, &err) == 0, "%s", err.message ? err.message : "");
+  lathe_error_clear(&err);
+  double **vals = calloc((size_t)g->nnodes + 1, sizeof *vals);
+  rn r = {.c = c, .g = g};
+  r.in = calloc((size_t)g->ninputs + 1, sizeof *r.in);
+  r.par = calloc((size_t)g->nparams + 1, sizeof *r.par);
+  r.out = calloc((size_t)g->noutputs + 1, sizeof *r.out);
+  r.fn = calloc((size_t)c->prog.nfn + 1, sizeof *r.fn);
+  char msg[1024];
+  int rc = !vals || !r.in || !r.par || !r.out || !r.fn;
+  for (int i = 0; i < g->ninputs && !rc; i++) {
+    const ir_node *n = &g->nodes[g->inputs[i].node];
+    int64_t cnt = ir_numel(&n->shape);
+    double *v = vals[g->inputs[i].node] = malloc(sizeof(double) * (size_t)(cnt + 1));
+    for (int64_t k = 0; v && k < cnt; k++)
+      v[k] = n->dtype == IR_F32 ? (float)(0.1 + urand()) : 1 + (int64_t)(urand() * (ex[e].lim - 1));
+    rc = !v;
+  }
+  for (int i = 0; i < g->nparams && !rc; i++) {
+    int64_t cnt = ir_numel(&g->params[i].shape);
+    double *v = vals[g->params[i].node] = malloc(sizeof(double) * (size_t)(cnt + 1));
+    for (int64_t k = 0; v && k < cnt; k++) v[k] = p->params[i][k];
+    rc = !v;
+  }
+  if (!rc && ir_interp(g, IR_INTERP_F32, vals, msg, sizeof msg) != 0) {
+    CHECK_MSG(0, "%s %s: the interpreter: %s", ex[e].path, what, msg);
+    rc = 1;
+  }
+  /* device memory: the arena, the constants, the status word, one buffer per leaf and output */
+  if (!rc)
+    rc = D->mem_alloc(D, (size_t)c->plan.arena_bytes + 16, &r.arena) ||
+         D->mem_alloc(D, (size_t)c->plan.const_bytes + 16, &r.consts) || D->mem_alloc(D, 64, &r.status);
+  for (int i = 0; i < g->ninputs && !rc; i++)
+    rc = D->mem_alloc(D, rn_bytes(&g->nodes[g->inputs[i].node]) + 16, &r.in[i]);
+  for (int i = 0; i < g->nparams && !rc; i++)
+    rc = D->mem_alloc(D, rn_bytes(&g->nodes[g->params[i].node]) + 16, &r.par[i]);
+  for (int i = 0; i < g->noutputs && !rc; i++)
+    rc = D->mem_alloc(D, rn_bytes(&g->nodes[g->outputs[i].node]) + 16, &r.out[i]);
+  for (int m = 0; m < c->mods.nmod && !rc; m++) {
+    void *mod = NULL;
+    rc = D->module_load(D, c->mods.src[m], c->mods.img[m].image, c->mods.img[m].len, &mod);
+    for (int f = 0; f < c->prog.nfn && !rc; f++)
+      if (c->mods.mod_of[f] == m) rc = D->get_function(D, mod, c->prog.fn[f].name, &r.fn[f]);
+  }
+  CHECK_MSG(rc == 0, "%s %s: %s", ex[e].path, what, D->err);
+  if (rc == 0) {
+    long before = cx_launch_count(D);
+    int fails = test_fail_;
+    char w[160];
+    char per[32] = "-", whole[32] = "-";
+    if (modes & RN_PER_KERNEL) {
+      snprintf(w, sizeof w, "%s %s, kernel by kernel", ex[e].path, what);
+      rn_run(&r, vals, 1, w);
+      snprintf(per, sizeof per, "%.2e", r.worst);
+    }
+    if (modes & RN_WHOLE) {
+      r.worst = 0;
+      snprintf(w, sizeof w, "%s %s, whole", ex[e].path, what);
+      rn_run(&r, vals, 0, w);
+      snprintf(whole, sizeof whole, "%.2e", r.worst);
+    }
+    printf("ran              %-20s %-19s %4ld launches; worst scaled difference from the interpreter: "
+           "kernel by kernel %s, whole %s%s\n", ex[e].path, what, cx_launch_count(D) - before, per, whole,
+           test_fail_ > fails ? " (FAILED)" : "");
+  }
+  D->mem_free(D, r.arena), D->mem_free(D, r.consts), D->mem_free(D, r.status);
+  for (int i = 0; r.in && i < g->ninputs; i++) D->mem_free(D, r.in[i]);
+  for (int i = 0; r.par && i < g->nparams; i++) D->mem_free(D, r.par[i]);
+  for (int i = 0; r.out && i < g->noutputs; i++) D->mem_free(D, r.out[i]);
+  free(r.in), free(r.par), free(r.out), free(r.fn);
+  if (vals) {
+    for (int i = 0; i < g->ninputs; i++) free(vals[g->inputs[i].node]), vals[g->inputs[i].node] = NULL;
+    for (int i = 0; i < g->nparams; i++) free(vals[g->params[i].node]), vals[g->params[i].node] = NULL;
+    ir_interp_release(g, vals);
+    free(vals);
+  }
+}
+
 static void load_case(int e, int train) {
-  lathe_program *p = build(e, train);
+  lathe_program *p = build(e, train, 0);
   if (!p) return;
   static char msg[8192];
   cu_compiled c;
@@ -141,7 +416,17 @@ static void load_case(int e, int train) {
   CHECK(found == c.prog.nfn);
   printf("loaded           %-20s %-13s %d modules, %d of %d kernels%s\n", ex[e].path, what, c.mods.nmod, found,
          c.prog.nfn, nfail ? " (some modules failed)" : "");
+  if (nfail == 0) run_case(e, p, &c, what, train ? RN_PER_KERNEL : RN_PER_KERNEL | RN_WHOLE);
   cu_compiled_free(&c);
+  lathe_program_free(p);
+  if (!train || nfail) return;
+  if (!(p = build(e, 1, 1))) return;
+  if (cu_compile(&p->g, "sm_80", &c, msg, sizeof msg)) {
+    CHECK_MSG(0, "%s: the SGD training step is not rendered: %s", ex[e].path, msg);
+  } else {
+    run_case(e, p, &c, "training step (sgd)", RN_WHOLE);
+    cu_compiled_free(&c);
+  }
   lathe_program_free(p);
 }
 
