@@ -90,6 +90,27 @@ static T512 void dq8_512(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb,
   r[0] = a0, r[1] = a1, r[2] = a2, r[3] = a3;
 }
 
+/* Two blocks (32 columns) against 4 rows: eight independent accumulators,
+ * enough to hide vpdpbusd's latency (four were latency-bound). */
+static T512 void dq8_512x2(const uint8_t *xq, const int8_t *w, int64_t Kp, int32_t r[4][16], int32_t r2[4][16]) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  const int8_t *w2 = w + 16 * Kp;
+  for (int64_t k = 0; k < Kp; k += 4) {
+    __m512i wv = _mm512_loadu_si512((const void *)(w + k * 16)), wu = _mm512_loadu_si512((const void *)(w2 + k * 16));
+    int32_t x[4];
+    for (int i = 0; i < 4; i++) memcpy(&x[i], xq + i * Kp + k, 4);
+    __m512i x0 = _mm512_set1_epi32(x[0]), x1 = _mm512_set1_epi32(x[1]), x2 = _mm512_set1_epi32(x[2]),
+            x3 = _mm512_set1_epi32(x[3]);
+    a0 = _mm512_dpbusd_epi32(a0, x0, wv), b0 = _mm512_dpbusd_epi32(b0, x0, wu);
+    a1 = _mm512_dpbusd_epi32(a1, x1, wv), b1 = _mm512_dpbusd_epi32(b1, x1, wu);
+    a2 = _mm512_dpbusd_epi32(a2, x2, wv), b2 = _mm512_dpbusd_epi32(b2, x2, wu);
+    a3 = _mm512_dpbusd_epi32(a3, x3, wv), b3 = _mm512_dpbusd_epi32(b3, x3, wu);
+  }
+  _mm512_storeu_si512(r[0], a0), _mm512_storeu_si512(r[1], a1), _mm512_storeu_si512(r[2], a2);
+  _mm512_storeu_si512(r[3], a3), _mm512_storeu_si512(r2[0], b0), _mm512_storeu_si512(r2[1], b1);
+  _mm512_storeu_si512(r2[2], b2), _mm512_storeu_si512(r2[3], b3);
+}
+
 /* 8 columns (half h of the block) in 256 bits */
 static TVNNI void dq8_vnni(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb, int h, __m256i r[4]) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
@@ -164,22 +185,37 @@ static void dq8_sums(const q_job *j, int64_t m0, int mb, int64_t b, int32_t r[4]
   }
 }
 
+/* the floats of rows [m0, m0 + mb) x the block's columns from n0 */
+static void dq8_tail(const q_job *j, int64_t m0, int mb, int64_t n0, int32_t r[4][16], int u8) {
+  int64_t nb = j->N - n0 < 16 ? j->N - n0 : 16;
+  for (int i = 0; i < mb; i++)
+    for (int64_t c = 0; c < nb; c++)
+      j->out[(m0 + i) * j->N + n0 + c] = rt_q_out(r[i][c] - (u8 ? j->c[n0 + c] : 0), j->sx[m0 + i], j->s[n0 + c]);
+}
+
 /* column blocks [lo, hi) against every row */
 static void dq8_part(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   const q_job *j = ctx;
   int u8 = j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX512VNNI;
-  int32_t r[4][16];
+  int32_t r[4][16], r2[4][16];
   for (int64_t b = lo; b < hi; b++) {
-    int64_t n0 = b * 16, nb = j->N - n0 < 16 ? j->N - n0 : 16;
+    int64_t n0 = b * 16;
+    int pair = j->isa == LATHE_RT_ISA_AVX512VNNI && b + 1 < hi; /* blocks b and b + 1 together */
     for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
       int mb = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
-      dq8_sums(j, m0, mb, b, r);
-      for (int i = 0; i < mb; i++)
-        for (int64_t c = 0; c < nb; c++)
-          j->out[(m0 + i) * j->N + n0 + c] =
-              rt_q_out(r[i][c] - (u8 ? j->c[n0 + c] : 0), j->sx[m0 + i], j->s[n0 + c]);
+      if (pair && mb == 4) {
+        dq8_512x2(j->xq + m0 * j->Kp, (const int8_t *)j->w + b * 16 * j->Kp, j->Kp, r, r2);
+        dq8_tail(j, m0, mb, n0 + 16, r2, u8);
+      } else if (pair) {
+        dq8_sums(j, m0, mb, b + 1, r);
+        dq8_tail(j, m0, mb, n0 + 16, r, u8);
+        dq8_sums(j, m0, mb, b, r);
+      } else
+        dq8_sums(j, m0, mb, b, r);
+      dq8_tail(j, m0, mb, n0, r, u8);
     }
+    b += pair;
   }
 }
 
