@@ -409,7 +409,8 @@ def main():
     a = ap.parse_intermixed_args()
     build = os.path.abspath(a.build)
     want_aot = not a.workloads or AOT_ROW in a.workloads
-    names = [n for n in a.workloads if n != AOT_ROW]
+    want_aot_train = not a.workloads or aot.TRAIN_ROW in a.workloads
+    names = [n for n in a.workloads if n not in (AOT_ROW, aot.TRAIN_ROW)]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         log("bench: unknown workload(s) %s; known: %s" % (", ".join(unknown), ", ".join(BY_NAME)))
@@ -456,15 +457,30 @@ def main():
         rows.append(aot_r)
         if a.json:
             print(json.dumps(aot_r), flush=True)
+    aot_t = None
+    if want_aot_train:
+        log("bench: %s ..." % aot.TRAIN_ROW)
+        try:
+            aot_t = aot.aot_train_row(build, a.quick, run, json_lines, lathe_bench_cmd, lathe_check,
+                                      BY_NAME["mlp_train_b64"])
+        except Exception as e:
+            aot_t = {"workload": aot.TRAIN_ROW, "error": "aot: %s" % e}
+        rows.append(aot_t)
+        if a.json:
+            print(json.dumps(aot_t), flush=True)
     # the same measurement at the end: this machine's second core comes and
     # goes (its host shares it), and a run without it is not representative
     peak_end = sgemm_peak(build, a.quick)
     if not a.json:
-        print_table([r for r in rows if r is not aot_r], peak, a.pinned_blas)
+        print_table([r for r in rows if r is not aot_r and r is not aot_t], peak, a.pinned_blas)
         if aot_r and not aot_r.get("error"):
             print(aot.aot_line(aot_r))
         elif aot_r:
             print("ERROR %s: %s" % (AOT_ROW, aot_r["error"]))
+        if aot_t and not aot_t.get("error"):
+            print(aot.aot_train_line(aot_t))
+        elif aot_t:
+            print("ERROR %s: %s" % (aot.TRAIN_ROW, aot_t["error"]))
         print_cores(peak, peak_end)
     return 1 if any(r.get("error") for r in rows) else 0
 

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-enum { LATHE_RT_ABI = 2 }; /* 2: training steps (lathe emit --entry train_step) */
+enum { LATHE_RT_ABI = 3 }; /* 2: training steps (lathe emit --entry train_step); 3: their finiteness flags */
 
 /* ---- called by generated code ---- */
 

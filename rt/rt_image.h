@@ -100,6 +100,8 @@ typedef struct {
   int64_t loss_node;
   int64_t ins_off;    /* lathe_rt_train_in[ninputs] */
   int64_t commit_off; /* int64_t[noutputs]: the tensor output j replaces after a good step, -1 none */
+  int64_t checked_off; /* int64_t[noutputs]: 1 when the kernel writing output j flags a non-finite value
+                        * itself (the entry's error bit 0x100), so the runner need not scan it */
   int64_t seed;       /* the train block's (saved as __meta.seed) */
   double beta1, beta2, grad_noise;
   lathe_rt_sched sched;
@@ -121,7 +123,8 @@ uint64_t lathe_rt_fnv1a(const void *data, int64_t n);
  * input, outs: per output, w: the weights section, work: the 64-aligned
  * workspace, whose pointer tables then hold the buffers) and call the
  * entry; copies outputs that live elsewhere into outs. Returns the entry's
- * error code (LATHE_RT_EBAD_ID ...; the non-finite flag removed). ins may
+ * error code (LATHE_RT_EBAD_ID ...) with its non-finite flag (0x100: a
+ * checked output held a non-finite value). ins may
  * point into the workspace's scr table (it is read before that is filled). */
 int rt_image_call(const lathe_rt_image *im, lathe_rt_entry entry, const unsigned char *w, void **ins,
                   void *const *outs, unsigned char *work);

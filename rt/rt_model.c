@@ -121,7 +121,7 @@ int rt_image_call(const lathe_rt_image *im, lathe_rt_entry entry, const unsigned
   const lathe_rt_io *out = at(im, im->outputs_off);
   for (int64_t j = 0; j < im->noutputs; j++)
     if (bufs[out[j].node] != outs[j]) memcpy(outs[j], bufs[out[j].node], (size_t)out[j].bytes);
-  return err & ~RT_ERR_NONFINITE;
+  return err;
 }
 
 static int run(const lathe_rt_image *im, lathe_rt_entry entry, const lathe_rt_state *st, void *const *args,
@@ -134,7 +134,7 @@ static int run(const lathe_rt_image *im, lathe_rt_entry entry, const lathe_rt_st
   void *in[64];
   void **ins = im->ninputs <= 64 ? in : (void **)(void *)(work + im->tables_off) + im->nnodes; /* many inputs: scr holds them until it is filled */
   bind_inputs(im, w, args, work, ins);
-  return rt_image_call(im, entry, w, ins, outs, work);
+  return rt_image_call(im, entry, w, ins, outs, work) & ~RT_ERR_NONFINITE;
 }
 
 static int null_arg(void *const *p, int64_t n) {

@@ -136,6 +136,10 @@ float lathe_rt_train_step(const void *image, lathe_rt_entry entry, lathe_rt_stat
   if (!outs) return rt_failf(LATHE_RT_ENOMEM, "MODEL_train_step: out of memory"), NAN;
   for (int64_t j = 0; j < im->noutputs; j++) outs[j] = work + out[j].copy_off;
   rc = rt_image_call(im, entry, w, ins, outs, work);
+  enum { NONFINITE = 0x100 }; /* codegen/llvm/cg.h's CG_ERR_NONFINITE */
+  int flagged = (rc & NONFINITE) != 0;
+  rc &= ~NONFINITE;
+  const int64_t *checked = at(im, tr->checked_off);
   void **bufs = (void **)(void *)(work + im->tables_off);
   float loss = rc ? NAN : *(const float *)bufs[tr->loss_node];
   if (rc) rt_failf(rc, "MODEL_train_step: step %lld: %s (the state is unchanged)", (long long)step,
@@ -144,7 +148,7 @@ float lathe_rt_train_step(const void *image, lathe_rt_entry entry, lathe_rt_stat
     rt_failf(LATHE_RT_ENONFINITE, "MODEL_train_step: step %lld: the loss is %s (the state is unchanged)",
              (long long)step, isnan(loss) ? "nan" : "inf"), rc = 1;
   for (int64_t j = 0; rc == 0 && j < im->noutputs; j++)
-    if (commit[j] >= 0 && !all_finite(outs[j], out[j].bytes / 4))
+    if (commit[j] >= 0 && (flagged || !checked[j]) && !all_finite(outs[j], out[j].bytes / 4)) /* as lathe train */
       rt_failf(LATHE_RT_ENONFINITE, "MODEL_train_step: step %lld: '%s' became non-finite (the state is unchanged)",
                (long long)step, t[commit[j]].name), rc = 1;
   /* every update is known finite before any is written: a bad step changes nothing */

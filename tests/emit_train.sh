@@ -46,6 +46,8 @@ build() {
 }
 build tm "$tmp/e"
 ldd "$tmp/tm" 2>&1 | grep -qiE 'liblathe|LLVM|json' && bad "train_main loads: $(ldd "$tmp/tm")" || ok
+nm -u "$tmp/tm" | awk '{print $NF}' | grep -E '^(LLVM|lathe_|json_)' >"$tmp/undef"
+[ -s "$tmp/undef" ] && bad "train_main needs: $(cat "$tmp/undef")" || ok
 
 # two epochs in C, two epochs of lathe train from the same weights, in order
 "$tmp/tm" train "$tmp/d.csv" $ntrain 2 "$tmp/c2.safetensors" >"$tmp/c2.out" 2>&1 && ok || bad "C training: $(tail -3 "$tmp/c2.out")"

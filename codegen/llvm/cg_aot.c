@@ -40,19 +40,22 @@ typedef struct {
   lathe_rt_train tr;      /* --entry train_step: */
   lathe_rt_train_in *tin; /* per input */
   int64_t *commit;        /* per output */
+  int64_t *checked;       /* per output: its kernel checks finiteness (plan's pl_buf.checked) */
 } image_parts;
 
 static void parts_free(image_parts *ip) {
   free(ip->buf), free(ip->in), free(ip->out), free(ip->t), free(ip->weights), free(ip->consts);
-  free(ip->tin), free(ip->commit);
+  free(ip->tin), free(ip->commit), free(ip->checked);
 }
 
 /* A training step's per-input and per-output records; its data arguments
  * are the inputs, then the targets, each in the model file's order. */
-static int make_train(const ir_graph *g, const cg_aot_train *s, image_parts *ip, char *msg, size_t msgn) {
+static int make_train(const pl_plan *plan, const cg_aot_train *s, image_parts *ip, char *msg, size_t msgn) {
+  const ir_graph *g = plan->g;
   ip->tin = calloc((size_t)g->ninputs + 1, sizeof *ip->tin);
   ip->commit = calloc((size_t)g->noutputs + 1, sizeof *ip->commit);
-  if (!ip->tin || !ip->commit) return ir_fail(msg, msgn, "emit: out of memory");
+  ip->checked = calloc((size_t)g->noutputs + 1, sizeof *ip->checked);
+  if (!ip->tin || !ip->commit || !ip->checked) return ir_fail(msg, msgn, "emit: out of memory");
   int64_t arg = 0;
   for (int pass = LATHE_RT_IN_ARG; pass <= LATHE_RT_IN_TARGET; pass++)
     for (int i = 0; i < g->ninputs; i++) {
@@ -67,6 +70,7 @@ static int make_train(const ir_graph *g, const cg_aot_train *s, image_parts *ip,
     }
   for (int j = 0; j < g->noutputs; j++) {
     ip->commit[j] = s->commit[j];
+    ip->checked[j] = plan->buf[g->outputs[j].node].checked;
     if (s->commit[j] >= 0 && ip->t[s->commit[j]].bytes != ir_numel(&g->nodes[g->outputs[j].node].shape) * 4)
       return ir_fail(msg, msgn, "emit: internal error: output '%s' is not the size of its parameter",
                      g->outputs[j].name);
@@ -195,6 +199,7 @@ static unsigned char *image_bytes(image_parts *ip, const ir_graph *g, const char
     h->train_off = off, off += up64((int64_t)sizeof ip->tr);
     ip->tr.ins_off = off, off += up64((int64_t)sizeof *ip->tin * g->ninputs);
     ip->tr.commit_off = off, off += up64((int64_t)sizeof *ip->commit * g->noutputs);
+    ip->tr.checked_off = off, off += up64((int64_t)sizeof *ip->checked * g->noutputs);
   }
   h->weights_off = embed ? off : -1;
   if (embed) off += h->weights_bytes;
@@ -212,6 +217,7 @@ static unsigned char *image_bytes(image_parts *ip, const ir_graph *g, const char
     memcpy(b + h->train_off, &ip->tr, sizeof ip->tr);
     memcpy(b + ip->tr.ins_off, ip->tin, sizeof *ip->tin * (size_t)g->ninputs);
     memcpy(b + ip->tr.commit_off, ip->commit, sizeof *ip->commit * (size_t)g->noutputs);
+    memcpy(b + ip->tr.checked_off, ip->checked, sizeof *ip->checked * (size_t)g->noutputs);
   }
   *len = (size_t)off;
   return b;
@@ -419,7 +425,7 @@ int cg_aot_compile(const ir_graph *g, const cg_aot_spec *s, cg_aot_result *r, ch
   image_parts ip;
   memset(&ip, 0, sizeof ip);
   int rc = make_weights(g, s, &ip, msg, msgn);
-  if (rc == 0 && s->train) rc = make_train(g, s->train, &ip, msg, msgn);
+  if (rc == 0 && s->train) rc = make_train(&plan, s->train, &ip, msg, msgn);
   if (rc == 0) rc = make_layout(&plan, s, &ip, msg, msgn);
   size_t ilen = 0;
   unsigned char *image = rc == 0 ? image_bytes(&ip, g, s->name, !s->weights_file, plan.const_bytes, &ilen) : NULL;
