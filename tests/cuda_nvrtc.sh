@@ -14,8 +14,7 @@ export LATHE_CACHE_DIR="$tmp/cache"
 # model:mode -> the refusal it gives today
 declare -A NOT_YET=(
   [cnn_bn:train]="batchnorm_train has no CUDA kernel yet"
-  [gpt:fwd]="attention has no CUDA kernel yet"
-  [gpt:train]="attention_save has no CUDA kernel yet"
+  [gpt:train]="attention_grad_saved has no CUDA kernel yet"
   [lstm:fwd]="lstm has no CUDA kernel yet"
   [lstm:train]="lstm has no CUDA kernel yet"
   [reverse:fwd]="mha has no CUDA kernel yet"

@@ -165,6 +165,7 @@ int main(void) {
   cu_set_driver_factory(cx_driver);
   forward("examples/mlp.nn", 4);
   forward("examples/cnn.nn", 2);
+  forward("examples/gpt.nn", 2);
   train("examples/mlp.nn", 8, 3);
   train("examples/cnn.nn", 2, 2);
   bad_label();

@@ -568,6 +568,8 @@ void cu_program_free(cu_program *cp) {
 /* ---- the plan target ---- */
 
 static int64_t cu_scratch_bytes(const ir_graph *g, const ir_node *n) {
+  /* attention keeps qkv [B*T, 3d] and the heads' context [B*T, d] */
+  if (n->op == IR_ATTENTION) return 4 * 4 * ir_numel(&g->nodes[n->in[0]].shape);
   /* layernorm's weight gradient keeps each row's mean and 1/std */
   if (n->op == IR_LAYERNORM_GRAD && n->attr.i == 1) {
     const ir_shape *x = &g->nodes[n->in[0]].shape;

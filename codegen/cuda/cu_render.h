@@ -65,5 +65,7 @@ int cu_binary_expr(cu_sb *b, int op, const char *x, const char *y);
 
 /* cu_render_rows.c: rows, losses and data movement, by head op. */
 int cu_render_by_op(cu_rctx *r);
+/* cu_render_attn.c: attention and attention_save. */
+int cu_render_attention(cu_rctx *r);
 
 #endif

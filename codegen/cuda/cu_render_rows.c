@@ -578,6 +578,7 @@ static const cu_render_fn by_op[IR_NOPS] = {
   [IR_SLICE] = r_slice,               [IR_SLICE_GRAD] = r_slice,   [IR_TRANSPOSE] = r_transpose,
   [IR_CONCAT] = r_concat,             [IR_BROADCAST_TO] = r_broadcast_to,
   [IR_EMBEDDING] = r_embedding,       [IR_EMBEDDING_GRAD] = r_embedding_grad,
+  [IR_ATTENTION] = cu_render_attention, [IR_ATTENTION_SAVE] = cu_render_attention,
   [IR_CONV2D] = r_conv2d,             [IR_CONV2D_GRAD_INPUT] = r_conv2d_grad_input,
   [IR_CONV2D_GRAD_WEIGHT] = r_conv2d_grad_weight,
   [IR_MAXPOOL2D] = r_pool,            [IR_AVGPOOL2D] = r_pool,     [IR_POOL2D_GRAD] = r_pool_grad,
