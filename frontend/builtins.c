@@ -49,9 +49,12 @@ int fe_lw_param(fe_lctx *L, fe_args *a, fe_val *out);
 const fe_builtin fe_builtins[] = {
   /* layers that own parameters */
   {"dense", IR_MATMUL, fe_lw_dense, 2, 3, {{"x", T}, {"units", AK_INT}, {"bias", AK_BOOL}}, 1},
-  {"conv2d", IR_CONV2D, fe_lw_conv2d, 2, 6,
+  {"conv2d", IR_CONV2D, fe_lw_conv2d, 2, 8,
    {{"x", T}, {"channels", AK_INT}, {"kernel", AK_INT}, {"stride", AK_INT},
-    {"padding", AK_INT_OR_STR}, {"bias", AK_BOOL}}, 1},
+    {"padding", AK_INT_OR_STR}, {"bias", AK_BOOL}, {"dilation", AK_INT}, {"groups", AK_INT}}, 1},
+  {"conv1d", IR_CONV2D, fe_lw_conv2d, 2, 8, /* the same op on [N, C, L] (ir/conv.h) */
+   {{"x", T}, {"channels", AK_INT}, {"kernel", AK_INT}, {"stride", AK_INT},
+    {"padding", AK_INT_OR_STR}, {"bias", AK_BOOL}, {"dilation", AK_INT}, {"groups", AK_INT}}, 1},
   {"embedding", IR_EMBEDDING, fe_lw_embedding, 3, 3, {{"ids", T}, {"vocab", AK_INT}, {"dim", AK_INT}}, 1},
   {"layernorm", IR_LAYERNORM, fe_lw_layernorm, 1, 2, {{"x", T}, {"eps", AK_NUM}}, 1},
   {"batchnorm", IR_BATCHNORM, fe_lw_batchnorm, 1, 3, {{"x", T}, {"eps", AK_NUM}, {"momentum", AK_NUM}}, 1},

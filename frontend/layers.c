@@ -3,7 +3,8 @@
  * names, shapes and default initialisers follow PyTorch):
  *
  *   dense      N.weight [in, units] xavier, N.bias [units] zeros
- *   conv2d     N.weight [out, in, k, k] he (fan_in = in*k*k), N.bias [out] zeros
+ *   conv2d     N.weight [out, in/groups, k, k] he (fan_in = in/groups*k*k), N.bias [out] zeros
+ *   conv1d     N.weight [out, in/groups, k] he (fan_in = in/groups*k), N.bias [out] zeros
  *   embedding  N.weight [vocab, dim] normal(std 1), as torch.nn.Embedding
  *   layernorm  N.weight [d] ones, N.bias [d] zeros
  *   batchnorm  N.weight [C] ones, N.bias [C] zeros, buffers N.running_mean [C] zeros and
@@ -15,7 +16,7 @@
  *   param      N: shape, init as given (default normal, std 0.02)
  *
  * The train block's `init =` replaces the default of the weight matrices of
- * dense, conv2d, attention and the recurrent layers (not biases, norms,
+ * dense, conv1d, conv2d, attention and the recurrent layers (not biases, norms,
  * embeddings or explicit param()). */
 #include <math.h>
 #include <string.h>
@@ -415,8 +416,9 @@ int fe_lw_dense(fe_lctx *L, fe_args *a, fe_val *out) {
   return set_out(out, fe_node(L, IR_ADD, ad, 2, NULL, loc));
 }
 
-/* padding: an integer >= 0, "valid" (0) or "same" (stride 1 only). */
-static int conv_padding(fe_lctx *L, const fe_args *a, int64_t k, int64_t stride, ir_attr *at) {
+/* padding: an integer >= 0, "valid" (0) or "same" (stride 1 only; the
+ * dilated window's extra column goes bottom/right, as PyTorch). */
+static int conv_padding(fe_lctx *L, const fe_args *a, int64_t span, int64_t stride, ir_attr *at) {
   const fe_val *p = &a->v[4];
   if (p->k == V_STR) {
     if (strcmp(p->str, "valid") == 0) return 0;
@@ -428,8 +430,8 @@ static int conv_padding(fe_lctx *L, const fe_args *a, int64_t k, int64_t stride,
       fe_error(L->d, argloc(a, 4), "padding=\"same\" needs stride 1, got stride %lld", (long long)stride);
       return -1;
     }
-    at->pad = (k - 1) / 2;
-    at->pad_hi = k - 1 - at->pad;
+    at->pad = (span - 1) / 2;
+    at->pad_hi = span - 1 - at->pad;
     return 0;
   }
   if (want_int(L, a, 4, 0, 0, &at->pad)) return -1;
@@ -437,23 +439,38 @@ static int conv_padding(fe_lctx *L, const fe_args *a, int64_t k, int64_t stride,
   return 0;
 }
 
+/* conv1d(x [N, C, L], ...) and conv2d(x [N, C, H, W], ...): one op, IR_CONV2D,
+ * whose rank says which (ir/conv.h). Weights as PyTorch's:
+ * [out, in/groups, k] or [out, in/groups, k, k]. */
 int fe_lw_conv2d(fe_lctx *L, fe_args *a, fe_val *out) {
-  if (want_tensor(L, a, 0, 4, 4, 1, "a 4-d tensor [N, C, H, W]")) return -1;
+  int one_d = strcmp(a->b->name, "conv1d") == 0, rank = one_d ? 3 : 4;
+  if (want_tensor(L, a, 0, rank, rank, 1, one_d ? "a 3-d tensor [N, C, L]" : "a 4-d tensor [N, C, H, W]"))
+    return -1;
   int x = a->v[0].node;
   ir_attr at = {0};
-  int64_t ch;
+  int64_t ch, dil, groups;
   if (want_int(L, a, 1, 1, 1, &ch) || want_int(L, a, 2, 3, 1, &at.k) || want_int(L, a, 3, 1, 1, &at.stride) ||
-      conv_padding(L, a, at.k, at.stride, &at))
+      want_int(L, a, 6, 1, 1, &dil) || want_int(L, a, 7, 1, 1, &groups))
     return -1;
   int64_t in = shape_of(L, x)->d[1], k = at.k;
-  if (k > 1 << 20 || ch > IR_MAX_ELEMS) {
-    fe_error(L->d, argloc(a, 2), "conv2d kernel %lld is too large", (long long)k);
+  if (k > 1 << 20 || ch > IR_MAX_ELEMS || dil > 1 << 20) {
+    fe_error(L->d, argloc(a, k > 1 << 20 ? 2 : ch > IR_MAX_ELEMS ? 1 : 6), "%s kernel, channels or dilation is too large",
+             a->b->name);
     return -1;
   }
+  if (in % groups || ch % groups) {
+    fe_error(L->d, argloc(a, 7), "groups=%lld must divide the input channels (%lld) and the output channels (%lld)",
+             (long long)groups, (long long)in, (long long)ch);
+    return -1;
+  }
+  if (conv_padding(L, a, dil * (k - 1) + 1, at.stride, &at)) return -1;
+  at.k = groups > 1 ? groups : 0; /* the op's k is its groups; the kernel size comes from the weight */
+  at.n = dil > 1 ? dil : 0;
   ir_loc loc = a->call->loc;
-  const char *base = fe_layer_name(L, "conv2d", a->name);
-  ir_shape ws = shp(4, ch, in, k, k), bs = shp(1, ch, 0, 0, 0);
-  int64_t fan_in = in * k * k, fan_out = ch * k * k;
+  const char *base = fe_layer_name(L, a->b->name, a->name);
+  int64_t taps = one_d ? k : k * k;
+  ir_shape ws = one_d ? shp(3, ch, in / groups, k, 0) : shp(4, ch, in / groups, k, k), bs = shp(1, ch, 0, 0, 0);
+  int64_t fan_in = in / groups * taps, fan_out = ch / groups * taps;
   int in3[3] = {x, -1, -1};
   in3[1] = fe_param(L, base, "weight", pdtype(L, x), &ws, IR_INIT_HE, 0, fan_in, fan_out, 1, loc);
   if (in3[1] < 0) return -1;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv.h"
 #include "interp_impl.h"
 
 static const ir_shape *shp(const ik_ctx *c, const ir_node *n, int k) { return &ik_arg(c, n, k)->shape; }
@@ -162,43 +163,41 @@ int ik_layernorm_grad(ik_ctx *c, const ir_node *n, double *out) {
 
 /* ---- convolution: the forward loops with the products sent back ---- */
 
-typedef struct {
-  int64_t N, C, H, W, O, K, OH, OW, s, pad;
-} conv_dims;
-
-static conv_dims conv_of(const ir_shape *x, const ir_shape *w, const ir_shape *y, const ir_attr *a) {
-  conv_dims d = {x->d[0], x->d[1], x->d[2], x->d[3], w->d[0], w->d[2], y->d[2], y->d[3], a->stride, a->pad};
-  return d;
-}
-
 /* which = 0: out is dx (from dy and w); 1: out is dw (from x and dy) */
-static void conv_back(const conv_dims *d, const double *x, const double *w, const double *dy, double *out,
+static void conv_back(const ir_conv *d, const double *x, const double *w, const double *dy, double *out,
                       int which) {
   for (int64_t in = 0; in < d->N; in++)
     for (int64_t o = 0; o < d->O; o++)
       for (int64_t oy = 0; oy < d->OH; oy++)
         for (int64_t ox = 0; ox < d->OW; ox++) {
           double g = dy[((in * d->O + o) * d->OH + oy) * d->OW + ox];
-          for (int64_t ch = 0; ch < d->C; ch++)
-            for (int64_t ky = 0; ky < d->K; ky++)
-              for (int64_t kx = 0; kx < d->K; kx++) {
-                int64_t y = oy * d->s + ky - d->pad, xx = ox * d->s + kx - d->pad;
+          for (int64_t cg = 0; cg < d->Cg; cg++) {
+            int64_t ch = o / d->Og * d->Cg + cg;
+            for (int64_t ky = 0; ky < d->KH; ky++)
+              for (int64_t kx = 0; kx < d->KW; kx++) {
+                int64_t y = oy * d->s + ky * d->dil - d->padT, xx = ox * d->s + kx * d->dil - d->padL;
                 if (y < 0 || y >= d->H || xx < 0 || xx >= d->W) continue;
-                int64_t xi = ((in * d->C + ch) * d->H + y) * d->W + xx, wi = ((o * d->C + ch) * d->K + ky) * d->K + kx;
+                int64_t xi = ((in * d->C + ch) * d->H + y) * d->W + xx;
+                int64_t wi = ((o * d->Cg + cg) * d->KH + ky) * d->KW + kx;
                 if (which == 0) out[xi] += g * w[wi];
                 else out[wi] += g * x[xi];
               }
+          }
         }
 }
 
 int ik_conv2d_grad_input(ik_ctx *c, const ir_node *n, double *out) {
-  conv_dims d = conv_of(&n->shape, shp(c, n, 1), shp(c, n, 0), &n->attr);
+  ir_conv d;
+  char msg[256];
+  if (ir_conv_geom(&n->shape, shp(c, n, 1), &n->attr, &d, msg, sizeof msg)) return ik_fail(c, n, "%s", msg);
   conv_back(&d, NULL, ik_in(c, n, 1), ik_in(c, n, 0), out, 0);
   return 0;
 }
 
 int ik_conv2d_grad_weight(ik_ctx *c, const ir_node *n, double *out) {
-  conv_dims d = conv_of(shp(c, n, 0), &n->shape, shp(c, n, 1), &n->attr);
+  ir_conv d;
+  char msg[256];
+  if (ir_conv_geom(shp(c, n, 0), &n->shape, &n->attr, &d, msg, sizeof msg)) return ik_fail(c, n, "%s", msg);
   conv_back(&d, ik_in(c, n, 0), NULL, ik_in(c, n, 1), out, 1);
   return 0;
 }

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "conv.h"
 #include "interp_impl.h"
 
 /* ---- contractions ---- */
@@ -51,27 +52,31 @@ int ik_matmul(ik_ctx *c, const ir_node *n, double *out) {
   return 0;
 }
 
-/* x[N, C, H, W] * w[O, C, k, k] (+ b[O]) -> [N, O, OH, OW]; the input is
- * padded by `pad` zeros at the top/left and `pad_hi` at the bottom/right. */
+/* x[N, C, H, W] * w[O, C/G, KH, KW] (+ b[O]) -> [N, O, OH, OW], or the 1-d
+ * form (ir/conv.h: H = 1); the input is padded by `pad` zeros at the
+ * top/left and `pad_hi` at the bottom/right, taps `dil` apart, output
+ * channel o reading its group's input channels only. */
 int ik_conv2d(ik_ctx *c, const ir_node *n, double *out) {
-  const ir_shape *sx = &ik_arg(c, n, 0)->shape, *sw = &ik_arg(c, n, 1)->shape;
   const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *b = n->nin == 3 ? ik_in(c, n, 2) : NULL;
-  int64_t N = sx->d[0], C = sx->d[1], H = sx->d[2], W = sx->d[3];
-  int64_t O = sw->d[0], K = sw->d[2], OH = n->shape.d[2], OW = n->shape.d[3];
-  int64_t s = n->attr.stride, pad = n->attr.pad;
-  for (int64_t in = 0; in < N; in++)
-    for (int64_t o = 0; o < O; o++)
-      for (int64_t oy = 0; oy < OH; oy++)
-        for (int64_t ox = 0; ox < OW; ox++) {
+  ir_conv d;
+  char msg[256];
+  if (ir_conv_geom(&ik_arg(c, n, 0)->shape, &ik_arg(c, n, 1)->shape, &n->attr, &d, msg, sizeof msg))
+    return ik_fail(c, n, "%s", msg);
+  for (int64_t in = 0; in < d.N; in++)
+    for (int64_t o = 0; o < d.O; o++)
+      for (int64_t oy = 0; oy < d.OH; oy++)
+        for (int64_t ox = 0; ox < d.OW; ox++) {
           double acc = b ? b[o] : 0.0;
-          for (int64_t ch = 0; ch < C; ch++)
-            for (int64_t ky = 0; ky < K; ky++)
-              for (int64_t kx = 0; kx < K; kx++) {
-                int64_t y = oy * s + ky - pad, xx = ox * s + kx - pad;
-                if (y < 0 || y >= H || xx < 0 || xx >= W) continue; /* zero padding */
-                acc += x[((in * C + ch) * H + y) * W + xx] * w[((o * C + ch) * K + ky) * K + kx];
+          for (int64_t cg = 0; cg < d.Cg; cg++) {
+            int64_t ch = o / d.Og * d.Cg + cg;
+            for (int64_t ky = 0; ky < d.KH; ky++)
+              for (int64_t kx = 0; kx < d.KW; kx++) {
+                int64_t y = oy * d.s + ky * d.dil - d.padT, xx = ox * d.s + kx * d.dil - d.padL;
+                if (y < 0 || y >= d.H || xx < 0 || xx >= d.W) continue; /* zero padding */
+                acc += x[((in * d.C + ch) * d.H + y) * d.W + xx] * w[((o * d.Cg + cg) * d.KH + ky) * d.KW + kx];
               }
-          out[((in * O + o) * OH + oy) * OW + ox] = acc;
+          }
+          out[((in * d.O + o) * d.OH + oy) * d.OW + ox] = acc;
         }
   return 0;
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "conv.h"
 #include "ir.h"
 
 /* Element count, or -1 when the shape is not a valid tensor shape: rank out of
@@ -264,43 +265,16 @@ static int64_t window_out(int64_t len, int64_t pad, int64_t pad_hi, int64_t k, i
   return (padded - k) / stride + 1;
 }
 
-static int conv_attrs(const ir_node *n, char *msg, size_t mn) {
-  if (n->attr.stride < 1)
-    return ir_fail(msg, mn, "conv2d: stride must be >= 1, got %lld", (long long)n->attr.stride);
-  if (n->attr.pad < 0 || n->attr.pad_hi < 0)
-    return ir_fail(msg, mn, "conv2d: padding must be >= 0, got %lld and %lld", (long long)n->attr.pad,
-                (long long)n->attr.pad_hi);
-  return 0;
-}
-
 int shp_conv2d(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0), *w = in_(g, n, 1);
-  const ir_shape *sx = &x->shape, *sw = &w->shape;
-  char b1[SBUF], b2[SBUF];
-  if (sx->rank != 4)
-    return ir_fail(msg, mn, "conv2d: input must be rank 4 [N, C, H, W], got %s", sh(sx, b1));
-  if (sw->rank != 4)
-    return ir_fail(msg, mn, "conv2d: weight must be rank 4 [O, C, k, k], got %s", sh(sw, b1));
+  ir_conv c;
+  if (ir_conv_geom(&x->shape, &w->shape, &n->attr, &c, msg, mn)) return -1;
   if (need_float(n, x, "input", msg, mn) || need_same_dtype(n, x, w, msg, mn)) return -1;
-  if (sw->d[1] != sx->d[1])
-    return ir_fail(msg, mn, "conv2d: channels differ: input %s has %lld, weight %s expects %lld",
-                sh(sx, b1), (long long)sx->d[1], sh(sw, b2), (long long)sw->d[1]);
-  if (sw->d[2] != sw->d[3])
-    return ir_fail(msg, mn, "conv2d: kernel must be square, got %lldx%lld", (long long)sw->d[2],
-                (long long)sw->d[3]);
   if (n->nin == 3) {
-    ir_shape want = shape1(sw->d[0]);
+    ir_shape want = shape1(c.O);
     if (need_shape(n, in_(g, n, 2), "bias", &want, x->dtype, msg, mn)) return -1;
   }
-  if (conv_attrs(n, msg, mn)) return -1;
-  int64_t k = sw->d[2];
-  int64_t oh = window_out(sx->d[2], n->attr.pad, n->attr.pad_hi, k, n->attr.stride);
-  int64_t ow = window_out(sx->d[3], n->attr.pad, n->attr.pad_hi, k, n->attr.stride);
-  if (oh < 1 || ow < 1)
-    return ir_fail(msg, mn, "conv2d: kernel %lld does not fit input %lldx%lld padded by %lld+%lld",
-                (long long)k, (long long)sx->d[2], (long long)sx->d[3], (long long)n->attr.pad,
-                (long long)n->attr.pad_hi);
-  ir_shape s = {.rank = 4, .d = {sx->d[0], sw->d[0], oh, ow}};
+  ir_shape s = ir_conv_out(&c);
   set(n, x->dtype, &s);
   return 0;
 }

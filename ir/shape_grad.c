@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "conv.h"
 #include "ir.h"
 
 #define SBUF 200
@@ -151,18 +152,15 @@ static int64_t window_out(int64_t len, int64_t pad, int64_t pad_hi, int64_t k, i
   return (padded - k) / stride + 1;
 }
 
-/* x [N,C,H,W] and w [O,C,k,k] must give dy [N,O,OH,OW] under the attributes. */
+/* x and w must make a conv2d (ir/conv.h) whose output is dy's shape. */
 static int conv_fits(const ir_node *n, const ir_shape *x, const ir_shape *w, const ir_node *dy, char *msg,
                      size_t mn) {
   char b1[SBUF], b2[SBUF];
-  if (x->rank != 4 || w->rank != 4 || w->d[1] != x->d[1] || w->d[2] != w->d[3])
+  ir_conv c;
+  if (n->attr.pad > 1 << 20 || n->attr.pad_hi > 1 << 20) return ir_fail(msg, mn, "%s: invalid padding", opname(n));
+  if (ir_conv_geom(x, w, &n->attr, &c, msg, mn))
     return ir_fail(msg, mn, "%s: input %s and weight %s do not fit a conv2d", opname(n), sh(x, b1), sh(w, b2));
-  if (n->attr.pad < 0 || n->attr.pad_hi < 0 || n->attr.pad > 1 << 20 || n->attr.pad_hi > 1 << 20)
-    return ir_fail(msg, mn, "%s: invalid padding", opname(n));
-  int64_t oh = window_out(x->d[2], n->attr.pad, n->attr.pad_hi, w->d[2], n->attr.stride);
-  int64_t ow = window_out(x->d[3], n->attr.pad, n->attr.pad_hi, w->d[2], n->attr.stride);
-  ir_shape o = {.rank = 4, .d = {x->d[0], w->d[0], oh, ow}};
-  if (oh < 1 || ow < 1) return ir_fail(msg, mn, "%s: the kernel does not fit the input", opname(n));
+  ir_shape o = ir_conv_out(&c);
   return need(n, dy, "dy", &o, dy->dtype, msg, mn) || need_float(n, dy, "dy", msg, mn);
 }
 

@@ -25,10 +25,13 @@ static int64_t numel(const ir_node *n) {
 
 static const ir_node *arg(const ir_graph *g, const ir_node *n, int k) { return &g->nodes[n->in[k]]; }
 
-/* conv: 2*C*k*k per output element, plus the bias add */
+/* conv: 2*(C/groups)*taps per output element, plus the bias add (w is
+ * [O, C/groups, KH, KW] or [O, C/groups, K]) */
 static int64_t conv_flops(const ir_graph *g, const ir_node *n) {
   const ir_shape *w = &arg(g, n, 1)->shape;
-  int64_t out = numel(n), f = smul(out, smul3(2, w->d[1], smul(w->d[2], w->d[3])));
+  int64_t taps = 1;
+  for (int i = 2; i < w->rank; i++) taps = smul(taps, w->d[i]);
+  int64_t out = numel(n), f = smul(out, smul3(2, w->d[1], taps));
   return n->nin == 3 ? sadd(f, out) : f;
 }
 

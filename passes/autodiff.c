@@ -265,8 +265,8 @@ static void r_conv2d(ad_ctx *a, int id, int dy) {
     t.nlist = s.nlist, memcpy(t.list, s.list, sizeof t.list);
     give(a, id, 1, add(a, IR_CONV2D_GRAD_WEIGHT, (int[]){x, dy}, 2, &t));
   }
-  if (nin == 3 && want(a, id, 2)) { /* bias [O]: sum over N, OH, OW */
-    ir_shape o11 = {.rank = 3, .d = {sw.d[0], 1, 1}}, o = {.rank = 1, .d = {sw.d[0]}};
+  if (nin == 3 && want(a, id, 2)) { /* bias [O]: sum over N, OH, OW (N, OL for 1-d) */
+    ir_shape o11 = {.rank = sx.rank - 1, .d = {sw.d[0], 1, 1}}, o = {.rank = 1, .d = {sw.d[0]}};
     give(a, id, 2, reshape(a, sum_to(a, dy, &o11), &o));
   }
 }

@@ -108,7 +108,7 @@ static int fold(fb_ctx *c, int bn, int layer, int mm, int bias, char *drop) {
   int s = op2(c, IR_DIV, gamma, op1(c, IR_SQRT, op2(c, IR_ADD, rv, eps)));
   int shift = op2(c, IR_SUB, beta, op2(c, IR_MUL, rm, s));
   int nb = bias >= 0 ? op2(c, IR_ADD, op2(c, IR_MUL, bias, s), shift) : shift;
-  ir_shape per_out = {.rank = 4, .d = {C, 1, 1, 1}};
+  ir_shape per_out = {.rank = g->nodes[w].shape.rank, .d = {C, 1, 1, 1}}; /* conv weight: [O, Cg, KH, KW] or [O, Cg, K] */
   int nw = op2(c, IR_MUL, w, conv ? reshape(c, s, &per_out) : s); /* dense [in, C]: s broadcasts over rows */
   if (c->failed) return -1;
   ir_node *L = &g->nodes[layer];

@@ -259,6 +259,11 @@ static int cases_for(int op, gcase *cs) {
     cs[n].attr.stride = 1, cs[n].attr.pad = 1, cs[n++].attr.pad_hi = 1;
     cs[n] = C(op, 2, S4(1, 1, 6, 6), S4(2, 1, 2, 2), S0);
     cs[n++].attr.stride = 2;
+    cs[n] = C(op, 3, S3(2, 4, 9), S3(2, 2, 3), S1(2)); /* 1-d, dilated, 2 groups */
+    cs[n].attr.stride = 2, cs[n].attr.pad = 1, cs[n].attr.pad_hi = 2, cs[n].attr.n = 2, cs[n++].attr.k = 2;
+    cs[n] = C(op, 2, S4(1, 3, 5, 5), S4(3, 1, 2, 2), S0); /* depthwise 2-d, dilated */
+    cs[n].attr.stride = 1, cs[n].attr.pad = 1, cs[n].attr.pad_hi = 1, cs[n++].attr.n = 2;
+    cs[n - 1].attr.k = 3;
     return n;
   case IR_SOFTMAX: case IR_LOG_SOFTMAX:
     cs[n] = C(op, 1, S2(3, 5), S0, S0), cs[n++].attr.axis = 1;

@@ -264,6 +264,14 @@ static int cases_for(int op, tcase *cs) {
     cs[n++].attr.stride = 2;
     cs[n] = C2(F, S(4, 1, 3, 5, 5), F, S(4, 4, 3, 1, 1));
     cs[n].nin = 3, cs[n].dt[2] = F, cs[n].sh[2] = S(1, 4), cs[n++].attr.stride = 1;
+    /* 1-d [N, C, L] with dilation and groups; 2-d depthwise (the group loop), dilated */
+    cs[n] = C2(F, S(3, 2, 6, 21), F, S(3, 4, 3, 3));
+    cs[n].nin = 3, cs[n].dt[2] = F, cs[n].sh[2] = S(1, 4), cs[n].attr.stride = 2, cs[n].attr.pad = 1;
+    cs[n].attr.pad_hi = 1, cs[n].attr.n = 2, cs[n++].attr.k = 2;
+    cs[n] = C2(F, S(4, 2, 8, 9, 9), F, S(4, 8, 1, 3, 3));
+    cs[n].attr.stride = 1, cs[n].attr.pad = 2, cs[n].attr.pad_hi = 2, cs[n].attr.n = 2, cs[n++].attr.k = 8;
+    cs[n] = C2(F, S(4, 1, 4, 6, 7), F, S(4, 6, 2, 2, 3)); /* a rectangular kernel, 2 groups */
+    cs[n].attr.stride = 1, cs[n].attr.pad = 1, cs[n].attr.pad_hi = 0, cs[n++].attr.k = 2;
     return n;
   case IR_SOFTMAX: case IR_LOG_SOFTMAX:
     cs[n] = C1(F, S(1, 7)); cs[n++].attr.axis = 0;

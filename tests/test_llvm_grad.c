@@ -183,6 +183,14 @@ static void test_grad_ops(void) {
   run_case(&c);
   c.sh[0] = S(4, 3, 3, 8, 6), c.attr.stride = 2, c.attr.pad = 2, c.attr.pad_hi = 0;
   run_case(&c);
+  /* 1-d, dilation, groups (ir/conv.h): grouped GEMMs, depthwise with the group loop (> 4 groups) */
+  c = F2(IR_CONV2D, S(3, 2, 6, 19, 0), IR_F32, S(3, 4, 3, 3, 0));
+  c.nin = 3, c.dt[2] = IR_F32, c.sh[2] = S(1, 4, 0, 0, 0), c.attr.stride = 2, c.attr.pad = 1, c.attr.pad_hi = 2;
+  c.attr.n = 2, c.attr.k = 2;
+  run_case(&c);
+  c = F2(IR_CONV2D, S(4, 2, 8, 7, 7), IR_F32, S(4, 8, 1, 3, 3));
+  c.attr.stride = 1, c.attr.pad = 2, c.attr.pad_hi = 2, c.attr.n = 2, c.attr.k = 8;
+  run_case(&c);
   c = F1(IR_MAXPOOL2D, S(4, 2, 3, 8, 8)), c.attr.k = 2, c.attr.stride = 2;
   run_case(&c);
   c.op = IR_AVGPOOL2D, c.attr.k = 3, c.attr.stride = 1;

@@ -258,9 +258,20 @@ static void test_builtins(void) {
 static void test_attrs_and_params(void) {
   lowered *l = expr_model("input x : f32[2, 3, 8, 8]", "conv2d(x, 4, kernel=4, padding=\"same\", name=\"c\")");
   const ir_node *n = result(l);
-  CHECK(n && n->attr.k == 4 && n->attr.stride == 1 && n->attr.pad == 1 && n->attr.pad_hi == 2 && n->nin == 3);
+  /* the op's k is its groups (0: none), n its dilation; the kernel size is the weight's */
+  CHECK(n && n->attr.k == 0 && n->attr.n == 0 && n->attr.stride == 1 && n->attr.pad == 1 && n->attr.pad_hi == 2 &&
+        n->nin == 3);
   const ir_param *w = param(&l->g, "c.weight");
   CHECK(w && shape_is(&w->shape, 4, 4, 3, 4, 4) && w->init == IR_INIT_HE && w->fan_in == 48 && w->fan_out == 64);
+  done(l);
+
+  /* conv1d: the same op on [N, C, L], PyTorch's weight [out, in/groups, k]; "same" with dilation */
+  l = expr_model("input s : f32[2, 6, 16]", "conv1d(s, 4, kernel=4, padding=\"same\", dilation=3, groups=2, name=\"c\")");
+  n = result(l);
+  CHECK(n && n->op == IR_CONV2D && n->attr.k == 2 && n->attr.n == 3 && n->attr.pad == 4 && n->attr.pad_hi == 5);
+  CHECK(n && shape_is(&n->shape, 3, 2, 4, 16, 0));
+  w = param(&l->g, "c.weight");
+  CHECK(w && shape_is(&w->shape, 3, 4, 3, 4, 0) && w->fan_in == 12 && w->fan_out == 8);
   done(l);
 
   l = expr_model("input s : f32[2, 5, 16]", "attention(s, 4)");

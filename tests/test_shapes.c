@@ -249,8 +249,24 @@ static void test_conv(void) {
   BAD(ADD(IR_CONV2D, &a, x, T("f32[4, 2, 3, 3]")),
       "conv2d: channels differ: input [2, 3, 8, 8] has 3, weight [4, 2, 3, 3] expects 2");
   BAD(ADD(IR_CONV2D, &a, x, w, T("f32[3]")), "conv2d: bias must be [4], got [3]");
-  BAD(ADD(IR_CONV2D, &a, T("f32[3, 8, 8]"), w), "conv2d: input must be rank 4 [N, C, H, W], got [3, 8, 8]");
-  BAD(ADD(IR_CONV2D, &a, x, T("f32[4, 3, 3, 2]")), "conv2d: kernel must be square, got 3x2");
+  BAD(ADD(IR_CONV2D, &a, T("f32[8, 8]"), w),
+      "conv2d: input must be rank 4 [N, C, H, W] or rank 3 [N, C, L], got [8, 8]");
+  BAD(ADD(IR_CONV2D, &a, T("f32[2, 3, 8]"), w), "conv2d: weight must be rank 3 [O, C/groups, k], got [4, 3, 3, 3]");
+  OK(ADD(IR_CONV2D, &a, x, T("f32[4, 3, 3, 2]")), "f32[2, 4, 8, 9]"); /* a rectangular kernel */
+  /* 1-d: [N, C, L] with [O, C/groups, k]; dilation (n) and groups (k) */
+  ir_attr d1 = {.stride = 2, .pad = 1, .pad_hi = 1, .n = 2, .k = 3};
+  int y1 = ADD(IR_CONV2D, &d1, T("f32[2, 6, 11]"), T("f32[9, 2, 3]"), T("f32[9]"));
+  OK(y1, "f32[2, 9, 5]"); /* (11 + 2 - 2*2 - 1) / 2 + 1 */
+  CHECK(ir_node_flops(&G, y1) == 2LL * 2 * 9 * 5 * 2 * 3 + 2 * 9 * 5);
+  ir_attr dw = {.stride = 1, .pad = 2, .pad_hi = 2, .n = 2, .k = 3}; /* depthwise, dilated, "same" */
+  OK(ADD(IR_CONV2D, &dw, x, T("f32[3, 1, 3, 3]")), "f32[2, 3, 8, 8]");
+  BAD(ADD(IR_CONV2D, &dw, x, T("f32[4, 1, 3, 3]")),
+      "conv2d: groups 3 must divide the input channels 3 and the output channels 4");
+  BAD(ADD(IR_CONV2D, &dw, x, T("f32[3, 3, 3, 3]")),
+      "conv2d: channels differ: input [2, 3, 8, 8] has 3 (per group: C/groups), weight [3, 3, 3, 3] expects 9");
+  ir_attr far = {.stride = 1, .n = 5};
+  BAD(ADD(IR_CONV2D, &far, T("f32[1, 3, 8]"), T("f32[4, 3, 3]")),
+      "conv2d: kernel 3 (dilated) does not fit input length 8 padded by 0+0");
   BAD(ADD(IR_CONV2D, &s2, x, T("f32[4, 3, 9, 9]")), "conv2d: kernel 9 does not fit input 8x8 padded by 0+0");
   ir_attr z = {.stride = 0};
   BAD(ADD(IR_CONV2D, &z, x, w), "conv2d: stride must be >= 1, got 0");

@@ -1,13 +1,15 @@
 /* cg_conv.c -- the convolution's kernels: conv2d and its backward ops as
  * im2col GEMMs over chunks of the batch, emitted as IR (every dimension is
- * known at compile time: the copies are straight vector code).
+ * known at compile time: the copies are straight vector code). The geometry
+ * (1-d or 2-d, dilation, groups) is ir/conv.h's.
  *
- * With P = OH*OW output positions and the im2col matrix col[C*k*k, nb*P]
- * of a chunk of nb images side by side (fixed at compile time from the
- * shapes: the summation order never depends on the run):
- *   forward  out[O, nb*P] = W[O, C*k*k] @ col, regrouped to [nb, O, P] + bias
- *   dW[O, C*k*k]        += dy[O, nb*P] @ col^T  (dy regrouped channel-major)
- *   col                  = W^T @ dy, then col2im adds col into dx
+ * With P = OH*OW output positions, KK = KH*KW taps and the im2col matrix
+ * col[C*KK, nb*P] of a chunk of nb images side by side (fixed at compile
+ * time from the shapes: the summation order never depends on the run), per
+ * group g (its Cg*KK rows of col, its Og rows of W, dy and out):
+ *   forward  out[Og, nb*P] = W[Og, Cg*KK] @ col, regrouped to [nb, O, P] + bias
+ *   dW[Og, Cg*KK]        += dy[Og, nb*P] @ col^T  (dy regrouped channel-major)
+ *   col                   = W^T @ dy, then col2im adds col into dx
  * One GEMM per chunk instead of one per image: small images make per-image
  * products too small to be efficient. Padding: the chunk's images are
  * first copied into a zeroed buffer big enough that every window lies
@@ -15,14 +17,15 @@
  * bounds to check.
  */
 #include "cg_conv.h"
+#include "ir/conv.h"
 
 /* ---- the emitted kernels ---- */
 
 typedef struct {
-  int64_t N, C, H, W, O, K, OH, OW, s, pad;
-  int64_t Hq, Wq; /* the padded image: x at row pad, column pad; every window inside */
+  int64_t N, C, H, W, O, KH, KW, OH, OW, s, dil, padT, padL, G, Cg, Og;
+  int64_t Hq, Wq; /* the padded image: x at row padT, column padL; every window inside */
   int padded;     /* images go through a padded copy (else windows read x directly) */
-  int64_t P, CKK, nb;
+  int64_t P, CKK, GKK, nb; /* GKK = Cg*KK: one group's rows of col */
 } cv_t;
 
 /* Floats of scratch per chunk (the padded images, col and the product or
@@ -31,14 +34,17 @@ typedef struct {
  * dimension than one long one (OpenBLAS with O x C*k*k tiny). */
 enum { CV_FWD_FLOATS = 1 << 18, CV_DX_FLOATS = 1 << 16, CV_DW_FLOATS = 1 << 13 };
 
-static cv_t cv_make(const ir_shape *sx, const ir_shape *sw, const ir_shape *sy, const ir_attr *a, int64_t cap) {
-  cv_t d = {sx->d[0], sx->d[1], sx->d[2], sx->d[3], sw->d[0], sw->d[2], sy->d[2], sy->d[3], a->stride, a->pad,
-            0, 0, 0, 0, 0, 0};
-  int64_t hr = (d.OH - 1) * d.s + d.K, wr = (d.OW - 1) * d.s + d.K; /* extents the windows read */
-  d.Hq = hr > d.H + d.pad ? hr : d.H + d.pad;
-  d.Wq = wr > d.W + d.pad ? wr : d.W + d.pad;
-  d.padded = d.pad > 0 || d.Hq != d.H || d.Wq != d.W;
-  d.P = d.OH * d.OW, d.CKK = d.C * d.K * d.K;
+static cv_t cv_make(const ir_shape *sx, const ir_shape *sw, const ir_attr *a, int64_t cap) {
+  ir_conv c = {0};
+  char msg[256];
+  if (ir_conv_geom(sx, sw, a, &c, msg, sizeof msg)) IR_UNREACHABLE("cg_conv: not a convolution (the verifier passed it)");
+  cv_t d = {c.N, c.C, c.H, c.W, c.O, c.KH, c.KW, c.OH, c.OW, c.s, c.dil, c.padT, c.padL, c.G, c.Cg, c.Og,
+            0, 0, 0, 0, 0, 0, 0};
+  int64_t hr = (d.OH - 1) * d.s + (d.KH - 1) * d.dil + 1, wr = (d.OW - 1) * d.s + (d.KW - 1) * d.dil + 1; /* extents the windows read */
+  d.Hq = hr > d.H + d.padT ? hr : d.H + d.padT;
+  d.Wq = wr > d.W + d.padL ? wr : d.W + d.padL;
+  d.padded = d.padT > 0 || d.padL > 0 || d.Hq != d.H || d.Wq != d.W;
+  d.P = d.OH * d.OW, d.CKK = d.C * d.KH * d.KW, d.GKK = d.Cg * d.KH * d.KW;
   int64_t per = (d.padded ? d.C * d.Hq * d.Wq : 0) + (d.CKK + d.O) * d.P;
   d.nb = per > 0 ? cap / per : d.N;
   d.nb = d.nb < 1 ? 1 : d.nb > d.N ? d.N : d.nb;
@@ -48,9 +54,9 @@ static cv_t cv_make(const ir_shape *sx, const ir_shape *sw, const ir_shape *sy, 
 /* x, w, y: the forward's input, weight and output shapes, whichever node */
 static cv_t cv_of(const ir_graph *g, const ir_node *n) {
   const ir_shape *in0 = &g->nodes[n->in[0]].shape, *in1 = &g->nodes[n->in[1]].shape;
-  if (n->op == IR_CONV2D) return cv_make(in0, in1, &n->shape, &n->attr, CV_FWD_FLOATS);
-  if (n->op == IR_CONV2D_GRAD_INPUT) return cv_make(&n->shape, in1, in0, &n->attr, CV_DX_FLOATS);
-  return cv_make(in0, &n->shape, in1, &n->attr, CV_DW_FLOATS); /* grad weight: (x, dy) */
+  if (n->op == IR_CONV2D) return cv_make(in0, in1, &n->attr, CV_FWD_FLOATS);
+  if (n->op == IR_CONV2D_GRAD_INPUT) return cv_make(&n->shape, in1, &n->attr, CV_DX_FLOATS);
+  return cv_make(in0, &n->shape, &n->attr, CV_DW_FLOATS); /* grad weight: (x, dy) */
 }
 
 /* scratch: [the padded images] [col: CKK x nb*P] [O x nb*P: the product or dy] */
@@ -118,8 +124,9 @@ typedef struct {
 static void win_row(cg_k *k, const win_t *t, V sb, V cb, V ky, V kx, V oy) {
   const cv_t *d = t->d;
   int64_t ld = t->m * d->P;
-  V at_img = cg_add(k, sb, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, oy, d->s), ky), t->Ws), kx));
-  V at_col = cg_add(k, cb, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, ky, d->K), kx), ld), cg_muli(k, oy, d->OW)));
+  V at_img = cg_add(k, sb, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, oy, d->s), cg_muli(k, ky, d->dil)), t->Ws),
+                                  cg_muli(k, kx, d->dil)));
+  V at_col = cg_add(k, cb, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, ky, d->KW), kx), ld), cg_muli(k, oy, d->OW)));
   row_t r = {t->col2 ? RO_ADD : RO_COPY, t->col2 ? t->img : t->col, t->col2 ? at_img : at_col,
              t->col2 ? t->col : t->img, t->col2 ? at_col : at_img, NULL};
   row_op(k, &r, d->OW, t->col2 ? d->s : 1, t->col2 ? 1 : d->s);
@@ -127,29 +134,30 @@ static void win_row(cg_k *k, const win_t *t, V sb, V cb, V ky, V kx, V oy) {
 
 static void emit_windows(cg_k *k, const win_t *t) {
   const cv_t *d = t->d;
-  int64_t ld = t->m * d->P, KK = d->K * d->K;
+  int64_t ld = t->m * d->P, KK = d->KH * d->KW;
   CG_FOR(k, i, ci(k, 0), ci(k, t->m)) CG_FOR(k, c, ci(k, 0), ci(k, d->C)) {
     V sb = cg_muli(k, cg_add(k, cg_muli(k, i.iv, d->C), c.iv), t->Hs * t->Ws);
     V cb = cg_add(k, cg_muli(k, c.iv, KK * ld), cg_muli(k, i.iv, d->P));
     if (KK * d->OH <= 256) { /* small: every row's offsets are constants */
-      for (int64_t ky = 0; ky < d->K; ky++)
-        for (int64_t kx = 0; kx < d->K; kx++)
+      for (int64_t ky = 0; ky < d->KH; ky++)
+        for (int64_t kx = 0; kx < d->KW; kx++)
           for (int64_t oy = 0; oy < d->OH; oy++) win_row(k, t, sb, cb, ci(k, ky), ci(k, kx), ci(k, oy));
       continue;
     }
-    CG_FOR(k, ky, ci(k, 0), ci(k, d->K)) CG_FOR(k, kx, ci(k, 0), ci(k, d->K)) CG_FOR(k, oy, ci(k, 0), ci(k, d->OH))
+    CG_FOR(k, ky, ci(k, 0), ci(k, d->KH)) CG_FOR(k, kx, ci(k, 0), ci(k, d->KW)) CG_FOR(k, oy, ci(k, 0), ci(k, d->OH))
       win_row(k, t, sb, cb, ky.iv, kx.iv, oy.iv);
   }
 }
 
-/* dst[i, c, y, :] (images of [C, Hd, Wd], at row/column offset dpad) :=
- * src[i, c, y, :] (images of [C, Hs, Ws], offset spad), H x W of each. */
-static void copy_planes(cg_k *k, const cv_t *d, int64_t m, V dst, V dbase, int64_t Hd, int64_t Wd, int64_t dpad,
-                        V src, V sbase, int64_t Hs, int64_t Ws, int64_t spad) {
+/* dst[i, c, y, :] (images of [C, Hd, Wd], at row offset dpt and column
+ * offset dpl) := src[i, c, y, :] (images of [C, Hs, Ws], offsets spt,
+ * spl), H x W of each. */
+static void copy_planes(cg_k *k, const cv_t *d, int64_t m, V dst, V dbase, int64_t Hd, int64_t Wd, int64_t dpt,
+                        int64_t dpl, V src, V sbase, int64_t Hs, int64_t Ws, int64_t spt, int64_t spl) {
   CG_FOR(k, p, ci(k, 0), ci(k, m * d->C)) CG_FOR(k, y, ci(k, 0), ci(k, d->H)) {
-    row_t r = {RO_COPY, dst, cg_add(k, dbase, cg_add(k, cg_muli(k, p.iv, Hd * Wd), cg_muli(k, cg_add(k, y.iv, ci(k, dpad)), Wd))),
-               src, cg_add(k, sbase, cg_add(k, cg_muli(k, p.iv, Hs * Ws), cg_muli(k, cg_add(k, y.iv, ci(k, spad)), Ws))), NULL};
-    r.di = cg_add(k, r.di, ci(k, dpad)), r.si = cg_add(k, r.si, ci(k, spad));
+    row_t r = {RO_COPY, dst, cg_add(k, dbase, cg_add(k, cg_muli(k, p.iv, Hd * Wd), cg_muli(k, cg_add(k, y.iv, ci(k, dpt)), Wd))),
+               src, cg_add(k, sbase, cg_add(k, cg_muli(k, p.iv, Hs * Ws), cg_muli(k, cg_add(k, y.iv, ci(k, spt)), Ws))), NULL};
+    r.di = cg_add(k, r.di, ci(k, dpl)), r.si = cg_add(k, r.si, ci(k, spl));
     row_op(k, &r, d->W, 1, 1);
   }
 }
@@ -161,7 +169,7 @@ static void emit_im2col(cg_k *k, const cv_t *d, int xa, V n0, int64_t m) {
   if (d->padded) {
     V pad = cv_scr(k, 0);
     zero_floats(k, pad, m * d->C * d->Hq * d->Wq);
-    copy_planes(k, d, m, pad, ci(k, 0), d->Hq, d->Wq, d->pad, k->arg[xa], x0, d->H, d->W, 0);
+    copy_planes(k, d, m, pad, ci(k, 0), d->Hq, d->Wq, d->padT, d->padL, k->arg[xa], x0, d->H, d->W, 0, 0);
     t.img = pad, t.Hs = d->Hq, t.Ws = d->Wq;
   } else {
     t.img = cg_fptr(k, k->arg[xa], x0);
@@ -181,6 +189,34 @@ static void emit_dy_cols(cg_k *k, const cv_t *d, int ya, V n0, int64_t m) {
 
 typedef void (*cv_chunk_fn)(cg_k *k, const cv_t *d, V n0, int64_t m);
 
+/* The products of one chunk run per group: f(k, d, g, ld) with g the group
+ * index (a constant, or a loop over many groups: depthwise convolutions). */
+typedef void (*cv_group_fn)(cg_k *k, const cv_t *d, V g, int64_t ld);
+
+static void cv_groups(cg_k *k, const cv_t *d, int64_t ld, cv_group_fn f) {
+  if (d->G <= 4) {
+    for (int64_t g = 0; g < d->G; g++) f(k, d, ci(k, g), ld);
+    return;
+  }
+  CG_FOR(k, g, ci(k, 0), ci(k, d->G)) f(k, d, g.iv, ld);
+}
+
+/* group g's blocks: its rows of W [Og, GKK], of col [GKK, ld] and of the
+ * product or dy [Og, ld] */
+static V grp_w(cg_k *k, const cv_t *d, V w, V g) { return cg_fptr(k, w, cg_muli(k, g, d->Og * d->GKK)); }
+static V grp_col(cg_k *k, const cv_t *d, V g, int64_t ld) { return cg_fptr(k, cv_col(k, d), cg_muli(k, g, d->GKK * ld)); }
+static V grp_tmp(cg_k *k, const cv_t *d, V g, int64_t ld) { return cg_fptr(k, cv_tmp(k, d), cg_muli(k, g, d->Og * ld)); }
+
+static void fwd_group(cg_k *k, const cv_t *d, V g, int64_t ld) {
+  cg_sgemm(k, 0, 0, d->Og, ld, d->GKK, 1.0, grp_w(k, d, k->arg[2], g), d->GKK, grp_col(k, d, g, ld), ld, 0.0,
+           grp_tmp(k, d, g, ld), ld);
+}
+
+static void dx_group(cg_k *k, const cv_t *d, V g, int64_t ld) {
+  cg_sgemm(k, 1, 0, d->GKK, ld, d->Og, 1.0, grp_w(k, d, k->arg[2], g), d->GKK, grp_tmp(k, d, g, ld), ld, 0.0,
+           grp_col(k, d, g, ld), ld);
+}
+
 /* the batch in chunks of nb images (a loop), then the rest */
 static void cv_chunks(cg_k *k, const cv_t *d, cv_chunk_fn f) {
   int64_t full = d->N / d->nb, rest = d->N % d->nb;
@@ -191,9 +227,9 @@ static void cv_chunks(cg_k *k, const cv_t *d, cv_chunk_fn f) {
 
 static void fwd_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
   int64_t ld = m * d->P;
-  V col = cv_col(k, d), prod = cv_tmp(k, d);
+  V prod = cv_tmp(k, d);
   emit_im2col(k, d, 1, n0, m);
-  cg_sgemm(k, 0, 0, d->O, ld, d->CKK, 1.0, k->arg[2], d->CKK, col, ld, 0.0, prod, ld);
+  cv_groups(k, d, ld, fwd_group);
   int bias = k->n->nin == 3;
   CG_FOR(k, i, ci(k, 0), ci(k, m)) CG_FOR(k, o, ci(k, 0), ci(k, d->O)) {
     row_t r = {bias ? RO_BIAS : RO_COPY, k->arg[0], cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, n0, i.iv), d->O), o.iv), d->P),
@@ -205,32 +241,33 @@ static void fwd_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
 /* dW[O, CKK] += dyc[O, ld] col[CKK, ld]^T as a cblas call whatever its
  * size: O x CKK is small, and OpenBLAS keeps several accumulator tiles busy
  * where a generated loop would wait on one chain per row */
-static void dw_product(cg_k *k, const cv_t *d, int64_t ld) {
+static void dw_product(cg_k *k, const cv_t *d, V g, int64_t ld) {
+  V dyc = grp_tmp(k, d, g, ld), col = grp_col(k, d, g, ld), dw = grp_w(k, d, k->arg[0], g);
   if (k->m->gemm_gen) {
-    cg_gemm_generated(k, 0, 1, d->O, d->CKK, ld, 1.0, cv_tmp(k, d), ld, cv_col(k, d), ld, 1.0, k->arg[0], d->CKK);
+    cg_gemm_generated(k, 0, 1, d->Og, d->GKK, ld, 1.0, dyc, ld, col, ld, 1.0, dw, d->GKK);
     return;
   }
-  V a[14] = {ci32(k, 101), ci32(k, 111), ci32(k, 112), ci32(k, d->O), ci32(k, d->CKK), ci32(k, ld), cf(k, 1.0),
-             cv_tmp(k, d), ci32(k, ld), cv_col(k, d), ci32(k, ld), cf(k, 1.0), k->arg[0], ci32(k, d->CKK)};
+  V a[14] = {ci32(k, 101), ci32(k, 111), ci32(k, 112), ci32(k, d->Og), ci32(k, d->GKK), ci32(k, ld), cf(k, 1.0),
+             dyc, ci32(k, ld), col, ci32(k, ld), cf(k, 1.0), dw, ci32(k, d->GKK)};
   cg_call(k, k->m->sgemm, a, 14);
 }
 
 static void dw_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
   emit_dy_cols(k, d, 2, n0, m);
   emit_im2col(k, d, 1, n0, m);
-  dw_product(k, d, m * d->P);
+  cv_groups(k, d, m * d->P, dw_product);
 }
 
 static void dx_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
   int64_t ld = m * d->P;
   V col = cv_col(k, d), x0 = cg_muli(k, n0, d->C * d->H * d->W);
   emit_dy_cols(k, d, 1, n0, m);
-  cg_sgemm(k, 1, 0, d->CKK, ld, d->O, 1.0, k->arg[2], d->CKK, cv_tmp(k, d), ld, 0.0, col, ld);
+  cv_groups(k, d, ld, dx_group);
   win_t t = {d, cg_fptr(k, k->arg[0], x0), col, d->H, d->W, m, 1};
   if (d->padded) t.img = cv_scr(k, 0), t.Hs = d->Hq, t.Ws = d->Wq;
   zero_floats(k, t.img, m * d->C * t.Hs * t.Ws);
   emit_windows(k, &t);
-  if (d->padded) copy_planes(k, d, m, k->arg[0], x0, d->H, d->W, 0, t.img, ci(k, 0), d->Hq, d->Wq, d->pad);
+  if (d->padded) copy_planes(k, d, m, k->arg[0], x0, d->H, d->W, 0, 0, t.img, ci(k, 0), d->Hq, d->Wq, d->padT, d->padL);
 }
 
 int64_t cg_conv_scratch_bytes(const ir_graph *g, const ir_node *n) {
@@ -253,7 +290,7 @@ int cg_emit_conv_grad(cg_k *k) {
     cv_chunks(k, &d, dx_chunk);
     return 1;
   }
-  zero_floats(k, k->arg[0], d.O * d.CKK);
+  zero_floats(k, k->arg[0], d.O * d.GKK);
   cv_chunks(k, &d, dw_chunk);
   return 1;
 }

@@ -10,6 +10,7 @@
  */
 #include "cg_internal.h"
 #include "cg_vec.h"
+#include "ir/conv.h"
 
 #include <math.h>
 
@@ -373,23 +374,27 @@ void cg_emit_layernorm_grad_add(cg_k *k) {
 
 /* ---- convolution: the forward loops with the products sent back ---- */
 
-static void conv_back(cg_k *k, const ir_shape *sx, const ir_shape *sw, const ir_shape *sy, int which) {
-  int64_t C = sx->d[1], H = sx->d[2], W = sx->d[3], O = sw->d[0], K = sw->d[2], OH = sy->d[2], OW = sy->d[3];
-  int64_t s = k->n->attr.stride, pad = k->n->attr.pad;
+static void conv_back(cg_k *k, const ir_shape *sx, const ir_shape *sw, int which) {
+  ir_conv d;
+  char msg[256];
+  if (ir_conv_geom(sx, sw, &k->n->attr, &d, msg, sizeof msg)) IR_UNREACHABLE("conv_back: not a convolution");
+  int64_t C = d.C, H = d.H, W = d.W, O = d.O, OH = d.OH, OW = d.OW, s = d.s, dil = d.dil;
   int dy_arg = which == 0 ? 1 : 2, other = which == 0 ? 2 : 1; /* dx: (dy, w); dw: (x, dy) */
   if (cg_emit_conv_grad(k)) return; /* f32: im2col GEMMs (cg_conv.c); the loops below are the fallback */
   zero_out(k);
-  CG_FOR(k, n, ci(k, 0), ci(k, sx->d[0])) CG_FOR(k, o, ci(k, 0), ci(k, O)) CG_FOR(k, oy, ci(k, 0), ci(k, OH))
-    CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
-      V g = cg_ldf(k, dy_arg, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, n.iv, O), o.iv), OH), oy.iv), OW), ox.iv));
-      CG_FOR(k, c, ci(k, 0), ci(k, C)) CG_FOR(k, ky, ci(k, 0), ci(k, K)) CG_FOR(k, kx, ci(k, 0), ci(k, K)) {
-        V y = LLVMBuildSub(BLD, cg_add(k, cg_muli(k, oy.iv, s), ky.iv), ci(k, pad), "");
-        V x = LLVMBuildSub(BLD, cg_add(k, cg_muli(k, ox.iv, s), kx.iv), ci(k, pad), "");
+  CG_FOR(k, n, ci(k, 0), ci(k, d.N)) CG_FOR(k, gr, ci(k, 0), ci(k, d.G)) CG_FOR(k, og, ci(k, 0), ci(k, d.Og))
+    CG_FOR(k, oy, ci(k, 0), ci(k, OH)) CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
+      V o = cg_add(k, cg_muli(k, gr.iv, d.Og), og.iv);
+      V g = cg_ldf(k, dy_arg, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, n.iv, O), o), OH), oy.iv), OW), ox.iv));
+      CG_FOR(k, cg, ci(k, 0), ci(k, d.Cg)) CG_FOR(k, ky, ci(k, 0), ci(k, d.KH)) CG_FOR(k, kx, ci(k, 0), ci(k, d.KW)) {
+        V c = cg_add(k, cg_muli(k, gr.iv, d.Cg), cg.iv);
+        V y = LLVMBuildSub(BLD, cg_add(k, cg_muli(k, oy.iv, s), cg_muli(k, ky.iv, dil)), ci(k, d.padT), "");
+        V x = LLVMBuildSub(BLD, cg_add(k, cg_muli(k, ox.iv, s), cg_muli(k, kx.iv, dil)), ci(k, d.padL), "");
         V in = LLVMBuildAnd(BLD, LLVMBuildICmp(BLD, LLVMIntULT, y, ci(k, H), ""),
                             LLVMBuildICmp(BLD, LLVMIntULT, x, ci(k, W), ""), "");
-        V xi = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, n.iv, C), c.iv), H), y), W), x);
+        V xi = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, n.iv, C), c), H), y), W), x);
         xi = cg_sel(k, in, xi, ci(k, 0));
-        V wi = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, o.iv, C), c.iv), K), ky.iv), K), kx.iv);
+        V wi = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, o, d.Cg), cg.iv), d.KH), ky.iv), d.KW), kx.iv);
         V prod = cg_fmul(k, g, cg_ldf(k, other, which == 0 ? wi : xi));
         V at = which == 0 ? xi : wi;
         acc_out(k, at, cg_sel(k, in, prod, cf(k, 0)));
@@ -397,8 +402,8 @@ static void conv_back(cg_k *k, const ir_shape *sx, const ir_shape *sw, const ir_
     }
 }
 
-static void e_conv2d_grad_input(cg_k *k) { conv_back(k, &k->n->shape, SH(1), SH(0), 0); }
-static void e_conv2d_grad_weight(cg_k *k) { conv_back(k, SH(0), &k->n->shape, SH(1), 1); }
+static void e_conv2d_grad_input(cg_k *k) { conv_back(k, &k->n->shape, SH(1), 0); }
+static void e_conv2d_grad_weight(cg_k *k) { conv_back(k, SH(0), &k->n->shape, 1); }
 
 static void e_pool2d_grad(cg_k *k) {
   const ir_shape *sx = SH(0), *sy = SH(1);
