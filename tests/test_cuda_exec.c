@@ -81,6 +81,22 @@ static const char pool_src[] =
     "  batch = 4\n"
     "}\n";
 
+/* conv1d with stride, padding, dilation and groups, and a depthwise conv2d:
+ * their forward and both gradients (ir/conv.h's geometry) */
+static const char conv_src[] =
+    "model convs\n"
+    "input  x : f32[batch, 4, 12]\n"
+    "target y : i32[batch]\n"
+    "h = conv1d(x, 6, kernel=3, stride=2, padding=2, dilation=2, groups=2, name=\"c\") |> relu\n"
+    "h = conv2d(reshape(h, [batch, 6, 1, 6]), 6, kernel=1, groups=6, name=\"d\")\n"
+    "logits = dense(flatten(h), 3, name=\"out\")\n"
+    "loss = cross_entropy(logits, y)\n"
+    "train {\n"
+    "  optimizer = adam(lr=1e-2)\n"
+    "  epochs = 1\n"
+    "  batch = 4\n"
+    "}\n";
+
 static const struct {
   const char *path;
   const char *src; /* the model's text, when not a file */
@@ -89,6 +105,7 @@ static const struct {
 } ex[] = {
   {"examples/mlp.nn", NULL, 4, 10}, {"examples/cnn.nn", NULL, 4, 10}, {"examples/cnn_bn.nn", NULL, 4, 10},
   {"examples/gpt.nn", NULL, 2, 96}, {"examples/lstm.nn", NULL, 2, 96}, {"examples/reverse.nn", NULL, 2, 8},
+  {"examples/seq_cnn.nn", NULL, 4, 4}, {"convs (inline)", conv_src, 2, 3},
   {"resid (inline)", resid_src, 2, 20}, {"pool (inline)", pool_src, 2, 10},
 };
 enum { NEX = sizeof ex / sizeof ex[0] };

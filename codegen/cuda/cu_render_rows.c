@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ir/conv.h"
 #include "codegen/cuda/cu_render.h"
 
 enum { ROW_THREADS = 256, EW = 256 };
@@ -471,26 +472,29 @@ static int r_pool_grad(cu_rctx *r) {
 }
 
 /* ---- convolutions: direct, each result element gathers its sum ----
- * x[N, C, H, W], w[O, C, K, K], y[N, O, OH, OW]; padding pad top/left. */
+ * The geometry is ir/conv.h's: x[N, C, H, W], w[O, C/G, KH, KW],
+ * y[N, O, OH, OW] (1-d: H = KH = OH = 1), padding PT top / PL left, taps D
+ * apart, output channel o reading input channels (o / OG) * CG + c. */
 
-typedef struct {
-  long long N, C, H, W, O, K, OH, OW, s, pad;
-} cv_dims;
-
-static cv_dims cv_of(const ir_shape *x, const ir_shape *w, const ir_shape *y, const ir_attr *a) {
-  cv_dims d = {x->d[0], x->d[1], x->d[2], x->d[3], w->d[0], w->d[2], y->d[2], y->d[3], a->stride, a->pad};
+static ir_conv cv_of(const ir_shape *x, const ir_shape *w, const ir_attr *a) {
+  ir_conv d = {0};
+  char msg[256];
+  if (ir_conv_geom(x, w, a, &d, msg, sizeof msg)) IR_UNREACHABLE("cu_render: not a convolution");
   return d;
 }
 
-static void cv_consts(cu_sb *b, const cv_dims *d) {
-  cu_sb_printf(b, "  const long long N = %lldLL, C = %lldLL, H = %lldLL, W = %lldLL, O = %lldLL, K = %lldLL, OH = %lldLL,"
-                  " OW = %lldLL, S = %lldLL, P = %lldLL;\n  (void)N; (void)O;\n",
-               d->N, d->C, d->H, d->W, d->O, d->K, d->OH, d->OW, d->s, d->pad);
+static void cv_consts(cu_sb *b, const ir_conv *d) {
+  cu_sb_printf(b, "  const long long N = %lldLL, C = %lldLL, H = %lldLL, W = %lldLL, O = %lldLL, KH = %lldLL,"
+                  " KW = %lldLL, OH = %lldLL, OW = %lldLL, S = %lldLL, PT = %lldLL, PL = %lldLL, D = %lldLL,"
+                  " CG = %lldLL, OG = %lldLL;\n  (void)N; (void)O; (void)C;\n",
+               (long long)d->N, (long long)d->C, (long long)d->H, (long long)d->W, (long long)d->O, (long long)d->KH,
+               (long long)d->KW, (long long)d->OH, (long long)d->OW, (long long)d->s, (long long)d->padT,
+               (long long)d->padL, (long long)d->dil, (long long)d->Cg, (long long)d->Og);
 }
 
 static int r_conv2d(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
-  cv_dims d = cv_of(&cu_opn(r, 1)->shape, &cu_opn(r, 2)->shape, &n->shape, &n->attr);
+  ir_conv d = cv_of(&cu_opn(r, 1)->shape, &cu_opn(r, 2)->shape, &n->attr);
   int nops = 1 + n->nin, bias = n->nin == 3;
   int64_t count = ir_numel(&n->shape);
   cu_begin(r, EW);
@@ -501,11 +505,11 @@ static int r_conv2d(cu_rctx *r) {
                       " e += (long long)gridDim.x * blockDim.x) {\n"
                       "    long long ox = e %% OW, oy = e / OW %% OH, o = e / (OW * OH) %% O, in = e / (OW * OH * O);\n"
                       "    float acc = %s;\n"
-                      "    for (long long ch = 0; ch < C; ch++) for (long long ky = 0; ky < K; ky++) {\n"
-                      "      long long y = oy * S + ky - P; if (y < 0 || y >= H) continue;\n"
-                      "      for (long long kx = 0; kx < K; kx++) {\n"
-                      "        long long xx = ox * S + kx - P; if (xx < 0 || xx >= W) continue;\n"
-                      "        acc += a1[((in * C + ch) * H + y) * W + xx] * a2[((o * C + ch) * K + ky) * K + kx];\n"
+                      "    for (long long cg = 0; cg < CG; cg++) for (long long ky = 0; ky < KH; ky++) {\n"
+                      "      long long ch = o / OG * CG + cg, y = oy * S + ky * D - PT; if (y < 0 || y >= H) continue;\n"
+                      "      for (long long kx = 0; kx < KW; kx++) {\n"
+                      "        long long xx = ox * S + kx * D - PL; if (xx < 0 || xx >= W) continue;\n"
+                      "        acc += a1[((in * C + ch) * H + y) * W + xx] * a2[((o * CG + cg) * KH + ky) * KW + kx];\n"
                       "      }\n    }\n    a0[e] = acc;\n  }\n}\n",
                (long long)count, bias ? "a3[o]" : "0.f");
   cu_ref ops[4];
@@ -513,10 +517,10 @@ static int r_conv2d(cu_rctx *r) {
   return cu_end(r, cu_blocks(count, EW), EW, ops, nops);
 }
 
-/* dx[n, ch, y, xx]: the sum over o, ky, kx of the outputs that read it. */
+/* dx[n, ch, y, xx]: the sum over its group's o, ky, kx of the outputs that read it. */
 static int r_conv2d_grad_input(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0); /* dy, w */
-  cv_dims d = cv_of(&n->shape, &cu_opn(r, 2)->shape, &cu_opn(r, 1)->shape, &n->attr);
+  ir_conv d = cv_of(&n->shape, &cu_opn(r, 2)->shape, &n->attr);
   int64_t count = ir_numel(&n->shape);
   cu_begin(r, EW);
   params(r, 3);
@@ -525,14 +529,15 @@ static int r_conv2d_grad_input(cu_rctx *r) {
   cu_sb_printf(&r->b, "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
                       " e += (long long)gridDim.x * blockDim.x) {\n"
                       "    long long xx = e %% W, y = e / W %% H, ch = e / (W * H) %% C, in = e / (W * H * C);\n"
+                      "    long long g = ch / CG, cg = ch %% CG;\n"
                       "    float acc = 0.f;\n"
-                      "    for (long long o = 0; o < O; o++) for (long long ky = 0; ky < K; ky++) {\n"
-                      "      long long ty = y + P - ky; if (ty < 0 || ty %% S) continue;\n"
+                      "    for (long long og = 0; og < OG; og++) for (long long ky = 0; ky < KH; ky++) {\n"
+                      "      long long o = g * OG + og, ty = y + PT - ky * D; if (ty < 0 || ty %% S) continue;\n"
                       "      long long oy = ty / S; if (oy >= OH) continue;\n"
-                      "      for (long long kx = 0; kx < K; kx++) {\n"
-                      "        long long tx = xx + P - kx; if (tx < 0 || tx %% S) continue;\n"
+                      "      for (long long kx = 0; kx < KW; kx++) {\n"
+                      "        long long tx = xx + PL - kx * D; if (tx < 0 || tx %% S) continue;\n"
                       "        long long ox = tx / S; if (ox >= OW) continue;\n"
-                      "        acc += a1[((in * O + o) * OH + oy) * OW + ox] * a2[((o * C + ch) * K + ky) * K + kx];\n"
+                      "        acc += a1[((in * O + o) * OH + oy) * OW + ox] * a2[((o * CG + cg) * KH + ky) * KW + kx];\n"
                       "      }\n    }\n    a0[e] = acc;\n  }\n}\n",
                (long long)count);
   cu_ref ops[3];
@@ -540,10 +545,10 @@ static int r_conv2d_grad_input(cu_rctx *r) {
   return cu_end(r, cu_blocks(count, EW), EW, ops, 3);
 }
 
-/* dw[o, ch, ky, kx]: a block each, reducing over n, oy, ox. */
+/* dw[o, cg, ky, kx]: a block each, reducing over n, oy, ox. */
 static int r_conv2d_grad_weight(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0); /* x, dy */
-  cv_dims d = cv_of(&cu_opn(r, 1)->shape, &n->shape, &cu_opn(r, 2)->shape, &n->attr);
+  ir_conv d = cv_of(&cu_opn(r, 1)->shape, &n->shape, &n->attr);
   int64_t count = ir_numel(&n->shape), nred = d.N * d.OH * d.OW;
   unsigned t = row_threads(nred);
   cu_begin(r, (int)t);
@@ -551,11 +556,12 @@ static int r_conv2d_grad_weight(cu_rctx *r) {
   cu_sb_printf(&r->b, ") {\n");
   cv_consts(&r->b, &d);
   cu_sb_printf(&r->b, "  for (long long e = blockIdx.x; e < %lldLL; e += gridDim.x) {\n"
-                      "    long long kx = e %% K, ky = e / K %% K, ch = e / (K * K) %% C, o = e / (K * K * C);\n"
+                      "    long long kx = e %% KW, ky = e / KW %% KH, cg = e / (KW * KH) %% CG, o = e / (KW * KH * CG);\n"
+                      "    long long ch = o / OG * CG + cg;\n"
                       "    float acc = 0.f;\n"
                       "    for (long long q = threadIdx.x; q < N * OH * OW; q += blockDim.x) {\n"
                       "      long long ox = q %% OW, oy = q / OW %% OH, in = q / (OW * OH);\n"
-                      "      long long y = oy * S + ky - P, xx = ox * S + kx - P;\n"
+                      "      long long y = oy * S + ky * D - PT, xx = ox * S + kx * D - PL;\n"
                       "      if (y < 0 || y >= H || xx < 0 || xx >= W) continue;\n"
                       "      acc += a2[((in * O + o) * OH + oy) * OW + ox] * a1[((in * C + ch) * H + y) * W + xx];\n"
                       "    }\n    acc = lt_block_reduce(acc, 0);\n    if (threadIdx.x == 0) a0[e] = acc;\n  }\n}\n",
