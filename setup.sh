@@ -12,6 +12,7 @@ PACKAGES=(
   libjson-c-dev zlib1g-dev              # safetensors headers; gzip'd data sets
   python3 python3-numpy python3-torch python3-sklearn  # test references and the digits data set
   fortunes                              # real text for the char-level examples (examples/train_gpt.sh)
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # lathe emit --target aarch64: cross-link and run (tests/emit_cross.sh)
 )
 
 missing=()

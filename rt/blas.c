@@ -2,7 +2,6 @@
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include "rt/blas.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -13,11 +12,18 @@
 
 #include "rt/lathe_rt.h"
 #include "rt/threadpool.h"
+#include "rt/rt_cblas.h"
 
+#ifdef LATHE_RT_NOBLAS
+/* liblathe_rt_noblas (rt_cblas.h): no OpenBLAS, so no threads of its own to
+ * stop and no buffers to make; rt_ref_sgemm stands in for cblas_sgemm. */
+static void openblas_set_num_threads(int n) { (void)n; }
+#else
 /* OpenBLAS's own buffer pool (exported by libopenblas, not in cblas.h):
  * one buffer per thread inside a BLAS call, kept for reuse once made */
 void *blas_memory_alloc(int procpos);
 void blas_memory_free(void *buffer);
+#endif
 
 /* below this many multiply-adds (~12 us on one core) a product stays whole:
  * the hand-off would cost more than the second core gains */
@@ -68,6 +74,10 @@ static int ready_done;
 
 int rt_blas_ready(char *msg, size_t msgn) {
   rt_blas_single();
+#ifdef LATHE_RT_NOBLAS
+  (void)msg, (void)msgn, (void)limit_text, (void)probe_buffers, (void)ready_mu, (void)ready_done;
+  return 0;
+#else
   pthread_mutex_lock(&ready_mu);
   int rc = 0;
   if (!ready_done) {
@@ -93,6 +103,7 @@ int rt_blas_ready(char *msg, size_t msgn) {
   }
   pthread_mutex_unlock(&ready_mu);
   return rc;
+#endif
 }
 
 typedef struct {

@@ -17,12 +17,12 @@
  */
 #include "rt/lathe_rt.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include "rt/threadpool.h"
+#include "rt/rt_cblas.h"
 
 enum { MHA_BQ = 64, MHA_PARTS = 16 };
 

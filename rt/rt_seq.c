@@ -32,7 +32,6 @@
  */
 #include "rt/lathe_rt.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -40,6 +39,7 @@
 #include "rt/blas.h"
 #include "rt/rt_seqk.h"
 #include "rt/threadpool.h"
+#include "rt/rt_cblas.h"
 
 enum { ATT_BQ = 64, ATT_BK = 64 };
 

@@ -97,7 +97,8 @@ static void header_io(text *t, const ir_graph *g, const char *M, const char *up,
   put(t, "} %s_outputs;\n\n", M);
 }
 
-static char *header_text(const lathe_program *p, const char *M, const cg_aot_result *r, int weights_file) {
+static char *header_text(const lathe_program *p, const char *M, const cg_aot_result *r, const api_emit_opts *o) {
+  int weights_file = o->weights_file;
   const ir_graph *g = &p->g;
   text t = {0};
   char up[128];
@@ -105,9 +106,16 @@ static char *header_text(const lathe_program *p, const char *M, const cg_aot_res
   for (; M[i] && i + 1 < sizeof up; i++) up[i] = (char)(M[i] >= 'a' && M[i] <= 'z' ? M[i] - 32 : M[i]);
   up[i] = '\0';
   put(&t, "/* %s.h -- model '%s' compiled ahead of time by `lathe emit` for %s.\n", M, g->model_name, r->target);
-  put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt -Wl,--as-needed -lopenblas -lm -lpthread\n", M);
-  put(&t, " * (liblathe_rt holds the thread pool and kernels the code calls; no LLVM, no Lathe compiler;\n"
-          " * --as-needed leaves OpenBLAS out when the model makes no BLAS call).\n");
+  if (o->gemm == CG_GEMM_GENERATED) {
+    put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt_noblas -lm -lpthread\n", M);
+    put(&t, " * (--gemm generated: the matrix products are in the object, no BLAS; liblathe_rt_noblas holds\n"
+            " * the thread pool and kernels the code calls; no LLVM, no Lathe compiler%s).\n",
+        o->triple ? ". For another CPU, compile\n * the .c files of liblathe_rt (rt/) with its C compiler and -DLATHE_RT_NOBLAS" : "");
+  } else {
+    put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt -Wl,--as-needed -lopenblas -lm -lpthread\n", M);
+    put(&t, " * (liblathe_rt holds the thread pool and kernels the code calls; no LLVM, no Lathe compiler;\n"
+            " * --as-needed leaves OpenBLAS out when the model makes no BLAS call).\n");
+  }
   put(&t, " * All functions return 0 on success, else a code lathe_rt_strerror() explains.\n */\n");
   put(&t, "#ifndef LATHE_EMIT_%s_H\n#define LATHE_EMIT_%s_H\n\n#include <stdint.h>\n\n", up, up);
   put(&t, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
@@ -422,27 +430,32 @@ static int spec_of(const lathe_program *p, cg_aot_spec *s, lathe_error *err) {
   return 0;
 }
 
-int api_emit(const lathe_program *p, const char *dir, int weights_file, lathe_error *err) {
+int api_emit(const lathe_program *p, const char *dir, const api_emit_opts *opts, lathe_error *err) {
+  api_emit_opts o = *opts;
+  int weights_file = o.weights_file;
+  char msg[1024];
+  if (o.gemm == CG_GEMM_DEFAULT && (o.gemm = cg_gemm_from_env(msg, sizeof msg)) < 0)
+    return api_fail(err, LATHE_EUSER, "emit: %s", msg);
   const char *M = p->g.model_name;
   if (!is_c_name(M) || strlen(M) > 100)
     return api_fail(err, LATHE_EUSER, "emit: model name '%s' is not usable as a C identifier prefix", M);
   if (!p->cg) return api_fail(err, LATHE_EUSER, "emit: the program was not compiled for the llvm backend");
   if (!p->weights_set) return api_fail(err, LATHE_EUSER, "emit: the program has no weights (give --weights)");
   if (out_dir(dir, err)) return LATHE_EUSER;
-  cg_aot_spec s = {.name = M, .weights_file = weights_file, .opt_level = 2}; /* as compile_llvm's cg_compile */
+  cg_aot_spec s = {.name = M, .weights_file = weights_file, .opt_level = 2, /* as compile_llvm's cg_compile */
+                   .triple = o.triple, .cpu = o.cpu, .gemm = o.gemm};
   cg_aot_result r;
   memset(&r, 0, sizeof r);
   cg_aot_train tr = {0};
   int rc = spec_of(p, &s, err);
   if (rc == 0 && p->is_train) rc = train_spec(p, &tr, err), s.train = &tr;
-  char msg[1024];
   if (rc == 0 && cg_aot_compile(&p->g, &s, &r, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
   free((void *)s.shift), free((void *)s.scale), free((void *)s.width);
   free((void *)tr.role), free((void *)tr.norm_kind);
   if (rc) return rc;
   size_t alen = 0;
   unsigned char *ar = archive(&r, M, weights_file, p->is_train, &alen);
-  char *h = p->is_train ? train_header_text(p, M, &r, weights_file) : header_text(p, M, &r, weights_file);
+  char *h = p->is_train ? train_header_text(p, M, &r, weights_file) : header_text(p, M, &r, &o);
   if (!ar || !h) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
   if (rc == 0) rc = write_file(dir, "%s.o", M, r.obj, r.obj_len, err);
   if (rc == 0) rc = write_file(dir, "lib%s.a", M, ar, alen, err);

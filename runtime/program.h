@@ -87,10 +87,17 @@ int api_quant_mismatch(const lathe_program *p, const char *path, const rt_st_fil
 /* api_passes.c: run the graph pipeline p->opt asks for (api_program_finish
  * calls it once, before verifying and compiling). 0, or -1 with err set. */
 int api_run_passes(lathe_program *p, lathe_error *err);
-/* api_emit.c: `lathe emit`: p's forward pass (llvm backend, weights set) as
+/* api_emit.c: what `lathe emit` asks for besides the program. */
+typedef struct {
+  int weights_file;   /* the weights to dir/MODEL.weights, left out of the object */
+  const char *triple; /* --target: cross-compile for this LLVM triple; NULL: this host */
+  const char *cpu;    /* --cpu: the target's CPU; NULL: the host's, or "generic" with a triple */
+  int gemm;           /* a cg_gemm value: CG_GEMM_GENERATED needs no BLAS; DEFAULT: LATHE_GEMM */
+} api_emit_opts;
+/* `lathe emit`: p's forward pass (llvm backend, weights set) as
  * dir/MODEL.o, dir/libMODEL.a, dir/MODEL.h (and dir/MODEL.weights with
- * weights_file, the weights then left out of the object). 0 or an error. */
-int api_emit(const lathe_program *p, const char *dir, int weights_file, lathe_error *err);
+ * o->weights_file). 0 or an error. */
+int api_emit(const lathe_program *p, const char *dir, const api_emit_opts *o, lathe_error *err);
 /* The weights emit embeds: lathe_weights_load for a forward pass; for a
  * training step (p->is_train, from lathe_compile_train: api_emit then
  * writes MODEL_train_step and the state functions) the weights with the

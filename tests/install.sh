@@ -24,8 +24,9 @@ for k in $(seq 0 255); do printf "${vals[$(((k * 7 + k / 64) % 5))]}"; done | np
 printf '\x03\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x09\x00\x00\x00' | npy "$tmp/y.npy" '<i4' '(4,)'
 
 if cmake --install "$build" --prefix "$P" >"$tmp/install.log" 2>&1; then ok; else bad "install: $(tail -5 "$tmp/install.log")"; fi
-for f in bin/lathe lib/liblathe.so lib/liblathe_rt.a include/lathe.h include/lathe_rt.h lib/pkgconfig/lathe.pc \
-         lib/pkgconfig/lathe_rt.pc lib/cmake/Lathe/LatheConfig.cmake lib/cmake/Lathe/LatheConfigVersion.cmake; do
+for f in bin/lathe lib/liblathe.so lib/liblathe_rt.a lib/liblathe_rt_noblas.a include/lathe.h include/lathe_rt.h \
+         lib/pkgconfig/lathe.pc lib/pkgconfig/lathe_rt.pc lib/pkgconfig/lathe_rt_noblas.pc \
+         lib/cmake/Lathe/LatheConfig.cmake lib/cmake/Lathe/LatheConfigVersion.cmake; do
   [ -e "$P/$f" ] && ok || bad "not installed: $f"
 done
 # liblathe.so exports the public API only.

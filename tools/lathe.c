@@ -70,7 +70,7 @@ static const cli_command commands[] = {
    CLI_PASS_HELP},
   {"emit", cmd_emit, "compile the forward pass ahead of time (object, library, header)",
    "usage: lathe emit MODEL --weights W.safetensors -o DIR [--bind NAME=N]... [--weights-file] [-O0..3]\n"
-   "                  [--entry forward|train_step]\n"
+   "                  [--entry forward|train_step] [--gemm blas|generated] [--target TRIPLE] [--cpu NAME]\n"
    "\n"
    "Writes DIR/MODEL.o, DIR/libMODEL.a and DIR/MODEL.h (MODEL: the name the model file declares):\n"
    "the forward pass compiled for this machine's CPU exactly as lathe run compiles it, with the\n"
@@ -87,6 +87,12 @@ static const cli_command commands[] = {
    "                    backward, optimizer update) as MODEL_train_step(&state, inputs..., targets...),\n"
    "                    with MODEL_state_init/_save/_load (safetensors, as lathe train's checkpoints;\n"
    "                    the optimizer state starts at zero)\n"
+   "  --gemm generated  matrix products as generated vector code in the object, no BLAS call: link\n"
+   "                    -llathe_rt_noblas -lm -lpthread, no OpenBLAS (default blas: LATHE_GEMM)\n"
+   "  --target TRIPLE   cross-compile for an LLVM target triple (aarch64-linux-gnu, x86_64-linux-gnu;\n"
+   "                    64-bit little-endian); the object then runs on that machine, not this one\n"
+   "  --cpu NAME        the target's CPU (LLVM's name: neoverse-n1, cortex-a72, x86-64-v3, ...);\n"
+   "                    default: this machine's CPU, or generic with --target\n"
    CLI_PASS_HELP},
   {"init", cmd_init, "write freshly initialised weights",
    "usage: lathe init MODEL -o W.safetensors [--seed N] [--bind NAME=N]...\n"

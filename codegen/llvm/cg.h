@@ -135,6 +135,9 @@ typedef struct {
   const int64_t *width;        /* per g->inputs: values per example of shift and scale */
   int opt_level;               /* LLVM's, 0..3: cg_compile's default is 2 */
   const cg_aot_train *train;   /* NULL: g is a forward pass; else g is the training step's program */
+  const char *triple;          /* the target (cross-compilation); NULL: this host's */
+  const char *cpu;             /* the target's CPU; NULL: the host's with a NULL triple, else "generic" */
+  int gemm;                    /* matrix products: a cg_gemm value (DEFAULT as cg_compile: LATHE_GEMM, else BLAS) */
 } cg_aot_spec;
 
 typedef struct {
@@ -147,9 +150,10 @@ typedef struct {
   char target[256];     /* "TRIPLE (CPU)": what the object runs on */
 } cg_aot_result;
 
-/* g's forward program as an object for the host CPU, with the same plan and
- * code as cg_compile's, and the image and wrappers liblathe_rt's runner
- * needs (rt/rt_image.h). 0, or -1 with msg (r then empty). */
+/* g's forward program as an object for the host CPU (or s->triple's, s->cpu),
+ * with the same plan and code as cg_compile's, and the image and wrappers
+ * liblathe_rt's runner needs (rt/rt_image.h). 0, or -1 with msg (r then
+ * empty). */
 int cg_aot_compile(const ir_graph *g, const cg_aot_spec *s, cg_aot_result *r, char *msg, size_t msgn);
 void cg_aot_result_free(cg_aot_result *r);
 

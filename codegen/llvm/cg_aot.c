@@ -1,7 +1,8 @@
 /* cg_aot.c -- ahead-of-time code (`lathe emit`): the forward program
  * compiled through the same kernel plan and LLVM module as the JIT
  * (cg_jit.c's entry and kernels, cg_split.c's optimisation, for the host
- * CPU), written as one object file, plus what makes it usable on its own:
+ * CPU, or for another triple and CPU: cross-compilation), written as one
+ * object file, plus what makes it usable on its own:
  *   - the image (rt/rt_image.h): the plan's buffers, the inputs and outputs,
  *     the weight table, the plan's constants and (unless a weights file is
  *     asked for) the weights, one constant block;
@@ -15,10 +16,12 @@
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Core.h>
+#include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cg_aot.h"
 #include "cg_split.h"
@@ -367,9 +370,85 @@ static LLVMValueRef add_bytes(cg_mod *m, const char *name, const unsigned char *
 
 /* ---- the object ---- */
 
+/* A target machine for triple and cpu, and what LLVM wrote to stderr while
+ * making it (said): an unknown CPU is only a warning there ("'x' is not a
+ * recognized processor for this target (ignoring processor)", then once per
+ * compiled part), which `lathe emit --cpu` turns into an error. Anything
+ * else LLVM wrote is passed on. */
+static LLVMTargetMachineRef checked_tm(LLVMTargetRef T, const char *triple, const char *cpu, const char *feat,
+                                       char *said, size_t saidn) {
+  said[0] = '\0';
+  FILE *cap = tmpfile();
+  int saved = cap ? dup(2) : -1;
+  fflush(stderr);
+  if (saved >= 0) dup2(fileno(cap), 2);
+  LLVMTargetMachineRef tm =
+      LLVMCreateTargetMachine(T, triple, cpu, feat, LLVMCodeGenLevelDefault, LLVMRelocPIC, LLVMCodeModelDefault);
+  if (saved >= 0) {
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(cap);
+    size_t n = fread(said, 1, saidn - 1, cap);
+    said[n] = '\0';
+    if (n && !strstr(said, "not a recognized processor")) fputs(said, stderr);
+  }
+  if (cap) fclose(cap);
+  return tm;
+}
+
+/* The machine the object is for: this host, its CPU and features (what the
+ * JIT compiles for, so the bits match `lathe run`), unless a triple or CPU
+ * is named; then that CPU ("generic" by default) with the features its name
+ * implies. Each string is LLVM's (LLVMDisposeMessage). 0, or -1 with msg. */
+static int aot_target(const cg_aot_spec *s, char **triple, char **cpu, char **feat, char *msg, size_t msgn) {
+  if (!s->triple && !s->cpu) {
+    *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+    return 0;
+  }
+  cg_init_all_targets();
+  if (s->triple) *triple = LLVMNormalizeTargetTriple(s->triple);
+  else *triple = LLVMGetDefaultTargetTriple();
+  *cpu = LLVMCreateMessage(s->cpu ? s->cpu : "generic");
+  *feat = LLVMCreateMessage("");
+  LLVMTargetRef T;
+  char *e = NULL;
+  if (LLVMGetTargetFromTriple(*triple, &T, &e)) {
+    ir_fail(msg, msgn, "emit: --target %s: LLVM %s has no such target (%s)", s->triple, cg_llvm_version(), e ? e : "?");
+    LLVMDisposeMessage(e);
+  } else {
+    /* the image (rt/rt_image.h) is laid out as this host lays out its
+     * structs: the target must agree (64-bit pointers, little-endian) */
+    char said[512];
+    LLVMTargetMachineRef tm = checked_tm(T, *triple, *cpu, *feat, said, sizeof said);
+    if (strstr(said, "not a recognized processor")) {
+      ir_fail(msg, msgn, "emit: --cpu %s: LLVM %s knows no such CPU for %s (llc-%d -mtriple=%s -mcpu=help lists them)",
+              *cpu, cg_llvm_version(), *triple, atoi(cg_llvm_version()), *triple);
+      if (tm) LLVMDisposeTargetMachine(tm);
+      LLVMDisposeMessage(*triple), LLVMDisposeMessage(*cpu), LLVMDisposeMessage(*feat);
+      return -1;
+    }
+    LLVMTargetDataRef td = tm ? LLVMCreateTargetDataLayout(tm) : NULL;
+    int fits = td && LLVMPointerSize(td) == sizeof(void *) && LLVMByteOrder(td) == LLVMLittleEndian;
+    if (td) LLVMDisposeTargetData(td);
+    if (tm) LLVMDisposeTargetMachine(tm);
+    if (fits) return 0;
+    ir_fail(msg, msgn, "emit: --target %s: not a 64-bit little-endian target (emitted models need one)", s->triple);
+  }
+  LLVMDisposeMessage(*triple), LLVMDisposeMessage(*cpu), LLVMDisposeMessage(*feat);
+  return -1;
+}
+
 static int object_of(const pl_plan *plan, const cg_aot_spec *s, const unsigned char *image, size_t image_len,
                      int64_t nio, cg_aot_result *r, char *msg, size_t msgn) {
-  char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+  char *triple, *cpu, *feat;
+  if (aot_target(s, &triple, &cpu, &feat, msg, msgn)) return -1;
+  int gemm = s->gemm == CG_GEMM_DEFAULT ? cg_gemm_from_env(msg, msgn) : s->gemm;
+  if (gemm != CG_GEMM_BLAS && gemm != CG_GEMM_GENERATED) {
+    if (gemm != -1) ir_fail(msg, msgn, "emit: unknown gemm choice %d", gemm);
+    LLVMDisposeMessage(triple), LLVMDisposeMessage(cpu), LLVMDisposeMessage(feat);
+    return -1;
+  }
   char prefix[160], entry[160];
   snprintf(prefix, sizeof prefix, "%s_", s->name);
   snprintf(entry, sizeof entry, "%s_lathe_entry", s->name);
@@ -381,6 +460,7 @@ static int object_of(const pl_plan *plan, const cg_aot_spec *s, const unsigned c
   m.B = LLVMCreateBuilderInContext(m.C);
   m.cpu = cpu, m.features = feat, m.sym_prefix = prefix;
   m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4; /* as cg_jit.c's compile_into */
+  m.gemm_gen = gemm == CG_GEMM_GENERATED;
   cg_mod_types(&m);
   cg_build_entry(&m, plan, &A, entry);
   char gname[200];

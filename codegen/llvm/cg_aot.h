@@ -8,6 +8,8 @@
 
 /* Once per process: LLVM's native target. 0, or -1 with msg. */
 int cg_init_llvm(char *msg, size_t msgn);
+/* Once per process: every target the LLVM build has (cross-compilation). */
+void cg_init_all_targets(void);
 /* Every node compilable, every parameter f32. 0, or -1 with msg. */
 int cg_check_graph(const ir_graph *g, char *msg, size_t msgn);
 /* The plan's constant buffers' values into consts. */

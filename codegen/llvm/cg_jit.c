@@ -94,6 +94,20 @@ static int llvm_fail(LLVMErrorRef e, char *msg, size_t msgn, const char *what) {
 static int llvm_ok;
 static void init_llvm_once(void) { llvm_ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter(); }
 
+/* Only `lathe emit --target` needs the other targets: the JIT's start stays
+ * as cheap as the native target alone. */
+static void init_all_once(void) {
+  LLVMInitializeAllTargetInfos();
+  LLVMInitializeAllTargets();
+  LLVMInitializeAllTargetMCs();
+  LLVMInitializeAllAsmPrinters();
+}
+
+void cg_init_all_targets(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, init_all_once);
+}
+
 int cg_init_llvm(char *msg, size_t msgn) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, init_llvm_once);
