@@ -78,9 +78,12 @@ if [ -n "$missing" ]; then
   [ "$fail" -eq 0 ]; exit
 fi
 
-# liblathe_rt for aarch64, without OpenBLAS: the sources as they are
+# liblathe_rt for aarch64, without OpenBLAS: the sources as they are, but
+# the x86-64-only ones (intrinsics; their kernels are not in this model)
+X86_ONLY="rt/rt_quant.c"
 mkdir -p "$tmp/rt64"
 for f in rt/*.c; do
+  case " $X86_ONLY " in *" $f "*) echo "left out of the aarch64 liblathe_rt: $f (x86-64 only)"; continue ;; esac
   $CC -std=c11 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -DLATHE_RT_NOBLAS -I . -c "$f" \
       -o "$tmp/rt64/$(basename "$f" .c).o" 2>>"$tmp/rt64.cc" || bad "$CC $f: $(head -5 "$tmp/rt64.cc")"
 done
