@@ -21,6 +21,8 @@ int fe_lw_transpose(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_concat(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_reduce(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_pool(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_global_pool(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_upsample(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_arange(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_slice(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_one_hot(fe_lctx *L, fe_args *a, fe_val *out);
@@ -87,6 +89,10 @@ const fe_builtin fe_builtins[] = {
   {"argmax", IR_ARGMAX, fe_lw_reduce, 2, 3, {{"x", T}, {"axis", AK_INT}, {"keepdims", AK_BOOL}}, 0},
   {"argmin", IR_ARGMIN, fe_lw_reduce, 2, 3, {{"x", T}, {"axis", AK_INT}, {"keepdims", AK_BOOL}}, 0},
   POOL("maxpool2d", MAXPOOL2D), POOL("avgpool2d", AVGPOOL2D),
+  POOL("maxpool1d", MAXPOOL2D), POOL("avgpool1d", AVGPOOL2D), /* the same ops on [N, C, L] (ir/conv.h) */
+  {"global_avgpool", IR_MEAN, fe_lw_global_pool, 1, 1, {{"x", T}}, 0},  /* reshape + mean: [N, C] */
+  {"global_maxpool", IR_MAX, fe_lw_global_pool, 1, 1, {{"x", T}}, 0},
+  {"upsample", IR_CONCAT, fe_lw_upsample, 2, 2, {{"x", T}, {"scale", AK_INT}}, 0}, /* nearest: reshape + concat */
   /* data movement */
   {"reshape", IR_RESHAPE, fe_lw_reshape, 2, 2, {{"x", T}, {"shape", AK_INTLIST}}, 0},
   {"flatten", IR_RESHAPE, fe_lw_flatten, 1, 1, {{"x", T}}, 0},

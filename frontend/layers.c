@@ -284,11 +284,67 @@ int fe_lw_reduce(fe_lctx *L, fe_args *a, fe_val *out) {
 }
 
 int fe_lw_pool(fe_lctx *L, fe_args *a, fe_val *out) {
-  if (want_tensor(L, a, 0, 4, 4, 1, "a 4-d tensor [N, C, H, W]")) return -1;
+  int one_d = strstr(a->b->name, "1d") != NULL; /* maxpool1d/avgpool1d: the same ops on [N, C, L] */
+  if (want_tensor(L, a, 0, one_d ? 3 : 4, one_d ? 3 : 4, 1, one_d ? "a 3-d tensor [N, C, L]" : "a 4-d tensor [N, C, H, W]"))
+    return -1;
   ir_attr at = {0};
   if (want_int(L, a, 1, 2, 1, &at.k)) return -1;
   if (want_int(L, a, 2, at.k, 1, &at.stride)) return -1;
   return one(L, a, &at, out);
+}
+
+/* global_avgpool(x) / global_maxpool(x): x [N, C, ...] (rank >= 3) to
+ * [N, C], the mean (max) over every position: a reshape to [N, C, P] and
+ * the reduction over its last axis, so no op of its own. */
+int fe_lw_global_pool(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 3, IR_MAXDIM, 1, "a tensor [N, C, ...] of rank >= 3")) return -1;
+  int x = a->v[0].node;
+  const ir_shape *xs = shape_of(L, x);
+  ir_attr r = {0}, at = {0};
+  r.nlist = 3, r.list[0] = xs->d[0], r.list[1] = xs->d[1], r.list[2] = ir_numel(xs) / (xs->d[0] * xs->d[1]);
+  int h = fe_node(L, IR_RESHAPE, &x, 1, &r, a->call->loc);
+  if (h < 0) return -1;
+  at.axis = 2;
+  return set_out(out, fe_node(L, a->b->op, &h, 1, &at, a->call->loc));
+}
+
+/* upsample(x, scale): nearest-neighbour upsampling of x [N, C, L] or
+ * [N, C, H, W] by an integer scale along every spatial axis, as
+ * F.interpolate(mode="nearest", scale_factor=scale): each spatial axis gets
+ * a unit axis after it, `scale` copies are concatenated along it, and the
+ * pairs merge; so no op of its own, and the gradient (concat's: the copies'
+ * gradients summed) comes free. */
+int fe_lw_upsample(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 3, 4, 1, "a 3-d tensor [N, C, L] or a 4-d tensor [N, C, H, W]")) return -1;
+  int64_t scale;
+  if (want_int(L, a, 1, 2, 1, &scale)) return -1;
+  int x = a->v[0].node;
+  const ir_shape *xs = shape_of(L, x);
+  if (scale > 1 << 16 || (int64_t)ir_numel(xs) * scale * (xs->rank == 4 ? scale : 1) > IR_MAX_ELEMS) {
+    fe_error(L->d, argloc(a, 1), "upsample scale %lld is too large for %lld elements", (long long)scale,
+             (long long)ir_numel(xs));
+    return -1;
+  }
+  if (scale == 1) return set_out(out, x);
+  ir_loc loc = a->call->loc;
+  ir_attr r = {0}, fin = {0};
+  r.nlist = 2;
+  r.list[0] = xs->d[0], r.list[1] = xs->d[1];
+  fin.nlist = xs->rank, fin.list[0] = xs->d[0], fin.list[1] = xs->d[1];
+  for (int d = 2; d < xs->rank; d++) {
+    r.list[r.nlist++] = xs->d[d], r.list[r.nlist++] = 1;
+    fin.list[d] = xs->d[d] * scale;
+  }
+  int h = fe_node(L, IR_RESHAPE, &x, 1, &r, loc); /* [N, C, H, 1, W, 1] or [N, C, L, 1] */
+  int *in = ar_alloc(L->A, sizeof(int) * (size_t)scale);
+  for (int d = 3; d < r.nlist && h >= 0; d += 2) {
+    ir_attr cat = {0};
+    cat.axis = d;
+    for (int64_t i = 0; i < scale; i++) in[i] = h;
+    h = fe_node(L, IR_CONCAT, in, (int)scale, &cat, loc);
+  }
+  if (h < 0) return -1;
+  return set_out(out, fe_node(L, IR_RESHAPE, &h, 1, &fin, loc));
 }
 
 int fe_lw_arange(fe_lctx *L, fe_args *a, fe_val *out) {

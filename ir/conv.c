@@ -62,6 +62,16 @@ int ir_conv_geom(const ir_shape *x, const ir_shape *w, const ir_attr *a, ir_conv
   return 0;
 }
 
+ir_pool ir_pool_geom(const ir_shape *x, const ir_attr *a) {
+  ir_pool p = {0};
+  int two = x->rank == 4;
+  p.planes = x->d[0] * x->d[1], p.H = two ? x->d[2] : 1, p.W = x->d[x->rank - 1];
+  p.KH = two ? a->k : 1, p.KW = a->k, p.s = a->stride;
+  p.OH = p.s >= 1 && p.KH >= 1 ? window_out(p.H, 0, 0, p.KH, p.s) : -1;
+  p.OW = p.s >= 1 && p.KW >= 1 ? window_out(p.W, 0, 0, p.KW, p.s) : -1;
+  return p;
+}
+
 ir_shape ir_conv_out(const ir_conv *c) {
   ir_shape s = {.rank = c->rank};
   s.d[0] = c->N, s.d[1] = c->O;

@@ -36,4 +36,15 @@ int ir_conv_geom(const ir_shape *x, const ir_shape *w, const ir_attr *a, ir_conv
 /* The output shape of the geometry: [N, O, OH, OW] or [N, O, OW]. */
 ir_shape ir_conv_out(const ir_conv *c);
 
+/* The pools (maxpool2d, avgpool2d and their gradient) share the view:
+ * x [N, C, H, W] with k x k windows, or the 1-d x [N, C, L] (maxpool1d,
+ * avgpool1d: the same ops) with windows of k, as H = KH = 1; attributes
+ * k and stride, no padding. planes = N*C. */
+typedef struct {
+  int64_t planes, H, W, OH, OW, KH, KW, s;
+} ir_pool;
+
+/* x's view; OH/OW are -1 when the window does not fit (shape rules). */
+ir_pool ir_pool_geom(const ir_shape *x, const ir_attr *a);
+
 #endif

@@ -204,20 +204,19 @@ int ik_conv2d_grad_weight(ik_ctx *c, const ir_node *n, double *out) {
 
 /* max: dy to the window's first maximum (the forward's rule); avg: dy / k^2 to each */
 int ik_pool2d_grad(ik_ctx *c, const ir_node *n, double *out) {
-  const ir_shape *sx = shp(c, n, 0), *sy = shp(c, n, 1);
   const double *x = ik_in(c, n, 0), *dy = ik_in(c, n, 1);
-  int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3], OH = sy->d[2], OW = sy->d[3];
-  int64_t K = n->attr.k, s = n->attr.stride;
+  ir_pool p = ir_pool_geom(shp(c, n, 0), &n->attr); /* 1-d: H = KH = 1 */
+  int64_t planes = p.planes, H = p.H, W = p.W, OH = p.OH, OW = p.OW, s = p.s, KH = p.KH, KW = p.KW;
   int is_max = n->attr.i == IR_MAXPOOL2D;
   for (int64_t pl = 0; pl < planes; pl++)
     for (int64_t oy = 0; oy < OH; oy++)
       for (int64_t ox = 0; ox < OW; ox++) {
         double g = dy[(pl * OH + oy) * OW + ox], best = -INFINITY;
         int64_t at = -1;
-        for (int64_t ky = 0; ky < K; ky++)
-          for (int64_t kx = 0; kx < K; kx++) {
+        for (int64_t ky = 0; ky < KH; ky++)
+          for (int64_t kx = 0; kx < KW; kx++) {
             int64_t e = (pl * H + oy * s + ky) * W + ox * s + kx;
-            if (!is_max) out[e] += g / (double)(K * K);
+            if (!is_max) out[e] += g / (double)(KH * KW);
             else if (at < 0 || x[e] > best || (isnan(x[e]) && !isnan(best))) best = x[e], at = e;
           }
         if (is_max) out[at] += g;

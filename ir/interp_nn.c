@@ -81,24 +81,23 @@ int ik_conv2d(ik_ctx *c, const ir_node *n, double *out) {
   return 0;
 }
 
-/* ---- pools: k x k windows with a stride, no padding, over [N, C, H, W] ---- */
+/* ---- pools: k x k windows with a stride, no padding, over [N, C, H, W]; k over [N, C, L] ---- */
 
 static int pool2d(ik_ctx *c, const ir_node *n, double *out, int is_max) {
-  const ir_shape *sx = &ik_arg(c, n, 0)->shape;
   const double *x = ik_in(c, n, 0);
-  int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3];
-  int64_t OH = n->shape.d[2], OW = n->shape.d[3], K = n->attr.k, s = n->attr.stride;
+  ir_pool p = ir_pool_geom(&ik_arg(c, n, 0)->shape, &n->attr); /* 1-d: H = KH = 1 */
+  int64_t planes = p.planes, H = p.H, W = p.W, OH = p.OH, OW = p.OW, s = p.s;
   for (int64_t pl = 0; pl < planes; pl++)
     for (int64_t oy = 0; oy < OH; oy++)
       for (int64_t ox = 0; ox < OW; ox++) {
         double acc = is_max ? -INFINITY : 0.0;
-        for (int64_t ky = 0; ky < K; ky++)
-          for (int64_t kx = 0; kx < K; kx++) {
+        for (int64_t ky = 0; ky < p.KH; ky++)
+          for (int64_t kx = 0; kx < p.KW; kx++) {
             double v = x[(pl * H + oy * s + ky) * W + ox * s + kx];
             if (!is_max) acc += v;
             else if (v > acc || isnan(v)) acc = v; /* NaN propagates, as in PyTorch */
           }
-        out[(pl * OH + oy) * OW + ox] = is_max ? acc : acc / (double)(K * K);
+        out[(pl * OH + oy) * OW + ox] = is_max ? acc : acc / (double)(p.KH * p.KW);
       }
   return 0;
 }

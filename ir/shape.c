@@ -256,15 +256,6 @@ int shp_matmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   return 0;
 }
 
-/* Output size of a window of k with stride over a padded length, or -1. */
-static int64_t window_out(int64_t len, int64_t pad, int64_t pad_hi, int64_t k, int64_t stride) {
-  int64_t padded;
-  if (__builtin_add_overflow(len, pad, &padded) || __builtin_add_overflow(padded, pad_hi, &padded))
-    return -1;
-  if (padded < k) return -1;
-  return (padded - k) / stride + 1;
-}
-
 int shp_conv2d(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0), *w = in_(g, n, 1);
   ir_conv c;
@@ -328,18 +319,23 @@ int shp_pool2d(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *x = in_(g, n, 0);
   const ir_shape *sx = &x->shape;
   char b[SBUF];
-  if (sx->rank != 4)
-    return ir_fail(msg, mn, "%s: input must be rank 4 [N, C, H, W], got %s", opname(n), sh(sx, b));
+  if (sx->rank != 4 && sx->rank != 3)
+    return ir_fail(msg, mn, "%s: input must be rank 4 [N, C, H, W] or rank 3 [N, C, L], got %s", opname(n),
+                   sh(sx, b));
   if (need_float(n, x, "input", msg, mn)) return -1;
   if (n->attr.k < 1 || n->attr.stride < 1)
     return ir_fail(msg, mn, "%s: kernel and stride must be >= 1, got %lld and %lld", opname(n),
                 (long long)n->attr.k, (long long)n->attr.stride);
-  int64_t oh = window_out(sx->d[2], 0, 0, n->attr.k, n->attr.stride);
-  int64_t ow = window_out(sx->d[3], 0, 0, n->attr.k, n->attr.stride);
-  if (oh < 1 || ow < 1)
+  ir_pool p = ir_pool_geom(sx, &n->attr); /* ir/conv.h: the 1-d form is H = 1 */
+  if (p.OH < 1 || p.OW < 1) {
+    if (sx->rank == 3)
+      return ir_fail(msg, mn, "%s: kernel %lld does not fit input length %lld", opname(n), (long long)n->attr.k,
+                     (long long)sx->d[2]);
     return ir_fail(msg, mn, "%s: kernel %lld does not fit input %lldx%lld", opname(n),
                 (long long)n->attr.k, (long long)sx->d[2], (long long)sx->d[3]);
-  ir_shape s = {.rank = 4, .d = {sx->d[0], sx->d[1], oh, ow}};
+  }
+  ir_shape s = {.rank = sx->rank, .d = {sx->d[0], sx->d[1], p.OH, p.OW}};
+  if (sx->rank == 3) s.d[2] = p.OW;
   set(n, x->dtype, &s);
   return 0;
 }

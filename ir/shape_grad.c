@@ -146,12 +146,6 @@ int shp_layernorm_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
 
 /* ---- convolution and pooling ---- */
 
-static int64_t window_out(int64_t len, int64_t pad, int64_t pad_hi, int64_t k, int64_t stride) {
-  int64_t padded = len + pad + pad_hi;
-  if (stride < 1 || padded < k) return -1;
-  return (padded - k) / stride + 1;
-}
-
 /* x and w must make a conv2d (ir/conv.h) whose output is dy's shape. */
 static int conv_fits(const ir_node *n, const ir_shape *x, const ir_shape *w, const ir_node *dy, char *msg,
                      size_t mn) {
@@ -189,11 +183,12 @@ int shp_pool2d_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_shape *sx = &x->shape;
   if (n->attr.i != IR_MAXPOOL2D && n->attr.i != IR_AVGPOOL2D)
     return ir_fail(msg, mn, "pool2d_grad: i must name maxpool2d or avgpool2d");
-  if (sx->rank != 4 || need_float(n, x, "input", msg, mn)) return ir_fail(msg, mn, "pool2d_grad: input must be rank 4");
-  int64_t oh = window_out(sx->d[2], 0, 0, n->attr.k, n->attr.stride);
-  int64_t ow = window_out(sx->d[3], 0, 0, n->attr.k, n->attr.stride);
-  if (n->attr.k < 1 || oh < 1 || ow < 1) return ir_fail(msg, mn, "pool2d_grad: the window does not fit the input");
-  ir_shape o = {.rank = 4, .d = {sx->d[0], sx->d[1], oh, ow}};
+  if ((sx->rank != 4 && sx->rank != 3) || need_float(n, x, "input", msg, mn))
+    return ir_fail(msg, mn, "pool2d_grad: input must be rank 4 or 3");
+  ir_pool p = ir_pool_geom(sx, &n->attr);
+  if (n->attr.k < 1 || p.OH < 1 || p.OW < 1) return ir_fail(msg, mn, "pool2d_grad: the window does not fit the input");
+  ir_shape o = {.rank = sx->rank, .d = {sx->d[0], sx->d[1], p.OH, p.OW}};
+  if (sx->rank == 3) o.d[2] = p.OW;
   if (need(n, dy, "dy", &o, x->dtype, msg, mn)) return -1;
   set(n, x->dtype, sx);
   return 0;

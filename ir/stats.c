@@ -78,7 +78,7 @@ int64_t ir_node_flops(const ir_graph *g, int node) {
     }
     case IR_CONV2D: return conv_flops(g, n);
     case IR_MAXPOOL2D:
-    case IR_AVGPOOL2D: return smul3(numel(n), n->attr.k, n->attr.k);
+    case IR_AVGPOOL2D: return smul3(numel(n), n->attr.k, n->shape.rank == 4 ? n->attr.k : 1);
     case IR_ATTENTION: case IR_ATTENTION_SAVE: return attention_flops(g, n);
     case IR_MHA: return mha_flops(g, n);
     case IR_RNN: return recurrent_flops(g, n, 1);

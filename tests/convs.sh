@@ -1,12 +1,14 @@
 #!/bin/bash
-# convs.sh -- conv1d and conv2d's dilation and groups end to end (issue 17
-# item 2; the op and its geometry: ir/conv.h):
+# convs.sh -- conv1d and conv2d's dilation and groups, the 1-d pools, global
+# pooling and nearest upsampling end to end (issue 17 item 2; the ops and
+# their geometry: ir/conv.h):
 #   1. examples/seq_cnn.nn (a 1-d CNN on examples/seq_cnn_data.py's motif
 #      task) trains with lathe train to at least 95% test accuracy;
-#   2. a model of conv1d/conv2d with stride, padding, dilation and groups:
+#   2. a model of conv1d/conv2d with stride, padding, dilation and groups,
+#      maxpool1d/avgpool1d, global_avgpool/global_maxpool and upsample:
 #      PyTorch's parameter layout; lathe run on the interpreter and on the
-#      llvm backend at -O0, -O2 and -O3 equals F.conv1d/F.conv2d computed by
-#      PyTorch from the same weights;
+#      llvm backend at -O0, -O2 and -O3 equals F.conv1d/F.conv2d/F.max_pool1d/
+#      F.interpolate/... computed by PyTorch from the same weights;
 #   3. training through them at -O0 and -O3 gives the same metrics;
 #   4. mistakes are errors at file:line:col.
 # Each op and its gradients against PyTorch in float64: the fixtures of
@@ -35,6 +37,12 @@ output a = conv1d(s, 6, kernel=3, stride=2, padding=2, dilation=2, groups=2, nam
 output b = conv1d(s, 5, kernel=4, padding="same", bias=false, name="b")
 output c = conv2d(x, 6, kernel=3, padding="same", dilation=2, groups=6, name="c")
 output d = conv2d(x, 4, kernel=2, stride=2, padding=1, groups=2, name="d")
+output e = maxpool1d(s, 3, 2)
+output f = avgpool1d(s, 2)
+output g = upsample(s, 3)
+output h = upsample(x, 2)
+output i = global_avgpool(x)
+output j = global_maxpool(s)
 NN
 "$PY" - "$tmp" <<'PY' || bad "writing inputs"
 import sys, numpy as np
@@ -47,7 +55,7 @@ PY
 for run in interp:-O2 llvm:-O0 llvm:-O2 llvm:-O3; do
   be=${run%%:*} opt=${run#*:}
   outs=""
-  for o in a b c d; do outs="$outs --out $o=$tmp/$o.$be$opt.npy"; done
+  for o in a b c d e f g h i j; do outs="$outs --out $o=$tmp/$o.$be$opt.npy"; done
   "$LATHE" run "$tmp/m.nn" --weights "$tmp/w.safetensors" --backend $be $opt --in s="$tmp/s.npy" \
     --in x="$tmp/x.npy" $outs >/dev/null 2>"$tmp/err" && ok || bad "run --backend $be $opt: $(cat "$tmp/err")"
 done
@@ -70,7 +78,9 @@ x = torch.tensor(np.load(d + "/x.npy").astype(np.float64))
 ref = {"a": F.conv1d(s, W["a.weight"], W["a.bias"], stride=2, padding=2, dilation=2, groups=2),
        "b": F.conv1d(s, W["b.weight"], None, padding="same"),
        "c": F.conv2d(x, W["c.weight"], W["c.bias"], padding="same", dilation=2, groups=6),
-       "d": F.conv2d(x, W["d.weight"], W["d.bias"], stride=2, padding=1, groups=2)}
+       "d": F.conv2d(x, W["d.weight"], W["d.bias"], stride=2, padding=1, groups=2),
+       "e": F.max_pool1d(s, 3, 2), "f": F.avg_pool1d(s, 2), "g": F.interpolate(s, scale_factor=3, mode="nearest"),
+       "h": F.interpolate(x, scale_factor=2, mode="nearest"), "i": x.mean((2, 3)), "j": s.amax(2)}
 for o, r in ref.items():
     r = r.numpy()
     for run in ("interp-O2", "llvm-O0", "llvm-O2", "llvm-O3"):
@@ -96,6 +106,8 @@ h = conv1d(x, 8, kernel=3, padding="same", dilation=2, groups=2, name="c1") |> r
 h = conv1d(h, 8, kernel=3, stride=2, groups=8, name="dw") |> relu
 h = reshape(h, [batch, 8, 1, 7])
 h = conv2d(h, 8, kernel=1, groups=4, name="c2")
+h = reshape(h, [batch, 8, 7]) |> upsample(2) |> maxpool1d(3, 2)
+h = concat([avgpool1d(h, 2), reshape(global_avgpool(h), [batch, 8, 1])], 2)
 logits = dense(flatten(h), 2, name="out")
 loss = cross_entropy(logits, y)
 train {
@@ -128,4 +140,8 @@ check_err 'conv2d(s, 6)' "'conv2d' expects a 4-d tensor [N, C, H, W], got f32[2,
 check_err 'conv1d(s, 6, dilation=0)' "argument 'dilation' of 'conv1d' must be at least 1, got 0"
 check_err 'conv1d(s, 6, kernel=3, dilation=4)' "conv2d: kernel 3 (dilated) does not fit input length 8 padded by 0+0"
 check_err 'conv1d(s, 6, stride=2, padding="same")' "padding=\"same\" needs stride 1, got stride 2"
+check_err 'maxpool1d(x, 2)' "'maxpool1d' expects a 3-d tensor [N, C, L], got f32[2, 4, 8, 8]"
+check_err 'avgpool1d(s, 9)' "avgpool2d: kernel 9 does not fit input length 8"
+check_err 'upsample(s, 0)' "argument 'scale' of 'upsample' must be at least 1, got 0"
+check_err 'global_avgpool(reshape(s, [8, 8]))' "'global_avgpool' expects a tensor [N, C, ...] of rank >= 3, got f32[8, 8]"
 finish

@@ -292,6 +292,7 @@ static int cases_for(int op, gcase *cs) {
   case IR_MAXPOOL2D: case IR_AVGPOOL2D:
     cs[n] = C(op, 1, S4(2, 2, 4, 4), S0, S0), cs[n].attr.k = 2, cs[n++].attr.stride = 2;
     cs[n] = C(op, 1, S4(1, 1, 5, 5), S0, S0), cs[n].attr.k = 3, cs[n++].attr.stride = 1;
+    cs[n] = C(op, 1, S3(2, 3, 9), S0, S0), cs[n].attr.k = 3, cs[n++].attr.stride = 2; /* 1-d */
     return n;
   case IR_RESHAPE:
     cs[n] = C(op, 1, S3(2, 3, 4), S0, S0), cs[n].attr.nlist = 2, cs[n].attr.list[0] = 6, cs[n++].attr.list[1] = 4;

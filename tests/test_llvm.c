@@ -310,6 +310,8 @@ static int cases_for(int op, tcase *cs) {
   case IR_MAXPOOL2D: case IR_AVGPOOL2D:
     cs[n] = C1(F, S(4, 2, 3, 8, 8)); cs[n].attr.k = 2; cs[n++].attr.stride = 2;
     cs[n] = C1(F, S(4, 1, 1, 7, 7)); cs[n].attr.k = 3; cs[n++].attr.stride = 2;
+    cs[n] = C1(F, S(3, 2, 3, 21)); cs[n].attr.k = 3; cs[n++].attr.stride = 2; /* 1-d */
+    cs[n] = C1(F, S(3, 1, 2, 8)); cs[n].attr.k = 2; cs[n++].attr.stride = 2;
     return n;
   case IR_RESHAPE:
     cs[n] = C1(F, S(3, 2, 3, 7)); cs[n].attr.nlist = 2, cs[n].attr.list[0] = 6, cs[n++].attr.list[1] = 7;

@@ -195,6 +195,10 @@ static void test_grad_ops(void) {
   run_case(&c);
   c.op = IR_AVGPOOL2D, c.attr.k = 3, c.attr.stride = 1;
   run_case(&c);
+  c = F1(IR_MAXPOOL2D, S(3, 2, 3, 17, 0)), c.attr.k = 3, c.attr.stride = 2; /* 1-d */
+  run_case(&c);
+  c.op = IR_AVGPOOL2D;
+  run_case(&c);
   c = F2(IR_EMBEDDING, S(2, 2, 7, 0, 0), IR_F32, S(2, 33, 5, 0, 0));
   c.dt[0] = IR_I32, c.dt[1] = IR_F32, c.lim = 33;
   run_case(&c);

@@ -233,6 +233,12 @@ static void test_builtins(void) {
   check_expr("max(m, 0)", IR_MAX, 1, 6, 0, 0, 0);
   check_expr("maxpool2d(x, 2)", IR_MAXPOOL2D, 4, 2, 3, 4, 4);
   check_expr("avgpool2d(x, 4, stride=2)", IR_AVGPOOL2D, 4, 2, 3, 3, 3);
+  check_expr("maxpool1d(s, 3, stride=2)", IR_MAXPOOL2D, 3, 2, 5, 7, 0);
+  check_expr("avgpool1d(s, 4)", IR_AVGPOOL2D, 3, 2, 5, 4, 0);
+  check_expr("global_avgpool(x)", IR_MEAN, 2, 2, 3, 0, 0);
+  check_expr("global_maxpool(s)", IR_MAX, 2, 2, 5, 0, 0);
+  check_expr("upsample(x, 2)", IR_RESHAPE, 4, 2, 3, 16, 16);
+  check_expr("upsample(s, 3)", IR_RESHAPE, 3, 2, 5, 48, 0);
   check_expr("arange(7)", IR_ARANGE, 1, 7, 0, 0, 0);
   check_expr("slice(m, 1, 1, -1)", IR_SLICE, 2, 4, 4, 0, 0);
   check_expr("slice(m, -2, -3, 100)", IR_SLICE, 2, 3, 6, 0, 0);

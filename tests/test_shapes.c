@@ -326,8 +326,14 @@ static void test_layernorm_pool(void) {
     ir_attr big = {.k = 8, .stride = 1};
     snprintf(want, sizeof want, "%s: kernel 8 does not fit input 8x7", ir_ops[op].name);
     BAD(ADD(op, &big, im), want);
-    snprintf(want, sizeof want, "%s: input must be rank 4 [N, C, H, W], got [2, 5, 8]", ir_ops[op].name);
-    BAD(ADD(op, &p, x), want);
+    OK(ADD(op, &p, x), "f32[2, 5, 4]"); /* 1-d: [N, C, L] */
+    OK(ADD(op, &p3, x), "f32[2, 5, 6]");
+    snprintf(want, sizeof want, "%s: kernel 9 does not fit input length 8", ir_ops[op].name);
+    ir_attr k9 = {.k = 9, .stride = 1};
+    BAD(ADD(op, &k9, x), want);
+    snprintf(want, sizeof want, "%s: input must be rank 4 [N, C, H, W] or rank 3 [N, C, L], got [5, 8]",
+             ir_ops[op].name);
+    BAD(ADD(op, &p, T("f32[5, 8]")), want);
     ir_attr z = {.k = 2, .stride = 0};
     snprintf(want, sizeof want, "%s: kernel and stride must be >= 1, got 2 and 0", ir_ops[op].name);
     BAD(ADD(op, &z, im), want);

@@ -427,16 +427,17 @@ static int r_embedding_grad(cu_rctx *r) {
 static int r_pool(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0), *x = cu_opn(r, 1);
   int is_max = n->op == IR_MAXPOOL2D;
-  int64_t H = x->shape.d[2], W = x->shape.d[3], OH = n->shape.d[2], OW = n->shape.d[3], K = n->attr.k, s = n->attr.stride;
+  ir_pool p = ir_pool_geom(&x->shape, &n->attr); /* ir/conv.h: the 1-d pools are H = KH = 1 */
+  int64_t H = p.H, W = p.W, OH = p.OH, OW = p.OW, s = p.s;
   char body[1024], fin[64];
   if (is_max) snprintf(fin, sizeof fin, "acc");
-  else snprintf(fin, sizeof fin, "acc / %lld.f", (long long)(K * K));
+  else snprintf(fin, sizeof fin, "acc / %lld.f", (long long)(p.KH * p.KW));
   snprintf(body, sizeof body,
            "    long long ox = e %% %lldLL, oy = e / %lldLL %% %lldLL, pl = e / (%lldLL * %lldLL);\n"
            "    float acc = %s;\n    for (int ky = 0; ky < %lld; ky++) for (int kx = 0; kx < %lld; kx++) {\n"
            "      float v = a1[(pl * %lldLL + oy * %lldLL + ky) * %lldLL + ox * %lldLL + kx];\n      %s\n    }\n"
            "    a0[e] = %s;\n", (long long)OW, (long long)OW, (long long)OH, (long long)OH, (long long)OW,
-           is_max ? "-LT_INF" : "0.f", (long long)K, (long long)K, (long long)H, (long long)s, (long long)W,
+           is_max ? "-LT_INF" : "0.f", (long long)p.KH, (long long)p.KW, (long long)H, (long long)s, (long long)W,
            (long long)s, is_max ? "if (v > acc || v != v) acc = v;" : "acc += v;",
            fin);
   return per_element(r, 2, 0, body);
@@ -445,8 +446,8 @@ static int r_pool(cu_rctx *r) {
 static int r_pool_grad(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0), *x = cu_opn(r, 1), *dy = cu_opn(r, 2);
   int is_max = n->attr.i == IR_MAXPOOL2D;
-  int64_t H = x->shape.d[2], W = x->shape.d[3], OH = dy->shape.d[2], OW = dy->shape.d[3], K = n->attr.k,
-          s = n->attr.stride, count = ir_numel(&dy->shape);
+  ir_pool p = ir_pool_geom(&x->shape, &n->attr); /* ir/conv.h: the 1-d pools are H = KH = 1 */
+  int64_t H = p.H, W = p.W, OH = p.OH, OW = p.OW, s = p.s, count = ir_numel(&dy->shape);
   cu_launch z;
   memset(&z, 0, sizeof z);
   z.what = CU_L_ZERO, z.zero.node = r->k->node, z.zero_bytes = ir_numel(&n->shape) * 4;
@@ -461,11 +462,11 @@ static int r_pool_grad(cu_rctx *r) {
                "    for (int ky = 0; ky < %lld; ky++) for (int kx = 0; kx < %lld; kx++) {\n"
                "      long long i = (pl * %lldLL + oy * %lldLL + ky) * %lldLL + ox * %lldLL + kx;\n",
                (long long)count, (long long)OW, (long long)OW, (long long)OH, (long long)OH, (long long)OW,
-               (long long)K, (long long)K, (long long)H, (long long)s, (long long)W, (long long)s);
+               (long long)p.KH, (long long)p.KW, (long long)H, (long long)s, (long long)W, (long long)s);
   if (is_max)
     cu_sb_printf(&r->b, "      if (at < 0 || a1[i] > best || (a1[i] != a1[i] && best == best)) { best = a1[i]; at = i; }\n"
                         "    }\n    atomicAdd(&a0[at], g);\n  }\n}\n");
-  else cu_sb_printf(&r->b, "      atomicAdd(&a0[i], g / %lld.f);\n    }\n  }\n}\n", (long long)(K * K));
+  else cu_sb_printf(&r->b, "      atomicAdd(&a0[i], g / %lld.f);\n    }\n  }\n}\n", (long long)(p.KH * p.KW));
   cu_ref ops[3];
   cu_refs(r, ops, 3);
   return cu_end(r, cu_blocks(count, EW), EW, ops, 3);

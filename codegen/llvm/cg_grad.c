@@ -406,9 +406,8 @@ static void e_conv2d_grad_input(cg_k *k) { conv_back(k, &k->n->shape, SH(1), 0);
 static void e_conv2d_grad_weight(cg_k *k) { conv_back(k, SH(0), &k->n->shape, 1); }
 
 static void e_pool2d_grad(cg_k *k) {
-  const ir_shape *sx = SH(0), *sy = SH(1);
-  int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3], OH = sy->d[2], OW = sy->d[3];
-  int64_t K = k->n->attr.k, s = k->n->attr.stride;
+  ir_pool p = ir_pool_geom(SH(0), &k->n->attr); /* ir/conv.h: 1-d is H = KH = 1 */
+  int64_t planes = p.planes, H = p.H, W = p.W, OH = p.OH, OW = p.OW, s = p.s;
   int is_max = k->n->attr.i == IR_MAXPOOL2D;
   if (cg_emit_pool_tiled(k, is_max, 1)) return; /* vector code when the windows tile the image */
   zero_out(k);
@@ -417,10 +416,10 @@ static void e_pool2d_grad(cg_k *k) {
     V g = cg_ldf(k, 2, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, OH), oy.iv), OW), ox.iv));
     V base = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, H), cg_muli(k, oy.iv, s)), W), cg_muli(k, ox.iv, s));
     cg_set(k, at, ci(k, -1));
-    CG_FOR(k, ky, ci(k, 0), ci(k, K)) CG_FOR(k, kx, ci(k, 0), ci(k, K)) {
+    CG_FOR(k, ky, ci(k, 0), ci(k, p.KH)) CG_FOR(k, kx, ci(k, 0), ci(k, p.KW)) {
       V e = cg_add(k, base, cg_add(k, cg_muli(k, ky.iv, W), kx.iv));
       if (!is_max) {
-        acc_out(k, e, cg_fdiv(k, g, cf(k, (double)(K * K))));
+        acc_out(k, e, cg_fdiv(k, g, cf(k, (double)(p.KH * p.KW))));
       } else { /* first maximum; a NaN wins over numbers, as the forward */
         V x = cg_ldf(k, 1, e), b = cg_get(k, best, k->m->f32);
         V first = LLVMBuildICmp(BLD, LLVMIntSLT, cg_get(k, at, k->m->i64), ci(k, 0), "");

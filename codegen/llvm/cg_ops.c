@@ -4,6 +4,7 @@
  * is a generated loop nest. Shape conventions are the interpreter's
  * (ir/interp*.c), which these kernels must match. */
 #include "cg_internal.h"
+#include "ir/conv.h"
 #include "cg_conv.h"
 #include "cg_vec.h"
 
@@ -513,20 +514,19 @@ void cg_emit_layernorm_add(cg_k *k) {
 }
 
 static void e_pool(cg_k *k) {
-  const ir_shape *sx = SH(0), *so = &k->n->shape;
-  int64_t planes = sx->d[0] * sx->d[1], H = sx->d[2], W = sx->d[3], OH = so->d[2], OW = so->d[3];
-  int64_t K = k->n->attr.k, s = k->n->attr.stride;
+  ir_pool p = ir_pool_geom(SH(0), &k->n->attr); /* ir/conv.h: 1-d is H = KH = 1 */
+  int64_t planes = p.planes, H = p.H, W = p.W, OH = p.OH, OW = p.OW, s = p.s;
   int is_max = k->n->op == IR_MAXPOOL2D;
   if (cg_emit_pool_tiled(k, is_max, 0)) return; /* vector code when the windows tile the image */
   CG_FOR(k, pl, ci(k, 0), ci(k, planes)) CG_FOR(k, oy, ci(k, 0), ci(k, OH)) CG_FOR(k, ox, ci(k, 0), ci(k, OW)) {
     V acc = cg_var(k, k->m->f32, cf(k, is_max ? -INFINITY : 0.0));
     V base = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, H), cg_muli(k, oy.iv, s)), W), cg_muli(k, ox.iv, s));
-    CG_FOR(k, ky, ci(k, 0), ci(k, K)) CG_FOR(k, kx, ci(k, 0), ci(k, K)) {
+    CG_FOR(k, ky, ci(k, 0), ci(k, p.KH)) CG_FOR(k, kx, ci(k, 0), ci(k, p.KW)) {
       V v = cg_ldf(k, 1, cg_add(k, base, cg_add(k, cg_muli(k, ky.iv, W), kx.iv))), a = cg_get(k, acc, k->m->f32);
       cg_set(k, acc, is_max ? cg_fmax_nan(k, a, v) : cg_fadd(k, a, v));
     }
     V r = cg_get(k, acc, k->m->f32);
-    if (!is_max) r = cg_fdiv(k, r, cf(k, (double)(K * K)));
+    if (!is_max) r = cg_fdiv(k, r, cf(k, (double)(p.KH * p.KW)));
     cg_st(k, 0, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, pl.iv, OH), oy.iv), OW), ox.iv), r);
   }
 }

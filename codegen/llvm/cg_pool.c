@@ -121,6 +121,7 @@ static void pool_unit(cg_k *k, const pool_t *p, V r0, int64_t Rn) {
 int cg_emit_pool_tiled(cg_k *k, int is_max, int grad) {
   const ir_shape *sx = k->sh[1];
   const ir_shape *sy = grad ? k->sh[2] : &k->n->shape;
+  if (sx->rank != 4) return 0; /* the 1-d pools: the plain loops */
   int64_t K = k->n->attr.k, s = k->n->attr.stride, H = sx->d[2], W = sx->d[3], OH = sy->d[2], OW = sy->d[3];
   int vw = k->m->vw > 1 ? k->m->vw : 1;
   for (int a = 0; a < 2 + grad; a++)
