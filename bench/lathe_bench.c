@@ -2,6 +2,7 @@
  *
  *   lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1x...[:RANGE]]...
  *               [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only] [--train]
+ *               [--backend llvm|cuda]
  *
  * Loads MODEL, binds its dimensions, compiles it with the LLVM backend (the
  * wall clock around lathe_compile is the compile time), initialises the
@@ -68,6 +69,7 @@ typedef struct {
   int compile_only;
   int train; /* time training steps (lathe_compile_train) */
   int generate; /* > 0: time lathe_generate of this many tokens */
+  int cuda;     /* --backend cuda: compile for the GPU (the driver, NVRTC, cuBLASLt) */
   int quant;    /* lathe_quant: run on the initialised weights quantized (lathe_quantize) in this mode */
   char qpath[64]; /* the quantized weights file, while it exists */
   double load_ms; /* parse + check + bind, measured by main */
@@ -146,7 +148,8 @@ static int parse_input(const char *arg, input_arg *in) {
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
                   "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
-                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|bf16|f16]\n");
+                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|bf16|f16]\n"
+                  "                   [--backend llvm|cuda]\n");
   return 2;
 }
 
@@ -161,6 +164,11 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     int64_t n;
     if (strcmp(s, "--compile-only") == 0) { a->compile_only = 1; continue; }
     if (strcmp(s, "--train") == 0) { a->train = 1; continue; }
+    if (strcmp(s, "--backend") == 0 && v && (strcmp(v, "cuda") == 0 || strcmp(v, "llvm") == 0)) {
+      a->cuda = strcmp(v, "cuda") == 0;
+      i++;
+      continue;
+    }
     if (strcmp(s, "--quant") == 0 && v && lathe_quant_parse(v) > 0) { a->quant = lathe_quant_parse(v); i++; continue; }
     if (s[0] != '-') { a->model = s; continue; }
     if (!v) return -1;
@@ -380,7 +388,7 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
 }
 
 static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
-  lathe_options opt = {.backend = LATHE_BACKEND_LLVM, .quant = a->quant};
+  lathe_options opt = {.backend = a->cuda ? LATHE_BACKEND_CUDA : LATHE_BACKEND_LLVM, .quant = a->quant};
   if (a->quant && make_quantized(a, m, err)) return 1;
   double t0 = now_ms();
   lathe_program *p = a->train ? lathe_compile_train(m, &opt, err) : lathe_compile(m, &opt, err);

@@ -215,7 +215,7 @@ def train_step(model, x, optim, clip_norm, foreach):
     Targets: one class per example (or per position for a sequence model)."""
     nclass = classes(model, x)
     y = torch.randint(0, nclass, x.shape[:1] if x.dtype.is_floating_point else x.shape, dtype=torch.int64,
-                      generator=torch.Generator().manual_seed(1))  # the same targets in every configuration
+                      generator=torch.Generator().manual_seed(1)).to(x.device)  # the same targets everywhere
     params = [p for p in model.parameters() if p.requires_grad]
     kw = dict(optim)
     opt = OPTIMIZERS[kw.pop("name")](params, foreach=foreach, **kw)

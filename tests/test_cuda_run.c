@@ -140,6 +140,18 @@ static void bad_label(void) {
 }
 
 int main(void) {
+  /* tests/gpu/run.sh: the same comparisons through the real driver and
+   * cuBLASLt on a GPU (LATHE_TEST_REAL_GPU=1), the executor left out. */
+  if (getenv("LATHE_TEST_REAL_GPU")) {
+    printf("real GPU: the driver, not the executor\n");
+    forward("examples/mlp.nn", 64);
+    forward("examples/cnn.nn", 32);
+    forward("examples/gpt.nn", 4);
+    train("examples/mlp.nn", 64, 5);
+    train("examples/cnn.nn", 32, 3);
+    bad_label();
+    return TEST_REPORT();
+  }
   /* the real loader first: with no driver here, one line that says so */
   FILE *f = fopen("/usr/lib/x86_64-linux-gnu/libcuda.so.1", "r");
   if (!f) {
