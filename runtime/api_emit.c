@@ -97,6 +97,21 @@ static void header_io(text *t, const ir_graph *g, const char *M, const char *up,
   put(t, "} %s_outputs;\n\n", M);
 }
 
+/* The header's link line: which run-time library the object needs, and
+ * whether OpenBLAS may be left out (both entries, forward and train_step). */
+static void put_link_line(text *t, const char *M, const api_emit_opts *o) {
+  if (o->gemm == CG_GEMM_GENERATED) {
+    put(t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt_noblas -lm -lpthread\n", M);
+    put(t, " * (--gemm generated: the matrix products are in the object, no BLAS; liblathe_rt_noblas holds\n"
+            " * the thread pool and kernels the code calls; no LLVM, no Lathe compiler%s).\n",
+        o->triple ? ". For another CPU, compile\n * the .c files of liblathe_rt (rt/) with its C compiler and -DLATHE_RT_NOBLAS" : "");
+  } else {
+    put(t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt -Wl,--as-needed -lopenblas -lm -lpthread\n", M);
+    put(t, " * (liblathe_rt holds the thread pool and kernels the code calls; no LLVM, no Lathe compiler;\n"
+            " * --as-needed leaves OpenBLAS out when the model makes no BLAS call).\n");
+  }
+}
+
 static char *header_text(const lathe_program *p, const char *M, const cg_aot_result *r, const api_emit_opts *o) {
   int weights_file = o->weights_file;
   const ir_graph *g = &p->g;
@@ -106,16 +121,7 @@ static char *header_text(const lathe_program *p, const char *M, const cg_aot_res
   for (; M[i] && i + 1 < sizeof up; i++) up[i] = (char)(M[i] >= 'a' && M[i] <= 'z' ? M[i] - 32 : M[i]);
   up[i] = '\0';
   put(&t, "/* %s.h -- model '%s' compiled ahead of time by `lathe emit` for %s.\n", M, g->model_name, r->target);
-  if (o->gemm == CG_GEMM_GENERATED) {
-    put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt_noblas -lm -lpthread\n", M);
-    put(&t, " * (--gemm generated: the matrix products are in the object, no BLAS; liblathe_rt_noblas holds\n"
-            " * the thread pool and kernels the code calls; no LLVM, no Lathe compiler%s).\n",
-        o->triple ? ". For another CPU, compile\n * the .c files of liblathe_rt (rt/) with its C compiler and -DLATHE_RT_NOBLAS" : "");
-  } else {
-    put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt -Wl,--as-needed -lopenblas -lm -lpthread\n", M);
-    put(&t, " * (liblathe_rt holds the thread pool and kernels the code calls; no LLVM, no Lathe compiler;\n"
-            " * --as-needed leaves OpenBLAS out when the model makes no BLAS call).\n");
-  }
+  put_link_line(&t, M, o);
   put(&t, " * All functions return 0 on success, else a code lathe_rt_strerror() explains.\n */\n");
   put(&t, "#ifndef LATHE_EMIT_%s_H\n#define LATHE_EMIT_%s_H\n\n#include <stdint.h>\n\n", up, up);
   put(&t, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
@@ -224,7 +230,8 @@ static void train_state(text *t, const lathe_program *p, const char *M, const ch
       M, up, M);
 }
 
-static char *train_header_text(const lathe_program *p, const char *M, const cg_aot_result *r, int weights_file) {
+static char *train_header_text(const lathe_program *p, const char *M, const cg_aot_result *r,
+                               const api_emit_opts *o, int weights_file) {
   const ir_graph *g = &p->g;
   text t = {0};
   char up[128];
@@ -233,7 +240,7 @@ static char *train_header_text(const lathe_program *p, const char *M, const cg_a
   up[i] = '\0';
   put(&t, "/* %s.h -- model '%s': one step of its train block (forward, backward, optimizer update)\n"
           " * compiled ahead of time by `lathe emit --entry train_step` for %s.\n", M, g->model_name, r->target);
-  put(&t, " *\n * Link: cc prog.c -I DIR -L DIR -l%s -llathe_rt -Wl,--as-needed -lopenblas -lm -lpthread\n", M);
+  put_link_line(&t, M, o);
   put(&t, " * The int functions return 0 on success, else a code lathe_rt_strerror() explains;\n"
           " * lathe_rt_last_error() says what failed in words.\n */\n");
   put(&t, "#ifndef LATHE_EMIT_%s_H\n#define LATHE_EMIT_%s_H\n\n#include <stddef.h>\n#include <stdint.h>\n\n", up, up);
@@ -455,7 +462,7 @@ int api_emit(const lathe_program *p, const char *dir, const api_emit_opts *opts,
   if (rc) return rc;
   size_t alen = 0;
   unsigned char *ar = archive(&r, M, weights_file, p->is_train, &alen);
-  char *h = p->is_train ? train_header_text(p, M, &r, weights_file) : header_text(p, M, &r, &o);
+  char *h = p->is_train ? train_header_text(p, M, &r, &o, weights_file) : header_text(p, M, &r, &o);
   if (!ar || !h) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
   if (rc == 0) rc = write_file(dir, "%s.o", M, r.obj, r.obj_len, err);
   if (rc == 0) rc = write_file(dir, "lib%s.a", M, ar, alen, err);

@@ -145,6 +145,20 @@ WEIGHTS="$tmp/f/mlp.weights" "$tmp/tmf" train "$tmp/d.csv" $ntrain 2 "$tmp/f2.sa
   && ok || bad "weights-file training: $(cat "$tmp/f2.err")"
 cmp -s "$tmp/f2.safetensors" "$tmp/c2.safetensors" && ok || bad "weights-file training gave other bits"
 
+# --gemm generated: the products in the object, no BLAS in it or in the header's link line; trained
+# by liblathe_rt_noblas alone, within 1e-4 of OpenBLAS's weights (another summation order)
+"$LATHE" emit $M --weights "$tmp/w0.safetensors" -o "$tmp/g" --bind batch=64 --entry train_step --gemm generated \
+  2>"$tmp/emitg.err" && ok || bad "emit --gemm generated: $(cat "$tmp/emitg.err")"
+grep -q -- '-llathe_rt_noblas' "$tmp/g/mlp.h" && ! grep -q -- '-lopenblas' "$tmp/g/mlp.h" && ok \
+  || bad "--gemm generated header: $(grep Link "$tmp/g/mlp.h")"
+nm -u "$tmp/g/mlp.o" | grep -q 'cblas_' && bad "--gemm generated object calls BLAS" || ok
+gcc -std=c11 -O2 -Wall -Wextra -Werror $san -I "$tmp/g" tests/aot/train_main.c "$tmp/g/libmlp.a" \
+    "$build/liblathe_rt_noblas.a" -lm -lpthread -o "$tmp/tmg" 2>"$tmp/tmg.cc" && ok || bad "gcc tmg: $(head -5 "$tmp/tmg.cc")"
+"$tmp/tmg" train "$tmp/d.csv" $ntrain 2 "$tmp/g2.safetensors" >/dev/null 2>"$tmp/g2.err" \
+  && ok || bad "--gemm generated training: $(cat "$tmp/g2.err")"
+$ST cmp "$tmp/g2.safetensors" "$tmp/c2.safetensors" >"$tmp/cmpg" 2>&1
+awk '/max abs diff/ { exit !($4 <= 1e-4) }' "$tmp/cmpg" && ok || bad "--gemm generated weights: $(cat "$tmp/cmpg")"
+
 # CLI errors
 "$LATHE" emit $M --weights "$tmp/w0.safetensors" -o "$tmp/x" --bind batch=64 --entry backward >"$tmp/cli" 2>&1
 [ $? -eq 1 ] && grep -q "expected forward or train_step" "$tmp/cli" && ok || bad "--entry backward: $(cat "$tmp/cli")"
