@@ -395,7 +395,7 @@ static int render_siblings(cu_rctx *r) {
         if (mu->in[q] == x) snprintf(in[j], sizeof in[j], "%s", name[mu->n + q]), found = 1;
       if (!found) return cu_unsupported(r, "a sibling's input is not among the kernel's operands");
     }
-    char res[8];
+    char res[16];
     snprintf(res, sizeof res, "m%d", m);
     if (node_value(r, n, in, res)) return -1;
     store(&r->b, name[m == mu->n - 1 ? 0 : m + 1], n->dtype, res);
