@@ -139,17 +139,23 @@ static void bad_label(void) {
   lathe_program_free(c);
 }
 
+/* The models, forward and training steps, and the kernel-found bad label;
+ * batches times scale (the executor runs small ones, a GPU larger ones). */
+static void run_models(int scale) {
+  forward("examples/mlp.nn", 4 * scale);
+  forward("examples/cnn.nn", 2 * scale);
+  forward("examples/gpt.nn", 2 * scale);
+  train("examples/mlp.nn", 8 * scale, 3);
+  train("examples/cnn.nn", 2 * scale, 2);
+  bad_label();
+}
+
 int main(void) {
   /* tests/gpu/run.sh: the same comparisons through the real driver and
    * cuBLASLt on a GPU (LATHE_TEST_REAL_GPU=1), the executor left out. */
   if (getenv("LATHE_TEST_REAL_GPU")) {
     printf("real GPU: the driver, not the executor\n");
-    forward("examples/mlp.nn", 64);
-    forward("examples/cnn.nn", 32);
-    forward("examples/gpt.nn", 4);
-    train("examples/mlp.nn", 64, 5);
-    train("examples/cnn.nn", 32, 3);
-    bad_label();
+    run_models(16);
     return TEST_REPORT();
   }
   /* the real loader first: with no driver here, one line that says so */
@@ -175,12 +181,7 @@ int main(void) {
     return TEST_REPORT();
   }
   cu_set_driver_factory(cx_driver);
-  forward("examples/mlp.nn", 4);
-  forward("examples/cnn.nn", 2);
-  forward("examples/gpt.nn", 2);
-  train("examples/mlp.nn", 8, 3);
-  train("examples/cnn.nn", 2, 2);
-  bad_label();
+  run_models(1);
   cu_set_driver_factory(NULL);
   return TEST_REPORT();
 }
