@@ -306,7 +306,7 @@ static int check(ps *p, raw *r, int n, uint64_t datalen) {
   }
   raw *s = malloc(sizeof *s * (size_t)(n ? n : 1));
   if (!s) return say(p->msg, p->msgn, "'%s': out of memory", p->path);
-  memcpy(s, r, sizeof *s * (size_t)n);
+  if (n) memcpy(s, r, sizeof *s * (size_t)n); /* r is NULL for a header with no tensors */
   sort_names = p->names;
   qsort(s, (size_t)n, sizeof *s, by_name);
   int rc = 0;

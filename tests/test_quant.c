@@ -231,6 +231,7 @@ static void test_errors(void) {
   CHECK_MSG(fr && lathe_weights_save(fr, wf, &err) == 0, "%s", err.message);
   CHECK(lathe_quantize(r, &qo, NULL, &err) == LATHE_EUSER && has(&err, "it has no dense weight matrix"));
   CHECK(lathe_quantize(NULL, &qo, NULL, &err) == LATHE_EUSER);
+  lathe_error_clear(&err);
   lathe_program_free(fr), lathe_program_free(fo), lathe_program_free(f);
   lathe_model_free(r), lathe_model_free(odd), lathe_model_free(other), lathe_model_free(m);
 }
