@@ -15,12 +15,39 @@ PACKAGES=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # lathe emit --target aarch64: cross-link and run (tests/emit_cross.sh)
 )
 
+# ONNX Runtime (the peer of lathe export and the ORT column of bench/run): the npm package
+# onnxruntime-node ships libonnxruntime.so for Linux x64; --ignore-scripts because its install
+# script downloads GPU files. Installed into .deps/ (git-ignored) and linked at a fixed path,
+# .deps/onnxruntime/libonnxruntime.so, where lathe_ort (tools/ort/ort_run.c) looks first.
+# A failure here only warns: the tests that need ONNX Runtime then skip and say so.
+install_ort() {
+  local dir
+  dir="$(cd "$(dirname "$0")" && pwd)/.deps"
+  [ -e "$dir/onnxruntime/libonnxruntime.so" ] && return 0
+  # npm comes with NodeSource's nodejs where that is installed; Debian's npm package otherwise
+  if ! command -v npm >/dev/null; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm >/dev/null ||
+      { echo "setup: warning: npm could not be installed; the ONNX Runtime tests will skip"; return 0; }
+  fi
+  mkdir -p "$dir/npm" "$dir/onnxruntime"
+  if ! (cd "$dir/npm" && npm install --ignore-scripts --no-audit --no-fund --silent onnxruntime-node@1.31.1 >/dev/null); then
+    echo "setup: warning: npm install onnxruntime-node failed; the ONNX Runtime tests will skip"
+    return 0
+  fi
+  local lib
+  lib=$(find "$dir/npm/node_modules/onnxruntime-node/bin" -path '*linux/x64/libonnxruntime.so*' | head -1)
+  [ -n "$lib" ] && ln -sf "$lib" "$dir/onnxruntime/libonnxruntime.so" && echo "setup: ONNX Runtime at $lib"
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
+  install_ort
   exit 0
 fi
 
@@ -30,3 +57,4 @@ echo "setup: installing ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "setup: done"
+install_ort

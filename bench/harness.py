@@ -177,6 +177,38 @@ def peer_side(w, quick):
     return min(results, key=lambda r: r["median_ms"]), results
 
 
+# ---- ONNX Runtime side (the inference rows) ----
+
+ORT_THREADS = (1, 2)  # intra-op threads tried; the fastest is the peer
+
+
+def ort_side(build, w, quick):
+    """The peer's model exported to ONNX by PyTorch (bench/peer.py
+    --export-onnx), timed by lathe_ort (tools/ort/ort_run.c) with every graph
+    optimisation on each thread count; the fastest configuration, or None
+    (with a message) where ONNX Runtime is not installed."""
+    exe = os.path.join(build, "lathe", "lathe_ort")
+    probe = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        log("bench: %s: no ONNX Runtime column (%s)" % (w.name, (probe.stderr or probe.stdout).strip()))
+        return None, []
+    d = tempfile.mkdtemp(prefix="lathe-bench-onnx-")
+    try:
+        info = json_lines(run(["/usr/bin/python3", os.path.join(HERE, "peer.py"), w.name, "--export-onnx", d]))[-1]
+        results = []
+        for threads in ORT_THREADS:
+            cmd = [exe, info["onnx"], "--in", "%s=%s" % (info["input"], os.path.join(d, info["input"] + ".npy")),
+                   "--threads", str(threads), "--opt", "all", "--bench", str(w.quick_reps if quick else w.reps),
+                   "--warmup", str(w.warmup), "--max-seconds", str(w.max_seconds)]
+            r = json_lines(run(cmd, env=unpin_blas(dict(os.environ))))[-1]
+            r["config"] = "ort %s all-opt intra=%d" % (probe.stdout.split()[-1], threads)
+            r["params"] = info["params"]
+            results.append(r)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return min(results, key=lambda r: r["median_ms"]), results
+
+
 def sgemm_peak(build, quick):
     """OpenBLAS sgemm with the environment as Lathe sees it, and with the
     kernel OpenBLAS picks itself (as the peer runs)."""
@@ -198,8 +230,14 @@ def gemm_floor(build, batch, quick):
 
 # ---- output ----
 
-def row(w, lathe, peer, allpeer, err):
+def row(w, lathe, peer, allpeer, err, ort=None, allort=()):
     r = {"workload": w.name, "lathe_ms": None, "peer_ms": None, "ratio": None, "compile_ms": None}
+    if ort:  # ONNX Runtime, the second peer (inference rows)
+        r["ort_ms"], r["ort_min_ms"], r["ort_config"] = round(ort["median_ms"], 6), round(ort["min_ms"], 6), ort["config"]
+        r["ort_all"] = {o["config"]: round(o["median_ms"], 6) for o in allort}
+        if lathe:
+            r["ratio_ort"] = round(lathe["median_ms"] / ort["median_ms"], 4)
+            r["ratio_ort_min"] = round(lathe["min_ms"] / ort["min_ms"], 4)
     if w.quant:
         r["quant"], r["f32_row"] = w.quant, w.f32_row
     if peer:
@@ -268,13 +306,13 @@ def ms(v):
 
 
 def print_table(rows, peak, pinned_blas):
-    hdr = ("workload", "lathe ms", "peer ms", "lathe/peer", "min ratio", "compile ms", "warm ms", "lathe GF/s",
-           "peer GF/s", "peer config")
+    hdr = ("workload", "lathe ms", "peer ms", "lathe/peer", "min ratio", "ort ms", "lathe/ort", "compile ms",
+           "warm ms", "lathe GF/s", "peer GF/s", "peer config")
     last = len(hdr) - 1
     lines = [hdr]
     for r in rows:
         lines.append((r["workload"], ms(r["lathe_ms"]), ms(r["peer_ms"]), fmt(r["ratio"], ".2f"),
-                      fmt(r.get("ratio_min"), ".2f"),
+                      fmt(r.get("ratio_min"), ".2f"), ms(r.get("ort_ms")), fmt(r.get("ratio_ort"), ".2f"),
                       fmt(r["compile_ms"], ".0f"), fmt(r.get("warm_compile_ms"), ".0f"),
                       fmt(r.get("gflops"), ".1f"), fmt(r.get("peer_gflops"), ".1f"),
                       r.get("peer_config", "-")))
@@ -331,6 +369,11 @@ def print_table(rows, peak, pinned_blas):
           (pinned["n"], pinned["gflops_1t"], pinned["gflops_2t"], pinned["core"],
            ", as Lathe runs (--pinned-blas)" if pinned_blas else "", native["gflops_1t"], native["gflops_2t"],
            native["core"], "" if pinned_blas else " and Lathe"))
+    ort_cfg = sorted({c for r in rows for c in r.get("ort_all", {})})
+    if ort_cfg:
+        print("ort: ONNX Runtime (npm onnxruntime-node, loaded by lathe_ort) on the PyTorch peer's model exported by "
+              "torch.onnx.export (opset 17), every graph optimisation, the fastest of %s; lathe/ort is Lathe's "
+              "median over ORT's" % ", ".join(ort_cfg))
     kernels = sorted({r["peer_kernel"] for r in rows if r.get("peer_kernel")})
     if kernels:
         print("peer: PyTorch %s, BLAS %s; per workload the fastest of eager (and TorchScript at batch 1; "
@@ -436,11 +479,22 @@ def main():
             peer, allpeer = peer_side(w, a.quick)
         except Exception as e:
             errs.append("peer: %s" % e)
-        log("bench: %s took %.1f s (lathe) + %.1f s (peer)" % (w.name, t1 - t0, time.time() - t1))
+        t2 = time.time()
+        ort, allort = None, []
+        if w.kind == "inference" and not w.quant:
+            try:
+                ort, allort = ort_side(build, w, a.quick)
+            except Exception as e:
+                errs.append("ort: %s" % e)
+        log("bench: %s took %.1f s (lathe) + %.1f s (peer) + %.1f s (ort)" % (w.name, t1 - t0, t2 - t1,
+                                                                               time.time() - t2))
         if lathe and peer and lathe.get("params") != peer.get("params"):
             errs.append("the peer's model is not the same model: %s parameters against Lathe's %s" %
                         (peer.get("params"), lathe.get("params")))
-        r = row(w, lathe, peer, allpeer, "; ".join(errs))
+        if lathe and ort and lathe.get("params") != ort.get("params"):
+            errs.append("the ONNX model is not the same model: %s parameters against Lathe's %s" %
+                        (ort.get("params"), lathe.get("params")))
+        r = row(w, lathe, peer, allpeer, "; ".join(errs), ort, allort)
         r["sgemm_peak_gflops"] = {"lathe_kernel": peak[0]["gflops_2t"], "peer_kernel": peak[1]["gflops_2t"]}
         if w.name.startswith("mlp_train_"):
             r["gemm_floor_ms"] = gemm_floor(build, w.binds["batch"], a.quick)

@@ -3,6 +3,7 @@
 random weights. Run with Debian's /usr/bin/python3 (it has torch).
 
   peer.py WORKLOAD --threads 1,2 [--quick]
+  peer.py WORKLOAD --export-onnx DIR      (the ONNX Runtime peer's model, see below)
 
 bench/harness.py starts one process per malloc setting, with the environment
 a tuning user would set (OPENBLAS_NUM_THREADS=2, OMP_NUM_THREADS=2,
@@ -12,6 +13,12 @@ thread count (torch.set_num_threads), it times every mode that applies: eager un
 TorchScript, torch.jit.optimize_for_inference(torch.jit.trace(...)), which
 freezes the module and lets it rewrite ops for inference. One JSON object per
 mode goes to stdout.
+
+With --export-onnx DIR it times nothing: the workload's model (the same
+random weights, seed 0) goes to DIR/model.onnx by torch.onnx.export (opset
+17, constants folded, static shapes) and its input to DIR/NAME.npy, for the
+ONNX Runtime column of the inference rows (harness.py runs it with
+lathe_ort).
 
 Training rows (kind "train") time one full step, eager as training is usually
 run: zero_grad(set_to_none=True), forward to the logits, cross-entropy,
@@ -308,15 +315,31 @@ def modes(w, model, x):
             yield "torchscript", torch.jit.optimize_for_inference(traced)
 
 
+def export_onnx(w, model, x, out_dir):
+    """The inference model as ONNX for ONNX Runtime, and its input as .npy."""
+    import numpy as np
+    name = next(iter(w.inputs))
+    model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), os.path.join(out_dir, "model.onnx"), opset_version=17,
+                          input_names=[name], output_names=["out"], do_constant_folding=True)
+    np.save(os.path.join(out_dir, name + ".npy"), x.numpy())
+    print(json.dumps({"workload": w.name, "onnx": os.path.join(out_dir, "model.onnx"), "input": name,
+                      "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("workload")
     ap.add_argument("--threads", default="1", help="ATen thread counts to try, e.g. 1,2")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--export-onnx", metavar="DIR", help="write DIR/model.onnx and the input; time nothing")
     a = ap.parse_args()
     w = BY_NAME[a.workload]
     torch.manual_seed(0)
     model, x = BUILDERS[w.peer](**w.peer_args)
+    if a.export_onnx:
+        return export_onnx(w, model, x, a.export_onnx)
     train = w.kind == "train"
     model.train(train)
 
