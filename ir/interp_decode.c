@@ -4,7 +4,8 @@
  * values of earlier positions read from the caches instead of recomputed:
  * same scale, same max-subtracted softmax, same summation order.
  *
- * T = cache length, d = width, H = heads, hd = d / H. */
+ * T = cache length, d = the query's width, H = heads, hd = d / H, dk = the
+ * caches' width (K hd: K key/value heads, K = H but for mha's grouped heads). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -29,10 +30,11 @@ int ik_kv_write(ik_ctx *c, const ir_node *n, double *out) {
   return 0;
 }
 
-/* out[h*hd + e] = sum_{j <= pos} softmax_j(q_h . k_jh / sqrt(hd)) v_jh[e] */
+/* out[h*hd + e] = sum_{j <= pos} softmax_j(q_h . k_jg / sqrt(hd)) v_jg[e],
+ * g = h / (H / K) the cache head query head h reads (K = dk / hd). */
 int ik_attention_decode(ik_ctx *c, const ir_node *n, double *out) {
   const ir_shape *sk = &ik_arg(c, n, 1)->shape;
-  int64_t T = sk->d[0], d = sk->d[1], H = n->attr.heads, hd = d / H;
+  int64_t T = sk->d[0], dk = sk->d[1], H = n->attr.heads, hd = ir_numel(&n->shape) / H, G = H / (dk / hd);
   int64_t pos = cache_pos(c, n, 3, T);
   if (pos < 0) return -1;
   const double *q = ik_in(c, n, 0), *kc = ik_in(c, n, 1), *vc = ik_in(c, n, 2);
@@ -40,18 +42,18 @@ int ik_attention_decode(ik_ctx *c, const ir_node *n, double *out) {
   if (!p) return -1;
   double scale = 1.0 / sqrt((double)hd);
   for (int64_t h = 0; h < H; h++) {
-    int64_t off = h * hd;
+    int64_t off = h * hd, koff = h / G * hd;
     double mx = -INFINITY, sum = 0.0;
     for (int64_t j = 0; j <= pos; j++) {
       double s = 0.0;
-      for (int64_t e = 0; e < hd; e++) s += q[off + e] * kc[j * d + off + e];
+      for (int64_t e = 0; e < hd; e++) s += q[off + e] * kc[j * dk + koff + e];
       p[j] = s * scale;
       mx = p[j] > mx ? p[j] : mx;
     }
     for (int64_t j = 0; j <= pos; j++) sum += (p[j] = exp(p[j] - mx));
     for (int64_t e = 0; e < hd; e++) {
       double acc = 0.0;
-      for (int64_t j = 0; j <= pos; j++) acc += p[j] * vc[j * d + off + e];
+      for (int64_t j = 0; j <= pos; j++) acc += p[j] * vc[j * dk + koff + e];
       out[off + e] = acc / sum;
     }
   }

@@ -52,17 +52,24 @@ int shp_kv_write(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   return 0;
 }
 
-/* attention_decode(q, k_cache[T, d], v_cache[T, d], pos; heads) -> q's shape */
+/* attention_decode(q, k_cache[T, dk], v_cache[T, dk], pos; heads) -> q's
+ * shape. q holds d = H hd values; the caches hold K = dk / hd key/value
+ * heads (K = H for plain attention; fewer for mha's grouped heads, query
+ * head h reading cache head h / (H / K)), so K comes from the shapes. */
 int shp_attention_decode(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   const ir_node *q = &g->nodes[n->in[0]], *k = &g->nodes[n->in[1]], *v = &g->nodes[n->in[2]];
   if (need_cache(n, k, "the key cache", msg, mn) || need_cache(n, v, "the value cache", msg, mn)) return -1;
   if (k->shape.d[0] != v->shape.d[0] || k->shape.d[1] != v->shape.d[1])
     return fail(msg, mn, "attention_decode: the key and value caches differ in shape");
-  int64_t d = k->shape.d[1];
-  if (need_row(n, q, d, "the query", msg, mn) || need_pos(n, &g->nodes[n->in[3]], msg, mn)) return -1;
-  if (n->attr.heads < 1 || d % n->attr.heads)
-    return fail(msg, mn, "attention_decode: %lld heads do not divide width %lld", (long long)n->attr.heads,
-                (long long)d);
+  int64_t d = ir_numel(&q->shape), dk = k->shape.d[1], H = n->attr.heads;
+  if (q->dtype != IR_F32) return fail(msg, mn, "attention_decode: the query must be f32");
+  if (need_pos(n, &g->nodes[n->in[3]], msg, mn)) return -1;
+  if (H < 1 || d % H)
+    return fail(msg, mn, "attention_decode: %lld heads do not divide width %lld", (long long)H, (long long)d);
+  int64_t hd = d / H;
+  if (dk % hd || H % (dk / hd))
+    return fail(msg, mn, "attention_decode: cache width %lld is not a number of %lld-wide heads dividing %lld",
+                (long long)dk, (long long)hd, (long long)H);
   n->dtype = IR_F32;
   n->shape = q->shape;
   return 0;

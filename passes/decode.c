@@ -5,6 +5,7 @@
  * attention is expanded into its cached form.
  *
  * Shapes: T = sequence length (the cache length), d = model width. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,8 @@ typedef struct {
   int *tax;          /* per full node: its time axis, -1 = position-independent */
   int pos;           /* the DEC_IN_POS scalar */
   int posvec;        /* pos reshaped to [1] (for row gathers), -1 until needed */
+  int64_t rope_hd;   /* the head width of rope_cos/rope_sin (0: none yet) */
+  int rope_cos, rope_sin; /* rotary tables' rows at pos [1, hd] (mha's rope) */
   char *msg;
   size_t msgn;
 } dec;
@@ -241,9 +244,11 @@ static int move(dec *c, int id) {
 
 /* ---- attention ---- */
 
-/* "cache.h.0.attn" from the qkv weight "h.0.attn.qkv.weight" (else the node id). */
+/* "cache.h.0.attn" from the qkv weight "h.0.attn.qkv.weight" (else the node
+ * id); mha's query weight is a slice of that parameter. */
 static const char *cache_name(dec *c, int id, const char *kv) {
   const ir_node *w = fnode(c, fnode(c, id)->in[1]);
+  if (w->op == IR_SLICE) w = fnode(c, w->in[0]);
   const char *pn = w->op == IR_PARAM ? c->f->params[w->attr.i].name : NULL;
   size_t len = pn ? strlen(pn) : 0, suf = strlen(".qkv.weight");
   if (len > suf && !strcmp(pn + len - suf, ".qkv.weight"))
@@ -289,6 +294,98 @@ static int attention(dec *c, int id) {
   return add(c, IR_ADD, (int[]){a, w[4]}, 2, NULL, L);
 }
 
+/* A rotary-embedding table as a constant [T, hd]: row t, column e holds
+ * f(t theta_{e mod hd/2}), theta_e = 10000^(-2e / hd) (ir/interp_mha.c's
+ * angles); sign -1 negates the first half (the sine that multiplies the
+ * swapped halves). */
+static int rope_table(dec *c, int64_t hd, int sine, ir_loc loc) {
+  int id = ir_add_const(c->g, IR_F32, 0, loc);
+  double *v = id < 0 ? NULL : ar_alloc(c->g->A, sizeof(double) * (size_t)(c->T * hd));
+  if (!v) return -1;
+  int64_t half = hd / 2;
+  for (int64_t t = 0; t < c->T; t++)
+    for (int64_t e = 0; e < half; e++) {
+      double th = (double)t * pow(10000.0, -2.0 * (double)e / (double)hd);
+      v[t * hd + e] = sine ? -sin(th) : cos(th);
+      v[t * hd + half + e] = sine ? sin(th) : cos(th);
+    }
+  c->g->nodes[id].shape = (ir_shape){.rank = 2, .d = {c->T, hd}};
+  c->g->nodes[id].data = v;
+  return id;
+}
+
+/* x [1, 1, nh hd] rotated at position pos, per head: x cos + swap(x) sin'
+ * with swap exchanging each head's halves and sin' = [-sin, sin]: the
+ * pairs (e, e + hd/2) as mha's rope_rows turns them. The tables' rows at pos
+ * are embedding lookups. */
+static int rope_at_pos(dec *c, int x, int64_t nh, int64_t hd, ir_loc L) {
+  if (c->rope_hd != hd) {
+    c->rope_hd = hd;
+    int cs = rope_table(c, hd, 0, L), sn = rope_table(c, hd, 1, L), pv = pos_vector(c, L);
+    if (cs < 0 || sn < 0 || pv < 0) return -1;
+    c->rope_cos = add(c, IR_EMBEDDING, (int[]){pv, cs}, 2, NULL, L); /* [1, hd] */
+    c->rope_sin = add(c, IR_EMBEDDING, (int[]){pv, sn}, 2, NULL, L);
+    if (c->rope_cos < 0 || c->rope_sin < 0) return -1;
+  }
+  ir_shape heads = {.rank = 2, .d = {nh, hd}}, row = {.rank = 3, .d = {1, 1, nh * hd}};
+  int h = reshape(c, x, &heads, L);
+  if (h < 0) return -1;
+  ir_attr lo = {0}, hi = {0}, cat = {0};
+  lo.axis = hi.axis = cat.axis = 1;
+  lo.start = 0, lo.end = hd / 2, hi.start = hd / 2, hi.end = hd;
+  int x1 = add(c, IR_SLICE, &h, 1, &lo, L), x2 = add(c, IR_SLICE, &h, 1, &hi, L);
+  if (x1 < 0 || x2 < 0) return -1;
+  int sw = add(c, IR_CONCAT, (int[]){x2, x1}, 2, &cat, L);
+  int a = add(c, IR_MUL, (int[]){h, c->rope_cos}, 2, NULL, L);
+  int b = sw < 0 ? -1 : add(c, IR_MUL, (int[]){sw, c->rope_sin}, 2, NULL, L);
+  int r = a < 0 || b < 0 ? -1 : add(c, IR_ADD, (int[]){a, b}, 2, NULL, L);
+  return r < 0 ? -1 : reshape(c, r, &row, L);
+}
+
+/* mha's causal self-attention (rope=, kv_heads=; no mask, no context) at
+ * pos: q = x wq + bq and [k | v] = x wkv + bkv, q and k rotated at pos when
+ * rope, k and v written into caches [T, dk] (dk = K hd: grouped heads keep
+ * the smaller cache), attention_decode of q over rows 0..pos (query head h
+ * reads cache head h / (H / K)), then the projection. */
+static int mha(dec *c, int id) {
+  const ir_node *n = fnode(c, id);
+  if (n->in[3] != n->in[0])
+    return fail(c, n, "cross-attention reads a context that is not generated token by token: no decode form");
+  if (n->nin > 8) return fail(c, n, "masked attention has no decode form (generation feeds only the tokens)");
+  if (!n->attr.causal)
+    return fail(c, n, "non-causal attention lets each position see later ones: no decode form");
+  if (c->tax[n->in[0]] != 1) return fail(c, n, "attention over an axis other than positions");
+  for (int j = 1; j < 8; j++)
+    if (j != 3 && c->tax[n->in[j]] >= 0) return fail(c, n, "attention weights indexed by position");
+  int64_t d = n->shape.d[2], H = n->attr.heads, hd = d / H, dk = n->attr.k * hd;
+  ir_loc L = n->loc;
+  int w[8];
+  for (int j = 0; j < 8; j++) w[j] = c->nid[n->in[j]];
+  int q = add(c, IR_MATMUL, (int[]){w[0], w[1]}, 2, NULL, L);
+  int kv = add(c, IR_MATMUL, (int[]){w[0], w[4]}, 2, NULL, L);
+  if (q < 0 || kv < 0 || (q = add(c, IR_ADD, (int[]){q, w[2]}, 2, NULL, L)) < 0 ||
+      (kv = add(c, IR_ADD, (int[]){kv, w[5]}, 2, NULL, L)) < 0)
+    return -1;
+  int k = slice3(c, kv, 0, dk, L), v = slice3(c, kv, 1, dk, L);
+  if (k < 0 || v < 0) return -1;
+  if (n->attr.i && ((q = rope_at_pos(c, q, H, hd, L)) < 0 || (k = rope_at_pos(c, k, n->attr.k, hd, L)) < 0))
+    return -1;
+  const char *kn = cache_name(c, id, "k"), *vn = cache_name(c, id, "v");
+  int kc = cache_param(c, kn, dk, L), vc = cache_param(c, vn, dk, L);
+  if (kc < 0 || vc < 0) return -1;
+  int k2 = add(c, IR_KV_WRITE, (int[]){kc, k, c->pos}, 3, NULL, L);
+  int v2 = add(c, IR_KV_WRITE, (int[]){vc, v, c->pos}, 3, NULL, L);
+  if (k2 < 0 || v2 < 0) return -1;
+  ir_add_output(c->g, ar_printf(c->g->A, OPT_NEW_PREFIX "%s", kn), k2);
+  ir_add_output(c->g, ar_printf(c->g->A, OPT_NEW_PREFIX "%s", vn), v2);
+  ir_attr at = {0};
+  at.heads = H;
+  int a = add(c, IR_ATTENTION_DECODE, (int[]){q, k2, v2, c->pos}, 4, &at, L);
+  if (a < 0 || (a = add(c, IR_MATMUL, (int[]){a, w[6]}, 2, NULL, L)) < 0) return -1;
+  c->tax[id] = 1;
+  return add(c, IR_ADD, (int[]){a, w[7]}, 2, NULL, L);
+}
+
 /* ---- the walk ---- */
 
 static int node(dec *c, int id, int input) {
@@ -307,6 +404,7 @@ static int node(dec *c, int id, int input) {
   if (!dep) return same_op(c, id, -1, -1, ""); /* weights-only arithmetic */
   if (n->op == IR_MATMUL) return matmul(c, id);
   if (n->op == IR_ATTENTION) return attention(c, id);
+  if (n->op == IR_MHA) return mha(c, id);
   if (n->op == IR_RNN || n->op == IR_LSTM || n->op == IR_GRU)
     return fail(c, n, "%s: recurrent layers have no decode form yet (their state is not carried)",
                 ir_ops[n->op].name);

@@ -11,7 +11,8 @@
  *            DEC_IN_POS, an i32 scalar: the position of that token (0-based)
  *   params   the model's parameters (same names and shapes) and, per causal
  *            attention layer, state parameters (ir_param.state = 1, zeros)
- *            "cache.<layer>.k" and "cache.<layer>.v", f32[T, d]
+ *            "cache.<layer>.k" and "cache.<layer>.v", f32[T, d] (f32[T, dk]
+ *            for mha's grouped key/value heads, dk = kv_heads * d / heads)
  *   outputs  the model's output at that position, [1, 1, V] (same name), and
  *            OPT_NEW_PREFIX "cache.<layer>.k"/".v": the caches with row pos
  *            written; the driver copies each back into its parameter after
@@ -28,7 +29,11 @@
  * param[T, D] added to [1, T, D]) becomes a row gather at pos, expressed as
  * embedding(pos, table). arange(T) becomes pos itself. A causal attention
  * becomes qkv = x W + b, kv_write of its k and v rows into the caches, and
- * attention_decode of q over cache rows 0..pos, then the projection.
+ * attention_decode of q over cache rows 0..pos, then the projection. mha
+ * (causal self-attention with rope= or kv_heads=) is the same with its own
+ * q and kv products, q and k rotated at pos by constant cos/sin tables'
+ * rows (embedding lookups), and caches of its K key/value heads; a mask or
+ * a context (inputs that are not the token sequence) has no decode form.
  * Anything else that mixes positions (recurrent layers, non-causal
  * attention, products or reductions over the time axis) has no decode form:
  * dec_build fails with a message saying which op, and the caller falls back

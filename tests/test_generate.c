@@ -29,29 +29,35 @@ static void fill(double *v, int64_t n, unsigned seed) {
   for (int64_t i = 0; i < n; i++) v[i] = (float)(ir_rng_uniform(&r) * 2 - 1);
 }
 
-/* out0 = kv_write(k, q, pos), out1 = attention_decode(q, out0, v, pos) */
-static void test_ops(int64_t pos) {
+/* out0 = kv_write(k, q's first DK values, pos), out1 = attention_decode(q,
+ * out0, v, pos): caches of KVH heads (KVH = OH, or grouped: fewer) */
+static void test_ops(int64_t pos, int64_t kvh) {
+  const int64_t DK = kvh * (OD / OH);
   arena A;
   ar_init(&A);
   ir_graph g;
   ir_graph_init(&g, &A, "ops");
-  ir_shape sq = {.rank = 3, .d = {1, 1, OD}}, sc = {.rank = 2, .d = {OT, OD}}, s0 = {.rank = 0};
+  ir_shape sq = {.rank = 3, .d = {1, 1, OD}}, sc = {.rank = 2, .d = {OT, DK}}, s0 = {.rank = 0};
   ir_loc L = {0};
   int q = ir_add_input(&g, "q", IR_F32, &sq, 0, L), k = ir_add_input(&g, "k", IR_F32, &sc, 0, L);
   int v = ir_add_input(&g, "v", IR_F32, &sc, 0, L), p = ir_add_input(&g, "pos", IR_I32, &s0, 0, L);
   char msg[512];
-  int w = ir_add(&g, IR_KV_WRITE, (int[]){k, q, p}, 3, NULL, L, msg, sizeof msg);
+  ir_attr first = {0};
+  first.axis = 2, first.start = 0, first.end = DK;
+  int r = ir_add(&g, IR_SLICE, &q, 1, &first, L, msg, sizeof msg);
+  int w = ir_add(&g, IR_KV_WRITE, (int[]){k, r, p}, 3, NULL, L, msg, sizeof msg);
   ir_attr at = {0};
   at.heads = OH;
   int a = ir_add(&g, IR_ATTENTION_DECODE, (int[]){q, w, v, p}, 4, &at, L, msg, sizeof msg);
-  CHECK_MSG(w >= 0 && a >= 0, "%s", msg);
-  if (w < 0 || a < 0) { ar_free(&A); return; }
+  CHECK_MSG(r >= 0 && w >= 0 && a >= 0, "%s", msg);
+  CHECK(r < 0 || g.nodes[r].shape.d[2] == DK);
+  if (r < 0 || w < 0 || a < 0) { ar_free(&A); return; }
   ir_add_output(&g, "w", w);
   ir_add_output(&g, "a", a);
   /* interpreter */
   double **vals = calloc((size_t)g.nnodes, sizeof *vals);
   double dq[OD], dk[OT * OD], dv[OT * OD], dp = (double)pos;
-  fill(dq, OD, 1), fill(dk, OT * OD, 2), fill(dv, OT * OD, 3);
+  fill(dq, OD, 1), fill(dk, OT * DK, 2), fill(dv, OT * DK, 3);
   vals[q] = dq, vals[k] = dk, vals[v] = dv, vals[p] = &dp;
   int rc = ir_interp(&g, IR_INTERP_F32, vals, msg, sizeof msg);
   CHECK_MSG(rc == 0, "%s", msg);
@@ -59,18 +65,19 @@ static void test_ops(int64_t pos) {
   float fq[OD], fk[OT * OD], fv[OT * OD], ow[OT * OD], oa[OD];
   int32_t ip = (int32_t)pos;
   for (int i = 0; i < OD; i++) fq[i] = (float)dq[i];
-  for (int i = 0; i < OT * OD; i++) fk[i] = (float)dk[i], fv[i] = (float)dv[i];
+  for (int i = 0; i < OT * DK; i++) fk[i] = (float)dk[i], fv[i] = (float)dv[i];
   cg_program *cp = cg_compile(&g, NULL, msg, sizeof msg);
   CHECK_MSG(cp != NULL, "%s", msg);
   void *ins[4] = {fq, fk, fv, &ip}, *outs[2] = {ow, oa};
   if (cp && rc == 0) {
     CHECK_MSG(cg_run(cp, ins, NULL, outs, NULL, msg, sizeof msg) == 0, "%s", msg);
     double worst = 0;
-    for (int i = 0; i < OT * OD; i++) worst = fmax(worst, fabs(ow[i] - vals[w][i]));
+    for (int i = 0; i < OT * DK; i++) worst = fmax(worst, fabs(ow[i] - vals[w][i]));
     CHECK_MSG(worst == 0, "kv_write differs by %g", worst);
     worst = 0;
     for (int i = 0; i < OD; i++) worst = fmax(worst, fabs(oa[i] - vals[a][i]) / (1 + fabs(vals[a][i])));
-    CHECK_MSG(worst <= 1e-5, "attention_decode at pos %lld: error %g", (long long)pos, worst);
+    CHECK_MSG(worst <= 1e-5, "attention_decode at pos %lld, %lld kv heads: error %g", (long long)pos, (long long)kvh,
+              worst);
     /* a position outside the cache is an error, not a read out of bounds */
     ip = OT;
     CHECK(cg_run(cp, ins, NULL, outs, NULL, msg, sizeof msg) != 0);
@@ -216,6 +223,40 @@ static void test_gpt(const char *positions, const char *path) {
   lathe_model_free(m);
 }
 
+/* Rotary positions and grouped key/value heads (the op mha): the cache
+ * holds the rotated keys of 2 key/value heads; the decode graph must give
+ * the recomputed tokens on both backends, past the window too. A masked
+ * model falls back to recomputing, saying why. */
+static void test_gpt_mha(const char *path) {
+  char *src = with_positions("h = embedding(tokens, VOCAB, D, name=\"tok\")\n");
+  const char *at = strstr(src, "causal=true");
+  size_t n = strlen(src) + 64;
+  char *mha = malloc(n);
+  snprintf(mha, n, "%.*scausal=true, rope=true, kv_heads=2%s", (int)(at - src), src, at + strlen("causal=true"));
+  free(src);
+  lathe_model *m = parse(mha);
+  free(mha);
+  if (!m || write_weights(m, path, 13)) { lathe_model_free(m); return; }
+  for (int b = 0; b < 2; b++) {
+    lathe_backend be = b ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP;
+    check_parity(m, path, be, 0, 0, 40, "To be", 1);
+    check_parity(m, path, be, 1.0, 10, 40, "To be", 1);
+  }
+  check_parity(m, path, LATHE_BACKEND_LLVM, 0.8, 0, 20, "It was the best of times, it was the worst", 1);
+  lathe_model_free(m);
+  /* mha without a decode form: non-causal self-attention */
+  m = parse("model nc\ninput tokens : i32[batch, 8]\n"
+            "h = embedding(tokens, 96, 16, name=\"tok\") |> attention(2, rope=true, name=\"a\")\n"
+            "output logits = dense(h, 96, name=\"head\")\n");
+  if (!m || write_weights(m, path, 3)) { lathe_model_free(m); return; }
+  lathe_generate_options o = {.weights = path, .prompt = "x", .tokens = 3};
+  seq s;
+  lathe_generate_result r;
+  generate(m, o, &s, &r);
+  CHECK_MSG(!r.cached && strstr(r.note, "non-causal") != NULL, "note: %s", r.note);
+  lathe_model_free(m);
+}
+
 static void test_lstm(const char *path) {
   lathe_model *m = parse(lstm_src);
   if (!m || write_weights(m, path, 5)) { lathe_model_free(m); return; }
@@ -268,7 +309,7 @@ static void test_errors(const char *path) {
 }
 
 int main(void) {
-  for (int64_t pos = 0; pos < OT; pos += 3) test_ops(pos);
+  for (int64_t pos = 0; pos < OT; pos += 3) test_ops(pos, OH), test_ops(pos, 1);
   char dir[] = "/tmp/lathe_gen_XXXXXX";
   if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
   char w1[64], w2[64], w3[64];
@@ -277,6 +318,7 @@ int main(void) {
   snprintf(w3, sizeof w3, "%s/lstm.safetensors", dir);
   test_gpt(pos_param, w1);
   test_gpt(pos_arange, w2);
+  test_gpt_mha(w2);
   test_lstm(w3);
   test_errors(w1);
   unlink(w1), unlink(w2), unlink(w3);
