@@ -173,6 +173,21 @@ static const cli_command commands[] = {
    "                    products (AVX-512 VNNI, AVX-VNNI or AVX2, as the CPU has; LATHE_CPU_FEATURES=\n"
    "                    -avx512vnni,-avxvnni,-avx2 turns paths off); bf16, f16: 16-bit weights\n"
    "  --data FILE       accepted for the static int8 mode to come; unused by these modes\n"},
+  {"export", cmd_export, "write the forward graph as an ONNX model (opset 17)",
+   "usage: lathe export MODEL --weights W.safetensors -o MODEL.onnx [--bind NAME=N]...\n"
+   "\n"
+   "Writes MODEL.onnx (atomically): the model's forward graph as ONNX opset 17 with W's weights as\n"
+   "initializers, one graph output per model output (same names), the inputs the outputs read as\n"
+   "graph inputs (targets and the loss are left out). Layers without an ONNX op of their own\n"
+   "(attention, gelu, rmsnorm, groupnorm) are written as the ONNX ops they compute; the\n"
+   "normalisation trained weights carry becomes the first nodes after its input, so the file\n"
+   "takes raw features as lathe run does. Shapes are static: symbolic dimensions are bound with\n"
+   "--bind, else 1. ONNX Runtime runs the file (tests/onnx_export.sh checks it against lathe run).\n"
+   "See docs/onnx.md.\n"
+   "\n"
+   "  --weights W       the weights (lathe init, lathe train); quantized files are refused\n"
+   "  -o MODEL.onnx     the file to write\n"
+   "  --bind NAME=N     bind a symbolic dimension (default 1)\n"},
   {"generate", cmd_generate, "generate text from a sequence model",
    "usage: lathe generate MODEL --weights W --prompt TEXT --tokens N [--temperature T] [--top-k K]\n"
    "                      [--seed S] [--backend B] [--recompute]\n"
