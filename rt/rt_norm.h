@@ -39,29 +39,56 @@ static inline void rt_norm_group(const rt_norm_geom *g, int64_t q, int64_t *n0, 
   *n0 = q / per * g->nb, *c0 = q % per * g->cb;
 }
 
+/* Sums run in RT_NORM_LANES independent double accumulators (element k of
+ * a row into lane k % RT_NORM_LANES), added in a fixed tree at the end: the
+ * loops vectorise instead of waiting on one accumulator's latency, and the
+ * result still depends only on the shapes. */
+enum { RT_NORM_LANES = 8 };
+
+static inline double rt_norm_total(const double *a) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 #endif
 
 /* ---- the kernels, once per element type: define NT (double or float) and
  * NK(name) (a suffix) before including this file again ---- */
 #if defined(NT) && defined(NK)
 
+/* a[l] += r[k] - mu (sq: its square) over k = l, l + LANES, ... < S */
+static inline void NK(lanes)(const NT *r, int64_t S, double mu, int sq, double *a) {
+  int64_t k = 0;
+  if (sq)
+    for (; k + RT_NORM_LANES <= S; k += RT_NORM_LANES)
+      for (int l = 0; l < RT_NORM_LANES; l++) a[l] += ((double)r[k + l] - mu) * ((double)r[k + l] - mu);
+  else
+    for (; k + RT_NORM_LANES <= S; k += RT_NORM_LANES)
+      for (int l = 0; l < RT_NORM_LANES; l++) a[l] += (double)r[k + l] - mu;
+  for (int l = 0; k < S; k++, l++) a[l] += sq ? ((double)r[k] - mu) * ((double)r[k] - mu) : (double)r[k] - mu;
+}
+
+/* a[l] += dy[k], b[l] += dy[k] (x[k] - mu), lanes as above */
+static inline void NK(lanes2)(const NT *dy, const NT *x, int64_t S, double mu, double *a, double *b) {
+  int64_t k = 0;
+  for (; k + RT_NORM_LANES <= S; k += RT_NORM_LANES)
+    for (int l = 0; l < RT_NORM_LANES; l++) {
+      a[l] += (double)dy[k + l];
+      b[l] += (double)dy[k + l] * ((double)x[k + l] - mu);
+    }
+  for (int l = 0; k < S; k++, l++) a[l] += (double)dy[k], b[l] += (double)dy[k] * ((double)x[k] - mu);
+}
+
 /* mean and rstd of group q */
 static void NK(stats)(const rt_norm_geom *g, const NT *x, int64_t q, double *mean, double *rstd) {
   int64_t n0, c0, m = g->nb * g->cb * g->S;
   rt_norm_group(g, q, &n0, &c0);
-  double s = 0.0, v = 0.0;
+  double s[RT_NORM_LANES] = {0}, v[RT_NORM_LANES] = {0};
   for (int64_t n = n0; n < n0 + g->nb; n++)
-    for (int64_t c = c0; c < c0 + g->cb; c++) {
-      const NT *r = x + (n * g->C + c) * g->S;
-      for (int64_t k = 0; k < g->S; k++) s += r[k];
-    }
-  double mu = g->center ? s / (double)m : 0.0;
+    for (int64_t c = c0; c < c0 + g->cb; c++) NK(lanes)(x + (n * g->C + c) * g->S, g->S, 0.0, 0, s);
+  double mu = g->center ? rt_norm_total(s) / (double)m : 0.0;
   for (int64_t n = n0; n < n0 + g->nb; n++)
-    for (int64_t c = c0; c < c0 + g->cb; c++) {
-      const NT *r = x + (n * g->C + c) * g->S;
-      for (int64_t k = 0; k < g->S; k++) v += ((double)r[k] - mu) * ((double)r[k] - mu);
-    }
-  *mean = mu, *rstd = 1.0 / sqrt(v / (double)m + g->eps);
+    for (int64_t c = c0; c < c0 + g->cb; c++) NK(lanes)(x + (n * g->C + c) * g->S, g->S, mu, 1, v);
+  *mean = mu, *rstd = 1.0 / sqrt(rt_norm_total(v) / (double)m + g->eps);
 }
 
 /* y for groups [q0, q1). b may be NULL (rmsnorm). rm, rv non-NULL: batchnorm's
@@ -94,12 +121,9 @@ static void NK(dx)(const rt_norm_geom *g, const NT *x, const NT *w, const NT *dy
     for (int64_t n = n0; n < n0 + g->nb; n++)
       for (int64_t c = c0; c < c0 + g->cb; c++) {
         int64_t o = (n * g->C + c) * g->S;
-        double sg = 0.0, sgx = 0.0;
-        for (int64_t k = 0; k < g->S; k++) {
-          sg += (double)dy[o + k];
-          sgx += (double)dy[o + k] * ((double)x[o + k] - mu);
-        }
-        mg += sg * (double)w[c], mgx += sgx * (double)w[c];
+        double sg[RT_NORM_LANES] = {0}, sgx[RT_NORM_LANES] = {0};
+        NK(lanes2)(dy + o, x + o, g->S, mu, sg, sgx);
+        mg += rt_norm_total(sg) * (double)w[c], mgx += rt_norm_total(sgx) * (double)w[c];
       }
     mg = g->center ? mg / (double)m : 0.0, mgx *= rs / (double)m;
     for (int64_t n = n0; n < n0 + g->nb; n++)
@@ -124,13 +148,13 @@ static void NK(dwb)(const rt_norm_geom *g, const NT *x, const NT *dy, int bias, 
     rt_norm_group(g, q, &n0, &c0);
     if (!bias) NK(stats)(g, x, q, &mu, &rs);
     for (int64_t c = c0; c < c0 + g->cb; c++) {
-      double s = 0.0;
+      double a[RT_NORM_LANES] = {0}, b[RT_NORM_LANES] = {0};
       for (int64_t n = n0; n < n0 + g->nb; n++) {
         int64_t o = (n * g->C + c) * g->S;
-        for (int64_t k = 0; k < g->S; k++)
-          s += bias ? (double)dy[o + k] : (double)dy[o + k] * ((double)x[o + k] - mu) * rs;
+        if (bias) NK(lanes)(dy + o, g->S, 0.0, 0, a);
+        else NK(lanes2)(dy + o, x + o, g->S, mu, a, b);
       }
-      out[c] = (NT)((double)out[c] + s);
+      out[c] = (NT)((double)out[c] + (bias ? rt_norm_total(a) : rt_norm_total(b) * rs)); /* sum dy (x - mu) rs */
     }
   }
 }
