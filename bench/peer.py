@@ -213,8 +213,12 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 def classes(model, x):
     """How many classes the logits have (targets are drawn below it)."""
+    was = model.training  # in eval mode: batchnorm refuses one example per channel in training mode
+    model.eval()
     with torch.no_grad():
-        return model.logits(x[:1]).shape[-1]
+        n = model.logits(x[:1]).shape[-1]
+    model.train(was)
+    return n
 
 
 def train_step(model, x, optim, clip_norm, foreach):

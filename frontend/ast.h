@@ -91,7 +91,7 @@ typedef enum {
   ST_MODEL,   /* name */
   ST_CONST,   /* name = value (one statement per name in `const A = 1, B = 2`) */
   ST_INPUT,   /* input/target name : dtype[dims]; is_target */
-  ST_ASSIGN,  /* name = value */
+  ST_ASSIGN,  /* name = value; or a, b, ... = value (a list: split) with names[] */
   ST_OUTPUT,  /* output name [= value]; value NULL exports an existing binding */
   ST_LOSS,    /* loss = value */
   ST_DEF,     /* def name(params) { body } */
@@ -121,6 +121,11 @@ struct fe_stmt {
   /* ST_TRAIN */
   fe_namedarg *kv;
   int nkv;
+  /* ST_ASSIGN binding several names (`a, b = split(x, 2, axis=1)`): name is
+   * names[0]; nnames is 0 for a single name */
+  const char **names;
+  ir_loc *name_locs;
+  int nnames;
 };
 
 /* ---- the model object (owned by fe_parse's caller) ---- */

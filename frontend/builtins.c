@@ -29,6 +29,7 @@ int fe_lw_one_hot(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_cumsum(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_gather(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_stack(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_split(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_dense(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_conv2d(fe_lctx *L, fe_args *a, fe_val *out);
@@ -105,9 +106,10 @@ const fe_builtin fe_builtins[] = {
   {"cumsum", IR_CUMSUM, fe_lw_cumsum, 2, 2, {{"x", T}, {"axis", AK_INT}}, 0},
   {"gather", IR_GATHER, fe_lw_gather, 3, 3, {{"x", T}, {"axis", AK_INT}, {"index", T}}, 0},
   {"stack", IR_CONCAT, fe_lw_stack, 1, 2, {{"tensors", AK_TENSORS}, {"axis", AK_INT}}, 0},
+  {"split", IR_SLICE, fe_lw_split, 2, 3, {{"x", T}, {"sizes", AK_INT_OR_INTLIST}, {"axis", AK_INT}}, 0}, /* a list: a, b = split(...) */
   /* losses */
-  {"cross_entropy", IR_CROSS_ENTROPY, fe_lw_loss, 2, 3,
-   {{"logits", T}, {"labels", T}, {"label_smoothing", AK_NUM}}, 0},
+  {"cross_entropy", IR_CROSS_ENTROPY, fe_lw_loss, 2, 5,
+   {{"logits", T}, {"labels", T}, {"label_smoothing", AK_NUM}, {"weight", AK_NUMLIST}, {"ignore_index", AK_INT}}, 0},
   {"mse", IR_MSE, fe_lw_loss, 2, 2, {{"pred", T}, {"target", T}}, 0},
   {"bce", IR_BCE, fe_lw_loss, 2, 2, {{"logits", T}, {"labels", T}}, 0},
   {"kl_div", IR_KL_DIV, fe_lw_loss, 2, 2, {{"input", T}, {"target", T}}, 0},
@@ -144,6 +146,8 @@ const char *fe_argkind_str(fe_argkind k) {
   case AK_BOOL: return "true or false";
   case AK_STR: return "a string";
   case AK_INTLIST: return "a list of integers";
+  case AK_NUMLIST: return "a list of numbers";
+  case AK_INT_OR_INTLIST: return "an integer or a list of integers";
   case AK_TENSORS: return "a list of tensors";
   case AK_INT_OR_STR: return "an integer or a string";
   case AK_BLOCK: return "the name of a block";

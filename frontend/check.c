@@ -175,12 +175,13 @@ static void add_edge(cctx *c, int to, ir_loc loc) {
 
 /* One argument against its declared kind. */
 static void check_arg(cctx *c, const char *fn, const fe_argspec *sp, const fe_expr *x) {
-  if ((sp->kind == AK_INTLIST || sp->kind == AK_TENSORS) && x->kind == EX_LIST) {
-    ck want = sp->kind == AK_INTLIST ? K_NUM : K_TENSOR;
+  if ((sp->kind == AK_INTLIST || sp->kind == AK_NUMLIST || sp->kind == AK_INT_OR_INTLIST || sp->kind == AK_TENSORS) &&
+      x->kind == EX_LIST) {
+    ck want = sp->kind == AK_TENSORS ? K_TENSOR : K_NUM;
     for (int i = 0; i < x->nitems; i++) {
       ck k = expr(c, x->items[i]);
       if (k == want || k == K_ANY || k == K_ERR) {
-        if (want == K_NUM && x->items[i]->kind == EX_NUM && !x->items[i]->num_is_int)
+        if (sp->kind != AK_NUMLIST && x->items[i]->kind == EX_NUM && !x->items[i]->num_is_int)
           fe_error(c->d, x->items[i]->loc, "argument '%s' of '%s' must be %s, got %g", sp->name, fn,
                    fe_argkind_str(sp->kind), x->items[i]->num);
         continue;
@@ -200,14 +201,16 @@ static void check_arg(cctx *c, const char *fn, const fe_argspec *sp, const fe_ex
   case AK_INT: ok = k == K_NUM; break;
   case AK_BOOL: ok = k == K_BOOL; break;
   case AK_STR: ok = k == K_STR; break;
-  case AK_INTLIST: case AK_TENSORS: ok = k == K_LIST; break;
+  case AK_INTLIST: case AK_NUMLIST: case AK_TENSORS: ok = k == K_LIST; break;
   case AK_INT_OR_STR: ok = k == K_NUM || k == K_STR; break;
+  case AK_INT_OR_INTLIST: ok = k == K_NUM || k == K_LIST; break;
   case AK_BLOCK: ok = 0; break;
   }
   if (!ok) {
     fe_error(c->d, x->loc, "argument '%s' of '%s' must be %s, got %s", sp->name, fn,
              fe_argkind_str(sp->kind), ck_str(k));
-  } else if ((sp->kind == AK_INT || sp->kind == AK_INT_OR_STR) && x->kind == EX_NUM && !x->num_is_int) {
+  } else if ((sp->kind == AK_INT || sp->kind == AK_INT_OR_STR || sp->kind == AK_INT_OR_INTLIST) && x->kind == EX_NUM &&
+             !x->num_is_int) {
     fe_error(c->d, x->loc, "argument '%s' of '%s' must be an integer, got %g", sp->name, fn, x->num);
   }
 }
@@ -225,7 +228,7 @@ static ck builtin_call(cctx *c, const fe_builtin *b, const fe_expr *e) {
   for (int i = 0; i < b->nargs; i++)
     if (slot[i]) check_arg(c, b->name, &b->arg[i], slot[i]);
   check_name_arg(c, name);
-  return K_TENSOR;
+  return strcmp(b->name, "split") == 0 ? K_LIST : K_TENSOR; /* the one builtin yielding a list of tensors */
 }
 
 /* Bind block arguments: npos positional expressions, then named ones (name=
@@ -471,6 +474,17 @@ static void st_input(cctx *c, const fe_stmt *st) {
 
 static void st_assign(cctx *c, const fe_stmt *st) {
   ck k = expr(c, st->value);
+  if (st->nnames) { /* a, b = split(...): each name a tensor; the count is checked when lowered */
+    if (k != K_LIST && k != K_ANY && k != K_ERR)
+      fe_error(c->d, st->value->loc, "%d names need a list of tensors (split), got %s", st->nnames, ck_str(k));
+    for (int i = 0; i < st->nnames; i++) {
+      for (int j = 0; j < i; j++)
+        if (strcmp(st->names[i], st->names[j]) == 0)
+          fe_error(c->d, st->name_locs[i], "'%s' is bound twice in one statement", st->names[i]);
+      if (name_free(c, st->names[i], st->name_locs[i], "binding")) bind(c, c->sc, st->names[i], K_TENSOR);
+    }
+    return;
+  }
   if (!name_free(c, st->name, st->name_loc, "binding")) return;
   bind(c, c->sc, st->name, k);
 }

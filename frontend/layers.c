@@ -429,14 +429,100 @@ int fe_lw_stack(fe_lctx *L, fe_args *a, fe_val *out) {
   return set_out(out, fe_node(L, IR_CONCAT, in, lst->n, &at, a->call->loc));
 }
 
+/* split(x, sizes, axis=0): torch.split -- `sizes` an integer (parts of that
+ * size along the axis, the last one smaller when it does not divide) or a
+ * list of positive sizes adding up to the axis. A list of tensors (bound by
+ * `a, b = split(...)` or passed to concat/stack), one slice each: the
+ * gradient is slice's (zeros around the part), summed over the parts. */
+int fe_lw_split(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 1, IR_MAXDIM, 0, "a tensor of rank >= 1")) return -1;
+  const ir_shape *xs = shape_of(L, a->v[0].node);
+  ir_attr at = {0};
+  if (fe_axis(L, get_int(a, 2, 0), xs->rank, argloc(a, 2), &at.axis)) return -1;
+  int64_t dim = xs->d[at.axis], nparts;
+  const fe_val *sz = &a->v[1];
+  if (sz->k == V_NUM) {
+    if (sz->num.i < 1) {
+      fe_error(L->d, argloc(a, 1), "split size must be at least 1, got %lld", (long long)sz->num.i);
+      return -1;
+    }
+    nparts = (dim + sz->num.i - 1) / sz->num.i;
+  } else {
+    int64_t total = 0;
+    for (int i = 0; i < sz->n; i++) {
+      if (sz->items[i].num.i < 1) {
+        fe_error(L->d, argloc(a, 1), "split sizes must be at least 1, got %lld", (long long)sz->items[i].num.i);
+        return -1;
+      }
+      total += sz->items[i].num.i > dim ? dim + 1 : sz->items[i].num.i; /* no overflow */
+    }
+    if (total != dim || sz->n < 1) {
+      fe_error(L->d, argloc(a, 1), "split sizes must add up to the size of axis %lld (%lld)", (long long)at.axis,
+               (long long)dim);
+      return -1;
+    }
+    nparts = sz->n;
+  }
+  if (nparts > 4096) {
+    fe_error(L->d, argloc(a, 1), "split makes %lld parts; at most 4096", (long long)nparts);
+    return -1;
+  }
+  fe_val *items = ar_alloc(L->A, sizeof *items * (size_t)nparts);
+  int x = a->v[0].node;
+  for (int64_t i = 0; i < nparts; i++) {
+    int64_t len = sz->k == V_NUM ? sz->num.i : sz->items[i].num.i;
+    at.end = at.start + len < dim ? at.start + len : dim;
+    int id = nparts == 1 ? x : fe_node(L, IR_SLICE, &x, 1, &at, a->call->loc);
+    if (id < 0) return -1;
+    items[i] = (fe_val){.k = V_TENSOR, .node = id};
+    at.start = at.end;
+  }
+  out->k = V_LIST;
+  out->items = items;
+  out->n = (int)nparts;
+  return 0;
+}
+
+/* cross_entropy's weight=[w0, w1, ...]: one finite number per class, as an
+ * f32 constant [C] (the op's third input). */
+static int ce_weight(fe_lctx *L, const fe_args *a, int *w) {
+  const fe_val *lst = &a->v[3];
+  *w = -1;
+  if (lst->k != V_LIST) return 0;
+  const ir_shape *sx = shape_of(L, a->v[0].node);
+  int64_t C = sx->rank ? sx->d[sx->rank - 1] : 0;
+  if (lst->n != C) {
+    fe_error(L->d, argloc(a, 3), "weight must give one number per class: %lld classes, got %d numbers", (long long)C,
+             lst->n);
+    return -1;
+  }
+  double *data = ar_alloc(L->g->A, sizeof(double) * (size_t)C);
+  for (int64_t j = 0; j < C; j++) {
+    data[j] = lst->items[j].num.f;
+    if (!isfinite(data[j]) || !isfinite((float)data[j])) {
+      fe_error(L->d, argloc(a, 3), "weight %lld is %g, not a finite f32 number", (long long)j, data[j]);
+      return -1;
+    }
+  }
+  if ((*w = ir_add_const(L->g, IR_F32, 0.0, a->call->loc)) < 0) return -1;
+  ir_node *c = &L->g->nodes[*w];
+  c->shape.rank = 1;
+  c->shape.d[0] = C;
+  c->data = data;
+  return 0;
+}
+
 int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out) {
   ir_attr at = {0};
+  int w = -1;
   if (a->b->op == IR_CROSS_ENTROPY) {
     at.f = get_num(a, 2, 0);
     if (!(at.f >= 0 && at.f < 1)) {
       fe_error(L->d, argloc(a, 2), "label_smoothing must be in [0, 1), got %g", at.f);
       return -1;
     }
+    if (a->v[4].k == V_NUM) at.k = 1, at.n = a->v[4].num.i; /* ignore_index: any integer, as PyTorch */
+    if (ce_weight(L, a, &w)) return -1;
   }
   if (a->b->op == IR_HUBER) {
     at.f = get_num(a, 2, 1.0);
@@ -445,8 +531,8 @@ int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out) {
       return -1;
     }
   }
-  int in[2] = {a->v[0].node, a->v[1].node};
-  return set_out(out, fe_node(L, a->b->op, in, 2, &at, a->call->loc));
+  int in[3] = {a->v[0].node, a->v[1].node, w};
+  return set_out(out, fe_node(L, a->b->op, in, w < 0 ? 2 : 3, &at, a->call->loc));
 }
 
 /* ---- layers with parameters ---- */

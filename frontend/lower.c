@@ -172,6 +172,34 @@ static void name_node(fe_lctx *L, fe_val v, const char *name) {
     L->g->nodes[v.node].name = ar_printf(L->A, "%s%s", L->sc->prefix, name);
 }
 
+static const char *vkind_str(fe_vkind k);
+
+/* `name = v`, or `a, b, ... = v` with v a list of as many tensors (split):
+ * each name bound to its tensor. A wrong count is an error at the value. */
+static void bind_assign(fe_lctx *L, fe_scope *s, const fe_stmt *st, fe_val v) {
+  if (!st->nnames) {
+    name_node(L, v, st->name);
+    scope_bind(L, s, st->name, v);
+    return;
+  }
+  if (v.k != V_ERR && (v.k != V_LIST || v.n != st->nnames)) {
+    if (v.k == V_LIST)
+      fe_error(L->d, st->value->loc, "%d names are bound to %d tensors", st->nnames, v.n);
+    else
+      fe_error(L->d, st->value->loc, "%d names need a list of tensors (split), got %s", st->nnames, vkind_str(v.k));
+    v = verr();
+  }
+  for (int i = 0; i < st->nnames; i++) {
+    fe_val x = v.k == V_LIST ? v.items[i] : verr();
+    if (x.k != V_TENSOR && x.k != V_ERR) {
+      fe_error(L->d, st->name_locs[i], "'%s' would be bound to %s, not a tensor", st->names[i], vkind_str(x.k));
+      x = verr();
+    }
+    name_node(L, x, st->names[i]);
+    scope_bind(L, s, st->names[i], x);
+  }
+}
+
 static const char *vkind_str(fe_vkind k) {
   static const char *s[] = {"nothing", "an invalid value", "a tensor", "a number", "a boolean", "a string",
                             "a list", "a block"};
@@ -272,6 +300,12 @@ static fe_val lookup(fe_lctx *L, const fe_expr *e) {
   return verr();
 }
 
+static int list_item_fits(const fe_val *x, fe_argkind k) {
+  return k == AK_INTLIST || k == AK_INT_OR_INTLIST ? x->k == V_NUM && x->num.is_int
+         : k == AK_NUMLIST                          ? x->k == V_NUM
+                                                    : x->k == V_TENSOR;
+}
+
 /* Does value v fit argument kind k? */
 static int val_fits(const fe_val *v, fe_argkind k) {
   switch (k) {
@@ -283,13 +317,15 @@ static int val_fits(const fe_val *v, fe_argkind k) {
   case AK_STR: return v->k == V_STR;
   case AK_INT_OR_STR: return v->k == V_STR || (v->k == V_NUM && v->num.is_int);
   case AK_BLOCK: return v->k == V_BLOCK;
+  case AK_INT_OR_INTLIST:
+    if (v->k == V_NUM) return v->num.is_int;
+    /* fall through */
   case AK_INTLIST:
+  case AK_NUMLIST:
   case AK_TENSORS:
     if (v->k != V_LIST) return 0;
-    for (int i = 0; i < v->n; i++) {
-      const fe_val *x = &v->items[i];
-      if (k == AK_INTLIST ? !(x->k == V_NUM && x->num.is_int) : x->k != V_TENSOR) return 0;
-    }
+    for (int i = 0; i < v->n; i++)
+      if (!list_item_fits(&v->items[i], k)) return 0;
     return 1;
   }
   return 0;
@@ -299,10 +335,10 @@ static int val_fits(const fe_val *v, fe_argkind k) {
  * offending item. */
 static void bad_arg(fe_lctx *L, const fe_builtin *b, int i, const fe_expr *x, const fe_val *v) {
   fe_argkind k = b->arg[i].kind;
-  if (v->k == V_LIST && (k == AK_INTLIST || k == AK_TENSORS)) {
+  if (v->k == V_LIST && (k == AK_INTLIST || k == AK_NUMLIST || k == AK_INT_OR_INTLIST || k == AK_TENSORS)) {
     for (int j = 0; j < v->n; j++) {
       const fe_val *it = &v->items[j];
-      if (k == AK_INTLIST ? it->k == V_NUM && it->num.is_int : it->k == V_TENSOR) continue;
+      if (list_item_fits(it, k)) continue;
       ir_loc loc = x->kind == EX_LIST && j < x->nitems ? x->items[j]->loc : x->loc;
       const char *what = it->k == V_NUM ? "a non-integer number" : vkind_str(it->k);
       fe_error(L->d, loc, "argument '%s' of '%s' must be %s, got %s in the list", b->arg[i].name, b->name,
@@ -359,9 +395,7 @@ static fe_val apply_block(fe_lctx *L, const fe_stmt *def, const fe_val *args, co
     const fe_stmt *st = def->body[j];
     if (st->kind == ST_ASSIGN) {
       L->what = ar_printf(L->A, "'%s' (in block '%s')", st->name, def->name);
-      fe_val v = eval(L, st->value);
-      name_node(L, v, st->name);
-      scope_bind(L, &s, st->name, v);
+      bind_assign(L, &s, st, eval(L, st->value));
     } else if (st->kind == ST_RETURN && st->value) {
       L->what = ar_printf(L->A, "the result of block '%s'", def->name);
       res = eval(L, st->value);
@@ -572,13 +606,10 @@ static void lower_stmt(fe_lctx *L, const fe_stmt *st, const int64_t *vals) {
   L->what = NULL;
   switch (st->kind) {
   case ST_INPUT: lower_input(L, st, vals); break;
-  case ST_ASSIGN: {
+  case ST_ASSIGN:
     L->what = ar_printf(L->A, "'%s'", st->name);
-    fe_val v = eval(L, st->value);
-    name_node(L, v, st->name);
-    scope_bind(L, L->sc, st->name, v);
+    bind_assign(L, L->sc, st, eval(L, st->value));
     break;
-  }
   case ST_OUTPUT: lower_output(L, st); break;
   case ST_LOSS: lower_loss(L, st); break;
   default: break; /* model, const (pre-evaluated), def (inlined), train (done first) */

@@ -513,9 +513,35 @@ static void parse_loss(parser *p, vec *out) {
   if ((s->value = parse_expr(p))) add_stmt(p, out, s);
 }
 
-/* assign = IDENT "=" expr */
+/* the rest of `a, b, ... = expr` after its first name: names = IDENT ("," IDENT)+ */
+static void parse_multi_assign(parser *p, vec *out, const fe_token *first) {
+  vec names = {0}, locs = {0};
+  vpush(p->A, &names, &first->text, sizeof first->text);
+  vpush(p->A, &locs, &first->loc, sizeof first->loc);
+  while (at(p, TK_COMMA)) {
+    next(p);
+    const fe_token *nm = expect_name(p, "a name after ',' (a, b = split(...))");
+    if (!nm) return;
+    vpush(p->A, &names, &nm->text, sizeof nm->text);
+    vpush(p->A, &locs, &nm->loc, sizeof nm->loc);
+  }
+  if (!expect_assign(p, first)) return;
+  fe_stmt *s = new_stmt(p, ST_ASSIGN, first);
+  s->name = first->text;
+  s->name_loc = first->loc;
+  s->names = names.a;
+  s->name_locs = locs.a;
+  s->nnames = names.n;
+  if ((s->value = parse_expr(p))) add_stmt(p, out, s);
+}
+
+/* assign = IDENT "=" expr | IDENT ("," IDENT)+ "=" expr */
 static void parse_assign(parser *p, vec *out) {
   const fe_token *name = next(p);
+  if (at(p, TK_COMMA)) {
+    parse_multi_assign(p, out, name);
+    return;
+  }
   if (!at(p, TK_ASSIGN)) {
     char what[120];
     snprintf(what, sizeof what, at(p, TK_LPAREN) ? "'=' after '%.40s' (a call's result must be bound to a name)"

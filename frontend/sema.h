@@ -64,6 +64,8 @@ typedef enum {
   AK_BOOL,       /* true / false */
   AK_STR,        /* a string */
   AK_INTLIST,    /* [ints] */
+  AK_NUMLIST,    /* [numbers] (cross_entropy's class weights) */
+  AK_INT_OR_INTLIST, /* split's sizes: one size or [sizes] */
   AK_TENSORS,    /* [tensors] */
   AK_INT_OR_STR, /* conv2d padding */
   AK_BLOCK       /* the name of a def block (repeat) */

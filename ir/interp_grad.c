@@ -267,25 +267,33 @@ int ik_gather_grad(ik_ctx *c, const ir_node *n, double *out) {
 
 /* ---- losses: the loss gradient dl is a scalar ---- */
 
-/* d/dx_j of the mean over rows of (1-ls)(lse - x_lab) + ls mean_c(lse - x_c):
- * (p_j - (1-ls) [j == lab] - ls / C) / rows */
+/* d/dx_j of cross_entropy (ik_cross_entropy): on a counted row,
+ * dl / W ((1-ls) w[lab] (p_j - [j == lab]) + ls / C (p_j sum_c w[c] - w[j]))
+ * with W the rows' total weight; 0 on an ignored row. Without weights this
+ * is (p_j - (1-ls) [j == lab] - ls / C) dl / rows. */
 int ik_cross_entropy_grad(ik_ctx *c, const ir_node *n, double *out) {
   const ir_shape *sx = shp(c, n, 0);
   const double *x = ik_in(c, n, 0), *y = ik_in(c, n, 1), dl = ik_in(c, n, 2)[0];
+  const double *w = n->nin == 4 ? ik_in(c, n, 3) : NULL;
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
-  double ls = n->attr.f, scale = dl / (double)rows;
+  double ls = n->attr.f, wsum, wall = 0.0;
+  if (ik_ce_weights(c, n, y, w, rows, C, &wsum)) return -1;
+  for (int64_t j = 0; j < C; j++) wall += w ? w[j] : 1.0;
+  double scale = dl / wsum;
   for (int64_t r = 0; r < rows; r++) {
     const double *xr = x + r * C;
     double lab = y[r];
-    if (!(lab >= 0 && lab < (double)C && lab == floor(lab)))
-      return ik_fail(c, n, "label %.17g at position %lld is out of range for %lld classes", lab,
-                     (long long)r, (long long)C);
-    double mx = -INFINITY, sum = 0.0;
+    if (n->attr.k && lab == (double)n->attr.n) {
+      for (int64_t j = 0; j < C; j++) out[r * C + j] = 0.0;
+      continue;
+    }
+    double mx = -INFINITY, sum = 0.0, wl = w ? w[(int64_t)lab] : 1.0;
     for (int64_t j = 0; j < C; j++) mx = xr[j] > mx ? xr[j] : mx;
     for (int64_t j = 0; j < C; j++) sum += exp(xr[j] - mx);
     for (int64_t j = 0; j < C; j++) {
       double p = exp(xr[j] - mx) / sum;
-      out[r * C + j] = scale * (p - (j == (int64_t)lab ? 1.0 - ls : 0.0) - ls / (double)C);
+      double g = (1.0 - ls) * wl * (p - (j == (int64_t)lab ? 1.0 : 0.0)) + ls / (double)C * (p * wall - (w ? w[j] : 1.0));
+      out[r * C + j] = scale * g;
     }
   }
   return 0;

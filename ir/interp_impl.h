@@ -108,6 +108,8 @@ int ik_one_hot(ik_ctx *c, const ir_node *n, double *out);
 int ik_gather(ik_ctx *c, const ir_node *n, double *out);
 int ik_cumsum(ik_ctx *c, const ir_node *n, double *out);
 int64_t ik_gather_at(const ir_shape *sx, const ir_shape *si, int ax, int64_t e, int64_t v);
+/* cross_entropy's counted rows' total weight into *wsum; -1 (error set) for a label not a class */
+int ik_ce_weights(ik_ctx *c, const ir_node *n, const double *y, const double *w, int64_t rows, int64_t C, double *wsum);
 int ik_cross_entropy(ik_ctx *c, const ir_node *n, double *out);
 int ik_mse(ik_ctx *c, const ir_node *n, double *out);
 int ik_bce(ik_ctx *c, const ir_node *n, double *out);

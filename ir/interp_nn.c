@@ -340,27 +340,46 @@ int ik_gather(ik_ctx *c, const ir_node *n, double *out) {
 
 /* ---- losses: scalar results ---- */
 
-/* logits[..., C], labels[...]: mean over positions of
- * (1 - ls) * -logp[label] + ls * mean_c(-logp[c])  (PyTorch's label smoothing). */
+/* cross_entropy's rows as torch.nn.functional.cross_entropy weighs them:
+ * a row whose label is the ignore_index (attr k = 1, the index in attr n)
+ * does not count; every other row weighs w[label] (1 without class
+ * weights), and the mean divides by the rows' total weight: *wsum. Returns
+ * -1 with the error set for a label that is not a class. */
+int ik_ce_weights(ik_ctx *c, const ir_node *n, const double *y, const double *w, int64_t rows, int64_t C, double *wsum) {
+  double total = 0.0;
+  for (int64_t r = 0; r < rows; r++) {
+    double lab = y[r];
+    if (n->attr.k && lab == (double)n->attr.n) continue;
+    if (!(lab >= 0 && lab < (double)C && lab == floor(lab)))
+      return ik_fail(c, n, "label %.17g at position %lld is out of range for %lld classes", lab, (long long)r,
+                     (long long)C);
+    total += w ? w[(int64_t)lab] : 1.0;
+  }
+  *wsum = total;
+  return 0;
+}
+
+/* logits[..., C], labels[...], weight[C]?: over the counted rows,
+ * (1 - ls) w[label] (lse - x[label]) + ls / C sum_c w[c] (lse - x[c]), divided
+ * by the rows' total weight (PyTorch's label smoothing and class weights). */
 int ik_cross_entropy(ik_ctx *c, const ir_node *n, double *out) {
   const ir_shape *sx = &ik_arg(c, n, 0)->shape;
-  const double *x = ik_in(c, n, 0), *y = ik_in(c, n, 1);
+  const double *x = ik_in(c, n, 0), *y = ik_in(c, n, 1), *w = n->nin == 3 ? ik_in(c, n, 2) : NULL;
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
-  double ls = n->attr.f, total = 0.0;
+  double ls = n->attr.f, total = 0.0, wsum;
+  if (ik_ce_weights(c, n, y, w, rows, C, &wsum)) return -1;
   for (int64_t r = 0; r < rows; r++) {
     const double *xr = x + r * C;
     double lab = y[r];
-    if (!(lab >= 0 && lab < (double)C && lab == floor(lab)))
-      return ik_fail(c, n, "label %.17g at position %lld is out of range for %lld classes", lab,
-                     (long long)r, (long long)C);
+    if (n->attr.k && lab == (double)n->attr.n) continue;
     double mx = -INFINITY, sum = 0.0, all = 0.0;
     for (int64_t j = 0; j < C; j++) mx = xr[j] > mx ? xr[j] : mx;
     for (int64_t j = 0; j < C; j++) sum += exp(xr[j] - mx);
     double lse = mx + log(sum); /* -logp[j] = lse - x[j] */
-    for (int64_t j = 0; j < C; j++) all += lse - xr[j];
-    total += (1.0 - ls) * (lse - xr[(int64_t)lab]) + ls * all / (double)C;
+    for (int64_t j = 0; j < C; j++) all += (w ? w[j] : 1.0) * (lse - xr[j]);
+    total += (1.0 - ls) * (w ? w[(int64_t)lab] : 1.0) * (lse - xr[(int64_t)lab]) + ls * all / (double)C;
   }
-  out[0] = total / (double)rows;
+  out[0] = total / wsum; /* every row ignored: 0 / 0, NaN as PyTorch */
   return 0;
 }
 

@@ -232,6 +232,9 @@ typedef struct ir_graph {
 } ir_graph;
 
 void ir_graph_init(ir_graph *g, arena *A, const char *model_name);
+/* cross_entropy's (and its gradient's) optional class weights fit the logits
+ * (ir/shape.c; shared by both shape rules). */
+int ir_ce_weight_check(ir_graph *g, ir_node *n, char *msg, size_t mn);
 /* Append a node, run the op's shape rule. Returns the node id, or -1 with a
  * message in msg (the node is not added) when the inputs do not fit the op.
  * `attr` may be NULL (all zero). */

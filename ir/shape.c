@@ -551,8 +551,20 @@ int shp_cross_entropy(ir_graph *g, ir_node *n, char *msg, size_t mn) {
                 opname(n), sh(&want, b1), sh(&lg->shape, b2), sh(&lb->shape, b3));
   if (!(n->attr.f >= 0 && n->attr.f <= 1))
     return ir_fail(msg, mn, "%s: label smoothing must be in [0, 1], got %g", opname(n), n->attr.f);
+  if (n->nin == 3 && ir_ce_weight_check(g, n, msg, mn)) return -1;
   ir_shape s = {0};
   set(n, IR_F32, &s);
+  return 0;
+}
+
+/* cross_entropy's optional class weights (its third input, the gradient's
+ * fourth): f32 [C] for logits [..., C]. */
+int ir_ce_weight_check(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *lg = in_(g, n, 0), *w = in_(g, n, n->op == IR_CROSS_ENTROPY ? 2 : 3);
+  char b1[SBUF], b2[SBUF];
+  if (w->dtype != IR_F32 || w->shape.rank != 1 || w->shape.d[0] != lg->shape.d[lg->shape.rank - 1])
+    return ir_fail(msg, mn, "%s: class weights must be f32[%lld] for logits %s, got %s", opname(n),
+                   (long long)lg->shape.d[lg->shape.rank - 1], sh(&lg->shape, b1), tstr(w, b2));
   return 0;
 }
 

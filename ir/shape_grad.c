@@ -245,6 +245,9 @@ int shp_cross_entropy_grad(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (!ir_dtype_is_int(lb->dtype) || lb->dtype == IR_BOOL || !ir_shape_eq(&lb->shape, &want))
     return ir_fail(msg, mn, "%s: labels must be integers shaped like the logits without classes", opname(n));
   if (need_scalar(n, dl, msg, mn)) return -1;
+  if (n->op == IR_NLL_GRAD ? n->nin != 3 : n->nin != 3 && n->nin != 4)
+    return ir_fail(msg, mn, "%s: expects %s inputs, got %d", opname(n), n->op == IR_NLL_GRAD ? "3" : "3 or 4", n->nin);
+  if (n->nin == 4 && ir_ce_weight_check(g, n, msg, mn)) return -1;
   set(n, lg->dtype, &lg->shape);
   return 0;
 }

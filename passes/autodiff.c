@@ -388,9 +388,9 @@ static void r_gather(ad_ctx *a, int id, int dy) {
 
 static void r_cross_entropy(ad_ctx *a, int id, int dy) {
   if (!want(a, id, 0)) return;
-  ir_attr at = {0};
-  at.f = N(a, id)->attr.f;
-  give(a, id, 0, add(a, IR_CROSS_ENTROPY_GRAD, (int[]){in(a, id, 0), in(a, id, 1), dy}, 3, &at));
+  ir_attr at = N(a, id)->attr; /* label smoothing, ignore_index; the class weights (a constant) get no gradient */
+  int w = N(a, id)->nin == 3 ? in(a, id, 2) : -1;
+  give(a, id, 0, add(a, IR_CROSS_ENTROPY_GRAD, (int[]){in(a, id, 0), in(a, id, 1), dy, w}, w < 0 ? 3 : 4, &at));
 }
 
 /* kl_div (batchmean over N = d[0]) = sum(t (log t - x)) / N: dx = -t dl / N,

@@ -63,6 +63,13 @@ void lathe_rt_norm(float *out, const float *x, const float *w, const float *b, c
                    const float *dy, int64_t what, int64_t N, int64_t C, int64_t S, int64_t nb, int64_t cb,
                    int64_t center, int64_t eps_bits);
 
+/* cross_entropy with class weights w[C] (NULL: none) or an ignore_index
+ * (rt/rt_loss.c): labels [rows] as i64, each a class or `ignore`; out[0] =
+ * the loss when dl is NULL, else out[rows, C] = its gradient times dl[0].
+ * ls_bits: the label smoothing's double, bit for bit. */
+void lathe_rt_cross_entropy(float *out, const float *x, const int64_t *labels, const float *w, const float *dl,
+                            int64_t rows, int64_t C, int64_t has_ignore, int64_t ignore, int64_t ls_bits);
+
 /* Scratch (floats) the two kernels above need for these shapes. */
 int64_t lathe_rt_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad);
 int64_t lathe_rt_rec_scratch_floats(int op, int64_t B, int64_t T, int64_t h);

@@ -1,11 +1,20 @@
 /* threadpool.c -- the persistent worker pool (see threadpool.h).
  *
- * One job at a time: the caller publishes (fn, ctx, n, parts), bumps the
- * generation counter and wakes sleepers; worker w runs part w (if there is
- * one) and then acknowledges. Workers spin
- * on the generation for a while, then sleep on a condition variable;
- * `sleepers` (sequentially consistent with `gen`) tells the caller whether a
- * broadcast is needed, without losing a wake-up. */
+ * One job at a time: the caller publishes (fn, ctx, n, parts), then the
+ * claim word (generation, parts, next part), bumps the generation counter
+ * and wakes sleepers. Every thread -- the caller included -- claims parts
+ * one at a time from the claim word with a compare-and-swap and runs them;
+ * the caller returns once `done` counts every part. A worker the system has
+ * not scheduled yet claims nothing, so the caller runs its parts instead of
+ * waiting for it (on a machine whose other cores are busy a woken worker
+ * may start milliseconds later). A claim names its job's generation and
+ * part count, so a late worker never claims a part of a job that has moved
+ * on; a claimed part keeps its job open, so the job's fields stay valid
+ * while the part runs. Parts are fixed ranges whichever thread runs them:
+ * results do not depend on the schedule. Workers spin on the generation for
+ * a while, then sleep on a condition variable; `sleepers` (sequentially
+ * consistent with `gen`) tells the caller whether a broadcast is needed,
+ * without losing a wake-up. */
 #include "rt/threadpool.h"
 
 #include <pthread.h>
@@ -20,9 +29,8 @@ typedef struct {
   pthread_cond_t cv;
   atomic_uint gen;      /* bumped once per job */
   atomic_int sleepers;  /* workers in (or about to be in) cond_wait */
-  atomic_int pending;   /* workers that have not finished with the job: every
-                         * worker acknowledges every job, so none can still be
-                         * reading it when the next is published */
+  _Atomic uint64_t claim; /* gen << 32 | parts << 16 | the next unclaimed part */
+  atomic_int done;      /* parts of the job finished */
   atomic_int busy;      /* a job is running */
   rt_pool_fn fn;
   void *ctx;
@@ -42,6 +50,20 @@ static void cpu_relax(void) {
 static void run_part(int p) {
   int64_t lo = pool.n * p / pool.parts, hi = pool.n * (p + 1) / pool.parts;
   if (lo < hi) pool.fn(pool.ctx, lo, hi, p);
+}
+
+/* Claim and run parts of job `gen` until none is left. */
+static void run_parts(unsigned gen) {
+  uint64_t c = atomic_load_explicit(&pool.claim, memory_order_acquire);
+  for (;;) {
+    unsigned parts = (unsigned)(c >> 16) & 0xffff, next = (unsigned)c & 0xffff;
+    if ((unsigned)(c >> 32) != gen || next >= parts) return;
+    if (!atomic_compare_exchange_weak_explicit(&pool.claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
+      continue;
+    run_part((int)next);
+    atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
+    c = atomic_load_explicit(&pool.claim, memory_order_acquire);
+  }
 }
 
 /* Wait for a generation other than seen: spin, then sleep. */
@@ -65,11 +87,11 @@ static void *worker(void *arg) {
   /* Workers are started before the first job is published, but may begin
    * running after it: start from generation 0, not from what gen says now,
    * or that first job would be missed and never acknowledged. */
+  (void)w;
   unsigned seen = 0;
   for (;;) {
     seen = wait_gen(seen);
-    if (w < pool.parts) run_part(w);
-    atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_release);
+    run_parts(seen);
   }
   return NULL;
 }
@@ -133,14 +155,16 @@ void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx) {
     return;
   }
   pool.fn = fn, pool.ctx = ctx, pool.n = n, pool.parts = (int)parts;
-  atomic_store(&pool.pending, pool.size - 1);
-  atomic_fetch_add(&pool.gen, 1); /* seq_cst: ordered before the sleepers read */
+  atomic_store(&pool.done, 0);
+  unsigned gen = atomic_load(&pool.gen) + 1;
+  atomic_store_explicit(&pool.claim, (uint64_t)gen << 32 | (uint64_t)parts << 16, memory_order_release);
+  atomic_store(&pool.gen, gen); /* seq_cst: ordered before the sleepers read */
   if (atomic_load(&pool.sleepers) > 0) {
     pthread_mutex_lock(&pool.mu);
     pthread_cond_broadcast(&pool.cv);
     pthread_mutex_unlock(&pool.mu);
   }
-  run_part(0);
-  while (atomic_load_explicit(&pool.pending, memory_order_acquire) > 0) cpu_relax();
+  run_parts(gen);
+  while (atomic_load_explicit(&pool.done, memory_order_acquire) < (int)parts) cpu_relax();
   atomic_store(&pool.busy, 0);
 }

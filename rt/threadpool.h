@@ -36,8 +36,9 @@ int rt_pool_set_size(int n);
 void rt_pool_default_size(int n);
 
 /* fn(ctx, lo, hi, part) over [0, n) in min(rt_pool_size(), n / grain) (at least
- * one) contiguous parts of equal size; the caller runs the first part and
- * returns when every part is done. A call made while another loop runs (from
+ * one) contiguous parts of equal size; the caller and the workers claim
+ * parts until none is left (a worker not yet running leaves its share to
+ * the caller), and the caller returns when every part is done. A call made while another loop runs (from
  * a part, or from a second thread) runs all of [0, n) on the caller as part
  * 0, which gives the same result. */
 void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx);

@@ -89,6 +89,11 @@ static void range_text(int64_t lo, int64_t hi, char *buf, size_t n) {
 
 int rt_data_check_ints(const rt_dataset *ds, int field, int64_t lo, int64_t hi, const char *what, char *msg,
                        size_t msgn) {
+  return rt_data_check_ints_except(ds, field, lo, hi, 0, 0, what, msg, msgn);
+}
+
+int rt_data_check_ints_except(const rt_dataset *ds, int field, int64_t lo, int64_t hi, int has_except,
+                              int64_t except, const char *what, char *msg, size_t msgn) {
   if (field < 0 || field >= ds->nfields) {
     snprintf(msg, msgn, "%s: no such field", ds->source);
     return -1;
@@ -100,13 +105,13 @@ int rt_data_check_ints(const rt_dataset *ds, int field, int64_t lo, int64_t hi, 
   for (int64_t k = 0; k < ds->n * f->width; k++) {
     if (is_float) {
       double v = value_at(ds, f, k);
-      if (v == floor(v) && v >= (double)lo && v < (double)hi) continue;
+      if (v == floor(v) && ((v >= (double)lo && v < (double)hi) || (has_except && v == (double)except))) continue;
       rt_fmt_double(value, sizeof value, v);
       if (v != floor(v))
         return bad_value(ds, field, k, what, value, label ? "is not an integer class" : "is not an integer", msg, msgn);
     } else {
       int64_t v = int_at(f, k);
-      if (v >= lo && v < hi) continue;
+      if ((v >= lo && v < hi) || (has_except && v == except)) continue;
       snprintf(value, sizeof value, "%lld", (long long)v);
     }
     range_text(lo, hi, range, sizeof range);

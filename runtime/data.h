@@ -69,6 +69,10 @@ int rt_data_field(const rt_dataset *ds, rt_field_role role, const char *name);
  * otherwise "FILE: example 16: label 10 is outside [0, 10)". */
 int rt_data_check_ints(const rt_dataset *ds, int field, int64_t lo, int64_t hi, const char *what, char *msg,
                        size_t msgn);
+/* The same, a value equal to `except` also accepted when has_except
+ * (cross_entropy's ignore_index). */
+int rt_data_check_ints_except(const rt_dataset *ds, int field, int64_t lo, int64_t hi, int has_except,
+                              int64_t except, const char *what, char *msg, size_t msgn);
 /* Class labels: rt_data_check_ints(ds, field, 0, nclasses, "label"). */
 int rt_data_check_labels(const rt_dataset *ds, int field, int64_t nclasses, char *msg, size_t msgn);
 /* The shortest "%.Ng" spelling of v that reads back as v ("2.9", not
@@ -251,6 +255,8 @@ typedef struct rt_metrics rt_metrics;
 rt_metrics *rt_metrics_new(rt_loss_kind kind, int64_t width, int lm);   /* width: C or W; NULL on no memory */
 /* The term behind "loss" (rt_loss_form; delta for huber). */
 void rt_metrics_set_form(rt_metrics *m, rt_loss_form form, double delta);
+/* cross_entropy's ignore_index: class rows with that label are left out of every metric. */
+void rt_metrics_set_ignore(rt_metrics *m, int has_ignore, int64_t ignore);
 int rt_metrics_add_class(rt_metrics *m, const float *logits, const int32_t *labels, int64_t rows, char *msg,
                          size_t msgn);
 int rt_metrics_add_value(rt_metrics *m, const float *pred, const float *target, int64_t rows, char *msg,

@@ -144,9 +144,12 @@ struct rt_metrics {
   double *col;              /* [4, W] */
   rt_loss_form form;        /* what "loss" sums */
   double delta;
+  int has_ignore;           /* cross_entropy's ignore_index: rows with that label are not counted */
+  int64_t ignore;
 };
 
 void rt_metrics_set_form(rt_metrics *m, rt_loss_form form, double delta) { m->form = form, m->delta = delta; }
+void rt_metrics_set_ignore(rt_metrics *m, int has_ignore, int64_t ignore) { m->has_ignore = has_ignore, m->ignore = ignore; }
 
 /* The regression term's loss of one error e (torch's l1_loss, huber_loss). */
 static double pointwise(const rt_metrics *m, double e) {
@@ -206,6 +209,7 @@ int rt_metrics_add_class(rt_metrics *m, const float *logits, const int32_t *labe
   }
   for (int64_t i = 0; i < rows; i++) {
     const float *z = logits + i * c;
+    if (m->has_ignore && labels[i] == m->ignore) continue;
     if (labels[i] < 0 || labels[i] >= c) {
       snprintf(msg, msgn, "label %d outside [0, %lld)", labels[i], (long long)c);
       return -1;

@@ -114,6 +114,8 @@ static int build_eval(tr_run *r, lathe_error *err) {
                  : op == IR_NLL   ? RT_FORM_NLL
                                   : RT_FORM_DEFAULT;
   r->data.form_delta = p->g.nodes[term].attr.f;
+  r->data.has_ignore = op == IR_CROSS_ENTROPY && p->g.nodes[term].attr.k;
+  r->data.ignore = p->g.nodes[term].attr.n;
   if (api_program_finish(p, err)) return -1;
   r->eval = p;
   r->pred_out = ir_find_output(&p->g, "__pred");
@@ -152,6 +154,7 @@ static int evaluate(tr_run *r, const rt_index *split, rt_metric *out, int *nout,
     return api_fail(err, LATHE_EUSER, "the loss's prediction must have the batch as its first axis");
   rt_metrics *mt = rt_metrics_new(r->data.loss, width, r->data.lm);
   if (mt) rt_metrics_set_form(mt, r->data.form, r->data.form_delta);
+  if (mt) rt_metrics_set_ignore(mt, r->data.has_ignore, r->data.ignore);
   float *buf = malloc((size_t)numel * sizeof(float) + 1);
   float *tgt = malloc((size_t)numel * sizeof(float) + 1);
   int32_t *lab = malloc((size_t)numel * sizeof(int32_t) + 1);

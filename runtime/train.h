@@ -24,6 +24,8 @@ typedef struct {
   rt_loss_kind loss;
   rt_loss_form form;           /* the term's own loss for the metrics' "loss" (l1_loss, huber, nll) */
   double form_delta;           /* huber's delta */
+  int has_ignore;              /* the cross_entropy term's ignore_index (labels not counted) */
+  int64_t ignore;
   int lm;                      /* a language model (text data): loss + perplexity */
   char msg[1024];
 } tr_data;

@@ -22,38 +22,43 @@ static int loss_kind_of(ir_op op, rt_loss_kind *kind) {
   return -1;
 }
 
-/* A composite loss (`mse(p, y) + 0.01 * mean(p * p)`) is trained whole; its
- * metrics come from the one recognised loss term (cross_entropy, nll, mse, bce, l1_loss, huber) it contains. Operands
- * precede their users in the node array, so one backward sweep from the loss
- * marks everything it reads. */
+/* A composite loss (`mse(p, y) + 0.01 * mean(p * p)`, `cross_entropy(z, y)
+ * + 0.1 * mse(p, t)`) is trained whole; its metrics come from one recognised
+ * loss term (cross_entropy, nll, mse, bce, l1_loss, huber) it contains. With
+ * several, a classification term (cross_entropy, nll) is preferred, then
+ * bce, then the regression ones; among equals the first in the source (the
+ * lowest node id). Operands precede their users in the node array, so one
+ * backward sweep from the loss marks everything it reads. */
+static int term_rank(rt_loss_kind k) {
+  return k == RT_LOSS_CROSS_ENTROPY ? 0 : k == RT_LOSS_BCE ? 1 : 2;
+}
+
 int tr_loss_term(const ir_graph *g, rt_loss_kind *kind, char *msg, size_t msgn) {
   if (g->loss < 0) return snprintf(msg, msgn, "the model has no loss"), -1;
   if (loss_kind_of(g->nodes[g->loss].op, kind) == 0) return g->loss;
   char *reach = calloc((size_t)g->loss + 1, 1);
   if (!reach) return snprintf(msg, msgn, "out of memory"), -1;
   reach[g->loss] = 1;
-  int term = -1, nterms = 0;
+  int term = -1;
+  rt_loss_kind best = RT_LOSS_MSE;
   for (int id = g->loss; id >= 0; id--) {
     if (!reach[id]) continue;
     const ir_node *n = &g->nodes[id];
-    if (loss_kind_of(n->op, NULL) == 0) {
-      if (nterms++ == 0) term = id;
+    rt_loss_kind k;
+    if (loss_kind_of(n->op, &k) == 0) {
+      if (term < 0 || term_rank(k) <= term_rank(best)) term = id, best = k; /* downwards: ties go to the first */
       continue; /* a term's own operands are not searched for further terms */
     }
-    for (int k = 0; k < n->nin; k++)
-      if (n->in[k] >= 0 && n->in[k] < id) reach[n->in[k]] = 1;
+    for (int j = 0; j < n->nin; j++)
+      if (n->in[j] >= 0 && n->in[j] < id) reach[n->in[j]] = 1;
   }
   free(reach);
-  if (nterms != 1) {
+  if (term < 0) {
     snprintf(msg, msgn,
-             nterms ? "the loss has %d cross_entropy, nll, mse, bce, l1_loss or huber terms; metrics need "
-                      "exactly one"
-                    : "the loss must be, or contain, one cross_entropy, nll, mse, bce, l1_loss or huber term "
-                      "to train and evaluate",
-             nterms);
+             "the loss must be, or contain, a cross_entropy, nll, mse, bce, l1_loss or huber term to train and evaluate");
     return -1;
   }
-  loss_kind_of(g->nodes[term].op, kind);
+  if (kind) *kind = best;
   return term;
 }
 
@@ -194,15 +199,18 @@ static const struct { ir_dtype dtype; int64_t lo, hi; } int_ranges[] = {
 };
 
 /* The class count of a cross_entropy loss (its logits' last dimension), 0
- * for other losses. */
-static int loss_classes(lathe_model *m, int64_t *C, lathe_error *err) {
+ * for other losses; its ignore_index. */
+static int loss_classes(lathe_model *m, int64_t *C, int *has_ignore, int64_t *ignore, lathe_error *err) {
   lathe_options po = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
   lathe_program *p = api_program_lower(m, &po, err);
   if (!p) return -1;
   *C = 0;
+  *has_ignore = 0;
   if (p->g.loss >= 0 && p->g.nodes[p->g.loss].op == IR_CROSS_ENTROPY) {
-    const ir_node *lg = &p->g.nodes[p->g.nodes[p->g.loss].in[0]];
+    const ir_node *ce = &p->g.nodes[p->g.loss], *lg = &p->g.nodes[ce->in[0]];
     *C = lg->shape.d[lg->shape.rank - 1];
+    *has_ignore = ce->attr.k != 0;
+    *ignore = ce->attr.n;
   }
   lathe_program_free(p);
   return 0;
@@ -212,7 +220,8 @@ static int loss_classes(lathe_model *m, int64_t *C, lathe_error *err) {
  * class labels of a cross_entropy loss must lie in [0, C): a regression CSV
  * fed to a classifier is refused at its first non-integer target. */
 static int check_values(tr_data *d, lathe_model *m, lathe_error *err) {
-  int64_t C = -1;
+  int64_t C = -1, ignore = 0;
+  int has_ignore = 0;
   for (int i = 0; i < d->nin; i++) {
     ir_dtype dt = fe_input_dtype(m->fe, i);
     size_t k = 0;
@@ -222,10 +231,11 @@ static int check_values(tr_data *d, lathe_model *m, lathe_error *err) {
     char what[96];
     snprintf(what, sizeof what, "'%s' value", fe_input_name(m->fe, i));
     if (fe_input_is_target(m->fe, i)) {
-      if (C < 0 && loss_classes(m, &C, err)) return -1;
+      if (C < 0 && loss_classes(m, &C, &has_ignore, &ignore, err)) return -1;
       if (C > 0) lo = 0, hi = C, snprintf(what, sizeof what, "label");
     }
-    if (rt_data_check_ints(&d->ds, d->field[i], lo, hi, what, d->msg, sizeof d->msg))
+    int except = fe_input_is_target(m->fe, i) && C > 0 && has_ignore;
+    if (rt_data_check_ints_except(&d->ds, d->field[i], lo, hi, except, ignore, what, d->msg, sizeof d->msg))
       return api_fail(err, LATHE_EUSER, "%s", d->msg);
   }
   return 0;

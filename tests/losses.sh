@@ -90,7 +90,7 @@ ge "$(metric "test accuracy" "$tmp/k.out")" 0.9 && ok || bad "kl_div: test accur
 # kl_div has no metrics of its own: alone it is refused, naming the terms that have
 sed -i 's/loss = cross_entropy(logits, y) + kl_div/loss = kl_div/' "$tmp/k.nn"
 "$LATHE" train "$tmp/k.nn" --data "$tmp/d.csv" --out "$tmp/ok2" --quiet >"$tmp/k2.out" 2>&1 && bad "kl_div alone trained"
-grep -q "the loss must be, or contain, one cross_entropy, nll, mse, bce, l1_loss or huber term" "$tmp/k2.out" && ok \
+grep -q "the loss must be, or contain, a cross_entropy, nll, mse, bce, l1_loss or huber term" "$tmp/k2.out" && ok \
   || bad "kl_div alone: $(cat "$tmp/k2.out")"
 
 refused() { # refused LOSS-LINE MESSAGE

@@ -42,6 +42,14 @@ static void run_case(const fcase *c) {
   int in[4];
   for (int j = 0; j < c->nin; j++) {
     const char *name = ar_printf(&A, "a%d", j);
+    if (c->op == IR_CROSS_ENTROPY && j == 2) { /* class weights: a constant in (0.2, 2.2], as the frontend makes */
+      in[j] = ir_add_const(&g, IR_F32, 0.0, loc);
+      double *w = ar_alloc(&A, sizeof(double) * (size_t)c->sh[j].d[0]);
+      for (int64_t e = 0; e < c->sh[j].d[0]; e++) w[e] = (float)(0.2 + 2 * urand());
+      g.nodes[in[j]].shape = c->sh[j];
+      g.nodes[in[j]].data = w;
+      continue;
+    }
     in[j] = c->dt[j] == IR_F32 ? ir_add_param(&g, name, IR_F32, &c->sh[j], IR_INIT_ZEROS, 0, 1, 1, loc)
                                : ir_add_input(&g, name, c->dt[j], &c->sh[j], 0, loc);
   }
@@ -210,6 +218,12 @@ static void test_grad_ops(void) {
   c = F1(IR_CUMSUM, m), c.attr.axis = 1;
   run_case(&c);
   c = F2(IR_CROSS_ENTROPY, S(3, 2, 3, 33, 0), IR_I32, S(2, 2, 3, 0, 0)), c.lim = 33, c.attr.f = 0.1;
+  run_case(&c);
+  /* class weights and an ignore_index (lathe_rt_cross_entropy), with and without smoothing */
+  c = F2(IR_CROSS_ENTROPY, S(2, 9, 5, 0, 0), IR_I32, S(1, 9, 0, 0, 0)), c.lim = 5, c.attr.f = 0.1;
+  c.nin = 3, c.dt[2] = IR_F32, c.sh[2] = S(1, 5, 0, 0, 0), c.attr.k = 1, c.attr.n = 2;
+  run_case(&c);
+  c.attr.f = 0, c.nin = 2;
   run_case(&c);
   c = F2(IR_BCE, m, IR_F32, m);
   run_case(&c);

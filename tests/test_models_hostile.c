@@ -65,9 +65,11 @@ static void test_loss_term(void) {
     {"loss = mse(p, y)\n", IR_MSE, NULL},
     {"loss = mse(p, y) + 0.01 * mean(p * p)\n", IR_MSE, NULL},
     {"loss = 0.5 * bce(p, y) + sum(abs(p))\n", IR_BCE, NULL},
-    {"loss = mse(p, y) + mse(p, 2 * y)\n", -1, "the loss has 2 cross_entropy, nll, mse, bce, l1_loss or huber terms; metrics need exactly one"},
+    /* several terms: bce before the regression ones, then the first in the source */
+    {"loss = mse(p, y) + mse(p, 2 * y)\n", IR_MSE, NULL},
+    {"loss = mse(p, y) + 0.1 * bce(p, y)\n", IR_BCE, NULL},
     {"loss = mean((p - y) * (p - y))\n", -1,
-     "the loss must be, or contain, one cross_entropy, nll, mse, bce, l1_loss or huber term to train and evaluate"},
+     "the loss must be, or contain, a cross_entropy, nll, mse, bce, l1_loss or huber term to train and evaluate"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char src[512];
@@ -85,6 +87,9 @@ static void test_loss_term(void) {
       CHECK_STR(msg, cases[i].msg);
     } else {
       CHECK_MSG(term >= 0 && (int)p->g.nodes[term].op == cases[i].op, "%s: %s", cases[i].loss, msg);
+      /* the first of two mse terms is the one reading y itself */
+      if (term >= 0 && strstr(cases[i].loss, "2 * y"))
+        CHECK(p->g.nodes[p->g.nodes[term].in[1]].op == IR_INPUT);
       CHECK(term >= 0 && kind == (cases[i].op == IR_MSE ? RT_LOSS_MSE : RT_LOSS_BCE));
     }
     lathe_program_free(p);

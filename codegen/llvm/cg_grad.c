@@ -524,6 +524,10 @@ static void ceg_row_body(cg_k *k, V r, void *ctx) {
 }
 
 static void e_cross_entropy_grad(cg_k *k) {
+  if (k->n->nin == 4 || k->n->attr.k) {
+    cg_emit_cross_entropy_rt(k);
+    return;
+  }
   const ir_shape *sx = SH(0);
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
   ceg_t t = {C, rows, k->n->attr.f};

@@ -200,6 +200,9 @@ void cg_call_rt(cg_k *k, const char *name, V *ptrs, int np, const int64_t *ints,
 /* ---- cg_norm.c: batchnorm (both forms), groupnorm, rmsnorm and norm_grad
  * as calls to lathe_rt_norm ---- */
 void cg_emit_norm(cg_k *k);
+/* cross_entropy and its gradient with class weights or an ignore_index, as
+ * calls to lathe_rt_cross_entropy (cg_ops.c) */
+void cg_emit_cross_entropy_rt(cg_k *k);
 /* ---- cg_quant.c: qmatmul, a call to lathe_rt_qmatmul (rt/rt_quant.c) ---- */
 void cg_emit_qmatmul(cg_k *k);
 int64_t cg_quant_scratch_bytes(const ir_graph *g, const ir_node *n);

@@ -308,6 +308,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_rt_rec_grad", (void *)lathe_rt_rec_grad}, {"lathe_rt_norm", (void *)lathe_rt_norm},
     {"lathe_rt_qmatmul", (void *)lathe_rt_qmatmul},
     {"lathe_rt_mha_fwd", (void *)lathe_rt_mha_fwd}, {"lathe_rt_mha_grad", (void *)lathe_rt_mha_grad},
+    {"lathe_rt_cross_entropy", (void *)lathe_rt_cross_entropy},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
   __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];

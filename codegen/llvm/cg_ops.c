@@ -9,6 +9,7 @@
 #include "cg_vec.h"
 
 #include <math.h>
+#include <string.h>
 
 #define BLD (k->B)
 #define ARG(j) (k->arg[1 + (j)])
@@ -674,9 +675,38 @@ static void ce_row(cg_k *k, V r, void *ctx) {
   else LLVMBuildStore(BLD, l, cg_gep(k, k->scratch, k->m->f64, r));
 }
 
+/* cross_entropy with class weights or an ignore_index, and its gradient:
+ * the labels checked (a class or the ignore_index) and copied to scratch as
+ * i64, then liblathe_rt's lathe_rt_cross_entropy (rt/rt_loss.c). Kernel
+ * arguments: out, logits, labels, then [weight] (forward) or dl [weight]. */
+void cg_emit_cross_entropy_rt(cg_k *k) {
+  const ir_node *n = k->n;
+  int grad = n->op == IR_CROSS_ENTROPY_GRAD;
+  const ir_shape *sx = SH(0);
+  int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C, ls_bits;
+  memcpy(&ls_bits, &n->attr.f, sizeof ls_bits);
+  V bad = cg_var(k, k->m->i1, LLVMConstInt(k->m->i1, 0, 0));
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V lab = cg_ldi(k, 2, r.iv);
+    LLVMBuildStore(BLD, lab, cg_gep(k, k->scratch, k->m->i64, r.iv));
+    V out = LLVMBuildICmp(BLD, LLVMIntUGE, lab, ci(k, C), "");
+    if (n->attr.k) out = LLVMBuildAnd(BLD, out, LLVMBuildICmp(BLD, LLVMIntNE, lab, ci(k, n->attr.n), ""), "");
+    cg_set(k, bad, LLVMBuildOr(BLD, cg_get(k, bad, k->m->i1), out, ""));
+  }
+  cg_flag_err(k, cg_get(k, bad, k->m->i1), 2);
+  int nw = grad ? 4 : 3; /* the weight's input position + 1 */
+  V p[5] = {k->arg[0], k->arg[1], k->scratch, n->nin == nw ? k->arg[nw] : NULL, grad ? k->arg[3] : NULL};
+  int64_t ints[5] = {rows, C, n->attr.k != 0, n->attr.n, ls_bits};
+  cg_call_rt(k, "lathe_rt_cross_entropy", p, 5, ints, 5);
+}
+
 /* The mean of the rows' losses, summed in row order whether the rows ran
  * in parallel (losses through scratch) or not: the same bits either way. */
 static void e_cross_entropy(cg_k *k) {
+  if (k->n->nin == 3 || k->n->attr.k) {
+    cg_emit_cross_entropy_rt(k);
+    return;
+  }
   const ir_shape *sx = SH(0);
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
   LLVMTypeRef f64 = k->m->f64;
@@ -957,9 +987,11 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
   case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;
   case IR_GRU: f = sx->d[0] * sx->d[1] * 3 * n->shape.d[2] + sx->d[0] * 3 * n->shape.d[2]; break;
-  case IR_CROSS_ENTROPY: { /* rows in parallel: each row's loss (a double) */
+  case IR_CROSS_ENTROPY: case IR_CROSS_ENTROPY_GRAD: {
     int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
-    return cg_rows_parallel(rows, C, ROW_COST) ? rows * 8 : 0;
+    if (n->attr.k || n->nin == (n->op == IR_CROSS_ENTROPY ? 3 : 4)) return rows * 8; /* the labels as i64 */
+    /* rows in parallel: each row's loss (a double) */
+    return n->op == IR_CROSS_ENTROPY && cg_rows_parallel(rows, C, ROW_COST) ? rows * 8 : 0;
   }
   default: break;
   }
