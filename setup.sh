@@ -15,6 +15,7 @@ PACKAGES=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # lathe emit --target aarch64: cross-link and run (tests/emit_cross.sh)
   libprotobuf-c-dev protobuf-c-compiler # ONNX files (onnx/: protoc-c generates the reader at build time)
   libonnx-dev libonnx-testdata          # ... from Debian's onnx.proto; ONNX's node test suite (tests/onnx)
+  libopenmpi-dev openmpi-bin            # distributed training (mpirun -np N lathe train; tests/mpi.sh)
 )
 
 # ONNX Runtime (the peer of lathe export and the ORT column of bench/run): the npm package
