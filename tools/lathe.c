@@ -173,6 +173,17 @@ static const cli_command commands[] = {
    "                    products (AVX-512 VNNI, AVX-VNNI or AVX2, as the CPU has; LATHE_CPU_FEATURES=\n"
    "                    -avx512vnni,-avxvnni,-avx2 turns paths off); bf16, f16: 16-bit weights\n"
    "  --data FILE       accepted for the static int8 mode to come; unused by these modes\n"},
+  {"import", cmd_import, "an ONNX model as a .nn model and its weights",
+   "usage: lathe import MODEL.onnx -o DIR [--name NAME]\n"
+   "\n"
+   "Writes DIR/NAME.nn and DIR/NAME.safetensors (NAME: the file's stem, or --name). Known\n"
+   "patterns become the language's layers (MatMul/Gemm + Add -> dense, Conv -> conv2d/conv1d,\n"
+   "LayerNormalization -> layernorm, BatchNormalization -> batchnorm, LSTM/GRU/RNN -> lstm/gru/rnn,\n"
+   "a Gather from a constant table -> embedding), everything else the language's primitive ops;\n"
+   "shape arithmetic (Shape, Gather, Concat, ... on shapes) is folded; symbolic dimensions of\n"
+   "the inputs (a dynamic batch) stay symbolic. Opsets 6 to 17 of the default domain. An\n"
+   "operator or attribute Lathe cannot express is an error naming the node, the op, the\n"
+   "attribute and the opset. See docs/onnx.md.\n"},
   {"generate", cmd_generate, "generate text from a sequence model",
    "usage: lathe generate MODEL --weights W --prompt TEXT --tokens N [--temperature T] [--top-k K]\n"
    "                      [--seed S] [--backend B] [--recompute]\n"
