@@ -27,6 +27,8 @@ typedef struct {
   int borrowed; /* cv and sv belong to the value this one aliases */
   char *in_name; /* a scalar input's declared [1] name */
   char *decl;   /* a graph input's declaration, until something reads it */
+  int filled;   /* ConstantOfShape of a symbolic shape: every element `fill`, no data */
+  double fill;
   int known;    /* cv is a graph input's value the caller gave (ox_import_options.known) */
 } ox_val;
 

@@ -256,6 +256,10 @@ const char *ox_shape_list(const int64_t *d, int rank, char *buf, size_t n) {
 }
 
 int ox_numeric_literal(char *buf, size_t n, double f, int dt) {
+  if (isinf(f) && ox_is_float_dt(dt)) { /* past f32's range: the literal becomes an infinity */
+    snprintf(buf, n, "%s", f > 0 ? "1e39" : "(-1e39)");
+    return 0;
+  }
   if (!isfinite(f)) return -1;
   if (!ox_is_float_dt(dt)) {
     if (f != floor(f) || fabs(f) > 9e15) return -1;
@@ -343,6 +347,10 @@ const char *ox_ref(ox_ctx *c, ox_val *v) {
     v->decl = NULL;
   }
   if (v->nn) return v->nn;
+  if (v->filled) {
+    ox_unsup(c, NULL, "'%s' (a ConstantOfShape of a symbolic shape) used as a tensor", v->onnx);
+    return NULL;
+  }
   if (ox_const(c, v)) return materialise(c, v);
   ox_err(c, "'%s' has no value (an internal error of the importer)", v->onnx);
   return NULL;
@@ -690,6 +698,16 @@ int ox_import(const Onnx__ModelProto *m, const ox_import_options *o, ox_import_r
       if (v) v->uses++;
     }
   c.skip = calloc((size_t)c.nnodes + 1, 1);
+  /* Constant nodes first: the patterns that look ahead (dense's bias Add,
+   * GELU's Erf chain) see their values whatever the file's order */
+  for (c.cur = 0; c.cur < c.nnodes; c.cur++) {
+    const Onnx__NodeProto *n = c.nodes[c.cur];
+    if (strcmp(n->op_type ? n->op_type : "", "Constant") != 0 || (n->domain && *n->domain)) continue;
+    c.node = n;
+    const ox_op *op = find_op("Constant");
+    if (check_attrs(&c, n, op) || op->fn(&c, n)) goto out;
+    c.skip[c.cur] = 1;
+  }
   for (c.cur = 0; c.cur < c.nnodes; c.cur++) {
     const Onnx__NodeProto *n = c.nodes[c.cur];
     if (c.skip[c.cur]) continue;

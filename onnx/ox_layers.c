@@ -60,7 +60,7 @@ static void param_as(ox_ctx *c, const char *layer, const char *suffix, const ox_
 int ox_uses(ox_ctx *c, const char *name) {
   int u = 0;
   for (int j = 0; j < c->nnodes; j++)
-    for (size_t k = 0; k < c->nodes[j]->n_input; k++) u += c->nodes[j]->input[k] && strcmp(c->nodes[j]->input[k], name) == 0;
+    for (size_t k = 0; k < c->nodes[j]->n_input && !c->skip[j]; k++) u += c->nodes[j]->input[k] && strcmp(c->nodes[j]->input[k], name) == 0;
   for (size_t k = 0; k < c->g->n_output; k++) u += c->g->output[k]->name && strcmp(c->g->output[k]->name, name) == 0;
   return u;
 }
@@ -449,7 +449,7 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
     ox_val *iv = ox_in(c, n, k);
     if (!iv) continue;
     const ox_array *a = ox_const(c, iv);
-    int zero = a != NULL;
+    int zero = a != NULL || (iv->filled && iv->fill == 0);
     for (int64_t i = 0; a && i < a->n; i++) zero &= ox_get_f(a, i) == 0;
     if (!zero) return ox_unsup(c, NULL, "input %d (%s) that is not zero", k, k == 7 ? "peepholes" : "an initial state");
   }

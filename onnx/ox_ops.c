@@ -16,6 +16,16 @@ typedef const Onnx__NodeProto node;
 
 /* ---- helpers ---- */
 
+static ox_array *new_array(int dtype, int rank, const int64_t *d) {
+  ox_array *a = calloc(1, sizeof *a);
+  int64_t n = 1;
+  for (int i = 0; i < rank; i++) n *= d[i];
+  if (!a || ox_array_alloc(a, dtype, n)) abort();
+  a->rank = rank;
+  for (int i = 0; i < rank; i++) a->d[i] = d[i];
+  return a;
+}
+
 /* An operand of elementwise arithmetic as a number: a one-element constant
  * that does not widen the result's rank beside a peer of its dtype. */
 static int literal(ox_ctx *c, ox_val *v, const ox_val *peer, char *buf, size_t n) {
@@ -190,6 +200,63 @@ static const binary_row binary_rows[] = {
   {"PRelu", "where(less(A, 0.0), A * B, A)", -1, 1},
 };
 
+/* Shape arithmetic on constants: the binary ops computed at import time
+ * (NumPy broadcasting), an element that reads a symbolic entry is symbolic
+ * ("?": unknown, a reshape makes it its -1). */
+static double fold1(const char *op, double a, double b, int is_int) {
+  static const char *const names[] = {"Add", "Sub", "Mul", "Div", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
+                                      "Equal", "And", "Or", "Xor", "Max", "Min", "Sum", "Mean"};
+  int k = 0;
+  while (k < 16 && strcmp(names[k], op) != 0) k++;
+  switch (k) {
+  case 0: case 14: return a + b;
+  case 1: return a - b;
+  case 2: return a * b;
+  case 3: return is_int ? (b != 0 ? trunc(a / b) : 0) : a / b;
+  case 4: return a < b;
+  case 5: return a <= b;
+  case 6: return a > b;
+  case 7: return a >= b;
+  case 8: return a == b;
+  case 9: return a && b;
+  case 10: return a || b;
+  case 11: return (a != 0) != (b != 0);
+  case 12: return a > b ? a : b;
+  case 13: return a < b ? a : b;
+  default: return (a + b) / 2; /* Mean of two */
+  }
+}
+
+static int fold_binary(ox_ctx *c, node *n, const binary_row *row) {
+  ox_val *a = ox_in(c, n, 0), *b = ox_in(c, n, 1);
+  const ox_array *x = ox_fixed(c, a), *y = ox_fixed(c, b);
+  int rank;
+  int64_t d[OX_MAXDIM];
+  const char *sym[OX_MAXDIM];
+  if (ox_broadcast(c, a, b, &rank, d, sym)) return -1;
+  int odt = row->result == LATHE_BOOL ? ONNX__TENSOR_PROTO__DATA_TYPE__BOOL : x->dtype;
+  ox_array *o = new_array(odt, rank, d);
+  const char **sv = (a->sv || b->sv) ? calloc((size_t)o->n + 1, sizeof *sv) : NULL;
+  for (int64_t i = 0; i < o->n; i++) {
+    int64_t ia = 0, ib = 0, rem = i, sa = 1, sb = 1;
+    for (int k = rank - 1; k >= 0; k--) { /* the operands' elements under broadcasting */
+      int64_t idx = rem % d[k];
+      rem /= d[k];
+      int ka = k - (rank - a->rank), kb = k - (rank - b->rank);
+      if (ka >= 0) ia += (a->d[ka] == 1 ? 0 : idx) * sa, sa *= a->d[ka];
+      if (kb >= 0) ib += (b->d[kb] == 1 ? 0 : idx) * sb, sb *= b->d[kb];
+    }
+    double r = fold1(row->op, ox_get_f(x, ia), ox_get_f(y, ib), !ox_is_float(x->dtype));
+    if (o->f) o->f[i] = r;
+    else o->i[i] = (int64_t)r;
+    if (sv && ((a->sv && a->sv[ia]) || (b->sv && b->sv[ib]))) sv[i] = "?";
+  }
+  ox_val *v = ox_out_const(c, n, 0, o);
+  if (v) v->sv = sv;
+  else free(sv);
+  return 0;
+}
+
 /* Binary ops, and the variadic Max/Min/Sum/Mean as a chain of them. */
 static int h_binary(ox_ctx *c, node *n) {
   const binary_row *row = NULL;
@@ -197,8 +264,11 @@ static int h_binary(ox_ctx *c, node *n) {
     if (strcmp(binary_rows[i].op, n->op_type) == 0) row = &binary_rows[i];
   ox_val *a = ox_need(c, n, 0);
   if (!a || !row) return -1;
-  if (row->float_only && want_float(c, a)) return -1;
   int nin = (int)n->n_input;
+  if (nin == 2 && ox_fixed(c, a) && ox_fixed(c, ox_in(c, n, 1)) && strcmp(row->op, "PRelu") != 0 &&
+      ox_numel(a) <= 64 && ox_numel(ox_in(c, n, 1)) <= 64)
+    return fold_binary(c, n, row);
+  if (row->float_only && want_float(c, a)) return -1;
   if (nin == 1) { /* Max(x), Sum(x): x itself */
     return ox_alias(c, n, 0, a);
   }
@@ -271,7 +341,20 @@ static int h_where(ox_ctx *c, node *n) {
   memcpy(ab.d, d, sizeof d);
   memcpy(ab.sym, sym, sizeof sym);
   if (ox_broadcast(c, k, &ab, &rank, d2, sym2)) return -1;
-  const char *kr = ox_ref(c, k), *ar = ox_ref(c, a), *br = ox_ref(c, b);
+  const ox_array *ka = ox_fixed(c, k), *aa = ox_fixed(c, a), *ba = ox_fixed(c, b);
+  if (ka && aa && ba && ka->n == 1 && aa->n <= 64 && ba->n <= 64 && aa->n == ba->n && a->rank == b->rank) {
+    /* shape arithmetic (where(cond, shape, other)) */
+    const ox_array *pick = ox_get_i(ka, 0) ? aa : ba;
+    ox_array *o = new_array(pick->dtype, pick->rank, pick->d);
+    if (o->f) memcpy(o->f, pick->f, sizeof *o->f * (size_t)o->n);
+    if (o->i) memcpy(o->i, pick->i, sizeof *o->i * (size_t)o->n);
+    ox_out_const(c, n, 0, o);
+    return 0;
+  }
+  char lab[300], lbb[300];
+  int la = literal(c, a, b, lab, sizeof lab), lb = literal(c, b, a, lbb, sizeof lbb);
+  if (la && lb) la = 0;
+  const char *kr = ox_ref(c, k), *ar = operand(c, a, la, lab, sizeof lab), *br = operand(c, b, lb, lbb, sizeof lbb);
   if (!kr || !ar || !br) return -1;
   ox_val *y = ox_out(c, n, 0, a->dt, rank, d2, sym2);
   ox_emit(c, "%s = where(%s, %s, %s)", y->nn, kr, ar, br);
@@ -309,15 +392,6 @@ static int h_clip(ox_ctx *c, node *n) {
 
 /* ---- casts and constants ---- */
 
-static ox_array *new_array(int dtype, int rank, const int64_t *d) {
-  ox_array *a = calloc(1, sizeof *a);
-  int64_t n = 1;
-  for (int i = 0; i < rank; i++) n *= d[i];
-  if (!a || ox_array_alloc(a, dtype, n)) abort();
-  a->rank = rank;
-  for (int i = 0; i < rank; i++) a->d[i] = d[i];
-  return a;
-}
 
 static int onnx_dtype_of(int lathe_dt) {
   static const int map[] = {[LATHE_F32] = DT(FLOAT), [LATHE_F16] = DT(FLOAT16), [LATHE_BF16] = DT(BFLOAT16),
@@ -397,8 +471,28 @@ static int h_constant_of_shape(ox_ctx *c, node *n) {
   if (!s) return -1;
   int64_t d[OX_MAXDIM];
   if (s->n > OX_MAXDIM) return ox_err(c, "a shape of %lld dimensions", (long long)s->n);
-  for (int i = 0; i < s->n; i++) d[i] = ox_get_i(s, i);
+  ox_val *sv = ox_in(c, n, 0);
+  int symbolic = 0;
+  for (int i = 0; i < s->n; i++) {
+    d[i] = ox_get_i(s, i);
+    if (sv->sv && sv->sv[i]) symbolic = 1;
+    else if (d[i] < 0) return ox_err(c, "shape entry %d is %lld", i, (long long)d[i]);
+  }
   const Onnx__AttributeProto *at = ox_attr(n, "value");
+  if (symbolic) { /* no data: the recurrent layers read it as their zero initial state */
+    ox_array v = {0};
+    if (at && at->t && ox_tensor_decode(at->t, NULL, &v, c->msg, c->msgn)) return -1;
+    int dt = at && at->t ? ox_lathe_dtype(v.dtype) : LATHE_F32;
+    const char *sym[OX_MAXDIM] = {0};
+    for (int i = 0; i < s->n; i++) sym[i] = sv->sv[i];
+    ox_val *y = ox_out(c, n, 0, dt < 0 ? LATHE_F32 : dt, (int)s->n, d, sym);
+    free(y->nn);
+    y->nn = NULL;
+    y->filled = 1;
+    y->fill = v.n ? ox_get_f(&v, 0) : 0;
+    ox_array_free(&v);
+    return 0;
+  }
   ox_array v = {0};
   if (at && at->t && ox_tensor_decode(at->t, NULL, &v, c->msg, c->msgn)) return -1;
   ox_array *a = new_array(at && at->t ? v.dtype : DT(FLOAT), (int)s->n, d);
@@ -478,7 +572,11 @@ static int emit_reshape(ox_ctx *c, node *n, int k, ox_val *x, int rank, const in
     ox_array *b = new_array(a->dtype, rank, dims);
     if (a->f) memcpy(b->f, a->f, sizeof *b->f * (size_t)a->n);
     if (a->i) memcpy(b->i, a->i, sizeof *b->i * (size_t)a->n);
-    ox_out_const(c, n, k, b);
+    ox_val *y = ox_out_const(c, n, k, b);
+    if (y && x->sv) { /* symbolic entries move with their elements */
+      y->sv = calloc((size_t)a->n + 1, sizeof *y->sv);
+      memcpy((void *)y->sv, x->sv, sizeof *y->sv * (size_t)a->n);
+    }
     return 0;
   }
   if (unknown > 1) return ox_unsup(c, NULL, "a reshape that keeps %d symbolic dimensions (Lathe's reshape infers one)", unknown);
@@ -1158,6 +1256,90 @@ static int h_depth_space(ox_ctx *c, node *n) {
   return 0;
 }
 
+/* Trilu: the upper (lower) triangle from diagonal k of the last two axes;
+ * a constant is folded, a tensor masked by comparing arange()s. */
+static int h_trilu(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x) return -1;
+  int64_t k = 0;
+  if (ox_in(c, n, 1)) {
+    const ox_array *ka = ox_need_const(c, n, 1);
+    if (!ka) return -1;
+    k = ox_get_i(ka, 0);
+  }
+  int upper = (int)ox_attr_i(n, "upper", 1);
+  if (x->rank < 2) return ox_err(c, "expects a tensor of rank >= 2");
+  int64_t N = x->d[x->rank - 2], M = x->d[x->rank - 1];
+  if (N < 0 || M < 0) return ox_unsup(c, NULL, "Trilu over a symbolic dimension");
+  const ox_array *xa = ox_fixed(c, x);
+  if (xa) {
+    ox_array *o = new_array(xa->dtype, x->rank, x->d);
+    for (int64_t i = 0; i < o->n; i++) {
+      int64_t r = (i / M) % N, col = i % M;
+      int keep = upper ? col - r >= k : col - r <= k;
+      if (o->f) o->f[i] = keep ? xa->f[i] : 0;
+      else o->i[i] = keep ? xa->i[i] : 0;
+    }
+    ox_out_const(c, n, 0, o);
+    return 0;
+  }
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  const char *mk = ox_fresh(c, n->output[0]);
+  ox_emit(c, "%s = %s(reshape(arange(%lld), [1, %lld]) - reshape(arange(%lld), [%lld, 1]), %lld)", mk,
+          upper ? "greater_equal" : "less_equal", (long long)M, (long long)M, (long long)N, (long long)N, (long long)k);
+  ox_val *y = ox_out_like(c, n, 0, x, -1);
+  if (x->dt == LATHE_BOOL) ox_emit(c, "%s = where(%s, %s, not_equal(%s, %s))", y->nn, mk, xr, xr, xr);
+  else ox_emit(c, "%s = where(%s, %s, %s)", y->nn, mk, xr, ox_is_float_dt(x->dt) ? "0.0" : "0");
+  return 0;
+}
+
+static node *producer(ox_ctx *c, const char *name) {
+  for (int j = 0; j < c->nnodes; j++)
+    for (size_t k = 0; k < c->nodes[j]->n_output; k++)
+      if (c->nodes[j]->output[k] && strcmp(c->nodes[j]->output[k], name) == 0) return c->nodes[j];
+  return NULL;
+}
+
+/* The one later node that reads `name` (its index), if it is op `op`. */
+static int sole_user(ox_ctx *c, const char *name, const char *op) {
+  if (ox_uses(c, name) != 1) return -1;
+  for (int j = c->cur + 1; j < c->nnodes; j++)
+    for (size_t k = 0; k < c->nodes[j]->n_input; k++)
+      if (c->nodes[j]->input[k] && strcmp(c->nodes[j]->input[k], name) == 0)
+        return strcmp(c->nodes[j]->op_type, op) == 0 && !c->skip[j] ? j : -1;
+  return -1;
+}
+
+static int is_scalar_const(ox_ctx *c, node *n, int k, double want, double tol) {
+  const ox_array *a = ox_fixed(c, ox_in(c, n, k));
+  return a && a->n == 1 && fabs(ox_get_f(a, 0) - want) <= tol;
+}
+
+/* Erf is in ONNX only as exact GELU's decomposition (PyTorch's export of
+ * F.gelu): x / sqrt(2) -> Erf -> + 1 -> x * . -> * 0.5 becomes gelu(x). */
+static int h_erf(ox_ctx *c, node *n) {
+  node *dv = producer(c, n->input[0]);
+  const char *x = NULL;
+  if (dv && strcmp(dv->op_type, "Div") == 0 && is_scalar_const(c, dv, 1, 1.41421356, 1e-5)) x = dv->input[0];
+  if (dv && strcmp(dv->op_type, "Mul") == 0 && is_scalar_const(c, dv, 1, 0.70710678, 1e-6)) x = dv->input[0];
+  int ja = x ? sole_user(c, n->output[0], "Add") : -1;
+  node *add = ja >= 0 ? c->nodes[ja] : NULL;
+  int jm = add && (is_scalar_const(c, add, 0, 1, 0) || is_scalar_const(c, add, 1, 1, 0)) ? sole_user(c, add->output[0], "Mul") : -1;
+  node *mul = jm >= 0 ? c->nodes[jm] : NULL;
+  int jh = mul && (strcmp(mul->input[0], x) == 0 || strcmp(mul->input[1], x) == 0) ? sole_user(c, mul->output[0], "Mul") : -1;
+  node *half = jh >= 0 ? c->nodes[jh] : NULL;
+  if (!half || !(is_scalar_const(c, half, 0, 0.5, 0) || is_scalar_const(c, half, 1, 0.5, 0)))
+    return ox_unsup(c, NULL, "Erf outside the GELU pattern x * 0.5 * (1 + erf(x / sqrt(2)))");
+  ox_val *xv = ox_in(c, dv, 0);
+  const char *xr = ox_ref(c, xv);
+  if (!xr || want_float(c, xv)) return -1;
+  c->skip[ja] = c->skip[jm] = c->skip[jh] = 1;
+  ox_val *y = ox_out_like(c, half, 0, xv, -1);
+  ox_emit(c, "%s = gelu(%s)", y->nn, xr);
+  return 0;
+}
+
 /* layers: ox_layers.c */
 int ox_h_matmul(ox_ctx *c, node *n);
 int ox_h_gemm(ox_ctx *c, node *n);
@@ -1217,6 +1399,8 @@ const ox_op ox_ops[] = {
   {"LogSoftmax", h_softmax, "axis"},
   {"CumSum", h_cumsum, "exclusive,reverse"},
   {"DepthToSpace", h_depth_space, "blocksize,mode"},
+  {"Trilu", h_trilu, "upper"},
+  {"Erf", h_erf, ""},
   {"SpaceToDepth", h_depth_space, "blocksize"},
   {"MatMul", ox_h_matmul, ""},
   {"Gemm", ox_h_gemm, "alpha,beta,transA,transB"},
