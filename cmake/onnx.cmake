@@ -45,7 +45,8 @@ set_source_files_properties(${LATHE_ONNX_GEN}/onnx.pb-c.c PROPERTIES COMPILE_OPT
 file(GLOB LATHE_ONNX_SRC CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/onnx/*.c)
 add_library(lathe_onnx STATIC ${LATHE_ONNX_SRC} ${LATHE_ONNX_GEN}/onnx.pb-c.c)
 target_include_directories(lathe_onnx PUBLIC ${PROJECT_SOURCE_DIR}/onnx
-                           PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/ir ${PROJECT_SOURCE_DIR}/runtime)
+                           PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/ir ${PROJECT_SOURCE_DIR}/runtime
+                                   ${PROJECT_SOURCE_DIR}/frontend ${PROJECT_SOURCE_DIR}/include)
 target_include_directories(lathe_onnx SYSTEM PUBLIC ${LATHE_ONNX_GEN} ${LATHE_PROTOBUF_C_INC})
 target_compile_definitions(lathe_onnx PUBLIC LATHE_HAVE_ONNX=1)
 target_link_libraries(lathe_onnx PUBLIC lathe ${LATHE_PROTOBUF_C_LIB})

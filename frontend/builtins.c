@@ -26,6 +26,7 @@ int fe_lw_upsample(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_arange(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_slice(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_one_hot(fe_lctx *L, fe_args *a, fe_val *out);
+int fe_lw_cast(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_cumsum(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_gather(fe_lctx *L, fe_args *a, fe_val *out);
 int fe_lw_stack(fe_lctx *L, fe_args *a, fe_val *out);
@@ -102,6 +103,7 @@ const fe_builtin fe_builtins[] = {
   {"slice", IR_SLICE, fe_lw_slice, 3, 4,
    {{"x", T}, {"axis", AK_INT}, {"start", AK_INT}, {"end", AK_INT}}, 0},
   {"arange", IR_ARANGE, fe_lw_arange, 1, 1, {{"n", AK_INT}}, 0},
+  {"cast", IR_CAST, fe_lw_cast, 2, 2, {{"x", T}, {"dtype", AK_STR}}, 0},
   {"one_hot", IR_ONE_HOT, fe_lw_one_hot, 2, 2, {{"ids", T}, {"n", AK_INT}}, 0},
   {"cumsum", IR_CUMSUM, fe_lw_cumsum, 2, 2, {{"x", T}, {"axis", AK_INT}}, 0},
   {"gather", IR_GATHER, fe_lw_gather, 3, 3, {{"x", T}, {"axis", AK_INT}, {"index", T}}, 0},

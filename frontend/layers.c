@@ -374,6 +374,22 @@ int fe_lw_slice(fe_lctx *L, fe_args *a, fe_val *out) {
   return one(L, a, &at, out);
 }
 
+/* cast(x, "i64"): x converted to a dtype as torch's .to() (float to integer
+ * truncates toward zero; bool is 0/1); the same dtype is x itself. */
+int fe_lw_cast(fe_lctx *L, fe_args *a, fe_val *out) {
+  ir_dtype t;
+  const char *name = get_str(a, 1, "");
+  if (ir_dtype_parse(name, &t) != 0) {
+    fe_error(L->d, argloc(a, 1), "unknown dtype \"%s\" (expected f32, f16, bf16, i32, i64, i8, u8 or bool)", name);
+    return -1;
+  }
+  int x = a->v[0].node;
+  if (fe_nodep(L, x)->dtype == t) return set_out(out, x);
+  ir_attr at = {0};
+  at.i = t;
+  return one(L, a, &at, out);
+}
+
 int fe_lw_one_hot(fe_lctx *L, fe_args *a, fe_val *out) {
   ir_attr at = {0};
   if (want_int(L, a, 1, 1, 1, &at.n)) return -1;

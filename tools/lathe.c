@@ -195,6 +195,17 @@ static const cli_command commands[] = {
    "  --weights W       the weights (lathe init, lathe train); quantized files are refused\n"
    "  -o MODEL.onnx     the file to write\n"
    "  --bind NAME=N     bind a symbolic dimension (default 1)\n"},
+  {"import", cmd_import, "an ONNX model as a .nn model and its weights",
+   "usage: lathe import MODEL.onnx -o DIR [--name NAME]\n"
+   "\n"
+   "Writes DIR/NAME.nn and DIR/NAME.safetensors (NAME: the file's stem, or --name). Known\n"
+   "patterns become the language's layers (MatMul/Gemm + Add -> dense, Conv -> conv2d/conv1d,\n"
+   "LayerNormalization -> layernorm, BatchNormalization -> batchnorm, LSTM/GRU/RNN -> lstm/gru/rnn,\n"
+   "a Gather from a constant table -> embedding), everything else the language's primitive ops;\n"
+   "shape arithmetic (Shape, Gather, Concat, ... on shapes) is folded; symbolic dimensions of\n"
+   "the inputs (a dynamic batch) stay symbolic. Opsets 6 to 17 of the default domain. An\n"
+   "operator or attribute Lathe cannot express is an error naming the node, the op, the\n"
+   "attribute and the opset. See docs/onnx.md.\n"},
   {"generate", cmd_generate, "generate text from a sequence model",
    "usage: lathe generate MODEL --weights W --prompt TEXT --tokens N [--temperature T] [--top-k K]\n"
    "                      [--seed S] [--backend B] [--recompute]\n"

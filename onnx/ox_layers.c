@@ -1,0 +1,509 @@
+/* ox_layers.c -- ONNX nodes that become the language's layers: MatMul or
+ * Gemm with constant weights (and the bias Add after them) -> dense, Conv ->
+ * conv2d/conv1d, the pools, BatchNormalization -> batchnorm,
+ * LayerNormalization -> layernorm, InstanceNormalization -> groupnorm, a
+ * Gather from a constant table -> embedding, LSTM/GRU/RNN -> lstm/gru/rnn
+ * (weights reordered to Lathe's gate order and [in, out] layout). Anything
+ * they cannot express in a layer falls back to primitive ops or is refused
+ * with the attribute named. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ox_impl.h"
+#include "frontend/sema.h"
+
+typedef const Onnx__NodeProto node;
+
+int ox_is_call(const char *name) { return fe_builtin_find(name) != NULL; }
+
+static int want_floatx(ox_ctx *c, const ox_val *x) {
+  if (ox_is_float_dt(x->dt)) return 0;
+  return ox_unsup(c, NULL, "%s on %s tensors", c->node->op_type, ox_dt_name(x->dt));
+}
+
+/* The layer's name: its weight's ONNX name less a ".weight" ending (PyTorch's
+ * "fc1.weight" -> "fc1"), else the node's; unique among the parameters. */
+static const char *layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size) {
+  const char *base = w && w->onnx && strncmp(w->onnx, "onnx::", 6) != 0 ? w->onnx
+                     : n->name && *n->name                              ? n->name
+                                                                        : n->output[0];
+  snprintf(buf, size, "%s", base);
+  size_t l = strlen(buf);
+  if (l > 7 && strcmp(buf + l - 7, ".weight") == 0) buf[l - 7] = 0;
+  for (char *p = buf; *p; p++)
+    if (*p == '"' || *p == '\\' || (unsigned char)*p < 32) *p = '_';
+  while (buf[0] == '/') memmove(buf, buf + 1, strlen(buf));
+  if (!buf[0]) snprintf(buf, size, "layer");
+  char try[300];
+  snprintf(try, sizeof try, "%s", buf);
+  for (int k = 2;; k++) {
+    size_t lt = strlen(try);
+    int clash = 0;
+    for (int i = 0; i < c->nw && !clash; i++) clash = strncmp(c->w[i].name, try, lt) == 0 && c->w[i].name[lt] == '.';
+    if (!clash) break;
+    snprintf(try, sizeof try, "%s_%d", buf, k);
+  }
+  snprintf(buf, size, "%s", try);
+  return buf;
+}
+
+static void param_as(ox_ctx *c, const char *layer, const char *suffix, const ox_array *a, int rank, const int64_t *d,
+                     int transpose2) {
+  char nm[400];
+  snprintf(nm, sizeof nm, "%s.%s", layer, suffix);
+  ox_add_param(c, nm, a, d, rank, transpose2);
+}
+
+/* How many node inputs and graph outputs read the value called name. */
+int ox_uses(ox_ctx *c, const char *name) {
+  int u = 0;
+  for (int j = 0; j < c->nnodes; j++)
+    for (size_t k = 0; k < c->nodes[j]->n_input && !c->skip[j]; k++) u += c->nodes[j]->input[k] && strcmp(c->nodes[j]->input[k], name) == 0;
+  for (size_t k = 0; k < c->g->n_output; k++) u += c->g->output[k]->name && strcmp(c->g->output[k]->name, name) == 0;
+  return u;
+}
+
+/* The unique later Add that adds a constant [N] (or [1, N] to a matrix) to
+ * the value called name: its node index and the bias; -1 when there is none. */
+static int bias_add(ox_ctx *c, const char *name, int xrank, int dt, int64_t N, const ox_array **bias) {
+  if (ox_uses(c, name) != 1) return -1;
+  for (int j = c->cur + 1; j < c->nnodes; j++) {
+    node *m = c->nodes[j];
+    for (size_t k = 0; k < m->n_input; k++) {
+      if (!m->input[k] || strcmp(m->input[k], name) != 0) continue;
+      if (strcmp(m->op_type, "Add") != 0 || m->n_input != 2 || c->skip[j]) return -1;
+      ox_val *b = ox_in(c, m, 1 - (int)k);
+      const ox_array *a = ox_const(c, b);
+      if (!a || a->n != N || b->rank > 2 || b->rank < 1 || b->d[b->rank - 1] != N || b->dt != dt) return -1;
+      if (b->rank == 2 && xrank != 2) return -1;
+      *bias = a;
+      return j;
+    }
+  }
+  return -1;
+}
+
+/* y = dense(x, N) with weights W [K, N] (transposed from [N, K] when tw) and
+ * an optional bias; the result defines output `k` of node `def`. */
+static int emit_dense(ox_ctx *c, node *n, node *def, ox_val *x, ox_val *w, const ox_array *wa, int tw,
+                      const ox_array *ba) {
+  int64_t K = w->d[tw ? 1 : 0], N = w->d[tw ? 0 : 1];
+  if (x->d[x->rank - 1] != K) return ox_err(c, "inner dimensions %lld and %lld differ", (long long)x->d[x->rank - 1], (long long)K);
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  char L[300];
+  layer_name(c, n, w, L, sizeof L);
+  int64_t wd[2] = {K, N};
+  param_as(c, L, "weight", wa, 2, wd, tw);
+  if (ba) param_as(c, L, "bias", ba, 1, &N, 0);
+  int64_t d[OX_MAXDIM];
+  const char *sym[OX_MAXDIM];
+  for (int i = 0; i < x->rank; i++) d[i] = x->d[i], sym[i] = x->sym[i];
+  d[x->rank - 1] = N;
+  sym[x->rank - 1] = NULL;
+  ox_val *y = ox_out(c, def, 0, x->dt, x->rank, d, sym);
+  ox_emit(c, "%s = dense(%s, %lld, %sname=\"%s\")", y->nn, xr, (long long)N, ba ? "" : "bias=false, ", L);
+  return 0;
+}
+
+static int matmul_shape(ox_ctx *c, const ox_val *a, const ox_val *b, int *rank, int64_t *d, const char **sym) {
+  if (a->rank < 1 || b->rank < 1) return ox_err(c, "matrix product of a scalar");
+  ox_val A = *a, B = *b;
+  int ra = a->rank, rb = b->rank;
+  int64_t m = ra >= 2 ? a->d[ra - 2] : 1, k = a->d[ra - 1], k2 = rb >= 2 ? b->d[rb - 2] : b->d[0], nn = rb >= 2 ? b->d[rb - 1] : 1;
+  if (k != k2 || k < 0) return ox_err(c, "inner dimensions %lld and %lld differ", (long long)k, (long long)k2);
+  A.rank = ra > 2 ? ra - 2 : 0;
+  B.rank = rb > 2 ? rb - 2 : 0;
+  if (ox_broadcast(c, &A, &B, rank, d, sym)) return -1;
+  if (ra >= 2) d[*rank] = m, sym[*rank] = a->sym[ra - 2], (*rank)++;
+  if (rb >= 2) d[*rank] = nn, sym[*rank] = NULL, (*rank)++;
+  return 0;
+}
+
+int ox_h_matmul(ox_ctx *c, node *n) {
+  ox_val *a = ox_need(c, n, 0), *b = ox_need(c, n, 1);
+  if (!a || !b) return -1;
+  const ox_array *wa = ox_const(c, b);
+  if (wa && b->rank == 2 && a->rank >= 2 && !ox_const(c, a) && ox_is_float_dt(a->dt) && a->d[a->rank - 1] == b->d[0]) {
+    const ox_array *ba = NULL;
+    int j = bias_add(c, n->output[0], a->rank, a->dt, b->d[1], &ba);
+    if (j >= 0) c->skip[j] = 1;
+    return emit_dense(c, n, j >= 0 ? c->nodes[j] : n, a, b, wa, 0, j >= 0 ? ba : NULL);
+  }
+  int rank;
+  int64_t d[OX_MAXDIM];
+  const char *sym[OX_MAXDIM];
+  if (matmul_shape(c, a, b, &rank, d, sym)) return -1;
+  const char *ar = ox_ref(c, a), *br = ox_ref(c, b);
+  if (!ar || !br) return -1;
+  ox_val *y = ox_out(c, n, 0, a->dt, rank, d, sym);
+  ox_emit(c, "%s = %s @ %s", y->nn, ar, br);
+  return 0;
+}
+
+int ox_h_gemm(ox_ctx *c, node *n) {
+  ox_val *a = ox_need(c, n, 0), *b = ox_need(c, n, 1), *cc = ox_in(c, n, 2);
+  if (!a || !b) return -1;
+  if (a->rank != 2 || b->rank != 2) return ox_err(c, "Gemm needs matrices, got ranks %d and %d", a->rank, b->rank);
+  double alpha = ox_attr_f(n, "alpha", 1), beta = ox_attr_f(n, "beta", 1);
+  int ta = (int)ox_attr_i(n, "transA", 0), tb = (int)ox_attr_i(n, "transB", 0);
+  const ox_array *wa = ox_const(c, b), *ca = ox_const(c, cc);
+  int64_t M = a->d[ta ? 1 : 0], K = a->d[ta ? 0 : 1], N = b->d[tb ? 0 : 1];
+  if (wa && !ta && alpha == 1 && !ox_const(c, a) && ox_is_float_dt(a->dt) &&
+      (!cc || (ca && beta == 1 && ca->n == N && cc->d[cc->rank - 1] == N)))
+    return emit_dense(c, n, n, a, b, wa, tb, cc ? ca : NULL);
+  const char *ar = ox_ref(c, a), *br = ox_ref(c, b), *cr = cc ? ox_ref(c, cc) : NULL;
+  if (!ar || !br || (cc && !cr)) return -1;
+  char al[64], be[64];
+  int64_t d[2] = {M, N};
+  const char *sym[2] = {a->sym[ta ? 1 : 0], NULL};
+  (void)K;
+  ox_numeric_literal(al, sizeof al, alpha, LATHE_F32);
+  ox_numeric_literal(be, sizeof be, beta, LATHE_F32);
+  ox_buf e = {0};
+  ox_buf_printf(&e, "%s%s%s%s @ %s%s%s", alpha != 1 ? "(" : "", ta ? "transpose(" : "", ar, ta ? ")" : "",
+                tb ? "transpose(" : "", br, tb ? ")" : "");
+  if (alpha != 1) ox_buf_printf(&e, ") * %s", al);
+  if (cr) ox_buf_printf(&e, " + %s", cr);
+  if (cr && beta != 1) ox_buf_printf(&e, " * %s", be);
+  ox_val *y = ox_out(c, n, 0, a->dt, 2, d, sym);
+  ox_emit(c, "%s = %s", y->nn, e.p);
+  free(e.p);
+  return 0;
+}
+
+/* All entries of v[0..n) equal (a square kernel, one stride ...): the value. */
+static int all_same(const int64_t *v, int n, int64_t *out) {
+  for (int i = 1; i < n; i++)
+    if (v[i] != v[0]) return 0;
+  *out = n ? v[0] : 1;
+  return 1;
+}
+
+/* The spatial attributes of Conv and the pools: kernel k, stride s,
+ * dilation dl, padding p (-1: "same"), each one number for every spatial
+ * axis as the language's layers take them. */
+static int spatial(ox_ctx *c, node *n, int nsp, const int64_t *kdims, int64_t *k, int64_t *s, int64_t *dl, int64_t *p) {
+  int64_t v[2 * OX_MAXDIM];
+  int m = ox_attr_ints(n, "kernel_shape", v, OX_MAXDIM);
+  if (m < 0 && kdims) m = nsp, memcpy(v, kdims, sizeof(int64_t) * (size_t)nsp);
+  if (m != nsp || !all_same(v, m, k)) return ox_unsup(c, "kernel_shape", "a kernel that is not square (Lathe's layers take one size)");
+  m = ox_attr_ints(n, "strides", v, OX_MAXDIM);
+  if (m < 0) *s = 1;
+  else if (m != nsp || !all_same(v, m, s)) return ox_unsup(c, "strides", "different strides per axis");
+  m = ox_attr_ints(n, "dilations", v, OX_MAXDIM);
+  if (m < 0) *dl = 1;
+  else if (m != nsp || !all_same(v, m, dl)) return ox_unsup(c, "dilations", "different dilations per axis");
+  const char *ap = ox_attr_s(n, "auto_pad", "NOTSET");
+  if (strcmp(ap, "VALID") == 0) *p = 0;
+  else if (strcmp(ap, "SAME_UPPER") == 0 || strcmp(ap, "SAME_LOWER") == 0) {
+    if (*s != 1) return ox_unsup(c, "auto_pad", "%s with stride %lld (Lathe's \"same\" is for stride 1)", ap, (long long)*s);
+    if ((*dl * (*k - 1)) % 2 && strcmp(ap, "SAME_LOWER") == 0) return ox_unsup(c, "auto_pad", "SAME_LOWER with an odd total padding");
+    *p = -1;
+  } else if (strcmp(ap, "NOTSET") == 0) {
+    m = ox_attr_ints(n, "pads", v, 2 * OX_MAXDIM);
+    if (m < 0) *p = 0;
+    else if (m != 2 * nsp || !all_same(v, m, p)) return ox_unsup(c, "pads", "padding that differs between sides or axes");
+  } else {
+    return ox_unsup(c, "auto_pad", "'%s'", ap);
+  }
+  return 0;
+}
+
+static int64_t conv_len(int64_t in, int64_t k, int64_t s, int64_t dl, int64_t p) {
+  if (p < 0) return in; /* same */
+  return (in + 2 * p - dl * (k - 1) - 1) / s + 1;
+}
+
+int ox_h_conv(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0), *w = ox_need(c, n, 1), *bv = ox_in(c, n, 2);
+  if (!x || !w) return -1;
+  const ox_array *wa = ox_need_const(c, n, 1), *ba = bv ? ox_need_const(c, n, 2) : NULL;
+  if (!wa || (bv && !ba)) return -1;
+  int nsp = x->rank - 2;
+  if (nsp != 1 && nsp != 2) return ox_unsup(c, NULL, "a %d-d convolution (Lathe has conv1d and conv2d)", nsp);
+  if (w->rank != x->rank) return ox_err(c, "weights of rank %d for an input of rank %d", w->rank, x->rank);
+  if (want_floatx(c, x)) return -1;
+  int64_t k, s, dl, p, g = ox_attr_i(n, "group", 1);
+  if (spatial(c, n, nsp, w->d + 2, &k, &s, &dl, &p)) return -1;
+  if (w->d[2] != k || (nsp == 2 && w->d[3] != k)) return ox_err(c, "kernel_shape disagrees with the weights");
+  int64_t O = w->d[0];
+  if (x->d[1] != w->d[1] * g) return ox_err(c, "%lld input channels for weights of %lld x %lld groups", (long long)x->d[1], (long long)w->d[1], (long long)g);
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  char L[300], pad[32];
+  layer_name(c, n, w, L, sizeof L);
+  param_as(c, L, "weight", wa, w->rank, w->d, 0);
+  if (ba) param_as(c, L, "bias", ba, 1, &O, 0);
+  int64_t d[OX_MAXDIM];
+  const char *sym[OX_MAXDIM] = {x->sym[0]};
+  d[0] = x->d[0], d[1] = O;
+  for (int i = 0; i < nsp; i++) {
+    d[2 + i] = conv_len(x->d[2 + i], k, s, dl, p);
+    if (d[2 + i] < 1) return ox_err(c, "the output is empty");
+  }
+  if (p < 0) snprintf(pad, sizeof pad, "\"same\"");
+  else snprintf(pad, sizeof pad, "%lld", (long long)p);
+  ox_val *y = ox_out(c, n, 0, x->dt, x->rank, d, sym);
+  ox_emit(c, "%s = conv%dd(%s, %lld, kernel=%lld, stride=%lld, padding=%s, dilation=%lld, groups=%lld, %sname=\"%s\")",
+          y->nn, nsp, xr, (long long)O, (long long)k, (long long)s, pad, (long long)dl, (long long)g, ba ? "" : "bias=false, ", L);
+  return 0;
+}
+
+int ox_h_pool(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x || want_floatx(c, x)) return -1;
+  int nsp = x->rank - 2;
+  if (nsp != 1 && nsp != 2) return ox_unsup(c, NULL, "%d-d pooling (Lathe pools 1-d and 2-d)", nsp);
+  if (ox_attr_i(n, "ceil_mode", 0)) return ox_unsup(c, "ceil_mode", "1");
+  if (ox_attr_i(n, "storage_order", 0)) return ox_unsup(c, "storage_order", "1");
+  if (n->n_output > 1 && n->output[1] && *n->output[1]) return ox_unsup(c, NULL, "the Indices output of MaxPool");
+  int64_t k, s, dl, p;
+  if (spatial(c, n, nsp, NULL, &k, &s, &dl, &p)) return -1;
+  if (p != 0) return ox_unsup(c, "pads", "padded pooling");
+  if (dl != 1) return ox_unsup(c, "dilations", "dilated pooling");
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  int64_t d[OX_MAXDIM];
+  const char *sym[OX_MAXDIM] = {x->sym[0], x->sym[1]};
+  d[0] = x->d[0], d[1] = x->d[1];
+  for (int i = 0; i < nsp; i++) {
+    d[2 + i] = conv_len(x->d[2 + i], k, s, 1, 0);
+    if (d[2 + i] < 1) return ox_err(c, "the output is empty");
+  }
+  ox_val *y = ox_out(c, n, 0, x->dt, x->rank, d, sym);
+  ox_emit(c, "%s = %spool%dd(%s, %lld, %lld)", y->nn, strcmp(n->op_type, "MaxPool") == 0 ? "max" : "avg", nsp, xr,
+          (long long)k, (long long)s);
+  return 0;
+}
+
+int ox_h_global_pool(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x || want_floatx(c, x)) return -1;
+  if (x->rank < 3) return ox_err(c, "expects [N, C, ...]");
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  int64_t d[OX_MAXDIM];
+  const char *sym[OX_MAXDIM] = {x->sym[0], x->sym[1]};
+  char sh[300];
+  for (int i = 0; i < x->rank; i++) d[i] = i < 2 ? x->d[i] : 1;
+  ox_val *y = ox_out(c, n, 0, x->dt, x->rank, d, sym);
+  ox_emit(c, "%s = reshape(%s(%s), %s)", y->nn, strcmp(n->op_type, "GlobalMaxPool") == 0 ? "global_maxpool" : "global_avgpool",
+          xr, ox_shape_list(d, x->rank, sh, sizeof sh));
+  return 0;
+}
+
+int ox_h_batchnorm(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x || want_floatx(c, x)) return -1;
+  if (ox_attr_i(n, "training_mode", 0)) return ox_unsup(c, "training_mode", "1 (inference only: running statistics)");
+  for (size_t k = 1; k < n->n_output; k++)
+    if (n->output[k] && *n->output[k]) return ox_unsup(c, NULL, "output %zu (training statistics)", k);
+  const ox_array *a[4];
+  for (int k = 0; k < 4; k++)
+    if (!(a[k] = ox_need_const(c, n, k + 1))) return -1;
+  if (x->rank < 2) return ox_err(c, "expects [N, C, ...]");
+  int64_t C = x->d[1];
+  for (int k = 0; k < 4; k++)
+    if (a[k]->n != C) return ox_err(c, "input %d has %lld values for %lld channels", k + 1, (long long)a[k]->n, (long long)C);
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  char L[300], eps[64];
+  layer_name(c, n, ox_in(c, n, 1), L, sizeof L);
+  static const char *names[] = {"weight", "bias", "running_mean", "running_var"};
+  for (int k = 0; k < 4; k++) param_as(c, L, names[k], a[k], 1, &C, 0);
+  ox_numeric_literal(eps, sizeof eps, ox_attr_f(n, "epsilon", 1e-5), LATHE_F32);
+  ox_val *y = ox_out_like(c, n, 0, x, -1);
+  ox_emit(c, "%s = batchnorm(%s, eps=%s, name=\"%s\")", y->nn, xr, eps, L);
+  return 0;
+}
+
+int ox_h_instancenorm(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x || want_floatx(c, x)) return -1;
+  const ox_array *sc = ox_need_const(c, n, 1), *b = ox_need_const(c, n, 2);
+  if (!sc || !b) return -1;
+  int64_t C = x->d[1];
+  if (x->rank < 3 || sc->n != C || b->n != C) return ox_err(c, "expects [N, C, ...] with [C] scale and bias");
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  char L[300], eps[64];
+  layer_name(c, n, ox_in(c, n, 1), L, sizeof L);
+  param_as(c, L, "weight", sc, 1, &C, 0);
+  param_as(c, L, "bias", b, 1, &C, 0);
+  ox_numeric_literal(eps, sizeof eps, ox_attr_f(n, "epsilon", 1e-5), LATHE_F32);
+  ox_val *y = ox_out_like(c, n, 0, x, -1);
+  ox_emit(c, "%s = groupnorm(%s, %lld, eps=%s, name=\"%s\")", y->nn, xr, (long long)C, eps, L);
+  return 0;
+}
+
+/* LayerNormalization: the layer over the last axis with constant scale and
+ * bias; otherwise (an earlier axis, computed scale, the Mean/InvStdDev
+ * outputs) its decomposition over the flattened axes. */
+int ox_h_layernorm(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0), *sv = ox_need(c, n, 1), *bv = ox_in(c, n, 2);
+  if (!x || !sv || want_floatx(c, x)) return -1;
+  int axis;
+  if (ox_axis(c, ox_attr_i(n, "axis", -1), x->rank, &axis)) return -1;
+  double epsf = ox_attr_f(n, "epsilon", 1e-5);
+  char eps[64];
+  ox_numeric_literal(eps, sizeof eps, epsf, LATHE_F32);
+  const ox_array *sa = ox_const(c, sv), *ba = bv ? ox_const(c, bv) : NULL;
+  int extra = 0;
+  for (size_t k = 1; k < n->n_output; k++) extra |= n->output[k] && *n->output[k] && ox_uses(c, n->output[k]);
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  int64_t D = x->d[x->rank - 1];
+  if (axis == x->rank - 1 && sa && (!bv || ba) && !extra && sa->n == D && (!ba || ba->n == D)) {
+    char L[300];
+    layer_name(c, n, sv, L, sizeof L);
+    param_as(c, L, "weight", sa, 1, &D, 0);
+    ox_array zero = {0};
+    if (!ba) {
+      ox_array_alloc(&zero, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, D);
+      ba = &zero;
+    }
+    param_as(c, L, "bias", ba, 1, &D, 0);
+    ox_array_free(&zero);
+    ox_val *y = ox_out_like(c, n, 0, x, -1);
+    ox_emit(c, "%s = layernorm(%s, eps=%s, name=\"%s\")", y->nn, xr, eps, L);
+    return 0;
+  }
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < x->rank; i++) {
+    if (x->d[i] < 0 && i >= axis) return ox_unsup(c, NULL, "normalising over a symbolic dimension");
+    if (i < axis) outer = x->d[i] < 0 || outer < 0 ? -1 : outer * x->d[i];
+    else inner *= x->d[i];
+  }
+  const char *scr = ox_ref(c, sv), *br = bv ? ox_ref(c, bv) : NULL;
+  if (!scr || (bv && !br)) return -1;
+  char sh[300], base[200];
+  snprintf(base, sizeof base, "%s", n->output[0]);
+  const char *t = ox_fresh(c, base), *m = ox_fresh(c, base), *dd = ox_fresh(c, base), *v = ox_fresh(c, base),
+             *r = ox_fresh(c, base);
+  ox_emit(c, "%s = reshape(%s, [%lld, %lld])", t, xr, (long long)outer, (long long)inner);
+  ox_emit(c, "%s = mean(%s, 1, keepdims=true)", m, t);
+  ox_emit(c, "%s = %s - %s", dd, t, m);
+  ox_emit(c, "%s = mean(%s * %s, 1, keepdims=true)", v, dd, dd);
+  ox_emit(c, "%s = 1.0 / sqrt(%s + %s)", r, v, eps);
+  ox_val *y = ox_out_like(c, n, 0, x, -1);
+  ox_emit(c, "%s = reshape(%s * %s, %s) * %s%s%s", y->nn, dd, r, ox_shape_list(x->d, x->rank, sh, sizeof sh), scr,
+          br ? " + " : "", br ? br : "");
+  int64_t sd[OX_MAXDIM];
+  for (int i = 0; i < x->rank; i++) sd[i] = i < axis ? x->d[i] : 1;
+  for (int k = 1; k <= 2 && k < (int)n->n_output; k++) {
+    ox_val *o = ox_out(c, n, k, x->dt, x->rank, sd, x->sym);
+    if (o) ox_emit(c, "%s = reshape(%s, %s)", o->nn, k == 1 ? m : r, ox_shape_list(sd, x->rank, sh, sizeof sh));
+  }
+  return 0;
+}
+
+int ox_embedding(ox_ctx *c, node *n, ox_val *x, ox_val *iv, int rank, const int64_t *d, const char *const *sym) {
+  const ox_array *wa = ox_const(c, x);
+  const char *ir = ox_ref(c, iv);
+  if (!ir) return -1;
+  char L[300];
+  layer_name(c, n, x, L, sizeof L);
+  param_as(c, L, "weight", wa, 2, x->d, 0);
+  ox_val *y = ox_out(c, n, 0, x->dt, rank, d, sym);
+  ox_emit(c, "%s = embedding(%s, %lld, %lld, name=\"%s\")", y->nn, ir, (long long)x->d[0], (long long)x->d[1], L);
+  return 0;
+}
+
+/* LSTM / GRU / RNN, forward, layout 0 ([T, B, in]): Lathe's layers on
+ * [B, T, in] with weights [in, G h] in their gate order (lstm i f g o from
+ * ONNX's i o f c; gru r z n from z r h), one summed bias for lstm and rnn. */
+int ox_h_recurrent(ox_ctx *c, node *n) {
+  int lstm = strcmp(n->op_type, "LSTM") == 0, gru = strcmp(n->op_type, "GRU") == 0;
+  int G = lstm ? 4 : gru ? 3 : 1;
+  static const int lstm_map[4] = {0, 2, 3, 1}; /* Lathe gate -> ONNX gate */
+  static const int gru_map[3] = {1, 0, 2};
+  ox_val *x = ox_need(c, n, 0);
+  const ox_array *W = ox_need_const(c, n, 1), *R = ox_need_const(c, n, 2);
+  if (!x || !W || !R || want_floatx(c, x)) return -1;
+  if (strcmp(ox_attr_s(n, "direction", "forward"), "forward") != 0)
+    return ox_unsup(c, "direction", "'%s' (Lathe's recurrent layers run forward)", ox_attr_s(n, "direction", ""));
+  if (ox_attr(n, "activations") || ox_attr(n, "activation_alpha") || ox_attr(n, "activation_beta"))
+    return ox_unsup(c, "activations", "other activations than the defaults");
+  if (ox_attr(n, "clip")) return ox_unsup(c, "clip", "cell clipping");
+  if (ox_attr_i(n, "input_forget", 0)) return ox_unsup(c, "input_forget", "1");
+  if (gru && !ox_attr_i(n, "linear_before_reset", 0))
+    return ox_unsup(c, "linear_before_reset", "0 (Lathe's gru is PyTorch's: linear_before_reset = 1)");
+  int layout = (int)ox_attr_i(n, "layout", 0);
+  if (x->rank != 3) return ox_err(c, "expects a 3-d input");
+  int64_t H = ox_attr_i(n, "hidden_size", W->d[1] / G), I = x->d[2];
+  int64_t T = x->d[layout ? 1 : 0], B = x->d[layout ? 0 : 1];
+  if (W->rank != 3 || W->d[0] != 1 || W->d[1] != G * H || W->d[2] != I || R->rank != 3 || R->d[1] != G * H || R->d[2] != H)
+    return ox_err(c, "weights of the wrong shape");
+  const ox_array *Bv = ox_in(c, n, 3) ? ox_need_const(c, n, 3) : NULL;
+  if (ox_in(c, n, 3) && !Bv) return -1;
+  if (ox_in(c, n, 4)) {
+    const ox_array *sl = ox_need_const(c, n, 4);
+    if (!sl) return -1;
+    for (int64_t i = 0; i < sl->n; i++)
+      if (ox_get_i(sl, i) != T) return ox_unsup(c, NULL, "sequence_lens shorter than the sequence");
+  }
+  for (int k = 5; k <= (lstm ? 7 : 5); k++) {
+    ox_val *iv = ox_in(c, n, k);
+    if (!iv) continue;
+    const ox_array *a = ox_const(c, iv);
+    int zero = a != NULL || (iv->filled && iv->fill == 0);
+    for (int64_t i = 0; a && i < a->n; i++) zero &= ox_get_f(a, i) == 0;
+    if (!zero) return ox_unsup(c, NULL, "input %d (%s) that is not zero", k, k == 7 ? "peepholes" : "an initial state");
+  }
+  if (lstm && n->n_output > 2 && n->output[2] && *n->output[2] && ox_uses(c, n->output[2]))
+    return ox_unsup(c, NULL, "the Y_c output (Lathe's lstm returns the hidden states)");
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  char L[300];
+  layer_name(c, n, NULL, L, sizeof L);
+  /* weights [in, G h] in Lathe's gate order */
+  ox_array wi = {0}, wh = {0}, bi = {0}, bh = {0};
+  int fl = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+  ox_array_alloc(&wi, fl, I * G * H), ox_array_alloc(&wh, fl, H * G * H);
+  ox_array_alloc(&bi, fl, G * H), ox_array_alloc(&bh, fl, G * H);
+  for (int g = 0; g < G; g++) {
+    int og = lstm ? lstm_map[g] : gru ? gru_map[g] : 0;
+    for (int64_t h = 0; h < H; h++) {
+      for (int64_t i = 0; i < I; i++) wi.f[i * G * H + g * H + h] = ox_get_f(W, (og * H + h) * I + i);
+      for (int64_t i = 0; i < H; i++) wh.f[i * G * H + g * H + h] = ox_get_f(R, (og * H + h) * H + i);
+      if (Bv) {
+        bi.f[g * H + h] = ox_get_f(Bv, og * H + h);
+        bh.f[g * H + h] = ox_get_f(Bv, G * H + og * H + h);
+      }
+    }
+  }
+  int64_t dwi[2] = {I, G * H}, dwh[2] = {H, G * H}, db = G * H;
+  param_as(c, L, "weight_ih", &wi, 2, dwi, 0);
+  param_as(c, L, "weight_hh", &wh, 2, dwh, 0);
+  if (gru) {
+    param_as(c, L, "bias_ih", &bi, 1, &db, 0);
+    param_as(c, L, "bias_hh", &bh, 1, &db, 0);
+  } else {
+    for (int64_t i = 0; i < G * H; i++) bi.f[i] += bh.f[i];
+    param_as(c, L, "bias", &bi, 1, &db, 0);
+  }
+  ox_array_free(&wi), ox_array_free(&wh), ox_array_free(&bi), ox_array_free(&bh);
+  const char *seq = ox_fresh(c, n->output[0]);
+  ox_emit(c, "%s = %s(%s%s%s, %lld, name=\"%s\")", seq, lstm ? "lstm" : gru ? "gru" : "rnn", layout ? "" : "transpose(",
+          xr, layout ? "" : ", [1, 0, 2])", (long long)H, L);
+  /* Y [T, 1, B, H] (layout 0) or [B, T, 1, H]; Y_h [1, B, H] or [B, 1, H] */
+  if (n->n_output > 0 && n->output[0] && *n->output[0]) {
+    int64_t d[4] = {T, 1, B, H};
+    if (layout) d[0] = B, d[1] = T, d[2] = 1;
+    const char *sym[4] = {layout ? x->sym[0] : x->sym[0], NULL, layout ? NULL : x->sym[1], NULL};
+    ox_val *y = ox_out(c, n, 0, x->dt, 4, d, sym);
+    if (layout) ox_emit(c, "%s = reshape(%s, [%lld, %lld, 1, %lld])", y->nn, seq, (long long)B, (long long)T, (long long)H);
+    else ox_emit(c, "%s = reshape(transpose(%s, [1, 0, 2]), [%lld, 1, %lld, %lld])", y->nn, seq, (long long)T, (long long)B, (long long)H);
+  }
+  if (n->n_output > 1 && n->output[1] && *n->output[1]) {
+    int64_t d[3] = {1, B, H};
+    if (layout) d[0] = B, d[1] = 1;
+    ox_val *y = ox_out(c, n, 1, x->dt, 3, d, NULL);
+    ox_emit(c, "%s = reshape(slice(%s, 1, %lld, %lld), [%lld, %lld, %lld])", y->nn, seq, (long long)(T - 1), (long long)T,
+            (long long)d[0], (long long)d[1], (long long)d[2]);
+  }
+  return 0;
+}

@@ -1,0 +1,116 @@
+"""export_models.py OUT -- the PyTorch models of issue 18's import check,
+exported with torch.onnx.export (dynamic batch) beside inputs and PyTorch's
+outputs as .npy: OUT/NAME.onnx, OUT/NAME.in.npy, OUT/NAME.out.npy for the
+digits MLP, a CNN on 8x8 digits, a 2-layer LSTM language model and a GPT of
+the char-GPT's shape (examples/gpt.nn). Seeded; small batch."""
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+torch.manual_seed(0)
+out = sys.argv[1]
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 256)
+        self.out = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.out(F.relu(self.fc1(x)))
+
+
+class CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(128, 64)
+        self.out = nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        h = torch.flatten(h, 1)
+        return self.out(F.relu(self.fc1(h)))
+
+
+class LSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(96, 64)
+        self.lstm1 = nn.LSTM(64, 128, batch_first=True)
+        self.lstm2 = nn.LSTM(128, 128, batch_first=True)
+        self.head = nn.Linear(128, 96)
+
+    def forward(self, t):
+        h, _ = self.lstm1(self.emb(t))
+        h, _ = self.lstm2(h)
+        return self.head(h)
+
+
+class Block(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj_attn = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc = nn.Linear(d, 4 * d)
+        self.proj = nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        H = self.heads
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=2)
+        q = q.reshape(B, T, H, D // H).transpose(1, 2)
+        k = k.reshape(B, T, H, D // H).transpose(1, 2)
+        v = v.reshape(B, T, H, D // H).transpose(1, 2)
+        s = q @ k.transpose(-2, -1) / math.sqrt(D // H)
+        mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+        s = s.masked_fill(~mask, float("-inf"))
+        a = (F.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
+        x = x + self.proj_attn(a)
+        return x + self.proj(F.gelu(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab=96, T=64, d=128, heads=4, layers=4):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(T, d) * 0.02)
+        self.h = nn.ModuleList([Block(d, heads) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, t):
+        x = self.tok(t) + self.pos
+        for b in self.h:
+            x = b(x)
+        return self.head(self.ln_f(x))
+
+
+models = {
+    "mlp": (MLP(), torch.randn(5, 64)),
+    "cnn": (CNN(), torch.randn(5, 1, 8, 8)),
+    "lstm2": (LSTM(), torch.randint(0, 96, (3, 32))),
+    "gpt": (GPT(), torch.randint(0, 96, (2, 64))),
+}
+only = sys.argv[2:] or list(models)
+for name in only:
+    m, x = models[name]
+    m.eval()
+    with torch.no_grad():
+        y = m(x)
+    torch.onnx.export(m, x, f"{out}/{name}.onnx", input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=14)
+    xin = x.numpy() if x.dtype == torch.float32 else x.numpy().astype(np.int64)
+    np.save(f"{out}/{name}.in.npy", xin)
+    np.save(f"{out}/{name}.out.npy", y.numpy())
+    print("exported", name)

@@ -1,0 +1,46 @@
+#!/bin/bash
+# onnx_models.sh -- models exported from PyTorch (tests/onnx/export_models.py:
+# the digits MLP, a CNN, a 2-layer LSTM, a GPT of the char-GPT's shape, all
+# with a dynamic batch) imported with `lathe import`, run by `lathe run` on
+# the interpreter and the LLVM backend and compared with PyTorch's outputs
+# (max |diff| <= 1e-5 of max |PyTorch|); then the imported digits MLP with a
+# train block appended trains with `lathe train` to the hand-written
+# examples/mlp.nn's test accuracy (within 2 points). Skips loudly without
+# torch or without ONNX support in this build.
+. "$(dirname "$0")/lib/common.sh"
+PY=/usr/bin/python3
+DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
+if ! "$PY" -c "import torch, numpy" 2>/dev/null; then
+  echo "SKIPPED (loudly): onnx_models needs $PY with torch and numpy (apt-get install python3-torch)"; exit 0
+fi
+if "$LATHE" import 2>&1 | grep -q "without ONNX"; then
+  echo "SKIPPED (loudly): this lathe was built without ONNX support (./setup.sh, then configure again)"; exit 0
+fi
+"$PY" tests/onnx/export_models.py "$tmp" >"$tmp/export.log" 2>&1 || { cat "$tmp/export.log"; bad "export"; }
+for m in mlp cnn lstm2 gpt; do
+  if ! "$LATHE" import "$tmp/$m.onnx" -o "$tmp/i" >"$tmp/imp.log" 2>&1; then bad "import $m: $(cat "$tmp/imp.log")"; continue; fi
+  ok
+  for be in interp llvm; do
+    if ! "$LATHE" run "$tmp/i/$m.nn" --weights "$tmp/i/$m.safetensors" --in x="$tmp/$m.in.npy" \
+        --out y="$tmp/$m.$be.npy" --backend $be >/dev/null 2>"$tmp/run.log"; then
+      bad "run $m $be: $(cat "$tmp/run.log")"; continue
+    fi
+    "$PY" - "$tmp/$m.$be.npy" "$tmp/$m.out.npy" "$m $be" <<'PY' && ok || bad "$m $be differs from PyTorch"
+import sys, numpy as np
+got, want = np.load(sys.argv[1]), np.load(sys.argv[2])
+err = float(np.abs(got - want).max() / np.abs(want).max()) if got.shape == want.shape else float("inf")
+print(f"{sys.argv[3]}: max |diff| / max |PyTorch| = {err:.2e}")
+sys.exit(0 if err <= 1e-5 else 1)
+PY
+  done
+done
+# the imported MLP trains like the hand-written one (same train block)
+if [ -f "$tmp/i/mlp.nn" ] && [ -f "$DIGITS" ]; then
+  { cat "$tmp/i/mlp.nn"; echo "target t : i32[batch]"; echo "loss = cross_entropy(y, t)"
+    sed -n '/^train {/,/^}/p' examples/mlp.nn; } >"$tmp/mlp_train.nn"
+  a=$("$LATHE" train "$tmp/mlp_train.nn" --data "$DIGITS" 2>/dev/null | sed -n 's/^test accuracy: //p')
+  b=$("$LATHE" train examples/mlp.nn --data "$DIGITS" 2>/dev/null | sed -n 's/^test accuracy: //p')
+  echo "test accuracy: imported MLP $a, examples/mlp.nn $b"
+  awk -v a="${a:-0}" -v b="${b:-1}" 'BEGIN { exit !(a >= b - 0.02) }' && ok || bad "imported MLP trains to $a, hand-written to $b"
+fi
+finish
