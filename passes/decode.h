@@ -11,7 +11,9 @@
  *            DEC_IN_POS, an i32 scalar: the position of that token (0-based)
  *   params   the model's parameters (same names and shapes) and, per causal
  *            attention layer, state parameters (ir_param.state = 1, zeros)
- *            "cache.<layer>.k" and "cache.<layer>.v", f32[T, d]
+ *            "cache.<layer>.k" and "cache.<layer>.v", f32[T, d]; per
+ *            rnn/lstm/gru layer its hidden state "cache.<layer>.h" f32[1, h]
+ *            (the lstm also its cell "cache.<layer>.c")
  *   outputs  the model's output at that position, [1, 1, V] (same name), and
  *            OPT_NEW_PREFIX "cache.<layer>.k"/".v": the caches with row pos
  *            written; the driver copies each back into its parameter after
@@ -29,8 +31,12 @@
  * embedding(pos, table). arange(T) becomes pos itself. A causal attention
  * becomes qkv = x W + b, kv_write of its k and v rows into the caches, and
  * attention_decode of q over cache rows 0..pos, then the projection.
- * Anything else that mixes positions (recurrent layers, non-causal
- * attention, products or reductions over the time axis) has no decode form:
+ * A recurrent layer (rnn, lstm, gru) becomes one step of its cell written
+ * with elementwise ops and two row products, reading the state the step at
+ * pos - 1 left (zeros at pos 0: where(pos > 0, state, 0)) and publishing its
+ * new state. Anything else that mixes positions (a bidirectional layer's
+ * time reversal, non-causal attention, products or reductions over the time
+ * axis) has no decode form:
  * dec_build fails with a message saying which op, and the caller falls back
  * to recomputing the whole sequence. */
 #ifndef LATHE_DECODE_H
