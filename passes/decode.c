@@ -378,7 +378,8 @@ static int recurrent(dec *c, int id) {
     if (gi < 0 || gh < 0) return -1;
     int r = un(c, IR_SIGMOID, bin(c, IR_ADD, slice_gate(c, gi, 0, h, L), slice_gate(c, gh, 0, h, L), L), L);
     int z = un(c, IR_SIGMOID, bin(c, IR_ADD, slice_gate(c, gi, 1, h, L), slice_gate(c, gh, 1, h, L), L), L);
-    int nn = un(c, IR_TANH, bin(c, IR_ADD, slice_gate(c, gi, 2, h, L), bin(c, IR_MUL, r, slice_gate(c, gh, 2, h, L), L), L), L);
+    int rn = bin(c, IR_MUL, r, slice_gate(c, gh, 2, h, L), L);
+    int nn = un(c, IR_TANH, bin(c, IR_ADD, slice_gate(c, gi, 2, h, L), rn, L), L);
     int one = ir_add_const(c->g, IR_F32, 1, L);
     hn = bin(c, IR_ADD, bin(c, IR_MUL, bin(c, IR_SUB, one, z, L), nn, L), bin(c, IR_MUL, z, hp, L), L);
   }
