@@ -174,6 +174,21 @@ class LSTM(nn.Module):
     logits = forward
 
 
+class BiGRU(nn.Module):
+    """examples/bigru.nn: a 2-layer bidirectional GRU (dropout 0.1 between
+    the layers, in training), the mean over the positions, a linear head."""
+
+    def __init__(self, symbols, H):
+        super().__init__()
+        self.gru = nn.GRU(symbols, H, num_layers=2, bidirectional=True, dropout=0.1, batch_first=True)
+        self.out = nn.Linear(2 * H, 4)
+
+    def logits(self, x):
+        return self.out(self.gru(x)[0].mean(1))
+
+    forward = logits
+
+
 def build_dense(batch):
     """bench/dense1024.nn: one nn.Linear(1024, 1024)."""
     return nn.Linear(1024, 1024), torch.randn(batch, 1024)
@@ -203,7 +218,12 @@ def build_lstm(batch, vocab, T, E, H):
     return LSTM(vocab, E, H), tokens(batch, vocab, T)
 
 
-BUILDERS = {"dense": build_dense, "mlp": build_mlp, "cnn": build_cnn, "cnn_bn": build_cnn_bn, "gpt": build_gpt, "lstm": build_lstm}
+def build_bigru(batch, T, symbols, H):
+    return BiGRU(symbols, H), torch.randn(batch, T, symbols)
+
+
+BUILDERS = {"dense": build_dense, "mlp": build_mlp, "cnn": build_cnn, "cnn_bn": build_cnn_bn, "gpt": build_gpt,
+            "lstm": build_lstm, "bigru": build_bigru}
 
 
 # ---- training steps ----

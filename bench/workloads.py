@@ -76,6 +76,11 @@ WORKLOADS = [
     train("lstm_train_b32", "examples/lstm.nn", {"batch": 32},
           {"tokens": LSTM_CHAR["vocab"], "next": LSTM_CHAR["vocab"]}, "lstm", dict(batch=32, **LSTM_CHAR),
           dict(name="adam", lr=2e-3), clip_norm=1.0, reps=100, quick_reps=10, warmup=5, max_seconds=3),
+    # issue 17: the 2-layer bidirectional GRU classifier's step (examples/bigru.nn; the reverse direction as a
+    # time-reversing gather around the fused gru op and its fused backward)
+    train("bigru_train_b64", "examples/bigru.nn", {"batch": 64}, {"x": None, "y": 4}, "bigru",
+          dict(batch=64, T=24, symbols=6, H=32), dict(name="adam", lr=1e-2), clip_norm=1.0,
+          reps=200, quick_reps=20, warmup=10, max_seconds=3),
     # Generation (issue 5): greedy tokens at batch 1. Lathe: lathe_generate (key/value-cache decode program);
     # peer: the naive loop, the full forward over the last T tokens per new token. Times are per token.
     Workload("gpt_char_generate", "examples/gpt.nn", {"batch": 1}, {"tokens": GPT_CHAR["vocab"]},

@@ -48,7 +48,8 @@ int fe_lw_param(fe_lctx *L, fe_args *a, fe_val *out);
 #define REDUCE(nm, e) {nm, IR_##e, fe_lw_reduce, 1, 3, {{"x", T}, {"axis", AK_INT}, {"keepdims", AK_BOOL}}, 0}
 #define COMPARE(nm, e) {nm, IR_##e, fe_lw_compare, 2, 2, {{"x", AK_TENSOR_OR_NUM}, {"y", AK_TENSOR_OR_NUM}}, 0}
 #define POOL(nm, e) {nm, IR_##e, fe_lw_pool, 2, 3, {{"x", T}, {"k", AK_INT}, {"stride", AK_INT}}, 0}
-#define RECURRENT(nm, e) {nm, IR_##e, fe_lw_recurrent, 2, 2, {{"x", T}, {"hidden", AK_INT}}, 1}
+#define RECURRENT(nm, e) {nm, IR_##e, fe_lw_recurrent, 2, 5, \
+  {{"x", T}, {"hidden", AK_INT}, {"layers", AK_INT}, {"bidirectional", AK_BOOL}, {"dropout", AK_NUM}}, 1}
 
 const fe_builtin fe_builtins[] = {
   /* layers that own parameters */

@@ -12,7 +12,9 @@
  *   groupnorm  N.weight [C] ones, N.bias [C] zeros
  *   rmsnorm    N.weight [d] ones
  *   attention  N.qkv.weight [d, 3d], N.proj.weight [d, d] xavier; biases zeros
- *   rnn/lstm/gru  weights and biases uniform(+-1/sqrt(hidden)), as PyTorch
+ *   rnn/lstm/gru  N.weight_ih [in, G h], N.weight_hh [h, G h], N.bias [G h] (gru: N.bias_ih,
+ *              N.bias_hh), uniform(+-1/sqrt(hidden)), as PyTorch; stacked or bidirectional:
+ *              N.l<l>.weight_ih .. and the reverse direction's N.l<l>.rev.weight_ih ..
  *   param      N: shape, init as given (default normal, std 0.02)
  *
  * The train block's `init =` replaces the default of the weight matrices of
@@ -862,32 +864,92 @@ int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out) {
   return set_out(out, fe_node(L, IR_ATTENTION, in, 5, &at, loc));
 }
 
-int fe_lw_recurrent(fe_lctx *L, fe_args *a, fe_val *out) {
-  if (want_tensor(L, a, 0, 3, 3, 1, "a 3-d tensor [batch, T, in]")) return -1;
-  int x = a->v[0].node;
-  ir_attr at = {0};
-  if (want_int(L, a, 1, 1, 1, &at.n)) return -1;
-  int64_t h = at.n, in = shape_of(L, x)->d[2];
+/* One recurrent op over x [B, T, in] with its parameters named base.pre*
+ * (pre "" for a plain layer, "l<l>." or "l<l>.rev." in a stack). */
+static int rec_layer(fe_lctx *L, const fe_args *a, int x, int64_t h, const char *base, const char *pre) {
+  int64_t in = shape_of(L, x)->d[2];
   int gates = a->b->op == IR_LSTM ? 4 : a->b->op == IR_GRU ? 3 : 1;
   int64_t gh = gates * h;
   double bound = 1.0 / sqrt((double)h);
   ir_loc loc = a->call->loc;
-  const char *base = fe_layer_name(L, a->b->name, a->name);
   ir_dtype t = pdtype(L, x);
   ir_shape wih = shp(2, in, gh, 0, 0), whh = shp(2, h, gh, 0, 0), bs = shp(1, gh, 0, 0, 0);
   int ids[5] = {x, -1, -1, -1, -1}, nin = 4;
-  ids[1] = fe_param(L, base, "weight_ih", t, &wih, IR_INIT_UNIFORM, bound, in, gh, 1, loc);
-  ids[2] = fe_param(L, base, "weight_hh", t, &whh, IR_INIT_UNIFORM, bound, h, gh, 1, loc);
+  ids[1] = fe_param(L, base, ar_printf(L->A, "%sweight_ih", pre), t, &wih, IR_INIT_UNIFORM, bound, in, gh, 1, loc);
+  ids[2] = fe_param(L, base, ar_printf(L->A, "%sweight_hh", pre), t, &whh, IR_INIT_UNIFORM, bound, h, gh, 1, loc);
   if (a->b->op == IR_GRU) {
-    ids[3] = fe_param(L, base, "bias_ih", t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
-    ids[4] = fe_param(L, base, "bias_hh", t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
+    ids[3] = fe_param(L, base, ar_printf(L->A, "%sbias_ih", pre), t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
+    ids[4] = fe_param(L, base, ar_printf(L->A, "%sbias_hh", pre), t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
     nin = 5;
   } else {
-    ids[3] = fe_param(L, base, "bias", t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
+    ids[3] = fe_param(L, base, ar_printf(L->A, "%sbias", pre), t, &bs, IR_INIT_UNIFORM, bound, 0, 0, 0, loc);
   }
   for (int i = 1; i < nin; i++)
     if (ids[i] < 0) return -1;
-  return set_out(out, fe_node(L, a->b->op, ids, nin, &at, loc));
+  ir_attr at = {0};
+  at.n = h;
+  return fe_node(L, a->b->op, ids, nin, &at, loc);
+}
+
+/* x [B, T, F] with its time axis reversed: gather(x, 1, index) with the
+ * constant index[b, t, f] = T - 1 - t. An exact permutation whose gradient
+ * (gather_grad's scatter-add) is the same permutation back, so the reverse
+ * direction of a bidirectional layer runs on the existing recurrent ops. */
+static int time_flip(fe_lctx *L, int x, ir_loc loc) {
+  const ir_shape *s = shape_of(L, x);
+  int64_t B = s->d[0], T = s->d[1], F = s->d[2], n = B * T * F;
+  int ix = ir_add_const(L->g, IR_I32, 0, loc);
+  if (ix < 0) return -1;
+  double *v = ar_alloc(L->A, sizeof(double) * (size_t)n);
+  for (int64_t e = 0; e < n; e++) v[e] = (double)(T - 1 - (e / F) % T);
+  L->g->nodes[ix].shape = *s, L->g->nodes[ix].data = v;
+  ir_attr at = {0};
+  at.axis = 1;
+  return fe_node(L, IR_GATHER, (int[]){x, ix}, 2, &at, loc);
+}
+
+/* rnn/lstm/gru(x, hidden, layers=1, bidirectional=false, dropout=0), as
+ * torch.nn.RNN/LSTM/GRU(batch_first=True): layer l > 0 reads layer l - 1's
+ * states (both directions concatenated on the last axis, forward first),
+ * the reverse direction is the same op on the time-reversed sequence with
+ * its result reversed back, and dropout (training only) is applied to every
+ * layer's result but the last. A plain layer keeps its unprefixed names. */
+int fe_lw_recurrent(fe_lctx *L, fe_args *a, fe_val *out) {
+  if (want_tensor(L, a, 0, 3, 3, 1, "a 3-d tensor [batch, T, in]")) return -1;
+  int x = a->v[0].node;
+  int64_t h, layers;
+  if (want_int(L, a, 1, 1, 1, &h) || want_int(L, a, 2, 1, 1, &layers)) return -1;
+  int bidir = get_bool(a, 3, 0);
+  double p = get_num(a, 4, 0.0);
+  if (!(p >= 0 && p < 1)) {
+    fe_error(L->d, argloc(a, 4), "dropout probability must be in [0, 1), got %g", p);
+    return -1;
+  }
+  if (layers > 64) {
+    fe_error(L->d, argloc(a, 2), "'%s' with %lld layers: at most 64 are supported", a->b->name, (long long)layers);
+    return -1;
+  }
+  const char *base = fe_layer_name(L, a->b->name, a->name);
+  ir_loc loc = a->call->loc;
+  if (layers == 1 && !bidir) return set_out(out, rec_layer(L, a, x, h, base, ""));
+  for (int64_t l = 0; l < layers && x >= 0; l++) {
+    int y = rec_layer(L, a, x, h, base, ar_printf(L->A, "l%lld.", (long long)l));
+    if (bidir && y >= 0) {
+      int r = time_flip(L, x, loc);
+      if (r >= 0) r = rec_layer(L, a, r, h, base, ar_printf(L->A, "l%lld.rev.", (long long)l));
+      if (r >= 0) r = time_flip(L, r, loc);
+      ir_attr cat = {0};
+      cat.axis = 2;
+      y = r < 0 ? -1 : fe_node(L, IR_CONCAT, (int[]){y, r}, 2, &cat, loc);
+    }
+    if (y >= 0 && p > 0 && l + 1 < layers) {
+      ir_attr d = {0};
+      d.f = p;
+      y = fe_node(L, IR_DROPOUT, &y, 1, &d, loc);
+    }
+    x = y;
+  }
+  return set_out(out, x);
 }
 
 /* Fans of a free parameter: [in, out] for rank 2 (as dense), PyTorch's

@@ -601,7 +601,7 @@ typedef struct {
   double prefill_seconds;      /* feeding the prompt */
   double seconds;              /* generating */
   double tokens_per_s;         /* generated / seconds */
-  int cached;                  /* 1: the key/value-cache decode program ran */
+  int cached;                  /* 1: the decode program ran (key/value caches, carried recurrent state) */
   char note[256];              /* why the whole context was recomputed; "" otherwise */
   int64_t prompt_dropped;      /* prompt bytes outside the vocabulary (dropped, as text data's are) */
   int64_t first_dropped;       /* 0-based byte offset of the first of them; -1 when none */

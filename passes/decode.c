@@ -384,6 +384,104 @@ static int mha(dec *c, int id) {
   if (a < 0 || (a = add(c, IR_MATMUL, (int[]){a, w[6]}, 2, NULL, L)) < 0) return -1;
   c->tax[id] = 1;
   return add(c, IR_ADD, (int[]){a, w[7]}, 2, NULL, L);
+/* ---- recurrences ---- */
+
+/* "cache.lstm1" from the weight "lstm1.weight_ih" (else the node id), then
+ * ".h" or ".c". */
+static const char *state_name(dec *c, int id, const char *what) {
+  const ir_node *w = fnode(c, fnode(c, id)->in[1]);
+  const char *pn = w->op == IR_PARAM ? c->f->params[w->attr.i].name : NULL;
+  size_t len = pn ? strlen(pn) : 0, suf = strlen(".weight_ih");
+  if (len > suf && !strcmp(pn + len - suf, ".weight_ih"))
+    return ar_printf(c->g->A, DEC_CACHE_PREFIX "%.*s.%s", (int)(len - suf), pn, what);
+  return ar_printf(c->g->A, DEC_CACHE_PREFIX "%d.%s", id, what);
+}
+
+/* The state parameter [1, h] (zeros), published as an output with its
+ * value after this step (nv); returns the state as this step reads it:
+ * zeros at position 0, so a run that starts over (the window sliding)
+ * needs no reset from the driver. */
+typedef struct {
+  const char *name;
+  int param, read;
+} rec_state;
+
+static int state_in(dec *c, rec_state *st, const char *name, int64_t h, ir_loc L) {
+  ir_shape s = {.rank = 2, .d = {1, h}};
+  st->name = name;
+  st->param = ir_add_param(c->g, name, IR_F32, &s, IR_INIT_ZEROS, 0, 0, 0, L);
+  if (st->param < 0) return fail(c, NULL, "decode graph: cannot add state '%s'", name);
+  c->g->params[c->g->nparams - 1].state = 1;
+  int zi = ir_add_const(c->g, IR_I32, 0, L), zf = ir_add_const(c->g, IR_F32, 0, L);
+  if (zi < 0 || zf < 0) return -1;
+  int later = add(c, IR_GREATER, (int[]){c->pos, zi}, 2, NULL, L);
+  if (later < 0) return -1;
+  return st->read = add(c, IR_WHERE, (int[]){later, st->param, zf}, 3, NULL, L);
+}
+
+static void state_out(dec *c, const rec_state *st, int nv) {
+  ir_add_output(c->g, ar_printf(c->g->A, OPT_NEW_PREFIX "%s", st->name), nv);
+}
+
+static int slice_gate(dec *c, int x, int64_t part, int64_t h, ir_loc L) {
+  ir_attr at = {0};
+  at.axis = 1, at.start = part * h, at.end = (part + 1) * h;
+  return add(c, IR_SLICE, &x, 1, &at, L);
+}
+
+static int un(dec *c, int op, int x, ir_loc L) { return x < 0 ? -1 : add(c, op, &x, 1, NULL, L); }
+static int bin(dec *c, int op, int a, int b, ir_loc L) {
+  return a < 0 || b < 0 ? -1 : add(c, op, (int[]){a, b}, 2, NULL, L);
+}
+/* x [1, K] @ w [K, N] + b */
+static int affine(dec *c, int x, int w, int b, ir_loc L) {
+  int y = bin(c, IR_MATMUL, x, w, L);
+  return b < 0 ? y : bin(c, IR_ADD, y, b, L);
+}
+
+/* One step of rnn / lstm / gru at batch 1 (the formulas of
+ * ir/interp_seq.c), its state carried in "cache.<layer>.h" (and ".c" for
+ * the lstm's cell): the full op's row at pos, from the state the step at
+ * pos - 1 left. */
+static int recurrent(dec *c, int id) {
+  const ir_node *n = fnode(c, id);
+  if (c->tax[n->in[0]] != 1) return fail(c, n, "%s over an axis other than positions", ir_ops[n->op].name);
+  for (int j = 1; j < n->nin; j++)
+    if (c->tax[n->in[j]] >= 0) return fail(c, n, "%s weights indexed by position", ir_ops[n->op].name);
+  int64_t h = n->shape.d[2], in = fnode(c, n->in[0])->shape.d[2];
+  ir_loc L = n->loc;
+  ir_shape row = {.rank = 2, .d = {1, in}}, out = {.rank = 3, .d = {1, 1, h}};
+  int x = reshape(c, c->nid[n->in[0]], &row, L), w[5];
+  for (int j = 1; j < n->nin; j++) w[j] = c->nid[n->in[j]];
+  rec_state hs, cs;
+  int hp = x < 0 ? -1 : state_in(c, &hs, state_name(c, id, "h"), h, L), hn = -1;
+  if (hp < 0) return -1;
+  if (n->op == IR_RNN) {
+    hn = un(c, IR_TANH, bin(c, IR_ADD, affine(c, x, w[1], w[3], L), affine(c, hp, w[2], -1, L), L), L);
+  } else if (n->op == IR_LSTM) { /* i f g o; c' = f c + i g, h' = o tanh(c') */
+    int cp = state_in(c, &cs, state_name(c, id, "c"), h, L);
+    int g = bin(c, IR_ADD, affine(c, x, w[1], w[3], L), affine(c, hp, w[2], -1, L), L);
+    if (cp < 0 || g < 0) return -1;
+    int ig = un(c, IR_SIGMOID, slice_gate(c, g, 0, h, L), L), fg = un(c, IR_SIGMOID, slice_gate(c, g, 1, h, L), L);
+    int gg = un(c, IR_TANH, slice_gate(c, g, 2, h, L), L), og = un(c, IR_SIGMOID, slice_gate(c, g, 3, h, L), L);
+    int cn = bin(c, IR_ADD, bin(c, IR_MUL, fg, cp, L), bin(c, IR_MUL, ig, gg, L), L);
+    if (cn < 0) return -1;
+    state_out(c, &cs, cn);
+    hn = bin(c, IR_MUL, og, un(c, IR_TANH, cn, L), L);
+  } else { /* r z n; n = tanh(xn + r hn), h' = (1 - z) n + z h */
+    int gi = affine(c, x, w[1], w[3], L), gh = affine(c, hp, w[2], w[4], L);
+    if (gi < 0 || gh < 0) return -1;
+    int r = un(c, IR_SIGMOID, bin(c, IR_ADD, slice_gate(c, gi, 0, h, L), slice_gate(c, gh, 0, h, L), L), L);
+    int z = un(c, IR_SIGMOID, bin(c, IR_ADD, slice_gate(c, gi, 1, h, L), slice_gate(c, gh, 1, h, L), L), L);
+    int rn = bin(c, IR_MUL, r, slice_gate(c, gh, 2, h, L), L);
+    int nn = un(c, IR_TANH, bin(c, IR_ADD, slice_gate(c, gi, 2, h, L), rn, L), L);
+    int one = ir_add_const(c->g, IR_F32, 1, L);
+    hn = bin(c, IR_ADD, bin(c, IR_MUL, bin(c, IR_SUB, one, z, L), nn, L), bin(c, IR_MUL, z, hp, L), L);
+  }
+  if (hn < 0) return -1;
+  state_out(c, &hs, hn);
+  c->tax[id] = 1;
+  return reshape(c, hn, &out, L);
 }
 
 /* ---- the walk ---- */
@@ -405,9 +503,7 @@ static int node(dec *c, int id, int input) {
   if (n->op == IR_MATMUL) return matmul(c, id);
   if (n->op == IR_ATTENTION) return attention(c, id);
   if (n->op == IR_MHA) return mha(c, id);
-  if (n->op == IR_RNN || n->op == IR_LSTM || n->op == IR_GRU)
-    return fail(c, n, "%s: recurrent layers have no decode form yet (their state is not carried)",
-                ir_ops[n->op].name);
+  if (n->op == IR_RNN || n->op == IR_LSTM || n->op == IR_GRU) return recurrent(c, id);
   return fail(c, n, "%s has no decode form", ir_ops[n->op].name);
 }
 

@@ -12,7 +12,9 @@
  *   params   the model's parameters (same names and shapes) and, per causal
  *            attention layer, state parameters (ir_param.state = 1, zeros)
  *            "cache.<layer>.k" and "cache.<layer>.v", f32[T, d] (f32[T, dk]
- *            for mha's grouped key/value heads, dk = kv_heads * d / heads)
+ *            for mha's grouped key/value heads, dk = kv_heads * d / heads); per
+ *            rnn/lstm/gru layer its hidden state "cache.<layer>.h" f32[1, h]
+ *            (the lstm also its cell "cache.<layer>.c")
  *   outputs  the model's output at that position, [1, 1, V] (same name), and
  *            OPT_NEW_PREFIX "cache.<layer>.k"/".v": the caches with row pos
  *            written; the driver copies each back into its parameter after
@@ -34,8 +36,12 @@
  * q and kv products, q and k rotated at pos by constant cos/sin tables'
  * rows (embedding lookups), and caches of its K key/value heads; a mask or
  * a context (inputs that are not the token sequence) has no decode form.
- * Anything else that mixes positions (recurrent layers, non-causal
- * attention, products or reductions over the time axis) has no decode form:
+ * A recurrent layer (rnn, lstm, gru) becomes one step of its cell written
+ * with elementwise ops and two row products, reading the state the step at
+ * pos - 1 left (zeros at pos 0: where(pos > 0, state, 0)) and publishing its
+ * new state. Anything else that mixes positions (a bidirectional layer's
+ * time reversal, non-causal attention, products or reductions over the time
+ * axis) has no decode form:
  * dec_build fails with a message saying which op, and the caller falls back
  * to recomputing the whole sequence. */
 #ifndef LATHE_DECODE_H

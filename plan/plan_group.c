@@ -159,7 +159,12 @@ static void find_fusions(const ir_graph *g, const pl_target *t, arena *A, const 
       if (more == nc) break;
       nc = more;
     }
-    if (nc == 1) continue;
+    /* a node of two products (x W + h U: a recurrent cell's step) is taken
+     * by the first product's chain; the second product stays a kernel of
+     * its own, which that chain reads */
+    int taken = 0;
+    for (int k = 1; k < nc; k++) taken |= group_of[chain[k]] != NULL || run_at[chain[k]] != chain[k];
+    if (nc == 1 || taken) continue;
     int last = chain[nc - 1];
     grp->kind = PL_K_GEMM_EPI;
     grp->nmember = nc;

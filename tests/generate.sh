@@ -2,7 +2,8 @@
 # generate.sh -- `lathe generate` from the command line: the prompt and the
 # generated text on stdout, statistics on stderr, the key/value cache giving
 # the same text as --recompute, a prompt longer than T (sliding window), the
-# LSTM's fallback note, and user errors (exit status 1 with a message).
+# LSTM's carried state (the same text as --recompute), and user errors (exit
+# status 1 with a message).
 # $1 is the lathe binary.
 . "$(dirname "$0")/lib/common.sh"
 
@@ -24,10 +25,19 @@ gen --prompt "$long" --tokens 80 --temperature 0.9 --top-k 20 --seed 3 >"$tmp/c.
 gen --prompt "$long" --tokens 80 --temperature 0.9 --top-k 20 --seed 3 --recompute >"$tmp/d.out" 2>/dev/null && ok || bad "long recompute"
 cmp -s "$tmp/c.out" "$tmp/d.out" && ok || bad "sampled cache and recompute differ"
 
-# 3. the LSTM recomputes, with a note
-"$LATHE" generate examples/lstm.nn --weights "$tmp/lstm.safetensors" --prompt "Hi" --tokens 10 >"$tmp/e.out" 2>"$tmp/e.err" \
-  && ok || bad "lstm: $(cat "$tmp/e.err")"
-grep -q "note: no key/value-cache form" "$tmp/e.err" && ok || bad "lstm note missing: $(cat "$tmp/e.err")"
+# 3. the LSTM carries its state between tokens: the same text as recomputing
+# (sampled, the window sliding past T = 32), the same text again for the same
+# seed, another for another seed
+lstm() { "$LATHE" generate examples/lstm.nn --weights "$tmp/lstm.safetensors" --prompt "Hi there" --tokens 60 \
+  --temperature 0.9 --seed "$@"; }
+lstm 5 >"$tmp/e.out" 2>"$tmp/e.err" && ok || bad "lstm: $(cat "$tmp/e.err")"
+lstm 5 --recompute >"$tmp/f.out" 2>/dev/null && ok || bad "lstm recompute"
+lstm 5 >"$tmp/g.out" 2>/dev/null && ok || bad "lstm again"
+lstm 6 >"$tmp/h.out" 2>/dev/null && ok || bad "lstm seed 6"
+grep -q "note:" "$tmp/e.err" && bad "lstm: a note: $(cat "$tmp/e.err")" || ok
+cmp -s "$tmp/e.out" "$tmp/f.out" && ok || bad "lstm: carried state and recompute differ: $(cat "$tmp/e.out") / $(cat "$tmp/f.out")"
+cmp -s "$tmp/e.out" "$tmp/g.out" && ok || bad "lstm: the same seed gave another text"
+cmp -s "$tmp/e.out" "$tmp/h.out" && bad "lstm: seeds 5 and 6 gave the same text" || ok
 
 # 4. user errors: exit 1 and a message naming the problem
 err() { # expected-text args...

@@ -5,7 +5,10 @@
  *      positions), the cached decoder produces exactly the tokens that
  *      recomputing the whole context each step produces -- greedy and seeded
  *      top-k sampling, past T (the sliding window), on both backends;
- *   3. an LSTM (no decode form) falls back to recomputing, with a note;
+ *   3. recurrent models (lstm, gru, a 2-layer rnn) carry their state from
+ *      token to token (the same tokens as recomputing, both backends, past
+ *      T), and a bidirectional layer (no decode form) falls back to
+ *      recomputing, with a note;
  *   4. user errors come back as messages.
  * The CLI's errors are tests/generate.sh's. */
 #include <math.h>
@@ -116,14 +119,23 @@ static const char *pos_param =
 static const char *pos_arange =
     "h = embedding(tokens, VOCAB, D, name=\"tok\") + embedding(arange(T), T, D, name=\"wpe\")\n";
 
-static const char *lstm_src =
-    "model tinylstm\n"
+/* LAYER is replaced by each recurrent layer under test */
+static const char *rec_src =
+    "model tinyrec\n"
     "input tokens : i32[batch, 12]\n"
     "target next : i32[batch, 12]\n"
-    "h = embedding(tokens, 96, 16, name=\"emb\") |> lstm(24, name=\"lstm1\")\n"
+    "h = embedding(tokens, 96, 16, name=\"emb\") |> LAYER\n"
     "logits = dense(h, 96, name=\"head\")\n"
     "output logits\n"
     "loss = cross_entropy(logits, next)\n";
+
+static char *with_layer(const char *layer) {
+  const char *at = strstr(rec_src, "LAYER");
+  size_t n = strlen(rec_src) + strlen(layer) + 1;
+  char *s = malloc(n);
+  snprintf(s, n, "%.*s%s%s", (int)(at - rec_src), rec_src, layer, at + strlen("LAYER"));
+  return s;
+}
 
 static char *with_positions(const char *positions) {
   const char *at = strstr(gpt_src, "POSITIONS\n");
@@ -257,16 +269,24 @@ static void test_gpt_mha(const char *path) {
   lathe_model_free(m);
 }
 
-static void test_lstm(const char *path) {
-  lathe_model *m = parse(lstm_src);
+static void test_recurrent(const char *layer, const char *path, int want_cached) {
+  char *src = with_layer(layer);
+  lathe_model *m = parse(src);
+  free(src);
   if (!m || write_weights(m, path, 5)) { lathe_model_free(m); return; }
-  check_parity(m, path, LATHE_BACKEND_LLVM, 0, 0, 30, "Hello", 0);
-  check_parity(m, path, LATHE_BACKEND_LLVM, 0.9, 5, 30, "Hello", 0);
+  /* 30 tokens after a 5-token prompt: the window (T = 12) slides, and the
+   * state restarts from zeros at position 0 each time */
+  for (int b = 0; b < 2; b++) {
+    lathe_backend be = b ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP;
+    check_parity(m, path, be, 0, 0, 30, "Hello", want_cached);
+    check_parity(m, path, be, 0.9, 5, 30, "Hello", want_cached);
+  }
   lathe_generate_options o = {.weights = path, .prompt = "x", .tokens = 3};
   seq s;
   lathe_generate_result r;
   generate(m, o, &s, &r);
-  CHECK_MSG(strstr(r.note, "lstm") != NULL, "note: %s", r.note);
+  CHECK_MSG(want_cached ? r.cached && !r.note[0] : !r.cached && strstr(r.note, "gather") != NULL, "%s: note: %s",
+            layer, r.note);
   lathe_model_free(m);
 }
 
@@ -319,7 +339,10 @@ int main(void) {
   test_gpt(pos_param, w1);
   test_gpt(pos_arange, w2);
   test_gpt_mha(w2);
-  test_lstm(w3);
+  test_recurrent("lstm(24, name=\"lstm1\")", w3, 1);
+  test_recurrent("gru(24, name=\"gru1\")", w3, 1);
+  test_recurrent("rnn(24, layers=2, dropout=0.2, name=\"rnn\")", w3, 1);
+  test_recurrent("gru(8, bidirectional=true, name=\"bi\")", w3, 0);
   test_errors(w1);
   unlink(w1), unlink(w2), unlink(w3);
   rmdir(dir);
