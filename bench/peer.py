@@ -370,6 +370,8 @@ def main():
     reps = w.quick_reps if a.quick else w.reps
     kernel = blas_kernel()
     nparams = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # batchnorm's running statistics: Lathe counts them with its parameters (saved with the weights)
+    nparams += sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
     if w.quant == "int8-dynamic":  # PyTorch's dynamic int8 (the engine it offers: onednn here); counted before
         model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     prepared = list(modes(w, model, x))  # tracing + freezing GPT-2 takes seconds: once
