@@ -249,6 +249,11 @@ typedef struct {
   int program_cache_hit;   /* 1: the code of a live program of this process was reused (see
                               lathe_compile); the compile phases above are then 0 */
   int parts;               /* the module was optimised and compiled in this many parts at once */
+  /* --backend cuda (docs/cuda.md): planning and rendering, NVRTC's wall time
+   * over every module (a module from the disk cache costs its load: all of
+   * them cached is a warm compile, none a cold one), modules, of which cached */
+  double cuda_render_ms, cuda_nvrtc_ms;
+  int cuda_modules, cuda_cache_hits;
 } lathe_compile_stats;
 /* This and lathe_program_pass_stats: LATHE_EUSER for a NULL st, and for a
  * NULL program (st zeroed). */

@@ -345,6 +345,7 @@ int api_emit_weights(lathe_program *p, const char *path, lathe_error *err) {
   if (rc) return rc;
   api_pre_replace(p, pre);
   p->weights_set = 1;
+  api_params_changed(p);
   return 0;
 }
 

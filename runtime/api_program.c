@@ -186,6 +186,7 @@ int lathe_param_view(const lathe_program *p, int i, lathe_tensor *view) {
   view->dtype = p->g.params[i].stored ? (lathe_dtype)p->g.params[i].dtype : LATHE_F32;
   shape_to_tensor(&p->g.params[i].shape, view);
   view->data = p->params[i];
+  api_params_changed(p); /* the runtime writes through views (checkpoints, evaluation copies) */
   return 0;
 }
 
@@ -193,6 +194,13 @@ int lathe_program_stats(const lathe_program *p, lathe_compile_stats *st) {
   if (!st) return LATHE_EUSER;
   memset(st, 0, sizeof *st);
   if (!p) return LATHE_EUSER;
+  if (p->cux) {
+    cu_exec_stats c;
+    cu_exec_get_stats(p->cux, &c);
+    st->cuda_render_ms = c.render_ms, st->cuda_nvrtc_ms = c.nvrtc_ms;
+    st->cuda_modules = c.modules, st->cuda_cache_hits = c.cache_hits;
+    st->kernels = c.launches, st->kernels_unique = c.functions;
+  }
   if (!p->cg) /* interpreter: the plan the native backend would make */
     return cg_plan_stats(&p->g, &st->arena_bytes, &st->naive_bytes) ? LATHE_ENOMEM : 0;
   cg_stats c;
@@ -229,6 +237,7 @@ int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err) {
   for (int i = 0; i < p->g.nparams; i++) /* stored (quantized) weights stay zero */
     if (!p->g.params[i].stored) ir_param_init_values(&p->g.params[i], seed, p->params[i]);
   p->weights_set = 1;
+  api_params_changed(p);
   return 0;
 }
 
@@ -304,7 +313,7 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
     if (p->g.params[i].stored) memcpy(p->params[i], e->t.data, lathe_tensor_bytes(&e->t));
     else rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
   }
-  if (rc == 0) p->weights_set = 1;
+  if (rc == 0) p->weights_set = 1, api_params_changed(p);
   /* The weights' preprocessing replaces the old one: it belongs to them. */
   if (rc == 0) api_pre_replace(p, pre);
   else api_pre_discard(p, pre);

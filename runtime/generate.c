@@ -84,12 +84,15 @@ static int share_weights(gen *s, lathe_error *err) {
   lathe_program *p = s->step;
   if (api_alloc_params(p, err) || api_fill_params(p, s->full, err)) return -1;
   p->weights_set = 1;
+  api_params_changed(p);
   s->state_of = calloc((size_t)p->g.noutputs + 1, sizeof *s->state_of);
   if (!s->state_of) return api_fail(err, LATHE_ENOMEM, "out of memory");
   size_t np = strlen(OPT_NEW_PREFIX);
   for (int i = 0; i < p->g.noutputs; i++) {
     const char *nm = p->g.outputs[i].name;
     s->state_of[i] = strncmp(nm, OPT_NEW_PREFIX, np) ? -1 : ir_find_param(&p->g, nm + np);
+    /* --backend cuda: the caches never leave the device (cu_exec_feedback after each step) */
+    if (p->cux && s->state_of[i] >= 0) cu_exec_keep_output(p->cux, i, 1);
   }
   return 0;
 }
@@ -160,6 +163,11 @@ static int step(gen *s, int tok, int64_t pos, lathe_error *err) {
   for (int i = 0; i < p->g.noutputs; i++) {
     int k = s->state_of[i];
     if (k < 0) continue;
+    if (p->cux) { /* the new cache becomes the cache on the device */
+      char msg[512];
+      if (cu_exec_feedback(p->cux, i, k, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
+      continue;
+    }
     lathe_tensor t = {0};
     if (lathe_get_output(p, p->g.outputs[i].name, &t, err)) return -1;
     memcpy(p->params[k], t.data, (size_t)ir_numel(&p->g.params[k].shape) * sizeof(float));

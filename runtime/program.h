@@ -73,6 +73,11 @@ int api_train_run(lathe_program *p, lathe_error *err);
 
 /* Allocate the parameter buffers (zeroed) if not yet done. */
 int api_alloc_params(lathe_program *p, lathe_error *err);
+/* The host's parameters were (or may have been) written: the cuda
+ * backend, which keeps them on the device, uploads them before the next run. */
+static inline void api_params_changed(const lathe_program *p) {
+  if (p->cux) cu_exec_params_changed(p->cux);
+}
 /* Bytes of one element of a parameter's buffer: 4 (f32), or its dtype's
  * size for stored (quantized) weights (runtime/api_quant.c). */
 size_t api_param_elem_size(const ir_param *pr);

@@ -134,6 +134,7 @@ static int copy_weights(const lathe_program *from, lathe_program *to, lathe_erro
     memcpy(b.data, a.data, lathe_tensor_bytes(&b));
   }
   to->weights_set = 1;
+  api_params_changed(to);
   return 0;
 }
 
@@ -413,6 +414,7 @@ static int eval_split(tr_run *r, float *const *weights, const lathe_program *nam
     memcpy(v.data, weights[j], lathe_tensor_bytes(&v));
   }
   r->eval->weights_set = 1; /* a resumed run with no epoch left has not run eval yet */
+  api_params_changed(r->eval);
   rt_metric m[RT_MAX_METRICS];
   int n = 0;
   if (evaluate(r, split, m, &n, err)) return -1;

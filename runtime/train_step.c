@@ -191,6 +191,11 @@ static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
     } else
       api_read_output(p, k, p->params[i]);
   }
+  /* the cuda backend keeps the committed updates on the device too */
+  char msg[512];
+  for (int k = 0; p->cux && k < p->g.noutputs; k++)
+    if (p->commit[k] >= 0 && cu_exec_feedback(p->cux, k, p->commit[k], msg, sizeof msg))
+      return api_fail(err, LATHE_EUSER, "%s", msg);
   return 0;
 }
 

@@ -13,13 +13,6 @@ export LATHE_CACHE_DIR="$tmp/cache"
 
 # model:mode -> the refusal it gives today
 declare -A NOT_YET=(
-  [cnn_bn:train]="batchnorm_train has no CUDA kernel yet"
-  [gpt:train]="attention_grad_saved has no CUDA kernel yet"
-  [lstm:fwd]="lstm has no CUDA kernel yet"
-  [lstm:train]="lstm has no CUDA kernel yet"
-  [reverse:fwd]="mha has no CUDA kernel yet"
-  [reverse:train]="mha has no CUDA kernel yet"
-  [seq_cnn:train]="max_grad has no CUDA kernel yet"
 )
 
 if ! ls "${CUDA_HOME:-/usr/local/cuda}"/lib64/libnvrtc.so* >/dev/null 2>&1 &&

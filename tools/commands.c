@@ -316,6 +316,11 @@ static void print_times(const run_state *s) {
                   "JIT %.2f; object cache %s), run %.3f ms\n",
           s->tm.parse_ms, s->tm.compile_ms, lower, st.ir_ms, st.opt_ms, st.codegen_ms, st.jit_ms,
           st.kernels == 0 ? "unused" : st.cache_hit ? "hit" : "miss", s->tm.run_ms);
+  if (st.cuda_modules > 0)
+    fprintf(stderr, "cuda: render %.2f ms, NVRTC %.2f ms (%s compile: %d of %d modules from the disk cache)\n",
+            st.cuda_render_ms, st.cuda_nvrtc_ms,
+            st.cuda_cache_hits == st.cuda_modules ? "warm" : st.cuda_cache_hits == 0 ? "cold" : "partly warm",
+            st.cuda_cache_hits, st.cuda_modules);
   if (st.kernels > 0)
     fprintf(stderr, "kernels: %d calls, %d unique after deduplication\n", st.kernels, st.kernels_unique);
   char a[32], b[32];

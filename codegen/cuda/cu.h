@@ -53,6 +53,14 @@ typedef struct cu_cuda_api {
   int (*MemFree)(uint64_t p);
   int (*MemcpyHtoDAsync)(uint64_t dst, const void *src, size_t bytes, void *stream);
   int (*MemcpyDtoHAsync)(void *dst, uint64_t src, size_t bytes, void *stream);
+  /* optional (NULL in an old driver): device copies, stream capture into a graph */
+  int (*MemcpyDtoDAsync)(uint64_t dst, uint64_t src, size_t bytes, void *stream);
+  int (*StreamBeginCapture)(void *stream, int mode);
+  int (*StreamEndCapture)(void *stream, void **graph);
+  int (*GraphInstantiate)(void **exec, void *graph, unsigned long long flags);
+  int (*GraphLaunch)(void *exec, void *stream);
+  int (*GraphExecDestroy)(void *exec);
+  int (*GraphDestroy)(void *graph);
   int (*MemsetD8Async)(uint64_t dst, unsigned char v, size_t n, void *stream);
   int (*ModuleLoadData)(void **mod, const void *image);
   int (*ModuleUnload)(void *mod);

@@ -54,6 +54,15 @@ struct cu_driver {
   int (*gemm)(cu_driver *d, const cu_gemm *g);
   int (*sync)(cu_driver *d);
   void (*destroy)(cu_driver *d);
+  /* Optional (NULL: not offered). A copy on the device, in stream order. */
+  int (*dtod)(cu_driver *d, cu_dptr dst, cu_dptr src, size_t bytes);
+  /* Capture everything queued on the stream between graph_begin and
+   * graph_end into a replayable graph (a CUDA graph): graph_launch replays
+   * it on the stream, graph_free releases it. */
+  int (*graph_begin)(cu_driver *d);
+  int (*graph_end)(cu_driver *d, void **graph);
+  int (*graph_launch)(cu_driver *d, void *graph);
+  void (*graph_free)(cu_driver *d, void *graph);
 };
 
 /* Creates a driver, or NULL with a one-line reason in err[errlen]. */

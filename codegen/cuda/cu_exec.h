@@ -22,5 +22,25 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n
 int cu_exec_run(cu_exec *x, void *const *inputs, void *const *params, void *const *outputs, float *loss, char *msg,
                 size_t n);
 void cu_exec_free(cu_exec *x);
+/* Parameters stay on the device between runs: a run uploads them only when
+ * the host's copy changed since the last successful run, which every host
+ * write must report with cu_exec_params_changed (the runtime does so
+ * wherever weights are set). A training step's committed update (output
+ * out, the new value of parameter param) goes into the parameter's device
+ * buffer with cu_exec_feedback, a copy on the device. Output out may stay on
+ * the device, never copied out (cu_exec_keep_output: a decode step's key/value
+ * caches). Runs after the first replay the step as a CUDA graph where the
+ * driver offers graphs (LATHE_CUDA_GRAPH=0: never). */
+void cu_exec_params_changed(cu_exec *x);
+int cu_exec_feedback(cu_exec *x, int out, int param, char *msg, size_t n);
+void cu_exec_keep_output(cu_exec *x, int out, int keep);
+/* What compiling cost: planning and rendering, NVRTC's wall time (every
+ * module; a module from the disk cache costs its load), the modules and how
+ * many came from the cache (all: a warm compile, none: a cold one). */
+typedef struct {
+  double render_ms, nvrtc_ms;
+  int modules, cache_hits, functions, launches;
+} cu_exec_stats;
+void cu_exec_get_stats(const cu_exec *x, cu_exec_stats *st);
 
 #endif

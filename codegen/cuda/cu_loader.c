@@ -152,6 +152,43 @@ static int r_sync(cu_driver *d) {
   return rc ? fail(d, "cuStreamSynchronize (a kernel failed)", rc) : 0;
 }
 
+static int r_dtod(cu_driver *d, cu_dptr dst, cu_dptr src, size_t bytes) {
+  cu_real *s = d->self;
+  int rc = s->cu->MemcpyDtoDAsync(dst, src, bytes, s->stream);
+  return rc ? fail(d, "cuMemcpyDtoD", rc) : 0;
+}
+
+/* CUDA graphs: the stream's work captured (global mode: nothing else may
+ * touch the context meanwhile), instantiated once, replayed per step. */
+static int r_graph_begin(cu_driver *d) {
+  cu_real *s = d->self;
+  int rc = s->cu->StreamBeginCapture(s->stream, 0 /* CU_STREAM_CAPTURE_MODE_GLOBAL */);
+  return rc ? fail(d, "cuStreamBeginCapture", rc) : 0;
+}
+
+static int r_graph_end(cu_driver *d, void **graph) {
+  cu_real *s = d->self;
+  void *g = NULL, *exec = NULL;
+  int rc = s->cu->StreamEndCapture(s->stream, &g);
+  if (rc) return fail(d, "cuStreamEndCapture", rc);
+  rc = s->cu->GraphInstantiate(&exec, g, 0);
+  s->cu->GraphDestroy(g); /* the executable graph keeps what it needs */
+  if (rc) return fail(d, "cuGraphInstantiate", rc);
+  *graph = exec;
+  return 0;
+}
+
+static int r_graph_launch(cu_driver *d, void *graph) {
+  cu_real *s = d->self;
+  int rc = s->cu->GraphLaunch(graph, s->stream);
+  return rc ? fail(d, "cuGraphLaunch", rc) : 0;
+}
+
+static void r_graph_free(cu_driver *d, void *graph) {
+  cu_real *s = d->self;
+  if (graph) s->cu->GraphExecDestroy(graph);
+}
+
 static void r_destroy(cu_driver *d) {
   if (!d) return;
   cu_real *s = d->self;
@@ -208,6 +245,11 @@ static cu_driver *real_driver(char *err, size_t errlen) {
   d->mem_alloc = r_alloc, d->mem_free = r_free, d->htod = r_htod, d->dtoh = r_dtoh, d->memset0 = r_memset0;
   d->module_load = r_module_load, d->get_function = r_get_function, d->launch = r_launch, d->gemm = r_gemm;
   d->sync = r_sync, d->destroy = r_destroy;
+  if (cu->MemcpyDtoDAsync) d->dtod = r_dtod;
+  if (cu->StreamBeginCapture && cu->StreamEndCapture && cu->GraphInstantiate && cu->GraphLaunch &&
+      cu->GraphExecDestroy && cu->GraphDestroy)
+    d->graph_begin = r_graph_begin, d->graph_end = r_graph_end, d->graph_launch = r_graph_launch,
+    d->graph_free = r_graph_free;
   return d;
 }
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ir/norm.h"
 #include "codegen/cuda/cu_render.h"
 
 /* The helpers every module starts with. Reductions: a warp by shuffles, a
@@ -56,7 +57,18 @@ const char cu_prelude[] =
   "  v = lane < nw ? lt_part[lane] : id;\n"
   "  v = op == 0 ? lt_warp_sum(v) : op == 1 ? lt_warp_max(v) : op == 2 ? lt_warp_maxn(v) : lt_warp_minn(v);\n"
   "  return v;\n}\n"
-  "__device__ __forceinline__ void lt_fail(int *status, int code) { atomicCAS(status, 0, code); }\n";
+  "__device__ __forceinline__ void lt_fail(int *status, int code) { atomicCAS(status, 0, code); }\n"
+  "// ir/rng.c's stream: SplitMix64's finaliser, Philox-4x32-10, a 53-bit uniform from two words.\n"
+  "__device__ __forceinline__ unsigned long long lt_mix64(unsigned long long z) {\n"
+  "  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull; z = (z ^ (z >> 27)) * 0x94D049BB133111EBull; return z ^ (z >> 31);\n}\n"
+  "__device__ __forceinline__ void lt_philox(unsigned c[4], unsigned k0, unsigned k1) {\n"
+  "  for (int r = 0; r < 10; r++) {\n"
+  "    if (r) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }\n"
+  "    unsigned long long p0 = 0xD2511F53ull * c[0], p1 = 0xCD9E8D57ull * c[2];\n"
+  "    unsigned n0 = (unsigned)(p1 >> 32) ^ c[1] ^ k0, n2 = (unsigned)(p0 >> 32) ^ c[3] ^ k1;\n"
+  "    c[0] = n0; c[1] = (unsigned)p1; c[2] = n2; c[3] = (unsigned)p0;\n  }\n}\n"
+  "__device__ __forceinline__ double lt_uniform(unsigned a, unsigned b) {\n"
+  "  return ((double)(a >> 5) * 67108864.0 + (double)(b >> 6)) * (1.0 / 9007199254740992.0);\n}\n";
 
 void cu_sb_printf(cu_sb *b, const char *fmt, ...) {
   if (b->oom) return;
@@ -570,10 +582,20 @@ void cu_program_free(cu_program *cp) {
 static int64_t cu_scratch_bytes(const ir_graph *g, const ir_node *n) {
   /* attention keeps qkv [B*T, 3d] and the heads' context [B*T, d] */
   if (n->op == IR_ATTENTION) return 4 * 4 * ir_numel(&g->nodes[n->in[0]].shape);
+  if (n->op == IR_ATTENTION_GRAD || n->op == IR_ATTENTION_GRAD_SAVED) return cu_attention_grad_scratch(g, n);
+  if (n->op == IR_RNN || n->op == IR_LSTM || n->op == IR_GRU || n->op == IR_RNN_GRAD || n->op == IR_LSTM_GRAD ||
+      n->op == IR_GRU_GRAD)
+    return cu_seq_scratch(g, n);
+  if (n->op == IR_MHA || n->op == IR_MHA_GRAD) return cu_mha_scratch(g, n);
   /* layernorm's weight gradient keeps each row's mean and 1/std */
   if (n->op == IR_LAYERNORM_GRAD && n->attr.i == 1) {
     const ir_shape *x = &g->nodes[n->in[0]].shape;
     return 2 * (int64_t)sizeof(float) * (ir_numel(x) / x->d[x->rank - 1]);
+  }
+  /* norm_grad's weight gradient keeps each group's mean and 1/std */
+  if (n->op == IR_NORM_GRAD && n->attr.i == 1) {
+    rt_norm_geom ng = ir_norm_geom_of((int)n->attr.k, &g->nodes[n->in[0]].shape, n->attr.n, n->attr.f);
+    return 2 * (int64_t)sizeof(float) * (ng.ngroups > 0 ? ng.ngroups : 1);
   }
   return 0;
 }

@@ -63,9 +63,50 @@ int cu_deriv_expr(cu_sb *b, const ir_attr *a, const char *x, const char *dy);
 /* a OP b for the binary elementwise ops. */
 int cu_binary_expr(cu_sb *b, int op, const char *x, const char *y);
 
-/* cu_render_rows.c: rows, losses and data movement, by head op. */
+/* cu_render_rows.c: rows, losses and data movement, by head op; the
+ * helpers the one-node renderers share. */
 int cu_render_by_op(cu_rctx *r);
-/* cu_render_attn.c: attention and attention_save. */
+enum { CU_ROW_THREADS = 256 };
+/* [outer, len, inner] around axis ax of s (axis < 0: everything is one row). */
+void cu_around(const ir_shape *s, int64_t ax, int64_t *outer, int64_t *len, int64_t *inner);
+/* Threads for rows of len: a warp for short rows, up to CU_ROW_THREADS. */
+unsigned cu_row_threads(int64_t len);
+/* `) {` and the loop over rows of [outer, len, inner], a block per row:
+ * base = the row's first element, element l at base + l * INNER. */
+void cu_rows_open(cu_sb *b, int64_t outer, int64_t len, int64_t inner);
+#define FOR_L "    for (long long l = threadIdx.x; l < LEN; l += blockDim.x) "
+/* Close the row loop and the function; launch a block per row. */
+int cu_finish_rows(cu_rctx *r, int64_t rows, unsigned threads, int nops);
+/* Operands 0..nops-1 as a0, a1, ...; those in the bit mask `out` written. */
+void cu_params_out(cu_rctx *r, int nops, unsigned out);
+void cu_params(cu_rctx *r, int nops);
+/* ", int* status": the status word. */
+int cu_status_param(cu_rctx *r);
+/* The status code of a run-time error at node (what: 0 an id, 1 a label, 2 an index). */
+long long cu_code_of(int node, int what);
+/* A thread per result element: `body` computes a0[e] from e (status: the
+ * status word is the last argument). */
+int cu_per_element(cu_rctx *r, int nops, int status, const char *body);
+
+/* Renderers of the other files, by op (NULL: not theirs). */
+cu_render_fn cu_misc_renderer(int op); /* cu_render_misc.c */
+cu_render_fn cu_seq_renderer(int op);  /* cu_render_seq.c */
+cu_render_fn cu_mha_renderer(int op);  /* cu_render_mha.c */
+int64_t cu_mha_scratch(const ir_graph *g, const ir_node *n);
+/* cu_render_seq.c: the scratch bytes of a recurrence or its gradient. */
+int64_t cu_seq_scratch(const ir_graph *g, const ir_node *n);
+/* cu_render_attn.c: products and column sums any renderer may launch:
+ * c[m, n] = op(a)[m, k] op(b)[k, n] (+ bias, a row, unless bias.node is
+ * CU_REF_NONE), ta/tb: the operand is stored transposed; c[j] = the sum of
+ * column j of x[rows, cols] (a block per column). */
+enum { CU_REF_NONE = -100 };
+cu_ref cu_ref_at(int node, int64_t off);
+int cu_gemm_t(cu_rctx *r, int64_t m, int64_t k, int64_t n, int ta, int tb, cu_ref a, cu_ref b, cu_ref c, cu_ref bias);
+int cu_colsum(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c);
+/* cu_render_attn.c: attention and attention_save; their backward
+ * (attention_grad, attention_grad_saved) and its scratch bytes. */
 int cu_render_attention(cu_rctx *r);
+int cu_render_attention_grad(cu_rctx *r);
+int64_t cu_attention_grad_scratch(const ir_graph *g, const ir_node *n);
 
 #endif

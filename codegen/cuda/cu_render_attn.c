@@ -13,71 +13,212 @@
 
 #include "codegen/cuda/cu_render.h"
 
-/* A plain row-major product c[m, n] = a[m, k] b[k, n] + bias. */
-static int gemm_raw(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref bias) {
+int cu_gemm_t(cu_rctx *r, int64_t m, int64_t k, int64_t n, int ta, int tb, cu_ref a, cu_ref b, cu_ref c,
+                  cu_ref bias) {
   if (m > 2147483647 || k > 2147483647 || n > 2147483647) return cu_unsupported(r, "a product too large for int");
   cu_launch l;
   memset(&l, 0, sizeof l);
   l.what = CU_L_GEMM;
   l.gemm.m = (int)m, l.gemm.k = (int)k, l.gemm.n = (int)n;
-  l.gemm.lda = (int)k, l.gemm.ldb = (int)n, l.gemm.ldc = (int)n;
+  l.gemm.trans_a = ta, l.gemm.trans_b = tb;
+  l.gemm.lda = (int)(ta ? m : k), l.gemm.ldb = (int)(tb ? k : n), l.gemm.ldc = (int)n;
   l.gemm.alpha = 1.f, l.gemm.beta = 0.f, l.gemm.batch = 1;
-  l.gemm.epilogue = CU_EPI_BIAS;
+  l.gemm.epilogue = bias.node == CU_REF_NONE ? CU_EPI_NONE : CU_EPI_BIAS;
   l.ga = a, l.gb = b, l.gc = c, l.gbias = bias;
   return cu_add_launch(r, &l);
 }
 
-static cu_ref ref(int node, int64_t off) {
+static int gemm_raw(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref bias) {
+  return cu_gemm_t(r, m, k, n, 0, 0, a, b, c, bias);
+}
+
+cu_ref cu_ref_at(int node, int64_t off) {
   cu_ref x = {node, off};
   return x;
 }
 
-int cu_render_attention(cu_rctx *r) {
-  const ir_node *n = cu_opn(r, 0), *x = &r->g->nodes[n->in[0]];
-  int save = n->op == IR_ATTENTION_SAVE;
-  int64_t B = x->shape.d[0], T = x->shape.d[1], D = x->shape.d[2], H = n->attr.heads;
-  if (H < 1 || D % H) return cu_unsupported(r, "%lld heads do not divide width %lld", (long long)H, (long long)D);
-  int64_t HD = D / H, BT = B * T, NE = (HD + 31) / 32;
-  if (NE > 8) return cu_unsupported(r, "a head width above 256");
-  cu_ref y = ref(r->k->node, 0), qkv, ctx, lse = ref(r->k->node, 0);
-  if (save) {
-    qkv = ref(r->k->node, BT * D * 4);
-    ctx = ref(r->k->node, BT * D * 4 + BT * 3 * D * 4);
-    lse = ref(r->k->node, BT * D * 4 + BT * 3 * D * 4 + BT * D * 4);
-  } else {
-    int64_t scr = r->p->buf[r->k->node].scr;
-    if (scr < 0) return cu_unsupported(r, "no scratch for qkv and the context");
-    qkv = ref(CU_REF_ARENA, scr), ctx = ref(CU_REF_ARENA, scr + BT * 3 * D * 4);
-  }
-  if (gemm_raw(r, BT, D, 3 * D, ref(n->in[0], 0), ref(n->in[1], 0), qkv, ref(n->in[2], 0))) return -1;
-  char sc[48];
-  cu_flt(1.0 / sqrt((double)HD), sc, sizeof sc);
-  cu_begin(r, 256);
-  cu_sb_printf(&r->b, "const float* __restrict__ qkv, float* __restrict__ ctx, float* __restrict__ lse) {\n"
-                      "  const long long T = %lldLL, D = %lldLL, H = %lldLL, HD = %lldLL, ROWS = %lldLL;\n"
-                      "  const float SCALE = %s;\n  const int lane = threadIdx.x & 31;\n"
+typedef struct {
+  int64_t B, T, D, H, HD, BT, NE;
+  int causal;
+  char scale[48];
+} attn_dims;
+
+static int dims_of(cu_rctx *r, const ir_node *n, attn_dims *a) {
+  const ir_node *x = &r->g->nodes[n->in[0]];
+  a->B = x->shape.d[0], a->T = x->shape.d[1], a->D = x->shape.d[2], a->H = n->attr.heads;
+  if (a->H < 1 || a->D % a->H)
+    return cu_unsupported(r, "%lld heads do not divide width %lld", (long long)a->H, (long long)a->D);
+  a->HD = a->D / a->H, a->BT = a->B * a->T, a->NE = (a->HD + 31) / 32;
+  if (a->NE > 8) return cu_unsupported(r, "a head width above 256");
+  a->causal = n->attr.causal != 0;
+  cu_flt(1.0 / sqrt((double)a->HD), a->scale, sizeof a->scale);
+  return 0;
+}
+
+/* The constants and the warp loop over (batch, head, row) every attention
+ * kernel opens with: w the warp's row, i its position, h its head, b its
+ * sequence; base the sequence's qkv rows. */
+static void warp_rows_open(cu_rctx *r, const attn_dims *a) {
+  cu_sb_printf(&r->b, "  const long long T = %lldLL, D = %lldLL, H = %lldLL, HD = %lldLL, ROWS = %lldLL;\n"
+                      "  const float SCALE = %s;\n  const int lane = threadIdx.x & 31;\n  (void)HD;\n"
                       "  for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < ROWS;"
                       " w += ((long long)gridDim.x * blockDim.x) >> 5) {\n"
                       "    long long i = w %% T, h = w / T %% H, b = w / (T * H);\n"
-                      "    const float* base = qkv + b * T * 3 * D;\n"
-                      "    float q[%lld], acc[%lld], m = -LT_INF, l = 0.f;\n"
+                      "    const float* base = qkv + b * T * 3 * D;\n",
+               (long long)a->T, (long long)a->D, (long long)a->H, (long long)a->HD, (long long)(a->B * a->H * a->T),
+               a->scale);
+}
+/* for each of the lane's head elements t (e = lane + 32 t < HD) */
+#define FOR_T(a, body) "for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; if (e < HD) { " body " } }"
+
+/* The online-softmax forward: ctx (and each row's logsumexp when lse) from qkv. */
+static int fwd_kernel(cu_rctx *r, const attn_dims *a, cu_ref qkv, cu_ref ctx, cu_ref lse, int with_lse) {
+  long long NE = (long long)a->NE;
+  cu_begin(r, 256);
+  cu_sb_printf(&r->b, "const float* __restrict__ qkv, float* __restrict__ ctx, float* __restrict__ lse) {\n");
+  warp_rows_open(r, a);
+  cu_sb_printf(&r->b, "    float q[%lld], acc[%lld], m = -LT_INF, l = 0.f;\n"
                       "    for (int t = 0; t < %lld; t++) {\n      long long e = lane + 32 * t;\n"
                       "      q[t] = e < HD ? base[i * 3 * D + h * HD + e] : 0.f; acc[t] = 0.f;\n    }\n"
                       "    long long nj = %s;\n"
                       "    for (long long j = 0; j < nj; j++) {\n"
                       "      const float* kr = base + j * 3 * D + D + h * HD;\n      const float* vr = kr + D;\n"
-                      "      float s = 0.f;\n"
-                      "      for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; if (e < HD) s += q[t] * kr[e]; }\n"
+                      "      float s = 0.f;\n      " FOR_T(a, "s += q[t] * kr[e];") "\n"
                       "      s = lt_warp_sum(s) * SCALE;\n"
                       "      float mn = fmaxf(m, s), c = expf(m - mn), p = expf(s - mn);\n      l = l * c + p;\n"
-                      "      for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; if (e < HD) acc[t] = acc[t] * c + p * vr[e]; }\n"
+                      "      " FOR_T(a, "acc[t] = acc[t] * c + p * vr[e];") "\n"
                       "      m = mn;\n    }\n"
-                      "    for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; if (e < HD) ctx[(b * T + i) * D + h * HD + e] = acc[t] / l; }\n"
+                      "    " FOR_T(a, "ctx[(b * T + i) * D + h * HD + e] = acc[t] / l;") "\n"
                       "    %s\n  }\n}\n",
-               (long long)T, (long long)D, (long long)H, (long long)HD, (long long)(B * H * T), sc, (long long)NE,
-               (long long)NE, (long long)NE, n->attr.causal ? "i + 1" : "T", (long long)NE, (long long)NE, (long long)NE,
-               save ? "if (lane == 0) lse[(b * H + h) * T + i] = m + logf(l);" : "(void)lse;");
+               NE, NE, NE, a->causal ? "i + 1" : "T", NE, NE, NE,
+               with_lse ? "if (lane == 0) lse[(b * H + h) * T + i] = m + logf(l);" : "(void)lse;");
   cu_ref ops[3] = {qkv, ctx, lse};
-  if (cu_end(r, cu_blocks(B * H * T * 32, 256), 256, ops, 3)) return -1;
-  return gemm_raw(r, BT, D, D, ctx, ref(n->in[3], 0), y, ref(n->in[4], 0));
+  return cu_end(r, cu_blocks(a->B * a->H * a->T * 32, 256), 256, ops, 3);
+}
+
+int cu_render_attention(cu_rctx *r) {
+  const ir_node *n = cu_opn(r, 0);
+  int save = n->op == IR_ATTENTION_SAVE;
+  attn_dims a;
+  if (dims_of(r, n, &a)) return -1;
+  int64_t BT = a.BT, D = a.D;
+  cu_ref y = cu_ref_at(r->k->node, 0), qkv, ctx, lse = cu_ref_at(r->k->node, 0);
+  if (save) {
+    qkv = cu_ref_at(r->k->node, BT * D * 4);
+    ctx = cu_ref_at(r->k->node, BT * D * 4 + BT * 3 * D * 4);
+    lse = cu_ref_at(r->k->node, BT * D * 4 + BT * 3 * D * 4 + BT * D * 4);
+  } else {
+    int64_t scr = r->p->buf[r->k->node].scr;
+    if (scr < 0) return cu_unsupported(r, "no scratch for qkv and the context");
+    qkv = cu_ref_at(CU_REF_ARENA, scr), ctx = cu_ref_at(CU_REF_ARENA, scr + BT * 3 * D * 4);
+  }
+  if (gemm_raw(r, BT, D, 3 * D, cu_ref_at(n->in[0], 0), cu_ref_at(n->in[1], 0), qkv, cu_ref_at(n->in[2], 0))) return -1;
+  if (fwd_kernel(r, &a, qkv, ctx, lse, save)) return -1;
+  return gemm_raw(r, BT, D, D, ctx, cu_ref_at(n->in[3], 0), y, cu_ref_at(n->in[4], 0));
+}
+
+int cu_colsum(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c) {
+  unsigned t = cu_row_threads(rows);
+  cu_begin(r, (int)t);
+  cu_sb_printf(&r->b, "const float* __restrict__ x, float* __restrict__ c) {\n"
+                      "  for (long long j = blockIdx.x; j < %lldLL; j += gridDim.x) {\n    float acc = 0.f;\n"
+                      "    for (long long q = threadIdx.x; q < %lldLL; q += blockDim.x) acc += x[q * %lldLL + j];\n"
+                      "    acc = lt_block_reduce(acc, 0);\n    if (threadIdx.x == 0) c[j] = acc;\n  }\n}\n",
+               (long long)cols, (long long)rows, (long long)cols);
+  cu_ref ops[2] = {x, c};
+  return cu_end(r, cu_blocks(cols, 1), t, ops, 2);
+}
+
+/* Scratch bytes of attention_grad(_saved): dqkv, dctx, each row's
+ * D_i = dctx_i . ctx_i; without the saved forward also qkv, ctx, lse. */
+int64_t cu_attention_grad_scratch(const ir_graph *g, const ir_node *n) {
+  const ir_shape *x = &g->nodes[n->in[0]].shape;
+  int64_t BT = x->d[0] * x->d[1], D = x->d[2], rows = BT * (n->attr.heads > 0 ? n->attr.heads : 1);
+  int64_t bytes = 4 * (BT * 3 * D + BT * D + rows);
+  if (n->op == IR_ATTENTION_GRAD) bytes += 4 * (BT * 3 * D + BT * D + rows);
+  return bytes;
+}
+
+/* The backward, flash-style: the softmax rows are recomputed from q, k and
+ * each row's logsumexp, never stored. Two kernels, each a warp per row of
+ * one head: the query pass (D_i = dctx_i . ctx_i, then dq_i = SCALE sum_j
+ * p_ij (dctx_i . v_j - D_i) k_j) and the key pass (dk_j = SCALE sum_i
+ * p_ij (dctx_i . v_j - D_i) q_i, dv_j = sum_i p_ij dctx_i; causal: i >= j),
+ * so every gradient row is written by one warp and no atomics are needed.
+ * The four products and the two column sums go around them. */
+int cu_render_attention_grad(cu_rctx *r) {
+  const ir_node *n = cu_opn(r, 0);
+  int saved = n->op == IR_ATTENTION_GRAD_SAVED;
+  attn_dims a;
+  if (dims_of(r, n, &a)) return -1;
+  int64_t BT = a.BT, D = a.D, rows = a.B * a.H * a.T;
+  int64_t scr = r->p->buf[r->k->node].scr;
+  if (scr < 0) return cu_unsupported(r, "no scratch for the attention gradient");
+  cu_ref dqkv = cu_ref_at(CU_REF_ARENA, scr), dctx = cu_ref_at(CU_REF_ARENA, scr + BT * 3 * D * 4);
+  cu_ref dl = cu_ref_at(CU_REF_ARENA, scr + BT * 4 * D * 4), qkv, ctx, lse;
+  int out = r->k->node, xn = n->in[0], wq = n->in[1], wp = n->in[3], dy = n->in[5];
+  if (saved) {
+    int sv = n->in[6];
+    qkv = cu_ref_at(sv, BT * D * 4), ctx = cu_ref_at(sv, BT * 4 * D * 4), lse = cu_ref_at(sv, BT * 5 * D * 4);
+  } else { /* the forward again, into scratch */
+    int64_t at = scr + BT * 4 * D * 4 + rows * 4;
+    qkv = cu_ref_at(CU_REF_ARENA, at), ctx = cu_ref_at(CU_REF_ARENA, at + BT * 3 * D * 4);
+    lse = cu_ref_at(CU_REF_ARENA, at + BT * 4 * D * 4);
+    if (gemm_raw(r, BT, D, 3 * D, cu_ref_at(xn, 0), cu_ref_at(wq, 0), qkv, cu_ref_at(n->in[2], 0))) return -1;
+    if (fwd_kernel(r, &a, qkv, ctx, lse, 1)) return -1;
+  }
+  /* result [dx | dwq | dbq | dwp | dbp] */
+  int64_t o_dwq = BT * D * 4, o_dbq = o_dwq + D * 3 * D * 4, o_dwp = o_dbq + 3 * D * 4, o_dbp = o_dwp + D * D * 4;
+  cu_ref none = cu_ref_at(CU_REF_NONE, 0);
+  if (cu_gemm_t(r, D, BT, D, 1, 0, ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), none)) return -1; /* dwp = ctx^T dy */
+  if (cu_colsum(r, BT, D, cu_ref_at(dy, 0), cu_ref_at(out, o_dbp))) return -1;
+  if (cu_gemm_t(r, BT, D, D, 0, 1, cu_ref_at(dy, 0), cu_ref_at(wp, 0), dctx, none)) return -1;     /* dctx = dy wp^T */
+  long long NE = (long long)a.NE;
+  const char *prm = "const float* __restrict__ qkv, const float* __restrict__ ctx, const float* __restrict__ lse, "
+                    "const float* __restrict__ dctx, float* __restrict__ dl, float* __restrict__ dqkv) {\n";
+  cu_ref ops[6] = {qkv, ctx, lse, dctx, dl, dqkv};
+  /* the query pass */
+  cu_begin(r, 256);
+  cu_sb_printf(&r->b, "%s", prm);
+  warp_rows_open(r, &a);
+  cu_sb_printf(&r->b, "    float q[%lld], g[%lld], dq[%lld], di = 0.f;\n"
+                      "    const long long ro = (b * T + i) * D + h * HD;\n"
+                      "    for (int t = 0; t < %lld; t++) {\n      long long e = lane + 32 * t;\n"
+                      "      q[t] = e < HD ? base[i * 3 * D + h * HD + e] : 0.f; g[t] = e < HD ? dctx[ro + e] : 0.f;\n"
+                      "      di += e < HD ? g[t] * ctx[ro + e] : 0.f; dq[t] = 0.f;\n    }\n"
+                      "    di = lt_warp_sum(di);\n    if (lane == 0) dl[w] = di;\n"
+                      "    const float L = lse[w];\n    long long nj = %s;\n"
+                      "    for (long long j = 0; j < nj; j++) {\n"
+                      "      const float* kr = base + j * 3 * D + D + h * HD;\n      const float* vr = kr + D;\n"
+                      "      float s = 0.f, dp = 0.f;\n      " FOR_T(a, "s += q[t] * kr[e]; dp += g[t] * vr[e];") "\n"
+                      "      s = lt_warp_sum(s) * SCALE; dp = lt_warp_sum(dp);\n"
+                      "      float ds = expf(s - L) * (dp - di) * SCALE;\n"
+                      "      " FOR_T(a, "dq[t] += ds * kr[e];") "\n    }\n"
+                      "    " FOR_T(a, "dqkv[(b * T + i) * 3 * D + h * HD + e] = dq[t];") "\n  }\n}\n",
+               NE, NE, NE, NE, a.causal ? "i + 1" : "T", NE, NE, NE);
+  unsigned grid = cu_blocks(rows * 32, 256);
+  if (cu_end(r, grid, 256, ops, 6)) return -1;
+  /* the key pass: row w's position i is the key j */
+  cu_begin(r, 256);
+  cu_sb_printf(&r->b, "%s", prm);
+  warp_rows_open(r, &a);
+  cu_sb_printf(&r->b, "    (void)ctx;\n    const long long j = i;\n    float k[%lld], v[%lld], dk[%lld], dv[%lld];\n"
+                      "    const float* kr = base + j * 3 * D + D + h * HD;\n"
+                      "    for (int t = 0; t < %lld; t++) {\n      long long e = lane + 32 * t;\n"
+                      "      k[t] = e < HD ? kr[e] : 0.f; v[t] = e < HD ? kr[D + e] : 0.f; dk[t] = 0.f; dv[t] = 0.f;\n    }\n"
+                      "    for (long long qi = %s; qi < T; qi++) {\n"
+                      "      const float* qr = base + qi * 3 * D + h * HD;\n"
+                      "      const float* gr = dctx + (b * T + qi) * D + h * HD;\n"
+                      "      const long long qw = (b * H + h) * T + qi;\n"
+                      "      float s = 0.f, dp = 0.f;\n      " FOR_T(a, "s += qr[e] * k[t]; dp += gr[e] * v[t];") "\n"
+                      "      s = lt_warp_sum(s) * SCALE; dp = lt_warp_sum(dp);\n"
+                      "      float p = expf(s - lse[qw]), ds = p * (dp - dl[qw]) * SCALE;\n"
+                      "      " FOR_T(a, "dk[t] += ds * qr[e]; dv[t] += p * gr[e];") "\n    }\n"
+                      "    " FOR_T(a, "dqkv[(b * T + j) * 3 * D + D + h * HD + e] = dk[t]; "
+                                      "dqkv[(b * T + j) * 3 * D + 2 * D + h * HD + e] = dv[t];") "\n  }\n}\n",
+               NE, NE, NE, NE, NE, a.causal ? "j" : "0", NE, NE, NE);
+  if (cu_end(r, grid, 256, ops, 6)) return -1;
+  if (cu_gemm_t(r, D, BT, 3 * D, 1, 0, cu_ref_at(xn, 0), dqkv, cu_ref_at(out, o_dwq), none)) return -1; /* dwq = x^T dqkv */
+  if (cu_colsum(r, BT, 3 * D, dqkv, cu_ref_at(out, o_dbq))) return -1;
+  return cu_gemm_t(r, BT, 3 * D, D, 0, 1, dqkv, cu_ref_at(wq, 0), cu_ref_at(out, 0), none); /* dx = dqkv wq^T */
 }

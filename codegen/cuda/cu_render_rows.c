@@ -11,10 +11,10 @@
 #include "ir/conv.h"
 #include "codegen/cuda/cu_render.h"
 
-enum { ROW_THREADS = 256, EW = 256 };
+enum { EW = 256 };
 
 /* [outer, len, inner] around axis ax of s (axis < 0: everything is one row). */
-static void around(const ir_shape *s, int64_t ax, int64_t *outer, int64_t *len, int64_t *inner) {
+void cu_around(const ir_shape *s, int64_t ax, int64_t *outer, int64_t *len, int64_t *inner) {
   *outer = 1, *len = ir_numel(s), *inner = 1;
   if (ax < 0) return;
   for (int d = 0; d < ax; d++) *outer *= s->d[d];
@@ -22,24 +22,23 @@ static void around(const ir_shape *s, int64_t ax, int64_t *outer, int64_t *len, 
   for (int d = (int)ax + 1; d < s->rank; d++) *inner *= s->d[d];
 }
 
-/* Threads for rows of len: a warp for short rows, up to ROW_THREADS. */
-static unsigned row_threads(int64_t len) {
+/* Threads for rows of len: a warp for short rows, up to CU_ROW_THREADS. */
+unsigned cu_row_threads(int64_t len) {
   unsigned t = 32;
-  while (t < ROW_THREADS && (int64_t)t < len) t *= 2;
+  while (t < CU_ROW_THREADS && (int64_t)t < len) t *= 2;
   return t;
 }
 
 /* for each row of [outer, len, inner]: base = the row's first element; the
  * element l is at base + l * inner. */
-static void rows_open(cu_sb *b, int64_t outer, int64_t len, int64_t inner) {
+void cu_rows_open(cu_sb *b, int64_t outer, int64_t len, int64_t inner) {
   cu_sb_printf(b, ") {\n  const long long LEN = %lldLL, INNER = %lldLL;\n  (void)LEN; (void)INNER;\n"
                   "  for (long long row = blockIdx.x; row < %lldLL; row += gridDim.x) {\n"
                   "    long long base = (row / INNER) * LEN * INNER + row %% INNER;\n",
                (long long)len, (long long)inner, (long long)(outer * inner));
 }
-#define FOR_L "    for (long long l = threadIdx.x; l < LEN; l += blockDim.x) "
 
-static int finish_rows(cu_rctx *r, int64_t rows, unsigned threads, int nops) {
+int cu_finish_rows(cu_rctx *r, int64_t rows, unsigned threads, int nops) {
   cu_sb_printf(&r->b, "  }\n}\n");
   cu_ref ops[CU_MAXOPS];
   cu_refs(r, ops, nops);
@@ -47,16 +46,16 @@ static int finish_rows(cu_rctx *r, int64_t rows, unsigned threads, int nops) {
 }
 
 /* Operands 0..nops-1 as a0, a1, ...; those in the bit mask `out` written. */
-static void params_out(cu_rctx *r, int nops, unsigned out) {
+void cu_params_out(cu_rctx *r, int nops, unsigned out) {
   for (int j = 0; j < nops; j++) {
     char nm[16];
     snprintf(nm, sizeof nm, "a%d", j);
     cu_param(r, nm, cu_opn(r, j), (out >> j) & 1);
   }
 }
-static void params(cu_rctx *r, int nops) { params_out(r, nops, 1); }
+void cu_params(cu_rctx *r, int nops) { cu_params_out(r, nops, 1); }
 
-static int status_param(cu_rctx *r) {
+int cu_status_param(cu_rctx *r) {
   cu_sb_printf(&r->b, ", int* __restrict__ status");
   return 0;
 }
@@ -67,47 +66,47 @@ static int r_softmax(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
   int as_log = n->op == IR_LOG_SOFTMAX;
   int64_t outer, len, inner;
-  around(&n->shape, n->attr.axis, &outer, &len, &inner);
-  unsigned t = row_threads(len);
+  cu_around(&n->shape, n->attr.axis, &outer, &len, &inner);
+  unsigned t = cu_row_threads(len);
   cu_begin(r, (int)t);
-  params(r, 2);
-  rows_open(&r->b, outer, len, inner);
+  cu_params(r, 2);
+  cu_rows_open(&r->b, outer, len, inner);
   cu_sb_printf(&r->b, "    float mx = -LT_INF, s = 0.f;\n" FOR_L "mx = fmaxf(mx, a1[base + l * INNER]);\n"
                       "    mx = lt_block_reduce(mx, 1);\n" FOR_L "s += expf(a1[base + l * INNER] - mx);\n"
                       "    s = lt_block_reduce(s, 0);\n");
   if (as_log) cu_sb_printf(&r->b, "    float ls = logf(s);\n" FOR_L "a0[base + l * INNER] = a1[base + l * INNER] - mx - ls;\n");
   else cu_sb_printf(&r->b, FOR_L "a0[base + l * INNER] = expf(a1[base + l * INNER] - mx) / s;\n");
-  return finish_rows(r, outer * inner, t, 2);
+  return cu_finish_rows(r, outer * inner, t, 2);
 }
 
 static int r_softmax_grad(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
   int as_log = n->op == IR_LOG_SOFTMAX_GRAD;
   int64_t outer, len, inner;
-  around(&n->shape, n->attr.axis, &outer, &len, &inner);
-  unsigned t = row_threads(len);
+  cu_around(&n->shape, n->attr.axis, &outer, &len, &inner);
+  unsigned t = cu_row_threads(len);
   cu_begin(r, (int)t);
-  params(r, 3); /* y, dy */
-  rows_open(&r->b, outer, len, inner);
+  cu_params(r, 3); /* y, dy */
+  cu_rows_open(&r->b, outer, len, inner);
   cu_sb_printf(&r->b, "    float dot = 0.f;\n");
   if (as_log) cu_sb_printf(&r->b, FOR_L "dot += a2[base + l * INNER];\n");
   else cu_sb_printf(&r->b, FOR_L "dot += a2[base + l * INNER] * a1[base + l * INNER];\n");
   cu_sb_printf(&r->b, "    dot = lt_block_reduce(dot, 0);\n" FOR_L "{\n      long long e = base + l * INNER;\n");
   if (as_log) cu_sb_printf(&r->b, "      a0[e] = a2[e] - expf(a1[e]) * dot;\n    }\n");
   else cu_sb_printf(&r->b, "      a0[e] = a1[e] * (a2[e] - dot);\n    }\n");
-  return finish_rows(r, outer * inner, t, 3);
+  return cu_finish_rows(r, outer * inner, t, 3);
 }
 
 static int r_reduce(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0), *x = cu_opn(r, 1);
   if (x->dtype != IR_F32) return cu_unsupported(r, "a reduction of %s", ir_dtype_name(x->dtype));
   int64_t outer, len, inner;
-  around(&x->shape, n->attr.axis, &outer, &len, &inner);
-  unsigned t = row_threads(len);
+  cu_around(&x->shape, n->attr.axis, &outer, &len, &inner);
+  unsigned t = cu_row_threads(len);
   int op = n->op == IR_SUM || n->op == IR_MEAN ? 0 : n->op == IR_MAX ? 2 : 3;
   cu_begin(r, (int)t);
-  params(r, 2);
-  rows_open(&r->b, outer, len, inner);
+  cu_params(r, 2);
+  cu_rows_open(&r->b, outer, len, inner);
   cu_sb_printf(&r->b, "    float acc = %s;\n", op == 0 ? "0.f" : op == 2 ? "-LT_INF" : "LT_INF");
   cu_sb_printf(&r->b, FOR_L "acc = %s;\n", op == 0 ? "acc + a1[base + l * INNER]"
                                           : op == 2 ? "lt_maxn(acc, a1[base + l * INNER])"
@@ -115,7 +114,7 @@ static int r_reduce(cu_rctx *r) {
   cu_sb_printf(&r->b, "    acc = lt_block_reduce(acc, %d);\n", op);
   cu_sb_printf(&r->b, "    if (threadIdx.x == 0) a0[row] = acc%s;\n", n->op == IR_MEAN ? " / (float)LEN" : "");
   (void)len;
-  return finish_rows(r, outer * inner, t, 2);
+  return cu_finish_rows(r, outer * inner, t, 2);
 }
 
 /* sum_to: each result element sums the input elements broadcast from it:
@@ -124,9 +123,9 @@ static int r_sum_to(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0), *x = cu_opn(r, 1);
   const ir_shape *sx = &x->shape, *so = &n->shape;
   int64_t nout = ir_numel(so), nred = nout ? ir_numel(sx) / nout : 0;
-  unsigned t = row_threads(nred);
+  unsigned t = cu_row_threads(nred);
   cu_begin(r, (int)t);
-  params(r, 2);
+  cu_params(r, 2);
   cu_sb_printf(&r->b, ") {\n  for (long long o = blockIdx.x; o < %lldLL; o += gridDim.x) {\n    float acc = 0.f;\n"
                       "    for (long long q = threadIdx.x; q < %lldLL; q += blockDim.x) {\n      long long i = 0",
                (long long)nout, (long long)nred);
@@ -144,7 +143,7 @@ static int r_sum_to(cu_rctx *r) {
   }
   cu_sb_printf(&r->b, ";\n      acc += a1[i];\n    }\n    acc = lt_block_reduce(acc, 0);\n"
                       "    if (threadIdx.x == 0) a0[o] = acc;\n");
-  return finish_rows(r, nout, t, 2);
+  return cu_finish_rows(r, nout, t, 2);
 }
 
 /* ---- layernorm and its gradient; the residual pairs ---- */
@@ -163,38 +162,38 @@ static int r_layernorm(cu_rctx *r) {
   int pair = r->k->kind == PL_K_ADD_NORM;
   const ir_node *n = cu_opn(r, 0);
   int64_t d = n->shape.d[n->shape.rank - 1], rows = ir_numel(&n->shape) / d;
-  unsigned t = row_threads(d);
+  unsigned t = cu_row_threads(d);
   cu_begin(r, (int)t);
-  params_out(r, pair ? 6 : 4, pair ? 1u | 32u : 1u); /* y, x, w, b; pair: y, a, b, w, bias, x (stored) */
-  rows_open(&r->b, rows, d, 1);
+  cu_params_out(r, pair ? 6 : 4, pair ? 1u | 32u : 1u); /* y, x, w, b; pair: y, a, b, w, bias, x (stored) */
+  cu_rows_open(&r->b, rows, d, 1);
   if (pair) cu_sb_printf(&r->b, FOR_L "a5[base + l] = a1[base + l] + a2[base + l];\n");
   row_stats(&r->b, pair ? "a5" : "a1", r->g->nodes[r->k->head].attr.f);
   if (pair) cu_sb_printf(&r->b, FOR_L "a0[base + l] = (a5[base + l] - mean) * inv * a3[l] + a4[l];\n");
   else cu_sb_printf(&r->b, FOR_L "a0[base + l] = (a1[base + l] - mean) * inv * a2[l] + a3[l];\n");
-  return finish_rows(r, rows, t, pair ? 6 : 4);
+  return cu_finish_rows(r, rows, t, pair ? 6 : 4);
 }
 
 static int r_layernorm_grad(cu_rctx *r) {
   int pair = r->k->kind == PL_K_NORM_GRAD_ADD;
   const ir_node *h = &r->g->nodes[r->k->head], *x = &r->g->nodes[h->in[0]];
   int64_t d = x->shape.d[x->shape.rank - 1], rows = ir_numel(&x->shape) / d;
-  unsigned t = row_threads(d);
+  unsigned t = cu_row_threads(d);
   if (h->attr.i == 1) { /* dw: each row's statistics into scratch, then a block per column */
     int64_t scr = r->p->buf[r->k->node].scr;
     if (scr < 0) return cu_unsupported(r, "no scratch for the row statistics");
     cu_begin(r, (int)t);
-    params(r, 4); /* dw, x, w, dy */
+    cu_params(r, 4); /* dw, x, w, dy */
     cu_sb_printf(&r->b, ", float* __restrict__ st");
-    rows_open(&r->b, rows, d, 1);
+    cu_rows_open(&r->b, rows, d, 1);
     row_stats(&r->b, "a1", h->attr.f);
     cu_sb_printf(&r->b, "    if (threadIdx.x == 0) { st[2 * row] = mean; st[2 * row + 1] = inv; }\n  }\n}\n");
     cu_ref ops[5];
     cu_refs(r, ops, 4);
     ops[4].node = CU_REF_ARENA, ops[4].off = scr;
     if (cu_end(r, cu_blocks(rows, 1), t, ops, 5)) return -1;
-    unsigned t2 = row_threads(rows);
+    unsigned t2 = cu_row_threads(rows);
     cu_begin(r, (int)t2);
-    params(r, 4);
+    cu_params(r, 4);
     cu_sb_printf(&r->b, ", float* __restrict__ st) {\n  for (long long j = blockIdx.x; j < %lldLL; j += gridDim.x) {\n"
                         "    float acc = 0.f;\n    for (long long q = threadIdx.x; q < %lldLL; q += blockDim.x)\n"
                         "      acc += a3[q * %lldLL + j] * (a1[q * %lldLL + j] - st[2 * q]) * st[2 * q + 1];\n"
@@ -203,21 +202,21 @@ static int r_layernorm_grad(cu_rctx *r) {
     return cu_end(r, cu_blocks(d, 1), t2, ops, 5);
   }
   cu_begin(r, (int)t);
-  params(r, pair ? 5 : 4); /* dx, x, w, dy; pair: + the residual gradient */
-  rows_open(&r->b, rows, d, 1);
+  cu_params(r, pair ? 5 : 4); /* dx, x, w, dy; pair: + the residual gradient */
+  cu_rows_open(&r->b, rows, d, 1);
   row_stats(&r->b, "a1", h->attr.f);
   cu_sb_printf(&r->b, "    float mg = 0.f, mgx = 0.f;\n" FOR_L "{ float g = a3[base + l] * a2[l]; mg += g;"
                       " mgx += g * (a1[base + l] - mean) * inv; }\n"
                       "    mg = lt_block_reduce(mg, 0) / (float)LEN; mgx = lt_block_reduce(mgx, 0) / (float)LEN;\n"
                       FOR_L "a0[base + l] = %sinv * (a3[base + l] * a2[l] - mg - (a1[base + l] - mean) * inv * mgx);\n",
                pair ? "a4[base + l] + " : "");
-  return finish_rows(r, rows, t, pair ? 5 : 4);
+  return cu_finish_rows(r, rows, t, pair ? 5 : 4);
 }
 
 /* ---- losses ---- */
 
 /* The status code of a run-time error at node (what: 0 an id, 1 a label, 2 an index). */
-static long long code_of(int node, int what) { return 1 + (long long)node * 4 + what; }
+long long cu_code_of(int node, int what) { return 1 + (long long)node * 4 + what; }
 
 /* Cross-entropy: one block; each warp takes rows, the lanes its classes. */
 static int r_cross_entropy(cu_rctx *r) {
@@ -227,8 +226,8 @@ static int r_cross_entropy(cu_rctx *r) {
   cu_flt(n->attr.f, ls, sizeof ls);
   cu_flt(n->attr.f / (double)C, lsc, sizeof lsc);
   cu_begin(r, 1024);
-  params(r, 3);
-  status_param(r);
+  cu_params(r, 3);
+  cu_status_param(r);
   cu_sb_printf(&r->b,
                ") {\n  const long long C = %lldLL, ROWS = %lldLL;\n  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;\n"
                "  float total = 0.f;\n"
@@ -242,7 +241,7 @@ static int r_cross_entropy(cu_rctx *r) {
                "    total += (1.f - %s) * (lse - xr[lab]) + %s * (C * lse - all);\n  }\n"
                "  total = lt_block_reduce(lane == 0 ? total : 0.f, 0);\n"
                "  if (threadIdx.x == 0) a0[0] = total / (float)ROWS;\n}\n",
-               (long long)C, (long long)rows, code_of(r->k->node, 1), ls, lsc);
+               (long long)C, (long long)rows, cu_code_of(r->k->node, 1), ls, lsc);
   cu_ref ops[4];
   cu_refs(r, ops, 3);
   ops[3].node = CU_REF_STATUS, ops[3].off = 0;
@@ -255,18 +254,18 @@ static int r_cross_entropy_grad(cu_rctx *r) {
   char ls[48], lsc[48];
   cu_flt(n->attr.f, ls, sizeof ls);
   cu_flt(n->attr.f / (double)C, lsc, sizeof lsc);
-  unsigned t = row_threads(C);
+  unsigned t = cu_row_threads(C);
   cu_begin(r, (int)t);
-  params(r, 4); /* dx, logits, labels, dl */
-  status_param(r);
-  rows_open(&r->b, rows, C, 1);
+  cu_params(r, 4); /* dx, logits, labels, dl */
+  cu_status_param(r);
+  cu_rows_open(&r->b, rows, C, 1);
   cu_sb_printf(&r->b, "    long long lab = (long long)a2[row];\n"
                       "    if (lab < 0 || lab >= LEN) { if (threadIdx.x == 0) lt_fail(status, %lld); continue; }\n"
                       "    float mx = -LT_INF, s = 0.f, scale = a3[0] / %lld.f;\n"
                       FOR_L "mx = fmaxf(mx, a1[base + l]);\n    mx = lt_block_reduce(mx, 1);\n"
                       FOR_L "s += expf(a1[base + l] - mx);\n    s = lt_block_reduce(s, 0);\n"
                       FOR_L "a0[base + l] = scale * (expf(a1[base + l] - mx) / s - (l == lab ? 1.f - %s : 0.f) - %s);\n",
-               code_of(r->k->node, 1), (long long)rows, ls, lsc);
+               cu_code_of(r->k->node, 1), (long long)rows, ls, lsc);
   cu_sb_printf(&r->b, "  }\n}\n");
   cu_ref ops[5];
   cu_refs(r, ops, 4);
@@ -292,7 +291,7 @@ static int r_pair_loss(cu_rctx *r) {
   }
   int64_t count = ir_numel(&s);
   cu_begin(r, 1024);
-  params(r, 3);
+  cu_params(r, 3);
   cu_sb_printf(&r->b, ") {\n  float acc = 0.f;\n  for (long long e = threadIdx.x; e < %lldLL; e += blockDim.x) {\n"
                       "    float p = ", (long long)count);
   cu_load(&r->b, "a1", &s, a, "e");
@@ -308,12 +307,12 @@ static int r_pair_loss(cu_rctx *r) {
 /* ---- data movement ---- */
 
 /* A thread per result element: `body` computes a0[e] from e. */
-static int per_element(cu_rctx *r, int nops, int status, const char *body) {
+int cu_per_element(cu_rctx *r, int nops, int status, const char *body) {
   const ir_node *n = cu_opn(r, 0);
   int64_t count = ir_numel(&n->shape);
   cu_begin(r, EW);
-  params(r, nops);
-  if (status) status_param(r);
+  cu_params(r, nops);
+  if (status) cu_status_param(r);
   cu_sb_printf(&r->b, ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
                       " e += (long long)gridDim.x * blockDim.x) {\n%s  }\n}\n", (long long)count, body);
   cu_ref ops[CU_MAXOPS];
@@ -327,7 +326,7 @@ static int r_slice(cu_rctx *r) {
   int grad = n->op == IR_SLICE_GRAD;
   const ir_shape *full = grad ? &n->shape : &x->shape;
   int64_t outer, len, inner, olen = n->attr.end - n->attr.start;
-  around(full, n->attr.axis, &outer, &len, &inner);
+  cu_around(full, n->attr.axis, &outer, &len, &inner);
   char body[512];
   if (!grad)
     snprintf(body, sizeof body, "    long long o = e / (%lldLL * %lldLL), q = e %% (%lldLL * %lldLL);\n"
@@ -339,7 +338,7 @@ static int r_slice(cu_rctx *r) {
              (long long)inner, (long long)len, (long long)len, (long long)inner, (long long)inner,
              (long long)n->attr.start, (long long)n->attr.end, (long long)olen, (long long)n->attr.start,
              (long long)inner);
-  return per_element(r, 2, 0, body);
+  return cu_per_element(r, 2, 0, body);
 }
 
 static int r_transpose(cu_rctx *r) {
@@ -354,7 +353,7 @@ static int r_transpose(cu_rctx *r) {
     div *= n->shape.d[j];
   }
   cu_sb_printf(&b, ";\n    a0[e] = a1[src];\n");
-  int rc = b.oom ? ir_fail(r->msg, r->msgn, "out of memory") : per_element(r, 2, 0, b.s);
+  int rc = b.oom ? ir_fail(r->msg, r->msgn, "out of memory") : cu_per_element(r, 2, 0, b.s);
   free(b.s);
   return rc;
 }
@@ -362,7 +361,7 @@ static int r_transpose(cu_rctx *r) {
 static int r_concat(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
   int64_t outer, olen, inner;
-  around(&n->shape, n->attr.axis, &outer, &olen, &inner);
+  cu_around(&n->shape, n->attr.axis, &outer, &olen, &inner);
   cu_sb b = {0};
   cu_sb_printf(&b, "    long long o = e / (%lldLL * %lldLL), l = e / %lldLL %% %lldLL, i = e %% %lldLL;\n",
                (long long)olen, (long long)inner, (long long)inner, (long long)olen, (long long)inner);
@@ -373,7 +372,7 @@ static int r_concat(cu_rctx *r) {
                  (long long)(at + len), j + 1, (long long)len, (long long)at, (long long)inner);
     at += len;
   }
-  int rc = b.oom ? ir_fail(r->msg, r->msgn, "out of memory") : per_element(r, 1 + n->nin, 0, b.s);
+  int rc = b.oom ? ir_fail(r->msg, r->msgn, "out of memory") : cu_per_element(r, 1 + n->nin, 0, b.s);
   free(b.s);
   return rc;
 }
@@ -383,7 +382,7 @@ static int r_broadcast_to(cu_rctx *r) {
   cu_sb_printf(&b, "    a0[e] = ");
   cu_load(&b, "a1", &cu_opn(r, 0)->shape, cu_opn(r, 1), "e");
   cu_sb_printf(&b, ";\n");
-  int rc = b.oom ? ir_fail(r->msg, r->msgn, "out of memory") : per_element(r, 2, 0, b.s);
+  int rc = b.oom ? ir_fail(r->msg, r->msgn, "out of memory") : cu_per_element(r, 2, 0, b.s);
   free(b.s);
   return rc;
 }
@@ -394,9 +393,9 @@ static int r_embedding(cu_rctx *r) {
   char body[512];
   snprintf(body, sizeof body, "    long long id = (long long)a1[e / %lldLL];\n"
            "    if (id < 0 || id >= %lldLL) { lt_fail(status, %lld); a0[e] = 0.f; continue; }\n"
-           "    a0[e] = a2[id * %lldLL + e %% %lldLL];\n", (long long)D, (long long)V, code_of(r->k->node, 0),
+           "    a0[e] = a2[id * %lldLL + e %% %lldLL];\n", (long long)D, (long long)V, cu_code_of(r->k->node, 0),
            (long long)D, (long long)D);
-  return per_element(r, 3, 1, body);
+  return cu_per_element(r, 3, 1, body);
 }
 
 /* The scatter-add of dy rows: zero the result, then atomic adds. */
@@ -408,14 +407,14 @@ static int r_embedding_grad(cu_rctx *r) {
   z.what = CU_L_ZERO, z.zero.node = r->k->node, z.zero_bytes = ir_numel(&n->shape) * 4;
   if (cu_add_launch(r, &z)) return -1;
   cu_begin(r, EW);
-  params(r, 3);
-  status_param(r);
+  cu_params(r, 3);
+  cu_status_param(r);
   cu_sb_printf(&r->b, ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
                       " e += (long long)gridDim.x * blockDim.x) {\n"
                       "    long long id = (long long)a1[e / %lldLL];\n"
                       "    if (id < 0 || id >= %lldLL) { lt_fail(status, %lld); continue; }\n"
                       "    atomicAdd(&a0[id * %lldLL + e %% %lldLL], a2[e]);\n  }\n}\n",
-               (long long)count, (long long)D, (long long)V, code_of(r->k->node, 0), (long long)D, (long long)D);
+               (long long)count, (long long)D, (long long)V, cu_code_of(r->k->node, 0), (long long)D, (long long)D);
   cu_ref ops[4];
   cu_refs(r, ops, 3);
   ops[3].node = CU_REF_STATUS, ops[3].off = 0;
@@ -440,7 +439,7 @@ static int r_pool(cu_rctx *r) {
            is_max ? "-LT_INF" : "0.f", (long long)p.KH, (long long)p.KW, (long long)H, (long long)s, (long long)W,
            (long long)s, is_max ? "if (v > acc || v != v) acc = v;" : "acc += v;",
            fin);
-  return per_element(r, 2, 0, body);
+  return cu_per_element(r, 2, 0, body);
 }
 
 static int r_pool_grad(cu_rctx *r) {
@@ -453,7 +452,7 @@ static int r_pool_grad(cu_rctx *r) {
   z.what = CU_L_ZERO, z.zero.node = r->k->node, z.zero_bytes = ir_numel(&n->shape) * 4;
   if (cu_add_launch(r, &z)) return -1;
   cu_begin(r, EW);
-  params(r, 3);
+  cu_params(r, 3);
   cu_sb_printf(&r->b,
                ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
                " e += (long long)gridDim.x * blockDim.x) {\n"
@@ -499,7 +498,7 @@ static int r_conv2d(cu_rctx *r) {
   int nops = 1 + n->nin, bias = n->nin == 3;
   int64_t count = ir_numel(&n->shape);
   cu_begin(r, EW);
-  params(r, nops);
+  cu_params(r, nops);
   cu_sb_printf(&r->b, ") {\n");
   cv_consts(&r->b, &d);
   cu_sb_printf(&r->b, "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
@@ -524,7 +523,7 @@ static int r_conv2d_grad_input(cu_rctx *r) {
   ir_conv d = cv_of(&n->shape, &cu_opn(r, 2)->shape, &n->attr);
   int64_t count = ir_numel(&n->shape);
   cu_begin(r, EW);
-  params(r, 3);
+  cu_params(r, 3);
   cu_sb_printf(&r->b, ") {\n");
   cv_consts(&r->b, &d);
   cu_sb_printf(&r->b, "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
@@ -551,9 +550,9 @@ static int r_conv2d_grad_weight(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0); /* x, dy */
   ir_conv d = cv_of(&cu_opn(r, 1)->shape, &n->shape, &n->attr);
   int64_t count = ir_numel(&n->shape), nred = d.N * d.OH * d.OW;
-  unsigned t = row_threads(nred);
+  unsigned t = cu_row_threads(nred);
   cu_begin(r, (int)t);
-  params(r, 3);
+  cu_params(r, 3);
   cu_sb_printf(&r->b, ") {\n");
   cv_consts(&r->b, &d);
   cu_sb_printf(&r->b, "  for (long long e = blockIdx.x; e < %lldLL; e += gridDim.x) {\n"
@@ -586,6 +585,7 @@ static const cu_render_fn by_op[IR_NOPS] = {
   [IR_CONCAT] = r_concat,             [IR_BROADCAST_TO] = r_broadcast_to,
   [IR_EMBEDDING] = r_embedding,       [IR_EMBEDDING_GRAD] = r_embedding_grad,
   [IR_ATTENTION] = cu_render_attention, [IR_ATTENTION_SAVE] = cu_render_attention,
+  [IR_ATTENTION_GRAD] = cu_render_attention_grad, [IR_ATTENTION_GRAD_SAVED] = cu_render_attention_grad,
   [IR_CONV2D] = r_conv2d,             [IR_CONV2D_GRAD_INPUT] = r_conv2d_grad_input,
   [IR_CONV2D_GRAD_WEIGHT] = r_conv2d_grad_weight,
   [IR_MAXPOOL2D] = r_pool,            [IR_AVGPOOL2D] = r_pool,     [IR_POOL2D_GRAD] = r_pool_grad,
@@ -598,5 +598,8 @@ int cu_render_by_op(cu_rctx *r) {
     if (t == IR_F16 || t == IR_BF16) return cu_unsupported(r, "16-bit floats are not rendered");
   }
   cu_render_fn f = by_op[h->op];
+  if (!f) f = cu_misc_renderer(h->op);
+  if (!f) f = cu_seq_renderer(h->op);
+  if (!f) f = cu_mha_renderer(h->op);
   return f ? f(r) : cu_unsupported(r, "%s has no CUDA kernel yet", ir_ops[h->op].name);
 }

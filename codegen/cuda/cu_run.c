@@ -22,6 +22,10 @@ struct cu_exec {
   size_t bytes;
   int64_t arena_off, const_off, status_off;
   int64_t *in_off, *param_off, *out_off;
+  int resident;          /* the device's parameters are the host's: no upload before a run */
+  unsigned char *keep;   /* per output: 1 = it stays on the device (not copied out) */
+  void *graph;           /* the launches captured as a CUDA graph (NULL: not yet, or not offered) */
+  int runs, no_graph;    /* runs so far (the graph is captured on the second); graphs off */
 };
 
 static int64_t align256(int64_t v) { return (v + 255) / 256 * 256; }
@@ -67,12 +71,22 @@ static void fill_consts(const cu_exec *x, unsigned char *h) {
   }
 }
 
+void cu_exec_get_stats(const cu_exec *x, cu_exec_stats *st) {
+  memset(st, 0, sizeof *st);
+  if (!x) return;
+  st->render_ms = x->c.render_ms, st->nvrtc_ms = x->c.mods.wall_ms;
+  st->modules = x->c.mods.nmod, st->cache_hits = x->c.mods.cache_hits;
+  st->functions = x->c.prog.nfn, st->launches = x->c.prog.nl;
+}
+
 void cu_exec_free(cu_exec *x) {
   if (!x) return;
   if (x->d) {
+    if (x->graph) x->d->graph_free(x->d, x->graph);
     if (x->base) x->d->mem_free(x->d, x->base);
     x->d->destroy(x->d);
   }
+  free(x->keep);
   free(x->mods);
   free(x->fns);
   free(x->in_off);
@@ -103,7 +117,10 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n
   x->out_off = calloc((size_t)g->noutputs + 1, sizeof *x->out_off);
   x->mods = calloc((size_t)x->c.mods.nmod + 1, sizeof *x->mods);
   x->fns = calloc((size_t)x->c.prog.nfn + 1, sizeof *x->fns);
-  if (!x->in_off || !x->param_off || !x->out_off || !x->mods || !x->fns) { ir_fail(msg, n, "out of memory"); goto fail; }
+  x->keep = calloc((size_t)g->noutputs + 1, 1);
+  const char *gv = getenv("LATHE_CUDA_GRAPH");
+  x->no_graph = gv && !strcmp(gv, "0");
+  if (!x->in_off || !x->param_off || !x->out_off || !x->mods || !x->fns || !x->keep) { ir_fail(msg, n, "out of memory"); goto fail; }
   for (int i = 0; i < g->ninputs; i++)
     x->in_off[i] = at, at = align256(at + ir_numel(&g->inputs[i].shape) * (int64_t)ir_dtype_size(g->inputs[i].dtype));
   for (int i = 0; i < g->nparams; i++)
@@ -154,18 +171,10 @@ static int status_error(const cu_exec *x, int code, char *msg, size_t n) {
   return ir_fail(msg, n, "%s (node %d): %s", op, node, whats[what]);
 }
 
-int cu_exec_run(cu_exec *x, void *const *inputs, void *const *params, void *const *outputs, float *loss, char *msg,
-                size_t n) {
-  const ir_graph *g = x->g;
+/* The status word cleared, then every launch of the plan in order. */
+static int launch_all(cu_exec *x, char *msg, size_t n) {
   cu_driver *d = x->d;
-  for (int i = 0; i < g->ninputs; i++)
-    if (d->htod(d, x->base + (cu_dptr)x->in_off[i], inputs[i],
-                (size_t)(ir_numel(&g->inputs[i].shape) * (int64_t)ir_dtype_size(g->inputs[i].dtype))))
-      return ir_fail(msg, n, "--backend cuda: input '%s': %s", g->inputs[i].name, d->err);
-  for (int i = 0; i < g->nparams; i++)
-    if (d->htod(d, x->base + (cu_dptr)x->param_off[i], params[i],
-                (size_t)(ir_numel(&g->params[i].shape) * (int64_t)ir_dtype_size(g->params[i].dtype))))
-      return ir_fail(msg, n, "--backend cuda: parameter '%s': %s", g->params[i].name, d->err);
+  const ir_graph *g = x->g;
   if (d->memset0(d, x->base + (cu_dptr)x->status_off, 16)) return ir_fail(msg, n, "--backend cuda: %s", d->err);
   for (int li = 0; li < x->c.prog.nl; li++) {
     const cu_launch *l = &x->c.prog.l[li];
@@ -190,6 +199,49 @@ int cu_exec_run(cu_exec *x, void *const *inputs, void *const *params, void *cons
                      ir_ops[g->nodes[k->head].op].name, d->err);
     }
   }
+  return 0;
+}
+
+/* The step's launches: the first run launches them one by one (and warms
+ * cuBLASLt up); the second captures them as a CUDA graph where the driver
+ * offers graphs, and every run from then on replays it (the addresses
+ * never change: one allocation laid out once). A capture that fails turns
+ * graphs off for this program and launches as the first run did. */
+static int launch_step(cu_exec *x, char *msg, size_t n) {
+  cu_driver *d = x->d;
+  if (x->graph) return d->graph_launch(d, x->graph) ? ir_fail(msg, n, "--backend cuda: %s", d->err) : 0;
+  if (x->runs == 0 || x->no_graph || !d->graph_begin) return launch_all(x, msg, n);
+  if (d->graph_begin(d)) {
+    x->no_graph = 1;
+    return launch_all(x, msg, n);
+  }
+  int rc = launch_all(x, msg, n);
+  void *graph = NULL;
+  int end = d->graph_end(d, &graph);
+  if (rc || end) { /* launch without a graph from now on */
+    if (graph) d->graph_free(d, graph);
+    x->no_graph = 1;
+    return launch_all(x, msg, n);
+  }
+  x->graph = graph;
+  return d->graph_launch(d, x->graph) ? ir_fail(msg, n, "--backend cuda: %s", d->err) : 0;
+}
+
+int cu_exec_run(cu_exec *x, void *const *inputs, void *const *params, void *const *outputs, float *loss, char *msg,
+                size_t n) {
+  const ir_graph *g = x->g;
+  cu_driver *d = x->d;
+  for (int i = 0; i < g->ninputs; i++)
+    if (d->htod(d, x->base + (cu_dptr)x->in_off[i], inputs[i],
+                (size_t)(ir_numel(&g->inputs[i].shape) * (int64_t)ir_dtype_size(g->inputs[i].dtype))))
+      return ir_fail(msg, n, "--backend cuda: input '%s': %s", g->inputs[i].name, d->err);
+  for (int i = 0; i < g->nparams && !x->resident; i++)
+    if (d->htod(d, x->base + (cu_dptr)x->param_off[i], params[i],
+                (size_t)(ir_numel(&g->params[i].shape) * (int64_t)ir_dtype_size(g->params[i].dtype))))
+      return ir_fail(msg, n, "--backend cuda: parameter '%s': %s", g->params[i].name, d->err);
+  x->resident = 0; /* until this run has succeeded */
+  if (launch_step(x, msg, n)) return -1;
+  x->runs++;
   if (d->sync(d)) return ir_fail(msg, n, "--backend cuda: %s", d->err);
   int status = 0;
   if (d->dtoh(d, &status, x->base + (cu_dptr)x->status_off, sizeof status))
@@ -197,6 +249,7 @@ int cu_exec_run(cu_exec *x, void *const *inputs, void *const *params, void *cons
   if (status) return status_error(x, status, msg, n);
   for (int i = 0; i < g->noutputs; i++) {
     const ir_node *o = &g->nodes[g->outputs[i].node];
+    if (x->keep[i]) continue;
     if (d->dtoh(d, outputs[i], x->base + (cu_dptr)x->out_off[i], (size_t)(ir_numel(&o->shape) * (int64_t)ir_dtype_size(o->dtype))))
       return ir_fail(msg, n, "--backend cuda: output '%s': %s", g->outputs[i].name, d->err);
   }
@@ -206,6 +259,32 @@ int cu_exec_run(cu_exec *x, void *const *inputs, void *const *params, void *cons
       cu_dptr a = addr_of(x, g->loss);
       if (a && d->dtoh(d, loss, a, sizeof *loss)) return ir_fail(msg, n, "--backend cuda: the loss: %s", d->err);
     }
+  }
+  x->resident = 1;
+  return 0;
+}
+
+void cu_exec_params_changed(cu_exec *x) {
+  if (x) x->resident = 0;
+}
+
+void cu_exec_keep_output(cu_exec *x, int out, int keep) {
+  if (x && out >= 0 && out < x->g->noutputs) x->keep[out] = keep != 0;
+}
+
+int cu_exec_feedback(cu_exec *x, int out, int param, char *msg, size_t n) {
+  const ir_graph *g = x->g;
+  if (out < 0 || out >= g->noutputs || param < 0 || param >= g->nparams)
+    return ir_fail(msg, n, "cu_exec_feedback: output %d or parameter %d out of range", out, param);
+  const ir_node *o = &g->nodes[g->outputs[out].node];
+  size_t bytes = (size_t)(ir_numel(&g->params[param].shape) * (int64_t)ir_dtype_size(g->params[param].dtype));
+  if ((size_t)(ir_numel(&o->shape) * (int64_t)ir_dtype_size(o->dtype)) != bytes || !x->d->dtod) {
+    x->resident = 0; /* the host's copy goes up again before the next run */
+    return 0;
+  }
+  if (x->d->dtod(x->d, x->base + (cu_dptr)x->param_off[param], x->base + (cu_dptr)x->out_off[out], bytes)) {
+    x->resident = 0;
+    return ir_fail(msg, n, "--backend cuda: %s", x->d->err);
   }
   return 0;
 }

@@ -71,6 +71,7 @@ typedef struct cx_kernel {
   void (*run)(void **args);    /* cx_w_NAME: one GPU thread */
   void (*ptrs)(void **args);   /* cx_p_NAME: reports pointer arguments */
   int fibers;                  /* it reaches a barrier or warp collective */
+  int nargs;                   /* its arguments (cx_n_NAME) */
 } cx_kernel;
 
 struct cx_module {
@@ -96,7 +97,10 @@ typedef struct cx_state {
   int force_fibers;
   long launches;
   void *stacks;                /* cx_launch.c's fiber stack pool */
+  struct cx_graph *capturing;  /* graph_begin .. graph_end: calls are recorded, not run */
 } cx_state;
+/* graph_launch calls so far, by every executor of the process */
+long cx_graph_replays_total(void);
 
 int cx_launch(cu_driver *d, cx_kernel *k, const unsigned grid[3], const unsigned block[3],
               unsigned shmem_bytes, void **args);

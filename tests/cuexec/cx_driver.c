@@ -37,10 +37,56 @@ static int cx_dtoh(cu_driver *d, void *dst, cu_dptr src, size_t bytes) {
   return 0;
 }
 
+/* ---- graphs: as CUDA's stream capture, the calls between graph_begin
+ * and graph_end are recorded (not run) and graph_launch replays them. A
+ * launch's arguments are copied by value (every rendered kernel takes
+ * pointers only: 8 bytes each). ---- */
+
+enum { CX_G_MEMSET, CX_G_DTOD, CX_G_LAUNCH, CX_G_GEMM, CX_G_MAXARGS = 32 };
+typedef struct {
+  int what;
+  cu_dptr dst, src;
+  size_t bytes;
+  void *fn;
+  unsigned g[3], b[3], shmem;
+  int nargs;
+  uint64_t arg[CX_G_MAXARGS];
+  cu_gemm gemm;
+} cx_gop;
+typedef struct cx_graph {
+  cx_gop *op;
+  int n, cap;
+} cx_graph;
+
+static long graph_replays;
+
+static int cx_record(cu_driver *d, const cx_gop *op) {
+  cx_graph *g = cx_s(d)->capturing;
+  if (g->n == g->cap) {
+    int cap = g->cap ? 2 * g->cap : 64;
+    cx_gop *v = realloc(g->op, sizeof *v * (size_t)cap);
+    if (!v) return snprintf(d->err, sizeof d->err, "graph: out of host memory"), 1;
+    g->op = v, g->cap = cap;
+  }
+  g->op[g->n++] = *op;
+  return 0;
+}
+
 static int cx_memset0(cu_driver *d, cu_dptr dst, size_t bytes) {
+  if (cx_s(d)->capturing) return cx_record(d, &(cx_gop){.what = CX_G_MEMSET, .dst = dst, .bytes = bytes});
   if (bytes == 0) return 0;
   if (cx_mem_check(&cx_s(d)->mem, dst, bytes, "memset0: the destination", d->err, sizeof d->err)) return 1;
   memset((void *)(uintptr_t)dst, 0, bytes);
+  return 0;
+}
+
+static int cx_dtod(cu_driver *d, cu_dptr dst, cu_dptr src, size_t bytes) {
+  if (cx_s(d)->capturing) return cx_record(d, &(cx_gop){.what = CX_G_DTOD, .dst = dst, .src = src, .bytes = bytes});
+  if (bytes == 0) return 0;
+  if (cx_mem_check(&cx_s(d)->mem, dst, bytes, "dtod: the destination", d->err, sizeof d->err) ||
+      cx_mem_check(&cx_s(d)->mem, src, bytes, "dtod: the source", d->err, sizeof d->err))
+    return 1;
+  memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, bytes);
   return 0;
 }
 
@@ -78,6 +124,14 @@ static int cx_launch_(cu_driver *d, void *fn, unsigned gx, unsigned gy, unsigned
     return 1;
   }
   const unsigned g[3] = {gx, gy, gz}, b[3] = {bx, by, bz};
+  if (cx_s(d)->capturing) {
+    cx_gop op = {.what = CX_G_LAUNCH, .fn = fn, .g = {gx, gy, gz}, .b = {bx, by, bz}, .shmem = shmem_bytes};
+    const cx_kernel *k = fn;
+    if (k->nargs > CX_G_MAXARGS) return snprintf(d->err, sizeof d->err, "graph: a kernel of %d arguments", k->nargs), 1;
+    for (int i = 0; i < k->nargs; i++) memcpy(&op.arg[i], args[i], sizeof op.arg[i]);
+    op.nargs = k->nargs;
+    return cx_record(d, &op);
+  }
   return cx_launch(d, fn, g, b, shmem_bytes, args);
 }
 
@@ -108,6 +162,7 @@ static float cx_gelu_tanh(float x) {
 }
 
 static int cx_gemm(cu_driver *d, const cu_gemm *g) {
+  if (cx_s(d)->capturing) return cx_record(d, &(cx_gop){.what = CX_G_GEMM, .gemm = *g});
   if (g->m < 0 || g->n < 0 || g->k < 0 || g->batch < 0 || g->epilogue < CU_EPI_NONE ||
       g->epilogue > CU_EPI_BIAS_GELU) {
     snprintf(d->err, sizeof d->err, "gemm: m=%d n=%d k=%d batch=%d epilogue=%d is not a product", g->m,
@@ -156,6 +211,44 @@ static int cx_sync(cu_driver *d) {
   return 0;
 }
 
+static int cx_graph_begin(cu_driver *d) {
+  if (cx_s(d)->capturing) return snprintf(d->err, sizeof d->err, "graph_begin: already capturing"), 1;
+  cx_s(d)->capturing = calloc(1, sizeof(cx_graph));
+  return cx_s(d)->capturing ? 0 : (snprintf(d->err, sizeof d->err, "graph: out of host memory"), 1);
+}
+
+static int cx_graph_end(cu_driver *d, void **graph) {
+  if (!cx_s(d)->capturing) return snprintf(d->err, sizeof d->err, "graph_end: not capturing"), 1;
+  *graph = cx_s(d)->capturing;
+  cx_s(d)->capturing = NULL;
+  return 0;
+}
+
+static int cx_graph_launch(cu_driver *d, void *graph) {
+  cx_graph *g = graph;
+  __atomic_add_fetch(&graph_replays, 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < g->n; i++) {
+    cx_gop *op = &g->op[i];
+    void *args[CX_G_MAXARGS + 1] = {0};
+    for (int j = 0; j < op->nargs; j++) args[j] = &op->arg[j];
+    int rc = op->what == CX_G_MEMSET ? cx_memset0(d, op->dst, op->bytes)
+             : op->what == CX_G_DTOD ? cx_dtod(d, op->dst, op->src, op->bytes)
+             : op->what == CX_G_GEMM ? cx_gemm(d, &op->gemm)
+                                     : cx_launch(d, op->fn, op->g, op->b, op->shmem, args);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static void cx_graph_free(cu_driver *d, void *graph) {
+  (void)d;
+  cx_graph *g = graph;
+  if (g) free(g->op);
+  free(g);
+}
+
+long cx_graph_replays_total(void) { return __atomic_load_n(&graph_replays, __ATOMIC_RELAXED); }
+
 static void cx_destroy(cu_driver *d) {
   if (!d) return;
   cx_state *s = d->self;
@@ -166,6 +259,7 @@ static void cx_destroy(cu_driver *d) {
   }
   cx_mem_release(&s->mem);
   cx_launch_release(s);
+  cx_graph_free(d, s->capturing);
   free(s);
   free(d);
 }
@@ -194,6 +288,9 @@ cu_driver *cx_driver(char *err, size_t errlen) {
   d->gemm = cx_gemm;
   d->sync = cx_sync;
   d->destroy = cx_destroy;
+  d->dtod = cx_dtod;
+  d->graph_begin = cx_graph_begin, d->graph_end = cx_graph_end, d->graph_launch = cx_graph_launch;
+  d->graph_free = cx_graph_free;
   return d;
 }
 

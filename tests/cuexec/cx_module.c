@@ -462,8 +462,9 @@ int cx_module_load(const char *cuda_src, cx_module **out, char *err, size_t errl
       char w[512];
       snprintf(w, sizeof w,
                "CX_EXPORT void cx_w_%s(void **a) { cx_call(%s, a); }\n"
-               "CX_EXPORT void cx_p_%s(void **a) { cx_ptrs(%s, a); }\n",
-               m->names[i], m->names[i], m->names[i], m->names[i]);
+               "CX_EXPORT void cx_p_%s(void **a) { cx_ptrs(%s, a); }\n"
+               "CX_EXPORT int cx_n_%s(void) { return cx_nargs(%s); }\n",
+               m->names[i], m->names[i], m->names[i], m->names[i], m->names[i], m->names[i]);
       cx_puts(&full, w);
     }
     if (full.oom) {
@@ -519,7 +520,11 @@ int cx_module_kernel(cx_module *m, const char *name, cx_kernel **out, char *err,
   *(void **)&k->run = dlsym(m->dl, sym);
   snprintf(sym, sizeof sym, "cx_p_%s", name);
   *(void **)&k->ptrs = dlsym(m->dl, sym);
-  if (!k->run || !k->ptrs) {
+  snprintf(sym, sizeof sym, "cx_n_%s", name);
+  int (*nargs)(void) = NULL;
+  *(void **)&nargs = dlsym(m->dl, sym);
+  k->nargs = nargs ? nargs() : 0;
+  if (!k->run || !k->ptrs || !nargs) {
     free(k);
     snprintf(err, errlen, "get_function: the module lacks the wrappers of kernel '%s'", name);
     return 1;

@@ -259,5 +259,7 @@ static inline void cx_ptrs_(void (*)(A...), void **a, std::index_sequence<I...>)
 template <class... A> static inline void cx_ptrs(void (*f)(A...), void **a) {
   cx_ptrs_(f, a, std::index_sequence_for<A...>{});
 }
+/* the kernel's argument count (a graph records that many by value) */
+template <class... A> static inline int cx_nargs(void (*)(A...)) { return (int)sizeof...(A); }
 
 #endif

@@ -1,0 +1,255 @@
+/* cu_render_mha.c -- mha (attention with a mask, a context, rotary
+ * embeddings or grouped key/value heads; ir/interp_mha.c) and its fused
+ * backward mha_grad, flash-style as the plain attention (cu_render_attn.c):
+ *   q = x wq + bq, kv = c wkv + bkv (products), rotated in place (rope);
+ *   a warp per (batch, head, query row) with an online softmax over the keys
+ *   it may see (causal, lengths, a key or a full boolean mask), writing the
+ *   context and the row's logsumexp (-inf for a row that sees no key: a zero
+ *   context and no gradient); y = ctx wp + bp.
+ * The backward recomputes that forward into scratch, then a query pass (a
+ * warp per query row: dq) and a key pass (a warp per key row of a key/value
+ * head, summing over the query heads that read it: dk, dv), so no T x T
+ * matrix and no atomics; the rotation undone on dq and dk; products and
+ * column sums for the weights. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "codegen/cuda/cu_render.h"
+
+typedef struct {
+  int64_t B, Tq, Tk, d, dc, H, K, hd, dk, NE;
+  int causal, rope, mask; /* mask: the operand's rank (0: none) */
+  int mask_node;
+  char scale[48];
+} mha_dims;
+
+static int dims_of(cu_rctx *r, const ir_node *n, mha_dims *m) {
+  const ir_graph *g = r->g;
+  const ir_shape *sx = &g->nodes[n->in[0]].shape, *sc = &g->nodes[n->in[3]].shape;
+  memset(m, 0, sizeof *m);
+  m->B = sx->d[0], m->Tq = sx->d[1], m->Tk = sc->d[1], m->d = sx->d[2], m->dc = sc->d[2];
+  m->H = n->attr.heads, m->K = n->attr.k;
+  if (m->H < 1 || m->K < 1 || m->d % m->H || m->H % m->K) return cu_unsupported(r, "heads that do not divide");
+  m->hd = m->d / m->H, m->dk = m->K * m->hd, m->NE = (m->hd + 31) / 32;
+  if (m->NE > 8) return cu_unsupported(r, "a head width above 256");
+  m->causal = n->attr.causal != 0, m->rope = n->attr.i != 0;
+  int nin = n->nin - (n->op == IR_MHA_GRAD);
+  m->mask_node = nin == 9 ? n->in[8] : -1;
+  m->mask = m->mask_node >= 0 ? g->nodes[m->mask_node].shape.rank : 0;
+  for (int j = 0; j < 8; j++)
+    if (g->nodes[n->in[j]].dtype != IR_F32) return cu_unsupported(r, "16-bit floats are not rendered");
+  cu_flt(1.0 / sqrt((double)m->hd), m->scale, sizeof m->scale);
+  return 0;
+}
+
+/* Scratch: q, ctx [B Tq, d], kv [B Tk, 2 dk], lse [B H Tq]; the backward
+ * also D_i [B H Tq], dctx, dq [B Tq, d], dkv [B Tk, 2 dk]. */
+int64_t cu_mha_scratch(const ir_graph *g, const ir_node *n) {
+  const ir_shape *sx = &g->nodes[n->in[0]].shape, *sc = &g->nodes[n->in[3]].shape;
+  int64_t BQ = sx->d[0] * sx->d[1], BK = sc->d[0] * sc->d[1], d = sx->d[2], H = n->attr.heads > 0 ? n->attr.heads : 1;
+  int64_t dk2 = g->nodes[n->in[5]].shape.d[0], rows = BQ * H;
+  int64_t f = 2 * BQ * d + BK * dk2 + rows;
+  if (n->op == IR_MHA_GRAD) f += rows + 2 * BQ * d + BK * dk2;
+  return 4 * f;
+}
+
+typedef struct {
+  cu_ref q, kv, ctx, lse, dl, dctx, dq, dkv;
+} mha_bufs;
+
+static mha_bufs bufs_of(const mha_dims *m, int64_t scr) {
+  int64_t BQ = m->B * m->Tq, BK = m->B * m->Tk, rows = BQ * m->H, at = scr;
+  mha_bufs b;
+  b.q = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->d;
+  b.ctx = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->d;
+  b.kv = cu_ref_at(CU_REF_ARENA, at), at += 4 * BK * 2 * m->dk;
+  b.lse = cu_ref_at(CU_REF_ARENA, at), at += 4 * rows;
+  b.dl = cu_ref_at(CU_REF_ARENA, at), at += 4 * rows;
+  b.dctx = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->d;
+  b.dq = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->d;
+  b.dkv = cu_ref_at(CU_REF_ARENA, at);
+  return b;
+}
+
+/* Rotate (sign +1) or unrotate (-1) rows of v: `rows` rows of ld floats,
+ * position = row % T, nh heads of hd from column 0. A thread per pair. */
+static int rope_kernel(cu_rctx *r, const mha_dims *m, cu_ref v, int64_t rows, int64_t T, int64_t ld, int64_t nh,
+                       int sign) {
+  int64_t half = m->hd / 2, count = rows * nh * half;
+  cu_begin(r, 256);
+  cu_sb_printf(&r->b, "float* __restrict__ v) {\n"
+                      "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
+                      " e += (long long)gridDim.x * blockDim.x) {\n"
+                      "    long long p = e %% %lldLL, h = e / %lldLL %% %lldLL, row = e / (%lldLL * %lldLL);\n"
+                      "    double th = (double)(row %% %lldLL) * pow(10000.0, -2.0 * (double)p / %lld.0);\n"
+                      "    float cs = (float)cos(th), sn = (float)(%d.0 * sin(th));\n"
+                      "    float* x = v + row * %lldLL + h * %lldLL + p;\n"
+                      "    float a = x[0], b = x[%lld];\n    x[0] = a * cs - b * sn; x[%lld] = b * cs + a * sn;\n  }\n}\n",
+               (long long)count, (long long)half, (long long)half, (long long)nh, (long long)half, (long long)nh,
+               (long long)T, (long long)m->hd, sign, (long long)ld, (long long)m->hd, (long long)half,
+               (long long)half);
+  cu_ref ops[1] = {v};
+  return cu_end(r, cu_blocks(count, 256), 256, ops, 1);
+}
+
+/* `int ok = ...` : may query row i of batch b see key j */
+static void allowed(cu_sb *b, const mha_dims *m) {
+  cu_sb_printf(b, "int ok = %s", m->causal ? "j <= i" : "1");
+  if (m->mask == 1) cu_sb_printf(b, " && j < (long long)mask[b]");
+  else if (m->mask == 2) cu_sb_printf(b, " && mask[b * TK + j] != 0");
+  else if (m->mask == 3) cu_sb_printf(b, " && mask[(b * TQ + i) * TK + j] != 0");
+  cu_sb_printf(b, ";");
+}
+
+static const char *mask_type(const mha_dims *m) { return m->mask == 1 ? "int" : "unsigned char"; }
+
+/* The warp loop over (batch, head, query row) w = (b H + h) TQ + i; qr the
+ * query row, kvh the key/value head, kvb the batch's first kv row. */
+static void open_rows(cu_rctx *r, const mha_dims *m, int64_t rows) {
+  cu_sb_printf(&r->b, "  const long long TQ = %lldLL, TK = %lldLL, D = %lldLL, H = %lldLL, HD = %lldLL, DK = %lldLL;\n"
+                      "  const float SCALE = %s;\n  const int lane = threadIdx.x & 31;\n  (void)TK; (void)DK;\n"
+                      "  for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < %lldLL;"
+                      " w += ((long long)gridDim.x * blockDim.x) >> 5) {\n",
+               (long long)m->Tq, (long long)m->Tk, (long long)m->d, (long long)m->H, (long long)m->hd,
+               (long long)m->dk, m->scale, (long long)rows);
+}
+#define FOR_T "for (int t = 0; t < NE; t++) { long long e = lane + 32 * t; if (e < HD) { "
+
+static int fwd_kernel(cu_rctx *r, const mha_dims *m, const mha_bufs *bf) {
+  cu_begin(r, 256);
+  cu_sb_printf(&r->b, "const float* __restrict__ q, const float* __restrict__ kv, const %s* __restrict__ mask,"
+                      " float* __restrict__ ctx, float* __restrict__ lse) {\n  const int NE = %lld;\n",
+               mask_type(m), (long long)m->NE);
+  open_rows(r, m, m->B * m->H * m->Tq);
+  cu_sb_printf(&r->b, "    long long i = w %% TQ, h = w / TQ %% H, b = w / (TQ * H), kvh = h / (H / %lldLL);\n"
+                      "    const float* qr = q + (b * TQ + i) * D + h * HD;\n"
+                      "    const float* kvb = kv + b * TK * 2 * DK + kvh * HD;\n"
+                      "    float qv[%lld], acc[%lld], mx = -LT_INF, l = 0.f;\n"
+                      "    for (int t = 0; t < NE; t++) { long long e = lane + 32 * t; qv[t] = e < HD ? qr[e] : 0.f; acc[t] = 0.f; }\n"
+                      "    for (long long j = 0; j < TK; j++) {\n      ",
+               (long long)m->K, (long long)m->NE, (long long)m->NE);
+  allowed(&r->b, m);
+  cu_sb_printf(&r->b, "\n      if (!ok) continue;\n"
+                      "      const float* kr = kvb + j * 2 * DK; const float* vr = kr + DK;\n"
+                      "      float s = 0.f;\n      " FOR_T "s += qv[t] * kr[e]; } }\n"
+                      "      s = lt_warp_sum(s) * SCALE;\n"
+                      "      float mn = fmaxf(mx, s), c = expf(mx - mn), p = expf(s - mn);\n      l = l * c + p;\n"
+                      "      " FOR_T "acc[t] = acc[t] * c + p * vr[e]; } }\n      mx = mn;\n    }\n"
+                      "    " FOR_T "ctx[(b * TQ + i) * D + h * HD + e] = l > 0.f ? acc[t] / l : 0.f; } }\n"
+                      "    if (lane == 0) lse[w] = l > 0.f ? mx + logf(l) : -LT_INF;\n  }\n}\n");
+  cu_ref mk = m->mask_node >= 0 ? cu_ref_at(m->mask_node, 0) : bf->q; /* no mask: a pointer never read */
+  cu_ref ops[5] = {bf->q, bf->kv, mk, bf->ctx, bf->lse};
+  return cu_end(r, cu_blocks(m->B * m->H * m->Tq * 32, 256), 256, ops, 5);
+}
+
+/* q, kv (rotated), ctx and lse of mha node n into scratch */
+static int forward(cu_rctx *r, const ir_node *n, const mha_dims *m, const mha_bufs *bf) {
+  int64_t BQ = m->B * m->Tq, BK = m->B * m->Tk;
+  if (cu_gemm_t(r, BQ, m->d, m->d, 0, 0, cu_ref_at(n->in[0], 0), cu_ref_at(n->in[1], 0), bf->q, cu_ref_at(n->in[2], 0)) ||
+      cu_gemm_t(r, BK, m->dc, 2 * m->dk, 0, 0, cu_ref_at(n->in[3], 0), cu_ref_at(n->in[4], 0), bf->kv,
+                cu_ref_at(n->in[5], 0)))
+    return -1;
+  if (m->rope && (rope_kernel(r, m, bf->q, BQ, m->Tq, m->d, m->H, 1) ||
+                  rope_kernel(r, m, bf->kv, BK, m->Tk, 2 * m->dk, m->K, 1)))
+    return -1;
+  return fwd_kernel(r, m, bf);
+}
+
+static int r_mha(cu_rctx *r) {
+  const ir_node *n = cu_opn(r, 0);
+  mha_dims m;
+  if (dims_of(r, n, &m)) return -1;
+  int64_t scr = r->p->buf[r->k->node].scr;
+  if (scr < 0) return cu_unsupported(r, "no scratch for q, kv and the context");
+  mha_bufs bf = bufs_of(&m, scr);
+  if (forward(r, n, &m, &bf)) return -1;
+  return cu_gemm_t(r, m.B * m.Tq, m.d, m.d, 0, 0, bf.ctx, cu_ref_at(n->in[6], 0), cu_ref_at(r->k->node, 0),
+                   cu_ref_at(n->in[7], 0));
+}
+
+static const char grad_params[] =
+    "const float* __restrict__ q, const float* __restrict__ kv, const %s* __restrict__ mask,"
+    " const float* __restrict__ ctx, const float* __restrict__ lse, const float* __restrict__ dctx,"
+    " float* __restrict__ dl, float* __restrict__ dq, float* __restrict__ dkv) {\n  const int NE = %lld;\n";
+
+static int r_mha_grad(cu_rctx *r) {
+  const ir_node *n = cu_opn(r, 0);
+  mha_dims m;
+  if (dims_of(r, n, &m)) return -1;
+  int64_t scr = r->p->buf[r->k->node].scr;
+  if (scr < 0) return cu_unsupported(r, "no scratch for the mha gradient");
+  mha_bufs bf = bufs_of(&m, scr);
+  if (forward(r, n, &m, &bf)) return -1;
+  int64_t BQ = m.B * m.Tq, BK = m.B * m.Tk, d = m.d, dk2 = 2 * m.dk, NE = m.NE;
+  int out = r->k->node, dy = n->in[n->nin - 1];
+  /* [dx | dwq | dbq | dc | dwkv | dbkv | dwp | dbp] */
+  int64_t o_dwq = 4 * BQ * d, o_dbq = o_dwq + 4 * d * d, o_dc = o_dbq + 4 * d, o_dwkv = o_dc + 4 * BK * m.dc;
+  int64_t o_dbkv = o_dwkv + 4 * m.dc * dk2, o_dwp = o_dbkv + 4 * dk2, o_dbp = o_dwp + 4 * d * d;
+  cu_ref none = cu_ref_at(CU_REF_NONE, 0);
+  if (cu_gemm_t(r, d, BQ, d, 1, 0, bf.ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), none) ||
+      cu_colsum(r, BQ, d, cu_ref_at(dy, 0), cu_ref_at(out, o_dbp)) ||
+      cu_gemm_t(r, BQ, d, d, 0, 1, cu_ref_at(dy, 0), cu_ref_at(n->in[6], 0), bf.dctx, none))
+    return -1;
+  cu_ref mk = m.mask_node >= 0 ? cu_ref_at(m.mask_node, 0) : bf.q;
+  cu_ref ops[9] = {bf.q, bf.kv, mk, bf.ctx, bf.lse, bf.dctx, bf.dl, bf.dq, bf.dkv};
+  /* the query pass: D_i, then dq_i */
+  cu_begin(r, 256);
+  cu_sb_printf(&r->b, grad_params, mask_type(&m), (long long)NE);
+  open_rows(r, &m, m.B * m.H * m.Tq);
+  cu_sb_printf(&r->b, "    long long i = w %% TQ, h = w / TQ %% H, b = w / (TQ * H), kvh = h / (H / %lldLL);\n"
+                      "    const long long ro = (b * TQ + i) * D + h * HD;\n"
+                      "    const float* kvb = kv + b * TK * 2 * DK + kvh * HD;\n"
+                      "    float qv[%lld], g[%lld], dqv[%lld], di = 0.f;\n"
+                      "    for (int t = 0; t < NE; t++) { long long e = lane + 32 * t;\n"
+                      "      qv[t] = e < HD ? q[ro + e] : 0.f; g[t] = e < HD ? dctx[ro + e] : 0.f;\n"
+                      "      di += e < HD ? g[t] * ctx[ro + e] : 0.f; dqv[t] = 0.f; }\n"
+                      "    di = lt_warp_sum(di);\n    if (lane == 0) dl[w] = di;\n    const float L = lse[w];\n"
+                      "    for (long long j = 0; j < TK && L > -LT_INF; j++) {\n      ",
+               (long long)m.K, (long long)NE, (long long)NE, (long long)NE);
+  allowed(&r->b, &m);
+  cu_sb_printf(&r->b, "\n      if (!ok) continue;\n"
+                      "      const float* kr = kvb + j * 2 * DK; const float* vr = kr + DK;\n"
+                      "      float s = 0.f, dp = 0.f;\n      " FOR_T "s += qv[t] * kr[e]; dp += g[t] * vr[e]; } }\n"
+                      "      s = lt_warp_sum(s) * SCALE; dp = lt_warp_sum(dp);\n"
+                      "      float ds = expf(s - L) * (dp - di) * SCALE;\n"
+                      "      " FOR_T "dqv[t] += ds * kr[e]; } }\n    }\n"
+                      "    " FOR_T "dq[ro + e] = dqv[t]; } }\n  }\n}\n");
+  if (cu_end(r, cu_blocks(m.B * m.H * m.Tq * 32, 256), 256, ops, 9)) return -1;
+  /* the key pass: a warp per (batch, kv head, key row j), over its query heads and rows */
+  cu_begin(r, 256);
+  cu_sb_printf(&r->b, grad_params, mask_type(&m), (long long)NE);
+  open_rows(r, &m, m.B * m.K * m.Tk);
+  cu_sb_printf(&r->b, "    const long long KH = %lldLL, G = H / KH;\n"
+                      "    long long j = w %% TK, kvh = w / TK %% KH, b = w / (TK * KH);\n"
+                      "    float* dkr = dkv + (b * TK + j) * 2 * DK + kvh * HD;\n"
+                      "    const float* kr = kv + (b * TK + j) * 2 * DK + kvh * HD; const float* vr = kr + DK;\n"
+                      "    float kk[%lld], vv[%lld], dk[%lld], dv[%lld];\n"
+                      "    for (int t = 0; t < NE; t++) { long long e = lane + 32 * t;\n"
+                      "      kk[t] = e < HD ? kr[e] : 0.f; vv[t] = e < HD ? vr[e] : 0.f; dk[t] = 0.f; dv[t] = 0.f; }\n"
+                      "    for (long long h = kvh * G; h < kvh * G + G; h++)\n"
+                      "    for (long long i = 0; i < TQ; i++) {\n      ",
+               (long long)m.K, (long long)NE, (long long)NE, (long long)NE, (long long)NE);
+  allowed(&r->b, &m);
+  cu_sb_printf(&r->b, "\n      if (!ok) continue;\n"
+                      "      const long long qw = (b * H + h) * TQ + i, ro = (b * TQ + i) * D + h * HD;\n"
+                      "      const float* qr = q + ro; const float* gr = dctx + ro;\n"
+                      "      float s = 0.f, dp = 0.f;\n      " FOR_T "s += qr[e] * kk[t]; dp += gr[e] * vv[t]; } }\n"
+                      "      s = lt_warp_sum(s) * SCALE; dp = lt_warp_sum(dp);\n"
+                      "      float p = expf(s - lse[qw]), ds = p * (dp - dl[qw]) * SCALE;\n"
+                      "      " FOR_T "dk[t] += ds * qr[e]; dv[t] += p * gr[e]; } }\n    }\n"
+                      "    " FOR_T "dkr[e] = dk[t]; dkr[DK + e] = dv[t]; } }\n  }\n}\n");
+  if (cu_end(r, cu_blocks(m.B * m.K * m.Tk * 32, 256), 256, ops, 9)) return -1;
+  if (m.rope && (rope_kernel(r, &m, bf.dq, BQ, m.Tq, d, m.H, -1) || rope_kernel(r, &m, bf.dkv, BK, m.Tk, dk2, m.K, -1)))
+    return -1;
+  /* q = x wq + bq; kv = c wkv + bkv */
+  if (cu_gemm_t(r, d, BQ, d, 1, 0, cu_ref_at(n->in[0], 0), bf.dq, cu_ref_at(out, o_dwq), none) ||
+      cu_colsum(r, BQ, d, bf.dq, cu_ref_at(out, o_dbq)) ||
+      cu_gemm_t(r, BQ, d, d, 0, 1, bf.dq, cu_ref_at(n->in[1], 0), cu_ref_at(out, 0), none) ||
+      cu_gemm_t(r, m.dc, BK, dk2, 1, 0, cu_ref_at(n->in[3], 0), bf.dkv, cu_ref_at(out, o_dwkv), none) ||
+      cu_colsum(r, BK, dk2, bf.dkv, cu_ref_at(out, o_dbkv)))
+    return -1;
+  return cu_gemm_t(r, BK, dk2, m.dc, 0, 1, bf.dkv, cu_ref_at(n->in[4], 0), cu_ref_at(out, o_dc), none);
+}
+
+cu_render_fn cu_mha_renderer(int op) { return op == IR_MHA ? r_mha : op == IR_MHA_GRAD ? r_mha_grad : NULL; }
