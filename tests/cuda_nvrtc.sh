@@ -13,6 +13,8 @@ export LATHE_CACHE_DIR="$tmp/cache"
 
 # model:mode -> the refusal it gives today
 declare -A NOT_YET=(
+  [bigru:fwd]="gru has no CUDA kernel yet"
+  [bigru:train]="gru has no CUDA kernel yet"
   [cnn_bn:train]="batchnorm_train has no CUDA kernel yet"
   [gpt:train]="attention_grad_saved has no CUDA kernel yet"
   [lstm:fwd]="lstm has no CUDA kernel yet"
