@@ -240,6 +240,8 @@ def row(w, lathe, peer, allpeer, err, ort=None, allort=()):
             r["ratio_ort_min"] = round(lathe["min_ms"] / ort["min_ms"], 4)
     if w.quant:
         r["quant"], r["f32_row"] = w.quant, w.f32_row
+    if w.pruned:
+        r["pruned"], r["f32_row"] = w.pruned, w.f32_row
     if peer:
         r["peer_ms"] = round(peer["median_ms"], 6)
     if lathe:
@@ -358,8 +360,9 @@ def print_table(rows, peak, pinned_blas):
     for r in rows:
         f = by.get(r.get("f32_row"))
         if f and f.get("lathe_ms") and r.get("lathe_ms"):
-            print("%s: %s against Lathe's f32 (%s): %.2fx faster by medians, %.2fx by fastest steps%s" %
-                  (r["workload"], r["quant"], f["workload"], f["lathe_ms"] / r["lathe_ms"],
+            print("%s: %s against Lathe's %s (%s): %.2fx faster by medians, %.2fx by fastest steps%s" %
+                  (r["workload"], r.get("quant") or r.get("pruned"), "f32" if r.get("quant") else "dense model",
+                   f["workload"], f["lathe_ms"] / r["lathe_ms"],
                    f["lathe_min_ms"] / r["lathe_min_ms"],
                    "; tokens/s %s vs %s" % (fmt(r.get("lathe_tokens_per_s"), ".0f"), fmt(f.get("lathe_tokens_per_s"), ".0f"))
                    if r.get("lathe_tokens_per_s") else ""))

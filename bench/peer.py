@@ -51,9 +51,9 @@ from workloads import BY_NAME  # noqa: E402
 class MLP(nn.Module):
     """examples/mlp.nn: 64-256-256-10, softmax output."""
 
-    def __init__(self):
+    def __init__(self, hidden=256):
         super().__init__()
-        self.fc1, self.fc2, self.out = nn.Linear(64, 256), nn.Linear(256, 256), nn.Linear(256, 10)
+        self.fc1, self.fc2, self.out = nn.Linear(64, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 10)
 
     def logits(self, x):
         h = F.relu(self.fc1(x))
@@ -66,10 +66,10 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """examples/cnn.nn: two 3x3 convs with max pooling, two dense layers."""
 
-    def __init__(self):
+    def __init__(self, c1=16, c2=32, f1=64):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
-        self.fc1, self.out = nn.Linear(128, 64), nn.Linear(64, 10)
+        self.conv1, self.conv2 = nn.Conv2d(1, c1, 3, padding=1), nn.Conv2d(c1, c2, 3, padding=1)
+        self.fc1, self.out = nn.Linear(c2 * 4, f1), nn.Linear(f1, 10)
 
     def logits(self, x):
         h = F.max_pool2d(F.relu(self.conv1(x)), 2)
@@ -179,12 +179,12 @@ def build_dense(batch):
     return nn.Linear(1024, 1024), torch.randn(batch, 1024)
 
 
-def build_mlp(batch):
-    return MLP(), torch.randn(batch, 64)
+def build_mlp(batch, hidden=256):
+    return MLP(hidden), torch.randn(batch, 64)
 
 
-def build_cnn(batch):
-    return CNN(), torch.randn(batch, 1, 8, 8)
+def build_cnn(batch, c1=16, c2=32, f1=64):
+    return CNN(c1, c2, f1), torch.randn(batch, 1, 8, 8)
 
 
 def build_cnn_bn(batch):

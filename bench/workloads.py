@@ -33,7 +33,8 @@ class Workload:
     gen_tokens: int = 0             # generate: tokens generated (one timed step per token)
     quant: str = ""                 # Lathe runs the weights quantized in this mode (lathe_quantize); the
                                     # peer, for int8-dynamic, runs torch.ao.quantization.quantize_dynamic
-    f32_row: str = ""               # a quantized row: the f32 row it is compared with (printed under the table)
+    f32_row: str = ""               # a quantized or pruned row: the f32 dense row it is compared with (printed under the table)
+    pruned: str = ""                # a pruned model (bench/*_pruned50.nn, what lathe prune --structured writes)
 
 
 GPT_CHAR = dict(vocab=96, T=64, d=128, heads=4, layers=4)
@@ -95,6 +96,15 @@ WORKLOADS = [
     *[Workload("gpt_char_generate_%s" % q, "examples/gpt.nn", {"batch": 1}, {"tokens": GPT_CHAR["vocab"]},
                "gpt", dict(batch=1, **GPT_CHAR), kind="generate", gen_tokens=200, reps=200, quick_reps=200,
                warmup=5, max_seconds=20, quant=q, f32_row="gpt_char_generate") for q in ("w8", "w4")],
+    # Pruning (issue 16): the digits MLP and CNN with 50% of their neurons and channels removed (lathe prune
+    # --structured --sparsity 0.5 writes bench/mlp_pruned50.nn and bench/cnn_pruned50.nn from examples/*.nn;
+    # tests/prune.sh checks they are the same) against their dense rows; peer: the same smaller nn.Modules.
+    *[Workload("mlp_b%d_pruned50" % b, "bench/mlp_pruned50.nn", {"batch": b}, {"x": None}, "mlp",
+               dict(batch=b, hidden=128), reps=r, quick_reps=r // 10, warmup=20, max_seconds=2, batch1=b == 1,
+               pruned="50% structured", f32_row="mlp_b%d" % b) for b, r in ((1, 3000), (256, 300))],
+    Workload("cnn_b128_pruned50", "bench/cnn_pruned50.nn", {"batch": 128}, {"x": None}, "cnn",
+             dict(batch=128, c1=8, c2=16, f1=32), reps=200, quick_reps=20, warmup=10, max_seconds=2,
+             pruned="50% structured", f32_row="cnn_b128"),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}

@@ -170,6 +170,11 @@ typedef struct {
    * loaded must be such a file of the same mode (lathe_weights_quant says
    * which a file holds). LATHE_QUANT_NONE: f32. */
   int quant;               /* lathe_quant */
+  /* Pruned fine-tuning (docs/prune.md): 1 reads every dense and conv2d
+   * weight W as W * W.mask, W.mask a parameter loaded with the weights and
+   * never trained, so the entries a mask zeroes stay out of every product
+   * and get no update. 0 or 1. */
+  int masked;
 } lathe_options;
 
 /* The quantization modes (the pass passes/quantize.c, `lathe quantize --mode`). */
@@ -480,6 +485,48 @@ typedef struct {
 /* m, o, o->weights and out must not be NULL; o->data is checked as in
  * lathe_train and the model is left as it was found. */
 int lathe_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err);
+
+/* ---- Pruning (runtime/api_prune.c, docs/prune.md) ----
+ * lathe_prune writes `out`: the weights of `weights` with a fraction
+ * `sparsity` of the dense and conv2d weights removed by magnitude
+ * (unstructured: zeroed, over all layers at once or per layer, in `steps`
+ * steps of a cubic schedule), or whole neurons and channels removed by their
+ * weights' L2 norm (structured: the model is resized and its source written
+ * to model_out). With finetune > 0 and data, each step fine-tunes with the
+ * zeroed weights held at zero (lathe_options.masked). The report compares
+ * the model before and after: parameters, FLOPs, file size, metrics on the
+ * validation and test splits (with data), inference time.
+ * Errors: sparsity outside [0, 1), nothing prunable, weights that do not
+ * fit the model or are quantized, finetune without data. */
+typedef struct {
+  const char *weights;         /* f32 weights of the model (required) */
+  const char *out;             /* the pruned weights (required) */
+  double sparsity;             /* fraction removed, 0 <= s < 1 */
+  int structured;              /* 1: neurons and channels (needs model_out) */
+  int per_layer;               /* unstructured: each layer loses `sparsity` (default: one global threshold) */
+  int steps;                   /* unstructured: gradual pruning in this many steps (0 = 1) */
+  int64_t finetune;            /* epochs of fine-tuning in all (0: none) */
+  double lr;                   /* fine-tuning's learning rate (0: the train block's) */
+  const char *data;            /* the data set (lathe_train_options.data) for fine-tuning and metrics; may be NULL */
+  const char *model_out;       /* structured: the resized model's source (P.nn) */
+  const char *report;          /* JSON report path; NULL: none */
+  int64_t time_batch;          /* batch for the inference time (0 = 64) */
+  lathe_backend backend;       /* fine-tuning and evaluation; the time is always llvm's */
+  FILE *progress;              /* fine-tuning's progress lines; NULL = quiet */
+} lathe_prune_options;
+
+typedef struct {
+  int64_t params[2];           /* [0] before, [1] after: parameters (nonzero ones for the weights pruned) */
+  int64_t weights_nonzero[2];  /* nonzero entries of the prunable weights */
+  int64_t flops[2];            /* forward FLOPs per example (dense: zeros still count) */
+  int64_t file_bytes[2];       /* weights file sizes */
+  double time_us[2];           /* median forward time at time_batch, llvm backend */
+  lathe_metrics val[2], test[2]; /* n = 0 without data */
+  int layers;                  /* layers pruned */
+  char note[256];              /* the first layer left whole and why (structured) */
+} lathe_prune_result;
+
+int lathe_prune(lathe_model *m, const lathe_prune_options *o, lathe_prune_result *r, lathe_error *err);
 
 /* ---- Generation (runtime/generate.c) ----
  * For a model whose input is a token sequence i32[batch, T] and whose first

@@ -108,6 +108,39 @@ const char *qz_mode_name(int mode);
 const char *qz_suffix(int mode, int k);
 /* Why W (param index) stays f32 in mode, or NULL when it is quantized. */
 const char *qz_keep_reason(const ir_graph *g, int param, int mode);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
+/* prune.c: pruning's graph side (runtime/api_prune.c, docs/prune.md).
+ * pr_prunable: W (param index) is read only as the weight of dense products
+ * or convolutions. ps_mask: every such W is read as mul(W, W.mask), W.mask a
+ * buffer (not trained, no gradient), so a fine-tuning step keeps W's pruned
+ * entries at zero in everything it computes. */
+#define PR_MASK_SUFFIX ".mask"
+int pr_prunable(const ir_graph *g, int param);
+int ps_mask(ir_graph *g, char *msg, size_t msgn);
+/* Structured pruning's plan: the layers whose units (dense neurons, conv
+ * channels) can go, and every parameter axis that indexes a layer's units
+ * (its weight and bias, a batchnorm's statistics after it, the weight of the
+ * layer reading it; through flatten a unit owns `group` consecutive
+ * entries). A layer that cannot be resized has units 0 and why set. */
+#define PR_MAXLAYERS 64
+#define PR_MAXSLICES 256
+typedef struct {
+  int node, weight, bias, conv;   /* the product node, its W and bias (-1: none) */
+  int64_t units;
+  ir_loc loc;                     /* the layer's call in the source */
+  const char *why;                /* why it stays whole (NULL: prunable) */
+} pr_layer;
+typedef struct {
+  int param, dim;
+  int64_t group;
+  int layer;
+} pr_slice;
+typedef struct {
+  pr_layer layers[PR_MAXLAYERS];
+  int nlayers;
+  pr_slice slices[PR_MAXSLICES];
+  int nslices;
+} pr_plan;
+int pr_structure(const ir_graph *g, pr_plan *pl);
 /* Fold limit: results up to this many elements are always folded; larger
  * ones only when no larger than the constants they are computed from. */
 #define CF_MAX_ELEMS 4096

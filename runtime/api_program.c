@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passes/passes.h"
 #include "runtime/program.h"
 #include "runtime/runtime.h"
 
@@ -71,6 +72,13 @@ lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_e
     return NULL;
   }
   p->g.quant = o->quant;
+  /* before any gradient is taken: the mask is part of the training step */
+  char mmsg[1024];
+  if (o->masked && ps_mask(&p->g, mmsg, sizeof mmsg) < 0) {
+    api_fail(err, LATHE_EINTERNAL, "internal error: %s", mmsg);
+    lathe_program_free(p);
+    return NULL;
+  }
   return p;
 }
 

@@ -22,6 +22,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 /* Parsed command line: the model file and every flag in order. A flag takes
  * its value as the next argument or after '=' (--seed 3, --seed=3); a flag of

@@ -1,0 +1,321 @@
+/* test_prune.c -- pruning (lathe_prune, docs/prune.md):
+ *  - the source rewrite that resizes layers (positional, piped and named
+ *    width arguments; comments and layout kept);
+ *  - structured pruning: a conv2d -> pool -> flatten -> dense -> dense model
+ *    whose pruned channels and neurons have zero weights computes, resized,
+ *    what the original computes (every downstream shape followed), and its
+ *    report counts fewer parameters and FLOPs;
+ *  - unstructured pruning zeroes exactly the fraction asked, over all
+ *    layers or per layer;
+ *  - masked training steps (lathe_options.masked): the masked entries of a
+ *    weight stay zero through Adam steps while the rest train;
+ *  - bad requests: sparsity outside [0, 1), nothing to prune, weights of
+ *    another model, fine-tuning without data. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lathe.h"
+#include "runtime/program.h"
+#include "frontend/frontend.h"
+#include "test.h"
+
+static char dir[] = "/tmp/lathe_prune_XXXXXX";
+
+static char *path(const char *name) {
+  static char buf[4][512];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+  return buf[k];
+}
+
+static lathe_model *parse(const char *name, const char *src) {
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_parse(name, src, strlen(src), &err);
+  CHECK_MSG(m != NULL, "%s", err.message);
+  lathe_error_clear(&err);
+  return m;
+}
+
+static float *param(lathe_program *p, const char *name, int64_t *n) {
+  for (int i = 0; i < lathe_num_params(p); i++) {
+    lathe_tensor v;
+    if (strcmp(lathe_param_name(p, i), name) || lathe_param_view(p, i, &v)) continue;
+    if (n) *n = lathe_tensor_numel(&v);
+    return v.data;
+  }
+  CHECK_MSG(0, "no parameter %s", name);
+  return NULL;
+}
+
+/* ---- the source rewrite ---- */
+
+static void test_rewrite(void) {
+  const char *src =
+      "model r\n"
+      "const H = 8\n"
+      "input x : f32[batch, 4]\n"
+      "h = dense(x, H, name=\"a\") |> relu   # a comment (with parens, and a comma)\n"
+      "h = h |> dense(2 * (H + 1), name=\"b\")\n"
+      "output y = dense(h, name=\"c\",\n"
+      "                 units = 3)\n";
+  lathe_model *m = parse("r.nn", src);
+  if (!m) return;
+  lathe_error err = {0};
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  lathe_program *p = api_program_lower(m, &o, &err);
+  CHECK_MSG(p != NULL, "%s", err.message);
+  if (!p) { lathe_model_free(m); return; }
+  fe_arg_edit e[3];
+  const char *names[3] = {"a.weight", "b.weight", "c.weight"}, *text[3] = {"5", "7", "2"};
+  for (int k = 0; k < 3; k++) {
+    int i = ir_find_param(&p->g, names[k]);
+    CHECK(i >= 0);
+    e[k] = (fe_arg_edit){p->g.nodes[p->g.params[i].node].loc, 1, "units", text[k]};
+  }
+  char *msg = NULL, *out = fe_rewrite_args(m->fe, e, 3, &msg);
+  CHECK_MSG(out != NULL, "%s", msg ? msg : "");
+  CHECK_STR(out, "model r\n"
+                 "const H = 8\n"
+                 "input x : f32[batch, 4]\n"
+                 "h = dense(x, 5, name=\"a\") |> relu   # a comment (with parens, and a comma)\n"
+                 "h = h |> dense(7, name=\"b\")\n"
+                 "output y = dense(h, name=\"c\",\n"
+                 "                 units = 2)\n");
+  free(out), free(msg);
+  e[0].call.line = 99; /* no call there */
+  out = fe_rewrite_args(m->fe, e, 1, &msg);
+  CHECK(out == NULL && msg && strstr(msg, "line 99"));
+  free(out), free(msg);
+  lathe_program_free(p);
+  lathe_model_free(m);
+}
+
+/* ---- structured ---- */
+
+static const char *cnn_src =
+    "model s\n"
+    "input x : f32[batch, 1, 6, 6]\n"
+    "target y : i32[batch]\n"
+    "h = conv2d(x, 4, kernel=3, padding=1, name=\"c1\") |> relu\n"
+    "h = maxpool2d(h, 2)\n"
+    "h = flatten(h)\n"
+    "h = dense(h, 6, name=\"f1\") |> relu\n"
+    "logits = dense(h, 3, name=\"out\")\n"
+    "output probs = softmax(logits)\n"
+    "loss = cross_entropy(logits, y)\n"
+    "train {\n  optimizer = adam(lr=1e-3)\n  epochs = 1\n  batch = 4\n}\n";
+
+static float *forward(lathe_model *m, const char *weights, const float *x, int64_t B) {
+  lathe_error err = {0};
+  lathe_options o = {.backend = LATHE_BACKEND_LLVM};
+  CHECK(lathe_model_bind(m, "batch", B, &err) == 0);
+  lathe_program *p = lathe_compile(m, &o, &err);
+  lathe_tensor t = {.dtype = LATHE_F32, .rank = 4, .shape = {B, 1, 6, 6}, .data = (void *)x}, y = {0};
+  int rc = !p || lathe_weights_load(p, weights, &err) || lathe_set_input(p, "x", &t, &err) || lathe_run(p, &err) ||
+           lathe_get_output(p, "probs", &y, &err);
+  CHECK_MSG(rc == 0, "forward: %s", err.message);
+  lathe_error_clear(&err);
+  lathe_program_free(p);
+  return rc ? NULL : y.data;
+}
+
+static void test_structured(void) {
+  lathe_model *m = parse("s.nn", cnn_src);
+  if (!m) return;
+  lathe_error err = {0};
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 2};
+  lathe_program *p = lathe_compile(m, &o, &err);
+  CHECK(p && lathe_weights_init(p, 7, &err) == 0);
+  /* channels 1 and 3 of c1 and neurons 0, 2, 5 of f1 contribute nothing:
+   * their norms are the smallest, so pruning half removes exactly them */
+  int64_t n;
+  float *cw = param(p, "c1.weight", &n), *cb = param(p, "c1.bias", NULL);
+  for (int c = 1; c < 4; c += 2) {
+    for (int j = 0; j < 9; j++) cw[c * 9 + j] = 0;
+    cb[c] = 0;
+  }
+  for (int c = 0; c < 4; c += 2) cb[c] = 0.1f;
+  float *fw = param(p, "f1.weight", &n), *fb = param(p, "f1.bias", NULL);
+  static const int gone[3] = {0, 2, 5};
+  for (int64_t r = 0; r < 36; r++)
+    for (int k = 0; k < 3; k++) fw[r * 6 + gone[k]] = 0;
+  fb[1] = 0.2f, fb[3] = -0.1f, fb[4] = 0.05f;
+  CHECK(lathe_weights_save(p, path("w0.safetensors"), &err) == 0);
+  lathe_program_free(p);
+
+  lathe_prune_options po = {.weights = path("w0.safetensors"), .out = path("p.safetensors"), .sparsity = 0.5,
+                            .structured = 1, .model_out = path("p.nn"), .report = path("p.json"), .time_batch = 2};
+  lathe_prune_result r;
+  int rc = lathe_prune(m, &po, &r, &err);
+  CHECK_MSG(rc == 0, "prune: %s", err.message);
+  lathe_error_clear(&err);
+  if (rc) { lathe_model_free(m); return; }
+  CHECK(r.layers == 2);
+  CHECK_MSG(strstr(r.note, "out.weight stays whole") != NULL, "note: %s", r.note);
+  /* c1: 4*9+4 -> 2*9+2; f1: 36*6+6 -> 18*3+3; out: 6*3+3 -> 3*3+3 */
+  CHECK(r.params[0] == 40 + 222 + 21 && r.params[1] == 20 + 57 + 12);
+  CHECK(r.flops[1] < r.flops[0] / 2 && r.flops[1] > 0);
+  CHECK(r.time_us[0] > 0 && r.time_us[1] > 0);
+  char *text = NULL, msg[256];
+  size_t len = 0;
+  CHECK(rt_read_file(path("p.nn"), &text, &len, msg, sizeof msg) == 0);
+  CHECK(text && strstr(text, "conv2d(x, 2, kernel=3") && strstr(text, "dense(h, 3, name=\"f1\")") &&
+        strstr(text, "dense(h, 3, name=\"out\")"));
+  free(text);
+  CHECK(rt_read_file(path("p.json"), &text, &len, msg, sizeof msg) == 0);
+  CHECK(text && strstr(text, "\"kind\": \"structured\"") && strstr(text, "\"params\": 89"));
+  free(text);
+
+  float x[2 * 36];
+  for (int i = 0; i < 72; i++) x[i] = (float)((i * 37) % 11) / 5.0f - 1.0f;
+  lathe_model *pm = lathe_model_load(path("p.nn"), &err);
+  CHECK_MSG(pm != NULL, "%s", err.message);
+  float *a = forward(m, path("w0.safetensors"), x, 2), *b = pm ? forward(pm, path("p.safetensors"), x, 2) : NULL;
+  double md = 0;
+  for (int i = 0; a && b && i < 6; i++) md = fmax(md, fabs(a[i] - b[i]));
+  CHECK_MSG(a && b && md < 1e-5, "resized model differs by %g", md);
+  free(a), free(b);
+  lathe_model_free(pm);
+
+  /* the logits layer alone: nothing to resize */
+  lathe_model *one = parse("one.nn", "model one\ninput x : f32[batch, 4]\noutput y = dense(x, 3, name=\"d\")\n");
+  lathe_program *q = one ? lathe_compile(one, &o, &err) : NULL;
+  CHECK(q && lathe_weights_init(q, 1, &err) == 0 && lathe_weights_save(q, path("one.safetensors"), &err) == 0);
+  lathe_program_free(q);
+  lathe_prune_options oo = {.weights = path("one.safetensors"), .out = path("o.safetensors"), .sparsity = 0.5,
+                            .structured = 1, .model_out = path("o.nn")};
+  CHECK(one && lathe_prune(one, &oo, NULL, &err) == LATHE_EUSER);
+  CHECK_MSG(strstr(err.message, "nothing to prune structurally: d.weight stays whole: its output is read by more") != NULL,
+            "%s", err.message);
+  lathe_error_clear(&err);
+  lathe_model_free(one);
+  lathe_model_free(m);
+}
+
+/* ---- unstructured and the masks ---- */
+
+static const char *mlp_src =
+    "model u\n"
+    "input x : f32[batch, 5]\n"
+    "target y : i32[batch]\n"
+    "h = dense(x, 8, name=\"a\") |> relu\n"
+    "logits = dense(h, 3, name=\"b\")\n"
+    "loss = cross_entropy(logits, y)\n"
+    "train {\n  optimizer = adam(lr=1e-2)\n  batch = 4\n}\n";
+
+static int64_t zeros(lathe_program *p, const char *name) {
+  int64_t n = 0, z = 0;
+  float *w = param(p, name, &n);
+  for (int64_t i = 0; w && i < n; i++) z += w[i] == 0;
+  return z;
+}
+
+static void test_unstructured(void) {
+  lathe_model *m = parse("u.nn", mlp_src);
+  if (!m) return;
+  lathe_error err = {0};
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 4};
+  lathe_program *p = lathe_compile(m, &o, &err);
+  CHECK(p && lathe_weights_init(p, 3, &err) == 0 && lathe_weights_save(p, path("u.safetensors"), &err) == 0);
+  lathe_program_free(p);
+  for (int per = 0; per < 2; per++) {
+    lathe_prune_options po = {.weights = path("u.safetensors"), .out = path("up.safetensors"), .sparsity = 0.75,
+                              .per_layer = per, .steps = 2, .time_batch = 1};
+    lathe_prune_result r;
+    CHECK_MSG(lathe_prune(m, &po, &r, &err) == 0, "%s", err.message);
+    lathe_error_clear(&err);
+    CHECK(r.layers == 2 && r.weights_nonzero[0] == 64 && r.weights_nonzero[1] == 16);
+    p = lathe_compile(m, &o, &err);
+    CHECK(p && lathe_weights_load(p, path("up.safetensors"), &err) == 0);
+    if (per) CHECK(zeros(p, "a.weight") == 30 && zeros(p, "b.weight") == 18);
+    CHECK(zeros(p, "a.weight") + zeros(p, "b.weight") == 48);
+    CHECK(zeros(p, "a.bias") == 8); /* biases are not pruned (zero-initialised) */
+    lathe_program_free(p);
+  }
+
+  /* a masked training step: masked entries stay zero, the others move */
+  o.masked = 1;
+  p = lathe_compile_train(m, &o, &err);
+  CHECK_MSG(p != NULL, "%s", err.message);
+  if (p && lathe_weights_init(p, 3, &err) == 0) {
+    int64_t n;
+    float *w = param(p, "a.weight", &n), *mk = param(p, "a.weight.mask", NULL), *before = malloc(sizeof(float) * 40);
+    for (int i = 0; i < 40; i++) {
+      if (i % 3 == 0) mk[i] = 0, w[i] = 0;
+      before[i] = w[i];
+    }
+    float x[20];
+    int32_t y[4] = {0, 1, 2, 1};
+    for (int i = 0; i < 20; i++) x[i] = (float)(i % 7) - 3.0f;
+    lathe_tensor tx = {.dtype = LATHE_F32, .rank = 2, .shape = {4, 5}, .data = x};
+    lathe_tensor ty = {.dtype = LATHE_I32, .rank = 1, .shape = {4}, .data = y};
+    for (int s = 0; s < 3; s++)
+      CHECK(lathe_set_input(p, "x", &tx, &err) == 0 && lathe_set_input(p, "y", &ty, &err) == 0 &&
+            lathe_run(p, &err) == 0);
+    int still = 1, moved = 0;
+    for (int i = 0; i < 40; i++) {
+      if (i % 3 == 0) still &= w[i] == 0;
+      else moved += w[i] != before[i];
+    }
+    CHECK(still && moved > 20);
+    CHECK(mk[0] == 0 && mk[1] == 1); /* the mask is not trained */
+    free(before);
+  }
+  lathe_error_clear(&err);
+  lathe_program_free(p);
+  o.masked = 2;
+  CHECK(lathe_compile(m, &o, &err) == NULL && strstr(err.message, "masked must be 0 or 1"));
+  lathe_error_clear(&err);
+  lathe_model_free(m);
+}
+
+/* ---- bad requests ---- */
+
+static void expect(lathe_model *m, const lathe_prune_options *po, const char *want) {
+  lathe_error err = {0};
+  CHECK(lathe_prune(m, po, NULL, &err) != 0);
+  CHECK_MSG(err.message[0] && strstr(err.message, want), "got '%s', want '%s'", err.message, want);
+  lathe_error_clear(&err);
+}
+
+static void test_errors(void) {
+  lathe_model *m = parse("u.nn", mlp_src);
+  if (!m) return;
+  lathe_prune_options po = {.weights = path("u.safetensors"), .out = path("e.safetensors"), .sparsity = 1.0};
+  expect(m, &po, "sparsity must be in [0, 1)");
+  po.sparsity = -0.1;
+  expect(m, &po, "sparsity must be in [0, 1)");
+  po.sparsity = NAN;
+  expect(m, &po, "sparsity must be in [0, 1)");
+  po.sparsity = 0.5, po.finetune = 2;
+  expect(m, &po, "fine-tuning needs data");
+  po.finetune = 0, po.structured = 1;
+  expect(m, &po, "give its path (model_out)");
+  po.structured = 0;
+  lathe_model *ln = parse("ln.nn", "model ln\ninput x : f32[batch, 5]\noutput y = layernorm(x, name=\"n\")\n");
+  lathe_error err = {0};
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  lathe_program *p = ln ? lathe_compile(ln, &o, &err) : NULL;
+  CHECK(p && lathe_weights_init(p, 1, &err) == 0 && lathe_weights_save(p, path("ln.safetensors"), &err) == 0);
+  lathe_program_free(p);
+  po.weights = path("ln.safetensors");
+  expect(m, &po, "missing tensor 'a.weight'");
+  if (ln) expect(ln, &po, "has nothing to prune: no dense or conv2d weight");
+  lathe_model_free(ln);
+  lathe_model_free(m);
+}
+
+int main(void) {
+  if (!mkdtemp(dir)) return 1;
+  test_rewrite();
+  test_structured();
+  test_unstructured();
+  test_errors();
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
+  return TEST_REPORT();
+}
