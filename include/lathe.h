@@ -507,6 +507,7 @@ typedef struct {
   int steps;                   /* unstructured: gradual pruning in this many steps (0 = 1) */
   int64_t finetune;            /* epochs of fine-tuning in all (0: none) */
   double lr;                   /* fine-tuning's learning rate (0: the train block's) */
+  int64_t batch;               /* fine-tuning's batch size (0: the train block's) */
   const char *data;            /* the data set (lathe_train_options.data) for fine-tuning and metrics; may be NULL */
   const char *model_out;       /* structured: the resized model's source (P.nn) */
   const char *report;          /* JSON report path; NULL: none */

@@ -94,7 +94,7 @@ static int finetune(lathe_model *m, lathe_program *p, const lathe_prune_options 
   snprintf(best, sizeof best, "%s/best.safetensors", s.dir);
   lathe_options co = {.masked = masked};
   lathe_train_options t = {.data = o->data, .out_dir = s.dir, .weights = in, .backend = o->backend,
-                           .epochs = epochs, .lr = o->lr, .progress = o->progress, .tty = 0, .compile = &co};
+                           .epochs = epochs, .lr = o->lr, .batch = o->batch, .progress = o->progress, .tty = 0, .compile = &co};
   lathe_train_result tr;
   int rc = lathe_weights_save(p, in, err);
   if (rc == 0) rc = lathe_train(m, &t, &tr, err);
@@ -199,11 +199,16 @@ typedef struct {
   int64_t nkeep;
 } kept;
 
-static const float *g_norm; /* qsort's key: units by norm, largest first, then by index */
+typedef struct {
+  float norm;
+  int64_t unit;
+} unit_norm;
+
+/* largest norm first; equal norms by index, so the choice is reproducible */
 static int by_norm(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  if (g_norm[x] != g_norm[y]) return g_norm[x] < g_norm[y] ? 1 : -1;
-  return (x > y) - (x < y);
+  const unit_norm *x = a, *y = b;
+  if (x->norm != y->norm) return x->norm < y->norm ? 1 : -1;
+  return (x->unit > y->unit) - (x->unit < y->unit);
 }
 static int by_index(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -217,18 +222,18 @@ static int choose_units(const lathe_program *src, const ir_graph *g, const pr_la
   const ir_shape *ws = &src->g.params[w].shape;
   const float *W = src->params[w];
   int64_t U = L->units, n = ir_numel(ws), per = n / U;
-  float *norm = calloc((size_t)U + 1, sizeof *norm);
+  unit_norm *norm = calloc((size_t)U + 1, sizeof *norm);
   k->keep = malloc(sizeof(int64_t) * ((size_t)U + 1));
   if (!norm || !k->keep) { free(norm); return api_fail(err, LATHE_ENOMEM, "out of memory"); }
+  for (int64_t u = 0; u < U; u++) norm[u].unit = u;
   for (int64_t e = 0; e < n; e++) { /* conv: unit = e / per (first axis); dense: e % U (last) */
     int64_t u = L->conv ? e / per : e % U;
-    norm[u] += W[e] * W[e];
+    norm[u].norm += W[e] * W[e];
   }
-  for (int64_t u = 0; u < U; u++) k->keep[u] = u;
-  g_norm = norm;
-  qsort(k->keep, (size_t)U, sizeof *k->keep, by_norm);
+  qsort(norm, (size_t)U, sizeof *norm, by_norm);
   k->nkeep = U - (int64_t)llround(s * (double)U);
   if (k->nkeep < 1) k->nkeep = 1;
+  for (int64_t u = 0; u < k->nkeep; u++) k->keep[u] = norm[u].unit;
   qsort(k->keep, (size_t)k->nkeep, sizeof *k->keep, by_index);
   free(norm);
   return 0;
@@ -366,6 +371,8 @@ static int check_options(const lathe_prune_options *o, lathe_error *err) {
   if (o->finetune < 0 || o->finetune > 1000000000)
     return api_fail(err, LATHE_EUSER, "%s: finetune must be 0 to 10^9 epochs, got %lld", fn, (long long)o->finetune);
   if (!(o->lr >= 0 && o->lr < 1e6)) return api_fail(err, LATHE_EUSER, "%s: lr must be 0 (the train block's) or positive, got %g", fn, o->lr);
+  if (o->batch < 0 || o->batch > (int64_t)1 << 40)
+    return api_fail(err, LATHE_EUSER, "%s: batch must be 0 (the train block's) to 2^40, got %lld", fn, (long long)o->batch);
   if (o->finetune > 0 && !o->data)
     return api_fail(err, LATHE_EUSER, "%s: fine-tuning needs data: give the data set the model trains on", fn);
   if (o->structured && !o->model_out)

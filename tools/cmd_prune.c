@@ -41,14 +41,14 @@ int cmd_prune(int argc, char **argv) {
   cli_args a;
   int status = cli_parse(argc, argv, "prune",
                          "--weights=value --sparsity=value --structured=bool --per-layer=bool --steps=value "
-                         "--finetune=value --lr=value --data=value -o=value --report=value --time-batch=value --backend=value",
+                         "--finetune=value --lr=value --batch=value --data=value -o=value --report=value --time-batch=value --backend=value",
                          &a);
   if (status) { cli_args_free(&a); return status; }
   const char *out = cli_value(&a, "-o");
   lathe_prune_options o = {.weights = cli_value(&a, "--weights"), .out = out ? out : "pruned.safetensors",
                            .structured = cli_has(&a, "--structured"), .per_layer = cli_has(&a, "--per-layer"),
                            .data = cli_value(&a, "--data"), .progress = stderr};
-  uint64_t steps = 0, epochs = 0, tb = 0;
+  uint64_t steps = 0, epochs = 0, tb = 0, batch = 0;
   int given = 0;
   o.sparsity = -1;
   if (!o.weights) fprintf(stderr, "lathe prune: error: no weights: give --weights W.safetensors (f32, from lathe train)\n"), status = 1;
@@ -56,12 +56,14 @@ int cmd_prune(int argc, char **argv) {
     fprintf(stderr, "lathe prune: error: no sparsity: give --sparsity S, the fraction to remove (0 <= S < 1)\n"), status = 1;
   else if (cli_double(&a, "prune", "--sparsity", &o.sparsity) || cli_double(&a, "prune", "--lr", &o.lr) || cli_u64(&a, "prune", "--steps", &steps, &given) ||
            cli_u64(&a, "prune", "--finetune", &epochs, &given) || cli_u64(&a, "prune", "--time-batch", &tb, &given) ||
+           cli_u64(&a, "prune", "--batch", &batch, &given) ||
            cli_backend(cli_value(&a, "--backend"), &o.backend) < 0)
     status = 1;
-  else if (steps > 1000 || epochs > 1000000000 || tb > 1 << 20)
-    fprintf(stderr, "lathe prune: error: --steps at most 1000, --finetune at most 10^9, --time-batch at most 2^20\n"),
+  else if (steps > 1000 || epochs > 1000000000 || tb > 1 << 20 || batch > (uint64_t)1 << 40)
+    fprintf(stderr, "lathe prune: error: --steps at most 1000, --finetune at most 10^9, --time-batch at most 2^20, "
+                    "--batch at most 2^40\n"),
         status = 1;
-  o.steps = (int)steps, o.finetune = (int64_t)epochs, o.time_batch = (int64_t)tb;
+  o.steps = (int)steps, o.finetune = (int64_t)epochs, o.time_batch = (int64_t)tb, o.batch = (int64_t)batch;
   char *model_out = o.structured ? beside(o.out, ".nn") : NULL;
   char *report = beside(o.out, ".json");
   o.model_out = model_out;

@@ -175,7 +175,8 @@ static const cli_command commands[] = {
    "  --data FILE       accepted for the static int8 mode to come; unused by these modes\n"},
   {"prune", cmd_prune, "prune a model's weights (unstructured or whole neurons and channels)",
    "usage: lathe prune MODEL --weights W --sparsity S [--structured] [--per-layer] [--steps N]\n"
-   "                   [--finetune EPOCHS --data D] [-o P.safetensors] [--report R.json]\n"
+   "                   [--finetune EPOCHS --data D [--lr X] [--batch N]] [-o P.safetensors]\n"
+   "                   [--report R.json] [--time-batch B]\n"
    "\n"
    "Removes the fraction S (0 <= S < 1) of the dense and conv2d weights by magnitude and writes\n"
    "P.safetensors (default pruned.safetensors) and the report P.json. Unstructured: the smallest\n"
@@ -192,6 +193,7 @@ static const cli_command commands[] = {
    "  --per-layer       unstructured: every layer loses S (default: one global threshold)\n"
    "  --steps N         unstructured: prune gradually in N steps, fine-tuning after each (default 1)\n"
    "  --finetune E      epochs of fine-tuning in all (needs --data; default 0)\n"
+   "  --lr X, --batch N fine-tuning's learning rate and batch (default: the train block's)\n"
    "  --data FILE       the data set the model trains on: fine-tuning and the metrics\n"
    "  --report FILE     the JSON report (default P.json)\n"
    "  --time-batch B    batch of the forward time (llvm backend; default 64)\n"
