@@ -13,6 +13,7 @@ PACKAGES=(
   python3 python3-numpy python3-torch python3-sklearn  # test references and the digits data set
   fortunes                              # real text for the char-level examples (examples/train_gpt.sh)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # lathe emit --target aarch64: cross-link and run (tests/emit_cross.sh)
+  libopenmpi-dev openmpi-bin            # distributed training (mpirun -np N lathe train; tests/mpi.sh)
 )
 
 # ONNX Runtime (the peer of lathe export and the ORT column of bench/run): the npm package

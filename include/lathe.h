@@ -450,6 +450,9 @@ typedef struct {
   /* Graph-pipeline settings (opt_level*, passes, print_after, dump_dir,
    * time_passes, pass_log) for the programs training builds; NULL = defaults. */
   const lathe_options *compile;
+  /* In a distributed job (lathe_dist_init): gradient bytes per allreduce
+   * bucket (0: 1 MiB; docs/distributed.md). Ignored in a job of one rank. */
+  int64_t bucket_bytes;
 } lathe_train_options;
 
 #define LATHE_MAX_METRICS 8
@@ -465,9 +468,35 @@ typedef struct {
   int64_t steps, epochs;       /* of the chosen run */
   int best_restart;
   double seconds;
+  /* The job's ranks (1: one process); wall seconds inside training steps
+   * (lathe_run of the step program) and, of them, inside collectives
+   * (waiting for the other ranks and moving gradients), on this rank. */
+  int ranks;
+  double step_seconds, comm_seconds;
 } lathe_train_result;
 
 int lathe_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r, lathe_error *err);
+
+/* ---- Distributed training (runtime/dist.c, docs/distributed.md) ----
+ * Started by mpirun, a process calls lathe_dist_init once before training:
+ * it joins the MPI job (MPI_Init) and from then on lathe_train is data
+ * parallel: each rank trains on its slice of every global batch (the train
+ * block's batch, which the ranks must divide), gradients are averaged by
+ * allreduce inside the compiled step (sums in rank order: the same bits
+ * every run), every rank holds the same weights, and rank 0 alone prints,
+ * evaluates and writes checkpoints and logs. Not started by a launcher (or
+ * in a build without MPI, lathe_dist_available() == 0): a job of one rank,
+ * and nothing changes. Under a launcher without MPI support: LATHE_EUSER.
+ * A failing collective (a rank died, the network failed) ends every rank
+ * with a message naming the rank. lathe_dist_finalize leaves the job
+ * (MPI_Finalize) at exit. */
+int lathe_dist_init(lathe_error *err);
+int lathe_dist_rank(void);
+int lathe_dist_size(void);
+int lathe_dist_available(void);
+void lathe_dist_finalize(void);
+/* End the whole job now with a message naming this rank (no-op in a job of one). */
+void lathe_dist_abort(const char *why);
 
 typedef struct {
   const char *weights;

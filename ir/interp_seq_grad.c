@@ -99,6 +99,7 @@ int ik_attention_grad(ik_ctx *c, const ir_node *n, double *out) {
                   dqkv + b * T * 3 * d);
     mm_tn(x, dqkv, BT, d, 3 * d, dwq); /* qkv = x wq + bq */
     colsum(dqkv, BT, 3 * d, dbq);
+    memset(dbq + d, 0, sizeof(double) * (size_t)d); /* the key bias: exactly zero (rt/rt_seq.c says why) */
     mm_nt(dqkv, wq, BT, d, 3 * d, dx);
   }
   free(qkv), free(dqkv), free(ctx), free(dctx), free(p), free(dp);

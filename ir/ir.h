@@ -103,7 +103,8 @@ typedef struct {
 
 extern const ir_opinfo ir_ops[IR_NOPS];
 /* Per-op flags from the OPF rows of ops.def (0 for most ops). */
-enum { IR_OPF_RANDOM = 1 };   /* a draw from the RNG: never merged or folded */
+enum { IR_OPF_RANDOM = 1,       /* a draw from the RNG: never merged or folded */
+       IR_OPF_COMM = 2 };       /* a collective across ranks: never merged or folded */
 extern const unsigned ir_op_flags[IR_NOPS];
 int ir_op_lookup(const char *name); /* -1 if unknown */
 
@@ -204,6 +205,11 @@ typedef struct {
   double l1, l2, clip_norm, grad_noise;
   int nsplit;
   double split[3];
+  /* Not from the block: the driver's (docs/distributed.md). ranks > 1: the
+   * step is compiled for a data-parallel job of that many ranks (gradients
+   * averaged by allreduce, passes/comm.c) in buckets of about bucket_bytes
+   * (0: COMM_BUCKET_DEFAULT). 0 or 1: one process. */
+  int64_t ranks, bucket_bytes;
 } ir_train;
 
 typedef struct ir_graph {

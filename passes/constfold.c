@@ -14,7 +14,7 @@
 #include "passes/passes.h"
 
 static int foldable(const ir_graph *g, const ir_node *n) {
-  if (ir_ops[n->op].cat == IR_CAT_LEAF || n->nin == 0 || (ir_op_flags[n->op] & IR_OPF_RANDOM)) return 0;
+  if (ir_ops[n->op].cat == IR_CAT_LEAF || n->nin == 0 || (ir_op_flags[n->op] & (IR_OPF_RANDOM | IR_OPF_COMM))) return 0;
   int64_t from = 0, out = ir_numel(&n->shape);
   for (int k = 0; k < n->nin; k++) {
     if (!rw_is_const(g, n->in[k])) return 0;

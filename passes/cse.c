@@ -31,7 +31,7 @@ static uint64_t node_hash(const ir_node *n) {
 }
 
 static int mergeable(const ir_node *n) {
-  return n->op != IR_INPUT && n->op != IR_PARAM && !(ir_op_flags[n->op] & IR_OPF_RANDOM);
+  return n->op != IR_INPUT && n->op != IR_PARAM && !(ir_op_flags[n->op] & (IR_OPF_RANDOM | IR_OPF_COMM));
 }
 
 int ps_cse(ir_graph *g, char *msg, size_t msgn) {

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "optimizer.h"
+#include "passes/comm.h"
 
 typedef struct {
   ir_graph *g;
@@ -360,6 +361,9 @@ int opt_append(ir_graph *g, const ir_train *t, char *msg, size_t msgn) {
       return fail(&c, "opt_append: parameter '%s' is %s; training needs f32 parameters", g->params[which[w]].name,
                   ir_dtype_name(g->params[which[w]].dtype));
   }
+  /* a data-parallel step averages the gradients first: clipping and the
+   * rule then see the global batch's gradient (passes/comm.c) */
+  if (comm_average_grads(g, gr, nw, t->ranks, t->bucket_bytes, msg, msgn) < 0) return -1;
   if (t->clip_norm > 0 && nw) clip(&c, gr, nw);
   if (t->grad_noise > 0 && nw) noise(&c, gr, which, nw);
   for (int w = 0; w < nw && !c.failed; w++) {

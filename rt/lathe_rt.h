@@ -99,6 +99,41 @@ int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64
 int64_t lathe_rt_quant_isa(void);
 const char *lathe_rt_isa_name(int64_t isa);
 
+/* ---- collectives (rt/rt_comm.c; docs/distributed.md) ----
+ * The host installs a communicator (liblathe's MPI layer does under
+ * mpirun); generated code calls the three kernels below, which go through
+ * it. Sums add the ranks in rank order 0, 1, ..., so a result never
+ * depends on timing. With none installed the job is one rank. Each hook
+ * returns 0, or nonzero after a failure the layer could not end the job
+ * on; fail ends the job with a message naming the rank. */
+typedef struct {
+  int rank, size;
+  void *ctx;
+  int (*allreduce)(void *ctx, void *buf, int64_t n, int f64);                  /* in place: the sum over ranks */
+  int (*reduce_scatter)(void *ctx, const void *in, void *out, int64_t m, int f64); /* in[m * size] -> my m */
+  int (*allgather)(void *ctx, const void *in, void *out, int64_t m, int f64);  /* my m -> out[m * size] */
+  void (*fail)(void *ctx, const char *what);
+} lathe_rt_comm;
+void lathe_rt_comm_install(const lathe_rt_comm *c); /* NULL: none (one rank); copies *c */
+const lathe_rt_comm *lathe_rt_comm_get(void);       /* NULL when none */
+int lathe_rt_comm_rank(void);
+int lathe_rt_comm_size(void);
+/* Seconds spent inside the collectives since the communicator was installed. */
+double lathe_rt_comm_wait_seconds(void);
+/* The hooks timed, for host code (f64: doubles, else floats); 0 with none installed. */
+int lathe_rt_comm_sum(void *buf, int64_t n, int f64);
+int lathe_rt_comm_scatter_sum(const void *in, void *out, int64_t m, int f64);
+int lathe_rt_comm_gather(const void *in, void *out, int64_t m, int f64);
+/* The ops' kernels, for a program compiled for `ranks` ranks (another job
+ * size ends the job): allreduce: out = concat(in[0..k)) (n[j] floats each)
+ * summed over ranks, times scale; reduce_scatter: out[m] = my slice of
+ * in[m * ranks] summed, times scale; all_gather: out[m * ranks] = every
+ * rank's in[m] in rank order. A job of another size: *err = LATHE_RT_ECOMM. */
+void lathe_rt_allreduce(float *out, float *const *in, const int64_t *n, int64_t k, float scale, int64_t ranks,
+                        int32_t *err);
+void lathe_rt_reduce_scatter(float *out, const float *in, int64_t m, float scale, int64_t ranks, int32_t *err);
+void lathe_rt_all_gather(float *out, const float *in, int64_t m, int64_t ranks, int32_t *err);
+
 /* ---- threads ---- */
 
 /* Threads every later parallel loop may use (1..64), the caller included.
@@ -132,6 +167,7 @@ enum {
   LATHE_RT_EBAD_LABEL = 2,  /* a label is out of range */
   LATHE_RT_EDIV_ZERO = 3,   /* integer division by zero */
   LATHE_RT_EBAD_INDEX = 4,  /* a one_hot id or gather index is out of range */
+  LATHE_RT_ECOMM = 5,       /* a collective compiled for another number of ranks than the job's */
   LATHE_RT_ENOMEM = 16,     /* MODEL_forward could not allocate its workspace */
   LATHE_RT_ENO_WEIGHTS = 17, /* --weights-file: MODEL_load_weights has not succeeded */
   LATHE_RT_EABI = 18,       /* the object and liblathe_rt disagree (LATHE_RT_ABI) */

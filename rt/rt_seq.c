@@ -387,6 +387,12 @@ void lathe_rt_attn_grad(float *out, const float *x, const float *wq, const float
   wg_run(&w);
   sum_parts(a.bsum, items, 4 * d, 3 * d, dbq);
   sum_parts(a.bsum + 3 * d, items, 4 * d, d, dbp);
+  /* The key bias adds q_i . b_k to every logit of query row i alike, which
+   * the softmax cancels: its gradient is exactly zero. The column sums give
+   * rounding noise instead, which Adam would scale up to lr-sized steps (and
+   * which differs between one process and several ranks summing in another
+   * order). */
+  memset(dbq + d, 0, sizeof(float) * (size_t)d);
 }
 
 int64_t lathe_rt_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad) {

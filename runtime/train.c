@@ -18,6 +18,7 @@
 #include "passes/passes.h"
 #include "runtime/runtime.h"
 #include "runtime/train.h"
+#include "rt/lathe_rt.h"
 
 static double now_s(void) {
   struct timespec ts;
@@ -62,6 +63,12 @@ typedef struct {
   int higher;                /* the selection metric: higher is better */
   const char *metric;
   int quant;                 /* lathe_eval: the weights file's quantization (lathe_quant) */
+  /* A data-parallel job (docs/distributed.md): ranks share each global batch
+   * of gbatch rows, rank `rank` feeding rows [rank * data.batch, ...) of it;
+   * only rank 0 evaluates and writes files. One process: 0, 1, data.batch. */
+  int rank, ranks;
+  int64_t gbatch;
+  double step_s, comm_s;     /* inside the step program, and of that inside collectives */
 } tr_run;
 
 static int build_step(tr_run *r, lathe_error *err) {
@@ -207,8 +214,17 @@ static int save_best(tr_run *r) {
   return 0;
 }
 
+/* The mean of this step's loss over the ranks (each rank's is the mean of
+ * its equal slice), so rank 0 reports the global batch's loss. */
+static float global_loss(const tr_run *r, float loss) {
+  if (r->ranks <= 1) return loss;
+  double v = loss;
+  lathe_rt_comm_sum(&v, 1, 1);
+  return (float)(v / r->ranks);
+}
+
 static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_loss, lathe_error *err) {
-  int64_t B = r->data.batch, total = per_epoch * r->t.epochs;
+  int64_t B = r->gbatch, total = per_epoch * r->t.epochs;
   int64_t *order = malloc(sizeof(int64_t) * ((size_t)r->data.split.train.n + 1));
   if (!order) return api_fail(err, LATHE_ENOMEM, "out of memory");
   if (r->o->in_order) memcpy(order, r->data.split.train.idx, sizeof(int64_t) * (size_t)r->data.split.train.n);
@@ -219,10 +235,13 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
     int64_t step = r->meta.step + 1;
     r->step->step = r->meta.step;
     r->step->total_steps = total, r->step->steps_per_epoch = per_epoch;
-    rc = tr_data_feed(&r->data, r->step, order + s * B, B, err);
-    if (!rc) rc = lathe_run(r->step, err); /* one step: forward, backward, update */
+    rc = tr_data_feed(&r->data, r->step, order + s * B + r->rank * r->data.batch, r->data.batch, err);
+    double t0 = now_s(), c0 = lathe_rt_comm_wait_seconds();
+    if (!rc) rc = lathe_run(r->step, err); /* one step: forward, backward, (allreduce,) update */
+    r->step_s += now_s() - t0, r->comm_s += lathe_rt_comm_wait_seconds() - c0;
+    if (rc && r->ranks > 1) lathe_dist_abort(err->message ? err->message : "a training step failed");
     if (rc) break;
-    float loss = api_loss(r->step);
+    float loss = global_loss(r, api_loss(r->step));
     double lr = tr_step_lr(r->step, step);
     r->meta.step = step;
     sum += loss;
@@ -250,8 +269,13 @@ static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, i
   rt_metric vm[RT_MAX_METRICS];
   int nvm = 0;
   double v = NAN, vloss = NAN;
-  if (r->data.split.val.n > 0) {
-    if (copy_weights(r->step, r->eval, err) || evaluate(r, &r->data.split.val, vm, &nvm, err)) return -1;
+  if (r->data.split.val.n > 0 && r->rank > 0) { /* rank 0 evaluates; the others take its verdict below */
+    v = vloss = 0;
+  } else if (r->data.split.val.n > 0) {
+    if (copy_weights(r->step, r->eval, err) || evaluate(r, &r->data.split.val, vm, &nvm, err)) {
+      if (r->ranks > 1) lathe_dist_abort(err->message ? err->message : "evaluation failed");
+      return -1;
+    }
     v = rt_metric_find(vm, nvm, r->metric);
     vloss = rt_metric_find(vm, nvm, "loss");
     if (r->prog) rt_progress_epoch(r->prog, r->metric, v);
@@ -261,6 +285,11 @@ static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, i
   } else {
     v = -train_loss; /* no validation split: select by training loss */
     if (r->prog) rt_progress_epoch(r->prog, NULL, 0);
+  }
+  if (r->ranks > 1 && r->data.split.val.n > 0) { /* rank 0's values (the others add zeros): one choice everywhere */
+    double vv[2] = {v, vloss};
+    lathe_rt_comm_sum(vv, 2, 1);
+    v = vv[0], vloss = vv[1];
   }
   float *h = realloc(r->meta.hist, sizeof(float) * 3 * (size_t)(r->meta.nhist + 1));
   if (!h) return api_fail(err, LATHE_ENOMEM, "out of memory");
@@ -274,16 +303,19 @@ static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, i
     r->meta.best = v;
     r->meta.bad_epochs = 0;
     if (save_best(r)) return api_fail(err, LATHE_ENOMEM, "out of memory");
-    if (r->o->out_dir) {
+    if (r->o->out_dir && r->rank == 0) {
       ckpt_path(r, restart, "best.safetensors", path, sizeof path);
       if (tr_ckpt_save(path, r->step, &r->meta, err)) return -1;
     }
   } else {
     r->meta.bad_epochs++;
   }
-  if (r->o->out_dir) {
+  if (r->o->out_dir && r->rank == 0) {
     ckpt_path(r, restart, "last.safetensors", path, sizeof path);
-    if (tr_ckpt_save(path, r->step, &r->meta, err)) return -1;
+    if (tr_ckpt_save(path, r->step, &r->meta, err)) {
+      if (r->ranks > 1) lathe_dist_abort(err->message ? err->message : "writing the checkpoint failed");
+      return -1;
+    }
   }
   *stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop;
   return 0;
@@ -367,11 +399,11 @@ static int train_one(tr_run *r, int restart, lathe_error *err) {
     snprintf(path, sizeof path, "%s/log.jsonl", r->o->out_dir);
     if (r->log && tr_log_cut(path, r->meta.step, err)) return -1;
   }
-  int64_t per_epoch = rt_batch_count(r->data.split.train.n, r->data.batch, 1);
+  int64_t per_epoch = rt_batch_count(r->data.split.train.n, r->gbatch, 1);
   if (per_epoch < 1)
     return api_fail(err, LATHE_EUSER, "the training split has %lld examples, fewer than one batch of %lld",
-                    (long long)r->data.split.train.n, (long long)r->data.batch);
-  if (r->o->progress) r->prog = rt_progress_new(r->o->progress, r->o->tty, r->t.epochs, per_epoch, r->data.batch);
+                    (long long)r->data.split.train.n, (long long)r->gbatch);
+  if (r->o->progress) r->prog = rt_progress_new(r->o->progress, r->o->tty, r->t.epochs, per_epoch, r->gbatch);
   int rc = 0, stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop, already = stop;
   for (int64_t epoch = r->meta.epoch + 1; rc == 0 && !stop && epoch <= r->t.epochs; epoch++) {
     double tl = 0;
@@ -445,14 +477,26 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
   if (o->resume && o->weights)
     return api_fail(err, LATHE_EUSER, "--resume and --weights cannot be combined: --resume continues from the "
                     "checkpoint's own weights");
-  tr_run r = {.m = m, .o = o};
-  if (tr_data_open(&r.data, m, o, t.split, (uint64_t)t.seed, t.batch, err)) {
+  /* A data-parallel job: each rank compiles the step for its slice of the
+   * global batch and averages gradients across the job (passes/comm.c);
+   * rank 0 alone prints, plots and writes files (it reads the same ones on
+   * --resume as every rank). */
+  int ranks = lathe_rt_comm_size(), rank = lathe_rt_comm_rank();
+  if (ranks > 1 && t.batch % ranks)
+    return api_fail(err, LATHE_EUSER, "the global batch of %lld does not split evenly over %d ranks: give a batch "
+                    "that is a multiple of the ranks (--batch)", (long long)t.batch, ranks);
+  lathe_train_options ro = *o;
+  if (rank > 0) ro.progress = NULL, ro.plot = NULL;
+  o = &ro;
+  t.ranks = ranks, t.bucket_bytes = o->bucket_bytes;
+  tr_run r = {.m = m, .o = o, .rank = rank, .ranks = ranks, .gbatch = t.batch};
+  if (tr_data_open(&r.data, m, o, t.split, (uint64_t)t.seed, t.batch / ranks, err)) {
     tr_data_close(&r.data);
     return err->code;
   }
   char path[4096], msg[1024];
   int rc = 0;
-  if (o->out_dir) {
+  if (o->out_dir && rank == 0) {
     mkdir(o->out_dir, 0777);
     snprintf(path, sizeof path, "%s/log.jsonl", o->out_dir);
     if (rt_log_open(&r.log, path, o->resume, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
@@ -483,8 +527,9 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
               r.meta.best);
     if (k + 1 < restarts || rc) free_run(&r);
   }
-  if (rc == 0) {
-    res->steps = wmeta.step, res->epochs = wmeta.epoch;
+  res->ranks = ranks, res->step_seconds = r.step_s, res->comm_seconds = r.comm_s;
+  if (rc == 0) res->steps = wmeta.step, res->epochs = wmeta.epoch;
+  if (rc == 0 && rank == 0) {
     rc = eval_split(&r, win, names, &r.data.split.val, &res->best_val, err);
     if (rc == 0) rc = eval_split(&r, win, names, &r.data.split.test, &res->test, err);
     if (rc == 0 && o->plot) rc = write_plot(o->plot, &wmeta, err);

@@ -106,6 +106,7 @@ int cmd_train(int argc, char **argv) {
   int status = cli_parse(argc, argv, "train",
                          DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
                                     "--lr=value --epochs=value --backend=value --gemm=value --quiet=bool --metric=value --weights=value "
+                                    "--bucket-kb=value "
                                     CLI_PASS_FLAGS,
                          &a);
   lathe_options passes = {0};
@@ -120,6 +121,14 @@ int cmd_train(int argc, char **argv) {
                         cli_backend(cli_value(&a, "--backend"), &o.backend) ||
                         cli_gemm("train", cli_value(&a, "--gemm"));
   if (status) { cli_args_free(&a); return 1; }
+  uint64_t bucket_kb = 0;
+  int bucket_given = 0;
+  if (cli_u64(&a, "train", "--bucket-kb", &bucket_kb, &bucket_given) ||
+      count_flag("train", "--bucket-kb", bucket_kb, bucket_given, 1u << 22)) {
+    cli_args_free(&a);
+    return 1;
+  }
+  o.bucket_bytes = (int64_t)bucket_kb * 1024;
   o.epochs = (int64_t)epochs;
   o.restarts = (int)restarts;
   o.out_dir = cli_value(&a, "--out");
@@ -128,19 +137,32 @@ int cmd_train(int argc, char **argv) {
   o.weights = cli_value(&a, "--weights");
   o.metric = cli_value(&a, "--metric");
   if (cli_has(&a, "--quiet")) o.progress = NULL;
+  lathe_error err = {0};
+  /* under mpirun: join the job (rank 0 alone prints; docs/distributed.md) */
+  if (lathe_dist_init(&err)) {
+    status = cli_report(&err);
+    cli_args_free(&a);
+    return status;
+  }
+  int rank = lathe_dist_rank();
+  if (rank > 0) o.progress = NULL;
   lathe_model *m = cli_load_model(&a, &status);
   lathe_train_result r;
-  lathe_error err = {0};
   if (m && lathe_train(m, &o, &r, &err)) status = cli_report(&err);
-  else if (m) {
+  else if (m && rank == 0) {
     fprintf(stderr, "trained %lld steps (%lld epochs) in %.2f s\n", (long long)r.steps, (long long)r.epochs,
             r.seconds);
+    if (r.ranks > 1)
+      fprintf(stderr, "%d ranks: steps %.2f s, of which waiting for communication %.3f s (%.1f%%)\n", r.ranks,
+              r.step_seconds, r.comm_seconds, r.step_seconds > 0 ? 100 * r.comm_seconds / r.step_seconds : 0);
     print_metrics("val ", &r.best_val);
     print_metrics("test ", &r.test);
     if (cli_has(&a, "--json")) print_json(&r);
   }
   lathe_model_free(m);
   cli_args_free(&a);
+  if (status && lathe_dist_size() > 1) lathe_dist_abort("lathe train failed on this rank");
+  lathe_dist_finalize();
   return status;
 }
 

@@ -145,6 +145,13 @@ static const cli_command commands[] = {
    "                       perplexity for language models; also loss, f1, roc_auc, r2, ...)\n"
    "  --backend B          llvm (default) or interp\n"
    "  --quiet              no progress lines\n"
+   "  --bucket-kb N        under mpirun: gradients per allreduce in KiB (default 1024)\n"
+   "\n"
+   "Started by mpirun, every rank trains on its slice of each global batch (the batch must be a\n"
+   "multiple of the ranks), gradients are averaged inside the compiled step (sums in rank order:\n"
+   "the same result every run), rank 0 alone prints, evaluates and writes DIR; --resume works with\n"
+   "any number of ranks. The last lines say how long the steps waited for communication\n"
+   "(docs/distributed.md).\n"
    CLI_GEMM_HELP
    CLI_PASS_HELP},
   {"eval", cmd_eval, "evaluate weights on a data split",
@@ -230,6 +237,7 @@ static int dispatch(int argc, char **argv) {
     int cuda = lathe_backend_available(LATHE_BACKEND_CUDA, why, sizeof why);
     printf("lathe %s (LLVM %s)\nbackends: interp, llvm, cuda: %s (%s)\n", LATHE_VERSION, lathe_llvm_version(),
            cuda ? "yes" : "no", why);
+    printf("distributed: %s\n", lathe_dist_available() ? "mpi (mpirun -np N lathe train)" : "no (built without MPI)");
     return 0;
   }
   for (int i = 0; i < ncommands; i++) {

@@ -96,6 +96,8 @@ V cg_fused_epilogue(cg_k *k, const ir_node *fz, const int *arg, V v, V row, V co
 void cg_emit_grad(cg_k *k);
 /* The training-step ops' emitter (cg_opt.c), reached through cg_emit_grad. */
 void cg_emit_opt(cg_k *k);
+/* The collectives' emitter (cg_comm.c): calls into rt/rt_comm.c. */
+void cg_emit_comm(cg_k *k);
 /* The decode-step ops' emitter (cg_decode.c), reached through cg_emit_opt. */
 void cg_emit_decode(cg_k *k);
 /* NULL if the backend can emit n, else why not. */

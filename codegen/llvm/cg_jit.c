@@ -308,6 +308,8 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_rt_rec_grad", (void *)lathe_rt_rec_grad}, {"lathe_rt_norm", (void *)lathe_rt_norm},
     {"lathe_rt_qmatmul", (void *)lathe_rt_qmatmul},
     {"lathe_rt_mha_fwd", (void *)lathe_rt_mha_fwd}, {"lathe_rt_mha_grad", (void *)lathe_rt_mha_grad},
+    {"lathe_rt_allreduce", (void *)lathe_rt_allreduce}, {"lathe_rt_reduce_scatter", (void *)lathe_rt_reduce_scatter},
+    {"lathe_rt_all_gather", (void *)lathe_rt_all_gather},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
   __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];
@@ -636,7 +638,8 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
   }
   if (loss && p->loss >= 0) *loss = *(const float *)p->bufs[p->loss];
   static const char *const why[] = {"", "an embedding id is out of range", "a label is out of range for the classes",
-                                    "integer division by zero", "a one_hot id or gather index is out of range"};
+                                    "integer division by zero", "a one_hot id or gather index is out of range",
+                                    "a collective was compiled for another number of ranks than this job has"};
   enum { NWHY = sizeof why / sizeof why[0] };
   p->nonfinite = (err & CG_ERR_NONFINITE) != 0;
   err &= ~CG_ERR_NONFINITE;

@@ -1,0 +1,109 @@
+/* rt_comm.c -- the collectives generated code calls (the ops allreduce,
+ * reduce_scatter and all_gather) over whatever communicator the host
+ * installed: liblathe's MPI layer (runtime/comm_mpi.c) under mpirun, nothing
+ * in a single process. liblathe_rt itself never links MPI, so emitted
+ * models and builds without MPI stay as they were; with no communicator
+ * installed the collectives are those of a job of one rank (copies and the
+ * scale), which is what a program compiled for one rank means.
+ *
+ * The time spent inside the installed collectives is summed, so a training
+ * loop can print how long a step waited for communication. */
+#include <string.h>
+#include <time.h>
+
+#include "lathe_rt.h"
+
+static lathe_rt_comm installed; /* size 0: none */
+static double waited;          /* seconds inside the installed collectives */
+
+void lathe_rt_comm_install(const lathe_rt_comm *c) {
+  if (c) installed = *c;
+  else memset(&installed, 0, sizeof installed);
+  waited = 0;
+}
+
+int lathe_rt_comm_rank(void) { return installed.size > 0 ? installed.rank : 0; }
+int lathe_rt_comm_size(void) { return installed.size > 0 ? installed.size : 1; }
+const lathe_rt_comm *lathe_rt_comm_get(void) { return installed.size > 0 ? &installed : NULL; }
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double lathe_rt_comm_wait_seconds(void) { return waited; }
+
+/* A program compiled for `ranks` ranks run in a job of another size would
+ * average wrongly or hang: the kernel stores LATHE_RT_ECOMM instead (every
+ * rank compiled the same program, so every rank stops here alike). */
+static int check_size(int64_t ranks, int32_t *err) {
+  if (ranks == lathe_rt_comm_size()) return 0;
+  if (err) *err = LATHE_RT_ECOMM;
+  return -1;
+}
+
+int lathe_rt_comm_sum(void *buf, int64_t n, int f64) {
+  if (!installed.size || installed.size == 1 || n <= 0) return 0;
+  double t0 = now_s();
+  int rc = installed.allreduce(installed.ctx, buf, n, f64);
+  waited += now_s() - t0;
+  return rc;
+}
+
+int lathe_rt_comm_gather(const void *in, void *out, int64_t n, int f64) {
+  if (!installed.size || installed.size == 1) {
+    if (n > 0 && in != out) memmove(out, in, (size_t)n * (f64 ? 8 : 4));
+    return 0;
+  }
+  double t0 = now_s();
+  int rc = installed.allgather(installed.ctx, in, out, n, f64);
+  waited += now_s() - t0;
+  return rc;
+}
+
+/* out = concat(in[0..k)) summed over ranks, times scale. */
+void lathe_rt_allreduce(float *out, float *const *in, const int64_t *n, int64_t k, float scale, int64_t ranks,
+                        int32_t *err) {
+  if (check_size(ranks, err)) return;
+  int64_t off = 0;
+  for (int64_t j = 0; j < k; j++) {
+    if (n[j] > 0) memcpy(out + off, in[j], (size_t)n[j] * sizeof(float));
+    off += n[j];
+  }
+  lathe_rt_comm_sum(out, off, 0);
+  if (scale != 1.0f)
+    for (int64_t i = 0; i < off; i++) out[i] *= scale;
+}
+
+/* out[m] = this rank's slice (m values, rank-major) of in[m * ranks] summed
+ * over ranks (in rank order, as allreduce adds them), times scale. */
+void lathe_rt_reduce_scatter(float *out, const float *in, int64_t m, float scale, int64_t ranks, int32_t *err) {
+  if (check_size(ranks, err)) return;
+  if (!installed.size || installed.size == 1) {
+    for (int64_t i = 0; i < m; i++) out[i] = in[i] * scale;
+    return;
+  }
+  double t0 = now_s();
+  installed.reduce_scatter(installed.ctx, in, out, m, 0);
+  waited += now_s() - t0;
+  if (scale != 1.0f)
+    for (int64_t i = 0; i < m; i++) out[i] *= scale;
+}
+
+int lathe_rt_comm_scatter_sum(const void *in, void *out, int64_t m, int f64) {
+  if (!installed.size || installed.size == 1) {
+    if (m > 0 && in != out) memmove(out, in, (size_t)m * (f64 ? 8 : 4));
+    return 0;
+  }
+  double t0 = now_s();
+  int rc = installed.reduce_scatter(installed.ctx, in, out, m, f64);
+  waited += now_s() - t0;
+  return rc;
+}
+
+/* out[m * ranks] = every rank's in[m], in rank order. */
+void lathe_rt_all_gather(float *out, const float *in, int64_t m, int64_t ranks, int32_t *err) {
+  if (check_size(ranks, err)) return;
+  lathe_rt_comm_gather(in, out, m, 0);
+}

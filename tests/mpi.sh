@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# mpi.sh -- data-parallel training under mpirun (docs/distributed.md):
+# 1. the digits MLP with 2 and 4 ranks (4 oversubscribed) trains the weights
+#    and optimizer state of one process on the same global batches, within
+#    1e-5 (tests/mpi/cmp_weights.py), and only rank 0 prints and writes;
+# 2. the char-GPT likewise with 2 ranks (fewer steps: the suite stays short;
+#    docs/distributed.md reports 200 steps);
+# 3. --resume with another number of ranks continues to the same weights;
+# 4. a global batch the ranks do not divide is refused on every rank.
+# Skips LOUDLY without mpirun or in a build without MPI.
+. "$(dirname "$0")/lib/common.sh"
+PY=/usr/bin/python3
+DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
+MPIRUN=$(command -v mpirun || true)
+if [ -z "$MPIRUN" ] || ! "$LATHE" --version | grep -q "^distributed: mpi"; then
+  echo "SKIPPED: mpi.sh needs mpirun and a Lathe built with MPI (apt-get install libopenmpi-dev openmpi-bin," \
+       "then reconfigure): $("$LATHE" --version | grep '^distributed')"
+  echo "0 passed, 0 failed"
+  exit 0
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 LATHE_THREADS=1
+# OpenMPI's shared-memory transport wants a writable session directory; keep it in $tmp
+export OMPI_MCA_orte_tmpdir_base="$tmp" TMPDIR="$tmp"
+mpi() { local n=$1; shift; "$MPIRUN" -np "$n" --oversubscribe -x LATHE_THREADS "$LATHE" "$@"; }
+same() { # same A B WHAT: weights and optimizer state within 1e-5
+  local r
+  if r=$("$PY" tests/mpi/cmp_weights.py "$1" "$2" 1e-5 2>&1); then ok; else bad "$3: $r"; fi
+}
+
+# ---- 1. digits MLP, 2 epochs (32 steps of 64) ----
+"$LATHE" train examples/mlp.nn --data "$DIGITS" --epochs 2 --out "$tmp/one" --quiet >"$tmp/one.txt" 2>&1 ||
+  bad "one process: $(cat "$tmp/one.txt")"
+for n in 2 4; do
+  mpi $n train examples/mlp.nn --data "$DIGITS" --epochs 2 --out "$tmp/n$n" >"$tmp/n$n.txt" 2>&1 ||
+    bad "np $n: $(tail -5 "$tmp/n$n.txt")"
+  same "$tmp/one/last.safetensors" "$tmp/n$n/last.safetensors" "digits MLP, np $n vs one process"
+  [ "$(grep -c '^test accuracy' "$tmp/n$n.txt")" = 1 ] && ok || bad "np $n: not one test line: $(cat "$tmp/n$n.txt")"
+  grep -q "^$n ranks: steps .* waiting for communication .*%)" "$tmp/n$n.txt" && ok ||
+    bad "np $n: no communication line: $(cat "$tmp/n$n.txt")"
+  # the test metrics rank 0 prints are one process's
+  diff <(grep '^test ' "$tmp/one.txt") <(grep '^test ' "$tmp/n$n.txt") >/dev/null && ok ||
+    bad "np $n: test metrics differ: $(grep '^test ' "$tmp/n$n.txt")"
+done
+[ "$(grep -c '"split":"train"' "$tmp/n2/log.jsonl")" = 32 ] && ok || bad "np 2: log.jsonl has not 32 train events"
+
+# ---- 2. char-GPT, 1 epoch of a small text (about 10 steps of 16 windows) ----
+head -c 12000 examples/gpt.nn examples/mlp.nn examples/lstm.nn README.md docs/training.md > "$tmp/text.txt"
+"$LATHE" train examples/gpt.nn --data "$tmp/text.txt" --epochs 1 --out "$tmp/g1" --quiet >"$tmp/g1.txt" 2>&1 ||
+  bad "gpt one process: $(cat "$tmp/g1.txt")"
+mpi 2 train examples/gpt.nn --data "$tmp/text.txt" --epochs 1 --out "$tmp/g2" --quiet >"$tmp/g2.txt" 2>&1 ||
+  bad "gpt np 2: $(tail -5 "$tmp/g2.txt")"
+same "$tmp/g1/last.safetensors" "$tmp/g2/last.safetensors" "char-GPT, np 2 vs one process"
+
+# ---- 3. --resume with another number of ranks: 1 epoch on 2 ranks, then the 2nd on 4 ----
+mpi 2 train examples/mlp.nn --data "$DIGITS" --epochs 1 --out "$tmp/r" --quiet >"$tmp/r1.txt" 2>&1 ||
+  bad "resume, first epoch: $(tail -5 "$tmp/r1.txt")"
+mpi 4 train examples/mlp.nn --data "$DIGITS" --epochs 2 --out "$tmp/r" --resume --quiet >"$tmp/r2.txt" 2>&1 ||
+  bad "resume on 4 ranks: $(tail -5 "$tmp/r2.txt")"
+same "$tmp/one/last.safetensors" "$tmp/r/last.safetensors" "2 ranks, resumed on 4, vs one process"
+
+# ---- 4. a batch the ranks do not divide ----
+mpi 2 train examples/mlp.nn --data "$DIGITS" --epochs 1 --batch 63 --quiet >"$tmp/odd.txt" 2>&1
+grep -q "the global batch of 63 does not split evenly over 2 ranks" "$tmp/odd.txt" && ok ||
+  bad "batch 63 on 2 ranks: $(cat "$tmp/odd.txt")"
+finish

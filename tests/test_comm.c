@@ -1,0 +1,297 @@
+/* test_comm.c -- the collectives (allreduce, reduce_scatter, all_gather) and
+ * passes/comm.c without MPI: a fake communicator stands for rank 0 of a job
+ * of 2 whose other rank holds every value plus 100 (so each result says
+ * which rank's values went where, and in what order they were added).
+ *
+ * 1. Shape rules: results and the refusals.
+ * 2. The kernels on the interpreter (f64 and f32) and the LLVM backend
+ *    against the closed form; a program compiled for 2 ranks run with no
+ *    communicator (a job of 1) is refused on both backends.
+ * 3. The pass: a training step compiled for 2 ranks averages every
+ *    gradient through allreduce buckets (a smaller bucket size gives more
+ *    of them); with a "mirror" communicator (the other rank holds the same
+ *    values) its update equals the one-rank step's bit for bit.
+ * The real thing (mpirun, 2 and 4 ranks) is tests/mpi.sh. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/llvm/cg.h"
+#include "ir.h"
+#include "passes/optimizer.h"
+#include "passes/passes.h"
+#include "rt/lathe_rt.h"
+#include "test.h"
+
+static const ir_loc L0 = {0};
+static double other_add = 100; /* the other rank's value: mine + other_add */
+
+static int fk_allreduce(void *ctx, void *buf, int64_t n, int f64) {
+  (void)ctx;
+  for (int64_t i = 0; i < n; i++) {
+    if (f64) ((double *)buf)[i] = ((double *)buf)[i] + (((double *)buf)[i] + other_add);
+    else ((float *)buf)[i] = ((float *)buf)[i] + (((float *)buf)[i] + (float)other_add);
+  }
+  return 0;
+}
+
+static int fk_reduce_scatter(void *ctx, const void *in, void *out, int64_t m, int f64) {
+  (void)ctx;
+  for (int64_t i = 0; i < m; i++) { /* rank 0's slice: the first m */
+    if (f64) ((double *)out)[i] = ((const double *)in)[i] + (((const double *)in)[i] + other_add);
+    else ((float *)out)[i] = ((const float *)in)[i] + (((const float *)in)[i] + (float)other_add);
+  }
+  return 0;
+}
+
+static int fk_allgather(void *ctx, const void *in, void *out, int64_t m, int f64) {
+  (void)ctx;
+  for (int64_t i = 0; i < m; i++) {
+    if (f64) ((double *)out)[i] = ((const double *)in)[i], ((double *)out)[m + i] = ((const double *)in)[i] + other_add;
+    else ((float *)out)[i] = ((const float *)in)[i], ((float *)out)[m + i] = ((const float *)in)[i] + (float)other_add;
+  }
+  return 0;
+}
+
+static void install_fake(double add) {
+  other_add = add;
+  lathe_rt_comm c = {.rank = 0, .size = 2, .allreduce = fk_allreduce, .reduce_scatter = fk_reduce_scatter,
+                     .allgather = fk_allgather};
+  lathe_rt_comm_install(&c);
+}
+
+static int input(ir_graph *g, const char *name, int rank, const int64_t *d) {
+  ir_shape s = {.rank = rank};
+  for (int i = 0; i < rank; i++) s.d[i] = d[i];
+  return ir_add_input(g, name, IR_F32, &s, 0, L0);
+}
+
+/* ---- 1. shape rules ---- */
+
+static void test_shapes(void) {
+  arena A;
+  ar_init(&A);
+  ir_graph g;
+  ir_graph_init(&g, &A, "t");
+  char msg[256];
+  int a = input(&g, "a", 2, (int64_t[]){2, 3}), b = input(&g, "b", 1, (int64_t[]){4});
+  int c = input(&g, "c", 1, (int64_t[]){6});
+  ir_attr at = {0};
+  at.n = 2, at.f = 0.5;
+  int ar = ir_add(&g, IR_ALLREDUCE, (int[]){a, b}, 2, &at, L0, msg, sizeof msg);
+  CHECK(ar >= 0 && g.nodes[ar].shape.rank == 1 && g.nodes[ar].shape.d[0] == 10);
+  int rs = ir_add(&g, IR_REDUCE_SCATTER, &c, 1, &at, L0, msg, sizeof msg);
+  CHECK(rs >= 0 && g.nodes[rs].shape.d[0] == 3);
+  int ag = ir_add(&g, IR_ALL_GATHER, &c, 1, &at, L0, msg, sizeof msg);
+  CHECK(ag >= 0 && g.nodes[ag].shape.d[0] == 12);
+  at.n = 4;
+  CHECK(ir_add(&g, IR_REDUCE_SCATTER, &c, 1, &at, L0, msg, sizeof msg) < 0);
+  CHECK_STR(msg, "reduce_scatter: input must be f32[m * 4] (a multiple of the ranks), got [6]");
+  CHECK(ir_add(&g, IR_ALL_GATHER, &a, 1, &at, L0, msg, sizeof msg) < 0);
+  CHECK_STR(msg, "all_gather: input must be f32[m], got [2, 3]");
+  at.n = 0;
+  CHECK(ir_add(&g, IR_ALLREDUCE, &a, 1, &at, L0, msg, sizeof msg) < 0);
+  CHECK_STR(msg, "allreduce: ranks (n) must be in 1..1048576, got 0");
+  ar_free(&A);
+}
+
+/* ---- 2. kernels ---- */
+
+typedef struct {
+  arena A;
+  ir_graph g;
+  double in[4][8];
+} kgraph;
+
+static void build_kernels(kgraph *k) {
+  ar_init(&k->A);
+  ir_graph_init(&k->g, &k->A, "comm");
+  ir_graph *g = &k->g;
+  char msg[256];
+  int a = input(g, "a", 2, (int64_t[]){2, 3}), b = input(g, "b", 1, (int64_t[]){4});
+  int c = input(g, "c", 1, (int64_t[]){6}), d = input(g, "d", 1, (int64_t[]){3});
+  ir_attr at = {0};
+  at.n = 2, at.f = 0.5;
+  ir_add_output(g, "ar", ir_add(g, IR_ALLREDUCE, (int[]){a, b}, 2, &at, L0, msg, sizeof msg));
+  at.f = 0.25;
+  ir_add_output(g, "rs", ir_add(g, IR_REDUCE_SCATTER, &c, 1, &at, L0, msg, sizeof msg));
+  ir_add_output(g, "ag", ir_add(g, IR_ALL_GATHER, &d, 1, &at, L0, msg, sizeof msg));
+  for (int i = 0; i < 4; i++)
+    for (int e = 0; e < 8; e++) k->in[i][e] = (double)(float)(0.25 * (e + 1) - i);
+}
+
+/* the closed form: output o's element e (with other_add = 100) */
+static double want(const kgraph *k, int o, int e) {
+  if (o == 0) { /* a (6) then b (4) */
+    double x = e < 6 ? k->in[0][e] : k->in[1][e - 6];
+    return (x + (x + 100)) * 0.5;
+  }
+  if (o == 1) return (k->in[2][e] + (k->in[2][e] + 100)) * 0.25;
+  return e < 3 ? k->in[3][e] : k->in[3][e - 3] + 100;
+}
+
+static int run_interp(kgraph *k, ir_interp_mode mode, double **out, char *msg, size_t mn) {
+  ir_graph *g = &k->g;
+  double **v = calloc((size_t)g->nnodes, sizeof *v);
+  for (int i = 0; i < g->ninputs; i++) v[g->inputs[i].node] = k->in[i];
+  int rc = ir_interp(g, mode, v, msg, mn);
+  for (int o = 0; rc == 0 && o < g->noutputs; o++) {
+    int64_t n = ir_numel(&g->nodes[g->outputs[o].node].shape);
+    out[o] = malloc(sizeof(double) * (size_t)n);
+    memcpy(out[o], v[g->outputs[o].node], sizeof(double) * (size_t)n);
+  }
+  if (rc == 0) ir_interp_release(g, v);
+  free(v);
+  return rc;
+}
+
+static int run_llvm(kgraph *k, double **out, char *msg, size_t mn) {
+  ir_graph *g = &k->g;
+  cg_program *p = cg_compile(g, NULL, msg, mn);
+  if (!p) return -1;
+  float fin[4][8], fout[3][16];
+  void *ins[4], *outs[3];
+  for (int i = 0; i < 4; i++) {
+    for (int e = 0; e < 8; e++) fin[i][e] = (float)k->in[i][e];
+    ins[i] = fin[i];
+  }
+  for (int o = 0; o < 3; o++) outs[o] = fout[o];
+  int rc = cg_run(p, ins, NULL, outs, NULL, msg, mn);
+  for (int o = 0; rc == 0 && o < 3; o++) {
+    out[o] = malloc(sizeof(double) * 16);
+    for (int e = 0; e < 16; e++) out[o][e] = fout[o][e];
+  }
+  cg_free(p);
+  return rc;
+}
+
+static void check_outputs(kgraph *k, double **out, const char *what) {
+  static const int len[3] = {10, 3, 6};
+  for (int o = 0; o < 3; o++) {
+    double worst = 0;
+    for (int e = 0; e < len[o]; e++) worst = fmax(worst, fabs(out[o][e] - want(k, o, e)));
+    CHECK_MSG(worst <= 1e-4, "%s: output %s off by %g", what, k->g.outputs[o].name, worst);
+    free(out[o]);
+  }
+}
+
+static void test_kernels(void) {
+  kgraph k;
+  build_kernels(&k);
+  char msg[512];
+  double *out[3];
+  install_fake(100);
+  CHECK_MSG(run_interp(&k, IR_INTERP_F64, out, msg, sizeof msg) == 0, "%s", msg);
+  check_outputs(&k, out, "interp f64");
+  CHECK_MSG(run_interp(&k, IR_INTERP_F32, out, msg, sizeof msg) == 0, "%s", msg);
+  check_outputs(&k, out, "interp f32");
+  CHECK_MSG(run_llvm(&k, out, msg, sizeof msg) == 0, "%s", msg);
+  check_outputs(&k, out, "llvm");
+  /* no communicator: a job of one rank, which the program was not compiled for */
+  lathe_rt_comm_install(NULL);
+  CHECK(run_interp(&k, IR_INTERP_F64, out, msg, sizeof msg) != 0);
+  CHECK_MSG(strstr(msg, "compiled for 2 ranks, running in a job of 1") != NULL, "%s", msg);
+  CHECK(run_llvm(&k, out, msg, sizeof msg) != 0);
+  CHECK_MSG(strstr(msg, "another number of ranks") != NULL, "%s", msg);
+  ar_free(&k.A);
+}
+
+/* ---- 3. the pass ---- */
+
+/* A two-layer step: y = sum(relu(x W1 + b1) W2 + b2), adam. */
+static int build_step(ir_graph *g, arena *A, int64_t ranks, int64_t bucket, char *msg, size_t mn) {
+  ir_graph_init(g, A, "mlp");
+  int x = input(g, "x", 2, (int64_t[]){4, 5});
+  ir_shape s1 = {.rank = 2, .d = {5, 7}}, sb1 = {.rank = 1, .d = {7}}, s2 = {.rank = 2, .d = {7, 3}},
+           sb2 = {.rank = 1, .d = {3}};
+  int w1 = ir_add_param(g, "w1", IR_F32, &s1, IR_INIT_NORMAL, 0, 0, 0, L0);
+  int b1 = ir_add_param(g, "b1", IR_F32, &sb1, IR_INIT_NORMAL, 0, 0, 0, L0);
+  int w2 = ir_add_param(g, "w2", IR_F32, &s2, IR_INIT_NORMAL, 0, 0, 0, L0);
+  int b2 = ir_add_param(g, "b2", IR_F32, &sb2, IR_INIT_NORMAL, 0, 0, 0, L0);
+  int h = ir_add(g, IR_MATMUL, (int[]){x, w1}, 2, NULL, L0, msg, mn);
+  h = ir_add(g, IR_ADD, (int[]){h, b1}, 2, NULL, L0, msg, mn);
+  h = ir_add(g, IR_RELU, &h, 1, NULL, L0, msg, mn);
+  h = ir_add(g, IR_MATMUL, (int[]){h, w2}, 2, NULL, L0, msg, mn);
+  h = ir_add(g, IR_ADD, (int[]){h, b2}, 2, NULL, L0, msg, mn);
+  ir_attr all = {0};
+  all.axis = -1;
+  g->loss = ir_add(g, IR_SUM, &h, 1, &all, L0, msg, mn);
+  ir_train t;
+  memset(&t, 0, sizeof t);
+  t.present = 1, t.opt = IR_OPT_ADAM, t.lr = 0.1, t.beta1 = 0.9, t.beta2 = 0.999, t.eps = 1e-8;
+  t.ranks = ranks, t.bucket_bytes = bucket;
+  if (g->loss < 0 || ad_backward(g, NULL, 0, 0, msg, mn) || opt_append(g, &t, msg, mn)) return -1;
+  return 0;
+}
+
+static int count_op(const ir_graph *g, int op) {
+  int n = 0;
+  for (int i = 0; i < g->nnodes; i++) n += g->nodes[i].op == op;
+  return n;
+}
+
+/* One step on the LLVM backend: every "new.X" output into got (concatenated). */
+static int step_llvm(ir_graph *g, float *got, int64_t *ngot, char *msg, size_t mn) {
+  cg_program *p = cg_compile(g, NULL, msg, mn);
+  if (!p) return -1;
+  void *ins[16] = {0}, *ps[32] = {0}, *outs[32] = {0};
+  for (int i = 0; i < g->ninputs; i++) {
+    int64_t n = ir_numel(&g->inputs[i].shape);
+    float *b = calloc((size_t)n + 1, 4);
+    const char *nm = g->inputs[i].name;
+    for (int64_t e = 0; e < n; e++)
+      b[e] = !strcmp(nm, "x") ? (float)sin(0.7 * (double)e) : !strcmp(nm, OPT_IN_LR) ? 0.1f : 0.1f; /* bc1, bc2 at step 1 */
+    if (!strcmp(nm, OPT_IN_BC2)) b[0] = 0.001f;
+    ins[i] = b;
+  }
+  for (int q = 0; q < g->nparams; q++) {
+    int64_t n = ir_numel(&g->params[q].shape);
+    float *b = calloc((size_t)n + 1, 4);
+    if (!g->params[q].state) ir_param_init_values(&g->params[q], 3, b);
+    ps[q] = b;
+  }
+  for (int o = 0; o < g->noutputs; o++) outs[o] = calloc((size_t)ir_numel(&g->nodes[g->outputs[o].node].shape) + 1, 4);
+  int rc = cg_run(p, ins, ps, outs, NULL, msg, mn);
+  *ngot = 0;
+  for (int o = 0; rc == 0 && o < g->noutputs; o++) {
+    if (strncmp(g->outputs[o].name, OPT_NEW_PREFIX, strlen(OPT_NEW_PREFIX))) continue;
+    int64_t n = ir_numel(&g->nodes[g->outputs[o].node].shape);
+    memcpy(got + *ngot, outs[o], (size_t)n * 4);
+    *ngot += n;
+  }
+  for (int i = 0; i < g->ninputs; i++) free(ins[i]);
+  for (int q = 0; q < g->nparams; q++) free(ps[q]);
+  for (int o = 0; o < g->noutputs; o++) free(outs[o]);
+  cg_free(p);
+  return rc;
+}
+
+static void test_pass(void) {
+  char msg[512];
+  arena A1, A2, A3;
+  ar_init(&A1), ar_init(&A2), ar_init(&A3);
+  ir_graph one, two, small;
+  CHECK_MSG(build_step(&one, &A1, 1, 0, msg, sizeof msg) == 0, "%s", msg);
+  CHECK_MSG(build_step(&two, &A2, 2, 0, msg, sizeof msg) == 0, "%s", msg);
+  CHECK_MSG(build_step(&small, &A3, 2, 64, msg, sizeof msg) == 0, "%s", msg);
+  CHECK(count_op(&one, IR_ALLREDUCE) == 0);
+  CHECK(count_op(&two, IR_ALLREDUCE) == 1);   /* 4 gradients, far below 1 MiB: one bucket */
+  CHECK(count_op(&small, IR_ALLREDUCE) == 4); /* 64 bytes: every gradient its own bucket */
+  static float a[4096], b[4096];
+  int64_t na = 0, nb = 0;
+  install_fake(0); /* the mirror: the other rank holds the same gradients */
+  CHECK_MSG(step_llvm(&two, b, &nb, msg, sizeof msg) == 0, "%s", msg);
+  CHECK_MSG(step_llvm(&small, a, &na, msg, sizeof msg) == 0, "%s", msg);
+  CHECK(na == nb && memcmp(a, b, (size_t)na * 4) == 0);
+  lathe_rt_comm_install(NULL);
+  CHECK_MSG(step_llvm(&one, a, &na, msg, sizeof msg) == 0, "%s", msg);
+  CHECK(na == nb && na > 0 && memcmp(a, b, (size_t)na * 4) == 0);
+  ar_free(&A1), ar_free(&A2), ar_free(&A3);
+}
+
+int main(void) {
+  test_shapes();
+  test_kernels();
+  test_pass();
+  return TEST_REPORT();
+}
