@@ -94,7 +94,8 @@ static void print_json(const lathe_train_result *r) {
   for (int i = 0; i < r->test.n; i++)
     printf(isfinite(r->test.value[i]) ? ", \"test_%s\": %.6g" : ", \"test_%s\": null%.0f", r->test.name[i],
            isfinite(r->test.value[i]) ? r->test.value[i] : 0);
-  printf("}\n");
+  printf(", \"ranks\": %d, \"step_seconds\": %.6f, \"comm_seconds\": %.6f}\n", r->ranks, r->step_seconds,
+         r->comm_seconds);
 }
 
 int cmd_train(int argc, char **argv) {
