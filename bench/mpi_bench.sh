@@ -19,7 +19,7 @@ GPT_BYTES=${GPT_BYTES:-160000}   # about 140 steps of 16 windows of 64
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 LATHE_THREADS=1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cat /usr/share/games/fortunes/{fortunes,wisdom,literature,people,humorists,science} 2>/dev/null | head -c "$GPT_BYTES" >"$tmp/text.txt"
+cat /usr/share/games/fortunes/{fortunes,wisdom,literature,people,humorists,science} 2>/dev/null | head -c "$GPT_BYTES" >"$tmp/text.txt" || true  # head closes the pipe early
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # lathe_rate NP MODEL BATCH ARGS...: "samples/s comm%"
