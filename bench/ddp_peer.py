@@ -60,6 +60,9 @@ def worker(rank, a, port, out):
         nclass = model(x[:1]).shape[-1]
     y = torch.randint(0, nclass, x.shape[:1] if x.dtype.is_floating_point else x.shape, dtype=torch.int64)
     if a.procs > 1:
+        # the attention's causal mask is a bool buffer, which gloo cannot broadcast; it is a constant anyway
+        consts = [n for n, b in model.named_buffers() if b.dtype == torch.bool]
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, consts)
         model = torch.nn.parallel.DistributedDataParallel(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_opt(params)
@@ -103,7 +106,15 @@ def main():
     ps = [ctx.Process(target=worker, args=(r, a, port, q)) for r in range(a.procs)]
     for p in ps:
         p.start()
-    res = q.get()
+    while True:  # a worker that died must not leave this waiting for ever
+        try:
+            res = q.get(timeout=5)
+            break
+        except Exception:
+            if any(p.exitcode not in (None, 0) for p in ps):
+                for p in ps:
+                    p.kill()
+                sys.exit("ddp_peer.py: a worker failed")
     for p in ps:
         p.join()
     print(json.dumps(res))
