@@ -37,12 +37,17 @@ void ox_buf_printf(ox_buf *b, const char *fmt, ...) {
 }
 
 void ox_emit(ox_ctx *c, const char *fmt, ...) {
-  char line[8192];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  int k = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *line = malloc((size_t)(k > 0 ? k : 0) + 1);
+  if (!line) abort();
+  va_start(ap, fmt);
+  vsnprintf(line, (size_t)(k > 0 ? k : 0) + 1, fmt, ap);
   va_end(ap);
   ox_buf_printf(&c->nn, "%s\n", line);
+  free(line);
 }
 
 /* ---- errors ---- */

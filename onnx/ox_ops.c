@@ -163,8 +163,13 @@ static int h_not(ox_ctx *c, node *n) {
 static int h_identity(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0);
   if (!x) return -1;
-  if (n->n_output > 1 && n->output[1] && *n->output[1])
-    return ox_unsup(c, NULL, "the mask output of %s", n->op_type);
+  if (n->n_output > 1 && n->output[1] && *n->output[1]) { /* inference: the mask keeps everything */
+    if (strcmp(n->op_type, "Dropout") != 0) return ox_unsup(c, NULL, "output 1 of %s", n->op_type);
+    const char *xr = ox_ref(c, x);
+    if (!xr) return -1;
+    ox_val *mk = ox_out_like(c, n, 1, x, LATHE_BOOL);
+    ox_emit(c, "%s = equal(less(%s, %s), less(%s, %s))", mk->nn, xr, xr, xr, xr);
+  }
   if (strcmp(n->op_type, "Dropout") == 0 && ox_in(c, n, 2)) {
     const ox_array *t = ox_const(c, ox_in(c, n, 2));
     if (!t || ox_get_i(t, 0) != 0) return ox_unsup(c, NULL, "Dropout in training mode (training_mode must be a constant false)");
@@ -1340,6 +1345,144 @@ static int h_erf(ox_ctx *c, node *n) {
   return 0;
 }
 
+/* GatherElements is torch.gather; negative indices wrap first. */
+static int h_gather_elements(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0), *iv = ox_need(c, n, 1);
+  if (!x || !iv) return -1;
+  int axis;
+  if (ox_axis(c, ox_attr_i(n, "axis", 0), x->rank, &axis)) return -1;
+  if (iv->rank != x->rank) return ox_err(c, "indices of rank %d for data of rank %d", iv->rank, x->rank);
+  if (x->d[axis] < 0) return ox_unsup(c, NULL, "GatherElements along a symbolic dimension");
+  const char *xr = ox_ref(c, x), *ir = ox_ref(c, iv);
+  if (!xr || !ir) return -1;
+  ox_val *y = ox_out_like(c, n, 0, iv, x->dt);
+  ox_emit(c, "%s = gather(%s, %d, where(less(%s, 0), %s + %lld, %s))", y->nn, xr, axis, ir, ir, (long long)x->d[axis], ir);
+  return 0;
+}
+
+/* NegativeLogLikelihoodLoss on log-probabilities lp [N, C, d...] (the .nn
+ * name lpr) and targets t [N, d...]: the picked entries by a one_hot of the
+ * targets (ignored targets masked and sent to class 0), weighted, reduced as
+ * `reduction` says; the loss defines output 0 of n. */
+static int nll_emit(ox_ctx *c, node *n, ox_val *lp, const char *lpr, ox_val *t, ox_val *w) {
+  if (want_float(c, lp)) return -1;
+  if (lp->rank < 2 || t->rank != lp->rank - 1) return ox_err(c, "expects input [N, C, ...] and target [N, ...]");
+  int64_t C = lp->d[1];
+  if (C < 0) return ox_unsup(c, NULL, "a symbolic class dimension");
+  const char *red = ox_attr_s(n, "reduction", "mean");
+  char rd[16];
+  snprintf(rd, sizeof rd, "%s", red);
+  if (strcmp(rd, "none") && strcmp(rd, "sum") && strcmp(rd, "mean")) return ox_unsup(c, "reduction", "'%s'", rd);
+  const Onnx__AttributeProto *ig = ox_attr(n, "ignore_index");
+  const char *tr = ox_ref(c, t), *wr = w ? ox_ref(c, w) : NULL;
+  if (!tr || (w && !wr)) return -1;
+  const char *base = n->output[0];
+  char perm[200], xt[256], ts[256];
+  int r = lp->rank;
+  if (r > 2) {
+    int k = snprintf(perm, sizeof perm, "[0");
+    for (int i = 2; i < r; i++) k += snprintf(perm + k, sizeof perm - (size_t)k, ", %d", i);
+    snprintf(perm + k, sizeof perm - (size_t)k, ", 1]");
+    const char *v = ox_fresh(c, base);
+    ox_emit(c, "%s = transpose(%s, %s)", v, lpr, perm);
+    snprintf(xt, sizeof xt, "%s", v);
+  } else {
+    snprintf(xt, sizeof xt, "%s", lpr);
+  }
+  const char *valid = NULL;
+  if (ig) {
+    valid = ox_fresh(c, base);
+    ox_emit(c, "%s = not_equal(%s, %lld)", valid, tr, (long long)ig->i);
+    const char *v = ox_fresh(c, base);
+    ox_emit(c, "%s = where(%s, %s, 0)", v, valid, tr);
+    snprintf(ts, sizeof ts, "%s", v);
+  } else {
+    snprintf(ts, sizeof ts, "%s", tr);
+  }
+  const char *oh = ox_fresh(c, base), *g = ox_fresh(c, base);
+  ox_emit(c, "%s = one_hot(%s, %lld)", oh, ts, (long long)C);
+  ox_emit(c, "%s = sum(%s * %s, %d)", g, oh, xt, r - 1);
+  const char *wt = NULL;
+  if (w) {
+    wt = ox_fresh(c, base);
+    ox_emit(c, "%s = sum(%s * %s, %d)", wt, oh, wr, r - 1);
+  }
+  if (valid) {
+    const char *m = ox_fresh(c, base);
+    if (wt) ox_emit(c, "%s = %s * cast(%s, \"f32\")", m, wt, valid);
+    else ox_emit(c, "%s = cast(%s, \"f32\")", m, valid);
+    wt = m;
+  }
+  const char *l = ox_fresh(c, base);
+  if (wt) ox_emit(c, "%s = neg(%s) * %s", l, g, wt);
+  else ox_emit(c, "%s = neg(%s)", l, g);
+  ox_val *y;
+  if (strcmp(rd, "none") == 0) {
+    y = ox_out_like(c, n, 0, t, lp->dt);
+    ox_emit(c, "%s = concat([%s], 0)", y->nn, l);
+  } else {
+    y = ox_out(c, n, 0, lp->dt, 0, NULL, NULL);
+    if (strcmp(rd, "sum") == 0) ox_emit(c, "%s = sum(%s)", y->nn, l);
+    else if (wt) ox_emit(c, "%s = sum(%s) / sum(%s)", y->nn, l, wt);
+    else ox_emit(c, "%s = mean(%s)", y->nn, l);
+  }
+  return 0;
+}
+
+static int h_nll(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0), *t = ox_need(c, n, 1), *w = ox_in(c, n, 2);
+  if (!x || !t) return -1;
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  return nll_emit(c, n, x, xr, t, w);
+}
+
+/* SoftmaxCrossEntropyLoss: log_softmax over the classes (axis 1; output 1
+ * when asked for), then the NLL above. */
+static int h_sce(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0), *t = ox_need(c, n, 1), *w = ox_in(c, n, 2);
+  if (!x || !t || want_float(c, x)) return -1;
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  const char *lp = ox_fresh(c, n->output[0]);
+  ox_emit(c, "%s = log_softmax(%s, axis=1)", lp, xr);
+  char lps[256];
+  snprintf(lps, sizeof lps, "%s", lp);
+  if (nll_emit(c, n, x, lps, t, w)) return -1;
+  ox_val *lo = ox_out_like(c, n, 1, x, -1);
+  if (lo) ox_emit(c, "%s = concat([%s], 0)", lo->nn, lps);
+  return 0;
+}
+
+static int h_hardmax(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x || want_float(c, x)) return -1;
+  int axis;
+  if (ox_axis(c, ox_attr_i(n, "axis", c->opset < 13 ? 1 : -1), x->rank, &axis)) return -1;
+  if (axis != x->rank - 1) return ox_unsup(c, "axis", "%d: Hardmax over another axis than the last", axis);
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  ox_val *y = ox_out_like(c, n, 0, x, -1);
+  ox_emit(c, "%s = cast(one_hot(argmax(%s, %d), %lld), \"%s\")", y->nn, xr, axis, (long long)x->d[axis], ox_dt_name(x->dt));
+  return 0;
+}
+
+static int h_eyelike(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x) return -1;
+  if (x->rank != 2 || x->d[0] < 0 || x->d[1] < 0) return ox_unsup(c, NULL, "EyeLike of a tensor that is not a static matrix");
+  int to = (int)ox_attr_i(n, "dtype", onnx_dtype_of(x->dt));
+  int64_t k = ox_attr_i(n, "k", 0);
+  ox_array *o = new_array(to, 2, x->d);
+  for (int64_t i = 0; i < x->d[0]; i++)
+    for (int64_t j = 0; j < x->d[1]; j++) {
+      if (o->f) o->f[i * x->d[1] + j] = j - i == k;
+      else o->i[i * x->d[1] + j] = j - i == k;
+    }
+  ox_out_const(c, n, 0, o);
+  return 0;
+}
+
 /* layers: ox_layers.c */
 int ox_h_matmul(ox_ctx *c, node *n);
 int ox_h_gemm(ox_ctx *c, node *n);
@@ -1401,6 +1544,11 @@ const ox_op ox_ops[] = {
   {"DepthToSpace", h_depth_space, "blocksize,mode"},
   {"Trilu", h_trilu, "upper"},
   {"Erf", h_erf, ""},
+  {"GatherElements", h_gather_elements, "axis"},
+  {"NegativeLogLikelihoodLoss", h_nll, "reduction,ignore_index"},
+  {"SoftmaxCrossEntropyLoss", h_sce, "reduction,ignore_index"},
+  {"Hardmax", h_hardmax, "axis"},
+  {"EyeLike", h_eyelike, "dtype,k"},
   {"SpaceToDepth", h_depth_space, "blocksize"},
   {"MatMul", ox_h_matmul, ""},
   {"Gemm", ox_h_gemm, "alpha,beta,transA,transB"},
