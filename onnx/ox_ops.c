@@ -104,6 +104,12 @@ static const unary_row unary_rows[] = {
   {"ThresholdedRelu", "where(greater(X, A), X, 0.0)", "alpha", 1.0, NULL, 0, 0},
   {"Shrink", "where(less(X, -A), X + B, where(greater(X, A), X - B, 0.0))", "lambd", 0.5, "bias", 0.0, 0},
   {"Sign", "where(greater(X, 0.0), 1.0, where(less(X, 0.0), -1.0, 0.0))", NULL, 0, NULL, 0, 0},
+  /* the hyperbolic functions and their inverses through exp, log and sqrt */
+  {"Sinh", "(exp(X) - exp(neg(X))) * 0.5", NULL, 0, NULL, 0, 0},
+  {"Cosh", "(exp(X) + exp(neg(X))) * 0.5", NULL, 0, NULL, 0, 0},
+  {"Asinh", "log(X + sqrt(X * X + 1.0))", NULL, 0, NULL, 0, 0},
+  {"Acosh", "log(X + sqrt(X * X - 1.0))", NULL, 0, NULL, 0, 0},
+  {"Atanh", "0.5 * log((1.0 + X) / (1.0 - X))", NULL, 0, NULL, 0, 0},
 };
 
 static int h_unary(ox_ctx *c, node *n) {
@@ -368,7 +374,31 @@ static int h_where(ox_ctx *c, node *n) {
 
 static int h_clip(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0);
-  if (!x || want_float(c, x)) return -1;
+  if (!x) return -1;
+  if (!ox_is_float_dt(x->dt)) { /* integers: two wheres */
+    const char *xr = ox_ref(c, x);
+    if (!xr) return -1;
+    ox_buf e = {0};
+    ox_buf_printf(&e, "%s", xr);
+    for (int k = 1; k <= 2; k++) {
+      ox_val *b = ox_in(c, n, k);
+      const ox_array *a = b ? ox_const(c, b) : NULL;
+      if (b && (!a || a->n != 1)) {
+        free(e.p);
+        return ox_unsup(c, NULL, "Clip with a tensor bound (input %d must be a constant)", k);
+      }
+      if (!a) continue;
+      long long v = (long long)ox_get_i(a, 0);
+      char *prev = e.p;
+      e.p = NULL, e.n = e.cap = 0;
+      ox_buf_printf(&e, "where(%s(%s, %lld), %lld, %s)", k == 1 ? "less" : "greater", prev, v, v, prev);
+      free(prev);
+    }
+    ox_val *y = ox_out_like(c, n, 0, x, -1);
+    ox_emit(c, "%s = concat([%s], 0)", y->nn, e.p);
+    free(e.p);
+    return 0;
+  }
   double lo = -INFINITY, hi = INFINITY;
   if (c->opset < 11) {
     lo = ox_attr_f(n, "min", -INFINITY);
@@ -1169,11 +1199,32 @@ static int h_reduce(ox_ctx *c, node *n) {
 static int h_argext(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0);
   if (!x) return -1;
-  if (ox_attr_i(n, "select_last_index", 0)) return ox_unsup(c, "select_last_index", "1 (Lathe picks the first extremum)");
-  int axis, keep = (int)ox_attr_i(n, "keepdims", 1);
+  int axis, keep = (int)ox_attr_i(n, "keepdims", 1), last = (int)ox_attr_i(n, "select_last_index", 0);
   if (ox_axis(c, ox_attr_i(n, "axis", 0), x->rank, &axis)) return -1;
   const char *xr = ox_ref(c, x);
   if (!xr) return -1;
+  int mx = strcmp(n->op_type, "ArgMax") == 0;
+  if (last) {
+    /* the last extremum: the largest position (1 + index) among the places
+     * equal to the extremum */
+    if (x->d[axis] < 0) return ox_unsup(c, "select_last_index", "over a symbolic dimension");
+    int64_t sh[OX_MAXDIM];
+    char shs[300];
+    for (int i = 0; i < x->rank; i++) sh[i] = i == axis ? x->d[i] : 1;
+    const char *pos = ox_fresh(c, n->output[0]);
+    ox_emit(c, "%s = where(equal(%s, %s(%s, %d, keepdims=true)), reshape(arange(%lld), %s) + 1, 0)", pos, xr,
+            mx ? "max" : "min", xr, axis, (long long)x->d[axis], ox_shape_list(sh, x->rank, shs, sizeof shs));
+    int64_t d[OX_MAXDIM];
+    const char *sym[OX_MAXDIM];
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+      if (i != axis) d[r] = x->d[i], sym[r++] = x->sym[i];
+      else if (keep) d[r] = 1, sym[r++] = NULL;
+    }
+    ox_val *y = ox_out(c, n, 0, LATHE_I64, r, d, sym);
+    ox_emit(c, "%s = cast(argmax(%s, %d, keepdims=%s), \"i64\")", y->nn, pos, axis, keep ? "true" : "false");
+    return 0;
+  }
   int64_t d[OX_MAXDIM];
   const char *sym[OX_MAXDIM];
   int r = 0;
@@ -1500,7 +1551,7 @@ const ox_op ox_ops[] = {
   ACT("Abs", ""), ACT("Neg", ""), ACT("Reciprocal", ""), ACT("Softsign", ""), ACT("Softplus", ""), ACT("Mish", ""),
   ACT("LeakyRelu", "alpha"), ACT("Elu", "alpha"), ACT("Selu", "alpha,gamma"), ACT("Celu", "alpha"),
   ACT("HardSigmoid", "alpha,beta"), ACT("HardSwish", ""), ACT("ThresholdedRelu", "alpha"), ACT("Shrink", "lambd,bias"),
-  ACT("Sign", ""),
+  ACT("Sign", ""), ACT("Sinh", ""), ACT("Cosh", ""), ACT("Asinh", ""), ACT("Acosh", ""), ACT("Atanh", ""),
   {"IsNaN", h_isnan, ""},
   {"IsInf", h_isinf, "detect_negative,detect_positive"},
   {"Not", h_not, ""},
