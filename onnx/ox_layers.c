@@ -374,8 +374,8 @@ int ox_h_layernorm(ox_ctx *c, node *n) {
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < x->rank; i++) {
     if (x->d[i] < 0 && i >= axis) return ox_unsup(c, NULL, "normalising over a symbolic dimension");
-    if (i < axis) outer = x->d[i] < 0 || outer < 0 ? -1 : outer * x->d[i];
-    else inner *= x->d[i];
+    if (i < axis) outer = x->d[i] < 0 || outer < 0 ? -1 : ox_mul(outer, x->d[i]);
+    else inner = ox_mul(inner, x->d[i]);
   }
   const char *scr = ox_ref(c, sv), *br = bv ? ox_ref(c, bv) : NULL;
   if (!scr || (bv && !br)) return -1;

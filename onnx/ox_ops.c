@@ -259,7 +259,7 @@ static int fold_binary(ox_ctx *c, node *n, const binary_row *row) {
     }
     double r = fold1(row->op, ox_get_f(x, ia), ox_get_f(y, ib), !ox_is_float(x->dtype));
     if (o->f) o->f[i] = r;
-    else o->i[i] = (int64_t)r;
+    else o->i[i] = r > -9.2e18 && r < 9.2e18 ? (int64_t)r : 0; /* past int64: no UB */
     if (sv && ((a->sv && a->sv[ia]) || (b->sv && b->sv[ib]))) sv[i] = "?";
   }
   ox_val *v = ox_out_const(c, n, 0, o);
@@ -513,6 +513,9 @@ static int h_constant_of_shape(ox_ctx *c, node *n) {
     if (sv->sv && sv->sv[i]) symbolic = 1;
     else if (d[i] < 0) return ox_err(c, "shape entry %d is %lld", i, (long long)d[i]);
   }
+  int64_t total = 1;
+  for (int i = 0; i < s->n && !symbolic; i++) total = d[i] > ((int64_t)1 << 26) / (total ? total : 1) ? -1 : total * d[i];
+  if (total < 0) return ox_unsup(c, NULL, "a ConstantOfShape of more than 2^26 elements");
   const Onnx__AttributeProto *at = ox_attr(n, "value");
   if (symbolic) { /* no data: the recurrent layers read it as their zero initial state */
     ox_array v = {0};
@@ -580,8 +583,8 @@ static int h_range(ox_ctx *c, node *n) {
   double a0 = ox_get_f(s, 0), a1 = ox_get_f(l, 0), da = ox_get_f(dl, 0);
   if (da == 0) return ox_err(c, "delta is 0");
   double cnt = ceil((a1 - a0) / da);
+  if (!(cnt <= (1 << 24))) return ox_unsup(c, NULL, "a Range of %g elements", cnt);
   int64_t len = cnt > 0 ? (int64_t)cnt : 0;
-  if (len > (1 << 24)) return ox_unsup(c, NULL, "a Range of %lld elements", (long long)len);
   ox_array *a = new_array(s->dtype, 1, &len);
   for (int64_t i = 0; i < len; i++) {
     if (a->f) a->f[i] = a0 + (double)i * da;
@@ -636,6 +639,7 @@ static int h_reshape(ox_ctx *c, node *n) {
   for (int i = 0; i < s->n; i++) {
     d[i] = ox_get_i(s, i);
     if (sv->sv && sv->sv[i]) d[i] = -1, sym[i] = sv->sv[i];
+    else if (d[i] > ((int64_t)1 << 40)) return ox_err(c, "shape element %d is %lld (over 2^40)", i, (long long)d[i]);
     else if (d[i] == 0 && !allowzero) {
       if (i >= x->rank) return ox_err(c, "shape element %d is 0 but the input has rank %d", i, x->rank);
       d[i] = x->d[i];
@@ -645,7 +649,7 @@ static int h_reshape(ox_ctx *c, node *n) {
       if (infer >= 0) return ox_err(c, "more than one -1 in the shape");
       infer = i;
     } else if (d[i] > 0) {
-      known *= d[i];
+      known = ox_mul(known, d[i]);
     } else if (d[i] == 0 || (d[i] < -1)) {
       return ox_unsup(c, NULL, "shape element %d is %lld", i, (long long)d[i]);
     }
@@ -669,7 +673,7 @@ static int h_flatten(ox_ctx *c, node *n) {
   for (int i = 0; i < x->rank; i++) {
     int side = i >= axis;
     if (x->d[i] < 0) d[side] = -1, sym[side] = x->sym[i];
-    else if (d[side] >= 0) d[side] *= x->d[i];
+    else if (d[side] >= 0) d[side] = ox_mul(d[side], x->d[i]);
   }
   return emit_reshape(c, n, 0, x, 2, d, sym);
 }
@@ -1079,7 +1083,10 @@ static int h_expand(ox_ctx *c, node *n) {
   if (s->n > OX_MAXDIM) return ox_err(c, "shape of %lld dimensions", (long long)s->n);
   ox_val t = {0};
   t.rank = (int)s->n;
-  for (int i = 0; i < t.rank; i++) t.d[i] = ox_get_i(s, i);
+  for (int i = 0; i < t.rank; i++) {
+    t.d[i] = ox_get_i(s, i);
+    if (t.d[i] < 1 || t.d[i] > ((int64_t)1 << 40)) return ox_unsup(c, NULL, "expanding to a dimension of %lld", (long long)t.d[i]);
+  }
   int rank;
   int64_t d[OX_MAXDIM], times[OX_MAXDIM];
   const char *sym[OX_MAXDIM];
@@ -1117,7 +1124,8 @@ static int h_tile(ox_ctx *c, node *n) {
   for (int i = 0; i < x->rank; i++) {
     times[i] = ox_get_i(r, i);
     if (x->d[i] < 0 && times[i] != 1) return ox_unsup(c, NULL, "tiling a symbolic dimension");
-    d[i] = x->d[i] * times[i];
+    if (times[i] < 1 || times[i] > 1024) return ox_unsup(c, NULL, "%lld copies along axis %d", (long long)times[i], i);
+    d[i] = ox_mul(x->d[i], times[i]);
   }
   return repeat_axes(c, n, x, times, x->rank, d);
 }
@@ -1255,7 +1263,7 @@ static int h_softmax(ox_ctx *c, node *n) {
   int64_t a = 1, b = 1;
   for (int i = 0; i < x->rank; i++) {
     if (x->d[i] < 0) return ox_unsup(c, NULL, "coerced softmax over a symbolic dimension");
-    *(i < axis ? &a : &b) *= x->d[i];
+    *(i < axis ? &a : &b) = ox_mul(*(i < axis ? &a : &b), x->d[i]);
   }
   char sh[300];
   ox_emit(c, "%s = reshape(%s(reshape(%s, [%lld, %lld]), axis=1), %s)", y->nn, fn, xr, (long long)a, (long long)b,
@@ -1521,7 +1529,8 @@ static int h_hardmax(ox_ctx *c, node *n) {
 static int h_eyelike(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0);
   if (!x) return -1;
-  if (x->rank != 2 || x->d[0] < 0 || x->d[1] < 0) return ox_unsup(c, NULL, "EyeLike of a tensor that is not a static matrix");
+  if (x->rank != 2 || x->d[0] < 0 || x->d[1] < 0 || x->d[0] * x->d[1] > ((int64_t)1 << 26))
+    return ox_unsup(c, NULL, "EyeLike of a tensor that is not a static matrix of at most 2^26 elements");
   int to = (int)ox_attr_i(n, "dtype", onnx_dtype_of(x->dt));
   int64_t k = ox_attr_i(n, "k", 0);
   ox_array *o = new_array(to, 2, x->d);
