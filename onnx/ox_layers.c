@@ -25,13 +25,21 @@ static int want_floatx(ox_ctx *c, const ox_val *x) {
 
 /* The layer's name: its weight's ONNX name less a ".weight" ending (PyTorch's
  * "fc1.weight" -> "fc1"), else the node's; unique among the parameters. */
-static const char *layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size) {
+const char *ox_layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size);
+#define layer_name ox_layer_name
+const char *ox_layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size) {
   const char *base = w && w->onnx && strncmp(w->onnx, "onnx::", 6) != 0 ? w->onnx
                      : n->name && *n->name                              ? n->name
                                                                         : n->output[0];
   snprintf(buf, size, "%s", base);
   size_t l = strlen(buf);
   if (l > 7 && strcmp(buf + l - 7, ".weight") == 0) buf[l - 7] = 0;
+  if (base == n->name) { /* PyTorch's node names: "/h.0/qkv/MatMul" -> "h.0.qkv" */
+    char *last = strrchr(buf, '/');
+    if (last && last != buf && strcmp(last + 1, n->op_type) == 0) *last = 0;
+    for (char *p = buf; *p; p++)
+      if (*p == '/' && p != buf) *p = '.';
+  }
   for (char *p = buf; *p; p++)
     if (*p == '"' || *p == '\\' || (unsigned char)*p < 32) *p = '_';
   while (buf[0] == '/') memmove(buf, buf + 1, strlen(buf));

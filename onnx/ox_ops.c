@@ -1148,7 +1148,13 @@ static const reduce_row reduce_rows[] = {
   {"ReduceLogSumExp", "exp(X)", "sum", "log(X)"},
 };
 
+static int layernorm_pattern(ox_ctx *c, node *n);
+
 static int h_reduce(ox_ctx *c, node *n) {
+  if (strcmp(n->op_type, "ReduceMean") == 0) {
+    int r = layernorm_pattern(c, n);
+    if (r) return r < 0 ? -1 : 0;
+  }
   const reduce_row *row = NULL;
   for (size_t i = 0; i < sizeof reduce_rows / sizeof reduce_rows[0]; i++)
     if (strcmp(reduce_rows[i].op, n->op_type) == 0) row = &reduce_rows[i];
@@ -1378,6 +1384,90 @@ static int sole_user(ox_ctx *c, const char *name, const char *op) {
 static int is_scalar_const(ox_ctx *c, node *n, int k, double want, double tol) {
   const ox_array *a = ox_fixed(c, ox_in(c, n, k));
   return a && a->n == 1 && fabs(ox_get_f(a, 0) - want) <= tol;
+}
+
+/* The first later node of op `op` reading `name`: its index, or -1. */
+static int user_of(ox_ctx *c, const char *name, const char *op) {
+  for (int j = c->cur + 1; j < c->nnodes; j++)
+    for (size_t k = 0; k < c->nodes[j]->n_input; k++)
+      if (c->nodes[j]->input[k] && strcmp(c->nodes[j]->input[k], name) == 0 && !c->skip[j] &&
+          strcmp(c->nodes[j]->op_type, op) == 0)
+        return j;
+  return -1;
+}
+
+/* The other input of a two-input node than `name`. */
+static ox_val *other_in(ox_ctx *c, node *m, const char *name) {
+  return ox_in(c, m, strcmp(m->input[0], name) == 0 ? 1 : 0);
+}
+
+/* PyTorch's decomposed layer norm (opsets before 17): ReduceMean(x) -> Sub
+ * -> Pow 2 -> ReduceMean -> Add eps -> Sqrt -> Div, then Mul by a constant
+ * [D] and Add of a constant [D]: the language's layernorm. 1 when emitted, 0
+ * when the graph is not that pattern, -1 on an error. */
+static int layernorm_pattern(ox_ctx *c, node *n) {
+  ox_val *x = ox_in(c, n, 0);
+  int64_t ax[OX_MAXDIM];
+  if (!x || x->rank < 1 || !ox_is_float_dt(x->dt) || ox_attr_ints(n, "axes", ax, OX_MAXDIM) != 1 ||
+      (ax[0] != -1 && ax[0] != x->rank - 1) || !ox_attr_i(n, "keepdims", 1))
+    return 0;
+  int64_t D = x->d[x->rank - 1];
+  int js = sole_user(c, n->output[0], "Sub");
+  node *sub = js >= 0 ? c->nodes[js] : NULL;
+  if (!sub || strcmp(sub->input[0], x->onnx) != 0) return 0;
+  const char *dn = sub->output[0];
+  if (ox_uses(c, dn) != 2) return 0;
+  int jp = user_of(c, dn, "Pow"), jd = user_of(c, dn, "Div");
+  if (jp < 0 || jd < 0 || !is_scalar_const(c, c->nodes[jp], 1, 2.0, 0)) return 0;
+  int jm = sole_user(c, c->nodes[jp]->output[0], "ReduceMean");
+  if (jm < 0) return 0;
+  node *m2 = c->nodes[jm];
+  if (ox_attr_ints(m2, "axes", ax, OX_MAXDIM) != 1 || (ax[0] != -1 && ax[0] != x->rank - 1)) return 0;
+  int ja = sole_user(c, m2->output[0], "Add");
+  if (ja < 0) return 0;
+  ox_val *ev = other_in(c, c->nodes[ja], m2->output[0]);
+  const ox_array *ea = ox_fixed(c, ev);
+  if (!ea || ea->n != 1) return 0;
+  int jq = sole_user(c, c->nodes[ja]->output[0], "Sqrt");
+  if (jq < 0 || jd != sole_user(c, c->nodes[jq]->output[0], "Div") || strcmp(c->nodes[jd]->input[0], dn) != 0) return 0;
+  node *last = c->nodes[jd];
+  const ox_array *wa = NULL, *ba = NULL;
+  ox_val *wv = NULL;
+  int jw = sole_user(c, last->output[0], "Mul"), jb = -1;
+  if (jw >= 0) {
+    wv = other_in(c, c->nodes[jw], last->output[0]);
+    wa = ox_fixed(c, wv);
+    if (!wa || wa->n != D || wv->rank != 1) jw = -1, wa = NULL;
+  }
+  if (jw >= 0) {
+    jb = sole_user(c, c->nodes[jw]->output[0], "Add");
+    ox_val *bv = jb >= 0 ? other_in(c, c->nodes[jb], c->nodes[jw]->output[0]) : NULL;
+    ba = bv ? ox_fixed(c, bv) : NULL;
+    if (!ba || ba->n != D || bv->rank != 1) jb = -1, ba = NULL;
+  }
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  extern const char *ox_layer_name(ox_ctx * c, node * n, const ox_val *w, char *buf, size_t size);
+  char L[300], eps[64];
+  ox_layer_name(c, n, wv, L, sizeof L);
+  ox_array ones = {0}, zeros = {0};
+  ox_array_alloc(&ones, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, D);
+  ox_array_alloc(&zeros, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, D);
+  for (int64_t i = 0; i < D; i++) ones.f[i] = 1;
+  char pn[400];
+  snprintf(pn, sizeof pn, "%s.weight", L);
+  ox_add_param(c, pn, wa ? wa : &ones, &D, 1, 0);
+  snprintf(pn, sizeof pn, "%s.bias", L);
+  ox_add_param(c, pn, ba ? ba : &zeros, &D, 1, 0);
+  ox_array_free(&ones), ox_array_free(&zeros);
+  ox_numeric_literal(eps, sizeof eps, ox_get_f(ea, 0), LATHE_F32);
+  node *out = jb >= 0 ? c->nodes[jb] : jw >= 0 ? c->nodes[jw] : last;
+  int chain[] = {js, jp, jm, ja, jq, jd, jw, jb};
+  for (size_t i = 0; i < sizeof chain / sizeof chain[0]; i++)
+    if (chain[i] >= 0) c->skip[chain[i]] = 1;
+  ox_val *y = ox_out_like(c, out, 0, x, -1);
+  ox_emit(c, "%s = layernorm(%s, eps=%s, name=\"%s\")", y->nn, xr, eps, L);
+  return 1;
 }
 
 /* Erf is in ONNX only as exact GELU's decomposition (PyTorch's export of
