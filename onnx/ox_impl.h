@@ -73,6 +73,13 @@ typedef struct {
 extern const ox_op ox_ops[];
 extern const int ox_nops;
 
+/* a * b for dimensions (both >= 0), saturating past 2^50: hostile shapes
+ * overflow nothing (Lathe refuses tensors over 2^40 elements later) */
+static inline int64_t ox_mul(int64_t a, int64_t b) {
+  const int64_t cap = (int64_t)1 << 50;
+  return b != 0 && a > cap / b ? cap : a * b;
+}
+
 /* errors */
 int ox_err(ox_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int ox_unsup(ox_ctx *c, const char *attr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

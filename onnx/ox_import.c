@@ -37,12 +37,17 @@ void ox_buf_printf(ox_buf *b, const char *fmt, ...) {
 }
 
 void ox_emit(ox_ctx *c, const char *fmt, ...) {
-  char line[8192];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  int k = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *line = malloc((size_t)(k > 0 ? k : 0) + 1);
+  if (!line) abort();
+  va_start(ap, fmt);
+  vsnprintf(line, (size_t)(k > 0 ? k : 0) + 1, fmt, ap);
   va_end(ap);
   ox_buf_printf(&c->nn, "%s\n", line);
+  free(line);
 }
 
 /* ---- errors ---- */
@@ -418,7 +423,7 @@ int64_t ox_numel(const ox_val *v) {
   int64_t n = 1;
   for (int i = 0; i < v->rank; i++) {
     if (v->d[i] < 0) return -1;
-    n *= v->d[i];
+    n = ox_mul(n, v->d[i]);
   }
   return n;
 }
@@ -574,6 +579,8 @@ static int declare_input(ox_ctx *c, const Onnx__ValueInfoProto *vi) {
   ox_buf_printf(&line, "input %s : %s[", v->nn, ox_dt_name(dt));
   for (int k = 0; k < v->rank; k++) {
     const Onnx__TensorShapeProto__Dimension *d = sp->dim[k];
+    if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && d->dim_value > ((int64_t)1 << 40))
+      return ox_err(c, "graph input '%s': dimension %d is %lld (over 2^40)", vi->name, k, (long long)d->dim_value);
     if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && d->dim_value > 0) {
       v->d[k] = d->dim_value;
       ox_buf_printf(&line, "%s%lld", k ? ", " : "", (long long)d->dim_value);

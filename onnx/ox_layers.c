@@ -25,13 +25,21 @@ static int want_floatx(ox_ctx *c, const ox_val *x) {
 
 /* The layer's name: its weight's ONNX name less a ".weight" ending (PyTorch's
  * "fc1.weight" -> "fc1"), else the node's; unique among the parameters. */
-static const char *layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size) {
+const char *ox_layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size);
+#define layer_name ox_layer_name
+const char *ox_layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size) {
   const char *base = w && w->onnx && strncmp(w->onnx, "onnx::", 6) != 0 ? w->onnx
                      : n->name && *n->name                              ? n->name
                                                                         : n->output[0];
   snprintf(buf, size, "%s", base);
   size_t l = strlen(buf);
   if (l > 7 && strcmp(buf + l - 7, ".weight") == 0) buf[l - 7] = 0;
+  if (base == n->name) { /* PyTorch's node names: "/h.0/qkv/MatMul" -> "h.0.qkv" */
+    char *last = strrchr(buf, '/');
+    if (last && last != buf && strcmp(last + 1, n->op_type) == 0) *last = 0;
+    for (char *p = buf; *p; p++)
+      if (*p == '/' && p != buf) *p = '.';
+  }
   for (char *p = buf; *p; p++)
     if (*p == '"' || *p == '\\' || (unsigned char)*p < 32) *p = '_';
   while (buf[0] == '/') memmove(buf, buf + 1, strlen(buf));
@@ -374,8 +382,8 @@ int ox_h_layernorm(ox_ctx *c, node *n) {
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < x->rank; i++) {
     if (x->d[i] < 0 && i >= axis) return ox_unsup(c, NULL, "normalising over a symbolic dimension");
-    if (i < axis) outer = x->d[i] < 0 || outer < 0 ? -1 : outer * x->d[i];
-    else inner *= x->d[i];
+    if (i < axis) outer = x->d[i] < 0 || outer < 0 ? -1 : ox_mul(outer, x->d[i]);
+    else inner = ox_mul(inner, x->d[i]);
   }
   const char *scr = ox_ref(c, sv), *br = bv ? ox_ref(c, bv) : NULL;
   if (!scr || (bv && !br)) return -1;

@@ -104,6 +104,12 @@ static const unary_row unary_rows[] = {
   {"ThresholdedRelu", "where(greater(X, A), X, 0.0)", "alpha", 1.0, NULL, 0, 0},
   {"Shrink", "where(less(X, -A), X + B, where(greater(X, A), X - B, 0.0))", "lambd", 0.5, "bias", 0.0, 0},
   {"Sign", "where(greater(X, 0.0), 1.0, where(less(X, 0.0), -1.0, 0.0))", NULL, 0, NULL, 0, 0},
+  /* the hyperbolic functions and their inverses through exp, log and sqrt */
+  {"Sinh", "(exp(X) - exp(neg(X))) * 0.5", NULL, 0, NULL, 0, 0},
+  {"Cosh", "(exp(X) + exp(neg(X))) * 0.5", NULL, 0, NULL, 0, 0},
+  {"Asinh", "log(X + sqrt(X * X + 1.0))", NULL, 0, NULL, 0, 0},
+  {"Acosh", "log(X + sqrt(X * X - 1.0))", NULL, 0, NULL, 0, 0},
+  {"Atanh", "0.5 * log((1.0 + X) / (1.0 - X))", NULL, 0, NULL, 0, 0},
 };
 
 static int h_unary(ox_ctx *c, node *n) {
@@ -163,8 +169,13 @@ static int h_not(ox_ctx *c, node *n) {
 static int h_identity(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0);
   if (!x) return -1;
-  if (n->n_output > 1 && n->output[1] && *n->output[1])
-    return ox_unsup(c, NULL, "the mask output of %s", n->op_type);
+  if (n->n_output > 1 && n->output[1] && *n->output[1]) { /* inference: the mask keeps everything */
+    if (strcmp(n->op_type, "Dropout") != 0) return ox_unsup(c, NULL, "output 1 of %s", n->op_type);
+    const char *xr = ox_ref(c, x);
+    if (!xr) return -1;
+    ox_val *mk = ox_out_like(c, n, 1, x, LATHE_BOOL);
+    ox_emit(c, "%s = equal(less(%s, %s), less(%s, %s))", mk->nn, xr, xr, xr, xr);
+  }
   if (strcmp(n->op_type, "Dropout") == 0 && ox_in(c, n, 2)) {
     const ox_array *t = ox_const(c, ox_in(c, n, 2));
     if (!t || ox_get_i(t, 0) != 0) return ox_unsup(c, NULL, "Dropout in training mode (training_mode must be a constant false)");
@@ -248,7 +259,7 @@ static int fold_binary(ox_ctx *c, node *n, const binary_row *row) {
     }
     double r = fold1(row->op, ox_get_f(x, ia), ox_get_f(y, ib), !ox_is_float(x->dtype));
     if (o->f) o->f[i] = r;
-    else o->i[i] = (int64_t)r;
+    else o->i[i] = r > -9.2e18 && r < 9.2e18 ? (int64_t)r : 0; /* past int64: no UB */
     if (sv && ((a->sv && a->sv[ia]) || (b->sv && b->sv[ib]))) sv[i] = "?";
   }
   ox_val *v = ox_out_const(c, n, 0, o);
@@ -363,7 +374,31 @@ static int h_where(ox_ctx *c, node *n) {
 
 static int h_clip(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0);
-  if (!x || want_float(c, x)) return -1;
+  if (!x) return -1;
+  if (!ox_is_float_dt(x->dt)) { /* integers: two wheres */
+    const char *xr = ox_ref(c, x);
+    if (!xr) return -1;
+    ox_buf e = {0};
+    ox_buf_printf(&e, "%s", xr);
+    for (int k = 1; k <= 2; k++) {
+      ox_val *b = ox_in(c, n, k);
+      const ox_array *a = b ? ox_const(c, b) : NULL;
+      if (b && (!a || a->n != 1)) {
+        free(e.p);
+        return ox_unsup(c, NULL, "Clip with a tensor bound (input %d must be a constant)", k);
+      }
+      if (!a) continue;
+      long long v = (long long)ox_get_i(a, 0);
+      char *prev = e.p;
+      e.p = NULL, e.n = e.cap = 0;
+      ox_buf_printf(&e, "where(%s(%s, %lld), %lld, %s)", k == 1 ? "less" : "greater", prev, v, v, prev);
+      free(prev);
+    }
+    ox_val *y = ox_out_like(c, n, 0, x, -1);
+    ox_emit(c, "%s = concat([%s], 0)", y->nn, e.p);
+    free(e.p);
+    return 0;
+  }
   double lo = -INFINITY, hi = INFINITY;
   if (c->opset < 11) {
     lo = ox_attr_f(n, "min", -INFINITY);
@@ -478,6 +513,9 @@ static int h_constant_of_shape(ox_ctx *c, node *n) {
     if (sv->sv && sv->sv[i]) symbolic = 1;
     else if (d[i] < 0) return ox_err(c, "shape entry %d is %lld", i, (long long)d[i]);
   }
+  int64_t total = 1;
+  for (int i = 0; i < s->n && !symbolic; i++) total = d[i] > ((int64_t)1 << 26) / (total ? total : 1) ? -1 : total * d[i];
+  if (total < 0) return ox_unsup(c, NULL, "a ConstantOfShape of more than 2^26 elements");
   const Onnx__AttributeProto *at = ox_attr(n, "value");
   if (symbolic) { /* no data: the recurrent layers read it as their zero initial state */
     ox_array v = {0};
@@ -545,8 +583,8 @@ static int h_range(ox_ctx *c, node *n) {
   double a0 = ox_get_f(s, 0), a1 = ox_get_f(l, 0), da = ox_get_f(dl, 0);
   if (da == 0) return ox_err(c, "delta is 0");
   double cnt = ceil((a1 - a0) / da);
+  if (!(cnt <= (1 << 24))) return ox_unsup(c, NULL, "a Range of %g elements", cnt);
   int64_t len = cnt > 0 ? (int64_t)cnt : 0;
-  if (len > (1 << 24)) return ox_unsup(c, NULL, "a Range of %lld elements", (long long)len);
   ox_array *a = new_array(s->dtype, 1, &len);
   for (int64_t i = 0; i < len; i++) {
     if (a->f) a->f[i] = a0 + (double)i * da;
@@ -601,6 +639,7 @@ static int h_reshape(ox_ctx *c, node *n) {
   for (int i = 0; i < s->n; i++) {
     d[i] = ox_get_i(s, i);
     if (sv->sv && sv->sv[i]) d[i] = -1, sym[i] = sv->sv[i];
+    else if (d[i] > ((int64_t)1 << 40)) return ox_err(c, "shape element %d is %lld (over 2^40)", i, (long long)d[i]);
     else if (d[i] == 0 && !allowzero) {
       if (i >= x->rank) return ox_err(c, "shape element %d is 0 but the input has rank %d", i, x->rank);
       d[i] = x->d[i];
@@ -610,7 +649,7 @@ static int h_reshape(ox_ctx *c, node *n) {
       if (infer >= 0) return ox_err(c, "more than one -1 in the shape");
       infer = i;
     } else if (d[i] > 0) {
-      known *= d[i];
+      known = ox_mul(known, d[i]);
     } else if (d[i] == 0 || (d[i] < -1)) {
       return ox_unsup(c, NULL, "shape element %d is %lld", i, (long long)d[i]);
     }
@@ -634,7 +673,7 @@ static int h_flatten(ox_ctx *c, node *n) {
   for (int i = 0; i < x->rank; i++) {
     int side = i >= axis;
     if (x->d[i] < 0) d[side] = -1, sym[side] = x->sym[i];
-    else if (d[side] >= 0) d[side] *= x->d[i];
+    else if (d[side] >= 0) d[side] = ox_mul(d[side], x->d[i]);
   }
   return emit_reshape(c, n, 0, x, 2, d, sym);
 }
@@ -1044,7 +1083,10 @@ static int h_expand(ox_ctx *c, node *n) {
   if (s->n > OX_MAXDIM) return ox_err(c, "shape of %lld dimensions", (long long)s->n);
   ox_val t = {0};
   t.rank = (int)s->n;
-  for (int i = 0; i < t.rank; i++) t.d[i] = ox_get_i(s, i);
+  for (int i = 0; i < t.rank; i++) {
+    t.d[i] = ox_get_i(s, i);
+    if (t.d[i] < 1 || t.d[i] > ((int64_t)1 << 40)) return ox_unsup(c, NULL, "expanding to a dimension of %lld", (long long)t.d[i]);
+  }
   int rank;
   int64_t d[OX_MAXDIM], times[OX_MAXDIM];
   const char *sym[OX_MAXDIM];
@@ -1082,7 +1124,8 @@ static int h_tile(ox_ctx *c, node *n) {
   for (int i = 0; i < x->rank; i++) {
     times[i] = ox_get_i(r, i);
     if (x->d[i] < 0 && times[i] != 1) return ox_unsup(c, NULL, "tiling a symbolic dimension");
-    d[i] = x->d[i] * times[i];
+    if (times[i] < 1 || times[i] > 1024) return ox_unsup(c, NULL, "%lld copies along axis %d", (long long)times[i], i);
+    d[i] = ox_mul(x->d[i], times[i]);
   }
   return repeat_axes(c, n, x, times, x->rank, d);
 }
@@ -1105,7 +1148,13 @@ static const reduce_row reduce_rows[] = {
   {"ReduceLogSumExp", "exp(X)", "sum", "log(X)"},
 };
 
+static int layernorm_pattern(ox_ctx *c, node *n);
+
 static int h_reduce(ox_ctx *c, node *n) {
+  if (strcmp(n->op_type, "ReduceMean") == 0) {
+    int r = layernorm_pattern(c, n);
+    if (r) return r < 0 ? -1 : 0;
+  }
   const reduce_row *row = NULL;
   for (size_t i = 0; i < sizeof reduce_rows / sizeof reduce_rows[0]; i++)
     if (strcmp(reduce_rows[i].op, n->op_type) == 0) row = &reduce_rows[i];
@@ -1164,11 +1213,32 @@ static int h_reduce(ox_ctx *c, node *n) {
 static int h_argext(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0);
   if (!x) return -1;
-  if (ox_attr_i(n, "select_last_index", 0)) return ox_unsup(c, "select_last_index", "1 (Lathe picks the first extremum)");
-  int axis, keep = (int)ox_attr_i(n, "keepdims", 1);
+  int axis, keep = (int)ox_attr_i(n, "keepdims", 1), last = (int)ox_attr_i(n, "select_last_index", 0);
   if (ox_axis(c, ox_attr_i(n, "axis", 0), x->rank, &axis)) return -1;
   const char *xr = ox_ref(c, x);
   if (!xr) return -1;
+  int mx = strcmp(n->op_type, "ArgMax") == 0;
+  if (last) {
+    /* the last extremum: the largest position (1 + index) among the places
+     * equal to the extremum */
+    if (x->d[axis] < 0) return ox_unsup(c, "select_last_index", "over a symbolic dimension");
+    int64_t sh[OX_MAXDIM];
+    char shs[300];
+    for (int i = 0; i < x->rank; i++) sh[i] = i == axis ? x->d[i] : 1;
+    const char *pos = ox_fresh(c, n->output[0]);
+    ox_emit(c, "%s = where(equal(%s, %s(%s, %d, keepdims=true)), reshape(arange(%lld), %s) + 1, 0)", pos, xr,
+            mx ? "max" : "min", xr, axis, (long long)x->d[axis], ox_shape_list(sh, x->rank, shs, sizeof shs));
+    int64_t d[OX_MAXDIM];
+    const char *sym[OX_MAXDIM];
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+      if (i != axis) d[r] = x->d[i], sym[r++] = x->sym[i];
+      else if (keep) d[r] = 1, sym[r++] = NULL;
+    }
+    ox_val *y = ox_out(c, n, 0, LATHE_I64, r, d, sym);
+    ox_emit(c, "%s = cast(argmax(%s, %d, keepdims=%s), \"i64\")", y->nn, pos, axis, keep ? "true" : "false");
+    return 0;
+  }
   int64_t d[OX_MAXDIM];
   const char *sym[OX_MAXDIM];
   int r = 0;
@@ -1199,7 +1269,7 @@ static int h_softmax(ox_ctx *c, node *n) {
   int64_t a = 1, b = 1;
   for (int i = 0; i < x->rank; i++) {
     if (x->d[i] < 0) return ox_unsup(c, NULL, "coerced softmax over a symbolic dimension");
-    *(i < axis ? &a : &b) *= x->d[i];
+    *(i < axis ? &a : &b) = ox_mul(*(i < axis ? &a : &b), x->d[i]);
   }
   char sh[300];
   ox_emit(c, "%s = reshape(%s(reshape(%s, [%lld, %lld]), axis=1), %s)", y->nn, fn, xr, (long long)a, (long long)b,
@@ -1316,6 +1386,90 @@ static int is_scalar_const(ox_ctx *c, node *n, int k, double want, double tol) {
   return a && a->n == 1 && fabs(ox_get_f(a, 0) - want) <= tol;
 }
 
+/* The first later node of op `op` reading `name`: its index, or -1. */
+static int user_of(ox_ctx *c, const char *name, const char *op) {
+  for (int j = c->cur + 1; j < c->nnodes; j++)
+    for (size_t k = 0; k < c->nodes[j]->n_input; k++)
+      if (c->nodes[j]->input[k] && strcmp(c->nodes[j]->input[k], name) == 0 && !c->skip[j] &&
+          strcmp(c->nodes[j]->op_type, op) == 0)
+        return j;
+  return -1;
+}
+
+/* The other input of a two-input node than `name`. */
+static ox_val *other_in(ox_ctx *c, node *m, const char *name) {
+  return ox_in(c, m, strcmp(m->input[0], name) == 0 ? 1 : 0);
+}
+
+/* PyTorch's decomposed layer norm (opsets before 17): ReduceMean(x) -> Sub
+ * -> Pow 2 -> ReduceMean -> Add eps -> Sqrt -> Div, then Mul by a constant
+ * [D] and Add of a constant [D]: the language's layernorm. 1 when emitted, 0
+ * when the graph is not that pattern, -1 on an error. */
+static int layernorm_pattern(ox_ctx *c, node *n) {
+  ox_val *x = ox_in(c, n, 0);
+  int64_t ax[OX_MAXDIM];
+  if (!x || x->rank < 1 || !ox_is_float_dt(x->dt) || ox_attr_ints(n, "axes", ax, OX_MAXDIM) != 1 ||
+      (ax[0] != -1 && ax[0] != x->rank - 1) || !ox_attr_i(n, "keepdims", 1))
+    return 0;
+  int64_t D = x->d[x->rank - 1];
+  int js = sole_user(c, n->output[0], "Sub");
+  node *sub = js >= 0 ? c->nodes[js] : NULL;
+  if (!sub || strcmp(sub->input[0], x->onnx) != 0) return 0;
+  const char *dn = sub->output[0];
+  if (ox_uses(c, dn) != 2) return 0;
+  int jp = user_of(c, dn, "Pow"), jd = user_of(c, dn, "Div");
+  if (jp < 0 || jd < 0 || !is_scalar_const(c, c->nodes[jp], 1, 2.0, 0)) return 0;
+  int jm = sole_user(c, c->nodes[jp]->output[0], "ReduceMean");
+  if (jm < 0) return 0;
+  node *m2 = c->nodes[jm];
+  if (ox_attr_ints(m2, "axes", ax, OX_MAXDIM) != 1 || (ax[0] != -1 && ax[0] != x->rank - 1)) return 0;
+  int ja = sole_user(c, m2->output[0], "Add");
+  if (ja < 0) return 0;
+  ox_val *ev = other_in(c, c->nodes[ja], m2->output[0]);
+  const ox_array *ea = ox_fixed(c, ev);
+  if (!ea || ea->n != 1) return 0;
+  int jq = sole_user(c, c->nodes[ja]->output[0], "Sqrt");
+  if (jq < 0 || jd != sole_user(c, c->nodes[jq]->output[0], "Div") || strcmp(c->nodes[jd]->input[0], dn) != 0) return 0;
+  node *last = c->nodes[jd];
+  const ox_array *wa = NULL, *ba = NULL;
+  ox_val *wv = NULL;
+  int jw = sole_user(c, last->output[0], "Mul"), jb = -1;
+  if (jw >= 0) {
+    wv = other_in(c, c->nodes[jw], last->output[0]);
+    wa = ox_fixed(c, wv);
+    if (!wa || wa->n != D || wv->rank != 1) jw = -1, wa = NULL;
+  }
+  if (jw >= 0) {
+    jb = sole_user(c, c->nodes[jw]->output[0], "Add");
+    ox_val *bv = jb >= 0 ? other_in(c, c->nodes[jb], c->nodes[jw]->output[0]) : NULL;
+    ba = bv ? ox_fixed(c, bv) : NULL;
+    if (!ba || ba->n != D || bv->rank != 1) jb = -1, ba = NULL;
+  }
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  extern const char *ox_layer_name(ox_ctx * c, node * n, const ox_val *w, char *buf, size_t size);
+  char L[300], eps[64];
+  ox_layer_name(c, n, wv, L, sizeof L);
+  ox_array ones = {0}, zeros = {0};
+  ox_array_alloc(&ones, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, D);
+  ox_array_alloc(&zeros, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, D);
+  for (int64_t i = 0; i < D; i++) ones.f[i] = 1;
+  char pn[400];
+  snprintf(pn, sizeof pn, "%s.weight", L);
+  ox_add_param(c, pn, wa ? wa : &ones, &D, 1, 0);
+  snprintf(pn, sizeof pn, "%s.bias", L);
+  ox_add_param(c, pn, ba ? ba : &zeros, &D, 1, 0);
+  ox_array_free(&ones), ox_array_free(&zeros);
+  ox_numeric_literal(eps, sizeof eps, ox_get_f(ea, 0), LATHE_F32);
+  node *out = jb >= 0 ? c->nodes[jb] : jw >= 0 ? c->nodes[jw] : last;
+  int chain[] = {js, jp, jm, ja, jq, jd, jw, jb};
+  for (size_t i = 0; i < sizeof chain / sizeof chain[0]; i++)
+    if (chain[i] >= 0) c->skip[chain[i]] = 1;
+  ox_val *y = ox_out_like(c, out, 0, x, -1);
+  ox_emit(c, "%s = layernorm(%s, eps=%s, name=\"%s\")", y->nn, xr, eps, L);
+  return 1;
+}
+
 /* Erf is in ONNX only as exact GELU's decomposition (PyTorch's export of
  * F.gelu): x / sqrt(2) -> Erf -> + 1 -> x * . -> * 0.5 becomes gelu(x). */
 static int h_erf(ox_ctx *c, node *n) {
@@ -1340,6 +1494,145 @@ static int h_erf(ox_ctx *c, node *n) {
   return 0;
 }
 
+/* GatherElements is torch.gather; negative indices wrap first. */
+static int h_gather_elements(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0), *iv = ox_need(c, n, 1);
+  if (!x || !iv) return -1;
+  int axis;
+  if (ox_axis(c, ox_attr_i(n, "axis", 0), x->rank, &axis)) return -1;
+  if (iv->rank != x->rank) return ox_err(c, "indices of rank %d for data of rank %d", iv->rank, x->rank);
+  if (x->d[axis] < 0) return ox_unsup(c, NULL, "GatherElements along a symbolic dimension");
+  const char *xr = ox_ref(c, x), *ir = ox_ref(c, iv);
+  if (!xr || !ir) return -1;
+  ox_val *y = ox_out_like(c, n, 0, iv, x->dt);
+  ox_emit(c, "%s = gather(%s, %d, where(less(%s, 0), %s + %lld, %s))", y->nn, xr, axis, ir, ir, (long long)x->d[axis], ir);
+  return 0;
+}
+
+/* NegativeLogLikelihoodLoss on log-probabilities lp [N, C, d...] (the .nn
+ * name lpr) and targets t [N, d...]: the picked entries by a one_hot of the
+ * targets (ignored targets masked and sent to class 0), weighted, reduced as
+ * `reduction` says; the loss defines output 0 of n. */
+static int nll_emit(ox_ctx *c, node *n, ox_val *lp, const char *lpr, ox_val *t, ox_val *w) {
+  if (want_float(c, lp)) return -1;
+  if (lp->rank < 2 || t->rank != lp->rank - 1) return ox_err(c, "expects input [N, C, ...] and target [N, ...]");
+  int64_t C = lp->d[1];
+  if (C < 0) return ox_unsup(c, NULL, "a symbolic class dimension");
+  const char *red = ox_attr_s(n, "reduction", "mean");
+  char rd[16];
+  snprintf(rd, sizeof rd, "%s", red);
+  if (strcmp(rd, "none") && strcmp(rd, "sum") && strcmp(rd, "mean")) return ox_unsup(c, "reduction", "'%s'", rd);
+  const Onnx__AttributeProto *ig = ox_attr(n, "ignore_index");
+  const char *tr = ox_ref(c, t), *wr = w ? ox_ref(c, w) : NULL;
+  if (!tr || (w && !wr)) return -1;
+  const char *base = n->output[0];
+  char perm[200], xt[256], ts[256];
+  int r = lp->rank;
+  if (r > 2) {
+    int k = snprintf(perm, sizeof perm, "[0");
+    for (int i = 2; i < r; i++) k += snprintf(perm + k, sizeof perm - (size_t)k, ", %d", i);
+    snprintf(perm + k, sizeof perm - (size_t)k, ", 1]");
+    const char *v = ox_fresh(c, base);
+    ox_emit(c, "%s = transpose(%s, %s)", v, lpr, perm);
+    snprintf(xt, sizeof xt, "%s", v);
+  } else {
+    snprintf(xt, sizeof xt, "%s", lpr);
+  }
+  const char *valid = NULL;
+  if (ig) {
+    valid = ox_fresh(c, base);
+    ox_emit(c, "%s = not_equal(%s, %lld)", valid, tr, (long long)ig->i);
+    const char *v = ox_fresh(c, base);
+    ox_emit(c, "%s = where(%s, %s, 0)", v, valid, tr);
+    snprintf(ts, sizeof ts, "%s", v);
+  } else {
+    snprintf(ts, sizeof ts, "%s", tr);
+  }
+  const char *oh = ox_fresh(c, base), *g = ox_fresh(c, base);
+  ox_emit(c, "%s = one_hot(%s, %lld)", oh, ts, (long long)C);
+  ox_emit(c, "%s = sum(%s * %s, %d)", g, oh, xt, r - 1);
+  const char *wt = NULL;
+  if (w) {
+    wt = ox_fresh(c, base);
+    ox_emit(c, "%s = sum(%s * %s, %d)", wt, oh, wr, r - 1);
+  }
+  if (valid) {
+    const char *m = ox_fresh(c, base);
+    if (wt) ox_emit(c, "%s = %s * cast(%s, \"f32\")", m, wt, valid);
+    else ox_emit(c, "%s = cast(%s, \"f32\")", m, valid);
+    wt = m;
+  }
+  const char *l = ox_fresh(c, base);
+  if (wt) ox_emit(c, "%s = neg(%s) * %s", l, g, wt);
+  else ox_emit(c, "%s = neg(%s)", l, g);
+  ox_val *y;
+  if (strcmp(rd, "none") == 0) {
+    y = ox_out_like(c, n, 0, t, lp->dt);
+    ox_emit(c, "%s = concat([%s], 0)", y->nn, l);
+  } else {
+    y = ox_out(c, n, 0, lp->dt, 0, NULL, NULL);
+    if (strcmp(rd, "sum") == 0) ox_emit(c, "%s = sum(%s)", y->nn, l);
+    else if (wt) ox_emit(c, "%s = sum(%s) / sum(%s)", y->nn, l, wt);
+    else ox_emit(c, "%s = mean(%s)", y->nn, l);
+  }
+  return 0;
+}
+
+static int h_nll(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0), *t = ox_need(c, n, 1), *w = ox_in(c, n, 2);
+  if (!x || !t) return -1;
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  return nll_emit(c, n, x, xr, t, w);
+}
+
+/* SoftmaxCrossEntropyLoss: log_softmax over the classes (axis 1; output 1
+ * when asked for), then the NLL above. */
+static int h_sce(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0), *t = ox_need(c, n, 1), *w = ox_in(c, n, 2);
+  if (!x || !t || want_float(c, x)) return -1;
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  const char *lp = ox_fresh(c, n->output[0]);
+  ox_emit(c, "%s = log_softmax(%s, axis=1)", lp, xr);
+  char lps[256];
+  snprintf(lps, sizeof lps, "%s", lp);
+  if (nll_emit(c, n, x, lps, t, w)) return -1;
+  ox_val *lo = ox_out_like(c, n, 1, x, -1);
+  if (lo) ox_emit(c, "%s = concat([%s], 0)", lo->nn, lps);
+  return 0;
+}
+
+static int h_hardmax(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x || want_float(c, x)) return -1;
+  int axis;
+  if (ox_axis(c, ox_attr_i(n, "axis", c->opset < 13 ? 1 : -1), x->rank, &axis)) return -1;
+  if (axis != x->rank - 1) return ox_unsup(c, "axis", "%d: Hardmax over another axis than the last", axis);
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  ox_val *y = ox_out_like(c, n, 0, x, -1);
+  ox_emit(c, "%s = cast(one_hot(argmax(%s, %d), %lld), \"%s\")", y->nn, xr, axis, (long long)x->d[axis], ox_dt_name(x->dt));
+  return 0;
+}
+
+static int h_eyelike(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x) return -1;
+  if (x->rank != 2 || x->d[0] < 0 || x->d[1] < 0 || x->d[0] * x->d[1] > ((int64_t)1 << 26))
+    return ox_unsup(c, NULL, "EyeLike of a tensor that is not a static matrix of at most 2^26 elements");
+  int to = (int)ox_attr_i(n, "dtype", onnx_dtype_of(x->dt));
+  int64_t k = ox_attr_i(n, "k", 0);
+  ox_array *o = new_array(to, 2, x->d);
+  for (int64_t i = 0; i < x->d[0]; i++)
+    for (int64_t j = 0; j < x->d[1]; j++) {
+      if (o->f) o->f[i * x->d[1] + j] = j - i == k;
+      else o->i[i * x->d[1] + j] = j - i == k;
+    }
+  ox_out_const(c, n, 0, o);
+  return 0;
+}
+
 /* layers: ox_layers.c */
 int ox_h_matmul(ox_ctx *c, node *n);
 int ox_h_gemm(ox_ctx *c, node *n);
@@ -1357,7 +1650,7 @@ const ox_op ox_ops[] = {
   ACT("Abs", ""), ACT("Neg", ""), ACT("Reciprocal", ""), ACT("Softsign", ""), ACT("Softplus", ""), ACT("Mish", ""),
   ACT("LeakyRelu", "alpha"), ACT("Elu", "alpha"), ACT("Selu", "alpha,gamma"), ACT("Celu", "alpha"),
   ACT("HardSigmoid", "alpha,beta"), ACT("HardSwish", ""), ACT("ThresholdedRelu", "alpha"), ACT("Shrink", "lambd,bias"),
-  ACT("Sign", ""),
+  ACT("Sign", ""), ACT("Sinh", ""), ACT("Cosh", ""), ACT("Asinh", ""), ACT("Acosh", ""), ACT("Atanh", ""),
   {"IsNaN", h_isnan, ""},
   {"IsInf", h_isinf, "detect_negative,detect_positive"},
   {"Not", h_not, ""},
@@ -1401,6 +1694,11 @@ const ox_op ox_ops[] = {
   {"DepthToSpace", h_depth_space, "blocksize,mode"},
   {"Trilu", h_trilu, "upper"},
   {"Erf", h_erf, ""},
+  {"GatherElements", h_gather_elements, "axis"},
+  {"NegativeLogLikelihoodLoss", h_nll, "reduction,ignore_index"},
+  {"SoftmaxCrossEntropyLoss", h_sce, "reduction,ignore_index"},
+  {"Hardmax", h_hardmax, "axis"},
+  {"EyeLike", h_eyelike, "dtype,k"},
   {"SpaceToDepth", h_depth_space, "blocksize"},
   {"MatMul", ox_h_matmul, ""},
   {"Gemm", ox_h_gemm, "alpha,beta,transA,transB"},

@@ -42,7 +42,11 @@ void ox_array_free(ox_array *a) {
 }
 
 double ox_get_f(const ox_array *a, int64_t k) { return a->f ? a->f[k] : (double)a->i[k]; }
-int64_t ox_get_i(const ox_array *a, int64_t k) { return a->i ? a->i[k] : (int64_t)a->f[k]; }
+int64_t ox_get_i(const ox_array *a, int64_t k) {
+  if (a->i) return a->i[k];
+  double f = a->f[k]; /* NaN and values past int64 (hostile files) are not converted: UB in C */
+  return f > -9.2e18 && f < 9.2e18 ? (int64_t)f : 0;
+}
 
 /* One little-endian element of raw bytes to the array's storage. */
 static void put_raw(ox_array *a, int64_t k, const uint8_t *p) {
