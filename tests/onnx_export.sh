@@ -2,8 +2,9 @@
 # example model exported (opset 17) with seeded weights whose batchnorm
 # running statistics are made non-trivial, run by lathe_ort (ONNX Runtime
 # through its C API, tools/ort/ort_run.c) on random inputs, equals lathe run
-# within 1e-5 of the output's scale; a model trained with normalised
-# features (the weights carry the normalisation) too, at two batch sizes;
+# within 1e-5 of the output's scale; so do a model made of every other op
+# with an ONNX form (ops.nn below) and a model trained with normalised
+# features (the weights carry the normalisation) at two batch sizes;
 # errors: no weights, quantized weights, no -o, a write into a missing
 # folder leave no file behind. Without ONNX support in the build or ONNX
 # Runtime on the machine (./setup.sh installs the npm package
@@ -52,6 +53,9 @@ for spec in sys.argv[3:]:
     shape = [int(d) for d in dims.split("x")]
     if dt == "f32":
         a = rng.standard_normal(shape).astype(np.float32)
+    elif dt == "bool":  # an attention mask: the last row sees no key at all
+        a = rng.random(shape) < 0.6
+        a[-1] = False
     else:
         a = rng.integers(1 if name == "len" else 0, int(hi[0]), size=shape).astype(np.int32)
     np.save("%s.%s.npy" % (prefix, name), a)
@@ -138,6 +142,39 @@ check examples/gpt.nn logits 2 1 "$tmp/gpt.safetensors" tokens:i32:2x64:96
 check examples/lstm.nn logits 2 1 "$tmp/lstm.safetensors" tokens:i32:2x32:96
 check examples/reverse.nn logits 3 1 "$tmp/reverse.safetensors" src:i32:3x8:12 len:i32:3:9 dec:i32:3x8:12
 check examples/seq_cnn.nn probs 2 1 "$tmp/seq_cnn.safetensors" x:f32:2x1x48
+
+# Every other op with an ONNX form, in one model: rmsnorm, attention with rotary embeddings, grouped
+# key/value heads and a bool mask (one query row sees no key), rnn, gru, groupnorm, the elementwise
+# maps, comparisons, where, cumsum, reductions, argmax, one_hot, gather, slice, concat, pools, upsample.
+cat >"$tmp/ops.nn" <<'NN'
+model ops
+input x : f32[batch, 8, 16]
+input ids : i32[batch, 8]
+input keep : bool[batch, 8]
+e = embedding(ids, 10, 16, name="emb") + x
+a = attention(rmsnorm(e, name="rms"), 4, rope=true, kv_heads=2, mask=keep, name="att")
+h = e + a
+r = rnn(h, 12, name="rnn")
+g = gru(r, 12, name="gru")
+c = transpose(g, [0, 2, 1])
+c = groupnorm(c, 3, name="gn") |> leaky_relu(0.1)
+c = maxpool1d(c, 2)
+u = upsample(c, 2)
+s = gelu(u, approx="tanh") + swish(u) * clamp(u, min=-0.5, max=0.5) + pow(abs(u) + 1, 1.5)
+s = s + exp(neg(sqrt(abs(u)))) + log(abs(u) + 1)
+t = where(less(s, 0.2), s, cumsum(s, 2))
+t = where(not_equal(t, 0.0), t, 1.0)
+m = mean(t, 2) + max(t, 2) - min(t, 2) + sum(t, 2)
+z = concat([m, slice(m, 1, 0, 4)], 1)
+o = log_softmax(dense(z, 5, name="out"))
+output o
+output am = argmax(o, 1)
+output oh = one_hot(ids, 10) * gather(x, 2, argmax(x, 2, keepdims=true))
+NN
+"$LATHE" init "$tmp/ops.nn" -o "$tmp/ops.safetensors" --seed 2 >/dev/null 2>&1 || bad "init ops"
+for o in o am oh; do
+  check "$tmp/ops.nn" $o 2 4 "$tmp/ops.safetensors" x:f32:2x8x16 ids:i32:2x8:10 keep:bool:2x8
+done
 
 # Trained weights that carry the features' normalisation, at two batch sizes.
 small_task "$tmp"
