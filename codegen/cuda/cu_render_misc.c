@@ -358,16 +358,20 @@ static int r_kv_write(cu_rctx *r) {
 /* A warp per head: the query against cache rows 0..pos, online softmax. */
 static int r_attention_decode(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0), *kc = cu_opn(r, 2);
-  int64_t T = kc->shape.d[0], d = kc->shape.d[1], H = n->attr.heads;
-  if (H < 1 || d % H) return cu_unsupported(r, "%lld heads do not divide width %lld", (long long)H, (long long)d);
-  int64_t HD = d / H, NE = (HD + 31) / 32;
+  /* the caches hold K = d / HD key/value heads (fewer than H for mha's
+   * grouped heads): query head h reads cache head h / (H / K) */
+  int64_t T = kc->shape.d[0], d = kc->shape.d[1], H = n->attr.heads, dq = ir_numel(&n->shape);
+  if (H < 1 || dq % H) return cu_unsupported(r, "%lld heads do not divide width %lld", (long long)H, (long long)dq);
+  int64_t HD = dq / H, NE = (HD + 31) / 32;
+  if (d % HD || H % (d / HD)) return cu_unsupported(r, "cache width %lld is not a number of heads", (long long)d);
+  int64_t G = H / (d / HD);
   if (NE > 8) return cu_unsupported(r, "a head width above 256");
   char sc[48];
   cu_flt(1.0 / sqrt((double)HD), sc, sizeof sc);
   cu_begin(r, 32);
   cu_params(r, 5);
   cu_status_param(r);
-  cu_sb_printf(&r->b, ") {\n  const long long D = %lldLL, HD = %lldLL;\n  const int lane = threadIdx.x;\n"
+  cu_sb_printf(&r->b, ") {\n  const long long D = %lldLL, HD = %lldLL, G = %lldLL;\n  const int lane = threadIdx.x;\n"
                       "  double pd = (double)a4[0];\n"
                       "  if (!(pd >= 0.0 && pd < %lld.0)) { if (lane == 0 && blockIdx.x == 0) lt_fail(status, %lld); return; }\n"
                       "  long long pos = (long long)pd;\n"
@@ -375,7 +379,7 @@ static int r_attention_decode(cu_rctx *r) {
                       "    float q[%lld], acc[%lld], m = -LT_INF, l = 0.f;\n"
                       "    for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; q[t] = e < HD ? a1[h * HD + e] : 0.f; acc[t] = 0.f; }\n"
                       "    for (long long j = 0; j <= pos; j++) {\n"
-                      "      const float* kr = a2 + j * D + h * HD; const float* vr = a3 + j * D + h * HD;\n"
+                      "      const float* kr = a2 + j * D + h / G * HD; const float* vr = a3 + j * D + h / G * HD;\n"
                       "      float s = 0.f;\n"
                       "      for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; if (e < HD) s += q[t] * kr[e]; }\n"
                       "      s = lt_warp_sum(s) * %s;\n"
@@ -384,7 +388,7 @@ static int r_attention_decode(cu_rctx *r) {
                       "      m = mn;\n    }\n"
                       "    for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; if (e < HD) a0[h * HD + e] = acc[t] / l; }\n"
                       "  }\n}\n",
-               (long long)d, (long long)HD, (long long)T, cu_code_of(r->k->node, 2), (long long)H, (long long)NE,
+               (long long)d, (long long)HD, (long long)G, (long long)T, cu_code_of(r->k->node, 2), (long long)H, (long long)NE,
                (long long)NE, (long long)NE, (long long)NE, sc, (long long)NE, (long long)NE);
   cu_ref ops[6];
   cu_refs(r, ops, 5);
