@@ -80,13 +80,18 @@ static int r_seq(cu_rctx *r) {
   cu_sb_printf(&r->b, "const float* __restrict__ a, const float* __restrict__ whh, const float* __restrict__ bhh,"
                       " float* __restrict__ y) {\n");
   consts(&r->b, &s);
-  cu_sb_printf(&r->b, "  __shared__ float hs[2 * %lld], cs[%lld];\n  (void)bhh; (void)cs;\n"
+  /* only the lstm has a cell state: a cs[] the others set and never read
+   * is an NVRTC warning (#550) */
+  int lstm = s.op == IR_LSTM;
+  char cell[48] = "";
+  if (lstm) snprintf(cell, sizeof cell, ", cs[%lld]", (long long)s.h);
+  cu_sb_printf(&r->b, "  __shared__ float hs[2 * %lld]%s;\n  (void)bhh;\n"
                       "  for (long long b = blockIdx.x; b < B; b += gridDim.x) {\n"
-                      "    " FOR_J " { hs[j] = 0.f; cs[j] = 0.f; }\n    __syncthreads();\n"
+                      "    " FOR_J " { hs[j] = 0.f;%s }\n    __syncthreads();\n"
                       "    for (long long t = 0; t < T; t++) {\n"
                       "      const float* hp = hs + (t & 1) * HH;\n      float* hn = hs + ((t + 1) & 1) * HH;\n"
                       "      " FOR_J " {\n",
-               (long long)s.h, (long long)s.h);
+               (long long)s.h, cell, lstm ? " cs[j] = 0.f;" : "");
   step_forward(&r->b, &s);
   cu_sb_printf(&r->b, "        hn[j] = hv;\n        y[(b * T + t) * HH + j] = hv;\n      }\n      __syncthreads();\n"
                       "    }\n  }\n}\n");
