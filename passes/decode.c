@@ -384,6 +384,8 @@ static int mha(dec *c, int id) {
   if (a < 0 || (a = add(c, IR_MATMUL, (int[]){a, w[6]}, 2, NULL, L)) < 0) return -1;
   c->tax[id] = 1;
   return add(c, IR_ADD, (int[]){a, w[7]}, 2, NULL, L);
+}
+
 /* ---- recurrences ---- */
 
 /* "cache.lstm1" from the weight "lstm1.weight_ih" (else the node id), then
