@@ -190,10 +190,12 @@ static int all_same(const int64_t *v, int n, int64_t *out) {
   return 1;
 }
 
-/* The spatial attributes of Conv and the pools: kernel k, stride s,
- * dilation dl, padding p (-1: "same"), each one number for every spatial
- * axis as the language's layers take them. */
-static int spatial(ox_ctx *c, node *n, int nsp, const int64_t *kdims, int64_t *k, int64_t *s, int64_t *dl, int64_t *p) {
+/* The spatial attributes of Conv and the pools: kernel k, stride s and
+ * dilation dl (one number for every spatial axis, as the language's layers
+ * take them) and the padding per axis and side (lo, hi), auto_pad worked
+ * out from the input's spatial sizes `in`. */
+static int spatial(ox_ctx *c, node *n, int nsp, const int64_t *kdims, const int64_t *in, int64_t *k, int64_t *s,
+                   int64_t *dl, int64_t *lo, int64_t *hi) {
   int64_t v[2 * OX_MAXDIM];
   int m = ox_attr_ints(n, "kernel_shape", v, OX_MAXDIM);
   if (m < 0 && kdims) m = nsp, memcpy(v, kdims, sizeof(int64_t) * (size_t)nsp);
@@ -204,26 +206,80 @@ static int spatial(ox_ctx *c, node *n, int nsp, const int64_t *kdims, int64_t *k
   m = ox_attr_ints(n, "dilations", v, OX_MAXDIM);
   if (m < 0) *dl = 1;
   else if (m != nsp || !all_same(v, m, dl)) return ox_unsup(c, "dilations", "different dilations per axis");
+  if (*k < 1 || *s < 1 || *dl < 1) return ox_err(c, "kernel, stride and dilation must be positive");
   const char *ap = ox_attr_s(n, "auto_pad", "NOTSET");
-  if (strcmp(ap, "VALID") == 0) *p = 0;
-  else if (strcmp(ap, "SAME_UPPER") == 0 || strcmp(ap, "SAME_LOWER") == 0) {
-    if (*s != 1) return ox_unsup(c, "auto_pad", "%s with stride %lld (Lathe's \"same\" is for stride 1)", ap, (long long)*s);
-    if ((*dl * (*k - 1)) % 2 && strcmp(ap, "SAME_LOWER") == 0) return ox_unsup(c, "auto_pad", "SAME_LOWER with an odd total padding");
-    *p = -1;
-  } else if (strcmp(ap, "NOTSET") == 0) {
+  char aps[32];
+  snprintf(aps, sizeof aps, "%s", ap);
+  for (int i = 0; i < nsp; i++) lo[i] = hi[i] = 0;
+  if (strcmp(aps, "SAME_UPPER") == 0 || strcmp(aps, "SAME_LOWER") == 0) {
+    for (int i = 0; i < nsp; i++) {
+      if (in[i] < 0) return ox_unsup(c, "auto_pad", "over a symbolic dimension");
+      int64_t out = (in[i] + *s - 1) / *s, total = (out - 1) * *s + *dl * (*k - 1) + 1 - in[i];
+      if (total < 0) total = 0;
+      int upper = strcmp(aps, "SAME_UPPER") == 0;
+      lo[i] = upper ? total / 2 : total - total / 2;
+      hi[i] = total - lo[i];
+    }
+  } else if (strcmp(aps, "NOTSET") == 0) {
     m = ox_attr_ints(n, "pads", v, 2 * OX_MAXDIM);
-    if (m < 0) *p = 0;
-    else if (m != 2 * nsp || !all_same(v, m, p)) return ox_unsup(c, "pads", "padding that differs between sides or axes");
-  } else {
-    return ox_unsup(c, "auto_pad", "'%s'", ap);
+    if (m >= 0 && m != 2 * nsp) return ox_err(c, "%d pads for %d spatial axes", m, nsp);
+    for (int i = 0; m > 0 && i < nsp; i++) {
+      lo[i] = v[i], hi[i] = v[nsp + i];
+      if (lo[i] < 0 || hi[i] < 0 || lo[i] > 1024 || hi[i] > 1024) return ox_unsup(c, "pads", "padding of %lld", (long long)(lo[i] < 0 ? lo[i] : hi[i]));
+    }
+  } else if (strcmp(aps, "VALID") != 0) {
+    return ox_unsup(c, "auto_pad", "'%s'", aps);
   }
   return 0;
 }
 
-static int64_t conv_len(int64_t in, int64_t k, int64_t s, int64_t dl, int64_t p) {
-  if (p < 0) return in; /* same */
-  return (in + 2 * p - dl * (k - 1) - 1) / s + 1;
+/* One padding for every side and axis: that number; else -1. */
+static int64_t even_pad(int nsp, const int64_t *lo, const int64_t *hi) {
+  for (int i = 0; i < nsp; i++)
+    if (lo[i] != lo[0] || hi[i] != lo[0]) return -1;
+  return nsp ? lo[0] : 0;
 }
+
+/* x padded explicitly on spatial axes 2.. (lo/hi each) with the value `val`
+ * (a number) or, val NULL, edge copies: blocks made from x's border slices
+ * (a where over them gives the constant), concatenated around x. Returns the
+ * padded tensor's name and updates d. */
+const char *ox_pad_expr(ox_ctx *c, const char *base, const char *xr, int dt, int rank, int64_t *d, int first,
+                        const int64_t *lo, const int64_t *hi, const char *val, int reflect) {
+  const char *cur = xr;
+  for (int a = first; a < rank; a++) {
+    int64_t p[2] = {lo[a - first], hi[a - first]};
+    if (!p[0] && !p[1]) continue;
+    ox_buf parts = {0};
+    const char *blocks[2] = {NULL, NULL};
+    for (int side = 0; side < 2; side++) {
+      if (!p[side]) continue;
+      ox_buf blk = {0};
+      for (int64_t j = 0; j < p[side]; j++) {
+        int64_t at = reflect ? (side ? d[a] - 2 - j : p[0] - j) : (side ? d[a] - 1 : 0);
+        if (at < 0 || at >= d[a]) { free(blk.p); free(parts.p); ox_unsup(c, "pads", "reflect padding wider than the axis"); return NULL; }
+        ox_buf_printf(&blk, "%sslice(%s, %d, %lld, %lld)", j ? ", " : "", cur, a, (long long)at, (long long)(at + 1));
+      }
+      const char *t = ox_fresh(c, base);
+      if (val && ox_is_float_dt(dt)) ox_emit(c, "%s = where(less(concat([%s], %d), concat([%s], %d)), %s, %s)", t, blk.p, a, blk.p, a, val, val);
+      else ox_emit(c, "%s = concat([%s], %d)", t, blk.p, a);
+      if (val && !ox_is_float_dt(dt))
+        ox_emit(c, "%s = cast(where(less(%s, %s), %s, %s), \"%s\")", t, t, t, val, val, ox_dt_name(dt));
+      free(blk.p);
+      blocks[side] = t;
+    }
+    ox_buf_printf(&parts, "%s%s%s%s%s", blocks[0] ? blocks[0] : "", blocks[0] ? ", " : "", cur, blocks[1] ? ", " : "",
+                  blocks[1] ? blocks[1] : "");
+    const char *t = ox_fresh(c, base);
+    ox_emit(c, "%s = concat([%s], %d)", t, parts.p, a);
+    free(parts.p);
+    d[a] += p[0] + p[1];
+    cur = t;
+  }
+  return cur;
+}
+
+static int64_t conv_len(int64_t in, int64_t k, int64_t s, int64_t dl) { return (in - dl * (k - 1) - 1) / s + 1; }
 
 int ox_h_conv(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0), *w = ox_need(c, n, 1), *bv = ox_in(c, n, 2);
@@ -234,14 +290,24 @@ int ox_h_conv(ox_ctx *c, node *n) {
   if (nsp != 1 && nsp != 2) return ox_unsup(c, NULL, "a %d-d convolution (Lathe has conv1d and conv2d)", nsp);
   if (w->rank != x->rank) return ox_err(c, "weights of rank %d for an input of rank %d", w->rank, x->rank);
   if (want_floatx(c, x)) return -1;
-  int64_t k, s, dl, p, g = ox_attr_i(n, "group", 1);
-  if (spatial(c, n, nsp, w->d + 2, &k, &s, &dl, &p)) return -1;
+  int64_t k, s, dl, lo[OX_MAXDIM], hi[OX_MAXDIM], g = ox_attr_i(n, "group", 1);
+  if (spatial(c, n, nsp, w->d + 2, x->d + 2, &k, &s, &dl, lo, hi)) return -1;
   if (w->d[2] != k || (nsp == 2 && w->d[3] != k)) return ox_err(c, "kernel_shape disagrees with the weights");
   int64_t O = w->d[0];
-  if (x->d[1] != w->d[1] * g) return ox_err(c, "%lld input channels for weights of %lld x %lld groups", (long long)x->d[1], (long long)w->d[1], (long long)g);
+  if (g < 1 || x->d[1] != w->d[1] * g) return ox_err(c, "%lld input channels for weights of %lld x %lld groups", (long long)x->d[1], (long long)w->d[1], (long long)g);
   const char *xr = ox_ref(c, x);
   if (!xr) return -1;
-  char L[300], pad[32];
+  int64_t xd[OX_MAXDIM];
+  memcpy(xd, x->d, sizeof xd);
+  int64_t p = even_pad(nsp, lo, hi);
+  if (p < 0) { /* uneven padding: zeros around x first */
+    for (int i = 0; i < nsp; i++)
+      if (x->d[2 + i] < 0) return ox_unsup(c, "pads", "uneven padding of a symbolic dimension");
+    xr = ox_pad_expr(c, n->output[0], xr, x->dt, x->rank, xd, 2, lo, hi, "0.0", 0);
+    if (!xr) return -1;
+    p = 0;
+  }
+  char L[300];
   layer_name(c, n, w, L, sizeof L);
   param_as(c, L, "weight", wa, w->rank, w->d, 0);
   if (ba) param_as(c, L, "bias", ba, 1, &O, 0);
@@ -249,14 +315,12 @@ int ox_h_conv(ox_ctx *c, node *n) {
   const char *sym[OX_MAXDIM] = {x->sym[0]};
   d[0] = x->d[0], d[1] = O;
   for (int i = 0; i < nsp; i++) {
-    d[2 + i] = conv_len(x->d[2 + i], k, s, dl, p);
+    d[2 + i] = conv_len(xd[2 + i] + 2 * p, k, s, dl);
     if (d[2 + i] < 1) return ox_err(c, "the output is empty");
   }
-  if (p < 0) snprintf(pad, sizeof pad, "\"same\"");
-  else snprintf(pad, sizeof pad, "%lld", (long long)p);
   ox_val *y = ox_out(c, n, 0, x->dt, x->rank, d, sym);
-  ox_emit(c, "%s = conv%dd(%s, %lld, kernel=%lld, stride=%lld, padding=%s, dilation=%lld, groups=%lld, %sname=\"%s\")",
-          y->nn, nsp, xr, (long long)O, (long long)k, (long long)s, pad, (long long)dl, (long long)g, ba ? "" : "bias=false, ", L);
+  ox_emit(c, "%s = conv%dd(%s, %lld, kernel=%lld, stride=%lld, padding=%lld, dilation=%lld, groups=%lld, %sname=\"%s\")",
+          y->nn, nsp, xr, (long long)O, (long long)k, (long long)s, (long long)p, (long long)dl, (long long)g, ba ? "" : "bias=false, ", L);
   return 0;
 }
 
@@ -268,22 +332,46 @@ int ox_h_pool(ox_ctx *c, node *n) {
   if (ox_attr_i(n, "ceil_mode", 0)) return ox_unsup(c, "ceil_mode", "1");
   if (ox_attr_i(n, "storage_order", 0)) return ox_unsup(c, "storage_order", "1");
   if (n->n_output > 1 && n->output[1] && *n->output[1]) return ox_unsup(c, NULL, "the Indices output of MaxPool");
-  int64_t k, s, dl, p;
-  if (spatial(c, n, nsp, NULL, &k, &s, &dl, &p)) return -1;
-  if (p != 0) return ox_unsup(c, "pads", "padded pooling");
+  int64_t k, s, dl, lo[OX_MAXDIM], hi[OX_MAXDIM];
+  if (spatial(c, n, nsp, NULL, x->d + 2, &k, &s, &dl, lo, hi)) return -1;
   if (dl != 1) return ox_unsup(c, "dilations", "dilated pooling");
   const char *xr = ox_ref(c, x);
   if (!xr) return -1;
+  int mx = strcmp(n->op_type, "MaxPool") == 0;
+  int64_t xd[OX_MAXDIM], od[OX_MAXDIM];
+  memcpy(xd, x->d, sizeof xd);
+  memcpy(od, x->d, sizeof od);
+  const char *op = mx ? "max" : "avg";
+  const char *padded = xr, *den = NULL;
+  if (even_pad(nsp, lo, hi) != 0) {
+    for (int i = 0; i < nsp; i++)
+      if (x->d[2 + i] < 0) return ox_unsup(c, "pads", "padding a symbolic dimension");
+    /* max: -inf around x; average: zeros, divided by the window's count of
+     * real elements unless count_include_pad */
+    padded = ox_pad_expr(c, n->output[0], xr, x->dt, x->rank, xd, 2, lo, hi, mx ? "(-1e39)" : "0.0", 0);
+    if (!padded) return -1;
+    if (!mx && !ox_attr_i(n, "count_include_pad", 0)) {
+      const char *ones = ox_fresh(c, n->output[0]);
+      ox_emit(c, "%s = where(less(%s, %s), 1.0, 1.0)", ones, xr, xr);
+      char on[256];
+      snprintf(on, sizeof on, "%s", ones);
+      const char *po = ox_pad_expr(c, n->output[0], on, x->dt, x->rank, od, 2, lo, hi, "0.0", 0);
+      if (!po) return -1;
+      const char *dn = ox_fresh(c, n->output[0]);
+      ox_emit(c, "%s = avgpool%dd(%s, %lld, %lld)", dn, nsp, po, (long long)k, (long long)s);
+      den = dn;
+    }
+  }
   int64_t d[OX_MAXDIM];
   const char *sym[OX_MAXDIM] = {x->sym[0], x->sym[1]};
   d[0] = x->d[0], d[1] = x->d[1];
   for (int i = 0; i < nsp; i++) {
-    d[2 + i] = conv_len(x->d[2 + i], k, s, 1, 0);
+    d[2 + i] = conv_len(xd[2 + i], k, s, 1);
     if (d[2 + i] < 1) return ox_err(c, "the output is empty");
   }
   ox_val *y = ox_out(c, n, 0, x->dt, x->rank, d, sym);
-  ox_emit(c, "%s = %spool%dd(%s, %lld, %lld)", y->nn, strcmp(n->op_type, "MaxPool") == 0 ? "max" : "avg", nsp, xr,
-          (long long)k, (long long)s);
+  if (den) ox_emit(c, "%s = %spool%dd(%s, %lld, %lld) / %s", y->nn, op, nsp, padded, (long long)k, (long long)s, den);
+  else ox_emit(c, "%s = %spool%dd(%s, %lld, %lld)", y->nn, op, nsp, padded, (long long)k, (long long)s);
   return 0;
 }
 

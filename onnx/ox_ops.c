@@ -1633,6 +1633,55 @@ static int h_eyelike(ox_ctx *c, node *n) {
   return 0;
 }
 
+const char *ox_pad_expr(ox_ctx *c, const char *base, const char *xr, int dt, int rank, int64_t *d, int first,
+                        const int64_t *lo, const int64_t *hi, const char *val, int reflect);
+
+/* Pad: constant (a block of the value each side), edge (copies of the border
+ * slice) or reflect (the mirrored slices), concatenated around x. */
+static int h_pad(ox_ctx *c, node *n) {
+  ox_val *x = ox_need(c, n, 0);
+  if (!x) return -1;
+  int64_t pads[2 * OX_MAXDIM];
+  int np;
+  double val = 0;
+  if (c->opset < 11) {
+    np = ox_attr_ints(n, "pads", pads, 2 * OX_MAXDIM);
+    val = ox_attr_f(n, "value", 0);
+  } else {
+    const ox_array *pa = ox_need_const(c, n, 1);
+    if (!pa) return -1;
+    np = (int)(pa->n < 2 * OX_MAXDIM ? pa->n : 2 * OX_MAXDIM);
+    for (int i = 0; i < np; i++) pads[i] = ox_get_i(pa, i);
+    if (ox_in(c, n, 2)) {
+      const ox_array *va = ox_need_const(c, n, 2);
+      if (!va) return -1;
+      val = va->n ? ox_get_f(va, 0) : 0;
+    }
+    if (ox_in(c, n, 3)) return ox_unsup(c, NULL, "Pad's axes input");
+  }
+  if (np != 2 * x->rank) return ox_err(c, "%d pads for rank %d", np, x->rank);
+  const char *mode = ox_attr_s(n, "mode", "constant");
+  int m = strcmp(mode, "constant") == 0 ? 0 : strcmp(mode, "edge") == 0 ? 1 : strcmp(mode, "reflect") == 0 ? 2 : -1;
+  if (m < 0) return ox_unsup(c, "mode", "'%s'", mode);
+  for (int i = 0; i < 2 * x->rank; i++) {
+    if (pads[i] < 0 || pads[i] > 1024) return ox_unsup(c, "pads", "a pad of %lld (negative pads crop)", (long long)pads[i]);
+    if (pads[i] && x->d[i % x->rank] < 0) return ox_unsup(c, "pads", "padding a symbolic dimension");
+  }
+  const char *xr = ox_ref(c, x);
+  if (!xr) return -1;
+  char v[64];
+  if (m == 0 && ox_numeric_literal(v, sizeof v, val, x->dt)) return ox_unsup(c, NULL, "a NaN pad value");
+  int64_t d[OX_MAXDIM];
+  memcpy(d, x->d, sizeof d);
+  const char *r = ox_pad_expr(c, n->output[0], xr, x->dt, x->rank, d, 0, pads, pads + x->rank, m == 0 ? v : NULL, m == 2);
+  if (!r) return -1;
+  char rs[256];
+  snprintf(rs, sizeof rs, "%s", r);
+  ox_val *y = ox_out(c, n, 0, x->dt, x->rank, d, x->sym);
+  ox_emit(c, "%s = concat([%s], 0)", y->nn, rs);
+  return 0;
+}
+
 /* layers: ox_layers.c */
 int ox_h_matmul(ox_ctx *c, node *n);
 int ox_h_gemm(ox_ctx *c, node *n);
@@ -1693,6 +1742,7 @@ const ox_op ox_ops[] = {
   {"CumSum", h_cumsum, "exclusive,reverse"},
   {"DepthToSpace", h_depth_space, "blocksize,mode"},
   {"Trilu", h_trilu, "upper"},
+  {"Pad", h_pad, "mode,pads,value"},
   {"Erf", h_erf, ""},
   {"GatherElements", h_gather_elements, "axis"},
   {"NegativeLogLikelihoodLoss", h_nll, "reduction,ignore_index"},
