@@ -830,7 +830,7 @@ static int h_gather(ox_ctx *c, node *n) {
   if (!x || !iv) return -1;
   int axis;
   if (ox_axis(c, ox_attr_i(n, "axis", 0), x->rank, &axis)) return -1;
-  const ox_array *xa = ox_fixed(c, x), *ia = ox_const(c, iv);
+  const ox_array *xa = ox_fixed(c, x), *ia = ox_fixed(c, iv);
   int64_t d[OX_MAXDIM];
   const char *sym[OX_MAXDIM] = {0};
   int r = 0;
@@ -868,6 +868,48 @@ static int h_gather(ox_ctx *c, node *n) {
     /* a table lookup: the language's embedding layer owns the table */
     extern int ox_embedding(ox_ctx * c, node * n, ox_val * x, ox_val * iv, int rank, const int64_t *d, const char *const *sym);
     return ox_embedding(c, n, x, iv, r, d, sym);
+  }
+  if (!ia && ox_is_float_dt(x->dt) && !ox_is_float_dt(iv->dt) && x->d[axis] > 0) {
+    /* computed indices: x's axis moved first and flattened, picked by a
+     * one_hot product, the index axes moved back to the axis' place */
+    int64_t D = x->d[axis], R = 1, I = ox_numel(iv);
+    for (int i = 0; i < x->rank; i++)
+      if (i != axis) {
+        if (x->d[i] < 0) return ox_unsup(c, NULL, "Gather with computed indices over a symbolic dimension");
+        R = ox_mul(R, x->d[i]);
+      }
+    if (I < 0) return ox_unsup(c, NULL, "Gather with symbolic index dimensions");
+    const char *xr = ox_ref(c, x), *ir = ox_ref(c, iv);
+    if (!xr || !ir) return -1;
+    int64_t perm[OX_MAXDIM], rest[OX_MAXDIM];
+    int nr = 0;
+    perm[0] = axis;
+    for (int i = 0, k = 1; i < x->rank; i++)
+      if (i != axis) perm[k++] = i, rest[nr++] = x->d[i];
+    char ps[200], sh[300];
+    const char *xt = ox_fresh(c, n->output[0]), *pk = ox_fresh(c, n->output[0]);
+    ox_emit(c, "%s = reshape(transpose(%s, %s), [%lld, %lld])", xt, xr, ox_shape_list(perm, x->rank, ps, sizeof ps),
+            (long long)D, (long long)R);
+    ox_emit(c, "%s = reshape(one_hot(where(less(%s, 0), %s + %lld, %s), %lld), [%lld, %lld]) @ %s", pk, ir, ir, (long long)D,
+            ir, (long long)D, (long long)I, (long long)D, xt);
+    /* [I, rest...] -> [I..., rest...] -> the index axes at `axis` */
+    int64_t mid[OX_MAXDIM];
+    int nm = 0;
+    for (int i = 0; i < iv->rank; i++) mid[nm++] = iv->d[i];
+    for (int i = 0; i < nr; i++) mid[nm++] = rest[i];
+    int64_t back[OX_MAXDIM];
+    int nb = 0;
+    for (int i = 0; i < axis; i++) back[nb++] = iv->rank + i;
+    for (int i = 0; i < iv->rank; i++) back[nb++] = i;
+    for (int i = axis; i < nr; i++) back[nb++] = iv->rank + i;
+    ox_val *y = ox_out(c, n, 0, x->dt, r, d, sym);
+    if (nm == 0) ox_emit(c, "%s = sum(%s)", y->nn, pk);
+    else if (iv->rank == 0 || axis == 0)
+      ox_emit(c, "%s = reshape(%s, %s)", y->nn, pk, ox_shape_list(d, r, sh, sizeof sh));
+    else
+      ox_emit(c, "%s = transpose(reshape(%s, %s), %s)", y->nn, pk, ox_shape_list(mid, nm, sh, sizeof sh),
+              ox_shape_list(back, nb, ps, sizeof ps));
+    return 0;
   }
   if (!ia) return ox_unsup(c, NULL, "Gather with computed indices on a computed tensor");
   if (x->d[axis] < 0) return ox_unsup(c, NULL, "Gather along a symbolic dimension");
@@ -1682,6 +1724,43 @@ static int h_pad(ox_ctx *c, node *n) {
   return 0;
 }
 
+/* OneHot: the language's one_hot (a last axis of `depth` f32 0/1) scaled to
+ * the off/on values, negative indices wrapped, moved to `axis`. */
+static int h_onehot(ox_ctx *c, node *n) {
+  ox_val *iv = ox_need(c, n, 0);
+  const ox_array *da = ox_need_const(c, n, 1), *va = ox_need_const(c, n, 2);
+  if (!iv || !da || !va) return -1;
+  int64_t depth = (int64_t)ox_get_f(da, 0);
+  if (depth < 1 || depth > (1 << 24) || va->n != 2) return ox_err(c, "depth %lld or %lld values", (long long)depth, (long long)va->n);
+  int vdt = ox_lathe_dtype(va->dtype);
+  if (vdt < 0) return ox_unsup(c, NULL, "values of data type %d", va->dtype);
+  int r = iv->rank + 1, axis;
+  if (r > OX_MAXDIM) return ox_unsup(c, NULL, "rank %d", r);
+  if (ox_axis(c, ox_attr_i(n, "axis", -1), r, &axis)) return -1;
+  const char *ir = ox_ref(c, iv);
+  if (!ir) return -1;
+  char off[64], on[64];
+  if (ox_numeric_literal(off, sizeof off, ox_get_f(va, 0), LATHE_F32) || ox_numeric_literal(on, sizeof on, ox_get_f(va, 1), LATHE_F32))
+    return ox_unsup(c, NULL, "non-finite values");
+  const char *id = ox_fresh(c, n->output[0]);
+  if (ox_is_float_dt(iv->dt)) ox_emit(c, "%s = cast(%s, \"i64\")", id, ir);
+  else ox_emit(c, "%s = cast(%s, \"i64\")", id, ir);
+  const char *oh = ox_fresh(c, n->output[0]);
+  ox_emit(c, "%s = one_hot(where(less(%s, 0), %s + %lld, %s), %lld) * (%s - %s) + %s", oh, id, id, (long long)depth, id,
+          (long long)depth, on, off, off);
+  int64_t d[OX_MAXDIM], perm[OX_MAXDIM];
+  const char *sym[OX_MAXDIM];
+  for (int i = 0, j = 0; i < r; i++) {
+    if (i == axis) d[i] = depth, sym[i] = NULL, perm[i] = r - 1;
+    else d[i] = iv->d[j], sym[i] = iv->sym[j], perm[i] = j, j++;
+  }
+  ox_val *y = ox_out(c, n, 0, vdt, r, d, sym);
+  char ps[200];
+  if (axis == r - 1) ox_emit(c, "%s = cast(%s, \"%s\")", y->nn, oh, ox_dt_name(vdt));
+  else ox_emit(c, "%s = cast(transpose(%s, %s), \"%s\")", y->nn, oh, ox_shape_list(perm, r, ps, sizeof ps), ox_dt_name(vdt));
+  return 0;
+}
+
 /* layers: ox_layers.c */
 int ox_h_matmul(ox_ctx *c, node *n);
 int ox_h_gemm(ox_ctx *c, node *n);
@@ -1743,6 +1822,7 @@ const ox_op ox_ops[] = {
   {"DepthToSpace", h_depth_space, "blocksize,mode"},
   {"Trilu", h_trilu, "upper"},
   {"Pad", h_pad, "mode,pads,value"},
+  {"OneHot", h_onehot, "axis"},
   {"Erf", h_erf, ""},
   {"GatherElements", h_gather_elements, "axis"},
   {"NegativeLogLikelihoodLoss", h_nll, "reduction,ignore_index"},
