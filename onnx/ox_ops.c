@@ -5,6 +5,7 @@
  * folded at import time. Layers (Gemm/MatMul -> dense, Conv, the
  * normalisations, recurrences): ox_layers.c. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,17 @@ static int h_unary(ox_ctx *c, node *n) {
     if (strcmp(unary_rows[i].op, n->op_type) == 0) row = &unary_rows[i];
   ox_val *x = ox_need(c, n, 0);
   if (!x || !row) return -1;
+  const ox_array *xa = ox_fixed(c, x);
+  if (xa && row->any_type && xa->n <= 64) { /* shape arithmetic: Neg, Abs of constants */
+    ox_array *o = new_array(xa->dtype, xa->rank, xa->d);
+    int neg = strcmp(row->op, "Neg") == 0;
+    for (int64_t i = 0; i < xa->n; i++) {
+      if (o->f) o->f[i] = neg ? -xa->f[i] : fabs(xa->f[i]);
+      else o->i[i] = xa->i[i] == INT64_MIN ? INT64_MIN : neg ? -xa->i[i] : xa->i[i] < 0 ? -xa->i[i] : xa->i[i];
+    }
+    ox_out_const(c, n, 0, o);
+    return 0;
+  }
   if (!row->any_type && want_float(c, x)) return -1;
   const char *xr = ox_ref(c, x);
   if (!xr) return -1;
@@ -178,7 +190,10 @@ static int h_identity(ox_ctx *c, node *n) {
   }
   if (strcmp(n->op_type, "Dropout") == 0 && ox_in(c, n, 2)) {
     const ox_array *t = ox_const(c, ox_in(c, n, 2));
-    if (!t || ox_get_i(t, 0) != 0) return ox_unsup(c, NULL, "Dropout in training mode (training_mode must be a constant false)");
+    const ox_array *ra = ox_in(c, n, 1) ? ox_const(c, ox_in(c, n, 1)) : NULL;
+    int zero_ratio = ra && ra->n == 1 && ox_get_f(ra, 0) == 0; /* training with ratio 0 keeps everything too */
+    if ((!t || ox_get_i(t, 0) != 0) && !zero_ratio)
+      return ox_unsup(c, NULL, "Dropout in training mode (training_mode must be a constant false, or the ratio 0)");
   }
   return ox_alias(c, n, 0, x);
 }
@@ -1188,6 +1203,7 @@ static const reduce_row reduce_rows[] = {
   {"ReduceSumSquare", "X * X", "sum", "X"},
   {"ReduceLogSum", "X", "sum", "log(X)"},
   {"ReduceLogSumExp", "exp(X)", "sum", "log(X)"},
+  {"ReduceProd", "X", "prod", "X"}, /* a product of the axis' slices (exact; small axes) */
 };
 
 static int layernorm_pattern(ox_ctx *c, node *n);
@@ -1238,15 +1254,42 @@ static int h_reduce(ox_ctx *c, node *n) {
   /* from the last axis down, so the lower axes keep their numbers */
   ox_buf acc = {0};
   ox_buf_printf(&acc, "%s", cur);
+  int prod = strcmp(row->red, "prod") == 0;
   for (int i = x->rank - 1; i >= 0; i--) {
     if (!red[i]) continue;
     const char *t = ox_fresh(c, n->output[0]);
+    if (prod) {
+      if (x->d[i] < 1 || x->d[i] > 64) {
+        free(acc.p);
+        return ox_unsup(c, NULL, "ReduceProd over an axis of %lld (at most 64, static)", (long long)x->d[i]);
+      }
+      ox_buf e2 = {0};
+      for (int64_t j = 0; j < x->d[i]; j++)
+        ox_buf_printf(&e2, "%sslice(%s, %d, %lld, %lld)", j ? " * " : "", acc.p, i, (long long)j, (long long)(j + 1));
+      ox_emit(c, "%s = %s", t, e2.p);
+      free(e2.p);
+      acc.n = 0;
+      ox_buf_printf(&acc, "%s", t);
+      continue;
+    }
     ox_emit(c, "%s = %s(%s, %d, keepdims=%s)", t, row->red, acc.p, i, keep ? "true" : "false");
     acc.n = 0;
     ox_buf_printf(&acc, "%s", t);
   }
   subst(e, sizeof e, row->post, acc.p, "", "");
   free(acc.p);
+  if (prod && !keep) { /* the slices kept their axes */
+    int unk = 0;
+    int64_t rd[OX_MAXDIM];
+    for (int i = 0; i < r; i++) rd[i] = d[i] < 0 ? -1 : d[i], unk += d[i] < 0;
+    if (unk > 1) return ox_unsup(c, NULL, "ReduceProd keeping several symbolic dimensions");
+    char sh[300], t[4096];
+    const char *pn = ox_fresh(c, n->output[0]);
+    ox_emit(c, "%s = %s", pn, e);
+    if (r == 0) snprintf(t, sizeof t, "sum(%s)", pn);
+    else snprintf(t, sizeof t, "reshape(%s, %s)", pn, ox_shape_list(rd, r, sh, sizeof sh));
+    memcpy(e, t, sizeof t);
+  }
   ox_val *y = ox_out(c, n, 0, x->dt, r, d, sym);
   ox_emit(c, "%s = %s", y->nn, e);
   return 0;
@@ -1814,6 +1857,7 @@ const ox_op ox_ops[] = {
   {"ReduceMin", h_reduce, "axes,keepdims"}, {"ReduceL1", h_reduce, "axes,keepdims"},
   {"ReduceL2", h_reduce, "axes,keepdims"}, {"ReduceSumSquare", h_reduce, "axes,keepdims"},
   {"ReduceLogSum", h_reduce, "axes,keepdims"}, {"ReduceLogSumExp", h_reduce, "axes,keepdims"},
+  {"ReduceProd", h_reduce, "axes,keepdims"},
   {"ArgMax", h_argext, "axis,keepdims,select_last_index"},
   {"ArgMin", h_argext, "axis,keepdims,select_last_index"},
   {"Softmax", h_softmax, "axis"},
