@@ -25,7 +25,9 @@ static uint64_t node_hash(const ir_node *n) {
   for (int k = 0; k < n->nin; k++) h = mix(h, (uint64_t)n->in[k]);
   for (int d = 0; d < n->shape.rank; d++) h = mix(h, (uint64_t)n->shape.d[d]);
   h = mix(h, dbits(n->attr.f));
-  h = mix(h, (uint64_t)(n->attr.axis ^ (n->attr.i << 8) ^ (n->attr.k << 16) ^ (n->attr.n << 24)));
+  /* unsigned before shifting: attributes may be negative (ignore_index=-100) */
+  h = mix(h, (uint64_t)n->attr.axis ^ ((uint64_t)n->attr.i << 8) ^ ((uint64_t)n->attr.k << 16) ^
+                 ((uint64_t)n->attr.n << 24));
   if (n->data && ir_numel(&n->shape) > 0) h = mix(h, dbits(n->data[0]));
   return h;
 }
