@@ -361,6 +361,21 @@ const char *ox_ref(ox_ctx *c, ox_val *v) {
   return NULL;
 }
 
+/* Every handler but the recurrent ones writes output 0, so a node without
+ * one is refused before its handler runs (handlers may then take
+ * ox_out(.., 0, ..) as non-NULL). RNN, LSTM and GRU may leave Y empty and
+ * keep only Y_h or Y_c; their handlers check each output. */
+static int has_out0(ox_ctx *c, const Onnx__NodeProto *n) {
+  static const char *const any_out[] = {"RNN", "LSTM", "GRU"};
+  int first = 1;
+  for (size_t i = 0; i < sizeof any_out / sizeof *any_out; i++)
+    if (n->op_type && strcmp(n->op_type, any_out[i]) == 0) first = 0;
+  for (size_t k = 0; k < (first ? 1 : n->n_output) && k < n->n_output; k++)
+    if (n->output[k] && *n->output[k]) return 1;
+  ox_err(c, first ? "the node has no output (output 0 is empty)" : "the node has no output");
+  return 0;
+}
+
 static ox_val *def_out(ox_ctx *c, const Onnx__NodeProto *n, int k) {
   if (k >= (int)n->n_output || !n->output[k] || !*n->output[k]) return NULL;
   return new_val(c, n->output[k]);
@@ -574,13 +589,13 @@ static int declare_input(ox_ctx *c, const Onnx__ValueInfoProto *vi) {
   if (sp->n_dim > OX_MAXDIM) return ox_err(c, "graph input '%s' has rank %zu (at most %d)", vi->name, sp->n_dim, OX_MAXDIM);
   v->rank = (int)sp->n_dim;
   v->nn = strdup(ox_fresh(c, vi->name));
-  ox_buf line = {0};
+  ox_buf line = {0}; /* freed on each error return below */
   int empty = 0;
   ox_buf_printf(&line, "input %s : %s[", v->nn, ox_dt_name(dt));
   for (int k = 0; k < v->rank; k++) {
     const Onnx__TensorShapeProto__Dimension *d = sp->dim[k];
     if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && d->dim_value > ((int64_t)1 << 40))
-      return ox_err(c, "graph input '%s': dimension %d is %lld (over 2^40)", vi->name, k, (long long)d->dim_value);
+      return free(line.p), ox_err(c, "graph input '%s': dimension %d is %lld (over 2^40)", vi->name, k, (long long)d->dim_value);
     if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && d->dim_value > 0) {
       v->d[k] = d->dim_value;
       ox_buf_printf(&line, "%s%lld", k ? ", " : "", (long long)d->dim_value);
@@ -594,7 +609,7 @@ static int declare_input(ox_ctx *c, const Onnx__ValueInfoProto *vi) {
         empty = 1;
         continue;
       }
-      return ox_unsup(c, NULL, "graph input '%s': dimension %d is %lld (Lathe has no empty tensors)", vi->name, k,
+      return free(line.p), ox_unsup(c, NULL, "graph input '%s': dimension %d is %lld (Lathe has no empty tensors)", vi->name, k,
                       (long long)d->dim_value);
     }
     /* a symbolic dimension: the same ONNX name is the same .nn name */
@@ -607,7 +622,7 @@ static int declare_input(ox_ctx *c, const Onnx__ValueInfoProto *vi) {
     for (int i = 0; i < c->nsym && !sym; i++)
       if (strcmp(c->sym_onnx[i], base) == 0) sym = c->sym_nn[i];
     if (!sym) {
-      if (c->nsym == OX_MAXSYM) return ox_err(c, "more than %d symbolic dimensions", OX_MAXSYM);
+      if (c->nsym == OX_MAXSYM) return free(line.p), ox_err(c, "more than %d symbolic dimensions", OX_MAXSYM);
       sym = ox_fresh(c, base);
       if (!(c->sym_onnx[c->nsym] = strdup(base))) abort();
       c->sym_nn[c->nsym++] = sym;
@@ -712,7 +727,7 @@ int ox_import(const Onnx__ModelProto *m, const ox_import_options *o, ox_import_r
     if (strcmp(n->op_type ? n->op_type : "", "Constant") != 0 || (n->domain && *n->domain)) continue;
     c.node = n;
     const ox_op *op = find_op("Constant");
-    if (check_attrs(&c, n, op) || op->fn(&c, n)) goto out;
+    if (!has_out0(&c, n) || check_attrs(&c, n, op) || op->fn(&c, n)) goto out;
     c.skip[c.cur] = 1;
   }
   for (c.cur = 0; c.cur < c.nnodes; c.cur++) {
@@ -728,7 +743,7 @@ int ox_import(const Onnx__ModelProto *m, const ox_import_options *o, ox_import_r
       ox_unsup(&c, NULL, "the operator %s has no Lathe equivalent in this importer", n->op_type ? n->op_type : "?");
       goto out;
     }
-    if (check_attrs(&c, n, op) || op->fn(&c, n)) goto out;
+    if (!has_out0(&c, n) || check_attrs(&c, n, op) || op->fn(&c, n)) goto out;
     for (size_t k = 0; k < n->n_output; k++)
       if (n->output[k] && *n->output[k] && !find(&c, n->output[k]) && ox_uses(&c, n->output[k])) {
         ox_unsup(&c, NULL, "output %zu ('%s') is not supported", k, n->output[k]);

@@ -643,7 +643,8 @@ static int emit_reshape(ox_ctx *c, node *n, int k, ox_val *x, int rank, const in
 
 static int h_reshape(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0), *sv = ox_need(c, n, 1);
-  const ox_array *s = c->opset < 5 ? NULL : ox_need_const(c, n, 1);
+  if (c->opset < 5) return ox_unsup(c, NULL, "Reshape before opset 5 (the shape as an attribute)");
+  const ox_array *s = ox_need_const(c, n, 1);
   if (!x || !sv || !s) return -1;
   if (s->n > OX_MAXDIM) return ox_err(c, "a shape of %lld dimensions", (long long)s->n);
   int allowzero = (int)ox_attr_i(n, "allowzero", 0);
