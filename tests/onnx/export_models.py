@@ -1,8 +1,11 @@
-"""export_models.py OUT -- the PyTorch models of issue 18's import check,
-exported with torch.onnx.export (dynamic batch) beside inputs and PyTorch's
-outputs as .npy: OUT/NAME.onnx, OUT/NAME.in.npy, OUT/NAME.out.npy for the
-digits MLP, a CNN on 8x8 digits, a 2-layer LSTM language model and a GPT of
-the char-GPT's shape (examples/gpt.nn). Seeded; small batch."""
+"""export_models.py OUT [NAME...] -- the PyTorch models of issue 18's import
+check, exported with torch.onnx.export (dynamic batch) beside inputs and
+PyTorch's outputs as .npy: OUT/NAME.onnx, OUT/NAME.in.npy, OUT/NAME.out.npy
+for the digits MLP (examples/mlp.nn's layers), a CNN on 8x8 digits, a 2-layer
+LSTM language model, a bidirectional LSTM, a 2-layer bidirectional GRU, a GPT
+of the char-GPT's shape (examples/gpt.nn) and, only when named, the GPT-2-small
+of the benchmark (bench/gpt2_small.nn's shape at a short context: 124M random
+weights). Seeded; small batch. Without names: every model but gpt2."""
 import math
 import sys
 
@@ -13,16 +16,20 @@ import torch.nn.functional as F
 
 torch.manual_seed(0)
 out = sys.argv[1]
+GPT2_T = 16  # a short context keeps the 124M-parameter check quick
 
 
 class MLP(nn.Module):
+    """examples/mlp.nn's layers, so the imported model trains like it."""
+
     def __init__(self):
         super().__init__()
         self.fc1 = nn.Linear(64, 256)
+        self.fc2 = nn.Linear(256, 256)
         self.out = nn.Linear(256, 10)
 
     def forward(self, x):
-        return self.out(F.relu(self.fc1(x)))
+        return self.out(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
 class CNN(nn.Module):
@@ -52,6 +59,30 @@ class LSTM(nn.Module):
         h, _ = self.lstm1(self.emb(t))
         h, _ = self.lstm2(h)
         return self.head(h)
+
+
+class BiLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(96, 32)
+        self.lstm = nn.LSTM(32, 48, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(96, 96)
+
+    def forward(self, t):
+        return self.head(self.lstm(self.emb(t))[0])
+
+
+class BiGRU(nn.Module):
+    """examples/bigru.nn's shape: two bidirectional GRU layers, a mean over
+    the positions, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(16, 32, num_layers=2, bidirectional=True, batch_first=True)
+        self.out = nn.Linear(64, 4)
+
+    def forward(self, x):
+        return self.out(self.gru(x)[0].mean(1))
 
 
 class Block(nn.Module):
@@ -97,19 +128,24 @@ class GPT(nn.Module):
 
 
 models = {
-    "mlp": (MLP(), torch.randn(5, 64)),
-    "cnn": (CNN(), torch.randn(5, 1, 8, 8)),
-    "lstm2": (LSTM(), torch.randint(0, 96, (3, 32))),
-    "gpt": (GPT(), torch.randint(0, 96, (2, 64))),
+    "mlp": lambda: (MLP(), torch.randn(5, 64)),
+    "cnn": lambda: (CNN(), torch.randn(5, 1, 8, 8)),
+    "lstm2": lambda: (LSTM(), torch.randint(0, 96, (3, 32))),
+    "bilstm": lambda: (BiLSTM(), torch.randint(0, 96, (3, 20))),
+    "bigru": lambda: (BiGRU(), torch.randn(3, 12, 16)),
+    "gpt": lambda: (GPT(), torch.randint(0, 96, (2, 64))),
+    "gpt17": lambda: (GPT(), torch.randint(0, 96, (2, 64))),  # opset 17: LayerNormalization nodes
+    "gpt2": lambda: (GPT(vocab=50257, T=GPT2_T, d=768, heads=12, layers=12), torch.randint(0, 50257, (1, GPT2_T))),
 }
-only = sys.argv[2:] or list(models)
+only = sys.argv[2:] or [m for m in models if m != "gpt2"]
 for name in only:
-    m, x = models[name]
+    torch.manual_seed(0)
+    m, x = models[name]()
     m.eval()
     with torch.no_grad():
         y = m(x)
     torch.onnx.export(m, x, f"{out}/{name}.onnx", input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=14)
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17 if name == "gpt17" else 14)
     xin = x.numpy() if x.dtype == torch.float32 else x.numpy().astype(np.int64)
     np.save(f"{out}/{name}.in.npy", xin)
     np.save(f"{out}/{name}.out.npy", y.numpy())
