@@ -56,12 +56,16 @@ static int add(attn *a, int j) {
   return j;
 }
 
-static const char *out0(ox_ctx *c, int j) { return c->nodes[j]->output[0]; }
+static const char *out0(ox_ctx *c, int j) { return c->nodes[j]->n_output ? c->nodes[j]->output[0] : NULL; }
+
+static int op_is(ox_ctx *c, int j, const char *op) {
+  return j >= 0 && c->nodes[j]->op_type && strcmp(c->nodes[j]->op_type, op) == 0;
+}
 
 /* input k of node j is the value called name */
 static int in_is(ox_ctx *c, int j, int k, const char *name) {
   node *m = c->nodes[j];
-  return k < (int)m->n_input && m->input[k] && strcmp(m->input[k], name) == 0;
+  return name && k < (int)m->n_input && m->input[k] && strcmp(m->input[k], name) == 0;
 }
 
 /* the other input of a two-input node j than `name` */
@@ -118,8 +122,8 @@ static int match_nodes(ox_ctx *c, node *n, int64_t D, attn *a) {
   /* the scale */
   j = add(a, reader(c, cur, NULL));
   if (j < 0) return 0;
-  int div = strcmp(c->nodes[j]->op_type, "Div") == 0;
-  if (!div && strcmp(c->nodes[j]->op_type, "Mul") != 0) return 0;
+  int div = op_is(c, j, "Div");
+  if (!div && !op_is(c, j, "Mul")) return 0;
   ox_val *sv = other(c, j, cur);
   const ox_array *sa = ox_fixed(c, sv);
   if (!sa || sa->n != 1 || (div && !in_is(c, j, 0, cur)) || ox_get_f(sa, 0) == 0) return 0;
@@ -128,20 +132,19 @@ static int match_nodes(ox_ctx *c, node *n, int64_t D, attn *a) {
   /* the mask */
   j = add(a, reader(c, cur, NULL));
   if (j < 0) return 0;
-  const char *op = c->nodes[j]->op_type;
-  if (strcmp(op, "Where") == 0 && c->nodes[j]->n_input == 3 && !in_is(c, j, 0, cur)) {
+  if (op_is(c, j, "Where") && c->nodes[j]->n_input == 3 && !in_is(c, j, 0, cur)) {
     a->mask = j;
     a->mask_kind = in_is(c, j, 2, cur) ? MASK_WHERE_SET : MASK_WHERE_KEEP;
     if (in_is(c, j, 1, cur) && in_is(c, j, 2, cur)) return 0;
     cur = out0(c, j);
     j = add(a, reader(c, cur, NULL));
-  } else if (strcmp(op, "Add") == 0) {
+  } else if (op_is(c, j, "Add")) {
     a->mask = j;
     a->mask_kind = MASK_ADD;
     cur = out0(c, j);
     j = add(a, reader(c, cur, NULL));
   }
-  if (j < 0 || strcmp(c->nodes[j]->op_type, "Softmax") != 0) return 0;
+  if (!op_is(c, j, "Softmax")) return 0;
   int64_t sax = ox_attr_i(c->nodes[j], "axis", c->opset >= 13 ? -1 : 1);
   if (sax != -1 && sax != 3) return 0;
   cur = out0(c, j);

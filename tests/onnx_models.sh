@@ -1,16 +1,18 @@
 #!/bin/bash
 # onnx_models.sh -- models exported from PyTorch (tests/onnx/export_models.py:
 # the digits MLP, a CNN, a 2-layer LSTM, a bidirectional LSTM, a 2-layer
-# bidirectional GRU, a GPT of the char-GPT's shape at opsets 14 and 17, all
-# with a dynamic batch) imported with `lathe import`, run by `lathe run` on
-# the interpreter and the LLVM backend and compared with PyTorch's outputs
-# (max |diff| <= 1e-5 of max |PyTorch|). The GPTs' attention subgraphs must
-# import as the language's attention layer (the fused kernels) and the
-# bidirectional recurrences as bidirectional=true layers. Then the imported
-# digits MLP (examples/mlp.nn's layers) with a train block appended trains
-# with `lathe train` to exactly the hand-written examples/mlp.nn's test
-# accuracy. Skips loudly without torch or without ONNX support in this
-# build. GPT-2-small: tests/onnx_gpt2.sh.
+# bidirectional GRU, a GPT of the char-GPT's shape at opsets 14 and 17, a
+# one-block encoder without a mask and a one-block GPT whose attention scale
+# is not 1/sqrt(dk), all with a dynamic batch) imported with `lathe import`,
+# run by `lathe run` on the interpreter and the LLVM backend and compared with
+# PyTorch's outputs (max |diff| <= 1e-5 of max |PyTorch|). The GPTs' and the
+# encoder's attention subgraphs must import as the language's attention layer
+# (the fused kernels), the odd-scale one as primitive ops, the bidirectional
+# recurrences as bidirectional=true layers. Then the imported digits MLP
+# (examples/mlp.nn's layers) with a train block appended trains with `lathe
+# train` to exactly the hand-written examples/mlp.nn's test accuracy. Skips
+# loudly without torch or without ONNX support in this build. GPT-2-small:
+# tests/onnx_gpt2.sh.
 . "$(dirname "$0")/lib/common.sh"
 PY=/usr/bin/python3
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
@@ -27,11 +29,13 @@ layer() {
   n=$(grep -c -- "$2" "$1")
   [ "$n" -eq "$3" ] && ok || bad "$(basename "$1") has $n lines matching '$2', not $3"
 }
-for m in mlp cnn lstm2 bilstm bigru gpt gpt17; do
+for m in mlp cnn lstm2 bilstm bigru gpt gpt17 enc oddscale; do
   if ! "$LATHE" import "$tmp/$m.onnx" -o "$tmp/i" >"$tmp/imp.log" 2>&1; then bad "import $m: $(cat "$tmp/imp.log")"; continue; fi
   ok
   case $m in
     gpt|gpt17) layer "$tmp/i/$m.nn" ' = attention(.*, 4, causal=true' 4; layer "$tmp/i/$m.nn" 'softmax(' 0 ;;
+    enc) layer "$tmp/i/$m.nn" ' = attention(.*, 4, causal=false' 1 ;;
+    oddscale) layer "$tmp/i/$m.nn" ' = attention(' 0; layer "$tmp/i/$m.nn" 'softmax(' 1 ;;
     bilstm) layer "$tmp/i/$m.nn" ' = lstm(.*bidirectional=true' 1 ;;
     bigru) layer "$tmp/i/$m.nn" ' = gru(.*bidirectional=true' 2 ;;
   esac

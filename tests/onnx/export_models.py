@@ -3,7 +3,9 @@ check, exported with torch.onnx.export (dynamic batch) beside inputs and
 PyTorch's outputs as .npy: OUT/NAME.onnx, OUT/NAME.in.npy, OUT/NAME.out.npy
 for the digits MLP (examples/mlp.nn's layers), a CNN on 8x8 digits, a 2-layer
 LSTM language model, a bidirectional LSTM, a 2-layer bidirectional GRU, a GPT
-of the char-GPT's shape (examples/gpt.nn) and, only when named, the GPT-2-small
+of the char-GPT's shape (examples/gpt.nn) at opsets 14 and 17, a one-block
+encoder (attention without a mask), a one-block GPT whose attention scale is
+not 1/sqrt(dk) and, only when named, the GPT-2-small
 of the benchmark (bench/gpt2_small.nn's shape at a short context: 124M random
 weights). Seeded; small batch. Without names: every model but gpt2."""
 import math
@@ -86,9 +88,9 @@ class BiGRU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d, heads):
+    def __init__(self, d, heads, causal=True, scale=None):
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal, self.scale = heads, causal, scale or 1 / math.sqrt(d // heads)
         self.ln1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj_attn = nn.Linear(d, d)
@@ -103,20 +105,24 @@ class Block(nn.Module):
         q = q.reshape(B, T, H, D // H).transpose(1, 2)
         k = k.reshape(B, T, H, D // H).transpose(1, 2)
         v = v.reshape(B, T, H, D // H).transpose(1, 2)
-        s = q @ k.transpose(-2, -1) / math.sqrt(D // H)
-        mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        s = s.masked_fill(~mask, float("-inf"))
+        if self.scale == 1 / math.sqrt(D // H):
+            s = q @ k.transpose(-2, -1) / math.sqrt(D // H)
+        else:
+            s = q @ k.transpose(-2, -1) * self.scale
+        if self.causal:
+            mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+            s = s.masked_fill(~mask, float("-inf"))
         a = (F.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
         x = x + self.proj_attn(a)
         return x + self.proj(F.gelu(self.fc(self.ln2(x))))
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab=96, T=64, d=128, heads=4, layers=4):
+    def __init__(self, vocab=96, T=64, d=128, heads=4, layers=4, **block):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.randn(T, d) * 0.02)
-        self.h = nn.ModuleList([Block(d, heads) for _ in range(layers)])
+        self.h = nn.ModuleList([Block(d, heads, **block) for _ in range(layers)])
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab)
 
@@ -135,6 +141,9 @@ models = {
     "bigru": lambda: (BiGRU(), torch.randn(3, 12, 16)),
     "gpt": lambda: (GPT(), torch.randint(0, 96, (2, 64))),
     "gpt17": lambda: (GPT(), torch.randint(0, 96, (2, 64))),  # opset 17: LayerNormalization nodes
+    # an encoder block (no mask: attention(causal=false)), and one whose scale is not Lathe's (stays primitive ops)
+    "enc": lambda: (GPT(T=16, layers=1, causal=False), torch.randint(0, 96, (2, 16))),
+    "oddscale": lambda: (GPT(T=16, layers=1, scale=0.1), torch.randint(0, 96, (2, 16))),
     "gpt2": lambda: (GPT(vocab=50257, T=GPT2_T, d=768, heads=12, layers=12), torch.randint(0, 50257, (1, GPT2_T))),
 }
 only = sys.argv[2:] or [m for m in models if m != "gpt2"]
