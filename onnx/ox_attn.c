@@ -197,7 +197,7 @@ static int64_t heads_of(ox_ctx *c, attn *a, int j, const ox_val *x, int *err) {
   int64_t D = x->d[2], h = ox_get_i(sa, 2), dk = ox_get_i(sa, 3);
   if (h == -1 && dk > 0 && D % dk == 0) h = D / dk;
   if (dk == -1 && h > 0 && D % h == 0) dk = D / h;
-  return h > 0 && dk > 0 && h * dk == D ? h : 0;
+  return h > 0 && dk > 0 && h <= D && dk <= D && h * dk == D ? h : 0; /* no overflow on hostile values */
 }
 
 /* The mask is causal: position (i, j) masked exactly when j > i. */
@@ -207,7 +207,7 @@ static int causal_mask(ox_ctx *c, attn *a, int64_t T, int *err) {
   int km = kind != MASK_ADD ? 0 : in_is(c, a->mask, 0, a->scaled) ? 1 : 0;
   ox_val *mv = pulled(c, a, a->mask, km, err);
   const ox_array *ma = mv ? ox_fixed(c, mv) : NULL;
-  if (!ma || T < 1 || mv->rank < 2 || mv->d[mv->rank - 1] != T || mv->d[mv->rank - 2] != T || ma->n != T * T) return 0;
+  if (!ma || T < 1 || mv->rank < 2 || mv->d[mv->rank - 1] != T || mv->d[mv->rank - 2] != T || ma->n != ox_mul(T, T)) return 0;
   double fill = 0;
   if (kind != MASK_ADD) {
     ox_val *fv = pulled(c, a, a->mask, kind == MASK_WHERE_SET ? 1 : 2, err);
