@@ -7,6 +7,7 @@ bench/README.md.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -133,6 +134,26 @@ def lathe_side(build, w, quick, pinned_blas, extras=True):
     first compile is cold whatever ran before. Training rows run a second
     time at -O0 (no graph passes and no fusion at all): the optimiser's
     speedup, measured in the same run. extras=False: the timed steps only."""
+    imp = None
+    if w.imported:
+        imp = tempfile.mkdtemp(prefix="lathe-bench-import-")
+        w = imported_model(build, w, imp)
+    try:
+        return lathe_side_of(build, w, quick, pinned_blas, extras)
+    finally:
+        if imp:
+            shutil.rmtree(imp, ignore_errors=True)
+
+
+def imported_model(build, w, d):
+    """The workload with its model replaced by what `lathe import` makes of
+    the peer's ONNX export (the file the ORT column times)."""
+    info = json_lines(run(["/usr/bin/python3", os.path.join(HERE, "peer.py"), w.name, "--export-onnx", d]))[-1]
+    run([os.path.join(build, "lathe", "lathe"), "import", info["onnx"], "-o", d, "--name", "imported"])
+    return dataclasses.replace(w, model=os.path.join(d, "imported.nn"))
+
+
+def lathe_side_of(build, w, quick, pinned_blas, extras):
     inputs, flops, params = lathe_check(os.path.join(build, "lathe", "lathe"), w)
     cmd = lathe_bench_cmd(os.path.join(build, "lathe_bench"), w, inputs, quick)
     cache = tempfile.mkdtemp(prefix="lathe-bench-cache-")

@@ -35,6 +35,8 @@ class Workload:
                                     # peer, for int8-dynamic, runs torch.ao.quantization.quantize_dynamic
     f32_row: str = ""               # a quantized or pruned row: the f32 dense row it is compared with (printed under the table)
     pruned: str = ""                # a pruned model (bench/*_pruned50.nn, what lathe prune --structured writes)
+    imported: bool = False          # Lathe runs what `lathe import` makes of the peer's ONNX export (peer.py
+                                    # --export-onnx, the file the ORT column runs); `model` is not read then
 
 
 GPT_CHAR = dict(vocab=96, T=64, d=128, heads=4, layers=4)
@@ -59,6 +61,11 @@ WORKLOADS = [
     Workload("gpt2_small_b1", "bench/gpt2_small.nn", {"batch": 1}, {"tokens": GPT2_SMALL["vocab"]},
              "gpt", dict(batch=1, **GPT2_SMALL), reps=5, quick_reps=2, warmup=1, max_seconds=5,
              batch1=True, peer_malloc=("tuned",)),  # each peer process costs ~1 min here
+    # issue 18: the same GPT-2-small as PyTorch exports it to ONNX, imported by `lathe import` (its attention
+    # subgraphs as attention layers): the imported model's forward against ORT running that very file
+    Workload("gpt2_small_onnx_b1", "bench/gpt2_small.nn", {}, {"tokens": GPT2_SMALL["vocab"]},
+             "gpt", dict(batch=1, **GPT2_SMALL), reps=5, quick_reps=2, warmup=1, max_seconds=5,
+             batch1=True, peer_malloc=("tuned",), imported=True),
     # Training steps (issues 4 and 5).
     train("mlp_train_b64", "examples/mlp.nn", {"batch": 64}, {"x": None, "y": 10}, "mlp", dict(batch=64),
           dict(name="adam", lr=1e-3), reps=1000, quick_reps=100, warmup=50, max_seconds=2),

@@ -128,4 +128,17 @@ int64_t ox_numel(const ox_val *v);
 int ox_uses(ox_ctx *c, const char *name); /* node inputs and graph outputs reading it */ /* -1 with a symbolic dim */
 const char *ox_shape_list(const int64_t *d, int rank, char *buf, size_t n); /* "[2, 3]" */
 
+/* the graph walk */
+int ox_defined(ox_ctx *c, const char *name);
+int ox_run_node(ox_ctx *c, int j); /* import node j now (0 or -1) */
+/* Make the value `name` defined now, importing the nodes it depends on
+ * early (they are then skipped): 1 when it is, 0 when it depends on one of
+ * the nodes avoid[0..navoid) (a pattern's own nodes) or on a node already
+ * folded away, -1 on an error. */
+int ox_pull(ox_ctx *c, const char *name, const int *avoid, int navoid);
+/* the attention subgraph PyTorch exports, starting at its qkv MatMul n:
+ * 1 when written as attention(), 0 when n does not start one, -1 on an error */
+int ox_attention_pattern(ox_ctx *c, const Onnx__NodeProto *n);
+const char *ox_layer_name(ox_ctx *c, const Onnx__NodeProto *n, const ox_val *w, char *buf, size_t size);
+
 #endif

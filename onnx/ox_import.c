@@ -494,6 +494,32 @@ static int check_attrs(ox_ctx *c, const Onnx__NodeProto *n, const ox_op *op) {
 
 static int defined(ox_ctx *c, const char *name) { return find(c, name) != NULL; }
 
+int ox_defined(ox_ctx *c, const char *name) { return defined(c, name); }
+
+/* Import node j: its handler, then a check that every output something
+ * reads got a value. c->cur and c->node are j's while it runs (the handlers'
+ * look-ahead starts after c->cur) and restored after, so a pattern may run
+ * a later node early (ox_pull). */
+int ox_run_node(ox_ctx *c, int j) {
+  int cur = c->cur;
+  const Onnx__NodeProto *was = c->node, *n = c->nodes[j];
+  c->cur = j;
+  c->node = n;
+  int r = -1;
+  const ox_op *op = find_op(n->op_type ? n->op_type : "");
+  if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx") != 0)
+    ox_unsup(c, NULL, "operators of domain '%s' are not supported", n->domain);
+  else if (!op)
+    ox_unsup(c, NULL, "the operator %s has no Lathe equivalent in this importer", n->op_type ? n->op_type : "?");
+  else if (has_out0(c, n) && !check_attrs(c, n, op) && !op->fn(c, n))
+    r = 0;
+  for (size_t k = 0; !r && k < n->n_output; k++)
+    if (n->output[k] && *n->output[k] && !find(c, n->output[k]) && ox_uses(c, n->output[k]))
+      r = ox_unsup(c, NULL, "output %zu ('%s') is not supported", k, n->output[k]);
+  if (!r) c->cur = cur, c->node = was; /* on an error the message's node stays */
+  return r;
+}
+
 /* Kahn's order over value names: a node is ready when every input it
  * names is defined. A node never ready reads an undefined value or sits on
  * a cycle; which one is told apart for the message. */
@@ -571,6 +597,28 @@ static int order_nodes(ox_ctx *c, const Onnx__GraphProto *g, const Onnx__NodePro
   c->nnodes = (int)placed;
   return r;
 }
+
+static int pull(ox_ctx *c, const char *name, const int *avoid, int navoid, int depth) {
+  if (!name || !*name || defined(c, name)) return 1;
+  if (depth > 64) return 0;
+  int j = -1;
+  for (int i = 0; i < c->nnodes && j < 0; i++)
+    for (size_t k = 0; k < c->nodes[i]->n_output && j < 0; k++)
+      if (c->nodes[i]->output[k] && strcmp(c->nodes[i]->output[k], name) == 0) j = i;
+  if (j < 0 || j <= c->cur || c->skip[j]) return 0; /* folded into a pattern already */
+  for (int i = 0; i < navoid; i++)
+    if (avoid[i] == j) return 0;
+  const Onnx__NodeProto *m = c->nodes[j];
+  for (size_t k = 0; k < m->n_input; k++) {
+    int r = pull(c, m->input[k], avoid, navoid, depth + 1);
+    if (r <= 0) return r;
+  }
+  if (ox_run_node(c, j)) return -1;
+  c->skip[j] = 1;
+  return defined(c, name) ? 1 : 0;
+}
+
+int ox_pull(ox_ctx *c, const char *name, const int *avoid, int navoid) { return pull(c, name, avoid, navoid, 0); }
 
 /* An input's declaration goes to the header when something first reads it
  * as a tensor (ox_ref): inputs the model reads only as constants (a known
@@ -730,26 +778,8 @@ int ox_import(const Onnx__ModelProto *m, const ox_import_options *o, ox_import_r
     if (!has_out0(&c, n) || check_attrs(&c, n, op) || op->fn(&c, n)) goto out;
     c.skip[c.cur] = 1;
   }
-  for (c.cur = 0; c.cur < c.nnodes; c.cur++) {
-    const Onnx__NodeProto *n = c.nodes[c.cur];
-    if (c.skip[c.cur]) continue;
-    c.node = n;
-    if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx") != 0) {
-      ox_unsup(&c, NULL, "operators of domain '%s' are not supported", n->domain);
-      goto out;
-    }
-    const ox_op *op = find_op(n->op_type ? n->op_type : "");
-    if (!op) {
-      ox_unsup(&c, NULL, "the operator %s has no Lathe equivalent in this importer", n->op_type ? n->op_type : "?");
-      goto out;
-    }
-    if (!has_out0(&c, n) || check_attrs(&c, n, op) || op->fn(&c, n)) goto out;
-    for (size_t k = 0; k < n->n_output; k++)
-      if (n->output[k] && *n->output[k] && !find(&c, n->output[k]) && ox_uses(&c, n->output[k])) {
-        ox_unsup(&c, NULL, "output %zu ('%s') is not supported", k, n->output[k]);
-        goto out;
-      }
-  }
+  for (c.cur = 0; c.cur < c.nnodes; c.cur++)
+    if (!c.skip[c.cur] && ox_run_node(&c, c.cur)) goto out;
   c.node = NULL;
   r->out_onnx = calloc(g->n_output + 1, sizeof(char *));
   r->out_nn = calloc(g->n_output + 1, sizeof(char *));

@@ -25,7 +25,6 @@ static int want_floatx(ox_ctx *c, const ox_val *x) {
 
 /* The layer's name: its weight's ONNX name less a ".weight" ending (PyTorch's
  * "fc1.weight" -> "fc1"), else the node's; unique among the parameters. */
-const char *ox_layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size);
 #define layer_name ox_layer_name
 const char *ox_layer_name(ox_ctx *c, node *n, const ox_val *w, char *buf, size_t size) {
   const char *base = w && w->onnx && strncmp(w->onnx, "onnx::", 6) != 0 ? w->onnx
@@ -135,6 +134,8 @@ int ox_h_matmul(ox_ctx *c, node *n) {
   if (!a || !b) return -1;
   const ox_array *wa = ox_const(c, b);
   if (wa && b->rank == 2 && a->rank >= 2 && !ox_const(c, a) && ox_is_float_dt(a->dt) && a->d[a->rank - 1] == b->d[0]) {
+    int at = ox_attention_pattern(c, n); /* a qkv projection starting self-attention */
+    if (at) return at < 0 ? -1 : 0;
     const ox_array *ba = NULL;
     int j = bias_add(c, n->output[0], a->rank, a->dt, b->d[1], &ba);
     if (j >= 0) c->skip[j] = 1;
@@ -508,19 +509,58 @@ int ox_embedding(ox_ctx *c, node *n, ox_val *x, ox_val *iv, int rank, const int6
   return 0;
 }
 
-/* LSTM / GRU / RNN, forward, layout 0 ([T, B, in]): Lathe's layers on
- * [B, T, in] with weights [in, G h] in their gate order (lstm i f g o from
- * ONNX's i o f c; gru r z n from z r h), one summed bias for lstm and rnn. */
+/* One direction's weights (dir 0 forward, 1 reverse) as Lathe's parameters
+ * PREFIX.weight_ih [in, G h], weight_hh [h, G h] in its gate order and the
+ * biases (gru: bias_ih, bias_hh; lstm and rnn: their sum). */
+static void recurrent_params(ox_ctx *c, const char *prefix, int kind, int dir, const ox_array *W, const ox_array *R,
+                             const ox_array *Bv, int64_t I, int64_t H) {
+  static const int lstm_map[4] = {0, 2, 3, 1}; /* Lathe gate -> ONNX gate */
+  static const int gru_map[3] = {1, 0, 2};
+  int G = kind == 0 ? 4 : kind == 1 ? 3 : 1;
+  ox_array wi = {0}, wh = {0}, bi = {0}, bh = {0};
+  int fl = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+  ox_array_alloc(&wi, fl, I * G * H), ox_array_alloc(&wh, fl, H * G * H);
+  ox_array_alloc(&bi, fl, G * H), ox_array_alloc(&bh, fl, G * H);
+  int64_t w0 = dir * G * H * I, r0 = dir * G * H * H, b0 = dir * 2 * G * H;
+  for (int g = 0; g < G; g++) {
+    int og = kind == 0 ? lstm_map[g] : kind == 1 ? gru_map[g] : 0;
+    for (int64_t h = 0; h < H; h++) {
+      for (int64_t i = 0; i < I; i++) wi.f[i * G * H + g * H + h] = ox_get_f(W, w0 + (og * H + h) * I + i);
+      for (int64_t i = 0; i < H; i++) wh.f[i * G * H + g * H + h] = ox_get_f(R, r0 + (og * H + h) * H + i);
+      if (Bv) {
+        bi.f[g * H + h] = ox_get_f(Bv, b0 + og * H + h);
+        bh.f[g * H + h] = ox_get_f(Bv, b0 + G * H + og * H + h);
+      }
+    }
+  }
+  int64_t dwi[2] = {I, G * H}, dwh[2] = {H, G * H}, db = G * H;
+  param_as(c, prefix, "weight_ih", &wi, 2, dwi, 0);
+  param_as(c, prefix, "weight_hh", &wh, 2, dwh, 0);
+  if (kind == 1) {
+    param_as(c, prefix, "bias_ih", &bi, 1, &db, 0);
+    param_as(c, prefix, "bias_hh", &bh, 1, &db, 0);
+  } else {
+    for (int64_t i = 0; i < G * H; i++) bi.f[i] += bh.f[i];
+    param_as(c, prefix, "bias", &bi, 1, &db, 0);
+  }
+  ox_array_free(&wi), ox_array_free(&wh), ox_array_free(&bi), ox_array_free(&bh);
+}
+
+/* LSTM / GRU / RNN, forward or bidirectional, either layout: Lathe's layers
+ * on [B, T, in] (bidirectional=true: [B, T, 2h], forward states then
+ * reverse ones, whose parameters are N.l0.* and N.l0.rev.*), reshaped to
+ * ONNX's Y [T, D, B, h] (layout 0) or [B, T, D, h] and Y_h [D, B, h] or
+ * [B, D, h]. */
 int ox_h_recurrent(ox_ctx *c, node *n) {
   int lstm = strcmp(n->op_type, "LSTM") == 0, gru = strcmp(n->op_type, "GRU") == 0;
   int G = lstm ? 4 : gru ? 3 : 1;
-  static const int lstm_map[4] = {0, 2, 3, 1}; /* Lathe gate -> ONNX gate */
-  static const int gru_map[3] = {1, 0, 2};
   ox_val *x = ox_need(c, n, 0);
   const ox_array *W = ox_need_const(c, n, 1), *R = ox_need_const(c, n, 2);
   if (!x || !W || !R || want_floatx(c, x)) return -1;
-  if (strcmp(ox_attr_s(n, "direction", "forward"), "forward") != 0)
-    return ox_unsup(c, "direction", "'%s' (Lathe's recurrent layers run forward)", ox_attr_s(n, "direction", ""));
+  const char *dir = ox_attr_s(n, "direction", "forward");
+  int bidi = strcmp(dir, "bidirectional") == 0, ND = bidi ? 2 : 1;
+  if (!bidi && strcmp(dir, "forward") != 0)
+    return ox_unsup(c, "direction", "'%s' (Lathe's recurrent layers run forward or bidirectional)", dir);
   if (ox_attr(n, "activations") || ox_attr(n, "activation_alpha") || ox_attr(n, "activation_beta"))
     return ox_unsup(c, "activations", "other activations than the defaults");
   if (ox_attr(n, "clip")) return ox_unsup(c, "clip", "cell clipping");
@@ -531,10 +571,12 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
   if (x->rank != 3) return ox_err(c, "expects a 3-d input");
   int64_t H = ox_attr_i(n, "hidden_size", W->d[1] / G), I = x->d[2];
   int64_t T = x->d[layout ? 1 : 0], B = x->d[layout ? 0 : 1];
-  if (W->rank != 3 || W->d[0] != 1 || W->d[1] != G * H || W->d[2] != I || R->rank != 3 || R->d[1] != G * H || R->d[2] != H)
+  if (W->rank != 3 || W->d[0] != ND || W->d[1] != G * H || W->d[2] != I || R->rank != 3 || R->d[0] != ND ||
+      R->d[1] != G * H || R->d[2] != H)
     return ox_err(c, "weights of the wrong shape");
+  if (T < 1) return ox_unsup(c, NULL, "a symbolic sequence length");
   const ox_array *Bv = ox_in(c, n, 3) ? ox_need_const(c, n, 3) : NULL;
-  if (ox_in(c, n, 3) && !Bv) return -1;
+  if (ox_in(c, n, 3) && (!Bv || Bv->n != ND * 2 * G * H)) return Bv ? ox_err(c, "a bias of the wrong size") : -1;
   if (ox_in(c, n, 4)) {
     const ox_array *sl = ox_need_const(c, n, 4);
     if (!sl) return -1;
@@ -553,53 +595,40 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
     return ox_unsup(c, NULL, "the Y_c output (Lathe's lstm returns the hidden states)");
   const char *xr = ox_ref(c, x);
   if (!xr) return -1;
-  char L[300];
+  char L[300], pre[340];
   layer_name(c, n, NULL, L, sizeof L);
-  /* weights [in, G h] in Lathe's gate order */
-  ox_array wi = {0}, wh = {0}, bi = {0}, bh = {0};
-  int fl = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
-  ox_array_alloc(&wi, fl, I * G * H), ox_array_alloc(&wh, fl, H * G * H);
-  ox_array_alloc(&bi, fl, G * H), ox_array_alloc(&bh, fl, G * H);
-  for (int g = 0; g < G; g++) {
-    int og = lstm ? lstm_map[g] : gru ? gru_map[g] : 0;
-    for (int64_t h = 0; h < H; h++) {
-      for (int64_t i = 0; i < I; i++) wi.f[i * G * H + g * H + h] = ox_get_f(W, (og * H + h) * I + i);
-      for (int64_t i = 0; i < H; i++) wh.f[i * G * H + g * H + h] = ox_get_f(R, (og * H + h) * H + i);
-      if (Bv) {
-        bi.f[g * H + h] = ox_get_f(Bv, og * H + h);
-        bh.f[g * H + h] = ox_get_f(Bv, G * H + og * H + h);
-      }
-    }
+  int kind = lstm ? 0 : gru ? 1 : 2;
+  for (int d = 0; d < ND; d++) {
+    snprintf(pre, sizeof pre, "%s%s", L, !bidi ? "" : d ? ".l0.rev" : ".l0");
+    recurrent_params(c, pre, kind, d, W, R, Bv, I, H);
   }
-  int64_t dwi[2] = {I, G * H}, dwh[2] = {H, G * H}, db = G * H;
-  param_as(c, L, "weight_ih", &wi, 2, dwi, 0);
-  param_as(c, L, "weight_hh", &wh, 2, dwh, 0);
-  if (gru) {
-    param_as(c, L, "bias_ih", &bi, 1, &db, 0);
-    param_as(c, L, "bias_hh", &bh, 1, &db, 0);
-  } else {
-    for (int64_t i = 0; i < G * H; i++) bi.f[i] += bh.f[i];
-    param_as(c, L, "bias", &bi, 1, &db, 0);
-  }
-  ox_array_free(&wi), ox_array_free(&wh), ox_array_free(&bi), ox_array_free(&bh);
   const char *seq = ox_fresh(c, n->output[0]);
-  ox_emit(c, "%s = %s(%s%s%s, %lld, name=\"%s\")", seq, lstm ? "lstm" : gru ? "gru" : "rnn", layout ? "" : "transpose(",
-          xr, layout ? "" : ", [1, 0, 2])", (long long)H, L);
-  /* Y [T, 1, B, H] (layout 0) or [B, T, 1, H]; Y_h [1, B, H] or [B, 1, H] */
+  ox_emit(c, "%s = %s(%s%s%s, %lld%s, name=\"%s\")", seq, lstm ? "lstm" : gru ? "gru" : "rnn", layout ? "" : "transpose(",
+          xr, layout ? "" : ", [1, 0, 2])", (long long)H, bidi ? ", bidirectional=true" : "", L);
+  /* seq [B, T, D h] -> Y [T, D, B, h] (layout 0) or [B, T, D, h] */
+  long long b = (long long)B, t = (long long)T, h = (long long)H, nd = ND;
   if (n->n_output > 0 && n->output[0] && *n->output[0]) {
-    int64_t d[4] = {T, 1, B, H};
-    if (layout) d[0] = B, d[1] = T, d[2] = 1;
-    const char *sym[4] = {layout ? x->sym[0] : x->sym[0], NULL, layout ? NULL : x->sym[1], NULL};
+    int64_t d[4] = {T, ND, B, H};
+    if (layout) d[0] = B, d[1] = T, d[2] = ND;
+    const char *sym[4] = {layout ? x->sym[0] : NULL, NULL, layout ? NULL : x->sym[1], NULL};
     ox_val *y = ox_out(c, n, 0, x->dt, 4, d, sym);
-    if (layout) ox_emit(c, "%s = reshape(%s, [%lld, %lld, 1, %lld])", y->nn, seq, (long long)B, (long long)T, (long long)H);
-    else ox_emit(c, "%s = reshape(transpose(%s, [1, 0, 2]), [%lld, 1, %lld, %lld])", y->nn, seq, (long long)T, (long long)B, (long long)H);
+    if (layout) ox_emit(c, "%s = reshape(%s, [%lld, %lld, %lld, %lld])", y->nn, seq, b, t, nd, h);
+    else ox_emit(c, "%s = transpose(reshape(%s, [%lld, %lld, %lld, %lld]), [1, 2, 0, 3])", y->nn, seq, b, t, nd, h);
   }
+  /* Y_h: the forward states at T - 1 and the reverse ones at 0, [D, B, h] or [B, D, h] */
   if (n->n_output > 1 && n->output[1] && *n->output[1]) {
-    int64_t d[3] = {1, B, H};
-    if (layout) d[0] = B, d[1] = 1;
-    ox_val *y = ox_out(c, n, 1, x->dt, 3, d, NULL);
-    ox_emit(c, "%s = reshape(slice(%s, 1, %lld, %lld), [%lld, %lld, %lld])", y->nn, seq, (long long)(T - 1), (long long)T,
-            (long long)d[0], (long long)d[1], (long long)d[2]);
+    int64_t d[3] = {ND, B, H};
+    if (layout) d[0] = B, d[1] = ND;
+    const char *sym[3] = {layout ? x->sym[0] : NULL, layout ? NULL : x->sym[1], NULL};
+    ox_val *y = ox_out(c, n, 1, x->dt, 3, d, sym);
+    char fw[600], rv[600];
+    snprintf(fw, sizeof fw, "reshape(slice(slice(%s, 1, %lld, %lld), 2, 0, %lld), [%lld, 1, %lld])", seq, t - 1, t, h, b, h);
+    snprintf(rv, sizeof rv, "reshape(slice(slice(%s, 1, 0, 1), 2, %lld, %lld), [%lld, 1, %lld])", seq, h, 2 * h, b, h);
+    char both[1300];
+    if (bidi) snprintf(both, sizeof both, "concat([%s, %s], 1)", fw, rv);
+    else snprintf(both, sizeof both, "%s", fw);
+    if (layout) ox_emit(c, "%s = %s", y->nn, both);
+    else ox_emit(c, "%s = transpose(%s, [1, 0, 2])", y->nn, both);
   }
   return 0;
 }

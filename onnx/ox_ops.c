@@ -171,6 +171,13 @@ static int h_isinf(ox_ctx *c, node *n) {
 static int h_not(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0);
   if (!x) return -1;
+  const ox_array *xa = ox_fixed(c, x);
+  if (xa && xa->i) { /* folded: PyTorch's causal masks are ~tril(ones) of constants */
+    ox_array *o = new_array(DT(BOOL), xa->rank, xa->d);
+    for (int64_t i = 0; i < o->n; i++) o->i[i] = !xa->i[i];
+    ox_out_const(c, n, 0, o);
+    return 0;
+  }
   const char *xr = ox_ref(c, x);
   if (!xr) return -1;
   ox_val *y = ox_out_like(c, n, 0, x, LATHE_BOOL);
@@ -641,6 +648,27 @@ static int emit_reshape(ox_ctx *c, node *n, int k, ox_val *x, int rank, const in
   return 0;
 }
 
+/* x's elements less its symbolic dimensions, when the target shape (rank
+ * r) keeps each of them (by name): what a -1 beside them must cover, as
+ * PyTorch's [0, 0, -1] after a bidirectional LSTM of a symbolic batch asks.
+ * -1 when a symbolic dimension is not kept. */
+static int64_t kept_symbolic(const ox_val *x, const int64_t *d, const char *const *sym, int r) {
+  int64_t rest = 1;
+  unsigned used = 0;
+  for (int i = 0; i < x->rank; i++) {
+    if (x->d[i] >= 0) {
+      rest = ox_mul(rest, x->d[i]);
+      continue;
+    }
+    int found = -1;
+    for (int j = 0; j < r && found < 0; j++)
+      if (d[j] == -1 && sym[j] && x->sym[i] && !(used >> j & 1u) && strcmp(sym[j], x->sym[i]) == 0) found = j;
+    if (found < 0) return -1;
+    used |= 1u << found;
+  }
+  return rest;
+}
+
 static int h_reshape(ox_ctx *c, node *n) {
   ox_val *x = ox_need(c, n, 0), *sv = ox_need(c, n, 1);
   if (c->opset < 5) return ox_unsup(c, NULL, "Reshape before opset 5 (the shape as an attribute)");
@@ -670,6 +698,7 @@ static int h_reshape(ox_ctx *c, node *n) {
       return ox_unsup(c, NULL, "shape element %d is %lld", i, (long long)d[i]);
     }
   }
+  if (infer >= 0 && have < 0) have = kept_symbolic(x, d, sym, (int)s->n);
   if (infer >= 0 && have >= 0) {
     if (known == 0 || have % known) return ox_err(c, "cannot reshape %lld elements with a -1", (long long)have);
     d[infer] = have / known;
@@ -1028,6 +1057,11 @@ static int h_slice(ox_ctx *c, node *n) {
     int64_t cnt = sp[i] > 0 ? (e0 - s0 + sp[i] - 1) / sp[i] : (s0 - e0 + (-sp[i]) - 1) / (-sp[i]);
     d[a] = cnt > 0 ? cnt : 0;
     sym[a] = NULL;
+  }
+  if (x->filled) { /* a ConstantOfShape of a symbolic shape sliced (an RNN's zero state per layer): still no data */
+    ox_val *y = ox_out(c, n, 0, x->dt, x->rank, d, sym);
+    if (y) free(y->nn), y->nn = NULL, y->filled = 1, y->fill = x->fill;
+    return 0;
   }
   const ox_array *xa = ox_fixed(c, x);
   if (xa && x->rank == 1) { /* shape arithmetic */
