@@ -702,11 +702,7 @@ void cg_emit_cross_entropy_rt(cg_k *k) {
 
 /* The mean of the rows' losses, summed in row order whether the rows ran
  * in parallel (losses through scratch) or not: the same bits either way. */
-static void e_cross_entropy(cg_k *k) {
-  if (k->n->nin == 3 || k->n->attr.k) {
-    cg_emit_cross_entropy_rt(k);
-    return;
-  }
+static void ce_plain(cg_k *k) {
   const ir_shape *sx = SH(0);
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
   LLVMTypeRef f64 = k->m->f64;
@@ -722,6 +718,17 @@ static void e_cross_entropy(cg_k *k) {
     CG_FOR(k, r, ci(k, 0), ci(k, rows)) ce_row(k, r.iv, &t);
   }
   cg_st(k, 0, ci(k, 0), cg_tof(k, LLVMBuildFDiv(BLD, cg_get(k, total, f64), cd(k, (double)rows), "")));
+}
+
+/* Class weights: lathe_rt_cross_entropy. An ignore_index (every
+ * cross_entropy has one: PyTorch's -100 unless given): that too when a label
+ * of this batch is ignored, else the plain kernel: without ignored labels
+ * the same bits and speed as a cross_entropy without the index. */
+static void e_cross_entropy(cg_k *k) {
+  const ir_node *n = k->n;
+  if (n->nin == 3) cg_emit_cross_entropy_rt(k);
+  else if (n->attr.k) cg_if_else(k, cg_any_label(k, 2, ir_numel(SH(1)), n->attr.n), cg_emit_cross_entropy_rt, ce_plain);
+  else ce_plain(k);
 }
 
 /* nll: the mean over rows of -x[label], summed in double in row order */
