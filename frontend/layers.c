@@ -539,7 +539,10 @@ int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out) {
       fe_error(L->d, argloc(a, 2), "label_smoothing must be in [0, 1), got %g", at.f);
       return -1;
     }
-    if (a->v[4].k == V_NUM) at.k = 1, at.n = a->v[4].num.i; /* ignore_index: any integer, as PyTorch */
+    /* ignore_index: any integer, as PyTorch, whose default -100 applies when
+     * it is not given (attr k = 2: the default, which the CUDA backend
+     * renders without the ignoring, failing on such a label) */
+    at.k = a->v[4].k == V_NUM ? 1 : 2, at.n = a->v[4].k == V_NUM ? a->v[4].num.i : -100;
     if (ce_weight(L, a, &w)) return -1;
   }
   if (a->b->op == IR_HUBER) {

@@ -46,8 +46,8 @@ void lathe_rt_attn_grad(float *out, const float *x, const float *wq, const float
                         int64_t causal);
 
 /* Which recurrence lathe_rt_rec_grad computes: a backward through time, or
- * (LATHE_RT_LSTM) the lstm forward, out = y. */
-enum { LATHE_RT_RNN_GRAD = 1, LATHE_RT_LSTM_GRAD = 2, LATHE_RT_GRU_GRAD = 3, LATHE_RT_LSTM = 4 };
+ * (LATHE_RT_LSTM, LATHE_RT_GRU) the lstm or gru forward, out = y. */
+enum { LATHE_RT_RNN_GRAD = 1, LATHE_RT_LSTM_GRAD = 2, LATHE_RT_GRU_GRAD = 3, LATHE_RT_LSTM = 4, LATHE_RT_GRU = 5 };
 void lathe_rt_rec_grad(float *out, const float *x, const float *wih, const float *whh, const float *bih,
                        const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B,
                        int64_t T, int64_t in, int64_t h);

@@ -43,30 +43,6 @@
 
 enum { ATT_BQ = 64, ATT_BK = 64 };
 
-/* ---- fast vectorisable transcendental functions (|rel err| < 2e-7) ---- */
-
-static inline float fexp(float x) {
-  x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-  float n = floorf(x * 1.44269504f + 0.5f);
-  float r = x - n * 0.693145752f - n * 1.42860677e-6f;
-  float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666418f + r * (0.00833342969f + r * 0.00138887367f)))));
-  union {
-    float f;
-    int32_t i;
-  } u = {p};
-  u.i += (int32_t)n * (1 << 23); /* scale by 2^n */
-  return u.f;
-}
-
-static inline float fsig(float x) { return 1.0f / (1.0f + fexp(-x)); }
-
-static inline float ftanh(float x) {
-  float a = fabsf(x), e = fexp(-2.0f * a), t = (1.0f - e) / (1.0f + e);
-  float x2 = x * x, small = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f - x2 * 0.0539682540f)));
-  t = x < 0 ? -t : t;
-  return a < 0.0625f ? small : t;
-}
-
 static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
@@ -447,18 +423,8 @@ static void gru_step(rec_job *r, int64_t t, int64_t b0, int64_t b1) {
   int64_t h = r->h;
   for (int64_t b = b0; b < b1; b++) {
     int64_t row = b * r->T + t;
-    const float *a = r->a + row * 3 * h, *ah = r->ah + row * 3 * h, *hp = r->hp + row * h, *dyr = r->dy + row * h;
-    float *da = r->da + row * 3 * h, *dah = r->dah + row * 3 * h, *drec = r->drec + b * h, *dd = r->dc + b * h;
-    for (int64_t j = 0; j < h; j++) {
-      float rg = fsig(a[j] + ah[j]), zg = fsig(a[h + j] + ah[h + j]);
-      float ng = ftanh(a[2 * h + j] + rg * ah[2 * h + j]), dh = dyr[j] + drec[j];
-      float dn = dh * (1.0f - zg) * (1.0f - ng * ng), dz = dh * (hp[j] - ng) * zg * (1.0f - zg);
-      float dr = dn * ah[2 * h + j] * rg * (1.0f - rg);
-      da[j] = dah[j] = dr;
-      da[h + j] = dah[h + j] = dz;
-      da[2 * h + j] = dn, dah[2 * h + j] = dn * rg;
-      dd[j] = dh * zg; /* h_{t-1}'s direct share */
-    }
+    rt_sk_gru_bwd(r->a + row * 3 * h, r->ah + row * 3 * h, r->hp + row * h, r->dy + row * h, r->drec + b * h,
+                  r->da + row * 3 * h, r->dah + row * 3 * h, r->dc + b * h, h);
   }
 }
 
@@ -538,15 +504,50 @@ static void lstm_fwd(float *y, const float *x, const float *wih, const float *wh
   seq_run(rec_items(B), rec_items(B), lstm_fwd_item, &r);
 }
 
+/* The gru forward of item i (batch rows [i REC_ROWS, ..)), as the lstm's:
+ * the input projection of every step in one GEMM, then per step the
+ * recurrent pre-activations b_hh + h_{t-1} w_hh (kept apart from the input
+ * side: r scales only the recurrent n term) and the cell. scratch: a
+ * [B T, 3h], ah [B, 3h]: the compiler's scratch size for IR_GRU. */
+static void gru_fwd_item(void *job, int64_t i, int part) {
+  (void)part;
+  rec_job *r = job;
+  int64_t b0 = i * REC_ROWS, b1 = b0 + REC_ROWS < r->B ? b0 + REC_ROWS : r->B, T = r->T, h = r->h, gh = 3 * h;
+  affine(r->x + b0 * T * r->in, r->wih, r->bih, (b1 - b0) * T, r->in, gh, r->a + b0 * T * gh);
+  float *ah = r->ah + b0 * gh;
+  for (int64_t t = 0; t < T; t++) {
+    for (int64_t b = 0; b < b1 - b0; b++) memcpy(ah + b * gh, r->bhh, sizeof(float) * (size_t)gh);
+    if (t > 0)
+      rt_sk_mm(b1 - b0, gh, h, r->yout + (b0 * T + t - 1) * h, T * h, 1, r->whh, gh, ah, gh, 1, RT_SK_FULL, 0);
+    for (int64_t b = b0; b < b1; b++)
+      rt_sk_gru_fwd(r->a + (b * T + t) * gh, ah + (b - b0) * gh, t ? r->yout + (b * T + t - 1) * h : NULL,
+                    r->yout + (b * T + t) * h, h);
+  }
+}
+
+static void gru_fwd(float *y, const float *x, const float *wih, const float *whh, const float *bih, const float *bhh,
+                    float *scr, int64_t B, int64_t T, int64_t in, int64_t h) {
+  rec_job r = {0};
+  r.op = LATHE_RT_GRU, r.B = B, r.T = T, r.in = in, r.h = h, r.G = 3;
+  r.x = x, r.wih = wih, r.whh = whh, r.bih = bih, r.bhh = bhh, r.yout = y;
+  r.a = scr, r.ah = scr + B * T * 3 * h;
+  seq_run(rec_items(B), rec_items(B), gru_fwd_item, &r);
+}
+
 /* out = [dx | dw_ih | dw_hh | db (| db_hh)]; bhh only for gru. op LATHE_RT_LSTM
- * (not a gradient): the lstm forward, out = y (its own entry point would be
- * clearer; this one is already among the JIT's host symbols). */
+ * or LATHE_RT_GRU (not a gradient): the lstm or gru forward, out = y (its own
+ * entry point would be clearer; this one is already among the JIT's host
+ * symbols). */
 void lathe_rt_rec_grad(float *out, const float *x, const float *wih, const float *whh, const float *bih,
                     const float *bhh, const float *y, const float *dy, float *scr, int64_t op, int64_t B, int64_t T,
                     int64_t in, int64_t h) {
   rt_blas_single(); /* its GEMMs run inside pool parts: OpenBLAS on one thread */
   if (op == LATHE_RT_LSTM) {
     lstm_fwd(out, x, wih, whh, bih, scr, B, T, in, h);
+    return;
+  }
+  if (op == LATHE_RT_GRU) {
+    gru_fwd(out, x, wih, whh, bih, bhh, scr, B, T, in, h);
     return;
   }
   int64_t G = op == LATHE_RT_LSTM_GRAD ? 4 : op == LATHE_RT_GRU_GRAD ? 3 : 1, BT = B * T, gh = G * h;

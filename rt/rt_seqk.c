@@ -409,3 +409,52 @@ SK_FN void rt_sk_lstm_fwd(const float *g, float *c, float *y, int first, int64_t
   for (; j + VW <= h; j += VW) lstm_fwd_lanes(g, c, y, first, h, j, VW);
   if (j < h) lstm_fwd_lanes(g, c, y, first, h, j, h - j);
 }
+
+/* ---- GRU ---- */
+
+/* w floats at p (w = VW, or a tail through a zero-padded copy) */
+INLINE vf vload_w(const float *p, int64_t w) { return w == VW ? VLD(p) : vload_part(p, w); }
+INLINE void vstore_w(float *p, const vf *v, int64_t w) {
+  if (w == VW) VST(p, *v);
+  else vstore_part(p, v, w);
+}
+
+/* lanes [j, j + w) of one backward step (see rt_seqk.h rt_sk_gru_bwd) */
+INLINE void gru_bwd_lanes(const float *a, const float *ah, const float *hp, const float *dy, const float *drec,
+                          float *da, float *dah, float *dd, int64_t h, int64_t j, int64_t w) {
+  vf rg = vload_w(a + j, w) + vload_w(ah + j, w), zg = vload_w(a + h + j, w) + vload_w(ah + h + j, w);
+  vsig(&rg), vsig(&zg);
+  vf ahn = vload_w(ah + 2 * h + j, w), ng = vload_w(a + 2 * h + j, w) + rg * ahn;
+  vtanh(&ng);
+  vf dh = vload_w(dy + j, w) + vload_w(drec + j, w);
+  vf dn = dh * (1.0f - zg) * (1.0f - ng * ng), dz = dh * (vload_w(hp + j, w) - ng) * zg * (1.0f - zg);
+  vf dr = dn * ahn * rg * (1.0f - rg), dnr = dn * rg, dhz = dh * zg;
+  vstore_w(da + j, &dr, w), vstore_w(dah + j, &dr, w);
+  vstore_w(da + h + j, &dz, w), vstore_w(dah + h + j, &dz, w);
+  vstore_w(da + 2 * h + j, &dn, w), vstore_w(dah + 2 * h + j, &dnr, w);
+  vstore_w(dd + j, &dhz, w);
+}
+
+SK_FN void rt_sk_gru_bwd(const float *a, const float *ah, const float *hp, const float *dy, const float *drec,
+                         float *da, float *dah, float *dd, int64_t h) {
+  int64_t j = 0;
+  for (; j + VW <= h; j += VW) gru_bwd_lanes(a, ah, hp, dy, drec, da, dah, dd, h, j, VW);
+  if (j < h) gru_bwd_lanes(a, ah, hp, dy, drec, da, dah, dd, h, j, h - j);
+}
+
+/* lanes [j, j + w) of one forward step */
+INLINE void gru_fwd_lanes(const float *a, const float *ah, const float *hp, float *y, int64_t h, int64_t j, int64_t w) {
+  vf rg = vload_w(a + j, w) + vload_w(ah + j, w), zg = vload_w(a + h + j, w) + vload_w(ah + h + j, w);
+  vsig(&rg), vsig(&zg);
+  vf ng = vload_w(a + 2 * h + j, w) + rg * vload_w(ah + 2 * h + j, w);
+  vtanh(&ng);
+  vf yn = (1.0f - zg) * ng;
+  if (hp) yn += zg * vload_w(hp + j, w);
+  vstore_w(y + j, &yn, w);
+}
+
+SK_FN void rt_sk_gru_fwd(const float *a, const float *ah, const float *hp, float *y, int64_t h) {
+  int64_t j = 0;
+  for (; j + VW <= h; j += VW) gru_fwd_lanes(a, ah, hp, y, h, j, VW);
+  if (j < h) gru_fwd_lanes(a, ah, hp, y, h, j, h - j);
+}

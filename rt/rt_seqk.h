@@ -1,6 +1,6 @@
 /* rt_seqk.h -- vectorised building blocks of the sequence-layer kernels
  * (cg_attn.c): a register-blocked product of small tiles, the rows of the
- * attention softmax, column sums and the LSTM cell's elementwise steps.
+ * attention softmax, column sums and the LSTM and GRU cells' elementwise steps.
  * Internal prefix: rt_sk_. Compiled once per x86-64 level (rt_seqk.c);
  * every function's result depends only on its inputs (fixed summation
  * orders), so reruns are bit-identical. */
@@ -60,5 +60,19 @@ void rt_sk_lstm_fwd(const float *g, float *c, float *y, int first, int64_t h);
 /* One LSTM backward step for one batch row (see cg_attn.c lstm_step). */
 void rt_sk_lstm_bwd(const float *g, const float *cl, const float *cp, const float *dy, const float *drec, float *dc,
                     float *da, int64_t h);
+
+/* One GRU forward step for one batch row, from the input and recurrent
+ * pre-activations a[3h], ah[3h] (r z n; ah includes b_hh) and h_{t-1} hp[h]
+ * (NULL at t = 0: zeros): y[h] = (1 - z) n + z h_{t-1} with
+ * n = tanh(a_n + r ah_n), PyTorch's GRU cell. */
+void rt_sk_gru_fwd(const float *a, const float *ah, const float *hp, float *y, int64_t h);
+
+/* One GRU backward step for one batch row, from the input and recurrent
+ * pre-activations a[3h], ah[3h] (r z n; ah includes b_hh), h_{t-1} hp[h], the
+ * gradient dy[h] + drec[h] reaching h_t: the pre-activation gradients da[3h]
+ * (input side) and dah[3h] (recurrent side: the n gate's times r), and
+ * dd[h] = h_{t-1}'s direct share (dh z). */
+void rt_sk_gru_bwd(const float *a, const float *ah, const float *hp, const float *dy, const float *drec, float *da,
+                   float *dah, float *dd, int64_t h);
 
 #endif

@@ -100,10 +100,17 @@ fi
 sed 's/^loss = .*/loss = cross_entropy(logits, y, ignore_index=-100)/' "$tmp/m.nn" >"$tmp/ce.nn"
 "$LATHE" train "$tmp/ce.nn" --data "$tmp/d.csv" --quiet >"$tmp/ce.out" 2>"$tmp/err" && ok \
   || bad "cross_entropy with ignore_index: $(tail -3 "$tmp/err")"
-# ... and without it the ignored label is refused as any label outside the classes
+# ... and without it PyTorch's default -100 applies: the same training and metrics
 sed 's/^loss = .*/loss = cross_entropy(logits, y)/' "$tmp/m.nn" >"$tmp/ce0.nn"
-"$LATHE" train "$tmp/ce0.nn" --data "$tmp/d.csv" --quiet >/dev/null 2>"$tmp/err" && bad "label -100 accepted without ignore_index" \
-  || { grep -q "label" "$tmp/err" && ok || bad "label -100: $(cat "$tmp/err")"; }
+"$LATHE" train "$tmp/ce.nn" --data "$tmp/d.csv" --in-order >"$tmp/ce1.out" 2>"$tmp/err" \
+  && "$LATHE" train "$tmp/ce0.nn" --data "$tmp/d.csv" --in-order >"$tmp/ce0.out" 2>>"$tmp/err" \
+  && [ -n "$(metric "$tmp/ce1.out" "test loss")" ] && [ "$(metric "$tmp/ce1.out" "test loss")" = "$(metric "$tmp/ce0.out" "test loss")" ] \
+  && [ "$(metric "$tmp/ce1.out" "val f1")" = "$(metric "$tmp/ce0.out" "val f1")" ] && ok \
+  || bad "label -100 without ignore_index (the default): $(tail -3 "$tmp/err"; diff "$tmp/ce1.out" "$tmp/ce0.out")"
+# ... while any other label outside the classes is refused
+sed 's/,-100$/,-5/' "$tmp/d.csv" >"$tmp/d5.csv"
+"$LATHE" train "$tmp/ce0.nn" --data "$tmp/d5.csv" --quiet >/dev/null 2>"$tmp/err" && bad "label -5 accepted" \
+  || { grep -q "label" "$tmp/err" && ok || bad "label -5: $(cat "$tmp/err")"; }
 # frontend errors at the argument
 printf 'input x : f32[2, 3]\ntarget y : i32[2]\nloss = cross_entropy(x, y, weight=[1, 2])\n' >"$tmp/bad.nn"
 "$LATHE" check "$tmp/bad.nn" >/dev/null 2>"$tmp/err"; grep -q "bad.nn:3:35: error: weight must give one number per class: 3 classes, got 2 numbers" "$tmp/err" && ok \

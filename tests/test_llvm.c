@@ -392,6 +392,10 @@ static int cases_for(int op, tcase *cs) {
     cs[n] = C2(F, S(2, 9, 5), I, S(1, 9)); cs[n].nin = 3, cs[n].dt[2] = F, cs[n].sh[2] = S(1, 5);
     cs[n].lim = 5, cs[n].domain = 1, cs[n].attr.f = 0.1, cs[n].attr.k = 1, cs[n++].attr.n = 2;
     cs[n] = C2(F, S(3, 2, 3, 33), I, S(2, 2, 3)); cs[n].lim = 4, cs[n].attr.k = 1, cs[n++].attr.n = 0;
+    /* the default ignore_index (attr k = 2): an ignored label in the batch (lathe_rt_cross_entropy), and
+     * PyTorch's -100, which these labels never are (the plain kernel) */
+    cs[n] = C2(F, S(2, 40, 5), I, S(1, 40)); cs[n].lim = 5, cs[n].attr.k = 2, cs[n++].attr.n = 3;
+    cs[n] = C2(F, S(2, 40, 5), I, S(1, 40)); cs[n].lim = 5, cs[n].attr.k = 2, cs[n++].attr.n = -100;
     return n;
   case IR_MSE: case IR_BCE:
     cs[n++] = C2(F, S(2, 7, 3), F, S(2, 7, 3));

@@ -225,6 +225,11 @@ static void test_grad_ops(void) {
   run_case(&c);
   c.attr.f = 0, c.nin = 2;
   run_case(&c);
+  /* the default ignore_index (attr k = 2): an ignored label present, and -100 (absent: the plain kernel) */
+  c = F2(IR_CROSS_ENTROPY, S(2, 40, 5, 0, 0), IR_I32, S(1, 40, 0, 0, 0)), c.lim = 5, c.attr.k = 2, c.attr.n = 3;
+  run_case(&c);
+  c.attr.n = -100;
+  run_case(&c);
   c = F2(IR_BCE, m, IR_F32, m);
   run_case(&c);
   c = F2(IR_NLL, S(3, 2, 3, 33, 0), IR_I32, S(2, 2, 3, 0, 0)), c.lim = 33;

@@ -221,7 +221,7 @@ long long cu_code_of(int node, int what) { return 1 + (long long)node * 4 + what
 /* Cross-entropy: one block; each warp takes rows, the lanes its classes. */
 static int r_cross_entropy(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0), *x = cu_opn(r, 1);
-  if (n->nin == 3 || n->attr.k) return cu_unsupported(r, "cross_entropy with weight= or ignore_index= is not rendered");
+  if (n->nin == 3 || n->attr.k == 1) return cu_unsupported(r, "cross_entropy with weight= or ignore_index= is not rendered");
   int64_t C = x->shape.d[x->shape.rank - 1], rows = ir_numel(&x->shape) / C;
   char ls[48], lsc[48];
   cu_flt(n->attr.f, ls, sizeof ls);
@@ -251,7 +251,7 @@ static int r_cross_entropy(cu_rctx *r) {
 
 static int r_cross_entropy_grad(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
-  if (n->nin == 4 || n->attr.k) return cu_unsupported(r, "cross_entropy with weight= or ignore_index= is not rendered");
+  if (n->nin == 4 || n->attr.k == 1) return cu_unsupported(r, "cross_entropy with weight= or ignore_index= is not rendered");
   int64_t C = n->shape.d[n->shape.rank - 1], rows = ir_numel(&n->shape) / C;
   char ls[48], lsc[48];
   cu_flt(n->attr.f, ls, sizeof ls);

@@ -523,16 +523,21 @@ static void ceg_row_body(cg_k *k, V r, void *ctx) {
   cg_row_each(k, &c.s.r, ceg_out, &c);
 }
 
-static void e_cross_entropy_grad(cg_k *k) {
-  if (k->n->nin == 4 || k->n->attr.k) {
-    cg_emit_cross_entropy_rt(k);
-    return;
-  }
+static void ceg_plain(cg_k *k) {
   const ir_shape *sx = SH(0);
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
   ceg_t t = {C, rows, k->n->attr.f};
   cg_check_labels(k, 2, rows, C);
   cg_rows_for(k, rows, C, CEG_COST, ceg_row_body, &t);
+}
+
+/* as e_cross_entropy (cg_ops.c): the plain kernel unless there are class
+ * weights or an ignored label in this batch */
+static void e_cross_entropy_grad(cg_k *k) {
+  const ir_node *n = k->n;
+  if (n->nin == 4) cg_emit_cross_entropy_rt(k);
+  else if (n->attr.k) cg_if_else(k, cg_any_label(k, 2, ir_numel(SH(1)), n->attr.n), cg_emit_cross_entropy_rt, ceg_plain);
+  else ceg_plain(k);
 }
 
 static void e_bce_grad(cg_k *k) {

@@ -191,7 +191,8 @@ V cg_fold_max(cg_k *k, V a, V b); /* b > a ? b : a (NaN never taken) */
  * liblathe_rt's C kernels (lathe_rt_attn_fwd, lathe_rt_attn_grad,
  * lathe_rt_rec_grad) ---- */
 void cg_emit_attention(cg_k *k);
-void cg_emit_lstm(cg_k *k);     /* LSTM (rnn and gru: cg_ops.c) */
+void cg_emit_lstm(cg_k *k);     /* LSTM (rnn: cg_ops.c) */
+void cg_emit_gru(cg_k *k);      /* GRU */
 void cg_emit_seq_grad(cg_k *k); /* ATTENTION_GRAD, RNN_GRAD, LSTM_GRAD, GRU_GRAD, ATTENTION_SAVE, ATTENTION_GRAD_SAVED */
 int64_t cg_seq_scratch_bytes(const ir_graph *g, const ir_node *n);
 

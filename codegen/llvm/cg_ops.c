@@ -702,11 +702,7 @@ void cg_emit_cross_entropy_rt(cg_k *k) {
 
 /* The mean of the rows' losses, summed in row order whether the rows ran
  * in parallel (losses through scratch) or not: the same bits either way. */
-static void e_cross_entropy(cg_k *k) {
-  if (k->n->nin == 3 || k->n->attr.k) {
-    cg_emit_cross_entropy_rt(k);
-    return;
-  }
+static void ce_plain(cg_k *k) {
   const ir_shape *sx = SH(0);
   int64_t C = sx->d[sx->rank - 1], rows = ir_numel(sx) / C;
   LLVMTypeRef f64 = k->m->f64;
@@ -722,6 +718,17 @@ static void e_cross_entropy(cg_k *k) {
     CG_FOR(k, r, ci(k, 0), ci(k, rows)) ce_row(k, r.iv, &t);
   }
   cg_st(k, 0, ci(k, 0), cg_tof(k, LLVMBuildFDiv(BLD, cg_get(k, total, f64), cd(k, (double)rows), "")));
+}
+
+/* Class weights: lathe_rt_cross_entropy. An ignore_index (every
+ * cross_entropy has one: PyTorch's -100 unless given): that too when a label
+ * of this batch is ignored, else the plain kernel: without ignored labels
+ * the same bits and speed as a cross_entropy without the index. */
+static void e_cross_entropy(cg_k *k) {
+  const ir_node *n = k->n;
+  if (n->nin == 3) cg_emit_cross_entropy_rt(k);
+  else if (n->attr.k) cg_if_else(k, cg_any_label(k, 2, ir_numel(SH(1)), n->attr.n), cg_emit_cross_entropy_rt, ce_plain);
+  else ce_plain(k);
 }
 
 /* nll: the mean over rows of -x[label], summed in double in row order */
@@ -821,39 +828,13 @@ static void rnn_step(cg_k *k, seq_t s, V xp, V t, int first) {
   }
 }
 
-static void gru_step(cg_k *k, seq_t s, V xp, V t, int first) {
-  int64_t gw = 3 * s.h;
-  V hp = scr(k, s.B * s.T * gw);
-  cg_fill_rows(k, hp, s.B, gw, gw, ARG(4));
-  if (!first) seq_recur(k, s, t, hp, gw);
-  CG_FOR(k, b, ci(k, 0), ci(k, s.B)) CG_FOR(k, j, ci(k, 0), ci(k, s.h)) {
-    V gi = cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, b.iv, s.T), t), gw), j.iv);
-    V gh = cg_add(k, cg_muli(k, b.iv, gw), j.iv);
-    V r = cg_sigmoid(k, cg_fadd(k, cg_ldp(k, xp, gi), cg_ldp(k, hp, gh)));
-    V z = cg_sigmoid(k, cg_fadd(k, cg_ldp(k, xp, cg_add(k, gi, ci(k, s.h))), cg_ldp(k, hp, cg_add(k, gh, ci(k, s.h)))));
-    V nn = cg_tanh(k, cg_fadd(k, cg_ldp(k, xp, cg_add(k, gi, ci(k, 2 * s.h))),
-                          cg_fmul(k, r, cg_ldp(k, hp, cg_add(k, gh, ci(k, 2 * s.h))))));
-    V h = cg_fmul(k, cg_fsub(k, cf(k, 1), z), nn);
-    if (!first) {
-      V prev = cg_ldp(k, k->arg[0], outidx(k, s, b.iv, LLVMBuildSub(BLD, t, ci(k, 1), ""), j.iv));
-      h = cg_fadd(k, h, cg_fmul(k, z, prev));
-    }
-    cg_stp(k, k->arg[0], outidx(k, s, b.iv, t, j.iv), h);
-  }
-}
-
-typedef void (*seq_step_fn)(cg_k *k, seq_t s, V xp, V t, int first);
-
-/* rnn, gru (lstm: rt/rt_seq.c). t = 0 is peeled (no previous state: no
- * recurrent GEMM), then a loop. */
+/* rnn (lstm and gru: rt/rt_seq.c, cg_seqcall.c). t = 0 is peeled (no
+ * previous state: no recurrent GEMM), then a loop. */
 static void e_seq(cg_k *k) {
-  int op = k->n->op;
-  int G = op == IR_GRU ? 3 : 1;
-  seq_step_fn step = op == IR_GRU ? gru_step : rnn_step;
-  seq_t s = seq_of(k, G);
+  seq_t s = seq_of(k, 1);
   V xp = seq_inproj(k, s, ARG(3));
-  step(k, s, xp, ci(k, 0), 1);
-  CG_FOR(k, t, ci(k, 1), ci(k, s.T)) step(k, s, xp, t.iv, 0);
+  rnn_step(k, s, xp, ci(k, 0), 1);
+  CG_FOR(k, t, ci(k, 1), ci(k, s.T)) rnn_step(k, s, xp, t.iv, 0);
 }
 
 /* ---- a product with its elementwise tail fused (cg_fuse) ---- */
@@ -964,7 +945,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_MAXPOOL2D] = e_pool,  [IR_AVGPOOL2D] = e_pool,
   [IR_TRANSPOSE] = e_transpose, [IR_CONCAT] = e_concat, [IR_SLICE] = e_slice, [IR_EMBEDDING] = e_embedding,
   [IR_ONE_HOT] = e_one_hot, [IR_GATHER] = e_gather, [IR_CUMSUM] = e_cumsum,
-  [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = cg_emit_lstm, [IR_GRU] = e_seq,
+  [IR_ATTENTION] = cg_emit_attention, [IR_RNN] = e_seq,      [IR_LSTM] = cg_emit_lstm, [IR_GRU] = cg_emit_gru,
   [IR_CROSS_ENTROPY] = e_cross_entropy, [IR_MSE] = e_pair_loss, [IR_BCE] = e_pair_loss,
   [IR_L1] = e_pair_loss,    [IR_HUBER] = e_pair_loss, [IR_NLL] = e_nll,
   [IR_KL_DIV] = e_pair_loss,

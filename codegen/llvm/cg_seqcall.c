@@ -1,5 +1,5 @@
 /* cg_seqcall.c -- the fused sequence layers (attention, the recurrences'
- * backward through time, the lstm forward) as calls to liblathe_rt's C
+ * backward through time, the lstm and gru forward) as calls to liblathe_rt's C
  * kernels (rt/rt_seq.c): the generated kernel passes its buffers, scratch
  * and static shapes. */
 #include "cg_internal.h"
@@ -36,6 +36,14 @@ void cg_emit_lstm(cg_k *k) {
   const ir_shape *sx = k->sh[1];
   int64_t ints[5] = {LATHE_RT_LSTM, sx->d[0], sx->d[1], sx->d[2], k->n->shape.d[2]};
   V p[9] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], NULL, NULL, NULL, k->scratch};
+  cg_call_rt(k, "lathe_rt_rec_grad", p, 9, ints, 5);
+}
+
+/* gru forward: y = gru(x; w_ih, w_hh, b_ih, b_hh) */
+void cg_emit_gru(cg_k *k) {
+  const ir_shape *sx = k->sh[1];
+  int64_t ints[5] = {LATHE_RT_GRU, sx->d[0], sx->d[1], sx->d[2], k->n->shape.d[2]};
+  V p[9] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[5], NULL, NULL, k->scratch};
   cg_call_rt(k, "lathe_rt_rec_grad", p, 9, ints, 5);
 }
 

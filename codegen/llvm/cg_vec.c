@@ -367,6 +367,29 @@ void cg_rows_for(cg_k *k, int64_t rows, int64_t L, int64_t cost, cg_par_body bod
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) body(k, r.iv, ctx);
 }
 
+V cg_any_label(cg_k *k, int a, int64_t rows, int64_t v) {
+  V hit = cg_var(k, k->m->i1, LLVMConstInt(k->m->i1, 0, 0));
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) {
+    V eq = LLVMBuildICmp(BLD, LLVMIntEQ, cg_ldi(k, a, r.iv), ci(k, v), "");
+    cg_set(k, hit, LLVMBuildOr(BLD, cg_get(k, hit, k->m->i1), eq, ""));
+  }
+  return cg_get(k, hit, k->m->i1);
+}
+
+void cg_if_else(cg_k *k, V cond, void (*yes)(cg_k *k), void (*no)(cg_k *k)) {
+  LLVMBasicBlockRef y = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "then");
+  LLVMBasicBlockRef n = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "else");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "endif");
+  LLVMBuildCondBr(BLD, cond, y, n);
+  LLVMPositionBuilderAtEnd(BLD, y);
+  yes(k);
+  LLVMBuildBr(BLD, done);
+  LLVMPositionBuilderAtEnd(BLD, n);
+  no(k);
+  LLVMBuildBr(BLD, done);
+  LLVMPositionBuilderAtEnd(BLD, done);
+}
+
 void cg_check_labels(cg_k *k, int a, int64_t rows, int64_t C) {
   V bad = cg_var(k, k->m->i1, LLVMConstInt(k->m->i1, 0, 0));
   CG_FOR(k, r, ci(k, 0), ci(k, rows)) {

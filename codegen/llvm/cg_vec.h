@@ -116,4 +116,11 @@ void cg_rows_for(cg_k *k, int64_t rows, int64_t L, int64_t cost, cg_par_body bod
  * one pass before the rows, so parallel rows never race on the flag */
 void cg_check_labels(cg_k *k, int a, int64_t rows, int64_t C);
 
+/* whether any of the rows labels at kernel argument a equals v (an i1) */
+V cg_any_label(cg_k *k, int a, int64_t rows, int64_t v);
+
+/* yes(k) where cond (an i1) holds, else no(k); the builder then continues
+ * after both */
+void cg_if_else(cg_k *k, V cond, void (*yes)(cg_k *k), void (*no)(cg_k *k));
+
 #endif
