@@ -10,6 +10,12 @@
  * and subtract 128 * sum_k w (c[n], stored with the weights). Every path
  * gives the same int32, hence the same floats (tests/test_quant.c).
  *
+ * Static int8 (s8): the same kernels; each row is quantized with the
+ * calibrated input scale instead of its own (rt_q_row_static). Where the
+ * integer path would lose to f32 (one row on a CPU without u8 x s8 dot
+ * products), the compiler picks LATHE_RT_ISA_F32 instead: the int8 weights
+ * times the f32 row, per block of 16 columns, then the column's scale.
+ *
  * Weight-only (w8, w4, bf16, f16): for a few rows each output column's
  * weights are dequantized into a row of floats in cache and dotted with
  * every x row (the memory-bound case: generation reads 1/4 or 1/8 of the
@@ -70,8 +76,8 @@ int64_t lathe_rt_quant_isa(void) {
 }
 
 const char *lathe_rt_isa_name(int64_t isa) {
-  static const char *const names[] = {"scalar", "avx2", "avx-vnni", "avx512-vnni"};
-  return isa >= 0 && isa <= LATHE_RT_ISA_AVX512VNNI ? names[isa] : "unknown";
+  static const char *const names[] = {"scalar", "avx2", "avx-vnni", "avx512-vnni", "f32"};
+  return isa >= 0 && isa <= LATHE_RT_ISA_F32 ? names[isa] : "unknown";
 }
 
 /* ---- int8-dynamic: blocks of MB rows x NB columns, r[i][j] the int32 sums ---- */
@@ -232,8 +238,37 @@ static void dq8_quant_rows(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   q_job *j = ctx;
   int offset = j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX512VNNI ? 128 : 0;
-  for (int64_t m = lo; m < hi; m++)
-    ((float *)j->sx)[m] = rt_q_row(j->x + m * j->K, j->K, j->Kp, offset, (uint8_t *)j->xq + m * j->Kp);
+  for (int64_t m = lo; m < hi; m++) {
+    const float *x = j->x + m * j->K;
+    uint8_t *q = (uint8_t *)j->xq + m * j->Kp;
+    ((float *)j->sx)[m] = j->mode == LATHE_RT_Q_S8 ? rt_q_row_static(x, j->K, j->Kp, offset, j->s[j->N], q)
+                                                   : rt_q_row(x, j->K, j->Kp, offset, q);
+  }
+}
+
+/* ---- static int8 in f32 (LATHE_RT_ISA_F32): column blocks [lo, hi) ----
+ * sum_k x[k] * q[n, k] in floats, times s[n]: the weights stay int8 in
+ * memory (a quarter of f32's bytes), the arithmetic is f32's. */
+static void s8_f32_part(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  const q_job *j = ctx;
+  int64_t K4 = j->K / 4 * 4;
+  for (int64_t b = lo; b < hi; b++) {
+    const int8_t *w = (const int8_t *)j->w + b * 16 * j->Kp;
+    int64_t n0 = b * 16, nb = j->N - n0 < 16 ? j->N - n0 : 16;
+    for (int64_t m = 0; m < j->M; m++) {
+      const float *x = j->x + m * j->K;
+      float acc[16] = {0};
+      for (int64_t k = 0; k < K4; k += 4) {
+        const int8_t *wk = w + k * 16;
+        for (int c = 0; c < 16; c++)
+          acc[c] += x[k] * wk[c * 4] + x[k + 1] * wk[c * 4 + 1] + x[k + 2] * wk[c * 4 + 2] + x[k + 3] * wk[c * 4 + 3];
+      }
+      for (int64_t k = K4; k < j->K; k++)
+        for (int c = 0; c < 16; c++) acc[c] += x[k] * w[(k / 4) * 64 + c * 4 + k % 4];
+      for (int64_t c = 0; c < nb; c++) j->out[m * j->N + n0 + c] = acc[c] * j->s[n0 + c];
+    }
+  }
 }
 
 /* ---- weight-only ---- */
@@ -431,7 +466,7 @@ static void wo_panel_part(void *ctx, int64_t lo, int64_t hi, int part) {
 static int panel_path(int64_t M, int64_t K) { return M >= Q_PANEL_M || K > Q_ROW_MAXK; }
 
 int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N) {
-  if (mode == LATHE_RT_Q_DQ8) return M * rt_q_kpad(K) + M * 4 + 64;
+  if (mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8) return M * rt_q_kpad(K) + M * 4 + 64;
   return panel_path(M, K) ? N * K * 4 : 0;
 }
 
@@ -439,7 +474,12 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
                       int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa) {
   q_job j = {.out = out, .x = x, .w = w, .s = s, .c = c, .mode = (int)mode, .isa = (int)isa,
              .M = M, .K = K, .N = N, .Kp = rt_q_kpad(K)};
-  if (mode == LATHE_RT_Q_DQ8) {
+  if (mode == LATHE_RT_Q_S8 && isa == LATHE_RT_ISA_F32) {
+    int64_t per = 16 * M * K, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / (per ? per : 1);
+    rt_pool_for((N + 15) / 16, grain, s8_f32_part, &j);
+    return;
+  }
+  if (mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8) {
     j.xq = scr;
     j.sx = (const float *)(void *)((char *)scr + ((M * j.Kp + 63) / 64) * 64);
     if (M >= 8 && M * K >= Q_GRAIN) rt_pool_for(M, 1, dq8_quant_rows, &j);
