@@ -417,6 +417,8 @@ typedef struct {
   int64_t bytes_before;        /* weights in f32 */
   int64_t bytes_after;         /* the quantized file's tensors */
   char note[256];              /* why the first kept matrix stayed f32; "" when none */
+  int f32_form;                /* int8: 1 when this CPU computes the int8 products in f32 on the int8
+                                  weights (it has no SIMD integer dot products: int8 would be slower) */
 } lathe_quantize_result;
 
 int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quantize_result *r, lathe_error *err);

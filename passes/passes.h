@@ -108,9 +108,9 @@ const char *qz_mode_name(int mode);
 const char *qz_suffix(int mode, int k);
 /* Why W (param index) stays f32 in mode, or NULL when it is quantized. */
 const char *qz_keep_reason(const ir_graph *g, int param, int mode);
-/* The kernel (LATHE_RT_ISA_*) of a static int8 product of M rows on a CPU
- * whose best integer kernel is isa: LATHE_RT_ISA_F32 where int8 would lose. */
-int64_t qz_s8_kernel(int64_t isa, int64_t M);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
+/* The kernel (LATHE_RT_ISA_*) of a static int8 product on a CPU whose best
+ * integer kernel is isa: LATHE_RT_ISA_F32 where int8 would lose to f32. */
+int64_t qz_s8_kernel(int64_t isa);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
 /* prune.c: pruning's graph side (runtime/api_prune.c, docs/prune.md).
  * pr_prunable: W (param index) is read only as the weight of dense products
  * or convolutions. ps_mask: every such W is read as mul(W, W.mask), W.mask a

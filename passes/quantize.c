@@ -58,11 +58,13 @@ const char *qz_keep_reason(const ir_graph *g, int param, int mode) {
 }
 
 /* The kernel of a static int8 product of M rows on a CPU whose best is
- * isa: one row without u8 x s8 dot products (VNNI) is faster in f32 on the
- * int8 weights (quantizing the row and the AVX2 pair sums cost more than
- * they save there), so that product stays f32 (`lathe quantize` says so). */
-int64_t qz_s8_kernel(int64_t isa, int64_t M) {
-  return M == 1 && isa < LATHE_RT_ISA_AVXVNNI ? LATHE_RT_ISA_F32 : isa;
+ * isa. Without SIMD integer dot products (neither VNNI nor AVX2: the scalar
+ * kernel) int8 is many times slower than f32 at every batch, so the product
+ * computes in f32 on the int8 weights (LATHE_RT_ISA_F32; `lathe quantize`
+ * says so). With AVX2 or VNNI the integer kernels beat f32 here even at one
+ * row (docs/quantize.md has the numbers). */
+int64_t qz_s8_kernel(int64_t isa) {
+  return isa == LATHE_RT_ISA_SCALAR ? LATHE_RT_ISA_F32 : isa;
 }
 
 /* the stored tensors' dtypes and shapes for W [K, N] */
@@ -115,9 +117,7 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
     for (int j = 0; j < n0; j++) {
       if (g->nodes[j].op != IR_MATMUL || g->nodes[j].in[1] != p.node) continue;
       in[0] = g->nodes[j].in[0];
-      const ir_shape *xs = &g->nodes[in[0]].shape;
-      int64_t M = xs->rank ? ir_numel(xs) / (K ? K : 1) : 0;
-      ir_attr at = {.i = mode, .n = N, .k = mode == LATHE_RT_Q_S8 ? qz_s8_kernel(isa, M) : isa};
+      ir_attr at = {.i = mode, .n = N, .k = mode == LATHE_RT_Q_S8 ? qz_s8_kernel(isa) : isa};
       int q = ir_add(g, IR_QMATMUL, in, nin, &at, g->nodes[j].loc, msg, mn);
       if (q < 0) return -1;
       repl[j] = q;

@@ -145,6 +145,9 @@ int tr_calibrate(lathe_model *m, const lathe_quantize_options *o, api_calib *cal
     return api_fail(err, LATHE_ENOMEM, "out of memory");
   }
   memcpy(saved, m->vals, nsyms * sizeof *saved);
+  /* the data binds the dims, as for lathe train on a fresh model: a batch
+   * the caller bound for inference must not refuse the train block's */
+  memset(m->vals, 0, nsyms * sizeof *saved);
   lathe_train_options to = {.data = o->data};
   tr_data d;
   int ntap = 0, rc = tr_data_open(&d, m, &to, t.split, (uint64_t)t.seed, t.batch, err);

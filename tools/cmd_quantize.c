@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "rt/lathe_rt.h"
 #include "tools/cli.h"
 
 static const char modes_help[] = "w8, w4, int8-dynamic, int8, bf16 or f16";
@@ -32,14 +31,13 @@ static int calib_flags(const cli_args *a, lathe_quantize_options *o) {
   return 0;
 }
 
-/* What static int8 becomes on this CPU at batch 1 (passes/quantize.c's
- * rule), in one line, so the cost of `lathe run` on one example is no
- * surprise. */
-static void batch1_note(void) {
-  int64_t isa = lathe_rt_quant_isa();
-  if (isa < LATHE_RT_ISA_AVXVNNI)
-    printf("note: this CPU has no u8 x s8 dot products (VNNI; best integer kernel: %s): at batch 1 the int8 "
-           "products compute in f32 on the int8 weights (faster there)\n", lathe_rt_isa_name(isa));
+/* Where int8 arithmetic would be slower than f32 on this CPU, static int8
+ * computes in f32 on the int8 weights (passes/quantize.c's rule): one line
+ * says so. */
+static void f32_note(const lathe_quantize_result *r) {
+  if (r->f32_form)
+    printf("note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): the int8 products compute "
+           "in f32 on the int8 weights (int8 arithmetic would be slower than f32 here)\n");
 }
 
 int cmd_quantize(int argc, char **argv) {
@@ -70,7 +68,7 @@ int cmd_quantize(int argc, char **argv) {
            r.quantized, r.quantized == 1 ? "x" : "ces", mode, r.kept, (double)r.bytes_before / 1024,
            (double)r.bytes_after / 1024, r.bytes_after ? (double)r.bytes_before / (double)r.bytes_after : 0.0);
     if (r.note[0]) printf("note: %s%s\n", r.note, r.kept > 1 ? " (and others)" : "");
-    if (o.mode == LATHE_QUANT_INT8) batch1_note();
+    f32_note(&r);
     printf("wrote %s\n", o.out);
   }
   lathe_model_free(m);
