@@ -294,13 +294,14 @@ static TAVX2 void s8_f32_avx2(const q_job *j, int64_t lo, int64_t hi) {
       __m256 acc[8];
       for (int q = 0; q < 8; q++) acc[q] = _mm256_setzero_ps();
       for (int64_t k = 0; k < j->Kp; k += 4) {
-        __m256 xv; /* x[k..k+3] twice: 2 columns' next 4 inputs */
-        if (k + 4 <= j->K) xv = _mm256_broadcast_ps((const __m128 *)(const void *)(x + k));
+        __m128 x4; /* x[k..k+3], twice below: 2 columns' next 4 inputs */
+        if (k + 4 <= j->K) x4 = _mm_loadu_ps(x + k);
         else {
           float xp[4];
           for (int t = 0; t < 4; t++) xp[t] = k + t < j->K ? x[k + t] : 0.0f; /* K..Kp: zero weights */
-          xv = _mm256_broadcast_ps((const __m128 *)(const void *)xp);
+          x4 = _mm_loadu_ps(xp);
         }
+        __m256 xv = _mm256_insertf128_ps(_mm256_castps128_ps256(x4), x4, 1);
         const int8_t *wk = w + k * 16;
         for (int q = 0; q < 8; q++) {
           __m256 wf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const void *)(wk + 8 * q))));

@@ -25,7 +25,7 @@ typedef struct {
 } cal_stat;
 
 /* an output "__calib.N" for the input of each product of a weight in cal */
-static int add_taps(lathe_program *p, const api_calib *cal, cal_tap *tap, int *ntap, lathe_error *err) {
+static int add_taps(lathe_program *p, const api_calib *cal, cal_tap *tap, int cap, int *ntap, lathe_error *err) {
   ir_graph *g = &p->g;
   int n0 = g->nnodes;
   for (int i = 0; i < n0; i++) {
@@ -34,7 +34,7 @@ static int add_taps(lathe_program *p, const api_calib *cal, cal_tap *tap, int *n
     const char *w = g->params[g->nodes[n->in[1]].attr.i].name;
     for (int k = 0; k < cal->n; k++) {
       if (strcmp(cal->name[k], w)) continue;
-      if (*ntap >= g->nnodes) return api_fail(err, LATHE_EINTERNAL, "internal error: too many products");
+      if (*ntap >= cap) return api_fail(err, LATHE_EINTERNAL, "internal error: more products than nodes");
       ir_add_output(g, ar_printf(g->A, "__calib.%d", *ntap), n->in[0]);
       tap[*ntap] = (cal_tap){.w = k, .out = g->noutputs - 1};
       (*ntap)++;
@@ -80,11 +80,11 @@ static float stat_scale(cal_stat *s, int percentile, double p) {
 }
 
 static lathe_program *calib_program(lathe_model *m, const lathe_quantize_options *o, const api_calib *cal, cal_tap *tap,
-                                    int *ntap, lathe_error *err) {
+                                    int cap, int *ntap, lathe_error *err) {
   lathe_options po = {.backend = LATHE_BACKEND_LLVM};
   lathe_program *p = api_program_lower(m, &po, err);
   if (!p) return NULL;
-  if (add_taps(p, cal, tap, ntap, err)) {
+  if (add_taps(p, cal, tap, cap, ntap, err)) {
     lathe_program_free(p);
     return NULL;
   }
@@ -151,7 +151,7 @@ int tr_calibrate(lathe_model *m, const lathe_quantize_options *o, api_calib *cal
   lathe_train_options to = {.data = o->data};
   tr_data d;
   int ntap = 0, rc = tr_data_open(&d, m, &to, t.split, (uint64_t)t.seed, t.batch, err);
-  lathe_program *p = rc ? NULL : calib_program(m, o, cal, tap, &ntap, err);
+  lathe_program *p = rc ? NULL : calib_program(m, o, cal, tap, nnodes, &ntap, err);
   if (!p) rc = -1;
   if (rc == 0) rc = run_batches(p, &d, o, tap, ntap, st, err);
   for (int i = 0; i < cal->n; i++) {
