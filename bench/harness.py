@@ -110,6 +110,8 @@ def lathe_bench_cmd(bench, w, inputs, quick):
         cmd += ["--generate", str(w.gen_tokens)]
     if w.quant:
         cmd += ["--quant", w.quant]
+    if w.calib:
+        cmd += ["--calib-data", w.calib]
     for k, v in w.binds.items():
         cmd += ["--bind", "%s=%d" % (k, v)]
     for name, rng in w.inputs.items():

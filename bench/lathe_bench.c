@@ -72,6 +72,7 @@ typedef struct {
   int cuda;     /* --backend cuda: compile for the GPU (the driver, NVRTC, cuBLASLt) */
   int quant;    /* lathe_quant: run on the initialised weights quantized (lathe_quantize) in this mode */
   char qpath[64]; /* the quantized weights file, while it exists */
+  const char *calib; /* --quant int8: the calibration data (lathe_quantize_options.data) */
   double load_ms; /* parse + check + bind, measured by main */
 } bench_args;
 
@@ -148,8 +149,8 @@ static int parse_input(const char *arg, input_arg *in) {
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
                   "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
-                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|bf16|f16]\n"
-                  "                   [--backend llvm|cuda]\n");
+                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|int8|bf16|f16]\n"
+                  "                   [--calib-data D] [--backend llvm|cuda]\n");
   return 2;
 }
 
@@ -170,6 +171,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
       continue;
     }
     if (strcmp(s, "--quant") == 0 && v && lathe_quant_parse(v) > 0) { a->quant = lathe_quant_parse(v); i++; continue; }
+    if (strcmp(s, "--calib-data") == 0 && v) { a->calib = v; i++; continue; }
     if (s[0] != '-') { a->model = s; continue; }
     if (!v) return -1;
     i++;
@@ -331,7 +333,7 @@ static int make_quantized(bench_args *a, lathe_model *m, lathe_error *err) {
   if (fd < 0 || fq < 0) { fprintf(stderr, "lathe_bench: cannot create a temporary file\n"); return -1; }
   lathe_options o = {.backend = LATHE_BACKEND_INTERP};
   lathe_program *p = lathe_compile(m, &o, err);
-  lathe_quantize_options qo = {.weights = f32, .out = a->qpath, .mode = a->quant};
+  lathe_quantize_options qo = {.weights = f32, .out = a->qpath, .mode = a->quant, .data = a->calib};
   int rc = !p || lathe_weights_init(p, a->seed, err) || lathe_weights_save(p, f32, err) ||
            lathe_quantize(m, &qo, NULL, err);
   lathe_program_free(p);

@@ -372,7 +372,7 @@ def main():
     nparams = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # batchnorm's running statistics: Lathe counts them with its parameters (saved with the weights)
     nparams += sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
-    if w.quant == "int8-dynamic":  # PyTorch's dynamic int8 (the engine it offers: onednn here); counted before
+    if w.quant in ("int8-dynamic", "int8"):  # PyTorch's dynamic int8 (the engine it offers: onednn here); counted before
         model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     prepared = list(modes(w, model, x))  # tracing + freezing GPT-2 takes seconds: once
     for threads in [int(t) for t in a.threads.split(",")]:

@@ -32,7 +32,8 @@ class Workload:
     clip_norm: float = 0.0          # train: the peer's clip_grad_norm_ (0: none), as the train block
     gen_tokens: int = 0             # generate: tokens generated (one timed step per token)
     quant: str = ""                 # Lathe runs the weights quantized in this mode (lathe_quantize); the
-                                    # peer, for int8-dynamic, runs torch.ao.quantization.quantize_dynamic
+                                    # peer, for int8-dynamic and int8, runs torch.ao.quantization.quantize_dynamic
+    calib: str = ""                 # quant int8: the calibration data (lathe_bench --calib-data)
     f32_row: str = ""               # a quantized or pruned row: the f32 dense row it is compared with (printed under the table)
     pruned: str = ""                # a pruned model (bench/*_pruned50.nn, what lathe prune --structured writes)
     imported: bool = False          # Lathe runs what `lathe import` makes of the peer's ONNX export (peer.py
@@ -40,6 +41,7 @@ class Workload:
 
 
 GPT_CHAR = dict(vocab=96, T=64, d=128, heads=4, layers=4)
+DIGITS_CSV = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz"  # scikit-learn's digits
 GPT2_SMALL = dict(vocab=50257, T=256, d=768, heads=12, layers=12)
 LSTM_CHAR = dict(vocab=96, T=32, E=64, H=128)
 
@@ -105,6 +107,11 @@ WORKLOADS = [
              quick_reps=300, warmup=200, max_seconds=2, quant="int8-dynamic", f32_row="mlp_b1"),
     Workload("mlp_b256_int8", "examples/mlp.nn", {"batch": 256}, {"x": None}, "mlp", dict(batch=256), reps=300,
              quick_reps=30, warmup=20, max_seconds=2, quant="int8-dynamic", f32_row="mlp_b256"),
+    # Static int8 (issue 16): the digits MLP with its input scales calibrated on the digits training split (the
+    # seeded weights' activations, 10 batches); the peer has no static row here: quantize_dynamic again.
+    *[Workload("mlp_b%d_int8s" % b, "examples/mlp.nn", {"batch": b}, {"x": None}, "mlp", dict(batch=b), reps=r,
+               quick_reps=r // 10, warmup=20 if b > 1 else 200, max_seconds=2, quant="int8", calib=DIGITS_CSV,
+               f32_row="mlp_b%d" % b) for b, r in ((1, 3000), (256, 300))],
     *[Workload("gpt_char_generate_%s" % q, "examples/gpt.nn", {"batch": 1}, {"tokens": GPT_CHAR["vocab"]},
                "gpt", dict(batch=1, **GPT_CHAR), kind="generate", gen_tokens=200, reps=200, quick_reps=200,
                warmup=5, max_seconds=20, quant=q, f32_row="gpt_char_generate") for q in ("w8", "w4")],

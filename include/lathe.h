@@ -184,7 +184,8 @@ typedef enum {
   LATHE_QUANT_W4 = 2,           /* weight-only int4, a scale per group of 32 inputs */
   LATHE_QUANT_INT8_DYNAMIC = 3, /* int8 weights per output channel, activations per row at run time */
   LATHE_QUANT_BF16 = 4,         /* weights stored as bf16 */
-  LATHE_QUANT_F16 = 5           /* weights stored as f16 */
+  LATHE_QUANT_F16 = 5,          /* weights stored as f16 */
+  LATHE_QUANT_INT8 = 6          /* static int8: int8 weights per output channel, activation scales calibrated */
 } lathe_quant;
 
 typedef struct lathe_program lathe_program;
@@ -391,12 +392,24 @@ lathe_program *lathe_compile_train(lathe_model *m, const lathe_options *opt, lat
  * with each dense layer's weight matrix replaced by its quantized tensors
  * in `mode`; layers that stay f32 are counted and the first one's reason
  * is in note. Errors: an unknown mode, weights that do not fit the model,
- * weights already quantized (not f32), a model with nothing to quantize. */
+ * weights already quantized (not f32), a model with nothing to quantize,
+ * int8 without calibration data (or with data the model cannot read). */
 typedef struct {
   const char *weights;         /* f32 weights of the model (required) */
   const char *out;             /* the quantized file (required) */
   int mode;                    /* lathe_quant, not NONE */
+  /* LATHE_QUANT_INT8: each quantized product's input scale is calibrated on
+   * the first calib_batches batches (0: 10) of data's training split (the
+   * split and batch of the model's train block, as lathe_train makes them):
+   * max |x| (calib 0, minmax) or the given percentile of |x| (calib 1,
+   * percentile: 0 gives 99.99), over 127. data is required there. */
+  const char *data;
+  int64_t calib_batches;
+  int calib;                   /* lathe_calib */
+  double percentile;
 } lathe_quantize_options;
+
+typedef enum { LATHE_CALIB_MINMAX = 0, LATHE_CALIB_PERCENTILE = 1 } lathe_calib;
 
 typedef struct {
   int quantized;               /* weight matrices quantized */
@@ -404,12 +417,14 @@ typedef struct {
   int64_t bytes_before;        /* weights in f32 */
   int64_t bytes_after;         /* the quantized file's tensors */
   char note[256];              /* why the first kept matrix stayed f32; "" when none */
+  int f32_form;                /* int8: 1 when this CPU computes the int8 products in f32 on the int8
+                                  weights (it has no SIMD integer dot products: int8 would be slower) */
 } lathe_quantize_result;
 
 int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quantize_result *r, lathe_error *err);
 /* The mode a weights file holds (LATHE_QUANT_NONE for f32 weights) in *mode. */
 int lathe_weights_quant(const char *path, int *mode, lathe_error *err);
-/* "w8", "w4", "int8-dynamic", "bf16", "f16" ("none" for 0); and back (-1 unknown). */
+/* "w8", "w4", "int8-dynamic", "bf16", "f16", "int8" ("none" for 0); and back (-1 unknown). */
 const char *lathe_quant_name(int mode);
 int lathe_quant_parse(const char *name);
 

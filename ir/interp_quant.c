@@ -2,6 +2,9 @@
  * reference: each row quantized as the kernel does (rt_q_row), int64 sums of
  * the integer products (checked to fit int32, as the kernel's do), the same
  * float epilogue (rt_q_out); so every kernel path must equal it bit for bit.
+ * Static int8 is the same with the calibrated input scale (s[N],
+ * rt_q_row_static); its f32 form (kernel LATHE_RT_ISA_F32) is sum x * q in
+ * double times s[n].
  * The weight-only modes dequantize (w = s * q, 16-bit floats as they are)
  * and multiply in double. Layouts: rt/rt_quant.h. */
 #include <stdint.h>
@@ -21,9 +24,10 @@ static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
     return ik_fail(c, n, "out of memory");
   }
   int rc = 0;
+  int s8 = n->attr.i == LATHE_RT_Q_S8;
   for (int64_t m = 0; m < M && !rc; m++) {
     for (int64_t k = 0; k < K; k++) row[k] = (float)x[m * K + k];
-    float sx = rt_q_row(row, K, Kp, 0, q);
+    float sx = s8 ? rt_q_row_static(row, K, Kp, 0, (float)s[N], q) : rt_q_row(row, K, Kp, 0, q);
     for (int64_t j = 0; j < N; j++) {
       int64_t acc = 0, sum = 0;
       for (int64_t k = 0; k < Kp; k++) {
@@ -32,7 +36,7 @@ static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
         sum += wk;
       }
       if (acc != (int32_t)acc || 128 * sum != (int64_t)cc[j]) {
-        rc = ik_fail(c, n, "int8-dynamic weights of column %lld: offsets %lld, expected 128 * %lld",
+        rc = ik_fail(c, n, "int8 weights of column %lld: offsets %lld, expected 128 * %lld",
                      (long long)j, (long long)cc[j], (long long)sum);
         break;
       }
@@ -56,10 +60,23 @@ static double weight(const ir_node *n, const double *w, const double *s, int64_t
   }
 }
 
+/* static int8 on the f32 path: the int8 weights as they are, in double */
+static void s8_f32(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
+  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *s = ik_in(c, n, 2);
+  int64_t N = n->attr.n, Kp = rt_q_kpad(K);
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t j = 0; j < N; j++) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; k++) acc += x[m * K + k] * w[rt_q_dq8_at(j, k, Kp)];
+      out[m * N + j] = acc * s[j];
+    }
+}
+
 int ik_qmatmul(ik_ctx *c, const ir_node *n, double *out) {
   const ir_shape *xs = &ik_arg(c, n, 0)->shape;
   int64_t K = xs->d[xs->rank - 1], M = ir_numel(xs) / (K ? K : 1), N = n->attr.n;
-  if (n->attr.i == LATHE_RT_Q_DQ8) return dq8(c, n, M, K, out);
+  if (n->attr.i == LATHE_RT_Q_S8 && n->attr.k == LATHE_RT_ISA_F32) return s8_f32(c, n, M, K, out), 0;
+  if (n->attr.i == LATHE_RT_Q_DQ8 || n->attr.i == LATHE_RT_Q_S8) return dq8(c, n, M, K, out);
   const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *s = n->nin > 2 ? ik_in(c, n, 2) : NULL;
   double *d = ik_alloc(c, n, K * N);
   if (!d) return -1;

@@ -27,12 +27,14 @@ static int need(const ir_graph *g, const ir_node *n, int k, const char *what, ir
 
 int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   static const int nin[] = {[LATHE_RT_Q_W8] = 3, [LATHE_RT_Q_W4] = 3, [LATHE_RT_Q_DQ8] = 4, [LATHE_RT_Q_BF16] = 2,
-                            [LATHE_RT_Q_F16] = 2};
+                            [LATHE_RT_Q_F16] = 2, [LATHE_RT_Q_S8] = 4};
   int64_t mode = n->attr.i, N = n->attr.n;
-  if (mode < LATHE_RT_Q_W8 || mode > LATHE_RT_Q_F16)
-    return ir_fail(msg, mn, "qmatmul: unknown mode %lld (expected 1 to 5)", (long long)mode);
-  if (n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > LATHE_RT_ISA_AVX512VNNI)
-    return ir_fail(msg, mn, "qmatmul: unknown integer kernel k=%lld (expected 0 to 3)", (long long)n->attr.k);
+  if (mode < LATHE_RT_Q_W8 || mode > LATHE_RT_Q_S8)
+    return ir_fail(msg, mn, "qmatmul: unknown mode %lld (expected 1 to 6)", (long long)mode);
+  int64_t kmax = mode == LATHE_RT_Q_S8 ? LATHE_RT_ISA_F32 : LATHE_RT_ISA_AVX512VNNI; /* f32: static int8 only */
+  if (n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > kmax)
+    return ir_fail(msg, mn, "qmatmul: unknown integer kernel k=%lld (expected 0 to %lld)", (long long)n->attr.k,
+                   (long long)kmax);
   if (n->nin != nin[mode])
     return ir_fail(msg, mn, "qmatmul: mode %lld takes %d inputs, got %d", (long long)mode, nin[mode], n->nin);
   const ir_node *x = &g->nodes[n->in[0]];
@@ -44,19 +46,22 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   int grouped = mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4;
   if (grouped && K % RT_Q_GROUP)
     return ir_fail(msg, mn, "qmatmul: w8 and w4 need K a multiple of %d, got %lld", RT_Q_GROUP, (long long)K);
-  if (mode == LATHE_RT_Q_DQ8 && K > RT_Q_MAXK)
-    return ir_fail(msg, mn, "qmatmul: int8-dynamic needs K <= %d, got %lld", RT_Q_MAXK, (long long)K);
+  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8;
+  if (i8 && K > RT_Q_MAXK)
+    return ir_fail(msg, mn, "qmatmul: int8 needs K <= %d, got %lld", RT_Q_MAXK, (long long)K);
   int rc = 0;
   switch (mode) {
   case LATHE_RT_Q_W8: rc = need(g, n, 1, "w", IR_I8, N, K, msg, mn); break;
   case LATHE_RT_Q_W4: rc = need(g, n, 1, "w", IR_U8, N, K / 2, msg, mn); break;
-  case LATHE_RT_Q_DQ8: rc = need(g, n, 1, "w", IR_I8, rt_q_npad(N), rt_q_kpad(K), msg, mn); break;
+  case LATHE_RT_Q_DQ8: case LATHE_RT_Q_S8: rc = need(g, n, 1, "w", IR_I8, rt_q_npad(N), rt_q_kpad(K), msg, mn); break;
   case LATHE_RT_Q_BF16: rc = need(g, n, 1, "w", IR_BF16, N, K, msg, mn); break;
   default: rc = need(g, n, 1, "w", IR_F16, N, K, msg, mn); break;
   }
   if (rc) return rc;
   if (grouped && need(g, n, 2, "s", IR_F32, N, K / RT_Q_GROUP, msg, mn)) return -1;
-  if (mode == LATHE_RT_Q_DQ8 && (need(g, n, 2, "s", IR_F32, N, -1, msg, mn) || need(g, n, 3, "c", IR_I32, N, -1, msg, mn)))
+  /* static int8's s carries the input's scale after the columns' */
+  if (i8 && (need(g, n, 2, "s", IR_F32, N + (mode == LATHE_RT_Q_S8), -1, msg, mn) ||
+             need(g, n, 3, "c", IR_I32, N, -1, msg, mn)))
     return -1;
   n->dtype = IR_F32;
   n->shape = x->shape;

@@ -99,15 +99,18 @@ int ps_foldbn(ir_graph *g, char *msg, size_t msgn);
  * weights) in mode g->quant (nothing when 0); W leaves the parameters and
  * its quantized tensors (qz_tensor names) join them. */
 int ps_quantize(ir_graph *g, char *msg, size_t msgn);
-/* The modes: "w8", "w4", "int8-dynamic", "bf16", "f16" (LATHE_RT_Q_* order
- * from 1); -1 unknown. */
+/* The modes: "w8", "w4", "int8-dynamic", "bf16", "f16", "int8" (LATHE_RT_Q_*
+ * order from 1); -1 unknown. */
 int qz_mode_parse(const char *name);
 const char *qz_mode_name(int mode);
 /* Suffix of quantized tensor k (0 weights, 1 scales, 2 offsets) of mode;
  * NULL when the mode has no such tensor. W's are W's name + the suffix. */
 const char *qz_suffix(int mode, int k);
 /* Why W (param index) stays f32 in mode, or NULL when it is quantized. */
-const char *qz_keep_reason(const ir_graph *g, int param, int mode);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
+const char *qz_keep_reason(const ir_graph *g, int param, int mode);
+/* The kernel (LATHE_RT_ISA_*) of a static int8 product on a CPU whose best
+ * integer kernel is isa: LATHE_RT_ISA_F32 where int8 would lose to f32. */
+int64_t qz_s8_kernel(int64_t isa);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
 /* prune.c: pruning's graph side (runtime/api_prune.c, docs/prune.md).
  * pr_prunable: W (param index) is read only as the weight of dense products
  * or convolutions. ps_mask: every such W is read as mul(W, W.mask), W.mask a

@@ -20,6 +20,7 @@ static const struct {
   [LATHE_RT_Q_DQ8] = {"int8-dynamic", {".dq8", ".dq8s", ".dq8c"}},
   [LATHE_RT_Q_BF16] = {"bf16", {".bf16", NULL, NULL}},
   [LATHE_RT_Q_F16] = {"f16", {".f16", NULL, NULL}},
+  [LATHE_RT_Q_S8] = {"int8", {".i8", ".i8s", ".i8c"}},
 };
 enum { NMODES = sizeof modes / sizeof modes[0] };
 
@@ -52,18 +53,30 @@ const char *qz_keep_reason(const ir_graph *g, int param, int mode) {
   if (!readers) return "read by no product";
   if ((mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4) && K % RT_Q_GROUP)
     return "its input width is not a multiple of 32 (the group size)";
-  if (mode == LATHE_RT_Q_DQ8 && K > RT_Q_MAXK) return "its input width is above 65536";
+  if ((mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8) && K > RT_Q_MAXK) return "its input width is above 65536";
   return NULL;
+}
+
+/* The kernel of a static int8 product of M rows on a CPU whose best is
+ * isa. Without SIMD integer dot products (neither VNNI nor AVX2: the scalar
+ * kernel) int8 is many times slower than f32 at every batch, so the product
+ * computes in f32 on the int8 weights (LATHE_RT_ISA_F32; `lathe quantize`
+ * says so). With AVX2 or VNNI the integer kernels beat f32 here even at one
+ * row (docs/quantize.md has the numbers). */
+int64_t qz_s8_kernel(int64_t isa) {
+  return isa == LATHE_RT_ISA_SCALAR ? LATHE_RT_ISA_F32 : isa;
 }
 
 /* the stored tensors' dtypes and shapes for W [K, N] */
 static void stored_tensor(int mode, int k, int64_t K, int64_t N, ir_dtype *t, ir_shape *s) {
-  s->rank = 2, s->d[0] = k == 0 && mode == LATHE_RT_Q_DQ8 ? rt_q_npad(N) : N;
+  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8;
+  s->rank = 2, s->d[0] = k == 0 && i8 ? rt_q_npad(N) : N;
   if (k == 0) {
     *t = mode == LATHE_RT_Q_W4 ? IR_U8 : mode == LATHE_RT_Q_BF16 ? IR_BF16 : mode == LATHE_RT_Q_F16 ? IR_F16 : IR_I8;
-    s->d[1] = mode == LATHE_RT_Q_W4 ? K / 2 : mode == LATHE_RT_Q_DQ8 ? rt_q_kpad(K) : K;
-  } else if (mode == LATHE_RT_Q_DQ8) {
+    s->d[1] = mode == LATHE_RT_Q_W4 ? K / 2 : i8 ? rt_q_kpad(K) : K;
+  } else if (i8) { /* static int8: the input's scale after the columns' */
     *t = k == 1 ? IR_F32 : IR_I32, s->rank = 1;
+    s->d[0] = N + (k == 1 && mode == LATHE_RT_Q_S8);
   } else {
     *t = IR_F32, s->d[1] = K / RT_Q_GROUP;
   }
@@ -104,7 +117,7 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
     for (int j = 0; j < n0; j++) {
       if (g->nodes[j].op != IR_MATMUL || g->nodes[j].in[1] != p.node) continue;
       in[0] = g->nodes[j].in[0];
-      ir_attr at = {.i = mode, .n = N, .k = isa};
+      ir_attr at = {.i = mode, .n = N, .k = mode == LATHE_RT_Q_S8 ? qz_s8_kernel(isa) : isa};
       int q = ir_add(g, IR_QMATMUL, in, nin, &at, g->nodes[j].loc, msg, mn);
       if (q < 0) return -1;
       repl[j] = q;

@@ -10,6 +10,12 @@
  * and subtract 128 * sum_k w (c[n], stored with the weights). Every path
  * gives the same int32, hence the same floats (tests/test_quant.c).
  *
+ * Static int8 (s8): the same kernels; each row is quantized with the
+ * calibrated input scale instead of its own (rt_q_row_static). Where the
+ * integer path would lose to f32 (a CPU without SIMD integer dot products:
+ * neither VNNI nor AVX2), the compiler picks LATHE_RT_ISA_F32 instead:
+ * f32 arithmetic on the int8 weights (s8_f32_part).
+ *
  * Weight-only (w8, w4, bf16, f16): for a few rows each output column's
  * weights are dequantized into a row of floats in cache and dotted with
  * every x row (the memory-bound case: generation reads 1/4 or 1/8 of the
@@ -70,8 +76,8 @@ int64_t lathe_rt_quant_isa(void) {
 }
 
 const char *lathe_rt_isa_name(int64_t isa) {
-  static const char *const names[] = {"scalar", "avx2", "avx-vnni", "avx512-vnni"};
-  return isa >= 0 && isa <= LATHE_RT_ISA_AVX512VNNI ? names[isa] : "unknown";
+  static const char *const names[] = {"scalar", "avx2", "avx-vnni", "avx512-vnni", "f32"};
+  return isa >= 0 && isa <= LATHE_RT_ISA_F32 ? names[isa] : "unknown";
 }
 
 /* ---- int8-dynamic: blocks of MB rows x NB columns, r[i][j] the int32 sums ---- */
@@ -232,8 +238,90 @@ static void dq8_quant_rows(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   q_job *j = ctx;
   int offset = j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX512VNNI ? 128 : 0;
-  for (int64_t m = lo; m < hi; m++)
-    ((float *)j->sx)[m] = rt_q_row(j->x + m * j->K, j->K, j->Kp, offset, (uint8_t *)j->xq + m * j->Kp);
+  for (int64_t m = lo; m < hi; m++) {
+    const float *x = j->x + m * j->K;
+    uint8_t *q = (uint8_t *)j->xq + m * j->Kp;
+    ((float *)j->sx)[m] = j->mode == LATHE_RT_Q_S8 ? rt_q_row_static(x, j->K, j->Kp, offset, j->s[j->N], q)
+                                                   : rt_q_row(x, j->K, j->Kp, offset, q);
+  }
+}
+
+/* ---- static int8 in f32 (LATHE_RT_ISA_F32): column blocks [lo, hi) ----
+ * For a few rows, sum_k x[k] * q[n, k] in floats, times s[n]: the 64
+ * weights of a block's next 4 inputs (16 columns by 4) against the row's 4
+ * inputs repeated, 64 independent lanes (vectorised at -O3, no
+ * reassociation needed), each column's 4 lanes added at the end; the weights
+ * stay int8 in memory. For many rows: the block dequantized into the panel
+ * (w = s q, [N, K]) and one f32 product (rt_sgemm). */
+static inline __attribute__((always_inline)) void s8_f32_blocks(const q_job *j, int64_t lo, int64_t hi) {
+  for (int64_t b = lo; b < hi; b++) {
+    const int8_t *w = (const int8_t *)j->w + b * 16 * j->Kp;
+    int64_t n0 = b * 16, nb = j->N - n0 < 16 ? j->N - n0 : 16;
+    if (j->panel) {
+      for (int64_t c = 0; c < nb; c++)
+        for (int64_t k = 0; k < j->K; k++)
+          j->panel[(n0 + c) * j->K + k] = j->s[n0 + c] * (float)w[(k / 4) * 64 + c * 4 + k % 4];
+      continue;
+    }
+    for (int64_t m = 0; m < j->M; m++) {
+      const float *x = j->x + m * j->K;
+      float acc[64] = {0};
+      for (int64_t k = 0; k < j->Kp; k += 4) {
+        float xp[4];
+        for (int t = 0; t < 4; t++) xp[t] = k + t < j->K ? x[k + t] : 0.0f; /* K..Kp: zero weights, x unread */
+        const int8_t *wk = w + k * 16;
+        for (int i = 0; i < 64; i++) acc[i] += xp[i & 3] * (float)wk[i];
+      }
+      for (int64_t c = 0; c < nb; c++)
+        j->out[m * j->N + n0 + c] = ((acc[4 * c] + acc[4 * c + 1]) + (acc[4 * c + 2] + acc[4 * c + 3])) * j->s[n0 + c];
+    }
+  }
+}
+
+/* Float arithmetic: the hardware's widest float vectors, as the f32
+ * product (OpenBLAS) uses them; LATHE_CPU_FEATURES only narrows the integer
+ * kernels. */
+static TAVX2 void s8_f32_avx2(const q_job *j, int64_t lo, int64_t hi) {
+  if (j->panel) {
+    s8_f32_blocks(j, lo, hi);
+    return;
+  }
+  for (int64_t b = lo; b < hi; b++) {
+    const int8_t *w = (const int8_t *)j->w + b * 16 * j->Kp;
+    int64_t n0 = b * 16, nb = j->N - n0 < 16 ? j->N - n0 : 16;
+    for (int64_t m = 0; m < j->M; m++) {
+      const float *x = j->x + m * j->K;
+      __m256 acc[8];
+      for (int q = 0; q < 8; q++) acc[q] = _mm256_setzero_ps();
+      for (int64_t k = 0; k < j->Kp; k += 4) {
+        __m128 x4; /* x[k..k+3], twice below: 2 columns' next 4 inputs */
+        if (k + 4 <= j->K) x4 = _mm_loadu_ps(x + k);
+        else {
+          float xp[4];
+          for (int t = 0; t < 4; t++) xp[t] = k + t < j->K ? x[k + t] : 0.0f; /* K..Kp: zero weights */
+          x4 = _mm_loadu_ps(xp);
+        }
+        __m256 xv = _mm256_insertf128_ps(_mm256_castps128_ps256(x4), x4, 1);
+        const int8_t *wk = w + k * 16;
+        for (int q = 0; q < 8; q++) {
+          __m256 wf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const void *)(wk + 8 * q))));
+          acc[q] = _mm256_fmadd_ps(xv, wf, acc[q]);
+        }
+      }
+      for (int q = 0; q < 8; q++) { /* lanes 0..3: column 2q, 4..7: column 2q + 1 */
+        float l[8];
+        _mm256_storeu_ps(l, acc[q]);
+        for (int h = 0; h < 2; h++)
+          if (2 * q + h < nb)
+            j->out[m * j->N + n0 + 2 * q + h] = ((l[4 * h] + l[4 * h + 1]) + (l[4 * h + 2] + l[4 * h + 3])) * j->s[n0 + 2 * q + h];
+      }
+    }
+  }
+}
+static void s8_f32_part(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) s8_f32_avx2(ctx, lo, hi);
+  else s8_f32_blocks(ctx, lo, hi);
 }
 
 /* ---- weight-only ---- */
@@ -432,6 +520,8 @@ static int panel_path(int64_t M, int64_t K) { return M >= Q_PANEL_M || K > Q_ROW
 
 int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N) {
   if (mode == LATHE_RT_Q_DQ8) return M * rt_q_kpad(K) + M * 4 + 64;
+  if (mode == LATHE_RT_Q_S8) /* the integer kernels' rows, or the f32 form's panel */
+    return M * rt_q_kpad(K) + M * 4 + 64 + (M >= Q_PANEL_M ? N * K * 4 : 0);
   return panel_path(M, K) ? N * K * 4 : 0;
 }
 
@@ -439,7 +529,15 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
                       int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa) {
   q_job j = {.out = out, .x = x, .w = w, .s = s, .c = c, .mode = (int)mode, .isa = (int)isa,
              .M = M, .K = K, .N = N, .Kp = rt_q_kpad(K)};
-  if (mode == LATHE_RT_Q_DQ8) {
+  if (mode == LATHE_RT_Q_S8 && isa == LATHE_RT_ISA_F32) {
+    int many = M >= Q_PANEL_M;
+    int64_t per = 16 * (many ? 1 : M) * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / (per ? per : 1);
+    j.panel = many ? scr : NULL;
+    rt_pool_for((N + 15) / 16, grain, s8_f32_part, &j);
+    if (many) rt_sgemm(101, 111, 112, (int)M, (int)N, (int)K, 1.0f, x, (int)K, j.panel, (int)K, 0.0f, out, (int)N);
+    return;
+  }
+  if (mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8) {
     j.xq = scr;
     j.sx = (const float *)(void *)((char *)scr + ((M * j.Kp + 63) / 64) * 64);
     if (M >= 8 && M * K >= Q_GRAIN) rt_pool_for(M, 1, dq8_quant_rows, &j);

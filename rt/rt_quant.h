@@ -15,6 +15,9 @@
  *         (per output channel, symmetric: q in -127..127) and c i32 [N] =
  *         128 * sum_k q[n,k] (the u8 x s8 dot products' offset correction)
  *   bf16, f16: w [N, K] 16-bit floats.
+ *   s8    (static int8) as dq8, but s f32 [N + 1]: s[N] is the input's
+ *         scale sx, calibrated by `lathe quantize --mode int8` (0: not
+ *         calibrated, the rows are quantized as int8-dynamic's are)
  * int8-dynamic quantizes each activation row at run time: a = max |x|,
  * qx = round-to-even(x * (127 / a)) in -127..127, row scale a / 127; then
  * y[m,n] = (float)acc * (sx[m] * s[n]) with acc = sum_k qx*q exactly, as an
@@ -61,6 +64,22 @@ static inline float rt_q_row(const float *x, int64_t K, int64_t Kp, int offset, 
   for (int64_t k = 0; k < K; k++) q[k] = (uint8_t)(rt_q_rint(x[k] * inv) + offset);
   memset(q + K, offset, (size_t)(Kp - K));
   return a / 127.0f;
+}
+
+/* One activation row to int8 with the calibrated scale sx (static int8):
+ * qx = round-to-even(x / sx) clamped to -127..127 (the clamp on the float,
+ * before the conversion: a value past the int range must not wrap). sx <= 0
+ * (not calibrated): the row's own scale, as rt_q_row. Returns the scale. */
+static inline float rt_q_row_static(const float *x, int64_t K, int64_t Kp, int offset, float sx, uint8_t *q) {
+  if (!(sx > 0)) return rt_q_row(x, K, Kp, offset, q);
+  float inv = 1.0f / sx;
+  for (int64_t k = 0; k < K; k++) {
+    float v = x[k] * inv;
+    v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f;
+    q[k] = (uint8_t)(rt_q_rint(v) + offset);
+  }
+  memset(q + K, offset, (size_t)(Kp - K));
+  return sx;
 }
 
 /* The output of one int8-dynamic dot product. */

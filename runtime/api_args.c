@@ -49,8 +49,8 @@ int api_check_options(lathe_error *err, const char *fn, const lathe_options *o) 
   if (o->default_dim < 0 || o->default_dim > IR_MAX_ELEMS)
     return api_fail(err, LATHE_EUSER, "%s: default_dim must be 0 (none) or 1 to 2^40, got %lld", fn,
                     (long long)o->default_dim);
-  if (o->quant < LATHE_QUANT_NONE || o->quant > LATHE_QUANT_F16)
-    return api_fail(err, LATHE_EUSER, "%s: quant must be a lathe_quant (0 to 5), got %d", fn, o->quant);
+  if (o->quant < LATHE_QUANT_NONE || o->quant > LATHE_QUANT_INT8)
+    return api_fail(err, LATHE_EUSER, "%s: quant must be a lathe_quant (0 to 6), got %d", fn, o->quant);
   if (o->masked != 0 && o->masked != 1) return api_fail(err, LATHE_EUSER, "%s: masked must be 0 or 1, got %d", fn, o->masked);
   return 0;
 }

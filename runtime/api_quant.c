@@ -10,6 +10,7 @@
 #include "rt/rt_quant.h"
 #include "runtime/program.h"
 #include "runtime/runtime.h"
+#include "runtime/train.h"
 
 const char *lathe_quant_name(int mode) { return qz_mode_name(mode); }
 int lathe_quant_parse(const char *name) { return qz_mode_parse(name); }
@@ -19,7 +20,7 @@ size_t api_param_elem_size(const ir_param *pr) { return pr->stored ? ir_dtype_si
 /* the mode and base-name length of a quantized tensor's name, 0 if none */
 static int tensor_mode(const char *name, size_t *base) {
   size_t n = strlen(name);
-  for (int m = 1; m <= LATHE_QUANT_F16; m++)
+  for (int m = 1; m <= LATHE_QUANT_INT8; m++)
     for (int k = 0; k < 3; k++) {
       const char *s = qz_suffix(m, k);
       size_t ls = s ? strlen(s) : 0;
@@ -70,8 +71,8 @@ int api_quant_mismatch(const lathe_program *p, const char *path, const rt_st_fil
 /* ---- lathe_quantize ---- */
 
 /* W [K, N] (f32, row-major) into the stored tensors of mode (out[k] sized
- * as passes/quantize.c declared them) */
-static void quantize_matrix(int mode, const float *W, int64_t K, int64_t N, void *const *out, float *col) {
+ * as passes/quantize.c declared them); sx: static int8's input scale */
+static void quantize_matrix(int mode, const float *W, int64_t K, int64_t N, void *const *out, float *col, float sx) {
   int64_t G = K / RT_Q_GROUP, Kp = rt_q_kpad(K);
   for (int64_t n = 0; n < N; n++) {
     for (int64_t k = 0; k < K; k++) col[k] = W[k * N + n];
@@ -93,7 +94,7 @@ static void quantize_matrix(int mode, const float *W, int64_t K, int64_t N, void
       }
       break;
     }
-    case LATHE_QUANT_INT8_DYNAMIC: {
+    case LATHE_QUANT_INT8_DYNAMIC: case LATHE_QUANT_INT8: {
       float s = rt_q_scale(col, K, 127);
       int32_t sum = 0;
       for (int64_t k = 0; k < Kp; k++) {
@@ -103,6 +104,7 @@ static void quantize_matrix(int mode, const float *W, int64_t K, int64_t N, void
       }
       ((float *)out[1])[n] = s;
       ((int32_t *)out[2])[n] = 128 * sum;
+      if (mode == LATHE_QUANT_INT8 && n == N - 1) ((float *)out[1])[N] = sx;
       break;
     }
     default: /* bf16, f16: rounded to nearest even */
@@ -113,8 +115,15 @@ static void quantize_matrix(int mode, const float *W, int64_t K, int64_t N, void
   }
 }
 
+/* static int8's input scale of src's weight j (0: not calibrated) */
+static float calib_scale(const api_calib *cal, const char *name) {
+  for (int i = 0; cal && i < cal->n; i++)
+    if (!strcmp(cal->name[i], name)) return cal->scale[i];
+  return 0.0f;
+}
+
 /* dst's weights from src's (runtime/program.h) */
-int api_fill_params(lathe_program *dst, const lathe_program *src, lathe_error *err) {
+int api_fill_params(lathe_program *dst, const lathe_program *src, const api_calib *cal, lathe_error *err) {
   const ir_graph *g = &dst->g;
   for (int i = 0; i < g->nparams; i++) {
     const ir_param *pr = &g->params[i];
@@ -145,7 +154,7 @@ int api_fill_params(lathe_program *dst, const lathe_program *src, lathe_error *e
     }
     float *col = malloc(sizeof(float) * (size_t)sp->shape.d[0] + 1);
     if (!col) return api_fail(err, LATHE_ENOMEM, "out of memory");
-    quantize_matrix(g->quant, src->params[j], sp->shape.d[0], sp->shape.d[1], out, col);
+    quantize_matrix(g->quant, src->params[j], sp->shape.d[0], sp->shape.d[1], out, col, calib_scale(cal, sp->name));
     free(col);
   }
   return 0;
@@ -168,6 +177,30 @@ static int survey(lathe_model *m, int mode, lathe_quantize_result *r, lathe_erro
   return 0;
 }
 
+/* static int8: the input scale of every weight dst quantizes */
+static int calibrate(lathe_model *m, const lathe_quantize_options *o, const lathe_program *dst, api_calib *cal,
+                     lathe_error *err) {
+  const ir_graph *g = &dst->g;
+  size_t base;
+  cal->name = calloc((size_t)g->nparams + 1, sizeof *cal->name);
+  cal->scale = calloc((size_t)g->nparams + 1, sizeof *cal->scale);
+  if (!cal->name || !cal->scale) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  for (int i = 0; i < g->nparams; i++) {
+    const char *nm = g->params[i].name;
+    if (!g->params[i].stored || tensor_mode(nm, &base) != LATHE_QUANT_INT8 || strcmp(nm + base, qz_suffix(g->quant, 0)))
+      continue;
+    if (!(cal->name[cal->n] = strndup(nm, base))) return api_fail(err, LATHE_ENOMEM, "out of memory");
+    cal->n++;
+  }
+  return tr_calibrate(m, o, cal, err);
+}
+
+void api_calib_free(api_calib *cal) {
+  for (int i = 0; cal->name && i < cal->n; i++) free(cal->name[i]);
+  free(cal->name);
+  free(cal->scale);
+}
+
 int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quantize_result *r, lathe_error *err) {
   static const char fn[] = "lathe_quantize";
   lathe_quantize_result scratch;
@@ -177,8 +210,18 @@ int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quanti
   if (!o) return api_null(err, fn, "the options");
   if (!o->weights) return api_null(err, fn, "the weights path");
   if (!o->out) return api_null(err, fn, "the output path");
-  if (o->mode < LATHE_QUANT_W8 || o->mode > LATHE_QUANT_F16)
-    return api_fail(err, LATHE_EUSER, "%s: unknown mode %d (expected w8, w4, int8-dynamic, bf16 or f16)", fn, o->mode);
+  if (o->mode < LATHE_QUANT_W8 || o->mode > LATHE_QUANT_INT8)
+    return api_fail(err, LATHE_EUSER, "%s: unknown mode %d (expected w8, w4, int8-dynamic, bf16, f16 or int8)", fn,
+                    o->mode);
+  if (o->mode == LATHE_QUANT_INT8 && !o->data)
+    return api_fail(err, LATHE_EUSER, "%s: int8 needs activation scales and there is no calibration data: give "
+                    "the training data (lathe quantize --data D; lathe_quantize_options.data), or use int8-dynamic",
+                    fn);
+  if (o->calib < LATHE_CALIB_MINMAX || o->calib > LATHE_CALIB_PERCENTILE || o->calib_batches < 0 ||
+      !(o->percentile >= 0 && o->percentile <= 100))
+    return api_fail(err, LATHE_EUSER, "%s: calib must be minmax (0) or percentile (1), calib_batches >= 0 and "
+                    "percentile in [0, 100]; got %d, %lld, %g", fn, o->calib, (long long)o->calib_batches,
+                    o->percentile);
   int have;
   if (lathe_weights_quant(o->weights, &have, err)) return err ? err->code : LATHE_EUSER;
   if (have)
@@ -201,8 +244,12 @@ int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quanti
   if (rc == 0) api_pre_replace(dst, pre);
   rt_st_free(&f);
   if (rc == 0) rc = api_alloc_params(dst, err);
-  if (rc == 0) rc = api_fill_params(dst, src, err);
+  api_calib cal = {0};
+  if (rc == 0 && o->mode == LATHE_QUANT_INT8) rc = calibrate(m, o, dst, &cal, err);
+  if (rc == 0) rc = api_fill_params(dst, src, &cal, err);
+  api_calib_free(&cal);
   if (rc == 0) dst->weights_set = 1, rc = lathe_weights_save(dst, o->out, err);
+  r->f32_form = o->mode == LATHE_QUANT_INT8 && qz_s8_kernel(lathe_rt_quant_isa()) == LATHE_RT_ISA_F32;
   for (int i = 0; rc == 0 && i < dst->g.nparams; i++)
     r->bytes_after += ir_numel(&dst->g.params[i].shape) * (int64_t)api_param_elem_size(&dst->g.params[i]);
   lathe_program_free(src);

@@ -82,7 +82,7 @@ static int find_io(gen *s, int *input, lathe_error *err) {
  * state (the caches) starts at zero. */
 static int share_weights(gen *s, lathe_error *err) {
   lathe_program *p = s->step;
-  if (api_alloc_params(p, err) || api_fill_params(p, s->full, err)) return -1;
+  if (api_alloc_params(p, err) || api_fill_params(p, s->full, NULL, err)) return -1;
   p->weights_set = 1;
   api_params_changed(p);
   s->state_of = calloc((size_t)p->g.noutputs + 1, sizeof *s->state_of);

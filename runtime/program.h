@@ -81,13 +81,23 @@ static inline void api_params_changed(const lathe_program *p) {
 /* Bytes of one element of a parameter's buffer: 4 (f32), or its dtype's
  * size for stored (quantized) weights (runtime/api_quant.c). */
 size_t api_param_elem_size(const ir_param *pr);
-/* When f holds quantized tensors that the program was not compiled for (or
- * another mode's): an error saying so, -1; else 0 (runtime/api_quant.c). */
+/* static int8's calibrated input scales, by the f32 weight's name
+ * (runtime/train_calib.c fills scale) */
+typedef struct {
+  int n;
+  char **name;
+  float *scale;
+} api_calib;
+void api_calib_free(api_calib *cal);
 /* Every weight of dst from src's by name; a stored (quantized) tensor src
  * lacks is made from the f32 weight it quantizes (the decode program of
  * generation quantizes products the full program runs in f32: attention's
- * projections). dst's buffers allocated; its state left zero. */
-int api_fill_params(lathe_program *dst, const lathe_program *src, lathe_error *err);
+ * projections). dst's buffers allocated; its state left zero. cal may be
+ * NULL: static int8 products without a calibrated scale quantize their
+ * rows at run time, as int8-dynamic does. */
+int api_fill_params(lathe_program *dst, const lathe_program *src, const api_calib *cal, lathe_error *err);
+/* When f holds quantized tensors that the program was not compiled for (or
+ * another mode's): an error saying so, -1; else 0 (runtime/api_quant.c). */
 int api_quant_mismatch(const lathe_program *p, const char *path, const rt_st_file *f, lathe_error *err);
 /* api_passes.c: run the graph pipeline p->opt asks for (api_program_finish
  * calls it once, before verifying and compiling). 0, or -1 with err set. */

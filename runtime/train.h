@@ -101,6 +101,13 @@ double tr_step_lr(const lathe_program *p, int64_t step);
 int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *res, lathe_error *err);
 int tr_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lathe_error *err);
 
+/* ---- train_calib.c: static int8's calibration (lathe_quantize, mode int8) ----
+ * Runs the f32 model (o->weights) over the first o->calib_batches batches
+ * of o->data's training split and sets cal->scale[i], the input scale of the
+ * products of weight cal->name[i]: max |x| or o->percentile of |x| (over
+ * every product reading it), over 127. */
+int tr_calibrate(lathe_model *m, const lathe_quantize_options *o, api_calib *cal, lathe_error *err);
+
 /* ---- api_program.c helpers for the loop ---- */
 /* The f32 value of output o (or of the loss when o < 0) after a run. */
 void api_read_output(const lathe_program *p, int o, float *dst);

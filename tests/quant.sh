@@ -1,15 +1,19 @@
 #!/bin/bash
 # quant.sh -- quantized models through the CLI (docs/quantize.md):
 #   1. the digits MLP (examples/mlp.nn) trained, then quantized in every mode:
-#      int8-dynamic and w8 test accuracy within 0.3 points of f32, w4, bf16
-#      and f16 within 1 point; int8-dynamic's metrics are the same with every
-#      integer kernel turned off (LATHE_CPU_FEATURES=none: the scalar one);
+#      int8 (static, calibrated on the training split, minmax and
+#      percentile), int8-dynamic and w8 test accuracy within 0.3 points of
+#      f32, w4, bf16 and f16 within 1 point; int8-dynamic's metrics are
+#      the same with every integer kernel turned off (LATHE_CPU_FEATURES=
+#      none: the scalar one), int8's on the AVX2 kernel; with none, int8
+#      computes in f32 on its int8 weights (within 0.3 points) and
+#      lathe quantize says so;
 #      --print-after=quantize shows qmatmul nodes; lathe run's probabilities
 #      from the w8 file are close to f32's; the files are smaller.
 #   2. the char-GPT (examples/gpt.nn), one short epoch on fortunes: w8
 #      validation loss within 1% of f32, w4 within 4%; generate runs with
 #      both (the decode step's products quantized too).
-#   3. bad requests: unknown mode, static int8 (not built), nothing to
+#   3. bad requests: unknown mode, int8 without calibration data, nothing to
 #      quantize, weights already quantized, a quantized file into lathe emit.
 . "$(dirname "$0")/lib/common.sh"
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
@@ -24,21 +28,40 @@ if [ -r "$DIGITS" ]; then
   W="$tmp/mlp/best.safetensors"
   "$LATHE" eval examples/mlp.nn --weights "$W" --data "$DIGITS" >"$tmp/f32.out" 2>&1 || bad "eval f32"
   a32=$(metric accuracy "$tmp/f32.out")
-  for mode in int8-dynamic w8 w4 bf16 f16; do
-    "$LATHE" quantize examples/mlp.nn --weights "$W" --mode $mode -o "$tmp/$mode.safetensors" >"$tmp/q.out" 2>&1 \
+  for mode in int8 int8p int8-dynamic w8 w4 bf16 f16; do
+    flags="--mode $mode"
+    case $mode in
+      int8) flags="--mode int8 --data $DIGITS --calib-batches 8" ;;
+      int8p) flags="--mode int8 --data $DIGITS --calib percentile" ;;
+    esac
+    "$LATHE" quantize examples/mlp.nn --weights "$W" $flags -o "$tmp/$mode.safetensors" >"$tmp/q.out" 2>&1 \
       && ok || bad "quantize $mode: $(cat "$tmp/q.out")"
-    grep -q "quantized 3 weight matrices to $mode, 0 left f32" "$tmp/q.out" && ok || bad "quantize $mode: $(cat "$tmp/q.out")"
+    grep -q "quantized 3 weight matrices to ${mode%p}, 0 left f32" "$tmp/q.out" && ok || bad "quantize $mode: $(cat "$tmp/q.out")"
+    grep -q "^note: this CPU has no SIMD" "$tmp/q.out" && bad "$mode: f32-form note on a CPU with SIMD dot products"
     [ "$(stat -c %s "$tmp/$mode.safetensors")" -lt "$(stat -c %s "$W")" ] && ok || bad "$mode file not smaller"
     "$LATHE" eval examples/mlp.nn --weights "$tmp/$mode.safetensors" --data "$DIGITS" >"$tmp/$mode.out" 2>&1 \
       || bad "eval $mode: $(tail -3 "$tmp/$mode.out")"
     a=$(metric accuracy "$tmp/$mode.out")
-    tol=0.01; case $mode in int8-dynamic|w8) tol=0.003 ;; esac
+    tol=0.01; case $mode in int8*|w8) tol=0.003 ;; esac
     echo "digits MLP test accuracy: f32 $a32, $mode ${a:-none}"
     within "${a:-0}" "$a32" $tol && ok || bad "$mode accuracy ${a:-none} vs f32 $a32 (tolerance $tol)"
   done
   LATHE_CPU_FEATURES=none "$LATHE" eval examples/mlp.nn --weights "$tmp/int8-dynamic.safetensors" --data "$DIGITS" \
     >"$tmp/scalar.out" 2>&1 || bad "eval scalar"
   cmp -s "$tmp/scalar.out" "$tmp/int8-dynamic.out" && ok || bad "int8-dynamic metrics differ with the scalar kernel"
+  LATHE_CPU_FEATURES=-avx512vnni,-avxvnni "$LATHE" eval examples/mlp.nn --weights "$tmp/int8.safetensors" \
+    --data "$DIGITS" >"$tmp/avx2.out" 2>&1 || bad "eval int8 avx2"
+  cmp -s "$tmp/avx2.out" "$tmp/int8.out" && ok || bad "int8 metrics differ with the avx2 kernel"
+  LATHE_CPU_FEATURES=none "$LATHE" eval examples/mlp.nn --weights "$tmp/int8.safetensors" --data "$DIGITS" \
+    >"$tmp/scalar8.out" 2>&1 || bad "eval int8 scalar"
+  a=$(metric accuracy "$tmp/scalar8.out")
+  echo "digits MLP test accuracy: f32 $a32, int8 in its f32 form (no SIMD integer dot products) ${a:-none}"
+  within "${a:-0}" "$a32" 0.003 && ok || bad "int8 f32 form accuracy ${a:-none} vs f32 $a32"
+  # without SIMD integer dot products int8 computes in f32 on the int8 weights, and quantize says so
+  LATHE_CPU_FEATURES=none "$LATHE" quantize examples/mlp.nn --weights "$W" --mode int8 \
+    --data "$DIGITS" -o "$tmp/b1.safetensors" >"$tmp/q1.out" 2>&1 || bad "quantize int8 without simd"
+  grep -q "^note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): the int8 products compute in f32" \
+    "$tmp/q1.out" && ok || bad "int8 f32-form note: $(cat "$tmp/q1.out")"
   npy_zeros "$tmp/x0.npy"
   "$LATHE" run examples/mlp.nn --weights "$tmp/w8.safetensors" --in x="$tmp/x0.npy" --print-after=quantize \
     >"$tmp/r8.out" 2>"$tmp/r8.err" || bad "run w8: $(tail -3 "$tmp/r8.err")"
@@ -47,11 +70,29 @@ if [ -r "$DIGITS" ]; then
   paste <(tr ' ' '\n' <"$tmp/r8.out") <(tr ' ' '\n' <"$tmp/r32.out") | awk '
     $1 ~ /^[-0-9.e]+$/ && $2 ~ /^[-0-9.e]+$/ { d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d }
     END { print "w8 vs f32 probabilities: max difference " m + 0; exit !(m < 0.02) }' && ok || bad "w8 run differs from f32"
+  # int8 at batch 1: with the scalar kernel only, the f32 form of the products (k=4); close to f32
+  hdr="{'descr': '<f4', 'fortran_order': False, 'shape': (1, 64), }"
+  { printf '\x93NUMPY\x01\x00\x76\x00%s' "$hdr"; printf '%*s\n' $((117 - ${#hdr})) ''; head -c 256 /dev/zero; } \
+    >"$tmp/x1.npy"
+  for feat in none ""; do
+    LATHE_CPU_FEATURES=$feat "$LATHE" run examples/mlp.nn --weights "$tmp/int8.safetensors" --in x="$tmp/x1.npy" \
+      --print-after=quantize >"$tmp/r1.out" 2>"$tmp/r1.err" || bad "run int8 batch 1: $(tail -3 "$tmp/r1.err")"
+    n=$(grep -c '= qmatmul(.* k=4 n=' "$tmp/r1.err")
+    [ "$n" = "$([ -n "$feat" ] && echo 3 || echo 0)" ] && ok || bad "int8 batch 1 (${feat:-all}): $n f32-form products"
+    "$LATHE" run examples/mlp.nn --weights "$W" --in x="$tmp/x1.npy" >"$tmp/r132.out" 2>&1 || bad "run f32 batch 1"
+    paste <(tr ' ' '\n' <"$tmp/r1.out") <(tr ' ' '\n' <"$tmp/r132.out") | awk '
+      $1 ~ /^[-0-9.e]+$/ && $2 ~ /^[-0-9.e]+$/ { d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d }
+      END { print "int8 vs f32 probabilities at batch 1: max difference " m + 0; exit !(m < 0.02) }' && ok \
+      || bad "int8 batch-1 run differs from f32"
+  done
   # bad requests
   "$LATHE" quantize examples/mlp.nn --weights "$W" --mode int3 -o "$tmp/b.safetensors" 2>"$tmp/e.err" && bad "int3 accepted"
-  grep -q "unknown mode 'int3' (expected w8, w4, int8-dynamic, bf16 or f16)" "$tmp/e.err" && ok || bad "int3: $(cat "$tmp/e.err")"
-  "$LATHE" quantize examples/mlp.nn --weights "$W" --mode int8 2>"$tmp/e.err" && bad "int8 accepted"
-  grep -q "static int8 with calibration is not built yet" "$tmp/e.err" && ok || bad "int8: $(cat "$tmp/e.err")"
+  grep -q "unknown mode 'int3' (expected w8, w4, int8-dynamic, int8, bf16 or f16)" "$tmp/e.err" && ok || bad "int3: $(cat "$tmp/e.err")"
+  "$LATHE" quantize examples/mlp.nn --weights "$W" --mode int8 2>"$tmp/e.err" && bad "int8 without data accepted"
+  grep -q "error: no calibration data: --mode int8 calibrates" "$tmp/e.err" && ok || bad "int8: $(cat "$tmp/e.err")"
+  "$LATHE" quantize examples/mlp.nn --weights "$W" --mode int8 --data "$DIGITS" --calib median 2>"$tmp/e.err" \
+    && bad "--calib median accepted"
+  grep -q "unknown --calib 'median' (expected minmax or percentile)" "$tmp/e.err" && ok || bad "calib: $(cat "$tmp/e.err")"
   "$LATHE" quantize examples/mlp.nn --weights "$tmp/w8.safetensors" --mode w4 -o "$tmp/b.safetensors" 2>"$tmp/e.err" \
     && bad "quantized twice"
   grep -q "holds w8-quantized weights already" "$tmp/e.err" && ok || bad "twice: $(cat "$tmp/e.err")"

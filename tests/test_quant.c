@@ -184,7 +184,7 @@ static void test_errors(void) {
   CHECK(f && lathe_weights_init(f, 1, &err) == 0 && lathe_weights_save(f, wf, &err) == 0);
   lathe_quantize_options qo = {.weights = wf, .out = qf, .mode = 9};
   CHECK(lathe_quantize(m, &qo, NULL, &err) == LATHE_EUSER && has(&err, "unknown mode 9"));
-  CHECK(lathe_quant_parse("int8") == -1 && lathe_quant_parse("w4") == LATHE_QUANT_W4);
+  CHECK(lathe_quant_parse("int3") == -1 && lathe_quant_parse("w4") == LATHE_QUANT_W4);
   qo.mode = LATHE_QUANT_W8;
   CHECK(lathe_quantize(m, &qo, NULL, &err) == 0);
   qo.out = q4, qo.mode = LATHE_QUANT_W4;

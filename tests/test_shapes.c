@@ -565,10 +565,18 @@ static void test_qmatmul(void) {
   BAD(ADD(IR_QMATMUL, &a, x100, T("i8[5, 128]"), s1, c), "qmatmul: w must be i8[16, 128], got i8[5, 128]");
   a.i = 1;
   BAD(ADD(IR_QMATMUL, &a, w8, w8, s2), "qmatmul: x must be f32 of rank >= 1, got i8[5, 64]");
-  a.i = 6;
-  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown mode 6 (expected 1 to 5)");
+  a.i = 6; /* static int8: the input's scale after the columns' */
+  OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, c), "qmatmul: s must be f32[6], got f32[5]");
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: mode 6 takes 4 inputs, got 2");
+  a.k = 4; /* its f32 form */
+  OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
+  a.i = 7, a.k = 0;
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown mode 7 (expected 1 to 6)");
   a.i = 4, a.k = 9;
   BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=9 (expected 0 to 3)");
+  a.k = 4; /* the f32 form is static int8's only */
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=4 (expected 0 to 3)");
 }
 
 /* every op of the table was exercised above: a new row must add its cases

@@ -1,4 +1,5 @@
-/* cmd_quantize.c -- `lathe quantize MODEL --weights W --mode M [-o Q]`:
+/* cmd_quantize.c -- `lathe quantize MODEL --weights W --mode M [-o Q]
+ * [--data D --calib-batches N --calib minmax|percentile --percentile P]`:
  * lathe_quantize with a report of what was quantized and what stayed f32
  * (docs/quantize.md). `lathe run`, `eval` and `generate` read the file's
  * mode themselves. */
@@ -7,18 +8,55 @@
 
 #include "tools/cli.h"
 
+static const char modes_help[] = "w8, w4, int8-dynamic, int8, bf16 or f16";
+
+/* the calibration flags (static int8) into o; 0, or 1 after an error */
+static int calib_flags(const cli_args *a, lathe_quantize_options *o) {
+  uint64_t nb = 0;
+  const char *kind = cli_value(a, "--calib");
+  if (cli_u64(a, "quantize", "--calib-batches", &nb, NULL) || cli_double(a, "quantize", "--percentile", &o->percentile))
+    return 1;
+  if (nb > (1u << 30)) {
+    fprintf(stderr, "lathe quantize: error: --calib-batches %llu is out of range (1 to 2^30)\n",
+            (unsigned long long)nb);
+    return 1;
+  }
+  o->calib_batches = (int64_t)nb;
+  if (kind && strcmp(kind, "minmax") && strcmp(kind, "percentile")) {
+    fprintf(stderr, "lathe quantize: error: unknown --calib '%s' (expected minmax or percentile)\n", kind);
+    return 1;
+  }
+  o->calib = kind && !strcmp(kind, "percentile") ? LATHE_CALIB_PERCENTILE : LATHE_CALIB_MINMAX;
+  o->data = cli_value(a, "--data");
+  return 0;
+}
+
+/* Where int8 arithmetic would be slower than f32 on this CPU, static int8
+ * computes in f32 on the int8 weights (passes/quantize.c's rule): one line
+ * says so. */
+static void f32_note(const lathe_quantize_result *r) {
+  if (r->f32_form)
+    printf("note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): the int8 products compute "
+           "in f32 on the int8 weights (int8 arithmetic would be slower than f32 here)\n");
+}
+
 int cmd_quantize(int argc, char **argv) {
   cli_args a;
-  int status = cli_parse(argc, argv, "quantize", "--weights=value --mode=value -o=value --data=value", &a);
+  int status = cli_parse(argc, argv, "quantize",
+                         "--weights=value --mode=value -o=value --data=value --calib-batches=value --calib=value "
+                         "--percentile=value", &a);
   if (status) { cli_args_free(&a); return status; }
   const char *weights = cli_value(&a, "--weights"), *mode = cli_value(&a, "--mode"), *out = cli_value(&a, "-o");
   lathe_quantize_options o = {.weights = weights, .out = out ? out : "quantized.safetensors"};
   if (!weights) fprintf(stderr, "lathe quantize: error: no weights: give --weights W.safetensors (f32, from lathe train)\n"), status = 1;
-  else if (!mode) fprintf(stderr, "lathe quantize: error: no mode: give --mode w8|w4|int8-dynamic|bf16|f16\n"), status = 1;
+  else if (!mode) fprintf(stderr, "lathe quantize: error: no mode: give --mode w8|w4|int8-dynamic|int8|bf16|f16\n"), status = 1;
   else if ((o.mode = lathe_quant_parse(mode)) < 0) {
-    fprintf(stderr, "lathe quantize: error: unknown mode '%s' (expected w8, w4, int8-dynamic, bf16 or f16%s)\n", mode,
-            !strcmp(mode, "int8") ? "; static int8 with calibration is not built yet: int8-dynamic quantizes "
-                                    "activations at run time" : "");
+    fprintf(stderr, "lathe quantize: error: unknown mode '%s' (expected %s)\n", mode, modes_help);
+    status = 1;
+  } else if (calib_flags(&a, &o)) status = 1;
+  else if (o.mode == LATHE_QUANT_INT8 && !o.data) {
+    fprintf(stderr, "lathe quantize: error: no calibration data: --mode int8 calibrates the activation scales on "
+                    "the training split: give --data D (the training data), or use --mode int8-dynamic\n");
     status = 1;
   }
   lathe_model *m = status ? NULL : cli_load_model(&a, &status);
@@ -30,6 +68,7 @@ int cmd_quantize(int argc, char **argv) {
            r.quantized, r.quantized == 1 ? "x" : "ces", mode, r.kept, (double)r.bytes_before / 1024,
            (double)r.bytes_after / 1024, r.bytes_after ? (double)r.bytes_before / (double)r.bytes_after : 0.0);
     if (r.note[0]) printf("note: %s%s\n", r.note, r.kept > 1 ? " (and others)" : "");
+    f32_note(&r);
     printf("wrote %s\n", o.out);
   }
   lathe_model_free(m);

@@ -167,7 +167,8 @@ static const cli_command commands[] = {
    "\n"
    CLI_GEMM_HELP},
   {"quantize", cmd_quantize, "quantize a model's weights (int8, int4, bf16, f16)",
-   "usage: lathe quantize MODEL --weights W --mode w8|w4|int8-dynamic|bf16|f16 [-o Q.safetensors]\n"
+   "usage: lathe quantize MODEL --weights W --mode w8|w4|int8-dynamic|int8|bf16|f16 [-o Q.safetensors]\n"
+   "                      [--data D [--calib-batches N] [--calib minmax|percentile] [--percentile P]]\n"
    "\n"
    "Writes Q.safetensors (default quantized.safetensors): W's f32 weights with each dense layer's\n"
    "weight matrix replaced by its quantized form, and reports what stayed f32 and why. lathe run,\n"
@@ -178,8 +179,14 @@ static const cli_command commands[] = {
    "                    memory-bound case: generation); int8-dynamic: int8 weights per output\n"
    "                    channel, activations quantized per row at run time, u8 x s8 integer dot\n"
    "                    products (AVX-512 VNNI, AVX-VNNI or AVX2, as the CPU has; LATHE_CPU_FEATURES=\n"
-   "                    -avx512vnni,-avxvnni,-avx2 turns paths off); bf16, f16: 16-bit weights\n"
-   "  --data FILE       accepted for the static int8 mode to come; unused by these modes\n"},
+   "                    -avx512vnni,-avxvnni,-avx2 turns paths off); int8: static int8, the same\n"
+   "                    weights and kernels with each product's input scale calibrated on --data\n"
+   "                    (at batch 1 on a CPU without VNNI those products compute in f32); bf16, f16:\n"
+   "                    16-bit weights\n"
+   "  --data FILE       int8: the training data (as lathe train reads it); its training split calibrates\n"
+   "  --calib-batches N int8: calibrate on the first N batches of the training split (default 10)\n"
+   "  --calib KIND      int8: minmax (max |x|, the default) or percentile (of |x|: clips outliers)\n"
+   "  --percentile P    int8 with --calib percentile: which percentile of |x| (default 99.99)\n"},
   {"export", cmd_export, "write the forward graph as an ONNX model (opset 17)",
    "usage: lathe export MODEL --weights W.safetensors -o MODEL.onnx [--bind NAME=N]...\n"
    "\n"
