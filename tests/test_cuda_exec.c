@@ -161,6 +161,26 @@ static const char mha_src[] =
     "  batch = 4\n"
     "}\n";
 
+/* cross_entropy in every form the interpreter has: class weights, an
+ * ignore_index (labels are drawn from 1..4, so index 2 is hit), label
+ * smoothing, and their mixtures (forward and gradient) */
+static const char ce_src[] =
+    "model ces\n"
+    "input  x : f32[batch, 3, 6]\n"
+    "target y : i32[batch, 3]\n"
+    "h = dense(x, 8, name=\"a\")\n"
+    "p = dense(h, 5, name=\"p\")\n"
+    "q = dense(h, 5, name=\"q\")\n"
+    "output p\n"
+    "loss = cross_entropy(p, y, weight=[0.5, 1, 2, 1.5, 0.25]) + cross_entropy(q, y, ignore_index=2)"
+    " + cross_entropy(p, y, weight=[1, 0.5, 3, 1, 2], ignore_index=3, label_smoothing=0.1)"
+    " + cross_entropy(q, y, label_smoothing=0.2)\n"
+    "train {\n"
+    "  optimizer = adam(lr=1e-2)\n"
+    "  epochs = 1\n"
+    "  batch = 4\n"
+    "}\n";
+
 static const struct {
   const char *path;
   const char *src; /* the model's text, when not a file */
@@ -172,7 +192,7 @@ static const struct {
   {"examples/seq_cnn.nn", NULL, 4, 4}, {"convs (inline)", conv_src, 2, 3},
   {"resid (inline)", resid_src, 2, 20}, {"pool (inline)", pool_src, 2, 10},
   {"misc (inline)", misc_src, 4, 4},      {"rnns (inline)", rnn_src, 3, 4},
-  {"mhas (inline)", mha_src, 2, 3},
+  {"mhas (inline)", mha_src, 2, 3},      {"ces (inline)", ce_src, 4, 5},
 };
 enum { NEX = sizeof ex / sizeof ex[0] };
 
@@ -513,6 +533,22 @@ static void load_case(int e, int train) {
   lathe_program_free(p);
 }
 
+/* A kernel NVRTC rejects: the error names the kernel (not only the
+ * module's line) and carries NVRTC's log. */
+static void nvrtc_rejects(void) {
+  static char good[] = "extern \"C\" __global__ void k0_good(float* a) { a[threadIdx.x] = 1.f; }\n";
+  static char bad[] = "extern \"C\" __global__ void k1_bad(float* a) {\n  a[0] = undeclared_name;\n}\n";
+  static char gname[] = "k0_good", bname[] = "k1_bad";
+  cu_fn fn[2] = {{gname, good, 0}, {bname, bad, 3}};
+  cu_program cp = {.nfn = 2, .capfn = 2, .fn = fn};
+  cu_modules mods;
+  static char msg[8192];
+  int rc = cu_modules_build(&cp, "sm_80", 1, &mods, msg, sizeof msg);
+  CHECK_MSG(rc != 0 && strstr(msg, "NVRTC rejected kernel k1_bad (plan kernel k3)") && strstr(msg, "undeclared_name"),
+            "got %d: %s", rc, msg);
+  if (!rc) cu_modules_free(&mods);
+}
+
 int main(void) {
   if (!cx_host_compiler()) {
     printf("SKIP test_cuda_exec: no host C++ compiler was found at configure time; the executor needs one\n");
@@ -523,6 +559,7 @@ int main(void) {
     printf("SKIP test_cuda_exec: the kernels are compiled by NVRTC first, and it is absent: %s\n", why);
     return 0;
   }
+  nvrtc_rejects();
   D = cx_driver(err, sizeof err);
   if (!D) {
     fprintf(stderr, "cx_driver: %s\n", err);

@@ -61,6 +61,7 @@ typedef struct cu_cuda_api {
   int (*GraphLaunch)(void *exec, void *stream);
   int (*GraphExecDestroy)(void *exec);
   int (*GraphDestroy)(void *graph);
+  int (*MemGetInfo)(size_t *free_bytes, size_t *total_bytes); /* optional */
   int (*MemsetD8Async)(uint64_t dst, unsigned char v, size_t n, void *stream);
   int (*ModuleLoadData)(void **mod, const void *image);
   int (*ModuleUnload)(void *mod);
@@ -191,6 +192,12 @@ void cu_compiled_free(cu_compiled *c);
 /* ---- cu_loader.c: the product's driver (the driver API and cuBLASLt), or
  * the one a test installed with cu_set_driver_factory. NULL with err. */
 cu_driver *cu_driver_create(char *err, size_t errlen);
+
+/* A PTX image (not an ELF CUBIN) from an NVRTC newer than the driver
+ * (cuDriverGetVersion's 12040 for 12.4) cannot be loaded: -1 with one line
+ * saying so, before the driver is asked; 0 otherwise. */
+int cu_image_vs_driver(const void *image, size_t len, int driver_version, int nvrtc_major, int nvrtc_minor, char *msg,
+                       size_t n);
 
 /* Device 0's architecture ("sm_90") from the driver, or -1 with msg. */
 int cu_device_arch(char *arch, size_t an, char *msg, size_t n);

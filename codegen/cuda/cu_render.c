@@ -587,6 +587,8 @@ static int64_t cu_scratch_bytes(const ir_graph *g, const ir_node *n) {
       n->op == IR_GRU_GRAD)
     return cu_seq_scratch(g, n);
   if (n->op == IR_MHA || n->op == IR_MHA_GRAD) return cu_mha_scratch(g, n);
+  /* the weighted or ignoring cross-entropy's gradient: the rows' total weight, the classes' */
+  if (n->op == IR_CROSS_ENTROPY_GRAD && (n->nin == 4 || n->attr.k)) return 4 * (int64_t)sizeof(float);
   /* layernorm's weight gradient keeps each row's mean and 1/std */
   if (n->op == IR_LAYERNORM_GRAD && n->attr.i == 1) {
     const ir_shape *x = &g->nodes[n->in[0]].shape;
