@@ -549,6 +549,38 @@ static void nvrtc_rejects(void) {
   if (!rc) cu_modules_free(&mods);
 }
 
+/* --precision bf16 keeps f32 master weights: in every example's training
+ * step no parameter, parameter gradient, output (the new weights and the
+ * optimizer's state are outputs) or input is stored as bf16, while the
+ * activations are (some tensor is bf16 and the kernels take lt_bf16). */
+static void bf16_storage(void) {
+  static char msg[8192];
+  for (int e = 0; e < NEX; e++) {
+    if (ex[e].src) continue;
+    lathe_program *p = build(e, 1, 0);
+    if (!p) continue;
+    const ir_graph *g = &p->g;
+    cu_compiled c;
+    if (cu_compile_prec(g, "sm_80", 1, &c, msg, sizeof msg)) {
+      CHECK_MSG(0, "%s: bf16 training step: %s", ex[e].path, msg);
+      lathe_program_free(p);
+      continue;
+    }
+    int kept = 1, nbf = 0, typed = 0;
+    for (int i = 0; i < g->nparams; i++) kept &= !c.bf16[g->params[i].node] && !(g->grads && g->grads[i] >= 0 && c.bf16[g->grads[i]]);
+    for (int i = 0; i < g->noutputs; i++) kept &= !c.bf16[g->outputs[i].node];
+    for (int i = 0; i < g->ninputs; i++) kept &= !c.bf16[g->inputs[i].node];
+    for (int i = 0; i < g->nnodes; i++) nbf += c.bf16[i];
+    for (int f = 0; f < c.prog.nfn; f++) typed += strstr(c.prog.fn[f].src, "lt_bf16*") != NULL;
+    CHECK_MSG(kept, "%s: a weight, weight gradient, output or input is stored as bf16", ex[e].path);
+    CHECK_MSG(nbf > 0 && typed > 0, "%s: bf16 stores nothing as bf16 (%d tensors, %d kernels)", ex[e].path, nbf, typed);
+    printf("bf16             %-20s training step %d of %d tensors bf16, %d of %d functions take bf16; weights f32\n",
+           ex[e].path, nbf, g->nnodes, typed, c.prog.nfn);
+    cu_compiled_free(&c);
+    lathe_program_free(p);
+  }
+}
+
 int main(void) {
   if (!cx_host_compiler()) {
     printf("SKIP test_cuda_exec: no host C++ compiler was found at configure time; the executor needs one\n");
@@ -560,6 +592,7 @@ int main(void) {
     return 0;
   }
   nvrtc_rejects();
+  bf16_storage();
   D = cx_driver(err, sizeof err);
   if (!D) {
     fprintf(stderr, "cx_driver: %s\n", err);

@@ -45,11 +45,19 @@ static int fill_inputs(lathe_program *p, unsigned seed) {
   return 0;
 }
 
+/* --precision of the cuda programs (the interpreter's reference is f32) and
+ * the bound of forward()'s comparisons: 1e-4 in f32; in bf16 5e-2 of
+ * (1 + |reference|): bf16 keeps 8 significant bits (a rounding is within
+ * 2^-9 = 0.2% relative) and the examples' outputs pass through a handful
+ * of rounded activations and products. */
+static int prec = LATHE_PRECISION_F32;
+static double fwd_tol = 1e-4;
+
 static lathe_program *compile(const char *path, lathe_backend b, int train, int64_t batch) {
   lathe_error err = {0};
   lathe_model *m = lathe_model_load(path, &err);
   if (m && batch) lathe_model_bind(m, "batch", batch, &err);
-  lathe_options o = {.backend = b};
+  lathe_options o = {.backend = b, .precision = b == LATHE_BACKEND_CUDA ? prec : LATHE_PRECISION_F32};
   lathe_program *p = m ? (train ? lathe_compile_train(m, &o, &err) : lathe_compile(m, &o, &err)) : NULL;
   if (p && lathe_weights_init(p, 7, &err)) lathe_program_free(p), p = NULL;
   if (!p) fprintf(stderr, "%s (%s): %s\n", path, b == LATHE_BACKEND_CUDA ? "cuda" : "interp", err.message);
@@ -88,11 +96,13 @@ static void forward(const char *path, int64_t batch) {
     CHECK(!lathe_run(r, &err));
     for (int o = 0; o < lathe_num_outputs(c); o++) {
       double d = out_diff(c, r, lathe_output_name(c, o));
-      CHECK_MSG(d < 1e-4, "%s: output %s differs by %g", path, lathe_output_name(c, o), d);
+      CHECK_MSG(d < fwd_tol, "%s: output %s differs by %g", path, lathe_output_name(c, o), d);
+      if (prec) printf("bf16 %s: output %s within %.3g of the f32 interpreter\n", path, lathe_output_name(c, o), d);
     }
     if (lathe_has_loss(c)) {
       double d = out_diff(c, r, "loss");
-      CHECK_MSG(d < 1e-4, "%s: the loss differs by %g", path, d);
+      CHECK_MSG(d < fwd_tol, "%s: the loss differs by %g", path, d);
+      if (prec) printf("bf16 %s: the loss within %.3g of the f32 interpreter\n", path, d);
     }
   }
   lathe_program_free(c), lathe_program_free(r);
@@ -117,7 +127,8 @@ static void train(const char *path, int64_t batch, int steps, double tol) {
     lathe_error_clear(&err);
     CHECK(!lathe_run(r, &err));
     double d = out_diff(c, r, "loss");
-    CHECK_MSG(d < 1e-4, "%s step %d: the loss differs by %g", path, s, d);
+    CHECK_MSG(d < (prec ? tol : 1e-4), "%s step %d: the loss differs by %g", path, s, d);
+    if (prec) printf("bf16 %s step %d: the loss within %.3g of the f32 interpreter\n", path, s, d);
   }
   for (int i = 0; i < lathe_num_params(c); i++) {
     lathe_tensor a, b;
@@ -179,6 +190,31 @@ static void ptx_vs_driver(void) {
   CHECK_MSG(strstr(msg, "PTX from NVRTC 13.0, newer than this driver (CUDA 12.4)") != NULL, "%s", msg);
   CHECK(cu_image_vs_driver(ptx, sizeof ptx, 13000, 13, 0, msg, sizeof msg) == 0);
   CHECK(cu_image_vs_driver(elf, sizeof elf, 12040, 13, 0, msg, sizeof msg) == 0);
+}
+
+/* --precision bf16 on the executor (bf16 buffers, bf16 products with f32
+ * sums, widened loads and rounded stores as on a GPU) against the f32
+ * interpreter, within fwd_tol (5e-2, above); training steps' losses and every
+ * weight after them within 3e-2 of (1 + |reference|). The llvm backend
+ * refuses the flag in one line. */
+static void bf16(void) {
+  prec = LATHE_PRECISION_BF16, fwd_tol = 5e-2;
+  forward("examples/mlp.nn", 4);
+  forward("examples/cnn.nn", 2);
+  forward("examples/gpt.nn", 2);
+  forward("examples/reverse.nn", 2);
+  train("examples/mlp.nn", 8, 3, 3e-2);
+  train("examples/gpt.nn", 2, 3, 3e-2);
+  prec = LATHE_PRECISION_F32, fwd_tol = 1e-4;
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_load("examples/mlp.nn", &err);
+  lathe_options o = {.backend = LATHE_BACKEND_LLVM, .precision = LATHE_PRECISION_BF16};
+  lathe_program *p = m ? lathe_compile(m, &o, &err) : NULL;
+  CHECK_MSG(!p && err.message && strstr(err.message, "--precision bf16 is the CUDA backend's"), "%s",
+            err.message ? err.message : "(compiled)");
+  lathe_error_clear(&err);
+  lathe_program_free(p);
+  lathe_model_free(m);
 }
 
 static int collect(void *user, int token, int byte) {
@@ -245,6 +281,7 @@ int main(void) {
    * cuBLASLt on a GPU (LATHE_TEST_REAL_GPU=1), the executor left out. */
   if (getenv("LATHE_TEST_REAL_GPU")) {
     printf("real GPU: the driver, not the executor\n");
+    bf16();
     run_models(16);
     return TEST_REPORT();
   }
@@ -272,6 +309,7 @@ int main(void) {
     return TEST_REPORT();
   }
   cu_set_driver_factory(cx_driver);
+  bf16();
   run_models(1);
   cu_set_driver_factory(NULL);
   CHECK_MSG(cx_graph_replays_total() > 0, "no training step replayed a captured graph");

@@ -157,9 +157,19 @@ extern const char cu_prelude[];
 /* Render every kernel of p. 0, or -1 with msg naming the kernel kind, the
  * node and what is not rendered. */
 int cu_render(const pl_plan *p, cu_program *out, char *msg, size_t n);
+/* The same with per-node storage (cu_precision.c): bf16[i] 1 stores node i
+ * as bf16 (NULL: every tensor at its dtype). */
+int cu_render_prec(const pl_plan *p, const unsigned char *bf16, cu_program *out, char *msg, size_t n);
 void cu_program_free(cu_program *cp);
-/* The plan target of the CUDA backend (its scratch and epilogue rules). */
+/* The plan target of the CUDA backend (its scratch and epilogue rules);
+ * bf16: also scratch for a product's operands rounded to bf16. */
 const pl_target *cu_plan_target(void);
+const pl_target *cu_plan_target_bf16(void);
+
+/* ---- cu_precision.c: --precision bf16's tensors ----
+ * *out (malloc'd, per node): 1 where the tensor is stored as bf16. 0, or -1
+ * out of memory. */
+int cu_bf16_buffers(const pl_plan *p, unsigned char **out);
 
 /* ---- cu_modules.c: the program's kernels as modules compiled at once ----
  * The unique kernels are cut into parts, each part one module of CUDA C
@@ -186,8 +196,11 @@ typedef struct {
   cu_modules mods;
   char arch[16];
   double render_ms;   /* planning and rendering */
+  unsigned char *bf16; /* --precision bf16: per node, stored as bf16 (NULL: f32) */
 } cu_compiled;
 int cu_compile(const ir_graph *g, const char *arch, cu_compiled *out, char *msg, size_t n);
+/* bf16: --precision bf16 (cu_precision.c), else as cu_compile. */
+int cu_compile_prec(const ir_graph *g, const char *arch, int bf16, cu_compiled *out, char *msg, size_t n);
 void cu_compiled_free(cu_compiled *c);
 /* ---- cu_loader.c: the product's driver (the driver API and cuBLASLt), or
  * the one a test installed with cu_set_driver_factory. NULL with err. */

@@ -266,7 +266,7 @@ static int r_cross_entropy(cu_rctx *r) {
                "  float total = 0.f, wsum = 0.f;\n"
                "#define IGNORED continue\n"
                "  for (long long row = warp; row < ROWS; row += blockDim.x >> 5) {\n"
-               "    const float* xr = a1 + row * C;\n",
+               "    const auto* xr = a1 + row * C;\n",
                (long long)C, (long long)rows);
   ce_label(&r->b, &f, "lane == 0", cu_code_of(r->k->node, 1));
   cu_sb_printf(&r->b,

@@ -115,7 +115,7 @@ void cu_exec_free(cu_exec *x) {
   free(x);
 }
 
-cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n) {
+cu_exec *cu_exec_create(const ir_graph *g, const char *arch, int bf16, char *msg, size_t n) {
   cu_exec *x = calloc(1, sizeof *x);
   if (!x) return ir_fail(msg, n, "out of memory"), NULL;
   x->g = g;
@@ -126,7 +126,7 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n
     free(x);
     return NULL;
   }
-  if (cu_compile(g, arch && *arch ? arch : x->d->arch, &x->c, msg, n)) goto fail;
+  if (cu_compile_prec(g, arch && *arch ? arch : x->d->arch, bf16, &x->c, msg, n)) goto fail;
   /* the layout: arena, constants, inputs, parameters, outputs, status */
   int64_t at = align256(x->c.plan.arena_bytes);
   x->arena_off = 0;
