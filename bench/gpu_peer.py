@@ -5,8 +5,12 @@ with a synchronisation after every step. Prints one JSON object per line:
 {"name", "median_ms", "min_ms", "steps", "mode"}; mode is eager, or compile
 where torch.compile works (PyTorch 2; Debian's 1.13 has none: reported).
 
-  gpu_peer.py NAME KIND BATCH [train] [--json-kw '{...}']
+  gpu_peer.py NAME KIND BATCH [train] [bf16] [--json-kw '{...}']
+
+bf16: the step under torch.autocast(bfloat16) (f32 weights, bf16 products),
+the peer of Lathe's --precision bf16.
 """
+import contextlib
 import json
 import os
 import statistics
@@ -36,6 +40,7 @@ def timed(fn, reps, warmup):
 def main():
     name, kind, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     train = "train" in sys.argv[4:]
+    bf16 = "bf16" in sys.argv[4:]
     kw = json.loads(sys.argv[sys.argv.index("--json-kw") + 1]) if "--json-kw" in sys.argv else {}
     dev = torch.device(os.environ.get("GPU_PEER_DEVICE", "cuda"))  # cpu: a dry run of this script
     model, x = peer.BUILDERS[kind](batch=batch, **kw)
@@ -54,7 +59,14 @@ def main():
                 def fn():
                     with torch.no_grad():
                         return m(x)
-            med, mn, n = timed(lambda: fn(None) if train else fn(), 50, 10)
+            def amp():
+                return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+            def step():
+                with amp():
+                    return fn(None) if train else fn()
+            reps, warm = (10, 3) if kw.get("T", 0) >= 1024 else (50, 10)
+            med, mn, n = timed(step, reps, warm)
             print(json.dumps({"name": name, "mode": mode, "median_ms": med, "min_ms": mn, "steps": n}))
         except Exception as e:
             print(json.dumps({"name": name, "mode": mode, "error": str(e)[:200]}))

@@ -70,6 +70,7 @@ typedef struct {
   int train; /* time training steps (lathe_compile_train) */
   int generate; /* > 0: time lathe_generate of this many tokens */
   int cuda;     /* --backend cuda: compile for the GPU (the driver, NVRTC, cuBLASLt) */
+  int bf16;     /* --precision bf16 (with --backend cuda) */
   int quant;    /* lathe_quant: run on the initialised weights quantized (lathe_quantize) in this mode */
   char qpath[64]; /* the quantized weights file, while it exists */
   const char *calib; /* --quant int8: the calibration data (lathe_quantize_options.data) */
@@ -149,8 +150,10 @@ static int parse_input(const char *arg, input_arg *in) {
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
                   "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
-                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|int8|bf16|f16]\n"
-                  "                   [--calib-data D] [--backend llvm|cuda]\n");
+                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|int8|bf16|f16]
+"
+                  "                   [--calib-data D] [--backend llvm|cuda] [--precision f32|bf16]
+");
   return 2;
 }
 
@@ -165,6 +168,11 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     int64_t n;
     if (strcmp(s, "--compile-only") == 0) { a->compile_only = 1; continue; }
     if (strcmp(s, "--train") == 0) { a->train = 1; continue; }
+    if (strcmp(s, "--precision") == 0 && v && (strcmp(v, "bf16") == 0 || strcmp(v, "f32") == 0)) {
+      a->bf16 = strcmp(v, "bf16") == 0; /* --backend cuda's --precision (docs/cuda.md) */
+      i++;
+      continue;
+    }
     if (strcmp(s, "--backend") == 0 && v && (strcmp(v, "cuda") == 0 || strcmp(v, "llvm") == 0)) {
       a->cuda = strcmp(v, "cuda") == 0;
       i++;
@@ -390,7 +398,8 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
 }
 
 static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
-  lathe_options opt = {.backend = a->cuda ? LATHE_BACKEND_CUDA : LATHE_BACKEND_LLVM, .quant = a->quant};
+  lathe_options opt = {.backend = a->cuda ? LATHE_BACKEND_CUDA : LATHE_BACKEND_LLVM, .quant = a->quant,
+                       .precision = a->bf16 ? LATHE_PRECISION_BF16 : LATHE_PRECISION_F32};
   if (a->quant && make_quantized(a, m, err)) return 1;
   double t0 = now_ms();
   lathe_program *p = a->train ? lathe_compile_train(m, &opt, err) : lathe_compile(m, &opt, err);

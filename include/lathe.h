@@ -175,7 +175,15 @@ typedef struct {
    * never trained, so the entries a mask zeroes stay out of every product
    * and get no update. 0 or 1. */
   int masked;
+  /* --precision (docs/cuda.md): LATHE_PRECISION_BF16 stores the CUDA
+   * backend's activations as bf16 and runs its products in bf16 with f32
+   * sums; weights, optimizer state, gradients of weights, outputs and every
+   * reduction stay f32. An error with LATHE_BACKEND_LLVM; the interpreter (the
+   * reference) computes in f32 and keeps it for lathe_program_cuda_check. */
+  int precision;           /* lathe_precision */
 } lathe_options;
+
+typedef enum { LATHE_PRECISION_F32 = 0, LATHE_PRECISION_BF16 = 1 } lathe_precision;
 
 /* The quantization modes (the pass passes/quantize.c, `lathe quantize --mode`). */
 typedef enum {
@@ -604,6 +612,7 @@ typedef struct {
   uint64_t seed;
   lathe_backend backend;
   int recompute;               /* 1: no cache, recompute the context every token (the reference) */
+  int precision;               /* lathe_precision: bf16 only with LATHE_BACKEND_CUDA */
   /* Called with each generated token and its byte (-1 if none); a non-zero
    * return stops generation early. May be NULL. */
   int (*on_token)(void *user, int token, int byte);

@@ -52,6 +52,12 @@ int api_check_options(lathe_error *err, const char *fn, const lathe_options *o) 
   if (o->quant < LATHE_QUANT_NONE || o->quant > LATHE_QUANT_INT8)
     return api_fail(err, LATHE_EUSER, "%s: quant must be a lathe_quant (0 to 6), got %d", fn, o->quant);
   if (o->masked != 0 && o->masked != 1) return api_fail(err, LATHE_EUSER, "%s: masked must be 0 or 1, got %d", fn, o->masked);
+  if (o->precision != LATHE_PRECISION_F32 && o->precision != LATHE_PRECISION_BF16)
+    return api_fail(err, LATHE_EUSER, "%s: precision must be a lathe_precision (0 f32, 1 bf16), got %d", fn, o->precision);
+  /* the interpreter is the reference bf16 runs are compared with: it computes in f32 (f64) and keeps the
+   * setting only for lathe_program_cuda_check (lathe check --backend cuda --precision bf16) */
+  if (o->precision == LATHE_PRECISION_BF16 && o->backend == LATHE_BACKEND_LLVM)
+    return api_fail(err, LATHE_EUSER, "--precision bf16 is the CUDA backend's (--backend cuda); the llvm backend computes in f32");
   return 0;
 }
 

@@ -32,7 +32,8 @@ int lathe_program_cuda_check(const lathe_program *p, const char *gpu_arch, const
   if (!p) return api_null(err, "lathe_program_cuda_check", "the program");
   char msg[8192];
   cu_compiled c;
-  if (cu_compile(&p->g, gpu_arch, &c, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
+  if (cu_compile_prec(&p->g, gpu_arch, p->opt.precision == LATHE_PRECISION_BF16, &c, msg, sizeof msg))
+    return api_fail(err, LATHE_EUSER, "%s", msg);
   int warned = 0;
   for (int m = 0; m < c.mods.nmod; m++)
     if (c.mods.img[m].log) {

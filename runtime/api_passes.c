@@ -60,6 +60,7 @@ void api_copy_pass_options(lathe_options *dst, const lathe_options *src) {
   dst->passes = src->passes, dst->print_after = src->print_after, dst->dump_dir = src->dump_dir;
   dst->time_passes = src->time_passes, dst->pass_log = src->pass_log;
   dst->masked = src->masked; /* a pruned model's fine-tuning: its masks in every program training makes */
+  dst->precision = src->precision; /* --precision bf16: every program training or evaluation makes */
 }
 
 int lathe_program_pass_stats(const lathe_program *p, lathe_pass_stats *st) {

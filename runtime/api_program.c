@@ -36,7 +36,7 @@ static int compile_llvm(lathe_program *p, lathe_error *err) {
  * the driver's GPU and loaded; no driver or no GPU is one clear error. */
 static int compile_cuda(lathe_program *p, lathe_error *err) {
   char msg[8192];
-  p->cux = cu_exec_create(&p->g, NULL, msg, sizeof msg);
+  p->cux = cu_exec_create(&p->g, NULL, p->opt.precision == LATHE_PRECISION_BF16, msg, sizeof msg);
   if (!p->cux) return api_fail(err, LATHE_EUSER, "%s", msg);
   return alloc_outbufs(p, err);
 }

@@ -36,14 +36,14 @@ static double now_s(void) {
 
 /* Lower m at batch 1: every symbolic dimension the caller left unbound is
  * bound to 1 for this call only. */
-static lathe_program *lower_batch1(lathe_model *m, lathe_backend b, int quant, lathe_error *err) {
+static lathe_program *lower_batch1(lathe_model *m, lathe_backend b, int quant, int precision, lathe_error *err) {
   int ns = fe_num_syms(m->fe);
   int64_t *saved = malloc(((size_t)ns + 1) * sizeof *saved);
   if (!saved) { api_fail(err, LATHE_ENOMEM, "out of memory"); return NULL; }
   memcpy(saved, m->vals, (size_t)ns * sizeof *saved);
   for (int i = 0; i < ns; i++)
     if (!m->vals[i]) m->vals[i] = 1;
-  lathe_options o = {.backend = b, .quant = quant};
+  lathe_options o = {.backend = b, .quant = quant, .precision = precision};
   lathe_program *p = api_program_lower(m, &o, err);
   memcpy(m->vals, saved, (size_t)ns * sizeof *saved);
   free(saved);
@@ -101,7 +101,7 @@ static int share_weights(gen *s, lathe_error *err) {
  * s->step NULL and the reason in note. */
 static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, int input,
                       lathe_generate_result *r, lathe_error *err) {
-  lathe_program *p = lower_batch1(m, o->backend, s->quant, err);
+  lathe_program *p = lower_batch1(m, o->backend, s->quant, o->precision, err);
   if (!p) return -1;
   ir_graph dg;
   char msg[180];
@@ -121,7 +121,7 @@ static int build(gen *s, lathe_model *m, const lathe_generate_options *o, lathe_
                  lathe_error *err) {
   int input;
   if (lathe_weights_quant(o->weights, &s->quant, err)) return -1;
-  s->full = lower_batch1(m, o->backend, s->quant, err);
+  s->full = lower_batch1(m, o->backend, s->quant, o->precision, err);
   if (!s->full) return -1;
   if (find_io(s, &input, err)) return -1;
   /* The decode graph is built from the lowered graph before the full
@@ -234,6 +234,9 @@ static int sample(const float *lg, int64_t V, double temp, int top_k, ir_rng *rn
 static int check_options(const lathe_generate_options *o, lathe_error *err) {
   if (!o || !o->weights) return api_fail(err, LATHE_EUSER, "generate: no weights: give a safetensors file");
   if (api_check_backend(err, "lathe_generate", o->backend)) return LATHE_EUSER;
+  if (o->precision == LATHE_PRECISION_BF16 && o->backend == LATHE_BACKEND_LLVM)
+    return api_fail(err, LATHE_EUSER, "--precision bf16 is the CUDA backend's (--backend cuda); generate computes in f32 "
+                    "on the others");
   if (!(o->temperature >= 0) || isinf(o->temperature))
     return api_fail(err, LATHE_EUSER, "generate: the temperature must be a finite number >= 0, got %g",
                     o->temperature);

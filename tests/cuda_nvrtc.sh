@@ -2,7 +2,8 @@
 # cuda_nvrtc.sh -- the CUDA backend without a GPU: every example model's
 # forward pass and training step rendered as CUDA C and compiled by NVRTC
 # for sm_80 and sm_90 with no error and no warning (lathe check --backend
-# cuda --gpu-arch ...), the disk cache hit on a second compile, the dumped
+# cuda --gpu-arch ...), and again with --precision bf16 for sm_80 (bf16
+# activations: every kernel that takes them typed lt_bf16), the disk cache hit on a second compile, the dumped
 # CUDA C and CUBIN, and the clear errors: no driver, a bad --gpu-arch.
 # Kernel kinds the renderer does not have yet are listed in NOT_YET below
 # with the error they must give (docs/cuda.md); the test fails when such a
@@ -27,9 +28,10 @@ for m in examples/*.nn; do
     flags=""; [ "$mode" = train ] && flags=--train
     # cnn_bn trains only with more than one value per channel
     [ "$name" = cnn_bn ] && flags="$flags --bind batch=4"
-    for arch in sm_80 sm_90; do
-      out=$("$LATHE" check "$m" $flags --backend cuda --gpu-arch $arch 2>"$tmp/err"); rc=$?
-      key="$name:$mode"
+    for cfg in sm_80 sm_90 sm_80:bf16; do
+      arch=${cfg%%:*}; prec=f32; [ "$cfg" != "$arch" ] && prec=${cfg#*:}
+      out=$("$LATHE" check "$m" $flags --backend cuda --gpu-arch $arch --precision $prec 2>"$tmp/err"); rc=$?
+      key="$name:$mode"; [ $prec != f32 ] && key="$key:$prec"
       if [ -n "${NOT_YET[$key]:-}" ]; then
         if [ $rc -ne 0 ] && grep -qF "${NOT_YET[$key]}" "$tmp/err" && grep -q "cuda backend: kernel k" "$tmp/err"; then
           ok; [ $arch = sm_80 ] && echo "NOT YET RENDERED: $key: $(head -1 "$tmp/err")"
@@ -38,7 +40,7 @@ for m in examples/*.nn; do
       fi
       if [ $rc -eq 0 ] && ! grep -qi "warning" "$tmp/err" && printf '%s\n' "$out" | grep -q "^cuda ($arch): .* (CUBIN)"; then
         ok
-      else bad "$key $arch: rc=$rc: $(head -c 2000 "$tmp/err")"; fi
+      else bad "$key $arch $prec: rc=$rc: $(head -c 2000 "$tmp/err")"; fi
     done
   done
 done
@@ -59,6 +61,13 @@ else bad "--dump-dir: no module00.cu with kernels and module00.cubin (ELF): $(ls
 if [ $? -eq 1 ] && grep -q "sm_x: expected sm_NN" "$tmp/err"; then ok; else bad "--gpu-arch sm_x: $(cat "$tmp/err")"; fi
 "$LATHE" check examples/mlp.nn --gpu-arch sm_90 2>"$tmp/err" >/dev/null
 if [ $? -eq 1 ] && grep -q "gpu-arch is for --backend cuda" "$tmp/err"; then ok; else bad "--gpu-arch without cuda: $(cat "$tmp/err")"; fi
+
+# --precision: bf16 is the CUDA backend's (llvm refuses it in one line); a value other than f32|bf16 is refused
+"$LATHE" run examples/mlp.nn --backend llvm --precision bf16 --bind batch=2 2>"$tmp/err" >/dev/null
+if [ $? -ne 0 ] && grep -q "precision bf16 is the CUDA backend's (--backend cuda); the llvm backend computes in f32" "$tmp/err"; then ok
+else bad "--precision bf16 on llvm: $(cat "$tmp/err")"; fi
+"$LATHE" check examples/mlp.nn --backend cuda --gpu-arch sm_80 --precision f16 2>"$tmp/err" >/dev/null
+if [ $? -eq 1 ] && grep -q "precision f16: expected f32 or bf16" "$tmp/err"; then ok; else bad "--precision f16: $(cat "$tmp/err")"; fi
 
 # No driver: --version says so in one line naming where it looked; check
 # without --gpu-arch says it needs a GPU or the flag.

@@ -161,6 +161,26 @@ static const char mha_src[] =
     "  batch = 4\n"
     "}\n";
 
+/* cross_entropy in every form the interpreter has: class weights, an
+ * ignore_index (labels are drawn from 1..4, so index 2 is hit), label
+ * smoothing, and their mixtures (forward and gradient) */
+static const char ce_src[] =
+    "model ces\n"
+    "input  x : f32[batch, 3, 6]\n"
+    "target y : i32[batch, 3]\n"
+    "h = dense(x, 8, name=\"a\")\n"
+    "p = dense(h, 5, name=\"p\")\n"
+    "q = dense(h, 5, name=\"q\")\n"
+    "output p\n"
+    "loss = cross_entropy(p, y, weight=[0.5, 1, 2, 1.5, 0.25]) + cross_entropy(q, y, ignore_index=2)"
+    " + cross_entropy(p, y, weight=[1, 0.5, 3, 1, 2], ignore_index=3, label_smoothing=0.1)"
+    " + cross_entropy(q, y, label_smoothing=0.2)\n"
+    "train {\n"
+    "  optimizer = adam(lr=1e-2)\n"
+    "  epochs = 1\n"
+    "  batch = 4\n"
+    "}\n";
+
 static const struct {
   const char *path;
   const char *src; /* the model's text, when not a file */
@@ -172,7 +192,7 @@ static const struct {
   {"examples/seq_cnn.nn", NULL, 4, 4}, {"convs (inline)", conv_src, 2, 3},
   {"resid (inline)", resid_src, 2, 20}, {"pool (inline)", pool_src, 2, 10},
   {"misc (inline)", misc_src, 4, 4},      {"rnns (inline)", rnn_src, 3, 4},
-  {"mhas (inline)", mha_src, 2, 3},
+  {"mhas (inline)", mha_src, 2, 3},      {"ces (inline)", ce_src, 4, 5},
 };
 enum { NEX = sizeof ex / sizeof ex[0] };
 
@@ -513,6 +533,54 @@ static void load_case(int e, int train) {
   lathe_program_free(p);
 }
 
+/* A kernel NVRTC rejects: the error names the kernel (not only the
+ * module's line) and carries NVRTC's log. */
+static void nvrtc_rejects(void) {
+  static char good[] = "extern \"C\" __global__ void k0_good(float* a) { a[threadIdx.x] = 1.f; }\n";
+  static char bad[] = "extern \"C\" __global__ void k1_bad(float* a) {\n  a[0] = undeclared_name;\n}\n";
+  static char gname[] = "k0_good", bname[] = "k1_bad";
+  cu_fn fn[2] = {{gname, good, 0}, {bname, bad, 3}};
+  cu_program cp = {.nfn = 2, .capfn = 2, .fn = fn};
+  cu_modules mods;
+  static char msg[8192];
+  int rc = cu_modules_build(&cp, "sm_80", 1, &mods, msg, sizeof msg);
+  CHECK_MSG(rc != 0 && strstr(msg, "NVRTC rejected kernel k1_bad (plan kernel k3)") && strstr(msg, "undeclared_name"),
+            "got %d: %s", rc, msg);
+  if (!rc) cu_modules_free(&mods);
+}
+
+/* --precision bf16 keeps f32 master weights: in every example's training
+ * step no parameter, parameter gradient, output (the new weights and the
+ * optimizer's state are outputs) or input is stored as bf16, while the
+ * activations are (some tensor is bf16 and the kernels take lt_bf16). */
+static void bf16_storage(void) {
+  static char msg[8192];
+  for (int e = 0; e < NEX; e++) {
+    if (ex[e].src) continue;
+    lathe_program *p = build(e, 1, 0);
+    if (!p) continue;
+    const ir_graph *g = &p->g;
+    cu_compiled c;
+    if (cu_compile_prec(g, "sm_80", 1, &c, msg, sizeof msg)) {
+      CHECK_MSG(0, "%s: bf16 training step: %s", ex[e].path, msg);
+      lathe_program_free(p);
+      continue;
+    }
+    int kept = 1, nbf = 0, typed = 0;
+    for (int i = 0; i < g->nparams; i++) kept &= !c.bf16[g->params[i].node] && !(g->grads && g->grads[i] >= 0 && c.bf16[g->grads[i]]);
+    for (int i = 0; i < g->noutputs; i++) kept &= !c.bf16[g->outputs[i].node];
+    for (int i = 0; i < g->ninputs; i++) kept &= !c.bf16[g->inputs[i].node];
+    for (int i = 0; i < g->nnodes; i++) nbf += c.bf16[i];
+    for (int f = 0; f < c.prog.nfn; f++) typed += strstr(c.prog.fn[f].src, "lt_bf16*") != NULL;
+    CHECK_MSG(kept, "%s: a weight, weight gradient, output or input is stored as bf16", ex[e].path);
+    CHECK_MSG(nbf > 0 && typed > 0, "%s: bf16 stores nothing as bf16 (%d tensors, %d kernels)", ex[e].path, nbf, typed);
+    printf("bf16             %-20s training step %d of %d tensors bf16, %d of %d functions take bf16; weights f32\n",
+           ex[e].path, nbf, g->nnodes, typed, c.prog.nfn);
+    cu_compiled_free(&c);
+    lathe_program_free(p);
+  }
+}
+
 int main(void) {
   if (!cx_host_compiler()) {
     printf("SKIP test_cuda_exec: no host C++ compiler was found at configure time; the executor needs one\n");
@@ -523,6 +591,8 @@ int main(void) {
     printf("SKIP test_cuda_exec: the kernels are compiled by NVRTC first, and it is absent: %s\n", why);
     return 0;
   }
+  nvrtc_rejects();
+  bf16_storage();
   D = cx_driver(err, sizeof err);
   if (!D) {
     fprintf(stderr, "cx_driver: %s\n", err);

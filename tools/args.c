@@ -191,6 +191,13 @@ int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o) {
   o->dump_dir = cli_value(a, "--dump-dir");
   o->time_passes = cli_has(a, "--time-passes");
   o->pass_log = stderr;
+  return cli_precision(cmd, cli_value(a, "--precision"), &o->precision);
+}
+
+int cli_precision(const char *cmd, const char *v, int *precision) {
+  if (!v || !strcmp(v, "f32")) *precision = LATHE_PRECISION_F32;
+  else if (!strcmp(v, "bf16")) *precision = LATHE_PRECISION_BF16;
+  else return fprintf(stderr, "lathe %s: error: --precision %s: expected f32 or bf16\n", cmd, v), 1;
   return 0;
 }
 

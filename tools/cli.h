@@ -60,7 +60,9 @@ int cli_double(const cli_args *a, const char *cmd, const char *flag, double *out
 
 /* The graph-pipeline flags of check, run and train, and reading them into
  * the compile options (pass_log = stderr). 0, or 1 after an error. */
-#define CLI_PASS_FLAGS "-O=attached --passes=value --print-after=value --dump-dir=value --time-passes=bool"
+#define CLI_PASS_FLAGS "-O=attached --passes=value --print-after=value --dump-dir=value --time-passes=bool --precision=value"
+/* --precision f32|bf16 into *precision (lathe_precision); absent: f32. 0, or 1 with the error printed. */
+int cli_precision(const char *cmd, const char *v, int *precision);
 int cli_pass_options(const cli_args *a, const char *cmd, lathe_options *o);
 /* o->quant from the weights file's tensors (a quantized file compiles its
  * products quantized); NULL weights: nothing. 0, or the error's status. */
@@ -73,6 +75,8 @@ int cli_weights_quant(const char *weights, lathe_options *o, lathe_error *err);
   "  --passes=LIST   run these passes instead (foldbn, constfold, simplify, cse, dce, attnsave,\n" \
   "                  fuse; comma-separated; without fuse the backend fuses nothing either)\n" \
   "  --print-after=P print the graph to stderr after pass P\n" \
+  "  --precision P   f32 (the default) or bf16: with --backend cuda, bf16 activations and\n" \
+  "                  products (f32 sums, weights, optimizer state); llvm refuses bf16\n" \
   "  --dump-dir DIR  write NN-PASS.txt and NN-PASS.dot after every pass (00-input first)\n" \
   "  --time-passes   print each pass's time and rewrites to stderr\n"
 

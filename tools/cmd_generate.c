@@ -59,7 +59,7 @@ static int parse_options(const cli_args *a, lathe_generate_options *o) {
   int given = 0;
   if (cli_u64(a, "generate", "--tokens", &tokens, &given) || cli_u64(a, "generate", "--top-k", &top_k, NULL) ||
       cli_u64(a, "generate", "--seed", &o->seed, NULL) || cli_double(a, "generate", "--temperature", &o->temperature) ||
-      cli_backend(cli_value(a, "--backend"), &o->backend))
+      cli_backend(cli_value(a, "--backend"), &o->backend) || cli_precision("generate", cli_value(a, "--precision"), &o->precision))
     return 1;
   o->weights = cli_value(a, "--weights");
   o->prompt = cli_value(a, "--prompt");
@@ -102,7 +102,7 @@ int cmd_generate(int argc, char **argv) {
   lathe_generate_options o = {.temperature = 1.0, .on_token = put_char, .user = &out};
   int status = cli_parse(argc, argv, "generate",
                          "--weights=value --prompt=value --tokens=value --temperature=value --top-k=value "
-                         "--seed=value --backend=value --bind=pair --recompute=bool",
+                         "--seed=value --backend=value --bind=pair --recompute=bool --precision=value",
                          &a);
   if (status) return 1;
   status = parse_options(&a, &o);

@@ -171,7 +171,11 @@ int cmd_eval(int argc, char **argv) {
   cli_args a;
   const char *npy[CLI_MAXITEMS];
   lathe_eval_options o = {0};
-  int status = cli_parse(argc, argv, "eval", DATA_FLAGS " --weights=value --split=value --backend=value --gemm=value", &a);
+  int status = cli_parse(argc, argv, "eval",
+                         DATA_FLAGS " --weights=value --split=value --backend=value --gemm=value --precision=value", &a);
+  lathe_options prec = {0};
+  if (!status) status = cli_precision("eval", cli_value(&a, "--precision"), &prec.precision);
+  o.data.compile = &prec;
   if (!status) status = data_options(&a, "eval", &o.data, npy, CLI_MAXITEMS);
   if (!status) status = cli_backend(cli_value(&a, "--backend"), &o.data.backend) ? 1 : 0;
   if (!status) status = cli_gemm("eval", cli_value(&a, "--gemm")) ? 1 : 0;

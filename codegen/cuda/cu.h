@@ -61,6 +61,7 @@ typedef struct cu_cuda_api {
   int (*GraphLaunch)(void *exec, void *stream);
   int (*GraphExecDestroy)(void *exec);
   int (*GraphDestroy)(void *graph);
+  int (*MemGetInfo)(size_t *free_bytes, size_t *total_bytes); /* optional */
   int (*MemsetD8Async)(uint64_t dst, unsigned char v, size_t n, void *stream);
   int (*ModuleLoadData)(void **mod, const void *image);
   int (*ModuleUnload)(void *mod);
@@ -156,9 +157,19 @@ extern const char cu_prelude[];
 /* Render every kernel of p. 0, or -1 with msg naming the kernel kind, the
  * node and what is not rendered. */
 int cu_render(const pl_plan *p, cu_program *out, char *msg, size_t n);
+/* The same with per-node storage (cu_precision.c): bf16[i] 1 stores node i
+ * as bf16 (NULL: every tensor at its dtype). */
+int cu_render_prec(const pl_plan *p, const unsigned char *bf16, cu_program *out, char *msg, size_t n);
 void cu_program_free(cu_program *cp);
-/* The plan target of the CUDA backend (its scratch and epilogue rules). */
+/* The plan target of the CUDA backend (its scratch and epilogue rules);
+ * bf16: also scratch for a product's operands rounded to bf16. */
 const pl_target *cu_plan_target(void);
+const pl_target *cu_plan_target_bf16(void);
+
+/* ---- cu_precision.c: --precision bf16's tensors ----
+ * *out (malloc'd, per node): 1 where the tensor is stored as bf16. 0, or -1
+ * out of memory. */
+int cu_bf16_buffers(const pl_plan *p, unsigned char **out);
 
 /* ---- cu_modules.c: the program's kernels as modules compiled at once ----
  * The unique kernels are cut into parts, each part one module of CUDA C
@@ -185,12 +196,21 @@ typedef struct {
   cu_modules mods;
   char arch[16];
   double render_ms;   /* planning and rendering */
+  unsigned char *bf16; /* --precision bf16: per node, stored as bf16 (NULL: f32) */
 } cu_compiled;
 int cu_compile(const ir_graph *g, const char *arch, cu_compiled *out, char *msg, size_t n);
+/* bf16: --precision bf16 (cu_precision.c), else as cu_compile. */
+int cu_compile_prec(const ir_graph *g, const char *arch, int bf16, cu_compiled *out, char *msg, size_t n);
 void cu_compiled_free(cu_compiled *c);
 /* ---- cu_loader.c: the product's driver (the driver API and cuBLASLt), or
  * the one a test installed with cu_set_driver_factory. NULL with err. */
 cu_driver *cu_driver_create(char *err, size_t errlen);
+
+/* A PTX image (not an ELF CUBIN) from an NVRTC newer than the driver
+ * (cuDriverGetVersion's 12040 for 12.4) cannot be loaded: -1 with one line
+ * saying so, before the driver is asked; 0 otherwise. */
+int cu_image_vs_driver(const void *image, size_t len, int driver_version, int nvrtc_major, int nvrtc_minor, char *msg,
+                       size_t n);
 
 /* Device 0's architecture ("sm_90") from the driver, or -1 with msg. */
 int cu_device_arch(char *arch, size_t an, char *msg, size_t n);

@@ -3,6 +3,7 @@
  * compiled (cu_modules.c) for the device's architecture or the one asked
  * for (compiling needs NVRTC only, no device). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -28,6 +29,10 @@ int cu_device_arch(char *arch, size_t an, char *msg, size_t n) {
 }
 
 int cu_compile(const ir_graph *g, const char *arch, cu_compiled *out, char *msg, size_t n) {
+  return cu_compile_prec(g, arch, 0, out, msg, n);
+}
+
+int cu_compile_prec(const ir_graph *g, const char *arch, int bf16, cu_compiled *out, char *msg, size_t n) {
   memset(out, 0, sizeof *out);
   if (arch && *arch) {
     if (cu_arch_ok(arch, msg, n)) return -1;
@@ -36,18 +41,25 @@ int cu_compile(const ir_graph *g, const char *arch, cu_compiled *out, char *msg,
     return -1;
   }
   double t0 = now_ms();
-  if (pl_build(g, cu_plan_target(), &out->plan)) return ir_fail(msg, n, "out of memory for the kernel plan");
+  if (pl_build(g, bf16 ? cu_plan_target_bf16() : cu_plan_target(), &out->plan))
+    return ir_fail(msg, n, "out of memory for the kernel plan");
   char vmsg[1024];
   if (pl_verify(&out->plan, vmsg, sizeof vmsg)) {
     pl_free(&out->plan);
     return ir_fail(msg, n, "internal error: the kernel plan does not verify: %s", vmsg);
   }
-  if (cu_render(&out->plan, &out->prog, msg, n)) {
+  if (bf16 && cu_bf16_buffers(&out->plan, &out->bf16)) {
+    cu_compiled_free(out);
+    return ir_fail(msg, n, "out of memory for the kernel plan");
+  }
+  if (cu_render_prec(&out->plan, out->bf16, &out->prog, msg, n)) {
+    free(out->bf16);
     pl_free(&out->plan);
     return -1;
   }
   out->render_ms = now_ms() - t0;
   if (cu_modules_build(&out->prog, out->arch, 0, &out->mods, msg, n)) {
+    free(out->bf16);
     cu_program_free(&out->prog);
     pl_free(&out->plan);
     return -1;
@@ -60,5 +72,6 @@ void cu_compiled_free(cu_compiled *c) {
   cu_modules_free(&c->mods);
   cu_program_free(&c->prog);
   pl_free(&c->plan);
+  free(c->bf16);
   memset(c, 0, sizeof *c);
 }

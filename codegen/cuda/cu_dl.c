@@ -145,6 +145,7 @@ static const cu_sym cuda_syms[] = {
   OPT(cu_cuda_api, GraphLaunch, "cuGraphLaunch"),
   OPT(cu_cuda_api, GraphExecDestroy, "cuGraphExecDestroy"),
   OPT(cu_cuda_api, GraphDestroy, "cuGraphDestroy"),
+  OPT(cu_cuda_api, MemGetInfo, "cuMemGetInfo_v2"),
   SYM(cu_cuda_api, MemsetD8Async, "cuMemsetD8Async"),
   SYM(cu_cuda_api, ModuleLoadData, "cuModuleLoadData"),
   SYM(cu_cuda_api, ModuleUnload, "cuModuleUnload"),

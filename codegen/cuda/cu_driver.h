@@ -13,8 +13,11 @@
 
 typedef uint64_t cu_dptr;
 
-/* C = alpha * op(A) @ op(B) + beta * C, row-major f32, with an optional
- * epilogue on C: bias (length n, added per row) then activation. */
+/* C = alpha * op(A) @ op(B) + beta * C, row-major, with an optional
+ * epilogue on C: bias (length n, f32, added per row) then activation.
+ * Element types: A and B f32, or both bf16 (--precision bf16); C f32 or
+ * bf16; the sums are f32 either way (cuBLASLt's CUBLAS_COMPUTE_32F). */
+enum { CU_T_F32 = 0, CU_T_BF16 = 1 };
 enum { CU_EPI_NONE, CU_EPI_BIAS, CU_EPI_BIAS_RELU, CU_EPI_BIAS_GELU };
 typedef struct cu_gemm {
   int m, n, k;
@@ -22,10 +25,12 @@ typedef struct cu_gemm {
   int lda, ldb, ldc;         /* row strides in elements */
   float alpha, beta;
   cu_dptr a, b, c;
-  int epilogue;              /* CU_EPI_* */
+  int epilogue;              /* CU_EPI_*; a bias epilogue only with an f32 C (the bias is f32; cuBLASLt's bias
+                              * has D's type), the renderer fuses it otherwise */
   cu_dptr bias;              /* f32[n] when epilogue has a bias */
   int batch;                 /* 0 or 1: one GEMM; >1: strided batch */
   long long stride_a, stride_b, stride_c;
+  int ab_type, c_type;       /* CU_T_*: A and B's, C's */
 } cu_gemm;
 
 typedef struct cu_driver cu_driver;
@@ -63,6 +68,10 @@ struct cu_driver {
   int (*graph_end)(cu_driver *d, void **graph);
   int (*graph_launch)(cu_driver *d, void *graph);
   void (*graph_free)(cu_driver *d, void *graph);
+  /* Optional: the device memory free now and in all (cuMemGetInfo), asked
+   * before the program's one allocation so that a model too large for what
+   * is free is refused in one line before anything is allocated. */
+  int (*mem_info)(cu_driver *d, size_t *free_bytes, size_t *total_bytes);
 };
 
 /* Creates a driver, or NULL with a one-line reason in err[errlen]. */

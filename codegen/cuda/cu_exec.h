@@ -15,7 +15,7 @@ typedef struct cu_exec cu_exec;
  * loaded, the device memory allocated. NULL with one line in msg (no
  * driver or GPU, a kernel not rendered, NVRTC's rejection, too little
  * device memory). g must outlive it. */
-cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n);
+cu_exec *cu_exec_create(const ir_graph *g, const char *arch, int bf16, char *msg, size_t n);
 /* One run: inputs (per g->inputs, in their dtypes) and params (f32) in,
  * outputs (per g->outputs, in their dtypes) and the loss (NaN when none)
  * out, as cg_run. 0, or -1 with msg. */

@@ -43,6 +43,12 @@ static int r_alloc(cu_driver *d, size_t bytes, cu_dptr *out) {
   return 0;
 }
 
+static int r_mem_info(cu_driver *d, size_t *free_bytes, size_t *total_bytes) {
+  cu_real *s = d->self;
+  int rc = s->cu->MemGetInfo(free_bytes, total_bytes);
+  return rc ? fail(d, "cuMemGetInfo", rc) : 0;
+}
+
 static void r_free(cu_driver *d, cu_dptr p) {
   cu_real *s = d->self;
   if (p) s->cu->MemFree(p);
@@ -68,9 +74,24 @@ static int r_memset0(cu_driver *d, cu_dptr dst, size_t bytes) {
   return rc ? fail(d, "cuMemsetD8", rc) : 0;
 }
 
+int cu_image_vs_driver(const void *image, size_t len, int driver_version, int nvrtc_major, int nvrtc_minor, char *msg,
+                       size_t n) {
+  int elf = len >= 4 && !memcmp(image, "\x7f" "ELF", 4);
+  int nvrtc = nvrtc_major * 1000 + nvrtc_minor * 10;
+  if (elf || !driver_version || driver_version >= nvrtc) return 0;
+  snprintf(msg, n, "the kernels are PTX from NVRTC %d.%d, newer than this driver (CUDA %d.%d), which cannot load it: "
+           "update the NVIDIA driver, or use an NVRTC no newer than %d.%d (CUDA_HOME)", nvrtc_major, nvrtc_minor,
+           driver_version / 1000, driver_version % 1000 / 10, driver_version / 1000, driver_version % 1000 / 10);
+  return -1;
+}
+
 static int r_module_load(cu_driver *d, const char *src, const void *image, size_t len, void **mod) {
-  (void)src, (void)len;
+  (void)src;
   cu_real *s = d->self;
+  int dv = 0;
+  const cu_nvrtc_api *nv = cu_dl_nvrtc(NULL, 0);
+  if (nv && !s->cu->DriverGetVersion(&dv) && cu_image_vs_driver(image, len, dv, nv->major, nv->minor, d->err, sizeof d->err))
+    return -1;
   int rc = s->cu->ModuleLoadData(mod, image);
   return rc ? fail(d, "cuModuleLoadData", rc) : 0;
 }
@@ -97,7 +118,7 @@ static int r_launch(cu_driver *d, void *fn, unsigned gx, unsigned gy, unsigned g
 /* cuBLASLt's attribute numbers and types (cublasLt.h, library_types.h) */
 enum { LT_COMPUTE_32F = 68, LT_R_32F = 0, LT_DESC_TRANSA = 3, LT_DESC_TRANSB = 4, LT_DESC_EPILOGUE = 7,
        LT_DESC_BIAS_POINTER = 8, LT_LAYOUT_BATCH_COUNT = 5, LT_LAYOUT_BATCH_STRIDE = 6, LT_EPI_DEFAULT = 1,
-       LT_EPI_BIAS = 4, LT_EPI_RELU_BIAS = 6, LT_EPI_GELU_BIAS = 36 };
+       LT_EPI_BIAS = 4, LT_EPI_RELU_BIAS = 6, LT_EPI_GELU_BIAS = 36, LT_R_16BF = 14 };
 
 /* Row-major C[m, n] = op(A) op(B) is column-major C^T[n, m] = op(B)^T op(A)^T:
  * cuBLASLt gets B first, then A, each as stored (a row-major [r, c] with
@@ -118,10 +139,11 @@ static int r_gemm(cu_driver *d, const cu_gemm *g) {
     void *bias = (void *)(uintptr_t)g->bias;
     rc = lt->MatmulDescSetAttribute(desc, LT_DESC_BIAS_POINTER, &bias, sizeof bias);
   }
+  int tab = g->ab_type == CU_T_BF16 ? LT_R_16BF : LT_R_32F, tc = g->c_type == CU_T_BF16 ? LT_R_16BF : LT_R_32F;
   /* first operand: B as stored; second: A as stored; result C^T[n, m] */
-  if (!rc) rc = lt->MatrixLayoutCreate(&lb, LT_R_32F, g->trans_b ? g->k : g->n, g->trans_b ? g->n : g->k, g->ldb);
-  if (!rc) rc = lt->MatrixLayoutCreate(&la, LT_R_32F, g->trans_a ? g->m : g->k, g->trans_a ? g->k : g->m, g->lda);
-  if (!rc) rc = lt->MatrixLayoutCreate(&lc, LT_R_32F, g->n, g->m, g->ldc);
+  if (!rc) rc = lt->MatrixLayoutCreate(&lb, tab, g->trans_b ? g->k : g->n, g->trans_b ? g->n : g->k, g->ldb);
+  if (!rc) rc = lt->MatrixLayoutCreate(&la, tab, g->trans_a ? g->m : g->k, g->trans_a ? g->k : g->m, g->lda);
+  if (!rc) rc = lt->MatrixLayoutCreate(&lc, tc, g->n, g->m, g->ldc);
   if (!rc && g->batch > 1) {
     int32_t nb = g->batch;
     int64_t sa = g->stride_a, sb = g->stride_b, sc = g->stride_c;
@@ -246,6 +268,7 @@ static cu_driver *real_driver(char *err, size_t errlen) {
   d->module_load = r_module_load, d->get_function = r_get_function, d->launch = r_launch, d->gemm = r_gemm;
   d->sync = r_sync, d->destroy = r_destroy;
   if (cu->MemcpyDtoDAsync) d->dtod = r_dtod;
+  if (cu->MemGetInfo) d->mem_info = r_mem_info;
   if (cu->StreamBeginCapture && cu->StreamEndCapture && cu->GraphInstantiate && cu->GraphLaunch &&
       cu->GraphExecDestroy && cu->GraphDestroy)
     d->graph_begin = r_graph_begin, d->graph_end = r_graph_end, d->graph_launch = r_graph_launch,

@@ -33,6 +33,36 @@ static double now_ms(void) {
   return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
+static int lines_in(const char *s) {
+  int k = 0;
+  for (; *s; s++) k += *s == '\n';
+  return k;
+}
+
+/* The function of module m whose text holds line `line` (1-based) of the
+ * module's source, or -1: NVRTC's log names lines ("module03.cu(120):
+ * error: ..."), the user wants the kernel. The module is the prelude, then
+ * each of its functions after a newline. */
+static int fn_at_line(const cu_program *cp, const int *mod_of, int m, long line) {
+  long at = lines_in(cu_prelude) + 1; /* the empty line of the newline before the first function */
+  for (int f = 0; f < cp->nfn; f++) {
+    if (mod_of[f] != m) continue;
+    long last = at + lines_in(cp->fn[f].src); /* every function's text ends in a newline */
+    if (line > at && line <= last) return f;
+    at = last + 1;
+  }
+  return -1;
+}
+
+/* NVRTC's refusal of module m, naming the kernel of its first error. */
+static int rejected(const cu_program *cp, const int *mod_of, int m, const cu_job *j, char *msg, size_t n) {
+  const char *at = strstr(j->msg, j->name);
+  while (at && at[strlen(j->name)] != '(') at = strstr(at + 1, j->name);
+  int f = at ? fn_at_line(cp, mod_of, m, strtol(at + strlen(j->name) + 1, NULL, 10)) : -1;
+  if (f < 0) return ir_fail(msg, n, "%s", j->msg);
+  return ir_fail(msg, n, "NVRTC rejected kernel %s (plan kernel k%d): %s", cp->fn[f].name, cp->fn[f].pk, j->msg);
+}
+
 int cu_modules_build(const cu_program *cp, const char *arch, int nparts, cu_modules *out, char *msg, size_t n) {
   memset(out, 0, sizeof *out);
   if (nparts <= 0) {
@@ -93,7 +123,7 @@ int cu_modules_build(const cu_program *cp, const char *arch, int nparts, cu_modu
     if (th[m]) pthread_join(th[m], NULL);
   out->wall_ms = now_ms() - t0;
   for (int m = 0; m < started && !rc; m++) {
-    if (jobs[m].rc) rc = ir_fail(msg, n, "%s", jobs[m].msg);
+    if (jobs[m].rc) rc = rejected(cp, out->mod_of, m, &jobs[m], msg, n);
     out->cache_hits += out->img[m].cache_hit;
   }
   free(jobs);

@@ -21,6 +21,19 @@
 const char cu_prelude[] =
   "// Lathe CUDA backend: generated code (codegen/cuda/cu_render.c)\n"
   "#define LT_INF __int_as_float(0x7f800000)\n"
+  "// A bf16 tensor element (--precision bf16): widened to f32 on every read, rounded to nearest even once on\n"
+  "// every store; kernels compute in f32. The constructor is explicit so that `c ? x[i] : 0.f` stays f32.\n"
+  "struct lt_bf16 {\n  unsigned short u;\n  lt_bf16() = default;\n"
+  "  __device__ explicit lt_bf16(float f) { set(f); }\n"
+  "  __device__ void set(float f) {\n    unsigned x = __float_as_uint(f);\n"
+  "    u = (x & 0x7fffffffu) > 0x7f800000u ? (unsigned short)((x >> 16) | 0x40u)\n"
+  "                                        : (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);\n  }\n"
+  "  __device__ operator float() const { return __uint_as_float((unsigned)u << 16); }\n"
+  "  __device__ lt_bf16& operator=(float f) { set(f); return *this; }\n"
+  "  __device__ lt_bf16& operator+=(float f) { set((float)*this + f); return *this; }\n"
+  "  __device__ lt_bf16& operator-=(float f) { set((float)*this - f); return *this; }\n"
+  "  __device__ lt_bf16& operator*=(float f) { set((float)*this * f); return *this; }\n"
+  "  __device__ lt_bf16& operator/=(float f) { set((float)*this / f); return *this; }\n};\n"
   "__device__ __forceinline__ float lt_sigmoid(float x) {\n"
   "  if (x >= 0.f) return 1.f / (1.f + expf(-x));\n"
   "  float e = expf(x); return e / (1.f + e);\n}\n"
@@ -97,9 +110,13 @@ static const char *ctype(ir_dtype t) {
   return t < IR_NDTYPES && names[t] ? names[t] : "float";
 }
 
+int cu_is_bf16(const cu_rctx *r, const ir_node *n) {
+  return r->bf16 && n >= r->g->nodes && n < r->g->nodes + r->g->nnodes && r->bf16[n - r->g->nodes];
+}
+
 void cu_param(cu_rctx *r, const char *name, const ir_node *n, int is_out) {
   cu_sb_printf(&r->b, "%s%s%s* __restrict__ %s", r->b.s && r->b.s[r->b.n - 1] == '(' ? "" : ", ",
-               is_out ? "" : "const ", ctype(n->dtype), name);
+               is_out ? "" : "const ", cu_is_bf16(r, n) ? "lt_bf16" : ctype(n->dtype), name);
 }
 
 void cu_begin(cu_rctx *r, int threads) {
@@ -422,6 +439,37 @@ static int render_siblings(cu_rctx *r) {
 
 /* The driver gemm(s) of matmul node n into the buffer of `dst` (node):
  * one product, the batch folded into rows, or a strided batch. */
+/* Operand `node` of a bf16 product rounded into the kernel's scratch at
+ * byte `at` (a kernel before the product); its ref there. */
+static int to_bf16(cu_rctx *r, int node, int64_t at, cu_ref *ref) {
+  const ir_node *x = &r->g->nodes[node];
+  int64_t count = ir_numel(&x->shape);
+  cu_begin(r, EW_THREADS);
+  cu_sb_printf(&r->b, "const float* __restrict__ x, lt_bf16* __restrict__ y");
+  loop_open(&r->b, count);
+  cu_sb_printf(&r->b, "    y[e] = x[e];\n  }\n}\n");
+  cu_ref ops[2] = {{node, 0}, {CU_REF_ARENA, at}};
+  *ref = ops[1];
+  return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, 2);
+}
+
+/* --precision bf16: a product with a bf16 operand or result runs in bf16
+ * (cuBLASLt's A and B share one type): an f32 operand (a master weight) is
+ * rounded into the kernel's scratch first. */
+static int bf16_operands(cu_rctx *r, const ir_node *n, int dst, cu_launch *l) {
+  const ir_node *A = &r->g->nodes[n->in[0]], *B = &r->g->nodes[n->in[1]];
+  int ba = cu_is_bf16(r, A), bb = cu_is_bf16(r, B), bc = cu_is_bf16(r, &r->g->nodes[dst]);
+  l->gemm.c_type = bc ? CU_T_BF16 : CU_T_F32;
+  if (!ba && !bb && !bc) return 0;
+  l->gemm.ab_type = CU_T_BF16;
+  int64_t scr = r->p->buf[r->k->node].scr, at = scr;
+  if (scr < 0) return cu_unsupported(r, "no scratch for a bf16 product's operands");
+  if (!ba && to_bf16(r, n->in[0], at, &l->ga)) return -1;
+  at += (2 * ir_numel(&A->shape) + 255) / 256 * 256;
+  if (!bb && to_bf16(r, n->in[1], at, &l->gb)) return -1;
+  return 0;
+}
+
 static int gemm_of(cu_rctx *r, const ir_node *n, int dst, int epilogue, int bias) {
   const ir_node *A = &r->g->nodes[n->in[0]], *B = &r->g->nodes[n->in[1]];
   const ir_shape *sa = &A->shape, *sb = &B->shape;
@@ -453,6 +501,7 @@ static int gemm_of(cu_rctx *r, const ir_node *n, int dst, int epilogue, int bias
   }
   l.ga.node = n->in[0], l.gb.node = n->in[1], l.gc.node = dst;
   l.gbias.node = bias;
+  if (r->bf16 && bf16_operands(r, n, dst, &l)) return -1;
   return cu_add_launch(r, &l);
 }
 
@@ -464,6 +513,7 @@ static int render_gemm(cu_rctx *r) {
 
 /* cuBLASLt's own epilogue for [bias row] or [bias row, relu | tanh-gelu]. */
 static int lt_epilogue(const cu_rctx *r, const pl_epilogue *e, int *bias) {
+  if (cu_is_bf16(r, &r->g->nodes[r->k->node])) return 0; /* cuBLASLt's bias has D's type; ours is f32 */
   if (e->nsteps < 1 || e->nsteps > 2 || e->kind[0] != PL_EPI_ROW || e->node[0]->op != IR_ADD || e->save[0]) return 0;
   *bias = r->k->arg[e->arg[0] - 1];
   if (e->nsteps == 1) return CU_EPI_BIAS;
@@ -542,9 +592,11 @@ static const cu_render_fn by_kind[PL_NKINDS] = {
   [PL_K_ATTENTION] = cu_render_by_op,    [PL_K_RECURRENCE] = cu_render_by_op,
 };
 
-int cu_render(const pl_plan *p, cu_program *out, char *msg, size_t n) {
+int cu_render(const pl_plan *p, cu_program *out, char *msg, size_t n) { return cu_render_prec(p, NULL, out, msg, n); }
+
+int cu_render_prec(const pl_plan *p, const unsigned char *bf16, cu_program *out, char *msg, size_t n) {
   memset(out, 0, sizeof *out);
-  cu_rctx r = {.p = p, .g = p->g, .out = out, .msg = msg, .msgn = n};
+  cu_rctx r = {.p = p, .g = p->g, .out = out, .msg = msg, .msgn = n, .bf16 = bf16};
   int rc = 0;
   for (int i = 0; i < p->nk && !rc; i++) {
     r.pk = i, r.k = &p->k[i];
@@ -587,6 +639,8 @@ static int64_t cu_scratch_bytes(const ir_graph *g, const ir_node *n) {
       n->op == IR_GRU_GRAD)
     return cu_seq_scratch(g, n);
   if (n->op == IR_MHA || n->op == IR_MHA_GRAD) return cu_mha_scratch(g, n);
+  /* the weighted or ignoring cross-entropy's gradient: the rows' total weight, the classes' */
+  if (n->op == IR_CROSS_ENTROPY_GRAD && (n->nin == 4 || n->attr.k)) return 4 * (int64_t)sizeof(float);
   /* layernorm's weight gradient keeps each row's mean and 1/std */
   if (n->op == IR_LAYERNORM_GRAD && n->attr.i == 1) {
     const ir_shape *x = &g->nodes[n->in[0]].shape;
@@ -607,3 +661,13 @@ static int cu_epilogue_unary(int op) {
 
 static const pl_target cuda_target = {"cuda", cu_scratch_bytes, cu_epilogue_unary};
 const pl_target *cu_plan_target(void) { return &cuda_target; }
+
+/* --precision bf16: a product may round its f32 operands into scratch
+ * (bf16_operands), each at a 256-byte boundary. */
+static int64_t cu_scratch_bytes_bf16(const ir_graph *g, const ir_node *n) {
+  if (n->op != IR_MATMUL) return cu_scratch_bytes(g, n);
+  int64_t a = ir_numel(&g->nodes[n->in[0]].shape), b = ir_numel(&g->nodes[n->in[1]].shape);
+  return (2 * a + 255) / 256 * 256 + (2 * b + 255) / 256 * 256;
+}
+static const pl_target cuda_target_bf16 = {"cuda", cu_scratch_bytes_bf16, cu_epilogue_unary};
+const pl_target *cu_plan_target_bf16(void) { return &cuda_target_bf16; }

@@ -27,6 +27,7 @@ typedef struct cu_rctx {
   int pk;             /* the plan kernel being rendered */
   const pl_kernel *k;
   cu_sb b;            /* the function being written */
+  const unsigned char *bf16; /* per node: stored as bf16 (NULL: none) */
   char *msg;
   size_t msgn;
 } cu_rctx;
@@ -34,6 +35,8 @@ typedef struct cu_rctx {
 /* Renderers: 0, or -1 with r->msg set (cu_unsupported). */
 typedef int (*cu_render_fn)(cu_rctx *r);
 
+/* Node n (a pointer into r->g->nodes) is stored as bf16. */
+int cu_is_bf16(const cu_rctx *r, const ir_node *n);
 /* Kernel operand j's node (0: the kernel's node, then pl_kernel.arg). */
 int cu_opnode(const cu_rctx *r, int j);
 const ir_node *cu_opn(const cu_rctx *r, int j);

@@ -218,61 +218,141 @@ static int r_layernorm_grad(cu_rctx *r) {
 /* The status code of a run-time error at node (what: 0 an id, 1 a label, 2 an index). */
 long long cu_code_of(int node, int what) { return 1 + (long long)node * 4 + what; }
 
-/* Cross-entropy: one block; each warp takes rows, the lanes its classes. */
+/* Cross-entropy in every form the interpreter has (ir/interp_nn.c
+ * ik_cross_entropy, torch's): class weights w (operand `wop`, 0: none), an
+ * ignore_index (attr k = 1, the index in attr n), label smoothing ls. Over
+ * the counted rows, (1 - ls) w[lab] (lse - x[lab]) + ls / C sum_c w[c]
+ * (lse - x[c]), divided by the counted rows' total weight. */
+typedef struct {
+  int wop;              /* the weight operand, or 0 */
+  int has_ignore;
+  long long ignore;
+  char ls[48], lsc[48]; /* ls and ls / C as literals */
+} ce_form;
+
+static ce_form ce_form_of(const ir_node *n, int wop_if_weighted, int weighted, int64_t C) {
+  ce_form f = {.wop = weighted ? wop_if_weighted : 0, .has_ignore = n->attr.k != 0, .ignore = (long long)n->attr.n};
+  cu_flt(n->attr.f, f.ls, sizeof f.ls);
+  cu_flt(n->attr.f / (double)C, f.lsc, sizeof f.lsc);
+  return f;
+}
+
+/* `W(j)`: class j's weight as an expression (1.f without weights). */
+static void ce_w(char *buf, size_t n, const ce_form *f, const char *j) {
+  if (f->wop) snprintf(buf, n, "a%d[%s]", f->wop, j);
+  else snprintf(buf, n, "1.f");
+}
+
+/* Statements that skip row `row` when its label `lab` is the ignore_index,
+ * and flag a label that is not a class (then skip it too). */
+static void ce_label(cu_sb *b, const ce_form *f, const char *lane0, long long code) {
+  cu_sb_printf(b, "    long long lab = (long long)a2[row];\n");
+  if (f->has_ignore) cu_sb_printf(b, "    if (lab == %lldLL) IGNORED;\n", f->ignore);
+  cu_sb_printf(b, "    if (lab < 0 || lab >= C) { if (%s) lt_fail(status, %lld); continue; }\n", lane0, code);
+}
+
+/* The loss: one block; each warp takes rows, the lanes its classes. */
 static int r_cross_entropy(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0), *x = cu_opn(r, 1);
-  if (n->nin == 3 || n->attr.k == 1) return cu_unsupported(r, "cross_entropy with weight= or ignore_index= is not rendered");
   int64_t C = x->shape.d[x->shape.rank - 1], rows = ir_numel(&x->shape) / C;
-  char ls[48], lsc[48];
-  cu_flt(n->attr.f, ls, sizeof ls);
-  cu_flt(n->attr.f / (double)C, lsc, sizeof lsc);
+  ce_form f = ce_form_of(n, 3, n->nin == 3, C);
+  char wl[48], wj[48];
+  ce_w(wl, sizeof wl, &f, "lab"), ce_w(wj, sizeof wj, &f, "j");
   cu_begin(r, 1024);
-  cu_params(r, 3);
+  cu_params(r, f.wop ? 4 : 3);
   cu_status_param(r);
   cu_sb_printf(&r->b,
                ") {\n  const long long C = %lldLL, ROWS = %lldLL;\n  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;\n"
-               "  float total = 0.f;\n"
+               "  float total = 0.f, wsum = 0.f;\n"
+               "#define IGNORED continue\n"
                "  for (long long row = warp; row < ROWS; row += blockDim.x >> 5) {\n"
-               "    const float* xr = a1 + row * C;\n    long long lab = (long long)a2[row];\n"
-               "    if (lab < 0 || lab >= C) { if (lane == 0) lt_fail(status, %lld); continue; }\n"
-               "    float mx = -LT_INF, s = 0.f, all = 0.f;\n"
+               "    const auto* xr = a1 + row * C;\n",
+               (long long)C, (long long)rows);
+  ce_label(&r->b, &f, "lane == 0", cu_code_of(r->k->node, 1));
+  cu_sb_printf(&r->b,
+               "    float mx = -LT_INF, s = 0.f, wx = 0.f, ww = 0.f;\n"
                "    for (long long j = lane; j < C; j += 32) mx = fmaxf(mx, xr[j]);\n    mx = lt_warp_max(mx);\n"
-               "    for (long long j = lane; j < C; j += 32) { s += expf(xr[j] - mx); all += xr[j]; }\n"
-               "    s = lt_warp_sum(s); all = lt_warp_sum(all);\n    float lse = mx + logf(s);\n"
-               "    total += (1.f - %s) * (lse - xr[lab]) + %s * (C * lse - all);\n  }\n"
+               "    for (long long j = lane; j < C; j += 32) { s += expf(xr[j] - mx); wx += %s * xr[j]; ww += %s; }\n"
+               "    s = lt_warp_sum(s); wx = lt_warp_sum(wx); ww = lt_warp_sum(ww);\n    float lse = mx + logf(s);\n"
+               "    total += (1.f - %s) * %s * (lse - xr[lab]) + %s * (ww * lse - wx);\n    wsum += %s;\n  }\n"
+               "#undef IGNORED\n"
                "  total = lt_block_reduce(lane == 0 ? total : 0.f, 0);\n"
-               "  if (threadIdx.x == 0) a0[0] = total / (float)ROWS;\n}\n",
-               (long long)C, (long long)rows, cu_code_of(r->k->node, 1), ls, lsc);
-  cu_ref ops[4];
-  cu_refs(r, ops, 3);
-  ops[3].node = CU_REF_STATUS, ops[3].off = 0;
-  return cu_end(r, 1, 1024, ops, 4);
+               "  wsum = lt_block_reduce(lane == 0 ? wsum : 0.f, 0);\n"
+               "  if (threadIdx.x == 0) a0[0] = total / wsum; // every row ignored: 0 / 0, NaN as torch\n}\n",
+               wj, wj, f.ls, wl, f.lsc, wl);
+  cu_ref ops[5];
+  int nops = f.wop ? 4 : 3;
+  cu_refs(r, ops, nops);
+  ops[nops].node = CU_REF_STATUS, ops[nops].off = 0;
+  return cu_end(r, 1, 1024, ops, nops + 1);
 }
 
+/* The weighted or ignoring gradient's divisor first: the counted rows'
+ * total weight and the sum of the class weights, into st[0], st[1] (the
+ * kernel's scratch; labels out of range are flagged here). */
+static int ce_grad_weights(cu_rctx *r, const ce_form *f, int64_t C, int64_t rows, cu_ref st) {
+  char wl[48], wj[48];
+  ce_w(wl, sizeof wl, f, "lab"), ce_w(wj, sizeof wj, f, "j");
+  int nops = f->wop ? 5 : 4;
+  cu_begin(r, 1024);
+  cu_params(r, nops);
+  cu_status_param(r);
+  cu_sb_printf(&r->b,
+               ", float* __restrict__ st) {\n  const long long C = %lldLL, ROWS = %lldLL;\n  float wsum = 0.f, ww = 0.f;\n"
+               "#define IGNORED continue\n"
+               "  for (long long row = threadIdx.x; row < ROWS; row += blockDim.x) {\n",
+               (long long)C, (long long)rows);
+  ce_label(&r->b, f, "1", cu_code_of(r->k->node, 1));
+  cu_sb_printf(&r->b, "    wsum += %s;\n  }\n#undef IGNORED\n"
+                      "  for (long long j = threadIdx.x; j < C; j += blockDim.x) ww += %s;\n"
+                      "  wsum = lt_block_reduce(wsum, 0);\n  ww = lt_block_reduce(ww, 0);\n"
+                      "  if (threadIdx.x == 0) { st[0] = wsum; st[1] = ww; }\n}\n",
+               wl, wj);
+  cu_ref ops[7];
+  cu_refs(r, ops, nops);
+  ops[nops].node = CU_REF_STATUS, ops[nops].off = 0;
+  ops[nops + 1] = st;
+  return cu_end(r, 1, 1024, ops, nops + 2);
+}
+
+/* dx = dl / W ((1 - ls) w[lab] (p_j - [j == lab]) + ls / C (p_j sum_c w[c] - w[j])), W the counted rows'
+ * total weight (rows without weights or an ignore_index); an ignored row's gradient is 0. */
 static int r_cross_entropy_grad(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
-  if (n->nin == 4 || n->attr.k == 1) return cu_unsupported(r, "cross_entropy with weight= or ignore_index= is not rendered");
   int64_t C = n->shape.d[n->shape.rank - 1], rows = ir_numel(&n->shape) / C;
-  char ls[48], lsc[48];
-  cu_flt(n->attr.f, ls, sizeof ls);
-  cu_flt(n->attr.f / (double)C, lsc, sizeof lsc);
+  ce_form f = ce_form_of(n, 4, n->nin == 4, C);
+  int general = f.wop || f.has_ignore;
+  cu_ref st = cu_ref_at(CU_REF_ARENA, r->p->buf[r->k->node].scr);
+  if (general && st.off < 0) return cu_unsupported(r, "no scratch for the loss's total weight");
+  if (general && ce_grad_weights(r, &f, C, rows, st)) return -1;
+  char wl[48], wj[48], div[64];
+  ce_w(wl, sizeof wl, &f, "lab"), ce_w(wj, sizeof wj, &f, "l");
+  if (general) snprintf(div, sizeof div, "st[0]");
+  else snprintf(div, sizeof div, "%lld.f", (long long)rows);
   unsigned t = cu_row_threads(C);
   cu_begin(r, (int)t);
-  cu_params(r, 4); /* dx, logits, labels, dl */
+  cu_params(r, f.wop ? 5 : 4); /* dx, logits, labels, dl, weight? */
   cu_status_param(r);
+  if (general) cu_sb_printf(&r->b, ", const float* __restrict__ st");
   cu_rows_open(&r->b, rows, C, 1);
-  cu_sb_printf(&r->b, "    long long lab = (long long)a2[row];\n"
-                      "    if (lab < 0 || lab >= LEN) { if (threadIdx.x == 0) lt_fail(status, %lld); continue; }\n"
-                      "    float mx = -LT_INF, s = 0.f, scale = a3[0] / %lld.f;\n"
+  cu_sb_printf(&r->b, "    const long long C = LEN;\n"
+                      "#define IGNORED { " FOR_L "a0[base + l] = 0.f; continue; }\n");
+  ce_label(&r->b, &f, general ? "0" : "threadIdx.x == 0", cu_code_of(r->k->node, 1));
+  cu_sb_printf(&r->b, "#undef IGNORED\n"
+                      "    float mx = -LT_INF, s = 0.f, scale = a3[0] / %s, wl = %s, ww = %s;\n"
                       FOR_L "mx = fmaxf(mx, a1[base + l]);\n    mx = lt_block_reduce(mx, 1);\n"
                       FOR_L "s += expf(a1[base + l] - mx);\n    s = lt_block_reduce(s, 0);\n"
-                      FOR_L "a0[base + l] = scale * (expf(a1[base + l] - mx) / s - (l == lab ? 1.f - %s : 0.f) - %s);\n",
-               cu_code_of(r->k->node, 1), (long long)rows, ls, lsc);
+                      FOR_L "{\n      float p = expf(a1[base + l] - mx) / s;\n"
+                      "      a0[base + l] = scale * ((1.f - %s) * wl * (p - (l == lab ? 1.f : 0.f)) + %s * (p * ww - %s));\n"
+                      "    }\n",
+               div, wl, general ? "st[1]" : "(float)C", f.ls, f.lsc, wj);
   cu_sb_printf(&r->b, "  }\n}\n");
-  cu_ref ops[5];
-  cu_refs(r, ops, 4);
-  ops[4].node = CU_REF_STATUS, ops[4].off = 0;
-  return cu_end(r, cu_blocks(rows, 1), t, ops, 5);
+  cu_ref ops[7];
+  int nops = f.wop ? 5 : 4;
+  cu_refs(r, ops, nops);
+  ops[nops].node = CU_REF_STATUS, ops[nops].off = 0;
+  if (general) ops[nops + 1] = st;
+  return cu_end(r, cu_blocks(rows, 1), t, ops, nops + 1 + general);
 }
 
 /* Pointwise losses: the mean over the broadcast shape of f(p, t), one block. */

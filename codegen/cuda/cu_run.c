@@ -71,6 +71,25 @@ static void fill_consts(const cu_exec *x, unsigned char *h) {
   }
 }
 
+/* The program's one allocation against the device: what is free now when
+ * the driver says (LATHE_CUDA_FREE_MEM=BYTES stands in for that answer, so
+ * the refusal can be seen without a full GPU), else its total. 0 when it
+ * fits; -1 with one line saying how much is needed and what there is. */
+static int too_large(cu_exec *x, char *msg, size_t n) {
+  size_t free_b = 0, total = x->d->total_mem;
+  int have_free = x->d->mem_info && !x->d->mem_info(x->d, &free_b, &total);
+  const char *fake = getenv("LATHE_CUDA_FREE_MEM");
+  if (fake && *fake) free_b = (size_t)strtoull(fake, NULL, 10), have_free = 1;
+  if (have_free && x->bytes > free_b)
+    return ir_fail(msg, n, "--backend cuda: the model needs %zu bytes of device memory (arena %lld, weights, inputs "
+                   "and outputs) and the GPU has %zu bytes free of %zu: use a smaller batch or a GPU with more memory",
+                   x->bytes, (long long)x->c.plan.arena_bytes, free_b, total);
+  if (!have_free && total && x->bytes > total)
+    return ir_fail(msg, n, "--backend cuda: the model needs %zu bytes of device memory (arena %lld, weights, inputs "
+                   "and outputs), the GPU has %zu", x->bytes, (long long)x->c.plan.arena_bytes, total);
+  return 0;
+}
+
 void cu_exec_get_stats(const cu_exec *x, cu_exec_stats *st) {
   memset(st, 0, sizeof *st);
   if (!x) return;
@@ -96,7 +115,7 @@ void cu_exec_free(cu_exec *x) {
   free(x);
 }
 
-cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n) {
+cu_exec *cu_exec_create(const ir_graph *g, const char *arch, int bf16, char *msg, size_t n) {
   cu_exec *x = calloc(1, sizeof *x);
   if (!x) return ir_fail(msg, n, "out of memory"), NULL;
   x->g = g;
@@ -107,7 +126,7 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n
     free(x);
     return NULL;
   }
-  if (cu_compile(g, arch && *arch ? arch : x->d->arch, &x->c, msg, n)) goto fail;
+  if (cu_compile_prec(g, arch && *arch ? arch : x->d->arch, bf16, &x->c, msg, n)) goto fail;
   /* the layout: arena, constants, inputs, parameters, outputs, status */
   int64_t at = align256(x->c.plan.arena_bytes);
   x->arena_off = 0;
@@ -131,11 +150,7 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, char *msg, size_t n
   }
   x->status_off = at, at = align256(at + 16);
   x->bytes = (size_t)at;
-  if (x->d->total_mem && x->bytes > x->d->total_mem) {
-    ir_fail(msg, n, "--backend cuda: the model needs %zu bytes of device memory (arena %lld, weights, inputs and "
-            "outputs), the GPU has %zu", x->bytes, (long long)x->c.plan.arena_bytes, x->d->total_mem);
-    goto fail;
-  }
+  if (too_large(x, msg, n)) goto fail;
   if (x->d->mem_alloc(x->d, x->bytes, &x->base)) { ir_fail(msg, n, "--backend cuda: %s", x->d->err); goto fail; }
   if (x->d->memset0(x->d, x->base, x->bytes)) { ir_fail(msg, n, "--backend cuda: %s", x->d->err); goto fail; }
   if (x->c.plan.const_bytes > 0) {

@@ -140,7 +140,7 @@ static int cx_launch_(cu_driver *d, void *fn, unsigned gx, unsigned gy, unsigned
 /* One operand's extent in elements: rows of ld, the last row cols long, then
  * batch-1 strides. */
 static int cx_operand(cu_driver *d, const char *name, cu_dptr p, int rows, int cols, int ld,
-                      int batch, long long stride) {
+                      int batch, long long stride, int type) {
   if (ld < cols || ld < 1) {
     snprintf(d->err, sizeof d->err, "gemm: %s has a row stride of %d below its %d columns", name, ld, cols);
     return 1;
@@ -153,12 +153,69 @@ static int cx_operand(cu_driver *d, const char *name, cu_dptr p, int rows, int c
   size_t n = (size_t)(rows - 1) * (size_t)ld + (size_t)cols + (size_t)(batch - 1) * (size_t)stride;
   char what[64];
   snprintf(what, sizeof what, "gemm: operand %s", name);
-  return cx_mem_check(&cx_s(d)->mem, p, n * sizeof(float), what, d->err, sizeof d->err);
+  return cx_mem_check(&cx_s(d)->mem, p, n * (type == CU_T_BF16 ? 2 : sizeof(float)), what, d->err, sizeof d->err);
 }
 
 static float cx_gelu_tanh(float x) {
   const float k = 0.7978845608028654f; /* sqrt(2/pi) */
   return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+static float cx_bf16_f(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static uint16_t cx_f_bf16(float f) { /* round to nearest even, as __float2bfloat16 */
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* A bf16 product (--precision bf16) as cuBLASLt's CUBLAS_COMPUTE_32F does
+ * it: the bf16 operands widened to f32, f32 sums (OpenBLAS), the f32
+ * result rounded once to bf16 when C is bf16. Dense copies: the executor
+ * runs small shapes. */
+static int cx_gemm_bf16(cu_driver *d, const cu_gemm *g, int batch) {
+  int ar = g->trans_a ? g->k : g->m, br = g->trans_b ? g->n : g->k;
+  size_t na = (size_t)ar * (size_t)g->lda, nb = (size_t)br * (size_t)g->ldb, nc = (size_t)g->m * (size_t)g->n;
+  float *a = malloc((na + nb + nc + 1) * sizeof *a), *b = a ? a + na : NULL, *c = a ? b + nb : NULL;
+  if (!a) return snprintf(d->err, sizeof d->err, "gemm: out of host memory"), 1;
+  const float *bias = (const float *)(uintptr_t)g->bias;
+  for (int i = 0; i < batch; i++) {
+    for (int q = 0; q < 2; q++) { /* widen A and B */
+      size_t n = q ? nb : na;
+      long long st = q ? g->stride_b : g->stride_a;
+      cu_dptr p = q ? g->b : g->a;
+      float *dst = q ? b : a;
+      for (size_t e = 0; e < n; e++)
+        dst[e] = g->ab_type == CU_T_BF16 ? cx_bf16_f(((const uint16_t *)(uintptr_t)p)[(size_t)i * (size_t)st + e])
+                                         : ((const float *)(uintptr_t)p)[(size_t)i * (size_t)st + e];
+    }
+    if (g->k > 0)
+      cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans,
+                  g->m, g->n, g->k, g->alpha, a, g->lda, b, g->ldb, 0.f, c, g->n);
+    else
+      memset(c, 0, nc * sizeof *c);
+    for (int r = 0; r < g->m; r++)
+      for (int j = 0; j < g->n; j++) {
+        size_t at = (size_t)i * (size_t)g->stride_c + (size_t)r * (size_t)g->ldc + (size_t)j;
+        float v = c[(size_t)r * g->n + j], old = g->beta == 0.f ? 0.f
+                                            : g->c_type == CU_T_BF16 ? cx_bf16_f(((uint16_t *)(uintptr_t)g->c)[at])
+                                                                     : ((float *)(uintptr_t)g->c)[at];
+        v += g->beta * old;
+        if (g->epilogue != CU_EPI_NONE) v += bias[j];
+        if (g->epilogue == CU_EPI_BIAS_RELU) v = v > 0.0f ? v : 0.0f;
+        else if (g->epilogue == CU_EPI_BIAS_GELU) v = cx_gelu_tanh(v);
+        if (g->c_type == CU_T_BF16) ((uint16_t *)(uintptr_t)g->c)[at] = cx_f_bf16(v);
+        else ((float *)(uintptr_t)g->c)[at] = v;
+      }
+  }
+  free(a);
+  return 0;
 }
 
 static int cx_gemm(cu_driver *d, const cu_gemm *g) {
@@ -170,15 +227,18 @@ static int cx_gemm(cu_driver *d, const cu_gemm *g) {
     return 1;
   }
   int batch = g->batch > 1 ? g->batch : 1;
-  if (cx_operand(d, "A", g->a, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda, batch, g->stride_a) ||
-      cx_operand(d, "B", g->b, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb, batch, g->stride_b) ||
-      cx_operand(d, "C", g->c, g->m, g->n, g->ldc, batch, g->stride_c))
+  if (cx_operand(d, "A", g->a, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda, batch, g->stride_a,
+                 g->ab_type) ||
+      cx_operand(d, "B", g->b, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb, batch, g->stride_b,
+                 g->ab_type) ||
+      cx_operand(d, "C", g->c, g->m, g->n, g->ldc, batch, g->stride_c, g->c_type))
     return 1;
   if (g->epilogue != CU_EPI_NONE && g->n > 0 &&
       cx_mem_check(&cx_s(d)->mem, g->bias, (size_t)g->n * sizeof(float), "gemm: the bias", d->err,
                    sizeof d->err))
     return 1;
   if (g->m == 0 || g->n == 0) return 0;
+  if (g->ab_type == CU_T_BF16 || g->c_type == CU_T_BF16) return cx_gemm_bf16(d, g, batch);
   const float *bias = (const float *)(uintptr_t)g->bias;
   for (int i = 0; i < batch; i++) {
     const float *a = (const float *)(uintptr_t)g->a + (size_t)i * (size_t)g->stride_a;
@@ -264,6 +324,12 @@ static void cx_destroy(cu_driver *d) {
   free(d);
 }
 
+static int cx_mem_info(cu_driver *d, size_t *free_bytes, size_t *total_bytes) {
+  const cx_mem *m = &cx_s(d)->mem;
+  *free_bytes = m->limit - m->in_use, *total_bytes = m->limit;
+  return 0;
+}
+
 cu_driver *cx_driver(char *err, size_t errlen) {
   cu_driver *d = calloc(1, sizeof *d);
   cx_state *s = calloc(1, sizeof *s);
@@ -291,6 +357,7 @@ cu_driver *cx_driver(char *err, size_t errlen) {
   d->dtod = cx_dtod;
   d->graph_begin = cx_graph_begin, d->graph_end = cx_graph_end, d->graph_launch = cx_graph_launch;
   d->graph_free = cx_graph_free;
+  d->mem_info = cx_mem_info;
   return d;
 }
 

@@ -49,13 +49,14 @@ verdict "${PIPESTATUS[0]}" "lathe train --backend cuda"
 
 step "benchmark: Lathe (--backend cuda) against PyTorch on this GPU, median ms per step"
 GPT='{"vocab":96,"T":64,"d":128,"heads":4,"layers":4}'
-bench_row() { # NAME MODEL KIND BATCH TRAIN(0|1) LATHE-ARGS... ; peer kwargs in $KW
+bench_row() { # NAME MODEL KIND BATCH TRAIN(0|1) LATHE-ARGS... ; peer kwargs in $KW, peer flags in $PEERX (bf16),
+             # Lathe's repetitions in $REPS/$WARM (default 50/10)
   local name=$1 model=$2 kind=$3 batch=$4 train=$5; shift 5
   local targ="" parg=""
   [ "$train" = 1 ] && targ=--train && parg=train
   local lj pj
-  lj=$(timeout 120 $B "$model" --backend cuda $targ --bind batch="$batch" "$@" --reps 50 --warmup 10 2>&1 | grep '^{' | tail -1)
-  pj=$(timeout 120 /usr/bin/python3 bench/gpu_peer.py "$name" "$kind" "$batch" $parg ${KW:+--json-kw "$KW"} 2>&1 | grep '^{')
+  lj=$(timeout 150 $B "$model" --backend cuda $targ --bind batch="$batch" "$@" --reps "${REPS:-50}" --warmup "${WARM:-10}" 2>&1 | grep '^{' | tail -1)
+  pj=$(timeout 120 /usr/bin/python3 bench/gpu_peer.py "$name" "$kind" "$batch" $parg ${PEERX:-} ${KW:+--json-kw "$KW"} 2>&1 | grep '^{')
   /usr/bin/python3 - "$name" "$lj" "$pj" <<'PY'
 import json, sys
 name, lj, pj = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -81,8 +82,12 @@ KW= bench_row mlp_train_b64 examples/mlp.nn mlp 64 1 --in x=f32:64x64 --in y=i32
 KW= bench_row cnn_train_b128 examples/cnn.nn cnn 128 1 --in x=f32:128x1x8x8 --in y=i32:128:10
 KW=$GPT bench_row gpt_char_b16 examples/gpt.nn gpt 16 0 --in tokens=i32:16x64:96
 KW=$GPT bench_row gpt_char_train_b16 examples/gpt.nn gpt 16 1 --in tokens=i32:16x64:96 --in next=i32:16x64:96
-echo "not yet measured: GPT-2 small training (b8, T=1024, f32/bf16) and KV-cache generation on the GPU:"
-echo "  the CUDA renderer has no attention backward, attention_decode or bf16 yet (docs/cuda.md)"
+# GPT-2 small (124M) training step at batch 8, T=1024: f32, and --precision bf16 against torch.autocast(bfloat16)
+G2='{"vocab":50257,"T":1024,"d":768,"heads":12,"layers":12}'
+G2IN="--in tokens=i32:8x1024:50257 --in next=i32:8x1024:50257"
+KW=$G2 REPS=10 WARM=3 bench_row gpt2_small_train_b8 bench/gpt2_small_train.nn gpt 8 1 $G2IN
+KW=$G2 REPS=10 WARM=3 PEERX=bf16 bench_row gpt2_small_train_b8_bf16 bench/gpt2_small_train.nn gpt 8 1 $G2IN --precision bf16
+echo "not yet measured here: GPT-2 small inference tokens/s with the KV cache (lathe_bench --generate on cuda)"
 
 step "compile time: cold and warm (NVRTC disk cache) for the char-GPT forward"
 export LATHE_CACHE_DIR=$(mktemp -d)

@@ -1,0 +1,72 @@
+/* cu_precision.c -- which buffers --precision bf16 stores as bf16. The
+ * decision is the plan's, per tensor, before anything is rendered: the
+ * renderer types each kernel argument by it (cu_param) and the products by
+ * it (cu_render.c gemm_of), so no kernel decides on its own.
+ *
+ * Stored as bf16: the f32 activations in the arena (and their gradients)
+ * that only kernels of the kinds below write and read. Kept f32: every
+ * parameter (the master weights), input, constant and output (the loss,
+ * the optimizer's new weights and state are outputs), the parameters'
+ * gradients (g->grads: the optimizer reads f32), and any tensor that a
+ * kernel outside the list touches (attention, recurrences, convolutions,
+ * scatter-adds with atomics, the optimizer's siblings, ...). A tensor and
+ * the ones sharing its bytes (reshape aliases, results written in place of
+ * an input) get one type. Every kernel computes in f32 registers: a bf16
+ * value is widened on load and rounded once on store, and the reductions
+ * (softmax, layernorm, cross-entropy, sums) accumulate in f32. */
+#include <stdlib.h>
+
+#include "codegen/cuda/cu.h"
+
+/* Kernels whose renderers take bf16 operands: they index their pointers
+ * element by element (lt_bf16 converts), with no byte offsets into them and
+ * no atomics on them. */
+static int kernel_takes_bf16(const pl_plan *p, const pl_kernel *k) {
+  static const unsigned char rows_ops[IR_NOPS] = {
+    [IR_SOFTMAX] = 1, [IR_LOG_SOFTMAX] = 1, [IR_SOFTMAX_GRAD] = 1, [IR_LOG_SOFTMAX_GRAD] = 1, [IR_LAYERNORM] = 1,
+    [IR_LAYERNORM_GRAD] = 1, [IR_SUM] = 1, [IR_MEAN] = 1, [IR_MAX] = 1, [IR_MIN] = 1, [IR_SUM_TO] = 1,
+    [IR_TRANSPOSE] = 1, [IR_SLICE] = 1, [IR_CONCAT] = 1, [IR_BROADCAST_TO] = 1, [IR_EMBEDDING] = 1,
+    [IR_CROSS_ENTROPY] = 1, [IR_CROSS_ENTROPY_GRAD] = 1,
+  };
+  int op = p->g->nodes[k->head].op;
+  switch (k->kind) {
+  case PL_K_ELEMENTWISE: case PL_K_GEMM_EPI: case PL_K_ADD_NORM: case PL_K_NORM_GRAD_ADD: return 1;
+  case PL_K_GEMM: return op == IR_MATMUL;
+  case PL_K_ROWS: case PL_K_MOVE: case PL_K_LOSS: return op >= 0 && op < IR_NOPS && rows_ops[op];
+  default: return 0;
+  }
+}
+
+static int root_of(const pl_plan *p, int i) {
+  for (int hops = 0; p->buf[i].kind == PL_BUF_ALIAS && hops < p->g->nnodes; hops++) i = p->buf[i].idx;
+  return i;
+}
+
+int cu_bf16_buffers(const pl_plan *p, unsigned char **out) {
+  const ir_graph *g = p->g;
+  unsigned char *ok = calloc((size_t)g->nnodes + 1, 1);
+  *out = ok;
+  if (!ok) return -1;
+  for (int i = 0; i < g->nnodes; i++)
+    ok[i] = p->buf[i].kind == PL_BUF_ARENA && g->nodes[i].dtype == IR_F32 && i != g->loss;
+  for (int i = 0; g->grads && i < g->nparams; i++)
+    if (g->grads[i] >= 0) ok[root_of(p, g->grads[i])] = 0;
+  for (int q = 0; q < p->nk; q++) {
+    const pl_kernel *k = &p->k[q];
+    if (kernel_takes_bf16(p, k)) continue;
+    for (int j = 0; j < k->nin; j++) ok[root_of(p, k->in[j])] = 0;
+    for (int j = 0; j < k->nout; j++) ok[root_of(p, k->out[j])] = 0;
+    ok[root_of(p, k->node)] = 0;
+  }
+  for (int changed = 1; changed;) { /* a result written in place of an input shares its bytes */
+    changed = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+      int j = p->buf[i].inplace_of;
+      if (j < 0) continue;
+      int a = root_of(p, i), b = root_of(p, j);
+      if (ok[a] != ok[b]) ok[a] = ok[b] = 0, changed = 1;
+    }
+  }
+  for (int i = 0; i < g->nnodes; i++) ok[i] = g->nodes[i].dtype == IR_F32 && ok[root_of(p, i)];
+  return 0;
+}
