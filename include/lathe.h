@@ -486,6 +486,11 @@ typedef struct {
   /* In a distributed job (lathe_dist_init): gradient bytes per allreduce
    * bucket (0: 1 MiB; docs/distributed.md). Ignored in a job of one rank. */
   int64_t bucket_bytes;
+  /* In a distributed job: ZeRO-1 optimizer-state sharding (--zero1): each
+   * rank keeps and updates 1/N of every parameter's optimizer state and the
+   * ranks gather the updated weights; checkpoints hold the whole state.
+   * Ignored in a job of one rank. 0 or 1. */
+  int zero1;
 } lathe_train_options;
 
 #define LATHE_MAX_METRICS 8
@@ -506,6 +511,7 @@ typedef struct {
    * (waiting for the other ranks and moving gradients), on this rank. */
   int ranks;
   double step_seconds, comm_seconds;
+  int64_t timed_steps;         /* the steps step_seconds counts (this session's, not a resumed run's earlier ones) */
 } lathe_train_result;
 
 int lathe_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r, lathe_error *err);

@@ -126,6 +126,7 @@ int ir_add_param(ir_graph *g, const char *name, ir_dtype t, const ir_shape *s, i
   p->std = std;
   p->fan_in = fan_in;
   p->fan_out = fan_out;
+  p->full = (ir_shape){0}, p->shard_off = 0;
   p->node = leaf(g, IR_PARAM, t, s, p->name, g->nparams, loc);
   return g->params[g->nparams++].node;
 }

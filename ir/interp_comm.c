@@ -39,3 +39,10 @@ int ik_all_gather(ik_ctx *c, const ir_node *n, double *out) {
     return ik_fail(c, n, "the collective failed");
   return 0;
 }
+
+/* The allreduce (k = 1) computed the sum already: the reference waits for nothing. */
+int ik_comm_wait(ik_ctx *c, const ir_node *n, double *out) {
+  int64_t m = ir_numel(&n->shape);
+  if (m > 0) memcpy(out, ik_in(c, n, 0), sizeof(double) * (size_t)m);
+  return 0;
+}

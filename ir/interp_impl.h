@@ -100,6 +100,7 @@ int ik_qmatmul(ik_ctx *c, const ir_node *n, double *out); /* interp_quant.c */
 int ik_allreduce(ik_ctx *c, const ir_node *n, double *out);
 int ik_reduce_scatter(ik_ctx *c, const ir_node *n, double *out);
 int ik_all_gather(ik_ctx *c, const ir_node *n, double *out);
+int ik_comm_wait(ik_ctx *c, const ir_node *n, double *out);
 int ik_norm_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_maxpool2d(ik_ctx *c, const ir_node *n, double *out);
 int ik_avgpool2d(ik_ctx *c, const ir_node *n, double *out);

@@ -171,6 +171,12 @@ typedef struct {
                              updated by the training step itself, passes/optimizer.c) */
   int stored;             /* held and loaded in its own dtype, never converted to f32: the
                              quantized weights passes/quantize.c makes (read by qmatmul only) */
+  /* ZeRO-1 optimizer state (ir_train.zero1): this rank's values
+   * [shard_off, shard_off + numel) of a state shaped `full` (flat, zero
+   * padded past its end); full.rank 0: not sharded. Checkpoints hold the
+   * full state (runtime/train.c gathers it). */
+  ir_shape full;
+  int64_t shard_off;
 } ir_param;
 
 typedef struct {
@@ -210,6 +216,11 @@ typedef struct {
    * averaged by allreduce, passes/comm.c) in buckets of about bucket_bytes
    * (0: COMM_BUCKET_DEFAULT). 0 or 1: one process. */
   int64_t ranks, bucket_bytes;
+  /* zero1: ZeRO-1 optimizer-state sharding (passes/optimizer.c): this
+   * rank (0..ranks-1) keeps and updates 1/ranks of every parameter's
+   * optimizer state, and the ranks gather the updated weights. */
+  int64_t rank;
+  int zero1;
 } ir_train;
 
 typedef struct ir_graph {

@@ -63,3 +63,11 @@ int shp_all_gather(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   flat(n, s->d[0] * n->attr.n);
   return 0;
 }
+
+int shp_comm_wait(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *x = &g->nodes[n->in[0]];
+  if (x->op != IR_ALLREDUCE || x->attr.k != 1)
+    return ir_fail(msg, mn, "comm_wait: the input must be an allreduce started with k = 1, got %s", ir_ops[x->op].name);
+  flat(n, ir_numel(&x->shape));
+  return 0;
+}

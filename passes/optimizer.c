@@ -33,6 +33,7 @@ typedef struct {
   size_t msgn;
   int failed;
   ir_dtype dt;  /* the parameter being updated */
+  const ir_shape *shard; /* ZeRO-1: the state's shape is this rank's slice [m], not the parameter's */
 } opt_ctx;
 
 static const ir_loc no_loc = {0};
@@ -187,7 +188,7 @@ static int prepare_batchnorm(opt_ctx *c, int id) {
 }
 
 int opt_prepare_training(ir_graph *g, char *msg, size_t msgn) {
-  opt_ctx c = {g, &g->train, msg, msgn, 0, IR_F32};
+  opt_ctx c = {g, &g->train, msg, msgn, 0, IR_F32, NULL};
   if (msg && msgn) msg[0] = '\0';
   if (g->grads) return fail(&c, "opt_prepare_training: call it before autodiff");
   for (int id = 0, n = g->nnodes; id < n; id++)
@@ -230,9 +231,12 @@ static int state(opt_ctx *c, const char *slot, int pi) {
   ir_param p = g->params[pi];
   const char *name = ar_printf(g->A, "opt.%s.%s", slot, p.name);
   if (ir_find_param(g, name) >= 0) return fail(c, "optimizer: parameter name '%s' is taken", name);
-  int id = ir_add_param(g, name, p.dtype, &p.shape, IR_INIT_ZEROS, 0, 0, 0, p.node >= 0 ? g->nodes[p.node].loc : no_loc);
+  const ir_shape *s = c->shard ? c->shard : &p.shape;
+  int id = ir_add_param(g, name, p.dtype, s, IR_INIT_ZEROS, 0, 0, 0, p.node >= 0 ? g->nodes[p.node].loc : no_loc);
   if (id < 0) return fail(c, "optimizer: cannot add state '%s'", name);
-  g->params[g->nparams - 1].state = 1;
+  ir_param *st = &g->params[g->nparams - 1];
+  st->state = 1;
+  if (c->shard) st->full = p.shape, st->shard_off = c->t->rank * s->d[0];
   return id;
 }
 
@@ -348,8 +352,62 @@ static int trainable(const ir_graph *g, int *which) {
   return nw;
 }
 
+/* ---- ZeRO-1 (t->zero1, docs/distributed.md) ----
+ * Instead of every rank updating every parameter with the averaged
+ * gradient: each gradient is reduce-scattered (this rank receives the
+ * average of its 1/R slice), the rank updates its slice of the weight with
+ * its slice of the optimizer state (state parameters of the slice's size,
+ * ir_param.full), and the updated slices are all-gathered into the new
+ * weight. The elementwise rules give each value what the unsharded update
+ * gives it; clipping's global norm adds the ranks' partial sums. */
+/* passes/comm.c wrote its message into c->msg already */
+static int comm_failed(opt_ctx *c) {
+  c->failed = 1;
+  return -1;
+}
+
+static int zero_clip(opt_ctx *c, int *gr, int nw) {
+  ir_attr all = {0};
+  all.axis = -1;
+  int sq = -1;
+  for (int w = 0; w < nw; w++) {
+    int s = op1(c, IR_SUM, mul(c, gr[w], gr[w]), &all);
+    sq = sq < 0 ? s : add(c, sq, s);
+  }
+  if (sq < 0) return -1;
+  int tot = comm_sum_scalar(c->g, sq, c->t->ranks, c->msg, c->msgn);
+  if (tot < 0) return comm_failed(c);
+  int norm = add(c, op1(c, IR_SQRT, tot, NULL), num(c, 1e-6));
+  int coef = op2(c, IR_MINIMUM, num(c, 1), dvd(c, num(c, c->t->clip_norm), norm));
+  for (int w = 0; w < nw; w++) gr[w] = mul(c, gr[w], coef);
+  return c->failed ? -1 : 0;
+}
+
+static int zero_append(opt_ctx *c, const int *which, int *gr, int nw) {
+  ir_graph *g = c->g;
+  const ir_train *t = c->t;
+  if (t->grad_noise > 0) return fail(c, "--zero1: gradient noise (grad_noise) is not supported with sharded state");
+  for (int w = 0; w < nw; w++)
+    if ((gr[w] = comm_shard_grad(g, gr[w], t->ranks, c->msg, c->msgn)) < 0) return comm_failed(c);
+  if (t->clip_norm > 0 && nw && zero_clip(c, gr, nw)) return -1;
+  for (int w = 0; w < nw && !c->failed; w++) {
+    int pi = which[w], p = g->params[pi].node;
+    ir_shape full = g->params[pi].shape;
+    ir_shape sh = {.rank = 1, .d = {comm_shard_len(ir_numel(&full), t->ranks)}};
+    int ps = comm_shard_of(g, p, t->ranks, t->rank, c->msg, c->msgn);
+    if (ps < 0) return comm_failed(c);
+    c->shard = &sh;
+    int nps = rules[t->opt](c, pi, ps, penalties(c, ps, gr[w]));
+    c->shard = NULL;
+    int np = nps < 0 ? -1 : comm_unshard(g, nps, t->ranks, &full, c->msg, c->msgn);
+    if (np < 0) return comm_failed(c);
+    publish(c, p, np);
+  }
+  return c->failed ? -1 : 0;
+}
+
 int opt_append(ir_graph *g, const ir_train *t, char *msg, size_t msgn) {
-  opt_ctx c = {g, t, msg, msgn, 0, IR_F32};
+  opt_ctx c = {g, t, msg, msgn, 0, IR_F32, NULL};
   if (msg && msgn) msg[0] = '\0';
   if (check(&c)) return -1;
   int n0 = g->nparams;
@@ -361,15 +419,19 @@ int opt_append(ir_graph *g, const ir_train *t, char *msg, size_t msgn) {
       return fail(&c, "opt_append: parameter '%s' is %s; training needs f32 parameters", g->params[which[w]].name,
                   ir_dtype_name(g->params[which[w]].dtype));
   }
-  /* a data-parallel step averages the gradients first: clipping and the
-   * rule then see the global batch's gradient (passes/comm.c) */
-  if (comm_average_grads(g, gr, nw, t->ranks, t->bucket_bytes, msg, msgn) < 0) return -1;
-  if (t->clip_norm > 0 && nw) clip(&c, gr, nw);
-  if (t->grad_noise > 0 && nw) noise(&c, gr, which, nw);
-  for (int w = 0; w < nw && !c.failed; w++) {
-    int pi = which[w], p = g->params[pi].node;
-    int np = rules[t->opt](&c, pi, p, penalties(&c, p, gr[w]));
-    publish(&c, p, np);
+  if (t->zero1 && t->ranks > 1) {
+    if (zero_append(&c, which, gr, nw)) return -1;
+  } else {
+    /* a data-parallel step averages the gradients first: clipping and the
+     * rule then see the global batch's gradient (passes/comm.c) */
+    if (comm_average_grads(g, gr, nw, t->ranks, t->bucket_bytes, msg, msgn) < 0) return -1;
+    if (t->clip_norm > 0 && nw) clip(&c, gr, nw);
+    if (t->grad_noise > 0 && nw) noise(&c, gr, which, nw);
+    for (int w = 0; w < nw && !c.failed; w++) {
+      int pi = which[w], p = g->params[pi].node;
+      int np = rules[t->opt](&c, pi, p, penalties(&c, p, gr[w]));
+      publish(&c, p, np);
+    }
   }
   if (c.failed) return -1;
   /* state parameters have no gradient */

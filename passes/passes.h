@@ -76,6 +76,11 @@ int rw_rebuild(ir_graph *g, const int *repl, char *msg, size_t msgn);
  * set (drop may be NULL) go; nothing may read them. Tables renumbered as
  * rw_rebuild does. 0, or -1 with a message. */
 int rw_reorder(ir_graph *g, const char *drop, char *msgbuf, size_t msgn);
+/* Put g's nodes in `order`, a permutation of 0..nnodes-1 in which every
+ * node comes after its inputs (else -1 with a message, g unchanged);
+ * newid (nnodes entries, or NULL) receives each old id's new one. Tables
+ * renumbered as rw_rebuild does. */
+int rw_permute(ir_graph *g, const int *order, int *newid, char *msgbuf, size_t msgn);
 /* A fresh identity map (repl[i] = i) in g's arena. */
 int *rw_identity(ir_graph *g);
 /* Resolve node id through repl chains (repl[x] < x) to the node that stays. */

@@ -148,3 +148,30 @@ int rw_reorder(ir_graph *g, const char *drop, char *msg, size_t mn) {
   g->nnodes = g->capnodes = m;
   return 0;
 }
+
+/* ---- a given order: nodes a pass moved up (passes/comm.c's collectives) ---- */
+
+int rw_permute(ir_graph *g, const int *order, int *newid, char *msg, size_t mn) {
+  int n = g->nnodes;
+  int *nid = newid ? newid : ar_alloc(g->A, sizeof(int) * (size_t)(n + 1));
+  for (int i = 0; i < n; i++) nid[i] = -1;
+  for (int k = 0; k < n; k++) {
+    if (order[k] < 0 || order[k] >= n || nid[order[k]] >= 0)
+      return ir_fail(msg, mn, "rewrite: the order is not a permutation of the %d nodes", n);
+    nid[order[k]] = k;
+  }
+  ir_node *nodes = ar_alloc(g->A, sizeof(ir_node) * (size_t)(n + 1));
+  for (int k = 0; k < n; k++) {
+    const ir_node *old = &g->nodes[order[k]];
+    nodes[k] = *old;
+    nodes[k].in = ar_alloc(g->A, sizeof(int) * (size_t)(old->nin ? old->nin : 1));
+    for (int j = 0; j < old->nin; j++)
+      if ((nodes[k].in[j] = nid[old->in[j]]) >= k)
+        return ir_fail(msg, mn, "rewrite: node %d (%s) would read node %d, which comes later", order[k],
+                       ir_ops[old->op].name, old->in[j]);
+  }
+  if (remap_tables(g, rw_identity(g), nid, msg, mn)) return -1;
+  g->nodes = nodes;
+  g->capnodes = n;
+  return 0;
+}

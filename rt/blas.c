@@ -148,6 +148,9 @@ static void gemm_parts(void *ctx, int64_t lo, int64_t hi, int part) {
 void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
               int ldb, float beta, float *C, int ldc) {
   rt_blas_single();
+  /* the backward pass's products are where started gradient sums get to
+   * move on (a cheap test with none in flight; rt/rt_comm.c) */
+  lathe_rt_comm_progress();
   int tA = ta == CblasTrans, tB = tb == CblasTrans;
   (void)order;
   if ((int64_t)M * N * K < RT_BLAS_SPLIT || rt_pool_size() < 2) {

@@ -123,6 +123,13 @@ typedef struct {
   int (*reduce_scatter)(void *ctx, const void *in, void *out, int64_t m, int f64); /* in[m * size] -> my m */
   int (*allgather)(void *ctx, const void *in, void *out, int64_t m, int f64);  /* my m -> out[m * size] */
   void (*fail)(void *ctx, const char *what);
+  /* Overlap (optional; NULL: the kernels reduce at once). start begins the
+   * sum over ranks of buf[n] (buf stays unchanged and alive until the
+   * wait); wait gives that sum in out[n], found by buf; progress lets
+   * started sums move on without blocking. */
+  int (*start)(void *ctx, const float *buf, int64_t n);
+  int (*wait)(void *ctx, const float *buf, float *out, int64_t n);
+  void (*progress)(void *ctx);
 } lathe_rt_comm;
 void lathe_rt_comm_install(const lathe_rt_comm *c); /* NULL: none (one rank); copies *c */
 const lathe_rt_comm *lathe_rt_comm_get(void);       /* NULL when none */
@@ -143,6 +150,14 @@ void lathe_rt_allreduce(float *out, float *const *in, const int64_t *n, int64_t 
                         int32_t *err);
 void lathe_rt_reduce_scatter(float *out, const float *in, int64_t m, float scale, int64_t ranks, int32_t *err);
 void lathe_rt_all_gather(float *out, const float *in, int64_t m, int64_t ranks, int32_t *err);
+/* The overlapped allreduce (allreduce with k = 1, then comm_wait): start
+ * packs the inputs into out and begins their sum over the ranks; wait
+ * stores into out[n] the sum of what start packed into `started`, times
+ * scale. Between them the backward pass goes on; progress (called by the
+ * matrix products, from the thread that started) moves the sums on. */
+void lathe_rt_allreduce_start(float *out, float *const *in, const int64_t *n, int64_t k, int64_t ranks, int32_t *err);
+void lathe_rt_comm_wait(float *out, const float *started, int64_t n, float scale, int64_t ranks, int32_t *err);
+void lathe_rt_comm_progress(void);
 
 /* ---- threads ---- */
 

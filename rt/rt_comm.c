@@ -8,6 +8,7 @@
  *
  * The time spent inside the installed collectives is summed, so a training
  * loop can print how long a step waited for communication. */
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -15,11 +16,13 @@
 
 static lathe_rt_comm installed; /* size 0: none */
 static double waited;          /* seconds inside the installed collectives */
+static int inflight;           /* overlapped sums started and not yet waited for */
+static pthread_t starter;      /* the thread that started them: MPI is called from one thread only */
 
 void lathe_rt_comm_install(const lathe_rt_comm *c) {
   if (c) installed = *c;
   else memset(&installed, 0, sizeof installed);
-  waited = 0;
+  waited = 0, inflight = 0;
 }
 
 int lathe_rt_comm_rank(void) { return installed.size > 0 ? installed.rank : 0; }
@@ -106,4 +109,47 @@ int lathe_rt_comm_scatter_sum(const void *in, void *out, int64_t m, int f64) {
 void lathe_rt_all_gather(float *out, const float *in, int64_t m, int64_t ranks, int32_t *err) {
   if (check_size(ranks, err)) return;
   lathe_rt_comm_gather(in, out, m, 0);
+}
+
+/* ---- overlapped allreduce ---- */
+
+void lathe_rt_allreduce_start(float *out, float *const *in, const int64_t *n, int64_t k, int64_t ranks,
+                              int32_t *err) {
+  if (check_size(ranks, err)) return;
+  int64_t off = 0;
+  for (int64_t j = 0; j < k; j++) {
+    if (n[j] > 0) memcpy(out + off, in[j], (size_t)n[j] * sizeof(float));
+    off += n[j];
+  }
+  if (!installed.size || installed.size == 1 || off <= 0) return;
+  double t0 = now_s();
+  if (!installed.start) {
+    installed.allreduce(installed.ctx, out, off, 0); /* no overlap: the sum now, the wait only scales */
+  } else {
+    if (!inflight) starter = pthread_self();
+    installed.start(installed.ctx, out, off);
+    inflight++;
+  }
+  waited += now_s() - t0;
+}
+
+void lathe_rt_comm_wait(float *out, const float *started, int64_t n, float scale, int64_t ranks, int32_t *err) {
+  if (check_size(ranks, err)) return;
+  if (installed.size > 1 && installed.start && n > 0) {
+    double t0 = now_s();
+    installed.wait(installed.ctx, started, out, n);
+    inflight--;
+    waited += now_s() - t0;
+  } else if (n > 0 && out != started) {
+    memmove(out, started, (size_t)n * sizeof(float));
+  }
+  if (scale != 1.0f)
+    for (int64_t i = 0; i < n; i++) out[i] *= scale;
+}
+
+void lathe_rt_comm_progress(void) {
+  if (inflight <= 0 || !installed.progress || !pthread_equal(starter, pthread_self())) return;
+  double t0 = now_s();
+  installed.progress(installed.ctx);
+  waited += now_s() - t0;
 }

@@ -288,6 +288,10 @@ void rt_progress_step(rt_progress *p, int64_t epoch, int64_t step, double loss, 
 /* The epoch's closing line: its last step and, when metric is not NULL, its
  * validation score. */
 void rt_progress_epoch(rt_progress *p, const char *metric, double value);
+/* A data-parallel job's communication so far: steps timed, seconds inside
+ * them and, of those, inside the collectives; the line then shows
+ * "comm wait 0.12 ms/step (3.4%)" (steps 0: nothing). */
+void rt_progress_comm(rt_progress *p, int64_t steps, double step_s, double comm_s);
 /* A permanent message line (the live line is cleared first and redrawn on
  * the next step). */
 void rt_progress_note(rt_progress *p, const char *text);

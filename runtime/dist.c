@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/program.h"
 #include "rt/lathe_rt.h"
@@ -33,11 +34,29 @@ static int under_launcher(void) {
 #ifdef LATHE_HAVE_MPI
 #include <mpi.h>
 
+/* An overlapped sum (lathe_rt_allreduce_start .. lathe_rt_comm_wait):
+ * phase 1 exchanges the chunks (MPI_Ialltoall on comm), then the chunks
+ * are added in rank order and phase 2 gathers the sums (MPI_Iallgather on
+ * comm2). Collectives must start in the same order on every rank: the
+ * alltoalls start in graph order, which is every rank's, and a gather
+ * starts only after every earlier request's, whatever the timing, on a
+ * communicator of its own. */
 typedef struct {
-  MPI_Comm comm;
+  const float *key;     /* the start kernel's buffer: the wait finds the request by it */
+  int64_t n, m;         /* values; chunk per rank */
+  int phase;            /* 0 free, 1 exchanging chunks, 2 gathering sums, 3 done */
+  MPI_Request req;
+  float *pad, *rx, *mine, *all; /* in one allocation of cap bytes */
+  size_t cap;
+} dist_req;
+
+typedef struct {
+  MPI_Comm comm, comm2;
   int rank, size;
   void *a, *b; /* scratch: padded buffer, received chunks */
   size_t na, nb;
+  dist_req *q;             /* in start order (grown as a step has more buckets; slots kept for the next step) */
+  int nq, capq, gathered;  /* requests started; of them, the first `gathered` have left phase 1 */
 } dist_mpi;
 
 static dist_mpi D;
@@ -126,18 +145,115 @@ static int mpi_allreduce(void *ctx, void *buf, int64_t n, int f64) {
   return 0;
 }
 
+/* Ranks that share a machine share its cores: unless LATHE_THREADS says
+ * otherwise, each rank's pool gets cores / (ranks on this machine) threads
+ * (at least 1), not every core, which would put R x cores compute threads
+ * on the machine, descheduled in turn in the middle of every collective. */
+static void share_cores(void) {
+  const char *e = getenv("LATHE_THREADS"), *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if ((e && *e) || !local) return;
+  long n = strtol(local, NULL, 10), c = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n >= 1 && c >= 1) lathe_rt_default_threads(c / n > 1 ? (int)(c / n) : 1);
+}
+
+/* ---- overlapped sums ---- */
+
+static int mpi_start(void *ctx, const float *buf, int64_t n) {
+  dist_mpi *d = ctx;
+  if (d->nq == d->capq) {
+    int cap = d->capq ? 2 * d->capq : 16;
+    dist_req *q = realloc(d->q, sizeof *q * (size_t)cap);
+    if (!q) mpi_fail(d, "out of memory for a collective's requests");
+    memset(q + d->capq, 0, sizeof *q * (size_t)(cap - d->capq));
+    d->q = q, d->capq = cap;
+  }
+  dist_req *r = &d->q[d->nq++];
+  int64_t m = (n + d->size - 1) / d->size, tot = m * d->size;
+  size_t bytes = sizeof(float) * (size_t)(4 * tot) + 1;
+  if (bytes > r->cap) {
+    float *p = realloc(r->pad, bytes);
+    if (!p) mpi_fail(d, "out of memory for a collective's buffer");
+    r->pad = p, r->cap = bytes;
+  }
+  r->rx = r->pad + tot, r->mine = r->rx + tot, r->all = r->mine + tot;
+  r->key = buf, r->n = n, r->m = m, r->phase = 1;
+  const float *send = buf;
+  if (tot != n) { /* padded to whole chunks */
+    memcpy(r->pad, buf, sizeof(float) * (size_t)n);
+    memset(r->pad + n, 0, sizeof(float) * (size_t)(tot - n));
+    send = r->pad;
+  }
+  int cnt = count_of(d, m);
+  check(d, MPI_Ialltoall(send, cnt, MPI_FLOAT, r->rx, cnt, MPI_FLOAT, d->comm, &r->req), "MPI_Ialltoall");
+  return 0;
+}
+
+/* Request i's chunks have arrived: add them in rank order, gather the sums. */
+static void start_gather(dist_mpi *d, dist_req *r) {
+  for (int64_t i = 0; i < r->m; i++) {
+    float s = r->rx[i];
+    for (int k = 1; k < d->size; k++) s += r->rx[(int64_t)k * r->m + i];
+    r->mine[i] = s;
+  }
+  int cnt = count_of(d, r->m);
+  check(d, MPI_Iallgather(r->mine, cnt, MPI_FLOAT, r->all, cnt, MPI_FLOAT, d->comm2, &r->req), "MPI_Iallgather");
+  r->phase = 2;
+  d->gathered++;
+}
+
+/* Move requests on: the gathers start in request order, each once its
+ * chunks are in; block: until request `upto` has left phase 1. */
+static void advance(dist_mpi *d, int upto, int block) {
+  while (d->gathered < d->nq) {
+    dist_req *r = &d->q[d->gathered];
+    int done = 0;
+    if (block && d->gathered <= upto) check(d, MPI_Wait(&r->req, MPI_STATUS_IGNORE), "MPI_Wait"), done = 1;
+    else check(d, MPI_Test(&r->req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (!done) break;
+    start_gather(d, r);
+  }
+  for (int i = 0; !block && i < d->gathered; i++) {
+    int done = 0;
+    if (d->q[i].phase != 2) continue;
+    check(d, MPI_Test(&d->q[i].req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) d->q[i].phase = 3;
+  }
+}
+
+static void mpi_progress(void *ctx) { advance(ctx, -1, 0); }
+
+static int mpi_wait(void *ctx, const float *buf, float *out, int64_t n) {
+  dist_mpi *d = ctx;
+  int i = 0;
+  while (i < d->nq && !(d->q[i].phase && d->q[i].key == buf)) i++;
+  if (i == d->nq || d->q[i].n != n) mpi_fail(d, "internal error: waiting for a sum that was not started");
+  dist_req *r = &d->q[i];
+  if (r->phase == 1) advance(d, i, 1);
+  if (r->phase == 2) check(d, MPI_Wait(&r->req, MPI_STATUS_IGNORE), "MPI_Wait");
+  memcpy(out, r->all, sizeof(float) * (size_t)n);
+  r->phase = 0, r->key = NULL;
+  int busy = 0;
+  for (int k = 0; k < d->nq; k++) busy |= d->q[k].phase != 0;
+  if (!busy) d->nq = d->gathered = 0; /* the step's buckets are all in: the slots are free again */
+  return 0;
+}
+
 int lathe_dist_init(lathe_error *err) {
   if (D_inited || !under_launcher()) return 0;
+  share_cores();
   int provided = 0;
   if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
     return api_fail(err, LATHE_EUSER, "lathe_dist_init: MPI_Init failed");
   MPI_Comm_dup(MPI_COMM_WORLD, &D.comm);
+  MPI_Comm_dup(MPI_COMM_WORLD, &D.comm2);
   MPI_Comm_set_errhandler(D.comm, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(D.comm2, MPI_ERRORS_RETURN);
   MPI_Comm_rank(D.comm, &D.rank);
   MPI_Comm_size(D.comm, &D.size);
   D_inited = 1;
   lathe_rt_comm c = {.rank = D.rank, .size = D.size, .ctx = &D, .allreduce = mpi_allreduce,
-                     .reduce_scatter = mpi_reduce_scatter, .allgather = mpi_allgather, .fail = mpi_fail};
+                     .reduce_scatter = mpi_reduce_scatter, .allgather = mpi_allgather, .fail = mpi_fail,
+                     .start = mpi_start, .wait = mpi_wait, .progress = mpi_progress};
   lathe_rt_comm_install(&c);
   return 0;
 }
@@ -146,7 +262,10 @@ void lathe_dist_finalize(void) {
   if (!D_inited) return;
   lathe_rt_comm_install(NULL);
   free(D.a), free(D.b);
+  for (int i = 0; i < D.capq; i++) free(D.q[i].pad);
+  free(D.q);
   MPI_Comm_free(&D.comm);
+  MPI_Comm_free(&D.comm2);
   MPI_Finalize();
   memset(&D, 0, sizeof D);
   D_inited = 0;

@@ -30,6 +30,10 @@ struct rt_progress {
   int live;                 /* a live line is on screen */
   int64_t epoch, step;      /* the latest step, for the epoch's closing line */
   double loss, lr;
+  /* a data-parallel job: seconds inside steps and, of those, inside the
+   * collectives (rank 0's), so the line shows what communication costs */
+  int64_t comm_steps;
+  double step_s, comm_s;
 };
 
 static double mono_clock(void *ctx) {
@@ -72,11 +76,14 @@ static void fmt_duration(char *b, size_t n, double s) {
 static void draw(rt_progress *p, const char *val, int end, double now) {
   double el = now - p->start, rate = el > 0 ? (double)p->done / el : 0;
   int64_t left = p->epochs * p->steps - ((p->epoch - 1) * p->steps + p->step);
-  char eta[32];
+  char eta[32], comm[96] = "";
   fmt_duration(eta, sizeof eta, rate > 0 ? (double)left / rate : NAN);
-  fprintf(p->out, "%sepoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g%s  %.0f samples/s  ETA %s%s",
+  if (p->comm_steps > 0 && p->step_s > 0)
+    snprintf(comm, sizeof comm, "  comm wait %.2f ms/step (%.1f%%)", 1e3 * p->comm_s / (double)p->comm_steps,
+             100 * p->comm_s / p->step_s);
+  fprintf(p->out, "%sepoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g%s  %.0f samples/s%s  ETA %s%s",
           p->tty ? "\r\033[K" : "", (long long)p->epoch, (long long)p->epochs, (long long)p->step,
-          (long long)p->steps, p->loss, p->lr, val, rate * (double)p->batch, eta, p->tty && !end ? "" : "\n");
+          (long long)p->steps, p->loss, p->lr, val, rate * (double)p->batch, comm, eta, p->tty && !end ? "" : "\n");
   fflush(p->out);
   p->live = p->tty && !end;
   p->last_print = now;
@@ -89,6 +96,10 @@ void rt_progress_step(rt_progress *p, int64_t epoch, int64_t step, double loss, 
   double now = p->clock(p->ctx);
   /* the last step waits for rt_progress_epoch and its validation score */
   if (step < p->steps && now - p->last_print >= (p->tty ? TTY_INTERVAL : PLAIN_INTERVAL)) draw(p, "", 0, now);
+}
+
+void rt_progress_comm(rt_progress *p, int64_t steps, double step_s, double comm_s) {
+  if (p) p->comm_steps = steps, p->step_s = step_s, p->comm_s = comm_s;
 }
 
 void rt_progress_epoch(rt_progress *p, const char *metric, double value) {

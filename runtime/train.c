@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "passes/comm.h"
 #include "passes/optimizer.h"
 #include "passes/passes.h"
 #include "runtime/runtime.h"
@@ -69,6 +70,7 @@ typedef struct {
   int rank, ranks;
   int64_t gbatch;
   double step_s, comm_s;     /* inside the step program, and of that inside collectives */
+  int64_t timed;             /* steps in step_s */
 } tr_run;
 
 static int build_step(tr_run *r, lathe_error *err) {
@@ -219,9 +221,17 @@ static int save_best(tr_run *r) {
 }
 
 /* The mean of this step's loss over the ranks (each rank's is the mean of
- * its equal slice), so rank 0 reports the global batch's loss. */
+ * its equal slice), so rank 0 reports the global batch's loss: the step's
+ * own output when it averaged the loss with the gradients (passes/comm.c),
+ * else one more collective. */
 static float global_loss(const tr_run *r, float loss) {
   if (r->ranks <= 1) return loss;
+  int o = ir_find_output(&r->step->g, COMM_LOSS_OUT);
+  if (o >= 0) {
+    float v = loss;
+    api_read_output(r->step, o, &v);
+    return v;
+  }
   double v = loss;
   lathe_rt_comm_sum(&v, 1, 1);
   return (float)(v / r->ranks);
@@ -242,13 +252,14 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
     rc = tr_data_feed(&r->data, r->step, order + s * B + r->rank * r->data.batch, r->data.batch, err);
     double t0 = now_s(), c0 = lathe_rt_comm_wait_seconds();
     if (!rc) rc = lathe_run(r->step, err); /* one step: forward, backward, (allreduce,) update */
-    r->step_s += now_s() - t0, r->comm_s += lathe_rt_comm_wait_seconds() - c0;
+    r->step_s += now_s() - t0, r->comm_s += lathe_rt_comm_wait_seconds() - c0, r->timed++;
     if (rc && r->ranks > 1) lathe_dist_abort(err->message ? err->message : "a training step failed");
     if (rc) break;
     float loss = global_loss(r, api_loss(r->step));
     double lr = tr_step_lr(r->step, step);
     r->meta.step = step;
     sum += loss;
+    if (r->prog && r->ranks > 1) rt_progress_comm(r->prog, r->timed, r->step_s, r->comm_s);
     if (r->prog) rt_progress_step(r->prog, epoch, s + 1, loss, lr);
     if (r->log) {
       rt_metric m[2] = {{"loss", loss}, {"lr", lr}};
@@ -265,6 +276,30 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
 static int better(const tr_run *r, double v) {
   if (isnan(r->meta.best)) return !isnan(v);
   return r->higher ? v > r->meta.best : v < r->meta.best;
+}
+
+/* Keep the best, write best and last (rank 0). full: ZeRO-1's whole state. */
+static int save_epoch(tr_run *r, int restart, double v, float *const *full, lathe_error *err) {
+  char path[4096];
+  if (better(r, v)) {
+    r->meta.best = v;
+    r->meta.bad_epochs = 0;
+    if (save_best(r)) return api_fail(err, LATHE_ENOMEM, "out of memory");
+    if (r->o->out_dir && r->rank == 0) {
+      ckpt_path(r, restart, "best.safetensors", path, sizeof path);
+      if (tr_ckpt_save_full(path, r->step, &r->meta, full, err)) return -1;
+    }
+  } else {
+    r->meta.bad_epochs++;
+  }
+  if (r->o->out_dir && r->rank == 0) {
+    ckpt_path(r, restart, "last.safetensors", path, sizeof path);
+    if (tr_ckpt_save_full(path, r->step, &r->meta, full, err)) {
+      if (r->ranks > 1) lathe_dist_abort(err->message ? err->message : "writing the checkpoint failed");
+      return -1;
+    }
+  }
+  return 0;
 }
 
 /* After an epoch: validate, keep the best, log, checkpoint. Sets *stop for
@@ -302,27 +337,14 @@ static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, i
   h[3 * r->meta.nhist + 2] = (float)vloss;
   r->meta.nhist++;
   r->meta.epoch = epoch;
-  char path[4096];
-  if (better(r, v)) {
-    r->meta.best = v;
-    r->meta.bad_epochs = 0;
-    if (save_best(r)) return api_fail(err, LATHE_ENOMEM, "out of memory");
-    if (r->o->out_dir && r->rank == 0) {
-      ckpt_path(r, restart, "best.safetensors", path, sizeof path);
-      if (tr_ckpt_save(path, r->step, &r->meta, err)) return -1;
-    }
-  } else {
-    r->meta.bad_epochs++;
-  }
-  if (r->o->out_dir && r->rank == 0) {
-    ckpt_path(r, restart, "last.safetensors", path, sizeof path);
-    if (tr_ckpt_save(path, r->step, &r->meta, err)) {
-      if (r->ranks > 1) lathe_dist_abort(err->message ? err->message : "writing the checkpoint failed");
-      return -1;
-    }
-  }
+  /* ZeRO-1: every rank sends its slices of the optimizer state, so that
+   * rank 0 writes the whole of it (a checkpoint any job size resumes) */
+  float **full = NULL;
+  if (r->o->out_dir && tr_zero_gather(r->step, &full, err)) return -1;
+  int rc = save_epoch(r, restart, v, full, err);
+  tr_zero_free(r->step, full);
   *stop = r->t.early_stop > 0 && r->meta.bad_epochs >= r->t.early_stop;
-  return 0;
+  return rc;
 }
 
 /* Early stopping says when and why: on the progress output and as an
@@ -493,7 +515,7 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
   lathe_train_options ro = *o;
   if (rank > 0) ro.progress = NULL, ro.plot = NULL;
   o = &ro;
-  t.ranks = ranks, t.bucket_bytes = o->bucket_bytes;
+  t.ranks = ranks, t.bucket_bytes = o->bucket_bytes, t.rank = rank, t.zero1 = o->zero1 && ranks > 1;
   tr_run r = {.m = m, .o = o, .rank = rank, .ranks = ranks, .gbatch = t.batch};
   if (tr_data_open(&r.data, m, o, t.split, (uint64_t)t.seed, t.batch / ranks, err)) {
     tr_data_close(&r.data);
@@ -532,7 +554,7 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
               r.meta.best);
     if (k + 1 < restarts || rc) free_run(&r);
   }
-  res->ranks = ranks, res->step_seconds = r.step_s, res->comm_seconds = r.comm_s;
+  res->ranks = ranks, res->step_seconds = r.step_s, res->comm_seconds = r.comm_s, res->timed_steps = r.timed;
   if (rc == 0) res->steps = wmeta.step, res->epochs = wmeta.epoch;
   if (rc == 0 && rank == 0) {
     rc = eval_split(&r, win, names, &r.data.split.val, &res->best_val, err);

@@ -71,6 +71,15 @@ typedef struct {
 } tr_meta;
 
 int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, lathe_error *err);
+/* The same, with full[i] (when full and full[i] are not NULL) written for
+ * parameter i, a ZeRO-1 state slice, in its whole shape (ir_param.full). */
+int tr_ckpt_save_full(const char *path, const lathe_program *p, const tr_meta *meta, float *const *full,
+                      lathe_error *err);
+/* ZeRO-1 (runtime/train_zero.c): *full[i] = the whole of every sharded
+ * state parameter i, gathered from every rank (every rank calls it; *full
+ * stays NULL without sharded state). tr_zero_free frees it. */
+int tr_zero_gather(const lathe_program *p, float ***full, lathe_error *err);
+void tr_zero_free(const lathe_program *p, float **full);
 /* Loads weights and state into p and the position into meta (hist malloc'd).
  * Every parameter's dtype and shape must match exactly and its values be
  * finite; the position must be in range; tensors named "__*" that are not

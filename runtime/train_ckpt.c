@@ -19,6 +19,11 @@ static const char *const meta_names[M_COUNT] = {"__meta.step", "__meta.epoch", "
 #define HIST_NAME "__meta.history"
 
 int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, lathe_error *err) {
+  return tr_ckpt_save_full(path, p, meta, NULL, err);
+}
+
+int tr_ckpt_save_full(const char *path, const lathe_program *p, const tr_meta *meta, float *const *full,
+                      lathe_error *err) {
   int np = p->g.nparams, n = 0, npre = api_pre_count(p);
   rt_st_entry *e = calloc((size_t)(np + npre) + M_COUNT + 1, sizeof *e);
   void *pre_names = e ? api_pre_entries(p, e) : NULL; /* the data preprocessing, so run and eval apply it */
@@ -28,8 +33,14 @@ int tr_ckpt_save(const char *path, const lathe_program *p, const tr_meta *meta, 
   }
   n = npre;
   for (int i = 0; i < np; i++) {
-    e[n].name = (char *)p->g.params[i].name;
-    lathe_param_view(p, i, &e[n++].t);
+    const ir_param *pr = &p->g.params[i];
+    e[n].name = (char *)pr->name;
+    lathe_param_view(p, i, &e[n].t);
+    if (full && full[i]) { /* a ZeRO-1 slice: the whole state instead */
+      e[n].t.rank = pr->full.rank, e[n].t.data = full[i];
+      for (int d = 0; d < pr->full.rank; d++) e[n].t.shape[d] = pr->full.d[d];
+    }
+    n++;
   }
   int64_t vals[M_COUNT] = {meta->step, meta->epoch, meta->bad_epochs, meta->seed, 0};
   memcpy(&vals[M_BEST], &meta->best, sizeof(double)); /* the bits, so a resumed run compares exactly */
@@ -116,12 +127,12 @@ static int check_tensor(const char *path, const ir_param *pr, const rt_st_entry 
                         lathe_error *err) {
   /* given weights may be f16 or bf16 (imported models), converted on load */
   lathe_dtype dt = e->t.dtype;
-  int same = (dt == LATHE_F32 || (weights_only && (dt == LATHE_F16 || dt == LATHE_BF16))) &&
-             e->t.rank == pr->shape.rank;
-  for (int j = 0; same && j < pr->shape.rank; j++) same = e->t.shape[j] == pr->shape.d[j];
+  const ir_shape *ps = pr->full.rank > 0 ? &pr->full : &pr->shape; /* ZeRO-1 state: the file holds all of it */
+  int same = (dt == LATHE_F32 || (weights_only && (dt == LATHE_F16 || dt == LATHE_BF16))) && e->t.rank == ps->rank;
+  for (int j = 0; same && j < ps->rank; j++) same = e->t.shape[j] == ps->d[j];
   if (!same) {
     char want[160], got[160];
-    type_str(LATHE_F32, pr->shape.rank, pr->shape.d, want, sizeof want);
+    type_str(LATHE_F32, ps->rank, ps->d, want, sizeof want);
     type_str(e->t.dtype, e->t.rank, e->t.shape, got, sizeof got);
     return api_fail(err, LATHE_EUSER, "'%s': tensor '%s': expected %s, got %s", path, pr->name, want, got);
   }
@@ -146,6 +157,15 @@ static int check_names(const rt_st_file *f, const char *path, const lathe_progra
   return 0;
 }
 
+/* A ZeRO-1 state slice: values [shard_off, shard_off + m) of the file's
+ * whole (f32, checked) state, zeros past its end. */
+static void shard_from(const rt_st_entry *e, const ir_param *pr, float *dst, int64_t m) {
+  int64_t n = lathe_tensor_numel(&e->t), off = pr->shard_off;
+  int64_t k = off >= n ? 0 : n - off < m ? n - off : m;
+  if (k > 0) memcpy(dst, (const float *)e->t.data + off, sizeof(float) * (size_t)k);
+  if (m > k) memset(dst + (k > 0 ? k : 0), 0, sizeof(float) * (size_t)(m - (k > 0 ? k : 0)));
+}
+
 /* Check every tensor first, then copy: a refused file changes nothing.
  * weights_only: the optimizer state starts at zero (and may be absent). */
 static int apply_params(const rt_st_file *f, const char *path, lathe_program *p, int weights_only, lathe_error *err) {
@@ -164,9 +184,13 @@ static int apply_params(const rt_st_file *f, const char *path, lathe_program *p,
     lathe_tensor view;
     if (lathe_param_view(p, i, &view))
       return api_fail(err, LATHE_EINTERNAL, "internal error: parameters not allocated");
-    if (e && !(weights_only && pr->state))
+    if (e && !(weights_only && pr->state) && pr->full.rank > 0) {
+      shard_from(e, pr, view.data, lathe_tensor_numel(&view));
+    } else if (e && !(weights_only && pr->state)) {
       rt_convert(e->t.data, e->t.dtype, view.data, LATHE_F32, lathe_tensor_numel(&view));
-    else memset(view.data, 0, (size_t)lathe_tensor_bytes(&view));
+    } else {
+      memset(view.data, 0, (size_t)lathe_tensor_bytes(&view));
+    }
   }
   return 0;
 }

@@ -18,6 +18,7 @@
 
 #include "codegen/llvm/cg.h"
 #include "ir.h"
+#include "passes/comm.h"
 #include "passes/optimizer.h"
 #include "passes/passes.h"
 #include "rt/lathe_rt.h"
@@ -51,6 +52,34 @@ static int fk_allgather(void *ctx, const void *in, void *out, int64_t m, int f64
     else ((float *)out)[i] = ((const float *)in)[i], ((float *)out)[m + i] = ((const float *)in)[i] + (float)other_add;
   }
   return 0;
+}
+
+/* The overlap hooks: start only notes the buffer (which must then stay as
+ * it is until the wait), the wait adds the other rank's values from it. */
+static const float *fk_started[64];
+static int fk_nstarted, fk_progressed;
+
+static int fk_start(void *ctx, const float *buf, int64_t n) {
+  (void)ctx, (void)n;
+  if (fk_nstarted < 64) fk_started[fk_nstarted++] = buf;
+  return 0;
+}
+
+static int fk_wait(void *ctx, const float *buf, float *out, int64_t n) {
+  (void)ctx;
+  int found = 0;
+  for (int i = 0; i < fk_nstarted; i++) found |= fk_started[i] == buf;
+  for (int64_t i = 0; i < n; i++) out[i] = found ? buf[i] + (buf[i] + (float)other_add) : NAN;
+  return 0;
+}
+
+static void fk_progress(void *ctx) { (void)ctx, fk_progressed++; }
+
+static void install_fake_async(double add) {
+  other_add = add, fk_nstarted = fk_progressed = 0;
+  lathe_rt_comm c = {.rank = 0, .size = 2, .allreduce = fk_allreduce, .reduce_scatter = fk_reduce_scatter,
+                     .allgather = fk_allgather, .start = fk_start, .wait = fk_wait, .progress = fk_progress};
+  lathe_rt_comm_install(&c);
 }
 
 static void install_fake(double add) {
@@ -266,6 +295,29 @@ static int step_llvm(ir_graph *g, float *got, int64_t *ngot, char *msg, size_t m
   return rc;
 }
 
+/* Each bucket's allreduce only starts (k = 1) and comes right after its
+ * last gradient (nothing but other starts between them), its one
+ * comm_wait after the whole backward pass (after the last matmul); the
+ * first start comes before that matmul, so the backward overlaps it. */
+static void check_overlap(const ir_graph *g, int overlaps) {
+  int last_mm = -1, first_start = -1;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].op == IR_MATMUL) last_mm = i;
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *n = &g->nodes[i];
+    if (n->op == IR_COMM_WAIT) CHECK(g->nodes[n->in[0]].op == IR_ALLREDUCE && i > last_mm);
+    if (n->op != IR_ALLREDUCE) continue;
+    CHECK(n->attr.k == 1);
+    if (first_start < 0) first_start = i;
+    int anchor = -1, waits = 0;
+    for (int j = 0; j < n->nin; j++) anchor = n->in[j] > anchor ? n->in[j] : anchor;
+    for (int j = anchor + 1; j < i; j++) CHECK(g->nodes[j].op == IR_ALLREDUCE);
+    for (int j = i + 1; j < g->nnodes; j++) waits += g->nodes[j].op == IR_COMM_WAIT && g->nodes[j].in[0] == i;
+    CHECK(waits == 1);
+  }
+  CHECK(first_start >= 0 && (!overlaps || first_start < last_mm));
+}
+
 static void test_pass(void) {
   char msg[512];
   arena A1, A2, A3;
@@ -277,11 +329,20 @@ static void test_pass(void) {
   CHECK(count_op(&one, IR_ALLREDUCE) == 0);
   CHECK(count_op(&two, IR_ALLREDUCE) == 1);   /* 4 gradients, far below 1 MiB: one bucket */
   CHECK(count_op(&small, IR_ALLREDUCE) == 4); /* 64 bytes: every gradient its own bucket */
+  CHECK(count_op(&small, IR_COMM_WAIT) == 4);
+  check_overlap(&small, 1);
+  check_overlap(&two, 0); /* one bucket: it holds the last gradient too */
+  CHECK(ir_find_output(&two, COMM_LOSS_OUT) >= 0 && ir_find_output(&one, COMM_LOSS_OUT) < 0);
   static float a[4096], b[4096];
   int64_t na = 0, nb = 0;
   install_fake(0); /* the mirror: the other rank holds the same gradients */
   CHECK_MSG(step_llvm(&two, b, &nb, msg, sizeof msg) == 0, "%s", msg);
   CHECK_MSG(step_llvm(&small, a, &na, msg, sizeof msg) == 0, "%s", msg);
+  CHECK(na == nb && memcmp(a, b, (size_t)na * 4) == 0);
+  /* overlapped: 4 sums started, the products between them polled, the same bits */
+  install_fake_async(0);
+  CHECK_MSG(step_llvm(&small, a, &na, msg, sizeof msg) == 0, "%s", msg);
+  CHECK_MSG(fk_nstarted == 4, "%d started", fk_nstarted);
   CHECK(na == nb && memcmp(a, b, (size_t)na * 4) == 0);
   lathe_rt_comm_install(NULL);
   CHECK_MSG(step_llvm(&one, a, &na, msg, sizeof msg) == 0, "%s", msg);

@@ -94,8 +94,8 @@ static void print_json(const lathe_train_result *r) {
   for (int i = 0; i < r->test.n; i++)
     printf(isfinite(r->test.value[i]) ? ", \"test_%s\": %.6g" : ", \"test_%s\": null%.0f", r->test.name[i],
            isfinite(r->test.value[i]) ? r->test.value[i] : 0);
-  printf(", \"ranks\": %d, \"step_seconds\": %.6f, \"comm_seconds\": %.6f}\n", r->ranks, r->step_seconds,
-         r->comm_seconds);
+  printf(", \"ranks\": %d, \"step_seconds\": %.6f, \"comm_seconds\": %.6f, \"timed_steps\": %lld}\n", r->ranks,
+         r->step_seconds, r->comm_seconds, (long long)r->timed_steps);
 }
 
 int cmd_train(int argc, char **argv) {
@@ -107,7 +107,7 @@ int cmd_train(int argc, char **argv) {
   int status = cli_parse(argc, argv, "train",
                          DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
                                     "--lr=value --epochs=value --backend=value --gemm=value --quiet=bool --metric=value --weights=value "
-                                    "--bucket-kb=value "
+                                    "--bucket-kb=value --zero1=bool "
                                     CLI_PASS_FLAGS,
                          &a);
   lathe_options passes = {0};
@@ -130,6 +130,7 @@ int cmd_train(int argc, char **argv) {
     return 1;
   }
   o.bucket_bytes = (int64_t)bucket_kb * 1024;
+  o.zero1 = cli_has(&a, "--zero1");
   o.epochs = (int64_t)epochs;
   o.restarts = (int)restarts;
   o.out_dir = cli_value(&a, "--out");
@@ -154,8 +155,9 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "trained %lld steps (%lld epochs) in %.2f s\n", (long long)r.steps, (long long)r.epochs,
             r.seconds);
     if (r.ranks > 1)
-      fprintf(stderr, "%d ranks: steps %.2f s, of which waiting for communication %.3f s (%.1f%%)\n", r.ranks,
-              r.step_seconds, r.comm_seconds, r.step_seconds > 0 ? 100 * r.comm_seconds / r.step_seconds : 0);
+      fprintf(stderr, "%d ranks: steps %.2f s, of which waiting for communication %.3f s (%.1f%%; %.3f ms per step)\n",
+              r.ranks, r.step_seconds, r.comm_seconds, r.step_seconds > 0 ? 100 * r.comm_seconds / r.step_seconds : 0,
+              r.timed_steps > 0 ? 1e3 * r.comm_seconds / (double)r.timed_steps : 0);
     print_metrics("val ", &r.best_val);
     print_metrics("test ", &r.test);
     if (cli_has(&a, "--json")) print_json(&r);

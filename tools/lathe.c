@@ -146,12 +146,15 @@ static const cli_command commands[] = {
    "  --backend B          llvm (default) or interp\n"
    "  --quiet              no progress lines\n"
    "  --bucket-kb N        under mpirun: gradients per allreduce in KiB (default 1024)\n"
+   "  --zero1              under mpirun: shard the optimizer state over the ranks (ZeRO-1);\n"
+   "                       checkpoints still hold all of it\n"
    "\n"
    "Started by mpirun, every rank trains on its slice of each global batch (the batch must be a\n"
    "multiple of the ranks), gradients are averaged inside the compiled step (sums in rank order:\n"
    "the same result every run), rank 0 alone prints, evaluates and writes DIR; --resume works with\n"
-   "any number of ranks. The last lines say how long the steps waited for communication\n"
-   "(docs/distributed.md).\n"
+   "any number of ranks. Each bucket's sum starts as soon as its gradients are final and is awaited\n"
+   "before the update. The progress line and the last lines say how long the steps waited for\n"
+   "communication (docs/distributed.md).\n"
    CLI_GEMM_HELP
    CLI_PASS_HELP},
   {"eval", cmd_eval, "evaluate weights on a data split",

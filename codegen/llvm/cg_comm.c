@@ -2,7 +2,8 @@
  * calls to liblathe_rt's kernels (rt/rt_comm.c), which go through the
  * communicator the host installed. The kernel passes its buffers, the
  * static sizes and the rank count it was compiled for (a job of another
- * size is refused at run time instead of hanging). */
+ * size is refused at run time instead of hanging). An allreduce with
+ * k = 1 only starts; its comm_wait finishes it (the overlap, passes/comm.c). */
 #include "cg_internal.h"
 
 #include "rt/lathe_rt.h"
@@ -45,8 +46,27 @@ static V sizes_const(cg_k *k, int nin) {
 
 static V errp(cg_k *k) { return LLVMBuildPointerCast(k->B, k->err, k->m->ptr, ""); }
 
+/* k = 1: only started (lathe_rt_allreduce_start); the comm_wait reading it scales. */
+static void e_allreduce_start(cg_k *k) {
+  const ir_node *n = k->n;
+  LLVMTypeRef ty[6] = {k->m->ptr, k->m->ptr, k->m->ptr, k->m->i64, k->m->i64, k->m->ptr};
+  V a[6] = {k->arg[0], input_ptrs(k, n->nin), sizes_const(k, n->nin), ci(k, n->nin), ci(k, n->attr.n), errp(k)};
+  cg_call(k, declare(k, "lathe_rt_allreduce_start", ty, 6), a, 6);
+}
+
+static void e_comm_wait(cg_k *k) {
+  const ir_node *x = &k->g->nodes[k->n->in[0]]; /* the started allreduce: its scale and ranks */
+  LLVMTypeRef ty[6] = {k->m->ptr, k->m->ptr, k->m->i64, k->m->f32, k->m->i64, k->m->ptr};
+  V a[6] = {k->arg[0], k->arg[1], ci(k, ir_numel(&k->n->shape)), cf(k, x->attr.f), ci(k, x->attr.n), errp(k)};
+  cg_call(k, declare(k, "lathe_rt_comm_wait", ty, 6), a, 6);
+}
+
 static void e_allreduce(cg_k *k) {
   const ir_node *n = k->n;
+  if (n->attr.k == 1) {
+    e_allreduce_start(k);
+    return;
+  }
   LLVMTypeRef ty[7] = {k->m->ptr, k->m->ptr, k->m->ptr, k->m->i64, k->m->f32, k->m->i64, k->m->ptr};
   V a[7] = {k->arg[0], input_ptrs(k, n->nin), sizes_const(k, n->nin), ci(k, n->nin), cf(k, n->attr.f),
             ci(k, n->attr.n), errp(k)};
@@ -68,6 +88,7 @@ static void e_all_gather(cg_k *k) {
 void cg_emit_comm(cg_k *k) {
   static const cg_emit_fn by_op[IR_NOPS] = {
     [IR_ALLREDUCE] = e_allreduce, [IR_REDUCE_SCATTER] = e_reduce_scatter, [IR_ALL_GATHER] = e_all_gather,
+    [IR_COMM_WAIT] = e_comm_wait,
   };
   by_op[k->n->op](k);
 }

@@ -311,6 +311,8 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_rt_cross_entropy", (void *)lathe_rt_cross_entropy},
     {"lathe_rt_allreduce", (void *)lathe_rt_allreduce}, {"lathe_rt_reduce_scatter", (void *)lathe_rt_reduce_scatter},
     {"lathe_rt_all_gather", (void *)lathe_rt_all_gather},
+    {"lathe_rt_allreduce_start", (void *)lathe_rt_allreduce_start},
+    {"lathe_rt_comm_wait", (void *)lathe_rt_comm_wait},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
   __typeof__(*(LLVMOrcCSymbolMapPairs)0) pairs[NS];
