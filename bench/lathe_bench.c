@@ -150,10 +150,8 @@ static int parse_input(const char *arg, input_arg *in) {
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
                   "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
-                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|int8|bf16|f16]
-"
-                  "                   [--calib-data D] [--backend llvm|cuda] [--precision f32|bf16]
-");
+                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|int8|bf16|f16]\n"
+                  "                   [--calib-data D] [--backend llvm|cuda] [--precision f32|bf16]\n");
   return 2;
 }
 
