@@ -540,8 +540,8 @@ int fe_lw_loss(fe_lctx *L, fe_args *a, fe_val *out) {
       return -1;
     }
     /* ignore_index: any integer, as PyTorch, whose default -100 applies when
-     * it is not given (attr k = 2: the default, which the CUDA backend
-     * renders without the ignoring, failing on such a label) */
+     * it is not given (attr k = 2: the default, k = 1: given; every backend
+     * ignores the index either way) */
     at.k = a->v[4].k == V_NUM ? 1 : 2, at.n = a->v[4].k == V_NUM ? a->v[4].num.i : -100;
     if (ce_weight(L, a, &w)) return -1;
   }

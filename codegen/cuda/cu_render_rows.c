@@ -220,7 +220,7 @@ long long cu_code_of(int node, int what) { return 1 + (long long)node * 4 + what
 
 /* Cross-entropy in every form the interpreter has (ir/interp_nn.c
  * ik_cross_entropy, torch's): class weights w (operand `wop`, 0: none), an
- * ignore_index (attr k = 1, the index in attr n), label smoothing ls. Over
+ * ignore_index (attr k = 1 given, 2 the default -100; the index in attr n), label smoothing ls. Over
  * the counted rows, (1 - ls) w[lab] (lse - x[lab]) + ls / C sum_c w[c]
  * (lse - x[c]), divided by the counted rows' total weight. */
 typedef struct {
