@@ -149,7 +149,7 @@ static void test_simplify(void) {
               "%0 = input x : f32[2, 3]\n"
               "%1 = input t : i32[2]\n"
               "%2 = log_softmax(%0) axis=1 : f32[2, 3]\n"
-              "%3 = cross_entropy(%0, %1) : f32[]  # loss\n"
+              "%3 = cross_entropy(%0, %1) k=2 n=-100 : f32[]  # loss\n"
               "loss = %3\n");
   expect_pass("simplify leaves the rest", ps_simplify,
               "input x : f32[2, 3]\n"
