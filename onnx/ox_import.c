@@ -628,7 +628,7 @@ static int declare_input(ox_ctx *c, const Onnx__ValueInfoProto *vi) {
   for (int k = 0; k < v->rank; k++) {
     const Onnx__TensorShapeProto__Dimension *d = sp->dim[k];
     if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && d->dim_value > ((int64_t)1 << 40))
-      return ox_err(c, "graph input '%s': dimension %d is %lld (over 2^40)", vi->name, k, (long long)d->dim_value);
+      return free(line.p), ox_err(c, "graph input '%s': dimension %d is %lld (over 2^40)", vi->name, k, (long long)d->dim_value);
     if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && d->dim_value > 0) {
       v->d[k] = d->dim_value;
       ox_buf_printf(&line, "%s%lld", k ? ", " : "", (long long)d->dim_value);
@@ -642,6 +642,7 @@ static int declare_input(ox_ctx *c, const Onnx__ValueInfoProto *vi) {
         empty = 1;
         continue;
       }
+      free(line.p); /* the declaration is not written: no leak on the refusal */
       return ox_unsup(c, NULL, "graph input '%s': dimension %d is %lld (Lathe has no empty tensors)", vi->name, k,
                       (long long)d->dim_value);
     }
@@ -655,7 +656,7 @@ static int declare_input(ox_ctx *c, const Onnx__ValueInfoProto *vi) {
     for (int i = 0; i < c->nsym && !sym; i++)
       if (strcmp(c->sym_onnx[i], base) == 0) sym = c->sym_nn[i];
     if (!sym) {
-      if (c->nsym == OX_MAXSYM) return ox_err(c, "more than %d symbolic dimensions", OX_MAXSYM);
+      if (c->nsym == OX_MAXSYM) return free(line.p), ox_err(c, "more than %d symbolic dimensions", OX_MAXSYM);
       sym = ox_fresh(c, base);
       if (!(c->sym_onnx[c->nsym] = strdup(base))) abort();
       c->sym_nn[c->nsym++] = sym;
