@@ -205,11 +205,16 @@ static void dq8_sums(const q_job *j, int64_t m0, int mb, int64_t b, int32_t r[4]
 /* the floats of rows [m0, m0 + mb) x the block's columns from n0 */
 static void dq8_tail(const q_job *j, int64_t m0, int mb, int64_t n0, int32_t r[4][16], int u8) {
   int64_t nb = j->N - n0 < 16 ? j->N - n0 : 16;
-  for (int i = 0; i < mb; i++)
-    for (int64_t c = 0; c < nb; c++)
-      j->out[(m0 + i) * j->N + n0 + c] =
-          rt_q_epilogue(rt_q_out(r[i][c] - (u8 ? j->c[n0 + c] : 0), j->sx[m0 + i], j->s[n0 + c]),
-                        j->bias ? j->bias[n0 + c] : 0.0f, j->bias != NULL, j->act);
+  for (int i = 0; i < mb; i++) {
+    float *o = j->out + (m0 + i) * j->N + n0;
+    for (int64_t c = 0; c < nb; c++) o[c] = rt_q_out(r[i][c] - (u8 ? j->c[n0 + c] : 0), j->sx[m0 + i], j->s[n0 + c]);
+    /* the epilogue in loops of their own (no load under a condition): they
+     * vectorise as the product's did, with rt_q_epilogue's operations */
+    if (j->bias)
+      for (int64_t c = 0; c < nb; c++) o[c] = o[c] + j->bias[n0 + c];
+    if (j->act == 1)
+      for (int64_t c = 0; c < nb; c++) o[c] = o[c] > 0.0f ? o[c] : 0.0f;
+  }
 }
 
 /* column blocks [lo, hi) against every row */
