@@ -25,6 +25,7 @@ static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
   }
   int rc = 0;
   int s8 = n->attr.i == LATHE_RT_Q_S8;
+  const double *b = n->nin > 4 ? ik_in(c, n, 4) : NULL; /* static int8's epilogue */
   for (int64_t m = 0; m < M && !rc; m++) {
     for (int64_t k = 0; k < K; k++) row[k] = (float)x[m * K + k];
     float sx = s8 ? rt_q_row_static(row, K, Kp, 0, (float)s[N], q) : rt_q_row(row, K, Kp, 0, q);
@@ -40,7 +41,8 @@ static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
                      (long long)j, (long long)cc[j], (long long)sum);
         break;
       }
-      out[m * N + j] = rt_q_out((int32_t)acc, sx, (float)s[j]);
+      out[m * N + j] = rt_q_epilogue(rt_q_out((int32_t)acc, sx, (float)s[j]), b ? (float)b[j] : 0.0f, b != NULL,
+                                     n->attr.axis);
     }
   }
   free(row), free(q);
@@ -62,13 +64,14 @@ static double weight(const ir_node *n, const double *w, const double *s, int64_t
 
 /* static int8 on the f32 path: the int8 weights as they are, in double */
 static void s8_f32(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
-  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *s = ik_in(c, n, 2);
+  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *s = ik_in(c, n, 2), *b = n->nin > 4 ? ik_in(c, n, 4) : NULL;
   int64_t N = n->attr.n, Kp = rt_q_kpad(K);
   for (int64_t m = 0; m < M; m++)
     for (int64_t j = 0; j < N; j++) {
       double acc = 0;
       for (int64_t k = 0; k < K; k++) acc += x[m * K + k] * w[rt_q_dq8_at(j, k, Kp)];
-      out[m * N + j] = acc * s[j];
+      double y = acc * s[j] + (b ? b[j] : 0.0);
+      out[m * N + j] = n->attr.axis == 1 && !(y > 0) ? 0.0 : y;
     }
 }
 

@@ -35,8 +35,13 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > kmax)
     return ir_fail(msg, mn, "qmatmul: unknown integer kernel k=%lld (expected 0 to %lld)", (long long)n->attr.k,
                    (long long)kmax);
-  if (n->nin != nin[mode])
-    return ir_fail(msg, mn, "qmatmul: mode %lld takes %d inputs, got %d", (long long)mode, nin[mode], n->nin);
+  int epi = mode == LATHE_RT_Q_S8 && n->nin == nin[mode] + 1; /* static int8's bias */
+  if (n->nin != nin[mode] && !epi)
+    return ir_fail(msg, mn, "qmatmul: mode %lld takes %d inputs%s, got %d", (long long)mode, nin[mode],
+                   mode == LATHE_RT_Q_S8 ? " (and a bias)" : "", n->nin);
+  if (n->attr.axis != 0 && (mode != LATHE_RT_Q_S8 || n->attr.axis != 1))
+    return ir_fail(msg, mn, "qmatmul: the epilogue's activation (axis) is static int8's only, 1 (relu); got %lld",
+                   (long long)n->attr.axis);
   const ir_node *x = &g->nodes[n->in[0]];
   char b[200];
   if (x->dtype != IR_F32 || x->shape.rank < 1)
@@ -63,6 +68,7 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (i8 && (need(g, n, 2, "s", IR_F32, N + (mode == LATHE_RT_Q_S8), -1, msg, mn) ||
              need(g, n, 3, "c", IR_I32, N, -1, msg, mn)))
     return -1;
+  if (epi && need(g, n, 4, "bias", IR_F32, N, -1, msg, mn)) return -1;
   n->dtype = IR_F32;
   n->shape = x->shape;
   n->shape.d[n->shape.rank - 1] = N;

@@ -89,6 +89,67 @@ static void remove_param(ir_graph *g, int i) {
   g->nparams--;
 }
 
+/* ---- static int8's epilogue: qmatmul -> add(bias [N]) [-> relu] ---- */
+
+/* the one reader of node v (-1: none, several, or an output or the loss) */
+static int sole_reader(const ir_graph *g, int v) {
+  int r = -1;
+  for (int o = 0; o < g->noutputs; o++)
+    if (g->outputs[o].node == v) return -1;
+  if (g->loss == v) return -1;
+  for (int i = 0; i < g->nnodes; i++)
+    for (int k = 0; k < g->nodes[i].nin; k++)
+      if (g->nodes[i].in[k] == v) {
+        if (r >= 0 && r != i) return -1;
+        r = i;
+      }
+  return r;
+}
+
+/* the bias operand of add node a reading q: an f32 [N] parameter, else -1 */
+static int bias_of(const ir_graph *g, const ir_node *a, int q, int64_t N) {
+  if (a->op != IR_ADD || a->nin != 2) return -1;
+  int b = a->in[0] == q ? a->in[1] : a->in[1] == q ? a->in[0] : -1;
+  const ir_node *bn = b >= 0 ? &g->nodes[b] : NULL;
+  return bn && b != q && bn->op == IR_PARAM && bn->dtype == IR_F32 && bn->shape.rank == 1 && bn->shape.d[0] == N ? b
+                                                                                                               : -1;
+}
+
+/* Each static int8 product whose only reader adds a bias (and whose sum's
+ * only reader is a relu) takes both into its kernel's epilogue: the sums
+ * are written once, already biased and rectified. */
+static int fold_epilogues(ir_graph *g, char *msg, size_t mn) {
+  int n0 = g->nnodes, folded = 0;
+  char *drop = ar_alloc(g->A, (size_t)n0 + 1);
+  memset(drop, 0, (size_t)n0 + 1);
+  for (int q = 0; q < n0; q++) {
+    const ir_node *qn = &g->nodes[q];
+    if (qn->op != IR_QMATMUL || qn->attr.i != LATHE_RT_Q_S8 || qn->nin != 4) continue;
+    int a = sole_reader(g, q), b = a >= 0 ? bias_of(g, &g->nodes[a], q, qn->attr.n) : -1;
+    if (b < 0) continue;
+    int r = sole_reader(g, a), relu = r >= 0 && g->nodes[r].op == IR_RELU, last = relu ? r : a;
+    int in[5] = {qn->in[0], qn->in[1], qn->in[2], qn->in[3], b};
+    ir_attr at = qn->attr;
+    at.axis = relu;
+    int f = ir_add(g, IR_QMATMUL, in, 5, &at, g->nodes[last].loc, msg, mn);
+    if (f < 0) return -1;
+    for (int i = 0; i < g->nnodes; i++)
+      for (int k = 0; k < g->nodes[i].nin; k++)
+        if (g->nodes[i].in[k] == last) g->nodes[i].in[k] = f;
+    for (int o = 0; o < g->noutputs; o++)
+      if (g->outputs[o].node == last) g->outputs[o].node = f;
+    if (g->loss == last) g->loss = f;
+    drop[q] = drop[a] = 1;
+    if (relu) drop[r] = 1;
+    folded++;
+  }
+  if (!folded) return 0;
+  char *all = ar_alloc(g->A, (size_t)g->nnodes + 1);
+  memset(all, 0, (size_t)g->nnodes + 1);
+  memcpy(all, drop, (size_t)n0);
+  return rw_reorder(g, all, msg, mn) ? -1 : folded;
+}
+
 int ps_quantize(ir_graph *g, char *msg, size_t mn) {
   int mode = g->quant;
   if (mode <= 0) return 0;
@@ -141,5 +202,6 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
       drop[g->params[i].node] = 1;
       remove_param(g, i);
     }
-  return rw_reorder(g, drop, msg, mn) ? -1 : changes;
+  if (rw_reorder(g, drop, msg, mn)) return -1;
+  return mode == LATHE_RT_Q_S8 && fold_epilogues(g, msg, mn) < 0 ? -1 : changes;
 }

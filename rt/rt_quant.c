@@ -168,6 +168,8 @@ typedef struct {
   const void *w;
   const float *s;
   const int32_t *c;
+  const float *bias;  /* s8's epilogue: NULL for none */
+  int64_t act;        /* s8's epilogue: 1 relu */
   const uint8_t *xq;  /* dq8: [M, Kp] */
   const float *sx;    /* dq8: [M] */
   float *panel;       /* weight-only, many rows: [N, K] */
@@ -203,9 +205,16 @@ static void dq8_sums(const q_job *j, int64_t m0, int mb, int64_t b, int32_t r[4]
 /* the floats of rows [m0, m0 + mb) x the block's columns from n0 */
 static void dq8_tail(const q_job *j, int64_t m0, int mb, int64_t n0, int32_t r[4][16], int u8) {
   int64_t nb = j->N - n0 < 16 ? j->N - n0 : 16;
-  for (int i = 0; i < mb; i++)
-    for (int64_t c = 0; c < nb; c++)
-      j->out[(m0 + i) * j->N + n0 + c] = rt_q_out(r[i][c] - (u8 ? j->c[n0 + c] : 0), j->sx[m0 + i], j->s[n0 + c]);
+  for (int i = 0; i < mb; i++) {
+    float *o = j->out + (m0 + i) * j->N + n0;
+    for (int64_t c = 0; c < nb; c++) o[c] = rt_q_out(r[i][c] - (u8 ? j->c[n0 + c] : 0), j->sx[m0 + i], j->s[n0 + c]);
+    /* the epilogue in loops of their own (no load under a condition): they
+     * vectorise as the product's did, with rt_q_epilogue's operations */
+    if (j->bias)
+      for (int64_t c = 0; c < nb; c++) o[c] = o[c] + j->bias[n0 + c];
+    if (j->act == 1)
+      for (int64_t c = 0; c < nb; c++) o[c] = o[c] > 0.0f ? o[c] : 0.0f;
+  }
 }
 
 /* column blocks [lo, hi) against every row */
@@ -273,7 +282,9 @@ static inline __attribute__((always_inline)) void s8_f32_blocks(const q_job *j, 
         for (int i = 0; i < 64; i++) acc[i] += xp[i & 3] * (float)wk[i];
       }
       for (int64_t c = 0; c < nb; c++)
-        j->out[m * j->N + n0 + c] = ((acc[4 * c] + acc[4 * c + 1]) + (acc[4 * c + 2] + acc[4 * c + 3])) * j->s[n0 + c];
+        j->out[m * j->N + n0 + c] =
+            rt_q_epilogue(((acc[4 * c] + acc[4 * c + 1]) + (acc[4 * c + 2] + acc[4 * c + 3])) * j->s[n0 + c],
+                          j->bias ? j->bias[n0 + c] : 0.0f, j->bias != NULL, j->act);
     }
   }
 }
@@ -312,8 +323,11 @@ static TAVX2 void s8_f32_avx2(const q_job *j, int64_t lo, int64_t hi) {
         float l[8];
         _mm256_storeu_ps(l, acc[q]);
         for (int h = 0; h < 2; h++)
-          if (2 * q + h < nb)
-            j->out[m * j->N + n0 + 2 * q + h] = ((l[4 * h] + l[4 * h + 1]) + (l[4 * h + 2] + l[4 * h + 3])) * j->s[n0 + 2 * q + h];
+          if (2 * q + h < nb) {
+            int64_t n = n0 + 2 * q + h;
+            j->out[m * j->N + n] = rt_q_epilogue(((l[4 * h] + l[4 * h + 1]) + (l[4 * h + 2] + l[4 * h + 3])) * j->s[n],
+                                                 j->bias ? j->bias[n] : 0.0f, j->bias != NULL, j->act);
+          }
       }
     }
   }
@@ -525,16 +539,20 @@ int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64
   return panel_path(M, K) ? N * K * 4 : 0;
 }
 
-void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s, const int32_t *c, void *scr,
-                      int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa) {
-  q_job j = {.out = out, .x = x, .w = w, .s = s, .c = c, .mode = (int)mode, .isa = (int)isa,
+void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
+                      void *scr, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa, int64_t act) {
+  q_job j = {.out = out, .x = x, .w = w, .s = s, .c = c, .bias = bias, .act = act, .mode = (int)mode, .isa = (int)isa,
              .M = M, .K = K, .N = N, .Kp = rt_q_kpad(K)};
   if (mode == LATHE_RT_Q_S8 && isa == LATHE_RT_ISA_F32) {
     int many = M >= Q_PANEL_M;
     int64_t per = 16 * (many ? 1 : M) * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / (per ? per : 1);
     j.panel = many ? scr : NULL;
     rt_pool_for((N + 15) / 16, grain, s8_f32_part, &j);
-    if (many) rt_sgemm(101, 111, 112, (int)M, (int)N, (int)K, 1.0f, x, (int)K, j.panel, (int)K, 0.0f, out, (int)N);
+    if (many) {
+      rt_sgemm(101, 111, 112, (int)M, (int)N, (int)K, 1.0f, x, (int)K, j.panel, (int)K, 0.0f, out, (int)N);
+      for (int64_t i = 0; (bias || act) && i < M * N; i++)
+        out[i] = rt_q_epilogue(out[i], bias ? bias[i % N] : 0.0f, bias != NULL, act);
+    }
     return;
   }
   if (mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8) {

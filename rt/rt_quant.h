@@ -85,6 +85,14 @@ static inline float rt_q_row_static(const float *x, int64_t K, int64_t Kp, int o
 /* The output of one int8-dynamic dot product. */
 static inline float rt_q_out(int32_t acc, float sx, float sw) { return (float)acc * (sx * sw); }
 
+/* Static int8's epilogue, in the product's kernel: + bias (b: NULL for
+ * none), then relu (act 1); the same float operations as the add and relu
+ * it replaces. */
+static inline float rt_q_epilogue(float y, float b, int has_b, int64_t act) {
+  if (has_b) y = y + b;
+  return act == 1 ? (y > 0.0f ? y : 0.0f) : y;
+}
+
 /* Weight quantization (lathe quantize): symmetric, per group (w8, w4) or
  * per row (dq8), scale = max |w| / qmax, q = round-to-even(w / scale). */
 static inline float rt_q_scale(const float *w, int64_t n, int qmax) {

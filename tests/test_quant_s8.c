@@ -6,6 +6,7 @@
  *    turns paths off); without SIMD integer dot products (the scalar
  *    kernel) the f32 form is chosen and agrees with the interpreter's in
  *    f32 rounding (both its paths: a few rows, and the panel from 16);
+ *    the bias and relu after the product folded into its epilogue;
  *  - the output is within the quantization error bound of the f32 product
  *    (|w - s q| <= s / 2 per weight, |x - sx qx| <= sx / 2 per input);
  *  - bad requests: no calibration data, bad calibration settings, nothing
@@ -25,14 +26,15 @@
 
 static char dir[] = "/tmp/lathe_qs8_XXXXXX";
 static char wf[128], qf[128], csv[128];
+static int relu; /* the model's output: relu(dense(x)), the epilogue folded with its relu */
 
 /* a dense layer with a loss (calibration reads data as training does) */
 static lathe_model *model(int64_t K, int64_t N, int64_t M) {
   char src[512];
   snprintf(src, sizeof src,
-           "model q\ninput x : f32[batch, %lld]\ntarget t : i32[batch]\noutput y = dense(x, %lld, name=\"fc\")\n"
+           "model q\ninput x : f32[batch, %lld]\ntarget t : i32[batch]\noutput y = %sdense(x, %lld, name=\"fc\")%s\n"
            "loss = cross_entropy(y, t)\ntrain {\n  batch = 8\n  split = [0.5, 0.25, 0.25]\n}\n",
-           (long long)K, (long long)N);
+           (long long)K, relu ? "relu(" : "", (long long)N, relu ? ")" : "");
   lathe_error err = {0};
   lathe_model *m = lathe_model_parse("q.nn", src, strlen(src), &err);
   CHECK_MSG(m != NULL, "%s", err.message);
@@ -102,7 +104,8 @@ static void set_features(const char *f) {
   else unsetenv("LATHE_CPU_FEATURES");
 }
 
-/* the node's kernel as the pass chose it, from the --print-after dump */
+/* the node's kernel as the pass chose it, from the --print-after dump;
+ * the epilogue folded: the bias is its fifth input, relu its axis=1 */
 static int64_t kernel_of(lathe_model *m, lathe_error *err) {
   char *buf = NULL;
   size_t len = 0;
@@ -113,6 +116,9 @@ static int64_t kernel_of(lathe_model *m, lathe_error *err) {
   fclose(log);
   char *at = buf ? strstr(buf, "= qmatmul(") : NULL, *eol = at ? strchr(at, '\n') : NULL;
   if (eol) *eol = 0;
+  int commas = 0;
+  for (const char *c = at ? at : ""; *c && *c != ')'; c++) commas += *c == ',';
+  CHECK_MSG(at && commas == 4 && (strstr(at, ") axis=1 ") != NULL) == relu, "epilogue not folded: %s", at ? at : "-");
   const char *k = at ? strstr(at, " k=") : NULL;
   int64_t r = !at ? -1 : k ? strtoll(k + 3, NULL, 10) : 0; /* the dump leaves out k=0 */
   free(buf);
@@ -173,6 +179,11 @@ static void test_products(void) {
   static const int64_t shapes[][3] = {{1, 64, 16}, {7, 64, 33}, {4, 128, 8}, {64, 96, 20}, {5, 100, 9}, {1, 3, 4},
                                       {17, 70, 5}};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) one_case(shapes[s][0], shapes[s][1], shapes[s][2]);
+  relu = 1; /* + bias and relu in the product's epilogue, a few rows and the panel */
+  one_case(7, 64, 33);
+  one_case(1, 64, 16);
+  one_case(20, 70, 5);
+  relu = 0;
   for (int i = 0; i <= LATHE_RT_ISA_F32; i++)
     if (isa_seen[i]) printf("int8 kernel tested: %s\n", lathe_rt_isa_name(i));
   CHECK(isa_seen[LATHE_RT_ISA_F32]);

@@ -568,8 +568,14 @@ static void test_qmatmul(void) {
   a.i = 6; /* static int8: the input's scale after the columns' */
   OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
   BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, c), "qmatmul: s must be f32[6], got f32[5]");
-  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: mode 6 takes 4 inputs, got 2");
-  a.k = 4; /* its f32 form */
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: mode 6 takes 4 inputs (and a bias), got 2");
+  a.axis = 1; /* the epilogue: + bias, relu */
+  OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, s1), "f32[4, 5]");
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, T("f32[6]")), "qmatmul: bias must be f32[5], got f32[6]");
+  a.axis = 2;
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, s1),
+      "qmatmul: the epilogue's activation (axis) is static int8's only, 1 (relu); got 2");
+  a.axis = 0, a.k = 4; /* its f32 form */
   OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
   a.i = 7, a.k = 0;
   BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown mode 7 (expected 1 to 6)");

@@ -13,15 +13,15 @@ static void qgeom(const ir_graph *g, const ir_node *n, int64_t *M, int64_t *K) {
   *M = ir_numel(xs) / (*K ? *K : 1);
 }
 
-/* kernel arguments: out, x, w, s, c */
+/* kernel arguments: out, x, w, s, c, bias (static int8's epilogue) */
 void cg_emit_qmatmul(cg_k *k) {
   const ir_node *n = k->n;
   int64_t M, K;
   qgeom(k->g, n, &M, &K);
-  V p[6] = {k->arg[0], k->arg[1], k->arg[2], n->nin > 2 ? k->arg[3] : NULL, n->nin > 3 ? k->arg[4] : NULL,
-            k->scratch};
-  int64_t ints[5] = {n->attr.i, M, K, n->attr.n, n->attr.k};
-  cg_call_rt(k, "lathe_rt_qmatmul", p, 6, ints, 5);
+  V p[7] = {k->arg[0], k->arg[1], k->arg[2], n->nin > 2 ? k->arg[3] : NULL, n->nin > 3 ? k->arg[4] : NULL,
+            n->nin > 4 ? k->arg[5] : NULL, k->scratch};
+  int64_t ints[6] = {n->attr.i, M, K, n->attr.n, n->attr.k, n->attr.axis};
+  cg_call_rt(k, "lathe_rt_qmatmul", p, 7, ints, 6);
 }
 
 int64_t cg_quant_scratch_bytes(const ir_graph *g, const ir_node *n) {
