@@ -44,6 +44,11 @@ static int compile_cuda(lathe_program *p, lathe_error *err) {
 /* Lower the model with its bound dimensions (unbound ones take
  * o->default_dim) into a new program; no backend yet. */
 lathe_program *api_program_lower(lathe_model *m, const lathe_options *o, lathe_error *err) {
+  /* every program (run, a training step, evaluation, generation) comes here */
+  if (o->precision == LATHE_PRECISION_BF16 && o->backend == LATHE_BACKEND_LLVM) {
+    api_fail(err, LATHE_EUSER, "--precision bf16 is the CUDA backend's (--backend cuda); the llvm backend computes in f32");
+    return NULL;
+  }
   int nsyms = fe_num_syms(m->fe);
   int64_t vals[IR_MAXDIM * 8];
   if (nsyms > (int)(sizeof vals / sizeof vals[0])) {

@@ -302,9 +302,14 @@ int cu_end(cu_rctx *r, unsigned grid, unsigned threads, const cu_ref *ops, int n
 enum { EW_THREADS = 256 };
 
 /* The grid-stride loop over count elements, index e. */
-static void loop_open(cu_sb *b, int64_t count) {
-  cu_sb_printf(b, ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
+void cu_grid_loop(cu_sb *b, int64_t count) {
+  cu_sb_printf(b, "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
                   " e += (long long)gridDim.x * blockDim.x) {\n", (long long)count);
+}
+
+void cu_loop_open(cu_sb *b, int64_t count) {
+  cu_sb_printf(b, ") {\n");
+  cu_grid_loop(b, count);
 }
 
 /* Statements computing fused program f of node n at element e into s<k>,
@@ -389,7 +394,7 @@ static int render_elementwise(cu_rctx *r) {
     cu_param(r, in[j - 1], cu_opn(r, j), 0);
   }
   int64_t count = ir_numel(&n->shape);
-  loop_open(&r->b, count);
+  cu_loop_open(&r->b, count);
   if (node_value(r, n, in, "r")) return -1;
   store(&r->b, "o", n->dtype, "r");
   cu_sb_printf(&r->b, "  }\n}\n");
@@ -412,7 +417,7 @@ static int render_siblings(cu_rctx *r) {
     cu_param(r, name[j], cu_opn(r, j), member);
   }
   int64_t count = ir_numel(&last->shape);
-  loop_open(&r->b, count);
+  cu_loop_open(&r->b, count);
   for (int m = 0; m < mu->n; m++) {
     const ir_node *n = &r->g->nodes[mu->node[m]];
     char in[PL_MAXARGS][16];
@@ -446,7 +451,7 @@ static int to_bf16(cu_rctx *r, int node, int64_t at, cu_ref *ref) {
   int64_t count = ir_numel(&x->shape);
   cu_begin(r, EW_THREADS);
   cu_sb_printf(&r->b, "const float* __restrict__ x, lt_bf16* __restrict__ y");
-  loop_open(&r->b, count);
+  cu_loop_open(&r->b, count);
   cu_sb_printf(&r->b, "    y[e] = x[e];\n  }\n}\n");
   cu_ref ops[2] = {{node, 0}, {CU_REF_ARENA, at}};
   *ref = ops[1];
@@ -541,7 +546,7 @@ static int render_gemm_epi(cu_rctx *r) {
     cu_param(r, name[j], cu_opn(r, j), stored);
   }
   int64_t count = ir_numel(&out->shape), N = out->shape.d[out->shape.rank - 1];
-  loop_open(&r->b, count);
+  cu_loop_open(&r->b, count);
   cu_sb_printf(&r->b, "    float v = a0[e];\n");
   for (int s = 0; s < e->nsteps; s++) {
     const ir_node *sn = e->node[s];

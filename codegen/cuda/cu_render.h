@@ -72,6 +72,11 @@ int cu_render_by_op(cu_rctx *r);
 enum { CU_ROW_THREADS = 256 };
 /* [outer, len, inner] around axis ax of s (axis < 0: everything is one row). */
 void cu_around(const ir_shape *s, int64_t ax, int64_t *outer, int64_t *len, int64_t *inner);
+/* The grid-stride loop every thread-per-element kernel opens with (one
+ * spelling for every renderer): `for (e = ...; e < count; ...) {`; and
+ * cu_loop_open: `) {` (the end of the parameters) then that loop. */
+void cu_grid_loop(cu_sb *b, int64_t count);
+void cu_loop_open(cu_sb *b, int64_t count);
 /* Threads for rows of len: a warp for short rows, up to CU_ROW_THREADS. */
 unsigned cu_row_threads(int64_t len);
 /* `) {` and the loop over rows of [outer, len, inner], a block per row:

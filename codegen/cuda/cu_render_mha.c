@@ -78,16 +78,14 @@ static int rope_kernel(cu_rctx *r, const mha_dims *m, cu_ref v, int64_t rows, in
                        int sign) {
   int64_t half = m->hd / 2, count = rows * nh * half;
   cu_begin(r, 256);
-  cu_sb_printf(&r->b, "float* __restrict__ v) {\n"
-                      "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-                      " e += (long long)gridDim.x * blockDim.x) {\n"
-                      "    long long p = e %% %lldLL, h = e / %lldLL %% %lldLL, row = e / (%lldLL * %lldLL);\n"
+  cu_sb_printf(&r->b, "float* __restrict__ v) {\n");
+  cu_grid_loop(&r->b, count);
+  cu_sb_printf(&r->b, "    long long p = e %% %lldLL, h = e / %lldLL %% %lldLL, row = e / (%lldLL * %lldLL);\n"
                       "    double th = (double)(row %% %lldLL) * pow(10000.0, -2.0 * (double)p / %lld.0);\n"
                       "    float cs = (float)cos(th), sn = (float)(%d.0 * sin(th));\n"
                       "    float* x = v + row * %lldLL + h * %lldLL + p;\n"
                       "    float a = x[0], b = x[%lld];\n    x[0] = a * cs - b * sn; x[%lld] = b * cs + a * sn;\n  }\n}\n",
-               (long long)count, (long long)half, (long long)half, (long long)nh, (long long)half, (long long)nh,
-               (long long)T, (long long)m->hd, sign, (long long)ld, (long long)m->hd, (long long)half,
+               (long long)half, (long long)half, (long long)nh, (long long)half, (long long)nh, (long long)T, (long long)m->hd, sign, (long long)ld, (long long)m->hd, (long long)half,
                (long long)half);
   cu_ref ops[1] = {v};
   return cu_end(r, cu_blocks(count, 256), 256, ops, 1);

@@ -120,12 +120,11 @@ static int r_gather_grad(cu_rctx *r) {
   cu_begin(r, EW);
   cu_params(r, 3);
   cu_status_param(r);
-  cu_sb_printf(&r->b, ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-                      " e += (long long)gridDim.x * blockDim.x) {\n"
-                      "    double iv = (double)a1[e];\n"
+  cu_loop_open(&r->b, count);
+  cu_sb_printf(&r->b, "    double iv = (double)a1[e];\n"
                       "    if (!(iv >= 0.0 && iv < %lld.0 && iv == floor(iv))) { lt_fail(status, %lld); continue; }\n"
                       "    long long v = (long long)iv;\n",
-               (long long)count, (long long)n->shape.d[ax], cu_code_of(r->k->node, 2));
+               (long long)n->shape.d[ax], cu_code_of(r->k->node, 2));
   gather_at(&r->b, &n->shape, &ix->shape, ax);
   cu_sb_printf(&r->b, "    atomicAdd(&a0[at], a2[e]);\n  }\n}\n");
   cu_ref ops[4];
@@ -347,8 +346,8 @@ static int r_kv_write(cu_rctx *r) {
   cu_begin(r, EW);
   cu_params(r, 4);
   cu_status_param(r);
-  cu_sb_printf(&r->b, ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-                      " e += (long long)gridDim.x * blockDim.x) {\n%s  }\n}\n", (long long)d, full);
+  cu_loop_open(&r->b, d);
+  cu_sb_printf(&r->b, "%s  }\n}\n", full);
   cu_ref ops[5];
   cu_refs(r, ops, 4);
   ops[4].node = CU_REF_STATUS, ops[4].off = 0;

@@ -395,8 +395,8 @@ int cu_per_element(cu_rctx *r, int nops, int status, const char *body) {
   cu_begin(r, EW);
   cu_params(r, nops);
   if (status) cu_status_param(r);
-  cu_sb_printf(&r->b, ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-                      " e += (long long)gridDim.x * blockDim.x) {\n%s  }\n}\n", (long long)count, body);
+  cu_loop_open(&r->b, count);
+  cu_sb_printf(&r->b, "%s  }\n}\n", body);
   cu_ref ops[CU_MAXOPS];
   cu_refs(r, ops, nops);
   if (status) ops[nops].node = CU_REF_STATUS, ops[nops].off = 0;
@@ -491,12 +491,11 @@ static int r_embedding_grad(cu_rctx *r) {
   cu_begin(r, EW);
   cu_params(r, 3);
   cu_status_param(r);
-  cu_sb_printf(&r->b, ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-                      " e += (long long)gridDim.x * blockDim.x) {\n"
-                      "    long long id = (long long)a1[e / %lldLL];\n"
+  cu_loop_open(&r->b, count);
+  cu_sb_printf(&r->b, "    long long id = (long long)a1[e / %lldLL];\n"
                       "    if (id < 0 || id >= %lldLL) { lt_fail(status, %lld); continue; }\n"
                       "    atomicAdd(&a0[id * %lldLL + e %% %lldLL], a2[e]);\n  }\n}\n",
-               (long long)count, (long long)D, (long long)V, cu_code_of(r->k->node, 0), (long long)D, (long long)D);
+               (long long)D, (long long)V, cu_code_of(r->k->node, 0), (long long)D, (long long)D);
   cu_ref ops[4];
   cu_refs(r, ops, 3);
   ops[3].node = CU_REF_STATUS, ops[3].off = 0;
@@ -535,14 +534,13 @@ static int r_pool_grad(cu_rctx *r) {
   if (cu_add_launch(r, &z)) return -1;
   cu_begin(r, EW);
   cu_params(r, 3);
+  cu_loop_open(&r->b, count);
   cu_sb_printf(&r->b,
-               ") {\n  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-               " e += (long long)gridDim.x * blockDim.x) {\n"
                "    long long ox = e %% %lldLL, oy = e / %lldLL %% %lldLL, pl = e / (%lldLL * %lldLL), at = -1;\n"
                "    float g = a2[e], best = -LT_INF;\n"
                "    for (int ky = 0; ky < %lld; ky++) for (int kx = 0; kx < %lld; kx++) {\n"
                "      long long i = (pl * %lldLL + oy * %lldLL + ky) * %lldLL + ox * %lldLL + kx;\n",
-               (long long)count, (long long)OW, (long long)OW, (long long)OH, (long long)OH, (long long)OW,
+               (long long)OW, (long long)OW, (long long)OH, (long long)OH, (long long)OW,
                (long long)p.KH, (long long)p.KW, (long long)H, (long long)s, (long long)W, (long long)s);
   if (is_max)
     cu_sb_printf(&r->b, "      if (at < 0 || a1[i] > best || (a1[i] != a1[i] && best == best)) { best = a1[i]; at = i; }\n"
@@ -583,9 +581,8 @@ static int r_conv2d(cu_rctx *r) {
   cu_params(r, nops);
   cu_sb_printf(&r->b, ") {\n");
   cv_consts(&r->b, &d);
-  cu_sb_printf(&r->b, "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-                      " e += (long long)gridDim.x * blockDim.x) {\n"
-                      "    long long ox = e %% OW, oy = e / OW %% OH, o = e / (OW * OH) %% O, in = e / (OW * OH * O);\n"
+  cu_grid_loop(&r->b, count);
+  cu_sb_printf(&r->b, "    long long ox = e %% OW, oy = e / OW %% OH, o = e / (OW * OH) %% O, in = e / (OW * OH * O);\n"
                       "    float acc = %s;\n"
                       "    for (long long cg = 0; cg < CG; cg++) for (long long ky = 0; ky < KH; ky++) {\n"
                       "      long long ch = o / OG * CG + cg, y = oy * S + ky * D - PT; if (y < 0 || y >= H) continue;\n"
@@ -593,7 +590,7 @@ static int r_conv2d(cu_rctx *r) {
                       "        long long xx = ox * S + kx * D - PL; if (xx < 0 || xx >= W) continue;\n"
                       "        acc += a1[((in * C + ch) * H + y) * W + xx] * a2[((o * CG + cg) * KH + ky) * KW + kx];\n"
                       "      }\n    }\n    a0[e] = acc;\n  }\n}\n",
-               (long long)count, bias ? "a3[o]" : "0.f");
+               bias ? "a3[o]" : "0.f");
   cu_ref ops[4];
   cu_refs(r, ops, nops);
   return cu_end(r, cu_blocks(count, EW), EW, ops, nops);
@@ -608,9 +605,8 @@ static int r_conv2d_grad_input(cu_rctx *r) {
   cu_params(r, 3);
   cu_sb_printf(&r->b, ") {\n");
   cv_consts(&r->b, &d);
-  cu_sb_printf(&r->b, "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-                      " e += (long long)gridDim.x * blockDim.x) {\n"
-                      "    long long xx = e %% W, y = e / W %% H, ch = e / (W * H) %% C, in = e / (W * H * C);\n"
+  cu_grid_loop(&r->b, count);
+  cu_sb_printf(&r->b, "    long long xx = e %% W, y = e / W %% H, ch = e / (W * H) %% C, in = e / (W * H * C);\n"
                       "    long long g = ch / CG, cg = ch %% CG;\n"
                       "    float acc = 0.f;\n"
                       "    for (long long og = 0; og < OG; og++) for (long long ky = 0; ky < KH; ky++) {\n"
@@ -620,8 +616,7 @@ static int r_conv2d_grad_input(cu_rctx *r) {
                       "        long long tx = xx + PL - kx * D; if (tx < 0 || tx %% S) continue;\n"
                       "        long long ox = tx / S; if (ox >= OW) continue;\n"
                       "        acc += a1[((in * O + o) * OH + oy) * OW + ox] * a2[((o * CG + cg) * KH + ky) * KW + kx];\n"
-                      "      }\n    }\n    a0[e] = acc;\n  }\n}\n",
-               (long long)count);
+                      "      }\n    }\n    a0[e] = acc;\n  }\n}\n");
   cu_ref ops[3];
   cu_refs(r, ops, 3);
   return cu_end(r, cu_blocks(count, EW), EW, ops, 3);

@@ -160,11 +160,10 @@ static int r_seq_grad(cu_rctx *r) {
   /* a = x w_ih + b_ih; h_{t-1}; ah = h_{t-1} w_hh (+ b_hh) */
   if (cu_gemm_t(r, BT, s.in, GH, 0, 0, cu_ref_at(xn, 0), cu_ref_at(wih, 0), a, cu_ref_at(bih, 0))) return -1;
   cu_begin(r, 256);
-  cu_sb_printf(&r->b, "const float* __restrict__ y, float* __restrict__ hp) {\n"
-                      "  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < %lldLL;"
-                      " e += (long long)gridDim.x * blockDim.x) {\n"
-                      "    long long t = e / %lldLL %% %lldLL;\n    hp[e] = t ? y[e - %lldLL] : 0.f;\n  }\n}\n",
-               (long long)(BT * h), (long long)h, (long long)s.T, (long long)h);
+  cu_sb_printf(&r->b, "const float* __restrict__ y, float* __restrict__ hp) {\n");
+  cu_grid_loop(&r->b, BT * h);
+  cu_sb_printf(&r->b, "    long long t = e / %lldLL %% %lldLL;\n    hp[e] = t ? y[e - %lldLL] : 0.f;\n  }\n}\n",
+               (long long)h, (long long)s.T, (long long)h);
   cu_ref sh[2] = {cu_ref_at(yn, 0), hp};
   if (cu_end(r, cu_blocks(BT * h, 256), 256, sh, 2)) return -1;
   if (s.op != IR_RNN && cu_gemm_t(r, BT, h, GH, 0, 0, hp, cu_ref_at(whh, 0), ah, gru ? cu_ref_at(bhh, 0) : none))
@@ -175,18 +174,23 @@ static int r_seq_grad(cu_rctx *r) {
                       " const float* __restrict__ dy, const float* __restrict__ whh, float* da, float* dah,"
                       " float* __restrict__ cell) {\n");
   consts(&r->b, &s);
-  cu_sb_printf(&r->b, "  __shared__ float drec[%lld], dcs[%lld];\n  (void)a; (void)ah; (void)dah; (void)cell;\n"
-                      "  for (long long b = blockIdx.x; b < B; b += gridDim.x) {\n",
-               (long long)h, (long long)h);
+  /* dcs: the lstm's cell gradient, the gru's carried dh * z; the rnn has
+   * none (a shared array set and never read is NVRTC's warning #550) */
+  int carry = s.op != IR_RNN;
+  cu_sb_printf(&r->b, "  __shared__ float drec[%lld]", (long long)h);
+  if (carry) cu_sb_printf(&r->b, ", dcs[%lld]", (long long)h);
+  cu_sb_printf(&r->b, ";\n  (void)a; (void)ah; (void)dah; (void)cell;\n"
+                      "  for (long long b = blockIdx.x; b < B; b += gridDim.x) {\n");
   if (s.op == IR_LSTM) /* the cell, forward: each unit's own recurrence */
     cu_sb_printf(&r->b, "    " FOR_J " {\n      float c = 0.f;\n      for (long long t = 0; t < T; t++) {\n"
                         "        long long row = b * T + t; const float* ar = a + row * GH; const float* hr = ah + row * GH;\n"
                         "        float ig = lt_sigmoid(ar[j] + hr[j]), fg = lt_sigmoid(ar[HH + j] + hr[HH + j]);\n"
                         "        float gg = tanhf(ar[2 * HH + j] + hr[2 * HH + j]);\n"
                         "        c = fg * c + ig * gg;\n        cell[row * HH + j] = c;\n      }\n    }\n");
-  cu_sb_printf(&r->b, "    " FOR_J " { drec[j] = 0.f; dcs[j] = 0.f; }\n    __syncthreads();\n"
+  cu_sb_printf(&r->b, "    " FOR_J " { drec[j] = 0.f;%s }\n    __syncthreads();\n"
                       "    for (long long t = T - 1; t >= 0; t--) {\n      long long row = b * T + t;\n"
-                      "      " FOR_J " {\n        float dh = dy[row * HH + j] + drec[j];\n");
+                      "      " FOR_J " {\n        float dh = dy[row * HH + j] + drec[j];\n",
+               carry ? " dcs[j] = 0.f;" : "");
   step_backward(&r->b, &s);
   cu_sb_printf(&r->b, "      }\n      __syncthreads();\n"
                       "      const float* dr = dah + row * GH;\n"
