@@ -16,7 +16,8 @@ PY=/usr/bin/python3
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 MLP_EPOCHS=${MLP_EPOCHS:-25}     # 4 steps of 256 per epoch (60% of 1797 rows)
 GPT_BYTES=${GPT_BYTES:-160000}   # about 140 steps of 16 windows of 64
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 LATHE_THREADS=1
+# one compute thread per rank, and no idle OpenBLAS threads either (docs/distributed.md, "Threads")
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 LATHE_THREADS=1 OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat /usr/share/games/fortunes/{fortunes,wisdom,literature,people,humorists,science} 2>/dev/null | head -c "$GPT_BYTES" >"$tmp/text.txt" || true  # head closes the pipe early
@@ -26,7 +27,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 lathe_rate() {
   local np=$1 model=$2 batch=$3; shift 3
   local cmd=("$LATHE" train "$model" --batch "$batch" --json --quiet "$@")
-  if [ "$np" -gt 1 ]; then cmd=(mpirun -np "$np" --oversubscribe -x LATHE_THREADS "${cmd[@]}"); fi
+  if [ "$np" -gt 1 ]; then cmd=(mpirun -np "$np" --oversubscribe -x LATHE_THREADS -x OPENBLAS_NUM_THREADS "${cmd[@]}"); fi
   "${cmd[@]}" 2>/dev/null | tail -1 | "$PY" -c '
 import json, sys
 r = json.loads(sys.stdin.read()); b = int(sys.argv[1])
