@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/program.h"
@@ -87,6 +88,24 @@ static void *grow(dist_mpi *d, void **p, size_t *n, size_t bytes) {
   return q;
 }
 
+/* Waiting for a request: test it, spin a little, then sleep between tests
+ * (50 us growing to 200 us) instead of MPI_Wait's busy polling. A rank
+ * that spins while the other computes burns its share of a busy machine's
+ * cores (and, under Linux's fair scheduler, is then scheduled less for its
+ * own compute); a sleeping one leaves the core to the rank it waits for.
+ * The cost is at most one sleep's latency per wait. */
+static void wait_req(dist_mpi *d, MPI_Request *req, const char *call) {
+  struct timespec ts = {0, 50000};
+  for (int spins = 0;; spins++) {
+    int done = 0;
+    check(d, MPI_Test(req, &done, MPI_STATUS_IGNORE), call);
+    if (done) return;
+    if (spins < 64) continue;
+    nanosleep(&ts, NULL);
+    if (ts.tv_nsec < 200000) ts.tv_nsec *= 2;
+  }
+}
+
 /* MPI counts are ints: a chunk above INT_MAX values ends the job rather
  * than wrapping. */
 static int count_of(dist_mpi *d, int64_t m) {
@@ -101,7 +120,9 @@ static int mpi_reduce_scatter(void *ctx, const void *in, void *out, int64_t m, i
   MPI_Datatype t = f64 ? MPI_DOUBLE : MPI_FLOAT;
   int cnt = count_of(d, m);
   void *rx = grow(d, &d->b, &d->nb, (size_t)m * (size_t)d->size * es + 1);
-  check(d, MPI_Alltoall(in, cnt, t, rx, cnt, t, d->comm), "MPI_Alltoall");
+  MPI_Request req;
+  check(d, MPI_Ialltoall(in, cnt, t, rx, cnt, t, d->comm, &req), "MPI_Ialltoall");
+  wait_req(d, &req, "MPI_Ialltoall");
   if (f64) {
     const double *r = rx;
     double *o = out;
@@ -126,7 +147,9 @@ static int mpi_allgather(void *ctx, const void *in, void *out, int64_t m, int f6
   dist_mpi *d = ctx;
   MPI_Datatype t = f64 ? MPI_DOUBLE : MPI_FLOAT;
   int cnt = count_of(d, m);
-  check(d, MPI_Allgather(in, cnt, t, out, cnt, t, d->comm), "MPI_Allgather");
+  MPI_Request req;
+  check(d, MPI_Iallgather(in, cnt, t, out, cnt, t, d->comm, &req), "MPI_Iallgather");
+  wait_req(d, &req, "MPI_Iallgather");
   return 0;
 }
 
@@ -207,7 +230,7 @@ static void advance(dist_mpi *d, int upto, int block) {
   while (d->gathered < d->nq) {
     dist_req *r = &d->q[d->gathered];
     int done = 0;
-    if (block && d->gathered <= upto) check(d, MPI_Wait(&r->req, MPI_STATUS_IGNORE), "MPI_Wait"), done = 1;
+    if (block && d->gathered <= upto) wait_req(d, &r->req, "MPI_Ialltoall"), done = 1;
     else check(d, MPI_Test(&r->req, &done, MPI_STATUS_IGNORE), "MPI_Test");
     if (!done) break;
     start_gather(d, r);
@@ -229,7 +252,7 @@ static int mpi_wait(void *ctx, const float *buf, float *out, int64_t n) {
   if (i == d->nq || d->q[i].n != n) mpi_fail(d, "internal error: waiting for a sum that was not started");
   dist_req *r = &d->q[i];
   if (r->phase == 1) advance(d, i, 1);
-  if (r->phase == 2) check(d, MPI_Wait(&r->req, MPI_STATUS_IGNORE), "MPI_Wait");
+  if (r->phase == 2) wait_req(d, &r->req, "MPI_Iallgather");
   memcpy(out, r->all, sizeof(float) * (size_t)n);
   r->phase = 0, r->key = NULL;
   int busy = 0;

@@ -237,8 +237,19 @@ static float global_loss(const tr_run *r, float loss) {
   return (float)(v / r->ranks);
 }
 
+/* The ranks meet before an epoch's first step, outside the steps' timing:
+ * otherwise a rank that compiled its programs later, or rank 0 writing a
+ * checkpoint, would show up as the other ranks' communication wait in the
+ * next step (and the first step would carry the whole start-up skew). */
+static void meet(const tr_run *r) {
+  if (r->ranks <= 1) return;
+  double v = 0;
+  lathe_rt_comm_sum(&v, 1, 1);
+}
+
 static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_loss, lathe_error *err) {
   int64_t B = r->gbatch, total = per_epoch * r->t.epochs;
+  meet(r);
   int64_t *order = malloc(sizeof(int64_t) * ((size_t)r->data.split.train.n + 1));
   if (!order) return api_fail(err, LATHE_ENOMEM, "out of memory");
   if (r->o->in_order) memcpy(order, r->data.split.train.idx, sizeof(int64_t) * (size_t)r->data.split.train.n);

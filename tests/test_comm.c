@@ -10,7 +10,12 @@
  * 3. The pass: a training step compiled for 2 ranks averages every
  *    gradient through allreduce buckets (a smaller bucket size gives more
  *    of them); with a "mirror" communicator (the other rank holds the same
- *    values) its update equals the one-rank step's bit for bit.
+ *    values) its update equals the one-rank step's bit for bit. Each
+ *    bucket only starts (allreduce k = 1) right after its last gradient and
+ *    a comm_wait follows the backward pass; with overlap hooks (start, wait,
+ *    progress) the step gives the same bits; the loss is averaged in the
+ *    first bucket (COMM_LOSS_OUT).
+ * 4. --zero1: reduce_scatter / all_gather per parameter, slice-sized state.
  * The real thing (mpirun, 2 and 4 ranks) is tests/mpi.sh. */
 #include <math.h>
 #include <stdlib.h>
@@ -228,7 +233,12 @@ static void test_kernels(void) {
 /* ---- 3. the pass ---- */
 
 /* A two-layer step: y = sum(relu(x W1 + b1) W2 + b2), adam. */
+static int build_step_t(ir_graph *g, arena *A, int64_t ranks, int64_t bucket, int zero1, char *msg, size_t mn);
 static int build_step(ir_graph *g, arena *A, int64_t ranks, int64_t bucket, char *msg, size_t mn) {
+  return build_step_t(g, A, ranks, bucket, 0, msg, mn);
+}
+
+static int build_step_t(ir_graph *g, arena *A, int64_t ranks, int64_t bucket, int zero1, char *msg, size_t mn) {
   ir_graph_init(g, A, "mlp");
   int x = input(g, "x", 2, (int64_t[]){4, 5});
   ir_shape s1 = {.rank = 2, .d = {5, 7}}, sb1 = {.rank = 1, .d = {7}}, s2 = {.rank = 2, .d = {7, 3}},
@@ -248,7 +258,7 @@ static int build_step(ir_graph *g, arena *A, int64_t ranks, int64_t bucket, char
   ir_train t;
   memset(&t, 0, sizeof t);
   t.present = 1, t.opt = IR_OPT_ADAM, t.lr = 0.1, t.beta1 = 0.9, t.beta2 = 0.999, t.eps = 1e-8;
-  t.ranks = ranks, t.bucket_bytes = bucket;
+  t.ranks = ranks, t.bucket_bytes = bucket, t.zero1 = zero1, t.rank = zero1 ? 1 : 0;
   if (g->loss < 0 || ad_backward(g, NULL, 0, 0, msg, mn) || opt_append(g, &t, msg, mn)) return -1;
   return 0;
 }
@@ -350,8 +360,37 @@ static void test_pass(void) {
   ar_free(&A1), ar_free(&A2), ar_free(&A3);
 }
 
+/* --zero1 on rank 1 of 2: every gradient reduce-scattered, every updated
+ * slice all-gathered, Adam's moments sized as the rank's slice (7 values of
+ * b1 -> 4 each, the pad included; w1's 35 -> 18) and marked with their
+ * whole shape and offset; no allreduce buckets. Runs on the LLVM backend. */
+static void test_zero1(void) {
+  char msg[512];
+  arena A;
+  ar_init(&A);
+  ir_graph g;
+  CHECK_MSG(build_step_t(&g, &A, 2, 0, 1, msg, sizeof msg) == 0, "%s", msg);
+  CHECK(count_op(&g, IR_REDUCE_SCATTER) == 4 && count_op(&g, IR_ALL_GATHER) == 4);
+  CHECK(count_op(&g, IR_ALLREDUCE) == 0);
+  int p = ir_find_param(&g, "opt.exp_avg.b1"), q = ir_find_param(&g, "opt.exp_avg_sq.w1");
+  CHECK(p >= 0 && q >= 0);
+  if (p >= 0 && q >= 0) {
+    CHECK(g.params[p].shape.rank == 1 && g.params[p].shape.d[0] == 4 && g.params[p].shard_off == 4);
+    CHECK(g.params[p].full.rank == 1 && g.params[p].full.d[0] == 7);
+    CHECK(g.params[q].shape.d[0] == 18 && g.params[q].shard_off == 18 && g.params[q].full.rank == 2);
+  }
+  CHECK(g.params[ir_find_param(&g, "w1")].full.rank == 0); /* the weights stay whole */
+  static float a[4096];
+  int64_t na = 0;
+  install_fake(0);
+  CHECK_MSG(step_llvm(&g, a, &na, msg, sizeof msg) == 0, "%s", msg);
+  lathe_rt_comm_install(NULL);
+  ar_free(&A);
+}
+
 int main(void) {
   test_shapes();
+  test_zero1();
   test_kernels();
   test_pass();
   return TEST_REPORT();
