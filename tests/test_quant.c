@@ -19,6 +19,7 @@
 #include "rt/lathe_rt.h"
 #include "runtime/runtime.h"
 #include "test.h"
+#include "quant_util.h"
 
 static char dir[] = "/tmp/lathe_quant_XXXXXX";
 
@@ -31,36 +32,6 @@ static lathe_model *model(int64_t K, int64_t N, int64_t M) {
   CHECK_MSG(m != NULL, "%s", err.message);
   if (m) CHECK(lathe_model_bind(m, "batch", M, &err) == 0);
   return m;
-}
-
-static lathe_program *compile(lathe_model *m, lathe_backend b, int quant, const char *weights, lathe_error *err) {
-  lathe_options o = {.backend = b, .quant = quant};
-  lathe_program *p = lathe_compile(m, &o, err);
-  if (p && weights && lathe_weights_load(p, weights, err)) {
-    lathe_program_free(p);
-    return NULL;
-  }
-  return p;
-}
-
-/* y of p on x [M, K]; malloc'd */
-static float *run(lathe_program *p, const float *x, int64_t M, int64_t K, int64_t N) {
-  lathe_error err = {0};
-  lathe_tensor t = {.dtype = LATHE_F32, .rank = 2, .shape = {M, K}, .data = (void *)x}, y = {0};
-  if (lathe_set_input(p, "x", &t, &err) || lathe_run(p, &err) || lathe_get_output(p, "y", &y, &err)) {
-    CHECK_MSG(0, "run: %s", err.message);
-    return NULL;
-  }
-  CHECK(lathe_tensor_numel(&y) == M * N);
-  return y.data;
-}
-
-static const float *param(const lathe_program *p, const char *name) {
-  for (int i = 0; i < lathe_num_params(p); i++) {
-    lathe_tensor v;
-    if (!strcmp(lathe_param_name(p, i), name) && lathe_param_view(p, i, &v) == 0) return v.data;
-  }
-  return NULL;
 }
 
 /* the largest |y - y32| may be, per element */

@@ -23,6 +23,7 @@
 #include "rt/lathe_rt.h"
 #include "runtime/runtime.h"
 #include "test.h"
+#include "quant_util.h"
 
 static char dir[] = "/tmp/lathe_qs8_XXXXXX";
 static char wf[128], qf[128], csv[128];
@@ -56,35 +57,6 @@ static void write_csv(int64_t K, int64_t N, int rows) {
     fprintf(f, "%d\n", r % (int)N);
   }
   fclose(f);
-}
-
-static lathe_program *compile(lathe_model *m, lathe_backend b, int quant, const char *weights, lathe_error *err) {
-  lathe_options o = {.backend = b, .quant = quant};
-  lathe_program *p = lathe_compile(m, &o, err);
-  if (p && weights && lathe_weights_load(p, weights, err)) {
-    lathe_program_free(p);
-    return NULL;
-  }
-  return p;
-}
-
-static float *run(lathe_program *p, const float *x, int64_t M, int64_t K, int64_t N) {
-  lathe_error err = {0};
-  lathe_tensor t = {.dtype = LATHE_F32, .rank = 2, .shape = {M, K}, .data = (void *)x}, y = {0};
-  if (lathe_set_input(p, "x", &t, &err) || lathe_run(p, &err) || lathe_get_output(p, "y", &y, &err)) {
-    CHECK_MSG(0, "run: %s", err.message);
-    return NULL;
-  }
-  CHECK(lathe_tensor_numel(&y) == M * N);
-  return y.data;
-}
-
-static const float *param(const lathe_program *p, const char *name) {
-  for (int i = 0; i < lathe_num_params(p); i++) {
-    lathe_tensor v;
-    if (!strcmp(lathe_param_name(p, i), name) && lathe_param_view(p, i, &v) == 0) return v.data;
-  }
-  return NULL;
 }
 
 /* the bias of the f32 product's output is the same in both programs (it

@@ -1,0 +1,41 @@
+/* quant_util.h -- what test_quant.c and test_quant_s8.c share: compile a
+ * one-dense-layer model (optionally quantized, optionally with weights
+ * loaded), run it on x [M, K], and view a parameter by name. Include after
+ * lathe.h and test.h. */
+#ifndef LATHE_TESTS_QUANT_UTIL_H
+#define LATHE_TESTS_QUANT_UTIL_H
+
+#include <stdint.h>
+#include <string.h>
+
+static inline lathe_program *compile(lathe_model *m, lathe_backend b, int quant, const char *weights, lathe_error *err) {
+  lathe_options o = {.backend = b, .quant = quant};
+  lathe_program *p = lathe_compile(m, &o, err);
+  if (p && weights && lathe_weights_load(p, weights, err)) {
+    lathe_program_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+/* y of p on x [M, K]; malloc'd (the caller frees it) */
+static inline float *run(lathe_program *p, const float *x, int64_t M, int64_t K, int64_t N) {
+  lathe_error err = {0};
+  lathe_tensor t = {.dtype = LATHE_F32, .rank = 2, .shape = {M, K}, .data = (void *)x}, y = {0};
+  if (lathe_set_input(p, "x", &t, &err) || lathe_run(p, &err) || lathe_get_output(p, "y", &y, &err)) {
+    CHECK_MSG(0, "run: %s", err.message);
+    return NULL;
+  }
+  CHECK(lathe_tensor_numel(&y) == M * N);
+  return y.data;
+}
+
+static inline const float *param(const lathe_program *p, const char *name) {
+  for (int i = 0; i < lathe_num_params(p); i++) {
+    lathe_tensor v;
+    if (!strcmp(lathe_param_name(p, i), name) && lathe_param_view(p, i, &v) == 0) return v.data;
+  }
+  return NULL;
+}
+
+#endif
