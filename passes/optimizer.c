@@ -302,8 +302,8 @@ static const opt_rule rules[] = {
   [IR_OPT_RMSPROP] = step_rmsprop,
 };
 
-/* g *= min(1, clip / (sqrt(sum of every g^2) + 1e-6)), as clip_grad_norm_. */
-static void clip(opt_ctx *c, int *gr, int nw) {
+/* The sum of every g^2 (-1 when there are no gradients). */
+static int sumsq(opt_ctx *c, const int *gr, int nw) {
   ir_attr all = {0};
   all.axis = -1;
   int sq = -1;
@@ -311,6 +311,12 @@ static void clip(opt_ctx *c, int *gr, int nw) {
     int s = op1(c, IR_SUM, mul(c, gr[w], gr[w]), &all);
     sq = sq < 0 ? s : add(c, sq, s);
   }
+  return sq;
+}
+
+/* g *= min(1, clip / (sqrt(sum of every g^2) + 1e-6)), as clip_grad_norm_. */
+static void clip(opt_ctx *c, int *gr, int nw) {
+  int sq = sumsq(c, gr, nw);
   int norm = add(c, op1(c, IR_SQRT, sq, NULL), num(c, 1e-6));
   int coef = op2(c, IR_MINIMUM, num(c, 1), dvd(c, num(c, c->t->clip_norm), norm));
   for (int w = 0; w < nw; w++) gr[w] = mul(c, gr[w], coef);
@@ -367,13 +373,7 @@ static int comm_failed(opt_ctx *c) {
 }
 
 static int zero_clip(opt_ctx *c, int *gr, int nw) {
-  ir_attr all = {0};
-  all.axis = -1;
-  int sq = -1;
-  for (int w = 0; w < nw; w++) {
-    int s = op1(c, IR_SUM, mul(c, gr[w], gr[w]), &all);
-    sq = sq < 0 ? s : add(c, sq, s);
-  }
+  int sq = sumsq(c, gr, nw);
   if (sq < 0) return -1;
   int tot = comm_sum_scalar(c->g, sq, c->t->ranks, c->msg, c->msgn);
   if (tot < 0) return comm_failed(c);

@@ -65,15 +65,21 @@ int lathe_rt_comm_gather(const void *in, void *out, int64_t n, int f64) {
   return rc;
 }
 
-/* out = concat(in[0..k)) summed over ranks, times scale. */
-void lathe_rt_allreduce(float *out, float *const *in, const int64_t *n, int64_t k, float scale, int64_t ranks,
-                        int32_t *err) {
-  if (check_size(ranks, err)) return;
+/* A bucket's gradients in[0..k) one after another into out; their total count. */
+static int64_t pack(float *out, float *const *in, const int64_t *n, int64_t k) {
   int64_t off = 0;
   for (int64_t j = 0; j < k; j++) {
     if (n[j] > 0) memcpy(out + off, in[j], (size_t)n[j] * sizeof(float));
     off += n[j];
   }
+  return off;
+}
+
+/* out = concat(in[0..k)) summed over ranks, times scale. */
+void lathe_rt_allreduce(float *out, float *const *in, const int64_t *n, int64_t k, float scale, int64_t ranks,
+                        int32_t *err) {
+  if (check_size(ranks, err)) return;
+  int64_t off = pack(out, in, n, k);
   lathe_rt_comm_sum(out, off, 0);
   if (scale != 1.0f)
     for (int64_t i = 0; i < off; i++) out[i] *= scale;
@@ -116,11 +122,7 @@ void lathe_rt_all_gather(float *out, const float *in, int64_t m, int64_t ranks, 
 void lathe_rt_allreduce_start(float *out, float *const *in, const int64_t *n, int64_t k, int64_t ranks,
                               int32_t *err) {
   if (check_size(ranks, err)) return;
-  int64_t off = 0;
-  for (int64_t j = 0; j < k; j++) {
-    if (n[j] > 0) memcpy(out + off, in[j], (size_t)n[j] * sizeof(float));
-    off += n[j];
-  }
+  int64_t off = pack(out, in, n, k);
   if (!installed.size || installed.size == 1 || off <= 0) return;
   double t0 = now_s();
   if (!installed.start) {
