@@ -14,14 +14,9 @@
 # loudly without torch or without ONNX support in this build. GPT-2-small:
 # tests/onnx_gpt2.sh.
 . "$(dirname "$0")/lib/common.sh"
-PY=/usr/bin/python3
+. "$(dirname "$0")/onnx/vs_torch.sh"
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
-if ! "$PY" -c "import torch, numpy" 2>/dev/null; then
-  echo "SKIPPED (loudly): onnx_models needs $PY with torch and numpy (apt-get install python3-torch)"; exit 0
-fi
-if "$LATHE" import 2>&1 | grep -q "without ONNX"; then
-  echo "SKIPPED (loudly): this lathe was built without ONNX support (./setup.sh, then configure again)"; exit 0
-fi
+onnx_need onnx_models
 "$PY" tests/onnx/export_models.py "$tmp" >"$tmp/export.log" 2>&1 || { cat "$tmp/export.log"; bad "export"; }
 # layer NN PATTERN COUNT: the imported .nn has COUNT lines matching PATTERN
 layer() {
@@ -39,19 +34,7 @@ for m in mlp cnn lstm2 bilstm bigru gpt gpt17 enc oddscale; do
     bilstm) layer "$tmp/i/$m.nn" ' = lstm(.*bidirectional=true' 1 ;;
     bigru) layer "$tmp/i/$m.nn" ' = gru(.*bidirectional=true' 2 ;;
   esac
-  for be in interp llvm; do
-    if ! "$LATHE" run "$tmp/i/$m.nn" --weights "$tmp/i/$m.safetensors" --in x="$tmp/$m.in.npy" \
-        --out y="$tmp/$m.$be.npy" --backend $be >/dev/null 2>"$tmp/run.log"; then
-      bad "run $m $be: $(cat "$tmp/run.log")"; continue
-    fi
-    "$PY" - "$tmp/$m.$be.npy" "$tmp/$m.out.npy" "$m $be" <<'PY' && ok || bad "$m $be differs from PyTorch"
-import sys, numpy as np
-got, want = np.load(sys.argv[1]), np.load(sys.argv[2])
-err = float(np.abs(got - want).max() / np.abs(want).max()) if got.shape == want.shape else float("inf")
-print(f"{sys.argv[3]}: max |diff| / max |PyTorch| = {err:.2e}")
-sys.exit(0 if err <= 1e-5 else 1)
-PY
-  done
+  vs_torch "$tmp/i" "$m"
 done
 # the imported MLP trains like the hand-written one (same layers and names, so
 # the same seeded initialisation; same train block): the same accuracy
