@@ -139,6 +139,11 @@ int ox_pull(ox_ctx *c, const char *name, const int *avoid, int navoid);
 /* the attention subgraph PyTorch exports, starting at its qkv MatMul n:
  * 1 when written as attention(), 0 when n does not start one, -1 on an error */
 int ox_attention_pattern(ox_ctx *c, const Onnx__NodeProto *n);
+/* An LSTM (kind 0) / GRU (1) / RNN (2) node written out step by step
+ * (ox_rnn_unroll.c): initial states, peepholes P (NULL: none), Y_c, GRU's
+ * linear_before_reset lbr = 0. */
+int ox_rnn_unroll(ox_ctx *c, const Onnx__NodeProto *n, int kind, int lbr, int ND, int rev, int layout, int64_t H,
+                  const ox_array *W, const ox_array *R, const ox_array *Bv, const ox_array *P);
 const char *ox_layer_name(ox_ctx *c, const Onnx__NodeProto *n, const ox_val *w, char *buf, size_t size);
 
 #endif

@@ -546,7 +546,21 @@ static void recurrent_params(ox_ctx *c, const char *prefix, int kind, int dir, c
   ox_array_free(&wi), ox_array_free(&wh), ox_array_free(&bi), ox_array_free(&bh);
 }
 
-/* LSTM / GRU / RNN, forward or bidirectional, either layout: Lathe's layers
+/* `v` [B, T, F] rebound to itself with the time axis reversed: a concat of
+ * its T one-step slices, last first (the language has no flip; an exact
+ * copy, and the recurrent layer between two flips is the fused kernel). */
+enum { FLIP_MAX_T = 1024 };
+static void time_flip(ox_ctx *c, const char *v, int64_t T) {
+  ox_buf line = {0};
+  ox_buf_printf(&line, "%s = concat([", v);
+  for (int64_t t = T - 1; t >= 0; t--)
+    ox_buf_printf(&line, "%sslice(%s, 1, %lld, %lld)", t < T - 1 ? ", " : "", v, (long long)t, (long long)t + 1);
+  ox_buf_printf(&line, "], 1)");
+  ox_emit(c, "%s", line.p);
+  free(line.p);
+}
+
+/* LSTM / GRU / RNN, forward, reverse or bidirectional, either layout: Lathe's layers
  * on [B, T, in] (bidirectional=true: [B, T, 2h], forward states then
  * reverse ones, whose parameters are N.l0.* and N.l0.rev.*), reshaped to
  * ONNX's Y [T, D, B, h] (layout 0) or [B, T, D, h] and Y_h [D, B, h] or
@@ -558,15 +572,14 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
   const ox_array *W = ox_need_const(c, n, 1), *R = ox_need_const(c, n, 2);
   if (!x || !W || !R || want_floatx(c, x)) return -1;
   const char *dir = ox_attr_s(n, "direction", "forward");
-  int bidi = strcmp(dir, "bidirectional") == 0, ND = bidi ? 2 : 1;
-  if (!bidi && strcmp(dir, "forward") != 0)
-    return ox_unsup(c, "direction", "'%s' (Lathe's recurrent layers run forward or bidirectional)", dir);
+  int bidi = strcmp(dir, "bidirectional") == 0, ND = bidi ? 2 : 1, rev = strcmp(dir, "reverse") == 0;
+  if (!bidi && !rev && strcmp(dir, "forward") != 0)
+    return ox_unsup(c, "direction", "'%s' (forward, reverse and bidirectional are known)", dir);
   if (ox_attr(n, "activations") || ox_attr(n, "activation_alpha") || ox_attr(n, "activation_beta"))
     return ox_unsup(c, "activations", "other activations than the defaults");
   if (ox_attr(n, "clip")) return ox_unsup(c, "clip", "cell clipping");
   if (ox_attr_i(n, "input_forget", 0)) return ox_unsup(c, "input_forget", "1");
-  if (gru && !ox_attr_i(n, "linear_before_reset", 0))
-    return ox_unsup(c, "linear_before_reset", "0 (Lathe's gru is PyTorch's: linear_before_reset = 1)");
+  int lbr = !gru || ox_attr_i(n, "linear_before_reset", 0); /* 0: not Lathe's gru, written out step by step */
   int layout = (int)ox_attr_i(n, "layout", 0);
   if (x->rank != 3) return ox_err(c, "expects a 3-d input");
   int64_t H = ox_attr_i(n, "hidden_size", W->d[1] / G), I = x->d[2];
@@ -575,6 +588,7 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
       R->d[1] != G * H || R->d[2] != H)
     return ox_err(c, "weights of the wrong shape");
   if (T < 1) return ox_unsup(c, NULL, "a symbolic sequence length");
+  if (rev && T > FLIP_MAX_T) return ox_unsup(c, "direction", "'reverse' over %lld steps (at most %d)", (long long)T, FLIP_MAX_T);
   const ox_array *Bv = ox_in(c, n, 3) ? ox_need_const(c, n, 3) : NULL;
   if (ox_in(c, n, 3) && (!Bv || Bv->n != ND * 2 * G * H)) return Bv ? ox_err(c, "a bias of the wrong size") : -1;
   if (ox_in(c, n, 4)) {
@@ -583,16 +597,22 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
     for (int64_t i = 0; i < sl->n; i++)
       if (ox_get_i(sl, i) != T) return ox_unsup(c, NULL, "sequence_lens shorter than the sequence");
   }
+  /* initial states, peepholes or Y_c: the fused layers have none, so the node is written out step by step */
+  int unroll = !lbr || (lstm && n->n_output > 2 && n->output[2] && *n->output[2] && ox_uses(c, n->output[2]));
   for (int k = 5; k <= (lstm ? 7 : 5); k++) {
     ox_val *iv = ox_in(c, n, k);
     if (!iv) continue;
     const ox_array *a = ox_const(c, iv);
-    int zero = a != NULL || (iv->filled && iv->fill == 0);
+    int zero = (a != NULL || (iv->filled && iv->fill == 0)) && !(k == 7 && !a);
     for (int64_t i = 0; a && i < a->n; i++) zero &= ox_get_f(a, i) == 0;
-    if (!zero) return ox_unsup(c, NULL, "input %d (%s) that is not zero", k, k == 7 ? "peepholes" : "an initial state");
+    if (k == 7 && !zero && !a) return ox_unsup(c, NULL, "input 7 (peepholes) that is not a constant");
+    if (k == 7 && !zero && a->n != ND * 3 * H) return ox_err(c, "peepholes of the wrong size");
+    unroll |= !zero;
   }
-  if (lstm && n->n_output > 2 && n->output[2] && *n->output[2] && ox_uses(c, n->output[2]))
-    return ox_unsup(c, NULL, "the Y_c output (Lathe's lstm returns the hidden states)");
+  if (unroll) {
+    const ox_array *P = lstm && ox_in(c, n, 7) ? ox_const(c, ox_in(c, n, 7)) : NULL;
+    return ox_rnn_unroll(c, n, lstm ? 0 : gru ? 1 : 2, lbr, ND, rev, layout, H, W, R, Bv, P);
+  }
   const char *xr = ox_ref(c, x);
   if (!xr) return -1;
   char L[300], pre[340];
@@ -603,8 +623,16 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
     recurrent_params(c, pre, kind, d, W, R, Bv, I, H);
   }
   const char *seq = ox_fresh(c, n->output[0]);
-  ox_emit(c, "%s = %s(%s%s%s, %lld%s, name=\"%s\")", seq, lstm ? "lstm" : gru ? "gru" : "rnn", layout ? "" : "transpose(",
-          xr, layout ? "" : ", [1, 0, 2])", (long long)H, bidi ? ", bidirectional=true" : "", L);
+  char xin[700];
+  snprintf(xin, sizeof xin, layout ? "%s" : "transpose(%s, [1, 0, 2])", xr);
+  if (rev) { /* the forward layer on the time-reversed sequence, its result reversed back */
+    ox_emit(c, "%s = %s", seq, xin);
+    time_flip(c, seq, T);
+    snprintf(xin, sizeof xin, "%s", seq);
+  }
+  ox_emit(c, "%s = %s(%s, %lld%s, name=\"%s\")", seq, lstm ? "lstm" : gru ? "gru" : "rnn", xin, (long long)H,
+          bidi ? ", bidirectional=true" : "", L);
+  if (rev) time_flip(c, seq, T);
   /* seq [B, T, D h] -> Y [T, D, B, h] (layout 0) or [B, T, D, h] */
   long long b = (long long)B, t = (long long)T, h = (long long)H, nd = ND;
   if (n->n_output > 0 && n->output[0] && *n->output[0]) {
@@ -622,7 +650,8 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
     const char *sym[3] = {layout ? x->sym[0] : NULL, layout ? NULL : x->sym[1], NULL};
     ox_val *y = ox_out(c, n, 1, x->dt, 3, d, sym);
     char fw[600], rv[600];
-    snprintf(fw, sizeof fw, "reshape(slice(slice(%s, 1, %lld, %lld), 2, 0, %lld), [%lld, 1, %lld])", seq, t - 1, t, h, b, h);
+    long long last = rev ? 0 : t - 1; /* a reverse layer's final state is at position 0 */
+    snprintf(fw, sizeof fw, "reshape(slice(slice(%s, 1, %lld, %lld), 2, 0, %lld), [%lld, 1, %lld])", seq, last, last + 1, h, b, h);
     snprintf(rv, sizeof rv, "reshape(slice(slice(%s, 1, 0, 1), 2, %lld, %lld), [%lld, 1, %lld])", seq, h, 2 * h, b, h);
     char both[1300];
     if (bidi) snprintf(both, sizeof both, "concat([%s, %s], 1)", fw, rv);

@@ -2,13 +2,18 @@
 # onnx_models.sh -- models exported from PyTorch (tests/onnx/export_models.py:
 # the digits MLP, a CNN, a 2-layer LSTM, a bidirectional LSTM, a 2-layer
 # bidirectional GRU, a GPT of the char-GPT's shape at opsets 14 and 17, a
-# one-block encoder without a mask and a one-block GPT whose attention scale
-# is not 1/sqrt(dk), all with a dynamic batch) imported with `lathe import`,
+# one-block encoder without a mask, a one-block GPT whose attention scale
+# is not 1/sqrt(dk), a GPT with separate q/k/v projections, an encoder with a
+# key-padding mask input, a decoder layer with cross-attention over a masked
+# memory, reverse-direction LSTM and GRU nodes, recurrences from given
+# initial states, all with a dynamic batch) imported with `lathe import`,
 # run by `lathe run` on the interpreter and the LLVM backend and compared with
 # PyTorch's outputs (max |diff| <= 1e-5 of max |PyTorch|). The GPTs' and the
 # encoder's attention subgraphs must import as the language's attention layer
-# (the fused kernels), the odd-scale one as primitive ops, the bidirectional
-# recurrences as bidirectional=true layers. Then the imported digits MLP
+# (the fused kernels; mask= and context= for the padding mask and the
+# cross-attention), the odd-scale one as primitive ops, the bidirectional
+# recurrences as bidirectional=true layers, the reverse ones as the fused
+# layer between time flips, those with initial states step by step. Then the imported digits MLP
 # (examples/mlp.nn's layers) with a train block appended trains with `lathe
 # train` to exactly the hand-written examples/mlp.nn's test accuracy. Skips
 # loudly without torch or without ONNX support in this build. GPT-2-small:
@@ -24,7 +29,7 @@ layer() {
   n=$(grep -c -- "$2" "$1")
   [ "$n" -eq "$3" ] && ok || bad "$(basename "$1") has $n lines matching '$2', not $3"
 }
-for m in mlp cnn lstm2 bilstm bigru gpt gpt17 enc oddscale; do
+for m in mlp cnn lstm2 bilstm bigru gpt gpt17 enc oddscale sepgpt padenc cross revlstm revgru initstate; do
   if ! "$LATHE" import "$tmp/$m.onnx" -o "$tmp/i" >"$tmp/imp.log" 2>&1; then bad "import $m: $(cat "$tmp/imp.log")"; continue; fi
   ok
   case $m in
@@ -33,6 +38,13 @@ for m in mlp cnn lstm2 bilstm bigru gpt gpt17 enc oddscale; do
     oddscale) layer "$tmp/i/$m.nn" ' = attention(' 0; layer "$tmp/i/$m.nn" 'softmax(' 1 ;;
     bilstm) layer "$tmp/i/$m.nn" ' = lstm(.*bidirectional=true' 1 ;;
     bigru) layer "$tmp/i/$m.nn" ' = gru(.*bidirectional=true' 2 ;;
+    sepgpt) layer "$tmp/i/$m.nn" ' = attention(.*, 4, causal=true, name=' 2; layer "$tmp/i/$m.nn" 'softmax(' 0 ;;
+    padenc) layer "$tmp/i/$m.nn" ' = attention(.*, 4, causal=false, mask=' 1; layer "$tmp/i/$m.nn" 'softmax(' 0 ;;
+    cross) layer "$tmp/i/$m.nn" ' = attention(.*, 4, causal=false, mask=.*, context=mem' 1
+      layer "$tmp/i/$m.nn" ' = attention(.*, 4, causal=true, name=' 1; layer "$tmp/i/$m.nn" 'softmax(' 0 ;;
+    revlstm) layer "$tmp/i/$m.nn" ' = lstm(' 1 ;;
+    revgru) layer "$tmp/i/$m.nn" ' = gru(' 1 ;;
+    initstate) layer "$tmp/i/$m.nn" ' = lstm(\| = gru(' 0 ;;
   esac
   vs_torch "$tmp/i" "$m"
 done

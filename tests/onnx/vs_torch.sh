@@ -13,13 +13,18 @@ onnx_need() {
   fi
 }
 
-# vs_torch DIR M: DIR/M.nn with DIR/M.safetensors on $tmp/M.in.npy, on the
-# interpreter and the LLVM backend, against PyTorch's $tmp/M.out.npy:
-# max |diff| <= 1e-5 of max |PyTorch|.
+# vs_torch DIR M: DIR/M.nn with DIR/M.safetensors on $tmp/M.in.npy (input x;
+# a model's other inputs NAME from $tmp/M.NAME.npy), on the interpreter and
+# the LLVM backend, against PyTorch's $tmp/M.out.npy: max |diff| <= 1e-5 of
+# max |PyTorch|.
 vs_torch() {
-  local dir="$1" m="$2" be
+  local dir="$1" m="$2" be f k extra=()
+  for f in "$tmp/$m".*.npy; do
+    k=${f#"$tmp/$m."}; k=${k%.npy}
+    case $k in in|out|interp|llvm) ;; *) extra+=(--in "$k=$f") ;; esac
+  done
   for be in interp llvm; do
-    if ! "$LATHE" run "$dir/$m.nn" --weights "$dir/$m.safetensors" --in x="$tmp/$m.in.npy" \
+    if ! "$LATHE" run "$dir/$m.nn" --weights "$dir/$m.safetensors" --in x="$tmp/$m.in.npy" "${extra[@]}" \
         --out y="$tmp/$m.$be.npy" --backend $be >/dev/null 2>"$tmp/run.log"; then
       bad "run $m $be: $(cat "$tmp/run.log")"; continue
     fi
