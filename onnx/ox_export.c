@@ -478,32 +478,62 @@ static int build_graph(oxe *e, Onnx__GraphProto *gp, const char *need) {
   return 0;
 }
 
-int ox_export(const lathe_program *p, const char *path, char *msg, size_t msgn) {
-  const ir_graph *g = &p->g;
-  if (!p->weights_set || !p->params) return snprintf(msg, msgn, "lathe export: the program has no weights"), -1;
+/* A built model: the builder's arena holds every part but these. */
+typedef struct {
   oxb b;
-  oxb_init(&b);
-  oxe e = {&b, p, g, calloc((size_t)g->nnodes + 1, sizeof(char *)), calloc((size_t)g->nnodes + 1, 1), msg, msgn};
-  char *need = needed(g);
-  int rc = -1;
-  if (!e.val || !e.used || !need) snprintf(msg, msgn, "lathe export: out of memory");
-  else {
-    Onnx__GraphProto gp = ONNX__GRAPH_PROTO__INIT;
-    Onnx__OperatorSetIdProto opset = ONNX__OPERATOR_SET_ID_PROTO__INIT, *opsets[1] = {&opset};
-    Onnx__ModelProto m = ONNX__MODEL_PROTO__INIT;
-    gp.name = (char *)g->model_name;
-    opset.domain = "";
-    opset.has_version = 1, opset.version = OX_EXPORT_OPSET;
-    m.has_ir_version = 1, m.ir_version = OX_IR_VERSION;
-    m.n_opset_import = 1, m.opset_import = opsets;
-    m.producer_name = "lathe";
-    m.producer_version = LATHE_VERSION;
-    m.graph = &gp;
-    if (!build_graph(&e, &gp, need)) rc = ox_model_write(path, &m, msg, msgn);
-  }
-  free(need);
-  free(e.val);
-  free(e.used);
-  oxb_free(&b);
+  oxe e;
+  char *need;
+  Onnx__GraphProto gp;
+  Onnx__OperatorSetIdProto opset, *opsets[1];
+  Onnx__ModelProto m;
+} built;
+
+static int build(built *t, const lathe_program *p, char *msg, size_t msgn) {
+  const ir_graph *g = &p->g;
+  memset(t, 0, sizeof *t);
+  oxb_init(&t->b);
+  if (!p->weights_set || !p->params) return snprintf(msg, msgn, "lathe export: the program has no weights"), -1;
+  t->e = (oxe){&t->b, p, g, calloc((size_t)g->nnodes + 1, sizeof(char *)), calloc((size_t)g->nnodes + 1, 1), msg, msgn};
+  t->need = needed(g);
+  if (!t->e.val || !t->e.used || !t->need) return snprintf(msg, msgn, "lathe export: out of memory"), -1;
+  onnx__graph_proto__init(&t->gp);
+  onnx__operator_set_id_proto__init(&t->opset);
+  onnx__model_proto__init(&t->m);
+  t->gp.name = (char *)g->model_name;
+  t->opset.domain = "";
+  t->opset.has_version = 1, t->opset.version = OX_EXPORT_OPSET;
+  t->opsets[0] = &t->opset;
+  t->m.has_ir_version = 1, t->m.ir_version = OX_IR_VERSION;
+  t->m.n_opset_import = 1, t->m.opset_import = t->opsets;
+  t->m.producer_name = "lathe";
+  t->m.producer_version = LATHE_VERSION;
+  t->m.graph = &t->gp;
+  return build_graph(&t->e, &t->gp, t->need);
+}
+
+static void built_free(built *t) {
+  free(t->need);
+  free(t->e.val);
+  free(t->e.used);
+  oxb_free(&t->b);
+}
+
+int ox_export(const lathe_program *p, const char *path, char *msg, size_t msgn) {
+  built t;
+  int rc = build(&t, p, msg, msgn);
+  if (!rc) rc = ox_model_write(path, &t.m, msg, msgn);
+  built_free(&t);
   return rc;
+}
+
+int ox_export_dyn(const lathe_program *p1, const lathe_program *p2, const char *dim, int64_t v1, int64_t v2,
+                  const char *path, char *msg, size_t msgn) {
+  built a, b;
+  int rc = build(&a, p1, msg, msgn);
+  int rc2 = build(&b, p2, msg, msgn);
+  if (!rc && !rc2) rc = oxs_symbolize(&a.b, &a.gp, &b.gp, dim, v1, v2, msg, msgn);
+  if (!rc && !rc2) rc = ox_model_write(path, &a.m, msg, msgn);
+  built_free(&a);
+  built_free(&b);
+  return rc || rc2 ? -1 : 0;
 }

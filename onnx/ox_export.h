@@ -24,6 +24,18 @@
  * naming the node and op that has no ONNX form. */
 int ox_export(const lathe_program *p, const char *path, char *msg, size_t msgn);
 
+/* The same with one symbolic dimension `dim` kept symbolic: p1 and p2 are
+ * the model compiled with dim bound to v1 and to v2 (otherwise the same).
+ * The graphs are compared: input and output dimensions that follow dim
+ * become dim_param `dim`, int64 shape constants that follow it (k dim) are
+ * computed at run time from an input's Shape; anything else that depends on
+ * dim is an error naming it (export with --bind then). */
+int ox_export_dyn(const lathe_program *p1, const lathe_program *p2, const char *dim, int64_t v1, int64_t v2,
+                  const char *path, char *msg, size_t msgn);
+/* ox_export_sym.c: graph g1 (built in b) made symbolic in dim by comparing it with g2. */
+int oxs_symbolize(oxb *b, Onnx__GraphProto *g1, const Onnx__GraphProto *g2, const char *dim, int64_t v1, int64_t v2,
+                  char *msg, size_t msgn);
+
 /* ---- between ox_export.c and ox_export_seq.c ---- */
 typedef struct {
   oxb *b;

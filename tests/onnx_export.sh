@@ -176,6 +176,47 @@ for o in o am oh; do
   check "$tmp/ops.nn" $o 2 4 "$tmp/ops.safetensors" x:f32:2x8x16 ids:i32:2x8:10 keep:bool:2x8
 done
 
+# A symbolic batch: exported without --bind, the file keeps 'batch' as a
+# dim_param, and ONNX Runtime runs the one file at two batch sizes, each equal
+# to lathe run at that size. dyn MODEL OUTPUT WEIGHTS SPEC... (B in a SPEC's
+# dims is the batch).
+dyn() {
+  local model=$1 out=$2 w=$3 base b seed=11
+  shift 3
+  base=$(basename "$model" .nn)
+  if ! "$LATHE" export "$model" --weights "$w" -o "$tmp/$base.dyn.onnx" 2>"$tmp/err"; then
+    bad "$base: symbolic export: $(cat "$tmp/err")"
+    return
+  fi
+  grep -q "'batch' symbolic" "$tmp/err" && ok || bad "$base: the batch did not stay symbolic: $(cat "$tmp/err")"
+  for b in 1 5; do
+    local specs=() ins=() spec
+    for spec in "$@"; do specs+=("${spec//B/$b}"); done
+    inputs "$base" "$seed" "${specs[@]}"
+    for spec in "$@"; do ins+=(--in "${spec%%:*}=$tmp/$base.$seed.${spec%%:*}.npy"); done
+    "$LATHE" run "$model" --weights "$w" "${ins[@]}" --out "$out=$tmp/$base.lathe.npy" >/dev/null 2>"$tmp/err" ||
+      { bad "$base: lathe run at batch $b: $(cat "$tmp/err")"; continue; }
+    "$ORT" "$tmp/$base.dyn.onnx" "${ins[@]}" --out "$out=$tmp/$base.ort.npy" 2>"$tmp/err" ||
+      { bad "$base: onnxruntime at batch $b: $(cat "$tmp/err")"; continue; }
+    local r
+    if r=$(same "$tmp/$base.lathe.npy" "$tmp/$base.ort.npy" 2>&1); then
+      ok
+      echo "$base (symbolic batch, run at $b): ONNX Runtime equals lathe run: $r"
+    else
+      bad "$base (symbolic batch, run at $b): ONNX Runtime differs from lathe run: $r"
+    fi
+  done
+}
+dyn examples/mlp.nn probs "$tmp/mlp.safetensors" x:f32:Bx64
+dyn examples/cnn.nn probs "$tmp/cnn.safetensors" x:f32:Bx1x8x8
+dyn examples/gpt.nn logits "$tmp/gpt.safetensors" tokens:i32:Bx64:96
+dyn examples/lstm.nn logits "$tmp/lstm.safetensors" tokens:i32:Bx32:96
+dyn examples/reverse.nn logits "$tmp/reverse.safetensors" src:i32:Bx8:12 len:i32:B:9 dec:i32:Bx8:12
+dyn examples/seq_cnn.nn probs "$tmp/seq_cnn.safetensors" x:f32:Bx1x48
+"$LATHE" init examples/bigru.nn -o "$tmp/bigru.safetensors" --seed 3 >/dev/null 2>&1 || bad "init bigru"
+dyn examples/bigru.nn probs "$tmp/bigru.safetensors" x:f32:Bx24x6
+dyn "$tmp/ops.nn" o "$tmp/ops.safetensors" x:f32:Bx8x16 ids:i32:Bx8:10 keep:bool:Bx8
+
 # Trained weights that carry the features' normalisation, at two batch sizes.
 small_task "$tmp"
 if "$LATHE" train "$tmp/m.nn" --data "$tmp/d.csv" --normalize standard --quiet --out "$tmp/tr" >/dev/null 2>"$tmp/err"; then
