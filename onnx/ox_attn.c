@@ -133,7 +133,7 @@ static int proj_back(ox_ctx *c, attn *a, const char *hv, int i, int64_t D) {
   if (jt < 0 || c->nodes[jt]->n_input < 1) return 0;
   if (i == 1 && perm_is(c, jt, "0132")) {
     jt = add(a, producer(c, c->nodes[jt]->input[0], "Transpose"));
-    if (!perm_is(c, jt, "0213")) return 0;
+    if (!perm_is(c, jt, "0213") || c->nodes[jt]->n_input < 1) return 0;
   } else if (!perm_is(c, jt, i == 1 ? "0231" : "0213")) {
     return 0;
   }

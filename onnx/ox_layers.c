@@ -622,8 +622,9 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
     snprintf(pre, sizeof pre, "%s%s", L, !bidi ? "" : d ? ".l0.rev" : ".l0");
     recurrent_params(c, pre, kind, d, W, R, Bv, I, H);
   }
-  const char *seq = ox_fresh(c, n->output[0]);
-  char xin[700];
+  char sb[320], xin[700];
+  snprintf(sb, sizeof sb, "%s_seq", L); /* not Y's name: a graph output keeps it */
+  const char *seq = ox_fresh(c, sb);
   snprintf(xin, sizeof xin, layout ? "%s" : "transpose(%s, [1, 0, 2])", xr);
   if (rev) { /* the forward layer on the time-reversed sequence, its result reversed back */
     ox_emit(c, "%s = %s", seq, xin);

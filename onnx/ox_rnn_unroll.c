@@ -132,9 +132,10 @@ static const char *state_in(ox_ctx *c, const char *L, node *n, int k, int d, int
   ox_val *v = ox_in(c, n, k);
   if (!v) return NULL;
   const char *r = ox_ref(c, v);
-  if (!r || v->rank != 3) {
+  if (!r || v->rank != 3 || v->d[2] != H || v->d[layout] < d + 1) {
     *err = 1;
-    if (r) ox_err(c, "input %d must be 3-d", k);
+    if (r) ox_err(c, "input %d (%s) must be [directions, batch, %lld] (layout 0) or [batch, directions, %lld]", k,
+                  k == 5 ? "initial_h" : "initial_c", (long long)H, (long long)H);
     return NULL;
   }
   const char *s = fresh(c, L, k == 5 ? "h0" : "c0");

@@ -207,6 +207,15 @@ dyn() {
     fi
   done
 }
+# an output that is a multiple of the batch cannot be a dim_param: a clear error, no file
+printf 'input x : f32[batch, 4]\noutput y = reshape(dense(x, 3, name="d"), [-1])\n' >"$tmp/flat.nn"
+"$LATHE" init "$tmp/flat.nn" -o "$tmp/flat.safetensors" >/dev/null 2>&1 || bad "init flat"
+"$LATHE" export "$tmp/flat.nn" --weights "$tmp/flat.safetensors" -o "$tmp/flat.onnx" 2>"$tmp/err" &&
+  bad "symbolic export of a batch multiple succeeded"
+grep -q "cannot keep 'batch' symbolic: dimension 0 of 'y'.*--bind batch=N" "$tmp/err" && [ ! -e "$tmp/flat.onnx" ] &&
+  ok || bad "batch multiple: $(cat "$tmp/err")"
+"$LATHE" export "$tmp/flat.nn" --weights "$tmp/flat.safetensors" --bind batch=2 -o "$tmp/flat.onnx" 2>"$tmp/err" &&
+  ok || bad "flat with --bind: $(cat "$tmp/err")"
 dyn examples/mlp.nn probs "$tmp/mlp.safetensors" x:f32:Bx64
 dyn examples/cnn.nn probs "$tmp/cnn.safetensors" x:f32:Bx1x8x8
 dyn examples/gpt.nn logits "$tmp/gpt.safetensors" tokens:i32:Bx64:96
