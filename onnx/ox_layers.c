@@ -592,8 +592,8 @@ int ox_h_recurrent(ox_ctx *c, node *n) {
   const ox_array *Bv = ox_in(c, n, 3) ? ox_need_const(c, n, 3) : NULL;
   if (ox_in(c, n, 3) && (!Bv || Bv->n != ND * 2 * G * H)) return Bv ? ox_err(c, "a bias of the wrong size") : -1;
   if (ox_in(c, n, 4)) {
-    const ox_array *sl = ox_need_const(c, n, 4);
-    if (!sl) return -1;
+    const ox_array *sl = ox_const(c, ox_in(c, n, 4));
+    if (!sl) return ox_unsup(c, NULL, "input 4 (sequence_lens) computed at run time (only full-length sequences)");
     for (int64_t i = 0; i < sl->n; i++)
       if (ox_get_i(sl, i) != T) return ox_unsup(c, NULL, "sequence_lens shorter than the sequence");
   }

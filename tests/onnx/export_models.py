@@ -246,6 +246,28 @@ class Reverse(nn.Module):
         return self.head(y[:, 0].transpose(0, 1))
 
 
+class ExtLens(torch.autograd.Function):
+    """An LSTM node whose sequence_lens is a graph input (what packed
+    sequences export): Lathe refuses it with a clear error."""
+
+    @staticmethod
+    def forward(ctx, x, W, R, B, lens):
+        return x.new_zeros(x.shape[0], 1, x.shape[1], 32)
+
+    @staticmethod
+    def symbolic(g, x, W, R, B, lens):
+        return g.op("LSTM", x, W, R, B, lens, hidden_size_i=32)
+
+
+class SeqLens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(24, 32)
+
+    def forward(self, x, lens):
+        return ExtLens.apply(x, *onnx_weights(self.rnn), lens)[:, 0]
+
+
 class InitState(nn.Module):
     """Recurrences from given initial states (inputs): an LSTM with h0 and c0,
     then a bidirectional GRU from h1."""
@@ -303,6 +325,9 @@ models = {
     "revgru": lambda: (Reverse(nn.GRU), torch.randint(0, 96, (3, 11))),
     "initstate": lambda: (InitState(), (torch.randint(0, 96, (3, 9)), torch.randn(1, 3, 32), torch.randn(1, 3, 32),
                                  torch.randn(2, 3, 16)), ["x", "h0", "c0", "h1"], {"h0": 1, "c0": 1, "h1": 1}),
+    # refused: sequence_lens given at run time (no reference output needed)
+    "seqlens": lambda: (SeqLens(), (torch.randn(7, 2, 24), torch.tensor([7, 4], dtype=torch.int32)), ["x", "lens"],
+                        {"x": 1, "lens": 0}),
     "gpt2": lambda: (GPT(vocab=50257, T=GPT2_T, d=768, heads=12, layers=12), torch.randint(0, 50257, (1, GPT2_T))),
 }
 only = sys.argv[2:] or [m for m in models if m != "gpt2"]
