@@ -80,7 +80,7 @@ static int bias_add(ox_ctx *c, const char *name, int xrank, int dt, int64_t N, c
     node *m = c->nodes[j];
     for (size_t k = 0; k < m->n_input; k++) {
       if (!m->input[k] || strcmp(m->input[k], name) != 0) continue;
-      if (strcmp(m->op_type, "Add") != 0 || m->n_input != 2 || c->skip[j]) return -1;
+      if (!m->op_type || strcmp(m->op_type, "Add") != 0 || m->n_input != 2 || c->skip[j]) return -1;
       ox_val *b = ox_in(c, m, 1 - (int)k);
       const ox_array *a = ox_const(c, b);
       if (!a || a->n != N || b->rank > 2 || b->rank < 1 || b->d[b->rank - 1] != N || b->dt != dt) return -1;

@@ -1595,8 +1595,8 @@ static int layernorm_pattern(ox_ctx *c, node *n) {
 static int h_erf(ox_ctx *c, node *n) {
   node *dv = producer(c, n->input[0]);
   const char *x = NULL;
-  if (dv && strcmp(dv->op_type, "Div") == 0 && is_scalar_const(c, dv, 1, 1.41421356, 1e-5)) x = dv->input[0];
-  if (dv && strcmp(dv->op_type, "Mul") == 0 && is_scalar_const(c, dv, 1, 0.70710678, 1e-6)) x = dv->input[0];
+  if (dv && dv->op_type && strcmp(dv->op_type, "Div") == 0 && is_scalar_const(c, dv, 1, 1.41421356, 1e-5)) x = dv->input[0];
+  if (dv && dv->op_type && strcmp(dv->op_type, "Mul") == 0 && is_scalar_const(c, dv, 1, 0.70710678, 1e-6)) x = dv->input[0];
   int ja = x ? sole_user(c, n->output[0], "Add") : -1;
   node *add = ja >= 0 ? c->nodes[ja] : NULL;
   int jm = add && (is_scalar_const(c, add, 0, 1, 0) || is_scalar_const(c, add, 1, 1, 0)) ? sole_user(c, add->output[0], "Mul") : -1;
