@@ -1,4 +1,4 @@
-/* ox_attn.c -- the self-attention subgraph PyTorch exports (a hand-written
+/* ox_attn.c -- the attention subgraphs PyTorch exports (a hand-written
  * block: torch.onnx.export, opsets 13 to 17) as the language's attention
  * layer, so the fused kernels run instead of a dozen primitive ops:
  *
@@ -9,6 +9,14 @@
  *   (Where(mask, -inf, s), Where(keep, s, -inf) or Add of 0 / -inf)
  *   -> Softmax(-1) -> MatMul(., v) -> Transpose (0 2 1 3) -> Reshape [B, T, d]
  *   -> MatMul Wp [d, d] -> Add bp
+ *
+ * or, HuggingFace-style, three projections: x -> MatMul Wq [d, d] (-> Add
+ * bq) -> Reshape -> Transpose into the scores, and k, v each src -> MatMul
+ * [dc, d] (-> Add) -> Reshape -> Transpose(s), found backward from the
+ * score and context products (src = x: self-attention, packed into Lathe's
+ * qkv; another src: cross-attention, context=src). Besides the constant
+ * causal mask, one Where on the scores with a run-time boolean condition
+ * ([B, 1, 1, S] or [B, 1, T, S]: a padding mask) becomes mask=.
  *
  * Every value on that path must be read only by the next node. The nodes
  * beside it that compute the reshapes' shapes and the mask (Shape, Gather,
