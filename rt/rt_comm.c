@@ -54,6 +54,22 @@ int lathe_rt_comm_sum(void *buf, int64_t n, int f64) {
   return rc;
 }
 
+int lathe_rt_comm_send(const void *buf, int64_t bytes, int peer) {
+  if (installed.size <= 1 || !installed.send) return -1;
+  double t0 = now_s();
+  int rc = installed.send(installed.ctx, buf, bytes, peer);
+  waited += now_s() - t0;
+  return rc;
+}
+
+int lathe_rt_comm_recv(void *buf, int64_t bytes, int peer) {
+  if (installed.size <= 1 || !installed.recv) return -1;
+  double t0 = now_s();
+  int rc = installed.recv(installed.ctx, buf, bytes, peer);
+  waited += now_s() - t0;
+  return rc;
+}
+
 int lathe_rt_comm_gather(const void *in, void *out, int64_t n, int f64) {
   if (!installed.size || installed.size == 1) {
     if (n > 0 && in != out) memmove(out, in, (size_t)n * (f64 ? 8 : 4));
