@@ -560,7 +560,9 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
    * rank 0 alone prints, plots and writes files (it reads the same ones on
    * --resume as every rank). */
   int ranks = lathe_rt_comm_size(), rank = lathe_rt_comm_rank();
-  int stages = o->pipeline > 1 ? o->pipeline : 0, micro = o->micro_batches > 0 ? o->micro_batches : stages;
+  int stages = o->pipeline > 1 ? o->pipeline : 0, micro = o->micro_batches;
+  /* by default one micro-batch per stage, or as many as divide the batch */
+  for (micro = micro > 0 ? micro : stages; !o->micro_batches && micro > 1 && t.batch % micro; micro--) {}
   if (stages && pipe_check(o, &t, ranks, stages, micro, err)) return err->code;
   if (!stages && ranks > 1 && t.batch % ranks)
     return api_fail(err, LATHE_EUSER, "the global batch of %lld does not split evenly over %d ranks: give a batch "

@@ -4,6 +4,7 @@
 #    state on the same global batches, within 1e-5; only rank 0 prints and writes;
 # 2. the char-GPT likewise with 2 stages (about 10 steps: the suite stays short; docs/distributed.md reports
 #    200 steps);
+# 2b. inference (lathe run --pipeline K) gives one process's outputs within 1e-5;
 # 3. --resume of a pipeline checkpoint (which holds the whole model) continues to the same weights;
 # 4. what is not supported is refused with a clear message: more stages than layer boundaries, a job whose
 #    ranks are not the stages, --zero1, --pipeline in one process;
@@ -62,6 +63,32 @@ if [ -z "$asan" ]; then
   same "$tmp/g1/last.safetensors" "$tmp/g2/last.safetensors" "char-GPT, --pipeline 2"
 fi
 
+# ---- 2b. inference: lathe run --pipeline K gives one process's outputs (2 and 4 stages of the char-GPT, 3 of
+# the MLP, whose weights carry the inputs' normalisation) ----
+/usr/bin/python3 -c "
+import numpy as np
+np.save('$tmp/tok.npy', (np.arange(4 * 64).reshape(4, 64) * 7 % 96).astype(np.int32))
+np.save('$tmp/x.npy', (np.arange(8 * 64).reshape(8, 64) % 17).astype(np.float32))"
+close() { # close A.npy B.npy WHAT
+  local r
+  if r=$("$PY" -c "import numpy as np, sys; d = float(np.abs(np.load('$1') - np.load('$2')).max()); print(d); sys.exit(d > 1e-5)" 2>&1)
+  then ok; echo "$3: max |diff| $r"; else bad "$3: $r"; fi
+}
+if [ -z "$asan" ]; then
+  "$LATHE" run examples/gpt.nn --weights "$tmp/g1/last.safetensors" --in tokens="$tmp/tok.npy" --out logits="$tmp/o1.npy" \
+    >/dev/null 2>&1 || bad "gpt run, one process"
+  for k in 2 4; do
+    mpi $k run examples/gpt.nn --pipeline $k --weights "$tmp/g1/last.safetensors" --in tokens="$tmp/tok.npy" \
+      --out logits="$tmp/o$k.npy" >"$tmp/run$k.txt" 2>&1 || bad "gpt run --pipeline $k: $(tail -5 "$tmp/run$k.txt")"
+    close "$tmp/o1.npy" "$tmp/o$k.npy" "char-GPT inference, --pipeline $k"
+  done
+fi
+"$LATHE" run examples/mlp.nn --weights "$tmp/one/last.safetensors" --in x="$tmp/x.npy" --out probs="$tmp/m1.npy" \
+  >/dev/null 2>&1 || bad "mlp run, one process"
+mpi 3 run examples/mlp.nn --pipeline 3 --weights "$tmp/one/last.safetensors" --in x="$tmp/x.npy" --out probs="$tmp/m3.npy" \
+  >"$tmp/runm.txt" 2>&1 || bad "mlp run --pipeline 3: $(tail -5 "$tmp/runm.txt")"
+close "$tmp/m1.npy" "$tmp/m3.npy" "digits MLP inference, --pipeline 3"
+
 # ---- 3. --resume: 1 epoch on the pipeline, the 2nd resumed (the checkpoint holds the whole model) ----
 mpi 2 train examples/mlp.nn --data "$DIGITS" --epochs 1 --pipeline 2 --out "$tmp/r" --quiet >"$tmp/r1.txt" 2>&1 ||
   bad "resume, first epoch: $(tail -5 "$tmp/r1.txt")"
@@ -76,7 +103,7 @@ refused() { # refused PATTERN WHAT NP ARGS...
     bad "$what: not refused"
   grep -q -- "$pat" "$tmp/x.txt" && ok || bad "$what: $(tail -5 "$tmp/x.txt")"
 }
-refused "the model has 2 layer boundaries to cut at, so at most 3 stages" "4 stages of the MLP" 4 --pipeline 4
+refused "the model has 5 layer boundaries to cut at, so at most 6 stages" "7 stages of the MLP" 7 --pipeline 7
 refused "needs exactly 4 ranks (mpirun -np 4)" "np 2, --pipeline 4" 2 --pipeline 4
 refused "cannot be combined with --zero1" "--pipeline with --zero1" 2 --pipeline 2 --zero1
 refused "must be a multiple of it" "batch 64, 3 micro-batches" 2 --pipeline 2 --micro-batches 3
