@@ -85,7 +85,7 @@ int st_plan_make(const ir_graph *g, int k, int train, st_plan *pl, char *msg, si
   memset(pl, 0, sizeof *pl);
   if (k < 2 || k > ST_MAX) return ir_fail(msg, msgn, "--pipeline %d: give 2 to %d stages", k, ST_MAX);
   if (train && g->loss < 0) return ir_fail(msg, msgn, "--pipeline: the model has no loss to train");
-  st_uses u;
+  st_uses u = {0};
   int n = g->nnodes, rc = 0;
   int64_t *pre = malloc(sizeof(int64_t) * ((size_t)n + 1));
   int *valid = malloc(sizeof(int) * ((size_t)n + 1)), *act = malloc(sizeof(int) * ((size_t)n + 1)), nv = 0;
