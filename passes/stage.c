@@ -185,7 +185,31 @@ static int copy_nodes(ir_graph *ng, const ir_graph *g, int lo, int hi, const cha
   return 0;
 }
 
-int st_extract(ir_graph *g, const st_plan *pl, int s, int train, char *msg, size_t msgn) {
+/* The op recv of a tensor shaped like node a, from rank peer. */
+static int recv_like(ir_graph *g, const ir_node *a, int peer, char *msg, size_t msgn) {
+  ir_attr at = {0};
+  at.n = peer, at.nlist = a->shape.rank;
+  for (int j = 0; j < a->shape.rank; j++) at.list[j] = a->shape.d[j];
+  return ir_add(g, IR_RECV, NULL, 0, &at, a->loc, msg, msgn);
+}
+
+static int send_to(ir_graph *g, int x, int peer, char *msg, size_t msgn) {
+  ir_attr at = {0};
+  at.n = peer;
+  return ir_add(g, IR_SEND, &x, 1, &at, g->nodes[x].loc, msg, msgn);
+}
+
+int st_send_output(ir_graph *g, const char *name, int peer, char *msg, size_t msgn) {
+  int o = ir_find_output(g, name);
+  if (o < 0) return ir_fail(msg, msgn, "internal error: --pipeline: no output %s", name);
+  int x = send_to(g, g->outputs[o].node, peer, msg, msgn);
+  if (x < 0) return -1;
+  g->outputs[o].node = x;
+  return 0;
+}
+
+int st_extract(ir_graph *g, const st_plan *pl, int s, int flags, char *msg, size_t msgn) {
+  int train = flags & ST_TRAIN, p2p = flags & ST_P2P;
   if (s < 0 || s >= pl->k) return ir_fail(msg, msgn, "internal error: stage %d of %d", s, pl->k);
   int last = s == pl->k - 1, lo = s ? pl->cut[s - 1] : -1, hi = last ? g->nnodes - 1 : pl->cut[s];
   int nsink = 0, *sink = malloc(sizeof(int) * ((size_t)g->noutputs + 2)), *map = malloc(sizeof(int) * ((size_t)g->nnodes + 1));
@@ -201,13 +225,15 @@ int st_extract(ir_graph *g, const st_plan *pl, int s, int train, char *msg, size
   for (int i = 0; i < g->nnodes; i++) map[i] = -1;
   ir_graph ng;
   ir_graph_init(&ng, g->A, g->model_name);
-  if (s > 0) {
-    const ir_node *a = &g->nodes[pl->act[s - 1]];
-    map[pl->act[s - 1]] = ir_add_param(&ng, ST_ACT_IN, a->dtype, &a->shape, IR_INIT_ZEROS, 0, 0, 0, a->loc);
-  }
-  int rc = copy_nodes(&ng, g, lo, hi, need, map, msg, msgn);
+  const ir_node *a = s > 0 ? &g->nodes[pl->act[s - 1]] : NULL;
+  if (a && p2p) map[pl->act[s - 1]] = recv_like(&ng, a, s - 1, msg, msgn);
+  else if (a) map[pl->act[s - 1]] = ir_add_param(&ng, ST_ACT_IN, a->dtype, &a->shape, IR_INIT_ZEROS, 0, 0, 0, a->loc);
+  int rc = a && map[pl->act[s - 1]] < 0 ? -1 : copy_nodes(&ng, g, lo, hi, need, map, msg, msgn);
+  int out = rc || last ? -1 : p2p ? send_to(&ng, map[pl->act[s]], s + 1, msg, msgn) : map[pl->act[s]];
+  if (rc == 0 && !last && out < 0) rc = -1;
   if (rc == 0) {
-    if (!last) ir_add_output(&ng, ST_ACT_OUT, map[pl->act[s]]);
+    if (a && p2p) ir_add_output(&ng, ST_ACT_IN, map[pl->act[s - 1]]);
+    if (!last) ir_add_output(&ng, ST_ACT_OUT, out);
     else if (train) ng.loss = map[g->loss];
     else
       for (int o = 0; o < g->noutputs; o++) ir_add_output(&ng, g->outputs[o].name, map[g->outputs[o].node]);
@@ -218,12 +244,12 @@ int st_extract(ir_graph *g, const st_plan *pl, int s, int train, char *msg, size
   return rc;
 }
 
-int st_surrogate_loss(ir_graph *g, char *msg, size_t msgn) {
+int st_surrogate_loss(ir_graph *g, int peer, char *msg, size_t msgn) {
   int o = ir_find_output(g, ST_ACT_OUT);
   if (o < 0) return ir_fail(msg, msgn, "internal error: --pipeline: the stage has no %s", ST_ACT_OUT);
   int act = g->outputs[o].node;
   ir_node a = g->nodes[act];
-  int gout = ir_add_input(g, ST_GOUT, a.dtype, &a.shape, 0, a.loc);
+  int gout = peer >= 0 ? recv_like(g, &a, peer, msg, msgn) : ir_add_input(g, ST_GOUT, a.dtype, &a.shape, 0, a.loc);
   int ab[2] = {act, gout};
   int m = gout < 0 ? -1 : ir_add(g, IR_MUL, ab, 2, NULL, a.loc, msg, msgn);
   ir_attr all = {0};

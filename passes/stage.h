@@ -10,10 +10,12 @@
  * (ir_node_flops) most evenly; st_extract rewrites a graph into one stage:
  *   - stage s > 0 reads the activation as the parameter ST_ACT_IN (a
  *     parameter, not an input, so that autodiff gives its gradient: the one
- *     stage s sends back to stage s - 1);
+ *     stage s sends back to stage s - 1), or with ST_P2P receives it from
+ *     rank s - 1 with the op recv and publishes it as the output ST_ACT_IN;
  *   - stage s < K - 1 publishes the activation it passes on as the output
- *     ST_ACT_OUT and has no loss; the last stage keeps the loss (training)
- *     or the model's outputs (inference);
+ *     ST_ACT_OUT (with ST_P2P: through the op send to rank s + 1) and has
+ *     no loss; the last stage keeps the loss (ST_TRAIN) or the model's
+ *     outputs;
  *   - only the nodes between the stage's two cuts that lead to its result
  *     remain, with the leaves they read (parameters keep their names, so a
  *     checkpoint's names still find them). */
@@ -40,11 +42,15 @@ typedef struct {
 int st_plan_make(const ir_graph *g, int k, int train, st_plan *pl, char *msg, size_t msgn);
 
 /* Rewrite g (the graph st_plan_make saw, unchanged) into stage s of pl. */
-int st_extract(ir_graph *g, const st_plan *pl, int s, int train, char *msg, size_t msgn);
+enum { ST_TRAIN = 1, ST_P2P = 2 };
+int st_extract(ir_graph *g, const st_plan *pl, int s, int flags, char *msg, size_t msgn);
 
-/* A non-last training stage: the loss sum(ST_ACT_OUT * ST_GOUT) with the
- * input ST_GOUT (the gradient the next stage sends back), so autodiff gives
- * the stage's gradients for that upstream gradient. */
-int st_surrogate_loss(ir_graph *g, char *msg, size_t msgn);
+/* A non-last training stage: the loss sum(ST_ACT_OUT * gout), gout the
+ * gradient the next stage sends back (the op recv from rank peer; peer < 0:
+ * the input ST_GOUT), so autodiff gives the stage's gradients for it. */
+int st_surrogate_loss(ir_graph *g, int peer, char *msg, size_t msgn);
+
+/* Output `name` of g becomes send(it) to rank peer (a gradient sent back). */
+int st_send_output(ir_graph *g, const char *name, int peer, char *msg, size_t msgn);
 
 #endif

@@ -148,6 +148,10 @@ int lathe_rt_comm_sum(void *buf, int64_t n, int f64);
  * job of one rank or where the layer has none. */
 int lathe_rt_comm_send(const void *buf, int64_t bytes, int peer);
 int lathe_rt_comm_recv(void *buf, int64_t bytes, int peer);
+/* The ops send and recv: out = in sent to rank peer; out[n] received from
+ * rank peer. LATHE_RT_ECOMM in *err without such a rank. */
+void lathe_rt_send(float *out, const float *in, int64_t n, int64_t peer, int32_t *err);
+void lathe_rt_recv(float *out, int64_t n, int64_t peer, int32_t *err);
 int lathe_rt_comm_scatter_sum(const void *in, void *out, int64_t m, int f64);
 int lathe_rt_comm_gather(const void *in, void *out, int64_t m, int f64);
 /* The ops' kernels, for a program compiled for `ranks` ranks (another job

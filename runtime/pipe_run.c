@@ -1,8 +1,8 @@
 /* pipe_run.c -- pipeline inference (lathe run --pipeline K; lathe.h,
  * docs/distributed.md): rank s compiles stage s of the model's forward pass
- * (passes/stage.h, the cut the FLOPs pick), loads its part of the weights,
- * runs on the activation the previous stage sends and sends its own on; the
- * last stage holds the model's outputs. */
+ * (passes/stage.h, the cut the FLOPs pick), loads its part of the weights
+ * and runs: the stage's op recv takes the activation the previous stage's
+ * op send sends. The last stage holds the model's outputs. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,36 +17,13 @@ static lathe_program *compile_stage(lathe_model *m, const lathe_options *o, int 
   if (!p) return NULL;
   st_plan pl;
   char msg[1024];
-  if (st_plan_make(&p->g, k, 0, &pl, msg, sizeof msg) || st_extract(&p->g, &pl, s, 0, msg, sizeof msg)) {
+  if (st_plan_make(&p->g, k, 0, &pl, msg, sizeof msg) || st_extract(&p->g, &pl, s, ST_P2P, msg, sizeof msg)) {
     lathe_program_free(p);
     api_fail(err, LATHE_EUSER, "%s", msg);
     return NULL;
   }
   p->pipe_stage = 1;
   return api_program_finish(p, err) ? NULL : p;
-}
-
-/* The activation from stage s - 1 into the parameter it stands for. */
-static int receive(lathe_program *p, int s, lathe_error *err) {
-  lathe_tensor t;
-  int i = ir_find_param(&p->g, ST_ACT_IN);
-  if (i < 0 || api_alloc_params(p, err) || lathe_param_view(p, i, &t))
-    return api_fail(err, LATHE_EINTERNAL, "internal error: --pipeline: stage %d has no %s", s, ST_ACT_IN);
-  if (lathe_rt_comm_recv(t.data, (int64_t)lathe_tensor_bytes(&t), s - 1))
-    return api_fail(err, LATHE_EUSER, "--pipeline: this build cannot receive from another rank (no MPI)");
-  api_params_changed(p);
-  return 0;
-}
-
-static int pass_on(lathe_program *p, int s, lathe_error *err) {
-  int o = ir_find_output(&p->g, ST_ACT_OUT);
-  int64_t n = o < 0 ? 0 : ir_numel(&p->g.nodes[p->g.outputs[o].node].shape);
-  float *buf = malloc(sizeof(float) * (size_t)n + 1);
-  if (!buf) return api_fail(err, LATHE_ENOMEM, "out of memory");
-  api_read_output(p, o, buf);
-  int rc = lathe_rt_comm_send(buf, n * (int64_t)sizeof(float), s + 1);
-  free(buf);
-  return rc ? api_fail(err, LATHE_EUSER, "--pipeline: this build cannot send to another rank (no MPI)") : 0;
 }
 
 int lathe_run_pipeline(lathe_model *m, const lathe_options *o, int stages, const char *weights,
@@ -66,9 +43,7 @@ int lathe_run_pipeline(lathe_model *m, const lathe_options *o, int stages, const
   int rc = lathe_weights_load(p, weights, err);
   for (int i = 0; rc == 0 && i < nins; i++)
     if (ir_find_input(&p->g, names[i]) >= 0) rc = lathe_set_input(p, names[i], &ins[i], err);
-  if (rc == 0 && s > 0) rc = receive(p, s, err);
-  if (rc == 0) rc = lathe_run(p, err);
-  if (rc == 0 && s < stages - 1) rc = pass_on(p, s, err);
+  if (rc == 0) rc = lathe_run(p, err); /* its ops recv and send move the activations */
   if (rc == 0 && s == stages - 1) {
     *out = p;
     return 0;

@@ -21,10 +21,9 @@ struct tr_pipe {
   int k, s, micro;
   lathe_program *fwd, *grad, *upd; /* fwd: NULL on the last stage (its gradient program runs the forward) */
   int64_t nin, nout;               /* floats of the activation received / passed on, one micro-batch */
-  float *acts, *buf, *tmp;         /* micro * nin activations received; one in flight; one gradient read */
+  float *acts, *tmp;               /* micro * nin activations received; one gradient read */
   int *gout;                       /* per update parameter: the gradient program's output "grad.X", or -1 */
   float **acc;                     /* per update parameter: the gradient summed over the micro-batches */
-  int act_grad;                    /* the gradient program's output grad.ST_ACT_IN, or -1 */
   st_plan plan;
 };
 
@@ -43,13 +42,13 @@ static int refuse(const ir_graph *g, lathe_error *err) {
 }
 
 /* The model lowered and cut to stage s. */
-static lathe_program *lower_stage(lathe_model *m, const lathe_options *po, int k, int s, st_plan *pl,
+static lathe_program *lower_stage(lathe_model *m, const lathe_options *po, int k, int s, st_plan *pl, int flags,
                                   lathe_error *err) {
   lathe_program *p = api_program_lower(m, po, err);
   if (!p) return NULL;
   char msg[1024];
   if (refuse(&p->g, err)) goto fail;
-  if (st_plan_make(&p->g, k, 1, pl, msg, sizeof msg) || st_extract(&p->g, pl, s, 1, msg, sizeof msg)) {
+  if (st_plan_make(&p->g, k, 1, pl, msg, sizeof msg) || st_extract(&p->g, pl, s, flags, msg, sizeof msg)) {
     pfail(err, msg);
     goto fail;
   }
@@ -61,26 +60,29 @@ fail:
 
 static int build_fwd(tr_pipe *p, lathe_model *m, const lathe_options *po, lathe_error *err) {
   if (p->s == p->k - 1) return 0;
-  p->fwd = lower_stage(m, po, p->k, p->s, &p->plan, err);
+  p->fwd = lower_stage(m, po, p->k, p->s, &p->plan, ST_TRAIN | ST_P2P, err);
   return !p->fwd || api_program_finish(p->fwd, err) ? (p->fwd = NULL, -1) : 0;
 }
 
 static int build_grad(tr_pipe *p, lathe_model *m, const lathe_options *po, lathe_error *err) {
-  lathe_program *q = lower_stage(m, po, p->k, p->s, &p->plan, err);
+  lathe_program *q = lower_stage(m, po, p->k, p->s, &p->plan, ST_TRAIN, err);
   if (!q) return -1;
   char msg[1024];
-  if ((p->s < p->k - 1 && st_surrogate_loss(&q->g, msg, sizeof msg)) || ad_backward(&q->g, NULL, 0, 1, msg, sizeof msg)) {
+  /* the gradient of the output comes from stage s + 1 (op recv), that of
+   * the input goes to stage s - 1 (op send) */
+  if ((p->s < p->k - 1 && st_surrogate_loss(&q->g, p->s + 1, msg, sizeof msg)) ||
+      ad_backward(&q->g, NULL, 0, 1, msg, sizeof msg) ||
+      (p->s > 0 && st_send_output(&q->g, "grad." ST_ACT_IN, p->s - 1, msg, sizeof msg))) {
     lathe_program_free(q);
     return pfail(err, msg);
   }
   if (api_program_finish(q, err)) return -1;
   p->grad = q;
-  p->act_grad = ir_find_output(&q->g, "grad." ST_ACT_IN);
   return 0;
 }
 
 static int build_upd(tr_pipe *p, lathe_model *m, const lathe_options *po, const ir_train *t, lathe_error *err) {
-  lathe_program *q = lower_stage(m, po, p->k, p->s, &p->plan, err);
+  lathe_program *q = lower_stage(m, po, p->k, p->s, &p->plan, ST_TRAIN, err);
   if (!q) return -1;
   int n = 0; /* the stage's own parameters: not the activation it receives */
   for (int i = 0; i < q->g.nparams; i++)
@@ -130,20 +132,19 @@ int tr_pipe_build(tr_pipe **out, lathe_model *m, const lathe_options *po, const 
   tr_pipe *p = calloc(1, sizeof *p);
   *out = p;
   if (!p) return api_fail(err, LATHE_ENOMEM, "out of memory");
-  p->k = k, p->s = lathe_rt_comm_rank(), p->micro = micro, p->act_grad = -1;
+  p->k = k, p->s = lathe_rt_comm_rank(), p->micro = micro;
   if (build_fwd(p, m, po, err) || build_grad(p, m, po, err) || build_upd(p, m, po, t, err)) return -1;
   if ((p->fwd && tr_data_attach_norm(d, p->fwd, err)) || tr_data_attach_norm(d, p->grad, err)) return -1;
   p->nin = act_numel(p->grad, ST_ACT_IN, 1);
-  p->nout = p->fwd ? act_numel(p->fwd, ST_ACT_OUT, 0) : 0;
+  p->nout = p->fwd ? act_numel(p->fwd, ST_ACT_OUT, 0) : 0; /* sent by the program's op send */
   int64_t big = p->nin > p->nout ? p->nin : p->nout;
   for (int i = 0; i < p->upd->g.nparams; i++) {
     int64_t n = ir_numel(&p->upd->g.params[i].shape);
     if (n > big) big = n;
   }
   p->acts = malloc(sizeof(float) * (size_t)(p->nin * micro) + 1);
-  p->buf = malloc(sizeof(float) * (size_t)big + 1);
   p->tmp = malloc(sizeof(float) * (size_t)big + 1);
-  if (!p->acts || !p->buf || !p->tmp) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  if (!p->acts || !p->tmp) return api_fail(err, LATHE_ENOMEM, "out of memory");
   if (progress) say_plan(p, progress, d->batch);
   return 0;
 }
@@ -151,7 +152,7 @@ int tr_pipe_build(tr_pipe **out, lathe_model *m, const lathe_options *po, const 
 void tr_pipe_free(tr_pipe *p) {
   if (!p) return;
   for (int i = 0; p->acc && p->upd && i < p->upd->g.nparams; i++) free(p->acc[i]);
-  free(p->acc), free(p->gout), free(p->acts), free(p->buf), free(p->tmp);
+  free(p->acc), free(p->gout), free(p->acts), free(p->tmp);
   lathe_program_free(p->fwd);
   lathe_program_free(p->grad);
   lathe_program_free(p->upd);
@@ -208,29 +209,30 @@ static int xfer(int send, void *buf, int64_t n, int peer, lathe_error *err) {
 
 /* ---- the step ---- */
 
-/* Every micro-batch forward: receive its activation, run, pass it on. */
+/* Every micro-batch forward: the program receives its activation (op recv)
+ * and sends its own on (op send); the stage keeps what it received for the
+ * backward. The last stage has no forward of its own: it only receives. */
 static int forwards(tr_pipe *p, tr_data *d, const int64_t *rows, lathe_error *err) {
   int64_t b = d->batch;
   for (int mb = 0; mb < p->micro; mb++) {
     float *a = p->acts + (int64_t)mb * p->nin;
-    if (p->s > 0 && xfer(0, a, p->nin, p->s - 1, err)) return -1;
-    if (!p->fwd) continue;
-    if ((p->s > 0 && set_act(p->fwd, a, err)) || tr_data_feed_some(d, p->fwd, rows + mb * b, b, 1, err) ||
-        api_run_core(p->fwd, err))
-      return -1;
-    api_read_output(p->fwd, ir_find_output(&p->fwd->g, ST_ACT_OUT), p->buf);
-    if (xfer(1, p->buf, p->nout, p->s + 1, err)) return -1;
+    if (!p->fwd) {
+      if (xfer(0, a, p->nin, p->s - 1, err)) return -1;
+      continue;
+    }
+    if (tr_data_feed_some(d, p->fwd, rows + mb * b, b, 1, err) || api_run_core(p->fwd, err)) return -1;
+    if (p->s > 0) api_read_output(p->fwd, ir_find_output(&p->fwd->g, ST_ACT_IN), a);
   }
   return 0;
 }
 
-/* Every micro-batch backward: receive the gradient of its output, run,
- * add the parameters' gradients, send the input's back. */
+/* Every micro-batch backward: the program receives the gradient of its
+ * output (op recv) and sends its input's back (op send); the parameters'
+ * gradients are added up here. */
 static int backwards(tr_pipe *p, tr_data *d, const int64_t *rows, double *loss, lathe_error *err) {
   int64_t b = d->batch;
   const ir_graph *ug = &p->upd->g;
   for (int mb = 0; mb < p->micro; mb++) {
-    if (p->fwd && (xfer(0, p->buf, p->nout, p->s + 1, err) || set_f32(p->grad, ST_GOUT, p->buf, err))) return -1;
     if ((p->s > 0 && set_act(p->grad, p->acts + (int64_t)mb * p->nin, err)) ||
         tr_data_feed_some(d, p->grad, rows + mb * b, b, 1, err) || api_run_core(p->grad, err))
       return -1;
@@ -242,10 +244,6 @@ static int backwards(tr_pipe *p, tr_data *d, const int64_t *rows, double *loss, 
       for (int64_t j = 0; mb && j < n; j++) acc[j] += g[j];
     }
     if (!p->fwd) *loss += api_loss(p->grad);
-    if (p->s > 0) {
-      api_read_output(p->grad, p->act_grad, p->tmp);
-      if (xfer(1, p->tmp, p->nin, p->s - 1, err)) return -1;
-    }
   }
   return 0;
 }
