@@ -491,6 +491,11 @@ typedef struct {
    * ranks gather the updated weights; checkpoints hold the whole state.
    * Ignored in a job of one rank. 0 or 1. */
   int zero1;
+  /* In a distributed job: pipeline parallelism (--pipeline K, GPipe): the
+   * model's layers cut into K stages (by FLOPs), rank s runs stage s; the
+   * job must have exactly K ranks. micro_batches (--micro-batches M, 0:
+   * K) micro-batches per global batch, which M must divide. 0: off. */
+  int pipeline, micro_batches;
 } lathe_train_options;
 
 #define LATHE_MAX_METRICS 8
@@ -534,6 +539,20 @@ int lathe_dist_rank(void);
 int lathe_dist_size(void);
 int lathe_dist_available(void);
 void lathe_dist_finalize(void);
+/* How long any wait for another rank may take, in seconds, before the job
+ * ends with a message naming the ranks that do not answer (a stopped or hung
+ * rank; docs/distributed.md). Default 120; 0: wait forever. The environment
+ * variable LATHE_COMM_TIMEOUT sets it at lathe_dist_init too. */
+void lathe_dist_set_timeout(double seconds);
+/* Pipeline inference (lathe run --pipeline K): in a job of exactly `stages`
+ * ranks, rank s compiles stage s of m's forward pass (the layers cut by
+ * FLOPs), loads its weights from the file, takes the inputs it reads (by
+ * name), runs on the activation rank s - 1 sends and sends its own to
+ * s + 1. On the last rank *out is the program that ran (the model's
+ * outputs; the caller frees it), elsewhere NULL. */
+int lathe_run_pipeline(lathe_model *m, const lathe_options *o, int stages, const char *weights,
+                       const char *const *names, const lathe_tensor *ins, int nins, lathe_program **out,
+                       lathe_error *err);
 /* End the whole job now with a message naming this rank (no-op in a job of one). */
 void lathe_dist_abort(const char *why);
 

@@ -76,7 +76,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_KV_WRITE] = ik_kv_write,  [IR_ATTENTION_DECODE] = ik_attention_decode,
   /* collectives: interp_comm.c */
   [IR_ALLREDUCE] = ik_allreduce, [IR_REDUCE_SCATTER] = ik_reduce_scatter, [IR_ALL_GATHER] = ik_all_gather,
-  [IR_COMM_WAIT] = ik_comm_wait,
+  [IR_COMM_WAIT] = ik_comm_wait, [IR_SEND] = ik_send, [IR_RECV] = ik_recv,
   /* fused elementwise programs: interp_fused.c */
   [IR_FUSED] = ik_fused,
 };

@@ -2,6 +2,7 @@
  * communicator as the compiled kernels (rt/rt_comm.c), on doubles. With none
  * installed the job is one rank. A program compiled for another number of
  * ranks is an error here, not a hang. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "interp_impl.h"
@@ -45,4 +46,28 @@ int ik_comm_wait(ik_ctx *c, const ir_node *n, double *out) {
   int64_t m = ir_numel(&n->shape);
   if (m > 0) memcpy(out, ik_in(c, n, 0), sizeof(double) * (size_t)m);
   return 0;
+}
+
+/* Point to point: the values travel as f32, as the compiled kernels send
+ * them, so an interpreted stage and a compiled one agree. */
+int ik_send(ik_ctx *c, const ir_node *n, double *out) {
+  int64_t m = ir_numel(&n->shape);
+  const double *x = ik_in(c, n, 0);
+  float *f = malloc(sizeof(float) * (size_t)m + 1);
+  if (!f) return ik_fail(c, n, "out of memory");
+  for (int64_t i = 0; i < m; i++) f[i] = (float)x[i], out[i] = x[i];
+  int rc = lathe_rt_comm_send(f, m * (int64_t)sizeof(float), (int)n->attr.n);
+  free(f);
+  return rc ? ik_fail(c, n, "no rank %lld to send to (a job of %d)", (long long)n->attr.n, lathe_rt_comm_size()) : 0;
+}
+
+int ik_recv(ik_ctx *c, const ir_node *n, double *out) {
+  int64_t m = ir_numel(&n->shape);
+  float *f = malloc(sizeof(float) * (size_t)m + 1);
+  if (!f) return ik_fail(c, n, "out of memory");
+  int rc = lathe_rt_comm_recv(f, m * (int64_t)sizeof(float), (int)n->attr.n);
+  for (int64_t i = 0; rc == 0 && i < m; i++) out[i] = f[i];
+  free(f);
+  return rc ? ik_fail(c, n, "no rank %lld to receive from (a job of %d)", (long long)n->attr.n, lathe_rt_comm_size())
+            : 0;
 }

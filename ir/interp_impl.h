@@ -101,6 +101,8 @@ int ik_allreduce(ik_ctx *c, const ir_node *n, double *out);
 int ik_reduce_scatter(ik_ctx *c, const ir_node *n, double *out);
 int ik_all_gather(ik_ctx *c, const ir_node *n, double *out);
 int ik_comm_wait(ik_ctx *c, const ir_node *n, double *out);
+int ik_send(ik_ctx *c, const ir_node *n, double *out);
+int ik_recv(ik_ctx *c, const ir_node *n, double *out);
 int ik_norm_grad(ik_ctx *c, const ir_node *n, double *out);
 int ik_maxpool2d(ik_ctx *c, const ir_node *n, double *out);
 int ik_avgpool2d(ik_ctx *c, const ir_node *n, double *out);

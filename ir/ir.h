@@ -221,6 +221,9 @@ typedef struct {
    * optimizer state, and the ranks gather the updated weights. */
   int64_t rank;
   int zero1;
+  /* stages > 1: one stage of a pipeline of that many ranks (passes/stage.h):
+   * clipping's global norm adds the stages' sums of squares (allreduce). */
+  int64_t stages;
 } ir_train;
 
 typedef struct ir_graph {

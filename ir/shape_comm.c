@@ -71,3 +71,32 @@ int shp_comm_wait(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   flat(n, ir_numel(&x->shape));
   return 0;
 }
+
+/* Point to point (pipeline stages): the peer is a rank, not a count. */
+static int peer_ok(const ir_node *n, char *msg, size_t mn) {
+  if (n->attr.n < 0 || n->attr.n >= (1 << 20))
+    return ir_fail(msg, mn, "%s: the peer rank (n) must be in 0..%d, got %lld", ir_ops[n->op].name, (1 << 20) - 1,
+                   (long long)n->attr.n);
+  return 0;
+}
+
+int shp_send(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  if (peer_ok(n, msg, mn) || f32_in(g, n, 0, msg, mn)) return -1;
+  n->dtype = IR_F32;
+  n->shape = g->nodes[n->in[0]].shape;
+  return 0;
+}
+
+int shp_recv(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  (void)g;
+  if (peer_ok(n, msg, mn)) return -1;
+  if (n->attr.nlist < 0 || n->attr.nlist > IR_MAXDIM)
+    return ir_fail(msg, mn, "recv: the shape (list) must have 0 to %d dimensions, got %d", IR_MAXDIM, n->attr.nlist);
+  n->dtype = IR_F32;
+  n->shape = (ir_shape){.rank = n->attr.nlist};
+  for (int j = 0; j < n->attr.nlist; j++) {
+    if (n->attr.list[j] < 1) return ir_fail(msg, mn, "recv: dimension %d is %lld", j, (long long)n->attr.list[j]);
+    n->shape.d[j] = n->attr.list[j];
+  }
+  return 0;
+}

@@ -317,6 +317,11 @@ static int sumsq(opt_ctx *c, const int *gr, int nw) {
 /* g *= min(1, clip / (sqrt(sum of every g^2) + 1e-6)), as clip_grad_norm_. */
 static void clip(opt_ctx *c, int *gr, int nw) {
   int sq = sumsq(c, gr, nw);
+  /* a pipeline stage holds some of the parameters: the norm is over all of them */
+  if (c->t->stages > 1 && sq >= 0 && (sq = comm_sum_scalar(c->g, sq, c->t->stages, c->msg, c->msgn)) < 0) {
+    c->failed = 1;
+    return;
+  }
   int norm = add(c, op1(c, IR_SQRT, sq, NULL), num(c, 1e-6));
   int coef = op2(c, IR_MINIMUM, num(c, 1), dvd(c, num(c, c->t->clip_norm), norm));
   for (int w = 0; w < nw; w++) gr[w] = mul(c, gr[w], coef);

@@ -131,6 +131,10 @@ typedef struct {
   int (*start)(void *ctx, const float *buf, int64_t n);
   int (*wait)(void *ctx, const float *buf, float *out, int64_t n);
   void (*progress)(void *ctx);
+  /* Point to point (pipeline stages): bytes to or from rank peer, blocking;
+   * NULL where the layer has none. */
+  int (*send)(void *ctx, const void *buf, int64_t bytes, int peer);
+  int (*recv)(void *ctx, void *buf, int64_t bytes, int peer);
 } lathe_rt_comm;
 void lathe_rt_comm_install(const lathe_rt_comm *c); /* NULL: none (one rank); copies *c */
 const lathe_rt_comm *lathe_rt_comm_get(void);       /* NULL when none */
@@ -140,6 +144,14 @@ int lathe_rt_comm_size(void);
 double lathe_rt_comm_wait_seconds(void);
 /* The hooks timed, for host code (f64: doubles, else floats); 0 with none installed. */
 int lathe_rt_comm_sum(void *buf, int64_t n, int f64);
+/* Blocking transfers to / from rank peer (timed as communication); -1 in a
+ * job of one rank or where the layer has none. */
+int lathe_rt_comm_send(const void *buf, int64_t bytes, int peer);
+int lathe_rt_comm_recv(void *buf, int64_t bytes, int peer);
+/* The ops send and recv: out = in sent to rank peer; out[n] received from
+ * rank peer. LATHE_RT_ECOMM in *err without such a rank. */
+void lathe_rt_send(float *out, const float *in, int64_t n, int64_t peer, int32_t *err);
+void lathe_rt_recv(float *out, int64_t n, int64_t peer, int32_t *err);
 int lathe_rt_comm_scatter_sum(const void *in, void *out, int64_t m, int f64);
 int lathe_rt_comm_gather(const void *in, void *out, int64_t m, int f64);
 /* The ops' kernels, for a program compiled for `ranks` ranks (another job

@@ -54,6 +54,22 @@ int lathe_rt_comm_sum(void *buf, int64_t n, int f64) {
   return rc;
 }
 
+int lathe_rt_comm_send(const void *buf, int64_t bytes, int peer) {
+  if (installed.size <= 1 || !installed.send) return -1;
+  double t0 = now_s();
+  int rc = installed.send(installed.ctx, buf, bytes, peer);
+  waited += now_s() - t0;
+  return rc;
+}
+
+int lathe_rt_comm_recv(void *buf, int64_t bytes, int peer) {
+  if (installed.size <= 1 || !installed.recv) return -1;
+  double t0 = now_s();
+  int rc = installed.recv(installed.ctx, buf, bytes, peer);
+  waited += now_s() - t0;
+  return rc;
+}
+
 int lathe_rt_comm_gather(const void *in, void *out, int64_t n, int f64) {
   if (!installed.size || installed.size == 1) {
     if (n > 0 && in != out) memmove(out, in, (size_t)n * (f64 ? 8 : 4));
@@ -154,4 +170,24 @@ void lathe_rt_comm_progress(void) {
   double t0 = now_s();
   installed.progress(installed.ctx);
   waited += now_s() - t0;
+}
+
+/* ---- point to point (the ops send and recv: pipeline stages) ---- */
+
+/* out = in, sent to rank peer. Without a communicator (one process) or
+ * to a rank the job lacks: LATHE_RT_ECOMM, nothing sent. */
+void lathe_rt_send(float *out, const float *in, int64_t n, int64_t peer, int32_t *err) {
+  if (n > 0 && out != in) memmove(out, in, (size_t)n * sizeof(float));
+  if (peer < 0 || peer >= lathe_rt_comm_size() || peer == lathe_rt_comm_rank() ||
+      lathe_rt_comm_send(in, n * (int64_t)sizeof(float), (int)peer)) {
+    if (err) *err = LATHE_RT_ECOMM;
+  }
+}
+
+void lathe_rt_recv(float *out, int64_t n, int64_t peer, int32_t *err) {
+  if (peer < 0 || peer >= lathe_rt_comm_size() || peer == lathe_rt_comm_rank() ||
+      lathe_rt_comm_recv(out, n * (int64_t)sizeof(float), (int)peer)) {
+    if (err) *err = LATHE_RT_ECOMM;
+    if (n > 0) memset(out, 0, (size_t)n * sizeof(float));
+  }
 }

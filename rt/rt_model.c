@@ -52,7 +52,7 @@ const char *lathe_rt_strerror(int code) {
     {LATHE_RT_EBAD_LABEL, "a label is out of range for the classes"},
     {LATHE_RT_EDIV_ZERO, "integer division by zero"},
     {LATHE_RT_EBAD_INDEX, "a one_hot id or gather index is out of range"},
-    {LATHE_RT_ECOMM, "a collective was compiled for another number of ranks than this job has"},
+    {LATHE_RT_ECOMM, "a collective was compiled for another number of ranks than this job has, or a send/recv names a rank it lacks"},
     {LATHE_RT_ENOMEM, "out of memory for the workspace"},
     {LATHE_RT_ENO_WEIGHTS, "no weights: call MODEL_load_weights first"},
     {LATHE_RT_EABI, "the object was emitted for another version of liblathe_rt"},

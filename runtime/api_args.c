@@ -77,6 +77,9 @@ int api_check_train_options(lathe_error *err, const char *fn, const lathe_train_
                     (long long)o->batch);
   if (o->restarts < 0)
     return api_fail(err, LATHE_EUSER, "%s: restarts must be 0 or more (0 and 1: one run), got %d", fn, o->restarts);
+  if (o->pipeline < 0 || o->pipeline > 64 || o->micro_batches < 0)
+    return api_fail(err, LATHE_EUSER, "%s: pipeline must be 0 to 64 stages and micro_batches 0 or more, got %d and %d",
+                    fn, o->pipeline, o->micro_batches);
   if (o->seed_set && o->seed > (uint64_t)INT64_MAX)
     return api_fail(err, LATHE_EUSER, "%s: seed must be below 2^63, got %llu", fn, (unsigned long long)o->seed);
   if (o->in_order < 0 || o->in_order > 1)

@@ -146,6 +146,11 @@ int api_pre_read(const lathe_program *p, const char *path, const rt_st_file *f, 
     int i = -1, j = -1;
     if (!api_pre_is_name(f->e[k].name)) continue;
     rc = split_name(p, path, f->e[k].name, &i, &j, err);
+    if (rc && p->pipe_stage && i < 0 && j >= 0) { /* another pipeline stage's input */
+      lathe_error_clear(err);
+      rc = 0;
+      continue;
+    }
     if (rc == 0) by[i * NFIELDS + j] = &f->e[k], any = 1;
   }
   api_pre *pre = rc == 0 && any ? calloc((size_t)ni, sizeof *pre) : NULL;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "passes/passes.h"
+#include "passes/stage.h"
 #include "runtime/program.h"
 #include "runtime/runtime.h"
 
@@ -286,6 +287,7 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
       return api_fail(err, LATHE_EUSER, "'%s': missing quantized tensor '%s' (%s%s): the program is compiled for "
                       "quantized weights; give a file lathe quantize wrote in that mode", path, pr->name,
                       ir_dtype_name(pr->dtype), want);
+    if (!e && p->pipe_stage && !strcmp(pr->name, ST_ACT_IN)) continue; /* what the stage receives */
     if (!e)
       return api_fail(err, LATHE_EUSER, "'%s': missing tensor '%s' (the model expects %s%s)", path,
                       pr->name, ir_dtype_name(pr->dtype), want);
@@ -304,7 +306,7 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
     char msg[1024];
     if (rt_st_check_finite(path, e, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
   }
-  for (int k = 0; k < f->n; k++)
+  for (int k = 0; k < f->n && !p->pipe_stage; k++) /* a stage has some of the model's parameters */
     if (ir_find_param(&p->g, f->e[k].name) < 0 && !is_checkpoint_extra(f->e[k].name))
       return api_fail(err, LATHE_EUSER, "'%s': unexpected tensor '%s': model '%s' has no such parameter",
                       path, f->e[k].name, p->g.model_name);
@@ -323,6 +325,7 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
   if (rc == 0) rc = api_alloc_params(p, err);
   for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
     const rt_st_entry *e = rt_st_find(&f, p->g.params[i].name);
+    if (!e) continue; /* a pipeline stage's activation (check_weights) */
     if (p->g.params[i].stored) memcpy(p->params[i], e->t.data, lathe_tensor_bytes(&e->t));
     else rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
   }

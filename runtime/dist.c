@@ -14,7 +14,12 @@
  * Failures end the job: MPI errors come back (MPI_ERRORS_RETURN) to fail(),
  * which prints which rank and which call failed and calls MPI_Abort, so no
  * rank is left waiting. A rank that dies outright is mpirun's to notice: it
- * ends the others and names the rank. */
+ * ends the others and names the rank. A rank that stops answering without
+ * dying (stopped, hung, cut off) is found by a timeout on every wait
+ * (lathe_dist_set_timeout, --comm-timeout): the waiting rank asks every
+ * other rank whether it is alive (a probe on a communicator of its own that
+ * every waiting rank answers), names those that do not answer, and ends
+ * the job. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +57,10 @@ typedef struct {
 } dist_req;
 
 typedef struct {
-  MPI_Comm comm, comm2;
+  MPI_Comm comm, comm2, probe; /* probe: "are you alive?" questions and answers (hang detection) */
+  MPI_Request ask;             /* the posted receive of the next question */
+  int asked, *reply;           /* the question's buffer; answers sent (one slot per rank) */
+  MPI_Request *answers;
   int rank, size;
   void *a, *b; /* scratch: padded buffer, received chunks */
   size_t na, nb;
@@ -62,6 +70,9 @@ typedef struct {
 
 static dist_mpi D;
 static int D_inited;
+static double D_timeout = 120; /* seconds a wait may take before the job is ended (0: forever) */
+
+enum { TAG_ASK = 1, TAG_ANSWER = 2 };
 
 static void mpi_fail(void *ctx, const char *what) {
   dist_mpi *d = ctx;
@@ -88,23 +99,94 @@ static void *grow(dist_mpi *d, void **p, size_t *n, size_t bytes) {
   return q;
 }
 
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Answer any rank that asked whether this one is alive: only ranks inside a
+ * wait answer, which is where a healthy rank is when another times out. */
+static void answer_probes(dist_mpi *d) {
+  for (;;) {
+    int got = 0;
+    MPI_Status st;
+    if (MPI_Test(&d->ask, &got, &st) != MPI_SUCCESS || !got) return;
+    int s = st.MPI_SOURCE, done = 1;
+    if (d->answers[s] != MPI_REQUEST_NULL) MPI_Test(&d->answers[s], &done, MPI_STATUS_IGNORE);
+    if (done) MPI_Isend(&d->reply[s], 1, MPI_INT, s, TAG_ANSWER, d->probe, &d->answers[s]);
+    MPI_Irecv(&d->asked, 1, MPI_INT, MPI_ANY_SOURCE, TAG_ASK, d->probe, &d->ask);
+  }
+}
+
+/* A wait ran past the timeout: ask every other rank (a grace of a few
+ * seconds, answering theirs meanwhile) and end the job naming the silent. */
+static void hang(dist_mpi *d, const char *call, int peer) {
+  int n = d->size, one = 1, *back = calloc((size_t)n * 2 + 1, sizeof(int));
+  MPI_Request *rq = malloc(sizeof *rq * (size_t)n * 2 + 1);
+  if (!back || !rq) mpi_fail(d, "a wait ran past --comm-timeout (and no memory to ask which rank is silent)");
+  for (int r = 0; r < n; r++) {
+    rq[2 * r] = rq[2 * r + 1] = MPI_REQUEST_NULL;
+    if (r == d->rank || (peer >= 0 && r != peer)) continue;
+    MPI_Irecv(&back[r], 1, MPI_INT, r, TAG_ANSWER, d->probe, &rq[2 * r]);
+    MPI_Isend(&one, 1, MPI_INT, r, TAG_ASK, d->probe, &rq[2 * r + 1]);
+  }
+  double t0 = mono_s(), grace = D_timeout < 5 ? D_timeout : 5;
+  int silent = 0;
+  char who[256] = "";
+  struct timespec ts = {0, 1000000};
+  for (int all = 0; !all && mono_s() - t0 < grace; nanosleep(&ts, NULL)) {
+    answer_probes(d);
+    all = 1;
+    for (int r = 0; r < n; r++) {
+      int done = 1;
+      if (rq[2 * r] != MPI_REQUEST_NULL) MPI_Test(&rq[2 * r], &done, MPI_STATUS_IGNORE);
+      back[n + r] = done;
+      all &= done;
+    }
+  }
+  for (int r = 0; r < n; r++) {
+    if (r == d->rank || (peer >= 0 && r != peer) || back[n + r]) continue;
+    size_t l = strlen(who);
+    if (l + 16 < sizeof who) snprintf(who + l, sizeof who - l, "%s%d", silent++ ? ", " : "", r);
+  }
+  char msg[512];
+  if (silent)
+    snprintf(msg, sizeof msg, "%s waited %.0f s (--comm-timeout) and rank%s %s did not answer: stopped, hung or "
+             "unreachable", call, D_timeout, silent > 1 ? "s" : "", who);
+  else
+    snprintf(msg, sizeof msg, "%s waited %.0f s (--comm-timeout); every rank answers, but the operation has not "
+             "completed (ranks out of step?)", call, D_timeout);
+  free(back); /* rq's requests are left to MPI_Abort */
+  free(rq);
+  mpi_fail(d, msg);
+}
+
 /* Waiting for a request: test it, spin a little, then sleep between tests
  * (50 us growing to 200 us) instead of MPI_Wait's busy polling. A rank
  * that spins while the other computes burns its share of a busy machine's
  * cores (and, under Linux's fair scheduler, is then scheduled less for its
  * own compute); a sleeping one leaves the core to the rank it waits for.
- * The cost is at most one sleep's latency per wait. */
-static void wait_req(dist_mpi *d, MPI_Request *req, const char *call) {
+ * The cost is at most one sleep's latency per wait. Past D_timeout seconds
+ * the job ends, naming the rank that does not answer (peer: the one this
+ * wait is on, or -1 for a collective). */
+static void wait_on(dist_mpi *d, MPI_Request *req, const char *call, int peer) {
   struct timespec ts = {0, 50000};
+  double t0 = 0;
   for (int spins = 0;; spins++) {
     int done = 0;
     check(d, MPI_Test(req, &done, MPI_STATUS_IGNORE), call);
     if (done) return;
     if (spins < 64) continue;
+    if (spins == 64) t0 = mono_s();
+    answer_probes(d);
+    if (D_timeout > 0 && (spins & 63) == 0 && mono_s() - t0 > D_timeout) hang(d, call, peer);
     nanosleep(&ts, NULL);
     if (ts.tv_nsec < 200000) ts.tv_nsec *= 2;
   }
 }
+
+static void wait_req(dist_mpi *d, MPI_Request *req, const char *call) { wait_on(d, req, call, -1); }
 
 /* MPI counts are ints: a chunk above INT_MAX values ends the job rather
  * than wrapping. */
@@ -165,6 +247,36 @@ static int mpi_allreduce(void *ctx, void *buf, int64_t n, int f64) {
   mpi_reduce_scatter(d, pad, mine, m, f64);
   mpi_allgather(d, mine, pad, m, f64);
   memcpy(buf, pad, (size_t)n * es);
+  return 0;
+}
+
+/* ---- point to point (pipeline stages) ----
+ * On comm2's tag 7, in one message (bytes fit an int) or chunks of 1 GiB;
+ * the sender's Isend is awaited like every request, so a silent peer ends
+ * the job after the timeout, named. */
+enum { TAG_P2P = 7, P2P_CHUNK = 1 << 30 };
+
+static int mpi_send(void *ctx, const void *buf, int64_t bytes, int peer) {
+  dist_mpi *d = ctx;
+  for (int64_t off = 0; off < bytes || off == 0; off += P2P_CHUNK) {
+    int64_t n = bytes - off < P2P_CHUNK ? bytes - off : P2P_CHUNK;
+    MPI_Request req;
+    check(d, MPI_Isend((const char *)buf + off, (int)n, MPI_BYTE, peer, TAG_P2P, d->comm2, &req), "MPI_Isend");
+    wait_on(d, &req, "MPI_Isend (to the next stage)", peer);
+    if (bytes == 0) break;
+  }
+  return 0;
+}
+
+static int mpi_recv(void *ctx, void *buf, int64_t bytes, int peer) {
+  dist_mpi *d = ctx;
+  for (int64_t off = 0; off < bytes || off == 0; off += P2P_CHUNK) {
+    int64_t n = bytes - off < P2P_CHUNK ? bytes - off : P2P_CHUNK;
+    MPI_Request req;
+    check(d, MPI_Irecv((char *)buf + off, (int)n, MPI_BYTE, peer, TAG_P2P, d->comm2, &req), "MPI_Irecv");
+    wait_on(d, &req, "MPI_Irecv (from another stage)", peer);
+    if (bytes == 0) break;
+  }
   return 0;
 }
 
@@ -269,14 +381,24 @@ int lathe_dist_init(lathe_error *err) {
     return api_fail(err, LATHE_EUSER, "lathe_dist_init: MPI_Init failed");
   MPI_Comm_dup(MPI_COMM_WORLD, &D.comm);
   MPI_Comm_dup(MPI_COMM_WORLD, &D.comm2);
+  MPI_Comm_dup(MPI_COMM_WORLD, &D.probe);
   MPI_Comm_set_errhandler(D.comm, MPI_ERRORS_RETURN);
   MPI_Comm_set_errhandler(D.comm2, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(D.probe, MPI_ERRORS_RETURN);
   MPI_Comm_rank(D.comm, &D.rank);
   MPI_Comm_size(D.comm, &D.size);
+  D.reply = calloc((size_t)D.size, sizeof(int));
+  D.answers = malloc(sizeof *D.answers * (size_t)D.size);
+  if (!D.reply || !D.answers) return api_fail(err, LATHE_ENOMEM, "lathe_dist_init: out of memory");
+  for (int r = 0; r < D.size; r++) D.answers[r] = MPI_REQUEST_NULL;
+  MPI_Irecv(&D.asked, 1, MPI_INT, MPI_ANY_SOURCE, TAG_ASK, D.probe, &D.ask);
+  const char *to = getenv("LATHE_COMM_TIMEOUT");
+  if (to && *to) lathe_dist_set_timeout(strtod(to, NULL));
   D_inited = 1;
   lathe_rt_comm c = {.rank = D.rank, .size = D.size, .ctx = &D, .allreduce = mpi_allreduce,
                      .reduce_scatter = mpi_reduce_scatter, .allgather = mpi_allgather, .fail = mpi_fail,
-                     .start = mpi_start, .wait = mpi_wait, .progress = mpi_progress};
+                     .start = mpi_start, .wait = mpi_wait, .progress = mpi_progress,
+                     .send = mpi_send, .recv = mpi_recv};
   lathe_rt_comm_install(&c);
   return 0;
 }
@@ -287,6 +409,13 @@ void lathe_dist_finalize(void) {
   free(D.a), free(D.b);
   for (int i = 0; i < D.capq; i++) free(D.q[i].pad);
   free(D.q);
+  /* the probes: nothing is asked any more (every rank is here, past its last wait) */
+  MPI_Cancel(&D.ask);
+  MPI_Wait(&D.ask, MPI_STATUS_IGNORE);
+  for (int r = 0; r < D.size; r++)
+    if (D.answers[r] != MPI_REQUEST_NULL) MPI_Wait(&D.answers[r], MPI_STATUS_IGNORE);
+  free(D.reply), free(D.answers);
+  MPI_Comm_free(&D.probe);
   MPI_Comm_free(&D.comm);
   MPI_Comm_free(&D.comm2);
   MPI_Finalize();
@@ -315,4 +444,10 @@ int lathe_dist_available(void) { return 0; }
 #endif
 
 int lathe_dist_rank(void) { return lathe_rt_comm_rank(); }
+
+#ifdef LATHE_HAVE_MPI
+void lathe_dist_set_timeout(double seconds) { D_timeout = seconds > 0 ? seconds : 0; }
+#else
+void lathe_dist_set_timeout(double seconds) { (void)seconds; }
+#endif
 int lathe_dist_size(void) { return lathe_rt_comm_size(); }

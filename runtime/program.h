@@ -37,6 +37,7 @@ struct lathe_program {
   int missing_target; /* last run zero-filled a target: no loss to report */
   /* A training step (runtime/train_step.c): */
   int is_train;
+  int pipe_stage;        /* a pipeline stage's program (passes/stage.h): a weights file has more than it */
   ir_train train;          /* effective settings (block, overrides, defaults) */
   int64_t step;            /* steps taken */
   int64_t total_steps;     /* for the schedule (0: unknown, no cosine decay) */
@@ -70,6 +71,10 @@ int api_output_finite(const lathe_program *p, int o);
 lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const ir_train *settings,
                                  lathe_error *err);
 int api_train_run(lathe_program *p, lathe_error *err);
+/* A pipeline stage's update program from p (lowered, its graph cut to the
+ * stage): its parameters, an input "grad.X" per trainable X, the optimizer
+ * of t; api_train_run runs and commits it (train_step.c). */
+lathe_program *api_compile_update(lathe_program *p, const ir_train *t, lathe_error *err);
 
 /* Allocate the parameter buffers (zeroed) if not yet done. */
 int api_alloc_params(lathe_program *p, lathe_error *err);

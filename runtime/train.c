@@ -71,11 +71,23 @@ typedef struct {
   int64_t gbatch;
   double step_s, comm_s;     /* inside the step program, and of that inside collectives */
   int64_t timed;             /* steps in step_s */
+  /* --pipeline K (train_pipe.c): this rank's stage; then `step` holds the
+   * whole model (never run) and data.batch is one micro-batch of gbatch. */
+  tr_pipe *pipe;
+  int stages, micro;
 } tr_run;
 
 static int build_step(tr_run *r, lathe_error *err) {
   lathe_options po = {.backend = r->o->backend};
   api_copy_pass_options(&po, r->o->compile);
+  if (r->stages > 1) { /* the whole model's holder: interpreted, never run */
+    lathe_options ho = po;
+    ho.backend = LATHE_BACKEND_INTERP;
+    ir_train ht = r->t;
+    ht.ranks = 1;
+    r->step = api_compile_train(r->m, &ho, &ht, err);
+    return r->step ? tr_pipe_build(&r->pipe, r->m, &po, &r->t, r->stages, r->micro, &r->data, r->o->progress, err) : -1;
+  }
   r->step = api_compile_train(r->m, &po, &r->t, err);
   return r->step ? 0 : -1;
 }
@@ -260,13 +272,18 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
     int64_t step = r->meta.step + 1;
     r->step->step = r->meta.step;
     r->step->total_steps = total, r->step->steps_per_epoch = per_epoch;
-    rc = tr_data_feed(&r->data, r->step, order + s * B + r->rank * r->data.batch, r->data.batch, err);
+    float loss = 0;
     double t0 = now_s(), c0 = lathe_rt_comm_wait_seconds();
-    if (!rc) rc = lathe_run(r->step, err); /* one step: forward, backward, (allreduce,) update */
+    if (r->pipe) { /* this rank's stage of every micro-batch, then its update */
+      rc = tr_pipe_step(r->pipe, &r->data, order + s * B, r->step, &loss, err);
+    } else {
+      rc = tr_data_feed(&r->data, r->step, order + s * B + r->rank * r->data.batch, r->data.batch, err);
+      if (!rc) rc = lathe_run(r->step, err); /* one step: forward, backward, (allreduce,) update */
+    }
     r->step_s += now_s() - t0, r->comm_s += lathe_rt_comm_wait_seconds() - c0, r->timed++;
     if (rc && r->ranks > 1) lathe_dist_abort(err->message ? err->message : "a training step failed");
     if (rc) break;
-    float loss = global_loss(r, api_loss(r->step));
+    if (!r->pipe) loss = global_loss(r, api_loss(r->step));
     double lr = tr_step_lr(r->step, step);
     r->meta.step = step;
     sum += loss;
@@ -316,6 +333,11 @@ static int save_epoch(tr_run *r, int restart, double v, float *const *full, lath
 /* After an epoch: validate, keep the best, log, checkpoint. Sets *stop for
  * early stopping. */
 static int end_epoch(tr_run *r, int restart, int64_t epoch, double train_loss, int *stop, lathe_error *err) {
+  /* the stages' weights and state into rank 0's whole model */
+  if (r->pipe && tr_pipe_gather(r->pipe, r->step, err)) {
+    lathe_dist_abort(err->message ? err->message : "gathering the stages failed");
+    return -1;
+  }
   rt_metric vm[RT_MAX_METRICS];
   int nvm = 0;
   double v = NAN, vloss = NAN;
@@ -391,7 +413,8 @@ static void free_run(tr_run *r) {
   free(r->meta.hist);
   lathe_program_free(r->step);
   lathe_program_free(r->eval);
-  r->best = NULL, r->meta.hist = NULL, r->step = r->eval = NULL;
+  tr_pipe_free(r->pipe);
+  r->best = NULL, r->meta.hist = NULL, r->step = r->eval = NULL, r->pipe = NULL;
 }
 
 static int make_dirs(const tr_run *r, int restart, lathe_error *err) {
@@ -436,6 +459,7 @@ static int train_one(tr_run *r, int restart, lathe_error *err) {
     snprintf(path, sizeof path, "%s/log.jsonl", r->o->out_dir);
     if (r->log && tr_log_cut(path, r->meta.step, err)) return -1;
   }
+  if (r->pipe && tr_pipe_load(r->pipe, r->step, err)) return -1;
   int64_t per_epoch = rt_batch_count(r->data.split.train.n, r->gbatch, 1);
   if (per_epoch < 1)
     return api_fail(err, LATHE_EUSER, "the training split has %lld examples, fewer than one batch of %lld",
@@ -503,6 +527,22 @@ static int copy_last(const char *dir, int restart, lathe_error *err) {
   return rc ? api_fail(err, LATHE_EUSER, "%s", msg) : 0;
 }
 
+/* --pipeline K: what the stages need of the job and the options. */
+static int pipe_check(const lathe_train_options *o, const ir_train *t, int ranks, int stages, int micro,
+                      lathe_error *err) {
+  if (ranks != stages)
+    return api_fail(err, LATHE_EUSER, "--pipeline %d needs exactly %d ranks (mpirun -np %d), one per stage; the job "
+                    "has %d (pipeline and data parallelism together are not supported)", stages, stages, stages, ranks);
+  if (o->zero1) return api_fail(err, LATHE_EUSER, "--pipeline cannot be combined with --zero1");
+  if (o->restarts > 1) return api_fail(err, LATHE_EUSER, "--pipeline cannot be combined with --restarts");
+  if (t->grad_noise > 0)
+    return api_fail(err, LATHE_EUSER, "--pipeline: gradient noise (grad_noise) is not supported");
+  if (micro < 1 || t->batch % micro)
+    return api_fail(err, LATHE_EUSER, "--micro-batches %d: the global batch of %lld must be a multiple of it", micro,
+                    (long long)t->batch);
+  return 0;
+}
+
 /* lathe_train once runtime/api_train.c has checked its arguments (err and res are not NULL). */
 int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *res, lathe_error *err) {
   double t0 = now_s();
@@ -520,15 +560,20 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
    * rank 0 alone prints, plots and writes files (it reads the same ones on
    * --resume as every rank). */
   int ranks = lathe_rt_comm_size(), rank = lathe_rt_comm_rank();
-  if (ranks > 1 && t.batch % ranks)
+  int stages = o->pipeline > 1 ? o->pipeline : 0, micro = o->micro_batches;
+  /* by default one micro-batch per stage, or as many as divide the batch */
+  for (micro = micro > 0 ? micro : stages; !o->micro_batches && micro > 1 && t.batch % micro; micro--) {}
+  if (stages && pipe_check(o, &t, ranks, stages, micro, err)) return err->code;
+  if (!stages && ranks > 1 && t.batch % ranks)
     return api_fail(err, LATHE_EUSER, "the global batch of %lld does not split evenly over %d ranks: give a batch "
                     "that is a multiple of the ranks (--batch)", (long long)t.batch, ranks);
   lathe_train_options ro = *o;
   if (rank > 0) ro.progress = NULL, ro.plot = NULL;
   o = &ro;
   t.ranks = ranks, t.bucket_bytes = o->bucket_bytes, t.rank = rank, t.zero1 = o->zero1 && ranks > 1;
-  tr_run r = {.m = m, .o = o, .rank = rank, .ranks = ranks, .gbatch = t.batch};
-  if (tr_data_open(&r.data, m, o, t.split, (uint64_t)t.seed, t.batch / ranks, err)) {
+  tr_run r = {.m = m, .o = o, .rank = rank, .ranks = ranks, .gbatch = t.batch, .stages = stages, .micro = micro};
+  if (stages) t.ranks = 1, t.zero1 = 0; /* no gradient averaging: each stage has its own parameters */
+  if (tr_data_open(&r.data, m, o, t.split, (uint64_t)t.seed, stages ? t.batch / micro : t.batch / ranks, err)) {
     tr_data_close(&r.data);
     return err->code;
   }

@@ -39,6 +39,8 @@ void tr_data_close(tr_data *d);
 /* Fill every model input of p (by name) with examples rows[0..count); pads
  * to B. Returns 0 or an error. */
 int tr_data_feed(tr_data *d, lathe_program *p, const int64_t *rows, int64_t count, lathe_error *err);
+/* some: only the inputs p has (a pipeline stage's program) */
+int tr_data_feed_some(tr_data *d, lathe_program *p, const int64_t *rows, int64_t count, int some, lathe_error *err);
 /* Attach the normalisation fitted on the training split to every f32
  * feature input of p: lathe_set_input applies it (tr_data_feed gives raw
  * features) and checkpoints and lathe_weights_save carry it. */
@@ -79,6 +81,28 @@ int tr_ckpt_save_full(const char *path, const lathe_program *p, const tr_meta *m
  * state parameter i, gathered from every rank (every rank calls it; *full
  * stays NULL without sharded state). tr_zero_free frees it. */
 int tr_zero_gather(const lathe_program *p, float ***full, lathe_error *err);
+
+/* ---- train_pipe.c: pipeline parallelism (--pipeline K; docs/distributed.md) ----
+ * Rank s of K compiles stage s (passes/stage.h) three ways: its forward
+ * pass for one micro-batch, its gradient for one micro-batch (the forward
+ * again, then the backward: the activations are recomputed, not stored),
+ * and its optimizer update. A step is GPipe's schedule: every micro-batch
+ * forward (activations sent on), then every micro-batch backward
+ * (gradients sent back, accumulated), then the update. The whole model
+ * (weights and optimizer state) lives in `holder`, a step program of the
+ * full model that is never run: tr_pipe_load gives the stage its part,
+ * tr_pipe_gather collects every stage's part into rank 0's holder (for
+ * evaluation and checkpoints). */
+typedef struct tr_pipe tr_pipe;
+int tr_pipe_build(tr_pipe **out, lathe_model *m, const lathe_options *po, const ir_train *t, int k, int micro,
+                  tr_data *d, FILE *progress, lathe_error *err);
+int tr_pipe_load(tr_pipe *p, const lathe_program *holder, lathe_error *err);
+/* One step on the global batch rows[0 .. micro * d->batch); *loss: its mean
+ * loss (on every rank). */
+int tr_pipe_step(tr_pipe *p, tr_data *d, const int64_t *rows, const lathe_program *holder, float *loss,
+                 lathe_error *err);
+int tr_pipe_gather(tr_pipe *p, lathe_program *holder, lathe_error *err);
+void tr_pipe_free(tr_pipe *p);
 void tr_zero_free(const lathe_program *p, float **full);
 /* Loads weights and state into p and the position into meta (hist malloc'd).
  * Every parameter's dtype and shape must match exactly and its values be

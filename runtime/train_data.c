@@ -279,8 +279,13 @@ void tr_data_close(tr_data *d) {
 }
 
 int tr_data_feed(tr_data *d, lathe_program *p, const int64_t *rows, int64_t count, lathe_error *err) {
+  return tr_data_feed_some(d, p, rows, count, 0, err);
+}
+
+int tr_data_feed_some(tr_data *d, lathe_program *p, const int64_t *rows, int64_t count, int some, lathe_error *err) {
   for (int i = 0; i < d->nin; i++) {
     int gi = ir_find_input(&p->g, d->name[i]);
+    if (gi < 0 && some) continue; /* a pipeline stage reads some of the inputs */
     if (gi < 0) return api_fail(err, LATHE_EINTERNAL, "internal error: input '%s' not in the program", d->name[i]);
     const ir_input *in = &p->g.inputs[gi];
     lathe_tensor t = {.dtype = (lathe_dtype)in->dtype, .rank = in->shape.rank};

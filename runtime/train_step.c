@@ -64,6 +64,8 @@ double tr_step_lr(const lathe_program *p, int64_t step) {
   return schedule_lr(&p->train, step, p->total_steps, p->steps_per_epoch);
 }
 
+static lathe_program *as_step(lathe_program *p, const ir_train *t, lathe_error *err);
+
 lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const ir_train *settings,
                                  lathe_error *err) {
   lathe_program *p = api_program_lower(m, o, err);
@@ -97,8 +99,13 @@ lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const i
     return NULL;
   }
   if (api_program_finish(p, err)) return NULL;
+  return as_step(p, &t, err);
+}
+
+/* A compiled step: which outputs are updates ("new.X") to commit into X. */
+static lathe_program *as_step(lathe_program *p, const ir_train *t, lathe_error *err) {
   p->is_train = 1;
-  p->train = t;
+  p->train = *t;
   p->commit = malloc(sizeof(int) * ((size_t)p->g.noutputs + 1));
   if (!p->commit) {
     lathe_program_free(p);
@@ -111,6 +118,37 @@ lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const i
     p->commit[k] = strncmp(nm, OPT_NEW_PREFIX, pl) == 0 ? ir_find_param(&p->g, nm + pl) : -1;
   }
   return p;
+}
+
+/* An update program (a pipeline stage's, runtime/train_pipe.c): p's graph
+ * is replaced by its parameters, an input "grad.X" for each trainable X
+ * (the gradient the stage accumulated over its micro-batches) and the
+ * optimizer update of t on them; one api_update_run = one update. */
+lathe_program *api_compile_update(lathe_program *p, const ir_train *t, lathe_error *err) {
+  ir_graph ng;
+  ir_graph_init(&ng, p->g.A, p->g.model_name);
+  int n = p->g.nparams;
+  int *grads = ar_alloc(p->g.A, sizeof(int) * (size_t)(n + 1));
+  for (int i = 0; i < n; i++) {
+    const ir_param *q = &p->g.params[i];
+    ir_loc loc = p->g.nodes[q->node].loc;
+    ir_add_param(&ng, q->name, q->dtype, &q->shape, q->init, q->std, q->fan_in, q->fan_out, loc);
+    ng.params[i].state = q->state, ng.params[i].buffer = q->buffer, ng.params[i].stored = q->stored;
+    int trainable = q->dtype == IR_F32 && !q->state && !q->buffer;
+    grads[i] = trainable ? ir_add_input(&ng, ar_printf(p->g.A, "grad.%s", q->name), IR_F32, &q->shape, 0, loc) : -1;
+  }
+  ng.grads = grads;
+  ng.train = *t;
+  ng.no_fusion = p->g.no_fusion;
+  p->g = ng;
+  char msg[1024];
+  if (opt_append(&p->g, t, msg, sizeof msg)) {
+    lathe_program_free(p);
+    api_fail(err, LATHE_EUSER, "%s", msg);
+    return NULL;
+  }
+  if (api_program_finish(p, err)) return NULL;
+  return as_step(p, t, err);
 }
 
 lathe_program *lathe_compile_train(lathe_model *m, const lathe_options *opt, lathe_error *err) {
@@ -171,7 +209,7 @@ static int update_finite(const lathe_program *p, int k) {
  * parameter's, and the old parameter buffer receives the next update, so a
  * lathe_param_view is valid until the next step (lathe.h). */
 static int commit_step(lathe_program *p, int64_t step, lathe_error *err) {
-  float loss = api_loss(p);
+  float loss = p->g.loss >= 0 ? api_loss(p) : 0; /* an update program has no loss */
   if (!isfinite(loss))
     return api_fail(err, LATHE_EUSER, "training stopped at step %lld: the loss is %s", (long long)step,
                     isnan(loss) ? "nan" : "inf");

@@ -16,6 +16,9 @@
  *    progress) the step gives the same bits; the loss is averaged in the
  *    first bucket (COMM_LOSS_OUT).
  * 4. --zero1: reduce_scatter / all_gather per parameter, slice-sized state.
+ * 5. send / recv (pipeline stages): shape rules, and the kernels on the
+ *    interpreter and LLVM with a fake peer that answers what it was sent
+ *    plus 100; without a peer both backends refuse the run.
  * The real thing (mpirun, 2 and 4 ranks) is tests/mpi.sh. */
 #include <math.h>
 #include <stdlib.h>
@@ -388,7 +391,77 @@ static void test_zero1(void) {
   ar_free(&A);
 }
 
+/* ---- 5. point to point ---- */
+
+static float p2p_box[16];
+
+static int fk_send(void *ctx, const void *buf, int64_t bytes, int peer) {
+  (void)ctx;
+  if (peer != 1 || bytes != (int64_t)sizeof(float) * 6) return -1;
+  memcpy(p2p_box, buf, (size_t)bytes);
+  return 0;
+}
+
+static int fk_recv(void *ctx, void *buf, int64_t bytes, int peer) {
+  (void)ctx;
+  if (peer != 1 || bytes != (int64_t)sizeof(float) * 6) return -1;
+  for (int e = 0; e < 6; e++) ((float *)buf)[e] = p2p_box[e] + 100;
+  return 0;
+}
+
+static void test_p2p(void) {
+  kgraph k;
+  ar_init(&k.A);
+  ir_graph_init(&k.g, &k.A, "p2p");
+  ir_graph *g = &k.g;
+  char msg[512];
+  int a = input(g, "a", 2, (int64_t[]){2, 3});
+  ir_attr at = {0};
+  at.n = 1;
+  int snd = ir_add(g, IR_SEND, &a, 1, &at, L0, msg, sizeof msg);
+  CHECK(snd >= 0 && ir_shape_eq(&g->nodes[snd].shape, &g->nodes[a].shape));
+  at.nlist = 2, at.list[0] = 2, at.list[1] = 3;
+  int rcv = ir_add(g, IR_RECV, NULL, 0, &at, L0, msg, sizeof msg);
+  CHECK(rcv >= 0 && g->nodes[rcv].shape.rank == 2 && g->nodes[rcv].shape.d[1] == 3);
+  ir_attr bad = at;
+  bad.n = -1;
+  CHECK(ir_add(g, IR_RECV, NULL, 0, &bad, L0, msg, sizeof msg) < 0);
+  CHECK_STR(msg, "recv: the peer rank (n) must be in 0..1048575, got -1");
+  bad = at, bad.list[1] = 0;
+  CHECK(ir_add(g, IR_RECV, NULL, 0, &bad, L0, msg, sizeof msg) < 0);
+  CHECK_STR(msg, "recv: dimension 1 is 0");
+  ir_add_output(g, "sent", snd);
+  /* the recv reads after the send (an input of the sum orders them), as a stage's program does */
+  int sum = ir_add(g, IR_ADD, (int[]){rcv, snd}, 2, NULL, L0, msg, sizeof msg);
+  ir_add_output(g, "back", sum);
+  for (int e = 0; e < 8; e++) k.in[0][e] = 0.5 * e - 1;
+  lathe_rt_comm c = {.rank = 0, .size = 2, .allreduce = fk_allreduce, .send = fk_send, .recv = fk_recv};
+  lathe_rt_comm_install(&c);
+  for (int mode = 0; mode < 3; mode++) {
+    double *out[3] = {0};
+    memset(p2p_box, 0, sizeof p2p_box);
+    int rc = mode < 2 ? run_interp(&k, mode ? IR_INTERP_F32 : IR_INTERP_F64, out, msg, sizeof msg)
+                      : run_llvm(&k, out, msg, sizeof msg);
+    CHECK_MSG(rc == 0, "%s", msg);
+    double worst = 0;
+    for (int e = 0; rc == 0 && e < 6; e++) {
+      worst = fmax(worst, fabs(out[0][e] - k.in[0][e]) + fabs(p2p_box[e] - k.in[0][e]));
+      worst = fmax(worst, fabs(out[1][e] - (2 * k.in[0][e] + 100)));
+    }
+    CHECK_MSG(worst <= 1e-5, "send/recv mode %d: off by %g", mode, worst);
+    free(out[0]), free(out[1]), free(out[2]);
+  }
+  lathe_rt_comm_install(NULL); /* no peer: refused, not a hang */
+  double *out[3] = {0};
+  CHECK(run_interp(&k, IR_INTERP_F64, out, msg, sizeof msg) != 0);
+  CHECK_MSG(strstr(msg, "no rank 1 to") != NULL, "%s", msg);
+  CHECK(run_llvm(&k, out, msg, sizeof msg) != 0);
+  CHECK_MSG(strstr(msg, "send/recv names a rank it lacks") != NULL, "%s", msg);
+  ar_free(&k.A);
+}
+
 int main(void) {
+  test_p2p();
   test_shapes();
   test_zero1();
   test_kernels();

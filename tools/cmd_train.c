@@ -36,6 +36,17 @@ static int lr_option(const cli_args *a, double *lr) {
   return 1;
 }
 
+/* --comm-timeout S: seconds a wait for another rank may take (0: forever). */
+static int comm_timeout_option(const cli_args *a, const char *cmd, double *t) {
+  *t = -1;
+  if (!cli_value(a, "--comm-timeout")) return 0;
+  if (cli_double(a, cmd, "--comm-timeout", t)) return 1;
+  if (*t >= 0 && *t <= 1e6) return 0;
+  fprintf(stderr, "lathe %s: error: --comm-timeout must be seconds from 0 (wait forever) to 1e6, got %s\n", cmd,
+          cli_value(a, "--comm-timeout"));
+  return 1;
+}
+
 /* --data FILE, or --data NAME=FILE.npy (repeatable). */
 static int data_options(const cli_args *a, const char *cmd, lathe_train_options *o, const char **npy, int max) {
   cli_item d[CLI_MAXITEMS];
@@ -107,7 +118,7 @@ int cmd_train(int argc, char **argv) {
   int status = cli_parse(argc, argv, "train",
                          DATA_FLAGS " --out=value --plot=value --json=bool --resume=bool --restarts=value "
                                     "--lr=value --epochs=value --backend=value --gemm=value --quiet=bool --metric=value --weights=value "
-                                    "--bucket-kb=value --zero1=bool "
+                                    "--bucket-kb=value --zero1=bool --comm-timeout=value --pipeline=value --micro-batches=value "
                                     CLI_PASS_FLAGS,
                          &a);
   lathe_options passes = {0};
@@ -124,12 +135,28 @@ int cmd_train(int argc, char **argv) {
   if (status) { cli_args_free(&a); return 1; }
   uint64_t bucket_kb = 0;
   int bucket_given = 0;
-  if (cli_u64(&a, "train", "--bucket-kb", &bucket_kb, &bucket_given) ||
+  double timeout = -1;
+  if (comm_timeout_option(&a, "train", &timeout) || cli_u64(&a, "train", "--bucket-kb", &bucket_kb, &bucket_given) ||
       count_flag("train", "--bucket-kb", bucket_kb, bucket_given, 1u << 22)) {
     cli_args_free(&a);
     return 1;
   }
   o.bucket_bytes = (int64_t)bucket_kb * 1024;
+  uint64_t stages = 0, micro = 0;
+  int stages_given = 0, micro_given = 0;
+  if (cli_u64(&a, "train", "--pipeline", &stages, &stages_given) ||
+      count_flag("train", "--pipeline", stages, stages_given, 64) ||
+      cli_u64(&a, "train", "--micro-batches", &micro, &micro_given) ||
+      count_flag("train", "--micro-batches", micro, micro_given, 1u << 20)) {
+    cli_args_free(&a);
+    return 1;
+  }
+  if (micro_given && !stages_given) {
+    fprintf(stderr, "lathe train: error: --micro-batches needs --pipeline K\n");
+    cli_args_free(&a);
+    return 1;
+  }
+  o.pipeline = (int)stages, o.micro_batches = (int)micro;
   o.zero1 = cli_has(&a, "--zero1");
   o.epochs = (int64_t)epochs;
   o.restarts = (int)restarts;
@@ -146,6 +173,7 @@ int cmd_train(int argc, char **argv) {
     cli_args_free(&a);
     return status;
   }
+  if (timeout >= 0) lathe_dist_set_timeout(timeout);
   int rank = lathe_dist_rank();
   if (rank > 0) o.progress = NULL;
   lathe_model *m = cli_load_model(&a, &status);

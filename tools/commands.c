@@ -268,6 +268,28 @@ static int run_check_normalize(const run_state *s, const char *k, const char *we
   return 0;
 }
 
+/* --pipeline K under mpirun -np K: this rank's stage of the forward pass;
+ * the last rank writes the outputs (docs/distributed.md). */
+static int run_pipeline(run_state *s, const cli_args *a, const lathe_options *o, lathe_error *err) {
+  uint64_t k = 0;
+  int given = 0;
+  if (cli_u64(a, "run", "--pipeline", &k, &given)) return 1;
+  const char *weights = cli_value(a, "--weights");
+  if (k < 2 || k > 64 || !weights) {
+    fprintf(stderr, "lathe run: error: --pipeline K needs K from 2 to 64 and --weights FILE\n");
+    return 1;
+  }
+  if (lathe_dist_init(err)) return cli_report(err);
+  const char *names[CLI_MAXITEMS];
+  for (int i = 0; i < s->nins; i++) names[i] = s->ins[i].name;
+  if (lathe_run_pipeline(s->m, o, (int)k, weights, names, s->in, s->nins, &s->p, err)) {
+    int rc = cli_report(err);
+    if (lathe_dist_size() > 1) lathe_dist_abort("lathe run --pipeline failed on this rank");
+    return rc;
+  }
+  return s->p && run_write_outputs(s, err) ? cli_report(err) : 0;
+}
+
 static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
   int f64 = cli_has(a, "--f64");
   const char *backend = cli_value(a, "--backend");
@@ -283,6 +305,7 @@ static int run_all(run_state *s, const cli_args *a, lathe_error *err) {
   s->nouts = cli_items(a, "--out", s->outs, CLI_MAXITEMS);
   if (run_load_inputs(s, err)) return cli_report(err);
   if (cli_weights_quant(cli_value(a, "--weights"), &o, err)) return cli_report(err);
+  if (cli_value(a, "--pipeline")) return run_pipeline(s, a, &o, err);
   double t0 = now_ms();
   s->p = lathe_compile(s->m, &o, err);
   s->tm.compile_ms = now_ms() - t0;
@@ -335,7 +358,7 @@ int cmd_run(int argc, char **argv) {
   cli_args a;
   int status = cli_parse(argc, argv, "run",
                          "--bind=pair --weights=value --in=pair --out=pair --backend=value --gemm=value --f64=bool --time=bool "
-                         "--normalize=value "
+                         "--normalize=value --pipeline=value "
                          CLI_PASS_FLAGS,
                          &a);
   if (status) { cli_args_free(&a); return status; }
@@ -350,5 +373,6 @@ int cmd_run(int argc, char **argv) {
   lathe_program_free(s.p);
   lathe_model_free(s.m);
   cli_args_free(&a);
+  lathe_dist_finalize(); /* after --pipeline */
   return status;
 }

@@ -85,10 +85,22 @@ static void e_all_gather(cg_k *k) {
   cg_call(k, declare(k, "lathe_rt_all_gather", ty, 5), a, 5);
 }
 
+static void e_send(cg_k *k) {
+  LLVMTypeRef ty[5] = {k->m->ptr, k->m->ptr, k->m->i64, k->m->i64, k->m->ptr};
+  V a[5] = {k->arg[0], k->arg[1], ci(k, ir_numel(&k->n->shape)), ci(k, k->n->attr.n), errp(k)};
+  cg_call(k, declare(k, "lathe_rt_send", ty, 5), a, 5);
+}
+
+static void e_recv(cg_k *k) {
+  LLVMTypeRef ty[4] = {k->m->ptr, k->m->i64, k->m->i64, k->m->ptr};
+  V a[4] = {k->arg[0], ci(k, ir_numel(&k->n->shape)), ci(k, k->n->attr.n), errp(k)};
+  cg_call(k, declare(k, "lathe_rt_recv", ty, 4), a, 4);
+}
+
 void cg_emit_comm(cg_k *k) {
   static const cg_emit_fn by_op[IR_NOPS] = {
     [IR_ALLREDUCE] = e_allreduce, [IR_REDUCE_SCATTER] = e_reduce_scatter, [IR_ALL_GATHER] = e_all_gather,
-    [IR_COMM_WAIT] = e_comm_wait,
+    [IR_COMM_WAIT] = e_comm_wait, [IR_SEND] = e_send, [IR_RECV] = e_recv,
   };
   by_op[k->n->op](k);
 }

@@ -312,6 +312,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_rt_allreduce", (void *)lathe_rt_allreduce}, {"lathe_rt_reduce_scatter", (void *)lathe_rt_reduce_scatter},
     {"lathe_rt_all_gather", (void *)lathe_rt_all_gather},
     {"lathe_rt_allreduce_start", (void *)lathe_rt_allreduce_start},
+    {"lathe_rt_send", (void *)lathe_rt_send}, {"lathe_rt_recv", (void *)lathe_rt_recv},
     {"lathe_rt_comm_wait", (void *)lathe_rt_comm_wait},
   };
   enum { NS = sizeof syms / sizeof syms[0] };
@@ -642,7 +643,7 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
   if (loss && p->loss >= 0) *loss = *(const float *)p->bufs[p->loss];
   static const char *const why[] = {"", "an embedding id is out of range", "a label is out of range for the classes",
                                     "integer division by zero", "a one_hot id or gather index is out of range",
-                                    "a collective was compiled for another number of ranks than this job has"};
+                                    "a collective was compiled for another number of ranks than this job has, or a send/recv names a rank it lacks"};
   enum { NWHY = sizeof why / sizeof why[0] };
   p->nonfinite = (err & CG_ERR_NONFINITE) != 0;
   err &= ~CG_ERR_NONFINITE;

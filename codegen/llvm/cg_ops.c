@@ -952,7 +952,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_SUM_TO ... IR_ATTENTION_GRAD_SAVED] = cg_emit_grad, /* the backward ops: cg_grad.c */
   [IR_MHA] = cg_emit_mha,  [IR_MHA_GRAD] = cg_emit_mha, /* cg_mha.c */
   [IR_QMATMUL] = cg_emit_qmatmul,              /* cg_quant.c */
-  [IR_ALLREDUCE ... IR_COMM_WAIT] = cg_emit_comm, /* cg_comm.c */
+  [IR_ALLREDUCE ... IR_RECV] = cg_emit_comm, /* cg_comm.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
 
