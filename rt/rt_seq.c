@@ -308,6 +308,8 @@ static att_span att_save_item(const att_job *a, int64_t i, int part) {
  * the extra tile areas after the slab (lathe_rt_attn_scratch_floats). The
  * choice follows from the shapes alone. */
 static int att_wide(int64_t B, int64_t T) { return att_items(B, T) == 1; }
+/* its parts: one per head at most (the item holds every batch) */
+static int64_t att_wide_parts(int64_t B, int64_t H) { return B * H < ATT_PARTS ? B * H : ATT_PARTS; }
 
 typedef struct {
   const att_job *a;
@@ -339,7 +341,7 @@ static void att_fwd_wide(const att_job *a) {
   att_wide_job j = {a, a->sqkv ? att_save_item(a, 0, 0) : att_item(a, 0, 0)};
   int64_t d = a->d;
   affine_split(a->x, a->wq, a->bq, j.s.n, d, 3 * d, j.s.qkv);
-  seq_run((j.s.b1 - j.s.b0) * a->H, ATT_PARTS, att_wide_head, &j);
+  seq_run(a->B * a->H, att_wide_parts(a->B, a->H), att_wide_head, &j);
   affine_split(j.s.ctx, a->wp, a->bp, j.s.n, d, d, a->out);
 }
 
@@ -420,7 +422,7 @@ void lathe_rt_attn_grad(float *out, const float *x, const float *wq, const float
 
 int64_t lathe_rt_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad) {
   int64_t f = att_nparts(B, T) * att_slab_floats(T, d, H);
-  if (!grad && att_wide(B, T)) f += (ATT_PARTS - 1) * att_tile_floats(d / H); /* att_fwd_wide's other parts */
+  if (!grad && att_wide(B, T)) f += (att_wide_parts(B, H) - 1) * att_tile_floats(d / H); /* att_fwd_wide's other parts */
   return grad ? f + B * T * 4 * d + 2 * att_items(B, T) * 4 * d : f;
 }
 

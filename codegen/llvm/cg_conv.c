@@ -102,6 +102,7 @@ enum { RO_COPY, RO_ADD, RO_BIAS }; /* dst = src; dst += src; dst = src + bias */
 typedef struct {
   int mode;
   V dst, di, src, si, bias;
+  int epi; /* then the fused unary steps (the forward's copy-out of a conv2d+relu kernel) */
 } row_t;
 
 static void row_at(cg_k *k, const row_t *r, V j, int w) {
@@ -109,6 +110,7 @@ static void row_at(cg_k *k, const row_t *r, V j, int w) {
   V v = cg_vld(k, r->src, si, w);
   if (r->mode == RO_ADD) v = cg_fadd(k, cg_vld(k, r->dst, di, w), v);
   else if (r->mode == RO_BIAS) v = cg_fadd(k, v, cg_bcast(k, r->bias, w));
+  if (r->epi) v = cg_epi_unary(k, v, w);
   cg_vst(k, r->dst, di, v, w);
 }
 
@@ -159,7 +161,7 @@ static void win_row(cg_k *k, const win_t *t, V sb, V cb, V ky, V kx, V oy) {
                                   cg_muli(k, kx, d->dil)));
   V at_col = cg_add(k, cb, cg_add(k, cg_muli(k, cg_add(k, cg_muli(k, ky, d->KW), kx), ld), cg_muli(k, oy, d->OW)));
   row_t r = {t->col2 ? RO_ADD : RO_COPY, t->col2 ? t->img : t->col, t->col2 ? at_img : at_col,
-             t->col2 ? t->col : t->img, t->col2 ? at_col : at_img, NULL};
+             t->col2 ? t->col : t->img, t->col2 ? at_col : at_img, NULL, 0};
   row_op(k, &r, d->OW, t->col2 ? d->s : 1, t->col2 ? 1 : d->s);
 }
 
@@ -187,7 +189,7 @@ static void copy_planes(cg_k *k, const cv_t *d, int64_t m, V dst, V dbase, int64
                         int64_t dpl, V src, V sbase, int64_t Hs, int64_t Ws, int64_t spt, int64_t spl) {
   CG_FOR(k, p, ci(k, 0), ci(k, m * d->C)) CG_FOR(k, y, ci(k, 0), ci(k, d->H)) {
     row_t r = {RO_COPY, dst, cg_add(k, dbase, cg_add(k, cg_muli(k, p.iv, Hd * Wd), cg_muli(k, cg_add(k, y.iv, ci(k, dpt)), Wd))),
-               src, cg_add(k, sbase, cg_add(k, cg_muli(k, p.iv, Hs * Ws), cg_muli(k, cg_add(k, y.iv, ci(k, spt)), Ws))), NULL};
+               src, cg_add(k, sbase, cg_add(k, cg_muli(k, p.iv, Hs * Ws), cg_muli(k, cg_add(k, y.iv, ci(k, spt)), Ws))), NULL, 0};
     r.di = cg_add(k, r.di, ci(k, dpl)), r.si = cg_add(k, r.si, ci(k, spl));
     row_op(k, &r, d->W, 1, 1);
   }
@@ -213,7 +215,7 @@ static void emit_dy_cols(cg_k *k, const cv_t *d, int ya, V n0, int64_t m) {
   V dyc = cv_tmp(k, d);
   CG_FOR(k, i, ci(k, 0), ci(k, m)) CG_FOR(k, o, ci(k, 0), ci(k, d->O)) {
     row_t r = {RO_COPY, dyc, cg_add(k, cg_muli(k, o.iv, m * d->P), cg_muli(k, i.iv, d->P)), k->arg[ya],
-               cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, n0, i.iv), d->O), o.iv), d->P), NULL};
+               cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, n0, i.iv), d->O), o.iv), d->P), NULL, 0};
     row_op(k, &r, d->P, 1, 1);
   }
 }
@@ -266,7 +268,8 @@ static void fwd_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
   int bias = k->n->nin == 3;
   CG_FOR(k, i, ci(k, 0), ci(k, m)) CG_FOR(k, o, ci(k, 0), ci(k, d->O)) {
     row_t r = {bias ? RO_BIAS : RO_COPY, k->arg[0], cg_muli(k, cg_add(k, cg_muli(k, cg_add(k, n0, i.iv), d->O), o.iv), d->P),
-               prod, cg_add(k, cg_muli(k, o.iv, ld), cg_muli(k, i.iv, d->P)), bias ? cg_ldp(k, k->arg[3], o.iv) : NULL};
+               prod, cg_add(k, cg_muli(k, o.iv, ld), cg_muli(k, i.iv, d->P)), bias ? cg_ldp(k, k->arg[3], o.iv) : NULL,
+               k->fuse != NULL};
     row_op(k, &r, d->P, 1, 1);
   }
 }
