@@ -72,6 +72,10 @@ static int kernel_args(const ir_graph *g, const ir_node *n, const pl_group *grp,
     in[0] = h->in[0], in[1] = h->in[1], in[2] = h->in[2], in[3] = grp->extra[0];
     return 4;
   }
+  if (h->op == IR_CONV2D) { /* x, w (, bias): a convolution's chain has no extras (plan_group.c) */
+    for (int j = 0; j < h->nin; j++) in[j] = h->in[j];
+    return h->nin;
+  }
   in[0] = h->in[0], in[1] = h->in[1];
   for (int j = 0; j < grp->nextra; j++) in[2 + j] = grp->extra[j];
   return 2 + grp->nextra;

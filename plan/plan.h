@@ -122,6 +122,7 @@ typedef struct pl_target {
   const char *name;
   int64_t (*scratch_bytes)(const ir_graph *g, const ir_node *n);
   int (*epilogue_unary)(int op);
+  int conv_epilogue; /* a conv2d may head a chain of unary epilogue steps (conv2d -> relu) */
 } pl_target;
 
 typedef struct {

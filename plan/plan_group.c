@@ -135,6 +135,15 @@ static int extend(const ir_graph *g, const pl_target *t, pl_group *grp, const in
   return nc + 1;
 }
 
+/* A convolution's chain: unary steps only, nothing saved (its kernel
+ * applies them as it copies each output row out; there is no (row, col)
+ * of a product for other operands to be indexed by). */
+static int unary_chain(const pl_group *grp) {
+  for (int s = 0; s < grp->f.nsteps; s++)
+    if (grp->f.kind[s] != PL_EPI_UNARY || grp->f.save[s]) return 0;
+  return 1;
+}
+
 /* Find every fusable chain; mark its inner nodes fused (or, saved links,
  * inside[]) and record the group at its last node (group_of) and where each
  * member runs (run_at). */
@@ -147,7 +156,8 @@ static void find_fusions(const ir_graph *g, const pl_target *t, arena *A, const 
     for (int j = 0; j < g->nodes[i].nin; j++) uses[g->nodes[i].in[j]]++, reader[g->nodes[i].in[j]] = i;
   for (int h = 0; h < nn && !g->no_fusion; h++) {
     const ir_node *n = &g->nodes[h];
-    if (n->op != IR_MATMUL || n->dtype != IR_F32 || n->shape.rank < 1) continue;
+    int conv = n->op == IR_CONV2D && t->conv_epilogue;
+    if ((n->op != IR_MATMUL && !conv) || n->dtype != IR_F32 || n->shape.rank < 1) continue;
     pl_group *grp = ar_alloc(A, sizeof *grp);
     memset(grp, 0, sizeof *grp);
     grp->head = h;
@@ -164,7 +174,7 @@ static void find_fusions(const ir_graph *g, const pl_target *t, arena *A, const 
      * its own, which that chain reads */
     int taken = 0;
     for (int k = 1; k < nc; k++) taken |= group_of[chain[k]] != NULL || run_at[chain[k]] != chain[k];
-    if (nc == 1 || taken) continue;
+    if (nc == 1 || taken || (conv && !unary_chain(grp))) continue;
     int last = chain[nc - 1];
     grp->kind = PL_K_GEMM_EPI;
     grp->nmember = nc;

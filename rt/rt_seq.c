@@ -244,18 +244,20 @@ static void att_bwd_block(const att_job *a, const float *q, float *dq, const flo
   rt_sk_mm(nk, hd, nq, dP, 1, ATT_BK, qi, d3, dq + dd + j0 * d3, d3, acc_kv, tt, o);
 }
 
-/* The item's qkv rows, then per batch and head the context (and logsumexp
- * when s->lse). */
-static void att_fwd_heads(const att_job *a, const att_span *s) {
+/* The context (and logsumexp when s->lse) of head h of the item's batch
+ * b0 + lb from its qkv rows, with the tiles at w. */
+static void att_fwd_head(const att_job *a, const att_span *s, int64_t lb, int64_t h, float *w) {
   int64_t T = a->T, d = a->d;
-  affine(a->x + s->r0 * d, a->wq, a->bq, s->n, d, 3 * d, s->qkv);
+  const float *q = s->qkv + lb * T * 3 * d + h * a->hd;
+  float *c = s->ctx + lb * T * d + h * a->hd, *lse = s->lse ? s->lse + (lb * a->H + h) * T : NULL;
+  for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) att_fwd_tile(a, q, c, lse, i0, T - i0 < ATT_BQ ? T - i0 : ATT_BQ, w);
+}
+
+/* The item's qkv rows, then per batch and head the context. */
+static void att_fwd_heads(const att_job *a, const att_span *s) {
+  affine(a->x + s->r0 * a->d, a->wq, a->bq, s->n, a->d, 3 * a->d, s->qkv);
   for (int64_t lb = 0; lb < s->b1 - s->b0; lb++)
-    for (int64_t h = 0; h < a->H; h++) {
-      const float *q = s->qkv + lb * T * 3 * d + h * a->hd;
-      float *c = s->ctx + lb * T * d + h * a->hd, *lse = s->lse ? s->lse + (lb * a->H + h) * T : NULL;
-      for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ)
-        att_fwd_tile(a, q, c, lse, i0, T - i0 < ATT_BQ ? T - i0 : ATT_BQ, s->w);
-    }
+    for (int64_t h = 0; h < a->H; h++) att_fwd_head(a, s, lb, h, s->w);
 }
 
 /* one head's backward: head h of the item's batch b0 + lb */
@@ -295,6 +297,52 @@ static att_span att_save_item(const att_job *a, int64_t i, int part) {
   int64_t d = a->d;
   s.qkv = a->sqkv + s.r0 * 3 * d, s.ctx = a->ctx + s.r0 * d, s.lse = a->slse + s.b0 * a->H * a->T;
   return s;
+}
+
+/* ---- one item alone (batch 1): its products and its heads split ---- */
+
+/* A forward of a single item (B <= att_group(T): GPT-2 at batch 1) would
+ * keep one core busy while the others wait. Instead its two products are
+ * rt_sgemm calls, split over the pool like any dense layer's, and its
+ * heads are the work items: part p's tiles are the slab's for p = 0, then
+ * the extra tile areas after the slab (lathe_rt_attn_scratch_floats). The
+ * choice follows from the shapes alone. */
+static int att_wide(int64_t B, int64_t T) { return att_items(B, T) == 1; }
+/* its parts: one per head at most (the item holds every batch) */
+static int64_t att_wide_parts(int64_t B, int64_t H) { return B * H < ATT_PARTS ? B * H : ATT_PARTS; }
+
+typedef struct {
+  const att_job *a;
+  att_span s;
+} att_wide_job;
+
+static float *att_wide_tiles(const att_wide_job *j, int part) {
+  const att_job *a = j->a;
+  if (part == 0) return j->s.w;
+  return a->slabs + att_slab_floats(a->T, a->d, a->H) + (int64_t)(part - 1) * att_tile_floats(a->hd);
+}
+
+static void att_wide_head(void *job, int64_t i, int part) {
+  const att_wide_job *j = job;
+  att_fwd_head(j->a, &j->s, i / j->a->H, i % j->a->H, att_wide_tiles(j, part));
+}
+
+/* y[m, n] = bias[n] + x[m, k] w[k, n], the product split over the pool */
+static void affine_split(const float *x, const float *w, const float *bias, int64_t m, int64_t k, int64_t n,
+                         float *y) {
+  for (int64_t i = 0; i < m; i++)
+    if (bias) memcpy(y + i * n, bias, sizeof(float) * (size_t)n);
+    else memset(y + i * n, 0, sizeof(float) * (size_t)n);
+  rt_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)k, w, (int)n, 1.0f, y,
+           (int)n);
+}
+
+static void att_fwd_wide(const att_job *a) {
+  att_wide_job j = {a, a->sqkv ? att_save_item(a, 0, 0) : att_item(a, 0, 0)};
+  int64_t d = a->d;
+  affine_split(a->x, a->wq, a->bq, j.s.n, d, 3 * d, j.s.qkv);
+  seq_run(a->B * a->H, att_wide_parts(a->B, a->H), att_wide_head, &j);
+  affine_split(j.s.ctx, a->wp, a->bp, j.s.n, d, d, a->out);
 }
 
 /* the forward of item i: out rows = ctx wp + bp */
@@ -337,7 +385,8 @@ void lathe_rt_attn_fwd(float *out, const float *x, const float *wq, const float 
   att_setup(&a, scr, B, T, d, H, causal);
   a.x = x, a.wq = wq, a.bq = bq, a.wp = wp, a.bp = bp, a.out = out;
   if (save) a.sqkv = out + B * T * d, a.ctx = a.sqkv + B * T * 3 * d, a.slse = a.ctx + B * T * d;
-  seq_run(att_items(B, T), ATT_PARTS, att_fwd_item, &a);
+  if (att_wide(B, T)) att_fwd_wide(&a);
+  else seq_run(att_items(B, T), ATT_PARTS, att_fwd_item, &a);
 }
 
 /* out = [dx | dwq | dbq | dwp | dbp]; saved: attention_save's pack, whose
@@ -373,6 +422,7 @@ void lathe_rt_attn_grad(float *out, const float *x, const float *wq, const float
 
 int64_t lathe_rt_attn_scratch_floats(int64_t B, int64_t T, int64_t d, int64_t H, int grad) {
   int64_t f = att_nparts(B, T) * att_slab_floats(T, d, H);
+  if (!grad && att_wide(B, T)) f += (att_wide_parts(B, H) - 1) * att_tile_floats(d / H); /* att_fwd_wide's other parts */
   return grad ? f + B * T * 4 * d + 2 * att_items(B, T) * 4 * d : f;
 }
 

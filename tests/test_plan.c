@@ -101,16 +101,21 @@ static int exec_matches(const pl_plan *p, const char *what) {
 
 /* Kernels and arena bytes the LLVM backend planned for each example at
  * batch 4 before the plan moved out of it (codegen/llvm/cg_jit.c at
- * 6de1f65): the plan must make the same kernels and the same layout. */
+ * 6de1f65): the plan must make the same kernels and the same layout.
+ * Changed since, on purpose: the CNN's conv2d -> relu pairs are one kernel
+ * each (plan_group.c, 10 -> 8 and 36 -> 34 kernels); the char-GPT's
+ * attention at batch 4 is one work item whose heads run in parallel, with
+ * tiles for each part in its scratch (rt/rt_seq.c; arena 1310720 and
+ * 1048576 -> 1720320). */
 static const struct {
   const char *model;
   int train, level, kernels;
   int64_t arena;
 } before[] = {
   {"mlp", 0, 0, 10, 8192},    {"mlp", 0, 2, 5, 8192},       {"mlp", 1, 0, 116, 827968},
-  {"mlp", 1, 2, 22, 354752},  {"cnn", 0, 0, 13, 66560},     {"cnn", 0, 2, 10, 74752},
-  {"cnn", 1, 0, 154, 153152}, {"cnn", 1, 2, 36, 141248},    {"gpt", 0, 0, 46, 1310720},
-  {"gpt", 0, 2, 25, 1048576}, {"gpt", 1, 0, 1344, 8070336}, {"gpt", 1, 2, 272, 10839232},
+  {"mlp", 1, 2, 22, 354752},  {"cnn", 0, 0, 13, 66560},     {"cnn", 0, 2, 8, 74752},
+  {"cnn", 1, 0, 154, 153152}, {"cnn", 1, 2, 34, 141248},    {"gpt", 0, 0, 46, 1720320},
+  {"gpt", 0, 2, 25, 1720320}, {"gpt", 1, 0, 1344, 8070336}, {"gpt", 1, 2, 272, 10839232},
   {"lstm", 0, 0, 5, 362496},  {"lstm", 0, 2, 4, 362496},    {"lstm", 1, 0, 133, 2144704},
   {"lstm", 1, 2, 34, 2144704},
 };

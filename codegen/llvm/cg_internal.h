@@ -262,6 +262,10 @@ typedef struct {
   cg_epi_fn fn;
   void *ctx;
 } cg_epi;
+/* v (w lanes) through k->fuse's steps, when they are all unary (a
+ * convolution's chain, plan_group.c): what a fused conv2d applies to each
+ * output element */
+V cg_epi_unary(cg_k *k, V v, int w);
 void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
                   V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi);
 /* rows x cols row-major float matrix at p (row stride ld) := bias[j] */

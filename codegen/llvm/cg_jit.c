@@ -9,6 +9,7 @@
  * kernel, their order, and every tensor's buffer (caller's, constant,
  * alias, or an arena offset) come from the plan. */
 #include "cg_internal.h"
+#include "cg_conv.h"
 
 #include <cblas.h>
 #include <llvm-c/Analysis.h>
@@ -181,7 +182,10 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const pl_kernel *kern, int id
   case PL_K_SIBLINGS: cg_emit_fused_multi(&k, kern->sib); break;
   case PL_K_ADD_NORM: cg_emit_layernorm_add(&k); break;
   case PL_K_NORM_GRAD_ADD: cg_emit_layernorm_grad_add(&k); break;
-  case PL_K_GEMM_EPI: cg_emit_fused(&k); break;
+  case PL_K_GEMM_EPI: /* a product's chain, or a convolution's (cg_conv.c applies its steps) */
+    if (k.n->op == IR_CONV2D) cg_emit_conv_fwd(&k);
+    else cg_emit_fused(&k);
+    break;
   default: cg_emitters[n->op](&k); break;
   }
   LLVMBuildRetVoid(m->B);
@@ -262,7 +266,8 @@ static void build_module(cg_program *p, cg_mod *m, const pl_plan *plan, arena *A
     args[nin + 1] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pscr, &si, 1, ""), "");
     args[nin + 2] = err;
     LLVMBuildCall2(EB, LLVMGlobalGetValueType(kt.fn[h]), kt.fn[h], args, (unsigned)nin + 3, "");
-    if (prof_name[kern->kind] && p->op_names) p->op_names[i] = prof_name[kern->kind];
+    if (prof_name[kern->kind] && p->op_names)
+      p->op_names[i] = g->nodes[kern->head].op == IR_CONV2D ? "conv2d+fused" : prof_name[kern->kind];
     if (p->prof_node) {
       V seq = LLVMConstInt(m->i32, (unsigned long long)(p->st.kernels - 1), 0);
       p->prof_node[p->st.kernels - 1] = i;
@@ -443,7 +448,7 @@ static int prof_alloc(cg_program *p, const ir_graph *g) {
 
 /* What the plan asks of this backend: its kernels' scratch and the unary
  * ops its product epilogue can apply (on vectors). */
-static const pl_target llvm_target = {"llvm", cg_scratch_bytes, cg_fusable_unary};
+static const pl_target llvm_target = {"llvm", cg_scratch_bytes, cg_fusable_unary, 1};
 
 const pl_target *cg_plan_target(void) { return &llvm_target; }
 

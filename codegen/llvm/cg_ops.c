@@ -867,6 +867,8 @@ static V epi_apply(cg_k *k, V v, V row, V col, int w, void *ctx) {
   return v;
 }
 
+V cg_epi_unary(cg_k *k, V v, int w) { return epi_apply(k, v, NULL, NULL, w, (void *)k->fuse); }
+
 typedef struct {
   int64_t N;
   V row;
