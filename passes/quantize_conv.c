@@ -14,6 +14,11 @@
  * work, and its f32 convolution is cheaper than quantizing its rows
  * (measured on the digits CNN: docs/quantize.md). */
 enum { QC_MIN_K = 32 };
+/* Outputs of fewer pixels per image than this stay f32: at batch 1 the
+ * int8 path's fixed work (quantizing, unrolling, transposing back) is not
+ * repaid. Measured (docs/quantize.md, 16 -> 32 channels, 3x3): 4x4 and 8x8
+ * outputs slower in int8 than f32 at batch 1, 16x16 1.3x faster. */
+enum { QC_MIN_PIXELS = 256 };
 
 int qz_conv_mode(int mode) { return mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8; }
 
@@ -29,11 +34,14 @@ void qz_weight_kn(const ir_param *p, int64_t *K, int64_t *N) {
 const char *qz_conv_keep_reason(const ir_graph *g, int param, int mode) {
   const ir_param *p = &g->params[param];
   int readers = 0;
+  int64_t pixels = -1; /* the fewest output pixels per image of its convs */
   for (int i = 0; i < g->nnodes; i++) {
     const ir_node *n = &g->nodes[i];
     for (int k = 0; k < n->nin; k++) {
       if (n->in[k] != p->node) continue;
       if (n->op != IR_CONV2D || k != 1) return "read by something other than a convolution";
+      int64_t nc = n->shape.d[0] * n->shape.d[1], px = nc > 0 ? ir_numel(&n->shape) / nc : 0;
+      pixels = pixels < 0 || px < pixels ? px : pixels;
       if (n->attr.k > 1) return "a grouped convolution";
       if (g->nodes[n->in[0]].dtype != IR_F32) return "its convolution's input is not f32";
       readers++;
@@ -47,6 +55,9 @@ const char *qz_conv_keep_reason(const ir_graph *g, int param, int mode) {
   qz_weight_kn(p, &K, &N);
   if (K > (1 << 16)) return "its window is above 65536 inputs";
   if (K < QC_MIN_K) return "its window has fewer than 32 inputs (C*KH*KW): int8 would be slower than f32 there";
+  if (pixels < QC_MIN_PIXELS)
+    return ar_printf(g->A, "its output has %lld pixels per image, fewer than %d: int8 would be slower than f32 at "
+                     "batch 1", (long long)pixels, QC_MIN_PIXELS);
   return NULL;
 }
 

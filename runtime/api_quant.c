@@ -154,15 +154,18 @@ int api_fill_params(lathe_program *dst, const lathe_program *src, const api_cali
     }
     int64_t K, N;
     qz_weight_kn(sp, &K, &N);
-    /* a conv's weight [O, C, KH, KW] is the product's [K, N] transposed */
+    /* a conv's weight [O, C, KH, KW] is the product's [K, N] transposed,
+     * k = (kh * KW + kw) * C + c (rt/rt_qconv.h: channels last) */
     float *col = malloc(sizeof(float) * (size_t)K + 1), *t = sp->shape.rank == 2 ? NULL : malloc(sizeof(float) * (size_t)(K * N) + 1);
     if (!col || (sp->shape.rank != 2 && !t)) {
       free(col), free(t);
       return api_fail(err, LATHE_ENOMEM, "out of memory");
     }
     const float *W = src->params[j];
+    int64_t C = sp->shape.rank > 2 ? sp->shape.d[1] : 1, KHW = K / (C ? C : 1);
     for (int64_t n = 0; t && n < N; n++)
-      for (int64_t k = 0; k < K; k++) t[k * N + n] = W[n * K + k];
+      for (int64_t c = 0; c < C; c++)
+        for (int64_t p = 0; p < KHW; p++) t[(p * C + c) * N + n] = W[n * K + c * KHW + p];
     quantize_matrix(g->quant, t ? t : W, K, N, out, col, calib_scale(cal, sp->name));
     free(col), free(t);
   }
