@@ -112,6 +112,14 @@ WORKLOADS = [
     *[Workload("mlp_b%d_int8s" % b, "examples/mlp.nn", {"batch": b}, {"x": None}, "mlp", dict(batch=b), reps=r,
                quick_reps=r // 10, warmup=20 if b > 1 else 200, max_seconds=2, quant="int8", calib=DIGITS_CSV,
                f32_row="mlp_b%d" % b) for b, r in ((1, 3000), (256, 300))],
+    # Static int8 conv2d (issue 16): the digits CNN with conv2 and the dense layers in int8 (conv1, 9 inputs per
+    # window, stays f32: lathe quantize says so), calibrated as the MLP rows are; the f32 rows at the same batch.
+    # Peer: quantize_dynamic again, which quantizes nn.Linear only: PyTorch's convolutions stay f32 in that row.
+    Workload("cnn_b1", "examples/cnn.nn", {"batch": 1}, {"x": None}, "cnn", dict(batch=1), reps=3000,
+             quick_reps=300, warmup=200, max_seconds=2, batch1=True),
+    *[Workload("cnn_b%d_int8s" % b, "examples/cnn.nn", {"batch": b}, {"x": None}, "cnn", dict(batch=b), reps=r,
+               quick_reps=r // 10, warmup=20 if b > 1 else 200, max_seconds=2, quant="int8", calib=DIGITS_CSV,
+               f32_row="cnn_b%d" % b) for b, r in ((1, 3000), (128, 200))],
     *[Workload("gpt_char_generate_%s" % q, "examples/gpt.nn", {"batch": 1}, {"tokens": GPT_CHAR["vocab"]},
                "gpt", dict(batch=1, **GPT_CHAR), kind="generate", gen_tokens=200, reps=200, quick_reps=200,
                warmup=5, max_seconds=20, quant=q, f32_row="gpt_char_generate") for q in ("w8", "w4")],

@@ -33,6 +33,10 @@ typedef struct {
  * not divide the channels, ranks differ, ...). */
 int ir_conv_geom(const ir_shape *x, const ir_shape *w, const ir_attr *a, ir_conv *c, char *msg, size_t mn);
 
+/* qconv2d's geometry (ir/shape_qconv.c): its input's shape and the f32
+ * weight's shape its list holds, groups 1. */
+int ir_qconv_geom(const ir_graph *g, const ir_node *n, ir_conv *c, char *msg, size_t mn);
+
 /* The output shape of the geometry: [N, O, OH, OW] or [N, O, OW]. */
 ir_shape ir_conv_out(const ir_conv *c);
 

@@ -115,7 +115,19 @@ const char *qz_suffix(int mode, int k);
 const char *qz_keep_reason(const ir_graph *g, int param, int mode);
 /* The kernel (LATHE_RT_ISA_*) of a static int8 product on a CPU whose best
  * integer kernel is isa: LATHE_RT_ISA_F32 where int8 would lose to f32. */
-int64_t qz_s8_kernel(int64_t isa);    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
+int64_t qz_s8_kernel(int64_t isa);
+/* quantize_conv.c: conv2d weights in int8-dynamic and static int8 (the
+ * pass's qconv2d). qz_conv_mode: the mode quantizes conv weights;
+ * qz_weight_kn: W's product shape (a conv's [O, C, KH, KW] is K = C*KH*KW,
+ * N = O); qz_conv_keep_reason: qz_keep_reason for a rank-3/4 weight;
+ * qz_conv_node: qconv2d of conv node j with the stored tensors in[1..3];
+ * qz_conv_fold_relu: each qconv2d's only reader relu into its epilogue. */
+int qz_conv_mode(int mode);
+void qz_weight_kn(const ir_param *p, int64_t *K, int64_t *N);
+const char *qz_conv_keep_reason(const ir_graph *g, int param, int mode);
+int qz_conv_node(ir_graph *g, int j, int in[4], int mode, int64_t isa, char *msg, size_t mn);
+int qz_conv_fold_relu(ir_graph *g, char *msg, size_t mn);
+    /* foldbn.c: inference batchnorm into the conv2d/dense before it */
 /* prune.c: pruning's graph side (runtime/api_prune.c, docs/prune.md).
  * pr_prunable: W (param index) is read only as the weight of dense products
  * or convolutions. ps_mask: every such W is read as mul(W, W.mask), W.mask a

@@ -35,6 +35,7 @@ const char *qz_suffix(int mode, int k) { return mode > 0 && mode < NMODES && k >
 const char *qz_keep_reason(const ir_graph *g, int param, int mode) {
   const ir_param *p = &g->params[param];
   if (p->state || p->buffer || p->stored) return "not a weight";
+  if (p->dtype == IR_F32 && (p->shape.rank == 3 || p->shape.rank == 4)) return qz_conv_keep_reason(g, param, mode);
   if (p->dtype != IR_F32 || p->shape.rank != 2) return "not an f32 matrix";
   int64_t K = p->shape.d[0];
   int readers = 0;
@@ -165,7 +166,8 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
   for (int i = 0; i < np0; i++) {
     if (!qz[i]) continue;
     ir_param p = g->params[i];
-    int64_t K = p.shape.d[0], N = p.shape.d[1];
+    int64_t K, N;
+    qz_weight_kn(&p, &K, &N);
     int in[4], nin = 1;
     for (int k = 0; k < 3 && qz_suffix(mode, k); k++) {
       ir_dtype t;
@@ -176,6 +178,11 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
       g->params[g->nparams - 1].stored = 1;
     }
     for (int j = 0; j < n0; j++) {
+      if (g->nodes[j].op == IR_CONV2D && g->nodes[j].in[1] == p.node) { /* quantize_conv.c */
+        if ((repl[j] = qz_conv_node(g, j, in, mode, isa, msg, mn)) < 0) return -1;
+        changes++;
+        continue;
+      }
       if (g->nodes[j].op != IR_MATMUL || g->nodes[j].in[1] != p.node) continue;
       in[0] = g->nodes[j].in[0];
       ir_attr at = {.i = mode, .n = N, .k = mode == LATHE_RT_Q_S8 ? qz_s8_kernel(isa) : isa};
@@ -203,5 +210,6 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
       remove_param(g, i);
     }
   if (rw_reorder(g, drop, msg, mn)) return -1;
-  return mode == LATHE_RT_Q_S8 && fold_epilogues(g, msg, mn) < 0 ? -1 : changes;
+  if (mode == LATHE_RT_Q_S8 && fold_epilogues(g, msg, mn) < 0) return -1;
+  return qz_conv_mode(mode) && qz_conv_fold_relu(g, msg, mn) < 0 ? -1 : changes;
 }

@@ -104,6 +104,21 @@ enum { LATHE_RT_ISA_SCALAR = 0, LATHE_RT_ISA_AVX2 = 1, LATHE_RT_ISA_AVXVNNI = 2,
 void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
                       void *scr, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa, int64_t act);
 int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N);
+/* lathe_rt_qmatmul's integer product on rows already quantized: xq
+ * [M, roundup(K, 64)] (u8 = q + 128 for the VNNI kernels, s8 for the
+ * others), sx [M] the rows' scales; modes dq8 and s8, isa not F32. */
+void lathe_rt_qmatmul_xq(float *out, const uint8_t *xq, const float *sx, const void *w, const float *s,
+                         const int32_t *c, const float *bias, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa,
+                         int64_t act);
+/* int8 conv2d (rt/rt_qconv.h, rt/rt_qconv.c): im2col rows, one
+ * lathe_rt_qmatmul with the conv's weights (mode dq8 or s8, its bias and
+ * relu), the result transposed to [N, O, OH, OW]. The geometry is packed
+ * (rt_qc_unpack); flags = mode | isa << 8 | act << 16. */
+void lathe_rt_qconv2d(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
+                      void *scr, int64_t N, int64_t C, int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad,
+                      int64_t flags);
+int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64_t hw, int64_t O, int64_t ohw,
+                                       int64_t kern);
 /* The best integer kernel this CPU has (cpuid), less the features that
  * LATHE_CPU_FEATURES turns off: a comma-separated list such as
  * "-avx512vnni,-avxvnni" (also -avx2; "none" = the scalar kernel). */

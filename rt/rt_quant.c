@@ -573,3 +573,17 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
   int64_t per = M * K, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
   rt_pool_for(N, grain, wo_rows_part, &j);
 }
+
+/* The integer product on rows already quantized: xq [M, Kp] (u8 = q + 128
+ * for the VNNI kernels, s8 otherwise, as dq8_quant_rows writes them), sx
+ * [M] their scales. For int8 conv2d (rt/rt_qconv.c), which quantizes its
+ * input once and unrolls the bytes, instead of quantizing every unrolled
+ * row (each input repeated KH*KW times). */
+void lathe_rt_qmatmul_xq(float *out, const uint8_t *xq, const float *sx, const void *w, const float *s,
+                         const int32_t *c, const float *bias, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa,
+                         int64_t act) {
+  q_job j = {.out = out, .w = w, .s = s, .c = c, .bias = bias, .act = act, .mode = (int)mode, .isa = (int)isa,
+             .M = M, .K = K, .N = N, .Kp = rt_q_kpad(K), .xq = xq, .sx = sx};
+  int64_t blocks = (N + 15) / 16, per = 16 * M * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
+  rt_pool_for(blocks, grain, dq8_part, &j);
+}

@@ -152,10 +152,22 @@ int api_fill_params(lathe_program *dst, const lathe_program *src, const api_cali
       if (q < 0) return api_fail(err, LATHE_EINTERNAL, "internal error: '%s' has no tensor %d", pr->name, k);
       out[k] = dst->params[q];
     }
-    float *col = malloc(sizeof(float) * (size_t)sp->shape.d[0] + 1);
-    if (!col) return api_fail(err, LATHE_ENOMEM, "out of memory");
-    quantize_matrix(g->quant, src->params[j], sp->shape.d[0], sp->shape.d[1], out, col, calib_scale(cal, sp->name));
-    free(col);
+    int64_t K, N;
+    qz_weight_kn(sp, &K, &N);
+    /* a conv's weight [O, C, KH, KW] is the product's [K, N] transposed,
+     * k = (kh * KW + kw) * C + c (rt/rt_qconv.h: channels last) */
+    float *col = malloc(sizeof(float) * (size_t)K + 1), *t = sp->shape.rank == 2 ? NULL : malloc(sizeof(float) * (size_t)(K * N) + 1);
+    if (!col || (sp->shape.rank != 2 && !t)) {
+      free(col), free(t);
+      return api_fail(err, LATHE_ENOMEM, "out of memory");
+    }
+    const float *W = src->params[j];
+    int64_t C = sp->shape.rank > 2 ? sp->shape.d[1] : 1, KHW = K / (C ? C : 1);
+    for (int64_t n = 0; t && n < N; n++)
+      for (int64_t c = 0; c < C; c++)
+        for (int64_t p = 0; p < KHW; p++) t[(p * C + c) * N + n] = W[n * K + c * KHW + p];
+    quantize_matrix(g->quant, t ? t : W, K, N, out, col, calib_scale(cal, sp->name));
+    free(col), free(t);
   }
   return 0;
 }
@@ -168,7 +180,8 @@ static int survey(lathe_model *m, int mode, lathe_quantize_result *r, lathe_erro
   for (int i = 0; i < p->g.nparams; i++) {
     const ir_param *pr = &p->g.params[i];
     r->bytes_before += ir_numel(&pr->shape) * 4;
-    if (pr->state || pr->buffer || pr->dtype != IR_F32 || pr->shape.rank != 2) continue;
+    int conv = (pr->shape.rank == 3 || pr->shape.rank == 4) && qz_conv_mode(mode); /* quantize_conv.c */
+    if (pr->state || pr->buffer || pr->dtype != IR_F32 || (pr->shape.rank != 2 && !conv)) continue;
     const char *why = qz_keep_reason(&p->g, i, mode);
     if (!why) { r->quantized++; continue; }
     if (!r->kept++) snprintf(r->note, sizeof r->note, "%s stays f32: %s", pr->name, why);

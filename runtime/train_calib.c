@@ -30,7 +30,9 @@ static int add_taps(lathe_program *p, const api_calib *cal, cal_tap *tap, int ca
   int n0 = g->nnodes;
   for (int i = 0; i < n0; i++) {
     const ir_node *n = &g->nodes[i];
-    if (n->op != IR_MATMUL || g->nodes[n->in[1]].op != IR_PARAM) continue;
+    /* a product's input, or a convolution's (its im2col rows hold the same
+     * values and padding zeros: the same max) */
+    if ((n->op != IR_MATMUL && n->op != IR_CONV2D) || g->nodes[n->in[1]].op != IR_PARAM) continue;
     const char *w = g->params[g->nodes[n->in[1]].attr.i].name;
     for (int k = 0; k < cal->n; k++) {
       if (strcmp(cal->name[k], w)) continue;

@@ -585,10 +585,35 @@ static void test_qmatmul(void) {
   BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=4 (expected 0 to 3)");
 }
 
+/* qconv2d: conv2d's geometry from its list (the f32 weight's shape), the
+ * stored [O, C*KH*KW] matrix as qmatmul's int8 modes store it */
+static void test_qconv2d(void) {
+  reset();
+  int x = T("f32[2, 16, 4, 4]"), w = T("i8[32, 192]"), s = T("f32[32]"), s1 = T("f32[33]"), c = T("i32[32]");
+  ir_attr a = {.i = 3, .stride = 1, .pad = 1, .pad_hi = 1, .nlist = 4, .list = {32, 16, 3, 3}};
+  OK(ADD(IR_QCONV2D, &a, x, w, s, c), "f32[2, 32, 4, 4]");
+  OK(ADD(IR_QCONV2D, &a, x, w, s, c, s), "f32[2, 32, 4, 4]");
+  BAD(ADD(IR_QCONV2D, &a, x, w, s1, c), "qconv2d: s must be f32[32], got f32[33]");
+  a.i = 6, a.k = 4, a.axis = 1; /* static int8 in its f32 form, relu */
+  OK(ADD(IR_QCONV2D, &a, x, w, s1, c, s), "f32[2, 32, 4, 4]");
+  BAD(ADD(IR_QCONV2D, &a, x, T("i8[32, 128]"), s1, c), "qconv2d: w must be i8[32, 192], got i8[32, 128]");
+  BAD(ADD(IR_QCONV2D, &a, x, w, s1), "qconv2d: takes x, w, s, c and an optional bias, got 3 inputs");
+  a.stride = 2, a.pad = a.pad_hi = 0; /* 4x4 -> 1x1 */
+  OK(ADD(IR_QCONV2D, &a, x, w, s1, c), "f32[2, 32, 1, 1]");
+  a.list[1] = 8;
+  BAD(ADD(IR_QCONV2D, &a, x, w, s1, c), "conv2d: channels differ: input [2, 16, 4, 4] has 16, weight [32, 8, 3, 3] expects 8");
+  a.list[1] = 16, a.i = 1;
+  BAD(ADD(IR_QCONV2D, &a, x, w, s1, c), "qconv2d: mode must be 3 (int8-dynamic) or 6 (static int8), got 1");
+  a.i = 3, a.k = 4;
+  BAD(ADD(IR_QCONV2D, &a, x, w, s, c), "qconv2d: unknown integer kernel k=4 (expected 0 to 3)");
+  a.k = 0, a.axis = 2;
+  BAD(ADD(IR_QCONV2D, &a, x, w, s, c), "qconv2d: the epilogue's activation (axis) is 0 or 1 (relu), got 2");
+}
+
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 68); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 69); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 
@@ -883,6 +908,7 @@ int main(void) {
   test_sequence();
   test_losses();
   test_qmatmul();
+  test_qconv2d();
   test_table_covered();
   test_verify();
   test_print();

@@ -208,6 +208,9 @@ void cg_emit_norm(cg_k *k);
 void cg_emit_cross_entropy_rt(cg_k *k);
 /* ---- cg_quant.c: qmatmul, a call to lathe_rt_qmatmul (rt/rt_quant.c) ---- */
 void cg_emit_qmatmul(cg_k *k);
+/* cg_qconv.c: qconv2d, a call to lathe_rt_qconv2d (rt/rt_qconv.c) */
+void cg_emit_qconv2d(cg_k *k);
+int64_t cg_qconv_scratch_bytes(const ir_graph *g, const ir_node *n);
 int64_t cg_quant_scratch_bytes(const ir_graph *g, const ir_node *n);
 
 /* ---- cg_mha.c: attention with a mask, a context, rotary embeddings or

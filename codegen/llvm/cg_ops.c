@@ -954,6 +954,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_SUM_TO ... IR_ATTENTION_GRAD_SAVED] = cg_emit_grad, /* the backward ops: cg_grad.c */
   [IR_MHA] = cg_emit_mha,  [IR_MHA_GRAD] = cg_emit_mha, /* cg_mha.c */
   [IR_QMATMUL] = cg_emit_qmatmul,              /* cg_quant.c */
+  [IR_QCONV2D] = cg_emit_qconv2d,              /* cg_qconv.c */
   [IR_ALLREDUCE ... IR_RECV] = cg_emit_comm, /* cg_comm.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
@@ -967,6 +968,7 @@ int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {
     return cg_seq_scratch_bytes(g, n); /* cg_seqcall.c */
   case IR_MHA: case IR_MHA_GRAD: return cg_mha_scratch_bytes(g, n); /* cg_mha.c */
   case IR_QMATMUL: return cg_quant_scratch_bytes(g, n); /* cg_quant.c */
+  case IR_QCONV2D: return cg_qconv_scratch_bytes(g, n); /* cg_qconv.c */
   case IR_CONV2D: case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: return cg_conv_scratch_bytes(g, n); /* cg_conv.c */
   case IR_RNN: f = sx->d[0] * sx->d[1] * n->shape.d[2]; break;
   case IR_LSTM: f = sx->d[0] * sx->d[1] * 4 * n->shape.d[2] + sx->d[0] * n->shape.d[2]; break;
@@ -997,7 +999,7 @@ const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
   if (!is_supported_dtype(n->dtype)) return "f16/bf16 tensors are not supported by the CPU backend yet";
   for (int j = 0; j < n->nin; j++) {
     ir_dtype t = g->nodes[n->in[j]].dtype;
-    if (n->op == IR_QMATMUL && j > 0) continue; /* stored weights: the shape rule checked their dtypes */
+    if ((n->op == IR_QMATMUL || n->op == IR_QCONV2D) && j > 0) continue; /* stored weights: the shape rule checked their dtypes */
     if (!is_supported_dtype(t)) return "f16/bf16 tensors are not supported by the CPU backend yet";
     int cat = ir_ops[n->op].cat;
     int mha_mask = (n->op == IR_MHA || n->op == IR_MHA_GRAD) && j == 8 && ir_dtype_is_int(t); /* lengths or bool */
