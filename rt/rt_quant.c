@@ -33,6 +33,7 @@
 
 #include "rt/blas.h"
 #include "rt/lathe_rt.h"
+#include "rt/rt_qgemm.h"
 #include "rt/rt_quant.h"
 #include "rt/threadpool.h"
 
@@ -243,6 +244,17 @@ static void dq8_part(void *ctx, int64_t lo, int64_t hi, int part) {
   }
 }
 
+/* AVX-512 VNNI: panels [lo, hi) of 4 blocks (64 columns) in rt_qgemm_512's
+ * register tiles */
+static void dq8_part_512(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  const q_job *j = ctx;
+  rt_qgemm_args a = {.out = j->out, .xq = j->xq, .sx = j->sx, .w = j->w, .s = j->s, .c = j->c, .bias = j->bias,
+                     .act = j->act, .M = j->M, .N = j->N, .Kp = j->Kp};
+  int64_t blocks = (j->N + 15) / 16;
+  rt_qgemm_512(&a, lo * 4, hi * 4 < blocks ? hi * 4 : blocks);
+}
+
 static void dq8_quant_rows(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   q_job *j = ctx;
@@ -250,8 +262,10 @@ static void dq8_quant_rows(void *ctx, int64_t lo, int64_t hi, int part) {
   for (int64_t m = lo; m < hi; m++) {
     const float *x = j->x + m * j->K;
     uint8_t *q = (uint8_t *)j->xq + m * j->Kp;
-    ((float *)j->sx)[m] = j->mode == LATHE_RT_Q_S8 ? rt_q_row_static(x, j->K, j->Kp, offset, j->s[j->N], q)
-                                                   : rt_q_row(x, j->K, j->Kp, offset, q);
+    float sx = j->mode == LATHE_RT_Q_S8 ? j->s[j->N] : 0.0f;
+    ((float *)j->sx)[m] = j->isa != LATHE_RT_ISA_SCALAR
+                              ? rt_q_row_simd(x, j->K, j->Kp, offset, sx, q, j->isa == LATHE_RT_ISA_AVX512VNNI)
+                              : rt_q_row_static(x, j->K, j->Kp, offset, sx, q);
   }
 }
 
@@ -561,7 +575,10 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
     if (M >= 8 && M * K >= Q_GRAIN) rt_pool_for(M, 1, dq8_quant_rows, &j);
     else dq8_quant_rows(&j, 0, M, 0);
     int64_t blocks = (N + 15) / 16, per = 16 * M * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
-    rt_pool_for(blocks, grain, dq8_part, &j);
+    if (isa == LATHE_RT_ISA_AVX512VNNI) /* panels of 4 blocks */
+      rt_pool_for((blocks + 3) / 4, (grain + 3) / 4, dq8_part_512, &j);
+    else
+      rt_pool_for(blocks, grain, dq8_part, &j);
     return;
   }
   if (panel_path(M, K)) {

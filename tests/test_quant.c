@@ -120,7 +120,8 @@ static void one_case(int mode, int64_t M, int64_t K, int64_t N) {
 }
 
 static void test_products(void) {
-  static const int64_t shapes[][3] = {{1, 64, 16}, {7, 64, 33}, {4, 128, 8}, {64, 96, 20}, {3, 1024, 5}};
+  static const int64_t shapes[][3] = {{1, 64, 16}, {7, 64, 33}, {4, 128, 8}, {64, 96, 20}, {3, 1024, 5},
+                                      {13, 64, 150}}; /* 150: AVX-512's panels of 64 columns, then 22 */
   for (int mode = LATHE_QUANT_W8; mode <= LATHE_QUANT_F16; mode++)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) one_case(mode, shapes[s][0], shapes[s][1], shapes[s][2]);
   /* K not a multiple of 64 (padded), of 32 (16-bit and int8-dynamic only) */

@@ -1,0 +1,35 @@
+/* rt_qgemm.h -- the fast paths of the int8 product (int8-dynamic and
+ * static int8, rt/rt_quant.c calls them): activation rows quantized in
+ * SIMD registers, and the AVX-512 VNNI product in register tiles with the
+ * epilogue applied to the accumulators. Each gives exactly what the scalar
+ * code in rt/rt_quant.h gives (the same roundings, the same float
+ * operations), so the kernels still equal the interpreter's reference bit
+ * for bit. */
+#ifndef LATHE_RT_QGEMM_H
+#define LATHE_RT_QGEMM_H
+
+#include <stdint.h>
+
+/* One activation row to int8 as rt_q_row (sx <= 0: the row's own scale) or
+ * rt_q_row_static (sx > 0) do, in AVX-512 (wide 1) or AVX2 (wide 0) lanes;
+ * the caller checked the CPU has them. Returns the row's scale. */
+float rt_q_row_simd(const float *x, int64_t K, int64_t Kp, int offset, float sx, uint8_t *q, int wide);
+
+/* The u8 x s8 product of rows [0, M) of xq ([M, Kp], x + 128) by the
+ * weights' column blocks [b0, b1) (16 columns each, rt_q_dq8_at's layout),
+ * in tiles of 6 rows by 4 blocks (24 zmm accumulators, K innermost), each
+ * output written once: (acc - c[n]) * (sx[m] * s[n]) [+ bias[n]] [relu]. */
+typedef struct {
+  float *out;         /* [M, N] */
+  const uint8_t *xq;  /* [M, Kp] */
+  const float *sx;    /* [M] */
+  const int8_t *w;    /* [Np, Kp] blocked */
+  const float *s;     /* [N] */
+  const int32_t *c;   /* [N] */
+  const float *bias;  /* [N] or NULL */
+  int64_t act;        /* 1: relu */
+  int64_t M, N, Kp;
+} rt_qgemm_args;
+void rt_qgemm_512(const rt_qgemm_args *a, int64_t b0, int64_t b1);
+
+#endif
