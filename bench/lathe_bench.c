@@ -26,7 +26,8 @@
  * lathe_generate loads its weights from a file). Every token's time is the
  * gap between two on_token callbacks; median_ms/min_ms are per token and the
  * JSON adds tokens_per_s (the library's own count) and cached. --in is not
- * used in this mode.
+ * used in this mode. With --backend cuda (and --precision bf16) generation
+ * runs on the GPU with its key/value caches on the device.
  *
  * With LATHE_PROFILE=1 in the environment the library times every kernel;
  * the per-operator table (lathe_program_profile) then goes to stderr.
@@ -367,7 +368,9 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
   else {
     double init_ms = now_ms() - t0;
     lathe_generate_options go = {.weights = a->quant ? a->qpath : path, .prompt = GEN_PROMPT, .tokens = a->generate,
-                                 .temperature = 0, .seed = a->seed, .backend = LATHE_BACKEND_LLVM,
+                                 .temperature = 0, .seed = a->seed,
+                                 .backend = a->cuda ? LATHE_BACKEND_CUDA : LATHE_BACKEND_LLVM,
+                                 .precision = a->bf16 ? LATHE_PRECISION_BF16 : LATHE_PRECISION_F32,
                                  .on_token = on_token, .user = &c};
     lathe_generate_result r = {0};
     if (lathe_generate(m, &go, &r, err)) fail("generate", err);
@@ -398,6 +401,10 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
 static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
   lathe_options opt = {.backend = a->cuda ? LATHE_BACKEND_CUDA : LATHE_BACKEND_LLVM, .quant = a->quant,
                        .precision = a->bf16 ? LATHE_PRECISION_BF16 : LATHE_PRECISION_F32};
+  /* --generate --backend cuda: this program only initialises the weights
+   * (lathe_generate compiles its own), so the interpreter spares an NVRTC
+   * compile of the whole forward pass on the GPU machine */
+  if (a->generate && a->cuda) opt = (lathe_options){.backend = LATHE_BACKEND_INTERP};
   if (a->quant && make_quantized(a, m, err)) return 1;
   double t0 = now_ms();
   lathe_program *p = a->train ? lathe_compile_train(m, &opt, err) : lathe_compile(m, &opt, err);

@@ -661,6 +661,14 @@ typedef struct {
  * top_k or token count is an error. */
 int lathe_generate(lathe_model *m, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err);
 
+/* The decode-step program lathe_generate compiles (batch 1, one token per
+ * run, the key/value caches as state), on its own: for inspecting it (lathe
+ * check --generate; lathe_program_cuda_check renders and compiles it for a
+ * GPU). opt as lathe_compile's (backend, quant, precision are used). A model
+ * without a token input and logits output, or without a decode form, is
+ * an error that says why. */
+lathe_program *lathe_compile_decode(lathe_model *m, const lathe_options *opt, lathe_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -117,12 +117,16 @@ typedef struct {
 } pl_kernel;
 
 /* What the plan asks of a backend: its scratch needs per kernel head, and
- * which unary ops it can apply as a product's epilogue step. */
+ * which unary ops it can apply as a product's epilogue step; optionally
+ * (half, per node, NULL: none) the f32 arena tensors it stores in 2 bytes
+ * an element (the CUDA backend's bf16), which then take half-sized blocks
+ * and are written in place only over inputs of the same width. */
 typedef struct pl_target {
   const char *name;
   int64_t (*scratch_bytes)(const ir_graph *g, const ir_node *n);
   int (*epilogue_unary)(int op);
   int conv_epilogue; /* a conv2d may head a chain of unary epilogue steps (conv2d -> relu) */
+  const unsigned char *half;
 } pl_target;
 
 typedef struct {

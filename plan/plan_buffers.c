@@ -58,6 +58,21 @@ static int buf_kind(const ir_graph *g, const pl_groups *gr, const int *owner, in
   return PL_BUF_ARENA;
 }
 
+/* An element's bytes in node i's buffer: 2 for the target's half-width
+ * (bf16) f32 tensors, else its dtype's. */
+static int64_t elem_bytes(const pl_target *t, const ir_graph *g, int i) {
+  return t->half && t->half[i] && g->nodes[i].dtype == IR_F32 ? 2 : (int64_t)ir_dtype_size(g->nodes[i].dtype);
+}
+
+/* A result written in place must have its inputs' width: a bf16 element
+ * written over an f32 one would land on bytes another thread still reads. */
+static int same_width(const pl_target *t, const ir_graph *g, int i) {
+  const ir_node *n = &g->nodes[i];
+  for (int j = 0; t->half && j < n->nin; j++)
+    if (elem_bytes(t, g, n->in[j]) != elem_bytes(t, g, i)) return 0;
+  return 1;
+}
+
 void pl_plan_buffers(pl_plan *p, const pl_target *t, const pl_groups *gr) {
   const ir_graph *g = p->g;
   arena *A = &p->A;
@@ -74,7 +89,7 @@ void pl_plan_buffers(pl_plan *p, const pl_target *t, const pl_groups *gr) {
     const ir_node *n = &g->nodes[i];
     pl_buf *b = &p->buf[i];
     const pl_group *grp = gr->group_of[i];
-    b->bytes = ir_numel(&n->shape) * (int64_t)ir_dtype_size(n->dtype);
+    b->bytes = ir_numel(&n->shape) * elem_bytes(t, g, i);
     b->scr = -1;
     b->kind = buf_kind(g, gr, owner, i, b, &cbytes);
     alias[i] = b->kind == PL_BUF_ALIAS ? b->idx : -1;
@@ -82,7 +97,8 @@ void pl_plan_buffers(pl_plan *p, const pl_target *t, const pl_groups *gr) {
     b->inside = gr->inside[i];
     if ((b->kind == PL_BUF_ARENA || b->kind == PL_BUF_OUTPUT) && !b->inside && t->scratch_bytes)
       scratch[i] = b->scr_bytes = t->scratch_bytes(g, grp ? &g->nodes[grp->head] : n);
-    inplace[i] = b->kind == PL_BUF_ARENA && !grp && !b->inside && !g->no_fusion && pl_elementwise_kernel(n);
+    inplace[i] = b->kind == PL_BUF_ARENA && !grp && !b->inside && !g->no_fusion && pl_elementwise_kernel(n) &&
+                 same_width(t, g, i);
     keep[i] = g->loss == i;
   }
   mp_plan plan;

@@ -274,6 +274,34 @@ static int run(gen *s, const lathe_generate_options *o, lathe_generate_result *r
   return 0;
 }
 
+/* The decode-step program alone, as lathe_generate compiles it (batch 1,
+ * the caches as state): for lathe check --generate, which renders and
+ * compiles its kernels for a GPU without running it. */
+lathe_program *lathe_compile_decode(lathe_model *m, const lathe_options *opt, lathe_error *err) {
+  if (!m) { api_null(err, "lathe_compile_decode", "the model"); return NULL; }
+  if (api_check_options(err, "lathe_compile_decode", opt)) return NULL;
+  lathe_options o = {0};
+  if (opt) o = *opt;
+  gen s = {0};
+  int input;
+  s.full = lower_batch1(m, o.backend, o.quant, o.precision, err);
+  if (!s.full) return NULL;
+  ir_graph dg;
+  char msg[180];
+  if (find_io(&s, &input, err)) {
+    lathe_program_free(s.full);
+    return NULL;
+  }
+  if (dec_build(&s.full->g, input, 0, &s.full->A, &dg, msg, sizeof msg)) {
+    api_fail(err, LATHE_EUSER, "model '%s' has no key/value-cache form (%s)", s.full->g.model_name, msg);
+    lathe_program_free(s.full);
+    return NULL;
+  }
+  s.full->g = dg;
+  s.full->g.quant = o.quant;
+  return api_program_finish(s.full, err) ? NULL : s.full;
+}
+
 int lathe_generate(lathe_model *m, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err) {
   lathe_generate_result local;
   if (!r) r = &local;

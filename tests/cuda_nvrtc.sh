@@ -3,7 +3,8 @@
 # forward pass and training step rendered as CUDA C and compiled by NVRTC
 # for sm_80 and sm_90 with no error and no warning (lathe check --backend
 # cuda --gpu-arch ...), and again with --precision bf16 for sm_80 (bf16
-# activations: every kernel that takes them typed lt_bf16), the disk cache hit on a second compile, the dumped
+# activations: every kernel that takes them typed lt_bf16), the decode step
+# of lathe generate (check --generate), the disk cache hit on a second compile, the dumped
 # CUDA C and CUBIN, and the clear errors: no driver, a bad --gpu-arch.
 # Kernel kinds the renderer does not have yet are listed in NOT_YET below
 # with the error they must give (docs/cuda.md); the test fails when such a
@@ -44,6 +45,22 @@ for m in examples/*.nn; do
     done
   done
 done
+
+# The decode step lathe generate --backend cuda runs (one token at batch 1, the
+# key/value caches as state: attention_decode, kv_write), lathe check --generate:
+# the char-GPT, the LSTM (carried state) and the GPT-2-small shaped model of tests/gpu/run.sh's generation row
+for cfg in examples/gpt.nn:sm_80 examples/gpt.nn:sm_90 examples/gpt.nn:sm_80:bf16 examples/lstm.nn:sm_90 \
+           bench/gpt2_small_gen.nn:sm_90 bench/gpt2_small_gen.nn:sm_80:bf16; do
+  m=${cfg%%:*}; rest=${cfg#*:}; arch=${rest%%:*}; prec=f32; [ "$rest" != "$arch" ] && prec=${rest#*:}
+  out=$("$LATHE" check "$m" --generate --backend cuda --gpu-arch "$arch" --precision $prec 2>"$tmp/err"); rc=$?
+  if [ $rc -eq 0 ] && ! grep -qi "warning" "$tmp/err" && printf '%s\n' "$out" | grep -q "^decode step" &&
+     printf '%s\n' "$out" | grep -q "^cuda ($arch): .* (CUBIN)"; then ok
+  else bad "check --generate $cfg: rc=$rc: $(head -c 2000 "$tmp/err") $out"; fi
+done
+# a model with no token input has no decode step: one line that says why
+"$LATHE" check examples/mlp.nn --generate --backend cuda --gpu-arch sm_90 2>"$tmp/err" >/dev/null
+if [ $? -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "needs a token-sequence input" "$tmp/err"; then ok
+else bad "check --generate on the mlp: $(cat "$tmp/err")"; fi
 
 # the second compile of the same kernels comes from the disk cache
 out=$("$LATHE" check examples/mlp.nn --train --backend cuda --gpu-arch sm_90 2>&1)

@@ -552,7 +552,8 @@ static void nvrtc_rejects(void) {
 /* --precision bf16 keeps f32 master weights: in every example's training
  * step no parameter, parameter gradient, output (the new weights and the
  * optimizer's state are outputs) or input is stored as bf16, while the
- * activations are (some tensor is bf16 and the kernels take lt_bf16). */
+ * activations are (some tensor is bf16 and the kernels take lt_bf16), each
+ * in a half-sized arena block. */
 static void bf16_storage(void) {
   static char msg[8192];
   for (int e = 0; e < NEX; e++) {
@@ -574,8 +575,20 @@ static void bf16_storage(void) {
     for (int f = 0; f < c.prog.nfn; f++) typed += strstr(c.prog.fn[f].src, "lt_bf16*") != NULL;
     CHECK_MSG(kept, "%s: a weight, weight gradient, output or input is stored as bf16", ex[e].path);
     CHECK_MSG(nbf > 0 && typed > 0, "%s: bf16 stores nothing as bf16 (%d tensors, %d kernels)", ex[e].path, nbf, typed);
-    printf("bf16             %-20s training step %d of %d tensors bf16, %d of %d functions take bf16; weights f32\n",
-           ex[e].path, nbf, g->nnodes, typed, c.prog.nfn);
+    /* bf16 tensors take half-sized arena blocks (pl_target.half): every one
+     * 2 bytes an element, and the arena no larger than the same plan's with
+     * every block at f32 width */
+    int halved = 1;
+    for (int i = 0; i < g->nnodes; i++)
+      if (c.bf16[i] && c.plan.buf[i].kind == PL_BUF_ARENA) halved &= c.plan.buf[i].bytes == 2 * ir_numel(&g->nodes[i].shape);
+    pl_plan fp;
+    int64_t f32_arena = pl_build(g, cu_plan_target_bf16(), &fp) ? -1 : fp.arena_bytes;
+    pl_free(&fp);
+    CHECK_MSG(halved && c.plan.arena_bytes <= f32_arena, "%s: bf16 blocks not halved (arena %lld, f32 plan's %lld)",
+              ex[e].path, (long long)c.plan.arena_bytes, (long long)f32_arena);
+    printf("bf16             %-20s training step %d of %d tensors bf16, %d of %d functions take bf16; weights f32; "
+           "arena %lld bytes (at f32 widths %lld)\n",
+           ex[e].path, nbf, g->nnodes, typed, c.prog.nfn, (long long)c.plan.arena_bytes, (long long)f32_arena);
     cu_compiled_free(&c);
     lathe_program_free(p);
   }

@@ -125,12 +125,33 @@ static int inspect_train(const cli_args *a) {
   return status;
 }
 
+/* check --generate: the decode-step program lathe generate compiles (batch
+ * 1, the key/value caches as state), summarised; with --backend cuda its
+ * kernels rendered and compiled for the GPU. */
+static int inspect_decode(const cli_args *a) {
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
+  int status = 0;
+  if (cli_pass_options(a, "check", &o)) return 1;
+  lathe_model *m = cli_load_model(a, &status);
+  if (!m) return status;
+  lathe_error err = {0};
+  lathe_program *p = lathe_compile_decode(m, &o, &err);
+  lathe_model_free(m);
+  if (!p) return cli_report(&err);
+  printf("decode step (lathe generate: one token at batch 1, the key/value caches as state)\n");
+  print_memplan(p);
+  status = print_kernels(a, p);
+  if (!status) status = check_cuda(a, p);
+  lathe_program_free(p);
+  return status;
+}
+
 static int inspect(int argc, char **argv, const char *cmd, const char *flags, lathe_print_kind kind) {
   cli_args a;
   int status = cli_parse(argc, argv, cmd, flags, &a);
   if (status) { cli_args_free(&a); return status; }
-  if (cli_has(&a, "--train")) {
-    status = inspect_train(&a);
+  if (cli_has(&a, "--train") || cli_has(&a, "--generate")) {
+    status = cli_has(&a, "--train") ? inspect_train(&a) : inspect_decode(&a);
     cli_args_free(&a);
     return status;
   }
@@ -147,7 +168,7 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
 }
 
 int cmd_check(int argc, char **argv) {
-  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool --kernels=bool --backend=value --gpu-arch=value " CLI_PASS_FLAGS,
+  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool --generate=bool --kernels=bool --backend=value --gpu-arch=value " CLI_PASS_FLAGS,
                  LATHE_PRINT_SUMMARY);
 }
 int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind=pair " CLI_PASS_FLAGS, LATHE_PRINT_DOT); }

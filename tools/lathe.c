@@ -12,7 +12,7 @@
 
 static const cli_command commands[] = {
   {"check", cmd_check, "parse and verify a model; print the graph summary",
-   "usage: lathe check MODEL [--bind NAME=N]... [--ir] [--train] [--kernels] [-O0..3] [--passes=LIST]\n"
+   "usage: lathe check MODEL [--bind NAME=N]... [--ir] [--train|--generate] [--kernels] [-O0..3] [--passes=LIST]\n"
    "                   [--print-after=P] [--dump-dir DIR] [--time-passes]\n"
    "                   [--backend cuda [--gpu-arch sm_80|sm_90]]\n"
    "\n"
@@ -30,6 +30,8 @@ static const cli_command commands[] = {
    "                  GPU present is asked (compiling needs NVRTC only, never a GPU)\n"
    "  --train         the training step instead (forward, backward and the optimizer update\n"
    "                  of the model's train block): its memory plan and what the passes did\n"
+   "  --generate      the decode step lathe generate compiles instead (one token at batch 1,\n"
+   "                  the key/value caches as state): its memory plan (and --backend cuda)\n"
    "  --kernels       also print the kernel plan (docs/compiling.md): one line per kernel in\n"
    "                  run order with its kind, member nodes (%ID), the buffers it writes and\n"
    "                  reads (arena+offset, input/param/output index, const, alias) and its\n"

@@ -32,6 +32,39 @@ int cu_compile(const ir_graph *g, const char *arch, cu_compiled *out, char *msg,
   return cu_compile_prec(g, arch, 0, out, msg, n);
 }
 
+/* --precision bf16: the plan again with the bf16 tensors in half-sized
+ * arena blocks (pl_target.half), rendered with the first plan's choice of
+ * bf16 tensors. The kernels and buffer kinds do not depend on sizes; should
+ * the second plan not allow that choice (checked), the f32-width plan (bf16
+ * in the first half of its blocks) is kept. vmsg[0] stays 0 when the
+ * failure is memory. */
+static int half_plan(const ir_graph *g, cu_compiled *out, char *vmsg, size_t vn) {
+  pl_target t = *cu_plan_target_bf16();
+  t.half = out->bf16;
+  pl_plan hp;
+  unsigned char *again = NULL;
+  vmsg[0] = 0;
+  if (pl_build(g, &t, &hp)) return -1;
+  char why[1024];
+  if (pl_verify(&hp, why, sizeof why)) {
+    snprintf(vmsg, vn, "internal error: the bf16 kernel plan does not verify: %.900s", why);
+    pl_free(&hp);
+    return -1;
+  }
+  if (cu_bf16_buffers(&hp, &again)) { pl_free(&hp); return -1; }
+  /* the second plan's in-place pairs join tensors of one width, so no
+   * tensor bf16 in the first map can be f32 in the second's; a tensor can
+   * go the other way (an in-place pair of the first plan that kept it f32
+   * is gone) and then keeps its f32-sized block and the first map's f32 */
+  int fits = 1;
+  for (int i = 0; i < g->nnodes; i++) fits &= !out->bf16[i] || again[i];
+  free(again);
+  if (!fits) { pl_free(&hp); return 0; }
+  pl_free(&out->plan);
+  out->plan = hp;
+  return 0;
+}
+
 int cu_compile_prec(const ir_graph *g, const char *arch, int bf16, cu_compiled *out, char *msg, size_t n) {
   memset(out, 0, sizeof *out);
   if (arch && *arch) {
@@ -48,9 +81,9 @@ int cu_compile_prec(const ir_graph *g, const char *arch, int bf16, cu_compiled *
     pl_free(&out->plan);
     return ir_fail(msg, n, "internal error: the kernel plan does not verify: %s", vmsg);
   }
-  if (bf16 && cu_bf16_buffers(&out->plan, &out->bf16)) {
+  if (bf16 && (cu_bf16_buffers(&out->plan, &out->bf16) || half_plan(g, out, vmsg, sizeof vmsg))) {
     cu_compiled_free(out);
-    return ir_fail(msg, n, "out of memory for the kernel plan");
+    return ir_fail(msg, n, "%s", vmsg[0] ? vmsg : "out of memory for the kernel plan");
   }
   if (cu_render_prec(&out->plan, out->bf16, &out->prog, msg, n)) {
     free(out->bf16);

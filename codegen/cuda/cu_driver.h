@@ -14,20 +14,25 @@
 typedef uint64_t cu_dptr;
 
 /* C = alpha * op(A) @ op(B) + beta * C, row-major, with an optional
- * epilogue on C: bias (length n, f32, added per row) then activation.
+ * epilogue on C: bias (length n, added per row) then activation (cuBLASLt's
+ * CUBLASLT_EPILOGUE_BIAS, RELU_BIAS, GELU_BIAS: GELU's tanh form); or the
+ * bias gradient CU_EPI_BGRAD_B: bias[j] = the sum over the k rows of
+ * op(B)'s column j, written beside the product (cuBLASLt's BGRADA once the
+ * operands are swapped into column-major order; one product, f32 C).
  * Element types: A and B f32, or both bf16 (--precision bf16); C f32 or
- * bf16; the sums are f32 either way (cuBLASLt's CUBLAS_COMPUTE_32F). */
+ * bf16; the sums are f32 either way (cuBLASLt's CUBLAS_COMPUTE_32F); the
+ * bias has C's type (cuBLASLt's default bias type is D's). */
 enum { CU_T_F32 = 0, CU_T_BF16 = 1 };
-enum { CU_EPI_NONE, CU_EPI_BIAS, CU_EPI_BIAS_RELU, CU_EPI_BIAS_GELU };
+enum { CU_EPI_NONE, CU_EPI_BIAS, CU_EPI_BIAS_RELU, CU_EPI_BIAS_GELU, CU_EPI_BGRAD_B, CU_EPI_COUNT };
 typedef struct cu_gemm {
   int m, n, k;
   int trans_a, trans_b;      /* 1: the operand is stored transposed */
   int lda, ldb, ldc;         /* row strides in elements */
   float alpha, beta;
   cu_dptr a, b, c;
-  int epilogue;              /* CU_EPI_*; a bias epilogue only with an f32 C (the bias is f32; cuBLASLt's bias
-                              * has D's type), the renderer fuses it otherwise */
-  cu_dptr bias;              /* f32[n] when epilogue has a bias */
+  int epilogue;              /* CU_EPI_* */
+  cu_dptr bias;              /* [n] of bias_type when epilogue has a bias (read) or is BGRAD_B (written, f32) */
+  int bias_type;             /* CU_T_*: C's (a bf16 C's bias is rounded to bf16 by the renderer first) */
   int batch;                 /* 0 or 1: one GEMM; >1: strided batch */
   long long stride_a, stride_b, stride_c;
   int ab_type, c_type;       /* CU_T_*: A and B's, C's */

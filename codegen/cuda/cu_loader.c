@@ -118,7 +118,7 @@ static int r_launch(cu_driver *d, void *fn, unsigned gx, unsigned gy, unsigned g
 /* cuBLASLt's attribute numbers and types (cublasLt.h, library_types.h) */
 enum { LT_COMPUTE_32F = 68, LT_R_32F = 0, LT_DESC_TRANSA = 3, LT_DESC_TRANSB = 4, LT_DESC_EPILOGUE = 7,
        LT_DESC_BIAS_POINTER = 8, LT_LAYOUT_BATCH_COUNT = 5, LT_LAYOUT_BATCH_STRIDE = 6, LT_EPI_DEFAULT = 1,
-       LT_EPI_BIAS = 4, LT_EPI_RELU_BIAS = 6, LT_EPI_GELU_BIAS = 36, LT_R_16BF = 14 };
+       LT_EPI_BIAS = 4, LT_EPI_RELU_BIAS = 6, LT_EPI_GELU_BIAS = 36, LT_EPI_BGRADA = 256, LT_R_16BF = 14 };
 
 /* Row-major C[m, n] = op(A) op(B) is column-major C^T[n, m] = op(B)^T op(A)^T:
  * cuBLASLt gets B first, then A, each as stored (a row-major [r, c] with
@@ -129,9 +129,15 @@ static int r_gemm(cu_driver *d, const cu_gemm *g) {
   void *desc = NULL, *la = NULL, *lb = NULL, *lc = NULL;
   int rc = lt->MatmulDescCreate(&desc, LT_COMPUTE_32F, LT_R_32F);
   int ta = g->trans_b ? 1 : 0, tb = g->trans_a ? 1 : 0; /* CUBLAS_OP_T = 1 */
-  static const int epi[] = {[CU_EPI_NONE] = LT_EPI_DEFAULT, [CU_EPI_BIAS] = LT_EPI_BIAS,
-                            [CU_EPI_BIAS_RELU] = LT_EPI_RELU_BIAS, [CU_EPI_BIAS_GELU] = LT_EPI_GELU_BIAS};
-  int e = g->epilogue >= 0 && g->epilogue <= CU_EPI_BIAS_GELU ? epi[g->epilogue] : LT_EPI_DEFAULT;
+  /* our B is cuBLASLt's A (the swap above): the bias gradient over op(B)'s
+   * k rows, one per column of C (a row of C^T), is BGRADA */
+  static const int epi[CU_EPI_COUNT] = {[CU_EPI_NONE] = LT_EPI_DEFAULT, [CU_EPI_BIAS] = LT_EPI_BIAS,
+                                        [CU_EPI_BIAS_RELU] = LT_EPI_RELU_BIAS, [CU_EPI_BIAS_GELU] = LT_EPI_GELU_BIAS,
+                                        [CU_EPI_BGRAD_B] = LT_EPI_BGRADA};
+  int e = g->epilogue >= 0 && g->epilogue < CU_EPI_COUNT ? epi[g->epilogue] : LT_EPI_DEFAULT;
+  if (g->epilogue != CU_EPI_NONE && g->bias_type != g->c_type)
+    return snprintf(d->err, sizeof d->err, "cublasLtMatmul: the bias (type %d) must have C's type (%d)",
+                    g->bias_type, g->c_type), -1;
   if (!rc) rc = lt->MatmulDescSetAttribute(desc, LT_DESC_TRANSA, &ta, sizeof ta);
   if (!rc) rc = lt->MatmulDescSetAttribute(desc, LT_DESC_TRANSB, &tb, sizeof tb);
   if (!rc) rc = lt->MatmulDescSetAttribute(desc, LT_DESC_EPILOGUE, &e, sizeof e);
@@ -163,8 +169,10 @@ static int r_gemm(cu_driver *d, const cu_gemm *g) {
   if (lb) lt->MatrixLayoutDestroy(lb);
   if (desc) lt->MatmulDescDestroy(desc);
   if (rc)
-    return snprintf(d->err, sizeof d->err, "cublasLtMatmul (m %d n %d k %d, batch %d, epilogue %d) failed: cuBLAS status %d",
-                    g->m, g->n, g->k, g->batch, g->epilogue, rc), -1;
+    return snprintf(d->err, sizeof d->err, "cublasLtMatmul (m %d n %d k %d, batch %d, epilogue %d) failed: cuBLAS status %d%s",
+                    g->m, g->n, g->k, g->batch, g->epilogue, rc,
+                    g->epilogue == CU_EPI_BGRAD_B ? " (LATHE_CUDA_BGRAD=0 sums the bias gradient in a kernel instead)" : ""),
+           -1;
   return 0;
 }
 

@@ -9,7 +9,9 @@
  * the optimizer's new weights and state are outputs), the parameters'
  * gradients (g->grads: the optimizer reads f32), and any tensor that a
  * kernel outside the list touches (attention, recurrences, convolutions,
- * scatter-adds with atomics, the optimizer's siblings, ...). A tensor and
+ * scatter-adds with atomics, the optimizer's siblings, ...). The norms
+ * (layernorm, batchnorm in both forms, groupnorm, rmsnorm and their
+ * gradients) take bf16. A tensor and
  * the ones sharing its bytes (reshape aliases, results written in place of
  * an input) get one type. Every kernel computes in f32 registers: a bf16
  * value is widened on load and rounded once on store, and the reductions
@@ -27,11 +29,14 @@ static int kernel_takes_bf16(const pl_plan *p, const pl_kernel *k) {
     [IR_LAYERNORM_GRAD] = 1, [IR_SUM] = 1, [IR_MEAN] = 1, [IR_MAX] = 1, [IR_MIN] = 1, [IR_SUM_TO] = 1,
     [IR_TRANSPOSE] = 1, [IR_SLICE] = 1, [IR_CONCAT] = 1, [IR_BROADCAST_TO] = 1, [IR_EMBEDDING] = 1,
     [IR_CROSS_ENTROPY] = 1, [IR_CROSS_ENTROPY_GRAD] = 1,
+    /* the channel norms (cu_render_misc.c): a block per group, statistics in f32 registers (scratch is f32) */
+    [IR_BATCHNORM] = 1, [IR_BATCHNORM_TRAIN] = 1, [IR_GROUPNORM] = 1, [IR_RMSNORM] = 1, [IR_NORM_GRAD] = 1,
   };
   int op = p->g->nodes[k->head].op;
   switch (k->kind) {
   case PL_K_ELEMENTWISE: case PL_K_GEMM_EPI: case PL_K_ADD_NORM: case PL_K_NORM_GRAD_ADD: return 1;
   case PL_K_GEMM: return op == IR_MATMUL;
+  case PL_K_ATTENTION: return op == IR_ATTENTION; /* the inference form; attention_save and the backward stay f32 */
   case PL_K_ROWS: case PL_K_MOVE: case PL_K_LOSS: return op >= 0 && op < IR_NOPS && rows_ops[op];
   default: return 0;
   }

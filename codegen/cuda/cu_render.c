@@ -307,6 +307,14 @@ void cu_grid_loop(cu_sb *b, int64_t count) {
                   " e += (long long)gridDim.x * blockDim.x) {\n", (long long)count);
 }
 
+/* The grid-stride loop of a warp-per-row kernel (attention, mha: a warp
+ * per (batch, head, row)): lane the thread's lane, w the warp's row. */
+void cu_warp_loop(cu_sb *b, int64_t rows) {
+  cu_sb_printf(b, "  const int lane = threadIdx.x & 31;\n"
+                  "  for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < %lldLL;"
+                  " w += ((long long)gridDim.x * blockDim.x) >> 5) {\n", (long long)rows);
+}
+
 void cu_loop_open(cu_sb *b, int64_t count) {
   cu_sb_printf(b, ") {\n");
   cu_grid_loop(b, count);
@@ -446,7 +454,7 @@ static int render_siblings(cu_rctx *r) {
  * one product, the batch folded into rows, or a strided batch. */
 /* Operand `node` of a bf16 product rounded into the kernel's scratch at
  * byte `at` (a kernel before the product); its ref there. */
-static int to_bf16(cu_rctx *r, int node, int64_t at, cu_ref *ref) {
+int cu_to_bf16(cu_rctx *r, int node, int64_t at, cu_ref *ref) {
   const ir_node *x = &r->g->nodes[node];
   int64_t count = ir_numel(&x->shape);
   cu_begin(r, EW_THREADS);
@@ -469,10 +477,20 @@ static int bf16_operands(cu_rctx *r, const ir_node *n, int dst, cu_launch *l) {
   l->gemm.ab_type = CU_T_BF16;
   int64_t scr = r->p->buf[r->k->node].scr, at = scr;
   if (scr < 0) return cu_unsupported(r, "no scratch for a bf16 product's operands");
-  if (!ba && to_bf16(r, n->in[0], at, &l->ga)) return -1;
+  if (!ba && cu_to_bf16(r, n->in[0], at, &l->ga)) return -1;
   at += (2 * ir_numel(&A->shape) + 255) / 256 * 256;
-  if (!bb && to_bf16(r, n->in[1], at, &l->gb)) return -1;
+  if (!bb && cu_to_bf16(r, n->in[1], at, &l->gb)) return -1;
   return 0;
+}
+
+/* A bf16 result's cuBLASLt epilogue reads a bias of its own type (D's):
+ * the f32 bias (a master weight) rounded into the scratch after the
+ * operands' (cu_scratch_bytes_bf16 keeps room). */
+static int bf16_bias(cu_rctx *r, const ir_node *n, int bias, cu_launch *l) {
+  int64_t a = ir_numel(&r->g->nodes[n->in[0]].shape), b = ir_numel(&r->g->nodes[n->in[1]].shape);
+  int64_t at = r->p->buf[r->k->node].scr + (2 * a + 255) / 256 * 256 + (2 * b + 255) / 256 * 256;
+  l->gemm.bias_type = CU_T_BF16;
+  return cu_to_bf16(r, bias, at, &l->gbias);
 }
 
 static int gemm_of(cu_rctx *r, const ir_node *n, int dst, int epilogue, int bias) {
@@ -507,6 +525,7 @@ static int gemm_of(cu_rctx *r, const ir_node *n, int dst, int epilogue, int bias
   l.ga.node = n->in[0], l.gb.node = n->in[1], l.gc.node = dst;
   l.gbias.node = bias;
   if (r->bf16 && bf16_operands(r, n, dst, &l)) return -1;
+  if (epilogue != CU_EPI_NONE && l.gemm.c_type == CU_T_BF16 && bf16_bias(r, n, bias, &l)) return -1;
   return cu_add_launch(r, &l);
 }
 
@@ -516,11 +535,13 @@ static int render_gemm(cu_rctx *r) {
   return gemm_of(r, n, r->k->node, CU_EPI_NONE, -1);
 }
 
-/* cuBLASLt's own epilogue for [bias row] or [bias row, relu | tanh-gelu]. */
+/* cuBLASLt's own epilogue for [bias row] or [bias row, relu | tanh-gelu]
+ * (the exact, erf GELU is not among cuBLASLt's: a kernel after the
+ * product); a bf16 result's bias is rounded to bf16 first (bf16_bias). */
 static int lt_epilogue(const cu_rctx *r, const pl_epilogue *e, int *bias) {
-  if (cu_is_bf16(r, &r->g->nodes[r->k->node])) return 0; /* cuBLASLt's bias has D's type; ours is f32 */
   if (e->nsteps < 1 || e->nsteps > 2 || e->kind[0] != PL_EPI_ROW || e->node[0]->op != IR_ADD || e->save[0]) return 0;
   *bias = r->k->arg[e->arg[0] - 1];
+  if (cu_is_bf16(r, &r->g->nodes[*bias])) return 0; /* a bf16 activation as the row: the kernel reads it */
   if (e->nsteps == 1) return CU_EPI_BIAS;
   if (e->kind[1] != PL_EPI_UNARY || e->save[1]) return 0;
   if (e->node[1]->op == IR_RELU) return CU_EPI_BIAS_RELU;
@@ -664,15 +685,18 @@ static int cu_epilogue_unary(int op) {
          ir_ops[op].cat == IR_CAT_UNARY;
 }
 
-static const pl_target cuda_target = {"cuda", cu_scratch_bytes, cu_epilogue_unary, 0};
+static const pl_target cuda_target = {"cuda", cu_scratch_bytes, cu_epilogue_unary, 0, NULL};
 const pl_target *cu_plan_target(void) { return &cuda_target; }
 
-/* --precision bf16: a product may round its f32 operands into scratch
- * (bf16_operands), each at a 256-byte boundary. */
+/* --precision bf16: a product may round its f32 operands (bf16_operands)
+ * and its epilogue's bias (bf16_bias) into scratch, each at a 256-byte
+ * boundary. */
 static int64_t cu_scratch_bytes_bf16(const ir_graph *g, const ir_node *n) {
+  if (n->op == IR_ATTENTION) return cu_attention_scratch_bf16(g, n);
   if (n->op != IR_MATMUL) return cu_scratch_bytes(g, n);
   int64_t a = ir_numel(&g->nodes[n->in[0]].shape), b = ir_numel(&g->nodes[n->in[1]].shape);
-  return (2 * a + 255) / 256 * 256 + (2 * b + 255) / 256 * 256;
+  int64_t cols = n->shape.rank ? n->shape.d[n->shape.rank - 1] : 1;
+  return (2 * a + 255) / 256 * 256 + (2 * b + 255) / 256 * 256 + (2 * cols + 255) / 256 * 256;
 }
-static const pl_target cuda_target_bf16 = {"cuda", cu_scratch_bytes_bf16, cu_epilogue_unary, 0};
+static const pl_target cuda_target_bf16 = {"cuda", cu_scratch_bytes_bf16, cu_epilogue_unary, 0, NULL};
 const pl_target *cu_plan_target_bf16(void) { return &cuda_target_bf16; }

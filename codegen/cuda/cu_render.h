@@ -77,6 +77,9 @@ void cu_around(const ir_shape *s, int64_t ax, int64_t *outer, int64_t *len, int6
  * cu_loop_open: `) {` (the end of the parameters) then that loop. */
 void cu_grid_loop(cu_sb *b, int64_t count);
 void cu_loop_open(cu_sb *b, int64_t count);
+/* The loop of a warp-per-row kernel over rows (a warp each, grid-stride):
+ * `const int lane` and `for (w = ...; w < rows; ...) {`. */
+void cu_warp_loop(cu_sb *b, int64_t rows);
 /* Threads for rows of len: a warp for short rows, up to CU_ROW_THREADS. */
 unsigned cu_row_threads(int64_t len);
 /* `) {` and the loop over rows of [outer, len, inner], a block per row:
@@ -111,6 +114,13 @@ enum { CU_REF_NONE = -100 };
 cu_ref cu_ref_at(int node, int64_t off);
 int cu_gemm_t(cu_rctx *r, int64_t m, int64_t k, int64_t n, int ta, int tb, cu_ref a, cu_ref b, cu_ref c, cu_ref bias);
 int cu_colsum(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c);
+/* f32 node `node` rounded to bf16 into the arena at byte `at` (a kernel); its ref there. */
+int cu_to_bf16(cu_rctx *r, int node, int64_t at, cu_ref *ref);
+/* --precision bf16 attention's scratch: qkv, ctx, the rounded weights and x (cu_render_attn.c). */
+int64_t cu_attention_scratch_bf16(const ir_graph *g, const ir_node *n);
+/* c = a^T b ([m, k]^T [k, n]) with db = b's column sums as the product's
+ * bias-gradient epilogue (cuBLASLt BGRAD; LATHE_CUDA_BGRAD=0: a kernel). */
+int cu_gemm_bgrad(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref db);
 /* cu_render_attn.c: attention and attention_save; their backward
  * (attention_grad, attention_grad_saved) and its scratch bytes. */
 int cu_render_attention(cu_rctx *r);

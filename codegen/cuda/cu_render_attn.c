@@ -9,6 +9,7 @@
  * [y | qkv | ctx | lse], which its backward reads. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codegen/cuda/cu_render.h"
@@ -26,6 +27,23 @@ int cu_gemm_t(cu_rctx *r, int64_t m, int64_t k, int64_t n, int ta, int tb, cu_re
   l.gemm.epilogue = bias.node == CU_REF_NONE ? CU_EPI_NONE : CU_EPI_BIAS;
   l.ga = a, l.gb = b, l.gc = c, l.gbias = bias;
   return cu_add_launch(r, &l);
+}
+
+/* c = a^T b ([m, k]^T [k, n]) and the bias gradient db = b's column sums
+ * over its k rows: one product with cuBLASLt's bias-gradient epilogue
+ * (CU_EPI_BGRAD_B), the backward's weight and bias gradients of a layer
+ * together. LATHE_CUDA_BGRAD=0 (read at render time, so the cache key
+ * follows it) keeps the sum as its own kernel, should a cuBLASLt refuse
+ * the epilogue for some shape. */
+int cu_gemm_bgrad(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref db) {
+  const char *env = getenv("LATHE_CUDA_BGRAD");
+  if (env && !strcmp(env, "0"))
+    return cu_gemm_t(r, m, k, n, 1, 0, a, b, c, cu_ref_at(CU_REF_NONE, 0)) || cu_colsum(r, k, n, b, db) ? -1 : 0;
+  if (cu_gemm_t(r, m, k, n, 1, 0, a, b, c, cu_ref_at(CU_REF_NONE, 0))) return -1;
+  cu_launch *l = &r->out->l[r->out->nl - 1]; /* the product just added */
+  l->gemm.epilogue = CU_EPI_BGRAD_B;
+  l->gbias = db;
+  return 0;
 }
 
 static int gemm_raw(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref bias) {
@@ -58,31 +76,31 @@ static int dims_of(cu_rctx *r, const ir_node *n, attn_dims *a) {
 /* The constants and the warp loop over (batch, head, row) every attention
  * kernel opens with: w the warp's row, i its position, h its head, b its
  * sequence; base the sequence's qkv rows. */
-static void warp_rows_open(cu_rctx *r, const attn_dims *a) {
-  cu_sb_printf(&r->b, "  const long long T = %lldLL, D = %lldLL, H = %lldLL, HD = %lldLL, ROWS = %lldLL;\n"
-                      "  const float SCALE = %s;\n  const int lane = threadIdx.x & 31;\n  (void)HD;\n"
-                      "  for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < ROWS;"
-                      " w += ((long long)gridDim.x * blockDim.x) >> 5) {\n"
-                      "    long long i = w %% T, h = w / T %% H, b = w / (T * H);\n"
-                      "    const float* base = qkv + b * T * 3 * D;\n",
-               (long long)a->T, (long long)a->D, (long long)a->H, (long long)a->HD, (long long)(a->B * a->H * a->T),
-               a->scale);
+static void warp_rows_open(cu_rctx *r, const attn_dims *a, const char *qt) {
+  cu_sb_printf(&r->b, "  const long long T = %lldLL, D = %lldLL, H = %lldLL, HD = %lldLL;\n"
+                      "  const float SCALE = %s;\n  (void)HD;\n",
+               (long long)a->T, (long long)a->D, (long long)a->H, (long long)a->HD, a->scale);
+  cu_warp_loop(&r->b, a->B * a->H * a->T);
+  cu_sb_printf(&r->b, "    long long i = w %% T, h = w / T %% H, b = w / (T * H);\n"
+                      "    const %s* base = qkv + b * T * 3 * D;\n", qt);
 }
 /* for each of the lane's head elements t (e = lane + 32 t < HD) */
 #define FOR_T(a, body) "for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; if (e < HD) { " body " } }"
 
-/* The online-softmax forward: ctx (and each row's logsumexp when lse) from qkv. */
-static int fwd_kernel(cu_rctx *r, const attn_dims *a, cu_ref qkv, cu_ref ctx, cu_ref lse, int with_lse) {
+/* The online-softmax forward: ctx (and each row's logsumexp when lse) from
+ * qkv; qt the element type of qkv and ctx (float, or lt_bf16 under
+ * --precision bf16: loaded widened, the softmax and the sums in f32). */
+static int fwd_kernel(cu_rctx *r, const attn_dims *a, cu_ref qkv, cu_ref ctx, cu_ref lse, int with_lse, const char *qt) {
   long long NE = (long long)a->NE;
   cu_begin(r, 256);
-  cu_sb_printf(&r->b, "const float* __restrict__ qkv, float* __restrict__ ctx, float* __restrict__ lse) {\n");
-  warp_rows_open(r, a);
+  cu_sb_printf(&r->b, "const %s* __restrict__ qkv, %s* __restrict__ ctx, float* __restrict__ lse) {\n", qt, qt);
+  warp_rows_open(r, a, qt);
   cu_sb_printf(&r->b, "    float q[%lld], acc[%lld], m = -LT_INF, l = 0.f;\n"
                       "    for (int t = 0; t < %lld; t++) {\n      long long e = lane + 32 * t;\n"
                       "      q[t] = e < HD ? base[i * 3 * D + h * HD + e] : 0.f; acc[t] = 0.f;\n    }\n"
                       "    long long nj = %s;\n"
                       "    for (long long j = 0; j < nj; j++) {\n"
-                      "      const float* kr = base + j * 3 * D + D + h * HD;\n      const float* vr = kr + D;\n"
+                      "      const %s* kr = base + j * 3 * D + D + h * HD;\n      const %s* vr = kr + D;\n"
                       "      float s = 0.f;\n      " FOR_T(a, "s += q[t] * kr[e];") "\n"
                       "      s = lt_warp_sum(s) * SCALE;\n"
                       "      float mn = fmaxf(m, s), c = expf(m - mn), p = expf(s - mn);\n      l = l * c + p;\n"
@@ -90,10 +108,60 @@ static int fwd_kernel(cu_rctx *r, const attn_dims *a, cu_ref qkv, cu_ref ctx, cu
                       "      m = mn;\n    }\n"
                       "    " FOR_T(a, "ctx[(b * T + i) * D + h * HD + e] = acc[t] / l;") "\n"
                       "    %s\n  }\n}\n",
-               NE, NE, NE, a->causal ? "i + 1" : "T", NE, NE, NE,
+               NE, NE, NE, a->causal ? "i + 1" : "T", qt, qt, NE, NE, NE,
                with_lse ? "if (lane == 0) lse[(b * H + h) * T + i] = m + logf(l);" : "(void)lse;");
   cu_ref ops[3] = {qkv, ctx, lse};
   return cu_end(r, cu_blocks(a->B * a->H * a->T * 32, 256), 256, ops, 3);
+}
+
+/* --precision bf16 (attention, not attention_save: its packed result and
+ * the backward stay f32): qkv and the context in bf16 scratch, the flash
+ * kernel loading bf16 and summing in f32, both products bf16 x bf16 with
+ * f32 sums on cuBLASLt, the weights, the biases (and an f32 x) rounded
+ * into scratch first. The scratch's parts, in order, each at a 256-byte
+ * boundary: */
+enum { AB_QKV, AB_CTX, AB_WQ, AB_BQ, AB_WP, AB_BP, AB_X, AB_N };
+
+static int64_t al256(int64_t b) { return (b + 255) / 256 * 256; }
+
+/* off[i]: part i's byte offset from the scratch's start; returns the total */
+static int64_t bf16_layout(int64_t BT, int64_t D, int64_t off[AB_N]) {
+  const int64_t elems[AB_N] = {BT * 3 * D, BT * D, D * 3 * D, 3 * D, D * D, D, BT * D};
+  int64_t at = 0;
+  for (int i = 0; i < AB_N; i++) off[i] = at, at += al256(2 * elems[i]);
+  return at;
+}
+
+int64_t cu_attention_scratch_bf16(const ir_graph *g, const ir_node *n) {
+  const ir_shape *x = &g->nodes[n->in[0]].shape;
+  int64_t BT = x->d[0] * x->d[1], D = x->d[2], off[AB_N];
+  int64_t b = bf16_layout(BT, D, off);
+  return b > 16 * BT * D ? b : 16 * BT * D; /* or the f32 form's qkv and context, when x and y stay f32 */
+}
+
+/* The last product added now reads bf16 A and B (and a bias of C's type). */
+static void bf16_gemm(cu_rctx *r, int c_bf16) {
+  cu_gemm *g = &r->out->l[r->out->nl - 1].gemm;
+  g->ab_type = CU_T_BF16, g->c_type = c_bf16 ? CU_T_BF16 : CU_T_F32, g->bias_type = g->c_type;
+}
+
+static int attention_bf16(cu_rctx *r, const ir_node *n, const attn_dims *a) {
+  int64_t BT = a->BT, D = a->D, scr = r->p->buf[r->k->node].scr, off[AB_N];
+  if (scr < 0) return cu_unsupported(r, "no scratch for qkv and the context");
+  bf16_layout(BT, D, off);
+  int ybf = cu_is_bf16(r, &r->g->nodes[r->k->node]);
+  cu_ref qkv = cu_ref_at(CU_REF_ARENA, scr + off[AB_QKV]), ctx = cu_ref_at(CU_REF_ARENA, scr + off[AB_CTX]);
+  cu_ref wq, bq, wp, bp = cu_ref_at(n->in[4], 0), x = cu_ref_at(n->in[0], 0), y = cu_ref_at(r->k->node, 0);
+  if (cu_to_bf16(r, n->in[1], scr + off[AB_WQ], &wq) || cu_to_bf16(r, n->in[2], scr + off[AB_BQ], &bq) ||
+      cu_to_bf16(r, n->in[3], scr + off[AB_WP], &wp) || (ybf && cu_to_bf16(r, n->in[4], scr + off[AB_BP], &bp)) ||
+      (!cu_is_bf16(r, &r->g->nodes[n->in[0]]) && cu_to_bf16(r, n->in[0], scr + off[AB_X], &x)))
+    return -1;
+  if (gemm_raw(r, BT, D, 3 * D, x, wq, qkv, bq)) return -1;
+  bf16_gemm(r, 1);
+  if (fwd_kernel(r, a, qkv, ctx, y, 0, "lt_bf16")) return -1; /* no logsumexp: y stands in, unused */
+  if (gemm_raw(r, BT, D, D, ctx, wp, y, bp)) return -1;
+  bf16_gemm(r, ybf);
+  return 0;
 }
 
 int cu_render_attention(cu_rctx *r) {
@@ -101,6 +169,8 @@ int cu_render_attention(cu_rctx *r) {
   int save = n->op == IR_ATTENTION_SAVE;
   attn_dims a;
   if (dims_of(r, n, &a)) return -1;
+  if (!save && r->bf16 && (cu_is_bf16(r, &r->g->nodes[n->in[0]]) || cu_is_bf16(r, &r->g->nodes[r->k->node])))
+    return attention_bf16(r, n, &a);
   int64_t BT = a.BT, D = a.D;
   cu_ref y = cu_ref_at(r->k->node, 0), qkv, ctx, lse = cu_ref_at(r->k->node, 0);
   if (save) {
@@ -113,7 +183,7 @@ int cu_render_attention(cu_rctx *r) {
     qkv = cu_ref_at(CU_REF_ARENA, scr), ctx = cu_ref_at(CU_REF_ARENA, scr + BT * 3 * D * 4);
   }
   if (gemm_raw(r, BT, D, 3 * D, cu_ref_at(n->in[0], 0), cu_ref_at(n->in[1], 0), qkv, cu_ref_at(n->in[2], 0))) return -1;
-  if (fwd_kernel(r, &a, qkv, ctx, lse, save)) return -1;
+  if (fwd_kernel(r, &a, qkv, ctx, lse, save, "float")) return -1;
   return gemm_raw(r, BT, D, D, ctx, cu_ref_at(n->in[3], 0), y, cu_ref_at(n->in[4], 0));
 }
 
@@ -165,13 +235,13 @@ int cu_render_attention_grad(cu_rctx *r) {
     qkv = cu_ref_at(CU_REF_ARENA, at), ctx = cu_ref_at(CU_REF_ARENA, at + BT * 3 * D * 4);
     lse = cu_ref_at(CU_REF_ARENA, at + BT * 4 * D * 4);
     if (gemm_raw(r, BT, D, 3 * D, cu_ref_at(xn, 0), cu_ref_at(wq, 0), qkv, cu_ref_at(n->in[2], 0))) return -1;
-    if (fwd_kernel(r, &a, qkv, ctx, lse, 1)) return -1;
+    if (fwd_kernel(r, &a, qkv, ctx, lse, 1, "float")) return -1;
   }
   /* result [dx | dwq | dbq | dwp | dbp] */
   int64_t o_dwq = BT * D * 4, o_dbq = o_dwq + D * 3 * D * 4, o_dwp = o_dbq + 3 * D * 4, o_dbp = o_dwp + D * D * 4;
   cu_ref none = cu_ref_at(CU_REF_NONE, 0);
-  if (cu_gemm_t(r, D, BT, D, 1, 0, ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), none)) return -1; /* dwp = ctx^T dy */
-  if (cu_colsum(r, BT, D, cu_ref_at(dy, 0), cu_ref_at(out, o_dbp))) return -1;
+  /* dwp = ctx^T dy, dbp = dy's column sums */
+  if (cu_gemm_bgrad(r, D, BT, D, ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp))) return -1;
   if (cu_gemm_t(r, BT, D, D, 0, 1, cu_ref_at(dy, 0), cu_ref_at(wp, 0), dctx, none)) return -1;     /* dctx = dy wp^T */
   long long NE = (long long)a.NE;
   const char *prm = "const float* __restrict__ qkv, const float* __restrict__ ctx, const float* __restrict__ lse, "
@@ -180,7 +250,7 @@ int cu_render_attention_grad(cu_rctx *r) {
   /* the query pass */
   cu_begin(r, 256);
   cu_sb_printf(&r->b, "%s", prm);
-  warp_rows_open(r, &a);
+  warp_rows_open(r, &a, "float");
   cu_sb_printf(&r->b, "    float q[%lld], g[%lld], dq[%lld], di = 0.f;\n"
                       "    const long long ro = (b * T + i) * D + h * HD;\n"
                       "    for (int t = 0; t < %lld; t++) {\n      long long e = lane + 32 * t;\n"
@@ -201,7 +271,7 @@ int cu_render_attention_grad(cu_rctx *r) {
   /* the key pass: row w's position i is the key j */
   cu_begin(r, 256);
   cu_sb_printf(&r->b, "%s", prm);
-  warp_rows_open(r, &a);
+  warp_rows_open(r, &a, "float");
   cu_sb_printf(&r->b, "    (void)ctx;\n    const long long j = i;\n    float k[%lld], v[%lld], dk[%lld], dv[%lld];\n"
                       "    const float* kr = base + j * 3 * D + D + h * HD;\n"
                       "    for (int t = 0; t < %lld; t++) {\n      long long e = lane + 32 * t;\n"
@@ -218,7 +288,7 @@ int cu_render_attention_grad(cu_rctx *r) {
                                       "dqkv[(b * T + j) * 3 * D + 2 * D + h * HD + e] = dv[t];") "\n  }\n}\n",
                NE, NE, NE, NE, NE, a.causal ? "j" : "0", NE, NE, NE);
   if (cu_end(r, grid, 256, ops, 6)) return -1;
-  if (cu_gemm_t(r, D, BT, 3 * D, 1, 0, cu_ref_at(xn, 0), dqkv, cu_ref_at(out, o_dwq), none)) return -1; /* dwq = x^T dqkv */
-  if (cu_colsum(r, BT, 3 * D, dqkv, cu_ref_at(out, o_dbq))) return -1;
+  /* dwq = x^T dqkv, dbq = dqkv's column sums */
+  if (cu_gemm_bgrad(r, D, BT, 3 * D, cu_ref_at(xn, 0), dqkv, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq))) return -1;
   return cu_gemm_t(r, BT, 3 * D, D, 0, 1, dqkv, cu_ref_at(wq, 0), cu_ref_at(out, 0), none); /* dx = dqkv wq^T */
 }

@@ -106,11 +106,10 @@ static const char *mask_type(const mha_dims *m) { return m->mask == 1 ? "int" : 
  * query row, kvh the key/value head, kvb the batch's first kv row. */
 static void open_rows(cu_rctx *r, const mha_dims *m, int64_t rows) {
   cu_sb_printf(&r->b, "  const long long TQ = %lldLL, TK = %lldLL, D = %lldLL, H = %lldLL, HD = %lldLL, DK = %lldLL;\n"
-                      "  const float SCALE = %s;\n  const int lane = threadIdx.x & 31;\n  (void)TK; (void)DK;\n"
-                      "  for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < %lldLL;"
-                      " w += ((long long)gridDim.x * blockDim.x) >> 5) {\n",
+                      "  const float SCALE = %s;\n  (void)TK; (void)DK;\n",
                (long long)m->Tq, (long long)m->Tk, (long long)m->d, (long long)m->H, (long long)m->hd,
-               (long long)m->dk, m->scale, (long long)rows);
+               (long long)m->dk, m->scale);
+  cu_warp_loop(&r->b, rows);
 }
 #define FOR_T "for (int t = 0; t < NE; t++) { long long e = lane + 32 * t; if (e < HD) { "
 
@@ -185,8 +184,7 @@ static int r_mha_grad(cu_rctx *r) {
   int64_t o_dwq = 4 * BQ * d, o_dbq = o_dwq + 4 * d * d, o_dc = o_dbq + 4 * d, o_dwkv = o_dc + 4 * BK * m.dc;
   int64_t o_dbkv = o_dwkv + 4 * m.dc * dk2, o_dwp = o_dbkv + 4 * dk2, o_dbp = o_dwp + 4 * d * d;
   cu_ref none = cu_ref_at(CU_REF_NONE, 0);
-  if (cu_gemm_t(r, d, BQ, d, 1, 0, bf.ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), none) ||
-      cu_colsum(r, BQ, d, cu_ref_at(dy, 0), cu_ref_at(out, o_dbp)) ||
+  if (cu_gemm_bgrad(r, d, BQ, d, bf.ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp)) ||
       cu_gemm_t(r, BQ, d, d, 0, 1, cu_ref_at(dy, 0), cu_ref_at(n->in[6], 0), bf.dctx, none))
     return -1;
   cu_ref mk = m.mask_node >= 0 ? cu_ref_at(m.mask_node, 0) : bf.q;
@@ -241,11 +239,9 @@ static int r_mha_grad(cu_rctx *r) {
   if (m.rope && (rope_kernel(r, &m, bf.dq, BQ, m.Tq, d, m.H, -1) || rope_kernel(r, &m, bf.dkv, BK, m.Tk, dk2, m.K, -1)))
     return -1;
   /* q = x wq + bq; kv = c wkv + bkv */
-  if (cu_gemm_t(r, d, BQ, d, 1, 0, cu_ref_at(n->in[0], 0), bf.dq, cu_ref_at(out, o_dwq), none) ||
-      cu_colsum(r, BQ, d, bf.dq, cu_ref_at(out, o_dbq)) ||
+  if (cu_gemm_bgrad(r, d, BQ, d, cu_ref_at(n->in[0], 0), bf.dq, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)) ||
       cu_gemm_t(r, BQ, d, d, 0, 1, bf.dq, cu_ref_at(n->in[1], 0), cu_ref_at(out, 0), none) ||
-      cu_gemm_t(r, m.dc, BK, dk2, 1, 0, cu_ref_at(n->in[3], 0), bf.dkv, cu_ref_at(out, o_dwkv), none) ||
-      cu_colsum(r, BK, dk2, bf.dkv, cu_ref_at(out, o_dbkv)))
+      cu_gemm_bgrad(r, m.dc, BK, dk2, cu_ref_at(n->in[3], 0), bf.dkv, cu_ref_at(out, o_dwkv), cu_ref_at(out, o_dbkv)))
     return -1;
   return cu_gemm_t(r, BK, dk2, m.dc, 0, 1, bf.dkv, cu_ref_at(n->in[4], 0), cu_ref_at(out, o_dc), none);
 }

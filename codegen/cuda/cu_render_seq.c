@@ -203,10 +203,10 @@ static int r_seq_grad(cu_rctx *r) {
   /* [dx | dw_ih | dw_hh | db (| db_hh)] */
   int64_t o_dwih = 4 * BT * s.in, o_dwhh = o_dwih + 4 * s.in * GH, o_db = o_dwhh + 4 * h * GH;
   if (cu_gemm_t(r, BT, GH, s.in, 0, 1, da, cu_ref_at(wih, 0), cu_ref_at(out, 0), none)) return -1; /* dx = da w_ih^T */
-  if (cu_gemm_t(r, s.in, BT, GH, 1, 0, cu_ref_at(xn, 0), da, cu_ref_at(out, o_dwih), none)) return -1;
-  if (cu_gemm_t(r, h, BT, GH, 1, 0, hp, dah, cu_ref_at(out, o_dwhh), none)) return -1;
-  if (cu_colsum(r, BT, GH, da, cu_ref_at(out, o_db))) return -1;
-  return gru ? cu_colsum(r, BT, GH, dah, cu_ref_at(out, o_db + 4 * GH)) : 0;
+  /* dw_ih = x^T da with db = da's column sums; dw_hh = h_prev^T dah (with the GRU's db_hh = dah's sums) */
+  if (cu_gemm_bgrad(r, s.in, BT, GH, cu_ref_at(xn, 0), da, cu_ref_at(out, o_dwih), cu_ref_at(out, o_db))) return -1;
+  if (gru) return cu_gemm_bgrad(r, h, BT, GH, hp, dah, cu_ref_at(out, o_dwhh), cu_ref_at(out, o_db + 4 * GH));
+  return cu_gemm_t(r, h, BT, GH, 1, 0, hp, dah, cu_ref_at(out, o_dwhh), none);
 }
 
 cu_render_fn cu_seq_renderer(int op) {

@@ -1,8 +1,9 @@
 /* cx_driver.c: the CPU executor behind codegen/cuda/cu_driver.h. Every call
  * checks its device ranges against the allocations and fails with one line
  * in d->err, as the real driver's calls would fail (or worse, silently
- * corrupt). gemm is OpenBLAS's cblas_sgemm followed by the epilogue: bias,
- * then ReLU or GELU in cuBLASLt's tanh form. */
+ * corrupt). gemm is OpenBLAS's cblas_sgemm followed by the epilogue: bias
+ * (f32, or bf16 for a bf16 C), then ReLU or GELU in cuBLASLt's tanh form;
+ * or the bias gradient (BGRAD_B: op(B)'s column sums). */
 #define _GNU_SOURCE
 #include <cblas.h>
 #include <math.h>
@@ -175,6 +176,28 @@ static uint16_t cx_f_bf16(float f) { /* round to nearest even, as __float2bfloat
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* Bias element j: f32, or bf16 widened (a bf16 C's bias, as cuBLASLt's). */
+static float cx_bias(const cu_gemm *g, int j) {
+  return g->bias_type == CU_T_BF16 ? cx_bf16_f(((const uint16_t *)(uintptr_t)g->bias)[j])
+                                   : ((const float *)(uintptr_t)g->bias)[j];
+}
+
+/* CU_EPI_BGRAD_B: bias[j] = the sum over op(B)'s k rows of column j, in
+ * double (cuBLASLt's reduction order is its own; the tests' tolerances
+ * cover either). */
+static void cx_bgrad(const cu_gemm *g) {
+  float *out = (float *)(uintptr_t)g->bias;
+  for (int j = 0; j < g->n; j++) {
+    double acc = 0;
+    for (int q = 0; q < g->k; q++) {
+      size_t at = g->trans_b ? (size_t)j * (size_t)g->ldb + (size_t)q : (size_t)q * (size_t)g->ldb + (size_t)j;
+      acc += g->ab_type == CU_T_BF16 ? cx_bf16_f(((const uint16_t *)(uintptr_t)g->b)[at])
+                                     : ((const float *)(uintptr_t)g->b)[at];
+    }
+    out[j] = (float)acc;
+  }
+}
+
 /* A bf16 product (--precision bf16) as cuBLASLt's CUBLAS_COMPUTE_32F does
  * it: the bf16 operands widened to f32, f32 sums (OpenBLAS), the f32
  * result rounded once to bf16 when C is bf16. Dense copies: the executor
@@ -184,7 +207,6 @@ static int cx_gemm_bf16(cu_driver *d, const cu_gemm *g, int batch) {
   size_t na = (size_t)ar * (size_t)g->lda, nb = (size_t)br * (size_t)g->ldb, nc = (size_t)g->m * (size_t)g->n;
   float *a = malloc((na + nb + nc + 1) * sizeof *a), *b = a ? a + na : NULL, *c = a ? b + nb : NULL;
   if (!a) return snprintf(d->err, sizeof d->err, "gemm: out of host memory"), 1;
-  const float *bias = (const float *)(uintptr_t)g->bias;
   for (int i = 0; i < batch; i++) {
     for (int q = 0; q < 2; q++) { /* widen A and B */
       size_t n = q ? nb : na;
@@ -207,7 +229,7 @@ static int cx_gemm_bf16(cu_driver *d, const cu_gemm *g, int batch) {
                                             : g->c_type == CU_T_BF16 ? cx_bf16_f(((uint16_t *)(uintptr_t)g->c)[at])
                                                                      : ((float *)(uintptr_t)g->c)[at];
         v += g->beta * old;
-        if (g->epilogue != CU_EPI_NONE) v += bias[j];
+        if (g->epilogue != CU_EPI_NONE && g->epilogue != CU_EPI_BGRAD_B) v += cx_bias(g, j);
         if (g->epilogue == CU_EPI_BIAS_RELU) v = v > 0.0f ? v : 0.0f;
         else if (g->epilogue == CU_EPI_BIAS_GELU) v = cx_gelu_tanh(v);
         if (g->c_type == CU_T_BF16) ((uint16_t *)(uintptr_t)g->c)[at] = cx_f_bf16(v);
@@ -215,15 +237,17 @@ static int cx_gemm_bf16(cu_driver *d, const cu_gemm *g, int batch) {
       }
   }
   free(a);
+  if (g->epilogue == CU_EPI_BGRAD_B) cx_bgrad(g);
   return 0;
 }
 
 static int cx_gemm(cu_driver *d, const cu_gemm *g) {
   if (cx_s(d)->capturing) return cx_record(d, &(cx_gop){.what = CX_G_GEMM, .gemm = *g});
   if (g->m < 0 || g->n < 0 || g->k < 0 || g->batch < 0 || g->epilogue < CU_EPI_NONE ||
-      g->epilogue > CU_EPI_BIAS_GELU) {
-    snprintf(d->err, sizeof d->err, "gemm: m=%d n=%d k=%d batch=%d epilogue=%d is not a product", g->m,
-             g->n, g->k, g->batch, g->epilogue);
+      g->epilogue >= CU_EPI_COUNT || (g->epilogue == CU_EPI_BGRAD_B && (g->batch > 1 || g->c_type != CU_T_F32)) ||
+      (g->epilogue != CU_EPI_NONE && g->bias_type != g->c_type)) {
+    snprintf(d->err, sizeof d->err, "gemm: m=%d n=%d k=%d batch=%d epilogue=%d (bias type %d, C's %d) is not a product",
+             g->m, g->n, g->k, g->batch, g->epilogue, g->bias_type, g->c_type);
     return 1;
   }
   int batch = g->batch > 1 ? g->batch : 1;
@@ -234,12 +258,12 @@ static int cx_gemm(cu_driver *d, const cu_gemm *g) {
       cx_operand(d, "C", g->c, g->m, g->n, g->ldc, batch, g->stride_c, g->c_type))
     return 1;
   if (g->epilogue != CU_EPI_NONE && g->n > 0 &&
-      cx_mem_check(&cx_s(d)->mem, g->bias, (size_t)g->n * sizeof(float), "gemm: the bias", d->err,
+      cx_mem_check(&cx_s(d)->mem, g->bias, (size_t)g->n * (g->bias_type == CU_T_BF16 ? 2 : 4), "gemm: the bias", d->err,
                    sizeof d->err))
     return 1;
   if (g->m == 0 || g->n == 0) return 0;
   if (g->ab_type == CU_T_BF16 || g->c_type == CU_T_BF16) return cx_gemm_bf16(d, g, batch);
-  const float *bias = (const float *)(uintptr_t)g->bias;
+  if (g->epilogue == CU_EPI_BGRAD_B) cx_bgrad(g); /* before the product: C may not overlap B, but be safe */
   for (int i = 0; i < batch; i++) {
     const float *a = (const float *)(uintptr_t)g->a + (size_t)i * (size_t)g->stride_a;
     const float *b = (const float *)(uintptr_t)g->b + (size_t)i * (size_t)g->stride_b;
@@ -251,11 +275,11 @@ static int cx_gemm(cu_driver *d, const cu_gemm *g) {
       cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans,
                   g->m, g->n, g->k, g->alpha, a, g->lda, b, g->ldb, g->beta, c, g->ldc);
     }
-    if (g->epilogue == CU_EPI_NONE) continue;
+    if (g->epilogue == CU_EPI_NONE || g->epilogue == CU_EPI_BGRAD_B) continue;
     for (int r = 0; r < g->m; r++) {
       float *row = c + (size_t)r * (size_t)g->ldc;
       for (int j = 0; j < g->n; j++) {
-        float v = row[j] + bias[j];
+        float v = row[j] + cx_bias(g, j);
         if (g->epilogue == CU_EPI_BIAS_RELU) v = v > 0.0f ? v : 0.0f;
         else if (g->epilogue == CU_EPI_BIAS_GELU) v = cx_gelu_tanh(v);
         row[j] = v;

@@ -3,7 +3,8 @@
 # (issue 14, item 7): build, the CUDA tests through the driver and cuBLASLt
 # against the reference interpreter, the digits MLP trained end to end with
 # --backend cuda, then the GPU benchmark against PyTorch on the same GPU in
-# the same call. Meant for the device tool (about 8 minutes, 16 cores):
+# the same call, GPT-2-small inference tokens/s with the key/value cache on
+# the device included. Meant for the device tool (under 8 minutes, 16 cores):
 #
 #   tests/gpu/run.sh            # from the repository root
 #
@@ -12,7 +13,7 @@
 # CPU-executor tests (test_cuda_run, test_cuda_exec, cuda_nvrtc.sh) are the
 # no-GPU path.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 T0=$SECONDS
 fails=0
 step() { echo; echo "== $* ($((SECONDS - T0)) s)"; }
@@ -29,6 +30,7 @@ verdict $? "build (log: build-gpu.log)"
 cmake -S bench -B build-gpu-bench -DCMAKE_BUILD_TYPE=Release >/dev/null &&
   cmake --build build-gpu-bench -j"$J" --target lathe_bench >>build-gpu.log 2>&1
 verdict $? "build lathe_bench"
+[ "$fails" -eq 0 ] || { echo "tests/gpu/run.sh: the build failed (build-gpu.log); nothing else runs"; exit "$fails"; }
 L=build-gpu/lathe
 B=build-gpu-bench/lathe_bench
 $L --version
@@ -56,7 +58,7 @@ bench_row() { # NAME MODEL KIND BATCH TRAIN(0|1) LATHE-ARGS... ; peer kwargs in 
   [ "$train" = 1 ] && targ=--train && parg=train
   local lj pj
   lj=$(timeout 150 $B "$model" --backend cuda $targ --bind batch="$batch" "$@" --reps "${REPS:-50}" --warmup "${WARM:-10}" 2>&1 | grep '^{' | tail -1)
-  pj=$(timeout 120 /usr/bin/python3 bench/gpu_peer.py "$name" "$kind" "$batch" $parg ${PEERX:-} ${KW:+--json-kw "$KW"} 2>&1 | grep '^{')
+  pj=$(timeout 120 /usr/bin/python3 bench/gpu_peer.py "$name" "$kind" "$batch" ${parg:+"$parg"} ${PEERX:+"$PEERX"} ${KW:+--json-kw "$KW"} 2>&1 | grep '^{')
   /usr/bin/python3 - "$name" "$lj" "$pj" <<'PY'
 import json, sys
 name, lj, pj = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -77,20 +79,53 @@ for p in peers:
 print(row)
 PY
 }
-KW= bench_row mlp_b256 examples/mlp.nn mlp 256 0 --in x=f32:256x64
-KW= bench_row mlp_train_b64 examples/mlp.nn mlp 64 1 --in x=f32:64x64 --in y=i32:64:10
-KW= bench_row cnn_train_b128 examples/cnn.nn cnn 128 1 --in x=f32:128x1x8x8 --in y=i32:128:10
+KW='' bench_row mlp_b256 examples/mlp.nn mlp 256 0 --in x=f32:256x64
+KW='' bench_row mlp_train_b64 examples/mlp.nn mlp 64 1 --in x=f32:64x64 --in y=i32:64:10
+KW='' bench_row cnn_train_b128 examples/cnn.nn cnn 128 1 --in x=f32:128x1x8x8 --in y=i32:128:10
 KW=$GPT bench_row gpt_char_b16 examples/gpt.nn gpt 16 0 --in tokens=i32:16x64:96
 KW=$GPT bench_row gpt_char_train_b16 examples/gpt.nn gpt 16 1 --in tokens=i32:16x64:96 --in next=i32:16x64:96
 # GPT-2 small (124M) training step at batch 8, T=1024: f32, and --precision bf16 against torch.autocast(bfloat16)
 G2='{"vocab":50257,"T":1024,"d":768,"heads":12,"layers":12}'
-G2IN="--in tokens=i32:8x1024:50257 --in next=i32:8x1024:50257"
-KW=$G2 REPS=10 WARM=3 bench_row gpt2_small_train_b8 bench/gpt2_small_train.nn gpt 8 1 $G2IN
-KW=$G2 REPS=10 WARM=3 PEERX=bf16 bench_row gpt2_small_train_b8_bf16 bench/gpt2_small_train.nn gpt 8 1 $G2IN --precision bf16
-echo "not yet measured here: GPT-2 small inference tokens/s with the KV cache (lathe_bench --generate on cuda)"
+G2IN=(--in tokens=i32:8x1024:50257 --in next=i32:8x1024:50257)
+KW=$G2 REPS=10 WARM=3 bench_row gpt2_small_train_b8 bench/gpt2_small_train.nn gpt 8 1 "${G2IN[@]}"
+KW=$G2 REPS=10 WARM=3 PEERX=bf16 bench_row gpt2_small_train_b8_bf16 bench/gpt2_small_train.nn gpt 8 1 "${G2IN[@]}" --precision bf16
+# GPT-2-small shaped inference (bench/gpt2_small_gen.nn: T=1024, a byte vocabulary as lathe_generate needs), greedy
+# tokens/s with the key/value cache on the device, f32 and bf16, against PyTorch's own KV-cache loop (gpu_peer.py)
+gen_row() { # NAME TOKENS LATHE-ARGS... ; peer flags in $PEERX (bf16)
+  local name=$1 ntok=$2; shift 2
+  local lj pj
+  lj=$(timeout 240 $B bench/gpt2_small_gen.nn --backend cuda --bind batch=1 --generate "$ntok" "$@" 2>&1 | grep '^{' | tail -1)
+  pj=$(timeout 120 /usr/bin/python3 bench/gpu_peer.py "$name" gpt 1 generate "$ntok" ${PEERX:+"$PEERX"} --json-kw "$G2GEN" 2>&1 |
+    grep '^{')
+  /usr/bin/python3 - "$name" "$lj" "$pj" <<'PY'
+import json, sys
+name, lj, pj = sys.argv[1], sys.argv[2], sys.argv[3]
+try:
+    l = json.loads(lj)
+    row = "%-22s lathe %.1f tokens/s (%.3f ms/token, cached %d)" % (name, l["tokens_per_s"], 1e3 / l["tokens_per_s"],
+                                                                    l["cached"])
+except Exception:
+    l, row = None, "%-22s lathe error: %s" % (name, (lj or "no output")[:120])
+try:
+    p = json.loads(pj.splitlines()[-1])
+    row += " | torch %s %.1f tokens/s" % (p["mode"], p["tokens_per_s"])
+    if l:
+        row += " (lathe time/torch time %.3f)" % (p["tokens_per_s"] / l["tokens_per_s"])
+except Exception:
+    row += " | torch error: %s" % (pj or "no output")[:120]
+print(row)
+ok = l is not None and l.get("cached") == 1
+sys.exit(0 if ok else 1)
+PY
+  verdict $? "generate $name: lathe_generate --backend cuda with the key/value cache on the device"
+}
+G2GEN='{"vocab":256,"T":1024,"d":768,"heads":12,"layers":12}'
+gen_row gpt2_small_generate 200
+PEERX=bf16 gen_row gpt2_small_generate_bf16 200 --precision bf16
 
 step "compile time: cold and warm (NVRTC disk cache) for the char-GPT forward"
-export LATHE_CACHE_DIR=$(mktemp -d)
+LATHE_CACHE_DIR=$(mktemp -d)
+export LATHE_CACHE_DIR
 for k in cold warm; do
   $B examples/gpt.nn --backend cuda --bind batch=16 --compile-only 2>&1 | grep '^{' |
     /usr/bin/python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print('$k compile_ms %.1f' % d['compile_ms'])"
