@@ -374,6 +374,8 @@ def main():
     nparams += sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
     if w.quant in ("int8-dynamic", "int8"):  # PyTorch's dynamic int8 (the engine it offers: onednn here); counted before
         model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    if w.quant == "bf16":  # PyTorch's bf16 nn.Linear (oneDNN on CPU): weights and input in bf16
+        model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
     prepared = list(modes(w, model, x))  # tracing + freezing GPT-2 takes seconds: once
     for threads in [int(t) for t in a.threads.split(",")]:
         torch.set_num_threads(threads)

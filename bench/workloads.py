@@ -103,6 +103,11 @@ WORKLOADS = [
     *[Workload("dense1024_b%d_int8" % m, "bench/dense1024.nn", {"batch": m}, {"x": None}, "dense", dict(batch=m),
                reps=r, quick_reps=r // 10, warmup=20, max_seconds=2, quant="int8-dynamic",
                f32_row="dense1024_b%d" % m) for m, r in ((1, 3000), (64, 500), (256, 200))],
+    # bf16 (issue 16): the same layer with bf16 weights; Lathe multiplies on vdpbf16ps where the CPU has
+    # AVX-512 BF16 (rt/rt_qbf16.c); peer: nn.Linear in bf16 (weights and input), what PyTorch runs on CPU.
+    *[Workload("dense1024_b%d_bf16" % m, "bench/dense1024.nn", {"batch": m}, {"x": None}, "dense", dict(batch=m),
+               reps=r, quick_reps=r // 10, warmup=20, max_seconds=2, quant="bf16",
+               f32_row="dense1024_b%d" % m) for m, r in ((1, 3000), (64, 500), (256, 200))],
     Workload("mlp_b1_int8", "examples/mlp.nn", {"batch": 1}, {"x": None}, "mlp", dict(batch=1), reps=3000,
              quick_reps=300, warmup=200, max_seconds=2, quant="int8-dynamic", f32_row="mlp_b1"),
     Workload("mlp_b256_int8", "examples/mlp.nn", {"batch": 256}, {"x": None}, "mlp", dict(batch=256), reps=300,

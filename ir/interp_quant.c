@@ -6,12 +6,15 @@
  * rt_q_row_static); its f32 form (kernel LATHE_RT_ISA_F32) is sum x * q in
  * double times s[n].
  * The weight-only modes dequantize (w = s * q, 16-bit floats as they are)
- * and multiply in double. Layouts: rt/rt_quant.h. */
+ * and multiply in double; bf16 on the bf16 dot-product kernel
+ * (LATHE_RT_ISA_AVX512BF16) rounds the activations to bf16 first, as the
+ * kernel does (rt_qbf16_round). Layouts: rt/rt_quant.h. */
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "interp_impl.h"
 #include "rt/lathe_rt.h"
+#include "rt/rt_qbf16.h"
 #include "rt/rt_quant.h"
 
 static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
@@ -85,7 +88,11 @@ int ik_qmatmul(ik_ctx *c, const ir_node *n, double *out) {
   if (!d) return -1;
   for (int64_t k = 0; k < K; k++) /* as [K, N] */
     for (int64_t j = 0; j < N; j++) d[k * N + j] = weight(n, w, s, K, j, k);
-  ik_affine(x, d, NULL, M, K, N, out);
-  free(d);
+  int rb = n->attr.i == LATHE_RT_Q_BF16 && n->attr.k == LATHE_RT_ISA_AVX512BF16;
+  double *xr = rb ? ik_alloc(c, n, M * K) : NULL;
+  if (rb && !xr) return free(d), -1;
+  for (int64_t i = 0; xr && i < M * K; i++) xr[i] = rt_q_bf16(rt_qbf16_round((float)x[i]));
+  ik_affine(xr ? xr : x, d, NULL, M, K, N, out);
+  free(d), free(xr);
   return 0;
 }

@@ -32,9 +32,10 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (mode < LATHE_RT_Q_W8 || mode > LATHE_RT_Q_S8)
     return ir_fail(msg, mn, "qmatmul: unknown mode %lld (expected 1 to 6)", (long long)mode);
   int64_t kmax = mode == LATHE_RT_Q_S8 ? LATHE_RT_ISA_F32 : LATHE_RT_ISA_AVX512VNNI; /* f32: static int8 only */
-  if (n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > kmax)
-    return ir_fail(msg, mn, "qmatmul: unknown integer kernel k=%lld (expected 0 to %lld)", (long long)n->attr.k,
-                   (long long)kmax);
+  int bf16 = mode == LATHE_RT_Q_BF16 && n->attr.k == LATHE_RT_ISA_AVX512BF16; /* bf16 dot products: rt/rt_qbf16.c */
+  if ((n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > kmax) && !bf16)
+    return ir_fail(msg, mn, "qmatmul: unknown integer kernel k=%lld (expected 0 to %lld%s)", (long long)n->attr.k,
+                   (long long)kmax, mode == LATHE_RT_Q_BF16 ? ", or 8: avx512-bf16" : "");
   int epi = mode == LATHE_RT_Q_S8 && n->nin == nin[mode] + 1; /* static int8's bias */
   if (n->nin != nin[mode] && !epi)
     return ir_fail(msg, mn, "qmatmul: mode %lld takes %d inputs%s, got %d", (long long)mode, nin[mode],

@@ -185,7 +185,9 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
       }
       if (g->nodes[j].op != IR_MATMUL || g->nodes[j].in[1] != p.node) continue;
       in[0] = g->nodes[j].in[0];
-      ir_attr at = {.i = mode, .n = N, .k = mode == LATHE_RT_Q_S8 ? qz_s8_kernel(isa) : isa};
+      ir_attr at = {.i = mode, .n = N, .k = mode == LATHE_RT_Q_S8     ? qz_s8_kernel(isa)
+                                      : mode == LATHE_RT_Q_BF16 ? lathe_rt_bf16_isa(isa)
+                                                                : isa};
       int q = ir_add(g, IR_QMATMUL, in, nin, &at, g->nodes[j].loc, msg, mn);
       if (q < 0) return -1;
       repl[j] = q;

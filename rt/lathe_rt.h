@@ -100,7 +100,7 @@ int64_t lathe_rt_mha_scratch_floats(int64_t B, int64_t Tq, int64_t Tk, int64_t d
 enum { LATHE_RT_Q_NONE = 0, LATHE_RT_Q_W8 = 1, LATHE_RT_Q_W4 = 2, LATHE_RT_Q_DQ8 = 3, LATHE_RT_Q_BF16 = 4,
        LATHE_RT_Q_F16 = 5, LATHE_RT_Q_S8 = 6 };
 enum { LATHE_RT_ISA_SCALAR = 0, LATHE_RT_ISA_AVX2 = 1, LATHE_RT_ISA_AVXVNNI = 2, LATHE_RT_ISA_AVX512VNNI = 3,
-       LATHE_RT_ISA_F32 = 4 };
+       LATHE_RT_ISA_F32 = 4, LATHE_RT_ISA_AVX512BF16 = 8 };
 void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
                       void *scr, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa, int64_t act);
 int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N);
@@ -123,6 +123,10 @@ int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64
  * LATHE_CPU_FEATURES turns off: a comma-separated list such as
  * "-avx512vnni,-avxvnni" (also -avx2; "none" = the scalar kernel). */
 int64_t lathe_rt_quant_isa(void);
+/* bf16's kernel: LATHE_RT_ISA_AVX512BF16 (vdpbf16ps: rt/rt_qbf16.c) where
+ * the CPU has AVX-512 BF16 and LATHE_CPU_FEATURES has no -avx512bf16, else
+ * isa (the weights converted to f32 in the product). */
+int64_t lathe_rt_bf16_isa(int64_t isa);
 const char *lathe_rt_isa_name(int64_t isa);
 
 /* ---- collectives (rt/rt_comm.c; docs/distributed.md) ----

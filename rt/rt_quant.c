@@ -34,6 +34,7 @@
 #include "rt/blas.h"
 #include "rt/lathe_rt.h"
 #include "rt/rt_qgemm.h"
+#include "rt/rt_qbf16.h"
 #include "rt/rt_quant.h"
 #include "rt/threadpool.h"
 
@@ -45,7 +46,7 @@ enum {
 
 /* ---- the features (cpuid, less LATHE_CPU_FEATURES) ---- */
 
-static int feature_off(const char *env, const char *name) {
+int rt_q_feature_off(const char *env, const char *name) {
   if (!env) return 0;
   if (!strcmp(env, "none")) return 1;
   size_t n = strlen(name);
@@ -68,16 +69,17 @@ static int has_avxvnni(void) {
 int64_t lathe_rt_quant_isa(void) {
   const char *env = getenv("LATHE_CPU_FEATURES");
   __builtin_cpu_init();
-  int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !feature_off(env, "avx2");
+  int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !rt_q_feature_off(env, "avx2");
   int v512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vnni") && !feature_off(env, "avx512vnni");
-  int vnni = avx2 && has_avxvnni() && !feature_off(env, "avxvnni");
+             __builtin_cpu_supports("avx512vnni") && !rt_q_feature_off(env, "avx512vnni");
+  int vnni = avx2 && has_avxvnni() && !rt_q_feature_off(env, "avxvnni");
   return v512 ? LATHE_RT_ISA_AVX512VNNI : vnni ? LATHE_RT_ISA_AVXVNNI : avx2 ? LATHE_RT_ISA_AVX2
                                                                             : LATHE_RT_ISA_SCALAR;
 }
 
 const char *lathe_rt_isa_name(int64_t isa) {
   static const char *const names[] = {"scalar", "avx2", "avx-vnni", "avx512-vnni", "f32"};
+  if (isa == LATHE_RT_ISA_AVX512BF16) return "avx512-bf16";
   return isa >= 0 && isa <= LATHE_RT_ISA_F32 ? names[isa] : "unknown";
 }
 
@@ -550,13 +552,18 @@ int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64
   if (mode == LATHE_RT_Q_DQ8) return M * rt_q_kpad(K) + M * 4 + 64;
   if (mode == LATHE_RT_Q_S8) /* the integer kernels' rows, or the f32 form's panel */
     return M * rt_q_kpad(K) + M * 4 + 64 + (M >= Q_PANEL_M ? N * K * 4 : 0);
-  return panel_path(M, K) ? N * K * 4 : 0;
+  int64_t wo = panel_path(M, K) ? N * K * 4 : 0, b = mode == LATHE_RT_Q_BF16 ? rt_qbf16_scratch_bytes(M, K) : 0;
+  return wo > b ? wo : b; /* bf16: either kernel (rt/rt_qbf16.c on bf16 dot products) */
 }
 
 void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
                       void *scr, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa, int64_t act) {
   q_job j = {.out = out, .x = x, .w = w, .s = s, .c = c, .bias = bias, .act = act, .mode = (int)mode, .isa = (int)isa,
              .M = M, .K = K, .N = N, .Kp = rt_q_kpad(K)};
+  if (mode == LATHE_RT_Q_BF16 && isa == LATHE_RT_ISA_AVX512BF16) {
+    rt_qbf16_matmul(out, x, w, bias, act, scr, M, K, N);
+    return;
+  }
   if (mode == LATHE_RT_Q_S8 && isa == LATHE_RT_ISA_F32) {
     int many = M >= Q_PANEL_M;
     int64_t per = 16 * (many ? 1 : M) * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / (per ? per : 1);

@@ -105,6 +105,9 @@ static inline int rt_q_round(float w, float s, int qmin, int qmax) {
   return q < (float)qmin ? qmin : q > (float)qmax ? qmax : (int)q;
 }
 
+/* LATHE_CPU_FEATURES (env) turns feature name off: "-name" in its list, or "none" */
+int rt_q_feature_off(const char *env, const char *name);
+
 /* 16-bit floats to f32 */
 static inline float rt_q_bf16(uint16_t h) {
   uint32_t b = (uint32_t)h << 16;

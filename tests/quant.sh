@@ -2,8 +2,9 @@
 # quant.sh -- quantized models through the CLI (docs/quantize.md):
 #   1. the digits MLP (examples/mlp.nn) trained, then quantized in every mode:
 #      int8 (static, calibrated on the training split, minmax and
-#      percentile), int8-dynamic and w8 test accuracy within 0.3 points of
-#      f32, w4, bf16 and f16 within 1 point; int8-dynamic's metrics are
+#      percentile), int8-dynamic, w8 and bf16 test accuracy within 0.3
+#      points of f32 (bf16 on both its kernels: the bf16 dot products and,
+#      with -avx512bf16, the f32 one), w4 and f16 within 1 point; int8-dynamic's metrics are
 #      the same with every integer kernel turned off (LATHE_CPU_FEATURES=
 #      none: the scalar one), int8's on the AVX2 kernel; with none, int8
 #      computes in f32 on its int8 weights (within 0.3 points) and
@@ -45,10 +46,15 @@ if [ -r "$DIGITS" ]; then
     "$LATHE" eval examples/mlp.nn --weights "$tmp/$mode.safetensors" --data "$DIGITS" >"$tmp/$mode.out" 2>&1 \
       || bad "eval $mode: $(tail -3 "$tmp/$mode.out")"
     a=$(metric accuracy "$tmp/$mode.out")
-    tol=0.01; case $mode in int8*|w8) tol=0.003 ;; esac
+    tol=0.01; case $mode in int8*|w8|bf16) tol=0.003 ;; esac
     echo "digits MLP test accuracy: f32 $a32, $mode ${a:-none}"
     within "${a:-0}" "$a32" $tol && ok || bad "$mode accuracy ${a:-none} vs f32 $a32 (tolerance $tol)"
   done
+  LATHE_CPU_FEATURES=-avx512bf16 "$LATHE" eval examples/mlp.nn --weights "$tmp/bf16.safetensors" --data "$DIGITS" \
+    >"$tmp/bf16f.out" 2>&1 || bad "eval bf16 on the f32 kernel"
+  a=$(metric accuracy "$tmp/bf16f.out")
+  echo "digits MLP test accuracy: f32 $a32, bf16 on the f32 kernel ${a:-none}"
+  within "${a:-0}" "$a32" 0.003 && ok || bad "bf16 (f32 kernel) accuracy ${a:-none} vs f32 $a32"
   LATHE_CPU_FEATURES=none "$LATHE" eval examples/mlp.nn --weights "$tmp/int8-dynamic.safetensors" --data "$DIGITS" \
     >"$tmp/scalar.out" 2>&1 || bad "eval scalar"
   cmp -s "$tmp/scalar.out" "$tmp/int8-dynamic.out" && ok || bad "int8-dynamic metrics differ with the scalar kernel"

@@ -580,9 +580,13 @@ static void test_qmatmul(void) {
   a.i = 7, a.k = 0;
   BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown mode 7 (expected 1 to 6)");
   a.i = 4, a.k = 9;
-  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=9 (expected 0 to 3)");
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=9 (expected 0 to 3, or 8: avx512-bf16)");
   a.k = 4; /* the f32 form is static int8's only */
-  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=4 (expected 0 to 3)");
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=4 (expected 0 to 3, or 8: avx512-bf16)");
+  a.k = 8; /* bf16 on the bf16 dot products: bf16's only */
+  OK(ADD(IR_QMATMUL, &a, x, h), "f32[2, 3, 5]");
+  a.i = 5;
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=8 (expected 0 to 3)");
 }
 
 /* qconv2d: conv2d's geometry from its list (the f32 weight's shape), the
