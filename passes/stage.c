@@ -217,6 +217,8 @@ int st_extract(ir_graph *g, const st_plan *pl, int s, int flags, char *msg, size
   else if (sink && train) sink[nsink++] = g->loss;
   else
     for (int o = 0; sink && o < g->noutputs; o++) sink[nsink++] = g->outputs[o].node;
+  int keep_loss = last && !train && (flags & ST_KEEP_LOSS) && g->loss >= 0;
+  if (sink && keep_loss) sink[nsink++] = g->loss;
   char *need = sink ? needed(g, lo, hi, sink, nsink) : NULL;
   if (!need || !map) {
     free(sink), free(map), free(need);
@@ -237,6 +239,7 @@ int st_extract(ir_graph *g, const st_plan *pl, int s, int flags, char *msg, size
     else if (train) ng.loss = map[g->loss];
     else
       for (int o = 0; o < g->noutputs; o++) ir_add_output(&ng, g->outputs[o].name, map[g->outputs[o].node]);
+    if (keep_loss) ng.loss = map[g->loss];
     ng.train = g->train, ng.no_fusion = g->no_fusion, ng.quant = g->quant;
     *g = ng;
   }

@@ -42,7 +42,9 @@ typedef struct {
 int st_plan_make(const ir_graph *g, int k, int train, st_plan *pl, char *msg, size_t msgn);
 
 /* Rewrite g (the graph st_plan_make saw, unchanged) into stage s of pl. */
-enum { ST_TRAIN = 1, ST_P2P = 2 };
+/* ST_KEEP_LOSS: an inference stage (not ST_TRAIN) that is the last keeps
+ * the loss too, with the target inputs it reads (evaluation's metrics). */
+enum { ST_TRAIN = 1, ST_P2P = 2, ST_KEEP_LOSS = 4 };
 int st_extract(ir_graph *g, const st_plan *pl, int s, int flags, char *msg, size_t msgn);
 
 /* A non-last training stage: the loss sum(ST_ACT_OUT * gout), gout the

@@ -17,6 +17,7 @@
 #include "passes/comm.h"
 #include "passes/optimizer.h"
 #include "passes/passes.h"
+#include "passes/stage.h"
 #include "runtime/runtime.h"
 #include "runtime/train.h"
 #include "rt/lathe_rt.h"
@@ -75,6 +76,7 @@ typedef struct {
    * whole model (never run) and data.batch is one micro-batch of gbatch. */
   tr_pipe *pipe;
   int stages, micro;
+  int eval_stages;           /* lathe eval --pipeline K: `eval` is this rank's stage of K */
 } tr_run;
 
 static int build_step(tr_run *r, lathe_error *err) {
@@ -112,6 +114,20 @@ static int choose_metric(tr_run *r, const char *name, lathe_error *err) {
   return api_fail(err, LATHE_EUSER, "--metric %s: this model's loss does not report '%s'", name, name);
 }
 
+/* lathe eval --pipeline K: p (the evaluation graph) cut to this rank's
+ * stage; the last keeps the outputs, the loss and its targets (passes/stage.h). */
+static int eval_stage(tr_run *r, lathe_program *p, lathe_error *err) {
+  st_plan pl;
+  char msg[1024];
+  if (st_plan_make(&p->g, r->eval_stages, 0, &pl, msg, sizeof msg) ||
+      st_extract(&p->g, &pl, r->rank, ST_P2P | ST_KEEP_LOSS, msg, sizeof msg)) {
+    lathe_program_free(p);
+    return api_fail(err, LATHE_EUSER, "%s", msg);
+  }
+  p->pipe_stage = 1;
+  return 0;
+}
+
 static int build_eval(tr_run *r, lathe_error *err) {
   lathe_options po = {.backend = r->o->backend, .quant = r->quant};
   api_copy_pass_options(&po, r->o->compile);
@@ -137,11 +153,13 @@ static int build_eval(tr_run *r, lathe_error *err) {
   r->data.form_delta = p->g.nodes[term].attr.f;
   r->data.has_ignore = op == IR_CROSS_ENTROPY && p->g.nodes[term].attr.k;
   r->data.ignore = p->g.nodes[term].attr.n;
+  if (r->eval_stages > 1 && eval_stage(r, p, err)) return -1;
   if (api_program_finish(p, err)) return -1;
   r->eval = p;
   r->pred_out = ir_find_output(&p->g, "__pred");
   r->tgt_out = ir_find_output(&p->g, "__tgt");
   r->metric = rt_metric_primary(r->data.loss, r->data.lm, &r->higher);
+  if (r->pred_out < 0) return 0; /* a pipeline stage before the last */
   if (r->o->metric) return choose_metric(r, r->o->metric, err);
   return 0;
 }
@@ -163,8 +181,21 @@ static int copy_weights(const lathe_program *from, lathe_program *to, lathe_erro
 
 /* ---- evaluation ---- */
 
+/* A pipeline stage before the last (lathe eval --pipeline): run every batch,
+ * its ops passing the activations on; the last stage computes the metrics. */
+static int evaluate_stage(tr_run *r, const rt_index *split, int *nout, lathe_error *err) {
+  int64_t B = r->data.batch, nb = rt_batch_count(split->n, B, 0);
+  *nout = 0;
+  for (int64_t b = 0; b < nb; b++) {
+    int64_t start = b * B, count = split->n - start < B ? split->n - start : B;
+    if (tr_data_feed_some(&r->data, r->eval, split->idx + start, count, 1, err) || lathe_run(r->eval, err)) return -1;
+  }
+  return 0;
+}
+
 static int evaluate(tr_run *r, const rt_index *split, rt_metric *out, int *nout, lathe_error *err) {
   lathe_program *p = r->eval;
+  if (r->eval_stages > 1 && r->pred_out < 0) return evaluate_stage(r, split, nout, err);
   const ir_node *pred = &p->g.nodes[p->g.outputs[r->pred_out].node];
   int64_t numel = ir_numel(&pred->shape), B = r->data.batch;
   /* A rank-1 prediction [batch] (mse/bce on one value per example) is one
@@ -186,7 +217,7 @@ static int evaluate(tr_run *r, const rt_index *split, rt_metric *out, int *nout,
   int64_t nb = rt_batch_count(split->n, B, 0);
   for (int64_t b = 0; rc == 0 && b < nb; b++) {
     int64_t start = b * B, count = split->n - start < B ? split->n - start : B;
-    rc = tr_data_feed(&r->data, p, split->idx + start, count, err);
+    rc = tr_data_feed_some(&r->data, p, split->idx + start, count, r->eval_stages > 1, err);
     if (!rc) rc = lathe_run(p, err);
     if (rc) break;
     api_read_output(p, r->pred_out, buf);
@@ -641,6 +672,12 @@ int tr_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, lat
   if (read_settings(m, &o->data, &t, err)) return err->code;
   tr_run r = {.m = m, .o = &o->data};
   r.t = t;
+  if (o->data.pipeline > 1) { /* lathe eval --pipeline K: rank s evaluates stage s; the last has the metrics */
+    r.eval_stages = o->data.pipeline, r.rank = lathe_rt_comm_rank(), r.ranks = lathe_rt_comm_size();
+    if (r.ranks != r.eval_stages)
+      return api_fail(err, LATHE_EUSER, "--pipeline %d needs exactly %d ranks (mpirun -np %d), one per stage; the "
+                      "job has %d", r.eval_stages, r.eval_stages, r.eval_stages, r.ranks);
+  }
   int rc = tr_data_open(&r.data, m, &o->data, t.split, (uint64_t)t.seed, t.batch, err);
   if (rc == 0) rc = lathe_weights_quant(o->weights, &r.quant, err); /* a quantized file compiles quantized */
   if (rc == 0) rc = build_eval(&r, err);

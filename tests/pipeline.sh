@@ -4,7 +4,7 @@
 #    state on the same global batches, within 1e-5; only rank 0 prints and writes;
 # 2. the char-GPT likewise with 2 stages (about 10 steps: the suite stays short; docs/distributed.md reports
 #    200 steps);
-# 2b. inference (lathe run --pipeline K) gives one process's outputs within 1e-5;
+# 2b. inference (lathe run --pipeline K) gives one process's outputs within 1e-5, lathe eval --pipeline K its metrics;
 # 3. --resume of a pipeline checkpoint (which holds the whole model) continues to the same weights;
 # 4. what is not supported is refused with a clear message: more stages than layer boundaries, a job whose
 #    ranks are not the stages, --zero1, --pipeline in one process;
@@ -88,6 +88,18 @@ fi
 mpi 3 run examples/mlp.nn --pipeline 3 --weights "$tmp/one/last.safetensors" --in x="$tmp/x.npy" --out probs="$tmp/m3.npy" \
   >"$tmp/runm.txt" 2>&1 || bad "mlp run --pipeline 3: $(tail -5 "$tmp/runm.txt")"
 close "$tmp/m1.npy" "$tmp/m3.npy" "digits MLP inference, --pipeline 3"
+# lathe eval --pipeline K: the last stage prints one process's metrics
+"$LATHE" eval examples/mlp.nn --weights "$tmp/one/last.safetensors" --data "$DIGITS" >"$tmp/e1.txt" 2>&1 ||
+  bad "mlp eval, one process: $(cat "$tmp/e1.txt")"
+mpi 3 eval examples/mlp.nn --pipeline 3 --weights "$tmp/one/last.safetensors" --data "$DIGITS" >"$tmp/e3.txt" 2>&1 ||
+  bad "mlp eval --pipeline 3: $(tail -5 "$tmp/e3.txt")"
+diff "$tmp/e1.txt" "$tmp/e3.txt" >/dev/null && ok || bad "eval --pipeline 3 differs: $(cat "$tmp/e3.txt")"
+if [ -z "$asan" ]; then
+  "$LATHE" eval examples/gpt.nn --weights "$tmp/g1/last.safetensors" --data "$tmp/text.txt" --split val >"$tmp/ge1.txt" 2>&1
+  mpi 2 eval examples/gpt.nn --pipeline 2 --weights "$tmp/g1/last.safetensors" --data "$tmp/text.txt" --split val \
+    >"$tmp/ge2.txt" 2>&1 || bad "gpt eval --pipeline 2: $(tail -5 "$tmp/ge2.txt")"
+  diff "$tmp/ge1.txt" "$tmp/ge2.txt" >/dev/null && ok || bad "gpt eval --pipeline 2 differs: $(cat "$tmp/ge2.txt")"
+fi
 
 # ---- 3. --resume: 1 epoch on the pipeline, the 2nd resumed (the checkpoint holds the whole model) ----
 mpi 2 train examples/mlp.nn --data "$DIGITS" --epochs 1 --pipeline 2 --out "$tmp/r" --quiet >"$tmp/r1.txt" 2>&1 ||

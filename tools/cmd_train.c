@@ -202,7 +202,8 @@ int cmd_eval(int argc, char **argv) {
   const char *npy[CLI_MAXITEMS];
   lathe_eval_options o = {0};
   int status = cli_parse(argc, argv, "eval",
-                         DATA_FLAGS " --weights=value --split=value --backend=value --gemm=value --precision=value", &a);
+                         DATA_FLAGS " --weights=value --split=value --backend=value --gemm=value --precision=value "
+                                    "--pipeline=value --comm-timeout=value", &a);
   lathe_options prec = {0};
   if (!status) status = cli_precision("eval", cli_value(&a, "--precision"), &prec.precision);
   o.data.compile = &prec;
@@ -215,13 +216,30 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "lathe eval: error: no weights: give --weights FILE.safetensors\n");
     status = 1;
   }
+  uint64_t stages = 0;
+  int stages_given = 0;
+  double timeout = -1;
+  if (!status && (cli_u64(&a, "eval", "--pipeline", &stages, &stages_given) ||
+                  count_flag("eval", "--pipeline", stages, stages_given, 64) ||
+                  comm_timeout_option(&a, "eval", &timeout)))
+    status = 1;
+  o.data.pipeline = (int)stages;
   if (status) { cli_args_free(&a); return status; }
+  lathe_error err = {0};
+  /* --pipeline K under mpirun -np K: rank s evaluates stage s, the last prints */
+  if (stages > 1 && lathe_dist_init(&err)) {
+    status = cli_report(&err);
+    cli_args_free(&a);
+    return status;
+  }
+  if (timeout >= 0) lathe_dist_set_timeout(timeout);
   lathe_model *m = cli_load_model(&a, &status);
   lathe_metrics mt;
-  lathe_error err = {0};
   if (m && lathe_eval(m, &o, &mt, &err)) status = cli_report(&err);
-  else if (m) print_metrics("", &mt);
+  else if (m && lathe_dist_rank() == lathe_dist_size() - 1) print_metrics("", &mt);
   lathe_model_free(m);
   cli_args_free(&a);
+  if (status && lathe_dist_size() > 1) lathe_dist_abort("lathe eval failed on this rank");
+  lathe_dist_finalize();
   return status;
 }

@@ -170,13 +170,15 @@ static const cli_command commands[] = {
   {"eval", cmd_eval, "evaluate weights on a data split",
    "usage: lathe eval MODEL --weights W --data FILE [--split test|val|train|all]\n"
    "                  [--target-column N] [--normalize K] [--batch N] [--seed N] [--backend B]\n"
-   "                  [--gemm blas|generated] [--in-order]\n"
+   "                  [--gemm blas|generated] [--in-order] [--pipeline K]\n"
    "\n"
    "Rebuilds the split training used (the train block's fractions and seed, or --seed; --in-order:\n"
    "the rows in file order, as lathe train --in-order split them) and prints\n"
    "one `NAME: VALUE` line per metric for the chosen split (default test). The features are\n"
    "normalised as the weights say (their saved statistics); --normalize must agree with them.\n"
    "Weights without saved statistics (older files) get them refitted on the training split.\n"
+   "Under mpirun -np K, --pipeline K evaluates the layers cut into K stages (rank s runs stage s;\n"
+   "the last prints the metrics; --comm-timeout S as for lathe train).\n"
    "\n"
    CLI_GEMM_HELP},
   {"quantize", cmd_quantize, "quantize a model's weights (int8, int4, bf16, f16)",
