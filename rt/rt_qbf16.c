@@ -27,6 +27,7 @@
 enum {
   B_GRAIN = 1 << 16, /* multiply-adds per part at least */
   B_TILE = 4,        /* rows and columns per tile */
+  B_ROWS = 64,       /* rows per pass over a part's columns: 64 bf16 rows of K = 1024 are 128 KiB, in L2 */
 };
 
 static int64_t kx_of(int64_t K) { return (K + 31) / 32 * 32; } /* a bf16 row, zero-padded to 64 bytes */
@@ -89,31 +90,37 @@ static inline __attribute__((always_inline)) TBF16 void tile(const b_job *j, con
   for (int i = 0; i < MB; i++) _mm_storeu_ps(r[i], sum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
 }
 
-/* column tiles [lo, hi) against every row */
-static TBF16 void b_part(void *ctx, int64_t lo, int64_t hi, int part) {
-  (void)part;
-  const b_job *j = ctx;
+/* column tile t against rows [r0, r1) */
+static TBF16 void b_tile_rows(const b_job *j, int64_t t, int64_t r0, int64_t r1) {
   float r[B_TILE][B_TILE];
-  for (int64_t t = lo; t < hi; t++) {
-    int64_t n0 = t * B_TILE, nb = j->N - n0 < B_TILE ? j->N - n0 : B_TILE;
-    const uint16_t *w[B_TILE];
-    for (int c = 0; c < B_TILE; c++) w[c] = j->w + (n0 + (c < nb ? c : nb - 1)) * j->K; /* a short tile repeats its last column */
-    for (int64_t m0 = 0; m0 < j->M; m0 += B_TILE) {
-      int mb = j->M - m0 < B_TILE ? (int)(j->M - m0) : B_TILE;
-      const uint16_t *xb = j->xb + m0 * j->Kx;
-      switch (mb) { /* constant row counts: the accumulators stay in registers */
-      case 1: tile(j, xb, w, 1, r); break;
-      case 2: tile(j, xb, w, 2, r); break;
-      case 3: tile(j, xb, w, 3, r); break;
-      default: tile(j, xb, w, 4, r); break;
-      }
-      for (int i = 0; i < mb; i++) {
-        float *o = j->out + (m0 + i) * j->N + n0;
-        for (int64_t c = 0; c < nb; c++)
-          o[c] = rt_q_epilogue(r[i][c], j->bias ? j->bias[n0 + c] : 0.0f, j->bias != NULL, j->act);
-      }
+  int64_t n0 = t * B_TILE, nb = j->N - n0 < B_TILE ? j->N - n0 : B_TILE;
+  const uint16_t *w[B_TILE];
+  for (int c = 0; c < B_TILE; c++) w[c] = j->w + (n0 + (c < nb ? c : nb - 1)) * j->K; /* a short tile repeats its last column */
+  for (int64_t m0 = r0; m0 < r1; m0 += B_TILE) {
+    int mb = r1 - m0 < B_TILE ? (int)(r1 - m0) : B_TILE;
+    const uint16_t *xb = j->xb + m0 * j->Kx;
+    switch (mb) { /* constant row counts: the accumulators stay in registers */
+    case 1: tile(j, xb, w, 1, r); break;
+    case 2: tile(j, xb, w, 2, r); break;
+    case 3: tile(j, xb, w, 3, r); break;
+    default: tile(j, xb, w, 4, r); break;
+    }
+    for (int i = 0; i < mb; i++) {
+      float *o = j->out + (m0 + i) * j->N + n0;
+      for (int64_t c = 0; c < nb; c++)
+        o[c] = rt_q_epilogue(r[i][c], j->bias ? j->bias[n0 + c] : 0.0f, j->bias != NULL, j->act);
     }
   }
+}
+
+/* column tiles [lo, hi) against every row, B_ROWS rows at a time: those
+ * rows stay in cache while every tile passes over them, and each tile's
+ * weights stay in L1 while its rows pass */
+static void b_part(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  const b_job *j = ctx;
+  for (int64_t r0 = 0; r0 < j->M; r0 += B_ROWS)
+    for (int64_t t = lo; t < hi; t++) b_tile_rows(j, t, r0, j->M - r0 < B_ROWS ? j->M : r0 + B_ROWS);
 }
 
 static void b_round_rows(void *ctx, int64_t lo, int64_t hi, int part) {

@@ -34,9 +34,9 @@
 #include "rt/blas.h"
 #include "rt/lathe_rt.h"
 #include "rt/rt_qgemm.h"
-#include "rt/rt_qbf16.h"
 #include "rt/rt_quant.h"
 #include "rt/threadpool.h"
+#include "rt/rt_qbf16.h" /* bf16 on bf16 dot products */
 
 enum {
   Q_GRAIN = 1 << 16,   /* multiply-adds per part at least */

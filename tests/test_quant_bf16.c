@@ -137,7 +137,7 @@ int main(void) {
   }
   test_round();
   static const int64_t shapes[][3] = {{1, 64, 16}, {7, 100, 33}, {4, 1024, 8}, {64, 96, 20}, {17, 40, 5},
-                                      {3, 31, 2},  {2, 32, 1},   {5, 1, 3}};
+                                      {3, 31, 2},  {2, 32, 1},   {5, 1, 3},   {130, 72, 9}}; /* 130: rows in chunks of 64 */
   static const char *const features[] = {NULL, "-avx512bf16", "none"};
   int host = bf16_host();
   printf("bf16 dot products on this CPU: %s\n", host ? "yes (AVX-512 BF16)" : "no (only the f32 kernels tested)");
