@@ -37,8 +37,11 @@ void lathe_rt_prof_tick(int32_t seq);
 typedef void (*lathe_rt_tick_hook)(void *ctx, int32_t seq);
 void lathe_rt_prof_set(lathe_rt_tick_hook hook, void *ctx); /* this thread's hook; NULL: none */
 
-/* Flash attention forward (save: out is [y | qkv | ctx | lse]) and
- * backward (saved: that pack, else recomputed); see rt/rt_seq.c. */
+/* Flash attention forward (save bit 0: out is [y | qkv | ctx | lse]; bit 1,
+ * LATHE_RT_ATTN_SPLIT: a program with no attention backward, whose single
+ * work item may split its products) and backward (saved: that pack, else
+ * recomputed); see rt/rt_seq.c. */
+#define LATHE_RT_ATTN_SPLIT 2
 void lathe_rt_attn_fwd(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
                        float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal, int64_t save);
 void lathe_rt_attn_grad(float *out, const float *x, const float *wq, const float *bq, const float *wp,

@@ -338,7 +338,7 @@ static void affine_split(const float *x, const float *w, const float *bias, int6
 }
 
 static void att_fwd_wide(const att_job *a) {
-  att_wide_job j = {a, a->sqkv ? att_save_item(a, 0, 0) : att_item(a, 0, 0)};
+  att_wide_job j = {a, att_item(a, 0, 0)};
   int64_t d = a->d;
   affine_split(a->x, a->wq, a->bq, j.s.n, d, 3 * d, j.s.qkv);
   seq_run(a->B * a->H, att_wide_parts(a->B, a->H), att_wide_head, &j);
@@ -377,15 +377,22 @@ static void att_setup(att_job *a, float *scr, int64_t B, int64_t T, int64_t d, i
 }
 
 /* out = attention(x): per item the qkv GEMM, flash heads, output GEMM; with
- * save, out is [y | qkv | ctx | lse] and the items keep those there. */
+ * save (bit 0), out is [y | qkv | ctx | lse] and the items keep those there.
+ * A single item splits its products only with LATHE_RT_ATTN_SPLIT (an
+ * inference program): in a training program the backward recomputes (or
+ * reads) the forward with the items' unsplit products, and a forward rounded
+ * differently would make -O0 and -O3 steps differ (Adam amplifies the last
+ * bits of a near-zero gradient). */
 void lathe_rt_attn_fwd(float *out, const float *x, const float *wq, const float *bq, const float *wp, const float *bp,
                     float *scr, int64_t B, int64_t T, int64_t d, int64_t H, int64_t causal, int64_t save) {
   rt_blas_single(); /* its GEMMs run inside pool parts: OpenBLAS on one thread */
   att_job a;
   att_setup(&a, scr, B, T, d, H, causal);
   a.x = x, a.wq = wq, a.bq = bq, a.wp = wp, a.bp = bp, a.out = out;
+  int split = (save & LATHE_RT_ATTN_SPLIT) != 0;
+  save &= 1;
   if (save) a.sqkv = out + B * T * d, a.ctx = a.sqkv + B * T * 3 * d, a.slse = a.ctx + B * T * d;
-  if (att_wide(B, T)) att_fwd_wide(&a);
+  if (split && att_wide(B, T)) att_fwd_wide(&a);
   else seq_run(att_items(B, T), ATT_PARTS, att_fwd_item, &a);
 }
 

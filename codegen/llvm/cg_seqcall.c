@@ -24,9 +24,17 @@ void cg_call_rt(cg_k *k, const char *name, V *ptrs, int np, const int64_t *ints,
   cg_call(k, f, args, (unsigned)(np + ni));
 }
 
+/* whether the program has an attention backward (a training step) */
+static int has_attention_grad(const ir_graph *g) {
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].op == IR_ATTENTION_GRAD || g->nodes[i].op == IR_ATTENTION_GRAD_SAVED) return 1;
+  return 0;
+}
+
 void cg_emit_attention(cg_k *k) {
   const ir_shape *sx = k->sh[1];
-  int64_t ints[6] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal, k->n->op == IR_ATTENTION_SAVE};
+  int64_t save = (k->n->op == IR_ATTENTION_SAVE) | (has_attention_grad(k->g) ? 0 : LATHE_RT_ATTN_SPLIT);
+  int64_t ints[6] = {sx->d[0], sx->d[1], sx->d[2], k->n->attr.heads, k->n->attr.causal, save};
   V p[7] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], k->arg[5], k->scratch};
   cg_call_rt(k, "lathe_rt_attn_fwd", p, 7, ints, 6);
 }
