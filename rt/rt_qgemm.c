@@ -177,3 +177,75 @@ void rt_qgemm_512(const rt_qgemm_args *a, int64_t b0, int64_t b1) {
     for (int64_t m0 = 0; m0 < a->M; m0 += 6) rows[a->M - m0 < 6 ? a->M - m0 : 6](a, m0, b, nb);
   }
 }
+
+/* ---- 256 bits: MR rows x one block of 16 columns (two halves of 8) ----
+ * AVX-VNNI's vpdpbusd in inline assembly ({vex}: the 256-bit VEX form)
+ * for the reason above; that also lets one AVX2-targeted function hold
+ * both forms. AVX2: maddubs(|x|, sign(w, x)) (pairs of at most
+ * 2 * 127 * 127 never saturate), then madd with ones to int32. */
+static TAVX2 INLINE __m256i dot256(__m256i acc, __m256i xb, __m256i w, const int VNNI) {
+  if (VNNI) {
+    __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(xb), "x"(w));
+    return acc;
+  }
+  __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(xb), _mm256_sign_epi8(w, xb));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+static TAVX2 INLINE void epilogue256(const rt_qgemm_args *a, int64_t m, int64_t n, __m256i acc, const int VNNI) {
+  int64_t left = a->N - n;
+  if (left <= 0) return;
+  __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(left >= 8 ? 8 : (int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256 scale = _mm256_mul_ps(_mm256_set1_ps(a->sx[m]), _mm256_maskload_ps(a->s + n, k)); /* sx * sw */
+  if (VNNI) acc = _mm256_sub_epi32(acc, _mm256_maskload_epi32((const int *)(a->c + n), k));
+  __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
+  if (a->bias) y = _mm256_add_ps(y, _mm256_maskload_ps(a->bias + n, k));
+  if (a->act == 1) y = _mm256_max_ps(y, _mm256_setzero_ps());
+  _mm256_maskstore_ps(a->out + m * a->N + n, k, y);
+}
+
+#define ROWS4(X) X(0) X(1) X(2) X(3)
+#define ACC256(i) __m256i c##i##0 = z, c##i##1 = z;
+#define DOT256(i)                                                                                                      \
+  if (MR > i) {                                                                                                        \
+    int32_t t;                                                                                                         \
+    memcpy(&t, x + i * Kp + k, 4);                                                                                     \
+    __m256i xb = _mm256_set1_epi32(t);                                                                                 \
+    c##i##0 = dot256(c##i##0, xb, w0, VNNI);                                                                           \
+    c##i##1 = dot256(c##i##1, xb, w1, VNNI);                                                                           \
+  }
+#define OUT256(i)                                                                                                      \
+  if (MR > i) {                                                                                                        \
+    epilogue256(a, m0 + i, b * 16, c##i##0, VNNI);                                                                     \
+    epilogue256(a, m0 + i, b * 16 + 8, c##i##1, VNNI);                                                                 \
+  }
+
+static TAVX2 INLINE void tile256(const rt_qgemm_args *a, int64_t m0, int64_t b, const int MR, const int VNNI) {
+  const __m256i z = _mm256_setzero_si256();
+  ROWS4(ACC256)
+  const int64_t Kp = a->Kp;
+  const uint8_t *x = a->xq + m0 * Kp;
+  const int8_t *w = a->w + b * 16 * Kp;
+  for (int64_t k = 0; k < Kp; k += 4) {
+    __m256i w0 = _mm256_loadu_si256((const void *)(w + k * 16)), w1 = _mm256_loadu_si256((const void *)(w + k * 16 + 32));
+    ROWS4(DOT256)
+  }
+  ROWS4(OUT256)
+}
+
+#define TILE256(mr)                                                                                                    \
+  static TAVX2 void tile256_##mr(const rt_qgemm_args *a, int64_t m0, int64_t b, int vnni) {                            \
+    if (vnni) tile256(a, m0, b, mr, 1);                                                                                \
+    else tile256(a, m0, b, mr, 0);                                                                                     \
+  }
+TILE256(1)
+TILE256(2)
+TILE256(3)
+TILE256(4)
+
+void rt_qgemm_256(const rt_qgemm_args *a, int64_t b0, int64_t b1, int vnni) {
+  static void (*const rows[5])(const rt_qgemm_args *, int64_t, int64_t, int) = {NULL, tile256_1, tile256_2, tile256_3,
+                                                                                  tile256_4};
+  for (int64_t b = b0; b < b1; b++)
+    for (int64_t m0 = 0; m0 < a->M; m0 += 4) rows[a->M - m0 < 4 ? a->M - m0 : 4](a, m0, b, vnni);
+}

@@ -31,5 +31,9 @@ typedef struct {
   int64_t M, N, Kp;
 } rt_qgemm_args;
 void rt_qgemm_512(const rt_qgemm_args *a, int64_t b0, int64_t b1);
+/* The same in 256-bit registers, tiles of 4 rows by 16 columns (8 ymm
+ * accumulators): AVX-VNNI (vnni 1: xq holds x + 128, c corrects) or AVX2
+ * (vnni 0: xq holds s8 x, sign trick, c unread). */
+void rt_qgemm_256(const rt_qgemm_args *a, int64_t b0, int64_t b1, int vnni);
 
 #endif

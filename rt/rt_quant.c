@@ -1,12 +1,13 @@
 /* rt_quant.c -- lathe_rt_qmatmul: the quantized products (layouts in
  * rt/rt_quant.h).
  *
- * int8-dynamic: each activation row is quantized (rt_q_row), then blocks
- * of 4 rows x 16 output columns accumulate exact int32 dot products over K,
- * each lane its own column (the weights stored in blocks of 16 columns by 4
- * inputs): u8 x s8 with AVX-512 VNNI (vpdpbusd) or AVX-VNNI (two halves),
- * on AVX2 with the sign trick (maddubs(|x|, sign(w, x)): pairs of at most
- * 2 * 127 * 127 never saturate), or in plain C. The u8 forms read x + 128
+ * int8-dynamic: each activation row is quantized (rt_q_row, or its SIMD
+ * form rt_q_row_simd), then tiles of rows x 16-column blocks accumulate
+ * exact int32 dot products over K, each lane its own column (the weights
+ * stored in blocks of 16 columns by 4 inputs): u8 x s8 with AVX-512 VNNI
+ * (vpdpbusd, 6 x 64 tiles) or AVX-VNNI, on AVX2 with the sign trick
+ * (maddubs(|x|, sign(w, x)): pairs of at most 2 * 127 * 127 never
+ * saturate), all in rt/rt_qgemm.c, or in plain C. The u8 forms read x + 128
  * and subtract 128 * sum_k w (c[n], stored with the weights). Every path
  * gives the same int32, hence the same floats (tests/test_quant.c).
  *
@@ -86,84 +87,11 @@ const char *lathe_rt_isa_name(int64_t isa) {
 /* ---- int8-dynamic: blocks of MB rows x NB columns, r[i][j] the int32 sums ---- */
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-#define TVNNI __attribute__((target("avx2,fma,avxvnni")))
 /* every CPU with AVX2 and FMA has F16C (Haswell, Piledriver on) */
 #define TAVX2 __attribute__((target("avx2,fma,f16c")))
 
-/* Weights in blocks of 16 columns by 4 inputs (rt_q_dq8_at): one 64-byte
- * load is 16 columns' next 4 weights, one 32-bit broadcast a row's next 4
- * inputs, and each int32 lane accumulates its own column: no horizontal
- * sums. A block of 16 columns against up to 4 rows; r[i] = row i's sums. */
-static T512 void dq8_512(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb, __m512i r[4]) {
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  for (int64_t k = 0; k < Kp; k += 4) {
-    __m512i wv = _mm512_loadu_si512((const void *)(w + k * 16));
-    int32_t x0, x1, x2, x3;
-    memcpy(&x0, xq + k, 4);
-    a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(x0), wv);
-    if (mb > 1) memcpy(&x1, xq + Kp + k, 4), a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(x1), wv);
-    if (mb > 2) memcpy(&x2, xq + 2 * Kp + k, 4), a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(x2), wv);
-    if (mb > 3) memcpy(&x3, xq + 3 * Kp + k, 4), a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(x3), wv);
-  }
-  r[0] = a0, r[1] = a1, r[2] = a2, r[3] = a3;
-}
-
-/* Two blocks (32 columns) against 4 rows: eight independent accumulators,
- * enough to hide vpdpbusd's latency (four were latency-bound). */
-static T512 void dq8_512x2(const uint8_t *xq, const int8_t *w, int64_t Kp, int32_t r[4][16], int32_t r2[4][16]) {
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-  const int8_t *w2 = w + 16 * Kp;
-  for (int64_t k = 0; k < Kp; k += 4) {
-    __m512i wv = _mm512_loadu_si512((const void *)(w + k * 16)), wu = _mm512_loadu_si512((const void *)(w2 + k * 16));
-    int32_t x[4];
-    for (int i = 0; i < 4; i++) memcpy(&x[i], xq + i * Kp + k, 4);
-    __m512i x0 = _mm512_set1_epi32(x[0]), x1 = _mm512_set1_epi32(x[1]), x2 = _mm512_set1_epi32(x[2]),
-            x3 = _mm512_set1_epi32(x[3]);
-    a0 = _mm512_dpbusd_epi32(a0, x0, wv), b0 = _mm512_dpbusd_epi32(b0, x0, wu);
-    a1 = _mm512_dpbusd_epi32(a1, x1, wv), b1 = _mm512_dpbusd_epi32(b1, x1, wu);
-    a2 = _mm512_dpbusd_epi32(a2, x2, wv), b2 = _mm512_dpbusd_epi32(b2, x2, wu);
-    a3 = _mm512_dpbusd_epi32(a3, x3, wv), b3 = _mm512_dpbusd_epi32(b3, x3, wu);
-  }
-  _mm512_storeu_si512(r[0], a0), _mm512_storeu_si512(r[1], a1), _mm512_storeu_si512(r[2], a2);
-  _mm512_storeu_si512(r[3], a3), _mm512_storeu_si512(r2[0], b0), _mm512_storeu_si512(r2[1], b1);
-  _mm512_storeu_si512(r2[2], b2), _mm512_storeu_si512(r2[3], b3);
-}
-
-/* 8 columns (half h of the block) in 256 bits */
-static TVNNI void dq8_vnni(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb, int h, __m256i r[4]) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-  for (int64_t k = 0; k < Kp; k += 4) {
-    __m256i wv = _mm256_loadu_si256((const void *)(w + k * 16 + h * 32));
-    int32_t x0, x1, x2, x3;
-    memcpy(&x0, xq + k, 4);
-    a0 = _mm256_dpbusd_avx_epi32(a0, _mm256_set1_epi32(x0), wv);
-    if (mb > 1) memcpy(&x1, xq + Kp + k, 4), a1 = _mm256_dpbusd_avx_epi32(a1, _mm256_set1_epi32(x1), wv);
-    if (mb > 2) memcpy(&x2, xq + 2 * Kp + k, 4), a2 = _mm256_dpbusd_avx_epi32(a2, _mm256_set1_epi32(x2), wv);
-    if (mb > 3) memcpy(&x3, xq + 3 * Kp + k, 4), a3 = _mm256_dpbusd_avx_epi32(a3, _mm256_set1_epi32(x3), wv);
-  }
-  r[0] = a0, r[1] = a1, r[2] = a2, r[3] = a3;
-}
-
-/* s8 activations: |x| (u8) times w with x's sign, pairs summed to i16 (no
- * saturation: 2 * 127 * 127 < 2^15), then pairs of i16 to i32 */
-static TAVX2 __m256i dot4_avx2(__m256i acc, int32_t x4, __m256i wv) {
-  __m256i xv = _mm256_set1_epi32(x4);
-  __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-}
-static TAVX2 void dq8_avx2(const uint8_t *xq, const int8_t *w, int64_t Kp, int mb, int h, __m256i r[4]) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-  for (int64_t k = 0; k < Kp; k += 4) {
-    __m256i wv = _mm256_loadu_si256((const void *)(w + k * 16 + h * 32));
-    int32_t x0, x1, x2, x3;
-    memcpy(&x0, xq + k, 4);
-    a0 = dot4_avx2(a0, x0, wv);
-    if (mb > 1) memcpy(&x1, xq + Kp + k, 4), a1 = dot4_avx2(a1, x1, wv);
-    if (mb > 2) memcpy(&x2, xq + 2 * Kp + k, 4), a2 = dot4_avx2(a2, x2, wv);
-    if (mb > 3) memcpy(&x3, xq + 3 * Kp + k, 4), a3 = dot4_avx2(a3, x3, wv);
-  }
-  r[0] = a0, r[1] = a1, r[2] = a2, r[3] = a3;
-}
+/* The SIMD int8 products are rt/rt_qgemm.c's (AVX-512 VNNI, AVX-VNNI, AVX2);
+ * what stays here is the plain C kernel for CPUs with neither. */
 
 typedef struct {
   float *out;
@@ -180,29 +108,17 @@ typedef struct {
   int64_t M, K, Kp, N;
 } q_job;
 
-/* rows [m0, m0 + mb) x the 16 columns of block b: int32 sums into r */
+/* rows [m0, m0 + mb) x the 16 columns of block b: int32 sums into r
+ * (s8 x s8 in plain C: the scalar kernel) */
 static void dq8_sums(const q_job *j, int64_t m0, int mb, int64_t b, int32_t r[4][16]) {
   const uint8_t *xq = j->xq + m0 * j->Kp;
   const int8_t *w = (const int8_t *)j->w + b * 16 * j->Kp;
-  if (j->isa == LATHE_RT_ISA_AVX512VNNI) {
-    __m512i v[4];
-    dq8_512(xq, w, j->Kp, mb, v);
-    for (int i = 0; i < mb; i++) memcpy(r[i], &v[i], 64);
-  } else if (j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX2) {
-    for (int h = 0; h < 2; h++) {
-      __m256i v[4];
-      if (j->isa == LATHE_RT_ISA_AVXVNNI) dq8_vnni(xq, w, j->Kp, mb, h, v);
-      else dq8_avx2(xq, w, j->Kp, mb, h, v);
-      for (int i = 0; i < mb; i++) memcpy(r[i] + 8 * h, &v[i], 32);
+  for (int i = 0; i < mb; i++)
+    for (int c = 0; c < 16; c++) {
+      int32_t acc = 0;
+      for (int64_t k = 0; k < j->Kp; k++) acc += (int32_t)(int8_t)xq[i * j->Kp + k] * w[(k / 4) * 64 + c * 4 + k % 4];
+      r[i][c] = acc;
     }
-  } else {
-    for (int i = 0; i < mb; i++)
-      for (int c = 0; c < 16; c++) {
-        int32_t acc = 0;
-        for (int64_t k = 0; k < j->Kp; k++) acc += (int32_t)(int8_t)xq[i * j->Kp + k] * w[(k / 4) * 64 + c * 4 + k % 4];
-        r[i][c] = acc;
-      }
-  }
 }
 
 /* the floats of rows [m0, m0 + mb) x the block's columns from n0 */
@@ -220,30 +136,17 @@ static void dq8_tail(const q_job *j, int64_t m0, int mb, int64_t n0, int32_t r[4
   }
 }
 
-/* column blocks [lo, hi) against every row */
+/* the scalar kernel: column blocks [lo, hi) against every row */
 static void dq8_part(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   const q_job *j = ctx;
-  int u8 = j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX512VNNI;
-  int32_t r[4][16], r2[4][16];
-  for (int64_t b = lo; b < hi; b++) {
-    int64_t n0 = b * 16;
-    int pair = j->isa == LATHE_RT_ISA_AVX512VNNI && b + 1 < hi; /* blocks b and b + 1 together */
+  int32_t r[4][16];
+  for (int64_t b = lo; b < hi; b++)
     for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
       int mb = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
-      if (pair && mb == 4) {
-        dq8_512x2(j->xq + m0 * j->Kp, (const int8_t *)j->w + b * 16 * j->Kp, j->Kp, r, r2);
-        dq8_tail(j, m0, mb, n0 + 16, r2, u8);
-      } else if (pair) {
-        dq8_sums(j, m0, mb, b + 1, r);
-        dq8_tail(j, m0, mb, n0 + 16, r, u8);
-        dq8_sums(j, m0, mb, b, r);
-      } else
-        dq8_sums(j, m0, mb, b, r);
-      dq8_tail(j, m0, mb, n0, r, u8);
+      dq8_sums(j, m0, mb, b, r);
+      dq8_tail(j, m0, mb, b * 16, r, 0);
     }
-    b += pair;
-  }
 }
 
 /* AVX-512 VNNI: panels [lo, hi) of 4 blocks (64 columns) in rt_qgemm_512's
@@ -255,6 +158,15 @@ static void dq8_part_512(void *ctx, int64_t lo, int64_t hi, int part) {
                      .act = j->act, .M = j->M, .N = j->N, .Kp = j->Kp};
   int64_t blocks = (j->N + 15) / 16;
   rt_qgemm_512(&a, lo * 4, hi * 4 < blocks ? hi * 4 : blocks);
+}
+
+/* AVX-VNNI and AVX2: blocks [lo, hi) in rt_qgemm_256's tiles */
+static void dq8_part_256(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  const q_job *j = ctx;
+  rt_qgemm_args a = {.out = j->out, .xq = j->xq, .sx = j->sx, .w = j->w, .s = j->s, .c = j->c, .bias = j->bias,
+                     .act = j->act, .M = j->M, .N = j->N, .Kp = j->Kp};
+  rt_qgemm_256(&a, lo, hi, j->isa == LATHE_RT_ISA_AVXVNNI);
 }
 
 static void dq8_quant_rows(void *ctx, int64_t lo, int64_t hi, int part) {
@@ -584,6 +496,8 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
     int64_t blocks = (N + 15) / 16, per = 16 * M * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
     if (isa == LATHE_RT_ISA_AVX512VNNI) /* panels of 4 blocks */
       rt_pool_for((blocks + 3) / 4, (grain + 3) / 4, dq8_part_512, &j);
+    else if (isa == LATHE_RT_ISA_AVXVNNI || isa == LATHE_RT_ISA_AVX2)
+      rt_pool_for(blocks, grain, dq8_part_256, &j);
     else
       rt_pool_for(blocks, grain, dq8_part, &j);
     return;
