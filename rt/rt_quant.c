@@ -388,6 +388,36 @@ static T512 void wo_col_512(const q_job *j, int64_t n, int64_t m0, int mb) {
   }
 }
 
+/* One row (generation's decode step) against columns n .. n+3: the four
+ * columns' sums interleaved, so four independent chains of FMAs run where
+ * one column's chain, then its horizontal sum, left the core waiting (with
+ * K = 128, four groups a column, the chain's latency was the product's
+ * time). Each column's operations and their order are wo_col_512's: the
+ * same bits. */
+static T512 void wo_cols4_512(const q_job *j, int64_t n) {
+  int64_t K = j->K, G = K / RT_Q_GROUP, K32 = K / 32 * 32;
+  int grouped = j->mode == LATHE_RT_Q_W8 || j->mode == LATHE_RT_Q_W4;
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int64_t g = 0; g < K32 / 32; g++) {
+    __m512 x0 = _mm512_loadu_ps(j->x + g * 32), x1 = _mm512_loadu_ps(j->x + g * 32 + 16);
+    for (int c = 0; c < 4; c++) {
+      __m512 w0, w1;
+      wo_group_512(j, n + c, g, &w0, &w1);
+      if (grouped) {
+        __m512 sg = _mm512_set1_ps(j->s[(n + c) * G + g]);
+        w0 = _mm512_mul_ps(w0, sg), w1 = _mm512_mul_ps(w1, sg);
+      }
+      acc[c] = _mm512_fmadd_ps(x0, w0, acc[c]);
+      acc[c] = _mm512_fmadd_ps(x1, w1, acc[c]);
+    }
+  }
+  for (int c = 0; c < 4; c++) {
+    float t = _mm512_reduce_add_ps(acc[c]);
+    for (int64_t k = K32; k < K; k++) t += j->x[k] * wo_scalar(j, n + c, k);
+    j->out[n + c] = t;
+  }
+}
+
 /* the same in 8 lanes */
 static TAVX2 void wo_col_avx2(const q_job *j, int64_t n, int64_t m0, int mb) {
   int64_t K = j->K, G = K / RT_Q_GROUP, K32 = K / 32 * 32;
@@ -444,7 +474,10 @@ static void wo_rows_part(void *ctx, int64_t lo, int64_t hi, int part) {
     }
     return;
   }
-  for (int64_t n = lo; n < hi; n++)
+  int64_t n = lo;
+  if (j->isa == LATHE_RT_ISA_AVX512VNNI && j->M == 1)
+    for (; n + 4 <= hi; n += 4) wo_cols4_512(j, n);
+  for (; n < hi; n++)
     for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
       int mb = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
       if (j->isa == LATHE_RT_ISA_AVX512VNNI) wo_col_512(j, n, m0, mb);

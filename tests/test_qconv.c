@@ -175,12 +175,12 @@ static void test_convs(void) {
     {.C = 16, .H = 16, .W = 16, .O = 32, .k = 3, .stride = 1, .pad = 1, .relu = 1},
     {.C = 4, .H = 33, .W = 33, .O = 5, .k = 3, .stride = 2, .pad = 1},
     {.C = 8, .H = 17, .W = 17, .O = 20, .k = 2, .stride = 1, .pad = 0, .relu = 1},
-    {.C = 8, .H = 0, .W = 300, .O = 7, .k = 5, .stride = 1, .pad = 2}, /* 1-d */
+    {.C = 8, .H = 0, .W = 260, .O = 7, .k = 5, .stride = 1, .pad = 2}, /* 1-d */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     one_case(&cases[i], 1, LATHE_QUANT_INT8);
-    one_case(&cases[i], 3, LATHE_QUANT_INT8);
-    one_case(&cases[i], 2, LATHE_QUANT_INT8_DYNAMIC);
+    one_case(&cases[i], 2, LATHE_QUANT_INT8);
+    one_case(&cases[i], 1, LATHE_QUANT_INT8_DYNAMIC);
   }
   for (int i = 0; i <= LATHE_RT_ISA_F32; i++)
     if (isa_seen[i]) printf("int8 conv kernel tested: %s\n", lathe_rt_isa_name(i));
