@@ -501,6 +501,18 @@ int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64
   return wo > b ? wo : b; /* bf16: either kernel (rt/rt_qbf16.c on bf16 dot products) */
 }
 
+/* the integer product of quantized rows j->xq by the blocked weights, on
+ * the kernel of j->isa (lathe_rt_qmatmul and lathe_rt_qmatmul_xq) */
+static void dq8_product(q_job *j) {
+  int64_t blocks = (j->N + 15) / 16, per = 16 * j->M * j->Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
+  if (j->isa == LATHE_RT_ISA_AVX512VNNI) /* panels of 4 blocks */
+    rt_pool_for((blocks + 3) / 4, (grain + 3) / 4, dq8_part_512, j);
+  else if (j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX2)
+    rt_pool_for(blocks, grain, dq8_part_256, j);
+  else
+    rt_pool_for(blocks, grain, dq8_part, j);
+}
+
 void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
                       void *scr, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa, int64_t act) {
   q_job j = {.out = out, .x = x, .w = w, .s = s, .c = c, .bias = bias, .act = act, .mode = (int)mode, .isa = (int)isa,
@@ -526,13 +538,7 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
     j.sx = (const float *)(void *)((char *)scr + ((M * j.Kp + 63) / 64) * 64);
     if (M >= 8 && M * K >= Q_GRAIN) rt_pool_for(M, 1, dq8_quant_rows, &j);
     else dq8_quant_rows(&j, 0, M, 0);
-    int64_t blocks = (N + 15) / 16, per = 16 * M * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
-    if (isa == LATHE_RT_ISA_AVX512VNNI) /* panels of 4 blocks */
-      rt_pool_for((blocks + 3) / 4, (grain + 3) / 4, dq8_part_512, &j);
-    else if (isa == LATHE_RT_ISA_AVXVNNI || isa == LATHE_RT_ISA_AVX2)
-      rt_pool_for(blocks, grain, dq8_part_256, &j);
-    else
-      rt_pool_for(blocks, grain, dq8_part, &j);
+    dq8_product(&j);
     return;
   }
   if (panel_path(M, K)) {
@@ -555,6 +561,5 @@ void lathe_rt_qmatmul_xq(float *out, const uint8_t *xq, const float *sx, const v
                          int64_t act) {
   q_job j = {.out = out, .w = w, .s = s, .c = c, .bias = bias, .act = act, .mode = (int)mode, .isa = (int)isa,
              .M = M, .K = K, .N = N, .Kp = rt_q_kpad(K), .xq = xq, .sx = sx};
-  int64_t blocks = (N + 15) / 16, per = 16 * M * j.Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
-  rt_pool_for(blocks, grain, dq8_part, &j);
+  dq8_product(&j);
 }
