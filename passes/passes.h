@@ -122,6 +122,8 @@ int64_t qz_s8_kernel(int64_t isa);
  * N = O); qz_conv_keep_reason: qz_keep_reason for a rank-3/4 weight;
  * qz_conv_node: qconv2d of conv node j with the stored tensors in[1..3];
  * qz_conv_fold_relu: each qconv2d's only reader relu into its epilogue. */
+/* the one reader of node v (-1: none, several, or an output or the loss) */
+int qz_sole_reader(const ir_graph *g, int v);
 int qz_conv_mode(int mode);
 void qz_weight_kn(const ir_param *p, int64_t *K, int64_t *N);
 const char *qz_conv_keep_reason(const ir_graph *g, int param, int mode);

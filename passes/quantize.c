@@ -93,7 +93,7 @@ static void remove_param(ir_graph *g, int i) {
 /* ---- static int8's epilogue: qmatmul -> add(bias [N]) [-> relu] ---- */
 
 /* the one reader of node v (-1: none, several, or an output or the loss) */
-static int sole_reader(const ir_graph *g, int v) {
+int qz_sole_reader(const ir_graph *g, int v) {
   int r = -1;
   for (int o = 0; o < g->noutputs; o++)
     if (g->outputs[o].node == v) return -1;
@@ -126,9 +126,9 @@ static int fold_epilogues(ir_graph *g, char *msg, size_t mn) {
   for (int q = 0; q < n0; q++) {
     const ir_node *qn = &g->nodes[q];
     if (qn->op != IR_QMATMUL || qn->attr.i != LATHE_RT_Q_S8 || qn->nin != 4) continue;
-    int a = sole_reader(g, q), b = a >= 0 ? bias_of(g, &g->nodes[a], q, qn->attr.n) : -1;
+    int a = qz_sole_reader(g, q), b = a >= 0 ? bias_of(g, &g->nodes[a], q, qn->attr.n) : -1;
     if (b < 0) continue;
-    int r = sole_reader(g, a), relu = r >= 0 && g->nodes[r].op == IR_RELU, last = relu ? r : a;
+    int r = qz_sole_reader(g, a), relu = r >= 0 && g->nodes[r].op == IR_RELU, last = relu ? r : a;
     int in[5] = {qn->in[0], qn->in[1], qn->in[2], qn->in[3], b};
     ir_attr at = qn->attr;
     at.axis = relu;

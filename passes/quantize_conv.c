@@ -73,21 +73,6 @@ int qz_conv_node(ir_graph *g, int j, int in[4], int mode, int64_t isa, char *msg
   return ir_add(g, IR_QCONV2D, qin, cv->nin > 2 ? 5 : 4, &at, cv->loc, msg, mn);
 }
 
-/* the one reader of node v (-1: none, several, or an output or the loss) */
-static int sole_reader(const ir_graph *g, int v) {
-  int r = -1;
-  for (int o = 0; o < g->noutputs; o++)
-    if (g->outputs[o].node == v) return -1;
-  if (g->loss == v) return -1;
-  for (int i = 0; i < g->nnodes; i++)
-    for (int k = 0; k < g->nodes[i].nin; k++)
-      if (g->nodes[i].in[k] == v) {
-        if (r >= 0 && r != i) return -1;
-        r = i;
-      }
-  return r;
-}
-
 /* Each qconv2d whose only reader is a relu takes it into its epilogue.
  * Returns how many, or -1. */
 int qz_conv_fold_relu(ir_graph *g, char *msg, size_t mn) {
@@ -97,7 +82,7 @@ int qz_conv_fold_relu(ir_graph *g, char *msg, size_t mn) {
   for (int q = 0; q < n0; q++) {
     const ir_node *qn = &g->nodes[q];
     if (qn->op != IR_QCONV2D || qn->attr.axis) continue;
-    int r = sole_reader(g, q);
+    int r = qz_sole_reader(g, q);
     if (r < 0 || g->nodes[r].op != IR_RELU) continue;
     ir_attr at = qn->attr;
     at.axis = 1;

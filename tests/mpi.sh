@@ -23,19 +23,7 @@ if [ -z "$MPIRUN" ] || ! "$LATHE" --version | grep -q "^distributed: mpi"; then
   echo "0 passed, 0 failed"
   exit 0
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 LATHE_THREADS=1
-# OpenMPI's shared-memory transport wants a writable session directory; keep it in $tmp
-export OMPI_MCA_orte_tmpdir_base="$tmp" TMPDIR="$tmp"
-# In a sanitizer build, MPI_Init's own allocations (OpenMPI keeps them to the end) are not Lathe's leaks.
-mpi() {
-  local n=$1; shift
-  ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 "$MPIRUN" -np "$n" --oversubscribe -x LATHE_THREADS \
-    -x ASAN_OPTIONS "$LATHE" "$@"
-}
-same() { # same A B WHAT: weights and optimizer state within 1e-5
-  local r
-  if r=$("$PY" tests/mpi/cmp_weights.py "$1" "$2" 1e-5 2>&1); then ok; else bad "$3: $r"; fi
-}
+. "$(dirname "$0")/mpi/env.sh"
 
 # Under the sanitizers (the CI's Debug ASan tree) every step is several times slower: the 4-rank and char-GPT
 # runs are left to the plain build, which runs them all.

@@ -21,17 +21,7 @@ if [ -z "$MPIRUN" ] || ! "$LATHE" --version | grep -q "^distributed: mpi"; then
   grep -q "needs exactly 2 ranks" "$tmp/p1.txt" && ok || bad "--pipeline in one process: $(cat "$tmp/p1.txt")"
   finish
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 LATHE_THREADS=1
-export OMPI_MCA_orte_tmpdir_base="$tmp" TMPDIR="$tmp"
-mpi() {
-  local n=$1; shift
-  ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 "$MPIRUN" -np "$n" --oversubscribe -x LATHE_THREADS \
-    -x ASAN_OPTIONS "$LATHE" "$@"
-}
-same() { # same A B WHAT: weights and optimizer state within 1e-5
-  local r
-  if r=$("$PY" tests/mpi/cmp_weights.py "$1" "$2" 1e-5 2>&1); then ok; echo "$3: $r"; else bad "$3: $r"; fi
-}
+. "$(dirname "$0")/mpi/env.sh"
 asan=
 if ldd "$LATHE" | grep -q libasan; then
   asan=1

@@ -1,12 +1,25 @@
-/* quant_util.h -- what test_quant.c and test_quant_s8.c share: compile a
- * one-dense-layer model (optionally quantized, optionally with weights
+/* quant_util.h -- what the test_quant*.c and test_qconv.c share: compile a
+ * one-dense-layer model (qu_dense; optionally quantized, optionally with weights
  * loaded), run it on x [M, K], and view a parameter by name. Include after
  * lathe.h and test.h. */
 #ifndef LATHE_TESTS_QUANT_UTIL_H
 #define LATHE_TESTS_QUANT_UTIL_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+
+/* one dense layer K -> N (named fc) at batch M */
+static inline lathe_model *qu_dense(int64_t K, int64_t N, int64_t M) {
+  char src[256];
+  snprintf(src, sizeof src, "model q\ninput x : f32[batch, %lld]\noutput y = dense(x, %lld, name=\"fc\")\n",
+           (long long)K, (long long)N);
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_parse("q.nn", src, strlen(src), &err);
+  CHECK_MSG(m != NULL, "%s", err.message);
+  if (m) CHECK(lathe_model_bind(m, "batch", M, &err) == 0);
+  return m;
+}
 
 static inline lathe_program *compile(lathe_model *m, lathe_backend b, int quant, const char *weights, lathe_error *err) {
   lathe_options o = {.backend = b, .quant = quant};

@@ -23,17 +23,6 @@
 
 static char dir[] = "/tmp/lathe_quant_XXXXXX";
 
-static lathe_model *model(int64_t K, int64_t N, int64_t M) {
-  char src[256];
-  snprintf(src, sizeof src, "model q\ninput x : f32[batch, %lld]\noutput y = dense(x, %lld, name=\"fc\")\n",
-           (long long)K, (long long)N);
-  lathe_error err = {0};
-  lathe_model *m = lathe_model_parse("q.nn", src, strlen(src), &err);
-  CHECK_MSG(m != NULL, "%s", err.message);
-  if (m) CHECK(lathe_model_bind(m, "batch", M, &err) == 0);
-  return m;
-}
-
 /* the largest |y - y32| may be, per element */
 static double bound(int mode, const lathe_program *q, const float *x, const float *W, int64_t m, int64_t n,
                     int64_t K, int64_t N) {
@@ -63,7 +52,7 @@ static void set_features(const char *f) {
 }
 
 static void one_case(int mode, int64_t M, int64_t K, int64_t N) {
-  lathe_model *m = model(K, N, M);
+  lathe_model *m = qu_dense(K, N, M);
   if (!m) return;
   lathe_error err = {0};
   char wf[128], qf[128];
@@ -155,7 +144,7 @@ static void test_errors(void) {
   snprintf(q4, sizeof q4, "%s/e4.safetensors", dir);
   snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
   lathe_error err = {0};
-  lathe_model *m = model(64, 8, 2);
+  lathe_model *m = qu_dense(64, 8, 2);
   lathe_program *f = compile(m, LATHE_BACKEND_INTERP, 0, NULL, &err);
   CHECK(f && lathe_weights_init(f, 1, &err) == 0 && lathe_weights_save(f, wf, &err) == 0);
   lathe_quantize_options qo = {.weights = wf, .out = qf, .mode = 9};
@@ -176,7 +165,7 @@ static void test_errors(void) {
   CHECK(compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_W4, qf, &err) == NULL && has(&err, "but the program was compiled for w4"));
   CHECK(compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_W8, wf, &err) == NULL &&
         has(&err, "missing quantized tensor 'fc.weight.w8'"));
-  lathe_model *other = model(128, 8, 2);
+  lathe_model *other = qu_dense(128, 8, 2);
   CHECK(compile(other, LATHE_BACKEND_LLVM, LATHE_QUANT_W8, qf, &err) == NULL &&
         has(&err, "tensor 'fc.weight.w8' has shape [8, 64], but the model expects [8, 128]"));
   lathe_options o = {.quant = 7};
@@ -192,7 +181,7 @@ static void test_errors(void) {
   CHECK(compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_W8, bad, &err) == NULL &&
         has(&err, "quantized tensor 'fc.weight.w8' has dtype u8, but the model expects i8"));
   /* nothing to quantize: a width that is not a multiple of the group, and no dense layer at all */
-  lathe_model *odd = model(40, 4, 2);
+  lathe_model *odd = qu_dense(40, 4, 2);
   lathe_program *fo = compile(odd, LATHE_BACKEND_INTERP, 0, NULL, &err);
   CHECK(fo && lathe_weights_init(fo, 1, &err) == 0 && lathe_weights_save(fo, wf, &err) == 0);
   qo.weights = wf, qo.out = bad, qo.mode = LATHE_QUANT_W8;

@@ -25,17 +25,6 @@
 static char dir[] = "/tmp/lathe_qbf16_XXXXXX";
 static double worst_fast, worst_f32; /* the largest llvm-vs-interp error, as a fraction of the sum bound */
 
-static lathe_model *model(int64_t K, int64_t N, int64_t M) {
-  char src[256];
-  snprintf(src, sizeof src, "model q\ninput x : f32[batch, %lld]\noutput y = dense(x, %lld, name=\"fc\")\n",
-           (long long)K, (long long)N);
-  lathe_error err = {0};
-  lathe_model *m = lathe_model_parse("q.nn", src, strlen(src), &err);
-  CHECK_MSG(m != NULL, "%s", err.message);
-  if (m) CHECK(lathe_model_bind(m, "batch", M, &err) == 0);
-  return m;
-}
-
 /* the qmatmul node's kernel (attr k) in a bf16 compile of m */
 static int64_t kernel_of(lathe_model *m) {
   char *buf = NULL;
@@ -66,7 +55,7 @@ static int bf16_host(void) {
 }
 
 static void one_case(int64_t M, int64_t K, int64_t N, const char *features) {
-  lathe_model *m = model(K, N, M);
+  lathe_model *m = qu_dense(K, N, M);
   if (!m) return;
   lathe_error err = {0};
   char wf[128], qf[128];

@@ -105,45 +105,36 @@ static int check_cuda(const cli_args *a, const lathe_program *p) {
 }
 
 /* check --train: the whole training step (forward, backward, optimizer) as
- * lathe train compiles it, summarised: its size, memory plan and passes. */
-static int inspect_train(const cli_args *a) {
+ * lathe train compiles it, summarised: its size, memory plan and passes.
+ * check --generate: the decode-step program lathe generate compiles (batch
+ * 1, the key/value caches as state). With --backend cuda the kernels of
+ * either are rendered and compiled for the GPU. */
+typedef lathe_program *(*compile_fn)(lathe_model *, const lathe_options *, lathe_error *);
+static int inspect_program(const cli_args *a, compile_fn compile, const char *title, int pass_stats) {
   lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
   int status = 0;
   if (cli_pass_options(a, "check", &o)) return 1;
   lathe_model *m = cli_load_model(a, &status);
   if (!m) return status;
   lathe_error err = {0};
-  lathe_program *p = lathe_compile_train(m, &o, &err);
+  lathe_program *p = compile(m, &o, &err);
   lathe_model_free(m);
   if (!p) return cli_report(&err);
-  printf("training step (forward, backward and the optimizer update in one program)\n");
+  printf("%s\n", title);
   print_memplan(p);
-  print_pass_stats(p);
+  if (pass_stats) print_pass_stats(p);
   status = print_kernels(a, p);
   if (!status) status = check_cuda(a, p);
   lathe_program_free(p);
   return status;
 }
-
-/* check --generate: the decode-step program lathe generate compiles (batch
- * 1, the key/value caches as state), summarised; with --backend cuda its
- * kernels rendered and compiled for the GPU. */
+static int inspect_train(const cli_args *a) {
+  return inspect_program(a, lathe_compile_train,
+                         "training step (forward, backward and the optimizer update in one program)", 1);
+}
 static int inspect_decode(const cli_args *a) {
-  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
-  int status = 0;
-  if (cli_pass_options(a, "check", &o)) return 1;
-  lathe_model *m = cli_load_model(a, &status);
-  if (!m) return status;
-  lathe_error err = {0};
-  lathe_program *p = lathe_compile_decode(m, &o, &err);
-  lathe_model_free(m);
-  if (!p) return cli_report(&err);
-  printf("decode step (lathe generate: one token at batch 1, the key/value caches as state)\n");
-  print_memplan(p);
-  status = print_kernels(a, p);
-  if (!status) status = check_cuda(a, p);
-  lathe_program_free(p);
-  return status;
+  return inspect_program(a, lathe_compile_decode,
+                         "decode step (lathe generate: one token at batch 1, the key/value caches as state)", 0);
 }
 
 static int inspect(int argc, char **argv, const char *cmd, const char *flags, lathe_print_kind kind) {
