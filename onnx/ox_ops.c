@@ -1590,6 +1590,26 @@ static int layernorm_pattern(ox_ctx *c, node *n) {
   return 1;
 }
 
+/* GELU's x / sqrt(2) (or x * (1 / sqrt 2)) read only by an Erf: the Erf's
+ * index, else -1. */
+static int gelu_prescale_erf(ox_ctx *c, node *n) {
+  int div = strcmp(n->op_type, "Div") == 0;
+  if (n->n_input != 2 || !is_scalar_const(c, n, 1, div ? 1.41421356 : 0.70710678, div ? 1e-5 : 1e-6)) return -1;
+  return sole_user(c, n->output[0], "Erf");
+}
+
+/* The GELU match (h_erf) reads x itself, so at its scaling the Erf is
+ * imported at once and skipped, leaving the scaling unread: emitting it would
+ * leave a dead line per GELU in the .nn (an Erf outside the pattern is
+ * refused either way). */
+static int h_div_mul(ox_ctx *c, node *n) {
+  int j = gelu_prescale_erf(c, n);
+  if (j < 0) return h_binary(c, n);
+  if (ox_run_node(c, j)) return -1;
+  c->skip[j] = 1;
+  return 0;
+}
+
 /* Erf is in ONNX only as exact GELU's decomposition (PyTorch's export of
  * F.gelu): x / sqrt(2) -> Erf -> + 1 -> x * . -> * 0.5 becomes gelu(x). */
 static int h_erf(ox_ctx *c, node *n) {
@@ -1862,7 +1882,7 @@ const ox_op ox_ops[] = {
   {"Not", h_not, ""},
   {"Identity", h_identity, ""},
   {"Dropout", h_identity, "ratio,seed"},
-  {"Add", h_binary, ""}, {"Sub", h_binary, ""}, {"Mul", h_binary, ""}, {"Div", h_binary, ""},
+  {"Add", h_binary, ""}, {"Sub", h_binary, ""}, {"Mul", h_div_mul, ""}, {"Div", h_div_mul, ""},
   {"Less", h_binary, ""}, {"LessOrEqual", h_binary, ""}, {"Greater", h_binary, ""}, {"GreaterOrEqual", h_binary, ""},
   {"Equal", h_binary, ""}, {"And", h_binary, ""}, {"Or", h_binary, ""}, {"Xor", h_binary, ""},
   {"Max", h_binary, ""}, {"Min", h_binary, ""}, {"Sum", h_binary, ""}, {"Mean", h_binary, ""}, {"PRelu", h_binary, ""},
