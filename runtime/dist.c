@@ -71,6 +71,7 @@ typedef struct {
 static dist_mpi D;
 static int D_inited;
 static double D_timeout = 120; /* seconds a wait may take before the job is ended (0: forever) */
+static double D_spin = 0;       /* seconds a wait polls before it starts sleeping (set by share_cores) */
 
 enum { TAG_ASK = 1, TAG_ANSWER = 2 };
 
@@ -167,7 +168,10 @@ static void hang(dist_mpi *d, const char *call, int peer) {
  * that spins while the other computes burns its share of a busy machine's
  * cores (and, under Linux's fair scheduler, is then scheduled less for its
  * own compute); a sleeping one leaves the core to the rank it waits for.
- * The cost is at most one sleep's latency per wait. Past D_timeout seconds
+ * The cost is at most one sleep's latency per wait, and a sleeping rank
+ * takes 70-160 us to wake: where every rank has cores of its own
+ * (share_cores), a wait first polls for D_spin (300 us), which covers a
+ * short step's collectives. Past D_timeout seconds
  * the job ends, naming the rank that does not answer (peer: the one this
  * wait is on, or -1 for a collective). */
 static void wait_on(dist_mpi *d, MPI_Request *req, const char *call, int peer) {
@@ -179,6 +183,7 @@ static void wait_on(dist_mpi *d, MPI_Request *req, const char *call, int peer) {
     if (done) return;
     if (spins < 64) continue;
     if (spins == 64) t0 = mono_s();
+    if (D_spin > 0 && mono_s() - t0 < D_spin) continue;
     answer_probes(d);
     if (D_timeout > 0 && (spins & 63) == 0 && mono_s() - t0 > D_timeout) hang(d, call, peer);
     nanosleep(&ts, NULL);
@@ -286,9 +291,14 @@ static int mpi_recv(void *ctx, void *buf, int64_t bytes, int peer) {
  * on the machine, descheduled in turn in the middle of every collective. */
 static void share_cores(void) {
   const char *e = getenv("LATHE_THREADS"), *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-  if ((e && *e) || !local) return;
-  long n = strtol(local, NULL, 10), c = sysconf(_SC_NPROCESSORS_ONLN);
-  if (n >= 1 && c >= 1) lathe_rt_default_threads(c / n > 1 ? (int)(c / n) : 1);
+  if (!local) return;
+  long n = strtol(local, NULL, 10), c = sysconf(_SC_NPROCESSORS_ONLN), t = e && *e ? strtol(e, NULL, 10) : 0;
+  if (n < 1 || c < 1) return;
+  if (!t) lathe_rt_default_threads(c / n > 1 ? (int)(c / n) : 1);
+  /* a rank's waits may poll only where no rank's threads take another's core */
+  D_spin = n * (t > 0 ? t : (c / n > 1 ? c / n : 1)) <= c ? 300e-6 : 0;
+  const char *us = getenv("LATHE_COMM_SPIN_US"); /* the poll time, microseconds (0: sleep at once) */
+  if (us && *us) D_spin = strtod(us, NULL) * 1e-6;
 }
 
 /* ---- overlapped sums ---- */
