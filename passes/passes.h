@@ -124,6 +124,7 @@ int64_t qz_s8_kernel(int64_t isa);
  * qz_conv_fold_relu: each qconv2d's only reader relu into its epilogue. */
 /* the one reader of node v (-1: none, several, or an output or the loss) */
 int qz_sole_reader(const ir_graph *g, int v);
+void qz_take_readers(ir_graph *g, int v, int f);
 int qz_conv_mode(int mode);
 void qz_weight_kn(const ir_param *p, int64_t *K, int64_t *N);
 const char *qz_conv_keep_reason(const ir_graph *g, int param, int mode);

@@ -92,6 +92,16 @@ static void remove_param(ir_graph *g, int i) {
 
 /* ---- static int8's epilogue: qmatmul -> add(bias [N]) [-> relu] ---- */
 
+/* every reader of node v (inputs, outputs, the loss) reads node f instead */
+void qz_take_readers(ir_graph *g, int v, int f) {
+  for (int i = 0; i < g->nnodes; i++)
+    for (int k = 0; k < g->nodes[i].nin; k++)
+      if (g->nodes[i].in[k] == v) g->nodes[i].in[k] = f;
+  for (int o = 0; o < g->noutputs; o++)
+    if (g->outputs[o].node == v) g->outputs[o].node = f;
+  if (g->loss == v) g->loss = f;
+}
+
 /* the one reader of node v (-1: none, several, or an output or the loss) */
 int qz_sole_reader(const ir_graph *g, int v) {
   int r = -1;
@@ -134,12 +144,7 @@ static int fold_epilogues(ir_graph *g, char *msg, size_t mn) {
     at.axis = relu;
     int f = ir_add(g, IR_QMATMUL, in, 5, &at, g->nodes[last].loc, msg, mn);
     if (f < 0) return -1;
-    for (int i = 0; i < g->nnodes; i++)
-      for (int k = 0; k < g->nodes[i].nin; k++)
-        if (g->nodes[i].in[k] == last) g->nodes[i].in[k] = f;
-    for (int o = 0; o < g->noutputs; o++)
-      if (g->outputs[o].node == last) g->outputs[o].node = f;
-    if (g->loss == last) g->loss = f;
+    qz_take_readers(g, last, f);
     drop[q] = drop[a] = 1;
     if (relu) drop[r] = 1;
     folded++;

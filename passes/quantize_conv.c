@@ -90,12 +90,7 @@ int qz_conv_fold_relu(ir_graph *g, char *msg, size_t mn) {
     memcpy(in, qn->in, sizeof(int) * (size_t)qn->nin);
     int f = ir_add(g, IR_QCONV2D, in, qn->nin, &at, g->nodes[r].loc, msg, mn);
     if (f < 0) return -1;
-    for (int i = 0; i < g->nnodes; i++)
-      for (int k = 0; k < g->nodes[i].nin; k++)
-        if (g->nodes[i].in[k] == r) g->nodes[i].in[k] = f;
-    for (int o = 0; o < g->noutputs; o++)
-      if (g->outputs[o].node == r) g->outputs[o].node = f;
-    if (g->loss == r) g->loss = f;
+    qz_take_readers(g, r, f);
     drop[q] = drop[r] = 1;
     folded++;
   }
