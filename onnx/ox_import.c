@@ -525,6 +525,13 @@ int ox_run_node(ox_ctx *c, int j) {
  * a cycle; which one is told apart for the message. */
 static int order_nodes(ox_ctx *c, const Onnx__GraphProto *g, const Onnx__NodeProto ***out) {
   size_t nn = g->n_node;
+  /* A node without an op_type is malformed (the field is required); said
+   * here once, so the pattern matchers may compare any node's op_type. */
+  for (size_t i = 0; i < nn; i++)
+    if (!g->node[i]->op_type || !*g->node[i]->op_type) {
+      c->node = g->node[i];
+      return ox_err(c, "node %zu has no op_type", i);
+    }
   const Onnx__NodeProto **ord = malloc(sizeof *ord * (nn ? nn : 1));
   unsigned char *done = calloc(nn ? nn : 1, 1);
   char **made = NULL; /* outputs of nodes placed so far */
