@@ -1,12 +1,15 @@
 /* test_onnx_io.c -- ModelProto out and back in through onnx/onnx_io.c, and
  * damaged files (empty, truncated, a wrong wire type, a 2 GB length, nesting
- * too deep) refused with a message that says what is wrong. */
+ * too deep) refused with a message that says what is wrong; graphs that
+ * decode but are malformed (a node without op_type, a cycle, a missing
+ * initializer) refused by the importer the same way. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "onnx_io.h"
+#include "ox_import.h"
 #include "ox_tensor.h"
 #include "tests/test.h"
 
@@ -52,6 +55,29 @@ static void expect_error(const uint8_t *buf, size_t len, const char *want) {
   CHECK(m == NULL);
   CHECK_MSG(strstr(msg, want) != NULL, "message '%s' lacks '%s'", msg, want);
   ox_model_free(m);
+}
+
+static void expect_import_error(const Onnx__ModelProto *m, const char *want) {
+  char msg[512] = "";
+  ox_import_result r;
+  ox_import_options o = {.base_dir = "/nonexistent"};
+  int rc = ox_import(m, &o, &r, msg, sizeof msg);
+  CHECK(rc != 0);
+  if (rc == 0) ox_import_free(&r);
+  CHECK_MSG(strstr(msg, want) != NULL, "message '%s' lacks '%s'", msg, want);
+}
+
+/* The importer's refusals of graphs that decode: each names the node. */
+static void malformed_graphs(Onnx__ModelProto *m, Onnx__NodeProto *n) {
+  static char *self[] = {"y"}, *nowhere[] = {"w_missing"}, *ins[] = {"x"};
+  n->op_type = NULL; /* the field is required */
+  expect_import_error(m, "has no op_type");
+  n->op_type = "Relu";
+  n->input = self; /* y = Relu(y) */
+  expect_import_error(m, "cycle");
+  n->input = nowhere;
+  expect_import_error(m, "missing initializer");
+  n->input = ins;
 }
 
 int main(void) {
@@ -111,6 +137,8 @@ int main(void) {
   w.n_float_data = 5;
   ox_array a;
   CHECK(ox_tensor_decode(&w, NULL, &a, msg, sizeof msg) != 0 && strstr(msg, "5 values for 6 elements"));
+  w.n_float_data = 6;
+  malformed_graphs(&m, &n);
   free(buf);
   unlink(path);
   return TEST_REPORT();
