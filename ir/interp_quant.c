@@ -5,8 +5,10 @@
  * Static int8 is the same with the calibrated input scale (s[N],
  * rt_q_row_static); its f32 form (kernel LATHE_RT_ISA_F32) is sum x * q in
  * double times s[n].
- * The weight-only modes dequantize (w = s * q, 16-bit floats as they are)
- * and multiply in double; bf16 on the bf16 dot-product kernel
+ * w8 and w4 with fewer than 16 rows quantize each row per group of 32 and
+ * sum exact integer dot products per group (wo_rows: the kernel's
+ * arithmetic, rt_q_wo_row); otherwise the weight-only modes dequantize
+ * (w = s * q, 16-bit floats as they are) and multiply in double; bf16 on the bf16 dot-product kernel
  * (LATHE_RT_ISA_AVX512BF16) rounds the activations to bf16 first, as the
  * kernel does (rt_qbf16_round). Layouts: rt/rt_quant.h. */
 #include <stdint.h>
@@ -52,17 +54,48 @@ static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
   return rc;
 }
 
+/* w8 / w4: the integer weight q[j, k] (blocked layouts: rt/rt_quant.h) */
+static int64_t wq(const ir_node *n, const double *w, int64_t K, int64_t j, int64_t k) {
+  if (n->attr.i == LATHE_RT_Q_W8) return (int64_t)w[rt_q_w8_at(j, k, K)];
+  int hi;
+  int64_t byte = (int64_t)w[rt_q_w4_at(j, k, K, &hi)];
+  return (hi ? byte >> 4 : byte & 15) - 8;
+}
+
 /* w[j, k] as a real number */
 static double weight(const ir_node *n, const double *w, const double *s, int64_t K, int64_t j, int64_t k) {
-  int64_t G = K / RT_Q_GROUP, g = k / RT_Q_GROUP;
-  switch (n->attr.i) {
-  case LATHE_RT_Q_W8: return s[j * G + g] * w[j * K + k];
-  case LATHE_RT_Q_W4: {
-    int64_t r = k % RT_Q_GROUP, byte = (int64_t)w[j * (K / 2) + g * 16 + r % 16];
-    return s[j * G + g] * (double)((r < 16 ? byte & 15 : byte >> 4) - 8);
+  if (n->attr.i == LATHE_RT_Q_W8 || n->attr.i == LATHE_RT_Q_W4)
+    return s[rt_q_ws_at(j, k / RT_Q_GROUP, K / RT_Q_GROUP)] * (double)wq(n, w, K, j, k);
+  return w[j * K + k]; /* bf16, f16: already their values */
+}
+
+/* w8 / w4 with fewer than 16 rows: each row quantized per group of 32
+ * (rt_q_wo_row, in float as the kernel does), exact integer dot products
+ * per group, sum_g dot * sx[g] * s[j, g] in double (rt/rt_qwo.c sums in
+ * float: within rounding of this) */
+static int wo_rows(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
+  const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *s = ik_in(c, n, 2);
+  int64_t N = n->attr.n, G = K / RT_Q_GROUP;
+  float *xf = malloc(sizeof(float) * (size_t)K + sizeof(float) * (size_t)G + 1);
+  int8_t *q = malloc((size_t)K + 1);
+  int32_t *cor = malloc(sizeof(int32_t) * (size_t)G + 1);
+  if (!xf || !q || !cor) return free(xf), free(q), free(cor), ik_fail(c, n, "out of memory");
+  float *sx = xf + K;
+  for (int64_t m = 0; m < M; m++) {
+    for (int64_t k = 0; k < K; k++) xf[k] = (float)x[m * K + k];
+    rt_q_wo_row(xf, K, 0, q, sx, cor);
+    for (int64_t j = 0; j < N; j++) {
+      double y = 0;
+      for (int64_t g = 0; g < G; g++) {
+        int64_t dot = 0;
+        for (int64_t k = g * RT_Q_GROUP; k < (g + 1) * RT_Q_GROUP; k++) dot += q[k] * wq(n, w, K, j, k);
+        y += (double)dot * sx[g] * s[rt_q_ws_at(j, g, G)];
+      }
+      out[m * N + j] = y;
+    }
   }
-  default: return w[j * K + k]; /* bf16, f16: already their values */
-  }
+  free(xf), free(q), free(cor);
+  return 0;
 }
 
 /* static int8 on the f32 path: the int8 weights as they are, in double */
@@ -83,6 +116,7 @@ int ik_qmatmul(ik_ctx *c, const ir_node *n, double *out) {
   int64_t K = xs->d[xs->rank - 1], M = ir_numel(xs) / (K ? K : 1), N = n->attr.n;
   if (n->attr.i == LATHE_RT_Q_S8 && n->attr.k == LATHE_RT_ISA_F32) return s8_f32(c, n, M, K, out), 0;
   if (n->attr.i == LATHE_RT_Q_DQ8 || n->attr.i == LATHE_RT_Q_S8) return dq8(c, n, M, K, out);
+  if ((n->attr.i == LATHE_RT_Q_W8 || n->attr.i == LATHE_RT_Q_W4) && rt_q_wo_rows(M, K)) return wo_rows(c, n, M, K, out);
   const double *x = ik_in(c, n, 0), *w = ik_in(c, n, 1), *s = n->nin > 2 ? ik_in(c, n, 2) : NULL;
   double *d = ik_alloc(c, n, K * N);
   if (!d) return -1;

@@ -57,14 +57,14 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
     return ir_fail(msg, mn, "qmatmul: int8 needs K <= %d, got %lld", RT_Q_MAXK, (long long)K);
   int rc = 0;
   switch (mode) {
-  case LATHE_RT_Q_W8: rc = need(g, n, 1, "w", IR_I8, N, K, msg, mn); break;
-  case LATHE_RT_Q_W4: rc = need(g, n, 1, "w", IR_U8, N, K / 2, msg, mn); break;
+  case LATHE_RT_Q_W8: rc = need(g, n, 1, "w", IR_I8, rt_q_npad(N), K, msg, mn); break;
+  case LATHE_RT_Q_W4: rc = need(g, n, 1, "w", IR_U8, rt_q_npad(N), K / 2, msg, mn); break;
   case LATHE_RT_Q_DQ8: case LATHE_RT_Q_S8: rc = need(g, n, 1, "w", IR_I8, rt_q_npad(N), rt_q_kpad(K), msg, mn); break;
   case LATHE_RT_Q_BF16: rc = need(g, n, 1, "w", IR_BF16, N, K, msg, mn); break;
   default: rc = need(g, n, 1, "w", IR_F16, N, K, msg, mn); break;
   }
   if (rc) return rc;
-  if (grouped && need(g, n, 2, "s", IR_F32, N, K / RT_Q_GROUP, msg, mn)) return -1;
+  if (grouped && need(g, n, 2, "s", IR_F32, rt_q_npad(N), K / RT_Q_GROUP, msg, mn)) return -1;
   /* static int8's s carries the input's scale after the columns' */
   if (i8 && (need(g, n, 2, "s", IR_F32, N + (mode == LATHE_RT_Q_S8), -1, msg, mn) ||
              need(g, n, 3, "c", IR_I32, N, -1, msg, mn)))

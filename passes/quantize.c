@@ -70,8 +70,8 @@ int64_t qz_s8_kernel(int64_t isa) {
 
 /* the stored tensors' dtypes and shapes for W [K, N] */
 static void stored_tensor(int mode, int k, int64_t K, int64_t N, ir_dtype *t, ir_shape *s) {
-  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8;
-  s->rank = 2, s->d[0] = k == 0 && i8 ? rt_q_npad(N) : N;
+  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8, grouped = mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4;
+  s->rank = 2, s->d[0] = (k == 0 && i8) || grouped ? rt_q_npad(N) : N; /* w8, w4: blocks of 16 columns */
   if (k == 0) {
     *t = mode == LATHE_RT_Q_W4 ? IR_U8 : mode == LATHE_RT_Q_BF16 ? IR_BF16 : mode == LATHE_RT_Q_F16 ? IR_F16 : IR_I8;
     s->d[1] = mode == LATHE_RT_Q_W4 ? K / 2 : i8 ? rt_q_kpad(K) : K;

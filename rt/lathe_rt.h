@@ -110,6 +110,13 @@ int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64
 /* lathe_rt_qmatmul's integer product on rows already quantized: xq
  * [M, roundup(K, 64)] (u8 = q + 128 for the VNNI kernels, s8 for the
  * others), sx [M] the rows' scales; modes dq8 and s8, isa not F32. */
+/* attention_decode (rt/rt_decode.c): one query row q [H * hd] against the
+ * caches' rows 0..pos (stride dk; query head h reads cache head h / G);
+ * isa: lathe_rt_attention_decode_isa() when the program was compiled
+ * (1 AVX-512, 0 plain C). */
+int64_t lathe_rt_attention_decode_isa(void);
+void lathe_rt_attention_decode(float *out, const float *q, const float *kc, const float *vc, int64_t pos, int64_t dk,
+                               int64_t H, int64_t hd, int64_t G, int64_t isa);
 void lathe_rt_qmatmul_xq(float *out, const uint8_t *xq, const float *sx, const void *w, const float *s,
                          const int32_t *c, const float *bias, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa,
                          int64_t act);

@@ -17,9 +17,10 @@
  * neither VNNI nor AVX2), the compiler picks LATHE_RT_ISA_F32 instead:
  * f32 arithmetic on the int8 weights (s8_f32_part).
  *
- * Weight-only (w8, w4, bf16, f16): for a few rows each output column's
- * weights are dequantized into a row of floats in cache and dotted with
- * every x row (the memory-bound case: generation reads 1/4 or 1/8 of the
+ * Weight-only: w8 and w4 with a few rows on integer dot products over
+ * the group-quantized rows (rt/rt_qwo.c); bf16 and f16 with a few rows
+ * dequantize each output column's weights into floats in registers and dot
+ * them with every x row (the memory-bound case: generation reads half the
  * f32 bytes); for many rows the whole matrix is dequantized once into the
  * scratch and multiplied by the f32 product (rt_sgemm), so a large batch
  * costs one f32 product plus N * K conversions.
@@ -36,13 +37,14 @@
 #include "rt/lathe_rt.h"
 #include "rt/rt_qgemm.h"
 #include "rt/rt_quant.h"
+#include "rt/rt_qwo.h"
 #include "rt/threadpool.h"
 #include "rt/rt_qbf16.h" /* bf16 on bf16 dot products */
 
 enum {
   Q_GRAIN = 1 << 16,   /* multiply-adds per part at least */
-  Q_PANEL_M = 16,      /* weight-only: from this many rows, dequantize all and use sgemm */
-  Q_ROW_MAXK = 16384,  /* weight-only row path: K floats on the stack */
+  Q_ROW_MAXK = 16384,  /* weight-only row path: K floats on the stack (rt_q_wo_rows) */
+  Q_PANEL_M = 16,      /* static int8's f32 form: from this many rows, dequantize all and use sgemm */
 };
 
 /* ---- the features (cpuid, less LATHE_CPU_FEATURES) ---- */
@@ -270,24 +272,11 @@ static void s8_f32_part(void *ctx, int64_t lo, int64_t hi, int part) {
 
 static void dequant_row(const q_job *j, int64_t n, float *d) {
   int64_t K = j->K, G = K / RT_Q_GROUP;
-  const float *s = j->s + n * G;
   switch (j->mode) {
-  case LATHE_RT_Q_W8: {
-    const int8_t *w = (const int8_t *)j->w + n * K;
-    for (int64_t g = 0; g < G; g++)
-      for (int b = 0; b < 32; b++) d[g * 32 + b] = s[g] * (float)w[g * 32 + b];
+  case LATHE_RT_Q_W8: case LATHE_RT_Q_W4: /* blocked: rt/rt_quant.h */
+    for (int64_t k = 0; k < K; k++)
+      d[k] = j->s[rt_q_ws_at(n, k / 32, G)] * (float)rt_q_wo_q(j->mode == LATHE_RT_Q_W4, j->w, n, k, K);
     break;
-  }
-  case LATHE_RT_Q_W4: {
-    const uint8_t *w = (const uint8_t *)j->w + n * (K / 2);
-    for (int64_t g = 0; g < G; g++)
-      for (int b = 0; b < 16; b++) {
-        uint8_t v = w[g * 16 + b];
-        d[g * 32 + b] = s[g] * (float)((v & 15) - 8);
-        d[g * 32 + 16 + b] = s[g] * (float)((v >> 4) - 8);
-      }
-    break;
-  }
   case LATHE_RT_Q_BF16: {
     const uint16_t *w = (const uint16_t *)j->w + n * K;
     for (int64_t k = 0; k < K; k++) d[k] = rt_q_bf16(w[k]);
@@ -320,34 +309,14 @@ static float dot(const float *a, const float *b, int64_t K) {
  * scalar tail when K is not a multiple of 32. */
 
 static inline float wo_scalar(const q_job *j, int64_t n, int64_t k) {
-  int64_t K = j->K, G = K / RT_Q_GROUP;
-  switch (j->mode) {
-  case LATHE_RT_Q_W8: return j->s[n * G + k / 32] * (float)((const int8_t *)j->w)[n * K + k];
-  case LATHE_RT_Q_W4: {
-    uint8_t v = ((const uint8_t *)j->w)[n * (K / 2) + (k / 32) * 16 + k % 16];
-    return j->s[n * G + k / 32] * (float)((k % 32 < 16 ? v & 15 : v >> 4) - 8);
-  }
-  case LATHE_RT_Q_BF16: return rt_q_bf16(((const uint16_t *)j->w)[n * K + k]);
-  default: return rt_q_f16(((const uint16_t *)j->w)[n * K + k]);
-  }
+  int64_t K = j->K;
+  if (j->mode == LATHE_RT_Q_BF16) return rt_q_bf16(((const uint16_t *)j->w)[n * K + k]);
+  return rt_q_f16(((const uint16_t *)j->w)[n * K + k]);
 }
 
 static T512 void wo_group_512(const q_job *j, int64_t n, int64_t g, __m512 *w0, __m512 *w1) {
   int64_t K = j->K;
   switch (j->mode) {
-  case LATHE_RT_Q_W8: {
-    __m256i b = _mm256_loadu_si256((const void *)((const int8_t *)j->w + n * K + g * 32));
-    *w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
-    *w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
-    break;
-  }
-  case LATHE_RT_Q_W4: {
-    __m128i b = _mm_loadu_si128((const void *)((const uint8_t *)j->w + n * (K / 2) + g * 16)), m = _mm_set1_epi8(15);
-    __m512 eight = _mm512_set1_ps(8.0f);
-    *w0 = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, m))), eight);
-    *w1 = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m))), eight);
-    break;
-  }
   case LATHE_RT_Q_BF16: {
     const uint16_t *p = (const uint16_t *)j->w + n * K + g * 32;
     *w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)p)), 16));
@@ -365,16 +334,11 @@ static T512 void wo_group_512(const q_job *j, int64_t n, int64_t g, __m512 *w0, 
 
 /* rows [m0, m0 + mb) (mb <= 4) against column n */
 static T512 void wo_col_512(const q_job *j, int64_t n, int64_t m0, int mb) {
-  int64_t K = j->K, G = K / RT_Q_GROUP, K32 = K / 32 * 32;
-  int grouped = j->mode == LATHE_RT_Q_W8 || j->mode == LATHE_RT_Q_W4;
+  int64_t K = j->K, K32 = K / 32 * 32;
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   for (int64_t g = 0; g < K32 / 32; g++) {
     __m512 w0, w1;
     wo_group_512(j, n, g, &w0, &w1);
-    if (grouped) {
-      __m512 sg = _mm512_set1_ps(j->s[n * G + g]);
-      w0 = _mm512_mul_ps(w0, sg), w1 = _mm512_mul_ps(w1, sg);
-    }
     for (int i = 0; i < mb; i++) {
       const float *x = j->x + (m0 + i) * K + g * 32;
       acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(x), w0, acc[i]);
@@ -395,18 +359,13 @@ static T512 void wo_col_512(const q_job *j, int64_t n, int64_t m0, int mb) {
  * time). Each column's operations and their order are wo_col_512's: the
  * same bits. */
 static T512 void wo_cols4_512(const q_job *j, int64_t n) {
-  int64_t K = j->K, G = K / RT_Q_GROUP, K32 = K / 32 * 32;
-  int grouped = j->mode == LATHE_RT_Q_W8 || j->mode == LATHE_RT_Q_W4;
+  int64_t K = j->K, K32 = K / 32 * 32;
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   for (int64_t g = 0; g < K32 / 32; g++) {
     __m512 x0 = _mm512_loadu_ps(j->x + g * 32), x1 = _mm512_loadu_ps(j->x + g * 32 + 16);
     for (int c = 0; c < 4; c++) {
       __m512 w0, w1;
       wo_group_512(j, n + c, g, &w0, &w1);
-      if (grouped) {
-        __m512 sg = _mm512_set1_ps(j->s[(n + c) * G + g]);
-        w0 = _mm512_mul_ps(w0, sg), w1 = _mm512_mul_ps(w1, sg);
-      }
       acc[c] = _mm512_fmadd_ps(x0, w0, acc[c]);
       acc[c] = _mm512_fmadd_ps(x1, w1, acc[c]);
     }
@@ -420,33 +379,15 @@ static T512 void wo_cols4_512(const q_job *j, int64_t n) {
 
 /* the same in 8 lanes */
 static TAVX2 void wo_col_avx2(const q_job *j, int64_t n, int64_t m0, int mb) {
-  int64_t K = j->K, G = K / RT_Q_GROUP, K32 = K / 32 * 32;
-  int grouped = j->mode == LATHE_RT_Q_W8 || j->mode == LATHE_RT_Q_W4;
+  int64_t K = j->K, K32 = K / 32 * 32;
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t g = 0; g < K32 / 32; g++) {
     __m256 w[4];
-    if (j->mode == LATHE_RT_Q_W8) {
-      const int8_t *p = (const int8_t *)j->w + n * K + g * 32;
-      for (int q = 0; q < 4; q++) w[q] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const void *)(p + 8 * q))));
-    } else if (j->mode == LATHE_RT_Q_W4) {
-      __m128i b = _mm_loadu_si128((const void *)((const uint8_t *)j->w + n * (K / 2) + g * 16)), m = _mm_set1_epi8(15);
-      __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
-      __m256 eight = _mm256_set1_ps(8.0f);
-      w[0] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), eight);
-      w[1] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), eight);
-      w[2] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), eight);
-      w[3] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), eight);
-    } else {
-      const uint16_t *p = (const uint16_t *)j->w + n * K + g * 32;
-      for (int q = 0; q < 4; q++) {
-        __m128i h = _mm_loadu_si128((const void *)(p + 8 * q));
-        w[q] = j->mode == LATHE_RT_Q_BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-                                          : _mm256_cvtph_ps(h);
-      }
-    }
-    if (grouped) {
-      __m256 sg = _mm256_set1_ps(j->s[n * G + g]);
-      for (int q = 0; q < 4; q++) w[q] = _mm256_mul_ps(w[q], sg);
+    const uint16_t *p = (const uint16_t *)j->w + n * K + g * 32;
+    for (int q = 0; q < 4; q++) {
+      __m128i h = _mm_loadu_si128((const void *)(p + 8 * q));
+      w[q] = j->mode == LATHE_RT_Q_BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                                        : _mm256_cvtph_ps(h);
     }
     for (int i = 0; i < mb; i++) {
       const float *x = j->x + (m0 + i) * K + g * 32;
@@ -491,12 +432,13 @@ static void wo_panel_part(void *ctx, int64_t lo, int64_t hi, int part) {
   for (int64_t n = lo; n < hi; n++) dequant_row(j, n, j->panel + n * j->K);
 }
 
-static int panel_path(int64_t M, int64_t K) { return M >= Q_PANEL_M || K > Q_ROW_MAXK; }
+static int panel_path(int64_t M, int64_t K) { return !rt_q_wo_rows(M, K); }
 
 int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N) {
   if (mode == LATHE_RT_Q_DQ8) return M * rt_q_kpad(K) + M * 4 + 64;
   if (mode == LATHE_RT_Q_S8) /* the integer kernels' rows, or the f32 form's panel */
     return M * rt_q_kpad(K) + M * 4 + 64 + (M >= Q_PANEL_M ? N * K * 4 : 0);
+  if ((mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4) && !panel_path(M, K)) return rt_qwo_scratch_bytes(M, K);
   int64_t wo = panel_path(M, K) ? N * K * 4 : 0, b = mode == LATHE_RT_Q_BF16 ? rt_qbf16_scratch_bytes(M, K) : 0;
   return wo > b ? wo : b; /* bf16: either kernel (rt/rt_qbf16.c on bf16 dot products) */
 }
@@ -545,6 +487,10 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
     j.panel = scr;
     rt_pool_for(N, K >= Q_GRAIN ? 1 : Q_GRAIN / K, wo_panel_part, &j);
     rt_sgemm(101, 111, 112, (int)M, (int)N, (int)K, 1.0f, x, (int)K, j.panel, (int)K, 0.0f, out, (int)N);
+    return;
+  }
+  if (mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4) {
+    rt_qwo_matmul(out, x, w, s, scr, (int)mode, (int)isa, M, K, N);
     return;
   }
   int64_t per = M * K, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;

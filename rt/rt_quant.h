@@ -4,11 +4,17 @@
  * by `lathe quantize`) and of activation rows (int8-dynamic, at run time).
  *
  * Shapes: x [M, K] f32 (M = every leading axis), the result [M, N] f32.
- * Weights are stored per output column n, as PyTorch's Linear does ([N, K]):
- *   w8    w i8 [N, K],            s f32 [N, K/32]: w[n,k] ~ s[n, k/32] * q
- *   w4    w u8 [N, K/2],          s f32 [N, K/32]: group g's 32 values in 16
- *         bytes [n, 16g .. 16g+15]: byte j holds value j in its low nibble
- *         and value 16+j in its high nibble, each stored + 8 (-8..7)
+ * Weights are stored per output column n:
+ *   w8    w i8 [Np, K],           s f32 [Np, K/32]: w[n,k] ~ s[n, k/32] * q,
+ *         in blocks of 16 columns by 4 inputs as dq8 (q at rt_q_w8_at), the
+ *         scales in blocks of 16 columns (s at rt_q_ws_at): one 64-byte load
+ *         is 16 columns' next 4 weights, one 64-byte load 16 columns' scales
+ *   w4    w u8 [Np, K/2],         s f32 [Np, K/32]: per block of 16 columns
+ *         and group g of 32 inputs, 4 runs of 64 bytes; in run i, byte
+ *         4 c + r holds column c's input 4 i + r in its low nibble and
+ *         16 + 4 i + r in its high nibble, each stored + 8 (-8..7)
+ *         (rt_q_w4_at); the scales as w8's
+ *   (Np = N rounded up to 16; the padding columns are zeros.)
  *   dq8   w i8 [Np, Kp] (Np = N rounded up to 16, Kp = K rounded up to 64,
  *         zero padded) in blocks of 16 columns by 4 inputs, as u8 x s8 dot
  *         products read them: q[n,k] at rt_q_dq8_at(n, k, Kp); s f32 [N]
@@ -41,6 +47,23 @@ static inline int64_t rt_q_dq8_at(int64_t n, int64_t k, int64_t Kp) {
   return ((n / 16) * (Kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4;
 }
 
+/* w8 / w4 (the layouts above; K a multiple of 32): weight (n, k)'s byte,
+ * w4's nibble (*hi: the high one), the scale of (n, group g) */
+static inline int64_t rt_q_w8_at(int64_t n, int64_t k, int64_t K) { return rt_q_dq8_at(n, k, K); }
+static inline int64_t rt_q_w4_at(int64_t n, int64_t k, int64_t K, int *hi) {
+  int64_t r = k % 32;
+  *hi = r >= 16;
+  return ((n / 16) * (K / 32) + k / 32) * 256 + (r % 16) / 4 * 64 + (n % 16) * 4 + r % 4;
+}
+static inline int64_t rt_q_ws_at(int64_t n, int64_t g, int64_t G) { return ((n / 16) * G + g) * 16 + n % 16; }
+/* the signed weight q (w8: -127..127, w4: -8..7) */
+static inline int rt_q_wo_q(int w4, const void *w, int64_t n, int64_t k, int64_t K) {
+  if (!w4) return ((const int8_t *)w)[rt_q_w8_at(n, k, K)];
+  int hi;
+  uint8_t b = ((const uint8_t *)w)[rt_q_w4_at(n, k, K, &hi)];
+  return (hi ? b >> 4 : b & 15) - 8;
+}
+
 /* round to nearest, ties to even (the default rounding mode): cvtss2si,
  * not a libm call (a call per activation cost more than the products) */
 static inline int rt_q_rint(float v) {
@@ -64,6 +87,23 @@ static inline float rt_q_row(const float *x, int64_t K, int64_t Kp, int offset, 
   for (int64_t k = 0; k < K; k++) q[k] = (uint8_t)(rt_q_rint(x[k] * inv) + offset);
   memset(q + K, offset, (size_t)(Kp - K));
   return a / 127.0f;
+}
+
+/* w8 / w4 with fewer than 16 rows (generation's decode step): each row's
+ * activations are quantized per group of 32 inputs as rt_q_row quantizes a
+ * row (sx[g] its scale), and each group's dot product is exact in int32:
+ * y[m,n] = sum_g (float)dot_g * (sx[g] * s[n,g]). cor[g] = -off * sum of
+ * the group's q: the offset correction of the u8 forms (w4's nibbles are
+ * stored + 8, w8's bytes read + 128). From 16 rows (or K past 16384) the
+ * weights are dequantized and multiplied in f32 instead. */
+static inline int rt_q_wo_rows(int64_t M, int64_t K) { return M < 16 && K <= 16384; }
+static inline void rt_q_wo_row(const float *x, int64_t K, int off, int8_t *q, float *sx, int32_t *cor) {
+  for (int64_t g = 0; g < K / 32; g++) {
+    sx[g] = rt_q_row(x + g * 32, 32, 32, 0, (uint8_t *)(q + g * 32));
+    int32_t sum = 0;
+    for (int j = 0; j < 32; j++) sum += q[g * 32 + j];
+    cor[g] = -off * sum;
+  }
 }
 
 /* One activation row to int8 with the calibrated scale sx (static int8):

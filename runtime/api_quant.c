@@ -82,13 +82,14 @@ static void quantize_matrix(int mode, const float *W, int64_t K, int64_t N, void
       for (int64_t g = 0; g < G; g++) {
         const float *v = col + g * RT_Q_GROUP;
         float s = rt_q_scale(v, RT_Q_GROUP, qmax);
-        ((float *)out[1])[n * G + g] = s;
+        ((float *)out[1])[rt_q_ws_at(n, g, G)] = s;
         for (int j = 0; j < RT_Q_GROUP; j++) {
-          int q = rt_q_round(v[j], s, w4 ? -8 : -127, qmax);
-          if (!w4) ((int8_t *)out[0])[n * K + g * RT_Q_GROUP + j] = (int8_t)q;
+          int q = rt_q_round(v[j], s, w4 ? -8 : -127, qmax), hi;
+          int64_t k = g * RT_Q_GROUP + j;
+          if (!w4) ((int8_t *)out[0])[rt_q_w8_at(n, k, K)] = (int8_t)q;
           else {
-            uint8_t *b = (uint8_t *)out[0] + n * (K / 2) + g * 16 + j % 16;
-            *b = (uint8_t)(j < 16 ? (*b & 0xf0) | (q + 8) : (*b & 0x0f) | ((q + 8) << 4));
+            uint8_t *b = (uint8_t *)out[0] + rt_q_w4_at(n, k, K, &hi);
+            *b = (uint8_t)(hi ? (*b & 0x0f) | ((q + 8) << 4) : (*b & 0xf0) | (q + 8));
           }
         }
       }

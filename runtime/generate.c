@@ -23,6 +23,7 @@ typedef struct {
   int64_t n;
   float *logits;         /* [V]: the next token's logits once computed */
   int *state_of;         /* per step output: the parameter its value goes back to, -1 = none */
+  int64_t *row_of;       /* per step output: > 0 when it is kv_write(that parameter, row, pos): the row's width */
   int quant;             /* the weights file's quantization (lathe_quant) */
 } gen;
 
@@ -78,6 +79,17 @@ static int find_io(gen *s, int *input, lathe_error *err) {
   return 0;
 }
 
+/* The width of the row a step writes into its cache when output node o is
+ * kv_write(parameter k, row, pos) of an f32 cache [T, d]: the new cache is
+ * the old one but for row pos, so only that row needs to go back (a
+ * 32 KB copy per cache and token became 512 bytes); else 0. */
+static int64_t kv_row(const ir_graph *g, int o, int k) {
+  const ir_node *n = &g->nodes[o];
+  if (n->op != IR_KV_WRITE || n->nin < 1 || n->in[0] != g->params[k].node || n->dtype != IR_F32 || n->shape.rank != 2)
+    return 0;
+  return n->shape.d[1];
+}
+
 /* The step program's weights are the full program's, found by name; its
  * state (the caches) starts at zero. */
 static int share_weights(gen *s, lathe_error *err) {
@@ -86,11 +98,13 @@ static int share_weights(gen *s, lathe_error *err) {
   p->weights_set = 1;
   api_params_changed(p);
   s->state_of = calloc((size_t)p->g.noutputs + 1, sizeof *s->state_of);
-  if (!s->state_of) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  s->row_of = calloc((size_t)p->g.noutputs + 1, sizeof *s->row_of);
+  if (!s->state_of || !s->row_of) return api_fail(err, LATHE_ENOMEM, "out of memory");
   size_t np = strlen(OPT_NEW_PREFIX);
   for (int i = 0; i < p->g.noutputs; i++) {
     const char *nm = p->g.outputs[i].name;
     s->state_of[i] = strncmp(nm, OPT_NEW_PREFIX, np) ? -1 : ir_find_param(&p->g, nm + np);
+    s->row_of[i] = s->state_of[i] >= 0 ? kv_row(&p->g, p->g.outputs[i].node, s->state_of[i]) : 0;
     /* --backend cuda: the caches never leave the device (cu_exec_feedback after each step) */
     if (p->cux && s->state_of[i] >= 0) cu_exec_keep_output(p->cux, i, 1);
   }
@@ -139,7 +153,7 @@ static int build(gen *s, lathe_model *m, const lathe_generate_options *o, lathe_
 static void gen_free(gen *s) {
   lathe_program_free(s->full);
   lathe_program_free(s->step);
-  free(s->ctx), free(s->logits), free(s->state_of);
+  free(s->ctx), free(s->logits), free(s->state_of), free(s->row_of);
 }
 
 /* ---- running ---- */
@@ -166,6 +180,15 @@ static int step(gen *s, int tok, int64_t pos, lathe_error *err) {
     if (p->cux) { /* the new cache becomes the cache on the device */
       char msg[512];
       if (cu_exec_feedback(p->cux, i, k, msg, sizeof msg)) return api_fail(err, LATHE_EUSER, "%s", msg);
+      continue;
+    }
+    if (p->cg && p->g.nodes[p->g.outputs[i].node].dtype == IR_F32) { /* the output where it is */
+      const float *o = api_output_data(p, i);
+      float *c = p->params[k];
+      int64_t d = s->row_of[i], n = ir_numel(&p->g.params[k].shape);
+      if (o == c) continue;
+      if (d > 0 && (pos + 1) * d <= n) memcpy(c + pos * d, o + pos * d, (size_t)d * sizeof(float));
+      else memcpy(c, o, (size_t)n * sizeof(float));
       continue;
     }
     lathe_tensor t = {0};

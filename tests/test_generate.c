@@ -24,7 +24,10 @@
 
 /* ---- 1. the ops, interpreter against the CPU backend ---- */
 
-enum { OT = 7, OD = 12, OH = 3 };
+/* the cache's rows, the width and the heads of test_ops (set before each
+ * call), at most MT, MD */
+enum { MT = 600, MD = 64 };
+static int64_t OT = 7, OD = 12, OH = 3;
 
 static void fill(double *v, int64_t n, unsigned seed) {
   ir_rng r;
@@ -59,13 +62,14 @@ static void test_ops(int64_t pos, int64_t kvh) {
   ir_add_output(&g, "a", a);
   /* interpreter */
   double **vals = calloc((size_t)g.nnodes, sizeof *vals);
-  double dq[OD], dk[OT * OD], dv[OT * OD], dp = (double)pos;
+  static double dq[MD], dk[MT * MD], dv[MT * MD];
+  double dp = (double)pos;
   fill(dq, OD, 1), fill(dk, OT * DK, 2), fill(dv, OT * DK, 3);
   vals[q] = dq, vals[k] = dk, vals[v] = dv, vals[p] = &dp;
   int rc = ir_interp(&g, IR_INTERP_F32, vals, msg, sizeof msg);
   CHECK_MSG(rc == 0, "%s", msg);
   /* CPU backend */
-  float fq[OD], fk[OT * OD], fv[OT * OD], ow[OT * OD], oa[OD];
+  static float fq[MD], fk[MT * MD], fv[MT * MD], ow[MT * MD], oa[MD];
   int32_t ip = (int32_t)pos;
   for (int i = 0; i < OD; i++) fq[i] = (float)dq[i];
   for (int i = 0; i < OT * DK; i++) fk[i] = (float)dk[i], fv[i] = (float)dv[i];
@@ -330,6 +334,15 @@ static void test_errors(const char *path) {
 
 int main(void) {
   for (int64_t pos = 0; pos < OT; pos += 3) test_ops(pos, OH), test_ops(pos, 1);
+  /* heads of 32 (rt/rt_decode.c's AVX-512 kernel where the CPU has it, and
+   * its C kernel) and a cache past one chunk of 512 scores */
+  OT = MT, OD = MD, OH = 2;
+  for (int c = 0; c < 2; c++) {
+    if (c) setenv("LATHE_CPU_FEATURES", "-avx512f", 1);
+    for (int64_t pos = 5; pos < OT; pos += 540) test_ops(pos, OH), test_ops(pos, 1);
+    unsetenv("LATHE_CPU_FEATURES");
+  }
+  OT = 7, OD = 12, OH = 3;
   char dir[] = "/tmp/lathe_gen_XXXXXX";
   if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
   char w1[64], w2[64], w3[64];

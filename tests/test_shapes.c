@@ -544,13 +544,14 @@ static void test_norms(void) {
 /* qmatmul: each mode's stored tensors (rt/rt_quant.h) */
 static void test_qmatmul(void) {
   reset();
-  int x = T("f32[2, 3, 64]"), w8 = T("i8[5, 64]"), s2 = T("f32[5, 2]"), w4 = T("u8[5, 32]"), s1 = T("f32[5]"),
+  /* w8, w4: N = 5 columns stored in a block of 16 */
+  int x = T("f32[2, 3, 64]"), w8 = T("i8[16, 64]"), s2 = T("f32[16, 2]"), w4 = T("u8[16, 32]"), s1 = T("f32[5]"),
       c = T("i32[5]"), h = T("bf16[5, 64]"), x100 = T("f32[4, 100]"), d100 = T("i8[16, 128]");
   ir_attr a = {.i = 1, .n = 5};
   OK(ADD(IR_QMATMUL, &a, x, w8, s2), "f32[2, 3, 5]");
   a.i = 2;
   OK(ADD(IR_QMATMUL, &a, x, w4, s2), "f32[2, 3, 5]");
-  BAD(ADD(IR_QMATMUL, &a, x, w8, s2), "qmatmul: w must be u8[5, 32], got i8[5, 64]");
+  BAD(ADD(IR_QMATMUL, &a, x, w8, s2), "qmatmul: w must be u8[16, 32], got i8[16, 64]");
   a.i = 3;
   OK(ADD(IR_QMATMUL, &a, x100, d100, s1, c), "f32[4, 5]");
   BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, s1), "qmatmul: c must be i32[5], got f32[5]");
@@ -564,7 +565,7 @@ static void test_qmatmul(void) {
   a.i = 3;
   BAD(ADD(IR_QMATMUL, &a, x100, T("i8[5, 128]"), s1, c), "qmatmul: w must be i8[16, 128], got i8[5, 128]");
   a.i = 1;
-  BAD(ADD(IR_QMATMUL, &a, w8, w8, s2), "qmatmul: x must be f32 of rank >= 1, got i8[5, 64]");
+  BAD(ADD(IR_QMATMUL, &a, w8, w8, s2), "qmatmul: x must be f32 of rank >= 1, got i8[16, 64]");
   a.i = 6; /* static int8: the input's scale after the columns' */
   OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
   BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, c), "qmatmul: s must be f32[6], got f32[5]");

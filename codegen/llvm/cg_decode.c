@@ -8,7 +8,7 @@
  * d = width, hd = d / heads. */
 #include "cg_internal.h"
 
-#include <math.h>
+#include "rt/lathe_rt.h"
 
 #define BLD (k->B)
 #define OUT (k->arg[0])
@@ -35,51 +35,23 @@ static void e_kv_write(cg_k *k) {
   CG_FOR(k, e, ci(k, 0), ci(k, d)) cg_st(k, 0, addi(k, base, e.iv), cg_ldf(k, 2, e.iv));
 }
 
-/* q_h . k_jg * scale (f32, in order e = 0..hd-1): q from qoff, the cache
- * row j of width dk from koff */
-static V score(cg_k *k, V qoff, V koff, V j, int64_t dk, int64_t hd, V scale) {
-  V acc = cg_var(k, k->m->f32, cf(k, 0));
-  V row = addi(k, cg_muli(k, j, dk), koff);
-  CG_FOR(k, e, ci(k, 0), ci(k, hd)) {
-    V qk = cg_fmul(k, cg_ldf(k, 1, addi(k, qoff, e.iv)), cg_ldf(k, 2, addi(k, row, e.iv)));
-    cg_set(k, acc, cg_fadd(k, cg_get(k, acc, k->m->f32), qk));
-  }
-  return cg_fmul(k, cg_get(k, acc, k->m->f32), scale);
-}
-
-/* Per head, two passes over rows 0..pos as the reference does: the maximum
- * score, then exp(score - max) summed and applied to the values (the scores
- * are recomputed rather than kept: no scratch, and hd is small). Query head
- * h reads cache head h / G (G = H / K query heads per key/value head; 1
- * but for mha's grouped heads). */
+/* A call of lathe_rt_attention_decode (rt/rt_decode.c: vector scores, exp
+ * and sums; the scalar loops it replaced chained every score's 32 adds and
+ * were a third of a decode step), with the position clamped here as
+ * kv_write's is (an outside position sets the error word). Query head h
+ * reads cache head h / G (G = H / K query heads per key/value head; 1 but
+ * for mha's grouped heads). The kernel (AVX-512 or C) is chosen now. */
 static void e_attention_decode(cg_k *k) {
   const ir_shape *sk = k->sh[2];
   int64_t T = sk->d[0], dk = sk->d[1], H = k->n->attr.heads, hd = ir_numel(&k->n->shape) / H, G = H / (dk / hd);
-  LLVMTypeRef f = k->m->f32;
-  V pos = cache_pos(k, 4, T), n = addi(k, pos, ci(k, 1));
-  V scale = cf(k, 1.0 / sqrt((double)hd));
-  CG_FOR(k, h, ci(k, 0), ci(k, H)) {
-    V off = cg_muli(k, h.iv, hd), koff = cg_muli(k, LLVMBuildSDiv(BLD, h.iv, ci(k, G), ""), hd);
-    V mx = cg_var(k, f, cf(k, -INFINITY)), sum = cg_var(k, f, cf(k, 0));
-    CG_FOR(k, j, ci(k, 0), n)
-    cg_set(k, mx, cg_fmax_nan(k, cg_get(k, mx, f), score(k, off, koff, j.iv, dk, hd, scale)));
-    CG_FOR(k, e, ci(k, 0), ci(k, hd)) cg_st(k, 0, addi(k, off, e.iv), cf(k, 0));
-    CG_FOR(k, j, ci(k, 0), n) {
-      V s = LLVMBuildFSub(BLD, score(k, off, koff, j.iv, dk, hd, scale), cg_get(k, mx, f), "");
-      V p = cg_exp(k, s);
-      cg_set(k, sum, cg_fadd(k, cg_get(k, sum, f), p));
-      V row = addi(k, cg_muli(k, j.iv, dk), koff);
-      CG_FOR(k, e, ci(k, 0), ci(k, hd)) {
-        V o = addi(k, off, e.iv);
-        cg_st(k, 0, o, cg_fadd(k, cg_ldf(k, 0, o), cg_fmul(k, p, cg_ldf(k, 3, addi(k, row, e.iv)))));
-      }
-    }
-    V total = cg_get(k, sum, f);
-    CG_FOR(k, e, ci(k, 0), ci(k, hd)) {
-      V o = addi(k, off, e.iv);
-      cg_st(k, 0, o, LLVMBuildFDiv(BLD, cg_ldf(k, 0, o), total, ""));
-    }
-  }
+  V pos = cache_pos(k, 4, T);
+  LLVMTypeRef p = k->m->ptr, i = k->m->i64;
+  LLVMTypeRef ty[10] = {p, p, p, p, i, i, i, i, i, i};
+  V args[10] = {OUT, k->arg[1], k->arg[2], k->arg[3], pos, ci(k, dk), ci(k, H), ci(k, hd), ci(k, G),
+                ci(k, lathe_rt_attention_decode_isa())};
+  cg_fn f = {LLVMGetNamedFunction(k->m->M, "lathe_rt_attention_decode"), LLVMFunctionType(k->m->vd, ty, 10, 0)};
+  if (!f.fn) f.fn = LLVMAddFunction(k->m->M, "lathe_rt_attention_decode", f.ty);
+  cg_call(k, f, args, 10);
 }
 
 static const cg_emit_fn cg_decode_ops[IR_NOPS] = {
