@@ -113,6 +113,18 @@ int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64
 void lathe_rt_qmatmul_xq(float *out, const uint8_t *xq, const float *sx, const void *w, const float *s,
                          const int32_t *c, const float *bias, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa,
                          int64_t act);
+/* Static int8 between products (rt/rt_qdq.h, rt/rt_qdq.c): quantize x [n]
+ * with the scale s[idx] to s8, dequantize q [n] to f32; and the static
+ * int8 product whose input is s8 already (xi8 1: quantized with s[N]) and/or
+ * whose output is s8 requantized with os[oidx] (os NULL: f32 out), bias and
+ * act in its epilogue before the requantization; isa not F32. scr: at
+ * least lathe_rt_qmatmul_s8io_scratch_bytes. */
+void lathe_rt_quantize(int8_t *out, const float *x, const float *s, int64_t n, int64_t idx);
+void lathe_rt_dequantize(float *out, const int8_t *q, const float *s, int64_t n, int64_t idx);
+void lathe_rt_qmatmul_s8io(void *out, const void *x, const void *w, const float *s, const int32_t *c,
+                           const float *bias, const float *os, void *scr, int64_t M, int64_t K, int64_t N, int64_t isa,
+                           int64_t act, int64_t xi8, int64_t oidx);
+int64_t lathe_rt_qmatmul_s8io_scratch_bytes(int64_t M, int64_t K);
 /* int8 conv2d (rt/rt_qconv.h, rt/rt_qconv.c): im2col rows, one
  * lathe_rt_qmatmul with the conv's weights (mode dq8 or s8, its bias and
  * relu), the result transposed to [N, O, OH, OW]. The geometry is packed

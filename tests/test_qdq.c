@@ -1,0 +1,160 @@
+/* test_qdq.c -- static int8 between products (passes/quantize_qdq.c,
+ * rt/rt_qdq.h, docs/quantize.md): on an MLP of three int8 dense layers
+ * (dense -> relu -> dense -> dense), calibrated by lathe_quantize:
+ *  - the pass places the quantize / dequantize nodes (--print-after=
+ *    qdq_place: one quantize per product, one dequantize per product read
+ *    by another) and folds every pair away (--print-after=qdq_fold: none
+ *    left; the first two products write i8, the last two read it);
+ *  - on every integer kernel this CPU has (LATHE_CPU_FEATURES), the LLVM
+ *    backend equals the interpreter's reference bit for bit, placed and
+ *    folded, and both equal the program without the passes (each product
+ *    quantizing its own f32 input): the fold changes no bit;
+ *  - without SIMD integer dot products (the f32 form) nothing is placed. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lathe.h"
+#include "rt/lathe_rt.h"
+#include "test.h"
+#include "quant_util.h"
+
+static char dir[] = "/tmp/lathe_qdq_XXXXXX";
+static char wf[128], qf[128], csv[128];
+
+static lathe_model *mlp(int64_t K, int64_t H1, int64_t H2, int64_t N, int64_t M) {
+  char src[640];
+  snprintf(src, sizeof src,
+           "model q\ninput x : f32[batch, %lld]\ntarget t : i32[batch]\n"
+           "h1 = relu(dense(x, %lld, name=\"fc1\"))\nh2 = dense(h1, %lld, name=\"fc2\")\n"
+           "output y = dense(h2, %lld, name=\"fc3\")\nloss = cross_entropy(y, t)\n"
+           "train {\n  batch = 8\n  split = [0.5, 0.25, 0.25]\n}\n",
+           (long long)K, (long long)H1, (long long)H2, (long long)N);
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_parse("q.nn", src, strlen(src), &err);
+  CHECK_MSG(m != NULL, "%s", err.message);
+  if (m && M > 0) CHECK(lathe_model_bind(m, "batch", M, &err) == 0);
+  return m;
+}
+
+static float xval(int64_t i) { return (float)(((i * 7919) % 2001) - 1000) / 250.0f; } /* -4..4 */
+
+static void write_csv(int64_t K, int64_t N, int rows) {
+  FILE *f = fopen(csv, "w");
+  CHECK(f != NULL);
+  for (int r = 0; f && r < rows; r++) {
+    for (int64_t k = 0; k < K; k++) fprintf(f, "%.6g,", (double)xval(r * K + k + 3));
+    fprintf(f, "%d\n", r % (int)N);
+  }
+  if (f) fclose(f);
+}
+
+static int count(const char *s, const char *what) {
+  int n = 0;
+  for (const char *p = s; (p = strstr(p, what)) != NULL; p++) n++;
+  return n;
+}
+
+/* the graph after pass `after` (compiled for the interpreter) */
+static char *dump(lathe_model *m, const char *after) {
+  char *buf = NULL;
+  size_t len = 0;
+  lathe_error err = {0};
+  FILE *log = open_memstream(&buf, &len);
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .quant = LATHE_QUANT_INT8, .print_after = after, .pass_log = log};
+  lathe_program *p = lathe_compile(m, &o, &err);
+  CHECK_MSG(p != NULL, "%s", err.message);
+  fclose(log);
+  lathe_program_free(p);
+  return buf;
+}
+
+/* passes: NULL (the default: placed and folded), a list naming qdq_place
+ * only (placed, not folded), or one naming neither */
+static float *run_q(lathe_model *m, lathe_backend b, const char *passes, int64_t M, int64_t K, int64_t N,
+                    const float *x) {
+  lathe_error err = {0};
+  lathe_options o = {.backend = b, .quant = LATHE_QUANT_INT8, .passes = passes};
+  lathe_program *p = lathe_compile(m, &o, &err);
+  CHECK_MSG(p && lathe_weights_load(p, qf, &err) == 0, "%s", err.message);
+  float *y = p ? run(p, x, M, K, N) : NULL;
+  lathe_program_free(p);
+  return y;
+}
+
+static const char *const features[] = {NULL, "-avx512vnni", "-avx512vnni,-avxvnni", "none"};
+enum { NFEAT = sizeof features / sizeof features[0] };
+
+static void one_case(int64_t M, int64_t K, int64_t H1, int64_t H2, int64_t N) {
+  lathe_model *mq = mlp(K, H1, H2, N, 0), *m = mlp(K, H1, H2, N, M);
+  lathe_error err = {0};
+  lathe_program *f = m ? compile(m, LATHE_BACKEND_INTERP, 0, NULL, &err) : NULL;
+  CHECK(f && lathe_weights_init(f, (uint64_t)(K + 31 * H1), &err) == 0);
+  static const char *const biases[] = {"fc1.bias", "fc2.bias", "fc3.bias"};
+  for (int l = 0; f && l < 3; l++) { /* zeros after init: give the epilogues some */
+    float *b = (float *)param(f, biases[l]);
+    int64_t n = l == 0 ? H1 : l == 1 ? H2 : N;
+    for (int64_t i = 0; b && i < n; i++) b[i] = 0.05f * (float)(i % 7) - 0.15f;
+  }
+  CHECK(f && lathe_weights_save(f, wf, &err) == 0);
+  write_csv(K, N, 40);
+  lathe_quantize_options qo = {.weights = wf, .out = qf, .mode = LATHE_QUANT_INT8, .data = csv, .calib_batches = 100};
+  CHECK_MSG(mq && lathe_quantize(mq, &qo, NULL, &err) == 0, "%s", err.message);
+  float *x = malloc(sizeof(float) * (size_t)(M * K));
+  for (int64_t i = 0; i < M * K; i++) x[i] = 1.5f * xval(i); /* past the calibrated range: the clamps */
+  for (int fi = 0; m && fi < NFEAT; fi++) {
+    if (features[fi]) setenv("LATHE_CPU_FEATURES", features[fi], 1);
+    else unsetenv("LATHE_CPU_FEATURES");
+    int64_t isa = lathe_rt_quant_isa();
+    int integer = isa != LATHE_RT_ISA_SCALAR; /* else the f32 form: nothing to place */
+    char *placed = dump(m, "qdq_place"), *folded = dump(m, "qdq_fold");
+    int pq = placed ? count(placed, "= quantize(") : -1, pd = placed ? count(placed, "= dequantize(") : -1;
+    int fq = folded ? count(folded, "= quantize(") : -1, fd = folded ? count(folded, "= dequantize(") : -1;
+    int o8 = folded ? count(folded, " pad=1 ") : -1;
+    printf("M=%lld K=%lld %s (%s): placed %d quantize, %d dequantize; folded %d, %d; %d products write i8\n",
+           (long long)M, (long long)K, features[fi] ? features[fi] : "all", lathe_rt_isa_name(isa), pq, pd, fq, fd,
+           o8);
+    CHECK_MSG(pq == (integer ? 3 : 0) && pd == (integer ? 2 : 0), "placed: %d quantize, %d dequantize", pq, pd);
+    CHECK_MSG(fq == 0 && fd == 0 && o8 == (integer ? 2 : 0), "not folded: %d quantize, %d dequantize, %d i8 outputs",
+              fq, fd, o8);
+    free(placed), free(folded);
+    const char *plain = "constfold,simplify,cse,dce,foldbn,attnsave,fuse"; /* -O2 without the qdq passes */
+    const char *place = "qdq_place,constfold,simplify,cse,dce,foldbn,attnsave,fuse";
+    float *ref = run_q(m, LATHE_BACKEND_INTERP, plain, M, K, N, x);
+    float *y[4] = {run_q(m, LATHE_BACKEND_INTERP, NULL, M, K, N, x), run_q(m, LATHE_BACKEND_LLVM, NULL, M, K, N, x),
+                   run_q(m, LATHE_BACKEND_LLVM, place, M, K, N, x), run_q(m, LATHE_BACKEND_LLVM, plain, M, K, N, x)};
+    static const char *const what[4] = {"interpreter, folded", "llvm, folded", "llvm, placed", "llvm, no qdq"};
+    for (int v = 0; v < 4; v++) {
+      int same = ref && y[v] && memcmp(ref, y[v], sizeof(float) * (size_t)(M * N)) == 0;
+      if (integer) CHECK_MSG(same, "%s: M=%lld K=%lld on %s differs from the reference", what[v], (long long)M,
+                             (long long)K, lathe_rt_isa_name(isa));
+      free(y[v]);
+    }
+    int distinct = 0; /* a real test: outputs that differ (not all clamped or zero) */
+    for (int64_t i = 1; ref && i < M * N; i++) distinct += ref[i] != ref[0];
+    CHECK_MSG(M * N < 4 || distinct >= M * N / 2, "only %d outputs differ from the first", distinct);
+    free(ref);
+  }
+  unsetenv("LATHE_CPU_FEATURES");
+  free(x);
+  lathe_program_free(f);
+  lathe_model_free(m), lathe_model_free(mq);
+}
+
+int main(void) {
+  if (!mkdtemp(dir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  snprintf(wf, sizeof wf, "%s/w.safetensors", dir);
+  snprintf(qf, sizeof qf, "%s/q.safetensors", dir);
+  snprintf(csv, sizeof csv, "%s/d.csv", dir);
+  one_case(1, 64, 32, 16, 4);
+  one_case(7, 70, 33, 150, 5);
+  one_case(20, 100, 64, 20, 3);
+  unlink(wf), unlink(qf), unlink(csv);
+  rmdir(dir);
+  return TEST_REPORT();
+}
