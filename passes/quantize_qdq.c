@@ -20,10 +20,21 @@
 #include "passes/passes.h"
 #include "rt/lathe_rt.h"
 
-/* a static int8 product on an integer kernel (the f32 form has no int8 rows) */
+/* a static int8 product (qmatmul or qconv2d) on an integer kernel (the f32
+ * form has no int8 rows) */
 static int int8_product(const ir_node *n) {
-  return n->op == IR_QMATMUL && n->attr.i == LATHE_RT_Q_S8 && n->attr.k >= LATHE_RT_ISA_AVX2 &&
-         n->attr.k <= LATHE_RT_ISA_AVX512VNNI;
+  return (n->op == IR_QMATMUL || n->op == IR_QCONV2D) && n->attr.i == LATHE_RT_Q_S8 &&
+         n->attr.k >= LATHE_RT_ISA_AVX2 && n->attr.k <= LATHE_RT_ISA_AVX512VNNI;
+}
+
+/* where the product's input scale is in its s: after its N (or O) columns' */
+static int64_t scale_index(const ir_node *n) { return n->op == IR_QCONV2D ? n->attr.list[0] : n->attr.n; }
+
+/* the attribute that makes a product's output int8: qmatmul's pad,
+ * qconv2d's start (its pad is the convolution's) */
+static int64_t *o8_attr(ir_attr *a, int op) { return op == IR_QCONV2D ? &a->start : &a->pad; }
+static int writes_i8(const ir_node *n) {
+  return (n->op == IR_QMATMUL && n->attr.pad == 1) || (n->op == IR_QCONV2D && n->attr.start == 1);
 }
 
 /* rw_reorder with drop[0 .. n0) marked (nodes added since are kept) */
@@ -41,7 +52,7 @@ static int place_quantize(ir_graph *g, char *msg, size_t mn) {
     const ir_node *pn = &g->nodes[p];
     if (!int8_product(pn) || g->nodes[pn->in[0]].dtype != IR_F32) continue;
     int in[2] = {pn->in[0], pn->in[2]};
-    ir_attr at = {.n = pn->attr.n}; /* s[N]: the input's scale */
+    ir_attr at = {.n = scale_index(pn)}; /* s[N]: the input's scale */
     int q = ir_add(g, IR_QUANTIZE, in, 2, &at, pn->loc, msg, mn);
     if (q < 0) return -1;
     g->nodes[p].in[0] = q;
@@ -66,15 +77,15 @@ int ps_qdq_place(ir_graph *g, char *msg, size_t mn) {
   char *drop = ar_alloc(g->A, (size_t)n0 + 1);
   memset(drop, 0, (size_t)n0 + 1);
   for (int p = 0; p < n0; p++) {
-    int q = int8_product(&g->nodes[p]) && g->nodes[p].attr.pad == 0 ? next_quantize(g, p) : -1;
+    int q = int8_product(&g->nodes[p]) && !writes_i8(&g->nodes[p]) ? next_quantize(g, p) : -1;
     if (q < 0) continue;
     ir_node pn = g->nodes[p];
     int in[8];
     memcpy(in, pn.in, sizeof(int) * (size_t)pn.nin);
     in[pn.nin] = g->nodes[q].in[1]; /* the reader's scales: requantize with its s[N] */
     ir_attr at = pn.attr, dat = {.n = g->nodes[q].attr.n};
-    at.pad = 1;
-    int a = ir_add(g, IR_QMATMUL, in, pn.nin + 1, &at, pn.loc, msg, mn);
+    *o8_attr(&at, pn.op) = 1;
+    int a = ir_add(g, pn.op, in, pn.nin + 1, &at, pn.loc, msg, mn);
     int din[2] = {a, in[pn.nin]};
     int d = a < 0 ? -1 : ir_add(g, IR_DEQUANTIZE, din, 2, &dat, pn.loc, msg, mn);
     if (d < 0) return -1;
@@ -98,7 +109,7 @@ static int folds(const ir_graph *g, int q, int *relu, int *d) {
   if (qz_sole_reader(g, v) != (*relu >= 0 ? *relu : q) || (*relu >= 0 && qz_sole_reader(g, *relu) != q)) return -1;
   int p = dn->in[0];
   *d = v;
-  return g->nodes[p].op == IR_QMATMUL && g->nodes[p].attr.pad == 1 && qz_sole_reader(g, p) == v ? p : -1;
+  return writes_i8(&g->nodes[p]) && qz_sole_reader(g, p) == v ? p : -1;
 }
 
 /* a quantize whose every reader is an int8 product reading it as its input
@@ -112,7 +123,7 @@ static int into_reader(const ir_graph *g, int q) {
     for (int k = 0; k < g->nodes[i].nin; k++) {
       const ir_node *r = &g->nodes[i];
       if (r->in[k] != q) continue;
-      if (!int8_product(r) || k != 0 || r->in[2] != qn->in[1] || r->attr.n != qn->attr.n) return 0;
+      if (!int8_product(r) || k != 0 || r->in[2] != qn->in[1] || scale_index(r) != qn->attr.n) return 0;
       readers++;
     }
   return readers > 0;
@@ -129,7 +140,7 @@ int ps_qdq_fold(ir_graph *g, char *msg, size_t mn) {
     ir_node pn = g->nodes[p];
     ir_attr at = pn.attr;
     at.axis = at.axis || relu >= 0; /* relu before the requantization */
-    int f = ir_add(g, IR_QMATMUL, pn.in, pn.nin, &at, g->nodes[q].loc, msg, mn);
+    int f = ir_add(g, pn.op, pn.in, pn.nin, &at, g->nodes[q].loc, msg, mn);
     if (f < 0) return -1;
     qz_take_readers(g, q, f);
     drop[q] = drop[d] = drop[p] = 1;

@@ -132,6 +132,13 @@ int64_t lathe_rt_qmatmul_s8io_scratch_bytes(int64_t M, int64_t K);
 void lathe_rt_qconv2d(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
                       void *scr, int64_t N, int64_t C, int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad,
                       int64_t flags);
+/* The same, static int8 on an integer kernel, between products (rt/rt_qdq.h):
+ * x s8 already (flags bit 16; quantized with s[O]) and/or the output s8
+ * requantized with os[oidx] (os NULL: f32 out); flags = isa | act << 8 |
+ * xi8 << 16 | oidx << 24. Scratch: lathe_rt_qconv2d_scratch_bytes of mode s8. */
+void lathe_rt_qconv2d_s8io(void *out, const void *x, const void *w, const float *s, const int32_t *c,
+                           const float *bias, const float *os, void *scr, int64_t N, int64_t C, int64_t hw, int64_t O,
+                           int64_t ohw, int64_t kern, int64_t pad, int64_t flags);
 int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64_t hw, int64_t O, int64_t ohw,
                                        int64_t kern);
 /* The best integer kernel this CPU has (cpuid), less the features that

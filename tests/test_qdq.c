@@ -1,10 +1,12 @@
 /* test_qdq.c -- static int8 between products (passes/quantize_qdq.c,
  * rt/rt_qdq.h, docs/quantize.md): on an MLP of three int8 dense layers
- * (dense -> relu -> dense -> dense), calibrated by lathe_quantize:
+ * (dense -> relu -> dense -> dense) and on two int8 convolutions and a
+ * dense layer (conv -> relu -> conv -> flatten -> dense), calibrated by
+ * lathe_quantize:
  *  - the pass places the quantize / dequantize nodes (--print-after=
  *    qdq_place: one quantize per product, one dequantize per product read
  *    by another) and folds every pair away (--print-after=qdq_fold: none
- *    left; the first two products write i8, the last two read it);
+ *    left; the MLP's first two products write i8, the CNN's first conv);
  *  - on every integer kernel this CPU has (LATHE_CPU_FEATURES), the LLVM
  *    backend equals the interpreter's reference bit for bit, placed and
  *    folded, and both equal the program without the passes (each product
@@ -24,19 +26,37 @@
 static char dir[] = "/tmp/lathe_qdq_XXXXXX";
 static char wf[128], qf[128], csv[128];
 
-static lathe_model *mlp(int64_t K, int64_t H1, int64_t H2, int64_t N, int64_t M) {
-  char src[640];
-  snprintf(src, sizeof src,
-           "model q\ninput x : f32[batch, %lld]\ntarget t : i32[batch]\n"
-           "h1 = relu(dense(x, %lld, name=\"fc1\"))\nh2 = dense(h1, %lld, name=\"fc2\")\n"
-           "output y = dense(h2, %lld, name=\"fc3\")\nloss = cross_entropy(y, t)\n"
-           "train {\n  batch = 8\n  split = [0.5, 0.25, 0.25]\n}\n",
-           (long long)K, (long long)H1, (long long)H2, (long long)N);
+static lathe_model *parse(const char *src, int64_t M) {
   lathe_error err = {0};
   lathe_model *m = lathe_model_parse("q.nn", src, strlen(src), &err);
   CHECK_MSG(m != NULL, "%s", err.message);
   if (m && M > 0) CHECK(lathe_model_bind(m, "batch", M, &err) == 0);
   return m;
+}
+
+static const char train_block[] = "loss = cross_entropy(y, t)\ntrain {\n  batch = 8\n  split = [0.5, 0.25, 0.25]\n}\n";
+
+static lathe_model *mlp(int64_t K, int64_t H1, int64_t H2, int64_t N, int64_t M) {
+  char src[640];
+  snprintf(src, sizeof src,
+           "model q\ninput x : f32[batch, %lld]\ntarget t : i32[batch]\n"
+           "h1 = relu(dense(x, %lld, name=\"fc1\"))\nh2 = dense(h1, %lld, name=\"fc2\")\n"
+           "output y = dense(h2, %lld, name=\"fc3\")\n%s",
+           (long long)K, (long long)H1, (long long)H2, (long long)N, train_block);
+  return parse(src, M);
+}
+
+/* two int8 convs (16 x 16 outputs, windows of 16 * 9 and 32 * 9 inputs:
+ * both int8 by the pass's rules), then flatten and an int8 dense layer */
+static lathe_model *cnn(int64_t N, int64_t M) {
+  char src[640];
+  snprintf(src, sizeof src,
+           "model q\ninput x : f32[batch, 16, 16, 16]\ntarget t : i32[batch]\n"
+           "h = conv2d(x, 32, kernel=3, padding=1, name=\"c1\") |> relu\n"
+           "h = conv2d(h, 32, kernel=3, padding=1, name=\"c2\")\n"
+           "output y = dense(flatten(h), %lld, name=\"fc\")\n%s",
+           (long long)N, train_block);
+  return parse(src, M);
 }
 
 static float xval(int64_t i) { return (float)(((i * 7919) % 2001) - 1000) / 250.0f; } /* -4..4 */
@@ -79,24 +99,40 @@ static float *run_q(lathe_model *m, lathe_backend b, const char *passes, int64_t
   lathe_options o = {.backend = b, .quant = LATHE_QUANT_INT8, .passes = passes};
   lathe_program *p = lathe_compile(m, &o, &err);
   CHECK_MSG(p && lathe_weights_load(p, qf, &err) == 0, "%s", err.message);
-  float *y = p ? run(p, x, M, K, N) : NULL;
+  /* the MLP's x [M, K]; the CNN's [M, 16, 16, 16] */
+  lathe_tensor t = {.dtype = LATHE_F32, .rank = K == 4096 ? 4 : 2, .shape = {M, K == 4096 ? 16 : K, 16, 16},
+                    .data = (void *)x},
+               y = {0};
+  if (p && (lathe_set_input(p, "x", &t, &err) || lathe_run(p, &err) || lathe_get_output(p, "y", &y, &err)))
+    CHECK_MSG(0, "run: %s", err.message);
+  CHECK(!y.data || lathe_tensor_numel(&y) == M * N);
   lathe_program_free(p);
-  return y;
+  return y.data;
 }
 
 static const char *const features[] = {NULL, "-avx512vnni", "-avx512vnni,-avxvnni", "none"};
 enum { NFEAT = sizeof features / sizeof features[0] };
 
-static void one_case(int64_t M, int64_t K, int64_t H1, int64_t H2, int64_t N) {
-  lathe_model *mq = mlp(K, H1, H2, N, 0), *m = mlp(K, H1, H2, N, M);
+/* m (at batch M; mq unbound, for lathe_quantize) with K inputs per row
+ * and N outputs: nq quantize and ndq dequantize nodes placed, none left
+ * after the fold, no8 products writing i8 (attribute o8: " pad=1 " or
+ * " start=1 ") */
+typedef struct {
+  int64_t M, K, N;
+  int nq, ndq, no8;
+  const char *o8;
+} qcase;
+
+static void one_case(lathe_model *m, lathe_model *mq, const qcase *c) {
+  int64_t M = c->M, K = c->K, N = c->N;
   lathe_error err = {0};
   lathe_program *f = m ? compile(m, LATHE_BACKEND_INTERP, 0, NULL, &err) : NULL;
-  CHECK(f && lathe_weights_init(f, (uint64_t)(K + 31 * H1), &err) == 0);
-  static const char *const biases[] = {"fc1.bias", "fc2.bias", "fc3.bias"};
-  for (int l = 0; f && l < 3; l++) { /* zeros after init: give the epilogues some */
-    float *b = (float *)param(f, biases[l]);
-    int64_t n = l == 0 ? H1 : l == 1 ? H2 : N;
-    for (int64_t i = 0; b && i < n; i++) b[i] = 0.05f * (float)(i % 7) - 0.15f;
+  CHECK(f && lathe_weights_init(f, (uint64_t)(K + 31 * N), &err) == 0);
+  for (int i = 0; f && i < lathe_num_params(f); i++) { /* biases are zeros after init: give the epilogues some */
+    lathe_tensor v;
+    const char *name = lathe_param_name(f, i);
+    if (strstr(name, ".bias") && lathe_param_view(f, i, &v) == 0)
+      for (int64_t j = 0; j < lathe_tensor_numel(&v); j++) ((float *)v.data)[j] = 0.05f * (float)(j % 7) - 0.15f;
   }
   CHECK(f && lathe_weights_save(f, wf, &err) == 0);
   write_csv(K, N, 40);
@@ -112,12 +148,13 @@ static void one_case(int64_t M, int64_t K, int64_t H1, int64_t H2, int64_t N) {
     char *placed = dump(m, "qdq_place"), *folded = dump(m, "qdq_fold");
     int pq = placed ? count(placed, "= quantize(") : -1, pd = placed ? count(placed, "= dequantize(") : -1;
     int fq = folded ? count(folded, "= quantize(") : -1, fd = folded ? count(folded, "= dequantize(") : -1;
-    int o8 = folded ? count(folded, " pad=1 ") : -1;
+    int o8 = folded ? count(folded, c->o8) : -1;
     printf("M=%lld K=%lld %s (%s): placed %d quantize, %d dequantize; folded %d, %d; %d products write i8\n",
            (long long)M, (long long)K, features[fi] ? features[fi] : "all", lathe_rt_isa_name(isa), pq, pd, fq, fd,
            o8);
-    CHECK_MSG(pq == (integer ? 3 : 0) && pd == (integer ? 2 : 0), "placed: %d quantize, %d dequantize", pq, pd);
-    CHECK_MSG(fq == 0 && fd == 0 && o8 == (integer ? 2 : 0), "not folded: %d quantize, %d dequantize, %d i8 outputs",
+    CHECK_MSG(pq == (integer ? c->nq : 0) && pd == (integer ? c->ndq : 0), "placed: %d quantize, %d dequantize", pq,
+              pd);
+    CHECK_MSG(fq == 0 && fd == 0 && o8 == (integer ? c->no8 : 0), "not folded: %d quantize, %d dequantize, %d i8 outputs",
               fq, fd, o8);
     free(placed), free(folded);
     const char *plain = "constfold,simplify,cse,dce,foldbn,attnsave,fuse"; /* -O2 without the qdq passes */
@@ -143,6 +180,16 @@ static void one_case(int64_t M, int64_t K, int64_t H1, int64_t H2, int64_t N) {
   lathe_model_free(m), lathe_model_free(mq);
 }
 
+static void mlp_case(int64_t M, int64_t K, int64_t H1, int64_t H2, int64_t N) {
+  qcase c = {M, K, N, 3, 2, 2, " pad=1 "}; /* fc1 -> relu -> fc2 -> fc3: two pairs folded */
+  one_case(mlp(K, H1, H2, N, M), mlp(K, H1, H2, N, 0), &c);
+}
+
+static void cnn_case(int64_t M, int64_t N) {
+  qcase c = {M, 16 * 16 * 16, N, 3, 1, 1, " start=1 "}; /* c1 -> relu -> c2 folded; flatten keeps c2's f32 */
+  one_case(cnn(N, M), cnn(N, 0), &c);
+}
+
 int main(void) {
   if (!mkdtemp(dir)) {
     perror("mkdtemp");
@@ -151,9 +198,11 @@ int main(void) {
   snprintf(wf, sizeof wf, "%s/w.safetensors", dir);
   snprintf(qf, sizeof qf, "%s/q.safetensors", dir);
   snprintf(csv, sizeof csv, "%s/d.csv", dir);
-  one_case(1, 64, 32, 16, 4);
-  one_case(7, 70, 33, 150, 5);
-  one_case(20, 100, 64, 20, 3);
+  mlp_case(1, 64, 32, 16, 4);
+  mlp_case(7, 70, 33, 150, 5);
+  mlp_case(20, 100, 64, 20, 3);
+  cnn_case(1, 4);
+  cnn_case(3, 5);
   unlink(wf), unlink(qf), unlink(csv);
   rmdir(dir);
   return TEST_REPORT();

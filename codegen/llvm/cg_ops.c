@@ -1002,7 +1002,7 @@ const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
     ir_dtype t = g->nodes[n->in[j]].dtype;
     if ((n->op == IR_QMATMUL || n->op == IR_QCONV2D) && j > 0) continue; /* stored weights: the shape rule checked their dtypes */
     /* int8 activations between products (rt/rt_qdq.h): the shape rules checked them */
-    if ((n->op == IR_QMATMUL && j == 0) || n->op == IR_QUANTIZE || n->op == IR_DEQUANTIZE) continue;
+    if (((n->op == IR_QMATMUL || n->op == IR_QCONV2D) && j == 0) || n->op == IR_QUANTIZE || n->op == IR_DEQUANTIZE) continue;
     if (!is_supported_dtype(t)) return "f16/bf16 tensors are not supported by the CPU backend yet";
     int cat = ir_ops[n->op].cat;
     int mha_mask = (n->op == IR_MHA || n->op == IR_MHA_GRAD) && j == 8 && ir_dtype_is_int(t); /* lengths or bool */
