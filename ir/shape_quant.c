@@ -43,12 +43,13 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (n->attr.pad != 0 && !o8)
     return ir_fail(msg, mn, "qmatmul: pad (an int8 output) is static int8's only, 0 or 1; got %lld",
                    (long long)n->attr.pad);
-  int epi = mode == LATHE_RT_Q_S8 && nbase == nin[mode] + 1; /* static int8's bias */
+  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8;
+  int epi = i8 && nbase == nin[mode] + 1; /* the int8 products' bias */
   if (nbase != nin[mode] && !epi)
     return ir_fail(msg, mn, "qmatmul: mode %lld takes %d inputs%s, got %d", (long long)mode, nin[mode],
-                   mode == LATHE_RT_Q_S8 ? " (and a bias)" : "", n->nin);
-  if (n->attr.axis != 0 && (mode != LATHE_RT_Q_S8 || n->attr.axis != 1))
-    return ir_fail(msg, mn, "qmatmul: the epilogue's activation (axis) is static int8's only, 1 (relu); got %lld",
+                   i8 ? " (and a bias)" : "", n->nin);
+  if (n->attr.axis != 0 && (!i8 || n->attr.axis != 1))
+    return ir_fail(msg, mn, "qmatmul: the epilogue's activation (axis) is the int8 modes' only, 1 (relu); got %lld",
                    (long long)n->attr.axis);
   const ir_node *x = &g->nodes[n->in[0]];
   char b[200];
@@ -64,7 +65,6 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   int grouped = mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4;
   if (grouped && K % RT_Q_GROUP)
     return ir_fail(msg, mn, "qmatmul: w8 and w4 need K a multiple of %d, got %lld", RT_Q_GROUP, (long long)K);
-  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8;
   if (i8 && K > RT_Q_MAXK)
     return ir_fail(msg, mn, "qmatmul: int8 needs K <= %d, got %lld", RT_Q_MAXK, (long long)K);
   int rc = 0;

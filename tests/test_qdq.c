@@ -190,6 +190,52 @@ static void cnn_case(int64_t M, int64_t N) {
   one_case(cnn(N, M), cnn(N, 0), &c);
 }
 
+/* int8-dynamic: the bias add (and relu) after each product folded into its
+ * epilogue as static int8's are; the kernels equal the interpreter's
+ * integer reference bit for bit on every kernel path */
+static void dyn_case(int64_t M, int64_t K) {
+  lathe_model *m = mlp(K, 33, 20, 5, M);
+  lathe_error err = {0};
+  lathe_program *f = m ? compile(m, LATHE_BACKEND_INTERP, 0, NULL, &err) : NULL;
+  CHECK(f && lathe_weights_init(f, (uint64_t)K, &err) == 0);
+  for (int i = 0; f && i < lathe_num_params(f); i++) {
+    lathe_tensor v;
+    if (strstr(lathe_param_name(f, i), ".bias") && lathe_param_view(f, i, &v) == 0)
+      for (int64_t j = 0; j < lathe_tensor_numel(&v); j++) ((float *)v.data)[j] = 0.05f * (float)(j % 7) - 0.15f;
+  }
+  lathe_quantize_options qo = {.weights = wf, .out = qf, .mode = LATHE_QUANT_INT8_DYNAMIC};
+  CHECK(f && lathe_weights_save(f, wf, &err) == 0 && lathe_quantize(m, &qo, NULL, &err) == 0);
+  float *x = malloc(sizeof(float) * (size_t)(M * K));
+  for (int64_t i = 0; i < M * K; i++) x[i] = xval(i);
+  for (int fi = 0; m && fi < NFEAT; fi++) {
+    if (features[fi]) setenv("LATHE_CPU_FEATURES", features[fi], 1);
+    else unsetenv("LATHE_CPU_FEATURES");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&buf, &len);
+    lathe_options o = {.backend = LATHE_BACKEND_INTERP, .quant = LATHE_QUANT_INT8_DYNAMIC, .print_after = "quantize",
+                       .pass_log = log};
+    lathe_program_free(lathe_compile(m, &o, &err));
+    fclose(log);
+    int adds = buf ? count(buf, "= add(") : -1, relus = buf ? count(buf, " axis=1 ") : -1;
+    CHECK_MSG(adds == 0 && relus == 1, "int8-dynamic epilogues not folded: %d adds, %d relus in the products", adds,
+              relus);
+    free(buf);
+    lathe_program *qi = compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_INT8_DYNAMIC, qf, &err);
+    lathe_program *ql = compile(m, LATHE_BACKEND_LLVM, LATHE_QUANT_INT8_DYNAMIC, qf, &err);
+    float *yi = qi ? run(qi, x, M, K, 5) : NULL, *yl = ql ? run(ql, x, M, K, 5) : NULL;
+    CHECK_MSG(yi && yl && memcmp(yi, yl, sizeof(float) * (size_t)(M * 5)) == 0,
+              "int8-dynamic M=%lld on %s differs from the integer reference", (long long)M,
+              lathe_rt_isa_name(lathe_rt_quant_isa()));
+    free(yi), free(yl);
+    lathe_program_free(qi), lathe_program_free(ql);
+  }
+  unsetenv("LATHE_CPU_FEATURES");
+  free(x);
+  lathe_program_free(f);
+  lathe_model_free(m);
+}
+
 int main(void) {
   if (!mkdtemp(dir)) {
     perror("mkdtemp");
@@ -203,6 +249,8 @@ int main(void) {
   mlp_case(20, 100, 64, 20, 3);
   cnn_case(1, 4);
   cnn_case(3, 5);
+  dyn_case(1, 64);
+  dyn_case(9, 100);
   unlink(wf), unlink(qf), unlink(csv);
   rmdir(dir);
   return TEST_REPORT();

@@ -554,7 +554,7 @@ static void test_qmatmul(void) {
   a.i = 3;
   OK(ADD(IR_QMATMUL, &a, x100, d100, s1, c), "f32[4, 5]");
   BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, s1), "qmatmul: c must be i32[5], got f32[5]");
-  BAD(ADD(IR_QMATMUL, &a, x100, d100, s1), "qmatmul: mode 3 takes 4 inputs, got 3");
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s1), "qmatmul: mode 3 takes 4 inputs (and a bias), got 3");
   a.i = 4;
   OK(ADD(IR_QMATMUL, &a, x, h), "f32[2, 3, 5]");
   a.i = 5;
@@ -574,7 +574,7 @@ static void test_qmatmul(void) {
   BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, T("f32[6]")), "qmatmul: bias must be f32[5], got f32[6]");
   a.axis = 2;
   BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, s1),
-      "qmatmul: the epilogue's activation (axis) is static int8's only, 1 (relu); got 2");
+      "qmatmul: the epilogue's activation (axis) is the int8 modes' only, 1 (relu); got 2");
   a.axis = 0, a.k = 4; /* its f32 form */
   OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
   a.i = 7, a.k = 0;
