@@ -75,6 +75,7 @@ typedef struct {
   int quant;    /* lathe_quant: run on the initialised weights quantized (lathe_quantize) in this mode */
   char qpath[64]; /* the quantized weights file, while it exists */
   const char *calib; /* --quant int8: the calibration data (lathe_quantize_options.data) */
+  const char *passes; /* --passes LIST: lathe_options.passes (e.g. the -O2 list without qdq_place, qdq_fold) */
   double load_ms; /* parse + check + bind, measured by main */
 } bench_args;
 
@@ -152,7 +153,7 @@ static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
                   "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
                   "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|int8|bf16|f16]\n"
-                  "                   [--calib-data D] [--backend llvm|cuda] [--precision f32|bf16]\n");
+                  "                   [--calib-data D] [--backend llvm|cuda] [--precision f32|bf16] [--passes LIST]\n");
   return 2;
 }
 
@@ -179,6 +180,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     }
     if (strcmp(s, "--quant") == 0 && v && lathe_quant_parse(v) > 0) { a->quant = lathe_quant_parse(v); i++; continue; }
     if (strcmp(s, "--calib-data") == 0 && v) { a->calib = v; i++; continue; }
+    if (strcmp(s, "--passes") == 0 && v) { a->passes = v; i++; continue; }
     if (s[0] != '-') { a->model = s; continue; }
     if (!v) return -1;
     i++;
@@ -400,7 +402,7 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
 
 static int run_bench(bench_args *a, lathe_model *m, lathe_error *err) {
   lathe_options opt = {.backend = a->cuda ? LATHE_BACKEND_CUDA : LATHE_BACKEND_LLVM, .quant = a->quant,
-                       .precision = a->bf16 ? LATHE_PRECISION_BF16 : LATHE_PRECISION_F32};
+                       .precision = a->bf16 ? LATHE_PRECISION_BF16 : LATHE_PRECISION_F32, .passes = a->passes};
   /* --generate --backend cuda: this program only initialises the weights
    * (lathe_generate compiles its own), so the interpreter spares an NVRTC
    * compile of the whole forward pass on the GPU machine */

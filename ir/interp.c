@@ -52,6 +52,8 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_LSTM] = ik_lstm,          [IR_GRU] = ik_gru,
   [IR_QMATMUL] = ik_qmatmul,   /* interp_quant.c */
   [IR_QCONV2D] = ik_qconv2d,   /* interp_qconv.c */
+  [IR_QUANTIZE] = ik_quantize, /* interp_qdq.c */
+  [IR_DEQUANTIZE] = ik_dequantize,
   [IR_MHA] = ik_mha,            [IR_MHA_GRAD] = ik_mha_grad, /* interp_mha.c */
   [IR_CROSS_ENTROPY] = ik_cross_entropy, [IR_MSE] = ik_mse,
   [IR_BCE] = ik_bce,            [IR_L1] = ik_l1,             [IR_HUBER] = ik_huber,

@@ -97,6 +97,8 @@ int ik_layernorm(ik_ctx *c, const ir_node *n, double *out);
 int ik_norm(ik_ctx *c, const ir_node *n, double *out);
 int ik_qmatmul(ik_ctx *c, const ir_node *n, double *out); /* interp_quant.c */
 int ik_qconv2d(ik_ctx *c, const ir_node *n, double *out); /* interp_qconv.c */
+int ik_quantize(ik_ctx *c, const ir_node *n, double *out);   /* interp_qdq.c */
+int ik_dequantize(ik_ctx *c, const ir_node *n, double *out); /* interp_qdq.c */
 /* interp_comm.c: the collectives */
 int ik_allreduce(ik_ctx *c, const ir_node *n, double *out);
 int ik_reduce_scatter(ik_ctx *c, const ir_node *n, double *out);

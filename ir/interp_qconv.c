@@ -12,12 +12,15 @@
 #include "interp_impl.h"
 #include "rt/lathe_rt.h"
 #include "rt/rt_qconv.h"
+#include "rt/rt_qdq.h"
 #include "rt/rt_quant.h"
 
 /* one im2col row r [K] times every output channel into y [O] */
 static int qc_row(ik_ctx *c, const ir_node *n, const float *r, int64_t K, int64_t O, uint8_t *q, double *y) {
   const double *w = ik_in(c, n, 1), *s = ik_in(c, n, 2), *cc = ik_in(c, n, 3);
-  const double *b = n->nin > 4 ? ik_in(c, n, 4) : NULL;
+  int o8 = n->attr.start == 1, xi8 = ik_arg(c, n, 0)->dtype == IR_I8; /* between products: rt/rt_qdq.h */
+  const double *b = n->nin - o8 > 4 ? ik_in(c, n, 4) : NULL;
+  float oinv = o8 ? rt_q_inv((float)ik_in(c, n, n->nin - 1)[ik_arg(c, n, n->nin - 1)->shape.d[0] - 1]) : 0.0f;
   int64_t Kp = rt_q_kpad(K);
   if (n->attr.i == LATHE_RT_Q_S8 && n->attr.k == LATHE_RT_ISA_F32) {
     for (int64_t o = 0; o < O; o++) {
@@ -28,7 +31,9 @@ static int qc_row(ik_ctx *c, const ir_node *n, const float *r, int64_t K, int64_
     }
     return 0;
   }
-  float sx = n->attr.i == LATHE_RT_Q_S8 ? rt_q_row_static(r, K, Kp, 0, (float)s[O], q) : rt_q_row(r, K, Kp, 0, q);
+  for (int64_t k = 0; xi8 && k < Kp; k++) q[k] = (uint8_t)(k < K ? (int)r[k] : 0); /* s8 already */
+  float sx = xi8 ? (float)s[O]
+             : n->attr.i == LATHE_RT_Q_S8 ? rt_q_row_static(r, K, Kp, 0, (float)s[O], q) : rt_q_row(r, K, Kp, 0, q);
   for (int64_t o = 0; o < O; o++) {
     int64_t acc = 0, sum = 0;
     for (int64_t k = 0; k < Kp; k++) {
@@ -40,6 +45,7 @@ static int qc_row(ik_ctx *c, const ir_node *n, const float *r, int64_t K, int64_
       return ik_fail(c, n, "int8 weights of output channel %lld: offsets %lld, expected 128 * %lld", (long long)o,
                      (long long)cc[o], (long long)sum);
     y[o] = rt_q_epilogue(rt_q_out((int32_t)acc, sx, (float)s[o]), b ? (float)b[o] : 0.0f, b != NULL, n->attr.axis);
+    if (o8) y[o] = rt_q_requant((float)y[o], oinv);
   }
   return 0;
 }

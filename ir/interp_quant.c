@@ -17,6 +17,7 @@
 #include "interp_impl.h"
 #include "rt/lathe_rt.h"
 #include "rt/rt_qbf16.h"
+#include "rt/rt_qdq.h"
 #include "rt/rt_quant.h"
 
 static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
@@ -29,11 +30,15 @@ static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
     return ik_fail(c, n, "out of memory");
   }
   int rc = 0;
-  int s8 = n->attr.i == LATHE_RT_Q_S8;
-  const double *b = n->nin > 4 ? ik_in(c, n, 4) : NULL; /* static int8's epilogue */
+  int s8 = n->attr.i == LATHE_RT_Q_S8, o8 = s8 && n->attr.pad == 1, xi8 = ik_arg(c, n, 0)->dtype == IR_I8;
+  const double *b = n->nin - o8 > 4 ? ik_in(c, n, 4) : NULL; /* static int8's epilogue */
+  /* between products (rt/rt_qdq.h): x already s8 with the scale s[N]; the
+   * output requantized with the reading product's scale */
+  float oinv = o8 ? rt_q_inv((float)ik_in(c, n, n->nin - 1)[ik_arg(c, n, n->nin - 1)->shape.d[0] - 1]) : 0.0f;
   for (int64_t m = 0; m < M && !rc; m++) {
     for (int64_t k = 0; k < K; k++) row[k] = (float)x[m * K + k];
-    float sx = s8 ? rt_q_row_static(row, K, Kp, 0, (float)s[N], q) : rt_q_row(row, K, Kp, 0, q);
+    for (int64_t k = 0; xi8 && k < Kp; k++) q[k] = (uint8_t)(k < K ? (int)x[m * K + k] : 0);
+    float sx = xi8 ? (float)s[N] : s8 ? rt_q_row_static(row, K, Kp, 0, (float)s[N], q) : rt_q_row(row, K, Kp, 0, q);
     for (int64_t j = 0; j < N; j++) {
       int64_t acc = 0, sum = 0;
       for (int64_t k = 0; k < Kp; k++) {
@@ -46,8 +51,9 @@ static int dq8(ik_ctx *c, const ir_node *n, int64_t M, int64_t K, double *out) {
                      (long long)j, (long long)cc[j], (long long)sum);
         break;
       }
-      out[m * N + j] = rt_q_epilogue(rt_q_out((int32_t)acc, sx, (float)s[j]), b ? (float)b[j] : 0.0f, b != NULL,
-                                     n->attr.axis);
+      float y = rt_q_epilogue(rt_q_out((int32_t)acc, sx, (float)s[j]), b ? (float)b[j] : 0.0f, b != NULL,
+                              n->attr.axis);
+      out[m * N + j] = o8 ? rt_q_requant(y, oinv) : y;
     }
   }
   free(row), free(q);

@@ -43,21 +43,34 @@ int shp_qconv2d(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > kmax)
     return ir_fail(msg, mn, "qconv2d: unknown integer kernel k=%lld (expected 0 to %lld)", (long long)n->attr.k,
                    (long long)kmax);
-  if (n->nin != 4 && n->nin != 5)
+  /* static int8 between products (rt/rt_qdq.h): start = 1, the output s8
+   * requantized with the scale at the end of the last input */
+  int o8 = n->attr.start == 1, nbase = n->nin - o8, ik = n->attr.k >= LATHE_RT_ISA_AVX2 && n->attr.k <= LATHE_RT_ISA_AVX512VNNI;
+  if ((n->attr.start != 0 && !o8) || (o8 && mode != LATHE_RT_Q_S8))
+    return ir_fail(msg, mn, "qconv2d: start (an int8 output) is static int8's only, 0 or 1; got %lld",
+                   (long long)n->attr.start);
+  if (nbase != 4 && nbase != 5)
     return ir_fail(msg, mn, "qconv2d: takes x, w, s, c and an optional bias, got %d inputs", n->nin);
   if (n->attr.axis != 0 && n->attr.axis != 1)
     return ir_fail(msg, mn, "qconv2d: the epilogue's activation (axis) is 0 or 1 (relu), got %lld",
                    (long long)n->attr.axis);
-  if (g->nodes[n->in[0]].dtype != IR_F32) return ir_fail(msg, mn, "qconv2d: x must be f32");
+  int xi8 = g->nodes[n->in[0]].dtype == IR_I8 && mode == LATHE_RT_Q_S8;
+  if (g->nodes[n->in[0]].dtype != IR_F32 && !xi8) return ir_fail(msg, mn, "qconv2d: x must be f32");
+  if ((xi8 || o8) && !ik)
+    return ir_fail(msg, mn, "qconv2d: an i8 input or output needs an integer kernel (k=1 to 3), got k=%lld",
+                   (long long)n->attr.k);
+  const ir_node *os = o8 ? &g->nodes[n->in[n->nin - 1]] : NULL;
+  if (os && (os->dtype != IR_F32 || os->shape.rank != 1 || os->shape.d[0] < 1))
+    return ir_fail(msg, mn, "qconv2d: the output's scale (its last input) must be f32 of rank 1");
   ir_conv c;
   if (ir_qconv_geom(g, n, &c, msg, mn)) return -1;
   int64_t K = c.C * c.KH * c.KW, O = c.O;
   if (K > RT_Q_MAXK) return ir_fail(msg, mn, "qconv2d: int8 needs C*KH*KW <= %d, got %lld", RT_Q_MAXK, (long long)K);
   if (need(g, n, 1, "w", IR_I8, rt_q_npad(O), rt_q_kpad(K), msg, mn) ||
       need(g, n, 2, "s", IR_F32, O + (mode == LATHE_RT_Q_S8), -1, msg, mn) ||
-      need(g, n, 3, "c", IR_I32, O, -1, msg, mn) || (n->nin == 5 && need(g, n, 4, "bias", IR_F32, O, -1, msg, mn)))
+      need(g, n, 3, "c", IR_I32, O, -1, msg, mn) || (nbase == 5 && need(g, n, 4, "bias", IR_F32, O, -1, msg, mn)))
     return -1;
-  n->dtype = IR_F32;
+  n->dtype = o8 ? IR_I8 : IR_F32;
   n->shape = ir_conv_out(&c);
   return 0;
 }

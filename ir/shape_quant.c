@@ -1,6 +1,7 @@
 /* shape_quant.c -- the shape rule of qmatmul: x[..., K] f32 times stored
  * weights whose dtype and shape the mode fixes (rt/rt_quant.h); the result
- * is [..., N] f32. A message names the operand, what it must be and what
+ * is [..., N] f32 (static int8 between products, rt/rt_qdq.h: x and the
+ * result may be i8). A message names the operand, what it must be and what
  * it is. */
 #include <stdio.h>
 
@@ -36,23 +37,34 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if ((n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > kmax) && !bf16)
     return ir_fail(msg, mn, "qmatmul: unknown integer kernel k=%lld (expected 0 to %lld%s)", (long long)n->attr.k,
                    (long long)kmax, mode == LATHE_RT_Q_BF16 ? ", or 8: avx512-bf16" : "");
-  int epi = mode == LATHE_RT_Q_S8 && n->nin == nin[mode] + 1; /* static int8's bias */
-  if (n->nin != nin[mode] && !epi)
+  /* static int8 between products (rt/rt_qdq.h): pad = 1, the output s8
+   * requantized with the scale at the end of the last input */
+  int o8 = mode == LATHE_RT_Q_S8 && n->attr.pad == 1, nbase = n->nin - o8;
+  if (n->attr.pad != 0 && !o8)
+    return ir_fail(msg, mn, "qmatmul: pad (an int8 output) is static int8's only, 0 or 1; got %lld",
+                   (long long)n->attr.pad);
+  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8;
+  int epi = i8 && nbase == nin[mode] + 1; /* the int8 products' bias */
+  if (nbase != nin[mode] && !epi)
     return ir_fail(msg, mn, "qmatmul: mode %lld takes %d inputs%s, got %d", (long long)mode, nin[mode],
-                   mode == LATHE_RT_Q_S8 ? " (and a bias)" : "", n->nin);
-  if (n->attr.axis != 0 && (mode != LATHE_RT_Q_S8 || n->attr.axis != 1))
-    return ir_fail(msg, mn, "qmatmul: the epilogue's activation (axis) is static int8's only, 1 (relu); got %lld",
+                   i8 ? " (and a bias)" : "", n->nin);
+  if (n->attr.axis != 0 && (!i8 || n->attr.axis != 1))
+    return ir_fail(msg, mn, "qmatmul: the epilogue's activation (axis) is the int8 modes' only, 1 (relu); got %lld",
                    (long long)n->attr.axis);
   const ir_node *x = &g->nodes[n->in[0]];
   char b[200];
-  if (x->dtype != IR_F32 || x->shape.rank < 1)
-    return ir_fail(msg, mn, "qmatmul: x must be f32 of rank >= 1, got %s", tstr(x, b, sizeof b));
+  int xi8 = mode == LATHE_RT_Q_S8 && x->dtype == IR_I8; /* quantized by a quantize node or the product before */
+  if ((x->dtype != IR_F32 && !xi8) || x->shape.rank < 1)
+    return ir_fail(msg, mn, "qmatmul: x must be f32%s of rank >= 1, got %s", mode == LATHE_RT_Q_S8 ? " or i8" : "",
+                   tstr(x, b, sizeof b));
+  if ((xi8 || o8) && (n->attr.k == LATHE_RT_ISA_F32 || n->attr.k == LATHE_RT_ISA_SCALAR))
+    return ir_fail(msg, mn, "qmatmul: an i8 input or output needs an integer kernel (k=1 to 3), got k=%lld",
+                   (long long)n->attr.k);
   int64_t K = x->shape.d[x->shape.rank - 1];
   if (N < 1) return ir_fail(msg, mn, "qmatmul: n (the output width) must be >= 1, got %lld", (long long)N);
   int grouped = mode == LATHE_RT_Q_W8 || mode == LATHE_RT_Q_W4;
   if (grouped && K % RT_Q_GROUP)
     return ir_fail(msg, mn, "qmatmul: w8 and w4 need K a multiple of %d, got %lld", RT_Q_GROUP, (long long)K);
-  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8;
   if (i8 && K > RT_Q_MAXK)
     return ir_fail(msg, mn, "qmatmul: int8 needs K <= %d, got %lld", RT_Q_MAXK, (long long)K);
   int rc = 0;
@@ -70,7 +82,11 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
              need(g, n, 3, "c", IR_I32, N, -1, msg, mn)))
     return -1;
   if (epi && need(g, n, 4, "bias", IR_F32, N, -1, msg, mn)) return -1;
-  n->dtype = IR_F32;
+  const ir_node *os = o8 ? &g->nodes[n->in[n->nin - 1]] : NULL;
+  if (os && (os->dtype != IR_F32 || os->shape.rank != 1 || os->shape.d[0] < 1))
+    return ir_fail(msg, mn, "qmatmul: the output's scale (its last input) must be f32 of rank 1, got %s",
+                   tstr(os, b, sizeof b));
+  n->dtype = o8 ? IR_I8 : IR_F32;
   n->shape = x->shape;
   n->shape.d[n->shape.rank - 1] = N;
   return 0;

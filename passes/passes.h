@@ -104,6 +104,13 @@ int ps_foldbn(ir_graph *g, char *msg, size_t msgn);
  * weights) in mode g->quant (nothing when 0); W leaves the parameters and
  * its quantized tensors (qz_tensor names) join them. */
 int ps_quantize(ir_graph *g, char *msg, size_t msgn);
+/* quantize_qdq.c (static int8 only): qdq_place puts quantize nodes before
+ * the int8 products and makes a product whose output another quantizes
+ * write int8 followed by a dequantize; qdq_fold folds each dequantize
+ * [-> relu] -> quantize pair into the product before it and returns the
+ * remaining quantize nodes into their products' kernels. */
+int ps_qdq_place(ir_graph *g, char *msg, size_t msgn);
+int ps_qdq_fold(ir_graph *g, char *msg, size_t msgn);
 /* The modes: "w8", "w4", "int8-dynamic", "bf16", "f16", "int8" (LATHE_RT_Q_*
  * order from 1); -1 unknown. */
 int qz_mode_parse(const char *name);

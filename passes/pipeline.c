@@ -21,6 +21,8 @@ typedef struct {
 
 static const pm_pass pass_table[] = {
   {"quantize",  ps_quantize,  "dense products on stored int8/int4/16-bit weights (runs first when a quantization is asked)"},
+  {"qdq_place", ps_qdq_place, "static int8: quantize / dequantize nodes around the int8 products (after quantize)"},
+  {"qdq_fold",  ps_qdq_fold,  "static int8: dequantize -> quantize pairs fold into the product before (after qdq_place)"},
   {"foldbn",    ps_foldbn,    "an inference batchnorm folds into the conv2d or dense layer before it"},
   {"constfold", ps_constfold, "ops on constants become constants (reference kernels)"},
   {"simplify",  ps_simplify,  "algebraic identities: x*1, double transpose, log(softmax) ..."},
@@ -133,10 +135,17 @@ int pm_run(ir_graph *g, const pm_options *o, pm_cost *before, pm_cost *after, ch
   double t0 = now_ms();
   int step = 1, fused = 0;
   if (g->quant && run_one(g, o, find_pass("quantize", 8), step++, log, msg, mn)) return -1;
+  /* int8 between products: by default, or where an explicit list names them */
+  for (int i = 0; i < 2 && g->quant; i++) {
+    const char *name = i ? "qdq_fold" : "qdq_place";
+    if ((!o->passes || strstr(o->passes, name)) && run_one(g, o, find_pass(name, strlen(name)), step++, log, msg, mn))
+      return -1;
+  }
   for (const char *p = list; *p; step++) {
     size_t len = strcspn(p, ",");
     const pm_pass *ps = len ? find_pass(p, len) : NULL;
     p += len + (p[len] == ',');
+    if (ps && (ps->run == ps_qdq_place || ps->run == ps_qdq_fold)) continue; /* they ran after quantize */
     if (ps && run_one(g, o, ps, step, log, msg, mn)) return -1;
     if (ps && ps->run == ps_fuse) fused = 1;
   }

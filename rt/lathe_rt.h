@@ -120,6 +120,18 @@ void lathe_rt_attention_decode(float *out, const float *q, const float *kc, cons
 void lathe_rt_qmatmul_xq(float *out, const uint8_t *xq, const float *sx, const void *w, const float *s,
                          const int32_t *c, const float *bias, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa,
                          int64_t act);
+/* Static int8 between products (rt/rt_qdq.h, rt/rt_qdq.c): quantize x [n]
+ * with the scale s[idx] to s8, dequantize q [n] to f32; and the static
+ * int8 product whose input is s8 already (xi8 1: quantized with s[N]) and/or
+ * whose output is s8 requantized with os[oidx] (os NULL: f32 out), bias and
+ * act in its epilogue before the requantization; isa not F32. scr: at
+ * least lathe_rt_qmatmul_s8io_scratch_bytes. */
+void lathe_rt_quantize(int8_t *out, const float *x, const float *s, int64_t n, int64_t idx);
+void lathe_rt_dequantize(float *out, const int8_t *q, const float *s, int64_t n, int64_t idx);
+void lathe_rt_qmatmul_s8io(void *out, const void *x, const void *w, const float *s, const int32_t *c,
+                           const float *bias, const float *os, void *scr, int64_t M, int64_t K, int64_t N, int64_t isa,
+                           int64_t act, int64_t xi8, int64_t oidx);
+int64_t lathe_rt_qmatmul_s8io_scratch_bytes(int64_t M, int64_t K);
 /* int8 conv2d (rt/rt_qconv.h, rt/rt_qconv.c): im2col rows, one
  * lathe_rt_qmatmul with the conv's weights (mode dq8 or s8, its bias and
  * relu), the result transposed to [N, O, OH, OW]. The geometry is packed
@@ -127,6 +139,13 @@ void lathe_rt_qmatmul_xq(float *out, const uint8_t *xq, const float *sx, const v
 void lathe_rt_qconv2d(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
                       void *scr, int64_t N, int64_t C, int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad,
                       int64_t flags);
+/* The same, static int8 on an integer kernel, between products (rt/rt_qdq.h):
+ * x s8 already (flags bit 16; quantized with s[O]) and/or the output s8
+ * requantized with os[oidx] (os NULL: f32 out); flags = isa | act << 8 |
+ * xi8 << 16 | oidx << 24. Scratch: lathe_rt_qconv2d_scratch_bytes of mode s8. */
+void lathe_rt_qconv2d_s8io(void *out, const void *x, const void *w, const float *s, const int32_t *c,
+                           const float *bias, const float *os, void *scr, int64_t N, int64_t C, int64_t hw, int64_t O,
+                           int64_t ohw, int64_t kern, int64_t pad, int64_t flags);
 int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64_t hw, int64_t O, int64_t ohw,
                                        int64_t kern);
 /* The best integer kernel this CPU has (cpuid), less the features that

@@ -16,6 +16,8 @@
 
 #include "lathe_rt.h"
 #include "rt_qconv.h"
+#include "rt_qdq.h"
+#include "rt_qgemm.h"
 #include "rt_quant.h"
 #include "threadpool.h"
 
@@ -23,6 +25,7 @@ enum { QC_GRAIN = 1 << 14 }; /* copied values per part at least */
 
 typedef struct {
   const float *x;
+  const int8_t *x8;   /* static int8 between products: x already s8 (rt/rt_qdq.h), or NULL */
   float *cols, *y, *out;
   uint8_t *xc, *xq, *rows; /* static int8: x quantized [N, C, H, W]; padded, channels last [N, Hp, Wp, C]; the rows [M, Kp] */
   int64_t isa;
@@ -74,6 +77,10 @@ __attribute__((target("avx2"))) static void quant_avx2(const qc_job *j, int64_t 
 static void quant_part(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   const qc_job *j = ctx;
+  if (j->x8) { /* already s8: only the offset */
+    for (int64_t i = lo; i < hi; i++) j->xc[i] = (uint8_t)(j->x8[i] + j->offset);
+    return;
+  }
 #if defined(__x86_64__)
   if (j->isa >= LATHE_RT_ISA_AVX2) { /* every integer kernel but the scalar one has AVX2 */
     quant_avx2(j, lo, hi);
@@ -152,9 +159,21 @@ int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64
   return align64(M * O * 4) + (f32 > s8 ? f32 : s8) + 64;
 }
 
-/* static int8 on an integer kernel: quantize x once, unroll the bytes */
-static void s8_rows(qc_job *j, const void *w, const float *s, const int32_t *c, const float *bias, void *scr,
-                    int64_t isa, int64_t act) {
+/* images [lo, hi): the s8 y [P, O] to out [O, P] */
+static void untranspose8_part(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  const qc_job *j = ctx;
+  int64_t P = j->g.OH * j->g.OW, O = j->g.O;
+  const int8_t *y8 = (const int8_t *)(const void *)j->y;
+  int8_t *out8 = (int8_t *)(void *)j->out;
+  for (int64_t n = lo; n < hi; n++)
+    for (int64_t o = 0; o < O; o++)
+      for (int64_t p = 0; p < P; p++) out8[(n * O + o) * P + p] = y8[(n * P + p) * O + o];
+}
+
+/* static int8 on an integer kernel: quantize x once (or take its s8 as it
+ * is), unroll the bytes; the rows' scales (s[O]) returned */
+static float *s8_prep(qc_job *j, const float *s, void *scr, int64_t isa) {
   const rt_qc_geom *g = &j->g;
   int64_t M = g->N * g->OH * g->OW, Hp = span(g->OH, g->s, g->KH, g->dil), Wp = span(g->OW, g->s, g->KW, g->dil);
   int64_t nx = g->N * Hp * Wp * g->C;
@@ -169,7 +188,30 @@ static void s8_rows(qc_job *j, const void *w, const float *s, const int32_t *c, 
   rt_pool_for(g->N * Hp, grain(Wp * g->C), nhwc_part, j);
   rt_pool_for(M, grain(j->Kp), bytes_part, j);
   for (int64_t m = 0; m < M; m++) sx[m] = s[g->O];
-  lathe_rt_qmatmul_xq(j->y, j->rows, sx, w, s, c, bias, LATHE_RT_Q_S8, M, j->K, g->O, isa, act);
+  return sx;
+}
+
+static void s8_rows(qc_job *j, const void *w, const float *s, const int32_t *c, const float *bias, void *scr,
+                    int64_t isa, int64_t act) {
+  float *sx = s8_prep(j, s, scr, isa);
+  lathe_rt_qmatmul_xq(j->y, j->rows, sx, w, s, c, bias, LATHE_RT_Q_S8, j->g.N * j->g.OH * j->g.OW, j->K, j->g.O, isa,
+                      act);
+}
+
+void lathe_rt_qconv2d_s8io(void *out, const void *x, const void *w, const float *s, const int32_t *c,
+                           const float *bias, const float *os, void *scr, int64_t N, int64_t C, int64_t hw, int64_t O,
+                           int64_t ohw, int64_t kern, int64_t pad, int64_t flags) {
+  int64_t isa = flags & 0xff, act = (flags >> 8) & 0xff, xi8 = (flags >> 16) & 1, oidx = flags >> 24;
+  qc_job j = {.x = xi8 ? NULL : x, .x8 = xi8 ? x : NULL, .out = out, .g = rt_qc_unpack(N, C, hw, O, ohw, kern, pad)};
+  int64_t P = j.g.OH * j.g.OW, M = N * P;
+  j.K = C * j.g.KH * j.g.KW, j.Kp = rt_q_kpad(j.K);
+  j.y = scr;
+  float *sx = s8_prep(&j, s, (char *)scr + align64(M * O * 4), isa);
+  rt_qgemm_args a = {.out = os ? NULL : j.y, .out8 = os ? (int8_t *)(void *)j.y : NULL,
+                     .oinv = os ? rt_q_inv(os[oidx]) : 0.0f, .xq = j.rows, .sx = sx, .w = w, .s = s, .c = c,
+                     .bias = bias, .act = act, .M = M, .N = O, .Kp = j.Kp};
+  rt_q_product(&a, isa);
+  rt_pool_for(N, grain(P * O), os ? untranspose8_part : untranspose_part, &j);
 }
 
 void lathe_rt_qconv2d(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,

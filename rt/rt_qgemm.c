@@ -108,6 +108,13 @@ static T512 INLINE void epilogue(const rt_qgemm_args *a, int64_t m, int64_t n, _
   __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_maskz_loadu_epi32(k, a->c + n))), scale);
   if (a->bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, a->bias + n));
   if (a->act == 1) y = _mm512_max_ps(y, _mm512_setzero_ps()); /* y > 0 ? y : 0, NaN and -0 to 0 */
+  if (a->out8) { /* requantized: rt_q_requant's operations, as row_512's */
+    __m512 v = _mm512_mul_ps(y, _mm512_set1_ps(a->oinv));
+    __m512 c = _mm512_max_ps(_mm512_set1_ps(-127.0f), _mm512_min_ps(_mm512_set1_ps(127.0f), v));
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), c);
+    _mm512_mask_cvtepi32_storeu_epi8(a->out8 + m * a->N + n, k, _mm512_cvtps_epi32(v));
+    return;
+  }
   _mm512_mask_storeu_ps(a->out + m * a->N + n, k, y);
 }
 
@@ -201,6 +208,13 @@ static TAVX2 INLINE void epilogue256(const rt_qgemm_args *a, int64_t m, int64_t 
   __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
   if (a->bias) y = _mm256_add_ps(y, _mm256_maskload_ps(a->bias + n, k));
   if (a->act == 1) y = _mm256_max_ps(y, _mm256_setzero_ps());
+  if (a->out8) { /* requantized: rt_q_requant's operations, as row_avx2's */
+    __m256 v = _mm256_mul_ps(y, _mm256_set1_ps(a->oinv));
+    __m256 c = _mm256_max_ps(_mm256_set1_ps(-127.0f), _mm256_min_ps(_mm256_set1_ps(127.0f), v));
+    v = _mm256_and_ps(c, _mm256_cmp_ps(v, v, _CMP_ORD_Q));
+    store8_avx2((uint8_t *)a->out8 + m * a->N + n, _mm256_cvtps_epi32(v), left >= 8 ? 8 : left);
+    return;
+  }
   _mm256_maskstore_ps(a->out + m * a->N + n, k, y);
 }
 

@@ -20,7 +20,9 @@ float rt_q_row_simd(const float *x, int64_t K, int64_t Kp, int offset, float sx,
  * in tiles of 6 rows by 4 blocks (24 zmm accumulators, K innermost), each
  * output written once: (acc - c[n]) * (sx[m] * s[n]) [+ bias[n]] [relu]. */
 typedef struct {
-  float *out;         /* [M, N] */
+  float *out;         /* [M, N], or NULL when out8 is written */
+  int8_t *out8;       /* [M, N] requantized (rt/rt_qdq.h: rt_q_requant with oinv), or NULL */
+  float oinv;         /* 1 / the reading product's input scale */
   const uint8_t *xq;  /* [M, Kp] */
   const float *sx;    /* [M] */
   const int8_t *w;    /* [Np, Kp] blocked */
@@ -35,5 +37,8 @@ void rt_qgemm_512(const rt_qgemm_args *a, int64_t b0, int64_t b1);
  * accumulators): AVX-VNNI (vnni 1: xq holds x + 128, c corrects) or AVX2
  * (vnni 0: xq holds s8 x, sign trick, c unread). */
 void rt_qgemm_256(const rt_qgemm_args *a, int64_t b0, int64_t b1, int vnni);
+/* The product of a's rows on the kernel of isa (LATHE_RT_ISA_*, not F32),
+ * split over the pool as lathe_rt_qmatmul splits it (rt/rt_quant.c). */
+void rt_q_product(const rt_qgemm_args *a, int64_t isa);
 
 #endif

@@ -35,6 +35,7 @@
 
 #include "rt/blas.h"
 #include "rt/lathe_rt.h"
+#include "rt/rt_qdq.h"
 #include "rt/rt_qgemm.h"
 #include "rt/rt_quant.h"
 #include "rt/rt_qwo.h"
@@ -97,6 +98,8 @@ const char *lathe_rt_isa_name(int64_t isa) {
 
 typedef struct {
   float *out;
+  int8_t *out8;       /* s8 requantized (rt/rt_qdq.h) instead of out: NULL for none */
+  float oinv;
   const float *x;
   const void *w;
   const float *s;
@@ -126,8 +129,9 @@ static void dq8_sums(const q_job *j, int64_t m0, int mb, int64_t b, int32_t r[4]
 /* the floats of rows [m0, m0 + mb) x the block's columns from n0 */
 static void dq8_tail(const q_job *j, int64_t m0, int mb, int64_t n0, int32_t r[4][16], int u8) {
   int64_t nb = j->N - n0 < 16 ? j->N - n0 : 16;
+  float t[16];
   for (int i = 0; i < mb; i++) {
-    float *o = j->out + (m0 + i) * j->N + n0;
+    float *o = j->out8 ? t : j->out + (m0 + i) * j->N + n0;
     for (int64_t c = 0; c < nb; c++) o[c] = rt_q_out(r[i][c] - (u8 ? j->c[n0 + c] : 0), j->sx[m0 + i], j->s[n0 + c]);
     /* the epilogue in loops of their own (no load under a condition): they
      * vectorise as the product's did, with rt_q_epilogue's operations */
@@ -135,6 +139,7 @@ static void dq8_tail(const q_job *j, int64_t m0, int mb, int64_t n0, int32_t r[4
       for (int64_t c = 0; c < nb; c++) o[c] = o[c] + j->bias[n0 + c];
     if (j->act == 1)
       for (int64_t c = 0; c < nb; c++) o[c] = o[c] > 0.0f ? o[c] : 0.0f;
+    for (int64_t c = 0; j->out8 && c < nb; c++) j->out8[(m0 + i) * j->N + n0 + c] = rt_q_requant(o[c], j->oinv);
   }
 }
 
@@ -157,7 +162,7 @@ static void dq8_part_512(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   const q_job *j = ctx;
   rt_qgemm_args a = {.out = j->out, .xq = j->xq, .sx = j->sx, .w = j->w, .s = j->s, .c = j->c, .bias = j->bias,
-                     .act = j->act, .M = j->M, .N = j->N, .Kp = j->Kp};
+                     .act = j->act, .M = j->M, .N = j->N, .Kp = j->Kp, .out8 = j->out8, .oinv = j->oinv};
   int64_t blocks = (j->N + 15) / 16;
   rt_qgemm_512(&a, lo * 4, hi * 4 < blocks ? hi * 4 : blocks);
 }
@@ -167,7 +172,7 @@ static void dq8_part_256(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   const q_job *j = ctx;
   rt_qgemm_args a = {.out = j->out, .xq = j->xq, .sx = j->sx, .w = j->w, .s = j->s, .c = j->c, .bias = j->bias,
-                     .act = j->act, .M = j->M, .N = j->N, .Kp = j->Kp};
+                     .act = j->act, .M = j->M, .N = j->N, .Kp = j->Kp, .out8 = j->out8, .oinv = j->oinv};
   rt_qgemm_256(&a, lo, hi, j->isa == LATHE_RT_ISA_AVXVNNI);
 }
 
@@ -453,6 +458,13 @@ static void dq8_product(q_job *j) {
     rt_pool_for(blocks, grain, dq8_part_256, j);
   else
     rt_pool_for(blocks, grain, dq8_part, j);
+}
+
+void rt_q_product(const rt_qgemm_args *a, int64_t isa) {
+  q_job j = {.out = a->out, .out8 = a->out8, .oinv = a->oinv, .xq = a->xq, .sx = a->sx, .w = a->w, .s = a->s,
+             .c = a->c, .bias = a->bias, .act = a->act, .mode = LATHE_RT_Q_S8, .isa = (int)isa, .M = a->M,
+             .N = a->N, .Kp = a->Kp};
+  dq8_product(&j);
 }
 
 void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,

@@ -419,7 +419,7 @@ static void test_pipeline_options(void) {
   if (!t) return;
   pm_options o = {.passes = "simplify,bogus"};
   CHECK(pm_run(&t->g, &o, NULL, NULL, msg, sizeof msg) == -1);
-  CHECK_STR(msg, "unknown pass 'bogus' (known passes: quantize, foldbn, constfold, simplify, cse, dce, attnsave, fuse)");
+  CHECK_STR(msg, "unknown pass 'bogus' (known passes: quantize, qdq_place, qdq_fold, foldbn, constfold, simplify, cse, dce, attnsave, fuse)");
   o = (pm_options){.level = 4};
   CHECK(pm_run(&t->g, &o, NULL, NULL, msg, sizeof msg) == -1);
   CHECK(strstr(msg, "-O4") != NULL);

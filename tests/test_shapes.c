@@ -555,7 +555,7 @@ static void test_qmatmul(void) {
   a.i = 3;
   OK(ADD(IR_QMATMUL, &a, x100, d100, s1, c), "f32[4, 5]");
   BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, s1), "qmatmul: c must be i32[5], got f32[5]");
-  BAD(ADD(IR_QMATMUL, &a, x100, d100, s1), "qmatmul: mode 3 takes 4 inputs, got 3");
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s1), "qmatmul: mode 3 takes 4 inputs (and a bias), got 3");
   a.i = 4;
   OK(ADD(IR_QMATMUL, &a, x, h), "f32[2, 3, 5]");
   a.i = 5;
@@ -575,7 +575,7 @@ static void test_qmatmul(void) {
   BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, T("f32[6]")), "qmatmul: bias must be f32[5], got f32[6]");
   a.axis = 2;
   BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, s1),
-      "qmatmul: the epilogue's activation (axis) is static int8's only, 1 (relu); got 2");
+      "qmatmul: the epilogue's activation (axis) is the int8 modes' only, 1 (relu); got 2");
   a.axis = 0, a.k = 4; /* its f32 form */
   OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
   a.i = 7, a.k = 0;
@@ -588,6 +588,28 @@ static void test_qmatmul(void) {
   OK(ADD(IR_QMATMUL, &a, x, h), "f32[2, 3, 5]");
   a.i = 5;
   BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=8 (expected 0 to 3)");
+  /* static int8 between products (rt/rt_qdq.h): i8 in, i8 out (pad 1, the scale last) */
+  int q100 = T("i8[4, 100]"), s6 = T("f32[6]");
+  a.i = 6, a.k = 3, a.pad = 0;
+  OK(ADD(IR_QMATMUL, &a, q100, d100, s6, c), "f32[4, 5]");
+  a.pad = 1;
+  OK(ADD(IR_QMATMUL, &a, q100, d100, s6, c, s1, T("f32[9]")), "i8[4, 5]");
+  OK(ADD(IR_QMATMUL, &a, x100, d100, s6, c, T("f32[9]")), "i8[4, 5]");
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s6, c, T("i32[9]")),
+      "qmatmul: the output's scale (its last input) must be f32 of rank 1, got i32[9]");
+  a.k = 4;
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s6, c, s1), "qmatmul: an i8 input or output needs an integer kernel (k=1 to 3), got k=4");
+  a.i = 3, a.k = 3;
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, c, s1), "qmatmul: pad (an int8 output) is static int8's only, 0 or 1; got 1");
+  a.pad = 0;
+  BAD(ADD(IR_QMATMUL, &a, q100, d100, s1, c), "qmatmul: x must be f32 of rank >= 1, got i8[4, 100]");
+  ir_attr qa = {.n = 5};
+  OK(ADD(IR_QUANTIZE, &qa, x100, s6), "i8[4, 100]");
+  OK(ADD(IR_DEQUANTIZE, &qa, q100, s6), "f32[4, 100]");
+  BAD(ADD(IR_QUANTIZE, &qa, q100, s6), "quantize: x must be f32, got i8[4, 100]");
+  BAD(ADD(IR_DEQUANTIZE, &qa, x100, s6), "dequantize: x must be i8, got f32[4, 100]");
+  BAD(ADD(IR_QUANTIZE, &qa, x100, s1), "quantize: the scale's index n=5 is outside its 5 scales");
+  BAD(ADD(IR_QUANTIZE, &qa, x100, c), "quantize: the scales must be an f32 vector, got i32[5]");
 }
 
 /* qconv2d: conv2d's geometry from its list (the f32 weight's shape), the
@@ -618,7 +640,7 @@ static void test_qconv2d(void) {
 /* every op of the table was exercised above: a new row must add its cases
  * here and then update this count */
 static void test_table_covered(void) {
-  CHECK(IR_SUM_TO == 69); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
+  CHECK(IR_SUM_TO == 71); /* forward ops; the backward ones (IR_CAT_GRAD) are tests/test_grad.c's */
   for (int op = 0; op < IR_NOPS; op++) CHECK(ir_ops[op].name && ir_ops[op].shape);
 }
 

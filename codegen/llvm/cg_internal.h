@@ -212,6 +212,9 @@ void cg_emit_qmatmul(cg_k *k);
 void cg_emit_qconv2d(cg_k *k);
 int64_t cg_qconv_scratch_bytes(const ir_graph *g, const ir_node *n);
 int64_t cg_quant_scratch_bytes(const ir_graph *g, const ir_node *n);
+/* cg_qdq.c: quantize and dequantize, calls to lathe_rt_quantize and
+ * lathe_rt_dequantize (rt/rt_qdq.c) */
+void cg_emit_qdq(cg_k *k);
 
 /* ---- cg_mha.c: attention with a mask, a context, rotary embeddings or
  * grouped key/value heads (IR_MHA) and its backward (IR_MHA_GRAD) as calls

@@ -955,6 +955,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_MHA] = cg_emit_mha,  [IR_MHA_GRAD] = cg_emit_mha, /* cg_mha.c */
   [IR_QMATMUL] = cg_emit_qmatmul,              /* cg_quant.c */
   [IR_QCONV2D] = cg_emit_qconv2d,              /* cg_qconv.c */
+  [IR_QUANTIZE] = cg_emit_qdq, [IR_DEQUANTIZE] = cg_emit_qdq, /* cg_qdq.c */
   [IR_ALLREDUCE ... IR_RECV] = cg_emit_comm, /* cg_comm.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
 };
@@ -1000,6 +1001,8 @@ const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
   for (int j = 0; j < n->nin; j++) {
     ir_dtype t = g->nodes[n->in[j]].dtype;
     if ((n->op == IR_QMATMUL || n->op == IR_QCONV2D) && j > 0) continue; /* stored weights: the shape rule checked their dtypes */
+    /* int8 activations between products (rt/rt_qdq.h): the shape rules checked them */
+    if (((n->op == IR_QMATMUL || n->op == IR_QCONV2D) && j == 0) || n->op == IR_QUANTIZE || n->op == IR_DEQUANTIZE) continue;
     if (!is_supported_dtype(t)) return "f16/bf16 tensors are not supported by the CPU backend yet";
     int cat = ir_ops[n->op].cat;
     int mha_mask = (n->op == IR_MHA || n->op == IR_MHA_GRAD) && j == 8 && ir_dtype_is_int(t); /* lengths or bool */

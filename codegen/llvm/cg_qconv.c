@@ -17,9 +17,30 @@ static void packed(const ir_graph *g, const ir_node *n, int64_t v[7]) {
   v[5] = c.KH | c.KW << 16 | c.s << 32 | c.dil << 48, v[6] = c.padT | c.padL << 32;
 }
 
+/* static int8 between products (rt/rt_qdq.h): an i8 input or output */
+static int s8io(const ir_graph *g, const ir_node *n) {
+  return n->attr.start == 1 || g->nodes[n->in[0]].dtype == IR_I8;
+}
+
+static void emit_s8io(cg_k *k) {
+  const ir_node *n = k->n;
+  int o8 = n->attr.start == 1;
+  V p[8] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], n->nin - o8 > 4 ? k->arg[5] : NULL,
+            o8 ? k->arg[n->nin] : NULL, k->scratch};
+  int64_t ints[8];
+  packed(k->g, n, ints);
+  int64_t oidx = o8 ? k->g->nodes[n->in[n->nin - 1]].shape.d[0] - 1 : 0;
+  ints[7] = n->attr.k | n->attr.axis << 8 | (int64_t)(k->g->nodes[n->in[0]].dtype == IR_I8) << 16 | oidx << 24;
+  cg_call_rt(k, "lathe_rt_qconv2d_s8io", p, 8, ints, 8);
+}
+
 /* kernel arguments: out, x, w, s, c, bias */
 void cg_emit_qconv2d(cg_k *k) {
   const ir_node *n = k->n;
+  if (s8io(k->g, n)) {
+    emit_s8io(k);
+    return;
+  }
   V p[7] = {k->arg[0], k->arg[1], k->arg[2], k->arg[3], k->arg[4], n->nin > 4 ? k->arg[5] : NULL, k->scratch};
   int64_t ints[8];
   packed(k->g, n, ints);
