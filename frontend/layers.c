@@ -858,7 +858,10 @@ int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out) {
     return -1;
   }
   if (at.i && hd % 2) {
-    fe_error(L->d, argloc(a, 5), "rope=true needs an even head width, got %lld", (long long)hd);
+    if (a->v[7].k == V_NONE)
+      fe_error(L->d, argloc(a, 5), "rope=true needs an even head width, got %lld (width %lld / heads %lld)",
+               (long long)hd, (long long)d, (long long)at.heads);
+    else fe_error(L->d, argloc(a, 5), "rope=true needs an even head width, got head_dim=%lld", (long long)hd);
     return -1;
   }
   if (a->v[3].k != V_NONE || a->v[4].k != V_NONE || at.i || at.k != at.heads || at.heads * hd != d)
