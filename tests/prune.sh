@@ -118,6 +118,11 @@ if [ -r "$TEXT" ]; then
 else
   echo "SKIP: no text at $TEXT: the char-GPT head pruning did not run" >&2
 fi
+# the benchmark's pruned char-GPT is what lathe prune writes from examples/gpt.nn
+"$LATHE" init examples/gpt.nn -o "$tmp/gi.safetensors" --seed 1 >/dev/null 2>&1 || bad "init gpt"
+"$LATHE" prune examples/gpt.nn --weights "$tmp/gi.safetensors" --sparsity 0.5 --structured --time-batch 1 \
+  -o "$tmp/gpt_pruned50.safetensors" >/dev/null 2>"$tmp/s.err" || bad "prune examples/gpt.nn: $(tail -3 "$tmp/s.err")"
+diff <(grep -v '^#' bench/gpt_pruned50.nn) <(grep -v '^#' "$tmp/gpt_pruned50.nn") >/dev/null && ok || bad "bench/gpt_pruned50.nn differs"
 
 # nothing to prune: no dense or conv2d layer
 printf 'model ln\ninput x : f32[batch, 4]\noutput y = layernorm(x, name="n")\n' >"$tmp/ln.nn"
