@@ -315,6 +315,17 @@ static void test_heads(void) {
   }
   lathe_error_clear(&err);
   lathe_program_free(p);
+
+  /* pruned again: the calls' head_dim= is kept (replaced by the same width), one head left each */
+  lathe_prune_options p2 = {.weights = path("hp.safetensors"), .out = path("hq.safetensors"), .sparsity = 0.5,
+                            .structured = 1, .model_out = path("hq.nn"), .time_batch = 1};
+  CHECK_MSG(pm && lathe_prune(pm, &p2, NULL, &err) == 0, "prune again: %s", err.message);
+  lathe_error_clear(&err);
+  text = NULL;
+  CHECK(rt_read_file(path("hq.nn"), &text, &len, msg, sizeof msg) == 0);
+  CHECK_MSG(text && strstr(text, "attention(layernorm(h, name=\"n1\"), 1, causal=true, name=\"a1\", head_dim=4)\n") &&
+            strstr(text, "|> attention(1, causal=true, rope=true, name=\"a2\", head_dim=4)\n"), "%s", text ? text : "");
+  free(text);
   lathe_model_free(pm);
   lathe_model_free(m);
 }
