@@ -150,7 +150,7 @@ int ps_mask(ir_graph *g, char *msg, size_t msgn);
 #define PR_MAXSLICES 256
 typedef struct {
   int node, weight, bias, conv;   /* the product node, its W and bias (-1: none) */
-  int attn, proj;                 /* attention: heads are the units; qkv is weight, proj.weight proj */
+  int attn, proj;                 /* attention: heads are the units; qkv (or q) is weight (-1: none), proj.weight proj */
   int64_t units, hd;              /* hd: an attention head's width */
   ir_loc loc;                     /* the layer's call in the source */
   const char *why;                /* why it stays whole (NULL: prunable) */

@@ -155,8 +155,9 @@ static void attention_layer(const ir_graph *g, pr_plan *pl, int i, pr_layer *L) 
   const ir_node *n = &g->nodes[i];
   int mha = n->op == IR_MHA, l = pl->nlayers;
   L->attn = 1, L->node = i, L->loc = n->loc, L->bias = -1, L->proj = -1;
-  L->weight = attn_param(g, n->in[1], mha ? 2 : 1);
-  if (mha && n->in[3] != n->in[0]) L->why = "cross-attention heads are not pruned";
+  int self = !mha || g->nodes[n->in[1]].op == IR_SLICE; /* mha's self-attention slices q (and kv) out of qkv */
+  L->weight = attn_param(g, n->in[1], mha && self ? 2 : 1);
+  if (!self) L->why = "cross-attention heads are not pruned";
   else if (mha && n->attr.k != n->attr.heads) L->why = "grouped key/value heads (kv_heads=) are not pruned";
   if (L->why) return;
   int qb = attn_param(g, n->in[2], mha ? 2 : 1), pw = attn_param(g, n->in[mha ? 6 : 3], 1);

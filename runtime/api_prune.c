@@ -325,8 +325,10 @@ static int structured(lathe_model *m, lathe_program *src, const lathe_prune_opti
   for (int l = 0; rc == 0 && pl && l < pl->nlayers; l++) {
     const pr_layer *L = &pl->layers[l];
     if (L->why) {
-      if (!rep->note[0])
+      if (!rep->note[0] && L->weight >= 0)
         snprintf(rep->note, sizeof rep->note, "%s stays whole: %s", raw->g.params[L->weight].name, L->why);
+      else if (!rep->note[0]) /* an attention whose weights are not its own parameters */
+        snprintf(rep->note, sizeof rep->note, "the attention at line %d stays whole: %s", L->loc.line, L->why);
       continue;
     }
     rc = choose_units(src, &raw->g, L, o->sparsity, &ks[l], err);

@@ -328,6 +328,25 @@ static void test_heads(void) {
   free(text);
   lathe_model_free(pm);
   lathe_model_free(m);
+
+  /* grouped key/value heads and cross-attention stay whole, and say why */
+  static const char *const whole[2][2] = {
+      {"attention(x, 4, kv_heads=2, name=\"g\")", "g.qkv.weight stays whole: grouped key/value heads"},
+      {"attention(x, 2, context=x, name=\"c\")", "c.q.weight stays whole: cross-attention heads are not pruned"}};
+  for (int k = 0; k < 2; k++) {
+    char src[400];
+    snprintf(src, sizeof src, "model w\ninput x : f32[batch, 3, 8]\noutput y = %s\n", whole[k][0]);
+    lathe_model *w = parse("w.nn", src);
+    lathe_program *q = w ? lathe_compile(w, &o, &err) : NULL;
+    CHECK(q && lathe_weights_init(q, 1, &err) == 0 && lathe_weights_save(q, path("w.safetensors"), &err) == 0);
+    lathe_program_free(q);
+    lathe_prune_options wo = {.weights = path("w.safetensors"), .out = path("wo.safetensors"), .sparsity = 0.5,
+                              .structured = 1, .model_out = path("wo.nn"), .time_batch = 1};
+    CHECK(w && lathe_prune(w, &wo, NULL, &err) == LATHE_EUSER);
+    CHECK_MSG(err.message && strstr(err.message, whole[k][1]), "%s", err.message ? err.message : "");
+    lathe_error_clear(&err);
+    lathe_model_free(w);
+  }
 }
 
 /* ---- unstructured and the masks ---- */
