@@ -101,19 +101,22 @@ class CNNBN(nn.Module):
 
 
 class Attention(nn.Module):
-    """Lathe's attention(x, heads, causal=true): fused qkv, scale 1/sqrt(d/heads).
-    (torch 1.13 has no scaled_dot_product_attention; this is the usual
-    minGPT-style formulation.)"""
+    """Lathe's attention(x, heads, causal=true, head_dim=d/heads): fused qkv,
+    scale 1/sqrt(head_dim); the inner width heads * head_dim may be below d
+    (a model whose heads were pruned). (torch 1.13 has no
+    scaled_dot_product_attention; this is the usual minGPT-style
+    formulation.)"""
 
-    def __init__(self, d, heads, T):
+    def __init__(self, d, heads, T, head_dim=0):
         super().__init__()
-        self.heads, self.scale = heads, 1.0 / math.sqrt(d // heads)
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.hd = head_dim or d // heads
+        self.heads, self.inner, self.scale = heads, heads * self.hd, 1.0 / math.sqrt(self.hd)
+        self.qkv, self.proj = nn.Linear(d, 3 * self.inner), nn.Linear(self.inner, d)
         self.register_buffer("mask", torch.ones(T, T, dtype=torch.bool).tril().logical_not())
 
     def forward(self, x):
-        B, T, D = x.shape
-        hd = D // self.heads
+        B, T, _ = x.shape
+        hd, D = self.hd, self.inner
         q, k, v = self.qkv(x).split(D, dim=2)
         q = q.view(B, T, self.heads, hd).transpose(1, 2)
         k = k.view(B, T, self.heads, hd).transpose(1, 2)
@@ -125,11 +128,11 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d, heads, T):
+    def __init__(self, d, heads, T, head_dim=0, ffn=0):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = Attention(d, heads, T)
-        self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.attn = Attention(d, heads, T, head_dim)
+        self.fc, self.proj = nn.Linear(d, ffn or 4 * d), nn.Linear(ffn or 4 * d, d)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -138,13 +141,14 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """examples/gpt.nn and bench/gpt2_small.nn: token + learned position
-    embeddings, pre-norm blocks, final layernorm, untied head; logits out."""
+    embeddings, pre-norm blocks, final layernorm, untied head; logits out.
+    head_dim and ffn (0: d / heads and 4 d): bench/gpt_pruned50.nn's widths."""
 
-    def __init__(self, vocab, T, d, heads, layers):
+    def __init__(self, vocab, T, d, heads, layers, head_dim=0, ffn=0):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.randn(T, d) * 0.02)
-        self.blocks = nn.Sequential(*[Block(d, heads, T) for _ in range(layers)])
+        self.blocks = nn.Sequential(*[Block(d, heads, T, head_dim, ffn) for _ in range(layers)])
         self.ln_f, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
 
     def forward(self, tokens):
@@ -210,8 +214,8 @@ def tokens(batch, vocab, T):
     return torch.randint(0, vocab, (batch, T), dtype=torch.int64)
 
 
-def build_gpt(batch, vocab, T, d, heads, layers):
-    return GPT(vocab, T, d, heads, layers), tokens(batch, vocab, T)
+def build_gpt(batch, vocab, T, d, heads, layers, head_dim=0, ffn=0):
+    return GPT(vocab, T, d, heads, layers, head_dim, ffn), tokens(batch, vocab, T)
 
 
 def build_lstm(batch, vocab, T, E, H):

@@ -137,6 +137,11 @@ WORKLOADS = [
     Workload("cnn_b128_pruned50", "bench/cnn_pruned50.nn", {"batch": 128}, {"x": None}, "cnn",
              dict(batch=128, c1=8, c2=16, f1=32), reps=200, quick_reps=20, warmup=10, max_seconds=2,
              pruned="50% structured", f32_row="cnn_b128"),
+    # the char-GPT with half of every attention layer's heads (2 of width 32: head_dim=32) and half of its MLP
+    # neurons (bench/gpt_pruned50.nn, what lathe prune --structured --sparsity 0.5 writes from examples/gpt.nn)
+    Workload("gpt_char_b16_pruned50", "bench/gpt_pruned50.nn", {"batch": 16}, {"tokens": GPT_CHAR["vocab"]},
+             "gpt", dict(batch=16, **dict(GPT_CHAR, heads=2), head_dim=32, ffn=256), reps=20, quick_reps=3, warmup=2,
+             max_seconds=4, pruned="50% structured", f32_row="gpt_char_b16"),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}

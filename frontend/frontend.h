@@ -51,13 +51,16 @@ int fe_lower(const fe_model *m, const int64_t *vals, ir_graph *g, char **err);
 /* The source with arguments replaced (frontend/rewrite.c): for each edit,
  * the call whose location is `call` (a layer's node loc) gets argument
  * argi (positional, counting a |> operand) or the named argument argname
- * replaced by text. Several edits of one call site (a block applied more
- * than once) must agree. A malloc'd string, or NULL with *err (malloc'd). */
+ * replaced by text; with add set, an argument the call does not give is
+ * added as `argname=text` at the end (argi -1: by name only). Several edits
+ * of one call site (a block applied more than once) must agree. A malloc'd
+ * string, or NULL with *err (malloc'd). */
 typedef struct {
   ir_loc call;
   int argi;
   const char *argname;
   const char *text;
+  int add;
 } fe_arg_edit;
 char *fe_rewrite_args(const fe_model *m, const fe_arg_edit *e, int n, char **err);
 

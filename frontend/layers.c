@@ -783,10 +783,13 @@ static int attn_slice(fe_lctx *L, int w, int64_t axis, int64_t lo, int64_t hi, i
 }
 
 /* attention with options: mha(x, wq, bq, c, wkv, bkv, wp, bp, mask?).
- * Self-attention keeps one packed N.qkv.weight [d, d + 2 dk] (q, k, v
- * columns; dk = kv_heads * d / heads), sliced here; cross-attention has
- * N.q.weight [d, d] and N.kv.weight [dc, 2 dk] (k, then v). */
-static int attention_mha(fe_lctx *L, fe_args *a, const ir_attr *at, fe_val *out) {
+ * e = heads x hd is the inner width (d unless head_dim= sets hd): the
+ * queries' and the context's, and the output projection's input.
+ * Self-attention keeps one packed N.qkv.weight [d, e + 2 dk] (q, k, v
+ * columns; dk = kv_heads * hd), sliced here; cross-attention has
+ * N.q.weight [d, e] and N.kv.weight [dc, 2 dk] (k, then v); N.proj.weight
+ * is [e, d]. */
+static int attention_mha(fe_lctx *L, fe_args *a, const ir_attr *at, int64_t hd, fe_val *out) {
   int x = a->v[0].node, self = a->v[4].k == V_NONE, c = self ? x : a->v[4].node;
   if (!self && want_tensor(L, a, 4, 3, 3, 1, "a 3-d context [batch, Tk, dc]")) return -1;
   const ir_shape *sx = shape_of(L, x), *sc = shape_of(L, c);
@@ -796,27 +799,27 @@ static int attention_mha(fe_lctx *L, fe_args *a, const ir_attr *at, fe_val *out)
     return -1;
   }
   if (a->v[3].k != V_NONE && attn_mask_ok(L, a, x, c)) return -1;
-  int64_t d = sx->d[2], dc = sc->d[2], dk = at->k * (d / at->heads);
+  int64_t d = sx->d[2], dc = sc->d[2], e = at->heads * hd, dk = at->k * hd;
   ir_loc loc = a->call->loc;
   const char *base = fe_layer_name(L, "attention", a->name);
   ir_dtype t = pdtype(L, x);
   int in[9], nin = 8;
-  ir_shape pw = shp(2, d, d, 0, 0), pb = shp(1, d, 0, 0, 0);
+  ir_shape pw = shp(2, e, d, 0, 0), pb = shp(1, d, 0, 0, 0);
   if (self) {
-    ir_shape qw = shp(2, d, d + 2 * dk, 0, 0), qb = shp(1, d + 2 * dk, 0, 0, 0);
-    int w = fe_param(L, base, "qkv.weight", t, &qw, IR_INIT_XAVIER, 0, d, d + 2 * dk, 1, loc);
+    ir_shape qw = shp(2, d, e + 2 * dk, 0, 0), qb = shp(1, e + 2 * dk, 0, 0, 0);
+    int w = fe_param(L, base, "qkv.weight", t, &qw, IR_INIT_XAVIER, 0, d, e + 2 * dk, 1, loc);
     int b = fe_param(L, base, "qkv.bias", t, &qb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
-    in[1] = attn_slice(L, w, 1, 0, d, loc), in[2] = attn_slice(L, b, 0, 0, d, loc);
-    in[4] = attn_slice(L, w, 1, d, d + 2 * dk, loc), in[5] = attn_slice(L, b, 0, d, d + 2 * dk, loc);
+    in[1] = attn_slice(L, w, 1, 0, e, loc), in[2] = attn_slice(L, b, 0, 0, e, loc);
+    in[4] = attn_slice(L, w, 1, e, e + 2 * dk, loc), in[5] = attn_slice(L, b, 0, e, e + 2 * dk, loc);
   } else {
-    ir_shape kw = shp(2, dc, 2 * dk, 0, 0), kb = shp(1, 2 * dk, 0, 0, 0);
-    in[1] = fe_param(L, base, "q.weight", t, &pw, IR_INIT_XAVIER, 0, d, d, 1, loc);
-    in[2] = fe_param(L, base, "q.bias", t, &pb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
+    ir_shape kw = shp(2, dc, 2 * dk, 0, 0), kb = shp(1, 2 * dk, 0, 0, 0), qw = shp(2, d, e, 0, 0), qb = shp(1, e, 0, 0, 0);
+    in[1] = fe_param(L, base, "q.weight", t, &qw, IR_INIT_XAVIER, 0, d, e, 1, loc);
+    in[2] = fe_param(L, base, "q.bias", t, &qb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
     in[4] = fe_param(L, base, "kv.weight", t, &kw, IR_INIT_XAVIER, 0, dc, 2 * dk, 1, loc);
     in[5] = fe_param(L, base, "kv.bias", t, &kb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
   }
   in[0] = x, in[3] = c;
-  in[6] = fe_param(L, base, "proj.weight", t, &pw, IR_INIT_XAVIER, 0, d, d, 1, loc);
+  in[6] = fe_param(L, base, "proj.weight", t, &pw, IR_INIT_XAVIER, 0, e, d, 1, loc);
   in[7] = fe_param(L, base, "proj.bias", t, &pb, IR_INIT_ZEROS, 0, 0, 0, 0, loc);
   if (a->v[3].k != V_NONE) in[nin++] = a->v[3].node;
   for (int i = 1; i < nin; i++)
@@ -825,18 +828,26 @@ static int attention_mha(fe_lctx *L, fe_args *a, const ir_attr *at, fe_val *out)
 }
 
 /* attention(x, heads, causal=false, mask=, context=, rope=false,
- * kv_heads=heads): the plain form is IR_ATTENTION (packed qkv, flash
- * kernels, the decode pass); any option makes it IR_MHA. */
+ * kv_heads=heads, head_dim=d/heads): the plain form is IR_ATTENTION (packed
+ * qkv, flash kernels, the decode pass); any option, or an inner width
+ * heads x head_dim other than d (a model whose heads were pruned), makes it
+ * IR_MHA. */
 int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out) {
   if (want_tensor(L, a, 0, 3, 3, 1, "a 3-d tensor [batch, T, d]")) return -1;
   int x = a->v[0].node;
   ir_attr at = {0};
   if (want_int(L, a, 1, 1, 1, &at.heads)) return -1;
   at.causal = get_bool(a, 2, 0);
-  int64_t d = shape_of(L, x)->d[2];
-  if (d % at.heads != 0) {
-    fe_error(L->d, argloc(a, 1), "attention width %lld is not divisible by heads=%lld", (long long)d,
-             (long long)at.heads);
+  int64_t d = shape_of(L, x)->d[2], hd;
+  if (a->v[7].k == V_NONE && d % at.heads != 0) {
+    fe_error(L->d, argloc(a, 1), "attention width %lld is not divisible by heads=%lld (or give head_dim=)",
+             (long long)d, (long long)at.heads);
+    return -1;
+  }
+  if (want_int(L, a, 7, d / at.heads, 1, &hd)) return -1;
+  if (hd > ((int64_t)1 << 24) / at.heads) {
+    fe_error(L->d, argloc(a, 7), "attention heads=%lld x head_dim=%lld is too wide", (long long)at.heads,
+             (long long)hd);
     return -1;
   }
   at.i = get_bool(a, 5, 0);
@@ -846,12 +857,15 @@ int fe_lw_attention(fe_lctx *L, fe_args *a, fe_val *out) {
              (long long)at.heads);
     return -1;
   }
-  if (at.i && (d / at.heads) % 2) {
-    fe_error(L->d, argloc(a, 5), "rope=true needs an even head width, got %lld (width %lld / heads %lld)",
-             (long long)(d / at.heads), (long long)d, (long long)at.heads);
+  if (at.i && hd % 2) {
+    if (a->v[7].k == V_NONE)
+      fe_error(L->d, argloc(a, 5), "rope=true needs an even head width, got %lld (width %lld / heads %lld)",
+               (long long)hd, (long long)d, (long long)at.heads);
+    else fe_error(L->d, argloc(a, 5), "rope=true needs an even head width, got head_dim=%lld", (long long)hd);
     return -1;
   }
-  if (a->v[3].k != V_NONE || a->v[4].k != V_NONE || at.i || at.k != at.heads) return attention_mha(L, a, &at, out);
+  if (a->v[3].k != V_NONE || a->v[4].k != V_NONE || at.i || at.k != at.heads || at.heads * hd != d)
+    return attention_mha(L, a, &at, hd, out);
   at.k = 0, at.i = 0;
   ir_loc loc = a->call->loc;
   const char *base = fe_layer_name(L, "attention", a->name);

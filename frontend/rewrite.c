@@ -100,7 +100,7 @@ static void walk_stmts(walk *w, fe_stmt **st, int n) {
 
 typedef struct {
   size_t start, end;
-  const char *text;
+  const char *text, *name; /* name: an added argument's (text is then its value) */
 } cut;
 
 static int by_start(const void *a, const void *b) {
@@ -133,13 +133,20 @@ char *fe_rewrite_args(const fe_model *m, const fe_arg_edit *e, int n, char **err
            e[i].call.col);
       goto done;
     }
+    size_t close = na ? a[na - 1].end : 0; /* the ')' */
     for (int k = 0; k < na; k++) shape_span(m, &a[k]), npos += a[k].name == NULL;
     /* x |> f(b) is f(x, b): the source shows one positional argument fewer */
     int want = e[i].argi - (hit[i]->nitems - npos), found = -1;
     for (int k = 0, p = 0; k < na && found < 0; k++) {
       if (a[k].name) {
         if (strlen(e[i].argname) == a[k].nlen && !strncmp(a[k].name, e[i].argname, a[k].nlen)) found = k;
-      } else if (p++ == want) found = k;
+      } else if (p++ == want && e[i].argi >= 0) found = k;
+    }
+    if (found < 0 && e[i].add && na > 0 && a[na - 1].start < a[na - 1].end) {
+      int dup = 0; /* a call inside a block applied several times: one addition */
+      for (int c = 0; c < nc; c++) dup |= cuts[c].start == close && cuts[c].end == close;
+      if (!dup) cuts[nc++] = (cut){close, close, e[i].text, e[i].argname};
+      continue;
     }
     if (found < 0 || a[found].start >= a[found].end) {
       fail(err, "no argument '%s' in the call at line %d, column %d", e[i].argname, e[i].call.line, e[i].call.col);
@@ -155,16 +162,17 @@ char *fe_rewrite_args(const fe_model *m, const fe_arg_edit *e, int n, char **err
           goto done;
         }
       }
-    if (!dup) cuts[nc++] = (cut){a[found].start, a[found].end, e[i].text};
+    if (!dup) cuts[nc++] = (cut){a[found].start, a[found].end, e[i].text, NULL};
   }
   qsort(cuts, (size_t)nc, sizeof *cuts, by_start);
   size_t total = m->len + 1;
-  for (int c = 0; c < nc; c++) total += strlen(cuts[c].text);
+  for (int c = 0; c < nc; c++) total += strlen(cuts[c].text) + (cuts[c].name ? strlen(cuts[c].name) + 3 : 0);
   out = malloc(total);
   if (!out) { *err = strdup("out of memory"); goto done; }
   size_t o = 0, from = 0;
   for (int c = 0; c < nc; c++) {
     memcpy(out + o, m->src + from, cuts[c].start - from), o += cuts[c].start - from;
+    if (cuts[c].name) o += (size_t)sprintf(out + o, ", %s=", cuts[c].name);
     size_t tl = strlen(cuts[c].text);
     memcpy(out + o, cuts[c].text, tl), o += tl;
     from = cuts[c].end;

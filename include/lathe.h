@@ -572,9 +572,9 @@ int lathe_eval(lathe_model *m, const lathe_eval_options *o, lathe_metrics *out, 
  * lathe_prune writes `out`: the weights of `weights` with a fraction
  * `sparsity` of the dense and conv2d weights removed by magnitude
  * (unstructured: zeroed, over all layers at once or per layer, in `steps`
- * steps of a cubic schedule), or whole neurons and channels removed by their
- * weights' L2 norm (structured: the model is resized and its source written
- * to model_out). With finetune > 0 and data, each step fine-tunes with the
+ * steps of a cubic schedule), or whole neurons, channels and attention heads
+ * removed by their weights' L2 norm (structured: the model is resized and its
+ * source written to model_out). With finetune > 0 and data, each step fine-tunes with the
  * zeroed weights held at zero (lathe_options.masked). The report compares
  * the model before and after: parameters, FLOPs, file size, metrics on the
  * validation and test splits (with data), inference time.
@@ -584,7 +584,7 @@ typedef struct {
   const char *weights;         /* f32 weights of the model (required) */
   const char *out;             /* the pruned weights (required) */
   double sparsity;             /* fraction removed, 0 <= s < 1 */
-  int structured;              /* 1: neurons and channels (needs model_out) */
+  int structured;              /* 1: neurons, channels and attention heads (needs model_out) */
   int per_layer;               /* unstructured: each layer loses `sparsity` (default: one global threshold) */
   int steps;                   /* unstructured: gradual pruning in this many steps (0 = 1) */
   int64_t finetune;            /* epochs of fine-tuning in all (0: none) */

@@ -4,8 +4,9 @@
  * PyTorch and finite differences (tests/test_mha.c), not to be fast.
  *
  * B = batch, Tq = query positions (rows of x), Tk = key positions (rows of
- * the context c), d = width, H = heads, K = key/value heads, hd = d / H,
- * dk = K hd. q = x wq + bq [Tq, d]; kv = c wkv + bkv [Tk, 2 dk] (keys, then
+ * the context c), d = width, H = heads, K = key/value heads, e = wq's
+ * width (the inner width: d unless head_dim= is set), hd = e / H, dk = K hd.
+ * q = x wq + bq [Tq, e]; kv = c wkv + bkv [Tk, 2 dk] (keys, then
  * values); query head h reads key/value head h / (H / K). Rotary
  * embeddings (GPT-NeoX / LLaMA layout) rotate each head's pairs (e, e + hd/2)
  * of q row i by i theta_e and of k row j by j theta_e, theta_e =
@@ -19,7 +20,7 @@
 #include "interp_impl.h"
 
 typedef struct {
-  int64_t B, Tq, Tk, d, dc, H, K, hd, dk;
+  int64_t B, Tq, Tk, d, dc, H, K, hd, dk, e;
   int causal, rope;
   const ir_node *mask; /* NULL, lengths i32[B], bool[B, Tk] or bool[B, Tq, Tk] */
   const double *mv;
@@ -28,8 +29,8 @@ typedef struct {
 static mha_dims dims_of(const ik_ctx *c, const ir_node *n) {
   const ir_shape *sx = &ik_arg(c, n, 0)->shape, *sc = &ik_arg(c, n, 3)->shape;
   mha_dims m = {sx->d[0], sx->d[1], sc->d[1], sx->d[2], sc->d[2], n->attr.heads, n->attr.k, 0, 0,
-                n->attr.causal, (int)n->attr.i, NULL, NULL};
-  m.hd = m.d / m.H, m.dk = m.K * m.hd;
+                ik_arg(c, n, 1)->shape.d[1], n->attr.causal, (int)n->attr.i, NULL, NULL};
+  m.hd = m.e / m.H, m.dk = m.K * m.hd;
   if (n->nin - (n->op == IR_MHA_GRAD) == 9) m.mask = ik_arg(c, n, 8), m.mv = ik_in(c, n, 8);
   return m;
 }
@@ -57,14 +58,14 @@ static void rope_rows(double *v, int64_t rows, int64_t ld, int64_t nh, int64_t h
       }
 }
 
-/* q [B Tq, d] and kv [B Tk, 2 dk], rotated when rope */
+/* q [B Tq, e] and kv [B Tk, 2 dk], rotated when rope */
 static void project(const mha_dims *m, const double *x, const double *wq, const double *bq, const double *cx,
                     const double *wkv, const double *bkv, double *q, double *kv) {
-  ik_affine(x, wq, bq, m->B * m->Tq, m->d, m->d, q);
+  ik_affine(x, wq, bq, m->B * m->Tq, m->d, m->e, q);
   ik_affine(cx, wkv, bkv, m->B * m->Tk, m->dc, 2 * m->dk, kv);
   if (!m->rope) return;
   for (int64_t b = 0; b < m->B; b++) {
-    rope_rows(q + b * m->Tq * m->d, m->Tq, m->d, m->H, m->hd, 1.0);
+    rope_rows(q + b * m->Tq * m->e, m->Tq, m->e, m->H, m->hd, 1.0);
     rope_rows(kv + b * m->Tk * 2 * m->dk, m->Tk, 2 * m->dk, m->K, m->hd, 1.0);
   }
 }
@@ -73,7 +74,7 @@ static void project(const mha_dims *m, const double *x, const double *wq, const 
  * elsewhere); returns 0 when it sees none. */
 static int probs(const mha_dims *m, const double *q, const double *kv, int64_t b, int64_t h, int64_t i, double *p) {
   int64_t kvh = h / (m->H / m->K), ld = 2 * m->dk;
-  const double *qi = q + (b * m->Tq + i) * m->d + h * m->hd;
+  const double *qi = q + (b * m->Tq + i) * m->e + h * m->hd;
   double mx = -INFINITY, sum = 0.0, scale = 1.0 / sqrt((double)m->hd);
   for (int64_t j = 0; j < m->Tk; j++) {
     p[j] = -INFINITY;
@@ -93,13 +94,13 @@ static int probs(const mha_dims *m, const double *q, const double *kv, int64_t b
   return 1;
 }
 
-/* ctx [B Tq, d]: every head's p v */
+/* ctx [B Tq, e]: every head's p v */
 static void context(const mha_dims *m, const double *q, const double *kv, double *p, double *ctx) {
   for (int64_t b = 0; b < m->B; b++)
     for (int64_t h = 0; h < m->H; h++)
       for (int64_t i = 0; i < m->Tq; i++) {
         probs(m, q, kv, b, h, i, p);
-        double *o = ctx + (b * m->Tq + i) * m->d + h * m->hd;
+        double *o = ctx + (b * m->Tq + i) * m->e + h * m->hd;
         const double *v = kv + b * m->Tk * 2 * m->dk + m->dk + h / (m->H / m->K) * m->hd;
         for (int64_t j = 0; j < m->Tk; j++)
           for (int64_t e = 0; e < m->hd; e++) o[e] += p[j] * v[j * 2 * m->dk + e];
@@ -110,14 +111,14 @@ static void context(const mha_dims *m, const double *q, const double *kv, double
 int ik_mha(ik_ctx *c, const ir_node *n, double *out) {
   mha_dims m = dims_of(c, n);
   int64_t BQ = m.B * m.Tq;
-  double *q = ik_alloc(c, n, BQ * m.d), *kv = ik_alloc(c, n, m.B * m.Tk * 2 * m.dk);
-  double *ctx = ik_alloc(c, n, BQ * m.d), *p = ik_alloc(c, n, m.Tk);
+  double *q = ik_alloc(c, n, BQ * m.e), *kv = ik_alloc(c, n, m.B * m.Tk * 2 * m.dk);
+  double *ctx = ik_alloc(c, n, BQ * m.e), *p = ik_alloc(c, n, m.Tk);
   int ok = q && kv && ctx && p;
   if (ok) {
     project(&m, ik_in(c, n, 0), ik_in(c, n, 1), ik_in(c, n, 2), ik_in(c, n, 3), ik_in(c, n, 4), ik_in(c, n, 5), q,
             kv);
     context(&m, q, kv, p, ctx);
-    ik_affine(ctx, ik_in(c, n, 6), ik_in(c, n, 7), BQ, m.d, m.d, out);
+    ik_affine(ctx, ik_in(c, n, 6), ik_in(c, n, 7), BQ, m.e, m.d, out);
   }
   free(q), free(kv), free(ctx), free(p);
   return ok ? 0 : -1;
@@ -154,7 +155,7 @@ static void heads_grad(const mha_dims *m, const double *q, const double *kv, con
     for (int64_t h = 0; h < m->H; h++)
       for (int64_t i = 0; i < m->Tq; i++) {
         if (!probs(m, q, kv, b, h, i, p)) continue;
-        int64_t row = (b * m->Tq + i) * m->d + h * m->hd, kvo = b * m->Tk * ld + h / (m->H / m->K) * m->hd;
+        int64_t row = (b * m->Tq + i) * m->e + h * m->hd, kvo = b * m->Tk * ld + h / (m->H / m->K) * m->hd;
         const double *g = dctx + row, *qi = q + row;
         double dot = 0.0;
         for (int64_t j = 0; j < m->Tk; j++) { /* dp_j = g . v_j; dv_j += p_j g */
@@ -174,30 +175,30 @@ static void heads_grad(const mha_dims *m, const double *q, const double *kv, con
 /* mha's inputs, dy: [dx | dwq | dbq | dc | dwkv | dbkv | dwp | dbp] */
 int ik_mha_grad(ik_ctx *c, const ir_node *n, double *out) {
   mha_dims m = dims_of(c, n);
-  int64_t BQ = m.B * m.Tq, BK = m.B * m.Tk, d = m.d, dk2 = 2 * m.dk;
+  int64_t BQ = m.B * m.Tq, BK = m.B * m.Tk, d = m.d, e = m.e, dk2 = 2 * m.dk;
   const double *x = ik_in(c, n, 0), *wq = ik_in(c, n, 1), *cx = ik_in(c, n, 3), *wkv = ik_in(c, n, 4);
   const double *wp = ik_in(c, n, 6), *dy = ik_in(c, n, n->nin - 1);
-  double *dx = out, *dwq = dx + BQ * d, *dbq = dwq + d * d, *dc = dbq + d, *dwkv = dc + BK * m.dc;
-  double *dbkv = dwkv + m.dc * dk2, *dwp = dbkv + dk2, *dbp = dwp + d * d;
-  double *q = ik_alloc(c, n, BQ * d), *kv = ik_alloc(c, n, BK * dk2), *ctx = ik_alloc(c, n, BQ * d);
-  double *dctx = ik_alloc(c, n, BQ * d), *dq = ik_alloc(c, n, BQ * d), *dkv = ik_alloc(c, n, BK * dk2);
+  double *dx = out, *dwq = dx + BQ * d, *dbq = dwq + d * e, *dc = dbq + e, *dwkv = dc + BK * m.dc;
+  double *dbkv = dwkv + m.dc * dk2, *dwp = dbkv + dk2, *dbp = dwp + e * d;
+  double *q = ik_alloc(c, n, BQ * e), *kv = ik_alloc(c, n, BK * dk2), *ctx = ik_alloc(c, n, BQ * e);
+  double *dctx = ik_alloc(c, n, BQ * e), *dq = ik_alloc(c, n, BQ * e), *dkv = ik_alloc(c, n, BK * dk2);
   double *p = ik_alloc(c, n, m.Tk), *dp = ik_alloc(c, n, m.Tk);
   int ok = q && kv && ctx && dctx && dq && dkv && p && dp;
   if (ok) {
     project(&m, x, wq, ik_in(c, n, 2), cx, wkv, ik_in(c, n, 5), q, kv);
     context(&m, q, kv, p, ctx);
-    mm_tn(ctx, dy, BQ, d, d, dwp); /* y = ctx wp + bp */
+    mm_tn(ctx, dy, BQ, e, d, dwp); /* y = ctx wp + bp */
     colsum(dy, BQ, d, dbp);
-    mm_nt(dy, wp, BQ, d, d, dctx);
+    mm_nt(dy, wp, BQ, e, d, dctx);
     heads_grad(&m, q, kv, dctx, p, dp, dq, dkv);
     if (m.rope)
       for (int64_t b = 0; b < m.B; b++) {
-        rope_rows(dq + b * m.Tq * d, m.Tq, d, m.H, m.hd, -1.0);
+        rope_rows(dq + b * m.Tq * e, m.Tq, e, m.H, m.hd, -1.0);
         rope_rows(dkv + b * m.Tk * dk2, m.Tk, dk2, m.K, m.hd, -1.0);
       }
-    mm_tn(x, dq, BQ, d, d, dwq); /* q = x wq + bq */
-    colsum(dq, BQ, d, dbq);
-    mm_nt(dq, wq, BQ, d, d, dx);
+    mm_tn(x, dq, BQ, d, e, dwq); /* q = x wq + bq */
+    colsum(dq, BQ, e, dbq);
+    mm_nt(dq, wq, BQ, d, e, dx);
     mm_tn(cx, dkv, BK, m.dc, dk2, dwkv); /* kv = c wkv + bkv */
     colsum(dkv, BK, dk2, dbkv);
     mm_nt(dkv, wkv, BK, m.dc, dk2, dc);

@@ -2,8 +2,9 @@
  * rotary embeddings or grouped key/value heads) and of its fused backward.
  *
  * B = batch, Tq = query positions (x), Tk = key positions (c), d = x's
- * width, dc = c's width, H = heads, K = key/value heads, hd = d / H,
- * dk = K hd (the width of the keys and of the values).
+ * width, dc = c's width, H = heads, K = key/value heads, e = the query
+ * weight's width (the inner width: d, or heads x head_dim with head_dim=),
+ * hd = e / H, dk = K hd (the width of the keys and of the values).
  */
 #include <stdio.h>
 
@@ -43,19 +44,21 @@ int shp_mha(ir_graph *g, ir_node *n, char *msg, size_t mn) {
                    ir_shape_str(&x->shape, b, sizeof b), ir_shape_str(&c->shape, (char[100]){0}, 100));
   int64_t B = x->shape.d[0], Tq = x->shape.d[1], Tk = c->shape.d[1], d = x->shape.d[2], dc = c->shape.d[2];
   int64_t H = n->attr.heads, K = n->attr.k;
-  if (H < 1 || d % H || K < 1 || H % K)
-    return ir_fail(msg, mn, "mha: %lld heads must divide width %lld and be a multiple of kv_heads %lld",
-                   (long long)H, (long long)d, (long long)K);
-  int64_t hd = d / H, dk = K * hd;
+  const ir_node *wq = &g->nodes[n->in[1]];
+  int64_t e = wq->shape.rank == 2 ? wq->shape.d[1] : 0; /* the inner width: wq decides it */
+  if (H < 1 || e < 1 || e % H || K < 1 || H % K)
+    return ir_fail(msg, mn, "mha: %lld heads must divide the inner width %lld and be a multiple of kv_heads %lld",
+                   (long long)H, (long long)e, (long long)K);
+  int64_t hd = e / H, dk = K * hd;
   if (n->attr.i && hd % 2)
     return ir_fail(msg, mn, "mha: rotary embeddings need an even head width, got %lld", (long long)hd);
   ir_dtype t = x->dtype;
   if (want(c, "the context", t, &c->shape, msg, mn) ||
-      want(&g->nodes[n->in[1]], "the query weight", t, &(ir_shape){2, {d, d}}, msg, mn) ||
-      want(&g->nodes[n->in[2]], "the query bias", t, &(ir_shape){1, {d}}, msg, mn) ||
+      want(wq, "the query weight", t, &(ir_shape){2, {d, e}}, msg, mn) ||
+      want(&g->nodes[n->in[2]], "the query bias", t, &(ir_shape){1, {e}}, msg, mn) ||
       want(&g->nodes[n->in[4]], "the key/value weight", t, &(ir_shape){2, {dc, 2 * dk}}, msg, mn) ||
       want(&g->nodes[n->in[5]], "the key/value bias", t, &(ir_shape){1, {2 * dk}}, msg, mn) ||
-      want(&g->nodes[n->in[6]], "the output weight", t, &(ir_shape){2, {d, d}}, msg, mn) ||
+      want(&g->nodes[n->in[6]], "the output weight", t, &(ir_shape){2, {e, d}}, msg, mn) ||
       want(&g->nodes[n->in[7]], "the output bias", t, &(ir_shape){1, {d}}, msg, mn))
     return -1;
   if (n->nin > MHA_NFLOAT && want_mask(&g->nodes[n->in[MHA_NFLOAT]], B, Tq, Tk, msg, mn)) return -1;

@@ -53,8 +53,9 @@ static int64_t attention_flops(const ir_graph *g, const ir_node *n) {
 static int64_t mha_flops(const ir_graph *g, const ir_node *n) {
   const ir_shape *x = &arg(g, n, 0)->shape, *c = &arg(g, n, 3)->shape, *kv = &arg(g, n, 4)->shape;
   int64_t bq = smul(x->d[0], x->d[1]), bk = smul(c->d[0], c->d[1]), d = x->d[2];
-  int64_t proj = sadd(smul3(4, bq, smul(d, d)), smul3(2, bk, smul(kv->d[0], kv->d[1]))); /* q and output, kv */
-  int64_t scores = smul3(2, smul(bq, c->d[1]), d);                                      /* Q K^T, and P V */
+  int64_t e = arg(g, n, 1)->shape.d[1]; /* the inner width: d, or heads x head_dim */
+  int64_t proj = sadd(smul3(4, bq, smul(d, e)), smul3(2, bk, smul(kv->d[0], kv->d[1]))); /* q and output, kv */
+  int64_t scores = smul3(2, smul(bq, c->d[1]), e);                                      /* Q K^T, and P V */
   return sadd(sadd(proj, smul(scores, 2)), smul3(bq, c->d[1], n->attr.heads));
 }
 

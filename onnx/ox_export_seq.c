@@ -114,7 +114,8 @@ static const char *mha_mask(oxe *e, const ir_node *n, int64_t B, int64_t Tq, int
 
 int oxe_mha(oxe *e, const ir_node *n, int id) {
   const ir_shape *sx = &e->g->nodes[n->in[0]].shape, *sc = &e->g->nodes[n->in[3]].shape;
-  int64_t B = sx->d[0], Tq = sx->d[1], d = sx->d[2], Tk = sc->d[1], H = n->attr.heads, K = n->attr.k ? n->attr.k : H;
+  int64_t B = sx->d[0], Tq = sx->d[1], Tk = sc->d[1], H = n->attr.heads, K = n->attr.k ? n->attr.k : H;
+  int64_t d = e->g->nodes[n->in[1]].shape.d[1]; /* the inner width (wq's columns): the context's */
   int64_t hd = d / H, dk = K * hd;
   const char *q = heads(e, oxe_affine(e, oxe_in(e, n, 0), oxe_in(e, n, 1), oxe_in(e, n, 2)), B, Tq, H, hd, 0);
   const char *kv = oxe_affine(e, oxe_in(e, n, 3), oxe_in(e, n, 4), oxe_in(e, n, 5)), *part[2];

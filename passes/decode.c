@@ -357,7 +357,7 @@ static int mha(dec *c, int id) {
   if (c->tax[n->in[0]] != 1) return fail(c, n, "attention over an axis other than positions");
   for (int j = 1; j < 8; j++)
     if (j != 3 && c->tax[n->in[j]] >= 0) return fail(c, n, "attention weights indexed by position");
-  int64_t d = n->shape.d[2], H = n->attr.heads, hd = d / H, dk = n->attr.k * hd;
+  int64_t e = fnode(c, n->in[1])->shape.d[1], H = n->attr.heads, hd = e / H, dk = n->attr.k * hd; /* e: inner width */
   ir_loc L = n->loc;
   int w[8];
   for (int j = 0; j < 8; j++) w[j] = c->nid[n->in[j]];

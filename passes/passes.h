@@ -147,21 +147,24 @@ int qz_conv_fold_relu(ir_graph *g, char *msg, size_t mn);
 int pr_prunable(const ir_graph *g, int param);
 int ps_mask(ir_graph *g, char *msg, size_t msgn);
 /* Structured pruning's plan: the layers whose units (dense neurons, conv
- * channels) can go, and every parameter axis that indexes a layer's units
- * (its weight and bias, a batchnorm's statistics after it, the weight of the
- * layer reading it; through flatten a unit owns `group` consecutive
- * entries). A layer that cannot be resized has units 0 and why set. */
+ * channels, attention heads) can go, and every parameter axis that indexes a
+ * layer's units (its weight and bias, a batchnorm's statistics after it, the
+ * weight of the layer reading it; through flatten a unit owns `group`
+ * consecutive entries; an attention head owns hd columns in each of the
+ * q, k and v blocks of qkv: `blocks` blocks `stride` apart). A layer that
+ * cannot be resized has units 0 and why set. */
 #define PR_MAXLAYERS 64
 #define PR_MAXSLICES 256
 typedef struct {
   int node, weight, bias, conv;   /* the product node, its W and bias (-1: none) */
-  int64_t units;
+  int attn, proj;                 /* attention: heads are the units; qkv (or q) is weight (-1: none), proj.weight proj */
+  int64_t units, hd;              /* hd: an attention head's width */
   ir_loc loc;                     /* the layer's call in the source */
   const char *why;                /* why it stays whole (NULL: prunable) */
 } pr_layer;
 typedef struct {
   int param, dim;
-  int64_t group;
+  int64_t group, blocks, stride;  /* unit u owns entries b stride + u group + [0, group), b < blocks */
   int layer;
 } pr_slice;
 typedef struct {

@@ -1,7 +1,7 @@
 /* prune.c -- the graph side of pruning (`lathe prune`, runtime/api_prune.c):
  * which weights can be pruned, the mask a fine-tuning step multiplies into
- * them (ps_mask), and which tensor axes follow each neuron or channel that
- * structured pruning removes (pr_structure). */
+ * them (ps_mask), and which tensor axes follow each neuron, channel or
+ * attention head that structured pruning removes (pr_structure). */
 #include <string.h>
 
 #include "passes/passes.h"
@@ -77,12 +77,16 @@ static int param_of(const ir_graph *g, int node) {
   return n->op == IR_PARAM ? (int)n->attr.i : -1;
 }
 
-static int add_slice(pr_plan *pl, int param, int dim, int64_t group, int layer) {
+static int add_blocks(pr_plan *pl, int param, int dim, int64_t group, int64_t blocks, int64_t stride, int layer) {
   for (int s = 0; s < pl->nslices; s++)
     if (pl->slices[s].param == param && pl->slices[s].dim == dim) return -1; /* two layers on one axis */
   if (pl->nslices >= PR_MAXSLICES) return -1;
-  pl->slices[pl->nslices++] = (pr_slice){param, dim, group, layer};
+  pl->slices[pl->nslices++] = (pr_slice){param, dim, group, blocks, stride, layer};
   return 0;
+}
+
+static int add_slice(pr_plan *pl, int param, int dim, int64_t group, int layer) {
+  return add_blocks(pl, param, dim, group, 1, 0, layer);
 }
 
 /* Follow layer L's output (node y, `units` wide on axis `axis`) to the one
@@ -121,6 +125,56 @@ static const char *follow(const ir_graph *g, pr_plan *pl, int L, int y, int axis
   return "no reader";
 }
 
+/* ---- attention heads ---- */
+
+static int readers_of(const ir_graph *g, int node) {
+  int count = 0;
+  for (int i = 0; i < g->nnodes; i++)
+    for (int k = 0; k < g->nodes[i].nin; k++) count += g->nodes[i].in[k] == node;
+  for (int o = 0; o < g->noutputs; o++) count += 2 * (g->outputs[o].node == node);
+  return count;
+}
+
+/* The parameter behind an attention input: the param itself (attention) or
+ * the param an mha input slices (self-attention's packed qkv), read by
+ * nothing else than `uses` nodes (the slices, or the op). */
+static int attn_param(const ir_graph *g, int node, int uses) {
+  const ir_node *n = &g->nodes[node];
+  if (n->op == IR_SLICE) node = n->in[0];
+  int p = param_of(g, node);
+  if (p < 0 || g->params[p].state || g->params[p].buffer || g->params[p].stored || g->params[p].dtype != IR_F32)
+    return -1;
+  return readers_of(g, node) == uses ? p : -1;
+}
+
+/* Attention node i as a layer whose units are heads: qkv's q, k and v
+ * column blocks (e wide each) and its bias lose a head's hd columns in each
+ * block, proj.weight its hd rows. Plain attention, or mha's self-attention
+ * with one key/value head per query head; why set otherwise. */
+static void attention_layer(const ir_graph *g, pr_plan *pl, int i, pr_layer *L) {
+  const ir_node *n = &g->nodes[i];
+  int mha = n->op == IR_MHA, l = pl->nlayers;
+  L->attn = 1, L->node = i, L->loc = n->loc, L->bias = -1, L->proj = -1;
+  int self = !mha || g->nodes[n->in[1]].op == IR_SLICE; /* mha's self-attention slices q (and kv) out of qkv */
+  L->weight = attn_param(g, n->in[1], mha && self ? 2 : 1);
+  if (!self) L->why = "cross-attention heads are not pruned";
+  else if (mha && n->attr.k != n->attr.heads) L->why = "grouped key/value heads (kv_heads=) are not pruned";
+  if (L->why) return;
+  int qb = attn_param(g, n->in[2], mha ? 2 : 1), pw = attn_param(g, n->in[mha ? 6 : 3], 1);
+  int64_t e = mha ? g->nodes[n->in[1]].shape.d[1] : n->shape.d[2], H = n->attr.heads;
+  if (L->weight < 0 || qb < 0 || pw < 0 || H < 2) {
+    L->why = H < 2 ? "it has one head" : "its weights are shared or computed";
+    return;
+  }
+  L->bias = qb, L->proj = pw, L->units = H, L->hd = e / H;
+  int ns = pl->nslices;
+  if (add_blocks(pl, L->weight, 1, L->hd, 3, e, l) || add_blocks(pl, qb, 0, L->hd, 3, e, l) ||
+      add_slice(pl, pw, 0, L->hd, l)) {
+    pl->nslices = ns, L->units = 0;
+    L->why = "its weights are pruned twice";
+  }
+}
+
 /* Layer candidates: a dense product x @ W (+ b) or an ungrouped conv2d,
  * whose W is prunable and read once. Its units: W's last axis (dense) or
  * first (conv); its bias follows them. */
@@ -128,6 +182,14 @@ int pr_structure(const ir_graph *g, pr_plan *pl) {
   memset(pl, 0, sizeof *pl);
   for (int i = 0; i < g->nnodes && pl->nlayers < PR_MAXLAYERS; i++) {
     const ir_node *n = &g->nodes[i];
+    if (n->op == IR_ATTENTION || n->op == IR_MHA) {
+      pr_layer *L = &pl->layers[pl->nlayers];
+      memset(L, 0, sizeof *L);
+      attention_layer(g, pl, i, L);
+      if (L->why) L->units = 0;
+      pl->nlayers++;
+      continue;
+    }
     int w = n->nin > 1 ? param_of(g, n->in[1]) : -1;
     if (w < 0 || !pr_prunable(g, w)) continue;
     int conv = n->op == IR_CONV2D;

@@ -81,7 +81,7 @@ int64_t lathe_rt_rec_scratch_floats(int op, int64_t B, int64_t T, int64_t h);
  * heads (the op mha; rt/rt_mha.c): out = y, or for the gradient [dx | dwq |
  * dbq | dc | dwkv | dbkv | dwp | dbp]. mask: NULL, lengths (i32[B]) or bools
  * (one byte each); dims: B, Tq, Tk, d, dc, heads, kv heads, causal, rope,
- * the mask's kind. */
+ * the mask's kind, e (the inner width: wq's columns, d or heads x head_dim). */
 enum { LATHE_RT_MASK_NONE = 0, LATHE_RT_MASK_LENGTHS = 1, LATHE_RT_MASK_KEYS = 2, LATHE_RT_MASK_FULL = 3 };
 void lathe_rt_mha_fwd(float *out, const float *x, const float *wq, const float *bq, const float *c, const float *wkv,
                       const float *bkv, const float *wp, const float *bp, const void *mask, float *scr,
@@ -89,8 +89,9 @@ void lathe_rt_mha_fwd(float *out, const float *x, const float *wq, const float *
 void lathe_rt_mha_grad(float *out, const float *x, const float *wq, const float *bq, const float *c,
                        const float *wkv, const float *bkv, const float *wp, const float *bp, const void *mask,
                        const float *dy, float *scr, const int64_t *dims);
-/* dk = kv heads * d / heads, hd = d / heads */
-int64_t lathe_rt_mha_scratch_floats(int64_t B, int64_t Tq, int64_t Tk, int64_t d, int64_t dk, int64_t hd, int grad);
+/* e = the inner width, hd = e / heads, dk = kv heads * hd */
+int64_t lathe_rt_mha_scratch_floats(int64_t B, int64_t Tq, int64_t Tk, int64_t d, int64_t e, int64_t dk, int64_t hd,
+                                    int grad);
 
 /* The quantized product (rt/rt_quant.h: layouts; rt/rt_quant.c): out[M, N]
  * = x[M, K] times the stored weights w (scales s, dq8's and s8's offsets c)

@@ -5,8 +5,9 @@
  * calls).
  *
  * B = batch, Tq = query rows (x), Tk = key rows (the context c), d = width,
- * H = heads, K = key/value heads, hd = d / H, dk = K hd. A work item is one
- * batch row: its projections (q [Tq, d], kv [Tk, 2 dk]: keys then values),
+ * H = heads, K = key/value heads, e = the inner width (wq's columns: d, or
+ * heads x head_dim), hd = e / H, dk = K hd. A work item is one batch row:
+ * its projections (q [Tq, e], kv [Tk, 2 dk]: keys then values),
  * then per head and per tile of MHA_BQ query rows one [MHA_BQ, Tk] score
  * tile: S = scale q k^T (OpenBLAS), the masked softmax in place, ctx = P v.
  * No [Tq, Tk] matrix exists beyond one tile per part. The backward
@@ -27,13 +28,13 @@
 enum { MHA_BQ = 64, MHA_PARTS = 16 };
 
 typedef struct {
-  int64_t B, Tq, Tk, d, dc, H, K, hd, dk, causal, rope, mkind;
+  int64_t B, Tq, Tk, d, dc, H, K, hd, dk, e, causal, rope, mkind;
   float scale;
   const float *x, *wq, *bq, *c, *wkv, *bkv, *wp, *bp, *dy;
   const void *mask;
   const float *rot;          /* rope: cos then sin [max(Tq, Tk), hd / 2] each */
   float *out, *ctx, *dq, *dkv, *slabs;
-  double *bsum;              /* backward: per batch row the column sums of dq, dkv and dy [B, 2d + 2dk] */
+  double *bsum;              /* backward: per batch row the column sums of dq, dkv and dy [B, e + 2dk + d] */
   atomic_llong next;
 } mha_job;
 
@@ -47,8 +48,8 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
 static int64_t mha_parts(int64_t B) { return B < MHA_PARTS ? B : MHA_PARTS; }
 static int64_t mha_maxt(int64_t Tq, int64_t Tk) { return Tq > Tk ? Tq : Tk; }
 /* per part: q, kv, ctx or dctx rows, the score tile and its gradient */
-static int64_t mha_slab(int64_t Tq, int64_t Tk, int64_t d, int64_t dk) {
-  return 2 * Tq * d + Tk * 2 * dk + 2 * MHA_BQ * Tk;
+static int64_t mha_slab(int64_t Tq, int64_t Tk, int64_t e, int64_t dk) {
+  return 2 * Tq * e + Tk * 2 * dk + 2 * MHA_BQ * Tk;
 }
 
 /* may query row i of batch b see key j? (the causal bound is the caller's) */
@@ -78,12 +79,12 @@ static void mha_rope(const mha_job *a, float *v, int64_t rows, int64_t ld, int64
 
 /* q and kv rows of batch b into the part's slab (rotated when rope) */
 static void mha_project(const mha_job *a, int64_t b, float *q, float *kv) {
-  int64_t d = a->d, dk2 = 2 * a->dk;
-  for (int64_t i = 0; i < a->Tq; i++) memcpy(q + i * d, a->bq, sizeof(float) * (size_t)d);
+  int64_t d = a->d, e = a->e, dk2 = 2 * a->dk;
+  for (int64_t i = 0; i < a->Tq; i++) memcpy(q + i * e, a->bq, sizeof(float) * (size_t)e);
   for (int64_t j = 0; j < a->Tk; j++) memcpy(kv + j * dk2, a->bkv, sizeof(float) * (size_t)dk2);
-  gemm(0, 0, a->Tq, d, d, 1.0f, a->x + b * a->Tq * d, d, a->wq, d, 1.0f, q, d);
+  gemm(0, 0, a->Tq, e, d, 1.0f, a->x + b * a->Tq * d, d, a->wq, e, 1.0f, q, e);
   gemm(0, 0, a->Tk, dk2, a->dc, 1.0f, a->c + b * a->Tk * a->dc, a->dc, a->wkv, dk2, 1.0f, kv, dk2);
-  if (a->rope) mha_rope(a, q, a->Tq, d, a->H, 1.0f), mha_rope(a, kv, a->Tk, dk2, a->K, 1.0f);
+  if (a->rope) mha_rope(a, q, a->Tq, e, a->H, 1.0f), mha_rope(a, kv, a->Tk, dk2, a->K, 1.0f);
 }
 
 /* keys the tile of query rows [i0, i0 + nq) can see at most */
@@ -96,7 +97,7 @@ static int64_t mha_kend(const mha_job *a, int64_t i0, int64_t nq) {
 static void mha_probs(const mha_job *a, const float *q, const float *kv, int64_t b, int64_t h, int64_t i0,
                       int64_t nq, int64_t kend, float *P) {
   int64_t kvh = h / (a->H / a->K), dk2 = 2 * a->dk;
-  gemm(0, 1, nq, kend, a->hd, a->scale, q + i0 * a->d + h * a->hd, a->d, kv + kvh * a->hd, dk2, 0.0f, P, a->Tk);
+  gemm(0, 1, nq, kend, a->hd, a->scale, q + i0 * a->e + h * a->hd, a->e, kv + kvh * a->hd, dk2, 0.0f, P, a->Tk);
   for (int64_t r = 0; r < nq; r++) {
     float *p = P + r * a->Tk, mx = -INFINITY, sum = 0.0f;
     int64_t i = i0 + r, nj = a->causal && i + 1 < kend ? i + 1 : kend;
@@ -110,7 +111,7 @@ static void mha_probs(const mha_job *a, const float *q, const float *kv, int64_t
   }
 }
 
-/* ctx rows of batch b (stride d) from its q and kv; P: the part's tile */
+/* ctx rows of batch b (stride e) from its q and kv; P: the part's tile */
 static void mha_context(const mha_job *a, int64_t b, const float *q, const float *kv, float *ctx, float *P) {
   int64_t dk2 = 2 * a->dk;
   for (int64_t h = 0; h < a->H; h++)
@@ -118,23 +119,23 @@ static void mha_context(const mha_job *a, int64_t b, const float *q, const float
       int64_t nq = a->Tq - i0 < MHA_BQ ? a->Tq - i0 : MHA_BQ, kend = mha_kend(a, i0, nq);
       mha_probs(a, q, kv, b, h, i0, nq, kend, P);
       gemm(0, 0, nq, a->hd, kend, 1.0f, P, a->Tk, kv + a->dk + h / (a->H / a->K) * a->hd, dk2, 0.0f,
-           ctx + i0 * a->d + h * a->hd, a->d);
+           ctx + i0 * a->e + h * a->hd, a->e);
     }
 }
 
 static float *mha_slab_of(const mha_job *a, int part) {
-  return a->slabs + (int64_t)part * mha_slab(a->Tq, a->Tk, a->d, a->dk);
+  return a->slabs + (int64_t)part * mha_slab(a->Tq, a->Tk, a->e, a->dk);
 }
 
 /* the forward of batch row b: y rows = ctx wp + bp */
 static void mha_fwd_item(mha_job *a, int64_t b, int part) {
-  float *q = mha_slab_of(a, part), *kv = q + a->Tq * a->d, *ctx = kv + a->Tk * 2 * a->dk, *P = ctx + a->Tq * a->d;
+  float *q = mha_slab_of(a, part), *kv = q + a->Tq * a->e, *ctx = kv + a->Tk * 2 * a->dk, *P = ctx + a->Tq * a->e;
   int64_t d = a->d;
   mha_project(a, b, q, kv);
   mha_context(a, b, q, kv, ctx, P);
   float *y = a->out + b * a->Tq * d;
   for (int64_t i = 0; i < a->Tq; i++) memcpy(y + i * d, a->bp, sizeof(float) * (size_t)d);
-  gemm(0, 0, a->Tq, d, d, 1.0f, ctx, d, a->wp, d, 1.0f, y, d);
+  gemm(0, 0, a->Tq, d, a->e, 1.0f, ctx, a->e, a->wp, d, 1.0f, y, d);
 }
 
 /* column sums of a[m, n] into out[n], in double */
@@ -147,7 +148,7 @@ static void colsum(const float *a, int64_t m, int64_t n, double *out) {
 /* one head's backward over batch row b: dq (stored), dk and dv (added) */
 static void mha_bwd_head(const mha_job *a, int64_t b, int64_t h, const float *q, const float *kv, const float *dctx,
                          float *P, float *dP) {
-  int64_t d = a->d, hd = a->hd, dk2 = 2 * a->dk, kvo = h / (a->H / a->K) * hd;
+  int64_t d = a->e, hd = a->hd, dk2 = 2 * a->dk, kvo = h / (a->H / a->K) * hd; /* rows of q, dq, dO: e wide */
   float *dq = a->dq + b * a->Tq * d + h * hd, *dkv = a->dkv + b * a->Tk * dk2 + kvo;
   for (int64_t i0 = 0; i0 < a->Tq; i0 += MHA_BQ) {
     int64_t nq = a->Tq - i0 < MHA_BQ ? a->Tq - i0 : MHA_BQ, kend = mha_kend(a, i0, nq);
@@ -168,22 +169,22 @@ static void mha_bwd_head(const mha_job *a, int64_t b, int64_t h, const float *q,
 /* the backward of batch row b up to dq, dkv, dx and dc rows and the bias
  * sums; ctx rows kept for dwp */
 static void mha_bwd_item(mha_job *a, int64_t b, int part) {
-  float *q = mha_slab_of(a, part), *kv = q + a->Tq * a->d, *dctx = kv + a->Tk * 2 * a->dk, *P = dctx + a->Tq * a->d;
+  float *q = mha_slab_of(a, part), *kv = q + a->Tq * a->e, *dctx = kv + a->Tk * 2 * a->dk, *P = dctx + a->Tq * a->e;
   float *dP = P + MHA_BQ * a->Tk;
-  int64_t d = a->d, dk2 = 2 * a->dk, Tq = a->Tq, Tk = a->Tk;
-  float *ctx = a->ctx + b * Tq * d, *dq = a->dq + b * Tq * d, *dkv = a->dkv + b * Tk * dk2;
+  int64_t d = a->d, e = a->e, dk2 = 2 * a->dk, Tq = a->Tq, Tk = a->Tk;
+  float *ctx = a->ctx + b * Tq * e, *dq = a->dq + b * Tq * e, *dkv = a->dkv + b * Tk * dk2;
   const float *dy = a->dy + b * Tq * d;
   mha_project(a, b, q, kv);
   mha_context(a, b, q, kv, ctx, P);
-  gemm(0, 1, Tq, d, d, 1.0f, dy, d, a->wp, d, 0.0f, dctx, d); /* dctx = dy wp^T */
+  gemm(0, 1, Tq, e, d, 1.0f, dy, d, a->wp, d, 0.0f, dctx, e); /* dctx = dy wp^T */
   memset(dkv, 0, sizeof(float) * (size_t)(Tk * dk2));
   for (int64_t h = 0; h < a->H; h++) mha_bwd_head(a, b, h, q, kv, dctx, P, dP);
-  if (a->rope) mha_rope(a, dq, Tq, d, a->H, -1.0f), mha_rope(a, dkv, Tk, dk2, a->K, -1.0f);
-  float *dx = a->out, *dc = dx + a->B * Tq * d + d * d + d;
-  gemm(0, 1, Tq, d, d, 1.0f, dq, d, a->wq, d, 0.0f, dx + b * Tq * d, d);
+  if (a->rope) mha_rope(a, dq, Tq, e, a->H, -1.0f), mha_rope(a, dkv, Tk, dk2, a->K, -1.0f);
+  float *dx = a->out, *dc = dx + a->B * Tq * d + d * e + e;
+  gemm(0, 1, Tq, d, e, 1.0f, dq, e, a->wq, e, 0.0f, dx + b * Tq * d, d);
   gemm(0, 1, Tk, a->dc, dk2, 1.0f, dkv, dk2, a->wkv, dk2, 0.0f, dc + b * Tk * a->dc, a->dc);
-  double *s = a->bsum + b * (2 * d + dk2);
-  colsum(dq, Tq, d, s), colsum(dkv, Tk, dk2, s + d), colsum(dy, Tq, d, s + d + dk2);
+  double *s = a->bsum + b * (e + dk2 + d);
+  colsum(dq, Tq, e, s), colsum(dkv, Tk, dk2, s + e), colsum(dy, Tq, d, s + e + dk2);
 }
 
 static void mha_part(void *ctx, int64_t lo, int64_t hi, int part) {
@@ -196,20 +197,21 @@ static void mha_part(void *ctx, int64_t lo, int64_t hi, int part) {
 
 /* Scratch, in floats: the bias sums (doubles, first: 8-byte aligned), the
  * rotation table, (backward) ctx, dq and dkv of every row, the parts' slabs. */
-int64_t lathe_rt_mha_scratch_floats(int64_t B, int64_t Tq, int64_t Tk, int64_t d, int64_t dk, int64_t hd, int grad) {
-  int64_t f = mha_maxt(Tq, Tk) * hd + mha_parts(B) * mha_slab(Tq, Tk, d, dk);
-  return grad ? f + 2 * B * (2 * d + 2 * dk) + 2 * B * Tq * d + B * Tk * 2 * dk : f;
+int64_t lathe_rt_mha_scratch_floats(int64_t B, int64_t Tq, int64_t Tk, int64_t d, int64_t e, int64_t dk, int64_t hd,
+                                    int grad) {
+  int64_t f = mha_maxt(Tq, Tk) * hd + mha_parts(B) * mha_slab(Tq, Tk, e, dk);
+  return grad ? f + 2 * B * (e + d + 2 * dk) + 2 * B * Tq * e + B * Tk * 2 * dk : f;
 }
 
 static void mha_setup(mha_job *a, float *scr, const int64_t *dims, int grad) {
   memset(a, 0, sizeof *a);
   a->B = dims[0], a->Tq = dims[1], a->Tk = dims[2], a->d = dims[3], a->dc = dims[4], a->H = dims[5];
-  a->K = dims[6], a->causal = dims[7], a->rope = dims[8], a->mkind = dims[9];
-  a->hd = a->d / a->H, a->dk = a->K * a->hd, a->scale = (float)(1.0 / sqrt((double)a->hd));
+  a->K = dims[6], a->causal = dims[7], a->rope = dims[8], a->mkind = dims[9], a->e = dims[10];
+  a->hd = a->e / a->H, a->dk = a->K * a->hd, a->scale = (float)(1.0 / sqrt((double)a->hd));
   float *f = scr;
   if (grad) {
-    a->bsum = (double *)(void *)f, f += 2 * a->B * (2 * a->d + 2 * a->dk);
-    a->ctx = f, a->dq = f + a->B * a->Tq * a->d, a->dkv = a->dq + a->B * a->Tq * a->d;
+    a->bsum = (double *)(void *)f, f += 2 * a->B * (a->e + a->d + 2 * a->dk);
+    a->ctx = f, a->dq = f + a->B * a->Tq * a->e, a->dkv = a->dq + a->B * a->Tq * a->e;
     f = a->dkv + a->B * a->Tk * 2 * a->dk;
   }
   int64_t maxt = mha_maxt(a->Tq, a->Tk), half = a->hd / 2;
@@ -229,7 +231,7 @@ static void mha_run(mha_job *a) {
   rt_pool_for(parts, 1, mha_part, a);
 }
 
-/* out = mha(x, ...): dims B, Tq, Tk, d, dc, H, K, causal, rope, mask kind */
+/* out = mha(x, ...): dims B, Tq, Tk, d, dc, H, K, causal, rope, mask kind, e */
 void lathe_rt_mha_fwd(float *out, const float *x, const float *wq, const float *bq, const float *c, const float *wkv,
                       const float *bkv, const float *wp, const float *bp, const void *mask, float *scr,
                       const int64_t *dims) {
@@ -248,16 +250,16 @@ void lathe_rt_mha_grad(float *out, const float *x, const float *wq, const float 
   a.x = x, a.wq = wq, a.bq = bq, a.c = c, a.wkv = wkv, a.bkv = bkv, a.wp = wp, a.bp = bp, a.mask = mask;
   a.dy = dy, a.out = out;
   mha_run(&a);
-  int64_t B = a.B, d = a.d, dk2 = 2 * a.dk, BQ = B * a.Tq, BK = B * a.Tk, w = 2 * d + dk2;
-  float *dwq = out + BQ * d, *dbq = dwq + d * d, *dwkv = dbq + d + BK * a.dc, *dbkv = dwkv + a.dc * dk2;
-  float *dwp = dbkv + dk2, *dbp = dwp + d * d;
-  gemm(1, 0, d, d, BQ, 1.0f, x, d, a.dq, d, 0.0f, dwq, d);
+  int64_t B = a.B, d = a.d, e = a.e, dk2 = 2 * a.dk, BQ = B * a.Tq, BK = B * a.Tk, w = e + dk2 + d;
+  float *dwq = out + BQ * d, *dbq = dwq + d * e, *dwkv = dbq + e + BK * a.dc, *dbkv = dwkv + a.dc * dk2;
+  float *dwp = dbkv + dk2, *dbp = dwp + e * d;
+  gemm(1, 0, d, e, BQ, 1.0f, x, d, a.dq, e, 0.0f, dwq, e);
   gemm(1, 0, a.dc, dk2, BK, 1.0f, c, a.dc, a.dkv, dk2, 0.0f, dwkv, dk2);
-  gemm(1, 0, d, d, BQ, 1.0f, a.ctx, d, dy, d, 0.0f, dwp, d);
+  gemm(1, 0, e, d, BQ, 1.0f, a.ctx, e, dy, d, 0.0f, dwp, d);
   for (int64_t j = 0; j < w; j++) { /* bias gradients: the rows' sums in batch order */
     double s = 0.0;
     for (int64_t b = 0; b < B; b++) s += a.bsum[b * w + j];
-    (j < d ? dbq + j : j < d + dk2 ? dbkv + j - d : dbp + j - d - dk2)[0] = (float)s;
+    (j < e ? dbq + j : j < e + dk2 ? dbkv + j - e : dbp + j - e - dk2)[0] = (float)s;
   }
 }
 

@@ -1,8 +1,8 @@
 /* api_prune.c -- lathe_prune (docs/prune.md): magnitude pruning of a
  * model's dense and conv2d weights, unstructured (entries zeroed, held at
  * zero while fine-tuning by the masks passes/prune.c puts in the training
- * step) or structured (neurons and channels removed, the model's source
- * rewritten to the smaller widths), with fine-tuning through lathe_train
+ * step) or structured (neurons, channels and attention heads removed, the
+ * model's source rewritten to the smaller widths), with fine-tuning through lathe_train
  * and a report of what changed (runtime/api_prune_report.c). */
 #include <dirent.h>
 #include <math.h>
@@ -215,7 +215,19 @@ static int by_index(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* Which units of layer L stay: the largest L2 norms of its weight's slices. */
+/* The squared norms of attention heads: head h's hd columns in each of the
+ * q, k and v blocks of qkv [d, 3e], and its hd rows of proj [e, d]. */
+static void head_norms(const lathe_program *src, const ir_graph *g, const pr_layer *L, unit_norm *norm) {
+  int w = ir_find_param(&src->g, g->params[L->weight].name), p = ir_find_param(&src->g, g->params[L->proj].name);
+  const float *W = src->params[w], *P = src->params[p];
+  int64_t cols = src->g.params[w].shape.d[1], e = cols / 3, nw = ir_numel(&src->g.params[w].shape);
+  int64_t np = ir_numel(&src->g.params[p].shape), dout = src->g.params[p].shape.d[1];
+  for (int64_t i = 0; i < nw; i++) norm[i % cols % e / L->hd].norm += W[i] * W[i];
+  for (int64_t i = 0; i < np; i++) norm[i / dout / L->hd].norm += P[i] * P[i];
+}
+
+/* Which units of layer L stay: the largest L2 norms of its weight's slices
+ * (for attention, of each head's q, k, v and output-projection slices). */
 static int choose_units(const lathe_program *src, const ir_graph *g, const pr_layer *L, double s, kept *k,
                         lathe_error *err) {
   int w = ir_find_param(&src->g, g->params[L->weight].name);
@@ -226,7 +238,8 @@ static int choose_units(const lathe_program *src, const ir_graph *g, const pr_la
   k->keep = malloc(sizeof(int64_t) * ((size_t)U + 1));
   if (!norm || !k->keep) { free(norm); return api_fail(err, LATHE_ENOMEM, "out of memory"); }
   for (int64_t u = 0; u < U; u++) norm[u].unit = u;
-  for (int64_t e = 0; e < n; e++) { /* conv: unit = e / per (first axis); dense: e % U (last) */
+  if (L->attn) head_norms(src, g, L, norm);
+  for (int64_t e = 0; !L->attn && e < n; e++) { /* conv: unit = e / per (first axis); dense: e % U (last) */
     int64_t u = L->conv ? e / per : e % U;
     norm[u].norm += W[e] * W[e];
   }
@@ -253,11 +266,14 @@ static void gather(const float *src, const ir_shape *ss, float *dst, const ir_sh
   }
 }
 
-/* The kept entries of an axis a layer's units index, `group` per unit. */
-static int64_t *axis_map(const kept *k, int64_t group) {
-  int64_t *m = malloc(sizeof(int64_t) * ((size_t)(k->nkeep * group) + 1));
-  for (int64_t u = 0; m && u < k->nkeep; u++)
-    for (int64_t j = 0; j < group; j++) m[u * group + j] = k->keep[u] * group + j;
+/* The kept entries of an axis a layer's units index, `group` per unit, in
+ * each of sl's blocks. */
+static int64_t *axis_map(const kept *k, const pr_slice *sl) {
+  int64_t group = sl->group, nk = k->nkeep;
+  int64_t *m = malloc(sizeof(int64_t) * ((size_t)(sl->blocks * nk * group) + 1));
+  for (int64_t b = 0; m && b < sl->blocks; b++)
+    for (int64_t u = 0; u < nk; u++)
+      for (int64_t j = 0; j < group; j++) m[(b * nk + u) * group + j] = b * sl->stride + k->keep[u] * group + j;
   return m;
 }
 
@@ -279,8 +295,8 @@ static int fill_resized(lathe_program *dst, const lathe_program *src, const ir_g
     for (int s = 0; s < pl->nslices; s++) {
       const pr_slice *sl = &pl->slices[s];
       if (sl->param != gi || ks[sl->layer].keep == NULL) continue;
-      if (!(map[sl->dim] = axis_map(&ks[sl->layer], sl->group))) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
-      want.d[sl->dim] = ks[sl->layer].nkeep * sl->group;
+      if (!(map[sl->dim] = axis_map(&ks[sl->layer], sl))) rc = api_fail(err, LATHE_ENOMEM, "out of memory");
+      want.d[sl->dim] = sl->blocks * ks[sl->layer].nkeep * sl->group;
     }
     char a[128], b[128];
     if (rc == 0 && (want.rank != pd->shape.rank || memcmp(want.d, pd->shape.d, sizeof(int64_t) * (size_t)want.rank))) {
@@ -302,25 +318,31 @@ static int structured(lathe_model *m, lathe_program *src, const lathe_prune_opti
   if (!raw) return code_of(err);
   pr_plan *pl = calloc(1, sizeof *pl);
   kept *ks = calloc(PR_MAXLAYERS, sizeof *ks);
-  fe_arg_edit *ed = calloc(PR_MAXLAYERS, sizeof *ed);
-  char (*txt)[32] = calloc(PR_MAXLAYERS, sizeof *txt);
+  fe_arg_edit *ed = calloc(2 * PR_MAXLAYERS, sizeof *ed);
+  char (*txt)[32] = calloc(2 * PR_MAXLAYERS, sizeof *txt);
   int rc = pl && ks && ed && txt ? 0 : api_fail(err, LATHE_ENOMEM, "out of memory"), ne = 0;
   if (rc == 0) pr_structure(&raw->g, pl);
   for (int l = 0; rc == 0 && pl && l < pl->nlayers; l++) {
     const pr_layer *L = &pl->layers[l];
     if (L->why) {
-      if (!rep->note[0])
+      if (!rep->note[0] && L->weight >= 0)
         snprintf(rep->note, sizeof rep->note, "%s stays whole: %s", raw->g.params[L->weight].name, L->why);
+      else if (!rep->note[0]) /* an attention whose weights are not its own parameters */
+        snprintf(rep->note, sizeof rep->note, "the attention at line %d stays whole: %s", L->loc.line, L->why);
       continue;
     }
     rc = choose_units(src, &raw->g, L, o->sparsity, &ks[l], err);
     snprintf(txt[l], sizeof txt[l], "%lld", (long long)ks[l].nkeep);
-    ed[ne++] = (fe_arg_edit){L->loc, 1, L->conv ? "channels" : "units", txt[l]};
+    ed[ne++] = (fe_arg_edit){L->loc, 1, L->attn ? "heads" : L->conv ? "channels" : "units", txt[l], 0};
+    if (L->attn) { /* fewer heads of the same width: head_dim= keeps it (the default is width / heads) */
+      snprintf(txt[PR_MAXLAYERS + l], sizeof txt[l], "%lld", (long long)L->hd);
+      ed[ne++] = (fe_arg_edit){L->loc, 7, "head_dim", txt[PR_MAXLAYERS + l], 1};
+    }
+    rep->layers++;
   }
-  rep->layers = ne;
   if (rc == 0 && ne == 0)
     rc = api_fail(err, LATHE_EUSER, "model '%s' has nothing to prune structurally: %s", raw->g.model_name,
-                  rep->note[0] ? rep->note : "it has no dense or conv2d layer");
+                  rep->note[0] ? rep->note : "it has no dense, conv2d or attention layer");
   char *msg = NULL, *body = rc ? NULL : fe_rewrite_args(m->fe, ed, ne, &msg), *text = NULL;
   if (rc == 0 && !body) rc = api_fail_take(err, LATHE_EUSER, msg);
   if (body) { /* a first line saying what changed: comments below may still give the old widths */
@@ -331,8 +353,9 @@ static int structured(lathe_model *m, lathe_program *src, const lathe_prune_opti
         if (!pl->layers[l].why && k > 0 && (size_t)k < n)
         {
           const char *wn = raw->g.params[pl->layers[l].weight].name; /* the layer: "fc1" of "fc1.weight" */
-          int len = (int)strlen(wn) - (int)(strlen(wn) > 7 && !strcmp(wn + strlen(wn) - 7, ".weight")) * 7;
-          k += snprintf(text + k, n - (size_t)k, "%s %.*s", c++ ? "," : "", len, wn);
+          int at = pl->layers[l].attn, sl = at ? 11 : 7; /* "attn" of "attn.qkv.weight" */
+          int len = (int)strlen(wn) - (int)(strlen(wn) > (size_t)sl && !strcmp(wn + strlen(wn) - sl, at ? ".qkv.weight" : ".weight")) * sl;
+          k += snprintf(text + k, n - (size_t)k, "%s %.*s%s", c++ ? "," : "", len, wn, at ? " (heads)" : "");
         }
       if (k > 0 && (size_t)k < n) snprintf(text + k, n - (size_t)k, " changed\n%s", body);
     } else rc = api_fail(err, LATHE_ENOMEM, "out of memory");
@@ -406,7 +429,7 @@ int lathe_prune(lathe_model *m, const lathe_prune_options *o, lathe_prune_result
   if (!src) return code_of(err);
   int rc = lathe_weights_load(src, o->weights, err), np = 0;
   for (int i = 0; rc == 0 && i < src->g.nparams; i++) np += pr_prunable(&src->g, i);
-  if (rc == 0 && !np)
+  if (rc == 0 && !np && !o->structured) /* structured: attention heads too; structured() says when none */
     rc = api_fail(err, LATHE_EUSER, "model '%s' has nothing to prune: no dense or conv2d weight", src->g.model_name);
   /* measured on the weights alone: a training checkpoint also holds the
    * optimizer's state, which would inflate the file size before */

@@ -1,6 +1,7 @@
 #!/bin/bash
 # attention_opts.sh -- attention's options end to end (mask=, context=,
-# rope=, kv_heads=: the op mha): a model file run by the interpreter and by
+# rope=, kv_heads=, head_dim= with an inner width other than the model's:
+# the op mha): a model file run by the interpreter and by
 # the llvm backend at -O0, -O2 and -O3 with the same results, the
 # parameter layout lathe init writes, training through them at -O0 and -O3
 # with the same metrics, and the frontend's errors.
@@ -18,6 +19,8 @@ output a = attention(x, 4, causal=true, context=e, mask=len, rope=true, kv_heads
 output b = attention(x, 4, mask=full, kv_heads=1, name="mqa")
 output c = attention(x, 2, context=e, mask=keep, name="keys")
 output r = attention(x, 2, rope=true, name="rot")
+output w = attention(x, 3, causal=true, head_dim=2, name="narrow")
+output v = attention(x, 2, context=e, rope=true, kv_heads=1, head_dim=6, name="wide")
 NN
 "$PY" - "$tmp" <<'PY' || bad "writing inputs"
 import sys, numpy as np
@@ -41,13 +44,15 @@ n = struct.unpack("<Q", raw[:8])[0]
 h = {k: v["shape"] for k, v in json.loads(raw[8:8 + n]).items() if not k.startswith("__")}
 want = {"cross.q.weight": [8, 8], "cross.q.bias": [8], "cross.kv.weight": [6, 8], "cross.kv.bias": [8],
         "cross.proj.weight": [8, 8], "cross.proj.bias": [8], "mqa.qkv.weight": [8, 12], "mqa.qkv.bias": [12],
-        "keys.kv.weight": [6, 16], "rot.qkv.weight": [8, 24]}
+        "keys.kv.weight": [6, 16], "rot.qkv.weight": [8, 24], "narrow.qkv.weight": [8, 18],
+        "narrow.qkv.bias": [18], "narrow.proj.weight": [6, 8], "wide.q.weight": [8, 12], "wide.kv.weight": [6, 12],
+        "wide.proj.weight": [12, 8], "wide.proj.bias": [8]}
 assert all(h.get(k) == v for k, v in want.items()), h
 PY
 for run in interp:-O2 llvm:-O0 llvm:-O2 llvm:-O3; do
   be=${run%%:*} opt=${run#*:}
   outs=""
-  for o in a b c r; do outs="$outs --out $o=$tmp/$o.$be$opt.npy"; done
+  for o in a b c r w v; do outs="$outs --out $o=$tmp/$o.$be$opt.npy"; done
   "$LATHE" run "$tmp/m.nn" --weights "$tmp/w.safetensors" --backend $be $opt --in x="$tmp/x.npy" --in e="$tmp/e.npy" \
     --in len="$tmp/len.npy" --in keep="$tmp/keep.npy" --in full="$tmp/full.npy" $outs >/dev/null 2>"$tmp/err" && ok ||
     bad "run --backend $be $opt: $(cat "$tmp/err")"
@@ -55,7 +60,7 @@ done
 "$PY" - "$tmp" <<'PY' && ok || bad "the backends and levels differ"
 import sys, numpy as np
 d = sys.argv[1]
-for o in "abcr":
+for o in "abcrwv":
     ref = np.load(f"{d}/{o}.interp-O2.npy")
     assert np.isfinite(ref).all() and np.abs(ref).max() > 0, o
     for run in ("llvm-O0", "llvm-O2", "llvm-O3"):
@@ -80,6 +85,7 @@ input  len : i32[batch]
 target y : i32[batch]
 h = x + attention(x, 4, causal=true, mask=len, rope=true, kv_heads=2, name="self")
 h = h + attention(h, 2, context=x, mask=len, name="cross")
+h = h + attention(h, 3, causal=true, head_dim=2, name="narrow")
 logits = dense(flatten(h), 2, name="out")
 loss = cross_entropy(logits, y)
 train {
@@ -114,4 +120,7 @@ check_err 'attention(x, 2, mask=f)' \
   "attention mask must be lengths i32[2] or a bool mask [2, 4] or [2, 4, 4] (true attends), got f32[2]"
 check_err 'attention(x, 2, context=e)' "attention context batch 3 differs from the queries' batch 2"
 check_err 'attention(x, 2, context=n)' "'attention' expects a 3-d context [batch, Tk, dc], got i32[2]"
+check_err 'attention(x, 3)' "attention width 8 is not divisible by heads=3 (or give head_dim=)"
+check_err 'attention(x, 2, head_dim=0)' "argument 'head_dim' of 'attention' must be at least 1, got 0"
+check_err 'attention(x, 2, rope=true, head_dim=3)' "rope=true needs an even head width, got head_dim=3"
 finish

@@ -4,7 +4,8 @@
 # for sm_80 and sm_90 with no error and no warning (lathe check --backend
 # cuda --gpu-arch ...), and again with --precision bf16 for sm_80 (bf16
 # activations: every kernel that takes them typed lt_bf16), the decode step
-# of lathe generate (check --generate), the disk cache hit on a second compile, the dumped
+# of lathe generate (check --generate), the char-GPT with pruned heads (an
+# attention inner width below the model width), the disk cache hit on a second compile, the dumped
 # CUDA C and CUBIN, and the clear errors: no driver, a bad --gpu-arch.
 # Kernel kinds the renderer does not have yet are listed in NOT_YET below
 # with the error they must give (docs/cuda.md); the test fails when such a
@@ -44,6 +45,18 @@ for m in examples/*.nn; do
       else bad "$key $arch $prec: rc=$rc: $(head -c 2000 "$tmp/err")"; fi
     done
   done
+done
+
+# The char-GPT with its heads pruned (lathe prune --structured: 2 heads of 32 in
+# width 128, the op mha with an inner width below the model's): forward,
+# training step and decode step
+sed 's/attention(HEADS, causal=true, name="attn")/attention(2, causal=true, name="attn", head_dim=32)/' \
+  examples/gpt.nn >"$tmp/gpt_heads2.nn"
+grep -q 'head_dim=32' "$tmp/gpt_heads2.nn" || bad "gpt_heads2.nn: no head_dim= in $(grep attention "$tmp/gpt_heads2.nn")"
+for flags in "" --train --generate; do
+  out=$("$LATHE" check "$tmp/gpt_heads2.nn" $flags --backend cuda --gpu-arch sm_90 2>"$tmp/err"); rc=$?
+  if [ $rc -eq 0 ] && ! grep -qi "warning" "$tmp/err" && printf '%s\n' "$out" | grep -q "^cuda (sm_90): .* (CUBIN)"; then ok
+  else bad "gpt_heads2 ${flags:-fwd}: rc=$rc: $(head -c 2000 "$tmp/err")"; fi
 done
 
 # The decode step lathe generate --backend cuda runs (one token at batch 1, the

@@ -144,7 +144,8 @@ check examples/reverse.nn logits 3 1 "$tmp/reverse.safetensors" src:i32:3x8:12 l
 check examples/seq_cnn.nn probs 2 1 "$tmp/seq_cnn.safetensors" x:f32:2x1x48
 
 # Every other op with an ONNX form, in one model: rmsnorm, attention with rotary embeddings, grouped
-# key/value heads and a bool mask (one query row sees no key), rnn, gru, groupnorm, the elementwise
+# key/value heads and a bool mask (one query row sees no key), attention with an inner width (2 heads of
+# 6) below the model's, rnn, gru, groupnorm, the elementwise
 # maps, comparisons, where, cumsum, reductions, argmax, one_hot, gather, slice, concat, pools, upsample.
 cat >"$tmp/ops.nn" <<'NN'
 model ops
@@ -153,7 +154,7 @@ input ids : i32[batch, 8]
 input keep : bool[batch, 8]
 e = embedding(ids, 10, 16, name="emb") + x
 a = attention(rmsnorm(e, name="rms"), 4, rope=true, kv_heads=2, mask=keep, name="att")
-h = e + a
+h = e + a + attention(e, 2, causal=true, head_dim=6, name="narrow")
 r = rnn(h, 12, name="rnn")
 g = gru(r, 12, name="gru")
 c = transpose(g, [0, 2, 1])

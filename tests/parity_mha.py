@@ -2,7 +2,8 @@
 cases, in plain torch ops and float64 (torch 1.13 has no
 scaled_dot_product_attention).
 
-IN: a header line "B Tq Tk d dc H K causal rope mkind self", then f32
+IN: a header line "B Tq Tk d dc H K causal rope mkind self hd" (hd: the
+head width, heads x hd the inner width; d / H when left out), then f32
 arrays: x, wq, bq, c (absent when self: the context is x), wkv, bkv, wp, bp
 (Lathe's [in, out] layout), the mask as f32 values (absent when mkind is 0;
 1: lengths [B], 2: bool [B, Tk], 3: bool [B, Tq, Tk]), then R. loss =
@@ -32,12 +33,14 @@ def rope(t, hd):
 def main():
     raw = open(sys.argv[1], "rb").read()
     head, body = raw.split(b"\n", 1)
-    B, Tq, Tk, d, dc, H, K, causal, use_rope, mkind, self_ = (int(v) for v in head.split())
-    hd, dk = d // H, K * d // H
+    vals = [int(v) for v in head.split()]
+    B, Tq, Tk, d, dc, H, K, causal, use_rope, mkind, self_ = vals[:11]
+    hd = vals[11] if len(vals) > 11 and vals[11] else d // H
+    e, dk = H * hd, K * hd
     flat = np.frombuffer(body, dtype=np.float32).astype(np.float64)
     names = ["x", "wq", "bq"] + ([] if self_ else ["c"]) + ["wkv", "bkv", "wp", "bp"]
-    sizes = {"x": (B, Tq, d), "wq": (d, d), "bq": (d,), "c": (B, Tk, dc), "wkv": (dc, 2 * dk),
-             "bkv": (2 * dk,), "wp": (d, d), "bp": (d,)}
+    sizes = {"x": (B, Tq, d), "wq": (d, e), "bq": (e,), "c": (B, Tk, dc), "wkv": (dc, 2 * dk),
+             "bkv": (2 * dk,), "wp": (e, d), "bp": (d,)}
     mshape = {1: (B,), 2: (B, Tk), 3: (B, Tq, Tk)}.get(mkind)
     at, P = 0, {}
     for nm in names + (["mask"] if mshape else []):
@@ -66,7 +69,7 @@ def main():
     elif mkind == 3:
         allowed = allowed & (P["mask"] != 0).reshape(B, 1, Tq, Tk)
     p = torch.softmax(s.masked_fill(~allowed, float("-inf")), -1)
-    ctx = (p @ v).transpose(1, 2).reshape(B, Tq, d)
+    ctx = (p @ v).transpose(1, 2).reshape(B, Tq, e)
     y = ctx @ P["wp"] + P["bp"]
     (y * R.reshape(y.shape)).sum().backward()
     out = [y.detach().reshape(-1)] + [P[nm].grad.reshape(-1) for nm in names]

@@ -10,7 +10,9 @@
 #      1), and its report (JSON) has under half the parameters, FLOPs and
 #      file size (times are the benchmark's: this machine is shared);
 #   3. bad requests: sparsity outside [0, 1), no sparsity, fine-tuning without
-#      data, quantized weights, weights of another model, nothing to prune.
+#      data, quantized weights, weights of another model, nothing to prune;
+#   4. a small char-GPT pruned 50% structured: half its attention heads (and
+#      MLP neurons) go, it fine-tunes and generates (see the section).
 . "$(dirname "$0")/lib/common.sh"
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 metric() { sed -n "s/^$1: //p" "$2" | tail -1; }
@@ -90,6 +92,37 @@ if [ -r "$DIGITS" ]; then
 else
   echo "SKIP: digits data $DIGITS not found (./setup.sh installs python3-sklearn): the digits part did not run" >&2
 fi
+
+# 4. attention heads: a small char-GPT (examples/gpt.nn at width 32, 2 blocks)
+# trained one epoch on a text, pruned 50% structured (half the heads of every
+# attention layer and half the MLP's neurons) and fine-tuned one epoch: the
+# resized model has 2 heads of the old width (head_dim=8), fewer parameters
+# and FLOPs, a finite validation loss, and generates with its key/value cache
+TEXT=/usr/share/common-licenses/GPL-3
+if [ -r "$TEXT" ]; then
+  sed 's/T = 64, D = 128, HEADS = 4, LAYERS = 4/T = 32, D = 32, HEADS = 4, LAYERS = 2/' examples/gpt.nn >"$tmp/gpt.nn"
+  grep -q "D = 32, HEADS = 4, LAYERS = 2" "$tmp/gpt.nn" && ok || bad "small gpt: $(grep const "$tmp/gpt.nn")"
+  "$LATHE" train "$tmp/gpt.nn" --data "$TEXT" --epochs 1 --out "$tmp/gpt" --quiet >"$tmp/t.out" 2>&1 \
+    && ok || bad "train gpt: $(tail -3 "$tmp/t.out")"
+  "$LATHE" prune "$tmp/gpt.nn" --weights "$tmp/gpt/best.safetensors" --sparsity 0.5 --structured --finetune 1 \
+    --data "$TEXT" -o "$tmp/gpt50.safetensors" >"$tmp/s.out" 2>"$tmp/s.err" \
+    && ok || bad "prune gpt 50% structured: $(tail -3 "$tmp/s.err")"
+  cat "$tmp/s.out"
+  grep -q 'attention(2, causal=true, name="attn", head_dim=8)' "$tmp/gpt50.nn" && grep -q 'dense(64, name="fc")' "$tmp/gpt50.nn" \
+    && grep -q "the widths of h.0.attn (heads), h.0.fc, h.1.attn (heads), h.1.fc changed" "$tmp/gpt50.nn" \
+    && ok || bad "gpt50.nn: $(cat "$tmp/gpt50.nn")"
+  [ "$(json "$tmp/gpt50.json" "d['after']['params'] < d['before']['params'] * 0.75 and d['after']['flops'] < d['before']['flops'] * 0.75 and d['layers_pruned'] == 4 and 0 < d['after']['val']['loss'] < 10")" = True ] \
+    && ok || bad "gpt 50%: report $(cat "$tmp/gpt50.json")"
+  "$LATHE" generate "$tmp/gpt50.nn" --weights "$tmp/gpt50.safetensors" --prompt "The " --tokens 20 >"$tmp/g.out" 2>&1 \
+    && [ "$(wc -c <"$tmp/g.out")" -ge 20 ] && ok || bad "generate with the pruned gpt: $(tail -3 "$tmp/g.out")"
+else
+  echo "SKIP: no text at $TEXT: the char-GPT head pruning did not run" >&2
+fi
+# the benchmark's pruned char-GPT is what lathe prune writes from examples/gpt.nn
+"$LATHE" init examples/gpt.nn -o "$tmp/gi.safetensors" --seed 1 >/dev/null 2>&1 || bad "init gpt"
+"$LATHE" prune examples/gpt.nn --weights "$tmp/gi.safetensors" --sparsity 0.5 --structured --time-batch 1 \
+  -o "$tmp/gpt_pruned50.safetensors" >/dev/null 2>"$tmp/s.err" || bad "prune examples/gpt.nn: $(tail -3 "$tmp/s.err")"
+diff <(grep -v '^#' bench/gpt_pruned50.nn) <(grep -v '^#' "$tmp/gpt_pruned50.nn") >/dev/null && ok || bad "bench/gpt_pruned50.nn differs"
 
 # nothing to prune: no dense or conv2d layer
 printf 'model ln\ninput x : f32[batch, 4]\noutput y = layernorm(x, name="n")\n' >"$tmp/ln.nn"

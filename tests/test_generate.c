@@ -241,8 +241,9 @@ static void test_gpt(const char *positions, const char *path) {
 
 /* Rotary positions and grouped key/value heads (the op mha): the cache
  * holds the rotated keys of 2 key/value heads; the decode graph must give
- * the recomputed tokens on both backends, past the window too. A masked
- * model falls back to recomputing, saying why. */
+ * the recomputed tokens on both backends, past the window too. So must a
+ * model whose attention is narrower than its width (head_dim=, pruned
+ * heads). A masked model falls back to recomputing, saying why. */
 static void test_gpt_mha(const char *path) {
   char *src = with_positions("h = embedding(tokens, VOCAB, D, name=\"tok\")\n");
   const char *at = strstr(src, "causal=true");
@@ -259,6 +260,19 @@ static void test_gpt_mha(const char *path) {
     check_parity(m, path, be, 1.0, 10, 40, "To be", 1);
   }
   check_parity(m, path, LATHE_BACKEND_LLVM, 0.8, 0, 20, "It was the best of times, it was the worst", 1);
+  lathe_model_free(m);
+  /* pruned heads (lathe prune --structured): 2 heads of 8 in width 32, the cache [T, 16] per layer */
+  src = with_positions("h = embedding(tokens, VOCAB, D, name=\"tok\")\n");
+  at = strstr(src, "HEADS, causal=true");
+  n = strlen(src) + 64;
+  mha = malloc(n);
+  snprintf(mha, n, "%.*s2, causal=true, head_dim=8%s", (int)(at - src), src, at + strlen("HEADS, causal=true"));
+  free(src);
+  m = parse(mha);
+  free(mha);
+  if (!m || write_weights(m, path, 17)) { lathe_model_free(m); return; }
+  for (int b = 0; b < 2; b++)
+    check_parity(m, path, b ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP, 0, 0, 40, "To be", 1);
   lathe_model_free(m);
   /* mha without a decode form: non-causal self-attention */
   m = parse("model nc\ninput tokens : i32[batch, 8]\n"

@@ -534,7 +534,7 @@ static void test_lower_errors(void) {
   CHECK_ERR("input x : f32[4, 3]\nh = embedding(x, 10, 4)\noutput h\n",
             "t.nn:2:15: error: 'embedding' expects integer ids, got f32[4, 3]");
   CHECK_ERR("input x : f32[2, 5, 6]\nh = attention(x, 4)\noutput h\n",
-            "t.nn:2:18: error: attention width 6 is not divisible by heads=4");
+            "t.nn:2:18: error: attention width 6 is not divisible by heads=4 (or give head_dim=)");
   CHECK_ERR("input x : f32[4, 6]\nh = reshape(x, [5, -1])\noutput h\n",
             "t.nn:2:16: error: cannot reshape [4, 6] (24 elements) with -1: 24 is not divisible by 5");
   CHECK_ERR("input x : f32[4, 6]\nh = softmax(x, axis=2)\noutput h\n",

@@ -11,7 +11,8 @@
  * 1e-3). (2) the LLVM backend against the f32 interpreter: y and
  * mha_grad's result, max relative error <= 1e-4 (abs floor 0.1); sizes
  * include Tq > 64 (two query tiles) and a batch row whose keys are all
- * masked (its context is zero). (3) parity with PyTorch in float64 plain ops
+ * masked (its context is zero); some cases have an inner width heads x hd
+ * other than d (head_dim=: wq [d, e], wp [e, d]). (3) parity with PyTorch in float64 plain ops
  * (tests/parity_mha.py): the LLVM program's y (||lathe - torch|| / ||torch||
  * <= 1e-5) and every parameter gradient (<= 1e-4), and the f64
  * interpreter's (<= 1e-6: torch's values come back as f32). Skipped LOUDLY without torch. */
@@ -40,6 +41,7 @@ typedef struct {
   int causal, rope, mkind, self;
   int empty; /* lengths: batch row 0 sees no key (not for PyTorch: NaN there) */
   int fd;
+  int64_t hd; /* the head width (head_dim=): 0 for d / H; heads x hd is the inner width */
 } mcase;
 
 typedef struct {
@@ -69,9 +71,9 @@ static int build(const mcase *c, built *b) {
   ir_graph_init(&b->g, &b->A, "t");
   char msg[512];
   ir_loc loc = {0};
-  int64_t dk = c->K * (c->d / c->H);
-  ir_shape sh[8] = {{3, {c->B, c->Tq, c->d}}, {2, {c->d, c->d}}, {1, {c->d}}, {3, {c->B, c->Tk, c->dc}},
-                    {2, {c->dc, 2 * dk}},     {1, {2 * dk}},     {2, {c->d, c->d}}, {1, {c->d}}};
+  int64_t hd = c->hd ? c->hd : c->d / c->H, e = c->H * hd, dk = c->K * hd;
+  ir_shape sh[8] = {{3, {c->B, c->Tq, c->d}}, {2, {c->d, e}}, {1, {e}}, {3, {c->B, c->Tk, c->dc}},
+                    {2, {c->dc, 2 * dk}},     {1, {2 * dk}},  {2, {e, c->d}}, {1, {c->d}}};
   int in[9], nin = 8;
   for (int j = 0; j < 8; j++)
     in[j] = j == 3 && c->self ? in[0]
@@ -234,9 +236,9 @@ static int torch_missing;
 static void write_case(const mcase *c, const built *b, const char *path) {
   FILE *f = fopen(path, "wb");
   if (!f) return;
-  fprintf(f, "%lld %lld %lld %lld %lld %lld %lld %d %d %d %d\n", (long long)c->B, (long long)c->Tq, (long long)c->Tk,
-          (long long)c->d, (long long)c->dc, (long long)c->H, (long long)c->K, c->causal, c->rope, c->mkind,
-          c->self);
+  fprintf(f, "%lld %lld %lld %lld %lld %lld %lld %d %d %d %d %lld\n", (long long)c->B, (long long)c->Tq,
+          (long long)c->Tk, (long long)c->d, (long long)c->dc, (long long)c->H, (long long)c->K, c->causal, c->rope,
+          c->mkind, c->self, (long long)c->hd);
   for (int p = 0; p < b->g.nparams; p++)
     for (int64_t e = 0; e < ir_numel(&b->g.params[p].shape); e++) {
       float w = (float)b->v[b->g.params[p].node][e];
@@ -313,29 +315,36 @@ static void check_torch(const mcase *c, const char *dir) {
   unbuild(&b);
 }
 
-/* name, B, Tq, Tk, d, dc, H, K, causal, rope, mask kind, self, empty, fd */
+/* name, B, Tq, Tk, d, dc, H, K, causal, rope, mask kind, self, empty, fd, head width (0: d / H) */
 static const mcase cases[] = {
-  {"self, lengths", 2, 5, 5, 8, 8, 2, 2, 0, 0, MK_LENGTHS, 1, 0, 1},
-  {"self causal, bool keys", 2, 5, 5, 8, 8, 2, 2, 1, 0, MK_KEYS, 1, 0, 1},
-  {"self, bool [B,T,T]", 2, 4, 4, 6, 6, 3, 3, 0, 0, MK_FULL, 1, 0, 1},
-  {"cross, lengths", 2, 4, 6, 8, 5, 2, 2, 0, 0, MK_LENGTHS, 0, 0, 1},
-  {"cross causal, no mask", 2, 6, 4, 8, 5, 4, 4, 1, 0, MK_NONE, 0, 0, 1},
-  {"self rope causal", 2, 5, 5, 8, 8, 2, 2, 1, 1, MK_NONE, 1, 0, 1},
-  {"cross rope, bool keys", 2, 4, 6, 8, 6, 2, 2, 0, 1, MK_KEYS, 0, 0, 1},
-  {"self gqa K=2 of 4, lengths", 2, 5, 5, 16, 16, 4, 2, 1, 0, MK_LENGTHS, 1, 0, 1},
-  {"self mqa K=1 rope", 2, 5, 5, 12, 12, 3, 1, 0, 1, MK_NONE, 1, 0, 1},
-  {"cross gqa rope causal, full mask", 2, 5, 7, 16, 10, 4, 2, 1, 1, MK_FULL, 0, 0, 1},
-  {"lengths, row 0 sees nothing", 2, 4, 5, 8, 6, 2, 1, 0, 0, MK_LENGTHS, 0, 1, 1},
-  {"self causal T=150 gqa rope lengths", 2, 150, 150, 16, 16, 4, 2, 1, 1, MK_LENGTHS, 1, 0, 0},
-  {"cross Tq=130 Tk=70 full mask", 2, 130, 70, 12, 8, 3, 1, 0, 0, MK_FULL, 0, 0, 0},
+  {"self, lengths", 2, 5, 5, 8, 8, 2, 2, 0, 0, MK_LENGTHS, 1, 0, 1, 0},
+  {"self causal, bool keys", 2, 5, 5, 8, 8, 2, 2, 1, 0, MK_KEYS, 1, 0, 1, 0},
+  {"self, bool [B,T,T]", 2, 4, 4, 6, 6, 3, 3, 0, 0, MK_FULL, 1, 0, 1, 0},
+  {"cross, lengths", 2, 4, 6, 8, 5, 2, 2, 0, 0, MK_LENGTHS, 0, 0, 1, 0},
+  {"cross causal, no mask", 2, 6, 4, 8, 5, 4, 4, 1, 0, MK_NONE, 0, 0, 1, 0},
+  {"self rope causal", 2, 5, 5, 8, 8, 2, 2, 1, 1, MK_NONE, 1, 0, 1, 0},
+  {"cross rope, bool keys", 2, 4, 6, 8, 6, 2, 2, 0, 1, MK_KEYS, 0, 0, 1, 0},
+  {"self gqa K=2 of 4, lengths", 2, 5, 5, 16, 16, 4, 2, 1, 0, MK_LENGTHS, 1, 0, 1, 0},
+  {"self mqa K=1 rope", 2, 5, 5, 12, 12, 3, 1, 0, 1, MK_NONE, 1, 0, 1, 0},
+  {"cross gqa rope causal, full mask", 2, 5, 7, 16, 10, 4, 2, 1, 1, MK_FULL, 0, 0, 1, 0},
+  {"lengths, row 0 sees nothing", 2, 4, 5, 8, 6, 2, 1, 0, 0, MK_LENGTHS, 0, 1, 1, 0},
+  {"self causal T=150 gqa rope lengths", 2, 150, 150, 16, 16, 4, 2, 1, 1, MK_LENGTHS, 1, 0, 0, 0},
+  {"cross Tq=130 Tk=70 full mask", 2, 130, 70, 12, 8, 3, 1, 0, 0, MK_FULL, 0, 0, 0, 0},
+  /* an inner width other than d (head_dim=, a model whose heads were pruned) */
+  {"self causal, 2 heads of 4 in d=16", 2, 5, 5, 16, 16, 2, 2, 1, 0, MK_NONE, 1, 0, 1, 4},
+  {"self rope gqa, 4 heads of 6 in d=8", 2, 5, 5, 8, 8, 4, 2, 1, 1, MK_LENGTHS, 1, 0, 1, 6},
+  {"cross, 3 heads of 2 in d=8, keys", 2, 4, 6, 8, 5, 3, 3, 0, 0, MK_KEYS, 0, 0, 1, 2},
+  {"self causal T=100, 3 heads of 8 in d=16", 2, 100, 100, 16, 16, 3, 3, 1, 0, MK_NONE, 1, 0, 0, 8},
 };
 
 /* parity cases: every option, no row without keys */
 static const mcase torch_cases[] = {
-  {"self causal, lengths", 3, 9, 9, 16, 16, 4, 4, 1, 0, MK_LENGTHS, 1, 0, 0},
-  {"cross, bool keys", 2, 7, 11, 12, 10, 3, 3, 0, 0, MK_KEYS, 0, 0, 0},
-  {"self rope gqa, bool [B,T,T]", 2, 70, 70, 16, 16, 4, 2, 1, 1, MK_FULL, 1, 0, 0},
-  {"cross rope mqa causal, lengths", 2, 8, 10, 16, 12, 4, 1, 1, 1, MK_LENGTHS, 0, 0, 0},
+  {"self causal, lengths", 3, 9, 9, 16, 16, 4, 4, 1, 0, MK_LENGTHS, 1, 0, 0, 0},
+  {"cross, bool keys", 2, 7, 11, 12, 10, 3, 3, 0, 0, MK_KEYS, 0, 0, 0, 0},
+  {"self rope gqa, bool [B,T,T]", 2, 70, 70, 16, 16, 4, 2, 1, 1, MK_FULL, 1, 0, 0, 0},
+  {"cross rope mqa causal, lengths", 2, 8, 10, 16, 12, 4, 1, 1, 1, MK_LENGTHS, 0, 0, 0, 0},
+  {"self causal, 2 heads of 8 in d=24", 2, 9, 9, 24, 24, 2, 2, 1, 0, MK_NONE, 1, 0, 0, 8},
+  {"self rope, 6 heads of 4 in d=16, lengths", 2, 9, 9, 16, 16, 6, 6, 1, 1, MK_LENGTHS, 1, 0, 0, 4},
 };
 
 int main(void) {

@@ -5,6 +5,9 @@
  *    whose pruned channels and neurons have zero weights computes, resized,
  *    what the original computes (every downstream shape followed), and its
  *    report counts fewer parameters and FLOPs;
+ *  - attention heads: the resized model (fewer heads, head_dim= kept)
+ *    computes what the original computes with the removed heads' output
+ *    zeroed, on the interpreter and LLVM, and trains;
  *  - unstructured pruning zeroes exactly the fraction asked, over all
  *    layers or per layer;
  *  - masked training steps (lathe_options.masked): the masked entries of a
@@ -73,7 +76,7 @@ static void test_rewrite(void) {
   for (int k = 0; k < 3; k++) {
     int i = ir_find_param(&p->g, names[k]);
     CHECK(i >= 0);
-    e[k] = (fe_arg_edit){p->g.nodes[p->g.params[i].node].loc, 1, "units", text[k]};
+    e[k] = (fe_arg_edit){p->g.nodes[p->g.params[i].node].loc, 1, "units", text[k], 0};
   }
   char *msg = NULL, *out = fe_rewrite_args(m->fe, e, 3, &msg);
   CHECK_MSG(out != NULL, "%s", msg ? msg : "");
@@ -195,6 +198,157 @@ static void test_structured(void) {
   lathe_model_free(m);
 }
 
+/* ---- attention heads ---- */
+
+/* a plain attention (a1, tokens piped in: IR_ATTENTION) and one with rotary
+ * embeddings (a2, the op mha) of 4 heads of 4 in width 16 */
+static const char *attn_src =
+    "model h\n"
+    "const V = 11, T = 5, D = 16, HEADS = 4\n"
+    "input tokens : i32[batch, T]\n"
+    "target next : i32[batch, T]\n"
+    "h = embedding(tokens, V, D, name=\"tok\")\n"
+    "h = h + attention(layernorm(h, name=\"n1\"), HEADS, causal=true, name=\"a1\")\n"
+    "z = layernorm(h, name=\"n2\") |> attention(4, causal=true, rope=true, name=\"a2\")\n"
+    "h = h + z\n"
+    "logits = dense(h, V, name=\"head\")\n"
+    "output logits\n"
+    "loss = cross_entropy(logits, next)\n"
+    "train {\n  optimizer = adam(lr=1e-2)\n  batch = 2\n}\n";
+
+/* head h of attention layer `at` (qkv [16, 48], proj [16, 16]) scaled by
+ * s in qkv's q, k and v blocks and by ps in proj's rows */
+static void scale_head(lathe_program *p, const char *at, int h, float s, float ps) {
+  char qn[64], pn[64];
+  snprintf(qn, sizeof qn, "%s.qkv.weight", at), snprintf(pn, sizeof pn, "%s.proj.weight", at);
+  float *q = param(p, qn, NULL), *pw = param(p, pn, NULL);
+  for (int r = 0; q && r < 16; r++)
+    for (int b = 0; b < 3; b++)
+      for (int j = 0; j < 4; j++) q[r * 48 + b * 16 + h * 4 + j] *= s;
+  for (int j = 0; pw && j < 4; j++)
+    for (int c = 0; c < 16; c++) pw[(h * 4 + j) * 16 + c] *= ps;
+}
+
+static float *logits_of(lathe_model *m, const char *weights, int backend) {
+  lathe_error err = {0};
+  lathe_options o = {.backend = backend};
+  int32_t tok[10] = {1, 4, 7, 2, 9, 3, 3, 10, 0, 5};
+  CHECK(lathe_model_bind(m, "batch", 2, &err) == 0);
+  lathe_program *p = lathe_compile(m, &o, &err);
+  lathe_tensor t = {.dtype = LATHE_I32, .rank = 2, .shape = {2, 5}, .data = tok}, y = {0};
+  int rc = !p || lathe_weights_load(p, weights, &err) || lathe_set_input(p, "tokens", &t, &err) ||
+           lathe_run(p, &err) || lathe_get_output(p, "logits", &y, &err);
+  CHECK_MSG(rc == 0, "forward: %s", err.message);
+  lathe_error_clear(&err);
+  lathe_program_free(p);
+  return rc ? NULL : y.data;
+}
+
+/* Pruning half the heads of a1 and a2 removes the two with the smallest
+ * norms in each, and the resized model (2 heads of width 4 each:
+ * head_dim=4 added to the calls) computes exactly what the original
+ * computes with those heads' output zeroed (their rows of proj.weight);
+ * it trains. */
+static void test_heads(void) {
+  lathe_model *m = parse("h.nn", attn_src);
+  if (!m) return;
+  lathe_error err = {0};
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 2};
+  lathe_program *p = lathe_compile(m, &o, &err);
+  CHECK_MSG(p && lathe_weights_init(p, 5, &err) == 0, "%s", err.message);
+  if (!p) { lathe_model_free(m); return; }
+  float *b = param(p, "a1.qkv.bias", NULL);
+  for (int i = 0; b && i < 48; i++) b[i] = 0.01f * (float)(i % 7); /* biases follow the heads too */
+  scale_head(p, "a1", 1, 0.1f, 0.1f), scale_head(p, "a1", 3, 0.1f, 0.1f);
+  scale_head(p, "a2", 0, 0.2f, 0.1f), scale_head(p, "a2", 2, 0.1f, 0.2f);
+  CHECK(lathe_weights_save(p, path("h0.safetensors"), &err) == 0);
+  scale_head(p, "a1", 1, 1, 0), scale_head(p, "a1", 3, 1, 0); /* the removed heads' output zeroed */
+  scale_head(p, "a2", 0, 1, 0), scale_head(p, "a2", 2, 1, 0);
+  CHECK(lathe_weights_save(p, path("hz.safetensors"), &err) == 0);
+  lathe_program_free(p);
+
+  lathe_prune_options po = {.weights = path("h0.safetensors"), .out = path("hp.safetensors"), .sparsity = 0.5,
+                            .structured = 1, .model_out = path("hp.nn"), .time_batch = 2};
+  lathe_prune_result r;
+  int rc = lathe_prune(m, &po, &r, &err);
+  CHECK_MSG(rc == 0, "prune: %s", err.message);
+  lathe_error_clear(&err);
+  if (rc) { lathe_model_free(m); return; }
+  CHECK_MSG(r.layers == 2, "%d layers pruned", r.layers);
+  /* per layer qkv 16 x 48 + 48 -> 16 x 24 + 24, proj 16 x 16 -> 8 x 16 */
+  CHECK_MSG(r.params[0] - r.params[1] == 2 * (816 - 408 + 256 - 128), "params %lld -> %lld",
+            (long long)r.params[0], (long long)r.params[1]);
+  CHECK(r.flops[1] < r.flops[0]);
+  char *text = NULL, msg[256];
+  size_t len = 0;
+  CHECK(rt_read_file(path("hp.nn"), &text, &len, msg, sizeof msg) == 0);
+  CHECK_MSG(text && strstr(text, "attention(layernorm(h, name=\"n1\"), 2, causal=true, name=\"a1\", head_dim=4)") &&
+            strstr(text, "|> attention(2, causal=true, rope=true, name=\"a2\", head_dim=4)") &&
+            strstr(text, "the widths of a1 (heads), a2 (heads) changed"), "%s", text ? text : "");
+  free(text);
+  lathe_model *pm = lathe_model_load(path("hp.nn"), &err);
+  CHECK_MSG(pm != NULL, "%s", err.message);
+  lathe_error_clear(&err);
+  for (int be = 0; pm && be < 2; be++) {
+    int backend = be ? LATHE_BACKEND_LLVM : LATHE_BACKEND_INTERP;
+    float *a = logits_of(m, path("hz.safetensors"), backend), *q = logits_of(pm, path("hp.safetensors"), backend);
+    double md = 0, mx = 0;
+    for (int i = 0; a && q && i < 2 * 5 * 11; i++) md = fmax(md, fabs(a[i] - q[i])), mx = fmax(mx, fabs(a[i]));
+    CHECK_MSG(a && q && md < 1e-5 * (1 + mx), "%s: the pruned model differs by %g", be ? "llvm" : "interp", md);
+    free(a), free(q);
+  }
+
+  /* it trains: a few Adam steps on the resized model move its weights */
+  lathe_options to = {.backend = LATHE_BACKEND_LLVM, .default_dim = 2};
+  p = pm ? lathe_compile_train(pm, &to, &err) : NULL;
+  CHECK_MSG(p != NULL, "%s", err.message);
+  if (p && lathe_weights_load(p, path("hp.safetensors"), &err) == 0) {
+    int64_t n = 0;
+    float *w = param(p, "a2.proj.weight", &n), before = w ? w[5] : 0;
+    int32_t tok[10] = {1, 4, 7, 2, 9, 3, 3, 10, 0, 5}, nx[10] = {4, 7, 2, 9, 3, 3, 10, 0, 5, 1};
+    lathe_tensor tt = {.dtype = LATHE_I32, .rank = 2, .shape = {2, 5}, .data = tok};
+    lathe_tensor tn = {.dtype = LATHE_I32, .rank = 2, .shape = {2, 5}, .data = nx};
+    for (int s = 0; s < 3; s++)
+      CHECK_MSG(lathe_set_input(p, "tokens", &tt, &err) == 0 && lathe_set_input(p, "next", &tn, &err) == 0 &&
+                lathe_run(p, &err) == 0, "train step: %s", err.message);
+    CHECK(n == 8 * 16 && w && w[5] != before);
+  }
+  lathe_error_clear(&err);
+  lathe_program_free(p);
+
+  /* pruned again: the calls' head_dim= is kept (replaced by the same width), one head left each */
+  lathe_prune_options p2 = {.weights = path("hp.safetensors"), .out = path("hq.safetensors"), .sparsity = 0.5,
+                            .structured = 1, .model_out = path("hq.nn"), .time_batch = 1};
+  CHECK_MSG(pm && lathe_prune(pm, &p2, NULL, &err) == 0, "prune again: %s", err.message);
+  lathe_error_clear(&err);
+  text = NULL;
+  CHECK(rt_read_file(path("hq.nn"), &text, &len, msg, sizeof msg) == 0);
+  CHECK_MSG(text && strstr(text, "attention(layernorm(h, name=\"n1\"), 1, causal=true, name=\"a1\", head_dim=4)\n") &&
+            strstr(text, "|> attention(1, causal=true, rope=true, name=\"a2\", head_dim=4)\n"), "%s", text ? text : "");
+  free(text);
+  lathe_model_free(pm);
+  lathe_model_free(m);
+
+  /* grouped key/value heads and cross-attention stay whole, and say why */
+  static const char *const whole[2][2] = {
+      {"attention(x, 4, kv_heads=2, name=\"g\")", "g.qkv.weight stays whole: grouped key/value heads"},
+      {"attention(x, 2, context=x, name=\"c\")", "c.q.weight stays whole: cross-attention heads are not pruned"}};
+  for (int k = 0; k < 2; k++) {
+    char src[400];
+    snprintf(src, sizeof src, "model w\ninput x : f32[batch, 3, 8]\noutput y = %s\n", whole[k][0]);
+    lathe_model *w = parse("w.nn", src);
+    lathe_program *q = w ? lathe_compile(w, &o, &err) : NULL;
+    CHECK(q && lathe_weights_init(q, 1, &err) == 0 && lathe_weights_save(q, path("w.safetensors"), &err) == 0);
+    lathe_program_free(q);
+    lathe_prune_options wo = {.weights = path("w.safetensors"), .out = path("wo.safetensors"), .sparsity = 0.5,
+                              .structured = 1, .model_out = path("wo.nn"), .time_batch = 1};
+    CHECK(w && lathe_prune(w, &wo, NULL, &err) == LATHE_EUSER);
+    CHECK_MSG(err.message && strstr(err.message, whole[k][1]), "%s", err.message ? err.message : "");
+    lathe_error_clear(&err);
+    lathe_model_free(w);
+  }
+}
+
 /* ---- unstructured and the masks ---- */
 
 static const char *mlp_src =
@@ -312,6 +466,7 @@ int main(void) {
   if (!mkdtemp(dir)) return 1;
   test_rewrite();
   test_structured();
+  test_heads();
   test_unstructured();
   test_errors();
   char cmd[600];

@@ -450,7 +450,18 @@ static void test_sequence(void) {
   BAD(ADD(IR_MHA, &g2, x, pw, pb, c, T("f32[6, 16]"), mb, pw, pb), "mha: the key/value weight must be f32[6, 8], got f32[6, 16]");
   ir_attr g3 = {.heads = 4, .k = 3};
   BAD(ADD(IR_MHA, &g3, x, pw, pb, c, mw, mb, pw, pb),
-      "mha: 4 heads must divide width 8 and be a multiple of kv_heads 3");
+      "mha: 4 heads must divide the inner width 8 and be a multiple of kv_heads 3");
+  /* an inner width e = 12 other than d = 8 (head_dim=3): wq [8, 12], wkv [6, 2 * 2 * 3], wp [12, 8] */
+  int eq = T("f32[8, 12]"), eb = T("f32[12]"), ekv = T("f32[6, 12]"), ep = T("f32[12, 8]");
+  ir_attr ge = {.heads = 4, .k = 2, .causal = 1};
+  int me = ADD(IR_MHA, &ge, x, eq, eb, c, ekv, eb, ep, pb);
+  OK(me, "f32[2, 5, 8]");
+  /* q and output 4*10*8*12, kv 2*14*72, Q K^T and P V 2*10*7*12 each, softmax 10*7*4 */
+  CHECK(ir_node_flops(&G, me) == 3840 + 2016 + 2 * 1680 + 280);
+  BAD(ADD(IR_MHA, &ge, x, eq, eb, c, ekv, eb, pw, pb), "mha: the output weight must be f32[12, 8], got f32[8, 8]");
+  BAD(ADD(IR_MHA, &ge, x, eq, pb, c, ekv, eb, ep, pb), "mha: the query bias must be f32[12], got f32[8]");
+  BAD(ADD(IR_MHA, &ge, x, T("f32[8, 10]"), eb, c, ekv, eb, ep, pb),
+      "mha: 4 heads must divide the inner width 10 and be a multiple of kv_heads 2");
   ir_attr odd = {.heads = 8, .k = 8, .i = 1};
   BAD(ADD(IR_MHA, &odd, x, pw, pb, c, T("f32[6, 16]"), T("f32[16]"), pw, pb),
       "mha: rotary embeddings need an even head width, got 1");

@@ -75,7 +75,7 @@ int cmd_prune(int argc, char **argv) {
   else if (m) {
     int64_t batch = o.time_batch ? o.time_batch : 64;
     if (o.structured)
-      printf("pruned %d layer%s structurally: %.0f%% of their neurons and channels removed\n", r.layers,
+      printf("pruned %d layer%s structurally: %.0f%% of their neurons, channels and heads removed\n", r.layers,
              r.layers == 1 ? "" : "s", o.sparsity * 100);
     else
       printf("pruned %d weight tensor%s: %.1f%% of their entries are zero (%s)\n", r.layers, r.layers == 1 ? "" : "s",

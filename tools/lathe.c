@@ -228,7 +228,7 @@ static const cli_command commands[] = {
    "the inputs (a dynamic batch) stay symbolic. Opsets 6 to 17 of the default domain. An\n"
    "operator or attribute Lathe cannot express is an error naming the node, the op, the\n"
    "attribute and the opset. See docs/onnx.md.\n"},
-  {"prune", cmd_prune, "prune a model's weights (unstructured or whole neurons and channels)",
+  {"prune", cmd_prune, "prune a model's weights (unstructured, or whole neurons, channels and heads)",
    "usage: lathe prune MODEL --weights W --sparsity S [--structured] [--per-layer] [--steps N]\n"
    "                   [--finetune EPOCHS --data D [--lr X] [--batch N]] [-o P.safetensors]\n"
    "                   [--report R.json] [--time-batch B]\n"
@@ -237,14 +237,15 @@ static const cli_command commands[] = {
    "P.safetensors (default pruned.safetensors) and the report P.json. Unstructured: the smallest\n"
    "|w| become zero (one threshold over all layers, or each layer its own with --per-layer),\n"
    "in N steps of a cubic schedule; fine-tuning keeps them zero (a mask in the compiled training\n"
-   "step). --structured: each dense layer loses S of its neurons and each conv2d of its channels\n"
-   "(smallest L2 norm first), every shape downstream follows, and the smaller model is written\n"
+   "step). --structured: each dense layer loses S of its neurons, each conv2d of its channels and\n"
+   "each attention layer of its heads (smallest L2 norm first), every shape downstream follows,\n"
+   "and the smaller model is written\n"
    "beside the weights as P.nn: a dense model that runs faster. The report (printed and JSON):\n"
    "parameters, nonzero weights, FLOPs, file size, validation and test metrics (with --data) and\n"
    "forward time before and after. See docs/prune.md.\n"
    "\n"
    "  --sparsity S      fraction removed (required)\n"
-   "  --structured      remove neurons and channels; writes P.nn\n"
+   "  --structured      remove neurons, channels and attention heads; writes P.nn\n"
    "  --per-layer       unstructured: every layer loses S (default: one global threshold)\n"
    "  --steps N         unstructured: prune gradually in N steps, fine-tuning after each (default 1)\n"
    "  --finetune E      epochs of fine-tuning in all (needs --data; default 0)\n"

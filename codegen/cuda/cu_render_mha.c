@@ -18,7 +18,7 @@
 #include "codegen/cuda/cu_render.h"
 
 typedef struct {
-  int64_t B, Tq, Tk, d, dc, H, K, hd, dk, NE;
+  int64_t B, Tq, Tk, d, dc, H, K, hd, dk, NE, e; /* e: the inner width, wq's columns (d or heads x head_dim) */
   int causal, rope, mask; /* mask: the operand's rank (0: none) */
   int mask_node;
   char scale[48];
@@ -29,9 +29,9 @@ static int dims_of(cu_rctx *r, const ir_node *n, mha_dims *m) {
   const ir_shape *sx = &g->nodes[n->in[0]].shape, *sc = &g->nodes[n->in[3]].shape;
   memset(m, 0, sizeof *m);
   m->B = sx->d[0], m->Tq = sx->d[1], m->Tk = sc->d[1], m->d = sx->d[2], m->dc = sc->d[2];
-  m->H = n->attr.heads, m->K = n->attr.k;
-  if (m->H < 1 || m->K < 1 || m->d % m->H || m->H % m->K) return cu_unsupported(r, "heads that do not divide");
-  m->hd = m->d / m->H, m->dk = m->K * m->hd, m->NE = (m->hd + 31) / 32;
+  m->H = n->attr.heads, m->K = n->attr.k, m->e = g->nodes[n->in[1]].shape.d[1];
+  if (m->H < 1 || m->K < 1 || m->e % m->H || m->H % m->K) return cu_unsupported(r, "heads that do not divide");
+  m->hd = m->e / m->H, m->dk = m->K * m->hd, m->NE = (m->hd + 31) / 32;
   if (m->NE > 8) return cu_unsupported(r, "a head width above 256");
   m->causal = n->attr.causal != 0, m->rope = n->attr.i != 0;
   int nin = n->nin - (n->op == IR_MHA_GRAD);
@@ -43,11 +43,11 @@ static int dims_of(cu_rctx *r, const ir_node *n, mha_dims *m) {
   return 0;
 }
 
-/* Scratch: q, ctx [B Tq, d], kv [B Tk, 2 dk], lse [B H Tq]; the backward
- * also D_i [B H Tq], dctx, dq [B Tq, d], dkv [B Tk, 2 dk]. */
+/* Scratch: q, ctx [B Tq, e], kv [B Tk, 2 dk], lse [B H Tq]; the backward
+ * also D_i [B H Tq], dctx, dq [B Tq, e], dkv [B Tk, 2 dk]. */
 int64_t cu_mha_scratch(const ir_graph *g, const ir_node *n) {
   const ir_shape *sx = &g->nodes[n->in[0]].shape, *sc = &g->nodes[n->in[3]].shape;
-  int64_t BQ = sx->d[0] * sx->d[1], BK = sc->d[0] * sc->d[1], d = sx->d[2], H = n->attr.heads > 0 ? n->attr.heads : 1;
+  int64_t BQ = sx->d[0] * sx->d[1], BK = sc->d[0] * sc->d[1], d = g->nodes[n->in[1]].shape.d[1], H = n->attr.heads > 0 ? n->attr.heads : 1;
   int64_t dk2 = g->nodes[n->in[5]].shape.d[0], rows = BQ * H;
   int64_t f = 2 * BQ * d + BK * dk2 + rows;
   if (n->op == IR_MHA_GRAD) f += rows + 2 * BQ * d + BK * dk2;
@@ -61,13 +61,13 @@ typedef struct {
 static mha_bufs bufs_of(const mha_dims *m, int64_t scr) {
   int64_t BQ = m->B * m->Tq, BK = m->B * m->Tk, rows = BQ * m->H, at = scr;
   mha_bufs b;
-  b.q = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->d;
-  b.ctx = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->d;
+  b.q = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->e;
+  b.ctx = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->e;
   b.kv = cu_ref_at(CU_REF_ARENA, at), at += 4 * BK * 2 * m->dk;
   b.lse = cu_ref_at(CU_REF_ARENA, at), at += 4 * rows;
   b.dl = cu_ref_at(CU_REF_ARENA, at), at += 4 * rows;
-  b.dctx = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->d;
-  b.dq = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->d;
+  b.dctx = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->e;
+  b.dq = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->e;
   b.dkv = cu_ref_at(CU_REF_ARENA, at);
   return b;
 }
@@ -102,12 +102,12 @@ static void allowed(cu_sb *b, const mha_dims *m) {
 
 static const char *mask_type(const mha_dims *m) { return m->mask == 1 ? "int" : "unsigned char"; }
 
-/* The warp loop over (batch, head, query row) w = (b H + h) TQ + i; qr the
- * query row, kvh the key/value head, kvb the batch's first kv row. */
+/* The warp loop over (batch, head, query row) w = (b H + h) TQ + i; D the
+ * stride of q, ctx, dctx and dq rows (the inner width); qr the query row, kvh the key/value head, kvb the batch's first kv row. */
 static void open_rows(cu_rctx *r, const mha_dims *m, int64_t rows) {
   cu_sb_printf(&r->b, "  const long long TQ = %lldLL, TK = %lldLL, D = %lldLL, H = %lldLL, HD = %lldLL, DK = %lldLL;\n"
                       "  const float SCALE = %s;\n  (void)TK; (void)DK;\n",
-               (long long)m->Tq, (long long)m->Tk, (long long)m->d, (long long)m->H, (long long)m->hd,
+               (long long)m->Tq, (long long)m->Tk, (long long)m->e, (long long)m->H, (long long)m->hd,
                (long long)m->dk, m->scale);
   cu_warp_loop(&r->b, rows);
 }
@@ -143,11 +143,11 @@ static int fwd_kernel(cu_rctx *r, const mha_dims *m, const mha_bufs *bf) {
 /* q, kv (rotated), ctx and lse of mha node n into scratch */
 static int forward(cu_rctx *r, const ir_node *n, const mha_dims *m, const mha_bufs *bf) {
   int64_t BQ = m->B * m->Tq, BK = m->B * m->Tk;
-  if (cu_gemm_t(r, BQ, m->d, m->d, 0, 0, cu_ref_at(n->in[0], 0), cu_ref_at(n->in[1], 0), bf->q, cu_ref_at(n->in[2], 0)) ||
+  if (cu_gemm_t(r, BQ, m->d, m->e, 0, 0, cu_ref_at(n->in[0], 0), cu_ref_at(n->in[1], 0), bf->q, cu_ref_at(n->in[2], 0)) ||
       cu_gemm_t(r, BK, m->dc, 2 * m->dk, 0, 0, cu_ref_at(n->in[3], 0), cu_ref_at(n->in[4], 0), bf->kv,
                 cu_ref_at(n->in[5], 0)))
     return -1;
-  if (m->rope && (rope_kernel(r, m, bf->q, BQ, m->Tq, m->d, m->H, 1) ||
+  if (m->rope && (rope_kernel(r, m, bf->q, BQ, m->Tq, m->e, m->H, 1) ||
                   rope_kernel(r, m, bf->kv, BK, m->Tk, 2 * m->dk, m->K, 1)))
     return -1;
   return fwd_kernel(r, m, bf);
@@ -161,7 +161,7 @@ static int r_mha(cu_rctx *r) {
   if (scr < 0) return cu_unsupported(r, "no scratch for q, kv and the context");
   mha_bufs bf = bufs_of(&m, scr);
   if (forward(r, n, &m, &bf)) return -1;
-  return cu_gemm_t(r, m.B * m.Tq, m.d, m.d, 0, 0, bf.ctx, cu_ref_at(n->in[6], 0), cu_ref_at(r->k->node, 0),
+  return cu_gemm_t(r, m.B * m.Tq, m.e, m.d, 0, 0, bf.ctx, cu_ref_at(n->in[6], 0), cu_ref_at(r->k->node, 0),
                    cu_ref_at(n->in[7], 0));
 }
 
@@ -178,14 +178,14 @@ static int r_mha_grad(cu_rctx *r) {
   if (scr < 0) return cu_unsupported(r, "no scratch for the mha gradient");
   mha_bufs bf = bufs_of(&m, scr);
   if (forward(r, n, &m, &bf)) return -1;
-  int64_t BQ = m.B * m.Tq, BK = m.B * m.Tk, d = m.d, dk2 = 2 * m.dk, NE = m.NE;
+  int64_t BQ = m.B * m.Tq, BK = m.B * m.Tk, d = m.d, e = m.e, dk2 = 2 * m.dk, NE = m.NE;
   int out = r->k->node, dy = n->in[n->nin - 1];
   /* [dx | dwq | dbq | dc | dwkv | dbkv | dwp | dbp] */
-  int64_t o_dwq = 4 * BQ * d, o_dbq = o_dwq + 4 * d * d, o_dc = o_dbq + 4 * d, o_dwkv = o_dc + 4 * BK * m.dc;
-  int64_t o_dbkv = o_dwkv + 4 * m.dc * dk2, o_dwp = o_dbkv + 4 * dk2, o_dbp = o_dwp + 4 * d * d;
+  int64_t o_dwq = 4 * BQ * d, o_dbq = o_dwq + 4 * d * e, o_dc = o_dbq + 4 * e, o_dwkv = o_dc + 4 * BK * m.dc;
+  int64_t o_dbkv = o_dwkv + 4 * m.dc * dk2, o_dwp = o_dbkv + 4 * dk2, o_dbp = o_dwp + 4 * e * d;
   cu_ref none = cu_ref_at(CU_REF_NONE, 0);
-  if (cu_gemm_bgrad(r, d, BQ, d, bf.ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp)) ||
-      cu_gemm_t(r, BQ, d, d, 0, 1, cu_ref_at(dy, 0), cu_ref_at(n->in[6], 0), bf.dctx, none))
+  if (cu_gemm_bgrad(r, e, BQ, d, bf.ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp)) ||
+      cu_gemm_t(r, BQ, d, e, 0, 1, cu_ref_at(dy, 0), cu_ref_at(n->in[6], 0), bf.dctx, none))
     return -1;
   cu_ref mk = m.mask_node >= 0 ? cu_ref_at(m.mask_node, 0) : bf.q;
   cu_ref ops[9] = {bf.q, bf.kv, mk, bf.ctx, bf.lse, bf.dctx, bf.dl, bf.dq, bf.dkv};
@@ -236,11 +236,11 @@ static int r_mha_grad(cu_rctx *r) {
                       "      " FOR_T "dk[t] += ds * qr[e]; dv[t] += p * gr[e]; } }\n    }\n"
                       "    " FOR_T "dkr[e] = dk[t]; dkr[DK + e] = dv[t]; } }\n  }\n}\n");
   if (cu_end(r, cu_blocks(m.B * m.K * m.Tk * 32, 256), 256, ops, 9)) return -1;
-  if (m.rope && (rope_kernel(r, &m, bf.dq, BQ, m.Tq, d, m.H, -1) || rope_kernel(r, &m, bf.dkv, BK, m.Tk, dk2, m.K, -1)))
+  if (m.rope && (rope_kernel(r, &m, bf.dq, BQ, m.Tq, e, m.H, -1) || rope_kernel(r, &m, bf.dkv, BK, m.Tk, dk2, m.K, -1)))
     return -1;
   /* q = x wq + bq; kv = c wkv + bkv */
-  if (cu_gemm_bgrad(r, d, BQ, d, cu_ref_at(n->in[0], 0), bf.dq, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)) ||
-      cu_gemm_t(r, BQ, d, d, 0, 1, bf.dq, cu_ref_at(n->in[1], 0), cu_ref_at(out, 0), none) ||
+  if (cu_gemm_bgrad(r, d, BQ, e, cu_ref_at(n->in[0], 0), bf.dq, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)) ||
+      cu_gemm_t(r, BQ, e, d, 0, 1, bf.dq, cu_ref_at(n->in[1], 0), cu_ref_at(out, 0), none) ||
       cu_gemm_bgrad(r, m.dc, BK, dk2, cu_ref_at(n->in[3], 0), bf.dkv, cu_ref_at(out, o_dwkv), cu_ref_at(out, o_dbkv)))
     return -1;
   return cu_gemm_t(r, BK, dk2, m.dc, 0, 1, bf.dkv, cu_ref_at(n->in[4], 0), cu_ref_at(out, o_dc), none);

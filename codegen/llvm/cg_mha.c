@@ -13,11 +13,11 @@ static V mha_dims_const(cg_k *k) {
   int64_t mk = LATHE_RT_MASK_NONE;
   int nf = n->op == IR_MHA ? n->nin : n->nin - 1; /* mha_grad: dy last */
   if (nf == 9) mk = k->sh[9]->rank == 1 ? LATHE_RT_MASK_LENGTHS : k->sh[9]->rank == 2 ? LATHE_RT_MASK_KEYS : LATHE_RT_MASK_FULL;
-  int64_t dims[10] = {sx->d[0], sx->d[1], sc->d[1], sx->d[2], sc->d[2], n->attr.heads, n->attr.k,
-                      n->attr.causal, n->attr.i, mk};
-  V e[10];
-  for (int i = 0; i < 10; i++) e[i] = ci(k, dims[i]);
-  V arr = LLVMConstArray(k->m->i64, e, 10);
+  int64_t dims[11] = {sx->d[0], sx->d[1], sc->d[1], sx->d[2], sc->d[2], n->attr.heads, n->attr.k,
+                      n->attr.causal, n->attr.i, mk, k->sh[2]->d[1]}; /* last: wq's width, the inner width */
+  V e[11];
+  for (int i = 0; i < 11; i++) e[i] = ci(k, dims[i]);
+  V arr = LLVMConstArray(k->m->i64, e, 11);
   V gv = LLVMAddGlobal(k->m->M, LLVMTypeOf(arr), "mha.dims");
   LLVMSetInitializer(gv, arr);
   LLVMSetGlobalConstant(gv, 1);
@@ -46,6 +46,6 @@ void cg_emit_mha(cg_k *k) {
 
 int64_t cg_mha_scratch_bytes(const ir_graph *g, const ir_node *n) {
   const ir_shape *sx = &g->nodes[n->in[0]].shape, *sc = &g->nodes[n->in[3]].shape;
-  int64_t hd = sx->d[2] / n->attr.heads, dk = n->attr.k * hd;
-  return 4 * lathe_rt_mha_scratch_floats(sx->d[0], sx->d[1], sc->d[1], sx->d[2], dk, hd, n->op == IR_MHA_GRAD);
+  int64_t e = g->nodes[n->in[1]].shape.d[1], hd = e / n->attr.heads, dk = n->attr.k * hd;
+  return 4 * lathe_rt_mha_scratch_floats(sx->d[0], sx->d[1], sc->d[1], sx->d[2], e, dk, hd, n->op == IR_MHA_GRAD);
 }
