@@ -404,6 +404,23 @@ static int mpi_wait(void *ctx, const float *buf, float *out, int64_t n, float sc
   return 0;
 }
 
+void api_dist_reserve(const lathe_program *step) {
+  if (!D_inited || !D.shm || !step) return;
+  const ir_graph *g = &step->g;
+  int k = 0;
+  int64_t *n = malloc(sizeof *n * (size_t)(g->nnodes + 1));
+  if (!n) return; /* the first step sets them up instead */
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *x = &g->nodes[i];
+    if (x->op != IR_ALLREDUCE || x->attr.k != 1) continue;
+    n[k] = 0;
+    for (int j = 0; j < x->nin; j++) n[k] += ir_numel(&g->nodes[x->in[j]].shape);
+    k += n[k] > 0; /* an empty sum is never started (rt/rt_comm.c) */
+  }
+  dshm_reserve(D.shm, n, k);
+  free(n);
+}
+
 int lathe_dist_init(lathe_error *err) {
   if (D_inited || !under_launcher()) return 0;
   share_cores();
@@ -474,6 +491,7 @@ int lathe_dist_init(lathe_error *err) {
 void lathe_dist_finalize(void) {}
 void lathe_dist_abort(const char *why) { (void)why; }
 int lathe_dist_available(void) { return 0; }
+void api_dist_reserve(const lathe_program *step) { (void)step; }
 
 #endif
 

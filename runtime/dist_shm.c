@@ -126,6 +126,10 @@ static shm_slot *slot_for(dshm *s, int i, int64_t n) {
   return sl;
 }
 
+void dshm_reserve(dshm *s, const int64_t *n, int k) {
+  for (int i = 0; i < k; i++) slot_for(s, i, n[i]);
+}
+
 void dshm_start(dshm *s, const float *key, float *const *in, const int64_t *n, int64_t k) {
   int64_t total = 0;
   for (int64_t j = 0; j < k; j++) total += n[j];

@@ -25,6 +25,9 @@ typedef struct {
 /* NULL where the ranks do not all share this machine, or LATHE_COMM_SHM=0:
  * the caller keeps its MPI collectives. Collective over comm. */
 dshm *dshm_open(MPI_Comm comm, const dshm_waiter *w);
+/* Sets up the places of a step's k sums of n[i] values (in start order)
+ * ahead of its first start. Collective. */
+void dshm_reserve(dshm *s, const int64_t *n, int k);
 /* Starts the sum over ranks of concat(in[0..k)) (n[j] values each), found
  * again by key. Every rank starts the same sums in the same order. */
 void dshm_start(dshm *s, const float *key, float *const *in, const int64_t *n, int64_t k);
