@@ -174,11 +174,11 @@ typedef struct {
   int (*allgather)(void *ctx, const void *in, void *out, int64_t m, int f64);  /* my m -> out[m * size] */
   void (*fail)(void *ctx, const char *what);
   /* Overlap (optional; NULL: the kernels reduce at once). start begins the
-   * sum over ranks of buf[n] (buf stays unchanged and alive until the
-   * wait); wait gives that sum in out[n], found by buf; progress lets
-   * started sums move on without blocking. */
-  int (*start)(void *ctx, const float *buf, int64_t n);
-  int (*wait)(void *ctx, const float *buf, float *out, int64_t n);
+   * sum over ranks of concat(in[0..k)) (n[j] values each; copied before it
+   * returns), found again by key; wait gives that sum times scale in
+   * out[total]; progress lets started sums move on without blocking. */
+  int (*start)(void *ctx, const float *key, float *const *in, const int64_t *n, int64_t k);
+  int (*wait)(void *ctx, const float *key, float *out, int64_t total, float scale);
   void (*progress)(void *ctx);
   /* Point to point (pipeline stages): bytes to or from rank peer, blocking;
    * NULL where the layer has none. */

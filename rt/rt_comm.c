@@ -135,32 +135,42 @@ void lathe_rt_all_gather(float *out, const float *in, int64_t m, int64_t ranks, 
 
 /* ---- overlapped allreduce ---- */
 
+/* With an overlapping communicator the gradients go to it unpacked (it
+ * packs them where the other ranks can read them: one copy, not two), and
+ * the wait scales the sum as it writes it; out (the started buffer) then
+ * stays unwritten: only the wait reads it, as the key to its sum. */
 void lathe_rt_allreduce_start(float *out, float *const *in, const int64_t *n, int64_t k, int64_t ranks,
                               int32_t *err) {
   if (check_size(ranks, err)) return;
+  if (installed.size > 1 && installed.start) {
+    int64_t total = 0;
+    for (int64_t j = 0; j < k; j++) total += n[j];
+    if (total <= 0) return;
+    double t0 = now_s();
+    if (!inflight) starter = pthread_self();
+    installed.start(installed.ctx, out, in, n, k);
+    inflight++;
+    waited += now_s() - t0;
+    return;
+  }
   int64_t off = pack(out, in, n, k);
   if (!installed.size || installed.size == 1 || off <= 0) return;
   double t0 = now_s();
-  if (!installed.start) {
-    installed.allreduce(installed.ctx, out, off, 0); /* no overlap: the sum now, the wait only scales */
-  } else {
-    if (!inflight) starter = pthread_self();
-    installed.start(installed.ctx, out, off);
-    inflight++;
-  }
+  installed.allreduce(installed.ctx, out, off, 0); /* no overlap: the sum now, the wait only scales */
   waited += now_s() - t0;
 }
 
 void lathe_rt_comm_wait(float *out, const float *started, int64_t n, float scale, int64_t ranks, int32_t *err) {
   if (check_size(ranks, err)) return;
-  if (installed.size > 1 && installed.start && n > 0) {
+  if (installed.size > 1 && installed.start) {
+    if (n <= 0) return;
     double t0 = now_s();
-    installed.wait(installed.ctx, started, out, n);
+    installed.wait(installed.ctx, started, out, n, scale);
     inflight--;
     waited += now_s() - t0;
-  } else if (n > 0 && out != started) {
-    memmove(out, started, (size_t)n * sizeof(float));
+    return;
   }
+  if (n > 0 && out != started) memmove(out, started, (size_t)n * sizeof(float));
   if (scale != 1.0f)
     for (int64_t i = 0; i < n; i++) out[i] *= scale;
 }

@@ -28,6 +28,9 @@
 
 #include "runtime/program.h"
 #include "rt/lathe_rt.h"
+#ifdef LATHE_HAVE_MPI
+#include "runtime/dist_shm.h"
+#endif
 
 /* Whether a launcher started this process as one rank of a job. */
 static int under_launcher(void) {
@@ -66,6 +69,7 @@ typedef struct {
   size_t na, nb;
   dist_req *q;             /* in start order (grown as a step has more buckets; slots kept for the next step) */
   int nq, capq, gathered;  /* requests started; of them, the first `gathered` have left phase 1 */
+  dshm *shm;               /* every rank on this machine: overlapped sums through shared memory (dist_shm.c) */
 } dist_mpi;
 
 static dist_mpi D;
@@ -174,22 +178,29 @@ static void hang(dist_mpi *d, const char *call, int peer) {
  * short step's collectives. Past D_timeout seconds
  * the job ends, naming the rank that does not answer (peer: the one this
  * wait is on, or -1 for a collective). */
+static void pause_on(dist_mpi *d, dshm_pause *p, const char *call, int peer) {
+  int spins = p->spins++;
+  if (spins < 64) return;
+  if (spins == 64) p->t0 = mono_s(), p->sleep_ns = 50000;
+  if (D_spin > 0 && mono_s() - p->t0 < D_spin) return;
+  answer_probes(d);
+  if (D_timeout > 0 && (spins & 63) == 0 && mono_s() - p->t0 > D_timeout) hang(d, call, peer);
+  struct timespec ts = {0, p->sleep_ns};
+  nanosleep(&ts, NULL);
+  if (p->sleep_ns < 200000) p->sleep_ns *= 2;
+}
+
 static void wait_on(dist_mpi *d, MPI_Request *req, const char *call, int peer) {
-  struct timespec ts = {0, 50000};
-  double t0 = 0;
-  for (int spins = 0;; spins++) {
+  for (dshm_pause p = {0};;) {
     int done = 0;
     check(d, MPI_Test(req, &done, MPI_STATUS_IGNORE), call);
     if (done) return;
-    if (spins < 64) continue;
-    if (spins == 64) t0 = mono_s();
-    if (D_spin > 0 && mono_s() - t0 < D_spin) continue;
-    answer_probes(d);
-    if (D_timeout > 0 && (spins & 63) == 0 && mono_s() - t0 > D_timeout) hang(d, call, peer);
-    nanosleep(&ts, NULL);
-    if (ts.tv_nsec < 200000) ts.tv_nsec *= 2;
+    pause_on(d, &p, call, peer);
   }
 }
+
+/* dist_shm.c's waits pass the time the same way */
+static void shm_pause(void *ctx, dshm_pause *p, const char *call) { pause_on(ctx, p, call, -1); }
 
 static void wait_req(dist_mpi *d, MPI_Request *req, const char *call) { wait_on(d, req, call, -1); }
 
@@ -303,8 +314,14 @@ static void share_cores(void) {
 
 /* ---- overlapped sums ---- */
 
-static int mpi_start(void *ctx, const float *buf, int64_t n) {
+static int mpi_start(void *ctx, const float *key, float *const *in, const int64_t *len, int64_t k) {
   dist_mpi *d = ctx;
+  if (d->shm) {
+    dshm_start(d->shm, key, in, len, k);
+    return 0;
+  }
+  int64_t n = 0;
+  for (int64_t j = 0; j < k; j++) n += len[j];
   if (d->nq == d->capq) {
     int cap = d->capq ? 2 * d->capq : 16;
     dist_req *q = realloc(d->q, sizeof *q * (size_t)cap);
@@ -321,15 +338,12 @@ static int mpi_start(void *ctx, const float *buf, int64_t n) {
     r->pad = p, r->cap = bytes;
   }
   r->rx = r->pad + tot, r->mine = r->rx + tot, r->all = r->mine + tot;
-  r->key = buf, r->n = n, r->m = m, r->phase = 1;
-  const float *send = buf;
-  if (tot != n) { /* padded to whole chunks */
-    memcpy(r->pad, buf, sizeof(float) * (size_t)n);
-    memset(r->pad + n, 0, sizeof(float) * (size_t)(tot - n));
-    send = r->pad;
-  }
+  r->key = key, r->n = n, r->m = m, r->phase = 1;
+  for (int64_t j = 0, off = 0; j < k; off += len[j], j++) /* packed, padded to whole chunks */
+    if (len[j] > 0) memcpy(r->pad + off, in[j], sizeof(float) * (size_t)len[j]);
+  memset(r->pad + n, 0, sizeof(float) * (size_t)(tot - n));
   int cnt = count_of(d, m);
-  check(d, MPI_Ialltoall(send, cnt, MPI_FLOAT, r->rx, cnt, MPI_FLOAT, d->comm, &r->req), "MPI_Ialltoall");
+  check(d, MPI_Ialltoall(r->pad, cnt, MPI_FLOAT, r->rx, cnt, MPI_FLOAT, d->comm, &r->req), "MPI_Ialltoall");
   return 0;
 }
 
@@ -365,22 +379,46 @@ static void advance(dist_mpi *d, int upto, int block) {
   }
 }
 
-static void mpi_progress(void *ctx) { advance(ctx, -1, 0); }
-
-static int mpi_wait(void *ctx, const float *buf, float *out, int64_t n) {
+static void mpi_progress(void *ctx) {
   dist_mpi *d = ctx;
+  if (!d->shm) advance(d, -1, 0);
+}
+
+static int mpi_wait(void *ctx, const float *buf, float *out, int64_t n, float scale) {
+  dist_mpi *d = ctx;
+  if (d->shm) {
+    dshm_wait(d->shm, buf, out, n, scale);
+    return 0;
+  }
   int i = 0;
   while (i < d->nq && !(d->q[i].phase && d->q[i].key == buf)) i++;
   if (i == d->nq || d->q[i].n != n) mpi_fail(d, "internal error: waiting for a sum that was not started");
   dist_req *r = &d->q[i];
   if (r->phase == 1) advance(d, i, 1);
   if (r->phase == 2) wait_req(d, &r->req, "MPI_Iallgather");
-  memcpy(out, r->all, sizeof(float) * (size_t)n);
+  for (int64_t j = 0; j < n; j++) out[j] = r->all[j] * scale;
   r->phase = 0, r->key = NULL;
   int busy = 0;
   for (int k = 0; k < d->nq; k++) busy |= d->q[k].phase != 0;
   if (!busy) d->nq = d->gathered = 0; /* the step's buckets are all in: the slots are free again */
   return 0;
+}
+
+void api_dist_reserve(const lathe_program *step) {
+  if (!D_inited || !D.shm || !step) return;
+  const ir_graph *g = &step->g;
+  int k = 0;
+  int64_t *n = malloc(sizeof *n * (size_t)(g->nnodes + 1));
+  if (!n) return; /* the first step sets them up instead */
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *x = &g->nodes[i];
+    if (x->op != IR_ALLREDUCE || x->attr.k != 1) continue;
+    n[k] = 0;
+    for (int j = 0; j < x->nin; j++) n[k] += ir_numel(&g->nodes[x->in[j]].shape);
+    k += n[k] > 0; /* an empty sum is never started (rt/rt_comm.c) */
+  }
+  dshm_reserve(D.shm, n, k);
+  free(n);
 }
 
 int lathe_dist_init(lathe_error *err) {
@@ -404,6 +442,8 @@ int lathe_dist_init(lathe_error *err) {
   MPI_Irecv(&D.asked, 1, MPI_INT, MPI_ANY_SOURCE, TAG_ASK, D.probe, &D.ask);
   const char *to = getenv("LATHE_COMM_TIMEOUT");
   if (to && *to) lathe_dist_set_timeout(strtod(to, NULL));
+  dshm_waiter w = {.ctx = &D, .pause = shm_pause, .fail = mpi_fail};
+  D.shm = dshm_open(D.comm, &w);
   D_inited = 1;
   lathe_rt_comm c = {.rank = D.rank, .size = D.size, .ctx = &D, .allreduce = mpi_allreduce,
                      .reduce_scatter = mpi_reduce_scatter, .allgather = mpi_allgather, .fail = mpi_fail,
@@ -416,6 +456,7 @@ int lathe_dist_init(lathe_error *err) {
 void lathe_dist_finalize(void) {
   if (!D_inited) return;
   lathe_rt_comm_install(NULL);
+  dshm_close(D.shm);
   free(D.a), free(D.b);
   for (int i = 0; i < D.capq; i++) free(D.q[i].pad);
   free(D.q);
@@ -450,6 +491,7 @@ int lathe_dist_init(lathe_error *err) {
 void lathe_dist_finalize(void) {}
 void lathe_dist_abort(const char *why) { (void)why; }
 int lathe_dist_available(void) { return 0; }
+void api_dist_reserve(const lathe_program *step) { (void)step; }
 
 #endif
 

@@ -71,6 +71,10 @@ int api_output_finite(const lathe_program *p, int o);
 lathe_program *api_compile_train(lathe_model *m, const lathe_options *o, const ir_train *settings,
                                  lathe_error *err);
 int api_train_run(lathe_program *p, lathe_error *err);
+/* Every rank, once its training step is compiled: the places for the
+ * step's overlapped sums are set up now (collective), not inside the first
+ * step, whose time would then carry them (runtime/dist.c). */
+void api_dist_reserve(const lathe_program *step);
 /* A pipeline stage's update program from p (lowered, its graph cut to the
  * stage): its parameters, an input "grad.X" per trainable X, the optimizer
  * of t; api_train_run runs and commits it (train_step.c). */

@@ -91,6 +91,7 @@ static int build_step(tr_run *r, lathe_error *err) {
     return r->step ? tr_pipe_build(&r->pipe, r->m, &po, &r->t, r->stages, r->micro, &r->data, r->o->progress, err) : -1;
   }
   r->step = api_compile_train(r->m, &po, &r->t, err);
+  if (r->step && r->ranks > 1) api_dist_reserve(r->step);
   return r->step ? 0 : -1;
 }
 
@@ -437,6 +438,15 @@ static int report_early_stop(tr_run *r, int already, lathe_error *err) {
   return 0;
 }
 
+/* LATHE_PROFILE: the training step's kernels, where its time went (every
+ * rank's, to stderr: the ranks of a job can differ, docs/distributed.md). */
+static void print_profile(const lathe_program *step, int rank) {
+  const char *e = getenv("LATHE_PROFILE");
+  char *t = e && *e && strcmp(e, "0") != 0 ? lathe_program_profile(step) : NULL;
+  if (t) fprintf(stderr, "rank %d: training step %s", rank, t);
+  free(t);
+}
+
 static void free_run(tr_run *r) {
   if (r->step && r->best)
     for (int i = 0; i < r->step->g.nparams; i++) free(r->best[i]);
@@ -642,6 +652,7 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
     if (k + 1 < restarts || rc) free_run(&r);
   }
   res->ranks = ranks, res->step_seconds = r.step_s, res->comm_seconds = r.comm_s, res->timed_steps = r.timed;
+  print_profile(names ? names : r.step, rank);
   if (rc == 0) res->steps = wmeta.step, res->epochs = wmeta.epoch;
   if (rc == 0 && rank == 0) {
     rc = eval_split(&r, win, names, &r.data.split.val, &res->best_val, err);

@@ -2,7 +2,8 @@
 # mpi.sh -- data-parallel training under mpirun (docs/distributed.md):
 # 1. the digits MLP with 2 and 4 ranks (4 oversubscribed) trains the weights
 #    and optimizer state of one process on the same global batches, within
-#    1e-5 (tests/mpi/cmp_weights.py), and only rank 0 prints and writes;
+#    1e-5 (tests/mpi/cmp_weights.py), and only rank 0 prints and writes; the
+#    sums through shared memory and through MPI messages give the same bits;
 # 2. the char-GPT likewise with 2 ranks (fewer steps: the suite stays short;
 #    docs/distributed.md reports 200 steps);
 # 3. --resume with another number of ranks continues to the same weights (overlapped buckets: 32 KiB);
@@ -48,6 +49,13 @@ for n in $NPS; do
     bad "np $n: test metrics differ: $(grep '^test ' "$tmp/n$n.txt")"
 done
 [ "$(grep -c '"split":"train"' "$tmp/n2/log.jsonl")" = 32 ] && ok || bad "np 2: log.jsonl has not 32 train events"
+# the sums through shared memory (ranks on one machine, the default) and through MPI messages
+# (LATHE_COMM_SHM=0) add the same values in the same order: the same bits
+LATHE_COMM_SHM=0 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 "$MPIRUN" -np 2 --oversubscribe \
+  -x LATHE_THREADS -x LATHE_COMM_SHM -x ASAN_OPTIONS "$LATHE" train examples/mlp.nn --data "$DIGITS" --epochs 2 \
+  --out "$tmp/m2" --quiet >"$tmp/m2.txt" 2>&1 || bad "np 2, LATHE_COMM_SHM=0: $(tail -5 "$tmp/m2.txt")"
+cmp -s "$tmp/n2/last.safetensors" "$tmp/m2/last.safetensors" && ok ||
+  bad "np 2: shared-memory sums and MPI messages trained different bits"
 
 # ---- 2. char-GPT, 1 epoch of a small text (about 10 steps of 16 windows) ----
 if [ "$NPS" != 2 ]; then

@@ -8,7 +8,8 @@
 # 3. --resume of a pipeline checkpoint (which holds the whole model) continues to the same weights;
 # 4. what is not supported is refused with a clear message: more stages than layer boundaries, a job whose
 #    ranks are not the stages, --zero1, --pipeline in one process;
-# 5. a rank that stops answering (SIGSTOP) ends the job after --comm-timeout, with a message naming it.
+# 5. a rank that stops answering (SIGSTOP), a data-parallel rank or a pipeline stage, ends the job after
+#    --comm-timeout, with a message naming it (within 30 s).
 # Skips LOUDLY without mpirun or in a build without MPI.
 . "$(dirname "$0")/lib/common.sh"
 PY=/usr/bin/python3
@@ -113,32 +114,39 @@ refused "must be a multiple of it" "batch 64, 3 micro-batches" 2 --pipeline 2 --
   bad "--pipeline in one process: not refused"
 grep -q "needs exactly 2 ranks" "$tmp/p1.txt" && ok || bad "--pipeline in one process: $(cat "$tmp/p1.txt")"
 
-# ---- 5. a stopped rank: the others end after --comm-timeout 3, naming it ----
-mpi 2 train examples/mlp.nn --data "$DIGITS" --epochs 100000 --comm-timeout 3 --quiet >"$tmp/h.txt" 2>&1 &
-job=$!
-victim=
-for _ in $(seq 300); do
-  mp=$(pgrep -P "$job" -x mpirun || echo "$job")
-  for p in $(pgrep -P "$mp"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' && victim=$p
+# ---- 5. a stopped rank: the others end after --comm-timeout 3, naming it; data parallel and a pipeline stage
+# (rank 1 is the last stage: rank 0 waits for its gradients in a point-to-point receive) ----
+stopped() { # NAME ARGS...: train with ARGS on 2 ranks, stop rank 1 with SIGSTOP, expect the job to end naming it
+  local name=$1
+  shift
+  mpi 2 train examples/mlp.nn --data "$DIGITS" --epochs 100000 --comm-timeout 3 --quiet "$@" >"$tmp/h.txt" 2>&1 &
+  local job=$! victim= mp p
+  for _ in $(seq 300); do
+    mp=$(pgrep -P "$job" -x mpirun || echo "$job")
+    for p in $(pgrep -P "$mp"); do
+      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' && victim=$p
+    done
+    [ -n "$victim" ] && break
+    sleep 0.1
   done
-  [ -n "$victim" ] && break
-  sleep 0.1
-done
-sleep 2 # past start-up: training
-if [ -n "$victim" ] && kill -0 "$job" 2>/dev/null; then
-  t0=$(date +%s%N)
-  kill -STOP "$victim"
-  for _ in $(seq 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
-  ms=$((($(date +%s%N) - t0) / 1000000))
-  if kill -0 "$job" 2>/dev/null; then bad "rank 1 stopped: the job still runs after 60 s"; kill -9 "$victim" "$job"
-  else ok; echo "stopping rank 1 ended the job in $ms ms (--comm-timeout 3)"; fi
-  wait "$job" 2>/dev/null
-  grep -q "rank 1 did not answer" "$tmp/h.txt" && ok || bad "the message does not name rank 1: $(cat "$tmp/h.txt")"
-  kill -CONT "$victim" 2>/dev/null
-  kill -9 "$victim" 2>/dev/null
-else
-  bad "could not find rank 1 or the job had ended: $(cat "$tmp/h.txt")"
-  kill -9 "$job" 2>/dev/null
-fi
+  sleep 2 # past start-up: training
+  if [ -n "$victim" ] && kill -0 "$job" 2>/dev/null; then
+    local t0
+    t0=$(date +%s%N)
+    kill -STOP "$victim"
+    for _ in $(seq 300); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
+    local ms=$((($(date +%s%N) - t0) / 1000000))
+    if kill -0 "$job" 2>/dev/null; then bad "$name: rank 1 stopped: the job still runs after 30 s"; kill -9 "$victim" "$job"
+    else ok; echo "$name: stopping rank 1 ended the job in $ms ms (--comm-timeout 3)"; fi
+    wait "$job" 2>/dev/null
+    grep -q "rank 1 did not answer" "$tmp/h.txt" && ok || bad "$name: the message does not name rank 1: $(cat "$tmp/h.txt")"
+    kill -CONT "$victim" 2>/dev/null
+    kill -9 "$victim" 2>/dev/null
+  else
+    bad "$name: could not find rank 1 or the job had ended: $(cat "$tmp/h.txt")"
+    kill -9 "$job" 2>/dev/null
+  fi
+}
+stopped "data parallel"
+stopped "pipeline stage" --pipeline 2
 finish
