@@ -312,6 +312,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_rt_attn_fwd", (void *)lathe_rt_attn_fwd}, {"lathe_rt_attn_grad", (void *)lathe_rt_attn_grad},
     {"lathe_rt_rec_grad", (void *)lathe_rt_rec_grad}, {"lathe_rt_norm", (void *)lathe_rt_norm},
     {"lathe_rt_qmatmul", (void *)lathe_rt_qmatmul}, {"lathe_rt_qconv2d", (void *)lathe_rt_qconv2d},
+    {"lathe_rt_conv2d", (void *)lathe_rt_conv2d},
     {"lathe_rt_mha_fwd", (void *)lathe_rt_mha_fwd}, {"lathe_rt_mha_grad", (void *)lathe_rt_mha_grad},
     {"lathe_rt_cross_entropy", (void *)lathe_rt_cross_entropy},
     {"lathe_rt_allreduce", (void *)lathe_rt_allreduce}, {"lathe_rt_reduce_scatter", (void *)lathe_rt_reduce_scatter},
