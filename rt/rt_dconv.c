@@ -37,8 +37,10 @@ enum { DC_RP = 12 }; /* output pixels per register tile */
 typedef struct {
   float *out;
   const float *x, *wt, *bias; /* wt [KH*KW*C][Op] */
+  const int32_t *koff;        /* [K]: tap (kh, kw, c)'s offset in xp from its window's corner */
+  const int32_t *poff;        /* [P]: output pixel p's window corner in xp (no division per tile) */
   rt_qc_geom g;
-  int64_t Hp, Wp, P, Op, isa, act;
+  int64_t Hp, Wp, P, Op, K, isa, act;
 } dc_job;
 
 static int64_t dc_span(int64_t out, int64_t s, int64_t k, int64_t dil) { return (out - 1) * s + (k - 1) * dil + 1; }
@@ -85,10 +87,7 @@ static void pad_image(const dc_job *j, const float *x, float *xp) {
 }
 
 /* the input of output pixel p: its window's top left corner in xp */
-static const float *pixel_at(const dc_job *j, const float *xp, int64_t p) {
-  int64_t oy = p / j->g.OW, ox = p % j->g.OW;
-  return xp + (oy * j->g.s * j->Wp + ox * j->g.s) * j->g.C;
-}
+static const float *pixel_at(const dc_job *j, const float *xp, int64_t p) { return xp + j->poff[p]; }
 
 /* ---- the scalar tile: one pixel, every channel ---- */
 
@@ -98,12 +97,8 @@ static void tile_scalar(const dc_job *j, const float *xp, int64_t p, float *t) {
   float *acc = t + p * j->Op;
   for (int64_t o = 0; o < g->O; o++) acc[o] = j->bias ? j->bias[o] : 0.0f;
   const float *w = j->wt;
-  for (int64_t ky = 0; ky < g->KH; ky++)
-    for (int64_t kx = 0; kx < g->KW; kx++) {
-      const float *xs = xr + (ky * j->Wp + kx) * g->dil * g->C;
-      for (int64_t c = 0; c < g->C; c++, w += j->Op)
-        for (int64_t o = 0; o < g->O; o++) acc[o] = fmaf(xs[c], w[o], acc[o]);
-    }
+  for (int64_t k = 0; k < j->K; k++, w += j->Op)
+    for (int64_t o = 0; o < g->O; o++) acc[o] = fmaf(xr[j->koff[k]], w[o], acc[o]);
   if (j->act)
     for (int64_t o = 0; o < g->O; o++) acc[o] = acc[o] > 0 ? acc[o] : acc[o] == acc[o] ? 0.0f : acc[o];
 }
@@ -125,62 +120,67 @@ static void untranspose_scalar(const dc_job *j, const float *t, float *out) {
 
 /* The register tile, written once per ISA: RP pixels (rp <= DC_RP, pointers
  * xr) by OV vectors of VL channels from channel o0. */
-#define DC_TILE(NAME, ATTR, VT, VL, OV, LOAD, STORE, BCAST, FMA, ZERO, MAX)                                        \
+#define DC_TILE(NAME, ATTR, RP, VT, VL, OV, LOAD, STORE, BCAST, FMA, ZERO, MAX)                                        \
   static ATTR INLINE void NAME(const dc_job *j, const float *const *xr, int rp, int64_t o0, float *t) {           \
-    const rt_qc_geom *g = &j->g;                                                                                  \
-    VT acc[DC_RP][OV];                                                                                            \
+    VT acc[RP][OV];                                                                                               \
     for (int v = 0; v < OV; v++) {                                                                                \
       VT b = j->bias ? LOAD(j->bias + o0 + v * VL) : ZERO();                                                      \
-      for (int r = 0; r < DC_RP; r++) acc[r][v] = b;                                                              \
+      for (int r = 0; r < RP; r++) acc[r][v] = b;                                                                 \
     }                                                                                                             \
     const float *w = j->wt + o0;                                                                                  \
-    for (int64_t ky = 0; ky < g->KH; ky++)                                                                        \
-      for (int64_t kx = 0; kx < g->KW; kx++) {                                                                    \
-        int64_t off = (ky * j->Wp + kx) * g->dil * g->C;                                                          \
-        for (int64_t c = 0; c < g->C; c++, w += j->Op) {                                                          \
-          VT wv[OV];                                                                                              \
-          for (int v = 0; v < OV; v++) wv[v] = LOAD(w + v * VL);                                                  \
-          for (int r = 0; r < DC_RP; r++) {                                                                       \
-            VT xv = BCAST(xr[r][off + c]);                                                                        \
-            for (int v = 0; v < OV; v++) acc[r][v] = FMA(xv, wv[v], acc[r][v]);                                   \
-          }                                                                                                       \
-        }                                                                                                         \
+    for (int64_t k = 0; k < j->K; k++, w += j->Op) {                                                              \
+      int64_t off = j->koff[k];                                                                                   \
+      VT wv[OV];                                                                                                  \
+      for (int v = 0; v < OV; v++) wv[v] = LOAD(w + v * VL);                                                      \
+      for (int r = 0; r < RP; r++) {                                                                              \
+        VT xv = BCAST(xr[r][off]);                                                                                \
+        for (int v = 0; v < OV; v++) acc[r][v] = FMA(xv, wv[v], acc[r][v]);                                       \
       }                                                                                                           \
+    }                                                                                                             \
     for (int r = 0; r < rp; r++)                                                                                  \
       for (int v = 0; v < OV; v++) STORE(t + r * j->Op + o0 + v * VL, j->act ? MAX(ZERO(), acc[r][v]) : acc[r][v]); \
   }
 
 /* the bias is read VL floats at a time: the caller passes a padded copy */
-DC_TILE(tile512_2, T512, __m512, 16, 2, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps,
-        _mm512_setzero_ps, _mm512_max_ps)
-DC_TILE(tile512_1, T512, __m512, 16, 1, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps,
-        _mm512_setzero_ps, _mm512_max_ps)
-DC_TILE(tile256_1, TAVX2, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+#define DC_512(NAME, RP, OV)                                                                                      \
+  DC_TILE(NAME, T512, RP, __m512, 16, OV, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps,     \
+          _mm512_setzero_ps, _mm512_max_ps)
+DC_512(tile512_12x2, 12, 2)
+DC_512(tile512_12x1, 12, 1)
+DC_512(tile512_8x2, 8, 2)
+DC_512(tile512_8x1, 8, 1)
+DC_TILE(tile256_12x1, TAVX2, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
         _mm256_setzero_ps, _mm256_max_ps)
 
-/* A tile's pixels: pointers for rp pixels from p, the last repeated to fill
- * DC_RP (their extra results go nowhere). */
-static int tile_pixels(const dc_job *j, const float *xp, int64_t p, const float **xr) {
-  int rp = j->P - p < DC_RP ? (int)(j->P - p) : DC_RP;
-  for (int r = 0; r < DC_RP; r++) xr[r] = pixel_at(j, xp, p + (r < rp ? r : rp - 1));
+/* A tile's pixels: pointers for rp <= RP pixels from p, the last repeated
+ * to fill RP (their extra results go nowhere). */
+static int tile_pixels(const dc_job *j, const float *xp, int64_t p, int RP, const float **xr) {
+  int rp = j->P - p < RP ? (int)(j->P - p) : RP;
+  for (int r = 0; r < RP; r++) xr[r] = pixel_at(j, xp, p + (r < rp ? r : rp - 1));
   return rp;
 }
 
+/* Tiles of 8 pixels where they cover the image exactly and 12 would not
+ * (the digits CNN: 64 and 16 pixels), else 12. */
+static int tile_rows(int64_t P) { return P % 12 && !(P % 8) ? 8 : 12; }
+
 static T512 void image_512(const dc_job *j, const float *xp, float *t) {
   const float *xr[DC_RP];
-  for (int64_t p = 0; p < j->P; p += DC_RP) {
-    int rp = tile_pixels(j, xp, p, xr);
+  int RP = tile_rows(j->P);
+  for (int64_t p = 0; p < j->P; p += RP) {
+    int rp = tile_pixels(j, xp, p, RP, xr);
+    float *tp = t + p * j->Op;
     int64_t o = 0;
-    for (; o + 32 <= j->Op; o += 32) tile512_2(j, xr, rp, o, t + p * j->Op);
-    for (; o < j->Op; o += 16) tile512_1(j, xr, rp, o, t + p * j->Op);
+    for (; o + 32 <= j->Op; o += 32) RP == 8 ? tile512_8x2(j, xr, rp, o, tp) : tile512_12x2(j, xr, rp, o, tp);
+    for (; o < j->Op; o += 16) RP == 8 ? tile512_8x1(j, xr, rp, o, tp) : tile512_12x1(j, xr, rp, o, tp);
   }
 }
 
 static TAVX2 void image_avx2(const dc_job *j, const float *xp, float *t) {
   const float *xr[DC_RP];
   for (int64_t p = 0; p < j->P; p += DC_RP) {
-    int rp = tile_pixels(j, xp, p, xr);
-    for (int64_t o = 0; o < j->Op; o += 8) tile256_1(j, xr, rp, o, t + p * j->Op);
+    int rp = tile_pixels(j, xp, p, DC_RP, xr);
+    for (int64_t o = 0; o < j->Op; o += 8) tile256_12x1(j, xr, rp, o, t + p * j->Op);
   }
 }
 
@@ -251,9 +251,10 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
   }
 }
 
-int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t kern) {
+int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern) {
   int64_t KH = kern & 0xffff, KW = (kern >> 16) & 0xffff, Op = (O + 15) / 16 * 16;
-  return 4 * (KH * KW * C * Op + Op);
+  int64_t P = (ohw & 0xffffffff) * (ohw >> 32);
+  return 4 * (KH * KW * C * (Op + 1) + Op + P); /* wt, the bias, koff, poff */
 }
 
 void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bias, void *scr, int64_t N, int64_t C,
@@ -274,7 +275,14 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
         for (int64_t o = 0; o < j.Op; o++) d[o] = o < O ? w[((o * C + c) * g->KH + ky) * g->KW + kx] : 0.0f;
       }
   for (int64_t o = 0; o < j.Op; o++) bp[o] = bias && o < O ? bias[o] : 0.0f;
-  j.wt = wt, j.bias = bp;
+  int32_t *koff = (int32_t *)(void *)(bp + j.Op);
+  j.K = g->KH * g->KW * C;
+  for (int64_t ky = 0; ky < g->KH; ky++) /* the code generator keeps xp under 2^31 floats */
+    for (int64_t kx = 0; kx < g->KW; kx++)
+      for (int64_t c = 0; c < C; c++) koff[(ky * g->KW + kx) * C + c] = (int32_t)((ky * j.Wp + kx) * g->dil * C + c);
+  int32_t *poff = koff + j.K;
+  for (int64_t p = 0; p < j.P; p++) poff[p] = (int32_t)(((p / g->OW) * j.Wp + p % g->OW) * g->s * C);
+  j.wt = wt, j.bias = bp, j.koff = koff, j.poff = poff;
   int64_t per = j.P * O * C * g->KH * g->KW; /* multiply-adds an image */
   rt_pool_for(N, per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1), conv_part, &j);
 }

@@ -57,7 +57,7 @@ static void kernel_case(const dc_case *c) {
   float *x = malloc(sizeof(float) * (size_t)nx), *w = malloc(sizeof(float) * (size_t)nw);
   float *b = malloc(sizeof(float) * (size_t)c->O), *y[3] = {0};
   double *r = malloc(sizeof(double) * (size_t)ny), scale = 1e-30;
-  void *scr = malloc((size_t)lathe_rt_conv2d_scratch_bytes(c->C, c->O, kern));
+  void *scr = malloc((size_t)lathe_rt_conv2d_scratch_bytes(c->C, c->O, ohw, kern));
   for (int64_t i = 0; i < nx; i++) x[i] = val(i, 1);
   for (int64_t i = 0; i < nw; i++) w[i] = val(i, 2) / 4;
   for (int64_t i = 0; i < c->O; i++) b[i] = val(i, 3);

@@ -42,7 +42,7 @@ int64_t cg_dconv_scratch_bytes(const ir_graph *g, const ir_node *n) {
   int64_t v[7];
   ir_conv c = {0};
   dc_packed(g, n, v, &c);
-  return lathe_rt_conv2d_scratch_bytes(v[1], v[3], v[5]);
+  return lathe_rt_conv2d_scratch_bytes(v[1], v[3], v[4], v[5]);
 }
 
 /* whether the fused steps are exactly one relu (none: 0 steps) */
