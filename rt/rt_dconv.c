@@ -32,7 +32,7 @@
 #include "rt_quant.h"
 #endif
 
-enum { DC_RP = 12 }; /* output pixels per register tile */
+enum { DC_RP = 12 }; /* output pixels per register tile (16 for a single vector of channels) */
 
 typedef struct {
   float *out;
@@ -149,6 +149,7 @@ DC_512(tile512_12x2, 12, 2)
 DC_512(tile512_12x1, 12, 1)
 DC_512(tile512_8x2, 8, 2)
 DC_512(tile512_8x1, 8, 1)
+DC_512(tile512_16x1, 16, 1)
 DC_TILE(tile256_12x1, TAVX2, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
         _mm256_setzero_ps, _mm256_max_ps)
 
@@ -165,7 +166,14 @@ static int tile_pixels(const dc_job *j, const float *xp, int64_t p, int RP, cons
 static int tile_rows(int64_t P) { return P % 12 && !(P % 8) ? 8 : 12; }
 
 static T512 void image_512(const dc_job *j, const float *xp, float *t) {
-  const float *xr[DC_RP];
+  const float *xr[16];
+  if (j->Op == 16 && j->P % 16 == 0) { /* one vector of channels (conv1: 16): 16 pixels keep 16 sums in flight */
+    for (int64_t p = 0; p < j->P; p += 16) {
+      int rp = tile_pixels(j, xp, p, 16, xr);
+      tile512_16x1(j, xr, rp, 0, t + p * j->Op);
+    }
+    return;
+  }
   int RP = tile_rows(j->P);
   for (int64_t p = 0; p < j->P; p += RP) {
     int rp = tile_pixels(j, xp, p, RP, xr);
