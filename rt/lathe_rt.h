@@ -149,6 +149,24 @@ void lathe_rt_qconv2d_s8io(void *out, const void *x, const void *w, const float 
                            int64_t ohw, int64_t kern, int64_t pad, int64_t flags);
 int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64_t hw, int64_t O, int64_t ohw,
                                        int64_t kern);
+/* The direct f32 conv2d for small channel counts (rt/rt_dconv.c; groups
+ * 1): out [N, O, OH, OW] = x [N, C, H, W] conv w [O, C, KH, KW] + bias
+ * (NULL: none), then relu when flags' bit 8 is set; flags & 0xff is the
+ * path, LATHE_RT_CONV_* (what lathe_rt_conv_isa said when the code was
+ * generated; a wider one than this CPU has runs the widest it has). The
+ * geometry is packed as rt_qc_unpack's (rt/rt_qconv.h). Each thread keeps
+ * one image's padded input and channels-last result on its stack: the
+ * code generator calls it only when lathe_rt_conv2d_floats <=
+ * LATHE_RT_CONV_STACK. scr: lathe_rt_conv2d_scratch_bytes (the packed
+ * weights). */
+enum { LATHE_RT_CONV_SCALAR = 0, LATHE_RT_CONV_AVX2 = 1, LATHE_RT_CONV_AVX512 = 2, LATHE_RT_CONV_STACK = 16384 };
+void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bias, void *scr, int64_t N, int64_t C,
+                     int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad, int64_t flags);
+int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern);
+int64_t lathe_rt_conv2d_floats(int64_t C, int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad);
+/* AVX-512F, else AVX2 + FMA, else scalar (cpuid), less LATHE_CPU_FEATURES's
+ * -avx512f / -avx2 ("none": scalar) */
+int64_t lathe_rt_conv_isa(void);
 /* The best integer kernel this CPU has (cpuid), less the features that
  * LATHE_CPU_FEATURES turns off: a comma-separated list such as
  * "-avx512vnni,-avxvnni" (also -avx2; "none" = the scalar kernel). */

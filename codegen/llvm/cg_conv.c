@@ -311,6 +311,7 @@ static void dx_chunk(cg_k *k, const cv_t *d, V n0, int64_t m) {
 static int64_t cv_chunk_floats(const cv_t *d) { return cv_pad_floats(d) + (d->CKK + d->O) * cv_ld(d, d->nb); }
 
 int64_t cg_conv_scratch_bytes(const ir_graph *g, const ir_node *n) {
+  if (cg_dconv_applies(g, n)) return cg_dconv_scratch_bytes(g, n);
   cv_t d = cv_of(g, n);
   return 4 * cv_chunk_floats(&d) * (d.par > 1 ? d.par : 1);
 }
@@ -325,6 +326,10 @@ static void fwd_par_chunk(cg_k *k, V i, void *ctx) {
 }
 
 void cg_emit_conv_fwd(cg_k *k) {
+  if (cg_dconv_applies(k->g, k->n)) {
+    cg_emit_dconv(k);
+    return;
+  }
   cv_t d = cv_of(k->g, k->n);
   if (d.par < 2) {
     cv_chunks(k, &d, fwd_chunk);

@@ -9,4 +9,10 @@
  * added as the result is regrouped; scratch from cg_conv_scratch_bytes */
 void cg_emit_conv_fwd(cg_k *k);
 
+/* cg_dconv.c: the direct kernel (liblathe_rt's lathe_rt_conv2d), where it
+ * applies to conv2d node n on this CPU; its scratch; its call */
+int cg_dconv_applies(const ir_graph *g, const ir_node *n);
+int64_t cg_dconv_scratch_bytes(const ir_graph *g, const ir_node *n);
+void cg_emit_dconv(cg_k *k);
+
 #endif

@@ -316,6 +316,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_rt_qmatmul_s8io", (void *)lathe_rt_qmatmul_s8io},
     {"lathe_rt_qconv2d_s8io", (void *)lathe_rt_qconv2d_s8io}, {"lathe_rt_quantize", (void *)lathe_rt_quantize},
     {"lathe_rt_dequantize", (void *)lathe_rt_dequantize},
+    {"lathe_rt_conv2d", (void *)lathe_rt_conv2d},
     {"lathe_rt_mha_fwd", (void *)lathe_rt_mha_fwd}, {"lathe_rt_mha_grad", (void *)lathe_rt_mha_grad},
     {"lathe_rt_cross_entropy", (void *)lathe_rt_cross_entropy},
     {"lathe_rt_allreduce", (void *)lathe_rt_allreduce}, {"lathe_rt_reduce_scatter", (void *)lathe_rt_reduce_scatter},
