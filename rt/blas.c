@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -106,11 +107,23 @@ int rt_blas_ready(char *msg, size_t msgn) {
 #endif
 }
 
+/* A split product's items: at least one per pool thread, more for a large
+ * product (about RT_BLAS_ITEM multiply-adds each, at most RT_BLAS_ITEMS),
+ * a multiple of the pool size. The threads take items as they finish the
+ * last, so a core that the machine's other work slows (or a worker that
+ * wakes late) leaves its items to the others instead of holding the whole
+ * product up for its half: GPT-2-small's head product alone is ~20 GFLOP.
+ * Each item packs the shared operand again (A when C is cut by columns), so
+ * only products of several RT_BLAS_ITEM get more than one item a thread:
+ * at GPT-2's 256 x 3072 the extra packs of a smaller one cost ~15% of it. */
+enum { RT_BLAS_ITEM = 1 << 29, RT_BLAS_ITEMS = 16 };
+
 typedef struct {
-  int ta, tb, M, N, K, lda, ldb, ldc, by_rows, blocks, parts;
+  int ta, tb, M, N, K, lda, ldb, ldc, by_rows, blocks, items;
   float alpha, beta;
   const float *A, *B;
   float *C;
+  atomic_int next; /* the next item a thread takes */
 } gemm_job;
 
 /* element i of an operand stored row-major, transposed or not: the start of
@@ -119,11 +132,11 @@ static const float *row_of(const float *X, int trans, int ld, int i) {
   return trans ? X + i : X + (int64_t)i * ld;
 }
 
-/* part p: one cblas call for blocks [blocks p / parts, blocks (p + 1) / parts),
+/* item p: one cblas call for blocks [blocks p / items, blocks (p + 1) / items),
  * rows (or columns) of C */
 static void gemm_one(const gemm_job *j, int64_t p) {
   int step = j->by_rows ? RT_BLAS_MSTEP : RT_BLAS_NSTEP, ext = j->by_rows ? j->M : j->N;
-  int64_t lo = j->blocks * p / j->parts, hi = j->blocks * (p + 1) / j->parts;
+  int64_t lo = j->blocks * p / j->items, hi = j->blocks * (p + 1) / j->items;
   int a = (int)lo * step, b = (int)hi * step < ext ? (int)hi * step : ext;
   if (a >= b) return;
   if (j->by_rows)
@@ -135,14 +148,24 @@ static void gemm_one(const gemm_job *j, int64_t p) {
                 j->K, j->alpha, j->A, j->lda, row_of(j->B, !j->tb, j->ldb, a), j->ldb, j->beta, j->C + a, j->ldc);
 }
 
-/* Parts [lo, hi), one call each. Inside another pool loop every part runs
- * here in turn: OpenBLAS's rounding depends on the size of a call (its
- * Haswell kernel: thousands of last-bit differences between one call and
- * two halves), so the same calls keep a product's bits the same wherever
- * it runs. */
+/* A pool part: items until none is left. Inside another pool loop the one
+ * part runs every item here in turn: OpenBLAS's rounding depends on the
+ * size of a call (its Haswell kernel: thousands of last-bit differences
+ * between one call and two halves), so the same calls keep a product's bits
+ * the same wherever it runs. */
 static void gemm_parts(void *ctx, int64_t lo, int64_t hi, int part) {
-  (void)part;
-  for (int64_t p = lo; p < hi; p++) gemm_one(ctx, p);
+  (void)lo, (void)hi, (void)part;
+  gemm_job *j = ctx;
+  for (int p; (p = atomic_fetch_add(&j->next, 1)) < j->items;) gemm_one(j, p);
+}
+
+/* items of a product cut into `blocks` blocks on a pool of `size` threads */
+static int gemm_items(int64_t macs, int blocks, int size) {
+  int64_t n = macs / RT_BLAS_ITEM;
+  n = n < RT_BLAS_ITEMS ? n : RT_BLAS_ITEMS;
+  n = (n + size - 1) / size * size;
+  n = n > size ? n : size;
+  return n < blocks ? (int)n : blocks;
 }
 
 void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -153,16 +176,18 @@ void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const
   lathe_rt_comm_progress();
   int tA = ta == CblasTrans, tB = tb == CblasTrans;
   (void)order;
-  if ((int64_t)M * N * K < RT_BLAS_SPLIT || rt_pool_size() < 2) {
+  int64_t macs = (int64_t)M * N * K;
+  if (macs < RT_BLAS_SPLIT || rt_pool_size() < 2) {
     cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
                 B, ldb, beta, C, ldc);
     return;
   }
   /* cut the longer side of C: each block then still has a long side */
-  gemm_job j = {tA, tB, M, N, K, lda, ldb, ldc, M >= N, 0, 0, alpha, beta, A, B, C};
+  gemm_job j = {tA, tB, M, N, K, lda, ldb, ldc, M >= N, 0, 0, alpha, beta, A, B, C, 0};
   j.blocks = j.by_rows ? (M + RT_BLAS_MSTEP - 1) / RT_BLAS_MSTEP : (N + RT_BLAS_NSTEP - 1) / RT_BLAS_NSTEP;
-  j.parts = rt_pool_size() < j.blocks ? rt_pool_size() : j.blocks;
-  rt_pool_for(j.parts, 1, gemm_parts, &j);
+  j.items = gemm_items(macs, j.blocks, rt_pool_size());
+  int parts = rt_pool_size() < j.items ? rt_pool_size() : j.items;
+  rt_pool_for(parts, 1, gemm_parts, &j);
 }
 
 /* The name generated code calls (lathe_rt.h). */

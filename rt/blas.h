@@ -17,12 +17,14 @@
 
 /* cblas_sgemm's signature and meaning (row-major only, which is all
  * Lathe's code generators emit). A product of at least 2^20 multiply-adds
- * is cut into one part per pool thread (rows of C, or columns when C is
- * wider than tall), one single-threaded cblas call each. A call from inside
- * a pool loop makes the same calls in turn on its caller. So a product's
- * bits depend only on its shape and the pool size, never on timing or on
- * what runs beside it (OpenBLAS's rounding does change with the size of a
- * call, so a different pool size may change the last bits). */
+ * is cut into items (rows of C, or columns when C is wider than tall), one
+ * single-threaded cblas call each: one per pool thread, or for a very large
+ * product (GPT-2-small's head) up to 16 that the threads take as they
+ * finish, so a slowed core does not hold the product up. A call from
+ * inside a pool loop makes the same calls in turn on its caller. So a
+ * product's bits depend only on its shape and the pool size, never on
+ * timing or on what runs beside it (OpenBLAS's rounding does change with
+ * the size of a call, so a different pool size may change the last bits). */
 void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
               int ldb, float beta, float *C, int ldc);
 

@@ -900,6 +900,67 @@ static void epi_row(cg_k *k, V r, void *ctx) {
   cg_vfor(k, ci(k, e.N), epi_elems, &e);
 }
 
+/* The steps after the product in one pass over its result (none: no pass).
+ * A pass that is mostly arithmetic (gelu's erfc) is split over the pool as
+ * lathe_rt_sgemm split the product (by rows), so each thread reads rows its
+ * own core wrote. A cheap one (a bias, a residual, relu) stays on this
+ * thread: split, it measured no faster in the MLP and char-GPT steps. */
+static void epi_pass(cg_k *k, int64_t rows, int64_t N) {
+  if (k->fuse->nsteps == 0) return;
+  if (epi_cost(k->fuse) >= 8) {
+    int64_t grain = (1 << 16) / N > 1 ? (1 << 16) / N : 1; /* ~64K elements a part */
+    cg_parallel_for(k, rows, grain, epi_row, &N);
+    return;
+  }
+  CG_FOR(k, r, ci(k, 0), ci(k, rows)) epi_row(k, r.iv, &N);
+}
+
+/* A first step adding a per-column vector (a dense layer's bias) becomes
+ * the product's C before it: the rows filled with the vector, then the
+ * product added to them (beta = 1). That saves a pass over the result
+ * (GPT-2-small's head writes 51 MB), and OpenBLAS no longer zeroes C
+ * first. The sum is rounded in another order (the bias joins OpenBLAS's
+ * first block of K instead of the finished dot product): the last bits
+ * may differ, never the tolerance. */
+static int bias_first(const cg_fuse *f) {
+  return f->nsteps > 0 && f->kind[0] == CG_EPI_ROW && f->node[0]->op == IR_ADD && !f->save[0];
+}
+
+static cg_fuse steps_after_first(const cg_fuse *f) {
+  cg_fuse r = *f;
+  r.nsteps = f->nsteps - 1;
+  for (int s = 0; s < r.nsteps; s++) {
+    r.node[s] = f->node[s + 1], r.kind[s] = f->kind[s + 1], r.arg[s] = f->arg[s + 1];
+    r.right[s] = f->right[s + 1], r.save[s] = f->save[s + 1];
+    memcpy(r.parg[s], f->parg[s + 1], sizeof r.parg[s]);
+  }
+  return r;
+}
+
+typedef struct {
+  int64_t N;
+  int bias; /* kernel argument */
+} fill_t;
+
+static void fill_elems(cg_k *k, V j, int w, void *ctx) {
+  V *rb = ctx; /* the row's first index, the bias */
+  cg_vst(k, k->arg[0], cg_add(k, rb[0], j), cg_vld(k, rb[1], j, w), w);
+}
+
+static void fill_row(cg_k *k, V r, void *ctx) {
+  const fill_t *f = ctx;
+  V rb[2] = {cg_muli(k, r, f->N), k->arg[f->bias]};
+  cg_vfor(k, ci(k, f->N), fill_elems, rb);
+}
+
+/* every row of the result := the bias (a write-only pass, split over the
+ * pool like a costly epilogue: rows a part's own product will add to) */
+static void fill_bias(cg_k *k, int64_t rows, int64_t N, int bias) {
+  fill_t f = {N, bias};
+  int64_t grain = (1 << 16) / N > 1 ? (1 << 16) / N : 1;
+  cg_parallel_for(k, rows, grain, fill_row, &f);
+}
+
 /* The product as e_matmul, with the steps applied as each element is
  * stored (small products: in registers) or in one pass over the result
  * after it. */
@@ -914,18 +975,18 @@ void cg_emit_fused(cg_k *k) {
     cg_sgemm_epi(k, c.ta, c.tb, rows, N, c.K, 1.0, ARG(0), c.lda, ARG(1), c.ldb, 0.0, k->arg[0], N, &epi);
     return;
   }
-  e_matmul(k);
-  /* A pass that is mostly arithmetic (gelu's erfc) is split over the pool
-   * as lathe_rt_sgemm split the product (by rows), so each thread reads rows
-   * its own core wrote. A cheap one (a bias, a residual, relu) stays on
-   * this thread: split, it measured no faster in the MLP and char-GPT
-   * steps. */
-  if (epi_cost(k->fuse) >= 8) {
-    int64_t grain = (1 << 16) / N > 1 ? (1 << 16) / N : 1; /* ~64K elements a part */
-    cg_parallel_for(k, rows, grain, epi_row, &N);
-    return;
+  cg_fuse rest;
+  const cg_fuse *all = k->fuse;
+  if (bias_first(k->fuse) && sb->rank == 2 && sa->rank >= 2 && (!c.ta || sa->rank == 2)) {
+    fill_bias(k, rows, N, k->fuse->arg[0]);
+    cg_sgemm(k, c.ta, c.tb, rows, N, c.K, 1.0, ARG(0), c.lda, ARG(1), c.ldb, 1.0, k->arg[0], N);
+    rest = steps_after_first(k->fuse);
+    k->fuse = &rest;
+  } else {
+    e_matmul(k);
   }
-  CG_FOR(k, r, ci(k, 0), ci(k, rows)) epi_row(k, r.iv, &N);
+  epi_pass(k, rows, N);
+  k->fuse = all;
 }
 
 /* ---- the table ---- */
