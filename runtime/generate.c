@@ -26,6 +26,7 @@ typedef struct {
   int quant;             /* the weights file's quantization (lathe_quant) */
   int text;              /* V is a text vocabulary (96 characters, 256 bytes) */
   int dev_token;         /* --backend cuda, greedy: the step's output that is the argmax token, else -1 */
+  int dev_logits;        /* and the step's logits output, kept on the device */
   int next_tok;          /* that token after a step */
 } gen;
 
@@ -107,13 +108,19 @@ static int share_weights(gen *s, lathe_error *err) {
  * first maximum, cu_render_misc.c) and only it comes back, not V logits a
  * token (GPT-2's 50257: 200 KB). The logits stay on the device. */
 static int device_argmax(gen *s, ir_graph *dg, const lathe_generate_options *o) {
-  s->dev_token = -1;
-  if (o->backend != LATHE_BACKEND_CUDA || o->temperature != 0 || dg->noutputs < 1) return 0;
+  s->dev_token = s->dev_logits = -1;
+  if (o->backend != LATHE_BACKEND_CUDA || o->temperature != 0) return 0;
+  for (int i = 0; i < dg->noutputs && s->dev_logits < 0; i++) /* the step's outputs: the caches, the logits */
+    if (dg->outputs[i].name && s->out_name && !strcmp(dg->outputs[i].name, s->out_name)) s->dev_logits = i;
+  if (s->dev_logits < 0) return 0;
   ir_attr a;
   memset(&a, 0, sizeof a);
-  a.axis = 2;
+  int logits = dg->outputs[s->dev_logits].node;
+  const ir_node *lg = &dg->nodes[logits];
+  if (lg->shape.rank < 1 || lg->shape.d[lg->shape.rank - 1] != s->V || ir_numel(&lg->shape) != s->V) return 0;
+  a.axis = lg->shape.rank - 1; /* the step's logits: [1, V] */
   char msg[160];
-  int id = ir_add(dg, IR_ARGMAX, &dg->outputs[0].node, 1, &a, dg->nodes[dg->outputs[0].node].loc, msg, sizeof msg);
+  int id = ir_add(dg, IR_ARGMAX, &logits, 1, &a, lg->loc, msg, sizeof msg);
   if (id < 0) return 0; /* the host samples as on the other backends */
   ir_add_output(dg, "lathe.next_token", id);
   s->dev_token = dg->noutputs - 1;
@@ -139,7 +146,7 @@ static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, i
   if (api_program_finish(p, err)) return -1;
   s->step = p;
   if (share_weights(s, err)) return -1;
-  if (s->dev_token >= 0) cu_exec_keep_output(p->cux, 0, 1); /* the logits stay on the device */
+  if (s->dev_token >= 0) cu_exec_keep_output(p->cux, s->dev_logits, 1); /* the logits stay on the device */
   return 0;
 }
 

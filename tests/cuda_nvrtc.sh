@@ -52,7 +52,7 @@ done
 for cfg in examples/gpt.nn:sm_80 examples/gpt.nn:sm_90 examples/gpt.nn:sm_80:bf16 examples/lstm.nn:sm_90 \
            bench/gpt2_small_gen.nn:sm_90 bench/gpt2_small_gen.nn:sm_80:bf16; do
   m=${cfg%%:*}; rest=${cfg#*:}; arch=${rest%%:*}; prec=f32; [ "$rest" != "$arch" ] && prec=${rest#*:}
-  dd="$tmp/gen_${arch}_$prec"; rm -rf "$dd"
+  dd="$tmp/gen_${arch}_$prec"; rm -rf "$dd"; mkdir -p "$dd"
   out=$("$LATHE" check "$m" --generate --backend cuda --gpu-arch "$arch" --precision $prec --dump-dir "$dd" 2>"$tmp/err"); rc=$?
   if [ $rc -eq 0 ] && ! grep -qi "warning" "$tmp/err" && printf '%s\n' "$out" | grep -q "^decode step" &&
      printf '%s\n' "$out" | grep -q "^cuda ($arch): .* (CUBIN)"; then ok
