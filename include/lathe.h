@@ -614,7 +614,9 @@ int lathe_prune(lathe_model *m, const lathe_prune_options *o, lathe_prune_result
 /* ---- Generation (runtime/generate.c) ----
  * For a model whose input is a token sequence i32[batch, T] and whose first
  * output is logits [batch, T, vocab] (vocab 96: characters, 256: bytes, as
- * lathe train tokenises text). Compiles, at batch 1, a decode-step program
+ * lathe train tokenises text; any other vocabulary, a tokenizer's such as
+ * GPT-2's 50257, takes the prompt's bytes as token ids and reports each
+ * token's byte as -1). Compiles, at batch 1, a decode-step program
  * that keeps a key/value cache per causal attention layer, so each token
  * costs O(T); a model without a decode form (recurrent layers) is run by
  * recomputing its whole context every token instead, and the result's note

@@ -25,6 +25,10 @@ typedef struct {
   int *state_of;         /* per step output: the parameter its value goes back to, -1 = none */
   int64_t *row_of;       /* per step output: > 0 when it is kv_write(that parameter, row, pos): the row's width */
   int quant;             /* the weights file's quantization (lathe_quant) */
+  int text;              /* V is a text vocabulary (96 characters, 256 bytes) */
+  int dev_token;         /* --backend cuda, greedy: the step's output that is the argmax token, else -1 */
+  int dev_logits;        /* and the step's logits output, kept on the device */
+  int next_tok;          /* that token after a step */
 } gen;
 
 static double now_s(void) {
@@ -52,7 +56,9 @@ static lathe_program *lower_batch1(lathe_model *m, lathe_backend b, int quant, i
 }
 
 /* The token input (the one non-target input, i32[1, T]) and the logits
- * (the first output, [1, T, V] with V a text vocabulary). */
+ * (the first output, [1, T, V]: V a text vocabulary, 96 or 256, or any
+ * other, a tokenizer's such as GPT-2's 50257, whose prompt bytes are the
+ * token ids). */
 static int find_io(gen *s, int *input, lathe_error *err) {
   const ir_graph *g = &s->full->g;
   *input = -1;
@@ -70,10 +76,10 @@ static int find_io(gen *s, int *input, lathe_error *err) {
     return api_fail(err, LATHE_EUSER, "generate: model '%s' needs logits [batch, T, vocab] as its first output",
                     g->model_name);
   s->T = in->shape.d[1], s->V = o->shape.d[2];
-  if (s->V != 96 && s->V != 256)
-    return api_fail(err, LATHE_EUSER,
-                    "generate: the logits have %lld classes; text needs a vocabulary of 96 (characters) or 256 "
-                    "(bytes)", (long long)s->V);
+  s->text = s->V == 96 || s->V == 256;
+  if (s->V < 2 || s->V > INT32_MAX)
+    return api_fail(err, LATHE_EUSER, "generate: the logits have %lld classes; a vocabulary needs 2 to 2^31-1",
+                    (long long)s->V);
   if (s->T < 2) return api_fail(err, LATHE_EUSER, "generate: the sequence length T must be at least 2");
   s->in_name = in->name, s->out_name = g->outputs[0].name;
   return 0;
@@ -111,6 +117,30 @@ static int share_weights(gen *s, lathe_error *err) {
   return 0;
 }
 
+/* --backend cuda, greedy: the decode step also gives the argmax of its
+ * logits as an output, so the token is picked on the device (a block-wide
+ * first maximum, cu_render_misc.c) and only it comes back, not V logits a
+ * token (GPT-2's 50257: 200 KB). The logits stay on the device. */
+static int device_argmax(gen *s, ir_graph *dg, const lathe_generate_options *o) {
+  s->dev_token = s->dev_logits = -1;
+  if (o->backend != LATHE_BACKEND_CUDA || o->temperature != 0) return 0;
+  for (int i = 0; i < dg->noutputs && s->dev_logits < 0; i++) /* the step's outputs: the caches, the logits */
+    if (dg->outputs[i].name && s->out_name && !strcmp(dg->outputs[i].name, s->out_name)) s->dev_logits = i;
+  if (s->dev_logits < 0) return 0;
+  ir_attr a;
+  memset(&a, 0, sizeof a);
+  int logits = dg->outputs[s->dev_logits].node;
+  const ir_node *lg = &dg->nodes[logits];
+  if (lg->shape.rank < 1 || lg->shape.d[lg->shape.rank - 1] != s->V || ir_numel(&lg->shape) != s->V) return 0;
+  a.axis = lg->shape.rank - 1; /* the step's logits: [1, V] */
+  char msg[160];
+  int id = ir_add(dg, IR_ARGMAX, &logits, 1, &a, lg->loc, msg, sizeof msg);
+  if (id < 0) return 0; /* the host samples as on the other backends */
+  ir_add_output(dg, "lathe.next_token", id);
+  s->dev_token = dg->noutputs - 1;
+  return 0;
+}
+
 /* Compile the decode program; a model without a decode form leaves
  * s->step NULL and the reason in note. */
 static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, int input,
@@ -124,11 +154,14 @@ static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, i
     lathe_program_free(p);
     return 0;
   }
+  device_argmax(s, &dg, o);
   p->g = dg;
   p->g.quant = s->quant;
   if (api_program_finish(p, err)) return -1;
   s->step = p;
-  return share_weights(s, err);
+  if (share_weights(s, err)) return -1;
+  if (s->dev_token >= 0) cu_exec_keep_output(p->cux, s->dev_logits, 1); /* the logits stay on the device */
+  return 0;
 }
 
 static int build(gen *s, lathe_model *m, const lathe_generate_options *o, lathe_generate_result *r,
@@ -166,6 +199,18 @@ static int take_logits(gen *s, lathe_program *p, int64_t row, lathe_error *err) 
   return 0;
 }
 
+/* The device's argmax token (device_argmax). */
+static int take_token(gen *s, lathe_program *p, lathe_error *err) {
+  lathe_tensor t = {0};
+  if (lathe_get_output(p, p->g.outputs[s->dev_token].name, &t, err)) return -1;
+  s->next_tok = t.dtype == LATHE_I64 ? (int)((const int64_t *)t.data)[0] : ((const int32_t *)t.data)[0];
+  lathe_tensor_free(&t);
+  if (s->next_tok < 0 || s->next_tok >= s->V)
+    return api_fail(err, LATHE_EUSER, "generate: the device's argmax gave token %d of %lld", s->next_tok,
+                    (long long)s->V);
+  return 0;
+}
+
 /* Run the step program on token tok at position pos; copy the caches back. */
 static int step(gen *s, int tok, int64_t pos, lathe_error *err) {
   lathe_program *p = s->step;
@@ -196,6 +241,7 @@ static int step(gen *s, int tok, int64_t pos, lathe_error *err) {
     memcpy(p->params[k], t.data, (size_t)ir_numel(&p->g.params[k].shape) * sizeof(float));
     lathe_tensor_free(&t);
   }
+  if (s->dev_token >= 0) return take_token(s, p, err);
   return take_logits(s, p, 0, err);
 }
 
@@ -229,6 +275,41 @@ static int push(gen *s, int tok, lathe_error *err) {
 
 static int next_logits(gen *s, lathe_error *err) { return s->step ? 0 : recompute(s, err); }
 
+typedef struct {
+  float v;
+  int i;
+} ranked;
+
+/* Larger first, ties (and NaNs, last) by index: the insertion order below. */
+static int by_rank(const void *a, const void *b) {
+  const ranked *x = a, *y = b;
+  int xn = x->v != x->v, yn = y->v != y->v;
+  if (xn != yn) return xn - yn;
+  if (!xn && x->v != y->v) return x->v > y->v ? -1 : 1;
+  return (x->i > y->i) - (x->i < y->i);
+}
+
+/* A tokenizer's vocabulary (above 256): the top_k by a sort of every
+ * logit, then as below. 0 when out of memory (the first token). */
+static int sample_large(const float *lg, int64_t V, double temp, int top_k, ir_rng *rng) {
+  ranked *r = malloc((size_t)V * sizeof *r);
+  double *p = malloc((size_t)V * sizeof *p);
+  int tok = 0;
+  if (r && p) {
+    for (int64_t i = 0; i < V; i++) r[i].v = lg[i], r[i].i = (int)i;
+    qsort(r, (size_t)V, sizeof *r, by_rank);
+    int64_t k = top_k > 0 && top_k < V ? top_k : V;
+    double sum = 0, top = r[0].v;
+    for (int64_t i = 0; i < k; i++) sum += (p[i] = exp(((double)r[i].v - top) / temp));
+    double u = ir_rng_uniform(rng) * sum;
+    tok = r[k - 1].i;
+    for (int64_t i = 0; i < k - 1; i++)
+      if ((u -= p[i]) < 0) { tok = r[i].i; break; }
+  }
+  free(r), free(p);
+  return tok;
+}
+
 /* Greedy: the first maximum. Else softmax(logits / temp) over the top_k
  * largest (ties by index), drawn by inverse CDF in that order. */
 static int sample(const float *lg, int64_t V, double temp, int top_k, ir_rng *rng) {
@@ -238,8 +319,9 @@ static int sample(const float *lg, int64_t V, double temp, int top_k, ir_rng *rn
       if (lg[i] > lg[best]) best = i;
     return best;
   }
+  if (V > 256) return sample_large(lg, V, temp, top_k, rng);
   int idx[256];
-  if (V < 1 || V > 256) return 0; /* find_io allows 96 and 256 only */
+  if (V < 1) return 0;
   for (int i = 0; i < V; i++) {
     int j = i;
     for (; j > 0 && lg[idx[j - 1]] < lg[i]; j--) idx[j] = idx[j - 1];
@@ -268,11 +350,18 @@ static int check_options(const lathe_generate_options *o, lathe_error *err) {
   return 0;
 }
 
+/* A prompt byte's token: text's rule, or (another vocabulary) the byte as
+ * the id; -1: dropped. */
+static int prompt_token(const gen *s, int c) {
+  if (s->text) return rt_text_token(c, (int)s->V);
+  return c < s->V ? c : -1;
+}
+
 static int run(gen *s, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err) {
   double t0 = now_s();
   const char *prompt = o->prompt ? o->prompt : "";
   for (const char *c = prompt; *c; c++) {
-    int tok = rt_text_token((unsigned char)*c, (int)s->V);
+    int tok = prompt_token(s, (unsigned char)*c);
     if (tok < 0) { /* the text-data rule: other characters are dropped; the caller is told which */
       if (r->prompt_dropped++ == 0) r->first_dropped = c - prompt;
       continue;
@@ -280,16 +369,16 @@ static int run(gen *s, const lathe_generate_options *o, lathe_generate_result *r
     if (push(s, tok, err)) return -1;
     r->prompt_tokens++;
   }
-  if (r->prompt_tokens == 0 && push(s, rt_text_token('\n', (int)s->V), err)) return -1;
+  if (r->prompt_tokens == 0 && push(s, s->text ? rt_text_token('\n', (int)s->V) : 0, err)) return -1;
   double t1 = now_s();
   r->prefill_seconds = t1 - t0;
   ir_rng rng;
   ir_rng_seed(&rng, o->seed, 0x67656E); /* stream "gen" */
   for (int64_t i = 0; i < o->tokens; i++) {
     if (next_logits(s, err)) return -1;
-    int tok = sample(s->logits, s->V, o->temperature, o->top_k, &rng);
+    int tok = s->step && s->dev_token >= 0 ? s->next_tok : sample(s->logits, s->V, o->temperature, o->top_k, &rng);
     r->generated++;
-    if (o->on_token && o->on_token(o->user, tok, rt_text_char(tok, (int)s->V))) break;
+    if (o->on_token && o->on_token(o->user, tok, s->text ? rt_text_char(tok, (int)s->V) : -1)) break;
     if (i + 1 < o->tokens && push(s, tok, err)) return -1;
   }
   r->seconds = now_s() - t1;
@@ -305,7 +394,7 @@ lathe_program *lathe_compile_decode(lathe_model *m, const lathe_options *opt, la
   if (api_check_options(err, "lathe_compile_decode", opt)) return NULL;
   lathe_options o = {0};
   if (opt) o = *opt;
-  gen s = {0};
+  gen s = {.dev_token = -1};
   int input;
   s.full = lower_batch1(m, o.backend, o.quant, o.precision, err);
   if (!s.full) return NULL;
@@ -320,6 +409,11 @@ lathe_program *lathe_compile_decode(lathe_model *m, const lathe_options *opt, la
     lathe_program_free(s.full);
     return NULL;
   }
+  /* greedy generation's step on --backend cuda, with the device's argmax
+   * (lathe check --generate compiles on the interpreter and renders this
+   * program for the GPU) */
+  lathe_generate_options greedy = {.backend = LATHE_BACKEND_CUDA};
+  device_argmax(&s, &dg, &greedy);
   s.full->g = dg;
   s.full->g.quant = o.quant;
   return api_program_finish(s.full, err) ? NULL : s.full;
@@ -332,7 +426,7 @@ int lathe_generate(lathe_model *m, const lathe_generate_options *o, lathe_genera
   r->first_dropped = -1;
   if (!m) return api_null(err, "lathe_generate", "the model");
   if (check_options(o, err)) return err ? err->code : LATHE_EUSER;
-  gen s = {0};
+  gen s = {.dev_token = -1};
   int rc = build(&s, m, o, r, err) || run(&s, o, r, err);
   r->cached = s.step != NULL;
   gen_free(&s);

@@ -65,10 +65,16 @@ done
 for cfg in examples/gpt.nn:sm_80 examples/gpt.nn:sm_90 examples/gpt.nn:sm_80:bf16 examples/lstm.nn:sm_90 \
            bench/gpt2_small_gen.nn:sm_90 bench/gpt2_small_gen.nn:sm_80:bf16; do
   m=${cfg%%:*}; rest=${cfg#*:}; arch=${rest%%:*}; prec=f32; [ "$rest" != "$arch" ] && prec=${rest#*:}
-  out=$("$LATHE" check "$m" --generate --backend cuda --gpu-arch "$arch" --precision $prec 2>"$tmp/err"); rc=$?
+  dd="$tmp/gen_${arch}_$prec"; rm -rf "$dd"; mkdir -p "$dd"
+  out=$("$LATHE" check "$m" --generate --backend cuda --gpu-arch "$arch" --precision $prec --dump-dir "$dd" 2>"$tmp/err"); rc=$?
   if [ $rc -eq 0 ] && ! grep -qi "warning" "$tmp/err" && printf '%s\n' "$out" | grep -q "^decode step" &&
      printf '%s\n' "$out" | grep -q "^cuda ($arch): .* (CUBIN)"; then ok
   else bad "check --generate $cfg: rc=$rc: $(head -c 2000 "$tmp/err") $out"; fi
+  # GPT-2's vocabulary (50257): the greedy token is the device's block-per-line argmax over the logits
+  case $m in bench/gpt2_small_gen.nn)
+    if grep -q "__shared__ long long si\[32\]" "$dd"/*.cu 2>/dev/null; then ok
+    else bad "check --generate $cfg: no block argmax over the 50257 logits in $dd"; fi;;
+  esac
 done
 # a model with no token input has no decode step: one line that says why
 "$LATHE" check examples/mlp.nn --generate --backend cuda --gpu-arch sm_90 2>"$tmp/err" >/dev/null

@@ -567,7 +567,22 @@ static void bf16_storage(void) {
       lathe_program_free(p);
       continue;
     }
-    int kept = 1, nbf = 0, typed = 0;
+    int kept = 1, nbf = 0, typed = 0, heavy = 0, heavy_bf = 0;
+    /* bf16 reaches the attention (every form), the recurrences and the
+     * convolutions: their kernels read or write bf16 tensors (not every
+     * one: a first layer's weight gradient reads the f32 input and a
+     * gradient that a scatter-add's atomics wrote) */
+    for (int q = 0; q < c.plan.nk; q++) {
+      const pl_kernel *k = &c.plan.k[q];
+      int op = g->nodes[k->head].op, bf = c.bf16[k->node];
+      if (k->kind != PL_K_ATTENTION && k->kind != PL_K_RECURRENCE && op != IR_CONV2D && op != IR_CONV2D_GRAD_INPUT &&
+          op != IR_CONV2D_GRAD_WEIGHT)
+        continue;
+      for (int j = 0; j < k->nin; j++) bf |= c.bf16[k->in[j]];
+      heavy++, heavy_bf += bf;
+    }
+    CHECK_MSG(heavy_bf > 0 || heavy == 0, "%s: none of %d attention, recurrence and convolution kernels touches a bf16 "
+              "tensor", ex[e].path, heavy);
     for (int i = 0; i < g->nparams; i++) kept &= !c.bf16[g->params[i].node] && !(g->grads && g->grads[i] >= 0 && c.bf16[g->grads[i]]);
     for (int i = 0; i < g->noutputs; i++) kept &= !c.bf16[g->outputs[i].node];
     for (int i = 0; i < g->ninputs; i++) kept &= !c.bf16[g->inputs[i].node];
@@ -586,10 +601,57 @@ static void bf16_storage(void) {
     pl_free(&fp);
     CHECK_MSG(halved && c.plan.arena_bytes <= f32_arena, "%s: bf16 blocks not halved (arena %lld, f32 plan's %lld)",
               ex[e].path, (long long)c.plan.arena_bytes, (long long)f32_arena);
-    printf("bf16             %-20s training step %d of %d tensors bf16, %d of %d functions take bf16; weights f32; "
-           "arena %lld bytes (at f32 widths %lld)\n",
-           ex[e].path, nbf, g->nnodes, typed, c.prog.nfn, (long long)c.plan.arena_bytes, (long long)f32_arena);
+    printf("bf16             %-20s training step %d of %d tensors bf16, %d of %d functions take bf16, %d of %d attention/"
+           "recurrence/conv kernels on bf16; weights f32; arena %lld bytes (at f32 widths %lld)\n",
+           ex[e].path, nbf, g->nnodes, typed, c.prog.nfn, heavy_bf, heavy, (long long)c.plan.arena_bytes,
+           (long long)f32_arena);
     cu_compiled_free(&c);
+    lathe_program_free(p);
+  }
+}
+
+/* A dense layer's bias gradient is its weight gradient's cuBLASLt epilogue
+ * (cu_bgrad.c): in every example's training step each such pair is one
+ * product launch (the column sum's kernel gone) unless LATHE_CUDA_BGRAD=0;
+ * the mlp's dense layers all pair. The whole-step comparisons
+ * (run_case, test_cuda_run) check the values. */
+static void bgrad_fused(void) {
+  static char msg[8192];
+  for (int e = 0; e < NEX; e++) {
+    lathe_program *p = build(e, 1, 0);
+    if (!p) continue;
+    pl_plan plan;
+    cu_program on, off;
+    int dense = 0, sums = 0;
+    if (pl_build(&p->g, cu_plan_target(), &plan)) {
+      lathe_program_free(p);
+      continue;
+    }
+    for (int q = 0; q < plan.nk; q++) sums += p->g.nodes[plan.k[q].head].op == IR_SUM_TO;
+    int rc_on = cu_render(&plan, &on, msg, 4096);
+    setenv("LATHE_CUDA_BGRAD", "0", 1);
+    int rc_off = cu_render(&plan, &off, msg + 4096, 4096);
+    unsetenv("LATHE_CUDA_BGRAD");
+    if (rc_on || rc_off) { /* refusals are the other tests' to report (a failed render frees itself) */
+      if (!rc_on) cu_program_free(&on);
+      if (!rc_off) cu_program_free(&off);
+      pl_free(&plan), lathe_program_free(p);
+      continue;
+    }
+    for (int l = 0; l < on.nl; l++)
+      dense += on.l[l].what == CU_L_GEMM && on.l[l].gemm.epilogue == CU_EPI_BGRAD_B && plan.k[on.l[l].pk].kind == PL_K_GEMM;
+    int offd = 0;
+    for (int l = 0; l < off.nl; l++) offd += off.l[l].what == CU_L_GEMM && off.l[l].gemm.epilogue == CU_EPI_BGRAD_B;
+    CHECK_MSG(offd == 0, "%s: LATHE_CUDA_BGRAD=0 still fused %d bias gradients", ex[e].path, offd);
+    CHECK_MSG(off.nl - on.nl >= dense, "%s: %d fused bias gradients but %d launches (%d unfused)", ex[e].path, dense,
+              on.nl, off.nl);
+    if (!strcmp(ex[e].path, "examples/mlp.nn"))
+      CHECK_MSG(dense > 0 && dense == sums, "mlp: %d of %d dense bias gradients fused", dense, sums);
+    printf("bias gradient    %-20s training step: %d of %d column sums as the weight gradient's epilogue, %d launches "
+           "(%d with LATHE_CUDA_BGRAD=0)\n",
+           ex[e].path, dense, sums, on.nl, off.nl);
+    cu_program_free(&on), cu_program_free(&off);
+    pl_free(&plan);
     lathe_program_free(p);
   }
 }
@@ -605,6 +667,7 @@ int main(void) {
     return 0;
   }
   nvrtc_rejects();
+  bgrad_fused();
   bf16_storage();
   D = cx_driver(err, sizeof err);
   if (!D) {

@@ -37,9 +37,9 @@ static void start(out_state *s) {
 
 static int put_char(void *user, int token, int byte) {
   out_state *s = user;
-  (void)token;
   start(s);
   if (byte >= 0) putchar(byte);
+  else printf("%d ", token); /* a tokenizer's vocabulary (not text): the token ids */
   return flush_out(s); /* non-zero: stop generating */
 }
 

@@ -160,6 +160,12 @@ int cu_render(const pl_plan *p, cu_program *out, char *msg, size_t n);
 /* The same with per-node storage (cu_precision.c): bf16[i] 1 stores node i
  * as bf16 (NULL: every tensor at its dtype). */
 int cu_render_prec(const pl_plan *p, const unsigned char *bf16, cu_program *out, char *msg, size_t n);
+/* cu_bgrad.c: partner[q] = the kernel whose product and column sum pair
+ * with kernel q's as one product with cuBLASLt's bias-gradient epilogue
+ * (the earlier of the two renders it), or -1. 0, or -1 out of memory. */
+int cu_bgrad_pairs(const pl_plan *p, const unsigned char *bf16, int *partner);
+/* --precision bf16 runs op's kernel on f32 copies of its bf16 tensors (cu_render_wide.c). */
+int cu_wide_op(int op);
 void cu_program_free(cu_program *cp);
 /* The plan target of the CUDA backend (its scratch and epilogue rules);
  * bf16: also scratch for a product's operands rounded to bf16. */

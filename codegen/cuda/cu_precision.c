@@ -8,10 +8,10 @@
  * parameter (the master weights), input, constant and output (the loss,
  * the optimizer's new weights and state are outputs), the parameters'
  * gradients (g->grads: the optimizer reads f32), and any tensor that a
- * kernel outside the list touches (attention, recurrences, convolutions,
- * scatter-adds with atomics, the optimizer's siblings, ...). The norms
- * (layernorm, batchnorm in both forms, groupnorm, rmsnorm and their
- * gradients) take bf16. A tensor and
+ * kernel outside the list touches (scatter-adds with atomics, the
+ * optimizer's siblings, ...), and attention_save's packed result (its
+ * logsumexp). The norms, convolutions, pools, attention in every form, mha
+ * and the recurrences take bf16. A tensor and
  * the ones sharing its bytes (reshape aliases, results written in place of
  * an input) get one type. Every kernel computes in f32 registers: a bf16
  * value is widened on load and rounded once on store, and the reductions
@@ -20,25 +20,28 @@
 
 #include "codegen/cuda/cu.h"
 
-/* Kernels whose renderers take bf16 operands: they index their pointers
+/* Kernels that take bf16 operands: their renderers index their pointers
  * element by element (lt_bf16 converts), with no byte offsets into them and
- * no atomics on them. */
+ * no atomics on them; or they run on f32 copies (cu_render_wide.c: the
+ * training attention, mha, the recurrences and their gradients). */
 static int kernel_takes_bf16(const pl_plan *p, const pl_kernel *k) {
-  static const unsigned char rows_ops[IR_NOPS] = {
+  static const unsigned char by_op[IR_NOPS] = {
     [IR_SOFTMAX] = 1, [IR_LOG_SOFTMAX] = 1, [IR_SOFTMAX_GRAD] = 1, [IR_LOG_SOFTMAX_GRAD] = 1, [IR_LAYERNORM] = 1,
     [IR_LAYERNORM_GRAD] = 1, [IR_SUM] = 1, [IR_MEAN] = 1, [IR_MAX] = 1, [IR_MIN] = 1, [IR_SUM_TO] = 1,
     [IR_TRANSPOSE] = 1, [IR_SLICE] = 1, [IR_CONCAT] = 1, [IR_BROADCAST_TO] = 1, [IR_EMBEDDING] = 1,
     [IR_CROSS_ENTROPY] = 1, [IR_CROSS_ENTROPY_GRAD] = 1,
     /* the channel norms (cu_render_misc.c): a block per group, statistics in f32 registers (scratch is f32) */
     [IR_BATCHNORM] = 1, [IR_BATCHNORM_TRAIN] = 1, [IR_GROUPNORM] = 1, [IR_RMSNORM] = 1, [IR_NORM_GRAD] = 1,
+    /* the direct convolutions and the pools gather with f32 sums (pool2d_grad's atomics stay f32) */
+    [IR_CONV2D] = 1, [IR_CONV2D_GRAD_INPUT] = 1, [IR_CONV2D_GRAD_WEIGHT] = 1, [IR_MAXPOOL2D] = 1, [IR_AVGPOOL2D] = 1,
+    /* attention's inference form (bf16 scratch) and the decode step (a warp per head over the f32 caches) */
+    [IR_ATTENTION] = 1, [IR_ATTENTION_DECODE] = 1, [IR_KV_WRITE] = 1,
   };
   int op = p->g->nodes[k->head].op;
   switch (k->kind) {
   case PL_K_ELEMENTWISE: case PL_K_GEMM_EPI: case PL_K_ADD_NORM: case PL_K_NORM_GRAD_ADD: return 1;
-  case PL_K_GEMM: return op == IR_MATMUL;
-  case PL_K_ATTENTION: return op == IR_ATTENTION; /* the inference form; attention_save and the backward stay f32 */
-  case PL_K_ROWS: case PL_K_MOVE: case PL_K_LOSS: return op >= 0 && op < IR_NOPS && rows_ops[op];
-  default: return 0;
+  case PL_K_GEMM: return op == IR_MATMUL || (op >= 0 && op < IR_NOPS && by_op[op]);
+  default: return op >= 0 && op < IR_NOPS && (by_op[op] || cu_wide_op(op));
   }
 }
 
@@ -58,6 +61,11 @@ int cu_bf16_buffers(const pl_plan *p, unsigned char **out) {
     if (g->grads[i] >= 0) ok[root_of(p, g->grads[i])] = 0;
   for (int q = 0; q < p->nk; q++) {
     const pl_kernel *k = &p->k[q];
+    /* attention_save's packed result (y, qkv, ctx and each row's logsumexp) stays f32 for its backward, and
+     * so do the packed results of the attention, mha and recurrence gradients ([dx | dw | db ...]: the
+     * weights' gradients are slices of them) */
+    int hop = p->g->nodes[k->head].op;
+    if (hop == IR_ATTENTION_SAVE || (cu_wide_op(hop) && ir_ops[hop].cat == IR_CAT_GRAD)) ok[root_of(p, k->node)] = 0;
     if (kernel_takes_bf16(p, k)) continue;
     for (int j = 0; j < k->nin; j++) ok[root_of(p, k->in[j])] = 0;
     for (int j = 0; j < k->nout; j++) ok[root_of(p, k->out[j])] = 0;

@@ -111,7 +111,7 @@ static const char *ctype(ir_dtype t) {
 }
 
 int cu_is_bf16(const cu_rctx *r, const ir_node *n) {
-  return r->bf16 && n >= r->g->nodes && n < r->g->nodes + r->g->nnodes && r->bf16[n - r->g->nodes];
+  return r->bf16 && !r->wide && n >= r->g->nodes && n < r->g->nodes + r->g->nnodes && r->bf16[n - r->g->nodes];
 }
 
 void cu_param(cu_rctx *r, const char *name, const ir_node *n, int is_out) {
@@ -536,34 +536,47 @@ static int render_gemm(cu_rctx *r) {
 }
 
 /* cuBLASLt's own epilogue for [bias row] or [bias row, relu | tanh-gelu]
- * (the exact, erf GELU is not among cuBLASLt's: a kernel after the
- * product); a bf16 result's bias is rounded to bf16 first (bf16_bias). */
-static int lt_epilogue(const cu_rctx *r, const pl_epilogue *e, int *bias) {
-  if (e->nsteps < 1 || e->nsteps > 2 || e->kind[0] != PL_EPI_ROW || e->node[0]->op != IR_ADD || e->save[0]) return 0;
+ * (*done = every step); for any other chain that opens with a bias row
+ * (the exact, erf GELU, which cuBLASLt does not have; a saved
+ * pre-activation; further steps) the bias alone (*done = 1), the rest a
+ * kernel after the product. A bf16 result's bias is rounded to bf16 first
+ * (bf16_bias). */
+static int lt_epilogue(const cu_rctx *r, const pl_epilogue *e, int *bias, int *done) {
+  *done = 0;
+  if (e->nsteps < 1 || e->kind[0] != PL_EPI_ROW || e->node[0]->op != IR_ADD) return 0;
   *bias = r->k->arg[e->arg[0] - 1];
   if (cu_is_bf16(r, &r->g->nodes[*bias])) return 0; /* a bf16 activation as the row: the kernel reads it */
-  if (e->nsteps == 1) return CU_EPI_BIAS;
-  if (e->kind[1] != PL_EPI_UNARY || e->save[1]) return 0;
+  *done = 1;
+  if (e->nsteps == 1 || e->save[0]) return CU_EPI_BIAS;
+  if (e->nsteps > 2 || e->kind[1] != PL_EPI_UNARY || e->save[1]) return CU_EPI_BIAS;
+  *done = 2;
   if (e->node[1]->op == IR_RELU) return CU_EPI_BIAS_RELU;
   if (e->node[1]->op == IR_GELU && e->node[1]->attr.approx) return CU_EPI_BIAS_GELU;
-  return 0;
+  *done = 1;
+  return CU_EPI_BIAS;
 }
 
-/* The epilogue as a kernel over the product stored in operand 0. */
+/* The epilogue as a kernel over the product stored in operand 0 (its
+ * steps from `done` on; the ones before were cuBLASLt's). */
 static int render_gemm_epi(cu_rctx *r) {
   const pl_epilogue *e = r->k->epi;
   const ir_node *h = &r->g->nodes[r->k->head], *out = cu_opn(r, 0);
-  int bias = -1, lt = lt_epilogue(r, e, &bias);
+  int bias = -1, done = 0, lt = lt_epilogue(r, e, &bias, &done);
   if (gemm_of(r, h, r->k->node, lt ? lt : CU_EPI_NONE, bias)) return -1;
-  if (lt) return 0;
-  int nops = 1 + r->k->narg;
+  if (done && done == e->nsteps && !e->save[done - 1]) return 0;
+  int nops = 1 + r->k->narg, gone = done ? e->arg[0] : -1; /* the bias, when only cuBLASLt reads it */
+  for (int s = done; s < e->nsteps && gone > 0; s++) {
+    if (e->kind[s] == PL_EPI_ROW || e->kind[s] == PL_EPI_FULL) gone = e->arg[s] == gone ? -1 : gone;
+    if (e->kind[s] != PL_EPI_UNARY && e->kind[s] != PL_EPI_ROW && e->kind[s] != PL_EPI_FULL)
+      for (int j = 0; j < e->node[s]->nin; j++) gone = e->parg[s][j] == gone ? -1 : gone;
+  }
   char name[CU_MAXOPS][16];
   cu_begin(r, EW_THREADS);
   for (int j = 0; j < nops; j++) {
     snprintf(name[j], sizeof name[j], "a%d", j);
     int stored = j == 0;
     for (int s = 0; s < e->nsteps; s++) stored |= e->save[s] == j;
-    if (j == 1 || j == 2) continue; /* the product's operands: read by the gemm */
+    if (j == 1 || j == 2 || j == gone) continue; /* the product's operands (and bias): read by the gemm */
     cu_param(r, name[j], cu_opn(r, j), stored);
   }
   int64_t count = ir_numel(&out->shape), N = out->shape.d[out->shape.rank - 1];
@@ -571,6 +584,10 @@ static int render_gemm_epi(cu_rctx *r) {
   cu_sb_printf(&r->b, "    float v = a0[e];\n");
   for (int s = 0; s < e->nsteps; s++) {
     const ir_node *sn = e->node[s];
+    if (s < done) { /* cuBLASLt's: only its saved value */
+      if (e->save[s]) cu_sb_printf(&r->b, "    a%d[e] = v;\n", e->save[s]);
+      continue;
+    }
     char other[64];
     cu_sb_printf(&r->b, "    {\n");
     if (e->kind[s] == PL_EPI_UNARY) {
@@ -603,11 +620,26 @@ static int render_gemm_epi(cu_rctx *r) {
   cu_ref ops[CU_MAXOPS];
   int no = 0;
   for (int j = 0; j < nops; j++)
-    if (j != 1 && j != 2) ops[no].node = cu_opnode(r, j), ops[no++].off = 0;
+    if (j != 1 && j != 2 && j != gone) ops[no].node = cu_opnode(r, j), ops[no++].off = 0;
   return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, no);
 }
 
+/* Kernels q1 < q2, a weight gradient's product and its bias gradient's
+ * column sum (cu_bgrad.c), as the product with cuBLASLt's bias-gradient
+ * epilogue: launched as the product's plan kernel at q1's place. */
+static int render_bgrad_pair(cu_rctx *r, int q1, int q2) {
+  int m = r->p->k[q1].kind == PL_K_GEMM ? q1 : q2, s = m == q1 ? q2 : q1;
+  r->pk = m, r->k = &r->p->k[m];
+  if (render_gemm(r)) return -1;
+  cu_launch *l = &r->out->l[r->out->nl - 1];
+  l->gemm.epilogue = CU_EPI_BGRAD_B, l->gemm.bias_type = CU_T_F32;
+  l->gbias = cu_ref_at(r->p->k[s].node, 0);
+  return 0;
+}
+
 /* ---- the table ---- */
+
+static int64_t cu_scratch_bytes(const ir_graph *g, const ir_node *n);
 
 static const cu_render_fn by_kind[PL_NKINDS] = {
   [PL_K_GEMM_EPI] = render_gemm_epi,     [PL_K_SIBLINGS] = render_siblings,
@@ -623,13 +655,22 @@ int cu_render(const pl_plan *p, cu_program *out, char *msg, size_t n) { return c
 int cu_render_prec(const pl_plan *p, const unsigned char *bf16, cu_program *out, char *msg, size_t n) {
   memset(out, 0, sizeof *out);
   cu_rctx r = {.p = p, .g = p->g, .out = out, .msg = msg, .msgn = n, .bf16 = bf16};
-  int rc = 0;
+  int *partner = malloc(sizeof(int) * (size_t)(p->nk ? p->nk : 1));
+  int rc = !partner || cu_bgrad_pairs(p, bf16, partner) ? ir_fail(msg, n, "out of memory rendering CUDA C") : 0;
   for (int i = 0; i < p->nk && !rc; i++) {
     r.pk = i, r.k = &p->k[i];
+    if (partner[i] >= 0) { /* a weight gradient and its bias gradient: one product, at the earlier's place */
+      if (partner[i] < i) continue;
+      rc = render_bgrad_pair(&r, i, partner[i]);
+      continue;
+    }
     cu_render_fn f = r.k->kind < PL_NKINDS ? by_kind[r.k->kind] : NULL;
-    rc = f ? f(&r) : cu_unsupported(&r, "the kind is not rendered");
+    const ir_node *h = &p->g->nodes[r.k->head];
+    if (f && bf16 && cu_wide_op(h->op)) rc = cu_render_wide(&r, f, cu_scratch_bytes(p->g, h));
+    else rc = f ? f(&r) : cu_unsupported(&r, "the kind is not rendered");
   }
   free(r.b.s);
+  free(partner);
   /* name the functions: @K@ becomes each one's name */
   for (int f = 0; f < out->nfn && !rc; f++) {
     char *at = strstr(out->fn[f].src, "@K@");
@@ -693,6 +734,7 @@ const pl_target *cu_plan_target(void) { return &cuda_target; }
  * boundary. */
 static int64_t cu_scratch_bytes_bf16(const ir_graph *g, const ir_node *n) {
   if (n->op == IR_ATTENTION) return cu_attention_scratch_bf16(g, n);
+  if (cu_wide_op(n->op)) return cu_wide_scratch(g, n, cu_scratch_bytes(g, n));
   if (n->op != IR_MATMUL) return cu_scratch_bytes(g, n);
   int64_t a = ir_numel(&g->nodes[n->in[0]].shape), b = ir_numel(&g->nodes[n->in[1]].shape);
   int64_t cols = n->shape.rank ? n->shape.d[n->shape.rank - 1] : 1;

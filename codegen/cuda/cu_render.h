@@ -28,6 +28,7 @@ typedef struct cu_rctx {
   const pl_kernel *k;
   cu_sb b;            /* the function being written */
   const unsigned char *bf16; /* per node: stored as bf16 (NULL: none) */
+  int wide;           /* rendering on f32 copies (cu_render_wide.c): cu_is_bf16 says no */
   char *msg;
   size_t msgn;
 } cu_rctx;
@@ -126,5 +127,13 @@ int cu_gemm_bgrad(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref 
 int cu_render_attention(cu_rctx *r);
 int cu_render_attention_grad(cu_rctx *r);
 int64_t cu_attention_grad_scratch(const ir_graph *g, const ir_node *n);
+
+/* cu_render_wide.c: --precision bf16 around the kernels of packed f32
+ * layouts (training attention, mha, recurrences): op is one of them; the
+ * scratch of node n with `own` bytes of its own plus the f32 copies; render
+ * the kernel with f on f32 copies of its bf16 tensors (widened before,
+ * the result rounded after). */
+int64_t cu_wide_scratch(const ir_graph *g, const ir_node *n, int64_t own);
+int cu_render_wide(cu_rctx *r, cu_render_fn f, int64_t own_scratch);
 
 #endif

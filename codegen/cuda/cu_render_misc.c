@@ -36,8 +36,47 @@ static int per_line(cu_rctx *r, const ir_shape *s, int64_t axis, int nops, unsig
 }
 
 /* argmax/argmin: the first extremum, a NaN counting as one (torch.argmax) */
+/* A block per line, for few long lines (the decode step's argmax over a
+ * vocabulary of 50257: a thread per line would walk it alone): each thread
+ * keeps the first extremum of its strided share, then the block picks by
+ * the same rule with the lower index winning ties (warp shuffles, then one
+ * (value, index) pair per warp in shared memory). */
+static int argext_block(cu_rctx *r, int64_t outer, int64_t len, int64_t inner, char cmp) {
+  cu_begin(r, 1024);
+  cu_params(r, 2);
+  cu_sb_printf(&r->b,
+               ") {\n  const long long L = %lldLL, IN = %lldLL;\n"
+               "  __shared__ float sv[32];\n  __shared__ long long si[32];\n"
+               "  for (long long row = blockIdx.x; row < %lldLL; row += gridDim.x) {\n"
+               "    long long base = (row / IN) * L * IN + row %% IN, bi = -1;\n    float b = 0.f;\n"
+               "    for (long long l = threadIdx.x; l < L; l += blockDim.x) {\n"
+               "      float v = (float)a1[base + l * IN];\n"
+               "      if (bi < 0 || (b == b && (v != v || v %c b))) b = v, bi = l;\n    }\n"
+               "    // (b, bi) against (v, vi): a NaN wins, then the extremum, then the lower index; -1 is no candidate\n"
+               "    for (int o = 16; o > 0; o >>= 1) {\n"
+               "      float v = __shfl_down_sync(0xffffffffu, b, o);\n"
+               "      long long vi = __shfl_down_sync(0xffffffffu, bi, o);\n"
+               "      if (vi >= 0 && (bi < 0 || (v != v ? (b == b || vi < bi) : (b == b && (v %c b || (v == b && vi < bi))))))\n"
+               "        b = v, bi = vi;\n    }\n"
+               "    if ((threadIdx.x & 31) == 0) sv[threadIdx.x >> 5] = b, si[threadIdx.x >> 5] = bi;\n"
+               "    __syncthreads();\n"
+               "    if (threadIdx.x == 0) {\n"
+               "      for (int w = 1; w < (int)(blockDim.x >> 5); w++) {\n"
+               "        float v = sv[w];\n        long long vi = si[w];\n"
+               "        if (vi >= 0 && (bi < 0 || (v != v ? (b == b || vi < bi) : (b == b && (v %c b || (v == b && vi < bi))))))\n"
+               "          b = v, bi = vi;\n      }\n"
+               "      a0[row] = (int)bi;\n    }\n    __syncthreads();\n  }\n}\n",
+               (long long)len, (long long)inner, (long long)(outer * inner), cmp, cmp, cmp);
+  cu_ref ops[2];
+  cu_refs(r, ops, 2);
+  return cu_end(r, cu_blocks(outer * inner, 1), 1024, ops, 2);
+}
+
 static int r_argext(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0), *x = cu_opn(r, 1);
+  int64_t outer, len, inner;
+  cu_around(&x->shape, n->attr.axis, &outer, &len, &inner);
+  if (len >= 4096 && outer * inner <= 1024) return argext_block(r, outer, len, inner, n->op == IR_ARGMAX ? '>' : '<');
   char body[512];
   snprintf(body, sizeof body,
            "    long long best = 0;\n    for (long long l = 1; l < L; l++) {\n"
@@ -378,7 +417,7 @@ static int r_attention_decode(cu_rctx *r) {
                       "    float q[%lld], acc[%lld], m = -LT_INF, l = 0.f;\n"
                       "    for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; q[t] = e < HD ? a1[h * HD + e] : 0.f; acc[t] = 0.f; }\n"
                       "    for (long long j = 0; j <= pos; j++) {\n"
-                      "      const float* kr = a2 + j * D + h / G * HD; const float* vr = a3 + j * D + h / G * HD;\n"
+                      "      const auto* kr = a2 + j * D + h / G * HD; const auto* vr = a3 + j * D + h / G * HD;\n"
                       "      float s = 0.f;\n"
                       "      for (int t = 0; t < %lld; t++) { long long e = lane + 32 * t; if (e < HD) s += q[t] * kr[e]; }\n"
                       "      s = lt_warp_sum(s) * %s;\n"

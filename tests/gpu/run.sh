@@ -89,8 +89,9 @@ G2='{"vocab":50257,"T":1024,"d":768,"heads":12,"layers":12}'
 G2IN=(--in tokens=i32:8x1024:50257 --in next=i32:8x1024:50257)
 KW=$G2 REPS=10 WARM=3 bench_row gpt2_small_train_b8 bench/gpt2_small_train.nn gpt 8 1 "${G2IN[@]}"
 KW=$G2 REPS=10 WARM=3 PEERX=bf16 bench_row gpt2_small_train_b8_bf16 bench/gpt2_small_train.nn gpt 8 1 "${G2IN[@]}" --precision bf16
-# GPT-2-small shaped inference (bench/gpt2_small_gen.nn: T=1024, a byte vocabulary as lathe_generate needs), greedy
-# tokens/s with the key/value cache on the device, f32 and bf16, against PyTorch's own KV-cache loop (gpu_peer.py)
+# GPT-2 small (124M) inference (bench/gpt2_small_gen.nn: T=1024, vocabulary 50257, the lm head and the greedy argmax
+# on the device), tokens/s with the key/value cache on the device, f32 and bf16, against PyTorch's own KV-cache loop
+# (gpu_peer.py, the same shape)
 gen_row() { # NAME TOKENS LATHE-ARGS... ; peer flags in $PEERX (bf16)
   local name=$1 ntok=$2; shift 2
   local lj pj
@@ -119,7 +120,7 @@ sys.exit(0 if ok else 1)
 PY
   verdict $? "generate $name: lathe_generate --backend cuda with the key/value cache on the device"
 }
-G2GEN='{"vocab":256,"T":1024,"d":768,"heads":12,"layers":12}'
+G2GEN='{"vocab":50257,"T":1024,"d":768,"heads":12,"layers":12}'
 gen_row gpt2_small_generate 200
 PEERX=bf16 gen_row gpt2_small_generate_bf16 200 --precision bf16
 
