@@ -285,6 +285,7 @@ int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quanti
   api_calib_free(&cal);
   if (rc == 0) dst->weights_set = 1, rc = lathe_weights_save(dst, o->out, err);
   r->f32_form = o->mode == LATHE_QUANT_INT8 && qz_s8_kernel(lathe_rt_quant_isa()) == LATHE_RT_ISA_F32;
+  r->slow_rows = has_layout(o->mode) && lathe_rt_quant_isa() == LATHE_RT_ISA_SCALAR;
   for (int i = 0; rc == 0 && i < dst->g.nparams; i++)
     r->bytes_after += ir_numel(&dst->g.params[i].shape) * (int64_t)api_param_elem_size(&dst->g.params[i]);
   lathe_program_free(src);

@@ -71,6 +71,11 @@ if [ -r "$DIGITS" ]; then
     --data "$DIGITS" -o "$tmp/b1.safetensors" >"$tmp/q1.out" 2>&1 || bad "quantize int8 without simd"
   grep -q "^note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): the int8 products compute in f32" \
     "$tmp/q1.out" && ok || bad "int8 f32-form note: $(cat "$tmp/q1.out")"
+  # w8/w4 have no f32 form: below 16 rows they would be slower than f32 there, and quantize says so (only then)
+  LATHE_CPU_FEATURES=none "$LATHE" quantize examples/mlp.nn --weights "$W" --mode w4 -o "$tmp/b4.safetensors" \
+    >"$tmp/q4.out" 2>&1 || bad "quantize w4 without simd"
+  grep -q "^note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): w8/w4 products below 16 rows" \
+    "$tmp/q4.out" && ok || bad "w4 slow-rows note: $(cat "$tmp/q4.out")"
   npy_zeros "$tmp/x0.npy"
   "$LATHE" run examples/mlp.nn --weights "$tmp/w8.safetensors" --in x="$tmp/x0.npy" --print-after=quantize \
     >"$tmp/r8.out" 2>"$tmp/r8.err" || bad "run w8: $(tail -3 "$tmp/r8.err")"
