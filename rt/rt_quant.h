@@ -47,6 +47,12 @@ static inline int64_t rt_q_dq8_at(int64_t n, int64_t k, int64_t Kp) {
   return ((n / 16) * (Kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4;
 }
 
+/* The version of the w8 / w4 layouts above, which `lathe quantize` writes
+ * into the file's "__metadata__" (RT_Q_LAYOUT_KEY): files of the older
+ * layout have the same tensor shapes, so only this tells them apart. */
+#define RT_Q_LAYOUT_KEY "lathe.quant_layout"
+#define RT_Q_LAYOUT "2"
+
 /* w8 / w4 (the layouts above; K a multiple of 32): weight (n, k)'s byte,
  * w4's nibble (*hi: the high one), the scale of (n, group g) */
 static inline int64_t rt_q_w8_at(int64_t n, int64_t k, int64_t K) { return rt_q_dq8_at(n, k, K); }

@@ -363,7 +363,10 @@ int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *er
     e[i].t.data = narrow[i], e[i].t.dtype = want;
   }
   char msg[1024];
-  if (rc == 0 && rt_st_write(path, e, n + npre, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
+  int nmeta;
+  const char *const *meta = api_quant_meta(p, &nmeta);
+  if (rc == 0 && rt_st_write_meta(path, e, n + npre, meta, nmeta, msg, sizeof msg))
+    rc = api_fail(err, LATHE_EUSER, "%s", msg);
   for (int i = 0; narrow && i < n; i++) free(narrow[i]);
   free(narrow);
   free(names);

@@ -43,6 +43,25 @@ static int file_mode(const rt_st_file *f, const char **which) {
   return 0;
 }
 
+static int has_layout(int mode) { return mode == LATHE_QUANT_W8 || mode == LATHE_QUANT_W4; }
+
+/* A w8/w4 file of another layout version (or none: written before the
+ * layouts had one) would load its bytes in the wrong places without a word. */
+static int check_layout(const char *path, const rt_st_file *f, int mode, lathe_error *err) {
+  const char *v = rt_st_meta(f, RT_Q_LAYOUT_KEY);
+  if (!has_layout(mode) || (v && !strcmp(v, RT_Q_LAYOUT))) return 0;
+  return api_fail(err, LATHE_EUSER,
+                  "'%s' holds %s-quantized weights in %s%s%s, not this Lathe's (%s): re-run lathe quantize on "
+                  "the f32 weights", path, qz_mode_name(mode), v ? "layout " : "an older layout (no ",
+                  v ? v : RT_Q_LAYOUT_KEY, v ? "" : " in its metadata)", RT_Q_LAYOUT);
+}
+
+const char *const *api_quant_meta(const lathe_program *p, int *n) {
+  static const char *const meta[] = {RT_Q_LAYOUT_KEY, RT_Q_LAYOUT};
+  *n = has_layout(p->g.quant) ? 1 : 0;
+  return meta;
+}
+
 int lathe_weights_quant(const char *path, int *mode, lathe_error *err) {
   if (!path) return api_null(err, "lathe_weights_quant", "the path");
   if (!mode) return api_null(err, "lathe_weights_quant", "the mode");
@@ -51,14 +70,16 @@ int lathe_weights_quant(const char *path, int *mode, lathe_error *err) {
   char msg[1024];
   if (rt_st_read(path, &f, msg, sizeof msg) != 0) return api_fail(err, LATHE_EUSER, "%s", msg);
   *mode = file_mode(&f, NULL);
+  int rc = check_layout(path, &f, *mode, err);
   rt_st_free(&f);
-  return 0;
+  return rc;
 }
 
 int api_quant_mismatch(const lathe_program *p, const char *path, const rt_st_file *f, lathe_error *err) {
   const char *t = NULL;
   int m = file_mode(f, &t);
-  if (!m || m == p->g.quant) return 0;
+  if (m == p->g.quant) return check_layout(path, f, m, err);
+  if (!m) return 0;
   if (!p->g.quant)
     return api_fail(err, LATHE_EUSER,
                     "'%s' holds %s-quantized weights (tensor '%s'), but the program was compiled for f32 weights: "
@@ -264,6 +285,7 @@ int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quanti
   api_calib_free(&cal);
   if (rc == 0) dst->weights_set = 1, rc = lathe_weights_save(dst, o->out, err);
   r->f32_form = o->mode == LATHE_QUANT_INT8 && qz_s8_kernel(lathe_rt_quant_isa()) == LATHE_RT_ISA_F32;
+  r->slow_rows = has_layout(o->mode) && lathe_rt_quant_isa() == LATHE_RT_ISA_SCALAR;
   for (int i = 0; rc == 0 && i < dst->g.nparams; i++)
     r->bytes_after += ir_numel(&dst->g.params[i].shape) * (int64_t)api_param_elem_size(&dst->g.params[i]);
   lathe_program_free(src);

@@ -108,6 +108,9 @@ int api_fill_params(lathe_program *dst, const lathe_program *src, const api_cali
 /* When f holds quantized tensors that the program was not compiled for (or
  * another mode's): an error saying so, -1; else 0 (runtime/api_quant.c). */
 int api_quant_mismatch(const lathe_program *p, const char *path, const rt_st_file *f, lathe_error *err);
+/* The "__metadata__" pairs a weights file of p carries (the w8/w4 layout
+ * version), *n of them (runtime/api_quant.c). */
+const char *const *api_quant_meta(const lathe_program *p, int *n);
 /* api_passes.c: run the graph pipeline p->opt asks for (api_program_finish
  * calls it once, before verifying and compiling). 0, or -1 with err set. */
 int api_run_passes(lathe_program *p, lathe_error *err);

@@ -54,6 +54,8 @@ typedef struct {
 typedef struct {
   rt_st_entry *e;
   int n;
+  char **meta;      /* the header's "__metadata__": key, value, key, value ... */
+  int nmeta;        /* pairs */
 } rt_st_file;
 
 int rt_st_read(const char *path, rt_st_file *out, char *msg, size_t msgn);
@@ -63,6 +65,11 @@ int rt_st_read_mem(const char *path, const void *buf, size_t len, rt_st_file *ou
  * NaN or an infinity. */
 int rt_st_check_finite(const char *path, const rt_st_entry *e, char *msg, size_t msgn);
 int rt_st_write(const char *path, const rt_st_entry *entries, int n, char *msg, size_t msgn);
+/* The same with nmeta "__metadata__" pairs meta[2i] (key), meta[2i+1] (value). */
+int rt_st_write_meta(const char *path, const rt_st_entry *entries, int n, const char *const *meta, int nmeta,
+                     char *msg, size_t msgn);
+/* The value of metadata key in f; NULL if the file has none. */
+const char *rt_st_meta(const rt_st_file *f, const char *key);
 void rt_st_free(rt_st_file *f);
 const rt_st_entry *rt_st_find(const rt_st_file *f, const char *name);
 

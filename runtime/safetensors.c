@@ -374,6 +374,25 @@ static int load_tensor(const st_ctx *c, const st_info *t, const unsigned char *d
   return 0;
 }
 
+/* The header's metadata (already checked to be strings) into out. */
+static int keep_metadata(const st_ctx *c, json_object *root, rt_st_file *out) {
+  json_object *m;
+  if (!json_object_object_get_ex(root, "__metadata__", &m)) return 0;
+  int n = json_object_object_length(m);
+  out->meta = calloc((size_t)(2 * n + 1), sizeof *out->meta);
+  int ok = out->meta != NULL;
+  json_object_object_foreach(m, k, v) {
+    if (!ok) break;
+    out->meta[2 * out->nmeta] = strdup(k);
+    out->meta[2 * out->nmeta + 1] = strdup(json_object_get_string(v));
+    ok = out->meta[2 * out->nmeta] && out->meta[2 * out->nmeta + 1];
+    out->nmeta++;
+  }
+  if (ok) return 0;
+  snprintf(c->msg, c->msgn, "'%s': out of memory", c->path);
+  return -1;
+}
+
 /* Header size, JSON, entries; fills out from the file image buf[0..len). */
 static int read_image(const st_ctx *c, const char *buf, size_t len, rt_st_file *out) {
   if (len < 8) {
@@ -409,13 +428,13 @@ static int read_image(const st_ctx *c, const char *buf, size_t len, rt_st_file *
       rc = load_tensor(c, &info[i], (const unsigned char *)buf + 8 + hn, &out->e[i]);
   }
   free(info);
+  if (rc == 0) rc = keep_metadata(c, root, out);
   json_object_put(root);
   return rc;
 }
 
 int rt_st_read_mem(const char *path, const void *buf, size_t len, rt_st_file *out, char *msg, size_t msgn) {
-  out->e = NULL;
-  out->n = 0;
+  *out = (rt_st_file){0};
   st_ctx c = {path, msg, msgn};
   int rc = read_image(&c, buf, len, out);
   if (rc) rt_st_free(out);
@@ -423,8 +442,7 @@ int rt_st_read_mem(const char *path, const void *buf, size_t len, rt_st_file *ou
 }
 
 int rt_st_read(const char *path, rt_st_file *out, char *msg, size_t msgn) {
-  out->e = NULL;
-  out->n = 0;
+  *out = (rt_st_file){0};
   char *buf;
   size_t len;
   if (rt_read_file(path, &buf, &len, msg, msgn)) return -1;
@@ -460,8 +478,15 @@ void rt_st_free(rt_st_file *f) {
     free(f->e[i].t.data);
   }
   free(f->e);
-  f->e = NULL;
-  f->n = 0;
+  for (int i = 0; f->meta && i < 2 * f->nmeta; i++) free(f->meta[i]);
+  free(f->meta);
+  *f = (rt_st_file){0};
+}
+
+const char *rt_st_meta(const rt_st_file *f, const char *key) {
+  for (int i = 0; f && key && i < f->nmeta; i++)
+    if (strcmp(f->meta[2 * i], key) == 0) return f->meta[2 * i + 1];
+  return NULL;
 }
 
 const rt_st_entry *rt_st_find(const rt_st_file *f, const char *name) {
@@ -517,8 +542,15 @@ static int check_entries(const st_ctx *c, const rt_st_entry *e, int n) {
 
 /* {"name":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},...} in the
  * given order, data laid out back to back. */
-static json_object *build_header(const rt_st_entry *e, int n) {
-  json_object *root = json_object_new_object();
+static json_object *build_header(const rt_st_entry *e, int n, const char *const *meta, int nmeta) {
+  json_object *root = json_object_new_object(), *m = nmeta > 0 ? json_object_new_object() : NULL;
+  for (int i = 0; m && i < nmeta; i++)
+    json_object_object_add(m, meta[2 * i], json_object_new_string(meta[2 * i + 1]));
+  if (nmeta > 0 && (!m || !root || json_object_object_add(root, "__metadata__", m) != 0)) {
+    json_object_put(m);
+    json_object_put(root);
+    return NULL;
+  }
   uint64_t off = 0;
   for (int i = 0; root && i < n; i++) {
     const lathe_tensor *t = &e[i].t;
@@ -545,13 +577,18 @@ static json_object *build_header(const rt_st_entry *e, int n) {
 }
 
 int rt_st_write(const char *path, const rt_st_entry *entries, int n, char *msg, size_t msgn) {
+  return rt_st_write_meta(path, entries, n, NULL, 0, msg, msgn);
+}
+
+int rt_st_write_meta(const char *path, const rt_st_entry *entries, int n, const char *const *meta, int nmeta,
+                     char *msg, size_t msgn) {
   st_ctx c = {path, msg, msgn};
   if (n < 0 || (n > 0 && !entries)) {
     snprintf(msg, msgn, "cannot write '%s': no tensors given", path);
     return -1;
   }
   if (check_entries(&c, entries, n)) return -1;
-  json_object *root = build_header(entries, n);
+  json_object *root = build_header(entries, n, meta, nmeta);
   const char *js = root ? json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
                                                                    JSON_C_TO_STRING_NOSLASHESCAPE)
                         : NULL;

@@ -71,6 +71,11 @@ if [ -r "$DIGITS" ]; then
     --data "$DIGITS" -o "$tmp/b1.safetensors" >"$tmp/q1.out" 2>&1 || bad "quantize int8 without simd"
   grep -q "^note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): the int8 products compute in f32" \
     "$tmp/q1.out" && ok || bad "int8 f32-form note: $(cat "$tmp/q1.out")"
+  # w8/w4 have no f32 form: below 16 rows they would be slower than f32 there, and quantize says so (only then)
+  LATHE_CPU_FEATURES=none "$LATHE" quantize examples/mlp.nn --weights "$W" --mode w4 -o "$tmp/b4.safetensors" \
+    >"$tmp/q4.out" 2>&1 || bad "quantize w4 without simd"
+  grep -q "^note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): w8/w4 products below 16 rows" \
+    "$tmp/q4.out" && ok || bad "w4 slow-rows note: $(cat "$tmp/q4.out")"
   npy_zeros "$tmp/x0.npy"
   "$LATHE" run examples/mlp.nn --weights "$tmp/w8.safetensors" --in x="$tmp/x0.npy" --print-after=quantize \
     >"$tmp/r8.out" 2>"$tmp/r8.err" || bad "run w8: $(tail -3 "$tmp/r8.err")"
@@ -108,6 +113,29 @@ if [ -r "$DIGITS" ]; then
   "$LATHE" emit examples/mlp.nn --weights "$tmp/w8.safetensors" --bind batch=1 -o "$tmp/aot" 2>"$tmp/e.err" \
     && bad "emit took quantized weights"
   grep -q "holds w8-quantized weights" "$tmp/e.err" && ok || bad "emit: $(cat "$tmp/e.err")"
+  # w8/w4 files of the older layout (no layout version, or another) have the same shapes: refused, not misread
+  for v in none 1; do
+    /usr/bin/python3 - "$tmp/w4.safetensors" "$tmp/old$v.safetensors" "$v" <<'PY' || bad "rewrite w4 file"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+assert h["__metadata__"]["lathe.quant_layout"] == "2", h.get("__metadata__")
+if sys.argv[3] == "none": del h["__metadata__"]
+else: h["__metadata__"]["lathe.quant_layout"] = sys.argv[3]
+j = json.dumps(h).encode(); j += b" " * (-len(j) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(j)) + j + b[8 + n:])
+PY
+    want="holds w4-quantized weights in layout $v, not this Lathe's (2): re-run lathe quantize on the f32 weights"
+    [ $v = none ] && want="holds w4-quantized weights in an older layout (no lathe.quant_layout in its metadata), \
+not this Lathe's (2): re-run lathe quantize on the f32 weights"
+    for cmd in run eval; do
+      case $cmd in run) a="--in x=$tmp/x0.npy" ;; eval) a="--data $DIGITS" ;; esac
+      "$LATHE" $cmd examples/mlp.nn --weights "$tmp/old$v.safetensors" $a >"$tmp/o.out" 2>"$tmp/e.err" \
+        && bad "$cmd took an old-layout w4 file ($v)"
+      grep -qF "$want" "$tmp/e.err" && ok || bad "$cmd old layout $v: $(cat "$tmp/e.err")"
+    done
+  done
   # the digits CNN in int8: its dense layers; conv1 (9 inputs per window) and conv2 (4x4 outputs) stay f32
   # (int8 would be slower at batch 1: tests/test_qconv.c has the int8 convs) and lathe quantize says so;
   # static int8 within 0.5 points of f32, the same metrics on AVX2

@@ -610,7 +610,7 @@ static size_t make_st(unsigned char *out, const char *h, size_t n) {
 static void expect_st(const void *bytes, size_t n, const char *want_fmt, int line) {
   const char *p = tpath("w.safetensors");
   put_file(p, bytes, n);
-  rt_st_file f = {NULL, 5};
+  rt_st_file f = {.e = NULL, .n = 5};
   int rc = rt_st_read(p, &f, msg, sizeof msg);
   char want[1200];
   snprintf(want, sizeof want, want_fmt, p);
@@ -697,7 +697,7 @@ static void test_st_bad(void) {
     else if (k < 8 + hn)
       snprintf(want, sizeof want, "'%s': header size %llu exceeds the file size (%zu bytes)", p,
                (unsigned long long)hn, k);
-    rt_st_file g = {NULL, 0};
+    rt_st_file g = {.e = NULL, .n = 0};
     CHECK(rt_st_read(p, &g, msg, sizeof msg) == -1 && g.e == NULL);
     if (k < 8 + hn) CHECK_STR(msg, want);
     else CHECK_MSG(strstr(msg, "are out of range") != NULL, "%zu: %s", k, msg);

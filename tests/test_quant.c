@@ -184,10 +184,23 @@ static void test_errors(void) {
   CHECK(rt_st_read(qf, &sf, msg, sizeof msg) == 0);
   for (int i = 0; i < sf.n; i++)
     if (!strcmp(sf.e[i].name, "fc.weight.w8")) sf.e[i].t.dtype = LATHE_U8;
-  CHECK(rt_st_write(bad, sf.e, sf.n, msg, sizeof msg) == 0);
-  rt_st_free(&sf);
+  CHECK(rt_st_write_meta(bad, sf.e, sf.n, (const char *const *)sf.meta, sf.nmeta, msg, sizeof msg) == 0);
   CHECK(compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_W8, bad, &err) == NULL &&
         has(&err, "quantized tensor 'fc.weight.w8' has dtype u8, but the model expects i8"));
+  /* a file of the older w8 layout (same shapes, no layout version) or another version: refused */
+  for (int i = 0; i < sf.n; i++)
+    if (!strcmp(sf.e[i].name, "fc.weight.w8")) sf.e[i].t.dtype = LATHE_I8;
+  CHECK(sf.nmeta == 1 && !strcmp(rt_st_meta(&sf, "lathe.quant_layout"), "2"));
+  CHECK(rt_st_write(bad, sf.e, sf.n, msg, sizeof msg) == 0);
+  CHECK(compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_W8, bad, &err) == NULL &&
+        has(&err, "holds w8-quantized weights in an older layout (no lathe.quant_layout in its metadata), not "
+                  "this Lathe's (2): re-run lathe quantize on the f32 weights"));
+  CHECK(lathe_weights_quant(bad, &mode, &err) == LATHE_EUSER && has(&err, "re-run lathe quantize"));
+  const char *v1[] = {"lathe.quant_layout", "1"};
+  CHECK(rt_st_write_meta(bad, sf.e, sf.n, v1, 1, msg, sizeof msg) == 0);
+  CHECK(compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_W8, bad, &err) == NULL &&
+        has(&err, "holds w8-quantized weights in layout 1, not this Lathe's (2)"));
+  rt_st_free(&sf);
   /* nothing to quantize: a width that is not a multiple of the group, and no dense layer at all */
   lathe_model *odd = qu_dense(40, 4, 2);
   lathe_program *fo = compile(odd, LATHE_BACKEND_INTERP, 0, NULL, &err);

@@ -38,6 +38,10 @@ static void f32_note(const lathe_quantize_result *r) {
   if (r->f32_form)
     printf("note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): the int8 products compute "
            "in f32 on the int8 weights (int8 arithmetic would be slower than f32 here)\n");
+  /* w8/w4 have no f32 form yet: below 16 rows they would be silently slower */
+  if (r->slow_rows)
+    printf("note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): w8/w4 products below 16 rows "
+           "(batch 1, generation) run the plain C kernel, slower than f32 here: keep the f32 weights for those\n");
 }
 
 int cmd_quantize(int argc, char **argv) {
