@@ -574,7 +574,7 @@ static void test_qmatmul(void) {
   BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, T("f32[6]")), "qmatmul: bias must be f32[5], got f32[6]");
   a.axis = 2;
   BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, s1),
-      "qmatmul: the epilogue's activation (axis) is the int8 modes' only, 1 (relu); got 2");
+      "qmatmul: the epilogue's activation (axis) is 1 (relu), in the int8 modes and bf16 on its dot products only; got 2");
   a.axis = 0, a.k = 4; /* its f32 form */
   OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
   a.i = 7, a.k = 0;
