@@ -1,5 +1,6 @@
 #!/bin/bash
 # before/after of the qdq passes in one run: the same lathe_bench binary, --passes without qdq_place/qdq_fold = before
+# (build-bench/lathe_bench: built by bench/run, or cmake -S bench -B build-bench -DCMAKE_BUILD_TYPE=Release)
 cd "$(dirname "$0")/.."
 B=build-bench/lathe_bench; D=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 PLAIN=constfold,simplify,cse,dce,foldbn,attnsave,fuse

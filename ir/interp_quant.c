@@ -132,7 +132,9 @@ int ik_qmatmul(ik_ctx *c, const ir_node *n, double *out) {
   double *xr = rb ? ik_alloc(c, n, M * K) : NULL;
   if (rb && !xr) return free(d), -1;
   for (int64_t i = 0; xr && i < M * K; i++) xr[i] = rt_q_bf16(rt_qbf16_round((float)x[i]));
-  ik_affine(xr ? xr : x, d, NULL, M, K, N, out);
+  /* bf16 on its dot products: + bias, relu in the kernel's epilogue */
+  ik_affine(xr ? xr : x, d, rb && n->nin > 2 ? ik_in(c, n, 2) : NULL, M, K, N, out);
+  for (int64_t i = 0; n->attr.axis == 1 && i < M * N; i++) out[i] = out[i] > 0 ? out[i] : 0.0;
   free(d), free(xr);
   return 0;
 }

@@ -43,14 +43,14 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (n->attr.pad != 0 && !o8)
     return ir_fail(msg, mn, "qmatmul: pad (an int8 output) is static int8's only, 0 or 1; got %lld",
                    (long long)n->attr.pad);
-  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8;
-  int epi = i8 && nbase == nin[mode] + 1; /* the int8 products' bias */
+  int i8 = mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8, ep = i8 || bf16; /* the kernels with an epilogue */
+  int epi = ep && nbase == nin[mode] + 1; /* their bias */
   if (nbase != nin[mode] && !epi)
     return ir_fail(msg, mn, "qmatmul: mode %lld takes %d inputs%s, got %d", (long long)mode, nin[mode],
-                   i8 ? " (and a bias)" : "", n->nin);
-  if (n->attr.axis != 0 && (!i8 || n->attr.axis != 1))
-    return ir_fail(msg, mn, "qmatmul: the epilogue's activation (axis) is the int8 modes' only, 1 (relu); got %lld",
-                   (long long)n->attr.axis);
+                   ep ? " (and a bias)" : "", n->nin);
+  if (n->attr.axis != 0 && (!ep || n->attr.axis != 1))
+    return ir_fail(msg, mn, "qmatmul: the epilogue's activation (axis) is 1 (relu), in the int8 modes and bf16 on its "
+                   "dot products only; got %lld", (long long)n->attr.axis);
   const ir_node *x = &g->nodes[n->in[0]];
   char b[200];
   int xi8 = mode == LATHE_RT_Q_S8 && x->dtype == IR_I8; /* quantized by a quantize node or the product before */
@@ -81,7 +81,7 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (i8 && (need(g, n, 2, "s", IR_F32, N + (mode == LATHE_RT_Q_S8), -1, msg, mn) ||
              need(g, n, 3, "c", IR_I32, N, -1, msg, mn)))
     return -1;
-  if (epi && need(g, n, 4, "bias", IR_F32, N, -1, msg, mn)) return -1;
+  if (epi && need(g, n, nin[mode], "bias", IR_F32, N, -1, msg, mn)) return -1;
   const ir_node *os = o8 ? &g->nodes[n->in[n->nin - 1]] : NULL;
   if (os && (os->dtype != IR_F32 || os->shape.rank != 1 || os->shape.d[0] < 1))
     return ir_fail(msg, mn, "qmatmul: the output's scale (its last input) must be f32 of rank 1, got %s",

@@ -126,23 +126,33 @@ static int bias_of(const ir_graph *g, const ir_node *a, int q, int64_t N) {
                                                                                                                : -1;
 }
 
-/* Each static int8 or int8-dynamic product whose only reader adds a bias
- * (and whose sum's only reader is a relu) takes both into its kernel's
- * epilogue: the sums are written once, already biased and rectified. */
+/* the products whose kernels take a bias and a relu: the int8 ones, and
+ * bf16 on the bf16 dot products (rt/rt_qbf16.c; its f32 kernels do not) */
+static int has_epilogue(const ir_node *n) {
+  if (n->op != IR_QMATMUL) return 0;
+  if (n->attr.i == LATHE_RT_Q_BF16) return n->attr.k == LATHE_RT_ISA_AVX512BF16 && n->nin == 2;
+  return (n->attr.i == LATHE_RT_Q_S8 || n->attr.i == LATHE_RT_Q_DQ8) && n->nin == 4;
+}
+
+/* Each such product whose only reader adds a bias (and whose sum's only
+ * reader is a relu) takes both into its kernel's epilogue: the sums are
+ * written once, already biased and rectified. */
 static int fold_epilogues(ir_graph *g, char *msg, size_t mn) {
   int n0 = g->nnodes, folded = 0;
   char *drop = ar_alloc(g->A, (size_t)n0 + 1);
   memset(drop, 0, (size_t)n0 + 1);
   for (int q = 0; q < n0; q++) {
     const ir_node *qn = &g->nodes[q];
-    if (qn->op != IR_QMATMUL || (qn->attr.i != LATHE_RT_Q_S8 && qn->attr.i != LATHE_RT_Q_DQ8) || qn->nin != 4) continue;
+    if (!has_epilogue(qn)) continue;
     int a = qz_sole_reader(g, q), b = a >= 0 ? bias_of(g, &g->nodes[a], q, qn->attr.n) : -1;
     if (b < 0) continue;
     int r = qz_sole_reader(g, a), relu = r >= 0 && g->nodes[r].op == IR_RELU, last = relu ? r : a;
-    int in[5] = {qn->in[0], qn->in[1], qn->in[2], qn->in[3], b};
+    int in[5], nin = qn->nin;
+    memcpy(in, qn->in, sizeof(int) * (size_t)nin);
+    in[nin] = b;
     ir_attr at = qn->attr;
     at.axis = relu;
-    int f = ir_add(g, IR_QMATMUL, in, 5, &at, g->nodes[last].loc, msg, mn);
+    int f = ir_add(g, IR_QMATMUL, in, nin + 1, &at, g->nodes[last].loc, msg, mn);
     if (f < 0) return -1;
     qz_take_readers(g, last, f);
     drop[q] = drop[a] = 1;
@@ -217,6 +227,7 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
       remove_param(g, i);
     }
   if (rw_reorder(g, drop, msg, mn)) return -1;
-  if ((mode == LATHE_RT_Q_S8 || mode == LATHE_RT_Q_DQ8) && fold_epilogues(g, msg, mn) < 0) return -1;
+  if ((mode == LATHE_RT_Q_S8 || mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_BF16) && fold_epilogues(g, msg, mn) < 0)
+    return -1;
   return qz_conv_mode(mode) && qz_conv_fold_relu(g, msg, mn) < 0 ? -1 : changes;
 }

@@ -98,9 +98,9 @@ int64_t lathe_rt_mha_scratch_floats(int64_t B, int64_t Tq, int64_t Tk, int64_t d
  * in mode LATHE_RT_Q_*, with the integer kernel isa (LATHE_RT_ISA_*:
  * generated code passes what lathe_rt_quant_isa said when it was compiled;
  * LATHE_RT_ISA_F32, static int8 only: the int8 weights dequantized into an
- * f32 product, where the integer path would be slower). Static int8 only:
- * bias (NULL: none) added and act (1: relu) applied in the kernel's
- * epilogue. scr: at least lathe_rt_qmatmul_scratch_bytes. */
+ * f32 product, where the integer path would be slower). Static int8 and
+ * int8-dynamic (and bf16 on its dot products): bias (NULL: none) added and
+ * act (1: relu) applied in the kernel's epilogue. scr: at least lathe_rt_qmatmul_scratch_bytes. */
 enum { LATHE_RT_Q_NONE = 0, LATHE_RT_Q_W8 = 1, LATHE_RT_Q_W4 = 2, LATHE_RT_Q_DQ8 = 3, LATHE_RT_Q_BF16 = 4,
        LATHE_RT_Q_F16 = 5, LATHE_RT_Q_S8 = 6 };
 enum { LATHE_RT_ISA_SCALAR = 0, LATHE_RT_ISA_AVX2 = 1, LATHE_RT_ISA_AVXVNNI = 2, LATHE_RT_ISA_AVX512VNNI = 3,

@@ -12,6 +12,7 @@
  *    folded, and both equal the program without the passes (each product
  *    quantizing its own f32 input): the fold changes no bit;
  *  - without SIMD integer dot products (the f32 form) nothing is placed. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,10 +191,12 @@ static void cnn_case(int64_t M, int64_t N) {
   one_case(cnn(N, M), cnn(N, 0), &c);
 }
 
-/* int8-dynamic: the bias add (and relu) after each product folded into its
+/* int8-dynamic, and bf16 on the bf16 dot products (where this CPU has
+ * them): the bias add (and relu) after each product folded into its
  * epilogue as static int8's are; the kernels equal the interpreter's
- * integer reference bit for bit on every kernel path */
-static void dyn_case(int64_t M, int64_t K) {
+ * reference (int8-dynamic: bit for bit; bf16: within f32 summation) on
+ * every kernel path; bf16 on its f32 kernels keeps the adds */
+static void epi_case(int mode, int64_t M, int64_t K) {
   lathe_model *m = mlp(K, 33, 20, 5, M);
   lathe_error err = {0};
   lathe_program *f = m ? compile(m, LATHE_BACKEND_INTERP, 0, NULL, &err) : NULL;
@@ -203,30 +206,38 @@ static void dyn_case(int64_t M, int64_t K) {
     if (strstr(lathe_param_name(f, i), ".bias") && lathe_param_view(f, i, &v) == 0)
       for (int64_t j = 0; j < lathe_tensor_numel(&v); j++) ((float *)v.data)[j] = 0.05f * (float)(j % 7) - 0.15f;
   }
-  lathe_quantize_options qo = {.weights = wf, .out = qf, .mode = LATHE_QUANT_INT8_DYNAMIC};
+  lathe_quantize_options qo = {.weights = wf, .out = qf, .mode = mode};
   CHECK(f && lathe_weights_save(f, wf, &err) == 0 && lathe_quantize(m, &qo, NULL, &err) == 0);
   float *x = malloc(sizeof(float) * (size_t)(M * K));
   for (int64_t i = 0; i < M * K; i++) x[i] = xval(i);
-  for (int fi = 0; m && fi < NFEAT; fi++) {
-    if (features[fi]) setenv("LATHE_CPU_FEATURES", features[fi], 1);
+  static const char *const bf16_features[] = {NULL, "-avx512bf16"};
+  int nf = mode == LATHE_QUANT_BF16 ? 2 : NFEAT;
+  for (int fi = 0; m && fi < nf; fi++) {
+    const char *feat = mode == LATHE_QUANT_BF16 ? bf16_features[fi] : features[fi];
+    if (feat) setenv("LATHE_CPU_FEATURES", feat, 1);
     else unsetenv("LATHE_CPU_FEATURES");
+    int folds = mode != LATHE_QUANT_BF16 || lathe_rt_bf16_isa(lathe_rt_quant_isa()) == LATHE_RT_ISA_AVX512BF16;
     char *buf = NULL;
     size_t len = 0;
     FILE *log = open_memstream(&buf, &len);
-    lathe_options o = {.backend = LATHE_BACKEND_INTERP, .quant = LATHE_QUANT_INT8_DYNAMIC, .print_after = "quantize",
-                       .pass_log = log};
+    lathe_options o = {.backend = LATHE_BACKEND_INTERP, .quant = mode, .print_after = "quantize", .pass_log = log};
     lathe_program_free(lathe_compile(m, &o, &err));
     fclose(log);
     int adds = buf ? count(buf, "= add(") : -1, relus = buf ? count(buf, " axis=1 ") : -1;
-    CHECK_MSG(adds == 0 && relus == 1, "int8-dynamic epilogues not folded: %d adds, %d relus in the products", adds,
-              relus);
+    printf("%s %s: %d adds, %d relus folded\n", lathe_quant_name(mode), feat ? feat : "all", adds, relus);
+    CHECK_MSG(adds == (folds ? 0 : 3) && relus == (folds ? 1 : 0), "%s epilogues: %d adds, %d relus in the products",
+              lathe_quant_name(mode), adds, relus);
     free(buf);
-    lathe_program *qi = compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_INT8_DYNAMIC, qf, &err);
-    lathe_program *ql = compile(m, LATHE_BACKEND_LLVM, LATHE_QUANT_INT8_DYNAMIC, qf, &err);
+    lathe_program *qi = compile(m, LATHE_BACKEND_INTERP, mode, qf, &err);
+    lathe_program *ql = compile(m, LATHE_BACKEND_LLVM, mode, qf, &err);
     float *yi = qi ? run(qi, x, M, K, 5) : NULL, *yl = ql ? run(ql, x, M, K, 5) : NULL;
-    CHECK_MSG(yi && yl && memcmp(yi, yl, sizeof(float) * (size_t)(M * 5)) == 0,
-              "int8-dynamic M=%lld on %s differs from the integer reference", (long long)M,
-              lathe_rt_isa_name(lathe_rt_quant_isa()));
+    double e = 0;
+    for (int64_t i = 0; yi && yl && i < M * 5; i++) e = fmax(e, fabs(yl[i] - yi[i]) / (1 + fabs(yi[i])));
+    if (mode == LATHE_QUANT_INT8_DYNAMIC)
+      CHECK_MSG(yi && yl && memcmp(yi, yl, sizeof(float) * (size_t)(M * 5)) == 0,
+                "int8-dynamic M=%lld on %s differs from the integer reference", (long long)M,
+                lathe_rt_isa_name(lathe_rt_quant_isa()));
+    else CHECK_MSG(yi && yl && e <= 1e-5, "bf16 M=%lld: llvm vs interp %.3g", (long long)M, e);
     free(yi), free(yl);
     lathe_program_free(qi), lathe_program_free(ql);
   }
@@ -249,8 +260,10 @@ int main(void) {
   mlp_case(20, 100, 64, 20, 3);
   cnn_case(1, 4);
   cnn_case(3, 5);
-  dyn_case(1, 64);
-  dyn_case(9, 100);
+  epi_case(LATHE_QUANT_INT8_DYNAMIC, 1, 64);
+  epi_case(LATHE_QUANT_INT8_DYNAMIC, 9, 100);
+  epi_case(LATHE_QUANT_BF16, 1, 64);
+  epi_case(LATHE_QUANT_BF16, 9, 100);
   unlink(wf), unlink(qf), unlink(csv);
   rmdir(dir);
   return TEST_REPORT();

@@ -586,7 +586,7 @@ static void test_qmatmul(void) {
   BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, T("f32[6]")), "qmatmul: bias must be f32[5], got f32[6]");
   a.axis = 2;
   BAD(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c, s1),
-      "qmatmul: the epilogue's activation (axis) is the int8 modes' only, 1 (relu); got 2");
+      "qmatmul: the epilogue's activation (axis) is 1 (relu), in the int8 modes and bf16 on its dot products only; got 2");
   a.axis = 0, a.k = 4; /* its f32 form */
   OK(ADD(IR_QMATMUL, &a, x100, d100, T("f32[6]"), c), "f32[4, 5]");
   a.i = 7, a.k = 0;
@@ -646,6 +646,20 @@ static void test_qconv2d(void) {
   BAD(ADD(IR_QCONV2D, &a, x, w, s, c), "qconv2d: unknown integer kernel k=4 (expected 0 to 3)");
   a.k = 0, a.axis = 2;
   BAD(ADD(IR_QCONV2D, &a, x, w, s, c), "qconv2d: the epilogue's activation (axis) is 0 or 1 (relu), got 2");
+  /* static int8 between products (rt/rt_qdq.h): i8 in, i8 out (start 1, the scale last) */
+  int x8 = T("i8[2, 16, 4, 4]");
+  a.i = 6, a.k = 3, a.axis = 1, a.stride = 1, a.pad = a.pad_hi = 1;
+  OK(ADD(IR_QCONV2D, &a, x8, w, s1, c), "f32[2, 32, 4, 4]");
+  a.start = 1;
+  OK(ADD(IR_QCONV2D, &a, x8, w, s1, c, s, T("f32[9]")), "i8[2, 32, 4, 4]");
+  OK(ADD(IR_QCONV2D, &a, x, w, s1, c, T("f32[9]")), "i8[2, 32, 4, 4]");
+  BAD(ADD(IR_QCONV2D, &a, x, w, s1, c, c), "qconv2d: the output's scale (its last input) must be f32 of rank 1");
+  a.k = 4;
+  BAD(ADD(IR_QCONV2D, &a, x, w, s1, c, s), "qconv2d: an i8 input or output needs an integer kernel (k=1 to 3), got k=4");
+  a.i = 3, a.k = 3;
+  BAD(ADD(IR_QCONV2D, &a, x, w, s, c, s), "qconv2d: start (an int8 output) is static int8's only, 0 or 1; got 1");
+  a.start = 0;
+  BAD(ADD(IR_QCONV2D, &a, x8, w, s, c), "qconv2d: x must be f32");
 }
 
 /* every op of the table was exercised above: a new row must add its cases

@@ -37,8 +37,9 @@ void cg_emit_qmatmul(cg_k *k) {
     emit_s8io(k, M, K);
     return;
   }
-  V p[7] = {k->arg[0], k->arg[1], k->arg[2], n->nin > 2 ? k->arg[3] : NULL, n->nin > 3 ? k->arg[4] : NULL,
-            n->nin > 4 ? k->arg[5] : NULL, k->scratch};
+  int bf16 = n->attr.i == LATHE_RT_Q_BF16; /* x, w, [bias]: its bias is input 2 */
+  V p[7] = {k->arg[0], k->arg[1], k->arg[2], n->nin > 2 && !bf16 ? k->arg[3] : NULL, n->nin > 3 ? k->arg[4] : NULL,
+            bf16 ? (n->nin > 2 ? k->arg[3] : NULL) : n->nin > 4 ? k->arg[5] : NULL, k->scratch};
   int64_t ints[6] = {n->attr.i, M, K, n->attr.n, n->attr.k, n->attr.axis};
   cg_call_rt(k, "lathe_rt_qmatmul", p, 7, ints, 6);
 }
