@@ -7,7 +7,7 @@
  *    is bit-identical to the unfused one (the reference kernel runs the same
  *    steps), and the LLVM kernel matches it within 1e-5 of the output scale;
  *  - a fused node as a product's epilogue in the CPU backend, the backward's
- *    dy * f'(x) included;
+ *    dy * f'(x) included, and a bias alone (filled in before the product);
  *  - the shape rule and verifier reject broken programs;
  *  - training steps: fewer kernels and bytes after fusion;
  *  - a residual add and the layernorm reading it as one kernel, the gradient's
@@ -367,6 +367,35 @@ static void test_epilogue(void) {
     int fz = g.outputs[0].node;
     CHECK(g.nodes[fz].op == IR_FUSED && g.nodes[g.nodes[fz].in[0]].op == IR_MATMUL);
     CHECK_MSG(kernels == 1, "the product and its fused tail are %d kernels, want 1", kernels);
+    ar_free(&A);
+  }
+}
+
+/* A dense layer alone (x @ w + b, the bias a step of its own, as GPT-2's
+ * head): a cblas-sized product fills its result with the bias and adds
+ * the product to it (beta = 1), no pass after it; small ones keep the
+ * bias in registers. Both against the interpreter, one kernel each. */
+static void test_bias_epilogue(void) {
+  static const int64_t dims[][3] = {{5, 7, 33}, {64, 128, 256}, {301, 96, 203}};
+  for (int c = 0; c < 3; c++) {
+    long long M = dims[c][0], K = dims[c][1], N = dims[c][2];
+    char src[512];
+    snprintf(src, sizeof src,
+             "input x : f32[%lld, %lld]\n"
+             "input w : f32[%lld, %lld]\n"
+             "input b : f32[%lld]\n"
+             "output y = x @ w + b\n",
+             M, K, K, N, N);
+    arena A;
+    ir_graph g;
+    ar_init(&A);
+    ir_graph_init(&g, &A, "bias");
+    CHECK(lower(src, &g) == 0);
+    int made = 0, kernels = 0;
+    char what[64];
+    snprintf(what, sizeof what, "bias epilogue %lldx%lldx%lld", M, K, N);
+    fused_vs_interp(&g, what, 21 + (uint64_t)c, -1, 1, &made, &kernels);
+    CHECK_MSG(kernels == 1, "the product and its bias are %d kernels, want 1", kernels);
     ar_free(&A);
   }
 }
@@ -773,6 +802,7 @@ int main(int argc, char **argv) {
   test_rules();
   test_random();
   test_epilogue();
+  test_bias_epilogue();
   test_grad_epilogue();
   test_grad_lone();
   test_saved_link();
