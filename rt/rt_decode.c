@@ -15,7 +15,9 @@
  * Without AVX-512 (or with LATHE_CPU_FEATURES=-avx512f: the kernel is
  * chosen when the program is compiled, lathe_rt_attention_decode_isa) the
  * same in plain C with expf. */
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,6 +28,7 @@
 #define T512 __attribute__((target("avx512f,avx512dq,fma")))
 
 enum { DEC_CHUNK = 512 };
+enum { DEC_MAXV = 16 }; /* hd up to 256 in registers; wider heads take the C path */
 
 /* ---- plain C ---- */
 
@@ -57,6 +60,7 @@ static void dec_head_c(float *out, const float *q, const float *kc, const float 
 
 /* ---- AVX-512 ---- */
 
+#if defined(__x86_64__) /* the AVX-512 kernel; other hosts take the C path */
 /* e^x for x <= 0 (scores minus their maximum): x = n ln2 + r, |r| <= ln2/2,
  * e^r by its Taylor polynomial to degree 6 (error below 2e-7 relative), times
  * 2^n through the exponent bits; x below -87 gives e^-87 (about 1.6e-38, nothing
@@ -76,8 +80,6 @@ static T512 inline __m512 exp16(__m512 x) {
   __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
   return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
 }
-
-enum { DEC_MAXV = 16 }; /* hd up to 256 in registers; wider heads take the C path */
 
 static T512 void dec_head_512(float *out, const float *q, const float *kc, const float *vc, int64_t n, int64_t dk,
                               int64_t hd, float scale) {
@@ -126,11 +128,16 @@ static T512 void dec_head_512(float *out, const float *q, const float *kc, const
   __m512 inv = _mm512_set1_ps(sum);
   for (int64_t v = 0; v < nv; v++) _mm512_storeu_ps(out + 16 * v, _mm512_div_ps(acc[v], inv));
 }
+#endif
 
 int64_t lathe_rt_attention_decode_isa(void) {
+#if defined(__x86_64__)
   const char *f = getenv("LATHE_CPU_FEATURES");
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx512dq") && !rt_q_feature_off(f, "avx512f");
+#else
+  return 0;
+#endif
 }
 
 void lathe_rt_attention_decode(float *out, const float *q, const float *kc, const float *vc, int64_t pos, int64_t dk,
@@ -139,7 +146,13 @@ void lathe_rt_attention_decode(float *out, const float *q, const float *kc, cons
   int wide = isa == 1 && hd % 16 == 0 && hd / 16 <= DEC_MAXV;
   for (int64_t h = 0; h < H; h++) {
     int64_t koff = h / G * hd;
-    if (wide) dec_head_512(out + h * hd, q + h * hd, kc + koff, vc + koff, pos + 1, dk, hd, scale);
-    else dec_head_c(out + h * hd, q + h * hd, kc + koff, vc + koff, pos + 1, dk, hd, scale);
+#if defined(__x86_64__)
+    if (wide) {
+      dec_head_512(out + h * hd, q + h * hd, kc + koff, vc + koff, pos + 1, dk, hd, scale);
+      continue;
+    }
+#endif
+    (void)wide;
+    dec_head_c(out + h * hd, q + h * hd, kc + koff, vc + koff, pos + 1, dk, hd, scale);
   }
 }
