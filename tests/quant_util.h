@@ -7,7 +7,9 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* one dense layer K -> N (named fc) at batch M */
 static inline lathe_model *qu_dense(int64_t K, int64_t N, int64_t M) {
@@ -49,6 +51,26 @@ static inline const float *param(const lathe_program *p, const char *name) {
     if (!strcmp(lathe_param_name(p, i), name) && lathe_param_view(p, i, &v) == 0) return v.data;
   }
   return NULL;
+}
+
+/* the scratch files a test shares: DIR (a mkdtemp template, made here), the
+ * weights WF, the quantized weights QF and the calibration data CSV, each of
+ * QU_PATH bytes. Returns 0 or -1 with the reason printed. */
+#define QU_PATH 128
+static inline int qu_tmp_open(char *dir, char *wf, char *qf, char *csv) {
+  if (!mkdtemp(dir)) {
+    perror("mkdtemp");
+    return -1;
+  }
+  snprintf(wf, QU_PATH, "%s/w.safetensors", dir);
+  snprintf(qf, QU_PATH, "%s/q.safetensors", dir);
+  snprintf(csv, QU_PATH, "%s/d.csv", dir);
+  return 0;
+}
+
+static inline void qu_tmp_close(char *dir, char *wf, char *qf, char *csv) {
+  unlink(wf), unlink(qf), unlink(csv);
+  rmdir(dir);
 }
 
 #endif

@@ -24,7 +24,7 @@
 #include "quant_util.h"
 
 static char dir[] = "/tmp/lathe_qconv_XXXXXX";
-static char wf[128], qf[128], csv[128];
+static char wf[QU_PATH], qf[QU_PATH], csv[QU_PATH];
 
 typedef struct {
   int64_t C, H, W, O, k, stride, pad; /* H = 0: a 1-d conv over W */
@@ -221,16 +221,9 @@ static void test_kept(void) {
 }
 
 int main(void) {
-  if (!mkdtemp(dir)) {
-    perror("mkdtemp");
-    return 1;
-  }
-  snprintf(wf, sizeof wf, "%s/w.safetensors", dir);
-  snprintf(qf, sizeof qf, "%s/q.safetensors", dir);
-  snprintf(csv, sizeof csv, "%s/d.csv", dir);
+  if (qu_tmp_open(dir, wf, qf, csv)) return 1;
   test_convs();
   test_kept();
-  unlink(wf), unlink(qf), unlink(csv);
-  rmdir(dir);
+  qu_tmp_close(dir, wf, qf, csv);
   return TEST_REPORT();
 }

@@ -25,7 +25,7 @@
 #include "quant_util.h"
 
 static char dir[] = "/tmp/lathe_qdq_XXXXXX";
-static char wf[128], qf[128], csv[128];
+static char wf[QU_PATH], qf[QU_PATH], csv[QU_PATH];
 
 static lathe_model *parse(const char *src, int64_t M) {
   lathe_error err = {0};
@@ -248,13 +248,7 @@ static void epi_case(int mode, int64_t M, int64_t K) {
 }
 
 int main(void) {
-  if (!mkdtemp(dir)) {
-    perror("mkdtemp");
-    return 1;
-  }
-  snprintf(wf, sizeof wf, "%s/w.safetensors", dir);
-  snprintf(qf, sizeof qf, "%s/q.safetensors", dir);
-  snprintf(csv, sizeof csv, "%s/d.csv", dir);
+  if (qu_tmp_open(dir, wf, qf, csv)) return 1;
   mlp_case(1, 64, 32, 16, 4);
   mlp_case(7, 70, 33, 150, 5);
   mlp_case(20, 100, 64, 20, 3);
@@ -264,7 +258,6 @@ int main(void) {
   epi_case(LATHE_QUANT_INT8_DYNAMIC, 9, 100);
   epi_case(LATHE_QUANT_BF16, 1, 64);
   epi_case(LATHE_QUANT_BF16, 9, 100);
-  unlink(wf), unlink(qf), unlink(csv);
-  rmdir(dir);
+  qu_tmp_close(dir, wf, qf, csv);
   return TEST_REPORT();
 }

@@ -26,7 +26,7 @@
 #include "quant_util.h"
 
 static char dir[] = "/tmp/lathe_qs8_XXXXXX";
-static char wf[128], qf[128], csv[128];
+static char wf[QU_PATH], qf[QU_PATH], csv[QU_PATH];
 static int relu; /* the model's output: relu(dense(x)), the epilogue folded with its relu */
 
 /* a dense layer with a loss (calibration reads data as training does) */
@@ -240,17 +240,10 @@ static void test_errors(void) {
 }
 
 int main(void) {
-  if (!mkdtemp(dir)) {
-    perror("mkdtemp");
-    return 1;
-  }
-  snprintf(wf, sizeof wf, "%s/w.safetensors", dir);
-  snprintf(qf, sizeof qf, "%s/q.safetensors", dir);
-  snprintf(csv, sizeof csv, "%s/d.csv", dir);
+  if (qu_tmp_open(dir, wf, qf, csv)) return 1;
   test_products();
   test_percentile();
   test_errors();
-  unlink(wf), unlink(qf), unlink(csv);
-  rmdir(dir);
+  qu_tmp_close(dir, wf, qf, csv);
   return TEST_REPORT();
 }
