@@ -56,6 +56,13 @@ LATHE_COMM_SHM=0 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 "$MP
   --out "$tmp/m2" --quiet >"$tmp/m2.txt" 2>&1 || bad "np 2, LATHE_COMM_SHM=0: $(tail -5 "$tmp/m2.txt")"
 cmp -s "$tmp/n2/last.safetensors" "$tmp/m2/last.safetensors" && ok ||
   bad "np 2: shared-memory sums and MPI messages trained different bits"
+# 4 ranks: the shared-memory sum's third and fourth parts go through another loop (runtime/dist_shm.c)
+if [ "$NPS" != 2 ]; then
+  LATHE_COMM_SHM=0 "$MPIRUN" -np 4 --oversubscribe -x LATHE_THREADS -x LATHE_COMM_SHM "$LATHE" train examples/mlp.nn \
+    --data "$DIGITS" --epochs 2 --out "$tmp/m4" --quiet >"$tmp/m4.txt" 2>&1 || bad "np 4, LATHE_COMM_SHM=0: $(tail -5 "$tmp/m4.txt")"
+  cmp -s "$tmp/n4/last.safetensors" "$tmp/m4/last.safetensors" && ok ||
+    bad "np 4: shared-memory sums and MPI messages trained different bits"
+fi
 
 # ---- 2. char-GPT, 1 epoch of a small text (about 10 steps of 16 windows) ----
 if [ "$NPS" != 2 ]; then
