@@ -21,9 +21,9 @@ trap 'rm -rf "$tmp"' EXIT
 args=(train examples/mlp.nn --data "$DIGITS" --batch 256 --epochs "$EPOCHS" --json --quiet)
 for _ in $(seq "$ROUNDS"); do
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-  LATHE_STEP_TIMES=$tmp/one.txt "$LATHE" "${args[@]}" >/dev/null
+  LATHE_STEP_TIMES=$tmp/one.txt "$LATHE" "${args[@]}" >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; exit 1; }
   LATHE_STEP_TIMES=$tmp/two.txt mpirun -np 2 --oversubscribe -x LATHE_THREADS -x OPENBLAS_NUM_THREADS \
-    -x LATHE_STEP_TIMES "$LATHE" "${args[@]}" >/dev/null
+    -x LATHE_STEP_TIMES "$LATHE" "${args[@]}" >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; exit 1; }
   "$PY" - "$tmp/one.txt" "$tmp/two.txt" <<'EOF'
 import sys
 def steps(path):
