@@ -143,19 +143,39 @@ void dshm_start(dshm *s, const float *key, float *const *in, const int64_t *n, i
   atomic_store_explicit(published(sl, s->rank), g, memory_order_release);
 }
 
+/* out = (a + b) * scale, or a + b for scale NULL: each element rounded
+ * as its own float addition, then its own multiply. restrict, so that it
+ * vectorises (-O3, CMakeLists.txt): written as passes of out = a, out +=
+ * b, out *= scale that the compiler had to keep scalar (the buffers might
+ * overlap), the sum took 90 us of the digits MLP's 0.85 ms 2-rank step. */
+static void add_pair(float *restrict out, const float *restrict a, const float *restrict b, int64_t n,
+                     const float *scale) {
+  if (!scale) {
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    return;
+  }
+  float s = *scale;
+  for (int64_t i = 0; i < n; i++) out[i] = (a[i] + b[i]) * s;
+}
+
+/* out += b (then * scale): the third and later ranks */
+static void add_into(float *restrict out, const float *restrict b, int64_t n, const float *scale) {
+  if (!scale) {
+    for (int64_t i = 0; i < n; i++) out[i] += b[i];
+    return;
+  }
+  float s = *scale;
+  for (int64_t i = 0; i < n; i++) out[i] = (out[i] + b[i]) * s;
+}
+
 /* out = (src[0] + src[1] + ... + src[R-1]) * scale, a cache-sized block at
- * a time: every element's additions in rank order, then its one multiply. */
+ * a time: every element's additions in rank order, then its one multiply
+ * (the MPI path's order, so the same bits). R >= 2. */
 static void sum_parts(float *out, const float *const *src, int R, int64_t n, float scale) {
   for (int64_t lo = 0; lo < n; lo += SHM_BLOCK) {
-    int64_t hi = n - lo < SHM_BLOCK ? n : lo + SHM_BLOCK;
-    const float *a = src[0];
-    for (int64_t i = lo; i < hi; i++) out[i] = a[i];
-    for (int r = 1; r < R; r++) {
-      const float *b = src[r];
-      for (int64_t i = lo; i < hi; i++) out[i] += b[i];
-    }
-    if (scale != 1.0f)
-      for (int64_t i = lo; i < hi; i++) out[i] *= scale;
+    int64_t len = n - lo < SHM_BLOCK ? n - lo : SHM_BLOCK;
+    add_pair(out + lo, src[0] + lo, src[1] + lo, len, R == 2 ? &scale : NULL);
+    for (int r = 2; r < R; r++) add_into(out + lo, src[r] + lo, len, r == R - 1 ? &scale : NULL);
   }
 }
 

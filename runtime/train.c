@@ -72,6 +72,7 @@ typedef struct {
   int64_t gbatch;
   double step_s, comm_s;     /* inside the step program, and of that inside collectives */
   int64_t timed;             /* steps in step_s */
+  FILE *steplog;             /* LATHE_STEP_TIMES=PATH: rank 0 writes each step's seconds and comm seconds there */
   /* --pipeline K (train_pipe.c): this rank's stage; then `step` holds the
    * whole model (never run) and data.batch is one micro-batch of gbatch. */
   tr_pipe *pipe;
@@ -289,6 +290,12 @@ static void meet(const tr_run *r) {
   if (r->ranks <= 1) return;
   double v = 0;
   lathe_rt_comm_sum(&v, 1, 1);
+  /* Twice: the ranks that waited long in the first (for rank 0's evaluation)
+   * were asleep (runtime/dist.c polls briefly, then sleeps) and leave it up
+   * to 0.2 ms after rank 0; the first step's sum then waited that long on
+   * rank 0 (a quarter of the digits MLP's steps at batch 256). In the second
+   * every rank is awake and polling, so all leave within microseconds. */
+  lathe_rt_comm_sum(&v, 1, 1);
 }
 
 static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_loss, lathe_error *err) {
@@ -312,7 +319,9 @@ static int run_epoch(tr_run *r, int64_t epoch, int64_t per_epoch, double *train_
       rc = tr_data_feed(&r->data, r->step, order + s * B + r->rank * r->data.batch, r->data.batch, err);
       if (!rc) rc = lathe_run(r->step, err); /* one step: forward, backward, (allreduce,) update */
     }
-    r->step_s += now_s() - t0, r->comm_s += lathe_rt_comm_wait_seconds() - c0, r->timed++;
+    double dt = now_s() - t0, dc = lathe_rt_comm_wait_seconds() - c0;
+    r->step_s += dt, r->comm_s += dc, r->timed++;
+    if (r->steplog) fprintf(r->steplog, "%.9f %.9f\n", dt, dc);
     if (rc && r->ranks > 1) lathe_dist_abort(err->message ? err->message : "a training step failed");
     if (rc) break;
     if (!r->pipe) loss = global_loss(r, api_loss(r->step));
@@ -620,7 +629,12 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
   }
   char path[4096], msg[1024];
   int rc = 0;
-  if (o->out_dir && rank == 0) {
+  /* LATHE_STEP_TIMES=PATH: rank 0's seconds per step and of them in collectives, a line each: on a loaded
+   * machine the quickest steps (percentiles) show what the code does, the mean what the other jobs do */
+  const char *steplog = getenv("LATHE_STEP_TIMES");
+  if (rank == 0 && steplog && *steplog && !(r.steplog = fopen(steplog, "w")))
+    rc = api_fail(err, LATHE_EUSER, "LATHE_STEP_TIMES: cannot write '%s'", steplog);
+  if (rc == 0 && o->out_dir && rank == 0) {
     mkdir(o->out_dir, 0777);
     snprintf(path, sizeof path, "%s/log.jsonl", o->out_dir);
     if (rt_log_open(&r.log, path, o->resume, msg, sizeof msg)) rc = api_fail(err, LATHE_EUSER, "%s", msg);
@@ -671,6 +685,7 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
   lathe_program_free(names);
   free_run(&r);
   if (r.log) rt_log_close(r.log);
+  if (r.steplog) fclose(r.steplog);
   tr_data_close(&r.data);
   res->seconds = now_s() - t0;
   return rc ? (err->code ? err->code : LATHE_EINTERNAL) : 0;

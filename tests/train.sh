@@ -80,5 +80,8 @@ ge "${cacc:-0}" 0.96 && ok || bad "cnn test accuracy ${cacc:-none} < 0.96"
 "$LATHE" train examples/mlp.nn --data /no/such.csv >/dev/null 2>"$tmp/e" ; [ $? -eq 1 ] && grep -q "/no/such.csv" "$tmp/e" \
   && ok || bad "missing data file message"
 "$LATHE" train examples/mlp.nn >/dev/null 2>"$tmp/e"; [ $? -eq 1 ] && ok || bad "no --data accepted"
+LATHE_STEP_TIMES=/no/such/dir/steps.txt "$LATHE" train examples/mlp.nn --data "$DIGITS" --epochs 1 >/dev/null \
+  2>"$tmp/e"; [ $? -eq 1 ] && grep -q "LATHE_STEP_TIMES: cannot write '/no/such/dir/steps.txt'" "$tmp/e" && ok ||
+  bad "an unwritable LATHE_STEP_TIMES: $(cat "$tmp/e")"
 
 finish
