@@ -26,7 +26,9 @@
 static char dir[] = "/tmp/lathe_qkeep_XXXXXX";
 
 enum { K_IN = 64, N_OUT = 20 };
-enum { ANY = 0, INT_SIMD, BF16_DOT }; /* what the case needs of this CPU (under its features) */
+/* what a case needs of this CPU under its features: ANY, BF16_DOT (AVX-512 BF16), or the integer kernel
+ * (LATHE_RT_ISA_*) lathe_rt_quant_isa() must pick */
+enum { ANY = -1, BF16_DOT = -2 };
 
 typedef struct {
   int mode;
@@ -38,27 +40,37 @@ typedef struct {
 } kcase;
 
 #define AVX2ONLY "-avx512vnni,-avxvnni"
+#define NODOT "host has no AVX2/VNNI dot products"
+#define PANEL "dequantizes every weight on every call"
 static const kcase cases[] = {
     /* no SIMD dot products: the plain C kernels lose to f32 at one row */
-    {LATHE_QUANT_W8, "none", 1, 1, ANY, "host has no AVX2/VNNI dot products"},
-    {LATHE_QUANT_W4, "none", 1, 1, ANY, "host has no AVX2/VNNI dot products"},
-    {LATHE_QUANT_INT8_DYNAMIC, "none", 1, 1, ANY, "host has no AVX2/VNNI dot products"},
-    {LATHE_QUANT_INT8_DYNAMIC, "none", 32, 1, ANY, "host has no AVX2/VNNI dot products"},
+    {LATHE_QUANT_W8, "none", 1, 1, ANY, NODOT},
+    {LATHE_QUANT_W4, "none", 1, 1, ANY, NODOT},
+    {LATHE_QUANT_INT8_DYNAMIC, "none", 1, 1, ANY, NODOT},
+    {LATHE_QUANT_INT8_DYNAMIC, "none", 32, 1, ANY, NODOT},
     {LATHE_QUANT_BF16, "none", 1, 1, ANY, "host has no AVX2"},
     {LATHE_QUANT_F16, "none", 1, 1, ANY, "host has no AVX2"},
     /* weight-only from 16 rows: dequantize every call + the f32 product, on any CPU */
-    {LATHE_QUANT_W8, "none", 32, 1, ANY, "dequantizes every weight on every call"},
-    {LATHE_QUANT_W4, NULL, 32, 1, ANY, "dequantizes every weight on every call"},
-    {LATHE_QUANT_W8, AVX2ONLY, 32, 1, ANY, "dequantizes every weight on every call"},
-    {LATHE_QUANT_F16, NULL, 32, 1, ANY, "dequantizes every weight on every call"},
-    {LATHE_QUANT_BF16, "-avx512bf16", 32, 1, ANY, "dequantizes every weight on every call"},
+    {LATHE_QUANT_W8, "none", 32, 1, ANY, PANEL},
+    {LATHE_QUANT_W4, NULL, 32, 1, ANY, PANEL},
+    {LATHE_QUANT_W8, AVX2ONLY, 32, 1, ANY, PANEL},
+    {LATHE_QUANT_F16, NULL, 32, 1, ANY, PANEL},
+    {LATHE_QUANT_BF16, "-avx512bf16", 32, 1, ANY, PANEL},
+    /* 16-bit weights on the 8-lane conversion kernel at one row */
+    {LATHE_QUANT_F16, AVX2ONLY, 1, 1, LATHE_RT_ISA_AVX2, "8-lane conversion kernel"},
+    {LATHE_QUANT_BF16, AVX2ONLY ",-avx512bf16", 1, 1, LATHE_RT_ISA_AVX2, "8-lane conversion kernel"},
+    /* int8-dynamic on AVX2 at 32 rows of 64 inputs */
+    {LATHE_QUANT_INT8_DYNAMIC, AVX2ONLY, 32, 1, LATHE_RT_ISA_AVX2, "AVX2 int8 kernel"},
     /* and where the quantized kernel wins, it stays */
-    {LATHE_QUANT_W8, NULL, 1, 0, INT_SIMD, NULL},
-    {LATHE_QUANT_W4, AVX2ONLY, 1, 0, INT_SIMD, NULL},
-    {LATHE_QUANT_INT8_DYNAMIC, NULL, 1, 0, INT_SIMD, NULL},
-    {LATHE_QUANT_INT8_DYNAMIC, AVX2ONLY, 1, 0, INT_SIMD, NULL},
-    {LATHE_QUANT_F16, AVX2ONLY, 1, 0, INT_SIMD, NULL},
-    {LATHE_QUANT_BF16, "-avx512bf16", 1, 0, INT_SIMD, NULL},
+    {LATHE_QUANT_W8, NULL, 1, 0, LATHE_RT_ISA_AVX512VNNI, NULL},
+    {LATHE_QUANT_W4, AVX2ONLY, 1, 0, LATHE_RT_ISA_AVX2, NULL},
+    {LATHE_QUANT_W8, "-avx512vnni", 1, 0, LATHE_RT_ISA_AVXVNNI, NULL},
+    {LATHE_QUANT_INT8_DYNAMIC, NULL, 1, 0, LATHE_RT_ISA_AVX512VNNI, NULL},
+    {LATHE_QUANT_INT8_DYNAMIC, NULL, 32, 0, LATHE_RT_ISA_AVX512VNNI, NULL},
+    {LATHE_QUANT_INT8_DYNAMIC, "-avx512vnni", 32, 0, LATHE_RT_ISA_AVXVNNI, NULL},
+    {LATHE_QUANT_INT8_DYNAMIC, AVX2ONLY, 1, 0, LATHE_RT_ISA_AVX2, NULL},
+    {LATHE_QUANT_F16, NULL, 1, 0, LATHE_RT_ISA_AVX512VNNI, NULL},
+    {LATHE_QUANT_BF16, "-avx512bf16", 1, 0, LATHE_RT_ISA_AVX512VNNI, NULL},
     {LATHE_QUANT_BF16, NULL, 32, 0, BF16_DOT, NULL},
 };
 
@@ -103,9 +115,8 @@ static int dequantized(const lathe_program *p, int mode, float *W) {
 
 static int case_applies(const kcase *c) {
   int64_t isa = lathe_rt_quant_isa();
-  if (c->needs == INT_SIMD && isa == LATHE_RT_ISA_SCALAR) return 0;
-  if (c->needs == BF16_DOT && lathe_rt_bf16_isa(isa) != LATHE_RT_ISA_AVX512BF16) return 0;
-  return 1;
+  if (c->needs == BF16_DOT) return lathe_rt_bf16_isa(isa) == LATHE_RT_ISA_AVX512BF16;
+  return c->needs == ANY || c->needs == isa;
 }
 
 /* the kept program's output against the interpreter's and a double product */
