@@ -428,7 +428,8 @@ typedef struct {
   int f32_form;                /* int8: 1 when this CPU computes the int8 products in f32 on the int8
                                   weights (it has no SIMD integer dot products: int8 would be slower) */
   int slow_rows;               /* w8/w4: 1 when this CPU has no SIMD integer dot products, so products below
-                                  16 rows (batch 1, generation) run the plain C kernel, slower than f32 */
+                                  16 rows (batch 1, generation) are compiled in f32 on the weights
+                                  dequantized at load (the plain C kernel would be slower than f32) */
 } lathe_quantize_result;
 
 int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quantize_result *r, lathe_error *err);

@@ -171,6 +171,11 @@ typedef struct {
                              updated by the training step itself, passes/optimizer.c) */
   int stored;             /* held and loaded in its own dtype, never converted to f32: the
                              quantized weights passes/quantize.c makes (read by qmatmul only) */
+  int from_quant;         /* LATHE_RT_Q_* mode, 0 none: an f32 weight kept f32 by passes/quantize.c
+                             (its quantized kernel would be slower than f32 on this host and
+                             shape); not in the file: made at load from its stored tensors
+                             (NAME + the mode's suffixes), dequantized once (runtime/api_quant.c) */
+  const char *kept_why;   /* from_quant: why it was kept f32 (passes/quantize_cost.c) */
   /* ZeRO-1 optimizer state (ir_train.zero1): this rank's values
    * [shard_off, shard_off + numel) of a state shaped `full` (flat, zero
    * padded past its end); full.rank 0: not sharded. Checkpoints hold the
@@ -249,6 +254,9 @@ typedef struct ir_graph {
   /* The quantization asked for (LATHE_RT_Q_*, 0 none): the pass manager then
    * runs passes/quantize.c first. */
   int quant;
+  /* Set by passes/quantize.c: one line naming the dense layers it kept in
+   * f32 and why (NULL: none); the pass manager prints it. */
+  const char *quant_note;
 } ir_graph;
 
 void ir_graph_init(ir_graph *g, arena *A, const char *model_name);

@@ -88,6 +88,9 @@ static void print_node(const ir_graph *g, int id, FILE *f) {
   }
   fprintf(f, " : %s", tstr(n, b));
   if (!leaf && n->name) fprintf(f, "  # %s", n->name);
+  const ir_param *p = n->op == IR_PARAM && n->attr.i >= 0 && n->attr.i < g->nparams ? &g->params[n->attr.i] : NULL;
+  if (p && p->from_quant) /* passes/quantize.c kept the layer f32: the weight is made at load */
+    fprintf(f, "  # kept f32, dequantized at load: %s", p->kept_why ? p->kept_why : "?");
   fputc('\n', f);
 }
 

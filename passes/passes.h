@@ -123,6 +123,11 @@ const char *qz_keep_reason(const ir_graph *g, int param, int mode);
 /* The kernel (LATHE_RT_ISA_*) of a static int8 product on a CPU whose best
  * integer kernel is isa: LATHE_RT_ISA_F32 where int8 would lose to f32. */
 int64_t qz_s8_kernel(int64_t isa);
+/* quantize_cost.c: why a dense product of M rows by K inputs in mode on
+ * kernel isa (as the pass picks it) would be slower than its f32 version,
+ * from a table measured per feature set; NULL when it is not. The pass then
+ * keeps the layer in f32 (ir_param.from_quant). */
+const char *qz_slow_reason(int mode, int64_t isa, int64_t M, int64_t K);
 /* quantize_conv.c: conv2d weights in int8-dynamic and static int8 (the
  * pass's qconv2d). qz_conv_mode: the mode quantizes conv weights;
  * qz_weight_kn: W's product shape (a conv's [O, C, KH, KW] is K = C*KH*KW,

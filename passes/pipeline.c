@@ -135,6 +135,7 @@ int pm_run(ir_graph *g, const pm_options *o, pm_cost *before, pm_cost *after, ch
   double t0 = now_ms();
   int step = 1, fused = 0;
   if (g->quant && run_one(g, o, find_pass("quantize", 8), step++, log, msg, mn)) return -1;
+  if (g->quant_note) fprintf(log, "note: %s\n", g->quant_note); /* layers kept in f32 (passes/quantize_cost.c) */
   /* int8 between products: by default, or where an explicit list names them */
   for (int i = 0; i < 2 && g->quant; i++) {
     const char *name = i ? "qdq_fold" : "qdq_place";

@@ -166,11 +166,33 @@ static int fold_epilogues(ir_graph *g, char *msg, size_t mn) {
   return rw_reorder(g, all, msg, mn) ? -1 : folded;
 }
 
+/* the rows of a product whose input is x [..., K] */
+static int64_t rows_of(const ir_node *x, int64_t K) { return K > 0 ? ir_numel(&x->shape) / K : 0; }
+
+/* One line for the model: the layers kept in f32 (params [0, np) marked
+ * from_quant), grouped by reason; the pass manager prints it. */
+static void note_kept(ir_graph *g, int np, int mode) {
+  const char *note = NULL;
+  for (int i = 0; i < np; i++) {
+    const char *why = g->params[i].kept_why;
+    int first = 1;
+    for (int j = 0; j < i && first; j++) first = !g->params[j].from_quant || g->params[j].kept_why != why;
+    if (!g->params[i].from_quant || !first) continue;
+    const char *names = g->params[i].name;
+    for (int j = i + 1; j < np; j++)
+      if (g->params[j].from_quant && g->params[j].kept_why == why)
+        names = ar_printf(g->A, "%s, %s", names, g->params[j].name);
+    note = ar_printf(g->A, "%s%s%s dense %s kept f32: %s", note ? note : "", note ? "; " : "", qz_mode_name(mode),
+                     names, why);
+  }
+  g->quant_note = note;
+}
+
 int ps_quantize(ir_graph *g, char *msg, size_t mn) {
   int mode = g->quant;
   if (mode <= 0) return 0;
   if (mode >= NMODES) return ir_fail(msg, mn, "unknown quantization mode %d", mode);
-  int n0 = g->nnodes, np0 = g->nparams, changes = 0;
+  int n0 = g->nnodes, np0 = g->nparams, changes = 0, kept = 0;
   /* The integer kernel is chosen now, by this CPU's features: part of the
    * node, so programs compiled for different features never share code. */
   int64_t isa = lathe_rt_quant_isa();
@@ -203,13 +225,19 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
       ir_attr at = {.i = mode, .n = N, .k = mode == LATHE_RT_Q_S8     ? qz_s8_kernel(isa)
                                       : mode == LATHE_RT_Q_BF16 ? lathe_rt_bf16_isa(isa)
                                                                 : isa};
+      const char *slow = qz_slow_reason(mode, at.k, rows_of(&g->nodes[in[0]], K), K);
+      if (slow) { /* the matmul stays, on W made f32 at load (runtime/api_quant.c) */
+        g->params[i].from_quant = mode, g->params[i].kept_why = slow;
+        kept++;
+        continue;
+      }
       int q = ir_add(g, IR_QMATMUL, in, nin, &at, g->nodes[j].loc, msg, mn);
       if (q < 0) return -1;
       repl[j] = q;
       changes++;
     }
   }
-  if (!changes) return 0;
+  if (!changes && !kept) return 0;
   /* readers of each product read its qmatmul */
   for (int i = 0; i < g->nnodes; i++)
     for (int k = 0; k < g->nodes[i].nin; k++) {
@@ -221,13 +249,14 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
   if (g->loss >= 0 && g->loss < n0 && repl[g->loss] >= 0) g->loss = repl[g->loss];
   char *drop = ar_alloc(g->A, (size_t)g->nnodes + 1);
   for (int j = 0; j < n0; j++) drop[j] = repl[j] >= 0;
+  note_kept(g, np0, mode);
   for (int i = np0 - 1; i >= 0; i--)
-    if (qz[i]) {
+    if (qz[i] && !g->params[i].from_quant) {
       drop[g->params[i].node] = 1;
       remove_param(g, i);
     }
   if (rw_reorder(g, drop, msg, mn)) return -1;
   if ((mode == LATHE_RT_Q_S8 || mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_BF16) && fold_epilogues(g, msg, mn) < 0)
     return -1;
-  return qz_conv_mode(mode) && qz_conv_fold_relu(g, msg, mn) < 0 ? -1 : changes;
+  return qz_conv_mode(mode) && qz_conv_fold_relu(g, msg, mn) < 0 ? -1 : changes + kept;
 }

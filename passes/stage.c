@@ -141,6 +141,7 @@ static int clone_leaf(ir_graph *ng, const ir_graph *g, int id) {
     if (nd >= 0) {
       ir_param *q = &ng->params[ng->nparams - 1];
       q->state = p->state, q->buffer = p->buffer, q->stored = p->stored;
+      q->from_quant = p->from_quant, q->kept_why = p->kept_why;
     }
     return nd;
   }

@@ -250,6 +250,7 @@ int lathe_weights_init(lathe_program *p, uint64_t seed, lathe_error *err) {
   if (api_alloc_params(p, err)) return err ? err->code : LATHE_ENOMEM;
   for (int i = 0; i < p->g.nparams; i++) /* stored (quantized) weights stay zero */
     if (!p->g.params[i].stored) ir_param_init_values(&p->g.params[i], seed, p->params[i]);
+  api_derive_params(p); /* a weight kept f32 is its stored tensors' (zeros) */
   p->weights_set = 1;
   api_params_changed(p);
   return 0;
@@ -281,6 +282,7 @@ static int check_weights(const lathe_program *p, const char *path, const rt_st_f
   if (api_quant_mismatch(p, path, f, err)) return -1; /* quantized for another program */
   for (int i = 0; i < p->g.nparams; i++) {
     const ir_param *pr = &p->g.params[i];
+    if (pr->from_quant) continue; /* made from its stored tensors (api_derive_params) */
     const rt_st_entry *e = rt_st_find(f, pr->name);
     ir_shape_str(&pr->shape, want, sizeof want);
     if (!e && pr->stored)
@@ -324,11 +326,12 @@ int lathe_weights_load(lathe_program *p, const char *path, lathe_error *err) {
   if (rc == 0) rc = api_pre_read(p, path, &f, &pre, err);
   if (rc == 0) rc = api_alloc_params(p, err);
   for (int i = 0; rc == 0 && i < p->g.nparams; i++) {
-    const rt_st_entry *e = rt_st_find(&f, p->g.params[i].name);
-    if (!e) continue; /* a pipeline stage's activation (check_weights) */
+    const rt_st_entry *e = p->g.params[i].from_quant ? NULL : rt_st_find(&f, p->g.params[i].name);
+    if (!e) continue; /* a pipeline stage's activation (check_weights), or a weight kept f32 */
     if (p->g.params[i].stored) memcpy(p->params[i], e->t.data, lathe_tensor_bytes(&e->t));
     else rt_convert(e->t.data, e->t.dtype, p->params[i], LATHE_F32, ir_numel(&p->g.params[i].shape));
   }
+  if (rc == 0) api_derive_params(p);
   if (rc == 0) p->weights_set = 1, api_params_changed(p);
   /* The weights' preprocessing replaces the old one: it belongs to them. */
   if (rc == 0) api_pre_replace(p, pre);
@@ -347,25 +350,29 @@ int lathe_weights_save(const lathe_program *p, const char *path, lathe_error *er
   void *names = e ? api_pre_entries(p, e + n) : NULL;
   void **narrow = calloc((size_t)n + 1, sizeof *narrow);
   int rc = e && names && narrow ? 0 : api_fail(err, LATHE_ENOMEM, "out of memory");
+  int m = 0; /* entries written: a weight kept f32 is not (the file holds its quantized tensors) */
   for (int i = 0; rc == 0 && i < n; i++) {
-    e[i].name = (char *)p->g.params[i].name;
-    lathe_param_view(p, i, &e[i].t);
+    if (p->g.params[i].from_quant) continue;
+    rt_st_entry *ei = &e[m++];
+    ei->name = (char *)p->g.params[i].name;
+    lathe_param_view(p, i, &ei->t);
     /* The spec: weights in the parameter's dtype. Values are held in f32;
      * an f16 or bf16 parameter (a layer on an f16 input) is written narrow. */
     lathe_dtype want = (lathe_dtype)p->g.params[i].dtype;
     if (p->g.params[i].stored || (want != LATHE_F16 && want != LATHE_BF16)) continue;
-    int64_t k = lathe_tensor_numel(&e[i].t);
+    int64_t k = lathe_tensor_numel(&ei->t);
     if (!(narrow[i] = malloc((size_t)(k > 0 ? k : 1) * 2))) {
       rc = api_fail(err, LATHE_ENOMEM, "out of memory");
       break;
     }
-    rt_convert(e[i].t.data, LATHE_F32, narrow[i], want, k);
-    e[i].t.data = narrow[i], e[i].t.dtype = want;
+    rt_convert(ei->t.data, LATHE_F32, narrow[i], want, k);
+    ei->t.data = narrow[i], ei->t.dtype = want;
   }
+  if (e && m < n) memmove(e + m, e + n, sizeof *e * (size_t)npre); /* the preprocessing's entries follow */
   char msg[1024];
   int nmeta;
   const char *const *meta = api_quant_meta(p, &nmeta);
-  if (rc == 0 && rt_st_write_meta(path, e, n + npre, meta, nmeta, msg, sizeof msg))
+  if (rc == 0 && rt_st_write_meta(path, e, m + npre, meta, nmeta, msg, sizeof msg))
     rc = api_fail(err, LATHE_EUSER, "%s", msg);
   for (int i = 0; narrow && i < n; i++) free(narrow[i]);
   free(narrow);

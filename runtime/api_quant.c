@@ -149,7 +149,7 @@ int api_fill_params(lathe_program *dst, const lathe_program *src, const api_cali
   const ir_graph *g = &dst->g;
   for (int i = 0; i < g->nparams; i++) {
     const ir_param *pr = &g->params[i];
-    if (pr->state) continue; /* optimizer state, caches: zero */
+    if (pr->state || pr->from_quant) continue; /* optimizer state, caches: zero; kept f32: derived below */
     int j = ir_find_param(&src->g, pr->name);
     if (j >= 0) {
       memcpy(dst->params[i], src->params[j], (size_t)ir_numel(&pr->shape) * api_param_elem_size(pr));
@@ -191,7 +191,49 @@ int api_fill_params(lathe_program *dst, const lathe_program *src, const api_cali
     quantize_matrix(g->quant, t ? t : W, K, N, out, col, calib_scale(cal, sp->name));
     free(col), free(t);
   }
+  api_derive_params(dst);
   return 0;
+}
+
+/* stored tensor k of W (named W + the mode's suffix k) in p, NULL if none */
+static const void *stored_of(const lathe_program *p, const ir_param *W, int k) {
+  const char *sfx = qz_suffix(W->from_quant, k);
+  size_t n = strlen(W->name);
+  for (int i = 0; sfx && i < p->g.nparams; i++) {
+    const char *nm = p->g.params[i].name;
+    if (p->g.params[i].stored && !strncmp(nm, W->name, n) && !strcmp(nm + n, sfx)) return p->params[i];
+  }
+  return NULL;
+}
+
+/* W [K, N] row-major from mode's stored tensors w, s (layouts: rt/rt_quant.h) */
+static void dequantize_matrix(int mode, const void *w, const float *s, int64_t K, int64_t N, float *W) {
+  int64_t G = K / RT_Q_GROUP, Kp = rt_q_kpad(K);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t k = 0; k < K; k++) {
+      float v;
+      switch (mode) {
+      case LATHE_QUANT_W8: case LATHE_QUANT_W4:
+        v = s[rt_q_ws_at(n, k / RT_Q_GROUP, G)] * (float)rt_q_wo_q(mode == LATHE_QUANT_W4, w, n, k, K);
+        break;
+      case LATHE_QUANT_INT8_DYNAMIC: case LATHE_QUANT_INT8:
+        v = s[n] * (float)((const int8_t *)w)[rt_q_dq8_at(n, k, Kp)];
+        break;
+      case LATHE_QUANT_BF16: v = rt_q_bf16(((const uint16_t *)w)[n * K + k]); break;
+      default: v = rt_q_f16(((const uint16_t *)w)[n * K + k]); break;
+      }
+      W[k * N + n] = v;
+    }
+}
+
+void api_derive_params(lathe_program *p) {
+  for (int i = 0; p->params && i < p->g.nparams; i++) {
+    const ir_param *pr = &p->g.params[i];
+    const void *w = pr->from_quant ? stored_of(p, pr, 0) : NULL;
+    const float *s = w ? stored_of(p, pr, 1) : NULL;
+    if (!w || !p->params[i] || (!s && qz_suffix(pr->from_quant, 1))) continue; /* not allocated yet */
+    dequantize_matrix(pr->from_quant, w, s, pr->shape.d[0], pr->shape.d[1], p->params[i]);
+  }
 }
 
 /* counts and the first reason, on the graph as lowered (before any pass) */
@@ -287,7 +329,8 @@ int lathe_quantize(lathe_model *m, const lathe_quantize_options *o, lathe_quanti
   r->f32_form = o->mode == LATHE_QUANT_INT8 && qz_s8_kernel(lathe_rt_quant_isa()) == LATHE_RT_ISA_F32;
   r->slow_rows = has_layout(o->mode) && lathe_rt_quant_isa() == LATHE_RT_ISA_SCALAR;
   for (int i = 0; rc == 0 && i < dst->g.nparams; i++)
-    r->bytes_after += ir_numel(&dst->g.params[i].shape) * (int64_t)api_param_elem_size(&dst->g.params[i]);
+    if (!dst->g.params[i].from_quant) /* not in the file */
+      r->bytes_after += ir_numel(&dst->g.params[i].shape) * (int64_t)api_param_elem_size(&dst->g.params[i]);
   lathe_program_free(src);
   lathe_program_free(dst);
   return rc;

@@ -24,6 +24,7 @@ typedef struct {
   float *logits;         /* [V]: the next token's logits once computed */
   int *state_of;         /* per step output: the parameter its value goes back to, -1 = none */
   int64_t *row_of;       /* per step output: > 0 when it is kv_write(that parameter, row, pos): the row's width */
+  float **own;           /* per step parameter: its own buffer while bound to a kv_write output's (bind_caches) */
   int quant;             /* the weights file's quantization (lathe_quant) */
   int text;              /* V is a text vocabulary (96 characters, 256 bytes) */
   int dev_token;         /* --backend cuda, greedy: the step's output that is the argmax token, else -1 */
@@ -117,6 +118,36 @@ static int share_weights(gen *s, lathe_error *err) {
   return 0;
 }
 
+/* how many node inputs read node v */
+static int readers(const ir_graph *g, int v) {
+  int r = 0;
+  for (int i = 0; i < g->nnodes; i++)
+    for (int j = 0; j < g->nodes[i].nin; j++) r += g->nodes[i].in[j] == v;
+  return r;
+}
+
+/* On the LLVM backend each cache that a kv_write output replaces (its only
+ * reader: nothing else may see the new row early) is bound
+ * to that output's buffer: the step reads and writes the same memory, so
+ * kv_write stores only its new row (cg_decode.c) and nothing goes back
+ * after the step (step: o == c). The parameter's own buffer is kept in
+ * s->own and returned before the program is freed (gen_free). */
+static int bind_caches(gen *s, lathe_error *err) {
+  lathe_program *p = s->step;
+  if (!p->cg || p->cux) return 0;
+  s->own = calloc((size_t)p->g.nparams + 1, sizeof *s->own);
+  if (!s->own) return api_fail(err, LATHE_ENOMEM, "out of memory");
+  for (int i = 0; i < p->g.noutputs; i++) {
+    int k = s->state_of[i];
+    if (k < 0 || s->row_of[i] <= 0 || s->own[k] || readers(&p->g, p->g.params[k].node) != 1) continue;
+    float *o = (float *)api_output_data(p, i);
+    memcpy(o, p->params[k], (size_t)ir_numel(&p->g.params[k].shape) * sizeof(float));
+    s->own[k] = p->params[k];
+    p->params[k] = o;
+  }
+  return 0;
+}
+
 /* --backend cuda, greedy: the decode step also gives the argmax of its
  * logits as an output, so the token is picked on the device (a block-wide
  * first maximum, cu_render_misc.c) and only it comes back, not V logits a
@@ -159,7 +190,7 @@ static int build_step(gen *s, lathe_model *m, const lathe_generate_options *o, i
   p->g.quant = s->quant;
   if (api_program_finish(p, err)) return -1;
   s->step = p;
-  if (share_weights(s, err)) return -1;
+  if (share_weights(s, err) || bind_caches(s, err)) return -1;
   if (s->dev_token >= 0) cu_exec_keep_output(p->cux, s->dev_logits, 1); /* the logits stay on the device */
   return 0;
 }
@@ -184,9 +215,11 @@ static int build(gen *s, lathe_model *m, const lathe_generate_options *o, lathe_
 }
 
 static void gen_free(gen *s) {
+  for (int k = 0; s->own && k < s->step->g.nparams; k++) /* each buffer back to its owner */
+    if (s->own[k]) s->step->params[k] = s->own[k];
   lathe_program_free(s->full);
   lathe_program_free(s->step);
-  free(s->ctx), free(s->logits), free(s->state_of), free(s->row_of);
+  free(s->ctx), free(s->logits), free(s->state_of), free(s->row_of), free(s->own);
 }
 
 /* ---- running ---- */

@@ -105,6 +105,11 @@ void api_calib_free(api_calib *cal);
  * NULL: static int8 products without a calibrated scale quantize their
  * rows at run time, as int8-dynamic does. */
 int api_fill_params(lathe_program *dst, const lathe_program *src, const api_calib *cal, lathe_error *err);
+/* Every weight passes/quantize.c kept in f32 (ir_param.from_quant) made
+ * from its stored tensors: the dequantized values, s * q, exactly those the
+ * quantized kernels' reference multiplies (runtime/api_quant.c). Call after
+ * the stored tensors change (load, init, fill). */
+void api_derive_params(lathe_program *p);
 /* When f holds quantized tensors that the program was not compiled for (or
  * another mode's): an error saying so, -1; else 0 (runtime/api_quant.c). */
 int api_quant_mismatch(const lathe_program *p, const char *path, const rt_st_file *f, lathe_error *err);

@@ -134,6 +134,7 @@ lathe_program *api_compile_update(lathe_program *p, const ir_train *t, lathe_err
     ir_loc loc = p->g.nodes[q->node].loc;
     ir_add_param(&ng, q->name, q->dtype, &q->shape, q->init, q->std, q->fan_in, q->fan_out, loc);
     ng.params[i].state = q->state, ng.params[i].buffer = q->buffer, ng.params[i].stored = q->stored;
+    ng.params[i].from_quant = q->from_quant, ng.params[i].kept_why = q->kept_why;
     int trainable = q->dtype == IR_F32 && !q->state && !q->buffer;
     grads[i] = trainable ? ir_add_input(&ng, ar_printf(p->g.A, "grad.%s", q->name), IR_F32, &q->shape, 0, loc) : -1;
   }

@@ -55,7 +55,8 @@ if [ -r "$DIGITS" ]; then
   a=$(metric accuracy "$tmp/bf16f.out")
   echo "digits MLP test accuracy: f32 $a32, bf16 on the f32 kernel ${a:-none}"
   within "${a:-0}" "$a32" 0.003 && ok || bad "bf16 (f32 kernel) accuracy ${a:-none} vs f32 $a32"
-  LATHE_CPU_FEATURES=none "$LATHE" eval examples/mlp.nn --weights "$tmp/int8-dynamic.safetensors" --data "$DIGITS" \
+  # the scalar kernel itself (the compiler would keep these layers f32 there: LATHE_QUANT_KEEP_F32=0 reaches it)
+  LATHE_QUANT_KEEP_F32=0 LATHE_CPU_FEATURES=none "$LATHE" eval examples/mlp.nn --weights "$tmp/int8-dynamic.safetensors" --data "$DIGITS" \
     >"$tmp/scalar.out" 2>&1 || bad "eval scalar"
   cmp -s "$tmp/scalar.out" "$tmp/int8-dynamic.out" && ok || bad "int8-dynamic metrics differ with the scalar kernel"
   LATHE_CPU_FEATURES=-avx512vnni,-avxvnni "$LATHE" eval examples/mlp.nn --weights "$tmp/int8.safetensors" \
@@ -99,6 +100,20 @@ if [ -r "$DIGITS" ]; then
       END { print "int8 vs f32 probabilities at batch 1: max difference " m + 0; exit !(m < 0.02) }' && ok \
       || bad "int8 batch-1 run differs from f32"
   done
+  # w4 at batch 1 without SIMD dot products: the compiler keeps every layer f32 (passes/quantize_cost.c), says so
+  # in one line, marks the weights in the dump; the result is the dequantized model's, close to f32
+  LATHE_CPU_FEATURES=none "$LATHE" run examples/mlp.nn --weights "$tmp/b4.safetensors" --in x="$tmp/x1.npy" \
+    --print-after=quantize >"$tmp/k4.out" 2>"$tmp/k4.err" || bad "run w4 kept f32: $(tail -3 "$tmp/k4.err")"
+  [ "$(grep -c 'kept f32, dequantized at load' "$tmp/k4.err")" = 3 ] && ! grep -q '= qmatmul(' "$tmp/k4.err" && ok \
+    || bad "w4 kept f32 dump: $(cat "$tmp/k4.err")"
+  grep -q "^note: w4 dense fc1.weight, fc2.weight, out.weight kept f32: host has no AVX2/VNNI dot products" \
+    "$tmp/k4.err" && ok || bad "w4 kept f32 note: $(cat "$tmp/k4.err")"
+  "$LATHE" run examples/mlp.nn --weights "$tmp/b4.safetensors" --in x="$tmp/x1.npy" 2>"$tmp/h4.err" | grep -q . \
+    && ! grep -q "kept f32" "$tmp/h4.err" && ok || bad "w4 at batch 1 kept f32 on this CPU: $(cat "$tmp/h4.err")"
+  paste <(tr ' ' '\n' <"$tmp/k4.out") <(tr ' ' '\n' <"$tmp/r132.out") | awk '
+    $1 ~ /^[-0-9.e]+$/ && $2 ~ /^[-0-9.e]+$/ { d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d }
+    END { print "w4 kept f32 vs f32 probabilities at batch 1: max difference " m + 0; exit !(m < 0.05) }' && ok \
+    || bad "w4 kept-f32 run differs from f32"
   # bad requests
   "$LATHE" quantize examples/mlp.nn --weights "$W" --mode int3 -o "$tmp/b.safetensors" 2>"$tmp/e.err" && bad "int3 accepted"
   grep -q "unknown mode 'int3' (expected w8, w4, int8-dynamic, int8, bf16 or f16)" "$tmp/e.err" && ok || bad "int3: $(cat "$tmp/e.err")"
@@ -199,6 +214,11 @@ if [ -d "$FORTUNES" ]; then
       >"$tmp/gen.out" 2>"$tmp/gen.err" && ok || bad "generate $mode: $(cat "$tmp/gen.err")"
     [ "$(wc -c <"$tmp/gen.out")" -ge 50 ] && grep -q "key/value cache" "$tmp/gen.err" && ok \
       || bad "generate $mode: $(cat "$tmp/gen.err")"
+    # without SIMD dot products the decode step's products are kept f32 (and said so): the same text, greedy
+    LATHE_CPU_FEATURES=none "$LATHE" generate examples/gpt.nn --weights "$tmp/g$mode.safetensors" --prompt "The " \
+      --tokens 50 --seed 1 --temperature 0 >"$tmp/genk.out" 2>"$tmp/genk.err" \
+      && grep -q "^note: $mode dense .* kept f32: host has no AVX2/VNNI dot products" "$tmp/genk.err" && ok \
+      || bad "generate $mode kept f32: $(cat "$tmp/genk.err")"
   done
 else
   echo "SKIP: $FORTUNES not found (./setup.sh installs fortunes): the char-GPT part did not run" >&2

@@ -248,6 +248,8 @@ static void epi_case(int mode, int64_t M, int64_t K) {
 }
 
 int main(void) {
+  /* every kernel path, however slow: the rule that keeps such layers f32 has its own test (test_quant_keep.c) */
+  setenv("LATHE_QUANT_KEEP_F32", "0", 1);
   if (qu_tmp_open(dir, wf, qf, csv)) return 1;
   mlp_case(1, 64, 32, 16, 4);
   mlp_case(7, 70, 33, 150, 5);

@@ -240,6 +240,8 @@ static void test_errors(void) {
 }
 
 int main(void) {
+  /* every kernel path, however slow: the rule that keeps such layers f32 has its own test (test_quant_keep.c) */
+  setenv("LATHE_QUANT_KEEP_F32", "0", 1);
   if (qu_tmp_open(dir, wf, qf, csv)) return 1;
   test_products();
   test_percentile();

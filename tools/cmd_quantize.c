@@ -38,10 +38,11 @@ static void f32_note(const lathe_quantize_result *r) {
   if (r->f32_form)
     printf("note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): the int8 products compute "
            "in f32 on the int8 weights (int8 arithmetic would be slower than f32 here)\n");
-  /* w8/w4 have no f32 form yet: below 16 rows they would be silently slower */
+  /* w8/w4 below 16 rows: the compiler keeps those products in f32 (passes/quantize_cost.c) */
   if (r->slow_rows)
     printf("note: this CPU has no SIMD integer dot products (neither VNNI nor AVX2): w8/w4 products below 16 rows "
-           "(batch 1, generation) run the plain C kernel, slower than f32 here: keep the f32 weights for those\n");
+           "(batch 1, generation) are compiled in f32 here, on the weights dequantized at load (the plain C "
+           "kernel would be slower than f32)\n");
 }
 
 int cmd_quantize(int argc, char **argv) {

@@ -26,11 +26,21 @@ static V cache_pos(cg_k *k, int a, int64_t T) {
   return LLVMBuildSelect(BLD, ok, p, ci(k, 0), "");
 }
 
-/* out = cache; out[pos, :] = row */
+/* out = cache; out[pos, :] = row. Where out is the cache itself (generation
+ * binds the step's cache parameter to this output's buffer,
+ * runtime/generate.c) only the row is written: the rest is there already
+ * (the whole-cache copy was T*d floats per cache and token). The kernel's
+ * arguments are not noalias for that reason (cg_jit.c). */
 static void e_kv_write(cg_k *k) {
   int64_t T = k->n->shape.d[0], d = k->n->shape.d[1];
   V pos = cache_pos(k, 3, T);
+  LLVMBasicBlockRef copy = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "kv_copy");
+  LLVMBasicBlockRef row = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "kv_row");
+  LLVMBuildCondBr(BLD, LLVMBuildICmp(BLD, LLVMIntNE, OUT, k->arg[1], ""), copy, row);
+  LLVMPositionBuilderAtEnd(BLD, copy);
   CG_FOR(k, i, ci(k, 0), ci(k, T * d)) cg_st(k, 0, i.iv, cg_ldf(k, 1, i.iv));
+  LLVMBuildBr(BLD, row);
+  LLVMPositionBuilderAtEnd(BLD, row);
   V base = cg_muli(k, pos, d);
   CG_FOR(k, e, ci(k, 0), ci(k, d)) cg_st(k, 0, addi(k, base, e.iv), cg_ldf(k, 2, e.iv));
 }

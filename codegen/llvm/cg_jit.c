@@ -168,8 +168,9 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const pl_kernel *kern, int id
     k.arg[j] = LLVMGetParam(k.fn, (unsigned)j);
     k.dt[j] = x->dtype;
     k.sh[j] = &x->shape;
-    LLVMAddAttributeAtIndex(k.fn, (unsigned)j + 1,
-                            LLVMCreateEnumAttribute(m->C, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
+    if (k.n->op != IR_KV_WRITE) /* its result may be its cache (cg_decode.c) */
+      LLVMAddAttributeAtIndex(k.fn, (unsigned)j + 1,
+                              LLVMCreateEnumAttribute(m->C, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
   }
   k.scratch = LLVMGetParam(k.fn, (unsigned)nin + 1);
   k.err = LLVMGetParam(k.fn, (unsigned)nin + 2);
