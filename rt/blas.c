@@ -107,6 +107,19 @@ int rt_blas_ready(char *msg, size_t msgn) {
 #endif
 }
 
+static _Atomic(rt_gemm_provider) provider;
+
+void rt_blas_set_provider(rt_gemm_provider f) { atomic_store(&provider, f); }
+
+/* one single-threaded product: the provider's if it takes it, else OpenBLAS's */
+static void one_call(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc) {
+  rt_gemm_provider f = atomic_load_explicit(&provider, memory_order_relaxed);
+  if (f && f(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) return;
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+              B, ldb, beta, C, ldc);
+}
+
 /* A split product's items: at least one per pool thread, more for a large
  * product (about RT_BLAS_ITEM multiply-adds each, at most RT_BLAS_ITEMS),
  * a multiple of the pool size. The threads take items as they finish the
@@ -140,12 +153,11 @@ static void gemm_one(const gemm_job *j, int64_t p) {
   int a = (int)lo * step, b = (int)hi * step < ext ? (int)hi * step : ext;
   if (a >= b) return;
   if (j->by_rows)
-    cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, b - a, j->N,
-                j->K, j->alpha, row_of(j->A, j->ta, j->lda, a), j->lda, j->B, j->ldb, j->beta,
-                j->C + (int64_t)a * j->ldc, j->ldc);
+    one_call(j->ta, j->tb, b - a, j->N, j->K, j->alpha, row_of(j->A, j->ta, j->lda, a), j->lda, j->B, j->ldb, j->beta,
+             j->C + (int64_t)a * j->ldc, j->ldc);
   else
-    cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, j->M, b - a,
-                j->K, j->alpha, j->A, j->lda, row_of(j->B, !j->tb, j->ldb, a), j->ldb, j->beta, j->C + a, j->ldc);
+    one_call(j->ta, j->tb, j->M, b - a, j->K, j->alpha, j->A, j->lda, row_of(j->B, !j->tb, j->ldb, a), j->ldb,
+             j->beta, j->C + a, j->ldc);
 }
 
 /* A pool part: items until none is left. Inside another pool loop the one
@@ -178,8 +190,7 @@ void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const
   (void)order;
   int64_t macs = (int64_t)M * N * K;
   if (macs < RT_BLAS_SPLIT || rt_pool_size() < 2) {
-    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
-                B, ldb, beta, C, ldc);
+    one_call(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   /* cut the longer side of C: each block then still has a long side */

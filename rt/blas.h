@@ -28,6 +28,18 @@
 void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
               int ldb, float beta, float *C, int ldc);
 
+/* An optional second GEMM for chosen products (runtime/gemm_dnnl.c: oneDNN,
+ * when the build found it): f(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta,
+ * C, ldc) computes a row-major single-threaded product and returns 0, or
+ * returns -1 to leave it to OpenBLAS (a shape it is not faster on). Every
+ * cblas call rt_sgemm would make goes to it first, whole or as one item of
+ * a split product. Installed by the JIT (cg_compile, with LATHE_DNNL=1) only: the runtime
+ * library itself, what emitted models link, keeps OpenBLAS alone. NULL
+ * removes it. */
+typedef int (*rt_gemm_provider)(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                                const float *B, int ldb, float beta, float *C, int ldc);
+void rt_blas_set_provider(rt_gemm_provider f);
+
 /* Put OpenBLAS on one thread for good (idempotent). rt_sgemm calls it; so
  * do kernels that call cblas_sgemm directly. */
 void rt_blas_single(void);

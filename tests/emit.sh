@@ -12,6 +12,7 @@ build=$(cd "$(dirname "$LATHE")" && pwd)
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 B=8
 export LATHE_THREADS=1 # the same pool size for lathe run and the emitted code
+export LATHE_DNNL=0    # OpenBLAS alone in the JIT too, as in liblathe_rt (docs/compiling.md: oneDNN)
 # a sanitizer build's liblathe_rt needs its runtime in the program too (CI's ASan run)
 san=""
 nm "$build/liblathe_rt.a" 2>/dev/null | grep -q __asan_init && san="-fsanitize=address,undefined"

@@ -18,6 +18,7 @@ src=$(pwd)
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 M=examples/mlp.nn
 export LATHE_THREADS=1 # the same pool size for lathe train and the emitted code
+export LATHE_DNNL=0    # OpenBLAS alone in the JIT too, as in liblathe_rt (docs/compiling.md: oneDNN)
 san=""
 nm "$build/liblathe_rt.a" 2>/dev/null | grep -q __asan_init && san="-fsanitize=address,undefined"
 ST="python3 $src/tests/aot/st_tool.py"

@@ -535,6 +535,74 @@ static void sg_narrow(cg_k *k, int ta, int64_t M, int64_t N, int64_t K, double a
   if (epi) epi_rows(k, M, N, Cm, ldc, epi);
 }
 
+/* A small product whose B is large (a batch-1 layer: 1024 x 1024 floats,
+ * 4 MiB) is bound by reading B, not by arithmetic: one core streamed
+ * dense1024_b1's weights at about half the rate two do. Such a product is
+ * split over the pool by blocks of C's columns, each part reading its own
+ * columns of B. Every element of C is computed as in the loop on one
+ * thread (same K order, same epilogue), so the bits never depend on the
+ * split. From SG_PAR_B floats of B (1 MiB, an L2's worth) and SG_PAR_WORK
+ * multiply-adds (about 5 us on one core; handing out parts to a spinning
+ * pool costs 1-2 us). */
+enum { SG_PAR_B = 1 << 18, SG_PAR_WORK = 1 << 18 };
+
+typedef struct {
+  sg_t s;
+  int ia, ib, ic;  /* A, B and C's kernel arguments */
+  int64_t M, cols; /* rows of C; columns per unit */
+  int nr, nq, vw;  /* rows per group; vectors (of vw lanes) per row of a unit */
+} sg_par_t;
+
+/* which kernel argument v is (-1: none, e.g. a pointer into one) */
+static int sg_arg_of(const cg_k *k, V v) {
+  for (int j = 0; j < k->nargs; j++)
+    if (k->arg[j] == v) return j;
+  return -1;
+}
+
+/* unit u: columns [u cols, (u + 1) cols) of every row of C */
+static void sg_par_unit(cg_k *k, V u, void *ctx) {
+  const sg_par_t *p = ctx;
+  sg_t s = p->s;
+  s.A = k->arg[p->ia], s.B = k->arg[p->ib], s.C = k->arg[p->ic];
+  V j0 = LLVMBuildNSWMul(k->B, u, ci(k, p->cols), "");
+  CG_FOR(k, i, ci(k, 0), ci(k, p->M / p->nr)) {
+    s.row = LLVMBuildNSWMul(k->B, i.iv, ci(k, p->nr), "");
+    sg_cols(k, &s, j0, p->nq, p->vw, p->nr);
+  }
+  for (int64_t r = p->M / p->nr * p->nr; r < p->M; r++) { /* at most SG_ROWS - 1 rows */
+    s.row = ci(k, r);
+    sg_cols(k, &s, j0, p->nq, p->vw, 1);
+  }
+}
+
+/* The split of sg_small when it pays and can be outlined (A, B and C are
+ * kernel arguments; not already inside a pool loop): whole units of
+ * columns on the pool, the narrower rest on this thread. 1 when done. The
+ * code does not depend on the pool's size (a pool of one runs the units in
+ * turn), so a cached kernel serves any LATHE_THREADS. */
+static int sg_par(cg_k *k, const sg_t *s0, int tb, int64_t M, int64_t N, int64_t K, int maxq, int nr) {
+  int vw = k->m->vw > 1 ? k->m->vw : 1, nq = maxq / nr;
+  sg_par_t p = {*s0, sg_arg_of(k, s0->A), sg_arg_of(k, s0->B), sg_arg_of(k, s0->C), M, (int64_t)nq * vw, nr, nq, vw};
+  int64_t units = N / p.cols;
+  if (tb || k->part || K * N < SG_PAR_B || M * N * K < SG_PAR_WORK || units < 2 || p.ia < 0 || p.ib < 0 ||
+      p.ic < 0)
+    return 0;
+  cg_parallel_for(k, units, 1, sg_par_unit, &p);
+  sg_t s = *s0;
+  int64_t j = units * p.cols;
+  for (int w = vw; w >= 1; w /= 2) /* the rest, as sg_rows does it, rows one at a time */
+    while (N - j >= w) {
+      int q = (int)((N - j) / w < maxq ? (N - j) / w : maxq);
+      CG_FOR(k, i, ci(k, 0), ci(k, M)) {
+        s.row = i.iv;
+        sg_cols(k, &s, ci(k, j), q, w, 1);
+      }
+      j += (int64_t)q * w;
+    }
+  return 1;
+}
+
 static void sg_small(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
                      V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
   if (sn_fits(k, tb, M, N)) {
@@ -545,8 +613,9 @@ static void sg_small(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, d
    * 10-class head) then still has enough independent FMA chains to hide
    * the FMA latency, and each B vector loaded serves SG_ROWS rows */
   int maxq = k->m->vw >= 16 ? 16 : 8, nr = M >= SG_ROWS ? SG_ROWS : 1;
-  if (tb) Bm = sg_pack(k, Bm, N, K, ldb), ldb = N;
   sg_t s = {ta, K, lda, ldb, ldc, alpha, beta, A, Bm, Cm, NULL, epi};
+  if (sg_par(k, &s, tb, M, N, K, maxq, nr)) return;
+  if (tb) s.B = sg_pack(k, Bm, N, K, ldb), s.ldb = N;
   CG_FOR(k, i, ci(k, 0), ci(k, M / nr)) {
     s.row = LLVMBuildNSWMul(k->B, i.iv, ci(k, nr), "");
     sg_rows(k, &s, N, maxq / nr, nr);

@@ -32,6 +32,7 @@
 #include "cg_split.h"
 #include "plan/plan.h"
 #include "rt/blas.h"
+#include "runtime/gemm_dnnl.h"
 #include "rt/lathe_rt.h"
 
 /* Every node's buffer, as the plan laid it out (kept after the plan is
@@ -604,6 +605,7 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   /* before any kernel runs: the pool owns the cores, and OpenBLAS's
    * buffers exist (or this is a clean out-of-memory error, not a hang) */
   if (rt_blas_ready(msg, msgn)) return NULL;
+  gdn_install(); /* oneDNN for the products it is faster on: built with it and LATHE_DNNL=1 */
   cg_program *p = program_new(g);
   if (p && opts.profile && prof_alloc(p, g)) {
     cg_free(p);
