@@ -154,8 +154,6 @@ DC_512(tile512_16x1, 16, 1)
  * 16k + 8) channels, as structured pruning leaves them, would otherwise pay
  * for 16 lanes of which 8 are zero padding (on CPUs that split 512-bit
  * FMAs in two, 256-bit ones issue at twice the rate) */
-DC_TILE(tile256v_16x1, T512, 16, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
-        _mm256_setzero_ps, _mm256_max_ps)
 DC_TILE(tile256v_12x1, T512, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
         _mm256_setzero_ps, _mm256_max_ps)
 DC_TILE(tile256v_8x1, T512, 8, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
@@ -186,10 +184,10 @@ static T512 INLINE void row_512(const dc_job *j, const float *const *xr, int rp,
 
 static T512 void image_512(const dc_job *j, const float *xp, float *t) {
   const float *xr[16];
-  if ((j->Op == 16 || j->Op == 8) && j->P % 16 == 0) { /* one vector of channels (conv1: 16): 16 pixels keep 16 sums in flight */
+  if (j->Op == 16 && j->P % 16 == 0) { /* one vector of channels (conv1: 16): 16 pixels keep 16 sums in flight */
     for (int64_t p = 0; p < j->P; p += 16) {
       int rp = tile_pixels(j, xp, p, 16, xr);
-      j->Op == 16 ? tile512_16x1(j, xr, rp, 0, t + p * j->Op) : tile256v_16x1(j, xr, rp, 0, t + p * j->Op);
+      tile512_16x1(j, xr, rp, 0, t + p * j->Op);
     }
     return;
   }
