@@ -10,8 +10,10 @@
  * channels stays in registers for the whole window: per tap and channel,
  * OV weight vectors (w packed as wt[kh][kw][c][O]) and RP broadcasts of the
  * pixels' input value make RP*OV FMAs. Bias and relu are applied in
- * registers; the tile is written channels-last into t[P][O], and each
- * image's t is transposed into the NCHW output (16 x 16 blocks in zmm).
+ * registers; the tile is written channels-last into t[P][Op], and each
+ * image's t is transposed into the NCHW output (16 x 16 blocks in zmm, else
+ * 8 x 8 in ymm). Op is O padded to 8: a last 8 channels (a pruned layer's
+ * 8 or 24) run on 256-bit tiles rather than a zmm half of zeros.
  * Images are split across the pool; every output sums its taps in the same
  * order (kh, kw, c) whatever the thread count or path's vector width, so
  * results do not depend on the threads. The scalar path (any CPU, and
