@@ -10,8 +10,10 @@
  * channels stays in registers for the whole window: per tap and channel,
  * OV weight vectors (w packed as wt[kh][kw][c][O]) and RP broadcasts of the
  * pixels' input value make RP*OV FMAs. Bias and relu are applied in
- * registers; the tile is written channels-last into t[P][O], and each
- * image's t is transposed into the NCHW output (16 x 16 blocks in zmm).
+ * registers; the tile is written channels-last into t[P][Op], and each
+ * image's t is transposed into the NCHW output (16 x 16 blocks in zmm, else
+ * 8 x 8 in ymm). Op is O padded to 8: a last 8 channels (a pruned layer's
+ * 8 or 24) run on 256-bit tiles rather than a zmm half of zeros.
  * Images are split across the pool; every output sums its taps in the same
  * order (kh, kw, c) whatever the thread count or path's vector width, so
  * results do not depend on the threads. The scalar path (any CPU, and
@@ -55,7 +57,7 @@ int64_t lathe_rt_conv2d_floats(int64_t C, int64_t hw, int64_t O, int64_t ohw, in
   rt_qc_geom g = rt_qc_unpack(1, C, hw, O, ohw, kern, pad);
   int64_t Hp, Wp;
   dc_padded(&g, &Hp, &Wp);
-  return (C * Hp * Wp + 15) / 16 * 16 + g.OH * g.OW * ((O + 15) / 16 * 16);
+  return (C * Hp * Wp + 15) / 16 * 16 + g.OH * g.OW * ((O + 7) / 8 * 8);
 }
 
 /* ---- the features: AVX-512F (and the OS's ZMM state) or AVX2 + FMA ---- */
@@ -114,7 +116,7 @@ static void untranspose_scalar(const dc_job *j, const float *t, float *out) {
 }
 
 #if defined(__x86_64__)
-#define T512 __attribute__((target("avx512f")))
+#define T512 __attribute__((target("avx512f,avx2,fma")))
 #define TAVX2 __attribute__((target("avx2,fma")))
 #define INLINE inline __attribute__((always_inline))
 
@@ -150,6 +152,14 @@ DC_512(tile512_12x1, 12, 1)
 DC_512(tile512_8x2, 8, 2)
 DC_512(tile512_8x1, 8, 1)
 DC_512(tile512_16x1, 16, 1)
+/* 8 channels on 256-bit vectors inside the AVX-512 path: a layer of 8 (or
+ * 16k + 8) channels, as structured pruning leaves them, would otherwise pay
+ * for 16 lanes of which 8 are zero padding (on CPUs that split 512-bit
+ * FMAs in two, 256-bit ones issue at twice the rate) */
+DC_TILE(tile256v_12x1, T512, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+        _mm256_setzero_ps, _mm256_max_ps)
+DC_TILE(tile256v_8x1, T512, 8, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+        _mm256_setzero_ps, _mm256_max_ps)
 DC_TILE(tile256_12x1, TAVX2, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
         _mm256_setzero_ps, _mm256_max_ps)
 
@@ -165,6 +175,15 @@ static int tile_pixels(const dc_job *j, const float *xp, int64_t p, int RP, cons
  * (the digits CNN: 64 and 16 pixels), else 12. */
 static int tile_rows(int64_t P) { return P % 12 && !(P % 8) ? 8 : 12; }
 
+/* One tile row of pixels from p across the channels: 32 and 16 at a time
+ * in zmm, a last 8 (Op is a multiple of 8) in ymm. */
+static T512 INLINE void row_512(const dc_job *j, const float *const *xr, int rp, int RP, float *tp) {
+  int64_t o = 0;
+  for (; o + 32 <= j->Op; o += 32) RP == 8 ? tile512_8x2(j, xr, rp, o, tp) : tile512_12x2(j, xr, rp, o, tp);
+  for (; o + 16 <= j->Op; o += 16) RP == 8 ? tile512_8x1(j, xr, rp, o, tp) : tile512_12x1(j, xr, rp, o, tp);
+  if (o < j->Op) RP == 8 ? tile256v_8x1(j, xr, rp, o, tp) : tile256v_12x1(j, xr, rp, o, tp);
+}
+
 static T512 void image_512(const dc_job *j, const float *xp, float *t) {
   const float *xr[16];
   if (j->Op == 16 && j->P % 16 == 0) { /* one vector of channels (conv1: 16): 16 pixels keep 16 sums in flight */
@@ -175,13 +194,7 @@ static T512 void image_512(const dc_job *j, const float *xp, float *t) {
     return;
   }
   int RP = tile_rows(j->P);
-  for (int64_t p = 0; p < j->P; p += RP) {
-    int rp = tile_pixels(j, xp, p, RP, xr);
-    float *tp = t + p * j->Op;
-    int64_t o = 0;
-    for (; o + 32 <= j->Op; o += 32) RP == 8 ? tile512_8x2(j, xr, rp, o, tp) : tile512_12x2(j, xr, rp, o, tp);
-    for (; o < j->Op; o += 16) RP == 8 ? tile512_8x1(j, xr, rp, o, tp) : tile512_12x1(j, xr, rp, o, tp);
-  }
+  for (int64_t p = 0; p < j->P; p += RP) row_512(j, xr, tile_pixels(j, xp, p, RP, xr), RP, t + p * j->Op);
 }
 
 static TAVX2 void image_avx2(const dc_job *j, const float *xp, float *t) {
@@ -221,9 +234,40 @@ static T512 void tr16(const float *in, int64_t ld, float *out, int64_t od) {
   }
 }
 
+/* 8 rows of 8 floats (stride ld) transposed into 8 rows at out (stride od):
+ * the same interleaving as tr16 within 128-bit lanes, then the lanes. */
+static TAVX2 INLINE void tr8(const float *in, int64_t ld, float *out, int64_t od) {
+  __m256 r[8], u[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(in + i * ld);
+  for (int i = 0; i < 8; i += 2) {
+    u[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    u[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) { /* r[i + k]: column k (and 4 + k) of rows i .. i+3 */
+    r[i] = _mm256_shuffle_ps(u[i], u[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(u[i], u[i + 2], 0xee);
+    r[i + 2] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0xee);
+  }
+  for (int k = 0; k < 4; k++) {
+    _mm256_storeu_ps(out + k * od, _mm256_permute2f128_ps(r[k], r[4 + k], 0x20));
+    _mm256_storeu_ps(out + (4 + k) * od, _mm256_permute2f128_ps(r[k], r[4 + k], 0x31));
+  }
+}
+
+/* t [P][Op] to out [O][P] by 8 x 8 blocks (O and P multiples of 8) */
+static TAVX2 void untranspose_avx2(const dc_job *j, const float *t, float *out) {
+  if (j->P % 8 || j->g.O % 8) {
+    untranspose_scalar(j, t, out);
+    return;
+  }
+  for (int64_t p = 0; p < j->P; p += 8)
+    for (int64_t o = 0; o < j->g.O; o += 8) tr8(t + p * j->Op + o, j->Op, out + o * j->P + p, j->P);
+}
+
 static T512 void untranspose_512(const dc_job *j, const float *t, float *out) {
   if (j->P % 16 || j->g.O % 16) {
-    untranspose_scalar(j, t, out);
+    untranspose_avx2(j, t, out);
     return;
   }
   for (int64_t p = 0; p < j->P; p += 16)
@@ -250,7 +294,7 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
     }
     if (j->isa == LATHE_RT_CONV_AVX2) {
       image_avx2(j, xp, t);
-      untranspose_scalar(j, t, out);
+      untranspose_avx2(j, t, out);
       continue;
     }
 #endif
@@ -260,7 +304,7 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
 }
 
 int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern) {
-  int64_t KH = kern & 0xffff, KW = (kern >> 16) & 0xffff, Op = (O + 15) / 16 * 16;
+  int64_t KH = kern & 0xffff, KW = (kern >> 16) & 0xffff, Op = (O + 7) / 8 * 8;
   int64_t P = (ohw & 0xffffffff) * (ohw >> 32);
   return 4 * (KH * KW * C * (Op + 1) + Op + P); /* wt, the bias, koff, poff */
 }
@@ -272,7 +316,8 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
   j.isa = flags & 0xff, j.act = (flags >> 8) & 1;
   if (j.isa > lathe_rt_conv_isa()) j.isa = lathe_rt_conv_isa(); /* an object emitted for a wider CPU */
   dc_padded(g, &j.Hp, &j.Wp);
-  j.P = g->OH * g->OW, j.Op = (O + 15) / 16 * 16;
+  /* channels padded to 8, not 16: the AVX-512 path takes a last 8 in ymm */
+  j.P = g->OH * g->OW, j.Op = (O + 7) / 8 * 8;
   /* wt [kh][kw][c][Op] from w [O][C][KH][KW], zero in the padded channels;
    * then the bias, padded */
   float *wt = scr, *bp = wt + g->KH * g->KW * C * j.Op;

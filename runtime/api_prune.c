@@ -226,23 +226,66 @@ static void head_norms(const lathe_program *src, const ir_graph *g, const pr_lay
   for (int64_t i = 0; i < np; i++) norm[i / dout / L->hd].norm += P[i] * P[i];
 }
 
-/* Which units of layer L stay: the largest L2 norms of its weight's slices
- * (for attention, of each head's q, k, v and output-projection slices). */
-static int choose_units(const lathe_program *src, const ir_graph *g, const pr_layer *L, double s, kept *k,
+/* Per unit u of layer l, the sum of squares of the entries it owns in every
+ * slice of the plan on a parameter of rank >= 2 other than the layer's own
+ * weight: the weight of the layer reading it (rows of a dense weight, input
+ * channels of a conv's, each channel's block through flatten). 0, or -1
+ * when a batchnorm stands between the two (a slice of rank 1 that is not
+ * the layer's bias): its scale, not the weights, sets what a unit hands on. */
+static int reader_norms(const lathe_program *src, const ir_graph *g, const pr_plan *pl, int l, unit_norm *norm) {
+  for (int s = 0; s < pl->nslices; s++) {
+    const pr_slice *sl = &pl->slices[s];
+    if (sl->layer == l && g->params[sl->param].shape.rank < 2 && sl->param != pl->layers[l].bias) return -1;
+  }
+  for (int s = 0; s < pl->nslices; s++) {
+    const pr_slice *sl = &pl->slices[s];
+    if (sl->layer != l || sl->param == pl->layers[l].weight || g->params[sl->param].shape.rank < 2) continue;
+    int p = ir_find_param(&src->g, g->params[sl->param].name);
+    if (p < 0) continue;
+    const ir_shape *sh = &src->g.params[p].shape;
+    int64_t inner = 1, n = ir_numel(sh);
+    for (int d = sl->dim + 1; d < sh->rank; d++) inner *= sh->d[d];
+    for (int64_t e = 0; e < n; e++) {
+      int64_t u = e / inner % sh->d[sl->dim] / sl->group;
+      norm[u].norm += src->params[p][e] * src->params[p][e];
+    }
+  }
+  return 0;
+}
+
+/* Which units of layer L (plan layer l) stay. A dense neuron or conv
+ * channel scores the L2 norm of its own weights (a column of W, a filter)
+ * times the L2 norm of the weights that read it in the next layer: what it
+ * takes in and what it hands on together (a relu unit scaled by a in and
+ * 1/a out is the same unit; with the first factor alone it is not). With
+ * a batchnorm between the two a unit scores its own norm. Attention heads:
+ * the norm of each head's q, k, v and output-projection slices. The
+ * largest scores stay. */
+static int choose_units(const lathe_program *src, const ir_graph *g, const pr_plan *pl, int l, double s, kept *k,
                         lathe_error *err) {
+  const pr_layer *L = &pl->layers[l];
   int w = ir_find_param(&src->g, g->params[L->weight].name);
   const ir_shape *ws = &src->g.params[w].shape;
   const float *W = src->params[w];
   int64_t U = L->units, n = ir_numel(ws), per = n / U;
-  unit_norm *norm = calloc((size_t)U + 1, sizeof *norm);
+  unit_norm *norm = calloc((size_t)U + 1, sizeof *norm), *out = calloc((size_t)U + 1, sizeof *out);
   k->keep = malloc(sizeof(int64_t) * ((size_t)U + 1));
-  if (!norm || !k->keep) { free(norm); return api_fail(err, LATHE_ENOMEM, "out of memory"); }
+  if (!norm || !out || !k->keep) {
+    free(norm), free(out);
+    return api_fail(err, LATHE_ENOMEM, "out of memory");
+  }
   for (int64_t u = 0; u < U; u++) norm[u].unit = u;
   if (L->attn) head_norms(src, g, L, norm);
   for (int64_t e = 0; !L->attn && e < n; e++) { /* conv: unit = e / per (first axis); dense: e % U (last) */
     int64_t u = L->conv ? e / per : e % U;
     norm[u].norm += W[e] * W[e];
   }
+  if (!L->attn) {
+    int any = 0, ok = reader_norms(src, g, pl, l, out) == 0;
+    for (int64_t u = 0; ok && u < U; u++) any |= out[u].norm > 0;
+    for (int64_t u = 0; any && u < U; u++) norm[u].norm = sqrtf(norm[u].norm) * sqrtf(out[u].norm);
+  }
+  free(out);
   qsort(norm, (size_t)U, sizeof *norm, by_norm);
   k->nkeep = U - (int64_t)llround(s * (double)U);
   if (k->nkeep < 1) k->nkeep = 1;
@@ -331,7 +374,7 @@ static int structured(lathe_model *m, lathe_program *src, const lathe_prune_opti
         snprintf(rep->note, sizeof rep->note, "the attention at line %d stays whole: %s", L->loc.line, L->why);
       continue;
     }
-    rc = choose_units(src, &raw->g, L, o->sparsity, &ks[l], err);
+    rc = choose_units(src, &raw->g, pl, l, o->sparsity, &ks[l], err);
     snprintf(txt[l], sizeof txt[l], "%lld", (long long)ks[l].nkeep);
     ed[ne++] = (fe_arg_edit){L->loc, 1, L->attn ? "heads" : L->conv ? "channels" : "units", txt[l], 0};
     if (L->attn) { /* fewer heads of the same width: head_dim= keeps it (the default is width / heads) */

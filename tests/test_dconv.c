@@ -92,6 +92,17 @@ static void test_kernel(void) {
        .padR = 2, .bias = 1, .relu = 0},
       {.N = 1, .C = 2, .H = 5, .W = 5, .O = 17, .KH = 1, .KW = 1, .s = 1, .dil = 1, .bias = 1, .relu = 1},
       {.N = 3, .C = 4, .H = 6, .W = 6, .O = 8, .KH = 3, .KW = 3, .s = 3, .dil = 1, .bias = 1, .relu = 1},
+      /* the 50%-pruned digits CNN (bench/cnn_pruned50.nn): 8 channels on
+       * 256-bit vectors and 8 x 8 transposes, then 8 -> 16 */
+      {.N = 5, .C = 1, .H = 8, .W = 8, .O = 8, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1},
+      {.N = 3, .C = 8, .H = 4, .W = 4, .O = 16, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1},
+      /* 16 + 8 channels (a zmm and a ymm tile) on tiles of 12 and of 8 pixels */
+      {.N = 2, .C = 5, .H = 6, .W = 6, .O = 24, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 0},
+      {.N = 2, .C = 3, .H = 4, .W = 4, .O = 40, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 0, .relu = 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) kernel_case(&cases[i]);
 }

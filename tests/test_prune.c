@@ -198,6 +198,40 @@ static void test_structured(void) {
   lathe_model_free(m);
 }
 
+/* A neuron scores its own weights' norm times its reader's: f1's neuron u
+ * has every input weight a[u] and every output weight (its row of out) b[u].
+ * By own norm the kept half would be {0, 2}; neuron 0 hands on almost
+ * nothing (b = 0.01) and neuron 1 much (b = 3), so the product keeps {1, 2}. */
+static void test_scores(void) {
+  lathe_model *m = parse("sc.nn", "model sc\ninput x : f32[batch, 4]\n"
+                                  "h = dense(x, 4, name=\"f1\") |> relu\noutput y = dense(h, 2, name=\"out\")\n");
+  if (!m) return;
+  lathe_error err = {0};
+  lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 2};
+  lathe_program *p = lathe_compile(m, &o, &err);
+  CHECK(p && lathe_weights_init(p, 3, &err) == 0);
+  static const float a[4] = {2, 0.5f, 1, 1}, b[4] = {0.01f, 3, 1, 0.1f};
+  float *fw = p ? param(p, "f1.weight", NULL) : NULL, *ow = p ? param(p, "out.weight", NULL) : NULL;
+  for (int i = 0; fw && ow && i < 4; i++)
+    for (int u = 0; u < 4; u++) fw[i * 4 + u] = a[u], ow[u * 2 + i % 2] = b[u];
+  CHECK(p && lathe_weights_save(p, path("sc.safetensors"), &err) == 0);
+  lathe_program_free(p);
+  lathe_prune_options po = {.weights = path("sc.safetensors"), .out = path("scp.safetensors"), .sparsity = 0.5,
+                            .structured = 1, .model_out = path("scp.nn"), .time_batch = 1};
+  int rc = lathe_prune(m, &po, NULL, &err);
+  CHECK_MSG(rc == 0, "prune: %s", err.message);
+  lathe_error_clear(&err);
+  lathe_model *pm = rc ? NULL : lathe_model_load(path("scp.nn"), &err);
+  lathe_program *q = pm ? lathe_compile(pm, &o, &err) : NULL;
+  CHECK_MSG(!rc && q && lathe_weights_load(q, path("scp.safetensors"), &err) == 0, "%s", err.message);
+  float *kw = q ? param(q, "out.weight", NULL) : NULL, *kf = q ? param(q, "f1.weight", NULL) : NULL;
+  CHECK_MSG(kw && kf && kw[0] == 3 && kw[2] == 1 && kf[0] == 0.5f && kf[1] == 1, "kept rows of out: %g %g",
+            kw ? kw[0] : -1, kw ? kw[2] : -1);
+  lathe_program_free(q);
+  lathe_model_free(pm);
+  lathe_model_free(m);
+}
+
 /* ---- attention heads ---- */
 
 /* a plain attention (a1, tokens piped in: IR_ATTENTION) and one with rotary
@@ -466,6 +500,7 @@ int main(void) {
   if (!mkdtemp(dir)) return 1;
   test_rewrite();
   test_structured();
+  test_scores();
   test_heads();
   test_unstructured();
   test_errors();
