@@ -18,9 +18,16 @@
  * channels-last into t[r][16 pixels][Op], and each image's 16-pixel chunk
  * is transposed into the NCHW output (16 x 16 blocks in zmm).
  *
- * Images are split across the pool; every output sums its valid taps in the
- * same order (kh, kw, c) whatever the thread count, path or tile, so results
- * do not depend on them. The scalar path (any CPU, and
+ * A part of the pool with fewer than DC_PXMAX images (batch 1) would
+ * repeat its last image to fill a group, so it runs the pixel path instead:
+ * each image copied into a zero-bordered channels-last buffer, a tile of RP
+ * pixels of one image by OV channel vectors, the padding's zeros multiplied
+ * too (an FMA of +0 leaves every finite sum as it was).
+ *
+ * Images are split across the pool; every output sums its taps in the same
+ * order (kh, kw, c) whatever the thread count, path or tile, so results do
+ * not depend on them (up to a non-finite weight on a padding tap, which
+ * only the pixel path multiplies). The scalar path (any CPU, and
  * LATHE_CPU_FEATURES=-avx2) does the same arithmetic one lane at a time. */
 #include <math.h>
 #include <stdalign.h>
@@ -39,24 +46,40 @@
 #endif
 
 /* DC_PB: output pixels per transposed chunk; DC_MINRP: the smallest image
- * group the code generator accepts (its stack buffers: lathe_rt_conv2d_floats) */
-enum { DC_PB = 16, DC_MINRP = 4 };
+ * group the code generator accepts (its stack buffers: lathe_rt_conv2d_floats);
+ * DC_PXMAX: parts of fewer images run the pixel path (a group of images
+ * would repeat the last one up to the group's size: 16x the work at batch
+ * 1); DC_RP: the pixel path's tile */
+enum { DC_PB = 16, DC_MINRP = 4, DC_PXMAX = 8, DC_RP = 12 };
 
 typedef struct {
   float *out;
   const float *x, *wt, *bias; /* wt [KH*KW][C][Op], bias [Op] */
   const int32_t *ntap;        /* [P + 1]: pixel p's valid taps are tap[ntap[p] .. ntap[p + 1]) */
   const int32_t *tap;         /* pairs: the input pixel ih*W + iw, and the window position kh*KW + kw */
+  const int32_t *koff;        /* the pixel path: [K] tap (kh, kw, c)'s offset in xp from its window's corner */
+  const int32_t *poff;        /* the pixel path: [P] output pixel p's window corner in xp */
   rt_qc_geom g;
-  int64_t P, Op, isa, act;
+  int64_t P, Op, isa, act, Hp, Wp, K;
 } dc_job;
+
+static int64_t dc_span(int64_t out, int64_t s, int64_t k, int64_t dil) { return (out - 1) * s + (k - 1) * dil + 1; }
+
+/* the pixel path's padded image: every window inside, x at (padT, padL) */
+static void dc_padded(const rt_qc_geom *g, int64_t *Hp, int64_t *Wp) {
+  int64_t h = dc_span(g->OH, g->s, g->KH, g->dil), w = dc_span(g->OW, g->s, g->KW, g->dil);
+  *Hp = h > g->H + g->padT ? h : g->H + g->padT, *Wp = w > g->W + g->padL ? w : g->W + g->padL;
+}
 
 /* floats of a group of rp images' buffers: xg and t */
 static int64_t dc_group_floats(int64_t rp, int64_t C, int64_t HW, int64_t Op) { return rp * (C * HW + DC_PB * Op); }
 
 int64_t lathe_rt_conv2d_floats(int64_t C, int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad) {
-  (void)ohw, (void)kern, (void)pad;
-  return dc_group_floats(DC_MINRP, C, (hw & 0xffffffff) * (hw >> 32), (O + 15) / 16 * 16);
+  rt_qc_geom g = rt_qc_unpack(1, C, hw, O, ohw, kern, pad);
+  int64_t Hp, Wp, Op = (O + 15) / 16 * 16;
+  dc_padded(&g, &Hp, &Wp);
+  int64_t px = (C * Hp * Wp + 15) / 16 * 16 + g.OH * g.OW * Op, grp = dc_group_floats(DC_MINRP, C, g.H * g.W, Op);
+  return px > grp ? px : grp; /* both paths' buffers */
 }
 
 /* ---- the features: AVX-512F (and the OS's ZMM state) or AVX2 + FMA ---- */
@@ -94,6 +117,29 @@ static void image_scalar(const dc_job *j, const float *x, float *out) {
 static void untranspose_scalar(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
   for (int64_t o = 0; o < j->g.O; o++)
     for (int64_t q = 0; q < pb; q++) out[o * j->P + p0 + q] = t[q * j->Op + o];
+}
+
+/* ---- the pixel path (parts of few images): one image at a time, padded channels-last ---- */
+
+static void pad_image(const dc_job *j, const float *x, float *xp) {
+  const rt_qc_geom *g = &j->g;
+  int64_t C = g->C, HW = g->H * g->W;
+  memset(xp, 0, sizeof(float) * (size_t)(C * j->Hp * j->Wp));
+  for (int64_t h = 0; h < g->H; h++)
+    for (int64_t v = 0; v < g->W; v++) {
+      float *d = xp + ((h + g->padT) * j->Wp + v + g->padL) * C;
+      const float *s = x + h * g->W + v;
+      for (int64_t c = 0; c < C; c++) d[c] = s[c * HW];
+    }
+}
+
+/* the input of output pixel p: its window's top left corner in xp */
+static const float *pixel_at(const dc_job *j, const float *xp, int64_t p) { return xp + j->poff[p]; }
+
+/* t [P][Op] to out [O][P] */
+static void px_untranspose_scalar(const dc_job *j, const float *t, float *out) {
+  for (int64_t o = 0; o < j->g.O; o++)
+    for (int64_t p = 0; p < j->P; p++) out[o * j->P + p] = t[p * j->Op + o];
 }
 
 /* a group's images [n0, n0 + rp) interleaved as xg[pixel][c][r] for r < RP,
@@ -210,6 +256,88 @@ static T512 void untranspose_512(const dc_job *j, const float *t, int64_t p0, in
   for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + o, j->Op, out + o * j->P + p0, j->P);
 }
 
+/* The pixel tile (the small-batch path), written once per ISA: RP pixels (rp <= DC_RP, pointers
+ * xr) by OV vectors of VL channels from channel o0. */
+#define PX_TILE(NAME, ATTR, RP, VT, VL, OV, LOAD, STORE, BCAST, FMA, ZERO, MAX)                                        \
+  static ATTR INLINE void NAME(const dc_job *j, const float *const *xr, int rp, int64_t o0, float *t) {           \
+    VT acc[RP][OV];                                                                                               \
+    for (int v = 0; v < OV; v++) {                                                                                \
+      VT b = j->bias ? LOAD(j->bias + o0 + v * VL) : ZERO();                                                      \
+      for (int r = 0; r < RP; r++) acc[r][v] = b;                                                                 \
+    }                                                                                                             \
+    const float *w = j->wt + o0;                                                                                  \
+    for (int64_t k = 0; k < j->K; k++, w += j->Op) {                                                              \
+      int64_t off = j->koff[k];                                                                                   \
+      VT wv[OV];                                                                                                  \
+      for (int v = 0; v < OV; v++) wv[v] = LOAD(w + v * VL);                                                      \
+      for (int r = 0; r < RP; r++) {                                                                              \
+        VT xv = BCAST(xr[r][off]);                                                                                \
+        for (int v = 0; v < OV; v++) acc[r][v] = FMA(xv, wv[v], acc[r][v]);                                       \
+      }                                                                                                           \
+    }                                                                                                             \
+    for (int r = 0; r < rp; r++)                                                                                  \
+      for (int v = 0; v < OV; v++) STORE(t + r * j->Op + o0 + v * VL, j->act ? MAX(ZERO(), acc[r][v]) : acc[r][v]); \
+  }
+
+#define PX_512(NAME, RP, OV)                                                                                      \
+  PX_TILE(NAME, T512, RP, __m512, 16, OV, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps,     \
+          _mm512_setzero_ps, _mm512_max_ps)
+PX_512(px512_12x2, 12, 2)
+PX_512(px512_12x1, 12, 1)
+PX_512(px512_8x2, 8, 2)
+PX_512(px512_8x1, 8, 1)
+PX_512(px512_16x1, 16, 1)
+PX_TILE(px256_12x1, TAVX2, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+        _mm256_setzero_ps, _mm256_max_ps)
+
+/* A tile's pixels: pointers for rp <= RP pixels from p, the last repeated
+ * to fill RP (their extra results go nowhere). */
+static int tile_pixels(const dc_job *j, const float *xp, int64_t p, int RP, const float **xr) {
+  int rp = j->P - p < RP ? (int)(j->P - p) : RP;
+  for (int r = 0; r < RP; r++) xr[r] = pixel_at(j, xp, p + (r < rp ? r : rp - 1));
+  return rp;
+}
+
+/* Tiles of 8 pixels where they cover the image exactly and 12 would not
+ * (the digits CNN: 64 and 16 pixels), else 12. */
+static int tile_rows(int64_t P) { return P % 12 && !(P % 8) ? 8 : 12; }
+
+static T512 void px_image_512(const dc_job *j, const float *xp, float *t) {
+  const float *xr[16];
+  if (j->Op == 16 && j->P % 16 == 0) { /* one vector of channels (conv1: 16): 16 pixels keep 16 sums in flight */
+    for (int64_t p = 0; p < j->P; p += 16) {
+      int rp = tile_pixels(j, xp, p, 16, xr);
+      px512_16x1(j, xr, rp, 0, t + p * j->Op);
+    }
+    return;
+  }
+  int RP = tile_rows(j->P);
+  for (int64_t p = 0; p < j->P; p += RP) {
+    int rp = tile_pixels(j, xp, p, RP, xr);
+    float *tp = t + p * j->Op;
+    int64_t o = 0;
+    for (; o + 32 <= j->Op; o += 32) RP == 8 ? px512_8x2(j, xr, rp, o, tp) : px512_12x2(j, xr, rp, o, tp);
+    for (; o < j->Op; o += 16) RP == 8 ? px512_8x1(j, xr, rp, o, tp) : px512_12x1(j, xr, rp, o, tp);
+  }
+}
+
+static TAVX2 void px_image_avx2(const dc_job *j, const float *xp, float *t) {
+  const float *xr[DC_RP];
+  for (int64_t p = 0; p < j->P; p += DC_RP) {
+    int rp = tile_pixels(j, xp, p, DC_RP, xr);
+    for (int64_t o = 0; o < j->Op; o += 8) px256_12x1(j, xr, rp, o, t + p * j->Op);
+  }
+}
+
+static T512 void px_untranspose_512(const dc_job *j, const float *t, float *out) {
+  if (j->P % 16 || j->g.O % 16) {
+    px_untranspose_scalar(j, t, out);
+    return;
+  }
+  for (int64_t p = 0; p < j->P; p += 16)
+    for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + p * j->Op + o, j->Op, out + o * j->P + p, j->P);
+}
+
 /* images [n0, n0 + rp) as one group of RP: interleaved, then every pixel's
  * tiles, DC_PB pixels at a time transposed out */
 static void group_vec(const dc_job *j, int64_t n0, int rp, int RP, float *xg, float *t) {
@@ -248,6 +376,16 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
   const dc_job *j = ctx;
   const rt_qc_geom *g = &j->g;
 #if defined(__x86_64__)
+  if (j->isa != LATHE_RT_CONV_SCALAR && hi - lo < DC_PXMAX) {
+    alignas(64) float buf[LATHE_RT_CONV_STACK];
+    float *xp = buf, *t = buf + (g->C * j->Hp * j->Wp + 15) / 16 * 16;
+    for (int64_t n = lo; n < hi; n++) {
+      pad_image(j, j->x + n * g->C * g->H * g->W, xp);
+      if (j->isa == LATHE_RT_CONV_AVX512) px_image_512(j, xp, t), px_untranspose_512(j, t, j->out + n * g->O * j->P);
+      else px_image_avx2(j, xp, t), px_untranspose_scalar(j, t, j->out + n * g->O * j->P);
+    }
+    return;
+  }
   if (j->isa != LATHE_RT_CONV_SCALAR) {
     alignas(64) float buf[LATHE_RT_CONV_STACK];
     int RP = group_size(j, hi - lo);
@@ -262,7 +400,7 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
 int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern) {
   int64_t KH = kern & 0xffff, KW = (kern >> 16) & 0xffff, Op = (O + 15) / 16 * 16;
   int64_t P = (ohw & 0xffffffff) * (ohw >> 32);
-  return 4 * (KH * KW * C * Op + Op + P + 1 + 2 * P * KH * KW); /* wt, the bias, ntap, tap */
+  return 4 * (KH * KW * C * Op + Op + P + 1 + 2 * P * KH * KW + KH * KW * C + P); /* wt, bias, ntap, tap, koff, poff */
 }
 
 /* pixel p's taps inside the image, in (kh, kw) order; their count */
@@ -299,7 +437,14 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
   int32_t *ntap = (int32_t *)(void *)(bp + j.Op), *tap = ntap + j.P + 1;
   ntap[0] = 0;
   for (int64_t p = 0; p < j.P; p++) ntap[p + 1] = ntap[p] + pixel_taps(g, p, tap + 2 * ntap[p]);
-  j.wt = wt, j.bias = bp, j.ntap = ntap, j.tap = tap;
+  dc_padded(g, &j.Hp, &j.Wp);
+  j.K = g->KH * g->KW * C;
+  int32_t *koff = tap + 2 * ntap[j.P], *poff = koff + j.K;
+  for (int64_t ky = 0; ky < g->KH; ky++)
+    for (int64_t kx = 0; kx < g->KW; kx++)
+      for (int64_t c = 0; c < C; c++) koff[(ky * g->KW + kx) * C + c] = (int32_t)((ky * j.Wp + kx) * g->dil * C + c);
+  for (int64_t p = 0; p < j.P; p++) poff[p] = (int32_t)(((p / g->OW) * j.Wp + p % g->OW) * g->s * C);
+  j.wt = wt, j.bias = bp, j.ntap = ntap, j.tap = tap, j.koff = koff, j.poff = poff;
   int64_t per = j.P * O * C * g->KH * g->KW; /* multiply-adds an image */
   rt_pool_for(N, per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1), conv_part, &j);
 }

@@ -97,10 +97,10 @@ static void test_kernel(void) {
       {.N = 37, .C = 16, .H = 4, .W = 4, .O = 32, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
        .padR = 1, .bias = 1, .relu = 1},
       /* an image big enough that only groups of 4 fit the stack; 361 pixels: a short last chunk of 16 */
-      {.N = 9, .C = 8, .H = 19, .W = 19, .O = 16, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+      {.N = 19, .C = 8, .H = 19, .W = 19, .O = 16, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
        .padR = 1, .bias = 1, .relu = 0},
       /* a window wider than the image with padding: pixels with very few taps */
-      {.N = 13, .C = 3, .H = 3, .W = 2, .O = 16, .KH = 5, .KW = 5, .s = 1, .dil = 1, .padT = 2, .padL = 2, .padB = 2,
+      {.N = 27, .C = 3, .H = 3, .W = 2, .O = 16, .KH = 5, .KW = 5, .s = 1, .dil = 1, .padT = 2, .padL = 2, .padB = 2,
        .padR = 2, .bias = 1, .relu = 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) kernel_case(&cases[i]);
