@@ -436,7 +436,10 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
   for (int64_t o = 0; o < j.Op; o++) bp[o] = bias && o < O ? bias[o] : 0.0f;
   int32_t *ntap = (int32_t *)(void *)(bp + j.Op), *tap = ntap + j.P + 1;
   ntap[0] = 0;
-  for (int64_t p = 0; p < j.P; p++) ntap[p + 1] = ntap[p] + pixel_taps(g, p, tap + 2 * ntap[p]);
+  /* the taps only where a path reads them (at batch 1 they cost more than
+   * a sixth of the digits CNN's step) */
+  for (int64_t p = 0; p < j.P; p++)
+    ntap[p + 1] = j.isa == LATHE_RT_CONV_SCALAR || N >= DC_PXMAX ? ntap[p] + pixel_taps(g, p, tap + 2 * ntap[p]) : 0;
   dc_padded(g, &j.Hp, &j.Wp);
   j.K = g->KH * g->KW * C;
   int32_t *koff = tap + 2 * ntap[j.P], *poff = koff + j.K;
