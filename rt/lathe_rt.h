@@ -155,10 +155,10 @@ int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64
  * path, LATHE_RT_CONV_* (what lathe_rt_conv_isa said when the code was
  * generated; a wider one than this CPU has runs the widest it has). The
  * geometry is packed as rt_qc_unpack's (rt/rt_qconv.h). Each thread keeps
- * one image's padded input and channels-last result on its stack: the
- * code generator calls it only when lathe_rt_conv2d_floats <=
- * LATHE_RT_CONV_STACK. scr: lathe_rt_conv2d_scratch_bytes (the packed
- * weights). */
+ * a group of images (interleaved input, channels-last result), or for a
+ * part of few images one padded image, on its stack: the code generator
+ * calls it only when lathe_rt_conv2d_floats <= LATHE_RT_CONV_STACK. scr:
+ * lathe_rt_conv2d_scratch_bytes (the packed weights, each pixel's taps). */
 enum { LATHE_RT_CONV_SCALAR = 0, LATHE_RT_CONV_AVX2 = 1, LATHE_RT_CONV_AVX512 = 2, LATHE_RT_CONV_STACK = 16384 };
 void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bias, void *scr, int64_t N, int64_t C,
                      int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad, int64_t flags);

@@ -2,21 +2,35 @@
  * (lathe_rt_conv2d; codegen/llvm/cg_dconv.c decides when it runs).
  *
  * Profiled on the digits CNN at batch 128 (LATHE_PROFILE): the two conv2d
- * kernels were 85-90% of the step, as im2col copies (C*KH*KW rows of OW
- * floats per image: 2304 floats an image for conv2) and an OpenBLAS product
- * whose M = O = 16 or 32 is too short for its packing to pay. Here each
- * image is copied once into a zero-bordered channels-last buffer
- * xp[Hp][Wp][C], and a tile of RP output pixels by OV vectors of output
- * channels stays in registers for the whole window: per tap and channel,
- * OV weight vectors (w packed as wt[kh][kw][c][O]) and RP broadcasts of the
- * pixels' input value make RP*OV FMAs. Bias and relu are applied in
- * registers; the tile is written channels-last into t[P][Op], and each
- * image's t is transposed into the NCHW output (16 x 16 blocks in zmm, else
- * 8 x 8 in ymm). Op is O padded to 8: a last 8 channels (a pruned layer's
- * 8 or 24) run on 256-bit tiles rather than a zmm half of zeros.
+ * kernels were 85-90% of the step, as im2col copies and an OpenBLAS product
+ * whose M = O = 16 or 32 is too short for its packing to pay.
+ *
+ * The register tile is RP images at one output pixel by OV vectors of
+ * output channels: per tap (kh, kw) and channel c, OV weight vectors (w
+ * packed as wt[kh][kw][c][Op]) and RP broadcasts make RP*OV FMAs. Tiling
+ * across images rather than across the pixels of one image lets every tile
+ * skip the taps that fall in the zero padding: all its pixels are at the
+ * same place. On 4x4 images with a 3x3 window and padding 1 (conv2) that is
+ * 100 of 144 taps, 31% of the multiply-adds; on 8x8 (conv1) 16%. A group of
+ * RP images is first interleaved into xg[ih][iw][c][r] (image r of the
+ * group innermost), so a tile's RP broadcasts are at constant offsets from
+ * one pointer. Bias and relu are applied in registers; results go
+ * channels-last into t[r][16 pixels][Op], and each image's 16-pixel chunk
+ * is transposed into the NCHW output (16 x 16 blocks in zmm, else 8 x 8 in
+ * ymm). Op is O padded to 8: a last 8 channels (a pruned layer's 8 or 24)
+ * run on 256-bit tiles rather than a zmm half of zeros (on CPUs that split
+ * 512-bit FMAs in two, 256-bit ones issue at twice the rate).
+ *
+ * A part of the pool with fewer than DC_PXMAX images (batch 1) would
+ * repeat its last image to fill a group, so it runs the pixel path instead:
+ * each image copied into a zero-bordered channels-last buffer, a tile of RP
+ * pixels of one image by OV channel vectors, the padding's zeros multiplied
+ * too (an FMA of +0 leaves every finite sum as it was).
+ *
  * Images are split across the pool; every output sums its taps in the same
- * order (kh, kw, c) whatever the thread count or path's vector width, so
- * results do not depend on the threads. The scalar path (any CPU, and
+ * order (kh, kw, c) whatever the thread count, path or tile, so results do
+ * not depend on them (up to a non-finite weight on a padding tap, which
+ * only the pixel path multiplies). The scalar path (any CPU, and
  * LATHE_CPU_FEATURES=-avx2) does the same arithmetic one lane at a time. */
 #include <math.h>
 #include <stdalign.h>
@@ -34,30 +48,41 @@
 #include "rt_quant.h"
 #endif
 
-enum { DC_RP = 12 }; /* output pixels per register tile (16 for a single vector of channels) */
+/* DC_PB: output pixels per transposed chunk; DC_MINRP: the smallest image
+ * group the code generator accepts (its stack buffers: lathe_rt_conv2d_floats);
+ * DC_PXMAX: parts of fewer images run the pixel path (a group of images
+ * would repeat the last one up to the group's size: 16x the work at batch
+ * 1); DC_RP: the pixel path's tile */
+enum { DC_PB = 16, DC_MINRP = 4, DC_PXMAX = 8, DC_RP = 12 };
 
 typedef struct {
   float *out;
-  const float *x, *wt, *bias; /* wt [KH*KW*C][Op] */
-  const int32_t *koff;        /* [K]: tap (kh, kw, c)'s offset in xp from its window's corner */
-  const int32_t *poff;        /* [P]: output pixel p's window corner in xp (no division per tile) */
+  const float *x, *wt, *bias; /* wt [KH*KW][C][Op], bias [Op] */
+  const int32_t *ntap;        /* [P + 1]: pixel p's valid taps are tap[ntap[p] .. ntap[p + 1]) */
+  const int32_t *tap;         /* pairs: the input pixel ih*W + iw, and the window position kh*KW + kw */
+  const int32_t *koff;        /* the pixel path: [K] tap (kh, kw, c)'s offset in xp from its window's corner */
+  const int32_t *poff;        /* the pixel path: [P] output pixel p's window corner in xp */
   rt_qc_geom g;
-  int64_t Hp, Wp, P, Op, K, isa, act;
+  int64_t P, Op, isa, act, Hp, Wp, K;
 } dc_job;
 
 static int64_t dc_span(int64_t out, int64_t s, int64_t k, int64_t dil) { return (out - 1) * s + (k - 1) * dil + 1; }
 
-/* the padded image's extent: every window inside, x at (padT, padL) */
+/* the pixel path's padded image: every window inside, x at (padT, padL) */
 static void dc_padded(const rt_qc_geom *g, int64_t *Hp, int64_t *Wp) {
   int64_t h = dc_span(g->OH, g->s, g->KH, g->dil), w = dc_span(g->OW, g->s, g->KW, g->dil);
   *Hp = h > g->H + g->padT ? h : g->H + g->padT, *Wp = w > g->W + g->padL ? w : g->W + g->padL;
 }
 
+/* floats of a group of rp images' buffers: xg and t */
+static int64_t dc_group_floats(int64_t rp, int64_t C, int64_t HW, int64_t Op) { return rp * (C * HW + DC_PB * Op); }
+
 int64_t lathe_rt_conv2d_floats(int64_t C, int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad) {
   rt_qc_geom g = rt_qc_unpack(1, C, hw, O, ohw, kern, pad);
-  int64_t Hp, Wp;
+  int64_t Hp, Wp, Op = (O + 7) / 8 * 8;
   dc_padded(&g, &Hp, &Wp);
-  return (C * Hp * Wp + 15) / 16 * 16 + g.OH * g.OW * ((O + 7) / 8 * 8);
+  int64_t px = (C * Hp * Wp + 15) / 16 * 16 + g.OH * g.OW * Op, grp = dc_group_floats(DC_MINRP, C, g.H * g.W, Op);
+  return px > grp ? px : grp; /* both paths' buffers */
 }
 
 /* ---- the features: AVX-512F (and the OS's ZMM state) or AVX2 + FMA ---- */
@@ -74,7 +99,30 @@ int64_t lathe_rt_conv_isa(void) {
 #endif
 }
 
-/* ---- per image: the padded channels-last copy ---- */
+
+/* ---- the scalar path: one image, pixel and channel at a time ---- */
+
+static void image_scalar(const dc_job *j, const float *x, float *out) {
+  const rt_qc_geom *g = &j->g;
+  int64_t C = g->C, HW = g->H * g->W;
+  for (int64_t p = 0; p < j->P; p++)
+    for (int64_t o = 0; o < g->O; o++) {
+      float acc = j->bias[o];
+      for (int32_t e = j->ntap[p]; e < j->ntap[p + 1]; e++) {
+        const float *xq = x + j->tap[2 * e], *w = j->wt + (int64_t)j->tap[2 * e + 1] * C * j->Op + o;
+        for (int64_t c = 0; c < C; c++) acc = fmaf(xq[c * HW], w[c * j->Op], acc);
+      }
+      out[o * j->P + p] = j->act && !(acc > 0) && acc == acc ? 0.0f : acc;
+    }
+}
+
+/* t [pb][Op] (one image's chunk of pixels p0 ..) to out [O][P] */
+static void untranspose_scalar(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
+  for (int64_t o = 0; o < j->g.O; o++)
+    for (int64_t q = 0; q < pb; q++) out[o * j->P + p0 + q] = t[q * j->Op + o];
+}
+
+/* ---- the pixel path (parts of few images): one image at a time, padded channels-last ---- */
 
 static void pad_image(const dc_job *j, const float *x, float *xp) {
   const rt_qc_geom *g = &j->g;
@@ -91,28 +139,16 @@ static void pad_image(const dc_job *j, const float *x, float *xp) {
 /* the input of output pixel p: its window's top left corner in xp */
 static const float *pixel_at(const dc_job *j, const float *xp, int64_t p) { return xp + j->poff[p]; }
 
-/* ---- the scalar tile: one pixel, every channel ---- */
 
-static void tile_scalar(const dc_job *j, const float *xp, int64_t p, float *t) {
-  const rt_qc_geom *g = &j->g;
-  const float *xr = pixel_at(j, xp, p);
-  float *acc = t + p * j->Op;
-  for (int64_t o = 0; o < g->O; o++) acc[o] = j->bias ? j->bias[o] : 0.0f;
-  const float *w = j->wt;
-  for (int64_t k = 0; k < j->K; k++, w += j->Op)
-    for (int64_t o = 0; o < g->O; o++) acc[o] = fmaf(xr[j->koff[k]], w[o], acc[o]);
-  if (j->act)
-    for (int64_t o = 0; o < g->O; o++) acc[o] = acc[o] > 0 ? acc[o] : acc[o] == acc[o] ? 0.0f : acc[o];
-}
-
-static void image_scalar(const dc_job *j, const float *xp, float *t) {
-  for (int64_t p = 0; p < j->P; p++) tile_scalar(j, xp, p, t);
-}
-
-/* t [P][Op] to out [O][P] */
-static void untranspose_scalar(const dc_job *j, const float *t, float *out) {
-  for (int64_t o = 0; o < j->g.O; o++)
-    for (int64_t p = 0; p < j->P; p++) out[o * j->P + p] = t[p * j->Op + o];
+/* a group's images [n0, n0 + rp) interleaved as xg[pixel][c][r] for r < RP,
+ * the last image repeated to fill RP (its extra results go nowhere) */
+static void interleave(const dc_job *j, int64_t n0, int rp, int RP, float *xg) {
+  int64_t C = j->g.C, HW = j->g.H * j->g.W;
+  for (int r = 0; r < RP; r++) {
+    const float *x = j->x + (n0 + (r < rp ? r : rp - 1)) * C * HW;
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t i = 0; i < HW; i++) xg[(i * C + c) * RP + r] = x[c * HW + i];
+  }
 }
 
 #if defined(__x86_64__)
@@ -120,89 +156,74 @@ static void untranspose_scalar(const dc_job *j, const float *t, float *out) {
 #define TAVX2 __attribute__((target("avx2,fma")))
 #define INLINE inline __attribute__((always_inline))
 
-/* The register tile, written once per ISA: RP pixels (rp <= DC_RP, pointers
- * xr) by OV vectors of VL channels from channel o0. */
+/* The register tile, written once per ISA: RP images at pixel p by OV
+ * vectors of VL channels from channel o0, into t (image r at t + r*ts). */
 #define DC_TILE(NAME, ATTR, RP, VT, VL, OV, LOAD, STORE, BCAST, FMA, ZERO, MAX)                                        \
-  static ATTR INLINE void NAME(const dc_job *j, const float *const *xr, int rp, int64_t o0, float *t) {           \
+  static ATTR INLINE void NAME(const dc_job *j, const float *xg, int64_t p, int64_t o0, float *t, int64_t ts) {   \
     VT acc[RP][OV];                                                                                               \
     for (int v = 0; v < OV; v++) {                                                                                \
-      VT b = j->bias ? LOAD(j->bias + o0 + v * VL) : ZERO();                                                      \
+      VT b = LOAD(j->bias + o0 + v * VL);                                                                         \
       for (int r = 0; r < RP; r++) acc[r][v] = b;                                                                 \
     }                                                                                                             \
-    const float *w = j->wt + o0;                                                                                  \
-    for (int64_t k = 0; k < j->K; k++, w += j->Op) {                                                              \
-      int64_t off = j->koff[k];                                                                                   \
-      VT wv[OV];                                                                                                  \
-      for (int v = 0; v < OV; v++) wv[v] = LOAD(w + v * VL);                                                      \
-      for (int r = 0; r < RP; r++) {                                                                              \
-        VT xv = BCAST(xr[r][off]);                                                                                \
-        for (int v = 0; v < OV; v++) acc[r][v] = FMA(xv, wv[v], acc[r][v]);                                       \
+    int64_t C = j->g.C, Op = j->Op;                                                                               \
+    for (int32_t e = j->ntap[p]; e < j->ntap[p + 1]; e++) {                                                       \
+      const float *q = xg + (int64_t)j->tap[2 * e] * C * RP, *w = j->wt + (int64_t)j->tap[2 * e + 1] * C * Op + o0; \
+      for (int64_t c = 0; c < C; c++, q += RP, w += Op) {                                                         \
+        VT wv[OV];                                                                                                \
+        for (int v = 0; v < OV; v++) wv[v] = LOAD(w + v * VL);                                                    \
+        for (int r = 0; r < RP; r++) {                                                                            \
+          VT xv = BCAST(q[r]);                                                                                    \
+          for (int v = 0; v < OV; v++) acc[r][v] = FMA(xv, wv[v], acc[r][v]);                                     \
+        }                                                                                                         \
       }                                                                                                           \
     }                                                                                                             \
-    for (int r = 0; r < rp; r++)                                                                                  \
-      for (int v = 0; v < OV; v++) STORE(t + r * j->Op + o0 + v * VL, j->act ? MAX(ZERO(), acc[r][v]) : acc[r][v]); \
+    for (int r = 0; r < RP; r++)                                                                                  \
+      for (int v = 0; v < OV; v++) STORE(t + r * ts + o0 + v * VL, j->act ? MAX(ZERO(), acc[r][v]) : acc[r][v]);  \
   }
 
 /* the bias is read VL floats at a time: the caller passes a padded copy */
 #define DC_512(NAME, RP, OV)                                                                                      \
   DC_TILE(NAME, T512, RP, __m512, 16, OV, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps,     \
           _mm512_setzero_ps, _mm512_max_ps)
+#define DC_256(NAME, RP)                                                                                          \
+  DC_TILE(NAME, TAVX2, RP, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,      \
+          _mm256_setzero_ps, _mm256_max_ps)
+DC_512(tile512_16x1, 16, 1)
 DC_512(tile512_12x2, 12, 2)
 DC_512(tile512_12x1, 12, 1)
 DC_512(tile512_8x2, 8, 2)
 DC_512(tile512_8x1, 8, 1)
-DC_512(tile512_16x1, 16, 1)
-/* 8 channels on 256-bit vectors inside the AVX-512 path: a layer of 8 (or
- * 16k + 8) channels, as structured pruning leaves them, would otherwise pay
- * for 16 lanes of which 8 are zero padding (on CPUs that split 512-bit
- * FMAs in two, 256-bit ones issue at twice the rate) */
-DC_TILE(tile256v_12x1, T512, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
-        _mm256_setzero_ps, _mm256_max_ps)
-DC_TILE(tile256v_8x1, T512, 8, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
-        _mm256_setzero_ps, _mm256_max_ps)
-DC_TILE(tile256_12x1, TAVX2, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
-        _mm256_setzero_ps, _mm256_max_ps)
+DC_512(tile512_4x2, 4, 2)
+DC_512(tile512_4x1, 4, 1)
+/* a last 8 channels on ymm inside the AVX-512 path */
+#define DC_256V(NAME, RP)                                                                                         \
+  DC_TILE(NAME, T512, RP, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,       \
+          _mm256_setzero_ps, _mm256_max_ps)
+DC_256V(tile256v_12x1, 12)
+DC_256V(tile256v_8x1, 8)
+DC_256V(tile256v_4x1, 4)
+DC_256(tile256_12x1, 12)
+DC_256(tile256_8x1, 8)
+DC_256(tile256_4x1, 4)
 
-/* A tile's pixels: pointers for rp <= RP pixels from p, the last repeated
- * to fill RP (their extra results go nowhere). */
-static int tile_pixels(const dc_job *j, const float *xp, int64_t p, int RP, const float **xr) {
-  int rp = j->P - p < RP ? (int)(j->P - p) : RP;
-  for (int r = 0; r < RP; r++) xr[r] = pixel_at(j, xp, p + (r < rp ? r : rp - 1));
-  return rp;
-}
-
-/* Tiles of 8 pixels where they cover the image exactly and 12 would not
- * (the digits CNN: 64 and 16 pixels), else 12. */
-static int tile_rows(int64_t P) { return P % 12 && !(P % 8) ? 8 : 12; }
-
-/* One tile row of pixels from p across the channels: 32 and 16 at a time
- * in zmm, a last 8 (Op is a multiple of 8) in ymm. */
-static T512 INLINE void row_512(const dc_job *j, const float *const *xr, int rp, int RP, float *tp) {
+/* every tile of pixel p for a group of RP images */
+static T512 void pixel_512(const dc_job *j, const float *xg, int64_t p, int RP, float *t, int64_t ts) {
   int64_t o = 0;
-  for (; o + 32 <= j->Op; o += 32) RP == 8 ? tile512_8x2(j, xr, rp, o, tp) : tile512_12x2(j, xr, rp, o, tp);
-  for (; o + 16 <= j->Op; o += 16) RP == 8 ? tile512_8x1(j, xr, rp, o, tp) : tile512_12x1(j, xr, rp, o, tp);
-  if (o < j->Op) RP == 8 ? tile256v_8x1(j, xr, rp, o, tp) : tile256v_12x1(j, xr, rp, o, tp);
-}
-
-static T512 void image_512(const dc_job *j, const float *xp, float *t) {
-  const float *xr[16];
-  if (j->Op == 16 && j->P % 16 == 0) { /* one vector of channels (conv1: 16): 16 pixels keep 16 sums in flight */
-    for (int64_t p = 0; p < j->P; p += 16) {
-      int rp = tile_pixels(j, xp, p, 16, xr);
-      tile512_16x1(j, xr, rp, 0, t + p * j->Op);
-    }
+  if (RP == 16) {
+    for (; o < j->Op; o += 16) tile512_16x1(j, xg, p, o, t, ts);
     return;
   }
-  int RP = tile_rows(j->P);
-  for (int64_t p = 0; p < j->P; p += RP) row_512(j, xr, tile_pixels(j, xp, p, RP, xr), RP, t + p * j->Op);
+  for (; o + 32 <= j->Op; o += 32)
+    RP == 12 ? tile512_12x2(j, xg, p, o, t, ts) : RP == 8 ? tile512_8x2(j, xg, p, o, t, ts) : tile512_4x2(j, xg, p, o, t, ts);
+  for (; o + 16 <= j->Op; o += 16)
+    RP == 12 ? tile512_12x1(j, xg, p, o, t, ts) : RP == 8 ? tile512_8x1(j, xg, p, o, t, ts) : tile512_4x1(j, xg, p, o, t, ts);
+  if (o < j->Op) /* Op is a multiple of 8 */
+    RP == 12 ? tile256v_12x1(j, xg, p, o, t, ts) : RP == 8 ? tile256v_8x1(j, xg, p, o, t, ts) : tile256v_4x1(j, xg, p, o, t, ts);
 }
 
-static TAVX2 void image_avx2(const dc_job *j, const float *xp, float *t) {
-  const float *xr[DC_RP];
-  for (int64_t p = 0; p < j->P; p += DC_RP) {
-    int rp = tile_pixels(j, xp, p, DC_RP, xr);
-    for (int64_t o = 0; o < j->Op; o += 8) tile256_12x1(j, xr, rp, o, t + p * j->Op);
-  }
+static TAVX2 void pixel_avx2(const dc_job *j, const float *xg, int64_t p, int RP, float *t, int64_t ts) {
+  for (int64_t o = 0; o < j->Op; o += 8)
+    RP == 12 ? tile256_12x1(j, xg, p, o, t, ts) : RP == 8 ? tile256_8x1(j, xg, p, o, t, ts) : tile256_4x1(j, xg, p, o, t, ts);
 }
 
 /* 16 rows of 16 floats (stride ld) transposed into 16 rows at out (stride
@@ -255,58 +276,189 @@ static TAVX2 INLINE void tr8(const float *in, int64_t ld, float *out, int64_t od
   }
 }
 
-/* t [P][Op] to out [O][P] by 8 x 8 blocks (O and P multiples of 8) */
-static TAVX2 void untranspose_avx2(const dc_job *j, const float *t, float *out) {
-  if (j->P % 8 || j->g.O % 8) {
-    untranspose_scalar(j, t, out);
+/* t [pb][Op] (pixels p0 ..) to out [O][P] by 8 x 8 blocks where pb and O
+ * are multiples of 8 */
+static TAVX2 void untranspose_avx2(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
+  if (pb % 8 || j->g.O % 8) {
+    untranspose_scalar(j, t, p0, pb, out);
     return;
   }
-  for (int64_t p = 0; p < j->P; p += 8)
-    for (int64_t o = 0; o < j->g.O; o += 8) tr8(t + p * j->Op + o, j->Op, out + o * j->P + p, j->P);
+  for (int64_t q = 0; q < pb; q += 8)
+    for (int64_t o = 0; o < j->g.O; o += 8) tr8(t + q * j->Op + o, j->Op, out + o * j->P + p0 + q, j->P);
 }
 
-static T512 void untranspose_512(const dc_job *j, const float *t, float *out) {
+static T512 void untranspose_512(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
+  if (pb != 16 || j->g.O % 16) {
+    untranspose_avx2(j, t, p0, pb, out);
+    return;
+  }
+  for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + o, j->Op, out + o * j->P + p0, j->P);
+}
+
+/* The pixel tile (the small-batch path), written once per ISA: RP pixels (rp <= DC_RP, pointers
+ * xr) by OV vectors of VL channels from channel o0. */
+#define PX_TILE(NAME, ATTR, RP, VT, VL, OV, LOAD, STORE, BCAST, FMA, ZERO, MAX)                                        \
+  static ATTR INLINE void NAME(const dc_job *j, const float *const *xr, int rp, int64_t o0, float *t) {           \
+    VT acc[RP][OV];                                                                                               \
+    for (int v = 0; v < OV; v++) {                                                                                \
+      VT b = j->bias ? LOAD(j->bias + o0 + v * VL) : ZERO();                                                      \
+      for (int r = 0; r < RP; r++) acc[r][v] = b;                                                                 \
+    }                                                                                                             \
+    const float *w = j->wt + o0;                                                                                  \
+    for (int64_t k = 0; k < j->K; k++, w += j->Op) {                                                              \
+      int64_t off = j->koff[k];                                                                                   \
+      VT wv[OV];                                                                                                  \
+      for (int v = 0; v < OV; v++) wv[v] = LOAD(w + v * VL);                                                      \
+      for (int r = 0; r < RP; r++) {                                                                              \
+        VT xv = BCAST(xr[r][off]);                                                                                \
+        for (int v = 0; v < OV; v++) acc[r][v] = FMA(xv, wv[v], acc[r][v]);                                       \
+      }                                                                                                           \
+    }                                                                                                             \
+    for (int r = 0; r < rp; r++)                                                                                  \
+      for (int v = 0; v < OV; v++) STORE(t + r * j->Op + o0 + v * VL, j->act ? MAX(ZERO(), acc[r][v]) : acc[r][v]); \
+  }
+
+#define PX_512(NAME, RP, OV)                                                                                      \
+  PX_TILE(NAME, T512, RP, __m512, 16, OV, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps,     \
+          _mm512_setzero_ps, _mm512_max_ps)
+PX_512(px512_12x2, 12, 2)
+PX_512(px512_12x1, 12, 1)
+PX_512(px512_8x2, 8, 2)
+PX_512(px512_8x1, 8, 1)
+PX_512(px512_16x1, 16, 1)
+#define PX_256V(NAME, RP)                                                                                         \
+  PX_TILE(NAME, T512, RP, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,       \
+          _mm256_setzero_ps, _mm256_max_ps)
+PX_256V(px256v_12x1, 12)
+PX_256V(px256v_8x1, 8)
+PX_TILE(px256_12x1, TAVX2, 12, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+        _mm256_setzero_ps, _mm256_max_ps)
+
+/* A tile's pixels: pointers for rp <= RP pixels from p, the last repeated
+ * to fill RP (their extra results go nowhere). */
+static int tile_pixels(const dc_job *j, const float *xp, int64_t p, int RP, const float **xr) {
+  int rp = j->P - p < RP ? (int)(j->P - p) : RP;
+  for (int r = 0; r < RP; r++) xr[r] = pixel_at(j, xp, p + (r < rp ? r : rp - 1));
+  return rp;
+}
+
+/* Tiles of 8 pixels where they cover the image exactly and 12 would not
+ * (the digits CNN: 64 and 16 pixels), else 12. */
+static int tile_rows(int64_t P) { return P % 12 && !(P % 8) ? 8 : 12; }
+
+static T512 void px_image_512(const dc_job *j, const float *xp, float *t) {
+  const float *xr[16];
+  if (j->Op == 16 && j->P % 16 == 0) { /* one vector of channels (conv1: 16): 16 pixels keep 16 sums in flight */
+    for (int64_t p = 0; p < j->P; p += 16) {
+      int rp = tile_pixels(j, xp, p, 16, xr);
+      px512_16x1(j, xr, rp, 0, t + p * j->Op);
+    }
+    return;
+  }
+  int RP = tile_rows(j->P);
+  for (int64_t p = 0; p < j->P; p += RP) {
+    int rp = tile_pixels(j, xp, p, RP, xr);
+    float *tp = t + p * j->Op;
+    int64_t o = 0;
+    for (; o + 32 <= j->Op; o += 32) RP == 8 ? px512_8x2(j, xr, rp, o, tp) : px512_12x2(j, xr, rp, o, tp);
+    for (; o + 16 <= j->Op; o += 16) RP == 8 ? px512_8x1(j, xr, rp, o, tp) : px512_12x1(j, xr, rp, o, tp);
+    if (o < j->Op) RP == 8 ? px256v_8x1(j, xr, rp, o, tp) : px256v_12x1(j, xr, rp, o, tp);
+  }
+}
+
+static TAVX2 void px_image_avx2(const dc_job *j, const float *xp, float *t) {
+  const float *xr[DC_RP];
+  for (int64_t p = 0; p < j->P; p += DC_RP) {
+    int rp = tile_pixels(j, xp, p, DC_RP, xr);
+    for (int64_t o = 0; o < j->Op; o += 8) px256_12x1(j, xr, rp, o, t + p * j->Op);
+  }
+}
+
+static T512 void px_untranspose_512(const dc_job *j, const float *t, float *out) {
   if (j->P % 16 || j->g.O % 16) {
-    untranspose_avx2(j, t, out);
+    untranspose_avx2(j, t, 0, j->P, out); /* one chunk of all P pixels */
     return;
   }
   for (int64_t p = 0; p < j->P; p += 16)
     for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + p * j->Op + o, j->Op, out + o * j->P + p, j->P);
 }
+
+/* images [n0, n0 + rp) as one group of RP: interleaved, then every pixel's
+ * tiles, DC_PB pixels at a time transposed out */
+static void group_vec(const dc_job *j, int64_t n0, int rp, int RP, float *xg, float *t) {
+  interleave(j, n0, rp, RP, xg);
+  int64_t ts = DC_PB * j->Op, OP = j->g.O * j->P;
+  for (int64_t p0 = 0; p0 < j->P; p0 += DC_PB) {
+    int64_t pb = j->P - p0 < DC_PB ? j->P - p0 : DC_PB;
+    for (int64_t q = 0; q < pb; q++) {
+      if (j->isa == LATHE_RT_CONV_AVX512) pixel_512(j, xg, p0 + q, RP, t + q * j->Op, ts);
+      else pixel_avx2(j, xg, p0 + q, RP, t + q * j->Op, ts);
+    }
+    for (int r = 0; r < rp; r++) {
+      if (j->isa == LATHE_RT_CONV_AVX512) untranspose_512(j, t + r * ts, p0, pb, j->out + (n0 + r) * OP);
+      else untranspose_avx2(j, t + r * ts, p0, pb, j->out + (n0 + r) * OP);
+    }
+  }
+}
 #endif
 
+/* The images per group: 16 by one vector of channels where AVX-512 has one
+ * (16 sums in flight), else 12; 8 where that covers the part's images
+ * exactly and 12 would not (64 or 128 images); fewer when the group's
+ * buffers would not fit LATHE_RT_CONV_STACK floats. */
+static int group_size(const dc_job *j, int64_t m) {
+  int RP = j->isa == LATHE_RT_CONV_AVX512 && j->Op == 16 ? 16 : 12;
+  if (m % RP && !(m % 8)) RP = 8;
+  int64_t per = dc_group_floats(1, j->g.C, j->g.H * j->g.W, j->Op);
+  while (RP > DC_MINRP && RP * per > LATHE_RT_CONV_STACK) RP = RP > 8 ? 8 : DC_MINRP;
+  return RP;
+}
+
 /* images [lo, hi); this part's buffers on the stack (the code generator
- * takes this path only when they fit: LATHE_RT_CONV_STACK floats) */
+ * takes this path only when a group of DC_MINRP fits) */
 static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   const dc_job *j = ctx;
   const rt_qc_geom *g = &j->g;
-  alignas(64) float buf[LATHE_RT_CONV_STACK];
-  float *xp = buf, *t = buf + (g->C * j->Hp * j->Wp + 15) / 16 * 16;
-  for (int64_t n = lo; n < hi; n++) {
-    float *out = j->out + n * g->O * j->P;
-    pad_image(j, j->x + n * g->C * g->H * g->W, xp);
 #if defined(__x86_64__)
-    if (j->isa == LATHE_RT_CONV_AVX512) {
-      image_512(j, xp, t);
-      untranspose_512(j, t, out);
-      continue;
+  if (j->isa != LATHE_RT_CONV_SCALAR && hi - lo < DC_PXMAX) {
+    alignas(64) float buf[LATHE_RT_CONV_STACK];
+    float *xp = buf, *t = buf + (g->C * j->Hp * j->Wp + 15) / 16 * 16;
+    for (int64_t n = lo; n < hi; n++) {
+      pad_image(j, j->x + n * g->C * g->H * g->W, xp);
+      if (j->isa == LATHE_RT_CONV_AVX512) px_image_512(j, xp, t), px_untranspose_512(j, t, j->out + n * g->O * j->P);
+      else px_image_avx2(j, xp, t), untranspose_avx2(j, t, 0, j->P, j->out + n * g->O * j->P);
     }
-    if (j->isa == LATHE_RT_CONV_AVX2) {
-      image_avx2(j, xp, t);
-      untranspose_avx2(j, t, out);
-      continue;
-    }
-#endif
-    image_scalar(j, xp, t);
-    untranspose_scalar(j, t, out);
+    return;
   }
+  if (j->isa != LATHE_RT_CONV_SCALAR) {
+    alignas(64) float buf[LATHE_RT_CONV_STACK];
+    int RP = group_size(j, hi - lo);
+    float *t = buf + RP * g->C * g->H * g->W;
+    for (int64_t n = lo; n < hi; n += RP) group_vec(j, n, hi - n < RP ? (int)(hi - n) : RP, RP, buf, t);
+    return;
+  }
+#endif
+  for (int64_t n = lo; n < hi; n++) image_scalar(j, j->x + n * g->C * g->H * g->W, j->out + n * g->O * j->P);
 }
 
 int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern) {
   int64_t KH = kern & 0xffff, KW = (kern >> 16) & 0xffff, Op = (O + 7) / 8 * 8;
   int64_t P = (ohw & 0xffffffff) * (ohw >> 32);
-  return 4 * (KH * KW * C * (Op + 1) + Op + P); /* wt, the bias, koff, poff */
+  return 4 * (KH * KW * C * Op + Op + P + 1 + 2 * P * KH * KW + KH * KW * C + P); /* wt, bias, ntap, tap, koff, poff */
+}
+
+/* pixel p's taps inside the image, in (kh, kw) order; their count */
+static int32_t pixel_taps(const rt_qc_geom *g, int64_t p, int32_t *tap) {
+  int64_t oy = p / g->OW, ox = p % g->OW;
+  int32_t n = 0;
+  for (int64_t ky = 0; ky < g->KH; ky++)
+    for (int64_t kx = 0; kx < g->KW; kx++) {
+      int64_t y = oy * g->s + ky * g->dil - g->padT, v = ox * g->s + kx * g->dil - g->padL;
+      if (y < 0 || y >= g->H || v < 0 || v >= g->W) continue; /* zero padding: no product */
+      tap[2 * n] = (int32_t)(y * g->W + v), tap[2 * n + 1] = (int32_t)(ky * g->KW + kx), n++;
+    }
+  return n;
 }
 
 void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bias, void *scr, int64_t N, int64_t C,
@@ -315,11 +467,12 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
   const rt_qc_geom *g = &j.g;
   j.isa = flags & 0xff, j.act = (flags >> 8) & 1;
   if (j.isa > lathe_rt_conv_isa()) j.isa = lathe_rt_conv_isa(); /* an object emitted for a wider CPU */
-  dc_padded(g, &j.Hp, &j.Wp);
-  /* channels padded to 8, not 16: the AVX-512 path takes a last 8 in ymm */
+  /* channels padded to 8, not 16: the AVX-512 path takes a last 8 in ymm
+   * (a pruned layer's 8 or 24 channels would otherwise pay for 16 lanes) */
   j.P = g->OH * g->OW, j.Op = (O + 7) / 8 * 8;
   /* wt [kh][kw][c][Op] from w [O][C][KH][KW], zero in the padded channels;
-   * then the bias, padded */
+   * then the bias, padded; then the taps of every pixel (the code generator
+   * keeps images under 2^31 floats) */
   float *wt = scr, *bp = wt + g->KH * g->KW * C * j.Op;
   for (int64_t ky = 0; ky < g->KH; ky++)
     for (int64_t kx = 0; kx < g->KW; kx++)
@@ -328,14 +481,20 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
         for (int64_t o = 0; o < j.Op; o++) d[o] = o < O ? w[((o * C + c) * g->KH + ky) * g->KW + kx] : 0.0f;
       }
   for (int64_t o = 0; o < j.Op; o++) bp[o] = bias && o < O ? bias[o] : 0.0f;
-  int32_t *koff = (int32_t *)(void *)(bp + j.Op);
+  int32_t *ntap = (int32_t *)(void *)(bp + j.Op), *tap = ntap + j.P + 1;
+  ntap[0] = 0;
+  /* the taps only where a path reads them (at batch 1 they cost more than
+   * a sixth of the digits CNN's step) */
+  for (int64_t p = 0; p < j.P; p++)
+    ntap[p + 1] = j.isa == LATHE_RT_CONV_SCALAR || N >= DC_PXMAX ? ntap[p] + pixel_taps(g, p, tap + 2 * ntap[p]) : 0;
+  dc_padded(g, &j.Hp, &j.Wp);
   j.K = g->KH * g->KW * C;
-  for (int64_t ky = 0; ky < g->KH; ky++) /* the code generator keeps xp under 2^31 floats */
+  int32_t *koff = tap + 2 * ntap[j.P], *poff = koff + j.K;
+  for (int64_t ky = 0; ky < g->KH; ky++)
     for (int64_t kx = 0; kx < g->KW; kx++)
       for (int64_t c = 0; c < C; c++) koff[(ky * g->KW + kx) * C + c] = (int32_t)((ky * j.Wp + kx) * g->dil * C + c);
-  int32_t *poff = koff + j.K;
   for (int64_t p = 0; p < j.P; p++) poff[p] = (int32_t)(((p / g->OW) * j.Wp + p % g->OW) * g->s * C);
-  j.wt = wt, j.bias = bp, j.koff = koff, j.poff = poff;
+  j.wt = wt, j.bias = bp, j.ntap = ntap, j.tap = tap, j.koff = koff, j.poff = poff;
   int64_t per = j.P * O * C * g->KH * g->KW; /* multiply-adds an image */
   rt_pool_for(N, per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1), conv_part, &j);
 }

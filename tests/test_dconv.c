@@ -63,7 +63,8 @@ static void kernel_case(const dc_case *c) {
   for (int64_t i = 0; i < c->O; i++) b[i] = val(i, 3);
   reference(c, x, w, c->bias ? b : NULL, r);
   for (int64_t i = 0; i < ny; i++) scale = fmax(scale, fabs(r[i]));
-  CHECK(lathe_rt_conv2d_floats(c->C, hw, c->O, ohw, kern, pad) > 0);
+  int64_t floats = lathe_rt_conv2d_floats(c->C, hw, c->O, ohw, kern, pad);
+  CHECK(floats > 0 && floats <= LATHE_RT_CONV_STACK); /* a case the code generator would take */
   for (int64_t isa = 0; isa <= lathe_rt_conv_isa(); isa++) {
     y[isa] = malloc(sizeof(float) * (size_t)ny);
     lathe_rt_conv2d(y[isa], x, w, c->bias ? b : NULL, scr, c->N, c->C, hw, c->O, ohw, kern, pad, isa | c->relu << 8);
@@ -103,6 +104,20 @@ static void test_kernel(void) {
        .padR = 1, .bias = 1, .relu = 0},
       {.N = 2, .C = 3, .H = 4, .W = 4, .O = 40, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
        .padR = 1, .bias = 0, .relu = 1},
+      /* groups of images: several per part, a short last one (37 = 3 x 12 + 1) */
+      {.N = 37, .C = 16, .H = 4, .W = 4, .O = 32, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1},
+      /* an image big enough that only groups of 4 fit the stack; 361 pixels: a short last chunk of 16 */
+      {.N = 19, .C = 8, .H = 19, .W = 19, .O = 16, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 0},
+      /* a window wider than the image with padding: pixels with very few taps */
+      {.N = 27, .C = 3, .H = 3, .W = 2, .O = 16, .KH = 5, .KW = 5, .s = 1, .dil = 1, .padT = 2, .padL = 2, .padB = 2,
+       .padR = 2, .bias = 1, .relu = 1},
+      /* the pruned CNN's channel counts in groups of images: 8 and 24 channels (a last 8 on ymm) */
+      {.N = 64, .C = 1, .H = 8, .W = 8, .O = 8, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1},
+      {.N = 20, .C = 8, .H = 4, .W = 4, .O = 24, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) kernel_case(&cases[i]);
 }
