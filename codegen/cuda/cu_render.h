@@ -102,6 +102,7 @@ int cu_per_element(cu_rctx *r, int nops, int status, const char *body);
 
 /* Renderers of the other files, by op (NULL: not theirs). */
 cu_render_fn cu_misc_renderer(int op); /* cu_render_misc.c */
+int cu_render_sample(cu_rctx *r);      /* cu_render_sample.c: sample_token */
 cu_render_fn cu_seq_renderer(int op);  /* cu_render_seq.c */
 cu_render_fn cu_mha_renderer(int op);  /* cu_render_mha.c */
 int64_t cu_mha_scratch(const ir_graph *g, const ir_node *n);
