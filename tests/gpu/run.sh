@@ -36,7 +36,7 @@ B=build-gpu-bench/lathe_bench
 $L --version
 
 step "outputs, losses and weights after training steps: the GPU against the interpreter"
-LATHE_TEST_REAL_GPU=1 timeout 240 build-gpu/tests/test_cuda_run
+LATHE_TEST_REAL_GPU=1 timeout 300 build-gpu/tests/test_cuda_run
 verdict $? "test_cuda_run on the GPU (every example's forward and training step in f32 and bf16, the bf16 training attention included; generate: greedy and the device's sampler, sample_token alone against the host's sampler)"
 
 step "the no-GPU CUDA tests (NVRTC for sm_80/sm_90, the CPU executor) on this machine too"
