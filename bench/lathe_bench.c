@@ -27,7 +27,9 @@
  * gap between two on_token callbacks; median_ms/min_ms are per token and the
  * JSON adds tokens_per_s (the library's own count) and cached. --in is not
  * used in this mode. With --backend cuda (and --precision bf16) generation
- * runs on the GPU with its key/value caches on the device.
+ * runs on the GPU with its key/value caches on the device. --temperature T
+ * and --top-k K sample instead of greedy (on the device where
+ * lathe_generate_result.device_token, which the JSON adds, says so).
  *
  * With LATHE_PROFILE=1 in the environment the library times every kernel;
  * the per-operator table (lathe_program_profile) then goes to stderr.
@@ -70,6 +72,8 @@ typedef struct {
   int compile_only;
   int train; /* time training steps (lathe_compile_train) */
   int generate; /* > 0: time lathe_generate of this many tokens */
+  double temperature; /* --generate: 0 greedy */
+  int top_k;          /* --generate: 0 every token */
   int cuda;     /* --backend cuda: compile for the GPU (the driver, NVRTC, cuBLASLt) */
   int bf16;     /* --precision bf16 (with --backend cuda) */
   int quant;    /* lathe_quant: run on the initialised weights quantized (lathe_quantize) in this mode */
@@ -152,9 +156,17 @@ static int parse_input(const char *arg, input_arg *in) {
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
                   "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
-                  "                   [--train] [--generate N] [--quant w8|w4|int8-dynamic|int8|bf16|f16]\n"
+                  "                   [--train] [--generate N [--temperature T] [--top-k K]]\n"
+                  "                   [--quant w8|w4|int8-dynamic|int8|bf16|f16]\n"
                   "                   [--calib-data D] [--backend llvm|cuda] [--precision f32|bf16] [--passes LIST]\n");
   return 2;
+}
+
+/* a finite temperature >= 0 (0: greedy) */
+static int parse_temp(const char *v, double *t) {
+  char *end;
+  *t = strtod(v, &end);
+  return end != v && !*end && *t >= 0 && *t < 1e300 ? 0 : -1;
 }
 
 static int parse_args(int argc, char **argv, bench_args *a) {
@@ -198,6 +210,10 @@ static int parse_args(int argc, char **argv, bench_args *a) {
       a->warmup = (int)n;
     } else if (strcmp(s, "--generate") == 0 && !parse_int(v, &n) && n >= 1 && n <= MAX_REPS) {
       a->generate = (int)n;
+    } else if (strcmp(s, "--temperature") == 0 && parse_temp(v, &a->temperature) == 0) {
+      /* parsed */
+    } else if (strcmp(s, "--top-k") == 0 && !parse_int(v, &n) && n >= 0 && n <= 2147483647) {
+      a->top_k = (int)n;
     } else if (strcmp(s, "--seed") == 0 && !parse_int(v, &n)) {
       a->seed = (uint64_t)n;
     } else if (strcmp(s, "--max-seconds") == 0) {
@@ -370,7 +386,7 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
   else {
     double init_ms = now_ms() - t0;
     lathe_generate_options go = {.weights = a->quant ? a->qpath : path, .prompt = GEN_PROMPT, .tokens = a->generate,
-                                 .temperature = 0, .seed = a->seed,
+                                 .temperature = a->temperature, .top_k = a->top_k, .seed = a->seed,
                                  .backend = a->cuda ? LATHE_BACKEND_CUDA : LATHE_BACKEND_LLVM,
                                  .precision = a->bf16 ? LATHE_PRECISION_BF16 : LATHE_PRECISION_F32,
                                  .on_token = on_token, .user = &c};
@@ -387,9 +403,9 @@ static int run_generate(bench_args *a, lathe_model *m, lathe_program *p, double 
       double med = n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
       printf(", \"init_ms\": %.3f, \"median_ms\": %.6f, \"min_ms\": %.6f, \"max_ms\": %.6f, \"reps\": %d, "
              "\"tokens_per_s\": %.3f, \"generated\": %lld, \"prompt_tokens\": %lld, \"prefill_ms\": %.3f, "
-             "\"cached\": %d}\n",
+             "\"cached\": %d, \"device_token\": %d, \"temperature\": %g, \"top_k\": %d}\n",
              init_ms, med, times[0], times[n - 1], n, r.tokens_per_s, (long long)r.generated,
-             (long long)r.prompt_tokens, r.prefill_seconds * 1e3, r.cached);
+             (long long)r.prompt_tokens, r.prefill_seconds * 1e3, r.cached, r.device_token, a->temperature, a->top_k);
       if (r.note[0]) fprintf(stderr, "lathe_bench: generate: %s\n", r.note);
       rc = 0;
     }

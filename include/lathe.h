@@ -659,6 +659,9 @@ typedef struct {
   char note[256];              /* why the whole context was recomputed; "" otherwise */
   int64_t prompt_dropped;      /* prompt bytes outside the vocabulary (dropped, as text data's are) */
   int64_t first_dropped;       /* 0-based byte offset of the first of them; -1 when none */
+  int device_token;            /* --backend cuda: 1 when the decode step picked each token on the device (greedy's
+                                  argmax, or sampling: any top-k up to 256 classes, a top-k up to 1024 above), so
+                                  only the token left it; 0 when the host sampled from the logits */
 } lathe_generate_result;
 
 /* m, o and o->weights must not be NULL; r may be NULL. A backend outside

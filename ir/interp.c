@@ -77,6 +77,7 @@ static const ik_kernel kernels[IR_NOPS] = {
   [IR_ATTENTION_SAVE] = ik_attention_save, [IR_ATTENTION_GRAD_SAVED] = ik_attention_grad_saved,
   /* decode-step ops: interp_decode.c */
   [IR_KV_WRITE] = ik_kv_write,  [IR_ATTENTION_DECODE] = ik_attention_decode,
+  [IR_SAMPLE_TOKEN] = ik_sample_token,
   /* collectives: interp_comm.c */
   [IR_ALLREDUCE] = ik_allreduce, [IR_REDUCE_SCATTER] = ik_reduce_scatter, [IR_ALL_GATHER] = ik_all_gather,
   [IR_COMM_WAIT] = ik_comm_wait, [IR_SEND] = ik_send, [IR_RECV] = ik_recv,

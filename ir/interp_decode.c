@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "interp_impl.h"
+#include "rt/lathe_rt.h"
 
 /* The position as an index into the cache, or -1 after ik_fail. */
 static int64_t cache_pos(ik_ctx *c, const ir_node *n, int k, int64_t T) {
@@ -58,5 +59,23 @@ int ik_attention_decode(ik_ctx *c, const ir_node *n, double *out) {
     }
   }
   free(p);
+  return 0;
+}
+
+/* sample_token: each row's token by rt/rt_sample.c, the sampler the host
+ * runs between decode steps, so the reference is the host's own draw. */
+int ik_sample_token(ik_ctx *c, const ir_node *n, double *out) {
+  const ir_shape *sl = &ik_arg(c, n, 0)->shape;
+  int64_t V = sl->d[sl->rank - 1], rows = ir_numel(&n->shape);
+  const double *lg = ik_in(c, n, 0), *dr = ik_in(c, n, 1);
+  float *row = malloc((size_t)V * sizeof *row);
+  if (!row) return ik_fail(c, n, "out of memory");
+  int32_t draw[2] = {(int32_t)dr[0], (int32_t)dr[1]};
+  double u = lathe_rt_draw_join(draw);
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t i = 0; i < V; i++) row[i] = (float)lg[r * V + i];
+    out[r] = lathe_rt_sample(row, V, n->attr.f, n->attr.k, u);
+  }
+  free(row);
   return 0;
 }

@@ -174,6 +174,7 @@ int ik_dropout_mask(ik_ctx *c, const ir_node *n, double *out);
 /* interp_decode.c: decode-step ops (passes/decode.c) */
 int ik_kv_write(ik_ctx *c, const ir_node *n, double *out);
 int ik_attention_decode(ik_ctx *c, const ir_node *n, double *out);
+int ik_sample_token(ik_ctx *c, const ir_node *n, double *out);
 
 /* interp_seq.c: one attention head of one sequence (also recomputed by the
  * backward in interp_seq_grad.c). qkv rows are [q | k | v]; p is scratch [T]. */

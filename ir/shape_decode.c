@@ -4,6 +4,7 @@
  * "op: what is wrong" and return -1.
  *
  * Shapes: T = cache length (the model's sequence length), d = width. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -38,6 +39,23 @@ static int need_row(const ir_node *n, const ir_node *r, int64_t d, const char *w
 static int need_pos(const ir_node *n, const ir_node *p, char *msg, size_t mn) {
   if (p->shape.rank != 0 || !ir_dtype_is_int(p->dtype) || p->dtype == IR_BOOL)
     return fail(msg, mn, "%s: the position must be an integer scalar", ir_ops[n->op].name);
+  return 0;
+}
+
+/* sample_token(logits f32[..., V], draw i32[2]; f = temperature, k =
+ * top_k) -> i32[...]: the last axis dropped. */
+int shp_sample_token(ir_graph *g, ir_node *n, char *msg, size_t mn) {
+  const ir_node *l = &g->nodes[n->in[0]], *d = &g->nodes[n->in[1]];
+  if (l->dtype != IR_F32 || l->shape.rank < 1 || l->shape.d[l->shape.rank - 1] < 1 ||
+      l->shape.d[l->shape.rank - 1] > 2147483647)
+    return fail(msg, mn, "sample_token: the logits must be f32[..., V] with 1 <= V < 2^31");
+  if (d->dtype != IR_I32 || ir_numel(&d->shape) != 2)
+    return fail(msg, mn, "sample_token: the draw must be i32[2]");
+  if (!(n->attr.f > 0) || isinf(n->attr.f) || n->attr.k < 0)
+    return fail(msg, mn, "sample_token: the temperature must be finite and > 0 and top-k >= 0");
+  n->dtype = IR_I32;
+  n->shape = l->shape;
+  n->shape.rank--;
   return 0;
 }
 

@@ -118,6 +118,17 @@ int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64
 int64_t lathe_rt_attention_decode_isa(void);
 void lathe_rt_attention_decode(float *out, const float *q, const float *kc, const float *vc, int64_t pos, int64_t dk,
                                int64_t H, int64_t hd, int64_t G, int64_t isa);
+/* The token sampler (rt/rt_sample.c): lathe_generate's host sampler and the
+ * sample_token op's kernels. lathe_rt_sample: one row of V logits, temp 0
+ * greedy, else softmax(l / temp) over the top_k largest (0: all) drawn at
+ * u in [0, 1). A draw travels as the i32 pair (a, b), u = (a 2^26 + b) /
+ * 2^53 (ir_rng_uniform's 53 bits, exact both ways). sample_token: each of
+ * rows rows with the same draw. */
+int32_t lathe_rt_sample(const float *lg, int64_t V, double temp, int64_t top_k, double u);
+void lathe_rt_draw_split(double u, int32_t draw[2]);
+double lathe_rt_draw_join(const int32_t draw[2]);
+void lathe_rt_sample_token(int32_t *out, const float *lg, const int32_t *draw, int64_t rows, int64_t V, double temp,
+                           int64_t top_k);
 void lathe_rt_qmatmul_xq(float *out, const uint8_t *xq, const float *sx, const void *w, const float *s,
                          const int32_t *c, const float *bias, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa,
                          int64_t act);

@@ -13,6 +13,10 @@
 #include "passes/optimizer.h"
 #include "runtime/data.h"
 #include "runtime/program.h"
+#include "codegen/cuda/cu_exec.h" /* CU_SAMPLE_MAX_K */
+#include "rt/lathe_rt.h"         /* lathe_rt_sample: the sampler */
+
+#define GEN_IN_DRAW "__draw" /* the device sampler's draw (i32[2], rt/rt_sample.c) */
 
 typedef struct {
   lathe_program *full;   /* the model at batch 1: loads the weights; the recompute path */
@@ -27,9 +31,11 @@ typedef struct {
   float **own;           /* per step parameter: its own buffer while bound to a kv_write output's (bind_caches) */
   int quant;             /* the weights file's quantization (lathe_quant) */
   int text;              /* V is a text vocabulary (96 characters, 256 bytes) */
-  int dev_token;         /* --backend cuda, greedy: the step's output that is the argmax token, else -1 */
+  int dev_token;         /* --backend cuda: the step's output that is the token (argmax or sample_token), else -1 */
   int dev_logits;        /* and the step's logits output, kept on the device */
+  int dev_draw;          /* the device samples: 1 (each step takes the next draw as GEN_IN_DRAW) */
   int next_tok;          /* that token after a step */
+  ir_rng rng;            /* the sampler's stream: one draw per sampled token, host or device */
 } gen;
 
 static double now_s(void) {
@@ -148,13 +154,23 @@ static int bind_caches(gen *s, lathe_error *err) {
   return 0;
 }
 
-/* --backend cuda, greedy: the decode step also gives the argmax of its
- * logits as an output, so the token is picked on the device (a block-wide
- * first maximum, cu_render_misc.c) and only it comes back, not V logits a
- * token (GPT-2's 50257: 200 KB). The logits stay on the device. */
+/* Whether the device can sample (cu_render_sample.c): any top-k of a text
+ * vocabulary, a top-k up to CU_SAMPLE_MAX_K of a larger one. */
+static int device_samples(const gen *s, const lathe_generate_options *o) {
+  return s->V <= 256 || (o->top_k > 0 && o->top_k <= CU_SAMPLE_MAX_K);
+}
+
+/* --backend cuda: the decode step also gives the next token as an output,
+ * so it is picked on the device and only it comes back, not V logits a
+ * token (GPT-2's 50257: 200 KB); the logits stay on the device. Greedy:
+ * the argmax of the logits (a block-wide first maximum, cu_render_misc.c).
+ * With a temperature: sample_token (cu_render_sample.c) with the draw the
+ * host's sampler would use as an input (GEN_IN_DRAW, set before each
+ * step), so the stream and the tokens are the host's. */
 static int device_argmax(gen *s, ir_graph *dg, const lathe_generate_options *o) {
   s->dev_token = s->dev_logits = -1;
-  if (o->backend != LATHE_BACKEND_CUDA || o->temperature != 0) return 0;
+  s->dev_draw = 0;
+  if (o->backend != LATHE_BACKEND_CUDA || (o->temperature != 0 && !device_samples(s, o))) return 0;
   for (int i = 0; i < dg->noutputs && s->dev_logits < 0; i++) /* the step's outputs: the caches, the logits */
     if (dg->outputs[i].name && s->out_name && !strcmp(dg->outputs[i].name, s->out_name)) s->dev_logits = i;
   if (s->dev_logits < 0) return 0;
@@ -165,9 +181,17 @@ static int device_argmax(gen *s, ir_graph *dg, const lathe_generate_options *o) 
   if (lg->shape.rank < 1 || lg->shape.d[lg->shape.rank - 1] != s->V || ir_numel(&lg->shape) != s->V) return 0;
   a.axis = lg->shape.rank - 1; /* the step's logits: [1, V] */
   char msg[160];
-  int id = ir_add(dg, IR_ARGMAX, &logits, 1, &a, lg->loc, msg, sizeof msg);
+  int id;
+  if (o->temperature == 0) id = ir_add(dg, IR_ARGMAX, &logits, 1, &a, lg->loc, msg, sizeof msg);
+  else {
+    ir_shape two = {.rank = 1, .d = {2}};
+    int in[2] = {logits, ir_add_input(dg, GEN_IN_DRAW, IR_I32, &two, 0, lg->loc)};
+    a.axis = 0, a.f = o->temperature, a.k = o->top_k;
+    id = in[1] < 0 ? -1 : ir_add(dg, IR_SAMPLE_TOKEN, in, 2, &a, lg->loc, msg, sizeof msg);
+    s->dev_draw = id >= 0;
+  }
   if (id < 0) return 0; /* the host samples as on the other backends */
-  ir_add_output(dg, "lathe.next_token", id);
+  ir_add_output(dg, o->temperature == 0 ? "lathe.next_token" : "lathe.sampled_token", id);
   s->dev_token = dg->noutputs - 1;
   return 0;
 }
@@ -232,14 +256,14 @@ static int take_logits(gen *s, lathe_program *p, int64_t row, lathe_error *err) 
   return 0;
 }
 
-/* The device's argmax token (device_argmax). */
+/* The device's token (device_argmax). */
 static int take_token(gen *s, lathe_program *p, lathe_error *err) {
   lathe_tensor t = {0};
   if (lathe_get_output(p, p->g.outputs[s->dev_token].name, &t, err)) return -1;
   s->next_tok = t.dtype == LATHE_I64 ? (int)((const int64_t *)t.data)[0] : ((const int32_t *)t.data)[0];
   lathe_tensor_free(&t);
   if (s->next_tok < 0 || s->next_tok >= s->V)
-    return api_fail(err, LATHE_EUSER, "generate: the device's argmax gave token %d of %lld", s->next_tok,
+    return api_fail(err, LATHE_EUSER, "generate: the device gave token %d of %lld", s->next_tok,
                     (long long)s->V);
   return 0;
 }
@@ -250,7 +274,14 @@ static int step(gen *s, int tok, int64_t pos, lathe_error *err) {
   int32_t tv = tok, pv = (int32_t)pos;
   lathe_tensor ti = {.dtype = LATHE_I32, .rank = 2, .shape = {1, 1}, .data = &tv};
   lathe_tensor pi = {.dtype = LATHE_I32, .rank = 0, .data = &pv};
-  if (lathe_set_input(p, s->in_name, &ti, err) || lathe_set_input(p, DEC_IN_POS, &pi, err) || lathe_run(p, err))
+  /* the draw the next sampled token takes, not taken yet: a step whose
+   * token goes unused (the prompt's, a refill's) leaves the stream as is */
+  ir_rng peek = s->rng;
+  int32_t draw[2];
+  lathe_rt_draw_split(ir_rng_uniform(&peek), draw);
+  lathe_tensor di = {.dtype = LATHE_I32, .rank = 1, .shape = {2}, .data = draw};
+  if (lathe_set_input(p, s->in_name, &ti, err) || lathe_set_input(p, DEC_IN_POS, &pi, err) ||
+      (s->dev_draw && lathe_set_input(p, GEN_IN_DRAW, &di, err)) || lathe_run(p, err))
     return -1;
   for (int i = 0; i < p->g.noutputs; i++) {
     int k = s->state_of[i];
@@ -308,65 +339,11 @@ static int push(gen *s, int tok, lathe_error *err) {
 
 static int next_logits(gen *s, lathe_error *err) { return s->step ? 0 : recompute(s, err); }
 
-typedef struct {
-  float v;
-  int i;
-} ranked;
-
-/* Larger first, ties (and NaNs, last) by index: the insertion order below. */
-static int by_rank(const void *a, const void *b) {
-  const ranked *x = a, *y = b;
-  int xn = x->v != x->v, yn = y->v != y->v;
-  if (xn != yn) return xn - yn;
-  if (!xn && x->v != y->v) return x->v > y->v ? -1 : 1;
-  return (x->i > y->i) - (x->i < y->i);
-}
-
-/* A tokenizer's vocabulary (above 256): the top_k by a sort of every
- * logit, then as below. 0 when out of memory (the first token). */
-static int sample_large(const float *lg, int64_t V, double temp, int top_k, ir_rng *rng) {
-  ranked *r = malloc((size_t)V * sizeof *r);
-  double *p = malloc((size_t)V * sizeof *p);
-  int tok = 0;
-  if (r && p) {
-    for (int64_t i = 0; i < V; i++) r[i].v = lg[i], r[i].i = (int)i;
-    qsort(r, (size_t)V, sizeof *r, by_rank);
-    int64_t k = top_k > 0 && top_k < V ? top_k : V;
-    double sum = 0, top = r[0].v;
-    for (int64_t i = 0; i < k; i++) sum += (p[i] = exp(((double)r[i].v - top) / temp));
-    double u = ir_rng_uniform(rng) * sum;
-    tok = r[k - 1].i;
-    for (int64_t i = 0; i < k - 1; i++)
-      if ((u -= p[i]) < 0) { tok = r[i].i; break; }
-  }
-  free(r), free(p);
-  return tok;
-}
-
-/* Greedy: the first maximum. Else softmax(logits / temp) over the top_k
- * largest (ties by index), drawn by inverse CDF in that order. */
-static int sample(const float *lg, int64_t V, double temp, int top_k, ir_rng *rng) {
-  if (temp == 0) {
-    int best = 0;
-    for (int i = 1; i < V; i++)
-      if (lg[i] > lg[best]) best = i;
-    return best;
-  }
-  if (V > 256) return sample_large(lg, V, temp, top_k, rng);
-  int idx[256];
-  if (V < 1) return 0;
-  for (int i = 0; i < V; i++) {
-    int j = i;
-    for (; j > 0 && lg[idx[j - 1]] < lg[i]; j--) idx[j] = idx[j - 1];
-    idx[j] = i;
-  }
-  int k = top_k > 0 && top_k < V ? top_k : (int)V;
-  double p[256], sum = 0, top = lg[idx[0]];
-  for (int i = 0; i < k; i++) sum += (p[i] = exp(((double)lg[idx[i]] - top) / temp));
-  double u = ir_rng_uniform(rng) * sum;
-  for (int i = 0; i < k - 1; i++)
-    if ((u -= p[i]) < 0) return idx[i];
-  return idx[k - 1];
+/* The host's token (rt/rt_sample.c, also the device sampler's reference):
+ * greedy takes no draw, a temperature one. */
+static int sample(gen *s, const lathe_generate_options *o) {
+  double u = o->temperature == 0 ? 0 : ir_rng_uniform(&s->rng);
+  return lathe_rt_sample(s->logits, s->V, o->temperature, o->top_k, u);
 }
 
 static int check_options(const lathe_generate_options *o, lathe_error *err) {
@@ -392,6 +369,7 @@ static int prompt_token(const gen *s, int c) {
 
 static int run(gen *s, const lathe_generate_options *o, lathe_generate_result *r, lathe_error *err) {
   double t0 = now_s();
+  ir_rng_seed(&s->rng, o->seed, 0x67656E); /* stream "gen" */
   const char *prompt = o->prompt ? o->prompt : "";
   for (const char *c = prompt; *c; c++) {
     int tok = prompt_token(s, (unsigned char)*c);
@@ -405,11 +383,11 @@ static int run(gen *s, const lathe_generate_options *o, lathe_generate_result *r
   if (r->prompt_tokens == 0 && push(s, s->text ? rt_text_token('\n', (int)s->V) : 0, err)) return -1;
   double t1 = now_s();
   r->prefill_seconds = t1 - t0;
-  ir_rng rng;
-  ir_rng_seed(&rng, o->seed, 0x67656E); /* stream "gen" */
   for (int64_t i = 0; i < o->tokens; i++) {
     if (next_logits(s, err)) return -1;
-    int tok = s->step && s->dev_token >= 0 ? s->next_tok : sample(s->logits, s->V, o->temperature, o->top_k, &rng);
+    int tok = s->step && s->dev_token >= 0 ? s->next_tok : sample(s, o);
+    if (s->step && s->dev_draw) (void)ir_rng_uniform(&s->rng); /* the draw the device took */
+    r->device_token = s->step && s->dev_token >= 0;
     r->generated++;
     if (o->on_token && o->on_token(o->user, tok, s->text ? rt_text_char(tok, (int)s->V) : -1)) break;
     if (i + 1 < o->tokens && push(s, tok, err)) return -1;
@@ -442,11 +420,14 @@ lathe_program *lathe_compile_decode(lathe_model *m, const lathe_options *opt, la
     lathe_program_free(s.full);
     return NULL;
   }
-  /* greedy generation's step on --backend cuda, with the device's argmax
-   * (lathe check --generate compiles on the interpreter and renders this
-   * program for the GPU) */
+  /* greedy generation's step on --backend cuda, with the device's argmax,
+   * and beside it the device's sampler (temperature 1, top-k 40, the draw an
+   * input) (lathe check --generate compiles on the interpreter and renders
+   * this program for the GPU: both token kernels) */
   lathe_generate_options greedy = {.backend = LATHE_BACKEND_CUDA};
+  lathe_generate_options sampled = {.backend = LATHE_BACKEND_CUDA, .temperature = 1.0, .top_k = 40};
   device_argmax(&s, &dg, &greedy);
+  device_argmax(&s, &dg, &sampled);
   s.full->g = dg;
   s.full->g.quant = o.quant;
   return api_program_finish(s.full, err) ? NULL : s.full;

@@ -75,6 +75,12 @@ for cfg in examples/gpt.nn:sm_80 examples/gpt.nn:sm_90 examples/gpt.nn:sm_80:bf1
     if grep -q "__shared__ long long si\[32\]" "$dd"/*.cu 2>/dev/null; then ok
     else bad "check --generate $cfg: no block argmax over the 50257 logits in $dd"; fi;;
   esac
+  # the device's sampler beside it (sample_token, top-k 40): the rounds above 256 classes, the counting order below
+  case $m in bench/gpt2_small_gen.nn|examples/gpt.nn)
+    want="__shared__ long long wi\[32\]"; [ "$m" = examples/gpt.nn ] && want="__shared__ int nan_seen"
+    if grep -q "__shared__ double p\[40\]" "$dd"/*.cu 2>/dev/null && grep -q "$want" "$dd"/*.cu; then ok
+    else bad "check --generate $cfg: no sample_token kernel ($want) in $dd"; fi;;
+  esac
 done
 # a model with no token input has no decode step: one line that says why
 "$LATHE" check examples/mlp.nn --generate --backend cuda --gpu-arch sm_90 2>"$tmp/err" >/dev/null

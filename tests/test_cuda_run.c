@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "codegen/cuda/cu.h"
+#include "rt/lathe_rt.h"
 #include "cx.h"
 #include "lathe.h"
 #include "test.h"
@@ -268,6 +269,30 @@ static void generate(const char *path) {
   for (int i = 1; i <= tok[3][0]; i++) same += tok[3][i] == tok[0][i];
   CHECK_MSG(tok[3][0] == 12, "%s: cuda bf16 gave %d tokens, not 12", path, tok[3][0]);
   printf("generate %s: interp, llvm and cuda gave the same 12 tokens; cuda bf16 agrees on %d of 12\n", path, same);
+  /* sampling on the device (sample_token: 96 classes, the counting order;
+   * every class, and a top-k): the tokens and the stream are the host's */
+  static const int topk[2] = {0, 7};
+  for (int c = 0; m && c < 2; c++) {
+    int st[3][64] = {{0}};
+    lathe_generate_result rr[3];
+    for (int b = 0; b < 3; b++) {
+      lathe_generate_options o = {.weights = file, .prompt = "ab", .tokens = 16, .seed = 11 + (uint64_t)c,
+                                  .temperature = 1.3, .top_k = topk[c], .on_token = collect, .user = st[b],
+                                  .backend = be[b]};
+      memset(&rr[b], 0, sizeof rr[b]);
+      CHECK_MSG(!lathe_generate(m, &o, &rr[b], &err), "%s sampled (%s): %s", path, bn[b],
+                err.message ? err.message : "");
+      lathe_error_clear(&err);
+    }
+    CHECK_MSG(rr[2].device_token == 1 && rr[0].device_token == 0 && rr[1].device_token == 0,
+              "%s sampled, top-k %d: the device sampled %d (cuda), %d (interp)", path, topk[c], rr[2].device_token,
+              rr[0].device_token);
+    CHECK_MSG(st[0][0] == 16 && !memcmp(st[0], st[1], sizeof st[0]) && !memcmp(st[0], st[2], sizeof st[0]),
+              "%s sampled, top-k %d: the tokens differ (interp %d %d %d, llvm %d %d %d, cuda %d %d %d)", path,
+              topk[c], st[0][1], st[0][2], st[0][3], st[1][1], st[1][2], st[1][3], st[2][1], st[2][2], st[2][3]);
+    printf("generate %s: temperature 1.3, top-k %d: interp, llvm and the device's sampler gave the same 16 tokens\n",
+           path, topk[c]);
+  }
   lathe_model_free(m);
   remove(file);
 }
@@ -276,8 +301,9 @@ static void generate(const char *path) {
  * the device's argmax takes a block per line) on a small GPT: the greedy
  * tokens of lathe_generate --backend cuda (the lm head's product, the
  * device's argmax, only the token copied back) equal the interpreter's,
- * and sampled ones (temperature, top-k over 5003 on the host) too. The
- * prompt's bytes are the token ids. */
+ * and sampled ones too: top-k 40 and 1024 by the device's sampler
+ * (sample_token: a pick per round), every class (top-k 0) by the host's.
+ * The prompt's bytes are the token ids. */
 static const char big_vocab_src[] =
   "model big_vocab\n"
   "const VOCAB = 5003, T = 16, D = 32, HEADS = 2\n"
@@ -296,7 +322,8 @@ static void generate_big_vocab(void) {
   snprintf(path, sizeof path, "/tmp/lathe_cuda_vocab_%d.nn", (int)getpid());
   FILE *f = fopen(path, "w");
   CHECK_MSG(f && fputs(big_vocab_src, f) >= 0 && fclose(f) == 0, "cannot write %s", path);
-  for (int sampled = 0; sampled < 2; sampled++) {
+  static const int big_k[4] = {0, 40, 1024, 0}, on_device[4] = {1, 1, 1, 0};
+  for (int sampled = 0; sampled < 4; sampled++) {
     prec = LATHE_PRECISION_F32;
     lathe_program *w = compile(path, LATHE_BACKEND_INTERP, 0, 1);
     char file[64];
@@ -311,19 +338,26 @@ static void generate_big_vocab(void) {
     for (int b = 0; m && b < 2; b++) {
       lathe_generate_options o = {.weights = file, .prompt = "ab", .tokens = 10, .seed = 5, .on_token = collect,
                                   .user = tok[b], .backend = b ? LATHE_BACKEND_CUDA : LATHE_BACKEND_INTERP,
-                                  .temperature = sampled ? 0.8 : 0, .top_k = sampled ? 40 : 0};
+                                  .temperature = sampled ? 0.8 : 0, .top_k = big_k[sampled]};
       lathe_generate_result r = {0};
       CHECK_MSG(!lathe_generate(m, &o, &r, &err), "big vocab generate: %s", err.message ? err.message : "");
       lathe_error_clear(&err);
       CHECK_MSG(r.cached == 1 && r.prompt_tokens == 2, "big vocab: cached %d, %lld prompt tokens", r.cached,
                 (long long)r.prompt_tokens);
+      CHECK_MSG(r.device_token == (b ? on_device[sampled] : 0), "big vocab, top-k %d on %s: device_token %d",
+                big_k[sampled], b ? "cuda" : "interp", r.device_token);
     }
     int inside = tok[0][0] == 10;
     for (int i = 1; i <= tok[0][0]; i++) inside &= tok[0][i] >= 0 && tok[0][i] < 5003;
-    CHECK_MSG(inside && memcmp(tok[0], tok[1], sizeof tok[0]) == 0, "big vocab (%s): cuda's tokens differ from the "
-              "interpreter's (first %d vs %d)", sampled ? "sampled" : "greedy", tok[0][1], tok[1][1]);
-    printf("generate, vocabulary 5003 (%s): interp and cuda gave the same 10 tokens (first %d)\n",
-           sampled ? "temperature 0.8, top-k 40" : "greedy, the device's argmax", tok[0][1]);
+    CHECK_MSG(inside && memcmp(tok[0], tok[1], sizeof tok[0]) == 0, "big vocab (%s, top-k %d): cuda's tokens differ "
+              "from the interpreter's (first %d vs %d)", sampled ? "sampled" : "greedy", big_k[sampled], tok[0][1],
+              tok[1][1]);
+    if (sampled)
+      printf("generate, vocabulary 5003 (temperature 0.8, top-k %d, %s): interp and cuda gave the same 10 tokens "
+             "(first %d)\n", big_k[sampled], on_device[sampled] ? "the device's sampler" : "the host's", tok[0][1]);
+    else
+      printf("generate, vocabulary 5003 (greedy, the device's argmax): interp and cuda gave the same 10 tokens "
+             "(first %d)\n", tok[0][1]);
     lathe_model_free(m);
     remove(file);
   }
@@ -349,10 +383,79 @@ static void run_models(int scale) {
   train("examples/gpt.nn", 2 * scale, 3, 1e-4);
   train("examples/lstm.nn", 2 * scale, 2, 1e-4);
   train("examples/reverse.nn", 2 * scale, 2, 1e-4);
-  generate("examples/gpt.nn");
-  generate_big_vocab();
   bad_label();
   too_large();
+}
+
+/* sample_token alone on the executor against rt/rt_sample.c (the host's
+ * sampler and the op's reference), on logits a model would not give: ties
+ * (the order's index rule), a NaN (the host's insertion, kept literally up
+ * to 256 classes; last in the order above), every draw from 0 to the top:
+ * [R, V] rows, each with the same draw, for the counting order (96), the
+ * rounds (5003: top-k 40; 300: top-k 1024 = every class). */
+static void sample_op(int64_t V, int top_k, double temp, int nan_at) {
+  enum { R = 2 };
+  arena A;
+  ar_init(&A);
+  ir_graph g;
+  ir_graph_init(&g, &A, "sample");
+  ir_shape sl = {.rank = 2, .d = {R, V}}, s2 = {.rank = 1, .d = {2}};
+  ir_loc L = {0};
+  int l = ir_add_input(&g, "logits", IR_F32, &sl, 0, L), d = ir_add_input(&g, "draw", IR_I32, &s2, 0, L);
+  ir_attr a = {0};
+  a.f = temp, a.k = top_k;
+  char msg[1024];
+  int t = ir_add(&g, IR_SAMPLE_TOKEN, (int[]){l, d}, 2, &a, L, msg, sizeof msg);
+  CHECK_MSG(t >= 0, "sample_token: %s", msg);
+  if (t < 0) { ar_free(&A); return; }
+  ir_add_output(&g, "token", t);
+  /* a GPU's own architecture (an sm_80 CUBIN does not load on sm_90); the executor's: any */
+  cu_exec *x = cu_exec_create(&g, getenv("LATHE_TEST_REAL_GPU") ? NULL : "sm_80", 0, msg, sizeof msg);
+  CHECK_MSG(x != NULL, "sample_token V %lld top-k %d: %s", (long long)V, top_k, msg);
+  float *lg = malloc(sizeof(float) * (size_t)(R * V));
+  int bad = 0, draws = 0;
+  for (int64_t i = 0; lg && i < R * V; i++) /* few distinct values: many ties */
+    lg[i] = (float)((i * 7919 + i / V * 13) % 23) * 0.25f - 2.f;
+  if (lg && nan_at >= 0) lg[nan_at] = NAN, lg[V + nan_at / 2] = NAN;
+  for (int k = 0; x && lg && k <= 16; k++) {
+    double u = k == 16 ? 0.9999999999999999 : k / 16.0;
+    int32_t draw[2], tok[R] = {-1, -1};
+    lathe_rt_draw_split(u, draw);
+    void *ins[2] = {lg, draw}, *outs[1] = {tok};
+    float loss;
+    if (cu_exec_run(x, ins, NULL, outs, &loss, msg, sizeof msg)) { CHECK_MSG(0, "sample_token: %s", msg); break; }
+    for (int r = 0; r < R; r++, draws++) {
+      int want = lathe_rt_sample(lg + r * V, V, temp, top_k, u);
+      if (tok[r] != want) {
+        if (!bad++) printf("sample_token V %lld top-k %d row %d u %.4f: device %d, host %d\n", (long long)V, top_k, r,
+                           u, tok[r], want);
+      }
+    }
+  }
+  CHECK_MSG(x && lg && bad == 0, "sample_token V %lld top-k %d (NaN at %d): %d of %d draws differ", (long long)V, top_k,
+            nan_at, bad, draws);
+  printf("sample_token on the executor: V %lld, top-k %d, temperature %g, NaN at %d: %d draws, the host's tokens\n",
+         (long long)V, top_k, temp, nan_at, draws);
+  free(lg);
+  cu_exec_free(x);
+  ar_free(&A);
+}
+
+static void run_generate(void) {
+  sample_op(96, 0, 1.0, -1);
+  sample_op(96, 5, 0.7, 40);
+  sample_op(5003, 40, 0.8, -1);
+  sample_op(5003, 40, 2.0, 17);
+  sample_op(300, 1024, 1.5, 3);
+  generate("examples/gpt.nn");
+  generate_big_vocab();
+}
+
+/* LATHE_CUDA_RUN_ONLY=bf16|models|generate runs that part alone (the
+ * executor is slow on a small machine); unset, everything runs. */
+static int part(const char *name) {
+  const char *only = getenv("LATHE_CUDA_RUN_ONLY");
+  return !only || !*only || !strcmp(only, name);
 }
 
 int main(void) {
@@ -360,8 +463,9 @@ int main(void) {
    * cuBLASLt on a GPU (LATHE_TEST_REAL_GPU=1), the executor left out. */
   if (getenv("LATHE_TEST_REAL_GPU")) {
     printf("real GPU: the driver, not the executor\n");
-    bf16();
-    run_models(16);
+    if (part("bf16")) bf16();
+    if (part("models")) run_models(16);
+    if (part("generate")) run_generate();
     return TEST_REPORT();
   }
   ptx_vs_driver();
@@ -388,8 +492,9 @@ int main(void) {
     return TEST_REPORT();
   }
   cu_set_driver_factory(cx_driver);
-  bf16();
-  run_models(1);
+  if (part("bf16")) bf16();
+  if (part("models")) run_models(1);
+  if (part("generate")) run_generate();
   cu_set_driver_factory(NULL);
   CHECK_MSG(cx_graph_replays_total() > 0, "no training step replayed a captured graph");
   printf("graph replays on the executor: %ld\n", cx_graph_replays_total());

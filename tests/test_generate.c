@@ -20,6 +20,7 @@
 #include "codegen/llvm/cg.h"
 #include "ir.h"
 #include "lathe.h"
+#include "rt/lathe_rt.h"
 #include "test.h"
 
 /* ---- 1. the ops, interpreter against the CPU backend ---- */
@@ -95,6 +96,61 @@ static void test_ops(int64_t pos, int64_t kvh) {
   CHECK(ir_interp(&g, IR_INTERP_F32, vals, msg, sizeof msg) != 0);
   ir_interp_release(&g, vals);
   free(vals);
+  ar_free(&A);
+}
+
+/* sample_token(logits [2, V], draw; temperature, top_k): the interpreter
+ * and the CPU backend against rt/rt_sample.c (the host's sampler) called
+ * directly, over draws from 0 to the top; a shape rule's refusals. */
+static void test_sample_op(int64_t V, int top_k, double temp) {
+  arena A;
+  ar_init(&A);
+  ir_graph g;
+  ir_graph_init(&g, &A, "sample");
+  ir_shape sl = {.rank = 2, .d = {2, V}}, s2 = {.rank = 1, .d = {2}}, s3 = {.rank = 1, .d = {3}};
+  ir_loc L = {0};
+  int l = ir_add_input(&g, "logits", IR_F32, &sl, 0, L), d = ir_add_input(&g, "draw", IR_I32, &s2, 0, L);
+  ir_attr a = {0};
+  a.f = temp, a.k = top_k;
+  char msg[512];
+  int t = ir_add(&g, IR_SAMPLE_TOKEN, (int[]){l, d}, 2, &a, L, msg, sizeof msg);
+  CHECK_MSG(t >= 0 && g.nodes[t].dtype == IR_I32 && g.nodes[t].shape.rank == 1 && g.nodes[t].shape.d[0] == 2, "%s",
+            msg);
+  ir_attr bad = a;
+  bad.f = 0;
+  CHECK(ir_add(&g, IR_SAMPLE_TOKEN, (int[]){l, d}, 2, &bad, L, msg, sizeof msg) < 0 && strstr(msg, "temperature"));
+  int d3 = ir_add_input(&g, "draw3", IR_I32, &s3, 0, L);
+  CHECK(ir_add(&g, IR_SAMPLE_TOKEN, (int[]){l, d3}, 2, &a, L, msg, sizeof msg) < 0 && strstr(msg, "i32[2]"));
+  if (t < 0) { ar_free(&A); return; }
+  ir_add_output(&g, "token", t);
+  float *lg = malloc(sizeof(float) * (size_t)(2 * V));
+  double *dl = malloc(sizeof(double) * (size_t)(2 * V));
+  cg_program *cp = cg_compile(&g, NULL, msg, sizeof msg);
+  CHECK_MSG(cp != NULL, "%s", msg);
+  int bad_tok = 0;
+  for (int64_t i = 0; lg && dl && i < 2 * V; i++) dl[i] = lg[i] = (float)((i * 31) % 17) * 0.5f - 3.f;
+  for (int k = 0; cp && lg && dl && k <= 8; k++) {
+    double u = k / 8.0 * 0.999, dd[2], dummy = 0;
+    int32_t draw[2], tok[2] = {-1, -1};
+    lathe_rt_draw_split(u, draw);
+    dd[0] = draw[0], dd[1] = draw[1];
+    double **vals = calloc((size_t)g.nnodes, sizeof *vals);
+    vals[l] = dl, vals[d] = dd, vals[d3] = &dummy;
+    int rc = vals ? ir_interp(&g, IR_INTERP_F32, vals, msg, sizeof msg) : -1;
+    CHECK_MSG(rc == 0, "%s", msg);
+    void *ins[3] = {lg, draw, draw}, *outs[1] = {tok};
+    CHECK_MSG(cg_run(cp, ins, NULL, outs, NULL, msg, sizeof msg) == 0, "%s", msg);
+    for (int r = 0; r < 2; r++) {
+      int want = lathe_rt_sample(lg + r * V, V, temp, top_k, u);
+      bad_tok += rc != 0 || tok[r] != want || (int)vals[t][r] != want;
+    }
+    if (vals && rc == 0) ir_interp_release(&g, vals);
+    free(vals);
+  }
+  CHECK_MSG(bad_tok == 0, "sample_token V %lld top-k %d: %d tokens differ from rt_sample's", (long long)V, top_k,
+            bad_tok);
+  cg_free(cp);
+  free(lg), free(dl);
   ar_free(&A);
 }
 
@@ -357,6 +413,9 @@ int main(void) {
     unsetenv("LATHE_CPU_FEATURES");
   }
   OT = 7, OD = 12, OH = 3;
+  test_sample_op(96, 0, 1.0);
+  test_sample_op(96, 5, 0.7);
+  test_sample_op(600, 40, 0.9);
   char dir[] = "/tmp/lathe_gen_XXXXXX";
   if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
   char w1[64], w2[64], w3[64];

@@ -43,4 +43,9 @@ typedef struct {
 } cu_exec_stats;
 void cu_exec_get_stats(const cu_exec *x, cu_exec_stats *st);
 
+/* sample_token on the device (cu_render_sample.c): any top-k up to 256
+ * classes, above that a top-k up to this many (its picks live in shared
+ * memory); runtime/generate.c samples on the host otherwise. */
+enum { CU_SAMPLE_MAX_K = 1024 };
+
 #endif

@@ -36,6 +36,10 @@ static int kernel_takes_bf16(const pl_plan *p, const pl_kernel *k) {
     [IR_CONV2D] = 1, [IR_CONV2D_GRAD_INPUT] = 1, [IR_CONV2D_GRAD_WEIGHT] = 1, [IR_MAXPOOL2D] = 1, [IR_AVGPOOL2D] = 1,
     /* attention's inference form (bf16 scratch) and the decode step (a warp per head over the f32 caches) */
     [IR_ATTENTION] = 1, [IR_ATTENTION_DECODE] = 1, [IR_KV_WRITE] = 1,
+    /* the training attention: bf16 x and dy in bf16 products, flash kernels on f32 saved values (cu_render_attn.c) */
+    [IR_ATTENTION_SAVE] = 1, [IR_ATTENTION_GRAD] = 1, [IR_ATTENTION_GRAD_SAVED] = 1,
+    /* the recurrences' forward: a bf16 x in the input projection, a bf16 y written once per h_t (cu_render_seq.c) */
+    [IR_RNN] = 1, [IR_LSTM] = 1, [IR_GRU] = 1,
   };
   int op = p->g->nodes[k->head].op;
   switch (k->kind) {
@@ -65,7 +69,9 @@ int cu_bf16_buffers(const pl_plan *p, unsigned char **out) {
      * so do the packed results of the attention, mha and recurrence gradients ([dx | dw | db ...]: the
      * weights' gradients are slices of them) */
     int hop = p->g->nodes[k->head].op;
-    if (hop == IR_ATTENTION_SAVE || (cu_wide_op(hop) && ir_ops[hop].cat == IR_CAT_GRAD)) ok[root_of(p, k->node)] = 0;
+    if (hop == IR_ATTENTION_SAVE || hop == IR_ATTENTION_GRAD || hop == IR_ATTENTION_GRAD_SAVED ||
+        (cu_wide_op(hop) && ir_ops[hop].cat == IR_CAT_GRAD))
+      ok[root_of(p, k->node)] = 0;
     if (kernel_takes_bf16(p, k)) continue;
     for (int j = 0; j < k->nin; j++) ok[root_of(p, k->in[j])] = 0;
     for (int j = 0; j < k->nout; j++) ok[root_of(p, k->out[j])] = 0;

@@ -734,6 +734,9 @@ const pl_target *cu_plan_target(void) { return &cuda_target; }
  * boundary. */
 static int64_t cu_scratch_bytes_bf16(const ir_graph *g, const ir_node *n) {
   if (n->op == IR_ATTENTION) return cu_attention_scratch_bf16(g, n);
+  if (n->op == IR_ATTENTION_SAVE || n->op == IR_ATTENTION_GRAD || n->op == IR_ATTENTION_GRAD_SAVED)
+    return cu_attention_train_scratch_bf16(g, n);
+  if (n->op == IR_RNN || n->op == IR_LSTM || n->op == IR_GRU) return cu_seq_scratch_bf16(g, n);
   if (cu_wide_op(n->op)) return cu_wide_scratch(g, n, cu_scratch_bytes(g, n));
   if (n->op != IR_MATMUL) return cu_scratch_bytes(g, n);
   int64_t a = ir_numel(&g->nodes[n->in[0]].shape), b = ir_numel(&g->nodes[n->in[1]].shape);

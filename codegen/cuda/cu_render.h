@@ -102,6 +102,7 @@ int cu_per_element(cu_rctx *r, int nops, int status, const char *body);
 
 /* Renderers of the other files, by op (NULL: not theirs). */
 cu_render_fn cu_misc_renderer(int op); /* cu_render_misc.c */
+int cu_render_sample(cu_rctx *r);      /* cu_render_sample.c: sample_token */
 cu_render_fn cu_seq_renderer(int op);  /* cu_render_seq.c */
 cu_render_fn cu_mha_renderer(int op);  /* cu_render_mha.c */
 int64_t cu_mha_scratch(const ir_graph *g, const ir_node *n);
@@ -119,6 +120,11 @@ int cu_colsum(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c);
 int cu_to_bf16(cu_rctx *r, int node, int64_t at, cu_ref *ref);
 /* --precision bf16 attention's scratch: qkv, ctx, the rounded weights and x (cu_render_attn.c). */
 int64_t cu_attention_scratch_bf16(const ir_graph *g, const ir_node *n);
+/* attention_save and the attention backward under --precision bf16: their
+ * f32 scratch, then the bf16 operands of their products */
+int64_t cu_attention_train_scratch_bf16(const ir_graph *g, const ir_node *n);
+/* rnn/lstm/gru under --precision bf16: their scratch, then w_ih in bf16 (cu_render_seq.c) */
+int64_t cu_seq_scratch_bf16(const ir_graph *g, const ir_node *n);
 /* c = a^T b ([m, k]^T [k, n]) with db = b's column sums as the product's
  * bias-gradient epilogue (cuBLASLt BGRAD; LATHE_CUDA_BGRAD=0: a kernel). */
 int cu_gemm_bgrad(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref db);

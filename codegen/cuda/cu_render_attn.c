@@ -164,6 +164,51 @@ static int attention_bf16(cu_rctx *r, const ir_node *n, const attn_dims *a) {
   return 0;
 }
 
+/* --precision bf16 in the training attention (attention_save and both
+ * backwards; their packed results, and so y, qkv, ctx and the logsumexp a
+ * backward reads, stay f32): the products whose operand is a bf16
+ * activation (x, dy) run bf16 x bf16 with f32 sums, their f32 operands
+ * (the weights, the saved context) rounded into the kernel's scratch
+ * first; the backward's dctx and dqkv are bf16 in scratch, which the flash
+ * kernels read and write directly (loaded widened, the softmax rows, the
+ * logsumexp and every sum in f32, each gradient row rounded once). The
+ * parts after the f32 form's scratch, in order, at 256-byte boundaries: */
+enum { GB_WQ, GB_WP, GB_X, GB_DY, GB_CTX, GB_N };
+
+static int64_t grad_bf16_layout(int64_t BT, int64_t D, int64_t base, int64_t off[GB_N]) {
+  const int64_t elems[GB_N] = {D * 3 * D, D * D, BT * D, BT * D, BT * D};
+  int64_t at = al256(base);
+  for (int i = 0; i < GB_N; i++) off[i] = at, at += al256(2 * elems[i]);
+  return at;
+}
+
+int64_t cu_attention_train_scratch_bf16(const ir_graph *g, const ir_node *n) {
+  const ir_shape *x = &g->nodes[n->in[0]].shape;
+  int64_t off[GB_N], D = x->d[2];
+  if (n->op == IR_ATTENTION_SAVE) return al256(2 * D * 3 * D); /* the forward rounds W_qkv alone (GB_WQ first) */
+  return grad_bf16_layout(x->d[0] * x->d[1], D, cu_attention_grad_scratch(g, n), off);
+}
+
+/* A product's operand as bf16: the tensor itself when it is bf16, else
+ * rounded into scratch at at (count elements from ref). */
+static int as_bf16(cu_rctx *r, int node, cu_ref ref, int64_t count, int64_t at, cu_ref *out) {
+  if (node >= 0 && cu_is_bf16(r, &r->g->nodes[node])) { *out = ref; return 0; }
+  cu_begin(r, 256);
+  cu_sb_printf(&r->b, "const float* __restrict__ x, lt_bf16* __restrict__ y");
+  cu_loop_open(&r->b, count);
+  cu_sb_printf(&r->b, "    y[e] = x[e];\n  }\n}\n");
+  cu_ref ops[2] = {ref, cu_ref_at(CU_REF_ARENA, at)};
+  *out = ops[1];
+  return cu_end(r, cu_blocks(count, 256), 256, ops, 2);
+}
+
+/* Whether kernel r->k's attention runs its bf16 form: x or dy is bf16. */
+static int train_bf16(cu_rctx *r, const ir_node *n) {
+  if (!r->bf16) return 0;
+  int dy = n->op == IR_ATTENTION_SAVE ? -1 : n->in[5];
+  return cu_is_bf16(r, &r->g->nodes[n->in[0]]) || (dy >= 0 && cu_is_bf16(r, &r->g->nodes[dy]));
+}
+
 int cu_render_attention(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
   int save = n->op == IR_ATTENTION_SAVE;
@@ -171,6 +216,7 @@ int cu_render_attention(cu_rctx *r) {
   if (dims_of(r, n, &a)) return -1;
   if (!save && r->bf16 && (cu_is_bf16(r, &r->g->nodes[n->in[0]]) || cu_is_bf16(r, &r->g->nodes[r->k->node])))
     return attention_bf16(r, n, &a);
+  int lo = save && train_bf16(r, n);
   int64_t BT = a.BT, D = a.D;
   cu_ref y = cu_ref_at(r->k->node, 0), qkv, ctx, lse = cu_ref_at(r->k->node, 0);
   if (save) {
@@ -182,21 +228,48 @@ int cu_render_attention(cu_rctx *r) {
     if (scr < 0) return cu_unsupported(r, "no scratch for qkv and the context");
     qkv = cu_ref_at(CU_REF_ARENA, scr), ctx = cu_ref_at(CU_REF_ARENA, scr + BT * 3 * D * 4);
   }
-  if (gemm_raw(r, BT, D, 3 * D, cu_ref_at(n->in[0], 0), cu_ref_at(n->in[1], 0), qkv, cu_ref_at(n->in[2], 0))) return -1;
+  cu_ref x = cu_ref_at(n->in[0], 0), wq = cu_ref_at(n->in[1], 0);
+  if (lo) { /* bf16 x: the qkv product bf16 x bf16 into the f32 qkv */
+    int64_t off[GB_N], scr = r->p->buf[r->k->node].scr;
+    if (scr < 0) return cu_unsupported(r, "no scratch for the bf16 weights");
+    grad_bf16_layout(BT, D, scr, off);
+    if (as_bf16(r, n->in[1], wq, D * 3 * D, off[GB_WQ], &wq)) return -1;
+  }
+  if (gemm_raw(r, BT, D, 3 * D, x, wq, qkv, cu_ref_at(n->in[2], 0))) return -1;
+  if (lo) bf16_gemm(r, 0);
   if (fwd_kernel(r, &a, qkv, ctx, lse, save, "float")) return -1;
   return gemm_raw(r, BT, D, D, ctx, cu_ref_at(n->in[3], 0), y, cu_ref_at(n->in[4], 0));
 }
 
-int cu_colsum(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c) {
+static int colsum_of(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c, const char *xt) {
   unsigned t = cu_row_threads(rows);
   cu_begin(r, (int)t);
-  cu_sb_printf(&r->b, "const float* __restrict__ x, float* __restrict__ c) {\n"
+  cu_sb_printf(&r->b, "const %s* __restrict__ x, float* __restrict__ c) {\n", xt);
+  cu_sb_printf(&r->b, ""
                       "  for (long long j = blockIdx.x; j < %lldLL; j += gridDim.x) {\n    float acc = 0.f;\n"
                       "    for (long long q = threadIdx.x; q < %lldLL; q += blockDim.x) acc += x[q * %lldLL + j];\n"
                       "    acc = lt_block_reduce(acc, 0);\n    if (threadIdx.x == 0) c[j] = acc;\n  }\n}\n",
                (long long)cols, (long long)rows, (long long)cols);
   cu_ref ops[2] = {x, c};
   return cu_end(r, cu_blocks(cols, 1), t, ops, 2);
+}
+
+int cu_colsum(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c) {
+  return colsum_of(r, rows, cols, x, c, "float");
+}
+
+/* cu_gemm_bgrad on bf16 operands (train_bf16): a^T b in bf16 with f32
+ * sums into the f32 c, the bias gradient (f32) from the bf16 b; with
+ * LATHE_CUDA_BGRAD=0 a column-sum kernel reading b as bf16. */
+static int gemm_bgrad_lo(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref db) {
+  const char *env = getenv("LATHE_CUDA_BGRAD");
+  if (cu_gemm_t(r, m, k, n, 1, 0, a, b, c, cu_ref_at(CU_REF_NONE, 0))) return -1;
+  bf16_gemm(r, 0);
+  if (env && !strcmp(env, "0")) return colsum_of(r, k, n, b, db, "lt_bf16");
+  cu_launch *l = &r->out->l[r->out->nl - 1];
+  l->gemm.epilogue = CU_EPI_BGRAD_B;
+  l->gbias = db;
+  return 0;
 }
 
 /* Scratch bytes of attention_grad(_saved): dqkv, dctx, each row's
@@ -227,6 +300,15 @@ int cu_render_attention_grad(cu_rctx *r) {
   cu_ref dqkv = cu_ref_at(CU_REF_ARENA, scr), dctx = cu_ref_at(CU_REF_ARENA, scr + BT * 3 * D * 4);
   cu_ref dl = cu_ref_at(CU_REF_ARENA, scr + BT * 4 * D * 4), qkv, ctx, lse;
   int out = r->k->node, xn = n->in[0], wq = n->in[1], wp = n->in[3], dy = n->in[5];
+  /* the products' operands: bf16 (the parts in scratch) when x or dy is (train_bf16) */
+  int lo = train_bf16(r, n);
+  int64_t gb[GB_N];
+  grad_bf16_layout(BT, D, scr + cu_attention_grad_scratch(r->g, n), gb);
+  cu_ref X = cu_ref_at(xn, 0), WQ = cu_ref_at(wq, 0), WP = cu_ref_at(wp, 0), DY = cu_ref_at(dy, 0);
+  if (lo && (as_bf16(r, xn, X, BT * D, gb[GB_X], &X) || as_bf16(r, wq, WQ, D * 3 * D, gb[GB_WQ], &WQ) ||
+             as_bf16(r, wp, WP, D * D, gb[GB_WP], &WP) || as_bf16(r, dy, DY, BT * D, gb[GB_DY], &DY)))
+    return -1;
+  const char *gt = lo ? "lt_bf16" : "float"; /* dctx's and dqkv's type */
   if (saved) {
     int sv = n->in[6];
     qkv = cu_ref_at(sv, BT * D * 4), ctx = cu_ref_at(sv, BT * 4 * D * 4), lse = cu_ref_at(sv, BT * 5 * D * 4);
@@ -234,18 +316,24 @@ int cu_render_attention_grad(cu_rctx *r) {
     int64_t at = scr + BT * 4 * D * 4 + rows * 4;
     qkv = cu_ref_at(CU_REF_ARENA, at), ctx = cu_ref_at(CU_REF_ARENA, at + BT * 3 * D * 4);
     lse = cu_ref_at(CU_REF_ARENA, at + BT * 4 * D * 4);
-    if (gemm_raw(r, BT, D, 3 * D, cu_ref_at(xn, 0), cu_ref_at(wq, 0), qkv, cu_ref_at(n->in[2], 0))) return -1;
+    if (gemm_raw(r, BT, D, 3 * D, X, WQ, qkv, cu_ref_at(n->in[2], 0))) return -1;
+    if (lo) bf16_gemm(r, 0);
     if (fwd_kernel(r, &a, qkv, ctx, lse, 1, "float")) return -1;
   }
+  cu_ref CTX = ctx; /* the context as dwp's operand */
+  if (lo && as_bf16(r, -1, ctx, BT * D, gb[GB_CTX], &CTX)) return -1;
   /* result [dx | dwq | dbq | dwp | dbp] */
   int64_t o_dwq = BT * D * 4, o_dbq = o_dwq + D * 3 * D * 4, o_dwp = o_dbq + 3 * D * 4, o_dbp = o_dwp + D * D * 4;
   cu_ref none = cu_ref_at(CU_REF_NONE, 0);
   /* dwp = ctx^T dy, dbp = dy's column sums */
-  if (cu_gemm_bgrad(r, D, BT, D, ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp))) return -1;
-  if (cu_gemm_t(r, BT, D, D, 0, 1, cu_ref_at(dy, 0), cu_ref_at(wp, 0), dctx, none)) return -1;     /* dctx = dy wp^T */
+  if ((lo ? gemm_bgrad_lo : cu_gemm_bgrad)(r, D, BT, D, CTX, DY, cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp)))
+    return -1;
+  if (cu_gemm_t(r, BT, D, D, 0, 1, DY, WP, dctx, none)) return -1;     /* dctx = dy wp^T */
+  if (lo) bf16_gemm(r, 1);
   long long NE = (long long)a.NE;
-  const char *prm = "const float* __restrict__ qkv, const float* __restrict__ ctx, const float* __restrict__ lse, "
-                    "const float* __restrict__ dctx, float* __restrict__ dl, float* __restrict__ dqkv) {\n";
+  char prm[320];
+  snprintf(prm, sizeof prm, "const float* __restrict__ qkv, const float* __restrict__ ctx, const float* __restrict__ lse, "
+                            "const %s* __restrict__ dctx, float* __restrict__ dl, %s* __restrict__ dqkv) {\n", gt, gt);
   cu_ref ops[6] = {qkv, ctx, lse, dctx, dl, dqkv};
   /* the query pass */
   cu_begin(r, 256);
@@ -278,7 +366,7 @@ int cu_render_attention_grad(cu_rctx *r) {
                       "      k[t] = e < HD ? kr[e] : 0.f; v[t] = e < HD ? kr[D + e] : 0.f; dk[t] = 0.f; dv[t] = 0.f;\n    }\n"
                       "    for (long long qi = %s; qi < T; qi++) {\n"
                       "      const float* qr = base + qi * 3 * D + h * HD;\n"
-                      "      const float* gr = dctx + (b * T + qi) * D + h * HD;\n"
+                      "      const auto* gr = dctx + (b * T + qi) * D + h * HD;\n"
                       "      const long long qw = (b * H + h) * T + qi;\n"
                       "      float s = 0.f, dp = 0.f;\n      " FOR_T(a, "s += qr[e] * k[t]; dp += gr[e] * v[t];") "\n"
                       "      s = lt_warp_sum(s) * SCALE; dp = lt_warp_sum(dp);\n"
@@ -289,6 +377,9 @@ int cu_render_attention_grad(cu_rctx *r) {
                NE, NE, NE, NE, NE, a.causal ? "j" : "0", NE, NE, NE);
   if (cu_end(r, grid, 256, ops, 6)) return -1;
   /* dwq = x^T dqkv, dbq = dqkv's column sums */
-  if (cu_gemm_bgrad(r, D, BT, 3 * D, cu_ref_at(xn, 0), dqkv, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq))) return -1;
-  return cu_gemm_t(r, BT, 3 * D, D, 0, 1, dqkv, cu_ref_at(wq, 0), cu_ref_at(out, 0), none); /* dx = dqkv wq^T */
+  if ((lo ? gemm_bgrad_lo : cu_gemm_bgrad)(r, D, BT, 3 * D, X, dqkv, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)))
+    return -1;
+  if (cu_gemm_t(r, BT, 3 * D, D, 0, 1, dqkv, WQ, cu_ref_at(out, 0), none)) return -1; /* dx = dqkv wq^T */
+  if (lo) bf16_gemm(r, 0);
+  return 0;
 }

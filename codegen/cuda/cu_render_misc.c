@@ -444,6 +444,7 @@ static const cu_render_fn by_op[IR_NOPS] = {
   [IR_NORM_GRAD] = r_norm_grad,
   [IR_RANDN] = r_random,        [IR_DROPOUT_MASK] = r_random,
   [IR_KV_WRITE] = r_kv_write,   [IR_ATTENTION_DECODE] = r_attention_decode,
+  [IR_SAMPLE_TOKEN] = cu_render_sample,
 };
 
 cu_render_fn cu_misc_renderer(int op) { return op >= 0 && op < IR_NOPS ? by_op[op] : NULL; }

@@ -66,19 +66,42 @@ static void step_forward(cu_sb *b, const seq_dims *s) {
                     "        float hv = (1.f - zg) * ng + zg * hp[j];\n");
 }
 
+static int64_t al256(int64_t b) { return (b + 255) / 256 * 256; }
+
+/* --precision bf16, the forward: a bf16 x makes the input projection a
+ * bf16 x bf16 product (f32 sums into the f32 a), w_ih rounded into the
+ * scratch after a first; a bf16 y is written by the kernel directly
+ * (lt_bf16: each h_t rounded once, the recurrent state in shared memory
+ * and every sum f32). No f32 copy of x or y. */
+static int in_proj(cu_rctx *r, const ir_node *n, const seq_dims *s, cu_ref a) {
+  int64_t BT = s->B * s->T, GH = s->G * s->h;
+  cu_ref x = cu_ref_at(n->in[0], 0), w = cu_ref_at(n->in[1], 0);
+  int lo = cu_is_bf16(r, &r->g->nodes[n->in[0]]);
+  if (lo && cu_to_bf16(r, n->in[1], a.off + al256(4 * BT * GH), &w)) return -1;
+  if (cu_gemm_t(r, BT, s->in, GH, 0, 0, x, w, a, cu_ref_at(n->in[3], 0))) return -1;
+  if (lo) {
+    cu_gemm *g = &r->out->l[r->out->nl - 1].gemm;
+    g->ab_type = CU_T_BF16, g->c_type = CU_T_F32, g->bias_type = CU_T_F32;
+  }
+  return 0;
+}
+
+int64_t cu_seq_scratch_bf16(const ir_graph *g, const ir_node *n) {
+  return al256(cu_seq_scratch(g, n)) + al256(2 * ir_numel(&g->nodes[n->in[1]].shape));
+}
+
 static int r_seq(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
   seq_dims s;
   if (dims_of(r, n, n->op, &s)) return -1;
-  int64_t BT = s.B * s.T, GH = s.G * s.h;
   int64_t scr = r->p->buf[r->k->node].scr;
   if (scr < 0) return cu_unsupported(r, "no scratch for the input projection");
   cu_ref a = cu_ref_at(CU_REF_ARENA, scr);
-  if (cu_gemm_t(r, BT, s.in, GH, 0, 0, cu_ref_at(n->in[0], 0), cu_ref_at(n->in[1], 0), a, cu_ref_at(n->in[3], 0)))
-    return -1;
+  if (in_proj(r, n, &s, a)) return -1;
   cu_begin(r, (int)s.threads);
-  cu_sb_printf(&r->b, "const float* __restrict__ a, const float* __restrict__ whh, const float* __restrict__ bhh,"
-                      " float* __restrict__ y) {\n");
+  cu_sb_printf(&r->b, "const float* __restrict__ a, const float* __restrict__ whh, const float* __restrict__ bhh");
+  cu_param(r, "y", &r->g->nodes[r->k->node], 1);
+  cu_sb_printf(&r->b, ") {\n");
   consts(&r->b, &s);
   /* only the lstm has a cell state: a cs[] the others set and never read
    * is an NVRTC warning (#550) */

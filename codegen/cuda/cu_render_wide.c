@@ -1,7 +1,7 @@
 /* cu_render_wide.c -- --precision bf16 around the kernels that compute
- * from packed f32 layouts: the training attention (attention_save and the
- * attention backward), mha and mha_grad, the recurrences and their
- * gradients. Their renderers index byte offsets into packed results and
+ * from packed f32 layouts: mha and mha_grad and the recurrences'
+ * gradients (the training attention and the recurrences' forward take
+ * bf16 directly: cu_render_attn.c, cu_render_seq.c). Their renderers index byte offsets into packed results and
  * keep f32 scratch, so rather than typing every pointer they run unchanged
  * on f32 copies: each bf16 input is widened into the kernel's scratch
  * first, the renderer's launches are pointed at those copies, and a bf16
@@ -13,12 +13,13 @@
 
 #include "codegen/cuda/cu_render.h"
 
-/* The ops rendered through the copies (attention, the inference form, and
- * attention_decode take bf16 directly). */
+/* The ops rendered through the copies (attention in every form and
+ * attention_decode take bf16 directly: cu_render_attn.c; the recurrences'
+ * forward too: cu_render_seq.c). */
 int cu_wide_op(int op) {
   switch (op) {
-  case IR_ATTENTION_SAVE: case IR_ATTENTION_GRAD: case IR_ATTENTION_GRAD_SAVED: case IR_MHA: case IR_MHA_GRAD:
-  case IR_RNN: case IR_LSTM: case IR_GRU: case IR_RNN_GRAD: case IR_LSTM_GRAD: case IR_GRU_GRAD: return 1;
+  case IR_MHA: case IR_MHA_GRAD:
+  case IR_RNN_GRAD: case IR_LSTM_GRAD: case IR_GRU_GRAD: return 1;
   default: return 0;
   }
 }

@@ -64,9 +64,24 @@ static void e_attention_decode(cg_k *k) {
   cg_call(k, f, args, 10);
 }
 
+/* sample_token: a call of lathe_rt_sample_token (rt/rt_sample.c, the host's
+ * sampler), each row with the draw input. */
+static void e_sample_token(cg_k *k) {
+  const ir_shape *sl = k->sh[1];
+  int64_t classes = sl->d[sl->rank - 1], rows = ir_numel(&k->n->shape);
+  LLVMTypeRef p = k->m->ptr, i = k->m->i64;
+  LLVMTypeRef ty[7] = {p, p, p, i, i, k->m->f64, i};
+  V args[7] = {OUT, k->arg[1], k->arg[2], ci(k, rows), ci(k, classes), LLVMConstReal(k->m->f64, k->n->attr.f),
+               ci(k, k->n->attr.k)};
+  cg_fn f = {LLVMGetNamedFunction(k->m->M, "lathe_rt_sample_token"), LLVMFunctionType(k->m->vd, ty, 7, 0)};
+  if (!f.fn) f.fn = LLVMAddFunction(k->m->M, "lathe_rt_sample_token", f.ty);
+  cg_call(k, f, args, 7);
+}
+
 static const cg_emit_fn cg_decode_ops[IR_NOPS] = {
   [IR_KV_WRITE] = e_kv_write,
   [IR_ATTENTION_DECODE] = e_attention_decode,
+  [IR_SAMPLE_TOKEN] = e_sample_token,
 };
 
 void cg_emit_decode(cg_k *k) { cg_decode_ops[k->n->op](k); }

@@ -314,6 +314,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     {"lathe_rt_attn_fwd", (void *)lathe_rt_attn_fwd}, {"lathe_rt_attn_grad", (void *)lathe_rt_attn_grad},
     {"lathe_rt_rec_grad", (void *)lathe_rt_rec_grad}, {"lathe_rt_norm", (void *)lathe_rt_norm},
     {"lathe_rt_attention_decode", (void *)lathe_rt_attention_decode},
+    {"lathe_rt_sample_token", (void *)lathe_rt_sample_token},
     {"lathe_rt_qmatmul", (void *)lathe_rt_qmatmul}, {"lathe_rt_qconv2d", (void *)lathe_rt_qconv2d},
     {"lathe_rt_qmatmul_s8io", (void *)lathe_rt_qmatmul_s8io},
     {"lathe_rt_qconv2d_s8io", (void *)lathe_rt_qconv2d_s8io}, {"lathe_rt_quantize", (void *)lathe_rt_quantize},

@@ -1019,6 +1019,7 @@ const cg_emit_fn cg_emitters[IR_NOPS] = {
   [IR_QUANTIZE] = cg_emit_qdq, [IR_DEQUANTIZE] = cg_emit_qdq, /* cg_qdq.c */
   [IR_ALLREDUCE ... IR_RECV] = cg_emit_comm, /* cg_comm.c */
   [IR_FUSED] = cg_emit_fused_op,               /* cg_fused.c */
+  [IR_SAMPLE_TOKEN] = cg_emit_decode,          /* cg_decode.c: the decode step's token draw */
 };
 
 int64_t cg_scratch_bytes(const ir_graph *g, const ir_node *n) {

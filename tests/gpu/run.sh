@@ -36,8 +36,8 @@ B=build-gpu-bench/lathe_bench
 $L --version
 
 step "outputs, losses and weights after training steps: the GPU against the interpreter"
-LATHE_TEST_REAL_GPU=1 timeout 240 build-gpu/tests/test_cuda_run
-verdict $? "test_cuda_run on the GPU (mlp, cnn, char-GPT forward; mlp, cnn training steps; a kernel-found bad label)"
+LATHE_TEST_REAL_GPU=1 timeout 300 build-gpu/tests/test_cuda_run
+verdict $? "test_cuda_run on the GPU (every example's forward and training step in f32 and bf16, the bf16 training attention included; generate: greedy and the device's sampler, sample_token alone against the host's sampler)"
 
 step "the no-GPU CUDA tests (NVRTC for sm_80/sm_90, the CPU executor) on this machine too"
 timeout 300 ctest --test-dir build-gpu -R 'cuda|cuexec' --output-on-failure -j"$J" | tail -8
@@ -92,30 +92,35 @@ KW=$G2 REPS=10 WARM=3 PEERX=bf16 bench_row gpt2_small_train_b8_bf16 bench/gpt2_s
 # GPT-2 small (124M) inference (bench/gpt2_small_gen.nn: T=1024, vocabulary 50257, the lm head and the greedy argmax
 # on the device), tokens/s with the key/value cache on the device, f32 and bf16, against PyTorch's own KV-cache loop
 # (gpu_peer.py, the same shape)
-gen_row() { # NAME TOKENS LATHE-ARGS... ; peer flags in $PEERX (bf16)
+gen_row() { # NAME TOKENS LATHE-ARGS... ; peer flags in $PEERX (bf16); NOPEER=1: Lathe alone (PyTorch's loop is greedy)
   local name=$1 ntok=$2; shift 2
-  local lj pj
+  local lj pj=""
   lj=$(timeout 240 $B bench/gpt2_small_gen.nn --backend cuda --bind batch=1 --generate "$ntok" "$@" 2>&1 | grep '^{' | tail -1)
-  pj=$(timeout 120 /usr/bin/python3 bench/gpu_peer.py "$name" gpt 1 generate "$ntok" ${PEERX:+"$PEERX"} --json-kw "$G2GEN" 2>&1 |
-    grep '^{')
+  [ -z "${NOPEER:-}" ] &&
+    pj=$(timeout 120 /usr/bin/python3 bench/gpu_peer.py "$name" gpt 1 generate "$ntok" ${PEERX:+"$PEERX"} --json-kw "$G2GEN" 2>&1 |
+      grep '^{')
   /usr/bin/python3 - "$name" "$lj" "$pj" <<'PY'
 import json, sys
 name, lj, pj = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
     l = json.loads(lj)
-    row = "%-22s lathe %.1f tokens/s (%.3f ms/token, cached %d)" % (name, l["tokens_per_s"], 1e3 / l["tokens_per_s"],
-                                                                    l["cached"])
+    row = "%-22s lathe %.1f tokens/s (%.3f ms/token, cached %d, token on the device %s)" % (
+        name, l["tokens_per_s"], 1e3 / l["tokens_per_s"], l["cached"], l.get("device_token"))
 except Exception:
     l, row = None, "%-22s lathe error: %s" % (name, (lj or "no output")[:120])
 try:
+    if not pj:
+        raise StopIteration  # NOPEER: Lathe alone
     p = json.loads(pj.splitlines()[-1])
     row += " | torch %s %.1f tokens/s" % (p["mode"], p["tokens_per_s"])
     if l:
         row += " (lathe time/torch time %.3f)" % (p["tokens_per_s"] / l["tokens_per_s"])
+except StopIteration:
+    pass
 except Exception:
     row += " | torch error: %s" % (pj or "no output")[:120]
 print(row)
-ok = l is not None and l.get("cached") == 1
+ok = l is not None and l.get("cached") == 1 and l.get("device_token") == 1
 sys.exit(0 if ok else 1)
 PY
   verdict $? "generate $name: lathe_generate --backend cuda with the key/value cache on the device"
@@ -123,6 +128,9 @@ PY
 G2GEN='{"vocab":50257,"T":1024,"d":768,"heads":12,"layers":12}'
 gen_row gpt2_small_generate 200
 PEERX=bf16 gen_row gpt2_small_generate_bf16 200 --precision bf16
+# sampled on the device (sample_token: temperature 0.8, top-k 40, one pick per round over the 50257 logits); against
+# the greedy rows above, what the draw costs a token
+NOPEER=1 gen_row gpt2_small_generate_topk40 200 --temperature 0.8 --top-k 40
 
 step "compile time: cold and warm (NVRTC disk cache) for the char-GPT forward"
 LATHE_CACHE_DIR=$(mktemp -d)
