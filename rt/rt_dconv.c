@@ -116,13 +116,15 @@ static void image_scalar(const dc_job *j, const float *x, float *out) {
     }
 }
 
+#if defined(__x86_64__) /* what only the vector paths use */
 /* t [pb][Op] (one image's chunk of pixels p0 ..) to out [O][P] */
 static void untranspose_scalar(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
   for (int64_t o = 0; o < j->g.O; o++)
     for (int64_t q = 0; q < pb; q++) out[o * j->P + p0 + q] = t[q * j->Op + o];
 }
 
-/* ---- the pixel path (parts of few images): one image at a time, padded channels-last ---- */
+/* ---- the vector paths (x86-64): the pixel path for parts of few images, one image
+ * at a time, padded channels-last; image groups for the rest ---- */
 
 static void pad_image(const dc_job *j, const float *x, float *xp) {
   const rt_qc_geom *g = &j->g;
@@ -139,7 +141,6 @@ static void pad_image(const dc_job *j, const float *x, float *xp) {
 /* the input of output pixel p: its window's top left corner in xp */
 static const float *pixel_at(const dc_job *j, const float *xp, int64_t p) { return xp + j->poff[p]; }
 
-
 /* a group's images [n0, n0 + rp) interleaved as xg[pixel][c][r] for r < RP,
  * the last image repeated to fill RP (its extra results go nowhere) */
 static void interleave(const dc_job *j, int64_t n0, int rp, int RP, float *xg) {
@@ -151,7 +152,6 @@ static void interleave(const dc_job *j, int64_t n0, int rp, int RP, float *xg) {
   }
 }
 
-#if defined(__x86_64__)
 #define T512 __attribute__((target("avx512f,avx2,fma")))
 #define TAVX2 __attribute__((target("avx2,fma")))
 #define INLINE inline __attribute__((always_inline))
@@ -402,6 +402,7 @@ static void group_vec(const dc_job *j, int64_t n0, int rp, int RP, float *xg, fl
 }
 #endif
 
+#if defined(__x86_64__)
 /* The images per group: 16 by one vector of channels where AVX-512 has one
  * (16 sums in flight), else 12; 8 where that covers the part's images
  * exactly and 12 would not (64 or 128 images); fewer when the group's
@@ -413,6 +414,7 @@ static int group_size(const dc_job *j, int64_t m) {
   while (RP > DC_MINRP && RP * per > LATHE_RT_CONV_STACK) RP = RP > 8 ? 8 : DC_MINRP;
   return RP;
 }
+#endif
 
 /* images [lo, hi); this part's buffers on the stack (the code generator
  * takes this path only when a group of DC_MINRP fits) */
