@@ -629,11 +629,16 @@ int tr_train(lathe_model *m, const lathe_train_options *o, lathe_train_result *r
   }
   char path[4096], msg[1024];
   int rc = 0;
-  /* LATHE_STEP_TIMES=PATH: rank 0's seconds per step and of them in collectives, a line each: on a loaded
-   * machine the quickest steps (percentiles) show what the code does, the mean what the other jobs do */
+  /* LATHE_STEP_TIMES=PATH: rank 0's seconds per step and of them in collectives, a line each (rank r > 0:
+   * PATH.r, to see which rank waits for which): on a loaded machine the quickest steps (percentiles) show
+   * what the code does, the mean what the other jobs do */
   const char *steplog = getenv("LATHE_STEP_TIMES");
-  if (rank == 0 && steplog && *steplog && !(r.steplog = fopen(steplog, "w")))
-    rc = api_fail(err, LATHE_EUSER, "LATHE_STEP_TIMES: cannot write '%s'", steplog);
+  if (steplog && *steplog) {
+    char sp[4096];
+    if (rank) snprintf(sp, sizeof sp, "%s.%d", steplog, rank);
+    else snprintf(sp, sizeof sp, "%s", steplog);
+    if (!(r.steplog = fopen(sp, "w"))) rc = api_fail(err, LATHE_EUSER, "LATHE_STEP_TIMES: cannot write '%s'", sp);
+  }
   if (rc == 0 && o->out_dir && rank == 0) {
     mkdir(o->out_dir, 0777);
     snprintf(path, sizeof path, "%s/log.jsonl", o->out_dir);
