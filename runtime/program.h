@@ -75,6 +75,10 @@ int api_train_run(lathe_program *p, lathe_error *err);
  * step's overlapped sums are set up now (collective), not inside the first
  * step, whose time would then carry them (runtime/dist.c). */
 void api_dist_reserve(const lathe_program *step);
+/* Maps a program's memory that its first run would otherwise fault in page
+ * by page (the native backends' arena and output buffers): for the
+ * training step, once, at set-up (api_program.c). */
+void api_prefault(lathe_program *p);
 /* A pipeline stage's update program from p (lowered, its graph cut to the
  * stage): its parameters, an input "grad.X" per trainable X, the optimizer
  * of t; api_train_run runs and commits it (train_step.c). */

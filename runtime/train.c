@@ -93,6 +93,7 @@ static int build_step(tr_run *r, lathe_error *err) {
   }
   r->step = api_compile_train(r->m, &po, &r->t, err);
   if (r->step && r->ranks > 1) api_dist_reserve(r->step);
+  api_prefault(r->step); /* outside the timed steps, as the compile */
   return r->step ? 0 : -1;
 }
 

@@ -52,6 +52,11 @@ int cg_run(cg_program *p, void *const *inputs, void *const *params, void *const 
            char *msg, size_t msgn);
 
 void cg_free(cg_program *p);
+/* Writes the whole activation arena once, so that its pages are mapped now
+ * rather than in the first cg_run (a program run many times: the training
+ * step). Its contents before a run do not matter: every kernel writes its
+ * buffer before reading it. */
+void cg_prefault(cg_program *p);
 
 /* Output j's kernel checks its values as it stores them (an output's fused
  * elementwise kernel: every optimizer update), and whether such a check saw

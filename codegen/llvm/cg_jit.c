@@ -690,6 +690,10 @@ void cg_free(cg_program *p) {
 
 void cg_get_stats(const cg_program *p, cg_stats *st) { *st = p->st; }
 
+void cg_prefault(cg_program *p) {
+  if (p && p->arena) memset(p->arena, 0, (size_t)(p->st.arena_bytes + 64) / 64 * 64); /* as allocated */
+}
+
 int cg_output_checked(const cg_program *p, int j) {
   return j >= 0 && j < p->noutputs && p->buf[p->out_node[j]].checked;
 }
