@@ -243,31 +243,30 @@ static pthread_once_t nccl_once = PTHREAD_ONCE_INIT;
  * path that is not there); else $NCCL_HOME/lib, the toolkit's directories
  * and its lib (where the toolkit's NCCL lives), the distribution's
  * directory (libnccl2), then the loader's path. */
-static void nccl_open(void) {
+static void *nccl_find(void) {
   static const char *const names[] = {"libnccl.so.2"};
-  const char *only = getenv("LATHE_NCCL_LIB"), *dirs[12];
+  const char *only = getenv("LATHE_NCCL_LIB"), *home = getenv("NCCL_HOME"), *dirs[12];
+  if (only && *only) {
+    void *h = dlopen(only, RTLD_NOW | RTLD_LOCAL);
+    if (h) snprintf(nccl_api.path, sizeof nccl_api.path, "%s", only);
+    else snprintf(nccl_err, sizeof nccl_err, "NCCL not found (libnccl.so.2): looked in %s (LATHE_NCCL_LIB)", only);
+    return h;
+  }
   char bufs[3][512];
   int nd = 0;
-  if (only && *only) {
-    const char *one[] = {only};
-    void *h = open_first("NCCL", one, 1, (const char *[]){""}, 1, nccl_api.path, sizeof nccl_api.path, nccl_err,
-                         sizeof nccl_err);
-    if (!h) snprintf(nccl_err, sizeof nccl_err, "NCCL not found (libnccl.so.2): looked in %s (LATHE_NCCL_LIB)", only);
-    if (!h || bind(h, &nccl_api, nccl_syms, (int)(sizeof nccl_syms / sizeof nccl_syms[0]), nccl_api.path, nccl_err,
-                   sizeof nccl_err))
-      return;
-  } else {
-    const char *home = getenv("NCCL_HOME");
-    if (home && *home) snprintf(bufs[2], sizeof bufs[2], "%s/lib", home), dirs[nd++] = bufs[2];
-    nd += toolkit_dirs(dirs + nd, bufs) - 1; /* its last entry, the loader's path, comes last here too */
-    dirs[nd++] = "/usr/local/cuda/lib";
-    dirs[nd++] = "/usr/lib/x86_64-linux-gnu";
-    dirs[nd++] = "";
-    void *h = open_first("NCCL", names, 1, dirs, nd, nccl_api.path, sizeof nccl_api.path, nccl_err, sizeof nccl_err);
-    if (!h || bind(h, &nccl_api, nccl_syms, (int)(sizeof nccl_syms / sizeof nccl_syms[0]), nccl_api.path, nccl_err,
-                   sizeof nccl_err))
-      return;
-  }
+  if (home && *home) snprintf(bufs[2], sizeof bufs[2], "%s/lib", home), dirs[nd++] = bufs[2];
+  nd += toolkit_dirs(dirs + nd, bufs) - 1; /* its last entry, the loader's path, comes last here too */
+  dirs[nd++] = "/usr/local/cuda/lib";
+  dirs[nd++] = "/usr/lib/x86_64-linux-gnu";
+  dirs[nd++] = "";
+  return open_first("NCCL", names, 1, dirs, nd, nccl_api.path, sizeof nccl_api.path, nccl_err, sizeof nccl_err);
+}
+
+static void nccl_open(void) {
+  void *h = nccl_find();
+  if (!h || bind(h, &nccl_api, nccl_syms, (int)(sizeof nccl_syms / sizeof nccl_syms[0]), nccl_api.path, nccl_err,
+                 sizeof nccl_err))
+    return;
   if (nccl_api.GetVersion(&nccl_api.version)) {
     snprintf(nccl_err, sizeof nccl_err, "%s: ncclGetVersion failed", nccl_api.path);
     return;
