@@ -226,6 +226,9 @@ int lathe_rt_comm_sum(void *buf, int64_t n, int f64);
  * job of one rank or where the layer has none. */
 int lathe_rt_comm_send(const void *buf, int64_t bytes, int peer);
 int lathe_rt_comm_recv(void *buf, int64_t bytes, int peer);
+/* bytes of buf from rank root to every rank (the CUDA backend's NCCL id);
+ * 0 in a job of one rank; -1 where the layer has no point to point. */
+int lathe_rt_comm_bcast(void *buf, int64_t bytes, int root);
 /* The ops send and recv: out = in sent to rank peer; out[n] received from
  * rank peer. LATHE_RT_ECOMM in *err without such a rank. */
 void lathe_rt_send(float *out, const float *in, int64_t n, int64_t peer, int32_t *err);

@@ -70,6 +70,18 @@ int lathe_rt_comm_recv(void *buf, int64_t bytes, int peer) {
   return rc;
 }
 
+/* Root's bytes to every rank, as point-to-point messages from root (the
+ * layer's send and recv: waits with the job's timeout, a silent rank named),
+ * not MPI_Bcast, which would wait forever. */
+int lathe_rt_comm_bcast(void *buf, int64_t bytes, int root) {
+  if (installed.size <= 1) return 0;
+  if (!installed.send || !installed.recv || root < 0 || root >= installed.size) return -1;
+  if (installed.rank != root) return lathe_rt_comm_recv(buf, bytes, root);
+  for (int r = 0; r < installed.size; r++)
+    if (r != root && lathe_rt_comm_send(buf, bytes, r)) return -1;
+  return 0;
+}
+
 int lathe_rt_comm_gather(const void *in, void *out, int64_t n, int f64) {
   if (!installed.size || installed.size == 1) {
     if (n > 0 && in != out) memmove(out, in, (size_t)n * (f64 ? 8 : 4));

@@ -90,11 +90,31 @@ typedef struct cu_lt_api {
                 size_t workspace_bytes, void *stream);
 } cu_lt_api;
 
+/* NCCL (libnccl.so.2): the communicator of a data-parallel job and its
+ * collectives (cu_nccl.c). ncclResult_t, ncclDataType_t and ncclRedOp_t
+ * are ints, a communicator and a stream pointers; the unique id is passed
+ * by value, as NCCL's 128-byte struct. */
+typedef struct { char internal[128]; } cu_nccl_id;
+typedef struct cu_nccl_api {
+  char path[512];
+  int version;        /* 22307 for 2.23.7 */
+  int (*GetVersion)(int *version);
+  int (*GetUniqueId)(cu_nccl_id *id);
+  int (*CommInitRank)(void **comm, int nranks, cu_nccl_id id, int rank);
+  int (*CommDestroy)(void *comm);
+  int (*CommGetAsyncError)(void *comm, int *result);
+  int (*AllReduce)(const void *send, void *recv, size_t count, int dtype, int op, void *comm, void *stream);
+  int (*ReduceScatter)(const void *send, void *recv, size_t recvcount, int dtype, int op, void *comm, void *stream);
+  int (*AllGather)(const void *send, void *recv, size_t sendcount, int dtype, void *comm, void *stream);
+  const char *(*GetErrorString)(int result);
+} cu_nccl_api;
+
 /* Each: the library's table, opened on first use, or NULL with one line in
  * msg naming the library and every place looked. Thread-safe. */
 const cu_nvrtc_api *cu_dl_nvrtc(char *msg, size_t n);
 const cu_cuda_api *cu_dl_cuda(char *msg, size_t n);
 const cu_lt_api *cu_dl_cublaslt(char *msg, size_t n);
+const cu_nccl_api *cu_dl_nccl(char *msg, size_t n);
 /* One line for `lathe --version`: "cuda: yes (...)" or "cuda: no (why)". */
 void cu_backend_status(char *buf, size_t n);
 
@@ -123,7 +143,7 @@ int cu_arch_ok(const char *arch, char *msg, size_t n);
  * function) or a matrix product for the driver's gemm. Every kernel
  * argument is a pointer: a tensor's buffer (node id) plus a byte offset;
  * shapes are constants in the source. */
-enum { CU_L_KERNEL, CU_L_GEMM, CU_L_ZERO };
+enum { CU_L_KERNEL, CU_L_GEMM, CU_L_ZERO, CU_L_COLL };
 enum { CU_MAXOPS = PL_MAXARGS + 8 };
 typedef struct {
   int node;        /* tensor whose buffer it points into */
@@ -140,6 +160,9 @@ typedef struct {
   cu_ref ga, gb, gc, gbias;
   cu_ref zero;            /* CU_L_ZERO: bytes at zero_bytes */
   int64_t zero_bytes;
+  cu_coll coll;           /* CU_L_COLL: op and count; send and recv filled at run time from: */
+  cu_ref csend, crecv;
+  int ranks;              /* CU_L_COLL: the job size the program was compiled for */
 } cu_launch;
 typedef struct {
   char *name;      /* "k12_rows_softmax" */
@@ -217,6 +240,18 @@ cu_driver *cu_driver_create(char *err, size_t errlen);
  * saying so, before the driver is asked; 0 otherwise. */
 int cu_image_vs_driver(const void *image, size_t len, int driver_version, int nvrtc_major, int nvrtc_minor, char *msg,
                        size_t n);
+
+/* ---- cu_nccl.c: the product's collectives ----
+ * This process's device in a job: its local rank (OMPI_COMM_WORLD_LOCAL_RANK,
+ * MPI_LOCALRANKID, SLURM_LOCALID; else its rank) modulo count; 0 alone. */
+int cu_job_device(int count);
+/* The process's one NCCL communicator, rank `rank` of `ranks` on the
+ * current context's device: made on first use (rank 0's ncclGetUniqueId
+ * broadcast over MPI, rt/rt_comm.c, then ncclCommInitRank on every rank),
+ * kept for the process's life. 0, or -1 with one line in msg. */
+int cu_nccl_open(int rank, int ranks, int dev, void **comm, char *msg, size_t n);
+/* One collective enqueued on stream (cu_driver.h's cu_coll). 0, or -1. */
+int cu_nccl_coll(void *comm, const cu_coll *c, void *stream, char *msg, size_t n);
 
 /* Device 0's architecture ("sm_90") from the driver, or -1 with msg. */
 int cu_device_arch(char *arch, size_t an, char *msg, size_t n);

@@ -220,6 +220,67 @@ const cu_lt_api *cu_dl_cublaslt(char *msg, size_t n) {
   return NULL;
 }
 
+/* ---- NCCL (data-parallel training on several GPUs) ---- */
+
+static const cu_sym nccl_syms[] = {
+  SYM(cu_nccl_api, GetVersion, "ncclGetVersion"),
+  SYM(cu_nccl_api, GetUniqueId, "ncclGetUniqueId"),
+  SYM(cu_nccl_api, CommInitRank, "ncclCommInitRank"),
+  SYM(cu_nccl_api, CommDestroy, "ncclCommDestroy"),
+  SYM(cu_nccl_api, CommGetAsyncError, "ncclCommGetAsyncError"),
+  SYM(cu_nccl_api, AllReduce, "ncclAllReduce"),
+  SYM(cu_nccl_api, ReduceScatter, "ncclReduceScatter"),
+  SYM(cu_nccl_api, AllGather, "ncclAllGather"),
+  SYM(cu_nccl_api, GetErrorString, "ncclGetErrorString"),
+};
+
+static cu_nccl_api nccl_api;
+static char nccl_err[1024];
+static int nccl_ok;
+static pthread_once_t nccl_once = PTHREAD_ONCE_INIT;
+
+/* LATHE_NCCL_LIB names the one library to open (a test hides NCCL with a
+ * path that is not there); else $NCCL_HOME/lib, the toolkit's directories
+ * and its lib (where the toolkit's NCCL lives), the distribution's
+ * directory (libnccl2), then the loader's path. */
+static void *nccl_find(void) {
+  static const char *const names[] = {"libnccl.so.2"};
+  const char *only = getenv("LATHE_NCCL_LIB"), *home = getenv("NCCL_HOME"), *dirs[12];
+  if (only && *only) {
+    void *h = dlopen(only, RTLD_NOW | RTLD_LOCAL);
+    if (h) snprintf(nccl_api.path, sizeof nccl_api.path, "%s", only);
+    else snprintf(nccl_err, sizeof nccl_err, "NCCL not found (libnccl.so.2): looked in %s (LATHE_NCCL_LIB)", only);
+    return h;
+  }
+  char bufs[3][512];
+  int nd = 0;
+  if (home && *home) snprintf(bufs[2], sizeof bufs[2], "%s/lib", home), dirs[nd++] = bufs[2];
+  nd += toolkit_dirs(dirs + nd, bufs) - 1; /* its last entry, the loader's path, comes last here too */
+  dirs[nd++] = "/usr/local/cuda/lib";
+  dirs[nd++] = "/usr/lib/x86_64-linux-gnu";
+  dirs[nd++] = "";
+  return open_first("NCCL", names, 1, dirs, nd, nccl_api.path, sizeof nccl_api.path, nccl_err, sizeof nccl_err);
+}
+
+static void nccl_open(void) {
+  void *h = nccl_find();
+  if (!h || bind(h, &nccl_api, nccl_syms, (int)(sizeof nccl_syms / sizeof nccl_syms[0]), nccl_api.path, nccl_err,
+                 sizeof nccl_err))
+    return;
+  if (nccl_api.GetVersion(&nccl_api.version)) {
+    snprintf(nccl_err, sizeof nccl_err, "%s: ncclGetVersion failed", nccl_api.path);
+    return;
+  }
+  nccl_ok = 1;
+}
+
+const cu_nccl_api *cu_dl_nccl(char *msg, size_t n) {
+  pthread_once(&nccl_once, nccl_open);
+  if (nccl_ok) return &nccl_api;
+  snprintf(msg, n, "%s", nccl_err);
+  return NULL;
+}
+
 /* ---- the status line ---- */
 
 void cu_backend_status(char *buf, size_t n) {

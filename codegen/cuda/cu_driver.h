@@ -38,6 +38,18 @@ typedef struct cu_gemm {
   int ab_type, c_type;       /* CU_T_*: A and B's, C's */
 } cu_gemm;
 
+/* One collective over the job's ranks (NCCL on a GPU): f32 values, sums.
+ * ALLREDUCE: recv[count] = the sum over ranks of send[count] (send may be
+ * recv); REDUCE_SCATTER: recv[count] = this rank's count values of the sum
+ * of send[count * ranks]; ALL_GATHER: recv[count * ranks] = every rank's
+ * send[count] in rank order. */
+enum { CU_COLL_ALLREDUCE, CU_COLL_REDUCE_SCATTER, CU_COLL_ALL_GATHER, CU_COLL_COUNT };
+typedef struct cu_coll {
+  int op;                    /* CU_COLL_* */
+  cu_dptr send, recv;
+  size_t count;
+} cu_coll;
+
 typedef struct cu_driver cu_driver;
 struct cu_driver {
   const char *name;          /* "cuda" or "cpu-executor" */
@@ -77,6 +89,13 @@ struct cu_driver {
    * before the program's one allocation so that a model too large for what
    * is free is refused in one line before anything is allocated. */
   int (*mem_info)(cu_driver *d, size_t *free_bytes, size_t *total_bytes);
+  /* Optional: data-parallel collectives. coll_open joins this process as
+   * rank `rank` of `ranks` (every rank calls it at the same point: the
+   * product's NCCL communicator is made there, codegen/cuda/cu_nccl.c);
+   * coll enqueues one collective on the stream, in order with the launches
+   * (so a graph captures it with the step). */
+  int (*coll_open)(cu_driver *d, int rank, int ranks);
+  int (*coll)(cu_driver *d, const cu_coll *c);
 };
 
 /* Creates a driver, or NULL with a one-line reason in err[errlen]. */

@@ -1,5 +1,7 @@
 /* cu_loader.c -- the product's cu_driver: the CUDA driver API and cuBLASLt,
- * both opened with dlopen (cu_dl.c). Device 0's primary context, one
+ * both opened with dlopen (cu_dl.c), and NCCL for a data-parallel step
+ * (cu_nccl.c). This process's device's primary context (device 0, or in a
+ * job of several ranks the one its local rank picks: cu_job_device), one
  * stream for every copy, launch and product; copies to the host wait for
  * the stream. Every failure is one line naming the call and the driver's
  * error. cu_set_driver_factory lets a test put its own executor
@@ -15,6 +17,7 @@ typedef struct {
   const cu_lt_api *lt;
   int dev;
   void *ctx, *stream, *lt_handle;
+  void *nccl;                 /* the process's communicator once coll_open joined it */
   cu_dptr workspace;
   size_t workspace_bytes;
 } cu_real;
@@ -219,6 +222,18 @@ static void r_graph_free(cu_driver *d, void *graph) {
   if (graph) s->cu->GraphExecDestroy(graph);
 }
 
+static int r_coll_open(cu_driver *d, int rank, int ranks) {
+  cu_real *s = d->self;
+  int rc = s->cu->CtxSetCurrent(s->ctx); /* NCCL binds the communicator to the current device */
+  if (rc) return fail(d, "cuCtxSetCurrent", rc);
+  return cu_nccl_open(rank, ranks, s->dev, &s->nccl, d->err, sizeof d->err) ? -1 : 0;
+}
+
+static int r_coll(cu_driver *d, const cu_coll *c) {
+  cu_real *s = d->self;
+  return cu_nccl_coll(s->nccl, c, s->stream, d->err, sizeof d->err) ? -1 : 0;
+}
+
 static void r_destroy(cu_driver *d) {
   if (!d) return;
   cu_real *s = d->self;
@@ -255,7 +270,7 @@ static cu_driver *real_driver(char *err, size_t errlen) {
     return NULL;
   }
   const char *step = "cuDeviceGet";
-  rc = cu->DeviceGet(&s->dev, 0);
+  rc = cu->DeviceGet(&s->dev, cu_job_device(count));
   if (!rc) step = "cuDeviceGetAttribute", rc = cu->DeviceGetAttribute(&major, 75, s->dev);
   if (!rc) rc = cu->DeviceGetAttribute(&minor, 76, s->dev);
   if (!rc) step = "cuDeviceTotalMem", rc = cu->DeviceTotalMem(&d->total_mem, s->dev);
@@ -274,7 +289,7 @@ static cu_driver *real_driver(char *err, size_t errlen) {
   snprintf(d->arch, sizeof d->arch, "sm_%d%d", major, minor);
   d->mem_alloc = r_alloc, d->mem_free = r_free, d->htod = r_htod, d->dtoh = r_dtoh, d->memset0 = r_memset0;
   d->module_load = r_module_load, d->get_function = r_get_function, d->launch = r_launch, d->gemm = r_gemm;
-  d->sync = r_sync, d->destroy = r_destroy;
+  d->sync = r_sync, d->destroy = r_destroy, d->coll_open = r_coll_open, d->coll = r_coll;
   if (cu->MemcpyDtoDAsync) d->dtod = r_dtod;
   if (cu->MemGetInfo) d->mem_info = r_mem_info;
   if (cu->StreamBeginCapture && cu->StreamEndCapture && cu->GraphInstantiate && cu->GraphLaunch &&

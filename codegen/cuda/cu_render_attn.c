@@ -379,6 +379,13 @@ int cu_render_attention_grad(cu_rctx *r) {
   /* dwq = x^T dqkv, dbq = dqkv's column sums */
   if ((lo ? gemm_bgrad_lo : cu_gemm_bgrad)(r, D, BT, 3 * D, X, dqkv, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)))
     return -1;
+  /* The key bias adds q_i . b_k to every logit of row i alike, which the
+   * softmax cancels: its gradient is exactly zero, as the interpreter and
+   * the CPU kernels store it (rt/rt_seq.c). The column sums give rounding
+   * noise that Adam scales up to lr-sized steps, differently for each batch
+   * split (one GPU against several ranks). */
+  cu_launch z = {.what = CU_L_ZERO, .zero = cu_ref_at(out, o_dbq + D * 4), .zero_bytes = D * 4};
+  if (cu_add_launch(r, &z)) return -1;
   if (cu_gemm_t(r, BT, 3 * D, D, 0, 1, dqkv, WQ, cu_ref_at(out, 0), none)) return -1; /* dx = dqkv wq^T */
   if (lo) bf16_gemm(r, 0);
   return 0;

@@ -434,7 +434,12 @@ static int r_attention_decode(cu_rctx *r) {
   return cu_end(r, (unsigned)H, 32, ops, 6);
 }
 
+/* A reshape the plan could not alias (its result is a program output: a
+ * data-parallel step's gradient unpacked from its bucket): a copy. */
+static int r_reshape(cu_rctx *r) { return cu_per_element(r, 2, 0, "    a0[e] = a1[e];\n"); }
+
 static const cu_render_fn by_op[IR_NOPS] = {
+  [IR_RESHAPE] = r_reshape,
   [IR_ARGMAX] = r_argext,       [IR_ARGMIN] = r_argext,         [IR_CUMSUM] = r_cumsum,
   [IR_MAX_GRAD] = r_max_grad,   [IR_ONE_HOT] = r_one_hot,       [IR_GATHER] = r_gather,
   [IR_GATHER_GRAD] = r_gather_grad,

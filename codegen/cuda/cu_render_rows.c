@@ -678,5 +678,6 @@ int cu_render_by_op(cu_rctx *r) {
   if (!f) f = cu_misc_renderer(h->op);
   if (!f) f = cu_seq_renderer(h->op);
   if (!f) f = cu_mha_renderer(h->op);
+  if (!f) f = cu_comm_renderer(h->op);
   return f ? f(r) : cu_unsupported(r, "%s has no CUDA kernel yet", ir_ops[h->op].name);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "codegen/cuda/cu.h"
+#include "rt/lathe_rt.h"
 
 struct cu_exec {
   cu_driver *d;
@@ -115,6 +116,29 @@ void cu_exec_free(cu_exec *x) {
   free(x);
 }
 
+static int open_collectives(cu_exec *x, char *msg, size_t n);
+
+/* Whether g sums over ranks (a data-parallel step). */
+static int has_collectives(const ir_graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    int op = g->nodes[i].op;
+    if (op == IR_ALLREDUCE || op == IR_REDUCE_SCATTER || op == IR_ALL_GATHER) return 1;
+  }
+  return 0;
+}
+
+/* No driver: the one line says so and, for a data-parallel step, whether
+ * NCCL is missing too, so a machine without either learns both at once. */
+static void no_driver(const ir_graph *g, const char *err, char *msg, size_t n) {
+  char why[1024];
+  if (!has_collectives(g) || lathe_rt_comm_size() < 2 || cu_dl_nccl(why, sizeof why)) {
+    snprintf(msg, n, "%s", err[0] ? err : "--backend cuda: no driver");
+    return;
+  }
+  snprintf(msg, n, "%s; and the %d ranks' sums need NCCL: %s", err[0] ? err : "--backend cuda: no driver",
+           lathe_rt_comm_size(), why);
+}
+
 cu_exec *cu_exec_create(const ir_graph *g, const char *arch, int bf16, char *msg, size_t n) {
   cu_exec *x = calloc(1, sizeof *x);
   if (!x) return ir_fail(msg, n, "out of memory"), NULL;
@@ -122,7 +146,7 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, int bf16, char *msg
   char err[512] = "";
   x->d = cu_driver_create(err, sizeof err);
   if (!x->d) {
-    snprintf(msg, n, "%s", err[0] ? err : "--backend cuda: no driver");
+    no_driver(g, err, msg, n);
     free(x);
     return NULL;
   }
@@ -171,10 +195,30 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, int bf16, char *msg
       ir_fail(msg, n, "--backend cuda: %s", x->d->err);
       goto fail;
     }
+  if (open_collectives(x, msg, n)) goto fail;
   return x;
 fail:
   cu_exec_free(x);
   return NULL;
+}
+
+/* A data-parallel step (collectives among its launches) joins the job's
+ * communicator: the program's rank count must be the job's (as on the CPU
+ * backends, rt/rt_comm.c), and the driver must offer collectives (the
+ * product: NCCL, made here on every rank at the same point of the run). */
+static int open_collectives(cu_exec *x, char *msg, size_t n) {
+  const cu_launch *c = NULL;
+  for (int li = 0; li < x->c.prog.nl && !c; li++)
+    if (x->c.prog.l[li].what == CU_L_COLL) c = &x->c.prog.l[li];
+  if (!c) return 0;
+  if (c->ranks != lathe_rt_comm_size())
+    return ir_fail(msg, n, "--backend cuda: the step was compiled for %d ranks and runs in a job of %d", c->ranks,
+                   lathe_rt_comm_size());
+  if (!x->d->coll_open || !x->d->coll)
+    return ir_fail(msg, n, "--backend cuda: this driver (%s) has no collectives for a job of %d ranks", x->d->name,
+                   c->ranks);
+  if (x->d->coll_open(x->d, lathe_rt_comm_rank(), c->ranks)) return ir_fail(msg, n, "--backend cuda: %s", x->d->err);
+  return 0;
 }
 
 /* The message of a kernel's status code (1 + 4 * node + what). */
@@ -205,6 +249,10 @@ static int launch_all(cu_exec *x, char *msg, size_t n) {
       gm.a = ref_addr(x, &l->ga), gm.b = ref_addr(x, &l->gb), gm.c = ref_addr(x, &l->gc);
       gm.bias = gm.epilogue != CU_EPI_NONE ? ref_addr(x, &l->gbias) : 0;
       rc = d->gemm(d, &gm);
+    } else if (l->what == CU_L_COLL) {
+      cu_coll c = l->coll;
+      c.send = ref_addr(x, &l->csend), c.recv = ref_addr(x, &l->crecv);
+      rc = d->coll(d, &c);
     } else {
       rc = d->memset0(d, ref_addr(x, &l->zero), (size_t)l->zero_bytes);
     }
@@ -265,7 +313,12 @@ int cu_exec_run(cu_exec *x, void *const *inputs, void *const *params, void *cons
   for (int i = 0; i < g->noutputs; i++) {
     const ir_node *o = &g->nodes[g->outputs[i].node];
     if (x->keep[i]) continue;
-    if (d->dtoh(d, outputs[i], x->base + (cu_dptr)x->out_off[i], (size_t)(ir_numel(&o->shape) * (int64_t)ir_dtype_size(o->dtype))))
+    /* from where the plan put the node: an output that repeats another's
+     * node (evaluation's "__pred" beside "logits") has its own buffer, but
+     * only the first output of a node is written */
+    cu_dptr src = addr_of(x, g->outputs[i].node);
+    if (!src) src = x->base + (cu_dptr)x->out_off[i];
+    if (d->dtoh(d, outputs[i], src, (size_t)(ir_numel(&o->shape) * (int64_t)ir_dtype_size(o->dtype))))
       return ir_fail(msg, n, "--backend cuda: output '%s': %s", g->outputs[i].name, d->err);
   }
   if (loss) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cx.h"
+#include "rt/lathe_rt.h"
 
 static cx_state *cx_s(cu_driver *d) { return d->self; }
 
@@ -43,7 +44,7 @@ static int cx_dtoh(cu_driver *d, void *dst, cu_dptr src, size_t bytes) {
  * launch's arguments are copied by value (every rendered kernel takes
  * pointers only: 8 bytes each). ---- */
 
-enum { CX_G_MEMSET, CX_G_DTOD, CX_G_LAUNCH, CX_G_GEMM, CX_G_MAXARGS = 32 };
+enum { CX_G_MEMSET, CX_G_DTOD, CX_G_LAUNCH, CX_G_GEMM, CX_G_COLL, CX_G_MAXARGS = 32 };
 typedef struct {
   int what;
   cu_dptr dst, src;
@@ -53,6 +54,7 @@ typedef struct {
   int nargs;
   uint64_t arg[CX_G_MAXARGS];
   cu_gemm gemm;
+  cu_coll coll;
 } cx_gop;
 typedef struct cx_graph {
   cx_gop *op;
@@ -289,6 +291,38 @@ static int cx_gemm(cu_driver *d, const cu_gemm *g) {
   return 0;
 }
 
+/* ---- collectives: NCCL's calls answered through the job's MPI path
+ * (rt/rt_comm.c: the communicator runtime/dist.c installs under mpirun,
+ * sums in rank order), as the CPU backends' collectives run. A test
+ * instrument: the product's driver calls NCCL (codegen/cuda/cu_nccl.c). ---- */
+
+static int cx_coll_open(cu_driver *d, int rank, int ranks) {
+  if (ranks == lathe_rt_comm_size() && rank == lathe_rt_comm_rank()) return 0;
+  return snprintf(d->err, sizeof d->err, "coll_open: rank %d of %d, but the job's communicator is rank %d of %d",
+                  rank, ranks, lathe_rt_comm_rank(), lathe_rt_comm_size()), 1;
+}
+
+static int cx_coll(cu_driver *d, const cu_coll *c) {
+  if (cx_s(d)->capturing) return cx_record(d, &(cx_gop){.what = CX_G_COLL, .coll = *c});
+  size_t ranks = (size_t)lathe_rt_comm_size(), in = c->count * 4, out = c->count * 4;
+  if (c->op == CU_COLL_REDUCE_SCATTER) in *= ranks;
+  if (c->op == CU_COLL_ALL_GATHER) out *= ranks;
+  if (cx_mem_check(&cx_s(d)->mem, c->send, in, "coll: the send buffer", d->err, sizeof d->err) ||
+      cx_mem_check(&cx_s(d)->mem, c->recv, out, "coll: the receive buffer", d->err, sizeof d->err))
+    return 1;
+  void *s = (void *)(uintptr_t)c->send, *r = (void *)(uintptr_t)c->recv;
+  int rc;
+  if (c->op == CU_COLL_ALLREDUCE) {
+    if (s != r) memmove(r, s, in);
+    rc = lathe_rt_comm_sum(r, (int64_t)c->count, 0);
+  } else if (c->op == CU_COLL_REDUCE_SCATTER) {
+    rc = lathe_rt_comm_scatter_sum(s, r, (int64_t)c->count, 0);
+  } else {
+    rc = lathe_rt_comm_gather(s, r, (int64_t)c->count, 0);
+  }
+  return rc ? (snprintf(d->err, sizeof d->err, "coll: the MPI collective failed"), 1) : 0;
+}
+
 /* Launches run to completion: nothing is left to wait for. */
 static int cx_sync(cu_driver *d) {
   (void)d;
@@ -318,6 +352,7 @@ static int cx_graph_launch(cu_driver *d, void *graph) {
     int rc = op->what == CX_G_MEMSET ? cx_memset0(d, op->dst, op->bytes)
              : op->what == CX_G_DTOD ? cx_dtod(d, op->dst, op->src, op->bytes)
              : op->what == CX_G_GEMM ? cx_gemm(d, &op->gemm)
+             : op->what == CX_G_COLL ? cx_coll(d, &op->coll)
                                      : cx_launch(d, op->fn, op->g, op->b, op->shmem, args);
     if (rc) return rc;
   }
@@ -382,6 +417,7 @@ cu_driver *cx_driver(char *err, size_t errlen) {
   d->graph_begin = cx_graph_begin, d->graph_end = cx_graph_end, d->graph_launch = cx_graph_launch;
   d->graph_free = cx_graph_free;
   d->mem_info = cx_mem_info;
+  d->coll_open = cx_coll_open, d->coll = cx_coll;
   return d;
 }
 

@@ -49,6 +49,22 @@ timeout 180 $L train examples/mlp.nn --backend cuda --data /usr/lib/python3/dist
   --out "$OUT" 2>&1 | tail -4
 verdict "${PIPESTATUS[0]}" "lathe train --backend cuda"
 
+step "data-parallel on 2 GPUs: mpirun -np 2 lathe train --backend cuda (NCCL) against one process"
+NGPU=$(nvidia-smi -L | grep -c '^GPU')
+if [ "$NGPU" -lt 2 ]; then
+  echo "SKIP (loudly): this machine has $NGPU GPU; the 2-rank NCCL training needs 2 (tests/mpi/cuda_mpi.sh runs it on the CPU executor)"
+elif ! command -v mpirun >/dev/null || ! $L --version | grep -q '^distributed: mpi'; then
+  echo "SKIP (loudly): no mpirun or a build without MPI: $($L --version | grep '^distributed')"
+else
+  DP=$(mktemp -d)
+  zcat /usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz >"$DP/digits.csv"
+  timeout 120 $L train examples/mlp.nn --backend cuda --data "$DP/digits.csv" --epochs 3 --out "$DP/one" --quiet &&
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 180 mpirun -np 2 --oversubscribe $L train \
+      examples/mlp.nn --backend cuda --data "$DP/digits.csv" --epochs 3 --out "$DP/two" 2>&1 | tail -3 &&
+    /usr/bin/python3 tests/mpi/cmp_weights.py "$DP/one/last.safetensors" "$DP/two/last.safetensors" 1e-4
+  verdict $? "2 ranks on 2 GPUs (NCCL all-reduce in the step's CUDA graph): every weight within 1e-4 of one GPU"
+fi
+
 step "benchmark: Lathe (--backend cuda) against PyTorch on this GPU, median ms per step"
 GPT='{"vocab":96,"T":64,"d":128,"heads":4,"layers":4}'
 bench_row() { # NAME MODEL KIND BATCH TRAIN(0|1) LATHE-ARGS... ; peer kwargs in $KW, peer flags in $PEERX (bf16),
