@@ -64,6 +64,8 @@ typedef struct {
   const int32_t *poff;        /* the pixel path: [P] output pixel p's window corner in xp */
   rt_qc_geom g;
   int64_t P, Op, isa, act, Hp, Wp, K;
+  int64_t pk; /* a fused max-pool's window (= its stride; 0: none) */
+  int64_t PO; /* output pixels an image: P, or P / pk^2 pooled */
 } dc_job;
 
 static int64_t dc_span(int64_t out, int64_t s, int64_t k, int64_t dil) { return (out - 1) * s + (k - 1) * dil + 1; }
@@ -102,17 +104,33 @@ int64_t lathe_rt_conv_isa(void) {
 
 /* ---- the scalar path: one image, pixel and channel at a time ---- */
 
+static float scalar_at(const dc_job *j, const float *x, int64_t p, int64_t o) {
+  int64_t C = j->g.C, HW = j->g.H * j->g.W;
+  float acc = j->bias[o];
+  for (int32_t e = j->ntap[p]; e < j->ntap[p + 1]; e++) {
+    const float *xq = x + j->tap[2 * e], *w = j->wt + (int64_t)j->tap[2 * e + 1] * C * j->Op + o;
+    for (int64_t c = 0; c < C; c++) acc = fmaf(xq[c * HW], w[c * j->Op], acc);
+  }
+  return j->act && !(acc > 0) && acc == acc ? 0.0f : acc;
+}
+
+/* the pool's maximum as the vector paths take it (max_ps(m, v): v unless m
+ * > v), and a NaN already in m stays: NaN wins, as in the reference */
+static float pool_max(float m, float v) { return m != m ? m : m > v ? m : v; }
+
 static void image_scalar(const dc_job *j, const float *x, float *out) {
   const rt_qc_geom *g = &j->g;
-  int64_t C = g->C, HW = g->H * g->W;
-  for (int64_t p = 0; p < j->P; p++)
+  int64_t K = j->pk, PW = K ? g->OW / K : 0;
+  for (int64_t q = 0; q < j->PO; q++)
     for (int64_t o = 0; o < g->O; o++) {
-      float acc = j->bias[o];
-      for (int32_t e = j->ntap[p]; e < j->ntap[p + 1]; e++) {
-        const float *xq = x + j->tap[2 * e], *w = j->wt + (int64_t)j->tap[2 * e + 1] * C * j->Op + o;
-        for (int64_t c = 0; c < C; c++) acc = fmaf(xq[c * HW], w[c * j->Op], acc);
+      if (!K) {
+        out[o * j->PO + q] = scalar_at(j, x, q, o);
+        continue;
       }
-      out[o * j->P + p] = j->act && !(acc > 0) && acc == acc ? 0.0f : acc;
+      int64_t p0 = (q / PW) * K * g->OW + (q % PW) * K; /* the window's first pixel */
+      float m = scalar_at(j, x, p0, o);
+      for (int64_t t = 1; t < K * K; t++) m = pool_max(m, scalar_at(j, x, p0 + (t / K) * g->OW + t % K, o));
+      out[o * j->PO + q] = m;
     }
 }
 
@@ -120,7 +138,7 @@ static void image_scalar(const dc_job *j, const float *x, float *out) {
 /* t [pb][Op] (one image's chunk of pixels p0 ..) to out [O][P] */
 static void untranspose_scalar(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
   for (int64_t o = 0; o < j->g.O; o++)
-    for (int64_t q = 0; q < pb; q++) out[o * j->P + p0 + q] = t[q * j->Op + o];
+    for (int64_t q = 0; q < pb; q++) out[o * j->PO + p0 + q] = t[q * j->Op + o];
 }
 
 /* ---- the vector paths (x86-64): the pixel path for parts of few images, one image
@@ -276,15 +294,27 @@ static TAVX2 INLINE void tr8(const float *in, int64_t ld, float *out, int64_t od
   }
 }
 
-/* t [pb][Op] (pixels p0 ..) to out [O][P] by 8 x 8 blocks where pb and O
- * are multiples of 8 */
+/* 4 rows of 4 floats: a pooled chunk's 4 pixels (2x2 pooling of 16) */
+static TAVX2 INLINE void tr4(const float *in, int64_t ld, float *out, int64_t od) {
+  __m128 a = _mm_loadu_ps(in), b = _mm_loadu_ps(in + ld), c = _mm_loadu_ps(in + 2 * ld), d = _mm_loadu_ps(in + 3 * ld);
+  _MM_TRANSPOSE4_PS(a, b, c, d);
+  _mm_storeu_ps(out, a), _mm_storeu_ps(out + od, b), _mm_storeu_ps(out + 2 * od, c), _mm_storeu_ps(out + 3 * od, d);
+}
+
+/* t [pb][Op] (pixels p0 ..) to out [O][PO] by 8 x 8 blocks where pb and O
+ * are multiples of 8, else 4 x 4 where they are multiples of 4 */
 static TAVX2 void untranspose_avx2(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
-  if (pb % 8 || j->g.O % 8) {
+  int b = pb % 8 == 0 && j->g.O % 8 == 0 ? 8 : pb % 4 == 0 && j->g.O % 4 == 0 ? 4 : 0;
+  if (!b) {
     untranspose_scalar(j, t, p0, pb, out);
     return;
   }
-  for (int64_t q = 0; q < pb; q += 8)
-    for (int64_t o = 0; o < j->g.O; o += 8) tr8(t + q * j->Op + o, j->Op, out + o * j->P + p0 + q, j->P);
+  for (int64_t q = 0; q < pb; q += b)
+    for (int64_t o = 0; o < j->g.O; o += b) {
+      float *d = out + o * j->PO + p0 + q;
+      if (b == 8) tr8(t + q * j->Op + o, j->Op, d, j->PO);
+      else tr4(t + q * j->Op + o, j->Op, d, j->PO);
+    }
 }
 
 static T512 void untranspose_512(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
@@ -292,7 +322,29 @@ static T512 void untranspose_512(const dc_job *j, const float *t, int64_t p0, in
     untranspose_avx2(j, t, p0, pb, out);
     return;
   }
-  for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + o, j->Op, out + o * j->P + p0, j->P);
+  for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + o, j->Op, out + o * j->PO + p0, j->PO);
+}
+
+/* NaN wins, as pool_max: max_ps(m, v) is v when either is NaN */
+static TAVX2 INLINE __m256 max_nan(__m256 m, __m256 v) {
+  return _mm256_blendv_ps(_mm256_max_ps(m, v), m, _mm256_cmp_ps(m, m, _CMP_UNORD_Q));
+}
+
+/* The fused max-pool, in place: t [pb][Op] holds whole rows of OW output
+ * pixels (pb a multiple of pk * OW); pooled pixel q goes to row q. Row q
+ * is read only by q itself or an earlier pooled pixel, so none is
+ * overwritten before it is read. The pooled rows: pb / pk^2. */
+static TAVX2 int64_t pool_rows(const dc_job *j, float *t, int64_t pb) {
+  int64_t K = j->pk, OW = j->g.OW, PW = OW / K, Op = j->Op, nq = pb / (K * K);
+  for (int64_t q = 0; q < nq; q++) {
+    const float *s = t + ((q / PW) * K * OW + (q % PW) * K) * Op;
+    for (int64_t o = 0; o < Op; o += 8) {
+      __m256 m = _mm256_loadu_ps(s + o);
+      for (int64_t u = 1; u < K * K; u++) m = max_nan(m, _mm256_loadu_ps(s + ((u / K) * OW + u % K) * Op + o));
+      _mm256_storeu_ps(t + q * Op + o, m);
+    }
+  }
+  return nq;
 }
 
 /* The pixel tile (the small-batch path), written once per ISA: RP pixels (rp <= DC_RP, pointers
@@ -374,29 +426,38 @@ static TAVX2 void px_image_avx2(const dc_job *j, const float *xp, float *t) {
   }
 }
 
-static T512 void px_untranspose_512(const dc_job *j, const float *t, float *out) {
-  if (j->P % 16 || j->g.O % 16) {
-    untranspose_avx2(j, t, 0, j->P, out); /* one chunk of all P pixels */
+/* t [P][Op], the whole image (pooled first when a max-pool is fused) */
+static T512 void px_untranspose_512(const dc_job *j, float *t, float *out) {
+  int64_t np = j->pk ? pool_rows(j, t, j->P) : j->P;
+  if (np % 16 || j->g.O % 16) {
+    untranspose_avx2(j, t, 0, np, out); /* one chunk of all its pixels */
     return;
   }
-  for (int64_t p = 0; p < j->P; p += 16)
-    for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + p * j->Op + o, j->Op, out + o * j->P + p, j->P);
+  for (int64_t p = 0; p < np; p += 16)
+    for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + p * j->Op + o, j->Op, out + o * j->PO + p, j->PO);
+}
+
+static TAVX2 void px_untranspose_avx2(const dc_job *j, float *t, float *out) {
+  untranspose_avx2(j, t, 0, j->pk ? pool_rows(j, t, j->P) : j->P, out);
 }
 
 /* images [n0, n0 + rp) as one group of RP: interleaved, then every pixel's
- * tiles, DC_PB pixels at a time transposed out */
+ * tiles, a chunk of up to DC_PB pixels at a time transposed out (with a
+ * fused max-pool, whole rows of pk windows: pooled, then transposed) */
 static void group_vec(const dc_job *j, int64_t n0, int rp, int RP, float *xg, float *t) {
   interleave(j, n0, rp, RP, xg);
-  int64_t ts = DC_PB * j->Op, OP = j->g.O * j->P;
-  for (int64_t p0 = 0; p0 < j->P; p0 += DC_PB) {
-    int64_t pb = j->P - p0 < DC_PB ? j->P - p0 : DC_PB;
+  int64_t ts = DC_PB * j->Op, OP = j->g.O * j->PO, K2 = j->pk ? j->pk * j->pk : 1;
+  int64_t chunk = j->pk ? DC_PB / (j->pk * j->g.OW) * j->pk * j->g.OW : DC_PB;
+  for (int64_t p0 = 0; p0 < j->P; p0 += chunk) {
+    int64_t pb = j->P - p0 < chunk ? j->P - p0 : chunk;
     for (int64_t q = 0; q < pb; q++) {
       if (j->isa == LATHE_RT_CONV_AVX512) pixel_512(j, xg, p0 + q, RP, t + q * j->Op, ts);
       else pixel_avx2(j, xg, p0 + q, RP, t + q * j->Op, ts);
     }
     for (int r = 0; r < rp; r++) {
-      if (j->isa == LATHE_RT_CONV_AVX512) untranspose_512(j, t + r * ts, p0, pb, j->out + (n0 + r) * OP);
-      else untranspose_avx2(j, t + r * ts, p0, pb, j->out + (n0 + r) * OP);
+      int64_t np = j->pk ? pool_rows(j, t + r * ts, pb) : pb;
+      if (j->isa == LATHE_RT_CONV_AVX512) untranspose_512(j, t + r * ts, p0 / K2, np, j->out + (n0 + r) * OP);
+      else untranspose_avx2(j, t + r * ts, p0 / K2, np, j->out + (n0 + r) * OP);
     }
   }
 }
@@ -428,8 +489,8 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
     float *xp = buf, *t = buf + (g->C * j->Hp * j->Wp + 15) / 16 * 16;
     for (int64_t n = lo; n < hi; n++) {
       pad_image(j, j->x + n * g->C * g->H * g->W, xp);
-      if (j->isa == LATHE_RT_CONV_AVX512) px_image_512(j, xp, t), px_untranspose_512(j, t, j->out + n * g->O * j->P);
-      else px_image_avx2(j, xp, t), untranspose_avx2(j, t, 0, j->P, j->out + n * g->O * j->P);
+      if (j->isa == LATHE_RT_CONV_AVX512) px_image_512(j, xp, t), px_untranspose_512(j, t, j->out + n * g->O * j->PO);
+      else px_image_avx2(j, xp, t), px_untranspose_avx2(j, t, j->out + n * g->O * j->PO);
     }
     return;
   }
@@ -441,7 +502,15 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
     return;
   }
 #endif
-  for (int64_t n = lo; n < hi; n++) image_scalar(j, j->x + n * g->C * g->H * g->W, j->out + n * g->O * j->P);
+  for (int64_t n = lo; n < hi; n++) image_scalar(j, j->x + n * g->C * g->H * g->W, j->out + n * g->O * j->PO);
+}
+
+/* A max-pool fused into the kernel: windows of k x k at stride k tiling
+ * the output exactly, and k rows of output pixels in one chunk (the
+ * chunk's pixels are pooled before they are transposed out). */
+int64_t lathe_rt_conv2d_pool_ok(int64_t ohw, int64_t k) {
+  int64_t OH = ohw & 0xffffffff, OW = ohw >> 32;
+  return k >= 2 && k <= 255 && OH % k == 0 && OW % k == 0 && k * OW <= DC_PB;
 }
 
 int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern) {
@@ -467,11 +536,12 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
                      int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad, int64_t flags) {
   dc_job j = {.out = out, .x = x, .g = rt_qc_unpack(N, C, hw, O, ohw, kern, pad)};
   const rt_qc_geom *g = &j.g;
-  j.isa = flags & 0xff, j.act = (flags >> 8) & 1;
+  j.isa = flags & 0xff, j.act = (flags >> 8) & 1, j.pk = (flags >> 16) & 0xff;
   if (j.isa > lathe_rt_conv_isa()) j.isa = lathe_rt_conv_isa(); /* an object emitted for a wider CPU */
   /* channels padded to 8, not 16: the AVX-512 path takes a last 8 in ymm
    * (a pruned layer's 8 or 24 channels would otherwise pay for 16 lanes) */
   j.P = g->OH * g->OW, j.Op = (O + 7) / 8 * 8;
+  j.PO = j.pk ? j.P / (j.pk * j.pk) : j.P;
   /* wt [kh][kw][c][Op] from w [O][C][KH][KW], zero in the padded channels;
    * then the bias, padded; then the taps of every pixel (the code generator
    * keeps images under 2^31 floats) */
