@@ -54,6 +54,10 @@
  * would repeat the last one up to the group's size: 16x the work at batch
  * 1); DC_RP: the pixel path's tile */
 enum { DC_PB = 16, DC_MINRP = 4, DC_PXMAX = 8, DC_RP = 12 };
+/* images per part of the pool (DC_FINE = a group of 16, or two of 8), not
+ * a thread's half: the threads claim parts as they finish, so a preempted
+ * or late thread holds back one part, not half the batch */
+enum { DC_FINE = 16 };
 
 typedef struct {
   float *out;
@@ -330,21 +334,53 @@ static TAVX2 INLINE __m256 max_nan(__m256 m, __m256 v) {
   return _mm256_blendv_ps(_mm256_max_ps(m, v), m, _mm256_cmp_ps(m, m, _CMP_UNORD_Q));
 }
 
+/* NaN wins (zmm): max_ps(m, v), or m where m is NaN */
+static T512 INLINE __m512 max_nan512(__m512 m, __m512 v) {
+  return _mm512_mask_mov_ps(_mm512_max_ps(m, v), _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q), m);
+}
+
 /* The fused max-pool, in place: t [pb][Op] holds whole rows of OW output
- * pixels (pb a multiple of pk * OW); pooled pixel q goes to row q. Row q
- * is read only by q itself or an earlier pooled pixel, so none is
- * overwritten before it is read. The pooled rows: pb / pk^2. */
+ * pixels (pb a multiple of pk * OW; pk * OW <= DC_PB, so pk <= 4); pooled
+ * pixel q goes to row q. Row q is read only by q itself or an earlier
+ * pooled pixel, so none is overwritten before it is read. The window's
+ * offsets are computed once (no division per pixel: with them the pool
+ * cost more than the separate kernel did). The pooled rows: pb / pk^2. */
+static int64_t pool_offsets(const dc_job *j, int64_t *off) {
+  int64_t K = j->pk;
+  for (int64_t u = 0; u < K * K; u++) off[u] = ((u / K) * j->g.OW + u % K) * j->Op;
+  return K * K;
+}
+
 static TAVX2 int64_t pool_rows(const dc_job *j, float *t, int64_t pb) {
-  int64_t K = j->pk, OW = j->g.OW, PW = OW / K, Op = j->Op, nq = pb / (K * K);
-  for (int64_t q = 0; q < nq; q++) {
-    const float *s = t + ((q / PW) * K * OW + (q % PW) * K) * Op;
-    for (int64_t o = 0; o < Op; o += 8) {
-      __m256 m = _mm256_loadu_ps(s + o);
-      for (int64_t u = 1; u < K * K; u++) m = max_nan(m, _mm256_loadu_ps(s + ((u / K) * OW + u % K) * Op + o));
-      _mm256_storeu_ps(t + q * Op + o, m);
+  int64_t off[DC_PB], KK = pool_offsets(j, off), K = j->pk, OW = j->g.OW, Op = j->Op;
+  float *d = t;
+  for (int64_t y = 0; y < pb; y += K * OW)
+    for (int64_t x = 0; x < OW; x += K, d += Op) {
+      const float *s = t + (y + x) * Op;
+      for (int64_t o = 0; o < Op; o += 8) {
+        __m256 m = _mm256_loadu_ps(s + o);
+        for (int64_t u = 1; u < KK; u++) m = max_nan(m, _mm256_loadu_ps(s + off[u] + o));
+        _mm256_storeu_ps(d + o, m);
+      }
     }
-  }
-  return nq;
+  return pb / KK;
+}
+
+/* the same on zmm where the channels are a multiple of 16 */
+static T512 int64_t pool_rows_512(const dc_job *j, float *t, int64_t pb) {
+  if (j->Op % 16) return pool_rows(j, t, pb);
+  int64_t off[DC_PB], KK = pool_offsets(j, off), K = j->pk, OW = j->g.OW, Op = j->Op;
+  float *d = t;
+  for (int64_t y = 0; y < pb; y += K * OW)
+    for (int64_t x = 0; x < OW; x += K, d += Op) {
+      const float *s = t + (y + x) * Op;
+      for (int64_t o = 0; o < Op; o += 16) {
+        __m512 m = _mm512_loadu_ps(s + o);
+        for (int64_t u = 1; u < KK; u++) m = max_nan512(m, _mm512_loadu_ps(s + off[u] + o));
+        _mm512_storeu_ps(d + o, m);
+      }
+    }
+  return pb / KK;
 }
 
 /* The pixel tile (the small-batch path), written once per ISA: RP pixels (rp <= DC_RP, pointers
@@ -428,7 +464,7 @@ static TAVX2 void px_image_avx2(const dc_job *j, const float *xp, float *t) {
 
 /* t [P][Op], the whole image (pooled first when a max-pool is fused) */
 static T512 void px_untranspose_512(const dc_job *j, float *t, float *out) {
-  int64_t np = j->pk ? pool_rows(j, t, j->P) : j->P;
+  int64_t np = j->pk ? pool_rows_512(j, t, j->P) : j->P;
   if (np % 16 || j->g.O % 16) {
     untranspose_avx2(j, t, 0, np, out); /* one chunk of all its pixels */
     return;
@@ -455,7 +491,7 @@ static void group_vec(const dc_job *j, int64_t n0, int rp, int RP, float *xg, fl
       else pixel_avx2(j, xg, p0 + q, RP, t + q * j->Op, ts);
     }
     for (int r = 0; r < rp; r++) {
-      int64_t np = j->pk ? pool_rows(j, t + r * ts, pb) : pb;
+      int64_t np = !j->pk ? pb : j->isa == LATHE_RT_CONV_AVX512 ? pool_rows_512(j, t + r * ts, pb) : pool_rows(j, t + r * ts, pb);
       if (j->isa == LATHE_RT_CONV_AVX512) untranspose_512(j, t + r * ts, p0 / K2, np, j->out + (n0 + r) * OP);
       else untranspose_avx2(j, t + r * ts, p0 / K2, np, j->out + (n0 + r) * OP);
     }
@@ -568,5 +604,5 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
   for (int64_t p = 0; p < j.P; p++) poff[p] = (int32_t)(((p / g->OW) * j.Wp + p % g->OW) * g->s * C);
   j.wt = wt, j.bias = bp, j.ntap = ntap, j.tap = tap, j.koff = koff, j.poff = poff;
   int64_t per = j.P * O * C * g->KH * g->KW; /* multiply-adds an image */
-  rt_pool_for(N, per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1), conv_part, &j);
+  rt_pool_for_fine(N, per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1), N / DC_FINE, conv_part, &j);
 }
