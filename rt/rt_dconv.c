@@ -70,6 +70,8 @@ typedef struct {
   int64_t P, Op, isa, act, Hp, Wp, K;
   int64_t pk; /* a fused max-pool's window (= its stride; 0: none) */
   int64_t PO; /* output pixels an image: P, or P / pk^2 pooled */
+  int vl;     /* the CPU has AVX-512VL (16 ymm sums: tile256vl_16x1) */
+  int64_t poff_pool[DC_PB]; /* the pool's window: its pk^2 rows' offsets in a chunk, in floats */
 } dc_job;
 
 static int64_t dc_span(int64_t out, int64_t s, int64_t k, int64_t dil) { return (out - 1) * s + (k - 1) * dil + 1; }
@@ -224,6 +226,16 @@ DC_512(tile512_4x1, 4, 1)
 DC_256V(tile256v_12x1, 12)
 DC_256V(tile256v_8x1, 8)
 DC_256V(tile256v_4x1, 4)
+/* 16 images by 8 channels (a pruned layer's 8: as many FMAs per tap and
+ * channel as the 16 x 16 zmm tile has, instead of 8 on the 8-image tile):
+ * 16 ymm sums, which need AVX-512VL's ymm16-31 */
+#define T512VL __attribute__((target("avx512f,avx512vl,avx2,fma")))
+DC_TILE(tile256vl_16x1, T512VL, 16, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+        _mm256_setzero_ps, _mm256_max_ps)
+/* called, not inlined, from the AVX-512F code (only where the CPU has VL) */
+static T512VL __attribute__((noinline)) void pixel_vl16(const dc_job *j, const float *xg, int64_t p, float *t, int64_t ts) {
+  tile256vl_16x1(j, xg, p, 0, t, ts);
+}
 DC_256(tile256_12x1, 12)
 DC_256(tile256_8x1, 8)
 DC_256(tile256_4x1, 4)
@@ -231,6 +243,10 @@ DC_256(tile256_4x1, 4)
 /* every tile of pixel p for a group of RP images */
 static T512 void pixel_512(const dc_job *j, const float *xg, int64_t p, int RP, float *t, int64_t ts) {
   int64_t o = 0;
+  if (RP == 16 && j->Op == 8) {
+    pixel_vl16(j, xg, p, t, ts);
+    return;
+  }
   if (RP == 16) {
     for (; o < j->Op; o += 16) tile512_16x1(j, xg, p, o, t, ts);
     return;
@@ -343,16 +359,12 @@ static T512 INLINE __m512 max_nan512(__m512 m, __m512 v) {
  * pixels (pb a multiple of pk * OW; pk * OW <= DC_PB, so pk <= 4); pooled
  * pixel q goes to row q. Row q is read only by q itself or an earlier
  * pooled pixel, so none is overwritten before it is read. The window's
- * offsets are computed once (no division per pixel: with them the pool
- * cost more than the separate kernel did). The pooled rows: pb / pk^2. */
-static int64_t pool_offsets(const dc_job *j, int64_t *off) {
-  int64_t K = j->pk;
-  for (int64_t u = 0; u < K * K; u++) off[u] = ((u / K) * j->g.OW + u % K) * j->Op;
-  return K * K;
-}
-
+ * offsets are the job's (computed once per call: divisions per pixel, or
+ * even per chunk, made the pool cost more than the separate kernel did).
+ * The pooled rows: pb / pk^2. */
 static TAVX2 int64_t pool_rows(const dc_job *j, float *t, int64_t pb) {
-  int64_t off[DC_PB], KK = pool_offsets(j, off), K = j->pk, OW = j->g.OW, Op = j->Op;
+  const int64_t *off = j->poff_pool;
+  int64_t K = j->pk, KK = K * K, OW = j->g.OW, Op = j->Op;
   float *d = t;
   for (int64_t y = 0; y < pb; y += K * OW)
     for (int64_t x = 0; x < OW; x += K, d += Op) {
@@ -369,7 +381,8 @@ static TAVX2 int64_t pool_rows(const dc_job *j, float *t, int64_t pb) {
 /* the same on zmm where the channels are a multiple of 16 */
 static T512 int64_t pool_rows_512(const dc_job *j, float *t, int64_t pb) {
   if (j->Op % 16) return pool_rows(j, t, pb);
-  int64_t off[DC_PB], KK = pool_offsets(j, off), K = j->pk, OW = j->g.OW, Op = j->Op;
+  const int64_t *off = j->poff_pool;
+  int64_t K = j->pk, KK = K * K, OW = j->g.OW, Op = j->Op;
   float *d = t;
   for (int64_t y = 0; y < pb; y += K * OW)
     for (int64_t x = 0; x < OW; x += K, d += Op) {
@@ -505,7 +518,7 @@ static void group_vec(const dc_job *j, int64_t n0, int rp, int RP, float *xg, fl
  * exactly and 12 would not (64 or 128 images); fewer when the group's
  * buffers would not fit LATHE_RT_CONV_STACK floats. */
 static int group_size(const dc_job *j, int64_t m) {
-  int RP = j->isa == LATHE_RT_CONV_AVX512 && j->Op == 16 ? 16 : 12;
+  int RP = j->isa == LATHE_RT_CONV_AVX512 && (j->Op == 16 || (j->Op == 8 && j->vl)) ? 16 : 12;
   if (m % RP && !(m % 8)) RP = 8;
   int64_t per = dc_group_floats(1, j->g.C, j->g.H * j->g.W, j->Op);
   while (RP > DC_MINRP && RP * per > LATHE_RT_CONV_STACK) RP = RP > 8 ? 8 : DC_MINRP;
@@ -578,6 +591,10 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
    * (a pruned layer's 8 or 24 channels would otherwise pay for 16 lanes) */
   j.P = g->OH * g->OW, j.Op = (O + 7) / 8 * 8;
   j.PO = j.pk ? j.P / (j.pk * j.pk) : j.P;
+  for (int64_t u = 0; u < j.pk * j.pk && u < DC_PB; u++) j.poff_pool[u] = ((u / j.pk) * g->OW + u % j.pk) * j.Op;
+#if defined(__x86_64__)
+  j.vl = j.isa == LATHE_RT_CONV_AVX512 && __builtin_cpu_supports("avx512vl");
+#endif
   /* wt [kh][kw][c][Op] from w [O][C][KH][KW], zero in the padded channels;
    * then the bias, padded; then the taps of every pixel (the code generator
    * keeps images under 2^31 floats) */
