@@ -19,7 +19,13 @@
  * is transposed into the NCHW output (16 x 16 blocks in zmm, else 8 x 8 in
  * ymm). Op is O padded to 8: a last 8 channels (a pruned layer's 8 or 24)
  * run on 256-bit tiles rather than a zmm half of zeros (on CPUs that split
- * 512-bit FMAs in two, 256-bit ones issue at twice the rate).
+ * 512-bit FMAs in two, 256-bit ones issue at twice the rate); 8 channels
+ * alone take 16 images (16 ymm sums: AVX-512VL's registers).
+ *
+ * A max-pool the plan fused (conv2d -> relu -> maxpool2d, flags >> 16: its
+ * window k = stride) is applied to each chunk, made of whole rows of k
+ * windows, before the transpose: the unpooled result is never stored (the
+ * separate pools were 7-14% of the digits CNN's step).
  *
  * A part of the pool with fewer than DC_PXMAX images (batch 1) would
  * repeat its last image to fill a group, so it runs the pixel path instead:
@@ -27,7 +33,9 @@
  * pixels of one image by OV channel vectors, the padding's zeros multiplied
  * too (an FMA of +0 leaves every finite sum as it was).
  *
- * Images are split across the pool; every output sums its taps in the same
+ * Images are split across the pool in parts of DC_FINE that the threads
+ * claim as they finish (a preempted thread holds back one part, not half
+ * the batch); every output sums its taps in the same
  * order (kh, kw, c) whatever the thread count, path or tile, so results do
  * not depend on them (up to a non-finite weight on a padding tap, which
  * only the pixel path multiplies). The scalar path (any CPU, and
@@ -71,6 +79,7 @@ typedef struct {
   int64_t pk; /* a fused max-pool's window (= its stride; 0: none) */
   int64_t PO; /* output pixels an image: P, or P / pk^2 pooled */
   int vl;     /* the CPU has AVX-512VL (16 ymm sums: tile256vl_16x1) */
+  int dq;     /* and AVX-512DQ (pixel_dq16) */
   int64_t poff_pool[DC_PB]; /* the pool's window: its pk^2 rows' offsets in a chunk, in floats */
 } dc_job;
 
@@ -232,6 +241,36 @@ DC_256V(tile256v_4x1, 4)
 #define T512VL __attribute__((target("avx512f,avx512vl,avx2,fma")))
 DC_TILE(tile256vl_16x1, T512VL, 16, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
         _mm256_setzero_ps, _mm256_max_ps)
+/* 16 images by 8 channels on 8 zmm (AVX-512DQ): half the FMAs of the ymm
+ * tile. Images 2k and 2k+1 share accumulator k: a broadcast pair [a, b, a,
+ * b, ...] times the weights doubled [w0, w0, w1, w1, ...] puts image 2k's
+ * channel i in lane 2i and image 2k+1's in lane 2i+1 (each lane sums the
+ * taps in the same order: bit for bit the other paths); one permute per
+ * accumulator at the end separates the two images. */
+#define T512DQ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+static T512DQ __attribute__((noinline)) void pixel_dq16(const dc_job *j, const float *xg, int64_t p, float *t, int64_t ts) {
+  const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  const __m512i split = _mm512_set_epi32(15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0);
+  __m512 acc[8], b = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(j->bias)));
+  for (int k = 0; k < 8; k++) acc[k] = b;
+  int64_t C = j->g.C;
+  for (int32_t e = j->ntap[p]; e < j->ntap[p + 1]; e++) {
+    const float *q = xg + (int64_t)j->tap[2 * e] * C * 16, *w = j->wt + (int64_t)j->tap[2 * e + 1] * C * 8;
+    for (int64_t c = 0; c < C; c++, q += 16, w += 8) {
+      __m512 wv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(w)));
+      for (int k = 0; k < 8; k++) {
+        __m512 xv = _mm512_broadcast_f32x2(_mm_castpd_ps(_mm_load_sd((const double *)(const void *)(q + 2 * k))));
+        acc[k] = _mm512_fmadd_ps(xv, wv, acc[k]);
+      }
+    }
+  }
+  for (int k = 0; k < 8; k++) {
+    __m512 v = _mm512_permutexvar_ps(split, j->act ? _mm512_max_ps(_mm512_setzero_ps(), acc[k]) : acc[k]);
+    _mm256_storeu_ps(t + 2 * k * ts, _mm512_castps512_ps256(v));
+    _mm256_storeu_ps(t + (2 * k + 1) * ts, _mm512_extractf32x8_ps(v, 1));
+  }
+}
+
 /* called, not inlined, from the AVX-512F code (only where the CPU has VL) */
 static T512VL __attribute__((noinline)) void pixel_vl16(const dc_job *j, const float *xg, int64_t p, float *t, int64_t ts) {
   tile256vl_16x1(j, xg, p, 0, t, ts);
@@ -244,7 +283,8 @@ DC_256(tile256_4x1, 4)
 static T512 void pixel_512(const dc_job *j, const float *xg, int64_t p, int RP, float *t, int64_t ts) {
   int64_t o = 0;
   if (RP == 16 && j->Op == 8) {
-    pixel_vl16(j, xg, p, t, ts);
+    if (j->dq) pixel_dq16(j, xg, p, t, ts);
+    else pixel_vl16(j, xg, p, t, ts);
     return;
   }
   if (RP == 16) {
@@ -594,6 +634,7 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
   for (int64_t u = 0; u < j.pk * j.pk && u < DC_PB; u++) j.poff_pool[u] = ((u / j.pk) * g->OW + u % j.pk) * j.Op;
 #if defined(__x86_64__)
   j.vl = j.isa == LATHE_RT_CONV_AVX512 && __builtin_cpu_supports("avx512vl");
+  j.dq = j.vl && __builtin_cpu_supports("avx512dq");
 #endif
   /* wt [kh][kw][c][Op] from w [O][C][KH][KW], zero in the padded channels;
    * then the bias, padded; then the taps of every pixel (the code generator
