@@ -26,7 +26,8 @@ enum { PL_MAXARGS = 24, PL_MAXFUSE = 6, PL_MAXMULTI = 4 };
  * tensors are never written. The kernel's operands: the last node's result,
  * the product's two inputs, then the extras (pl_kernel.arg). */
 enum { PL_EPI_UNARY, PL_EPI_ROW, PL_EPI_FULL, /* other operand: none, [N] per column, the full shape */
-       PL_EPI_PROGRAM };                      /* an IR_FUSED node reading the running value */
+       PL_EPI_PROGRAM,                        /* an IR_FUSED node reading the running value */
+       PL_EPI_POOL };                         /* a convolution's last step: a max-pool (pl_target.conv_pool) */
 typedef struct {
   int nsteps;
   const ir_node *node[PL_MAXFUSE]; /* the step's node (op and attributes) */
@@ -127,6 +128,11 @@ typedef struct pl_target {
   int (*epilogue_unary)(int op);
   int conv_epilogue; /* a conv2d may head a chain of unary epilogue steps (conv2d -> relu) */
   const unsigned char *half;
+  /* optional (NULL: never): whether the kernel of convolution conv, with
+   * the steps so far, can also apply the max-pool `pool` reading its value
+   * (conv2d -> relu -> maxpool2d: the convolution's result is pooled before
+   * it is stored, never written whole) */
+  int (*conv_pool)(const ir_graph *g, const ir_node *conv, const pl_epilogue *sofar, const ir_node *pool);
 } pl_target;
 
 typedef struct {

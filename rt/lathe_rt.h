@@ -162,7 +162,9 @@ int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64
                                        int64_t kern);
 /* The direct f32 conv2d for small channel counts (rt/rt_dconv.c; groups
  * 1): out [N, O, OH, OW] = x [N, C, H, W] conv w [O, C, KH, KW] + bias
- * (NULL: none), then relu when flags' bit 8 is set; flags & 0xff is the
+ * (NULL: none), then relu when flags' bit 8 is set, then a k x k max-pool
+ * of stride k when flags >> 16 & 0xff is k > 0 (out [N, O, OH/k, OW/k];
+ * only where lathe_rt_conv2d_pool_ok(ohw, k)); flags & 0xff is the
  * path, LATHE_RT_CONV_* (what lathe_rt_conv_isa said when the code was
  * generated; a wider one than this CPU has runs the widest it has). The
  * geometry is packed as rt_qc_unpack's (rt/rt_qconv.h). Each thread keeps
@@ -175,6 +177,7 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
                      int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad, int64_t flags);
 int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern);
 int64_t lathe_rt_conv2d_floats(int64_t C, int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad);
+int64_t lathe_rt_conv2d_pool_ok(int64_t ohw, int64_t k);
 /* AVX-512F, else AVX2 + FMA, else scalar (cpuid), less LATHE_CPU_FEATURES's
  * -avx512f / -avx2 ("none": scalar) */
 int64_t lathe_rt_conv_isa(void);

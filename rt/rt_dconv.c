@@ -19,7 +19,13 @@
  * is transposed into the NCHW output (16 x 16 blocks in zmm, else 8 x 8 in
  * ymm). Op is O padded to 8: a last 8 channels (a pruned layer's 8 or 24)
  * run on 256-bit tiles rather than a zmm half of zeros (on CPUs that split
- * 512-bit FMAs in two, 256-bit ones issue at twice the rate).
+ * 512-bit FMAs in two, 256-bit ones issue at twice the rate); 8 channels
+ * alone take 16 images (16 ymm sums: AVX-512VL's registers).
+ *
+ * A max-pool the plan fused (conv2d -> relu -> maxpool2d, flags >> 16: its
+ * window k = stride) is applied to each chunk, made of whole rows of k
+ * windows, before the transpose: the unpooled result is never stored (the
+ * separate pools were 7-14% of the digits CNN's step).
  *
  * A part of the pool with fewer than DC_PXMAX images (batch 1) would
  * repeat its last image to fill a group, so it runs the pixel path instead:
@@ -27,7 +33,9 @@
  * pixels of one image by OV channel vectors, the padding's zeros multiplied
  * too (an FMA of +0 leaves every finite sum as it was).
  *
- * Images are split across the pool; every output sums its taps in the same
+ * Images are split across the pool in parts of DC_FINE that the threads
+ * claim as they finish (a preempted thread holds back one part, not half
+ * the batch); every output sums its taps in the same
  * order (kh, kw, c) whatever the thread count, path or tile, so results do
  * not depend on them (up to a non-finite weight on a padding tap, which
  * only the pixel path multiplies). The scalar path (any CPU, and
@@ -54,6 +62,10 @@
  * would repeat the last one up to the group's size: 16x the work at batch
  * 1); DC_RP: the pixel path's tile */
 enum { DC_PB = 16, DC_MINRP = 4, DC_PXMAX = 8, DC_RP = 12 };
+/* images per part of the pool (DC_FINE = a group of 16, or two of 8), not
+ * a thread's half: the threads claim parts as they finish, so a preempted
+ * or late thread holds back one part, not half the batch */
+enum { DC_FINE = 16 };
 
 typedef struct {
   float *out;
@@ -64,6 +76,11 @@ typedef struct {
   const int32_t *poff;        /* the pixel path: [P] output pixel p's window corner in xp */
   rt_qc_geom g;
   int64_t P, Op, isa, act, Hp, Wp, K;
+  int64_t pk; /* a fused max-pool's window (= its stride; 0: none) */
+  int64_t PO; /* output pixels an image: P, or P / pk^2 pooled */
+  int vl;     /* the CPU has AVX-512VL (16 ymm sums: tile256vl_16x1) */
+  int dq;     /* and AVX-512DQ (pixel_dq16) */
+  int64_t poff_pool[DC_PB]; /* the pool's window: its pk^2 rows' offsets in a chunk, in floats */
 } dc_job;
 
 static int64_t dc_span(int64_t out, int64_t s, int64_t k, int64_t dil) { return (out - 1) * s + (k - 1) * dil + 1; }
@@ -102,17 +119,33 @@ int64_t lathe_rt_conv_isa(void) {
 
 /* ---- the scalar path: one image, pixel and channel at a time ---- */
 
+static float scalar_at(const dc_job *j, const float *x, int64_t p, int64_t o) {
+  int64_t C = j->g.C, HW = j->g.H * j->g.W;
+  float acc = j->bias[o];
+  for (int32_t e = j->ntap[p]; e < j->ntap[p + 1]; e++) {
+    const float *xq = x + j->tap[2 * e], *w = j->wt + (int64_t)j->tap[2 * e + 1] * C * j->Op + o;
+    for (int64_t c = 0; c < C; c++) acc = fmaf(xq[c * HW], w[c * j->Op], acc);
+  }
+  return j->act && !(acc > 0) && acc == acc ? 0.0f : acc;
+}
+
+/* the pool's maximum as the vector paths take it (max_ps(m, v): v unless m
+ * > v), and a NaN already in m stays: NaN wins, as in the reference */
+static float pool_max(float m, float v) { return m != m ? m : m > v ? m : v; }
+
 static void image_scalar(const dc_job *j, const float *x, float *out) {
   const rt_qc_geom *g = &j->g;
-  int64_t C = g->C, HW = g->H * g->W;
-  for (int64_t p = 0; p < j->P; p++)
+  int64_t K = j->pk, PW = K ? g->OW / K : 0;
+  for (int64_t q = 0; q < j->PO; q++)
     for (int64_t o = 0; o < g->O; o++) {
-      float acc = j->bias[o];
-      for (int32_t e = j->ntap[p]; e < j->ntap[p + 1]; e++) {
-        const float *xq = x + j->tap[2 * e], *w = j->wt + (int64_t)j->tap[2 * e + 1] * C * j->Op + o;
-        for (int64_t c = 0; c < C; c++) acc = fmaf(xq[c * HW], w[c * j->Op], acc);
+      if (!K) {
+        out[o * j->PO + q] = scalar_at(j, x, q, o);
+        continue;
       }
-      out[o * j->P + p] = j->act && !(acc > 0) && acc == acc ? 0.0f : acc;
+      int64_t p0 = (q / PW) * K * g->OW + (q % PW) * K; /* the window's first pixel */
+      float m = scalar_at(j, x, p0, o);
+      for (int64_t t = 1; t < K * K; t++) m = pool_max(m, scalar_at(j, x, p0 + (t / K) * g->OW + t % K, o));
+      out[o * j->PO + q] = m;
     }
 }
 
@@ -120,7 +153,7 @@ static void image_scalar(const dc_job *j, const float *x, float *out) {
 /* t [pb][Op] (one image's chunk of pixels p0 ..) to out [O][P] */
 static void untranspose_scalar(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
   for (int64_t o = 0; o < j->g.O; o++)
-    for (int64_t q = 0; q < pb; q++) out[o * j->P + p0 + q] = t[q * j->Op + o];
+    for (int64_t q = 0; q < pb; q++) out[o * j->PO + p0 + q] = t[q * j->Op + o];
 }
 
 /* ---- the vector paths (x86-64): the pixel path for parts of few images, one image
@@ -202,6 +235,46 @@ DC_512(tile512_4x1, 4, 1)
 DC_256V(tile256v_12x1, 12)
 DC_256V(tile256v_8x1, 8)
 DC_256V(tile256v_4x1, 4)
+/* 16 images by 8 channels (a pruned layer's 8: as many FMAs per tap and
+ * channel as the 16 x 16 zmm tile has, instead of 8 on the 8-image tile):
+ * 16 ymm sums, which need AVX-512VL's ymm16-31 */
+#define T512VL __attribute__((target("avx512f,avx512vl,avx2,fma")))
+DC_TILE(tile256vl_16x1, T512VL, 16, __m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+        _mm256_setzero_ps, _mm256_max_ps)
+/* 16 images by 8 channels on 8 zmm (AVX-512DQ): half the FMAs of the ymm
+ * tile. Images 2k and 2k+1 share accumulator k: a broadcast pair [a, b, a,
+ * b, ...] times the weights doubled [w0, w0, w1, w1, ...] puts image 2k's
+ * channel i in lane 2i and image 2k+1's in lane 2i+1 (each lane sums the
+ * taps in the same order: bit for bit the other paths); one permute per
+ * accumulator at the end separates the two images. */
+#define T512DQ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+static T512DQ __attribute__((noinline)) void pixel_dq16(const dc_job *j, const float *xg, int64_t p, float *t, int64_t ts) {
+  const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  const __m512i split = _mm512_set_epi32(15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0);
+  __m512 acc[8], b = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(j->bias)));
+  for (int k = 0; k < 8; k++) acc[k] = b;
+  int64_t C = j->g.C;
+  for (int32_t e = j->ntap[p]; e < j->ntap[p + 1]; e++) {
+    const float *q = xg + (int64_t)j->tap[2 * e] * C * 16, *w = j->wt + (int64_t)j->tap[2 * e + 1] * C * 8;
+    for (int64_t c = 0; c < C; c++, q += 16, w += 8) {
+      __m512 wv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(w)));
+      for (int k = 0; k < 8; k++) {
+        __m512 xv = _mm512_broadcast_f32x2(_mm_castpd_ps(_mm_load_sd((const double *)(const void *)(q + 2 * k))));
+        acc[k] = _mm512_fmadd_ps(xv, wv, acc[k]);
+      }
+    }
+  }
+  for (int k = 0; k < 8; k++) {
+    __m512 v = _mm512_permutexvar_ps(split, j->act ? _mm512_max_ps(_mm512_setzero_ps(), acc[k]) : acc[k]);
+    _mm256_storeu_ps(t + 2 * k * ts, _mm512_castps512_ps256(v));
+    _mm256_storeu_ps(t + (2 * k + 1) * ts, _mm512_extractf32x8_ps(v, 1));
+  }
+}
+
+/* called, not inlined, from the AVX-512F code (only where the CPU has VL) */
+static T512VL __attribute__((noinline)) void pixel_vl16(const dc_job *j, const float *xg, int64_t p, float *t, int64_t ts) {
+  tile256vl_16x1(j, xg, p, 0, t, ts);
+}
 DC_256(tile256_12x1, 12)
 DC_256(tile256_8x1, 8)
 DC_256(tile256_4x1, 4)
@@ -209,6 +282,11 @@ DC_256(tile256_4x1, 4)
 /* every tile of pixel p for a group of RP images */
 static T512 void pixel_512(const dc_job *j, const float *xg, int64_t p, int RP, float *t, int64_t ts) {
   int64_t o = 0;
+  if (RP == 16 && j->Op == 8) {
+    if (j->dq) pixel_dq16(j, xg, p, t, ts);
+    else pixel_vl16(j, xg, p, t, ts);
+    return;
+  }
   if (RP == 16) {
     for (; o < j->Op; o += 16) tile512_16x1(j, xg, p, o, t, ts);
     return;
@@ -276,15 +354,27 @@ static TAVX2 INLINE void tr8(const float *in, int64_t ld, float *out, int64_t od
   }
 }
 
-/* t [pb][Op] (pixels p0 ..) to out [O][P] by 8 x 8 blocks where pb and O
- * are multiples of 8 */
+/* 4 rows of 4 floats: a pooled chunk's 4 pixels (2x2 pooling of 16) */
+static TAVX2 INLINE void tr4(const float *in, int64_t ld, float *out, int64_t od) {
+  __m128 a = _mm_loadu_ps(in), b = _mm_loadu_ps(in + ld), c = _mm_loadu_ps(in + 2 * ld), d = _mm_loadu_ps(in + 3 * ld);
+  _MM_TRANSPOSE4_PS(a, b, c, d);
+  _mm_storeu_ps(out, a), _mm_storeu_ps(out + od, b), _mm_storeu_ps(out + 2 * od, c), _mm_storeu_ps(out + 3 * od, d);
+}
+
+/* t [pb][Op] (pixels p0 ..) to out [O][PO] by 8 x 8 blocks where pb and O
+ * are multiples of 8, else 4 x 4 where they are multiples of 4 */
 static TAVX2 void untranspose_avx2(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
-  if (pb % 8 || j->g.O % 8) {
+  int b = pb % 8 == 0 && j->g.O % 8 == 0 ? 8 : pb % 4 == 0 && j->g.O % 4 == 0 ? 4 : 0;
+  if (!b) {
     untranspose_scalar(j, t, p0, pb, out);
     return;
   }
-  for (int64_t q = 0; q < pb; q += 8)
-    for (int64_t o = 0; o < j->g.O; o += 8) tr8(t + q * j->Op + o, j->Op, out + o * j->P + p0 + q, j->P);
+  for (int64_t q = 0; q < pb; q += b)
+    for (int64_t o = 0; o < j->g.O; o += b) {
+      float *d = out + o * j->PO + p0 + q;
+      if (b == 8) tr8(t + q * j->Op + o, j->Op, d, j->PO);
+      else tr4(t + q * j->Op + o, j->Op, d, j->PO);
+    }
 }
 
 static T512 void untranspose_512(const dc_job *j, const float *t, int64_t p0, int64_t pb, float *out) {
@@ -292,7 +382,58 @@ static T512 void untranspose_512(const dc_job *j, const float *t, int64_t p0, in
     untranspose_avx2(j, t, p0, pb, out);
     return;
   }
-  for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + o, j->Op, out + o * j->P + p0, j->P);
+  for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + o, j->Op, out + o * j->PO + p0, j->PO);
+}
+
+/* NaN wins, as pool_max: max_ps(m, v) is v when either is NaN */
+static TAVX2 INLINE __m256 max_nan(__m256 m, __m256 v) {
+  return _mm256_blendv_ps(_mm256_max_ps(m, v), m, _mm256_cmp_ps(m, m, _CMP_UNORD_Q));
+}
+
+/* NaN wins (zmm): max_ps(m, v), or m where m is NaN */
+static T512 INLINE __m512 max_nan512(__m512 m, __m512 v) {
+  return _mm512_mask_mov_ps(_mm512_max_ps(m, v), _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q), m);
+}
+
+/* The fused max-pool, in place: t [pb][Op] holds whole rows of OW output
+ * pixels (pb a multiple of pk * OW; pk * OW <= DC_PB, so pk <= 4); pooled
+ * pixel q goes to row q. Row q is read only by q itself or an earlier
+ * pooled pixel, so none is overwritten before it is read. The window's
+ * offsets are the job's (computed once per call: divisions per pixel, or
+ * even per chunk, made the pool cost more than the separate kernel did).
+ * The pooled rows: pb / pk^2. */
+static TAVX2 int64_t pool_rows(const dc_job *j, float *t, int64_t pb) {
+  const int64_t *off = j->poff_pool;
+  int64_t K = j->pk, KK = K * K, OW = j->g.OW, Op = j->Op;
+  float *d = t;
+  for (int64_t y = 0; y < pb; y += K * OW)
+    for (int64_t x = 0; x < OW; x += K, d += Op) {
+      const float *s = t + (y + x) * Op;
+      for (int64_t o = 0; o < Op; o += 8) {
+        __m256 m = _mm256_loadu_ps(s + o);
+        for (int64_t u = 1; u < KK; u++) m = max_nan(m, _mm256_loadu_ps(s + off[u] + o));
+        _mm256_storeu_ps(d + o, m);
+      }
+    }
+  return pb / KK;
+}
+
+/* the same on zmm where the channels are a multiple of 16 */
+static T512 int64_t pool_rows_512(const dc_job *j, float *t, int64_t pb) {
+  if (j->Op % 16) return pool_rows(j, t, pb);
+  const int64_t *off = j->poff_pool;
+  int64_t K = j->pk, KK = K * K, OW = j->g.OW, Op = j->Op;
+  float *d = t;
+  for (int64_t y = 0; y < pb; y += K * OW)
+    for (int64_t x = 0; x < OW; x += K, d += Op) {
+      const float *s = t + (y + x) * Op;
+      for (int64_t o = 0; o < Op; o += 16) {
+        __m512 m = _mm512_loadu_ps(s + o);
+        for (int64_t u = 1; u < KK; u++) m = max_nan512(m, _mm512_loadu_ps(s + off[u] + o));
+        _mm512_storeu_ps(d + o, m);
+      }
+    }
+  return pb / KK;
 }
 
 /* The pixel tile (the small-batch path), written once per ISA: RP pixels (rp <= DC_RP, pointers
@@ -374,29 +515,38 @@ static TAVX2 void px_image_avx2(const dc_job *j, const float *xp, float *t) {
   }
 }
 
-static T512 void px_untranspose_512(const dc_job *j, const float *t, float *out) {
-  if (j->P % 16 || j->g.O % 16) {
-    untranspose_avx2(j, t, 0, j->P, out); /* one chunk of all P pixels */
+/* t [P][Op], the whole image (pooled first when a max-pool is fused) */
+static T512 void px_untranspose_512(const dc_job *j, float *t, float *out) {
+  int64_t np = j->pk ? pool_rows_512(j, t, j->P) : j->P;
+  if (np % 16 || j->g.O % 16) {
+    untranspose_avx2(j, t, 0, np, out); /* one chunk of all its pixels */
     return;
   }
-  for (int64_t p = 0; p < j->P; p += 16)
-    for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + p * j->Op + o, j->Op, out + o * j->P + p, j->P);
+  for (int64_t p = 0; p < np; p += 16)
+    for (int64_t o = 0; o < j->g.O; o += 16) tr16(t + p * j->Op + o, j->Op, out + o * j->PO + p, j->PO);
+}
+
+static TAVX2 void px_untranspose_avx2(const dc_job *j, float *t, float *out) {
+  untranspose_avx2(j, t, 0, j->pk ? pool_rows(j, t, j->P) : j->P, out);
 }
 
 /* images [n0, n0 + rp) as one group of RP: interleaved, then every pixel's
- * tiles, DC_PB pixels at a time transposed out */
+ * tiles, a chunk of up to DC_PB pixels at a time transposed out (with a
+ * fused max-pool, whole rows of pk windows: pooled, then transposed) */
 static void group_vec(const dc_job *j, int64_t n0, int rp, int RP, float *xg, float *t) {
   interleave(j, n0, rp, RP, xg);
-  int64_t ts = DC_PB * j->Op, OP = j->g.O * j->P;
-  for (int64_t p0 = 0; p0 < j->P; p0 += DC_PB) {
-    int64_t pb = j->P - p0 < DC_PB ? j->P - p0 : DC_PB;
+  int64_t ts = DC_PB * j->Op, OP = j->g.O * j->PO, K2 = j->pk ? j->pk * j->pk : 1;
+  int64_t chunk = j->pk ? DC_PB / (j->pk * j->g.OW) * j->pk * j->g.OW : DC_PB;
+  for (int64_t p0 = 0; p0 < j->P; p0 += chunk) {
+    int64_t pb = j->P - p0 < chunk ? j->P - p0 : chunk;
     for (int64_t q = 0; q < pb; q++) {
       if (j->isa == LATHE_RT_CONV_AVX512) pixel_512(j, xg, p0 + q, RP, t + q * j->Op, ts);
       else pixel_avx2(j, xg, p0 + q, RP, t + q * j->Op, ts);
     }
     for (int r = 0; r < rp; r++) {
-      if (j->isa == LATHE_RT_CONV_AVX512) untranspose_512(j, t + r * ts, p0, pb, j->out + (n0 + r) * OP);
-      else untranspose_avx2(j, t + r * ts, p0, pb, j->out + (n0 + r) * OP);
+      int64_t np = !j->pk ? pb : j->isa == LATHE_RT_CONV_AVX512 ? pool_rows_512(j, t + r * ts, pb) : pool_rows(j, t + r * ts, pb);
+      if (j->isa == LATHE_RT_CONV_AVX512) untranspose_512(j, t + r * ts, p0 / K2, np, j->out + (n0 + r) * OP);
+      else untranspose_avx2(j, t + r * ts, p0 / K2, np, j->out + (n0 + r) * OP);
     }
   }
 }
@@ -408,7 +558,7 @@ static void group_vec(const dc_job *j, int64_t n0, int rp, int RP, float *xg, fl
  * exactly and 12 would not (64 or 128 images); fewer when the group's
  * buffers would not fit LATHE_RT_CONV_STACK floats. */
 static int group_size(const dc_job *j, int64_t m) {
-  int RP = j->isa == LATHE_RT_CONV_AVX512 && j->Op == 16 ? 16 : 12;
+  int RP = j->isa == LATHE_RT_CONV_AVX512 && (j->Op == 16 || (j->Op == 8 && j->vl)) ? 16 : 12;
   if (m % RP && !(m % 8)) RP = 8;
   int64_t per = dc_group_floats(1, j->g.C, j->g.H * j->g.W, j->Op);
   while (RP > DC_MINRP && RP * per > LATHE_RT_CONV_STACK) RP = RP > 8 ? 8 : DC_MINRP;
@@ -428,8 +578,8 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
     float *xp = buf, *t = buf + (g->C * j->Hp * j->Wp + 15) / 16 * 16;
     for (int64_t n = lo; n < hi; n++) {
       pad_image(j, j->x + n * g->C * g->H * g->W, xp);
-      if (j->isa == LATHE_RT_CONV_AVX512) px_image_512(j, xp, t), px_untranspose_512(j, t, j->out + n * g->O * j->P);
-      else px_image_avx2(j, xp, t), untranspose_avx2(j, t, 0, j->P, j->out + n * g->O * j->P);
+      if (j->isa == LATHE_RT_CONV_AVX512) px_image_512(j, xp, t), px_untranspose_512(j, t, j->out + n * g->O * j->PO);
+      else px_image_avx2(j, xp, t), px_untranspose_avx2(j, t, j->out + n * g->O * j->PO);
     }
     return;
   }
@@ -441,7 +591,15 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
     return;
   }
 #endif
-  for (int64_t n = lo; n < hi; n++) image_scalar(j, j->x + n * g->C * g->H * g->W, j->out + n * g->O * j->P);
+  for (int64_t n = lo; n < hi; n++) image_scalar(j, j->x + n * g->C * g->H * g->W, j->out + n * g->O * j->PO);
+}
+
+/* A max-pool fused into the kernel: windows of k x k at stride k tiling
+ * the output exactly, and k rows of output pixels in one chunk (the
+ * chunk's pixels are pooled before they are transposed out). */
+int64_t lathe_rt_conv2d_pool_ok(int64_t ohw, int64_t k) {
+  int64_t OH = ohw & 0xffffffff, OW = ohw >> 32;
+  return k >= 2 && k <= 255 && OH % k == 0 && OW % k == 0 && k * OW <= DC_PB;
 }
 
 int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern) {
@@ -467,11 +625,17 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
                      int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad, int64_t flags) {
   dc_job j = {.out = out, .x = x, .g = rt_qc_unpack(N, C, hw, O, ohw, kern, pad)};
   const rt_qc_geom *g = &j.g;
-  j.isa = flags & 0xff, j.act = (flags >> 8) & 1;
+  j.isa = flags & 0xff, j.act = (flags >> 8) & 1, j.pk = (flags >> 16) & 0xff;
   if (j.isa > lathe_rt_conv_isa()) j.isa = lathe_rt_conv_isa(); /* an object emitted for a wider CPU */
   /* channels padded to 8, not 16: the AVX-512 path takes a last 8 in ymm
    * (a pruned layer's 8 or 24 channels would otherwise pay for 16 lanes) */
   j.P = g->OH * g->OW, j.Op = (O + 7) / 8 * 8;
+  j.PO = j.pk ? j.P / (j.pk * j.pk) : j.P;
+  for (int64_t u = 0; u < j.pk * j.pk && u < DC_PB; u++) j.poff_pool[u] = ((u / j.pk) * g->OW + u % j.pk) * j.Op;
+#if defined(__x86_64__)
+  j.vl = j.isa == LATHE_RT_CONV_AVX512 && __builtin_cpu_supports("avx512vl");
+  j.dq = j.vl && __builtin_cpu_supports("avx512dq");
+#endif
   /* wt [kh][kw][c][Op] from w [O][C][KH][KW], zero in the padded channels;
    * then the bias, padded; then the taps of every pixel (the code generator
    * keeps images under 2^31 floats) */
@@ -498,5 +662,5 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
   for (int64_t p = 0; p < j.P; p++) poff[p] = (int32_t)(((p / g->OW) * j.Wp + p % g->OW) * g->s * C);
   j.wt = wt, j.bias = bp, j.ntap = ntap, j.tap = tap, j.koff = koff, j.poff = poff;
   int64_t per = j.P * O * C * g->KH * g->KW; /* multiply-adds an image */
-  rt_pool_for(N, per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1), conv_part, &j);
+  rt_pool_for_fine(N, per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1), N / DC_FINE, conv_part, &j);
 }

@@ -145,12 +145,10 @@ int rt_pool_set_size(int n) {
 
 void rt_pool_default_size(int n) { atomic_store(&default_size, clamp_size(n)); }
 
-void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx) {
-  if (n <= 0) return;
-  int size = rt_pool_size();
-  int64_t g = grain > 0 ? grain : 1, parts = n / g < size ? n / g : size;
+/* fn over [0, n) in `parts` parts on the pool (one thread: one call) */
+static void pool_run(int64_t n, int64_t parts, int size, rt_pool_fn fn, void *ctx) {
   int idle = 0;
-  if (parts <= 1 || !atomic_compare_exchange_strong(&pool.busy, &idle, 1)) {
+  if (parts <= 1 || size <= 1 || !atomic_compare_exchange_strong(&pool.busy, &idle, 1)) {
     fn(ctx, 0, n, 0);
     return;
   }
@@ -167,4 +165,19 @@ void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx) {
   run_parts(gen);
   while (atomic_load_explicit(&pool.done, memory_order_acquire) < (int)parts) cpu_relax();
   atomic_store(&pool.busy, 0);
+}
+
+void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx) {
+  if (n <= 0) return;
+  int size = rt_pool_size();
+  int64_t g = grain > 0 ? grain : 1, parts = n / g < size ? n / g : size;
+  pool_run(n, parts, size, fn, ctx);
+}
+
+void rt_pool_for_fine(int64_t n, int64_t grain, int64_t fine, rt_pool_fn fn, void *ctx) {
+  if (n <= 0) return;
+  int size = rt_pool_size();
+  int64_t g = grain > 0 ? grain : 1, most = n / g < 0xffff ? n / g : 0xffff;
+  int64_t parts = fine > size && most > size ? (fine < most ? fine : most) : most < size ? most : size;
+  pool_run(n, parts, size, fn, ctx);
 }

@@ -43,4 +43,13 @@ void rt_pool_default_size(int n);
  * 0, which gives the same result. */
 void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx);
 
+/* rt_pool_for, but in `fine` parts (at most n / grain, 65535) where that is
+ * more than the threads: the threads claim them as they finish, so a
+ * thread the system preempts, or a worker that starts late, holds back
+ * one small part instead of a thread's whole share (the direct conv: on a
+ * shared machine the other thread's half came in at up to 2.3x the
+ * caller's). For fn whose results do not depend on how [0, n) is cut (it
+ * must not size per-part scratch by rt_pool_size: part goes up to fine). */
+void rt_pool_for_fine(int64_t n, int64_t grain, int64_t fine, rt_pool_fn fn, void *ctx);
+
 #endif

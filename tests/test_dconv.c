@@ -24,12 +24,28 @@
 typedef struct {
   int64_t N, C, H, W, O, KH, KW, s, dil, padT, padL, padB, padR;
   int bias, relu;
+  int pool; /* a fused k x k max-pool of stride k (0: none) */
 } dc_case;
 
 static int64_t oh(const dc_case *c) { return (c->H + c->padT + c->padB - (c->KH - 1) * c->dil - 1) / c->s + 1; }
 static int64_t ow(const dc_case *c) { return (c->W + c->padL + c->padR - (c->KW - 1) * c->dil - 1) / c->s + 1; }
 
 static float val(int64_t i, int64_t salt) { return (float)((i * 7919 + salt * 104729) % 2001 - 1000) / 500.0f; }
+
+/* the output's pixels an image (pooled, with a pool) */
+static int64_t out_pixels(const dc_case *c) { return c->pool ? oh(c) / c->pool * (ow(c) / c->pool) : oh(c) * ow(c); }
+
+/* y [N, O, OH/k, OW/k] from the unpooled u [N, O, OH, OW] */
+static void pool_reference(const dc_case *c, const double *u, double *y) {
+  int64_t OH = oh(c), OW = ow(c), k = c->pool, PH = OH / k, PW = OW / k;
+  for (int64_t pl = 0; pl < c->N * c->O; pl++)
+    for (int64_t i = 0; i < PH; i++)
+      for (int64_t j = 0; j < PW; j++) {
+        double m = -INFINITY;
+        for (int64_t t = 0; t < k * k; t++) m = fmax(m, u[(pl * OH + i * k + t / k) * OW + j * k + t % k]);
+        y[(pl * PH + i) * PW + j] = m;
+      }
+}
 
 static void reference(const dc_case *c, const float *x, const float *w, const float *b, double *y) {
   int64_t OH = oh(c), OW = ow(c);
@@ -51,34 +67,40 @@ static void reference(const dc_case *c, const float *x, const float *w, const fl
 
 static void kernel_case(const dc_case *c) {
   int64_t OH = oh(c), OW = ow(c), nx = c->N * c->C * c->H * c->W, nw = c->O * c->C * c->KH * c->KW;
-  int64_t ny = c->N * c->O * OH * OW;
+  int64_t nu = c->N * c->O * OH * OW, ny = c->N * c->O * out_pixels(c);
   int64_t hw = c->H | c->W << 32, ohw = OH | OW << 32, kern = c->KH | c->KW << 16 | c->s << 32 | c->dil << 48;
   int64_t pad = c->padT | c->padL << 32;
   float *x = malloc(sizeof(float) * (size_t)nx), *w = malloc(sizeof(float) * (size_t)nw);
   float *b = malloc(sizeof(float) * (size_t)c->O), *y[3] = {0};
-  double *r = malloc(sizeof(double) * (size_t)ny), scale = 1e-30;
+  double *u = malloc(sizeof(double) * (size_t)nu), *r = c->pool ? malloc(sizeof(double) * (size_t)ny) : u, scale = 1e-30;
   void *scr = malloc((size_t)lathe_rt_conv2d_scratch_bytes(c->C, c->O, ohw, kern));
   for (int64_t i = 0; i < nx; i++) x[i] = val(i, 1);
   for (int64_t i = 0; i < nw; i++) w[i] = val(i, 2) / 4;
   for (int64_t i = 0; i < c->O; i++) b[i] = val(i, 3);
-  reference(c, x, w, c->bias ? b : NULL, r);
+  reference(c, x, w, c->bias ? b : NULL, u);
+  if (c->pool) {
+    CHECK(lathe_rt_conv2d_pool_ok(ohw, c->pool)); /* a case the code generator would fuse */
+    pool_reference(c, u, r);
+  }
   for (int64_t i = 0; i < ny; i++) scale = fmax(scale, fabs(r[i]));
   int64_t floats = lathe_rt_conv2d_floats(c->C, hw, c->O, ohw, kern, pad);
   CHECK(floats > 0 && floats <= LATHE_RT_CONV_STACK); /* a case the code generator would take */
   for (int64_t isa = 0; isa <= lathe_rt_conv_isa(); isa++) {
     y[isa] = malloc(sizeof(float) * (size_t)ny);
-    lathe_rt_conv2d(y[isa], x, w, c->bias ? b : NULL, scr, c->N, c->C, hw, c->O, ohw, kern, pad, isa | c->relu << 8);
+    lathe_rt_conv2d(y[isa], x, w, c->bias ? b : NULL, scr, c->N, c->C, hw, c->O, ohw, kern, pad,
+                    isa | c->relu << 8 | (int64_t)c->pool << 16);
     double e = 0;
     for (int64_t i = 0; i < ny; i++) e = fmax(e, fabs(y[isa][i] - r[i]) / scale);
-    CHECK_MSG(e <= 1e-5, "path %lld C=%lld O=%lld k=%lldx%lld s=%lld dil=%lld: error %.3g of the scale", (long long)isa,
-              (long long)c->C, (long long)c->O, (long long)c->KH, (long long)c->KW, (long long)c->s,
-              (long long)c->dil, e);
+    CHECK_MSG(e <= 1e-5, "path %lld N=%lld C=%lld O=%lld k=%lldx%lld s=%lld dil=%lld pool=%d: error %.3g of the scale",
+              (long long)isa, (long long)c->N, (long long)c->C, (long long)c->O, (long long)c->KH, (long long)c->KW,
+              (long long)c->s, (long long)c->dil, c->pool, e);
     if (isa > 0)
       CHECK_MSG(memcmp(y[isa], y[0], sizeof(float) * (size_t)ny) == 0, "path %lld differs from the scalar path",
                 (long long)isa);
   }
   for (int i = 0; i < 3; i++) free(y[i]);
-  free(x), free(w), free(b), free(r), free(scr);
+  if (c->pool) free(r);
+  free(x), free(w), free(b), free(u), free(scr);
 }
 
 static void test_kernel(void) {
@@ -118,8 +140,33 @@ static void test_kernel(void) {
        .padR = 1, .bias = 1, .relu = 1},
       {.N = 20, .C = 8, .H = 4, .W = 4, .O = 24, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
        .padR = 1, .bias = 1, .relu = 0},
+      /* a fused 2x2 max-pool: the digits CNN's conv1 and conv2 (dense and pruned) in groups of images (pooled
+       * chunks of 16 -> 4 pixels: 4 x 4 transposes), in the pixel path (N < 8), and without relu */
+      {.N = 37, .C = 1, .H = 8, .W = 8, .O = 16, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1, .pool = 2},
+      {.N = 20, .C = 16, .H = 4, .W = 4, .O = 32, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1, .pool = 2},
+      {.N = 64, .C = 1, .H = 8, .W = 8, .O = 8, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1, .pool = 2},
+      {.N = 19, .C = 8, .H = 4, .W = 4, .O = 16, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1, .pool = 2},
+      {.N = 5, .C = 1, .H = 8, .W = 8, .O = 16, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1, .pool = 2},
+      {.N = 3, .C = 16, .H = 4, .W = 4, .O = 24, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 0, .relu = 0, .pool = 2},
+      /* 3x3 windows on a 3x3 output (chunks of 9 pixels, one pooled), 5 channels (the scalar transpose), both paths */
+      {.N = 21, .C = 2, .H = 3, .W = 3, .O = 5, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1, .pool = 3},
+      {.N = 2, .C = 2, .H = 3, .W = 3, .O = 5, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 0, .pool = 3},
+      /* 2x2 on a 6-wide output: chunks of 12 pixels (two rows of windows), 40 channels */
+      {.N = 17, .C = 3, .H = 6, .W = 6, .O = 40, .KH = 3, .KW = 3, .s = 1, .dil = 1, .padT = 1, .padL = 1, .padB = 1,
+       .padR = 1, .bias = 1, .relu = 1, .pool = 2},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) kernel_case(&cases[i]);
+  /* what the kernel cannot pool: windows that do not tile the output, rows wider than a chunk */
+  CHECK(!lathe_rt_conv2d_pool_ok(5 | (int64_t)4 << 32, 2) && !lathe_rt_conv2d_pool_ok(4 | (int64_t)10 << 32, 2));
+  CHECK(!lathe_rt_conv2d_pool_ok(4 | (int64_t)4 << 32, 1) && lathe_rt_conv2d_pool_ok(4 | (int64_t)8 << 32, 2));
 }
 
 static void set_features(const char *f) {
@@ -194,7 +241,7 @@ static void model_case(const char *layers, const int64_t *shape, const char *fea
 
 static void test_models(void) {
   static const char *const features[] = {NULL, "-avx512f", "-avx2"};
-  static const int64_t digits[4] = {6, 1, 8, 8}, mid[4] = {3, 16, 4, 4}, odd[4] = {2, 3, 9, 11};
+  static const int64_t digits[4] = {6, 1, 8, 8}, mid[4] = {3, 16, 4, 4}, odd[4] = {2, 3, 9, 11}, batch[4] = {40, 1, 8, 8};
   for (int f = 0; f < 3; f++) {
     model_case("h = conv2d(x, 16, kernel=3, padding=1) |> relu", digits, features[f], 1);
     model_case("h = conv2d(x, 32, kernel=3, padding=\"same\") |> relu", mid, features[f], 0);
@@ -203,6 +250,17 @@ static void test_models(void) {
     model_case("h = conv2d(x, 20, kernel=3, padding=1) |> relu\nh = maxpool2d(h, 2)\n"
                "h = conv2d(h, 24, kernel=3, padding=1) |> relu",
                digits, features[f], 0);
+    /* the max-pools fused into the kernel (pl_target.conv_pool): NaN wins the window, as in the reference;
+     * the digits CNN's chain at 6 images (the pixel path) and at 40 (groups); a pool after sigmoid is not
+     * fused (the kernel only applies relu before it) and a pool without relu is */
+    model_case("h = conv2d(x, 16, kernel=3, padding=1) |> relu\nh = maxpool2d(h, 2)\n"
+               "h = conv2d(h, 32, kernel=3, padding=\"same\") |> relu\nh = maxpool2d(h, 2)",
+               digits, features[f], 1);
+    model_case("h = conv2d(x, 8, kernel=3, padding=1) |> relu\nh = maxpool2d(h, 2)\n"
+               "h = conv2d(h, 16, kernel=3, padding=\"same\") |> relu\nh = maxpool2d(h, 2)",
+               batch, features[f], 1);
+    model_case("h = conv2d(x, 32, kernel=3, padding=\"same\") |> sigmoid\nh = maxpool2d(h, 2)", mid, features[f], 0);
+    model_case("h = conv2d(x, 24, kernel=3, padding=\"same\")\nh = maxpool2d(h, 2)", mid, features[f], 1);
   }
 }
 

@@ -726,7 +726,7 @@ static int cu_epilogue_unary(int op) {
          ir_ops[op].cat == IR_CAT_UNARY;
 }
 
-static const pl_target cuda_target = {"cuda", cu_scratch_bytes, cu_epilogue_unary, 0, NULL};
+static const pl_target cuda_target = {"cuda", cu_scratch_bytes, cu_epilogue_unary, 0, NULL, NULL};
 const pl_target *cu_plan_target(void) { return &cuda_target; }
 
 /* --precision bf16: a product may round its f32 operands (bf16_operands)
@@ -743,5 +743,5 @@ static int64_t cu_scratch_bytes_bf16(const ir_graph *g, const ir_node *n) {
   int64_t cols = n->shape.rank ? n->shape.d[n->shape.rank - 1] : 1;
   return (2 * a + 255) / 256 * 256 + (2 * b + 255) / 256 * 256 + (2 * cols + 255) / 256 * 256;
 }
-static const pl_target cuda_target_bf16 = {"cuda", cu_scratch_bytes_bf16, cu_epilogue_unary, 0, NULL};
+static const pl_target cuda_target_bf16 = {"cuda", cu_scratch_bytes_bf16, cu_epilogue_unary, 0, NULL, NULL};
 const pl_target *cu_plan_target_bf16(void) { return &cuda_target_bf16; }

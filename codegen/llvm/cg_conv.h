@@ -14,5 +14,7 @@ void cg_emit_conv_fwd(cg_k *k);
 int cg_dconv_applies(const ir_graph *g, const ir_node *n);
 int64_t cg_dconv_scratch_bytes(const ir_graph *g, const ir_node *n);
 void cg_emit_dconv(cg_k *k);
+/* the plan's pl_target.conv_pool for the LLVM backend */
+int cg_dconv_pool_ok(const ir_graph *g, const ir_node *conv, const pl_epilogue *sofar, const ir_node *pool);
 
 #endif

@@ -45,9 +45,28 @@ int64_t cg_dconv_scratch_bytes(const ir_graph *g, const ir_node *n) {
   return lathe_rt_conv2d_scratch_bytes(v[1], v[3], v[4], v[5]);
 }
 
-/* whether the fused steps are exactly one relu (none: 0 steps) */
-static int relu_only(const cg_fuse *f) {
-  return f && f->nsteps == 1 && f->kind[0] == PL_EPI_UNARY && !f->save[0] && f->node[0]->op == IR_RELU;
+/* whether the fused steps begin with a relu, which the kernel applies in
+ * its registers */
+static int relu_first(const cg_fuse *f) {
+  return f && f->nsteps >= 1 && f->kind[0] == PL_EPI_UNARY && !f->save[0] && f->node[0]->op == IR_RELU;
+}
+
+/* a fused max-pool's window (the chain's last step), or 0 */
+static int64_t pool_window(const cg_fuse *f) {
+  return f && f->nsteps >= 1 && f->kind[f->nsteps - 1] == PL_EPI_POOL ? f->node[f->nsteps - 1]->attr.k : 0;
+}
+
+/* The plan's conv_pool: the direct kernel pools the relu'd (or raw) result
+ * of each chunk of output rows before transposing it out, for a 2-d
+ * max-pool whose windows tile the image (window = stride) and whose rows
+ * fit a chunk; any other step before it would have to run on the unpooled
+ * result, which this kernel never stores. */
+int cg_dconv_pool_ok(const ir_graph *g, const ir_node *conv, const pl_epilogue *sofar, const ir_node *pool) {
+  if (pool->op != IR_MAXPOOL2D || pool->shape.rank != 4 || !cg_dconv_applies(g, conv)) return 0;
+  if (sofar->nsteps > 1 || (sofar->nsteps == 1 && !relu_first(sofar))) return 0;
+  ir_pool p = ir_pool_geom(&conv->shape, &pool->attr);
+  if (p.KH != p.KW || p.s != p.KW || p.OH * p.KH != p.H || p.OW * p.KW != p.W) return 0;
+  return (int)lathe_rt_conv2d_pool_ok(p.H | p.W << 32, p.KW);
 }
 
 static void epi_body(cg_k *k, V i, int w, void *ctx) {
@@ -60,9 +79,11 @@ void cg_emit_dconv(cg_k *k) {
   int64_t ints[8];
   ir_conv c = {0};
   dc_packed(k->g, k->n, ints, &c);
-  int relu = relu_only(k->fuse);
-  ints[7] = lathe_rt_conv_isa() | (int64_t)relu << 8;
+  int relu = relu_first(k->fuse);
+  int64_t pk = pool_window(k->fuse);
+  ints[7] = lathe_rt_conv_isa() | (int64_t)relu << 8 | pk << 16;
   V p[5] = {k->arg[0], k->arg[1], k->arg[2], k->n->nin == 3 ? k->arg[3] : NULL, k->scratch};
   cg_call_rt(k, "lathe_rt_conv2d", p, 5, ints, 8);
-  if (k->fuse && k->fuse->nsteps && !relu) cg_vfor(k, ci(k, c.N * c.O * c.OH * c.OW), epi_body, NULL);
+  /* other unary steps (never with a pool: cg_dconv_pool_ok) run over the result */
+  if (k->fuse && k->fuse->nsteps > relu + (pk > 0)) cg_vfor(k, ci(k, c.N * c.O * c.OH * c.OW), epi_body, NULL);
 }
