@@ -145,6 +145,8 @@ int rt_pool_set_size(int n) {
 
 void rt_pool_default_size(int n) { atomic_store(&default_size, clamp_size(n)); }
 
+int rt_pool_busy(void) { return atomic_load_explicit(&pool.busy, memory_order_relaxed); }
+
 void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx) {
   if (n <= 0) return;
   int size = rt_pool_size();

@@ -43,4 +43,8 @@ void rt_pool_default_size(int n);
  * 0, which gives the same result. */
 void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx);
 
+/* Whether a loop is running now (on any thread): work started from inside
+ * one should not start threads of its own (runtime/gemm_pack.c). */
+int rt_pool_busy(void);
+
 #endif
