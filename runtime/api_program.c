@@ -27,25 +27,9 @@ static int alloc_outbufs(lathe_program *p, lathe_error *err) {
   return 0;
 }
 
-/* Whether p's graph carries a value back into one of its parameters (an
- * output "new.X": a training step's update, a decode step's cache, a
- * pipeline update): then its parameters are not all constant weights. */
-static int writes_params(const lathe_program *p) {
-  size_t np = strlen(OPT_NEW_PREFIX);
-  for (int o = 0; o < p->g.noutputs; o++)
-    if (!strncmp(p->g.outputs[o].name, OPT_NEW_PREFIX, np)) return 1;
-  return 0;
-}
-
 static int compile_llvm(lathe_program *p, lathe_error *err) {
   char msg[1024];
-  /* an inference program, where the build has oneDNN: its batch-1 products
-   * by large weights call lathe_rt_sgemm too, for the packed weights
-   * (runtime/gemm_pack.h); LATHE_GEMM=generated still wins */
-  cg_options o = {.opt_level = 2, .gemm = CG_GEMM_DEFAULT};
-  if (gpk_enabled() && !p->pipe_stage && !writes_params(p) && cg_gemm_from_env(msg, sizeof msg) == CG_GEMM_BLAS)
-    o.gemm = CG_GEMM_PACKED;
-  p->cg = cg_compile(&p->g, &o, msg, sizeof msg);
+  p->cg = cg_compile(&p->g, NULL, msg, sizeof msg);
   if (!p->cg) return api_fail(err, LATHE_EUSER, "%s", msg);
   return alloc_outbufs(p, err);
 }

@@ -7,17 +7,20 @@
  * 1024 x 1024 B is a large part of a 64-row product. ONNX Runtime's MLAS
  * prepacks B the same way.
  *
- * Threads: each product runs whole on the calling thread with an OpenMP
- * team of the pool's size (Debian's oneDNN runs on OpenMP), while the pool's
- * workers wait for the next loop. The alternative, LATHE_DNNL_OMP=0, cuts a
- * product into pieces of C's columns, each with its own primitive and its
- * own packed slice of B, and hands the pieces to Lathe's pool (rt_pool_for)
- * as rt_sgemm's items, one OpenMP thread each (inline, no team): one piece
- * a thread, or for a large product (GPT-2-small's head) up to 16 that the
- * threads take as they finish. That avoids OpenMP's worker spinning beside
- * the pool's after a product (rt/blas.h), but measured slower on every row
- * (bench/README.md, "Packed weights"): at batch 1 two pieces on two threads
- * took twice one thread's time.
+ * Threads: a product is cut into pieces of C's columns, each with its own
+ * primitive and its own packed slice of B, and the pieces go to Lathe's pool
+ * (rt_pool_for) as rt_sgemm's items do: one piece a thread, or for a large
+ * product (GPT-2-small's head) up to 16 that the threads take as they
+ * finish. Each pool thread runs oneDNN on one OpenMP thread, inline (Debian's
+ * oneDNN runs on OpenMP). The alternative, LATHE_DNNL_OMP=1, runs each
+ * product whole on the calling thread with an OpenMP team of the pool's
+ * size: on a quiet machine a little faster, but OpenMP splits the work
+ * statically, so a team thread the machine's other work keeps off its core
+ * stalls the product, and its spinning fights the pool's workers (rt/blas.h):
+ * on the shared 2-core machine (load 6-7) two-thread medians of 13-21 ms
+ * for mlp_b256's 0.3 ms step and 16 ms for dense1024_b64's 0.8
+ * (bench/README.md, "Packed weights"). The pool's threads claim pieces as
+ * they come, so a late one leaves its share to the others.
  *
  * Every piece has its own memory objects, stream and scratchpad, so pieces
  * run at once on different threads without sharing anything of oneDNN's. */
@@ -64,7 +67,7 @@ struct gpk_table {
   void *const *params; /* this run's buffers (gpk_enter) */
   gpk_entry *entries;
   int stale;           /* gpk_invalidate: drop every entry before the next run */
-  int omp;             /* one piece, an OpenMP team (LATHE_DNNL_OMP=0: pieces on the pool) */
+  int omp;             /* LATHE_DNNL_OMP=1: one piece, an OpenMP team */
   dnnl_engine_t eng;
   long products, packings;
 };
@@ -234,7 +237,7 @@ static void job_parts(void *ctx, int64_t lo, int64_t hi, int part) {
 }
 
 static int run_entry(const gpk_table *t, const gpk_entry *e, const float *A, float *C) {
-  if (t->omp) { /* the whole product on an OpenMP team of the pool's size */
+  if (t->omp) { /* the whole product on an OpenMP team (measured, not the default) */
     set_omp(rt_pool_size());
     int rc = piece_run(&e->p[0], A, C);
     set_omp(1);
@@ -308,7 +311,7 @@ gpk_table *gpk_new(int nparams, const int *constant, const int64_t *bytes) {
   t->constant = malloc((size_t)nparams * sizeof *t->constant);
   t->bytes = malloc((size_t)nparams * sizeof *t->bytes);
   const char *omp = getenv("LATHE_DNNL_OMP");
-  t->omp = !omp || strcmp(omp, "0") != 0;
+  t->omp = omp && !strcmp(omp, "1");
   if (!t->constant || !t->bytes || dnnl_engine_create(&t->eng, dnnl_cpu, 0) != dnnl_success) {
     t->eng = NULL;
     gpk_free(t);

@@ -5,14 +5,13 @@
  *    on the same operands (max error relative to the result's scale
  *    <= 1e-5): the products it takes (M = 1, 2, 64, 256, odd shapes, beta
  *    0 and 1, B transposed, B a slice of a larger weight, a product large
- *    enough for more pieces than threads; on an OpenMP team, the default,
- *    and in pieces on the pool, LATHE_DNNL_OMP=0) and the ones it leaves to
+ *    enough for more pieces than threads; in pieces on the pool, the
+ *    default, and on an OpenMP team, LATHE_DNNL_OMP=1) and the ones it leaves to
  *    OpenBLAS (A transposed, alpha != 1, B not inside a constant weight, B
  *    inside a parameter that is not constant, no table entered); the
  *    table's product counter says which path ran.
  * 2. The API: dense models compiled for inference on the llvm backend
- *    (rows 1 to 256; batch-1 products by large weights included, which are
- *    lathe_rt_sgemm calls for this only: CG_GEMM_PACKED)
+ *    (rows 1 to 256)
  *    against the interpreter and against the same program with LATHE_DNNL=0
  *    (OpenBLAS alone); then the weights changed after a first run (init,
  *    load, written through a parameter view): the next run must give the
@@ -193,9 +192,8 @@ static void api_case(int M, int K, int N, int have) {
   char when[96];
   snprintf(when, sizeof when, "%dx%dx%d, first weights", M, K, N);
   compare(pr, &x, ny, when);
-  /* the product goes through lathe_rt_sgemm above the small-product size, or by a weight of 2^18 floats
-   * or more (CG_GEMM_PACKED); generated loops otherwise */
-  int packed = have && ((int64_t)M * N * K > (1 << 20) || (int64_t)K * N >= (1 << 18));
+  /* the product goes through lathe_rt_sgemm above the small-product size (generated loops below) */
+  int packed = have && (int64_t)M * N * K > (1 << 20);
   CHECK_MSG((gpk_products(pr[PK]->pack) > 0) == packed, "%dx%dx%d: %ld packed products", M, K, N,
             gpk_products(pr[PK]->pack));
   long packs = gpk_packings(pr[PK]->pack);
@@ -241,7 +239,7 @@ int main(void) {
   printf("oneDNN packed weights %s (pool of %d threads)\n", have ? "built in" : "not built in: OpenBLAS alone",
          rt_pool_size());
   rt_blas_single();
-  for (int omp = 1; omp >= 0; omp--) { /* an OpenMP team (the default), then pieces on the pool */
+  for (int omp = 0; omp <= 1; omp++) { /* pieces on the pool (the default), then an OpenMP team */
     setenv("LATHE_DNNL_OMP", omp ? "1" : "0", 1);
     for (int i = 0; i < NCASES; i++) run_case(&cases[i], have);
   }
@@ -249,8 +247,8 @@ int main(void) {
   api_case(64, 256, 192, have);  /* packed, bias first */
   api_case(3, 700, 1000, have);  /* three rows, odd widths */
   api_case(1, 512, 256, have);   /* one row, a small weight: generated loops, no table use */
-  api_case(1, 1024, 1024, have); /* dense1024_b1: one row, a large weight (CG_GEMM_PACKED) */
-  api_case(2, 512, 512, have);   /* two rows, a weight of 2^18 floats */
+  api_case(1, 1024, 1024, have); /* dense1024_b1: 2^20 multiply-adds, a generated loop (sg_par), not packed */
+  api_case(2, 1024, 1024, have); /* two rows: a lathe_rt_sgemm call, packed */
   api_case(256, 128, 96, have);  /* 256 rows */
   return TEST_REPORT();
 }

@@ -27,13 +27,8 @@ typedef struct {
 /* How large matrix products are computed. Small ones are generated loops
  * either way. GENERATED: tiled vector code in the module (codegen/llvm/
  * cg_gemm.c), no OpenBLAS call, for objects that must run without one.
- * CG_GEMM_DEFAULT takes LATHE_GEMM ("blas" or "generated"), else BLAS.
- * PACKED: as BLAS, and a small product whose B is a parameter of at least
- * 2^18 floats (a batch-1 dense1024 layer) is a lathe_rt_sgemm call too, not
- * a generated loop: the runtime runs it on packed weights (runtime/
- * gemm_pack.h). The API asks for it for inference programs only, where the
- * build has oneDNN. */
-enum cg_gemm { CG_GEMM_DEFAULT, CG_GEMM_BLAS, CG_GEMM_GENERATED, CG_GEMM_PACKED };
+ * CG_GEMM_DEFAULT takes LATHE_GEMM ("blas" or "generated"), else BLAS. */
+enum cg_gemm { CG_GEMM_DEFAULT, CG_GEMM_BLAS, CG_GEMM_GENERATED };
 /* LATHE_GEMM's choice (CG_GEMM_BLAS when unset or empty), or -1 when it
  * names neither (a message says so). */
 int cg_gemm_from_env(char *msg, size_t msgn);

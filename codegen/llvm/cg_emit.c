@@ -629,7 +629,7 @@ static void sg_small(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, d
 
 void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
                   V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
-  if (sg_fits(tb, M, N, K) && !k->blas_call) {
+  if (sg_fits(tb, M, N, K)) {
     sg_small(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, epi);
     return;
   }
@@ -639,7 +639,7 @@ void cg_sgemm_epi(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, doub
 
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc) {
-  if (sg_fits(tb, M, N, K) && !k->blas_call) {
+  if (sg_fits(tb, M, N, K)) {
     sg_small(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
     return;
   }

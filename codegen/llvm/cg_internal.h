@@ -31,7 +31,6 @@ typedef struct {
   const char *cpu, *features; /* attached to every function */
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
   int gemm_gen;               /* products are generated code (cg_gemm.c), never lathe_rt_sgemm calls */
-  int gemm_packed;            /* CG_GEMM_PACKED: small products by a large parameter call lathe_rt_sgemm */
   const char *sym_prefix;     /* before every kernel's name ("" for the JIT; "MODEL_" emitted) */
 } cg_mod;
 
@@ -63,7 +62,6 @@ typedef struct {
   V err;     /* i32* status word: kernels store non-zero on bad data */
   V part;    /* inside a cg_parallel_for body: the part (i64, < the pool size), else NULL */
   int check_finite; /* an output's IR_FUSED kernel: or CG_ERR_NONFINITE into *err on a non-finite result */
-  int blas_call;    /* cg_sgemm emits a lathe_rt_sgemm call even for a small product (CG_GEMM_PACKED) */
 } cg_k;
 
 /* Emitters: one per op (cg_ops.c). scratch_bytes says what a node needs. */

@@ -515,7 +515,6 @@ static int compile_into(cg_program *p, const ir_graph *g, const cg_options *o, c
     m.features = feat;
     m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4;
     m.gemm_gen = o->gemm == CG_GEMM_GENERATED;
-    m.gemm_packed = o->gemm == CG_GEMM_PACKED;
     cg_mod_types(&m);
     build_module(p, &m, &plan, &A, "lathe_forward");
     LLVMDisposeBuilder(m.B);
@@ -595,7 +594,7 @@ cg_program *cg_compile(const ir_graph *g, const cg_options *o, char *msg, size_t
   if (env_profile()) opts.profile = 1;
   if (msg && msgn) msg[0] = '\0';
   if (opts.gemm == CG_GEMM_DEFAULT) opts.gemm = cg_gemm_from_env(msg, msgn);
-  if (opts.gemm != CG_GEMM_BLAS && opts.gemm != CG_GEMM_GENERATED && opts.gemm != CG_GEMM_PACKED) {
+  if (opts.gemm != CG_GEMM_BLAS && opts.gemm != CG_GEMM_GENERATED) {
     if (opts.gemm != -1) ir_fail(msg, msgn, "llvm backend: unknown gemm choice %d", opts.gemm);
     return NULL;
   }

@@ -209,19 +209,6 @@ static mm_ctx mm_dims(cg_k *k) {
   return c;
 }
 
-/* CG_GEMM_PACKED: whether this product is a lathe_rt_sgemm call whatever
- * its size, so the runtime can run it on packed weights (runtime/
- * gemm_pack.h): B a parameter (f32, two-dimensional) of at least 2^18
- * floats, A not transposed, not inside a pool loop (whose products are
- * never the runtime's to split). Below 2^18 floats of B a generated loop is
- * faster than any call. */
-static int packed_call(const cg_k *k, const mm_ctx *c) {
-  enum { PACKED_MIN_B = 1 << 18 };
-  const ir_node *b = &k->g->nodes[k->n->in[1]];
-  return k->m->gemm_packed && !k->part && !c->ta && b->op == IR_PARAM && b->dtype == IR_F32 && b->shape.rank == 2 &&
-         c->K * c->N >= PACKED_MIN_B;
-}
-
 static void matmul_body(cg_k *k, V *off, void *ctx) {
   mm_ctx *c = ctx;
   cg_sgemm(k, c->ta, c->tb, c->M, c->N, c->K, 1.0, cg_fptr(k, ARG(0), off[1]), c->lda, cg_fptr(k, ARG(1), off[2]),
@@ -241,9 +228,7 @@ static void e_matmul(cg_k *k) {
   /* shared weights: one tall GEMM over the stacked rows of A; a transposed
    * A's rows are columns of each batch's matrix, so only a single one */
   if (ir_numel(&bb) == 1 && ir_numel(&ba) == nb && (!c.ta || nb == 1)) {
-    k->blas_call = packed_call(k, &c);
     cg_sgemm(k, c.ta, c.tb, c.M * nb, c.N, c.K, 1.0, ARG(0), c.lda, ARG(1), c.ldb, 0.0, k->arg[0], c.N);
-    k->blas_call = 0;
     return;
   }
   int64_t st[3][IR_MAXDIM];
@@ -985,8 +970,7 @@ void cg_emit_fused(cg_k *k) {
   int64_t N = k->n->shape.d[k->n->shape.rank - 1];
   int64_t rows = ir_numel(&k->n->shape) / N;
   /* one GEMM over every row: B shared, A's rows stacked (not transposed, or a single matrix) */
-  int packed = sb->rank == 2 && sa->rank >= 2 && packed_call(k, &c);
-  if (sb->rank == 2 && sa->rank >= 2 && (!c.ta || sa->rank == 2) && rows * N * c.K <= CG_SMALL_GEMM && !packed) {
+  if (sb->rank == 2 && sa->rank >= 2 && (!c.ta || sa->rank == 2) && rows * N * c.K <= CG_SMALL_GEMM) {
     cg_epi epi = {epi_apply, (void *)k->fuse};
     cg_sgemm_epi(k, c.ta, c.tb, rows, N, c.K, 1.0, ARG(0), c.lda, ARG(1), c.ldb, 0.0, k->arg[0], N, &epi);
     return;
@@ -995,9 +979,7 @@ void cg_emit_fused(cg_k *k) {
   const cg_fuse *all = k->fuse;
   if (bias_first(k->fuse) && sb->rank == 2 && sa->rank >= 2 && (!c.ta || sa->rank == 2)) {
     fill_bias(k, rows, N, k->fuse->arg[0]);
-    k->blas_call = packed;
     cg_sgemm(k, c.ta, c.tb, rows, N, c.K, 1.0, ARG(0), c.lda, ARG(1), c.ldb, 1.0, k->arg[0], N);
-    k->blas_call = 0;
     rest = steps_after_first(k->fuse);
     k->fuse = &rest;
   } else {
