@@ -16,7 +16,7 @@ PACKAGES=(
   libprotobuf-c-dev protobuf-c-compiler # ONNX files (onnx/: protoc-c generates the reader at build time)
   libonnx-dev libonnx-testdata          # ... from Debian's onnx.proto; ONNX's node test suite (tests/onnx)
   libopenmpi-dev openmpi-bin            # distributed training (mpirun -np N lathe train; tests/mpi.sh)
-  libdnnl-dev                           # oneDNN's sgemm for the products it is faster on (optional: runtime/gemm_dnnl.c)
+  libdnnl-dev                           # oneDNN: inference products on packed weights (optional: runtime/gemm_pack.c, gemm_dnnl.c)
 )
 
 # ONNX Runtime (the peer of lathe export and the ORT column of bench/run): the npm package

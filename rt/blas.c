@@ -107,9 +107,10 @@ int rt_blas_ready(char *msg, size_t msgn) {
 #endif
 }
 
-static _Atomic(rt_gemm_provider) provider;
+static _Atomic(rt_gemm_provider) provider, whole;
 
 void rt_blas_set_provider(rt_gemm_provider f) { atomic_store(&provider, f); }
+void rt_blas_set_whole(rt_gemm_provider f) { atomic_store(&whole, f); }
 
 /* one single-threaded product: the provider's if it takes it, else OpenBLAS's */
 static void one_call(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -188,6 +189,8 @@ void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const
   lathe_rt_comm_progress();
   int tA = ta == CblasTrans, tB = tb == CblasTrans;
   (void)order;
+  rt_gemm_provider w = atomic_load_explicit(&whole, memory_order_relaxed);
+  if (w && w(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) return;
   int64_t macs = (int64_t)M * N * K;
   if (macs < RT_BLAS_SPLIT || rt_pool_size() < 2) {
     one_call(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -40,6 +40,14 @@ typedef int (*rt_gemm_provider)(int ta, int tb, int M, int N, int K, float alpha
                                 const float *B, int ldb, float beta, float *C, int ldc);
 void rt_blas_set_provider(rt_gemm_provider f);
 
+/* A hook that sees every product rt_sgemm is handed whole, before any
+ * split, with the same arguments as a provider (row-major; it may use the
+ * pool itself): 0 when it computed the product, -1 to go on as without
+ * it. runtime/gemm_pack.c installs it for inference programs' products by
+ * constant weights (oneDNN's matmul primitive on packed weights). NULL
+ * removes it. */
+void rt_blas_set_whole(rt_gemm_provider f);
+
 /* Put OpenBLAS on one thread for good (idempotent). rt_sgemm calls it; so
  * do kernels that call cblas_sgemm directly. */
 void rt_blas_single(void);

@@ -145,6 +145,8 @@ int rt_pool_set_size(int n) {
 
 void rt_pool_default_size(int n) { atomic_store(&default_size, clamp_size(n)); }
 
+int rt_pool_busy(void) { return atomic_load_explicit(&pool.busy, memory_order_relaxed); }
+
 /* fn over [0, n) in `parts` parts on the pool (one thread: one call) */
 static void pool_run(int64_t n, int64_t parts, int size, rt_pool_fn fn, void *ctx) {
   int idle = 0;

@@ -52,4 +52,8 @@ void rt_pool_for(int64_t n, int64_t grain, rt_pool_fn fn, void *ctx);
  * must not size per-part scratch by rt_pool_size: part goes up to fine). */
 void rt_pool_for_fine(int64_t n, int64_t grain, int64_t fine, rt_pool_fn fn, void *ctx);
 
+/* Whether a loop is running now (on any thread): work started from inside
+ * one should not start threads of its own (runtime/gemm_pack.c). */
+int rt_pool_busy(void);
+
 #endif

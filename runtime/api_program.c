@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "passes/passes.h"
+#include "passes/optimizer.h"
 #include "passes/stage.h"
 #include "runtime/program.h"
 #include "runtime/runtime.h"
@@ -168,6 +169,7 @@ void lathe_program_free(lathe_program *p) {
   if (!p) return;
   release_vals(p);
   cg_free(p->cg);
+  gpk_free(p->pack);
   cu_exec_free(p->cux);
   free(p->commit);
   if (p->outbufs)
@@ -484,6 +486,41 @@ static int fill_leaves(lathe_program *p, lathe_error *err) {
   return 0;
 }
 
+/* Whether parameter i only ever holds weights while p runs: f32, not
+ * optimizer state or a buffer the step updates, not a decode step's cache
+ * or a pipeline update's weight (an output "new.X" carries X's next
+ * value back), not the activation a pipeline stage receives. */
+static int constant_param(const lathe_program *p, int i) {
+  const ir_param *pr = &p->g.params[i];
+  if (pr->stored || pr->state || pr->buffer || pr->dtype != IR_F32 || !strcmp(pr->name, ST_ACT_IN)) return 0;
+  size_t np = strlen(OPT_NEW_PREFIX);
+  for (int o = 0; o < p->g.noutputs; o++) {
+    const char *nm = p->g.outputs[o].name;
+    if (!strncmp(nm, OPT_NEW_PREFIX, np) && !strcmp(nm + np, pr->name)) return 0;
+  }
+  return 1;
+}
+
+/* An inference program's packed weights (runtime/gemm_pack.h), made at its
+ * first run: a training step writes its weights every step, so it keeps
+ * OpenBLAS (and its bits the same at every optimisation level). No table
+ * (NULL) is always a correct answer: OpenBLAS then takes every product. */
+static void make_pack(lathe_program *p) {
+  p->pack_tried = 1;
+  if (p->is_train || p->pipe_stage || !p->g.nparams) return;
+  int *constant = calloc((size_t)p->g.nparams, sizeof *constant);
+  int64_t *bytes = calloc((size_t)p->g.nparams, sizeof *bytes);
+  if (constant && bytes) {
+    for (int i = 0; i < p->g.nparams; i++) {
+      constant[i] = constant_param(p, i);
+      bytes[i] = ir_numel(&p->g.params[i].shape) * (int64_t)sizeof(float);
+    }
+    p->pack = gpk_new(p->g.nparams, constant, bytes);
+  }
+  free(constant);
+  free(bytes);
+}
+
 /* The compiled program reads inputs in their declared dtype; a target that
  * was not given is zero-filled (a forward run needs no targets). */
 static int run_llvm(lathe_program *p, lathe_error *err) {
@@ -519,8 +556,13 @@ static int run_llvm(lathe_program *p, lathe_error *err) {
   if (rc == 0 && p->cux &&
       cu_exec_run(p->cux, ins, (void *const *)p->params, p->outbufs, &p->loss, msg, sizeof msg) != 0)
     rc = api_fail(err, LATHE_EUSER, "%s", msg);
-  else if (rc == 0 && p->cg && cg_run(p->cg, ins, (void *const *)p->params, p->outbufs, &p->loss, msg, sizeof msg) != 0)
-    rc = api_fail(err, LATHE_EUSER, "%s", msg);
+  else if (rc == 0 && p->cg) {
+    if (!p->pack_tried) make_pack(p);
+    gpk_enter(p->pack, (void *const *)p->params);
+    if (cg_run(p->cg, ins, (void *const *)p->params, p->outbufs, &p->loss, msg, sizeof msg) != 0)
+      rc = api_fail(err, LATHE_EUSER, "%s", msg);
+    gpk_leave(p->pack);
+  }
   if (ins != stack_ins) free(ins);
   p->ran = rc == 0;
   return rc;

@@ -10,6 +10,7 @@
 #include "codegen/cuda/cu_exec.h"
 #include "runtime/data.h"
 #include "runtime/runtime.h"
+#include "runtime/gemm_pack.h"
 
 struct lathe_model {
   fe_model *fe;
@@ -30,6 +31,8 @@ struct lathe_program {
   api_pre *pre;       /* per g.inputs: the normalisation the weights carry (NULL: none) */
   double **vals;      /* interpreter: value of every node after a run */
   cg_program *cg;     /* llvm backend: the compiled program */
+  gpk_table *pack;    /* llvm inference: products by constant weights on packed weights (gemm_pack.h) */
+  int pack_tried;     /* pack was made (or found impossible) at the first run */
   cu_exec *cux;       /* cuda backend: the compiled program on its device (outbufs, loss as llvm's) */
   void **outbufs;     /* llvm backend: per g.outputs, in the node's dtype */
   float loss;         /* llvm backend: the loss after a run */
@@ -87,9 +90,12 @@ lathe_program *api_compile_update(lathe_program *p, const ir_train *t, lathe_err
 /* Allocate the parameter buffers (zeroed) if not yet done. */
 int api_alloc_params(lathe_program *p, lathe_error *err);
 /* The host's parameters were (or may have been) written: the cuda
- * backend, which keeps them on the device, uploads them before the next run. */
+ * backend, which keeps them on the device, uploads them before the next run;
+ * the llvm backend's packed weights (runtime/gemm_pack.h) are packed again.
+ * Every path that writes a program's parameters calls it. */
 static inline void api_params_changed(const lathe_program *p) {
   if (p->cux) cu_exec_params_changed(p->cux);
+  gpk_invalidate(p->pack); /* packed weights are made again at the next run */
 }
 /* Bytes of one element of a parameter's buffer: 4 (f32), or its dtype's
  * size for stored (quantized) weights (runtime/api_quant.c). */

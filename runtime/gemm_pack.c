@@ -1,0 +1,370 @@
+/* gemm_pack.c -- products by constant weights through oneDNN's matmul
+ * primitive with the weights packed once (see gemm_pack.h).
+ *
+ * Why: on the dense1024 and GPT-2-small products the matmul primitive with
+ * its weights reordered once beat OpenBLAS's sgemm and oneDNN's own sgemm,
+ * which both pack B again on every call (bench/README.md): the packing of a
+ * 1024 x 1024 B is a large part of a 64-row product. ONNX Runtime's MLAS
+ * prepacks B the same way.
+ *
+ * Threads: a product is cut into pieces of C's columns, each with its own
+ * primitive and its own packed slice of B, and the pieces go to Lathe's pool
+ * (rt_pool_for) as rt_sgemm's items do: one piece a thread, or for a large
+ * product (GPT-2-small's head) up to 16 that the threads take as they
+ * finish. Each pool thread runs oneDNN on one OpenMP thread, inline (Debian's
+ * oneDNN runs on OpenMP). The alternative, LATHE_DNNL_OMP=1, runs each
+ * product whole on the calling thread with an OpenMP team of the pool's
+ * size: on a quiet machine a little faster, but OpenMP splits the work
+ * statically, so a team thread the machine's other work keeps off its core
+ * stalls the product, and its spinning fights the pool's workers (rt/blas.h):
+ * on the shared 2-core machine (load 6-7) two-thread medians of 13-21 ms
+ * for mlp_b256's 0.3 ms step and 16 ms for dense1024_b64's 0.8
+ * (bench/README.md, "Packed weights"). The pool's threads claim pieces as
+ * they come, so a late one leaves its share to the others.
+ *
+ * Every piece has its own memory objects, stream and scratchpad, so pieces
+ * run at once on different threads without sharing anything of oneDNN's. */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
+#include "runtime/gemm_pack.h"
+
+#ifdef LATHE_HAVE_DNNL
+#include <dlfcn.h>
+#include <dnnl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt/blas.h"
+#include "rt/threadpool.h"
+
+/* columns per piece: a multiple of oneDNN's widest register block */
+enum { GPK_NSTEP = 64, GPK_MAXPIECES = 16 };
+/* a piece more per this many multiply-adds (rt/blas.c's RT_BLAS_ITEM) */
+#define GPK_ITEM ((int64_t)1 << 29)
+
+typedef struct {
+  dnnl_primitive_t mm;
+  dnnl_memory_t w, src, dst, pad; /* packed weights (owned), A and C (the caller's), scratchpad */
+  dnnl_stream_t st;
+  void *scratch;
+  int n0; /* first column of C */
+} gpk_piece;
+
+/* One product: a weight at B, its shape and strides, cut into pieces. */
+typedef struct gpk_entry {
+  const float *B;
+  int tb, M, N, K, lda, ldb, ldc, beta;
+  int npieces;
+  gpk_piece p[GPK_MAXPIECES];
+  struct gpk_entry *next;
+} gpk_entry;
+
+struct gpk_table {
+  int nparams;
+  int *constant;
+  int64_t *bytes;
+  void *const *params; /* this run's buffers (gpk_enter) */
+  gpk_entry *entries;
+  int stale;           /* gpk_invalidate: drop every entry before the next run */
+  int omp;             /* LATHE_DNNL_OMP=1: one piece, an OpenMP team */
+  dnnl_engine_t eng;
+  long products, packings;
+};
+
+static _Thread_local gpk_table *current; /* the table of the run on this thread */
+static _Thread_local int omp_one;        /* this thread runs oneDNN on one OpenMP thread */
+static void (*omp_threads)(int);         /* omp_set_num_threads, where oneDNN loaded OpenMP */
+
+static void set_omp(int n) {
+  if (omp_threads) omp_threads(n);
+}
+
+/* ---- making and dropping packings ---- */
+
+static void piece_free(gpk_piece *p) {
+  if (p->mm) dnnl_primitive_destroy(p->mm);
+  if (p->w) dnnl_memory_destroy(p->w);
+  if (p->src) dnnl_memory_destroy(p->src);
+  if (p->dst) dnnl_memory_destroy(p->dst);
+  if (p->pad) dnnl_memory_destroy(p->pad);
+  if (p->st) dnnl_stream_destroy(p->st);
+  free(p->scratch);
+}
+
+static void entry_free(gpk_entry *e) {
+  for (int i = 0; i < e->npieces; i++) piece_free(&e->p[i]);
+  free(e);
+}
+
+static void drop_entries(gpk_table *t) {
+  for (gpk_entry *e = t->entries, *nx; e; e = nx) nx = e->next, entry_free(e);
+  t->entries = NULL;
+  t->stale = 0;
+}
+
+/* columns [n0, n0 + n) of the logical K x N matrix B' reordered into w's
+ * layout; B stored row-major with rows of ldb, as B' (tb = 0) or as its
+ * transpose, N x K (tb = 1: a weight used transposed, a tied head) */
+static int reorder_weights(dnnl_engine_t eng, dnnl_stream_t st, const dnnl_memory_desc_t *w_md, const float *B,
+                           int tb, int K, int n, int ldb, dnnl_memory_t w) {
+  dnnl_dims_t dims = {K, n}, strides = {tb ? 1 : ldb, tb ? ldb : 1};
+  dnnl_memory_desc_t plain;
+  dnnl_memory_t from = NULL;
+  dnnl_primitive_desc_t rpd = NULL;
+  dnnl_primitive_t re = NULL;
+  int ok = dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_f32, strides) == dnnl_success &&
+           dnnl_memory_create(&from, &plain, eng, (void *)B) == dnnl_success &&
+           dnnl_reorder_primitive_desc_create(&rpd, &plain, eng, w_md, eng, NULL) == dnnl_success &&
+           dnnl_primitive_create(&re, rpd) == dnnl_success;
+  dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, w}};
+  ok = ok && dnnl_primitive_execute(re, st, 2, args) == dnnl_success && dnnl_stream_wait(st) == dnnl_success;
+  if (re) dnnl_primitive_destroy(re);
+  if (rpd) dnnl_primitive_desc_destroy(rpd);
+  if (from) dnnl_memory_destroy(from);
+  return ok ? 0 : -1;
+}
+
+/* the primitive's attributes: a user scratchpad (one per piece), and C's
+ * old values added (beta = 1: a bias filled in first) */
+static dnnl_primitive_attr_t make_attr(int beta) {
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
+  int ok = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
+  if (ok && beta) {
+    ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+         dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    if (po) dnnl_post_ops_destroy(po);
+  }
+  if (!ok) dnnl_primitive_attr_destroy(attr), attr = NULL;
+  return attr;
+}
+
+/* piece p of e: columns [n0, n0 + n) of C, its primitive and packed weights */
+static int piece_make(gpk_table *t, const gpk_entry *e, gpk_piece *p, int n0, int n) {
+  dnnl_dims_t sd = {e->M, e->K}, ss = {e->lda, 1}, wd = {e->K, n}, dd = {e->M, n}, ds = {e->ldc, 1};
+  dnnl_memory_desc_t src_md, w_any, dst_md;
+  dnnl_matmul_desc_t d;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = make_attr(e->beta);
+  p->n0 = n0;
+  int ok = attr && dnnl_memory_desc_init_by_strides(&src_md, 2, sd, dnnl_f32, ss) == dnnl_success &&
+           dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success &&
+           dnnl_memory_desc_init_by_strides(&dst_md, 2, dd, dnnl_f32, ds) == dnnl_success &&
+           dnnl_matmul_desc_init(&d, &src_md, &w_any, NULL, &dst_md) == dnnl_success &&
+           dnnl_primitive_desc_create(&pd, &d, attr, t->eng, NULL) == dnnl_success;
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  if (!ok) return -1;
+  const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *pad_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  size_t pad_bytes = pad_md ? dnnl_memory_desc_get_size(pad_md) : 0;
+  p->scratch = pad_bytes ? malloc(pad_bytes) : NULL;
+  ok = (!pad_bytes || p->scratch) && dnnl_primitive_create(&p->mm, pd) == dnnl_success &&
+       dnnl_stream_create(&p->st, t->eng, dnnl_stream_default_flags) == dnnl_success &&
+       dnnl_memory_create(&p->w, w_md, t->eng, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
+       dnnl_memory_create(&p->src, &src_md, t->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+       dnnl_memory_create(&p->dst, &dst_md, t->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+       (!pad_bytes || dnnl_memory_create(&p->pad, pad_md, t->eng, p->scratch) == dnnl_success) &&
+       reorder_weights(t->eng, p->st, w_md, e->B + (int64_t)n0 * (e->tb ? e->ldb : 1), e->tb, e->K, n, e->ldb,
+                       p->w) == 0;
+  dnnl_primitive_desc_destroy(pd);
+  return ok ? 0 : -1;
+}
+
+/* pieces of an M x N x K product on a pool of `size` threads: one per
+ * thread, more (a multiple of the pool size) for a large product, none
+ * narrower than GPK_NSTEP columns */
+static int piece_count(const gpk_table *t, int64_t macs, int N, int size) {
+  if (t->omp || size < 2 || macs < ((int64_t)1 << 20)) return 1;
+  int64_t n = macs / GPK_ITEM;
+  n = n < GPK_MAXPIECES ? n : GPK_MAXPIECES;
+  n = (n + size - 1) / size * size;
+  n = n > size ? n : size;
+  int blocks = (N + GPK_NSTEP - 1) / GPK_NSTEP;
+  return n < blocks ? (int)n : blocks;
+}
+
+static gpk_entry *entry_make(gpk_table *t, const gpk_entry *key) {
+  gpk_entry *e = malloc(sizeof *e);
+  if (!e) return NULL;
+  *e = *key;
+  int parts = piece_count(t, (int64_t)e->M * e->N * e->K, e->N, rt_pool_size());
+  int blocks = (e->N + GPK_NSTEP - 1) / GPK_NSTEP;
+  for (int i = 0; i < parts; i++, e->npieces++) {
+    int a = (int)((int64_t)blocks * i / parts) * GPK_NSTEP, b = (int)((int64_t)blocks * (i + 1) / parts) * GPK_NSTEP;
+    if (b > e->N) b = e->N;
+    if (piece_make(t, e, &e->p[i], a, b - a) != 0) {
+      /* refused (no memory, a shape oneDNN rejects): free what was made
+       * and keep the entry without pieces, so the product goes straight
+       * to OpenBLAS from now on instead of trying again each run */
+      for (int q = 0; q <= i; q++) piece_free(&e->p[q]);
+      memset(e->p, 0, sizeof e->p);
+      e->npieces = 0;
+      break;
+    }
+  }
+  if (e->npieces) t->packings++;
+  e->next = t->entries;
+  t->entries = e;
+  return e;
+}
+
+/* ---- running a product ---- */
+
+typedef struct {
+  const gpk_entry *e;
+  const float *A;
+  float *C;
+  atomic_int next, failed;
+} gpk_job;
+
+static int piece_run(const gpk_piece *p, const float *A, float *C) {
+  if (dnnl_memory_set_data_handle(p->src, (void *)A) != dnnl_success ||
+      dnnl_memory_set_data_handle(p->dst, C + p->n0) != dnnl_success)
+    return -1;
+  dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_WEIGHTS, p->w}, {DNNL_ARG_DST, p->dst},
+                             {DNNL_ARG_SCRATCHPAD, p->pad}};
+  return dnnl_primitive_execute(p->mm, p->st, p->pad ? 4 : 3, args) == dnnl_success ? 0 : -1;
+}
+
+static void job_parts(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)lo, (void)hi, (void)part;
+  gpk_job *j = ctx;
+  if (!omp_one) set_omp(1), omp_one = 1;
+  for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->e->npieces;)
+    if (piece_run(&j->e->p[i], j->A, j->C) != 0) atomic_store(&j->failed, 1);
+}
+
+static int run_entry(const gpk_table *t, const gpk_entry *e, const float *A, float *C) {
+  if (t->omp) { /* the whole product on an OpenMP team (measured, not the default) */
+    set_omp(rt_pool_size());
+    int rc = piece_run(&e->p[0], A, C);
+    set_omp(1);
+    omp_one = 1;
+    return rc;
+  }
+  gpk_job j = {e, A, C, 0, 0};
+  int parts = rt_pool_size() < e->npieces ? rt_pool_size() : e->npieces;
+  if (parts > 1) rt_pool_for(parts, 1, job_parts, &j);
+  else job_parts(&j, 0, 1, 0);
+  return atomic_load(&j.failed) ? -1 : 0;
+}
+
+/* Does [B, B + span) lie in one constant parameter? */
+static int in_constant(const gpk_table *t, const float *B, int64_t span) {
+  const char *b = (const char *)B;
+  for (int i = 0; i < t->nparams; i++) {
+    const char *p = t->params[i];
+    if (t->constant[i] && p && b >= p && b + span <= p + t->bytes[i]) return 1;
+  }
+  return 0;
+}
+
+static gpk_entry *lookup(gpk_table *t, const gpk_entry *k) {
+  for (gpk_entry *e = t->entries; e; e = e->next)
+    if (e->B == k->B && e->tb == k->tb && e->M == k->M && e->N == k->N && e->K == k->K && e->lda == k->lda && e->ldb == k->ldb &&
+        e->ldc == k->ldc && e->beta == k->beta)
+      return e;
+  int64_t span = k->tb ? (int64_t)(k->N - 1) * k->ldb + k->K : (int64_t)(k->K - 1) * k->ldb + k->N;
+  if (!in_constant(t, k->B, span * (int64_t)sizeof(float))) return NULL;
+  return entry_make(t, k);
+}
+
+/* rt_blas_set_whole's hook: 0 when the product ran here, -1 to leave it */
+static int gpk_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc) {
+  gpk_table *t = current;
+  /* inside a pool loop (attention's work items make their own products):
+   * the other threads are busy, so no OpenMP team and no pieces */
+  if (!t || rt_pool_busy()) return -1;
+  if (ta || alpha != 1.0f || (beta != 0.0f && beta != 1.0f) || M < 1 || N < 1 || K < 1) return -1;
+  gpk_entry key = {B, tb, M, N, K, lda, ldb, ldc, beta != 0.0f, 0, {{0}}, NULL};
+  gpk_entry *e = lookup(t, &key);
+  /* a primitive that was made runs (oneDNN's execute fails only on bad
+   * arguments, which its creation already checked) */
+  if (!e || !e->npieces || run_entry(t, e, A, C) != 0) return -1;
+  t->products++;
+  return 0;
+}
+
+/* ---- the table ---- */
+
+static void install_once(void) {
+  *(void **)&omp_threads = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+  rt_blas_set_whole(gpk_sgemm);
+}
+
+int gpk_enabled(void) {
+  const char *e = getenv("LATHE_DNNL");
+  return !e || strcmp(e, "0") != 0;
+}
+
+gpk_table *gpk_new(int nparams, const int *constant, const int64_t *bytes) {
+  if (!gpk_enabled()) return NULL;
+  int any = 0;
+  for (int i = 0; i < nparams; i++) any |= constant[i] != 0;
+  if (!any) return NULL;
+  gpk_table *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->nparams = nparams;
+  t->constant = malloc((size_t)nparams * sizeof *t->constant);
+  t->bytes = malloc((size_t)nparams * sizeof *t->bytes);
+  const char *omp = getenv("LATHE_DNNL_OMP");
+  t->omp = omp && !strcmp(omp, "1");
+  if (!t->constant || !t->bytes || dnnl_engine_create(&t->eng, dnnl_cpu, 0) != dnnl_success) {
+    t->eng = NULL;
+    gpk_free(t);
+    return NULL;
+  }
+  memcpy(t->constant, constant, (size_t)nparams * sizeof *t->constant);
+  memcpy(t->bytes, bytes, (size_t)nparams * sizeof *t->bytes);
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, install_once);
+  return t;
+}
+
+void gpk_free(gpk_table *t) {
+  if (!t) return;
+  drop_entries(t);
+  if (t->eng) dnnl_engine_destroy(t->eng);
+  free(t->constant);
+  free(t->bytes);
+  free(t);
+}
+
+void gpk_enter(gpk_table *t, void *const *params) {
+  if (!t) return;
+  if (t->stale) drop_entries(t);
+  t->params = params;
+  current = t;
+}
+
+void gpk_leave(gpk_table *t) {
+  if (!t) return;
+  current = NULL;
+  t->params = NULL;
+}
+
+void gpk_invalidate(gpk_table *t) {
+  if (t) t->stale = 1;
+}
+
+long gpk_products(const gpk_table *t) { return t ? t->products : 0; }
+long gpk_packings(const gpk_table *t) { return t ? t->packings : 0; }
+
+#else /* built without oneDNN: OpenBLAS for every product */
+#include <stddef.h>
+
+int gpk_enabled(void) { return 0; }
+gpk_table *gpk_new(int nparams, const int *constant, const int64_t *bytes) {
+  (void)nparams, (void)constant, (void)bytes;
+  return NULL;
+}
+void gpk_free(gpk_table *t) { (void)t; }
+void gpk_enter(gpk_table *t, void *const *params) { (void)t, (void)params; }
+void gpk_leave(gpk_table *t) { (void)t; }
+void gpk_invalidate(gpk_table *t) { (void)t; }
+long gpk_products(const gpk_table *t) { (void)t; return 0; }
+long gpk_packings(const gpk_table *t) { (void)t; return 0; }
+#endif
