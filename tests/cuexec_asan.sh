@@ -2,7 +2,8 @@
 # cuexec_asan.sh: tests/test_cuexec.c and the CPU executor (tests/cuexec/)
 # built with AddressSanitizer and UndefinedBehaviorSanitizer and run: the
 # fibers, guard pages and fault handling must hold under the sanitizers.
-# $1 (the lathe binary) is not used.
+# $1 (the lathe binary) is not used. rt/rt_comm.c comes along: the executor
+# answers NCCL's calls through the job's collectives (cx_driver.c, cx_coll).
 set -u
 cc=$(command -v gcc || command -v cc || true)
 cxx=$(command -v g++ || command -v c++ || true)
@@ -19,9 +20,9 @@ trap 'rm -rf "$dir"' EXIT
 src=$PWD/tests
 if ! "$cc" -std=c11 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -g -O1 \
      -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
-     -I "$src" -I "$src/cuexec" -I "$PWD" ${inc:+-isystem "$inc"} \
+     -I "$src" -I "$src/cuexec" -I "$PWD" -I "$PWD/rt" ${inc:+-isystem "$inc"} \
      -DCX_SHIM_DIR="\"$src/cuexec\"" -DCX_CXX="\"$cxx\"" \
-     "$src/test_cuexec.c" "$src"/cuexec/*.c -o "$dir/test_cuexec_asan" -lopenblas -ldl -lm; then
+     "$src/test_cuexec.c" "$src"/cuexec/*.c "$PWD/rt/rt_comm.c" -o "$dir/test_cuexec_asan" -lopenblas -ldl -lm; then
   echo "FAIL cuexec_asan: the sanitized build of test_cuexec failed"
   exit 1
 fi
