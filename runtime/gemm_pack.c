@@ -263,8 +263,8 @@ static int in_constant(const gpk_table *t, const float *B, int64_t span) {
 
 static gpk_entry *lookup(gpk_table *t, const gpk_entry *k) {
   for (gpk_entry *e = t->entries; e; e = e->next)
-    if (e->B == k->B && e->tb == k->tb && e->M == k->M && e->N == k->N && e->K == k->K && e->lda == k->lda && e->ldb == k->ldb &&
-        e->ldc == k->ldc && e->beta == k->beta)
+    if (e->B == k->B && e->tb == k->tb && e->M == k->M && e->N == k->N && e->K == k->K && e->lda == k->lda &&
+        e->ldb == k->ldb && e->ldc == k->ldc && e->beta == k->beta)
       return e;
   int64_t span = k->tb ? (int64_t)(k->N - 1) * k->ldb + k->K : (int64_t)(k->K - 1) * k->ldb + k->N;
   if (!in_constant(t, k->B, span * (int64_t)sizeof(float))) return NULL;
