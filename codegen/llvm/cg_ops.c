@@ -491,28 +491,31 @@ static void ln_row(cg_k *k, V r, int64_t d, int pro) {
   }
 }
 
-static void e_layernorm(cg_k *k) {
+static void ln_plain_row(cg_k *k, V r, void *ctx) { ln_row(k, r, *(const int64_t *)ctx, 0); }
+static void ln_pro_row(cg_k *k, V r, void *ctx) { ln_row(k, r, *(const int64_t *)ctx, 1); }
+
+/* The rows are independent: split over the pool from 64K elements, as a
+ * fused loop (each row computed as on one thread: bit-identical). Both
+ * results are first writes of their memory, and two cores write faster
+ * than one (the char-GPT's four [1024, 128] add+layernorms: 0.19 -> 0.15
+ * ms each). A plain layernorm split too keeps the pool's worker busy
+ * between GPT-2's products instead of letting it fall asleep (a wake costs
+ * 70-160 us) while one thread normalises. */
+static void ln_rows(cg_k *k, int pro) {
   const ir_shape *sx = SH(0);
   int64_t d = sx->d[sx->rank - 1], rows = ir_numel(sx) / d;
-  CG_FOR(k, r, ci(k, 0), ci(k, rows)) ln_row(k, r.iv, d, 0);
+  int64_t grain = (1 << 15) / d > 1 ? (1 << 15) / d : 1;
+  if (rows >= 2 * grain) cg_parallel_for(k, rows, grain, pro ? ln_pro_row : ln_plain_row, &d);
+  else CG_FOR(k, r, ci(k, 0), ci(k, rows)) ln_row(k, r.iv, d, pro);
 }
 
-static void ln_pro_row(cg_k *k, V r, void *ctx) { ln_row(k, r, *(const int64_t *)ctx, 1); }
+static void e_layernorm(cg_k *k) { ln_rows(k, 0); }
 
 /* layernorm(p + q) that also stores x = p + q (the plan's find_residual_norms, plan/plan_group.c):
  * kernel arguments y, p, q, w, b, x. The rows are independent: split over
  * the pool when big. Each x and y is computed as the two kernels would,
  * so the results are bit-identical to theirs. */
-void cg_emit_layernorm_add(cg_k *k) {
-  const ir_shape *sx = SH(0);
-  int64_t d = sx->d[sx->rank - 1], rows = ir_numel(sx) / d;
-  /* split from 64K elements, as a fused loop: both results are first
-   * writes of their memory, and two cores write faster than one (the
-   * char-GPT's four [1024, 128] ones: 0.19 -> 0.15 ms each) */
-  int64_t grain = (1 << 15) / d > 1 ? (1 << 15) / d : 1;
-  if (rows >= 2 * grain) cg_parallel_for(k, rows, grain, ln_pro_row, &d);
-  else CG_FOR(k, r, ci(k, 0), ci(k, rows)) ln_row(k, r.iv, d, 1);
-}
+void cg_emit_layernorm_add(cg_k *k) { ln_rows(k, 1); }
 
 static void e_pool(cg_k *k) {
   ir_pool p = ir_pool_geom(SH(0), &k->n->attr); /* ir/conv.h: 1-d is H = KH = 1 */
