@@ -173,6 +173,8 @@ int64_t lathe_rt_qconv2d_scratch_bytes(int64_t mode, int64_t N, int64_t C, int64
  * calls it only when lathe_rt_conv2d_floats <= LATHE_RT_CONV_STACK. scr:
  * lathe_rt_conv2d_scratch_bytes (the packed weights, each pixel's taps). */
 enum { LATHE_RT_CONV_SCALAR = 0, LATHE_RT_CONV_AVX2 = 1, LATHE_RT_CONV_AVX512 = 2, LATHE_RT_CONV_STACK = 16384 };
+/* flags bit: never the row path (rt/rt_dconv_rows.c; tests compare the paths) */
+#define LATHE_RT_CONV_NOROWS ((int64_t)1 << 24)
 void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bias, void *scr, int64_t N, int64_t C,
                      int64_t hw, int64_t O, int64_t ohw, int64_t kern, int64_t pad, int64_t flags);
 int64_t lathe_rt_conv2d_scratch_bytes(int64_t C, int64_t O, int64_t ohw, int64_t kern);

@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include "lathe_rt.h"
+#include "rt_dconv_rows.h"
 #include "rt_qconv.h"
 #include "threadpool.h"
 
@@ -594,6 +595,11 @@ static void conv_part(void *ctx, int64_t lo, int64_t hi, int part) {
   for (int64_t n = lo; n < hi; n++) image_scalar(j, j->x + n * g->C * g->H * g->W, j->out + n * g->O * j->PO);
 }
 
+static void rows_part(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  rt_dconv_rows_part(ctx, lo, hi);
+}
+
 /* A max-pool fused into the kernel: windows of k x k at stride k tiling
  * the output exactly, and k rows of output pixels in one chunk (the
  * chunk's pixels are pooled before they are transposed out). */
@@ -647,6 +653,14 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
         for (int64_t o = 0; o < j.Op; o++) d[o] = o < O ? w[((o * C + c) * g->KH + ky) * g->KW + kx] : 0.0f;
       }
   for (int64_t o = 0; o < j.Op; o++) bp[o] = bias && o < O ? bias[o] : 0.0f;
+  int64_t per = j.P * O * C * g->KH * g->KW; /* multiply-adds an image */
+  int64_t grain = per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1);
+  rw_job rw = {.out = out, .x = x, .wt = wt, .bias = bp, .g = *g, .Op = j.Op, .act = j.act, .pk = j.pk, .P = j.P,
+               .PO = j.PO};
+  if (!(flags & LATHE_RT_CONV_NOROWS) && rt_dconv_rows_init(&rw, j.isa)) { /* it reads neither taps nor offsets */
+    rt_pool_for_fine(N, grain, N / DC_FINE, rows_part, &rw);
+    return;
+  }
   int32_t *ntap = (int32_t *)(void *)(bp + j.Op), *tap = ntap + j.P + 1;
   ntap[0] = 0;
   /* the taps only where a path reads them (at batch 1 they cost more than
@@ -661,6 +675,5 @@ void lathe_rt_conv2d(float *out, const float *x, const float *w, const float *bi
       for (int64_t c = 0; c < C; c++) koff[(ky * g->KW + kx) * C + c] = (int32_t)((ky * j.Wp + kx) * g->dil * C + c);
   for (int64_t p = 0; p < j.P; p++) poff[p] = (int32_t)(((p / g->OW) * j.Wp + p % g->OW) * g->s * C);
   j.wt = wt, j.bias = bp, j.ntap = ntap, j.tap = tap, j.koff = koff, j.poff = poff;
-  int64_t per = j.P * O * C * g->KH * g->KW; /* multiply-adds an image */
-  rt_pool_for_fine(N, per >= (1 << 16) ? 1 : (1 << 16) / (per ? per : 1), N / DC_FINE, conv_part, &j);
+  rt_pool_for_fine(N, grain, N / DC_FINE, conv_part, &j);
 }

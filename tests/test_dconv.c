@@ -97,6 +97,13 @@ static void kernel_case(const dc_case *c) {
     if (isa > 0)
       CHECK_MSG(memcmp(y[isa], y[0], sizeof(float) * (size_t)ny) == 0, "path %lld differs from the scalar path",
                 (long long)isa);
+    /* the same without the row path (rt/rt_dconv_rows.c), where it would run: the image groups and the pixel path */
+    float *z = malloc(sizeof(float) * (size_t)ny);
+    lathe_rt_conv2d(z, x, w, c->bias ? b : NULL, scr, c->N, c->C, hw, c->O, ohw, kern, pad,
+                    isa | c->relu << 8 | (int64_t)c->pool << 16 | LATHE_RT_CONV_NOROWS);
+    CHECK_MSG(memcmp(z, y[0], sizeof(float) * (size_t)ny) == 0, "path %lld without rows differs from the scalar path",
+              (long long)isa);
+    free(z);
   }
   for (int i = 0; i < 3; i++) free(y[i]);
   if (c->pool) free(r);
