@@ -411,21 +411,9 @@ static int render_elementwise(cu_rctx *r) {
   return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, nops);
 }
 
-/* Siblings: operand 0 is the last member, then the other members in order,
- * then their inputs; a member reading an earlier member takes its value. */
-static int render_siblings(cu_rctx *r) {
-  const pl_siblings *mu = r->k->sib;
-  const ir_node *last = cu_opn(r, 0);
-  int nops = 1 + r->k->narg;
-  cu_begin(r, EW_THREADS);
-  char name[CU_MAXOPS][16];
-  for (int j = 0; j < nops; j++) {
-    snprintf(name[j], sizeof name[j], "a%d", j);
-    int member = j == 0 || j < mu->n;
-    cu_param(r, name[j], cu_opn(r, j), member);
-  }
-  int64_t count = ir_numel(&last->shape);
-  cu_loop_open(&r->b, count);
+/* One sibling group's members at element e: a member reading an earlier
+ * member takes its value from registers, an input its operand (name[]). */
+static int sibling_body(cu_rctx *r, const pl_siblings *mu, char name[][16]) {
   for (int m = 0; m < mu->n; m++) {
     const ir_node *n = &r->g->nodes[mu->node[m]];
     char in[PL_MAXARGS][16];
@@ -434,18 +422,60 @@ static int render_siblings(cu_rctx *r) {
       for (int q = 0; q < m && !found; q++)
         if (mu->node[q] == x) snprintf(in[j], sizeof in[j], "=m%d", q), found = 1;
       for (int q = 0; q < mu->nin && !found; q++)
-        if (mu->in[q] == x) snprintf(in[j], sizeof in[j], "%s", name[mu->n + q]), found = 1;
+        if (mu->in[q] == x) snprintf(in[j], sizeof in[j], "%s", name[mu->inop[q]]), found = 1;
       if (!found) return cu_unsupported(r, "a sibling's input is not among the kernel's operands");
     }
     char res[16];
     snprintf(res, sizeof res, "m%d", m);
     if (node_value(r, n, in, res)) return -1;
-    store(&r->b, name[m == mu->n - 1 ? 0 : m + 1], n->dtype, res);
+    store(&r->b, name[mu->res[m]], n->dtype, res);
   }
-  cu_sb_printf(&r->b, "  }\n}\n");
+  return 0;
+}
+
+/* Blocks of one group of an update kernel: a grid-stride loop over its
+ * elements when it has more than this many. */
+enum { SIB_MAX_BLOCKS = 4096 };
+
+/* Siblings: each group's results, then its inputs (pl_siblings.res and
+ * inop). One group is one grid-stride loop. Several (every parameter's
+ * update) are one function: group g owns blocks [first_g, first_g+1) (the
+ * constants of an if-chain, every shape known), so one launch updates every
+ * parameter. */
+static int render_siblings(cu_rctx *r) {
+  int nops = 1 + r->k->narg, ns = r->k->nsib;
+  char name[CU_MAXOPS][16];
+  int written[CU_MAXOPS] = {0};
+  for (int g = 0; g < ns; g++)
+    for (int m = 0; m < r->k->sib[g].n; m++) written[r->k->sib[g].res[m]] = 1;
+  cu_begin(r, EW_THREADS);
+  for (int j = 0; j < nops; j++) {
+    snprintf(name[j], sizeof name[j], "a%d", j);
+    cu_param(r, name[j], cu_opn(r, j), written[j]);
+  }
+  int64_t first = 0;
+  if (ns == 1) {
+    cu_loop_open(&r->b, ir_numel(&r->g->nodes[r->k->sib[0].node[0]].shape));
+    if (sibling_body(r, &r->k->sib[0], name)) return -1;
+    cu_sb_printf(&r->b, "  }\n}\n");
+    first = cu_blocks(ir_numel(&r->g->nodes[r->k->sib[0].node[0]].shape), EW_THREADS);
+  } else {
+    cu_sb_printf(&r->b, ") {\n  const long long bx = blockIdx.x;\n");
+    for (int g = 0; g < ns; g++) {
+      int64_t count = ir_numel(&r->g->nodes[r->k->sib[g].node[0]].shape), nb = cu_blocks(count, EW_THREADS);
+      if (nb > SIB_MAX_BLOCKS) nb = SIB_MAX_BLOCKS;
+      cu_sb_printf(&r->b, "  %sif (bx < %lldLL) {\n", g ? "else " : "", (long long)(first + nb));
+      cu_sb_printf(&r->b, "  for (long long e = (bx - %lldLL) * blockDim.x + threadIdx.x; e < %lldLL; e += %lldLL * blockDim.x) {\n",
+                   (long long)first, (long long)count, (long long)nb);
+      if (sibling_body(r, &r->k->sib[g], name)) return -1;
+      cu_sb_printf(&r->b, "  }\n  }\n");
+      first += nb;
+    }
+    cu_sb_printf(&r->b, "}\n");
+  }
   cu_ref ops[CU_MAXOPS];
   cu_refs(r, ops, nops);
-  return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, nops);
+  return cu_end(r, (unsigned)first, EW_THREADS, ops, nops);
 }
 
 /* ---- matrix products ---- */
