@@ -48,17 +48,33 @@ static pl_kind single_kind(int op) {
   return by_op[op] ? (pl_kind)(by_op[op] - 1) : by_cat[ir_ops[op].cat];
 }
 
+/* The operands of sibling groups (one, or every parameter's update): each
+ * group's results, then its inputs not listed before; res/inop of each
+ * group say where (a copy the kernel owns). Operand 0 is the last group's
+ * last member (the kernel's node). */
+static int sibling_args(const pl_group *grp, pl_siblings *all, int *in) {
+  int narg = 0, node = grp->multi[grp->nmulti - 1].node[grp->multi[grp->nmulti - 1].n - 1];
+  for (int q = 0; q < grp->nmulti; q++) {
+    pl_siblings *mu = &all[q];
+    *mu = grp->multi[q];
+    for (int m = 0; m < mu->n; m++) {
+      if (mu->node[m] == node) mu->res[m] = 0;
+      else in[narg++] = mu->node[m], mu->res[m] = narg;
+    }
+    for (int j = 0; j < mu->nin; j++) {
+      int at = -1;
+      for (int a = 0; a < narg && at < 0; a++) at = in[a] == mu->in[j] ? a : -1;
+      if (at < 0) in[narg++] = mu->in[j], at = narg - 1;
+      mu->inop[j] = at + 1;
+    }
+  }
+  return narg;
+}
+
 /* The nodes of a kernel's operands after its result, in the order a
  * backend passes them: the node's inputs; for a product's epilogue the
- * product's two inputs and the extras; for siblings the other members'
- * results, then their inputs. */
+ * product's two inputs and the extras; for siblings sibling_args. */
 static int kernel_args(const ir_graph *g, const ir_node *n, const pl_group *grp, int *in) {
-  if (grp && grp->multi) {
-    const pl_siblings *mu = grp->multi;
-    for (int m = 1; m < mu->n; m++) in[m - 1] = mu->node[m - 1];
-    for (int j = 0; j < mu->nin; j++) in[mu->n - 1 + j] = mu->in[j];
-    return mu->n - 1 + mu->nin;
-  }
   if (!grp) {
     for (int j = 0; j < n->nin; j++) in[j] = n->in[j];
     return n->nin;
@@ -88,18 +104,27 @@ static int listed(const int *v, int n, int x) {
 }
 
 /* Members, operands, what it stores and reads, and the hints. */
-static void fill_kernel(pl_plan *p, pl_kernel *k, int i, const pl_group *grp) {
+static int fill_kernel(pl_plan *p, pl_kernel *k, int i, const pl_group *grp) {
   const ir_graph *g = p->g;
   const ir_node *n = &g->nodes[i];
+  int nsib = grp && grp->multi ? grp->nmulti : 0, big = nsib > 1 ? PL_MAXUPD : 0;
   k->node = i;
   k->kind = grp ? grp->kind : single_kind(n->op);
   k->head = grp && !grp->multi ? grp->head : i;
   k->epi = grp && grp->kind == PL_K_GEMM_EPI ? &grp->f : NULL;
-  k->sib = grp ? grp->multi : NULL;
-  k->nmember = grp ? grp->nmember : 1;
-  if (grp) memcpy(k->member, grp->member, sizeof(int) * (size_t)grp->nmember);
-  else k->member[0] = i;
-  k->narg = kernel_args(g, n, grp, k->arg);
+  k->member = ar_alloc(&p->A, sizeof(int) * (size_t)(big ? big : PL_MAXFUSE + 2));
+  k->arg = ar_alloc(&p->A, sizeof(int) * (size_t)(big ? big : PL_MAXARGS));
+  k->in = ar_alloc(&p->A, sizeof(int) * (size_t)(big ? big : PL_MAXARGS));
+  k->out = ar_alloc(&p->A, sizeof(int) * (size_t)(big ? big : PL_MAXMULTI + PL_MAXFUSE));
+  pl_siblings *all = nsib ? ar_alloc(&p->A, sizeof(pl_siblings) * (size_t)nsib) : NULL;
+  if (!k->member || !k->arg || !k->in || !k->out || (nsib && !all)) return -1;
+  k->nsib = nsib, k->sib = all;
+  k->nmember = grp && !nsib ? grp->nmember : nsib ? 0 : 1;
+  if (grp && !nsib) memcpy(k->member, grp->member, sizeof(int) * (size_t)grp->nmember);
+  else if (!grp) k->member[0] = i;
+  k->narg = nsib ? sibling_args(grp, all, k->arg) : kernel_args(g, n, grp, k->arg);
+  for (int q = 0; q < nsib; q++)
+    for (int m = 0; m < all[q].n; m++) k->member[k->nmember++] = all[q].node[m];
   k->out[k->nout++] = i;
   for (int m = 0; m < k->nmember; m++)
     if (k->member[m] != i && p->buf[k->member[m]].inside) k->out[k->nout++] = k->member[m];
@@ -110,7 +135,8 @@ static void fill_kernel(pl_plan *p, pl_kernel *k, int i, const pl_group *grp) {
    * own to know they are finite. */
   k->check = p->buf[i].kind == PL_BUF_OUTPUT && !grp && n->op == IR_FUSED;
   p->buf[i].checked = k->check;
-  for (int q = 0; k->sib && q < k->sib->n; q++) p->buf[k->sib->node[q]].checked = k->sib->check[q];
+  for (int s = 0; s < k->nsib; s++)
+    for (int q = 0; q < k->sib[s].n; q++) p->buf[k->sib[s].node[q]].checked = k->sib[s].check[q];
   k->inplace = p->buf[i].inplace_of >= 0;
   k->elems = ir_numel(&n->shape);
   k->cols = n->shape.rank ? n->shape.d[n->shape.rank - 1] : 1;
@@ -119,6 +145,7 @@ static void fill_kernel(pl_plan *p, pl_kernel *k, int i, const pl_group *grp) {
   for (int m = 0; m < k->nmember; m++) k->flops += ir_node_flops(g, k->member[m]);
   for (int j = 0; j < k->nin; j++) k->bytes += p->buf[k->in[j]].bytes;
   for (int j = 0; j < k->nout; j++) k->bytes += p->buf[k->out[j]].bytes;
+  return 0;
 }
 
 int pl_build(const ir_graph *g, const pl_target *t, pl_plan *p) {
@@ -140,7 +167,10 @@ int pl_build(const ir_graph *g, const pl_target *t, pl_plan *p) {
     int kind = p->buf[i].kind;
     if ((kind != PL_BUF_ARENA && kind != PL_BUF_OUTPUT) || p->buf[i].inside) continue;
     pl_kernel *k = &p->k[p->nk];
-    fill_kernel(p, k, i, gr.group_of[i]);
+    if (fill_kernel(p, k, i, gr.group_of[i])) {
+      pl_free(p);
+      return -1;
+    }
     for (int j = 0; j < k->nout; j++) p->buf[k->out[j]].kernel = p->nk;
     p->nk++;
   }

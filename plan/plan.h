@@ -20,6 +20,11 @@
  * scratch pointer and the status word make 3 more); PL_MAXFUSE: steps of a
  * product's epilogue; PL_MAXMULTI: members of a sibling group. */
 enum { PL_MAXARGS = 24, PL_MAXFUSE = 6, PL_MAXMULTI = 4 };
+/* PL_MAXUPD: operands of the kernel that runs every parameter's optimizer
+ * update (sibling groups batched, plan_group.c) at most: 128 pointers are
+ * 1 KB of a CUDA launch's arguments (4 KB at most before CUDA 12.1); a
+ * model with more parameters gets one such kernel per 128 operands. */
+enum { PL_MAXUPD = 128 };
 
 /* A matrix product's epilogue: the elementwise nodes after it, applied to
  * each element of the product before it is stored, so the intermediate
@@ -40,22 +45,29 @@ typedef struct {
 } pl_epilogue;
 
 /* Several fused nodes of one shape in one loop (an Adam update's new m, new
- * v and new weight): operands 0..n-1 are their results, then their other
- * inputs; a member reading an earlier member takes its value from
- * registers. check[m]: flag a non-finite result of member m. */
+ * v and new weight); a member reading an earlier member takes its value
+ * from registers. check[m]: flag a non-finite result of member m. One
+ * group alone is a kernel whose operands are its results (the last member
+ * first, then the others in order), then its other inputs; a kernel of
+ * several groups (every parameter's update) has each group's results and
+ * then its inputs not listed before (shared scalars once). res/inop: the
+ * kernel operand of each member's result and of each input. */
 typedef struct {
   int n;
   int node[PL_MAXMULTI]; /* in node order; the kernel runs at the last one's place */
   int check[PL_MAXMULTI];
   int nin;
   int in[PL_MAXARGS];    /* the other inputs, in operand order after the results */
+  int res[PL_MAXMULTI];  /* set by pl_build */
+  int inop[PL_MAXARGS];
 } pl_siblings;
 
 /* What a kernel computes. The first four are groups made by plan_group.c;
  * the others are one node, named by the node's category. */
 typedef enum {
   PL_K_GEMM_EPI,      /* a matrix product and the elementwise chain after it */
-  PL_K_SIBLINGS,      /* sibling fused elementwise nodes in one loop (optimizer updates) */
+  PL_K_SIBLINGS,      /* sibling fused elementwise nodes in one loop (optimizer updates): one group, or
+                       * every parameter's update, one group per parameter, in one kernel */
   PL_K_ADD_NORM,      /* a residual add and the layernorm reading it */
   PL_K_NORM_GRAD_ADD, /* a layernorm's dx and the residual-gradient add reading it */
   PL_K_GEMM,          /* a matrix product or a convolution alone */
@@ -98,16 +110,20 @@ typedef struct {
   int node;        /* the node whose result is operand 0; the kernel runs at its place */
   int head;        /* the node whose op the kernel is named after: the product, the layernorm (its
                     * gradient), the last sibling; node itself for a single node */
+  /* the arrays below live in the plan's arena, each sized for the kernel:
+   * PL_MAXFUSE + 2 members, PL_MAXARGS operands, PL_MAXMULTI + PL_MAXFUSE
+   * results at most, except PL_K_SIBLINGS of several groups (PL_MAXUPD) */
   int nmember;
-  int member[PL_MAXFUSE + 2]; /* every node it computes, in node order (<= node) */
+  int *member; /* every node it computes, in node order within each sibling group (<= node) */
   int narg;
-  int arg[PL_MAXARGS]; /* the nodes of operands 1.., in order (operand 0 is node) */
+  int *arg;    /* the nodes of operands 1.., in order (operand 0 is node) */
   int nin;
-  int in[PL_MAXARGS];  /* the tensors it reads from buffers (the operands it does not write) */
+  int *in;     /* the tensors it reads from buffers (the operands it does not write) */
   int nout;
-  int out[PL_MAXMULTI + PL_MAXFUSE]; /* the tensors it stores: node, then stored members */
+  int *out;    /* the tensors it stores: node, then stored members */
   const pl_epilogue *epi; /* PL_K_GEMM_EPI */
-  const pl_siblings *sib; /* PL_K_SIBLINGS */
+  int nsib;
+  const pl_siblings *sib; /* PL_K_SIBLINGS: nsib groups, in run order */
   int check;       /* a single output fused kernel: flag non-finite results */
   int inplace;     /* node's result may take over a dying same-shaped input (elementwise) */
   /* hints for splitting the work: rows x cols of the result (cols = the last

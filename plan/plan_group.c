@@ -5,6 +5,8 @@
  *   2. sibling fused elementwise nodes: an optimizer update (find_siblings)
  *   3. a residual add and the layernorm reading it, and the backward's
  *      mirror (find_residual_norms)
+ *   4. the sibling groups of every parameter's update as one kernel
+ *      (batch_updates)
  * A group runs at its last member's place (run_at); a member whose value
  * other kernels read is stored by the group's kernel (inside). Nothing is
  * grouped at -O0 (g->no_fusion: the unfused baseline). */
@@ -249,6 +251,7 @@ static void close_group(pl_siblings *mu, pl_group **group_of, int *run_at, int *
     pl_siblings *keep = ar_alloc(A, sizeof *keep);
     *keep = *mu;
     grp->multi = keep;
+    grp->nmulti = 1;
     grp->kind = PL_K_SIBLINGS;
     grp->nmember = mu->n;
     memcpy(grp->member, mu->node, sizeof(int) * (size_t)mu->n);
@@ -364,6 +367,86 @@ static void find_residual_norms(const ir_graph *g, arena *A, const int *is_out, 
   }
 }
 
+/* ---- every parameter's update in one kernel ----
+ *
+ * A training step updates each parameter with one sibling group (new m, v
+ * and weight); the groups are independent of each other, and each runs
+ * after the last gradient it reads. One kernel running all of them is one
+ * launch instead of one per parameter (on a GPU a launch of a small
+ * parameter's update costs more than its work) and, on the CPU, one
+ * hand-off to the thread pool with the work split over every element.
+ * A group joins the batch open before it unless a node between the
+ * batch's groups reads a member of the batch (the batch runs at its last
+ * group's place, so its members are stored only then: a data-parallel
+ * step's all_gather of the new weights closes it) or the kernel would have
+ * more than PL_MAXUPD operands. The earlier groups run at the last one's
+ * place (run_at: the memory plan keeps their inputs live until then) and
+ * are stored by its kernel (inside). */
+typedef struct {
+  pl_group *grp[512];
+  int ngrp, nops, place;
+  int *ops;      /* the kernel's operand nodes so far (results and inputs, distinct) */
+  char *member;  /* per node: a member of a batched group */
+} upd_batch;
+
+static int upd_listed(const upd_batch *b, int x) {
+  for (int j = 0; j < b->nops; j++)
+    if (b->ops[j] == x) return 1;
+  return 0;
+}
+
+/* Operands group mu adds to b. */
+static int upd_new_ops(const upd_batch *b, const pl_siblings *mu) {
+  int add = mu->n;
+  for (int q = 0; q < mu->nin; q++) add += !upd_listed(b, mu->in[q]);
+  return add;
+}
+
+static void upd_close(upd_batch *b, pl_group **group_of, int *run_at, int *inside, arena *A) {
+  if (b->ngrp >= 2) {
+    pl_siblings *all = ar_alloc(A, sizeof *all * (size_t)b->ngrp);
+    pl_group *grp = ar_alloc(A, sizeof *grp);
+    memset(grp, 0, sizeof *grp);
+    grp->kind = PL_K_SIBLINGS;
+    grp->multi = all, grp->nmulti = b->ngrp;
+    for (int q = 0; q < b->ngrp; q++) {
+      all[q] = *b->grp[q]->multi;
+      int last = all[q].node[all[q].n - 1];
+      group_of[last] = NULL;
+      for (int m = 0; m < all[q].n; m++) run_at[all[q].node[m]] = b->place, inside[all[q].node[m]] = 1;
+    }
+    inside[b->place] = 0;
+    group_of[b->place] = grp;
+  }
+  for (int q = 0; q < b->ngrp; q++)
+    for (int m = 0; m < b->grp[q]->multi->n; m++) b->member[b->grp[q]->multi->node[m]] = 0;
+  b->ngrp = b->nops = 0;
+}
+
+static void batch_updates(const ir_graph *g, arena *A, pl_group **group_of, int *run_at, int *inside) {
+  upd_batch b = {.ops = ar_alloc(A, sizeof(int) * PL_MAXUPD), .member = ar_alloc(A, (size_t)g->nnodes + 1)};
+  memset(b.member, 0, (size_t)g->nnodes + 1);
+  for (int i = 0; i < g->nnodes && !g->no_fusion; i++) {
+    pl_group *grp = group_of[i];
+    int sib = grp && grp->kind == PL_K_SIBLINGS && grp->nmulti == 1;
+    for (int j = 0; !b.member[i] && j < g->nodes[i].nin && b.ngrp; j++)
+      if (b.member[g->nodes[i].in[j]]) { /* a reader of a batched member: the batch runs before it */
+        upd_close(&b, group_of, run_at, inside, A);
+        break;
+      }
+    if (!sib) continue;
+    const pl_siblings *mu = grp->multi;
+    if (b.ngrp == (int)(sizeof b.grp / sizeof b.grp[0]) || 1 + b.nops + upd_new_ops(&b, mu) > PL_MAXUPD)
+      upd_close(&b, group_of, run_at, inside, A);
+    for (int m = 0; m < mu->n; m++) b.ops[b.nops++] = mu->node[m], b.member[mu->node[m]] = 1;
+    for (int q = 0; q < mu->nin; q++)
+      if (!upd_listed(&b, mu->in[q])) b.ops[b.nops++] = mu->in[q];
+    b.grp[b.ngrp++] = grp;
+    b.place = i;
+  }
+  upd_close(&b, group_of, run_at, inside, A);
+}
+
 void pl_find_groups(const ir_graph *g, const pl_target *t, arena *A, pl_groups *gr) {
   size_t nn = (size_t)(g->nnodes ? g->nnodes : 1);
   gr->group_of = ar_alloc(A, sizeof(pl_group *) * nn);
@@ -374,4 +457,5 @@ void pl_find_groups(const ir_graph *g, const pl_target *t, arena *A, pl_groups *
   find_fusions(g, t, A, gr->is_out, gr->group_of, gr->run_at, gr->inside);
   find_siblings(g, A, gr->is_out, gr->group_of, gr->run_at, gr->inside);
   find_residual_norms(g, A, gr->is_out, gr->group_of, gr->run_at, gr->inside);
+  batch_updates(g, A, gr->group_of, gr->run_at, gr->inside);
 }

@@ -10,7 +10,8 @@
 typedef struct {
   pl_kind kind;           /* PL_K_GEMM_EPI, PL_K_SIBLINGS, PL_K_ADD_NORM or PL_K_NORM_GRAD_ADD */
   pl_epilogue f;          /* PL_K_GEMM_EPI */
-  const pl_siblings *multi; /* PL_K_SIBLINGS */
+  const pl_siblings *multi; /* PL_K_SIBLINGS: nmulti groups (several: every parameter's update) */
+  int nmulti;
   int head;               /* the product node (the layernorm, the layernorm's gradient) */
   int extra[PL_MAXARGS];  /* node of each step's other operands, in argument order */
   int nextra;

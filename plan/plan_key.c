@@ -32,20 +32,27 @@ static void kernel_key(const ir_graph *g, const ir_node *n, char *key, size_t kn
 
 static void group_key(const ir_graph *g, const pl_kernel *k, char *key, size_t kn) {
   const ir_node *n = &g->nodes[k->node];
-  if (k->sib) { /* each member, and where each of its inputs comes from */
-    const pl_siblings *mu = k->sib;
-    size_t w = (size_t)snprintf(key, kn, "multi%d|", mu->n);
-    for (int m = 0; m < mu->n && w + 16 < kn; m++) {
-      const ir_node *x = &g->nodes[mu->node[m]];
-      kernel_key(g, x, key + w, kn - w);
-      w = strlen(key);
-      for (int j = 0; j < x->nin && w + 16 < kn; j++) {
-        int from = -1;
-        for (int q = 0; q < mu->nin; q++) from = mu->in[q] == x->in[j] ? q : from;
-        for (int q = 0; q < mu->n; q++) from = mu->node[q] == x->in[j] ? 1000 + q : from;
-        w += (size_t)snprintf(key + w, kn - w, "<%d", from);
+  if (k->sib) { /* each group's members, and the operand each input comes from */
+    size_t w = (size_t)snprintf(key, kn, "multi%d|", k->nsib);
+    for (int s = 0; s < k->nsib; s++) {
+      const pl_siblings *mu = &k->sib[s];
+      w += (size_t)snprintf(key + w, kn - w, "g%d|", mu->n);
+      for (int m = 0; m < mu->n && w + 16 < kn; m++) {
+        const ir_node *x = &g->nodes[mu->node[m]];
+        kernel_key(g, x, key + w, kn - w);
+        w = strlen(key);
+        for (int j = 0; j < x->nin && w + 16 < kn; j++) {
+          int from = -1;
+          for (int q = 0; q < mu->nin; q++) from = mu->in[q] == x->in[j] ? mu->inop[q] : from;
+          for (int q = 0; q < mu->n; q++) from = mu->node[q] == x->in[j] ? 1000 + q : from;
+          w += (size_t)snprintf(key + w, kn - w, "<%d", from);
+        }
+        w += (size_t)snprintf(key + w, kn - w, "%s>%d#", mu->check[m] ? "!" : "", mu->res[m]);
       }
-      w += (size_t)snprintf(key + w, kn - w, "%s#", mu->check[m] ? "!" : "");
+      if (w + 16 >= kn) { /* too long to tell apart: unique to this kernel */
+        snprintf(key, kn, "multi@%d", k->node);
+        return;
+      }
     }
     return;
   }

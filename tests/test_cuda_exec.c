@@ -656,6 +656,51 @@ static void bgrad_fused(void) {
   }
 }
 
+/* The mlp's training step: every parameter's update is one launch of one
+ * function (the plan's one siblings kernel of six groups), and it and the
+ * elementwise kernels (maps, fused programs, product epilogues) of 4 or
+ * more f32 elements load and store float4 (cu_render.c). The executor runs
+ * these loops in the whole-step comparisons (load_case, test_cuda_run). */
+static void vector_loops(void) {
+  static char msg[4096];
+  for (int e = 0; e < NEX; e++) {
+    if (strcmp(ex[e].path, "examples/mlp.nn")) continue;
+    lathe_program *p = build(e, 1, 0);
+    if (!p) continue;
+    pl_plan plan;
+    cu_program cp;
+    if (pl_build(&p->g, cu_plan_target(), &plan)) {
+      lathe_program_free(p);
+      continue;
+    }
+    if (cu_render(&plan, &cp, msg, sizeof msg)) {
+      CHECK_MSG(0, "mlp training step: %s", msg);
+      pl_free(&plan), lathe_program_free(p);
+      continue;
+    }
+    int upd = 0, groups = 0, maps = 0, vec = 0;
+    for (int l = 0; l < cp.nl; l++) {
+      const pl_kernel *k = &plan.k[cp.l[l].pk];
+      if (cp.l[l].what != CU_L_KERNEL) continue;
+      const char *src = cp.fn[cp.l[l].fn].src;
+      if (k->kind == PL_K_SIBLINGS) {
+        upd++, groups = k->nsib;
+        CHECK_MSG(strstr(src, "float4") != NULL, "mlp: the update kernel %s has no float4", cp.fn[cp.l[l].fn].name);
+      } else if ((k->kind == PL_K_ELEMENTWISE || k->kind == PL_K_GEMM_EPI) && k->elems >= 4 &&
+                 p->g.nodes[k->node].dtype == IR_F32) {
+        maps++, vec += strstr(src, "float4") != NULL;
+      }
+    }
+    CHECK_MSG(upd == 1 && groups == 6, "mlp: %d update launches (want 1) of %d groups (want 6)", upd, groups);
+    CHECK_MSG(maps > 0 && vec == maps, "mlp: %d of %d elementwise launches use float4", vec, maps);
+    printf("float4           %-20s training step: %d update launch of %d groups, %d of %d elementwise launches "
+           "vectorised\n", ex[e].path, upd, groups, vec, maps);
+    cu_program_free(&cp);
+    pl_free(&plan);
+    lathe_program_free(p);
+  }
+}
+
 int main(void) {
   if (!cx_host_compiler()) {
     printf("SKIP test_cuda_exec: no host C++ compiler was found at configure time; the executor needs one\n");
@@ -668,6 +713,7 @@ int main(void) {
   }
   nvrtc_rejects();
   bgrad_fused();
+  vector_loops();
   bf16_storage();
   D = cx_driver(err, sizeof err);
   if (!D) {

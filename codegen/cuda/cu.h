@@ -144,7 +144,7 @@ int cu_arch_ok(const char *arch, char *msg, size_t n);
  * argument is a pointer: a tensor's buffer (node id) plus a byte offset;
  * shapes are constants in the source. */
 enum { CU_L_KERNEL, CU_L_GEMM, CU_L_ZERO, CU_L_COLL };
-enum { CU_MAXOPS = PL_MAXARGS + 8 };
+enum { CU_MAXOPS = PL_MAXUPD + 8 }; /* every parameter's update: up to PL_MAXUPD operands */
 typedef struct {
   int node;        /* tensor whose buffer it points into */
   int64_t off;     /* bytes from the buffer's start */

@@ -390,62 +390,208 @@ static void store(cu_sb *b, const char *dst, ir_dtype t, const char *v) {
   else cu_sb_printf(b, "    %s[e] = %s;\n", dst, v);
 }
 
+/* ---- float4: four elements a thread ----
+ * A full-shaped f32 operand (and an f32 result) is loaded and stored as
+ * float4 when the loop is vectorised: every buffer starts 64-byte aligned
+ * (the arena's blocks, passes/memplan.c; the device allocation's parts,
+ * 256, cu_run.c), so element 4q is 16-byte aligned. Broadcast operands
+ * (scalars, suffix and prefix forms) are read per element as before; the
+ * last count % 4 elements run a scalar tail. Each lane computes the same
+ * expression as the scalar loop, so the values are the same bits. */
+
+static const char lane_c[4] = {'x', 'y', 'z', 'w'};
+
+/* Operand `in` can be read as float4 against a result shaped `out`. */
+static int vec_full(const cu_rctx *r, const ir_shape *out, const ir_node *in) {
+  return in->dtype == IR_F32 && !cu_is_bf16(r, in) && ir_shape_eq(out, &in->shape);
+}
+
+/* Whether a loop producing the f32 results res[0..nres) can run four
+ * elements a thread (an operand that is not full is read per element). */
+static int vec_loop_ok(const cu_rctx *r, const ir_node *const *res, int nres) {
+  if (r->wide) return 0; /* launches pointed at copies: keep the scalar loop */
+  for (int m = 0; m < nres; m++)
+    if (!vec_full(r, &res[0]->shape, res[m])) return 0;
+  return ir_numel(&res[0]->shape) >= 4;
+}
+
+/* "(t, st) = this thread's first float4 and the stride" and the vector
+ * loop's head; then the tail's head after vec_tail_open. */
+static void vec_loop_open(cu_sb *b, int64_t count) {
+  cu_sb_printf(b, "  for (long long q = t; q < %lldLL; q += st) {\n", (long long)(count / 4));
+}
+static void vec_tail_open(cu_sb *b, int64_t count) {
+  cu_sb_printf(b, "  }\n  for (long long e = %lldLL + t; e < %lldLL; e += st) {\n", (long long)(count / 4 * 4),
+               (long long)count);
+}
+
+/* `float4 wJ = ((const float4*)aJ)[q];` for each full operand name[j] of
+ * node n (once per operand: seen[]), and in[j] set to lane l's register. */
+static void vec_loads(cu_rctx *r, const ir_node *n, const char *const *opname, const int *opidx, char *seen) {
+  for (int j = 0; j < n->nin; j++) {
+    const ir_node *x = &r->g->nodes[n->in[j]];
+    if (opidx[j] < 0 || !vec_full(r, &n->shape, x) || seen[opidx[j]]) continue;
+    seen[opidx[j]] = 1;
+    cu_sb_printf(&r->b, "    const float4 w%d = reinterpret_cast<const float4*>(%s)[q];\n", opidx[j], opname[j]);
+  }
+}
+
+static void vec_names(const cu_rctx *r, const ir_node *n, const char *const *opname, const int *opidx, int l,
+                      char in[][16]) {
+  for (int j = 0; j < n->nin; j++) {
+    if (opidx[j] >= 0 && vec_full(r, &n->shape, &r->g->nodes[n->in[j]]))
+      snprintf(in[j], 16, "=w%d.%c", opidx[j], lane_c[l]);
+    else /* a member's register, or an operand read per element */
+      snprintf(in[j], 16, "%s", opname[j]);
+  }
+}
+
 static int render_elementwise(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
   if (n->dtype == IR_F16 || n->dtype == IR_BF16) return cu_unsupported(r, "16-bit floats are not rendered");
   int nops = 1 + r->k->narg;
   char in[PL_MAXARGS + 1][16];
+  const char *opname[PL_MAXARGS + 1];
+  int opidx[PL_MAXARGS + 1];
   cu_begin(r, EW_THREADS);
   cu_param(r, "o", n, 1);
   for (int j = 1; j < nops; j++) {
     snprintf(in[j - 1], sizeof in[j - 1], "a%d", j);
+    opname[j - 1] = in[j - 1], opidx[j - 1] = j;
     cu_param(r, in[j - 1], cu_opn(r, j), 0);
   }
   int64_t count = ir_numel(&n->shape);
-  cu_loop_open(&r->b, count);
+  int vec = vec_loop_ok(r, &n, 1) && n->nin == nops - 1;
+  if (!vec) {
+    cu_loop_open(&r->b, count);
+  } else {
+    char lane[PL_MAXARGS + 1][16], seen[CU_MAXOPS] = {0};
+    cu_sb_printf(&r->b, ") {\n  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x,"
+                        " st = (long long)gridDim.x * blockDim.x;\n");
+    vec_loop_open(&r->b, count);
+    vec_loads(r, n, opname, opidx, seen);
+    cu_sb_printf(&r->b, "    float4 o4;\n");
+    for (int l = 0; l < 4; l++) {
+      vec_names(r, n, opname, opidx, l, lane);
+      cu_sb_printf(&r->b, "    {\n    const long long e = q * 4 + %d;\n    (void)e;\n", l);
+      if (node_value(r, n, lane, "r")) return -1;
+      cu_sb_printf(&r->b, "    o4.%c = r;\n    }\n", lane_c[l]);
+    }
+    cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(o)[q] = o4;\n");
+    vec_tail_open(&r->b, count);
+  }
   if (node_value(r, n, in, "r")) return -1;
   store(&r->b, "o", n->dtype, "r");
   cu_sb_printf(&r->b, "  }\n}\n");
   cu_ref ops[CU_MAXOPS];
   cu_refs(r, ops, nops);
-  return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, nops);
+  return cu_end(r, cu_blocks(vec ? (count + 3) / 4 : count, EW_THREADS), EW_THREADS, ops, nops);
 }
 
-/* Siblings: operand 0 is the last member, then the other members in order,
- * then their inputs; a member reading an earlier member takes its value. */
-static int render_siblings(cu_rctx *r) {
-  const pl_siblings *mu = r->k->sib;
-  const ir_node *last = cu_opn(r, 0);
-  int nops = 1 + r->k->narg;
-  cu_begin(r, EW_THREADS);
-  char name[CU_MAXOPS][16];
-  for (int j = 0; j < nops; j++) {
-    snprintf(name[j], sizeof name[j], "a%d", j);
-    int member = j == 0 || j < mu->n;
-    cu_param(r, name[j], cu_opn(r, j), member);
-  }
-  int64_t count = ir_numel(&last->shape);
-  cu_loop_open(&r->b, count);
+/* One sibling group's members at element e (lane < 0), or at lane `lane`
+ * of the float4 q (each member's value into its o<m> register's lane): a
+ * member reading an earlier member takes its value from registers, an
+ * input its operand (name[]). */
+static int sibling_body(cu_rctx *r, const pl_siblings *mu, char name[][16], int lane) {
   for (int m = 0; m < mu->n; m++) {
     const ir_node *n = &r->g->nodes[mu->node[m]];
     char in[PL_MAXARGS][16];
+    const char *opname[PL_MAXARGS];
+    int opidx[PL_MAXARGS];
     for (int j = 0; j < n->nin; j++) { /* a member's value from registers, an input from its operand */
       int x = n->in[j], found = 0;
+      opidx[j] = -1;
       for (int q = 0; q < m && !found; q++)
         if (mu->node[q] == x) snprintf(in[j], sizeof in[j], "=m%d", q), found = 1;
       for (int q = 0; q < mu->nin && !found; q++)
-        if (mu->in[q] == x) snprintf(in[j], sizeof in[j], "%s", name[mu->n + q]), found = 1;
+        if (mu->in[q] == x) snprintf(in[j], sizeof in[j], "%s", name[mu->inop[q]]), opidx[j] = mu->inop[q], found = 1;
       if (!found) return cu_unsupported(r, "a sibling's input is not among the kernel's operands");
+      opname[j] = in[j];
     }
+    char lanes[PL_MAXARGS][16];
+    if (lane >= 0) vec_names(r, n, opname, opidx, lane, lanes);
     char res[16];
     snprintf(res, sizeof res, "m%d", m);
-    if (node_value(r, n, in, res)) return -1;
-    store(&r->b, name[m == mu->n - 1 ? 0 : m + 1], n->dtype, res);
+    if (node_value(r, n, lane >= 0 ? lanes : in, res)) return -1;
+    if (lane >= 0) cu_sb_printf(&r->b, "    o%d.%c = %s;\n", m, lane_c[lane], res);
+    else store(&r->b, name[mu->res[m]], n->dtype, res);
   }
-  cu_sb_printf(&r->b, "  }\n}\n");
+  return 0;
+}
+
+/* One group's loops, this thread's first element (float4) t and stride st
+ * set: four elements a thread when every member is an f32 result, then
+ * the tail. */
+static int sibling_loops(cu_rctx *r, const pl_siblings *mu, char name[][16]) {
+  const ir_node *res[PL_MAXMULTI];
+  for (int m = 0; m < mu->n; m++) res[m] = &r->g->nodes[mu->node[m]];
+  int64_t count = ir_numel(&res[0]->shape);
+  if (vec_loop_ok(r, res, mu->n)) {
+    char seen[CU_MAXOPS] = {0};
+    vec_loop_open(&r->b, count);
+    for (int m = 0; m < mu->n; m++) {
+      const ir_node *n = res[m];
+      const char *opname[PL_MAXARGS];
+      int opidx[PL_MAXARGS];
+      for (int j = 0; j < n->nin; j++) {
+        opidx[j] = -1, opname[j] = "";
+        for (int q = 0; q < mu->nin; q++)
+          if (mu->in[q] == n->in[j]) opidx[j] = mu->inop[q], opname[j] = name[mu->inop[q]];
+      }
+      vec_loads(r, n, opname, opidx, seen);
+      cu_sb_printf(&r->b, "    float4 o%d;\n", m);
+    }
+    for (int l = 0; l < 4; l++) {
+      cu_sb_printf(&r->b, "    {\n    const long long e = q * 4 + %d;\n    (void)e;\n", l);
+      if (sibling_body(r, mu, name, l)) return -1;
+      cu_sb_printf(&r->b, "    }\n");
+    }
+    for (int m = 0; m < mu->n; m++) cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(%s)[q] = o%d;\n", name[mu->res[m]], m);
+    vec_tail_open(&r->b, count);
+  } else {
+    cu_sb_printf(&r->b, "  for (long long e = t; e < %lldLL; e += st) {\n", (long long)count);
+  }
+  if (sibling_body(r, mu, name, -1)) return -1;
+  cu_sb_printf(&r->b, "  }\n");
+  return 0;
+}
+
+/* Blocks of one group of an update kernel: a grid-stride loop over its
+ * elements when it has more than this many. */
+enum { SIB_MAX_BLOCKS = 4096 };
+
+/* Siblings: each group's results, then its inputs (pl_siblings.res and
+ * inop). One group is one grid-stride loop. Several (every parameter's
+ * update) are one function: group g owns blocks [first_g, first_g+1) (the
+ * constants of an if-chain, every shape known), so one launch updates every
+ * parameter. */
+static int render_siblings(cu_rctx *r) {
+  int nops = 1 + r->k->narg, ns = r->k->nsib;
+  char name[CU_MAXOPS][16];
+  int written[CU_MAXOPS] = {0};
+  for (int g = 0; g < ns; g++)
+    for (int m = 0; m < r->k->sib[g].n; m++) written[r->k->sib[g].res[m]] = 1;
+  cu_begin(r, EW_THREADS);
+  for (int j = 0; j < nops; j++) {
+    snprintf(name[j], sizeof name[j], "a%d", j);
+    cu_param(r, name[j], cu_opn(r, j), written[j]);
+  }
+  cu_sb_printf(&r->b, ") {\n  const long long bx = blockIdx.x;\n");
+  int64_t first = 0;
+  for (int g = 0; g < ns; g++) {
+    int64_t count = ir_numel(&r->g->nodes[r->k->sib[g].node[0]].shape), nb = cu_blocks((count + 3) / 4, EW_THREADS);
+    if (nb > SIB_MAX_BLOCKS) nb = SIB_MAX_BLOCKS;
+    cu_sb_printf(&r->b, "  %sif (bx < %lldLL) {\n", g ? "else " : "", (long long)(first + nb));
+    cu_sb_printf(&r->b, "  const long long t = (bx - %lldLL) * blockDim.x + threadIdx.x, st = %lldLL * blockDim.x;\n",
+                 (long long)first, (long long)nb);
+    if (sibling_loops(r, &r->k->sib[g], name)) return -1;
+    cu_sb_printf(&r->b, "  }\n");
+    first += nb;
+  }
+  cu_sb_printf(&r->b, "}\n");
   cu_ref ops[CU_MAXOPS];
   cu_refs(r, ops, nops);
-  return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, nops);
+  return cu_end(r, (unsigned)first, EW_THREADS, ops, nops);
 }
 
 /* ---- matrix products ---- */
@@ -556,6 +702,71 @@ static int lt_epilogue(const cu_rctx *r, const pl_epilogue *e, int *bias, int *d
   return CU_EPI_BIAS;
 }
 
+/* The epilogue's steps from `done` on at element e: `float v` from the
+ * product, each step applied, each saved value stored; lane >= 0: lane l
+ * of float4 q, full operands from their registers w<j> (seen[j]) and saved
+ * values into s<j>'s lane. */
+static int epi_body(cu_rctx *r, const pl_epilogue *e, int done, int lane, const char *seen) {
+  const ir_node *out = cu_opn(r, 0);
+  int64_t N = out->shape.d[out->shape.rank - 1];
+  if (lane >= 0) cu_sb_printf(&r->b, "    float v = w0.%c;\n", lane_c[lane]);
+  else cu_sb_printf(&r->b, "    float v = a0[e];\n");
+  for (int s = 0; s < e->nsteps; s++) {
+    const ir_node *sn = e->node[s];
+    char saved[32];
+    if (lane >= 0) snprintf(saved, sizeof saved, "s%d.%c", e->save[s], lane_c[lane]);
+    else snprintf(saved, sizeof saved, "a%d[e]", e->save[s]);
+    if (s < done) { /* cuBLASLt's: only its saved value */
+      if (e->save[s]) cu_sb_printf(&r->b, "    %s = v;\n", saved);
+      continue;
+    }
+    char other[64];
+    cu_sb_printf(&r->b, "    {\n");
+    if (e->kind[s] == PL_EPI_UNARY) {
+      cu_sb_printf(&r->b, "    v = ");
+      if (cu_unary_expr(&r->b, sn->op, &sn->attr, "v")) return cu_unsupported(r, "epilogue step %s", ir_ops[sn->op].name);
+    } else if (e->kind[s] == PL_EPI_ROW || e->kind[s] == PL_EPI_FULL) {
+      if (e->kind[s] == PL_EPI_ROW) snprintf(other, sizeof other, "a%d[e %% %lldLL]", e->arg[s], (long long)N);
+      else if (lane >= 0 && seen[e->arg[s]]) snprintf(other, sizeof other, "w%d.%c", e->arg[s], lane_c[lane]);
+      else snprintf(other, sizeof other, "a%d[e]", e->arg[s]);
+      cu_sb_printf(&r->b, "    v = ");
+      if (cu_binary_expr(&r->b, sn->op, e->right[s] ? other : "v", e->right[s] ? "v" : other))
+        return cu_unsupported(r, "epilogue step %s", ir_ops[sn->op].name);
+    } else { /* a fused program reading the running value */
+      char in[PL_MAXARGS][16];
+      for (int j = 0; j < sn->nin; j++) {
+        snprintf(in[j], sizeof in[j], "pv%d", j);
+        int o = e->parg[s][j];
+        if (o < 0) { cu_sb_printf(&r->b, "    float pv%d = v;\n", j); continue; }
+        cu_sb_printf(&r->b, "    float pv%d = ", j);
+        if (lane >= 0 && seen[o] && vec_full(r, &sn->shape, &r->g->nodes[sn->in[j]])) {
+          cu_sb_printf(&r->b, "w%d.%c;\n", o, lane_c[lane]);
+          continue;
+        }
+        char opn[16];
+        snprintf(opn, sizeof opn, "a%d", o);
+        cu_load(&r->b, opn, &sn->shape, &r->g->nodes[sn->in[j]], "e");
+        cu_sb_printf(&r->b, ";\n");
+      }
+      if (fused_body(r, sn->fusion, "p", in)) return -1;
+      cu_sb_printf(&r->b, "    v = ps%d", sn->fusion->nsteps - 1);
+    }
+    cu_sb_printf(&r->b, ";\n    }\n");
+    if (e->save[s]) cu_sb_printf(&r->b, "    %s = v;\n", saved);
+  }
+  return 0;
+}
+
+/* The epilogue kernel runs four elements a thread when its result and
+ * every saved value are f32 (not bf16) and it has at least 4 elements. */
+static int epi_vec_ok(const cu_rctx *r, const pl_epilogue *e) {
+  const ir_node *out = cu_opn(r, 0);
+  if (r->wide || !vec_full(r, &out->shape, out) || ir_numel(&out->shape) < 4) return 0;
+  for (int s = 0; s < e->nsteps; s++)
+    if (e->save[s] && !vec_full(r, &out->shape, cu_opn(r, e->save[s]))) return 0;
+  return 1;
+}
+
 /* The epilogue as a kernel over the product stored in operand 0 (its
  * steps from `done` on; the ones before were cuBLASLt's). */
 static int render_gemm_epi(cu_rctx *r) {
@@ -579,43 +790,40 @@ static int render_gemm_epi(cu_rctx *r) {
     if (j == 1 || j == 2 || j == gone) continue; /* the product's operands (and bias): read by the gemm */
     cu_param(r, name[j], cu_opn(r, j), stored);
   }
-  int64_t count = ir_numel(&out->shape), N = out->shape.d[out->shape.rank - 1];
-  cu_loop_open(&r->b, count);
-  cu_sb_printf(&r->b, "    float v = a0[e];\n");
-  for (int s = 0; s < e->nsteps; s++) {
-    const ir_node *sn = e->node[s];
-    if (s < done) { /* cuBLASLt's: only its saved value */
-      if (e->save[s]) cu_sb_printf(&r->b, "    a%d[e] = v;\n", e->save[s]);
-      continue;
-    }
-    char other[64];
-    cu_sb_printf(&r->b, "    {\n");
-    if (e->kind[s] == PL_EPI_UNARY) {
-      cu_sb_printf(&r->b, "    v = ");
-      if (cu_unary_expr(&r->b, sn->op, &sn->attr, "v")) return cu_unsupported(r, "epilogue step %s", ir_ops[sn->op].name);
-    } else if (e->kind[s] == PL_EPI_ROW || e->kind[s] == PL_EPI_FULL) {
-      if (e->kind[s] == PL_EPI_ROW) snprintf(other, sizeof other, "a%d[e %% %lldLL]", e->arg[s], (long long)N);
-      else snprintf(other, sizeof other, "a%d[e]", e->arg[s]);
-      cu_sb_printf(&r->b, "    v = ");
-      if (cu_binary_expr(&r->b, sn->op, e->right[s] ? other : "v", e->right[s] ? "v" : other))
-        return cu_unsupported(r, "epilogue step %s", ir_ops[sn->op].name);
-    } else { /* a fused program reading the running value */
-      char in[PL_MAXARGS][16];
-      for (int j = 0; j < sn->nin; j++) {
-        if (e->parg[s][j] < 0) { snprintf(in[j], sizeof in[j], "pv%d", j); cu_sb_printf(&r->b, "    float pv%d = v;\n", j); continue; }
-        snprintf(in[j], sizeof in[j], "pv%d", j);
-        cu_sb_printf(&r->b, "    float pv%d = ", j);
-        char opn[16];
-        snprintf(opn, sizeof opn, "a%d", e->parg[s][j]);
-        cu_load(&r->b, opn, &sn->shape, &r->g->nodes[sn->in[j]], "e");
-        cu_sb_printf(&r->b, ";\n");
+  int64_t count = ir_numel(&out->shape);
+  int vec = epi_vec_ok(r, e);
+  if (!vec) {
+    cu_loop_open(&r->b, count);
+  } else {
+    char seen[CU_MAXOPS] = {0};
+    cu_sb_printf(&r->b, ") {\n  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x,"
+                        " st = (long long)gridDim.x * blockDim.x;\n");
+    vec_loop_open(&r->b, count);
+    cu_sb_printf(&r->b, "    const float4 w0 = reinterpret_cast<const float4*>(a0)[q];\n    float4 o4;\n");
+    for (int s = 0; s < e->nsteps; s++) {
+      if (s >= done && e->kind[s] == PL_EPI_FULL && !seen[e->arg[s]] && vec_full(r, &out->shape, cu_opn(r, e->arg[s]))) {
+        seen[e->arg[s]] = 1;
+        cu_sb_printf(&r->b, "    const float4 w%d = reinterpret_cast<const float4*>(a%d)[q];\n", e->arg[s], e->arg[s]);
       }
-      if (fused_body(r, sn->fusion, "p", in)) return -1;
-      cu_sb_printf(&r->b, "    v = ps%d", sn->fusion->nsteps - 1);
+      for (int j = 0; s >= done && e->kind[s] == PL_EPI_PROGRAM && j < e->node[s]->nin; j++) {
+        int o = e->parg[s][j];
+        if (o < 0 || seen[o] || !vec_full(r, &e->node[s]->shape, &r->g->nodes[e->node[s]->in[j]])) continue;
+        seen[o] = 1;
+        cu_sb_printf(&r->b, "    const float4 w%d = reinterpret_cast<const float4*>(a%d)[q];\n", o, o);
+      }
+      if (e->save[s]) cu_sb_printf(&r->b, "    float4 s%d;\n", e->save[s]);
     }
-    cu_sb_printf(&r->b, ";\n    }\n");
-    if (e->save[s]) cu_sb_printf(&r->b, "    a%d[e] = v;\n", e->save[s]);
+    for (int l = 0; l < 4; l++) {
+      cu_sb_printf(&r->b, "    {\n    const long long e = q * 4 + %d;\n    (void)e;\n", l);
+      if (epi_body(r, e, done, l, seen)) return -1;
+      cu_sb_printf(&r->b, "    o4.%c = v;\n    }\n", lane_c[l]);
+    }
+    cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(a0)[q] = o4;\n");
+    for (int s = 0; s < e->nsteps; s++)
+      if (e->save[s]) cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(a%d)[q] = s%d;\n", e->save[s], e->save[s]);
+    vec_tail_open(&r->b, count);
   }
+  if (epi_body(r, e, done, -1, NULL)) return -1;
   cu_sb_printf(&r->b, "    a0[e] = v;\n  }\n}\n");
   cu_ref ops[CU_MAXOPS];
   int no = 0;

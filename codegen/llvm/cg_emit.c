@@ -759,7 +759,7 @@ void cg_parallel_for(cg_k *k, int64_t n, int64_t grain, cg_par_body body, void *
   LLVMBuildBr(k->B, start);
   LLVMPositionBuilderAtEnd(k->B, start);
   V cap = LLVMBuildPointerCast(k->B, LLVMGetParam(f, 0), LLVMPointerType(m->ptr, 0), "");
-  V got[CG_MAXARGS + 2];
+  V got[CG_MAXKARGS];
   for (unsigned j = 0; j < nc; j++) {
     V ix = ci(k, j);
     got[j] = LLVMBuildLoad2(k->B, m->ptr, LLVMBuildGEP2(k->B, m->ptr, cap, &ix, 1, ""), "");

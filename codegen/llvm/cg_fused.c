@@ -4,6 +4,8 @@
  * (ir_bcast_kind_of) and every step applied in registers. The same program
  * also runs as a matrix product's epilogue (cg_fused_epilogue), on the
  * product's values before they are stored. */
+#include <stdlib.h>
+
 #include "cg_internal.h"
 
 /* Inputs of the program: input j of the fused node is kernel argument
@@ -171,17 +173,13 @@ typedef struct {
   int64_t chunk, total;
 } fm_loop;
 
-/* The kernel argument of member m's result: the last member is the
- * kernel's node (argument 0), the others follow it in order. */
-static int fm_res(const cg_multi *mu, int m) { return m == mu->n - 1 ? 0 : m + 1; }
-
 /* Elements [o, o + w) of every member, in member order, each stored. */
 static void fm_vec(cg_k *k, fm_loop *L, V o, int w, V *bad) {
   V mv[CG_MAXMULTI];
   for (int m = 0; m < L->mu->n; m++) {
     L->p[m].mv = mv;
     mv[m] = fz_eval(k, &L->p[m], NULL, o, NULL, NULL, w);
-    cg_vst(k, k->arg[fm_res(L->mu, m)], o, mv[m], w);
+    cg_vst(k, k->arg[L->mu->res[m]], o, mv[m], w);
     if (bad && L->mu->check[m]) fz_note(k, *bad, mv[m], w);
   }
 }
@@ -200,32 +198,72 @@ static void fm_elems(cg_k *k, fm_loop *L, V base, V len) {
   if (sbad) fz_flag(k, sbad, 1);
 }
 
-static void fm_part(cg_k *k, V i, void *ctx) {
-  fm_loop *L = ctx;
+static void fm_part(cg_k *k, V i, fm_loop *L) {
   V base = cg_muli(k, i, L->chunk);
   V rest = LLVMBuildSub(k->B, ci(k, L->total), base, "");
   fm_elems(k, L, base, cg_sel(k, LLVMBuildICmp(k->B, LLVMIntSLT, rest, ci(k, L->chunk), ""), rest, ci(k, L->chunk)));
 }
 
-void cg_emit_fused_multi(cg_k *k, const cg_multi *mu) {
-  fm_loop L = {mu, {{0}}, k->m->vw > 1 ? k->m->vw : 1, FZ_CHUNK, 0};
+/* Every group's loop, its parts numbered one after another: part i of the
+ * whole is part i - first[g] of the group g whose range holds it. */
+typedef struct {
+  fm_loop *L;
+  int n;
+  int64_t *first; /* n + 1 */
+} fm_batch;
+
+static void fm_batch_part(cg_k *k, V i, void *ctx) {
+  const fm_batch *b = ctx;
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "upd.done");
+  for (int g = 0; g < b->n; g++) {
+    LLVMBasicBlockRef in = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "upd.group");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "upd.next");
+    LLVMBuildCondBr(k->B, LLVMBuildICmp(k->B, LLVMIntSLT, i, ci(k, b->first[g + 1]), ""), in, next);
+    LLVMPositionBuilderAtEnd(k->B, in);
+    fm_part(k, LLVMBuildSub(k->B, i, ci(k, b->first[g]), ""), &b->L[g]);
+    LLVMBuildBr(k->B, done);
+    LLVMPositionBuilderAtEnd(k->B, next);
+  }
+  LLVMBuildBr(k->B, done);
+  LLVMPositionBuilderAtEnd(k->B, done);
+}
+
+static void fm_setup(cg_k *k, const cg_multi *mu, fm_loop *L) {
+  *L = (fm_loop){mu, {{0}}, k->m->vw > 1 ? k->m->vw : 1, FZ_CHUNK, 0};
   for (int m = 0; m < mu->n; m++) {
     const ir_node *n = &k->g->nodes[mu->node[m]];
     int arg[CG_MAXARGS] = {0};
     for (int j = 0; j < n->nin; j++)
       for (int q = 0; q < mu->nin; q++)
-        if (mu->in[q] == n->in[j]) arg[j] = mu->n + q;
-    fz_setup(&L.p[m], k->g, n, arg, -1);
+        if (mu->in[q] == n->in[j]) arg[j] = mu->inop[q];
+    fz_setup(&L->p[m], k->g, n, arg, -1);
     for (int j = 0; j < n->nin; j++)
       for (int q = 0; q < m; q++)
-        if (mu->node[q] == n->in[j]) L.p[m].from[j] = q;
-    int w = fz_width(&L.p[m], k->m->vw);
-    L.w = w < L.w ? w : L.w;
+        if (mu->node[q] == n->in[j]) L->p[m].from[j] = q;
+    int w = fz_width(&L->p[m], k->m->vw);
+    L->w = w < L->w ? w : L->w;
   }
-  L.total = ir_numel(&k->g->nodes[mu->node[0]].shape);
-  int64_t parts = (L.total + FZ_CHUNK - 1) / FZ_CHUNK;
-  if (parts >= 2 * FM_GRAIN_CHUNKS) cg_parallel_for(k, parts, FM_GRAIN_CHUNKS, fm_part, &L);
-  else fm_elems(k, &L, ci(k, 0), ci(k, L.total));
+  L->total = ir_numel(&k->g->nodes[mu->node[0]].shape);
+}
+
+void cg_emit_fused_multi(cg_k *k, const cg_multi *sib, int nsib) {
+  fm_loop *L = calloc((size_t)nsib, sizeof *L);
+  int64_t *first = calloc((size_t)nsib + 1, sizeof *first);
+  if (!L || !first) { /* no memory for the tables: the groups one after another on this thread */
+    fm_loop one;
+    for (int g = 0; g < nsib; g++) fm_setup(k, &sib[g], &one), fm_elems(k, &one, ci(k, 0), ci(k, one.total));
+    free(L), free(first);
+    return;
+  }
+  for (int g = 0; g < nsib; g++) {
+    fm_setup(k, &sib[g], &L[g]);
+    first[g + 1] = first[g] + (L[g].total + FZ_CHUNK - 1) / FZ_CHUNK;
+  }
+  fm_batch b = {L, nsib, first};
+  if (first[nsib] >= 2 * FM_GRAIN_CHUNKS) cg_parallel_for(k, first[nsib], FM_GRAIN_CHUNKS, fm_batch_part, &b);
+  else
+    for (int g = 0; g < nsib; g++) fm_elems(k, &L[g], ci(k, 0), ci(k, L[g].total));
+  free(L), free(first);
 }
 
 /* ---- as a product's epilogue ---- */

@@ -37,6 +37,9 @@ typedef struct {
 /* Kernel operand limits and the descriptions of grouped kernels are the
  * plan's (plan/plan.h): the plan decides the groups, these files render them. */
 enum { CG_MAXARGS = PL_MAXARGS, CG_MAXFUSE = PL_MAXFUSE, CG_MAXMULTI = PL_MAXMULTI };
+/* a kernel function's arguments at most: every parameter's update has up
+ * to PL_MAXUPD operands (plan.h), then the scratch and the status word */
+enum { CG_MAXKARGS = PL_MAXUPD + 3 };
 enum { CG_EPI_UNARY = PL_EPI_UNARY, CG_EPI_ROW = PL_EPI_ROW, CG_EPI_FULL = PL_EPI_FULL,
        CG_EPI_PROGRAM = PL_EPI_PROGRAM };
 /* A matrix product with the elementwise steps after it applied before each
@@ -54,9 +57,9 @@ typedef struct {
   const ir_graph *g;
   const ir_node *n;
   int nargs;
-  V arg[CG_MAXARGS];
-  ir_dtype dt[CG_MAXARGS];
-  const ir_shape *sh[CG_MAXARGS];
+  V arg[CG_MAXKARGS];
+  ir_dtype dt[CG_MAXKARGS];
+  const ir_shape *sh[CG_MAXKARGS];
   const cg_fuse *fuse; /* non-NULL: n is a matrix product with these steps fused after it */
   V scratch; /* byte pointer to this node's scratch */
   V err;     /* i32* status word: kernels store non-zero on bad data */
@@ -82,11 +85,13 @@ V cg_unary_deriv(cg_k *k, int op, V x, const ir_attr *a); /* f'(x), cg_grad.c */
  * j, -1 for the product. */
 void cg_emit_fused_op(cg_k *k);
 /* Several fused nodes of one shape in one loop (an Adam update's new m, new
- * v and new weight): kernel arguments 0..n-1 are their results, then their
- * other inputs; a member reading an earlier member takes its value from
- * registers. check[m]: flag a non-finite result of member m. */
+ * v and new weight), for each of nsib groups (every parameter's update):
+ * each member's result is kernel argument mu->res[m], each other input
+ * mu->inop[q]; a member reading an earlier member takes its value from
+ * registers. check[m]: flag a non-finite result of member m. The groups'
+ * elements are one parallel loop: its parts cover group after group. */
 typedef pl_siblings cg_multi;
-void cg_emit_fused_multi(cg_k *k, const cg_multi *mu);
+void cg_emit_fused_multi(cg_k *k, const cg_multi *sib, int nsib);
 /* layernorm(p + q), storing x = p + q too: arguments y, p, q, w, b, x (cg_ops.c) */
 void cg_emit_layernorm_add(cg_k *k);
 /* r + layernorm_grad's dx: arguments out, x, w, dy, r (cg_grad.c) */

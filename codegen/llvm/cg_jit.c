@@ -158,7 +158,7 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const pl_kernel *kern, int id
   k.fuse = kern->epi;
   k.check_finite = kern->check;
   k.nargs = nin + 1;
-  LLVMTypeRef params[CG_MAXARGS];
+  LLVMTypeRef params[CG_MAXKARGS];
   for (int j = 0; j < nin + 3; j++) params[j] = m->ptr;
   char name[64];
   snprintf(name, sizeof name, "%sk%d_%s%s", m->sym_prefix ? m->sym_prefix : "", idx, ir_ops[k.n->op].name, suffix[kern->kind] ? suffix[kern->kind] : "");
@@ -182,7 +182,7 @@ static V emit_kernel(cg_mod *m, const ir_graph *g, const pl_kernel *kern, int id
   LLVMBuildBr(m->B, start); /* the entry block holds only allocas */
   LLVMPositionBuilderAtEnd(m->B, start);
   switch (kern->kind) { /* the grouped kinds have a renderer each; one node, its op's */
-  case PL_K_SIBLINGS: cg_emit_fused_multi(&k, kern->sib); break;
+  case PL_K_SIBLINGS: cg_emit_fused_multi(&k, kern->sib, kern->nsib); break;
   case PL_K_ADD_NORM: cg_emit_layernorm_add(&k); break;
   case PL_K_NORM_GRAD_ADD: cg_emit_layernorm_grad_add(&k); break;
   case PL_K_GEMM_EPI: /* a product's chain, or a convolution's (cg_conv.c applies its steps) */
@@ -260,7 +260,7 @@ static void build_module(cg_program *p, cg_mod *m, const pl_plan *plan, arena *A
     }
     const int *in = kern->arg;
     int nin = kern->narg;
-    V args[CG_MAXARGS];
+    V args[CG_MAXKARGS];
     for (int j = 0; j <= nin; j++) {
       V idx = LLVMConstInt(m->i64, (unsigned long long)(j == 0 ? i : in[j - 1]), 0);
       args[j] = LLVMBuildLoad2(EB, m->ptr, LLVMBuildGEP2(EB, m->ptr, pbufs, &idx, 1, ""), "");

@@ -44,7 +44,7 @@ static int cx_dtoh(cu_driver *d, void *dst, cu_dptr src, size_t bytes) {
  * launch's arguments are copied by value (every rendered kernel takes
  * pointers only: 8 bytes each). ---- */
 
-enum { CX_G_MEMSET, CX_G_DTOD, CX_G_LAUNCH, CX_G_GEMM, CX_G_COLL, CX_G_MAXARGS = 32 };
+enum { CX_G_MEMSET, CX_G_DTOD, CX_G_LAUNCH, CX_G_GEMM, CX_G_COLL, CX_G_MAXARGS = 160 }; /* the update kernel: 128 operands */
 typedef struct {
   int what;
   cu_dptr dst, src;
