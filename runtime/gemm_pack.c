@@ -7,11 +7,12 @@
  * 1024 x 1024 B is a large part of a 64-row product. ONNX Runtime's MLAS
  * prepacks B the same way.
  *
- * Threads: a product is cut into pieces of C's columns, each with its own
- * primitive and its own packed slice of B, and the pieces go to Lathe's pool
- * (rt_pool_for) as rt_sgemm's items do: one piece a thread, or for a large
- * product (GPT-2-small's head) up to 16 that the threads take as they
- * finish. Each pool thread runs oneDNN on one OpenMP thread, inline (Debian's
+ * Threads: a product is cut into pieces, each with its own primitive, and
+ * the pieces go to Lathe's pool (rt_pool_for) as rt_sgemm's items do. A
+ * tall product is cut by C's rows, one piece a thread over one packed B
+ * (cut_rows says why); others by C's columns, each piece with its own
+ * packed slice of B: one a thread, or for a large product (GPT-2-small's
+ * head) up to 16 that the threads take as they finish. Each pool thread runs oneDNN on one OpenMP thread, inline (Debian's
  * oneDNN runs on OpenMP). The alternative, LATHE_DNNL_OMP=1, runs each
  * product whole on the calling thread with an OpenMP team of the pool's
  * size: on a quiet machine a little faster, but OpenMP splits the work
@@ -40,7 +41,7 @@
 
 /* columns per column piece: a multiple of oneDNN's widest register block;
  * rows per row piece: a multiple of its row block */
-enum { GPK_NSTEP = 64, GPK_MSTEP = 16, GPK_MINROWS = 32, GPK_MAXPIECES = 16 };
+enum { GPK_NSTEP = 64, GPK_MSTEP = 16, GPK_MINROWS = 64, GPK_MAXPIECES = 16 };
 /* a piece more per this many multiply-adds (rt/blas.c's RT_BLAS_ITEM) */
 #define GPK_ITEM ((int64_t)1 << 29)
 
@@ -69,6 +70,7 @@ struct gpk_table {
   gpk_entry *entries;
   int stale;           /* gpk_invalidate: drop every entry before the next run */
   int omp;             /* LATHE_DNNL_OMP=1: one piece, an OpenMP team */
+  int columns;         /* LATHE_DNNL_CUT=columns: never by rows (to measure the two) */
   dnnl_engine_t eng;
   long products, packings;
 };
@@ -207,17 +209,18 @@ static int piece_count(const gpk_table *t, int64_t macs, int blocks, int size) {
 
 /* Cut by rows or by columns? oneDNN 2.6 runs its brgemm matmul only where C
  * is one dense block (ldc = its width): a piece of C's columns (ldc > its
- * width) gets the older gemm:jit, which packs A again in every call and ran
- * dense1024_b256's halves at ~290 GFLOP/s on two threads against brgemm's
- * ~400 (bench/README.md, "Rows or columns"). Row pieces keep C's rows whole,
- * so each is dense where C is, and all read the one packed copy of B. Each
- * row piece streams all of B, though: the pieces stay at one a thread where
- * B is large (GPT-2-small's 154 MB head would be read 16 times), and
- * products of fewer than two row blocks a thread (M = 1, 2, 17) are cut by
- * columns, as are those whose A or C rows are strided (gemm:jit for rows
- * too, which would pack all of B in each piece). */
-static int by_rows(const gpk_entry *e, int size) {
-  return size >= 2 && e->M >= GPK_MINROWS * size && e->lda == e->K && e->ldc == e->N;
+ * width) gets the older gemm:jit. In Lathe's dense1024_b256 row (quiet)
+ * row pieces ran 1.56-1.73 ms median against 1.76-2.01 for column pieces
+ * (bench/README.md, "Rows or columns"). Row pieces keep C's rows whole, so
+ * each is dense where C is, and all read the one packed copy of B. Each
+ * streams all of B, though, so they stay one a thread (GPT-2-small's 154 MB
+ * head would be read 16 times). Below GPK_MINROWS rows a thread
+ * (dense1024_b64) columns measured better in Lathe (medians 0.47-0.52 ms
+ * against 0.90-1.12 by rows, fastest steps alike), and products whose A or
+ * C rows are strided stay by columns too (gemm:jit for rows as well, which
+ * would pack all of B in each piece). */
+static int by_rows(const gpk_table *t, const gpk_entry *e, int size) {
+  return !t->columns && size >= 2 && e->M >= GPK_MINROWS * size && e->lda == e->K && e->ldc == e->N;
 }
 
 /* one row piece a thread */
@@ -250,12 +253,16 @@ static gpk_entry *entry_make(gpk_table *t, const gpk_entry *key) {
   /* oneDNN's brgemm fixes its thread count when the primitive is made
    * (OpenMP's max threads then) and asks OpenMP for exactly that many at
    * every run, whatever omp_set_num_threads says by then: a piece made
-   * under the default (the CPUs) started a team of its own on each pool
-   * thread, two threads a core (dense1024_b64's median 0.90 ms against a
-   * fastest step of 0.37). So pieces are made for one thread, a team's
-   * product for the team. */
-  set_omp(t->omp ? rt_pool_size() : 1);
-  int rc = by_rows(e, size) ? cut_rows(t, e, size) : cut_columns(t, e, size);
+   * under the default (the CPUs) would start a team of its own on each
+   * pool thread. So the pieces brgemm runs (row pieces, single-row column
+   * pieces) are made for one thread, a team's product for the team. Column
+   * pieces of several rows (gemm:jit, which reads the count at each run)
+   * stay made as before: made for one thread, dense1024_b64's medians went
+   * from 0.50 to 0.99-1.10 ms in a quiet run (fastest steps 0.43 both). */
+  int rows = by_rows(t, e, size);
+  if (t->omp) set_omp(rt_pool_size());
+  else if (rows || e->M == 1) set_omp(1);
+  int rc = rows ? cut_rows(t, e, size) : cut_columns(t, e, size);
   set_omp(1);
   omp_one = 1;
   if (rc != 0) {
@@ -375,6 +382,8 @@ gpk_table *gpk_new(int nparams, const int *constant, const int64_t *bytes) {
   t->bytes = malloc((size_t)nparams * sizeof *t->bytes);
   const char *omp = getenv("LATHE_DNNL_OMP");
   t->omp = omp && !strcmp(omp, "1");
+  const char *cut = getenv("LATHE_DNNL_CUT");
+  t->columns = cut && !strcmp(cut, "columns");
   if (!t->constant || !t->bytes || dnnl_engine_create(&t->eng, dnnl_cpu, 0) != dnnl_success) {
     t->eng = NULL;
     gpk_free(t);

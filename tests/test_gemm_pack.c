@@ -201,8 +201,10 @@ static void api_case(int M, int K, int N, int have) {
   char when[96];
   snprintf(when, sizeof when, "%dx%dx%d, first weights", M, K, N);
   compare(pr, &x, ny, when);
-  /* the product goes through lathe_rt_sgemm above the small-product size (generated loops below) */
-  int packed = have && (int64_t)M * N * K > (1 << 20);
+  /* the product goes through lathe_rt_sgemm above the small-product size (generated loops below); a
+   * generated loop by a weight of 2^18 floats or more asks for the packed weights first (cg_emit.c) */
+  int64_t macs = (int64_t)M * N * K;
+  int packed = have && (macs > (1 << 20) || ((int64_t)K * N >= (1 << 18) && macs >= (1 << 18)));
   CHECK_MSG((gpk_products(pr[PK]->pack) > 0) == packed, "%dx%dx%d: %ld packed products", M, K, N,
             gpk_products(pr[PK]->pack));
   long packs = gpk_packings(pr[PK]->pack);
@@ -256,7 +258,8 @@ int main(void) {
   api_case(64, 256, 192, have);  /* packed, bias first */
   api_case(3, 700, 1000, have);  /* three rows, odd widths */
   api_case(1, 512, 256, have);   /* one row, a small weight: generated loops, no table use */
-  api_case(1, 1024, 1024, have); /* dense1024_b1: 2^20 multiply-adds, a generated loop (sg_par), not packed */
+  api_case(1, 1024, 1024, have); /* dense1024_b1: a generated loop that finds its weight packed */
+  api_case(1, 1000, 300, have);  /* one row, 3e5 floats of weight: packed, two odd column pieces */
   api_case(2, 1024, 1024, have); /* two rows: a lathe_rt_sgemm call, packed */
   api_case(256, 128, 96, have);  /* 256 rows */
   return TEST_REPORT();
