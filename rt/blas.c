@@ -204,6 +204,12 @@ void rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const
   rt_pool_for(parts, 1, gemm_parts, &j);
 }
 
+int lathe_rt_sgemm_packed(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+                          float *C, int ldc) {
+  rt_gemm_provider w = atomic_load_explicit(&whole, memory_order_relaxed);
+  return w && w(0, 0, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc) == 0;
+}
+
 /* The name generated code calls (lathe_rt.h). */
 void lathe_rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                     const float *B, int ldb, float beta, float *C, int ldc) {

@@ -27,6 +27,14 @@ enum { LATHE_RT_ABI = 3 }; /* 2: training steps (lathe emit --entry train_step);
 void lathe_rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                     const float *B, int ldb, float beta, float *C, int ldc);
 
+/* C = A B (+ C when beta is 1), A not transposed: 1 when the product ran on
+ * the running program's packed weights (runtime/gemm_pack.c), 0 when it did
+ * not (no table, B not a constant weight, built without oneDNN, inside a
+ * pool loop) and the caller computes it. JIT kernels only: the generated
+ * loop of a batch-1 product asks first (codegen/llvm/cg_emit.c, sg_small). */
+int lathe_rt_sgemm_packed(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+                          float *C, int ldc);
+
 /* body(cap, lo, hi, part) over [0, n) split over the pool in parts of at
  * least grain iterations (rt/threadpool.h). */
 void lathe_rt_parallel_for(int64_t n, int64_t grain, void *body, void *cap);

@@ -7,11 +7,12 @@
  * 1024 x 1024 B is a large part of a 64-row product. ONNX Runtime's MLAS
  * prepacks B the same way.
  *
- * Threads: a product is cut into pieces of C's columns, each with its own
- * primitive and its own packed slice of B, and the pieces go to Lathe's pool
- * (rt_pool_for) as rt_sgemm's items do: one piece a thread, or for a large
- * product (GPT-2-small's head) up to 16 that the threads take as they
- * finish. Each pool thread runs oneDNN on one OpenMP thread, inline (Debian's
+ * Threads: a product is cut into pieces, each with its own primitive, and
+ * the pieces go to Lathe's pool (rt_pool_for) as rt_sgemm's items do. A
+ * tall product is cut by C's rows, one piece a thread over one packed B
+ * (cut_rows says why); others by C's columns, each piece with its own
+ * packed slice of B: one a thread, or for a large product (GPT-2-small's
+ * head) up to 16 that the threads take as they finish. Each pool thread runs oneDNN on one OpenMP thread, inline (Debian's
  * oneDNN runs on OpenMP). The alternative, LATHE_DNNL_OMP=1, runs each
  * product whole on the calling thread with an OpenMP team of the pool's
  * size: on a quiet machine a little faster, but OpenMP splits the work
@@ -38,8 +39,9 @@
 #include "rt/blas.h"
 #include "rt/threadpool.h"
 
-/* columns per piece: a multiple of oneDNN's widest register block */
-enum { GPK_NSTEP = 64, GPK_MAXPIECES = 16 };
+/* columns per column piece: a multiple of oneDNN's widest register block;
+ * rows per row piece: a multiple of its row block */
+enum { GPK_NSTEP = 64, GPK_MSTEP = 16, GPK_MINROWS = 64, GPK_MAXPIECES = 16 };
 /* a piece more per this many multiply-adds (rt/blas.c's RT_BLAS_ITEM) */
 #define GPK_ITEM ((int64_t)1 << 29)
 
@@ -48,7 +50,7 @@ typedef struct {
   dnnl_memory_t w, src, dst, pad; /* packed weights (owned), A and C (the caller's), scratchpad */
   dnnl_stream_t st;
   void *scratch;
-  int n0; /* first column of C */
+  int r0, n0; /* first row and column of C */
 } gpk_piece;
 
 /* One product: a weight at B, its shape and strides, cut into pieces. */
@@ -68,6 +70,7 @@ struct gpk_table {
   gpk_entry *entries;
   int stale;           /* gpk_invalidate: drop every entry before the next run */
   int omp;             /* LATHE_DNNL_OMP=1: one piece, an OpenMP team */
+  int columns;         /* LATHE_DNNL_CUT=columns: never by rows (to measure the two) */
   dnnl_engine_t eng;
   long products, packings;
 };
@@ -93,7 +96,7 @@ static void piece_free(gpk_piece *p) {
 }
 
 static void entry_free(gpk_entry *e) {
-  for (int i = 0; i < e->npieces; i++) piece_free(&e->p[i]);
+  for (int i = e->npieces - 1; i >= 0; i--) piece_free(&e->p[i]); /* the first owns the shared weights */
   free(e);
 }
 
@@ -141,14 +144,36 @@ static dnnl_primitive_attr_t make_attr(int beta) {
   return attr;
 }
 
-/* piece p of e: columns [n0, n0 + n) of C, its primitive and packed weights */
-static int piece_make(gpk_table *t, const gpk_entry *e, gpk_piece *p, int n0, int n) {
-  dnnl_dims_t sd = {e->M, e->K}, ss = {e->lda, 1}, wd = {e->K, n}, dd = {e->M, n}, ds = {e->ldc, 1};
+/* p's packed weights: the same layout as `share`'s (a row piece after the
+ * first) reads share's copy; otherwise columns [p->n0, p->n0 + n) of B
+ * reordered into a copy of its own */
+static int piece_weights(gpk_table *t, const gpk_entry *e, gpk_piece *p, const dnnl_memory_desc_t *w_md, int n,
+                         const gpk_piece *share) {
+  void *shared = NULL;
+  if (share) {
+    const dnnl_memory_desc_t *s_md = NULL;
+    if (dnnl_memory_get_memory_desc(share->w, &s_md) == dnnl_success && dnnl_memory_desc_equal(s_md, w_md))
+      dnnl_memory_get_data_handle(share->w, &shared);
+  }
+  if (shared) return dnnl_memory_create(&p->w, w_md, t->eng, shared) == dnnl_success ? 0 : -1;
+  if (dnnl_memory_create(&p->w, w_md, t->eng, DNNL_MEMORY_ALLOCATE) != dnnl_success) return -1;
+  return reorder_weights(t->eng, p->st, w_md, e->B + (int64_t)p->n0 * (e->tb ? e->ldb : 1), e->tb, e->K, n, e->ldb,
+                         p->w);
+}
+
+/* piece p of e: rows [r0, r0 + m) and columns [n0, n0 + n) of C, its
+ * primitive and packed weights (share: see piece_weights) */
+static int piece_make(gpk_table *t, const gpk_entry *e, gpk_piece *p, int r0, int m, int n0, int n,
+                      const gpk_piece *share) {
+  /* a single row's stride says nothing, but oneDNN counts a row stride
+   * above the width as a strided (not dense) matrix: brgemm refuses it */
+  dnnl_dims_t sd = {m, e->K}, ss = {m == 1 ? e->K : e->lda, 1}, wd = {e->K, n}, dd = {m, n},
+              ds = {m == 1 ? n : e->ldc, 1};
   dnnl_memory_desc_t src_md, w_any, dst_md;
   dnnl_matmul_desc_t d;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_attr_t attr = make_attr(e->beta);
-  p->n0 = n0;
+  p->r0 = r0, p->n0 = n0;
   int ok = attr && dnnl_memory_desc_init_by_strides(&src_md, 2, sd, dnnl_f32, ss) == dnnl_success &&
            dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success &&
            dnnl_memory_desc_init_by_strides(&dst_md, 2, dd, dnnl_f32, ds) == dnnl_success &&
@@ -162,47 +187,92 @@ static int piece_make(gpk_table *t, const gpk_entry *e, gpk_piece *p, int n0, in
   p->scratch = pad_bytes ? malloc(pad_bytes) : NULL;
   ok = (!pad_bytes || p->scratch) && dnnl_primitive_create(&p->mm, pd) == dnnl_success &&
        dnnl_stream_create(&p->st, t->eng, dnnl_stream_default_flags) == dnnl_success &&
-       dnnl_memory_create(&p->w, w_md, t->eng, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
        dnnl_memory_create(&p->src, &src_md, t->eng, DNNL_MEMORY_NONE) == dnnl_success &&
        dnnl_memory_create(&p->dst, &dst_md, t->eng, DNNL_MEMORY_NONE) == dnnl_success &&
        (!pad_bytes || dnnl_memory_create(&p->pad, pad_md, t->eng, p->scratch) == dnnl_success) &&
-       reorder_weights(t->eng, p->st, w_md, e->B + (int64_t)n0 * (e->tb ? e->ldb : 1), e->tb, e->K, n, e->ldb,
-                       p->w) == 0;
+       piece_weights(t, e, p, w_md, n, share) == 0;
   dnnl_primitive_desc_destroy(pd);
   return ok ? 0 : -1;
 }
 
 /* pieces of an M x N x K product on a pool of `size` threads: one per
- * thread, more (a multiple of the pool size) for a large product, none
- * narrower than GPK_NSTEP columns */
-static int piece_count(const gpk_table *t, int64_t macs, int N, int size) {
+ * thread, more (a multiple of the pool size) for a large product, never
+ * more than `blocks` */
+static int piece_count(const gpk_table *t, int64_t macs, int blocks, int size) {
   if (t->omp || size < 2 || macs < ((int64_t)1 << 20)) return 1;
   int64_t n = macs / GPK_ITEM;
   n = n < GPK_MAXPIECES ? n : GPK_MAXPIECES;
   n = (n + size - 1) / size * size;
   n = n > size ? n : size;
-  int blocks = (N + GPK_NSTEP - 1) / GPK_NSTEP;
   return n < blocks ? (int)n : blocks;
+}
+
+/* Cut by rows or by columns? oneDNN 2.6 runs its brgemm matmul only where C
+ * is one dense block (ldc = its width): a piece of C's columns (ldc > its
+ * width) gets the older gemm:jit. In Lathe's dense1024_b256 row (quiet)
+ * row pieces ran 1.56-1.73 ms median against 1.76-2.01 for column pieces
+ * (bench/README.md, "Rows or columns"). Row pieces keep C's rows whole, so
+ * each is dense where C is, and all read the one packed copy of B. Each
+ * streams all of B, though, so they stay one a thread (GPT-2-small's 154 MB
+ * head would be read 16 times). Below GPK_MINROWS rows a thread
+ * (dense1024_b64) columns measured better in Lathe (medians 0.47-0.52 ms
+ * against 0.90-1.12 by rows, fastest steps alike), and products whose A or
+ * C rows are strided stay by columns too (gemm:jit for rows as well, which
+ * would pack all of B in each piece). */
+static int by_rows(const gpk_table *t, const gpk_entry *e, int size) {
+  return !t->columns && size >= 2 && e->M >= GPK_MINROWS * size && e->lda == e->K && e->ldc == e->N;
+}
+
+/* one row piece a thread */
+static int cut_rows(gpk_table *t, gpk_entry *e, int size) {
+  int blocks = (e->M + GPK_MSTEP - 1) / GPK_MSTEP, parts = size < GPK_MAXPIECES ? size : GPK_MAXPIECES;
+  for (int i = 0; i < parts; i++, e->npieces++) {
+    int a = (int)((int64_t)blocks * i / parts) * GPK_MSTEP, b = (int)((int64_t)blocks * (i + 1) / parts) * GPK_MSTEP;
+    if (b > e->M) b = e->M;
+    if (piece_make(t, e, &e->p[i], a, b - a, 0, e->N, i ? &e->p[0] : NULL) != 0) return -1;
+  }
+  return 0;
+}
+
+static int cut_columns(gpk_table *t, gpk_entry *e, int size) {
+  int blocks = (e->N + GPK_NSTEP - 1) / GPK_NSTEP;
+  int parts = piece_count(t, (int64_t)e->M * e->N * e->K, blocks, size);
+  for (int i = 0; i < parts; i++, e->npieces++) {
+    int a = (int)((int64_t)blocks * i / parts) * GPK_NSTEP, b = (int)((int64_t)blocks * (i + 1) / parts) * GPK_NSTEP;
+    if (b > e->N) b = e->N;
+    if (piece_make(t, e, &e->p[i], 0, e->M, a, b - a, NULL) != 0) return -1;
+  }
+  return 0;
 }
 
 static gpk_entry *entry_make(gpk_table *t, const gpk_entry *key) {
   gpk_entry *e = malloc(sizeof *e);
   if (!e) return NULL;
   *e = *key;
-  int parts = piece_count(t, (int64_t)e->M * e->N * e->K, e->N, rt_pool_size());
-  int blocks = (e->N + GPK_NSTEP - 1) / GPK_NSTEP;
-  for (int i = 0; i < parts; i++, e->npieces++) {
-    int a = (int)((int64_t)blocks * i / parts) * GPK_NSTEP, b = (int)((int64_t)blocks * (i + 1) / parts) * GPK_NSTEP;
-    if (b > e->N) b = e->N;
-    if (piece_make(t, e, &e->p[i], a, b - a) != 0) {
-      /* refused (no memory, a shape oneDNN rejects): free what was made
-       * and keep the entry without pieces, so the product goes straight
-       * to OpenBLAS from now on instead of trying again each run */
-      for (int q = 0; q <= i; q++) piece_free(&e->p[q]);
-      memset(e->p, 0, sizeof e->p);
-      e->npieces = 0;
-      break;
-    }
+  int size = t->omp ? 1 : rt_pool_size();
+  /* oneDNN's brgemm fixes its thread count when the primitive is made
+   * (OpenMP's max threads then) and asks OpenMP for exactly that many at
+   * every run, whatever omp_set_num_threads says by then: a piece made
+   * under the default (the CPUs) would start a team of its own on each
+   * pool thread. So the pieces brgemm runs (row pieces, single-row column
+   * pieces) are made for one thread, a team's product for the team. Column
+   * pieces of several rows (gemm:jit, which reads the count at each run)
+   * stay made as before: made for one thread, dense1024_b64's medians went
+   * from 0.50 to 0.99-1.10 ms in a quiet run (fastest steps 0.43 both). */
+  int rows = by_rows(t, e, size);
+  if (t->omp) set_omp(rt_pool_size());
+  else if (rows || e->M == 1) set_omp(1);
+  int rc = rows ? cut_rows(t, e, size) : cut_columns(t, e, size);
+  set_omp(1);
+  omp_one = 1;
+  if (rc != 0) {
+    /* refused (no memory, a shape oneDNN rejects): free what was made
+     * and keep the entry without pieces, so the product goes straight
+     * to OpenBLAS from now on instead of trying again each run. Pieces
+     * sharing the first's weights are freed before it. */
+    for (int q = e->npieces; q >= 0; q--) piece_free(&e->p[q]);
+    memset(e->p, 0, sizeof e->p);
+    e->npieces = 0;
   }
   if (e->npieces) t->packings++;
   e->next = t->entries;
@@ -219,9 +289,9 @@ typedef struct {
   atomic_int next, failed;
 } gpk_job;
 
-static int piece_run(const gpk_piece *p, const float *A, float *C) {
-  if (dnnl_memory_set_data_handle(p->src, (void *)A) != dnnl_success ||
-      dnnl_memory_set_data_handle(p->dst, C + p->n0) != dnnl_success)
+static int piece_run(const gpk_entry *e, const gpk_piece *p, const float *A, float *C) {
+  if (dnnl_memory_set_data_handle(p->src, (void *)(A + (int64_t)p->r0 * e->lda)) != dnnl_success ||
+      dnnl_memory_set_data_handle(p->dst, C + (int64_t)p->r0 * e->ldc + p->n0) != dnnl_success)
     return -1;
   dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_WEIGHTS, p->w}, {DNNL_ARG_DST, p->dst},
                              {DNNL_ARG_SCRATCHPAD, p->pad}};
@@ -233,13 +303,13 @@ static void job_parts(void *ctx, int64_t lo, int64_t hi, int part) {
   gpk_job *j = ctx;
   if (!omp_one) set_omp(1), omp_one = 1;
   for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->e->npieces;)
-    if (piece_run(&j->e->p[i], j->A, j->C) != 0) atomic_store(&j->failed, 1);
+    if (piece_run(j->e, &j->e->p[i], j->A, j->C) != 0) atomic_store(&j->failed, 1);
 }
 
 static int run_entry(const gpk_table *t, const gpk_entry *e, const float *A, float *C) {
   if (t->omp) { /* the whole product on an OpenMP team (measured, not the default) */
     set_omp(rt_pool_size());
-    int rc = piece_run(&e->p[0], A, C);
+    int rc = piece_run(e, &e->p[0], A, C);
     set_omp(1);
     omp_one = 1;
     return rc;
@@ -312,6 +382,8 @@ gpk_table *gpk_new(int nparams, const int *constant, const int64_t *bytes) {
   t->bytes = malloc((size_t)nparams * sizeof *t->bytes);
   const char *omp = getenv("LATHE_DNNL_OMP");
   t->omp = omp && !strcmp(omp, "1");
+  const char *cut = getenv("LATHE_DNNL_CUT");
+  t->columns = cut && !strcmp(cut, "columns");
   if (!t->constant || !t->bytes || dnnl_engine_create(&t->eng, dnnl_cpu, 0) != dnnl_success) {
     t->eng = NULL;
     gpk_free(t);

@@ -54,25 +54,32 @@ typedef struct {
   int where; /* B: 0 inside the constant weight, 1 in a non-constant parameter, 2 outside both, 3 no table */
   int ldb_extra; /* B a slice of a wider weight (its rows longer by this) */
   int taken;
+  int lda_extra, ldc_extra; /* A's or C's rows longer than K or N (C a slice of a wider output) */
 } pcase;
 
 static const pcase cases[] = {
-  {0, 0, 1, 1024, 1024, 1, 0, 0, 0, 1},   /* dense1024_b1's product */
-  {0, 0, 2, 1024, 1024, 1, 1, 0, 0, 1},   /* two rows, bias first */
-  {0, 0, 64, 1024, 1024, 1, 0, 0, 0, 1},  /* dense1024_b64 */
-  {0, 0, 256, 1024, 1024, 1, 1, 0, 0, 1}, /* dense1024_b256, bias first */
-  {0, 0, 37, 1000, 301, 1, 0, 0, 0, 1},   /* odd: the last piece narrower than the rest */
-  {0, 0, 5, 77, 3, 1, 1, 0, 0, 1},        /* tiny: one piece */
-  {0, 0, 64, 200, 96, 1, 0, 0, 56, 1},    /* B: columns of a wider weight (ldb > N) */
-  {0, 1, 64, 512, 384, 1, 0, 0, 0, 1},    /* B transposed (a tied head) */
-  {0, 0, 256, 2304, 768, 1, 1, 0, 0, 1},  /* GPT-2-small's qkv */
-  {0, 0, 128, 8192, 1024, 1, 0, 0, 0, 1}, /* 2^30 multiply-adds: more pieces than threads */
-  {1, 0, 64, 256, 128, 1, 0, 0, 0, 0},    /* A transposed: OpenBLAS */
-  {0, 0, 64, 256, 128, 0.5f, 0, 0, 0, 0}, /* alpha != 1: OpenBLAS */
-  {0, 0, 64, 256, 128, 1, 0.5f, 0, 0, 0}, /* beta neither 0 nor 1: OpenBLAS */
-  {0, 0, 64, 256, 128, 1, 0, 1, 0, 0},    /* B in a parameter the program writes */
-  {0, 0, 64, 256, 128, 1, 0, 2, 0, 0},    /* B an activation */
-  {0, 0, 64, 256, 128, 1, 0, 3, 0, 0},    /* no table entered (a training step) */
+  {0, 0, 1, 1024, 1024, 1, 0, 0, 0, 1, 0, 0},   /* dense1024_b1's product */
+  {0, 0, 2, 1024, 1024, 1, 1, 0, 0, 1, 0, 0},   /* two rows, bias first */
+  {0, 0, 64, 1024, 1024, 1, 0, 0, 0, 1, 0, 0},  /* dense1024_b64 */
+  {0, 0, 256, 1024, 1024, 1, 1, 0, 0, 1, 0, 0}, /* dense1024_b256, bias first */
+  {0, 0, 37, 1000, 301, 1, 0, 0, 0, 1, 0, 0},   /* odd: the last piece narrower than the rest */
+  {0, 0, 5, 77, 3, 1, 1, 0, 0, 1, 0, 0},        /* tiny: one piece */
+  {0, 0, 64, 200, 96, 1, 0, 0, 56, 1, 0, 0},    /* B: columns of a wider weight (ldb > N) */
+  {0, 1, 64, 512, 384, 1, 0, 0, 0, 1, 0, 0},    /* B transposed (a tied head) */
+  {0, 0, 256, 2304, 768, 1, 1, 0, 0, 1, 0, 0},  /* GPT-2-small's qkv */
+  {0, 0, 128, 8192, 1024, 1, 0, 0, 0, 1, 0, 0}, /* 2^30 multiply-adds: more pieces than threads */
+  {0, 0, 97, 1000, 301, 1, 1, 0, 0, 1, 0, 0},   /* rows: pieces of 48 and 49 rows (two primitives) */
+  {0, 0, 200, 130, 64, 1, 0, 0, 0, 1, 0, 0},    /* rows: C narrower than one column piece */
+  {0, 1, 256, 320, 96, 1, 1, 0, 40, 1, 0, 0},   /* rows sharing a transposed slice of a weight */
+  {0, 0, 256, 512, 256, 1, 1, 0, 0, 1, 24, 0}, /* A's rows strided: columns */
+  {0, 0, 256, 512, 256, 1, 0, 0, 0, 1, 0, 72}, /* C's rows strided: columns */
+  {0, 0, 1, 700, 300, 1, 1, 0, 0, 1, 5, 9},    /* one row, both strided */
+  {1, 0, 64, 256, 128, 1, 0, 0, 0, 0, 0, 0},    /* A transposed: OpenBLAS */
+  {0, 0, 64, 256, 128, 0.5f, 0, 0, 0, 0, 0, 0}, /* alpha != 1: OpenBLAS */
+  {0, 0, 64, 256, 128, 1, 0.5f, 0, 0, 0, 0, 0}, /* beta neither 0 nor 1: OpenBLAS */
+  {0, 0, 64, 256, 128, 1, 0, 1, 0, 0, 0, 0},    /* B in a parameter the program writes */
+  {0, 0, 64, 256, 128, 1, 0, 2, 0, 0, 0, 0},    /* B an activation */
+  {0, 0, 64, 256, 128, 1, 0, 3, 0, 0, 0, 0},    /* no table entered (a training step) */
 };
 enum { NCASES = sizeof cases / sizeof cases[0] };
 
@@ -84,8 +91,10 @@ static double max_rel_err(const float *C, const float *R, size_t n) {
 }
 
 static void run_case(const pcase *c, int have) {
-  int ldb = (c->tb ? c->K : c->N) + c->ldb_extra, lda = c->ta ? c->M : c->K;
-  size_t na = (size_t)c->M * c->K, nb = (size_t)(c->tb ? c->N : c->K) * ldb, nc = (size_t)c->M * c->N;
+  int ldb = (c->tb ? c->K : c->N) + c->ldb_extra, lda = (c->ta ? c->M : c->K) + c->lda_extra,
+      ldc = c->N + c->ldc_extra;
+  size_t na = (size_t)(c->ta ? c->K : c->M) * lda, nb = (size_t)(c->tb ? c->N : c->K) * ldb,
+         nc = (size_t)c->M * ldc;
   /* params[0]: the constant weight, params[1]: a written one; B sits in one or in neither */
   float *W = malloc(nb * sizeof *W), *V = malloc(nb * sizeof *V), *X = malloc(nb * sizeof *X);
   float *A = malloc(na * sizeof *A), *C = malloc(nc * sizeof *C), *R = malloc(nc * sizeof *R);
@@ -104,9 +113,9 @@ static void run_case(const pcase *c, int have) {
   gpk_table *t = gpk_new(2, constant, bytes);
   CHECK(!t == !have);
   CBLAS_TRANSPOSE ta = c->ta ? CblasTrans : CblasNoTrans, tb = c->tb ? CblasTrans : CblasNoTrans;
-  cblas_sgemm(CblasRowMajor, ta, tb, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, R, c->N);
+  cblas_sgemm(CblasRowMajor, ta, tb, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, R, ldc);
   if (c->where != 3) gpk_enter(t, params);
-  rt_sgemm(CblasRowMajor, ta, tb, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, C, c->N);
+  rt_sgemm(CblasRowMajor, ta, tb, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, C, ldc);
   if (c->where != 3) gpk_leave(t);
   double e = max_rel_err(C, R, nc);
   CHECK_MSG(e <= 1e-5, "%dx%dx%d ta %d tb %d: max error %g of the scale", c->M, c->K, c->N, c->ta, c->tb, e);
@@ -114,7 +123,7 @@ static void run_case(const pcase *c, int have) {
             c->K, c->N, c->ta, c->tb, c->where, gpk_products(t));
   if (c->taken && have) { /* a second run reuses the packing */
     gpk_enter(t, params);
-    rt_sgemm(CblasRowMajor, ta, tb, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, C, c->N);
+    rt_sgemm(CblasRowMajor, ta, tb, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, C, ldc);
     gpk_leave(t);
     CHECK(gpk_products(t) == 2 && gpk_packings(t) == 1);
   }
@@ -192,8 +201,10 @@ static void api_case(int M, int K, int N, int have) {
   char when[96];
   snprintf(when, sizeof when, "%dx%dx%d, first weights", M, K, N);
   compare(pr, &x, ny, when);
-  /* the product goes through lathe_rt_sgemm above the small-product size (generated loops below) */
-  int packed = have && (int64_t)M * N * K > (1 << 20);
+  /* the product goes through lathe_rt_sgemm above the small-product size (generated loops below); a
+   * generated loop by a weight of 2^18 floats or more asks for the packed weights first (cg_emit.c) */
+  int64_t macs = (int64_t)M * N * K;
+  int packed = have && (macs > (1 << 20) || ((int64_t)K * N >= (1 << 18) && macs >= (1 << 18)));
   CHECK_MSG((gpk_products(pr[PK]->pack) > 0) == packed, "%dx%dx%d: %ld packed products", M, K, N,
             gpk_products(pr[PK]->pack));
   long packs = gpk_packings(pr[PK]->pack);
@@ -247,7 +258,8 @@ int main(void) {
   api_case(64, 256, 192, have);  /* packed, bias first */
   api_case(3, 700, 1000, have);  /* three rows, odd widths */
   api_case(1, 512, 256, have);   /* one row, a small weight: generated loops, no table use */
-  api_case(1, 1024, 1024, have); /* dense1024_b1: 2^20 multiply-adds, a generated loop (sg_par), not packed */
+  api_case(1, 1024, 1024, have); /* dense1024_b1: a generated loop that finds its weight packed */
+  api_case(1, 1000, 300, have);  /* one row, 3e5 floats of weight: packed, two odd column pieces */
   api_case(2, 1024, 1024, have); /* two rows: a lathe_rt_sgemm call, packed */
   api_case(256, 128, 96, have);  /* 256 rows */
   return TEST_REPORT();

@@ -40,6 +40,10 @@ void cg_mod_types(cg_mod *m) {
   LLVMTypeRef g[14] = {m->i32, m->i32, m->i32, m->i32, m->i32, m->i32, m->f32,
                        m->ptr, m->i32, m->ptr, m->i32, m->f32, m->ptr, m->i32};
   m->sgemm = cg_declare(m, "lathe_rt_sgemm", m->vd, g, 14);
+  if (m->jit) { /* an emitted object links liblathe_rt's ABI, which has no packed weights */
+    LLVMTypeRef gp[10] = {m->i32, m->i32, m->i32, m->ptr, m->i32, m->ptr, m->i32, m->f32, m->ptr, m->i32};
+    m->sgemm_packed = cg_declare(m, "lathe_rt_sgemm_packed", m->i32, gp, 10);
+  }
   LLVMTypeRef f1[2] = {m->f32, m->f32};
   m->logf_ = cg_declare(m, "logf", m->f32, f1, 1);
   m->log1pf_ = cg_declare(m, "log1pf", m->f32, f1, 1);
@@ -603,8 +607,48 @@ static int sg_par(cg_k *k, const sg_t *s0, int tb, int64_t M, int64_t N, int64_t
   return 1;
 }
 
+/* A batch-1 product by a large B (dense1024_b1: a 4 MiB weight) asks the
+ * run-time first whether B is one of the running program's packed weights
+ * (lathe_rt_sgemm_packed, runtime/gemm_pack.c): oneDNN's brgemm on two
+ * column pieces ran it in 28-30 us against this loop's 33-34 on two
+ * threads (bench/README.md, "Rows or columns"). Where the answer is no
+ * (training steps, LATHE_DNNL=0, no oneDNN) the loop below runs as before.
+ * Returns the block after both ways, the builder left in the loop's block;
+ * NULL (nothing emitted) where the product cannot be packed. */
+static LLVMBasicBlockRef sg_packed_first(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha,
+                                         V A, int64_t lda, V Bm, int64_t ldb, double beta, V Cm, int64_t ldc,
+                                         const cg_epi *epi) {
+  if (!k->m->jit || k->m->gemm_gen || k->part || ta || tb || alpha != 1.0 || (beta != 0.0 && beta != 1.0) ||
+      K * N < SG_PAR_B || M * N * K < SG_PAR_WORK)
+    return NULL;
+  V a[10] = {ci32(k, M), ci32(k, N), ci32(k, K), A, ci32(k, lda), Bm, ci32(k, ldb), cf(k, beta), Cm, ci32(k, ldc)};
+  V took = cg_call(k, k->m->sgemm_packed, a, 10);
+  LLVMBasicBlockRef packed = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "packed");
+  LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "gemv_loop");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "gemv_done");
+  LLVMBuildCondBr(k->B, LLVMBuildICmp(k->B, LLVMIntNE, took, ci32(k, 0), ""), packed, loop);
+  LLVMPositionBuilderAtEnd(k->B, packed);
+  if (epi) epi_rows(k, M, N, Cm, ldc, epi);
+  LLVMBuildBr(k->B, done);
+  LLVMPositionBuilderAtEnd(k->B, loop);
+  return done;
+}
+
+static void sg_small_loops(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A,
+                           int64_t lda, V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi);
+
 static void sg_small(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
                      V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
+  LLVMBasicBlockRef done = sg_packed_first(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, epi);
+  sg_small_loops(k, ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, epi);
+  if (done) {
+    LLVMBuildBr(k->B, done);
+    LLVMPositionBuilderAtEnd(k->B, done);
+  }
+}
+
+static void sg_small_loops(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A,
+                           int64_t lda, V Bm, int64_t ldb, double beta, V Cm, int64_t ldc, const cg_epi *epi) {
   if (sn_fits(k, tb, M, N)) {
     sg_narrow(k, ta, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, epi);
     return;

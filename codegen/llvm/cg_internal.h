@@ -25,12 +25,14 @@ typedef struct {
   LLVMBuilderRef B;
   LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, vd;
   cg_fn sgemm, logf_, powf_, log1pf_;
+  cg_fn sgemm_packed; /* lathe_rt_sgemm_packed: declared in JIT modules only */
   cg_fn sqrt_, fabs_;
   cg_fn parfor; /* lathe_rt_parallel_for(n, grain, body, captures): the runtime pool */
   int npar;     /* outlined parallel bodies so far (for their names) */
   const char *cpu, *features; /* attached to every function */
   int vw;                     /* f32 lanes of the explicit vector code (16 with AVX-512) */
   int gemm_gen;               /* products are generated code (cg_gemm.c), never lathe_rt_sgemm calls */
+  int jit;                    /* for this process (cg_jit.c), not an emitted object: may ask for packed weights */
   const char *sym_prefix;     /* before every kernel's name ("" for the JIT; "MODEL_" emitted) */
 } cg_mod;
 

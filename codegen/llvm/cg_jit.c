@@ -308,7 +308,8 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     const char *name;
     void *addr;
   } syms[] = {
-    {"lathe_rt_sgemm", (void *)lathe_rt_sgemm}, {"expf", (void *)expf}, {"logf", (void *)logf},
+    {"lathe_rt_sgemm", (void *)lathe_rt_sgemm}, {"lathe_rt_sgemm_packed", (void *)lathe_rt_sgemm_packed},
+    {"expf", (void *)expf}, {"logf", (void *)logf},
     {"tanhf", (void *)tanhf}, {"erfcf", (void *)erfcf}, {"powf", (void *)powf}, {"log1pf", (void *)log1pf},
     {"memcpy", (void *)memcpy}, {"memset", (void *)memset}, {"memmove", (void *)memmove},
     {"lathe_rt_prof_tick", (void *)lathe_rt_prof_tick}, {"lathe_rt_parallel_for", (void *)lathe_rt_parallel_for},
@@ -516,6 +517,7 @@ static int compile_into(cg_program *p, const ir_graph *g, const cg_options *o, c
     m.features = feat;
     m.vw = strstr(feat, "+avx512f") ? 16 : strstr(feat, "+avx") ? 8 : 4;
     m.gemm_gen = o->gemm == CG_GEMM_GENERATED;
+    m.jit = 1;
     cg_mod_types(&m);
     build_module(p, &m, &plan, &A, "lathe_forward");
     LLVMDisposeBuilder(m.B);
