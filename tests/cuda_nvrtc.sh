@@ -58,6 +58,18 @@ for flags in "" --train --generate; do
   if [ $rc -eq 0 ] && ! grep -qi "warning" "$tmp/err" && printf '%s\n' "$out" | grep -q "^cuda (sm_90): .* (CUBIN)"; then ok
   else bad "gpt_heads2 ${flags:-fwd}: rc=$rc: $(head -c 2000 "$tmp/err")"; fi
 done
+# its training step and the LSTM's in bf16: mha_grad and lstm_grad take bf16 directly, so the dumped CUDA C has
+# no kernel widening a bf16 tensor into an f32 copy (the former cu_render_wide.c pass) and does type bf16 operands
+for m in "$tmp/gpt_heads2.nn" examples/lstm.nn; do
+  dd="$tmp/wide_$(basename "$m" .nn)"; rm -rf "$dd"; mkdir -p "$dd"
+  out=$("$LATHE" check "$m" --train --backend cuda --gpu-arch sm_80 --precision bf16 --dump-dir "$dd" 2>"$tmp/err"); rc=$?
+  if [ $rc -ne 0 ] || grep -qi "warning" "$tmp/err"; then bad "$m bf16 train dump: rc=$rc: $(head -c 2000 "$tmp/err")"
+  elif grep -l 'const lt_bf16\* __restrict__ x, float\* __restrict__ y' "$dd"/*.cu >/dev/null 2>&1; then
+    bad "$m bf16 train: a kernel widens a bf16 tensor into an f32 copy: $(grep -h -m1 'const lt_bf16\* __restrict__ x, float\* __restrict__ y' "$dd"/*.cu)"
+  elif ! grep -q 'lt_bf16\* __restrict__ dctx\|lt_bf16\* da16' "$dd"/*.cu; then
+    bad "$m bf16 train: no mha or recurrence backward kernel takes bf16"
+  else ok; fi
+done
 
 # The decode step lathe generate --backend cuda runs (one token at batch 1, the
 # key/value caches as state: attention_decode, kv_write), lathe check --generate:

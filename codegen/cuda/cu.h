@@ -187,9 +187,12 @@ int cu_render_prec(const pl_plan *p, const unsigned char *bf16, cu_program *out,
  * with kernel q's as one product with cuBLASLt's bias-gradient epilogue
  * (the earlier of the two renders it), or -1. 0, or -1 out of memory. */
 int cu_bgrad_pairs(const pl_plan *p, const unsigned char *bf16, int *partner);
-/* --precision bf16 runs op's kernel on f32 copies of its bf16 tensors (cu_render_wide.c). */
-int cu_wide_op(int op);
 void cu_program_free(cu_program *cp);
+/* Whether the renderer has a kernel for op (leaves and reshapes need none;
+ * elementwise ops by their expression, matmul through the driver's gemm,
+ * the others by their one-node renderer). The op-coverage audit in
+ * test_cuda_exec compares it with the CPU backend's ops. */
+int cu_op_rendered(int op);
 /* The plan target of the CUDA backend (its scratch and epilogue rules);
  * bf16: also scratch for a product's operands rounded to bf16. */
 const pl_target *cu_plan_target(void);

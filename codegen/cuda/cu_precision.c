@@ -22,8 +22,9 @@
 
 /* Kernels that take bf16 operands: their renderers index their pointers
  * element by element (lt_bf16 converts), with no byte offsets into them and
- * no atomics on them; or they run on f32 copies (cu_render_wide.c: the
- * training attention, mha, the recurrences and their gradients). */
+ * no atomics on them; or they are the kernels of packed f32 layouts (the
+ * training attention, mha, the recurrences and their gradients) that load
+ * bf16 operands widened and run their products in bf16. */
 static int kernel_takes_bf16(const pl_plan *p, const pl_kernel *k) {
   static const unsigned char by_op[IR_NOPS] = {
     [IR_SOFTMAX] = 1, [IR_LOG_SOFTMAX] = 1, [IR_SOFTMAX_GRAD] = 1, [IR_LOG_SOFTMAX_GRAD] = 1, [IR_LAYERNORM] = 1,
@@ -38,14 +39,17 @@ static int kernel_takes_bf16(const pl_plan *p, const pl_kernel *k) {
     [IR_ATTENTION] = 1, [IR_ATTENTION_DECODE] = 1, [IR_KV_WRITE] = 1,
     /* the training attention: bf16 x and dy in bf16 products, flash kernels on f32 saved values (cu_render_attn.c) */
     [IR_ATTENTION_SAVE] = 1, [IR_ATTENTION_GRAD] = 1, [IR_ATTENTION_GRAD_SAVED] = 1,
-    /* the recurrences' forward: a bf16 x in the input projection, a bf16 y written once per h_t (cu_render_seq.c) */
-    [IR_RNN] = 1, [IR_LSTM] = 1, [IR_GRU] = 1,
+    /* the recurrences: a bf16 x in the input projection, a bf16 y written once per h_t; their gradients read
+     * bf16 x, y, dy (cu_render_seq.c) */
+    [IR_RNN] = 1, [IR_LSTM] = 1, [IR_GRU] = 1, [IR_RNN_GRAD] = 1, [IR_LSTM_GRAD] = 1, [IR_GRU_GRAD] = 1,
+    /* mha: bf16 x, the context and dy in bf16 products, the flash kernels on f32 q and kv (cu_render_mha.c) */
+    [IR_MHA] = 1, [IR_MHA_GRAD] = 1,
   };
   int op = p->g->nodes[k->head].op;
   switch (k->kind) {
   case PL_K_ELEMENTWISE: case PL_K_GEMM_EPI: case PL_K_ADD_NORM: case PL_K_NORM_GRAD_ADD: return 1;
   case PL_K_GEMM: return op == IR_MATMUL || (op >= 0 && op < IR_NOPS && by_op[op]);
-  default: return op >= 0 && op < IR_NOPS && (by_op[op] || cu_wide_op(op));
+  default: return op >= 0 && op < IR_NOPS && by_op[op];
   }
 }
 
@@ -69,8 +73,8 @@ int cu_bf16_buffers(const pl_plan *p, unsigned char **out) {
      * so do the packed results of the attention, mha and recurrence gradients ([dx | dw | db ...]: the
      * weights' gradients are slices of them) */
     int hop = p->g->nodes[k->head].op;
-    if (hop == IR_ATTENTION_SAVE || hop == IR_ATTENTION_GRAD || hop == IR_ATTENTION_GRAD_SAVED ||
-        (cu_wide_op(hop) && ir_ops[hop].cat == IR_CAT_GRAD))
+    if (hop == IR_ATTENTION_SAVE || hop == IR_ATTENTION_GRAD || hop == IR_ATTENTION_GRAD_SAVED || hop == IR_MHA_GRAD ||
+        hop == IR_RNN_GRAD || hop == IR_LSTM_GRAD || hop == IR_GRU_GRAD)
       ok[root_of(p, k->node)] = 0;
     if (kernel_takes_bf16(p, k)) continue;
     for (int j = 0; j < k->nin; j++) ok[root_of(p, k->in[j])] = 0;

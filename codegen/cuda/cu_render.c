@@ -111,7 +111,7 @@ static const char *ctype(ir_dtype t) {
 }
 
 int cu_is_bf16(const cu_rctx *r, const ir_node *n) {
-  return r->bf16 && !r->wide && n >= r->g->nodes && n < r->g->nodes + r->g->nnodes && r->bf16[n - r->g->nodes];
+  return r->bf16 && n >= r->g->nodes && n < r->g->nodes + r->g->nnodes && r->bf16[n - r->g->nodes];
 }
 
 void cu_param(cu_rctx *r, const char *name, const ir_node *n, int is_out) {
@@ -858,6 +858,31 @@ static const cu_render_fn by_kind[PL_NKINDS] = {
   [PL_K_ATTENTION] = cu_render_by_op,    [PL_K_RECURRENCE] = cu_render_by_op,
 };
 
+cu_render_fn cu_op_renderer(int op) {
+  cu_render_fn f = cu_rows_renderer(op);
+  if (!f) f = cu_misc_renderer(op);
+  if (!f) f = cu_seq_renderer(op);
+  if (!f) f = cu_mha_renderer(op);
+  if (!f) f = cu_comm_renderer(op);
+  return f;
+}
+
+int cu_op_rendered(int op) {
+  if (op < 0 || op >= IR_NOPS) return 0;
+  int cat = ir_ops[op].cat;
+  if (cat == IR_CAT_LEAF || cat == IR_CAT_FUSED || op == IR_MATMUL || op == IR_UNARY_GRAD || op == IR_WHERE ||
+      op == IR_CAST || cu_op_renderer(op))
+    return 1;
+  /* the elementwise maps: the expression node_value would write */
+  cu_sb b = {0};
+  ir_attr a;
+  memset(&a, 0, sizeof a);
+  int ok = (cat == IR_CAT_UNARY || op == IR_SIGN) ? !cu_unary_expr(&b, op, &a, "x")
+           : cat == IR_CAT_BINARY || ir_ops[op].arity == 2 ? !cu_binary_expr(&b, op, "x", "y") : 0;
+  free(b.s);
+  return ok;
+}
+
 int cu_render(const pl_plan *p, cu_program *out, char *msg, size_t n) { return cu_render_prec(p, NULL, out, msg, n); }
 
 int cu_render_prec(const pl_plan *p, const unsigned char *bf16, cu_program *out, char *msg, size_t n) {
@@ -873,9 +898,7 @@ int cu_render_prec(const pl_plan *p, const unsigned char *bf16, cu_program *out,
       continue;
     }
     cu_render_fn f = r.k->kind < PL_NKINDS ? by_kind[r.k->kind] : NULL;
-    const ir_node *h = &p->g->nodes[r.k->head];
-    if (f && bf16 && cu_wide_op(h->op)) rc = cu_render_wide(&r, f, cu_scratch_bytes(p->g, h));
-    else rc = f ? f(&r) : cu_unsupported(&r, "the kind is not rendered");
+    rc = f ? f(&r) : cu_unsupported(&r, "the kind is not rendered");
   }
   free(r.b.s);
   free(partner);
@@ -945,7 +968,8 @@ static int64_t cu_scratch_bytes_bf16(const ir_graph *g, const ir_node *n) {
   if (n->op == IR_ATTENTION_SAVE || n->op == IR_ATTENTION_GRAD || n->op == IR_ATTENTION_GRAD_SAVED)
     return cu_attention_train_scratch_bf16(g, n);
   if (n->op == IR_RNN || n->op == IR_LSTM || n->op == IR_GRU) return cu_seq_scratch_bf16(g, n);
-  if (cu_wide_op(n->op)) return cu_wide_scratch(g, n, cu_scratch_bytes(g, n));
+  if (n->op == IR_MHA || n->op == IR_MHA_GRAD) return cu_mha_scratch_bf16(g, n);
+  if (n->op == IR_RNN_GRAD || n->op == IR_LSTM_GRAD || n->op == IR_GRU_GRAD) return cu_seq_grad_scratch_bf16(g, n);
   if (n->op != IR_MATMUL) return cu_scratch_bytes(g, n);
   int64_t a = ir_numel(&g->nodes[n->in[0]].shape), b = ir_numel(&g->nodes[n->in[1]].shape);
   int64_t cols = n->shape.rank ? n->shape.d[n->shape.rank - 1] : 1;

@@ -28,7 +28,6 @@ typedef struct cu_rctx {
   const pl_kernel *k;
   cu_sb b;            /* the function being written */
   const unsigned char *bf16; /* per node: stored as bf16 (NULL: none) */
-  int wide;           /* rendering on f32 copies (cu_render_wide.c): cu_is_bf16 says no */
   char *msg;
   size_t msgn;
 } cu_rctx;
@@ -100,7 +99,10 @@ long long cu_code_of(int node, int what);
  * status word is the last argument). */
 int cu_per_element(cu_rctx *r, int nops, int status, const char *body);
 
-/* Renderers of the other files, by op (NULL: not theirs). */
+/* Renderers of the other files, by op (NULL: not theirs); cu_op_renderer:
+ * the one-node renderer of op from any of them (cu_render.c). */
+cu_render_fn cu_rows_renderer(int op); /* cu_render_rows.c */
+cu_render_fn cu_op_renderer(int op);
 cu_render_fn cu_misc_renderer(int op); /* cu_render_misc.c */
 int cu_render_sample(cu_rctx *r);      /* cu_render_sample.c: sample_token */
 cu_render_fn cu_seq_renderer(int op);  /* cu_render_seq.c */
@@ -135,12 +137,18 @@ int cu_render_attention(cu_rctx *r);
 int cu_render_attention_grad(cu_rctx *r);
 int64_t cu_attention_grad_scratch(const ir_graph *g, const ir_node *n);
 
-/* cu_render_wide.c: --precision bf16 around the kernels of packed f32
- * layouts (training attention, mha, recurrences): op is one of them; the
- * scratch of node n with `own` bytes of its own plus the f32 copies; render
- * the kernel with f on f32 copies of its bf16 tensors (widened before,
- * the result rounded after). */
-int64_t cu_wide_scratch(const ir_graph *g, const ir_node *n, int64_t own);
-int cu_render_wide(cu_rctx *r, cu_render_fn f, int64_t own_scratch);
+/* --precision bf16 products (cu_render_attn.c), shared by the kernels of
+ * packed f32 layouts (the training attention, mha, the recurrences): the
+ * last product added reads bf16 A and B with f32 sums (C bf16 when c_bf16,
+ * a bias of C's type); a product's operand as bf16 (the tensor itself when
+ * node is bf16, else `count` f32 elements at ref rounded into the arena at
+ * byte `at`); cu_gemm_bgrad on bf16 operands (an f32 c and bias gradient). */
+void cu_gemm_bf16(cu_rctx *r, int c_bf16);
+int cu_as_bf16(cu_rctx *r, int node, cu_ref ref, int64_t count, int64_t at, cu_ref *out);
+int cu_gemm_bgrad_bf16(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref db);
+/* mha, mha_grad and the recurrences' gradients under --precision bf16: their
+ * f32 scratch with the bf16 parts (cu_render_mha.c, cu_render_seq.c). */
+int64_t cu_mha_scratch_bf16(const ir_graph *g, const ir_node *n);
+int64_t cu_seq_grad_scratch_bf16(const ir_graph *g, const ir_node *n);
 
 #endif

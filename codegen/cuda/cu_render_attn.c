@@ -140,7 +140,7 @@ int64_t cu_attention_scratch_bf16(const ir_graph *g, const ir_node *n) {
 }
 
 /* The last product added now reads bf16 A and B (and a bias of C's type). */
-static void bf16_gemm(cu_rctx *r, int c_bf16) {
+void cu_gemm_bf16(cu_rctx *r, int c_bf16) {
   cu_gemm *g = &r->out->l[r->out->nl - 1].gemm;
   g->ab_type = CU_T_BF16, g->c_type = c_bf16 ? CU_T_BF16 : CU_T_F32, g->bias_type = g->c_type;
 }
@@ -157,10 +157,10 @@ static int attention_bf16(cu_rctx *r, const ir_node *n, const attn_dims *a) {
       (!cu_is_bf16(r, &r->g->nodes[n->in[0]]) && cu_to_bf16(r, n->in[0], scr + off[AB_X], &x)))
     return -1;
   if (gemm_raw(r, BT, D, 3 * D, x, wq, qkv, bq)) return -1;
-  bf16_gemm(r, 1);
+  cu_gemm_bf16(r, 1);
   if (fwd_kernel(r, a, qkv, ctx, y, 0, "lt_bf16")) return -1; /* no logsumexp: y stands in, unused */
   if (gemm_raw(r, BT, D, D, ctx, wp, y, bp)) return -1;
-  bf16_gemm(r, ybf);
+  cu_gemm_bf16(r, ybf);
   return 0;
 }
 
@@ -173,10 +173,10 @@ static int attention_bf16(cu_rctx *r, const ir_node *n, const attn_dims *a) {
  * kernels read and write directly (loaded widened, the softmax rows, the
  * logsumexp and every sum in f32, each gradient row rounded once). The
  * parts after the f32 form's scratch, in order, at 256-byte boundaries: */
-enum { GB_WQ, GB_WP, GB_X, GB_DY, GB_CTX, GB_N };
+enum { GB_WQ, GB_WP, GB_CTX, GB_X, GB_DY, GB_N };
 
 static int64_t grad_bf16_layout(int64_t BT, int64_t D, int64_t base, int64_t off[GB_N]) {
-  const int64_t elems[GB_N] = {D * 3 * D, D * D, BT * D, BT * D, BT * D};
+  const int64_t elems[GB_N] = {D * 3 * D, D * D, BT * D, BT * D, BT * D};  /* W_qkv, W_p, ctx, x, dy */
   int64_t at = al256(base);
   for (int i = 0; i < GB_N; i++) off[i] = at, at += al256(2 * elems[i]);
   return at;
@@ -185,13 +185,16 @@ static int64_t grad_bf16_layout(int64_t BT, int64_t D, int64_t base, int64_t off
 int64_t cu_attention_train_scratch_bf16(const ir_graph *g, const ir_node *n) {
   const ir_shape *x = &g->nodes[n->in[0]].shape;
   int64_t off[GB_N], D = x->d[2];
-  if (n->op == IR_ATTENTION_SAVE) return al256(2 * D * 3 * D); /* the forward rounds W_qkv alone (GB_WQ first) */
+  if (n->op == IR_ATTENTION_SAVE) { /* the forward rounds W_qkv, W_p and its context (the parts before x) */
+    grad_bf16_layout(x->d[0] * x->d[1], D, 0, off);
+    return off[GB_X];
+  }
   return grad_bf16_layout(x->d[0] * x->d[1], D, cu_attention_grad_scratch(g, n), off);
 }
 
 /* A product's operand as bf16: the tensor itself when it is bf16, else
  * rounded into scratch at at (count elements from ref). */
-static int as_bf16(cu_rctx *r, int node, cu_ref ref, int64_t count, int64_t at, cu_ref *out) {
+int cu_as_bf16(cu_rctx *r, int node, cu_ref ref, int64_t count, int64_t at, cu_ref *out) {
   if (node >= 0 && cu_is_bf16(r, &r->g->nodes[node])) { *out = ref; return 0; }
   cu_begin(r, 256);
   cu_sb_printf(&r->b, "const float* __restrict__ x, lt_bf16* __restrict__ y");
@@ -228,17 +231,23 @@ int cu_render_attention(cu_rctx *r) {
     if (scr < 0) return cu_unsupported(r, "no scratch for qkv and the context");
     qkv = cu_ref_at(CU_REF_ARENA, scr), ctx = cu_ref_at(CU_REF_ARENA, scr + BT * 3 * D * 4);
   }
-  cu_ref x = cu_ref_at(n->in[0], 0), wq = cu_ref_at(n->in[1], 0);
+  cu_ref x = cu_ref_at(n->in[0], 0), wq = cu_ref_at(n->in[1], 0), wp = cu_ref_at(n->in[3], 0), ctx16 = ctx;
+  int64_t off[GB_N];
   if (lo) { /* bf16 x: the qkv product bf16 x bf16 into the f32 qkv */
-    int64_t off[GB_N], scr = r->p->buf[r->k->node].scr;
+    int64_t scr = r->p->buf[r->k->node].scr;
     if (scr < 0) return cu_unsupported(r, "no scratch for the bf16 weights");
     grad_bf16_layout(BT, D, scr, off);
-    if (as_bf16(r, n->in[1], wq, D * 3 * D, off[GB_WQ], &wq)) return -1;
+    if (cu_as_bf16(r, n->in[1], wq, D * 3 * D, off[GB_WQ], &wq) || cu_as_bf16(r, n->in[3], wp, D * D, off[GB_WP], &wp))
+      return -1;
   }
   if (gemm_raw(r, BT, D, 3 * D, x, wq, qkv, cu_ref_at(n->in[2], 0))) return -1;
-  if (lo) bf16_gemm(r, 0);
+  if (lo) cu_gemm_bf16(r, 0);
   if (fwd_kernel(r, &a, qkv, ctx, lse, save, "float")) return -1;
-  return gemm_raw(r, BT, D, D, ctx, cu_ref_at(n->in[3], 0), y, cu_ref_at(n->in[4], 0));
+  /* the saved context stays f32 (docs/cuda.md: its backward's D_i); the output projection reads it rounded */
+  if (lo && cu_as_bf16(r, -1, ctx, BT * D, off[GB_CTX], &ctx16)) return -1;
+  if (gemm_raw(r, BT, D, D, ctx16, wp, y, cu_ref_at(n->in[4], 0))) return -1;
+  if (lo) cu_gemm_bf16(r, 0);
+  return 0;
 }
 
 static int colsum_of(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c, const char *xt) {
@@ -261,10 +270,10 @@ int cu_colsum(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c) {
 /* cu_gemm_bgrad on bf16 operands (train_bf16): a^T b in bf16 with f32
  * sums into the f32 c, the bias gradient (f32) from the bf16 b; with
  * LATHE_CUDA_BGRAD=0 a column-sum kernel reading b as bf16. */
-static int gemm_bgrad_lo(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref db) {
+int cu_gemm_bgrad_bf16(cu_rctx *r, int64_t m, int64_t k, int64_t n, cu_ref a, cu_ref b, cu_ref c, cu_ref db) {
   const char *env = getenv("LATHE_CUDA_BGRAD");
   if (cu_gemm_t(r, m, k, n, 1, 0, a, b, c, cu_ref_at(CU_REF_NONE, 0))) return -1;
-  bf16_gemm(r, 0);
+  cu_gemm_bf16(r, 0);
   if (env && !strcmp(env, "0")) return colsum_of(r, k, n, b, db, "lt_bf16");
   cu_launch *l = &r->out->l[r->out->nl - 1];
   l->gemm.epilogue = CU_EPI_BGRAD_B;
@@ -305,8 +314,8 @@ int cu_render_attention_grad(cu_rctx *r) {
   int64_t gb[GB_N];
   grad_bf16_layout(BT, D, scr + cu_attention_grad_scratch(r->g, n), gb);
   cu_ref X = cu_ref_at(xn, 0), WQ = cu_ref_at(wq, 0), WP = cu_ref_at(wp, 0), DY = cu_ref_at(dy, 0);
-  if (lo && (as_bf16(r, xn, X, BT * D, gb[GB_X], &X) || as_bf16(r, wq, WQ, D * 3 * D, gb[GB_WQ], &WQ) ||
-             as_bf16(r, wp, WP, D * D, gb[GB_WP], &WP) || as_bf16(r, dy, DY, BT * D, gb[GB_DY], &DY)))
+  if (lo && (cu_as_bf16(r, xn, X, BT * D, gb[GB_X], &X) || cu_as_bf16(r, wq, WQ, D * 3 * D, gb[GB_WQ], &WQ) ||
+             cu_as_bf16(r, wp, WP, D * D, gb[GB_WP], &WP) || cu_as_bf16(r, dy, DY, BT * D, gb[GB_DY], &DY)))
     return -1;
   const char *gt = lo ? "lt_bf16" : "float"; /* dctx's and dqkv's type */
   if (saved) {
@@ -317,19 +326,19 @@ int cu_render_attention_grad(cu_rctx *r) {
     qkv = cu_ref_at(CU_REF_ARENA, at), ctx = cu_ref_at(CU_REF_ARENA, at + BT * 3 * D * 4);
     lse = cu_ref_at(CU_REF_ARENA, at + BT * 4 * D * 4);
     if (gemm_raw(r, BT, D, 3 * D, X, WQ, qkv, cu_ref_at(n->in[2], 0))) return -1;
-    if (lo) bf16_gemm(r, 0);
+    if (lo) cu_gemm_bf16(r, 0);
     if (fwd_kernel(r, &a, qkv, ctx, lse, 1, "float")) return -1;
   }
   cu_ref CTX = ctx; /* the context as dwp's operand */
-  if (lo && as_bf16(r, -1, ctx, BT * D, gb[GB_CTX], &CTX)) return -1;
+  if (lo && cu_as_bf16(r, -1, ctx, BT * D, gb[GB_CTX], &CTX)) return -1;
   /* result [dx | dwq | dbq | dwp | dbp] */
   int64_t o_dwq = BT * D * 4, o_dbq = o_dwq + D * 3 * D * 4, o_dwp = o_dbq + 3 * D * 4, o_dbp = o_dwp + D * D * 4;
   cu_ref none = cu_ref_at(CU_REF_NONE, 0);
   /* dwp = ctx^T dy, dbp = dy's column sums */
-  if ((lo ? gemm_bgrad_lo : cu_gemm_bgrad)(r, D, BT, D, CTX, DY, cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp)))
+  if ((lo ? cu_gemm_bgrad_bf16 : cu_gemm_bgrad)(r, D, BT, D, CTX, DY, cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp)))
     return -1;
   if (cu_gemm_t(r, BT, D, D, 0, 1, DY, WP, dctx, none)) return -1;     /* dctx = dy wp^T */
-  if (lo) bf16_gemm(r, 1);
+  if (lo) cu_gemm_bf16(r, 1);
   long long NE = (long long)a.NE;
   char prm[320];
   snprintf(prm, sizeof prm, "const float* __restrict__ qkv, const float* __restrict__ ctx, const float* __restrict__ lse, "
@@ -377,7 +386,7 @@ int cu_render_attention_grad(cu_rctx *r) {
                NE, NE, NE, NE, NE, a.causal ? "j" : "0", NE, NE, NE);
   if (cu_end(r, grid, 256, ops, 6)) return -1;
   /* dwq = x^T dqkv, dbq = dqkv's column sums */
-  if ((lo ? gemm_bgrad_lo : cu_gemm_bgrad)(r, D, BT, 3 * D, X, dqkv, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)))
+  if ((lo ? cu_gemm_bgrad_bf16 : cu_gemm_bgrad)(r, D, BT, 3 * D, X, dqkv, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)))
     return -1;
   /* The key bias adds q_i . b_k to every logit of row i alike, which the
    * softmax cancels: its gradient is exactly zero, as the interpreter and
@@ -387,6 +396,6 @@ int cu_render_attention_grad(cu_rctx *r) {
   cu_launch z = {.what = CU_L_ZERO, .zero = cu_ref_at(out, o_dbq + D * 4), .zero_bytes = D * 4};
   if (cu_add_launch(r, &z)) return -1;
   if (cu_gemm_t(r, BT, 3 * D, D, 0, 1, dqkv, WQ, cu_ref_at(out, 0), none)) return -1; /* dx = dqkv wq^T */
-  if (lo) bf16_gemm(r, 0);
+  if (lo) cu_gemm_bf16(r, 0);
   return 0;
 }

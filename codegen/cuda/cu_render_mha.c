@@ -43,52 +43,111 @@ static int dims_of(cu_rctx *r, const ir_node *n, mha_dims *m) {
   return 0;
 }
 
-/* Scratch: q, ctx [B Tq, e], kv [B Tk, 2 dk], lse [B H Tq]; the backward
- * also D_i [B H Tq], dctx, dq [B Tq, e], dkv [B Tk, 2 dk]. */
-int64_t cu_mha_scratch(const ir_graph *g, const ir_node *n) {
+/* Scratch, in parts at 256-byte boundaries: q [B Tq, e], ctx, kv [B Tk,
+ * 2 dk], lse [B H Tq]; the backward also D_i [B H Tq], dctx, dq, dkv. In
+ * --precision bf16 (lo) the products read bf16 and sum in f32: q and kv
+ * stay f32 (the flash kernels' operands, rotated in place) while ctx, dctx
+ * (and dq, dkv without rope) are bf16, each element rounded once; with rope
+ * dq and dkv are unrotated in f32 and rounded into dq16, dkv16; then the
+ * weights and any f32 x, c or dy rounded for the products (as autocast). */
+enum { MQ, MCTX, MKV, MLSE, MDL, MDCTX, MDQ, MDKV, MDQ16, MDKV16, MWQ, MWKV, MWP, MBP, MX, MC, MDY, M_N };
+
+static int64_t al256(int64_t b) { return (b + 255) / 256 * 256; }
+
+/* off[i]: part i's byte offset from the scratch's start; returns the total */
+static int64_t layout(const ir_graph *g, const ir_node *n, int lo, int64_t off[M_N]) {
   const ir_shape *sx = &g->nodes[n->in[0]].shape, *sc = &g->nodes[n->in[3]].shape;
-  int64_t BQ = sx->d[0] * sx->d[1], BK = sc->d[0] * sc->d[1], d = g->nodes[n->in[1]].shape.d[1], H = n->attr.heads > 0 ? n->attr.heads : 1;
-  int64_t dk2 = g->nodes[n->in[5]].shape.d[0], rows = BQ * H;
-  int64_t f = 2 * BQ * d + BK * dk2 + rows;
-  if (n->op == IR_MHA_GRAD) f += rows + 2 * BQ * d + BK * dk2;
-  return 4 * f;
+  int64_t BQ = sx->d[0] * sx->d[1], BK = sc->d[0] * sc->d[1], d = sx->d[2], dc = sc->d[2];
+  int64_t e = g->nodes[n->in[1]].shape.d[1], dk2 = g->nodes[n->in[5]].shape.d[0];
+  int64_t rows = BQ * (n->attr.heads > 0 ? n->attr.heads : 1);
+  int grad = n->op == IR_MHA_GRAD, rope = n->attr.i != 0, w = lo ? 2 : 4, wq = lo && !rope ? 2 : 4;
+  const int64_t bytes[M_N] = {
+    4 * BQ * e, w * BQ * e, 4 * BK * dk2, 4 * rows,
+    grad * 4 * rows, grad * w * BQ * e, grad * wq * BQ * e, grad * wq * BK * dk2,
+    grad * (lo && rope) * 2 * BQ * e, grad * (lo && rope) * 2 * BK * dk2,
+    lo * 2 * d * e, lo * 2 * dc * dk2, lo * 2 * e * d, lo * 2 * d, lo * 2 * BQ * d, lo * 2 * BK * dc,
+    grad * lo * 2 * BQ * d};
+  int64_t at = 0;
+  for (int i = 0; i < M_N; i++) off[i] = at, at += al256(bytes[i]);
+  return at;
+}
+
+int64_t cu_mha_scratch(const ir_graph *g, const ir_node *n) {
+  int64_t off[M_N];
+  return layout(g, n, 0, off);
+}
+
+/* the bf16 plan's: room for either form (a kernel none of whose activations
+ * turned out bf16 renders the f32 one, whose f32 parts may be the larger) */
+int64_t cu_mha_scratch_bf16(const ir_graph *g, const ir_node *n) {
+  int64_t off[M_N], lo = layout(g, n, 1, off), f32 = layout(g, n, 0, off);
+  return lo > f32 ? lo : f32;
 }
 
 typedef struct {
-  cu_ref q, kv, ctx, lse, dl, dctx, dq, dkv;
+  cu_ref q, kv, ctx, lse, dl, dctx, dq, dkv, dq16, dkv16;
+  /* the products' operands: the tensors, or in lo their bf16 forms */
+  cu_ref x, wq, c, wkv, wp, bp, dy;
+  int lo;
+  const char *ct, *gt; /* the element type of ctx and dctx; of dq and dkv as the passes write them */
 } mha_bufs;
 
-static mha_bufs bufs_of(const mha_dims *m, int64_t scr) {
-  int64_t BQ = m->B * m->Tq, BK = m->B * m->Tk, rows = BQ * m->H, at = scr;
-  mha_bufs b;
-  b.q = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->e;
-  b.ctx = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->e;
-  b.kv = cu_ref_at(CU_REF_ARENA, at), at += 4 * BK * 2 * m->dk;
-  b.lse = cu_ref_at(CU_REF_ARENA, at), at += 4 * rows;
-  b.dl = cu_ref_at(CU_REF_ARENA, at), at += 4 * rows;
-  b.dctx = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->e;
-  b.dq = cu_ref_at(CU_REF_ARENA, at), at += 4 * BQ * m->e;
-  b.dkv = cu_ref_at(CU_REF_ARENA, at);
-  return b;
+/* Whether mha node n runs its bf16 form: an activation it reads or writes is bf16. */
+static int mha_lo(cu_rctx *r, const ir_node *n) {
+  if (!r->bf16) return 0;
+  int last = n->op == IR_MHA_GRAD ? n->in[n->nin - 1] : r->k->node;
+  return cu_is_bf16(r, &r->g->nodes[n->in[0]]) || cu_is_bf16(r, &r->g->nodes[n->in[3]]) ||
+         cu_is_bf16(r, &r->g->nodes[last]);
 }
 
-/* Rotate (sign +1) or unrotate (-1) rows of v: `rows` rows of ld floats,
- * position = row % T, nh heads of hd from column 0. A thread per pair. */
-static int rope_kernel(cu_rctx *r, const mha_dims *m, cu_ref v, int64_t rows, int64_t T, int64_t ld, int64_t nh,
-                       int sign) {
+static int bufs_of(cu_rctx *r, const ir_node *n, const mha_dims *m, int64_t scr, mha_bufs *b) {
+  int64_t off[M_N];
+  memset(b, 0, sizeof *b);
+  b->lo = mha_lo(r, n);
+  layout(r->g, n, b->lo, off);
+  cu_ref *part[M_N] = {&b->q, &b->ctx, &b->kv, &b->lse, &b->dl, &b->dctx, &b->dq, &b->dkv, &b->dq16, &b->dkv16};
+  for (int i = 0; i <= MDKV16; i++) *part[i] = cu_ref_at(CU_REF_ARENA, scr + off[i]);
+  b->ct = b->lo ? "lt_bf16" : "float", b->gt = b->lo && !m->rope ? "lt_bf16" : "float";
+  b->x = cu_ref_at(n->in[0], 0), b->wq = cu_ref_at(n->in[1], 0), b->c = cu_ref_at(n->in[3], 0);
+  b->wkv = cu_ref_at(n->in[4], 0), b->wp = cu_ref_at(n->in[6], 0), b->bp = cu_ref_at(n->in[7], 0);
+  int grad = n->op == IR_MHA_GRAD, dy = grad ? n->in[n->nin - 1] : -1;
+  if (grad) b->dy = cu_ref_at(dy, 0);
+  if (!b->lo || !m->rope) b->dq16 = b->dq, b->dkv16 = b->dkv; /* the products read what the passes (or rope) wrote */
+  if (!b->lo) return 0;
+  int64_t BQ = m->B * m->Tq, BK = m->B * m->Tk, dk2 = 2 * m->dk;
+  if (cu_as_bf16(r, n->in[0], b->x, BQ * m->d, scr + off[MX], &b->x) ||
+      cu_as_bf16(r, n->in[1], b->wq, m->d * m->e, scr + off[MWQ], &b->wq) ||
+      (n->in[3] != n->in[0] && cu_as_bf16(r, n->in[3], b->c, BK * m->dc, scr + off[MC], &b->c)) ||
+      cu_as_bf16(r, n->in[4], b->wkv, m->dc * dk2, scr + off[MWKV], &b->wkv) ||
+      cu_as_bf16(r, n->in[6], b->wp, m->e * m->d, scr + off[MWP], &b->wp) ||
+      (grad && cu_as_bf16(r, dy, b->dy, BQ * m->d, scr + off[MDY], &b->dy)))
+    return -1;
+  if (n->in[3] == n->in[0]) b->c = b->x; /* self-attention: one rounded x */
+  /* a bf16 y takes its bias in its own type (cuBLASLt's bias has D's) */
+  if (!grad && cu_is_bf16(r, &r->g->nodes[r->k->node]) && cu_to_bf16(r, n->in[7], scr + off[MBP], &b->bp)) return -1;
+  return 0;
+}
+
+/* Rotate (sign +1) or unrotate (-1) rows of src into dst (the same f32
+ * buffer, or under --precision bf16 the backward's dq, dkv rounded once
+ * into bf16, dt "lt_bf16"): `rows` rows of ld elements, position = row % T,
+ * nh heads of hd from column 0. A thread per pair: it reads both elements
+ * before it writes them, so src may be dst. */
+static int rope_kernel(cu_rctx *r, const mha_dims *m, cu_ref src, cu_ref dst, const char *dt, int64_t rows, int64_t T,
+                       int64_t ld, int64_t nh, int sign) {
   int64_t half = m->hd / 2, count = rows * nh * half;
   cu_begin(r, 256);
-  cu_sb_printf(&r->b, "float* __restrict__ v) {\n");
+  cu_sb_printf(&r->b, "const float* s, %s* v) {\n", dt);
   cu_grid_loop(&r->b, count);
   cu_sb_printf(&r->b, "    long long p = e %% %lldLL, h = e / %lldLL %% %lldLL, row = e / (%lldLL * %lldLL);\n"
                       "    double th = (double)(row %% %lldLL) * pow(10000.0, -2.0 * (double)p / %lld.0);\n"
                       "    float cs = (float)cos(th), sn = (float)(%d.0 * sin(th));\n"
-                      "    float* x = v + row * %lldLL + h * %lldLL + p;\n"
-                      "    float a = x[0], b = x[%lld];\n    x[0] = a * cs - b * sn; x[%lld] = b * cs + a * sn;\n  }\n}\n",
-               (long long)half, (long long)half, (long long)nh, (long long)half, (long long)nh, (long long)T, (long long)m->hd, sign, (long long)ld, (long long)m->hd, (long long)half,
-               (long long)half);
-  cu_ref ops[1] = {v};
-  return cu_end(r, cu_blocks(count, 256), 256, ops, 1);
+                      "    long long o = row * %lldLL + h * %lldLL + p;\n"
+                      "    float a = s[o], b = s[o + %lld];\n    v[o] = a * cs - b * sn; v[o + %lld] = b * cs + a * sn;\n  }\n}\n",
+               (long long)half, (long long)half, (long long)nh, (long long)half, (long long)nh, (long long)T,
+               (long long)m->hd, sign, (long long)ld, (long long)m->hd, (long long)half, (long long)half);
+  cu_ref ops[2] = {src, dst};
+  return cu_end(r, cu_blocks(count, 256), 256, ops, 2);
 }
 
 /* `int ok = ...` : may query row i of batch b see key j */
@@ -116,8 +175,8 @@ static void open_rows(cu_rctx *r, const mha_dims *m, int64_t rows) {
 static int fwd_kernel(cu_rctx *r, const mha_dims *m, const mha_bufs *bf) {
   cu_begin(r, 256);
   cu_sb_printf(&r->b, "const float* __restrict__ q, const float* __restrict__ kv, const %s* __restrict__ mask,"
-                      " float* __restrict__ ctx, float* __restrict__ lse) {\n  const int NE = %lld;\n",
-               mask_type(m), (long long)m->NE);
+                      " %s* __restrict__ ctx, float* __restrict__ lse) {\n  const int NE = %lld;\n",
+               mask_type(m), bf->ct, (long long)m->NE);
   open_rows(r, m, m->B * m->H * m->Tq);
   cu_sb_printf(&r->b, "    long long i = w %% TQ, h = w / TQ %% H, b = w / (TQ * H), kvh = h / (H / %lldLL);\n"
                       "    const float* qr = q + (b * TQ + i) * D + h * HD;\n"
@@ -140,15 +199,16 @@ static int fwd_kernel(cu_rctx *r, const mha_dims *m, const mha_bufs *bf) {
   return cu_end(r, cu_blocks(m->B * m->H * m->Tq * 32, 256), 256, ops, 5);
 }
 
-/* q, kv (rotated), ctx and lse of mha node n into scratch */
+/* q, kv (rotated), ctx and lse of mha node n into scratch: q and kv f32
+ * (in lo from bf16 x bf16 products with f32 sums), ctx of type bf->ct */
 static int forward(cu_rctx *r, const ir_node *n, const mha_dims *m, const mha_bufs *bf) {
   int64_t BQ = m->B * m->Tq, BK = m->B * m->Tk;
-  if (cu_gemm_t(r, BQ, m->d, m->e, 0, 0, cu_ref_at(n->in[0], 0), cu_ref_at(n->in[1], 0), bf->q, cu_ref_at(n->in[2], 0)) ||
-      cu_gemm_t(r, BK, m->dc, 2 * m->dk, 0, 0, cu_ref_at(n->in[3], 0), cu_ref_at(n->in[4], 0), bf->kv,
-                cu_ref_at(n->in[5], 0)))
-    return -1;
-  if (m->rope && (rope_kernel(r, m, bf->q, BQ, m->Tq, m->e, m->H, 1) ||
-                  rope_kernel(r, m, bf->kv, BK, m->Tk, 2 * m->dk, m->K, 1)))
+  if (cu_gemm_t(r, BQ, m->d, m->e, 0, 0, bf->x, bf->wq, bf->q, cu_ref_at(n->in[2], 0))) return -1;
+  if (bf->lo) cu_gemm_bf16(r, 0);
+  if (cu_gemm_t(r, BK, m->dc, 2 * m->dk, 0, 0, bf->c, bf->wkv, bf->kv, cu_ref_at(n->in[5], 0))) return -1;
+  if (bf->lo) cu_gemm_bf16(r, 0);
+  if (m->rope && (rope_kernel(r, m, bf->q, bf->q, "float", BQ, m->Tq, m->e, m->H, 1) ||
+                  rope_kernel(r, m, bf->kv, bf->kv, "float", BK, m->Tk, 2 * m->dk, m->K, 1)))
     return -1;
   return fwd_kernel(r, m, bf);
 }
@@ -156,42 +216,46 @@ static int forward(cu_rctx *r, const ir_node *n, const mha_dims *m, const mha_bu
 static int r_mha(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
   mha_dims m;
+  mha_bufs bf;
   if (dims_of(r, n, &m)) return -1;
   int64_t scr = r->p->buf[r->k->node].scr;
   if (scr < 0) return cu_unsupported(r, "no scratch for q, kv and the context");
-  mha_bufs bf = bufs_of(&m, scr);
-  if (forward(r, n, &m, &bf)) return -1;
-  return cu_gemm_t(r, m.B * m.Tq, m.e, m.d, 0, 0, bf.ctx, cu_ref_at(n->in[6], 0), cu_ref_at(r->k->node, 0),
-                   cu_ref_at(n->in[7], 0));
+  if (bufs_of(r, n, &m, scr, &bf) || forward(r, n, &m, &bf)) return -1;
+  if (cu_gemm_t(r, m.B * m.Tq, m.e, m.d, 0, 0, bf.ctx, bf.wp, cu_ref_at(r->k->node, 0), bf.bp)) return -1;
+  if (bf.lo) cu_gemm_bf16(r, cu_is_bf16(r, &r->g->nodes[r->k->node]));
+  return 0;
 }
 
 static const char grad_params[] =
     "const float* __restrict__ q, const float* __restrict__ kv, const %s* __restrict__ mask,"
-    " const float* __restrict__ ctx, const float* __restrict__ lse, const float* __restrict__ dctx,"
-    " float* __restrict__ dl, float* __restrict__ dq, float* __restrict__ dkv) {\n  const int NE = %lld;\n";
+    " const %s* __restrict__ ctx, const float* __restrict__ lse, const %s* __restrict__ dctx,"
+    " float* __restrict__ dl, %s* __restrict__ dq, %s* __restrict__ dkv) {\n  const int NE = %lld;\n";
 
 static int r_mha_grad(cu_rctx *r) {
   const ir_node *n = cu_opn(r, 0);
   mha_dims m;
+  mha_bufs bf;
   if (dims_of(r, n, &m)) return -1;
   int64_t scr = r->p->buf[r->k->node].scr;
   if (scr < 0) return cu_unsupported(r, "no scratch for the mha gradient");
-  mha_bufs bf = bufs_of(&m, scr);
-  if (forward(r, n, &m, &bf)) return -1;
+  if (bufs_of(r, n, &m, scr, &bf) || forward(r, n, &m, &bf)) return -1;
   int64_t BQ = m.B * m.Tq, BK = m.B * m.Tk, d = m.d, e = m.e, dk2 = 2 * m.dk, NE = m.NE;
-  int out = r->k->node, dy = n->in[n->nin - 1];
+  int out = r->k->node;
   /* [dx | dwq | dbq | dc | dwkv | dbkv | dwp | dbp] */
   int64_t o_dwq = 4 * BQ * d, o_dbq = o_dwq + 4 * d * e, o_dc = o_dbq + 4 * e, o_dwkv = o_dc + 4 * BK * m.dc;
   int64_t o_dbkv = o_dwkv + 4 * m.dc * dk2, o_dwp = o_dbkv + 4 * dk2, o_dbp = o_dwp + 4 * e * d;
   cu_ref none = cu_ref_at(CU_REF_NONE, 0);
-  if (cu_gemm_bgrad(r, e, BQ, d, bf.ctx, cu_ref_at(dy, 0), cu_ref_at(out, o_dwp), cu_ref_at(out, o_dbp)) ||
-      cu_gemm_t(r, BQ, d, e, 0, 1, cu_ref_at(dy, 0), cu_ref_at(n->in[6], 0), bf.dctx, none))
+  /* dwp = ctx^T dy with dbp; dctx = dy wp^T (in lo bf16 x bf16, dctx rounded once) */
+  if ((bf.lo ? cu_gemm_bgrad_bf16 : cu_gemm_bgrad)(r, e, BQ, d, bf.ctx, bf.dy, cu_ref_at(out, o_dwp),
+                                                    cu_ref_at(out, o_dbp)) ||
+      cu_gemm_t(r, BQ, d, e, 0, 1, bf.dy, bf.wp, bf.dctx, none))
     return -1;
+  if (bf.lo) cu_gemm_bf16(r, 1);
   cu_ref mk = m.mask_node >= 0 ? cu_ref_at(m.mask_node, 0) : bf.q;
   cu_ref ops[9] = {bf.q, bf.kv, mk, bf.ctx, bf.lse, bf.dctx, bf.dl, bf.dq, bf.dkv};
   /* the query pass: D_i, then dq_i */
   cu_begin(r, 256);
-  cu_sb_printf(&r->b, grad_params, mask_type(&m), (long long)NE);
+  cu_sb_printf(&r->b, grad_params, mask_type(&m), bf.ct, bf.ct, bf.gt, bf.gt, (long long)NE);
   open_rows(r, &m, m.B * m.H * m.Tq);
   cu_sb_printf(&r->b, "    long long i = w %% TQ, h = w / TQ %% H, b = w / (TQ * H), kvh = h / (H / %lldLL);\n"
                       "    const long long ro = (b * TQ + i) * D + h * HD;\n"
@@ -214,11 +278,11 @@ static int r_mha_grad(cu_rctx *r) {
   if (cu_end(r, cu_blocks(m.B * m.H * m.Tq * 32, 256), 256, ops, 9)) return -1;
   /* the key pass: a warp per (batch, kv head, key row j), over its query heads and rows */
   cu_begin(r, 256);
-  cu_sb_printf(&r->b, grad_params, mask_type(&m), (long long)NE);
+  cu_sb_printf(&r->b, grad_params, mask_type(&m), bf.ct, bf.ct, bf.gt, bf.gt, (long long)NE);
   open_rows(r, &m, m.B * m.K * m.Tk);
   cu_sb_printf(&r->b, "    const long long KH = %lldLL, G = H / KH;\n"
                       "    long long j = w %% TK, kvh = w / TK %% KH, b = w / (TK * KH);\n"
-                      "    float* dkr = dkv + (b * TK + j) * 2 * DK + kvh * HD;\n"
+                      "    auto* dkr = dkv + (b * TK + j) * 2 * DK + kvh * HD;\n"
                       "    const float* kr = kv + (b * TK + j) * 2 * DK + kvh * HD; const float* vr = kr + DK;\n"
                       "    float kk[%lld], vv[%lld], dk[%lld], dv[%lld];\n"
                       "    for (int t = 0; t < NE; t++) { long long e = lane + 32 * t;\n"
@@ -229,21 +293,28 @@ static int r_mha_grad(cu_rctx *r) {
   allowed(&r->b, &m);
   cu_sb_printf(&r->b, "\n      if (!ok) continue;\n"
                       "      const long long qw = (b * H + h) * TQ + i, ro = (b * TQ + i) * D + h * HD;\n"
-                      "      const float* qr = q + ro; const float* gr = dctx + ro;\n"
+                      "      const float* qr = q + ro; const auto* gr = dctx + ro;\n"
                       "      float s = 0.f, dp = 0.f;\n      " FOR_T "s += qr[e] * kk[t]; dp += gr[e] * vv[t]; } }\n"
                       "      s = lt_warp_sum(s) * SCALE; dp = lt_warp_sum(dp);\n"
                       "      float p = expf(s - lse[qw]), ds = p * (dp - dl[qw]) * SCALE;\n"
                       "      " FOR_T "dk[t] += ds * qr[e]; dv[t] += p * gr[e]; } }\n    }\n"
                       "    " FOR_T "dkr[e] = dk[t]; dkr[DK + e] = dv[t]; } }\n  }\n}\n");
   if (cu_end(r, cu_blocks(m.B * m.K * m.Tk * 32, 256), 256, ops, 9)) return -1;
-  if (m.rope && (rope_kernel(r, &m, bf.dq, BQ, m.Tq, e, m.H, -1) || rope_kernel(r, &m, bf.dkv, BK, m.Tk, dk2, m.K, -1)))
+  if (m.rope && (rope_kernel(r, &m, bf.dq, bf.dq16, bf.ct, BQ, m.Tq, e, m.H, -1) ||
+                 rope_kernel(r, &m, bf.dkv, bf.dkv16, bf.ct, BK, m.Tk, dk2, m.K, -1)))
     return -1;
-  /* q = x wq + bq; kv = c wkv + bkv */
-  if (cu_gemm_bgrad(r, d, BQ, e, cu_ref_at(n->in[0], 0), bf.dq, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)) ||
-      cu_gemm_t(r, BQ, e, d, 0, 1, bf.dq, cu_ref_at(n->in[1], 0), cu_ref_at(out, 0), none) ||
-      cu_gemm_bgrad(r, m.dc, BK, dk2, cu_ref_at(n->in[3], 0), bf.dkv, cu_ref_at(out, o_dwkv), cu_ref_at(out, o_dbkv)))
+  /* q = x wq + bq; kv = c wkv + bkv: dwq with dbq, dx, dwkv with dbkv, dc (in lo bf16 x bf16 into the f32 result) */
+  int (*bgrad)(cu_rctx *, int64_t, int64_t, int64_t, cu_ref, cu_ref, cu_ref, cu_ref) =
+      bf.lo ? cu_gemm_bgrad_bf16 : cu_gemm_bgrad;
+  if (bgrad(r, d, BQ, e, bf.x, bf.dq16, cu_ref_at(out, o_dwq), cu_ref_at(out, o_dbq)) ||
+      cu_gemm_t(r, BQ, e, d, 0, 1, bf.dq16, bf.wq, cu_ref_at(out, 0), none))
     return -1;
-  return cu_gemm_t(r, BK, dk2, m.dc, 0, 1, bf.dkv, cu_ref_at(n->in[4], 0), cu_ref_at(out, o_dc), none);
+  if (bf.lo) cu_gemm_bf16(r, 0);
+  if (bgrad(r, m.dc, BK, dk2, bf.c, bf.dkv16, cu_ref_at(out, o_dwkv), cu_ref_at(out, o_dbkv)) ||
+      cu_gemm_t(r, BK, dk2, m.dc, 0, 1, bf.dkv16, bf.wkv, cu_ref_at(out, o_dc), none))
+    return -1;
+  if (bf.lo) cu_gemm_bf16(r, 0);
+  return 0;
 }
 
 cu_render_fn cu_mha_renderer(int op) { return op == IR_MHA ? r_mha : op == IR_MHA_GRAD ? r_mha_grad : NULL; }

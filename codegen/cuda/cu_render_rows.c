@@ -668,16 +668,14 @@ static const cu_render_fn by_op[IR_NOPS] = {
   [IR_MAXPOOL2D] = r_pool,            [IR_AVGPOOL2D] = r_pool,     [IR_POOL2D_GRAD] = r_pool_grad,
 };
 
+cu_render_fn cu_rows_renderer(int op) { return op >= 0 && op < IR_NOPS ? by_op[op] : NULL; }
+
 int cu_render_by_op(cu_rctx *r) {
   const ir_node *h = &r->g->nodes[r->k->head];
   for (int j = 0; j <= r->k->narg; j++) {
     ir_dtype t = cu_opn(r, j)->dtype;
     if (t == IR_F16 || t == IR_BF16) return cu_unsupported(r, "16-bit floats are not rendered");
   }
-  cu_render_fn f = by_op[h->op];
-  if (!f) f = cu_misc_renderer(h->op);
-  if (!f) f = cu_seq_renderer(h->op);
-  if (!f) f = cu_mha_renderer(h->op);
-  if (!f) f = cu_comm_renderer(h->op);
+  cu_render_fn f = cu_op_renderer(h->op);
   return f ? f(r) : cu_unsupported(r, "%s has no CUDA kernel yet", ir_ops[h->op].name);
 }

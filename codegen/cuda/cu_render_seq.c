@@ -68,26 +68,26 @@ static void step_forward(cu_sb *b, const seq_dims *s) {
 
 static int64_t al256(int64_t b) { return (b + 255) / 256 * 256; }
 
-/* --precision bf16, the forward: a bf16 x makes the input projection a
- * bf16 x bf16 product (f32 sums into the f32 a), w_ih rounded into the
- * scratch after a first; a bf16 y is written by the kernel directly
- * (lt_bf16: each h_t rounded once, the recurrent state in shared memory
- * and every sum f32). No f32 copy of x or y. */
+/* --precision bf16, the forward: a bf16 x or y makes the input projection
+ * a bf16 x bf16 product (f32 sums into the f32 a), w_ih (and an f32 x)
+ * rounded into the scratch after a first; a bf16 y is written by the
+ * kernel directly (lt_bf16: each h_t rounded once, the recurrent state in
+ * shared memory and every sum f32). No f32 copy of x or y. */
 static int in_proj(cu_rctx *r, const ir_node *n, const seq_dims *s, cu_ref a) {
-  int64_t BT = s->B * s->T, GH = s->G * s->h;
+  int64_t BT = s->B * s->T, GH = s->G * s->h, at = a.off + al256(4 * BT * GH);
   cu_ref x = cu_ref_at(n->in[0], 0), w = cu_ref_at(n->in[1], 0);
-  int lo = cu_is_bf16(r, &r->g->nodes[n->in[0]]);
-  if (lo && cu_to_bf16(r, n->in[1], a.off + al256(4 * BT * GH), &w)) return -1;
+  int lo = cu_is_bf16(r, &r->g->nodes[n->in[0]]) || cu_is_bf16(r, &r->g->nodes[r->k->node]);
+  if (lo && (cu_as_bf16(r, n->in[1], w, s->in * GH, at, &w) ||
+             cu_as_bf16(r, n->in[0], x, BT * s->in, at + al256(2 * s->in * GH), &x)))
+    return -1;
   if (cu_gemm_t(r, BT, s->in, GH, 0, 0, x, w, a, cu_ref_at(n->in[3], 0))) return -1;
-  if (lo) {
-    cu_gemm *g = &r->out->l[r->out->nl - 1].gemm;
-    g->ab_type = CU_T_BF16, g->c_type = CU_T_F32, g->bias_type = CU_T_F32;
-  }
+  if (lo) cu_gemm_bf16(r, 0);
   return 0;
 }
 
 int64_t cu_seq_scratch_bf16(const ir_graph *g, const ir_node *n) {
-  return al256(cu_seq_scratch(g, n)) + al256(2 * ir_numel(&g->nodes[n->in[1]].shape));
+  return al256(cu_seq_scratch(g, n)) + al256(2 * ir_numel(&g->nodes[n->in[1]].shape)) +
+         al256(2 * ir_numel(&g->nodes[n->in[0]].shape));
 }
 
 static int r_seq(cu_rctx *r) {
@@ -123,15 +123,44 @@ static int r_seq(cu_rctx *r) {
   return cu_end(r, (unsigned)(s.B < 65535 ? s.B : 65535), s.threads, ops, 4);
 }
 
-/* Scratch bytes: forward a [BT, GH]; backward a, ah, da, dah [BT, GH] and
- * h_{t-1}, the LSTM cell [BT, h]. */
+/* The backward's scratch, in parts at 256-byte boundaries: a, ah, da, dah
+ * [BT, GH] (f32: the step loop's operands), h_{t-1} [BT, h], the LSTM cell
+ * [BT, h] (f32). In --precision bf16 (lo) the products read bf16 with f32
+ * sums: h_{t-1} is bf16 (it is only a product's operand; a bf16 y shifts
+ * into it exactly), and after the f32 parts come w_ih, w_hh and an f32 x
+ * rounded for the products, and da16, dah16 (the GRU's; the others' dah is
+ * da): the step loop's gate gradients, which it keeps in f32 for its own
+ * recurrence, rounded once as it writes them. */
+enum { SA, SAH, SDA, SDAH, SHP, SCELL, SWIH, SWHH, SX, SDA16, SDAH16, S_N };
+
+static int64_t grad_layout(const ir_graph *g, const ir_node *n, int lo, int64_t off[S_N]) {
+  const ir_shape *x = &g->nodes[n->in[0]].shape;
+  int op = op_of(n->op);
+  int64_t BT = x->d[0] * x->d[1], in = x->d[2], h = g->nodes[n->in[2]].shape.d[0];
+  int64_t GH = (op == IR_LSTM ? 4 : op == IR_GRU ? 3 : 1) * h;
+  const int64_t bytes[S_N] = {4 * BT * GH, 4 * BT * GH, 4 * BT * GH, 4 * BT * GH, (lo ? 2 : 4) * BT * h,
+                              4 * BT * h, lo * 2 * in * GH, lo * 2 * h * GH, lo * 2 * BT * in, lo * 2 * BT * GH,
+                              lo * (op == IR_GRU) * 2 * BT * GH};
+  int64_t at = 0;
+  for (int i = 0; i < S_N; i++) off[i] = at, at += al256(bytes[i]);
+  return at;
+}
+
+/* Scratch bytes: forward a [BT, GH]; the backward's grad_layout. */
 int64_t cu_seq_scratch(const ir_graph *g, const ir_node *n) {
   const ir_shape *x = &g->nodes[n->in[0]].shape;
   int op = op_of(n->op);
-  int64_t BT = x->d[0] * x->d[1], h = g->nodes[n->in[2]].shape.d[0];
+  int64_t BT = x->d[0] * x->d[1], h = g->nodes[n->in[2]].shape.d[0], off[S_N];
   int64_t GH = (op == IR_LSTM ? 4 : op == IR_GRU ? 3 : 1) * h;
   if (n->op == IR_RNN || n->op == IR_LSTM || n->op == IR_GRU) return 4 * BT * GH;
-  return 4 * (4 * BT * GH + 2 * BT * h);
+  return grad_layout(g, n, 0, off);
+}
+
+/* the bf16 plan's: room for either form (lo's parts after h_{t-1} outweigh
+ * the f32 h_{t-1}'s half, but take the larger all the same) */
+int64_t cu_seq_grad_scratch_bf16(const ir_graph *g, const ir_node *n) {
+  int64_t off[S_N], lo = grad_layout(g, n, 1, off), f32 = grad_layout(g, n, 0, off);
+  return lo > f32 ? lo : f32;
 }
 
 /* the gate gradients of unit j at row `row` into da (and dah), dh given */
@@ -163,6 +192,8 @@ static void step_backward(cu_sb *b, const seq_dims *s) {
                   "        dcs[j] = dh * zg;\n");
 }
 
+static const char *type_of(cu_rctx *r, int node) { return cu_is_bf16(r, &r->g->nodes[node]) ? "lt_bf16" : "float"; }
+
 /* rnn_grad, lstm_grad, gru_grad: x, w_ih, w_hh, b (b_ih, b_hh), y, dy ->
  * [dx | dw_ih | dw_hh | db (| db_hh)] */
 static int r_seq_grad(cu_rctx *r) {
@@ -171,31 +202,44 @@ static int r_seq_grad(cu_rctx *r) {
   if (dims_of(r, n, op_of(n->op), &s)) return -1;
   int gru = s.op == IR_GRU;
   int64_t BT = s.B * s.T, GH = s.G * s.h, h = s.h;
-  int64_t scr = r->p->buf[r->k->node].scr;
+  int64_t scr = r->p->buf[r->k->node].scr, off[S_N];
   if (scr < 0) return cu_unsupported(r, "no scratch for the recurrence's gradient");
   int xn = n->in[0], wih = n->in[1], whh = n->in[2], bih = n->in[3], bhh = gru ? n->in[4] : -1;
   int yn = n->in[gru ? 5 : 4], dy = n->in[gru ? 6 : 5], out = r->k->node;
-  cu_ref a = cu_ref_at(CU_REF_ARENA, scr), ah = cu_ref_at(CU_REF_ARENA, scr + 4 * BT * GH);
-  cu_ref da = cu_ref_at(CU_REF_ARENA, scr + 8 * BT * GH), dah = cu_ref_at(CU_REF_ARENA, scr + 12 * BT * GH);
-  cu_ref hp = cu_ref_at(CU_REF_ARENA, scr + 16 * BT * GH), cell = cu_ref_at(CU_REF_ARENA, scr + 16 * BT * GH + 4 * BT * h);
-  cu_ref none = cu_ref_at(CU_REF_NONE, 0);
-  if (!gru) dah = da; /* one pre-activation: its two gradients are one */
+  /* --precision bf16: x, y or dy is bf16 */
+  int lo = cu_is_bf16(r, &r->g->nodes[xn]) || cu_is_bf16(r, &r->g->nodes[yn]) || cu_is_bf16(r, &r->g->nodes[dy]);
+  grad_layout(r->g, n, lo, off);
+  cu_ref p[S_N];
+  for (int i = 0; i < S_N; i++) p[i] = cu_ref_at(CU_REF_ARENA, scr + off[i]);
+  cu_ref a = p[SA], ah = p[SAH], da = p[SDA], dah = gru ? p[SDAH] : p[SDA], hp = p[SHP], cell = p[SCELL];
+  cu_ref da16 = lo ? p[SDA16] : da, dah16 = lo ? (gru ? p[SDAH16] : p[SDA16]) : dah; /* the products' operands */
+  cu_ref none = cu_ref_at(CU_REF_NONE, 0), X = cu_ref_at(xn, 0), WIH = cu_ref_at(wih, 0), WHH = cu_ref_at(whh, 0);
+  if (lo && (cu_as_bf16(r, xn, X, BT * s.in, p[SX].off, &X) || cu_as_bf16(r, wih, WIH, s.in * GH, p[SWIH].off, &WIH) ||
+             cu_as_bf16(r, whh, WHH, h * GH, p[SWHH].off, &WHH)))
+    return -1;
+  const char *ht = lo ? "lt_bf16" : "float"; /* h_{t-1}'s type */
   /* a = x w_ih + b_ih; h_{t-1}; ah = h_{t-1} w_hh (+ b_hh) */
-  if (cu_gemm_t(r, BT, s.in, GH, 0, 0, cu_ref_at(xn, 0), cu_ref_at(wih, 0), a, cu_ref_at(bih, 0))) return -1;
+  if (cu_gemm_t(r, BT, s.in, GH, 0, 0, X, WIH, a, cu_ref_at(bih, 0))) return -1;
+  if (lo) cu_gemm_bf16(r, 0);
   cu_begin(r, 256);
-  cu_sb_printf(&r->b, "const float* __restrict__ y, float* __restrict__ hp) {\n");
+  cu_sb_printf(&r->b, "const %s* __restrict__ y, %s* __restrict__ hp) {\n", type_of(r, yn), ht);
   cu_grid_loop(&r->b, BT * h);
-  cu_sb_printf(&r->b, "    long long t = e / %lldLL %% %lldLL;\n    hp[e] = t ? y[e - %lldLL] : 0.f;\n  }\n}\n",
+  cu_sb_printf(&r->b, "    long long t = e / %lldLL %% %lldLL;\n    hp[e] = t ? (float)y[e - %lldLL] : 0.f;\n  }\n}\n",
                (long long)h, (long long)s.T, (long long)h);
   cu_ref sh[2] = {cu_ref_at(yn, 0), hp};
   if (cu_end(r, cu_blocks(BT * h, 256), 256, sh, 2)) return -1;
-  if (s.op != IR_RNN && cu_gemm_t(r, BT, h, GH, 0, 0, hp, cu_ref_at(whh, 0), ah, gru ? cu_ref_at(bhh, 0) : none))
-    return -1;
-  /* the sequence loop, backwards */
+  if (s.op != IR_RNN) {
+    if (cu_gemm_t(r, BT, h, GH, 0, 0, hp, WHH, ah, gru ? cu_ref_at(bhh, 0) : none)) return -1;
+    if (lo) cu_gemm_bf16(r, 0);
+  }
+  /* the sequence loop, backwards (whh f32: the recurrent products in f32 registers) */
   cu_begin(r, (int)s.threads);
-  cu_sb_printf(&r->b, "const float* __restrict__ a, const float* __restrict__ ah, const float* __restrict__ y,"
-                      " const float* __restrict__ dy, const float* __restrict__ whh, float* da, float* dah,"
-                      " float* __restrict__ cell) {\n");
+  cu_sb_printf(&r->b, "const float* __restrict__ a, const float* __restrict__ ah, const %s* __restrict__ y,"
+                      " const %s* __restrict__ dy, const float* __restrict__ whh, float* da, float* dah,"
+                      " float* __restrict__ cell",
+               type_of(r, yn), type_of(r, dy));
+  if (lo) cu_sb_printf(&r->b, ", lt_bf16* da16, lt_bf16* dah16");
+  cu_sb_printf(&r->b, ") {\n");
   consts(&r->b, &s);
   /* dcs: the lstm's cell gradient, the gru's carried dh * z; the rnn has
    * none (a shared array set and never read is NVRTC's warning #550) */
@@ -215,21 +259,29 @@ static int r_seq_grad(cu_rctx *r) {
                       "      " FOR_J " {\n        float dh = dy[row * HH + j] + drec[j];\n",
                carry ? " dcs[j] = 0.f;" : "");
   step_backward(&r->b, &s);
+  if (lo) /* the unit's gate gradients rounded once for the products (this thread wrote them) */
+    cu_sb_printf(&r->b, "        for (long long c = j; c < GH; c += HH) { da16[row * GH + c] = da[row * GH + c];%s }\n",
+                 gru ? " dah16[row * GH + c] = dah[row * GH + c];" : "");
   cu_sb_printf(&r->b, "      }\n      __syncthreads();\n"
                       "      const float* dr = dah + row * GH;\n"
                       "      " FOR_J " {\n        float acc = %s;\n"
                       "        for (long long c = 0; c < GH; c++) acc += dr[c] * whh[j * GH + c];\n"
                       "        drec[j] = acc;\n      }\n      __syncthreads();\n    }\n  }\n}\n",
                gru ? "dcs[j]" : "0.f");
-  cu_ref ops[8] = {a, ah, cu_ref_at(yn, 0), cu_ref_at(dy, 0), cu_ref_at(whh, 0), da, dah, cell};
-  if (cu_end(r, (unsigned)(s.B < 65535 ? s.B : 65535), s.threads, ops, 8)) return -1;
+  cu_ref ops[10] = {a, ah, cu_ref_at(yn, 0), cu_ref_at(dy, 0), cu_ref_at(whh, 0), da, dah, cell, da16, dah16};
+  if (cu_end(r, (unsigned)(s.B < 65535 ? s.B : 65535), s.threads, ops, lo ? 10 : 8)) return -1;
   /* [dx | dw_ih | dw_hh | db (| db_hh)] */
   int64_t o_dwih = 4 * BT * s.in, o_dwhh = o_dwih + 4 * s.in * GH, o_db = o_dwhh + 4 * h * GH;
-  if (cu_gemm_t(r, BT, GH, s.in, 0, 1, da, cu_ref_at(wih, 0), cu_ref_at(out, 0), none)) return -1; /* dx = da w_ih^T */
+  int (*bgrad)(cu_rctx *, int64_t, int64_t, int64_t, cu_ref, cu_ref, cu_ref, cu_ref) =
+      lo ? cu_gemm_bgrad_bf16 : cu_gemm_bgrad;
+  if (cu_gemm_t(r, BT, GH, s.in, 0, 1, da16, WIH, cu_ref_at(out, 0), none)) return -1; /* dx = da w_ih^T */
+  if (lo) cu_gemm_bf16(r, 0);
   /* dw_ih = x^T da with db = da's column sums; dw_hh = h_prev^T dah (with the GRU's db_hh = dah's sums) */
-  if (cu_gemm_bgrad(r, s.in, BT, GH, cu_ref_at(xn, 0), da, cu_ref_at(out, o_dwih), cu_ref_at(out, o_db))) return -1;
-  if (gru) return cu_gemm_bgrad(r, h, BT, GH, hp, dah, cu_ref_at(out, o_dwhh), cu_ref_at(out, o_db + 4 * GH));
-  return cu_gemm_t(r, h, BT, GH, 1, 0, hp, dah, cu_ref_at(out, o_dwhh), none);
+  if (bgrad(r, s.in, BT, GH, X, da16, cu_ref_at(out, o_dwih), cu_ref_at(out, o_db))) return -1;
+  if (gru) return bgrad(r, h, BT, GH, hp, dah16, cu_ref_at(out, o_dwhh), cu_ref_at(out, o_db + 4 * GH));
+  if (cu_gemm_t(r, h, BT, GH, 1, 0, hp, dah16, cu_ref_at(out, o_dwhh), none)) return -1;
+  if (lo) cu_gemm_bf16(r, 0);
+  return 0;
 }
 
 cu_render_fn cu_seq_renderer(int op) {

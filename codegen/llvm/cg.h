@@ -11,6 +11,10 @@
 
 #include "ir.h"
 
+/* Whether the CPU backend has a kernel for op (leaves need none): the
+ * op-coverage audit of the CUDA backend (test_cuda_exec) walks it. */
+int cg_op_has_kernel(int op);
+
 typedef struct cg_program cg_program;
 
 typedef struct {

@@ -1057,6 +1057,10 @@ static int cg_is_norm(int op) {
 
 static int is_supported_dtype(ir_dtype t) { return t != IR_F16 && t != IR_BF16; }
 
+int cg_op_has_kernel(int op) {
+  return op >= 0 && op < IR_NOPS && (ir_ops[op].cat == IR_CAT_LEAF || cg_emitters[op] != NULL);
+}
+
 const char *cg_unsupported(const ir_graph *g, const ir_node *n) {
   if (n->op < 0 || n->op >= IR_NOPS) return "unknown operator";
   if (ir_ops[n->op].cat == IR_CAT_LEAF) return NULL;
