@@ -409,7 +409,6 @@ static int vec_full(const cu_rctx *r, const ir_shape *out, const ir_node *in) {
 /* Whether a loop producing the f32 results res[0..nres) can run four
  * elements a thread (an operand that is not full is read per element). */
 static int vec_loop_ok(const cu_rctx *r, const ir_node *const *res, int nres) {
-  if (r->wide) return 0; /* launches pointed at copies: keep the scalar loop */
   for (int m = 0; m < nres; m++)
     if (!vec_full(r, &res[0]->shape, res[m])) return 0;
   return ir_numel(&res[0]->shape) >= 4;
@@ -761,7 +760,7 @@ static int epi_body(cu_rctx *r, const pl_epilogue *e, int done, int lane, const 
  * every saved value are f32 (not bf16) and it has at least 4 elements. */
 static int epi_vec_ok(const cu_rctx *r, const pl_epilogue *e) {
   const ir_node *out = cu_opn(r, 0);
-  if (r->wide || !vec_full(r, &out->shape, out) || ir_numel(&out->shape) < 4) return 0;
+  if (!vec_full(r, &out->shape, out) || ir_numel(&out->shape) < 4) return 0;
   for (int s = 0; s < e->nsteps; s++)
     if (e->save[s] && !vec_full(r, &out->shape, cu_opn(r, e->save[s]))) return 0;
   return 1;
