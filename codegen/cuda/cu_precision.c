@@ -76,6 +76,12 @@ int cu_bf16_buffers(const pl_plan *p, unsigned char **out) {
     if (hop == IR_ATTENTION_SAVE || hop == IR_ATTENTION_GRAD || hop == IR_ATTENTION_GRAD_SAVED || hop == IR_MHA_GRAD ||
         hop == IR_RNN_GRAD || hop == IR_LSTM_GRAD || hop == IR_GRU_GRAD)
       ok[root_of(p, k->node)] = 0;
+    /* mha's biases stay f32: bq and bkv are the epilogue biases of its f32 q and kv products (cuBLASLt reads
+     * D's type), bp is rounded for a bf16 y. A bias sliced from a fused parameter (head_dim, kv_heads) would
+     * otherwise be a bf16 slice result read as floats (logits 0.6-0.9 off) */
+    static const int mha_bias[3] = {2, 5, 7}; /* bq, bkv, bp */
+    for (int j = 0; j < 3 && (hop == IR_MHA || hop == IR_MHA_GRAD); j++)
+      ok[root_of(p, p->g->nodes[k->head].in[mha_bias[j]])] = 0;
     if (kernel_takes_bf16(p, k)) continue;
     for (int j = 0; j < k->nin; j++) ok[root_of(p, k->in[j])] = 0;
     for (int j = 0; j < k->nout; j++) ok[root_of(p, k->out[j])] = 0;

@@ -88,16 +88,21 @@ typedef struct {
   cu_ref q, kv, ctx, lse, dl, dctx, dq, dkv, dq16, dkv16;
   /* the products' operands: the tensors, or in lo their bf16 forms */
   cu_ref x, wq, c, wkv, wp, bp, dy;
+  int bq, bkv; /* the biases' nodes */
   int lo;
   const char *ct, *gt; /* the element type of ctx and dctx; of dq and dkv as the passes write them */
 } mha_bufs;
 
-/* Whether mha node n runs its bf16 form: an activation it reads or writes is bf16. */
+/* Whether mha node n runs its bf16 form: a tensor it reads or writes is
+ * bf16 (an activation, or a weight that is a bf16 slice of a fused
+ * parameter: the f32 form would read its bytes as floats). */
 static int mha_lo(cu_rctx *r, const ir_node *n) {
   if (!r->bf16) return 0;
   int last = n->op == IR_MHA_GRAD ? n->in[n->nin - 1] : r->k->node;
-  return cu_is_bf16(r, &r->g->nodes[n->in[0]]) || cu_is_bf16(r, &r->g->nodes[n->in[3]]) ||
-         cu_is_bf16(r, &r->g->nodes[last]);
+  if (cu_is_bf16(r, &r->g->nodes[last])) return 1;
+  for (int j = 0; j < 8; j++)
+    if (cu_is_bf16(r, &r->g->nodes[n->in[j]])) return 1;
+  return 0;
 }
 
 static int bufs_of(cu_rctx *r, const ir_node *n, const mha_dims *m, int64_t scr, mha_bufs *b) {
@@ -110,6 +115,7 @@ static int bufs_of(cu_rctx *r, const ir_node *n, const mha_dims *m, int64_t scr,
   b->ct = b->lo ? "lt_bf16" : "float", b->gt = b->lo && !m->rope ? "lt_bf16" : "float";
   b->x = cu_ref_at(n->in[0], 0), b->wq = cu_ref_at(n->in[1], 0), b->c = cu_ref_at(n->in[3], 0);
   b->wkv = cu_ref_at(n->in[4], 0), b->wp = cu_ref_at(n->in[6], 0), b->bp = cu_ref_at(n->in[7], 0);
+  b->bq = n->in[2], b->bkv = n->in[5];
   int grad = n->op == IR_MHA_GRAD, dy = grad ? n->in[n->nin - 1] : -1;
   if (grad) b->dy = cu_ref_at(dy, 0);
   if (!b->lo || !m->rope) b->dq16 = b->dq, b->dkv16 = b->dkv; /* the products read what the passes (or rope) wrote */
@@ -123,7 +129,8 @@ static int bufs_of(cu_rctx *r, const ir_node *n, const mha_dims *m, int64_t scr,
       (grad && cu_as_bf16(r, dy, b->dy, BQ * m->d, scr + off[MDY], &b->dy)))
     return -1;
   if (n->in[3] == n->in[0]) b->c = b->x; /* self-attention: one rounded x */
-  /* a bf16 y takes its bias in its own type (cuBLASLt's bias has D's) */
+  /* a bf16 y takes its bias in its own type (cuBLASLt's bias has D's); the
+   * biases are f32 in the plan (cu_precision.c), bq and bkv as f32 q and kv */
   if (!grad && cu_is_bf16(r, &r->g->nodes[r->k->node]) && cu_to_bf16(r, n->in[7], scr + off[MBP], &b->bp)) return -1;
   return 0;
 }
@@ -132,10 +139,14 @@ static int bufs_of(cu_rctx *r, const ir_node *n, const mha_dims *m, int64_t scr,
  * buffer, or under --precision bf16 the backward's dq, dkv rounded once
  * into bf16, dt "lt_bf16"): `rows` rows of ld elements, position = row % T,
  * nh heads of hd from column 0. A thread per pair: it reads both elements
- * before it writes them, so src may be dst. */
+ * before it writes them, so src may be dst. Into another buffer, a row's
+ * columns past the heads (kv's values, ld = 2 nh hd) are copied by the
+ * same thread, as otherwise nothing would write them there. */
 static int rope_kernel(cu_rctx *r, const mha_dims *m, cu_ref src, cu_ref dst, const char *dt, int64_t rows, int64_t T,
                        int64_t ld, int64_t nh, int sign) {
-  int64_t half = m->hd / 2, count = rows * nh * half;
+  int64_t half = m->hd / 2, count = rows * nh * half, rest = ld - nh * m->hd;
+  int copy = src.node != dst.node || src.off != dst.off;
+  if (copy && rest && rest != nh * m->hd) return cu_unsupported(r, "rope rows of an unexpected width");
   cu_begin(r, 256);
   cu_sb_printf(&r->b, "const float* s, %s* v) {\n", dt);
   cu_grid_loop(&r->b, count);
@@ -143,9 +154,13 @@ static int rope_kernel(cu_rctx *r, const mha_dims *m, cu_ref src, cu_ref dst, co
                       "    double th = (double)(row %% %lldLL) * pow(10000.0, -2.0 * (double)p / %lld.0);\n"
                       "    float cs = (float)cos(th), sn = (float)(%d.0 * sin(th));\n"
                       "    long long o = row * %lldLL + h * %lldLL + p;\n"
-                      "    float a = s[o], b = s[o + %lld];\n    v[o] = a * cs - b * sn; v[o + %lld] = b * cs + a * sn;\n  }\n}\n",
+                      "    float a = s[o], b = s[o + %lld];\n    v[o] = a * cs - b * sn; v[o + %lld] = b * cs + a * sn;\n",
                (long long)half, (long long)half, (long long)nh, (long long)half, (long long)nh, (long long)T,
                (long long)m->hd, sign, (long long)ld, (long long)m->hd, (long long)half, (long long)half);
+  if (copy && rest) /* the values beside this pair */
+    cu_sb_printf(&r->b, "    v[o + %lldLL] = s[o + %lldLL]; v[o + %lldLL] = s[o + %lldLL];\n", (long long)rest,
+                 (long long)rest, (long long)(rest + half), (long long)(rest + half));
+  cu_sb_printf(&r->b, "  }\n}\n");
   cu_ref ops[2] = {src, dst};
   return cu_end(r, cu_blocks(count, 256), 256, ops, 2);
 }
@@ -201,11 +216,11 @@ static int fwd_kernel(cu_rctx *r, const mha_dims *m, const mha_bufs *bf) {
 
 /* q, kv (rotated), ctx and lse of mha node n into scratch: q and kv f32
  * (in lo from bf16 x bf16 products with f32 sums), ctx of type bf->ct */
-static int forward(cu_rctx *r, const ir_node *n, const mha_dims *m, const mha_bufs *bf) {
+static int forward(cu_rctx *r, const mha_dims *m, const mha_bufs *bf) {
   int64_t BQ = m->B * m->Tq, BK = m->B * m->Tk;
-  if (cu_gemm_t(r, BQ, m->d, m->e, 0, 0, bf->x, bf->wq, bf->q, cu_ref_at(n->in[2], 0))) return -1;
+  if (cu_gemm_t(r, BQ, m->d, m->e, 0, 0, bf->x, bf->wq, bf->q, cu_ref_at(bf->bq, 0))) return -1;
   if (bf->lo) cu_gemm_bf16(r, 0);
-  if (cu_gemm_t(r, BK, m->dc, 2 * m->dk, 0, 0, bf->c, bf->wkv, bf->kv, cu_ref_at(n->in[5], 0))) return -1;
+  if (cu_gemm_t(r, BK, m->dc, 2 * m->dk, 0, 0, bf->c, bf->wkv, bf->kv, cu_ref_at(bf->bkv, 0))) return -1;
   if (bf->lo) cu_gemm_bf16(r, 0);
   if (m->rope && (rope_kernel(r, m, bf->q, bf->q, "float", BQ, m->Tq, m->e, m->H, 1) ||
                   rope_kernel(r, m, bf->kv, bf->kv, "float", BK, m->Tk, 2 * m->dk, m->K, 1)))
@@ -220,7 +235,7 @@ static int r_mha(cu_rctx *r) {
   if (dims_of(r, n, &m)) return -1;
   int64_t scr = r->p->buf[r->k->node].scr;
   if (scr < 0) return cu_unsupported(r, "no scratch for q, kv and the context");
-  if (bufs_of(r, n, &m, scr, &bf) || forward(r, n, &m, &bf)) return -1;
+  if (bufs_of(r, n, &m, scr, &bf) || forward(r, &m, &bf)) return -1;
   if (cu_gemm_t(r, m.B * m.Tq, m.e, m.d, 0, 0, bf.ctx, bf.wp, cu_ref_at(r->k->node, 0), bf.bp)) return -1;
   if (bf.lo) cu_gemm_bf16(r, cu_is_bf16(r, &r->g->nodes[r->k->node]));
   return 0;
@@ -238,7 +253,7 @@ static int r_mha_grad(cu_rctx *r) {
   if (dims_of(r, n, &m)) return -1;
   int64_t scr = r->p->buf[r->k->node].scr;
   if (scr < 0) return cu_unsupported(r, "no scratch for the mha gradient");
-  if (bufs_of(r, n, &m, scr, &bf) || forward(r, n, &m, &bf)) return -1;
+  if (bufs_of(r, n, &m, scr, &bf) || forward(r, &m, &bf)) return -1;
   int64_t BQ = m.B * m.Tq, BK = m.B * m.Tk, d = m.d, e = m.e, dk2 = 2 * m.dk, NE = m.NE;
   int out = r->k->node;
   /* [dx | dwq | dbq | dc | dwkv | dbkv | dwp | dbp] */
