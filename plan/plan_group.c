@@ -436,6 +436,7 @@ static void batch_updates(const ir_graph *g, arena *A, pl_group **group_of, int 
       }
     if (!sib) continue;
     const pl_siblings *mu = grp->multi;
+    if (1 + mu->n + mu->nin > PL_MAXUPD) continue; /* wider than a batch's operands: stays its own kernel */
     if (b.ngrp == (int)(sizeof b.grp / sizeof b.grp[0]) || 1 + b.nops + upd_new_ops(&b, mu) > PL_MAXUPD)
       upd_close(&b, group_of, run_at, inside, A);
     for (int m = 0; m < mu->n; m++) b.ops[b.nops++] = mu->node[m], b.member[mu->node[m]] = 1;
