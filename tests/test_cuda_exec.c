@@ -562,10 +562,6 @@ static void nvrtc_rejects(void) {
  * yet", cu_render_by_op). An op that gains a renderer must leave the list,
  * so it only shrinks. */
 static const struct { int op; const char *why; } not_rendered[] = {
-  {IR_QMATMUL, "int8 inference (lathe quantize): the CPU's VNNI/AMX kernels; no int8 GPU path yet"},
-  {IR_QCONV2D, "int8 inference (lathe quantize): the CPU's int8 convolution; no int8 GPU path yet"},
-  {IR_QUANTIZE, "int8 activations between quantized products (lathe quantize --static); no int8 GPU path yet"},
-  {IR_DEQUANTIZE, "int8 activations between quantized products (lathe quantize --static); no int8 GPU path yet"},
   {IR_SEND, "pipeline-parallel stages over MPI (docs/distributed.md); the GPU runs data parallel through NCCL only"},
   {IR_RECV, "pipeline-parallel stages over MPI (docs/distributed.md); the GPU runs data parallel through NCCL only"},
 };

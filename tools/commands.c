@@ -31,9 +31,10 @@ int cli_gemm(const char *cmd, const char *s) {
 static lathe_program *load_for_inspection(const cli_args *a, int *status) {
   lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
   if (cli_pass_options(a, "check", &o)) { *status = 1; return NULL; }
+  lathe_error err = {0};
+  if (cli_weights_quant(cli_value(a, "--weights"), &o, &err)) { *status = cli_report(&err); return NULL; }
   lathe_model *m = cli_load_model(a, status);
   if (!m) return NULL;
-  lathe_error err = {0};
   lathe_program *p = lathe_compile(m, &o, &err);
   lathe_model_free(m);
   if (!p) *status = cli_report(&err);
@@ -114,9 +115,10 @@ static int inspect_program(const cli_args *a, compile_fn compile, const char *ti
   lathe_options o = {.backend = LATHE_BACKEND_INTERP, .default_dim = 1};
   int status = 0;
   if (cli_pass_options(a, "check", &o)) return 1;
+  lathe_error err = {0};
+  if (cli_weights_quant(cli_value(a, "--weights"), &o, &err)) return cli_report(&err); /* quantized: as its mode */
   lathe_model *m = cli_load_model(a, &status);
   if (!m) return status;
-  lathe_error err = {0};
   lathe_program *p = compile(m, &o, &err);
   lathe_model_free(m);
   if (!p) return cli_report(&err);
@@ -159,7 +161,7 @@ static int inspect(int argc, char **argv, const char *cmd, const char *flags, la
 }
 
 int cmd_check(int argc, char **argv) {
-  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool --generate=bool --kernels=bool --backend=value --gpu-arch=value " CLI_PASS_FLAGS,
+  return inspect(argc, argv, "check", "--bind=pair --ir=bool --train=bool --generate=bool --kernels=bool --backend=value --gpu-arch=value --weights=value " CLI_PASS_FLAGS,
                  LATHE_PRINT_SUMMARY);
 }
 int cmd_dot(int argc, char **argv) { return inspect(argc, argv, "dot", "--bind=pair " CLI_PASS_FLAGS, LATHE_PRINT_DOT); }

@@ -14,7 +14,7 @@ static const cli_command commands[] = {
   {"check", cmd_check, "parse and verify a model; print the graph summary",
    "usage: lathe check MODEL [--bind NAME=N]... [--ir] [--train|--generate] [--kernels] [-O0..3] [--passes=LIST]\n"
    "                   [--print-after=P] [--dump-dir DIR] [--time-passes]\n"
-   "                   [--backend cuda [--gpu-arch sm_80|sm_90]]\n"
+   "                   [--backend cuda [--gpu-arch sm_80|sm_90]] [--weights FILE]\n"
    "\n"
    "Parses and type-checks MODEL, lowers it to a static graph and prints every node with\n"
    "its shape and FLOPs, the parameter count and the memory parameters and activations need,\n"
@@ -28,6 +28,8 @@ static const cli_command commands[] = {
    "                  (docs/cuda.md); --dump-dir DIR gets each module's .cu and .cubin/.ptx\n"
    "  --gpu-arch A    the GPU architecture to compile for (sm_80, sm_90, ...); without it the\n"
    "                  GPU present is asked (compiling needs NVRTC only, never a GPU)\n"
+   "  --weights FILE  compile as for these weights: a file lathe quantize wrote compiles its\n"
+   "                  products quantized in its mode (docs/quantize.md); nothing is loaded\n"
    "  --train         the training step instead (forward, backward and the optimizer update\n"
    "                  of the model's train block): its memory plan and what the passes did\n"
    "  --generate      the decode step lathe generate compiles instead (one token at batch 1,\n"

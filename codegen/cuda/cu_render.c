@@ -863,6 +863,7 @@ cu_render_fn cu_op_renderer(int op) {
   if (!f) f = cu_seq_renderer(op);
   if (!f) f = cu_mha_renderer(op);
   if (!f) f = cu_comm_renderer(op);
+  if (!f) f = cu_quant_renderer(op);
   return f;
 }
 
@@ -936,6 +937,7 @@ static int64_t cu_scratch_bytes(const ir_graph *g, const ir_node *n) {
       n->op == IR_GRU_GRAD)
     return cu_seq_scratch(g, n);
   if (n->op == IR_MHA || n->op == IR_MHA_GRAD) return cu_mha_scratch(g, n);
+  if (n->op == IR_QMATMUL || n->op == IR_QCONV2D) return cu_quant_scratch(g, n); /* quantized rows or weights */
   /* the weighted or ignoring cross-entropy's gradient: the rows' total weight, the classes' */
   if (n->op == IR_CROSS_ENTROPY_GRAD && (n->nin == 4 || n->attr.k)) return 4 * (int64_t)sizeof(float);
   /* layernorm's weight gradient keeps each row's mean and 1/std */

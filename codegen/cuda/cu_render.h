@@ -108,6 +108,8 @@ int cu_render_sample(cu_rctx *r);      /* cu_render_sample.c: sample_token */
 cu_render_fn cu_seq_renderer(int op);  /* cu_render_seq.c */
 cu_render_fn cu_mha_renderer(int op);  /* cu_render_mha.c */
 cu_render_fn cu_comm_renderer(int op); /* cu_render_comm.c: the collectives */
+cu_render_fn cu_quant_renderer(int op); /* cu_render_quant.c: qmatmul, qconv2d, quantize, dequantize */
+int64_t cu_quant_scratch(const ir_graph *g, const ir_node *n);
 int64_t cu_mha_scratch(const ir_graph *g, const ir_node *n);
 /* cu_render_seq.c: the scratch bytes of a recurrence or its gradient. */
 int64_t cu_seq_scratch(const ir_graph *g, const ir_node *n);

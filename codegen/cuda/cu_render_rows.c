@@ -674,7 +674,8 @@ int cu_render_by_op(cu_rctx *r) {
   const ir_node *h = &r->g->nodes[r->k->head];
   for (int j = 0; j <= r->k->narg; j++) {
     ir_dtype t = cu_opn(r, j)->dtype;
-    if (t == IR_F16 || t == IR_BF16) return cu_unsupported(r, "16-bit floats are not rendered");
+    if ((t == IR_F16 || t == IR_BF16) && h->op != IR_QMATMUL) /* bf16/f16 weights: cu_render_quant.c */
+      return cu_unsupported(r, "16-bit floats are not rendered");
   }
   cu_render_fn f = cu_op_renderer(h->op);
   return f ? f(r) : cu_unsupported(r, "%s has no CUDA kernel yet", ir_ops[h->op].name);

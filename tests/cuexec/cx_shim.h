@@ -182,6 +182,26 @@ static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline int __clz(int x) { return x ? __builtin_clz((unsigned)x) : 32; }
 static inline int __ffs(int x) { return __builtin_ffs(x); }
 template <class T> static inline T __ldg(const T *p) { return *p; }
+/* float to int, round to nearest even, as cvt.rni.s32.f32: NaN gives 0, out of
+ * range saturates (the int8 kernels' rounding, rt_q_rint's on the CPU) */
+static inline int __float2int_rn(float x) {
+  if (x != x) return 0;
+  if (x >= 2147483648.0f) return 2147483647;
+  if (x < -2147483648.0f) return (-2147483647 - 1);
+  return (int)nearbyintf(x);
+}
+static inline float __int2float_rn(int x) { return (float)x; }
+/* __dp4a (sm_61+): c + the four byte products of a and b, signed (or both
+ * unsigned), in 32 bits that wrap as the device's do */
+static inline int __dp4a(int a, int b, int c) {
+  uint32_t s = (uint32_t)c;
+  for (int i = 0; i < 4; i++) s += (uint32_t)((int32_t)(int8_t)(a >> 8 * i) * (int32_t)(int8_t)(b >> 8 * i));
+  return (int)s;
+}
+static inline unsigned __dp4a(unsigned a, unsigned b, unsigned c) {
+  for (int i = 0; i < 4; i++) c += ((a >> 8 * i) & 255u) * ((b >> 8 * i) & 255u);
+  return c;
+}
 
 /* ---- vector types ---- */
 struct alignas(8) float2 { float x, y; };
