@@ -71,6 +71,54 @@ for m in "$tmp/gpt_heads2.nn" examples/lstm.nn; do
   else ok; fi
 done
 
+# Quantized models (lathe quantize, every mode; codegen/cuda/cu_render_quant.c): the digits MLP at batch 1 (w8/w4:
+# group dot products) and 64 (dequantized weights + the product), and a CNN whose convolutions are int8 (qconv2d:
+# windows of 32+ inputs, 256+ output pixels), every layer quantized (LATHE_QUANT_KEEP_F32=0), on this CPU's kernels
+# and under LATHE_CPU_FEATURES=none (static int8's f32 form, bf16 without its dot products); the int8 products
+# use __dp4a. lathe check --weights compiles as the file's mode.
+cat >"$tmp/qcnn.nn" <<'EOF'
+model qcnn
+input  x : f32[batch, 4, 34, 34]
+target y : i32[batch]
+h = conv2d(x, 8, kernel=3, padding=1, name="c1") |> relu
+h = conv2d(h, 8, kernel=3, stride=2, padding=2, dilation=2, name="c2")
+h = maxpool2d(h, 2)
+logits = dense(flatten(h), 10, name="out")
+output probs = softmax(logits)
+loss = cross_entropy(logits, y)
+train {
+  batch = 4
+  split = [0.5, 0.25, 0.25]
+}
+EOF
+for f in 64:mlp $((4 * 34 * 34)):qcnn; do
+  python3 -c "
+import random
+random.seed(1)
+for r in range(16): print(','.join('%.3f' % random.uniform(-2, 2) for _ in range(${f%%:*})) + ',%d' % (r % 10))
+" >"$tmp/q_${f#*:}.csv"
+done
+for m in examples/mlp.nn "$tmp/qcnn.nn"; do
+  name=$(basename "$m" .nn)
+  "$LATHE" init "$m" -o "$tmp/qw_$name.st" >/dev/null 2>"$tmp/err" || bad "init $m: $(cat "$tmp/err")"
+  modes="w8 w4 int8-dynamic int8 bf16 f16"; [ "$name" = qcnn ] && modes="int8-dynamic int8"
+  for mode in $modes; do
+    "$LATHE" quantize "$m" --weights "$tmp/qw_$name.st" --mode $mode --data "$tmp/q_$name.csv" -o "$tmp/q_$name.st" \
+      >/dev/null 2>"$tmp/err" || { bad "quantize $name $mode: $(cat "$tmp/err")"; continue; }
+    for cfg in 1:sm_80 1:sm_90 64:sm_90 64:sm_80:none 1:sm_90:none; do
+      b=${cfg%%:*}; rest=${cfg#*:}; arch=${rest%%:*}; feat=; [ "$rest" != "$arch" ] && feat=${rest#*:}
+      dd="$tmp/qd"; rm -rf "$dd"; mkdir -p "$dd"
+      out=$(LATHE_QUANT_KEEP_F32=0 LATHE_CPU_FEATURES=$feat "$LATHE" check "$m" --bind batch=$b --weights "$tmp/q_$name.st" \
+            --backend cuda --gpu-arch $arch --dump-dir "$dd" 2>"$tmp/err"); rc=$?
+      if [ $rc -ne 0 ] || grep -qi "warning" "$tmp/err" || ! printf '%s\n' "$out" | grep -q "^cuda ($arch): .* (CUBIN)"; then
+        bad "quantized $name $mode b$b $arch ${feat:-host}: rc=$rc: $(head -c 2000 "$tmp/err")"
+      elif [ "$mode" = int8-dynamic ] && ! grep -q "__dp4a" "$dd"/*.cu; then bad "quantized $name $mode: no __dp4a product"
+      elif [ "$name" = qcnn ] && [ -z "$feat" ] && ! grep -q "_qconv2d(" "$dd"/*.cu; then bad "quantized $name $mode: no qconv2d kernel"
+      else ok; fi
+    done
+  done
+done
+
 # The decode step lathe generate --backend cuda runs (one token at batch 1, the
 # key/value caches as state: attention_decode, kv_write), lathe check --generate:
 # the char-GPT, the LSTM (carried state) and the GPT-2-small shaped model of tests/gpu/run.sh's generation row
