@@ -3,12 +3,15 @@
  * executor (tests/cuexec/, installed with cu_set_driver_factory) against the
  * reference interpreter on the same quantized file:
  *
- *  - the digits MLP (examples/mlp.nn) at batch 1 and 32, the digits CNN
- *    (examples/cnn.nn) at batch 2, and a conv1d with stride, padding and
- *    dilation, in every mode (w8, w4, int8-dynamic, bf16, f16, int8), on
- *    this CPU's kernels and under LATHE_CPU_FEATURES=none (static int8's
- *    f32 form, bf16 without its dot products), every layer quantized
- *    (LATHE_QUANT_KEEP_F32=0);
+ *  - the digits MLP (examples/mlp.nn) at batch 1 (w8/w4: group dot
+ *    products) and 32 (w8/w4: dequantized weights and the product), the
+ *    digits CNN (examples/cnn.nn: its convolutions stay f32) at batch 2, in
+ *    every mode (w8, w4, int8-dynamic, bf16, f16, int8); two models with
+ *    int8 convolutions (qconv2d: conv2d with padding, stride and dilation;
+ *    conv1d) in int8-dynamic and int8; static int8 also with its quantize /
+ *    dequantize nodes placed and not folded; each on this CPU's kernels and
+ *    under LATHE_CPU_FEATURES=none (static int8's f32 form, bf16 without
+ *    its dot products), every layer quantized (LATHE_QUANT_KEEP_F32=0);
  *  - the logits (the last product's result) equal the interpreter's bit for
  *    bit wherever the reference is an exact integer one (int8-dynamic and
  *    static int8 on integer kernels: __dp4a sums, the epilogue's float
@@ -16,8 +19,8 @@
  *    |value|: the interpreter sums in double), as are the probabilities
  *    and the loss;
  *  - the program holds the ops it should (qmatmul everywhere, qconv2d in
- *    the int8 modes' CNN, quantize in static int8), so a mode that the pass
- *    kept in f32 cannot pass unnoticed.
+ *    the int8 convolution models, quantize and dequantize where placed), so
+ *    a layer that the pass kept in f32 cannot pass unnoticed.
  *
  * LATHE_TEST_REAL_GPU=1 runs the same comparisons through the real driver
  * (tests/gpu/run.sh). */
@@ -185,7 +188,7 @@ static int count_op(const lathe_program *p, int op) {
   return c;
 }
 
-/* exact: the int8 products on integer kernels (their logits bit for bit) */
+/* one model, mode, batch, CPU features and pass list: cuda against the interpreter */
 static void one(const char *path, int mode, int64_t batch, int64_t F, const char *features, const char *passes) {
   if (features) setenv("LATHE_CPU_FEATURES", features, 1);
   else unsetenv("LATHE_CPU_FEATURES");
