@@ -210,7 +210,9 @@ int64_t lathe_rt_conv2d_pool_ok(int64_t ohw, int64_t k);
 int64_t lathe_rt_conv_isa(void);
 /* The best integer kernel this CPU has (cpuid), less the features that
  * LATHE_CPU_FEATURES turns off: a comma-separated list such as
- * "-avx512vnni,-avxvnni" (also -avx2; "none" = the scalar kernel). */
+ * "-avx512vnni,-avxvnni" (also -avx2, -avx512bf16, -amx; "none" = the
+ * scalar kernel, and no bf16 or AMX kernel). AMX is not among these
+ * kernels: lathe_rt_amx_isa picks it per product. */
 int64_t lathe_rt_quant_isa(void);
 /* bf16's kernel: LATHE_RT_ISA_AVX512BF16 (vdpbf16ps: rt/rt_qbf16.c) where
  * the CPU has AVX-512 BF16 and LATHE_CPU_FEATURES has no -avx512bf16, else
