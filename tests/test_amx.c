@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lathe.h"
@@ -99,6 +101,32 @@ static void test_emulator(void) {
   amx_emu_dpbf16ps(&st, 0, 1, 2);
   amx_emu_store(&st, 0, &y, 4);
   CHECK_MSG(y == 0.0f, "dpbf16ps denormals: %g", y); /* 0x0001 * 2^100 would be 2^-33; 2^-140 is denormal */
+}
+
+/* tiles the hardware would fault on (#UD): the emulator aborts, naming
+ * the mismatch (a child process per case; its message goes to /dev/null) */
+static int dies(int which) {
+  pid_t p = fork();
+  if (p == 0) {
+    if (!freopen("/dev/null", "w", stderr)) _exit(3);
+    amx_emu st;
+    amx_cfg c;
+    amx_cfg_set(&c, 16, 0, 1);
+    if (which == 0) c.palette = 0;            /* palette 0: no tiles */
+    if (which == 1) c.rows[4] = 8;            /* src1's rows differ from dst's */
+    if (which == 2) c.colsb[6] = 32;          /* src2's bytes per row differ from dst's */
+    amx_emu_cfg(&st, &c);
+    if (which == 3) amx_emu_zero(&st, 2);     /* a tile left unconfigured (r1 = 0) */
+    amx_emu_dpbusd(&st, 0, 4, which == 4 ? 4 : 6); /* 4: the same tile twice */
+    _exit(0);
+  }
+  int status = 0;
+  if (p < 0 || waitpid(p, &status, 0) != p) return 0;
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static void test_faults(void) {
+  for (int which = 0; which < 5; which++) CHECK_MSG(dies(which), "emulator fault case %d did not abort", which);
 }
 
 /* ---- the int8 kernel ---- */
@@ -311,6 +339,7 @@ int main(void) {
            !rt_amx_native(0) && !rt_amx_native(1) ? "-INT8 and AMX-BF16" : !rt_amx_native(0) ? "-INT8" : "-BF16",
            !rt_amx_native(0) && !rt_amx_native(1) ? "s" : "");
   test_emulator();
+  test_faults();
   static const int64_t shapes[][3] = {{1, 1, 1},   {1, 64, 16},  {5, 70, 17},  {16, 64, 32},  {17, 130, 33},
                                       {33, 200, 47}, {40, 64, 65}, {3, 1000, 5}, {32, 128, 32}, {2, 63, 100}};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
