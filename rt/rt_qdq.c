@@ -21,7 +21,6 @@ void lathe_rt_dequantize(float *out, const int8_t *q, const float *s, int64_t n,
   for (int64_t i = 0; i < n; i++) out[i] = (float)q[i] * sx;
 }
 
-
 int64_t lathe_rt_qmatmul_s8io_scratch_bytes(int64_t M, int64_t K) { return M * rt_q_kpad(K) + 64 + M * 4 + 64; }
 
 /* the rows [M, Kp] the kernel of isa reads: int8 input copied (+ 128 for
