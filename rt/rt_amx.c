@@ -45,10 +45,7 @@ enum {
 
 /* ---- the host ---- */
 
-static struct {
-  int int8, bf16;   /* natively usable */
-  char why[200];    /* why not, "" when usable */
-} amx_host;
+static rt_amx_host amx_host;
 static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
 
 static uint64_t xcr0(void) {
@@ -57,27 +54,42 @@ static uint64_t xcr0(void) {
   return (uint64_t)hi << 32 | lo;
 }
 
-/* CPUID.(7,0):EDX bits 22 (AMX-BF16), 24 (AMX-TILE), 25 (AMX-INT8); the OS
- * saving the tile state (XCR0 bits 17 XTILECFG and 18 XTILEDATA); Linux
- * 5.16+ hands the tile data state to a process only on request */
+/* What the host's facts allow (rt/rt_amx.h): CPUID.(7,0):EDX bits 22
+ * (AMX-BF16), 24 (AMX-TILE), 25 (AMX-INT8); the OS saving the tile state
+ * (CPUID.1:ECX bit 27 OSXSAVE, XCR0 bits 17 XTILECFG and 18 XTILEDATA);
+ * Linux 5.16+ handing the tile data state to a process only on request
+ * (perm: asks, returning 0 or an errno). */
+rt_amx_host rt_amx_decide(uint32_t edx7, int osxsave, uint64_t (*xcr0_of)(void), int (*perm)(void)) {
+  rt_amx_host h = {0};
+  int tile = edx7 >> 24 & 1, i8 = edx7 >> 25 & 1, bf = edx7 >> 22 & 1;
+  if (!tile || !(i8 || bf)) {
+    snprintf(h.why, sizeof h.why, "this CPU has no AMX");
+    return h;
+  }
+  if (!osxsave || (xcr0_of() & (3ull << 17)) != (3ull << 17)) { /* xgetbv faults without OSXSAVE */
+    snprintf(h.why, sizeof h.why, "the OS does not enable the AMX tile state (XCR0)");
+    return h;
+  }
+  int e = perm();
+  if (e) {
+    snprintf(h.why, sizeof h.why,
+             "this CPU has AMX but Linux denied the tile state (arch_prctl ARCH_REQ_XCOMP_PERM: %s): the VNNI / "
+             "AVX-512 BF16 kernels run instead", strerror(e));
+    return h;
+  }
+  h.int8 = i8, h.bf16 = bf;
+  return h;
+}
+
+static int req_perm(void) {
+  return syscall(SYS_arch_prctl, A_ARCH_REQ_XCOMP_PERM, A_XFEATURE_XTILEDATA) == 0 ? 0 : errno;
+}
+
 static void amx_detect(void) {
   unsigned a, b, c, d;
-  int tile = 0, i8 = 0, bf = 0;
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) tile = d >> 24 & 1, i8 = d >> 25 & 1, bf = d >> 22 & 1;
-  if (!tile || !(i8 || bf)) {
-    snprintf(amx_host.why, sizeof amx_host.why, "this CPU has no AMX");
-    return;
-  }
-  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c >> 27 & 1) || (xcr0() & (3ull << 17)) != (3ull << 17)) {
-    snprintf(amx_host.why, sizeof amx_host.why, "the OS does not enable the AMX tile state (XCR0)");
-    return;
-  }
-  if (syscall(SYS_arch_prctl, A_ARCH_REQ_XCOMP_PERM, A_XFEATURE_XTILEDATA) != 0) {
-    snprintf(amx_host.why, sizeof amx_host.why,
-             "this CPU has AMX but Linux denied the tile state (arch_prctl ARCH_REQ_XCOMP_PERM: %s)", strerror(errno));
-    return;
-  }
-  amx_host.int8 = i8, amx_host.bf16 = bf;
+  uint32_t edx7 = __get_cpuid_count(7, 0, &a, &b, &c, &d) ? d : 0;
+  int osxsave = __get_cpuid(1, &a, &b, &c, &d) && (c >> 27 & 1);
+  amx_host = rt_amx_decide(edx7, osxsave, xcr0, req_perm);
 }
 
 int rt_amx_native(int bf16) {

@@ -15,6 +15,17 @@
  * it and LATHE_AMX_EMULATE is not 1, or one forced (the tests) */
 enum { RT_AMX_AUTO = 0, RT_AMX_NATIVE = 1, RT_AMX_EMULATED = 2 };
 
+/* What a host allows, from its facts: CPUID.(7,0):EDX, CPUID.1's OSXSAVE,
+ * XCR0 (read only where OSXSAVE says xgetbv works) and Linux's answer to
+ * arch_prctl(ARCH_REQ_XCOMP_PERM) (0 or an errno; asked only where the
+ * CPU and the OS have the tile state). why: the reason where neither kernel
+ * is usable, as lathe_rt_amx_status says it. */
+typedef struct {
+  int int8, bf16; /* natively usable */
+  char why[200];  /* why not, "" when usable */
+} rt_amx_host;
+rt_amx_host rt_amx_decide(uint32_t edx7, int osxsave, uint64_t (*xcr0_of)(void), int (*perm)(void));
+
 /* 1 where this host runs AMX-INT8 (bf16 0) or AMX-BF16 (bf16 1) natively:
  * CPUID, the OS's tile state in XCR0, and Linux's permission (asked once) */
 int rt_amx_native(int bf16);

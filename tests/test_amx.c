@@ -14,6 +14,7 @@
  *    static int8) and k=10 (bf16), the LLVM backend's outputs equal the
  *    interpreter's reference (int8 bit for bit, bf16 within the sum bound);
  *    LATHE_CPU_FEATURES=-amx (and none) keeps the other kernels. */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -127,6 +128,33 @@ static int dies(int which) {
 
 static void test_faults(void) {
   for (int which = 0; which < 5; which++) CHECK_MSG(dies(which), "emulator fault case %d did not abort", which);
+}
+
+/* ---- detection: rt_amx_decide on made-up hosts ---- */
+
+static int perm_calls;
+static uint64_t xcr0_tiles(void) { return 0xe7 | 3ull << 17; }
+static uint64_t xcr0_none(void) { return 0xe7; }
+static uint64_t xcr0_unread(void) { perm_calls += 100; return 0; } /* must not run without OSXSAVE */
+static int perm_ok(void) { return perm_calls++, 0; }
+static int perm_denied(void) { return perm_calls++, EPERM; }
+
+static void test_detect(void) {
+  const uint32_t amx = 1u << 24 | 1u << 25 | 1u << 22;
+  rt_amx_host h = rt_amx_decide(0, 1, xcr0_tiles, perm_ok);
+  CHECK(!h.int8 && !h.bf16 && strstr(h.why, "no AMX") && perm_calls == 0);
+  h = rt_amx_decide(1u << 25 | 1u << 22, 1, xcr0_tiles, perm_ok); /* no AMX-TILE */
+  CHECK(!h.int8 && !h.bf16 && perm_calls == 0);
+  h = rt_amx_decide(amx, 0, xcr0_unread, perm_ok);
+  CHECK(!h.int8 && strstr(h.why, "XCR0") && perm_calls == 0);
+  h = rt_amx_decide(amx, 1, xcr0_none, perm_ok);
+  CHECK(!h.int8 && strstr(h.why, "XCR0") && perm_calls == 0);
+  h = rt_amx_decide(amx, 1, xcr0_tiles, perm_denied);
+  CHECK_MSG(!h.int8 && !h.bf16 && strstr(h.why, "Linux denied the tile state") && perm_calls == 1, "denied: %s", h.why);
+  h = rt_amx_decide(amx, 1, xcr0_tiles, perm_ok);
+  CHECK(h.int8 && h.bf16 && !h.why[0] && perm_calls == 2);
+  h = rt_amx_decide(1u << 24 | 1u << 25, 1, xcr0_tiles, perm_ok); /* AMX-INT8 without AMX-BF16 */
+  CHECK(h.int8 && !h.bf16);
 }
 
 /* ---- the int8 kernel ---- */
@@ -340,6 +368,7 @@ int main(void) {
            !rt_amx_native(0) && !rt_amx_native(1) ? "s" : "");
   test_emulator();
   test_faults();
+  test_detect();
   static const int64_t shapes[][3] = {{1, 1, 1},   {1, 64, 16},  {5, 70, 17},  {16, 64, 32},  {17, 130, 33},
                                       {33, 200, 47}, {40, 64, 65}, {3, 1000, 5}, {32, 128, 32}, {2, 63, 100}};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
