@@ -9,8 +9,8 @@
  * sum exact integer dot products per group (wo_rows: the kernel's
  * arithmetic, rt_q_wo_row); otherwise the weight-only modes dequantize
  * (w = s * q, 16-bit floats as they are) and multiply in double; bf16 on the bf16 dot-product kernel
- * (LATHE_RT_ISA_AVX512BF16) rounds the activations to bf16 first, as the
- * kernel does (rt_qbf16_round). Layouts: rt/rt_quant.h. */
+ * (LATHE_RT_ISA_AVX512BF16, and AMX-BF16's tiles: LATHE_RT_ISA_AMXBF16)
+ * rounds the activations to bf16 first, as the kernels do (rt_qbf16_round). Layouts: rt/rt_quant.h. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -128,7 +128,7 @@ int ik_qmatmul(ik_ctx *c, const ir_node *n, double *out) {
   if (!d) return -1;
   for (int64_t k = 0; k < K; k++) /* as [K, N] */
     for (int64_t j = 0; j < N; j++) d[k * N + j] = weight(n, w, s, K, j, k);
-  int rb = n->attr.i == LATHE_RT_Q_BF16 && n->attr.k == LATHE_RT_ISA_AVX512BF16;
+  int rb = n->attr.i == LATHE_RT_Q_BF16 && lathe_rt_isa_bf16dot(n->attr.k);
   double *xr = rb ? ik_alloc(c, n, M * K) : NULL;
   if (rb && !xr) return free(d), -1;
   for (int64_t i = 0; xr && i < M * K; i++) xr[i] = rt_q_bf16(rt_qbf16_round((float)x[i]));

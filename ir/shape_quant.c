@@ -33,10 +33,13 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if (mode < LATHE_RT_Q_W8 || mode > LATHE_RT_Q_S8)
     return ir_fail(msg, mn, "qmatmul: unknown mode %lld (expected 1 to 6)", (long long)mode);
   int64_t kmax = mode == LATHE_RT_Q_S8 ? LATHE_RT_ISA_F32 : LATHE_RT_ISA_AVX512VNNI; /* f32: static int8 only */
-  int bf16 = mode == LATHE_RT_Q_BF16 && n->attr.k == LATHE_RT_ISA_AVX512BF16; /* bf16 dot products: rt/rt_qbf16.c */
-  if ((n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > kmax) && !bf16)
+  /* bf16 dot products (rt/rt_qbf16.c, rt/rt_amx.c), int8 on AMX tiles */
+  int bf16 = mode == LATHE_RT_Q_BF16 && lathe_rt_isa_bf16dot(n->attr.k);
+  int amx = (mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8) && n->attr.k == LATHE_RT_ISA_AMXINT8;
+  if ((n->attr.k < LATHE_RT_ISA_SCALAR || n->attr.k > kmax) && !bf16 && !amx)
     return ir_fail(msg, mn, "qmatmul: unknown integer kernel k=%lld (expected 0 to %lld%s)", (long long)n->attr.k,
-                   (long long)kmax, mode == LATHE_RT_Q_BF16 ? ", or 8: avx512-bf16" : "");
+                   (long long)kmax, mode == LATHE_RT_Q_BF16 ? ", or 8: avx512-bf16, 10: amx-bf16"
+                                    : mode == LATHE_RT_Q_DQ8 || mode == LATHE_RT_Q_S8 ? ", or 9: amx-int8" : "");
   /* static int8 between products (rt/rt_qdq.h): pad = 1, the output s8
    * requantized with the scale at the end of the last input */
   int o8 = mode == LATHE_RT_Q_S8 && n->attr.pad == 1, nbase = n->nin - o8;
@@ -57,8 +60,8 @@ int shp_qmatmul(ir_graph *g, ir_node *n, char *msg, size_t mn) {
   if ((x->dtype != IR_F32 && !xi8) || x->shape.rank < 1)
     return ir_fail(msg, mn, "qmatmul: x must be f32%s of rank >= 1, got %s", mode == LATHE_RT_Q_S8 ? " or i8" : "",
                    tstr(x, b, sizeof b));
-  if ((xi8 || o8) && (n->attr.k == LATHE_RT_ISA_F32 || n->attr.k == LATHE_RT_ISA_SCALAR))
-    return ir_fail(msg, mn, "qmatmul: an i8 input or output needs an integer kernel (k=1 to 3), got k=%lld",
+  if ((xi8 || o8) && !lathe_rt_isa_int8(n->attr.k))
+    return ir_fail(msg, mn, "qmatmul: an i8 input or output needs an integer kernel (k=1 to 3 or 9), got k=%lld",
                    (long long)n->attr.k);
   int64_t K = x->shape.d[x->shape.rank - 1];
   if (N < 1) return ir_fail(msg, mn, "qmatmul: n (the output width) must be >= 1, got %lld", (long long)N);

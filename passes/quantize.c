@@ -130,7 +130,7 @@ static int bias_of(const ir_graph *g, const ir_node *a, int q, int64_t N) {
  * bf16 on the bf16 dot products (rt/rt_qbf16.c; its f32 kernels do not) */
 static int has_epilogue(const ir_node *n) {
   if (n->op != IR_QMATMUL) return 0;
-  if (n->attr.i == LATHE_RT_Q_BF16) return n->attr.k == LATHE_RT_ISA_AVX512BF16 && n->nin == 2;
+  if (n->attr.i == LATHE_RT_Q_BF16) return lathe_rt_isa_bf16dot(n->attr.k) && n->nin == 2;
   return (n->attr.i == LATHE_RT_Q_S8 || n->attr.i == LATHE_RT_Q_DQ8) && n->nin == 4;
 }
 
@@ -222,9 +222,10 @@ int ps_quantize(ir_graph *g, char *msg, size_t mn) {
       }
       if (g->nodes[j].op != IR_MATMUL || g->nodes[j].in[1] != p.node) continue;
       in[0] = g->nodes[j].in[0];
-      ir_attr at = {.i = mode, .n = N, .k = mode == LATHE_RT_Q_S8     ? qz_s8_kernel(isa)
-                                      : mode == LATHE_RT_Q_BF16 ? lathe_rt_bf16_isa(isa)
-                                                                : isa};
+      /* AMX's tiles where this CPU (and Linux) allow them: int8 and bf16 */
+      ir_attr at = {.i = mode, .n = N, .k = lathe_rt_amx_isa(mode, mode == LATHE_RT_Q_S8     ? qz_s8_kernel(isa)
+                                                                 : mode == LATHE_RT_Q_BF16 ? lathe_rt_bf16_isa(isa)
+                                                                                           : isa)};
       const char *slow = qz_slow_reason(mode, at.k, rows_of(&g->nodes[in[0]], K), K);
       if (slow) { /* the matmul stays, on W made f32 at load (runtime/api_quant.c) */
         g->params[i].from_quant = mode, g->params[i].kept_why = slow;

@@ -23,8 +23,7 @@
 /* a static int8 product (qmatmul or qconv2d) on an integer kernel (the f32
  * form has no int8 rows) */
 static int int8_product(const ir_node *n) {
-  return (n->op == IR_QMATMUL || n->op == IR_QCONV2D) && n->attr.i == LATHE_RT_Q_S8 &&
-         n->attr.k >= LATHE_RT_ISA_AVX2 && n->attr.k <= LATHE_RT_ISA_AVX512VNNI;
+  return (n->op == IR_QMATMUL || n->op == IR_QCONV2D) && n->attr.i == LATHE_RT_Q_S8 && lathe_rt_isa_int8(n->attr.k);
 }
 
 /* where the product's input scale is in its s: after its N (or O) columns' */

@@ -111,11 +111,28 @@ int64_t lathe_rt_mha_scratch_floats(int64_t B, int64_t Tq, int64_t Tk, int64_t d
  * act (1: relu) applied in the kernel's epilogue. scr: at least lathe_rt_qmatmul_scratch_bytes. */
 enum { LATHE_RT_Q_NONE = 0, LATHE_RT_Q_W8 = 1, LATHE_RT_Q_W4 = 2, LATHE_RT_Q_DQ8 = 3, LATHE_RT_Q_BF16 = 4,
        LATHE_RT_Q_F16 = 5, LATHE_RT_Q_S8 = 6 };
+/* AMXINT8 (int8-dynamic, static int8) and AMXBF16 (bf16): rt/rt_amx.c's
+ * tile kernels */
 enum { LATHE_RT_ISA_SCALAR = 0, LATHE_RT_ISA_AVX2 = 1, LATHE_RT_ISA_AVXVNNI = 2, LATHE_RT_ISA_AVX512VNNI = 3,
-       LATHE_RT_ISA_F32 = 4, LATHE_RT_ISA_AVX512BF16 = 8 };
+       LATHE_RT_ISA_F32 = 4, LATHE_RT_ISA_AVX512BF16 = 8, LATHE_RT_ISA_AMXINT8 = 9, LATHE_RT_ISA_AMXBF16 = 10 };
+/* the kernels' families: integer kernels on int8 rows (static int8's i8
+ * inputs and outputs need one), those reading u8 = x + 128 rows, and bf16 on
+ * bf16 dot products (activations rounded to bf16; bias and relu in the
+ * epilogue) */
+static inline int lathe_rt_isa_int8(int64_t isa) {
+  return (isa >= LATHE_RT_ISA_AVX2 && isa <= LATHE_RT_ISA_AVX512VNNI) || isa == LATHE_RT_ISA_AMXINT8;
+}
+static inline int lathe_rt_isa_u8(int64_t isa) {
+  return isa == LATHE_RT_ISA_AVXVNNI || isa == LATHE_RT_ISA_AVX512VNNI || isa == LATHE_RT_ISA_AMXINT8;
+}
+static inline int lathe_rt_isa_bf16dot(int64_t isa) {
+  return isa == LATHE_RT_ISA_AVX512BF16 || isa == LATHE_RT_ISA_AMXBF16;
+}
 void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s, const int32_t *c, const float *bias,
                       void *scr, int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa, int64_t act);
 int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N);
+/* the same for the kernel isa (AMX-BF16 packs its weights into the scratch) */
+int64_t lathe_rt_qmatmul_kernel_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa);
 /* lathe_rt_qmatmul's integer product on rows already quantized: xq
  * [M, roundup(K, 64)] (u8 = q + 128 for the VNNI kernels, s8 for the
  * others), sx [M] the rows' scales; modes dq8 and s8, isa not F32. */
@@ -193,12 +210,23 @@ int64_t lathe_rt_conv2d_pool_ok(int64_t ohw, int64_t k);
 int64_t lathe_rt_conv_isa(void);
 /* The best integer kernel this CPU has (cpuid), less the features that
  * LATHE_CPU_FEATURES turns off: a comma-separated list such as
- * "-avx512vnni,-avxvnni" (also -avx2; "none" = the scalar kernel). */
+ * "-avx512vnni,-avxvnni" (also -avx2, -avx512bf16, -amx; "none" = the
+ * scalar kernel, and no bf16 or AMX kernel). AMX is not among these
+ * kernels: lathe_rt_amx_isa picks it per product. */
 int64_t lathe_rt_quant_isa(void);
 /* bf16's kernel: LATHE_RT_ISA_AVX512BF16 (vdpbf16ps: rt/rt_qbf16.c) where
  * the CPU has AVX-512 BF16 and LATHE_CPU_FEATURES has no -avx512bf16, else
  * isa (the weights converted to f32 in the product). */
 int64_t lathe_rt_bf16_isa(int64_t isa);
+/* The qmatmul kernel for mode on AMX: LATHE_RT_ISA_AMXINT8 (int8-dynamic,
+ * static int8) or LATHE_RT_ISA_AMXBF16 (bf16) where the CPU has that AMX,
+ * the OS enables its tile state and Linux grants it to this process, or
+ * LATHE_AMX_EMULATE=1 (tests: the tile emulator); none where
+ * LATHE_CPU_FEATURES has -amx (or is "none"). Else isa, the kernel chosen
+ * without AMX. */
+int64_t lathe_rt_amx_isa(int64_t mode, int64_t isa);
+/* one line: the AMX kernels this host runs, or why none */
+const char *lathe_rt_amx_status(void);
 const char *lathe_rt_isa_name(int64_t isa);
 
 /* ---- collectives (rt/rt_comm.c; docs/distributed.md) ----

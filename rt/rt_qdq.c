@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lathe_rt.h"
+#include "rt_amx.h"
 #include "rt_qdq.h"
 #include "rt_qgemm.h"
 #include "rt_quant.h"
@@ -20,15 +21,13 @@ void lathe_rt_dequantize(float *out, const int8_t *q, const float *s, int64_t n,
   for (int64_t i = 0; i < n; i++) out[i] = (float)q[i] * sx;
 }
 
-static int u8_rows(int64_t isa) { return isa == LATHE_RT_ISA_AVXVNNI || isa == LATHE_RT_ISA_AVX512VNNI; }
-
 int64_t lathe_rt_qmatmul_s8io_scratch_bytes(int64_t M, int64_t K) { return M * rt_q_kpad(K) + 64 + M * 4 + 64; }
 
 /* the rows [M, Kp] the kernel of isa reads: int8 input copied (+ 128 for
  * the u8 x s8 kernels), f32 input quantized with the product's scale */
 static void rows(const void *x, int xi8, uint8_t *xq, float *sx, float s, int64_t M, int64_t K, int64_t isa) {
   int64_t Kp = rt_q_kpad(K);
-  int off = u8_rows(isa) ? 128 : 0;
+  int off = lathe_rt_isa_u8(isa) ? 128 : 0;
   for (int64_t m = 0; m < M; m++) {
     uint8_t *q = xq + m * Kp;
     if (xi8) {
@@ -38,7 +37,8 @@ static void rows(const void *x, int xi8, uint8_t *xq, float *sx, float s, int64_
       sx[m] = s;
     } else {
       const float *r = (const float *)x + m * K;
-      sx[m] = isa != LATHE_RT_ISA_SCALAR ? rt_q_row_simd(r, K, Kp, off, s, q, isa == LATHE_RT_ISA_AVX512VNNI)
+      sx[m] = isa == LATHE_RT_ISA_AMXINT8   ? rt_amx_row(r, K, Kp, s, q)
+              : isa != LATHE_RT_ISA_SCALAR ? rt_q_row_simd(r, K, Kp, off, s, q, isa == LATHE_RT_ISA_AVX512VNNI)
                                          : rt_q_row_static(r, K, Kp, off, s, q);
     }
   }

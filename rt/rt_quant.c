@@ -41,6 +41,7 @@
 #include "rt/rt_qwo.h"
 #include "rt/threadpool.h"
 #include "rt/rt_qbf16.h" /* bf16 on bf16 dot products */
+#include "rt/rt_amx.h"   /* int8 and bf16 on AMX tiles */
 
 enum {
   Q_GRAIN = 1 << 16,   /* multiply-adds per part at least */
@@ -84,6 +85,8 @@ int64_t lathe_rt_quant_isa(void) {
 const char *lathe_rt_isa_name(int64_t isa) {
   static const char *const names[] = {"scalar", "avx2", "avx-vnni", "avx512-vnni", "f32"};
   if (isa == LATHE_RT_ISA_AVX512BF16) return "avx512-bf16";
+  if (isa == LATHE_RT_ISA_AMXINT8) return "amx-int8";
+  if (isa == LATHE_RT_ISA_AMXBF16) return "amx-bf16";
   return isa >= 0 && isa <= LATHE_RT_ISA_F32 ? names[isa] : "unknown";
 }
 
@@ -167,6 +170,16 @@ static void dq8_part_512(void *ctx, int64_t lo, int64_t hi, int part) {
   rt_qgemm_512(&a, lo * 4, hi * 4 < blocks ? hi * 4 : blocks);
 }
 
+/* AMX-INT8: pairs of blocks [lo, hi) in rt/rt_amx.c's tiles */
+static void dq8_part_amx(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  const q_job *j = ctx;
+  rt_qgemm_args a = {.out = j->out, .xq = j->xq, .sx = j->sx, .w = j->w, .s = j->s, .c = j->c, .bias = j->bias,
+                     .act = j->act, .M = j->M, .N = j->N, .Kp = j->Kp, .out8 = j->out8, .oinv = j->oinv};
+  int64_t blocks = (j->N + 15) / 16;
+  rt_amx_qgemm(&a, lo * 2, hi * 2 < blocks ? hi * 2 : blocks, RT_AMX_AUTO);
+}
+
 /* AVX-VNNI and AVX2: blocks [lo, hi) in rt_qgemm_256's tiles */
 static void dq8_part_256(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
@@ -179,12 +192,13 @@ static void dq8_part_256(void *ctx, int64_t lo, int64_t hi, int part) {
 static void dq8_quant_rows(void *ctx, int64_t lo, int64_t hi, int part) {
   (void)part;
   q_job *j = ctx;
-  int offset = j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX512VNNI ? 128 : 0;
+  int offset = lathe_rt_isa_u8(j->isa) ? 128 : 0;
   for (int64_t m = lo; m < hi; m++) {
     const float *x = j->x + m * j->K;
     uint8_t *q = (uint8_t *)j->xq + m * j->Kp;
     float sx = j->mode == LATHE_RT_Q_S8 ? j->s[j->N] : 0.0f;
-    ((float *)j->sx)[m] = j->isa != LATHE_RT_ISA_SCALAR
+    ((float *)j->sx)[m] = j->isa == LATHE_RT_ISA_AMXINT8 ? rt_amx_row(x, j->K, j->Kp, sx, q)
+                          : j->isa != LATHE_RT_ISA_SCALAR
                               ? rt_q_row_simd(x, j->K, j->Kp, offset, sx, q, j->isa == LATHE_RT_ISA_AVX512VNNI)
                               : rt_q_row_static(x, j->K, j->Kp, offset, sx, q);
   }
@@ -439,6 +453,11 @@ static void wo_panel_part(void *ctx, int64_t lo, int64_t hi, int part) {
 
 static int panel_path(int64_t M, int64_t K) { return !rt_q_wo_rows(M, K); }
 
+int64_t lathe_rt_qmatmul_kernel_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N, int64_t isa) {
+  if (mode == LATHE_RT_Q_BF16 && isa == LATHE_RT_ISA_AMXBF16) return rt_amx_bf16_scratch_bytes(M, K, N);
+  return lathe_rt_qmatmul_scratch_bytes(mode, M, K, N);
+}
+
 int64_t lathe_rt_qmatmul_scratch_bytes(int64_t mode, int64_t M, int64_t K, int64_t N) {
   if (mode == LATHE_RT_Q_DQ8) return M * rt_q_kpad(K) + M * 4 + 64;
   if (mode == LATHE_RT_Q_S8) /* the integer kernels' rows, or the f32 form's panel */
@@ -454,6 +473,8 @@ static void dq8_product(q_job *j) {
   int64_t blocks = (j->N + 15) / 16, per = 16 * j->M * j->Kp, grain = per >= Q_GRAIN ? 1 : Q_GRAIN / per;
   if (j->isa == LATHE_RT_ISA_AVX512VNNI) /* panels of 4 blocks */
     rt_pool_for((blocks + 3) / 4, (grain + 3) / 4, dq8_part_512, j);
+  else if (j->isa == LATHE_RT_ISA_AMXINT8) /* pairs of blocks */
+    rt_pool_for((blocks + 1) / 2, (grain + 1) / 2, dq8_part_amx, j);
   else if (j->isa == LATHE_RT_ISA_AVXVNNI || j->isa == LATHE_RT_ISA_AVX2)
     rt_pool_for(blocks, grain, dq8_part_256, j);
   else
@@ -473,6 +494,10 @@ void lathe_rt_qmatmul(float *out, const float *x, const void *w, const float *s,
              .M = M, .K = K, .N = N, .Kp = rt_q_kpad(K)};
   if (mode == LATHE_RT_Q_BF16 && isa == LATHE_RT_ISA_AVX512BF16) {
     rt_qbf16_matmul(out, x, w, bias, act, scr, M, K, N);
+    return;
+  }
+  if (mode == LATHE_RT_Q_BF16 && isa == LATHE_RT_ISA_AMXBF16) {
+    rt_amx_bf16_matmul(out, x, w, bias, act, scr, M, K, N, RT_AMX_AUTO);
     return;
   }
   if (mode == LATHE_RT_Q_S8 && isa == LATHE_RT_ISA_F32) {

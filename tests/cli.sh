@@ -24,6 +24,16 @@ if [ -z "$major" ]; then bad "--version: '$v' does not name the LLVM version"
 elif ldd "$LATHE" | grep -Eq "libLLVM(-$major\.so|\.so\.$major[.])"; then ok
 else bad "--version says LLVM $major, the binary loads $(ldd "$LATHE" | grep -o 'libLLVM[^ ]*')"; fi
 
+# --version names the quantized products' kernels and AMX's state: the tile
+# emulator when asked (LATHE_AMX_EMULATE=1), nothing AMX with -amx.
+printf '%s\n' "$v" | grep -Eq '^cpu kernels: int8 [a-z0-9-]+, int8-dynamic [a-z0-9-]+, bf16 [a-z0-9 -]+; amx: .+' && ok \
+  || bad "--version lacks the cpu kernels line: '$v'"
+v=$(LATHE_AMX_EMULATE=1 "$LATHE" --version | grep '^cpu kernels')
+[ "$v" = "cpu kernels: int8 amx-int8, int8-dynamic amx-int8, bf16 amx-bf16; amx: emulated (LATHE_AMX_EMULATE=1: the tile emulator, for tests)" ] \
+  && ok || bad "--version with LATHE_AMX_EMULATE=1: '$v'"
+v=$(LATHE_AMX_EMULATE=1 LATHE_CPU_FEATURES=-amx "$LATHE" --version | grep '^cpu kernels')
+case "$v" in *amx-*) bad "--version with -amx: '$v'" ;; *"amx: off (LATHE_CPU_FEATURES)") ok ;; *) bad "--version with -amx: '$v'" ;; esac
+
 # Help: every command documents its flags.
 expect_status 0 "$LATHE" --help
 for c in check dot run init; do

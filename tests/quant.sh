@@ -8,7 +8,9 @@
 #      the same with every integer kernel turned off (LATHE_CPU_FEATURES=
 #      none: the scalar one), int8's on the AVX2 kernel; with none, int8
 #      computes in f32 on its int8 weights (within 0.3 points) and
-#      lathe quantize says so;
+#      lathe quantize says so; on AMX's tiles through the emulator
+#      (LATHE_AMX_EMULATE=1) int8's and int8-dynamic's metrics the same,
+#      bf16 within 0.3 points, and lathe quantize names amx-int8;
 #      --print-after=quantize shows qmatmul nodes; lathe run's probabilities
 #      from the w8 file are close to f32's; the files are smaller.
 #      The digits CNN (examples/cnn.nn) in int8 and int8-dynamic: its convs
@@ -62,6 +64,19 @@ if [ -r "$DIGITS" ]; then
   LATHE_CPU_FEATURES=-avx512vnni,-avxvnni "$LATHE" eval examples/mlp.nn --weights "$tmp/int8.safetensors" \
     --data "$DIGITS" >"$tmp/avx2.out" 2>&1 || bad "eval int8 avx2"
   cmp -s "$tmp/avx2.out" "$tmp/int8.out" && ok || bad "int8 metrics differ with the avx2 kernel"
+  # AMX's tile kernels through the tile emulator (rt/rt_amx.c; LATHE_AMX_EMULATE=1 on any host): int8 and
+  # int8-dynamic the same metrics bit for bit, bf16 within its tolerance; quantize names the kernel
+  for mode in int8 int8-dynamic bf16; do
+    LATHE_AMX_EMULATE=1 "$LATHE" eval examples/mlp.nn --weights "$tmp/$mode.safetensors" --data "$DIGITS" \
+      >"$tmp/amx.out" 2>&1 || bad "eval $mode on amx: $(tail -3 "$tmp/amx.out")"
+    if [ $mode = bf16 ]; then
+      a=$(metric accuracy "$tmp/amx.out")
+      within "${a:-0}" "$a32" 0.003 && ok || bad "bf16 on amx accuracy ${a:-none} vs f32 $a32"
+    else cmp -s "$tmp/amx.out" "$tmp/$mode.out" && ok || bad "$mode metrics differ on the amx-int8 kernel"; fi
+  done
+  LATHE_AMX_EMULATE=1 "$LATHE" quantize examples/mlp.nn --weights "$W" --mode int8-dynamic -o "$tmp/amx.safetensors" \
+    >"$tmp/qa.out" 2>&1 || bad "quantize on amx"
+  grep -q "^kernel on this CPU: amx-int8 (amx: emulated" "$tmp/qa.out" && ok || bad "quantize amx line: $(cat "$tmp/qa.out")"
   LATHE_CPU_FEATURES=none "$LATHE" eval examples/mlp.nn --weights "$tmp/int8.safetensors" --data "$DIGITS" \
     >"$tmp/scalar8.out" 2>&1 || bad "eval int8 scalar"
   a=$(metric accuracy "$tmp/scalar8.out")

@@ -216,7 +216,8 @@ static void epi_case(int mode, int64_t M, int64_t K) {
     const char *feat = mode == LATHE_QUANT_BF16 ? bf16_features[fi] : features[fi];
     if (feat) setenv("LATHE_CPU_FEATURES", feat, 1);
     else unsetenv("LATHE_CPU_FEATURES");
-    int folds = mode != LATHE_QUANT_BF16 || lathe_rt_bf16_isa(lathe_rt_quant_isa()) == LATHE_RT_ISA_AVX512BF16;
+    int folds = mode != LATHE_QUANT_BF16 || /* bf16 dot products: AVX-512 BF16, or AMX's (LATHE_AMX_EMULATE=1 too) */
+                lathe_rt_isa_bf16dot(lathe_rt_amx_isa(LATHE_RT_Q_BF16, lathe_rt_bf16_isa(lathe_rt_quant_isa())));
     char *buf = NULL;
     size_t len = 0;
     FILE *log = open_memstream(&buf, &len);

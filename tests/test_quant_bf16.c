@@ -66,9 +66,11 @@ static void one_case(int64_t M, int64_t K, int64_t N, const char *features) {
   lathe_quantize_options qo = {.weights = wf, .out = qf, .mode = LATHE_QUANT_BF16};
   CHECK_MSG(lathe_quantize(m, &qo, NULL, &err) == 0, "%s", err.message);
   set_features(features);
-  int fast = lathe_rt_bf16_isa(-1) == LATHE_RT_ISA_AVX512BF16;
+  /* AVX-512 BF16's or AMX-BF16's dot products (LATHE_AMX_EMULATE=1: emulated tiles), else the f32 kernels */
+  int64_t want = lathe_rt_amx_isa(LATHE_RT_Q_BF16, lathe_rt_bf16_isa(-1));
+  int fast = lathe_rt_isa_bf16dot(want);
   int64_t k = kernel_of(m);
-  CHECK_MSG(fast ? k == LATHE_RT_ISA_AVX512BF16 : k != LATHE_RT_ISA_AVX512BF16 && k >= 0, "features %s: kernel %lld",
+  CHECK_MSG(fast ? k == want : !lathe_rt_isa_bf16dot(k) && k >= 0, "features %s: kernel %lld",
             features ? features : "all", (long long)k);
   float *x = malloc(sizeof(float) * (size_t)(M * K));
   for (int64_t i = 0; i < M * K; i++) x[i] = (float)(((i * 7919) % 2001) - 1000) / 250.0f + 1e-3f; /* not bf16 */

@@ -69,7 +69,7 @@ static double bound(const float *s, const float *x, const float *W, int64_t m, i
 
 static const char *const features[] = {NULL, "-avx512vnni", "-avx512vnni,-avxvnni", "none"};
 enum { NFEAT = sizeof features / sizeof features[0] };
-static int isa_seen[LATHE_RT_ISA_F32 + 1];
+static int isa_seen[LATHE_RT_ISA_AMXBF16 + 1];
 
 static void set_features(const char *f) {
   if (f) setenv("LATHE_CPU_FEATURES", f, 1);
@@ -120,10 +120,12 @@ static void one_case(int64_t M, int64_t K, int64_t N) {
   for (int fi = 0; fi < NFEAT; fi++) {
     set_features(features[fi]);
     int64_t isa = lathe_rt_quant_isa(), k = kernel_of(m, &err);
-    int f32 = isa == LATHE_RT_ISA_SCALAR; /* no SIMD integer dot products */
-    CHECK_MSG(k == (f32 ? LATHE_RT_ISA_F32 : isa), "M=%lld features %s: kernel %lld", (long long)M,
+    /* no SIMD integer dot products: the f32 form; AMX's tiles where allowed (LATHE_AMX_EMULATE=1 too) */
+    int64_t want = lathe_rt_amx_isa(LATHE_RT_Q_S8, isa == LATHE_RT_ISA_SCALAR ? LATHE_RT_ISA_F32 : isa);
+    int f32 = want == LATHE_RT_ISA_F32;
+    CHECK_MSG(k == want, "M=%lld features %s: kernel %lld", (long long)M,
               features[fi] ? features[fi] : "all", (long long)k);
-    isa_seen[k >= 0 && k <= LATHE_RT_ISA_F32 ? k : 0] = 1;
+    isa_seen[k >= 0 && k <= LATHE_RT_ISA_AMXBF16 ? k : 0] = 1;
     lathe_program *qi = compile(m, LATHE_BACKEND_INTERP, LATHE_QUANT_INT8, qf, &err);
     lathe_program *ql = compile(m, LATHE_BACKEND_LLVM, LATHE_QUANT_INT8, qf, &err);
     CHECK_MSG(qi && ql, "%s", err.message);
@@ -160,7 +162,7 @@ static void test_products(void) {
   one_case(1, 64, 16);
   one_case(20, 70, 5);
   relu = 0;
-  for (int i = 0; i <= LATHE_RT_ISA_F32; i++)
+  for (int i = 0; i <= LATHE_RT_ISA_AMXBF16; i++)
     if (isa_seen[i]) printf("int8 kernel tested: %s\n", lathe_rt_isa_name(i));
   CHECK(isa_seen[LATHE_RT_ISA_F32]);
 }

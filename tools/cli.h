@@ -22,6 +22,8 @@ int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+/* one line: the quantized products' kernels on this CPU and AMX's state (tools/cmd_quantize.c) */
+void cli_print_kernels(FILE *f);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_prune(int argc, char **argv);

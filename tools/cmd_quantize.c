@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "rt/lathe_rt.h"
 #include "tools/cli.h"
 
 static const char modes_help[] = "w8, w4, int8-dynamic, int8, bf16 or f16";
@@ -45,6 +46,31 @@ static void f32_note(const lathe_quantize_result *r) {
            "kernel would be slower than f32)\n");
 }
 
+/* the kernel a dense product of mode compiles to on this CPU now
+ * (passes/quantize.c's choice, LATHE_CPU_FEATURES and AMX included) */
+static const char *kernel_of(int mode) {
+  int64_t isa = lathe_rt_quant_isa();
+  if (mode == LATHE_QUANT_BF16) {
+    int64_t k = lathe_rt_amx_isa(mode, lathe_rt_bf16_isa(isa));
+    return lathe_rt_isa_bf16dot(k) ? lathe_rt_isa_name(k) : "converted to f32";
+  }
+  if (mode == LATHE_QUANT_INT8 && isa == LATHE_RT_ISA_SCALAR) isa = LATHE_RT_ISA_F32; /* its f32 form */
+  return lathe_rt_isa_name(lathe_rt_amx_isa(mode, isa));
+}
+
+void cli_print_kernels(FILE *f) {
+  fprintf(f, "cpu kernels: int8 %s, int8-dynamic %s, bf16 %s; amx: %s\n", kernel_of(LATHE_QUANT_INT8),
+          kernel_of(LATHE_QUANT_INT8_DYNAMIC), kernel_of(LATHE_QUANT_BF16), lathe_rt_amx_status());
+}
+
+/* int8, int8-dynamic and bf16: the kernel their products compile to here,
+ * and AMX's state (where the CPU has AMX but Linux denied the tile state,
+ * that reason: the products run on the VNNI / AVX-512 BF16 kernels) */
+static void kernel_note(int mode) {
+  if (mode == LATHE_QUANT_INT8 || mode == LATHE_QUANT_INT8_DYNAMIC || mode == LATHE_QUANT_BF16)
+    printf("kernel on this CPU: %s (amx: %s)\n", kernel_of(mode), lathe_rt_amx_status());
+}
+
 int cmd_quantize(int argc, char **argv) {
   cli_args a;
   int status = cli_parse(argc, argv, "quantize",
@@ -74,6 +100,7 @@ int cmd_quantize(int argc, char **argv) {
            (double)r.bytes_after / 1024, r.bytes_after ? (double)r.bytes_before / (double)r.bytes_after : 0.0);
     if (r.note[0]) printf("note: %s%s\n", r.note, r.kept > 1 ? " (and others)" : "");
     f32_note(&r);
+    kernel_note(o.mode);
     printf("wrote %s\n", o.out);
   }
   lathe_model_free(m);

@@ -314,6 +314,7 @@ static int dispatch(int argc, char **argv) {
     printf("lathe %s (LLVM %s)\nbackends: interp, llvm, cuda: %s (%s)\n", LATHE_VERSION, lathe_llvm_version(),
            cuda ? "yes" : "no", why);
     printf("distributed: %s\n", lathe_dist_available() ? "mpi (mpirun -np N lathe train)" : "no (built without MPI)");
+    cli_print_kernels(stdout);
     return 0;
   }
   for (int i = 0; i < ncommands; i++) {

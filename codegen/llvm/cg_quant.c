@@ -48,5 +48,5 @@ int64_t cg_quant_scratch_bytes(const ir_graph *g, const ir_node *n) {
   int64_t M, K;
   qgeom(g, n, &M, &K);
   if (s8io(g, n)) return lathe_rt_qmatmul_s8io_scratch_bytes(M, K);
-  return lathe_rt_qmatmul_scratch_bytes(n->attr.i, M, K, n->attr.n);
+  return lathe_rt_qmatmul_kernel_scratch_bytes(n->attr.i, M, K, n->attr.n, n->attr.k);
 }
