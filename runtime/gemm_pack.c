@@ -9,8 +9,8 @@
  *
  * Threads: a product is cut into pieces, each with its own primitive, and
  * the pieces go to Lathe's pool (rt_pool_for) as rt_sgemm's items do. A
- * tall product is cut by C's rows, one piece a thread over one packed B
- * (cut_rows says why); others by C's columns, each piece with its own
+ * tall product by a small B is cut by C's rows, one piece a thread over
+ * one packed B (by_rows says why); others by C's columns, each piece with its own
  * packed slice of B: one a thread, or for a large product (GPT-2-small's
  * head) up to 16 that the threads take as they finish. Each pool thread runs oneDNN on one OpenMP thread, inline (Debian's
  * oneDNN runs on OpenMP). The alternative, LATHE_DNNL_OMP=1, runs each
@@ -42,6 +42,8 @@
 /* columns per column piece: a multiple of oneDNN's widest register block;
  * rows per row piece: a multiple of its row block */
 enum { GPK_NSTEP = 64, GPK_MSTEP = 16, GPK_MINROWS = 64, GPK_MAXPIECES = 16 };
+/* the largest B (bytes) cut by rows (by_rows) */
+#define GPK_ROWS_MAXB ((int64_t)4 << 20)
 /* a piece more per this many multiply-adds (rt/blas.c's RT_BLAS_ITEM) */
 #define GPK_ITEM ((int64_t)1 << 29)
 
@@ -70,7 +72,8 @@ struct gpk_table {
   gpk_entry *entries;
   int stale;           /* gpk_invalidate: drop every entry before the next run */
   int omp;             /* LATHE_DNNL_OMP=1: one piece, an OpenMP team */
-  int columns;         /* LATHE_DNNL_CUT=columns: never by rows (to measure the two) */
+  int cut;             /* LATHE_DNNL_CUT: 0 by shape (by_rows), 'c' columns, 'r' rows wherever
+                        * possible (to measure the cuts against each other) */
   dnnl_engine_t eng;
   long products, packings;
 };
@@ -212,15 +215,33 @@ static int piece_count(const gpk_table *t, int64_t macs, int blocks, int size) {
  * width) gets the older gemm:jit. In Lathe's dense1024_b256 row (quiet)
  * row pieces ran 1.56-1.73 ms median against 1.76-2.01 for column pieces
  * (bench/README.md, "Rows or columns"). Row pieces keep C's rows whole, so
- * each is dense where C is, and all read the one packed copy of B. Each
- * streams all of B, though, so they stay one a thread (GPT-2-small's 154 MB
- * head would be read 16 times). Below GPK_MINROWS rows a thread
- * (dense1024_b64) columns measured better in Lathe (medians 0.47-0.52 ms
- * against 0.90-1.12 by rows, fastest steps alike), and products whose A or
- * C rows are strided stay by columns too (gemm:jit for rows as well, which
- * would pack all of B in each piece). */
+ * each is dense where C is, and all read the one packed copy of B. But
+ * each piece streams all of B: that is cheap while B stays in the cache
+ * from one call to the next (dense1024's 4 MiB), not where every product
+ * brings in a weight of its own from memory. So a B over GPK_ROWS_MAXB is
+ * cut by columns. GPT-2-small's forward, quiet, two threads, lathe_bench
+ * medians alternating in one window (bench/README.md, "Rows or columns,
+ * per shape"): every product by columns 196.5 / 187.0 / 181.1 ms; only
+ * B <= 4 MiB by rows (its 2.4 MB attention output) 194.8 / 179.0 / 183.9;
+ * B <= 32 MiB by rows (the 7-9 MB qkv, fc and proj too; the 154 MB head by
+ * columns) 205.3 / 190.0 / 187.3; and in two earlier windows every product
+ * by rows lost to every product by columns five times out of five
+ * (186.7-226.9 against 170.9-208.0). Alone, as one dense layer repeated,
+ * the same shapes were 0-7% faster by rows, except the head (60.5-60.6 ms
+ * by rows against 56.8-57.2): there B stays in the cache. Below
+ * GPK_MINROWS rows a thread (dense1024_b64) columns measured better in
+ * Lathe (medians 0.47-0.52 ms against 0.90-1.12 by rows, fastest steps
+ * alike; later quiet windows split: rows ahead in four pairs, behind in
+ * five). Its slow steps are the scheduler's, not oneDNN's: traced, a piece
+ * takes 310-340 us by rows and 350-380 by columns whenever both threads
+ * run; the slow steps are those where one thread ran both pieces or was
+ * off its core for 1-4 ms (bench/README.md). Products whose A or C rows are strided
+ * stay by columns too (gemm:jit for rows as well, which would pack all of
+ * B in each piece). LATHE_DNNL_CUT=columns / rows force one cut. */
 static int by_rows(const gpk_table *t, const gpk_entry *e, int size) {
-  return !t->columns && size >= 2 && e->M >= GPK_MINROWS * size && e->lda == e->K && e->ldc == e->N;
+  if (t->cut == 'c' || size < 2 || e->lda != e->K || e->ldc != e->N) return 0;
+  if (t->cut == 'r') return e->M >= GPK_MSTEP * size; /* a row block a piece at least */
+  return e->M >= GPK_MINROWS * size && (int64_t)e->K * e->N * (int64_t)sizeof(float) <= GPK_ROWS_MAXB;
 }
 
 /* one row piece a thread */
@@ -383,7 +404,7 @@ gpk_table *gpk_new(int nparams, const int *constant, const int64_t *bytes) {
   const char *omp = getenv("LATHE_DNNL_OMP");
   t->omp = omp && !strcmp(omp, "1");
   const char *cut = getenv("LATHE_DNNL_CUT");
-  t->columns = cut && !strcmp(cut, "columns");
+  t->cut = !cut ? 0 : !strcmp(cut, "columns") ? 'c' : !strcmp(cut, "rows") ? 'r' : 0;
   if (!t->constant || !t->bytes || dnnl_engine_create(&t->eng, dnnl_cpu, 0) != dnnl_success) {
     t->eng = NULL;
     gpk_free(t);

@@ -6,7 +6,8 @@
  *    <= 1e-5): the products it takes (M = 1, 2, 64, 256, odd shapes, beta
  *    0 and 1, B transposed, B a slice of a larger weight, a product large
  *    enough for more pieces than threads; in pieces on the pool, the
- *    default, and on an OpenMP team, LATHE_DNNL_OMP=1) and the ones it leaves to
+ *    default, and on an OpenMP team, LATHE_DNNL_OMP=1; each cut forced,
+ *    LATHE_DNNL_CUT=rows and =columns) and the ones it leaves to
  *    OpenBLAS (A transposed, alpha != 1, B not inside a constant weight, B
  *    inside a parameter that is not constant, no table entered); the
  *    table's product counter says which path ran.
@@ -255,6 +256,14 @@ int main(void) {
     for (int i = 0; i < NCASES; i++) run_case(&cases[i], have);
   }
   unsetenv("LATHE_DNNL_OMP");
+  /* each cut forced on every case (the default picks by shape: a B over
+   * 4 MiB by columns, so the qkv and 2^30 cases would never run by rows) */
+  static const char *const cuts[] = {"rows", "columns"};
+  for (int c = 0; c < 2; c++) {
+    setenv("LATHE_DNNL_CUT", cuts[c], 1);
+    for (int i = 0; i < NCASES; i++) run_case(&cases[i], have);
+  }
+  unsetenv("LATHE_DNNL_CUT");
   api_case(64, 256, 192, have);  /* packed, bias first */
   api_case(3, 700, 1000, have);  /* three rows, odd widths */
   api_case(1, 512, 256, have);   /* one row, a small weight: generated loops, no table use */
