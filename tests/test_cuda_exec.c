@@ -566,8 +566,6 @@ static const struct { int op; const char *why; } not_rendered[] = {
   {IR_QCONV2D, "int8 inference (lathe quantize): the CPU's int8 convolution; no int8 GPU path yet"},
   {IR_QUANTIZE, "int8 activations between quantized products (lathe quantize --static); no int8 GPU path yet"},
   {IR_DEQUANTIZE, "int8 activations between quantized products (lathe quantize --static); no int8 GPU path yet"},
-  {IR_SEND, "pipeline-parallel stages over MPI (docs/distributed.md); the GPU runs data parallel through NCCL only"},
-  {IR_RECV, "pipeline-parallel stages over MPI (docs/distributed.md); the GPU runs data parallel through NCCL only"},
 };
 enum { NNOT = sizeof not_rendered / sizeof not_rendered[0] };
 
