@@ -13,12 +13,16 @@
  *    executor's header is missing): the run fails, naming the channel.
  * 3. Refused when the program is made: a peer that is this rank, and a
  *    job of one process (no peer at all).
+ * 4. Where this machine has NCCL 2.7 or later, the product's table
+ *    (codegen/cuda/cu_dl.c, where the two are optional) binds ncclSend and
+ *    ncclRecv: a misspelt name would otherwise pass unnoticed until a GPU.
  * mpirun with 2 ranks, the char-GPT cut in 2 stages: tests/mpi/cuda_pipe.sh. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/cuda/cu.h"
 #include "codegen/cuda/cu_driver.h"
 #include "codegen/cuda/cu_exec.h"
 #include "cx.h"
@@ -125,7 +129,23 @@ static void runs(void) {
   ar_free(&A);
 }
 
+/* NCCL's version code: major * 1000 + minor * 100 + patch before 2.9,
+ * major * 10000 + minor * 100 + patch from 2.9 on. */
+static void nccl_table(void) {
+  char why[1024] = "";
+  const cu_nccl_api *nc = cu_dl_nccl(why, sizeof why);
+  if (!nc) {
+    printf("SKIPPED: the NCCL table (no NCCL here: %s)\n", why);
+    return;
+  }
+  int p2p = nc->version >= 20900 || (nc->version >= 2700 && nc->version < 10000);
+  CHECK_MSG(!p2p || (nc->Send && nc->Recv), "NCCL %d (%s): ncclSend/ncclRecv not bound", nc->version, nc->path);
+  printf("NCCL %d (%s): ncclSend %s, ncclRecv %s\n", nc->version, nc->path, nc->Send ? "bound" : "absent",
+         nc->Recv ? "bound" : "absent");
+}
+
 int main(void) {
+  nccl_table();
   if (!cx_host_compiler()) {
     printf("SKIPPED: no host C++ compiler for the CPU executor: send/recv on the cuda backend was not tested\n");
     return TEST_REPORT();
