@@ -41,9 +41,9 @@ static int refuse(const ir_graph *g, lathe_error *err) {
   return 0;
 }
 
-/* The model lowered and cut to stage s (ST_RECV_ONLY: the last stage's
+/* The model lowered and cut to stage s (TR_RECV_ONLY: the last stage's
  * receiver, passes/stage.h). */
-enum { ST_RECV_ONLY = 1 << 8 };
+enum { TR_RECV_ONLY = 1 << 8 };
 static lathe_program *lower_stage(lathe_model *m, const lathe_options *po, int k, int s, st_plan *pl, int flags,
                                   lathe_error *err) {
   lathe_program *p = api_program_lower(m, po, err);
@@ -51,7 +51,7 @@ static lathe_program *lower_stage(lathe_model *m, const lathe_options *po, int k
   char msg[1024];
   if (refuse(&p->g, err)) goto fail;
   if (st_plan_make(&p->g, k, 1, pl, msg, sizeof msg) ||
-      (flags & ST_RECV_ONLY ? st_receiver(&p->g, pl, s, msg, sizeof msg)
+      (flags & TR_RECV_ONLY ? st_receiver(&p->g, pl, s, msg, sizeof msg)
                             : st_extract(&p->g, pl, s, flags, msg, sizeof msg))) {
     pfail(err, msg);
     goto fail;
@@ -67,7 +67,7 @@ fail:
  * previous stage's op send uses (NCCL on GPUs: a host MPI receive would
  * never pair with an ncclSend). */
 static int build_fwd(tr_pipe *p, lathe_model *m, const lathe_options *po, lathe_error *err) {
-  p->fwd = lower_stage(m, po, p->k, p->s, &p->plan, p->last ? ST_RECV_ONLY : ST_TRAIN | ST_P2P, err);
+  p->fwd = lower_stage(m, po, p->k, p->s, &p->plan, p->last ? TR_RECV_ONLY : ST_TRAIN | ST_P2P, err);
   return !p->fwd || api_program_finish(p->fwd, err) ? (p->fwd = NULL, -1) : 0;
 }
 
