@@ -249,7 +249,8 @@ int st_extract(ir_graph *g, const st_plan *pl, int s, int flags, char *msg, size
 }
 
 int st_receiver(ir_graph *g, const st_plan *pl, int s, char *msg, size_t msgn) {
-  if (s < 1 || s >= pl->k) return ir_fail(msg, msgn, "internal error: --pipeline: stage %d of %d receives nothing", s, pl->k);
+  if (s < 1 || s >= pl->k)
+    return ir_fail(msg, msgn, "internal error: --pipeline: stage %d of %d receives nothing", s, pl->k);
   ir_graph ng;
   ir_graph_init(&ng, g->A, g->model_name);
   int r = recv_like(&ng, &g->nodes[pl->act[s - 1]], s - 1, msg, msgn);

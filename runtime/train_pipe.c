@@ -19,7 +19,7 @@
 
 struct tr_pipe {
   int k, s, micro, last;
-  lathe_program *fwd, *grad, *upd; /* fwd: on the last stage only the receiver (its gradient program runs the forward) */
+  lathe_program *fwd, *grad, *upd; /* fwd: the last stage's receives only (its gradient program runs the forward) */
   int64_t nin, nout;               /* floats of the activation received / passed on, one micro-batch */
   float *acts, *tmp;               /* micro * nin activations received; one gradient read */
   int *gout;                       /* per update parameter: the gradient program's output "grad.X", or -1 */

@@ -46,13 +46,15 @@ int cx_p2p(const cx_mem *m, const cu_coll *c, char *err, size_t n) {
     rc = lathe_rt_comm_send(msg, (int64_t)(sizeof h + bytes), c->peer) ? p2p_fail(err, n, "the MPI send failed", c) : 0;
   } else {
     memset(msg, 0, sizeof h);
-    rc = lathe_rt_comm_recv(msg, (int64_t)(sizeof h + bytes), c->peer) ? p2p_fail(err, n, "the MPI receive failed", c) : 0;
+    rc = lathe_rt_comm_recv(msg, (int64_t)(sizeof h + bytes), c->peer) ? p2p_fail(err, n, "the MPI receive failed", c)
+                                                                        : 0;
     cx_p2p_head got;
     memcpy(&got, msg, sizeof got);
     if (!rc && (got.tag != CX_P2P_TAG || got.floats != c->count))
       rc = p2p_fail(err, n,
-                    got.tag == CX_P2P_TAG ? "the peer's ncclSend had another length"
-                                          : "the peer sent it from the host, not with ncclSend (a channel NCCL never pairs)",
+                    got.tag == CX_P2P_TAG
+                        ? "the peer's ncclSend had another length"
+                        : "the peer sent it from the host, not with ncclSend (a channel NCCL never pairs)",
                     c);
     if (!rc) memcpy((void *)(uintptr_t)c->recv, msg + sizeof h, bytes);
   }
