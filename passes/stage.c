@@ -248,6 +248,19 @@ int st_extract(ir_graph *g, const st_plan *pl, int s, int flags, char *msg, size
   return rc;
 }
 
+int st_receiver(ir_graph *g, const st_plan *pl, int s, char *msg, size_t msgn) {
+  if (s < 1 || s >= pl->k)
+    return ir_fail(msg, msgn, "internal error: --pipeline: stage %d of %d receives nothing", s, pl->k);
+  ir_graph ng;
+  ir_graph_init(&ng, g->A, g->model_name);
+  int r = recv_like(&ng, &g->nodes[pl->act[s - 1]], s - 1, msg, msgn);
+  if (r < 0) return -1;
+  ir_add_output(&ng, ST_ACT_IN, r);
+  ng.train = g->train, ng.no_fusion = g->no_fusion, ng.quant = g->quant;
+  *g = ng;
+  return 0;
+}
+
 int st_surrogate_loss(ir_graph *g, int peer, char *msg, size_t msgn) {
   int o = ir_find_output(g, ST_ACT_OUT);
   if (o < 0) return ir_fail(msg, msgn, "internal error: --pipeline: the stage has no %s", ST_ACT_OUT);

@@ -47,6 +47,13 @@ int st_plan_make(const ir_graph *g, int k, int train, st_plan *pl, char *msg, si
 enum { ST_TRAIN = 1, ST_P2P = 2, ST_KEEP_LOSS = 4 };
 int st_extract(ir_graph *g, const st_plan *pl, int s, int flags, char *msg, size_t msgn);
 
+/* Rewrite g (as for st_extract) into the receiver of stage s > 0: one op
+ * recv from rank s - 1, published as the output ST_ACT_IN. The last
+ * training stage runs it for every micro-batch's forward, so the
+ * activation arrives on the channel stage s - 1's op send used (MPI on the
+ * CPU, NCCL on GPUs) without computing the stage's forward twice. */
+int st_receiver(ir_graph *g, const st_plan *pl, int s, char *msg, size_t msgn);
+
 /* A non-last training stage: the loss sum(ST_ACT_OUT * gout), gout the
  * gradient the next stage sends back (the op recv from rank peer; peer < 0:
  * the input ST_GOUT), so autodiff gives the stage's gradients for it. */

@@ -18,8 +18,8 @@
 #include "runtime/train.h"
 
 struct tr_pipe {
-  int k, s, micro;
-  lathe_program *fwd, *grad, *upd; /* fwd: NULL on the last stage (its gradient program runs the forward) */
+  int k, s, micro, last;
+  lathe_program *fwd, *grad, *upd; /* fwd: the last stage's receives only (its gradient program runs the forward) */
   int64_t nin, nout;               /* floats of the activation received / passed on, one micro-batch */
   float *acts, *tmp;               /* micro * nin activations received; one gradient read */
   int *gout;                       /* per update parameter: the gradient program's output "grad.X", or -1 */
@@ -41,14 +41,18 @@ static int refuse(const ir_graph *g, lathe_error *err) {
   return 0;
 }
 
-/* The model lowered and cut to stage s. */
+/* The model lowered and cut to stage s (TR_RECV_ONLY: the last stage's
+ * receiver, passes/stage.h). */
+enum { TR_RECV_ONLY = 1 << 8 };
 static lathe_program *lower_stage(lathe_model *m, const lathe_options *po, int k, int s, st_plan *pl, int flags,
                                   lathe_error *err) {
   lathe_program *p = api_program_lower(m, po, err);
   if (!p) return NULL;
   char msg[1024];
   if (refuse(&p->g, err)) goto fail;
-  if (st_plan_make(&p->g, k, 1, pl, msg, sizeof msg) || st_extract(&p->g, pl, s, flags, msg, sizeof msg)) {
+  if (st_plan_make(&p->g, k, 1, pl, msg, sizeof msg) ||
+      (flags & TR_RECV_ONLY ? st_receiver(&p->g, pl, s, msg, sizeof msg)
+                            : st_extract(&p->g, pl, s, flags, msg, sizeof msg))) {
     pfail(err, msg);
     goto fail;
   }
@@ -58,9 +62,12 @@ fail:
   return NULL;
 }
 
+/* The last stage's forward only receives: a program of its own (one op
+ * recv), not a host transfer, so the activation comes on the channel the
+ * previous stage's op send uses (NCCL on GPUs: a host MPI receive would
+ * never pair with an ncclSend). */
 static int build_fwd(tr_pipe *p, lathe_model *m, const lathe_options *po, lathe_error *err) {
-  if (p->s == p->k - 1) return 0;
-  p->fwd = lower_stage(m, po, p->k, p->s, &p->plan, ST_TRAIN | ST_P2P, err);
+  p->fwd = lower_stage(m, po, p->k, p->s, &p->plan, p->last ? TR_RECV_ONLY : ST_TRAIN | ST_P2P, err);
   return !p->fwd || api_program_finish(p->fwd, err) ? (p->fwd = NULL, -1) : 0;
 }
 
@@ -70,7 +77,7 @@ static int build_grad(tr_pipe *p, lathe_model *m, const lathe_options *po, lathe
   char msg[1024];
   /* the gradient of the output comes from stage s + 1 (op recv), that of
    * the input goes to stage s - 1 (op send) */
-  if ((p->s < p->k - 1 && st_surrogate_loss(&q->g, p->s + 1, msg, sizeof msg)) ||
+  if ((!p->last && st_surrogate_loss(&q->g, p->s + 1, msg, sizeof msg)) ||
       ad_backward(&q->g, NULL, 0, 1, msg, sizeof msg) ||
       (p->s > 0 && st_send_output(&q->g, "grad." ST_ACT_IN, p->s - 1, msg, sizeof msg))) {
     lathe_program_free(q);
@@ -132,11 +139,11 @@ int tr_pipe_build(tr_pipe **out, lathe_model *m, const lathe_options *po, const 
   tr_pipe *p = calloc(1, sizeof *p);
   *out = p;
   if (!p) return api_fail(err, LATHE_ENOMEM, "out of memory");
-  p->k = k, p->s = lathe_rt_comm_rank(), p->micro = micro;
+  p->k = k, p->s = lathe_rt_comm_rank(), p->micro = micro, p->last = p->s == k - 1;
   if (build_fwd(p, m, po, err) || build_grad(p, m, po, err) || build_upd(p, m, po, t, err)) return -1;
-  if ((p->fwd && tr_data_attach_norm(d, p->fwd, err)) || tr_data_attach_norm(d, p->grad, err)) return -1;
+  if ((!p->last && tr_data_attach_norm(d, p->fwd, err)) || tr_data_attach_norm(d, p->grad, err)) return -1;
   p->nin = act_numel(p->grad, ST_ACT_IN, 1);
-  p->nout = p->fwd ? act_numel(p->fwd, ST_ACT_OUT, 0) : 0; /* sent by the program's op send */
+  p->nout = p->last ? 0 : act_numel(p->fwd, ST_ACT_OUT, 0); /* sent by the program's op send */
   int64_t big = p->nin > p->nout ? p->nin : p->nout;
   for (int i = 0; i < p->upd->g.nparams; i++) {
     int64_t n = ir_numel(&p->upd->g.params[i].shape);
@@ -181,7 +188,7 @@ static int copy_params(lathe_program *dst, const lathe_program *src, int state, 
 
 int tr_pipe_load(tr_pipe *p, const lathe_program *holder, lathe_error *err) {
   if (copy_params(p->upd, holder, 1, err) || copy_params(p->grad, holder, 0, err)) return -1;
-  return p->fwd ? copy_params(p->fwd, holder, 0, err) : 0;
+  return p->last ? 0 : copy_params(p->fwd, holder, 0, err);
 }
 
 static int set_act(lathe_program *q, const float *v, lathe_error *err) {
@@ -211,16 +218,12 @@ static int xfer(int send, void *buf, int64_t n, int peer, lathe_error *err) {
 
 /* Every micro-batch forward: the program receives its activation (op recv)
  * and sends its own on (op send); the stage keeps what it received for the
- * backward. The last stage has no forward of its own: it only receives. */
+ * backward. The last stage's forward is its receiver: it only receives. */
 static int forwards(tr_pipe *p, tr_data *d, const int64_t *rows, lathe_error *err) {
   int64_t b = d->batch;
   for (int mb = 0; mb < p->micro; mb++) {
     float *a = p->acts + (int64_t)mb * p->nin;
-    if (!p->fwd) {
-      if (xfer(0, a, p->nin, p->s - 1, err)) return -1;
-      continue;
-    }
-    if (tr_data_feed_some(d, p->fwd, rows + mb * b, b, 1, err) || api_run_core(p->fwd, err)) return -1;
+    if ((!p->last && tr_data_feed_some(d, p->fwd, rows + mb * b, b, 1, err)) || api_run_core(p->fwd, err)) return -1;
     if (p->s > 0) api_read_output(p->fwd, ir_find_output(&p->fwd->g, ST_ACT_IN), a);
   }
   return 0;
@@ -243,7 +246,7 @@ static int backwards(tr_pipe *p, tr_data *d, const int64_t *rows, double *loss, 
       api_read_output(p->grad, p->gout[i], g);
       for (int64_t j = 0; mb && j < n; j++) acc[j] += g[j];
     }
-    if (!p->fwd) *loss += api_loss(p->grad);
+    if (p->last) *loss += api_loss(p->grad);
   }
   return 0;
 }
@@ -265,14 +268,14 @@ static int update(tr_pipe *p, const lathe_program *holder, lathe_error *err) {
   p->upd->step = holder->step;
   p->upd->total_steps = holder->total_steps, p->upd->steps_per_epoch = holder->steps_per_epoch;
   if (api_train_run(p->upd, err)) return -1;
-  return copy_params(p->grad, p->upd, 0, err) || (p->fwd && copy_params(p->fwd, p->upd, 0, err)) ? -1 : 0;
+  return copy_params(p->grad, p->upd, 0, err) || (!p->last && copy_params(p->fwd, p->upd, 0, err)) ? -1 : 0;
 }
 
 int tr_pipe_step(tr_pipe *p, tr_data *d, const int64_t *rows, const lathe_program *holder, float *loss,
                  lathe_error *err) {
   double l = 0;
   if (forwards(p, d, rows, err) || backwards(p, d, rows, &l, err) || update(p, holder, err)) return -1;
-  l = p->fwd ? 0 : l / p->micro; /* the last stage has the loss: every rank gets it */
+  l = p->last ? l / p->micro : 0; /* the last stage has the loss: every rank gets it */
   lathe_rt_comm_sum(&l, 1, 1);
   *loss = (float)l;
   return 0;

@@ -106,6 +106,9 @@ typedef struct cu_nccl_api {
   int (*AllReduce)(const void *send, void *recv, size_t count, int dtype, int op, void *comm, void *stream);
   int (*ReduceScatter)(const void *send, void *recv, size_t recvcount, int dtype, int op, void *comm, void *stream);
   int (*AllGather)(const void *send, void *recv, size_t sendcount, int dtype, void *comm, void *stream);
+  /* NCCL 2.7 and later (NULL before): a pipeline stage's transfers */
+  int (*Send)(const void *send, size_t count, int dtype, int peer, void *comm, void *stream);
+  int (*Recv)(void *recv, size_t count, int dtype, int peer, void *comm, void *stream);
   const char *(*GetErrorString)(int result);
 } cu_nccl_api;
 
@@ -205,7 +208,8 @@ int cu_bf16_buffers(const pl_plan *p, unsigned char **out);
 
 /* ---- cu_modules.c: the program's kernels as modules compiled at once ----
  * The unique kernels are cut into parts, each part one module of CUDA C
- * compiled by NVRTC on its own thread. */
+ * compiled by NVRTC on its own thread; a program without kernels (only the
+ * driver's products or transfers) has no module. */
 typedef struct {
   int nmod;
   char **src;      /* per module: prelude + its kernels */

@@ -231,6 +231,8 @@ static const cu_sym nccl_syms[] = {
   SYM(cu_nccl_api, AllReduce, "ncclAllReduce"),
   SYM(cu_nccl_api, ReduceScatter, "ncclReduceScatter"),
   SYM(cu_nccl_api, AllGather, "ncclAllGather"),
+  OPT(cu_nccl_api, Send, "ncclSend"),
+  OPT(cu_nccl_api, Recv, "ncclRecv"),
   SYM(cu_nccl_api, GetErrorString, "ncclGetErrorString"),
 };
 

@@ -42,12 +42,16 @@ typedef struct cu_gemm {
  * ALLREDUCE: recv[count] = the sum over ranks of send[count] (send may be
  * recv); REDUCE_SCATTER: recv[count] = this rank's count values of the sum
  * of send[count * ranks]; ALL_GATHER: recv[count * ranks] = every rank's
- * send[count] in rank order. */
-enum { CU_COLL_ALLREDUCE, CU_COLL_REDUCE_SCATTER, CU_COLL_ALL_GATHER, CU_COLL_COUNT };
+ * send[count] in rank order. Point to point (pipeline stages, the ops send
+ * and recv: ncclSend and ncclRecv): SEND sends send[count] to rank peer,
+ * RECV fills recv[count] with what rank peer sends; each pairs with the
+ * peer's opposite call, in the order both ranks make them. */
+enum { CU_COLL_ALLREDUCE, CU_COLL_REDUCE_SCATTER, CU_COLL_ALL_GATHER, CU_COLL_SEND, CU_COLL_RECV, CU_COLL_COUNT };
 typedef struct cu_coll {
   int op;                    /* CU_COLL_* */
-  cu_dptr send, recv;
+  cu_dptr send, recv;        /* SEND reads send only, RECV writes recv only */
   size_t count;
+  int peer;                  /* SEND, RECV: the other rank */
 } cu_coll;
 
 typedef struct cu_driver cu_driver;
@@ -89,11 +93,12 @@ struct cu_driver {
    * before the program's one allocation so that a model too large for what
    * is free is refused in one line before anything is allocated. */
   int (*mem_info)(cu_driver *d, size_t *free_bytes, size_t *total_bytes);
-  /* Optional: data-parallel collectives. coll_open joins this process as
-   * rank `rank` of `ranks` (every rank calls it at the same point: the
-   * product's NCCL communicator is made there, codegen/cuda/cu_nccl.c);
-   * coll enqueues one collective on the stream, in order with the launches
-   * (so a graph captures it with the step). */
+  /* Optional: collectives and point-to-point transfers (data-parallel
+   * steps, pipeline stages). coll_open joins this process as rank `rank`
+   * of `ranks` (every rank calls it at the same point: the product's NCCL
+   * communicator is made there, codegen/cuda/cu_nccl.c); coll enqueues one
+   * collective or transfer on the stream, in order with the launches (so a
+   * graph captures it with the step). */
   int (*coll_open)(cu_driver *d, int rank, int ranks);
   int (*coll)(cu_driver *d, const cu_coll *c);
 };

@@ -65,6 +65,10 @@ static int rejected(const cu_program *cp, const int *mod_of, int m, const cu_job
 
 int cu_modules_build(const cu_program *cp, const char *arch, int nparts, cu_modules *out, char *msg, size_t n) {
   memset(out, 0, sizeof *out);
+  if (cp->nfn == 0) { /* launches of the driver's only (a pipeline stage's receiver: one ncclRecv): no module */
+    out->mod_of = calloc(1, sizeof *out->mod_of);
+    return out->mod_of ? 0 : ir_fail(msg, n, "out of memory for the CUDA modules");
+  }
   if (nparts <= 0) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     nparts = c > 0 ? (int)c : 1;

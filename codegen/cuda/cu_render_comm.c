@@ -8,7 +8,10 @@
  * multiplication after the sum, as the CPU kernels do (rt/rt_comm.c: sum,
  * then times scale), so the same sums give the same bits. On one stream
  * an allreduce started early (k = 1) is simply enqueued where it stands;
- * its comm_wait is the scale. */
+ * its comm_wait is the scale. A pipeline stage's send and recv
+ * (passes/stage.c) are CU_L_COLL launches too (ncclSend, ncclRecv): the
+ * activation or gradient moves device to device inside the step's graph,
+ * where the CPU backends call lathe_rt_send/recv (MPI). */
 #include <stdio.h>
 
 #include "codegen/cuda/cu_render.h"
@@ -80,9 +83,37 @@ static int r_all_gather(cu_rctx *r) {
   return m == 0 ? 0 : coll(r, CU_COLL_ALL_GATHER, cu_ref_at(cu_opnode(r, 1), 0), cu_ref_at(cu_opnode(r, 0), 0), m);
 }
 
+/* One transfer with rank attr.n; ranks 0: the job's size is checked when
+ * the program joins the communicator (cu_run.c), not fixed by the graph. */
+static int p2p(cu_rctx *r, int op, cu_ref send, cu_ref recv, int64_t count) {
+  cu_launch l = {.what = CU_L_COLL, .csend = send, .crecv = recv, .ranks = 0};
+  l.coll.op = op, l.coll.count = (size_t)count, l.coll.peer = (int)cu_opn(r, 0)->attr.n;
+  return cu_add_launch(r, &l);
+}
+
+/* send(x): the result is x (a copy where the plan gave it its own
+ * buffer), and x goes to rank attr.n as it stands in the stream. */
+static int r_send(cu_rctx *r) {
+  int64_t m = ir_numel(&cu_opn(r, 0)->shape);
+  if (f32_only(r)) return -1;
+  if (m == 0) return 0;
+  cu_ref out = cu_ref_at(cu_opnode(r, 0), 0), x = cu_ref_at(cu_opnode(r, 1), 0);
+  if (out.node != x.node && scaled_copy(r, out, x, m, 1)) return -1;
+  return p2p(r, CU_COLL_SEND, x, x, m);
+}
+
+static int r_recv(cu_rctx *r) {
+  int64_t m = ir_numel(&cu_opn(r, 0)->shape);
+  if (f32_only(r)) return -1;
+  if (m == 0) return 0;
+  cu_ref out = cu_ref_at(cu_opnode(r, 0), 0);
+  return p2p(r, CU_COLL_RECV, out, out, m);
+}
+
 static const cu_render_fn by_op[IR_NOPS] = {
   [IR_ALLREDUCE] = r_allreduce, [IR_COMM_WAIT] = r_comm_wait,
   [IR_REDUCE_SCATTER] = r_reduce_scatter, [IR_ALL_GATHER] = r_all_gather,
+  [IR_SEND] = r_send, [IR_RECV] = r_recv,
 };
 
 cu_render_fn cu_comm_renderer(int op) { return op >= 0 && op < IR_NOPS ? by_op[op] : NULL; }

@@ -118,11 +118,13 @@ void cu_exec_free(cu_exec *x) {
 
 static int open_collectives(cu_exec *x, char *msg, size_t n);
 
-/* Whether g sums over ranks (a data-parallel step). */
+/* Whether g talks to other ranks (a data-parallel step's sums, a
+ * pipeline stage's transfers). */
 static int has_collectives(const ir_graph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     int op = g->nodes[i].op;
-    if (op == IR_ALLREDUCE || op == IR_REDUCE_SCATTER || op == IR_ALL_GATHER) return 1;
+    if (op == IR_ALLREDUCE || op == IR_REDUCE_SCATTER || op == IR_ALL_GATHER || op == IR_SEND || op == IR_RECV)
+      return 1;
   }
   return 0;
 }
@@ -135,7 +137,7 @@ static void no_driver(const ir_graph *g, const char *err, char *msg, size_t n) {
     snprintf(msg, n, "%s", err[0] ? err : "--backend cuda: no driver");
     return;
   }
-  snprintf(msg, n, "%s; and the %d ranks' sums need NCCL: %s", err[0] ? err : "--backend cuda: no driver",
+  snprintf(msg, n, "%s; and the %d ranks communicate through NCCL: %s", err[0] ? err : "--backend cuda: no driver",
            lathe_rt_comm_size(), why);
 }
 
@@ -202,22 +204,39 @@ fail:
   return NULL;
 }
 
-/* A data-parallel step (collectives among its launches) joins the job's
- * communicator: the program's rank count must be the job's (as on the CPU
- * backends, rt/rt_comm.c), and the driver must offer collectives (the
- * product: NCCL, made here on every rank at the same point of the run). */
+/* A transfer's peer must be another rank of the job (the CPU kernels'
+ * lathe_rt_send/recv refuse the same, rt/rt_comm.c). */
+static int check_peer(const cu_launch *l, char *msg, size_t n) {
+  int size = lathe_rt_comm_size(), peer = l->coll.peer;
+  if (size >= 2 && peer >= 0 && peer < size && peer != lathe_rt_comm_rank()) return 0;
+  return ir_fail(msg, n, "--backend cuda: the program %s rank %d, but this is rank %d of a job of %d",
+                 l->coll.op == CU_COLL_SEND ? "sends to" : "receives from", peer, lathe_rt_comm_rank(), size);
+}
+
+/* A program that talks to other ranks (collectives or transfers among its
+ * launches) joins the job's communicator: a data-parallel step's rank count
+ * must be the job's (as on the CPU backends, rt/rt_comm.c), a transfer's
+ * peer one of its ranks, and the driver must offer collectives (the
+ * product: NCCL, made here on every rank at the same point of the run: a
+ * pipeline's every rank compiles its first stage program at once). */
 static int open_collectives(cu_exec *x, char *msg, size_t n) {
   const cu_launch *c = NULL;
-  for (int li = 0; li < x->c.prog.nl && !c; li++)
-    if (x->c.prog.l[li].what == CU_L_COLL) c = &x->c.prog.l[li];
+  for (int li = 0; li < x->c.prog.nl; li++) {
+    const cu_launch *l = &x->c.prog.l[li];
+    if (l->what != CU_L_COLL) continue;
+    int is_p2p = l->coll.op == CU_COLL_SEND || l->coll.op == CU_COLL_RECV;
+    if (is_p2p && check_peer(l, msg, n)) return -1;
+    if (!is_p2p && l->ranks != lathe_rt_comm_size())
+      return ir_fail(msg, n, "--backend cuda: the step was compiled for %d ranks and runs in a job of %d", l->ranks,
+                     lathe_rt_comm_size());
+    c = l;
+  }
   if (!c) return 0;
-  if (c->ranks != lathe_rt_comm_size())
-    return ir_fail(msg, n, "--backend cuda: the step was compiled for %d ranks and runs in a job of %d", c->ranks,
-                   lathe_rt_comm_size());
   if (!x->d->coll_open || !x->d->coll)
     return ir_fail(msg, n, "--backend cuda: this driver (%s) has no collectives for a job of %d ranks", x->d->name,
-                   c->ranks);
-  if (x->d->coll_open(x->d, lathe_rt_comm_rank(), c->ranks)) return ir_fail(msg, n, "--backend cuda: %s", x->d->err);
+                   lathe_rt_comm_size());
+  if (x->d->coll_open(x->d, lathe_rt_comm_rank(), lathe_rt_comm_size()))
+    return ir_fail(msg, n, "--backend cuda: %s", x->d->err);
   return 0;
 }
 

@@ -62,6 +62,13 @@ int cx_mem_describe_fault(const cx_mem *m, uint64_t addr, char *out, size_t outl
  * its end and the guard page, and the slack before it). */
 int cx_mem_check_canaries(const cx_mem *m, char *err, size_t errlen);
 
+/* ---- cx_p2p.c: ncclSend and ncclRecv through the job's MPI path ---- */
+
+/* One CU_COLL_SEND or CU_COLL_RECV, run now (a header travels with the
+ * values, so a host-side MPI transfer can never pair with it). 0, or 1
+ * with one line in err. */
+int cx_p2p(const cx_mem *m, const cu_coll *c, char *err, size_t n);
+
 /* ---- cx_module.c: kernel source compiled for the host ---- */
 
 typedef struct cx_module cx_module;

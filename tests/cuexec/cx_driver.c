@@ -304,6 +304,7 @@ static int cx_coll_open(cu_driver *d, int rank, int ranks) {
 
 static int cx_coll(cu_driver *d, const cu_coll *c) {
   if (cx_s(d)->capturing) return cx_record(d, &(cx_gop){.what = CX_G_COLL, .coll = *c});
+  if (c->op == CU_COLL_SEND || c->op == CU_COLL_RECV) return cx_p2p(&cx_s(d)->mem, c, d->err, sizeof d->err);
   size_t ranks = (size_t)lathe_rt_comm_size(), in = c->count * 4, out = c->count * 4;
   if (c->op == CU_COLL_REDUCE_SCATTER) in *= ranks;
   if (c->op == CU_COLL_ALL_GATHER) out *= ranks;

@@ -65,6 +65,21 @@ else
   verdict $? "2 ranks on 2 GPUs (NCCL all-reduce in the step's CUDA graph): every weight within 1e-4 of one GPU"
 fi
 
+step "pipeline stages on 2 GPUs: mpirun -np 2 lathe train --pipeline 2 --backend cuda (ncclSend/ncclRecv) against one process"
+if [ "$NGPU" -lt 2 ]; then
+  echo "SKIP (loudly): this machine has $NGPU GPU; 2 pipeline stages need 2 (tests/mpi/cuda_pipe.sh runs them on the CPU executor)"
+elif ! command -v mpirun >/dev/null || ! $L --version | grep -q '^distributed: mpi'; then
+  echo "SKIP (loudly): no mpirun or a build without MPI: $($L --version | grep '^distributed')"
+else
+  # one micro-batch: every product has one process's shapes (tests/mpi/cuda_pipe.sh); the run's one GPU weights
+  # from the data-parallel step above
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 180 mpirun -np 2 --oversubscribe $L train \
+    examples/mlp.nn --backend cuda --data "$DP/digits.csv" --epochs 3 --pipeline 2 --micro-batches 1 \
+    --out "$DP/pipe" 2>&1 | tail -3 &&
+    /usr/bin/python3 tests/mpi/cmp_weights.py "$DP/one/last.safetensors" "$DP/pipe/last.safetensors" 1e-4
+  verdict $? "2 pipeline stages on 2 GPUs (ncclSend/ncclRecv in the stages' CUDA graphs): every weight within 1e-4 of one GPU"
+fi
+
 step "benchmark: Lathe (--backend cuda) against PyTorch on this GPU, median ms per step"
 GPT='{"vocab":96,"T":64,"d":128,"heads":4,"layers":4}'
 bench_row() { # NAME MODEL KIND BATCH TRAIN(0|1) LATHE-ARGS... ; peer kwargs in $KW, peer flags in $PEERX (bf16),
