@@ -458,7 +458,7 @@ static int prof_alloc(cg_program *p, const ir_graph *g) {
 
 /* What the plan asks of this backend: its kernels' scratch and the unary
  * ops its product epilogue can apply (on vectors). */
-static const pl_target llvm_target = {"llvm", cg_scratch_bytes, cg_fusable_unary, 1, NULL, cg_dconv_pool_ok};
+static const pl_target llvm_target = {"llvm", cg_scratch_bytes, cg_fusable_unary, 1, NULL, cg_dconv_pool_ok, 0};
 
 const pl_target *cg_plan_target(void) { return &llvm_target; }
 
