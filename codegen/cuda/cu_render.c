@@ -586,7 +586,7 @@ static int sibling_loops(cu_rctx *r, const pl_siblings *mu, char name[][16]) {
       cu_sb_printf(&r->b, "    }\n");
     }
     for (int m = 0; m < mu->n; m++) {
-      char o[8];
+      char o[16];
       snprintf(o, sizeof o, "o%d", m);
       vec_store(r, res[m], name[mu->res[m]], o);
     }
@@ -926,7 +926,7 @@ static int render_gemm_epi(cu_rctx *r) {
     }
     vec_store(r, out, "a0", "o4");
     for (int s = 0; s < e->nsteps; s++) {
-      char sv[8];
+      char sv[16];
       snprintf(sv, sizeof sv, "s%d", e->save[s]);
       if (e->save[s]) vec_store(r, cu_opn(r, e->save[s]), name[e->save[s]], sv);
     }
