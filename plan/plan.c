@@ -107,7 +107,9 @@ static int listed(const int *v, int n, int x) {
 static int fill_kernel(pl_plan *p, pl_kernel *k, int i, const pl_group *grp) {
   const ir_graph *g = p->g;
   const ir_node *n = &g->nodes[i];
-  int nsib = grp && grp->multi ? grp->nmulti : 0, big = nsib > 1 ? PL_MAXUPD : 0;
+  int nsib = grp && grp->multi ? grp->nmulti : 0, big = 0;
+  for (int q = 0; nsib > 1 && q < nsib; q++) big += grp->multi[q].n + grp->multi[q].nin; /* every operand, members */
+  if (big && big < PL_MAXMULTI + PL_MAXFUSE + 1) big = PL_MAXMULTI + PL_MAXFUSE + 1;
   k->node = i;
   k->kind = grp ? grp->kind : single_kind(n->op);
   k->head = grp && !grp->multi ? grp->head : i;

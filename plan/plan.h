@@ -21,9 +21,12 @@
  * product's epilogue; PL_MAXMULTI: members of a sibling group. */
 enum { PL_MAXARGS = 24, PL_MAXFUSE = 6, PL_MAXMULTI = 4 };
 /* PL_MAXUPD: operands of the kernel that runs every parameter's optimizer
- * update (sibling groups batched, plan_group.c) at most: 128 pointers are
- * 1 KB of a CUDA launch's arguments (4 KB at most before CUDA 12.1); a
- * model with more parameters gets one such kernel per 128 operands. */
+ * update (sibling groups batched, plan_group.c) at most, for a backend
+ * that passes them as a kernel's arguments (the LLVM backend: its
+ * kernels' argument arrays); a model with more parameters gets one such
+ * kernel per 128 operands there. A backend that reads them from a table
+ * in memory (pl_target.upd_table: the CUDA backend, where 128 pointers
+ * are already 1 KB of a launch's 4 KB of arguments) has no such limit. */
 enum { PL_MAXUPD = 128 };
 
 /* A matrix product's epilogue: the elementwise nodes after it, applied to
@@ -112,7 +115,8 @@ typedef struct {
                     * gradient), the last sibling; node itself for a single node */
   /* the arrays below live in the plan's arena, each sized for the kernel:
    * PL_MAXFUSE + 2 members, PL_MAXARGS operands, PL_MAXMULTI + PL_MAXFUSE
-   * results at most, except PL_K_SIBLINGS of several groups (PL_MAXUPD) */
+   * results at most, except PL_K_SIBLINGS of several groups (as many as
+   * its groups have: PL_MAXUPD operands, or any with pl_target.upd_table) */
   int nmember;
   int *member; /* every node it computes, in node order within each sibling group (<= node) */
   int narg;
@@ -149,6 +153,11 @@ typedef struct pl_target {
    * (conv2d -> relu -> maxpool2d: the convolution's result is pooled before
    * it is stored, never written whole) */
   int (*conv_pool)(const ir_graph *g, const ir_node *conv, const pl_epilogue *sofar, const ir_node *pool);
+  /* 1: a kernel of several sibling groups (every parameter's update) reads
+   * its operands' addresses from a table in memory, not from its launch
+   * arguments, so the plan batches every update into one such kernel with
+   * no operand limit; 0: at most PL_MAXUPD operands a kernel */
+  int upd_table;
 } pl_target;
 
 typedef struct {

@@ -378,13 +378,18 @@ static void find_residual_norms(const ir_graph *g, arena *A, const int *is_out, 
  * A group joins the batch open before it unless a node between the
  * batch's groups reads a member of the batch (the batch runs at its last
  * group's place, so its members are stored only then: a data-parallel
- * step's all_gather of the new weights closes it) or the kernel would have
- * more than PL_MAXUPD operands. The earlier groups run at the last one's
- * place (run_at: the memory plan keeps their inputs live until then) and
- * are stored by its kernel (inside). */
+ * step's all_gather of the new weights closes it) or, on a backend that
+ * passes the operands as launch arguments, the kernel would have more than
+ * PL_MAXUPD operands (limit). A backend reading them from a table in
+ * memory (pl_target.upd_table: CUDA) has no limit, so every update of a
+ * training step is one kernel there: each launch of a small update costs
+ * more on a GPU than its work (the char-GPT's step had 4 update launches
+ * at 128 operands each). The earlier groups run at the last one's place
+ * (run_at: the memory plan keeps their inputs live until then) and are
+ * stored by its kernel (inside). */
 typedef struct {
-  pl_group *grp[512];
-  int ngrp, nops, place;
+  pl_group **grp; /* the batch's groups, at most one per node */
+  int ngrp, nops, place, limit;
   int *ops;      /* the kernel's operand nodes so far (results and inputs, distinct) */
   char *member;  /* per node: a member of a batched group */
 } upd_batch;
@@ -423,9 +428,13 @@ static void upd_close(upd_batch *b, pl_group **group_of, int *run_at, int *insid
   b->ngrp = b->nops = 0;
 }
 
-static void batch_updates(const ir_graph *g, arena *A, pl_group **group_of, int *run_at, int *inside) {
-  upd_batch b = {.ops = ar_alloc(A, sizeof(int) * PL_MAXUPD), .member = ar_alloc(A, (size_t)g->nnodes + 1)};
-  memset(b.member, 0, (size_t)g->nnodes + 1);
+static void batch_updates(const ir_graph *g, const pl_target *t, arena *A, pl_group **group_of, int *run_at,
+                          int *inside) {
+  size_t nn = (size_t)g->nnodes + 1;
+  /* every operand is a node, listed once: nn bounds a table's operands */
+  upd_batch b = {.ops = ar_alloc(A, sizeof(int) * nn), .member = ar_alloc(A, nn),
+                 .grp = ar_alloc(A, sizeof(pl_group *) * nn), .limit = t && t->upd_table ? (int)nn : PL_MAXUPD};
+  memset(b.member, 0, nn);
   for (int i = 0; i < g->nnodes && !g->no_fusion; i++) {
     pl_group *grp = group_of[i];
     int sib = grp && grp->kind == PL_K_SIBLINGS && grp->nmulti == 1;
@@ -436,9 +445,8 @@ static void batch_updates(const ir_graph *g, arena *A, pl_group **group_of, int 
       }
     if (!sib) continue;
     const pl_siblings *mu = grp->multi;
-    if (1 + mu->n + mu->nin > PL_MAXUPD) continue; /* wider than a batch's operands: stays its own kernel */
-    if (b.ngrp == (int)(sizeof b.grp / sizeof b.grp[0]) || 1 + b.nops + upd_new_ops(&b, mu) > PL_MAXUPD)
-      upd_close(&b, group_of, run_at, inside, A);
+    if (1 + mu->n + mu->nin > b.limit) continue; /* wider than a batch's operands: stays its own kernel */
+    if (1 + b.nops + upd_new_ops(&b, mu) > b.limit) upd_close(&b, group_of, run_at, inside, A);
     for (int m = 0; m < mu->n; m++) b.ops[b.nops++] = mu->node[m], b.member[mu->node[m]] = 1;
     for (int q = 0; q < mu->nin; q++)
       if (!upd_listed(&b, mu->in[q])) b.ops[b.nops++] = mu->in[q];
@@ -458,5 +466,5 @@ void pl_find_groups(const ir_graph *g, const pl_target *t, arena *A, pl_groups *
   find_fusions(g, t, A, gr->is_out, gr->group_of, gr->run_at, gr->inside);
   find_siblings(g, A, gr->is_out, gr->group_of, gr->run_at, gr->inside);
   find_residual_norms(g, A, gr->is_out, gr->group_of, gr->run_at, gr->inside);
-  batch_updates(g, A, gr->group_of, gr->run_at, gr->inside);
+  batch_updates(g, t, A, gr->group_of, gr->run_at, gr->inside);
 }

@@ -360,11 +360,22 @@ static int rn_launch(rn *r, const cu_launch *l) {
     g.bias = g.epilogue != CU_EPI_NONE ? rn_ref(r, &l->gbias) : 0;
     return D->gemm(D, &g);
   }
-  cu_dptr ptr[CU_MAXOPS];
+  cu_dptr ptr[CU_MAXOPS], tab = 0;
   void *args[CU_MAXOPS];
   for (int i = 0; i < l->nops; i++) ptr[i] = rn_ref(r, &l->op[i]), args[i] = &ptr[i];
-  return D->launch(D, r->fn[l->fn], l->grid[0], l->grid[1], l->grid[2], l->block[0], l->block[1], l->block[2],
-                   l->shmem, args);
+  if (l->ntab) { /* an update kernel's operand table (cu_run.c fills it once; here per launch) */
+    uint64_t *h = malloc(sizeof *h * (size_t)l->ntab);
+    int rc = !h || D->mem_alloc(D, sizeof *h * (size_t)l->ntab, &tab);
+    for (int i = 0; !rc && i < l->ntab; i++) h[i] = rn_ref(r, &l->tab[i]);
+    rc = rc || D->htod(D, tab, h, sizeof *h * (size_t)l->ntab);
+    free(h);
+    if (rc) return rc;
+    ptr[0] = tab, args[0] = &ptr[0];
+  }
+  int rc = D->launch(D, r->fn[l->fn], l->grid[0], l->grid[1], l->grid[2], l->block[0], l->block[1], l->block[2],
+                     l->shmem, args);
+  if (tab) D->mem_free(D, tab);
+  return rc;
 }
 
 /* Every launch; per_kernel: each plan kernel's inputs from vals before it,
@@ -619,6 +630,50 @@ static int bf16_direct(const char *path, const ir_graph *g, const cu_compiled *c
   return direct;
 }
 
+/* --precision bf16: the elementwise maps, product epilogues and updates
+ * keep their vector form (cu_render.c: four bf16 elements in one 8-byte
+ * load, lt_ld4, or store, lt_st4), and so do the roundings of a product's
+ * f32 operands into bf16 scratch (cu_to_bf16). Each launch of these kinds
+ * (4 or more elements) must use lt_st4 when its result is bf16 and lt_ld4
+ * when it reads a full-shaped bf16 operand. *loops: such launches, the
+ * return: those with their vector form. */
+static int bf16_vectors(const ir_graph *g, const cu_compiled *c, int *loops, char *miss, size_t missn) {
+  int ok = 0;
+  *loops = 0;
+  miss[0] = 0;
+  for (int l = 0; l < c->prog.nl; l++) {
+    const cu_launch *la = &c->prog.l[l];
+    const pl_kernel *k = &c->plan.k[la->pk];
+    const char *src = la->what == CU_L_KERNEL ? c->prog.fn[la->fn].src : NULL;
+    if (!src || la->nops < 1) continue;
+    if (la->nops == 2 && la->op[1].node == CU_REF_ARENA &&
+        strstr(src, "(const float* __restrict__ x, lt_bf16* __restrict__ y)")) {
+      /* a product's operand rounded into scratch: four a thread where both
+       * ends are 16-byte aligned (a slice of a recurrence's packed
+       * gradient scratch may not be) */
+      if (la->op[0].off % 16 || la->op[1].off % 16) continue;
+      if (la->op[0].node >= 0 && ir_numel(&g->nodes[la->op[0].node].shape) < 4) continue;
+      int v = strstr(src, "lt_st4(y, q,") != NULL;
+      (*loops)++, ok += v;
+      if (!v && !miss[0]) snprintf(miss, missn, "%s", c->prog.fn[la->fn].name);
+      continue;
+    }
+    if ((k->kind != PL_K_ELEMENTWISE && k->kind != PL_K_GEMM_EPI) || la->op[0].node != k->node || k->elems < 4 ||
+        g->nodes[k->node].dtype != IR_F32)
+      continue;
+    int st = c->bf16[k->node], ld = 0;
+    for (int j = k->kind == PL_K_ELEMENTWISE; j < la->nops; j++) { /* an epilogue reads its product (a0) */
+      int x = la->op[j].node;
+      ld |= x >= 0 && c->bf16[x] && ir_shape_eq(&g->nodes[x].shape, &g->nodes[k->node].shape);
+    }
+    if (!st && !ld) continue;
+    int v = (!st || strstr(src, "lt_st4(") != NULL) && (!ld || strstr(src, "lt_ld4(") != NULL);
+    (*loops)++, ok += v;
+    if (!v && !miss[0]) snprintf(miss, missn, "%s", c->prog.fn[la->fn].name);
+  }
+  return ok;
+}
+
 static void bf16_storage(void) {
   static char msg[8192];
   for (int e = 0; e < NEX; e++) {
@@ -631,7 +686,12 @@ static void bf16_storage(void) {
       lathe_program_free(p);
       continue;
     }
-    int direct = bf16_direct(ex[e].path, g, &c);
+    char miss[64];
+    int direct = bf16_direct(ex[e].path, g, &c), loops = 0, vec = bf16_vectors(g, &c, &loops, miss, sizeof miss);
+    CHECK_MSG(vec == loops, "%s: bf16 training step: %d of %d elementwise/epilogue/rounding launches on bf16 keep their "
+              "vector form (lt_ld4/lt_st4); the first without: %s", ex[e].path, vec, loops, miss);
+    printf("bf16 vectors     %-20s training step: %d of %d launches on bf16 tensors load/store 4 bf16 at once\n",
+           ex[e].path, vec, loops);
     if (ex[e].src) { /* the inline models: only the packed kernels' products (their activations may all be f32) */
       printf("bf16             %-20s training step: %d mha/recurrence/attention kernels on bf16 operands, no widening\n",
              ex[e].path, direct);
@@ -729,15 +789,15 @@ static void bgrad_fused(void) {
   }
 }
 
-/* The mlp's training step: every parameter's update is one launch of one
- * function (the plan's one siblings kernel of six groups), and it and the
- * elementwise kernels (maps, fused programs, product epilogues) of 4 or
- * more f32 elements load and store float4 (cu_render.c). The executor runs
- * these loops in the whole-step comparisons (load_case, test_cuda_run). */
+/* Every example's training step (the files and the inline models) updates
+ * every parameter in one launch (plan_group.c batch_updates with
+ * pl_target.upd_table: no operand limit on the CUDA backend, the kernel
+ * reads its operands from a table filled at load, cu_run.c), four elements
+ * a thread; and its f32 elementwise maps and epilogues run four elements a
+ * thread (float4). The mlp's update has its six sibling groups. */
 static void vector_loops(void) {
   static char msg[4096];
   for (int e = 0; e < NEX; e++) {
-    if (strcmp(ex[e].path, "examples/mlp.nn")) continue;
     lathe_program *p = build(e, 1, 0);
     if (!p) continue;
     pl_plan plan;
@@ -747,27 +807,33 @@ static void vector_loops(void) {
       continue;
     }
     if (cu_render(&plan, &cp, msg, sizeof msg)) {
-      CHECK_MSG(0, "mlp training step: %s", msg);
+      CHECK_MSG(0, "%s training step: %s", ex[e].path, msg);
       pl_free(&plan), lathe_program_free(p);
       continue;
     }
-    int upd = 0, groups = 0, maps = 0, vec = 0;
+    int upd = 0, groups = 0, maps = 0, vec = 0, ops = 0, trained = 0;
+    for (int i = 0; p->g.grads && i < p->g.nparams; i++) trained += p->g.grads[i] >= 0;
     for (int l = 0; l < cp.nl; l++) {
       const pl_kernel *k = &plan.k[cp.l[l].pk];
       if (cp.l[l].what != CU_L_KERNEL) continue;
       const char *src = cp.fn[cp.l[l].fn].src;
-      if (k->kind == PL_K_SIBLINGS) {
-        upd++, groups = k->nsib;
-        CHECK_MSG(strstr(src, "float4") != NULL, "mlp: the update kernel %s has no float4", cp.fn[cp.l[l].fn].name);
+      /* an update writes outputs (the new weights and state); a sibling
+       * group in the arena is the step's own (clip_norm's sums) */
+      if (k->kind == PL_K_SIBLINGS && plan.buf[k->node].kind == PL_BUF_OUTPUT) {
+        upd++, groups = k->nsib, ops = cp.l[l].ntab ? cp.l[l].ntab : cp.l[l].nops;
+        CHECK_MSG(strstr(src, "float4") != NULL, "%s: the update kernel %s has no float4", ex[e].path,
+                  cp.fn[cp.l[l].fn].name);
       } else if ((k->kind == PL_K_ELEMENTWISE || k->kind == PL_K_GEMM_EPI) && k->elems >= 4 &&
                  p->g.nodes[k->node].dtype == IR_F32) {
         maps++, vec += strstr(src, "float4") != NULL;
       }
     }
-    CHECK_MSG(upd == 1 && groups == 6, "mlp: %d update launches (want 1) of %d groups (want 6)", upd, groups);
-    CHECK_MSG(maps > 0 && vec == maps, "mlp: %d of %d elementwise launches use float4", vec, maps);
-    printf("float4           %-20s training step: %d update launch of %d groups, %d of %d elementwise launches "
-           "vectorised\n", ex[e].path, upd, groups, vec, maps);
+    CHECK_MSG(upd == 1 && groups == trained, "%s: %d update launches (want 1) of %d groups (want one per trained "
+              "parameter, %d)", ex[e].path, upd, groups, trained);
+    if (!strcmp(ex[e].path, "examples/mlp.nn")) CHECK_MSG(groups == 6, "mlp: %d update groups (want 6)", groups);
+    CHECK_MSG(vec == maps, "%s: %d of %d elementwise launches use float4", ex[e].path, vec, maps);
+    printf("float4           %-20s training step: %d update launch of %d groups (%d operands), %d of %d elementwise "
+           "launches vectorised\n", ex[e].path, upd, groups, ops, vec, maps);
     cu_program_free(&cp);
     pl_free(&plan);
     lathe_program_free(p);

@@ -147,7 +147,13 @@ int cu_arch_ok(const char *arch, char *msg, size_t n);
  * argument is a pointer: a tensor's buffer (node id) plus a byte offset;
  * shapes are constants in the source. */
 enum { CU_L_KERNEL, CU_L_GEMM, CU_L_ZERO, CU_L_COLL };
-enum { CU_MAXOPS = PL_MAXUPD + 8 }; /* every parameter's update: up to PL_MAXUPD operands */
+/* A kernel's pointer arguments at most: the plan's operands and a few
+ * scratch pointers. A kernel of every parameter's update has any number of
+ * operands (pl_target.upd_table): it takes one argument, the device address
+ * of its launch's table (tab: the operands' addresses, filled once when the
+ * program is loaded, since the addresses never change), and reads each
+ * operand's address from there. */
+enum { CU_MAXOPS = PL_MAXARGS + 8 };
 typedef struct {
   int node;        /* tensor whose buffer it points into */
   int64_t off;     /* bytes from the buffer's start */
@@ -159,6 +165,8 @@ typedef struct {
   unsigned grid[3], block[3], shmem;
   int nops;
   cu_ref op[CU_MAXOPS];   /* CU_L_KERNEL: the pointer arguments in order */
+  int ntab;               /* CU_L_KERNEL, > 0: no arguments but the address of a table of ntab pointers to */
+  cu_ref *tab;            /* (malloc'd, owned by the program): a u64 each, nops 0 */
   cu_gemm gemm;           /* CU_L_GEMM: pointers are filled at run time from: */
   cu_ref ga, gb, gc, gbias;
   cu_ref zero;            /* CU_L_ZERO: bytes at zero_bytes */

@@ -34,6 +34,17 @@ const char cu_prelude[] =
   "  __device__ lt_bf16& operator-=(float f) { set((float)*this - f); return *this; }\n"
   "  __device__ lt_bf16& operator*=(float f) { set((float)*this * f); return *this; }\n"
   "  __device__ lt_bf16& operator/=(float f) { set((float)*this / f); return *this; }\n};\n"
+  "// Four bf16 elements from one 8-byte load (element 4q at byte 8q: every buffer is 64-byte aligned), each\n"
+  "// widened as lt_bf16's read does; and four rounded as its store does, written with one 8-byte store.\n"
+  "__device__ __forceinline__ float4 lt_ld4(const lt_bf16* p, long long q) {\n"
+  "  unsigned long long v = reinterpret_cast<const unsigned long long*>(p)[q];\n"
+  "  return make_float4(__uint_as_float((unsigned)(v << 16)), __uint_as_float((unsigned)v & 0xffff0000u),\n"
+  "                     __uint_as_float((unsigned)(v >> 16) & 0xffff0000u),\n"
+  "                     __uint_as_float((unsigned)(v >> 32) & 0xffff0000u));\n}\n"
+  "__device__ __forceinline__ void lt_st4(lt_bf16* p, long long q, float4 f) {\n"
+  "  lt_bf16 a(f.x), b(f.y), c(f.z), d(f.w);\n"
+  "  reinterpret_cast<unsigned long long*>(p)[q] = (unsigned long long)a.u | (unsigned long long)b.u << 16 |\n"
+  "                                                 (unsigned long long)c.u << 32 | (unsigned long long)d.u << 48;\n}\n"
   "__device__ __forceinline__ float lt_sigmoid(float x) {\n"
   "  if (x >= 0.f) return 1.f / (1.f + expf(-x));\n"
   "  float e = expf(x); return e / (1.f + e);\n}\n"
@@ -392,22 +403,49 @@ static void store(cu_sb *b, const char *dst, ir_dtype t, const char *v) {
 
 /* ---- float4: four elements a thread ----
  * A full-shaped f32 operand (and an f32 result) is loaded and stored as
- * float4 when the loop is vectorised: every buffer starts 64-byte aligned
- * (the arena's blocks, passes/memplan.c; the device allocation's parts,
- * 256, cu_run.c), so element 4q is 16-byte aligned. Broadcast operands
- * (scalars, suffix and prefix forms) are read per element as before; the
- * last count % 4 elements run a scalar tail. Each lane computes the same
- * expression as the scalar loop, so the values are the same bits. */
+ * float4 when the loop is vectorised, a bf16 one (--precision bf16) as one
+ * 8-byte load or store of four elements (lt_ld4, lt_st4: widened and
+ * rounded lane by lane as lt_bf16's scalar reads and stores are): every
+ * buffer starts 64-byte aligned (the arena's blocks, passes/memplan.c; the
+ * constants', plan_buffers.c; the device allocation's parts, 256,
+ * cu_run.c), so element 4q is 16-byte aligned (checked: vec_aligned).
+ * Broadcast operands (scalars, suffix and prefix forms) are read per
+ * element as before; the last count % 4 elements run a scalar tail. Each
+ * lane computes the same expression as the scalar loop, so the values are
+ * the same bits. */
 
 static const char lane_c[4] = {'x', 'y', 'z', 'w'};
 
-/* Operand `in` can be read as float4 against a result shaped `out`. */
-static int vec_full(const cu_rctx *r, const ir_shape *out, const ir_node *in) {
-  return in->dtype == IR_F32 && !cu_is_bf16(r, in) && ir_shape_eq(out, &in->shape);
+/* Whether node i's buffer starts 16-byte aligned (its element 4q then is,
+ * at 4 or 2 bytes an element). Inputs, parameters and outputs have parts
+ * of the device allocation of their own (256, cu_run.c). */
+static int vec_aligned(const cu_rctx *r, int i) {
+  const pl_buf *b = &r->p->buf[i];
+  for (int hops = 0; b->kind == PL_BUF_ALIAS && hops < r->g->nnodes; hops++) b = &r->p->buf[b->idx];
+  return (b->kind != PL_BUF_ARENA && b->kind != PL_BUF_CONST) || b->off % 16 == 0;
 }
 
-/* Whether a loop producing the f32 results res[0..nres) can run four
- * elements a thread (an operand that is not full is read per element). */
+/* Operand `in` (f32, or f32 stored as bf16) can be read four elements at
+ * once against a result shaped `out`. */
+static int vec_full(const cu_rctx *r, const ir_shape *out, const ir_node *in) {
+  return in->dtype == IR_F32 && ir_shape_eq(out, &in->shape) && vec_aligned(r, (int)(in - r->g->nodes));
+}
+
+/* `const float4 wJ = ...;`: operand `name` (node x) at float4 q. */
+static void vec_load(cu_rctx *r, const ir_node *x, int j, const char *name) {
+  if (cu_is_bf16(r, x)) cu_sb_printf(&r->b, "    const float4 w%d = lt_ld4(%s, q);\n", j, name);
+  else cu_sb_printf(&r->b, "    const float4 w%d = reinterpret_cast<const float4*>(%s)[q];\n", j, name);
+}
+
+/* The float4 register v into result `name` (node x) at float4 q. */
+static void vec_store(cu_rctx *r, const ir_node *x, const char *name, const char *v) {
+  if (cu_is_bf16(r, x)) cu_sb_printf(&r->b, "    lt_st4(%s, q, %s);\n", name, v);
+  else cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(%s)[q] = %s;\n", name, v);
+}
+
+/* Whether a loop producing the f32 results res[0..nres) (stored as f32 or
+ * bf16) can run four elements a thread (an operand that is not full is
+ * read per element). */
 static int vec_loop_ok(const cu_rctx *r, const ir_node *const *res, int nres) {
   for (int m = 0; m < nres; m++)
     if (!vec_full(r, &res[0]->shape, res[m])) return 0;
@@ -424,14 +462,14 @@ static void vec_tail_open(cu_sb *b, int64_t count) {
                (long long)count);
 }
 
-/* `float4 wJ = ((const float4*)aJ)[q];` for each full operand name[j] of
- * node n (once per operand: seen[]), and in[j] set to lane l's register. */
+/* `float4 wJ = ...;` (vec_load) for each full operand name[j] of node n
+ * (once per operand: seen[]), and in[j] set to lane l's register. */
 static void vec_loads(cu_rctx *r, const ir_node *n, const char *const *opname, const int *opidx, char *seen) {
   for (int j = 0; j < n->nin; j++) {
     const ir_node *x = &r->g->nodes[n->in[j]];
     if (opidx[j] < 0 || !vec_full(r, &n->shape, x) || seen[opidx[j]]) continue;
     seen[opidx[j]] = 1;
-    cu_sb_printf(&r->b, "    const float4 w%d = reinterpret_cast<const float4*>(%s)[q];\n", opidx[j], opname[j]);
+    vec_load(r, x, opidx[j], opname[j]);
   }
 }
 
@@ -476,7 +514,7 @@ static int render_elementwise(cu_rctx *r) {
       if (node_value(r, n, lane, "r")) return -1;
       cu_sb_printf(&r->b, "    o4.%c = r;\n    }\n", lane_c[l]);
     }
-    cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(o)[q] = o4;\n");
+    vec_store(r, n, "o", "o4");
     vec_tail_open(&r->b, count);
   }
   if (node_value(r, n, in, "r")) return -1;
@@ -526,7 +564,8 @@ static int sibling_loops(cu_rctx *r, const pl_siblings *mu, char name[][16]) {
   for (int m = 0; m < mu->n; m++) res[m] = &r->g->nodes[mu->node[m]];
   int64_t count = ir_numel(&res[0]->shape);
   if (vec_loop_ok(r, res, mu->n)) {
-    char seen[CU_MAXOPS] = {0};
+    char *seen = calloc((size_t)r->k->narg + 1, 1); /* per kernel operand: its float4 loaded */
+    if (!seen) return ir_fail(r->msg, r->msgn, "out of memory rendering CUDA C");
     vec_loop_open(&r->b, count);
     for (int m = 0; m < mu->n; m++) {
       const ir_node *n = res[m];
@@ -540,12 +579,17 @@ static int sibling_loops(cu_rctx *r, const pl_siblings *mu, char name[][16]) {
       vec_loads(r, n, opname, opidx, seen);
       cu_sb_printf(&r->b, "    float4 o%d;\n", m);
     }
+    free(seen);
     for (int l = 0; l < 4; l++) {
       cu_sb_printf(&r->b, "    {\n    const long long e = q * 4 + %d;\n    (void)e;\n", l);
       if (sibling_body(r, mu, name, l)) return -1;
       cu_sb_printf(&r->b, "    }\n");
     }
-    for (int m = 0; m < mu->n; m++) cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(%s)[q] = o%d;\n", name[mu->res[m]], m);
+    for (int m = 0; m < mu->n; m++) {
+      char o[16];
+      snprintf(o, sizeof o, "o%d", m);
+      vec_store(r, res[m], name[mu->res[m]], o);
+    }
     vec_tail_open(&r->b, count);
   } else {
     cu_sb_printf(&r->b, "  for (long long e = t; e < %lldLL; e += st) {\n", (long long)count);
@@ -559,35 +603,81 @@ static int sibling_loops(cu_rctx *r, const pl_siblings *mu, char name[][16]) {
  * elements when it has more than this many. */
 enum { SIB_MAX_BLOCKS = 4096 };
 
+/* Operand j of an update kernel read from its table (the launch's one
+ * argument, lt_tab): `T* __restrict__ aJ = ...;` in the group that uses it. */
+static void table_operand(cu_rctx *r, int j, int is_out) {
+  const ir_node *n = cu_opn(r, j);
+  const char *t = cu_is_bf16(r, n) ? "lt_bf16" : ctype(n->dtype), *c = is_out ? "" : "const ";
+  cu_sb_printf(&r->b, "  %s%s* __restrict__ a%d = reinterpret_cast<%s%s*>(lt_tab[%d]);\n", c, t, j, c, t, j);
+}
+
+/* The launch of an update kernel: its operands as the table's entries. */
+static int end_table(cu_rctx *r, unsigned grid, int nops) {
+  if (r->b.oom) return ir_fail(r->msg, r->msgn, "out of memory rendering CUDA C");
+  int f = add_fn(r, r->b.s);
+  cu_ref *tab = malloc(sizeof *tab * (size_t)nops);
+  if (f < 0 || !tab) {
+    free(tab);
+    return ir_fail(r->msg, r->msgn, "out of memory rendering CUDA C");
+  }
+  cu_refs(r, tab, nops);
+  cu_launch l;
+  memset(&l, 0, sizeof l);
+  l.what = CU_L_KERNEL, l.fn = f;
+  l.grid[0] = grid, l.grid[1] = l.grid[2] = 1;
+  l.block[0] = EW_THREADS, l.block[1] = l.block[2] = 1;
+  l.ntab = nops, l.tab = tab;
+  if (cu_add_launch(r, &l)) {
+    free(tab);
+    return -1;
+  }
+  return 0;
+}
+
 /* Siblings: each group's results, then its inputs (pl_siblings.res and
- * inop). One group is one grid-stride loop. Several (every parameter's
- * update) are one function: group g owns blocks [first_g, first_g+1) (the
- * constants of an if-chain, every shape known), so one launch updates every
- * parameter. */
+ * inop). One group is one grid-stride loop over pointer arguments. Several
+ * (every parameter's update, any number of operands: pl_target.upd_table)
+ * are one function whose one argument is a table of the operands'
+ * addresses: group g owns blocks [first_g, first_g+1) (the constants of an
+ * if-chain, every shape known) and reads its own operands' addresses from
+ * the table (one 8-byte load each a thread, the same address across the
+ * block), so one launch updates every parameter. */
 static int render_siblings(cu_rctx *r) {
-  int nops = 1 + r->k->narg, ns = r->k->nsib;
-  char name[CU_MAXOPS][16];
-  int written[CU_MAXOPS] = {0};
+  int nops = 1 + r->k->narg, ns = r->k->nsib, table = ns > 1;
+  char (*name)[16] = malloc(sizeof *name * (size_t)nops);
+  int *written = calloc((size_t)nops, sizeof *written);
+  if (!name || !written) {
+    free(name), free(written);
+    return ir_fail(r->msg, r->msgn, "out of memory rendering CUDA C");
+  }
   for (int g = 0; g < ns; g++)
     for (int m = 0; m < r->k->sib[g].n; m++) written[r->k->sib[g].res[m]] = 1;
   cu_begin(r, EW_THREADS);
+  if (table) cu_sb_printf(&r->b, "const unsigned long long* __restrict__ lt_tab");
   for (int j = 0; j < nops; j++) {
     snprintf(name[j], sizeof name[j], "a%d", j);
-    cu_param(r, name[j], cu_opn(r, j), written[j]);
+    if (!table) cu_param(r, name[j], cu_opn(r, j), written[j]);
   }
   cu_sb_printf(&r->b, ") {\n  const long long bx = blockIdx.x;\n");
   int64_t first = 0;
-  for (int g = 0; g < ns; g++) {
-    int64_t count = ir_numel(&r->g->nodes[r->k->sib[g].node[0]].shape), nb = cu_blocks((count + 3) / 4, EW_THREADS);
+  int rc = 0;
+  for (int g = 0; g < ns && !rc; g++) {
+    const pl_siblings *mu = &r->k->sib[g];
+    int64_t count = ir_numel(&r->g->nodes[mu->node[0]].shape), nb = cu_blocks((count + 3) / 4, EW_THREADS);
     if (nb > SIB_MAX_BLOCKS) nb = SIB_MAX_BLOCKS;
     cu_sb_printf(&r->b, "  %sif (bx < %lldLL) {\n", g ? "else " : "", (long long)(first + nb));
+    for (int m = 0; table && m < mu->n; m++) table_operand(r, mu->res[m], 1);
+    for (int q = 0; table && q < mu->nin; q++) table_operand(r, mu->inop[q], 0);
     cu_sb_printf(&r->b, "  const long long t = (bx - %lldLL) * blockDim.x + threadIdx.x, st = %lldLL * blockDim.x;\n",
                  (long long)first, (long long)nb);
-    if (sibling_loops(r, &r->k->sib[g], name)) return -1;
+    rc = sibling_loops(r, mu, name);
     cu_sb_printf(&r->b, "  }\n");
     first += nb;
   }
+  free(name), free(written);
+  if (rc) return -1;
   cu_sb_printf(&r->b, "}\n");
+  if (table) return end_table(r, (unsigned)first, nops);
   cu_ref ops[CU_MAXOPS];
   cu_refs(r, ops, nops);
   return cu_end(r, (unsigned)first, EW_THREADS, ops, nops);
@@ -597,18 +687,33 @@ static int render_siblings(cu_rctx *r) {
 
 /* The driver gemm(s) of matmul node n into the buffer of `dst` (node):
  * one product, the batch folded into rows, or a strided batch. */
+/* count f32 elements from src rounded to bf16 into the arena at byte at
+ * (a product's f32 operand, a kernel's bf16 scratch: cu_as_bf16), four a
+ * thread when both ends are 16-byte aligned (lt_st4 rounds each as the
+ * scalar store does); its ref there. */
+int cu_round_bf16(cu_rctx *r, cu_ref src, int64_t count, int64_t at, cu_ref *out) {
+  int vec = count >= 4 && at % 16 == 0 && src.off % 16 == 0 && (src.node < 0 || vec_aligned(r, src.node));
+  cu_begin(r, EW_THREADS);
+  cu_sb_printf(&r->b, "const float* __restrict__ x, lt_bf16* __restrict__ y");
+  if (vec) {
+    cu_sb_printf(&r->b, ") {\n  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x,"
+                        " st = (long long)gridDim.x * blockDim.x;\n");
+    vec_loop_open(&r->b, count);
+    cu_sb_printf(&r->b, "    lt_st4(y, q, reinterpret_cast<const float4*>(x)[q]);\n");
+    vec_tail_open(&r->b, count);
+  } else {
+    cu_loop_open(&r->b, count);
+  }
+  cu_sb_printf(&r->b, "    y[e] = x[e];\n  }\n}\n");
+  cu_ref ops[2] = {src, {CU_REF_ARENA, at}};
+  *out = ops[1];
+  return cu_end(r, cu_blocks(vec ? (count + 3) / 4 : count, EW_THREADS), EW_THREADS, ops, 2);
+}
+
 /* Operand `node` of a bf16 product rounded into the kernel's scratch at
  * byte `at` (a kernel before the product); its ref there. */
 int cu_to_bf16(cu_rctx *r, int node, int64_t at, cu_ref *ref) {
-  const ir_node *x = &r->g->nodes[node];
-  int64_t count = ir_numel(&x->shape);
-  cu_begin(r, EW_THREADS);
-  cu_sb_printf(&r->b, "const float* __restrict__ x, lt_bf16* __restrict__ y");
-  cu_loop_open(&r->b, count);
-  cu_sb_printf(&r->b, "    y[e] = x[e];\n  }\n}\n");
-  cu_ref ops[2] = {{node, 0}, {CU_REF_ARENA, at}};
-  *ref = ops[1];
-  return cu_end(r, cu_blocks(count, EW_THREADS), EW_THREADS, ops, 2);
+  return cu_round_bf16(r, cu_ref_at(node, 0), ir_numel(&r->g->nodes[node].shape), at, ref);
 }
 
 /* --precision bf16: a product with a bf16 operand or result runs in bf16
@@ -757,7 +862,8 @@ static int epi_body(cu_rctx *r, const pl_epilogue *e, int done, int lane, const 
 }
 
 /* The epilogue kernel runs four elements a thread when its result and
- * every saved value are f32 (not bf16) and it has at least 4 elements. */
+ * every saved value are f32 (stored as f32 or bf16) and it has at least 4
+ * elements. */
 static int epi_vec_ok(const cu_rctx *r, const pl_epilogue *e) {
   const ir_node *out = cu_opn(r, 0);
   if (!vec_full(r, &out->shape, out) || ir_numel(&out->shape) < 4) return 0;
@@ -798,17 +904,18 @@ static int render_gemm_epi(cu_rctx *r) {
     cu_sb_printf(&r->b, ") {\n  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x,"
                         " st = (long long)gridDim.x * blockDim.x;\n");
     vec_loop_open(&r->b, count);
-    cu_sb_printf(&r->b, "    const float4 w0 = reinterpret_cast<const float4*>(a0)[q];\n    float4 o4;\n");
+    vec_load(r, out, 0, "a0");
+    cu_sb_printf(&r->b, "    float4 o4;\n");
     for (int s = 0; s < e->nsteps; s++) {
       if (s >= done && e->kind[s] == PL_EPI_FULL && !seen[e->arg[s]] && vec_full(r, &out->shape, cu_opn(r, e->arg[s]))) {
         seen[e->arg[s]] = 1;
-        cu_sb_printf(&r->b, "    const float4 w%d = reinterpret_cast<const float4*>(a%d)[q];\n", e->arg[s], e->arg[s]);
+        vec_load(r, cu_opn(r, e->arg[s]), e->arg[s], name[e->arg[s]]);
       }
       for (int j = 0; s >= done && e->kind[s] == PL_EPI_PROGRAM && j < e->node[s]->nin; j++) {
         int o = e->parg[s][j];
         if (o < 0 || seen[o] || !vec_full(r, &e->node[s]->shape, &r->g->nodes[e->node[s]->in[j]])) continue;
         seen[o] = 1;
-        cu_sb_printf(&r->b, "    const float4 w%d = reinterpret_cast<const float4*>(a%d)[q];\n", o, o);
+        vec_load(r, &r->g->nodes[e->node[s]->in[j]], o, name[o]);
       }
       if (e->save[s]) cu_sb_printf(&r->b, "    float4 s%d;\n", e->save[s]);
     }
@@ -817,9 +924,12 @@ static int render_gemm_epi(cu_rctx *r) {
       if (epi_body(r, e, done, l, seen)) return -1;
       cu_sb_printf(&r->b, "    o4.%c = v;\n    }\n", lane_c[l]);
     }
-    cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(a0)[q] = o4;\n");
-    for (int s = 0; s < e->nsteps; s++)
-      if (e->save[s]) cu_sb_printf(&r->b, "    reinterpret_cast<float4*>(a%d)[q] = s%d;\n", e->save[s], e->save[s]);
+    vec_store(r, out, "a0", "o4");
+    for (int s = 0; s < e->nsteps; s++) {
+      char sv[16];
+      snprintf(sv, sizeof sv, "s%d", e->save[s]);
+      if (e->save[s]) vec_store(r, cu_opn(r, e->save[s]), name[e->save[s]], sv);
+    }
     vec_tail_open(&r->b, count);
   }
   if (epi_body(r, e, done, -1, NULL)) return -1;
@@ -923,6 +1033,7 @@ void cu_program_free(cu_program *cp) {
   if (!cp) return;
   for (int f = 0; f < cp->nfn; f++) free(cp->fn[f].src), free(cp->fn[f].name);
   free(cp->fn);
+  for (int l = 0; l < cp->nl; l++) free(cp->l[l].tab);
   free(cp->l);
   memset(cp, 0, sizeof *cp);
 }
@@ -958,7 +1069,7 @@ static int cu_epilogue_unary(int op) {
          ir_ops[op].cat == IR_CAT_UNARY;
 }
 
-static const pl_target cuda_target = {"cuda", cu_scratch_bytes, cu_epilogue_unary, 0, NULL, NULL};
+static const pl_target cuda_target = {"cuda", cu_scratch_bytes, cu_epilogue_unary, 0, NULL, NULL, 1};
 const pl_target *cu_plan_target(void) { return &cuda_target; }
 
 /* --precision bf16: a product may round its f32 operands (bf16_operands)
@@ -976,5 +1087,5 @@ static int64_t cu_scratch_bytes_bf16(const ir_graph *g, const ir_node *n) {
   int64_t cols = n->shape.rank ? n->shape.d[n->shape.rank - 1] : 1;
   return (2 * a + 255) / 256 * 256 + (2 * b + 255) / 256 * 256 + (2 * cols + 255) / 256 * 256;
 }
-static const pl_target cuda_target_bf16 = {"cuda", cu_scratch_bytes_bf16, cu_epilogue_unary, 0, NULL, NULL};
+static const pl_target cuda_target_bf16 = {"cuda", cu_scratch_bytes_bf16, cu_epilogue_unary, 0, NULL, NULL, 1};
 const pl_target *cu_plan_target_bf16(void) { return &cuda_target_bf16; }

@@ -123,6 +123,8 @@ int cu_gemm_t(cu_rctx *r, int64_t m, int64_t k, int64_t n, int ta, int tb, cu_re
 int cu_colsum(cu_rctx *r, int64_t rows, int64_t cols, cu_ref x, cu_ref c);
 /* f32 node `node` rounded to bf16 into the arena at byte `at` (a kernel); its ref there. */
 int cu_to_bf16(cu_rctx *r, int node, int64_t at, cu_ref *ref);
+/* The same for count f32 elements at src (four a thread where both ends are 16-byte aligned). */
+int cu_round_bf16(cu_rctx *r, cu_ref src, int64_t count, int64_t at, cu_ref *out);
 /* --precision bf16 attention's scratch: qkv, ctx, the rounded weights and x (cu_render_attn.c). */
 int64_t cu_attention_scratch_bf16(const ir_graph *g, const ir_node *n);
 /* attention_save and the attention backward under --precision bf16: their

@@ -196,13 +196,7 @@ int64_t cu_attention_train_scratch_bf16(const ir_graph *g, const ir_node *n) {
  * rounded into scratch at at (count elements from ref). */
 int cu_as_bf16(cu_rctx *r, int node, cu_ref ref, int64_t count, int64_t at, cu_ref *out) {
   if (node >= 0 && cu_is_bf16(r, &r->g->nodes[node])) { *out = ref; return 0; }
-  cu_begin(r, 256);
-  cu_sb_printf(&r->b, "const float* __restrict__ x, lt_bf16* __restrict__ y");
-  cu_loop_open(&r->b, count);
-  cu_sb_printf(&r->b, "    y[e] = x[e];\n  }\n}\n");
-  cu_ref ops[2] = {ref, cu_ref_at(CU_REF_ARENA, at)};
-  *out = ops[1];
-  return cu_end(r, cu_blocks(count, 256), 256, ops, 2);
+  return cu_round_bf16(r, ref, count, at, out);
 }
 
 /* Whether kernel r->k's attention runs its bf16 form: x or dy is bf16. */

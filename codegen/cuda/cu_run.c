@@ -21,8 +21,9 @@ struct cu_exec {
   void **fns;             /* per function */
   cu_dptr base;
   size_t bytes;
-  int64_t arena_off, const_off, status_off;
+  int64_t arena_off, const_off, status_off, tab_off;
   int64_t *in_off, *param_off, *out_off;
+  int64_t *tab_at;        /* per launch: its operand table's place after tab_off (cu_launch.tab) */
   int resident;          /* the device's parameters are the host's: no upload before a run */
   unsigned char *keep;   /* per output: 1 = it stays on the device (not copied out) */
   void *graph;           /* the launches captured as a CUDA graph (NULL: not yet, or not offered) */
@@ -72,6 +73,21 @@ static void fill_consts(const cu_exec *x, unsigned char *h) {
   }
 }
 
+/* The operand tables of the update kernels (cu_launch.tab): every
+ * operand's device address, copied once, since one allocation laid out
+ * once never moves. */
+static int fill_tables(cu_exec *x, int64_t bytes, char *msg, size_t n) {
+  uint64_t *h = malloc((size_t)bytes);
+  if (!h) return ir_fail(msg, n, "out of memory");
+  for (int li = 0; li < x->c.prog.nl; li++) {
+    const cu_launch *l = &x->c.prog.l[li];
+    for (int j = 0; j < l->ntab; j++) h[x->tab_at[li] / 8 + j] = ref_addr(x, &l->tab[j]);
+  }
+  int rc = x->d->htod(x->d, x->base + (cu_dptr)x->tab_off, h, (size_t)bytes);
+  free(h);
+  return rc ? ir_fail(msg, n, "--backend cuda: %s", x->d->err) : 0;
+}
+
 /* The program's one allocation against the device: what is free now when
  * the driver says (LATHE_CUDA_FREE_MEM=BYTES stands in for that answer, so
  * the refusal can be seen without a full GPU), else its total. 0 when it
@@ -112,6 +128,7 @@ void cu_exec_free(cu_exec *x) {
   free(x->in_off);
   free(x->param_off);
   free(x->out_off);
+  free(x->tab_at);
   cu_compiled_free(&x->c);
   free(x);
 }
@@ -175,6 +192,13 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, int bf16, char *msg
     x->out_off[i] = at, at = align256(at + ir_numel(&o->shape) * (int64_t)ir_dtype_size(o->dtype));
   }
   x->status_off = at, at = align256(at + 16);
+  x->tab_at = calloc((size_t)x->c.prog.nl + 1, sizeof *x->tab_at);
+  if (!x->tab_at) { ir_fail(msg, n, "out of memory"); goto fail; }
+  x->tab_off = at;
+  int64_t tab_bytes = 0;
+  for (int li = 0; li < x->c.prog.nl; li++)
+    if (x->c.prog.l[li].ntab) x->tab_at[li] = tab_bytes, tab_bytes += 8 * (int64_t)x->c.prog.l[li].ntab;
+  at = align256(at + tab_bytes);
   x->bytes = (size_t)at;
   if (too_large(x, msg, n)) goto fail;
   if (x->d->mem_alloc(x->d, x->bytes, &x->base)) { ir_fail(msg, n, "--backend cuda: %s", x->d->err); goto fail; }
@@ -187,6 +211,7 @@ cu_exec *cu_exec_create(const ir_graph *g, const char *arch, int bf16, char *msg
     free(h);
     if (rc) { ir_fail(msg, n, "--backend cuda: %s", x->d->err); goto fail; }
   }
+  if (tab_bytes > 0 && fill_tables(x, tab_bytes, msg, n)) goto fail;
   for (int m = 0; m < x->c.mods.nmod; m++)
     if (x->d->module_load(x->d, x->c.mods.src[m], x->c.mods.img[m].image, x->c.mods.img[m].len, &x->mods[m])) {
       ir_fail(msg, n, "--backend cuda: loading module%02d (%s): %s", m, x->c.arch, x->d->err);
@@ -261,6 +286,7 @@ static int launch_all(cu_exec *x, char *msg, size_t n) {
       cu_dptr vals[CU_MAXOPS];
       void *args[CU_MAXOPS];
       for (int j = 0; j < l->nops; j++) vals[j] = ref_addr(x, &l->op[j]), args[j] = &vals[j];
+      if (l->ntab) vals[0] = x->base + (cu_dptr)(x->tab_off + x->tab_at[li]), args[0] = &vals[0];
       rc = d->launch(d, x->fns[l->fn], l->grid[0], l->grid[1], l->grid[2], l->block[0], l->block[1], l->block[2],
                      l->shmem, args);
     } else if (l->what == CU_L_GEMM) {
