@@ -14,7 +14,7 @@
  *    bucket only starts (allreduce k = 1) right after its last gradient and
  *    a comm_wait follows the backward pass; with overlap hooks (start, wait,
  *    progress) the step gives the same bits; the loss is averaged in the
- *    first bucket (COMM_LOSS_OUT).
+ *    first bucket (COMM_LOSS_OUT); each bucket's largest gradient first.
  * 4. --zero1: reduce_scatter / all_gather per parameter, slice-sized state.
  * 5. send / recv (pipeline stages): shape rules, and the kernels on the
  *    interpreter and LLVM with a fake peer that answers what it was sent
@@ -352,6 +352,18 @@ static void check_overlap(const ir_graph *g, int overlaps) {
   CHECK(first_start >= 0 && (!overlaps || first_start < last_mm));
 }
 
+/* Each bucket's largest gradient comes first, so that its slice of the
+ * sum (offset 0) is an alias of the sum rather than a copy. */
+static void check_largest_first(const ir_graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *n = &g->nodes[i];
+    if (n->op != IR_ALLREDUCE) continue;
+    for (int j = 1; j < n->nin; j++)
+      CHECK_MSG(ir_numel(&g->nodes[n->in[0]].shape) >= ir_numel(&g->nodes[n->in[j]].shape),
+                "bucket %d: operand %d is larger than the first", i, j);
+  }
+}
+
 static void test_pass(void) {
   char msg[512];
   arena A1, A2, A3;
@@ -366,6 +378,7 @@ static void test_pass(void) {
   CHECK(count_op(&small, IR_COMM_WAIT) == 4);
   check_overlap(&small, 1);
   check_overlap(&two, 0); /* one bucket: it holds the last gradient too */
+  check_largest_first(&two); /* w1 (35 values) first, though the backward finishes b2 and w2 before it */
   CHECK(ir_find_output(&two, COMM_LOSS_OUT) >= 0 && ir_find_output(&one, COMM_LOSS_OUT) < 0);
   static float a[4096], b[4096];
   int64_t na = 0, nb = 0;
