@@ -178,7 +178,14 @@ static inline void amx_cfg_set(amx_cfg *c, int r0, int r1, int nb) {
 #define AMX_STATE
 /* gcc's tile loads are asm without a memory operand: the barrier keeps the
  * stores that filled the source (a packed panel) before the load */
-#define AMX_CFG(c) _tile_loadconfig(c)
+/* gcc 12's _tile_loadconfig names only the configuration's first 8 bytes
+ * as its memory operand, so the stores of the other 56 could be sunk past
+ * it or deleted as dead: the barrier, taking the pointer, makes them land */
+#define AMX_CFG(c)                                                                                                     \
+  do {                                                                                                                 \
+    __asm__ volatile("" ::"r"(c) : "memory");                                                                          \
+    _tile_loadconfig(c);                                                                                               \
+  } while (0)
 #define AMX_ZERO(t) _tile_zero(t)
 #define AMX_LOAD(t, base, str)                                                                                         \
   do {                                                                                                                 \
