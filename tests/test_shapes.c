@@ -592,9 +592,9 @@ static void test_qmatmul(void) {
   a.i = 7, a.k = 0;
   BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown mode 7 (expected 1 to 6)");
   a.i = 4, a.k = 9;
-  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=9 (expected 0 to 3, or 8: avx512-bf16)");
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=9 (expected 0 to 3, or 8: avx512-bf16, 10: amx-bf16)");
   a.k = 4; /* the f32 form is static int8's only */
-  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=4 (expected 0 to 3, or 8: avx512-bf16)");
+  BAD(ADD(IR_QMATMUL, &a, x, h), "qmatmul: unknown integer kernel k=4 (expected 0 to 3, or 8: avx512-bf16, 10: amx-bf16)");
   a.k = 8; /* bf16 on the bf16 dot products: bf16's only */
   OK(ADD(IR_QMATMUL, &a, x, h), "f32[2, 3, 5]");
   a.i = 5;
@@ -609,7 +609,7 @@ static void test_qmatmul(void) {
   BAD(ADD(IR_QMATMUL, &a, x100, d100, s6, c, T("i32[9]")),
       "qmatmul: the output's scale (its last input) must be f32 of rank 1, got i32[9]");
   a.k = 4;
-  BAD(ADD(IR_QMATMUL, &a, x100, d100, s6, c, s1), "qmatmul: an i8 input or output needs an integer kernel (k=1 to 3), got k=4");
+  BAD(ADD(IR_QMATMUL, &a, x100, d100, s6, c, s1), "qmatmul: an i8 input or output needs an integer kernel (k=1 to 3 or 9), got k=4");
   a.i = 3, a.k = 3;
   BAD(ADD(IR_QMATMUL, &a, x100, d100, s1, c, s1), "qmatmul: pad (an int8 output) is static int8's only, 0 or 1; got 1");
   a.pad = 0;
