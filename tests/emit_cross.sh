@@ -80,7 +80,7 @@ fi
 
 # liblathe_rt for aarch64, without OpenBLAS: the sources as they are, but
 # the x86-64-only ones (intrinsics; their kernels are not in this model)
-X86_ONLY="rt/rt_quant.c rt/rt_qgemm.c rt/rt_qbf16.c rt/rt_qwo.c" # the quantized kernels (cpuid, x86 intrinsics)
+X86_ONLY="rt/rt_quant.c rt/rt_qgemm.c rt/rt_qbf16.c rt/rt_qwo.c rt/rt_amx.c" # the quantized kernels (cpuid, x86 intrinsics)
 mkdir -p "$tmp/rt64"
 for f in rt/*.c; do
   case " $X86_ONLY " in *" $f "*) echo "left out of the aarch64 liblathe_rt: $f (x86-64 only)"; continue ;; esac
