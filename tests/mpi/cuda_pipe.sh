@@ -14,21 +14,7 @@
 #    probabilities; `lathe eval --pipeline 2 --backend cuda` prints the interpreter's metrics.
 # Skips LOUDLY without mpirun, a build with MPI or the executor's host compiler.
 . "$(dirname "$0")/../lib/common.sh"
-CX=${2:?usage: cuda_pipe.sh LATHE LATHE_CX}
-MPIRUN=$(command -v mpirun || true)
-if [ -z "$MPIRUN" ] || ! "$LATHE" --version | grep -q "^distributed: mpi"; then
-  echo "SKIPPED: cuda_pipe.sh needs mpirun and a Lathe built with MPI: $("$LATHE" --version | grep '^distributed')"
-  echo "0 passed, 0 failed"
-  exit 0
-fi
-if ! command -v "${LATHE_CX_CXX:-g++}" >/dev/null; then
-  echo "SKIPPED: cuda_pipe.sh needs a host C++ compiler for the CPU executor (g++)"
-  echo "0 passed, 0 failed"
-  exit 0
-fi
-# the executor's compiled kernels outlive the test's $tmp (env.sh moves TMPDIR there): later runs are quick
-export LATHE_CX_CACHE=${LATHE_CX_CACHE:-${TMPDIR:-/tmp}/lathe-cuexec-$(id -u)}
-. "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/cx_skip.sh"
 DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 PY=/usr/bin/python3
 
