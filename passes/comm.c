@@ -121,7 +121,7 @@ int comm_average_grads(ir_graph *g, int *gr, int nw, int64_t ranks, int64_t buck
     while (hi < nw && hi - lo + extra < COMM_MAX_BUCKET) {
       int64_t b = 4 * ir_numel(&g->nodes[gr[ord[hi]]].shape);
       if (hi > lo && bytes + b > bucket_bytes) break;
-      in[hi - lo] = gr[ord[hi]], bytes += b, hi++;
+      bytes += b, hi++;
     }
     largest_first(g, gr, ord + lo, hi - lo);
     for (int j = lo; j < hi; j++) in[j - lo] = gr[ord[j]];
