@@ -147,10 +147,16 @@ def lathe_side(build, w, quick, pinned_blas, extras=True):
             shutil.rmtree(imp, ignore_errors=True)
 
 
-def imported_model(build, w, d):
+def export_onnx(w, d):
+    """The peer's model exported by torch.onnx.export into d (bench/peer.py
+    --export-onnx): what the ORT column times and an imported row imports."""
+    return json_lines(run(["/usr/bin/python3", os.path.join(HERE, "peer.py"), w.name, "--export-onnx", d]))[-1]
+
+
+def imported_model(build, w, d, info=None):
     """The workload with its model replaced by what `lathe import` makes of
     the peer's ONNX export (the file the ORT column times)."""
-    info = json_lines(run(["/usr/bin/python3", os.path.join(HERE, "peer.py"), w.name, "--export-onnx", d]))[-1]
+    info = info or export_onnx(w, d)
     run([os.path.join(build, "lathe", "lathe"), "import", info["onnx"], "-o", d, "--name", "imported"])
     return dataclasses.replace(w, model=os.path.join(d, "imported.nn"))
 
@@ -213,33 +219,68 @@ def peer_side(w, quick):
 # ---- ONNX Runtime side (the inference rows) ----
 
 ORT_THREADS = (1, 2)  # intra-op threads tried; the fastest is the peer
+ORT_ROUNDS = 2  # rounds of Lathe's and ORT's fastest settings, alternating (rematch)
 
 
-def ort_side(build, w, quick):
-    """The peer's model exported to ONNX by PyTorch (bench/peer.py
-    --export-onnx), timed by lathe_ort (tools/ort/ort_run.c) with every graph
-    optimisation on each thread count; the fastest configuration, or None
-    (with a message) where ONNX Runtime is not installed."""
+def ort_version(build):
+    """lathe_ort and ONNX Runtime's version, or (None, why) where it is not installed."""
     exe = os.path.join(build, "lathe", "lathe_ort")
     probe = subprocess.run([exe, "--version"], capture_output=True, text=True)
     if probe.returncode != 0:
-        log("bench: %s: no ONNX Runtime column (%s)" % (w.name, (probe.stderr or probe.stdout).strip()))
+        return None, (probe.stderr or probe.stdout).strip()
+    return exe, probe.stdout.split()[-1]
+
+
+def ort_time(exe, version, w, info, d, threads, quick):
+    cmd = [exe, info["onnx"], "--in", "%s=%s" % (info["input"], os.path.join(d, info["input"] + ".npy")),
+           "--threads", str(threads), "--opt", "all", "--bench", str(w.quick_reps if quick else w.reps),
+           "--warmup", str(w.warmup), "--max-seconds", str(w.max_seconds)]
+    r = json_lines(run(cmd, env=unpin_blas(dict(os.environ))))[-1]
+    r["config"] = "ort %s all-opt intra=%d" % (version, threads)
+    r["ort_threads"], r["params"] = threads, info["params"]
+    return r
+
+
+def ort_side(build, w, quick, info, d):
+    """The peer's model as exported into d (export_onnx), timed by lathe_ort
+    (tools/ort/ort_run.c) with every graph optimisation on each thread
+    count; the fastest configuration, or None (with a message) where ONNX
+    Runtime is not installed."""
+    exe, version = ort_version(build)
+    if not exe:
+        log("bench: %s: no ONNX Runtime column (%s)" % (w.name, version))
         return None, []
-    d = tempfile.mkdtemp(prefix="lathe-bench-onnx-")
-    try:
-        info = json_lines(run(["/usr/bin/python3", os.path.join(HERE, "peer.py"), w.name, "--export-onnx", d]))[-1]
-        results = []
-        for threads in ORT_THREADS:
-            cmd = [exe, info["onnx"], "--in", "%s=%s" % (info["input"], os.path.join(d, info["input"] + ".npy")),
-                   "--threads", str(threads), "--opt", "all", "--bench", str(w.quick_reps if quick else w.reps),
-                   "--warmup", str(w.warmup), "--max-seconds", str(w.max_seconds)]
-            r = json_lines(run(cmd, env=unpin_blas(dict(os.environ))))[-1]
-            r["config"] = "ort %s all-opt intra=%d" % (probe.stdout.split()[-1], threads)
-            r["params"] = info["params"]
-            results.append(r)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    results = [ort_time(exe, version, w, info, d, threads, quick) for threads in ORT_THREADS]
     return min(results, key=lambda r: r["median_ms"]), results
+
+
+def rematch(build, wl, quick, pinned_blas, lathe, ort, info, d):
+    """ORT_ROUNDS - 1 more rounds of the two sides' fastest settings, Lathe
+    then ORT in turn: each side's median is its best round's. A minute of
+    this machine can be several percent slower than the next (the 2 cores
+    are shared), and one round each would hand that minute to whichever
+    side it fell on; alternating rounds give both sides the same minutes."""
+    exe, version = ort_version(build)
+    cmd = lathe_bench_cmd(os.path.join(build, "lathe_bench"), wl, lathe_check(os.path.join(build, "lathe", "lathe"),
+                                                                              wl)[0], quick)
+    lat, rt = [lathe], [ort]
+    for _ in range(ORT_ROUNDS - 1):
+        cache = tempfile.mkdtemp(prefix="lathe-bench-cache-")
+        env = dict(os.environ, XDG_CACHE_HOME=cache, LATHE_CACHE_DIR=cache, LATHE_THREADS=str(lathe["lathe_threads"]))
+        env.pop("LATHE_OPT_LEVEL", None)
+        if not pinned_blas:
+            unpin_blas(env)
+        try:
+            lat.append(json_lines(run(cmd, env=env))[-1])
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        rt.append(ort_time(exe, version, wl, info, d, ort["ort_threads"], quick))
+    best_l, best_o = min(lat, key=lambda r: r["median_ms"]), min(rt, key=lambda r: r["median_ms"])
+    lathe = dict(lathe, median_ms=best_l["median_ms"], min_ms=min(r["min_ms"] for r in lat),
+                 rounds_ms=[round(r["median_ms"], 6) for r in lat])
+    ort = dict(ort, median_ms=best_o["median_ms"], min_ms=min(r["min_ms"] for r in rt),
+               rounds_ms=[round(r["median_ms"], 6) for r in rt])
+    return lathe, ort
 
 
 def sgemm_peak(build, quick):
@@ -268,6 +309,10 @@ def row(w, lathe, peer, allpeer, err, ort=None, allort=()):
     if ort:  # ONNX Runtime, the second peer (inference rows)
         r["ort_ms"], r["ort_min_ms"], r["ort_config"] = round(ort["median_ms"], 6), round(ort["min_ms"], 6), ort["config"]
         r["ort_all"] = {o["config"]: round(o["median_ms"], 6) for o in allort}
+        if "rounds_ms" in ort:  # rematch: each side's medians, round by round
+            r["ort_rounds_ms"] = ort["rounds_ms"]
+            if lathe:
+                r["lathe_rounds_ms"] = lathe["rounds_ms"]
         if lathe:
             r["ratio_ort"] = round(lathe["median_ms"] / ort["median_ms"], 4)
             r["ratio_ort_min"] = round(lathe["min_ms"] / ort["min_ms"], 4)
@@ -410,7 +455,11 @@ def print_table(rows, peak, pinned_blas):
     if ort_cfg:
         print("ort: ONNX Runtime (npm onnxruntime-node, loaded by lathe_ort) on the PyTorch peer's model exported by "
               "torch.onnx.export (opset 17), every graph optimisation, the fastest of %s; lathe/ort is Lathe's "
-              "median over ORT's" % ", ".join(ort_cfg))
+              "median over ORT's, each side's best of %d rounds timed in turn" % (", ".join(ort_cfg), ORT_ROUNDS))
+        for r in rows:
+            if r.get("lathe_rounds_ms"):
+                print("  %s rounds (ms): lathe %s; ort %s" % (r["workload"], ", ".join(ms(v) for v in r["lathe_rounds_ms"]),
+                                                            ", ".join(ms(v) for v in r["ort_rounds_ms"])))
     kernels = sorted({r["peer_kernel"] for r in rows if r.get("peer_kernel")})
     if kernels:
         print("peer: PyTorch %s, BLAS %s; per workload the fastest of eager (and TorchScript at batch 1; "
@@ -474,6 +523,46 @@ def compare_builds(builds, todo, quick, pinned_blas, rounds=3):
     return worst
 
 
+def measure_row(build, w, quick, pinned_blas):
+    """Lathe's side, PyTorch's, and for f32 inference rows ONNX Runtime's on
+    the peer's model exported once (an imported row imports that very file),
+    then rematch's alternating rounds of Lathe and ORT."""
+    lathe = peer = ort = None
+    allpeer, allort, errs = [], [], []
+    with_ort = w.kind == "inference" and not w.quant and ort_version(build)[0] is not None
+    d = tempfile.mkdtemp(prefix="lathe-bench-onnx-")
+    try:
+        info, wl = None, w
+        t0 = time.time()
+        try:
+            if with_ort or w.imported:
+                info = export_onnx(w, d)
+            if w.imported:
+                wl = imported_model(build, w, d, info)
+            lathe = lathe_side_of(build, wl, quick, pinned_blas, True)
+        except Exception as e:
+            errs.append("lathe: %s" % e)
+        t1 = time.time()
+        try:
+            peer, allpeer = peer_side(w, quick)
+        except Exception as e:
+            errs.append("peer: %s" % e)
+        t2 = time.time()
+        if w.kind == "inference" and not w.quant:
+            try:
+                if info or not with_ort:
+                    ort, allort = ort_side(build, w, quick, info, d)
+                if lathe and ort and ORT_ROUNDS > 1:
+                    lathe, ort = rematch(build, wl, quick, pinned_blas, lathe, ort, info, d)
+            except Exception as e:
+                errs.append("ort: %s" % e)
+        log("bench: %s took %.1f s (lathe) + %.1f s (peer) + %.1f s (ort)" % (w.name, t1 - t0, t2 - t1,
+                                                                               time.time() - t2))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return lathe, peer, allpeer, ort, allort, errs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
@@ -504,27 +593,7 @@ def main():
     rows = []
     for w in todo:
         log("bench: %s ..." % w.name)
-        lathe = peer = None
-        allpeer, errs = [], []
-        t0 = time.time()
-        try:
-            lathe = lathe_side(build, w, a.quick, a.pinned_blas)
-        except Exception as e:
-            errs.append("lathe: %s" % e)
-        t1 = time.time()
-        try:
-            peer, allpeer = peer_side(w, a.quick)
-        except Exception as e:
-            errs.append("peer: %s" % e)
-        t2 = time.time()
-        ort, allort = None, []
-        if w.kind == "inference" and not w.quant:
-            try:
-                ort, allort = ort_side(build, w, a.quick)
-            except Exception as e:
-                errs.append("ort: %s" % e)
-        log("bench: %s took %.1f s (lathe) + %.1f s (peer) + %.1f s (ort)" % (w.name, t1 - t0, t2 - t1,
-                                                                               time.time() - t2))
+        lathe, peer, allpeer, ort, allort, errs = measure_row(build, w, a.quick, a.pinned_blas)
         if lathe and peer and lathe.get("params") != peer.get("params"):
             errs.append("the peer's model is not the same model: %s parameters against Lathe's %s" %
                         (peer.get("params"), lathe.get("params")))

@@ -61,12 +61,12 @@ WORKLOADS = [
     Workload("gpt_char_b16", "examples/gpt.nn", {"batch": 16}, {"tokens": GPT_CHAR["vocab"]},
              "gpt", dict(batch=16, **GPT_CHAR), reps=20, quick_reps=3, warmup=2, max_seconds=4),
     Workload("gpt2_small_b1", "bench/gpt2_small.nn", {"batch": 1}, {"tokens": GPT2_SMALL["vocab"]},
-             "gpt", dict(batch=1, **GPT2_SMALL), reps=5, quick_reps=2, warmup=1, max_seconds=5,
+             "gpt", dict(batch=1, **GPT2_SMALL), reps=10, quick_reps=2, warmup=1, max_seconds=5,
              batch1=True, peer_malloc=("tuned",)),  # each peer process costs ~1 min here
     # issue 18: the same GPT-2-small as PyTorch exports it to ONNX, imported by `lathe import` (its attention
     # subgraphs as attention layers): the imported model's forward against ORT running that very file
     Workload("gpt2_small_onnx_b1", "bench/gpt2_small.nn", {}, {"tokens": GPT2_SMALL["vocab"]},
-             "gpt", dict(batch=1, **GPT2_SMALL), reps=5, quick_reps=2, warmup=1, max_seconds=5,
+             "gpt", dict(batch=1, **GPT2_SMALL), reps=10, quick_reps=2, warmup=1, max_seconds=5,
              batch1=True, peer_malloc=("tuned",), imported=True),
     # Training steps (issues 4 and 5).
     train("mlp_train_b64", "examples/mlp.nn", {"batch": 64}, {"x": None, "y": 10}, "mlp", dict(batch=64),
