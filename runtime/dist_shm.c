@@ -272,12 +272,12 @@ void dshm_reduce_scatter(dshm *s, const void *in, void *out, int64_t m, int f64)
   for (int r = 0; r < R; r++) srcs[r] = r == me && !own ? a + me * cb : blk_part(s, r) + me * cb;
   if (!f64) {
     sum_parts(out, (const float *const *)srcs, R, m, NULL);
-  } else { /* checkpoints' f64 state: rare and small, a plain loop in rank order */
-    double *o = out;
+  } else { /* the blocking sums' doubles (lathe_rt_comm_sum: a few values), in rank order */
+    double *od = out;
     for (int64_t i = 0; i < m; i++) {
       double v = ((const double *)srcs[0])[i];
       for (int r = 1; r < R; r++) v += ((const double *)srcs[r])[i];
-      o[i] = v;
+      od[i] = v;
     }
   }
   if (srcs != src) free(srcs);
