@@ -214,6 +214,10 @@ static int count_of(dist_mpi *d, int64_t m) {
 /* out[m] = sum over ranks r (in order) of rank r's in[rank * m .. + m). */
 static int mpi_reduce_scatter(void *ctx, const void *in, void *out, int64_t m, int f64) {
   dist_mpi *d = ctx;
+  if (d->shm) {
+    dshm_reduce_scatter(d->shm, in, out, m, f64);
+    return 0;
+  }
   size_t es = f64 ? 8 : 4;
   MPI_Datatype t = f64 ? MPI_DOUBLE : MPI_FLOAT;
   int cnt = count_of(d, m);
@@ -243,6 +247,10 @@ static int mpi_reduce_scatter(void *ctx, const void *in, void *out, int64_t m, i
 
 static int mpi_allgather(void *ctx, const void *in, void *out, int64_t m, int f64) {
   dist_mpi *d = ctx;
+  if (d->shm) {
+    dshm_allgather(d->shm, in, out, m, f64);
+    return 0;
+  }
   MPI_Datatype t = f64 ? MPI_DOUBLE : MPI_FLOAT;
   int cnt = count_of(d, m);
   MPI_Request req;
@@ -419,6 +427,15 @@ void api_dist_reserve(const lathe_program *step) {
   }
   dshm_reserve(D.shm, n, k);
   free(n);
+  /* --zero1's collectives: one slot, as large as the largest call's part */
+  int64_t most = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const ir_node *x = &g->nodes[i];
+    if (x->op != IR_REDUCE_SCATTER && x->op != IR_ALL_GATHER) continue;
+    int64_t b = 4 * ir_numel(&g->nodes[x->in[0]].shape);
+    most = b > most ? b : most;
+  }
+  dshm_reserve_blocking(D.shm, most);
 }
 
 int lathe_dist_init(lathe_error *err) {

@@ -49,6 +49,7 @@ struct dshm {
   dshm_waiter w;
   shm_slot *slot;
   int nslot, next; /* next: the slot the next start takes (a step's starts in order) */
+  shm_slot blk;    /* the blocking collectives' one slot (dshm_reduce_scatter, dshm_allgather) */
 };
 
 static void check(dshm *s, int rc, const char *call) {
@@ -108,17 +109,9 @@ static void touch_parts(const dshm *s, const shm_slot *sl) {
   (void)sink;
 }
 
-/* (Re)allocates slot i for n values: collective, and it happens at the same
- * start on every rank (the same programs start the same buckets). */
-static shm_slot *slot_for(dshm *s, int i, int64_t n) {
-  if (i >= s->nslot) {
-    shm_slot *p = realloc(s->slot, sizeof *p * (size_t)(i + 1));
-    if (!p) s->w.fail(s->w.ctx, "out of memory for the shared-memory gradient sums");
-    memset(p + s->nslot, 0, sizeof *p * (size_t)(i + 1 - s->nslot));
-    s->slot = p, s->nslot = i + 1;
-  }
-  shm_slot *sl = &s->slot[i];
-  if (sl->seg && sl->cap >= n) return sl;
+/* (Re)allocates sl for n values: collective, and it happens at the same
+ * call on every rank (the same programs make the same calls). */
+static void slot_alloc(dshm *s, shm_slot *sl, int64_t n) {
   slot_free(sl);
   MPI_Info info;
   MPI_Info_create(&info);
@@ -141,6 +134,18 @@ static shm_slot *slot_for(dshm *s, int i, int64_t n) {
   memset(part(sl, s->rank, 0), 0, sizeof(float) * 2 * (size_t)n); /* both buffers: see touch_parts */
   check(s, MPI_Barrier(s->node), "MPI_Barrier"); /* every header is 0 before anyone publishes */
   touch_parts(s, sl);
+}
+
+/* Slot i (a step's i-th started sum), for at least n values. */
+static shm_slot *slot_for(dshm *s, int i, int64_t n) {
+  if (i >= s->nslot) {
+    shm_slot *p = realloc(s->slot, sizeof *p * (size_t)(i + 1));
+    if (!p) s->w.fail(s->w.ctx, "out of memory for the shared-memory gradient sums");
+    memset(p + s->nslot, 0, sizeof *p * (size_t)(i + 1 - s->nslot));
+    s->slot = p, s->nslot = i + 1;
+  }
+  shm_slot *sl = &s->slot[i];
+  if (!sl->seg || sl->cap < n) slot_alloc(s, sl, n);
   return sl;
 }
 
@@ -185,14 +190,23 @@ static void add_into(float *restrict out, const float *restrict b, int64_t n, co
   for (int64_t i = 0; i < n; i++) out[i] = (out[i] + b[i]) * s;
 }
 
-/* out = (src[0] + src[1] + ... + src[R-1]) * scale, a cache-sized block at
- * a time: every element's additions in rank order, then its one multiply
- * (the MPI path's order, so the same bits). R >= 2. */
-static void sum_parts(float *out, const float *const *src, int R, int64_t n, float scale) {
+/* out = (src[0] + src[1] + ... + src[R-1]) * scale (no multiply for scale
+ * NULL), a cache-sized block at a time: every element's additions in rank
+ * order, then its one multiply (the MPI path's order, so the same bits).
+ * R >= 2. */
+static void sum_parts(float *out, const float *const *src, int R, int64_t n, const float *scale) {
   for (int64_t lo = 0; lo < n; lo += SHM_BLOCK) {
     int64_t len = n - lo < SHM_BLOCK ? n - lo : SHM_BLOCK;
-    add_pair(out + lo, src[0] + lo, src[1] + lo, len, R == 2 ? &scale : NULL);
-    for (int r = 2; r < R; r++) add_into(out + lo, src[r] + lo, len, r == R - 1 ? &scale : NULL);
+    add_pair(out + lo, src[0] + lo, src[1] + lo, len, R == 2 ? scale : NULL);
+    for (int r = 2; r < R; r++) add_into(out + lo, src[r] + lo, len, r == R - 1 ? scale : NULL);
+  }
+}
+
+/* Until every rank has published generation sl->gen in sl. */
+static void wait_all(dshm *s, const shm_slot *sl, const char *what) {
+  for (int r = 0; r < s->size; r++) {
+    dshm_pause p = {0};
+    while (atomic_load_explicit(published(sl, r), memory_order_acquire) < sl->gen) s->w.pause(s->w.ctx, &p, what);
   }
 }
 
@@ -203,13 +217,9 @@ void dshm_wait(dshm *s, const float *key, float *out, int64_t total, float scale
   shm_slot *sl = &s->slot[i];
   const float *src[64], **srcs = s->size <= 64 ? src : malloc(sizeof *srcs * (size_t)s->size);
   if (!srcs) s->w.fail(s->w.ctx, "out of memory for the shared-memory gradient sums");
-  for (int r = 0; r < s->size; r++) {
-    dshm_pause p = {0};
-    while (atomic_load_explicit(published(sl, r), memory_order_acquire) < sl->gen)
-      s->w.pause(s->w.ctx, &p, "a shared-memory gradient sum");
-    srcs[r] = part(sl, r, sl->gen);
-  }
-  sum_parts(out, srcs, s->size, total, scale);
+  for (int r = 0; r < s->size; r++) srcs[r] = part(sl, r, sl->gen);
+  wait_all(s, sl, "a shared-memory gradient sum");
+  sum_parts(out, srcs, s->size, total, &scale);
   if (srcs != src) free(srcs);
   sl->key = NULL;
   int busy = 0;
@@ -217,8 +227,74 @@ void dshm_wait(dshm *s, const float *key, float *out, int64_t total, float scale
   if (!busy) s->next = 0; /* the step's buckets are all in: the next step starts at slot 0 again */
 }
 
+/* ---- the blocking collectives: --zero1's reduce-scatters and all-gathers ----
+ * All of them take turns in one slot: every rank makes the same calls in
+ * the same order, and each call is whole on a rank (write its part, publish,
+ * wait for every rank's, read) before its next one starts, so the two
+ * buffers' argument above holds call by call: a rank writes buffer
+ * (g + 1) & 1 only after every rank published g, i.e. finished reading g - 1. */
+
+/* The next generation's buffer of this rank's part, with room for bytes; a
+ * new size is collective, and every rank asks for it at the same call. */
+static char *blk_begin(dshm *s, int64_t bytes) {
+  shm_slot *sl = &s->blk;
+  int64_t n = (bytes + (int64_t)sizeof(float) - 1) / (int64_t)sizeof(float);
+  if (!sl->seg || sl->cap < n) slot_alloc(s, sl, n);
+  return (char *)part(sl, s->rank, ++sl->gen);
+}
+
+static void blk_publish(dshm *s) {
+  atomic_store_explicit(published(&s->blk, s->rank), s->blk.gen, memory_order_release);
+  wait_all(s, &s->blk, "a shared-memory collective");
+}
+
+static const char *blk_part(const dshm *s, int r) { return (const char *)part(&s->blk, r, s->blk.gen); }
+
+void dshm_reserve_blocking(dshm *s, int64_t bytes) {
+  int64_t n = (bytes + (int64_t)sizeof(float) - 1) / (int64_t)sizeof(float);
+  if (n > 0 && (!s->blk.seg || s->blk.cap < n)) slot_alloc(s, &s->blk, n);
+}
+
+/* Only the other ranks' chunks go into this rank's part (each reads its own
+ * chunk there): this rank's own chunk is added straight from in, unless out
+ * overlaps in (the sum's loops take their operands as restrict). */
+void dshm_reduce_scatter(dshm *s, const void *in, void *out, int64_t m, int f64) {
+  size_t es = f64 ? 8 : 4, cb = (size_t)m * es;
+  int R = s->size, me = s->rank;
+  const char *a = in, *o = out;
+  int own = o < a + (size_t)R * cb && a < o + cb; /* this rank's chunk too goes through its part */
+  char *dst = blk_begin(s, (int64_t)cb * R);
+  for (int r = 0; r < R; r++)
+    if ((r != me || own) && cb) memcpy(dst + r * cb, a + r * cb, cb);
+  blk_publish(s);
+  const void *src[64], **srcs = R <= 64 ? src : malloc(sizeof *srcs * (size_t)R);
+  if (!srcs) s->w.fail(s->w.ctx, "out of memory for the shared-memory collectives");
+  for (int r = 0; r < R; r++) srcs[r] = r == me && !own ? a + me * cb : blk_part(s, r) + me * cb;
+  if (!f64) {
+    sum_parts(out, (const float *const *)srcs, R, m, NULL);
+  } else { /* the blocking sums' doubles (lathe_rt_comm_sum: a few values), in rank order */
+    double *od = out;
+    for (int64_t i = 0; i < m; i++) {
+      double v = ((const double *)srcs[0])[i];
+      for (int r = 1; r < R; r++) v += ((const double *)srcs[r])[i];
+      od[i] = v;
+    }
+  }
+  if (srcs != src) free(srcs);
+}
+
+void dshm_allgather(dshm *s, const void *in, void *out, int64_t m, int f64) {
+  size_t cb = (size_t)m * (f64 ? 8 : 4);
+  char *dst = blk_begin(s, (int64_t)cb);
+  if (cb) memcpy(dst, in, cb);
+  blk_publish(s);
+  for (int r = 0; r < s->size; r++) /* this rank's own chunk too from its part: in may lie inside out */
+    if (cb) memcpy((char *)out + r * cb, blk_part(s, r), cb);
+}
+
 void dshm_close(dshm *s) {
   if (!s) return;
+  slot_free(&s->blk);
   for (int i = 0; i < s->nslot; i++) slot_free(&s->slot[i]);
   free(s->slot);
   MPI_Comm_free(&s->node);

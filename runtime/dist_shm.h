@@ -33,6 +33,15 @@ void dshm_reserve(dshm *s, const int64_t *n, int k);
 void dshm_start(dshm *s, const float *key, float *const *in, const int64_t *n, int64_t k);
 /* out[total] = that sum (the ranks added in rank order) times scale. */
 void dshm_wait(dshm *s, const float *key, float *out, int64_t total, float scale);
+/* Blocking collectives (--zero1's, rt/rt_comm.c), every rank making the
+ * same calls in the same order, with the MPI path's results:
+ * reduce_scatter: out[m] = the sum over ranks, in rank order, of each
+ * rank's in[rank * m .. + m); allgather: out[m * size] = every rank's in[m]
+ * in rank order. f64: doubles instead of floats. */
+void dshm_reduce_scatter(dshm *s, const void *in, void *out, int64_t m, int f64);
+void dshm_allgather(dshm *s, const void *in, void *out, int64_t m, int f64);
+/* Sets up their slot for calls of up to bytes per rank. Collective. */
+void dshm_reserve_blocking(dshm *s, int64_t bytes);
 void dshm_close(dshm *s); /* collective */
 
 #endif

@@ -184,15 +184,26 @@ static void set_step_scalars(lathe_program *p, int64_t step) {
  * diverging step leaves the weights as they were. */
 /* Whether n floats are all finite: an exponent test on the bits, which
  * vectorises (isfinite per element does not), so the check costs about a
- * memcpy's read. */
-static int all_finite(const float *v, int64_t n) {
+ * memcpy's read. In blocks of a fixed length: at -O2 GCC vectorises only
+ * loops whose count it knows; written as one loop over n, the test stayed
+ * scalar and took 40 us a step of the digits MLP under --zero1 (whose
+ * gathered weights no kernel checks), 6% of the step. */
+enum { FINITE_BLOCK = 64 };
+static uint32_t bad_bits(const float *v, int n) {
   uint32_t bad = 0;
-  for (int64_t k = 0; k < n; k++) {
+  for (int k = 0; k < n; k++) {
     uint32_t b;
     memcpy(&b, &v[k], sizeof b);
     bad |= (b & 0x7f800000u) == 0x7f800000u;
   }
-  return !bad;
+  return bad;
+}
+
+static int all_finite(const float *v, int64_t n) {
+  uint32_t bad = 0;
+  int64_t k = 0;
+  for (; k + FINITE_BLOCK <= n; k += FINITE_BLOCK) bad |= bad_bits(v + k, FINITE_BLOCK);
+  return !(bad | bad_bits(v + k, (int)(n - k)));
 }
 
 static int update_finite(const lathe_program *p, int k) {
