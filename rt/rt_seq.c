@@ -322,10 +322,14 @@ static int att_wide(int64_t B, int64_t T) { return att_items(B, T) == 1; }
 static int64_t att_wide_parts(int64_t B, int64_t H) { return B * H < ATT_PARTS ? B * H : ATT_PARTS; }
 /* S's row stride: T rounded up to whole vectors */
 static int64_t att_ld(int64_t T) { return (T + 15) & ~(int64_t)15; }
-/* per part: K^T [hd, ld], V [T, hd] and S [BQ, ld]; or the flash tiles */
+/* per part: the query tile [BQ, hd], K^T [hd, ld], V [T, hd] and S [BQ,
+ * ld]; or the flash tiles */
 static int64_t att_wide_floats(int64_t T, int64_t hd) {
-  return T <= ATT_EXACT_T ? hd * att_ld(T) + T * hd + ATT_BQ * att_ld(T) : att_tile_floats(hd);
+  return T <= ATT_EXACT_T ? ATT_BQ * hd + hd * att_ld(T) + T * hd + ATT_BQ * att_ld(T) : att_tile_floats(hd);
 }
+
+/* whole heads (the biases always given, as cg_seqcall.c passes them) */
+static int att_exact(const att_job *a) { return a->T <= ATT_EXACT_T && a->bq && a->bp; }
 
 typedef struct {
   const att_job *a;
@@ -337,23 +341,31 @@ static float *att_wide_area(const att_wide_job *j, int part) {
   return a->slabs + att_slab_floats(a->T, a->d, a->H) + (int64_t)part * att_wide_floats(a->T, a->hd);
 }
 
-/* One query tile of a whole head (see above): ctx rows [i0, i0 + nq). */
-static void att_exact_tile(const att_job *a, const float *q, float *ctx, int64_t i0, int64_t nq, float *w) {
+/* One query tile of a whole head (see above): ctx rows [i0, i0 + nq). q's
+ * rows hold the product without its bias: the query's bias bq is added as
+ * the tile is copied, the value's bv after the normalisation (each row of P
+ * sums to 1, so P (V + bv) = P V + bv), and the key's is left out: it adds
+ * q_i . bk to every logit of row i alike, which the softmax cancels. */
+static void att_exact_tile(const att_job *a, const float *q, const float *bq, float *ctx, int64_t i0, int64_t nq,
+                           float *w) {
   int64_t d3 = 3 * a->d, hd = a->hd, ld = att_ld(a->T), kn = a->causal ? i0 + nq : a->T;
-  float *Kt = w, *V = Kt + hd * ld, *S = V + a->T * hd, inv[ATT_BQ];
+  float *Q = w, *Kt = Q + ATT_BQ * hd, *V = Kt + hd * ld, *S = V + a->T * hd, inv[ATT_BQ];
   int tc = a->causal ? RT_SK_TRI_C : RT_SK_FULL, ta = a->causal ? RT_SK_TRI_AK : RT_SK_FULL;
-  rt_sk_mm(nq, kn, hd, q + i0 * d3, d3, 1, Kt, ld, S, ld, 0, tc, i0);
+  for (int64_t r = 0; r < nq; r++) rt_sk_add(Q + r * hd, q + (i0 + r) * d3, bq, hd);
+  rt_sk_mm(nq, kn, hd, Q, hd, 1, Kt, ld, S, ld, 0, tc, i0);
   rt_sk_softmax_rows(S, ld, nq, kn, att_valid(a, i0, 0, kn), a->causal ? 1 : 0, a->scale, inv);
   rt_sk_mm(nq, hd, kn, S, ld, 1, V, hd, ctx + i0 * a->d, a->d, 0, ta, i0);
-  for (int64_t r = 0; r < nq; r++) rt_sk_scale(ctx + (i0 + r) * a->d, hd, inv[r]);
+  for (int64_t r = 0; r < nq; r++) rt_sk_scale_add(ctx + (i0 + r) * a->d, hd, inv[r], bq + 2 * a->d);
 }
 
-static void att_exact_head(const att_job *a, const float *q, float *ctx, float *w) {
+/* head h's context from q (its columns of the biasless qkv rows) */
+static void att_exact_head(const att_job *a, const float *q, float *ctx, int64_t h, float *w) {
   int64_t T = a->T, d3 = 3 * a->d, hd = a->hd, ld = att_ld(T);
-  float *Kt = w, *V = Kt + hd * ld;
+  float *Kt = w + ATT_BQ * hd, *V = Kt + hd * ld;
   rt_sk_transpose(q + a->d, d3, T, hd, Kt, ld);
   for (int64_t t = 0; t < T; t++) memcpy(V + t * hd, q + 2 * a->d + t * d3, sizeof(float) * (size_t)hd);
-  for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ) att_exact_tile(a, q, ctx, i0, T - i0 < ATT_BQ ? T - i0 : ATT_BQ, w);
+  for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ)
+    att_exact_tile(a, q, a->bq + h * hd, ctx, i0, T - i0 < ATT_BQ ? T - i0 : ATT_BQ, w);
 }
 
 static void att_wide_head(void *job, int64_t i, int part) {
@@ -361,11 +373,15 @@ static void att_wide_head(void *job, int64_t i, int part) {
   const att_job *a = j->a;
   int64_t lb = i / a->H, h = i % a->H;
   float *w = att_wide_area(j, part);
-  if (a->T > ATT_EXACT_T) {
+  if (!att_exact(a)) {
     att_fwd_head(a, &j->s, lb, h, w);
     return;
   }
-  att_exact_head(a, j->s.qkv + lb * a->T * 3 * a->d + h * a->hd, j->s.ctx + lb * a->T * a->d + h * a->hd, w);
+  att_exact_head(a, j->s.qkv + lb * a->T * 3 * a->d + h * a->hd, j->s.ctx + lb * a->T * a->d + h * a->hd, h, w);
+  /* the output's rows filled with its bias, a share per item: on every
+   * thread, not the caller's alone before the product */
+  int64_t n = j->s.n, r0 = n * i / (a->B * a->H), r1 = n * (i + 1) / (a->B * a->H);
+  for (int64_t r = r0; r < r1; r++) memcpy(a->out + r * a->d, a->bp, sizeof(float) * (size_t)a->d);
 }
 
 /* y[m, n] = bias[n] + x[m, k] w[k, n], the product split over the pool */
@@ -378,12 +394,23 @@ static void affine_split(const float *x, const float *w, const float *bias, int6
            (int)n);
 }
 
+/* Up to ATT_EXACT_T keys the qkv product has no bias (the heads add it)
+ * and the heads' items fill the output with its bias: no pass on the
+ * caller alone, and no read of C in the qkv product. */
 static void att_fwd_wide(const att_job *a) {
   att_wide_job j = {a, att_item(a, 0, 0)};
-  int64_t d = a->d;
-  affine_split(a->x, a->wq, a->bq, j.s.n, d, 3 * d, j.s.qkv);
+  int64_t d = a->d, m = j.s.n;
+  if (!att_exact(a)) {
+    affine_split(a->x, a->wq, a->bq, m, d, 3 * d, j.s.qkv);
+    seq_run(a->B * a->H, att_wide_parts(a->B, a->H), att_wide_head, &j);
+    affine_split(j.s.ctx, a->wp, a->bp, m, d, d, a->out);
+    return;
+  }
+  rt_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)(3 * d), (int)d, 1.0f, a->x, (int)d, a->wq,
+           (int)(3 * d), 0.0f, j.s.qkv, (int)(3 * d));
   seq_run(a->B * a->H, att_wide_parts(a->B, a->H), att_wide_head, &j);
-  affine_split(j.s.ctx, a->wp, a->bp, j.s.n, d, d, a->out);
+  rt_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)d, (int)d, 1.0f, j.s.ctx, (int)d, a->wp, (int)d,
+           1.0f, a->out, (int)d);
 }
 
 /* the forward of item i: out rows = ctx wp + bp */

@@ -392,6 +392,18 @@ SK_FN void rt_sk_scale(float *x, int64_t n, float a) {
   for (; j < n; j++) x[j] *= a;
 }
 
+SK_FN void rt_sk_add(float *dst, const float *a, const float *b, int64_t n) {
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) VST(dst + j, VLD(a + j) + VLD(b + j));
+  for (; j < n; j++) dst[j] = a[j] + b[j];
+}
+
+SK_FN void rt_sk_scale_add(float *x, int64_t n, float a, const float *b) {
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) VST(x + j, VLD(x + j) * a + VLD(b + j));
+  for (; j < n; j++) x[j] = x[j] * a + b[j];
+}
+
 SK_FN float rt_sk_dot(const float *a, const float *b, int64_t n) {
   vf s = vsplat(0.0f);
   int64_t j = 0;

@@ -46,6 +46,10 @@ void rt_sk_att_drow(float *p, float *dp, int64_t n, int64_t valid, float scale, 
 void rt_sk_scale(float *x, int64_t n, float a);
 float rt_sk_dot(const float *a, const float *b, int64_t n);
 
+/* dst[0, n) = a + b;  x[0, n) = a x + b */
+void rt_sk_add(float *dst, const float *a, const float *b, int64_t n);
+void rt_sk_scale_add(float *x, int64_t n, float a, const float *b);
+
 /* out[n] = column sums of a[m, n] (row stride lda), each summed in double in
  * row order */
 void rt_sk_colsum(const float *a, int64_t m, int64_t n, int64_t lda, double *out);
