@@ -277,8 +277,8 @@ INLINE wi wbelow(int64_t j0, int64_t lim) {
   return lane < (wi){0} + r;
 }
 
-INLINE vw wexp_neg(vw x) {
-  vw lo = (vw){0} - 87.0f;
+INLINE vw wexp_neg(const vw *px) {
+  vw x = *px, lo = (vw){0} - 87.0f;
   x = WSEL(x > lo, x, lo); /* NaN: lo */
   vw n = x * 1.44269504f + 12582912.0f;
   n = n - 12582912.0f;
@@ -290,8 +290,8 @@ INLINE vw wexp_neg(vw x) {
 }
 
 /* lanes' maximum and sum: a tree of shuffles */
-INLINE float wmax(vw v) {
-  vw t = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+INLINE float wmax(const vw *pv) {
+  vw v = *pv, t = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
   v = WSEL(t > v, t, v);
   t = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
   v = WSEL(t > v, t, v);
@@ -301,7 +301,8 @@ INLINE float wmax(vw v) {
   v = WSEL(t > v, t, v);
   return v[0];
 }
-INLINE float wsum(vw v) {
+INLINE float wsum(const vw *pv) {
+  vw v = *pv;
   v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
   v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
   v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
@@ -321,19 +322,22 @@ INLINE float softmax_wide_row(float *s, int64_t n, int64_t valid, float scale) {
     vw x = WSEL(wbelow(j, valid), WLD(s + j), mx);
     mx = WSEL(x > mx, x, mx);
   }
-  float m = wmax(mx);
+  float m = wmax(&mx);
   for (j = 0; j + 16 <= valid; j += 16) {
-    vw e = wexp_neg((WLD(s + j) - m) * scale);
+    vw e = (WLD(s + j) - m) * scale;
+    e = wexp_neg(&e);
     sum += e;
     WST(s + j, e);
   }
   if (j < valid) {
-    vw e = WSEL(wbelow(j, valid), wexp_neg((WLD(s + j) - m) * scale), zero);
+    vw e = (WLD(s + j) - m) * scale;
+    e = wexp_neg(&e);
+    e = WSEL(wbelow(j, valid), e, zero);
     sum += e;
     WST(s + j, e), j += 16;
   }
   for (; j < n; j += 16) WST(s + j, zero);
-  return wsum(sum);
+  return wsum(&sum);
 }
 
 __attribute__((target("arch=x86-64-v4"), noinline)) static void softmax_wide(float *s, int64_t ld, int64_t rows,
