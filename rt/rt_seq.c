@@ -309,23 +309,24 @@ static att_span att_save_item(const att_job *a, int64_t i, int part) {
  *
  * Up to ATT_EXACT_T keys a head is done whole with an exact softmax instead
  * of the online one: K^T and V copied once per head (not once per query
- * tile), then per tile of ATT_BQ queries S = q K^T over every key
+ * tile), then per tile of ATT_EQ queries S = q K^T over every key
  * it may see, one softmax pass per row and ctx = P V, scaled by 1 / sum at
  * the end: no running maximum, no rescaling of the output, and the copies
- * make K^T and V contiguous. GPT-2-small's 12 heads (T 256, quiet machine,
- * best of 300): 0.99 -> 0.82 ms on one thread, 0.62 -> 0.47 on two. Beyond
- * ATT_EXACT_T keys a row of S would leave the cache: the flash tiles then,
- * as in the batched forward. */
-enum { ATT_EXACT_T = 1024 };
+ * make K^T and V contiguous. ATT_EQ = 32 rows keep S [32, T] in L1 up to
+ * T 256. GPT-2-small's 12 heads alone (T 256, quiet machine, best of 300
+ * to 600, 2 threads): 0.62 ms before, 0.47-0.53 with 64-row tiles,
+ * 0.43-0.45 with 32 (16: 0.41-0.44). Beyond ATT_EXACT_T keys a row of S
+ * would leave the cache: the flash tiles then, as in the batched forward. */
+enum { ATT_EXACT_T = 1024, ATT_EQ = 32 };
 static int att_wide(int64_t B, int64_t T) { return att_items(B, T) == 1; }
 /* its parts: one per head at most (the item holds every batch) */
 static int64_t att_wide_parts(int64_t B, int64_t H) { return B * H < ATT_PARTS ? B * H : ATT_PARTS; }
 /* S's row stride: T rounded up to whole vectors */
 static int64_t att_ld(int64_t T) { return (T + 15) & ~(int64_t)15; }
-/* per part: the query tile [BQ, hd], K^T [hd, ld], V [T, hd] and S [BQ,
+/* per part: the query tile [EQ, hd], K^T [hd, ld], V [T, hd] and S [EQ,
  * ld]; or the flash tiles */
 static int64_t att_wide_floats(int64_t T, int64_t hd) {
-  return T <= ATT_EXACT_T ? ATT_BQ * hd + hd * att_ld(T) + T * hd + ATT_BQ * att_ld(T) : att_tile_floats(hd);
+  return T <= ATT_EXACT_T ? ATT_EQ * hd + hd * att_ld(T) + T * hd + ATT_EQ * att_ld(T) : att_tile_floats(hd);
 }
 
 /* whole heads (the biases always given, as cg_seqcall.c passes them) */
@@ -349,7 +350,7 @@ static float *att_wide_area(const att_wide_job *j, int part) {
 static void att_exact_tile(const att_job *a, const float *q, const float *bq, float *ctx, int64_t i0, int64_t nq,
                            float *w) {
   int64_t d3 = 3 * a->d, hd = a->hd, ld = att_ld(a->T), kn = a->causal ? i0 + nq : a->T;
-  float *Q = w, *Kt = Q + ATT_BQ * hd, *V = Kt + hd * ld, *S = V + a->T * hd, inv[ATT_BQ];
+  float *Q = w, *Kt = Q + ATT_EQ * hd, *V = Kt + hd * ld, *S = V + a->T * hd, inv[ATT_EQ];
   int tc = a->causal ? RT_SK_TRI_C : RT_SK_FULL, ta = a->causal ? RT_SK_TRI_AK : RT_SK_FULL;
   for (int64_t r = 0; r < nq; r++) rt_sk_add(Q + r * hd, q + (i0 + r) * d3, bq, hd);
   rt_sk_mm(nq, kn, hd, Q, hd, 1, Kt, ld, S, ld, 0, tc, i0);
@@ -361,11 +362,11 @@ static void att_exact_tile(const att_job *a, const float *q, const float *bq, fl
 /* head h's context from q (its columns of the biasless qkv rows) */
 static void att_exact_head(const att_job *a, const float *q, float *ctx, int64_t h, float *w) {
   int64_t T = a->T, d3 = 3 * a->d, hd = a->hd, ld = att_ld(T);
-  float *Kt = w + ATT_BQ * hd, *V = Kt + hd * ld;
+  float *Kt = w + ATT_EQ * hd, *V = Kt + hd * ld;
   rt_sk_transpose(q + a->d, d3, T, hd, Kt, ld);
   for (int64_t t = 0; t < T; t++) memcpy(V + t * hd, q + 2 * a->d + t * d3, sizeof(float) * (size_t)hd);
-  for (int64_t i0 = 0; i0 < T; i0 += ATT_BQ)
-    att_exact_tile(a, q, a->bq + h * hd, ctx, i0, T - i0 < ATT_BQ ? T - i0 : ATT_BQ, w);
+  for (int64_t i0 = 0; i0 < T; i0 += ATT_EQ)
+    att_exact_tile(a, q, a->bq + h * hd, ctx, i0, T - i0 < ATT_EQ ? T - i0 : ATT_EQ, w);
 }
 
 static void att_wide_head(void *job, int64_t i, int part) {
