@@ -263,6 +263,119 @@ SK_FN float rt_sk_att_row(float *s, int64_t n, int64_t valid, float scale, float
   return corr;
 }
 
+#if SK_WIDE
+/* rt_sk_softmax_row 16 lanes wide, for AVX-512 only (as mm_wide): the
+ * exponential is a quarter of GPT-2-small's heads at 8 lanes. x <= 0 here
+ * (s - max), so only the lower clamp is needed. */
+typedef int32_t wi __attribute__((vector_size(64)));
+typedef uint32_t wu __attribute__((vector_size(64)));
+#define WSEL(m, a, b) ((vw)(((wi)(a) & (m)) | ((wi)(b) & ~(m))))
+
+INLINE wi wbelow(int64_t j0, int64_t lim) {
+  int32_t r = lim - j0 > 16 ? 16 : lim - j0 < 0 ? 0 : (int32_t)(lim - j0);
+  wi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return lane < (wi){0} + r;
+}
+
+INLINE vw wexp_neg(const vw *px) {
+  vw x = *px, lo = (vw){0} - 87.0f;
+  x = WSEL(x > lo, x, lo); /* NaN: lo */
+  vw n = x * 1.44269504f + 12582912.0f;
+  n = n - 12582912.0f;
+  vw r = x - n * 0.693145752f - n * 1.42860677e-6f;
+  vw p = 0.166666672f + r * (0.0416666418f + r * (0.00833342969f + r * 0.00138887367f));
+  p = 1.0f + r * (1.0f + r * (0.5f + r * p));
+  wu e = (wu)__builtin_convertvector(n, wi) << 23;
+  return (vw)((wu)p + e);
+}
+
+/* lanes' maximum and sum: a tree of shuffles */
+INLINE float wmax(const vw *pv) {
+  vw v = *pv, t = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v = WSEL(t > v, t, v);
+  t = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v = WSEL(t > v, t, v);
+  t = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v = WSEL(t > v, t, v);
+  t = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  v = WSEL(t > v, t, v);
+  return v[0];
+}
+INLINE float wsum(const vw *pv) {
+  vw v = *pv;
+  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return v[0];
+}
+
+/* one row: s[0, valid) -> exp(scale (s - max)), 0 on [valid, n); its sum */
+INLINE float softmax_wide_row(float *s, int64_t n, int64_t valid, float scale) {
+  vw mx = (vw){0} - INFINITY, zero = {0}, sum = zero;
+  int64_t j = 0;
+  for (; j + 16 <= valid; j += 16) {
+    vw x = WLD(s + j);
+    mx = WSEL(x > mx, x, mx);
+  }
+  if (j < valid) {
+    vw x = WSEL(wbelow(j, valid), WLD(s + j), mx);
+    mx = WSEL(x > mx, x, mx);
+  }
+  float m = wmax(&mx);
+  for (j = 0; j + 16 <= valid; j += 16) {
+    vw e = (WLD(s + j) - m) * scale;
+    e = wexp_neg(&e);
+    sum += e;
+    WST(s + j, e);
+  }
+  if (j < valid) {
+    vw e = (WLD(s + j) - m) * scale;
+    e = wexp_neg(&e);
+    e = WSEL(wbelow(j, valid), e, zero);
+    sum += e;
+    WST(s + j, e), j += 16;
+  }
+  for (; j < n; j += 16) WST(s + j, zero);
+  return wsum(&sum);
+}
+
+__attribute__((target("arch=x86-64-v4"), noinline)) static void softmax_wide(float *s, int64_t ld, int64_t rows,
+                                                                              int64_t n, int64_t valid0, int64_t step,
+                                                                              float scale, float *inv) {
+  for (int64_t r = 0; r < rows; r++) inv[r] = 1.0f / softmax_wide_row(s + r * ld, n, valid0 + r * step, scale);
+}
+#endif
+
+SK_FN void rt_sk_softmax_rows(float *s, int64_t ld, int64_t rows, int64_t n, int64_t valid0, int64_t step, float scale,
+                              float *inv) {
+#if SK_WIDE
+  if (__builtin_cpu_supports("avx512f")) {
+    softmax_wide(s, ld, rows, n, valid0, step, scale, inv);
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < rows; r++, s += ld) {
+    int64_t valid = valid0 + r * step;
+    vf mx = vsplat(-INFINITY), zero = vsplat(0.0f), sum = zero;
+    for (int64_t j = 0; j < valid; j += VW) {
+      vf x = VSEL(vbelow(j, valid), VLD(s + j), mx);
+      mx = VSEL(x > mx, x, mx);
+    }
+    float m = hmax(&mx);
+    int64_t j = 0;
+    for (; j < valid; j += VW) {
+      vf e = (VLD(s + j) - m) * scale;
+      vexp(&e);
+      e = VSEL(vbelow(j, valid), e, zero);
+      sum += e;
+      VST(s + j, e);
+    }
+    for (; j < n; j += VW) VST(s + j, zero);
+    inv[r] = 1.0f / hsum(&sum);
+  }
+}
+
 SK_FN void rt_sk_att_drow(float *p, float *dp, int64_t n, int64_t valid, float scale, float L, float D) {
   vf zero = vsplat(0.0f);
   int64_t j = 0;
@@ -281,6 +394,18 @@ SK_FN void rt_sk_scale(float *x, int64_t n, float a) {
   int64_t j = 0;
   for (; j + VW <= n; j += VW) VST(x + j, VLD(x + j) * a);
   for (; j < n; j++) x[j] *= a;
+}
+
+SK_FN void rt_sk_add(float *dst, const float *a, const float *b, int64_t n) {
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) VST(dst + j, VLD(a + j) + VLD(b + j));
+  for (; j < n; j++) dst[j] = a[j] + b[j];
+}
+
+SK_FN void rt_sk_scale_add(float *x, int64_t n, float a, const float *b) {
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) VST(x + j, VLD(x + j) * a + VLD(b + j));
+  for (; j < n; j++) x[j] = x[j] * a + b[j];
 }
 
 SK_FN float rt_sk_dot(const float *a, const float *b, int64_t n) {

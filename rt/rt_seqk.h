@@ -32,6 +32,12 @@ void rt_sk_transpose(const float *src, int64_t lds, int64_t rows, int64_t cols, 
  * by which the row's running output must be scaled. */
 float rt_sk_att_row(float *s, int64_t n, int64_t valid, float scale, float *m, float *l);
 
+/* Rows r < rows of an exact softmax (row r at s + r ld, valid = valid0 +
+ * r step >= 1 entries): s[0, valid) becomes exp(scale (s - max s)), 0 on
+ * [valid, n) (n rounded up to 16 has room); inv[r] = 1 / the row's sum. */
+void rt_sk_softmax_rows(float *s, int64_t ld, int64_t rows, int64_t n, int64_t valid0, int64_t step, float scale,
+                        float *inv);
+
 /* The backward's row: p (raw scores) becomes P = exp(scale p - L), dp
  * (dO v^T) becomes dS = P (dp - D) scale; both 0 on [valid, n). */
 void rt_sk_att_drow(float *p, float *dp, int64_t n, int64_t valid, float scale, float L, float D);
@@ -39,6 +45,10 @@ void rt_sk_att_drow(float *p, float *dp, int64_t n, int64_t valid, float scale, 
 /* x[0, n) *= a;  the sum of a[i] b[i] */
 void rt_sk_scale(float *x, int64_t n, float a);
 float rt_sk_dot(const float *a, const float *b, int64_t n);
+
+/* dst[0, n) = a + b;  x[0, n) = a x + b */
+void rt_sk_add(float *dst, const float *a, const float *b, int64_t n);
+void rt_sk_scale_add(float *x, int64_t n, float a, const float *b);
 
 /* out[n] = column sums of a[m, n] (row stride lda), each summed in double in
  * row order */

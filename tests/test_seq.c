@@ -14,6 +14,10 @@
  * LSTM, GRU with the same weights): the LLVM program's y and parameter
  * gradients against torch's, ||lathe - torch|| / ||torch|| <= 1e-5 for y and
  * 1e-4 per gradient. Skipped LOUDLY (SKIPPED on stdout) without torch.
+ * The forward-only attention cases (no autodiff: an inference program, whose
+ * single work item, B T <= 256, runs rt_seq.c's att_fwd_wide: heads whole
+ * with an exact softmax up to 1024 keys, the flash tiles beyond) get (2) on
+ * the forward alone.
  * The "saved" attention cases run passes/attnsave.c first: attention_save
  * and attention_grad_saved in (1) and (2), the saved pack (qkv, context,
  * logsumexp) included in the comparison. */
@@ -41,6 +45,7 @@ typedef struct {
   ir_attr attr;
   int fd;   /* run the finite-difference check (small cases only) */
   int save; /* attention: run passes/attnsave.c after autodiff */
+  int fwd;  /* no loss, no autodiff: the forward alone */
 } scase;
 
 typedef struct {
@@ -49,6 +54,8 @@ typedef struct {
   int y;
   double **v;
 } built;
+
+static int build_values(built *b);
 
 static int build(const scase *c, built *b) {
   ar_init(&b->A);
@@ -61,6 +68,10 @@ static int build(const scase *c, built *b) {
   b->y = ir_add(&b->g, c->op, in, c->nin, &c->attr, loc, msg, sizeof msg);
   CHECK_MSG(b->y >= 0, "%s: %s", c->name, msg);
   if (b->y < 0) return -1;
+  if (c->fwd) {
+    ir_add_output(&b->g, "y", b->y);
+    return build_values(b);
+  }
   ir_shape sy = b->g.nodes[b->y].shape;
   int64_t cnt = ir_numel(&sy);
   int r = ir_add_const(&b->g, IR_F32, 0, loc);
@@ -78,6 +89,11 @@ static int build(const scase *c, built *b) {
     CHECK_MSG(ir_verify(&b->g, msg, sizeof msg) == 0, "%s: %s", c->name, msg);
     b->y = b->g.outputs[b->g.noutputs - 1].node;
   }
+  return build_values(b);
+}
+
+/* the parameters' random values (f32-representable) */
+static int build_values(built *b) {
   b->v = calloc((size_t)b->g.nnodes, sizeof *b->v);
   for (int p = 0; p < b->g.nparams; p++) {
     int64_t n = ir_numel(&b->g.params[p].shape);
@@ -263,7 +279,7 @@ static ir_shape S2(int64_t a, int64_t b) { return (ir_shape){.rank = 2, .d = {a,
 static ir_shape S1(int64_t a) { return (ir_shape){.rank = 1, .d = {a}}; }
 
 static scase attn(const char *name, int64_t B, int64_t T, int64_t d, int64_t H, int causal, int fd) {
-  scase c = {name, IR_ATTENTION, 5, {S3(B, T, d), S2(d, 3 * d), S1(3 * d), S2(d, d), S1(d)}, {0}, fd, 0};
+  scase c = {name, IR_ATTENTION, 5, {S3(B, T, d), S2(d, 3 * d), S1(3 * d), S2(d, d), S1(d)}, {0}, fd, 0, 0};
   c.attr.heads = H, c.attr.causal = causal;
   return c;
 }
@@ -274,10 +290,17 @@ static scase attn_saved(const char *name, int64_t B, int64_t T, int64_t d, int64
   return c;
 }
 
+/* the forward alone (see the top) */
+static scase attn_fwd(const char *name, int64_t B, int64_t T, int64_t d, int64_t H, int causal) {
+  scase c = attn(name, B, T, d, H, causal, 0);
+  c.fwd = 1;
+  return c;
+}
+
 static scase rec(const char *name, int op, int64_t B, int64_t T, int64_t in, int64_t h, int fd) {
   int G = op == IR_LSTM ? 4 : op == IR_GRU ? 3 : 1;
   scase c = {name, op, op == IR_GRU ? 5 : 4, {S3(B, T, in), S2(in, G * h), S2(h, G * h), S1(G * h), S1(G * h)},
-             {0}, fd, 0};
+             {0}, fd, 0, 0};
   return c;
 }
 
@@ -291,6 +314,10 @@ int main(void) {
     attn_saved("attention, saved", 2, 5, 6, 3, 0, 1),
     attn_saved("attention causal T=150, saved", 2, 150, 16, 2, 1, 0),
     attn_saved("attention T=130, saved", 1, 130, 12, 3, 0, 0),
+    attn_fwd("attention causal B=1 T=150, fwd", 1, 150, 16, 2, 1),
+    attn_fwd("attention B=1 T=130, fwd", 1, 130, 12, 3, 0),
+    attn_fwd("attention causal B=2 T=100, fwd", 2, 100, 16, 4, 1),
+    attn_fwd("attention causal B=1 T=1100, fwd", 1, 1100, 8, 2, 1),
     rec("rnn", IR_RNN, 2, 4, 3, 5, 1),
     rec("lstm", IR_LSTM, 2, 4, 3, 5, 1),
     rec("gru", IR_GRU, 2, 4, 3, 5, 1),
