@@ -23,6 +23,10 @@
  * (bench/README.md, "Packed weights"). The pool's threads claim pieces as
  * they come, so a late one leaves its share to the others.
  *
+ * A dense layer's bias comes with its product (rt_sgemm_bias): oneDNN's
+ * bias argument where the pieces run on brgemm (bias_inside says why only
+ * there), else C filled with it first and the product added (beta = 1).
+ *
  * Every piece has its own memory objects, stream and scratchpad, so pieces
  * run at once on different threads without sharing anything of oneDNN's. */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
@@ -234,14 +238,13 @@ static int piece_count(const gpk_table *t, int64_t macs, int blocks, int size) {
  * by rows lost to every product by columns five times out of five
  * (186.7-226.9 against 170.9-208.0). Alone, as one dense layer repeated,
  * the same shapes were 0-7% faster by rows, except the head (60.5-60.6 ms
- * by rows against 56.8-57.2): there B stays in the cache. Below
- * GPK_MINROWS rows a thread (dense1024_b64) columns measured better in
- * Lathe (medians 0.47-0.52 ms against 0.90-1.12 by rows, fastest steps
- * alike; later quiet windows split: rows ahead in four pairs, behind in
- * five). Its slow steps are the scheduler's, not oneDNN's: traced, a piece
- * takes 310-340 us by rows and 350-380 by columns whenever both threads
- * run; the slow steps are those where one thread ran both pieces or was
- * off its core for 1-4 ms (bench/README.md). Products whose A or C rows are strided
+ * by rows against 56.8-57.2): there B stays in the cache. From
+ * GPK_MINROWS rows a thread: dense1024_b64 (32 rows a thread) by rows ran
+ * 0.336-0.354 ms median against 0.369-0.387 by columns in every clean pair
+ * of 2026-12-08's quiet windows (one thread alone: 0.63 ms, at the core's
+ * peak). Its bimodal steps (0.63-0.76 ms medians, either cut) are the
+ * machine's: traced, both pool threads then ran on one CPU for most of the
+ * run (bench/README.md, "dense1024_b64 by rows"). Products whose A or C rows are strided
  * stay by columns too (gemm:jit for rows as well, which would pack all of
  * B in each piece). LATHE_DNNL_CUT=columns / rows force one cut. */
 static int by_rows(const gpk_table *t, const gpk_entry *e, int size) {
