@@ -2,7 +2,7 @@
  *
  *   lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1x...[:RANGE]]...
  *               [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only] [--train]
- *               [--backend llvm|cuda]
+ *               [--backend llvm|cuda] [--zero-copy]
  *
  * Loads MODEL, binds its dimensions, compiles it with the LLVM backend (the
  * wall clock around lathe_compile is the compile time), initialises the
@@ -10,6 +10,8 @@
  * in [0, RANGE)), warms up, then times N steps and prints one JSON object on
  * stdout. A step is lathe_set_input for every input plus lathe_run: what an
  * inference loop pays per batch; reading the outputs back is not timed.
+ * --zero-copy binds the inputs once instead (lathe_bind_input) and times
+ * lathe_run alone, as lathe_ort times ONNX Runtime's Run.
  * Inputs not named with --in (e.g. targets) are left to the library. The
  * JSON carries lathe_program_stats too (compile phases, kernel counts, arena).
  *
@@ -70,6 +72,7 @@ typedef struct {
   double max_seconds; /* stop timing early once this much time is spent */
   uint64_t seed;
   int compile_only;
+  int zero_copy; /* --zero-copy: inputs bound once (lathe_bind_input); a step is lathe_run alone */
   int train; /* time training steps (lathe_compile_train) */
   int generate; /* > 0: time lathe_generate of this many tokens */
   double temperature; /* --generate: 0 greedy */
@@ -155,7 +158,7 @@ static int parse_input(const char *arg, input_arg *in) {
 
 static int usage(void) {
   fprintf(stderr, "usage: lathe_bench MODEL [--bind NAME=N]... [--in NAME=DTYPE:D0xD1[:RANGE]]...\n"
-                  "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only]\n"
+                  "                   [--reps N] [--warmup N] [--max-seconds S] [--seed S] [--compile-only] [--zero-copy]\n"
                   "                   [--train] [--generate N [--temperature T] [--top-k K]]\n"
                   "                   [--quant w8|w4|int8-dynamic|int8|bf16|f16]\n"
                   "                   [--calib-data D] [--backend llvm|cuda] [--precision f32|bf16] [--passes LIST]\n");
@@ -179,6 +182,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     int64_t n;
     if (strcmp(s, "--compile-only") == 0) { a->compile_only = 1; continue; }
+    if (strcmp(s, "--zero-copy") == 0) { a->zero_copy = 1; continue; }
     if (strcmp(s, "--train") == 0) { a->train = 1; continue; }
     if (strcmp(s, "--precision") == 0 && v && (strcmp(v, "bf16") == 0 || strcmp(v, "f32") == 0)) {
       a->bf16 = strcmp(v, "bf16") == 0; /* --backend cuda's --precision (docs/cuda.md) */
@@ -259,7 +263,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static int step(lathe_program *p, bench_args *a, lathe_error *err) {
-  for (int i = 0; i < a->nins; i++)
+  for (int i = 0; i < a->nins && !a->zero_copy; i++)
     if (lathe_set_input(p, a->ins[i].name, &a->ins[i].t, err)) return -1;
   return lathe_run(p, err);
 }
@@ -279,6 +283,11 @@ static double read_loss(const lathe_program *p) {
  * times receives the per-step milliseconds; returns how many, or -1. When
  * training, loss[0] and loss[1] receive the first and the last step's loss. */
 static int time_steps(lathe_program *p, bench_args *a, double *times, double loss[2], lathe_error *err) {
+  /* --zero-copy: every run reads the caller's arrays in place, as
+   * tools/ort/ort_run.c's runs read their OrtValues (made once over the
+   * caller's memory): the per-step input copy left out of both sides */
+  for (int i = 0; i < a->nins && a->zero_copy; i++)
+    if (lathe_bind_input(p, a->ins[i].name, &a->ins[i].t, err)) return -1;
   for (int i = 0; i < a->warmup; i++) {
     if (step(p, a, err)) return -1;
     if (i == 0 && a->train) loss[0] = read_loss(p);

@@ -108,9 +108,11 @@ int rt_blas_ready(char *msg, size_t msgn) {
 }
 
 static _Atomic(rt_gemm_provider) provider, whole;
+static _Atomic(rt_gemm_bias_fn) whole_bias;
 
 void rt_blas_set_provider(rt_gemm_provider f) { atomic_store(&provider, f); }
 void rt_blas_set_whole(rt_gemm_provider f) { atomic_store(&whole, f); }
+void rt_blas_set_whole_bias(rt_gemm_bias_fn f) { atomic_store(&whole_bias, f); }
 
 /* one single-threaded product: the provider's if it takes it, else OpenBLAS's */
 static void one_call(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -208,6 +210,32 @@ int lathe_rt_sgemm_packed(int M, int N, int K, const float *A, int lda, const fl
                           float *C, int ldc) {
   rt_gemm_provider w = atomic_load_explicit(&whole, memory_order_relaxed);
   return w && w(0, 0, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc) == 0;
+}
+
+int lathe_rt_sgemm_bias(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                        const float *bias, float *C, int ldc) {
+  rt_gemm_bias_fn w = atomic_load_explicit(&whole_bias, memory_order_relaxed);
+  return w && w(tb, M, N, K, A, lda, B, ldb, bias, C, ldc) == 0;
+}
+
+typedef struct {
+  const float *bias;
+  float *C;
+  int N, ldc;
+} fill_job;
+
+static void fill_rows(void *ctx, int64_t lo, int64_t hi, int part) {
+  (void)part;
+  const fill_job *f = ctx;
+  for (int64_t i = lo; i < hi; i++) memcpy(f->C + i * f->ldc, f->bias, sizeof(float) * (size_t)f->N);
+}
+
+void rt_sgemm_bias(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias,
+                   float *C, int ldc) {
+  if (lathe_rt_sgemm_bias(tb, M, N, K, A, lda, B, ldb, bias, C, ldc)) return;
+  fill_job f = {bias, C, N, ldc};
+  rt_pool_for(M, (1 << 16) / N > 1 ? (1 << 16) / N : 1, fill_rows, &f); /* ~64K floats a part, as generated fills */
+  rt_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
 }
 
 /* The name generated code calls (lathe_rt.h). */

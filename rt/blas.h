@@ -48,6 +48,20 @@ void rt_blas_set_provider(rt_gemm_provider f);
  * removes it. */
 void rt_blas_set_whole(rt_gemm_provider f);
 
+/* C = A B + bias (bias[n] added to every row), A not transposed, B as
+ * stored (tb): 0 when the hook computed it, -1 to leave it. */
+typedef int (*rt_gemm_bias_fn)(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                               const float *bias, float *C, int ldc);
+/* The whole-product hook for a product with a bias (runtime/gemm_pack.c:
+ * the bias inside oneDNN's kernel instead of a pass that fills C first).
+ * NULL removes it. */
+void rt_blas_set_whole_bias(rt_gemm_bias_fn f);
+
+/* C = A B + bias: the hook's where it takes it, else C's rows filled with
+ * the bias (over the pool) and rt_sgemm with beta = 1. */
+void rt_sgemm_bias(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, const float *bias,
+                   float *C, int ldc);
+
 /* Put OpenBLAS on one thread for good (idempotent). rt_sgemm calls it; so
  * do kernels that call cblas_sgemm directly. */
 void rt_blas_single(void);

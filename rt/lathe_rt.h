@@ -35,6 +35,15 @@ void lathe_rt_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha,
 int lathe_rt_sgemm_packed(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
                           float *C, int ldc);
 
+/* C = A B + bias (bias[n] added to every row; B as stored: transposed when
+ * tb), A not transposed: 1 when it ran on the running program's packed
+ * weights with the bias inside oneDNN's kernel, 0 when it did not and the
+ * caller computes it (fills C's rows with the bias, then lathe_rt_sgemm
+ * with beta = 1). JIT kernels only: a dense layer's product with its bias
+ * (codegen/llvm/cg_ops.c, cg_emit_fused). */
+int lathe_rt_sgemm_bias(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                        const float *bias, float *C, int ldc);
+
 /* body(cap, lo, hi, part) over [0, n) split over the pool in parts of at
  * least grain iterations (rt/threadpool.h). */
 void lathe_rt_parallel_for(int64_t n, int64_t grain, void *body, void *cap);

@@ -385,13 +385,15 @@ static void att_wide_head(void *job, int64_t i, int part) {
   for (int64_t r = r0; r < r1; r++) memcpy(a->out + r * a->d, a->bp, sizeof(float) * (size_t)a->d);
 }
 
-/* y[m, n] = bias[n] + x[m, k] w[k, n], the product split over the pool */
+/* y[m, n] = bias[n] + x[m, k] w[k, n], the product split over the pool
+ * (rt_sgemm_bias: the bias inside a packed weight's kernel where it can) */
 static void affine_split(const float *x, const float *w, const float *bias, int64_t m, int64_t k, int64_t n,
                          float *y) {
-  for (int64_t i = 0; i < m; i++)
-    if (bias) memcpy(y + i * n, bias, sizeof(float) * (size_t)n);
-    else memset(y + i * n, 0, sizeof(float) * (size_t)n);
-  rt_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)k, w, (int)n, 1.0f, y,
+  if (bias) {
+    rt_sgemm_bias(0, (int)m, (int)n, (int)k, x, (int)k, w, (int)n, bias, y, (int)n);
+    return;
+  }
+  rt_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)k, w, (int)n, 0.0f, y,
            (int)n);
 }
 

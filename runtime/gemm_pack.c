@@ -23,6 +23,10 @@
  * (bench/README.md, "Packed weights"). The pool's threads claim pieces as
  * they come, so a late one leaves its share to the others.
  *
+ * A dense layer's bias comes with its product (rt_sgemm_bias): oneDNN's
+ * bias argument where the pieces run on brgemm (bias_inside says why only
+ * there), else C filled with it first and the product added (beta = 1).
+ *
  * Every piece has its own memory objects, stream and scratchpad, so pieces
  * run at once on different threads without sharing anything of oneDNN's. */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
@@ -41,7 +45,7 @@
 
 /* columns per column piece: a multiple of oneDNN's widest register block;
  * rows per row piece: a multiple of its row block */
-enum { GPK_NSTEP = 64, GPK_MSTEP = 16, GPK_MINROWS = 64, GPK_MAXPIECES = 16 };
+enum { GPK_NSTEP = 64, GPK_MSTEP = 16, GPK_MINROWS = 32, GPK_MAXPIECES = 16 };
 /* the largest B (bytes) cut by rows (by_rows) */
 #define GPK_ROWS_MAXB ((int64_t)4 << 20)
 /* a piece more per this many multiply-adds (rt/blas.c's RT_BLAS_ITEM) */
@@ -50,6 +54,7 @@ enum { GPK_NSTEP = 64, GPK_MSTEP = 16, GPK_MINROWS = 64, GPK_MAXPIECES = 16 };
 typedef struct {
   dnnl_primitive_t mm;
   dnnl_memory_t w, src, dst, pad; /* packed weights (owned), A and C (the caller's), scratchpad */
+  dnnl_memory_t bias;             /* the caller's bias (an entry with one), else NULL */
   dnnl_stream_t st;
   void *scratch;
   int r0, n0; /* first row and column of C */
@@ -59,6 +64,7 @@ typedef struct {
 typedef struct gpk_entry {
   const float *B;
   int tb, M, N, K, lda, ldb, ldc, beta;
+  int bias; /* C = A B + a bias vector, the bias inside oneDNN's kernel (beta 0) */
   int npieces;
   gpk_piece p[GPK_MAXPIECES];
   struct gpk_entry *next;
@@ -72,10 +78,11 @@ struct gpk_table {
   gpk_entry *entries;
   int stale;           /* gpk_invalidate: drop every entry before the next run */
   int omp;             /* LATHE_DNNL_OMP=1: one piece, an OpenMP team */
+  int bias;            /* a dense layer's bias inside the kernel (LATHE_DNNL_BIAS=0: off, to measure) */
   int cut;             /* LATHE_DNNL_CUT: 0 by shape (by_rows), 'c' columns, 'r' rows wherever
                         * possible (to measure the cuts against each other) */
   dnnl_engine_t eng;
-  long products, packings;
+  long products, packings, biased;
 };
 
 static _Thread_local gpk_table *current; /* the table of the run on this thread */
@@ -94,6 +101,7 @@ static void piece_free(gpk_piece *p) {
   if (p->src) dnnl_memory_destroy(p->src);
   if (p->dst) dnnl_memory_destroy(p->dst);
   if (p->pad) dnnl_memory_destroy(p->pad);
+  if (p->bias) dnnl_memory_destroy(p->bias);
   if (p->st) dnnl_stream_destroy(p->st);
   free(p->scratch);
 }
@@ -171,8 +179,8 @@ static int piece_make(gpk_table *t, const gpk_entry *e, gpk_piece *p, int r0, in
   /* a single row's stride says nothing, but oneDNN counts a row stride
    * above the width as a strided (not dense) matrix: brgemm refuses it */
   dnnl_dims_t sd = {m, e->K}, ss = {m == 1 ? e->K : e->lda, 1}, wd = {e->K, n}, dd = {m, n},
-              ds = {m == 1 ? n : e->ldc, 1};
-  dnnl_memory_desc_t src_md, w_any, dst_md;
+              ds = {m == 1 ? n : e->ldc, 1}, bd = {1, n};
+  dnnl_memory_desc_t src_md, w_any, dst_md, bias_md;
   dnnl_matmul_desc_t d;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_attr_t attr = make_attr(e->beta);
@@ -180,7 +188,8 @@ static int piece_make(gpk_table *t, const gpk_entry *e, gpk_piece *p, int r0, in
   int ok = attr && dnnl_memory_desc_init_by_strides(&src_md, 2, sd, dnnl_f32, ss) == dnnl_success &&
            dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success &&
            dnnl_memory_desc_init_by_strides(&dst_md, 2, dd, dnnl_f32, ds) == dnnl_success &&
-           dnnl_matmul_desc_init(&d, &src_md, &w_any, NULL, &dst_md) == dnnl_success &&
+           (!e->bias || dnnl_memory_desc_init_by_tag(&bias_md, 2, bd, dnnl_f32, dnnl_ab) == dnnl_success) &&
+           dnnl_matmul_desc_init(&d, &src_md, &w_any, e->bias ? &bias_md : NULL, &dst_md) == dnnl_success &&
            dnnl_primitive_desc_create(&pd, &d, attr, t->eng, NULL) == dnnl_success;
   if (attr) dnnl_primitive_attr_destroy(attr);
   if (!ok) return -1;
@@ -192,6 +201,7 @@ static int piece_make(gpk_table *t, const gpk_entry *e, gpk_piece *p, int r0, in
        dnnl_stream_create(&p->st, t->eng, dnnl_stream_default_flags) == dnnl_success &&
        dnnl_memory_create(&p->src, &src_md, t->eng, DNNL_MEMORY_NONE) == dnnl_success &&
        dnnl_memory_create(&p->dst, &dst_md, t->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+       (!e->bias || dnnl_memory_create(&p->bias, &bias_md, t->eng, DNNL_MEMORY_NONE) == dnnl_success) &&
        (!pad_bytes || dnnl_memory_create(&p->pad, pad_md, t->eng, p->scratch) == dnnl_success) &&
        piece_weights(t, e, p, w_md, n, share) == 0;
   dnnl_primitive_desc_destroy(pd);
@@ -228,14 +238,13 @@ static int piece_count(const gpk_table *t, int64_t macs, int blocks, int size) {
  * by rows lost to every product by columns five times out of five
  * (186.7-226.9 against 170.9-208.0). Alone, as one dense layer repeated,
  * the same shapes were 0-7% faster by rows, except the head (60.5-60.6 ms
- * by rows against 56.8-57.2): there B stays in the cache. Below
- * GPK_MINROWS rows a thread (dense1024_b64) columns measured better in
- * Lathe (medians 0.47-0.52 ms against 0.90-1.12 by rows, fastest steps
- * alike; later quiet windows split: rows ahead in four pairs, behind in
- * five). Its slow steps are the scheduler's, not oneDNN's: traced, a piece
- * takes 310-340 us by rows and 350-380 by columns whenever both threads
- * run; the slow steps are those where one thread ran both pieces or was
- * off its core for 1-4 ms (bench/README.md). Products whose A or C rows are strided
+ * by rows against 56.8-57.2): there B stays in the cache. From
+ * GPK_MINROWS rows a thread: dense1024_b64 (32 rows a thread) by rows ran
+ * 0.336-0.354 ms median against 0.369-0.387 by columns in every clean pair
+ * of 2026-12-08's quiet windows (one thread alone: 0.63 ms, at the core's
+ * peak). Its bimodal steps (0.63-0.76 ms medians, either cut) are the
+ * machine's: traced, both pool threads then ran on one CPU for most of the
+ * run (bench/README.md, "dense1024_b64 by rows"). Products whose A or C rows are strided
  * stay by columns too (gemm:jit for rows as well, which would pack all of
  * B in each piece). LATHE_DNNL_CUT=columns / rows force one cut. */
 static int by_rows(const gpk_table *t, const gpk_entry *e, int size) {
@@ -305,18 +314,21 @@ static gpk_entry *entry_make(gpk_table *t, const gpk_entry *key) {
 
 typedef struct {
   const gpk_entry *e;
-  const float *A;
+  const float *A, *bias;
   float *C;
   atomic_int next, failed;
 } gpk_job;
 
-static int piece_run(const gpk_entry *e, const gpk_piece *p, const float *A, float *C) {
+static int piece_run(const gpk_entry *e, const gpk_piece *p, const float *A, const float *bias, float *C) {
   if (dnnl_memory_set_data_handle(p->src, (void *)(A + (int64_t)p->r0 * e->lda)) != dnnl_success ||
-      dnnl_memory_set_data_handle(p->dst, C + (int64_t)p->r0 * e->ldc + p->n0) != dnnl_success)
+      dnnl_memory_set_data_handle(p->dst, C + (int64_t)p->r0 * e->ldc + p->n0) != dnnl_success ||
+      (p->bias && dnnl_memory_set_data_handle(p->bias, (void *)(bias + p->n0)) != dnnl_success))
     return -1;
-  dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_WEIGHTS, p->w}, {DNNL_ARG_DST, p->dst},
-                             {DNNL_ARG_SCRATCHPAD, p->pad}};
-  return dnnl_primitive_execute(p->mm, p->st, p->pad ? 4 : 3, args) == dnnl_success ? 0 : -1;
+  dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_WEIGHTS, p->w}, {DNNL_ARG_DST, p->dst}};
+  int n = 3;
+  if (p->bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, p->bias};
+  if (p->pad) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->pad};
+  return dnnl_primitive_execute(p->mm, p->st, n, args) == dnnl_success ? 0 : -1;
 }
 
 static void job_parts(void *ctx, int64_t lo, int64_t hi, int part) {
@@ -324,18 +336,18 @@ static void job_parts(void *ctx, int64_t lo, int64_t hi, int part) {
   gpk_job *j = ctx;
   if (!omp_one) set_omp(1), omp_one = 1;
   for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->e->npieces;)
-    if (piece_run(j->e, &j->e->p[i], j->A, j->C) != 0) atomic_store(&j->failed, 1);
+    if (piece_run(j->e, &j->e->p[i], j->A, j->bias, j->C) != 0) atomic_store(&j->failed, 1);
 }
 
-static int run_entry(const gpk_table *t, const gpk_entry *e, const float *A, float *C) {
+static int run_entry(const gpk_table *t, const gpk_entry *e, const float *A, const float *bias, float *C) {
   if (t->omp) { /* the whole product on an OpenMP team (measured, not the default) */
     set_omp(rt_pool_size());
-    int rc = piece_run(e, &e->p[0], A, C);
+    int rc = piece_run(e, &e->p[0], A, bias, C);
     set_omp(1);
     omp_one = 1;
     return rc;
   }
-  gpk_job j = {e, A, C, 0, 0};
+  gpk_job j = {e, A, bias, C, 0, 0};
   int parts = rt_pool_size() < e->npieces ? rt_pool_size() : e->npieces;
   if (parts > 1) rt_pool_for(parts, 1, job_parts, &j);
   else job_parts(&j, 0, 1, 0);
@@ -355,28 +367,58 @@ static int in_constant(const gpk_table *t, const float *B, int64_t span) {
 static gpk_entry *lookup(gpk_table *t, const gpk_entry *k) {
   for (gpk_entry *e = t->entries; e; e = e->next)
     if (e->B == k->B && e->tb == k->tb && e->M == k->M && e->N == k->N && e->K == k->K && e->lda == k->lda &&
-        e->ldb == k->ldb && e->ldc == k->ldc && e->beta == k->beta)
+        e->ldb == k->ldb && e->ldc == k->ldc && e->beta == k->beta && e->bias == k->bias)
       return e;
   int64_t span = k->tb ? (int64_t)(k->N - 1) * k->ldb + k->K : (int64_t)(k->K - 1) * k->ldb + k->N;
   if (!in_constant(t, k->B, span * (int64_t)sizeof(float))) return NULL;
   return entry_make(t, k);
 }
 
-/* rt_blas_set_whole's hook: 0 when the product ran here, -1 to leave it */
-static int gpk_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-                     int ldb, float beta, float *C, int ldc) {
+/* Does a product with a bias take it inside the kernel? Only where its
+ * pieces run on brgemm (row pieces, single rows: by_rows says which), whose
+ * kernel adds it as it stores C. oneDNN 2.6's gemm:jit (column pieces of
+ * several rows) adds a bias in a pass of its own after the product: there
+ * GPT-2-small's head took 72.6-72.9 ms against 57.3 with C filled first
+ * (bench/README.md, "The bias inside the kernel"). */
+static int bias_inside(const gpk_table *t, const gpk_entry *k) {
+  int size = t->omp ? 1 : rt_pool_size();
+  return t->bias && !t->omp && (k->M == 1 || by_rows(t, k, size));
+}
+
+/* C = A B (+ C where beta, + the vector `bias` on every row where bias):
+ * 0 when the product ran here, -1 to leave it */
+static int gpk_run(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, int beta,
+                   const float *bias, float *C, int ldc) {
   gpk_table *t = current;
   /* inside a pool loop (attention's work items make their own products):
    * the other threads are busy, so no OpenMP team and no pieces */
-  if (!t || rt_pool_busy()) return -1;
-  if (ta || alpha != 1.0f || (beta != 0.0f && beta != 1.0f) || M < 1 || N < 1 || K < 1) return -1;
-  gpk_entry key = {B, tb, M, N, K, lda, ldb, ldc, beta != 0.0f, 0, {{0}}, NULL};
+  if (!t || rt_pool_busy() || M < 1 || N < 1 || K < 1) return -1;
+  gpk_entry key = {.B = B, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .beta = beta,
+                   .bias = bias != NULL};
+  if (bias && !bias_inside(t, &key)) return -1;
   gpk_entry *e = lookup(t, &key);
   /* a primitive that was made runs (oneDNN's execute fails only on bad
    * arguments, which its creation already checked) */
-  if (!e || !e->npieces || run_entry(t, e, A, C) != 0) return -1;
+  if (!e || !e->npieces || run_entry(t, e, A, bias, C) != 0) return -1;
   t->products++;
+  t->biased += bias != NULL;
   return 0;
+}
+
+/* rt_blas_set_whole's hook */
+static int gpk_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc) {
+  if (ta || alpha != 1.0f || (beta != 0.0f && beta != 1.0f)) return -1;
+  return gpk_run(tb, M, N, K, A, lda, B, ldb, beta != 0.0f, NULL, C, ldc);
+}
+
+/* rt_blas_set_whole_bias's hook: the bias a oneDNN argument, added in the
+ * kernel as it stores C. Before, C was filled with the bias and the product
+ * added to it (a sum post-op): a pass writing all of C, and C read again in
+ * the kernel (bench/README.md, "The bias inside the kernel"). */
+static int gpk_sgemm_bias(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                          const float *bias, float *C, int ldc) {
+  return gpk_run(tb, M, N, K, A, lda, B, ldb, 0, bias, C, ldc);
 }
 
 /* ---- the table ---- */
@@ -384,6 +426,7 @@ static int gpk_sgemm(int ta, int tb, int M, int N, int K, float alpha, const flo
 static void install_once(void) {
   *(void **)&omp_threads = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
   rt_blas_set_whole(gpk_sgemm);
+  rt_blas_set_whole_bias(gpk_sgemm_bias);
 }
 
 int gpk_enabled(void) {
@@ -403,6 +446,8 @@ gpk_table *gpk_new(int nparams, const int *constant, const int64_t *bytes) {
   t->bytes = malloc((size_t)nparams * sizeof *t->bytes);
   const char *omp = getenv("LATHE_DNNL_OMP");
   t->omp = omp && !strcmp(omp, "1");
+  const char *bias = getenv("LATHE_DNNL_BIAS");
+  t->bias = !bias || strcmp(bias, "0") != 0;
   const char *cut = getenv("LATHE_DNNL_CUT");
   t->cut = !cut ? 0 : !strcmp(cut, "columns") ? 'c' : !strcmp(cut, "rows") ? 'r' : 0;
   if (!t->constant || !t->bytes || dnnl_engine_create(&t->eng, dnnl_cpu, 0) != dnnl_success) {
@@ -445,6 +490,7 @@ void gpk_invalidate(gpk_table *t) {
 
 long gpk_products(const gpk_table *t) { return t ? t->products : 0; }
 long gpk_packings(const gpk_table *t) { return t ? t->packings : 0; }
+long gpk_bias_products(const gpk_table *t) { return t ? t->biased : 0; }
 
 #else /* built without oneDNN: OpenBLAS for every product */
 #include <stddef.h>
@@ -460,4 +506,5 @@ void gpk_leave(gpk_table *t) { (void)t; }
 void gpk_invalidate(gpk_table *t) { (void)t; }
 long gpk_products(const gpk_table *t) { (void)t; return 0; }
 long gpk_packings(const gpk_table *t) { (void)t; return 0; }
+long gpk_bias_products(const gpk_table *t) { (void)t; return 0; }
 #endif

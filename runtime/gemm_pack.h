@@ -5,7 +5,9 @@
  *
  * Which products: those rt_sgemm (rt/blas.h) is handed whole, outside the
  * pool's loops, with A not transposed (B may be: a tied head), alpha 1, beta 0 or 1 (a bias filled in
- * first), whose B lies inside one of the program's constant weights (a
+ * first), and those rt_sgemm_bias is handed (a dense layer's product and
+ * its bias: the bias inside oneDNN's kernel where the pieces run on
+ * brgemm, else left to the fill and beta 1), whose B lies inside one of the program's constant weights (a
  * parameter the program never writes: not optimizer state, not a buffer,
  * not a decode step's cache). Everything else stays OpenBLAS's.
  *
@@ -45,5 +47,7 @@ void gpk_invalidate(gpk_table *t);
  * invalidation). */
 long gpk_products(const gpk_table *t);
 long gpk_packings(const gpk_table *t);
+/* of the products, those that added a bias inside the kernel */
+long gpk_bias_products(const gpk_table *t);
 
 #endif

@@ -256,7 +256,37 @@ static void test_commit_views(void) {
   lathe_model_free(m);
 }
 
+/* A large input (over runtime/api_program.c's COPY_SPLIT: copied over the
+ * pool, in parts) arrives whole: y = 2 x, every element, two runs with
+ * different values. 257 x 1023 floats: the parts' ends fall mid-row. */
+static void test_large_input(void) {
+  static const char *src = "model big\ninput x : f32[rows, 1023]\noutput y = x * 2.0\n";
+  enum { ROWS = 257, COLS = 1023, N = ROWS * COLS };
+  lathe_error err = {0};
+  lathe_model *m = lathe_model_parse("big.nn", src, strlen(src), &err);
+  CHECK(m && lathe_model_bind(m, "rows", ROWS, &err) == 0);
+  lathe_program *p = m ? lathe_compile(m, NULL, &err) : NULL;
+  float *xs = malloc(N * sizeof *xs);
+  CHECK_MSG(p && xs, "%s", err.message ? err.message : "out of memory");
+  for (int run = 0; p && xs && run < 2; run++) {
+    for (int i = 0; i < N; i++) xs[i] = (float)((i * 7 + run * 13) % 1001) - 500.0f;
+    lathe_tensor x = {.dtype = LATHE_F32, .rank = 2, .shape = {ROWS, COLS}, .data = xs}, y = {0};
+    CHECK(lathe_set_input(p, "x", &x, &err) == 0 && lathe_run(p, &err) == 0 &&
+          lathe_get_output(p, "y", &y, &err) == 0);
+    int bad = -1;
+    for (int i = 0; y.data && i < N && bad < 0; i++)
+      if (((float *)y.data)[i] != 2.0f * xs[i]) bad = i;
+    CHECK_MSG(y.data && bad < 0, "run %d: y[%d] is not 2 x", run, bad);
+    lathe_tensor_free(&y);
+  }
+  free(xs);
+  lathe_program_free(p);
+  lathe_model_free(m);
+  lathe_error_clear(&err);
+}
+
 int main(void) {
+  test_large_input();
   test_train_step();
   test_nonfinite_update();
   test_commit_views();

@@ -132,11 +132,69 @@ static void run_case(const pcase *c, int have) {
   free(W), free(V), free(X), free(A), free(C), free(R);
 }
 
+/* ---- 1b. rt_sgemm_bias: C = A B + bias ---- */
+
+typedef struct {
+  int tb, M, N, K, where, ldb_extra; /* where: as pcase's */
+} bcase;
+
+static const bcase bcases[] = {
+  {0, 64, 1024, 1024, 0, 0}, /* dense1024_b64 */
+  {0, 97, 1000, 301, 0, 0},  /* odd rows and widths */
+  {1, 256, 320, 96, 0, 40},  /* a transposed slice of a weight */
+  {0, 1, 700, 300, 0, 0},    /* one row */
+  {0, 256, 2304, 768, 0, 0}, /* GPT-2-small's qkv (B over 4 MiB) */
+  {0, 64, 256, 128, 2, 0},   /* B an activation: the fill and OpenBLAS */
+  {0, 64, 256, 128, 3, 0},   /* no table entered */
+};
+
+/* Against C filled with the bias and cblas_sgemm with beta 1. The bias is
+ * inside oneDNN's kernel only where the pieces run on brgemm: row pieces
+ * (cut = 'r': from 16 rows a thread) and single rows; column pieces of
+ * several rows fill C first and still run packed. */
+static void bias_case(const bcase *c, int have, int cut) {
+  int ldb = (c->tb ? c->K : c->N) + c->ldb_extra;
+  size_t na = (size_t)c->M * c->K, nb = (size_t)(c->tb ? c->N : c->K) * ldb, nc = (size_t)c->M * c->N;
+  float *W = malloc(nb * sizeof *W), *X = malloc(nb * sizeof *X), *A = malloc(na * sizeof *A);
+  float *C = malloc(nc * sizeof *C), *R = malloc(nc * sizeof *R), *bias = malloc((size_t)c->N * sizeof *bias);
+  if (!W || !X || !A || !C || !R || !bias) {
+    CHECK(!"out of memory");
+    free(W), free(X), free(A), free(C), free(R), free(bias);
+    return;
+  }
+  float *B = c->where == 2 ? X : W;
+  for (size_t i = 0; i < na; i++) A[i] = urand();
+  for (size_t i = 0; i < nb; i++) B[i] = urand();
+  for (int j = 0; j < c->N; j++) bias[j] = urand();
+  for (size_t i = 0; i < nc; i++) R[i] = bias[i % (size_t)c->N], C[i] = urand(); /* C's old values must not count */
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, c->tb ? CblasTrans : CblasNoTrans, c->M, c->N, c->K, 1.0f, A, c->K, B, ldb,
+              1.0f, R, c->N);
+  int constant = 1;
+  int64_t bytes = (int64_t)(nb * sizeof *W);
+  void *params[1] = {W};
+  gpk_table *t = gpk_new(1, &constant, &bytes);
+  if (c->where != 3) gpk_enter(t, params);
+  rt_sgemm_bias(c->tb, c->M, c->N, c->K, A, c->K, B, ldb, bias, C, c->N);
+  if (c->where != 3) gpk_leave(t);
+  double e = max_rel_err(C, R, nc);
+  CHECK_MSG(e <= 1e-5, "bias %dx%dx%d tb %d cut %c: max error %g of the scale", c->M, c->K, c->N, c->tb, cut, e);
+  int taken = have && c->where == 0;
+  int inside = taken && (c->M == 1 || (cut == 'r' && rt_pool_size() >= 2 && c->M >= 16 * rt_pool_size()));
+  CHECK_MSG(gpk_products(t) == taken && gpk_bias_products(t) == inside,
+            "bias %dx%dx%d cut %c where %d: %ld products packed, %ld with the bias inside", c->M, c->K, c->N, cut,
+            c->where, gpk_products(t), gpk_bias_products(t));
+  gpk_free(t);
+  free(W), free(X), free(A), free(C), free(R), free(bias);
+}
+
 /* ---- 2. through the API ---- */
 
-static lathe_program *dense_program(int M, int K, int N, lathe_backend be, lathe_error *err) {
+/* relu: the bias and the relu one pass after a product with beta 0; none:
+ * the bias C's first value (lathe_rt_sgemm_bias, cg_emit_fused) */
+static lathe_program *dense_program(int M, int K, int N, int relu, lathe_backend be, lathe_error *err) {
   char src[256];
-  snprintf(src, sizeof src, "model d\ninput x : f32[batch, %d]\noutput y = dense(x, %d, name=\"fc\") |> relu\n", K, N);
+  snprintf(src, sizeof src, "model d\ninput x : f32[batch, %d]\noutput y = dense(x, %d, name=\"fc\")%s\n", K, N,
+           relu ? " |> relu" : "");
   lathe_model *m = lathe_model_parse("d.nn", src, strlen(src), err);
   if (!m || lathe_model_bind(m, "batch", M, err) != 0) {
     lathe_model_free(m);
@@ -182,11 +240,11 @@ static void init_all(lathe_program *const *pr, uint64_t seed) {
   lathe_error_clear(&err);
 }
 
-static void api_case(int M, int K, int N, int have) {
+static void api_case(int M, int K, int N, int relu, int have) {
   lathe_error err = {0};
-  lathe_program *pr[NPROG] = {dense_program(M, K, N, LATHE_BACKEND_LLVM, &err),
-                              dense_program(M, K, N, LATHE_BACKEND_LLVM, &err),
-                              dense_program(M, K, N, LATHE_BACKEND_INTERP, &err)};
+  lathe_program *pr[NPROG] = {dense_program(M, K, N, relu, LATHE_BACKEND_LLVM, &err),
+                              dense_program(M, K, N, relu, LATHE_BACKEND_LLVM, &err),
+                              dense_program(M, K, N, relu, LATHE_BACKEND_INTERP, &err)};
   size_t nx = (size_t)M * K, ny = (size_t)M * N;
   float *xs = malloc(nx * sizeof *xs);
   CHECK_MSG(pr[PK] && pr[OB] && pr[IN] && xs, "%s", err.message ? err.message : "out of memory");
@@ -208,6 +266,11 @@ static void api_case(int M, int K, int N, int have) {
   int packed = have && (macs > (1 << 20) || ((int64_t)K * N >= (1 << 18) && macs >= (1 << 18)));
   CHECK_MSG((gpk_products(pr[PK]->pack) > 0) == packed, "%dx%dx%d: %ld packed products", M, K, N,
             gpk_products(pr[PK]->pack));
+  /* a dense layer's bias goes inside the kernel where the pieces are rows
+   * (runtime/gemm_pack.c, bias_inside: 32 rows a thread, B up to 4 MiB) */
+  int inside = packed && !relu && macs > (1 << 20) && rt_pool_size() >= 2 && M >= 32 * rt_pool_size();
+  CHECK_MSG((gpk_bias_products(pr[PK]->pack) > 0) == inside, "%dx%dx%d: %ld products with the bias inside", M, K,
+            N, gpk_bias_products(pr[PK]->pack));
   long packs = gpk_packings(pr[PK]->pack);
   /* new weights: lathe_weights_init */
   init_all(pr, 2);
@@ -220,6 +283,10 @@ static void api_case(int M, int K, int N, int have) {
     int w = strcmp(lathe_param_name(pr[i], 0), "fc.weight") ? 1 : 0;
     CHECK(lathe_param_view(pr[i], w, &v) == 0 && v.rank == 2 && v.shape[0] == K);
     for (int64_t j = 0; v.data && j < (int64_t)K * N; j++) ((float *)v.data)[j] = 0.05f * (float)((j * 7919) % 41 - 20);
+    /* and the bias (initialised to zeros, where a bias read wrongly would not show) */
+    lathe_tensor b = {0};
+    CHECK(lathe_param_view(pr[i], 1 - w, &b) == 0 && b.rank == 1 && b.shape[0] == N);
+    for (int64_t j = 0; b.data && j < N; j++) ((float *)b.data)[j] = 0.5f * (float)((j * 31) % 17 - 8);
   }
   snprintf(when, sizeof when, "%dx%dx%d, after writing through a view", M, K, N);
   compare(pr, &x, ny, when);
@@ -230,7 +297,7 @@ static void api_case(int M, int K, int N, int have) {
   CHECK(fd >= 0);
   if (fd >= 0) {
     close(fd);
-    lathe_program *q = dense_program(M, K, N, LATHE_BACKEND_INTERP, &err);
+    lathe_program *q = dense_program(M, K, N, relu, LATHE_BACKEND_INTERP, &err);
     CHECK(q && lathe_weights_init(q, 3, &err) == 0 && lathe_weights_save(q, path, &err) == 0);
     for (int i = 0; i < NPROG; i++) CHECK(lathe_weights_load(pr[i], path, &err) == 0);
     snprintf(when, sizeof when, "%dx%dx%d, after lathe_weights_load", M, K, N);
@@ -262,14 +329,18 @@ int main(void) {
   for (int c = 0; c < 2; c++) {
     setenv("LATHE_DNNL_CUT", cuts[c], 1);
     for (int i = 0; i < NCASES; i++) run_case(&cases[i], have);
+    for (size_t i = 0; i < sizeof bcases / sizeof bcases[0]; i++) bias_case(&bcases[i], have, cuts[c][0]);
   }
   unsetenv("LATHE_DNNL_CUT");
-  api_case(64, 256, 192, have);  /* packed, bias first */
-  api_case(3, 700, 1000, have);  /* three rows, odd widths */
-  api_case(1, 512, 256, have);   /* one row, a small weight: generated loops, no table use */
-  api_case(1, 1024, 1024, have); /* dense1024_b1: a generated loop that finds its weight packed */
-  api_case(1, 1000, 300, have);  /* one row, 3e5 floats of weight: packed, two odd column pieces */
-  api_case(2, 1024, 1024, have); /* two rows: a lathe_rt_sgemm call, packed */
-  api_case(256, 128, 96, have);  /* 256 rows */
+  api_case(64, 256, 192, 1, have);  /* packed, then the bias and relu */
+  api_case(3, 700, 1000, 1, have);  /* three rows, odd widths */
+  api_case(1, 512, 256, 1, have);   /* one row, a small weight: generated loops, no table use */
+  api_case(1, 1024, 1024, 1, have); /* dense1024_b1: a generated loop that finds its weight packed */
+  api_case(1, 1000, 300, 1, have);  /* one row, 3e5 floats of weight: packed, two odd column pieces */
+  api_case(2, 1024, 1024, 1, have); /* two rows: a lathe_rt_sgemm call, packed */
+  api_case(256, 128, 96, 1, have);  /* 256 rows */
+  api_case(64, 1024, 1024, 0, have); /* dense1024_b64: row pieces, the bias inside the kernel */
+  api_case(256, 128, 96, 0, have);   /* the same at 256 rows */
+  api_case(2, 1024, 1024, 0, have);  /* two rows: column pieces, C filled with the bias first */
   return TEST_REPORT();
 }

@@ -43,6 +43,8 @@ void cg_mod_types(cg_mod *m) {
   if (m->jit) { /* an emitted object links liblathe_rt's ABI, which has no packed weights */
     LLVMTypeRef gp[10] = {m->i32, m->i32, m->i32, m->ptr, m->i32, m->ptr, m->i32, m->f32, m->ptr, m->i32};
     m->sgemm_packed = cg_declare(m, "lathe_rt_sgemm_packed", m->i32, gp, 10);
+    LLVMTypeRef gb[11] = {m->i32, m->i32, m->i32, m->i32, m->ptr, m->i32, m->ptr, m->i32, m->ptr, m->ptr, m->i32};
+    m->sgemm_bias = cg_declare(m, "lathe_rt_sgemm_bias", m->i32, gb, 11);
   }
   LLVMTypeRef f1[2] = {m->f32, m->f32};
   m->logf_ = cg_declare(m, "logf", m->f32, f1, 1);
@@ -694,6 +696,23 @@ void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double a
   V a[14] = {ci32(k, 101),  ci32(k, ta ? 112 : 111), ci32(k, tb ? 112 : 111), ci32(k, M), ci32(k, N),
              ci32(k, K),    cf(k, alpha), A, ci32(k, lda), Bm, ci32(k, ldb), cf(k, beta), Cm, ci32(k, ldc)};
   cg_call(k, k->m->sgemm, a, 14);
+}
+
+/* A dense layer's product with its bias asks the run-time first
+ * (lathe_rt_sgemm_bias, runtime/gemm_pack.c): oneDNN adds the bias in its
+ * kernel, where filling C with it first cost a pass over C and a sum in the
+ * kernel (bench/README.md, "The bias inside the kernel"). */
+LLVMBasicBlockRef cg_sgemm_bias_first(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, V A, int64_t lda,
+                                      V Bm, int64_t ldb, V bias, V Cm, int64_t ldc) {
+  if (!k->m->jit || k->m->gemm_gen || k->part || ta || sg_fits(tb, M, N, K)) return NULL;
+  V a[11] = {ci32(k, tb), ci32(k, M), ci32(k, N), ci32(k, K), A, ci32(k, lda), Bm, ci32(k, ldb), bias, Cm,
+             ci32(k, ldc)};
+  V took = cg_call(k, k->m->sgemm_bias, a, 11);
+  LLVMBasicBlockRef other = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "bias_fill");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(k->m->C, k->fn, "bias_done");
+  LLVMBuildCondBr(k->B, LLVMBuildICmp(k->B, LLVMIntNE, took, ci32(k, 0), ""), done, other);
+  LLVMPositionBuilderAtEnd(k->B, other);
+  return done;
 }
 
 void cg_fill_rows(cg_k *k, V p, int64_t rows, int64_t cols, int64_t ld, V bias) {

@@ -26,6 +26,7 @@ typedef struct {
   LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, vd;
   cg_fn sgemm, logf_, powf_, log1pf_;
   cg_fn sgemm_packed; /* lathe_rt_sgemm_packed: declared in JIT modules only */
+  cg_fn sgemm_bias;   /* lathe_rt_sgemm_bias: the same */
   cg_fn sqrt_, fabs_;
   cg_fn parfor; /* lathe_rt_parallel_for(n, grain, body, captures): the runtime pool */
   int npar;     /* outlined parallel bodies so far (for their names) */
@@ -262,6 +263,13 @@ int cg_pool_parts(void);
  * cblas_sgemm's meaning, split over the runtime pool (rt/blas.h) */
 void cg_sgemm(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,
               V Bm, int64_t ldb, double beta, V Cm, int64_t ldc);
+/* C = A B + bias as one packed product (lathe_rt_sgemm_bias) where the
+ * run-time takes it: returns the block after both ways, the builder left
+ * where the caller emits the other way (fill C with the bias, cg_sgemm with
+ * beta = 1); NULL (nothing emitted) where cg_sgemm would not call the
+ * run-time or the module is not a JIT's. */
+LLVMBasicBlockRef cg_sgemm_bias_first(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, V A, int64_t lda,
+                                      V Bm, int64_t ldb, V bias, V Cm, int64_t ldc);
 /* cg_sgemm's product as generated code, no library call (cg_gemm.c): what
  * cg_sgemm emits when k->m->gemm_gen */
 void cg_gemm_generated(cg_k *k, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha, V A, int64_t lda,

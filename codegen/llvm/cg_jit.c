@@ -309,6 +309,7 @@ static int define_host_symbols(LLVMOrcLLJITRef J, char *msg, size_t msgn) {
     void *addr;
   } syms[] = {
     {"lathe_rt_sgemm", (void *)lathe_rt_sgemm}, {"lathe_rt_sgemm_packed", (void *)lathe_rt_sgemm_packed},
+    {"lathe_rt_sgemm_bias", (void *)lathe_rt_sgemm_bias},
     {"expf", (void *)expf}, {"logf", (void *)logf},
     {"tanhf", (void *)tanhf}, {"erfcf", (void *)erfcf}, {"powf", (void *)powf}, {"log1pf", (void *)log1pf},
     {"memcpy", (void *)memcpy}, {"memset", (void *)memset}, {"memmove", (void *)memmove},

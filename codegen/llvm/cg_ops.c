@@ -981,8 +981,14 @@ void cg_emit_fused(cg_k *k) {
   cg_fuse rest;
   const cg_fuse *all = k->fuse;
   if (bias_first(k->fuse) && sb->rank == 2 && sa->rank >= 2 && (!c.ta || sa->rank == 2)) {
+    LLVMBasicBlockRef done = cg_sgemm_bias_first(k, c.ta, c.tb, rows, N, c.K, ARG(0), c.lda, ARG(1), c.ldb,
+                                                 k->arg[k->fuse->arg[0]], k->arg[0], N);
     fill_bias(k, rows, N, k->fuse->arg[0]);
     cg_sgemm(k, c.ta, c.tb, rows, N, c.K, 1.0, ARG(0), c.lda, ARG(1), c.ldb, 1.0, k->arg[0], N);
+    if (done) {
+      LLVMBuildBr(k->B, done);
+      LLVMPositionBuilderAtEnd(k->B, done);
+    }
     rest = steps_after_first(k->fuse);
     k->fuse = &rest;
   } else {
