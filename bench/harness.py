@@ -106,6 +106,8 @@ def lathe_bench_cmd(bench, w, inputs, quick):
            "--warmup", str(w.warmup), "--max-seconds", str(w.max_seconds)]
     if w.kind == "train":
         cmd.append("--train")
+    if w.kind == "inference":  # inputs bound once, as both peers pass a tensor over the caller's memory
+        cmd.append("--zero-copy")
     if w.kind == "generate":  # --in is ignored there: lathe_generate feeds its own prompt
         cmd += ["--generate", str(w.gen_tokens)]
     if w.quant:
