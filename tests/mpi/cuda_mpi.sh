@@ -12,20 +12,9 @@
 # Skips LOUDLY without mpirun, a build with MPI or the executor's host compiler.
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/cx_skip.sh"
-DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 
 # ---- 1. no NCCL: every rank ends with one line, none hangs ----
-LATHE_NCCL_LIB=/nonexistent/libnccl.so.2 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 timeout 120 \
-  "$MPIRUN" -np 2 --oversubscribe -x LATHE_THREADS -x LATHE_NCCL_LIB -x ASAN_OPTIONS "$LATHE" train examples/mlp.nn --data "$DIGITS" --epochs 1 --backend cuda --quiet \
-  >"$tmp/nonccl.txt" 2>&1
-rc=$?
-[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ok || bad "no NCCL: exit $rc (0: it trained; 124: it hung)"
-# every rank fails at the same point with the same line; the first to fail ends the job (MPI_Abort), so the
-# others may be ended before they print theirs: at least one, at most one per rank
-n=$(grep -c "NCCL not found (libnccl.so.2): looked in /nonexistent/libnccl.so.2" "$tmp/nonccl.txt")
-[ "$n" -ge 1 ] && [ "$n" -le 2 ] && ok ||
-  bad "no NCCL: no line naming NCCL and where it looked: $(cat "$tmp/nonccl.txt")"
-grep -m1 "NCCL not found" "$tmp/nonccl.txt"
+no_nccl
 
 # ---- 2. the executor: 2 and 4 ranks against one process ----
 # the first 500 digits: 4 steps of 64 (every rank count sees the same global batches)

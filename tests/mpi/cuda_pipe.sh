@@ -15,21 +15,10 @@
 # Skips LOUDLY without mpirun, a build with MPI or the executor's host compiler.
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/cx_skip.sh"
-DIGITS=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 PY=/usr/bin/python3
 
 # ---- 1. no NCCL: one line naming it, no rank hangs ----
-LATHE_NCCL_LIB=/nonexistent/libnccl.so.2 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 timeout 120 \
-  "$MPIRUN" -np 2 --oversubscribe -x LATHE_THREADS -x LATHE_NCCL_LIB -x ASAN_OPTIONS "$LATHE" train examples/mlp.nn \
-  --data "$DIGITS" --epochs 1 --pipeline 2 --backend cuda --quiet >"$tmp/nonccl.txt" 2>&1
-rc=$?
-[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ok || bad "no NCCL: exit $rc (0: it trained; 124: it hung)"
-# every rank fails compiling its first stage program; the first to fail may end the job (MPI_Abort) before the
-# other prints: at least one line, at most one per rank
-n=$(grep -c "NCCL not found (libnccl.so.2): looked in /nonexistent/libnccl.so.2" "$tmp/nonccl.txt")
-[ "$n" -ge 1 ] && [ "$n" -le 2 ] && ok ||
-  bad "no NCCL: no line naming NCCL and where it looked: $(cat "$tmp/nonccl.txt")"
-grep -m1 "NCCL not found" "$tmp/nonccl.txt"
+no_nccl --pipeline 2
 
 # ---- 2. the executor ----
 run() { # OUT RANKS BIN ARGS...: lathe train on RANKS ranks (1: one process), its output in $tmp/OUT.txt
