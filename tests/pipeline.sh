@@ -60,25 +60,20 @@ fi
 import numpy as np
 np.save('$tmp/tok.npy', (np.arange(4 * 64).reshape(4, 64) * 7 % 96).astype(np.int32))
 np.save('$tmp/x.npy', (np.arange(8 * 64).reshape(8, 64) % 17).astype(np.float32))"
-close() { # close A.npy B.npy WHAT
-  local r
-  if r=$("$PY" -c "import numpy as np, sys; d = float(np.abs(np.load('$1') - np.load('$2')).max()); print(d); sys.exit(d > 1e-5)" 2>&1)
-  then ok; echo "$3: max |diff| $r"; else bad "$3: $r"; fi
-}
 if [ -z "$asan" ]; then
   "$LATHE" run examples/gpt.nn --weights "$tmp/g1/last.safetensors" --in tokens="$tmp/tok.npy" --out logits="$tmp/o1.npy" \
     >/dev/null 2>&1 || bad "gpt run, one process"
   for k in 2 4; do
     mpi $k run examples/gpt.nn --pipeline $k --weights "$tmp/g1/last.safetensors" --in tokens="$tmp/tok.npy" \
       --out logits="$tmp/o$k.npy" >"$tmp/run$k.txt" 2>&1 || bad "gpt run --pipeline $k: $(tail -5 "$tmp/run$k.txt")"
-    close "$tmp/o1.npy" "$tmp/o$k.npy" "char-GPT inference, --pipeline $k"
+    npy_close "$tmp/o1.npy" "$tmp/o$k.npy" "char-GPT inference, --pipeline $k"
   done
 fi
 "$LATHE" run examples/mlp.nn --weights "$tmp/one/last.safetensors" --in x="$tmp/x.npy" --out probs="$tmp/m1.npy" \
   >/dev/null 2>&1 || bad "mlp run, one process"
 mpi 3 run examples/mlp.nn --pipeline 3 --weights "$tmp/one/last.safetensors" --in x="$tmp/x.npy" --out probs="$tmp/m3.npy" \
   >"$tmp/runm.txt" 2>&1 || bad "mlp run --pipeline 3: $(tail -5 "$tmp/runm.txt")"
-close "$tmp/m1.npy" "$tmp/m3.npy" "digits MLP inference, --pipeline 3"
+npy_close "$tmp/m1.npy" "$tmp/m3.npy" "digits MLP inference, --pipeline 3"
 # lathe eval --pipeline K: the last stage prints one process's metrics
 "$LATHE" eval examples/mlp.nn --weights "$tmp/one/last.safetensors" --data "$DIGITS" >"$tmp/e1.txt" 2>&1 ||
   bad "mlp eval, one process: $(cat "$tmp/e1.txt")"

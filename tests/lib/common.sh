@@ -18,6 +18,14 @@ npy_zeros() {
   { printf '\x93NUMPY\x01\x00\x76\x00%s' "$hdr"; printf '%*s\n' $((117 - ${#hdr})) ''; head -c 1024 /dev/zero; } >"$1"
 }
 
+# npy_close A.npy B.npy WHAT: a check that the two arrays agree within 1e-5
+# (the distributed tests' one process against ranks and stages)
+npy_close() {
+  local r
+  if r=$(/usr/bin/python3 -c "import numpy as np, sys; d = float(np.abs(np.load('$1') - np.load('$2')).max()); print(d); sys.exit(d > 1e-5)" 2>&1)
+  then ok; echo "$3: max |diff| $r"; else bad "$3: $r"; fi
+}
+
 # small_task DIR: DIR/d.csv, 200 rows of 4 features and a class 0/1 target,
 # and DIR/m.nn, a small classifier that trains on it in a moment.
 small_task() {

@@ -38,11 +38,6 @@ fi
 import numpy as np
 np.save('$tmp/tok.npy', (np.arange(4 * 16).reshape(4, 16) * 7 % 96).astype(np.int32))
 np.save('$tmp/x.npy', (np.arange(8 * 64).reshape(8, 64) % 17).astype(np.float32))"
-close() { # close A.npy B.npy WHAT
-  local r
-  if r=$("$PY" -c "import numpy as np, sys; d = float(np.abs(np.load('$1') - np.load('$2')).max()); print(d); sys.exit(d > 1e-5)" 2>&1)
-  then ok; echo "$3: max |diff| $r"; else bad "$3: $r"; fi
-}
 if [ -z "$asan" ]; then
   # the char-GPT (examples/gpt.nn) at a size the executor steps through quickly (its attention runs a fiber per GPU
   # thread): T = 16, d = 32, 2 heads, 2 layers; 600 bytes of text: 4 steps of 8 windows, 2 micro-batches of 4
@@ -65,7 +60,7 @@ if [ -z "$asan" ]; then
   W="--weights $tmp/g1/last.safetensors --in tokens=$tmp/tok.npy"
   run o1 1 "$CX" run "$tmp/gpt.nn" $W --out logits="$tmp/o1.npy" --backend cuda
   run o2 2 "$CX" run "$tmp/gpt.nn" $W --out logits="$tmp/o2.npy" --backend cuda --pipeline 2
-  close "$tmp/o1.npy" "$tmp/o2.npy" "char-GPT inference, --pipeline 2 --backend cuda vs one process"
+  npy_close "$tmp/o1.npy" "$tmp/o2.npy" "char-GPT inference, --pipeline 2 --backend cuda vs one process"
   # evaluation: the last stage prints the interpreter's metrics
   run e2 2 "$CX" eval "$tmp/gpt.nn" --weights "$tmp/g1/last.safetensors" --data "$tmp/text.txt" --split val --backend cuda \
     --pipeline 2
@@ -88,6 +83,6 @@ run p1 1 "$CX" run examples/mlp.nn --weights "$tmp/m1/last.safetensors" --in x="
   --backend cuda
 run p3 3 "$CX" run examples/mlp.nn --weights "$tmp/m1/last.safetensors" --in x="$tmp/x.npy" --out probs="$tmp/p3.npy" \
   --backend cuda --pipeline 3
-close "$tmp/p1.npy" "$tmp/p3.npy" "digits MLP inference, --pipeline 3 --backend cuda vs one process"
+npy_close "$tmp/p1.npy" "$tmp/p3.npy" "digits MLP inference, --pipeline 3 --backend cuda vs one process"
 echo "executor runs: $(($(date +%s) - t0)) s"
 finish
